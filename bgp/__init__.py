@@ -1,0 +1,1 @@
+"""bgp: ExaBGP integration, Adj-RIB-In and best path, route reflection. Never touches the kernel."""

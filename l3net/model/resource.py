@@ -1,0 +1,104 @@
+"""l3net.model.resource: the resource document and the table of kinds.
+
+A resource is ``{apiVersion, kind, metadata, spec}``. Kinds l3net shares with
+Calico are also accepted under ``projectcalico.org/v3``; Kubernetes
+NetworkPolicy is accepted verbatim under ``networking.k8s.io/v1`` and Namespace
+under ``v1``. Stored documents use the canonical apiVersion of their kind.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+L3NET_API = "l3net.io/v1"
+CALICO_API = "projectcalico.org/v3"
+K8S_NETPOL_API = "networking.k8s.io/v1"
+K8S_CORE_API = "v1"
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    plural: str
+    namespaced: bool
+    canonical_api: str
+    accepted_apis: frozenset[str]
+    short_names: tuple[str, ...] = ()
+
+
+def _kind(kind: str, plural: str, namespaced: bool, canonical: str, also: tuple[str, ...] = (),
+          short: tuple[str, ...] = ()) -> KindInfo:
+    return KindInfo(kind, plural, namespaced, canonical, frozenset((canonical, *also)), short)
+
+
+KINDS: dict[str, KindInfo] = {k.kind: k for k in (
+    _kind("IPPool", "ippools", False, L3NET_API, (CALICO_API,), ("ippool", "pool", "pools")),
+    _kind("Node", "nodes", False, L3NET_API, (CALICO_API,), ("node", "no")),
+    _kind("BGPConfiguration", "bgpconfigurations", False, L3NET_API, (CALICO_API,), ("bgpconfig", "bgpconfigs")),
+    _kind("BGPPeer", "bgppeers", False, L3NET_API, (CALICO_API,), ("bgppeer",)),
+    _kind("WorkloadEndpoint", "workloadendpoints", True, L3NET_API, (), ("wep", "weps", "workloadendpoint")),
+    _kind("Namespace", "namespaces", False, K8S_CORE_API, (L3NET_API,), ("namespace", "ns")),
+    _kind("NetworkPolicy", "networkpolicies", True, K8S_NETPOL_API, (), ("networkpolicy", "netpol", "np")),
+    _kind("GlobalNetworkPolicy", "globalnetworkpolicies", False, L3NET_API, (CALICO_API,),
+          ("globalnetworkpolicy", "gnp")),
+)}
+
+KINDS_BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS.values()}
+
+
+def kind_info(name: str) -> KindInfo | None:
+    """Look a kind up by kind, plural or short name, case-insensitively."""
+    low = name.lower()
+    for info in KINDS.values():
+        if low in (info.kind.lower(), info.plural, *info.short_names):
+            return info
+    return None
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One validated resource. Immutable; ``spec`` must not be mutated by callers."""
+
+    kind: str
+    name: str
+    spec: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+    resource_version: int = 0
+
+    @property
+    def info(self) -> KindInfo:
+        return KINDS[self.kind]
+
+    @property
+    def ref(self) -> str:
+        """``Kind/name`` or ``Kind/namespace/name``: how errors and logs name it."""
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+    def to_document(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": self.name}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        if self.labels:
+            meta["labels"] = dict(self.labels)
+        if self.annotations:
+            meta["annotations"] = dict(self.annotations)
+        meta.update(copy.deepcopy(self.extra_metadata))
+        if self.resource_version:
+            meta["resourceVersion"] = str(self.resource_version)
+        doc: dict[str, Any] = {"apiVersion": self.info.canonical_api, "kind": self.kind, "metadata": meta}
+        if self.kind != "Namespace" or self.spec:
+            doc["spec"] = copy.deepcopy(self.spec)
+        return doc
+
+    def to_json(self) -> bytes:
+        doc = self.to_document()
+        doc["metadata"].pop("resourceVersion", None)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,97 @@
+"""l3net.netns: network-namespace plumbing shared by the lab, the CNI plugin and tests.
+
+Python 3.11 has no ``os.setns``; sysctls under /proc/sys/net follow the calling
+thread's namespace, so :func:`in_netns` switches only the current thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+NETNS_DIR = Path("/run/netns")
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def netns_path(name_or_path: str) -> str:
+    """A namespace given by name (``ip netns``) or by path (``/proc/PID/ns/net``)."""
+    return name_or_path if "/" in name_or_path else str(NETNS_DIR / name_or_path)
+
+
+@contextlib.contextmanager
+def in_netns(name_or_path: str) -> Iterator[None]:
+    """Run the body with the current thread inside another network namespace."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(netns_path(name_or_path), os.O_RDONLY)
+    try:
+        _setns(target, CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            _setns(own, CLONE_NEWNET)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+def write_sysctl(path: str, value: str | int, netns: str | None = None) -> None:
+    """Write ``/proc/sys/<path>`` (dots or slashes), optionally inside ``netns``."""
+    full = "/proc/sys/" + path.replace(".", "/") if "/" not in path else "/proc/sys/" + path
+    if netns:
+        with in_netns(netns):
+            Path(full).write_text(str(value))
+    else:
+        Path(full).write_text(str(value))
+
+
+def read_sysctl(path: str, netns: str | None = None) -> str:
+    full = "/proc/sys/" + path.replace(".", "/") if "/" not in path else "/proc/sys/" + path
+    if netns:
+        with in_netns(netns):
+            return Path(full).read_text().strip()
+    return Path(full).read_text().strip()
+
+
+def exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def create(name: str) -> None:
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    run(name, ["ip", "link", "set", "lo", "up"])
+
+
+def delete(name: str) -> None:
+    if exists(name):
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def list_names() -> list[str]:
+    if not NETNS_DIR.exists():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir())
+
+
+def run(netns: str, cmd: Sequence[str], *, check: bool = True, timeout: float | None = 30,
+        input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` inside ``netns`` (via ``ip netns exec``) and capture its output."""
+    return subprocess.run(["ip", "netns", "exec", netns, *cmd], check=check, capture_output=True, text=True,
+                          timeout=timeout, input=input, env=env)
+
+
+def nsenter_cmd(netns: str, cmd: Sequence[str]) -> list[str]:
+    """A command line that runs ``cmd`` in ``netns`` without remounting /sys (for long-lived daemons)."""
+    return ["nsenter", f"--net={netns_path(netns)}", "--", *cmd]
