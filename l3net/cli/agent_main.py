@@ -1,0 +1,55 @@
+"""l3net.cli.agent_main: the ``l3net`` command (agent, route reflector, lab, bench).
+
+Each subcommand lives with the package that owns it and registers itself
+through ``add_parser(subparsers)``; this module only dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module providing add_parser(subparsers) that sets args.func
+SUBCOMMANDS = {
+    "agent": "felix.cli",
+    "route-reflector": "bgp.cli",
+    "lab": "l3net.lab.cli",
+    "bench": "l3net.benchcli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l3net", description="l3net: pure-L3 container networking.")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        try:
+            importlib.import_module(module).add_parser(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+            unavailable = sub.add_parser(name, help=f"(not available: {module} is not installed)")
+            unavailable.set_defaults(func=lambda _a, m=module: _unavailable(m))
+    return parser
+
+
+def _unavailable(module: str) -> int:
+    print(f"l3net: this command needs {module}, which is not part of this build", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
