@@ -18,8 +18,8 @@ class FieldError:
     document: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.document}: " if self.document else ""
-        return f"{where}{self.path}: {self.reason}"
+        parts = [p for p in (self.document, self.path) if p]
+        return ": ".join([*parts, self.reason])
 
 
 class ValidationError(ValueError):

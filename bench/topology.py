@@ -1,0 +1,140 @@
+"""bench.topology: two nodes and their workloads in namespaces, wired the way Calico wires them.
+
+A node is a namespace with ``eth0`` on a point-to-point fabric veth to the
+other node. A workload is a namespace whose ``eth0`` is the peer of a host
+veth ``cali<11 hex>`` in its node: ``/32`` address, ``169.254.1.1`` scope-link
+gateway, ``proxy_arp`` and ``proxy_delay=0`` on the host side, a ``/32``
+scope-link host route (protocol 76), MAC ``ee:ee:ee:ee:ee:ee``. This is what
+``l3net-cni`` does; :func:`wire_workload` does it directly (the dataplane
+benchmark uses the real plugin instead when it is importable).
+
+Everything is created through ``ip -n``/``ethtool`` inside the workspace's own
+namespaces; nothing touches the root namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bench.framework import Workspace
+from l3net import constants, netns
+
+_log = logging.getLogger(__name__)
+
+
+def ip(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``ip -n NS ...`` with a clear error on failure."""
+    cmd = ["ip", "-n", ns, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+    return out
+
+
+def ip_batch(ns: str, lines: Sequence[str]) -> None:
+    """Many ``ip`` commands in one process (``ip -n NS -batch -``)."""
+    out = subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n", capture_output=True,
+                         text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"ip -n {ns} -batch failed: {out.stderr.strip()[:500]}")
+
+
+def host_veth_name(namespace: str, pod: str) -> str:
+    """Calico's host-side name: ``cali`` + the first 11 hex of sha1("<namespace>.<pod>")."""
+    digest = hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()
+    return constants.WORKLOAD_IFACE_PREFIX + digest[: constants.WORKLOAD_IFACE_HASH_LEN]
+
+
+@dataclass
+class Node:
+    name: str  # short name inside the topology: n1, n2
+    ns: str
+    fabric_ip: str  # on eth0, /24
+    veths: list[str] = field(default_factory=list)  # every veth end in this namespace
+
+
+@dataclass
+class Workload:
+    name: str
+    ns: str
+    node: Node
+    ip: str
+    host_if: str
+    mtu: int | None = None
+
+
+def node_pair(ws: Workspace, subnet: str = "10.99.0") -> tuple[Node, Node]:
+    """Two nodes joined back to back on ``eth0`` (the fabric), forwarding on, default via an absent gateway.
+
+    The default route matters: proxy ARP answers for 169.254.1.1 only when
+    the node has a unicast route covering it (testbed-facts §3).
+    """
+    n1 = Node("n1", ws.netns("n1"), f"{subnet}.11")
+    n2 = Node("n2", ws.netns("n2"), f"{subnet}.12")
+    tmp_a, tmp_b = f"{ws.tag}fa", f"{ws.tag}fb"
+    ip(n1.ns, "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b, "netns", n2.ns)
+    for node, tmp in ((n1, tmp_a), (n2, tmp_b)):
+        ip(node.ns, "link", "set", tmp, "name", "eth0")
+        ip(node.ns, "addr", "add", f"{node.fabric_ip}/24", "dev", "eth0")
+        ip(node.ns, "link", "set", "eth0", "up")
+        ip(node.ns, "route", "add", "default", "via", f"{subnet}.1")
+        netns.write_sysctl("net.ipv4.ip_forward", 1, netns=node.ns)
+        node.veths.append("eth0")
+    return n1, n2
+
+
+def wire_workload(ws: Workspace, node: Node, name: str, addr: str, *, mtu: int | None = None,
+                  k8s_namespace: str = "bench") -> Workload:
+    """A workload namespace wired to ``node`` exactly as l3net-cni (and Calico's CNI) wires it."""
+    wl_ns = ws.netns(name)
+    host_if = host_veth_name(k8s_namespace, f"{ws.tag}-{name}")
+    ip(node.ns, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", wl_ns)
+    ip(node.ns, "link", "set", host_if, "address", constants.WORKLOAD_HOST_MAC)
+    if mtu:
+        ip(node.ns, "link", "set", host_if, "mtu", str(mtu))
+        ip(wl_ns, "link", "set", "eth0", "mtu", str(mtu))
+    netns.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", 1, netns=node.ns)
+    netns.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", 0, netns=node.ns)
+    ip(node.ns, "link", "set", host_if, "up")
+    ip(wl_ns, "addr", "add", f"{addr}/32", "dev", "eth0")
+    ip(wl_ns, "link", "set", "eth0", "up")
+    gw = constants.WORKLOAD_GATEWAY_V4
+    ip(wl_ns, "route", "add", gw, "dev", "eth0", "scope", "link")
+    ip(wl_ns, "route", "add", "default", "via", gw, "dev", "eth0")
+    ip(node.ns, "route", "add", f"{addr}/32", "dev", host_if, "scope", "link", "proto", str(constants.ROUTE_PROTO))
+    node.veths.append(host_if)
+    return Workload(name=name, ns=wl_ns, node=node, ip=addr, host_if=host_if, mtu=mtu)
+
+
+def route_block(node: Node, local_block: str, remote_block: str, via: str, dev: str | None = None) -> None:
+    """What BGP would install: a blackhole for our own block, the peer's block via its address."""
+    proto = str(constants.ROUTE_PROTO)
+    ip(node.ns, "route", "replace", "blackhole", local_block, "proto", proto)
+    args = ["route", "replace", remote_block, "via", via, "proto", proto]
+    if dev:
+        args += ["dev", dev, "onlink"]
+    ip(node.ns, *args)
+
+
+def vxlan_pair(n1: Node, n2: Node, *, vni: int = 4242, subnet: str = "10.98.0") -> dict[str, str]:
+    """A point-to-point VXLAN device ``vxlan0`` on each node over the fabric (MTU 1450: 50 bytes of overhead)."""
+    addrs = {}
+    for me, peer, host in ((n1, n2, 11), (n2, n1, 12)):
+        ip(me.ns, "link", "add", "vxlan0", "type", "vxlan", "id", str(vni), "local", me.fabric_ip,
+           "remote", peer.fabric_ip, "dstport", "4789", "dev", "eth0")
+        ip(me.ns, "addr", "add", f"{subnet}.{host}/24", "dev", "vxlan0")
+        ip(me.ns, "link", "set", "vxlan0", "up")
+        addrs[me.name] = f"{subnet}.{host}"
+    return addrs
+
+
+def set_offloads(ns: str, ifname: str, on: bool) -> None:
+    """TSO, GSO and GRO on or off on one interface (``ethtool -K``)."""
+    state = "on" if on else "off"
+    out = netns.run(ns, ["ethtool", "-K", ifname, "tso", state, "gso", state, "gro", state], check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"ethtool -K {ifname} in {ns} failed: {out.stderr.strip()}")

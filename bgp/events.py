@@ -1,0 +1,281 @@
+"""bgp.events: ExaBGP's API output (JSON lines, acks) parsed into typed events.
+
+``parse_line`` never raises: a malformed or unexpected line is logged (with a
+truncated copy) and yields None. Shapes handled (ExaBGP 5.0, testbed-facts §3):
+
+- ``type: state`` with ``state`` connected | up | down (+ ``reason``);
+- ``type: update`` with ``message.update`` (announce/withdraw per family);
+- ``type: update`` with ``message.eor`` and *no* ``message.update`` (End-of-RIB);
+- the plain text acks ``done`` / ``error``.
+
+AS paths come as a list of ints or, in some 5.x outputs, as a string
+``"[ 65001 65002 ]"``; both are accepted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+_log = logging.getLogger(__name__)
+
+ORIGINS = ("igp", "egp", "incomplete")
+
+
+@dataclass(frozen=True)
+class PathAttrs:
+    """The path attributes l3net uses (best path, reflection, communities)."""
+
+    origin: str = "igp"
+    as_path: tuple[int, ...] = ()
+    med: int | None = None
+    local_pref: int | None = None
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Announce:
+    prefix: str
+    next_hop: str
+    attrs: PathAttrs
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    peer: str
+    local: str | None
+    state: str            # connected | up | down
+    reason: str = ""
+    peer_as: int | None = None
+    local_as: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdateEvent:
+    peer: str
+    local: str | None
+    announces: tuple[Announce, ...] = ()
+    withdraws: tuple[str, ...] = ()
+    peer_as: int | None = None
+    local_as: int | None = None
+
+
+@dataclass(frozen=True)
+class EorEvent:
+    peer: str
+    afi: str
+    safi: str
+
+
+@dataclass(frozen=True)
+class AckEvent:
+    ok: bool
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """A non-JSON reply line (e.g. the output of ``show neighbor``), kept for whoever asked."""
+
+    text: str = field(default="")
+
+
+Event = StateEvent | UpdateEvent | EorEvent | AckEvent | TextEvent
+
+_MAX_LOGGED = 200
+
+
+def _skip(reason: str, line: str) -> None:
+    _log.warning("skipping ExaBGP line reason=%s line=%r", reason, line[:_MAX_LOGGED])
+
+
+def _ip(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def _prefix(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("nlri")
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _as_path(value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = value.replace("[", " ").replace("]", " ").replace("(", " ").replace(")", " ").split()
+    if isinstance(value, dict):  # {"0": {"element": "as-sequence", "value": [..]}} style
+        out: list[int] = []
+        for seg in value.values():
+            if isinstance(seg, dict):
+                out.extend(_as_path(seg.get("value")))
+        return tuple(out)
+    if not isinstance(value, list):
+        return ()
+    out = []
+    for v in value:
+        if isinstance(v, list):  # an AS_SET counts as one hop
+            if v:
+                n = _int(v[0])
+                if n is not None:
+                    out.append(n)
+            continue
+        n = _int(v)
+        if n is not None:
+            out.append(n)
+    return tuple(out)
+
+
+def _communities(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    out = []
+    for c in value:
+        if isinstance(c, list) and c and all(_int(x) is not None for x in c):
+            out.append(":".join(str(int(x)) for x in c))
+        elif isinstance(c, str):
+            out.append(c)
+    return tuple(out)
+
+
+def parse_attrs(attr: Any) -> PathAttrs:
+    """ExaBGP's ``attribute`` object -> PathAttrs (unknown or malformed fields ignored)."""
+    if not isinstance(attr, dict):
+        return PathAttrs()
+    origin = attr.get("origin")
+    cl = attr.get("cluster-list")
+    return PathAttrs(
+        origin=origin if origin in ORIGINS else "igp",
+        as_path=_as_path(attr.get("as-path")),
+        med=_int(attr.get("med")),
+        local_pref=_int(attr.get("local-preference")),
+        communities=_communities(attr.get("community")),
+        large_communities=_communities(attr.get("large-community")),
+        originator_id=_ip(attr.get("originator-id")),
+        cluster_list=tuple(x for x in (_ip(c) for c in cl) if x) if isinstance(cl, list) else (),
+    )
+
+
+def _neighbor(obj: dict[str, Any]) -> tuple[str, str | None, int | None, int | None] | None:
+    n = obj.get("neighbor")
+    if not isinstance(n, dict):
+        return None
+    addr = n.get("address")
+    if not isinstance(addr, dict):
+        return None
+    peer = _ip(addr.get("peer"))
+    if peer is None:
+        return None
+    asn = n.get("asn") if isinstance(n.get("asn"), dict) else {}
+    return peer, _ip(addr.get("local")), _int(asn.get("peer")), _int(asn.get("local"))
+
+
+def _parse_update(line: str, obj: dict[str, Any]) -> UpdateEvent | EorEvent | None:
+    nb = _neighbor(obj)
+    if nb is None:
+        _skip("update without neighbor address", line)
+        return None
+    peer, local, peer_as, local_as = nb
+    message = obj["neighbor"].get("message")
+    if not isinstance(message, dict):
+        _skip("update without message", line)
+        return None
+    if "eor" in message and "update" not in message:
+        eor = message["eor"] if isinstance(message["eor"], dict) else {}
+        return EorEvent(peer, str(eor.get("afi", "")), str(eor.get("safi", "")))
+    update = message.get("update")
+    if not isinstance(update, dict):
+        _skip("update message without update body", line)
+        return None
+    attrs = parse_attrs(update.get("attribute"))
+    announces: list[Announce] = []
+    withdraws: list[str] = []
+    ann = update.get("announce")
+    if isinstance(ann, dict):
+        for family, by_nh in ann.items():
+            if not isinstance(family, str) or not family.endswith(" unicast") or not isinstance(by_nh, dict):
+                continue
+            for nh, nlris in by_nh.items():
+                nh_ip = _ip(nh)
+                if nh_ip is None or not isinstance(nlris, list):
+                    continue
+                for item in nlris:
+                    pfx = _prefix(item)
+                    if pfx is not None:
+                        announces.append(Announce(pfx, nh_ip, attrs))
+    wd = update.get("withdraw")
+    if isinstance(wd, dict):
+        for family, nlris in wd.items():
+            if not isinstance(family, str) or not family.endswith(" unicast") or not isinstance(nlris, list):
+                continue
+            for item in nlris:
+                pfx = _prefix(item)
+                if pfx is not None:
+                    withdraws.append(pfx)
+    return UpdateEvent(peer, local, tuple(announces), tuple(withdraws), peer_as, local_as)
+
+
+def parse_line(line: str | bytes) -> Event | None:
+    """One line from ExaBGP -> an event, or None (logged) when it is not one we use."""
+    try:
+        if isinstance(line, bytes):
+            line = line.decode("utf-8", errors="replace")
+        text = line.strip()
+        if not text:
+            return None
+        if text == "done":
+            return AckEvent(True)
+        if text == "error":
+            return AckEvent(False)
+        if not text.startswith(("{", "[")):
+            return TextEvent(text)
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            _skip("not JSON", text)
+            return None
+        if not isinstance(obj, dict):
+            _skip("JSON is not an object", text)
+            return None
+        kind = obj.get("type")
+        if kind == "state":
+            nb = _neighbor(obj)
+            state = obj["neighbor"].get("state") if nb else None
+            if nb is None or state not in ("connected", "up", "down"):
+                _skip("state without neighbor or with unknown state", text)
+                return None
+            reason = obj["neighbor"].get("reason")
+            return StateEvent(nb[0], nb[1], state, reason if isinstance(reason, str) else "", nb[2], nb[3])
+        if kind == "update":
+            return _parse_update(text, obj)
+        if kind in ("notification", "keepalive", "open", "refresh", "operational", "signal", "negotiated"):
+            _log.debug("ignoring ExaBGP message type=%s", kind)
+            return None
+        _skip(f"unexpected type {kind!r}", text)
+        return None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # defensive: never let a peer's bytes crash us
+        _skip(f"{type(exc).__name__}: {exc}", str(line))
+        return None

@@ -1,0 +1,152 @@
+"""bgp.rib: Adj-RIB-In per peer and best-path selection with ECMP.
+
+ExaBGP has no RIB and sends no withdraws when a session goes down, so this
+module owns the learned routes: ``apply(event)`` folds update and state events
+in (a peer's routes are all dropped on ``state: down``), ``best_routes()`` gives
+``{prefix: [next_hop, ...]}`` for the route driver.
+
+Decision process (RFC 4271 §9.1.2.2, the subset that matters here):
+highest LOCAL_PREF (default 100), shortest AS_PATH, lowest ORIGIN
+(igp < egp < incomplete), lowest MED (missing = 0, compared across all
+paths, like BIRD's ``med metric`` default-off simplification), eBGP over iBGP, then lowest
+router ID (the ORIGINATOR_ID when reflected, else the peer address: l3net
+nodes use their address as router ID), then lowest peer address. Paths equal up
+to and including eBGP/iBGP are multipath (ECMP) siblings of the best one.
+
+Loop checks at ingest: a path whose AS_PATH holds our AS (eBGP loop), whose
+ORIGINATOR_ID is our router ID, or whose CLUSTER_LIST holds our cluster ID is
+dropped (RFC 4456 §8). Not thread-safe: used from the speaker's loop only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+from bgp.events import PathAttrs, StateEvent, UpdateEvent
+
+_log = logging.getLogger(__name__)
+
+_ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
+
+
+@dataclass(frozen=True)
+class Path:
+    """One route as received from one peer."""
+
+    peer: str
+    prefix: str
+    next_hop: str
+    attrs: PathAttrs
+    ebgp: bool
+
+    @property
+    def router_id(self) -> str:
+        return self.attrs.originator_id or self.peer
+
+    def multipath_key(self) -> tuple[int, int, int, int, int]:
+        a = self.attrs
+        return (-(a.local_pref if a.local_pref is not None else 100), len(a.as_path),
+                _ORIGIN_RANK.get(a.origin, 2), a.med or 0, 0 if self.ebgp else 1)
+
+    def sort_key(self) -> tuple[object, ...]:
+        return (*self.multipath_key(), int(ipaddress.ip_address(self.router_id)) if ":" not in self.router_id
+                else 1 << 40, ipaddress.ip_address(self.peer).packed)
+
+
+class Rib:
+    """Adj-RIB-In of every peer of one node, and the Loc-RIB choice over them."""
+
+    def __init__(self, *, local_as: int, router_id: str | None, cluster_id: str | None = None,
+                 local_addresses: tuple[str, ...] = ()) -> None:
+        self.local_as = local_as
+        self.router_id = router_id
+        self.cluster_id = cluster_id
+        self.local_addresses = frozenset(local_addresses)
+        self._in: dict[str, dict[str, Path]] = {}   # peer -> prefix -> path
+        self._peer_as: dict[str, int] = {}
+
+    # -- input ---------------------------------------------------------------------------
+    def apply(self, event: StateEvent | UpdateEvent) -> set[str]:
+        """Fold one event in; return the prefixes whose candidate paths changed."""
+        if isinstance(event, StateEvent):
+            if event.state == "down":
+                return self.drop_peer(event.peer)
+            if event.peer_as is not None:
+                self._peer_as[event.peer] = event.peer_as
+            return set()
+        changed: set[str] = set()
+        table = self._in.setdefault(event.peer, {})
+        peer_as = event.peer_as if event.peer_as is not None else self._peer_as.get(event.peer, self.local_as)
+        local_as = event.local_as if event.local_as is not None else self.local_as
+        for pfx in event.withdraws:
+            if table.pop(pfx, None) is not None:
+                changed.add(pfx)
+        for ann in event.announces:
+            path = Path(event.peer, ann.prefix, ann.next_hop, ann.attrs, ebgp=peer_as != local_as)
+            reason = self._reject(path)
+            if reason:
+                _log.debug("path rejected peer=%s prefix=%s reason=%s", event.peer, ann.prefix, reason)
+                if table.pop(ann.prefix, None) is not None:
+                    changed.add(ann.prefix)
+                continue
+            if table.get(ann.prefix) != path:
+                table[ann.prefix] = path
+                changed.add(ann.prefix)
+        return changed
+
+    def _reject(self, path: Path) -> str | None:
+        a = path.attrs
+        if path.ebgp and self.local_as in a.as_path:
+            return "own AS in AS_PATH"
+        if self.router_id and a.originator_id == self.router_id:
+            return "ORIGINATOR_ID is us"
+        if self.cluster_id and self.cluster_id in a.cluster_list:
+            return "CLUSTER_LIST holds our cluster ID"
+        if path.next_hop in self.local_addresses:
+            return "next hop is one of our addresses"
+        return None
+
+    def drop_peer(self, peer: str) -> set[str]:
+        """Forget everything ``peer`` sent (session down, or peer removed)."""
+        table = self._in.pop(peer, {})
+        if table:
+            _log.info("dropping routes of peer=%s count=%d", peer, len(table))
+        return set(table)
+
+    # -- queries -------------------------------------------------------------------------
+    def received(self, peer: str) -> int:
+        return len(self._in.get(peer, {}))
+
+    def peers(self) -> list[str]:
+        return sorted(self._in)
+
+    def adj_in(self, peer: str) -> dict[str, Path]:
+        return dict(self._in.get(peer, {}))
+
+    def candidates(self, prefix: str) -> list[Path]:
+        return sorted((t[prefix] for t in self._in.values() if prefix in t), key=Path.sort_key)
+
+    def best_paths(self, prefix: str) -> list[Path]:
+        """The best path first, followed by its ECMP siblings (empty if unreachable)."""
+        cands = self.candidates(prefix)
+        if not cands:
+            return []
+        key = cands[0].multipath_key()
+        return [p for p in cands if p.multipath_key() == key]
+
+    def prefixes(self) -> set[str]:
+        out: set[str] = set()
+        for t in self._in.values():
+            out.update(t)
+        return out
+
+    def best_routes(self) -> dict[str, list[str]]:
+        """``{prefix: [next hops]}`` with ECMP next hops sorted and de-duplicated."""
+        out: dict[str, list[str]] = {}
+        for pfx in self.prefixes():
+            hops = sorted({p.next_hop for p in self.best_paths(pfx)}, key=lambda h: ipaddress.ip_address(h).packed)
+            if hops:
+                out[pfx] = hops
+        return dict(sorted(out.items()))

@@ -1,0 +1,443 @@
+"""bgp.speaker: ExaBGP as a supervised child of the agent, driven as "set the desired advertisements".
+
+The :class:`Speaker` owns, for one node:
+
+- the unix socket the bridge helper (``python -m bgp.bridge``) connects to;
+- the rendered ExaBGP configuration file and the ExaBGP process (its own process
+  group, started in the current network namespace or, for tests and the lab, in
+  ``netns``), restarted with exponential backoff and jitter when it dies;
+- the desired advertisements, diffed per neighbor into ``announce``/``withdraw``
+  commands, and re-sent in full after a session comes up, after the bridge
+  (re)connects and after the process restarts;
+- the Adj-RIB-In (:class:`bgp.rib.Rib`); learned best routes go to ``on_learned``;
+- for a route reflector (the view has a cluster ID), the reflected routes
+  (:func:`bgp.reflector.reflect`), diffed like its own ones;
+- peer states for ``node status`` (:meth:`peer_status`).
+
+Peer-set changes (``set_view``) rewrite the config and, after a debounce, send
+SIGUSR1: ExaBGP 5 reloads, keeps sessions whose neighbor block is unchanged,
+re-establishes changed ones and removes dropped ones. A change of the listening
+addresses or port (ExaBGP reads them from its environment) restarts the process.
+
+Runs on one asyncio loop (the agent's); no method is thread-safe. Failures of
+ExaBGP are logged and retried forever (the peers withdraw our routes meanwhile);
+``stop()`` kills the process group and removes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bgp.commands import Advertisement, announce_command, withdraw_command
+from bgp.config import NodeBGPView, PeerSpec, exabgp_env, render_exabgp_config
+from bgp.events import AckEvent, EorEvent, StateEvent, TextEvent, UpdateEvent, parse_line
+from bgp.reflector import reflect
+from bgp.rib import Rib
+from l3net.netns import nsenter_cmd
+
+_log = logging.getLogger(__name__)
+
+LearnedCallback = Callable[[dict[str, list[str]]], None]
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """One row of ``node status``."""
+
+    name: str
+    address: str
+    peer_type: str
+    state: str          # idle | connected | up | down
+    since: float        # wall-clock time of the last state change
+    info: str           # Established, Connect, Active, or the reason of the last down
+    received: int
+    advertised: int
+    peer_as: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "address": self.address, "peerType": self.peer_type, "state": self.state,
+                "since": self.since, "info": self.info, "received": self.received, "advertised": self.advertised,
+                "peerAS": self.peer_as}
+
+
+@dataclass
+class _Peer:
+    spec: PeerSpec
+    state: str = "idle"
+    since: float = 0.0
+    info: str = "Idle"
+    eor: bool = False
+
+
+class Speaker:
+    """Supervises ExaBGP + the bridge for one node and keeps its advertisements in line with the desired set."""
+
+    def __init__(self, node: str, run_dir: str | Path, *, netns: str | None = None,
+                 on_learned: LearnedCallback | None = None,
+                 on_peers: Callable[[list[PeerStatus]], None] | None = None,
+                 python: str = sys.executable, reload_delay: float = 0.2,
+                 backoff: tuple[float, float] = (0.5, 10.0), clock: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.run_dir = Path(run_dir)
+        self.netns = netns
+        self.on_learned = on_learned
+        self.on_peers = on_peers
+        self.python = python
+        self.reload_delay = reload_delay
+        self.backoff = backoff
+        self.clock = clock
+        self.socket_path = self.run_dir / "bridge.sock"
+        self.config_path = self.run_dir / "exabgp.conf"
+        self.log_path = self.run_dir / "exabgp.log"
+        self.restarts = 0
+        self.stats = {"updates_received": 0, "commands_sent": 0, "command_errors": 0, "reloads": 0}
+        self._view: NodeBGPView | None = None
+        self._env: dict[str, str] | None = None
+        self._own: dict[str, Advertisement] = {}
+        self._reflected: dict[str, dict[str, Advertisement]] = {}
+        self._sent: dict[str, dict[str, Advertisement]] = {}
+        self._peers: dict[str, _Peer] = {}
+        self._configured: set[str] = set()   # neighbors the running ExaBGP has loaded
+        self._rib = Rib(local_as=0, router_id=None)
+        self._learned: dict[str, list[str]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: deque[str] = deque(maxlen=10000)
+        self._server: asyncio.base_events.Server | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._reload_handle: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._restart_now = False
+        self._stopping = False
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def exabgp_pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @property
+    def view(self) -> NodeBGPView | None:
+        return self._view
+
+    async def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(self._on_bridge, path=str(self.socket_path))
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name=f"speaker-{self.node}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._reload_handle:
+            self._reload_handle.cancel()
+        await self._kill_process()
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self._writer:
+            self._writer.close()
+        if self._server:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def set_view(self, view: NodeBGPView) -> None:
+        """Adopt a new peer set; reload ExaBGP (debounced) or restart it when its environment changed."""
+        if view == self._view:
+            return
+        old = self._view
+        self._view = view
+        self._rib.local_as = view.as_number
+        self._rib.router_id = view.router_id
+        self._rib.cluster_id = view.cluster_id
+        self._rib.local_addresses = frozenset(view.local_addresses)
+        new_peers = {p.address: p for p in view.peers}
+        for addr in list(self._peers):
+            if addr not in new_peers:
+                del self._peers[addr]
+                self._sent.pop(addr, None)
+                self._rib_changed(self._rib.drop_peer(addr))
+        for addr, spec in new_peers.items():
+            if addr in self._peers:
+                if self._peers[addr].spec != spec:
+                    self._peers[addr].spec = spec
+            else:
+                self._peers[addr] = _Peer(spec, since=self.clock())
+        env = exabgp_env(view)
+        self._write_config()
+        if old is None or env != self._env or self._proc is None:
+            if self._proc is not None:
+                _log.info("speaker restart: listening settings changed node=%s", self.node)
+                self._restart_now = True
+                asyncio.get_running_loop().create_task(self._kill_process())
+            self._env = env
+            self._wake.set()
+        else:
+            self._schedule_reload()
+        self._recompute_reflection()
+        self._sync()
+        self._notify_peers()
+
+    def set_advertisements(self, adverts: Mapping[str, Advertisement | None]) -> None:
+        """The complete desired set of our own prefixes (sent to every peer of the prefix's family)."""
+        self._own = {str(k): (v or Advertisement()) for k, v in adverts.items()}
+        self._sync()
+
+    def peer_status(self) -> list[PeerStatus]:
+        out = []
+        for addr, p in sorted(self._peers.items()):
+            out.append(PeerStatus(name=p.spec.name, address=addr, peer_type=p.spec.peer_type, state=p.state,
+                                  since=p.since, info=p.info, received=self._rib.received(addr),
+                                  advertised=len(self._sent.get(addr, {})) if p.state == "up" else 0,
+                                  peer_as=p.spec.peer_as))
+        return out
+
+    def best_routes(self) -> dict[str, list[str]]:
+        return dict(self._learned)
+
+    @property
+    def rib(self) -> Rib:
+        return self._rib
+
+    # -- desired state and diff ------------------------------------------------------------
+    def _desired(self, peer: PeerSpec) -> dict[str, Advertisement]:
+        view = self._view
+        assert view is not None
+        want: dict[str, Advertisement] = {}
+        v6 = peer.afi == "ipv6"
+        for pfx, adv in self._reflected.get(peer.address, {}).items():
+            want[pfx] = adv
+        for pfx, adv in self._own.items():
+            if (":" in pfx) != v6:
+                continue
+            extra = tuple(c for c in view.communities_for(pfx) if c not in adv.communities)
+            want[pfx] = replace(adv, communities=adv.communities + extra) if extra else adv
+        return want
+
+    def _send(self, line: str) -> None:
+        if self._writer is None or self._writer.is_closing():
+            return
+        self._pending.append(line)
+        self.stats["commands_sent"] += 1
+        self._writer.write(line.encode() + b"\n")
+
+    def _sync(self, *, full: set[str] | None = None) -> None:
+        """Diff desired against sent per neighbor; ``full`` re-announces everything for those peers."""
+        if self._view is None or self._writer is None:
+            return
+        for addr, p in self._peers.items():
+            if addr not in self._configured:
+                continue  # ExaBGP would refuse it; sent in full once it has loaded the neighbor
+            want = self._desired(p.spec)
+            have = self._sent.get(addr, {})
+            resend = full is not None and addr in full
+            for pfx in sorted(set(have) - set(want)):
+                self._send(withdraw_command(addr, pfx))
+            for pfx, adv in sorted(want.items()):
+                if resend or have.get(pfx) != adv:
+                    self._send(announce_command(addr, pfx, adv, ibgp=not p.spec.ebgp))
+            self._sent[addr] = want
+
+    def _recompute_reflection(self) -> None:
+        view = self._view
+        if view is None or not view.cluster_id:
+            self._reflected = {}
+            return
+        self._reflected = reflect(self._rib, view.peers, view.cluster_id)
+
+    def _rib_changed(self, changed: set[str]) -> None:
+        if not changed:
+            return
+        self._recompute_reflection()
+        self._sync()
+        learned = self._rib.best_routes()
+        if learned != self._learned:
+            self._learned = learned
+            if self.on_learned is not None:
+                self.on_learned(dict(learned))
+
+    def _notify_peers(self) -> None:
+        if self.on_peers is not None:
+            self.on_peers(self.peer_status())
+
+    # -- bridge connection -----------------------------------------------------------------
+    async def _on_bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = writer
+        self._pending.clear()
+        _log.info("bridge connected node=%s", self.node)
+        # whatever ExaBGP holds now, make it exactly the desired set
+        self._sync(full=set(self._peers))
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                self._handle(line.decode("utf-8", errors="replace"))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+            _log.info("bridge disconnected node=%s", self.node)
+
+    def _handle(self, line: str) -> None:
+        ev = parse_line(line)
+        if ev is None:
+            return
+        if isinstance(ev, AckEvent):
+            cmd = self._pending.popleft() if self._pending else "?"
+            if not ev.ok:
+                self.stats["command_errors"] += 1
+                _log.warning("ExaBGP refused command node=%s command=%r", self.node, cmd)
+            return
+        if isinstance(ev, TextEvent):
+            _log.debug("ExaBGP text node=%s text=%r", self.node, ev.text)
+            return
+        peer = self._peers.get(ev.peer)
+        if peer is None:
+            _log.debug("event for unknown peer node=%s peer=%s", self.node, ev.peer)
+            return
+        if isinstance(ev, StateEvent):
+            self._on_state(peer, ev)
+        elif isinstance(ev, UpdateEvent):
+            self.stats["updates_received"] += 1
+            self._rib_changed(self._rib.apply(ev))
+        elif isinstance(ev, EorEvent):
+            peer.eor = True
+
+    def _on_state(self, peer: _Peer, ev: StateEvent) -> None:
+        peer.state = ev.state
+        peer.since = self.clock()
+        peer.info = {"up": "Established", "connected": "OpenSent"}.get(ev.state, ev.reason or "Active")
+        _log.info("peer state node=%s peer=%s state=%s reason=%s", self.node, ev.peer, ev.state, ev.reason)
+        if ev.state == "up":
+            peer.eor = False
+            self._rib.apply(ev)
+            self._sync(full={ev.peer})
+        elif ev.state == "down":
+            # ExaBGP sends no withdraws on down: the peer's routes go now
+            self._rib_changed(self._rib.apply(ev))
+        self._notify_peers()
+
+    # -- process supervision ---------------------------------------------------------------
+    def _write_config(self) -> None:
+        assert self._view is not None
+        text = render_exabgp_config(self._view, [self.python, "-m", "bgp.bridge", "--socket", str(self.socket_path)])
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.config_path)
+
+    def _schedule_reload(self) -> None:
+        if self._reload_handle is not None:
+            self._reload_handle.cancel()
+        self._reload_handle = asyncio.get_running_loop().call_later(self.reload_delay, self._reload)
+
+    def _reload(self) -> None:
+        self._reload_handle = None
+        pid = self.exabgp_pid
+        if pid is None:
+            return
+        _log.info("reloading ExaBGP node=%s pid=%d", self.node, pid)
+        self.stats["reloads"] += 1
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+        # ExaBGP handles the signal on its next loop turn; commands for new neighbors before
+        # that are refused, so they wait a moment (and are re-sent in full on "up" anyway).
+        asyncio.get_running_loop().call_later(0.5, self._after_reload)
+
+    def _after_reload(self) -> None:
+        if self.exabgp_pid is None or self._view is None:
+            return
+        new = {p.address for p in self._view.peers} - self._configured
+        self._configured = {p.address for p in self._view.peers}
+        self._sync(full=new)
+
+    async def _supervise(self) -> None:
+        delay = self.backoff[0]
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            if self._view is None or not self._view.enabled:
+                continue
+            started = time.monotonic()
+            await self._spawn()
+            assert self._proc is not None
+            rc = await self._proc.wait()
+            self._process_gone()
+            if self._stopping:
+                return
+            self.restarts += 1
+            if self._restart_now:
+                self._restart_now = False
+                delay = self.backoff[0]
+            else:
+                if time.monotonic() - started > 30:
+                    delay = self.backoff[0]
+                _log.warning("ExaBGP exited node=%s rc=%s; restarting in %.1fs", self.node, rc, delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.backoff[1])
+            self._wake.set()
+
+    async def _spawn(self) -> None:
+        assert self._view is not None and self._env is not None
+        self._write_config()
+        cmd = [self.python, "-m", "exabgp", "server", str(self.config_path)]
+        if self.netns:
+            cmd = nsenter_cmd(self.netns, cmd)
+        env = {**os.environ, **self._env}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+        finally:
+            log.close()
+        self._sent = {}
+        self._configured = {p.address for p in self._view.peers}
+        _log.info("ExaBGP started node=%s pid=%d netns=%s", self.node, self._proc.pid, self.netns or "-")
+
+    def _process_gone(self) -> None:
+        """ExaBGP is gone: every session with it; drop what we learned and what it held for us."""
+        self._sent = {}
+        self._configured = set()
+        now = self.clock()
+        changed: set[str] = set()
+        for addr, p in self._peers.items():
+            if p.state != "idle":
+                p.state, p.since, p.info = "down", now, "ExaBGP restarting"
+            changed |= self._rib.drop_peer(addr)
+        self._rib_changed(changed)
+        self._notify_peers()
+
+    async def _kill_process(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()

@@ -1,0 +1,50 @@
+"""bgp.status_cli: ``l3netctl node status [NODE]``, the Calico-style BGP peer table.
+
+Registers the ``node`` command group through ``add_parser(subparsers)``; reads
+what the agents publish under ``status/<node>/bgp`` (see :mod:`bgp.status`).
+Exit status 1 when the asked node has published nothing (agent down or lease expired).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bgp import status as bgp_status
+from l3net.constants import DEFAULT_ETCD_PREFIX
+from l3net.keys import KeyLayout
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    node = subparsers.add_parser("node", help="node commands (status)")
+    node_sub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    st = node_sub.add_parser("status", help="print a node's BGP peer table (all nodes when NODE is omitted)")
+    st.add_argument("node", nargs="?", default=None, help="node name")
+    st.set_defaults(func=run_status)
+    node.set_defaults(func=lambda _a: (node.print_help(), 1)[1])
+    return node
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from l3net.datastore import connect_from_env
+
+    keys = KeyLayout(os.environ.get("L3NET_ETCD_PREFIX") or DEFAULT_ETCD_PREFIX)
+    ds = connect_from_env()
+    try:
+        if args.node:
+            st = bgp_status.read(ds, keys, args.node)
+            if st is None:
+                print(f"no BGP status for node {args.node!r} (is its agent running?)", file=sys.stderr)
+                return 1
+            print(bgp_status.format_table(st))
+            return 0
+        all_status = bgp_status.read_all(ds, keys)
+        if not all_status:
+            print("no node has published a BGP status", file=sys.stderr)
+            return 1
+        for st in all_status:
+            print(bgp_status.format_table(st))
+        return 0
+    finally:
+        ds.close()

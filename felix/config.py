@@ -1,0 +1,192 @@
+"""felix.config: every agent parameter in one declarative table.
+
+Each parameter has a name, a parser, a default and a help text; it is read from
+the ``--flag`` of the same name, else from the environment variable
+``L3NET_<NAME>``, else the default (datastore-level configuration would be a
+third source between environment and default; it is not read yet). A value
+that does not parse is a :class:`ConfigError` naming the parameter, its source
+and the reason; the agent refuses to start with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
+
+
+class ConfigError(ValueError):
+    """A parameter that does not parse: names the parameter, where it came from and why."""
+
+
+def parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_seconds(text: str) -> float:
+    value = float(text.rstrip("s"))
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def parse_port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be 0..65535")
+    return port
+
+
+def parse_asn(text: str) -> int | None:
+    if not text:
+        return None
+    if "." in text:  # asdot notation
+        hi, lo = (int(p) for p in text.split(".", 1))
+        value = hi * 65536 + lo
+    else:
+        value = int(text)
+    if not 1 <= value <= 4294967295:
+        raise ValueError("AS number must be 1..4294967295")
+    return value
+
+
+def parse_node_ip(text: str) -> str:
+    """``autodetect``, ``none`` or ``a.b.c.d/len``."""
+    if text in ("autodetect", "none"):
+        return text
+    iface = ipaddress.ip_interface(text)
+    if iface.version != 4 or "/" not in text:
+        raise ValueError("expected autodetect, none or an IPv4 address with its prefix length (10.0.0.1/24)")
+    return str(iface)
+
+
+def parse_autodetect(text: str) -> str:
+    from felix.nodeip import parse_method
+
+    parse_method(text)
+    return text
+
+
+def parse_cidr_or_empty(text: str) -> str:
+    return str(ipaddress.ip_network(text)) if text else ""
+
+
+def parse_log_level(text: str) -> str:
+    up = text.upper()
+    if up not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return up
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "L3NET_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("node", str, socket.gethostname(), "this node's name (its Node resource and WorkloadEndpoint spec.node)"),
+    Param("etcd_endpoints", str, "http://127.0.0.1:2379", "comma list of http://, https:// or unix:// endpoints"),
+    Param("etcd_ca_cert_file", str, "", "CA bundle for https endpoints"),
+    Param("etcd_cert_file", str, "", "client certificate for https endpoints"),
+    Param("etcd_key_file", str, "", "client key for https endpoints"),
+    Param("etcd_prefix", str, DEFAULT_ETCD_PREFIX, "key prefix of every l3net key"),
+    Param("ip", parse_node_ip, "autodetect", "node IPv4 address with prefix length (10.0.0.1/24), autodetect or none"),
+    Param("ip_autodetection_method", parse_autodetect, "first-found",
+          "first-found, interface=REGEX, skip-interface=REGEX, cidr=CIDR[,CIDR], can-reach=IP"),
+    Param("as_number", parse_asn, None, "this node's AS number (Node spec.bgp.asNumber); default: the cluster's"),
+    Param("health_enabled", parse_bool, True, "serve /liveness and /readiness"),
+    Param("health_host", str, "127.0.0.1", "bind address of the health endpoints"),
+    Param("health_port", parse_port, HEALTH_PORT, "port of the health endpoints"),
+    Param("metrics_enabled", parse_bool, True, "serve Prometheus metrics"),
+    Param("metrics_host", str, "0.0.0.0", "bind address of the metrics endpoint"),
+    Param("metrics_port", parse_port, METRICS_PORT, "port of the metrics endpoint"),
+    Param("route_refresh_interval", parse_seconds, 90.0, "seconds between full re-reads of the kernel (heals drift)"),
+    Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)"),
+    Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies"),
+    Param("apply_max_failures", int, 10, "failed applies in a row before the agent exits with diagnostics"),
+    Param("startup_sweep_delay", parse_seconds, 30.0,
+          "seconds after start before stale BGP-learned routes are removed (unless BGP converged first)"),
+    Param("status_ttl", int, 30, "TTL (seconds) of the agent's leased status key"),
+    Param("bgp_enabled", parse_bool, True, "run the BGP speaker (ExaBGP) when bgp.speaker is available"),
+    Param("exabgp_python", str, sys.executable, "the Python interpreter that runs ExaBGP (python -m exabgp)"),
+    Param("run_dir", str, "/var/run/l3net", "directory for runtime files (ExaBGP config, bridge socket)"),
+    Param("policy_enabled", parse_bool, True, "program NetworkPolicy (iptables/ipsets) when policy is available"),
+    Param("default_ipv4_pool", parse_cidr_or_empty, "",
+          "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
+    Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+
+
+class AgentConfig:
+    """The resolved parameters; attribute access by name (``cfg.node``). Immutable after load."""
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.sources = dict(sources)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def redacted(self) -> dict[str, Any]:
+        """For the startup log: file paths are fine, nothing secret is held here."""
+        return self.as_dict()
+
+
+def add_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per parameter (default None: unset means "use the environment or default")."""
+    for p in PARAMS:
+        if p.name in skip:
+            continue
+        parser.add_argument(p.flag, dest=p.name, default=None, metavar=p.name.upper(),
+                            help=f"{p.help} (env {p.env}; default {p.default!r})")
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Resolve every parameter: flag, else ``L3NET_<NAME>``, else default."""
+    flags = flags or {}
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for p in PARAMS:
+        raw, source = flags.get(p.name), p.flag
+        if raw is None:
+            raw, source = env.get(p.env), p.env
+        if raw is None:
+            values[p.name], sources[p.name] = p.default, "default"
+            continue
+        try:
+            values[p.name] = p.parse(str(raw))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{p.name} (from {source}): {exc}") from exc
+        sources[p.name] = source
+    return AgentConfig(values, sources)

@@ -1,0 +1,64 @@
+"""felix.desired: the value types the calculation produces and the drivers consume.
+
+Everything here is immutable and hashable, so "did the desired state change?"
+is an equality test and the loop can hand one value to several drivers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+RouteKind = Literal["workload", "blackhole", "learned"]
+
+
+@dataclass(frozen=True, order=True)
+class RouteSpec:
+    """One route l3net wants in the main table (always with ``ROUTE_PROTO``).
+
+    ``workload``: ``dst dev <ifname> scope link``; ``blackhole``: ``blackhole dst``;
+    ``learned``: ``dst via <next_hops>`` (several = ECMP, sorted).
+    """
+
+    dst: str
+    kind: RouteKind
+    ifname: str | None = None
+    ifindex: int | None = None
+    next_hops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, order=True)
+class InterfaceSpec:
+    """Host-side settings for one workload interface (proxy ARP, proxy_delay, accept_ra)."""
+
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    """One prefix this node asks its BGP speaker to announce, and why."""
+
+    prefix: str
+    reason: Literal["block", "borrowed"]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The whole dataplane this node should have, computed by :func:`felix.calc.compute`.
+
+    ``policy`` is a ``policy.compiler.PolicyProgram`` (None until policy is wired)
+    and ``bgp_view`` a ``bgp.config.NodeBGPView`` (None until BGP is wired).
+    """
+
+    routes: frozenset[RouteSpec] = frozenset()
+    interfaces: frozenset[InterfaceSpec] = frozenset()
+    advertisements: frozenset[Advertisement] = frozenset()
+    policy: Any = None
+    bgp_view: Any = None
+    # Counts the metrics and the readiness report show (not used by drivers).
+    local_endpoints: int = 0
+    local_blocks: int = 0
+    waiting_for_interfaces: tuple[str, ...] = field(default=())
+
+    def routes_by_dst(self) -> dict[str, RouteSpec]:
+        return {r.dst: r for r in self.routes}

@@ -1,0 +1,169 @@
+"""felix.registration: the agent's own records in the datastore.
+
+- :func:`register_node` creates or updates this node's Node resource
+  (``spec.bgp.ipv4Address`` and, when configured, ``asNumber``) with
+  compare-and-swap, keeping every other field as it is;
+- :func:`ensure_default_pool` creates an IPPool only when asked to and none exists;
+- :class:`StatusPublisher` keeps ``status/<node>/agent`` current under a lease,
+  so the key vanishes when the agent dies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from l3net.datastore.base import Create, Datastore
+from l3net.errors import Conflict, DatastoreError
+from l3net.keys import KeyLayout
+from l3net.model.resource import Resource
+
+_log = logging.getLogger(__name__)
+
+_CAS_ATTEMPTS = 10
+
+
+def _decode(raw: bytes, key: str) -> Resource:
+    from l3net.model.validation import resource_from_document
+
+    return resource_from_document(json.loads(raw), source=key)
+
+
+def register_node(ds: Datastore, keys: KeyLayout, node: str, ipv4: str | None, asn: int | None) -> Resource:
+    """Create or update ``Node/<node>``; raises Conflict after repeated lost races, DatastoreError if down."""
+    key = keys.resource("nodes", node)
+    for _ in range(_CAS_ATTEMPTS):
+        kv = ds.get(key)
+        if kv is None:
+            bgp: dict[str, Any] = {}
+            if ipv4:
+                bgp["ipv4Address"] = ipv4
+            if asn:
+                bgp["asNumber"] = asn
+            res = Resource(kind="Node", name=node, spec={"bgp": bgp} if bgp else {})
+            try:
+                ds.create(key, res.to_json())
+            except Conflict:
+                continue
+            _log.info("node registered node=%s ipv4=%s asn=%s", node, ipv4, asn)
+            return res
+        try:
+            old = _decode(kv.value, key)
+        except (ValueError, TypeError) as exc:
+            # Someone stored garbage under our own Node key: replace it (CAS keeps this safe).
+            _log.warning("own Node resource is invalid, rewriting it key=%s error=%s", key, exc)
+            old = Resource(kind="Node", name=node)
+        spec = json.loads(json.dumps(old.spec))
+        bgp = dict(spec.get("bgp") or {})
+        if ipv4:
+            bgp["ipv4Address"] = ipv4
+        if asn:
+            bgp["asNumber"] = asn
+        if bgp:
+            spec["bgp"] = bgp
+        if spec == old.spec:
+            _log.info("node registration unchanged node=%s ipv4=%s", node, ipv4)
+            return old
+        new = Resource(kind="Node", name=node, spec=spec, labels=old.labels, annotations=old.annotations,
+                       extra_metadata=old.extra_metadata)
+        try:
+            ds.update(key, new.to_json(), kv.mod_revision)
+        except Conflict:
+            continue
+        _log.info("node registration updated node=%s ipv4=%s asn=%s", node, ipv4, asn)
+        return new
+    raise Conflict(f"Node/{node}: lost {_CAS_ATTEMPTS} compare-and-swap races in a row")
+
+
+def ensure_default_pool(ds: Datastore, keys: KeyLayout, cidr: str, name: str = "default-ipv4-ippool") -> bool:
+    """Create IPPool ``name`` with ``cidr`` if no IPPool exists; True if this call created it."""
+    kvs, _ = ds.list(keys.resource_dir("ippools"))
+    if kvs:
+        return False
+    res = Resource(kind="IPPool", name=name, spec={"cidr": cidr, "blockSize": 26, "nodeSelector": "all()"})
+    try:
+        ds.commit([Create(keys.resource("ippools", name), res.to_json())])
+    except Conflict:
+        return False
+    _log.info("default IPv4 pool created cidr=%s", cidr)
+    return True
+
+
+class StatusPublisher:
+    """Keeps ``status/<node>/agent`` (JSON) under a lease of ``ttl`` seconds, on its own thread.
+
+    :meth:`update` is safe from any thread. Datastore outages are logged and retried;
+    the lease is re-granted when it was lost. Never raises into the caller.
+    """
+
+    def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30) -> None:
+        self.ds = ds
+        self.key = keys.node_status(node, "agent")
+        self.ttl = max(5, ttl)
+        self._status: dict[str, Any] = {"node": node}
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._lease: Any = None
+        self._extra: dict[str, bytes] = {}
+        self._thread = threading.Thread(target=self._run, name="l3net-status", daemon=True)
+
+    def start(self) -> None:
+        self._dirty.set()
+        self._thread.start()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            if all(self._status.get(k) == v for k, v in fields.items()):
+                return
+            self._status.update(fields)
+        self._dirty.set()
+
+    def put_extra(self, key: str, value: bytes) -> None:
+        """Keep another key (e.g. the BGP peer table) under the same lease; safe from any thread."""
+        with self._lock:
+            if self._extra.get(key) == value:
+                return
+            self._extra[key] = value
+        self._dirty.set()
+
+    def _run(self) -> None:
+        refresh_every = self.ttl / 3
+        last_refresh = 0.0
+        while not self._stop.is_set():
+            self._dirty.wait(timeout=refresh_every)
+            if self._stop.is_set():
+                break
+            try:
+                if self._lease is None:
+                    self._lease = self.ds.grant_lease(self.ttl)
+                    self._dirty.set()
+                    last_refresh = time.monotonic()
+                elif time.monotonic() - last_refresh >= refresh_every:
+                    self._lease.refresh()
+                    last_refresh = time.monotonic()
+                if self._dirty.is_set():
+                    self._dirty.clear()
+                    with self._lock:
+                        body = dict(self._status, updated=time.time())
+                        extra = dict(self._extra)
+                    self.ds.put(self.key, json.dumps(body, sort_keys=True).encode(), lease=self._lease.id)
+                    for key, value in extra.items():
+                        self.ds.put(key, value, lease=self._lease.id)
+            except (DatastoreError, OSError, ValueError) as exc:
+                _log.info("agent status not published (will retry) error=%s", exc)
+                self._lease = None
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        self._thread.join(timeout=5)
+        if self._lease is not None:
+            try:
+                self._lease.revoke()
+            except (DatastoreError, OSError) as exc:
+                _log.debug("lease revoke failed error=%s", exc)

@@ -1,0 +1,138 @@
+"""l3net.benchcli: the ``l3net bench [all|NAME...] [--quick]`` command.
+
+The benchmarks live in the repository's ``bench/`` directory (next to the
+``l3net`` package, not installed); this module puts the repository root on
+``sys.path`` so ``bench.<name>`` imports, runs the chosen benchmarks one after
+the other and exits non-zero if any of them could not measure what it should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+_log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RESULTS = REPO_ROOT / "bench" / "results"
+
+
+def _bench_package() -> object:
+    """Import the repository's bench package (it is not part of the installed distribution)."""
+    if not (REPO_ROOT / "bench" / "__init__.py").is_file():
+        raise SystemExit(f"l3net bench: needs the repository's bench/ directory: not available at {REPO_ROOT}/bench "
+                         "(run from a source checkout installed with `pip install -e`)")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import bench
+
+    return bench
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "bench", help="run benchmarks: ratios measured side by side, JSON and PNG in bench/results",
+        description="Run l3net's benchmarks (see bench/README.md). NAME is one of: dataplane, control_plane, "
+                    "policy_scale, route_scale, reflector_scale, footprint, ipam; 'all' runs every one.")
+    p.add_argument("names", nargs="*", default=["all"], metavar="all|NAME", help="benchmarks to run (default all)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, numbers mean little")
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
+                   help=f"where JSON and PNG go (default {DEFAULT_RESULTS})")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.set_defaults(func=run)
+
+
+def _command(name: str, args: argparse.Namespace) -> str:
+    """The exact command line that re-runs one benchmark the way it ran now."""
+    prog = sys.argv[0] if sys.argv and sys.argv[0].endswith("l3net") else "l3net"
+    parts = [prog, "bench", name]
+    if args.quick:
+        parts.append("--quick")
+    if Path(args.results_dir).resolve() != DEFAULT_RESULTS.resolve():
+        parts += ["--results-dir", str(args.results_dir)]
+    return shlex.join(parts)
+
+
+_MAIN_PID = os.getpid()
+
+
+def _sigterm(signum: int, _frame: FrameType | None) -> None:
+    """In the bench process: turn SIGTERM into an exception so every cleanup runs.
+
+    A child forked without exec (pyroute2 forks one to open a socket inside a
+    namespace, then terminates it) inherits this handler: it must die as
+    usual, not raise, or its half-done work leaks into the parent.
+    """
+    if os.getpid() != _MAIN_PID:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def run(args: argparse.Namespace) -> int:
+    bench = _bench_package()
+    from bench import framework
+
+    known: list[str] = list(bench.BENCHMARKS)  # type: ignore[attr-defined]
+    if args.list:
+        for name in known:
+            print(f"{name:16} {getattr(framework.load(name), 'TITLE', '')}")
+        return 0
+    names = known if "all" in args.names else list(args.names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"l3net bench: unknown benchmark(s) {', '.join(unknown)}; choose from: all, {', '.join(known)}",
+              file=sys.stderr)
+        return 2
+    try:
+        import matplotlib  # noqa: F401 - checked up front: every benchmark writes a plot
+    except ModuleNotFoundError:
+        print("l3net bench: needs matplotlib: not available (pip install 'l3net[bench]' or "
+              ".venv/bin/pip install matplotlib)", file=sys.stderr)
+        return 2
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    codes: dict[str, int] = {}
+    t0 = time.monotonic()
+    try:
+        for name in names:
+            codes[name] = framework.execute(name, quick=args.quick, results_dir=Path(args.results_dir),
+                                            command=_command(name, args))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"\n### summary ({time.monotonic() - t0:.0f} s)")
+    for name, code in codes.items():
+        print(f"  {name:16} {_outcome(Path(args.results_dir), name, code)}")
+        print(f"  {'':16} re-run: {_command(name, args)}")
+    if not args.quick and Path(args.results_dir).resolve() == DEFAULT_RESULTS.resolve():
+        from bench import report
+
+        report.write_readme(report.render(report.load_results()))
+        print(f"updated the results table in {report.README}")
+    return max(codes.values(), default=0)
+
+
+def _outcome(results_dir: Path, name: str, code: int) -> str:
+    """One line per benchmark for the summary, read back from the JSON it wrote."""
+    try:
+        doc = json.loads((results_dir / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return f"exit {code} (no readable result)"
+    if doc["status"] in ("unavailable", "error"):
+        return f"{'FAILED' if doc['status'] == 'unavailable' else 'ERROR'}: {doc['error']}"
+    missed = [t["name"] for t in doc["targets"] if t["pass"] is False]
+    text = "measured" + (f", targets missed: {', '.join(missed)}" if missed else ", all targets met"
+                         if doc["targets"] else "")
+    if doc["unavailable"]:
+        text = "FAILED, partly measured: " + "; ".join(doc["unavailable"])
+    return text

@@ -1,0 +1,199 @@
+"""l3net.cni.dataplane: wire one workload the way Calico does, and take it apart again.
+
+Host side ``cali<hash>`` with MAC ee:ee:ee:ee:ee:ee, proxy ARP and no proxy
+delay, a /32 scope-link route (protocol ROUTE_PROTO) per address; pod side
+``CNI_IFNAME`` with the /32, a scope-link route to 169.254.1.1 and the default
+route via it. Runs in the namespace the plugin was started in (the node's);
+the pod's namespace is reached through its path. Raises DataplaneError (with
+the reason) on conflicts; callers roll back with :func:`teardown`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from l3net import netns as l3netns
+from l3net.constants import (
+    MAIN_TABLE,
+    ROUTE_PROTO,
+    WORKLOAD_GATEWAY_V4,
+    WORKLOAD_HOST_MAC,
+    WORKLOAD_IFACE_HASH_LEN,
+    WORKLOAD_IFACE_PREFIX,
+)
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MTU = 1500
+RT_SCOPE_LINK = 253
+
+
+class DataplaneError(Exception):
+    """The workload could not be wired (or CHECK found drift); the message says what."""
+
+
+def host_veth_name(namespace: str, pod: str) -> str:
+    """Calico's rule: ``cali`` + first 11 hex of sha1("<namespace>.<pod>")."""
+    digest = hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()
+    return WORKLOAD_IFACE_PREFIX + digest[:WORKLOAD_IFACE_HASH_LEN]
+
+
+def uplink_mtu(ipr: IPRoute) -> int:
+    """MTU of the interface carrying the IPv4 default route (the uplink); 1500 when there is none."""
+    for route in ipr.get_default_routes(family=socket.AF_INET, table=MAIN_TABLE):
+        oif = route.get("oif") or route.get_attr("RTA_OIF")
+        if oif is None:
+            multipath = route.get_attr("RTA_MULTIPATH") or []
+            oif = multipath[0]["oif"] if multipath else None
+        if oif:
+            links = ipr.link("get", index=oif)
+            mtu = links[0].get("mtu") or links[0].get_attr("IFLA_MTU")
+            if mtu:
+                return int(mtu)
+    _log.warning("no IPv4 default route; using MTU %d", DEFAULT_MTU)
+    return DEFAULT_MTU
+
+
+def _link_index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def _host_routes(ipr: IPRoute, ip: str) -> list[dict[str, object]]:
+    out = []
+    for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+        if r.get("dst_len") == 32 and r.get_attr("RTA_DST") == ip:
+            out.append({"oif": r.get_attr("RTA_OIF"), "proto": r.get("proto"), "type": r.get("type")})
+    return out
+
+
+def _write_sysctls(host_if: str) -> None:
+    l3netns.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", 1)
+    # Without this the first packets wait 0.3-0.6 s for the proxy-ARP reply (testbed-facts §3).
+    l3netns.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", 0)
+    l3netns.write_sysctl("net/ipv4/ip_forward", 1)
+
+
+@dataclass(frozen=True)
+class Wired:
+    host_if: str
+    pod_if: str
+    pod_mac: str
+    mtu: int
+
+
+def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int = 0) -> Wired:
+    """Create and configure the veth pair and routes. Replaces a stale host veth of the same name."""
+    with IPRoute() as ipr:
+        stale = _link_index(ipr, host_if)
+        if stale is not None:
+            _log.info("removing stale host veth ifname=%s", host_if)
+            ipr.link("del", index=stale)
+        for ip in ips:
+            for r in _host_routes(ipr, ip):
+                if r["oif"] is not None:
+                    name = ipr.link("get", index=r["oif"])[0].get_attr("IFLA_IFNAME")
+                    raise DataplaneError(f"route {ip}/32 already points to interface {name}; refusing to "
+                                         f"take it over for {host_if}")
+        link_mtu = mtu or uplink_mtu(ipr)
+        try:
+            ipr.link("add", ifname=host_if, kind="veth", address=WORKLOAD_HOST_MAC, mtu=link_mtu,
+                     peer={"ifname": pod_if, "net_ns_fd": netns_path, "mtu": link_mtu})
+        except NetlinkError as exc:
+            raise DataplaneError(f"creating veth {host_if} <-> {pod_if} in {netns_path}: {exc}") from exc
+        idx = _link_index(ipr, host_if)
+        if idx is None:
+            raise DataplaneError(f"veth {host_if} vanished right after creation")
+        # Calico re-sets the MAC: some kernels ignore the address given at creation.
+        if ipr.link("get", index=idx)[0].get_attr("IFLA_ADDRESS") != WORKLOAD_HOST_MAC:
+            ipr.link("set", index=idx, address=WORKLOAD_HOST_MAC)
+        _write_sysctls(host_if)
+        ipr.link("set", index=idx, state="up")
+
+    with IPRoute(netns=netns_path) as pod:
+        pidx = _link_index(pod, pod_if)
+        if pidx is None:
+            raise DataplaneError(f"{pod_if} did not appear in {netns_path}")
+        pod.link("set", index=pidx, state="up")
+        for ip in ips:
+            pod.addr("add", index=pidx, address=ip, prefixlen=32)
+        pod.route("add", dst=f"{WORKLOAD_GATEWAY_V4}/32", oif=pidx, scope=RT_SCOPE_LINK)
+        pod.route("add", dst="0.0.0.0/0", gateway=WORKLOAD_GATEWAY_V4, oif=pidx)
+        pod_mac = pod.link("get", index=pidx)[0].get_attr("IFLA_ADDRESS")
+
+    with IPRoute() as ipr:
+        idx = _link_index(ipr, host_if)
+        for ip in ips:
+            ipr.route("replace", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK, proto=ROUTE_PROTO, table=MAIN_TABLE)
+    _log.info("wired workload host_if=%s pod_if=%s ips=%s mtu=%d", host_if, pod_if, ",".join(ips), link_mtu)
+    return Wired(host_if=host_if, pod_if=pod_if, pod_mac=pod_mac, mtu=link_mtu)
+
+
+def teardown(host_if: str, ips: list[str] | None = None) -> bool:
+    """Remove the host veth (its peer and routes go with it) and any /32 of ours left for ``ips``.
+
+    Idempotent: True when something was removed.
+    """
+    removed = False
+    with IPRoute() as ipr:
+        idx = _link_index(ipr, host_if)
+        if idx is not None:
+            with contextlib.suppress(NetlinkError):  # raced with another DEL: already gone
+                ipr.link("del", index=idx)
+                removed = True
+        for ip in ips or []:
+            for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+                if r.get("dst_len") == 32 and r.get_attr("RTA_DST") == ip and r.get("proto") == ROUTE_PROTO \
+                        and r.get_attr("RTA_OIF") in (None, idx):
+                    with contextlib.suppress(NetlinkError):
+                        ipr.route("del", dst=f"{ip}/32", table=MAIN_TABLE, proto=ROUTE_PROTO)
+                        removed = True
+    if removed:
+        _log.info("removed workload wiring host_if=%s", host_if)
+    return removed
+
+
+def check(host_if: str, netns_path: str, pod_if: str, ips: list[str]) -> list[str]:
+    """Every difference between the kernel and the wiring ``setup`` makes (empty = fine)."""
+    drift: list[str] = []
+    with IPRoute() as ipr:
+        idx = _link_index(ipr, host_if)
+        if idx is None:
+            return [f"host veth {host_if} is missing"]
+        link = ipr.link("get", index=idx)[0]
+        if link.get_attr("IFLA_ADDRESS") != WORKLOAD_HOST_MAC:
+            drift.append(f"{host_if} has MAC {link.get_attr('IFLA_ADDRESS')}, want {WORKLOAD_HOST_MAC}")
+        if link.get_attr("IFLA_OPERSTATE") not in ("UP", "UNKNOWN") and not (link.get("flags", 0) & 1):
+            drift.append(f"{host_if} is down")
+        if l3netns.read_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp") != "1":
+            drift.append(f"{host_if} proxy_arp is not 1")
+        for ip in ips:
+            routes = _host_routes(ipr, ip)
+            if not any(r["oif"] == idx and r["proto"] == ROUTE_PROTO for r in routes):
+                drift.append(f"host route {ip}/32 dev {host_if} proto {ROUTE_PROTO} is missing")
+    try:
+        with IPRoute(netns=netns_path) as pod:
+            pidx = _link_index(pod, pod_if)
+            if pidx is None:
+                return [*drift, f"{pod_if} is missing in {netns_path}"]
+            have = {(a.get_attr("IFA_ADDRESS"), a.get("prefixlen"))
+                    for a in pod.addr("dump", index=pidx, family=socket.AF_INET)}
+            for ip in ips:
+                if (ip, 32) not in have:
+                    drift.append(f"{pod_if} lacks {ip}/32")
+            routes = pod.route("dump", family=socket.AF_INET, table=MAIN_TABLE)
+            if not any(r.get("dst_len") == 32 and r.get_attr("RTA_DST") == WORKLOAD_GATEWAY_V4 and
+                       r.get_attr("RTA_OIF") == pidx and r.get("scope") == RT_SCOPE_LINK for r in routes):
+                drift.append(f"pod route {WORKLOAD_GATEWAY_V4}/32 scope link dev {pod_if} is missing")
+            if not any(r.get("dst_len") == 0 and r.get_attr("RTA_GATEWAY") == WORKLOAD_GATEWAY_V4 for r in routes):
+                drift.append(f"pod default route via {WORKLOAD_GATEWAY_V4} is missing")
+    except (OSError, NetlinkError) as exc:
+        drift.append(f"cannot enter {netns_path}: {exc}")
+    return drift

@@ -1,0 +1,300 @@
+"""l3net.cni.plugin: the ``l3net-cni`` CNI plugin (spec 1.0.0; GC and STATUS from 1.1).
+
+One process per invocation, started by the container runtime in the node's
+network namespace with ``CNI_*`` variables and the network configuration on
+stdin. ADD allocates, wires and records the workload, and on any failure undoes
+all three before printing the error object (nothing is left behind). DEL is
+idempotent. Errors go to stdout as ``{cniVersion, code, msg, details}`` with
+exit status 1; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import IO, Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from l3net.cni import dataplane
+from l3net.cni.config import (
+    DEFAULT_VERSION,
+    SUPPORTED_VERSIONS,
+    CNIEnv,
+    NetConf,
+    decode_stdin,
+    parse_env,
+    parse_netconf,
+)
+from l3net.cni.errors import (
+    CHECK_DRIFT,
+    DATAPLANE_FAILURE,
+    INTERNAL_ERROR,
+    INVALID_CONFIG,
+    IPAM_REFUSED,
+    PLUGIN_NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
+    CNIError,
+)
+from l3net.constants import WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
+from l3net.datastore import EtcdDatastore, TLSFiles
+from l3net.errors import DatastoreError, ValidationError
+from l3net.ipam import IPAM, IPAMError
+from l3net.keys import KeyLayout
+from l3net.model.client import ResourceClient
+from l3net.model.resource import Resource
+from l3net.model.validation import resource_from_document, workload_endpoint_name
+
+_log = logging.getLogger(__name__)
+
+ENV_NODENAME = "L3NET_NODENAME"
+
+
+# -- helpers --------------------------------------------------------------------------
+def handle_id(network: str, container_id: str, ifname: str) -> str:
+    """Calico's handle ``<network>.<containerID>``; a second interface of one pod gets ``.<ifname>``."""
+    base = f"{network}.{container_id}"
+    return base if ifname == "eth0" else f"{base}.{ifname}"
+
+
+def node_name(conf: NetConf, environ: Mapping[str, str]) -> str:
+    return conf.nodename or environ.get(ENV_NODENAME) or socket.gethostname()
+
+
+def _to_cni_error(exc: BaseException) -> CNIError:
+    if isinstance(exc, CNIError):
+        return exc
+    if isinstance(exc, DatastoreError):  # unreachable, or a CAS storm: the runtime should retry
+        return CNIError(TRY_AGAIN_LATER, "datastore unavailable, try again later", str(exc))
+    if isinstance(exc, IPAMError):
+        return CNIError(IPAM_REFUSED, "IP address management refused the request", str(exc))
+    if isinstance(exc, ValidationError):
+        return CNIError(INVALID_CONFIG, "invalid workload data", str(exc))
+    if isinstance(exc, dataplane.DataplaneError | NetlinkError | OSError):
+        return CNIError(DATAPLANE_FAILURE, "failed to wire the workload", str(exc))
+    _log.error("unexpected error: %s", "".join(traceback.format_exception(exc)))
+    return CNIError(INTERNAL_ERROR, "internal error in l3net-cni", f"{type(exc).__name__}: {exc}")
+
+
+class Invocation:
+    """One plugin call: the decoded inputs plus lazily opened datastore, IPAM and resource client."""
+
+    def __init__(self, env: CNIEnv, conf: NetConf, environ: Mapping[str, str]):
+        self.env = env
+        self.conf = conf
+        self.node = node_name(conf, environ)
+        self.host_if = dataplane.host_veth_name(env.namespace, env.pod)
+        self.handle = handle_id(conf.name, env.container_id, env.ifname)
+        self.wep_name = workload_endpoint_name(self.node, env.pod, env.ifname)
+        endpoints = conf.etcd_endpoints or environ.get("L3NET_ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
+        tls = TLSFiles(ca=conf.etcd_ca_cert_file or environ.get("L3NET_ETCD_CA_CERT_FILE"),
+                       cert=conf.etcd_cert_file or environ.get("L3NET_ETCD_CERT_FILE"),
+                       key=conf.etcd_key_file or environ.get("L3NET_ETCD_KEY_FILE"))
+        try:
+            self.ds = EtcdDatastore(endpoints, tls)
+        except ValueError as exc:
+            raise CNIError(INVALID_CONFIG, f"etcd_endpoints: {exc}") from None
+        self.keys = KeyLayout(conf.etcd_prefix)
+        self.ipam = IPAM(self.ds, self.keys)
+        self.client = ResourceClient(self.ds, self.keys)
+
+    def close(self) -> None:
+        self.ds.close()
+
+    # -- workload endpoint -----------------------------------------------------------
+    def wep_document(self, ips: list[str], mac: str) -> dict[str, Any]:
+        labels = {**self.conf.labels, "projectcalico.org/namespace": self.env.namespace,
+                  "projectcalico.org/orchestrator": "k8s"}
+        spec = {"node": self.node, "orchestrator": "k8s", "pod": self.env.pod, "endpoint": self.env.ifname,
+                "containerID": self.env.container_id, "interfaceName": self.host_if,
+                "ipNetworks": [f"{ip}/32" for ip in ips], "mac": mac}
+        return {"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint",
+                "metadata": {"name": self.wep_name, "namespace": self.env.namespace, "labels": labels},
+                "spec": spec}
+
+    def validate_wep(self) -> Resource:
+        """Validate what we will store before touching anything (bad labels or names are config errors)."""
+        try:
+            return resource_from_document(self.wep_document(["192.0.2.1"], "02:00:00:00:00:01"), "CNI ADD")
+        except ValidationError as exc:
+            raise CNIError(INVALID_CONFIG, "the workload endpoint would be invalid", str(exc)) from None
+
+    def stored_wep(self) -> dict[str, Any] | None:
+        kv = self.ds.get(self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace))
+        if kv is None:
+            return None
+        try:
+            doc = json.loads(kv.value)
+            return doc if isinstance(doc, dict) else {}
+        except ValueError:
+            return {}
+
+    # -- commands --------------------------------------------------------------------
+    def add(self) -> dict[str, Any]:
+        self.validate_wep()
+        attrs = {"namespace": self.env.namespace, "pod": self.env.pod, "containerID": self.env.container_id,
+                 "interface": self.env.ifname}
+        ips: list[str] = []
+        try:
+            if self.conf.static_ips:
+                ips = [self.ipam.assign(ip, self.handle, self.node, attrs) for ip in self.conf.static_ips]
+            else:
+                ips = self.ipam.auto_assign(self.handle, self.node, attrs, num_v4=1,
+                                            pools=list(self.conf.ipv4_pools) or None,
+                                            sticky_key=self.conf.sticky_key)
+            wired = dataplane.setup(self.host_if, self.env.netns, self.env.ifname, ips, self.conf.mtu)
+            doc = self.wep_document(ips, wired.pod_mac)
+            self.client.apply([resource_from_document(doc, "CNI ADD")])
+        except BaseException as exc:
+            self._rollback(ips, exc)
+            raise
+        _log.info("ADD done container=%s pod=%s/%s ips=%s", self.env.container_id, self.env.namespace,
+                  self.env.pod, ",".join(ips))
+        return self.result(ips, wired.pod_mac)
+
+    def _rollback(self, ips: list[str], cause: BaseException) -> None:
+        _log.warning("ADD failed, rolling back container=%s cause=%s", self.env.container_id, cause)
+        try:
+            dataplane.teardown(self.host_if, ips)
+        except (OSError, NetlinkError) as exc:
+            _log.error("rollback: could not remove %s: %s", self.host_if, exc)
+        try:
+            self.ipam.release_handle(self.handle)
+        except (DatastoreError, IPAMError) as exc:
+            _log.error("rollback: could not release handle=%s: %s", self.handle, exc)
+
+    def result(self, ips: list[str], pod_mac: str) -> dict[str, Any]:
+        ip_entries = []
+        for ip in ips:
+            entry: dict[str, Any] = {"address": f"{ip}/32", "gateway": WORKLOAD_GATEWAY_V4, "interface": 1}
+            if self.conf.cni_version == "0.4.0":
+                entry["version"] = "4"
+            ip_entries.append(entry)
+        return {
+            "cniVersion": self.conf.cni_version,
+            "interfaces": [{"name": self.host_if, "mac": WORKLOAD_HOST_MAC},
+                           {"name": self.env.ifname, "mac": pod_mac, "sandbox": self.env.netns}],
+            "ips": ip_entries,
+            "routes": [{"dst": "0.0.0.0/0", "gw": WORKLOAD_GATEWAY_V4}],
+            "dns": {},
+        }
+
+    def delete(self) -> None:
+        wep = self.stored_wep()
+        ours = wep is None or (wep.get("spec") or {}).get("containerID") in (None, self.env.container_id)
+        ips = self.ipam.handle_ips(self.handle)
+        if ours:
+            dataplane.teardown(self.host_if, ips)
+            if wep is not None:
+                key = self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace)
+                kv = self.ds.get(key)
+                if kv is not None:
+                    self.ds.delete(key)
+        else:
+            _log.info("DEL: endpoint now belongs to another container; leaving veth and endpoint wep=%s",
+                      self.wep_name)
+        self.ipam.release_handle(self.handle)
+        _log.info("DEL done container=%s ips=%s", self.env.container_id, ",".join(ips))
+
+    def check(self) -> None:
+        prev = self.conf.prev_result or {}
+        want = sorted(str(e.get("address", "")).split("/")[0] for e in prev.get("ips", []) if isinstance(e, dict))
+        drift: list[str] = []
+        held = sorted(self.ipam.handle_ips(self.handle))
+        if held != want:
+            drift.append(f"IPAM handle {self.handle} holds {held}, prevResult says {want}")
+        drift += dataplane.check(self.host_if, self.env.netns, self.env.ifname, want)
+        wep = self.stored_wep()
+        if wep is None:
+            drift.append(f"WorkloadEndpoint {self.env.namespace}/{self.wep_name} is missing")
+        else:
+            spec = wep.get("spec") or {}
+            if spec.get("containerID") != self.env.container_id:
+                drift.append(f"WorkloadEndpoint belongs to container {spec.get('containerID')!r}")
+            if sorted(spec.get("ipNetworks") or []) != sorted(f"{ip}/32" for ip in want):
+                drift.append(f"WorkloadEndpoint ipNetworks {spec.get('ipNetworks')} differ from {want}")
+        if drift:
+            raise CNIError(CHECK_DRIFT, "CHECK found drift", "; ".join(drift))
+
+    def gc(self) -> None:
+        """Release this network's allocations on this node that the runtime no longer lists (CNI 1.1 GC)."""
+        valid = set(self.conf.valid_attachments or ())
+        prefix = f"{self.conf.name}."
+        for a in self.ipam.check().allocations:
+            if not a.handle or not a.handle.startswith(prefix) or a.node != self.node:
+                continue
+            cid, ifname = a.attrs.get("containerID"), a.attrs.get("interface", "eth0")
+            if (cid, ifname) in valid:
+                continue
+            ns, pod = a.attrs.get("namespace") or "default", a.attrs.get("pod") or cid
+            if isinstance(ns, str) and isinstance(pod, str):
+                dataplane.teardown(dataplane.host_veth_name(ns, pod), [a.ip])
+                name = workload_endpoint_name(self.node, pod, str(ifname))
+                key = self.keys.resource("workloadendpoints", name, ns)
+                kv = self.ds.get(key)
+                if kv is not None and (json.loads(kv.value).get("spec") or {}).get("containerID") == cid:
+                    self.ds.delete(key, kv.mod_revision)
+            self.ipam.release_handle(a.handle)
+            _log.info("GC released handle=%s ip=%s", a.handle, a.ip)
+
+
+# -- entry points ---------------------------------------------------------------------
+def _peek_version(raw: bytes) -> str:
+    try:
+        v = json.loads(raw).get("cniVersion")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return DEFAULT_VERSION
+    return v if isinstance(v, str) and v in SUPPORTED_VERSIONS else DEFAULT_VERSION
+
+
+def run(environ: Mapping[str, str], stdin: bytes, out: IO[str]) -> int:
+    """Execute one CNI command; returns the exit status after printing the result or error."""
+    version = _peek_version(stdin)
+    inv: Invocation | None = None
+    try:
+        env = parse_env(environ)
+        if env.command == "VERSION":
+            json.dump({"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}, out)
+            return 0
+        doc = decode_stdin(stdin)
+        conf = parse_netconf(doc, env.command)
+        logging.getLogger().setLevel(getattr(logging, conf.log_level.upper(), logging.WARNING))
+        if env.command in ("STATUS", "GC"):
+            env = CNIEnv(command=env.command, container_id="status", ifname="eth0")
+        inv = Invocation(env, conf, environ)
+        if env.command == "ADD":
+            json.dump(inv.add(), out)
+        elif env.command == "DEL":
+            inv.delete()
+        elif env.command == "CHECK":
+            inv.check()
+        elif env.command == "GC":
+            inv.gc()
+        elif env.command == "STATUS":
+            try:
+                inv.ds.revision()
+            except DatastoreError as exc:
+                raise CNIError(PLUGIN_NOT_AVAILABLE, "datastore unreachable", str(exc)) from None
+        return 0
+    except BaseException as exc:  # every failure becomes a CNI error object, never a traceback
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        err = _to_cni_error(exc)
+        _log.error("%s", err)
+        json.dump(err.to_dict(version), out)
+        return 1
+    finally:
+        if inv is not None:
+            inv.close()
+        out.write("\n")
+        out.flush()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="l3net-cni %(levelname)s %(message)s")
+    sys.exit(run(os.environ, sys.stdin.buffer.read(), sys.stdout))

@@ -1,0 +1,667 @@
+"""l3net.ipam.allocator: Calico's block-affinity IPAM on the Datastore protocol.
+
+Every change is one compare-and-swap transaction: an allocation updates the
+block and the workload's handle together, so block and handle never disagree.
+A lost CAS re-reads and retries (at most ``RETRIES`` times, as Calico's
+``datastoreRetries``). Claiming follows Calico: affinity ``pending`` -> block
+created if absent with ``affinity: host:<node>`` -> affinity ``confirmed``; a
+pending affinity is treated as absent by every reader.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from l3net.datastore.base import Create, Datastore, Delete, KeyValue, Op, Put, Update
+from l3net.errors import Conflict, ValidationError
+from l3net.ipam.block import Block, host_affinity
+from l3net.ipam.pools import IPAMConfig, Pool, pool_from_kv
+from l3net.ipam.report import IPAMReport, build_report
+from l3net.keys import KeyLayout, token_cidr
+
+_log = logging.getLogger(__name__)
+
+RETRIES = 100
+STICKY_HANDLE_PREFIX = "l3net-sticky."
+
+AFFINITY_PENDING = "pending"
+AFFINITY_CONFIRMED = "confirmed"
+AFFINITY_PENDING_DELETION = "pendingDeletion"
+
+
+class IPAMError(Exception):
+    """Base of every IPAM refusal; the message says what and why."""
+
+
+class NoAddresses(IPAMError):
+    """No address can be given: pools exhausted, node at its block limit with strict affinity, no pool."""
+
+
+class AddressUnavailable(IPAMError):
+    """A requested static address is outside every enabled pool or already in use."""
+
+
+class RetriesExhausted(IPAMError):
+    """Lost ``RETRIES`` CAS races in a row (heavy contention or a bug)."""
+
+
+def _affinity_value(state: str) -> bytes:
+    return json.dumps({"state": state}).encode()
+
+
+def _affinity_state(kv: KeyValue) -> str | None:
+    try:
+        state = json.loads(kv.value).get("state")
+    except (ValueError, AttributeError):
+        return None
+    return state if isinstance(state, str) else None
+
+
+def sticky_hold_handle(sticky_key: str) -> str:
+    return STICKY_HANDLE_PREFIX + sticky_key.replace("/", ".")
+
+
+@dataclass
+class Handle:
+    """The secondary index of one workload's addresses: ``{handleID, block: {cidr: count}, sticky}``."""
+
+    handle_id: str
+    blocks: dict[str, int] = field(default_factory=dict)
+    sticky: str | None = None
+
+    @classmethod
+    def from_kv(cls, kv: KeyValue, handle_id: str) -> Handle:
+        try:
+            doc = json.loads(kv.value)
+            return cls(handle_id=handle_id, blocks={str(k): int(v) for k, v in (doc.get("block") or {}).items()},
+                       sticky=doc.get("sticky"))
+        except (ValueError, AttributeError, TypeError):
+            _log.warning("malformed IPAM handle key=%s; treating as empty", kv.key)
+            return cls(handle_id=handle_id)
+
+    def to_json(self) -> bytes:
+        doc: dict[str, Any] = {"handleID": self.handle_id, "block": dict(sorted(self.blocks.items())), "deleted": False}
+        if self.sticky:
+            doc["sticky"] = self.sticky
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    def add(self, cidr: str, n: int) -> None:
+        self.blocks[cidr] = self.blocks.get(cidr, 0) + n
+        if self.blocks[cidr] <= 0:
+            del self.blocks[cidr]
+
+
+class IPAM:
+    """Allocates workload addresses from pools via node-affine blocks stored in etcd.
+
+    Owns ``<prefix>ipam/`` (blocks, affinities, handles, sticky records, config).
+    Stateless between calls apart from the datastore handle, so one instance may
+    serve many threads. Raises IPAMError subclasses for refusals, and lets
+    DatastoreUnavailable through untouched (callers map it to "try again").
+    """
+
+    def __init__(self, ds: Datastore, keys: KeyLayout, *, clock: Callable[[], float] = time.time,
+                 sticky_hold_seconds: float | None = None) -> None:
+        self.ds = ds
+        self.keys = keys
+        self.clock = clock
+        self._sticky_hold_override = sticky_hold_seconds
+
+    # -- settings and pools ---------------------------------------------------
+    def config(self) -> IPAMConfig:
+        kv = self.ds.get(self.keys.ipam_config)
+        try:
+            return IPAMConfig.from_json(kv.value if kv else None, self.keys.ipam_config)
+        except ValidationError as exc:
+            _log.warning("malformed IPAM config; using defaults error=%s", exc)
+            return IPAMConfig()
+
+    def set_config(self, **changes: Any) -> IPAMConfig:
+        """Change IPAM settings (Calico names: strictAffinity, maxBlocksPerHost, ...) with CAS."""
+        for _ in range(RETRIES):
+            kv = self.ds.get(self.keys.ipam_config)
+            current = json.loads(self.config().to_json())
+            current.update(changes)
+            cfg = IPAMConfig.from_dict(current, "ipam configure")
+            op: Op = Update(self.keys.ipam_config, cfg.to_json(), kv.mod_revision) if kv else \
+                Create(self.keys.ipam_config, cfg.to_json())
+            try:
+                self.ds.commit([op])
+                return cfg
+            except Conflict:
+                continue
+        raise RetriesExhausted("could not update the IPAM config")
+
+    def pools(self) -> list[Pool]:
+        kvs, _ = self.ds.list(self.keys.resource_dir("ippools"))
+        out = []
+        for kv in kvs:
+            parsed = self.keys.parse_resource(kv.key)
+            pool = pool_from_kv(kv, parsed[2] if parsed else kv.key)
+            if pool is not None:
+                out.append(pool)
+        return out
+
+    def _node_labels(self, node: str) -> dict[str, str]:
+        kv = self.ds.get(self.keys.resource("nodes", node))
+        if kv is None:
+            return {}
+        try:
+            labels = json.loads(kv.value).get("metadata", {}).get("labels") or {}
+            return {str(k): str(v) for k, v in labels.items()}
+        except (ValueError, AttributeError):
+            return {}
+
+    def eligible_pools(self, node: str, wanted: Sequence[str] | None = None, version: int = 4) -> list[Pool]:
+        """Enabled pools of ``version`` whose nodeSelector picks ``node``; ``wanted`` (names or CIDRs) narrows."""
+        pools = [p for p in self.pools() if p.cidr.version == version]
+        if wanted:
+            chosen = []
+            for w in wanted:
+                match = [p for p in pools if w in (p.name, str(p.cidr))]
+                if not match:
+                    raise NoAddresses(f"IP pool {w!r} does not exist")
+                chosen += [p for p in match if p not in chosen]
+            pools = chosen
+        labels = self._node_labels(node)
+        return [p for p in pools if not p.disabled and p.matches_node(labels)]
+
+    # -- reads ----------------------------------------------------------------
+    def _read_block(self, cidr: str) -> tuple[KeyValue, Block] | None:
+        kv = self.ds.get(self.keys.block(cidr))
+        if kv is None:
+            return None
+        return kv, Block.from_json(kv.value, kv.key)
+
+    def _read_handle(self, handle_id: str) -> tuple[KeyValue | None, Handle]:
+        kv = self.ds.get(self.keys.handle(handle_id))
+        return (kv, Handle.from_kv(kv, handle_id)) if kv else (None, Handle(handle_id))
+
+    def _handle_ops(self, kv: KeyValue | None, handle: Handle) -> list[Op]:
+        key = self.keys.handle(handle.handle_id)
+        if not handle.blocks:
+            return [Delete(key, kv.mod_revision)] if kv else []
+        if kv is None:
+            return [Create(key, handle.to_json())]
+        return [Update(key, handle.to_json(), kv.mod_revision)]
+
+    def affinities(self, node: str, state: str | None = AFFINITY_CONFIRMED) -> list[tuple[KeyValue, str]]:
+        """``(kv, cidr)`` of the node's affinities in ``state`` (None = any), lowest CIDR first."""
+        kvs, _ = self.ds.list(self.keys.node_affinities(node))
+        out = []
+        for kv in kvs:
+            parsed = self.keys.parse_affinity(kv.key)
+            if parsed and (state is None or _affinity_state(kv) == state):
+                out.append((kv, parsed[1]))
+        out.sort(key=lambda item: ipaddress.ip_network(item[1]))
+        return out
+
+    def handle_ips(self, handle_id: str) -> list[str]:
+        """Addresses currently held by ``handle_id`` (empty when none)."""
+        _, handle = self._read_handle(handle_id)
+        ips: list[str] = []
+        for cidr in handle.blocks:
+            got = self._read_block(cidr)
+            if got:
+                ips += got[1].ips_of(handle_id)
+        return ips
+
+    # -- allocation -----------------------------------------------------------
+    def auto_assign(self, handle_id: str, node: str, attrs: dict[str, Any] | None = None, num_v4: int = 1,
+                    pools: Sequence[str] | None = None, sticky_key: str | None = None) -> list[str]:
+        """``num_v4`` addresses for ``handle_id`` on ``node``; a retry with the same handle returns the same ones."""
+        existing = self.handle_ips(handle_id)
+        if len(existing) >= num_v4:
+            return existing[:num_v4] if num_v4 else existing
+        secondary = {**(attrs or {}), "node": node}
+        got: list[str] = []
+        try:
+            while len(existing) + len(got) < num_v4:
+                got.append(self._assign_one(handle_id, node, secondary, pools, sticky_key if not got else None))
+        except BaseException:
+            if got:
+                self.release_ips(got)
+            raise
+        _log.info("assigned handle=%s node=%s ips=%s", handle_id, node, ",".join(got))
+        return existing + got
+
+    def _assign_one(self, handle_id: str, node: str, secondary: dict[str, Any], wanted: Sequence[str] | None,
+                    sticky_key: str | None) -> str:
+        for attempt in range(RETRIES):
+            try:
+                ip = self._try_assign_one(handle_id, node, secondary, wanted, sticky_key)
+                if ip is not None:
+                    return ip
+            except Conflict as exc:
+                _log.debug("IPAM CAS lost; retrying handle=%s attempt=%d err=%s", handle_id, attempt, exc)
+                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+        raise RetriesExhausted(f"gave up assigning an address for {handle_id} after {RETRIES} CAS conflicts")
+
+    def _try_assign_one(self, handle_id: str, node: str, secondary: dict[str, Any], wanted: Sequence[str] | None,
+                        sticky_key: str | None) -> str | None:
+        """One pass; returns the address, None to go round again (a block was just claimed), or raises."""
+        cfg = self.config()
+        pools = self.eligible_pools(node, wanted)
+        if not pools:
+            raise NoAddresses(f"no enabled IPv4 pool selects node {node!r}")
+        sticky_ops: list[Op] = []
+        sticky_owned = False
+        if sticky_key:
+            taken = self._take_sticky(sticky_key, handle_id, node, secondary, cfg)
+            if taken is not None:
+                return taken
+            if self.ds.get(self.keys.sticky(sticky_key)) is None:
+                sticky_ops = [Create(self.keys.sticky(sticky_key), b"")]  # value filled in once the IP is known
+                sticky_owned = True
+
+        def in_pools(cidr: str) -> bool:
+            net = ipaddress.ip_network(cidr)
+            return any(net.subnet_of(p.cidr) for p in pools if p.cidr.version == net.version)  # type: ignore[arg-type]
+
+        confirmed = self.affinities(node)
+        for _, cidr in confirmed:
+            if not in_pools(cidr):
+                continue
+            got = self._read_block(cidr)
+            if got is None:
+                # Crash between affinity and block: recreate the block (Calico does the same).
+                _log.warning("affine block missing; recreating node=%s cidr=%s", node, cidr)
+                self.ds.create(self.keys.block(cidr), Block.new(cidr, host_affinity(node)).to_json())
+                return None
+            kv, block = got
+            if block.affinity != host_affinity(node):
+                continue
+            ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned)
+            if ip is not None:
+                return ip
+
+        self.release_expired_holds()
+        if cfg.auto_allocate_blocks and len(confirmed) < cfg.max_blocks_per_host and \
+                self._claim_free_block(node, pools) is not None:
+            return None
+        if not cfg.strict_affinity:
+            ip = self._borrow(node, handle_id, secondary, pools, sticky_key, sticky_ops, sticky_owned)
+            if ip is not None:
+                return ip
+        why = "strict affinity is on" if cfg.strict_affinity else "every block of the pools is full"
+        raise NoAddresses(f"no address for {handle_id} on node {node!r}: node has {len(confirmed)} of "
+                          f"{cfg.max_blocks_per_host} blocks, no free block to claim, and {why}")
+
+    def _commit_allocation(self, kv: KeyValue, block: Block, handle_id: str, secondary: dict[str, Any],
+                           sticky_key: str | None, sticky_ops: list[Op], sticky_owned: bool) -> str | None:
+        ip = block.allocate(handle_id, secondary)
+        if ip is None:
+            return None
+        hkv, handle = self._read_handle(handle_id)
+        handle.add(str(block.cidr), 1)
+        if sticky_owned:
+            handle.sticky = sticky_key
+        ops: list[Op] = [Update(kv.key, block.to_json(), kv.mod_revision), *self._handle_ops(hkv, handle)]
+        for op in sticky_ops:
+            assert isinstance(op, Create)
+            ops.append(Create(op.key, json.dumps({"ip": ip, "handle": handle_id, "heldUntil": None}).encode()))
+        self.ds.commit(ops)
+        return ip
+
+    def _claim_free_block(self, node: str, pools: Sequence[Pool]) -> str | None:
+        """Claim the lowest free block of the first pool that has one; None when none is free."""
+        kvs, _ = self.ds.list(self.keys.blocks)
+        existing = {token_cidr(kv.key[len(self.keys.blocks):]) for kv in kvs}
+        for pool in pools:
+            for net in pool.blocks():
+                cidr = str(net)
+                if cidr in existing:
+                    continue
+                if self.claim_block(node, cidr):
+                    return cidr
+        return None
+
+    def claim_block(self, node: str, cidr: str) -> bool:
+        """Claim one block for ``node``: affinity pending -> block created -> affinity confirmed.
+
+        True when the node now owns the block; False when another node got it first
+        (our pending affinity is then removed again).
+        """
+        akey = self.keys.affinity(node, cidr)
+        try:
+            self.ds.create(akey, _affinity_value(AFFINITY_PENDING))
+        except Conflict:
+            kv = self.ds.get(akey)
+            if kv is not None and _affinity_state(kv) == AFFINITY_PENDING_DELETION:
+                raise  # being released right now; the caller retries from scratch
+        bkey = self.keys.block(cidr)
+        try:
+            self.ds.create(bkey, Block.new(cidr, host_affinity(node)).to_json())
+        except Conflict:
+            got = self._read_block(cidr)
+            if got is None or got[1].affinity != host_affinity(node):
+                akv = self.ds.get(akey)
+                if akv is not None and _affinity_state(akv) == AFFINITY_PENDING:
+                    self.ds.commit([Delete(akey, akv.mod_revision)])
+                _log.info("lost block claim race node=%s cidr=%s", node, cidr)
+                return False
+        akv = self.ds.get(akey)
+        if akv is None:
+            raise Conflict(f"affinity {akey} vanished while claiming")
+        if _affinity_state(akv) != AFFINITY_CONFIRMED:
+            self.ds.commit([Update(akey, _affinity_value(AFFINITY_CONFIRMED), akv.mod_revision)])
+        _log.info("claimed block node=%s cidr=%s", node, cidr)
+        return True
+
+    def _borrow(self, node: str, handle_id: str, secondary: dict[str, Any], pools: Sequence[Pool],
+                sticky_key: str | None, sticky_ops: list[Op], sticky_owned: bool) -> str | None:
+        kvs, _ = self.ds.list(self.keys.blocks)
+        candidates = []
+        for kv in kvs:
+            try:
+                block = Block.from_json(kv.value, kv.key)
+            except ValidationError as exc:
+                _log.warning("skipping malformed block %s", exc)
+                continue
+            if block.node == node or not block.unallocated:
+                continue
+            if any(block.cidr.version == p.cidr.version and block.cidr.subnet_of(p.cidr)  # type: ignore[arg-type]
+                   for p in pools):
+                candidates.append((kv, block))
+        # Calico shuffles with a seed from the host name: spreads borrowers, deterministic per node.
+        random.Random(node).shuffle(candidates)
+        for kv, block in candidates:
+            ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned)
+            if ip is not None:
+                _log.info("borrowed address node=%s ip=%s block=%s owner=%s", node, ip, block.cidr, block.node)
+                return ip
+        return None
+
+    def assign(self, ip: str, handle_id: str, node: str, attrs: dict[str, Any] | None = None) -> str:
+        """Give exactly ``ip`` to ``handle_id``; AddressUnavailable when outside every enabled pool or taken."""
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            raise AddressUnavailable(f"{ip!r} is not an IP address") from None
+        pools = [p for p in self.pools() if addr in p.cidr and not p.disabled]
+        if not pools:
+            raise AddressUnavailable(f"{addr} is outside every enabled IP pool")
+        pool = pools[0]
+        cidr = str(pool.block_of(str(addr)))
+        secondary = {**(attrs or {}), "node": node}
+        for _ in range(RETRIES):
+            try:
+                got = self._read_block(cidr)
+                if got is None:
+                    # Calico claims the block for the requesting host, whatever its block count.
+                    if not self.claim_block(node, cidr):
+                        continue
+                    continue
+                kv, block = got
+                ordinal = block.ordinal(str(addr))
+                if block.handle_of(ordinal) == handle_id:
+                    return str(addr)
+                try:
+                    block.allocate_ip(str(addr), handle_id, secondary)
+                except ValueError as exc:
+                    raise AddressUnavailable(str(exc)) from None
+                hkv, handle = self._read_handle(handle_id)
+                handle.add(cidr, 1)
+                self.ds.commit([Update(kv.key, block.to_json(), kv.mod_revision), *self._handle_ops(hkv, handle)])
+                _log.info("assigned static handle=%s node=%s ip=%s", handle_id, node, addr)
+                return str(addr)
+            except Conflict:
+                continue
+        raise RetriesExhausted(f"gave up assigning {addr} after {RETRIES} CAS conflicts")
+
+    # -- sticky addresses -----------------------------------------------------
+    def _sticky_hold(self, cfg: IPAMConfig) -> float:
+        return self._sticky_hold_override if self._sticky_hold_override is not None else cfg.sticky_hold_seconds
+
+    def _take_sticky(self, sticky_key: str, handle_id: str, node: str, secondary: dict[str, Any],
+                     cfg: IPAMConfig) -> str | None:
+        """Give the held address of ``sticky_key`` to ``handle_id``, if it is held and the hold is live."""
+        skey = self.keys.sticky(sticky_key)
+        skv = self.ds.get(skey)
+        if skv is None:
+            return None
+        try:
+            rec = json.loads(skv.value)
+            ip, holder, until = rec["ip"], rec["handle"], rec.get("heldUntil")
+        except (ValueError, KeyError, TypeError):
+            _log.warning("malformed sticky record key=%s; dropping it", skey)
+            self.ds.commit([Delete(skey, skv.mod_revision)])
+            return None
+        if until is None:
+            if holder != handle_id:
+                _log.warning("sticky key in use by another workload key=%s holder=%s", sticky_key, holder)
+            return None
+        if self.clock() > float(until):
+            self._release_hold(skv, sticky_key, ip, holder)
+            return None
+        cidr = self._block_cidr_of(ip)
+        got = self._read_block(cidr) if cidr else None
+        if got is None:
+            self.ds.commit([Delete(skey, skv.mod_revision)])
+            return None
+        kv, block = got
+        ordinal = block.ordinal(ip)
+        if block.handle_of(ordinal) != holder:
+            self.ds.commit([Delete(skey, skv.mod_revision)])
+            return None
+        block.reassign([ordinal], handle_id, secondary)
+        hold_kv, hold = self._read_handle(holder)
+        hold.add(cidr, -1)
+        hkv, handle = self._read_handle(handle_id)
+        handle.add(cidr, 1)
+        handle.sticky = sticky_key
+        self.ds.commit([Update(kv.key, block.to_json(), kv.mod_revision), *self._handle_ops(hold_kv, hold),
+                        *self._handle_ops(hkv, handle),
+                        Update(skey, json.dumps({"ip": ip, "handle": handle_id, "heldUntil": None}).encode(),
+                               skv.mod_revision)])
+        _log.info("sticky address reused key=%s handle=%s ip=%s", sticky_key, handle_id, ip)
+        return ip
+
+    def _release_hold(self, skv: KeyValue, sticky_key: str, ip: str, holder: str) -> None:
+        cidr = self._block_cidr_of(ip)
+        ops: list[Op] = [Delete(skv.key, skv.mod_revision)]
+        got = self._read_block(cidr) if cidr else None
+        if got is not None:
+            kv, block = got
+            ordinal = block.ordinal(ip)
+            if block.handle_of(ordinal) == holder:
+                block.release_ordinals([ordinal])
+                ops.append(Update(kv.key, block.to_json(), kv.mod_revision))
+        hkv, _ = self._read_handle(holder)
+        if hkv is not None:
+            ops.append(Delete(hkv.key, hkv.mod_revision))
+        self.ds.commit(ops)
+        _log.info("sticky hold expired key=%s ip=%s", sticky_key, ip)
+        if got is not None:
+            self._maybe_release_empty_block(str(got[1].cidr))
+
+    def release_expired_holds(self) -> list[str]:
+        """Free every sticky address whose hold time has passed; returns their addresses."""
+        kvs, _ = self.ds.list(self.keys.sticky_dir)
+        freed = []
+        now = self.clock()
+        for skv in kvs:
+            try:
+                rec = json.loads(skv.value)
+                until = rec.get("heldUntil")
+                if until is None or now <= float(until):
+                    continue
+                key = skv.key[len(self.keys.sticky_dir):]
+                self._release_hold(skv, key, rec["ip"], rec["handle"])
+                freed.append(rec["ip"])
+            except Conflict:
+                continue
+            except (ValueError, KeyError, TypeError, AttributeError):
+                _log.warning("malformed sticky record key=%s", skv.key)
+        return freed
+
+    def _block_cidr_of(self, ip: str) -> str | None:
+        addr = ipaddress.ip_address(ip)
+        for p in self.pools():
+            if addr in p.cidr:
+                return str(p.block_of(ip))
+        kvs, _ = self.ds.list(self.keys.blocks)
+        for kv in kvs:
+            cidr = token_cidr(kv.key[len(self.keys.blocks):])
+            if addr in ipaddress.ip_network(cidr):
+                return cidr
+        return None
+
+    # -- release --------------------------------------------------------------
+    def release_handle(self, handle_id: str) -> list[str]:
+        """Release every address of ``handle_id``; idempotent (an unknown handle releases nothing).
+
+        A handle bound to a sticky key keeps its address on hold for the sticky hold time.
+        """
+        for _ in range(RETRIES):
+            hkv, handle = self._read_handle(handle_id)
+            if hkv is None:
+                return []
+            cfg = self.config()
+            hold_for = self._sticky_hold(cfg)
+            skv = self.ds.get(self.keys.sticky(handle.sticky)) if handle.sticky else None
+            holding = False
+            if skv is not None and hold_for > 0:
+                try:
+                    holding = json.loads(skv.value).get("handle") == handle_id
+                except (ValueError, AttributeError):
+                    holding = False
+            ops: list[Op] = []
+            released: list[str] = []
+            touched: list[str] = []
+            hold_handle = sticky_hold_handle(handle.sticky) if holding and handle.sticky else ""
+            hold = Handle(hold_handle, sticky=handle.sticky)
+            for cidr in list(handle.blocks):
+                got = self._read_block(cidr)
+                if got is None:
+                    continue
+                kv, block = got
+                ordinals = [o for o in range(len(block.allocations)) if block.handle_of(o) == handle_id]
+                if not ordinals:
+                    continue
+                released += [block.ip(o) for o in ordinals]
+                if holding:
+                    until = self.clock() + hold_for
+                    block.reassign(ordinals, hold_handle, {"stickyKey": handle.sticky, "heldUntil": until})
+                    hold.add(cidr, len(ordinals))
+                else:
+                    block.release_ordinals(ordinals)
+                    touched.append(cidr)
+                ops.append(Update(kv.key, block.to_json(), kv.mod_revision))
+            ops.append(Delete(hkv.key, hkv.mod_revision))
+            if holding and skv is not None and released:
+                until = self.clock() + hold_for
+                ops.append(Put(self.keys.handle(hold_handle), hold.to_json()))
+                ops.append(Update(skv.key, json.dumps({"ip": released[0], "handle": hold_handle,
+                                                       "heldUntil": until}).encode(), skv.mod_revision))
+            elif skv is not None and handle.sticky:
+                ops.append(Delete(skv.key, skv.mod_revision))
+            try:
+                self.ds.commit(ops)
+            except Conflict:
+                continue
+            _log.info("released handle=%s ips=%s held=%s", handle_id, ",".join(released), holding)
+            for cidr in touched:
+                self._maybe_release_empty_block(cidr)
+            return released
+        raise RetriesExhausted(f"gave up releasing {handle_id} after {RETRIES} CAS conflicts")
+
+    def release_ips(self, ips: Iterable[str]) -> list[str]:
+        """Release single addresses whatever handle holds them (``ipam release --ip``). Returns what was freed."""
+        freed = []
+        for ip in ips:
+            cidr = self._block_cidr_of(ip)
+            for _ in range(RETRIES):
+                got = self._read_block(cidr) if cidr else None
+                if got is None:
+                    break
+                kv, block = got
+                ordinal = block.ordinal(ip)
+                holder = block.handle_of(ordinal)
+                if holder is None:
+                    break
+                block.release_ordinals([ordinal])
+                hkv, handle = self._read_handle(holder)
+                ops: list[Op] = [Update(kv.key, block.to_json(), kv.mod_revision)]
+                if hkv is not None:
+                    handle.add(str(block.cidr), -1)
+                    ops += self._handle_ops(hkv, handle)
+                try:
+                    self.ds.commit(ops)
+                except Conflict:
+                    continue
+                freed.append(ip)
+                self._maybe_release_empty_block(str(block.cidr))
+                break
+        return freed
+
+    def _maybe_release_empty_block(self, cidr: str) -> bool:
+        """Delete an empty block (with its affinity, in one txn), keeping a node's last block as Calico does."""
+        try:
+            got = self._read_block(cidr)
+            if got is None or not got[1].is_empty():
+                return False
+            kv, block = got
+            node = block.node
+            if node is None:
+                self.ds.commit([Delete(kv.key, kv.mod_revision)])
+                return True
+            mine = self.affinities(node)
+            if len(mine) <= 1:
+                return False
+            akv = next((a for a, c in mine if c == cidr), None)
+            ops: list[Op] = [Delete(kv.key, kv.mod_revision)]
+            if akv is not None:
+                ops.append(Delete(akv.key, akv.mod_revision))
+            self.ds.commit(ops)
+            _log.info("released empty block node=%s cidr=%s", node, cidr)
+            return True
+        except Conflict:
+            return False  # someone allocated from it meanwhile: keep it
+
+    def release_node(self, node: str) -> list[str]:
+        """Drop every affinity of a deleted node; empty blocks go, blocks still in use become unaffine."""
+        released = []
+        for _ in range(RETRIES):
+            pending = self.affinities(node, state=None)
+            if not pending:
+                return released
+            try:
+                for akv, cidr in pending:
+                    got = self._read_block(cidr)
+                    ops: list[Op] = [Delete(akv.key, akv.mod_revision)]
+                    if got is not None and got[1].affinity == host_affinity(node):
+                        kv, block = got
+                        if block.is_empty():
+                            ops.append(Delete(kv.key, kv.mod_revision))
+                        else:
+                            block.affinity = None
+                            ops.append(Update(kv.key, block.to_json(), kv.mod_revision))
+                    self.ds.commit(ops)
+                    released.append(cidr)
+                    _log.info("released node affinity node=%s cidr=%s", node, cidr)
+            except Conflict:
+                continue
+        raise RetriesExhausted(f"gave up releasing node {node} after {RETRIES} CAS conflicts")
+
+    # -- inspection -----------------------------------------------------------
+    def blocks(self) -> list[Block]:
+        kvs, _ = self.ds.list(self.keys.blocks)
+        out = []
+        for kv in kvs:
+            try:
+                out.append(Block.from_json(kv.value, kv.key))
+            except ValidationError as exc:
+                _log.warning("skipping malformed block %s", exc)
+        return out
+
+    def check(self) -> IPAMReport:
+        """A consistency report: leaks, double allocations, orphaned affinities, borrowed addresses."""
+        return build_report(self)

@@ -1,0 +1,205 @@
+"""l3net.ipam.report: ``ipam check`` and ``ipam show`` — a read-only audit of the IPAM records.
+
+Reads blocks, affinities, handles, sticky holds, WorkloadEndpoints and Nodes at
+one point in time (several list calls; a check racing with allocations can show
+a transient leak, like Calico's, which is why the GC confirms before releasing).
+Never writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from l3net.errors import ValidationError
+from l3net.ipam.block import Block, host_affinity
+
+if TYPE_CHECKING:
+    from l3net.ipam.allocator import IPAM
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    ip: str
+    handle: str | None
+    block: str
+    block_node: str | None
+    node: str | None
+    attrs: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class BlockUsage:
+    cidr: str
+    affinity: str | None
+    size: int
+    in_use: int
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    name: str
+    cidr: str
+    disabled: bool
+    size: int
+    in_use: int
+    blocks: int
+
+
+@dataclass
+class IPAMReport:
+    """What ``ipam check`` found. ``ok`` is False when anything needs an operator (borrowing is informational)."""
+
+    pools: list[PoolUsage] = field(default_factory=list)
+    blocks: list[BlockUsage] = field(default_factory=list)
+    allocations: list[Allocation] = field(default_factory=list)
+    leaks: list[Allocation] = field(default_factory=list)
+    double_allocations: list[str] = field(default_factory=list)
+    orphaned_affinities: list[str] = field(default_factory=list)
+    missing_allocations: list[str] = field(default_factory=list)
+    inconsistencies: list[str] = field(default_factory=list)
+    borrowed: list[Allocation] = field(default_factory=list)
+    held: list[Allocation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.leaks or self.double_allocations or self.orphaned_affinities or self.missing_allocations
+                    or self.inconsistencies)
+
+    def problems(self) -> list[str]:
+        out = [f"leaked address {a.ip} (handle {a.handle}, block {a.block}, node {a.node}): no WorkloadEndpoint "
+               "uses it" for a in self.leaks]
+        out += [f"double allocation: {d}" for d in self.double_allocations]
+        out += [f"orphaned affinity: {o}" for o in self.orphaned_affinities]
+        out += [f"missing allocation: {m}" for m in self.missing_allocations]
+        out += [f"inconsistent: {i}" for i in self.inconsistencies]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        def alloc(a: Allocation) -> dict[str, Any]:
+            return {"ip": a.ip, "handle": a.handle, "block": a.block, "blockNode": a.block_node, "node": a.node}
+        return {"ok": self.ok, "allocations": len(self.allocations),
+                "leaks": [alloc(a) for a in self.leaks], "doubleAllocations": self.double_allocations,
+                "orphanedAffinities": self.orphaned_affinities, "missingAllocations": self.missing_allocations,
+                "inconsistencies": self.inconsistencies, "borrowed": [alloc(a) for a in self.borrowed],
+                "held": [alloc(a) for a in self.held]}
+
+
+def _workload_ips(ipam: IPAM) -> dict[str, list[tuple[str, str | None]]]:
+    """ip -> [(WorkloadEndpoint key, containerID)]."""
+    kvs, _ = ipam.ds.list(ipam.keys.resource_dir("workloadendpoints"))
+    out: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for kv in kvs:
+        try:
+            spec = json.loads(kv.value)["spec"]
+            for net in spec.get("ipNetworks") or []:
+                out[str(ipaddress.ip_interface(net).ip)].append((kv.key, spec.get("containerID")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            _log.warning("skipping malformed WorkloadEndpoint key=%s", kv.key)
+    return out
+
+
+def build_report(ipam: IPAM) -> IPAMReport:
+    from l3net.ipam.allocator import STICKY_HANDLE_PREFIX, Handle
+
+    keys, ds = ipam.keys, ipam.ds
+    report = IPAMReport()
+    now = ipam.clock()
+    pools = ipam.pools()
+    block_kvs, _ = ds.list(keys.blocks)
+    aff_kvs, _ = ds.list(keys.affinities)
+    handle_kvs, _ = ds.list(keys.handles)
+    node_kvs, _ = ds.list(keys.resource_dir("nodes"))
+    nodes = {keys.parse_resource(kv.key)[2] for kv in node_kvs if keys.parse_resource(kv.key)}  # type: ignore[index]
+    weps = _workload_ips(ipam)
+
+    blocks: dict[str, Block] = {}
+    for kv in block_kvs:
+        try:
+            b = Block.from_json(kv.value, kv.key)
+        except ValidationError as exc:
+            report.inconsistencies.append(str(exc))
+            continue
+        blocks[str(b.cidr)] = b
+        report.blocks.append(BlockUsage(str(b.cidr), b.affinity, b.cidr.num_addresses,
+                                        b.cidr.num_addresses - len(b.unallocated)))
+        allocated = {o for o, a in enumerate(b.allocations) if a is not None}
+        free = b.unallocated
+        if len(set(free)) != len(free) or allocated & set(free) or \
+                len(allocated) + len(set(free)) != b.cidr.num_addresses:
+            report.inconsistencies.append(f"block {b.cidr}: allocations and unallocated disagree")
+
+    # -- allocations --------------------------------------------------------------------
+    by_ip: dict[str, list[str]] = defaultdict(list)
+    handle_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for cidr, b in blocks.items():
+        for ip, handle, attrs in b.allocated():
+            a = Allocation(ip, handle, cidr, b.node, attrs.get("node"), attrs)
+            report.allocations.append(a)
+            by_ip[ip].append(cidr)
+            if handle:
+                handle_counts[handle][cidr] += 1
+            if handle and handle.startswith(STICKY_HANDLE_PREFIX):
+                until = attrs.get("heldUntil")
+                if isinstance(until, int | float) and now <= until:
+                    report.held.append(a)
+                    continue
+                report.leaks.append(a)  # an expired hold nobody collected
+                continue
+            users = weps.get(ip, [])
+            cid = attrs.get("containerID")
+            if not users or (cid and not any(c in (None, cid) for _, c in users)):
+                report.leaks.append(a)
+            if a.node and b.node != a.node:
+                report.borrowed.append(a)
+    for ip, cidrs in by_ip.items():
+        if len(cidrs) > 1:
+            report.double_allocations.append(f"{ip} is allocated in blocks {', '.join(cidrs)}")
+    for ip, users in weps.items():
+        if len(users) > 1:
+            report.double_allocations.append(f"{ip} is used by {', '.join(k for k, _ in users)}")
+        if ip not in by_ip:
+            report.missing_allocations.append(f"{ip} is used by {users[0][0]} but not allocated in IPAM")
+
+    # -- handles ------------------------------------------------------------------------
+    stored: dict[str, dict[str, int]] = {}
+    for kv in handle_kvs:
+        hid = kv.key[len(keys.handles):]
+        stored[hid] = Handle.from_kv(kv, hid).blocks
+    for hid in sorted(set(stored) | set(handle_counts)):
+        want = {c: n for c, n in handle_counts.get(hid, {}).items() if n}
+        if stored.get(hid, {}) != want:
+            report.inconsistencies.append(f"handle {hid}: record says {stored.get(hid, {})}, blocks hold {want}")
+
+    # -- affinities ---------------------------------------------------------------------
+    affine: set[tuple[str, str]] = set()
+    for kv in aff_kvs:
+        parsed = keys.parse_affinity(kv.key)
+        if parsed is None:
+            report.inconsistencies.append(f"unparsable affinity key {kv.key}")
+            continue
+        node, cidr = parsed
+        affine.add((node, cidr))
+        b = blocks.get(cidr)
+        if b is None:
+            report.orphaned_affinities.append(f"node {node} -> {cidr}: the block does not exist")
+        elif b.affinity != host_affinity(node):
+            report.orphaned_affinities.append(f"node {node} -> {cidr}: the block belongs to {b.affinity}")
+        elif node not in nodes:
+            report.orphaned_affinities.append(f"node {node} -> {cidr}: no Node resource named {node}")
+    for cidr, b in blocks.items():
+        if b.node and (b.node, cidr) not in affine:
+            report.inconsistencies.append(f"block {cidr} names {b.affinity} but that node holds no affinity for it")
+
+    # -- pools --------------------------------------------------------------------------
+    for p in pools:
+        mine = [u for u in report.blocks if ipaddress.ip_network(u.cidr).subnet_of(p.cidr)]  # type: ignore[arg-type]
+        report.pools.append(PoolUsage(p.name, str(p.cidr), p.disabled, p.cidr.num_addresses,
+                                      sum(u.in_use for u in mine), len(mine)))
+    return report

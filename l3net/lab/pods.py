@@ -1,0 +1,190 @@
+"""l3net.lab.pods: workloads in the lab, wired by the real ``l3net-cni`` exactly as a container runtime does.
+
+A pod is a network namespace (``<lab base>--<namespace>.<name>``). ``add`` runs the
+plugin with the CNI environment (``CNI_COMMAND=ADD``, ``CNI_CONTAINERID``,
+``CNI_NETNS``, ``CNI_IFNAME``, ``CNI_PATH``, ``CNI_ARGS`` with ``K8S_POD_NAMESPACE``
+and ``K8S_POD_NAME``) and the network configuration on stdin, inside the node's
+namespace so the host-side veth lands in the node. Labels and requested addresses
+travel in ``args.cni.labels`` / ``args.cni.ips`` (CNI conventions). A failed ADD is
+followed by a DEL, as the spec asks of runtimes, and the pod namespace is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from l3net import netns
+from l3net.lab import state as st
+from l3net.lab.runtime import PREFIX_ENV, LabError, NodeRuntime
+
+_log = logging.getLogger(__name__)
+
+CNI_VERSION = "1.0.0"
+NETWORK_NAME = "l3net"
+POD_IFNAME = "eth0"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def cni_binary() -> Path:
+    """The ``l3net-cni`` entry point installed next to this interpreter (the venv's bin)."""
+    candidate = Path(sys.executable).parent / "l3net-cni"
+    if candidate.exists():
+        return candidate
+    raise LabError(f"l3net-cni not found at {candidate}: install the package (make setup)")
+
+
+def parse_pod_ref(ref: str) -> tuple[str, str]:
+    """``NAMESPACE/NAME`` with Kubernetes name rules (a pod without a namespace is in ``default``)."""
+    ns, _, name = ref.rpartition("/")
+    ns = ns or "default"
+    if not _DNS_LABEL.match(ns) or len(ns) > 63:
+        raise LabError(f"pod namespace {ns!r}: lower-case letters, digits and '-' (at most 63)")
+    if not _DNS_SUBDOMAIN.match(name) or len(name) > 253:
+        raise LabError(f"pod name {name!r}: lower-case letters, digits, '-' and '.'")
+    return ns, name
+
+
+def pod_netns_name(lab_base: str, ns: str, name: str) -> str:
+    full = f"{lab_base}--{ns}.{name}"
+    if len(full) > 200:  # a file name under /run/netns
+        full = f"{lab_base}--pod-{hashlib.sha1(f'{ns}.{name}'.encode()).hexdigest()[:16]}"
+    return full
+
+
+def network_config(state: st.LabState, node: str, labels: dict[str, str], ips: list[str]) -> dict[str, Any]:
+    """The network configuration a runtime would read from /etc/cni/net.d for this node."""
+    conf: dict[str, Any] = {
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK_NAME,
+        "type": "l3net-cni",
+        "etcd_endpoints": state.etcd_endpoints,
+        "nodename": node,
+        "log_level": "info",
+        "ipam": {"type": "l3net-ipam"},
+    }
+    if os.environ.get(PREFIX_ENV):
+        conf["etcd_prefix"] = os.environ[PREFIX_ENV]
+    cni_args: dict[str, Any] = {}
+    if labels:
+        cni_args["labels"] = [{"key": k, "value": v} for k, v in labels.items()]
+    if ips:
+        cni_args["ips"] = list(ips)
+    if cni_args:
+        conf["args"] = {"cni": cni_args}
+    return conf
+
+
+def _invoke(state: st.LabState, node: str, command: str, container_id: str, pod_netns: str, ns: str,
+            name: str, conf: dict[str, Any], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    rec = state.data["nodes"].get(node)
+    if rec is None:
+        raise LabError(f"no node {node!r} in lab {state.name} (nodes: {', '.join(state.data['nodes'])})")
+    binary = cni_binary()
+    env = dict(os.environ)
+    env.update({
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns.netns_path(pod_netns),
+        "CNI_IFNAME": POD_IFNAME,
+        "CNI_PATH": str(binary.parent),
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};"
+                    f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
+    })
+    # Network namespace only (no node mount namespace): the runtime runs plugins on the host's
+    # file system, and CNI_NETNS must resolve to the pod's namespace file.
+    rt = NodeRuntime(node, rec["netns"], rec["cwd"])
+    argv = ["nsenter", f"--net={netns.netns_path(rt.netns)}", "--", str(binary)]
+    _log.info("cni %s node=%s pod=%s/%s container=%s", command, node, ns, name, container_id[:12])
+    return subprocess.run(argv, input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _error_text(proc: subprocess.CompletedProcess[str]) -> str:
+    try:
+        err = json.loads(proc.stdout)
+        return f"CNI error {err.get('code')}: {err.get('msg')} {err.get('details') or ''}".strip()
+    except ValueError:
+        return (proc.stdout + proc.stderr).strip()[-800:] or f"exit {proc.returncode}"
+
+
+def add_pod(state: st.LabState, node: str, ref: str, labels: dict[str, str] | None = None,
+            ips: list[str] | None = None) -> dict[str, Any]:
+    """Create pod ``ref`` on ``node`` through the CNI plugin; returns its record (with ``ip``)."""
+    ns, name = parse_pod_ref(ref)
+    key = f"{ns}/{name}"
+    labels = dict(labels or {})
+    base = state.data.get("base") or f"clab-{state.name}"
+    with state.locked():
+        if key in state.data["pods"]:
+            raise LabError(f"pod {key} already exists on node {state.data['pods'][key]['node']}")
+        if node not in state.data["nodes"]:
+            raise LabError(f"no node {node!r} in lab {state.name} (nodes: {', '.join(state.data['nodes'])})")
+        pod_ns = pod_netns_name(base, ns, name)
+        container_id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+        record = {"node": node, "netns": pod_ns, "container_id": container_id, "labels": labels,
+                  "ips_requested": list(ips or []), "ip": None}
+        state.data["pods"][key] = record
+        state.save()  # recorded before it exists: `down` removes it even if we die now
+    netns.create(pod_ns)
+    conf = network_config(state, node, labels, list(ips or []))
+    proc = _invoke(state, node, "ADD", container_id, pod_ns, ns, name, conf)
+    if proc.returncode != 0:
+        message = _error_text(proc)
+        _invoke(state, node, "DEL", container_id, pod_ns, ns, name, conf)
+        netns.delete(pod_ns)
+        with state.locked():
+            state.data["pods"].pop(key, None)
+        raise LabError(f"pod {key} on {node}: {message}")
+    result = json.loads(proc.stdout)
+    addrs = [ip["address"] for ip in result.get("ips", [])]
+    with state.locked():
+        rec = state.data["pods"][key]
+        rec["ip"] = addrs[0].split("/")[0] if addrs else None
+        rec["addresses"] = addrs
+        record = rec
+    return record
+
+
+def cni_del_recorded(state: st.LabState, key: str, pod: dict[str, Any], timeout: float = 60) -> None:
+    ns, name = key.split("/", 1)
+    conf = network_config(state, pod["node"], pod.get("labels", {}), pod.get("ips_requested", []))
+    proc = _invoke(state, pod["node"], "DEL", pod["container_id"], pod["netns"], ns, name, conf, timeout)
+    if proc.returncode != 0:
+        raise LabError(f"pod {key}: DEL failed: {_error_text(proc)}")
+
+
+def del_pod(state: st.LabState, ref: str) -> None:
+    ns, name = parse_pod_ref(ref)
+    key = f"{ns}/{name}"
+    pod = state.data["pods"].get(key)
+    if pod is None:
+        raise LabError(f"no pod {key} in lab {state.name}")
+    cni_del_recorded(state, key, pod)
+    for pid in st.pids_in_netns(netns.netns_path(pod["netns"])):
+        st.stop_process({"pid": pid, "starttime": st.starttime(pid)}, grace=1.0)
+    netns.delete(pod["netns"])
+    with state.locked():
+        state.data["pods"].pop(key, None)
+
+
+def exec_argv(state: st.LabState, target: str, cmd: list[str]) -> tuple[list[str], dict[str, str], str | None]:
+    """argv, env and cwd that run ``cmd`` in node ``target`` or pod ``NAMESPACE/NAME``."""
+    if target in state.data["nodes"]:
+        rt = NodeRuntime.from_state(target, state.data["nodes"][target])
+        return rt.argv(cmd), rt.full_env(), rt.cwd
+    if "/" in target:
+        key = "/".join(parse_pod_ref(target))
+        pod = state.data["pods"].get(key)
+        if pod is not None:
+            return ["nsenter", f"--net={netns.netns_path(pod['netns'])}", "--", *cmd], dict(os.environ), None
+    raise LabError(f"{target!r} is neither a node ({', '.join(state.data['nodes'])}) "
+                   f"nor a pod ({', '.join(state.data['pods']) or 'none'}) of lab {state.name}")

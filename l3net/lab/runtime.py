@@ -1,0 +1,567 @@
+"""l3net.lab.runtime: containerlab's topology files on network namespaces (``l3net lab up|down|status``).
+
+No container engine runs here, so this runtime stands in for one:
+
+- every node of kind ``linux`` is a network namespace named as containerlab names
+  its container (``clab-<lab>-<node>``); kind ``bridge`` is a namespace holding a
+  Linux bridge of the node's name; kind ``host`` (and the implicit ``host:`` link
+  endpoint) is containerlab's host namespace, which this runtime must never touch,
+  so it stands in with one namespace, ``clab-<lab>--host``;
+- every link is a veth between two namespaces; the management network is a bridge
+  (``br-mgmt``, gateway address) in its own namespace ``clab-<lab>--mgmt`` with each
+  linux node's ``eth0`` on it and a default route through it, like containerlab's
+  docker network. Nothing is ever added to the root namespace;
+- a node with ``binds`` gets a persistent private mount namespace (under the run
+  directory) in which the binds are mounted; every process of that node runs in it;
+- a node's role (label ``l3net.io/role`` or env ``L3NET_ROLE``) stands in for its
+  image's entrypoint: ``l3net agent --node NAME`` or ``l3net route-reflector --node
+  NAME``; then its ``cmd`` starts and its ``exec`` lines run, with its ``env``.
+
+``up`` records every namespace and mount before creating it and every process
+right after starting it (:mod:`l3net.lab.state`), so ``down`` can undo a lab whose
+own process crashed half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l3net import netns
+from l3net.constants import HEALTH_PORT
+from l3net.errors import DatastoreError
+from l3net.lab import state as st
+from l3net.lab.topology import HOST_NODE, MGMT_IFNAME, Endpoint, Node, Topology
+
+_log = logging.getLogger(__name__)
+
+MGMT_BRIDGE = "br-mgmt"
+ETCD_ENV = "L3NET_ETCD_ENDPOINTS"
+PREFIX_ENV = "L3NET_ETCD_PREFIX"
+ROLE_SUBCOMMAND = {"node": "agent", "route-reflector": "route-reflector"}
+
+Printer = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """A lab operation that cannot go on; the message says what to do."""
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``ip ARGS``; every call names its namespace with ``-n`` (never the root one)."""
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise LabError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def l3net_argv(*args: str) -> list[str]:
+    """The ``l3net`` command line of this installation (same interpreter, same venv)."""
+    return [sys.executable, "-m", "l3net.cli.agent_main", *args]
+
+
+@dataclass
+class NodeRuntime:
+    """Where and how a node's processes run: namespace, mount namespace, cwd, environment."""
+
+    name: str
+    netns: str
+    cwd: str
+    env: dict[str, str] = field(default_factory=dict)
+    mntns: str | None = None
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        wrap = ["nsenter", f"--net={netns.netns_path(self.netns)}"]
+        if self.mntns:
+            wrap += [f"--mount={self.mntns}", f"--wd={self.cwd}"]
+        return [*wrap, "--", *cmd]
+
+    def full_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # This installation's commands (l3net, exabgp, l3net-cni) first, as in the node image.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        env.update(self.env)
+        return env
+
+    @classmethod
+    def from_state(cls, name: str, rec: dict[str, Any]) -> NodeRuntime:
+        return cls(name, rec["netns"], rec["cwd"], dict(rec.get("env", {})), rec.get("mntns"))
+
+
+class LabRuntime:
+    """Builds, inspects and removes one lab. Runs on the caller's thread; not re-entrant.
+
+    ``up`` is all-or-nothing from the user's point of view: a failure part-way tears
+    down what was created (unless ``keep_on_error``). ``down`` is idempotent.
+    """
+
+    def __init__(self, topo: Topology, out: Printer = print) -> None:
+        self.topo = topo
+        self.out = out
+        self.state: st.LabState | None = None
+
+    # -- names -----------------------------------------------------------
+    def node_netns(self, node: str) -> str:
+        return self.topo.node_netns(node)
+
+    # -- up --------------------------------------------------------------
+    def up(self, *, wait_bgp: bool = True, timeout: float = 90.0, keep_on_error: bool = False) -> st.LabState:
+        existing = st.LabState.load(self.topo.name)
+        if existing is not None:
+            raise LabError(f"lab {self.topo.name!r} is already up (state in {existing.dir}); "
+                           f"run: l3net lab down {self.topo.path}")
+        clash = [n for n in self._all_netns() if netns.exists(n)]
+        if clash:
+            raise LabError(f"namespaces already exist: {', '.join(clash)}; remove them or run `l3net lab down`")
+        self._check_binds()
+        self.state = st.LabState.new(self.topo.name, self.topo.path)
+        self.state.data["base"] = self.topo.base
+        self.state.save()
+        started = time.monotonic()
+        try:
+            self._build()
+            self._start_etcd()
+            self._apply_manifests()
+            self._start_nodes()
+            self.state.data["phase"] = "running"
+            self.state.save()
+            if wait_bgp:
+                wait_ready(self.state, timeout=timeout, out=self.out)
+        except BaseException:
+            if not keep_on_error:
+                self.out("lab up failed; removing what was created")
+                down_state(self.state, out=lambda _m: None)
+            raise
+        self.out(f"lab {self.topo.name} up in {time.monotonic() - started:.1f}s")
+        return self.state
+
+    def _all_netns(self) -> list[str]:
+        names = [self.node_netns(n) for n in self.topo.nodes]
+        if any(link_ep.node == HOST_NODE for link in self.topo.links for link_ep in (link.a, link.b)):
+            names.append(self.topo.node_netns(HOST_NODE))
+        if any(n.has_mgmt for n in self.topo.nodes.values()):
+            names.append(self.topo.mgmt_netns)
+        return sorted(set(names))
+
+    def _check_binds(self) -> None:
+        problems = []
+        for node in self.topo.nodes.values():
+            for b in node.binds:
+                if not Path(b.source).exists():
+                    problems.append(f"{node.name}: bind source {b.source} does not exist")
+                if not Path(b.target).exists():
+                    # The node shares the host's file system: we will not create files there.
+                    problems.append(f"{node.name}: bind target {b.target} does not exist on this machine "
+                                    "(this runtime shares the host's file system and mounts over existing paths)")
+        if problems:
+            raise LabError("cannot apply binds:\n  " + "\n  ".join(problems))
+
+    def _create_netns(self, name: str) -> None:
+        assert self.state is not None
+        self.state.record_netns(name)
+        netns.create(name)
+
+    def _build(self) -> None:
+        assert self.state is not None
+        topo = self.topo
+        (self.state.dir / "logs").mkdir(exist_ok=True)
+        mgmt_addrs = topo.mgmt_addresses()
+        for name in self._all_netns():
+            self._create_netns(name)
+        if mgmt_addrs:
+            mg = topo.mgmt_netns
+            plen = topo.mgmt.ipv4_subnet.split("/")[1]
+            _ip("-n", mg, "link", "add", MGMT_BRIDGE, "type", "bridge")
+            _ip("-n", mg, "addr", "add", f"{topo.mgmt.ipv4_gw}/{plen}", "dev", MGMT_BRIDGE)
+            _ip("-n", mg, "link", "set", MGMT_BRIDGE, "up")
+        for node in topo.nodes.values():
+            if node.kind == "bridge":
+                _ip("-n", self.node_netns(node.name), "link", "add", node.name, "type", "bridge")
+                _ip("-n", self.node_netns(node.name), "link", "set", node.name, "up")
+        for i, node in enumerate(n for n in topo.nodes.values() if n.name in mgmt_addrs):
+            ns, port = self.node_netns(node.name), f"mg{i}"
+            _ip("-n", ns, "link", "add", MGMT_IFNAME, "type", "veth", "peer", "name", port, "netns", topo.mgmt_netns)
+            _ip("-n", topo.mgmt_netns, "link", "set", port, "master", MGMT_BRIDGE, "up")
+            if topo.mgmt.mtu:
+                _ip("-n", ns, "link", "set", MGMT_IFNAME, "mtu", str(topo.mgmt.mtu))
+                _ip("-n", topo.mgmt_netns, "link", "set", port, "mtu", str(topo.mgmt.mtu))
+            _ip("-n", ns, "addr", "add", mgmt_addrs[node.name], "dev", MGMT_IFNAME)
+            _ip("-n", ns, "link", "set", MGMT_IFNAME, "up")
+            # containerlab's docker network gives each container its default route.
+            _ip("-n", ns, "route", "add", "default", "via", topo.mgmt.ipv4_gw, "dev", MGMT_IFNAME)
+        for link in topo.links:
+            self._create_link(link.a, link.b, link.mtu)
+        for node in topo.nodes.values():
+            for key, value in node.sysctls.items():
+                netns.write_sysctl(key, value, self.node_netns(node.name))
+        self._record_nodes(mgmt_addrs)
+
+    def _create_link(self, a: Endpoint, b: Endpoint, mtu: int | None) -> None:
+        ns_a, ns_b = self.node_netns(a.node), self.node_netns(b.node)
+        _ip("-n", ns_a, "link", "add", a.iface, "type", "veth", "peer", "name", b.iface, "netns", ns_b)
+        for ep, ns in ((a, ns_a), (b, ns_b)):
+            spec = self.topo.nodes.get(ep.node)
+            if mtu:
+                _ip("-n", ns, "link", "set", ep.iface, "mtu", str(mtu))
+            if ep.mac:
+                _ip("-n", ns, "link", "set", ep.iface, "address", ep.mac)
+            if spec is not None and spec.kind == "bridge":
+                _ip("-n", ns, "link", "set", ep.iface, "master", spec.name)
+            for addr in (ep.ipv4, ep.ipv6):
+                if addr:
+                    _ip("-n", ns, "addr", "add", addr, "dev", ep.iface)
+            _ip("-n", ns, "link", "set", ep.iface, "up")
+
+    def _record_nodes(self, mgmt_addrs: dict[str, str]) -> None:
+        assert self.state is not None
+        for node in self.topo.nodes.values():
+            cwd = self.state.dir / "nodes" / node.name
+            cwd.mkdir(parents=True, exist_ok=True)
+            rec = {"netns": self.node_netns(node.name), "kind": node.kind, "role": node.role,
+                   "mgmt": mgmt_addrs.get(node.name), "cwd": str(cwd), "mntns": None,
+                   "env": self._node_env(node, cwd)}
+            self.state.data["nodes"][node.name] = rec
+            self.state.save()
+            if node.binds:
+                rec["mntns"] = self._mount_namespace(node)
+                self.state.save()
+
+    def _node_env(self, node: Node, cwd: Path) -> dict[str, str]:
+        # What containerlab puts in a container's labels, as environment for its processes.
+        env = {"CLAB_LABEL_CONTAINERLAB": self.topo.name, "CLAB_LABEL_CLAB_NODE_NAME": node.name,
+               "CLAB_LABEL_CLAB_NODE_KIND": node.kind, "CLAB_LABEL_CLAB_NODE_LAB_DIR": str(cwd),
+               "CLAB_LABEL_CLAB_TOPO_FILE": self.topo.path,
+               "CLAB_INTFS": str(sum(1 for li in self.topo.links for ep in (li.a, li.b) if ep.node == node.name)),
+               "L3NET_NODENAME": node.name}
+        env.update(node.env)
+        return env
+
+    def _mount_namespace(self, node: Node) -> str:
+        """A persistent mount namespace for ``node`` with its binds mounted (slave: sees new host mounts)."""
+        assert self.state is not None
+        mnt_dir = self.state.dir / "mnt"
+        if str(mnt_dir) not in self.state.data["mounts"]:
+            mnt_dir.mkdir(exist_ok=True)
+            self.state.record_mount(str(mnt_dir))
+            # A namespace file can only be bound on a private mount: make mnt/ one (as ip netns does).
+            subprocess.run(["mount", "--bind", str(mnt_dir), str(mnt_dir)], check=True)
+            subprocess.run(["mount", "--make-private", str(mnt_dir)], check=True)
+        ns_file = mnt_dir / node.name
+        ns_file.touch()
+        self.state.record_mount(str(ns_file))
+        subprocess.run(["unshare", f"--mount={ns_file}", "--propagation", "slave", "true"], check=True)
+        for b in node.binds:
+            subprocess.run(["nsenter", f"--mount={ns_file}", "mount", "--bind", b.source, b.target], check=True)
+            if b.read_only:
+                subprocess.run(["nsenter", f"--mount={ns_file}", "mount", "-o", "remount,bind,ro", b.target],
+                               check=True)
+        return str(ns_file)
+
+    # -- etcd and manifests -------------------------------------------------
+    def _start_etcd(self) -> None:
+        assert self.state is not None
+        external = os.environ.get(ETCD_ENV)
+        if external:
+            self.state.data["etcd"] = {"endpoints": external, "own": False}
+            self.state.save()
+            self.out(f"etcd: using {external} ({ETCD_ENV})")
+            return
+        from l3net.etcdserver import EtcdServer
+
+        shm = Path("/dev/shm")
+        data_dir = (shm if shm.is_dir() else self.state.dir) / f"l3net-lab-{self.topo.name}-etcd"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        server = EtcdServer(self.state.dir, data_dir=data_dir, name=f"lab-{self.topo.name}"[:30])
+        self.state.data["etcd"] = {"endpoints": server.endpoints, "own": True, "data_dir": str(data_dir)}
+        self.state.save()
+        server.start()
+        # The server outlives this process (its own session); `down` kills it by its recorded PID.
+        server.proc = None
+
+    def _apply_manifests(self) -> None:
+        assert self.state is not None
+        files = sorted(self.topo.manifests_dir.glob("*.yaml")) if self.topo.manifests_dir.is_dir() else []
+        if files:
+            apply_manifest_files(self.state.etcd_endpoints, files, self.out)
+
+    # -- processes ---------------------------------------------------------
+    def _start_nodes(self) -> None:
+        assert self.state is not None
+        env_common = {ETCD_ENV: self.state.etcd_endpoints}
+        if os.environ.get(PREFIX_ENV):
+            env_common[PREFIX_ENV] = os.environ[PREFIX_ENV]
+        failures = []
+        for node in self.topo.nodes.values():
+            rec = self.state.data["nodes"][node.name]
+            rec["env"].update(env_common)
+            self.state.save()
+            rt = NodeRuntime.from_state(node.name, rec)
+            if node.role:
+                sub = ROLE_SUBCOMMAND[node.role]
+                self._spawn(rt, sub, l3net_argv(sub, "--node", node.name))
+            if node.cmd:
+                self._spawn(rt, "cmd", shlex.split(node.cmd))
+        for node in self.topo.nodes.values():
+            rt = NodeRuntime.from_state(node.name, self.state.data["nodes"][node.name])
+            for line in node.exec:
+                proc = subprocess.run(rt.argv(shlex.split(line)), env=rt.full_env(), cwd=rt.cwd,
+                                      capture_output=True, text=True, timeout=60)
+                text = (proc.stdout + proc.stderr).strip()
+                log = self.state.dir / "logs" / f"{node.name}.exec.log"
+                with open(log, "a") as fh:
+                    fh.write(f"$ {line}\n{text}\n[exit {proc.returncode}]\n")
+                if proc.returncode != 0:
+                    failures.append(f"{node.name}: exec {line!r} exited {proc.returncode}: {text[-300:]}")
+        for f in failures:
+            self.out(f"warning: {f}")
+
+    def _spawn(self, rt: NodeRuntime, what: str, cmd: list[str]) -> int:
+        assert self.state is not None
+        argv = rt.argv(cmd)
+        log = self.state.dir / "logs" / f"{rt.name}.{what}.log"
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen(argv, env=rt.full_env(), cwd=rt.cwd, stdin=subprocess.DEVNULL, stdout=fh,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.state.record_process(rt.name, what, proc.pid, cmd, str(log))
+        _log.info("started node=%s what=%s pid=%d", rt.name, what, proc.pid)
+        return proc.pid
+
+
+# -- manifests ----------------------------------------------------------------
+
+def apply_manifest_files(endpoints: str, files: list[Path], out: Printer = print) -> None:
+    """Apply l3net manifests to the lab's etcd (all files in one transaction per file)."""
+    try:
+        from l3net.datastore import connect_from_env
+        from l3net.keys import KeyLayout
+        from l3net.model.client import ResourceClient
+        from l3net.model.documents import load_documents
+    except ImportError as exc:
+        out(f"manifests: not applied ({exc.name} is not available yet): {', '.join(map(str, files))}")
+        return
+    ds = connect_from_env(endpoints)
+    try:
+        client = ResourceClient(ds, KeyLayout(os.environ.get(PREFIX_ENV) or KeyLayout().prefix))
+        for f in files:
+            resources = load_documents(f.read_text(), str(f))
+            client.apply(resources)
+            out(f"applied {f.name}: " + ", ".join(r.ref for r in resources))
+    finally:
+        ds.close()
+
+
+# -- readiness ------------------------------------------------------------------
+
+def http_get_in_netns(ns: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, str]:
+    """GET http://127.0.0.1:PORT/PATH from inside namespace ``ns`` (a socket made there stays there)."""
+    with netns.in_netns(ns):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.sock = sock
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def bgp_table(state: st.LabState, node: str) -> list[dict[str, Any]] | None:
+    """The peer table ``node`` publishes at ``status/<node>/bgp``, or None if absent/unreadable."""
+    try:
+        from l3net.datastore import connect_from_env
+        from l3net.keys import KeyLayout
+    except ImportError:
+        return None
+    try:
+        ds = connect_from_env(state.etcd_endpoints)
+    except (DatastoreError, OSError, ValueError) as exc:  # status must not die on a dead etcd
+        _log.debug("etcd unreachable: %s", exc)
+        return None
+    try:
+        kv = ds.get(KeyLayout(os.environ.get(PREFIX_ENV) or KeyLayout().prefix).node_status(node, "bgp"))
+    except (DatastoreError, OSError) as exc:
+        _log.debug("etcd read failed: %s", exc)
+        return None
+    finally:
+        ds.close()
+    if kv is None:
+        return None
+    try:
+        value = json.loads(kv.value)
+    except ValueError:
+        return None
+    peers = value.get("peers", value) if isinstance(value, dict) else value
+    if isinstance(peers, dict):
+        peers = [dict(p, peer=k) if isinstance(p, dict) else {"peer": k, "state": p} for k, p in peers.items()]
+    return peers if isinstance(peers, list) else None
+
+
+def _peer_established(peer: dict[str, Any]) -> bool:
+    state = str(peer.get("state") or peer.get("State") or "").lower()
+    return state in ("established", "up")
+
+
+def wait_ready(state: st.LabState, timeout: float = 90.0, out: Printer = print) -> bool:
+    """Wait until every l3net node's agent is ready and every BGP session it reports is established."""
+    role_nodes = {n: r for n, r in state.data["nodes"].items() if r.get("role")}
+    if not role_nodes:
+        return True
+    deadline = time.monotonic() + timeout
+    pending = dict(role_nodes)
+    last: dict[str, str] = {}
+    failed: list[str] = []
+    while pending and time.monotonic() < deadline:
+        for name, rec in list(pending.items()):
+            procs = [p for p in state.data["processes"] if p["node"] == name and p["what"] != "cmd"]
+            if procs and not any(st.is_alive(p) for p in procs):
+                tail = _log_tail(procs[0]["log"])
+                out(f"warning: {name}: {procs[0]['what']} exited (log {procs[0]['log']}):\n{tail}")
+                del pending[name]
+                failed.append(name)
+                continue
+            peers = bgp_table(state, name)
+            if peers is not None and peers:
+                down = [p for p in peers if not _peer_established(p)]
+                last[name] = ", ".join(f"{p.get('peer') or p.get('address')}={p.get('state')}" for p in down)
+                if not down:
+                    del pending[name]
+                continue
+            if rec.get("role") == "node":
+                try:
+                    code, body = http_get_in_netns(rec["netns"], HEALTH_PORT, "/readiness")
+                except OSError as exc:
+                    last[name] = f"agent not answering on :{HEALTH_PORT} ({exc.__class__.__name__})"
+                    continue
+                last[name] = f"readiness {code} {body.strip()[:80]}"
+                if code == 200 and peers is None and time.monotonic() > deadline - timeout / 2:
+                    # Ready, but publishes no BGP table: nothing more to wait for.
+                    del pending[name]
+            else:
+                last[name] = "no BGP peer table published yet"
+        time.sleep(0.3)
+    if pending:
+        for name in pending:
+            out(f"warning: {name} not ready after {timeout:.0f}s: {last.get(name, 'no status')}")
+    if pending or failed:
+        return False
+    out("BGP: every session established")
+    return True
+
+
+def _log_tail(path: str, lines: int = 8) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return "    (no log)"
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+# -- down -----------------------------------------------------------------------
+
+def down_state(state: st.LabState, out: Printer = print) -> list[str]:
+    """Undo everything ``state`` records; returns what could not be removed (empty on success)."""
+    leftovers: list[str] = []
+    data = state.data
+    pods = data.get("pods", {})
+    if pods and not data.get("etcd", {}).get("own", True):
+        # An external etcd outlives the lab: release the pods' addresses there first.
+        from l3net.lab.pods import cni_del_recorded
+
+        for key, pod in list(pods.items()):
+            try:
+                cni_del_recorded(state, key, pod, timeout=10)
+            except (LabError, OSError, subprocess.SubprocessError) as exc:
+                out(f"warning: pod {key}: {exc}")
+    for proc in reversed(data.get("processes", [])):
+        if st.stop_process(proc):
+            out(f"stopped {proc['node']} {proc['what']} (pid {proc['pid']})")
+    all_ns = list(data.get("netns", [])) + [p["netns"] for p in pods.values() if p.get("netns")]
+    # Anything else still running inside the lab's namespaces was started in them by the lab
+    # (or through `lab exec`): end it by PID so that the namespaces really go away.
+    for name in all_ns:
+        for pid in st.pids_in_netns(str(netns.netns_path(name))):
+            st.stop_process({"pid": pid, "starttime": st.starttime(pid)}, grace=1.0)
+    for mount in reversed(data.get("mounts", [])):
+        if os.path.ismount(mount) or _is_nsfs_mount(mount):
+            r = subprocess.run(["umount", mount], capture_output=True, text=True)
+            if r.returncode != 0:
+                subprocess.run(["umount", "-l", mount], capture_output=True, text=True)
+    for name in reversed(all_ns):
+        netns.delete(name)
+        if netns.exists(name):
+            leftovers.append(f"namespace {name}")
+    etcd = data.get("etcd", {})
+    if etcd.get("own"):
+        from l3net.etcdserver import kill_recorded
+
+        kill_recorded(state.dir)
+        if etcd.get("data_dir"):
+            shutil.rmtree(etcd["data_dir"], ignore_errors=True)
+    if not leftovers:
+        shutil.rmtree(state.dir, ignore_errors=True)
+    return leftovers
+
+
+def _is_nsfs_mount(path: str) -> bool:
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == path for line in fh)
+    return False
+
+
+def down(name: str, topo: Topology | None = None, out: Printer = print) -> list[str]:
+    """Remove lab ``name`` from its recorded state; with ``topo`` also sweep its namespaces by name."""
+    state = st.LabState.load(name)
+    leftovers: list[str] = []
+    if state is not None:
+        leftovers = down_state(state, out)
+    elif topo is None:
+        out(f"lab {name}: no state in {st.lab_dir(name)}; nothing to do")
+    if topo is not None:
+        # No (or a partial) record: namespaces named for this lab's nodes are the lab's.
+        rt = LabRuntime(topo, out)
+        for ns_name in rt._all_netns():
+            if netns.exists(ns_name):
+                for pid in st.pids_in_netns(netns.netns_path(ns_name)):
+                    st.stop_process({"pid": pid, "starttime": st.starttime(pid)}, grace=1.0)
+                netns.delete(ns_name)
+                if netns.exists(ns_name):
+                    leftovers.append(f"namespace {ns_name}")
+    return leftovers
+
+
+# -- status ---------------------------------------------------------------------
+
+def status_lines(state: st.LabState) -> list[str]:
+    data = state.data
+    lines = [f"lab {state.name} ({data.get('phase')}), topology {data.get('topology')}",
+             f"  run dir: {state.dir}", f"  etcd: {state.etcd_endpoints or '-'}"]
+    for name, rec in data["nodes"].items():
+        procs = [p for p in data["processes"] if p["node"] == name]
+        ptxt = ", ".join(f"{p['what']}:{p['pid']}:{'up' if st.is_alive(p) else 'DEAD'}" for p in procs) or "-"
+        ns_ok = "ok" if netns.exists(rec["netns"]) else "MISSING"
+        lines.append(f"  {name:<12} {rec['kind']:<7} {rec.get('role') or '-':<16} {rec.get('mgmt') or '-':<18} "
+                     f"netns {rec['netns']} ({ns_ok})  processes {ptxt}")
+        if rec.get("role"):
+            peers = bgp_table(state, name)
+            if peers is None:
+                lines.append("               bgp: no peer table published")
+            for p in peers or []:
+                lines.append(f"               bgp {p.get('peer') or p.get('address')}: {p.get('state')} "
+                             f"{p.get('type') or ''} {p.get('since') or ''}".rstrip())
+    for key, pod in sorted(data.get("pods", {}).items()):
+        lines.append(f"  pod {key:<24} node {pod['node']:<10} {pod.get('ip') or '-':<18} netns {pod['netns']}")
+    return lines

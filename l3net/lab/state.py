@@ -1,0 +1,206 @@
+"""l3net.lab.state: the lab's run directory and the record of everything a lab created.
+
+``lab down`` works from this record alone (also after the lab's own process
+crashed): each namespace and mount is recorded *before* it is created and each
+process right after it starts, with its start time so that a recycled PID is
+never killed.
+
+Layout of ``<run base>/<lab name>/`` (base ``/run/l3net/lab``, or ``$L3NET_LAB_RUN_DIR``)::
+
+    state.json   the record (written atomically)
+    lock         flock'd while the record is read-modified-written
+    etcd.sock:0  the lab's etcd (unix socket), etcd.pid, etcd.log
+    logs/        one log per process (<node>.<what>.log)
+    nodes/<n>/   each node's working directory (containerlab's lab dir per node)
+    mnt/         a private mount holding each node's persistent mount namespace
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUN_BASE = "/run/l3net/lab"
+RUN_BASE_ENV = "L3NET_LAB_RUN_DIR"
+STATE_FILE = "state.json"
+
+
+def run_base() -> Path:
+    return Path(os.environ.get(RUN_BASE_ENV) or DEFAULT_RUN_BASE)
+
+
+def lab_dir(name: str) -> Path:
+    return run_base() / name
+
+
+def running_labs() -> list[str]:
+    """Names of labs with a state record under the run base."""
+    base = run_base()
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / STATE_FILE).exists())
+
+
+class LabState:
+    """The JSON record of one lab. Not thread-safe; use :meth:`locked` across processes.
+
+    Keys: ``name``, ``topology``, ``netns`` (names, creation order), ``mounts`` (mount
+    points, creation order), ``processes`` (``{node, what, pid, starttime, argv, log}``),
+    ``nodes`` (``{name: {netns, kind, role, mgmt, mntns, env}}``), ``etcd``
+    (``{endpoints, own, data_dir}``), ``pods`` (``{"ns/name": {...}}``), ``phase``.
+    """
+
+    def __init__(self, directory: Path, data: dict[str, Any]) -> None:
+        self.dir = directory
+        self.data = data
+
+    @classmethod
+    def new(cls, name: str, topology: str) -> LabState:
+        d = lab_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        return cls(d, {"name": name, "topology": topology, "netns": [], "mounts": [], "processes": [],
+                       "nodes": {}, "etcd": {}, "pods": {}, "phase": "creating", "created": time.time(),
+                       "owner_pid": os.getpid()})
+
+    @classmethod
+    def load(cls, name: str) -> LabState | None:
+        d = lab_dir(name)
+        try:
+            data = json.loads((d / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            # A torn write cannot happen (atomic rename), but a hand-edited file can: keep what we can.
+            return cls(d, {"name": name, "netns": [], "mounts": [], "processes": [], "nodes": {}, "etcd": {},
+                           "pods": {}, "phase": "corrupt"})
+        return cls(d, data)
+
+    def save(self) -> None:
+        tmp = self.dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        os.replace(tmp, self.dir / STATE_FILE)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[LabState]:
+        """Re-read the record under an exclusive lock, yield it, save it on success."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fresh = LabState.load(self.data["name"])
+            if fresh is not None:
+                self.data = fresh.data
+            yield self
+            self.save()
+
+    # -- recording --------------------------------------------------------
+    def record_netns(self, name: str) -> None:
+        if name not in self.data["netns"]:
+            self.data["netns"].append(name)
+            self.save()
+
+    def record_mount(self, path: str) -> None:
+        if path not in self.data["mounts"]:
+            self.data["mounts"].append(path)
+            self.save()
+
+    def record_process(self, node: str, what: str, pid: int, argv: list[str], log: str) -> None:
+        self.data["processes"].append({"node": node, "what": what, "pid": pid, "starttime": starttime(pid),
+                                       "argv": argv, "log": log})
+        self.save()
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def etcd_endpoints(self) -> str:
+        return str(self.data.get("etcd", {}).get("endpoints", ""))
+
+
+# -- processes --------------------------------------------------------------
+
+def starttime(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot): with the PID, a process's identity."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may hold spaces and parentheses: split after its closing one.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie has ended; only its parent's wait() is missing
+    return int(fields[19])
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def is_alive(proc: dict[str, Any]) -> bool:
+    """The recorded process still runs: same PID *and* same start time (so not a recycled PID)."""
+    st = starttime(int(proc["pid"]))
+    if st is None:
+        return False
+    if proc.get("starttime") is not None:
+        return st == proc["starttime"]
+    # No start time recorded: fall back to the command line (nsenter execs the recorded argv's tail).
+    line = cmdline(int(proc["pid"]))
+    argv = proc.get("argv") or []
+    return bool(line) and any(line == argv[i:] for i in range(len(argv)))
+
+
+def stop_process(proc: dict[str, Any], grace: float = 3.0) -> bool:
+    """SIGTERM the recorded process's group, SIGKILL after ``grace``; True if it was ours and alive.
+
+    Every lab process leads its own session (start_new_session), so its group holds
+    its children too (ExaBGP under the agent, BIRD under a shell).
+    """
+    pid = int(proc["pid"])
+    if not is_alive(proc):
+        # The leader is gone; its group may still hold children. A PID in use as a
+        # group id is never handed to a new process, so signalling the group is safe
+        # unless a different process now owns that PID (checked above: starttime None).
+        if starttime(pid) is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_alive(proc):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def pids_in_netns(netns_file: str) -> list[int]:
+    """PIDs of processes whose network namespace is the one bound at ``netns_file``."""
+    try:
+        st = os.stat(netns_file)
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry}/ns/net")
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino):
+            out.append(int(entry))
+    return out

@@ -1,0 +1,72 @@
+"""policy.model: the small read-only views of resources that the evaluator and the compiler share.
+
+Only plumbing lives here (a workload's addresses, a namespace's labels, which
+policies are in force); the NetworkPolicy *semantics* are written out separately
+in :mod:`policy.evaluator` (the oracle) and :mod:`policy.compiler`, so that a
+mistake in one is caught by the other. Never raises on content: a malformed
+address is skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from l3net.model import Resource
+
+_log = logging.getLogger(__name__)
+
+# Kubernetes sets this label on every namespace (since 1.21); namespaceSelectors rely on it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def namespace_labels(namespaces: Iterable[Resource]) -> dict[str, dict[str, str]]:
+    """Namespace name -> its labels, with Kubernetes' automatic name label added."""
+    out: dict[str, dict[str, str]] = {}
+    for ns in namespaces:
+        if ns.kind != "Namespace":
+            continue
+        out[ns.name] = {**ns.labels, NAMESPACE_NAME_LABEL: ns.name}
+    return out
+
+
+def labels_of_namespace(ns_labels: Mapping[str, Mapping[str, str]], name: str) -> Mapping[str, str]:
+    """Labels of ``name``; a namespace without a Namespace resource still carries its name label."""
+    return ns_labels.get(name) or {NAMESPACE_NAME_LABEL: name}
+
+
+def workload_ips(wep: Resource, version: int | None = 4) -> list[str]:
+    """The addresses (no prefix length) in ``spec.ipNetworks``; only host networks are addresses."""
+    out: list[str] = []
+    for net in wep.spec.get("ipNetworks") or []:
+        try:
+            parsed = ipaddress.ip_network(str(net), strict=False)
+        except ValueError:
+            _log.warning("workload address ignored wep=%s net=%r", wep.ref, net)
+            continue
+        if version is not None and parsed.version != version:
+            continue
+        out.append(str(parsed.network_address) if parsed.num_addresses == 1 else str(parsed))
+    return out
+
+
+def workload_ports(wep: Resource) -> list[tuple[str, str, int]]:
+    """``spec.ports`` as (name, PROTOCOL, port); entries without a name or number are skipped."""
+    out: list[tuple[str, str, int]] = []
+    for port in wep.spec.get("ports") or []:
+        if not isinstance(port, Mapping):
+            continue
+        name, num = port.get("name"), port.get("port")
+        if isinstance(name, str) and name and isinstance(num, int) and not isinstance(num, bool):
+            out.append((name, str(port.get("protocol") or "TCP").upper(), num))
+    return out
+
+
+def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """``spec.policyTypes`` or the API server's default: Ingress, plus Egress if there is any egress rule."""
+    types = spec.get("policyTypes")
+    if types:
+        return tuple(t for t in ("Ingress", "Egress") if t in types)
+    return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)

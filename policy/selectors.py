@@ -1,0 +1,192 @@
+"""policy.selectors: Kubernetes LabelSelectors and Calico selector expressions, one evaluator, and an index.
+
+A Kubernetes ``LabelSelector`` (``matchLabels`` + ``matchExpressions``) is turned
+into the same selector tree as a Calico expression, so there is one evaluator
+and one canonical string form (hashed into ipset names):
+
+* ``matchLabels {k: v}``            -> ``k == 'v'``
+* ``{key: k, operator: In}``        -> ``k in {...}``      (absent key: no match)
+* ``{key: k, operator: NotIn}``     -> ``k not in {...}``  (absent key: match, as Kubernetes)
+* ``{key: k, operator: Exists}``    -> ``has(k)``
+* ``{key: k, operator: DoesNotExist}`` -> ``!has(k)``
+* all requirements ANDed; an empty selector ``{}`` -> ``all()`` (everything);
+  ``None`` (a null selector) -> :data:`NOTHING`.
+
+Bad input is treated as absence (STYLE habit 7, fail closed): a selector that
+cannot be understood becomes :data:`NOTHING` and is logged, never raised, because
+the compiler and evaluator receive already-validated resources and must keep the
+valid rest enforced. Use :func:`parse_label_selector` with ``strict=True`` to get
+the error instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policy.calico_selector import All, And, Has, LabelOp, Not, Selector, SelectorError, canonical, parse
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["ALL", "NOTHING", "Nothing", "SelectorError", "SelectorIndex", "canonical_string",
+           "parse_calico", "parse_label_selector"]
+
+
+@dataclass(frozen=True)
+class Nothing(Selector):
+    """Matches no label set: a null selector, or one that failed to parse (fail closed)."""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return False
+
+    def __str__(self) -> str:
+        return "!all()"
+
+
+ALL: Selector = All()
+NOTHING: Selector = Nothing()
+
+
+def canonical_string(sel: Selector) -> str:
+    """Canonical text of a selector (Nothing renders as ``!all()``)."""
+    if isinstance(sel, Nothing):
+        return "!all()"
+    return canonical(sel)
+
+
+def parse_calico(text: str | None, *, strict: bool = False, where: str = "selector") -> Selector:
+    """A Calico expression; ``None``/empty means ``all()``. Unparsable -> NOTHING (or raise when strict)."""
+    if text is None:
+        return ALL
+    try:
+        return parse(text)
+    except SelectorError as exc:
+        if strict:
+            raise SelectorError(f"{where}: {exc.reason}", exc.pos) from exc
+        _log.warning("unparsable selector treated as matching nothing where=%s selector=%r error=%s",
+                     where, text, exc)
+        return NOTHING
+
+
+def parse_label_selector(sel: Mapping[str, Any] | None, *, strict: bool = False,
+                         where: str = "selector") -> Selector:
+    """A Kubernetes LabelSelector as a selector tree (see the module docstring for the mapping)."""
+    if sel is None:
+        return NOTHING
+    try:
+        return _label_selector(sel, where)
+    except SelectorError as exc:
+        if strict:
+            raise
+        _log.warning("invalid label selector treated as matching nothing where=%s selector=%r error=%s",
+                     where, sel, exc)
+        return NOTHING
+
+
+def _label_selector(sel: Mapping[str, Any], where: str) -> Selector:
+    if not isinstance(sel, Mapping):
+        raise SelectorError(f"{where}: must be an object", 0)
+    unknown = set(sel) - {"matchLabels", "matchExpressions"}
+    if unknown:
+        raise SelectorError(f"{where}: unknown field {sorted(unknown)[0]!r}", 0)
+    parts: list[Selector] = []
+    for key, value in sorted((sel.get("matchLabels") or {}).items()):
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SelectorError(f"{where}.matchLabels.{key}: key and value must be strings", 0)
+        parts.append(LabelOp(key, "==", (value,)))
+    for i, expr in enumerate(sel.get("matchExpressions") or []):
+        path = f"{where}.matchExpressions[{i}]"
+        if not isinstance(expr, Mapping):
+            raise SelectorError(f"{path}: must be an object", 0)
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if not isinstance(key, str) or not key:
+            raise SelectorError(f"{path}.key: required", 0)
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise SelectorError(f"{path}.values: must be a list of strings", 0)
+        if op == "In":
+            if not values:
+                raise SelectorError(f"{path}.values: must be non-empty for In", 0)
+            parts.append(LabelOp(key, "in", tuple(values)))
+        elif op == "NotIn":
+            if not values:
+                raise SelectorError(f"{path}.values: must be non-empty for NotIn", 0)
+            parts.append(LabelOp(key, "not in", tuple(values)))
+        elif op == "Exists":
+            if values:
+                raise SelectorError(f"{path}.values: must be empty for Exists", 0)
+            parts.append(Has(key))
+        elif op == "DoesNotExist":
+            if values:
+                raise SelectorError(f"{path}.values: must be empty for DoesNotExist", 0)
+            parts.append(Not(Has(key)))
+        else:
+            raise SelectorError(f"{path}.operator: {op!r} is not one of In, NotIn, Exists, DoesNotExist", 0)
+    if not parts:
+        return ALL
+    return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+class SelectorIndex:
+    """Owns the map selector id -> member ids, kept current as selectors and labelled items change.
+
+    Incremental: adding a selector scans the items once; updating one item's labels
+    re-evaluates every selector against that item only. Changed selector ids
+    accumulate until :meth:`pop_changes`. Not thread-safe (one loop owns it).
+    Never raises on content: a selector is whatever :class:`Selector` says.
+    """
+
+    def __init__(self) -> None:
+        self._selectors: dict[Hashable, Selector] = {}
+        self._items: dict[Hashable, Mapping[str, str]] = {}
+        self._members: dict[Hashable, set[Hashable]] = {}
+        self._changed: set[Hashable] = set()
+
+    def add_selector(self, sel_id: Hashable, sel: Selector) -> None:
+        if sel_id in self._selectors and self._selectors[sel_id] == sel:
+            return
+        self._selectors[sel_id] = sel
+        members = {item for item, labels in self._items.items() if sel.matches(labels)}
+        if self._members.get(sel_id) != members:
+            self._changed.add(sel_id)
+        self._members[sel_id] = members
+
+    def remove_selector(self, sel_id: Hashable) -> None:
+        if self._selectors.pop(sel_id, None) is not None:
+            self._members.pop(sel_id, None)
+            self._changed.add(sel_id)
+
+    def update_item(self, item_id: Hashable, labels: Mapping[str, str]) -> None:
+        """Add an item or change its labels."""
+        if self._items.get(item_id) == labels:
+            return
+        self._items[item_id] = dict(labels)
+        for sel_id, sel in self._selectors.items():
+            members = self._members[sel_id]
+            if sel.matches(labels):
+                if item_id not in members:
+                    members.add(item_id)
+                    self._changed.add(sel_id)
+            elif item_id in members:
+                members.discard(item_id)
+                self._changed.add(sel_id)
+
+    def remove_item(self, item_id: Hashable) -> None:
+        if self._items.pop(item_id, None) is None:
+            return
+        for sel_id, members in self._members.items():
+            if item_id in members:
+                members.discard(item_id)
+                self._changed.add(sel_id)
+
+    def members(self, sel_id: Hashable) -> frozenset[Hashable]:
+        return frozenset(self._members.get(sel_id, ()))
+
+    def selectors(self) -> Iterable[Hashable]:
+        return tuple(self._selectors)
+
+    def pop_changes(self) -> set[Hashable]:
+        """Selector ids whose member set changed (or that were removed) since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed

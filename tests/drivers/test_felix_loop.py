@@ -1,0 +1,271 @@
+"""The sync loop end to end against stateful fakes: datastore updates in, fake kernel state out."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from felix.calc import Link, Model
+from felix.dataplane import Dataplane
+from felix.drivers.interfaces import InterfaceDriver
+from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
+from felix.loop import FatalApplyError, LoopConfig, SyncLoop
+from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
+from l3net.keys import KeyLayout
+from l3net.model.resource import Resource
+from l3net.model.validation import workload_endpoint_name
+from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
+
+pytestmark = pytest.mark.drivers
+
+M = WORKLOAD_ROUTE_METRIC
+KEYS = KeyLayout("/t/")
+
+
+@dataclass
+class Upd:
+    key: str
+    value: bytes | None
+    revision: int = 1
+
+
+def wep(pod: str, node: str, ip: str, iface: str) -> Upd:
+    name = workload_endpoint_name(node, pod, "eth0")
+    res = Resource(kind="WorkloadEndpoint", name=name, namespace="default",
+                   spec={"node": node, "orchestrator": "k8s", "workload": "", "pod": pod, "endpoint": "eth0",
+                         "ipNetworks": [ip], "interfaceName": iface})
+    return Upd(KEYS.resource("workloadendpoints", name, "default"), res.to_json())
+
+
+def affinity(node: str, cidr: str, state: str = "confirmed") -> Upd:
+    return Upd(KEYS.affinity(node, cidr), json.dumps({"state": state}).encode())
+
+
+NO_GRACE = LoopConfig(startup_sweep_delay=0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Rig:
+    def __init__(self, links: dict[str, int], *, config: LoopConfig = NO_GRACE) -> None:
+        self.nl = FakeNetlink(links=links)
+        self.sys = FakeSysctls()
+        for name in links:
+            self.sys.add_iface(name)
+        self.clock = Clock()
+        self.io = concurrent.futures.ThreadPoolExecutor(1)
+        self.sync = SyncLoop(Model(KEYS), "n1", Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys)),
+                             config=config, io_executor=self.io, clock=self.clock, rand=lambda: 0.5)
+        self.sync.on_links({n: Link(n, i, True) for n, i in links.items()})
+
+    def step(self) -> None:
+        """Advance the fake clock past the throttle and run one loop iteration."""
+        self.clock.t += 1.0
+
+        async def once() -> None:
+            await self.sync._maybe_apply(asyncio.get_running_loop())
+        asyncio.run(once())
+
+    def ours(self) -> dict[tuple[str, int], KernelRoute]:
+        return self.nl.by_proto(ROUTE_PROTO)
+
+
+BASE = [wep("a", "n1", "10.65.0.2/32", "cali1"), wep("b", "n1", "10.65.0.3/32", "cali2"),
+        wep("c", "n2", "10.65.0.66/32", "cali9"), affinity("n1", "10.65.0.0/26"),
+        affinity("n1", "10.65.5.0/26", "pending"), affinity("n2", "10.65.0.64/26")]
+
+
+def test_nothing_written_before_in_sync_then_converges_then_zero_writes() -> None:
+    rig = Rig({"eth0": 2, "cali1": 11, "cali2": 12})
+    rig.nl.add(KernelRoute("0.0.0.0/0", 3, 0, gateways=("10.0.0.254",)))
+    rig.sync.on_updates(BASE)
+    rig.step()
+    assert rig.nl.writes == 0 and rig.sys.writes == 0
+    rig.sync.on_in_sync()
+    rig.step()
+    assert set(rig.ours()) == {("10.65.0.2/32", M), ("10.65.0.3/32", M), ("10.65.0.0/26", M)}
+    assert rig.ours()[("10.65.0.0/26", M)].type == RTN_BLACKHOLE
+    assert rig.sys.values["net/ipv4/conf/cali1/proxy_arp"] == "1"
+    assert rig.sys.values["net/ipv4/neigh/cali2/proxy_delay"] == "0"
+    assert rig.sys.values["net/ipv6/conf/cali1/accept_ra"] == "0"
+    assert rig.sys.values["net/ipv4/ip_forward"] == "1"
+    assert rig.sys.values["net/ipv4/conf/eth0/proxy_arp"] == "0"  # not a workload interface
+    writes = (rig.nl.writes, rig.sys.writes)
+    rig.sync.on_updates([wep("a", "n1", "10.65.0.2/32", "cali1")])  # same value again: dirty, no change
+    rig.step()
+    rig.step()
+    assert (rig.nl.writes, rig.sys.writes) == writes
+    assert rig.sync.applies >= 2
+
+
+def test_deletes_remove_exactly_what_was_added() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12})
+    foreign = KernelRoute("10.65.0.2/32", 3, 0, scope=SCOPE_LINK, oif=11)  # e.g. a CNI's own route
+    rig.nl.add(foreign)
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    rig.sync.on_updates([Upd(u.key, None, 2) for u in BASE])
+    rig.step()
+    assert rig.ours() == {}
+    assert rig.nl.table == {foreign.slot: foreign}
+
+
+def test_outage_holds_the_dataplane_and_resync_applies_the_difference() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12})
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    before = dict(rig.ours())
+    rig.sync.on_status("down")
+    rig.sync.on_status("resync")
+    rig.sync.on_updates([Upd(BASE[0].key, None, 5)])  # partial resync: must not be applied yet
+    rig.step()
+    assert rig.ours() == before
+    assert not rig.sync.health.readiness()[0]
+    rig.sync.on_in_sync()
+    rig.step()
+    assert ("10.65.0.2/32", M) not in rig.ours()
+    assert ("10.65.0.3/32", M) in rig.ours()
+
+
+def test_malformed_values_are_absent_and_disturb_nothing_else() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12})
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    bad = [Upd(BASE[1].key, b"{not json", 3),
+           Upd(KEYS.resource("workloadendpoints", "x", "default"), json.dumps({"kind": "WorkloadEndpoint"}).encode()),
+           Upd(KEYS.affinity("n1", "10.65.9.0/26"), b"[]")]
+    rig.sync.on_updates(bad)
+    rig.step()
+    assert set(rig.ours()) == {("10.65.0.2/32", M), ("10.65.0.0/26", M)}
+    assert set(rig.sync.model.invalid) == {u.key for u in bad}
+    rig.sync.on_updates([wep("b", "n1", "10.65.0.3/32", "cali2")])  # fixed again
+    rig.step()
+    assert ("10.65.0.3/32", M) in rig.ours()
+    assert BASE[1].key not in rig.sync.model.invalid
+
+
+def test_route_added_when_its_interface_appears_later() -> None:
+    rig = Rig({"cali1": 11})
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    assert ("10.65.0.3/32", M) not in rig.ours()
+    rig.nl.links["cali2"] = 12
+    rig.sys.add_iface("cali2")
+    rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True)})
+    rig.step()
+    assert rig.ours()[("10.65.0.3/32", M)].oif == 12
+    assert rig.sys.values["net/ipv4/conf/cali2/proxy_arp"] == "1"
+    rig.nl.links.pop("cali2")
+    rig.sys.remove_iface("cali2")
+    rig.sync.on_links({"cali1": Link("cali1", 11, True)})
+    rig.nl.table.pop(("10.65.0.3/32", M))  # the kernel drops routes of a deleted link
+    rig.step()
+    assert ("10.65.0.3/32", M) not in rig.ours()
+
+
+def test_restart_adopts_existing_routes_with_zero_writes() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12})
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    table = dict(rig.nl.table)
+    # A new agent on the same kernel (the old one was SIGKILLed).
+    rig2 = Rig({"cali1": 11, "cali2": 12})
+    rig2.nl.table = dict(table)
+    rig2.sys = rig.sys
+    rig2.sync.dataplane.interfaces.sysctls = rig.sys
+    sys_writes = rig.sys.writes
+
+    async def start() -> None:
+        await asyncio.get_running_loop().run_in_executor(rig2.io, rig2.sync.dataplane.start)
+    asyncio.run(start())
+    rig2.sync.on_updates(BASE)
+    rig2.sync.on_in_sync()
+    rig2.step()
+    assert rig2.nl.writes == 0 and rig.sys.writes == sys_writes
+    assert rig2.nl.table == table
+
+
+def test_learned_routes_ecmp_and_startup_grace() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12}, config=LoopConfig(startup_sweep_delay=30))
+    stale = KernelRoute("10.65.9.0/26", ROUTE_PROTO, M, gateways=("10.0.0.9",))
+    rig.nl.add(stale)
+    rig.sync.dataplane.routes.resync()
+    rig.sync.on_updates(BASE)
+    rig.sync.on_learned_routes({"10.65.0.64/26": ["10.0.0.3", "10.0.0.2"], "10.65.0.0/26": ["10.0.0.7"]})
+    rig.sync.on_in_sync()
+    rig.step()
+    assert rig.ours()[("10.65.0.64/26", M)].gateways == ("10.0.0.2", "10.0.0.3")
+    assert rig.ours()[("10.65.0.0/26", M)].type == RTN_BLACKHOLE  # our block: learned copy ignored
+    assert stale.slot in rig.nl.table  # grace: not swept yet
+    rig.clock.t += 30
+    rig.step()
+    assert stale.slot not in rig.nl.table
+
+
+def test_bounded_retries_with_backoff_then_fatal() -> None:
+    cfg = LoopConfig(startup_sweep_delay=0, retry_base=0.1, retry_max=1.0, max_failures=5, jitter=0.2)
+    rig = Rig({"cali1": 11, "cali2": 12}, config=cfg)
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.nl.fail_writes = 1000
+    delays = []
+    with pytest.raises(FatalApplyError, match="5 times"):
+        for _ in range(10):
+            rig.step()
+            delays.append(rig.sync._retry_at - rig.clock.t)
+    assert rig.sync.failures == 5
+    assert delays == pytest.approx([0.11, 0.22, 0.44, 0.88])  # doubling, capped at 1.0 * (1 + 0.2 * 0.5)
+    assert not rig.sync.health.readiness()[0]
+
+
+def test_recovers_after_transient_failures() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12})
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.nl.fail_writes = 2
+    for _ in range(4):
+        rig.step()
+    assert rig.sync.failures == 0
+    assert len(rig.ours()) == 3
+    assert rig.sync.health.readiness() == (True, {})
+
+
+def test_run_coalesces_bursts_on_the_real_event_loop() -> None:
+    nl = FakeNetlink(links={f"cali{i}": 100 + i for i in range(50)})
+    sysctls = FakeSysctls()
+    for name in nl.links:
+        sysctls.add_iface(name)
+    sync = SyncLoop(Model(KEYS), "n1", Dataplane(RouteDriver(nl), InterfaceDriver(sysctls)),
+                    config=LoopConfig(min_interval=0.05, startup_sweep_delay=0))
+    sync.on_links({n: Link(n, i, True) for n, i in nl.links.items()})
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sync.run())
+        for i in range(50):
+            sync.on_updates([wep(f"w{i}", "n1", f"10.66.0.{i}/32", f"cali{i}")])
+        sync.on_in_sync()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(nl.by_proto(ROUTE_PROTO)) == 50:
+                break
+        sync.stop()
+        await task
+
+    asyncio.run(scenario())
+    assert len(nl.by_proto(ROUTE_PROTO)) == 50
+    assert sync.applies <= 3  # 50 updates coalesced, not 50 applies

@@ -1,0 +1,171 @@
+"""A node namespace with workloads and a real ``l3net agent`` process, for felix's netns tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from l3net import netns
+from l3net.datastore import EtcdDatastore
+from l3net.keys import KeyLayout
+from l3net.model.resource import Resource
+from l3net.model.validation import workload_endpoint_name
+
+REPO = Path(__file__).resolve().parents[2]
+L3NET = str(Path(sys.executable).with_name("l3net"))
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition", step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def routes(ns: str, proto: int | None = None) -> set[str]:
+    out = netns.run(ns, ["ip", "-4", "route", "show", "table", "main"]).stdout
+    lines = {" ".join(x.split()) for x in out.replace("\n\t", " ").splitlines() if x.strip()}
+    if proto is None:
+        return lines
+    return {x for x in lines if f"proto {proto} " in x + " "}
+
+
+class Node:
+    """One node namespace (eth0 10.0.0.1/24 towards a router namespace), its workloads and its agent."""
+
+    def __init__(self, factory: Any, ds: EtcdDatastore, keys: KeyLayout, endpoint: str, run_dir: Path,
+                 name: str = "n1") -> None:
+        self.factory = factory
+        self.ds = ds
+        self.keys = keys
+        self.endpoint = endpoint
+        self.run_dir = run_dir
+        self.name = name
+        self.ns = factory("nd")
+        self.router = factory("rr")
+        factory.veth(self.ns, "eth0", self.router, "eth0")
+        netns.run(self.ns, ["ip", "addr", "add", "10.0.0.1/24", "dev", "eth0"])
+        netns.run(self.router, ["ip", "addr", "add", "10.0.0.254/24", "dev", "eth0"])
+        # A foreign default route (it also covers 169.254.1.1, which proxy ARP needs).
+        netns.run(self.ns, ["ip", "route", "add", "default", "via", "10.0.0.254"])
+        self.workloads: dict[str, str] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = run_dir / f"agent-{name}.log"
+
+    # -- workloads (wired the way the CNI plugin wires them) ---------------------------
+    def add_workload(self, pod: str, ip: str, write_wep: bool = True) -> str:
+        iface = f"cali{pod}"[:15]
+        wns = self.factory("w" + pod)
+        self.factory.veth(self.ns, iface, wns, "eth0")
+        netns.run(self.ns, ["ip", "link", "set", iface, "address", "ee:ee:ee:ee:ee:ee"])
+        netns.run(wns, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
+        netns.run(wns, ["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])
+        netns.run(wns, ["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])
+        self.workloads[pod] = wns
+        if write_wep:
+            self.write_wep(pod, ip, iface)
+        return wns
+
+    def wep_key(self, pod: str) -> str:
+        return self.keys.resource("workloadendpoints", workload_endpoint_name(self.name, pod, "eth0"), "default")
+
+    def write_wep(self, pod: str, ip: str, iface: str | None = None, node: str | None = None) -> None:
+        node = node or self.name
+        res = Resource(kind="WorkloadEndpoint", name=workload_endpoint_name(node, pod, "eth0"), namespace="default",
+                       spec={"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
+                             "ipNetworks": [f"{ip}/32"], "interfaceName": iface or f"cali{pod}"[:15]})
+        self.ds.put(self.keys.resource("workloadendpoints", res.name, "default"), res.to_json())
+
+    def write_affinity(self, cidr: str, state: str = "confirmed", node: str | None = None) -> str:
+        key = self.keys.affinity(node or self.name, cidr)
+        self.ds.put(key, json.dumps({"state": state}).encode())
+        return key
+
+    # -- the agent ---------------------------------------------------------------
+    def start_agent(self, **env: str) -> subprocess.Popen[bytes]:
+        full_env = {**os.environ, "L3NET_ETCD_ENDPOINTS": self.endpoint, "L3NET_ETCD_PREFIX": self.keys.prefix,
+                    "L3NET_BGP_ENABLED": "false", "L3NET_RUN_DIR": str(self.run_dir),
+                    "L3NET_STARTUP_SWEEP_DELAY": "0", **env}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, L3NET, "--log-level", "DEBUG", "agent",
+                                      "--node", self.name], env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=REPO, start_new_session=True)
+        log.close()
+        self.factory.pids.append(self.proc.pid)
+        return self.proc
+
+    def kill_agent(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop_agent(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def http(self, port: int, path: str) -> tuple[int, str]:
+        """curl inside the node namespace: (HTTP status, body)."""
+        out = netns.run(self.ns, ["curl", "-s", "-m", "5", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"],
+                        check=False).stdout
+        body, _, code = out.rpartition("\n")
+        return int(code or 0), body
+
+    def ready(self) -> bool:
+        return self.http(9099, "/readiness")[0] == 200
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Pinger:
+    """``ping -i 0.02`` (50 pps) from one workload to an address; counts sent and received at the end."""
+
+    def __init__(self, ns: str, target: str, factory: Any) -> None:
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-i", "0.02", "-W", "1", target],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        factory.pids.append(self.proc.pid)
+
+    def stop(self) -> tuple[int, int]:
+        self.proc.send_signal(signal.SIGINT)
+        out = self.proc.communicate(timeout=10)[0].decode()
+        for line in out.splitlines():
+            if "packets transmitted" in line:
+                parts = line.split(",")
+                return int(parts[0].split()[0]), int(parts[1].split()[0])
+        raise AssertionError(f"no ping summary in: {out[-500:]}")
+
+
+class RouteMonitor:
+    """``ip monitor route`` in a namespace: every route change the kernel reports while it runs."""
+
+    def __init__(self, ns: str, factory: Any) -> None:
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ip", "monitor", "route"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        factory.pids.append(self.proc.pid)
+        time.sleep(0.2)  # let it subscribe
+
+    def stop(self) -> list[str]:
+        time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        return [x for x in self.proc.communicate(timeout=10)[0].decode().splitlines() if x.strip()]

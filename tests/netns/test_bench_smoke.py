@@ -1,0 +1,71 @@
+"""Smoke test: every benchmark at --quick size through the real `l3net bench` command.
+
+No timing is asserted. A benchmark either measures (JSON with samples, ratios,
+targets and a PNG) or, when a piece it needs is not in this build, fails loudly:
+exit code 2, status "unavailable"/"partial" and a "needs X: not available" reason,
+never a number it did not measure. An "error" status (a crash) fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from l3net import benchcli
+
+pytestmark = [pytest.mark.netns, pytest.mark.integration]
+
+sys.path.insert(0, str(benchcli.REPO_ROOT))
+
+from bench import BENCHMARKS  # noqa: E402
+from bench.framework import RESULT_SCHEMA  # noqa: E402
+
+L3NET = Path(sys.executable).parent / "l3net"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_quick_run_writes_honest_json(name: str, tmp_path: Path) -> None:
+    before = _namespaces()
+    proc = subprocess.run([str(L3NET), "bench", name, "--quick", "--results-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert f"re-run just this one: {L3NET} bench {name} --quick --results-dir {tmp_path}" in output
+    doc = json.loads((tmp_path / f"{name}.json").read_text())
+    jsonschema.validate(doc, RESULT_SCHEMA)
+    assert doc["benchmark"] == name and doc["quick"] is True
+    assert doc["status"] != "error", doc["error"]
+    assert proc.returncode != 1, output[-3000:]
+    if doc["status"] == "unavailable":
+        assert proc.returncode == 2
+        assert re.search(r"needs .+: not available", doc["error"])
+        assert doc["metrics"] == {} and doc["ratios"] == []
+        assert not (tmp_path / f"{name}.png").exists()
+        assert f"FAILED {name}: needs" in output
+    else:
+        assert doc["metrics"], "a measured benchmark must carry its raw samples"
+        assert doc["ratios"], "a measured benchmark must report ratios measured in the same run"
+        for r in doc["ratios"]:
+            metric = doc["metrics"][r["metric"]]["variants"]
+            if r["value"] is not None:
+                expect = metric[r["numerator"]]["median"] / metric[r["denominator"]]["median"]
+                assert r["value"] == pytest.approx(expect)
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
+        assert doc["machine"]["cores"] >= 1
+        if doc["status"] == "partial":
+            assert proc.returncode == 2 and all("not available" in u for u in doc["unavailable"])
+        else:
+            assert proc.returncode == 0
+    leaked = {n for n in _namespaces() - before if n.startswith("bn")}
+    assert not leaked, f"benchmark left namespaces behind: {leaked}"

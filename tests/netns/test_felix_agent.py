@@ -1,0 +1,115 @@
+"""The real agent (``l3net agent``) in a node namespace against a real etcd: routes, restart, metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from l3net import netns
+from l3net.constants import ROUTE_PROTO
+from l3net.datastore import EtcdDatastore
+from l3net.etcdserver import EtcdServer
+from l3net.keys import KeyLayout
+from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
+
+pytestmark = [pytest.mark.netns, pytest.mark.integration]
+
+P = ROUTE_PROTO
+
+
+@pytest.fixture
+def node(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
+         tmp_path: Path):
+    n = Node(netns_factory, datastore, key_layout, f"unix://{etcd_server.socket_path}", tmp_path)
+    yield n
+    code = n.stop_agent()
+    if code not in (None, 0, -9):
+        print(n.log()[-5000:])
+
+
+def test_agent_programs_exactly_what_the_datastore_says(node: Node) -> None:
+    foreign = routes(node.ns)
+    node.add_workload("a", "10.65.0.2")
+    node.add_workload("b", "10.65.0.3")
+    node.write_wep("c", "10.65.0.66", "caliremote", node="n2")   # another node's workload: not ours
+    blk = node.write_affinity("10.65.0.0/26")
+    node.write_affinity("10.65.1.0/26", state="pending")
+    node.write_affinity("10.65.0.64/26", node="n2")
+    node.ds.put(node.keys.resource("workloadendpoints", "garbage", "default"), b"{not json")
+    node.start_agent()
+    want = {f"10.65.0.2 dev calia proto {P} scope link metric 1024",
+            f"10.65.0.3 dev calib proto {P} scope link metric 1024",
+            f"blackhole 10.65.0.0/26 proto {P} metric 1024"}
+    wait_for(lambda: routes(node.ns, P) == want, what="routes of the datastore's workloads and block")
+    assert routes(node.ns) == foreign | want
+    wait_for(node.ready, what="readiness")
+    assert netns.read_sysctl("net/ipv4/conf/calia/proxy_arp", node.ns) == "1"
+    assert netns.read_sysctl("net/ipv4/neigh/calib/proxy_delay", node.ns) == "0"
+    # Real traffic between the two workloads through the node.
+    netns.run(node.workloads["a"], ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.65.0.3"])
+    # The Node resource is registered with the autodetected address; the status key is leased.
+    doc = json.loads(node.ds.get(node.keys.resource("nodes", "n1")).value)
+    assert doc["spec"]["bgp"]["ipv4Address"] == "10.0.0.1/24"
+    status = wait_for(lambda: node.ds.get(node.keys.node_status("n1", "agent")), what="agent status")
+    assert status.lease != 0
+
+    # A workload whose interface appears after its endpoint gets its route then.
+    node.write_wep("late", "10.65.0.9", "calilate")
+    node.add_workload("late", "10.65.0.9", write_wep=False)
+    wait_for(lambda: f"10.65.0.9 dev calilate proto {P} scope link metric 1024" in routes(node.ns, P),
+             what="route of a late interface")
+
+    # Deleting removes exactly what was added; the foreign routes stay.
+    for pod in ("a", "b", "late"):
+        node.ds.delete(node.wep_key(pod))
+    node.ds.delete(blk)
+    wait_for(lambda: routes(node.ns, P) == set(), what="routes removed")
+    assert routes(node.ns) == foreign
+    assert node.proc is not None and node.proc.poll() is None  # the garbage value did not kill it
+
+
+def test_metrics_and_readiness_answer(node: Node) -> None:
+    node.add_workload("a", "10.65.0.2")
+    node.write_affinity("10.65.0.0/26")
+    node.start_agent()
+    wait_for(node.ready, what="readiness")
+    code, body = node.http(9099, "/readiness")
+    assert code == 200 and json.loads(body) == {"ready": True, "notReady": {}}
+    assert node.http(9099, "/liveness")[0] == 200
+    code, text = node.http(9091, "/metrics")
+    assert code == 200
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples["l3net_datastore_in_sync"] == 1.0
+    assert samples["l3net_active_local_endpoints"] == 1.0
+    assert samples['l3net_routes_programmed{kind="workload"}'] == 1.0
+    assert samples['l3net_routes_programmed{kind="blackhole"}'] == 1.0
+    assert samples["l3net_dataplane_apply_time_seconds_count"] >= 1
+    assert "l3net_dataplane_failures_total" in samples
+
+
+def test_sigkill_and_restart_drop_no_packet_and_touch_no_route(node: Node) -> None:
+    wa = node.add_workload("a", "10.65.0.2")
+    node.add_workload("b", "10.65.0.3")
+    node.write_affinity("10.65.0.0/26")
+    node.start_agent()
+    wait_for(lambda: len(routes(node.ns, P)) == 3, what="routes")
+    wait_for(node.ready, what="readiness")
+    netns.run(wa, ["ping", "-c", "1", "-W", "2", "10.65.0.3"])
+    before = routes(node.ns)
+    monitor = RouteMonitor(node.ns, node.factory)
+    ping = Pinger(wa, "10.65.0.3", node.factory)
+    time.sleep(0.5)  # the ping is flowing before the kill
+    node.kill_agent()
+    node.start_agent()
+    wait_for(node.ready, what="readiness after restart")
+    time.sleep(1.0)  # keep pinging across the restarted agent's first applies
+    sent, received = ping.stop()
+    events = monitor.stop()
+    assert sent >= 50
+    assert received == sent, f"lost {sent - received} of {sent} packets"
+    assert [e for e in events if "10.65." in e] == []  # nothing deleted and re-added
+    assert routes(node.ns) == before

@@ -1,0 +1,204 @@
+"""Unit tests of the benchmark framework: statistics, interleaving, ratios, targets, JSON, report, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from l3net import benchcli
+
+pytestmark = pytest.mark.unit
+
+sys.path.insert(0, str(benchcli.REPO_ROOT))
+
+from bench import BENCHMARKS, framework, report  # noqa: E402
+from bench.ipam import CountingDatastore  # noqa: E402
+from bench.route_scale import prefixes  # noqa: E402
+
+
+def test_percentile_interpolates() -> None:
+    assert framework.percentile([1, 2, 3, 4], 50) == 2.5
+    assert framework.percentile([5], 99) == 5
+    assert framework.percentile([0, 10], 90) == pytest.approx(9.0)
+    with pytest.raises(ValueError):
+        framework.percentile([], 50)
+
+
+def test_interleaved_rotates_every_variant_through_every_position() -> None:
+    order = list(framework.interleaved(3, ["a", "b", "c"]))
+    assert [v for r, v in order if r == 0] == ["a", "b", "c"]
+    assert [v for r, v in order if r == 1] == ["b", "c", "a"]
+    assert [v for r, v in order if r == 2] == ["c", "a", "b"]
+    firsts = {next(v for r, v in order if r == k) for k in range(3)}
+    assert firsts == {"a", "b", "c"}
+
+
+def _result() -> framework.Result:
+    res = framework.Result("demo", "a demo", quick=True)
+    for a, b in ((10.0, 5.0), (12.0, 6.0), (8.0, 2.0)):
+        res.sample("rate", "ours", a, unit="op/s")
+        res.sample("rate", "base", b, unit="op/s")
+    return res
+
+
+def test_ratio_uses_medians_and_keeps_paired_rounds() -> None:
+    res = _result()
+    value = res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
+    assert value == pytest.approx(10.0 / 5.0)
+    entry = res.ratios[0]
+    assert entry["paired"] == pytest.approx([2.0, 2.0, 4.0])
+    assert entry["pass"] is True
+    assert res.targets[0]["pass"] is True
+
+
+def test_failed_and_unmeasured_targets() -> None:
+    res = _result()
+    assert res.ratio("x", "rate", "ours", "base", op=">=", threshold=3.0) is not None
+    assert res.targets[-1]["pass"] is False
+    assert res.ratio("y", "rate", "ours", "missing", op=">=", threshold=1.0) is None
+    assert res.targets[-1]["pass"] is None
+    assert res.target("p99", 0.9, unit="s", op="<=", threshold=1.0) is True
+
+
+def test_sample_rejects_unit_change_and_bad_direction() -> None:
+    res = _result()
+    with pytest.raises(ValueError, match="unit"):
+        res.sample("rate", "ours", 1, unit="s")
+    with pytest.raises(ValueError, match="better"):
+        res.sample("other", "ours", 1, unit="s", better="faster")
+
+
+def test_json_matches_schema_and_partial_status() -> None:
+    res = _result()
+    res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
+    res.missing("policy part", framework.Unavailable("policy.compiler"))
+    doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1.5)
+    jsonschema.validate(doc, framework.RESULT_SCHEMA)
+    assert doc["status"] == "partial"
+    assert doc["unavailable"] == ["policy part: needs policy.compiler: not available"]
+    assert doc["metrics"]["rate"]["variants"]["ours"]["median"] == 10.0
+    assert doc["passed"] is True
+    text = framework.format_table(doc)
+    assert "NOT MEASURED: policy part" in text
+    assert "PASS" in text
+
+
+def test_machine_info_names_kernel_cores_cpu() -> None:
+    info = framework.machine_info()
+    assert info["cores"] >= 1
+    assert info["kernel"]
+    assert info["cpu_model"]
+
+
+def test_need_module_distinguishes_absence_from_a_broken_module() -> None:
+    with pytest.raises(framework.Unavailable, match="needs l3net.no_such_piece: not available"):
+        framework.need_module("l3net.no_such_piece")
+    assert framework.need_module("l3net.keys").KeyLayout
+    with pytest.raises(framework.Unavailable, match="the no-such-binary-xyz binary"):
+        framework.need_binary("no-such-binary-xyz")
+
+
+def test_need_all_names_every_missing_piece() -> None:
+    with pytest.raises(framework.Unavailable) as err:
+        framework.need_all([("l3net.keys", ""), ("l3net.nope_a", "hint a"), ("l3net.nope_b", "")],
+                           binaries=["no-such-binary-xyz"])
+    msg = str(err.value)
+    assert "l3net.nope_a" in msg and "l3net.nope_b" in msg and "no-such-binary-xyz" in msg
+    assert "hint a" in msg and "l3net.keys" not in msg.split(":")[0]
+
+
+def test_every_benchmark_module_declares_itself() -> None:
+    for name in BENCHMARKS:
+        mod = framework.load(name)
+        assert mod.NAME == name
+        assert mod.TITLE and mod.NEEDS and callable(mod.run)
+    with pytest.raises(KeyError):
+        framework.load("nope")
+
+
+def test_report_renders_results_and_rewrites_only_between_markers(tmp_path: Path) -> None:
+    res = _result()
+    res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=3.0)
+    doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1)
+    failed = framework.failure_doc("ipam", "IPAM", status="unavailable", error="needs l3net.ipam: not available",
+                                   command="l3net bench ipam", quick=False, started=0, duration=0)
+    jsonschema.validate(failed, framework.RESULT_SCHEMA)
+    text = report.render([doc, failed], tmp_path)
+    assert "**FAIL**" in text and "ok, target missed" in text
+    assert "**Not measured** (unavailable): needs l3net.ipam: not available" in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n")
+    report.write_readme(text, readme)
+    out = readme.read_text()
+    assert out.startswith("intro\n") and out.endswith(f"{report.END}\noutro\n")
+    assert "old table" not in out and "ours/base" in out
+
+
+def test_cli_command_line_and_argument_parsing() -> None:
+    parser = argparse.ArgumentParser()
+    benchcli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "ipam", "--quick", "--results-dir", "/tmp/x"])
+    assert args.names == ["ipam"] and args.quick
+    assert benchcli._command("ipam", args).endswith("bench ipam --quick --results-dir /tmp/x")
+    args = parser.parse_args(["bench"])
+    assert args.names == ["all"] and not args.quick
+    assert benchcli._command("dataplane", args).endswith("bench dataplane")
+
+
+def test_cli_rejects_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    benchcli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "nope"])
+    assert benchcli.run(args) == 2
+    assert "unknown benchmark(s) nope" in capsys.readouterr().err
+
+
+def test_unavailable_benchmark_writes_reason_and_no_plot(tmp_path: Path) -> None:
+    (tmp_path / "footprint.png").write_bytes(b"stale")
+    lines: list[str] = []
+    framework_module = framework.load("footprint")
+    # footprint needs pieces that may or may not exist; force absence through its REQUIRED list
+    saved = framework_module.REQUIRED
+    framework_module.REQUIRED = [("l3net.not_there_at_all", "test")]
+    try:
+        code = framework.execute("footprint", quick=True, results_dir=tmp_path, command="l3net bench footprint",
+                                 out=lines.append)
+    finally:
+        framework_module.REQUIRED = saved
+    doc = json.loads((tmp_path / "footprint.json").read_text())
+    jsonschema.validate(doc, framework.RESULT_SCHEMA)
+    assert code == 2
+    assert doc["status"] == "unavailable" and doc["metrics"] == {}
+    assert "not available" in doc["error"]
+    assert not (tmp_path / "footprint.png").exists()
+    assert any(line.startswith("FAILED footprint: needs") for line in lines)
+
+
+def test_counting_datastore_counts_writes_and_reads() -> None:
+    from l3net.datastore.base import Create, Put
+    from l3net.datastore.memory import MemoryDatastore
+
+    ds = CountingDatastore(MemoryDatastore())
+    ds.put("/a", b"1")
+    rev = ds.create("/b", b"2")
+    ds.update("/b", b"3", rev)
+    ds.commit([Create("/c", b"4"), Put("/d", b"5")])
+    ds.get("/a")
+    ds.list("/")
+    ds.delete("/a")
+    assert ds.writes() == 5 and ds.reads() == 2
+    assert ds.keys_written == 6
+    with pytest.raises(Exception):  # noqa: B017 - whatever Conflict the store raises, it is counted
+        ds.create("/b", b"again")
+    assert ds.calls["create"] == 2 and sum(ds.errors.values()) == 1
+
+
+def test_route_prefixes_are_distinct_blocks() -> None:
+    p = prefixes(1000)
+    assert len(set(p)) == 1000
+    assert p[0] == "10.128.0.0/26" and p[1] == "10.128.0.64/26"

@@ -1,0 +1,139 @@
+"""felix.calc: the pure calculation from datastore values to one DesiredState."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from felix.calc import Link, Model, compute
+from felix.desired import Advertisement, InterfaceSpec, RouteSpec
+from l3net.keys import KeyLayout
+from l3net.model.resource import Resource
+from l3net.model.validation import workload_endpoint_name
+
+pytestmark = pytest.mark.unit
+
+KEYS = KeyLayout("/u/")
+
+
+@dataclass
+class Upd:
+    key: str
+    value: bytes | None
+    revision: int = 1
+
+
+def wep(pod: str, node: str, ips: list[str], iface: str) -> Upd:
+    name = workload_endpoint_name(node, pod, "eth0")
+    res = Resource(kind="WorkloadEndpoint", name=name, namespace="ns1",
+                   spec={"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
+                         "ipNetworks": ips, "interfaceName": iface})
+    return Upd(KEYS.resource("workloadendpoints", name, "ns1"), res.to_json())
+
+
+def pool(name: str, cidr: str, **extra: object) -> Upd:
+    res = Resource(kind="IPPool", name=name, spec={"cidr": cidr, **extra})
+    return Upd(KEYS.resource("ippools", name), res.to_json())
+
+
+def aff(node: str, cidr: str, state: str = "confirmed") -> Upd:
+    return Upd(KEYS.affinity(node, cidr), json.dumps({"state": state}).encode())
+
+
+LINKS = {"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True), "cali3": Link("cali3", 13, False)}
+STATE = [
+    pool("p1", "10.65.0.0/16"), pool("p2", "10.99.0.0/16", disableBGPExport=True),
+    wep("a", "n1", ["10.65.0.2/32"], "cali1"),
+    wep("b", "n1", ["10.65.7.9/32"], "cali2"),          # borrowed from n2's block
+    wep("c", "n1", ["10.65.0.4/32"], "cali3"),          # interface down
+    wep("d", "n1", ["10.65.0.5/32"], "cali4"),          # interface missing
+    wep("e", "n2", ["10.65.7.2/32"], "cali9"),          # another node's
+    wep("f", "n1", ["10.99.0.7/32"], "cali1"),          # second address on cali1, no-export pool
+    aff("n1", "10.65.0.0/26"), aff("n1", "10.65.1.0/26", "pending"), aff("n2", "10.65.7.0/26"),
+    aff("n1", "10.99.0.64/26"),
+]
+LEARNED = {"10.65.7.0/26": ["10.0.0.2"], "10.65.0.0/26": ["10.0.0.2"], "10.65.0.2/32": ["10.0.0.3"],
+           "10.65.0.9/32": ["10.0.0.3", "10.0.0.2", "10.0.0.2"], "10.65.8.0/26": ["10.0.0.1"], "bogus": ["x"]}
+
+
+def model_of(updates: list[Upd]) -> Model:
+    m = Model(KEYS)
+    m.apply(updates)
+    return m
+
+
+def test_desired_state_of_a_node() -> None:
+    d = compute(model_of(STATE), "n1", LINKS, LEARNED, node_ips=["10.0.0.1"])
+    assert d.routes == {
+        RouteSpec("10.65.0.2/32", "workload", ifname="cali1", ifindex=11),
+        RouteSpec("10.99.0.7/32", "workload", ifname="cali1", ifindex=11),
+        RouteSpec("10.65.7.9/32", "workload", ifname="cali2", ifindex=12),
+        RouteSpec("10.65.0.0/26", "blackhole"),
+        RouteSpec("10.99.0.64/26", "blackhole"),
+        RouteSpec("10.65.7.0/26", "learned", next_hops=("10.0.0.2",)),
+        RouteSpec("10.65.0.9/32", "learned", next_hops=("10.0.0.2", "10.0.0.3")),  # borrowed by a peer: ECMP
+        # 10.65.8.0/26 only via our own address: dropped
+    }
+    assert d.interfaces == {InterfaceSpec("cali1"), InterfaceSpec("cali2")}
+    assert d.waiting_for_interfaces == ("cali3", "cali4")
+    assert d.advertisements == {Advertisement("10.65.0.0/26", "block"), Advertisement("10.65.7.9/32", "borrowed")}
+    assert d.local_endpoints == 5 and d.local_blocks == 2
+
+
+def test_order_of_updates_does_not_matter() -> None:
+    expected = compute(model_of(STATE), "n1", LINKS, LEARNED)
+    rnd = random.Random(5)
+    for _ in range(20):
+        shuffled = STATE[:]
+        rnd.shuffle(shuffled)
+        assert compute(model_of(shuffled), "n1", LINKS, LEARNED) == expected
+    assert compute(model_of(list(reversed(STATE))), "n1", LINKS, LEARNED) == expected
+
+
+def test_deleting_everything_leaves_nothing() -> None:
+    m = model_of(STATE)
+    m.apply([Upd(u.key, None, 2) for u in STATE])
+    d = compute(m, "n1", LINKS, {})
+    assert not d.routes and not d.interfaces and not d.advertisements
+    assert not m.resources and not m.affinities
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b'"x"', json.dumps({"kind": "WorkloadEndpoint"}).encode(),
+                                 b'{"apiVersion":"l3net.io/v1","kind":"IPPool","metadata":{"name":"p1"},'
+                                 b'"spec":{"cidr":"nope"}}'])
+def test_a_bad_value_is_absent_and_leaves_the_rest_alone(raw: bytes) -> None:
+    good = compute(model_of(STATE), "n1", LINKS, {})
+    m = model_of(STATE)
+    bad_key = STATE[2].key  # workload a
+    m.apply([Upd(bad_key, raw, 3)])
+    d = compute(m, "n1", LINKS, {})
+    assert bad_key in m.invalid
+    assert d.routes == good.routes - {RouteSpec("10.65.0.2/32", "workload", ifname="cali1", ifindex=11)}
+
+
+def test_bad_affinity_values_are_absent() -> None:
+    m = model_of(STATE)
+    key = KEYS.affinity("n1", "10.65.0.0/26")
+    m.apply([Upd(key, b'{"state": 5}', 3)])
+    assert key in m.invalid
+    assert RouteSpec("10.65.0.0/26", "blackhole") not in compute(m, "n1", LINKS, {}).routes
+
+
+def test_two_workloads_claiming_one_address_keep_the_first_deterministically() -> None:
+    m = model_of([wep("a", "n1", ["10.65.0.2/32"], "cali1"), wep("b", "n1", ["10.65.0.2/32"], "cali2")])
+    routes = compute(m, "n1", LINKS, {}).routes
+    assert len(routes) == 1
+
+
+def test_builders_are_called_with_the_model() -> None:
+    seen = []
+
+    def builder(model: Model, node: str) -> str:
+        seen.append((len(model.workloads), node))
+        return "view"
+
+    d = compute(model_of(STATE), "n1", LINKS, {}, bgp_builder=builder, policy_builder=builder)
+    assert d.bgp_view == "view" and d.policy == "view" and seen == [(6, "n1"), (6, "n1")]

@@ -1,0 +1,271 @@
+"""Unit tests of the block-affinity IPAM against MemoryDatastore (races simulated by interleaving)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from l3net.datastore.base import Create, Op
+from l3net.datastore.memory import MemoryDatastore
+from l3net.errors import Conflict
+from l3net.ipam import IPAM, AddressUnavailable, NoAddresses
+from l3net.ipam.block import Block
+from l3net.keys import KeyLayout
+
+pytestmark = pytest.mark.unit
+
+KEYS = KeyLayout("/t/")
+
+
+def add_pool(ds: MemoryDatastore, name: str, cidr: str, block_size: int = 26, **spec: object) -> None:
+    doc = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": name},
+           "spec": {"cidr": cidr, "blockSize": block_size, **spec}}
+    ds.put(KEYS.resource("ippools", name), json.dumps(doc).encode())
+
+
+def add_node(ds: MemoryDatastore, name: str, labels: dict[str, str] | None = None) -> None:
+    doc = {"apiVersion": "l3net.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}},
+           "spec": {}}
+    ds.put(KEYS.resource("nodes", name), json.dumps(doc).encode())
+
+
+def add_wep(ds: MemoryDatastore, name: str, ip: str, cid: str = "") -> None:
+    doc = {"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint", "metadata": {"name": name, "namespace": "d"},
+           "spec": {"node": "a", "ipNetworks": [f"{ip}/32"], "containerID": cid}}
+    ds.put(KEYS.resource("workloadendpoints", name, "d"), json.dumps(doc).encode())
+
+
+def consistent(ipam: IPAM) -> bool:
+    """No double allocation, orphan or record mismatch (leaks are expected: these tests write no endpoints)."""
+    r = ipam.check()
+    return not (r.double_allocations or r.orphaned_affinities or r.inconsistencies or r.missing_allocations)
+
+
+def block_of(ds: MemoryDatastore, cidr: str) -> Block:
+    kv = ds.get(KEYS.block(cidr))
+    assert kv is not None
+    return Block.from_json(kv.value)
+
+
+@pytest.fixture
+def ds() -> MemoryDatastore:
+    store = MemoryDatastore()
+    add_node(store, "a")
+    add_node(store, "b")
+    return store
+
+
+def test_nodes_claim_blocks_in_order_and_allocate_from_their_own(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.0.0.0/24")
+    ipam = IPAM(ds, KEYS)
+    a1 = ipam.auto_assign("net.a1", "a", {})
+    b1 = ipam.auto_assign("net.b1", "b", {})
+    a2 = ipam.auto_assign("net.a2", "a", {})
+    assert a1 == ["10.0.0.0"] and a2 == ["10.0.0.1"]
+    assert b1 == ["10.0.0.64"]
+    assert block_of(ds, "10.0.0.0/26").affinity == "host:a"
+    assert [c for _, c in ipam.affinities("b")] == ["10.0.0.64/26"]
+    assert consistent(ipam)
+    assert not ipam.check().ok  # three allocations and no WorkloadEndpoint: leaks
+
+
+def test_full_block_claims_next_and_retried_add_returns_same_address(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.1.0.0/24", block_size=30)
+    ipam = IPAM(ds, KEYS)
+    ips = [ipam.auto_assign(f"net.c{i}", "a", {})[0] for i in range(6)]
+    assert len(set(ips)) == 6
+    assert [c for _, c in ipam.affinities("a")] == ["10.1.0.0/30", "10.1.0.4/30"]
+    assert ipam.auto_assign("net.c3", "a", {}) == [ips[3]]
+    assert ipam.release_handle("net.c3") == [ips[3]]
+    assert ipam.release_handle("net.c3") == []
+
+
+def test_borrowing_when_at_block_limit_and_strict_affinity_refuses(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.2.0.0/28", block_size=30)  # 4 blocks of 4
+    ipam = IPAM(ds, KEYS)
+    ipam.set_config(maxBlocksPerHost=1)
+    b_ips = [ipam.auto_assign(f"net.b{i}", "b", {})[0] for i in range(2)]
+    a_ips = [ipam.auto_assign(f"net.a{i}", "a", {})[0] for i in range(4)]
+    borrowed = ipam.auto_assign("net.a4", "a", {})[0]
+    assert ipaddress.ip_address(borrowed) not in ipaddress.ip_network("10.2.0.4/30")  # a's own block
+    report = ipam.check()
+    assert [x.ip for x in report.borrowed] == [borrowed] and b_ips
+    assert len(set(a_ips)) == 4
+    ipam.set_config(strictAffinity=True)
+    with pytest.raises(NoAddresses, match="strict affinity"):
+        ipam.auto_assign("net.a5", "a", {})
+    assert ipam.handle_ips("net.a5") == []
+
+
+def test_pool_exhausted_raises_and_writes_nothing(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.3.0.0/30", block_size=30)
+    ipam = IPAM(ds, KEYS)
+    for i in range(4):
+        ipam.auto_assign(f"net.x{i}", "a", {})
+    before = ds.writes
+    with pytest.raises(NoAddresses):
+        ipam.auto_assign("net.x9", "b", {})
+    assert ds.get(KEYS.handle("net.x9")) is None
+    assert ds.writes == before
+
+
+class RacingStore(MemoryDatastore):
+    """Runs ``hook`` once, just before the first commit that matches ``when`` (an interleaved writer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Callable[[], None] | None = None
+        self.when: Callable[[Sequence[Op]], bool] = lambda ops: False
+
+    def commit(self, ops: Sequence[Op]) -> int:
+        if self.hook is not None and self.when(ops):
+            hook, self.hook = self.hook, None
+            hook()
+        return super().commit(ops)
+
+
+def test_losing_a_block_claim_race_removes_pending_affinity_and_claims_another() -> None:
+    ds = RacingStore()
+    add_node(ds, "a")
+    add_node(ds, "b")
+    add_pool(ds, "p", "10.4.0.0/24")
+    a, b = IPAM(ds, KEYS), IPAM(ds, KEYS)
+    first_block = KEYS.block("10.4.0.0/26")
+    ds.when = lambda ops: any(isinstance(o, Create) and o.key == first_block for o in ops)
+    ds.hook = lambda: b.auto_assign("net.b", "b", {})  # b claims 10.4.0.0/26 under a's feet
+    got = a.auto_assign("net.a", "a", {})
+    assert b.handle_ips("net.b") == ["10.4.0.0"]
+    assert got == ["10.4.0.64"]
+    assert ds.get(KEYS.affinity("a", "10.4.0.0/26")) is None  # pending affinity cleaned up
+    assert [c for _, c in a.affinities("a")] == ["10.4.0.64/26"]
+    assert consistent(a)
+
+
+def test_interleaved_allocation_in_same_block_retries_and_gets_distinct_address(ds: MemoryDatastore) -> None:
+    store = RacingStore()
+    add_node(store, "a")
+    add_pool(store, "p", "10.5.0.0/24")
+    ipam = IPAM(store, KEYS)
+    ipam.auto_assign("net.first", "a", {})
+    block_key = KEYS.block("10.5.0.0/26")
+    store.when = lambda ops: any(o.key == block_key for o in ops)
+    store.hook = lambda: IPAM(store, KEYS).auto_assign("net.other", "a", {})
+    mine = ipam.auto_assign("net.mine", "a", {})
+    other = ipam.handle_ips("net.other")
+    assert sorted(mine + other) == ["10.5.0.1", "10.5.0.2"]
+    assert ipam.check().inconsistencies == []
+
+
+def test_pending_affinity_is_treated_as_absent(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.6.0.0/24")
+    ds.create(KEYS.affinity("a", "10.6.0.0/26"), b'{"state": "pending"}')
+    ipam = IPAM(ds, KEYS)
+    assert ipam.affinities("a") == []
+    # a's own stale pending affinity (a crash mid-claim) is adopted by the next claim
+    assert ipam.auto_assign("net.a", "a", {}) == ["10.6.0.0"]
+    assert [c for _, c in ipam.affinities("a")] == ["10.6.0.0/26"]
+
+
+def test_static_assign_refuses_outside_pool_and_taken(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.7.0.0/24")
+    ipam = IPAM(ds, KEYS)
+    assert ipam.assign("10.7.0.9", "net.s", "a", {}) == "10.7.0.9"
+    assert ipam.assign("10.7.0.9", "net.s", "a", {}) == "10.7.0.9"  # idempotent
+    with pytest.raises(AddressUnavailable, match="already in use by handle 'net.s'"):
+        ipam.assign("10.7.0.9", "net.t", "a", {})
+    with pytest.raises(AddressUnavailable, match="outside every enabled IP pool"):
+        ipam.assign("192.168.0.1", "net.t", "a", {})
+    assert ipam.handle_ips("net.t") == []
+    assert block_of(ds, "10.7.0.0/26").affinity == "host:a"
+
+
+def test_sticky_address_comes_back_within_hold_time_only(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.8.0.0/24")
+    now = [1000.0]
+    ipam = IPAM(ds, KEYS, clock=lambda: now[0], sticky_hold_seconds=60)
+    ip = ipam.auto_assign("net.c1", "a", {}, sticky_key="ns/db-0")[0]
+    ipam.auto_assign("net.filler", "a", {})
+    assert ipam.release_handle("net.c1") == [ip]
+    assert ipam.auto_assign("net.other", "a", {})[0] != ip  # held: nobody else gets it
+    assert [a.ip for a in ipam.check().held] == [ip]
+    now[0] += 30
+    assert ipam.auto_assign("net.c2", "b", {}, sticky_key="ns/db-0") == [ip]
+    ipam.release_handle("net.c2")
+    now[0] += 61
+    assert ipam.check().leaks[0].ip == ip  # expired, not yet collected
+    assert ipam.release_expired_holds() == [ip]
+    assert ds.get(KEYS.handle("l3net-sticky.ns.db-0")) is None
+    fresh = ipam.auto_assign("net.c3", "a", {}, sticky_key="ns/db-0")
+    assert fresh == ["10.8.0.3"]  # the freed address went to the tail of the free list
+    kv = ds.get(KEYS.sticky("ns/db-0"))
+    assert kv is not None and json.loads(kv.value)["ip"] == "10.8.0.3"
+    assert consistent(ipam)
+
+
+def test_empty_blocks_released_but_node_keeps_its_last(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.9.0.0/24", block_size=30)
+    ipam = IPAM(ds, KEYS)
+    for i in range(6):
+        ipam.auto_assign(f"net.e{i}", "a", {})
+    assert len(ipam.affinities("a")) == 2
+    for i in range(4, 6):
+        ipam.release_handle(f"net.e{i}")
+    assert [c for _, c in ipam.affinities("a")] == ["10.9.0.0/30"]
+    assert ds.get(KEYS.block("10.9.0.4/30")) is None
+    for i in range(4):
+        ipam.release_handle(f"net.e{i}")
+    assert [c for _, c in ipam.affinities("a")] == ["10.9.0.0/30"]
+    assert block_of(ds, "10.9.0.0/30").is_empty()
+
+
+def test_release_node_drops_affinities_and_unaffines_used_blocks(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.10.0.0/24", block_size=30)
+    ipam = IPAM(ds, KEYS)
+    ipam.auto_assign("net.n1", "a", {})
+    ipam.claim_block("a", "10.10.0.8/30")
+    assert sorted(ipam.release_node("a")) == ["10.10.0.0/30", "10.10.0.8/30"]
+    assert ipam.affinities("a", state=None) == []
+    assert ds.get(KEYS.block("10.10.0.8/30")) is None
+    assert block_of(ds, "10.10.0.0/30").affinity is None
+    assert ipam.release_handle("net.n1") == ["10.10.0.0"]
+    assert ds.get(KEYS.block("10.10.0.0/30")) is None
+
+
+def test_node_selector_restricts_pools(ds: MemoryDatastore) -> None:
+    add_node(ds, "a", {"rack": "r1"})
+    add_pool(ds, "r2", "10.11.0.0/24", nodeSelector="rack == 'r2'")
+    add_pool(ds, "r1", "10.12.0.0/24", nodeSelector="rack == 'r1'")
+    ipam = IPAM(ds, KEYS)
+    assert ipam.auto_assign("net.s", "a", {}) == ["10.12.0.0"]
+    with pytest.raises(NoAddresses, match="no enabled IPv4 pool"):
+        ipam.auto_assign("net.t", "a", {}, pools=["r2"])
+
+
+def test_check_reports_leaks_orphans_and_doubles(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.13.0.0/24")
+    ipam = IPAM(ds, KEYS)
+    ip = ipam.auto_assign("net.k1", "a", {"containerID": "k1"})[0]
+    add_wep(ds, "w1", ip, "k1")
+    assert ipam.check().ok
+    leaked = ipam.auto_assign("net.k2", "a", {})[0]
+    ds.put(KEYS.affinity("ghost", "10.13.0.192/26"), b'{"state": "confirmed"}')
+    add_wep(ds, "w2", ip, "k9")
+    report = ipam.check()
+    assert not report.ok
+    assert [a.ip for a in report.leaks] == [leaked]
+    assert report.orphaned_affinities and "ghost" in report.orphaned_affinities[0]
+    assert report.double_allocations and ip in report.double_allocations[0]
+    with pytest.raises(Conflict):
+        ds.create(KEYS.handle("net.k1"), b"{}")  # the handle index exists
+
+
+def test_release_ips_frees_single_address_and_updates_handle(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.14.0.0/24")
+    ipam = IPAM(ds, KEYS)
+    ips = ipam.auto_assign("net.m", "a", {}, num_v4=2)
+    assert ipam.release_ips([ips[0]]) == [ips[0]]
+    assert ipam.handle_ips("net.m") == [ips[1]]
+    assert ipam.check().inconsistencies == []
