@@ -30,5 +30,6 @@ WORKLOADS = 200
 def run(ctx: Context) -> Result:
     need_root()
     need_all(REQUIRED, binaries=["bird", "birdc"])
-    raise Unavailable("the control-plane measurement in bench/control_plane.py",
-                      "the lab, agent and BGP pieces landed after it was written; no number is reported until it is")
+    raise Unavailable("the control-plane harness (bench/control_plane.py)",
+                      "not written yet: it waits for the lab launcher, the agent, BGP and the CNI plugin; "
+                      "no number is reported until it is")

@@ -50,7 +50,7 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
     for d in docs:
         m = d["machine"]
         status = d["status"] if d["status"] != "ok" else ("ok" if d["passed"] is not False else "ok, target missed")
-        out.append(f"| [{d['benchmark']}](#{d['benchmark'].replace('_', '-')}) | {status} | {d['date']} | "
+        out.append(f"| [{d['benchmark']}](#{d['benchmark']}) | {status} | {d['date']} | "
                    f"{m.get('cpu_model')}, {m.get('cores')} cores, kernel {m.get('kernel')} | "
                    f"{'quick' if d['quick'] else 'full'} |")
     for d in docs:

@@ -144,7 +144,7 @@ def run(ctx: Context) -> Result:
     need_binary("ip")
     need_module("felix.drivers.routes", "the agent engineer's route driver has not landed")
     count = ctx.size(10_000, 500)
-    rounds = ctx.size(5, 1)
+    rounds = ctx.size(3, 1)
     dsts = prefixes(count)
     res = Result(NAME, TITLE, ctx.quick)
     res.setup.update({"prefixes": count, "rounds": rounds, "prefix_shape": "/26 via one on-link next hop, proto 76",

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -32,20 +33,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for the loopback client listener: server certificate and key, and the CA that signs client
+    certificates (given: etcd demands a client certificate signed by it, ``--client-cert-auth``)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
 class EtcdServer:
     """One etcd process. Not thread-safe; ``stop()`` is idempotent.
 
     ``run_dir`` holds the socket, the log and (unless ``data_dir`` is given)
-    the data. ``client_port`` adds a loopback listener for tools on the host.
+    the data. ``client_port`` adds a loopback listener for tools on the host;
+    with ``tls`` that listener speaks ``https://`` (the unix socket stays plain
+    HTTP: it is guarded by file permissions, and etcd ignores TLS on ``unix://``).
     """
 
     def __init__(self, run_dir: str | Path, *, data_dir: str | Path | None = None,
-                 client_port: int | None = None, name: str = "l3net") -> None:
+                 client_port: int | None = None, name: str = "l3net", tls: ServerTLS | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.data_dir = Path(data_dir) if data_dir else self.run_dir / "etcd-data"
         self.client_port = client_port
         self.peer_port = free_port()
         self.name = name
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,15 +70,27 @@ class EtcdServer:
     def endpoints(self) -> str:
         """What clients should use: the socket first, then the TCP port if any."""
         eps = [f"unix://{self.socket_path}"]
-        if self.client_port:
-            eps.append(f"http://127.0.0.1:{self.client_port}")
+        if self.tcp_endpoint:
+            eps.append(self.tcp_endpoint)
         return ",".join(eps)
 
     @property
+    def unix_endpoint(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
     def tcp_endpoint(self) -> str | None:
-        return f"http://127.0.0.1:{self.client_port}" if self.client_port else None
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}" if self.client_port else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 15.0) -> None:
+        """Start etcd (again, after ``pause()``: same ports, same data) and wait until it is healthy."""
+        if self.running:
+            raise RuntimeError(f"etcd {self.name} is already running (pid {self.proc.pid if self.proc else '?'})")
         binary = shutil.which("etcd")
         if binary is None:
             raise RuntimeError("etcd not found on PATH: install Debian's etcd-server (make setup does)")
@@ -73,9 +99,9 @@ class EtcdServer:
         if self.socket_path.exists():
             self.socket_path.unlink()
         listen = [f"unix://{SOCKET_NAME}"]
-        advertise = f"http://127.0.0.1:{self.client_port or free_port()}"
-        if self.client_port:
-            listen.append(f"http://127.0.0.1:{self.client_port}")
+        advertise = self.tcp_endpoint or f"http://127.0.0.1:{free_port()}"
+        if self.tcp_endpoint:
+            listen.append(self.tcp_endpoint)
         cmd = [
             binary, "--name", self.name, "--data-dir", str(self.data_dir),
             "--listen-client-urls", ",".join(listen),
@@ -85,6 +111,10 @@ class EtcdServer:
             "--initial-cluster", f"{self.name}=http://127.0.0.1:{self.peer_port}",
             "--auto-compaction-retention", "0",
         ]
+        if self.tls:
+            cmd += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
+            if self.tls.client_ca:
+                cmd += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.client_ca)]
         log = open(self.run_dir / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
         # The socket name is relative: etcd creates it in its working directory.
         self.proc = subprocess.Popen(cmd, cwd=self.run_dir, stdout=log, stderr=subprocess.STDOUT,

@@ -115,6 +115,12 @@ class SimNode:
             for kchain, rules in hooks.items():
                 self._rules.setdefault(table, {})[kchain] = [_parse_rule(r) for r in rules]
         self.visited = 0
+        self._net_cache: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
+
+    def _nets(self, name: str, members: frozenset[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        if name not in self._net_cache:
+            self._net_cache[name] = [ipaddress.ip_network(m) for m in members]
+        return self._net_cache[name]
 
     def _set_has(self, name: str, dirs: str, pkt: SimPacket) -> bool:
         if name not in self.program.ipsets:
@@ -122,7 +128,7 @@ class SimNode:
         kind, members = self.program.ipsets[name]
         if kind == "hash:net":
             ip = ipaddress.ip_address(pkt.src if dirs == "src" else pkt.dst)
-            return any(ip in ipaddress.ip_network(m) for m in members)
+            return any(ip in net for net in self._nets(name, members))
         if kind == "hash:ip,port" and dirs == "dst,dst":
             return f"{pkt.dst},{pkt.proto}:{pkt.dport}" in members
         raise SimulatorError(f"unsupported set use {kind} {dirs}")

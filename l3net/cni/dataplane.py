@@ -124,8 +124,8 @@ def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int =
         pod.link("set", index=pidx, state="up")
         for ip in ips:
             pod.addr("add", index=pidx, address=ip, prefixlen=32)
-        pod.route("add", dst=f"{WORKLOAD_GATEWAY_V4}/32", oif=pidx, scope=RT_SCOPE_LINK)
-        pod.route("add", dst="0.0.0.0/0", gateway=WORKLOAD_GATEWAY_V4, oif=pidx)
+        pod.route("add", dst=f"{WORKLOAD_GATEWAY_V4}/32", oif=pidx, scope=RT_SCOPE_LINK, proto=ROUTE_PROTO)
+        pod.route("add", dst="0.0.0.0/0", gateway=WORKLOAD_GATEWAY_V4, oif=pidx, proto=ROUTE_PROTO)
         pod_mac = pod.link("get", index=pidx)[0].get_attr("IFLA_ADDRESS")
 
     with IPRoute() as ipr:

@@ -41,6 +41,7 @@ from l3net.cni.errors import (
     TRY_AGAIN_LATER,
     CNIError,
 )
+from l3net.cni.hostlock import node_lock
 from l3net.constants import WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
 from l3net.datastore import EtcdDatastore, TLSFiles
 from l3net.errors import DatastoreError, ValidationError
@@ -75,6 +76,8 @@ def _to_cni_error(exc: BaseException) -> CNIError:
         return CNIError(IPAM_REFUSED, "IP address management refused the request", str(exc))
     if isinstance(exc, ValidationError):
         return CNIError(INVALID_CONFIG, "invalid workload data", str(exc))
+    if isinstance(exc, TimeoutError):
+        return CNIError(TRY_AGAIN_LATER, "another IPAM operation holds the node lock, try again later", str(exc))
     if isinstance(exc, dataplane.DataplaneError | NetlinkError | OSError):
         return CNIError(DATAPLANE_FAILURE, "failed to wire the workload", str(exc))
     _log.error("unexpected error: %s", "".join(traceback.format_exception(exc)))
@@ -141,12 +144,13 @@ class Invocation:
                  "interface": self.env.ifname}
         ips: list[str] = []
         try:
-            if self.conf.static_ips:
-                ips = [self.ipam.assign(ip, self.handle, self.node, attrs) for ip in self.conf.static_ips]
-            else:
-                ips = self.ipam.auto_assign(self.handle, self.node, attrs, num_v4=1,
-                                            pools=list(self.conf.ipv4_pools) or None,
-                                            sticky_key=self.conf.sticky_key)
+            with node_lock(self.node):
+                if self.conf.static_ips:
+                    ips = [self.ipam.assign(ip, self.handle, self.node, attrs) for ip in self.conf.static_ips]
+                else:
+                    ips = self.ipam.auto_assign(self.handle, self.node, attrs, num_v4=1,
+                                                pools=list(self.conf.ipv4_pools) or None,
+                                                sticky_key=self.conf.sticky_key)
             wired = dataplane.setup(self.host_if, self.env.netns, self.env.ifname, ips, self.conf.mtu)
             doc = self.wep_document(ips, wired.pod_mac)
             self.client.apply([resource_from_document(doc, "CNI ADD")])
@@ -164,8 +168,9 @@ class Invocation:
         except (OSError, NetlinkError) as exc:
             _log.error("rollback: could not remove %s: %s", self.host_if, exc)
         try:
-            self.ipam.release_handle(self.handle)
-        except (DatastoreError, IPAMError) as exc:
+            with node_lock(self.node):
+                self.ipam.release_handle(self.handle)
+        except (DatastoreError, IPAMError, TimeoutError) as exc:
             _log.error("rollback: could not release handle=%s: %s", self.handle, exc)
 
     def result(self, ips: list[str], pod_mac: str) -> dict[str, Any]:
@@ -198,7 +203,8 @@ class Invocation:
         else:
             _log.info("DEL: endpoint now belongs to another container; leaving veth and endpoint wep=%s",
                       self.wep_name)
-        self.ipam.release_handle(self.handle)
+        with node_lock(self.node):
+            self.ipam.release_handle(self.handle)
         _log.info("DEL done container=%s ips=%s", self.env.container_id, ",".join(ips))
 
     def check(self) -> None:

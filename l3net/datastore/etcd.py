@@ -12,8 +12,11 @@ Endpoints: ``http://host:port``, ``https://host:port`` (with CA, cert, key) or
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from urllib.parse import quote, urlparse
 import etcd3gw
 import etcd3gw.exceptions
 import requests
+import urllib3.exceptions
 
 from l3net.datastore.base import Create, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
@@ -56,9 +60,25 @@ def _prefix_end(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class TLSFiles:
+    """Client TLS material for ``https://`` endpoints: CA bundle, client certificate and its key (paths).
+
+    Without ``ca`` the system trust store verifies the server; ``cert`` and ``key`` go together.
+    """
+
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+
+    def check(self) -> None:
+        """Raise ValueError naming the field when the files cannot be used."""
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("etcd TLS: the client certificate (cert) and its key (key) must be given together")
+        for field, path in (("ca", self.ca), ("cert", self.cert), ("key", self.key)):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"etcd TLS {field} file {path!r}: no such file")
+
+    def __bool__(self) -> bool:
+        return bool(self.ca or self.cert or self.key)
 
 
 class _GatewayClient(etcd3gw.Etcd3Client):
@@ -68,16 +88,22 @@ class _GatewayClient(etcd3gw.Etcd3Client):
         url = urlparse(endpoint)
         self.endpoint = endpoint
         session = requests.Session()
+        # Not from the environment: requests lets REQUESTS_CA_BUNDLE override session.verify (so a given CA
+        # would be silently ignored), and etcd traffic must not go through an HTTP_PROXY.
+        session.trust_env = False
         if url.scheme == "unix":
-            path = url.path or url.netloc
+            path = url.netloc + url.path
+            if not path:
+                raise ValueError(f"etcd endpoint {endpoint!r}: no socket path")
             session.mount(UNIX_SCHEME, UnixSocketAdapter(path))
             self._base = f"{UNIX_SCHEME}{quote(path, safe='')}"
             super().__init__(host="localhost", port=0, protocol="http", session=session,
                              timeout=_REQUEST_TIMEOUT, api_path="/v3/")
         elif url.scheme in ("http", "https"):
+            if not url.hostname:
+                raise ValueError(f"etcd endpoint {endpoint!r}: no host")
             if url.scheme == "https":
-                if tls.ca:
-                    session.verify = tls.ca
+                session.verify = tls.ca or os.environ.get("REQUESTS_CA_BUNDLE") or True
                 if tls.cert and tls.key:
                     session.cert = (tls.cert, tls.key)
             self._base = f"{url.scheme}://{url.netloc}"
@@ -91,12 +117,44 @@ class _GatewayClient(etcd3gw.Etcd3Client):
         return self._base
 
 
+# TCP keepalive on watch sockets (idle, interval, probes): a watch is quiet for long stretches, and
+# without probes a vanished peer (host down, partition: no FIN, no RST) would block the reader forever.
+_KEEPALIVE = (10, 5, 3)
+
+
+def _stream_socket(resp: requests.Response) -> socket.socket | None:
+    """The socket under a streamed response (urllib3 2.x keeps its connection until the body is read)."""
+    conn = getattr(resp.raw, "connection", None)
+    return getattr(conn, "sock", None)
+
+
+def _tune_stream_socket(sock: socket.socket) -> None:
+    """No read timeout on the stream (it may be idle for hours), TCP keepalive instead."""
+    sock.settimeout(None)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        idle, interval, count = _KEEPALIVE
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+
+
 class _EtcdWatch:
-    """One watch stream. Iterating yields event batches in revision order."""
+    """One watch stream over the v3 JSON gateway. Iterating yields event batches in revision order.
+
+    Owns one HTTP connection. Iteration raises :class:`Compacted` when ``start_revision`` is gone and
+    :class:`DatastoreUnavailable` when the stream breaks, errs or is closed by the server; it ends
+    quietly once :meth:`cancel` was called. ``cancel()`` may come from any thread and is idempotent: it
+    shuts the socket down, which wakes a reader blocked in ``recv`` (closing the response alone does
+    not: it waits for the reader's buffer lock, a deadlock).
+    Constructing raises ``requests``/``OSError`` errors unwrapped so that the caller can fail over.
+    """
 
     def __init__(self, client: _GatewayClient, prefix: str, start_revision: int):
-        self._client = client
+        self._endpoint = client.endpoint
         self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._iterating = False
         request = {
             "create_request": {
                 "key": _b64(prefix),
@@ -105,14 +163,27 @@ class _EtcdWatch:
                 "progress_notify": True,
             }
         }
-        try:
-            self._resp = client.session.post(
-                client.get_url("/watch"), json=request, stream=True, timeout=(_REQUEST_TIMEOUT, None)
-            )
-        except requests.RequestException as exc:
-            raise DatastoreUnavailable(client.endpoint, str(exc)) from exc
+        # The read timeout bounds the wait for the response headers (etcd answers "created" at once);
+        # the stream itself then runs without one (see _tune_stream_socket).
+        resp = client.session.post(client.get_url("/watch"), json=request, stream=True,
+                                   timeout=(_REQUEST_TIMEOUT, _REQUEST_TIMEOUT))
+        if resp.status_code != 200:
+            detail = resp.text[:300]
+            resp.close()
+            raise DatastoreError(f"etcd at {self._endpoint} refused the watch: HTTP {resp.status_code} {detail}")
+        self._resp = resp
+        self._sock = _stream_socket(resp)
+        if self._sock is None:
+            resp.close()
+            raise DatastoreError(f"etcd at {self._endpoint}: cannot reach the watch stream's socket")
+        _tune_stream_socket(self._sock)
 
     def __iter__(self) -> Iterator[list[WatchEvent]]:
+        with self._lock:
+            if self._closed.is_set():
+                self._resp.close()
+                return
+            self._iterating = True
         buf = b""
         try:
             for chunk in self._resp.iter_content(chunk_size=None):
@@ -122,51 +193,90 @@ class _EtcdWatch:
                     batch = self._parse(line)
                     if batch:
                         yield batch
-        except (requests.RequestException, OSError, AttributeError, ValueError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError,
+                ValueError) as exc:
+            # AttributeError: http.client drops its file object when the response is closed under us.
             if self._closed.is_set():
                 return
-            raise DatastoreUnavailable(self._client.endpoint, f"watch stream lost: {exc}") from exc
+            raise DatastoreUnavailable(self._endpoint, f"watch stream lost: {exc}") from exc
+        finally:
+            self._resp.close()
         if not self._closed.is_set():
-            raise DatastoreUnavailable(self._client.endpoint, "watch stream closed by server")
+            raise DatastoreUnavailable(self._endpoint, "watch stream closed by server")
 
     def _parse(self, line: bytes) -> list[WatchEvent]:
         if not line.strip():
             return []
         msg = json.loads(line)
         if "error" in msg:
-            raise DatastoreUnavailable(self._client.endpoint, f"watch error: {msg['error']}")
-        result = msg.get("result", {})
-        if int(result.get("compact_revision", 0) or 0) > 0:
-            raise Compacted(int(result["compact_revision"]))
-        if result.get("canceled"):
-            raise DatastoreUnavailable(self._client.endpoint, f"watch canceled: {result.get('cancel_reason', '')}")
-        events = []
-        for ev in result.get("events", []):
-            kv = ev["kv"]
-            key = _unb64(kv["key"]).decode()
-            if ev.get("type") == "DELETE":
-                events.append(WatchEvent("delete", key, None, int(kv["mod_revision"])))
-            else:
-                events.append(WatchEvent("put", key, _unb64(kv.get("value", "")), int(kv["mod_revision"])))
-        return events
+            raise DatastoreUnavailable(self._endpoint, f"watch error: {msg['error']}")
+        try:
+            result = msg.get("result", {})
+            if int(result.get("compact_revision", 0) or 0) > 0:
+                raise Compacted(int(result["compact_revision"]))
+            if result.get("canceled"):
+                raise DatastoreUnavailable(self._endpoint,
+                                           f"watch canceled: {result.get('cancel_reason', '')}")
+            events = []
+            for ev in result.get("events", []):
+                kv = ev["kv"]
+                key = _unb64(kv["key"]).decode()
+                if ev.get("type") == "DELETE":
+                    events.append(WatchEvent("delete", key, None, int(kv["mod_revision"])))
+                else:
+                    events.append(WatchEvent("put", key, _unb64(kv.get("value", "")), int(kv["mod_revision"])))
+            return events
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DatastoreUnavailable(self._endpoint, f"malformed watch response: {exc!r}") from exc
 
     def cancel(self) -> None:
-        self._closed.set()
-        self._resp.close()
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            iterating = self._iterating
+        # socket.socket.shutdown, not SSLSocket's: that one also drops the TLS object under the reader.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+        if not iterating:
+            self._resp.close()
 
 
 class _EtcdLease:
-    def __init__(self, store: EtcdDatastore, lease_id: int):
+    """A granted lease. ``refresh()`` raises DatastoreError once it has expired; ``revoke()`` is idempotent."""
+
+    def __init__(self, store: EtcdDatastore, lease_id: int, ttl: int):
         self._store = store
         self.id = lease_id
+        self.ttl = ttl
 
     def refresh(self) -> None:
-        result = self._store._call(lambda c: c.post(c.get_url("/lease/keepalive"), json={"ID": self.id}))
+        result = self._store._post("/lease/keepalive", {"ID": self.id})
         if int(result.get("result", {}).get("TTL", -1)) <= 0:
             raise DatastoreError(f"lease {self.id} has expired")
 
+    def time_to_live(self) -> int:
+        """Seconds left (-1 once expired or revoked)."""
+        result = self._store._post("/kv/lease/timetolive", {"ID": self.id})
+        return int(result.get("TTL", -1))
+
     def revoke(self) -> None:
-        self._store._call(lambda c: c.post(c.get_url("/kv/lease/revoke"), json={"ID": self.id}))
+        try:
+            self._store._post("/lease/revoke", {"ID": self.id})
+        except DatastoreError as exc:
+            if "lease not found" not in str(exc):
+                raise
+            _log.debug("lease already gone lease=%d", self.id)
+
+
+def _describe(exc: BaseException | None) -> str:
+    """The reason an endpoint failed, saying plainly when it was TLS (etcd3gw re-raises without the type)."""
+    if exc is None:
+        return ""
+    text = getattr(exc, "detail_text", None) or str(exc)
+    if isinstance(exc, requests.exceptions.SSLError) or isinstance(exc.__context__, requests.exceptions.SSLError):
+        return f"TLS handshake failed (check the CA, client certificate and key): {text}"
+    return text
 
 
 class EtcdDatastore:
@@ -177,9 +287,14 @@ class EtcdDatastore:
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
             raise ValueError("no etcd endpoint given")
-        self._clients = [_GatewayClient(e, tls or TLSFiles()) for e in endpoints]
+        tls = tls or TLSFiles()
+        tls.check()
+        self._clients = [_GatewayClient(e, tls) for e in endpoints]
         self._current = 0
         self.endpoint = ",".join(endpoints)
+        if tls and not any(e.startswith("https://") for e in endpoints):
+            _log.warning("etcd TLS files given but no https:// endpoint: they are ignored endpoints=%s",
+                         self.endpoint)
 
     # -- plumbing ----------------------------------------------------------
     def _call(self, fn: Any) -> Any:
@@ -193,12 +308,14 @@ class EtcdDatastore:
                 self._current = idx
                 return result
             except (etcd3gw.exceptions.ConnectionFailedError, etcd3gw.exceptions.ConnectionTimeoutError,
-                    requests.RequestException, OSError) as exc:
+                    requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                _log.debug("etcd endpoint failed endpoint=%s error=%s", client.endpoint, exc)
                 last = exc
                 continue
             except etcd3gw.exceptions.Etcd3Exception as exc:
-                raise DatastoreError(f"etcd at {client.endpoint} refused the request: {exc}") from exc
-        raise DatastoreUnavailable(self.endpoint, str(last) if last else "")
+                detail = getattr(exc, "detail_text", None) or str(exc)
+                raise DatastoreError(f"etcd at {client.endpoint} refused the request: {detail}") from exc
+        raise DatastoreUnavailable(self.endpoint, _describe(last))
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call(lambda c: c.post(c.get_url(path), data=json.dumps(body)))
@@ -279,11 +396,19 @@ class EtcdDatastore:
         return self._call(lambda c: _EtcdWatch(c, prefix, start_revision))
 
     def compact(self, revision: int) -> None:
-        self._post("/kv/compaction", {"revision": revision, "physical": True})
+        """Drop history up to ``revision``. Idempotent: an already compacted revision is not an error."""
+        try:
+            self._post("/kv/compaction", {"revision": revision, "physical": True})
+        except DatastoreError as exc:
+            if "has been compacted" not in str(exc):
+                raise
+            _log.debug("compaction already done revision=%d", revision)
 
     def grant_lease(self, ttl: int) -> _EtcdLease:
         result = self._post("/lease/grant", {"TTL": ttl})
-        return _EtcdLease(self, int(result["ID"]))
+        if result.get("error"):
+            raise DatastoreError(f"etcd at {self.endpoint} refused the lease: {result['error']}")
+        return _EtcdLease(self, int(result["ID"]), int(result.get("TTL", ttl)))
 
     def close(self) -> None:
         for c in self._clients:

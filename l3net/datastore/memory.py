@@ -14,8 +14,13 @@ from collections.abc import Iterator, Sequence
 from l3net.datastore.base import Create, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.errors import Compacted, Conflict, DatastoreUnavailable
 
+# Queued to a watch to make its reader raise DatastoreUnavailable (a lost stream).
+_BROKEN: list[WatchEvent] = []
+
 
 class _MemoryWatch:
+    """One watch: batches are queued by writers, read by the iterating thread; ``cancel()`` ends it."""
+
     def __init__(self, store: MemoryDatastore, prefix: str):
         self._store = store
         self.prefix = prefix
@@ -26,7 +31,7 @@ class _MemoryWatch:
             batch = self.queue.get()
             if batch is None:
                 return
-            if self._store.down:
+            if batch is _BROKEN:
                 raise DatastoreUnavailable(self._store.endpoint, "watch stream lost")
             yield batch
 
@@ -48,7 +53,11 @@ class _MemoryLease:
 
 
 class MemoryDatastore:
-    """Implements :class:`l3net.datastore.base.Datastore` in memory (tests only)."""
+    """Implements :class:`l3net.datastore.base.Datastore` in memory (tests only).
+
+    Owns its data under one lock; writers feed watches synchronously. Failures are simulated on
+    request: ``set_down`` (every call raises DatastoreUnavailable), ``break_watches``, ``compact``.
+    """
 
     def __init__(self, endpoint: str = "memory://") -> None:
         self.endpoint = endpoint
@@ -67,11 +76,20 @@ class MemoryDatastore:
         """Simulate an outage: every call raises DatastoreUnavailable, watches break."""
         self.down = down
         if down:
-            with self._lock:
-                for w in list(self._watches):
-                    w.queue.put([])
-                    w.queue.put(None)
-                self._watches.clear()
+            self.break_watches()
+
+    def break_watches(self) -> None:
+        """Simulate lost watch streams while the store stays up: each open watch raises DatastoreUnavailable."""
+        with self._lock:
+            for w in self._watches:
+                w.queue.put(_BROKEN)
+            self._watches.clear()
+
+    @property
+    def watch_count(self) -> int:
+        """Open watches (a test waits for a consumer to be watching)."""
+        with self._lock:
+            return len(self._watches)
 
     def _check_up(self) -> None:
         if self.down:

@@ -51,7 +51,6 @@ _log = logging.getLogger(__name__)
 MGMT_BRIDGE = "br-mgmt"
 ETCD_ENV = "L3NET_ETCD_ENDPOINTS"
 PREFIX_ENV = "L3NET_ETCD_PREFIX"
-ROLE_SUBCOMMAND = {"node": "agent", "route-reflector": "route-reflector"}
 
 Printer = Callable[[str], None]
 
@@ -309,9 +308,14 @@ class LabRuntime:
             rec["env"].update(env_common)
             self.state.save()
             rt = NodeRuntime.from_state(node.name, rec)
-            if node.role:
-                sub = ROLE_SUBCOMMAND[node.role]
-                self._spawn(rt, sub, l3net_argv(sub, "--node", node.name))
+            if node.role == "node":
+                # The agent's runtime files (ExaBGP config, sockets) under the node's own directory:
+                # two labs with a node of the same name never share them, and `down` removes them.
+                rt.env.setdefault("L3NET_RUN_DIR", rt.cwd)
+                self._spawn(rt, "agent", l3net_argv("agent", "--node", node.name))
+            elif node.role == "route-reflector":
+                self._spawn(rt, "route-reflector", l3net_argv("route-reflector", "--node", node.name,
+                                                              "--run-dir", str(Path(rt.cwd) / "rr")))
             if node.cmd:
                 self._spawn(rt, "cmd", shlex.split(node.cmd))
         for node in self.topo.nodes.values():
@@ -560,8 +564,11 @@ def status_lines(state: st.LabState) -> list[str]:
             if peers is None:
                 lines.append("               bgp: no peer table published")
             for p in peers or []:
+                since = p.get("since")
+                when = time.strftime("since %H:%M:%S", time.localtime(since)) if isinstance(since, int | float) \
+                    and since else ""
                 lines.append(f"               bgp {p.get('peer') or p.get('address')}: {p.get('state')} "
-                             f"{p.get('type') or ''} {p.get('since') or ''}".rstrip())
+                             f"{p.get('peerType') or p.get('type') or ''} {p.get('info') or ''} {when}".rstrip())
     for key, pod in sorted(data.get("pods", {}).items()):
         lines.append(f"  pod {key:<24} node {pod['node']:<10} {pod.get('ip') or '-':<18} netns {pod['netns']}")
     return lines

@@ -46,6 +46,7 @@ class CNIRig:
     etcd_endpoints: str
     keys: KeyLayout
     ds: EtcdDatastore
+    lock_dir: str = ""
     nodes: dict[str, str] = field(default_factory=dict)  # node name -> netns name
     node_ip: dict[str, str] = field(default_factory=dict)
     network: str = "k8s-pod-network"
@@ -70,7 +71,8 @@ class CNIRig:
                stdin: bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command,
                    "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_PATH": "/opt/cni/bin",
-                   "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod or cid}"}
+                   "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod or cid}",
+                   "L3NET_CNI_LOCK_DIR": self.lock_dir}
         for k, v in (env or {}).items():
             if v is None:
                 environ.pop(k, None)
@@ -131,11 +133,11 @@ class CNIRig:
                     "spec": {"cidr": cidr, "blockSize": block_size}})
 
 
-def make_rig(factory: Any, etcd_server: Any, keys: KeyLayout, ds: EtcdDatastore) -> CNIRig:
+def make_rig(factory: Any, etcd_server: Any, keys: KeyLayout, ds: EtcdDatastore, lock_dir: Path) -> CNIRig:
     """Two node namespaces ``node-1``/``node-2`` joined by a veth (10.99.0.1/.2, MTU 1400, default via each other)."""
     if shutil.which("ping") is None:
         raise RuntimeError("ping is needed")
-    rig = CNIRig(factory=factory, etcd_endpoints=etcd_server.endpoints, keys=keys, ds=ds)
+    rig = CNIRig(factory=factory, etcd_endpoints=etcd_server.endpoints, keys=keys, ds=ds, lock_dir=str(lock_dir))
     n1, n2 = factory("n1"), factory("n2")
     factory.veth(n1, "up1", n2, "up2")
     for ns, dev, me, peer in ((n1, "up1", "10.99.0.1", "10.99.0.2"), (n2, "up2", "10.99.0.2", "10.99.0.1")):

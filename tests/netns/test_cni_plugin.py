@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 
 @pytest.fixture
-def rig(netns_factory, etcd_server, key_layout, datastore) -> Iterator[CNIRig]:
-    r = make_rig(netns_factory, etcd_server, key_layout, datastore)
+def rig(netns_factory, etcd_server, key_layout, datastore, tmp_path) -> Iterator[CNIRig]:
+    r = make_rig(netns_factory, etcd_server, key_layout, datastore, tmp_path)
     r.add_pool("pool1", "10.240.0.0/24")
     yield r
 
@@ -49,7 +49,8 @@ def test_add_check_del_one_pod(rig: CNIRig) -> None:
     assert rig.sysctl("node-1", f"net/ipv4/neigh/{host_if}/proxy_delay") == "0"
     assert rig.sysctl("node-1", "net/ipv4/ip_forward") == "1"
     routes = pod_routes(ns)
-    assert "default via 169.254.1.1 dev eth0" in routes and "169.254.1.1 dev eth0 scope link" in routes
+    assert f"default via 169.254.1.1 dev eth0 proto {ROUTE_PROTO}" in routes
+    assert f"169.254.1.1 dev eth0 proto {ROUTE_PROTO} scope link" in routes
     wep = ResourceClient(rig.ds, rig.keys).get("WorkloadEndpoint", "node--1-k8s-web--0-eth0", "shop")
     assert wep is not None and wep.labels["app"] == "web"
     assert wep.spec["ipNetworks"] == [f"{ip}/32"] and wep.spec["interfaceName"] == host_if
@@ -64,3 +65,71 @@ def test_add_check_del_one_pod(rig: CNIRig) -> None:
     assert rig.invoke("node-1", "DEL", "c0", ns, pod="web-0", namespace="shop").rc == 0
     assert rig.leftovers() == []
     assert rig.invoke("node-1", "DEL", "c0", ns, pod="web-0", namespace="shop").rc == 0  # already gone
+
+
+def test_fifty_concurrent_adds_over_two_nodes_then_del_all(rig: CNIRig) -> None:
+    pods = [(f"node-{1 + i % 2}", f"c{i:02d}", f"pod-{i}", rig.pod_ns(f"q{i}")) for i in range(50)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(lambda p: rig.invoke(p[0], "ADD", p[1], p[3], pod=p[2]), pods))
+    assert all(r.rc == 0 for r in results), [r for r in results if r.rc][:2]
+    ips = [r.out["ips"][0]["address"].split("/")[0] for r in results]
+    assert len(set(ips)) == 50
+    for node in rig.nodes:
+        mine = [(p, ip) for p, ip in zip(pods, ips, strict=True) if p[0] == node]
+        links = rig.links(node)
+        assert rig.cali_links(node) == sorted(calico_name("default", p[2]) for p, _ in mine)
+        routes = rig.our_routes(node)
+        assert routes == {f"{ip}/32": links[calico_name("default", p[2])]["index"] for p, ip in mine}
+        assert all(links[calico_name("default", p[2])]["mac"] == "ee:ee:ee:ee:ee:ee" for p, _ in mine)
+    # every node claimed its own block: addresses of one node share a /26, the nodes' differ
+    blocks = {node: {b.cidr for b in rig.ipam.blocks() if b.node == node} for node in rig.nodes}
+    assert len(blocks["node-1"]) == 1 and len(blocks["node-2"]) == 1 and blocks["node-1"] != blocks["node-2"]
+    for (node, _, _, ns), _ip in zip(pods, ips, strict=True):
+        ping = subprocess.run(["ip", "netns", "exec", ns.rsplit("/", 1)[1], "ping", "-c", "1", "-W", "5",
+                               rig.node_ip[node]], capture_output=True, text=True)
+        assert ping.returncode == 0, (ns, ping.stdout)
+    check = rig.ctl("ipam", "check")
+    assert check.returncode == 0, check.stdout
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        dels = list(pool.map(lambda p: rig.invoke(p[0], "DEL", p[1], p[3], pod=p[2]), pods))
+    assert all(r.rc == 0 for r in dels), [r for r in dels if r.rc][:2]
+    check = rig.ctl("ipam", "check")
+    assert check.returncode == 0, check.stdout
+    assert "0 allocations" in check.stdout
+    assert rig.leftovers() == []
+
+
+def test_blocks_run_out_claiming_borrowing_and_strict_affinity(netns_factory, etcd_server, key_layout,
+                                                               datastore, tmp_path) -> None:
+    rig = make_rig(netns_factory, etcd_server, key_layout, datastore, tmp_path)
+    rig.add_pool("tiny", "10.250.0.0/28", block_size=30)  # four blocks of four addresses
+    assert rig.ctl("ipam", "configure", "--max-blocks-per-host", "1").returncode == 0
+
+    def add(node: str, i: int) -> str:
+        res = rig.invoke(node, "ADD", f"t{i}", rig.pod_ns(f"t{i}"), pod=f"t-{i}")
+        assert res.rc == 0, res
+        return res.out["ips"][0]["address"].split("/")[0]
+
+    one = [add("node-1", i) for i in range(4)]          # fills node-1's only block
+    two = [add("node-2", i) for i in range(4, 6)]       # node-2 claims the next block
+    assert one == [f"10.250.0.{i}" for i in range(4)] and two == ["10.250.0.4", "10.250.0.5"]
+    borrowed = add("node-1", 6)                         # at its limit: node-1 borrows from node-2's block
+    assert borrowed == "10.250.0.6" or borrowed == "10.250.0.7"
+    check = rig.ctl("ipam", "check")
+    assert check.returncode == 0 and f"borrowed: {borrowed}" in check.stdout, check.stdout
+    ping = subprocess.run(["ip", "netns", "exec", f"{netns_factory.tag}t6", "ping", "-c", "1", "-W", "5",
+                           rig.node_ip["node-1"]], capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout
+
+    assert rig.ctl("ipam", "configure", "--strictaffinity=true").returncode == 0
+    refused = rig.invoke("node-1", "ADD", "t7", rig.pod_ns("t7"), pod="t-7")
+    assert refused.rc == 1 and refused.out["code"] == 100 and "strict affinity" in refused.out["details"]
+    assert rig.ipam.handle_ips("k8s-pod-network.t7") == []
+    assert calico_name("default", "t-7") not in rig.cali_links("node-1")
+
+    assert rig.ctl("ipam", "configure", "--max-blocks-per-host", "2").returncode == 0
+    assert add("node-1", 8) == "10.250.0.8"             # now it may claim a second block
+    assert sorted(str(b.cidr) for b in rig.ipam.blocks() if b.node == "node-1") == ["10.250.0.0/30",
+                                                                                      "10.250.0.8/30"]
+    show = rig.ctl("ipam", "show", "--show-blocks")
+    assert "10.250.0.8/30" in show.stdout and "host:node-1" in show.stdout

@@ -96,7 +96,7 @@ def test_machine_info_names_kernel_cores_cpu() -> None:
 
 
 def test_need_module_distinguishes_absence_from_a_broken_module() -> None:
-    with pytest.raises(framework.Unavailable, match="needs l3net.no_such_piece: not available"):
+    with pytest.raises(framework.Unavailable, match=r"needs l3net\.no_such_piece: not available"):
         framework.need_module("l3net.no_such_piece")
     assert framework.need_module("l3net.keys").KeyLayout
     with pytest.raises(framework.Unavailable, match="the no-such-binary-xyz binary"):
@@ -115,7 +115,7 @@ def test_need_all_names_every_missing_piece() -> None:
 def test_every_benchmark_module_declares_itself() -> None:
     for name in BENCHMARKS:
         mod = framework.load(name)
-        assert mod.NAME == name
+        assert name == mod.NAME
         assert mod.TITLE and mod.NEEDS and callable(mod.run)
     with pytest.raises(KeyError):
         framework.load("nope")

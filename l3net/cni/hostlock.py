@@ -1,0 +1,49 @@
+"""l3net.cni.hostlock: one IPAM operation at a time per node, as Calico's CNI plugin does.
+
+Concurrent ADDs on one node would otherwise race on the same block (many CAS
+retries) and could each claim a fresh block. An ``flock`` on a per-node file
+serialises them; the lock dies with the process, so a killed plugin never
+leaves it held. Raises TimeoutError when the lock is not free in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+_log = logging.getLogger(__name__)
+
+LOCK_DIR = "/run/l3net"
+ENV_LOCK_DIR = "L3NET_CNI_LOCK_DIR"
+
+
+def lock_path(node: str) -> str:
+    """``/run/l3net/ipam-<node>.lock`` (directory overridable with ``L3NET_CNI_LOCK_DIR``)."""
+    return os.path.join(os.environ.get(ENV_LOCK_DIR) or LOCK_DIR, f"ipam-{node.replace('/', '_')}.lock")
+
+
+@contextlib.contextmanager
+def node_lock(node: str, timeout: float = 60.0, path: str | None = None) -> Iterator[None]:
+    path = path or lock_path(node)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"IPAM lock {path} still held after {timeout:.0f}s") from None
+                time.sleep(0.005)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
