@@ -63,7 +63,7 @@ def parse_save(text: str) -> TableState:
     state = TableState()
     for line in text.splitlines():
         if line.startswith(":"):
-            name, policy = (line[1:].split() + ["-"])[:2]
+            name, policy = [*line[1:].split(), "-"][:2]
             state.chains.setdefault(name, [])
             if policy != "-":
                 state.builtin.add(name)

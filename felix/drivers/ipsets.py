@@ -1,0 +1,121 @@
+"""felix.drivers.ipsets: applies desired ipsets with one ``ipset restore`` per phase."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from felix.drivers.iptables import Runner, local_runner
+from l3net.constants import IPSET_PREFIX
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["IpsetDriver", "IpsetError", "parse_ipset_save"]
+
+Desired = Mapping[str, tuple[str, frozenset[str]]]
+# A rewrite of more than this share of a set goes through a temporary set and one swap,
+# so readers never see a half-updated set.
+_SWAP_FRACTION = 0.5
+_MAXELEM = 1048576  # Felix's MaxIpsetSize
+
+
+class IpsetError(RuntimeError):
+    """``ipset restore`` failed; carries the command's stderr."""
+
+
+@dataclass
+class _Set:
+    kind: str
+    members: set[str] = field(default_factory=set)
+
+
+def parse_ipset_save(text: str, prefix: str = IPSET_PREFIX) -> dict[str, _Set]:
+    """Our sets (name starts with ``prefix``) from ``ipset save``; every other set is ignored."""
+    sets: dict[str, _Set] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "create" and parts[1].startswith(prefix):
+            sets[parts[1]] = _Set(parts[2])
+        elif len(parts) >= 3 and parts[0] == "add" and parts[1] in sets:
+            sets[parts[1]].members.add(parts[2])
+    return sets
+
+
+class IpsetDriver:
+    """Owns every ipset whose name starts with ``l3n`` in one namespace; never touches another set.
+
+    Felix's order: :meth:`apply_adds` (create sets and bring members up to date)
+    before iptables references them, :meth:`apply_deletes` (destroy our sets no
+    longer desired) after iptables stopped referencing them. Each phase is at
+    most one ``ipset restore``; a phase with nothing to do runs none
+    (idempotent). Big rewrites go through a temporary set and ``swap``. Raises
+    :class:`IpsetError` on failure (the loop retries the whole apply).
+    Not thread-safe; runs on the agent's sync loop.
+    """
+
+    def __init__(self, runner: Runner = local_runner, *, prefix: str = IPSET_PREFIX):
+        self._runner = runner
+        self._prefix = prefix
+        self._temp = f"{prefix}t:"
+        self.restore_calls = 0
+        self.save_calls = 0
+
+    def read(self) -> dict[str, _Set]:
+        self.save_calls += 1
+        rc, out, err = self._runner(["ipset", "save"], None)
+        if rc != 0:
+            raise IpsetError(f"ipset save failed: {err.strip()}")
+        return parse_ipset_save(out, self._prefix)
+
+    def _restore(self, lines: list[str], phase: str) -> int:
+        if not lines:
+            return 0
+        self.restore_calls += 1
+        rc, _, err = self._runner(["ipset", "restore"], "\n".join([*lines, "COMMIT", ""]))
+        if rc != 0:
+            raise IpsetError(f"ipset restore ({phase}) failed: {err.strip()}")
+        _log.info("ipsets applied phase=%s lines=%d", phase, len(lines))
+        return 1
+
+    def apply_adds(self, desired: Desired) -> int:
+        """Create missing sets and fix members of existing ones; returns restore calls made (0 or 1)."""
+        for name in desired:
+            if not name.startswith(self._prefix) or name.startswith(self._temp) or len(name) > 31:
+                raise ValueError(f"ipsets[{name}]: not a valid {self._prefix} set name")
+        have = self.read()
+        lines: list[str] = []
+        temp_no = 0
+        for name, (kind, members) in sorted(desired.items()):
+            cur = have.get(name)
+            create = f"hash:net family inet maxelem {_MAXELEM}" if kind == "hash:net" else \
+                f"{kind} family inet maxelem {_MAXELEM}"
+            if cur is None:
+                lines.append(f"create {name} {create}")
+                lines += [f"add {name} {m}" for m in sorted(members)]
+                continue
+            if cur.kind != kind:
+                # Names hash their meaning, type included, so this only follows a manual change.
+                lines += [f"destroy {name}", f"create {name} {create}"]
+                lines += [f"add {name} {m}" for m in sorted(members)]
+                continue
+            adds, dels = members - cur.members, cur.members - members
+            if not adds and not dels:
+                continue
+            if len(adds) + len(dels) > max(8, _SWAP_FRACTION * len(members | cur.members)):
+                temp = f"{self._temp}{temp_no}"
+                temp_no += 1
+                if temp in have:
+                    lines.append(f"destroy {temp}")
+                lines.append(f"create {temp} {create}")
+                lines += [f"add {temp} {m}" for m in sorted(members)]
+                lines += [f"swap {temp} {name}", f"destroy {temp}"]
+            else:
+                lines += [f"del {name} {m}" for m in sorted(dels)]
+                lines += [f"add {name} {m}" for m in sorted(adds)]
+        return self._restore(lines, "adds")
+
+    def apply_deletes(self, desired: Desired) -> int:
+        """Destroy our sets that are not desired (call after iptables stopped referencing them)."""
+        stale = sorted(n for n in self.read() if n not in desired)
+        return self._restore([f"destroy {n}" for n in stale], "deletes")
