@@ -57,3 +57,10 @@ def announce_command(peer: str, prefix: str, adv: Advertisement, *, ibgp: bool =
 
 def withdraw_command(peer: str, prefix: str) -> str:
     return f"neighbor {peer} withdraw route {_check_prefix(prefix)}"
+
+
+def eor_command(peer: str, afi: str = "ipv4") -> str:
+    """End-of-RIB for ``afi`` unicast to ``peer`` (RFC 4724); ExaBGP sends it after its pending updates."""
+    if afi not in ("ipv4", "ipv6"):
+        raise ValueError(f"unknown address family {afi!r}")
+    return f"neighbor {peer} announce eor {afi} unicast"

@@ -37,6 +37,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_TIME = 90
 DEFAULT_RESTART_TIME = 120
+MAX_RESTART_TIME = 4095   # the capability's restart time is a 12-bit field (RFC 4724 §3)
 MAX_ASN = 4294967295
 
 PEER_MESH = "node-to-node mesh"
@@ -247,6 +248,8 @@ def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldErr
                 continue
             if key == "holdTime" and seconds and not 3 <= seconds <= 65535:
                 err(key, "hold time must be 0 or 3..65535 seconds (RFC 4271)")
+            if key == "maxRestartTime" and not 1 <= seconds <= MAX_RESTART_TIME:
+                err(key, f"restart time must be 1..{MAX_RESTART_TIME} seconds (RFC 4724)")
     if spec.get("holdTime") and spec.get("keepaliveTime"):
         try:
             if parse_duration(spec["keepaliveTime"]) * 3 > parse_duration(spec["holdTime"]):
@@ -328,14 +331,20 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
                 d.keepalive = int(parse_duration(s["keepaliveTime"]))
             if "gracefulRestart" in s:
                 d.gr = bool(s["gracefulRestart"])
-            if "restartTime" in s:
-                d.restart = int(parse_duration(s["restartTime"]))
             if (s.get("nodeMeshPassword") or {}).get("value"):
                 d.mesh_password = s["nodeMeshPassword"]["value"]
             if "logSeverityScreen" in s:
                 d.log_severity = str(s["logSeverityScreen"])
         except (ValueError, TypeError) as exc:
             errors.append(FieldError(path="spec", reason=str(exc), document=doc))
+        if "restartTime" in s:
+            try:
+                restart = parse_duration(s["restartTime"])
+                if not 1 <= restart <= MAX_RESTART_TIME:
+                    raise ValueError(f"must be 1..{MAX_RESTART_TIME} seconds (RFC 4724)")
+                d.restart = int(restart)
+            except ValueError as exc:
+                errors.append(FieldError(path="spec.restartTime", reason=str(exc), document=doc))
         named = {c.get("name"): c.get("value") for c in s.get("communities") or [] if isinstance(c, Mapping)}
         for i, adv in enumerate(s.get("prefixAdvertisements") or []):
             for j, ref in enumerate(adv.get("communities") or []):
@@ -480,7 +489,11 @@ def render_exabgp_config(view: NodeBGPView, helper_argv: list[str]) -> str:
     """ExaBGP 5 configuration text for ``view``; the API process runs ``helper_argv``.
 
     ExaBGP has no keepalive setting (it sends keepalives every hold/3), so
-    ``keepaliveTime`` is recorded as a comment only.
+    ``keepaliveTime`` is recorded as a comment only. ``manual-eor``: ExaBGP would send
+    End-of-RIB as soon as its (empty) configured table is out, before the speaker's
+    announcements arrive over the API, and a graceful-restart peer sweeps our routes on
+    that EOR; the speaker sends EOR itself after the full table. ``receive { open; }``
+    gives the speaker the peer's graceful-restart capability.
     """
     if any(" " in a or ";" in a for a in helper_argv):
         raise ValueError(f"helper argv must not contain spaces or ';': {helper_argv!r}")
@@ -500,6 +513,7 @@ def render_exabgp_config(view: NodeBGPView, helper_argv: list[str]) -> str:
         lines.append(f"    local-as {p.local_as};")
         lines.append(f"    peer-as {p.peer_as};")
         lines.append(f"    hold-time {p.hold_time};")
+        lines.append("    manual-eor true;")
         if p.keepalive_time is not None:
             lines.append(f"    # keepaliveTime {p.keepalive_time}s requested; ExaBGP sends keepalives every hold/3")
         if p.port != BGP_PORT:
@@ -519,7 +533,7 @@ def render_exabgp_config(view: NodeBGPView, helper_argv: list[str]) -> str:
         lines.append("    api {")
         lines.append(f"        processes [ {PROCESS_NAME} ];")
         lines.append("        neighbor-changes;")
-        lines.append("        receive { parsed; update; }")
+        lines.append("        receive { parsed; update; open; }")
         lines.append("    }")
         lines.append("}")
     return "\n".join(lines) + "\n"

@@ -6,6 +6,8 @@ truncated copy) and yields None. Shapes handled (ExaBGP 5.0, testbed-facts §3):
 - ``type: state`` with ``state`` connected | up | down (+ ``reason``);
 - ``type: update`` with ``message.update`` (announce/withdraw per family);
 - ``type: update`` with ``message.eor`` and *no* ``message.update`` (End-of-RIB);
+- ``type: open`` with ``direction: receive`` (the peer's OPEN; its graceful-restart
+  capability decides whether we retain its routes when the session drops);
 - the plain text acks ``done`` / ``error``.
 
 AS paths come as a list of ints or, in some 5.x outputs, as a string
@@ -74,6 +76,31 @@ class EorEvent:
 
 
 @dataclass(frozen=True)
+class GracefulRestartCap:
+    """The RFC 4724 capability a peer sent in its OPEN.
+
+    ``restart_state`` is the R bit (the peer has restarted and will send End-of-RIB);
+    ``families`` are the AFI/SAFIs listed (``"ipv4 unicast"``) and ``forwarding`` the
+    ones with the F bit (forwarding state preserved across the restart).
+    """
+
+    time: int
+    restart_state: bool = False
+    families: frozenset[str] = frozenset()
+    forwarding: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class OpenEvent:
+    """A peer's OPEN as received (only the parts l3net uses)."""
+
+    peer: str
+    router_id: str | None
+    hold_time: int | None
+    graceful_restart: GracefulRestartCap | None
+
+
+@dataclass(frozen=True)
 class AckEvent:
     ok: bool
 
@@ -85,7 +112,7 @@ class TextEvent:
     text: str = field(default="")
 
 
-Event = StateEvent | UpdateEvent | EorEvent | AckEvent | TextEvent
+Event = StateEvent | UpdateEvent | EorEvent | OpenEvent | AckEvent | TextEvent
 
 _MAX_LOGGED = 200
 
@@ -238,6 +265,63 @@ def _parse_update(line: str, obj: dict[str, Any]) -> UpdateEvent | EorEvent | No
     return UpdateEvent(peer, local, tuple(announces), tuple(withdraws), peer_as, local_as)
 
 
+def _family(value: Any) -> str | None:
+    """``"ipv4/unicast"`` -> ``"ipv4 unicast"``."""
+    if not isinstance(value, str) or "/" not in value:
+        return None
+    afi, _, safi = value.partition("/")
+    return f"{afi} {safi}" if afi and safi else None
+
+
+def parse_graceful_restart(caps: Any) -> GracefulRestartCap | None:
+    """The graceful-restart capability (code 64) of an OPEN's ``capabilities`` object, if any.
+
+    ExaBGP 5.0's JSON names the two flags the wrong way round: the R bit shows as
+    ``"restart-flags": ["forwarding"]`` and a family's F bit as ``["restart"]``. We read
+    "list not empty" so a fixed encoder reads the same.
+    """
+    if not isinstance(caps, dict):
+        return None
+    cap = caps.get("64")
+    if not isinstance(cap, dict):
+        cap = next((c for c in caps.values() if isinstance(c, dict) and c.get("name") == "graceful restart"), None)
+    if not isinstance(cap, dict):
+        return None
+    time_ = _int(cap.get("time"))
+    if time_ is None:
+        return None
+    flags = cap.get("restart-flags")
+    fams = cap.get("address-family-flags")
+    families: set[str] = set()
+    forwarding: set[str] = set()
+    if isinstance(fams, dict):
+        for name, fflags in fams.items():
+            fam = _family(name)
+            if fam is None:
+                continue
+            families.add(fam)
+            if isinstance(fflags, list) and fflags:
+                forwarding.add(fam)
+    return GracefulRestartCap(time_, bool(isinstance(flags, list) and flags), frozenset(families),
+                              frozenset(forwarding))
+
+
+def _parse_open(line: str, obj: dict[str, Any]) -> OpenEvent | None:
+    nb = _neighbor(obj)
+    if nb is None:
+        _skip("open without neighbor address", line)
+        return None
+    n = obj["neighbor"]
+    if n.get("direction") != "receive":
+        return None
+    body = n.get("open")
+    if not isinstance(body, dict):
+        _skip("open without body", line)
+        return None
+    return OpenEvent(nb[0], _ip(body.get("router_id")), _int(body.get("hold_time")),
+                     parse_graceful_restart(body.get("capabilities")))
+
+
 def parse_line(line: str | bytes) -> Event | None:
     """One line from ExaBGP -> an event, or None (logged) when it is not one we use."""
     try:
@@ -271,7 +355,9 @@ def parse_line(line: str | bytes) -> Event | None:
             return StateEvent(nb[0], nb[1], state, reason if isinstance(reason, str) else "", nb[2], nb[3])
         if kind == "update":
             return _parse_update(text, obj)
-        if kind in ("notification", "keepalive", "open", "refresh", "operational", "signal", "negotiated"):
+        if kind == "open":
+            return _parse_open(text, obj)
+        if kind in ("notification", "keepalive", "refresh", "operational", "signal", "negotiated"):
             _log.debug("ignoring ExaBGP message type=%s", kind)
             return None
         _skip(f"unexpected type {kind!r}", text)

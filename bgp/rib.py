@@ -15,7 +15,13 @@ to and including eBGP/iBGP are multipath (ECMP) siblings of the best one.
 
 Loop checks at ingest: a path whose AS_PATH holds our AS (eBGP loop), whose
 ORIGINATOR_ID is our router ID, or whose CLUSTER_LIST holds our cluster ID is
-dropped (RFC 4456 §8). Not thread-safe: used from the speaker's loop only.
+dropped (RFC 4456 §8).
+
+Graceful restart (RFC 4724, receiving side): ``mark_stale(peer)`` keeps every path
+of a peer whose session dropped, flagged stale and still used for forwarding; a
+re-announcement of the same prefix (or a withdraw) clears the flag, and
+``sweep_stale(peer)`` (on the peer's End-of-RIB or when its restart timer expires)
+removes whatever is still stale. Not thread-safe: used from the speaker's loop only.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class Rib:
         self.cluster_id = cluster_id
         self.local_addresses = frozenset(local_addresses)
         self._in: dict[str, dict[str, Path]] = {}   # peer -> prefix -> path
+        self._stale: dict[str, set[str]] = {}       # peer -> prefixes kept through a restart, not yet re-sent
         self._peer_as: dict[str, int] = {}
 
     # -- input ---------------------------------------------------------------------------
@@ -78,6 +85,10 @@ class Rib:
             return set()
         changed: set[str] = set()
         table = self._in.setdefault(event.peer, {})
+        stale = self._stale.get(event.peer)
+        if stale:
+            stale.difference_update(event.withdraws)
+            stale.difference_update(a.prefix for a in event.announces)
         peer_as = event.peer_as if event.peer_as is not None else self._peer_as.get(event.peer, self.local_as)
         local_as = event.local_as if event.local_as is not None else self.local_as
         for pfx in event.withdraws:
@@ -111,9 +122,34 @@ class Rib:
     def drop_peer(self, peer: str) -> set[str]:
         """Forget everything ``peer`` sent (session down, or peer removed)."""
         table = self._in.pop(peer, {})
+        self._stale.pop(peer, None)
         if table:
             _log.info("dropping routes of peer=%s count=%d", peer, len(table))
         return set(table)
+
+    def mark_stale(self, peer: str) -> int:
+        """Keep ``peer``'s paths through its restart, flagged stale; returns how many (no best path changes)."""
+        table = self._in.get(peer, {})
+        if not table:
+            return 0
+        self._stale.setdefault(peer, set()).update(table)
+        return len(self._stale[peer])
+
+    def sweep_stale(self, peer: str) -> set[str]:
+        """Remove ``peer``'s paths still stale (End-of-RIB seen or restart timer expired); the changed prefixes."""
+        stale = self._stale.pop(peer, set())
+        table = self._in.get(peer, {})
+        gone = {pfx for pfx in stale if table.pop(pfx, None) is not None}
+        if gone:
+            _log.info("swept stale routes peer=%s count=%d", peer, len(gone))
+        return gone
+
+    def stale(self, peer: str) -> set[str]:
+        """Prefixes of ``peer`` kept through a restart and not yet re-announced."""
+        return set(self._stale.get(peer, ()))
+
+    def stale_count(self) -> int:
+        return sum(len(s) for s in self._stale.values())
 
     # -- queries -------------------------------------------------------------------------
     def received(self, peer: str) -> int:

@@ -12,7 +12,22 @@ The :class:`Speaker` owns, for one node:
 - the Adj-RIB-In (:class:`bgp.rib.Rib`); learned best routes go to ``on_learned``;
 - for a route reflector (the view has a cluster ID), the reflected routes
   (:func:`bgp.reflector.reflect`), diffed like its own ones;
-- peer states for ``node status`` (:meth:`peer_status`).
+- peer states for ``node status`` (:meth:`peer_status`) and the ``l3net_bgp_*``
+  metrics (:mod:`bgp.metrics`).
+
+Graceful restart (RFC 4724). Receiving side: when the session of a peer whose last
+OPEN carried the graceful-restart capability (and ours is on) drops without a
+NOTIFICATION, its routes are kept, marked stale and still forwarded; a re-announced
+prefix is fresh again; the rest is swept on the peer's End-of-RIB, when the
+re-established session no longer preserves forwarding, or after the restart time
+(the peer's advertised time, capped by ours: ``restartTime`` / ``maxRestartTime``).
+A NOTIFICATION (hold timer expiry included) drops the routes at once, as does every
+down with graceful restart off. Restarting side: when our own ExaBGP dies, what we
+learned is kept the same way until the peers re-send it after the restart; ExaBGP
+sets the Restart State bit on the first OPEN of a process, and we send End-of-RIB
+ourselves (``manual-eor``) after the full table, so peers never sweep before our
+routes are back. ExaBGP is killed with the agent (``PR_SET_PDEATHSIG``), so a new
+agent never finds the old one holding the port.
 
 Peer-set changes (``set_view``) rewrite the config and, after a debounce, send
 SIGUSR1: ExaBGP 5 reloads, keeps sessions whose neighbor block is unchanged,
@@ -28,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import random
@@ -39,9 +55,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bgp.commands import Advertisement, announce_command, withdraw_command
+from bgp import metrics
+from bgp.commands import Advertisement, announce_command, eor_command, withdraw_command
 from bgp.config import NodeBGPView, PeerSpec, exabgp_env, render_exabgp_config
-from bgp.events import AckEvent, EorEvent, StateEvent, TextEvent, UpdateEvent, parse_line
+from bgp.events import AckEvent, EorEvent, GracefulRestartCap, OpenEvent, StateEvent, TextEvent, UpdateEvent, parse_line
 from bgp.reflector import reflect
 from bgp.rib import Rib
 from l3net.netns import nsenter_cmd
@@ -64,11 +81,12 @@ class PeerStatus:
     received: int
     advertised: int
     peer_as: int | None = None
+    stale: int = 0      # received prefixes kept through the peer's graceful restart, not yet re-sent
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "address": self.address, "peerType": self.peer_type, "state": self.state,
                 "since": self.since, "info": self.info, "received": self.received, "advertised": self.advertised,
-                "peerAS": self.peer_as}
+                "peerAS": self.peer_as, "stale": self.stale}
 
 
 @dataclass
@@ -78,6 +96,19 @@ class _Peer:
     since: float = 0.0
     info: str = "Idle"
     eor: bool = False
+    eor_seen: bool = False                       # End-of-RIB received at least once since the speaker started
+    gr: GracefulRestartCap | None = None         # from the peer's last OPEN
+    stale_timer: asyncio.TimerHandle | None = None
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel SIGKILLs ExaBGP when the agent dies (a kill -9 of the agent
+    must take its ExaBGP along, else the next agent's ExaBGP cannot bind and its sessions collide)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class Speaker:
@@ -87,7 +118,8 @@ class Speaker:
                  on_learned: LearnedCallback | None = None,
                  on_peers: Callable[[list[PeerStatus]], None] | None = None,
                  python: str = sys.executable, reload_delay: float = 0.2,
-                 backoff: tuple[float, float] = (0.5, 10.0), clock: Callable[[], float] = time.time) -> None:
+                 backoff: tuple[float, float] = (0.5, 10.0), clock: Callable[[], float] = time.time,
+                 on_converged: Callable[[], None] | None = None) -> None:
         self.node = node
         self.run_dir = Path(run_dir)
         self.netns = netns
@@ -100,6 +132,9 @@ class Speaker:
         self.socket_path = self.run_dir / "bridge.sock"
         self.config_path = self.run_dir / "exabgp.conf"
         self.log_path = self.run_dir / "exabgp.log"
+        self.pid_path = self.run_dir / "exabgp.pid"
+        self.on_converged = on_converged
+        self.converged = False   # every peer of the view has sent End-of-RIB once since start
         self.restarts = 0
         self.stats = {"updates_received": 0, "commands_sent": 0, "command_errors": 0, "reloads": 0}
         self._view: NodeBGPView | None = None
@@ -132,6 +167,7 @@ class Speaker:
 
     async def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._kill_leftover()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self._server = await asyncio.start_unix_server(self._on_bridge, path=str(self.socket_path))
@@ -142,6 +178,9 @@ class Speaker:
         self._wake.set()
         if self._reload_handle:
             self._reload_handle.cancel()
+        for p in self._peers.values():
+            if p.stale_timer is not None:
+                p.stale_timer.cancel()
         await self._kill_process()
         if self._supervisor:
             self._supervisor.cancel()
@@ -169,7 +208,10 @@ class Speaker:
         new_peers = {p.address: p for p in view.peers}
         for addr in list(self._peers):
             if addr not in new_peers:
-                del self._peers[addr]
+                gone = self._peers.pop(addr)
+                if gone.stale_timer is not None:
+                    gone.stale_timer.cancel()
+                metrics.remove_peer(self.node, gone.spec.name)
                 self._sent.pop(addr, None)
                 self._rib_changed(self._rib.drop_peer(addr))
         for addr, spec in new_peers.items():
@@ -192,6 +234,7 @@ class Speaker:
         self._recompute_reflection()
         self._sync()
         self._notify_peers()
+        self._check_converged()
 
     def set_advertisements(self, adverts: Mapping[str, Advertisement | None]) -> None:
         """The complete desired set of our own prefixes (sent to every peer of the prefix's family)."""
@@ -204,7 +247,7 @@ class Speaker:
             out.append(PeerStatus(name=p.spec.name, address=addr, peer_type=p.spec.peer_type, state=p.state,
                                   since=p.since, info=p.info, received=self._rib.received(addr),
                                   advertised=len(self._sent.get(addr, {})) if p.state == "up" else 0,
-                                  peer_as=p.spec.peer_as))
+                                  peer_as=p.spec.peer_as, stale=len(self._rib.stale(addr))))
         return out
 
     def best_routes(self) -> dict[str, list[str]]:
@@ -229,11 +272,16 @@ class Speaker:
             want[pfx] = replace(adv, communities=adv.communities + extra) if extra else adv
         return want
 
+    def _count(self, stat: str, n: int = 1) -> None:
+        self.stats[stat] += n
+        {"updates_received": metrics.UPDATES_RECEIVED, "commands_sent": metrics.COMMANDS_SENT,
+         "command_errors": metrics.COMMAND_ERRORS, "reloads": metrics.RELOADS}[stat].labels(node=self.node).inc(n)
+
     def _send(self, line: str) -> None:
         if self._writer is None or self._writer.is_closing():
             return
         self._pending.append(line)
-        self.stats["commands_sent"] += 1
+        self._count("commands_sent")
         self._writer.write(line.encode() + b"\n")
 
     def _sync(self, *, full: set[str] | None = None) -> None:
@@ -272,8 +320,20 @@ class Speaker:
                 self.on_learned(dict(learned))
 
     def _notify_peers(self) -> None:
+        rows = self.peer_status()
+        for r in rows:
+            metrics.set_peer(self.node, r.name, r.state, r.received, r.advertised, r.stale)
         if self.on_peers is not None:
-            self.on_peers(self.peer_status())
+            self.on_peers(rows)
+
+    def _check_converged(self) -> None:
+        if self.converged or self._view is None:
+            return
+        if all(p.eor_seen for p in self._peers.values()):
+            self.converged = True
+            _log.info("BGP converged: End-of-RIB from every peer node=%s peers=%d", self.node, len(self._peers))
+            if self.on_converged is not None:
+                self.on_converged()
 
     # -- bridge connection -----------------------------------------------------------------
     async def _on_bridge(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -289,7 +349,7 @@ class Speaker:
                 line = await reader.readline()
                 if not line:
                     break
-                self._handle(line.decode("utf-8", errors="replace"))
+                self.feed(line.decode("utf-8", errors="replace"))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -299,14 +359,15 @@ class Speaker:
             writer.close()
             _log.info("bridge disconnected node=%s", self.node)
 
-    def _handle(self, line: str) -> None:
+    def feed(self, line: str) -> None:
+        """Handle one line from ExaBGP (the bridge connection calls this; so can tests)."""
         ev = parse_line(line)
         if ev is None:
             return
         if isinstance(ev, AckEvent):
             cmd = self._pending.popleft() if self._pending else "?"
             if not ev.ok:
-                self.stats["command_errors"] += 1
+                self._count("command_errors")
                 _log.warning("ExaBGP refused command node=%s command=%r", self.node, cmd)
             return
         if isinstance(ev, TextEvent):
@@ -318,13 +379,19 @@ class Speaker:
             return
         if isinstance(ev, StateEvent):
             self._on_state(peer, ev)
+        elif isinstance(ev, OpenEvent):
+            peer.gr = ev.graceful_restart
         elif isinstance(ev, UpdateEvent):
-            self.stats["updates_received"] += 1
+            self._count("updates_received")
             self._rib_changed(self._rib.apply(ev))
         elif isinstance(ev, EorEvent):
-            peer.eor = True
+            peer.eor = peer.eor_seen = True
+            if peer.stale_timer is not None or self._rib.stale(ev.peer):
+                self._end_restart(ev.peer, "eor")
+            self._check_converged()
 
     def _on_state(self, peer: _Peer, ev: StateEvent) -> None:
+        was_up = peer.state == "up"
         peer.state = ev.state
         peer.since = self.clock()
         peer.info = {"up": "Established", "connected": "OpenSent"}.get(ev.state, ev.reason or "Active")
@@ -332,10 +399,69 @@ class Speaker:
         if ev.state == "up":
             peer.eor = False
             self._rib.apply(ev)
+            if peer.stale_timer is not None:
+                self._resumed(peer)
+            # established, so ExaBGP has loaded this neighbor (also right after a reload)
+            self._configured.add(ev.peer)
             self._sync(full={ev.peer})
-        elif ev.state == "down":
-            # ExaBGP sends no withdraws on down: the peer's routes go now
-            self._rib_changed(self._rib.apply(ev))
+            # our table is complete only now: End-of-RIB after it (manual-eor in the config)
+            self._send(eor_command(ev.peer, peer.spec.afi))
+        elif ev.state == "down" and was_up:
+            retain = self._retention(peer, ev.reason)
+            if retain:
+                self._keep_stale(peer, retain, ev.reason)
+            else:
+                if peer.stale_timer is not None or self._rib.stale(ev.peer):
+                    self._end_restart(ev.peer, "notification")
+                # ExaBGP sends no withdraws on down: the peer's routes go now
+                self._rib_changed(self._rib.apply(ev))
+        elif ev.state == "down" and peer.stale_timer is not None:
+            peer.info = f"Graceful restart: keeping {len(self._rib.stale(ev.peer))} routes ({ev.reason})"
+        self._notify_peers()
+
+    # -- graceful restart ------------------------------------------------------------------
+    def _retention(self, peer: _Peer, reason: str) -> float:
+        """Seconds to keep ``peer``'s routes after its session dropped for ``reason`` (0: drop them now)."""
+        cap = peer.gr
+        if not peer.spec.graceful_restart or cap is None or f"{peer.spec.afi} unicast" not in cap.families:
+            return 0.0
+        if "notification" in reason.lower():
+            return 0.0  # RFC 4724 §4.2 covers a TCP loss only; a NOTIFICATION (hold timer too) ends the routes
+        return float(min(cap.time, peer.spec.restart_time))
+
+    def _keep_stale(self, peer: _Peer, seconds: float, why: str) -> None:
+        addr = peer.spec.address
+        kept = self._rib.mark_stale(addr)
+        if peer.stale_timer is not None:
+            peer.stale_timer.cancel()
+        peer.stale_timer = asyncio.get_running_loop().call_later(seconds, self._end_restart, addr, "timer")
+        peer.info = f"Graceful restart: keeping {kept} routes ({why})"
+        _log.info("graceful restart: keeping routes node=%s peer=%s count=%d for=%.0fs reason=%s",
+                  self.node, addr, kept, seconds, why)
+
+    def _resumed(self, peer: _Peer) -> None:
+        """The session of a restarting peer is back: sweep now unless it still preserves forwarding."""
+        cap = peer.gr
+        family = f"{peer.spec.afi} unicast"
+        if cap is None or family not in cap.forwarding or not peer.spec.graceful_restart:
+            self._end_restart(peer.spec.address, "capability")
+            return
+        # RFC 4724 §4.2: the restart timer stops; the stale routes go at End-of-RIB, bounded by our restart time
+        assert peer.stale_timer is not None
+        peer.stale_timer.cancel()
+        peer.stale_timer = asyncio.get_running_loop().call_later(
+            peer.spec.restart_time, self._end_restart, peer.spec.address, "timer")
+
+    def _end_restart(self, addr: str, how: str) -> None:
+        peer = self._peers.get(addr)
+        if peer is not None and peer.stale_timer is not None:
+            peer.stale_timer.cancel()
+            peer.stale_timer = None
+        gone = self._rib.sweep_stale(addr)
+        metrics.GR_SWEEPS.labels(node=self.node, reason=how).inc()
+        metrics.STALE_SWEPT.labels(node=self.node).inc(len(gone))
+        _log.info("graceful restart over node=%s peer=%s how=%s swept=%d", self.node, addr, how, len(gone))
+        self._rib_changed(gone)
         self._notify_peers()
 
     # -- process supervision ---------------------------------------------------------------
@@ -357,7 +483,7 @@ class Speaker:
         if pid is None:
             return
         _log.info("reloading ExaBGP node=%s pid=%d", self.node, pid)
-        self.stats["reloads"] += 1
+        self._count("reloads")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGUSR1)
         # ExaBGP handles the signal on its next loop turn; commands for new neighbors before
@@ -388,6 +514,7 @@ class Speaker:
             if self._stopping:
                 return
             self.restarts += 1
+            metrics.SPEAKER_RESTARTS.labels(node=self.node).inc()
             if self._restart_now:
                 self._restart_now = False
                 delay = self.backoff[0]
@@ -409,25 +536,45 @@ class Speaker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
+                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent)
         finally:
             log.close()
+        self.pid_path.write_text(f"{self._proc.pid}\n")
         self._sent = {}
         self._configured = {p.address for p in self._view.peers}
         _log.info("ExaBGP started node=%s pid=%d netns=%s", self.node, self._proc.pid, self.netns or "-")
 
     def _process_gone(self) -> None:
-        """ExaBGP is gone: every session with it; drop what we learned and what it held for us."""
+        """ExaBGP is gone, and every session with it: keep what graceful-restart peers sent (as stale,
+        until they re-send it to the restarted ExaBGP), drop the rest."""
         self._sent = {}
         self._configured = set()
         now = self.clock()
         changed: set[str] = set()
         for addr, p in self._peers.items():
+            was_up = p.state == "up"
             if p.state != "idle":
                 p.state, p.since, p.info = "down", now, "ExaBGP restarting"
-            changed |= self._rib.drop_peer(addr)
+            if was_up and p.spec.graceful_restart and p.gr is not None:
+                self._keep_stale(p, p.spec.restart_time, "ExaBGP restarting")
+            elif p.stale_timer is None:
+                changed |= self._rib.drop_peer(addr)
         self._rib_changed(changed)
         self._notify_peers()
+
+    def _kill_leftover(self) -> None:
+        """An ExaBGP of this run directory that outlived its agent (no PDEATHSIG then) holds the port: end it."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.config_path).encode() not in cmdline or b"exabgp" not in cmdline:
+            return  # the pid was reused by something else
+        _log.warning("killing a leftover ExaBGP of this node node=%s pid=%d", self.node, pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
     async def _kill_process(self) -> None:
         proc = self._proc

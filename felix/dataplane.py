@@ -18,26 +18,23 @@ from felix.calc import Link
 from felix.desired import DesiredState
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RouteDriver
+from l3net import metrics
 
 _log = logging.getLogger(__name__)
 
 
 class IpsetsDriver(Protocol):
-    """Seam for ``felix.drivers.ipsets`` (the policy engineer's)."""
+    """``felix.drivers.ipsets.IpsetDriver`` (the policy engineer's): ``{name: (type, members)}``."""
 
-    def apply_updates(self, program: Any) -> int: ...
+    def apply_adds(self, desired: Mapping[str, tuple[str, frozenset[str]]]) -> int: ...
 
-    def apply_deletions(self, program: Any) -> int: ...
-
-    def invalidate(self, reason: str) -> None: ...
+    def apply_deletes(self, desired: Mapping[str, tuple[str, frozenset[str]]]) -> int: ...
 
 
 class IptablesDriver(Protocol):
-    """Seam for ``felix.drivers.iptables`` (the policy engineer's)."""
+    """``felix.drivers.iptables.IptablesDriver`` (the policy engineer's)."""
 
-    def apply(self, program: Any) -> int: ...
-
-    def invalidate(self, reason: str) -> None: ...
+    def apply_program(self, program: Any) -> int: ...
 
 
 @dataclass
@@ -65,19 +62,19 @@ class Dataplane:
         """Forget cached kernel views so the next apply re-reads and heals drift."""
         self.routes.invalidate(reason)
         self.interfaces.invalidate(reason)
-        for drv in (self.ipsets, self.iptables):
-            if drv is not None:
-                drv.invalidate(reason)
+        # The policy drivers re-read iptables-save / ipset save on every apply: nothing to forget.
 
     def apply(self, desired: DesiredState, links: Mapping[str, Link], *, keep_stale_learned: bool) -> ApplyReport:
         writes = self.interfaces.apply(desired.interfaces, links)
-        policy_on = desired.policy is not None and self.iptables is not None
-        if policy_on and self.ipsets is not None:
-            writes += self.ipsets.apply_updates(desired.policy)
-        if policy_on:
-            writes += self.iptables.apply(desired.policy)  # type: ignore[union-attr]
-        if policy_on and self.ipsets is not None:
-            writes += self.ipsets.apply_deletions(desired.policy)
+        program = desired.policy
+        if program is not None and self.iptables is not None and self.ipsets is not None:
+            writes += self.ipsets.apply_adds(program.ipsets)
+            writes += self.iptables.apply_program(program)
+            writes += self.ipsets.apply_deletes(program.ipsets)
+            metrics.IPSETS.set(len(program.ipsets))
+            for table, chains in program.chains.items():
+                metrics.IPTABLES_CHAINS.labels(table=table).set(len(chains))
+                metrics.IPTABLES_RULES.labels(table=table).set(sum(len(r) for r in chains.values()))
         res = self.routes.apply(desired.routes, keep_stale_learned=keep_stale_learned)
         writes += res.writes
         return ApplyReport(writes=writes, missing_links=res.missing_links, route_conflicts=res.conflicts)

@@ -33,8 +33,11 @@ from l3net.datastore import connect_from_env
 from l3net.datastore.base import Datastore
 from l3net.errors import DatastoreError
 from l3net.keys import KeyLayout
+from l3net.syncer import Syncer
 
 _log = logging.getLogger(__name__)
+
+SYNCER_RETRY_MAX = 1.0
 
 
 def _optional(module: str) -> Any:
@@ -59,15 +62,16 @@ def bgp_builder() -> Builder | None:
 
 
 def policy_builder() -> Builder | None:
-    """SEAM: policy.compiler.compile_policy(...) -> PolicyProgram, wired once its signature lands."""
+    """NetworkPolicy → iptables/ipsets program (``policy.compiler``), when present."""
     compiler = _optional("policy.compiler")
     if compiler is None or not hasattr(compiler, "compile_policy"):
         return None
-    adapter = getattr(compiler, "compile_for_model", None)
-    if adapter is None:
-        _log.warning("policy.compiler present but no compile_for_model(model, node) adapter yet: policy off")
-        return None
-    return adapter
+
+    def build(model: Model, node: str) -> Any:
+        local = [w.resource for w in model.workloads.values() if w.node == node]
+        return compiler.compile_policy(local, [w.resource for w in model.workloads.values()],
+                                       model.resources_of("NetworkPolicy"), model.resources_of("Namespace"))
+    return build
 
 
 def resolve_node_ip(cfg: AgentConfig) -> str | None:
@@ -142,12 +146,14 @@ class Agent:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         routes_nl = await loop.run_in_executor(self.io, PyrouteNetlink)
-        ipsets_mod = _optional("felix.drivers.ipsets") if self.cfg.policy_enabled else None
-        iptables_mod = _optional("felix.drivers.iptables") if self.cfg.policy_enabled else None
-        # SEAM: the policy drivers' constructors, once they land (see docs/interfaces.md).
-        ipsets = ipsets_mod.IpsetsDriver() if ipsets_mod is not None and hasattr(ipsets_mod, "IpsetsDriver") else None
-        iptables = (iptables_mod.IptablesDriver() if iptables_mod is not None
-                    and hasattr(iptables_mod, "IptablesDriver") else None)
+        ipsets = iptables = None
+        if self.cfg.policy_enabled:
+            ipsets_mod = _optional("felix.drivers.ipsets")
+            iptables_mod = _optional("felix.drivers.iptables")
+            if ipsets_mod is not None and iptables_mod is not None:
+                ipsets, iptables = ipsets_mod.IpsetDriver(), iptables_mod.IptablesDriver()
+            else:
+                _log.warning("policy drivers not in this build: NetworkPolicy is not enforced")
         dataplane = Dataplane(RouteDriver(routes_nl), InterfaceDriver(ProcSysctls()), ipsets=ipsets,
                               iptables=iptables)
         cfg = self.cfg
@@ -157,7 +163,7 @@ class Agent:
         node_ips = [self.node_ip.split("/")[0]] if self.node_ip else []
         self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_cfg, health=self.health,
                                     node_ips=node_ips, bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
-                                    policy_builder=policy_builder() if cfg.policy_enabled else None,
+                                    policy_builder=policy_builder() if iptables is not None else None,
                                     on_applied=self._on_applied, io_executor=self.io)
 
         def on_links(links: dict[str, Link]) -> None:
@@ -173,8 +179,9 @@ class Agent:
         self.status.start()
         await self._start_bgp(sync)
 
-        syncer_mod = _optional("l3net.syncer") or importlib.import_module("felix.syncfallback")
-        syncer = syncer_mod.Syncer(self.ds, self.keys.prefix, ThreadSafeSink(sync, loop))
+        # Retries capped at 1 s: after an outage the agent must catch up within seconds of etcd's return.
+        syncer = Syncer(self.ds, self.keys.prefix, ThreadSafeSink(sync, loop), retry_initial=0.1,
+                        retry_max=SYNCER_RETRY_MAX, on_fatal=lambda e: loop.call_soon_threadsafe(self._die, e))
         syncer.start()
         _log.info("agent started node=%s address=%s prefix=%s", self.node, self.node_ip, self.keys.prefix)
         code = 0

@@ -152,10 +152,17 @@ class RouteDriver:
             if want is None:
                 result.missing_links.append(spec.ifname or "")
                 continue
-            wanted_slots.add(want.slot)
             have = self._ours.get(want.slot)
             if have is not None and self._same(have, want):
+                wanted_slots.add(want.slot)
                 continue
+            # Our route for this destination at another metric (e.g. the CNI plugin's own /32,
+            # written before the agent saw the workload) is adopted as is rather than churned.
+            twin = next((r for r in self._ours.values() if r.dst == want.dst and self._same(r, want)), None)
+            if twin is not None:
+                wanted_slots.add(twin.slot)
+                continue
+            wanted_slots.add(want.slot)
             if have is None and want.slot in self._foreign:
                 result.conflicts.append(spec.dst)
                 continue

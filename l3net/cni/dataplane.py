@@ -106,7 +106,7 @@ def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int =
         try:
             ipr.link("add", ifname=host_if, kind="veth", address=WORKLOAD_HOST_MAC, mtu=link_mtu,
                      peer={"ifname": pod_if, "net_ns_fd": netns_path, "mtu": link_mtu})
-        except NetlinkError as exc:
+        except (NetlinkError, OSError) as exc:
             raise DataplaneError(f"creating veth {host_if} <-> {pod_if} in {netns_path}: {exc}") from exc
         idx = _link_index(ipr, host_if)
         if idx is None:

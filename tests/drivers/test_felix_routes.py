@@ -66,7 +66,7 @@ def test_converges_from_a_messy_state() -> None:
     nl.add(KernelRoute("10.65.0.2/32", ROUTE_PROTO, M, scope=SCOPE_LINK, oif=11))
     nl.add(KernelRoute("10.65.0.3/32", ROUTE_PROTO, M, scope=SCOPE_LINK, oif=11))
     nl.add(KernelRoute("10.65.3.7/32", ROUTE_PROTO, M, scope=SCOPE_LINK, oif=12))
-    nl.add(KernelRoute("10.65.0.0/26", ROUTE_PROTO, 5, type=RTN_BLACKHOLE))
+    nl.add(KernelRoute("10.65.0.0/26", ROUTE_PROTO, 5, gateways=("10.0.0.8",)))
     nl.add(KernelRoute("10.65.2.0/26", ROUTE_PROTO, M, gateways=("10.0.0.3",)))
     drv = RouteDriver(nl)
     drv.resync()
@@ -172,3 +172,17 @@ def test_batches_large_change_sets() -> None:
     many = [RouteSpec(f"10.70.{i // 250}.{i % 250}/32", "learned", next_hops=("10.0.0.2",)) for i in range(50)]
     assert drv.apply(many).writes == 50
     assert len(nl.by_proto(ROUTE_PROTO)) == 50
+
+
+def test_our_route_at_another_metric_is_adopted_not_churned() -> None:
+    nl = fresh()
+    cni = KernelRoute("10.65.0.2/32", ROUTE_PROTO, 0, scope=SCOPE_LINK, oif=11)  # the CNI plugin's own
+    wrong = KernelRoute("10.65.0.3/32", ROUTE_PROTO, 0, scope=SCOPE_LINK, oif=99)
+    nl.add(cni)
+    nl.add(wrong)
+    drv = RouteDriver(nl)
+    drv.resync()
+    drv.apply(DESIRED)
+    assert nl.table[cni.slot] == cni and ("10.65.0.2/32", M) not in nl.table
+    assert wrong.slot not in nl.table and nl.table[("10.65.0.3/32", M)].oif == 12
+    assert drv.apply(DESIRED).writes == 0

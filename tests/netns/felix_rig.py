@@ -138,14 +138,15 @@ class Node:
 
 
 class Pinger:
-    """``ping -i 0.005`` from one workload to an address; counts sent and received at the end.
+    """``ping -q -i 0.005`` from one workload to an address; counts sent and received at the end.
 
-    The nominal 200 pps keeps the real rate above the issue's 50 pps on a loaded machine
-    (``-i 0.02`` measured ~33 pps and ``-i 0.01`` ~57 pps here under load: sleeps overshoot); :attr:`rate` is what was really sent.
+    Nominal 200 pps, so the real rate stays above the issue's 50 pps on a loaded machine
+    (sleeps overshoot: ``-i 0.01`` measured ~57 pps here under load). ``-q`` because a full
+    output pipe would stall ping. :attr:`rate` is what was really sent.
     """
 
     def __init__(self, ns: str, target: str, factory: Any) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-i", "0.005", "-W", "1", target],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-q", "-i", "0.005", "-W", "1", target],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         factory.pids.append(self.proc.pid)
         self.started = time.monotonic()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,3 +116,52 @@ def test_sigkill_and_restart_drop_no_packet_and_touch_no_route(node: Node) -> No
     assert received == sent, f"lost {sent - received} of {sent} packets"
     assert [e for e in events if "10.65." in e] == []  # nothing deleted and re-added
     assert routes(node.ns) == before
+
+
+def _cni(node: Node, command: str, pod: str, pod_ns: str, lock_dir: Path) -> dict:
+    conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "l3net-cni", "etcd_endpoints": node.endpoint,
+            "etcd_prefix": node.keys.prefix, "nodename": node.name, "mtu": 0, "ipam": {"type": "l3net-ipam"}}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": command, "CNI_CONTAINERID": f"c-{pod}",
+           "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
+           "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
+           "L3NET_CNI_LOCK_DIR": str(lock_dir)}
+    proc = subprocess.run(["ip", "netns", "exec", node.ns, str(Path(sys.executable).with_name("l3net-cni"))],
+                          input=json.dumps(conf).encode(), env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr[-2000:])
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def test_workloads_created_through_the_cni_plugin(node: Node, tmp_path: Path) -> None:
+    pytest.importorskip("l3net.cni.plugin")
+    foreign = routes(node.ns)
+    pool = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
+            "spec": {"cidr": "10.70.0.0/16", "blockSize": 26}}
+    node.ds.put(node.keys.resource("ippools", "p"), json.dumps(pool).encode())
+    node.start_agent()
+    wait_for(node.ready, what="readiness")
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    pods = {p: node.factory("c" + p) for p in ("x", "y")}
+    ips = {}
+    for pod, pod_ns in pods.items():
+        result = _cni(node, "ADD", pod, pod_ns, lock_dir)
+        ips[pod] = result["ips"][0]["address"].split("/")[0]
+
+    def blackholes() -> set[str]:
+        kvs, _ = node.ds.list(node.keys.node_affinities("n1"))
+        return {f"blackhole {node.keys.parse_affinity(kv.key)[1]} proto {P} metric 1024" for kv in kvs
+                if json.loads(kv.value).get("state") == "confirmed"}
+
+    def workload_routes() -> set[str]:
+        return {r for r in routes(node.ns, P) if not r.startswith("blackhole")}
+
+    wait_for(lambda: len(blackholes()) == 1 and blackholes() <= routes(node.ns, P), what="the block's blackhole")
+    wait_for(lambda: {r.split()[0] for r in workload_routes()} == set(ips.values()), what="workload routes")
+    assert netns.read_sysctl(f"net/ipv4/neigh/{workload_routes().pop().split()[2]}/proxy_delay", node.ns) == "0"
+    netns.run(pods["x"], ["ping", "-c", "3", "-i", "0.2", "-W", "2", ips["y"]])
+    _cni(node, "DEL", "x", pods["x"], lock_dir)
+    wait_for(lambda: {r.split()[0] for r in workload_routes()} == {ips["y"]}, what="x's route removed")
+    _cni(node, "DEL", "y", pods["y"], lock_dir)
+    wait_for(lambda: workload_routes() == set(), what="all workload routes removed")
+    # What stays is exactly the foreign routes and the blackholes of blocks still affine to the node.
+    wait_for(lambda: routes(node.ns) == foreign | blackholes(), what="only foreign routes and blackholes")

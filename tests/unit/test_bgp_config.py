@@ -52,7 +52,8 @@ def peer(name: str, **spec: object) -> Resource:
 THREE = [node("n1", "10.0.0.1"), node("n2", "10.0.0.2"), node("n3", "10.0.0.3")]
 
 SCENARIOS = {
-    "mesh_n2": ("n2", THREE, [cfg(holdTime="9s", keepaliveTime="3s", nodeMeshPassword={"value": "m3sh"})], []),
+    "mesh_n2": ("n2", THREE, [cfg(holdTime="9s", keepaliveTime="3s", nodeMeshPassword={"value": "m3sh"},
+                                          restartTime="5m")], []),
     "rr_client": ("n1", [*THREE, node("rr1", "10.0.0.10", cluster="1.1.1.1", rr="x")],
                   [cfg(nodeToNodeMeshEnabled=False, gracefulRestart=False)],
                   [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)")]),
@@ -188,3 +189,27 @@ def test_communities_follow_prefix_advertisements() -> None:
 def test_helper_argv_with_spaces_is_refused() -> None:
     with pytest.raises(ValueError, match="spaces"):
         render_exabgp_config(build_node_view("n1", THREE, [], []), ["/a b/python"])
+
+
+def test_restart_times_from_configuration_and_peer() -> None:
+    v = build_node_view("n1", THREE, [cfg(restartTime="45s")], [
+        peer("tor", node="n1", peerIP="10.0.0.254", asNumber=65000, maxRestartTime="2m")])
+    assert v.errors == ()
+    assert {p.address: (p.graceful_restart, p.restart_time) for p in v.peers} == {
+        "10.0.0.2": (True, 45), "10.0.0.3": (True, 45), "10.0.0.254": (True, 120)}
+    text = render_exabgp_config(v, HELPER)
+    assert text.count("graceful-restart 45;") == 2 and text.count("graceful-restart 120;") == 1
+    assert text.count("manual-eor true;") == 3, "we send End-of-RIB ourselves, after the full table"
+    off = build_node_view("n1", THREE, [cfg(gracefulRestart=False)], [])
+    assert all(not p.graceful_restart for p in off.peers)
+    assert "graceful-restart" not in render_exabgp_config(off, HELPER)
+    assert build_node_view("n1", THREE, [], []).peers[0].restart_time == 120, "Calico's default"
+
+
+@pytest.mark.parametrize("value", ["0s", "2h", "soon"])
+def test_bad_restart_times_name_the_field(value: str) -> None:
+    v = build_node_view("n1", THREE, [cfg(restartTime=value)], [])
+    assert [e.path for e in v.errors] == ["spec.restartTime"]
+    assert all(p.restart_time == 120 for p in v.peers), "the bad value is treated as absent"
+    errs = check_bgp_peer({"peerIP": "10.0.0.9", "asNumber": 65000, "maxRestartTime": value})
+    assert [e.path for e in errs] == ["spec.maxRestartTime"]

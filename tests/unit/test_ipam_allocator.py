@@ -174,7 +174,7 @@ def test_static_assign_refuses_outside_pool_and_taken(ds: MemoryDatastore) -> No
     ipam = IPAM(ds, KEYS)
     assert ipam.assign("10.7.0.9", "net.s", "a", {}) == "10.7.0.9"
     assert ipam.assign("10.7.0.9", "net.s", "a", {}) == "10.7.0.9"  # idempotent
-    with pytest.raises(AddressUnavailable, match="already in use by handle 'net.s'"):
+    with pytest.raises(AddressUnavailable, match=r"already in use by handle 'net\.s'"):
         ipam.assign("10.7.0.9", "net.t", "a", {})
     with pytest.raises(AddressUnavailable, match="outside every enabled IP pool"):
         ipam.assign("192.168.0.1", "net.t", "a", {})

@@ -104,9 +104,10 @@ def clusters(draw):
     for i in range(n):
         node = draw(st.sampled_from(NODES))
         ip = f"10.0.{NODES.index(node) + 1}.{i + 2}"
-        wports = draw(st.lists(st.sampled_from(PORTS[:2]) | st.just(PORTS[2]), max_size=2, unique_by=lambda p: p["port"]))
+        wports = draw(st.lists(st.sampled_from(PORTS), max_size=2, unique_by=lambda p: p["port"]))
         workloads.append(wep(f"w{i}", draw(st.sampled_from(["a", "b"])), node, ip, draw(label_dicts()), wports))
-    namespaces = [ns("a", draw(st.sampled_from([{}, {"team": "x"}]))), ns("b", draw(st.sampled_from([{}, {"team": "y"}])))]
+    namespaces = [ns("a", draw(st.sampled_from([{}, {"team": "x"}]))),
+                  ns("b", draw(st.sampled_from([{}, {"team": "y"}])))]
     pols = draw(st.lists(policies(), max_size=3, unique_by=lambda p: (p.namespace, p.name)))
     return workloads, namespaces, pols
 

@@ -43,7 +43,8 @@ def test_pod_and_namespace_selector_and_vs_or() -> None:
     and_peer = {"podSelector": {"matchLabels": {"app": "web"}}, "namespaceSelector": {"matchLabels": {"env": "dev"}}}
     p_and = netpol("p", "prod", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [and_peer]}]})
     assert allowed([p_and], "10.0.2.2", "10.0.1.3") and not allowed([p_and], "10.0.1.2", "10.0.1.3")
-    or_peers = [{"podSelector": {"matchLabels": {"app": "web"}}}, {"namespaceSelector": {"matchLabels": {"env": "dev"}}}]
+    or_peers = [{"podSelector": {"matchLabels": {"app": "web"}}},
+                {"namespaceSelector": {"matchLabels": {"env": "dev"}}}]
     p_or = netpol("p", "prod", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": or_peers}]})
     assert allowed([p_or], "10.0.2.2", "10.0.1.3") and allowed([p_or], "10.0.1.2", "10.0.1.3")
     # podSelector alone means the policy's own namespace only

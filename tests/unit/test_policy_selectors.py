@@ -57,7 +57,7 @@ def test_calico_expressions(expr, labels, expected) -> None:
 
 
 def test_calico_parse_error_is_clear_and_fails_closed() -> None:
-    with pytest.raises(SelectorError, match="spec.selector"):
+    with pytest.raises(SelectorError, match=r"spec\.selector"):
         parse_calico("a == ", strict=True, where="spec.selector")
     assert parse_calico("a == ").matches({"a": ""}) is False
 

@@ -16,7 +16,7 @@ from l3net.datastore.base import KeyValue, WatchEvent
 from l3net.datastore.memory import MemoryDatastore
 from l3net.errors import DatastoreUnavailable
 from l3net.syncer import KeyUpdate, Syncer, apply_updates, snapshot_diff, watch_updates
-from tests.syncer_recorder import RecordingSink
+from tests.syncer_recorder import RecordingSink, wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -110,7 +110,7 @@ class Partition:
         self._check()
         return self.store.list(prefix)
 
-    def watch(self, prefix: str, start_revision: int):  # noqa: ANN201 - the store's watch type
+    def watch(self, prefix: str, start_revision: int):
         self._check()
         if not self.watch_gate.is_set():
             self.watch_waiting.set()
@@ -133,7 +133,7 @@ def started() -> Iterator[list[Syncer]]:
         assert not s.alive
 
 
-def run(ds, sink: RecordingSink, started: list[Syncer], **kw) -> Syncer:  # noqa: ANN001
+def run(ds, sink: RecordingSink, started: list[Syncer], **kw) -> Syncer:
     s = Syncer(ds, P, sink, retry_initial=kw.pop("retry_initial", 0.005), retry_max=kw.pop("retry_max", 0.05), **kw)
     started.append(s)
     s.start()
@@ -222,7 +222,7 @@ def test_datastore_down_at_start_keeps_retrying(store: MemoryDatastore, started:
     sink = RecordingSink()
     syncer = run(store, sink, started)
     assert sink.wait_for(lambda s: "down" in s.statuses)
-    assert sink.wait_for(lambda s: syncer.errors >= 3), "it must keep retrying"
+    assert wait_until(lambda: syncer.errors >= 3), "it must keep retrying"
     assert sink.in_syncs == 0 and sink.state == {}
     store.set_down(False)
     assert sink.wait_converged(store, P)
@@ -239,7 +239,7 @@ def test_stop_is_prompt_while_watching_and_while_backing_off(store: MemoryDatast
     store.set_down(True)
     backing_off = Syncer(store, P, RecordingSink(), retry_initial=60, retry_max=60)
     backing_off.start()
-    assert sink.wait_for(lambda s: backing_off.errors == 1)
+    assert wait_until(lambda: backing_off.errors == 1)
     backing_off.stop(timeout=10)
     assert not backing_off.alive
 

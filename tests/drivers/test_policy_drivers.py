@@ -1,0 +1,267 @@
+"""iptables and ipset drivers against stateful fakes of iptables-restore --noflush and ipset restore."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+
+import pytest
+
+from felix.drivers.ipsets import IpsetDriver, IpsetError
+from felix.drivers.iptables import IptablesDriver, IptablesError, detect_backend
+from policy.compiler import compile_policy
+from policy.testing import netpol, ns, wep
+
+pytestmark = pytest.mark.drivers
+
+_TARGETS = {"ACCEPT", "DROP", "RETURN", "MARK", "REJECT", "LOG"}
+_BUILTIN = {"filter": ["INPUT", "FORWARD", "OUTPUT"], "raw": ["PREROUTING", "OUTPUT"]}
+
+
+class FakeKernel:
+    """Models iptables-{nft,legacy}-save/-restore --noflush and ipset save/restore, atomically per call."""
+
+    def __init__(self) -> None:
+        self.tables = {t: {c: [] for c in chains} for t, chains in _BUILTIN.items()}
+        self.ipsets: dict[str, tuple[str, set[str]]] = {}
+        self.legacy_tables: dict[str, dict[str, list[str]]] = {}
+        self.writes: list[str] = []
+        self.fail_next = 0
+
+    def __call__(self, argv, stdin=None):
+        tool = argv[0]
+        if tool.startswith("iptables-") and tool.endswith("-save"):
+            tables = self.tables if "nft" in tool else self.legacy_tables
+            wanted = [argv[2]] if "-t" in argv else sorted(tables)
+            return 0, "".join(self._render(t, tables.get(t, {})) for t in wanted), ""
+        if tool.startswith("iptables-") and tool.endswith("-restore"):
+            assert "--noflush" in argv and "--wait" in argv
+            self.writes.append(stdin)
+            if self.fail_next:
+                self.fail_next -= 1
+                return 4, "", "Another app is currently holding the xtables lock"
+            return self._restore(stdin)
+        if argv[:2] == ["ipset", "save"]:
+            out = []
+            for name, (kind, members) in self.ipsets.items():
+                out.append(f"create {name} {kind} family inet hashsize 1024 maxelem 1048576")
+                out += [f"add {name} {m}" for m in sorted(members)]
+            return 0, "\n".join(out) + "\n", ""
+        if argv[:2] == ["ipset", "restore"]:
+            self.writes.append(stdin)
+            return self._ipset_restore(stdin)
+        return 127, "", f"unknown command {argv}"
+
+    @staticmethod
+    def _render(table, chains):
+        lines = [f"*{table}"]
+        lines += [f":{c} {'ACCEPT' if c in _BUILTIN.get(table, ()) else '-'} [0:0]" for c in chains]
+        lines += [f"-A {c} {r}" for c, rules in chains.items() for r in rules]
+        return "\n".join([*lines, "COMMIT", ""])
+
+    def _restore(self, script):
+        tables = copy.deepcopy(self.tables)
+        chains = None
+        try:
+            for line in script.splitlines():
+                if not line or line.startswith("#"):
+                    continue
+                if line.startswith("*"):
+                    chains = tables.setdefault(line[1:], {})
+                elif line == "COMMIT":
+                    chains = None
+                elif line.startswith(":"):
+                    chains.setdefault(line[1:].split()[0], [])
+                else:
+                    op, rest = line.split(None, 1)
+                    self._op(chains, op, rest)
+        except (AssertionError, KeyError, IndexError, ValueError) as exc:
+            return 1, "", f"iptables-restore: line failed: {exc}"
+        self.tables = tables
+        return 0, "", ""
+
+    @staticmethod
+    def _op(chains, op, rest):
+        name, _, rule = rest.partition(" ")
+        if op in ("-A", "-I"):
+            assert name in chains, f"no chain {name}"
+            pos = 0
+            if op == "-I" and rule.split(" ", 1)[0].isdigit():
+                pos, rule = int(rule.split(" ", 1)[0]) - 1, rule.split(" ", 1)[1]
+            toks = shlex.split(rule)
+            for flag in ("-j", "-g"):
+                if flag in toks:
+                    target = toks[toks.index(flag) + 1]
+                    assert target in _TARGETS or target in chains, f"no target {target}"
+            chains[name].insert(pos, rule) if op == "-I" else chains[name].append(rule)
+        elif op == "-D":
+            del chains[name][int(rule) - 1]
+        elif op == "-F":
+            chains[name].clear()
+        elif op == "-X":
+            assert not chains[name], "chain not empty"
+            assert not any(re.search(rf"-[jg] {re.escape(name)}( |$)", r) for rs in chains.values() for r in rs), \
+                "chain referenced"
+            assert not any(name in b for b in _BUILTIN.values())
+            del chains[name]
+        else:
+            raise ValueError(op)
+
+    def _ipset_restore(self, script):
+        sets = copy.deepcopy(self.ipsets)
+        try:
+            for line in script.splitlines():
+                parts = line.split()
+                if not parts or parts[0] == "COMMIT":
+                    continue
+                cmd, name = parts[0], parts[1]
+                if cmd == "create":
+                    assert name not in sets, "set exists"
+                    sets[name] = (parts[2], set())
+                elif cmd == "add":
+                    assert parts[2] not in sets[name][1], "element exists"
+                    sets[name][1].add(parts[2])
+                elif cmd == "del":
+                    sets[name][1].remove(parts[2])
+                elif cmd == "swap":
+                    assert sets[name][0] == sets[parts[2]][0], "incompatible types"
+                    sets[name], sets[parts[2]] = sets[parts[2]], sets[name]
+                elif cmd == "destroy":
+                    del sets[name]
+                else:
+                    raise ValueError(cmd)
+        except (AssertionError, KeyError, IndexError, ValueError) as exc:
+            return 1, "", f"ipset restore: {exc}"
+        self.ipsets = sets
+        return 0, "", ""
+
+
+def _program(with_b: bool = True, ports: int = 80):
+    a = wep("a", "prod", "n1", "10.0.1.2", {"app": "web"}, [{"name": "http", "protocol": "TCP", "port": 8080}])
+    b = wep("b", "prod", "n1", "10.0.1.3", {"app": "db"})
+    locals_ = [a, b] if with_b else [a]
+    pols = [netpol("db", "prod", {"podSelector": {"matchLabels": {"app": "db"}},
+                                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                                               "ports": [{"port": ports}, {"port": "http"}]}]})]
+    return compile_policy(locals_, [a, b], pols, [ns("prod")])
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    k = FakeKernel()
+    k.tables["filter"]["FOREIGN"] = ["-s 203.0.113.0/24 -j DROP"]
+    k.tables["filter"]["FORWARD"] = ["-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"]
+    k.ipsets["foreign-set"] = ("hash:ip", {"192.0.2.1"})
+    return k
+
+
+def _apply_all(ipsets, iptables, program) -> int:
+    return (ipsets.apply_adds(program.ipsets) + iptables.apply(program.chains, program.hooks)
+            + ipsets.apply_deletes(program.ipsets))
+
+
+def test_apply_programs_everything_and_second_apply_writes_nothing(kernel: FakeKernel) -> None:
+    foreign_before = copy.deepcopy(kernel.tables["filter"]["FOREIGN"])
+    ipt, ips = IptablesDriver(kernel, backend="nft"), IpsetDriver(kernel)
+    prog = _program()
+    assert _apply_all(ips, ipt, prog) == 3  # ipsets, filter, raw
+    for table, chains in prog.chains.items():
+        for chain, rules in chains.items():
+            assert kernel.tables[table][chain] == rules
+        for kchain, rules in prog.hooks[table].items():
+            assert kernel.tables[table][kchain][:len(rules)] == rules
+    assert kernel.tables["filter"]["FORWARD"][1:] == ["-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"]
+    assert kernel.tables["filter"]["FOREIGN"] == foreign_before
+    assert {n: (k, frozenset(m)) for n, (k, m) in kernel.ipsets.items() if n.startswith("l3n")} == prog.ipsets
+    assert kernel.ipsets["foreign-set"] == ("hash:ip", {"192.0.2.1"})
+    writes = len(kernel.writes)
+    assert _apply_all(ips, ipt, _program()) == 0
+    assert len(kernel.writes) == writes
+    # a fresh driver (agent restart) adopts what is there: still zero writes
+    assert _apply_all(IpsetDriver(kernel), IptablesDriver(kernel, backend="nft"), _program()) == 0
+
+
+def test_changes_rewrite_only_changed_chains_and_remove_stale(kernel: FakeKernel) -> None:
+    ipt, ips = IptablesDriver(kernel, backend="nft"), IpsetDriver(kernel)
+    _apply_all(ips, ipt, _program())
+    before = len(kernel.writes)
+    smaller = _program(with_b=False, ports=81)
+    assert _apply_all(ips, ipt, smaller) == 2  # filter rewrite + stale sets destroyed; raw untouched
+    filter_script = kernel.writes[before]
+    assert "l3n-PREROUTING" not in filter_script and "-A l3n-FORWARD" not in filter_script
+    ours = {c for c in kernel.tables["filter"] if c.startswith("l3n-")}
+    assert ours == set(smaller.chains["filter"])
+    assert {n for n in kernel.ipsets if n.startswith("l3n")} == set(smaller.ipsets)
+    assert ipt.remove_all() == 2
+    assert ips.apply_deletes({}) == 0  # the smaller program needed no sets: they went already
+    assert kernel.tables["filter"] == {"INPUT": [], "FORWARD": ["-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"],
+                                       "OUTPUT": [], "FOREIGN": ["-s 203.0.113.0/24 -j DROP"]}
+    assert kernel.tables["raw"] == {"PREROUTING": [], "OUTPUT": []}
+    assert set(kernel.ipsets) == {"foreign-set"}
+
+
+def test_hook_pushed_down_by_someone_else_is_moved_back_to_the_top(kernel: FakeKernel) -> None:
+    ipt = IptablesDriver(kernel, backend="nft")
+    prog = _program()
+    IpsetDriver(kernel).apply_adds(prog.ipsets)
+    ipt.apply(prog.chains, prog.hooks)
+    kernel.tables["filter"]["FORWARD"].insert(0, "-j ACCEPT")
+    assert ipt.apply(prog.chains, prog.hooks) == 1
+    fwd = kernel.tables["filter"]["FORWARD"]
+    assert fwd[0] == prog.hooks["filter"]["FORWARD"][0]
+    assert sum("l3n:" in r for r in fwd) == 1 and fwd.count("-j ACCEPT") == 2
+
+
+def test_bounded_retries_then_error(kernel: FakeKernel) -> None:
+    sleeps: list[float] = []
+    prog = _program()
+    IpsetDriver(kernel).apply_adds(prog.ipsets)
+    ipt = IptablesDriver(kernel, backend="nft", max_retries=3, sleep=sleeps.append)
+    kernel.fail_next = 2
+    assert ipt.apply(prog.chains, prog.hooks) == 2
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] / 2 and ipt.errors == 2
+    assert kernel.tables["filter"]["l3n-FORWARD"] == prog.chains["filter"]["l3n-FORWARD"]
+    kernel.fail_next = 100
+    with pytest.raises(IptablesError, match="failed 4 times"):
+        IptablesDriver(kernel, backend="nft", max_retries=3, sleep=sleeps.append).remove_all()
+    assert kernel.tables["filter"]["l3n-FORWARD"]  # nothing half-written
+
+
+def test_restore_refusal_leaves_kernel_unchanged(kernel: FakeKernel) -> None:
+    prog = _program()
+    chains = {"filter": {"l3n-x": ['-m comment --comment "l3n:aaaa" -j l3n-missing']}}
+    ipt = IptablesDriver(kernel, backend="nft", max_retries=1, sleep=lambda _s: None)
+    with pytest.raises(IptablesError):
+        ipt.apply(chains, {})
+    assert "l3n-x" not in kernel.tables["filter"]
+    assert prog.policies == 1
+
+
+def test_backend_detection(kernel: FakeKernel) -> None:
+    assert detect_backend(kernel) == "nft"
+    kernel.legacy_tables = {"mangle": {"KUBE-IPTABLES-HINT": []}}
+    assert detect_backend(kernel) == "legacy"
+    kernel.legacy_tables = {"filter": {"INPUT": [], "FORWARD": ["-j ACCEPT"] * 5, "OUTPUT": []}}
+    assert detect_backend(kernel) == "legacy"
+    with pytest.raises(ValueError, match="backend"):
+        IptablesDriver(kernel, backend="bpf")
+
+
+def test_ipset_big_change_uses_swap_and_leaves_no_temp(kernel: FakeKernel) -> None:
+    ips = IpsetDriver(kernel)
+    ips.apply_adds({"l3ns:big": ("hash:net", frozenset(f"10.1.0.{i}" for i in range(20)))})
+    ips.apply_adds({"l3ns:big": ("hash:net", frozenset(f"10.2.0.{i}" for i in range(20)))})
+    assert "swap l3nt:0 l3ns:big" in kernel.writes[-1]
+    assert kernel.ipsets["l3ns:big"][1] == {f"10.2.0.{i}" for i in range(20)}
+    ips.apply_adds({"l3ns:big": ("hash:net", frozenset([*(f"10.2.0.{i}" for i in range(19)), "10.3.0.1"]))})
+    assert "swap" not in kernel.writes[-1] and "del l3ns:big 10.2.0.19" in kernel.writes[-1]
+    assert [n for n in kernel.ipsets if n.startswith("l3nt")] == []
+    with pytest.raises(ValueError, match="not a valid"):
+        ips.apply_adds({"other": ("hash:net", frozenset())})
+    kernel.ipsets["l3ns:big"] = ("hash:ip", set())
+    kernel.fail_next = 0
+    ips.apply_adds({"l3ns:big": ("hash:net", frozenset(["10.9.9.9"]))})
+    assert kernel.ipsets["l3ns:big"] == ("hash:net", {"10.9.9.9"})
+    with pytest.raises(IpsetError):
+        ips._restore(["destroy l3ns:nonexistent"], "test")

@@ -1,0 +1,227 @@
+"""Graceful restart (RFC 4724) with real ExaBGP and BIRD: an agent restart keeps its routes on the peers.
+
+"Agent restart" here is what a SIGKILL of the agent does to BGP: its ExaBGP dies at
+once (no NOTIFICATION, the kernel closes the TCP session), and a new speaker starts
+with an empty RIB and possibly a different set of prefixes. The peer's kernel is
+watched with ``ip monitor route`` the whole time: the restarting node's prefix is
+never deleted, and the prefix it no longer announces is deleted after its End-of-RIB
+(or when the restart time expires if it never comes back). A ping across the
+restart shows that forwarding never stopped. Figures go to the test report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bgp import metrics
+from bgp.config import build_node_view
+from bgp.speaker import Speaker
+from l3net import netns
+from l3net.model.resource import Resource
+from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, pod_ip, report, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
+
+__all__ = ["fabric"]  # the module-scoped fixture, shared with test_bgp_exabgp's fabric definition
+
+RESTART = 8          # restartTime in these tests (Calico's default is 120 s)
+EXTRA = "10.244.101.0/26"
+PAIR = ("n1", "n2")
+
+
+class RouteMonitor:
+    """``ip monitor route`` in one namespace, collecting every line until stopped."""
+
+    def __init__(self, ns: str) -> None:
+        self.proc = subprocess.Popen(["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+
+    def stop(self) -> list[str]:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        return out.splitlines()
+
+
+def deleted(lines: list[str], prefix: str) -> list[str]:
+    return [x for x in lines if x.startswith("Deleted") and prefix in x.split()]
+
+
+async def agent_crash(nodes: Nodes, name: str) -> None:
+    """SIGKILL the node's ExaBGP (what a SIGKILL of the agent does to it) and drop the speaker without a word."""
+    sp = nodes.sp.pop(name)
+    pid = sp.exabgp_pid
+    assert pid
+    os.killpg(pid, signal.SIGKILL)
+    await sp.stop()   # only closes the socket: the process is gone, nothing is withdrawn
+
+
+async def agent_start(nodes: Nodes, name: str, view_args: tuple[list[Resource], list[Resource], list[Resource]],
+                      adverts: list[str]) -> Speaker:
+    fab = nodes.fabric
+    sp = Speaker(name, nodes.run_dir / name, netns=fab.ns[name], on_learned=fab.installer(name), backoff=(0.3, 2.0))
+    await sp.start()
+    sp.set_view(build_node_view(name, *view_args))
+    sp.set_advertisements(dict.fromkeys(adverts))
+    nodes.sp[name] = sp
+    return sp
+
+
+def sweeps(node: str, how: str) -> float:
+    return metrics.GR_SWEEPS.labels(node=node, reason=how)._value.get()
+
+
+def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: Fabric, tmp_path: Path,
+                                                                         record_property) -> None:
+    nodes = [node_res(n) for n in PAIR]
+    cfgs = [Resource("BGPConfiguration", "default", {"holdTime": f"{HOLD}s", "restartTime": f"{RESTART}s"})]
+    args = (nodes, cfgs, [])
+
+    async def scenario() -> None:
+        ns = Nodes(fabric, tmp_path)
+        mon: RouteMonitor | None = None
+        try:
+            await ns.start(PAIR, *args)
+            ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
+            await wait_for(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}
+                           and block("n2") in fabric.kernel_routes("n1"), 20, "routes both ways")
+            assert all(p.graceful_restart for p in ns.sp["n2"].view.peers)  # type: ignore[union-attr]
+            eor_before = sweeps("n2", "eor")
+            mon = RouteMonitor(fabric.ns["n2"])
+            await asyncio.sleep(0.3)
+            ping = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", fabric.ns["n2"], "ping", "-n", "-q", "-c", "100", "-i", "0.05",
+                "-I", pod_ip("n2"), pod_ip("n1"), stdout=asyncio.subprocess.PIPE)
+            await asyncio.sleep(0.3)
+
+            t0 = time.monotonic()
+            await agent_crash(ns, "n1")
+            await wait_for(lambda: ns.sp["n2"].peer_status()[0].stale == 2, HOLD, "n2 marks n1's routes stale")
+            assert set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, "kept in the kernel"
+            t1 = time.monotonic()
+            await agent_start(ns, "n1", args, [block("n1")])          # EXTRA is gone from the new agent
+            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART, "EXTRA swept after EOR")
+            report(record_property, "gr_restart_to_stale_swept", time.monotonic() - t1)
+            report(record_property, "gr_kill_to_stale_swept", time.monotonic() - t0)
+            assert sweeps("n2", "eor") == eor_before + 1, "swept on End-of-RIB, not by the timer"
+            out, _ = await ping.communicate()
+            assert ping.returncode == 0 and " 0% packet loss" in out.decode(), out.decode()
+            lines = mon.stop()
+            mon = None
+            assert deleted(lines, block("n1")) == [], f"n1's block was deleted on n2: {lines}"
+            assert len(deleted(lines, EXTRA)) == 1, lines
+            record_property("gr_route_deletions_of_kept_prefix", 0)
+            assert fabric.kernel_routes("n2") == {block("n1"): [ADDR["n1"]]}
+            row = ns.sp["n2"].peer_status()[0]
+            assert row.state == "up" and row.stale == 0 and row.received == 1
+            # the restarted n1 learned n2's block again (its stale copy was the kernel's, kept by the route driver)
+            await wait_for(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]]}, 10, "n1 relearns")
+            assert ns.sp["n1"].stats["command_errors"] == 0, "the EOR command was accepted"
+
+            # n1 dies for good: n2 keeps its routes for the restart time, then sweeps them
+            mon = RouteMonitor(fabric.ns["n2"])
+            t0 = time.monotonic()
+            await agent_crash(ns, "n1")
+            await asyncio.sleep(RESTART - 2)
+            assert block("n1") in fabric.kernel_routes("n2"), "kept during the restart time"
+            await wait_for(lambda: block("n1") not in fabric.kernel_routes("n2"), 5, "swept when the time expired")
+            report(record_property, "gr_kill_to_timer_sweep", time.monotonic() - t0)
+            assert len(deleted(mon.stop(), block("n1"))) == 1
+            mon = None
+        finally:
+            if mon is not None:
+                mon.stop()
+            await ns.stop()
+
+    asyncio.run(scenario())
+
+
+BIRD_GR_CONF = """
+router id {rr};
+log stderr all;
+protocol device {{ }}
+template bgp rrc {{
+  local {rr} as 64512;
+  rr client;
+  rr cluster id {rr};
+  passive on;
+  hold time {hold};
+  graceful restart on;
+  graceful restart time {restart};
+  ipv4 {{ import all; export where source = RTS_BGP; }};
+}}
+{clients}
+"""
+
+
+@pytest.fixture
+def bird_gr(fabric: Fabric, tmp_path: Path) -> Iterator[Path]:
+    run = tmp_path / "bird"
+    run.mkdir()
+    conf, sock = run / "bird.conf", run / "bird.ctl"
+    conf.write_text(BIRD_GR_CONF.format(rr=ADDR["bird"], hold=HOLD, restart=RESTART, clients="\n".join(
+        f"protocol bgp {c} from rrc {{ neighbor {ADDR[c]} as 64512; }}" for c in PAIR)))
+    proc = subprocess.Popen(netns.nsenter_cmd(fabric.ns["bird"], ["bird", "-f", "-c", str(conf), "-s", str(sock)]),
+                            stdout=open(run / "bird.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            start_new_session=True)
+    fabric.factory.pids.append(proc.pid)
+    try:
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")
+def test_bird_reflector_retains_routes_through_agent_restart(fabric: Fabric, tmp_path: Path, bird_gr: Path,
+                                                             record_property) -> None:
+    nodes = [node_res(n) for n in PAIR]
+    cfgs = [Resource("BGPConfiguration", "default", {"holdTime": f"{HOLD}s", "restartTime": f"{RESTART}s",
+                                                     "nodeToNodeMeshEnabled": False})]
+    peers = [Resource("BGPPeer", "bird-rr", {"peerIP": ADDR["bird"], "asNumber": 64512})]
+    args = (nodes, cfgs, peers)
+
+    def birdc(*cmd: str) -> str:
+        return subprocess.run(["birdc", "-s", str(bird_gr), *cmd], capture_output=True, text=True, timeout=10).stdout
+
+    async def scenario() -> None:
+        ns = Nodes(fabric, tmp_path)
+        mon: RouteMonitor | None = None
+        try:
+            await ns.start(PAIR, *args)
+            ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
+            await wait_for(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, 20,
+                           "n1's routes on n2 via BIRD")
+            mon = RouteMonitor(fabric.ns["n2"])
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            await agent_crash(ns, "n1")
+            await wait_for(lambda: "Established" not in birdc("show", "protocols", "n1"), HOLD,
+                           "BIRD sees n1's session drop")
+            await asyncio.sleep(0.5)
+            assert set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, "n2 still has them via BIRD"
+            t1 = time.monotonic()
+            await agent_start(ns, "n1", args, [block("n1")])
+            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART, "BIRD sweeps EXTRA after EOR")
+            report(record_property, "gr_bird_restart_to_stale_swept", time.monotonic() - t1)
+            report(record_property, "gr_bird_kill_to_stale_swept", time.monotonic() - t0)
+            lines = mon.stop()
+            mon = None
+            assert deleted(lines, block("n1")) == [], f"n1's block was deleted on n2: {lines}"
+            assert len(deleted(lines, EXTRA)) == 1, lines
+            assert fabric.kernel_routes("n2") == {block("n1"): [ADDR["n1"]]}
+            assert fabric.ping("n2", "n1").returncode == 0
+        finally:
+            if mon is not None:
+                mon.stop()
+            await ns.stop()
+
+    asyncio.run(scenario())
