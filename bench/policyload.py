@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from bench.framework import Unavailable, Workspace, need_module
+from bench.framework import Workspace, need_module
 from bench.topology import Node, Workload
 from l3net import netns
 
@@ -113,11 +113,20 @@ def _run(ns: str, cmd: list[str], text: str) -> None:
         raise RuntimeError(f"{' '.join(cmd)} in {ns} failed: {out.stderr.strip()[:500]}")
 
 
-def apply_with_felix(ns: str, program: Any) -> Any:
-    """Apply ``program`` in ``ns`` through felix's ipsets and iptables drivers (ipsets first)."""
-    felix_drivers()
-    raise Unavailable("felix iptables/ipsets driver wiring in bench/policyload.py",
-                      "the drivers landed after this benchmark was written")
+def apply_with_felix(ns: str, program: Any) -> int:
+    """Apply ``program`` in ``ns`` the way felix's sync loop does: ipsets add, iptables, ipsets delete.
+
+    Returns the number of restore transactions written (0 when the namespace already matched).
+    Fresh drivers each call, as after an agent start: they read the kernel's state first.
+    """
+    iptables_mod, ipsets_mod = felix_drivers()
+    runner = iptables_mod.netns_runner(ns)
+    ipsets = ipsets_mod.IpsetDriver(runner)
+    iptables = iptables_mod.IptablesDriver(runner)
+    writes = ipsets.apply_adds(program.ipsets)
+    writes += iptables.apply_program(program)
+    writes += ipsets.apply_deletes(program.ipsets)
+    return writes
 
 
 def install_dataplane_policies(ws: Workspace, n1: Node, w1: Workload, n2: Node, w2: Workload, *,

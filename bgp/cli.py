@@ -1,12 +1,14 @@
 """bgp.cli: ``l3net route-reflector --node NAME``, a standalone l3net route reflector.
 
-Reads Node, BGPConfiguration and BGPPeer resources from etcd, builds the view of
-``NAME`` (whose Node must carry ``routeReflectorClusterID``), runs a
-:class:`bgp.speaker.Speaker` (ExaBGP + reflection, no kernel routes: like a BIRD
-reflector without a kernel protocol) and publishes its peer table under a
-lease. Peer-set changes are picked up by re-reading the resources every
-``--resync`` seconds (the datastore Syncer can replace the poll later).
-Exits 2 when the node is not a route reflector; runs until SIGTERM/SIGINT.
+Follows the Node, BGPConfiguration and BGPPeer resources in etcd with
+:class:`l3net.syncer.Syncer` (one per kind: list, then watch), builds the view of
+``NAME`` (whose Node must carry ``routeReflectorClusterID``) whenever one changes,
+runs a :class:`bgp.speaker.Speaker` (ExaBGP + reflection, no kernel routes: like a
+BIRD reflector without a kernel protocol) and publishes its peer table under a
+lease every ``--resync`` seconds and on every peer change. Stored values are
+decoded with :meth:`l3net.model.client.ResourceClient.decode`; a bad one is logged
+with its key and treated as absent. Exits 2 when the node is not a route
+reflector, 1 when a syncer dies of a bug; runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,16 @@ from bgp import status as bgp_status
 from bgp.config import build_node_view
 from bgp.speaker import Speaker
 from l3net.constants import DEFAULT_ETCD_PREFIX
+from l3net.datastore.base import KeyValue
+from l3net.errors import ValidationError
 from l3net.keys import KeyLayout
+from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
 
 _log = logging.getLogger(__name__)
 
 STATUS_TTL = 30
+KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -39,47 +45,138 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--node", required=True, help="the Node resource of this reflector (has routeReflectorClusterID)")
     p.add_argument("--run-dir", default=None, help="directory for ExaBGP's config, socket and log "
                                                    "(default /run/l3net/rr-NODE)")
-    p.add_argument("--resync", type=float, default=2.0, help="seconds between re-reads of the BGP resources")
+    p.add_argument("--resync", type=float, default=2.0,
+                   help="seconds between publications of the peer table (resources are watched, not polled)")
     p.set_defaults(func=run)
     return p
 
 
-def _decode(value: bytes, kind: str) -> Resource | None:
+def decode(client: ResourceClient, key: str, value: bytes, revision: int = 0) -> Resource | None:
+    """A stored resource, or None (logged with its key) when it does not validate: bad data is absence."""
     try:
-        doc: Any = json.loads(value)
-        meta = doc.get("metadata") or {}
-        return Resource(kind=kind, name=str(meta["name"]), spec=dict(doc.get("spec") or {}),
-                        labels=dict(meta.get("labels") or {}))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        _log.warning("skipping undecodable %s: %s", kind, exc)
+        return client.decode(KeyValue(key, value, revision))
+    except ValidationError as exc:
+        _log.warning("ignoring invalid stored resource key=%s error=%s", key, exc)
         return None
 
 
 def load_resources(ds: Any, keys: KeyLayout) -> tuple[list[Resource], list[Resource], list[Resource]]:
-    """(nodes, bgp configurations, bgp peers) as stored; undecodable values are absent."""
+    """(nodes, bgp configurations, bgp peers) as stored now; invalid values are absent."""
+    client = ResourceClient(ds, keys)
     out: list[list[Resource]] = []
-    for plural, kind in (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer")):
-        kvs, _ = ds.list(keys.resource_dir(plural))
-        out.append([r for r in (_decode(kv.value, kind) for kv in kvs) if r is not None])
+    for plural, _ in KINDS:
+        kvs, _rev = ds.list(keys.resource_dir(plural))
+        out.append([r for r in (decode(client, kv.key, kv.value, kv.mod_revision) for kv in kvs) if r is not None])
     return out[0], out[1], out[2]
+
+
+class ResourceStore:
+    """The reflector's copy of the BGP resources, fed by one Syncer per kind (the sinks).
+
+    Sinks run on the syncers' threads; the store is guarded by a lock and wakes the
+    asyncio loop through ``call_soon_threadsafe``. ``in_sync`` once every kind has
+    been listed. Invalid values are dropped (logged), which also removes an earlier
+    valid copy of that key.
+    """
+
+    def __init__(self, ds: Any, keys: KeyLayout, loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> None:
+        self._client = ResourceClient(ds, keys)
+        self._keys = keys
+        self._loop = loop
+        self._changed = changed
+        self._lock = threading.Lock()
+        self._by_kind: dict[str, dict[str, Resource]] = {plural: {} for plural, _ in KINDS}
+        self._synced: set[str] = set()
+
+    def sink(self, plural: str) -> _KindSink:
+        return _KindSink(self, plural)
+
+    @property
+    def in_sync(self) -> bool:
+        with self._lock:
+            return len(self._synced) == len(KINDS)
+
+    def snapshot(self) -> tuple[list[Resource], list[Resource], list[Resource]]:
+        with self._lock:
+            n, c, p = (list(self._by_kind[plural].values()) for plural, _ in KINDS)
+        return n, c, p
+
+    def _apply(self, plural: str, updates: list[Any]) -> None:
+        decoded = [(u.key, decode(self._client, u.key, u.value, u.revision) if u.value is not None else None)
+                   for u in updates]
+        with self._lock:
+            table = self._by_kind[plural]
+            for key, res in decoded:
+                if res is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = res
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    def _in_sync(self, plural: str) -> None:
+        with self._lock:
+            self._synced.add(plural)
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+
+class _KindSink:
+    """The SyncSink of one kind (l3net.syncer calls it on its thread)."""
+
+    def __init__(self, store: ResourceStore, plural: str) -> None:
+        self.store = store
+        self.plural = plural
+
+    def on_updates(self, updates: list[Any]) -> None:
+        self.store._apply(self.plural, updates)
+
+    def on_in_sync(self) -> None:
+        self.store._in_sync(self.plural)
+
+    def on_status(self, status: str) -> None:
+        _log.info("datastore status kind=%s status=%s", self.plural, status)
 
 
 async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, resync: float = 2.0,
                         netns: str | None = None, stop: asyncio.Event | None = None) -> int:
     """The route reflector's main loop (also used by tests with ``netns``)."""
+    from l3net.syncer import Syncer
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    view = build_node_view(node, *await loop.run_in_executor(None, load_resources, ds, keys))
-    if not view.cluster_id:
-        _log.error("node %s has no routeReflectorClusterID; refusing to reflect", node)
-        return 2
-    speaker = Speaker(node, run_dir, netns=netns)
-    await speaker.start()
-    lease = await loop.run_in_executor(None, ds.grant_lease, STATUS_TTL)
+    changed = asyncio.Event()
+    store = ResourceStore(ds, keys, loop, changed)
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        loop.call_soon_threadsafe(stop.set)
+
+    syncers = [Syncer(ds, keys.resource_dir(plural), store.sink(plural), on_fatal=on_fatal) for plural, _ in KINDS]
+    for s in syncers:
+        s.start()
+    speaker: Speaker | None = None
+    lease: Any = None
     try:
+        while not store.in_sync and not stop.is_set():
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 1.0)
+        if stop.is_set():
+            return 1 if fatal else 0
+        view = build_node_view(node, *store.snapshot())
+        if not view.cluster_id:
+            _log.error("node %s has no routeReflectorClusterID; refusing to reflect", node)
+            return 2
+        speaker = Speaker(node, run_dir, netns=netns)
+        await speaker.start()
+        lease = await loop.run_in_executor(None, ds.grant_lease, STATUS_TTL)
+        reported: tuple[object, ...] = ()
         while not stop.is_set():
-            for err in view.errors:
-                _log.warning("configuration problem: %s", err)
+            changed.clear()
+            if view.errors != reported:
+                for err in view.errors:
+                    _log.warning("configuration problem: %s", err)
+                reported = view.errors
             speaker.set_view(view)
             rows = speaker.peer_status()
             await loop.run_in_executor(None, functools.partial(
@@ -87,12 +184,29 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 router_id=view.router_id))
             await loop.run_in_executor(None, lease.refresh)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), resync)
-            view = build_node_view(node, *await loop.run_in_executor(None, load_resources, ds, keys))
+                await asyncio.wait_for(_first(stop, changed), resync)
+            view = build_node_view(node, *store.snapshot())
     finally:
-        await speaker.stop()
-        await loop.run_in_executor(None, lease.revoke)
+        if speaker is not None:
+            await speaker.stop()
+        if lease is not None:
+            await loop.run_in_executor(None, lease.revoke)
+        for s in syncers:
+            threading.Thread(target=s.stop, name="rr-syncer-stop", daemon=True).start()
+    if fatal:
+        _log.critical("route reflector exiting: a datastore syncer failed: %r", fatal[0])
+        return 1
     return 0
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def run(args: argparse.Namespace) -> int:

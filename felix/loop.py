@@ -118,7 +118,8 @@ class SyncLoop:
 
     def on_status(self, status: str) -> None:
         """``resync`` or ``down`` from the syncer: hold the dataplane exactly as it is."""
-        _log.warning("datastore status=%s: dataplane held as is until in sync again", status)
+        log = _log.warning if self.ever_in_sync else _log.info
+        log("datastore status=%s: dataplane held as is until in sync again", status)
         if status in ("resync", "down"):
             self.in_sync = False
             metrics.DATASTORE_IN_SYNC.set(0)

@@ -13,10 +13,10 @@ import asyncio
 import concurrent.futures
 import faulthandler
 import importlib
+import inspect
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 from felix.calc import Builder, Link, Model
@@ -130,12 +130,11 @@ class Agent:
             if view is not None and view.local_addresses:
                 self.speaker.set_view(view)
                 if not view.peers:
-                    self.sync.on_bgp_converged()  # type: ignore[union-attr]
+                    self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
         ready, reasons = self.health.readiness()
         self.status.update(ready=ready, notReady=reasons, routes=len(desired.routes),
-                           localEndpoints=desired.local_endpoints, lastApply=time.time(),
-                           address=self.node_ip)
+                           localEndpoints=desired.local_endpoints, address=self.node_ip)
 
     def _die(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -218,8 +217,15 @@ class Agent:
         from pathlib import Path
 
         run_dir = Path(self.cfg.run_dir) / self.node / "bgp"
-        self.speaker = speaker_mod.Speaker(self.node, run_dir, on_learned=sync.on_learned_routes,
-                                           on_peers=self._on_peers, python=self.cfg.exabgp_python)
+        kwargs: dict[str, Any] = {"on_learned": sync.on_learned_routes, "on_peers": self._on_peers,
+                                  "python": self.cfg.exabgp_python}
+        if "on_converged" in inspect.signature(speaker_mod.Speaker).parameters:
+            # End-of-RIB from every peer: stale learned routes may be swept before the startup delay ends.
+            kwargs["on_converged"] = sync.on_bgp_converged
+        self.speaker = speaker_mod.Speaker(self.node, run_dir, **kwargs)
+        bgp_metrics = _optional("bgp.metrics")
+        if bgp_metrics is not None and hasattr(bgp_metrics, "register_into"):
+            bgp_metrics.register_into(metrics.REGISTRY)
         await self.speaker.start()
         _log.info("BGP speaker started run_dir=%s", run_dir)
 

@@ -20,6 +20,11 @@ _log = logging.getLogger(__name__)
 
 # Kubernetes sets this label on every namespace (since 1.21); namespaceSelectors rely on it.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Calico's implicit endpoint labels, and the prefix under which an endpoint carries its namespace's labels
+# (so a namespaceSelector is just a selector over ``pcns.``-prefixed keys, as in libcalico-go).
+CALICO_NAMESPACE_LABEL = "projectcalico.org/namespace"
+CALICO_ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
+NAMESPACE_LABEL_PREFIX = "pcns."
 
 
 def namespace_labels(namespaces: Iterable[Resource]) -> dict[str, dict[str, str]]:
@@ -70,3 +75,30 @@ def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
     if types:
         return tuple(t for t in ("Ingress", "Egress") if t in types)
     return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
+
+
+def endpoint_labels(wep: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The labels a Calico selector sees on an endpoint: its own, Calico's implicit ones, and its
+    namespace's labels under ``pcns.``."""
+    ns = wep.namespace or ""
+    out = {f"{NAMESPACE_LABEL_PREFIX}{k}": v for k, v in labels_of_namespace(ns_labels, ns).items()}
+    out[CALICO_NAMESPACE_LABEL] = ns
+    out[CALICO_ORCHESTRATOR_LABEL] = str(wep.spec.get("orchestrator") or "k8s")
+    out.update(wep.labels)
+    return out
+
+
+def gnp_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """``spec.types`` of a GlobalNetworkPolicy, or Calico's default (Ingress, plus Egress if there are egress rules)."""
+    types = spec.get("types")
+    if types:
+        return tuple(t for t in ("Ingress", "Egress") if t in types)
+    return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
+
+
+def gnp_order(spec: Mapping[str, Any]) -> float:
+    """Calico's order: lower first; a policy without ``order`` comes after every ordered one."""
+    order = spec.get("order")
+    if isinstance(order, (int, float)) and not isinstance(order, bool):
+        return float(order)
+    return float("inf")

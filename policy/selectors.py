@@ -26,12 +26,12 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policy.calico_selector import All, And, Has, LabelOp, Not, Selector, SelectorError, canonical, parse
+from policy.calico_selector import All, And, Global, Has, LabelOp, Not, Or, Selector, SelectorError, canonical, parse
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ALL", "NOTHING", "Nothing", "SelectorError", "SelectorIndex", "canonical_string",
-           "parse_calico", "parse_label_selector"]
+__all__ = ["ALL", "NOTHING", "Nothing", "SelectorError", "SelectorIndex", "all_of", "canonical_string",
+           "parse_calico", "parse_label_selector", "with_key_prefix"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,33 @@ def canonical_string(sel: Selector) -> str:
     if isinstance(sel, Nothing):
         return "!all()"
     return canonical(sel)
+
+
+def all_of(*parts: Selector | None) -> Selector:
+    """The conjunction of the given selectors (None entries are skipped; any NOTHING makes NOTHING)."""
+    kept = [p for p in parts if p is not None and not isinstance(p, (All, Global))]
+    if any(isinstance(p, Nothing) for p in kept):
+        return NOTHING
+    if not kept:
+        return ALL
+    return kept[0] if len(kept) == 1 else And(tuple(kept))
+
+
+def with_key_prefix(sel: Selector, prefix: str) -> Selector:
+    """The same selector over keys renamed ``prefix + key`` (how namespace selectors become endpoint selectors)."""
+    if isinstance(sel, (All, Global, Nothing)):
+        return sel
+    if isinstance(sel, Has):
+        return Has(prefix + sel.key)
+    if isinstance(sel, LabelOp):
+        return LabelOp(prefix + sel.key, sel.op, sel.values)
+    if isinstance(sel, Not):
+        return Not(with_key_prefix(sel.inner, prefix))
+    if isinstance(sel, And):
+        return And(tuple(with_key_prefix(p, prefix) for p in sel.parts))
+    if isinstance(sel, Or):
+        return Or(tuple(with_key_prefix(p, prefix) for p in sel.parts))
+    raise TypeError(f"unknown selector node {sel!r}")
 
 
 def parse_calico(text: str | None, *, strict: bool = False, where: str = "selector") -> Selector:

@@ -27,7 +27,18 @@ from bgp.config import build_node_view
 from bgp.speaker import Speaker
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, pod_ip, report, wait_for
+from tests.integration.test_bgp_exabgp import (
+    ADDR,
+    HOLD,
+    Fabric,
+    Nodes,
+    block,
+    fabric,
+    node_res,
+    pod_ip,
+    report,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 

@@ -46,28 +46,36 @@ class Node:
     """One node namespace (eth0 10.0.0.1/24 towards a router namespace), its workloads and its agent."""
 
     def __init__(self, factory: Any, ds: EtcdDatastore, keys: KeyLayout, endpoint: str, run_dir: Path,
-                 name: str = "n1") -> None:
+                 name: str = "n1", address: str = "10.0.0.1", router: str | None = None) -> None:
         self.factory = factory
         self.ds = ds
         self.keys = keys
         self.endpoint = endpoint
         self.run_dir = run_dir
         self.name = name
-        self.ns = factory("nd")
-        self.router = factory("rr")
-        factory.veth(self.ns, "eth0", self.router, "eth0")
-        netns.run(self.ns, ["ip", "addr", "add", "10.0.0.1/24", "dev", "eth0"])
-        netns.run(self.router, ["ip", "addr", "add", "10.0.0.254/24", "dev", "eth0"])
+        self.address = address
+        self.ns = factory("nd" + name[-1])
+        if router is None:
+            # The node's L2 segment: a bridge in its own namespace, 10.0.0.254 as the default gateway.
+            router = factory("rr")
+            netns.run(router, ["ip", "link", "add", "br0", "type", "bridge"])
+            netns.run(router, ["ip", "addr", "add", "10.0.0.254/24", "dev", "br0"])
+            netns.run(router, ["ip", "link", "set", "br0", "up"])
+        self.router = router
+        factory.veth(self.ns, "eth0", router, f"p{name}")
+        netns.run(router, ["ip", "link", "set", f"p{name}", "master", "br0"])
+        netns.run(self.ns, ["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
         # A foreign default route (it also covers 169.254.1.1, which proxy ARP needs).
         netns.run(self.ns, ["ip", "route", "add", "default", "via", "10.0.0.254"])
         self.workloads: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = run_dir / f"agent-{name}.log"
+        self.env: dict[str, str] = {}
 
     # -- workloads (wired the way the CNI plugin wires them) ---------------------------
     def add_workload(self, pod: str, ip: str, write_wep: bool = True) -> str:
         iface = f"cali{pod}"[:15]
-        wns = self.factory("w" + pod)
+        wns = self.factory("w" + self.name[-1] + pod)
         self.factory.veth(self.ns, iface, wns, "eth0")
         netns.run(self.ns, ["ip", "link", "set", iface, "address", "ee:ee:ee:ee:ee:ee"])
         netns.run(wns, ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"])
@@ -97,7 +105,7 @@ class Node:
     def start_agent(self, **env: str) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, "L3NET_ETCD_ENDPOINTS": self.endpoint, "L3NET_ETCD_PREFIX": self.keys.prefix,
                     "L3NET_BGP_ENABLED": "false", "L3NET_RUN_DIR": str(self.run_dir),
-                    "L3NET_STARTUP_SWEEP_DELAY": "0", **env}
+                    "L3NET_STARTUP_SWEEP_DELAY": "0", **self.env, **env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, L3NET, "--log-level", "DEBUG", "agent",
                                       "--node", self.name], env=full_env, stdout=log, stderr=subprocess.STDOUT,

@@ -92,6 +92,10 @@ def test_metrics_and_readiness_answer(node: Node) -> None:
     assert samples['l3net_routes_programmed{kind="blackhole"}'] == 1.0
     assert samples["l3net_dataplane_apply_time_seconds_count"] >= 1
     assert "l3net_dataplane_failures_total" in samples
+    # Policy is wired: the compiled program is in the node's iptables and counted.
+    if samples.get('l3net_iptables_rules{table="filter"}') is not None:
+        assert samples['l3net_iptables_rules{table="filter"}'] > 0
+        assert ":l3n-" in netns.run(node.ns, ["iptables-save", "-t", "filter"]).stdout
 
 
 def test_sigkill_and_restart_drop_no_packet_and_touch_no_route(node: Node) -> None:

@@ -1,0 +1,60 @@
+"""The agent's own records in a real etcd: Node registration (CAS), the default pool, the leased status."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from felix.registration import StatusPublisher, ensure_default_pool, register_node
+from l3net.datastore import EtcdDatastore
+from l3net.keys import KeyLayout
+from l3net.model.resource import Resource
+
+pytestmark = pytest.mark.integration
+
+
+def test_register_creates_then_updates_keeping_other_fields(datastore: EtcdDatastore, key_layout: KeyLayout) -> None:
+    key = key_layout.resource("nodes", "n1")
+    register_node(datastore, key_layout, "n1", "10.0.0.1/24", None)
+    doc = json.loads(datastore.get(key).value)
+    assert doc["spec"] == {"bgp": {"ipv4Address": "10.0.0.1/24"}}
+    # An operator adds a route reflector cluster ID and a label; re-registration keeps both.
+    other = Resource(kind="Node", name="n1", labels={"rack": "r1"},
+                     spec={"bgp": {"ipv4Address": "10.0.0.1/24", "routeReflectorClusterID": "224.0.0.1"}})
+    datastore.put(key, other.to_json())
+    rev = datastore.get(key).mod_revision
+    register_node(datastore, key_layout, "n1", "10.0.0.1/24", None)
+    assert datastore.get(key).mod_revision == rev  # nothing changed: no write
+    register_node(datastore, key_layout, "n1", "10.0.0.9/24", 64600)
+    doc = json.loads(datastore.get(key).value)
+    assert doc["spec"]["bgp"] == {"ipv4Address": "10.0.0.9/24", "routeReflectorClusterID": "224.0.0.1",
+                                  "asNumber": 64600}
+    assert doc["metadata"]["labels"] == {"rack": "r1"}
+
+
+def test_default_pool_only_when_asked_and_none_exists(datastore: EtcdDatastore, key_layout: KeyLayout) -> None:
+    assert ensure_default_pool(datastore, key_layout, "192.168.0.0/16")
+    assert not ensure_default_pool(datastore, key_layout, "10.0.0.0/8")
+    kvs, _ = datastore.list(key_layout.resource_dir("ippools"))
+    assert [json.loads(kv.value)["spec"]["cidr"] for kv in kvs] == ["192.168.0.0/16"]
+
+
+def test_status_is_leased_and_updated(datastore: EtcdDatastore, key_layout: KeyLayout) -> None:
+    pub = StatusPublisher(datastore, key_layout, "n1", ttl=5)
+    pub.start()
+    key = key_layout.node_status("n1", "agent")
+    try:
+        pub.update(ready=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            kv = datastore.get(key)
+            if kv is not None and json.loads(kv.value).get("ready") is True:
+                break
+            time.sleep(0.05)
+        assert kv is not None and kv.lease != 0
+        assert json.loads(kv.value)["node"] == "n1"
+    finally:
+        pub.stop()
+    assert datastore.get(key) is None  # lease revoked on a clean stop
