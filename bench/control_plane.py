@@ -1,35 +1,206 @@
 """bench.control_plane: workload ADD on node A -> route in node B's kernel, p50/p99 over 200 workloads.
 
-Three paths between the same two nodes, interleaved:
-  l3net-rr    l3net agents (felix + ExaBGP) on A and B, an l3net route reflector between them
-  bird-rr     the same agents, BIRD as the route reflector
-  bird-bird   BIRD on A and B through a BIRD reflector, same timers (the floor: no agent, no etcd)
-Targets (issue 8): p99 <= 1 s and <= 2 x the BIRD floor.
+One l3net lab (real etcd, ``l3net agent`` with ExaBGP on every node, ``l3net-cni`` for every pod)
+on one fabric bridge, three paths measured in interleaved rounds:
 
-This needs the lab launcher, the agent, the BGP speaker and reflector and the CNI plugin; until
-all are in this build it fails with the list of what is missing instead of a number.
+  l3net-rr   pod ADD on n1 through l3net-cni -> n2's kernel, through ``l3net route-reflector`` (rr1)
+  bird-rr    pod ADD on n3 through l3net-cni -> n4's kernel, through a BIRD 2 reflector (rr2)
+  bird-bird  the floor: a kernel route added on BIRD speaker b1 (``learn``, async netlink) -> BIRD
+             speaker b2's kernel, through the same BIRD reflector: no agent, no etcd, no CNI
+
+Every session uses the same timers (hold 90 s, keepalive 30 s; neither delays an UPDATE).
+What is announced: a /32 inside a node's affine block is never announced on its own (only the
+block is), so each pod gets a static address (``args.cni.ips``) in a /26 no node has claimed yet:
+IPAM claims that block for the node (affinity confirmed), the agent installs its blackhole and
+announces the /26, and the clock stops when that /26 appears in the other node's kernel (seen by
+``ip monitor route``). That is the ADD that needs the control plane; the floor announces a fresh
+/26 too. The clock starts before the CNI plugin is executed (so it includes the plugin's start,
+IPAM in etcd, the WorkloadEndpoint write, the agent's watch, its calculation and ExaBGP).
+Targets (issue 8): p99 <= 1 s and <= 2 x the BIRD floor.
 """
 
 from __future__ import annotations
 
-from bench.framework import Context, Result, Unavailable, need_all, need_root
+import ipaddress
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.framework import Context, Result, interleaved, need_all, need_binary, need_root, percentile
+from bench.labrig import BenchLab, RouteWatch, bird_rr_conf, bird_speaker_conf, kernel_route, start_bird
+
+_log = logging.getLogger(__name__)
 
 NAME = "control_plane"
 TITLE = "workload ADD on node A -> route in node B's kernel: l3net RR vs BIRD RR vs BIRD->BIRD floor"
 REQUIRED = [
-    ("l3net.lab.launcher", "the lab engineer's netns launcher"),
-    ("felix.agent", "the agent's composition root"),
-    ("bgp.speaker", "the BGP engineer's ExaBGP supervisor"),
-    ("bgp.reflector", "the BGP engineer's route reflector"),
-    ("l3net.cni.plugin", "the IPAM+CNI engineer's plugin"),
+    ("l3net.lab.runtime", "the lab launcher"),
+    ("l3net.lab.pods", "the lab's pod command (runs l3net-cni)"),
+    ("felix.main", "the agent"),
+    ("bgp.speaker", "the ExaBGP supervisor"),
+    ("bgp.reflector", "the l3net route reflector"),
+    ("l3net.cni.plugin", "the CNI plugin"),
 ]
-NEEDS = ["root", "bird", "exabgp", *[m for m, _ in REQUIRED]]
+NEEDS = ["root", "bird", "birdc", "etcd", "exabgp", *[m for m, _ in REQUIRED]]
 WORKLOADS = 200
+HOLD, KEEPALIVE = 90, 30
+TIMEOUT_S = 30.0
+TARGET_P99_MS = 1000.0
+TARGET_FLOOR_RATIO = 2.0
+VARIANTS = ["l3net-rr", "bird-rr", "bird-bird"]
+POOL = "10.244.0.0/16"
+FLOOR_NET = "10.250.0.0/16"
+
+TOPOLOGY = """\
+name: cp
+mgmt:
+  ipv4-subnet: 172.31.249.0/24
+topology:
+  kinds:
+    linux:
+      env:
+        L3NET_IP_AUTODETECTION_METHOD: interface=eth1
+      sysctls:
+        net.ipv4.ip_forward: 1
+  nodes:
+    fabric: {kind: bridge}
+    rr1: {kind: linux, labels: {l3net.io/role: route-reflector}}
+    rr2: {kind: linux}
+    n1: {kind: linux, labels: {l3net.io/role: node}}
+    n2: {kind: linux, labels: {l3net.io/role: node}}
+    n3: {kind: linux, labels: {l3net.io/role: node}}
+    n4: {kind: linux, labels: {l3net.io/role: node}}
+    b1: {kind: linux}
+    b2: {kind: linux}
+  links:
+    - {endpoints: ["rr1:eth1", "fabric:rr1"], ipv4: ["10.0.0.2/24"]}
+    - {endpoints: ["rr2:eth1", "fabric:rr2"], ipv4: ["10.0.0.3/24"]}
+    - {endpoints: ["n1:eth1", "fabric:n1"], ipv4: ["10.0.0.11/24"]}
+    - {endpoints: ["n2:eth1", "fabric:n2"], ipv4: ["10.0.0.12/24"]}
+    - {endpoints: ["n3:eth1", "fabric:n3"], ipv4: ["10.0.0.13/24"]}
+    - {endpoints: ["n4:eth1", "fabric:n4"], ipv4: ["10.0.0.14/24"]}
+    - {endpoints: ["b1:eth1", "fabric:b1"], ipv4: ["10.0.0.21/24"]}
+    - {endpoints: ["b2:eth1", "fabric:b2"], ipv4: ["10.0.0.22/24"]}
+"""
+
+POOL_YAML = f"""\
+apiVersion: l3net.io/v1
+kind: IPPool
+metadata: {{name: bench-pool}}
+spec: {{cidr: {POOL}, blockSize: 26, nodeSelector: all()}}
+"""
+
+
+def _node(name: str, ip: str, labels: dict[str, str], extra: str = "") -> str:
+    lab = ", ".join(f"{k}: {v!r}" for k, v in labels.items())
+    return (f"apiVersion: l3net.io/v1\nkind: Node\nmetadata: {{name: {name}, labels: {{{lab}}}}}\n"
+            f"spec: {{bgp: {{ipv4Address: {ip}/24{extra}}}}}\n")
+
+
+BGP_YAML = "---\n".join([
+    f"apiVersion: l3net.io/v1\nkind: BGPConfiguration\nmetadata: {{name: default}}\n"
+    f"spec: {{nodeToNodeMeshEnabled: false, asNumber: 64512, holdTime: {HOLD}s, keepaliveTime: {KEEPALIVE}s}}\n",
+    _node("rr1", "10.0.0.2", {"route-reflector": "true"}, ", routeReflectorClusterID: 224.0.0.1"),
+    _node("n1", "10.0.0.11", {"rr": "l3net"}),
+    _node("n2", "10.0.0.12", {"rr": "l3net"}),
+    _node("n3", "10.0.0.13", {"rr": "bird"}),
+    _node("n4", "10.0.0.14", {"rr": "bird"}),
+    "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: to-l3net-rr}\n"
+    "spec: {nodeSelector: \"rr == 'l3net'\", peerSelector: \"route-reflector == 'true'\"}\n",
+    "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: to-bird-rr}\n"
+    "spec: {nodeSelector: \"rr == 'bird'\", peerIP: 10.0.0.3, asNumber: 64512}\n",
+])
+
+# variant -> (origin node, observing node)
+PATHS = {"l3net-rr": ("n1", "n2"), "bird-rr": ("n3", "n4"), "bird-bird": ("b1", "b2")}
+
+
+def block(net: str, index: int) -> ipaddress.IPv4Network:
+    """The ``index``-th /26 of ``net``."""
+    base = ipaddress.ip_network(net)
+    return ipaddress.ip_network(f"{ipaddress.IPv4Address(int(base.network_address) + 64 * index)}/26")
 
 
 def run(ctx: Context) -> Result:
     need_root()
-    need_all(REQUIRED, binaries=["bird", "birdc"])
-    raise Unavailable("the control-plane harness (bench/control_plane.py)",
-                      "not written yet: it waits for the lab launcher, the agent, BGP and the CNI plugin; "
-                      "no number is reported until it is")
+    need_all(REQUIRED, binaries=["bird", "birdc", "etcd", "stdbuf"])
+    _need_exabgp()
+    n = ctx.size(WORKLOADS, 10)
+    ws = ctx.workspace
+    res = Result(NAME, TITLE, ctx.quick)
+    res.setup.update({
+        "workloads_per_variant": n, "timers": {"hold_s": HOLD, "keepalive_s": KEEPALIVE},
+        "paths": {v: f"{a} -> {b}" for v, (a, b) in PATHS.items()},
+        "reflectors": {"l3net-rr": "l3net route-reflector (rr1, ExaBGP + bgp.reflector)",
+                       "bird-rr": "BIRD 2 (rr2), rr client, passive", "bird-bird": "the same BIRD 2 reflector (rr2)"},
+        "bird": _version(["bird", "--version"]),
+        "what_is_measured": "pod ADD (l3net-cni, static IP in a /26 no node holds yet) -> that /26 in the other "
+                            "node's kernel; floor: kernel route on BIRD b1 -> b2's kernel. Clock starts before "
+                            "the plugin runs and stops when `ip monitor route` in the observer prints the route.",
+    })
+    lab = BenchLab(ws, "cp", TOPOLOGY, {"10-ippool.yaml": POOL_YAML, "20-bgp.yaml": BGP_YAML})
+    lab.up()
+    rr = start_bird(ws, lab.ns("rr2"), bird_rr_conf("10.0.0.3", ["10.0.0.13", "10.0.0.14", "10.0.0.21", "10.0.0.22"],
+                                                     cluster_id="224.0.0.2", hold=HOLD, keepalive=KEEPALIVE), "rr2")
+    for b, ip in (("b1", "10.0.0.21"), ("b2", "10.0.0.22")):
+        start_bird(ws, lab.ns(b), bird_speaker_conf(ip, "10.0.0.3", hold=HOLD, keepalive=KEEPALIVE,
+                                                    learn_prefix=FLOOR_NET), b)
+    lab.wait_bgp()
+    rr.wait_established(4)
+    watches = {v: RouteWatch(ws, lab.ns(obs)) for v, (_o, obs) in PATHS.items()}
+    counters = {v: 0 for v in VARIANTS}
+    offsets = {"l3net-rr": 0, "bird-rr": 512, "bird-bird": 0}
+    for rnd, variant in interleaved(n, VARIANTS):
+        i = counters[variant]
+        counters[variant] += 1
+        origin, observer = PATHS[variant]
+        if variant == "bird-bird":
+            net = block(FLOOR_NET, i)
+            t0 = time.monotonic()
+            subprocess.run(["ip", "-n", lab.ns(origin), "route", "add", "blackhole", str(net), "proto", "static"],
+                           check=True, capture_output=True, timeout=10)
+            t_added = time.monotonic()
+        else:
+            net = block(POOL, offsets[variant] + i)
+            ip = str(net.network_address + 2)
+            t0 = time.monotonic()
+            rec = lab.add_pod(origin, f"{variant[:5]}-{i:03d}", ips=[ip])
+            t_added = time.monotonic()
+            if rec.get("ip") != ip:
+                raise RuntimeError(f"{variant}: l3net-cni gave {rec.get('ip')}, asked for {ip}")
+        seen = watches[variant].wait(str(net), TIMEOUT_S)
+        route = kernel_route(lab.ns(observer), str(net))
+        if not route:
+            raise RuntimeError(f"{variant}: {net} was announced in {observer} but is not in its table")
+        total_ms = (seen - t0) * 1000
+        res.sample("add_to_route_ms", variant, total_ms, unit="ms", better="lower")
+        res.sample("add_call_ms", variant, (t_added - t0) * 1000, unit="ms", better="lower")
+        res.sample("after_add_ms", variant, max(0.0, seen - t_added) * 1000, unit="ms", better="lower")
+        _log.info("control plane round=%d variant=%s prefix=%s ms=%.1f route=%r", rnd, variant, net, total_ms, route)
+    for variant in VARIANTS:
+        vals = res.metrics["add_to_route_ms"].samples[variant]
+        res.sample("p50_ms", variant, percentile(vals, 50), unit="ms", better="lower")
+        res.sample("p99_ms", variant, percentile(vals, 99), unit="ms", better="lower")
+    for variant in ("l3net-rr", "bird-rr"):
+        res.target(f"{variant} p99 ADD -> remote route", res.median("p99_ms", variant), unit="ms", op="<=",
+                   threshold=TARGET_P99_MS)
+    res.ratio("l3net-rr/bird-floor p99", "p99_ms", "l3net-rr", "bird-bird", op="<=", threshold=TARGET_FLOOR_RATIO)
+    res.ratio("bird-rr/bird-floor p99", "p99_ms", "bird-rr", "bird-bird", op="<=", threshold=TARGET_FLOOR_RATIO)
+    res.ratio("l3net-rr/bird-floor p50", "p50_ms", "l3net-rr", "bird-bird")
+    res.ratio("l3net-rr/bird-rr p50", "p50_ms", "l3net-rr", "bird-rr", note="l3net reflector vs BIRD reflector")
+    res.ratio("l3net-rr/bird-rr after ADD p50", "after_add_ms", "l3net-rr", "bird-rr",
+              note="from the plugin's return to the remote route: the reflector's share")
+    return res
+
+
+def _need_exabgp() -> None:
+    """The lab runs the ExaBGP next to this interpreter (the venv's bin), as the node image would."""
+    if not (Path(sys.executable).parent / "exabgp").exists():
+        need_binary("exabgp", "pip install exabgp==5.0.15 into this venv")
+
+
+def _version(cmd: list[str]) -> str:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "unknown"

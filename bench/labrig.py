@@ -149,11 +149,11 @@ def bird_rr_conf(router_id: str, clients: Iterable[str], *, cluster_id: str, asn
                  hold: int = 90, keepalive: int = 30) -> str:
     """A BIRD 2 route reflector: every client ``rr client`` in one cluster, passive (clients connect)."""
     out = [f"router id {router_id};", "protocol device { scan time 10; }",
-           "template bgp client {", f"  local {router_id} as {asn};", "  rr client;", f"  rr cluster id {cluster_id};",
+           "template bgp rrc {", f"  local {router_id} as {asn};", "  rr client;", f"  rr cluster id {cluster_id};",
            "  passive on;", f"  {bird_timers(hold, keepalive)}",
            "  ipv4 { import all; export where source = RTS_BGP; };", "}"]
     for i, ip in enumerate(clients):
-        out.append(f"protocol bgp c{i} from client {{ neighbor {ip} as {asn}; }}")
+        out.append(f"protocol bgp c{i} from rrc {{ neighbor {ip} as {asn}; }}")
     return "\n".join(out) + "\n"
 
 
@@ -161,15 +161,16 @@ def bird_speaker_conf(router_id: str, rr_ip: str, *, asn: int = 64512, hold: int
                       learn_prefix: str = "10.250.0.0/16", install: bool = True) -> str:
     """A BIRD 2 node: learns kernel routes under ``learn_prefix`` (async netlink), announces them to the
     reflector with next hop self, and installs what it learns over BGP into the kernel."""
+    export = "where source = RTS_BGP" if install else "none"
     return "\n".join([
         f"router id {router_id};",
         "protocol device { scan time 10; }",
         "protocol direct { ipv4; interface \"eth1\"; }",
         "protocol kernel {",
         "  learn;", "  scan time 60;",
-        f"  ipv4 {{ import where net ~ [ {learn_prefix}+ ]; export {'where source = RTS_BGP' if install else 'none'}; }};",
+        f"  ipv4 {{ import where net ~ [ {learn_prefix}+ ]; export {export}; }};",
         "}",
-        "protocol bgp rr {",
+        "protocol bgp reflector {",
         f"  local {router_id} as {asn};", f"  neighbor {rr_ip} as {asn};", f"  {bird_timers(hold, keepalive)}",
         f"  ipv4 {{ import all; export where net ~ [ {learn_prefix}+ ]; next hop self; }};",
         "}",
