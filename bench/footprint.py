@@ -1,26 +1,198 @@
 """bench.footprint: RSS and idle CPU of one node's agent + ExaBGP with 100 workloads, next to BIRD and etcd.
 
-Targets (issue 8): agent + ExaBGP <= 150 MiB RSS and <= 2 % of a core when idle.
-Needs the running agent (felix) with its ExaBGP speaker, started by the lab launcher.
+A real two-node lab (``l3net lab`` runtime: etcd, ``l3net agent`` on n1 and n2, ``l3net
+route-reflector`` on rr1) gets 100 pods per node through ``l3net-cni``; a BIRD 2 speaker on b1 peers
+with the same reflector, learns every block and installs them in its kernel (what BIRD does on a
+Calico node). Once the routes are everywhere and a settle time has passed, each process tree is
+sampled over idle windows: RSS (VmRSS, summed over the tree) at the end of the window and CPU as
+utime+stime from /proc/PID/stat over the window, in % of one core.
+"agent+ExaBGP" is the agent's process tree: the Python agent, its ExaBGP child and ExaBGP's bridge
+helper. Targets (issue 8): <= 150 MiB and <= 2 % of a core when idle.
 """
 
 from __future__ import annotations
 
-from bench.framework import Context, Result, Unavailable, need_all, need_root
+import concurrent.futures
+import logging
+import time
+
+from bench.framework import Context, Result, need_all, need_root
+from bench.labrig import CLK_TCK, BenchLab, bird_speaker_conf, cmdline, cpu_ticks, proc_tree, rss_bytes, start_bird
+
+_log = logging.getLogger(__name__)
 
 NAME = "footprint"
 TITLE = "footprint: RSS and idle CPU of agent + ExaBGP (100 workloads) vs BIRD and etcd"
 REQUIRED = [
-    ("felix.agent", "the agent's composition root"),
-    ("bgp.speaker", "the BGP engineer's ExaBGP supervisor"),
-    ("l3net.lab.launcher", "the lab engineer's netns launcher"),
+    ("l3net.lab.runtime", "the lab launcher"),
+    ("l3net.lab.pods", "the lab's pod command (runs l3net-cni)"),
+    ("felix.main", "the agent"),
+    ("bgp.speaker", "the ExaBGP supervisor"),
 ]
 NEEDS = ["root", "bird", "etcd", *[m for m, _ in REQUIRED]]
 WORKLOADS = 100
+TARGET_RSS_MIB = 150.0
+TARGET_CPU_PCT = 2.0
+MIB = 1024 * 1024
+
+TOPOLOGY = """\
+name: fp
+mgmt:
+  ipv4-subnet: 172.31.248.0/24
+topology:
+  kinds:
+    linux:
+      env:
+        L3NET_IP_AUTODETECTION_METHOD: interface=eth1
+      sysctls:
+        net.ipv4.ip_forward: 1
+  nodes:
+    fabric: {kind: bridge}
+    rr1: {kind: linux, labels: {l3net.io/role: route-reflector}}
+    n1: {kind: linux, labels: {l3net.io/role: node}}
+    n2: {kind: linux, labels: {l3net.io/role: node}}
+    b1: {kind: linux}
+  links:
+    - {endpoints: ["rr1:eth1", "fabric:rr1"], ipv4: ["10.0.0.2/24"]}
+    - {endpoints: ["n1:eth1", "fabric:n1"], ipv4: ["10.0.0.11/24"]}
+    - {endpoints: ["n2:eth1", "fabric:n2"], ipv4: ["10.0.0.12/24"]}
+    - {endpoints: ["b1:eth1", "fabric:b1"], ipv4: ["10.0.0.21/24"]}
+"""
+
+MANIFESTS = {
+    "10-ippool.yaml": "apiVersion: l3net.io/v1\nkind: IPPool\nmetadata: {name: bench-pool}\n"
+                      "spec: {cidr: 10.244.0.0/16, blockSize: 26, nodeSelector: all()}\n",
+    "20-bgp.yaml": "---\n".join([
+        "apiVersion: l3net.io/v1\nkind: BGPConfiguration\nmetadata: {name: default}\n"
+        "spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}\n",
+        "apiVersion: l3net.io/v1\nkind: Node\nmetadata: {name: rr1, labels: {route-reflector: 'true'}}\n"
+        "spec: {bgp: {ipv4Address: 10.0.0.2/24, routeReflectorClusterID: 224.0.0.1}}\n",
+        "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: to-rr}\n"
+        "spec: {nodeSelector: \"!has(route-reflector)\", peerSelector: \"route-reflector == 'true'\"}\n",
+        # BIRD on b1 is an ordinary iBGP peer of the reflector, as a BIRD-based node would be.
+        "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: rr-to-bird}\n"
+        "spec: {node: rr1, peerIP: 10.0.0.21, asNumber: 64512}\n",
+    ]),
+}
+
+
+def _tree_usage(pid: int) -> tuple[list[int], int, int]:
+    pids = proc_tree(pid)
+    rss = ticks = 0
+    for p in pids:
+        try:
+            rss += rss_bytes(p)
+            ticks += cpu_ticks(p)
+        except OSError:
+            continue  # exited between listing and reading
+    return pids, rss, ticks
 
 
 def run(ctx: Context) -> Result:
     need_root()
-    need_all(REQUIRED, binaries=["bird", "etcd"])
-    raise Unavailable("the footprint harness (bench/footprint.py)",
-                      "not written yet: it waits for the agent and the lab launcher; no number is reported until it is")
+    need_all(REQUIRED, binaries=["bird", "birdc", "etcd", "stdbuf"])
+    n = ctx.size(WORKLOADS, 10)
+    windows = ctx.size(3, 1)
+    window_s = ctx.size(20.0, 3.0)
+    settle_s = ctx.size(10.0, 2.0)
+    ws = ctx.workspace
+    res = Result(NAME, TITLE, ctx.quick)
+    res.setup.update({"workloads_per_node": n, "windows": windows, "window_s": window_s, "settle_s": settle_s,
+                      "nodes": "n1, n2 (l3net agent + ExaBGP), rr1 (l3net route-reflector), b1 (BIRD 2 speaker)",
+                      "cpu": "utime+stime over the window / wall time, % of one core; RSS = VmRSS summed over "
+                             "the process tree"})
+    lab = BenchLab(ws, "fp", TOPOLOGY, MANIFESTS)
+    lab.up()
+    bird = start_bird(ws, lab.ns("b1"), bird_speaker_conf("10.0.0.21", "10.0.0.2", learn_prefix="10.250.0.0/16"),
+                      "b1")
+    lab.wait_bgp()
+    bird.wait_established(1)
+    t0 = time.monotonic()
+    jobs = [(node, f"fp-{node}-{i:03d}") for i in range(n) for node in ("n1", "n2")]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        recs = list(pool.map(lambda job: lab.add_pod(job[0], job[1]), jobs))
+    res.setup["pods_added_s"] = round(time.monotonic() - t0, 1)
+    blocks = _wait_blocks_everywhere(lab, recs)
+    res.setup["blocks"] = blocks
+    time.sleep(settle_s)
+    trees = {
+        "n1 agent+ExaBGP": _pid(lab, "n1", "agent"),
+        "n2 agent+ExaBGP": _pid(lab, "n2", "agent"),
+        "l3net RR (rr1)": _pid(lab, "rr1", "route-reflector"),
+        "BIRD (b1)": bird.proc.pid,
+        "etcd": lab.etcd_pid(),
+    }
+    missing = [k for k, v in trees.items() if v is None]
+    if missing:
+        raise RuntimeError(f"no running process for: {', '.join(missing)}")
+    res.setup["processes"] = {k: [cmdline(p)[:120] for p in proc_tree(v)] for k, v in trees.items() if v}
+    for w in range(windows):
+        start = {k: _tree_usage(v) for k, v in trees.items() if v}
+        split_start = _split(trees["n1 agent+ExaBGP"])
+        w0 = time.monotonic()
+        time.sleep(window_s)
+        elapsed = time.monotonic() - w0
+        for k, (_pids, _rss, ticks0) in start.items():
+            _pids1, rss1, ticks1 = _tree_usage(trees[k])  # type: ignore[arg-type]
+            res.sample("rss_mib", k, rss1 / MIB, unit="MiB", better="lower")
+            res.sample("idle_cpu_pct", k, 100.0 * (ticks1 - ticks0) / CLK_TCK / elapsed, unit="% of a core",
+                       better="lower")
+        split_end = _split(trees["n1 agent+ExaBGP"])
+        for part in ("agent", "ExaBGP+helper"):
+            res.sample("rss_mib", f"n1 {part}", split_end[part][0] / MIB, unit="MiB", better="lower")
+            res.sample("idle_cpu_pct", f"n1 {part}",
+                       100.0 * (split_end[part][1] - split_start[part][1]) / CLK_TCK / elapsed,
+                       unit="% of a core", better="lower")
+        _log.info("footprint window=%d done", w)
+    for node in ("n1", "n2"):
+        k = f"{node} agent+ExaBGP"
+        res.target(f"{k} RSS", res.median("rss_mib", k), unit="MiB", op="<=", threshold=TARGET_RSS_MIB)
+        res.target(f"{k} idle CPU", res.median("idle_cpu_pct", k), unit="% of a core", op="<=",
+                   threshold=TARGET_CPU_PCT)
+    res.ratio("agent+ExaBGP/BIRD RSS", "rss_mib", "n1 agent+ExaBGP", "BIRD (b1)")
+    res.ratio("agent+ExaBGP/etcd RSS", "rss_mib", "n1 agent+ExaBGP", "etcd")
+    res.ratio("agent+ExaBGP/BIRD idle CPU", "idle_cpu_pct", "n1 agent+ExaBGP", "BIRD (b1)")
+    res.ratio("l3net RR/BIRD RSS", "rss_mib", "l3net RR (rr1)", "BIRD (b1)")
+    return res
+
+
+def _pid(lab: BenchLab, node: str, what: str) -> int | None:
+    procs = [p for p in lab.processes(node) if p["what"] == what]
+    return int(procs[0]["pid"]) if procs else None
+
+
+def _split(agent_pid: int | None) -> dict[str, tuple[int, int]]:
+    """(rss, ticks) of the agent process itself and of its ExaBGP subtree."""
+    assert agent_pid is not None
+    out = {"agent": (rss_bytes(agent_pid), cpu_ticks(agent_pid)), "ExaBGP+helper": (0, 0)}
+    for p in proc_tree(agent_pid):
+        if p == agent_pid:
+            continue
+        try:
+            rss, ticks = out["ExaBGP+helper"]
+            out["ExaBGP+helper"] = (rss + rss_bytes(p), ticks + cpu_ticks(p))
+        except OSError:
+            continue
+    return out
+
+
+def _wait_blocks_everywhere(lab: BenchLab, recs: list[dict[str, object]], timeout: float = 60.0) -> int:
+    """Every pod's /26 block reachable from the other node and from BIRD: the control plane is done."""
+    import ipaddress
+
+    from l3net import netns
+
+    blocks = {(str(r["node"]), str(ipaddress.ip_network(f"{r['ip']}/26", strict=False))) for r in recs}
+    deadline = time.monotonic() + timeout
+    pending = set(blocks)
+    while pending and time.monotonic() < deadline:
+        for node, blk in list(pending):
+            other = "n2" if node == "n1" else "n1"
+            ok = all(" via " in netns.run(lab.ns(obs), ["ip", "route", "show", blk], check=False).stdout
+                     for obs in (other, "b1"))
+            if ok:
+                pending.discard((node, blk))
+        time.sleep(0.3)
+    if pending:
+        raise RuntimeError(f"blocks not routed after {timeout:.0f}s: {sorted(pending)[:5]}")
+    return len(blocks)

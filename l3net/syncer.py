@@ -59,7 +59,7 @@ def snapshot_diff(known: dict[str, tuple[bytes, int]], kvs: Iterable[KeyValue], 
         old = known.get(kv.key)
         if old is None or old[0] != kv.value:
             updates.append(KeyUpdate(kv.key, kv.value, kv.mod_revision))
-    pass
+    updates.extend(KeyUpdate(key, None, revision) for key in sorted(known.keys() - seen))
     return updates
 
 

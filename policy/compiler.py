@@ -1,4 +1,4 @@
-"""policy.compiler: Kubernetes NetworkPolicy -> iptables chains and ipsets for one node. Pure.
+"""policy.compiler: NetworkPolicy and GlobalNetworkPolicy -> iptables chains and ipsets for one node.
 
 Layout of the filter table (all our chains start with ``l3n-``; the kernel
 chains get one hook rule each, inserted at the top):
@@ -18,9 +18,13 @@ chains get one hook rule each, inserted at the top):
   before the conntrack accept so a forged source cannot ride another pod's
   flow), then ESTABLISHED/RELATED accept, INVALID drop, then the policies.
 * ``l3n-tw-<iface>`` (to workload, ingress): conntrack first, then the policies.
-* With policies: clear the accept mark, jump to each ``l3n-pi-*``/``l3n-po-*``
-  policy chain, RETURN as soon as one set the mark, DROP at the end. Without a
-  policy for that direction the chain just returns (Kubernetes default allow).
+* Policies come in two tiers, as in Calico (see :mod:`policy.evaluator`):
+  GlobalNetworkPolicies first, by ``order``: clear the accept and pass marks,
+  jump to each ``l3n-gi-*``/``l3n-go-*`` chain unless a previous one passed,
+  RETURN as soon as one set the accept mark, DROP at the end of the tier
+  unless one passed. Then the Kubernetes NetworkPolicies: jump to each
+  ``l3n-pi-*``/``l3n-po-*`` chain, RETURN as soon as one set the accept mark,
+  DROP at the end. A direction no policy selects just returns (allowed).
 * raw ``PREROUTING -> l3n-PREROUTING``: a strict reverse-path check for packets
   from ``cali+`` (a second anti-spoofing layer, and it acts before conntrack).
 
@@ -29,8 +33,17 @@ the previous rule's hash (seeded with the chain name, Felix style), so the
 driver diffs chains by comparing hash lists and never parses rule bodies.
 
 Selector members go into ``hash:net`` ipsets of member addresses; named ports
-into ``hash:ip,port`` sets of ``ip,proto:port`` of every workload exposing the
-name. Set and chain names are deterministic hashes of their canonical meaning.
+into ``hash:ip,port`` sets of ``ip,proto:port``. Set and chain names are
+deterministic hashes of their canonical meaning, so a rule never mentions a
+member: a label change only changes set members, never a policy chain.
+
+Speed (:class:`PolicyCompiler`): a policy's chains are compiled once per
+content and reused while the policy is unchanged; set members are kept by a
+:class:`policy.selectors.SelectorIndex` that re-evaluates only the endpoints
+that changed; endpoint chains are re-rendered only when their interface,
+addresses or list of applying policies changed. The output equals a fresh
+compilation of the same inputs (a unit test checks this on generated change
+sequences).
 
 Invalid content is treated as absent, never raised: a policy whose spec cannot
 be compiled is logged and skipped (the valid ones stay enforced); a selector
@@ -43,26 +56,50 @@ import base64
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
-from policy.model import labels_of_namespace, namespace_labels, policy_types, workload_ips, workload_ports
-from policy.selectors import canonical_string, parse_label_selector
+from policy.calico_selector import LabelOp
+from policy.model import (
+    CALICO_NAMESPACE_LABEL,
+    NAMESPACE_LABEL_PREFIX,
+    endpoint_labels,
+    gnp_order,
+    gnp_types,
+    namespace_labels,
+    policy_types,
+    workload_ips,
+    workload_ports,
+)
+from policy.selectors import (
+    Nothing,
+    Selector,
+    SelectorIndex,
+    all_of,
+    canonical_string,
+    parse_calico,
+    parse_label_selector,
+    with_key_prefix,
+)
 
 _log = logging.getLogger(__name__)
 
 __all__ = ["ACCEPT_MARK", "CHAIN_FORWARD", "CHAIN_FROM_DISPATCH", "CHAIN_INPUT", "CHAIN_OUTPUT",
-           "CHAIN_PREROUTING", "CHAIN_TO_DISPATCH", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PolicyProgram",
-           "compile_policy", "hash_rules"]
+           "CHAIN_PREROUTING", "CHAIN_TO_DISPATCH", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK", "PolicyCompiler",
+           "PolicyProgram", "compile_policy", "hash_rules"]
 
 MAX_CHAIN_LEN = 28
 MAX_IPSET_LEN = 31
-# One mark bit, chosen clear of kube-proxy's 0x4000/0x8000 and inside Felix's 0xffff0000 mask.
+# Mark bits chosen clear of kube-proxy's 0x4000/0x8000 and inside Felix's 0xffff0000 mask.
 ACCEPT_MARK = 0x10000
+PASS_MARK = 0x20000
 _MARK = f"0x{ACCEPT_MARK:x}"
+_PMARK = f"0x{PASS_MARK:x}"
 
 CHAIN_FORWARD = f"{CHAIN_PREFIX}FORWARD"
 CHAIN_INPUT = f"{CHAIN_PREFIX}INPUT"
@@ -74,8 +111,18 @@ CHAIN_TO_DISPATCH = f"{CHAIN_PREFIX}to-wl-dispatch"
 _CT_ACCEPT = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
 _CT_INVALID = "-m conntrack --ctstate INVALID -j DROP"
 _SET_MARK = f"-j MARK --set-xmark {_MARK}/{_MARK}"
+_SET_PASS = f"-j MARK --set-xmark {_PMARK}/{_PMARK}"
 _CLEAR_MARK = f"-j MARK --set-xmark 0x0/{_MARK}"
+_CLEAR_BOTH = f"-j MARK --set-xmark 0x0/0x{ACCEPT_MARK | PASS_MARK:x}"
 _RETURN_IF_MARK = f"-m mark --mark {_MARK}/{_MARK} -j RETURN"
+_RETURN_IF_PASS = f"-m mark --mark {_PMARK}/{_PMARK} -j RETURN"
+_UNLESS_PASSED = f"-m mark --mark 0x0/{_PMARK}"
+
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
+_PORT_PROTOS = ("tcp", "udp", "sctp", "udplite")
+_MULTIPORT_SLOTS = 15  # iptables' multiport limit; a range takes two slots
+
+SetSpec = tuple[Any, ...]  # ("sel", Selector) | ("net", frozenset[str]) | ("named", proto, name)
 
 
 @dataclass
@@ -84,13 +131,19 @@ class PolicyProgram:
 
     ``chains[table][chain]`` and ``hooks[table][kernel_chain]`` are rule bodies
     (iptables-restore syntax after ``-A <chain>``), each already carrying its
-    ``l3n:`` hash comment; ``ipsets[name] = (type, members)``.
+    ``l3n:`` hash comment; ``ipsets[name] = (type, members)``. ``policies`` counts
+    the policies that compiled (both kinds); ``global_policies`` the GNPs among
+    them. ``compile_seconds`` and ``policies_recompiled`` describe how it was made
+    and take no part in equality.
     """
 
     chains: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     hooks: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     ipsets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
     policies: int = 0
+    global_policies: int = 0
+    compile_seconds: float = field(default=0.0, compare=False)
+    policies_recompiled: int = field(default=0, compare=False)
 
     @property
     def rule_count(self) -> int:
@@ -100,10 +153,24 @@ class PolicyProgram:
     def ipset_members(self) -> int:
         return sum(len(members) for _, members in self.ipsets.values())
 
+    def metrics(self) -> dict[str, float]:
+        """Gauges the agent exports (names in the policy section of docs/metrics.md)."""
+        return {"l3net_policy_active": self.policies, "l3net_policy_global_active": self.global_policies,
+                "l3net_policy_rules": self.rule_count,
+                "l3net_policy_chains": sum(len(t) for t in self.chains.values()),
+                "l3net_policy_ipsets": len(self.ipsets), "l3net_policy_ipset_members": self.ipset_members,
+                "l3net_policy_compile_seconds": self.compile_seconds,
+                "l3net_policy_recompiled": self.policies_recompiled}
+
 
 def _digest(text: str, length: int) -> str:
     raw = hashlib.sha224(text.encode()).digest()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")[:length]
+
+
+_sha224 = hashlib.sha224
+_b64 = base64.urlsafe_b64encode
+_COMMENT = f'-m comment --comment "{RULE_HASH_COMMENT_PREFIX}'
 
 
 def hash_rules(chain: str, bodies: Sequence[str]) -> list[str]:
@@ -111,8 +178,9 @@ def hash_rules(chain: str, bodies: Sequence[str]) -> list[str]:
     prev = _digest(chain, 16)
     out = []
     for body in bodies:
-        prev = _digest(prev + body, 16)
-        out.append(f'-m comment --comment "{RULE_HASH_COMMENT_PREFIX}{prev}" {body}')
+        # 12 digest bytes are exactly 16 base64 characters (Felix's hash length)
+        prev = _b64(_sha224((prev + body).encode()).digest()[:12]).decode()
+        out.append(f'{_COMMENT}{prev}" {body}')
     return out
 
 
@@ -129,62 +197,52 @@ def _ipset_name(tag: str, key: str) -> str:
     return base + _digest(f"{tag}:{key}", MAX_IPSET_LEN - len(base))
 
 
-class _Builder:
-    """Accumulates ipsets while rules are rendered; one per compile call."""
+def _net(text: str) -> str:
+    """A network in ipset's own spelling: a host network is written without ``/32``."""
+    net = ipaddress.ip_network(str(text), strict=False)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
-    def __init__(self, all_endpoints: Sequence[Resource], ns_labels: Mapping[str, Mapping[str, str]]):
-        self.all_endpoints = all_endpoints
-        self.ns_labels = ns_labels
-        self.ipsets: dict[str, tuple[str, frozenset[str]]] = {}
 
-    def peer_set(self, pol_ns: str, pod_sel: Any, ns_sel: Any) -> str:
-        psel = parse_label_selector(pod_sel, where="podSelector") if pod_sel is not None else None
-        nsel = parse_label_selector(ns_sel, where="namespaceSelector") if ns_sel is not None else None
-        key = (f"ns={pol_ns if nsel is None else '*'};nssel={canonical_string(nsel) if nsel else '-'};"
-               f"podsel={canonical_string(psel) if psel else '-'}")
-        name = _ipset_name("s", key)
-        if name not in self.ipsets:
-            members = set()
-            for wep in self.all_endpoints:
-                wns = wep.namespace or ""
-                if nsel is None and wns != pol_ns:
-                    continue
-                if nsel is not None and not nsel.matches(labels_of_namespace(self.ns_labels, wns)):
-                    continue
-                if psel is not None and not psel.matches(wep.labels):
-                    continue
-                members.update(workload_ips(wep))
-            self.ipsets[name] = ("hash:net", frozenset(members))
+def _v4(nets: Iterable[Any]) -> list[str]:
+    return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
+
+
+# -- per-policy compilation (pure: depends on the policy only) ----------------------------------------------
+class _Refs:
+    """Collects the sets one policy's rules reference."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, SetSpec] = {}
+
+    def selector_set(self, sel: Selector) -> str:
+        name = _ipset_name("s", canonical_string(sel))
+        self.sets[name] = ("sel", sel)
         return name
 
     def net_set(self, tag: str, nets: Iterable[str]) -> str:
         members = frozenset(_net(n) for n in nets)
         name = _ipset_name(tag, ",".join(sorted(members)))
-        self.ipsets[name] = ("hash:net", members)
+        self.sets[name] = ("net", members)
         return name
 
     def named_port_set(self, protocol: str, port_name: str) -> str:
         name = _ipset_name("n", f"{protocol}:{port_name}")
-        if name not in self.ipsets:
-            members = set()
-            proto = protocol.upper()
-            for wep in self.all_endpoints:
-                for pname, pproto, num in workload_ports(wep):
-                    if pname == port_name and pproto == proto:
-                        members.update(f"{ip},{protocol}:{num}" for ip in workload_ips(wep))
-            self.ipsets[name] = ("hash:ip,port", frozenset(members))
+        self.sets[name] = ("named", protocol, port_name)
         return name
 
 
-def _net(text: str) -> str:
-    """A network in ipset's own spelling: a host network is written without ``/32``."""
-    net = ipaddress.ip_network(str(text), strict=False)
-    if net.version != 4:
-        raise ValueError(f"{text}: only IPv4 is supported")
-    return str(net.network_address) if net.prefixlen == 32 else str(net)
+def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
+    """A NetworkPolicy peer's pod/namespace selectors as one selector over endpoint labels."""
+    pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
+    psel = parse_label_selector(pod_sel, where="podSelector") if pod_sel is not None else None
+    if ns_sel is None:
+        nsel: Selector = LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol_ns,))
+    else:
+        nsel = with_key_prefix(parse_label_selector(ns_sel, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX)
+    return all_of(nsel, psel)
 
 
-def _peer_matches(b: _Builder, peer: Mapping[str, Any], pol_ns: str, side: str) -> str | None:
+def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str, side: str) -> str | None:
     """The match fragment for one peer on ``side`` (``src``/``dst``); None when it can match nothing."""
     flag = "-s" if side == "src" else "-d"
     block = peer.get("ipBlock")
@@ -193,16 +251,16 @@ def _peer_matches(b: _Builder, peer: Mapping[str, Any], pol_ns: str, side: str) 
         if cidr.version != 4:
             return None  # an IPv6 block matches no IPv4 packet
         frag = f"{flag} {cidr}"
-        excepts = [e for e in block.get("except") or [] if ipaddress.ip_network(e, strict=False).version == 4]
+        excepts = _v4(block.get("except") or [])
         if excepts:
-            frag += f" -m set ! --match-set {b.net_set('e', excepts)} {side}"
+            frag += f" -m set ! --match-set {refs.net_set('e', excepts)} {side}"
         return frag
     if peer.get("podSelector") is None and peer.get("namespaceSelector") is None:
         return None  # validation refuses an empty peer; if one gets here it matches nothing
-    return f"-m set --match-set {b.peer_set(pol_ns, peer.get('podSelector'), peer.get('namespaceSelector'))} {side}"
+    return f"-m set --match-set {refs.selector_set(_np_peer_selector(pol_ns, peer))} {side}"
 
 
-def _port_matches(b: _Builder, port: Mapping[str, Any]) -> str:
+def _np_port(refs: _Refs, port: Mapping[str, Any]) -> str:
     proto = str(port.get("protocol") or "TCP").lower()
     if proto not in ("tcp", "udp", "sctp"):
         raise ValueError(f"protocol {proto!r} is not TCP, UDP or SCTP")
@@ -215,115 +273,479 @@ def _port_matches(b: _Builder, port: Mapping[str, Any]) -> str:
         end = port.get("endPort")
         rng = f"{number}:{end}" if isinstance(end, int) and end > number else str(number)
         return f"-p {proto} -m {proto} --dport {rng}"
-    return f"-p {proto} -m set --match-set {b.named_port_set(proto, str(number))} dst,dst"
+    return f"-p {proto} -m set --match-set {refs.named_port_set(proto, str(number))} dst,dst"
 
 
-def _policy_rules(b: _Builder, pol: Resource, direction: str) -> list[str]:
-    """Rule bodies of one policy for one direction; each sets the accept mark."""
+def _np_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
+    """Rule bodies of one NetworkPolicy for one direction; each sets the accept mark (a union: order is moot)."""
     rules_key, peers_key, side = (("ingress", "from", "src") if direction == "Ingress" else ("egress", "to", "dst"))
     pol_ns = pol.namespace or ""
     out: list[str] = []
     for rule in pol.spec.get(rules_key) or []:
         peers = rule.get(peers_key) or []
         peer_frags: list[str] = [""] if not peers else [
-            f for f in (_peer_matches(b, p, pol_ns, side) for p in peers) if f is not None]
+            f for f in (_np_peer(refs, p, pol_ns, side) for p in peers) if f is not None]
         ports = rule.get("ports") or []
-        port_frags = [""] if not ports else [_port_matches(b, p) for p in ports]
+        port_frags = [""] if not ports else [_np_port(refs, p) for p in ports]
         for pf in peer_frags:
             for qf in port_frags:
                 out.append(" ".join(x for x in (pf, qf, _SET_MARK) if x))
     return out
 
 
+def _calico_proto(value: Any) -> str | None:
+    """iptables' name for a Calico protocol; None for one that no IPv4 packet carries (ICMPv6)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _PROTO_NAMES.get(value, str(value)) if value != 58 else None
+    text = str(value).lower()
+    return None if text == "icmpv6" else text
+
+
+def _multiport_chunks(ports: list[str]) -> list[str]:
+    chunks: list[list[str]] = [[]]
+    used = 0
+    for p in ports:
+        cost = 2 if ":" in p else 1
+        if used + cost > _MULTIPORT_SLOTS:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(p)
+        used += cost
+    return [",".join(c) for c in chunks if c]
+
+
+def _port_text(p: Any) -> str | None:
+    """A numeric port or range as iptables spells it; None for a named port."""
+    if isinstance(p, int) and not isinstance(p, bool):
+        return str(p)
+    text = str(p)
+    if text.isdigit():
+        return text
+    lo, sep, hi = text.partition(":")
+    if sep and lo.isdigit() and hi.isdigit():
+        return text
+    return None
+
+
+def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str | None) -> list[str] | None:
+    """OR-alternatives of AND-ed matches for one side of a Calico rule; None when the side matches nothing."""
+    flag, pflag = ("-s", "--sports") if side == "src" else ("-d", "--dports")
+    base: list[str] = []
+    nets = entity.get("nets")
+    if nets:
+        v4 = _v4(nets)
+        if not v4:
+            return None
+        base.append(f"{flag} {ipaddress.ip_network(v4[0], strict=False)}" if len(v4) == 1 else
+                    f"-m set --match-set {refs.net_set('a', v4)} {side}")
+    not_nets = _v4(entity.get("notNets") or [])
+    if not_nets:
+        base.append(f"-m set ! --match-set {refs.net_set('x', not_nets)} {side}")
+    sel_text, ns_text = entity.get("selector"), entity.get("namespaceSelector")
+    if sel_text is not None or ns_text is not None:
+        sel = all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
+                     with_key_prefix(parse_calico(ns_text, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX)
+                     if ns_text is not None else None)
+        if isinstance(sel, Nothing):
+            return None
+        base.append(f"-m set --match-set {refs.selector_set(sel)} {side}")
+    if entity.get("notSelector") is not None:
+        nsel = parse_calico(entity["notSelector"], where="notSelector")
+        if not isinstance(nsel, Nothing):  # "not nothing" is no constraint
+            base.append(f"-m set ! --match-set {refs.selector_set(nsel)} {side}")
+    dirs = f"{side},{side}"
+    for p in entity.get("notPorts") or []:
+        if _port_text(p) is None:
+            if proto not in _PORT_PROTOS:
+                raise ValueError("notPorts need protocol TCP, UDP, SCTP or UDPLite")
+            base.append(f"-m set ! --match-set {refs.named_port_set(proto, str(p))} {dirs}")
+    numeric_not = [t for t in (_port_text(p) for p in entity.get("notPorts") or []) if t is not None]
+    for chunk in _multiport_chunks(numeric_not):
+        base.append(f"-m multiport ! {pflag} {chunk}")
+    ports = entity.get("ports") or []
+    if not ports:
+        return [" ".join(base)]
+    if proto not in _PORT_PROTOS:
+        raise ValueError("ports need protocol TCP, UDP, SCTP or UDPLite")
+    alts = [f"-m multiport {pflag} {chunk}"
+            for chunk in _multiport_chunks([t for t in (_port_text(p) for p in ports) if t is not None])]
+    alts += [f"-m set --match-set {refs.named_port_set(proto, str(p))} {dirs}"
+             for p in ports if _port_text(p) is None]
+    head = " ".join(base)
+    return [f"{head} {a}" if head else a for a in alts]
+
+
+def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
+    """Rule bodies of one GlobalNetworkPolicy for one direction, in order (first Allow/Deny/Pass decides)."""
+    out: list[str] = []
+    for rule in pol.spec.get("ingress" if direction == "Ingress" else "egress") or []:
+        action = rule.get("action")
+        head: list[str] = []
+        proto: str | None = None
+        if rule.get("protocol") is not None:
+            proto = _calico_proto(rule["protocol"])
+            if proto is None:
+                continue  # an ICMPv6 rule matches no IPv4 packet
+            head.append(f"-p {proto}")
+        if rule.get("notProtocol") is not None:
+            nproto = _calico_proto(rule["notProtocol"])
+            if nproto is not None:
+                head.append(f"! -p {nproto}")
+        icmp = rule.get("icmp")
+        if icmp and icmp.get("type") is not None:
+            code = icmp.get("code")
+            head.append(f"-m icmp --icmp-type {icmp['type']}" + (f"/{code}" if code is not None else ""))
+        src = _entity_frags(refs, rule.get("source") or {}, "src", proto)
+        dst = _entity_frags(refs, rule.get("destination") or {}, "dst", proto)
+        if src is None or dst is None:
+            continue
+        if action == "Allow":
+            target, after = _SET_MARK, [_RETURN_IF_MARK]
+        elif action == "Pass":
+            target, after = _SET_PASS, [_RETURN_IF_PASS]
+        elif action == "Deny":
+            target, after = "-j DROP", []
+        elif action == "Log":
+            target, after = f"-j LOG --log-prefix l3n:{(pol.name or '')[:24]}", []
+        else:
+            raise ValueError(f"action {action!r} is not Allow, Deny, Log or Pass")
+        for s in src:
+            for d in dst:
+                out.append(" ".join(x for x in (*head, s, d, target) if x))
+        out += after
+    return out
+
+
 @dataclass(frozen=True)
 class _Compiled:
-    """A policy that compiled: its selector and its rules per direction."""
+    """A policy that compiled: which endpoints it applies to, its hashed chains, and the sets they reference."""
 
+    key: tuple[str, str, str]
     resource: Resource
+    is_global: bool
+    sort_key: tuple[Any, ...]
     types: tuple[str, ...]
-    rules: dict[str, list[str]]
-    sets: dict[str, tuple[str, frozenset[str]]]
+    applies: Selector
+    chains: dict[str, tuple[str, list[str]]]  # direction -> (chain name, hashed rules)
+    sets: dict[str, SetSpec]
 
 
-def _compile_one(pol: Resource, all_endpoints: Sequence[Resource],
-                 ns_labels: Mapping[str, Mapping[str, str]]) -> _Compiled | None:
-    b = _Builder(all_endpoints, ns_labels)
+def _policy_key(pol: Resource) -> tuple[str, str, str]:
+    return (pol.kind, pol.namespace or "", pol.name)
+
+
+def _compile_one(pol: Resource) -> _Compiled | None:
+    refs = _Refs()
+    key = _policy_key(pol)
     try:
-        types = policy_types(pol.spec)
-        rules = {d: _policy_rules(b, pol, d) for d in types}
+        if pol.kind == "GlobalNetworkPolicy":
+            types = gnp_types(pol.spec)
+            sel_text, ns_text = pol.spec.get("selector"), pol.spec.get("namespaceSelector")
+            applies = all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
+                             with_key_prefix(parse_calico(ns_text, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX)
+                             if ns_text is not None else None)
+            chains = {d: (_chain_name("gi" if d == "Ingress" else "go", pol.name), _gnp_rules(refs, pol, d))
+                      for d in types}
+            sort_key: tuple[Any, ...] = (0, gnp_order(pol.spec), pol.name)
+        else:
+            types = policy_types(pol.spec)
+            applies = all_of(LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol.namespace or "",)),
+                             parse_label_selector(pol.spec.get("podSelector") or {}, where="podSelector"))
+            ident = f"{pol.namespace}/{pol.name}"
+            chains = {d: (_chain_name("pi" if d == "Ingress" else "po", ident), _np_rules(refs, pol, d))
+                      for d in types}
+            sort_key = (1, 0.0, pol.namespace or "", pol.name)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         _log.warning("policy ignored: cannot compile policy=%s error=%s", pol.ref, exc)
         return None
-    return _Compiled(pol, types, rules, b.ipsets)
+    hashed = {d: (name, hash_rules(name, rules)) for d, (name, rules) in chains.items()}
+    return _Compiled(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed, refs.sets)
 
 
-def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
-                   policies: Iterable[Resource], namespaces: Iterable[Resource], *,
-                   iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True) -> PolicyProgram:
-    """The whole policy dataplane of one node (see the module docstring for its layout)."""
-    locals_ = sorted((w for w in local_endpoints if w.kind == "WorkloadEndpoint" and w.spec.get("interfaceName")),
-                     key=lambda w: str(w.spec["interfaceName"]))
-    alls = [w for w in all_endpoints if w.kind == "WorkloadEndpoint"]
-    ns_labels = namespace_labels(namespaces)
-    compiled = [c for c in (_compile_one(p, alls, ns_labels)
-                            for p in sorted((p for p in policies if p.kind == "NetworkPolicy"),
-                                            key=lambda p: (p.namespace or "", p.name)))
-                if c is not None]
-    wildcard = f"{iface_prefix}+"
-    filter_chains: dict[str, list[str]] = {
-        CHAIN_FORWARD: [f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}", f"-o {wildcard} -j {CHAIN_TO_DISPATCH}",
-                        f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"],
-        CHAIN_INPUT: [f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}"],
-        CHAIN_OUTPUT: [f"-o {wildcard} -j RETURN"],
-    }
-    ipsets: dict[str, tuple[str, frozenset[str]]] = {}
-    from_dispatch: list[str] = []
-    to_dispatch: list[str] = []
-    used_policy_chains: dict[str, list[str]] = {}
-    for wep in locals_:
-        iface = str(wep.spec["interfaceName"])
-        selected = {d: [c for c in compiled if d in c.types and c.resource.namespace == wep.namespace
-                        and parse_label_selector(c.resource.spec.get("podSelector") or {}).matches(wep.labels)]
-                    for d in ("Ingress", "Egress")}
+# -- the incremental compiler -----------------------------------------------------------------------------
+@dataclass
+class _Endpoint:
+    resource: Resource
+    labels: dict[str, str]
+    ips: tuple[str, ...]
+    ports: tuple[tuple[str, str, int], ...]
+
+
+class PolicyCompiler:
+    """Owns the caches that make recompiling a node's policy program cheap; ``compile`` is a pure function.
+
+    ``compile(...)`` returns exactly what a fresh compiler returns for the same
+    inputs (the caches only remember work): unchanged policies (same object or
+    equal resource) are not recompiled, set members are updated only for
+    endpoints whose labels, namespace labels or addresses changed, and endpoint
+    chains are re-rendered only when their interface, addresses or applying
+    policies changed. Cache entries not used by the last call are dropped, so
+    memory follows the current inputs. Not thread-safe: one caller at a time
+    (:func:`compile_policy` serialises its shared instance). Never raises on
+    content; bad policies are logged and skipped.
+    """
+
+    def __init__(self) -> None:
+        self._policies: dict[tuple[str, str, str], tuple[Resource, _Compiled | None]] = {}
+        self._endpoints: dict[Hashable, _Endpoint] = {}
+        self._ns_labels: dict[str, dict[str, str]] = {}
+        self._members = SelectorIndex()   # selector-set name -> endpoint keys (all endpoints)
+        self._set_specs: dict[str, SetSpec] = {}
+        self._set_cache: dict[str, tuple[str, frozenset[str]]] = {}
+        self._applies = SelectorIndex()   # policy key -> local endpoint keys
+        self._ep_chains: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
+        self._dispatch: tuple[tuple[str, ...], list[str], list[str]] | None = None
+        self._ordered: list[_Compiled] = []
+        self.compiles = 0
+        self.policies_recompiled = 0
+
+    # ---- inputs -> indexes ----
+    def _sync_namespaces(self, namespaces: Iterable[Resource]) -> set[str]:
+        new = namespace_labels(namespaces)
+        changed = {n for n in set(new) | set(self._ns_labels) if new.get(n) != self._ns_labels.get(n)}
+        self._ns_labels = new
+        return changed
+
+    def _sync_endpoints(self, all_endpoints: Iterable[Resource], changed_ns: set[str]) -> set[str]:
+        """Update the member index; returns set names whose members' addresses or ports changed."""
+        dirty: set[str] = set()
+        seen: set[Hashable] = set()
+        for wep in all_endpoints:
+            if wep.kind != "WorkloadEndpoint":
+                continue
+            key = (wep.namespace or "", wep.name)
+            seen.add(key)
+            old = self._endpoints.get(key)
+            if old is not None and (old.resource is wep or old.resource == wep) \
+                    and (wep.namespace or "") not in changed_ns:
+                continue
+            ep = _Endpoint(wep, endpoint_labels(wep, self._ns_labels), tuple(workload_ips(wep)),
+                           tuple(workload_ports(wep)))
+            self._endpoints[key] = ep
+            self._members.update_item(key, ep.labels)
+            if old is None or old.ips != ep.ips or old.ports != ep.ports:
+                dirty.update(n for n in self._set_specs if self._set_specs[n][0] != "net"
+                             and (self._set_specs[n][0] == "named" or self._members.contains(n, key)))
+        for key in [k for k in self._endpoints if k not in seen]:
+            gone = self._endpoints.pop(key)
+            self._members.remove_item(key)
+            if gone.ports:
+                dirty.update(n for n, s in self._set_specs.items() if s[0] == "named")
+        return dirty
+
+    def _sync_policies(self, policies: Iterable[Resource]) -> bool:
+        changed = False
+        seen: set[tuple[str, str, str]] = set()
+        for pol in policies:
+            if pol.kind not in ("NetworkPolicy", "GlobalNetworkPolicy"):
+                continue
+            key = _policy_key(pol)
+            seen.add(key)
+            cached = self._policies.get(key)
+            if cached is not None and (cached[0] is pol or cached[0] == pol):
+                continue
+            compiled = _compile_one(pol)
+            self.policies_recompiled += 1
+            self._policies[key] = (pol, compiled)
+            changed = True
+            if compiled is None:
+                self._applies.remove_selector(key)
+            else:
+                self._applies.add_selector(key, compiled.applies)
+        for key in [k for k in self._policies if k not in seen]:
+            del self._policies[key]
+            self._applies.remove_selector(key)
+            changed = True
+        if changed:
+            self._ordered = sorted((c for _, c in self._policies.values() if c is not None), key=lambda c: c.sort_key)
+            specs: dict[str, SetSpec] = {}
+            for c in self._ordered:
+                specs.update(c.sets)
+            for name in [n for n in self._set_specs if n not in specs]:
+                del self._set_specs[name]
+                self._set_cache.pop(name, None)
+                self._members.remove_selector(name)
+            for name, spec in specs.items():
+                if name not in self._set_specs:
+                    self._set_specs[name] = spec
+                    if spec[0] == "sel":
+                        self._members.add_selector(name, spec[1])
+            self._members.pop_changes()  # new sets are not cached yet; nothing else changed here
+        return changed
+
+    def _set_value(self, name: str, dirty: set[str]) -> tuple[str, frozenset[str]]:
+        cached = self._set_cache.get(name)
+        if cached is not None and name not in dirty:
+            return cached
+        spec = self._set_specs[name]
+        if spec[0] == "net":
+            value = ("hash:net", spec[1])
+        elif spec[0] == "sel":
+            value = ("hash:net", frozenset(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
+        else:
+            _, proto, pname = spec
+            value = ("hash:ip,port", frozenset(
+                f"{ip},{proto}:{num}" for ep in self._endpoints.values() for n, p, num in ep.ports
+                if n == pname and p.lower() == proto for ip in ep.ips))
+        self._set_cache[name] = value
+        return value
+
+    # ---- output ----
+    def compile(self, local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
+                policies: Iterable[Resource], namespaces: Iterable[Resource], *,
+                iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True) -> PolicyProgram:
+        """The whole policy dataplane of one node (see the module docstring for its layout)."""
+        t0 = time.perf_counter()
+        before = self.policies_recompiled
+        self.compiles += 1
+        changed_ns = self._sync_namespaces(namespaces)
+        self._sync_policies(policies)
+        dirty = self._sync_endpoints(all_endpoints, changed_ns)
+        dirty |= self._members.pop_changes()
+
+        locals_ = {}
+        for w in local_endpoints:
+            if w.kind == "WorkloadEndpoint" and w.spec.get("interfaceName"):
+                locals_[(w.namespace or "", w.name)] = w
+        for key in [k for k in self._applies_items() if k not in locals_]:
+            self._applies.remove_item(key)
+        for key in locals_:
+            ep = self._endpoints.get(key)
+            labels = ep.labels if ep is not None else endpoint_labels(locals_[key], self._ns_labels)
+            self._applies.update_item(key, labels)
+        self._applies.pop_changes()
+
+        selected: dict[Hashable, dict[str, list[_Compiled]]] = {k: {"Ingress": [], "Egress": []} for k in locals_}
+        for c in self._ordered:
+            members = self._applies.members(c.key)
+            if not members:
+                continue
+            for key in members:
+                per = selected.get(key)
+                if per is not None:
+                    for d in c.types:
+                        per[d].append(c)
+
+        wildcard = f"{iface_prefix}+"
+        filter_chains: dict[str, list[str]] = {
+            CHAIN_FORWARD: hash_rules(CHAIN_FORWARD, [
+                f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}", f"-o {wildcard} -j {CHAIN_TO_DISPATCH}",
+                f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"]),
+            CHAIN_INPUT: hash_rules(CHAIN_INPUT, [f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}"]),
+            CHAIN_OUTPUT: hash_rules(CHAIN_OUTPUT, [f"-o {wildcard} -j RETURN"]),
+        }
+        ipsets: dict[str, tuple[str, frozenset[str]]] = {}
+        used: dict[str, tuple[_Compiled, str]] = {}
+        ordered_locals = sorted(locals_.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
+        ep_cache: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
+        for key, wep in ordered_locals:
+            iface = str(wep.spec["interfaceName"])
+            ep = self._endpoints.get(key)
+            ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
+            sel = selected[key]
+            for d in ("Ingress", "Egress"):
+                for c in sel[d]:
+                    used[c.chains[d][0]] = (c, d)
+            sig = (iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
+                   *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
+            cached = self._ep_chains.get(key)
+            if cached is None or cached[0] != sig:
+                cached = (sig, *self._render_endpoint(iface, ips, sel))
+            ep_cache[key] = cached
+            _, fw, fw_rules, tw, tw_rules = cached
+            filter_chains[fw] = fw_rules
+            filter_chains[tw] = tw_rules
+            if len(ips) > 1:
+                ipsets[_ipset_name("w", iface)] = ("hash:net", frozenset(ips))
+        self._ep_chains = ep_cache
+
+        ifaces = tuple(str(w.spec["interfaceName"]) for _, w in ordered_locals)
+        if self._dispatch is None or self._dispatch[0] != ifaces:
+            self._dispatch = (ifaces,
+                              hash_rules(CHAIN_FROM_DISPATCH,
+                                         [*(f"-i {i} -g {_chain_name('fw', i)}" for i in ifaces), "-j DROP"]),
+                              hash_rules(CHAIN_TO_DISPATCH,
+                                         [*(f"-o {i} -g {_chain_name('tw', i)}" for i in ifaces), "-j DROP"]))
+        filter_chains[CHAIN_FROM_DISPATCH] = self._dispatch[1]
+        filter_chains[CHAIN_TO_DISPATCH] = self._dispatch[2]
+
+        # Only sets that a programmed rule references are emitted (reference counting, as Felix does).
+        for chain, (c, d) in used.items():
+            filter_chains[chain] = c.chains[d][1]
+            for name in c.sets:
+                if name not in ipsets:
+                    ipsets[name] = self._set_value(name, dirty)
+        for name in dirty:
+            if name not in ipsets:
+                self._set_cache.pop(name, None)  # not referenced now: recompute when it is next used
+
+        program = PolicyProgram(policies=sum(1 for _, c in self._policies.values() if c is not None),
+                                global_policies=sum(1 for _, c in self._policies.values()
+                                                    if c is not None and c.is_global),
+                                ipsets=dict(sorted(ipsets.items())))
+        program.chains["filter"] = dict(sorted(filter_chains.items()))
+        program.hooks["filter"] = {k: hash_rules(k, [f"-j {c}"])
+                                   for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT),
+                                                ("OUTPUT", CHAIN_OUTPUT))}
+        if reverse_path_filter:
+            program.chains["raw"] = {CHAIN_PREROUTING: hash_rules(
+                CHAIN_PREROUTING, [f"-i {wildcard} -m rpfilter --invert -j DROP"])}
+            program.hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
+        program.policies_recompiled = self.policies_recompiled - before
+        program.compile_seconds = time.perf_counter() - t0
+        _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
+                   program.policies_recompiled, program.rule_count, program.compile_seconds)
+        return program
+
+    def _applies_items(self) -> list[Hashable]:
+        return list(self._applies.items())
+
+    @staticmethod
+    def _render_endpoint(iface: str, ips: tuple[str, ...],
+                         sel: Mapping[str, list[_Compiled]]) -> tuple[str, list[str], str, list[str]]:
         fw, tw = _chain_name("fw", iface), _chain_name("tw", iface)
-        from_dispatch.append(f"-i {iface} -g {fw}")
-        to_dispatch.append(f"-o {iface} -g {tw}")
-        ips = workload_ips(wep)
         if not ips:
             fw_rules = ["-j DROP"]  # a workload without an address may not send at all
         elif len(ips) == 1:
             fw_rules = [f"! -s {ips[0]}/32 -j DROP"]
         else:
-            own = _ipset_name("w", iface)
-            ipsets[own] = ("hash:net", frozenset(ips))
-            fw_rules = [f"-m set ! --match-set {own} src -j DROP"]
+            fw_rules = [f"-m set ! --match-set {_ipset_name('w', iface)} src -j DROP"]
         fw_rules += [_CT_ACCEPT, _CT_INVALID]
         tw_rules = [_CT_ACCEPT, _CT_INVALID]
-        for direction, rules, kind in (("Egress", fw_rules, "po"), ("Ingress", tw_rules, "pi")):
-            if not selected[direction]:
-                continue
-            rules.append(_CLEAR_MARK)
-            for c in selected[direction]:
-                chain = _chain_name(kind, f"{c.resource.namespace}/{c.resource.name}")
-                used_policy_chains[chain] = c.rules[direction]
-                ipsets.update(c.sets)
-                rules += [f"-j {chain}", _RETURN_IF_MARK]
-            rules.append("-j DROP")
-        filter_chains[fw] = fw_rules
-        filter_chains[tw] = tw_rules
-    filter_chains[CHAIN_FROM_DISPATCH] = [*from_dispatch, "-j DROP"]
-    filter_chains[CHAIN_TO_DISPATCH] = [*to_dispatch, "-j DROP"]
-    filter_chains.update(used_policy_chains)
-    # Only sets that a programmed rule references are kept (reference counting, as Felix does).
-    referenced = "\n".join(r for rules in filter_chains.values() for r in rules)
-    ipsets = {n: v for n, v in ipsets.items() if n in referenced}
-    program = PolicyProgram(policies=len(compiled), ipsets=ipsets)
-    program.chains["filter"] = {name: hash_rules(name, rules) for name, rules in sorted(filter_chains.items())}
-    program.hooks["filter"] = {k: hash_rules(k, [f"-j {c}"])
-                               for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT),
-                                            ("OUTPUT", CHAIN_OUTPUT))}
-    if reverse_path_filter:
-        program.chains["raw"] = {CHAIN_PREROUTING: hash_rules(
-            CHAIN_PREROUTING, [f"-i {wildcard} -m rpfilter --invert -j DROP"])}
-        program.hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
-    return program
+        for direction, rules in (("Egress", fw_rules), ("Ingress", tw_rules)):
+            gnps = [c for c in sel[direction] if c.is_global]
+            nps = [c for c in sel[direction] if not c.is_global]
+            if gnps:
+                rules.append(_CLEAR_BOTH)
+                for c in gnps:
+                    rules += [f"{_UNLESS_PASSED} -j {c.chains[direction][0]}", _RETURN_IF_MARK]
+                rules.append(f"{_UNLESS_PASSED} -j DROP")  # end of tier: drop unless a policy passed
+            if nps:
+                if not gnps:
+                    rules.append(_CLEAR_MARK)
+                for c in nps:
+                    rules += [f"-j {c.chains[direction][0]}", _RETURN_IF_MARK]
+                rules.append("-j DROP")
+        return fw, hash_rules(fw, fw_rules), tw, hash_rules(tw, tw_rules)
+
+
+_SHARED = PolicyCompiler()
+_SHARED_LOCK = threading.Lock()
+
+
+def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
+                   policies: Iterable[Resource], namespaces: Iterable[Resource], *,
+                   iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
+                   compiler: PolicyCompiler | None = None) -> PolicyProgram:
+    """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
+
+    Uses ``compiler`` (or a process-wide shared :class:`PolicyCompiler`) so that
+    repeated calls with mostly unchanged inputs are cheap.
+    """
+    if compiler is not None:
+        return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, iface_prefix=iface_prefix,
+                                reverse_path_filter=reverse_path_filter)
+    with _SHARED_LOCK:
+        return _SHARED.compile(local_endpoints, all_endpoints, policies, namespaces, iface_prefix=iface_prefix,
+                               reverse_path_filter=reverse_path_filter)
+

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from felix.drivers.iptables import Runner, local_runner
@@ -27,7 +28,7 @@ class IpsetError(RuntimeError):
 @dataclass
 class _Set:
     kind: str
-    members: set[str] = field(default_factory=set)
+    members: set[str] | frozenset[str] = field(default_factory=set)
 
 
 def parse_ipset_save(text: str, prefix: str = IPSET_PREFIX) -> dict[str, _Set]:
@@ -49,17 +50,30 @@ class IpsetDriver:
     before iptables references them, :meth:`apply_deletes` (destroy our sets no
     longer desired) after iptables stopped referencing them. Each phase is at
     most one ``ipset restore``; a phase with nothing to do runs none
-    (idempotent). Big rewrites go through a temporary set and ``swap``. Raises
-    :class:`IpsetError` on failure (the loop retries the whole apply).
-    Not thread-safe; runs on the agent's sync loop.
+    (idempotent). Big rewrites go through a temporary set and ``swap``.
+
+    The view of our sets comes from ``ipset save`` once, then from what was
+    written: re-read after :meth:`invalidate`, after a failed restore, and when
+    older than ``refresh_interval`` (drift detection; None disables). A set whose
+    desired members are the very object last written is skipped without
+    comparing members. Raises :class:`IpsetError` on failure (the loop retries
+    the whole apply). Not thread-safe; runs on the agent's sync loop.
     """
 
-    def __init__(self, runner: Runner = local_runner, *, prefix: str = IPSET_PREFIX):
+    def __init__(self, runner: Runner = local_runner, *, prefix: str = IPSET_PREFIX,
+                 refresh_interval: float | None = 90.0, clock: Callable[[], float] = time.monotonic):
         self._runner = runner
         self._prefix = prefix
         self._temp = f"{prefix}t:"
+        self._refresh_interval = refresh_interval
+        self._clock = clock
+        self._view: dict[str, _Set] | None = None
+        self._read_at = 0.0
         self.restore_calls = 0
         self.save_calls = 0
+        self.errors = 0
+        self.lines_written = 0
+        self.last_apply_seconds = 0.0
 
     def read(self) -> dict[str, _Set]:
         self.save_calls += 1
@@ -68,28 +82,53 @@ class IpsetDriver:
             raise IpsetError(f"ipset save failed: {err.strip()}")
         return parse_ipset_save(out, self._prefix)
 
+    def invalidate(self, reason: str = "") -> None:
+        """Forget the cached view: the next apply re-reads our sets (and repairs any drift)."""
+        _log.info("ipset view invalidated reason=%s", reason or "-")
+        self._view = None
+
+    def stats(self) -> dict[str, float]:
+        """Counters for the agent's metrics (names in the policy section of docs/metrics.md)."""
+        return {"l3net_ipset_restore_calls": self.restore_calls, "l3net_ipset_save_calls": self.save_calls,
+                "l3net_ipset_restore_errors": self.errors, "l3net_ipset_lines_written": self.lines_written,
+                "l3net_ipset_apply_seconds": self.last_apply_seconds}
+
+    def _current(self) -> dict[str, _Set]:
+        if self._view is None or (self._refresh_interval is not None
+                                  and self._clock() - self._read_at >= self._refresh_interval):
+            self._view = self.read()
+            self._read_at = self._clock()
+        return self._view
+
     def _restore(self, lines: list[str], phase: str) -> int:
         if not lines:
             return 0
         self.restore_calls += 1
         rc, _, err = self._runner(["ipset", "restore"], "\n".join([*lines, "COMMIT", ""]))
         if rc != 0:
+            self.errors += 1
+            self._view = None  # re-read before the next attempt
             raise IpsetError(f"ipset restore ({phase}) failed: {err.strip()}")
+        self.lines_written += len(lines)
         _log.info("ipsets applied phase=%s lines=%d", phase, len(lines))
         return 1
 
     def apply_adds(self, desired: Desired) -> int:
         """Create missing sets and fix members of existing ones; returns restore calls made (0 or 1)."""
+        t0 = time.perf_counter()
         for name in desired:
             if not name.startswith(self._prefix) or name.startswith(self._temp) or len(name) > 31:
                 raise ValueError(f"ipsets[{name}]: not a valid {self._prefix} set name")
-        have = self.read()
+        have = self._current()
         lines: list[str] = []
+        written: dict[str, _Set] = {}
         temp_no = 0
         for name, (kind, members) in sorted(desired.items()):
             cur = have.get(name)
-            create = f"hash:net family inet maxelem {_MAXELEM}" if kind == "hash:net" else \
-                f"{kind} family inet maxelem {_MAXELEM}"
+            if cur is not None and cur.kind == kind and (cur.members is members or cur.members == members):
+                continue
+            create = f"{kind} family inet maxelem {_MAXELEM}"
+            written[name] = _Set(kind, members)  # type: ignore[arg-type]
             if cur is None:
                 lines.append(f"create {name} {create}")
                 lines += [f"add {name} {m}" for m in sorted(members)]
@@ -100,8 +139,6 @@ class IpsetDriver:
                 lines += [f"add {name} {m}" for m in sorted(members)]
                 continue
             adds, dels = members - cur.members, cur.members - members
-            if not adds and not dels:
-                continue
             if len(adds) + len(dels) > max(8, _SWAP_FRACTION * len(members | cur.members)):
                 temp = f"{self._temp}{temp_no}"
                 temp_no += 1
@@ -113,9 +150,18 @@ class IpsetDriver:
             else:
                 lines += [f"del {name} {m}" for m in sorted(dels)]
                 lines += [f"add {name} {m}" for m in sorted(adds)]
-        return self._restore(lines, "adds")
+        writes = self._restore(lines, "adds")
+        have.update(written)
+        for name in [n for n in have if n.startswith(self._temp)]:
+            del have[name]
+        self.last_apply_seconds = time.perf_counter() - t0
+        return writes
 
     def apply_deletes(self, desired: Desired) -> int:
         """Destroy our sets that are not desired (call after iptables stopped referencing them)."""
-        stale = sorted(n for n in self.read() if n not in desired)
-        return self._restore([f"destroy {n}" for n in stale], "deletes")
+        have = self._current()
+        stale = sorted(n for n in have if n not in desired)
+        writes = self._restore([f"destroy {n}" for n in stale], "deletes")
+        for name in stale:
+            del have[name]
+        return writes

@@ -207,7 +207,8 @@ def test_hook_pushed_down_by_someone_else_is_moved_back_to_the_top(kernel: FakeK
     IpsetDriver(kernel).apply_adds(prog.ipsets)
     ipt.apply(prog.chains, prog.hooks)
     kernel.tables["filter"]["FORWARD"].insert(0, "-j ACCEPT")
-    assert ipt.apply(prog.chains, prog.hooks) == 1
+    assert ipt.apply(prog.chains, prog.hooks) == 0  # the cached view does not see it yet (no save per apply)
+    assert ipt.refresh() == 1 and ipt.drift_repairs == 1  # the periodic re-read finds and repairs it
     fwd = kernel.tables["filter"]["FORWARD"]
     assert fwd[0] == prog.hooks["filter"]["FORWARD"][0]
     assert sum("l3n:" in r for r in fwd) == 1 and fwd.count("-j ACCEPT") == 2
@@ -260,8 +261,40 @@ def test_ipset_big_change_uses_swap_and_leaves_no_temp(kernel: FakeKernel) -> No
     with pytest.raises(ValueError, match="not a valid"):
         ips.apply_adds({"other": ("hash:net", frozenset())})
     kernel.ipsets["l3ns:big"] = ("hash:ip", set())
-    kernel.fail_next = 0
+    ips.invalidate("manual change")  # the driver trusts its view until told (or its refresh interval passes)
     ips.apply_adds({"l3ns:big": ("hash:net", frozenset(["10.9.9.9"]))})
     assert kernel.ipsets["l3ns:big"] == ("hash:net", {"10.9.9.9"})
     with pytest.raises(IpsetError):
         ips._restore(["destroy l3ns:nonexistent"], "test")
+
+
+def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: FakeKernel) -> None:
+    now = [0.0]
+    ipt = IptablesDriver(kernel, backend="nft", refresh_interval=90.0, clock=lambda: now[0], sleep=lambda _s: None)
+    ips = IpsetDriver(kernel, refresh_interval=90.0, clock=lambda: now[0])
+    _apply_all(ips, ipt, _program())
+    saves = (ipt.save_calls, ips.save_calls)
+    assert saves == (2, 1)  # one read per table and one ipset save: the first apply adopts
+    changed = _program(ports=81)
+    assert _apply_all(ips, ipt, changed) == 1  # only the filter table; no set changed
+    assert (ipt.save_calls, ips.save_calls) == saves  # no iptables-save / ipset save on later applies
+    for table, chains in changed.chains.items():
+        for chain, rules in chains.items():
+            assert kernel.tables[table][chain] == rules
+    # someone deletes one of our chains' rules and one of our set members behind our back
+    chain = next(c for c in kernel.tables["filter"] if c.startswith("l3n-tw-"))
+    kernel.tables["filter"][chain].pop()
+    some_set = next(n for n in kernel.ipsets if n.startswith("l3n") and kernel.ipsets[n][1])
+    kernel.ipsets[some_set][1].clear()
+    assert _apply_all(ips, ipt, changed) == 0  # not seen before the refresh interval
+    now[0] = 91.0
+    assert _apply_all(ips, ipt, changed) == 2  # re-read: the set and the chain are repaired
+    assert kernel.tables["filter"][chain] == changed.chains["filter"][chain]
+    assert {n: (k, frozenset(m)) for n, (k, m) in kernel.ipsets.items() if n.startswith("l3n")} == changed.ipsets
+    # a failed restore forgets the view: the retry re-reads first
+    kernel.fail_next = 1
+    before = ipt.save_calls
+    assert ipt.apply(_program().chains, _program().hooks) == 1
+    assert ipt.save_calls == before + 1 and ipt.errors == 1
+    assert set(ipt.stats()) >= {"l3net_iptables_restore_calls", "l3net_iptables_apply_seconds"}
+    assert set(ips.stats()) >= {"l3net_ipset_restore_calls", "l3net_ipset_lines_written"}

@@ -37,17 +37,23 @@ def missing_tools() -> list[str]:
 
 
 def write_plugin_shim(path: Path, target: str, calls_log: Path, stderr_log: Path, env: dict[str, str]) -> None:
-    """An executable ``path`` that logs the CNI command and execs ``target`` with ``env`` set.
+    """An executable ``path`` that runs ``target`` with ``env`` set and logs each call's start and end.
 
-    The environment is set in the shim, not inherited, because podman's conmon
-    cleanup process does not pass the test's environment on to plugins.
+    Lines are ``<COMMAND> <container id> <netns> <CNI_ARGS>`` before the call and
+    ``<COMMAND>-done <container id> <exit status>`` after it, so a test can wait for
+    a DEL that podman runs in the background. The environment is set here rather
+    than inherited so the plugin does not depend on what podman forwards (DEL may
+    come from conmon's cleanup process).
     """
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    log = shlex.quote(str(calls_log))
     path.write_text("#!/bin/sh\n"
                     f"{exports}"
-                    f'echo "$CNI_COMMAND ${{CNI_CONTAINERID:-}} ${{CNI_NETNS:-}} ${{CNI_ARGS:-}}" >> '
-                    f"{shlex.quote(str(calls_log))}\n"
-                    f"exec {shlex.quote(target)} \"$@\" 2>> {shlex.quote(str(stderr_log))}\n")
+                    f'echo "$CNI_COMMAND ${{CNI_CONTAINERID:-}} ${{CNI_NETNS:-}} ${{CNI_ARGS:-}}" >> {log}\n'
+                    f'{shlex.quote(target)} "$@" 2>> {shlex.quote(str(stderr_log))}\n'
+                    "rc=$?\n"
+                    f'echo "$CNI_COMMAND-done ${{CNI_CONTAINERID:-}} $rc" >> {log}\n'
+                    "exit $rc\n")
     path.chmod(0o755)
 
 
@@ -143,6 +149,10 @@ class Podman:
         if not self.calls_log.exists():
             return []
         return [[*line.split(" ", 3), "", "", ""][:4] for line in self.calls_log.read_text().splitlines()]
+
+    def finished(self, command: str, container_id: str) -> list[str]:
+        """Exit statuses of the completed ``command`` calls for ``container_id``."""
+        return [c[2] for c in self.calls() if c[0] == f"{command}-done" and c[1] == container_id]
 
     def import_busybox(self, image: str) -> None:
         """A one-binary busybox-static rootfs imported as ``image`` (no registry is reachable)."""

@@ -94,6 +94,7 @@ def test_podman_runs_a_container_through_l3net_cni(podman_on_node: tuple[CNIRig,
     adds = [c for c in podman.calls() if c[0] == "ADD"]
     assert [c[1] for c in adds] == [cid], podman.diagnostics()
     assert f"K8S_POD_NAME={name}" in adds[0][3]
+    assert podman.finished("ADD", cid) == ["0"]
 
     # Inside the container: the /32 on eth0, and the node is reachable through proxy ARP.
     addr = podman.run("exec", name, "ip", "-4", "addr", "show", "eth0").stdout
@@ -126,8 +127,7 @@ def test_podman_runs_a_container_through_l3net_cni(podman_on_node: tuple[CNIRig,
 
     # DEL: removing the container makes podman call the plugin again, and everything goes.
     podman.run("rm", "-f", "-t", "0", name)
-    dels = [c for c in podman.calls() if c[0] == "DEL"]
-    assert cid in [c[1] for c in dels], podman.diagnostics()
+    assert "0" in podman.finished("DEL", cid), podman.diagnostics()
     assert rig.leftovers() == [], podman.diagnostics()
     report = rig.ctl("ipam", "check")
     assert report.returncode == 0, report.stdout + report.stderr
@@ -147,10 +147,11 @@ def test_container_exit_makes_podman_cleanup_call_del(podman_on_node: tuple[CNIR
     assert f"inet {POOL.rsplit('.', 1)[0]}." in out, out
     # conmon runs `podman container cleanup` after the exit; wait for it (a deadline, not a speed assert).
     deadline = time.monotonic() + 30
-    while cid not in [c[1] for c in podman.calls() if c[0] == "DEL"] and time.monotonic() < deadline:
+    while not podman.finished("DEL", cid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert cid in [c[1] for c in podman.calls() if c[0] == "DEL"], podman.diagnostics()
+    assert podman.finished("DEL", cid) == ["0"], podman.diagnostics()
     assert rig.leftovers() == [], podman.diagnostics()
     # The stopped container still exists; removing it must not need (or break) a second DEL.
     podman.run("rm", name)
+    assert set(podman.finished("DEL", cid)) == {"0"}, podman.diagnostics()
     assert rig.leftovers() == []

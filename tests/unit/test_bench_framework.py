@@ -202,3 +202,61 @@ def test_route_prefixes_are_distinct_blocks() -> None:
     p = prefixes(1000)
     assert len(set(p)) == 1000
     assert p[0] == "10.128.0.0/26" and p[1] == "10.128.0.64/26"
+
+
+# -- control-plane harness pieces (pure parts) ------------------------------------
+def test_route_watch_parses_ip_monitor_lines() -> None:
+    from bench.labrig import RouteWatch
+
+    assert RouteWatch.prefix_of("10.244.2.0/26 via 10.0.0.11 dev eth1 proto 76 metric 1024\n") == \
+        ("10.244.2.0/26", False)
+    assert RouteWatch.prefix_of("blackhole 10.244.3.0/26 proto 76 metric 1024") == ("10.244.3.0/26", False)
+    assert RouteWatch.prefix_of("Deleted 10.244.2.0/26 via 10.0.0.11 dev eth1 proto 76") == ("10.244.2.0/26", True)
+    assert RouteWatch.prefix_of("10.244.9.7 dev cali0123 scope link") == ("10.244.9.7/32", False)
+    assert RouteWatch.prefix_of("default via 10.0.0.1 dev eth1")[0] is None
+    assert RouteWatch.prefix_of("local 10.0.0.11 dev eth1 table local proto kernel")[0] == "10.0.0.11/32"
+    assert RouteWatch.prefix_of("fe80::/64 dev eth1 proto kernel")[0] is None
+
+
+def test_control_plane_blocks_are_distinct_and_inside_their_range() -> None:
+    import ipaddress
+
+    from bench.control_plane import FLOOR_NET, POOL, block
+
+    nets = [block(POOL, i) for i in range(1024)]
+    assert len(set(nets)) == 1024 and all(n.subnet_of(ipaddress.ip_network(POOL)) for n in nets)
+    assert str(block(FLOOR_NET, 1)) == "10.250.0.64/26"
+
+
+def test_reflector_scale_client_prefixes_do_not_overlap() -> None:
+    from bench.reflector_scale import client_ip, client_prefixes
+
+    allp = [p for i in range(200) for p in client_prefixes(i, 64)]
+    assert len(allp) == len(set(allp)) == 200 * 64
+    assert client_prefixes(0, 2) == ["10.128.0.0/26", "10.128.0.64/26"]
+    assert len({client_ip(i) for i in range(260)}) == 260 and client_ip(0) == "10.1.0.1"
+
+
+def test_bgpsim_reads_exabgp_announce_and_withdraw() -> None:
+    from bench.bgpsim import _prefixes
+
+    update = {"announce": {"ipv4 unicast": {"10.1.0.1": [{"nlri": "10.128.0.0/26"}, {"nlri": "10.128.0.64/26"}]}},
+              "withdraw": {"ipv4 unicast": [{"nlri": "10.128.1.0/26"}]}}
+    assert _prefixes(update, "announce") == ["10.128.0.0/26", "10.128.0.64/26"]
+    assert _prefixes(update, "withdraw") == ["10.128.1.0/26"]
+    assert _prefixes({}, "announce") == []
+
+
+@pytest.mark.skipif(__import__("shutil").which("bird") is None, reason="BIRD 2 is not installed")
+def test_rendered_bird_configs_parse(tmp_path: Path) -> None:
+    """The reflector and speaker configs the benchmarks start BIRD with are valid BIRD 2 (`bird -p`)."""
+    import subprocess
+
+    from bench.labrig import bird_rr_conf, bird_speaker_conf
+
+    for name, text in {"rr": bird_rr_conf("10.0.0.3", ["10.0.0.13", "10.0.0.21"], cluster_id="224.0.0.2"),
+                       "speaker": bird_speaker_conf("10.0.0.21", "10.0.0.3")}.items():
+        conf = tmp_path / f"{name}.conf"
+        conf.write_text(text)
+        out = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, f"{name}: {out.stderr}\n{text}"

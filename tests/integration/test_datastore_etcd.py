@@ -1,0 +1,171 @@
+"""EtcdDatastore against a real etcd: both transports, watch cancel and outage, leases, failover."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l3net.datastore import EtcdDatastore, Put
+from l3net.datastore.base import WatchEvent
+from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable
+from l3net.etcdserver import EtcdServer, free_port
+from l3net.keys import KeyLayout
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["unix", "tcp"])
+def endpoint(request: pytest.FixtureRequest, etcd_server: EtcdServer) -> str:
+    ep = etcd_server.unix_endpoint if request.param == "unix" else etcd_server.tcp_endpoint
+    assert ep is not None
+    return ep
+
+
+@pytest.fixture
+def private_etcd(tmpfs_dir: Path) -> Iterator[EtcdServer]:
+    """An etcd of this test's own, free to be stopped and restarted."""
+    server = EtcdServer(tmpfs_dir / f"etcd-ds-{uuid.uuid4().hex[:6]}", client_port=free_port(), name="ds")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.run_dir, ignore_errors=True)
+
+
+class Reader:
+    """Iterates a watch on a thread of its own, recording events and how it ended."""
+
+    def __init__(self, watch) -> None:
+        self.watch = watch
+        self.events: list[WatchEvent] = []
+        self.error: BaseException | None = None
+        self.got = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for batch in self.watch:
+                with self.got:
+                    self.events.extend(batch)
+                    self.got.notify_all()
+        except DatastoreError as exc:
+            self.error = exc
+
+    def wait_events(self, n: int, timeout: float = 20.0) -> bool:
+        with self.got:
+            return self.got.wait_for(lambda: len(self.events) >= n, timeout)
+
+    def ended(self, timeout: float = 20.0) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def test_kv_cas_commit_and_watch_over_each_transport(endpoint: str, key_layout: KeyLayout) -> None:
+    ds = EtcdDatastore(endpoint)
+    p = key_layout.prefix
+    try:
+        start = ds.revision() + 1
+        reader = Reader(ds.watch(p, start))
+        r1 = ds.create(p + "a", b"1")
+        with pytest.raises(Conflict):
+            ds.create(p + "a", b"x")
+        r2 = ds.update(p + "a", b"2", r1)
+        with pytest.raises(Conflict):
+            ds.update(p + "a", b"stale", r1)
+        with pytest.raises(Conflict):
+            ds.delete(p + "a", mod_revision=r1)
+        ds.commit([Put(p + "b", b"b"), Put(p + "c", b"c")])
+        assert ds.delete(p + "a", mod_revision=r2) is True
+        assert ds.delete(p + "a") is False
+        kvs, rev = ds.list(p)
+        assert [(kv.key, kv.value) for kv in kvs] == [(p + "b", b"b"), (p + "c", b"c")]
+        assert rev >= kvs[-1].mod_revision
+        assert reader.wait_events(5)
+        assert [(e.type, e.key, e.value) for e in reader.events] == [
+            ("put", p + "a", b"1"), ("put", p + "a", b"2"), ("put", p + "b", b"b"), ("put", p + "c", b"c"),
+            ("delete", p + "a", None)]
+        # The two puts of one commit share a revision; revisions never go down.
+        revs = [e.mod_revision for e in reader.events]
+        assert revs == sorted(revs) and revs[2] == revs[3]
+        # cancel() from another thread wakes a reader blocked in recv, and the iteration ends quietly.
+        reader.watch.cancel()
+        assert reader.ended(), "cancel() did not unblock the watch reader"
+        assert reader.error is None
+        reader.watch.cancel()  # idempotent
+    finally:
+        ds.close()
+
+
+def test_leases_grant_refresh_revoke(endpoint: str, key_layout: KeyLayout) -> None:
+    ds = EtcdDatastore(endpoint)
+    key = key_layout.prefix + "leased"
+    try:
+        lease = ds.grant_lease(30)
+        assert lease.id > 0 and 0 < lease.time_to_live() <= 30
+        ds.put(key, b"alive", lease=lease.id)
+        kv = ds.get(key)
+        assert kv is not None and kv.lease == lease.id
+        lease.refresh()
+        lease.revoke()
+        assert ds.get(key) is None, "revoking a lease deletes its keys"
+        assert lease.time_to_live() == -1
+        with pytest.raises(DatastoreError, match="expired"):
+            lease.refresh()
+        lease.revoke()  # idempotent
+    finally:
+        ds.close()
+
+
+def test_compact_is_idempotent(datastore: EtcdDatastore, key_layout: KeyLayout) -> None:
+    rev = datastore.put(key_layout.prefix + "c", b"1")
+    datastore.compact(rev)
+    datastore.compact(rev)
+    datastore.compact(rev - 1)
+    with pytest.raises(DatastoreError):
+        datastore.compact(rev + 1000)  # the future is not compactable: a real error
+
+
+def test_stopped_etcd_fails_watches_and_calls_promptly(private_etcd: EtcdServer) -> None:
+    for ep in (private_etcd.unix_endpoint, private_etcd.tcp_endpoint):
+        assert ep is not None
+        ds = EtcdDatastore(ep)
+        ds.put("/s/" + ep[-6:], b"kept")
+        reader = Reader(ds.watch("/s/", ds.revision() + 1))
+        private_etcd.pause()
+        assert reader.ended(), "a watch on a stopped etcd must not hang"
+        assert isinstance(reader.error, DatastoreUnavailable) and ep in str(reader.error)
+        with pytest.raises(DatastoreUnavailable, match="datastore unreachable"):
+            ds.watch("/s/", 1)
+        with pytest.raises(DatastoreUnavailable):
+            ds.get("/s/x")
+        private_etcd.start()
+        kv = ds.get("/s/" + ep[-6:])
+        assert kv is not None and kv.value == b"kept", "pause()/start() keeps the data"
+        ds.close()
+
+
+def test_fails_over_to_the_next_endpoint(etcd_server: EtcdServer, key_layout: KeyLayout, tmp_path: Path) -> None:
+    dead = f"unix://{tmp_path / 'no-etcd.sock'}"
+    ds = EtcdDatastore(f"{dead},{etcd_server.tcp_endpoint}")
+    try:
+        rev = ds.put(key_layout.prefix + "f", b"1")
+        watch = ds.watch(key_layout.prefix, rev)
+        assert [e.key for e in next(iter(watch))] == [key_layout.prefix + "f"]
+        watch.cancel()
+    finally:
+        ds.close()
+    with pytest.raises(DatastoreUnavailable, match=r"no-etcd\.sock"):
+        EtcdDatastore(dead).get("/x")
+
+
+def test_bad_endpoints_are_rejected() -> None:
+    for bad in ("ftp://h:1", "unix://", "http://:2379", ""):
+        with pytest.raises(ValueError):
+            EtcdDatastore(bad)
