@@ -496,6 +496,8 @@ class PolicyCompiler:
         self._ep_chains: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         self._dispatch: tuple[tuple[str, ...], list[str], list[str]] | None = None
         self._ordered: list[_Compiled] = []
+        self._local_labels: dict[Hashable, dict[str, str]] = {}
+        self._selected: dict[Hashable, dict[str, list[_Compiled]]] = {}
         self.compiles = 0
         self.policies_recompiled = 0
 
@@ -599,7 +601,7 @@ class PolicyCompiler:
         before = self.policies_recompiled
         self.compiles += 1
         changed_ns = self._sync_namespaces(namespaces)
-        self._sync_policies(policies)
+        policies_changed = self._sync_policies(policies)
         dirty = self._sync_endpoints(all_endpoints, changed_ns)
         dirty |= self._members.pop_changes()
 
@@ -607,24 +609,39 @@ class PolicyCompiler:
         for w in local_endpoints:
             if w.kind == "WorkloadEndpoint" and w.spec.get("interfaceName"):
                 locals_[(w.namespace or "", w.name)] = w
-        for key in [k for k in self._applies_items() if k not in locals_]:
+        for key in [k for k in self._local_labels if k not in locals_]:
             self._applies.remove_item(key)
+            del self._local_labels[key]
+            self._selected.pop(key, None)
+        relabelled: set[Hashable] = set()
         for key in locals_:
             ep = self._endpoints.get(key)
             labels = ep.labels if ep is not None else endpoint_labels(locals_[key], self._ns_labels)
-            self._applies.update_item(key, labels)
+            if self._local_labels.get(key) != labels:
+                self._local_labels[key] = labels
+                self._applies.update_item(key, labels)
+                relabelled.add(key)
         self._applies.pop_changes()
 
-        selected: dict[Hashable, dict[str, list[_Compiled]]] = {k: {"Ingress": [], "Egress": []} for k in locals_}
-        for c in self._ordered:
-            members = self._applies.members(c.key)
-            if not members:
-                continue
-            for key in members:
-                per = selected.get(key)
-                if per is not None:
-                    for d in c.types:
-                        per[d].append(c)
+        # Which policies apply to each local endpoint, in evaluation order; recomputed for every endpoint
+        # only when a policy changed, else only for endpoints that are new or relabelled.
+        if policies_changed:
+            self._selected = {k: {"Ingress": [], "Egress": []} for k in locals_}
+            for c in self._ordered:
+                for key in self._applies.members(c.key):
+                    per = self._selected.get(key)
+                    if per is not None:
+                        for d in c.types:
+                            per[d].append(c)
+        else:
+            for key in relabelled:
+                per = {"Ingress": [], "Egress": []}
+                for c in self._ordered:
+                    if self._applies.contains(c.key, key):
+                        for d in c.types:
+                            per[d].append(c)
+                self._selected[key] = per
+        selected = self._selected
 
         wildcard = f"{iface_prefix}+"
         filter_chains: dict[str, list[str]] = {
@@ -646,11 +663,14 @@ class PolicyCompiler:
             for d in ("Ingress", "Egress"):
                 for c in sel[d]:
                     used[c.chains[d][0]] = (c, d)
-            sig = (iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
-                   *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
             cached = self._ep_chains.get(key)
-            if cached is None or cached[0] != sig:
-                cached = (sig, *self._render_endpoint(iface, ips, sel))
+            if cached is None or policies_changed or key in relabelled or cached[0][0] is not wep:
+                sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
+                       *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
+                if cached is None or cached[0][1:] != sig[1:]:
+                    cached = (sig, *self._render_endpoint(iface, ips, sel))
+                else:
+                    cached = (sig, *cached[1:])
             ep_cache[key] = cached
             _, fw, fw_rules, tw, tw_rules = cached
             filter_chains[fw] = fw_rules

@@ -26,6 +26,34 @@ cleverness. The rules it states (upstream ``networking.k8s.io/v1``):
 * A packet between two known pods must pass the source pod's egress and the
   destination pod's ingress. Replies of an allowed connection are allowed
   (conntrack): :func:`reply_allowed`.
+
+Calico GlobalNetworkPolicy (``projectcalico.org/v3``), as Felix renders tiers:
+
+* GNPs form a tier evaluated **before** the Kubernetes NetworkPolicies (as if
+  they sat in a Calico tier ordered ahead of the one holding the k8s policies).
+  A GNP applies to an endpoint for a direction when the direction is in
+  ``types`` (default Ingress, plus Egress if it has egress rules), its
+  ``selector`` (Calico expression; missing = ``all()``) matches the endpoint's
+  labels plus Calico's implicit ``projectcalico.org/namespace`` /
+  ``projectcalico.org/orchestrator`` in any namespace, and its
+  ``namespaceSelector`` (if set) matches the endpoint's namespace labels.
+* Applying GNPs run in ``order`` (ascending; no order = after all ordered
+  ones; ties by name), each rule in turn. The first rule that matches with
+  ``Allow`` allows, with ``Deny`` denies, with ``Pass`` ends the GNP tier and
+  hands the packet to the Kubernetes tier; ``Log`` only logs and goes on.
+* If some GNP applied and no rule decided or passed: deny (end of tier drop).
+* Kubernetes tier as above; if no NetworkPolicy isolates the endpoint the packet
+  is allowed (Calico's per-namespace profiles allow everything) - so a ``Pass``
+  with no applying NetworkPolicy allows, as in Calico.
+* A rule matches when ``protocol`` matches (names or numbers; ICMPv6 never
+  matches IPv4), ``notProtocol`` does not, ``icmp`` type/code match, and both
+  ``source`` (the packet's source address and port) and ``destination`` match.
+  An entity: ``nets`` = address in any; ``notNets`` = in none; ``selector`` and
+  ``namespaceSelector`` (ANDed when both) match only known workloads, in any
+  namespace; ``notSelector`` excludes the workloads it matches (a non-workload
+  address passes it); ``ports`` = port in any (number, ``"lo:hi"``, or a name
+  resolved on that side's workload with the rule's protocol); ``notPorts`` = in none.
+  An unparsable selector matches nothing.
 """
 
 from __future__ import annotations
@@ -36,8 +64,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net.model import Resource
-from policy.model import labels_of_namespace, namespace_labels, policy_types, workload_ips, workload_ports
-from policy.selectors import parse_label_selector
+from policy.model import (
+    endpoint_labels,
+    gnp_order,
+    gnp_types,
+    labels_of_namespace,
+    namespace_labels,
+    policy_types,
+    workload_ips,
+    workload_ports,
+)
+from policy.selectors import parse_calico, parse_label_selector
 
 __all__ = ["Packet", "is_allowed", "reply_allowed"]
 
@@ -50,21 +87,129 @@ class Packet:
     dst: str
     protocol: str = "TCP"
     dst_port: int | None = None
+    src_port: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
 
 
 def is_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], workloads: Iterable[Resource],
                packet: Packet) -> bool:
-    """True when Kubernetes NetworkPolicy allows the first packet of this connection."""
-    policies = [p for p in policies if p.kind == "NetworkPolicy"]
+    """True when the GlobalNetworkPolicies and NetworkPolicies allow the first packet of this connection."""
+    policies = list(policies)
+    gnps = sorted((p for p in policies if p.kind == "GlobalNetworkPolicy"),
+                  key=lambda p: (gnp_order(p.spec), p.name))
+    nps = [p for p in policies if p.kind == "NetworkPolicy"]
     ns_labels = namespace_labels(namespaces)
     wls = [w for w in workloads if w.kind == "WorkloadEndpoint"]
     src_wl = _by_ip(wls, packet.src)
     dst_wl = _by_ip(wls, packet.dst)
-    if src_wl is not None and not _direction_allows(policies, ns_labels, src_wl, "Egress", packet,
-                                                    peer_ip=packet.dst, peer_wl=dst_wl, dst_wl=dst_wl):
+    if src_wl is not None and not _endpoint_allows(gnps, nps, ns_labels, src_wl, "Egress", packet, src_wl, dst_wl):
         return False
-    return dst_wl is None or _direction_allows(policies, ns_labels, dst_wl, "Ingress", packet,
-                                               peer_ip=packet.src, peer_wl=src_wl, dst_wl=dst_wl)
+    return dst_wl is None or _endpoint_allows(gnps, nps, ns_labels, dst_wl, "Ingress", packet, src_wl, dst_wl)
+
+
+def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ns_labels: Mapping[str, Mapping[str, str]],
+                     wl: Resource, direction: str, packet: Packet, src_wl: Resource | None,
+                     dst_wl: Resource | None) -> bool:
+    applying = [g for g in gnps if direction in gnp_types(g.spec) and _gnp_selects(g, wl, ns_labels)]
+    if applying:
+        passed = False
+        for gnp in applying:
+            for rule in gnp.spec.get("ingress" if direction == "Ingress" else "egress") or []:
+                if not _calico_rule_matches(rule, packet, ns_labels, src_wl, dst_wl):
+                    continue
+                action = rule.get("action")
+                if action == "Allow":
+                    return True
+                if action == "Deny":
+                    return False
+                if action == "Pass":
+                    passed = True
+                    break
+                # Log: logged, evaluation goes on
+            if passed:
+                break
+        if not passed:
+            return False  # end of the GNP tier: some policy applied and none allowed or passed
+    peer_ip, peer_wl = (packet.dst, dst_wl) if direction == "Egress" else (packet.src, src_wl)
+    return _direction_allows(nps, ns_labels, wl, direction, packet, peer_ip=peer_ip, peer_wl=peer_wl, dst_wl=dst_wl)
+
+
+def _gnp_selects(gnp: Resource, wl: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -> bool:
+    sel = gnp.spec.get("selector")
+    if sel is not None and not parse_calico(sel).matches(endpoint_labels(wl, ns_labels)):
+        return False
+    ns_sel = gnp.spec.get("namespaceSelector")
+    return ns_sel is None or parse_calico(ns_sel).matches(labels_of_namespace(ns_labels, wl.namespace or ""))
+
+
+_PROTO_NUMBERS = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite", 58: "icmpv6"}
+
+
+def _proto_name(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _PROTO_NUMBERS.get(value, str(value))
+    return str(value).lower()
+
+
+def _calico_rule_matches(rule: Mapping[str, Any], packet: Packet, ns_labels: Mapping[str, Mapping[str, str]],
+                         src_wl: Resource | None, dst_wl: Resource | None) -> bool:
+    proto = packet.protocol.lower()
+    if rule.get("protocol") is not None and _proto_name(rule["protocol"]) != proto:
+        return False
+    if rule.get("notProtocol") is not None and _proto_name(rule["notProtocol"]) == proto:
+        return False
+    icmp = rule.get("icmp")
+    if icmp and icmp.get("type") is not None:
+        if packet.icmp_type != icmp["type"]:
+            return False
+        if icmp.get("code") is not None and packet.icmp_code != icmp["code"]:
+            return False
+    rule_proto = _proto_name(rule["protocol"]) if rule.get("protocol") is not None else None
+    return (_entity_matches(rule.get("source") or {}, packet.src, packet.src_port, src_wl, rule_proto, ns_labels)
+            and _entity_matches(rule.get("destination") or {}, packet.dst, packet.dst_port, dst_wl, rule_proto,
+                                ns_labels))
+
+
+def _entity_matches(entity: Mapping[str, Any], ip_text: str, port: int | None, wl: Resource | None,
+                    rule_proto: str | None, ns_labels: Mapping[str, Mapping[str, str]]) -> bool:
+    ip = ipaddress.ip_address(ip_text)
+    nets = entity.get("nets")
+    if nets and not any(ip in ipaddress.ip_network(n, strict=False) for n in nets):
+        return False
+    if any(ip in ipaddress.ip_network(n, strict=False) for n in entity.get("notNets") or []):
+        return False
+    sel, ns_sel = entity.get("selector"), entity.get("namespaceSelector")
+    if sel is not None or ns_sel is not None:
+        if wl is None:
+            return False
+        if sel is not None and not parse_calico(sel).matches(endpoint_labels(wl, ns_labels)):
+            return False
+        if ns_sel is not None and not parse_calico(ns_sel).matches(
+                labels_of_namespace(ns_labels, wl.namespace or "")):
+            return False
+    not_sel = entity.get("notSelector")
+    if not_sel is not None and wl is not None and parse_calico(not_sel).matches(endpoint_labels(wl, ns_labels)):
+        return False
+    ports = entity.get("ports") or []
+    if ports and not any(_calico_port_matches(p, port, wl, rule_proto) for p in ports):
+        return False
+    return not any(_calico_port_matches(p, port, wl, rule_proto) for p in entity.get("notPorts") or [])
+
+
+def _calico_port_matches(spec: Any, port: int | None, wl: Resource | None, rule_proto: str | None) -> bool:
+    if port is None:
+        return False
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return spec == port
+    text = str(spec)
+    if text.isdigit():
+        return int(text) == port
+    lo, sep, hi = text.partition(":")
+    if sep and lo.isdigit() and hi.isdigit():
+        return int(lo) <= port <= int(hi)
+    return wl is not None and any(name == text and proto.lower() == rule_proto and num == port
+                                  for name, proto, num in workload_ports(wl))
 
 
 def reply_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], workloads: Iterable[Resource],

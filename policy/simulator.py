@@ -41,6 +41,9 @@ class SimPacket:
     out_iface: str | None
     ctstate: str = "NEW"
     mark: int = 0
+    sport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
 
 
 @dataclass
@@ -73,13 +76,15 @@ def _parse_rule(body: str) -> _Rule:
                 invert = i < len(toks) and toks[i] == "--invert"
                 i += 1 if invert else 0
                 rule.matches.append((invert, "rpf", None))
-            elif mod not in ("comment", "tcp", "udp", "sctp", "set", "conntrack", "mark"):
+            elif mod not in ("comment", "tcp", "udp", "sctp", "udplite", "set", "conntrack", "mark", "multiport",
+                             "icmp"):
                 raise SimulatorError(f"unknown match module {mod!r} in {body!r}")
             continue
-        if t == "--comment":
+        if t in ("--comment", "--log-prefix"):
             i += 2
             continue
-        if t in ("-i", "-o", "-s", "-d", "-p", "--dport", "--ctstate", "--mark"):
+        if t in ("-i", "-o", "-s", "-d", "-p", "--dport", "--sport", "--dports", "--sports", "--ctstate", "--mark",
+                 "--icmp-type"):
             rule.matches.append((neg, t, toks[i + 1]))
             i, neg = i + 2, False
             continue
@@ -131,6 +136,8 @@ class SimNode:
             return any(ip in net for net in self._nets(name, members))
         if kind == "hash:ip,port" and dirs == "dst,dst":
             return f"{pkt.dst},{pkt.proto}:{pkt.dport}" in members
+        if kind == "hash:ip,port" and dirs == "src,src":
+            return f"{pkt.src},{pkt.proto}:{pkt.sport}" in members
         raise SimulatorError(f"unsupported set use {kind} {dirs}")
 
     def _match(self, kind: str, arg: Any, pkt: SimPacket) -> bool:
@@ -142,9 +149,18 @@ class SimNode:
             return ipaddress.ip_address(pkt.src if kind == "-s" else pkt.dst) in ipaddress.ip_network(arg)
         if kind == "-p":
             return pkt.proto == arg
-        if kind == "--dport":
-            lo, _, hi = arg.partition(":")
-            return pkt.dport is not None and int(lo) <= pkt.dport <= int(hi or lo)
+        if kind in ("--dport", "--sport", "--dports", "--sports"):
+            port = pkt.dport if kind.startswith("--d") else pkt.sport
+            if port is None:
+                return False
+            for part in arg.split(","):
+                lo, _, hi = part.partition(":")
+                if int(lo) <= port <= int(hi or lo):
+                    return True
+            return False
+        if kind == "--icmp-type":
+            t, _, c = arg.partition("/")
+            return pkt.icmp_type == int(t) and (not c or pkt.icmp_code == int(c))
         if kind == "--ctstate":
             return pkt.ctstate in arg.split(",")
         if kind == "--mark":
@@ -171,6 +187,8 @@ class SimNode:
                 return rule.target, pkt
             if rule.target == "RETURN":
                 return "RETURN", pkt
+            if rule.target == "LOG":
+                continue
             if rule.target == "MARK":
                 v, m = rule.xmark or (0, 0)
                 pkt = replace(pkt, mark=(pkt.mark & ~m) | v)
@@ -219,7 +237,8 @@ class Cluster:
     def send(self, packet: Packet, *, ctstate: str = "NEW") -> bool:
         proto = packet.protocol.lower()
         for node, in_if, out_if in self._path(packet.src, packet.dst):
-            pkt = SimPacket(packet.src, packet.dst, proto, packet.dst_port, in_if, out_if, ctstate)
+            pkt = SimPacket(packet.src, packet.dst, proto, packet.dst_port, in_if, out_if, ctstate,
+                            sport=packet.src_port, icmp_type=packet.icmp_type, icmp_code=packet.icmp_code)
             if not self.nodes[node].forward(pkt):
                 return False
         return True
@@ -228,5 +247,5 @@ class Cluster:
         """Send the original; if it passed, the reply rides its conntrack entry (ESTABLISHED)."""
         if not self.send(original):
             return False
-        reply = Packet(original.dst, original.src, original.protocol, None)
+        reply = Packet(original.dst, original.src, original.protocol, original.src_port, original.dst_port)
         return self.send(reply, ctstate="ESTABLISHED")

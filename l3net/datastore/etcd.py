@@ -7,6 +7,11 @@ syncer that misses a compaction silently diverges.
 
 Endpoints: ``http://host:port``, ``https://host:port`` (with CA, cert, key) or
 ``unix:///path/to/socket``; several, comma-separated, are tried in order.
+
+TLS notes, both paid for in tests: requests lets ``REQUESTS_CA_BUNDLE`` silently override a session's
+CA, so sessions here ignore the environment; and an etcd run with ``--client-cert-auth`` needs a server
+certificate that also allows ``clientAuth``, because its JSON gateway dials etcd's own gRPC port with
+it (otherwise every request fails with ``connection closed``, code 14).
 """
 
 from __future__ import annotations
@@ -120,6 +125,9 @@ class _GatewayClient(etcd3gw.Etcd3Client):
 # TCP keepalive on watch sockets (idle, interval, probes): a watch is quiet for long stretches, and
 # without probes a vanished peer (host down, partition: no FIN, no RST) would block the reader forever.
 _KEEPALIVE = (10, 5, 3)
+# A live but wedged etcd still answers keepalives. Watches ask for progress notifications, which etcd
+# sends to idle watchers every 10 minutes (its default): silence for longer means the stream is dead.
+WATCH_IDLE_TIMEOUT = 11 * 60.0
 
 
 def _stream_socket(resp: requests.Response) -> socket.socket | None:
@@ -129,8 +137,8 @@ def _stream_socket(resp: requests.Response) -> socket.socket | None:
 
 
 def _tune_stream_socket(sock: socket.socket) -> None:
-    """No read timeout on the stream (it may be idle for hours), TCP keepalive instead."""
-    sock.settimeout(None)
+    """The stream may be quiet for minutes: only a silence past etcd's progress interval fails it."""
+    sock.settimeout(WATCH_IDLE_TIMEOUT)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         idle, interval, count = _KEEPALIVE
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

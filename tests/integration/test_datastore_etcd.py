@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from l3net.datastore import EtcdDatastore, Put
+from l3net.datastore import etcd as etcd_module
 from l3net.datastore.base import WatchEvent
 from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable
 from l3net.etcdserver import EtcdServer, free_port
@@ -169,3 +170,12 @@ def test_bad_endpoints_are_rejected() -> None:
     for bad in ("ftp://h:1", "unix://", "http://:2379", ""):
         with pytest.raises(ValueError):
             EtcdDatastore(bad)
+
+
+def test_a_silent_watch_stream_is_declared_dead(datastore: EtcdDatastore, key_layout: KeyLayout,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wedged etcd still answers TCP keepalives; silence past the progress interval must end the watch."""
+    monkeypatch.setattr(etcd_module, "WATCH_IDLE_TIMEOUT", 0.3)
+    reader = Reader(datastore.watch(key_layout.prefix, datastore.revision() + 1))
+    assert reader.ended(), "a silent stream must fail, not hang"
+    assert isinstance(reader.error, DatastoreUnavailable) and "timed out" in str(reader.error)

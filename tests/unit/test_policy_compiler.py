@@ -190,3 +190,125 @@ def test_end_port_is_inclusive(port, expected) -> None:
     sim = Cluster({"n1": compile_policy([w], [w], pols, [ns("a")])}, [w])
     pkt = Packet("10.0.9.9", "10.0.1.2", "UDP", port)
     assert sim.send(pkt) is expected is is_allowed(pols, [ns("a")], [w], pkt)
+
+
+# -- GlobalNetworkPolicy ------------------------------------------------------------------------------------
+CALICO_SELECTORS = [None, "all()", "app == 'web'", "has(role)", "role != 'db'", "app in {'web', 'db'}",
+                    "projectcalico.org/namespace == 'a'", "!has(app) || role == 'web'", "bad (("]
+CALICO_NS_SELECTORS = [None, "all()", "team == 'x'", "kubernetes.io/metadata.name == 'b'"]
+NETS = ["10.0.0.0/16", "10.0.1.0/24", "10.0.2.3/32", "0.0.0.0/0", "10.0.9.0/24", "fd00::/64"]
+CALICO_PORTS = [53, 80, "80:90", "8000:8100", "http", "dns"]
+
+
+@st.composite
+def entities(draw, with_ports: bool) -> dict:
+    out: dict = {}
+    for key, strat in (("nets", st.lists(st.sampled_from(NETS), min_size=1, max_size=2, unique=True)),
+                       ("notNets", st.lists(st.sampled_from(NETS), min_size=1, max_size=2, unique=True)),
+                       ("selector", st.sampled_from(CALICO_SELECTORS[1:])),
+                       ("notSelector", st.sampled_from(CALICO_SELECTORS[1:])),
+                       ("namespaceSelector", st.sampled_from(CALICO_NS_SELECTORS[1:]))):
+        if draw(st.integers(0, 3)) == 0:
+            out[key] = draw(strat)
+    if with_ports:
+        for key in ("ports", "notPorts"):
+            if draw(st.integers(0, 2)) == 0:
+                out[key] = draw(st.lists(st.sampled_from(CALICO_PORTS), min_size=1, max_size=3, unique=True))
+    return out
+
+
+@st.composite
+def calico_rules(draw) -> dict:
+    rule: dict = {"action": draw(st.sampled_from(["Allow", "Deny", "Log", "Pass"]))}
+    proto = draw(st.sampled_from([None, "TCP", "UDP", "ICMP", 6, 17, "ICMPv6"]))
+    if proto is not None:
+        rule["protocol"] = proto
+    if draw(st.integers(0, 4)) == 0:
+        rule["notProtocol"] = draw(st.sampled_from(["UDP", "TCP", 1]))
+    if proto == "ICMP" and draw(st.booleans()):
+        rule["icmp"] = draw(st.sampled_from([{"type": 8}, {"type": 8, "code": 0}, {"type": 0}]))
+    ports_ok = proto in ("TCP", "UDP")
+    for side in ("source", "destination"):
+        if draw(st.booleans()):
+            rule[side] = draw(entities(ports_ok))
+    return rule
+
+
+@st.composite
+def gnps(draw) -> Resource:
+    spec: dict = {}
+    order = draw(st.sampled_from([None, 10, 100, 100, 2000]))
+    if order is not None:
+        spec["order"] = order
+    for key, values in (("selector", CALICO_SELECTORS), ("namespaceSelector", CALICO_NS_SELECTORS)):
+        v = draw(st.sampled_from(values))
+        if v is not None:
+            spec[key] = v
+    types = draw(st.sampled_from([None, ["Ingress"], ["Egress"], ["Ingress", "Egress"]]))
+    if types:
+        spec["types"] = types
+    for key in ("ingress", "egress"):
+        rules_ = draw(st.one_of(st.none(), st.lists(calico_rules(), max_size=3)))
+        if rules_ is not None:
+            spec[key] = rules_
+    return Resource("GlobalNetworkPolicy", f"g{draw(st.integers(0, 99))}", spec)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(), st.lists(gnps(), min_size=1, max_size=3, unique_by=lambda p: p.name), st.data())
+def test_compiled_gnps_agree_with_evaluator(cluster, globals_, data) -> None:
+    workloads, namespaces, pols = cluster
+    pols = [*pols, *globals_]
+    sim = cluster_for(workloads, namespaces, pols)
+    addrs = [w.spec["ipNetworks"][0].split("/")[0] for w in workloads] + ["10.0.9.9", "192.168.7.7", "10.0.2.200"]
+    for _ in range(8):
+        src = data.draw(st.sampled_from(addrs))
+        dst = data.draw(st.sampled_from([a for a in addrs if a != src]))
+        proto = data.draw(st.sampled_from(["TCP", "UDP", "ICMP"]))
+        if proto == "ICMP":
+            pkt = Packet(src, dst, proto, icmp_type=data.draw(st.sampled_from([0, 8])),
+                         icmp_code=data.draw(st.sampled_from([0, 1])))
+        else:
+            pkt = Packet(src, dst, proto, data.draw(st.sampled_from([53, 80, 85, 8080, 8081])),
+                         src_port=data.draw(st.sampled_from([53, 80, 8050, 40000])))
+        expected = is_allowed(pols, namespaces, workloads, pkt)
+        assert sim.send(pkt) is expected, pkt
+        assert sim.reply_allowed(pkt) is expected, pkt
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(clusters(), st.lists(gnps(), max_size=2, unique_by=lambda p: p.name)),
+                min_size=2, max_size=5))
+def test_incremental_compiler_equals_fresh_compile(steps) -> None:
+    """A long-lived PolicyCompiler fed a sequence of states (forwards, then backwards) returns what a fresh one does."""
+    from policy.compiler import PolicyCompiler
+
+    warm = PolicyCompiler()
+    for (workloads, namespaces, pols), globals_ in [*steps, *reversed(steps)]:
+        everything = [*pols, *globals_]
+        local = [w for w in workloads if w.spec["node"] == "n1"]
+        assert warm.compile(local, workloads, everything, namespaces) == \
+            PolicyCompiler().compile(local, workloads, everything, namespaces)
+
+
+def test_label_change_changes_only_set_members() -> None:
+    """A peer's label change (pod or namespace) rewrites no chain: only ipset members move."""
+    from policy.compiler import PolicyCompiler
+
+    web = wep("web", "a", "n1", "10.0.1.2", {"app": "web"})
+    cli = wep("cli", "b", "n2", "10.0.2.2", {"app": "cli"})
+    pols = [netpol("p", "a", {"podSelector": {}, "ingress": [{"from": [
+        {"podSelector": {"matchLabels": {"app": "cli"}}, "namespaceSelector": {"matchLabels": {"team": "x"}}}]}]}),
+        Resource("GlobalNetworkPolicy", "g", {"order": 1, "selector": "app == 'web'", "ingress": [
+            {"action": "Deny", "source": {"selector": "app == 'bad'"}}, {"action": "Pass"}]})]
+    comp = PolicyCompiler()
+    before = comp.compile([web], [web, cli], pols, [ns("a"), ns("b", {"team": "x"})])
+    relabelled = wep("cli", "b", "n2", "10.0.2.2", {"app": "bad"})
+    after = comp.compile([web], [web, relabelled], pols, [ns("a"), ns("b", {"team": "x"})])
+    assert after.chains == before.chains and after.ipsets != before.ipsets
+    assert after.policies_recompiled == 0
+    back = comp.compile([web], [web, cli], pols, [ns("a"), ns("b", {"team": "x"})])
+    assert back == before
+    ns_changed = comp.compile([web], [web, cli], pols, [ns("a"), ns("b", {"team": "y"})])
+    assert ns_changed.chains == before.chains and ns_changed.ipsets != before.ipsets
+    assert ns_changed.policies_recompiled == 0

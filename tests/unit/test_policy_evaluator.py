@@ -95,3 +95,41 @@ def test_both_sides_and_replies() -> None:
     ingress_deny_web = netpol("i", "prod", {"podSelector": {"matchLabels": {"app": "web"}}})
     out = Packet("10.0.1.2", "10.0.1.3", "TCP", 80)
     assert is_allowed([ingress_deny_web], NSS, WLS, out) and reply_allowed([ingress_deny_web], NSS, WLS, out)
+
+
+def gnp(name, spec):
+    from l3net.model import Resource
+
+    return Resource("GlobalNetworkPolicy", name, spec)
+
+
+def test_gnp_order_first_match_decides_and_deny_beats_np_allow() -> None:
+    allow_np = netpol("all", "prod", {"podSelector": {}, "ingress": [{}]})
+    deny = gnp("deny-dev", {"order": 10, "selector": "app == 'web'", "ingress": [
+        {"action": "Deny", "source": {"namespaceSelector": "env == 'dev'"}}, {"action": "Pass"}]})
+    assert not allowed([allow_np, deny], "10.0.2.2", "10.0.1.2")       # GNP Deny overrides the NP allow
+    assert allowed([allow_np, deny], "10.0.1.3", "10.0.1.2")           # Pass: the NP decides (allow)
+    earlier = gnp("allow-first", {"order": 1, "ingress": [{"action": "Allow", "source": {"nets": ["10.0.2.0/24"]}}]})
+    assert allowed([allow_np, deny, earlier], "10.0.2.2", "10.0.1.2")  # lower order decides first
+
+
+def test_gnp_end_of_tier_log_and_pass_without_np() -> None:
+    logs_only = gnp("log", {"selector": "all()", "ingress": [{"action": "Log"}]})
+    assert not allowed([logs_only], "10.0.2.2", "10.0.1.2")  # applied, nothing allowed: end-of-tier drop
+    passes = gnp("pass", {"selector": "all()", "ingress": [{"action": "Log"}, {"action": "Pass"}]})
+    assert allowed([passes], "10.0.2.2", "10.0.1.2")  # passed, no NP isolates: the profile allows (Calico)
+    deny_np = netpol("deny", "prod", {"podSelector": {}})
+    assert not allowed([passes, deny_np], "10.0.2.2", "10.0.1.2")  # passed to an isolating NP
+
+
+def test_gnp_entity_fields() -> None:
+    rule = {"action": "Allow", "protocol": "TCP",
+            "source": {"selector": "app == 'web'", "notNets": ["10.0.1.0/24"]},
+            "destination": {"ports": ["http", "90:95"], "notPorts": [93]}}
+    pol = gnp("g", {"selector": "projectcalico.org/namespace == 'prod'", "ingress": [rule]})
+    assert allowed([pol], "10.0.2.2", "10.0.1.2", port=8080)        # named port on the destination pod
+    assert allowed([pol], "10.0.2.2", "10.0.1.2", port=94)
+    assert not allowed([pol], "10.0.2.2", "10.0.1.2", port=93)      # notPorts
+    assert not allowed([pol], "10.0.1.3", "10.0.1.2", port=8080)    # db is not app=web
+    assert not allowed([pol], "10.0.2.2", "10.0.1.2", "UDP", 8080)  # protocol
+    assert allowed([pol], "10.0.1.2", "10.0.2.2")                   # dev is not selected by the GNP
