@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, RouteSpec
 from l3net.keys import KeyLayout
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
@@ -137,6 +138,9 @@ class Model:
         self.pools: dict[str, Pool] = {}
         self.affinities: dict[str, Affinity] = {}
         self.invalid: dict[str, str] = {}
+        # Raw values of the datastore's config/ keys (felix.config parses them; bad ones are its to log).
+        self.config: dict[str, bytes] = {}
+        self.config_prefix = config_prefix(keys)
         self.revision = 0
 
     def apply(self, updates: Iterable[KeyUpdateLike]) -> int:
@@ -157,10 +161,13 @@ class Model:
         return n
 
     def _forget(self, key: str) -> None:
-        for d in (self.resources, self.workloads, self.pools, self.affinities, self.invalid):
+        for d in (self.resources, self.workloads, self.pools, self.affinities, self.invalid, self.config):
             d.pop(key, None)
 
     def _store(self, key: str, raw: bytes) -> None:
+        if key.startswith(self.config_prefix):
+            self.config[key] = raw
+            return
         parsed = self.keys.parse_resource(key)
         if parsed is not None:
             plural = parsed[0]

@@ -2,24 +2,44 @@
 
 Each parameter has a name, a parser, a default and a help text; it is read from
 the ``--flag`` of the same name, else from the environment variable
-``L3NET_<NAME>``, else the default (datastore-level configuration would be a
-third source between environment and default; it is not read yet). A value
-that does not parse is a :class:`ConfigError` naming the parameter, its source
-and the reason; the agent refuses to start with it.
+``L3NET_<NAME>``, else the default. A value from a flag or the environment that
+does not parse is a :class:`ConfigError` naming the parameter, its source and
+the reason; the agent refuses to start with it.
+
+Parameters marked ``datastore=True`` can also be set in etcd (Calico's v1
+layout idea; no FelixConfiguration resource yet), one string value per key::
+
+    <prefix>config/global/<Name>          every node
+    <prefix>config/node/<node>/<Name>     one node (beats global)
+
+``<Name>`` is the parameter's name in CamelCase (``route_refresh_interval`` ->
+``RouteRefreshInterval``). Precedence: flag > environment > node key > global
+key > default. A datastore value that does not parse is logged with its key and
+ignored (the next source applies): bad data is absence. The agent reads these
+keys once at start and again whenever they change (they come with its datastore
+feed); :data:`LIVE_PARAMS` take effect on the next apply, the others are logged
+as needing a restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
+from l3net.datastore.base import Datastore
+from l3net.errors import DatastoreError
+from l3net.keys import KeyLayout
+
+_log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -83,6 +103,13 @@ def parse_cidr_or_empty(text: str) -> str:
     return str(ipaddress.ip_network(text)) if text else ""
 
 
+def parse_count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
 def parse_log_level(text: str) -> str:
     up = text.upper()
     if up not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -96,10 +123,16 @@ class Param:
     parse: Callable[[str], Any]
     default: Any
     help: str
+    datastore: bool = False  # may also come from the datastore's config/ keys
 
     @property
     def env(self) -> str:
         return "L3NET_" + self.name.upper()
+
+    @property
+    def datastore_name(self) -> str:
+        """The key name under ``config/global/`` and ``config/node/<node>/``: CamelCase."""
+        return "".join(part.capitalize() for part in self.name.split("_"))
 
     @property
     def flag(self) -> str:
@@ -123,22 +156,32 @@ PARAMS: tuple[Param, ...] = (
     Param("metrics_enabled", parse_bool, True, "serve Prometheus metrics"),
     Param("metrics_host", str, "0.0.0.0", "bind address of the metrics endpoint"),
     Param("metrics_port", parse_port, METRICS_PORT, "port of the metrics endpoint"),
-    Param("route_refresh_interval", parse_seconds, 90.0, "seconds between full re-reads of the kernel (heals drift)"),
-    Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)"),
-    Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies"),
-    Param("apply_max_failures", int, 10, "failed applies in a row before the agent exits with diagnostics"),
+    Param("route_refresh_interval", parse_seconds, 90.0,
+          "seconds between full re-reads of routes, iptables and ipsets (heals drift)", datastore=True),
+    Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)",
+          datastore=True),
+    Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies", datastore=True),
+    Param("apply_max_failures", parse_count, 10, "failed applies in a row before the agent exits with diagnostics",
+          datastore=True),
     Param("startup_sweep_delay", parse_seconds, 30.0,
-          "seconds after start before stale BGP-learned routes are removed (unless BGP converged first)"),
+          "seconds after start before stale BGP-learned routes are removed (unless BGP converged first)",
+          datastore=True),
     Param("status_ttl", int, 30, "TTL (seconds) of the agent's leased status key"),
-    Param("bgp_enabled", parse_bool, True, "run the BGP speaker (ExaBGP) when bgp.speaker is available"),
+    Param("bgp_enabled", parse_bool, True, "run the BGP speaker (ExaBGP)", datastore=True),
     Param("exabgp_python", str, sys.executable, "the Python interpreter that runs ExaBGP (python -m exabgp)"),
     Param("run_dir", str, "/var/run/l3net", "directory for runtime files (ExaBGP config, bridge socket)"),
-    Param("policy_enabled", parse_bool, True, "program NetworkPolicy (iptables/ipsets) when policy is available"),
+    Param("policy_enabled", parse_bool, True, "program NetworkPolicy and GlobalNetworkPolicy (iptables/ipsets)",
+          datastore=True),
     Param("default_ipv4_pool", parse_cidr_or_empty, "",
           "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
-    Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR", datastore=True),
 )
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+DATASTORE_PARAMS = frozenset(p.name for p in PARAMS if p.datastore)
+# Datastore parameters that change a running agent on its next apply; the others need a restart
+# (they decide which parts the agent builds at start: BGP speaker, policy drivers, startup grace).
+LIVE_PARAMS = frozenset({"log_level", "route_refresh_interval", "apply_min_interval", "apply_max_interval",
+                         "apply_max_failures"})
 
 
 class AgentConfig:
@@ -190,3 +233,84 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
             raise ConfigError(f"{p.name} (from {source}): {exc}") from exc
         sources[p.name] = source
     return AgentConfig(values, sources)
+
+
+# -- the datastore layer --------------------------------------------------------
+CONFIG_DIR = "config/"
+
+
+def config_prefix(keys: KeyLayout) -> str:
+    """Every datastore config key starts with this."""
+    return f"{keys.prefix}{CONFIG_DIR}"
+
+
+def config_key(keys: KeyLayout, scope: str, name: str, node: str | None = None) -> str:
+    """``<prefix>config/global/<name>`` (scope ``global``) or ``<prefix>config/node/<node>/<name>`` (``node``).
+
+    ``name`` is a parameter's :attr:`Param.datastore_name`. Kept here, not in
+    ``l3net.keys``, until a FelixConfiguration-like resource replaces these keys.
+    """
+    if not name or "/" in name:
+        raise ValueError(f"name: {name!r} is not a config parameter name")
+    if scope == "global":
+        return f"{config_prefix(keys)}global/{name}"
+    if scope == "node":
+        if not node or "/" in node:
+            raise ValueError(f"node: {node!r} is not a node name")
+        return f"{config_prefix(keys)}node/{node}/{name}"
+    raise ValueError(f"scope: {scope!r} is not global or node")
+
+
+def with_datastore(base: AgentConfig, raw: Mapping[str, bytes], keys: KeyLayout, node: str) -> AgentConfig:
+    """``base`` (flags, environment, defaults) with the datastore's values for parameters still at their default.
+
+    ``raw`` maps full keys to stored values (other keys are ignored). Pure apart
+    from logging: a value that does not parse is logged with its key and skipped.
+    """
+    values = base.as_dict()
+    sources = dict(base.sources)
+    known = set()
+    for p in PARAMS:
+        if not p.datastore:
+            continue
+        scoped = (config_key(keys, "node", p.datastore_name, node), config_key(keys, "global", p.datastore_name))
+        known.update(scoped)
+        if base.sources.get(p.name, "default") != "default":
+            continue  # a flag or the environment wins
+        for key in scoped:
+            if key not in raw:
+                continue
+            try:
+                values[p.name] = p.parse(raw[key].decode().strip())
+            except (ValueError, TypeError, UnicodeDecodeError) as exc:
+                _log.warning("invalid datastore config value, ignored key=%s value=%r error=%s", key,
+                             raw[key][:100], exc)
+                continue
+            sources[p.name] = f"datastore {key}"
+            break
+    node_dir = f"{config_prefix(keys)}node/"
+    for key in sorted(raw):
+        if key in known or not key.startswith(config_prefix(keys)):
+            continue
+        if key.startswith(node_dir) and not key.startswith(f"{node_dir}{node}/"):
+            continue  # another node's setting
+        _log.warning("unknown datastore config key ignored key=%s (settable: %s)", key,
+                     sorted(PARAMS_BY_NAME[n].datastore_name for n in DATASTORE_PARAMS))
+    return AgentConfig(values, sources)
+
+
+def read_datastore_config(ds: Datastore, keys: KeyLayout, *, attempts: int = 3, delay: float = 0.5,
+                          sleep: Callable[[float], None] = time.sleep) -> dict[str, bytes]:
+    """Every key under ``config/``, read at start. After ``attempts`` failures (etcd unreachable) returns {}
+    with a warning: the agent starts on flags, environment and defaults, and applies the datastore's
+    values when its feed delivers them."""
+    for attempt in range(1, attempts + 1):
+        try:
+            kvs, _ = ds.list(config_prefix(keys))
+            return {kv.key: kv.value for kv in kvs}
+        except DatastoreError as exc:
+            if attempt == attempts:
+                _log.warning("datastore config not read, starting without it error=%s", exc)
+                return {}
+            sleep(delay)
+    return {}

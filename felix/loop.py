@@ -62,6 +62,7 @@ class SyncLoop:
                  health: HealthState | None = None, node_ips: Iterable[str] = (),
                  policy_builder: Builder | None = None, bgp_builder: Builder | None = None,
                  on_applied: Callable[[DesiredState], None] | None = None,
+                 on_config: Callable[[Mapping[str, bytes]], None] | None = None,
                  io_executor: concurrent.futures.Executor | None = None,
                  clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random) -> None:
         self.model = model
@@ -73,6 +74,7 @@ class SyncLoop:
         self.policy_builder = policy_builder
         self.bgp_builder = bgp_builder
         self.on_applied = on_applied
+        self.on_config = on_config
         self.io = io_executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-kernel")
         self.clock = clock
         self.rand = rand
@@ -104,7 +106,15 @@ class SyncLoop:
     def on_updates(self, updates: Sequence[KeyUpdateLike]) -> None:
         n = self.model.apply(updates)
         self._pending_updates += n
-        metrics.DATASTORE_UPDATES.inc(n)
+        if self.on_config is not None and any(u.key.startswith(self.model.config_prefix) for u in updates):
+            self.on_config(dict(self.model.config))
+        self._mark()
+
+    def set_config(self, config: LoopConfig) -> None:
+        """New timing (datastore configuration changed): used from the next wakeup on."""
+        if config.refresh_interval != self.config.refresh_interval:
+            self._next_refresh = min(self._next_refresh, self.clock() + config.refresh_interval)
+        self.config = config
         self._mark()
 
     def on_in_sync(self) -> None:

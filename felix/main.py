@@ -2,9 +2,10 @@
 
 config → datastore → syncer → calculation → sync loop → drivers, plus the
 health and metrics endpoints, the node's own registration, its leased status
-key and (when those packages are present and enabled) the BGP speaker and the
-policy drivers. Crash-only: a fatal error in any part ends the process with a
-diagnostic; a restarted agent adopts the kernel state it finds.
+key, the BGP speaker and the policy drivers (each switched on or off by
+configuration; every part is a plain import, so a broken package fails at start,
+loudly, instead of running half-wired). Crash-only: a fatal error in any part
+ends the process with a diagnostic; a restarted agent adopts the kernel state it finds.
 """
 
 from __future__ import annotations
@@ -12,18 +13,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import faulthandler
-import importlib
-import inspect
 import logging
 import signal
 import threading
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import bgp.config
+import bgp.metrics
+import bgp.speaker
+import bgp.status
+import policy.compiler
+from felix import config as felix_config
 from felix.calc import Builder, Link, Model
 from felix.config import AgentConfig
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
 from felix.drivers.interfaces import InterfaceDriver, LinkWatcher, ProcSysctls
+from felix.drivers.ipsets import IpsetDriver
+from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from felix.health import HealthServer, HealthState
 from felix.loop import FatalApplyError, LoopConfig, SyncLoop, ThreadSafeSink
@@ -40,37 +49,30 @@ _log = logging.getLogger(__name__)
 SYNCER_RETRY_MAX = 1.0
 
 
-def _optional(module: str) -> Any:
-    """Import a module another engineer owns, or None while it does not exist yet."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            return None
-        raise
-
-
-def bgp_builder() -> Builder | None:
-    config = _optional("bgp.config")
-    if config is None or not hasattr(config, "build_node_view"):
-        return None
-
+def bgp_builder() -> Builder:
+    """Node, BGPConfiguration and BGPPeer resources → this node's ``bgp.config.NodeBGPView``."""
     def build(model: Model, node: str) -> Any:
-        return config.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
-                                      model.resources_of("BGPPeer"))
+        return bgp.config.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
+                                          model.resources_of("BGPPeer"))
     return build
 
 
-def policy_builder() -> Builder | None:
-    """NetworkPolicy → iptables/ipsets program (``policy.compiler``), when present."""
-    compiler = _optional("policy.compiler")
-    if compiler is None or not hasattr(compiler, "compile_policy"):
-        return None
+def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None) -> Builder:
+    """NetworkPolicy and GlobalNetworkPolicy → this node's iptables/ipsets program.
+
+    ``compiler`` is the agent's one long-lived :class:`policy.compiler.PolicyCompiler`
+    (it caches compiled chains per policy and selector members, so an apply after a
+    small change recompiles only what changed); the builder is called on the loop
+    thread only, one call at a time, as the compiler requires.
+    """
+    compiler = compiler or policy.compiler.PolicyCompiler()
 
     def build(model: Model, node: str) -> Any:
+        workloads = [w.resource for w in model.workloads.values()]
         local = [w.resource for w in model.workloads.values() if w.node == node]
-        return compiler.compile_policy(local, [w.resource for w in model.workloads.values()],
-                                       model.resources_of("NetworkPolicy"), model.resources_of("Namespace"))
+        policies = [*model.resources_of("NetworkPolicy"), *model.resources_of("GlobalNetworkPolicy")]
+        return policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
+                                              compiler=compiler)
     return build
 
 
@@ -94,8 +96,11 @@ def resolve_node_ip(cfg: AgentConfig) -> str | None:
 class Agent:
     """Wires and runs everything on one asyncio loop; :meth:`run` returns the exit code."""
 
-    def __init__(self, cfg: AgentConfig, ds: Datastore, node_ip: str | None, health: HealthState) -> None:
+    def __init__(self, cfg: AgentConfig, ds: Datastore, node_ip: str | None, health: HealthState, *,
+                 base_cfg: AgentConfig | None = None) -> None:
         self.cfg = cfg
+        # Flags, environment and defaults only: datastore overrides are re-applied on top of it.
+        self.base_cfg = base_cfg or cfg
         self.ds = ds
         self.keys = KeyLayout(cfg.etcd_prefix)
         self.node = cfg.node
@@ -106,6 +111,9 @@ class Agent:
         self.fatal: BaseException | None = None
         self.sync: SyncLoop | None = None
         self.speaker: Any = None
+        self.compiler = policy.compiler.PolicyCompiler()
+        self._policy_metrics: dict[str, float] = {}
+        metrics.SOURCED.set_source("policy", lambda: self._policy_metrics)
         self._stop_registration = threading.Event()
 
     # -- background registration (retried while the datastore is down) ----------
@@ -125,6 +133,9 @@ class Agent:
 
     def _on_applied(self, desired: DesiredState) -> None:
         metrics.BGP_ADVERTISEMENTS.set(len(desired.advertisements))
+        if desired.policy is not None:
+            # Computed here, on the loop thread; the scrape thread only reads the finished dict.
+            self._policy_metrics = desired.policy.metrics()
         if self.speaker is not None:
             view = desired.bgp_view
             if view is not None and view.local_addresses:
@@ -144,26 +155,25 @@ class Agent:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        cfg = self.cfg
         routes_nl = await loop.run_in_executor(self.io, PyrouteNetlink)
         ipsets = iptables = None
-        if self.cfg.policy_enabled:
-            ipsets_mod = _optional("felix.drivers.ipsets")
-            iptables_mod = _optional("felix.drivers.iptables")
-            if ipsets_mod is not None and iptables_mod is not None:
-                ipsets, iptables = ipsets_mod.IpsetDriver(), iptables_mod.IptablesDriver()
-            else:
-                _log.warning("policy drivers not in this build: NetworkPolicy is not enforced")
+        if cfg.policy_enabled:
+            # No refresh timer of their own: the loop's periodic refresh invalidates their views
+            # (Dataplane.refresh), so routes, iptables and ipsets heal on one schedule.
+            ipsets, iptables = IpsetDriver(refresh_interval=None), IptablesDriver(refresh_interval=None)
+            metrics.SOURCED.set_source("iptables", iptables.stats)
+            metrics.SOURCED.set_source("ipsets", ipsets.stats)
+        else:
+            _log.warning("policy disabled by configuration (policy_enabled=false): NetworkPolicy is not enforced")
         dataplane = Dataplane(RouteDriver(routes_nl), InterfaceDriver(ProcSysctls()), ipsets=ipsets,
                               iptables=iptables)
-        cfg = self.cfg
-        loop_cfg = LoopConfig(min_interval=cfg.apply_min_interval,
-                              refresh_interval=min(cfg.route_refresh_interval, cfg.apply_max_interval),
-                              startup_sweep_delay=cfg.startup_sweep_delay, max_failures=cfg.apply_max_failures)
         node_ips = [self.node_ip.split("/")[0]] if self.node_ip else []
-        self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_cfg, health=self.health,
-                                    node_ips=node_ips, bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
-                                    policy_builder=policy_builder() if iptables is not None else None,
-                                    on_applied=self._on_applied, io_executor=self.io)
+        self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_config(cfg),
+                                    health=self.health, node_ips=node_ips,
+                                    bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
+                                    policy_builder=policy_builder(self.compiler) if iptables is not None else None,
+                                    on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io)
 
         def on_links(links: dict[str, Link]) -> None:
             loop.call_soon_threadsafe(sync.on_links, links)
@@ -181,6 +191,8 @@ class Agent:
         # Retries capped at 1 s: after an outage the agent must catch up within seconds of etcd's return.
         syncer = Syncer(self.ds, self.keys.prefix, ThreadSafeSink(sync, loop), retry_initial=0.1,
                         retry_max=SYNCER_RETRY_MAX, on_fatal=lambda e: loop.call_soon_threadsafe(self._die, e))
+        metrics.SOURCED.set_source("syncer", lambda: {"l3net_resyncs_completed": syncer.resyncs,
+                                                      "l3net_datastore_updates": syncer.updates})
         syncer.start()
         _log.info("agent started node=%s address=%s prefix=%s", self.node, self.node_ip, self.keys.prefix)
         code = 0
@@ -191,9 +203,9 @@ class Agent:
             code = 2
         finally:
             self._stop_registration.set()
-            # Not awaited: cancelling a watch that another thread is reading can block in the
-            # etcd client (l3net.datastore.etcd), and a process on its way out need not wait.
-            threading.Thread(target=syncer.stop, name="l3net-syncer-stop", daemon=True).start()
+            # Cancelling the watch ends the syncer thread at once (the etcd client no longer
+            # deadlocks on a cancel while another thread reads the stream).
+            await loop.run_in_executor(None, syncer.stop)
             watcher.stop()
             if self.speaker is not None:
                 await self.speaker.stop()
@@ -204,28 +216,36 @@ class Agent:
             code = code or 2
         return code
 
+    def _on_config(self, raw: Mapping[str, bytes]) -> None:
+        """The datastore's config keys changed: apply what can change live, warn about the rest."""
+        new = felix_config.with_datastore(self.base_cfg, raw, self.keys, self.node)
+        old, self.cfg = self.cfg, new
+        changed = sorted(n for n in felix_config.DATASTORE_PARAMS if getattr(old, n) != getattr(new, n))
+        if not changed:
+            return
+        _log.info("datastore configuration changed params=%s",
+                  {n: f"{getattr(new, n)!r} (from {new.sources[n]})" for n in changed})
+        restart = [n for n in changed if n not in felix_config.LIVE_PARAMS]
+        if restart:
+            _log.warning("configuration changes need an agent restart to take effect params=%s", restart)
+        if "log_level" in changed:
+            logging.getLogger().setLevel(new.log_level)
+        if self.sync is not None and set(changed) & felix_config.LIVE_PARAMS - {"log_level"}:
+            self.sync.set_config(loop_config(new))
+            self.health.liveness_timeout = liveness_timeout(new)
+
     async def _start_bgp(self, sync: SyncLoop) -> None:
-        """The BGP speaker (ExaBGP, supervised) when bgp.speaker exists and BGP is enabled."""
+        """The BGP speaker (ExaBGP, supervised) when BGP is enabled."""
         if not self.cfg.bgp_enabled:
             sync.on_bgp_converged()
             return
-        speaker_mod = _optional("bgp.speaker")
-        if speaker_mod is None:
-            _log.info("BGP speaker not available in this build; routes are programmed without BGP")
-            sync.on_bgp_converged()
-            return
-        from pathlib import Path
-
         run_dir = Path(self.cfg.run_dir) / self.node / "bgp"
-        kwargs: dict[str, Any] = {"on_learned": sync.on_learned_routes, "on_peers": self._on_peers,
-                                  "python": self.cfg.exabgp_python}
-        if "on_converged" in inspect.signature(speaker_mod.Speaker).parameters:
-            # End-of-RIB from every peer: stale learned routes may be swept before the startup delay ends.
-            kwargs["on_converged"] = sync.on_bgp_converged
-        self.speaker = speaker_mod.Speaker(self.node, run_dir, **kwargs)
-        bgp_metrics = _optional("bgp.metrics")
-        if bgp_metrics is not None and hasattr(bgp_metrics, "register_into"):
-            bgp_metrics.register_into(metrics.REGISTRY)
+        # on_converged: End-of-RIB from every peer, so stale learned routes are swept then,
+        # not only when the startup delay ends.
+        self.speaker = bgp.speaker.Speaker(self.node, run_dir, on_learned=sync.on_learned_routes,
+                                           on_peers=self._on_peers, python=self.cfg.exabgp_python,
+                                           on_converged=sync.on_bgp_converged)
+        bgp.metrics.register_into(metrics.REGISTRY)
         await self.speaker.start()
         _log.info("BGP speaker started run_dir=%s", run_dir)
 
@@ -233,22 +253,40 @@ class Agent:
         for p in peers:
             metrics.BGP_SESSION_UP.labels(peer=p.name).set(1 if p.state == "up" else 0)
         view = self.speaker.view if self.speaker is not None else None
-        bgp_status = _optional("bgp.status")
-        if bgp_status is not None:
-            self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp_status.encode(
-                self.node, peers, as_number=getattr(view, "as_number", None),
-                router_id=getattr(view, "router_id", None)))
+        self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp.status.encode(
+            self.node, peers, as_number=getattr(view, "as_number", None),
+            router_id=getattr(view, "router_id", None)))
 
 
-def run(cfg: AgentConfig) -> int:
-    """Start the agent in this process (blocks); returns the exit code."""
-    logging.getLogger().setLevel(cfg.log_level)
+def loop_config(cfg: AgentConfig) -> LoopConfig:
+    return LoopConfig(min_interval=cfg.apply_min_interval,
+                      refresh_interval=min(cfg.route_refresh_interval, cfg.apply_max_interval),
+                      startup_sweep_delay=cfg.startup_sweep_delay, max_failures=cfg.apply_max_failures)
+
+
+def liveness_timeout(cfg: AgentConfig) -> float:
+    """The loop ticks at least once per refresh interval; three missed ticks mean it is stuck."""
+    return max(60.0, 3 * min(cfg.route_refresh_interval, cfg.apply_max_interval))
+
+
+def run(base: AgentConfig) -> int:
+    """Start the agent in this process (blocks); returns the exit code.
+
+    ``base`` is the configuration from flags, environment and defaults; the
+    datastore's ``config/`` keys are layered under it once here (bounded wait: an
+    unreachable etcd means starting without them) and again whenever they change.
+    """
+    logging.getLogger().setLevel(base.log_level)
     # `kill -USR2 <pid>` dumps every thread's stack to stderr: diagnostics for a stuck agent.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
-    _log.info("agent configuration %s", {k: v for k, v in cfg.redacted().items()})
-    ds = connect_from_env(cfg.etcd_endpoints, cfg.etcd_ca_cert_file or None, cfg.etcd_cert_file or None,
-                          cfg.etcd_key_file or None)
-    health = HealthState(liveness_timeout=max(60.0, 3 * min(cfg.route_refresh_interval, cfg.apply_max_interval)))
+    ds = connect_from_env(base.etcd_endpoints, base.etcd_ca_cert_file or None, base.etcd_cert_file or None,
+                          base.etcd_key_file or None)
+    keys = KeyLayout(base.etcd_prefix)
+    cfg = felix_config.with_datastore(base, felix_config.read_datastore_config(ds, keys), keys, base.node)
+    logging.getLogger().setLevel(cfg.log_level)
+    _log.info("agent configuration %s sources=%s", cfg.redacted(),
+              {k: v for k, v in cfg.sources.items() if v != "default"})
+    health = HealthState(liveness_timeout=liveness_timeout(cfg))
     if cfg.metrics_enabled:
         from prometheus_client import start_http_server
 
@@ -261,7 +299,7 @@ def run(cfg: AgentConfig) -> int:
         _log.info("health listening host=%s port=%d", cfg.health_host, cfg.health_port)
     node_ip = resolve_node_ip(cfg)
     try:
-        return asyncio.run(Agent(cfg, ds, node_ip, health).run())
+        return asyncio.run(Agent(cfg, ds, node_ip, health, base_cfg=base).run())
     finally:
         if server is not None:
             server.stop()

@@ -4,11 +4,25 @@ Names are ``l3net_<subsystem>_<thing>``; ``docs/metrics.md`` maps each one to
 its Felix equivalent. The metrics live in :data:`REGISTRY` (not the process
 default registry) so that the agent exports exactly these and nothing a
 library happened to register. Safe to update from any thread.
+
+Counts that other objects keep themselves (the policy drivers' ``stats()``, the
+syncer's counters, the last policy program's ``metrics()``) are not copied into
+metric objects: :data:`SOURCED` reads them at scrape time from the sources the
+agent registers, and :data:`SOURCED_METRICS` declares each one's type and help.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+_log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -67,8 +81,7 @@ DATASTORE_IN_SYNC = Gauge(
 RESYNCS_STARTED = Counter(
     "l3net_resyncs_started", "Full datastore resyncs started (start, compaction, reconnection).",
     registry=REGISTRY)
-DATASTORE_UPDATES = Counter(
-    "l3net_datastore_updates", "Key updates received from the datastore.", registry=REGISTRY)
+# l3net_resyncs_completed and l3net_datastore_updates come from the syncer (SOURCED below).
 
 # -- BGP (fed by bgp.speaker's session events) ---------------------------
 BGP_SESSION_UP = Gauge(
@@ -84,3 +97,96 @@ IPTABLES_RULES = Gauge("l3net_iptables_rules", "Rules in l3net's iptables chains
 IPTABLES_CHAINS = Gauge("l3net_iptables_chains", "l3net's iptables chains, by table.", ["table"],
                         registry=REGISTRY)
 IPSETS = Gauge("l3net_ipsets", "ipsets owned by l3net.", registry=REGISTRY)
+
+
+# -- counts kept by their owners, read at scrape time ----------------------
+@dataclass(frozen=True)
+class SourcedMetric:
+    """Type and help of one value a source reports under its metric name."""
+
+    type: Literal["counter", "gauge"]
+    help: str
+
+
+SOURCED_METRICS: dict[str, SourcedMetric] = {
+    # policy.compiler.PolicyProgram.metrics() of the last applied program
+    "l3net_policy_active": SourcedMetric("gauge", "NetworkPolicies and GlobalNetworkPolicies compiled for this node."),
+    "l3net_policy_global_active": SourcedMetric("gauge", "GlobalNetworkPolicies among l3net_policy_active."),
+    "l3net_policy_rules": SourcedMetric("gauge", "Rules in this node's compiled policy program (all tables)."),
+    "l3net_policy_chains": SourcedMetric("gauge", "Chains in this node's compiled policy program (all tables)."),
+    "l3net_policy_ipsets": SourcedMetric("gauge", "ipsets in this node's compiled policy program."),
+    "l3net_policy_ipset_members": SourcedMetric("gauge", "Members of all ipsets of the compiled policy program."),
+    "l3net_policy_compile_seconds": SourcedMetric("gauge", "Wall time of the last policy compilation."),
+    "l3net_policy_recompiled": SourcedMetric("gauge", "Policies recompiled by the last compilation (cache misses)."),
+    # felix.drivers.iptables.IptablesDriver.stats()
+    "l3net_iptables_restore_calls": SourcedMetric("counter", "iptables-restore transactions run."),
+    "l3net_iptables_restore_errors": SourcedMetric("counter", "iptables-restore transactions that failed."),
+    "l3net_iptables_save_calls": SourcedMetric("counter", "iptables-save reads of the kernel's tables."),
+    "l3net_iptables_lines_written": SourcedMetric("counter", "Lines written to iptables-restore."),
+    "l3net_iptables_drift_repairs": SourcedMetric(
+        "counter", "Re-reads that found l3net's chains or hooks changed behind its back (then repaired)."),
+    "l3net_iptables_apply_seconds": SourcedMetric("gauge", "Wall time of the last iptables apply."),
+    # felix.drivers.ipsets.IpsetDriver.stats()
+    "l3net_ipset_restore_calls": SourcedMetric("counter", "ipset restore transactions run."),
+    "l3net_ipset_restore_errors": SourcedMetric("counter", "ipset restore transactions that failed."),
+    "l3net_ipset_save_calls": SourcedMetric("counter", "ipset save reads of the kernel's sets."),
+    "l3net_ipset_lines_written": SourcedMetric("counter", "Lines written to ipset restore."),
+    "l3net_ipset_apply_seconds": SourcedMetric("gauge", "Wall time of the last ipset apply phase."),
+    # l3net.syncer.Syncer counters
+    "l3net_resyncs_completed": SourcedMetric(
+        "counter", "Full datastore listings completed (the first snapshot included)."),
+    "l3net_datastore_updates": SourcedMetric("counter", "Key updates received from the datastore."),
+}
+
+
+class SourcedCollector:
+    """Exports, at scrape time, the values its sources report; owns nothing but the list of sources.
+
+    A source is a callable returning ``{metric name: value}`` for names declared in
+    :data:`SOURCED_METRICS`; it runs on the scrape thread, so it must only read
+    (plain attributes or a finished dict). A name that is not declared is a bug:
+    :meth:`collect` raises ValueError and the scrape fails visibly. A metric no
+    source reports is not exported.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sources: dict[str, Callable[[], Mapping[str, float]]] = {}
+
+    def set_source(self, name: str, source: Callable[[], Mapping[str, float]] | None) -> None:
+        """Add or replace (None: remove) the source called ``name``."""
+        with self._lock:
+            if source is None:
+                self._sources.pop(name, None)
+            else:
+                self._sources[name] = source
+
+    def values(self) -> dict[str, float]:
+        with self._lock:
+            sources = list(self._sources.values())
+        out: dict[str, float] = {}
+        for source in sources:
+            for metric, value in source().items():
+                if metric not in SOURCED_METRICS:
+                    raise ValueError(f"{metric}: not declared in l3net.metrics.SOURCED_METRICS")
+                out[metric] = float(value)
+        return out
+
+    @staticmethod
+    def _family(name: str, value: float | None) -> Metric:
+        spec = SOURCED_METRICS[name]
+        family = CounterMetricFamily if spec.type == "counter" else GaugeMetricFamily
+        return family(name, spec.help, value=value)
+
+    def describe(self) -> Iterator[Metric]:
+        """Every declared name, so the registry refuses a second metric of the same name."""
+        for name in SOURCED_METRICS:
+            yield self._family(name, None)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in sorted(self.values().items()):
+            yield self._family(name, value)
+
+
+SOURCED = SourcedCollector()
+REGISTRY.register(SOURCED)

@@ -28,3 +28,7 @@ def ns(name: str, labels: dict[str, str] | None = None) -> Resource:
 
 def netpol(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
     return Resource("NetworkPolicy", name, spec, namespace=namespace)
+
+
+def gnp(name: str, spec: dict[str, Any]) -> Resource:
+    return Resource("GlobalNetworkPolicy", name, spec)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Sequence
+
 from felix.drivers.routes import KernelRoute
 
 
@@ -10,7 +13,9 @@ class FakeNetlink:
 
     ``replace`` overwrites whatever holds the slot (dst, metric), foreign or not, exactly
     like the kernel: a driver that replaces a foreign route is caught by the end state.
-    ``fail_writes`` makes the next N writes raise.
+    ``fail_writes`` makes the next N writes raise; ``fail_dsts`` makes every write of
+    those destinations fail (a route the kernel keeps refusing). ``write_batch`` has the
+    kernel's batch semantics: each op is atomic, a failed op does not stop the others.
     """
 
     def __init__(self, links: dict[str, int] | None = None) -> None:
@@ -19,6 +24,8 @@ class FakeNetlink:
         self.writes = 0
         self.dumps = 0
         self.fail_writes = 0
+        self.fail_dsts: set[str] = set()
+        self.batches: list[int] = []
 
     def add(self, route: KernelRoute) -> None:
         """Someone else (or a previous agent) puts a route in the table."""
@@ -31,25 +38,39 @@ class FakeNetlink:
     def link_index(self, ifname: str) -> int | None:
         return self.links.get(ifname)
 
-    def _maybe_fail(self) -> None:
+    def _maybe_fail(self, route: KernelRoute | None = None) -> None:
+        if route is not None and route.dst in self.fail_dsts:
+            raise OSError(22, f"injected refusal of {route.dst}")
         if self.fail_writes:
             self.fail_writes -= 1
             raise OSError("injected netlink failure")
 
     def replace(self, route: KernelRoute) -> None:
-        self._maybe_fail()
+        self._maybe_fail(route)
         if route.oif is not None and route.oif not in self.links.values():
             raise OSError("ENODEV")
         self.writes += 1
         self.table[route.slot] = route
 
     def delete(self, route: KernelRoute) -> None:
-        self._maybe_fail()
+        self._maybe_fail(route)
         have = self.table.get(route.slot)
         if have is None or have.proto != route.proto:
-            raise OSError("ESRCH: no such route")
+            raise OSError(errno.ESRCH, "ESRCH: no such route")
         self.writes += 1
         del self.table[route.slot]
+
+    def write_batch(self, ops: Sequence[tuple[str, KernelRoute]]) -> list[OSError | None]:
+        self.batches.append(len(ops))
+        out: list[OSError | None] = []
+        for op, route in ops:
+            try:
+                (self.replace if op == "replace" else self.delete)(route)
+            except OSError as exc:
+                out.append(exc)
+            else:
+                out.append(None)
+        return out
 
     def by_proto(self, proto: int) -> dict[tuple[str, int], KernelRoute]:
         return {k: r for k, r in self.table.items() if r.proto == proto}

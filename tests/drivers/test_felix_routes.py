@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 
 from felix.desired import RouteSpec
-from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
+from felix.drivers.routes import (
+    DELETE,
+    REPLACE,
+    RTM_DELROUTE,
+    RTM_NEWROUTE,
+    RTN_BLACKHOLE,
+    SCOPE_LINK,
+    KernelRoute,
+    RouteDriver,
+    RouteWriteError,
+    encode_route,
+    parse_errors,
+)
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from tests.drivers.felix_fakes import FakeNetlink
 
@@ -186,3 +198,200 @@ def test_our_route_at_another_metric_is_adopted_not_churned() -> None:
     assert nl.table[cni.slot] == cni and ("10.65.0.2/32", M) not in nl.table
     assert wrong.slot not in nl.table and nl.table[("10.65.0.3/32", M)].oif == 12
     assert drv.apply(DESIRED).writes == 0
+
+
+# -- batching and per-route failures ------------------------------------------------
+
+
+def test_one_refused_route_does_not_block_the_others() -> None:
+    nl = fresh()
+    nl.fail_dsts = {"10.65.1.0/26"}
+    drv = RouteDriver(nl, batch_size=2)
+    drv.resync()
+    with pytest.raises(RouteWriteError) as info:
+        drv.apply(DESIRED)
+    err = info.value
+    assert isinstance(err, OSError)
+    assert [(op, r.dst) for op, r, _ in err.failures] == [("replace", "10.65.1.0/26")]
+    assert "10.65.1.0/26" in str(err)
+    want = expected_ours()
+    del want[("10.65.1.0/26", M)]
+    assert nl.by_proto(ROUTE_PROTO) == want  # every other route went in
+    dumps = nl.dumps
+    nl.fail_dsts = set()
+    assert drv.apply(DESIRED).writes == 1  # the cache was marked stale: re-read, then only the missing one
+    assert nl.dumps == dumps + 1
+    assert nl.by_proto(ROUTE_PROTO) == expected_ours()
+    assert drv.apply(DESIRED).writes == 0
+
+
+def test_failed_delete_is_reported_and_retried() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    drv.apply(DESIRED)
+    nl.fail_dsts = {"10.65.0.3/32"}
+    with pytest.raises(RouteWriteError) as info:
+        drv.apply(DESIRED[:1])
+    assert [(op, r.dst) for op, r, _ in info.value.failures] == [("delete", "10.65.0.3/32")]
+    assert set(nl.by_proto(ROUTE_PROTO)) == {("10.65.0.2/32", M), ("10.65.0.3/32", M)}
+    nl.fail_dsts = set()
+    drv.apply(DESIRED[:1])
+    assert set(nl.by_proto(ROUTE_PROTO)) == {("10.65.0.2/32", M)}
+    assert foreign_untouched(nl)
+
+
+def test_batches_have_the_configured_size_and_replaces_come_before_deletes() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl, batch_size=7)
+    drv.resync()
+    first = [RouteSpec(f"10.70.{i // 250}.{i % 250}/32", "learned", next_hops=("10.0.0.2",)) for i in range(20)]
+    drv.apply(first)
+    assert nl.batches == [7, 7, 6]
+    # Move every route to another next hop set while removing half: replaces first, then deletes.
+    order: list[tuple[str, str]] = []
+    real_batch = nl.write_batch
+
+    def spy(ops):  # type: ignore[no-untyped-def]
+        order.extend((op, r.dst) for op, r in ops)
+        return real_batch(ops)
+
+    nl.write_batch = spy  # type: ignore[method-assign]
+    second = [RouteSpec(s.dst, "learned", next_hops=("10.0.0.3", "10.0.0.2")) for s in first[:10]]
+    res = drv.apply(second)
+    assert res.writes == 20
+    kinds = [op for op, _ in order]
+    assert kinds == ["replace"] * 10 + ["delete"] * 10
+    assert {r.gateways for r in nl.by_proto(ROUTE_PROTO).values()} == {("10.0.0.2", "10.0.0.3")}
+    assert len(nl.by_proto(ROUTE_PROTO)) == 10
+
+
+def test_batch_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        RouteDriver(fresh(), batch_size=0)
+
+
+def test_many_changes_against_many_routes_converge() -> None:
+    # The twin lookup is indexed by destination; a quadratic scan would make this crawl.
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    specs = [RouteSpec(f"10.{80 + i // 60000}.{i // 250 % 240}.{i % 250}/32", "learned", next_hops=("10.0.0.2",))
+             for i in range(5000)]
+    assert drv.apply(specs).writes == 5000
+    moved = [RouteSpec(s.dst, "learned", next_hops=("10.0.0.5",)) for s in specs]
+    assert drv.apply(moved).writes == 5000
+    assert {r.gateways for r in nl.by_proto(ROUTE_PROTO).values()} == {("10.0.0.5",)}
+    assert drv.apply(moved).writes == 0
+
+
+# -- the wire format, checked against pyroute2's independent encoder -----------------
+
+
+def _pyroute2_msg(kind: int, flags: int, seq: int, route: KernelRoute, attrs: list) -> bytes:  # type: ignore[type-arg]
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    m = rtmsg()
+    m["header"]["type"] = kind
+    m["header"]["flags"] = flags
+    m["header"]["sequence_number"] = seq
+    addr, _, plen = route.dst.partition("/")
+    m["family"] = 10 if ":" in addr else 2
+    m["dst_len"] = int(plen)
+    m["table"] = route.table
+    m["proto"] = route.proto
+    m["scope"] = route.scope
+    m["type"] = route.type
+    m["attrs"] = [("RTA_DST", addr), ("RTA_PRIORITY", route.metric), ("RTA_TABLE", route.table), *attrs]
+    m.encode()
+    return bytes(m.data)
+
+
+@pytest.mark.parametrize("route,extra", [
+    (KernelRoute("10.65.1.0/26", ROUTE_PROTO, M, gateways=("10.0.0.2",)), [("RTA_GATEWAY", "10.0.0.2")]),
+    (KernelRoute("10.65.2.0/26", ROUTE_PROTO, M, gateways=("10.0.0.3", "10.0.0.4")),
+     [("RTA_MULTIPATH", [{"attrs": [("RTA_GATEWAY", "10.0.0.3")]}, {"attrs": [("RTA_GATEWAY", "10.0.0.4")]}])]),
+    (KernelRoute("10.65.0.2/32", ROUTE_PROTO, M, scope=SCOPE_LINK, oif=11), [("RTA_OIF", 11)]),
+    (KernelRoute("10.65.0.0/26", ROUTE_PROTO, M, type=RTN_BLACKHOLE), []),
+    (KernelRoute("0.0.0.0/0", ROUTE_PROTO, 0, gateways=("10.0.0.1",)), [("RTA_GATEWAY", "10.0.0.1")]),
+    (KernelRoute("fd10::/64", ROUTE_PROTO, M, gateways=("fd00::2",)), [("RTA_GATEWAY", "fd00::2")]),
+    (KernelRoute("fd10:1::/64", ROUTE_PROTO, M, gateways=("fd00::2", "fd00::3")),
+     [("RTA_MULTIPATH", [{"attrs": [("RTA_GATEWAY", "fd00::2")]}, {"attrs": [("RTA_GATEWAY", "fd00::3")]}])]),
+])
+def test_encoded_messages_match_pyroute2(route: KernelRoute, extra: list) -> None:  # type: ignore[type-arg]
+    assert encode_route(REPLACE, route, 41) == _pyroute2_msg(RTM_NEWROUTE, 0x501, 41, route, extra)
+    assert encode_route(REPLACE, route, 42, ack=True) == _pyroute2_msg(RTM_NEWROUTE, 0x505, 42, route, extra)
+    # A delete names the slot, protocol, type and scope only: never a next hop or interface.
+    assert encode_route(DELETE, route, 43) == _pyroute2_msg(RTM_DELROUTE, 0x1, 43, route, [])
+
+
+@pytest.mark.parametrize("route,reason", [
+    (KernelRoute("10.65.1.0/26", ROUTE_PROTO, M, gateways=("fd00::1",)), "family"),
+    (KernelRoute("10.65.1.0/33", ROUTE_PROTO, M), "prefix length"),
+    (KernelRoute("10.65.1/26", ROUTE_PROTO, M), "not an IP address"),
+    (KernelRoute("10.65.1.0/26", ROUTE_PROTO, M, gateways=("10.0.0.300",)), "not an IP address"),
+])
+def test_unencodable_routes_are_refused_with_a_reason(route: KernelRoute, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        encode_route(REPLACE, route, 1)
+
+
+def test_parse_errors_maps_sequence_numbers_and_kernel_text() -> None:
+    from pyroute2.netlink import nlmsgerr
+
+    def err(seq: int, code: int, text: str | None) -> bytes:
+        m = nlmsgerr()
+        m["header"]["type"] = 2
+        m["header"]["sequence_number"] = seq
+        m["header"]["flags"] = 0x100 | (0x200 if text else 0)  # capped echo, ext-ack TLVs
+        m["error"] = code
+        m["attrs"] = [("NLMSGERR_ATTR_MSG", text)] if text else []
+        m.encode()
+        # nlmsgerr carries the echoed request header before the TLVs: splice one in.
+        raw = bytes(m.data)
+        echoed = bytes(16)
+        body = raw[:20] + echoed + raw[20:]
+        return len(body).to_bytes(4, "little") + body[4:]
+
+    buf = err(5, -101, "Nexthop has invalid gateway") + err(6, 0, None) + err(9, -19, None)
+    assert parse_errors(buf) == [(5, 101, "Nexthop has invalid gateway"), (6, 0, ""), (9, 19, "")]
+
+
+def test_route_already_gone_is_not_a_failure() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    drv.apply(DESIRED)
+    del nl.table[("10.65.0.3/32", M)]  # the kernel dropped it with its interface
+    res = drv.apply([s for s in DESIRED if s.dst != "10.65.0.3/32"])
+    assert res.writes == 0
+    assert ("10.65.0.3/32", M) not in drv.programmed
+    assert foreign_untouched(nl)
+
+
+def test_desired_text_is_canonicalised_so_a_second_apply_writes_nothing() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    spec = [RouteSpec("fd10:0::/64", "learned", next_hops=("fd00:0::2", "fd00::3", "fd00::2"))]
+    assert drv.apply(spec).writes == 1
+    assert nl.by_proto(ROUTE_PROTO) == {("fd10::/64", M): KernelRoute("fd10::/64", ROUTE_PROTO, M,
+                                                                       gateways=("fd00::2", "fd00::3"))}
+    assert drv.apply(spec).writes == 0
+    drv.invalidate("test")  # as the kernel dumps it
+    assert drv.apply(spec).writes == 0
+
+
+def test_malformed_desired_routes_are_skipped_and_named() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    bad = [RouteSpec("10.65.0.5/26", "blackhole"), RouteSpec("10.65.300.0/26", "blackhole"),
+           RouteSpec("10.65.4.0/26", "learned", next_hops=()), RouteSpec("10.65.5.0/26", "learned",
+                                                                         next_hops=("nope",))]
+    res = drv.apply([*DESIRED, *bad])
+    assert [entry.split(":")[0] for entry in res.invalid] == ["10.65.0.5/26", "10.65.300.0/26", "10.65.4.0/26",
+                                                              "10.65.5.0/26"]
+    assert "host bits" in res.invalid[0] and "next hop" in res.invalid[2]
+    assert nl.by_proto(ROUTE_PROTO) == expected_ours()
+    assert foreign_untouched(nl)

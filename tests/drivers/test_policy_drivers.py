@@ -274,7 +274,7 @@ def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: Fak
     ips = IpsetDriver(kernel, refresh_interval=90.0, clock=lambda: now[0])
     _apply_all(ips, ipt, _program())
     saves = (ipt.save_calls, ips.save_calls)
-    assert saves == (2, 1)  # one read per table and one ipset save: the first apply adopts
+    assert saves == (1, 1)  # one iptables-save for both tables and one ipset save: the first apply adopts
     changed = _program(ports=81)
     assert _apply_all(ips, ipt, changed) == 1  # only the filter table; no set changed
     assert (ipt.save_calls, ips.save_calls) == saves  # no iptables-save / ipset save on later applies

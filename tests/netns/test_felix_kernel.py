@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import os
+import socket
 import threading
 import time
 
@@ -9,8 +13,17 @@ import pytest
 
 from felix.calc import Link
 from felix.desired import InterfaceSpec, RouteSpec
+from felix.drivers import routes as routes_mod
 from felix.drivers.interfaces import InterfaceDriver, LinkWatcher
-from felix.drivers.routes import PyrouteNetlink, RouteDriver
+from felix.drivers.routes import (
+    DELETE,
+    REPLACE,
+    KernelRoute,
+    NetnsGuardError,
+    PyrouteNetlink,
+    RouteDriver,
+    RouteWriteError,
+)
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 
@@ -133,3 +146,142 @@ def test_link_watcher_reports_links_and_sysctls_are_set(node: str) -> None:
     assert netns.read_sysctl("net/ipv4/neigh/cali1/proxy_delay", node) == "0"
     assert netns.read_sysctl("net/ipv4/ip_forward", node) == "1"
     assert netns.read_sysctl("net/ipv4/conf/cali2/proxy_arp", node) == "0"
+
+
+# -- bulk writes, the wire format against the kernel, the namespace guard ------------
+
+
+def _pyroute2_view(ns: str) -> set[KernelRoute]:
+    """The main table decoded by pyroute2 (an independent decoder) in our comparable form."""
+    from pyroute2 import IPRoute
+
+    out = set()
+    with IPRoute(netns=ns, flags=0) as ipr:
+        for family in (2, 10):
+            for m in ipr.route("dump", family=family, table=254):
+                dst = m.get_attr("RTA_DST") or ("0.0.0.0" if family == 2 else "::")
+                gws = [m.get_attr("RTA_GATEWAY")] if m.get_attr("RTA_GATEWAY") else []
+                hops = m.get_attr("RTA_MULTIPATH") or []
+                gws += [h.get_attr("RTA_GATEWAY") for h in hops if h.get_attr("RTA_GATEWAY")]
+                out.add(KernelRoute(str(ipaddress.ip_network(f"{dst}/{m['dst_len']}")), m["proto"],
+                                    m.get_attr("RTA_PRIORITY") or 0, m["type"], m["scope"], m.get_attr("RTA_OIF"),
+                                    tuple(sorted(gws)), m.get_attr("RTA_TABLE") or m["table"]))
+    return out
+
+
+@pytest.fixture
+def node6(node: str) -> str:
+    netns.run(node, ["ip", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"])
+    return node
+
+
+def test_bulk_install_adopt_and_withdraw_with_ecmp_and_ipv6(node6: str) -> None:
+    foreign = _pyroute2_view(node6)
+    specs = [RouteSpec(f"10.{128 + i // 16384}.{i // 64 % 256}.{i % 64 * 4}/30", "learned", next_hops=("10.0.0.2",))
+             for i in range(2500)]
+    specs += [RouteSpec(f"10.100.{i}.0/24", "learned", next_hops=("10.0.0.3", "10.0.0.4")) for i in range(200)]
+    specs += [RouteSpec(f"fd10:{i:x}::/64", "learned", next_hops=("fd00::2",)) for i in range(200)]
+    specs += [RouteSpec(f"fd11:{i:x}::/64", "learned", next_hops=("fd00::2", "fd00::3")) for i in range(100)]
+    specs += [RouteSpec("10.65.0.0/26", "blackhole"), RouteSpec("10.65.0.2/32", "workload", ifname="cali1")]
+    nl = PyrouteNetlink(netns=node6)
+    try:
+        nl.MAX_SEND = 16 * 1024  # many sends per batch, so chunking is exercised too
+        drv = RouteDriver(nl, batch_size=700)
+        drv.resync()
+        assert drv.apply(specs).writes == len(specs)
+        kernel = _pyroute2_view(node6)
+        ours = {r for r in kernel if r.proto == ROUTE_PROTO}
+        assert len(ours) == len(specs)
+        cached = drv.programmed  # as written: the kernel adds the output interface it chose
+        assert {r.slot for r in ours} == set(cached)
+        assert all(RouteDriver._same(r, cached[r.slot]) for r in ours)
+        assert kernel - ours == foreign
+        # our struct decoder and pyroute2's see the same table
+        assert set(nl.dump_routes()) == kernel
+        assert drv.apply(specs).writes == 0
+        fresh = RouteDriver(nl)  # a restarted agent adopts all of it
+        fresh.resync()
+        assert fresh.apply(specs).writes == 0
+        # ECMP next hops change and half the prefixes are withdrawn
+        changed = [RouteSpec(s.dst, s.kind, s.ifname, s.ifindex, ("10.0.0.4", "10.0.0.5"))
+                   if s.dst.startswith("10.100.") else s for s in specs[1000:]]
+        assert fresh.apply(changed).writes == 1000 + 200
+        assert {r.gateways for r in _pyroute2_view(node6) if r.dst.startswith("10.100.")} == {("10.0.0.4", "10.0.0.5")}
+        fresh.apply([])
+        assert _pyroute2_view(node6) == foreign
+    finally:
+        nl.close()
+
+
+def test_kernel_errors_map_back_to_their_routes(node: str) -> None:
+    before = ip_routes(node)
+    nl = PyrouteNetlink(netns=node)
+    try:
+        nl.MAX_SEND = 2048
+        good = [RouteSpec(f"10.90.{i}.0/24", "learned", next_hops=("10.0.0.2",)) for i in range(120)]
+        bad_gw = RouteSpec("10.91.0.0/24", "learned", next_hops=("10.200.0.1",))  # not on any link
+        bad_if = RouteSpec("10.91.1.0/32", "workload", ifindex=999)
+        drv = RouteDriver(nl)
+        drv.resync()
+        with pytest.raises(RouteWriteError) as info:
+            drv.apply([*good[:60], bad_gw, *good[60:], bad_if])
+        failed = {r.dst: e.errno for _, r, e in info.value.failures}
+        assert failed == {"10.91.0.0/24": errno.ENETUNREACH, "10.91.1.0/32": errno.ENODEV}
+        assert "invalid gateway" in str(info.value)
+        ours = {r.dst for r in nl.dump_routes() if r.proto == ROUTE_PROTO}
+        assert ours == {s.dst for s in good}
+        assert drv.apply(good).writes == 0  # re-read after the failure: nothing left to do
+        drv.apply([])
+        assert ip_routes(node) == before
+    finally:
+        nl.close()
+
+
+def test_lost_outcomes_count_as_failures(node: str) -> None:
+    nl = PyrouteNetlink(netns=node)
+    try:
+        assert nl._wsock is not None
+        # A tiny receive buffer: the kernel drops most of 400 error answers (ENOBUFS).
+        nl._wsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        ghosts = [(DELETE, KernelRoute(f"10.92.{i // 250}.{i % 250}/32", ROUTE_PROTO, 1024)) for i in range(400)]
+        outcomes = nl.write_batch(ghosts)
+        assert all(isinstance(e, OSError) for e in outcomes)  # none may be mistaken for a success
+        assert any(e is not None and e.errno == errno.ENOBUFS for e in outcomes)
+        nl._wsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        route = KernelRoute("10.93.0.0/24", ROUTE_PROTO, 1024, gateways=("10.0.0.2",))
+        assert nl.write_batch([(REPLACE, route)]) == [None]  # the socket is usable again
+        assert any(r.slot == route.slot and r.gateways == route.gateways for r in nl.dump_routes())
+    finally:
+        nl.close()
+
+
+def test_guard_refuses_a_socket_in_another_namespace(node: str, netns_factory, monkeypatch) -> None:
+    import pyroute2
+
+    other = netns_factory("ro")
+    other_before = netns.run(other, ["ip", "route", "show", "table", "main"]).stdout
+    node_before = ip_routes(node)
+    # A missing namespace is never created.
+    with pytest.raises(NetnsGuardError, match="does not exist"):
+        PyrouteNetlink(netns=node + "-missing")
+    assert not os.path.exists(netns.netns_path(node + "-missing"))
+    # The writer socket ends up elsewhere: no read, no write.
+    nl = PyrouteNetlink(netns=node)
+    try:
+        assert nl._wsock is not None
+        nl._wsock.close()
+        nl._wsock = routes_mod._open_route_socket_in(netns.netns_path(other))
+        route = KernelRoute("10.94.0.0/24", ROUTE_PROTO, 1024, type=routes_mod.RTN_BLACKHOLE)
+        with pytest.raises(NetnsGuardError, match="writer"):
+            nl.write_batch([(REPLACE, route)])
+        with pytest.raises(NetnsGuardError):
+            RouteDriver(nl).apply([RouteSpec("10.94.0.0/24", "blackhole")])
+    finally:
+        nl.close()
+    # pyroute2's socket ends up elsewhere (its forked helper failed): refused at construction.
+    real = pyroute2.IPRoute
+    monkeypatch.setattr(pyroute2, "IPRoute", lambda **kw: real(netns=other, flags=0))
+    with pytest.raises(NetnsGuardError, match="pyroute2"):
+        PyrouteNetlink(netns=node)
+    assert netns.run(other, ["ip", "route", "show", "table", "main"]).stdout == other_before
+    assert ip_routes(node) == node_before

@@ -30,7 +30,7 @@ from l3net import netns
 from l3net.model import Resource
 from policy.compiler import compile_policy
 from policy.evaluator import Packet, is_allowed
-from policy.testing import netpol, ns, wep
+from policy.testing import gnp, netpol, ns, wep
 from tests.conftest import NetnsFactory
 
 pytestmark = pytest.mark.netns
@@ -371,6 +371,43 @@ def test_spoofed_source_is_dropped(topo: Topo, rpf: bool) -> None:
         deadline.wait(0.05)
     assert any(pod == "db1" and p == honest for pod, _, p in topo.received)
     assert not any(p == forged for _, _, p in topo.received)
+
+
+def test_gnp_deny_overrides_np_allow_and_pass_reaches_it(topo: Topo) -> None:
+    pols = [netpol("allow-all", "prod", {"podSelector": {}, "ingress": [{}]}),
+            gnp("no-dev-to-web", {"order": 10, "selector": "app == 'web'", "ingress": [
+                {"action": "Deny", "source": {"namespaceSelector": "env == 'dev'"}}, {"action": "Pass"}]})]
+    topo.apply(pols)
+    check(topo, pols, [("cli1", "web1", "TCP", 80, False), ("cli2", "web2", "TCP", 80, False),
+                       ("cli1", "web2", "UDP", 53, False),
+                       ("db1", "web1", "TCP", 80, True), ("dns2", "web2", "UDP", 5353, True),  # passed to the NP
+                       ("cli1", "db1", "TCP", 80, True)])  # db is not selected by the GNP
+
+
+def test_gnp_pass_only_some_traffic_to_the_np_tier(topo: Topo) -> None:
+    pols = [netpol("from-web", "prod", {"podSelector": {}, "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+            gnp("prod-gate", {"order": 5, "selector": "projectcalico.org/namespace == 'prod'", "types": ["Ingress"],
+                              "ingress": [{"action": "Pass", "protocol": "TCP", "destination": {"ports": [80]}}]})]
+    topo.apply(pols)
+    check(topo, pols, [("web2", "web1", "TCP", 80, True),     # passed, then allowed by the NP
+                       ("cli1", "web1", "TCP", 80, False),    # passed, the NP does not allow clients
+                       ("web2", "db1", "TCP", 8080, False),   # not passed: end of the GNP tier drops it
+                       ("web1", "web2", "UDP", 53, False),
+                       ("web1", "cli2", "TCP", 8080, True)])  # dev is not selected by either
+
+
+def test_gnp_egress_allow_by_selector_across_namespaces(topo: Topo) -> None:
+    pols = [gnp("dev-egress", {"order": 1, "namespaceSelector": "env == 'dev'", "types": ["Egress"], "egress": [
+        {"action": "Log", "protocol": "UDP"},
+        {"action": "Allow", "protocol": "UDP", "destination": {"selector": "k8s-app == 'kube-dns'", "ports": [53]}},
+        {"action": "Allow", "protocol": "TCP", "destination": {"selector": "app == 'web'",
+                                                               "notNets": ["10.244.2.0/24"]}}]})]
+    topo.apply(pols)
+    check(topo, pols, [("cli1", "dns2", "UDP", 53, True), ("cli2", "dns2", "UDP", 53, True),
+                       ("cli1", "dns2", "UDP", 5353, False), ("cli1", "web1", "TCP", 80, True),
+                       ("cli1", "web2", "TCP", 80, False),  # notNets excludes node 2's pods
+                       ("cli2", "db1", "TCP", 80, False), ("web1", "cli1", "TCP", 80, True)])
 
 
 def test_zz_zero_writes_and_host_rules_untouched(topo: Topo) -> None:

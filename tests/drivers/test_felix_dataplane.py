@@ -1,0 +1,151 @@
+"""The whole dataplane (routes, interfaces, iptables, ipsets) behind the sync loop, against stateful fakes.
+
+Drift healing: the policy drivers trust their cached view until the loop's periodic
+refresh invalidates it; then a clobbered ``l3n-`` chain or ipset is repaired. CNI
+adoption: the plugin's own /32 at another metric is adopted, never duplicated.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from felix.calc import Link, Model
+from felix.dataplane import Dataplane
+from felix.drivers.interfaces import InterfaceDriver
+from felix.drivers.ipsets import IpsetDriver
+from felix.drivers.iptables import IptablesDriver
+from felix.drivers.routes import SCOPE_LINK, KernelRoute, RouteDriver
+from felix.loop import LoopConfig, SyncLoop
+from felix.main import policy_builder
+from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
+from l3net.model.resource import Resource
+from policy.testing import gnp, netpol, ns
+from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
+from tests.drivers.test_felix_loop import KEYS, Clock, Upd, wep
+from tests.drivers.test_policy_drivers import FakeKernel
+
+pytestmark = pytest.mark.drivers
+
+M = WORKLOAD_ROUTE_METRIC
+REFRESH = 30.0
+
+
+def res(plural: str, r: Resource) -> Upd:
+    return Upd(KEYS.resource(plural, r.name, r.namespace), r.to_json())
+
+
+class PolicyRig:
+    """A SyncLoop with every driver, the kernel faked: FakeNetlink, FakeSysctls, FakeKernel (iptables+ipset)."""
+
+    def __init__(self, links: dict[str, int]) -> None:
+        import asyncio
+        import concurrent.futures
+
+        self.asyncio = asyncio
+        self.nl = FakeNetlink(links=links)
+        self.sys = FakeSysctls()
+        for name in links:
+            self.sys.add_iface(name)
+        self.kernel = FakeKernel()
+        self.kernel.tables["filter"]["FORWARD"] = ["-s 198.51.100.0/24 -j DROP"]   # foreign
+        self.kernel.ipsets["foreign-set"] = ("hash:ip", {"192.0.2.1"})
+        self.clock = Clock()
+        # refresh_interval=None, as the agent builds them: only the loop's refresh re-reads the kernel.
+        self.iptables = IptablesDriver(self.kernel, backend="nft", refresh_interval=None, sleep=lambda _s: None)
+        self.ipsets = IpsetDriver(self.kernel, refresh_interval=None)
+        dp = Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys), ipsets=self.ipsets, iptables=self.iptables)
+        self.io = concurrent.futures.ThreadPoolExecutor(1)
+        self.sync = SyncLoop(Model(KEYS), "n1", dp, config=LoopConfig(startup_sweep_delay=0,
+                                                                       refresh_interval=REFRESH),
+                             policy_builder=policy_builder(), io_executor=self.io, clock=self.clock,
+                             rand=lambda: 0.5)
+        self.sync.on_links({n: Link(n, i, True) for n, i in links.items()})
+
+    def step(self, dt: float = 1.0) -> None:
+        self.clock.t += dt
+
+        async def once() -> None:
+            await self.sync._maybe_apply(self.asyncio.get_running_loop())
+        self.asyncio.run(once())
+
+    def writes(self) -> int:
+        return len(self.kernel.writes) + self.nl.writes
+
+
+POLICY = [wep("a", "n1", "10.65.0.2/32", "cali1"), wep("b", "n1", "10.65.0.3/32", "cali2"),
+          res("namespaces", ns("default")),
+          res("networkpolicies", netpol("isolate-b", "default", {"podSelector": {}, "ingress": [
+              {"from": [{"podSelector": {}}], "ports": [{"port": 80, "protocol": "TCP"}]}]})),
+          res("globalnetworkpolicies", gnp("deny-db", {"order": 10, "selector": "all()", "types": ["Egress"],
+                                                       "egress": [{"action": "Allow"}]}))]
+
+
+def test_clobbered_chain_and_ipset_are_healed_by_the_periodic_refresh() -> None:
+    rig = PolicyRig({"cali1": 11, "cali2": 12})
+    rig.sync.on_updates(POLICY)
+    rig.sync.on_in_sync()
+    rig.step()
+    filt = rig.kernel.tables["filter"]
+    ours = sorted(c for c in filt if c.startswith("l3n-"))
+    assert any(c.startswith("l3n-gi") or c.startswith("l3n-go") for c in ours)  # the GNP is compiled in
+    assert any(c.startswith("l3n-pi") for c in ours)                             # and the NetworkPolicy
+    assert rig.sync.last_desired is not None and rig.sync.last_desired.policy.global_policies == 1
+    want_tables = {t: {c: list(r) for c, r in chains.items()} for t, chains in rig.kernel.tables.items()}
+    want_sets = {n: (k, set(m)) for n, (k, m) in rig.kernel.ipsets.items()}
+    assert "l3n-FORWARD" in filt and filt["FORWARD"][-1] == "-s 198.51.100.0/24 -j DROP"
+
+    # Someone deletes one of our chains (flushed, its hook removed, then -X) and empties one of our sets.
+    victim = next(c for c in ours if c.startswith("l3n-pi"))
+    for chain, rules in filt.items():
+        filt[chain] = [r for r in rules if victim not in r]
+    del filt[victim]
+    set_name, (kind, _members) = next((n, v) for n, v in rig.kernel.ipsets.items() if n.startswith("l3n") and v[1])
+    rig.kernel.ipsets[set_name] = (kind, set())
+
+    # Before the refresh the drivers trust their cache: a dirty apply writes nothing.
+    rig.sync.on_updates([POLICY[0]])
+    before = rig.writes()
+    rig.step()
+    assert rig.writes() == before and victim not in filt
+
+    rig.step(REFRESH)  # the periodic refresh: every driver re-reads the kernel and repairs what differs
+    assert rig.kernel.tables == want_tables
+    assert rig.kernel.ipsets == want_sets
+    assert rig.iptables.drift_repairs == 1
+    assert rig.sync.failures == 0
+
+    # Healed and cached again: the next apply writes nothing; foreign rules and sets were never touched.
+    before = rig.writes()
+    rig.sync.on_updates([POLICY[0]])
+    rig.step()
+    assert rig.writes() == before
+    assert rig.kernel.ipsets["foreign-set"] == ("hash:ip", {"192.0.2.1"})
+
+
+def test_cni_route_at_another_metric_is_adopted_not_duplicated() -> None:
+    rig = PolicyRig({"cali1": 11})
+    rig.sync.on_updates([wep("a", "n1", "10.65.0.2/32", "cali1")])
+    rig.sync.on_in_sync()
+    rig.step()
+    # The CNI plugin wires a new pod behind the driver's back: veth and its own /32 at metric 0 ...
+    rig.nl.links["cali2"] = 12
+    rig.sys.add_iface("cali2")
+    cni_route = KernelRoute("10.65.0.3/32", ROUTE_PROTO, 0, scope=SCOPE_LINK, oif=12)
+    rig.nl.add(cni_route)
+    rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True)})
+    # ... then writes the endpoint; the agent's apply re-reads and adopts the route.
+    rig.sync.on_updates([wep("b", "n1", "10.65.0.3/32", "cali2")])
+    rig.step()
+    for_b = [r for r in rig.nl.table.values() if r.dst == "10.65.0.3/32"]
+    assert for_b == [cni_route]
+    assert rig.sync.failures == 0
+
+    # The pod goes: the kernel drops its routes with the veth before the agent hears of it.
+    del rig.nl.links["cali2"]
+    del rig.nl.table[cni_route.slot]
+    rig.sync.on_links({"cali1": Link("cali1", 11, True)})
+    rig.step()
+    rig.sync.on_updates([Upd(wep("b", "n1", "10.65.0.3/32", "cali2").key, None, 9)])
+    rig.step()
+    assert rig.sync.failures == 0  # no delete of a route the kernel already removed
+    assert set(rig.nl.by_proto(ROUTE_PROTO)) == {("10.65.0.2/32", M)}
