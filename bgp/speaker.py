@@ -142,6 +142,7 @@ class Speaker:
         self._own: dict[str, Advertisement] = {}
         self._reflected: dict[str, dict[str, Advertisement]] = {}
         self._sent: dict[str, dict[str, Advertisement]] = {}
+        self._last_counts: dict[str, tuple[int, int]] = {}
         self._peers: dict[str, _Peer] = {}
         self._configured: set[str] = set()   # neighbors the running ExaBGP has loaded
         self._rib = Rib(local_as=0, router_id=None)
@@ -300,6 +301,14 @@ class Speaker:
                 if resend or have.get(pfx) != adv:
                     self._send(announce_command(addr, pfx, adv, ibgp=not p.spec.ebgp))
             self._sent[addr] = want
+        self._notify_if_counts_changed()
+
+    def _notify_if_counts_changed(self) -> None:
+        """Prefix counts move without a session event; report them so `node status` is not stale."""
+        counts = {addr: (self._rib.received(addr), len(self._sent.get(addr, {}))) for addr in self._peers}
+        if counts != self._last_counts:
+            self._last_counts = counts
+            self._notify_peers()
 
     def _recompute_reflection(self) -> None:
         view = self._view
@@ -318,6 +327,7 @@ class Speaker:
             self._learned = learned
             if self.on_learned is not None:
                 self.on_learned(dict(learned))
+        self._notify_if_counts_changed()
 
     def _notify_peers(self) -> None:
         rows = self.peer_status()

@@ -420,13 +420,16 @@ class PodAgent:
 
 
 def wait_for_connect_outcome(agent: PodAgent, ip: str, port: int, want: bool, since: float, limit: float,
-                             attempt_timeout: float = 0.1) -> float | None:
+                             attempt_timeout: float = 0.05, confirm_timeout: float = 0.5) -> float | None:
     """Seconds from wall-clock ``since`` until a connection attempt from ``agent`` to ``ip:port`` had the
     outcome ``want`` (for an allow: when the accepted attempt ended; for a deny: when the first refused
-    attempt started, since its SYN was already dropped then), or None after ``limit`` seconds."""
+    attempt started, since its SYN was already dropped then), or None after ``limit`` seconds.
+
+    Short attempts give the resolution; an outcome counts only once a second attempt with a patient
+    timeout agrees, so a connection that was merely slow on a loaded machine is not taken for a deny."""
     while time.time() - since < limit:
         ok, t0, t1 = agent.connect(ip, port, attempt_timeout)
-        if ok == want:
+        if ok == want and agent.connect(ip, port, confirm_timeout)[0] == want:
             return (t1 if want else t0) - since
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from policy.testing import gnp, netpol, ns
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
@@ -74,18 +77,33 @@ def test_agent_programs_exactly_what_the_datastore_says(node: Node) -> None:
     assert node.proc is not None and node.proc.poll() is None  # the garbage value did not kill it
 
 
+def metrics(node: Node) -> dict[str, float]:
+    code, text = node.http(9091, "/metrics")
+    assert code == 200
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def put_policies(node: Node) -> None:
+    """A NetworkPolicy and a GlobalNetworkPolicy that allow everything (so traffic tests still pass)."""
+    for plural, res in (("namespaces", ns("default")),
+                        ("networkpolicies", netpol("allow-all", "default", {"podSelector": {}, "ingress": [{}]})),
+                        ("globalnetworkpolicies", gnp("allow-in", {"order": 10, "selector": "all()",
+                                                                   "types": ["Ingress"],
+                                                                   "ingress": [{"action": "Allow"}]}))):
+        node.ds.put(node.keys.resource(plural, res.name, res.namespace), res.to_json())
+
+
 def test_metrics_and_readiness_answer(node: Node) -> None:
     node.add_workload("a", "10.65.0.2")
     node.write_affinity("10.65.0.0/26")
+    put_policies(node)
     node.start_agent()
     wait_for(node.ready, what="readiness")
     code, body = node.http(9099, "/readiness")
     assert code == 200 and json.loads(body) == {"ready": True, "notReady": {}}
     assert node.http(9099, "/liveness")[0] == 200
-    code, text = node.http(9091, "/metrics")
-    assert code == 200
-    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-               if line and not line.startswith("#")}
+    samples = wait_for(lambda: (m := metrics(node)).get("l3net_policy_active") == 2 and m, what="policy metrics")
     assert samples["l3net_datastore_in_sync"] == 1.0
     assert samples["l3net_active_local_endpoints"] == 1.0
     assert samples['l3net_routes_programmed{kind="workload"}'] == 1.0
@@ -93,9 +111,75 @@ def test_metrics_and_readiness_answer(node: Node) -> None:
     assert samples["l3net_dataplane_apply_time_seconds_count"] >= 1
     assert "l3net_dataplane_failures_total" in samples
     # Policy is wired: the compiled program is in the node's iptables and counted.
-    if samples.get('l3net_iptables_rules{table="filter"}') is not None:
-        assert samples['l3net_iptables_rules{table="filter"}'] > 0
-        assert ":l3n-" in netns.run(node.ns, ["iptables-save", "-t", "filter"]).stdout
+    filter_save = netns.run(node.ns, ["iptables-save", "-t", "filter"]).stdout
+    assert ":l3n-" in filter_save
+    assert samples['l3net_iptables_rules{table="filter"}'] > 0
+    # The policy program's own numbers (PolicyProgram.metrics()).
+    assert samples["l3net_policy_global_active"] == 1
+    our_chains = [line for line in filter_save.splitlines() if line.startswith(":l3n-")]
+    assert samples["l3net_policy_chains"] >= len(our_chains) > 0
+    assert samples["l3net_policy_rules"] >= samples['l3net_iptables_rules{table="filter"}']
+    assert "l3net_policy_compile_seconds" in samples and "l3net_policy_recompiled" in samples
+    assert samples["l3net_policy_ipsets"] >= 0 and "l3net_policy_ipset_members" in samples
+    # The drivers' counters (IptablesDriver.stats(), IpsetDriver.stats()).
+    assert samples["l3net_iptables_restore_calls_total"] >= 1
+    assert samples["l3net_iptables_save_calls_total"] >= 1
+    assert samples["l3net_iptables_lines_written_total"] >= len(our_chains)
+    assert samples["l3net_iptables_restore_errors_total"] == 0
+    assert samples["l3net_iptables_drift_repairs_total"] == 0
+    assert "l3net_iptables_apply_seconds" in samples
+    assert samples["l3net_ipset_save_calls_total"] >= 1 and samples["l3net_ipset_restore_errors_total"] == 0
+    assert "l3net_ipset_restore_calls_total" in samples and "l3net_ipset_lines_written_total" in samples
+    # The syncer's counters: one snapshot, every key of the prefix reported.
+    assert samples["l3net_resyncs_started_total"] == 1
+    assert samples["l3net_resyncs_completed_total"] == 1
+    kvs, _ = node.ds.list(node.keys.prefix)
+    # Keys the agent wrote itself (its Node, its status) come back through the watch too.
+    assert samples["l3net_datastore_updates_total"] >= len(kvs) - 2
+
+
+def _hook_rule(save: str, chain: str) -> list[str] | None:
+    for line in save.splitlines():
+        if line.startswith("-A FORWARD ") and f"-j {chain}" in line:
+            return shlex.split(line)[2:]
+    return None
+
+
+def test_deleted_chain_is_repaired_after_the_refresh_interval(node: Node) -> None:
+    """Drift in iptables heals on the periodic refresh; the interval comes from the datastore's config keys."""
+    node.ds.put(config_key(node.keys, "global", "RouteRefreshInterval"), b"600")
+    node.ds.put(config_key(node.keys, "node", "RouteRefreshInterval", "n1"), b"2")   # beats the global value
+    node.ds.put(config_key(node.keys, "node", "RouteRefreshInterval", "n2"), b"1")   # another node's
+    node.add_workload("a", "10.65.0.2")
+    put_policies(node)
+    node.start_agent()
+    wait_for(node.ready, what="readiness")
+    key = node.keys.prefix + "config/node/n1/RouteRefreshInterval"
+    assert f"'route_refresh_interval': 'datastore {key}'" in node.log()
+
+    def filter_save() -> str:
+        return netns.run(node.ns, ["iptables-save", "-t", "filter"]).stdout
+
+    wait_for(lambda: _hook_rule(filter_save(), "l3n-FORWARD"), what="l3n-FORWARD hooked")
+    save = filter_save()
+    # Someone deletes our top chain: hook first, then flush and delete it (-F/-X).
+    netns.run(node.ns, ["iptables", "-D", "FORWARD", *_hook_rule(save, "l3n-FORWARD")])
+    netns.run(node.ns, ["iptables", "-F", "l3n-FORWARD"])
+    netns.run(node.ns, ["iptables", "-X", "l3n-FORWARD"])
+    assert ":l3n-FORWARD" not in filter_save()
+    wait_for(lambda: _hook_rule(filter_save(), "l3n-FORWARD"), timeout=20,
+             what="l3n-FORWARD and its hook restored by the periodic refresh")
+    restored = filter_save()
+    assert sorted(x for x in restored.splitlines() if "l3n" in x) == sorted(x for x in save.splitlines() if "l3n" in x)
+    assert wait_for(lambda: metrics(node).get("l3net_iptables_drift_repairs_total", 0) >= 1, what="drift counted")
+
+    # A bad value is logged with its key and ignored: the global value applies (live, no restart).
+    node.ds.put(config_key(node.keys, "node", "RouteRefreshInterval", "n1"), b"soon")
+    wait_for(lambda: f"invalid datastore config value, ignored key={key}" in node.log(), what="bad value logged")
+    global_key = node.keys.prefix + "config/global/RouteRefreshInterval"
+    wait_for(lambda: f"'route_refresh_interval': '600.0 (from datastore {global_key})'" in node.log(),
+             what="the global value applied live")
+    assert node.proc is not None and node.proc.poll() is None
 
 
 def test_sigkill_and_restart_drop_no_packet_and_touch_no_route(node: Node) -> None:
@@ -161,6 +245,13 @@ def test_workloads_created_through_the_cni_plugin(node: Node, tmp_path: Path) ->
 
     wait_for(lambda: len(blackholes()) == 1 and blackholes() <= routes(node.ns, P), what="the block's blackhole")
     wait_for(lambda: {r.split()[0] for r in workload_routes()} == set(ips.values()), what="workload routes")
+    # The agent has applied both endpoints (it counts the routes it holds, adopted ones included) ...
+    wait_for(lambda: (m := metrics(node)).get("l3net_active_local_endpoints") == 2
+             and m.get('l3net_routes_programmed{kind="workload"}') == 2, what="the agent's apply of both pods")
+    # ... and the node has exactly one /32 per pod: the plugin's route was adopted, not duplicated.
+    for ip in ips.values():
+        mine = [r for r in routes(node.ns) if r.split()[0] in (ip, f"{ip}/32")]
+        assert len(mine) == 1, mine
     assert netns.read_sysctl(f"net/ipv4/neigh/{workload_routes().pop().split()[2]}/proxy_delay", node.ns) == "0"
     netns.run(pods["x"], ["ping", "-c", "3", "-i", "0.2", "-W", "2", ips["y"]])
     _cni(node, "DEL", "x", pods["x"], lock_dir)
