@@ -27,6 +27,7 @@ from l3net.constants import (
     WORKLOAD_HOST_MAC,
     WORKLOAD_IFACE_HASH_LEN,
     WORKLOAD_IFACE_PREFIX,
+    WORKLOAD_ROUTE_METRIC,
 )
 
 _log = logging.getLogger(__name__)
@@ -131,7 +132,10 @@ def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int =
     with IPRoute() as ipr:
         idx = _link_index(ipr, host_if)
         for ip in ips:
-            ipr.route("replace", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK, proto=ROUTE_PROTO, table=MAIN_TABLE)
+            # The agent writes this same route (same metric, proto and table), so the two
+            # writers share one kernel slot instead of leaving two /32s.
+            ipr.route("replace", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK, proto=ROUTE_PROTO, table=MAIN_TABLE,
+                      priority=WORKLOAD_ROUTE_METRIC)
     _log.info("wired workload host_if=%s pod_if=%s ips=%s mtu=%d", host_if, pod_if, ",".join(ips), link_mtu)
     return Wired(host_if=host_if, pod_if=pod_if, pod_mac=pod_mac, mtu=link_mtu)
 
