@@ -190,15 +190,31 @@ def _read_status(path: Path) -> tuple[set[str], dict[str, float], float | None]:
     return up, done, announced
 
 
-def _wait(cond: Any, timeout: float, what: str, procs: list[subprocess.Popen[Any]]) -> None:
+def _wait(cond: Any, timeout: float, what: str, procs: list[subprocess.Popen[Any]],
+          exc: type[Exception] = RuntimeError) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         for p in procs:
             if p.poll() is not None:
                 raise RuntimeError(f"{what}: process {p.args!r} exited {p.returncode}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not reached in {timeout:.0f}s")
+            raise exc(f"{what}: not reached in {timeout:.0f}s")
         time.sleep(0.05)
+
+
+def _stop_tree(proc: subprocess.Popen[Any]) -> None:
+    """Stop a process we started and every descendant it left (the l3net reflector's ExaBGP)."""
+    import signal
+
+    from bench.framework import stop_process
+
+    tree = [p for p in proc_tree(proc.pid) if p != proc.pid]
+    stop_process(proc)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
 
 
 def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float) -> tuple[float, float]:
@@ -214,16 +230,14 @@ def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float) -> 
             with open(trig, "w") as fh:
                 fh.write("go\n")
         _wait(lambda: len(_read_status(status)[1]) >= n, timeout, f"{variant}: {n} clients x all routes",
-              [rr, *sims])
+              [rr, *sims], exc=TimeoutError)
         _up, done, _ann = _read_status(status)
         converge = max(done.values()) - t0
         rss = sum(_safe_rss(p) for p in proc_tree(rr.pid)) / MIB
         return converge, rss
     finally:
-        from bench.framework import stop_process
-
         for p in [*sims, rr]:
-            stop_process(p)
+            _stop_tree(p)
 
 
 def _safe_rss(pid: int) -> int:
