@@ -6,25 +6,31 @@ route; ipsets before the rules that reference them, and deleted only after no
 rule refers to them any more. Everything here runs on the agent's single kernel
 I/O thread.
 
-The CNI plugin writes a workload's /32 (our protocol number) before the agent
-sees the workload. Before an apply that adds a workload route, or whose
-workload interface vanished (the kernel dropped its routes with it), the route
-cache is re-read, so the driver adopts the plugin's route (same destination and
-interface at another metric counts as the same route) instead of writing a
-second one, and does not try to delete a route the kernel already removed.
+The CNI plugin writes a workload's /32 (our protocol number, the agent's metric)
+before the agent sees the workload. Before an apply that adds a workload route,
+only the routes through that workload's interface are re-read (a filtered dump,
+not the whole table), so the driver adopts the plugin's route (at another metric
+too: an older plugin's) instead of writing it again. A workload whose interface
+vanished needs nothing: the kernel dropped its routes, and deleting a route that
+is already gone counts as done.
+
+Routes the kernel refuses (an unreachable next hop, a vanished interface) are
+not failures of the apply: the report lists them, :meth:`Dataplane.warnings`
+describes them for the readiness body, and they are retried when the links
+change or on the next refresh.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from felix.calc import Link
 from felix.desired import DesiredState, RouteSpec
 from felix.drivers.interfaces import InterfaceDriver
-from felix.drivers.routes import RouteDriver
+from felix.drivers.routes import RouteApplyResult, RouteDriver, RouteRefusal, RouteWriteError
 from l3net import metrics
 
 _log = logging.getLogger(__name__)
@@ -53,6 +59,8 @@ class ApplyReport:
     writes: int
     missing_links: list[str]
     route_conflicts: list[str]
+    route_refused: list[RouteRefusal] = field(default_factory=list)
+    route_invalid: list[str] = field(default_factory=list)
 
 
 class Dataplane:
@@ -65,6 +73,8 @@ class Dataplane:
         self.ipsets = ipsets
         self.iptables = iptables
         self._workload_routes: dict[str, RouteSpec] | None = None  # by dst, as last applied
+        self._links: dict[str, Link] | None = None  # as last applied
+        self._last: ApplyReport | None = None
 
     def start(self) -> None:
         """Read the kernel's current state (adopt what carries our marks). Writes nothing."""
@@ -85,16 +95,40 @@ class Dataplane:
             self.ipsets.invalidate(reason)
 
     def _reread_workload_routes(self, desired: DesiredState, links: Mapping[str, Link]) -> None:
-        """Invalidate the route cache when the CNI plugin or the kernel may have changed workload routes."""
+        """Re-read the routes through new workload interfaces, and retry refused routes when links changed."""
         now = {r.dst: r for r in desired.routes if r.kind == "workload"}
         before, self._workload_routes = self._workload_routes, now
+        links_before, self._links = self._links, dict(links)
         if before is None:
             return  # the first apply follows start(), which has just read the table
-        indexes = {link.index for link in links.values()}
-        added = any(before.get(dst) != r for dst, r in now.items())
-        vanished = any(r.ifindex not in indexes for dst, r in before.items() if dst not in now)
-        if added or vanished:
-            self.routes.invalidate("workload routes added" if added else "workload interface removed")
+        if links_before != self._links:
+            self.routes.retry_refused("links changed")
+        new_ifs = set()
+        for dst, r in now.items():
+            if before.get(dst) != r:
+                idx = r.ifindex if r.ifindex is not None else getattr(links.get(r.ifname or ""), "index", None)
+                if idx is not None:
+                    new_ifs.add(idx)
+        if new_ifs:
+            self.routes.reread_interfaces(new_ifs)
+
+    def warnings(self) -> dict[str, str]:
+        """Per-route conditions of the last apply that do not make the node unready, for the readiness body."""
+        rep = self._last
+        if rep is None:
+            return {}
+        out: dict[str, str] = {}
+        if rep.route_refused:
+            shown = "; ".join(ref.describe() for ref in rep.route_refused[:10])
+            more = f" (and {len(rep.route_refused) - 10} more)" if len(rep.route_refused) > 10 else ""
+            out["routesRefused"] = f"{len(rep.route_refused)} routes refused by the kernel: {shown}{more}"
+        if rep.route_conflicts:
+            out["routeConflicts"] = (f"{len(rep.route_conflicts)} routes held by a foreign route: "
+                                     + ", ".join(rep.route_conflicts[:10]))
+        if rep.route_invalid:
+            out["routesInvalid"] = f"{len(rep.route_invalid)} malformed routes skipped: " + "; ".join(
+                rep.route_invalid[:10])
+        return out
 
     def apply(self, desired: DesiredState, links: Mapping[str, Link], *, keep_stale_learned: bool) -> ApplyReport:
         writes = self.interfaces.apply(desired.interfaces, links)
@@ -108,6 +142,16 @@ class Dataplane:
                 metrics.IPTABLES_CHAINS.labels(table=table).set(len(chains))
                 metrics.IPTABLES_RULES.labels(table=table).set(sum(len(r) for r in chains.values()))
         self._reread_workload_routes(desired, links)
-        res = self.routes.apply(desired.routes, keep_stale_learned=keep_stale_learned)
-        writes += res.writes
-        return ApplyReport(writes=writes, missing_links=res.missing_links, route_conflicts=res.conflicts)
+        try:
+            res = self.routes.apply(desired.routes, keep_stale_learned=keep_stale_learned)
+        except RouteWriteError as exc:
+            if exc.result is not None:
+                self._last = self._report(writes + exc.result.writes, exc.result)
+            raise
+        self._last = self._report(writes + res.writes, res)
+        return self._last
+
+    @staticmethod
+    def _report(writes: int, res: RouteApplyResult) -> ApplyReport:
+        return ApplyReport(writes=writes, missing_links=res.missing_links, route_conflicts=res.conflicts,
+                           route_refused=res.refused, route_invalid=res.invalid)

@@ -2,7 +2,9 @@
 
 Ready means: the datastore is in sync and the last dataplane apply succeeded
 (plus whatever other reporters, e.g. BGP, add). The readiness body names every
-reason the agent is not ready. Live means the sync loop has ticked recently.
+reason the agent is not ready, and under ``warnings`` every condition that does
+not make it unready but an operator should see (e.g. routes the kernel refuses).
+Live means the sync loop has ticked recently.
 The HTTP server runs on its own daemon thread; :class:`HealthState` is safe to
 update from any thread.
 """
@@ -20,14 +22,27 @@ _log = logging.getLogger(__name__)
 
 
 class HealthState:
-    """Thread-safe readiness reasons and a liveness heartbeat."""
+    """Thread-safe readiness reasons, warnings and a liveness heartbeat."""
 
     def __init__(self, *, liveness_timeout: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self.liveness_timeout = liveness_timeout
         self._not_ready: dict[str, str] = {"datastore": "not in sync yet", "dataplane": "no apply yet"}
+        self._warnings: dict[str, str] = {}
         self._last_beat = clock()
+
+    def set_warning(self, component: str, text: str | None) -> None:
+        """Show ``text`` under ``warnings`` in the readiness body (None clears it); readiness is unchanged."""
+        with self._lock:
+            if text:
+                self._warnings[component] = text
+            else:
+                self._warnings.pop(component, None)
+
+    def warnings(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._warnings)
 
     def set_ready(self, component: str, ready: bool, reason: str = "") -> None:
         with self._lock:
@@ -56,7 +71,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/readiness":
             ok, reasons = self.state.readiness()
-            body = {"ready": ok, "notReady": reasons}
+            body: dict[str, object] = {"ready": ok, "notReady": reasons}
+            warnings = self.state.warnings()
+            if warnings:
+                body["warnings"] = warnings
         elif self.path.rstrip("/") == "/liveness":
             ok, age = self.state.liveness()
             body = {"live": ok, "lastLoopTickSecondsAgo": round(age, 3)}

@@ -7,7 +7,11 @@ applies when the datastore is in sync, something is dirty and the throttle admit
 re-reads the kernel and heals drift). A failed apply is retried with exponential
 backoff and jitter; after ``max_failures`` in a row the loop raises
 :class:`FatalApplyError` with diagnostics and the agent exits (crash-only: a fresh
-process adopts the kernel state again).
+process adopts the kernel state again). A route the kernel refuses (e.g. a BGP
+peer's next hop that is not on any link) is not a failed apply: the route driver
+skips it, logs it once, counts it (``l3net_routes_refused``) and retries it when
+the links change or on the next refresh; the readiness body lists it under
+``warnings`` while the node stays ready.
 
 Nothing is written before the first in-sync. Learned routes that disappear are
 kept until BGP has converged or the startup sweep delay has passed, so a
@@ -96,6 +100,7 @@ class SyncLoop:
         self._next_refresh = self._started + config.refresh_interval
         self._retry_at = 0.0
         self._grace_over = config.startup_sweep_delay <= 0
+        self._warned: set[str] = set()
 
     # -- inputs (event-loop thread) --------------------------------------------
     def _mark(self) -> None:
@@ -234,8 +239,10 @@ class SyncLoop:
                 report = await loop.run_in_executor(self.io, lambda: self.dataplane.apply(
                     desired, self.links, keep_stale_learned=keep))
         except Exception as exc:
+            self._publish_warnings()
             self._failed(exc)
             return
+        self._publish_warnings()
         self.applies += 1
         self.failures = 0
         self.last_writes = report.writes
@@ -243,6 +250,15 @@ class SyncLoop:
         self.health.set_ready("dataplane", True)
         if self.on_applied is not None:
             self.on_applied(desired)
+
+    def _publish_warnings(self) -> None:
+        """Routes refused, in conflict or malformed: shown in the readiness body, never unready."""
+        now = self.dataplane.warnings()
+        for name in self._warned - now.keys():
+            self.health.set_warning(name, None)
+        for name, text in now.items():
+            self.health.set_warning(name, text)
+        self._warned = set(now)
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1

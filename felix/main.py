@@ -144,7 +144,7 @@ class Agent:
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
         ready, reasons = self.health.readiness()
-        self.status.update(ready=ready, notReady=reasons, routes=len(desired.routes),
+        self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
                            localEndpoints=desired.local_endpoints, address=self.node_ip)
 
     def _die(self, exc: BaseException) -> None:

@@ -56,6 +56,15 @@ ROUTE_RESYNCS = Counter(
 ROUTE_CONFLICTS = Gauge(
     "l3net_route_conflicts", "Desired routes not written because a foreign route holds the same slot.",
     registry=REGISTRY)
+ROUTE_WRITE_FAILURES = Counter(
+    "l3net_route_write_failures", "Route writes the kernel refused or that failed, by errno name.", ["errno"],
+    registry=REGISTRY)
+ROUTES_REFUSED = Gauge(
+    "l3net_routes_refused", "Desired routes the kernel refuses now (e.g. next hop unreachable); retried on "
+    "link changes and refreshes.", registry=REGISTRY)
+ROUTES_INVALID = Gauge(
+    "l3net_routes_invalid", "Desired routes skipped because they are malformed (bad prefix or next hop).",
+    registry=REGISTRY)
 ROUTE_RESYNC_TIME = Histogram(
     "l3net_route_table_resync_seconds", "Time to re-read the kernel routing table.",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0), registry=REGISTRY)

@@ -99,6 +99,8 @@ def _invoke(state: st.LabState, node: str, command: str, container_id: str, pod_
         "CNI_PATH": str(binary.parent),
         "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};"
                     f"K8S_POD_INFRA_CONTAINER_ID={container_id}",
+        # Two labs may both have a node called n1: keep each node's IPAM lock in its own run dir.
+        "L3NET_CNI_LOCK_DIR": str(rec["cwd"]),
     })
     # Network namespace only (no node mount namespace): the runtime runs plugins on the host's
     # file system, and CNI_NETNS must resolve to the pod's namespace file.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Sequence
 
 from felix.drivers.routes import KernelRoute
@@ -14,8 +15,11 @@ class FakeNetlink:
     ``replace`` overwrites whatever holds the slot (dst, metric), foreign or not, exactly
     like the kernel: a driver that replaces a foreign route is caught by the end state.
     ``fail_writes`` makes the next N writes raise; ``fail_dsts`` makes every write of
-    those destinations fail (a route the kernel keeps refusing). ``write_batch`` has the
-    kernel's batch semantics: each op is atomic, a failed op does not stop the others.
+    those destinations fail with a transient error (EIO); ``refuse`` maps destinations
+    to the errno with which the kernel refuses every write of them (ENETUNREACH for an
+    unreachable next hop ...). ``write_batch`` has the kernel's batch semantics: each op
+    is atomic, a failed op does not stop the others. ``dumps`` counts full-table dumps,
+    ``oif_dumps`` the dumps filtered by interface.
     """
 
     def __init__(self, links: dict[str, int] | None = None) -> None:
@@ -25,13 +29,18 @@ class FakeNetlink:
         self.dumps = 0
         self.fail_writes = 0
         self.fail_dsts: set[str] = set()
+        self.refuse: dict[str, int] = {}
+        self.oif_dumps = 0
         self.batches: list[int] = []
 
     def add(self, route: KernelRoute) -> None:
         """Someone else (or a previous agent) puts a route in the table."""
         self.table[route.slot] = route
 
-    def dump_routes(self) -> list[KernelRoute]:
+    def dump_routes(self, oif: int | None = None) -> list[KernelRoute]:
+        if oif is not None:
+            self.oif_dumps += 1
+            return [r for r in self.table.values() if r.oif == oif]
         self.dumps += 1
         return list(self.table.values())
 
@@ -39,8 +48,11 @@ class FakeNetlink:
         return self.links.get(ifname)
 
     def _maybe_fail(self, route: KernelRoute | None = None) -> None:
+        if route is not None and route.dst in self.refuse:
+            code = self.refuse[route.dst]
+            raise OSError(code, f"{os.strerror(code)} (injected refusal of {route.dst})")
         if route is not None and route.dst in self.fail_dsts:
-            raise OSError(22, f"injected refusal of {route.dst}")
+            raise OSError(errno.EIO, f"injected failure of {route.dst}")
         if self.fail_writes:
             self.fail_writes -= 1
             raise OSError("injected netlink failure")
@@ -48,7 +60,7 @@ class FakeNetlink:
     def replace(self, route: KernelRoute) -> None:
         self._maybe_fail(route)
         if route.oif is not None and route.oif not in self.links.values():
-            raise OSError("ENODEV")
+            raise OSError(errno.ENODEV, "No such device")
         self.writes += 1
         self.table[route.slot] = route
 

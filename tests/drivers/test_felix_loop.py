@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import json
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
 from felix.loop import FatalApplyError, LoopConfig, SyncLoop
+from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
@@ -269,3 +271,44 @@ def test_run_coalesces_bursts_on_the_real_event_loop() -> None:
     asyncio.run(scenario())
     assert len(nl.by_proto(ROUTE_PROTO)) == 50
     assert sync.applies <= 3  # 50 updates coalesced, not 50 applies
+
+
+def test_a_learned_route_the_kernel_always_refuses_never_kills_the_agent() -> None:
+    cfg = LoopConfig(startup_sweep_delay=0, max_failures=3, refresh_interval=20.0)
+    rig = Rig({"cali1": 11, "cali2": 12}, config=cfg)
+    rig.nl.refuse = {"10.70.0.0/24": errno.ENETUNREACH}  # the peer's next hop is on no link of ours
+    rig.sync.on_updates(BASE)
+    rig.sync.on_learned_routes({"10.70.0.0/24": ["192.0.2.99"], "10.65.0.64/26": ["10.0.0.2"]})
+    rig.sync.on_in_sync()
+    for i in range(3 * cfg.max_failures):  # far more applies than max_failures: none of them fails
+        rig.sync.on_updates([wep(f"x{i}", "n2", f"10.65.0.{70 + i}/32", "calix")])  # keeps the loop dirty
+        rig.step()
+    assert rig.sync.failures == 0 and rig.sync.applies >= 3 * cfg.max_failures
+    assert set(rig.ours()) == {("10.65.0.2/32", M), ("10.65.0.3/32", M), ("10.65.0.0/26", M), ("10.65.0.64/26", M)}
+    assert metrics.REGISTRY.get_sample_value("l3net_routes_refused") == 1
+    ready, reasons = rig.sync.health.readiness()
+    assert ready and reasons == {}
+    warning = rig.sync.health.warnings()["routesRefused"]
+    assert "10.70.0.0/24 via 192.0.2.99" in warning and "ENETUNREACH" in warning
+    # The next hop becomes reachable; the next periodic refresh installs the route and clears the warning.
+    rig.nl.refuse = {}
+    rig.clock.t += cfg.refresh_interval
+    rig.step()
+    assert rig.ours()[("10.70.0.0/24", M)].gateways == ("192.0.2.99",)
+    assert "routesRefused" not in rig.sync.health.warnings()
+    assert metrics.REGISTRY.get_sample_value("l3net_routes_refused") == 0
+
+
+def test_refused_workload_route_is_retried_when_the_links_change() -> None:
+    rig = Rig({"cali1": 11, "cali2": 12})
+    rig.nl.refuse = {"10.65.0.3/32": errno.ENODEV}  # the veth vanished between the link event and the write
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    assert ("10.65.0.3/32", M) not in rig.ours() and rig.sync.failures == 0
+    rig.nl.refuse = {}
+    rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True),
+                       "cali3": Link("cali3", 13, True)})
+    rig.step()
+    assert rig.ours()[("10.65.0.3/32", M)].oif == 12
+    assert rig.sync.health.warnings() == {}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from felix.desired import RouteSpec
 from felix.drivers.routes import (
     DELETE,
+    REFUSAL_ERRNOS,
     REPLACE,
     RTM_DELROUTE,
     RTM_NEWROUTE,
@@ -18,6 +21,7 @@ from felix.drivers.routes import (
     encode_route,
     parse_errors,
 )
+from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from tests.drivers.felix_fakes import FakeNetlink
 
@@ -203,9 +207,9 @@ def test_our_route_at_another_metric_is_adopted_not_churned() -> None:
 # -- batching and per-route failures ------------------------------------------------
 
 
-def test_one_refused_route_does_not_block_the_others() -> None:
+def test_one_failed_route_does_not_block_the_others() -> None:
     nl = fresh()
-    nl.fail_dsts = {"10.65.1.0/26"}
+    nl.fail_dsts = {"10.65.1.0/26"}  # a transient error (EIO): the apply fails, the loop retries
     drv = RouteDriver(nl, batch_size=2)
     drv.resync()
     with pytest.raises(RouteWriteError) as info:
@@ -395,3 +399,108 @@ def test_malformed_desired_routes_are_skipped_and_named() -> None:
     assert "host bits" in res.invalid[0] and "next hop" in res.invalid[2]
     assert nl.by_proto(ROUTE_PROTO) == expected_ours()
     assert foreign_untouched(nl)
+
+
+# -- routes the kernel refuses: a per-route condition, not a failed apply ------------
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_refused_route_is_skipped_logged_once_and_retried_only_when_asked(caplog) -> None:  # type: ignore[no-untyped-def]
+    nl = fresh()
+    nl.refuse = {"10.65.1.0/26": errno.ENETUNREACH}  # a BGP peer's next hop that is not on any link
+    drv = RouteDriver(nl, batch_size=2)
+    drv.resync()
+    failures_before = sample("l3net_route_write_failures_total", errno="ENETUNREACH")
+    with caplog.at_level("WARNING", logger="felix.drivers.routes"):
+        res = drv.apply(DESIRED)  # no exception: every other route goes in
+        want = expected_ours()
+        del want[("10.65.1.0/26", M)]
+        assert nl.by_proto(ROUTE_PROTO) == want and res.writes == 4
+        assert [(r.op, r.route.dst, r.errno) for r in res.refused] == [("replace", "10.65.1.0/26",
+                                                                         errno.ENETUNREACH)]
+        assert "via 10.0.0.2" in res.refused[0].describe() and "ENETUNREACH" in res.refused[0].describe()
+        assert sample("l3net_routes_refused") == 1
+        assert sample("l3net_route_write_failures_total", errno="ENETUNREACH") == failures_before + 1
+        # Nothing changed: no write, no attempt, no new log line; still reported as refused.
+        batches = len(nl.batches)
+        again = drv.apply(DESIRED)
+        assert again.writes == 0 and len(nl.batches) == batches
+        assert [r.route.dst for r in again.refused] == ["10.65.1.0/26"]
+    logged = [r.getMessage() for r in caplog.records if "refused by the kernel" in r.getMessage()]
+    assert len(logged) == 1 and "10.65.1.0/26 via 10.0.0.2" in logged[0] and "ENETUNREACH" in logged[0]
+    assert sample("l3net_route_write_failures_total", errno="ENETUNREACH") == failures_before + 1
+    # A link changed: tried again (still refused, still one log line's worth of state).
+    drv.retry_refused("links changed")
+    assert drv.apply(DESIRED).refused and len(nl.batches) == batches + 1
+    # The next hop became reachable; the next refresh retries and the route goes in.
+    nl.refuse = {}
+    assert drv.apply(DESIRED).writes == 0  # not retried without a reason
+    drv.invalidate("periodic refresh")
+    res = drv.apply(DESIRED)
+    assert res.writes == 1 and res.refused == [] and drv.refused == []
+    assert nl.by_proto(ROUTE_PROTO) == expected_ours()
+    assert sample("l3net_routes_refused") == 0
+
+
+def test_a_new_next_hop_for_a_refused_route_is_written_at_once() -> None:
+    nl = fresh()
+    nl.refuse = {"10.65.1.0/26": errno.ENETUNREACH}
+    drv = RouteDriver(nl)
+    drv.resync()
+    drv.apply(DESIRED)
+    nl.refuse = {}
+    moved = [RouteSpec("10.65.1.0/26", "learned", next_hops=("10.0.0.6",)) if s.dst == "10.65.1.0/26" else s
+             for s in DESIRED]
+    res = drv.apply(moved)  # a different route: not the refused one, so no waiting
+    assert res.writes == 1 and res.refused == []
+    assert nl.table[("10.65.1.0/26", M)].gateways == ("10.0.0.6",)
+
+
+def test_refusals_and_transient_failures_in_one_apply() -> None:
+    nl = fresh()
+    nl.refuse = {"10.65.1.0/26": errno.ENETUNREACH, "10.65.0.3/32": errno.ENODEV}
+    nl.fail_dsts = {"10.65.2.0/26"}
+    drv = RouteDriver(nl)
+    drv.resync()
+    with pytest.raises(RouteWriteError) as info:
+        drv.apply(DESIRED)
+    assert [r.dst for _, r, _ in info.value.failures] == ["10.65.2.0/26"]  # only the transient one
+    assert info.value.result is not None
+    assert [r.route.dst for r in info.value.result.refused] == ["10.65.0.3/32", "10.65.1.0/26"]
+    assert set(nl.by_proto(ROUTE_PROTO)) == {("10.65.0.2/32", M), ("10.65.0.0/26", M)}
+    nl.fail_dsts = set()
+    res = drv.apply(DESIRED)  # the transient failure re-reads and retries everything
+    assert res.writes == 1 and [r.route.dst for r in res.refused] == ["10.65.0.3/32", "10.65.1.0/26"]
+
+
+@pytest.mark.parametrize("code", sorted(REFUSAL_ERRNOS))
+def test_every_refusal_errno_is_a_per_route_condition(code: int) -> None:
+    nl = fresh()
+    nl.refuse = {"10.65.0.0/26": code}
+    drv = RouteDriver(nl)
+    drv.resync()
+    res = drv.apply(DESIRED)
+    assert [r.errno for r in res.refused] == [code] and res.writes == 4
+
+
+def test_reread_interfaces_adopts_the_cni_route_without_a_full_dump() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    drv.apply(DESIRED)
+    dumps = nl.dumps
+    nl.links["cali3"] = 13
+    cni = KernelRoute("10.65.0.4/32", ROUTE_PROTO, M, scope=SCOPE_LINK, oif=13)  # the plugin's, same slot
+    old = KernelRoute("10.65.0.5/32", ROUTE_PROTO, 0, scope=SCOPE_LINK, oif=13)  # an older plugin's metric
+    nl.add(cni)
+    nl.add(old)
+    drv.reread_interfaces([13])
+    spec = [*DESIRED, RouteSpec("10.65.0.4/32", "workload", ifname="cali3"),
+            RouteSpec("10.65.0.5/32", "workload", ifname="cali3")]
+    writes = nl.writes
+    assert drv.apply(spec).writes == 0 and nl.writes == writes
+    assert nl.dumps == dumps and nl.oif_dumps == 1
+    assert nl.table[cni.slot] == cni and nl.table[old.slot] == old and ("10.65.0.5/32", M) not in nl.table

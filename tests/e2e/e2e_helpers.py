@@ -104,15 +104,11 @@ class Lab:
                               timeout=60)
 
     def lab_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``l3net lab ARGS`` (with ``--lab NAME`` inserted where the subcommand takes it)."""
+        """``l3net lab ARGS`` with this lab's run directory and etcd in the environment."""
         return subprocess.run([*L3NET, "lab", *args], capture_output=True, text=True, env=self.env(), timeout=120)
 
     def lab_exec_argv(self, target: str, *cmd: str) -> list[str]:
         return [*L3NET, "lab", "exec", "--lab", self.name, target, "--", *cmd]
-
-    def in_ns(self, ns: str, *cmd: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["nsenter", f"--net={netns.netns_path(ns)}", "--", *cmd], capture_output=True,
-                              text=True, timeout=timeout)
 
     # -- processes -----------------------------------------------------------------------------------
     def process(self, node: str, what: str) -> dict[str, Any]:

@@ -43,6 +43,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
 FIGURES: dict[str, object] = {}
 HOLD_TIME = 9  # seconds; set on both sides by the topologies' manifests below / in topologies/bird-rr/
+# The hold timer runs from the last message received, before the kill. ExaBGP counts it in whole seconds
+# (int(time.time()), expiry when elapsed > hold): it fires 9-10 s after that message, so up to 10 s after
+# the kill; one more second for the check loop, the withdraw and the kernel.
+WITHDRAW_BOUND = HOLD_TIME + 2
 
 # mesh3 ships without BGP timers (Calico's 90 s hold time); the node-death test wants 9 s.
 MESH_TIMERS = f"""\
@@ -222,8 +226,7 @@ class TestMesh3:
         figure("mesh3 node death -> routes withdrawn (s; hold 9 s, keepalive 3 s)", {"withdrawn": gone,
                                                                                      "why": reasons})
         assert set(gone) == {"n1", "n2"}, f"n3's routes still installed after {HOLD_TIME + 20}s: {gone}"
-        # Hold-timer expiry is measured from the last keepalive received, up to one keepalive before the kill.
-        assert max(gone.values()) <= HOLD_TIME + 1.5, gone
+        assert max(gone.values()) <= WITHDRAW_BOUND, gone
         # The survivors still reach each other.
         assert ping(str(pods["n1"]["netns"]), str(pods["n2"]["ip"]))
 
@@ -266,7 +269,7 @@ class TestBirdRouteReflector:
         gone = measure_withdraw(lab, "n3", ["n1", "n2"], str(pods["n3"]["ip"]), limit=HOLD_TIME + 20)
         figure("bird-rr node death -> routes withdrawn (s; hold 9 s, keepalive 3 s)", gone)
         assert set(gone) == {"n1", "n2"}, f"n3's routes still installed after {HOLD_TIME + 20}s: {gone}"
-        assert max(gone.values()) <= HOLD_TIME + 1.5, gone
+        assert max(gone.values()) <= WITHDRAW_BOUND, gone
         assert ping(str(pods["n1"]["netns"]), str(pods["n2"]["ip"]))
 
 

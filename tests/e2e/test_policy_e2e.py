@@ -9,6 +9,8 @@ Figures are printed (run with ``-s``) and kept in ``FIGURES``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import yaml
 
 from l3net.datastore import connect_from_env
 from l3net.keys import KeyLayout
+from l3net.lab import state as st
 from l3net.lab.namespaces import label_namespace
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
@@ -179,8 +182,6 @@ class PolicyLab:
 
     def relabel_pod(self, ref: str, labels: dict[str, str]) -> float:
         """Write the pod's WorkloadEndpoint with new labels; returns the wall-clock time just before the write."""
-        import dataclasses
-
         wep = dataclasses.replace(self.wep(ref), labels=dict(labels))
         t0 = time.time()
         self.client.apply([wep])
@@ -313,8 +314,6 @@ def test_invalid_policies_are_refused_by_l3netctl_and_ignored_by_the_agent(plab:
     assert plab.policy_values() == stored
 
     # Written into etcd behind l3netctl's back: one malformed JSON, one well-formed but invalid.
-    import json
-
     broken_key = plab.keys.resource("networkpolicies", "broken-json", "default")
     invalid_key = plab.keys.resource("networkpolicies", "bad-types", "other")
     agent_logs_before = {n: len(plab.lab.log(n, "agent")) for n in ("n1", "n2")}
@@ -339,8 +338,6 @@ def test_invalid_policies_are_refused_by_l3netctl_and_ignored_by_the_agent(plab:
 
 
 def _alive(plab: PolicyLab, node: str) -> bool:
-    from l3net.lab import state as st
-
     return st.is_alive(plab.lab.process(node, "agent"))
 
 

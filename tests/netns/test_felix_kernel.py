@@ -13,7 +13,7 @@ import pytest
 
 from felix.calc import Link
 from felix.desired import InterfaceSpec, RouteSpec
-from felix.drivers import routes as routes_mod
+from felix.drivers import rtnl as routes_mod
 from felix.drivers.interfaces import InterfaceDriver, LinkWatcher
 from felix.drivers.routes import (
     DELETE,
@@ -22,7 +22,6 @@ from felix.drivers.routes import (
     NetnsGuardError,
     PyrouteNetlink,
     RouteDriver,
-    RouteWriteError,
 )
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
@@ -213,7 +212,7 @@ def test_bulk_install_adopt_and_withdraw_with_ecmp_and_ipv6(node6: str) -> None:
         nl.close()
 
 
-def test_kernel_errors_map_back_to_their_routes(node: str) -> None:
+def test_kernel_refusals_map_back_to_their_routes(node: str) -> None:
     before = ip_routes(node)
     nl = PyrouteNetlink(netns=node)
     try:
@@ -223,16 +222,47 @@ def test_kernel_errors_map_back_to_their_routes(node: str) -> None:
         bad_if = RouteSpec("10.91.1.0/32", "workload", ifindex=999)
         drv = RouteDriver(nl)
         drv.resync()
-        with pytest.raises(RouteWriteError) as info:
-            drv.apply([*good[:60], bad_gw, *good[60:], bad_if])
-        failed = {r.dst: e.errno for _, r, e in info.value.failures}
-        assert failed == {"10.91.0.0/24": errno.ENETUNREACH, "10.91.1.0/32": errno.ENODEV}
-        assert "invalid gateway" in str(info.value)
+        res = drv.apply([*good[:60], bad_gw, *good[60:], bad_if])  # refusals: not an exception
+        refused = {r.route.dst: r.errno for r in res.refused}
+        assert refused == {"10.91.0.0/24": errno.ENETUNREACH, "10.91.1.0/32": errno.ENODEV}
+        assert "invalid gateway" in res.refused[0].reason  # the kernel's own words (extended ack)
         ours = {r.dst for r in nl.dump_routes() if r.proto == ROUTE_PROTO}
-        assert ours == {s.dst for s in good}
-        assert drv.apply(good).writes == 0  # re-read after the failure: nothing left to do
+        assert ours == {s.dst for s in good} and res.writes == len(good)
+        assert drv.apply([*good, bad_gw, bad_if]).writes == 0  # refused routes wait for a reason to retry
+        # The next hop's subnet appears on a link: after the retry the route goes in.
+        netns.run(node, ["ip", "addr", "add", "10.200.0.2/24", "dev", "eth0"])
+        drv.retry_refused("addresses changed")
+        res = drv.apply([*good, bad_gw])
+        assert res.writes == 1 and res.refused == []
+        assert "10.91.0.0/24 via 10.200.0.1 dev eth0 proto 76 metric 1024" in ip_routes(node)
         drv.apply([])
+        netns.run(node, ["ip", "addr", "del", "10.200.0.2/24", "dev", "eth0"])
         assert ip_routes(node) == before
+    finally:
+        nl.close()
+
+
+def test_dump_filtered_by_interface_and_cni_route_adoption(node: str) -> None:
+    nl = PyrouteNetlink(netns=node)
+    try:
+        drv = RouteDriver(nl)
+        drv.resync()
+        drv.apply(DESIRED[1:])
+        cali1 = nl.link_index("cali1")
+        assert cali1 is not None
+        # The CNI plugin's /32 for a new pod on cali1, written with the agent's metric.
+        netns.run(node, ["ip", "route", "replace", "10.65.0.9/32", "dev", "cali1", "scope", "link", "proto",
+                         str(ROUTE_PROTO), "metric", "1024"])
+        via = nl.dump_routes(oif=cali1)
+        assert {(r.dst, r.proto) for r in via if "." in r.dst} == {("10.65.0.2/32", 3), ("10.65.0.9/32", ROUTE_PROTO)}
+        assert all(r.oif == cali1 for r in via)
+        assert nl.dump_routes(oif=4242) == []  # no such interface: no routes, no error
+        drv.reread_interfaces([cali1])
+        res = drv.apply([*DESIRED[1:], RouteSpec("10.65.0.9/32", "workload", ifname="cali1")])
+        assert res.writes == 0
+        assert [r for r in ip_routes(node) if r.startswith("10.65.0.9")] == [
+            "10.65.0.9 dev cali1 proto 76 scope link metric 1024"]
+        drv.apply([])
     finally:
         nl.close()
 

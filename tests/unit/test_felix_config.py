@@ -92,6 +92,14 @@ def test_health_endpoints_report_reasons() -> None:
         assert _get(base + "/readiness") == (200, {"ready": True, "notReady": {}})
         state.set_ready("dataplane", False, "last apply failed: boom")
         assert _get(base + "/readiness")[1]["notReady"] == {"dataplane": "last apply failed: boom"}
+        # A warning shows in the body but never makes the node unready.
+        state.set_ready("dataplane", True)
+        state.set_warning("routesRefused", "1 routes refused by the kernel: replace 10.99.0.0/24 ...")
+        code, body = _get(base + "/readiness")
+        assert code == 200 and body["ready"] and body["warnings"] == {
+            "routesRefused": "1 routes refused by the kernel: replace 10.99.0.0/24 ..."}
+        state.set_warning("routesRefused", None)
+        assert _get(base + "/readiness") == (200, {"ready": True, "notReady": {}})
         assert _get(base + "/liveness")[0] == 200
         now[0] += 11
         assert _get(base + "/liveness")[0] == 503
