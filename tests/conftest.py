@@ -15,11 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from l3net import netns
 from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer, free_port
 from l3net.keys import KeyLayout
+
+# Shared 2-core machines: no per-example deadline (timing is bench/'s job), no example database
+# left in the work tree.
+settings.register_profile("l3net", deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("l3net")
 
 IS_ROOT = os.geteuid() == 0
 # Unique per pytest process: "lt" + 4 hex. Keeps interface names under 15 chars.
