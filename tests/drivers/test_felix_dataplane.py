@@ -133,11 +133,14 @@ def test_cni_route_at_another_metric_is_adopted_not_duplicated() -> None:
     cni_route = KernelRoute("10.65.0.3/32", ROUTE_PROTO, 0, scope=SCOPE_LINK, oif=12)
     rig.nl.add(cni_route)
     rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True)})
-    # ... then writes the endpoint; the agent's apply re-reads and adopts the route.
+    # ... then writes the endpoint; the agent re-reads that interface's routes and adopts the plugin's.
+    dumps, oif_dumps = rig.nl.dumps, rig.nl.oif_dumps
     rig.sync.on_updates([wep("b", "n1", "10.65.0.3/32", "cali2")])
     rig.step()
     for_b = [r for r in rig.nl.table.values() if r.dst == "10.65.0.3/32"]
     assert for_b == [cni_route]
+    # Only the new pod's interface was re-read, not the whole table.
+    assert rig.nl.dumps == dumps and rig.nl.oif_dumps == oif_dumps + 1
     assert rig.sync.failures == 0
 
     # The pod goes: the kernel drops its routes with the veth before the agent hears of it.
