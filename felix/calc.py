@@ -20,6 +20,7 @@ from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, RouteSpec
 from l3net.keys import KeyLayout
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
+from l3net.model.validation import resource_from_document
 
 _log = logging.getLogger(__name__)
 
@@ -74,27 +75,7 @@ def _decode_resource(key: str, raw: bytes) -> Resource:
     doc = json.loads(raw)
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
-    try:
-        from l3net.model.validation import resource_from_document
-    except ImportError:  # the model engineer's validator has not landed yet: minimal structural check
-        return _minimal_resource(doc)
     return resource_from_document(doc, source=key)
-
-
-def _minimal_resource(doc: dict[str, Any]) -> Resource:
-    meta = doc.get("metadata")
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-        raise ValueError("metadata.name: required string")
-    spec = doc.get("spec", {})
-    if not isinstance(spec, dict):
-        raise ValueError("spec: must be an object")
-    kind = doc.get("kind")
-    if not isinstance(kind, str):
-        raise ValueError("kind: required string")
-    labels = meta.get("labels") or {}
-    if not isinstance(labels, dict):
-        raise ValueError("metadata.labels: must be an object")
-    return Resource(kind=kind, name=meta["name"], spec=spec, namespace=meta.get("namespace"), labels=labels)
 
 
 def _workload(key: str, res: Resource) -> Workload:

@@ -16,7 +16,7 @@ import faulthandler
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,8 @@ class Agent:
         self._stop_registration = threading.Event()
 
     # -- background registration (retried while the datastore is down) ----------
-    def _register_forever(self) -> None:
+    def _register_forever(self, on_fatal: Callable[[BaseException], None]) -> None:
+        """Datastore errors are retried; anything else is a bug handed to ``on_fatal`` (the agent dies)."""
         delay = 0.5
         while not self._stop_registration.is_set():
             try:
@@ -130,6 +131,10 @@ class Agent:
                 _log.warning("node registration failed, retrying in %.1fs error=%s", delay, exc)
                 self._stop_registration.wait(delay)
                 delay = min(delay * 2, 10.0)
+            except Exception as exc:
+                _log.critical("node registration thread died node=%s", self.node, exc_info=True)
+                on_fatal(exc)
+                return
 
     def _on_applied(self, desired: DesiredState) -> None:
         metrics.BGP_ADVERTISEMENTS.set(len(desired.advertisements))
@@ -184,8 +189,12 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, sync.stop)
 
-        threading.Thread(target=self._register_forever, name="l3net-register", daemon=True).start()
-        self.status.start()
+        def on_fatal(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(self._die, exc)
+
+        threading.Thread(target=self._register_forever, args=(on_fatal,), name="l3net-register",
+                         daemon=True).start()
+        self.status.start(on_fatal=on_fatal)
         await self._start_bgp(sync)
 
         # Retries capped at 1 s: after an outage the agent must catch up within seconds of etcd's return.

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from l3net.datastore.base import Create, Datastore
@@ -96,7 +97,9 @@ class StatusPublisher:
     """Keeps ``status/<node>/agent`` (JSON) under a lease of ``ttl`` seconds, on its own thread.
 
     :meth:`update` is safe from any thread. Datastore outages are logged and retried;
-    the lease is re-granted when it was lost. Never raises into the caller.
+    the lease is re-granted when it was lost. Never raises into the caller: any
+    other exception is a bug and ends the thread, handed to ``on_fatal`` (given to
+    :meth:`start`; the agent dies with it) or, without one, raised in the thread.
     """
 
     def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30) -> None:
@@ -109,9 +112,12 @@ class StatusPublisher:
         self._lock = threading.Lock()
         self._lease: Any = None
         self._extra: dict[str, bytes] = {}
-        self._thread = threading.Thread(target=self._run, name="l3net-status", daemon=True)
+        self._thread = threading.Thread(target=self._run_guarded, name="l3net-status", daemon=True)
+        self._on_fatal: Callable[[BaseException], None] | None = None
 
-    def start(self) -> None:
+    def start(self, on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        """Start the thread; ``on_fatal(exc)`` is called (from that thread) if it dies of a bug."""
+        self._on_fatal = on_fatal
         self._dirty.set()
         self._thread.start()
 
@@ -129,6 +135,15 @@ class StatusPublisher:
                 return
             self._extra[key] = value
         self._dirty.set()
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a bug, not an outage: the agent must not run on without its status
+            _log.critical("status publisher thread died key=%s", self.key, exc_info=True)
+            if self._on_fatal is None:
+                raise
+            self._on_fatal(exc)
 
     def _run(self) -> None:
         refresh_every = self.ttl / 3

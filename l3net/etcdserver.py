@@ -8,6 +8,9 @@ switch to skip fsync.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -21,10 +24,12 @@ from pathlib import Path
 import requests
 
 from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
+from l3net.procs import cmdline, starttime
 
 _log = logging.getLogger(__name__)
 
 SOCKET_NAME = "etcd.sock:0"
+IDENT_FILE = "etcd.ident.json"  # {pid, starttime, data_dir} of the running etcd
 
 
 def free_port() -> int:
@@ -121,6 +126,9 @@ class EtcdServer:
                                      start_new_session=True)
         log.close()
         (self.run_dir / "etcd.pid").write_text(str(self.proc.pid))
+        # The identity kill_recorded() checks before it signals anything (etcd.pid stays a plain PID for tools).
+        (self.run_dir / IDENT_FILE).write_text(json.dumps({
+            "pid": self.proc.pid, "starttime": starttime(self.proc.pid), "data_dir": str(self.data_dir)}))
         self._wait_healthy(timeout)
 
     def _wait_healthy(self, timeout: float) -> None:
@@ -158,9 +166,8 @@ class EtcdServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-        pid_file = self.run_dir / "etcd.pid"
-        if pid_file.exists():
-            pid_file.unlink()
+        (self.run_dir / "etcd.pid").unlink(missing_ok=True)
+        (self.run_dir / IDENT_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> EtcdServer:
         self.start()
@@ -170,16 +177,37 @@ class EtcdServer:
         self.stop()
 
 
+def _is_recorded_etcd(pid: int, ident: dict[str, object]) -> bool:
+    """``pid`` is still the recorded etcd: same start time, and its command line names the recorded data dir."""
+    if ident.get("pid") != pid or ident.get("starttime") is None or starttime(pid) != ident["starttime"]:
+        return False
+    argv = cmdline(pid)
+    return any(a == "--data-dir" and b == ident.get("data_dir") for a, b in itertools.pairwise(argv))
+
+
 def kill_recorded(run_dir: str | Path) -> None:
-    """Kill an etcd recorded in ``run_dir/etcd.pid`` by a crashed owner (by PID only)."""
-    pid_file = Path(run_dir) / "etcd.pid"
-    if not pid_file.exists():
-        return
+    """SIGKILL the etcd that a crashed owner recorded in ``run_dir`` (etcd.pid and its identity file).
+
+    Only when the PID still belongs to that very process (same start time, same ``--data-dir``): after a
+    PID is recycled it may be anyone's etcd, and that one is left alone.
+    """
+    run_dir = Path(run_dir)
+    pid_file = run_dir / "etcd.pid"
+    ident_file = run_dir / IDENT_FILE
     try:
         pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"etcd" in cmdline:
-            os.kill(pid, signal.SIGKILL)
-    except (ValueError, FileNotFoundError, ProcessLookupError):
-        pass
+        ident = json.loads(ident_file.read_text())
+    except FileNotFoundError:
+        pid, ident = None, None
+    except ValueError as exc:
+        _log.warning("etcd pid record unreadable, not killing anything run_dir=%s error=%s", run_dir, exc)
+        pid, ident = None, None
+    if pid is not None and isinstance(ident, dict):
+        if _is_recorded_etcd(pid, ident):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _log.info("killed recorded etcd pid=%d run_dir=%s", pid, run_dir)
+        else:
+            _log.info("recorded etcd is gone (pid reused or exited) pid=%d run_dir=%s", pid, run_dir)
     pid_file.unlink(missing_ok=True)
+    ident_file.unlink(missing_ok=True)

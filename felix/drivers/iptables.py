@@ -28,6 +28,8 @@ Runner = Callable[[Sequence[str], "str | None"], tuple[int, str, str]]
 
 _HASH_RE = re.compile(r'--comment "?' + re.escape(RULE_HASH_COMMENT_PREFIX) + r'([A-Za-z0-9_-]+)')
 _KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
+# nft: "Table `raw' does not exist"; legacy: "Cannot initialize: Table does not exist (do you need to insmod?)".
+_NO_TABLE_RE = re.compile(r"table\b.*does not exist", re.IGNORECASE)
 MANAGED_TABLES = ("filter", "raw")
 
 
@@ -57,12 +59,19 @@ class IptablesError(RuntimeError):
     """iptables-restore kept failing after the bounded retries; carries the last stderr."""
 
 
+class _SaveFailed(IptablesError):
+    """One iptables-save failed for a reason other than a missing table (retried by the apply loop)."""
+
+
 @dataclass
 class TableState:
     """What ``iptables-save -t <table>`` says, parsed only as far as we need (names and our hashes)."""
 
     chains: dict[str, list[str | None]] = field(default_factory=dict)  # chain -> per rule: our hash or None
     builtin: set[str] = field(default_factory=set)
+    # kernel (non-l3n-) chain -> per rule: the saved rule text after "-A <chain> " for our hashed rules, else
+    # None; hooks are deleted by this spec, never by position (someone may insert a rule between save and restore)
+    specs: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 def parse_save(text: str) -> TableState:
@@ -75,9 +84,11 @@ def parse_save(text: str) -> TableState:
             if policy != "-":
                 state.builtin.add(name)
         elif line.startswith("-A "):
-            chain = line.split(None, 2)[1]
+            _, chain, spec = [*line.split(None, 2), ""][:3]
             m = _HASH_RE.search(line)
             state.chains.setdefault(chain, []).append(m.group(1) if m else None)
+            if not chain.startswith(CHAIN_PREFIX):
+                state.specs.setdefault(chain, []).append(spec if m else None)
     return state
 
 
@@ -189,9 +200,12 @@ class IptablesDriver:
         self.save_calls += 1
         rc, out, err = self._runner([_tools(self.backend)[0], "-t", table], None)
         if rc != 0:
-            # A table that was never used may not exist yet (legacy): treat as empty.
-            _log.debug("iptables-save failed table=%s rc=%s err=%s", table, rc, err.strip())
-            return TableState()
+            if _NO_TABLE_RE.search(err):
+                # A table that was never used may not exist yet: it is empty. Any other failure is not an
+                # empty table (reading it as one would duplicate hooks and rewrite what is there).
+                _log.debug("iptables-save: table absent, treated as empty table=%s err=%s", table, err.strip())
+                return TableState()
+            raise _SaveFailed(f"iptables-save -t {table} failed rc={rc}: {err.strip()[:500]}")
         return parse_save(out)
 
     def invalidate(self, reason: str = "") -> None:
@@ -222,7 +236,11 @@ class IptablesDriver:
         self._last = (chains, hooks)
         writes = 0
         tables = sorted(set(self._tables) | set(chains) | set(hooks))
-        self._read_all(tables)
+        try:
+            self._read_all(tables)
+        except _SaveFailed as exc:  # each table is re-read, with bounded retries, by _apply_table
+            self.errors += 1
+            _log.warning("iptables-save failed before apply, reading per table err=%s", exc)
         for table in tables:
             writes += self._apply_table(table, chains.get(table, {}), hooks.get(table, {}))
         self.last_apply_seconds = time.perf_counter() - t0
@@ -252,7 +270,7 @@ class IptablesDriver:
             self.save_calls += 1
             rc, out, err = self._runner([_tools(self.backend)[0]], None)
             if rc != 0:
-                raise IptablesError(f"iptables-save failed: {err.strip()}")
+                raise _SaveFailed(f"iptables-save failed rc={rc}: {err.strip()[:500]}")
             parsed = parse_save_tables(out)
             fresh = {t: parsed.get(t, TableState()) for t in stale}
         for table, view in fresh.items():
@@ -281,7 +299,16 @@ class IptablesDriver:
         delay = self._backoff
         err = ""
         for attempt in range(self._max_retries + 1):
-            state = self._view(table)
+            try:
+                state = self._view(table)
+            except _SaveFailed as exc:
+                err = str(exc)
+                self.errors += 1
+                _log.warning("iptables-save failed table=%s attempt=%d err=%s", table, attempt, err)
+                if attempt < self._max_retries:
+                    self._sleep(delay * (1 + random.random()))
+                    delay *= 2
+                continue
             written = self._written.setdefault(table, {})
             script, new_view = self._diff(table, state, chains, hooks, written)
             if script is None:
@@ -308,7 +335,8 @@ class IptablesDriver:
                 delay *= 2
         _, dump, _ = self._runner([_tools(self.backend)[0], "-t", table], None)
         _log.error("iptables-restore gave up table=%s current=\n%s", table, dump)
-        raise IptablesError(f"iptables-restore for table {table} failed {self._max_retries + 1} times: {err.strip()}")
+        raise IptablesError(f"iptables-save/-restore for table {table} failed {self._max_retries + 1} times: "
+                            f"{err.strip()}")
 
     @staticmethod
     def _diff(table: str, state: TableState, chains: Mapping[str, Sequence[str]],
@@ -317,7 +345,7 @@ class IptablesDriver:
         """The restore script (None when nothing differs) and the view the kernel has after it."""
         decl: list[str] = []
         body: list[str] = []
-        view = TableState(chains=dict(state.chains), builtin=set(state.builtin))
+        view = TableState(chains=dict(state.chains), builtin=set(state.builtin), specs=dict(state.specs))
         for name, rules in chains.items():
             if not name.startswith(CHAIN_PREFIX):
                 raise ValueError(f"chains[{table}][{name}]: not an {CHAIN_PREFIX} chain")
@@ -334,14 +362,18 @@ class IptablesDriver:
             view.chains[name] = list(want)
         for kchain in sorted(set(hooks) | {c for c in state.builtin if any(state.chains.get(c, []))}):
             have = state.chains.get(kchain, [])
+            specs = state.specs.get(kchain, [None] * len(have))
             ours = [i for i, h in enumerate(have) if h is not None]
             want_rules = list(hooks.get(kchain, []))
             want = [_hash_of(r) for r in want_rules]
             if [have[i] for i in ours] == want and (not want or ours == list(range(len(want)))):
                 continue  # our hooks already sit at the top, in order
-            body += [f"-D {kchain} {i + 1}" for i in reversed(ours)]
+            # By rule spec, never by number: positions come from an earlier save, and a rule inserted since
+            # (kube-proxy, an operator) would shift them onto a rule that is not ours.
+            body += [f"-D {kchain} {specs[i]}" for i in reversed(ours)]
             body += [f"-I {kchain} 1 {r}" for r in reversed(want_rules)]
             view.chains[kchain] = [*want, *(h for h in have if h is None)]
+            view.specs[kchain] = [*want_rules, *(None for h in have if h is None)]
             view.builtin.add(kchain)
         stale = sorted(c for c in state.chains if c.startswith(CHAIN_PREFIX) and c not in chains
                        and c not in state.builtin)

@@ -3,10 +3,13 @@
 A route is ours if and only if it carries ``ROUTE_PROTO``; any other route is
 never modified or deleted, and a desired route whose slot (destination and
 metric) is held by a foreign route is not written (a conflict, logged and
-counted). The driver keeps a cache of our routes as the kernel has them: it
-is filled by :meth:`RouteDriver.resync` (at start, which is how routes left by
-a previous agent are *adopted* instead of flushed, and periodically, which
-heals routes changed behind our back) and kept current by every write.
+counted). A slot not known to be ours is written create-exclusive, so a foreign
+route that appeared there since the last re-read makes the kernel answer EEXIST
+instead of being replaced: that slot is re-read and becomes a conflict. The
+driver keeps a cache of our routes as the kernel has them: it is filled by
+:meth:`RouteDriver.resync` (at start, which is how routes left by a previous
+agent are *adopted* instead of flushed, and periodically, which heals routes
+changed behind our back) and kept current by every write.
 
 A route the kernel refuses for what it is (a next hop not on any link, an
 interface that vanished in a race, a malformed route: see
@@ -30,6 +33,7 @@ from typing import NamedTuple, Protocol
 
 from felix.desired import RouteSpec
 from felix.drivers.rtnl import (
+    CREATE,
     DELETE,
     NLM_F_ACK,
     NLMSG_ERROR,
@@ -55,6 +59,7 @@ from l3net import metrics
 from l3net.constants import MAIN_TABLE, ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 
 __all__ = [
+    "CREATE",
     "DELETE",
     "NLMSG_ERROR",
     "NLM_F_ACK",
@@ -110,7 +115,9 @@ class RouteNetlink(Protocol):
     def link_index(self, ifname: str) -> int | None: ...
 
     def write_batch(self, ops: Sequence[tuple[str, KernelRoute]]) -> list[OSError | None]:
-        """Apply ``(REPLACE|DELETE, route)`` pairs in order; one entry per op: None or its error.
+        """Apply ``(REPLACE|CREATE|DELETE, route)`` pairs in order; one entry per op: None or its error.
+
+        ``CREATE`` fails with EEXIST when any route (ours or not) holds the slot.
 
         Each op is atomic in the kernel: a failed op changed nothing, the others
         are applied regardless. An outcome that could not be learned is an error.
@@ -285,7 +292,7 @@ class RouteDriver:
     def _diff(self, desired: Iterable[RouteSpec], keep_stale_learned: bool, sweep: bool,
               result: RouteApplyResult) -> list[tuple[str, KernelRoute]]:
         """The writes that turn our cached routes into ``desired`` (pure, no I/O besides link lookups)."""
-        replaces: list[KernelRoute] = []
+        writes: list[tuple[str, KernelRoute]] = []
         wanted_slots: set[tuple[str, int]] = set()
         by_dst: dict[str, list[KernelRoute]] | None = None  # built on first need: O(n) once, not per route
         for spec in desired:
@@ -316,13 +323,16 @@ class RouteDriver:
             if have is None and want.slot in self._foreign:
                 result.conflicts.append(want.dst)
                 continue
-            ref = self._still_refused(REPLACE, want)
+            # Replace only what we own: a slot we do not hold is created exclusively, so a foreign route
+            # put there since the last re-read is refused by the kernel (EEXIST) rather than overwritten.
+            op = REPLACE if have is not None else CREATE
+            ref = self._still_refused(op, want)
             if ref is not None:
                 result.refused.append(ref)
                 continue
-            replaces.append(want)
-        replaces.sort(key=lambda r: (r.dst, r.metric))
-        ops: list[tuple[str, KernelRoute]] = [(REPLACE, r) for r in replaces]
+            writes.append((op, want))
+        writes.sort(key=lambda w: (w[1].dst, w[1].metric))
+        ops: list[tuple[str, KernelRoute]] = writes
         if sweep:
             for slot in sorted(self._ours.keys() - wanted_slots):
                 have = self._ours[slot]
@@ -333,7 +343,6 @@ class RouteDriver:
                     result.refused.append(ref)
                     continue
                 ops.append((DELETE, have))
-        result.conflicts.sort()
         result.missing_links.sort()
         result.invalid.sort()
         return ops
@@ -352,20 +361,25 @@ class RouteDriver:
         result = RouteApplyResult()
         ops = self._diff(desired, keep_stale_learned, sweep, result)
         self._retry_refused = False
-        self._report_skips(result)
         failures: list[tuple[str, KernelRoute, OSError]] = []
+        taken: list[KernelRoute] = []  # CREATEs answered EEXIST: someone holds the slot
         try:
             for start in range(0, len(ops), self.batch_size):
-                batch = ops[start:start + self.batch_size]
-                metrics.ROUTE_BATCH_SIZE.observe(len(batch))
-                errors = self.nl.write_batch(batch)
-                if len(errors) != len(batch):
-                    raise RuntimeError(f"netlink returned {len(errors)} outcomes for {len(batch)} route writes")
-                self._record(batch, errors, failures, result)
+                self._write(ops[start:start + self.batch_size], failures, result, taken)
+            if taken:
+                retry = self._reread_taken(taken, result)
+                if retry:
+                    again: list[KernelRoute] = []
+                    self._write(retry, failures, result, again)
+                    for route in again:  # taken again within this apply: a conflict until the next re-read
+                        result.conflicts.append(route.dst)
+                        self._stale_cache = True
         except BaseException:
             self.invalidate("route write failed")
             raise
         finally:
+            result.conflicts.sort()
+            self._report_skips(result)
             self._export_counts()
         self._settle_refusals(result)
         if ops:
@@ -376,6 +390,36 @@ class RouteDriver:
             self.invalidate("route write failed")
             raise RouteWriteError(failures, result)
         return result
+
+    def _write(self, batch: Sequence[tuple[str, KernelRoute]], failures: list[tuple[str, KernelRoute, OSError]],
+               result: RouteApplyResult, taken: list[KernelRoute]) -> None:
+        metrics.ROUTE_BATCH_SIZE.observe(len(batch))
+        errors = self.nl.write_batch(batch)
+        if len(errors) != len(batch):
+            raise RuntimeError(f"netlink returned {len(errors)} outcomes for {len(batch)} route writes")
+        self._record(batch, errors, failures, result, taken)
+
+    def _reread_taken(self, taken: list[KernelRoute], result: RouteApplyResult) -> list[tuple[str, KernelRoute]]:
+        """Re-read the slots a CREATE found taken: a foreign route is a conflict (never overwritten); our own
+        (e.g. the CNI plugin's, written since the last re-read) is adopted and corrected. Returns the writes
+        still to do."""
+        want = {r.slot: r for r in taken}
+        now = {r.slot: r for r in self.nl.dump_routes() if r.table == MAIN_TABLE and r.slot in want}
+        retry: list[tuple[str, KernelRoute]] = []
+        for slot, route in sorted(want.items()):
+            have = now.get(slot)
+            if have is None:
+                retry.append((CREATE, route))  # gone again already: the slot is free
+            elif have.proto == self.proto:
+                self._ours[slot] = have
+                if not self._same(have, route):
+                    retry.append((REPLACE, route))
+            else:
+                self._foreign.add(slot)
+                result.conflicts.append(route.dst)
+                _log.warning("route slot taken by a foreign route since the last re-read, not overwritten dst=%s "
+                             "metric=%d proto=%d", route.dst, route.metric, have.proto)
+        return retry
 
     def _report_skips(self, result: RouteApplyResult) -> None:
         """Conflicts and malformed routes: gauges every apply, a log line when the set changes."""
@@ -393,10 +437,14 @@ class RouteDriver:
         metrics.ROUTES_INVALID.set(len(result.invalid))
 
     def _record(self, batch: Sequence[tuple[str, KernelRoute]], errors: Sequence[OSError | None],
-                failures: list[tuple[str, KernelRoute, OSError]], result: RouteApplyResult) -> None:
+                failures: list[tuple[str, KernelRoute, OSError]], result: RouteApplyResult,
+                taken: list[KernelRoute]) -> None:
         """Bring the cache up to date with what the kernel accepted; sort failures into refusals and errors."""
-        done = {REPLACE: 0, DELETE: 0}
+        done = {REPLACE: 0, CREATE: 0, DELETE: 0}
         for (op, route), err in zip(batch, errors, strict=True):
+            if err is not None and op == CREATE and err.errno == errno.EEXIST:
+                taken.append(route)  # the kernel changed nothing: whoever holds the slot keeps it
+                continue
             if err is not None and op == DELETE and err.errno == errno.ESRCH:
                 # Already gone (e.g. the kernel dropped it with its interface): the goal is met.
                 # The delete matched on our protocol, so no foreign route can have been hit.
@@ -413,7 +461,7 @@ class RouteDriver:
                     _log.warning("route write failed op=%s dst=%s metric=%d error=%s", op, route.dst,
                                  route.metric, err)
                 continue
-            if op == REPLACE:
+            if op != DELETE:
                 self._ours[route.slot] = route
             else:
                 self._ours.pop(route.slot, None)

@@ -36,6 +36,7 @@ RTN_UNICAST = 1
 RTN_BLACKHOLE = 6
 
 REPLACE = "replace"
+CREATE = "create"  # create-exclusive: the kernel answers EEXIST when any route holds the slot
 DELETE = "delete"
 
 
@@ -85,6 +86,7 @@ NLM_F_DUMP = 0x300
 NLM_F_ACK = 0x4
 NLM_F_REPLACE = 0x100
 NLM_F_CREATE = 0x400
+NLM_F_EXCL = 0x200
 NLM_F_CAPPED = 0x100     # on an error: the echoed request was cut to its header
 NLM_F_ACK_TLVS = 0x200   # on an error: extended-ack attributes follow
 NLMSGERR_ATTR_MSG = 1
@@ -102,7 +104,8 @@ NETLINK_GET_STRICT_CHK = 12
 SO_RCVBUFFORCE = 33
 SIOCGSKNS = 0x894C       # ioctl: a file descriptor of the socket's own network namespace
 
-_FLAGS = {REPLACE: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, DELETE: NLM_F_REQUEST}
+_FLAGS = {REPLACE: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, CREATE: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL,
+          DELETE: NLM_F_REQUEST}
 
 
 def _rta(kind: int, payload: bytes) -> bytes:
@@ -177,11 +180,12 @@ def _attrs_after_dst(op: str, family: int, metric: int, table: int, oif: int | N
     return b"".join(attrs)
 
 
-_KIND = {REPLACE: RTM_NEWROUTE, DELETE: RTM_DELROUTE}
+_KIND = {REPLACE: RTM_NEWROUTE, CREATE: RTM_NEWROUTE, DELETE: RTM_DELROUTE}
 
 
 def encode_route(op: str, route: KernelRoute, seq: int, *, ack: bool = False) -> bytes:
-    """One RTM_NEWROUTE (``REPLACE``: create or replace the slot) or RTM_DELROUTE message.
+    """One RTM_NEWROUTE (``REPLACE``: create or replace the slot; ``CREATE``: only if the slot is free) or
+    RTM_DELROUTE message.
 
     A delete names destination, metric, table, protocol, type and scope only, so the
     kernel can match nothing but our own route in that slot. Raises ValueError on a

@@ -11,7 +11,8 @@ import importlib
 import logging
 import sys
 
-# subcommand -> module providing add_parser(subparsers) that sets args.func
+# subcommand -> module providing add_parser(subparsers) that sets args.func. Every one is part of l3net:
+# a missing module is a broken install and fails loudly (imported here, not at start-up, for speed).
 SUBCOMMANDS = {
     "agent": "felix.cli",
     "route-reflector": "bgp.cli",
@@ -24,20 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l3net", description="l3net: pure-L3 container networking.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in SUBCOMMANDS.items():
-        try:
-            importlib.import_module(module).add_parser(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
-            unavailable = sub.add_parser(name, help=f"(not available: {module} is not installed)")
-            unavailable.set_defaults(func=lambda _a, m=module: _unavailable(m))
+    for module in SUBCOMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
     return parser
-
-
-def _unavailable(module: str) -> int:
-    print(f"l3net: this command needs {module}, which is not part of this build", file=sys.stderr)
-    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

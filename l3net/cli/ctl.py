@@ -5,8 +5,7 @@ field error printed to stderr as ``document: path: reason``); 2 datastore
 unreachable or failing (the endpoint named, no traceback).
 
 Command groups owned elsewhere (``ipam`` in ``l3net.ipam.cli``, ``node`` in
-``bgp.status_cli``) register themselves through ``add_parser(subparsers)``; a
-group whose module is missing from this build answers "not available".
+``bgp.status_cli``) register themselves through ``add_parser(subparsers)``.
 """
 
 from __future__ import annotations
@@ -32,12 +31,12 @@ _log = logging.getLogger(__name__)
 
 PROG = "l3netctl"
 
-# group -> module providing add_parser(subparsers) that sets args.func(args) -> int
+# group -> module providing add_parser(subparsers) that sets args.func(args) -> int. Both are part of
+# l3net: a missing one is a broken install and fails loudly (imported when the parser is built).
 GROUPS = {
     "ipam": "l3net.ipam.cli",
     "node": "bgp.status_cli",
 }
-
 
 # -- output -------------------------------------------------------------------------
 def format_field_error(err: FieldError) -> str:
@@ -224,11 +223,6 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------
-def _unavailable(group: str, module: str) -> int:
-    print(f"{PROG} {group}: not available in this build ({module} is not installed)", file=sys.stderr)
-    return EXIT_INVALID
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is invalid input (exit 1): exit 2 means the datastore is unreachable."""
 
@@ -276,15 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("version", "Show the version")
     p.set_defaults(func=cmd_version)
 
-    for group, module in GROUPS.items():
-        try:
-            importlib.import_module(module).add_parser(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
-            p = sub.add_parser(group, help="(not available in this build)", add_help=True)
-            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            p.set_defaults(func=lambda _a, g=group, m=module: _unavailable(g, m))
+    for module in GROUPS.values():
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 

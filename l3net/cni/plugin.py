@@ -44,7 +44,7 @@ from l3net.cni.errors import (
 from l3net.cni.hostlock import node_lock
 from l3net.constants import WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
 from l3net.datastore import EtcdDatastore, TLSFiles
-from l3net.errors import DatastoreError, ValidationError
+from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM, IPAMError
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
@@ -54,6 +54,7 @@ from l3net.model.validation import resource_from_document, workload_endpoint_nam
 _log = logging.getLogger(__name__)
 
 ENV_NODENAME = "L3NET_NODENAME"
+WEP_DELETE_RETRIES = 10
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -170,7 +171,7 @@ class Invocation:
         try:
             with node_lock(self.node):
                 self.ipam.release_handle(self.handle)
-        except (DatastoreError, IPAMError, TimeoutError) as exc:
+        except (DatastoreError, IPAMError, ValidationError, TimeoutError) as exc:
             _log.error("rollback: could not release handle=%s: %s", self.handle, exc)
 
     def result(self, ips: list[str], pod_mac: str) -> dict[str, Any]:
@@ -196,16 +197,40 @@ class Invocation:
         if ours:
             dataplane.teardown(self.host_if, ips)
             if wep is not None:
-                key = self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace)
-                kv = self.ds.get(key)
-                if kv is not None:
-                    self.ds.delete(key)
+                self._delete_wep_if_ours()
         else:
             _log.info("DEL: endpoint now belongs to another container; leaving veth and endpoint wep=%s",
                       self.wep_name)
         with node_lock(self.node):
             self.ipam.release_handle(self.handle)
         _log.info("DEL done container=%s ips=%s", self.env.container_id, ",".join(ips))
+
+    def _delete_wep_if_ours(self) -> bool:
+        """Delete the WorkloadEndpoint by CAS, only while it still names this container.
+
+        A newer ADD for the same pod may rewrite the endpoint at any moment; deleting by
+        mod_revision and re-checking after a lost race keeps that newer endpoint. False when
+        the endpoint now belongs to another container.
+        """
+        key = self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace)
+        for _ in range(WEP_DELETE_RETRIES):
+            kv = self.ds.get(key)
+            if kv is None:
+                return True
+            try:
+                doc = json.loads(kv.value)
+                cid = (doc.get("spec") or {}).get("containerID") if isinstance(doc, dict) else None
+            except (ValueError, AttributeError):
+                cid = None  # unreadable: as stored_wep, treat it as ours to clean up
+            if cid not in (None, self.env.container_id):
+                _log.info("DEL: endpoint now belongs to container=%s; leaving it wep=%s", cid, self.wep_name)
+                return False
+            try:
+                self.ds.delete(key, kv.mod_revision)
+                return True
+            except Conflict:
+                continue  # rewritten meanwhile: re-read and decide again
+        raise Conflict(f"{key} kept changing while DEL tried to remove it")
 
     def check(self) -> None:
         prev = self.conf.prev_result or {}

@@ -6,12 +6,15 @@ etcd3gw's watcher drops compaction and cancel responses on the floor, and a
 syncer that misses a compaction silently diverges.
 
 Endpoints: ``http://host:port``, ``https://host:port`` (with CA, cert, key) or
-``unix:///path/to/socket``; several, comma-separated, are tried in order.
+``unix:///path/to/socket``; several, comma-separated, are tried in order. Reads and watches fail
+over on any connection error; a write (txn) fails over only when it never left this host (connect
+refused or timed out): once sent, its outcome is unknown and re-sending it elsewhere would turn an
+applied write into a bogus Conflict, so the caller gets DatastoreUnavailable and must re-read.
 
 TLS notes, both paid for in tests: requests lets ``REQUESTS_CA_BUNDLE`` silently override a session's
-CA, so sessions here ignore the environment; and an etcd run with ``--client-cert-auth`` needs a server
-certificate that also allows ``clientAuth``, because its JSON gateway dials etcd's own gRPC port with
-it (otherwise every request fails with ``connection closed``, code 14).
+CA, so sessions here ignore the environment (TLS comes only from :class:`TLSFiles`); and an etcd run
+with ``--client-cert-auth`` needs a server certificate that also allows ``clientAuth``, because its JSON
+gateway dials etcd's own gRPC port with it (otherwise every request fails with ``connection closed``, code 14).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -108,7 +112,7 @@ class _GatewayClient(etcd3gw.Etcd3Client):
             if not url.hostname:
                 raise ValueError(f"etcd endpoint {endpoint!r}: no host")
             if url.scheme == "https":
-                session.verify = tls.ca or os.environ.get("REQUESTS_CA_BUNDLE") or True
+                session.verify = tls.ca or True
                 if tls.cert and tls.key:
                     session.cert = (tls.cert, tls.key)
             self._base = f"{url.scheme}://{url.netloc}"
@@ -287,6 +291,30 @@ def _describe(exc: BaseException | None) -> str:
     return text
 
 
+# Failures while connecting, so before the request could be acted on: safe to re-send elsewhere. The
+# unix-socket adapter's connect errors arrive raw, wrapped in urllib3's "Connection aborted". A TLS error
+# means the handshake failed, and etcd acts on nothing sent over a connection whose handshake it refused.
+_CONNECT_FAILURES = (requests.exceptions.ConnectTimeout, urllib3.exceptions.NewConnectionError,
+                     urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError, FileNotFoundError, ssl.SSLError)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` (or anything it wraps) is a connect failure, i.e. the request was never sent."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, _CONNECT_FAILURES):
+            return True
+        if isinstance(e, urllib3.exceptions.MaxRetryError):
+            todo.append(e.reason)
+        todo.extend([e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))])
+    return False
+
+
 class EtcdDatastore:
     """Implements :class:`l3net.datastore.base.Datastore` against etcd v3. Thread-safe."""
 
@@ -305,8 +333,12 @@ class EtcdDatastore:
                          self.endpoint)
 
     # -- plumbing ----------------------------------------------------------
-    def _call(self, fn: Any) -> Any:
-        """Run ``fn(client)``, failing over between endpoints on connection errors."""
+    def _call(self, fn: Any, write: bool = False) -> Any:
+        """Run ``fn(client)``, failing over between endpoints on connection errors.
+
+        With ``write``, only a failure before the request was sent fails over; after that the outcome is
+        unknown and :class:`DatastoreUnavailable` says so (the caller re-reads, then decides).
+        """
         last: Exception | None = None
         for i in range(len(self._clients)):
             idx = (self._current + i) % len(self._clients)
@@ -317,6 +349,11 @@ class EtcdDatastore:
                 return result
             except (etcd3gw.exceptions.ConnectionFailedError, etcd3gw.exceptions.ConnectionTimeoutError,
                     requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                if write and not _never_sent(exc):
+                    _log.warning("etcd write outcome unknown endpoint=%s error=%s", client.endpoint, exc)
+                    raise DatastoreUnavailable(
+                        client.endpoint, f"write outcome unknown (sent, then {_describe(exc)}); re-read before "
+                        "retrying") from exc
                 _log.debug("etcd endpoint failed endpoint=%s error=%s", client.endpoint, exc)
                 last = exc
                 continue
@@ -325,8 +362,8 @@ class EtcdDatastore:
                 raise DatastoreError(f"etcd at {client.endpoint} refused the request: {detail}") from exc
         raise DatastoreUnavailable(self.endpoint, _describe(last))
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call(lambda c: c.post(c.get_url(path), data=json.dumps(body)))
+    def _post(self, path: str, body: dict[str, Any], write: bool = False) -> dict[str, Any]:
+        return self._call(lambda c: c.post(c.get_url(path), data=json.dumps(body)), write=write)
 
     @staticmethod
     def _kv(raw: dict[str, Any]) -> KeyValue:
@@ -371,7 +408,7 @@ class EtcdDatastore:
         txn = {"compare": compare,
                "success": [{"request_delete_range": {"key": _b64(key)}}],
                "failure": []}
-        result = self._post("/kv/txn", txn)
+        result = self._post("/kv/txn", txn, write=True)
         if not result.get("succeeded", False):
             raise Conflict(f"{key} changed since revision {mod_revision}")
         responses = result.get("responses", [])
@@ -394,7 +431,7 @@ class EtcdDatastore:
                 if op.lease:
                     put["lease"] = op.lease
                 success.append({"request_put": put})
-        result = self._post("/kv/txn", {"compare": compare, "success": success, "failure": []})
+        result = self._post("/kv/txn", {"compare": compare, "success": success, "failure": []}, write=True)
         if not result.get("succeeded", False):
             raise Conflict("compare failed for " + ", ".join(op.key for op in ops))
         return int(result["header"]["revision"])

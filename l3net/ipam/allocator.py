@@ -116,7 +116,9 @@ class IPAM:
 
     # -- settings and pools ---------------------------------------------------
     def config(self) -> IPAMConfig:
-        kv = self.ds.get(self.keys.ipam_config)
+        return self._config_from(self.ds.get(self.keys.ipam_config))
+
+    def _config_from(self, kv: KeyValue | None) -> IPAMConfig:
         try:
             return IPAMConfig.from_json(kv.value if kv else None, self.keys.ipam_config)
         except ValidationError as exc:
@@ -127,7 +129,7 @@ class IPAM:
         """Change IPAM settings (Calico names: strictAffinity, maxBlocksPerHost, ...) with CAS."""
         for _ in range(RETRIES):
             kv = self.ds.get(self.keys.ipam_config)
-            current = json.loads(self.config().to_json())
+            current = json.loads(self._config_from(kv).to_json())
             current.update(changes)
             cfg = IPAMConfig.from_dict(current, "ipam configure")
             op: Op = Update(self.keys.ipam_config, cfg.to_json(), kv.mod_revision) if kv else \
@@ -175,10 +177,22 @@ class IPAM:
 
     # -- reads ----------------------------------------------------------------
     def _read_block(self, cidr: str) -> tuple[KeyValue, Block] | None:
+        """The block and its kv; None when absent or malformed (a malformed block is skipped, never rewritten)."""
+        got = self._read_block_raw(cidr)
+        if got is None or got[1] is None:
+            return None
+        return got[0], got[1]
+
+    def _read_block_raw(self, cidr: str) -> tuple[KeyValue, Block | None] | None:
+        """None when absent; ``(kv, None)`` when stored but malformed (logged with its key; ipam check reports it)."""
         kv = self.ds.get(self.keys.block(cidr))
         if kv is None:
             return None
-        return kv, Block.from_json(kv.value, kv.key)
+        try:
+            return kv, Block.from_json(kv.value, kv.key)
+        except ValidationError as exc:
+            _log.warning("skipping malformed IPAM block key=%s error=%s", kv.key, exc)
+            return kv, None
 
     def _read_handle(self, handle_id: str) -> tuple[KeyValue | None, Handle]:
         kv = self.ds.get(self.keys.handle(handle_id))
@@ -269,15 +283,15 @@ class IPAM:
         for _, cidr in confirmed:
             if not in_pools(cidr):
                 continue
-            got = self._read_block(cidr)
-            if got is None:
+            raw = self._read_block_raw(cidr)
+            if raw is None:
                 # Crash between affinity and block: recreate the block (Calico does the same).
                 _log.warning("affine block missing; recreating node=%s cidr=%s", node, cidr)
                 self.ds.create(self.keys.block(cidr), Block.new(cidr, host_affinity(node)).to_json())
                 return None
-            kv, block = got
-            if block.affinity != host_affinity(node):
-                continue
+            kv, block = raw
+            if block is None or block.affinity != host_affinity(node):
+                continue  # malformed blocks are left for the operator (``ipam check``), not overwritten
             ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned)
             if ip is not None:
                 return ip
@@ -393,13 +407,15 @@ class IPAM:
         secondary = {**(attrs or {}), "node": node}
         for _ in range(RETRIES):
             try:
-                got = self._read_block(cidr)
-                if got is None:
+                raw = self._read_block_raw(cidr)
+                if raw is None:
                     # Calico claims the block for the requesting host, whatever its block count.
-                    if not self.claim_block(node, cidr):
-                        continue
+                    self.claim_block(node, cidr)
                     continue
-                kv, block = got
+                kv, block = raw
+                if block is None:
+                    raise AddressUnavailable(f"{addr}: its block {kv.key} is malformed in the datastore "
+                                             "(see ipam check)")
                 ordinal = block.ordinal(str(addr))
                 if block.handle_of(ordinal) == handle_id:
                     return str(addr)
@@ -527,17 +543,21 @@ class IPAM:
             cfg = self.config()
             hold_for = self._sticky_hold(cfg)
             skv = self.ds.get(self.keys.sticky(handle.sticky)) if handle.sticky else None
-            holding = False
+            sticky_ip: str | None = None  # the one address the sticky record names; only it is held
             if skv is not None and hold_for > 0:
                 try:
-                    holding = json.loads(skv.value).get("handle") == handle_id
+                    rec = json.loads(skv.value)
+                    if rec.get("handle") == handle_id and isinstance(rec.get("ip"), str):
+                        sticky_ip = rec["ip"]
                 except (ValueError, AttributeError):
-                    holding = False
+                    sticky_ip = None
             ops: list[Op] = []
             released: list[str] = []
             touched: list[str] = []
-            hold_handle = sticky_hold_handle(handle.sticky) if holding and handle.sticky else ""
+            held: str | None = None
+            hold_handle = sticky_hold_handle(handle.sticky) if sticky_ip and handle.sticky else ""
             hold = Handle(hold_handle, sticky=handle.sticky)
+            until = self.clock() + hold_for
             for cidr in list(handle.blocks):
                 got = self._read_block(cidr)
                 if got is None:
@@ -547,19 +567,21 @@ class IPAM:
                 if not ordinals:
                     continue
                 released += [block.ip(o) for o in ordinals]
-                if holding:
-                    until = self.clock() + hold_for
-                    block.reassign(ordinals, hold_handle, {"stickyKey": handle.sticky, "heldUntil": until})
-                    hold.add(cidr, len(ordinals))
-                else:
-                    block.release_ordinals(ordinals)
+                keep = [o for o in ordinals if block.ip(o) == sticky_ip]
+                free = [o for o in ordinals if o not in keep]
+                if keep:
+                    block.reassign(keep, hold_handle, {"stickyKey": handle.sticky, "heldUntil": until})
+                    hold.add(cidr, len(keep))
+                    held = sticky_ip
+                if free:
+                    block.release_ordinals(free)
                     touched.append(cidr)
                 ops.append(Update(kv.key, block.to_json(), kv.mod_revision))
             ops.append(Delete(hkv.key, hkv.mod_revision))
-            if holding and skv is not None and released:
-                until = self.clock() + hold_for
+            holding = held is not None
+            if holding and skv is not None:
                 ops.append(Put(self.keys.handle(hold_handle), hold.to_json()))
-                ops.append(Update(skv.key, json.dumps({"ip": released[0], "handle": hold_handle,
+                ops.append(Update(skv.key, json.dumps({"ip": held, "handle": hold_handle,
                                                        "heldUntil": until}).encode(), skv.mod_revision))
             elif skv is not None and handle.sticky:
                 ops.append(Delete(skv.key, skv.mod_revision))

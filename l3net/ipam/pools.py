@@ -19,6 +19,7 @@ from l3net.constants import DEFAULT_BLOCK_SIZE_V4, DEFAULT_BLOCK_SIZE_V6, DEFAUL
 from l3net.datastore.base import KeyValue
 from l3net.errors import FieldError, ValidationError
 from l3net.ipam.block import IPNetwork
+from policy.selectors import parse_calico
 
 _log = logging.getLogger(__name__)
 
@@ -53,11 +54,6 @@ class Pool:
         text = (self.node_selector or "").strip()
         if text in ("", "all()"):
             return True
-        try:
-            from policy.selectors import parse_calico
-        except ImportError:  # policy package missing: only all() can be honoured
-            _log.warning("no selector support; pool=%s nodeSelector=%r selects no node", self.name, text)
-            return False
         return parse_calico(text, where=f"IPPool {self.name} nodeSelector").matches(labels)
 
 

@@ -42,9 +42,13 @@ from typing import Any
 
 from l3net import netns
 from l3net.constants import HEALTH_PORT
+from l3net.datastore import connect_from_env
 from l3net.errors import DatastoreError
+from l3net.keys import KeyLayout
 from l3net.lab import state as st
 from l3net.lab.topology import HOST_NODE, MGMT_IFNAME, Endpoint, Node, Topology
+from l3net.model.client import ResourceClient
+from l3net.model.documents import load_documents
 
 _log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ class LabError(RuntimeError):
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``ip ARGS``; every call names its namespace with ``-n`` (never the root one)."""
+    """``ip -n NS ARGS``: every call names its namespace (never the root one); LabError otherwise."""
+    if len(args) < 2 or args[0] != "-n" or not args[1]:
+        raise LabError(f"ip {' '.join(args)}: refused, the lab runs ip only with -n NAMESPACE first")
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
     if check and proc.returncode != 0:
         raise LabError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
@@ -348,14 +354,6 @@ class LabRuntime:
 
 def apply_manifest_files(endpoints: str, files: list[Path], out: Printer = print) -> None:
     """Apply l3net manifests to the lab's etcd (all files in one transaction per file)."""
-    try:
-        from l3net.datastore import connect_from_env
-        from l3net.keys import KeyLayout
-        from l3net.model.client import ResourceClient
-        from l3net.model.documents import load_documents
-    except ImportError as exc:
-        out(f"manifests: not applied ({exc.name} is not available yet): {', '.join(map(str, files))}")
-        return
     ds = connect_from_env(endpoints)
     try:
         client = ResourceClient(ds, KeyLayout(os.environ.get(PREFIX_ENV) or KeyLayout().prefix))
@@ -385,11 +383,6 @@ def http_get_in_netns(ns: str, port: int, path: str, timeout: float = 1.0) -> tu
 
 def bgp_table(state: st.LabState, node: str) -> list[dict[str, Any]] | None:
     """The peer table ``node`` publishes at ``status/<node>/bgp``, or None if absent/unreadable."""
-    try:
-        from l3net.datastore import connect_from_env
-        from l3net.keys import KeyLayout
-    except ImportError:
-        return None
     try:
         ds = connect_from_env(state.etcd_endpoints)
     except (DatastoreError, OSError, ValueError) as exc:  # status must not die on a dead etcd

@@ -27,6 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# Also used by other modules as st.starttime (the helper lives in l3net.procs, shared with etcdserver).
+from l3net import netns
+from l3net.procs import cmdline, starttime
+
 DEFAULT_RUN_BASE = "/run/l3net/lab"
 RUN_BASE_ENV = "L3NET_LAB_RUN_DIR"
 STATE_FILE = "state.json"
@@ -126,27 +130,6 @@ class LabState:
 
 # -- processes --------------------------------------------------------------
 
-def starttime(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot): with the PID, a process's identity."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm (field 2) may hold spaces and parentheses: split after its closing one.
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None  # a zombie has ended; only its parent's wait() is missing
-    return int(fields[19])
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def is_alive(proc: dict[str, Any]) -> bool:
     """The recorded process still runs: same PID *and* same start time (so not a recycled PID)."""
     st = starttime(int(proc["pid"]))
@@ -177,11 +160,8 @@ def stop_process(proc: dict[str, Any], grace: float = 3.0) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not is_alive(proc):
-            break
-        time.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        netns.wait_for(lambda: not is_alive(proc), grace, f"pid {pid} to exit")
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     return True

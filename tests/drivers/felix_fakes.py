@@ -13,7 +13,8 @@ class FakeNetlink:
     """A main routing table with the kernel's replace/delete semantics, counting writes.
 
     ``replace`` overwrites whatever holds the slot (dst, metric), foreign or not, exactly
-    like the kernel: a driver that replaces a foreign route is caught by the end state.
+    like the kernel: a driver that replaces a foreign route is caught by the end state;
+    ``create`` fails with EEXIST when the slot is held.
     ``fail_writes`` makes the next N writes raise; ``fail_dsts`` makes every write of
     those destinations fail with a transient error (EIO); ``refuse`` maps destinations
     to the errno with which the kernel refuses every write of them (ENETUNREACH for an
@@ -64,6 +65,13 @@ class FakeNetlink:
         self.writes += 1
         self.table[route.slot] = route
 
+    def create(self, route: KernelRoute) -> None:
+        """Create-exclusive (NLM_F_CREATE|NLM_F_EXCL): EEXIST when any route holds the slot."""
+        self._maybe_fail(route)
+        if route.slot in self.table:
+            raise OSError(errno.EEXIST, "File exists")
+        self.replace(route)
+
     def delete(self, route: KernelRoute) -> None:
         self._maybe_fail(route)
         have = self.table.get(route.slot)
@@ -77,7 +85,7 @@ class FakeNetlink:
         out: list[OSError | None] = []
         for op, route in ops:
             try:
-                (self.replace if op == "replace" else self.delete)(route)
+                {"replace": self.replace, "create": self.create, "delete": self.delete}[op](route)
             except OSError as exc:
                 out.append(exc)
             else:

@@ -116,6 +116,25 @@ def test_foreign_route_in_our_slot_is_a_conflict_not_a_write() -> None:
     assert foreign_untouched(nl)
 
 
+def test_foreign_route_planted_after_the_resync_is_not_overwritten() -> None:
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    squatter = KernelRoute("10.65.0.0/26", proto=4, metric=M, gateways=("10.0.0.7",))
+    nl.add(squatter)  # after the resync: the driver's cache does not know the slot is taken
+    dumps = nl.dumps
+    res = drv.apply(DESIRED)
+    assert res.conflicts == ["10.65.0.0/26"] and nl.table[squatter.slot] == squatter
+    assert nl.dumps == dumps + 1  # the taken slot was re-read once
+    assert drv.apply(DESIRED).conflicts == ["10.65.0.0/26"] and nl.dumps == dumps + 1  # known now: no write
+    # a route of ours in a slot the cache did not know (the CNI plugin's) is adopted and corrected, not a conflict
+    cni = KernelRoute("10.65.7.0/26", ROUTE_PROTO, M, gateways=("10.0.0.99",))
+    nl.add(cni)
+    want = [*DESIRED, RouteSpec(dst="10.65.7.0/26", kind="learned", next_hops=("10.0.0.2",))]
+    res = drv.apply(want)
+    assert res.conflicts == ["10.65.0.0/26"] and nl.table[cni.slot].gateways == ("10.0.0.2",)
+
+
 def test_heals_after_clobbering_on_refresh() -> None:
     nl = fresh()
     drv = RouteDriver(nl)
@@ -216,7 +235,7 @@ def test_one_failed_route_does_not_block_the_others() -> None:
         drv.apply(DESIRED)
     err = info.value
     assert isinstance(err, OSError)
-    assert [(op, r.dst) for op, r, _ in err.failures] == [("replace", "10.65.1.0/26")]
+    assert [(op, r.dst) for op, r, _ in err.failures] == [("create", "10.65.1.0/26")]
     assert "10.65.1.0/26" in str(err)
     want = expected_ours()
     del want[("10.65.1.0/26", M)]
@@ -419,7 +438,7 @@ def test_a_refused_route_is_skipped_logged_once_and_retried_only_when_asked(capl
         want = expected_ours()
         del want[("10.65.1.0/26", M)]
         assert nl.by_proto(ROUTE_PROTO) == want and res.writes == 4
-        assert [(r.op, r.route.dst, r.errno) for r in res.refused] == [("replace", "10.65.1.0/26",
+        assert [(r.op, r.route.dst, r.errno) for r in res.refused] == [("create", "10.65.1.0/26",
                                                                          errno.ENETUNREACH)]
         assert "via 10.0.0.2" in res.refused[0].describe() and "ENETUNREACH" in res.refused[0].describe()
         assert sample("l3net_routes_refused") == 1

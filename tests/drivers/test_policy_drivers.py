@@ -28,12 +28,18 @@ class FakeKernel:
         self.legacy_tables: dict[str, dict[str, list[str]]] = {}
         self.writes: list[str] = []
         self.fail_next = 0
+        self.save_fail_next = 0  # iptables-save calls that fail (not because a table is missing)
 
     def __call__(self, argv, stdin=None):
         tool = argv[0]
         if tool.startswith("iptables-") and tool.endswith("-save"):
             tables = self.tables if "nft" in tool else self.legacy_tables
+            if self.save_fail_next:
+                self.save_fail_next -= 1
+                return 1, "", "iptables-save: Could not fetch rule set generation id: Invalid argument"
             wanted = [argv[2]] if "-t" in argv else sorted(tables)
+            if "-t" in argv and argv[2] not in tables:
+                return 1, "", f"Table `{argv[2]}' does not exist"
             return 0, "".join(self._render(t, tables.get(t, {})) for t in wanted), ""
         if tool.startswith("iptables-") and tool.endswith("-restore"):
             assert "--noflush" in argv and "--wait" in argv
@@ -95,8 +101,11 @@ class FakeKernel:
                     target = toks[toks.index(flag) + 1]
                     assert target in _TARGETS or target in chains, f"no target {target}"
             chains[name].insert(pos, rule) if op == "-I" else chains[name].append(rule)
-        elif op == "-D":
-            del chains[name][int(rule) - 1]
+        elif op == "-D":  # by number or by rule spec (the first rule with exactly this text)
+            if rule.isdigit():
+                del chains[name][int(rule) - 1]
+            else:
+                chains[name].remove(rule)
         elif op == "-F":
             chains[name].clear()
         elif op == "-X":
@@ -298,3 +307,42 @@ def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: Fak
     assert ipt.save_calls == before + 1 and ipt.errors == 1
     assert set(ipt.stats()) >= {"l3net_iptables_restore_calls", "l3net_iptables_apply_seconds"}
     assert set(ips.stats()) >= {"l3net_ipset_restore_calls", "l3net_ipset_lines_written"}
+
+
+def _hooked(target: str) -> tuple[dict, dict]:
+    chains = {"filter": {c: [f'-m comment --comment "l3n:{c[4:]}" -j ACCEPT'] for c in ("l3n-a", "l3n-b")}}
+    return chains, {"filter": {"FORWARD": [f'-m comment --comment "l3n:hk{target[4:]}" -j {target}']}}
+
+
+def test_hook_is_deleted_by_spec_so_a_rule_inserted_since_the_save_survives(kernel: FakeKernel) -> None:
+    ipt = IptablesDriver(kernel, backend="nft")
+    ipt.apply(*_hooked("l3n-a"))
+    old_hook = kernel.tables["filter"]["FORWARD"][0]
+    # kube-proxy inserts at position 1 after our save: the cached positions are now off by one
+    kernel.tables["filter"]["FORWARD"].insert(0, "-j KUBE-FORWARD-INSERTED")
+    kernel.tables["filter"]["KUBE-FORWARD-INSERTED"] = []
+    assert ipt.apply(*_hooked("l3n-b")) == 1
+    assert f"-D FORWARD {old_hook}" in kernel.writes[-1]
+    assert kernel.tables["filter"]["FORWARD"] == ['-m comment --comment "l3n:hkb" -j l3n-b',
+                                                  "-j KUBE-FORWARD-INSERTED",
+                                                  "-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"]
+
+
+def test_save_failure_is_retried_not_read_as_an_empty_table(kernel: FakeKernel) -> None:
+    IptablesDriver(kernel, backend="nft").apply(*_hooked("l3n-a"))
+    sleeps: list[float] = []
+    ipt = IptablesDriver(kernel, backend="nft", max_retries=3, sleep=sleeps.append)  # an agent restart
+    kernel.save_fail_next = 2  # the all-tables save and the first per-table retry fail
+    writes = len(kernel.writes)
+    assert ipt.apply(*_hooked("l3n-a")) == 0  # adopted after the retry: no duplicate hook, no rewrite
+    assert len(kernel.writes) == writes and ipt.errors == 2 and len(sleeps) == 1
+    assert sum("l3n:" in r for r in kernel.tables["filter"]["FORWARD"]) == 1
+    kernel.save_fail_next = 100
+    with pytest.raises(IptablesError, match="Could not fetch"):
+        IptablesDriver(kernel, backend="nft", max_retries=2, sleep=sleeps.append).apply(*_hooked("l3n-b"))
+    assert len(kernel.writes) == writes  # nothing written on an unknown table
+    kernel.save_fail_next = 0
+    # only "table does not exist" means empty
+    ipt = IptablesDriver(kernel, backend="nft", tables=("filter",))
+    del kernel.tables["raw"]
+    assert ipt.read_table("raw").chains == {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from l3net.datastore import EtcdDatastore, Put
 from l3net.datastore import etcd as etcd_module
 from l3net.datastore.base import WatchEvent
 from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable
-from l3net.etcdserver import EtcdServer, free_port
+from l3net.etcdserver import IDENT_FILE, EtcdServer, free_port, kill_recorded
 from l3net.keys import KeyLayout
 
 pytestmark = pytest.mark.integration
@@ -166,6 +168,35 @@ def test_fails_over_to_the_next_endpoint(etcd_server: EtcdServer, key_layout: Ke
         EtcdDatastore(dead).get("/x")
 
 
+def test_writes_fail_over_only_before_they_are_sent(etcd_server: EtcdServer, datastore: EtcdDatastore,
+                                                   key_layout: KeyLayout, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that may have been applied must not be re-sent elsewhere: it would come back as a bogus Conflict."""
+    key = key_layout.prefix + "once"
+    refused = f"http://127.0.0.1:{free_port()}"
+    ds = EtcdDatastore(f"{refused},{etcd_server.tcp_endpoint}")
+    try:
+        ds.create(key, b"1")  # connection refused: never sent, so the next endpoint gets it
+        assert ds.delete(key)
+    finally:
+        ds.close()
+    monkeypatch.setattr(etcd_module, "_REQUEST_TIMEOUT", 0.5)
+    # The kernel completes the handshake and buffers the request, nobody ever answers: outcome unknown.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        ds = EtcdDatastore(f"http://127.0.0.1:{silent.getsockname()[1]},{etcd_server.tcp_endpoint}")
+        try:
+            with pytest.raises(DatastoreUnavailable, match="outcome unknown"):
+                ds.create(key, b"1")
+            with pytest.raises(DatastoreUnavailable, match="outcome unknown"):
+                ds.delete(key)
+            assert datastore.get(key) is None, "the write must not have been re-sent to the next endpoint"
+            assert ds.get(key) is None  # reads fail over past the silent endpoint ...
+            ds.create(key, b"2")  # ... and later writes go where the reads succeeded
+            kv = datastore.get(key)
+            assert kv is not None and kv.value == b"2"
+        finally:
+            ds.close()
+
+
 def test_bad_endpoints_are_rejected() -> None:
     for bad in ("ftp://h:1", "unix://", "http://:2379", ""):
         with pytest.raises(ValueError):
@@ -179,3 +210,22 @@ def test_a_silent_watch_stream_is_declared_dead(datastore: EtcdDatastore, key_la
     reader = Reader(datastore.watch(key_layout.prefix, datastore.revision() + 1))
     assert reader.ended(), "a silent stream must fail, not hang"
     assert isinstance(reader.error, DatastoreUnavailable) and "timed out" in str(reader.error)
+
+
+def test_kill_recorded_kills_only_the_very_etcd_it_recorded(private_etcd: EtcdServer, tmp_path: Path) -> None:
+    """After a PID is recycled it may be another engineer's etcd: start time and --data-dir must both match."""
+    run, proc = private_etcd.run_dir, private_etcd.proc
+    assert proc is not None
+    ident = json.loads((run / IDENT_FILE).read_text())
+    assert ident["pid"] == proc.pid and ident["data_dir"] == str(private_etcd.data_dir)
+    for other in ({"starttime": ident["starttime"] + 1}, {"data_dir": str(tmp_path)}, {"starttime": None}):
+        (run / "etcd.pid").write_text(str(proc.pid))
+        (run / IDENT_FILE).write_text(json.dumps({**ident, **other}))
+        kill_recorded(run)
+        assert proc.poll() is None, f"killed an etcd that is not the recorded one ({other})"
+        assert not (run / "etcd.pid").exists() and not (run / IDENT_FILE).exists()
+    (run / "etcd.pid").write_text(str(proc.pid))
+    (run / IDENT_FILE).write_text(json.dumps(ident))
+    kill_recorded(run)
+    assert proc.wait(10) == -9
+    kill_recorded(run)  # nothing recorded any more: a no-op

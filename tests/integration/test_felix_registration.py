@@ -9,6 +9,7 @@ import pytest
 
 from felix.registration import StatusPublisher, ensure_default_pool, register_node
 from l3net.datastore import EtcdDatastore
+from l3net.errors import DatastoreUnavailable
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 
@@ -58,3 +59,38 @@ def test_status_is_leased_and_updated(datastore: EtcdDatastore, key_layout: KeyL
     finally:
         pub.stop()
     assert datastore.get(key) is None  # lease revoked on a clean stop
+
+
+class _BuggyPuts:
+    """The real datastore, except that ``put`` raises what it is told to (an outage or a bug)."""
+
+    def __init__(self, ds: EtcdDatastore, exc: BaseException) -> None:
+        self._ds, self.exc, self.puts = ds, exc, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ds, name)
+
+    def put(self, *args: object, **kwargs: object) -> object:
+        self.puts += 1
+        raise self.exc
+
+
+def test_status_outage_is_retried_but_a_bug_is_handed_to_on_fatal(datastore: EtcdDatastore,
+                                                                 key_layout: KeyLayout) -> None:
+    died: list[BaseException] = []
+    outage = _BuggyPuts(datastore, DatastoreUnavailable("etcd down"))
+    pub = StatusPublisher(outage, key_layout, "n1", ttl=5)  # type: ignore[arg-type]
+    pub.start(on_fatal=died.append)
+    try:
+        deadline = time.monotonic() + 10
+        while outage.puts < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outage.puts >= 2 and not died and pub._thread.is_alive()  # retried, still running
+    finally:
+        pub.stop()
+    bug = _BuggyPuts(datastore, TypeError("not JSON serializable"))
+    pub = StatusPublisher(bug, key_layout, "n2", ttl=5)  # type: ignore[arg-type]
+    pub.start(on_fatal=died.append)
+    pub._thread.join(timeout=10)
+    assert not pub._thread.is_alive() and len(died) == 1 and isinstance(died[0], TypeError)
+    pub.stop()

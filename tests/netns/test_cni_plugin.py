@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from l3net.cni import plugin
+from l3net.cni.config import parse_env, parse_netconf
 from l3net.constants import ROUTE_PROTO
 from l3net.model.client import ResourceClient
 from tests.netns.cni_rig import UPLINK_MTU, CNIRig, make_rig
@@ -133,3 +136,64 @@ def test_blocks_run_out_claiming_borrowing_and_strict_affinity(netns_factory, et
                                                                                       "10.250.0.8/30"]
     show = rig.ctl("ipam", "show", "--show-blocks")
     assert "10.250.0.8/30" in show.stdout and "host:node-1" in show.stdout
+
+
+@pytest.mark.parametrize("moment", ["before-reread", "between-read-and-delete"])
+def test_del_of_old_container_keeps_the_endpoint_a_newer_add_wrote(rig: CNIRig, monkeypatch, moment: str) -> None:
+    """A DEL of an old container races a newer ADD of the same pod: the newer WorkloadEndpoint survives."""
+    ns = rig.pod_ns("race")
+    assert rig.invoke("node-1", "ADD", "c-old", ns, pod="db-0").rc == 0
+    wep_key = rig.keys.resource("workloadendpoints", "node--1-k8s-db--0-eth0", "default")
+    kv = rig.ds.get(wep_key)
+    assert kv is not None
+    newer = json.loads(kv.value)
+    newer["spec"]["containerID"] = "c-new"
+
+    def newer_add_lands() -> None:
+        rig.ds.put(wep_key, json.dumps(newer).encode())
+
+    # The DEL runs in this process so the newer ADD's write can be placed exactly; its veth teardown is
+    # skipped (this process is in the root namespace) and done by the real DEL of c-new below.
+    monkeypatch.setenv("L3NET_CNI_LOCK_DIR", rig.lock_dir)
+    environ = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c-old", "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+               "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=db-0"}
+    inv = plugin.Invocation(parse_env(environ), parse_netconf(rig.conf("node-1"), "DEL"), environ)
+    try:
+        if moment == "before-reread":
+            monkeypatch.setattr(plugin.dataplane, "teardown", lambda *_: newer_add_lands())
+        else:
+            monkeypatch.setattr(plugin.dataplane, "teardown", lambda *_: None)
+            real_delete = inv.ds.delete
+
+            def delete(key: str, mod_revision: int | None = None) -> bool:
+                if key == wep_key:
+                    newer_add_lands()
+                return real_delete(key, mod_revision)
+            monkeypatch.setattr(inv.ds, "delete", delete)
+        inv.delete()
+    finally:
+        inv.close()
+    monkeypatch.undo()
+    kv = rig.ds.get(wep_key)
+    assert kv is not None and json.loads(kv.value)["spec"]["containerID"] == "c-new"
+    assert rig.ipam.handle_ips(f"{rig.network}.c-old") == []  # the old container's address is released
+    assert rig.invoke("node-1", "DEL", "c-new", ns, pod="db-0").rc == 0
+    assert rig.leftovers() == []
+
+
+def test_add_skips_a_malformed_affine_block_and_check_reports_it(rig: CNIRig) -> None:
+    bad = "10.240.0.0/26"
+    rig.ds.put(rig.keys.affinity("node-1", bad), b'{"state": "confirmed"}')
+    rig.ds.put(rig.keys.block(bad), b"\x00garbage")
+    ns = rig.pod_ns("mal")
+    res = rig.invoke("node-1", "ADD", "c-mal", ns, pod="mal-0")
+    assert res.rc == 0, res
+    assert res.out["ips"][0]["address"] == "10.240.0.64/32"
+    check = rig.ctl("ipam", "check")
+    assert check.returncode != 0 and rig.keys.block(bad) in check.stdout, check.stdout
+    assert rig.invoke("node-1", "DEL", "c-mal", ns, pod="mal-0").rc == 0
+    kv = rig.ds.get(rig.keys.block(bad))
+    assert kv is not None and kv.value == b"\x00garbage"  # left for the operator, not rewritten
+    rig.ds.delete(rig.keys.block(bad))
+    rig.ds.delete(rig.keys.affinity("node-1", bad))
+    assert rig.leftovers() == []

@@ -104,6 +104,27 @@ def test_real_kernel_converge_adopt_heal_and_clean_up(node: str) -> None:
         nl.close()
 
 
+def test_foreign_route_planted_after_resync_is_a_conflict_not_overwritten(node: str) -> None:
+    nl = PyrouteNetlink(netns=node)
+    try:
+        drv = RouteDriver(nl)
+        drv.resync()
+        # Planted after the re-read, in the slot (dst, metric) of a desired learned route and of a desired /32.
+        netns.run(node, ["ip", "route", "add", "10.65.1.0/26", "via", "10.0.0.8", "proto", "12", "metric", "1024"])
+        netns.run(node, ["ip", "route", "add", "10.65.0.3/32", "dev", "cali1", "proto", "12", "metric", "1024"])
+        planted = {r for r in ip_routes(node) if r.startswith(("10.65.1.0/26", "10.65.0.3 "))}
+        assert len(planted) == 2
+        res = drv.apply(DESIRED)
+        assert res.conflicts == ["10.65.0.3/32", "10.65.1.0/26", "10.77.0.0/26"] and res.writes == 3
+        assert planted <= ip_routes(node)  # the foreign routes are exactly as they were
+        assert not any(r.startswith(("10.65.1.0/26", "10.65.0.3 ")) and f"proto {ROUTE_PROTO}" in r
+                       for r in ip_routes(node))
+        again = drv.apply(DESIRED)
+        assert again.writes == 0 and again.conflicts == res.conflicts
+    finally:
+        nl.close()
+
+
 def test_link_watcher_reports_links_and_sysctls_are_set(node: str) -> None:
     seen: list[dict[str, Link]] = []
     got = threading.Event()

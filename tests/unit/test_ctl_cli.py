@@ -1,5 +1,5 @@
-"""l3netctl wiring that needs no datastore: usage errors, command groups from other packages,
-placeholders for groups missing from the build, and error formatting."""
+"""l3netctl wiring that needs no datastore: usage errors, command groups from other packages
+(a missing one fails loudly), and error formatting."""
 
 from __future__ import annotations
 
@@ -31,10 +31,20 @@ def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl.main([]) == 1
 
 
-def test_missing_group_is_a_placeholder(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_group_module_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every group ships with l3net: a missing module is a broken install, not a quiet placeholder."""
     monkeypatch.setattr(ctl, "GROUPS", {"ipam": "l3net_no_such_module.cli"})
-    assert ctl.main(["ipam", "show", "--x"]) == 1
-    assert "not available in this build" in capsys.readouterr().err
+    with pytest.raises(ModuleNotFoundError, match="l3net_no_such_module"):
+        ctl.main(["get", "ippools"])
+
+
+def test_every_group_and_subcommand_module_is_installed() -> None:
+    from l3net.cli import agent_main
+
+    names = set(ctl.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert {"ipam", "node"} <= names
+    names = set(agent_main.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert names == set(agent_main.SUBCOMMANDS)
 
 
 def test_group_module_registers_and_gets_datastore_flags(monkeypatch: pytest.MonkeyPatch,

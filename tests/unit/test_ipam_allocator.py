@@ -269,3 +269,60 @@ def test_release_ips_frees_single_address_and_updates_handle(ds: MemoryDatastore
     assert ipam.release_ips([ips[0]]) == [ips[0]]
     assert ipam.handle_ips("net.m") == [ips[1]]
     assert ipam.check().inconsistencies == []
+
+
+def test_sticky_release_holds_only_the_sticky_address_and_frees_the_rest(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.15.0.0/24")
+    now = [1000.0]
+    ipam = IPAM(ds, KEYS, clock=lambda: now[0], sticky_hold_seconds=60)
+    first, second = ipam.auto_assign("net.s2", "a", {}, num_v4=2, sticky_key="ns/db-1")
+    skv = ds.get(KEYS.sticky("ns/db-1"))
+    assert skv is not None and json.loads(skv.value)["ip"] == first
+    assert sorted(ipam.release_handle("net.s2")) == sorted([first, second])
+    report = ipam.check()
+    assert [a.ip for a in report.held] == [first]
+    assert second not in {a.ip for a in report.allocations}  # freed at once, not parked on the hold
+    assert block_of(ds, "10.15.0.0/26").handle_of(block_of(ds, "10.15.0.0/26").ordinal(second)) is None
+    assert consistent(ipam)
+    now[0] += 61
+    assert ipam.release_expired_holds() == [first]
+    assert ipam.check().allocations == []  # nothing leaks once the hold expires
+    assert consistent(ipam)
+
+
+def put_garbage_block(ds: MemoryDatastore, node: str, cidr: str) -> None:
+    ds.put(KEYS.affinity(node, cidr), b'{"state": "confirmed"}')
+    ds.put(KEYS.block(cidr), b"not json at all")
+
+
+def test_malformed_affine_block_is_skipped_not_rewritten_and_check_reports_it(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.16.0.0/24")
+    put_garbage_block(ds, "a", "10.16.0.0/26")
+    ipam = IPAM(ds, KEYS)
+    assert ipam.auto_assign("net.g1", "a", {}) == ["10.16.0.64"]  # claimed the next block instead
+    assert ipam.handle_ips("net.g1") == ["10.16.0.64"]
+    assert ipam.release_handle("net.g1") == ["10.16.0.64"]
+    kv = ds.get(KEYS.block("10.16.0.0/26"))
+    assert kv is not None and kv.value == b"not json at all"  # left for the operator
+    report = ipam.check()
+    assert not report.ok
+    assert any(KEYS.block("10.16.0.0/26") in i for i in report.inconsistencies), report.inconsistencies
+    with pytest.raises(AddressUnavailable, match="malformed"):
+        ipam.assign("10.16.0.5", "net.g2", "a", {})
+
+
+def test_malformed_only_block_gives_a_clear_error(ds: MemoryDatastore) -> None:
+    add_pool(ds, "p", "10.17.0.0/26")
+    put_garbage_block(ds, "a", "10.17.0.0/26")
+    ipam = IPAM(ds, KEYS)
+    with pytest.raises(NoAddresses, match="no free block"):
+        ipam.auto_assign("net.g3", "a", {})
+    assert ds.get(KEYS.handle("net.g3")) is None
+
+
+def test_set_config_over_malformed_stored_config_writes_a_valid_one(ds: MemoryDatastore) -> None:
+    ds.put(KEYS.ipam_config, b"{broken")
+    ipam = IPAM(ds, KEYS)
+    cfg = ipam.set_config(maxBlocksPerHost=3)
+    assert cfg.max_blocks_per_host == 3 and ipam.config() == cfg
+    assert ipam.set_config(strictAffinity=True).max_blocks_per_host == 3  # built on what was just read
