@@ -60,16 +60,6 @@ def decode(client: ResourceClient, key: str, value: bytes, revision: int = 0) ->
         return None
 
 
-def load_resources(ds: Any, keys: KeyLayout) -> tuple[list[Resource], list[Resource], list[Resource]]:
-    """(nodes, bgp configurations, bgp peers) as stored now; invalid values are absent."""
-    client = ResourceClient(ds, keys)
-    out: list[list[Resource]] = []
-    for plural, _ in KINDS:
-        kvs, _rev = ds.list(keys.resource_dir(plural))
-        out.append([r for r in (decode(client, kv.key, kv.value, kv.mod_revision) for kv in kvs) if r is not None])
-    return out[0], out[1], out[2]
-
-
 class ResourceStore:
     """The reflector's copy of the BGP resources, fed by one Syncer per kind (the sinks).
 

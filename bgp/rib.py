@@ -158,9 +158,6 @@ class Rib:
     def peers(self) -> list[str]:
         return sorted(self._in)
 
-    def adj_in(self, peer: str) -> dict[str, Path]:
-        return dict(self._in.get(peer, {}))
-
     def candidates(self, prefix: str) -> list[Path]:
         return sorted((t[prefix] for t in self._in.values() if prefix in t), key=Path.sort_key)
 

@@ -191,7 +191,7 @@ class Speaker:
             self._writer.close()
         if self._server:
             self._server.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, asyncio.CancelledError):
                 await self._server.wait_closed()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()

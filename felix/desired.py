@@ -59,6 +59,3 @@ class DesiredState:
     local_endpoints: int = 0
     local_blocks: int = 0
     waiting_for_interfaces: tuple[str, ...] = field(default=())
-
-    def routes_by_dst(self) -> dict[str, RouteSpec]:
-        return {r.dst: r for r in self.routes}

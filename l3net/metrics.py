@@ -127,10 +127,13 @@ SOURCED_METRICS: dict[str, SourcedMetric] = {
     "l3net_policy_ipset_members": SourcedMetric("gauge", "Members of all ipsets of the compiled policy program."),
     "l3net_policy_compile_seconds": SourcedMetric("gauge", "Wall time of the last policy compilation."),
     "l3net_policy_recompiled": SourcedMetric("gauge", "Policies recompiled by the last compilation (cache misses)."),
+    "l3net_policy_ipv6_unpoliced_workloads": SourcedMetric(
+        "gauge", "Local workloads with an IPv6 address: their IPv6 traffic is not policed (policy is IPv4 only)."),
     # felix.drivers.iptables.IptablesDriver.stats()
     "l3net_iptables_restore_calls": SourcedMetric("counter", "iptables-restore transactions run."),
     "l3net_iptables_restore_errors": SourcedMetric("counter", "iptables-restore transactions that failed."),
     "l3net_iptables_save_calls": SourcedMetric("counter", "iptables-save reads of the kernel's tables."),
+    "l3net_iptables_save_errors": SourcedMetric("counter", "iptables-save reads that failed (retried, bounded)."),
     "l3net_iptables_lines_written": SourcedMetric("counter", "Lines written to iptables-restore."),
     "l3net_iptables_drift_repairs": SourcedMetric(
         "counter", "Re-reads that found l3net's chains or hooks changed behind its back (then repaired)."),

@@ -47,7 +47,12 @@ sequences).
 
 Invalid content is treated as absent, never raised: a policy whose spec cannot
 be compiled is logged and skipped (the valid ones stay enforced); a selector
-that cannot be parsed matches nothing. IPv4 only for now.
+that cannot be parsed matches nothing.
+
+IPv4 only: nothing is written to ip6tables, so a workload's IPv6 traffic is NOT
+policed. Each local workload with an IPv6 address is logged once (a warning) and
+listed in ``PolicyProgram.ipv6_unpoliced`` (gauge
+``l3net_policy_ipv6_unpoliced_workloads``), so the gap is visible, not silent.
 """
 
 from __future__ import annotations
@@ -144,6 +149,7 @@ class PolicyProgram:
     global_policies: int = 0
     compile_seconds: float = field(default=0.0, compare=False)
     policies_recompiled: int = field(default=0, compare=False)
+    ipv6_unpoliced: tuple[str, ...] = ()  # "<namespace>/<name>" of local workloads with IPv6 addresses, sorted
 
     @property
     def rule_count(self) -> int:
@@ -160,7 +166,8 @@ class PolicyProgram:
                 "l3net_policy_chains": sum(len(t) for t in self.chains.values()),
                 "l3net_policy_ipsets": len(self.ipsets), "l3net_policy_ipset_members": self.ipset_members,
                 "l3net_policy_compile_seconds": self.compile_seconds,
-                "l3net_policy_recompiled": self.policies_recompiled}
+                "l3net_policy_recompiled": self.policies_recompiled,
+                "l3net_policy_ipv6_unpoliced_workloads": len(self.ipv6_unpoliced)}
 
 
 def _digest(text: str, length: int) -> str:
@@ -495,6 +502,7 @@ class PolicyCompiler:
         self._applies = SelectorIndex()   # policy key -> local endpoint keys
         self._ep_chains: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         self._dispatch: tuple[tuple[str, ...], list[str], list[str]] | None = None
+        self._ipv6: dict[Hashable, tuple[str, ...]] = {}  # local endpoint -> its IPv6 addresses (unpoliced)
         self._ordered: list[_Compiled] = []
         self._local_labels: dict[Hashable, dict[str, str]] = {}
         self._selected: dict[Hashable, dict[str, list[_Compiled]]] = {}
@@ -664,6 +672,8 @@ class PolicyCompiler:
                 for c in sel[d]:
                     used[c.chains[d][0]] = (c, d)
             cached = self._ep_chains.get(key)
+            if cached is None or cached[0][0] is not wep:
+                self._note_ipv6(key, wep)
             if cached is None or policies_changed or key in relabelled or cached[0][0] is not wep:
                 sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
                        *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
@@ -678,6 +688,8 @@ class PolicyCompiler:
             if len(ips) > 1:
                 ipsets[_ipset_name("w", iface)] = ("hash:net", frozenset(ips))
         self._ep_chains = ep_cache
+        for key in [k for k in self._ipv6 if k not in locals_]:
+            del self._ipv6[key]
 
         ifaces = tuple(str(w.spec["interfaceName"]) for _, w in ordered_locals)
         if self._dispatch is None or self._dispatch[0] != ifaces:
@@ -702,7 +714,8 @@ class PolicyCompiler:
         program = PolicyProgram(policies=sum(1 for _, c in self._policies.values() if c is not None),
                                 global_policies=sum(1 for _, c in self._policies.values()
                                                     if c is not None and c.is_global),
-                                ipsets=dict(sorted(ipsets.items())))
+                                ipsets=dict(sorted(ipsets.items())),
+                                ipv6_unpoliced=tuple(sorted(f"{k[0]}/{k[1]}" for k in self._ipv6)))  # type: ignore[index]
         program.chains["filter"] = dict(sorted(filter_chains.items()))
         program.hooks["filter"] = {k: hash_rules(k, [f"-j {c}"])
                                    for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT),
@@ -717,8 +730,16 @@ class PolicyCompiler:
                    program.policies_recompiled, program.rule_count, program.compile_seconds)
         return program
 
-    def _applies_items(self) -> list[Hashable]:
-        return list(self._applies.items())
+    def _note_ipv6(self, key: Hashable, wep: Resource) -> None:
+        """Remember (and warn once per change) that this local workload's IPv6 traffic goes unpoliced."""
+        v6 = tuple(workload_ips(wep, version=6))
+        if not v6:
+            self._ipv6.pop(key, None)
+            return
+        if self._ipv6.get(key) != v6:
+            _log.warning("IPv6 traffic of this workload is NOT policed (policy is IPv4 only) wep=%s addresses=%s",
+                         wep.ref, ",".join(v6))
+        self._ipv6[key] = v6
 
     @staticmethod
     def _render_endpoint(iface: str, ips: tuple[str, ...],

@@ -183,6 +183,7 @@ class IptablesDriver:
         self.restore_calls = 0
         self.save_calls = 0
         self.errors = 0
+        self.save_errors = 0
         self.drift_repairs = 0
         self.last_lines_written = 0
         self.lines_written = 0
@@ -225,7 +226,8 @@ class IptablesDriver:
     def stats(self) -> dict[str, float]:
         """Counters for the agent's metrics (names in the policy section of docs/metrics.md)."""
         return {"l3net_iptables_restore_calls": self.restore_calls, "l3net_iptables_save_calls": self.save_calls,
-                "l3net_iptables_restore_errors": self.errors, "l3net_iptables_lines_written": self.lines_written,
+                "l3net_iptables_restore_errors": self.errors, "l3net_iptables_save_errors": self.save_errors,
+                "l3net_iptables_lines_written": self.lines_written,
                 "l3net_iptables_drift_repairs": self.drift_repairs,
                 "l3net_iptables_apply_seconds": self.last_apply_seconds}
 
@@ -239,7 +241,7 @@ class IptablesDriver:
         try:
             self._read_all(tables)
         except _SaveFailed as exc:  # each table is re-read, with bounded retries, by _apply_table
-            self.errors += 1
+            self.save_errors += 1
             _log.warning("iptables-save failed before apply, reading per table err=%s", exc)
         for table in tables:
             writes += self._apply_table(table, chains.get(table, {}), hooks.get(table, {}))
@@ -303,7 +305,7 @@ class IptablesDriver:
                 state = self._view(table)
             except _SaveFailed as exc:
                 err = str(exc)
-                self.errors += 1
+                self.save_errors += 1
                 _log.warning("iptables-save failed table=%s attempt=%d err=%s", table, attempt, err)
                 if attempt < self._max_retries:
                     self._sleep(delay * (1 + random.random()))

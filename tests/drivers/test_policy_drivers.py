@@ -335,7 +335,7 @@ def test_save_failure_is_retried_not_read_as_an_empty_table(kernel: FakeKernel) 
     kernel.save_fail_next = 2  # the all-tables save and the first per-table retry fail
     writes = len(kernel.writes)
     assert ipt.apply(*_hooked("l3n-a")) == 0  # adopted after the retry: no duplicate hook, no rewrite
-    assert len(kernel.writes) == writes and ipt.errors == 2 and len(sleeps) == 1
+    assert len(kernel.writes) == writes and ipt.save_errors == 2 and len(sleeps) == 1
     assert sum("l3n:" in r for r in kernel.tables["filter"]["FORWARD"]) == 1
     kernel.save_fail_next = 100
     with pytest.raises(IptablesError, match="Could not fetch"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l3net.model import Resource
-from policy.compiler import MAX_CHAIN_LEN, MAX_IPSET_LEN, compile_policy
+from policy.compiler import MAX_CHAIN_LEN, MAX_IPSET_LEN, PolicyCompiler, compile_policy
 from policy.evaluator import Packet, is_allowed
 from policy.simulator import Cluster
 from policy.testing import netpol, ns, wep
@@ -312,3 +313,18 @@ def test_label_change_changes_only_set_members() -> None:
     ns_changed = comp.compile([web], [web, cli], pols, [ns("a"), ns("b", {"team": "y"})])
     assert ns_changed.chains == before.chains and ns_changed.ipsets != before.ipsets
     assert ns_changed.policies_recompiled == 0
+
+
+def test_ipv6_workload_is_reported_unpoliced_and_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    a = wep("a", "prod", "n1", "10.0.1.2")
+    b = wep("b", "prod", "n1", "10.0.1.3")
+    b.spec["ipNetworks"] = ["10.0.1.3/32", "fd00::3/128"]
+    comp = PolicyCompiler()
+    with caplog.at_level(logging.WARNING, logger="policy.compiler"):
+        prog = compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp)
+        again = compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp)
+    assert prog.ipv6_unpoliced == again.ipv6_unpoliced == (f"prod/{b.name}",)
+    assert prog.metrics()["l3net_policy_ipv6_unpoliced_workloads"] == 1
+    assert caplog.text.count("NOT policed") == 1 and "fd00::3" in caplog.text
+    assert compile_policy([a], [a, b], [], [ns("prod")], compiler=comp).ipv6_unpoliced == ()
+    assert compile_policy([a, b], [a, b], [], [ns("prod")]).ipv6_unpoliced == prog.ipv6_unpoliced  # fresh = cached
