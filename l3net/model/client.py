@@ -6,10 +6,14 @@ that loses a race, stores nothing. Checks against what is already stored
 (overlapping IP pools, a BGPPeer pointing at its own node) run before the
 transaction.
 
-The checks read the store and then write with CAS on the keys being written;
-a concurrent writer adding an overlapping pool *under another name* between
-the read and the commit is not detected (etcd has no range compare in our
-transaction API). ``apply`` retries a lost CAS a few times by re-reading.
+The checks read the store and then write with CAS on the keys being written.
+etcd has no range compare in our transaction API, so an overlapping pool written
+*under another name* between the read and the commit would slip through; every
+IPPool write therefore also bumps one guard key (:func:`pool_guard_key`), read
+before the pools are listed and compared in the same transaction. Concurrent
+pool writers thus conflict; the loser re-reads and re-runs the overlap check
+(every pool writer must bump the guard). ``apply`` retries a lost CAS a few
+times by re-reading.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from l3net.model.validation import DEFAULT_NAMESPACE, parse_peer_ip, resource_fr
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["AlreadyExists", "NotFound", "ResourceClient"]
+__all__ = ["AlreadyExists", "NotFound", "ResourceClient", "pool_guard_key"]
 
 _APPLY_RETRIES = 5
 
@@ -50,6 +54,11 @@ class AlreadyExists(Conflict):
     def __init__(self, ref: str):
         self.ref = ref
         super().__init__(f"{ref} already exists")
+
+
+def pool_guard_key(keys: KeyLayout) -> str:
+    """The key every IPPool write updates in its transaction (not a resource: ``parse_resource`` is None)."""
+    return f"{keys.resources}ippools-guard"
 
 
 def _now() -> str:
@@ -182,16 +191,20 @@ class ResourceClient:
     def _write(self, resources: Sequence[Resource], mode: str) -> list[Resource]:
         resources = [self._normalise(r) for r in resources]
         self._check_batch_unique(resources)
+        guarded = any(r.kind == "IPPool" for r in resources)
         for attempt in range(_APPLY_RETRIES):
+            guard = self._pool_guard_ops() if guarded else []  # read before the overlap check lists the pools
             ops, stored = self._plan(resources, mode)
             self._check_against_store(resources)
             try:
-                rev = self.ds.commit(ops)
+                rev = self.ds.commit([*ops, *guard])
             except Conflict:
                 # Someone wrote one of our keys between read and commit. Only apply
-                # (no resourceVersion given) may simply re-read and try again.
+                # (no resourceVersion given) may simply re-read and try again; so may a
+                # pool write that lost on the guard key: _plan re-checks create/replace and
+                # resourceVersion, and the overlap check runs again against the new pools.
                 explicit = any(r.resource_version for r in resources)
-                if mode != "apply" or explicit or attempt == _APPLY_RETRIES - 1:
+                if ((mode != "apply" or explicit) and not guarded) or attempt == _APPLY_RETRIES - 1:
                     if mode == "create":
                         for r in resources:
                             if self.ds.get(self.key_for(r)) is not None:
@@ -202,6 +215,12 @@ class ResourceClient:
             _log.info("stored resources mode=%s count=%d revision=%d", mode, len(ops), rev)
             return [dc_replace(r, resource_version=rev) for r in stored]
         raise AssertionError("unreachable")
+
+    def _pool_guard_ops(self) -> list[Op]:
+        key = pool_guard_key(self.keys)
+        kv = self.ds.get(key)
+        value = json.dumps({"lastPoolWrite": _now()}).encode()
+        return [Create(key, value)] if kv is None else [Update(key, value, kv.mod_revision)]
 
     def _normalise(self, res: Resource) -> Resource:
         if res.kind not in KINDS:

@@ -16,7 +16,7 @@ import pytest
 
 from l3net import netns
 from l3net.lab import state as st
-from l3net.lab.runtime import LabRuntime, down
+from l3net.lab.runtime import LabError, LabRuntime, _ip, down
 from l3net.lab.topology import load_topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -101,6 +101,7 @@ def test_up_builds_nodes_links_mgmt_and_processes_then_down_removes_all(lab_env:
 
     # point-to-point link with addresses from the link's ipv4 list
     assert run_in(a, "ping", "-c1", "-W2", "10.77.0.1").returncode == 0
+    assert netns.ping(a, "10.77.0.1") and not netns.ping(a, "10.77.0.9", timeout=0.3)
     # the bridge node switches between a:eth2 and b:eth2 (addresses set by exec lines)
     assert run_in(a, "ping", "-c1", "-W2", "192.168.50.2").returncode == 0
     assert "master sw" in run_in(topo.node_netns("sw"), "ip", "-o", "link", "show", "pa").stdout
@@ -191,3 +192,17 @@ def test_second_up_of_a_running_lab_is_refused(lab_env: tuple[str, Path]) -> Non
     result = subprocess.run([*L3NET, "lab", "up", "--no-wait", topo.path], capture_output=True, text=True)
     assert result.returncode == 1 and "already up" in result.stderr
     assert len(lab_netns(name)) == 4
+
+
+def test_ip_refuses_a_call_without_its_namespace() -> None:
+    """The lab never runs ip in the root namespace: a call not starting with -n NS is refused unrun."""
+    for args in (("link", "show"), ("-n",), ("-n", "", "link"), ("link", "-n", "x")):
+        with pytest.raises(LabError, match="-n NAMESPACE"):
+            _ip(*args)
+
+
+def test_wait_for_returns_the_value_or_names_what_timed_out() -> None:
+    calls = iter([0, None, "ready"])
+    assert netns.wait_for(lambda: next(calls), 5, "the third call", interval=0.01) == "ready"
+    with pytest.raises(TimeoutError, match="the impossible"):
+        netns.wait_for(lambda: False, 0.05, "the impossible", interval=0.01)

@@ -16,7 +16,7 @@ import yaml
 from l3net.cli.ctl import main
 from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
-from l3net.model.client import ResourceClient
+from l3net.model.client import ResourceClient, pool_guard_key
 from l3net.model.documents import load_documents
 
 pytestmark = pytest.mark.integration
@@ -190,7 +190,8 @@ def test_subprocess_stdin_apply_get_delete(env: dict[str, str], datastore: EtcdD
     assert bad.returncode == 1 and "<stdin>#1 NetworkPolicy/web/allow-web: spec.ingress[0].from[0]:" in bad.stderr
     gone = subprocess.run([CTL, "delete", "node", "n1"], env=env, capture_output=True, text=True, timeout=60)
     assert gone.returncode == 0
-    assert [kv.key for kv in datastore.list(key_layout.prefix)[0]] == [key_layout.resource("ippools", "base-pool")]
+    assert [kv.key for kv in datastore.list(key_layout.prefix)[0]] == [pool_guard_key(key_layout),
+                                                                       key_layout.resource("ippools", "base-pool")]
 
 
 def test_subprocess_unreachable_datastore_exit_2(tmp_path: Path) -> None:
