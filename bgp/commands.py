@@ -3,11 +3,21 @@
 Pure. An :class:`Advertisement` is the desired state of one prefix towards one
 peer; ``announce_command``/``withdraw_command`` render ExaBGP 5 API lines
 addressed to one neighbor (``neighbor <ip> announce route ...``).
+
+``announce_batch_command``/``withdraw_batch_command`` render one line for many
+prefixes with the same attributes towards many neighbors (ExaBGP 5's
+``neighbor A , neighbor B announce attributes <attrs> nlri <p1> <p2> ...``):
+a route reflector sends one command per (attributes, prefix set, neighbor set)
+instead of one per prefix and neighbor, which is what ExaBGP's API parser can
+keep up with. ExaBGP acks such a line once (``done``/``error``) for all of it.
+All prefixes of one batch must be of one address family (ExaBGP takes the family
+of the batch from its last prefix).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -30,14 +40,13 @@ def _check_prefix(prefix: str) -> str:
     return str(ipaddress.ip_network(prefix, strict=True))
 
 
-def announce_command(peer: str, prefix: str, adv: Advertisement, *, ibgp: bool = True) -> str:
-    """``neighbor P announce route X next-hop … [attributes]``.
+def attribute_text(adv: Advertisement, *, ibgp: bool = True) -> str:
+    """The path attributes of ``adv`` as ExaBGP API words (``next-hop … origin … [as-path …] …``).
 
     LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST are iBGP-only attributes and are
     left out towards eBGP peers.
     """
-    parts = [f"neighbor {peer} announce route {_check_prefix(prefix)}",
-             f"next-hop {adv.next_hop or 'self'}", f"origin {adv.origin}"]
+    parts = [f"next-hop {adv.next_hop or 'self'}", f"origin {adv.origin}"]
     if adv.as_path:
         parts.append("as-path [ " + " ".join(str(a) for a in adv.as_path) + " ]")
     if adv.med is not None:
@@ -53,6 +62,39 @@ def announce_command(peer: str, prefix: str, adv: Advertisement, *, ibgp: bool =
     if ibgp and adv.cluster_list:
         parts.append("cluster-list [ " + " ".join(adv.cluster_list) + " ]")
     return " ".join(parts)
+
+
+def announce_command(peer: str, prefix: str, adv: Advertisement, *, ibgp: bool = True) -> str:
+    """``neighbor P announce route X next-hop … [attributes]`` (see :func:`attribute_text`)."""
+    return f"neighbor {peer} announce route {_check_prefix(prefix)} {attribute_text(adv, ibgp=ibgp)}"
+
+
+def neighbor_selector(peers: Sequence[str]) -> str:
+    """``neighbor A , neighbor B …``: the ExaBGP API prefix that addresses a command to several neighbors."""
+    if not peers:
+        raise ValueError("a command needs at least one neighbor")
+    return " , ".join(f"neighbor {ipaddress.ip_address(p)}" for p in peers)
+
+
+def _check_batch(prefixes: Sequence[str]) -> list[str]:
+    if not prefixes:
+        raise ValueError("a batch needs at least one prefix")
+    nets = [ipaddress.ip_network(p, strict=True) for p in prefixes]
+    if len({n.version for n in nets}) != 1:
+        raise ValueError("a batch mixes IPv4 and IPv6 prefixes")
+    return [str(n) for n in nets]
+
+
+def announce_batch_command(peers: Sequence[str], prefixes: Sequence[str], adv: Advertisement, *,
+                           ibgp: bool = True) -> str:
+    """One line announcing ``prefixes`` (one family) with ``adv``'s attributes to every neighbor in ``peers``."""
+    return (f"{neighbor_selector(peers)} announce attributes {attribute_text(adv, ibgp=ibgp)} "
+            f"nlri {' '.join(_check_batch(prefixes))}")
+
+
+def withdraw_batch_command(peers: Sequence[str], prefixes: Sequence[str]) -> str:
+    """One line withdrawing ``prefixes`` (one family) from every neighbor in ``peers``."""
+    return f"{neighbor_selector(peers)} withdraw attributes nlri {' '.join(_check_batch(prefixes))}"
 
 
 def withdraw_command(peer: str, prefix: str) -> str:

@@ -36,12 +36,18 @@ def reflected_advertisement(path: Path, cluster_id: str) -> Advertisement:
                          cluster_list=(cluster_id, *a.cluster_list))
 
 
-def reflect(rib: Rib, peers: Iterable[PeerSpec], cluster_id: str) -> dict[str, dict[str, Advertisement]]:
-    """``{peer address: {prefix: Advertisement}}`` that this reflector must send."""
+def reflect(rib: Rib, peers: Iterable[PeerSpec], cluster_id: str,
+            prefixes: Iterable[str] | None = None) -> dict[str, dict[str, Advertisement]]:
+    """``{peer address: {prefix: Advertisement}}`` that this reflector must send.
+
+    With ``prefixes``, only those prefixes are considered (the speaker recomputes what an
+    update changed instead of the whole table); a prefix absent from a peer's map is not
+    reflected to it.
+    """
     peer_list = [p for p in peers if not p.ebgp]
     by_addr = {p.address: p for p in peer_list}
     out: dict[str, dict[str, Advertisement]] = {p.address: {} for p in peer_list}
-    for prefix in sorted(rib.prefixes()):
+    for prefix in sorted(rib.prefixes() if prefixes is None else prefixes):
         best = next((p for p in rib.best_paths(prefix) if not p.ebgp and p.peer in by_addr), None)
         if best is None:
             continue

@@ -175,11 +175,15 @@ class Rib:
             out.update(t)
         return out
 
+    def best_next_hops(self, prefix: str) -> list[str]:
+        """The ECMP next hops of ``prefix``, sorted and de-duplicated (empty if unreachable)."""
+        return sorted({p.next_hop for p in self.best_paths(prefix)}, key=lambda h: ipaddress.ip_address(h).packed)
+
     def best_routes(self) -> dict[str, list[str]]:
         """``{prefix: [next hops]}`` with ECMP next hops sorted and de-duplicated."""
         out: dict[str, list[str]] = {}
         for pfx in self.prefixes():
-            hops = sorted({p.next_hop for p in self.best_paths(pfx)}, key=lambda h: ipaddress.ip_address(h).packed)
+            hops = self.best_next_hops(pfx)
             if hops:
                 out[pfx] = hops
         return dict(sorted(out.items()))

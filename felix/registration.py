@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from l3net.datastore.base import Create, Datastore
-from l3net.errors import Conflict, DatastoreError
+from l3net.datastore.base import Datastore
+from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.keys import KeyLayout
+from l3net.model.client import AlreadyExists, ResourceClient
 from l3net.model.resource import Resource
+from l3net.model.validation import resource_from_document
 
 _log = logging.getLogger(__name__)
 
@@ -80,14 +82,21 @@ def register_node(ds: Datastore, keys: KeyLayout, node: str, ipv4: str | None, a
 
 
 def ensure_default_pool(ds: Datastore, keys: KeyLayout, cidr: str, name: str = "default-ipv4-ippool") -> bool:
-    """Create IPPool ``name`` with ``cidr`` if no IPPool exists; True if this call created it."""
-    kvs, _ = ds.list(keys.resource_dir("ippools"))
-    if kvs:
+    """Create IPPool ``name`` with ``cidr`` if no IPPool exists; True if this call created it.
+
+    Goes through the resource client, so the pool is validated and its overlap check is
+    guarded in the same transaction as any concurrent ``l3netctl apply`` of a pool.
+    """
+    client = ResourceClient(ds, keys)
+    if client.list("IPPool"):
         return False
-    res = Resource(kind="IPPool", name=name, spec={"cidr": cidr, "blockSize": 26, "nodeSelector": "all()"})
+    res = resource_from_document({"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": name},
+                                  "spec": {"cidr": cidr}}, source="--default-ipv4-pool")
     try:
-        ds.commit([Create(keys.resource("ippools", name), res.to_json())])
-    except Conflict:
+        client.create([res])
+    except (AlreadyExists, ValidationError) as exc:
+        # Someone else created a pool meanwhile: theirs stands, ours is not needed.
+        _log.info("default IPv4 pool not created cidr=%s reason=%s", cidr, exc)
         return False
     _log.info("default IPv4 pool created cidr=%s", cidr)
     return True
