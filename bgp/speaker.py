@@ -6,9 +6,14 @@ The :class:`Speaker` owns, for one node:
 - the rendered ExaBGP configuration file and the ExaBGP process (its own process
   group, started in the current network namespace or, for tests and the lab, in
   ``netns``), restarted with exponential backoff and jitter when it dies;
-- the desired advertisements, diffed per neighbor into ``announce``/``withdraw``
-  commands, and re-sent in full after a session comes up, after the bridge
-  (re)connects and after the process restarts;
+- the desired advertisements, diffed per neighbor and sent as few batched
+  commands (one per attribute set, prefix set and neighbor set: ``neighbor A ,
+  neighbor B announce attributes … nlri …``), and re-sent in full after a session
+  comes up, after the bridge (re)connects and after the process restarts;
+- what ExaBGP holds per neighbor (``_sent``), claimed when a command is written;
+  a command ExaBGP refuses (``error`` ack), or one in flight when the bridge
+  connection drops, makes every (neighbor, prefix) it carried uncertain: they
+  are re-sent by the next sync (one is scheduled a second later);
 - the Adj-RIB-In (:class:`bgp.rib.Rib`); learned best routes go to ``on_learned``;
 - for a route reflector (the view has a cluster ID), the reflected routes
   (:func:`bgp.reflector.reflect`), diffed like its own ones;
@@ -56,7 +61,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bgp import metrics
-from bgp.commands import Advertisement, announce_command, eor_command, withdraw_command
+from bgp.commands import Advertisement, announce_batch_command, attribute_text, eor_command, withdraw_batch_command
 from bgp.config import NodeBGPView, PeerSpec, exabgp_env, render_exabgp_config
 from bgp.events import AckEvent, EorEvent, GracefulRestartCap, OpenEvent, StateEvent, TextEvent, UpdateEvent, parse_line
 from bgp.reflector import reflect
@@ -103,6 +108,20 @@ class _Peer:
 
 _PR_SET_PDEATHSIG = 1
 
+# Prefixes per batched command: bounds the line length and the work ExaBGP does per command
+# (it parses a command in one go, then injects one prefix per reactor turn).
+BATCH_PREFIXES = 512
+# After ExaBGP refused a command, its prefixes are re-sent this much later (not in a tight loop).
+RETRY_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class _Command:
+    """A line written to ExaBGP, and the (neighbor, prefix) pairs whose state in ExaBGP it sets."""
+
+    line: str
+    items: tuple[tuple[str, str], ...] = ()
+
 
 def _die_with_parent() -> None:
     """In the child before exec: the kernel SIGKILLs ExaBGP when the agent dies (a kill -9 of the agent
@@ -142,13 +161,15 @@ class Speaker:
         self._own: dict[str, Advertisement] = {}
         self._reflected: dict[str, dict[str, Advertisement]] = {}
         self._sent: dict[str, dict[str, Advertisement]] = {}
+        self._unsure: dict[str, set[str]] = {}   # neighbor -> prefixes whose state in ExaBGP is unknown
+        self._retry_handle: asyncio.TimerHandle | None = None
         self._last_counts: dict[str, tuple[int, int]] = {}
         self._peers: dict[str, _Peer] = {}
         self._configured: set[str] = set()   # neighbors the running ExaBGP has loaded
         self._rib = Rib(local_as=0, router_id=None)
         self._learned: dict[str, list[str]] = {}
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: deque[str] = deque(maxlen=10000)
+        self._pending: deque[_Command] = deque()   # written, not yet acked (ExaBGP acks in order)
         self._server: asyncio.base_events.Server | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -179,6 +200,8 @@ class Speaker:
         self._wake.set()
         if self._reload_handle:
             self._reload_handle.cancel()
+        if self._retry_handle:
+            self._retry_handle.cancel()
         for p in self._peers.values():
             if p.stale_timer is not None:
                 p.stale_timer.cancel()
@@ -214,6 +237,7 @@ class Speaker:
                     gone.stale_timer.cancel()
                 metrics.remove_peer(self.node, gone.spec.name)
                 self._sent.pop(addr, None)
+                self._unsure.pop(addr, None)
                 self._rib_changed(self._rib.drop_peer(addr))
         for addr, spec in new_peers.items():
             if addr in self._peers:
@@ -273,35 +297,105 @@ class Speaker:
             want[pfx] = replace(adv, communities=adv.communities + extra) if extra else adv
         return want
 
+    def _desired_one(self, peer: PeerSpec, pfx: str) -> Advertisement | None:
+        """``_desired(peer).get(pfx)`` without building the whole table (our own route wins, as there)."""
+        adv = self._own.get(pfx)
+        if adv is not None and (":" in pfx) == (peer.afi == "ipv6"):
+            assert self._view is not None
+            extra = tuple(c for c in self._view.communities_for(pfx) if c not in adv.communities)
+            return replace(adv, communities=adv.communities + extra) if extra else adv
+        return self._reflected.get(peer.address, {}).get(pfx)
+
     def _count(self, stat: str, n: int = 1) -> None:
         self.stats[stat] += n
         {"updates_received": metrics.UPDATES_RECEIVED, "commands_sent": metrics.COMMANDS_SENT,
          "command_errors": metrics.COMMAND_ERRORS, "reloads": metrics.RELOADS}[stat].labels(node=self.node).inc(n)
 
-    def _send(self, line: str) -> None:
+    def _send(self, line: str, items: tuple[tuple[str, str], ...] = ()) -> bool:
         if self._writer is None or self._writer.is_closing():
-            return
-        self._pending.append(line)
+            return False
+        self._pending.append(_Command(line, items))
         self._count("commands_sent")
         self._writer.write(line.encode() + b"\n")
+        return True
 
-    def _sync(self, *, full: set[str] | None = None) -> None:
-        """Diff desired against sent per neighbor; ``full`` re-announces everything for those peers."""
+    def _sync(self, *, full: set[str] | None = None, prefixes: set[str] | None = None) -> None:
+        """Diff desired against sent per neighbor and send the difference as batched commands.
+
+        ``full`` re-announces everything to those peers; ``prefixes`` limits the diff of the
+        other peers to those prefixes (what an update changed); uncertain prefixes are always
+        included.
+        """
         if self._view is None or self._writer is None:
             return
+        # (family, attribute text) -> the Advertisement and ibgp flag it came from
+        attrs: dict[tuple[bool, str], tuple[Advertisement, bool]] = {}
+        text_of: dict[tuple[Advertisement, bool], str] = {}
+        announce: dict[str, dict[tuple[bool, str], list[str]]] = {}   # neighbor -> attrs -> prefixes
+        withdraw: dict[str, dict[bool, list[str]]] = {}               # neighbor -> family -> prefixes
         for addr, p in self._peers.items():
             if addr not in self._configured:
                 continue  # ExaBGP would refuse it; sent in full once it has loaded the neighbor
-            want = self._desired(p.spec)
-            have = self._sent.get(addr, {})
-            resend = full is not None and addr in full
-            for pfx in sorted(set(have) - set(want)):
-                self._send(withdraw_command(addr, pfx))
-            for pfx, adv in sorted(want.items()):
-                if resend or have.get(pfx) != adv:
-                    self._send(announce_command(addr, pfx, adv, ibgp=not p.spec.ebgp))
-            self._sent[addr] = want
+            have = self._sent.setdefault(addr, {})
+            unsure = self._unsure.pop(addr, set())
+            ibgp = not p.spec.ebgp
+            if prefixes is None or (full is not None and addr in full):
+                want = self._desired(p.spec)
+                check: set[str] = set(want) | set(have) | unsure
+                resend = full is not None and addr in full
+            else:
+                want = {pfx: adv for pfx in prefixes | unsure if (adv := self._desired_one(p.spec, pfx)) is not None}
+                check = prefixes | unsure
+                resend = False
+            for pfx in check:
+                adv = want.get(pfx)
+                old = have.get(pfx)
+                v6 = ":" in pfx
+                if adv is None:
+                    if old is not None or pfx in unsure:
+                        withdraw.setdefault(addr, {}).setdefault(v6, []).append(pfx)
+                        have.pop(pfx, None)
+                elif resend or pfx in unsure or old != adv:
+                    text = text_of.get((adv, ibgp))
+                    if text is None:
+                        text = text_of[(adv, ibgp)] = attribute_text(adv, ibgp=ibgp)
+                    attrs.setdefault((v6, text), (adv, ibgp))
+                    announce.setdefault(addr, {}).setdefault((v6, text), []).append(pfx)
+                    have[pfx] = adv
+        # one command per (prefix chunk, attributes) for every neighbor that needs exactly that chunk
+        wd_groups: dict[tuple[str, ...], list[str]] = {}
+        for addr, fams in withdraw.items():
+            for pfxs in fams.values():
+                for chunk in _chunks(sorted(pfxs)):
+                    wd_groups.setdefault(chunk, []).append(addr)
+        an_groups: dict[tuple[tuple[bool, str], tuple[str, ...]], list[str]] = {}
+        for addr, by_attrs in announce.items():
+            for key, pfxs in by_attrs.items():
+                for chunk in _chunks(sorted(pfxs)):
+                    an_groups.setdefault((key, chunk), []).append(addr)
+        for chunk, addrs in sorted(wd_groups.items()):
+            addrs.sort()
+            self._send(withdraw_batch_command(addrs, chunk), tuple((a, x) for a in addrs for x in chunk))
+        for (key, chunk), addrs in sorted(an_groups.items()):
+            addrs.sort()
+            adv, ibgp = attrs[key]
+            line = announce_batch_command(addrs, chunk, adv, ibgp=ibgp)
+            self._send(line, tuple((a, x) for a in addrs for x in chunk))
         self._notify_if_counts_changed()
+
+    def _mark_unsure(self, items: tuple[tuple[str, str], ...]) -> None:
+        for addr, pfx in items:
+            if addr in self._peers:
+                self._unsure.setdefault(addr, set()).add(pfx)
+
+    def _schedule_retry(self) -> None:
+        if self._retry_handle is None:
+            self._retry_handle = asyncio.get_running_loop().call_later(RETRY_DELAY, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_handle = None
+        if self._unsure:
+            self._sync(prefixes=set())
 
     def _notify_if_counts_changed(self) -> None:
         """Prefix counts move without a session event; report them so `node status` is not stale."""
@@ -317,16 +411,37 @@ class Speaker:
             return
         self._reflected = reflect(self._rib, view.peers, view.cluster_id)
 
+    def _reflect_changed(self, changed: set[str]) -> None:
+        """Recompute the reflected routes of ``changed`` only (an update touches few of many prefixes)."""
+        view = self._view
+        if view is None or not view.cluster_id:
+            self._reflected = {}
+            return
+        part = reflect(self._rib, view.peers, view.cluster_id, changed)
+        for addr, table in part.items():
+            mine = self._reflected.setdefault(addr, {})
+            for pfx in changed:
+                mine.pop(pfx, None)
+            mine.update(table)
+
     def _rib_changed(self, changed: set[str]) -> None:
         if not changed:
             return
-        self._recompute_reflection()
-        self._sync()
-        learned = self._rib.best_routes()
-        if learned != self._learned:
-            self._learned = learned
+        self._reflect_changed(changed)
+        self._sync(prefixes=changed)
+        moved = False
+        for pfx in changed:
+            hops = self._rib.best_next_hops(pfx)
+            if hops:
+                if self._learned.get(pfx) != hops:
+                    self._learned[pfx] = hops
+                    moved = True
+            elif self._learned.pop(pfx, None) is not None:
+                moved = True
+        if moved:
+            self._learned = dict(sorted(self._learned.items()))
             if self.on_learned is not None:
-                self.on_learned(dict(learned))
+                self.on_learned(dict(self._learned))
         self._notify_if_counts_changed()
 
     def _notify_peers(self) -> None:
@@ -350,6 +465,9 @@ class Speaker:
         if self._writer is not None:
             self._writer.close()
         self._writer = writer
+        # commands in flight on the old connection may or may not have reached ExaBGP
+        for cmd in self._pending:
+            self._mark_unsure(cmd.items)
         self._pending.clear()
         _log.info("bridge connected node=%s", self.node)
         # whatever ExaBGP holds now, make it exactly the desired set
@@ -375,10 +493,14 @@ class Speaker:
         if ev is None:
             return
         if isinstance(ev, AckEvent):
-            cmd = self._pending.popleft() if self._pending else "?"
+            cmd = self._pending.popleft() if self._pending else _Command("?")
             if not ev.ok:
                 self._count("command_errors")
-                _log.warning("ExaBGP refused command node=%s command=%r", self.node, cmd)
+                _log.warning("ExaBGP refused command node=%s command=%r", self.node, cmd.line[:500])
+                if cmd.items:
+                    # _sent claimed these when the command was written: they are unknown now
+                    self._mark_unsure(cmd.items)
+                    self._schedule_retry()
             return
         if isinstance(ev, TextEvent):
             _log.debug("ExaBGP text node=%s text=%r", self.node, ev.text)
@@ -552,6 +674,7 @@ class Speaker:
             log.close()
         self.pid_path.write_text(f"{self._proc.pid}\n")
         self._sent = {}
+        self._unsure = {}
         self._configured = {p.address for p in self._view.peers}
         _log.info("ExaBGP started node=%s pid=%d netns=%s", self.node, self._proc.pid, self.netns or "-")
 
@@ -559,6 +682,7 @@ class Speaker:
         """ExaBGP is gone, and every session with it: keep what graceful-restart peers sent (as stale,
         until they re-send it to the restarted ExaBGP), drop the rest."""
         self._sent = {}
+        self._unsure = {}
         self._configured = set()
         now = self.clock()
         changed: set[str] = set()
@@ -598,3 +722,7 @@ class Speaker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _chunks(items: list[str]) -> list[tuple[str, ...]]:
+    return [tuple(items[i:i + BATCH_PREFIXES]) for i in range(0, len(items), BATCH_PREFIXES)]
