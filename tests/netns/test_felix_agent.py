@@ -220,7 +220,6 @@ def _cni(node: Node, command: str, pod: str, pod_ns: str, lock_dir: Path) -> dic
 
 
 def test_workloads_created_through_the_cni_plugin(node: Node, tmp_path: Path) -> None:
-    pytest.importorskip("l3net.cni.plugin")
     foreign = routes(node.ns)
     pool = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
             "spec": {"cidr": "10.70.0.0/16", "blockSize": 26}}

@@ -21,8 +21,6 @@ P = ROUTE_PROTO
 
 def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore,
                                             key_layout: KeyLayout, tmp_path: Path) -> None:
-    pytest.importorskip("bgp.speaker")
-    pytest.importorskip("exabgp")
     endpoint = f"unix://{etcd_server.socket_path}"
     n1 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n1", name="n1", address="10.0.0.1")
     n2 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n2", name="n2", address="10.0.0.2",
@@ -61,8 +59,6 @@ def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServ
 def test_sigkill_restart_with_bgp_keeps_cross_node_traffic(netns_factory, etcd_server: EtcdServer,
                                                            datastore: EtcdDatastore, key_layout: KeyLayout,
                                                            tmp_path: Path) -> None:
-    pytest.importorskip("bgp.speaker")
-    pytest.importorskip("exabgp")
     endpoint = f"unix://{etcd_server.socket_path}"
     n1 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n1", name="n1", address="10.0.0.1")
     n2 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n2", name="n2", address="10.0.0.2",

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client as k8s
 
 pytestmark = pytest.mark.unit
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MANIFESTS = sorted(DEPLOY.glob("*.yaml"))
 
-kubernetes = pytest.importorskip("kubernetes")
-from kubernetes import client as k8s  # noqa: E402
 
 _PRIMITIVE = {"str", "int", "bool", "float", "object", "datetime", "date", "Dict[str, object]"}
 

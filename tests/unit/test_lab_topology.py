@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -234,7 +235,6 @@ def test_shipped_topologies_parse(path: Path) -> None:
 # -- containerlab's own JSON schema ---------------------------------------------
 
 def _schema_validator():  # type: ignore[no-untyped-def]
-    jsonschema = pytest.importorskip("jsonschema")
     if not SCHEMA.exists():
         pytest.skip(f"{SCHEMA} is absent")
     schema = json.loads(SCHEMA.read_text())
