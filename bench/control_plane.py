@@ -39,15 +39,7 @@ _log = logging.getLogger(__name__)
 
 NAME = "control_plane"
 TITLE = "workload ADD on node A -> route in node B's kernel: l3net RR vs BIRD RR vs BIRD->BIRD floor"
-REQUIRED = [
-    ("l3net.lab.runtime", "the lab launcher"),
-    ("l3net.lab.pods", "the lab's pod command (runs l3net-cni)"),
-    ("felix.main", "the agent"),
-    ("bgp.speaker", "the ExaBGP supervisor"),
-    ("bgp.reflector", "the l3net route reflector"),
-    ("l3net.cni.plugin", "the CNI plugin"),
-]
-NEEDS = ["root", "bird", "birdc", "etcd", "exabgp", *[m for m, _ in REQUIRED]]
+NEEDS = ["root", "bird", "birdc", "etcd", "stdbuf", "exabgp"]
 WORKLOADS = 200
 HOLD, KEEPALIVE = 90, 30
 TIMEOUT_S = 30.0
@@ -129,7 +121,7 @@ def block(net: str, index: int) -> ipaddress.IPv4Network:
 
 def run(ctx: Context) -> Result:
     need_root()
-    need_all(REQUIRED, binaries=["bird", "birdc", "etcd", "stdbuf"])
+    need_all(["bird", "birdc", "etcd", "stdbuf"])
     _need_exabgp()
     n = ctx.size(WORKLOADS, 10)
     ws = ctx.workspace

@@ -36,7 +36,7 @@ _log = logging.getLogger(__name__)
 
 NAME = "dataplane"
 TITLE = "iperf3 TCP and RTT: l3net routed vs node-direct vs VXLAN, offloads on/off, with 100 policies"
-NEEDS = ["root", "iperf3", "ethtool", "ping", "policy.compiler + felix.drivers.iptables (for routed+pol)"]
+NEEDS = ["root", "iperf3", "ethtool", "ping", "iptables-restore + ipset (for routed+pol)"]
 
 UDP_PORT = 7777
 POLICIES = 100
@@ -154,12 +154,16 @@ def run(ctx: Context) -> Result:
         "udp_rtt": "python request/response (bench/udpecho.py); same interpreter cost on every path",
     })
     try:
-        res.setup["policy"] = policyload.install_dataplane_policies(ctx.workspace, topo.n1, topo.p1, topo.n2, topo.p2,
-                                                                    count=POLICIES,
-                                                                    others=[topo.w1, topo.w2, topo.v1, topo.v2])
+        # The only piece routed+pol may lack on a machine is the external iptables/ipset tooling.
+        for binary in ("iptables-restore", "iptables-save", "ipset"):
+            need_binary(binary)
     except Unavailable as exc:
         res.missing("routed+pol", exc)
         del paths["routed+pol"]
+    else:
+        res.setup["policy"] = policyload.install_dataplane_policies(ctx.workspace, topo.n1, topo.p1, topo.n2, topo.p2,
+                                                                    count=POLICIES,
+                                                                    others=[topo.w1, topo.w2, topo.v1, topo.v2])
     _start_servers(ctx, topo, paths)
 
     for rnd, offload in interleaved(rounds, ["on", "off"]):

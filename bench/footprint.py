@@ -23,13 +23,7 @@ _log = logging.getLogger(__name__)
 
 NAME = "footprint"
 TITLE = "footprint: RSS and idle CPU of agent + ExaBGP (100 workloads) vs BIRD and etcd"
-REQUIRED = [
-    ("l3net.lab.runtime", "the lab launcher"),
-    ("l3net.lab.pods", "the lab's pod command (runs l3net-cni)"),
-    ("felix.main", "the agent"),
-    ("bgp.speaker", "the ExaBGP supervisor"),
-]
-NEEDS = ["root", "bird", "etcd", *[m for m, _ in REQUIRED]]
+NEEDS = ["root", "bird", "birdc", "etcd", "stdbuf"]
 WORKLOADS = 100
 TARGET_RSS_MIB = 150.0
 TARGET_CPU_PCT = 2.0
@@ -90,7 +84,7 @@ def _tree_usage(pid: int) -> tuple[list[int], int, int]:
 
 def run(ctx: Context) -> Result:
     need_root()
-    need_all(REQUIRED, binaries=["bird", "birdc", "etcd", "stdbuf"])
+    need_all(["bird", "birdc", "etcd", "stdbuf"])
     n = ctx.size(WORKLOADS, 10)
     windows = ctx.size(3, 1)
     window_s = ctx.size(20.0, 3.0)

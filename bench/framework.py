@@ -4,8 +4,9 @@ A benchmark collects raw samples into a :class:`Result` (metric -> variant ->
 samples, measured in interleaved rounds), declares ratios between variants of
 the same run and the targets they are held to, and returns it. :func:`execute`
 prints the table, writes ``<results>/<name>.json`` and ``<name>.png``, and turns
-a missing piece (:class:`Unavailable`) into a loud, non-zero failure instead of
-a number.
+a missing external piece (:class:`Unavailable`: root, or a tool such as iperf3,
+bird or etcd) into a loud, non-zero failure instead of a number. l3net's own
+modules are imported plainly: one missing is a packaging bug and raises.
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ RESULT_SCHEMA: dict[str, Any] = {
 
 # -- failing loudly ----------------------------------------------------------
 class Unavailable(RuntimeError):
-    """A piece the benchmark needs is not there. The message reads ``needs X: not available (...)``."""
+    """An external piece the benchmark needs (root, a binary) is not on this machine.
+
+    The message reads ``needs X: not available (...)``. Never raised for l3net's own modules.
+    """
 
     def __init__(self, what: str, hint: str = "") -> None:
         self.what = what
@@ -92,33 +96,13 @@ def need_binary(name: str, hint: str = "") -> str:
     return path
 
 
-def need_module(name: str, hint: str = "") -> ModuleType:
-    """Import ``name`` or raise :class:`Unavailable` (only when the module itself is missing)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        # A missing dependency *inside* an existing module is a bug, not absence.
-        if exc.name is None or not name.startswith(exc.name):
-            raise
-        raise Unavailable(name, hint or "this part of l3net is not in this build yet") from exc
-
-
-def need_all(modules: Sequence[tuple[str, str]], binaries: Sequence[str] = ()) -> list[ModuleType]:
-    """Check every piece at once and name *all* the missing ones in one :class:`Unavailable`."""
-    missing: list[str] = []
-    found: list[ModuleType] = []
-    for binary in binaries:
-        if shutil.which(binary) is None:
-            missing.append(f"the {binary} binary")
-    for name, _hint in modules:
-        try:
-            found.append(need_module(name))
-        except Unavailable:
-            missing.append(name)
+def need_all(binaries: Sequence[str], hint: str = "") -> list[str]:
+    """The full paths of every binary, or one :class:`Unavailable` naming *all* the missing ones."""
+    paths = {b: shutil.which(b) for b in binaries}
+    missing = [f"the {b} binary" for b, path in paths.items() if path is None]
     if missing:
-        hints = "; ".join(f"{n}: {h}" for n, h in modules if n in missing and h)
-        raise Unavailable(", ".join(missing), hints)
-    return found
+        raise Unavailable(", ".join(missing), hint or "not on PATH; `make setup` installs them")
+    return [path for path in paths.values() if path is not None]
 
 
 def need_root() -> None:

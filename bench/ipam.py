@@ -23,14 +23,20 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from bench.framework import Context, Result, need_binary, need_module
+from bench.framework import Context, Result, need_binary
+from l3net.datastore import EtcdDatastore
 from l3net.datastore.base import Datastore, KeyValue, Op, Watch
+from l3net.etcdserver import EtcdServer
+from l3net.ipam import IPAM
+from l3net.keys import KeyLayout
+from l3net.model.client import ResourceClient
+from l3net.model.resource import Resource
 
 _log = logging.getLogger(__name__)
 
 NAME = "ipam"
 TITLE = "IPAM: ADD/DEL cycles across two nodes, allocations per second and etcd writes per ADD"
-NEEDS = ["etcd (etcd-server)", "l3net.ipam"]
+NEEDS = ["etcd (etcd-server)"]
 
 WINDOW = 50
 POOL_CIDR = "10.200.0.0/16"
@@ -110,22 +116,15 @@ class CountingDatastore:
         self.inner.close()
 
 
-def _write_pool(ds: Datastore, keys: Any) -> None:
+def _write_pool(ds: Datastore, keys: KeyLayout) -> None:
     """One IPPool (blockSize 26) through the model's client, as an operator's apply would write it."""
-    model_client: Any = need_module("l3net.model.client", "the model engineer's ResourceClient has not landed")
-    resource_mod: Any = need_module("l3net.model.resource")
-    pool = resource_mod.Resource(kind="IPPool", name="bench-pool",
-                                 spec={"cidr": POOL_CIDR, "blockSize": 26, "nodeSelector": "all()"})
-    model_client.ResourceClient(ds, keys).apply([pool])
+    pool = Resource(kind="IPPool", name="bench-pool",
+                    spec={"cidr": POOL_CIDR, "blockSize": 26, "nodeSelector": "all()"})
+    ResourceClient(ds, keys).apply([pool])
 
 
 def run(ctx: Context) -> Result:
     need_binary("etcd", "install Debian's etcd-server")
-    ipam_mod: Any = need_module("l3net.ipam", "the IPAM engineer's l3net.ipam has not landed")
-    from l3net.datastore import EtcdDatastore
-    from l3net.etcdserver import EtcdServer
-    from l3net.keys import KeyLayout
-
     cycles = ctx.size(500, 40)
     rounds = ctx.size(5, 2)
     per_round = cycles // rounds
@@ -141,7 +140,7 @@ def run(ctx: Context) -> Result:
     keys = KeyLayout(prefix=f"/bench-{uuid.uuid4().hex[:6]}/")
     ds = CountingDatastore(inner)
     _write_pool(inner, keys)
-    ipam = ipam_mod.IPAM(ds, keys)
+    ipam = IPAM(ds, keys)
     live: list[str] = []
     floor_prefix = f"/bench-floor-{uuid.uuid4().hex[:6]}/"
     done = 0
@@ -178,7 +177,7 @@ def run(ctx: Context) -> Result:
     return res
 
 
-def _ipam_round(ipam: Any, ds: CountingDatastore, live: list[str], start: int,
+def _ipam_round(ipam: IPAM, ds: CountingDatastore, live: list[str], start: int,
                 count: int) -> tuple[float, float, int, int, int, int]:
     # returns (ADD seconds, DEL seconds, DELs done, etcd write txns, read requests and keys written during ADDs)
     """``count`` ADDs (alternating nodes), each followed by the DEL of the one ``WINDOW`` ADDs back."""

@@ -25,8 +25,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.framework import Workspace, need_binary, need_module
+from bench.framework import Workspace, need_binary
 from l3net import netns
+from l3net.lab import pods, runtime
+from l3net.lab import state as lab_state
+from l3net.lab import topology as lab_topology
 
 _log = logging.getLogger(__name__)
 
@@ -57,17 +60,14 @@ class BenchLab:
         self.topo: Any = None
 
     def up(self, timeout: float = 90.0) -> None:
-        runtime = need_module("l3net.lab.runtime", "the lab launcher")
-        topology = need_module("l3net.lab.topology", "the lab launcher")
-        state_mod = need_module("l3net.lab.state", "the lab launcher")
         need_binary("etcd")
         # The lab keeps its state (and finds it again in `down`) under this run base.
-        old_env = {k: os.environ.get(k) for k in (state_mod.RUN_BASE_ENV, runtime.ETCD_ENV, runtime.PREFIX_ENV)}
-        os.environ[state_mod.RUN_BASE_ENV] = str(self.dir / "run")
+        old_env = {k: os.environ.get(k) for k in (lab_state.RUN_BASE_ENV, runtime.ETCD_ENV, runtime.PREFIX_ENV)}
+        os.environ[lab_state.RUN_BASE_ENV] = str(self.dir / "run")
         os.environ.pop(runtime.ETCD_ENV, None)
         os.environ.pop(runtime.PREFIX_ENV, None)
         # "__lab-name": namespaces are "<name>-<node>", so they carry the workspace tag.
-        self.topo = dataclasses.replace(topology.load_topology(self.topo_path), name=self.name, prefix="__lab-name")
+        self.topo = dataclasses.replace(lab_topology.load_topology(self.topo_path), name=self.name, prefix="__lab-name")
 
         def down() -> None:
             try:
@@ -85,7 +85,6 @@ class BenchLab:
         self.state = runtime.LabRuntime(self.topo, out=self.messages.append).up(wait_bgp=False, timeout=timeout)
 
     def wait_bgp(self, timeout: float = 90.0) -> None:
-        runtime = need_module("l3net.lab.runtime")
         if not runtime.wait_ready(self.state, timeout=timeout, out=self.messages.append):
             raise RuntimeError(f"lab {self.name}: BGP not established in {timeout:.0f}s: "
                                + " | ".join(self.messages[-6:]))
@@ -95,7 +94,6 @@ class BenchLab:
 
     def add_pod(self, node: str, name: str, ips: list[str] | None = None,
                 labels: dict[str, str] | None = None) -> dict[str, Any]:
-        pods = need_module("l3net.lab.pods", "the lab's pod command")
         return dict(pods.add_pod(self.state, node, f"bench/{name}", labels or {"app": "bench"}, ips))
 
     def processes(self, node: str) -> list[dict[str, Any]]:

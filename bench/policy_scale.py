@@ -17,25 +17,25 @@ import time
 from typing import Any
 
 from bench import policyload
-from bench.framework import Context, Result, Unavailable, interleaved, need_binary, need_root
+from bench.framework import Context, Result, interleaved, need_binary, need_root
 from l3net import netns
+from policy import testing as builders
 
 _log = logging.getLogger(__name__)
 
 NAME = "policy_scale"
 TITLE = "policy scale: 1,000 policies x 100 workloads, felix apply vs bare iptables-restore; one change"
-NEEDS = ["root", "iptables-restore", "ipset", "policy.compiler", "felix.drivers.iptables", "felix.drivers.ipsets"]
+NEEDS = ["root", "iptables-restore", "iptables-save", "ipset"]
 TARGET_FULL_RATIO = 2.0
 TARGET_CHANGE_MS = 50.0
 
 
 def workloads(count: int, node: str, base: int) -> list[Any]:
     """``count`` endpoints on ``node`` with labels spread over 20 apps and 5 tiers."""
-    b = policyload.builders()
     out = []
     for i in range(count):
         n = base + i
-        out.append(b.wep(f"pod-{node}-{i}", policyload.K8S_NAMESPACE, node,
+        out.append(builders.wep(f"pod-{node}-{i}", policyload.K8S_NAMESPACE, node,
                          f"10.{60 + n // 60000}.{(n // 250) % 240}.{n % 250 + 1}",
                          {"app": f"app{i % 20}", "tier": f"t{i % 5}"}))
     return out
@@ -43,7 +43,6 @@ def workloads(count: int, node: str, base: int) -> list[Any]:
 
 def policies(count: int) -> list[Any]:
     """A realistic mix: each selects one app; ingress from a tier on one port; every third also egress to a CIDR."""
-    b = policyload.builders()
     out = []
     for j in range(count):
         spec: dict[str, Any] = {
@@ -57,7 +56,7 @@ def policies(count: int) -> list[Any]:
                                "ports": [{"protocol": "UDP", "port": 53}]}]
             types.append("Egress")
         spec["policyTypes"] = types
-        out.append(b.netpol(f"np-{j:04d}", policyload.K8S_NAMESPACE, spec))
+        out.append(builders.netpol(f"np-{j:04d}", policyload.K8S_NAMESPACE, spec))
     return out
 
 
@@ -79,7 +78,6 @@ def run(ctx: Context) -> Result:
     need_root()
     for binary in ("iptables-restore", "iptables-save", "ipset"):
         need_binary(binary)
-    policyload.compiler()
     n_pol = ctx.size(1000, 50)
     n_wl = ctx.size(100, 10)
     rounds = ctx.size(3, 1)
@@ -93,13 +91,7 @@ def run(ctx: Context) -> Result:
     res.setup.update({"policies": n_pol, "local_workloads": n_wl, "remote_workloads": n_wl, "rounds": rounds,
                       "rules": program.rule_count, "ipsets": len(program.ipsets),
                       "ipset_members": program.ipset_members, "backend": _backend()})
-    variants = ["felix", "bare"]
-    try:
-        policyload.felix_drivers()
-    except Unavailable as exc:
-        res.missing("felix apply (and the one-change measurements)", exc)
-        variants = ["bare"]
-    for rnd, variant in interleaved(rounds, variants):
+    for rnd, variant in interleaved(rounds, ["felix", "bare"]):
         ns = ctx.workspace.netns(f"r{rnd}{variant[0]}")
         if variant == "bare":
             t0 = time.perf_counter()
@@ -125,14 +117,13 @@ def run(ctx: Context) -> Result:
 
 def _one_changes(res: Result, ns: str, local: list[Any], remote: list[Any], pols: list[Any]) -> None:
     """With the full load applied: add one local workload, then change one workload's labels."""
-    b = policyload.builders()
-    extra = b.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app3", "tier": "t1"})
+    extra = builders.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app3", "tier": "t1"})
     t0 = time.perf_counter()
     added = policyload.program_for([*local, extra], [*local, extra, *remote], pols)
     policyload.apply_with_felix(ns, added)
     res.sample("workload_add_ms", "felix", (time.perf_counter() - t0) * 1000, unit="ms", better="lower")
     _check(ns, added, "felix workload add")
-    relabelled = b.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app4", "tier": "t2"})
+    relabelled = builders.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app4", "tier": "t2"})
     t0 = time.perf_counter()
     changed = policyload.program_for([*local, relabelled], [*local, relabelled, *remote], pols)
     policyload.apply_with_felix(ns, changed)

@@ -4,8 +4,7 @@ The resources are built with ``policy.testing``'s builders and compiled by
 ``policy.compiler.compile_policy`` (pure). Applying goes through felix's
 iptables and ipsets drivers (:func:`apply_with_felix`); the baseline is a bare
 ``ipset restore`` + ``iptables-restore --noflush`` of the very same program
-(:func:`render_restore`, :func:`render_ipsets`, :func:`apply_bare`). When a piece is
-not in this build the functions raise :class:`Unavailable`.
+(:func:`render_restore`, :func:`render_ipsets`, :func:`apply_bare`).
 All commands run inside the given namespace (``ip netns exec``), never in the root one.
 """
 
@@ -16,33 +15,23 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from bench.framework import Workspace, need_module
+from bench.framework import Workspace
 from bench.topology import Node, Workload
+from felix.drivers import ipsets as ipsets_driver
+from felix.drivers import iptables as iptables_driver
 from l3net import netns
+from policy import testing as builders
+from policy.compiler import compile_policy
 
 _log = logging.getLogger(__name__)
 
 K8S_NAMESPACE = "bench"
 
 
-def compiler() -> Any:
-    return need_module("policy.compiler", "the policy engineer's compiler has not landed")
-
-
-def builders() -> Any:
-    return need_module("policy.testing", "policy's resource builders have not landed")
-
-
-def felix_drivers() -> tuple[Any, Any]:
-    iptables = need_module("felix.drivers.iptables", "the policy engineer's iptables driver has not landed")
-    ipsets = need_module("felix.drivers.ipsets", "the policy engineer's ipsets driver has not landed")
-    return iptables, ipsets
-
-
 # -- resources -------------------------------------------------------------------
 def endpoint(ws: Workspace, wl: Workload, labels: dict[str, str]) -> Any:
     """The WorkloadEndpoint of a bench workload (its interfaceName is the cali veth the topology made)."""
-    wep = builders().wep(f"{ws.tag}-{wl.name}", K8S_NAMESPACE, wl.node.name, wl.ip, labels)
+    wep = builders.wep(f"{ws.tag}-{wl.name}", K8S_NAMESPACE, wl.node.name, wl.ip, labels)
     if wep.spec["interfaceName"] != wl.host_if:
         raise RuntimeError(f"interface name mismatch: policy.testing says {wep.spec['interfaceName']}, "
                            f"the topology made {wl.host_if}")
@@ -52,7 +41,6 @@ def endpoint(ws: Workspace, wl: Workload, labels: dict[str, str]) -> Any:
 def dataplane_policies(count: int) -> list[Any]:
     """``count`` policies selecting ``pair=yes``; all but the last allow only ports the test never uses,
     the last allows the pair everything, so a flow's first packet walks every policy chain."""
-    b = builders()
     pair = {"matchLabels": {"pair": "yes"}}
     out = []
     for i in range(count):
@@ -64,14 +52,13 @@ def dataplane_policies(count: int) -> list[Any]:
             port = [{"protocol": "TCP", "port": 20000 + i}]
             ingress["ports"] = port
             egress["ports"] = port
-        out.append(b.netpol(f"pol-{i:03d}", K8S_NAMESPACE, {
+        out.append(builders.netpol(f"pol-{i:03d}", K8S_NAMESPACE, {
             "podSelector": pair, "policyTypes": ["Ingress", "Egress"], "ingress": [ingress], "egress": [egress]}))
     return out
 
 
 def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequence[Any]) -> Any:
-    b = builders()
-    return compiler().compile_policy(local, everyone, policies, [b.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})])
+    return compile_policy(local, everyone, policies, [builders.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})])
 
 
 # -- applying -------------------------------------------------------------------
@@ -119,10 +106,9 @@ def apply_with_felix(ns: str, program: Any) -> int:
     Returns the number of restore transactions written (0 when the namespace already matched).
     Fresh drivers each call, as after an agent start: they read the kernel's state first.
     """
-    iptables_mod, ipsets_mod = felix_drivers()
-    runner = iptables_mod.netns_runner(ns)
-    ipsets = ipsets_mod.IpsetDriver(runner)
-    iptables = iptables_mod.IptablesDriver(runner)
+    runner = iptables_driver.netns_runner(ns)
+    ipsets = ipsets_driver.IpsetDriver(runner)
+    iptables = iptables_driver.IptablesDriver(runner)
     writes = ipsets.apply_adds(program.ipsets)
     writes += iptables.apply_program(program)
     writes += ipsets.apply_deletes(program.ipsets)
@@ -136,8 +122,6 @@ def install_dataplane_policies(ws: Workspace, n1: Node, w1: Workload, n2: Node, 
     ``others`` (the routed and VXLAN workloads) are local endpoints too, as on a real node: their
     traffic crosses l3n's dispatch chains, and no policy selects them.
     """
-    compiler()
-    felix_drivers()
     peps = {w1.name: endpoint(ws, w1, {"pair": "yes"}), w2.name: endpoint(ws, w2, {"pair": "yes"})}
     oeps = {o.name: endpoint(ws, o, {"pair": "no"}) for o in others}
     everyone = [*peps.values(), *oeps.values()]

@@ -26,19 +26,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.framework import Context, Result, Unavailable, Workspace, interleaved, need_all, need_module, need_root
+from bench.framework import Context, Result, Unavailable, Workspace, interleaved, need_all, need_root
 from bench.labrig import bird_rr_conf, proc_tree, rss_bytes, start_bird
+from l3net.datastore import connect_from_env
+from l3net.etcdserver import EtcdServer
+from l3net.keys import KeyLayout
+from l3net.model.client import ResourceClient
+from l3net.model.documents import load_documents
 
 _log = logging.getLogger(__name__)
 
 NAME = "reflector_scale"
 TITLE = "route reflector scale: l3net RR vs BIRD RR, 50/100/200 clients x 64 prefixes"
-REQUIRED = [
-    ("bgp.reflector", "the l3net route reflector"),
-    ("bgp.cli", "`l3net route-reflector`"),
-    ("l3net.etcdserver", "the etcd launcher"),
-]
-NEEDS = ["root", "bird", "birdc", "etcd", "exabgp", *[m for m, _ in REQUIRED]]
+NEEDS = ["root", "bird", "birdc", "etcd", "exabgp"]
 CLIENTS = (50, 100, 200)
 PREFIXES_PER_CLIENT = 64
 SESSIONS_PER_PROCESS = 50
@@ -85,20 +85,14 @@ class Rig:
                              capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"adding client addresses failed: {out.stderr[:300]}")
-        etcdserver = need_module("l3net.etcdserver")
         d = ws.scratch("etcd")
-        self.etcd = etcdserver.EtcdServer(d, data_dir=d / "data", name=f"{ws.tag}rs")
+        self.etcd = EtcdServer(d, data_dir=d / "data", name=f"{ws.tag}rs")
         self.etcd.start()
         ws.on_close(self.etcd.stop)
         self.generation = 0
 
     # -- the l3net reflector ------------------------------------------------------
     def start_l3net(self, n: int) -> subprocess.Popen[Any]:
-        from l3net.datastore import connect_from_env
-        from l3net.keys import KeyLayout
-        from l3net.model.client import ResourceClient
-        from l3net.model.documents import load_documents
-
         self.generation += 1
         prefix = f"/{self.ws.tag}-{self.generation}/"
         docs = [
@@ -249,7 +243,7 @@ def _safe_rss(pid: int) -> int:
 
 def run(ctx: Context) -> Result:
     need_root()
-    need_all(REQUIRED, binaries=["bird", "birdc", "etcd"])
+    need_all(["bird", "birdc", "etcd"])
     _exabgp()
     sizes = ctx.size(CLIENTS, (5,))
     per_client = ctx.size(PREFIXES_PER_CLIENT, 8)

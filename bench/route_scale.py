@@ -18,14 +18,16 @@ import subprocess
 import time
 from typing import Any
 
-from bench.framework import Context, Result, interleaved, need_binary, need_module, need_root
+from bench.framework import Context, Result, interleaved, need_binary, need_root
+from felix.desired import RouteSpec
+from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from l3net import constants
 
 _log = logging.getLogger(__name__)
 
 NAME = "route_scale"
 TITLE = "10,000 learned prefixes: felix route driver vs ip -batch (and a bare pyroute2 loop)"
-NEEDS = ["root", "ip (iproute2)", "felix.drivers.routes"]
+NEEDS = ["root", "ip (iproute2)"]
 
 PEER = "10.99.0.12"
 TARGET_RATIO = 0.5
@@ -102,13 +104,11 @@ def _pyroute2_loop(ns: str, dsts: list[str]) -> float:
 
 def _felix(ns: str, dsts: list[str]) -> tuple[float, dict[str, float]]:
     """Install through the driver; also time an unchanged re-apply, a restart adoption and a full withdraw."""
-    routes_mod: Any = need_module("felix.drivers.routes")
-    desired_mod: Any = need_module("felix.desired")
-    specs = [desired_mod.RouteSpec(dst=d, kind="learned", next_hops=(PEER,)) for d in dsts]
-    nl = routes_mod.PyrouteNetlink(netns=ns)
+    specs = [RouteSpec(dst=d, kind="learned", next_hops=(PEER,)) for d in dsts]
+    nl = PyrouteNetlink(netns=ns)
     try:
         _guard_netns(ns, nl.refresh_links())
-        driver = routes_mod.RouteDriver(nl)
+        driver = RouteDriver(nl)
         t0 = time.perf_counter()
         result = driver.apply(specs)
         elapsed = time.perf_counter() - t0
@@ -123,7 +123,7 @@ def _felix(ns: str, dsts: list[str]) -> tuple[float, dict[str, float]]:
         if again.writes:
             raise RuntimeError(f"felix route driver re-apply with nothing changed wrote {again.writes} routes")
         # adoption after an agent restart: a new driver dumps the table and writes nothing
-        fresh = routes_mod.RouteDriver(nl)
+        fresh = RouteDriver(nl)
         t0 = time.perf_counter()
         adopted = fresh.apply(specs)
         extras["restart_adopt_s"] = time.perf_counter() - t0
@@ -142,7 +142,6 @@ def _felix(ns: str, dsts: list[str]) -> tuple[float, dict[str, float]]:
 def run(ctx: Context) -> Result:
     need_root()
     need_binary("ip")
-    need_module("felix.drivers.routes", "the agent engineer's route driver has not landed")
     count = ctx.size(10_000, 500)
     rounds = ctx.size(3, 1)
     dsts = prefixes(count)

@@ -1,9 +1,11 @@
 """Smoke test: every benchmark at --quick size through the real `l3net bench` command.
 
 No timing is asserted. A benchmark either measures (JSON with samples, ratios,
-targets and a PNG) or, when a piece it needs is not in this build, fails loudly:
-exit code 2, status "unavailable"/"partial" and a "needs X: not available" reason,
-never a number it did not measure. An "error" status (a crash) fails the test.
+targets and a PNG) or, when an external piece it needs (root, a tool such as
+iperf3, bird or etcd) is missing on this machine, fails loudly: exit code 2,
+status "unavailable"/"partial" and a "needs X: not available" reason, never a
+number it did not measure. l3net's own modules are never "unavailable": a missing
+one is a crash. An "error" status (a crash) fails the test.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bench.framework import RESULT_SCHEMA  # noqa: E402
 
 L3NET = Path(sys.executable).parent / "l3net"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OWN_MODULE = re.compile(r"needs (l3net|felix|bgp|policy)\.")
 
 
 def _namespaces() -> set[str]:
@@ -47,6 +50,8 @@ def test_benchmark_quick_run_writes_honest_json(name: str, tmp_path: Path) -> No
     assert doc["benchmark"] == name and doc["quick"] is True
     assert doc["status"] != "error", doc["error"]
     assert proc.returncode != 1, output[-3000:]
+    reasons = [doc["error"] or "", *doc["unavailable"]]
+    assert not [r for r in reasons if OWN_MODULE.search(r)], "l3net's own modules are not optional"
     if doc["status"] == "unavailable":
         assert proc.returncode == 2
         assert re.search(r"needs .+: not available", doc["error"])

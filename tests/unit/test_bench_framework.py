@@ -76,15 +76,15 @@ def test_sample_rejects_unit_change_and_bad_direction() -> None:
 def test_json_matches_schema_and_partial_status() -> None:
     res = _result()
     res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
-    res.missing("policy part", framework.Unavailable("policy.compiler"))
+    res.missing("routed+pol", framework.Unavailable("the ipset binary"))
     doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1.5)
     jsonschema.validate(doc, framework.RESULT_SCHEMA)
     assert doc["status"] == "partial"
-    assert doc["unavailable"] == ["policy part: needs policy.compiler: not available"]
+    assert doc["unavailable"] == ["routed+pol: needs the ipset binary: not available"]
     assert doc["metrics"]["rate"]["variants"]["ours"]["median"] == 10.0
     assert doc["passed"] is True
     text = framework.format_table(doc)
-    assert "NOT MEASURED: policy part" in text
+    assert "NOT MEASURED: routed+pol" in text
     assert "PASS" in text
 
 
@@ -95,21 +95,29 @@ def test_machine_info_names_kernel_cores_cpu() -> None:
     assert info["cpu_model"]
 
 
-def test_need_module_distinguishes_absence_from_a_broken_module() -> None:
-    with pytest.raises(framework.Unavailable, match=r"needs l3net\.no_such_piece: not available"):
-        framework.need_module("l3net.no_such_piece")
-    assert framework.need_module("l3net.keys").KeyLayout
-    with pytest.raises(framework.Unavailable, match="the no-such-binary-xyz binary"):
-        framework.need_binary("no-such-binary-xyz")
+def test_need_binary_finds_a_binary_or_says_it_is_missing() -> None:
+    assert Path(framework.need_binary("sh")).name == "sh"
+    with pytest.raises(framework.Unavailable, match=r"needs the no-such-binary-xyz binary: not available \(hint x\)"):
+        framework.need_binary("no-such-binary-xyz", "hint x")
 
 
-def test_need_all_names_every_missing_piece() -> None:
+def test_need_all_names_every_missing_binary() -> None:
+    assert [Path(p).name for p in framework.need_all(["sh", "ls"])] == ["sh", "ls"]
     with pytest.raises(framework.Unavailable) as err:
-        framework.need_all([("l3net.keys", ""), ("l3net.nope_a", "hint a"), ("l3net.nope_b", "")],
-                           binaries=["no-such-binary-xyz"])
+        framework.need_all(["sh", "no-such-binary-a", "no-such-binary-b"], "hint a")
     msg = str(err.value)
-    assert "l3net.nope_a" in msg and "l3net.nope_b" in msg and "no-such-binary-xyz" in msg
-    assert "hint a" in msg and "l3net.keys" not in msg.split(":")[0]
+    assert msg.startswith("needs the no-such-binary-a binary, the no-such-binary-b binary: not available")
+    assert "hint a" in msg and "sh binary" not in msg
+
+
+def test_benchmarks_import_l3net_plainly() -> None:
+    """l3net's own modules are imported, never probed: a missing one is a packaging bug, not 'unavailable'."""
+    assert not hasattr(framework, "need_module")
+    sources = sorted((benchcli.REPO_ROOT / "bench").glob("*.py"))
+    assert {f"{name}.py" for name in BENCHMARKS} <= {p.name for p in sources}
+    for path in sources:
+        text = path.read_text()
+        assert "need_module" not in text and "has not landed" not in text, path.name
 
 
 def test_every_benchmark_module_declares_itself() -> None:
@@ -125,12 +133,12 @@ def test_report_renders_results_and_rewrites_only_between_markers(tmp_path: Path
     res = _result()
     res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=3.0)
     doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1)
-    failed = framework.failure_doc("ipam", "IPAM", status="unavailable", error="needs l3net.ipam: not available",
+    failed = framework.failure_doc("ipam", "IPAM", status="unavailable", error="needs the etcd binary: not available",
                                    command="l3net bench ipam", quick=False, started=0, duration=0)
     jsonschema.validate(failed, framework.RESULT_SCHEMA)
     text = report.render([doc, failed], tmp_path)
     assert "**FAIL**" in text and "ok, target missed" in text
-    assert "**Not measured** (unavailable): needs l3net.ipam: not available" in text
+    assert "**Not measured** (unavailable): needs the etcd binary: not available" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.BEGIN}\nold table\n{report.END}\noutro\n")
     report.write_readme(text, readme)
@@ -158,25 +166,23 @@ def test_cli_rejects_unknown_benchmark(capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown benchmark(s) nope" in capsys.readouterr().err
 
 
-def test_unavailable_benchmark_writes_reason_and_no_plot(tmp_path: Path) -> None:
-    (tmp_path / "footprint.png").write_bytes(b"stale")
+def test_unavailable_benchmark_writes_reason_and_no_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing external binary (etcd, hidden by an empty PATH) is reported, with exit code 2 and no plot."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "ipam.png").write_bytes(b"stale")
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
     lines: list[str] = []
-    framework_module = framework.load("footprint")
-    # footprint needs pieces that may or may not exist; force absence through its REQUIRED list
-    saved = framework_module.REQUIRED
-    framework_module.REQUIRED = [("l3net.not_there_at_all", "test")]
-    try:
-        code = framework.execute("footprint", quick=True, results_dir=tmp_path, command="l3net bench footprint",
-                                 out=lines.append)
-    finally:
-        framework_module.REQUIRED = saved
-    doc = json.loads((tmp_path / "footprint.json").read_text())
+    code = framework.execute("ipam", quick=True, results_dir=results, command="l3net bench ipam", out=lines.append)
+    doc = json.loads((results / "ipam.json").read_text())
     jsonschema.validate(doc, framework.RESULT_SCHEMA)
     assert code == 2
     assert doc["status"] == "unavailable" and doc["metrics"] == {}
-    assert "not available" in doc["error"]
-    assert not (tmp_path / "footprint.png").exists()
-    assert any(line.startswith("FAILED footprint: needs") for line in lines)
+    assert doc["error"].startswith("needs the etcd binary: not available")
+    assert not (results / "ipam.png").exists()
+    assert any(line.startswith("FAILED ipam: needs the etcd binary") for line in lines)
 
 
 def test_counting_datastore_counts_writes_and_reads() -> None:
