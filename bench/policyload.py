@@ -100,19 +100,29 @@ def _run(ns: str, cmd: list[str], text: str) -> None:
         raise RuntimeError(f"{' '.join(cmd)} in {ns} failed: {out.stderr.strip()[:500]}")
 
 
-def apply_with_felix(ns: str, program: Any) -> int:
-    """Apply ``program`` in ``ns`` the way felix's sync loop does: ipsets add, iptables, ipsets delete.
+class FelixPolicyDataplane:
+    """felix's two policy drivers for one namespace, kept across applies as the running agent keeps them.
 
-    Returns the number of restore transactions written (0 when the namespace already matched).
-    Fresh drivers each call, as after an agent start: they read the kernel's state first.
+    A new instance reads the kernel's state on its first apply (as after an agent start);
+    later applies diff against what it wrote, which is the path of every change an agent makes.
     """
-    runner = iptables_driver.netns_runner(ns)
-    ipsets = ipsets_driver.IpsetDriver(runner)
-    iptables = iptables_driver.IptablesDriver(runner)
-    writes = ipsets.apply_adds(program.ipsets)
-    writes += iptables.apply_program(program)
-    writes += ipsets.apply_deletes(program.ipsets)
-    return writes
+
+    def __init__(self, ns: str) -> None:
+        runner = iptables_driver.netns_runner(ns)
+        self.ipsets = ipsets_driver.IpsetDriver(runner)
+        self.iptables = iptables_driver.IptablesDriver(runner)
+
+    def apply(self, program: Any) -> int:
+        """ipsets add, iptables, ipsets delete; the number of restore transactions written."""
+        writes = self.ipsets.apply_adds(program.ipsets)
+        writes += self.iptables.apply_program(program)
+        writes += self.ipsets.apply_deletes(program.ipsets)
+        return writes
+
+
+def apply_with_felix(ns: str, program: Any) -> int:
+    """Apply ``program`` in ``ns`` with fresh drivers (as after an agent start); restore transactions written."""
+    return FelixPolicyDataplane(ns).apply(program)
 
 
 def install_dataplane_policies(ws: Workspace, n1: Node, w1: Workload, n2: Node, w2: Workload, *,
