@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,14 @@ pytestmark = [pytest.mark.netns, pytest.mark.integration]
 P = ROUTE_PROTO
 
 
-def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore,
-                                            key_layout: KeyLayout, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def bgp_pair(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
+             tmp_path: Path) -> Iterator[tuple[Node, Node, str]]:
+    """Two meshed agents, each with one workload and a confirmed block, once both blocks are learned.
+
+    Yields ``(n1, n2, w1)`` (``w1`` is the namespace of n1's workload 10.65.0.2); stops both agents
+    at the end and prints the log of one that failed.
+    """
     endpoint = f"unix://{etcd_server.socket_path}"
     n1 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n1", name="n1", address="10.0.0.1")
     n2 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n2", name="n2", address="10.0.0.2",
@@ -39,6 +47,17 @@ def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServ
                  timeout=40, what="n2's block learned on n1")
         wait_for(lambda: f"10.65.0.0/26 via 10.0.0.1 dev eth0 proto {P} metric 1024" in routes(n2.ns, P),
                  timeout=40, what="n1's block learned on n2")
+        yield n1, n2, w1
+    finally:
+        for n in (n1, n2):
+            n.stop_agent()
+            if n.proc is not None and n.proc.returncode not in (0, None):
+                print(n.log()[-4000:])
+
+
+def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore,
+                                            key_layout: KeyLayout, tmp_path: Path) -> None:
+    with bgp_pair(netns_factory, etcd_server, datastore, key_layout, tmp_path) as (n1, n2, w1):
         netns.run(w1, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.65.0.66"])
         # A workload address borrowed by n2 from n1's block is announced as a /32 and routed to n2.
         n2.add_workload("c", "10.65.0.9")
@@ -49,34 +68,12 @@ def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServ
         assert b"Mesh_10_0_0_2" in status.value
         _, text = n1.http(9091, "/metrics")
         assert 'l3net_bgp_session_up{peer="Mesh_10_0_0_2"} 1.0' in text
-    finally:
-        for n in (n1, n2):
-            n.stop_agent()
-            if n.proc is not None and n.proc.returncode not in (0, None):
-                print(n.log()[-4000:])
 
 
 def test_sigkill_restart_with_bgp_keeps_cross_node_traffic(netns_factory, etcd_server: EtcdServer,
                                                            datastore: EtcdDatastore, key_layout: KeyLayout,
                                                            tmp_path: Path) -> None:
-    endpoint = f"unix://{etcd_server.socket_path}"
-    n1 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n1", name="n1", address="10.0.0.1")
-    n2 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n2", name="n2", address="10.0.0.2",
-              router=n1.router)
-    for n in (n1, n2):
-        n.run_dir.mkdir()
-        n.env = {"L3NET_BGP_ENABLED": "true", "L3NET_STARTUP_SWEEP_DELAY": "30"}
-    try:
-        w1 = n1.add_workload("a", "10.65.0.2")
-        n2.add_workload("b", "10.65.0.66")
-        n1.write_affinity("10.65.0.0/26")
-        n2.write_affinity("10.65.0.64/26")
-        n1.start_agent()
-        n2.start_agent()
-        learned = f"10.65.0.64/26 via 10.0.0.2 dev eth0 proto {P} metric 1024"
-        wait_for(lambda: learned in routes(n1.ns, P), timeout=40, what="n2's block learned on n1")
-        wait_for(lambda: f"10.65.0.0/26 via 10.0.0.1 dev eth0 proto {P} metric 1024" in routes(n2.ns, P),
-                 timeout=40, what="n1's block learned on n2")
+    with bgp_pair(netns_factory, etcd_server, datastore, key_layout, tmp_path) as (n1, _n2, w1):
         netns.run(w1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.65.0.66"])
         before = routes(n1.ns)
         monitor = RouteMonitor(n1.ns, netns_factory)
@@ -92,6 +89,3 @@ def test_sigkill_restart_with_bgp_keeps_cross_node_traffic(netns_factory, etcd_s
         assert received == sent, f"lost {sent - received} of {sent} packets"
         assert [e for e in events if "10.65." in e] == []
         assert routes(n1.ns) == before
-    finally:
-        for n in (n1, n2):
-            n.stop_agent()
