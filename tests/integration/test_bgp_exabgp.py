@@ -311,11 +311,16 @@ template bgp rrc {{
 
 
 @contextlib.contextmanager
-def bird(fabric: Fabric, run_dir: Path, clients: tuple[str, ...]) -> Iterator[Path]:
+def bird(fabric: Fabric, run_dir: Path, clients: tuple[str, ...], template: str = BIRD_CONF,
+         **params: object) -> Iterator[Path]:
+    """BIRD as route reflector for ``clients`` in the fabric's ``bird`` namespace; yields its control socket.
+
+    ``template`` is formatted with ``rr``, ``hold``, ``clients`` and any extra ``params``.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     conf, sock = run_dir / "bird.conf", run_dir / "bird.ctl"
-    conf.write_text(BIRD_CONF.format(rr=ADDR["bird"], hold=HOLD, clients="\n".join(
-        f"protocol bgp {c} from rrc {{ neighbor {ADDR[c]} as 64512; }}" for c in clients)))
+    conf.write_text(template.format(rr=ADDR["bird"], hold=HOLD, clients="\n".join(
+        f"protocol bgp {c} from rrc {{ neighbor {ADDR[c]} as 64512; }}" for c in clients), **params))
     proc = subprocess.Popen(netns.nsenter_cmd(fabric.ns["bird"], ["bird", "-f", "-c", str(conf), "-s", str(sock)]),
                             stdout=open(run_dir / "bird.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                             start_new_session=True)

@@ -25,13 +25,13 @@ import pytest
 from bgp import metrics
 from bgp.config import build_node_view
 from bgp.speaker import Speaker
-from l3net import netns
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import (
     ADDR,
     HOLD,
     Fabric,
     Nodes,
+    bird,
     block,
     fabric,
     node_res,
@@ -175,20 +175,8 @@ template bgp rrc {{
 
 @pytest.fixture
 def bird_gr(fabric: Fabric, tmp_path: Path) -> Iterator[Path]:
-    run = tmp_path / "bird"
-    run.mkdir()
-    conf, sock = run / "bird.conf", run / "bird.ctl"
-    conf.write_text(BIRD_GR_CONF.format(rr=ADDR["bird"], hold=HOLD, restart=RESTART, clients="\n".join(
-        f"protocol bgp {c} from rrc {{ neighbor {ADDR[c]} as 64512; }}" for c in PAIR)))
-    proc = subprocess.Popen(netns.nsenter_cmd(fabric.ns["bird"], ["bird", "-f", "-c", str(conf), "-s", str(sock)]),
-                            stdout=open(run / "bird.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)
-    fabric.factory.pids.append(proc.pid)
-    try:
+    with bird(fabric, tmp_path / "bird", PAIR, BIRD_GR_CONF, restart=RESTART) as sock:
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")
