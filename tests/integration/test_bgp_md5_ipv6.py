@@ -57,11 +57,14 @@ def test_md5_mesh_with_ipv4_and_ipv6_sessions(fabric: Fabric, tmp_path: Path) ->
                 if "md5" in log and ("not supported" in log or "protocol not available" in log or "errno" in log):
                     pytest.skip(f"the kernel refuses TCP MD5 signatures: {log[-300:]}")
                 raise
+            # each side learns on its own schedule: wait for both, never assume one follows the other
             await wait_for(lambda: ns.sp["n2"].best_routes() == {block("n1"): [ADDR["n1"]],
                                                                   v6_block("n1"): [V6["n1"]]}, 10,
                            "n2 learns n1's IPv4 block and IPv6 prefix")
-            assert ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]], v6_block("n2"): [V6["n2"]]}
-            assert block("n1") in fabric.kernel_routes("n2"), "the IPv4 route is in the kernel"
+            await wait_for(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]],
+                                                                  v6_block("n2"): [V6["n2"]]}, 10,
+                           "n1 learns n2's IPv4 block and IPv6 prefix")
+            await wait_for(lambda: block("n1") in fabric.kernel_routes("n2"), 10, "the IPv4 route is in n2's kernel")
 
             # n3 with the wrong password: n1 refuses its segments, no session
             n3 = Resource("Node", "n3", {"bgp": {"ipv4Address": f"{ADDR['n3']}/24"}})
