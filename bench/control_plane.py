@@ -16,6 +16,10 @@ announces the /26, and the clock stops when that /26 appears in the other node's
 ``ip monitor route``). That is the ADD that needs the control plane; the floor announces a fresh
 /26 too. The clock starts before the CNI plugin is executed (so it includes the plugin's start,
 IPAM in etcd, the WorkloadEndpoint write, the agent's watch, its calculation and ExaBGP).
+The lab's CNI config names each node agent's socket (``agentSocket``), so ``l3net-cni`` is the
+stdlib-only shim handing the request to the agent (the fast path a real node uses); how many ADDs
+the agents served that way is recorded (``setup.cni_adds_served_by_agent``), so a silent fallback
+to the in-process plugin would show.
 ``add_call_ms`` is the plugin's wall time (its exit can come after the remote route).
 Each sample is also split at the origin's own kernel route (the agent's blackhole for the new
 block; the floor's added route): ``add_to_origin_ms`` + ``origin_to_remote_ms``, the latter being
@@ -134,7 +138,8 @@ def run(ctx: Context) -> Result:
         "bird": _version(["bird", "--version"]),
         "what_is_measured": "pod ADD (l3net-cni, static IP in a /26 no node holds yet) -> that /26 in the other "
                             "node's kernel; floor: kernel route on BIRD b1 -> b2's kernel. Clock starts before "
-                            "the plugin runs and stops when `ip monitor route` in the observer prints the route.",
+                            "the plugin runs and stops when `ip monitor route` in the observer prints the route. "
+                            "l3net-cni hands each ADD to the node agent's socket (in-process without it).",
     })
     lab = BenchLab(ws, "cp", TOPOLOGY, {"10-ippool.yaml": POOL_YAML, "20-bgp.yaml": BGP_YAML})
     lab.up()
@@ -184,6 +189,7 @@ def run(ctx: Context) -> Result:
         bgp_ms = total_ms if variant == "bird-bird" else (seen - seen_origin) * 1000
         res.sample("bgp_path_ms", variant, bgp_ms, unit="ms", better="lower")
         _log.info("control plane round=%d variant=%s prefix=%s ms=%.1f route=%r", rnd, variant, net, total_ms, route)
+    res.setup["cni_adds_served_by_agent"] = {v: lab.cni_served(PATHS[v][0]) for v in ("l3net-rr", "bird-rr")}
     for variant in VARIANTS:
         vals = res.metrics["add_to_route_ms"].samples[variant]
         res.sample("p50_ms", variant, percentile(vals, 50), unit="ms", better="lower")

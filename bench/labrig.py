@@ -96,6 +96,11 @@ class BenchLab:
                 labels: dict[str, str] | None = None) -> dict[str, Any]:
         return dict(pods.add_pod(self.state, node, f"bench/{name}", labels or {"app": "bench"}, ips))
 
+    def cni_served(self, node: str, command: str = "ADD") -> int:
+        """CNI requests of ``command`` the node's agent served on its socket (its log), i.e. the fast path."""
+        logs = [p["log"] for p in self.state.data["processes"] if p["node"] == node and p["what"] == "agent"]
+        return sum(Path(log).read_text(errors="replace").count(f"CNI {command} served") for log in logs)
+
     def processes(self, node: str) -> list[dict[str, Any]]:
         return [p for p in self.state.data["processes"] if p["node"] == node]
 

@@ -170,6 +170,9 @@ PARAMS: tuple[Param, ...] = (
     Param("bgp_enabled", parse_bool, True, "run the BGP speaker (ExaBGP)", datastore=True),
     Param("exabgp_python", str, sys.executable, "the Python interpreter that runs ExaBGP (python -m exabgp)"),
     Param("run_dir", str, "/var/run/l3net", "directory for runtime files (ExaBGP config, bridge socket)"),
+    Param("cni_socket", str, "",
+          "unix socket on which the agent serves l3net-cni requests (the plugin's fast path); "
+          "empty: <run_dir>/cni.sock; none: do not serve"),
     Param("policy_enabled", parse_bool, True, "program NetworkPolicy and GlobalNetworkPolicy (iptables/ipsets)",
           datastore=True),
     Param("default_ipv4_pool", parse_cidr_or_empty, "",

@@ -25,6 +25,7 @@ import bgp.metrics
 import bgp.speaker
 import bgp.status
 import policy.compiler
+from felix import cniserver
 from felix import config as felix_config
 from felix.calc import Builder, Link, Model
 from felix.config import AgentConfig
@@ -115,6 +116,7 @@ class Agent:
         self._policy_metrics: dict[str, float] = {}
         metrics.SOURCED.set_source("policy", lambda: self._policy_metrics)
         self._stop_registration = threading.Event()
+        self.cni: cniserver.CNIServer | None = None
 
     # -- background registration (retried while the datastore is down) ----------
     def _register_forever(self, on_fatal: Callable[[BaseException], None]) -> None:
@@ -192,6 +194,7 @@ class Agent:
         def on_fatal(exc: BaseException) -> None:
             loop.call_soon_threadsafe(self._die, exc)
 
+        self._start_cni()
         threading.Thread(target=self._register_forever, args=(on_fatal,), name="l3net-register",
                          daemon=True).start()
         self.status.start(on_fatal=on_fatal)
@@ -212,6 +215,8 @@ class Agent:
             code = 2
         finally:
             self._stop_registration.set()
+            if self.cni is not None:
+                await loop.run_in_executor(None, self.cni.stop)
             # Cancelling the watch ends the syncer thread at once (the etcd client no longer
             # deadlocks on a cancel while another thread reads the stream).
             await loop.run_in_executor(None, syncer.stop)
@@ -224,6 +229,25 @@ class Agent:
             _log.critical("agent exiting after a fatal error in a helper thread: %r", self.fatal)
             code = code or 2
         return code
+
+    def _start_cni(self) -> None:
+        """Serve l3net-cni requests on a unix socket (its own threads; the asyncio loop is never blocked).
+
+        A socket that cannot be created is an error in the log and a readiness warning,
+        not a dead agent: the plugin then runs in its own process (its fallback), only slower.
+        """
+        if self.cfg.cni_socket == "none":
+            return
+        path = self.cfg.cni_socket or cniserver.default_socket_path(self.cfg.run_dir)
+        cniserver.register_into(metrics.REGISTRY)
+        server = cniserver.CNIServer(path, cniserver.plugin_handler(self.ds, self.cfg.etcd_endpoints))
+        try:
+            server.start()
+        except (OSError, ValueError) as exc:
+            _log.error("not serving CNI requests (l3net-cni runs in-process instead) path=%s error=%s", path, exc)
+            self.health.set_warning("cni-socket", f"CNI socket {path} not served: {exc}")
+            return
+        self.cni = server
 
     def _on_config(self, raw: Mapping[str, bytes]) -> None:
         """The datastore's config keys changed: apply what can change live, warn about the rest."""

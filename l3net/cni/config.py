@@ -70,6 +70,7 @@ class NetConf:
     log_level: str = "warning"
     prev_result: dict[str, Any] | None = None
     valid_attachments: tuple[tuple[str, str], ...] | None = None
+    agent_socket: str | None = None  # read by l3net.cni.shim; validated here so a bad value is named
 
 
 def parse_env(env: Mapping[str, str]) -> CNIEnv:
@@ -259,4 +260,4 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         etcd_key_file=_opt_str(doc, "etcd_key_file", "etcd_key_file"),
         nodename=_opt_str(doc, "nodename", "nodename"), mtu=mtu, ipv4_pools=tuple(pools), assign_ipv4=assign_v4,
         static_ips=static, labels=labels, sticky_key=sticky, log_level=log_level, prev_result=prev,
-        valid_attachments=attachments)
+        valid_attachments=attachments, agent_socket=_opt_str(doc, "agentSocket", "agentSocket"))

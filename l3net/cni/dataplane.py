@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -60,6 +62,19 @@ def uplink_mtu(ipr: IPRoute) -> int:
                 return int(mtu)
     _log.warning("no IPv4 default route; using MTU %d", DEFAULT_MTU)
     return DEFAULT_MTU
+
+
+@contextlib.contextmanager
+def pod_netlink(netns_path: str) -> Iterator[IPRoute]:
+    """A netlink socket in the pod's namespace, made by switching this thread only (``l3net.netns.in_netns``).
+
+    Not ``IPRoute(netns=...)``: pyroute2 forks a child for that, and a fork of the agent (which serves
+    CNI requests) inherits its asyncio signal wake-up fd, so the SIGTERM pyroute2 sends its child is
+    read by the agent's loop as its own and stops the agent. Opening the path never creates a
+    namespace (pyroute2's default would); a missing path is FileNotFoundError.
+    """
+    with l3netns.in_netns(netns_path), IPRoute() as ipr:
+        yield ipr
 
 
 def _link_index(ipr: IPRoute, name: str) -> int | None:
@@ -118,7 +133,7 @@ def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int =
         _write_sysctls(host_if)
         ipr.link("set", index=idx, state="up")
 
-    with IPRoute(netns=netns_path) as pod:
+    with pod_netlink(netns_path) as pod:
         pidx = _link_index(pod, pod_if)
         if pidx is None:
             raise DataplaneError(f"{pod_if} did not appear in {netns_path}")
@@ -164,6 +179,42 @@ def teardown(host_if: str, ips: list[str] | None = None) -> bool:
     return removed
 
 
+def teardown_in_container(netns_path: str, pod_if: str, ips: list[str] | None = None) -> bool:
+    """Remove the pair from the container's side: delete ``pod_if`` inside ``netns_path``.
+
+    The host peer and its /32 routes go with it, whatever the host veth is called
+    now: a newer container of the same pod has a host veth of the very same name,
+    and deleting by that name (the old way) could take the newer pod's wiring.
+    A namespace that is gone took the pair with it (nothing to do). Afterwards only
+    our /32s for ``ips`` that point at no interface are removed; one that points at
+    a live interface belongs to whoever wired it since. Idempotent: True when
+    something was removed.
+    """
+    removed = False
+    if netns_path and os.path.exists(netns_path):
+        try:
+            with pod_netlink(netns_path) as pod:
+                idx = _link_index(pod, pod_if)
+                if idx is not None:
+                    with contextlib.suppress(NetlinkError):  # raced with another DEL: already gone
+                        pod.link("del", index=idx)
+                        removed = True
+        except (OSError, NetlinkError) as exc:
+            # A namespace file whose namespace is gone (unmounted bind) cannot be entered: the pair died with it.
+            _log.info("DEL: cannot enter %s (%s); the pair went with the namespace", netns_path, exc)
+    with IPRoute() as ipr:
+        for ip in ips or []:
+            for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
+                if r.get("dst_len") == 32 and r.get_attr("RTA_DST") == ip and r.get("proto") == ROUTE_PROTO \
+                        and r.get_attr("RTA_OIF") is None:
+                    with contextlib.suppress(NetlinkError):
+                        ipr.route("del", dst=f"{ip}/32", table=MAIN_TABLE, proto=ROUTE_PROTO)
+                        removed = True
+    if removed:
+        _log.info("removed workload wiring from the container side netns=%s ifname=%s", netns_path, pod_if)
+    return removed
+
+
 def check(host_if: str, netns_path: str, pod_if: str, ips: list[str]) -> list[str]:
     """Every difference between the kernel and the wiring ``setup`` makes (empty = fine)."""
     drift: list[str] = []
@@ -183,7 +234,7 @@ def check(host_if: str, netns_path: str, pod_if: str, ips: list[str]) -> list[st
             if not any(r["oif"] == idx and r["proto"] == ROUTE_PROTO for r in routes):
                 drift.append(f"host route {ip}/32 dev {host_if} proto {ROUTE_PROTO} is missing")
     try:
-        with IPRoute(netns=netns_path) as pod:
+        with pod_netlink(netns_path) as pod:
             pidx = _link_index(pod, pod_if)
             if pidx is None:
                 return [*drift, f"{pod_if} is missing in {netns_path}"]

@@ -4,6 +4,12 @@ Concurrent ADDs on one node would otherwise race on the same block (many CAS
 retries) and could each claim a fresh block. An ``flock`` on a per-node file
 serialises them; the lock dies with the process, so a killed plugin never
 leaves it held. Raises TimeoutError when the lock is not free in time.
+
+It is ``flock`` on a descriptor opened per call, not ``fcntl.lockf``/POSIX
+record locks: flock locks belong to the open file description, so two threads
+of one process (the agent serving CNI requests) exclude each other exactly as
+two plugin processes do, and the agent and a fallback plugin process exclude
+each other too. POSIX locks are per process and would let two threads in.
 """
 
 from __future__ import annotations
@@ -21,14 +27,21 @@ LOCK_DIR = "/run/l3net"
 ENV_LOCK_DIR = "L3NET_CNI_LOCK_DIR"
 
 
-def lock_path(node: str) -> str:
-    """``/run/l3net/ipam-<node>.lock`` (directory overridable with ``L3NET_CNI_LOCK_DIR``)."""
-    return os.path.join(os.environ.get(ENV_LOCK_DIR) or LOCK_DIR, f"ipam-{node.replace('/', '_')}.lock")
+def lock_path(node: str, directory: str | None = None) -> str:
+    """``/run/l3net/ipam-<node>.lock``; the directory is ``directory``, else ``L3NET_CNI_LOCK_DIR``, else /run/l3net.
+
+    The agent passes the directory from the request's environment (it never reads
+    or changes its own ``os.environ`` for a request).
+    """
+    base = directory or os.environ.get(ENV_LOCK_DIR) or LOCK_DIR
+    return os.path.join(base, f"ipam-{node.replace('/', '_')}.lock")
 
 
 @contextlib.contextmanager
-def node_lock(node: str, timeout: float = 60.0, path: str | None = None) -> Iterator[None]:
-    path = path or lock_path(node)
+def node_lock(node: str, timeout: float = 60.0, path: str | None = None,
+              directory: str | None = None) -> Iterator[None]:
+    """Hold the node's IPAM lock for the body (blocking up to ``timeout`` seconds)."""
+    path = path or lock_path(node, directory)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -6,6 +6,14 @@ stdin. ADD allocates, wires and records the workload, and on any failure undoes
 all three before printing the error object (nothing is left behind). DEL is
 idempotent. Errors go to stdout as ``{cniVersion, code, msg, details}`` with
 exit status 1; logs go to stderr.
+
+The same :func:`run` also serves requests inside the node agent
+(``felix.cniserver``): the ``l3net-cni`` entry point is the stdlib-only
+``l3net.cni.shim``, which hands the request to the agent's socket and falls
+back to this module in its own process when the agent is not there. In the
+agent, :func:`run` gets the request's environment as a mapping (never
+``os.environ``), the agent's warm datastore (:class:`SharedDatastore`) and
+leaves the process's log level alone; it is safe to call from several threads.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -41,9 +50,10 @@ from l3net.cni.errors import (
     TRY_AGAIN_LATER,
     CNIError,
 )
-from l3net.cni.hostlock import node_lock
+from l3net.cni.hostlock import ENV_LOCK_DIR, node_lock
 from l3net.constants import WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
 from l3net.datastore import EtcdDatastore, TLSFiles
+from l3net.datastore.base import Datastore
 from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM, IPAMError
 from l3net.keys import KeyLayout
@@ -54,6 +64,8 @@ from l3net.model.validation import resource_from_document, workload_endpoint_nam
 _log = logging.getLogger(__name__)
 
 ENV_NODENAME = "L3NET_NODENAME"
+ENV_ENDPOINTS = "L3NET_ETCD_ENDPOINTS"
+DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 WEP_DELETE_RETRIES = 10
 
 
@@ -85,30 +97,64 @@ def _to_cni_error(exc: BaseException) -> CNIError:
     return CNIError(INTERNAL_ERROR, "internal error in l3net-cni", f"{type(exc).__name__}: {exc}")
 
 
-class Invocation:
-    """One plugin call: the decoded inputs plus lazily opened datastore, IPAM and resource client."""
+def _endpoint_set(endpoints: str) -> frozenset[str]:
+    return frozenset(e.strip().rstrip("/") for e in endpoints.split(",") if e.strip())
 
-    def __init__(self, env: CNIEnv, conf: NetConf, environ: Mapping[str, str]):
+
+@dataclass(frozen=True)
+class SharedDatastore:
+    """A datastore connection the caller keeps open (the agent's), used when the request names no other etcd.
+
+    ``endpoints`` is what it is connected to; a request whose ``etcd_endpoints``
+    (or ``L3NET_ETCD_ENDPOINTS``) names a different set gets its own connection.
+    """
+
+    ds: Datastore
+    endpoints: str
+
+    def serves(self, requested: str | None) -> bool:
+        return requested is None or _endpoint_set(requested) == _endpoint_set(self.endpoints)
+
+
+class Invocation:
+    """One plugin call: the decoded inputs plus the datastore, IPAM and resource client it uses.
+
+    With ``shared`` (the agent's connection) nothing is opened and :meth:`close`
+    leaves it open; otherwise it opens its own etcd client and closes it.
+    """
+
+    def __init__(self, env: CNIEnv, conf: NetConf, environ: Mapping[str, str],
+                 shared: SharedDatastore | None = None):
         self.env = env
         self.conf = conf
         self.node = node_name(conf, environ)
+        self.lock_dir = environ.get(ENV_LOCK_DIR) or None
         self.host_if = dataplane.host_veth_name(env.namespace, env.pod)
         self.handle = handle_id(conf.name, env.container_id, env.ifname)
         self.wep_name = workload_endpoint_name(self.node, env.pod, env.ifname)
-        endpoints = conf.etcd_endpoints or environ.get("L3NET_ETCD_ENDPOINTS") or "http://127.0.0.1:2379"
-        tls = TLSFiles(ca=conf.etcd_ca_cert_file or environ.get("L3NET_ETCD_CA_CERT_FILE"),
-                       cert=conf.etcd_cert_file or environ.get("L3NET_ETCD_CERT_FILE"),
-                       key=conf.etcd_key_file or environ.get("L3NET_ETCD_KEY_FILE"))
-        try:
-            self.ds = EtcdDatastore(endpoints, tls)
-        except ValueError as exc:
-            raise CNIError(INVALID_CONFIG, f"etcd_endpoints: {exc}") from None
+        requested = conf.etcd_endpoints or environ.get(ENV_ENDPOINTS) or None
+        self._own_ds = shared is None or not shared.serves(requested)
+        if not self._own_ds:
+            assert shared is not None
+            self.ds: Datastore = shared.ds
+        else:
+            tls = TLSFiles(ca=conf.etcd_ca_cert_file or environ.get("L3NET_ETCD_CA_CERT_FILE"),
+                           cert=conf.etcd_cert_file or environ.get("L3NET_ETCD_CERT_FILE"),
+                           key=conf.etcd_key_file or environ.get("L3NET_ETCD_KEY_FILE"))
+            try:
+                self.ds = EtcdDatastore(requested or DEFAULT_ENDPOINTS, tls)
+            except ValueError as exc:
+                raise CNIError(INVALID_CONFIG, f"etcd_endpoints: {exc}") from None
         self.keys = KeyLayout(conf.etcd_prefix)
         self.ipam = IPAM(self.ds, self.keys)
         self.client = ResourceClient(self.ds, self.keys)
 
     def close(self) -> None:
-        self.ds.close()
+        if self._own_ds:
+            self.ds.close()
+
+    def _lock(self) -> Any:
+        return node_lock(self.node, directory=self.lock_dir)
 
     # -- workload endpoint -----------------------------------------------------------
     def wep_document(self, ips: list[str], mac: str) -> dict[str, Any]:
@@ -145,7 +191,7 @@ class Invocation:
                  "interface": self.env.ifname}
         ips: list[str] = []
         try:
-            with node_lock(self.node):
+            with self._lock():
                 if self.conf.static_ips:
                     ips = [self.ipam.assign(ip, self.handle, self.node, attrs) for ip in self.conf.static_ips]
                 else:
@@ -169,7 +215,7 @@ class Invocation:
         except (OSError, NetlinkError) as exc:
             _log.error("rollback: could not remove %s: %s", self.host_if, exc)
         try:
-            with node_lock(self.node):
+            with self._lock():
                 self.ipam.release_handle(self.handle)
         except (DatastoreError, IPAMError, ValidationError, TimeoutError) as exc:
             _log.error("rollback: could not release handle=%s: %s", self.handle, exc)
@@ -194,14 +240,19 @@ class Invocation:
         wep = self.stored_wep()
         ours = wep is None or (wep.get("spec") or {}).get("containerID") in (None, self.env.container_id)
         ips = self.ipam.handle_ips(self.handle)
-        if ours:
+        if self.env.netns:
+            # From the container's side: the host veth's name is shared with any newer container of
+            # this pod, but what sits in this container's namespace is this container's alone.
+            dataplane.teardown_in_container(self.env.netns, self.env.ifname, ips)
+        elif ours:
+            # No namespace given (the spec allows that on DEL): the host side by name is all we can reach,
+            # and only while the endpoint still names this container.
             dataplane.teardown(self.host_if, ips)
-            if wep is not None:
-                self._delete_wep_if_ours()
-        else:
-            _log.info("DEL: endpoint now belongs to another container; leaving veth and endpoint wep=%s",
-                      self.wep_name)
-        with node_lock(self.node):
+        if ours and wep is not None:
+            self._delete_wep_if_ours()
+        elif not ours:
+            _log.info("DEL: endpoint now belongs to another container; leaving it wep=%s", self.wep_name)
+        with self._lock():
             self.ipam.release_handle(self.handle)
         _log.info("DEL done container=%s ips=%s", self.env.container_id, ",".join(ips))
 
@@ -283,8 +334,14 @@ def _peek_version(raw: bytes) -> str:
     return v if isinstance(v, str) and v in SUPPORTED_VERSIONS else DEFAULT_VERSION
 
 
-def run(environ: Mapping[str, str], stdin: bytes, out: IO[str]) -> int:
-    """Execute one CNI command; returns the exit status after printing the result or error."""
+def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], *, shared: SharedDatastore | None = None,
+        set_log_level: bool = True) -> int:
+    """Execute one CNI command; returns the exit status after printing the result or error.
+
+    ``environ`` is read, never changed. ``shared``: a datastore connection to use
+    instead of opening one (the agent's). ``set_log_level``: apply the netconf's
+    ``log_level`` to the root logger (only in a process of its own; the agent keeps its level).
+    """
     version = _peek_version(stdin)
     inv: Invocation | None = None
     try:
@@ -294,10 +351,11 @@ def run(environ: Mapping[str, str], stdin: bytes, out: IO[str]) -> int:
             return 0
         doc = decode_stdin(stdin)
         conf = parse_netconf(doc, env.command)
-        logging.getLogger().setLevel(getattr(logging, conf.log_level.upper(), logging.WARNING))
+        if set_log_level:
+            logging.getLogger().setLevel(getattr(logging, conf.log_level.upper(), logging.WARNING))
         if env.command in ("STATUS", "GC"):
             env = CNIEnv(command=env.command, container_id="status", ifname="eth0")
-        inv = Invocation(env, conf, environ)
+        inv = Invocation(env, conf, environ, shared)
         if env.command == "ADD":
             json.dump(inv.add(), out)
         elif env.command == "DEL":
@@ -326,6 +384,7 @@ def run(environ: Mapping[str, str], stdin: bytes, out: IO[str]) -> int:
         out.flush()
 
 
-def main() -> None:
+def main(stdin: bytes | None = None) -> None:
+    """The plugin in this process (the shim's fallback); ``stdin``: the request when it was already read."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="l3net-cni %(levelname)s %(message)s")
-    sys.exit(run(os.environ, sys.stdin.buffer.read(), sys.stdout))
+    sys.exit(run(os.environ, sys.stdin.buffer.read() if stdin is None else stdin, sys.stdout))

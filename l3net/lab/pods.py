@@ -61,6 +61,21 @@ def pod_netns_name(lab_base: str, ns: str, name: str) -> str:
     return full
 
 
+def agent_socket(state: st.LabState, node: str) -> str | None:
+    """Where the node's agent serves CNI requests (``<run dir>/cni.sock``; the lab runs it in the node's dir).
+
+    None for a node without an agent: the plugin's own default then applies (and it falls back to
+    running in-process when nothing listens there).
+    """
+    rec = state.data["nodes"].get(node)
+    if rec is None or rec.get("role") != "node":
+        return None
+    env = rec.get("env", {})
+    if env.get("L3NET_CNI_SOCKET"):
+        return None if env["L3NET_CNI_SOCKET"] == "none" else str(env["L3NET_CNI_SOCKET"])
+    return str(Path(env.get("L3NET_RUN_DIR") or rec["cwd"]) / "cni.sock")
+
+
 def network_config(state: st.LabState, node: str, labels: dict[str, str], ips: list[str]) -> dict[str, Any]:
     """The network configuration a runtime would read from /etc/cni/net.d for this node."""
     conf: dict[str, Any] = {
@@ -74,6 +89,9 @@ def network_config(state: st.LabState, node: str, labels: dict[str, str], ips: l
     }
     if os.environ.get(PREFIX_ENV):
         conf["etcd_prefix"] = os.environ[PREFIX_ENV]
+    sock = agent_socket(state, node)
+    if sock:
+        conf["agentSocket"] = sock
     cni_args: dict[str, Any] = {}
     if labels:
         cni_args["labels"] = [{"key": k, "value": v} for k, v in labels.items()]

@@ -50,6 +50,8 @@ class CNIRig:
     nodes: dict[str, str] = field(default_factory=dict)  # node name -> netns name
     node_ip: dict[str, str] = field(default_factory=dict)
     network: str = "k8s-pod-network"
+    # The agent's CNI socket the plugin should use; "" runs the plugin in-process (no agent in these rigs).
+    agent_socket: str = ""
 
     @property
     def ipam(self) -> IPAM:
@@ -59,7 +61,7 @@ class CNIRig:
         conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": self.network, "type": "l3net-cni",
                                 "etcd_endpoints": self.etcd_endpoints, "etcd_prefix": self.keys.prefix,
                                 "nodename": node, "mtu": 0, "log_level": "info",
-                                "ipam": {"type": "l3net-ipam"}}
+                                "ipam": {"type": "l3net-ipam"}, "agentSocket": self.agent_socket}
         conf.update(extra)
         return conf
 

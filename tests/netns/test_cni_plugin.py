@@ -160,9 +160,9 @@ def test_del_of_old_container_keeps_the_endpoint_a_newer_add_wrote(rig: CNIRig, 
     inv = plugin.Invocation(parse_env(environ), parse_netconf(rig.conf("node-1"), "DEL"), environ)
     try:
         if moment == "before-reread":
-            monkeypatch.setattr(plugin.dataplane, "teardown", lambda *_: newer_add_lands())
+            monkeypatch.setattr(plugin.dataplane, "teardown_in_container", lambda *_: newer_add_lands())
         else:
-            monkeypatch.setattr(plugin.dataplane, "teardown", lambda *_: None)
+            monkeypatch.setattr(plugin.dataplane, "teardown_in_container", lambda *_: None)
             real_delete = inv.ds.delete
 
             def delete(key: str, mod_revision: int | None = None) -> bool:
