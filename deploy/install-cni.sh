@@ -16,7 +16,7 @@ rm -rf "$LIB_DIR/site-packages" && mv "$LIB_DIR/site-packages.new" "$LIB_DIR/sit
 
 cat > "$BIN_DIR/.l3net-cni.tmp" <<SHIM
 #!/bin/sh
-PYTHONPATH=/opt/l3net/site-packages exec python3 -c 'import sys; from l3net.cni.plugin import main; sys.exit(main())' "\$@"
+PYTHONPATH=/opt/l3net/site-packages exec python3 -c 'import sys; from l3net.cni.shim import main; sys.exit(main())' "\$@"
 SHIM
 chmod 0755 "$BIN_DIR/.l3net-cni.tmp"
 mv "$BIN_DIR/.l3net-cni.tmp" "$BIN_DIR/l3net-cni"
