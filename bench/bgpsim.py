@@ -1,97 +1,544 @@
-"""bench.bgpsim: ExaBGP's API process for simulated route-reflector clients (many sessions, one ExaBGP).
+"""bench.bgpsim: simulated iBGP route-reflector clients, many sessions in one asyncio process.
 
-Run by ExaBGP (``process sim { run python -m bench.bgpsim ...; encoder json; }``). It
-- counts, per session (keyed by our local address), the distinct IPv4 prefixes received, from
-  ExaBGP's parsed JSON (announce adds, withdraw removes);
-- appends ``up IP T``, ``done IP T`` (the first time a session holds ``--expect`` prefixes) and
-  ``announced T`` lines to ``--status`` (T is ``time.monotonic()``: one clock for the whole host);
-- waits for a line on the ``--trigger`` FIFO, then announces every session's prefixes from ``--plan``
-  (JSON ``{local_ip: [prefix, ...]}``), one command per session with all its prefixes.
-Exits when ExaBGP closes its stdin. Lines it cannot parse are ignored (acks, plain text).
+A small BGP-4 speaker written for the reflector benchmark (RFC 4271 messages, RFC 4760
+multiprotocol and RFC 2918 route-refresh capabilities, RFC 6793 4-byte AS capability):
+
+- the codec (``encode_*``/``decode_*``, :func:`split_messages`) is pure and unit-tested;
+- :class:`Session` is one client: it connects from its own source address to the reflector,
+  sends OPEN, answers KEEPALIVEs, and (once triggered) sends ONE UPDATE with all its prefixes in
+  classic NLRI (ORIGIN IGP, empty AS_PATH, NEXT_HOP = its address, LOCAL_PREF 100);
+- every received UPDATE is checked, not just counted: each NLRI must belong to the client whose
+  address is the NEXT_HOP, ORIGINATOR_ID must be that client, CLUSTER_LIST must hold the cluster ID,
+  LOCAL_PREF must be present, a client must never get its own prefixes back, and nothing is
+  withdrawn (nobody withdraws in this benchmark). Anything else is a ``fail`` line, never ignored.
+
+Status goes to ``--status`` as lines ``KIND IP [details] T`` (T = ``time.monotonic()``, one clock
+for the whole host): ``up``, ``down`` (with the reason), ``done`` (the first moment a session holds
+every prefix of every other client: ``routes=N withdrawn=W``) and ``fail`` (with the reason; at most
+a few per session, then a count). SIGUSR1 triggers the announcements; SIGTERM ends the process.
+
+Client ``i`` has address :func:`client_ip` and router ID = that address, and owns the ``/26``
+prefixes :func:`client_prefixes` (consecutive blocks of 10.128.0.0/9), so a receiver can tell the
+originator of any prefix from the prefix alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import ipaddress
+import signal
+import socket
+import struct
 import sys
-import threading
 import time
-from collections import defaultdict
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+MARKER = b"\xff" * 16
+HEADER_LEN = 19
+MAX_MESSAGE = 4096
+OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE_REFRESH = 1, 2, 3, 4, 5
+AS_TRANS = 23456
+BGP_PORT = 179
+
+# path attribute type codes
+ORIGIN, AS_PATH, NEXT_HOP, MED, LOCAL_PREF = 1, 2, 3, 4, 5
+ORIGINATOR_ID, CLUSTER_LIST, MP_REACH_NLRI, MP_UNREACH_NLRI = 9, 10, 14, 15
+# capability codes
+CAP_MP, CAP_ROUTE_REFRESH, CAP_AS4 = 1, 2, 65
+
+PREFIX_BASE = (10 << 24) | (128 << 16)   # 10.128.0.0
+PREFIX_LEN = 26
+MAX_FAIL_LINES = 3
 
 
-class Status:
-    """Appends timestamped lines to the status file; thread-safe (two threads write)."""
+class BGPError(Exception):
+    """A malformed message: ``code``/``subcode`` are the NOTIFICATION to send (RFC 4271 §6)."""
 
-    def __init__(self, path: str) -> None:
-        self._fh = open(path, "a", buffering=1)  # noqa: SIM115 - open for the process's lifetime
-        self._lock = threading.Lock()
-
-    def write(self, *parts: str) -> None:
-        with self._lock:
-            self._fh.write(" ".join([*parts, f"{time.monotonic():.6f}"]) + "\n")
-            self._fh.flush()
+    def __init__(self, code: int, subcode: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.subcode = subcode
 
 
-def _announce(trigger: str, plan: dict[str, list[str]], peer: str, status: Status) -> None:
-    with open(trigger) as fh:
-        fh.readline()
-    for local, prefixes in plan.items():
-        sys.stdout.write(f"neighbor {peer} local-ip {local} announce attributes next-hop {local} "
-                         f"nlri {' '.join(prefixes)}\n")
-    sys.stdout.flush()
-    status.write("announced")
+# -- the address plan ------------------------------------------------------------------
+def client_ip(i: int) -> str:
+    """Address (and router ID) of client ``i``: 10.1.0.1, 10.1.0.2, … 250 per /24."""
+    return f"10.1.{i // 250}.{i % 250 + 1}"
 
 
-def _prefixes(update: dict[str, Any], key: str) -> list[str]:
-    section = update.get(key, {}).get("ipv4 unicast")
-    if section is None:
-        return []
-    if isinstance(section, list):  # withdraw: [{"nlri": ...}]
-        return [e["nlri"] if isinstance(e, dict) else str(e) for e in section]
-    out = []
-    for entries in section.values():  # announce: {next_hop: [{"nlri": ...}]}
-        out += [e["nlri"] if isinstance(e, dict) else str(e) for e in entries]
+def client_prefix_base(i: int, count: int) -> int:
+    return PREFIX_BASE + i * count * 64
+
+
+def client_prefixes(i: int, count: int) -> list[str]:
+    """``count`` /26 prefixes of client ``i`` in 10.128.0.0/9 (distinct across clients)."""
+    base = client_prefix_base(i, count)
+    return [f"{ipaddress.IPv4Address(base + k * 64)}/{PREFIX_LEN}" for k in range(count)]
+
+
+# -- codec (pure) ---------------------------------------------------------------------
+def message(kind: int, body: bytes = b"") -> bytes:
+    length = HEADER_LEN + len(body)
+    if length > MAX_MESSAGE:
+        raise ValueError(f"BGP message of {length} bytes exceeds {MAX_MESSAGE}")
+    return MARKER + struct.pack("!HB", length, kind) + body
+
+
+def _capability(code: int, value: bytes = b"") -> bytes:
+    return bytes([2, 2 + len(value), code, len(value)]) + value   # one optional parameter per capability
+
+
+def encode_open(asn: int, hold: int, router_id: str, *, route_refresh: bool = True) -> bytes:
+    """OPEN with the IPv4-unicast multiprotocol, 4-byte-AS and (optionally) route-refresh capabilities."""
+    params = _capability(CAP_MP, struct.pack("!HBB", 1, 0, 1)) + _capability(CAP_AS4, struct.pack("!I", asn))
+    if route_refresh:
+        params += _capability(CAP_ROUTE_REFRESH)
+    my_as = asn if asn <= 0xFFFF else AS_TRANS
+    body = struct.pack("!BHH4sB", 4, my_as, hold, socket.inet_aton(router_id), len(params)) + params
+    return message(OPEN, body)
+
+
+def encode_keepalive() -> bytes:
+    return message(KEEPALIVE)
+
+
+def encode_notification(code: int, subcode: int, data: bytes = b"") -> bytes:
+    return message(NOTIFICATION, bytes([code, subcode]) + data)
+
+
+def encode_prefixes(prefixes: Iterable[str]) -> bytes:
+    out = bytearray()
+    for p in prefixes:
+        net = ipaddress.IPv4Network(p)
+        out.append(net.prefixlen)
+        out += net.network_address.packed[:(net.prefixlen + 7) // 8]
+    return bytes(out)
+
+
+def _attr(flags: int, code: int, value: bytes) -> bytes:
+    if len(value) > 255:
+        return struct.pack("!BBH", flags | 0x10, code, len(value)) + value
+    return struct.pack("!BBB", flags, code, len(value)) + value
+
+
+def encode_update(nlri: Sequence[str], next_hop: str, *, local_pref: int = 100,
+                  withdrawn: Sequence[str] = ()) -> bytes:
+    """One UPDATE: ``withdrawn`` and ``nlri`` (IPv4, classic fields) with iBGP attributes
+    ORIGIN IGP, empty AS_PATH, NEXT_HOP, LOCAL_PREF. Raises ValueError above 4096 bytes."""
+    wd = encode_prefixes(withdrawn)
+    attrs = b""
+    if nlri:
+        attrs = b"".join([_attr(0x40, ORIGIN, b"\x00"), _attr(0x40, AS_PATH, b""),
+                          _attr(0x40, NEXT_HOP, socket.inet_aton(next_hop)),
+                          _attr(0x40, LOCAL_PREF, struct.pack("!I", local_pref))])
+    body = struct.pack("!H", len(wd)) + wd + struct.pack("!H", len(attrs)) + attrs + encode_prefixes(nlri)
+    return message(UPDATE, body)
+
+
+def split_messages(buf: bytearray) -> list[tuple[int, bytes]]:
+    """Take every complete message off the front of ``buf`` (a TCP stream: several per read, or a part)."""
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    end = len(buf)
+    while end - pos >= HEADER_LEN:
+        if buf[pos:pos + 16] != MARKER:
+            raise BGPError(1, 1, "connection not synchronized (bad marker)")
+        length, kind = struct.unpack_from("!HB", buf, pos + 16)
+        if length < HEADER_LEN or length > MAX_MESSAGE:
+            raise BGPError(1, 2, f"bad message length {length}")
+        if end - pos < length:
+            break
+        out.append((kind, bytes(buf[pos + HEADER_LEN:pos + length])))
+        pos += length
+    del buf[:pos]
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.bgpsim")
-    p.add_argument("--status", required=True)
-    p.add_argument("--trigger", required=True)
-    p.add_argument("--plan", required=True)
-    p.add_argument("--peer", required=True)
-    p.add_argument("--expect", type=int, required=True)
-    args = p.parse_args(argv)
-    with open(args.plan) as fh:
-        plan: dict[str, list[str]] = json.load(fh)
-    status = Status(args.status)
-    threading.Thread(target=_announce, args=(args.trigger, plan, args.peer, status), daemon=True).start()
-    have: dict[str, set[str]] = defaultdict(set)
-    done: set[str] = set()
-    for line in sys.stdin:
-        if not line.startswith("{"):
+@dataclass(frozen=True)
+class OpenMessage:
+    version: int
+    asn: int                      # the 4-byte AS when the capability is there, else the 2-byte field
+    hold: int
+    router_id: str
+    capabilities: dict[int, list[bytes]]
+
+
+def decode_open(body: bytes) -> OpenMessage:
+    if len(body) < 10:
+        raise BGPError(2, 0, "OPEN too short")
+    version, my_as, hold, rid, plen = struct.unpack_from("!BHH4sB", body)
+    params = body[10:10 + plen]
+    if len(params) != plen:
+        raise BGPError(2, 0, "OPEN optional parameters truncated")
+    caps: dict[int, list[bytes]] = {}
+    i = 0
+    while i < len(params):
+        if i + 2 > len(params):
+            raise BGPError(2, 0, "OPEN parameter header truncated")
+        ptype, pl = params[i], params[i + 1]
+        value = params[i + 2:i + 2 + pl]
+        if len(value) != pl:
+            raise BGPError(2, 0, "OPEN parameter truncated")
+        i += 2 + pl
+        if ptype != 2:
             continue
+        j = 0
+        while j < len(value):
+            if j + 2 > len(value) or j + 2 + value[j + 1] > len(value):
+                raise BGPError(2, 0, "capability truncated")
+            caps.setdefault(value[j], []).append(bytes(value[j + 2:j + 2 + value[j + 1]]))
+            j += 2 + value[j + 1]
+    asn = my_as
+    if CAP_AS4 in caps and len(caps[CAP_AS4][0]) == 4:
+        asn = struct.unpack("!I", caps[CAP_AS4][0])[0]
+    return OpenMessage(version, asn, hold, socket.inet_ntoa(rid), caps)
+
+
+def decode_prefixes(data: bytes) -> list[tuple[int, int]]:
+    """IPv4 NLRI field -> ``[(address as int, prefix length), ...]``."""
+    out = []
+    i = 0
+    n = len(data)
+    while i < n:
+        plen = data[i]
+        nbytes = (plen + 7) >> 3
+        if plen > 32 or i + 1 + nbytes > n:
+            raise BGPError(3, 10, f"invalid NLRI at byte {i}")
+        addr = int.from_bytes(data[i + 1:i + 1 + nbytes], "big") << (32 - 8 * nbytes)
+        out.append((addr, plen))
+        i += 1 + nbytes
+    return out
+
+
+@dataclass
+class Update:
+    """A decoded UPDATE; IPv4-unicast MP_REACH/MP_UNREACH prefixes are folded into ``nlri``/``withdrawn``."""
+
+    withdrawn: list[tuple[int, int]] = field(default_factory=list)
+    nlri: list[tuple[int, int]] = field(default_factory=list)
+    attrs: dict[int, bytes] = field(default_factory=dict)
+    next_hop: int | None = None
+
+
+def decode_update(body: bytes) -> Update:
+    if len(body) < 4:
+        raise BGPError(3, 1, "UPDATE too short")
+    wlen = struct.unpack_from("!H", body)[0]
+    if 2 + wlen + 2 > len(body):
+        raise BGPError(3, 1, "withdrawn routes length overruns the message")
+    upd = Update(withdrawn=decode_prefixes(body[2:2 + wlen]))
+    pos = 2 + wlen
+    alen = struct.unpack_from("!H", body, pos)[0]
+    pos += 2
+    if pos + alen > len(body):
+        raise BGPError(3, 1, "path attribute length overruns the message")
+    end = pos + alen
+    while pos < end:
+        if pos + 3 > end:
+            raise BGPError(3, 1, "attribute header truncated")
+        flags, code = body[pos], body[pos + 1]
+        if flags & 0x10:
+            if pos + 4 > end:
+                raise BGPError(3, 1, "attribute header truncated")
+            length = struct.unpack_from("!H", body, pos + 2)[0]
+            pos += 4
+        else:
+            length = body[pos + 2]
+            pos += 3
+        if pos + length > end:
+            raise BGPError(3, 5, f"attribute {code} overruns the attributes")
+        upd.attrs[code] = body[pos:pos + length]
+        pos += length
+    upd.nlri = decode_prefixes(body[end:])
+    nh = upd.attrs.get(NEXT_HOP)
+    if nh is not None:
+        if len(nh) != 4:
+            raise BGPError(3, 8, "NEXT_HOP is not 4 bytes")
+        upd.next_hop = int.from_bytes(nh, "big")
+    reach = upd.attrs.get(MP_REACH_NLRI)
+    if reach is not None and reach[:3] == b"\x00\x01\x01":
+        nhl = reach[3]
+        upd.next_hop = int.from_bytes(reach[4:8], "big") if nhl >= 4 else upd.next_hop
+        upd.nlri += decode_prefixes(reach[5 + nhl:])
+    unreach = upd.attrs.get(MP_UNREACH_NLRI)
+    if unreach is not None and unreach[:3] == b"\x00\x01\x01":
+        upd.withdrawn += decode_prefixes(unreach[3:])
+    return upd
+
+
+def decode_notification(body: bytes) -> tuple[int, int, bytes]:
+    if len(body) < 2:
+        raise BGPError(1, 2, "NOTIFICATION too short")
+    return body[0], body[1], body[2:]
+
+
+# -- the simulated clients (I/O) -----------------------------------------------------------
+class Plan:
+    """Who owns which prefixes, so a receiver can check every route; pure."""
+
+    def __init__(self, clients: int, per_client: int, cluster_id: str | None) -> None:
+        self.clients = clients
+        self.per_client = per_client
+        self.cluster_id = socket.inet_aton(cluster_id) if cluster_id else None
+        self.owner_of_hop = {int(ipaddress.IPv4Address(client_ip(i))): i for i in range(clients)}
+        self.expect = (clients - 1) * per_client
+
+    def check(self, me: int, upd: Update) -> str | None:
+        """Why ``upd`` (received by client ``me``) is wrong, or None. Every NLRI is checked."""
+        if not upd.nlri:
+            return None
+        if upd.next_hop is None:
+            return "announcement without NEXT_HOP"
+        src = self.owner_of_hop.get(upd.next_hop)
+        if src is None:
+            return f"next hop {ipaddress.IPv4Address(upd.next_hop)} is no client"
+        if src == me:
+            return "own prefixes reflected back"
+        if upd.attrs.get(ORIGINATOR_ID) != ipaddress.IPv4Address(upd.next_hop).packed:
+            return f"ORIGINATOR_ID {upd.attrs.get(ORIGINATOR_ID)!r} is not the originating client"
+        clusters = upd.attrs.get(CLUSTER_LIST)
+        if not clusters or len(clusters) % 4:
+            return "CLUSTER_LIST missing"
+        if self.cluster_id is not None and self.cluster_id not in _ids(clusters):
+            return "CLUSTER_LIST lacks the reflector's cluster ID"
+        if LOCAL_PREF not in upd.attrs:
+            return "LOCAL_PREF missing"
+        lo = client_prefix_base(src, self.per_client)
+        hi = lo + self.per_client * 64
+        for addr, plen in upd.nlri:
+            if plen != PREFIX_LEN or not lo <= addr < hi:
+                return f"prefix {ipaddress.IPv4Address(addr)}/{plen} is not from next hop's client"
+        return None
+
+
+def _ids(data: bytes) -> set[bytes]:
+    return {data[k:k + 4] for k in range(0, len(data), 4)}
+
+
+class Status:
+    """Appends ``KIND IP details T`` lines to one file (this process's own)."""
+
+    def __init__(self, fh: TextIO) -> None:
+        self._fh = fh
+
+    def write(self, *parts: str) -> None:
+        self._fh.write(" ".join([*parts, f"{time.monotonic():.6f}"]) + "\n")
+        self._fh.flush()
+
+
+class Session(asyncio.Protocol):
+    """One simulated client: its BGP session to the reflector and the routes it holds.
+
+    A protocol error from the reflector, a NOTIFICATION or a lost connection after
+    Established is a ``down`` line; the session reconnects (and, if triggered, re-announces).
+    """
+
+    def __init__(self, sim: Simulator, index: int) -> None:
+        self.sim = sim
+        self.index = index
+        self.ip = client_ip(index)
+        self.prefixes = client_prefixes(index, sim.plan.per_client)
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] | None = None
+        self.established = False
+        self.announced = False
+        self.done = False
+        self.have: set[int] = set()
+        self.withdrawn = 0
+        self.failures = 0
+        self._buf = bytearray()
+        self._hold = sim.hold
+        self._last_rx = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.closed = asyncio.get_running_loop().create_future()
+        self._buf.clear()
+        self.established = self.announced = False
+        self.have.clear()
+        self._last_rx = time.monotonic()
+        transport.write(encode_open(self.sim.asn, self.sim.hold, self.ip))
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        self._last_rx = time.monotonic()
         try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        local = msg.get("neighbor", {}).get("address", {}).get("local")
-        if local is None:
-            continue
-        if msg.get("type") == "state":
-            status.write(str(msg.get("neighbor", {}).get("state")), local)
-            continue
-        update = msg.get("neighbor", {}).get("message", {}).get("update")
-        if msg.get("type") != "update" or not update:
-            continue
-        got = have[local]
-        got.update(_prefixes(update, "announce"))
-        got.difference_update(_prefixes(update, "withdraw"))
-        if local not in done and len(got) >= args.expect:
-            done.add(local)
-            status.write("done", local, str(len(got)))
+            for kind, body in split_messages(self._buf):
+                self._handle(kind, body)
+        except BGPError as exc:
+            self._close(f"protocol error: {exc}", notify=(exc.code, exc.subcode))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.established:
+            self.sim.status.write("down", self.ip, f"connection lost: {exc or 'closed by peer'}")
+        self.established = False
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+
+    # BGP
+    def _handle(self, kind: int, body: bytes) -> None:
+        if kind == UPDATE:
+            if not self.established:
+                raise BGPError(5, 0, "UPDATE before Established")
+            self._on_update(decode_update(body))
+        elif kind == KEEPALIVE:
+            if not self.established:
+                self.established = True
+                self.sim.status.write("up", self.ip)
+                self._schedule_keepalive()
+                if self.sim.triggered:
+                    self.announce()
+        elif kind == OPEN:
+            msg = decode_open(body)
+            if msg.version != 4:
+                raise BGPError(2, 1, f"version {msg.version}")
+            if msg.asn != self.sim.asn:
+                raise BGPError(2, 2, f"peer AS {msg.asn} is not our AS {self.sim.asn} (iBGP only)")
+            self._hold = min(self.sim.hold, msg.hold)
+            assert self.transport is not None
+            self.transport.write(encode_keepalive())
+        elif kind == NOTIFICATION:
+            code, sub, _ = decode_notification(body)
+            self._close(f"NOTIFICATION {code}/{sub} received")
+        elif kind == ROUTE_REFRESH:
+            if self.announced:
+                self._send_routes()
+        else:
+            raise BGPError(1, 3, f"bad message type {kind}")
+
+    def _on_update(self, upd: Update) -> None:
+        have = self.have
+        for addr, plen in upd.withdrawn:
+            have.discard(addr << 6 | plen)
+        if upd.withdrawn:
+            self.withdrawn += len(upd.withdrawn)
+            self.fail(f"{len(upd.withdrawn)} prefixes withdrawn (nobody withdraws here)")
+        reason = self.sim.plan.check(self.index, upd)
+        if reason is not None:
+            self.fail(reason)
+            return
+        for addr, plen in upd.nlri:
+            have.add(addr << 6 | plen)
+        if not self.done and len(have) >= self.sim.plan.expect:
+            self.done = True
+            self.sim.status.write("done", self.ip, f"routes={len(have)}", f"withdrawn={self.withdrawn}")
+
+    def fail(self, reason: str) -> None:
+        self.failures += 1
+        if self.failures <= MAX_FAIL_LINES:
+            self.sim.status.write("fail", self.ip, reason.replace(" ", "_"))
+
+    def announce(self) -> None:
+        if self.established and not self.announced:
+            self.announced = True
+            self._send_routes()
+
+    def _send_routes(self) -> None:
+        assert self.transport is not None
+        step = (MAX_MESSAGE - 100) // 5   # a /26 is 5 bytes of NLRI
+        for k in range(0, len(self.prefixes), step):
+            self.transport.write(encode_update(self.prefixes[k:k + step], self.ip))
+
+    def _schedule_keepalive(self) -> None:
+        if self._hold:
+            self._keepalive = asyncio.get_running_loop().call_later(self._hold / 3, self._tick)
+
+    def _tick(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if time.monotonic() - self._last_rx > self._hold:
+            self._close("hold timer expired", notify=(4, 0))
+            return
+        self.transport.write(encode_keepalive())
+        self._schedule_keepalive()
+
+    def _close(self, reason: str, notify: tuple[int, int] | None = None) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if notify is not None:
+            self.transport.write(encode_notification(*notify))
+        self.sim.status.write("down", self.ip, reason.replace(" ", "_"))
+        self.established = False
+        self.transport.close()
+
+
+class Simulator:
+    """Runs sessions ``first .. first+count-1`` of a ``clients``-client plan against one reflector."""
+
+    def __init__(self, *, peer: str, asn: int, hold: int, plan: Plan, first: int, count: int,
+                 status: Status, retry: float = 0.5) -> None:
+        self.peer = peer
+        self.asn = asn
+        self.hold = hold
+        self.plan = plan
+        self.status = status
+        self.retry = retry
+        self.triggered = False
+        self.sessions = [Session(self, i) for i in range(first, first + count)]
+
+    def trigger(self) -> None:
+        self.triggered = True
+        for s in self.sessions:
+            s.announce()
+        self.status.write("announced", "-")
+
+    async def _keep_connected(self, s: Session) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.create_connection(lambda: s, self.peer, BGP_PORT, local_addr=(s.ip, 0))
+            except OSError:
+                await asyncio.sleep(self.retry)   # the reflector is not listening yet
+                continue
+            assert s.closed is not None
+            await s.closed
+            await asyncio.sleep(self.retry)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._keep_connected(s)) for s in self.sessions]
+        await stop.wait()
+        for t in tasks:
+            t.cancel()
+        for s in self.sessions:
+            if s.transport is not None:
+                s.transport.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.bgpsim", description=__doc__.splitlines()[0])
+    p.add_argument("--peer", required=True, help="the reflector's address")
+    p.add_argument("--asn", type=int, default=64512)
+    p.add_argument("--hold", type=int, default=90)
+    p.add_argument("--clients", type=int, required=True, help="clients in the whole plan")
+    p.add_argument("--first", type=int, required=True, help="first client this process runs")
+    p.add_argument("--count", type=int, required=True, help="how many clients this process runs")
+    p.add_argument("--prefixes", type=int, required=True, help="prefixes per client")
+    p.add_argument("--cluster-id", default=None, help="required in every received CLUSTER_LIST")
+    p.add_argument("--status", required=True)
+    args = p.parse_args(argv)
+    plan = Plan(args.clients, args.prefixes, args.cluster_id)
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        with open(args.status, "a") as fh:
+            sim = Simulator(peer=args.peer, asn=args.asn, hold=args.hold, plan=plan, first=args.first,
+                            count=args.count, status=Status(fh))
+            loop.add_signal_handler(signal.SIGUSR1, sim.trigger)
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            sim.status.write("started", "-")
+            await sim.run(stop)
+
+    asyncio.run(_main())
     return 0
 
 

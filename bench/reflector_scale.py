@@ -1,32 +1,33 @@
 """bench.reflector_scale: an l3net route reflector vs a BIRD route reflector with 50, 100 and 200 clients.
 
 Two namespaces joined by one veth: ``rr`` (the reflector, 10.1.255.254/16) and ``sim`` (the
-clients: one address each on one interface). Clients are simulated cheaply: ExaBGP processes with
-up to 50 ``neighbor`` blocks each (one per client, each with its own ``local-address`` and
-``router-id``), all sharing one API process (:mod:`bench.bgpsim`) that counts what every session
-received from ExaBGP's parsed JSON.
+clients: one address each on one interface). Clients are simulated cheaply by :mod:`bench.bgpsim`
+(an asyncio BGP-4 speaker, up to SESSIONS_PER_PROCESS sessions per process, each from its own
+address) that checks every route it receives.
 
 One measurement: start the reflector (``l3net route-reflector`` reading its clients from a private
 etcd, or BIRD 2 with ``rr client``), start the clients, wait until every session is up with nothing
 announced, then tell every client to announce its 64 prefixes at once (one UPDATE per client).
 Measured: seconds from that trigger until the last client holds all ``(N-1) x 64`` prefixes of the
 others, and the reflector's RSS (its whole process tree: for l3net the Python reflector, its ExaBGP
-and bridge helper) at that moment. The client simulator is the same for both reflectors, so its own
-cost is in both numbers; the ratio is reported whatever it is (issue 8 sets no target).
+and bridge helper) at that moment. A wrong route, a withdrawal or a session drop seen by any client
+voids the measurement. The ratio is reported whatever it is (issue 8 sets no target).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.framework import Context, Result, Unavailable, Workspace, interleaved, need_all, need_root
+from bench.bgpsim import client_ip, client_prefixes  # noqa: F401 - client_prefixes: the plan, re-exported
+from bench.framework import Context, Result, Unavailable, Workspace, interleaved, need_all, need_root, stop_process
 from bench.labrig import bird_rr_conf, proc_tree, rss_bytes, start_bird
 from l3net.datastore import connect_from_env
 from l3net.etcdserver import EtcdServer
@@ -41,23 +42,17 @@ TITLE = "route reflector scale: l3net RR vs BIRD RR, 50/100/200 clients x 64 pre
 NEEDS = ["root", "bird", "birdc", "etcd", "exabgp"]
 CLIENTS = (50, 100, 200)
 PREFIXES_PER_CLIENT = 64
-SESSIONS_PER_PROCESS = 50
+SESSIONS_PER_PROCESS = 100
+CLUSTER_ID = "224.0.0.1"
+# Per-size time budget: TIMEOUT_FLOOR_S + routes to deliver / MIN_ROUTES_PER_S (50: 40 s, 100: 72 s,
+# 200: 200 s); a reflector slower than that gets a "not converged" line instead of a number.
+TIMEOUT_FLOOR_S = 30.0
+MIN_ROUTES_PER_S = 15000.0
+SETUP_TIMEOUT_S = 30.0
 RR_IP = "10.1.255.254"
 HOLD = 90
 VARIANTS = ["l3net-rr", "bird-rr"]
 MIB = 1024 * 1024
-
-
-def client_ip(i: int) -> str:
-    return f"10.1.{i // 250}.{i % 250 + 1}"
-
-
-def client_prefixes(i: int, count: int) -> list[str]:
-    """``count`` /26 prefixes of client ``i`` in 10.128.0.0/9 (distinct across clients)."""
-    base = (10 << 24) | (128 << 16)
-    return [f"{(base + (i * count + k) * 64) >> 24 & 255}.{(base + (i * count + k) * 64) >> 16 & 255}."
-            f"{(base + (i * count + k) * 64) >> 8 & 255}.{(base + (i * count + k) * 64) & 255}/26"
-            for k in range(count)]
 
 
 def _exabgp() -> str:
@@ -99,7 +94,7 @@ class Rig:
             "apiVersion: l3net.io/v1\nkind: BGPConfiguration\nmetadata: {name: default}\n"
             f"spec: {{nodeToNodeMeshEnabled: false, asNumber: 64512, holdTime: {HOLD}s}}\n",
             "apiVersion: l3net.io/v1\nkind: Node\nmetadata: {name: rr, labels: {route-reflector: 'true'}}\n"
-            f"spec: {{bgp: {{ipv4Address: {RR_IP}/16, routeReflectorClusterID: 224.0.0.1}}}}\n",
+            f"spec: {{bgp: {{ipv4Address: {RR_IP}/16, routeReflectorClusterID: {CLUSTER_ID}}}}}\n",
             "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: clients}\n"
             "spec: {nodeSelector: \"!has(route-reflector)\", peerSelector: \"route-reflector == 'true'\"}\n",
         ] + [f"apiVersion: l3net.io/v1\nkind: Node\nmetadata: {{name: c{i}}}\n"
@@ -122,66 +117,72 @@ class Rig:
 
     def start_bird(self, n: int) -> subprocess.Popen[Any]:
         self.generation += 1
-        conf = bird_rr_conf(RR_IP, [client_ip(i) for i in range(n)], cluster_id="224.0.0.1", hold=HOLD,
+        conf = bird_rr_conf(RR_IP, [client_ip(i) for i in range(n)], cluster_id=CLUSTER_ID, hold=HOLD,
                             keepalive=HOLD // 3)
         return start_bird(self.ws, self.rr_ns, conf, f"rr{self.generation}").proc
 
     # -- the simulated clients --------------------------------------------------------
-    def start_clients(self, n: int, per_client: int) -> tuple[list[subprocess.Popen[Any]], list[Path], Path]:
+    def start_clients(self, n: int, per_client: int) -> list[Client]:
+        """:mod:`bench.bgpsim` processes in the ``sim`` namespace, up to SESSIONS_PER_PROCESS sessions each."""
         d = self.ws.scratch(f"sim{self.generation}")
-        status = d / "status"
-        status.touch()
-        procs, triggers = [], []
-        expect = (n - 1) * per_client
-        for g, start in enumerate(range(0, n, SESSIONS_PER_PROCESS)):
-            ids = list(range(start, min(n, start + SESSIONS_PER_PROCESS)))
-            plan = {client_ip(i): client_prefixes(i, per_client) for i in ids}
-            (d / f"plan{g}.json").write_text(json.dumps(plan))
-            trigger = d / f"trigger{g}"
-            os.mkfifo(trigger)
-            triggers.append(trigger)
-            helper = (f"{sys.executable} -m bench.bgpsim --status {status} --trigger {trigger} "
-                      f"--plan {d / f'plan{g}.json'} --peer {RR_IP} --expect {expect}")
-            lines = [f"process sim {{\n  run {helper};\n  encoder json;\n}}"]
-            for i in ids:
-                ip = client_ip(i)
-                lines.append(f"neighbor {RR_IP} {{\n  router-id {ip};\n  local-address {ip};\n  local-as 64512;\n"
-                             f"  peer-as 64512;\n  hold-time {HOLD};\n  family {{ ipv4 unicast; }}\n"
-                             f"  api {{ processes [ sim ]; neighbor-changes; receive {{ parsed; update; }} }}\n}}")
-            conf = d / f"exabgp{g}.conf"
-            conf.write_text("\n".join(lines) + "\n")
-            env = dict(os.environ, exabgp_daemon_user="root", exabgp_api_cli="false", exabgp_api_ack="false",
-                       exabgp_log_level="WARNING", PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-            log = open(d / f"exabgp{g}.log", "wb")  # noqa: SIM115 - handed to the child
+        out = []
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        for g, first in enumerate(range(0, n, SESSIONS_PER_PROCESS)):
+            count = min(SESSIONS_PER_PROCESS, n - first)
+            status = d / f"status{g}"
+            status.touch()
+            log = open(d / f"sim{g}.log", "wb")  # noqa: SIM115 - handed to the child
             self.ws.on_close(log.close)
-            procs.append(self.ws.spawn([_exabgp(), "server", str(conf)], netns_name=self.sim_ns, env=env,
-                                       stdout=log, stderr=log))
-        return procs, triggers, status
+            proc = self.ws.spawn([sys.executable, "-m", "bench.bgpsim", "--peer", RR_IP, "--hold", str(HOLD),
+                                  "--clients", str(n), "--first", str(first), "--count", str(count),
+                                  "--prefixes", str(per_client), "--cluster-id", CLUSTER_ID, "--status", str(status)],
+                                 netns_name=self.sim_ns, env=env, stdout=log, stderr=log)
+            out.append(Client(proc, status))
+        return out
+
+
+@dataclass
+class Client:
+    """One simulator process and its status file."""
+
+    proc: subprocess.Popen[Any]
+    status: Path
+
+
+@dataclass
+class SimState:
+    """What the status files say: sessions up, first ``done`` time per session, failures and downs."""
+
+    up: set[str] = field(default_factory=set)
+    done: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    downs: list[str] = field(default_factory=list)
+
+
+def read_status(paths: list[Path]) -> SimState:
+    st = SimState()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) < 3:
+                continue   # a line being written
+            kind, ip = parts[0], parts[1]
+            if kind == "up":
+                st.up.add(ip)
+            elif kind == "down":
+                st.up.discard(ip)
+                st.downs.append(f"{ip}: {parts[2]}")
+            elif kind == "done":
+                st.done[ip] = float(parts[-1])
+            elif kind == "fail":
+                st.failures.append(f"{ip}: {parts[2].replace('_', ' ')}")
+    return st
 
 
 def _ip(ns: str, *args: str) -> None:
     out = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, timeout=30)
     if out.returncode != 0:
         raise RuntimeError(f"ip -n {ns} {' '.join(args)}: {out.stderr.strip()}")
-
-
-def _read_status(path: Path) -> tuple[set[str], dict[str, float], float | None]:
-    up: set[str] = set()
-    done: dict[str, float] = {}
-    announced = None
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "up":
-            up.add(parts[1])
-        elif parts[0] == "down":
-            up.discard(parts[1])
-        elif parts[0] == "done":
-            done[parts[1]] = float(parts[-1])
-        elif parts[0] == "announced":
-            announced = float(parts[-1])
-    return up, done, announced
 
 
 def _wait(cond: Any, timeout: float, what: str, procs: list[subprocess.Popen[Any]],
@@ -198,10 +199,6 @@ def _wait(cond: Any, timeout: float, what: str, procs: list[subprocess.Popen[Any
 
 def _stop_tree(proc: subprocess.Popen[Any]) -> None:
     """Stop a process we started and every descendant it left (the l3net reflector's ExaBGP)."""
-    import signal
-
-    from bench.framework import stop_process
-
     tree = [p for p in proc_tree(proc.pid) if p != proc.pid]
     stop_process(proc)
     for pid in tree:
@@ -211,26 +208,47 @@ def _stop_tree(proc: subprocess.Popen[Any]) -> None:
             continue
 
 
-def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float) -> tuple[float, float]:
-    """(seconds until every client holds every route, reflector RSS in MiB)."""
+class WrongRoutes(Exception):
+    """A client received something a correct reflector does not send, or lost its session."""
+
+
+def budget(n: int, per_client: int) -> float:
+    """Seconds a size may take to converge: a floor plus the routes to deliver at MIN_ROUTES_PER_S."""
+    return TIMEOUT_FLOOR_S + n * (n - 1) * per_client / MIN_ROUTES_PER_S
+
+
+def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float) -> tuple[float, float, float]:
+    """(seconds until every client holds every route, reflector RSS in MiB, seconds to bring sessions up).
+
+    Raises TimeoutError when not converged within ``timeout`` and :class:`WrongRoutes` when any
+    client saw a wrong route, a withdrawal or a session drop.
+    """
     rr = rig.start_l3net(n) if variant == "l3net-rr" else rig.start_bird(n)
-    sims: list[subprocess.Popen[Any]] = []
+    sims: list[Client] = []
     try:
-        sims, triggers, status = rig.start_clients(n, per_client)
-        _wait(lambda: len(_read_status(status)[0]) >= n, 120, f"{variant}: {n} sessions up", [rr, *sims])
-        time.sleep(1.0)  # End-of-RIB and the reflector's first full sync pass are over
+        t_start = time.monotonic()
+        sims = rig.start_clients(n, per_client)
+        paths = [c.status for c in sims]
+        procs = [rr, *(c.proc for c in sims)]
+        _wait(lambda: len(read_status(paths).up) >= n, SETUP_TIMEOUT_S + n * 0.2, f"{variant}: {n} sessions up",
+              procs)
+        setup = time.monotonic() - t_start
+        time.sleep(0.5)  # End-of-RIB and the reflector's first full sync pass are over
         t0 = time.monotonic()
-        for trig in triggers:
-            with open(trig, "w") as fh:
-                fh.write("go\n")
-        _wait(lambda: len(_read_status(status)[1]) >= n, timeout, f"{variant}: {n} clients x all routes",
-              [rr, *sims], exc=TimeoutError)
-        _up, done, _ann = _read_status(status)
-        converge = max(done.values()) - t0
+        for c in sims:
+            c.proc.send_signal(signal.SIGUSR1)
+        _wait(lambda: len(read_status(paths).done) >= n or bool(read_status(paths).failures), timeout,
+              f"{variant}: {n} clients x all routes", procs, exc=TimeoutError)
+        time.sleep(0.2)  # late failures (a withdrawal right after the last route) still count
+        st = read_status(paths)
+        if st.failures or st.downs:
+            raise WrongRoutes(f"{len(st.failures)} wrong-route reports, {len(st.downs)} session drops; first: "
+                              f"{(st.failures + st.downs)[:3]}")
+        converge = max(st.done.values()) - t0
         rss = sum(_safe_rss(p) for p in proc_tree(rr.pid)) / MIB
-        return converge, rss
+        return converge, rss, setup
     finally:
-        for p in [*sims, rr]:
+        for p in [*(c.proc for c in sims), rr]:
             _stop_tree(p)
 
 
@@ -248,35 +266,40 @@ def run(ctx: Context) -> Result:
     sizes = ctx.size(CLIENTS, (5,))
     per_client = ctx.size(PREFIXES_PER_CLIENT, 8)
     rounds = ctx.size(1, 1)
-    timeout = ctx.size(300.0, 120.0)
     res = Result(NAME, TITLE, ctx.quick)
     res.setup.update({"clients": list(sizes), "prefixes_per_client": per_client, "rounds": rounds,
-                      "sessions_per_exabgp": SESSIONS_PER_PROCESS, "timeout_s": timeout, "hold_s": HOLD,
-                      "simulator": "ExaBGP 5 (neighbor blocks, one local address each) + bench.bgpsim counting "
-                                   "parsed JSON per session",
+                      "sessions_per_simulator_process": SESSIONS_PER_PROCESS, "hold_s": HOLD,
+                      "timeout_s": {str(n): round(budget(n, per_client)) for n in sizes},
+                      "simulator": "bench.bgpsim: asyncio BGP-4 speaker, one UPDATE of all prefixes per client, "
+                                   "every received route checked (next hop, ORIGINATOR_ID, CLUSTER_LIST, origin)",
                       "reflectors": {"l3net-rr": "l3net route-reflector (bgp.reflector + ExaBGP), clients from etcd",
                                      "bird-rr": "BIRD 2, rr client, passive"}})
     rig = Rig(ctx.workspace, max(sizes))
-    gave_up: dict[str, int] = {}
+    gave_up: dict[str, str] = {}
     for n in sizes:
+        timeout = budget(n, per_client)
         for rnd, variant in interleaved(rounds, VARIANTS):
             if variant in gave_up:
-                res.missing(f"{variant} {n} clients", f"not run: it did not converge with {gave_up[variant]} "
-                                                      f"clients within {timeout:.0f} s")
+                res.missing(f"{variant} {n} clients", f"not run: {gave_up[variant]}")
                 continue
             try:
-                converge, rss = measure(rig, variant, n, per_client, timeout)
+                converge, rss, setup = measure(rig, variant, n, per_client, timeout)
             except TimeoutError as exc:
                 # Not converging in the time limit is a result, not a crash: say so, give no number,
                 # and do not try more clients with this reflector.
-                gave_up[variant] = n
-                res.missing(f"{variant} {n} clients", f"did not converge within {timeout:.0f} s ({exc})")
+                gave_up[variant] = f"it did not converge with {n} clients within {timeout:.0f} s"
+                res.missing(f"{variant} {n} clients", f"not converged within {timeout:.0f} s ({exc})")
+                continue
+            except WrongRoutes as exc:
+                gave_up[variant] = f"its clients saw wrong routes with {n} clients"
+                res.missing(f"{variant} {n} clients", f"wrong routes: {exc}")
                 continue
             res.sample(f"converge_s_{n}", variant, converge, unit="s", better="lower")
             res.sample(f"rr_rss_mib_{n}", variant, rss, unit="MiB", better="lower")
             res.sample(f"routes_per_s_{n}", variant, n * (n - 1) * per_client / converge, unit="routes/s")
-            _log.info("reflector scale round=%d variant=%s clients=%d converge_s=%.2f rss_mib=%.1f", rnd, variant, n,
-                      converge, rss)
+            res.sample(f"sessions_up_s_{n}", variant, setup, unit="s", better="lower")
+            _log.info("reflector scale round=%d variant=%s clients=%d converge_s=%.2f rss_mib=%.1f setup_s=%.1f",
+                      rnd, variant, n, converge, rss, setup)
         res.ratio(f"l3net/BIRD time to converge, {n} clients", f"converge_s_{n}", "l3net-rr", "bird-rr",
                   note="lower is better; no target")
         res.ratio(f"l3net/BIRD RSS, {n} clients", f"rr_rss_mib_{n}", "l3net-rr", "bird-rr", note="no target")

@@ -661,7 +661,7 @@ class Speaker:
     async def _spawn(self) -> None:
         assert self._view is not None and self._env is not None
         self._write_config()
-        cmd = [self.python, "-m", "exabgp", "server", str(self.config_path)]
+        cmd = [self.python, "-m", "bgp.exabgp_run", "server", str(self.config_path)]
         if self.netns:
             cmd = nsenter_cmd(self.netns, cmd)
         env = {**os.environ, **self._env}

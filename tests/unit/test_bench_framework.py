@@ -243,16 +243,6 @@ def test_reflector_scale_client_prefixes_do_not_overlap() -> None:
     assert len({client_ip(i) for i in range(260)}) == 260 and client_ip(0) == "10.1.0.1"
 
 
-def test_bgpsim_reads_exabgp_announce_and_withdraw() -> None:
-    from bench.bgpsim import _prefixes
-
-    update = {"announce": {"ipv4 unicast": {"10.1.0.1": [{"nlri": "10.128.0.0/26"}, {"nlri": "10.128.0.64/26"}]}},
-              "withdraw": {"ipv4 unicast": [{"nlri": "10.128.1.0/26"}]}}
-    assert _prefixes(update, "announce") == ["10.128.0.0/26", "10.128.0.64/26"]
-    assert _prefixes(update, "withdraw") == ["10.128.1.0/26"]
-    assert _prefixes({}, "announce") == []
-
-
 @pytest.mark.skipif(__import__("shutil").which("bird") is None, reason="BIRD 2 is not installed")
 def test_rendered_bird_configs_parse(tmp_path: Path) -> None:
     """The reflector and speaker configs the benchmarks start BIRD with are valid BIRD 2 (`bird -p`)."""

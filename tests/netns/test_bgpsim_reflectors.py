@@ -1,0 +1,40 @@
+"""bench.bgpsim against real reflectors: a few simulated clients through BIRD 2 and through ``l3net route-reflector``.
+
+Real namespaces, a real private etcd, real BIRD, the real l3net reflector with its ExaBGP
+(through ``bgp.exabgp_run``). Every client must end up with every other client's prefixes,
+each checked by the simulator (next hop, ORIGINATOR_ID, CLUSTER_LIST with the cluster ID,
+LOCAL_PREF, never its own prefixes back, no withdrawal, no session drop). No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bench import reflector_scale as rs
+from bench.framework import Workspace
+
+pytestmark = [pytest.mark.netns, pytest.mark.integration]
+
+CLIENTS = 4
+PREFIXES = 8
+
+
+@pytest.fixture(scope="module")
+def rig():
+    if shutil.which("bird") is None or shutil.which("etcd") is None:
+        pytest.skip("needs bird and etcd")
+    ws = Workspace()
+    try:
+        yield rs.Rig(ws, CLIENTS)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("variant", rs.VARIANTS)
+def test_every_simulated_client_gets_every_other_clients_routes(rig: rs.Rig, variant: str) -> None:
+    converge, rss, setup = rs.measure(rig, variant, CLIENTS, PREFIXES, timeout=60)
+    assert converge > 0 and rss > 0 and setup > 0
+    st = rs.read_status(sorted(rig.ws.dirs[-1].glob("status*")))
+    assert len(st.done) == CLIENTS and not st.failures and not st.downs
