@@ -405,6 +405,12 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("resource-version", _meta(resourceVersion="abc"), "metadata.resourceVersion", "revision number"),
     ("namespace-spec", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"},
                         "spec": {"finalizers": ["kubernetes"]}}, "spec.finalizers", "unknown field"),
+    # more digits than Python converts to int (4300): a field error, never a bare ValueError
+    ("gnp-port-huge-number", _gnp({"ingress": [{"action": "Allow", "protocol": "TCP",
+                                                "destination": {"ports": ["9" * 5000]}}]}),
+     "spec.ingress[0].destination.ports[0]", "must be 1..65535"),
+    ("peer-ip-huge-port", _peer_doc({"peerIP": "10.0.0.1:" + "1" * 5000, "asNumber": 64512}),
+     "spec.peerIP", "invalid port"),
 ]
 
 

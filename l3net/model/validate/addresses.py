@@ -1,0 +1,126 @@
+"""l3net.model.validate.addresses: IP addresses, CIDRs and BGP peer addresses.
+
+Owns what counts as a network (``address/prefix`` with no host bits set, stored as written), an
+address of a given family, a node's interface address (host bits allowed), a BGP peer address
+(``ip``, ``ip:port`` or ``[ipv6]:port``) and whether two pools overlap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from l3net.model.validate.checker import Check, Checker, typename
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["IPNetwork", "cidr", "interface_address", "ip_address", "parse_cidr", "parse_peer_ip", "peer_ip",
+           "pools_overlap"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_cidr(value: str) -> tuple[IPNetwork | None, str]:
+    """``(network, "")`` for a CIDR with no host bits set, else ``(None, reason)``."""
+    if "/" not in value:
+        return None, f"{value!r} is not a CIDR (expected address/prefix-length, e.g. 10.0.0.0/16)"
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        return None, f"{value!r} is not a valid CIDR: {exc}"
+    if net.network_address != ipaddress.ip_interface(value).ip:
+        return None, f"{value!r} has host bits set (did you mean {net}?)"
+    return net, ""
+
+
+def cidr(c: Checker, value: Any, path: str) -> Any:
+    """A network in CIDR notation with no host bits set; stored as written."""
+    if not isinstance(value, str):
+        return c.error(path, f"must be a CIDR string, not {typename(value)}")
+    net, reason = parse_cidr(value)
+    return value if net else c.error(path, reason)
+
+
+def ip_address(version: int | None = None) -> Check:
+    """An IP address string, of IP ``version`` when given."""
+
+    def check(c: Checker, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            return c.error(path, f"must be an IP address string, not {typename(value)}")
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            return c.error(path, f"{value!r} is not a valid IP address")
+        if version and addr.version != version:
+            return c.error(path, f"{value!r} is not an IPv{version} address")
+        return value
+
+    return check
+
+
+def interface_address(version: int) -> Check:
+    """``10.0.0.11/24`` or ``10.0.0.11`` (a node's address; host bits are the point)."""
+
+    def check(c: Checker, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            return c.error(path, f"must be an IP address string, not {typename(value)}")
+        try:
+            iface = ipaddress.ip_interface(value)
+        except ValueError:
+            return c.error(path, f"{value!r} is not a valid IPv{version} address (optionally with /prefix)")
+        if iface.version != version:
+            return c.error(path, f"{value!r} is not an IPv{version} address")
+        return value
+
+    return check
+
+
+def parse_peer_ip(value: str) -> tuple[str, int | None]:
+    """``10.0.0.1`` / ``10.0.0.1:180`` / ``[2001:db8::1]:180`` / ``2001:db8::1`` -> (ip, port|None).
+
+    Raises ValueError with the reason.
+    """
+    port: int | None = None
+    host = value
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
+        if rest:
+            port = _peer_port(rest[1:], value)
+        addr = ipaddress.ip_address(host)
+        if addr.version != 6:
+            raise ValueError(f"{value!r}: brackets are only for IPv6 addresses")
+        return str(addr), port
+    if value.count(":") == 1:
+        host, _, p = value.partition(":")
+        port = _peer_port(p, value)
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (expected ip, ip:port or [ipv6]:port)") from None
+    return str(addr), port
+
+
+def _peer_port(text: str, whole: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 5 or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{whole!r} has an invalid port {text!r} (must be 1..65535)")
+    return int(text)
+
+
+def peer_ip(c: Checker, value: Any, path: str) -> Any:
+    """A BGPPeer ``peerIP``: see :func:`parse_peer_ip`; stored as written."""
+    if not isinstance(value, str):
+        return c.error(path, f"must be an IP address string, not {typename(value)}")
+    try:
+        parse_peer_ip(value)
+    except ValueError as exc:
+        return c.error(path, str(exc))
+    return value
+
+
+def pools_overlap(a: str, b: str) -> bool:
+    """True when two CIDR strings share any address (different families never do)."""
+    na, nb = ipaddress.ip_network(a, strict=False), ipaddress.ip_network(b, strict=False)
+    return na.version == nb.version and na.overlaps(nb)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+"""l3net.model.validate.calico_policy: the Calico GlobalNetworkPolicy spec.
+
+Owns rules (action, protocol, ICMP type/code, source and destination entities with nets,
+selectors and ports), the rule-level consistency checks (ports need a port protocol, ICMP needs an
+ICMP protocol), the ``types`` default (Ingress, plus Egress when egress rules are present) and the
+doNotTrack/preDNAT/applyOnForward combinations Calico allows.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from l3net.model.validate.addresses import cidr
+from l3net.model.validate.checker import Checker, boolean, enum, format_path, integer, listof, number, obj
+from l3net.model.validate.k8s_policy import POLICY_TYPES
+from l3net.model.validate.ports import PORT_PROTOCOLS, calico_port, calico_protocol
+from l3net.model.validate.selectors import calico_selector_check
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["GLOBAL_NETWORK_POLICY_SPEC"]
+
+_ENTITY = obj({
+    "nets": listof(cidr),
+    "notNets": listof(cidr),
+    "selector": calico_selector_check,
+    "notSelector": calico_selector_check,
+    "namespaceSelector": calico_selector_check,
+    "ports": listof(calico_port),
+    "notPorts": listof(calico_port),
+})
+
+
+def _icmp_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
+    if raw.get("code") is not None and raw.get("type") is None:
+        c.error(format_path(path, "code"), "icmp code needs an icmp type")
+
+
+_ICMP = obj({"type": integer(0, 254), "code": integer(0, 255)}, post=_icmp_post)
+
+
+def _rule_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
+    proto = out.get("protocol")
+    for side in ("source", "destination"):
+        entity = raw.get(side)
+        if not isinstance(entity, dict):
+            continue
+        for field in ("ports", "notPorts"):
+            if entity.get(field) and proto not in PORT_PROTOCOLS:
+                c.error(f"{path}.{side}.{field}", "ports need protocol TCP, UDP, SCTP or UDPLite on the rule")
+    if raw.get("icmp") is not None and proto not in ("ICMP", "ICMPv6", 1, 58):
+        c.error(format_path(path, "icmp"), "icmp needs protocol ICMP or ICMPv6 on the rule")
+
+
+_RULE = obj({
+    "action": enum("Allow", "Deny", "Log", "Pass"),
+    "protocol": calico_protocol,
+    "notProtocol": calico_protocol,
+    "icmp": _ICMP,
+    "source": _ENTITY,
+    "destination": _ENTITY,
+}, required=("action",), post=_rule_post)
+
+
+def _gnp_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
+    if raw.get("types") is None:
+        out["types"] = ["Ingress", "Egress"] if raw.get("egress") else ["Ingress"]
+    if out.get("doNotTrack") and out.get("preDNAT"):
+        c.error(format_path(path, "preDNAT"), "preDNAT and doNotTrack cannot both be true")
+    for flag in ("doNotTrack", "preDNAT"):
+        if out.get(flag) and not out.get("applyOnForward"):
+            c.error(format_path(path, "applyOnForward"), f"must be true when {flag} is true")
+    if out.get("preDNAT") and raw.get("egress"):
+        c.error(format_path(path, "egress"), "preDNAT policies cannot have egress rules")
+
+
+GLOBAL_NETWORK_POLICY_SPEC = obj({
+    "order": number,
+    "selector": calico_selector_check,
+    "namespaceSelector": calico_selector_check,
+    "types": POLICY_TYPES,
+    "ingress": listof(_RULE),
+    "egress": listof(_RULE),
+    "doNotTrack": boolean,
+    "preDNAT": boolean,
+    "applyOnForward": boolean,
+}, post=_gnp_post)

@@ -1,0 +1,47 @@
+"""l3net.model.validate.kinds: which spec check and which name rule belong to each kind.
+
+Owns the registry the document validator dispatches on, so that adding a kind is one spec module
+plus one line here. Namespace has no spec fields of its own, so its (empty) spec lives here too.
+Every kind of :data:`l3net.model.resource.KINDS` has a spec check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from l3net.model.validate.bgp import BGP_CONFIGURATION_SPEC, BGP_PEER_SPEC, NODE_SPEC, bgp_configuration_name_check
+from l3net.model.validate.calico_policy import GLOBAL_NETWORK_POLICY_SPEC
+from l3net.model.validate.checker import Check, Checker, obj
+from l3net.model.validate.ippool import IPPOOL_SPEC
+from l3net.model.validate.k8s_policy import NETWORK_POLICY_SPEC
+from l3net.model.validate.workload import WORKLOAD_ENDPOINT_SPEC, workload_endpoint_name_check
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["NAMESPACE_SPEC", "NAME_CHECKS", "NAME_IS_LABEL", "SPECS", "NameCheck"]
+
+# A rule tying a valid name to a valid spec: (checker, metadata.name, checked spec).
+NameCheck = Callable[[Checker, str, dict[str, Any]], None]
+
+NAMESPACE_SPEC = obj({})
+
+SPECS: dict[str, Check] = {
+    "IPPool": IPPOOL_SPEC,
+    "Node": NODE_SPEC,
+    "BGPConfiguration": BGP_CONFIGURATION_SPEC,
+    "BGPPeer": BGP_PEER_SPEC,
+    "WorkloadEndpoint": WORKLOAD_ENDPOINT_SPEC,
+    "Namespace": NAMESPACE_SPEC,
+    "NetworkPolicy": NETWORK_POLICY_SPEC,
+    "GlobalNetworkPolicy": GLOBAL_NETWORK_POLICY_SPEC,
+}
+
+NAME_CHECKS: dict[str, NameCheck] = {
+    "BGPConfiguration": bgp_configuration_name_check,
+    "WorkloadEndpoint": workload_endpoint_name_check,
+}
+
+# Kubernetes-style names: namespaces are DNS labels, everything else a subdomain.
+NAME_IS_LABEL = frozenset({"Namespace"})
