@@ -44,6 +44,8 @@ class Workload:
     ifname: str
     networks: tuple[IPNetwork, ...]
     resource: Resource
+    # str() of each network, computed once at decode time (the calculation runs on every change).
+    dsts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def _workload(key: str, res: Resource) -> Workload:
             parsed.append(ipaddress.ip_network(str(n), strict=False))
         except ValueError as exc:
             raise ValueError(f"spec.ipNetworks[{i}]: {exc}") from exc
-    return Workload(key=key, node=node, ifname=ifname, networks=tuple(parsed), resource=res)
+    return Workload(key=key, node=node, ifname=ifname, networks=tuple(parsed), resource=res,
+                    dsts=tuple(str(n) for n in parsed))
 
 
 def _pool(key: str, res: Resource) -> Pool:
@@ -109,7 +112,8 @@ class Model:
     """Every value of the datastore this agent cares about, decoded, by key.
 
     Mutated only by :meth:`apply` on the agent's loop; not thread-safe. Idempotent:
-    applying the same update twice leaves the same model.
+    applying the same update twice leaves the same model. Workloads and affinities are
+    also indexed by node, so the calculation for one node never walks the cluster's.
     """
 
     def __init__(self, keys: KeyLayout) -> None:
@@ -118,6 +122,8 @@ class Model:
         self.workloads: dict[str, Workload] = {}
         self.pools: dict[str, Pool] = {}
         self.affinities: dict[str, Affinity] = {}
+        self._workloads_by_node: dict[str, dict[str, Workload]] = {}
+        self._affinities_by_node: dict[str, dict[str, Affinity]] = {}
         self.invalid: dict[str, str] = {}
         # Raw values of the datastore's config/ keys (felix.config parses them; bad ones are its to log).
         self.config: dict[str, bytes] = {}
@@ -142,6 +148,12 @@ class Model:
         return n
 
     def _forget(self, key: str) -> None:
+        w = self.workloads.get(key)
+        if w is not None:
+            _drop_indexed(self._workloads_by_node, w.node, key)
+        a = self.affinities.get(key)
+        if a is not None:
+            _drop_indexed(self._affinities_by_node, a.node, key)
         for d in (self.resources, self.workloads, self.pools, self.affinities, self.invalid, self.config):
             d.pop(key, None)
 
@@ -158,7 +170,9 @@ class Model:
             if res.kind != KINDS_BY_PLURAL[plural].kind:
                 raise ValueError(f"kind: {res.kind!r} stored under {plural}/")
             if res.kind == "WorkloadEndpoint":
-                self.workloads[key] = _workload(key, res)
+                w = _workload(key, res)
+                self.workloads[key] = w
+                self._workloads_by_node.setdefault(w.node, {})[key] = w
             elif res.kind == "IPPool":
                 self.pools[key] = _pool(key, res)
             self.resources[key] = res
@@ -168,18 +182,58 @@ class Model:
             value = json.loads(raw)
             if not isinstance(value, dict) or not isinstance(value.get("state"), str):
                 raise ValueError("state: required string")
-            self.affinities[key] = Affinity(node=aff[0], cidr=ipaddress.ip_network(aff[1]), state=value["state"])
+            a = Affinity(node=aff[0], cidr=ipaddress.ip_network(aff[1]), state=value["state"])
+            self.affinities[key] = a
+            self._affinities_by_node.setdefault(a.node, {})[key] = a
         # Blocks, handles and the rest of IPAM are not needed by the dataplane.
+
+    def workloads_on(self, node: str) -> list[Workload]:
+        """The workloads of ``node`` (from the by-node index: cost follows that node's pods only)."""
+        return list(self._workloads_by_node.get(node, {}).values())
+
+    def affinities_of(self, node: str) -> list[Affinity]:
+        return list(self._affinities_by_node.get(node, {}).values())
 
     def resources_of(self, kind: str) -> list[Resource]:
         return [r for r in self.resources.values() if r.kind == kind]
 
 
+def _drop_indexed(index: dict[str, dict[str, Any]], node: str, key: str) -> None:
+    bucket = index.get(node)
+    if bucket is not None:
+        bucket.pop(key, None)
+        if not bucket:
+            del index[node]
+
+
 Builder = Callable[[Model, str], Any]
 
 
-def _covered(net: IPNetwork, blocks: Sequence[IPNetwork]) -> bool:
-    return any(net.version == b.version and net.subnet_of(b) for b in blocks)  # type: ignore[arg-type]
+class CoverIndex:
+    """Answers "is this network inside one of these networks?" with one set lookup per distinct prefix length.
+
+    Replaces a scan over every block per workload address (quadratic in the pods of a
+    node: 200 pods with a block each cost ~40k ``subnet_of`` calls per calculation, ~0.1 s
+    of GIL held by the loop while the CNI worker threads waited). Immutable once built.
+    """
+
+    def __init__(self, nets: Iterable[IPNetwork]) -> None:
+        by_len: dict[tuple[int, int], set[int]] = {}
+        for n in nets:
+            by_len.setdefault((n.version, n.prefixlen), set()).add(int(n.network_address))
+        # Longest prefix first only to answer quickly for the usual /26 blocks; any order is correct.
+        self._by_len = sorted(by_len.items(), key=lambda item: -item[0][1])
+
+    def __contains__(self, net: IPNetwork) -> bool:
+        addr, bits = int(net.network_address), net.max_prefixlen
+        for (version, plen), starts in self._by_len:
+            if version == net.version and plen <= net.prefixlen and (addr >> (bits - plen)) << (bits - plen) in starts:
+                return True
+        return False
+
+
+def _covered(net: IPNetwork, blocks: CoverIndex) -> bool:
+    return net in blocks
 
 
 def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping[str, Sequence[str]], *,
@@ -196,10 +250,11 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     - BGP advertisements: our confirmed blocks, and a /32 per local address outside them
       (borrowed), skipping pools with ``disableBGPExport``.
     """
-    local = sorted((w for w in model.workloads.values() if w.node == node), key=lambda w: w.key)
-    blocks = sorted({a.cidr for a in model.affinities.values() if a.node == node and a.state == "confirmed"},
-                    key=lambda n: (n.version, n.network_address, n.prefixlen))
-    no_export = [p.cidr for p in model.pools.values() if p.disable_bgp_export]
+    local = sorted(model.workloads_on(node), key=lambda w: w.key)
+    blocks = sorted({a.cidr for a in model.affinities_of(node) if a.state == "confirmed"},
+                    key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    block_index = CoverIndex(blocks)
+    no_export = CoverIndex(p.cidr for p in model.pools.values() if p.disable_bgp_export)
 
     routes: dict[str, RouteSpec] = {}
     interfaces: set[InterfaceSpec] = set()
@@ -213,8 +268,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
             interfaces.add(InterfaceSpec(w.ifname))
         else:
             waiting.append(w.ifname)
-        for net in w.networks:
-            dst = str(net)
+        for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True):
             local_dsts.add(dst)
             if dst in routes:
                 _log.warning("two local workloads claim one address dst=%s kept=%s ignored=%s",
@@ -222,7 +276,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
                 continue
             if present:
                 routes[dst] = RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=link.index)  # type: ignore[union-attr]
-            if not _covered(net, blocks) and not _covered(net, no_export):
+            if not _covered(net, block_index) and not _covered(net, no_export):
                 adverts.add(Advertisement(prefix=dst, reason="borrowed"))
 
     block_strs = set()

@@ -70,7 +70,7 @@ def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None) -> Bu
 
     def build(model: Model, node: str) -> Any:
         workloads = [w.resource for w in model.workloads.values()]
-        local = [w.resource for w in model.workloads.values() if w.node == node]
+        local = [w.resource for w in model.workloads_on(node)]
         policies = [*model.resources_of("NetworkPolicy"), *model.resources_of("GlobalNetworkPolicy")]
         return policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
                                               compiler=compiler)
