@@ -15,6 +15,7 @@ namespaces; nothing touches the root namespace.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -105,7 +106,9 @@ def wire_workload(ws: Workspace, node: Node, name: str, addr: str, *, mtu: int |
     gw = constants.WORKLOAD_GATEWAY_V4
     ip(wl_ns, "route", "add", gw, "dev", "eth0", "scope", "link")
     ip(wl_ns, "route", "add", "default", "via", gw, "dev", "eth0")
-    ip(node.ns, "route", "add", f"{addr}/32", "dev", host_if, "scope", "link", "proto", str(constants.ROUTE_PROTO))
+    # Same route as l3net.cni.dataplane.setup: scope link, our protocol, the workload metric.
+    ip(node.ns, "route", "add", f"{addr}/32", "dev", host_if, "scope", "link", "proto", str(constants.ROUTE_PROTO),
+       "metric", str(constants.WORKLOAD_ROUTE_METRIC))
     node.veths.append(host_if)
     return Workload(name=name, ns=wl_ns, node=node, ip=addr, host_if=host_if, mtu=mtu)
 
@@ -120,21 +123,62 @@ def route_block(node: Node, local_block: str, remote_block: str, via: str, dev: 
     ip(node.ns, *args)
 
 
-def vxlan_pair(n1: Node, n2: Node, *, vni: int = 4242, subnet: str = "10.98.0") -> dict[str, str]:
-    """A point-to-point VXLAN device ``vxlan0`` on each node over the fabric (MTU 1450: 50 bytes of overhead)."""
-    addrs = {}
-    for me, peer, host in ((n1, n2, 11), (n2, n1, 12)):
-        ip(me.ns, "link", "add", "vxlan0", "type", "vxlan", "id", str(vni), "local", me.fabric_ip,
-           "remote", peer.fabric_ip, "dstport", "4789", "dev", "eth0")
-        ip(me.ns, "addr", "add", f"{subnet}.{host}/24", "dev", "vxlan0")
+FLANNEL_VNI = 1  # Flannel's vxlan backend default VNI
+FLANNEL_PORT = 8472  # Flannel passes Port 0, so the kernel's default UDP port applies: 8472 (not IANA's 4789)
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8: Flannel sets flannel.1 MTU = uplink MTU - 50
+
+
+def vxlan_pair(n1: Node, n2: Node, *, subnet: str = "10.98.0", uplink_mtu: int = 1500) -> dict[str, str]:
+    """A VXLAN device on each node, set up the way Flannel's vxlan backend does it.
+
+    Flannel (pkg/backend/vxlan): ``flannel.<VNI>`` with VNI 1, the kernel's default port
+    (8472), ``nolearning``, no ``remote``/group, MTU = uplink MTU - 50, local = the node's
+    address on the uplink, a /32 on the device, and per peer node a permanent ARP entry
+    (peer VTEP address -> peer VTEP MAC), a permanent FDB entry (peer VTEP MAC -> peer
+    node address) and the peer's block routed ``via <peer VTEP address> dev flannel.1
+    onlink`` (see :func:`route_block`). UDP checksums are left at the kernel default, as
+    Flannel leaves them. The device is called ``vxlan0`` here. Returns node name -> its VTEP
+    address.
+    """
+    addrs: dict[str, str] = {}
+    macs: dict[str, str] = {}
+    for me, host in ((n1, 11), (n2, 12)):
+        ip(me.ns, "link", "add", "vxlan0", "mtu", str(uplink_mtu - VXLAN_OVERHEAD), "type", "vxlan",
+           "id", str(FLANNEL_VNI), "local", me.fabric_ip, "dev", "eth0", "dstport", str(FLANNEL_PORT), "nolearning")
+        ip(me.ns, "addr", "add", f"{subnet}.{host}/32", "dev", "vxlan0")
         ip(me.ns, "link", "set", "vxlan0", "up")
         addrs[me.name] = f"{subnet}.{host}"
+        macs[me.name] = _link_mac(me.ns, "vxlan0")
+    for me, peer in ((n1, n2), (n2, n1)):
+        ip(me.ns, "neigh", "replace", addrs[peer.name], "lladdr", macs[peer.name], "dev", "vxlan0", "nud", "permanent")
+        out = subprocess.run(["bridge", "-n", me.ns, "fdb", "append", macs[peer.name], "dev", "vxlan0",
+                              "dst", peer.fabric_ip, "self", "permanent"], capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError(f"bridge fdb append in {me.ns} failed: {out.stderr.strip()}")
     return addrs
 
 
-def set_offloads(ns: str, ifname: str, on: bool) -> None:
-    """TSO, GSO and GRO on or off on one interface (``ethtool -K``)."""
-    state = "on" if on else "off"
-    out = netns.run(ns, ["ethtool", "-K", ifname, "tso", state, "gso", state, "gro", state], check=False)
+def _link_mac(ns: str, ifname: str) -> str:
+    return str(json.loads(ip(ns, "-j", "link", "show", ifname).stdout)[0]["address"])
+
+
+OFFLOADS = {"tso": "tcp-segmentation-offload", "gso": "generic-segmentation-offload",
+            "gro": "generic-receive-offload"}
+
+
+def get_offloads(ns: str, ifname: str) -> dict[str, bool]:
+    """TSO, GSO and GRO state of one interface (``ethtool -k``)."""
+    out = netns.run(ns, ["ethtool", "-k", ifname], check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"ethtool -k {ifname} in {ns} failed: {out.stderr.strip()}")
+    state = dict(line.split(":", 1) for line in out.stdout.splitlines() if ":" in line)
+    return {short: state[long].split()[0] == "on" for short, long in OFFLOADS.items()}
+
+
+def set_offloads(ns: str, ifname: str, state: bool | dict[str, bool]) -> None:
+    """TSO, GSO and GRO on or off on one interface (``ethtool -K``); a dict sets each one."""
+    wanted = state if isinstance(state, dict) else dict.fromkeys(OFFLOADS, state)
+    args = [tok for key, on in wanted.items() for tok in (key, "on" if on else "off")]
+    out = netns.run(ns, ["ethtool", "-K", ifname, *args], check=False)
     if out.returncode != 0:
         raise RuntimeError(f"ethtool -K {ifname} in {ns} failed: {out.stderr.strip()}")
