@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -295,7 +296,11 @@ class Workspace:
     """
 
     def __init__(self, tag: str | None = None) -> None:
-        self.tag = tag or "bn" + uuid.uuid4().hex[:4]
+        # L3NET_BENCH_TAG lets a caller (the smoke tests) tell this run's namespaces from a concurrent run's
+        tag = tag or os.environ.get("L3NET_BENCH_TAG") or "bn" + uuid.uuid4().hex[:4]
+        if not re.fullmatch(r"bn[0-9a-f]{4}", tag):
+            raise ValueError(f"bench tag {tag!r} (L3NET_BENCH_TAG) must be 'bn' + 4 hex digits, to keep names short")
+        self.tag = tag
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[Any]] = []
         self.dirs: list[Path] = []

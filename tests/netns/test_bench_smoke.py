@@ -11,9 +11,11 @@ one is a crash. An "error" status (a crash) fails the test.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -41,8 +43,9 @@ def _namespaces() -> set[str]:
 @pytest.mark.parametrize("name", BENCHMARKS)
 def test_benchmark_quick_run_writes_honest_json(name: str, tmp_path: Path) -> None:
     before = _namespaces()
+    tag = "bn" + uuid.uuid4().hex[:4]  # only this run's namespaces count: other runs may be going on
     proc = subprocess.run([str(L3NET), "bench", name, "--quick", "--results-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "L3NET_BENCH_TAG": tag})
     output = proc.stdout + proc.stderr
     assert f"re-run just this one: {L3NET} bench {name} --quick --results-dir {tmp_path}" in output
     doc = json.loads((tmp_path / f"{name}.json").read_text())
@@ -72,5 +75,5 @@ def test_benchmark_quick_run_writes_honest_json(name: str, tmp_path: Path) -> No
             assert proc.returncode == 2 and all("not available" in u for u in doc["unavailable"])
         else:
             assert proc.returncode == 0
-    leaked = {n for n in _namespaces() - before if n.startswith("bn")}
+    leaked = {n for n in _namespaces() - before if n.startswith(tag)}
     assert not leaked, f"benchmark left namespaces behind: {leaked}"
