@@ -308,6 +308,16 @@ class Capture:
         assert out.returncode == 0, out.stderr
         return [line for line in out.stdout.splitlines() if line.strip()]
 
+    def written(self, bpf: str) -> list[str]:
+        """What matches ``bpf`` in the file so far, while the capture still runs (-U writes whole packets).
+
+        A packet on the wire is not yet in the file: tcpdump may still hold it in its socket on a loaded
+        machine. Wait on this before leaving the ``with`` block rather than for a fixed time.
+        """
+        out = subprocess.run(["tcpdump", "-n", "-r", str(self.path), bpf], capture_output=True, text=True,
+                             timeout=30)
+        return [line for line in out.stdout.splitlines() if line.strip()]
+
 
 # -- node processes ---------------------------------------------------------------------------------
 

@@ -151,6 +151,22 @@ def all_up(states: dict[str, str]) -> bool:
     return bool(states) and all(s.lower() in ("up", "established") for s in states.values())
 
 
+def wait_peer_states(lab: Lab, node: str, peers: set[str], timeout: float = 30) -> dict[str, str]:
+    """``node``'s published BGP status once it lists exactly ``peers``, all up (or what it says at the timeout).
+
+    The status is published after the session events, on its own schedule: routes being in place
+    does not mean the published table has caught up yet.
+    """
+    states: dict[str, str] = {}
+
+    def done() -> bool:
+        nonlocal states
+        states = l3net_peer_states(lab, node)
+        return set(states) == peers and all_up(states)
+    wait_for(done, timeout, 0.1)
+    return states
+
+
 # -- full mesh ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="class")
@@ -201,11 +217,14 @@ class TestMesh3:
         # A full mesh: each node has an established session with both others and no one else.
         for node in pods:
             others = {fabric_ip(lab, o) for o in pods if o != node}
-            states = l3net_peer_states(lab, node)
+            states = wait_peer_states(lab, node, others)
             assert set(states) == others and all_up(states), (node, states)
         cap = Capture(lab.ns("fabric"), tmp_path / "fabric.pcap")
         with cap:
             assert_every_pair_pings(pods)
+            # every echo request is in the file before tcpdump is stopped (asserted below, after the capture)
+            wait_for(lambda: all(cap.written(f"icmp and src host {pa['ip']} and dst host {pb['ip']}")
+                                 for (_a, pa), (_b, pb) in itertools.permutations(pods.items(), 2)), 20, 0.2)
         lines = cap.read()
         # No encapsulation of any kind: no VXLAN, no IP-in-IP, no GRE, no Geneve.
         assert cap.read("udp port 4789 or udp port 8472 or udp port 6081 or ip proto 4 or ip proto 47") == []
@@ -248,7 +267,7 @@ class TestBirdRouteReflector:
         wait_full_reachability(lab, pods)
         # Mesh off: each l3net node's only session is the one with BIRD.
         for node in pods:
-            states = l3net_peer_states(lab, node)
+            states = wait_peer_states(lab, node, {"10.0.0.2"})
             assert list(states) == ["10.0.0.2"] and all_up(states), states
         # BIRD's side: every client established, and it holds each node's block from that node.
         ctl = Path(lab.state.data["nodes"]["rr"]["cwd"]) / "bird.ctl"
@@ -287,7 +306,7 @@ class TestDualL3netRouteReflectors:
         pods = ensure_pod_per_node(lab)
         wait_full_reachability(lab, pods)
         for node in pods:
-            states = l3net_peer_states(lab, node)
+            states = wait_peer_states(lab, node, {"10.0.0.2", "10.0.0.3"})
             assert set(states) == {"10.0.0.2", "10.0.0.3"} and all_up(states), (node, states)
         for node, (other, pod) in itertools.product(pods, pods.items()):
             if node != other:

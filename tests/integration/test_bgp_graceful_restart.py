@@ -39,27 +39,18 @@ from tests.integration.test_bgp_exabgp import (
     report,
     wait_for,
 )
+from tests.route_monitor import RouteMonitor
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
 __all__ = ["fabric"]  # the module-scoped fixture, shared with test_bgp_exabgp's fabric definition
 
-RESTART = 8          # restartTime in these tests (Calico's default is 120 s)
+# restartTime in these tests (Calico's default is 120 s). A restarted speaker (a new ExaBGP process, a new
+# session, End-of-RIB) must get back well within it even on a loaded 2-core machine, or the timer sweeps
+# the routes the test says are kept.
+RESTART = 12
 EXTRA = "10.244.101.0/26"
 PAIR = ("n1", "n2")
-
-
-class RouteMonitor:
-    """``ip monitor route`` in one namespace, collecting every line until stopped."""
-
-    def __init__(self, ns: str) -> None:
-        self.proc = subprocess.Popen(["ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE, text=True,
-                                     start_new_session=True)
-
-    def stop(self) -> list[str]:
-        self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=10)
-        return out.splitlines()
 
 
 def deleted(lines: list[str], prefix: str) -> list[str]:
@@ -106,8 +97,7 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
                            and block("n2") in fabric.kernel_routes("n1"), 20, "routes both ways")
             assert all(p.graceful_restart for p in ns.sp["n2"].view.peers)  # type: ignore[union-attr]
             eor_before = sweeps("n2", "eor")
-            mon = RouteMonitor(fabric.ns["n2"])
-            await asyncio.sleep(0.3)
+            mon = RouteMonitor(fabric.ns["n2"], fabric.factory)
             ping = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", fabric.ns["n2"], "ping", "-n", "-q", "-c", "100", "-i", "0.05",
                 "-I", pod_ip("n2"), pod_ip("n1"), stdout=asyncio.subprocess.PIPE)
@@ -115,11 +105,11 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
 
             t0 = time.monotonic()
             await agent_crash(ns, "n1")
-            await wait_for(lambda: ns.sp["n2"].peer_status()[0].stale == 2, HOLD, "n2 marks n1's routes stale")
+            await wait_for(lambda: ns.sp["n2"].peer_status()[0].stale == 2, 15, "n2 marks n1's routes stale")
             assert set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, "kept in the kernel"
             t1 = time.monotonic()
             await agent_start(ns, "n1", args, [block("n1")])          # EXTRA is gone from the new agent
-            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART, "EXTRA swept after EOR")
+            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 5, "EXTRA swept after EOR")
             report(record_property, "gr_restart_to_stale_swept", time.monotonic() - t1)
             report(record_property, "gr_kill_to_stale_swept", time.monotonic() - t0)
             assert sweeps("n2", "eor") == eor_before + 1, "swept on End-of-RIB, not by the timer"
@@ -137,14 +127,20 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
             await wait_for(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]]}, 10, "n1 relearns")
             assert ns.sp["n1"].stats["command_errors"] == 0, "the EOR command was accepted"
 
-            # n1 dies for good: n2 keeps its routes for the restart time, then sweeps them
-            mon = RouteMonitor(fabric.ns["n2"])
+            # n1 dies for good: n2 keeps its routes for the restart time, then sweeps them. Timed from when n2
+            # has noticed (its timer starts then), so a slow machine only makes the kept period look longer.
+            mon = RouteMonitor(fabric.ns["n2"], fabric.factory)
+            timer_before = sweeps("n2", "timer")
             t0 = time.monotonic()
             await agent_crash(ns, "n1")
-            await asyncio.sleep(RESTART - 2)
-            assert block("n1") in fabric.kernel_routes("n2"), "kept during the restart time"
-            await wait_for(lambda: block("n1") not in fabric.kernel_routes("n2"), 5, "swept when the time expired")
+            await wait_for(lambda: ns.sp["n2"].peer_status()[0].stale == 1, 15, "n2 marks n1's block stale")
+            noticed = time.monotonic()
+            await wait_for(lambda: block("n1") not in fabric.kernel_routes("n2"), RESTART + 10,
+                           "swept when the time expired")
+            kept = time.monotonic() - noticed
             report(record_property, "gr_kill_to_timer_sweep", time.monotonic() - t0)
+            assert kept >= RESTART - 2, f"swept after {kept:.1f}s, before the {RESTART}s restart time"
+            assert sweeps("n2", "timer") == timer_before + 1
             assert len(deleted(mon.stop(), block("n1"))) == 1
             mon = None
         finally:
@@ -199,17 +195,16 @@ def test_bird_reflector_retains_routes_through_agent_restart(fabric: Fabric, tmp
             ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
             await wait_for(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, 20,
                            "n1's routes on n2 via BIRD")
-            mon = RouteMonitor(fabric.ns["n2"])
-            await asyncio.sleep(0.3)
+            mon = RouteMonitor(fabric.ns["n2"], fabric.factory)
             t0 = time.monotonic()
             await agent_crash(ns, "n1")
-            await wait_for(lambda: "Established" not in birdc("show", "protocols", "n1"), HOLD,
+            await wait_for(lambda: "Established" not in birdc("show", "protocols", "n1"), 15,
                            "BIRD sees n1's session drop")
             await asyncio.sleep(0.5)
             assert set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, "n2 still has them via BIRD"
             t1 = time.monotonic()
             await agent_start(ns, "n1", args, [block("n1")])
-            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART, "BIRD sweeps EXTRA after EOR")
+            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 5, "BIRD sweeps EXTRA after EOR")
             report(record_property, "gr_bird_restart_to_stale_swept", time.monotonic() - t1)
             report(record_property, "gr_bird_kill_to_stale_swept", time.monotonic() - t0)
             lines = mon.stop()

@@ -51,7 +51,7 @@ def test_md5_mesh_with_ipv4_and_ipv6_sessions(fabric: Fabric, tmp_path: Path) ->
             def up() -> bool:
                 return all(r.state == "up" for n in ("n1", "n2") for r in ns.sp[n].peer_status())
             try:
-                await wait_for(up, 20, "MD5 sessions up (v4 and v6)")
+                took_up = await wait_for(up, 30, "MD5 sessions up (v4 and v6)")
             except AssertionError:
                 log = (tmp_path / "n1" / "exabgp.log").read_text(errors="replace").lower()
                 if "md5" in log and ("not supported" in log or "protocol not available" in log or "errno" in log):
@@ -74,7 +74,10 @@ def test_md5_mesh_with_ipv4_and_ipv6_sessions(fabric: Fabric, tmp_path: Path) ->
             ns.sp["n3"] = sp3
             sp3.set_view(build_node_view("n3", [*nodes, n3], [*cfgs, wrong], []))
             ns.sp["n1"].set_view(build_node_view("n1", [*nodes, n3], cfgs, []))
-            await asyncio.sleep(4)  # a right password gets the session up in about 1 s here
+            # A negative check needs a fixed window. The right password took ``took_up`` seconds from process
+            # start to "up" in this very run (about 1 s idle); watch the wrong one at least 3 times that long
+            # (and never under 8 s), so a session that could come up surely would have.
+            await asyncio.sleep(max(8.0, 3 * took_up))
             rows = {r.address: r.state for r in sp3.peer_status()}
             assert rows[ADDR["n1"]] != "up", "a session with the wrong MD5 password must not come up"
             assert {r.address: r.state for r in ns.sp["n1"].peer_status()}[ADDR["n3"]] != "up"

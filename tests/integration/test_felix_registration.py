@@ -54,7 +54,8 @@ def test_status_is_leased_and_updated(datastore: EtcdDatastore, key_layout: KeyL
             if kv is not None and json.loads(kv.value).get("ready") is True:
                 break
             time.sleep(0.05)
-        assert kv is not None and kv.lease != 0
+        assert kv is not None and json.loads(kv.value).get("ready") is True, kv
+        assert kv.lease != 0
         assert json.loads(kv.value)["node"] == "n1"
     finally:
         pub.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -18,6 +17,9 @@ from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
+from tests.route_monitor import RouteMonitor
+
+__all__ = ["Node", "Pinger", "RouteMonitor", "routes", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 L3NET = str(Path(sys.executable).with_name("l3net"))
@@ -171,19 +173,3 @@ class Pinger:
                 self.rate = sent / elapsed
                 return sent, int(parts[1].split()[0])
         raise AssertionError(f"no ping summary in: {out[-500:]}")
-
-
-class RouteMonitor:
-    """``ip monitor route`` in a namespace: every route change the kernel reports while it runs."""
-
-    def __init__(self, ns: str, factory: Any) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ip", "monitor", "route"], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        factory.pids.append(self.proc.pid)
-        time.sleep(0.2)  # let it subscribe
-
-    def stop(self) -> list[str]:
-        time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        return [x for x in self.proc.communicate(timeout=10)[0].decode().splitlines() if x.strip()]

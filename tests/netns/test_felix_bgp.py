@@ -64,10 +64,16 @@ def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServ
         wait_for(lambda: f"10.65.0.9 via 10.0.0.2 dev eth0 proto {P} metric 1024" in routes(n1.ns, P),
                  timeout=30, what="the borrowed /32 on n1")
         netns.run(w1, ["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.65.0.9"])
-        status = wait_for(lambda: datastore.get(key_layout.node_status("n1", "bgp")), what="BGP status key")
-        assert b"Mesh_10_0_0_2" in status.value
-        _, text = n1.http(9091, "/metrics")
-        assert 'l3net_bgp_session_up{peer="Mesh_10_0_0_2"} 1.0' in text
+        # The status key and the metric follow the session on their own schedule: wait for each to show it.
+        def status_has_peer() -> bool:
+            kv = datastore.get(key_layout.node_status("n1", "bgp"))
+            return kv is not None and b"Mesh_10_0_0_2" in kv.value
+        wait_for(status_has_peer, timeout=30, what="BGP status key listing the mesh peer")
+        wait_for(lambda: session_up(n1), timeout=30, what="l3net_bgp_session_up for the mesh peer")
+
+
+def session_up(node: Node) -> bool:
+    return 'l3net_bgp_session_up{peer="Mesh_10_0_0_2"} 1.0' in node.http(9091, "/metrics")[1]
 
 
 def test_sigkill_restart_with_bgp_keeps_cross_node_traffic(netns_factory, etcd_server: EtcdServer,
@@ -82,7 +88,11 @@ def test_sigkill_restart_with_bgp_keeps_cross_node_traffic(netns_factory, etcd_s
         n1.kill_agent()
         n1.start_agent()
         wait_for(n1.ready, timeout=30, what="n1 ready after restart")
-        time.sleep(3.0)  # BGP sessions re-establish; learned routes must not flap meanwhile
+        # Learned routes must not flap while the new agent's BGP session re-establishes and its routes are
+        # relearned: watch until the session is up again (however long that takes here), then a little more
+        # for the first apply of the relearned routes.
+        wait_for(lambda: session_up(n1), timeout=60, what="n1's BGP session up again after restart")
+        time.sleep(2.0)
         sent, received = ping.stop()
         events = monitor.stop()
         assert ping.rate >= 50, f"only {ping.rate:.0f} packets per second"

@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,12 @@ pytestmark = pytest.mark.netns
 
 TCP_PORTS = (80, 8080, 5000, 5002, 5003)
 UDP_PORTS = (53, 5353)
+# A probe expected to be denied waits this long for an answer that must not come (a reply takes
+# milliseconds here when allowed). A probe expected to be allowed may wait much longer: it returns as soon
+# as the echo comes back, so the patience costs nothing unless the machine is loaded, and a slow allowed
+# probe is then not mistaken for a deny.
 PROBE_TIMEOUT = 0.8
+ALLOW_TIMEOUT = 5.0
 
 PODS = {  # name: (k8s namespace, node, ip, labels, named ports)
     "web1": ("prod", "n1", "10.244.1.2", {"app": "web"}, []),
@@ -184,11 +190,11 @@ def topo() -> Iterator[Topo]:
         f.cleanup()
 
 
-def _probe(topo: Topo, src: str, dst_ip: str, proto: str, port: int) -> bool:
+def _probe(topo: Topo, src: str, dst_ip: str, proto: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
     token = uuid.uuid4().hex.encode()
     with netns.in_netns(topo.pod_ns[src]):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM)
-    s.settimeout(PROBE_TIMEOUT)
+    s.settimeout(timeout)
     try:
         if proto == "TCP":
             s.connect((dst_ip, port))
@@ -212,7 +218,8 @@ def check(topo: Topo, policies: list[Resource], cases: list[Case], *, known: tup
         oracle = is_allowed(policies, NAMESPACES, weps, Packet(IP[src], IP[dst], proto, port))
         assert oracle is expected, f"test expectation disagrees with the evaluator: {src}->{dst} {proto}/{port}"
     with ThreadPoolExecutor(max_workers=16) as pool:
-        got = list(pool.map(lambda c: _probe(topo, c[0], IP[c[1]], c[2], c[3]), cases))
+        got = list(pool.map(lambda c: _probe(topo, c[0], IP[c[1]], c[2], c[3],
+                                             ALLOW_TIMEOUT if c[4] else PROBE_TIMEOUT), cases))
     wrong = [f"{c[0]}->{c[1]} {c[2]}/{c[3]}: expected {'allow' if c[4] else 'deny'}"
              for c, g in zip(cases, got, strict=True) if g != c[4]]
     assert not wrong, wrong
@@ -359,18 +366,23 @@ def test_spoofed_source_is_dropped(topo: Topo, rpf: bool) -> None:
     pols = [netpol("db", "prod", {"podSelector": {"matchLabels": {"app": "db"}},
                                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]})]
     topo.apply(pols, rpf=rpf)
-    honest, forged = uuid.uuid4().hex.encode(), uuid.uuid4().hex.encode()
-    _send_raw_udp(topo, "web1", IP["web1"], IP["db1"], 5353, honest)  # control: same raw path, own address
+    honest, honest2, forged = (uuid.uuid4().hex.encode() for _ in range(3))
     _send_raw_udp(topo, "cli1", IP["web1"], IP["db1"], 5353, forged)  # cli1 borrows web1's allowed address
     _send_raw_udp(topo, "cli2", IP["web1"], IP["db1"], 5353, forged)  # and from the other node
-    # the honest datagram's echo proves delivery; wait for it rather than for a fixed time
-    deadline = threading.Event()
-    for _ in range(50):
-        if any(p == honest for _, _, p in topo.received):
-            break
-        deadline.wait(0.05)
-    assert any(pod == "db1" and p == honest for pod, _, p in topo.received)
-    assert not any(p == forged for _, _, p in topo.received)
+    # Controls, sent after the forgeries on the same raw paths with their own addresses, one per node: once
+    # both have arrived, a forged datagram that got through would have arrived too. Wait for them, not for
+    # a fixed time.
+    _send_raw_udp(topo, "web1", IP["web1"], IP["db1"], 5353, honest)
+    _send_raw_udp(topo, "web2", IP["web2"], IP["db1"], 5353, honest2)
+
+    def arrived(payload: bytes) -> bool:
+        return any(pod == "db1" and p == payload for pod, _, p in list(topo.received))
+    deadline = time.monotonic() + 15
+    while not (arrived(honest) and arrived(honest2)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert arrived(honest), "the same-node control datagram never reached db1"
+    assert arrived(honest2), "the cross-node control datagram never reached db1"
+    assert not any(p == forged for _, _, p in list(topo.received))
 
 
 def test_gnp_deny_overrides_np_allow_and_pass_reaches_it(topo: Topo) -> None:
