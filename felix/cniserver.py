@@ -33,6 +33,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from felix.endpointready import ProgrammedEndpoints
 from l3net.cni import plugin, shim
 from l3net.cni.config import COMMANDS
 from l3net.datastore.base import Datastore
@@ -50,7 +51,11 @@ REQUESTS = Counter("l3net_cni_requests", "CNI requests served by the agent's soc
 REQUEST_TIME = Histogram("l3net_cni_request_seconds", "Wall time of one CNI request served by the agent, by command.",
                          ["command"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
                          registry=None)
-ALL = (REQUESTS, REQUEST_TIME)
+POLICY_SETUP_TIME = Histogram(
+    "l3net_cni_policy_setup_seconds", "Time a CNI ADD served by the agent held its result until the agent had "
+    "programmed the new pod's route and policy (policy_setup_timeout_seconds), by result (programmed, timeout).",
+    ["result"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0), registry=None)
+ALL = (REQUESTS, REQUEST_TIME, POLICY_SETUP_TIME)
 
 Handler = Callable[[Mapping[str, str], bytes], tuple[int, str]]
 
@@ -67,15 +72,29 @@ def default_socket_path(run_dir: str) -> str:
     return str(Path(run_dir) / SOCKET_NAME)
 
 
-def plugin_handler(ds: Datastore, endpoints: str) -> Handler:
-    """Run a request exactly as the plugin process would, on the agent's datastore connection."""
+def plugin_handler(ds: Datastore, endpoints: str, *, programmed: ProgrammedEndpoints | None = None) -> Handler:
+    """Run a request exactly as the plugin process would, on the agent's datastore connection.
+
+    ``programmed``: the agent's record of programmed workloads; an ADD whose netconf sets
+    ``policy_setup_timeout_seconds`` holds its result until the new pod is in it.
+    """
     shared = plugin.SharedDatastore(ds, endpoints)
+    wait = None if programmed is None else _timed_wait(programmed)
 
     def handle(env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
         out = io.StringIO()
-        code = plugin.run(env, stdin, out, shared=shared, set_log_level=False)
+        code = plugin.run(env, stdin, out, shared=shared, set_log_level=False, wait_programmed=wait)
         return code, out.getvalue()
     return handle
+
+
+def _timed_wait(programmed: ProgrammedEndpoints) -> plugin.ProgrammedWait:
+    def wait(interface: str, revision: int, timeout: float) -> bool:
+        t0 = time.monotonic()
+        ok = programmed.wait(interface, revision, timeout)
+        POLICY_SETUP_TIME.labels(result="programmed" if ok else "timeout").observe(time.monotonic() - t0)
+        return ok
+    return wait
 
 
 class CNIServer:

@@ -91,6 +91,7 @@ class SyncLoop:
         self.failures = 0
         self.applies = 0
         self.last_desired: DesiredState | None = None
+        self.applied_revision = 0  # the model revision the last successful apply was computed from
         self.last_writes = 0
         self._pending_updates = 0
         self._wake: asyncio.Event | None = None
@@ -226,6 +227,7 @@ class SyncLoop:
         if self._pending_updates:
             metrics.MSG_BATCH_SIZE.observe(self._pending_updates)
             self._pending_updates = 0
+        revision = self.model.revision  # before computing: updates may arrive while the apply runs
         desired = self.desired()
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
         metrics.LOCAL_BLOCKS.set(desired.local_blocks)
@@ -247,6 +249,7 @@ class SyncLoop:
         self.failures = 0
         self.last_writes = report.writes
         self.last_desired = desired
+        self.applied_revision = revision
         self.health.set_ready("dataplane", True)
         if self.on_applied is not None:
             self.on_applied(desired)

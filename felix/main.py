@@ -35,6 +35,7 @@ from felix.drivers.interfaces import InterfaceDriver, LinkWatcher, ProcSysctls
 from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
+from felix.endpointready import ProgrammedEndpoints
 from felix.health import HealthServer, HealthState
 from felix.loop import FatalApplyError, LoopConfig, SyncLoop, ThreadSafeSink
 from felix.registration import StatusPublisher, ensure_default_pool, register_node
@@ -117,6 +118,7 @@ class Agent:
         metrics.SOURCED.set_source("policy", lambda: self._policy_metrics)
         self._stop_registration = threading.Event()
         self.cni: cniserver.CNIServer | None = None
+        self.programmed = ProgrammedEndpoints()
 
     # -- background registration (retried while the datastore is down) ----------
     def _register_forever(self, on_fatal: Callable[[BaseException], None]) -> None:
@@ -140,6 +142,9 @@ class Agent:
 
     def _on_applied(self, desired: DesiredState) -> None:
         metrics.BGP_ADVERTISEMENTS.set(len(desired.advertisements))
+        if self.sync is not None:
+            self.programmed.applied(self.sync.applied_revision,
+                                    (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))
         if desired.policy is not None:
             # Computed here, on the loop thread; the scrape thread only reads the finished dict.
             self._policy_metrics = desired.policy.metrics()
@@ -240,7 +245,8 @@ class Agent:
             return
         path = self.cfg.cni_socket or cniserver.default_socket_path(self.cfg.run_dir)
         cniserver.register_into(metrics.REGISTRY)
-        server = cniserver.CNIServer(path, cniserver.plugin_handler(self.ds, self.cfg.etcd_endpoints))
+        server = cniserver.CNIServer(path, cniserver.plugin_handler(self.ds, self.cfg.etcd_endpoints,
+                                                                       programmed=self.programmed))
         try:
             server.start()
         except (OSError, ValueError) as exc:

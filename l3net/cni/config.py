@@ -23,6 +23,8 @@ SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
 DEFAULT_VERSION = "1.0.0"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS")
 DEFAULT_NAMESPACE = "default"
+# Below the shim's reply timeout (l3net.cni.shim.REPLY_TIMEOUT), so a waiting ADD is never cut off.
+MAX_POLICY_SETUP_TIMEOUT = 60
 
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _IFNAME_BAD = re.compile(r"[/:\s]")
@@ -71,6 +73,7 @@ class NetConf:
     prev_result: dict[str, Any] | None = None
     valid_attachments: tuple[tuple[str, str], ...] | None = None
     agent_socket: str | None = None  # read by l3net.cni.shim; validated here so a bad value is named
+    policy_setup_timeout: float = 0.0  # s an agent-served ADD waits for the agent to program the pod; 0: no wait
 
 
 def parse_env(env: Mapping[str, str]) -> CNIEnv:
@@ -197,6 +200,11 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not (mtu == 0 or 68 <= mtu <= 65535):
         raise _bad("mtu", f"{mtu!r} must be 0 (auto) or an integer 68..65535")
     log_level = _opt_str(doc, "log_level", "log_level") or "warning"
+    policy_wait = doc.get("policy_setup_timeout_seconds", 0)
+    if isinstance(policy_wait, bool) or not isinstance(policy_wait, int | float) or \
+            not 0 <= policy_wait <= MAX_POLICY_SETUP_TIMEOUT:
+        raise _bad("policy_setup_timeout_seconds",
+                   f"{policy_wait!r} must be a number of seconds 0..{MAX_POLICY_SETUP_TIMEOUT} (0: do not wait)")
 
     ipam = doc.get("ipam", {})
     if not isinstance(ipam, dict):
@@ -260,4 +268,5 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         etcd_key_file=_opt_str(doc, "etcd_key_file", "etcd_key_file"),
         nodename=_opt_str(doc, "nodename", "nodename"), mtu=mtu, ipv4_pools=tuple(pools), assign_ipv4=assign_v4,
         static_ips=static, labels=labels, sticky_key=sticky, log_level=log_level, prev_result=prev,
-        valid_attachments=attachments, agent_socket=_opt_str(doc, "agentSocket", "agentSocket"))
+        valid_attachments=attachments, agent_socket=_opt_str(doc, "agentSocket", "agentSocket"),
+        policy_setup_timeout=float(policy_wait))

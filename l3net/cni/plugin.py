@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -67,6 +67,9 @@ ENV_NODENAME = "L3NET_NODENAME"
 ENV_ENDPOINTS = "L3NET_ETCD_ENDPOINTS"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 WEP_DELETE_RETRIES = 10
+
+# (host interface, datastore revision of the pod's endpoint, timeout s) -> programmed in time?
+ProgrammedWait = Callable[[str, int, float], bool]
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -124,8 +127,9 @@ class Invocation:
     """
 
     def __init__(self, env: CNIEnv, conf: NetConf, environ: Mapping[str, str],
-                 shared: SharedDatastore | None = None):
+                 shared: SharedDatastore | None = None, wait_programmed: ProgrammedWait | None = None):
         self.env = env
+        self.wait_programmed = wait_programmed
         self.conf = conf
         self.node = node_name(conf, environ)
         self.lock_dir = environ.get(ENV_LOCK_DIR) or None
@@ -206,7 +210,32 @@ class Invocation:
             raise
         _log.info("ADD done container=%s pod=%s/%s ips=%s", self.env.container_id, self.env.namespace,
                   self.env.pod, ",".join(ips))
+        self._wait_until_programmed()
         return self.result(ips, wired.pod_mac)
+
+    def _wait_until_programmed(self) -> None:
+        """With ``policy_setup_timeout_seconds``: hold the result until the node agent has programmed the pod.
+
+        Until then the agent drops the pod's packets (fail closed), so a pod that starts
+        at once may find its first connections dropped. Not programmed in time is not a
+        failure: the pod starts, and its traffic flows once the agent catches up.
+        """
+        timeout = self.conf.policy_setup_timeout
+        if timeout <= 0:
+            return
+        if self.wait_programmed is None:
+            _log.info("not waiting for policy setup: no node agent serves this request (in-process fallback)")
+            return
+        try:
+            kv = self.ds.get(self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace))
+        except DatastoreError as exc:
+            _log.warning("not waiting for policy setup: cannot read the endpoint back: %s", exc)
+            return
+        if kv is None:
+            return  # deleted meanwhile: nothing will be programmed for it
+        if not self.wait_programmed(self.host_if, kv.mod_revision, timeout):
+            _log.warning("policy setup not done within %gs container=%s if=%s: the pod starts with its traffic "
+                         "dropped until the node agent programs it", timeout, self.env.container_id, self.host_if)
 
     def _rollback(self, ips: list[str], cause: BaseException) -> None:
         _log.warning("ADD failed, rolling back container=%s cause=%s", self.env.container_id, cause)
@@ -335,12 +364,13 @@ def _peek_version(raw: bytes) -> str:
 
 
 def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], *, shared: SharedDatastore | None = None,
-        set_log_level: bool = True) -> int:
+        set_log_level: bool = True, wait_programmed: ProgrammedWait | None = None) -> int:
     """Execute one CNI command; returns the exit status after printing the result or error.
 
     ``environ`` is read, never changed. ``shared``: a datastore connection to use
     instead of opening one (the agent's). ``set_log_level``: apply the netconf's
     ``log_level`` to the root logger (only in a process of its own; the agent keeps its level).
+    ``wait_programmed``: the agent's wait for a pod it has programmed (see ``policy_setup_timeout_seconds``).
     """
     version = _peek_version(stdin)
     inv: Invocation | None = None
@@ -355,7 +385,7 @@ def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], *, shared: Share
             logging.getLogger().setLevel(getattr(logging, conf.log_level.upper(), logging.WARNING))
         if env.command in ("STATUS", "GC"):
             env = CNIEnv(command=env.command, container_id="status", ifname="eth0")
-        inv = Invocation(env, conf, environ, shared)
+        inv = Invocation(env, conf, environ, shared, wait_programmed)
         if env.command == "ADD":
             json.dump(inv.add(), out)
         elif env.command == "DEL":

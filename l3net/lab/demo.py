@@ -7,6 +7,8 @@ it and to tear it down.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
 import subprocess
@@ -15,15 +17,17 @@ import time
 from pathlib import Path
 
 from l3net import netns
+from l3net.constants import ROUTE_PROTO
 from l3net.lab import state as st
 from l3net.lab.pods import add_pod
 from l3net.lab.runtime import LabError, LabRuntime, apply_manifest_files, down
 from l3net.lab.summary import print_summary
-from l3net.lab.topology import load_topology
+from l3net.lab.topology import Topology, load_topology
 
 _log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
+ROUTE_WAIT_S = 20.0
 DEFAULT_TOPOLOGY = REPO / "topologies" / "two-node-rr.clab.yml"
 PODS = (("n1", "default/web", {"app": "web"}), ("n2", "default/client", {"app": "client"}),
         ("n2", "default/other", {"app": "other"}))
@@ -51,6 +55,35 @@ def matrix(state: st.LabState, show: bool = True) -> dict[tuple[str, str], bool]
     return result
 
 
+def _routed(ns: str, ip: str) -> bool:
+    """Does ``ns`` hold an l3net route (our protocol) covering ``ip`` through a next hop?
+
+    Not ``ip route get``: a lab node also has a default route via the management network.
+    """
+    out = subprocess.run(["ip", "-j", "-n", ns, "route", "show", "proto", str(ROUTE_PROTO)], capture_output=True,
+                         text=True, timeout=10)
+    addr = ipaddress.ip_address(ip)
+    for r in json.loads(out.stdout or "[]") if out.returncode == 0 else []:
+        dst = str(r.get("dst", ""))
+        if (r.get("gateway") or r.get("nexthops")) and dst != "default" and \
+                addr in ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False):
+            return True
+    return False
+
+
+def wait_for_pod_routes(state: st.LabState, topo: Topology, timeout: float = ROUTE_WAIT_S) -> list[str]:
+    """Wait until every l3net node routes to every other node's pods over BGP; returns what is still missing."""
+    pods = [p for p in state.data["pods"].values() if p.get("ip")]
+    workers = [n.name for n in topo.nodes.values() if n.role == "node"]
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [f"{node} -> {p['ip']} ({p['node']})" for node in workers for p in pods
+                   if p["node"] != node and not _routed(topo.node_netns(node), p["ip"])]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(0.2)
+
+
 def run_demo(topology: str | None = None) -> int:
     started = time.monotonic()
     topo = load_topology(topology or DEFAULT_TOPOLOGY)
@@ -71,6 +104,9 @@ def run_demo(topology: str | None = None) -> int:
         except LabError as exc:
             print(f"  {ref} on {node}: FAILED: {exc}")
     state = st.LabState.load(topo.name) or state
+    missing = wait_for_pod_routes(state, topo)
+    if missing:
+        print(f"  not yet routed after {ROUTE_WAIT_S:.0f}s over BGP: {', '.join(missing)}")
 
     step("3. routes: each node holds its own block (blackhole), a /32 per local pod, and the peer's block via BGP")
     for node in ("n1", "n2"):

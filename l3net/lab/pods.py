@@ -31,6 +31,7 @@ _log = logging.getLogger(__name__)
 CNI_VERSION = "1.0.0"
 NETWORK_NAME = "l3net"
 POD_IFNAME = "eth0"
+POLICY_SETUP_TIMEOUT = 10  # s; the netconf's policy_setup_timeout_seconds
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -92,6 +93,8 @@ def network_config(state: st.LabState, node: str, labels: dict[str, str], ips: l
     sock = agent_socket(state, node)
     if sock:
         conf["agentSocket"] = sock
+        # `lab pod add` returns a pod that already passes traffic, as the CNI does for kubelet.
+        conf["policy_setup_timeout_seconds"] = POLICY_SETUP_TIMEOUT
     cni_args: dict[str, Any] = {}
     if labels:
         cni_args["labels"] = [{"key": k, "value": v} for k, v in labels.items()]

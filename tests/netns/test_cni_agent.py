@@ -136,6 +136,44 @@ def test_add_through_the_agent_pings_a_pod_on_another_node_then_fallback_when_th
     assert leftovers(rig) == []
 
 
+def agent_metric(rig: CNIRig, node: str, sample: str) -> float:
+    """One sample of the agent's Prometheus metrics (served on :9091 inside the node's namespace); 0 if absent."""
+    code = ("import urllib.request; "
+            "print(urllib.request.urlopen('http://127.0.0.1:9091/metrics', timeout=5).read().decode())")
+    text = subprocess.run(["ip", "netns", "exec", rig.nodes[node], sys.executable, "-c", code],
+                          capture_output=True, text=True, check=True).stdout
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(sample + " ")]
+    return float(values[0]) if values else 0.0
+
+
+def test_add_with_policy_setup_timeout_returns_a_pod_whose_first_packet_passes(
+        rig: CNIRig, agent: Agent, tmp_path: Path) -> None:
+    """policy_setup_timeout_seconds: the agent holds the ADD result until its own apply has programmed the new pod
+    (route and policy chains), so the first packet the pod sends is not dropped as from an unknown interface."""
+    b_ns = rig.pod_ns("pb")
+    b = rig.invoke("node-2", "ADD", "cb", b_ns, pod="b", conf=rig.conf("node-2", agentSocket=str(tmp_path / "none")))
+    assert b.rc == 0, b
+    waiting = rig.conf("node-1", agentSocket=agent.sock, policy_setup_timeout_seconds=10)
+    for i in range(4):
+        ns = rig.pod_ns(f"w{i}")
+        res = rig.invoke("node-1", "ADD", f"cw{i}", ns, pod=f"w{i}", conf=waiting)
+        assert res.rc == 0, (res, agent.text()[-2000:])
+        host_if = res.out["interfaces"][0]["name"]
+        rules = subprocess.run(["ip", "netns", "exec", rig.nodes["node-1"], "iptables-save", "-t", "filter"],
+                               capture_output=True, text=True, check=True).stdout
+        assert f":l3n-tw-{host_if} " in rules and f":l3n-fw-{host_if} " in rules, host_if
+        first = subprocess.run(["ip", "netns", "exec", ns.rsplit("/", 1)[1], "ping", "-c", "1", "-W", "5", ip_of(b)],
+                               capture_output=True, text=True)
+        assert first.returncode == 0, (i, first.stdout)
+    sample = 'l3net_cni_policy_setup_seconds_count{result="programmed"}'
+    assert agent_metric(rig, "node-1", sample) == 4
+    assert agent_metric(rig, "node-1", 'l3net_cni_policy_setup_seconds_count{result="timeout"}') == 0
+    for i in range(4):
+        assert rig.invoke("node-1", "DEL", f"cw{i}", rig.pod_ns(f"w{i}"), pod=f"w{i}", conf=waiting).rc == 0
+    assert rig.invoke("node-2", "DEL", "cb", b_ns, pod="b", conf=rig.conf("node-2", agentSocket="")).rc == 0
+    assert leftovers(rig) == []
+
+
 def test_concurrent_adds_through_the_agent_get_distinct_addresses_in_one_block(rig: CNIRig, agent: Agent) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
