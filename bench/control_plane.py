@@ -20,7 +20,8 @@ The lab's CNI config names each node agent's socket (``agentSocket``), so ``l3ne
 stdlib-only shim handing the request to the agent (the fast path a real node uses); how many ADDs
 the agents served that way is recorded (``setup.cni_adds_served_by_agent``), so a silent fallback
 to the in-process plugin would show.
-``add_call_ms`` is the plugin's wall time (its exit can come after the remote route).
+``add_call_ms`` is the plugin's wall time, including the agent's hold until it has programmed the
+pod (``policy_setup_timeout_seconds`` in the lab's CNI config); its exit can come after the remote route.
 Each sample is also split at the origin's own kernel route (the agent's blackhole for the new
 block; the floor's added route): ``add_to_origin_ms`` + ``origin_to_remote_ms``, the latter being
 the BGP path alone, comparable to the floor's whole sample.
