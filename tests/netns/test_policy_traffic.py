@@ -329,13 +329,43 @@ def test_egress_to_dns_only(topo: Topo) -> None:
                        ("cli2", "web2", "TCP", 80, False), ("web1", "dns2", "UDP", 5353, True)])
 
 
+def _sctp_socket(pod_ns: str) -> socket.socket:
+    with netns.in_netns(pod_ns):
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
+
+
+def _sctp_connects(topo: Topo, src: str, dst: str, port: int, timeout: float) -> bool:
+    """An SCTP association from pod src to pod dst:port; a policy drop is a timeout."""
+    listener = _sctp_socket(topo.pod_ns[dst])
+    client = _sctp_socket(topo.pod_ns[src])
+    try:
+        listener.bind(("0.0.0.0", port))
+        listener.listen(1)
+        client.settimeout(timeout)
+        try:
+            client.connect((IP[dst], port))
+        except OSError:
+            return False
+        return True
+    finally:
+        client.close()
+        listener.close()
+
+
 def test_sctp(topo: Topo) -> None:
     try:
-        with netns.in_netns(topo.pod_ns["web1"]):
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+        _sctp_socket(topo.pod_ns["web1"]).close()
     except OSError as exc:
         pytest.skip(f"kernel has no SCTP sockets here ({exc}); SCTP rules are covered by the simulator tests")
-    pytest.skip("SCTP traffic probe not written for kernels with SCTP")  # pragma: no cover
+    pols = [netpol("sctp", "prod", {"podSelector": {"matchLabels": {"app": "web"}},
+                                    "ingress": [{"ports": [{"protocol": "SCTP", "port": 9000}]}]})]
+    topo.apply(pols)
+    for src, dst, port, expected in (("cli1", "web2", 9000, True), ("cli2", "web1", 9000, True),
+                                     ("cli1", "web2", 9001, False)):
+        oracle = is_allowed(pols, NAMESPACES, topo.weps.values(), Packet(IP[src], IP[dst], "SCTP", port))
+        assert oracle == expected, (src, dst, port)
+        got = _sctp_connects(topo, src, dst, port, ALLOW_TIMEOUT if expected else PROBE_TIMEOUT)
+        assert got == expected, (src, dst, port, got)
 
 
 def test_policy_applied_before_pod_exists(topo: Topo) -> None:

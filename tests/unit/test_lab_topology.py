@@ -236,7 +236,7 @@ def test_shipped_topologies_parse(path: Path) -> None:
 
 def _schema_validator():  # type: ignore[no-untyped-def]
     if not SCHEMA.exists():
-        pytest.skip(f"{SCHEMA} is absent")
+        pytest.skip(f"containerlab's schema is absent: {SCHEMA}")
     schema = json.loads(SCHEMA.read_text())
 
     # The schema's patterns use \\p{N}/\\p{L} (ECMA-262 with the u flag); Python's re spells them differently.
