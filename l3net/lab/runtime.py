@@ -45,7 +45,7 @@ from urllib.parse import urlparse
 from l3net import netns
 from l3net.constants import HEALTH_PORT
 from l3net.datastore import connect_from_env
-from l3net.errors import DatastoreError
+from l3net.errors import DatastoreError, ValidationError
 from l3net.keys import KeyLayout
 from l3net.lab import cgroups as cg
 from l3net.lab import state as st
@@ -142,6 +142,7 @@ class LabRuntime:
         if clash:
             raise LabError(f"namespaces already exist: {', '.join(clash)}; remove them or run `l3net lab down`")
         self._check_binds()
+        self._manifest_files()  # a bad manifest is refused before anything exists
         external = os.environ.get(ETCD_ENV)
         if external:
             check_endpoints(external)
@@ -340,9 +341,21 @@ class LabRuntime:
         if len(names) > 1:
             self.out(f"etcd: {len(names)} members ({', '.join(names)})")
 
+    def _manifest_files(self) -> list[Path]:
+        """The topology's manifests, each parsed and validated; LabError naming the file and field."""
+        files = sorted(self.topo.manifests_dir.glob("*.yaml")) if self.topo.manifests_dir.is_dir() else []
+        for f in files:
+            try:
+                load_documents(f.read_text(), str(f))
+            except ValidationError as exc:
+                raise LabError(f"manifest {f}: {exc}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise LabError(f"manifest {f}: cannot read it: {exc}") from None
+        return files
+
     def _apply_manifests(self) -> None:
         assert self.state is not None
-        files = sorted(self.topo.manifests_dir.glob("*.yaml")) if self.topo.manifests_dir.is_dir() else []
+        files = self._manifest_files()
         if files:
             apply_manifest_files(self.state.etcd_endpoints, files, self.out)
 
@@ -514,8 +527,13 @@ def apply_manifest_files(endpoints: str, files: list[Path], out: Printer = print
     try:
         client = ResourceClient(ds, KeyLayout(os.environ.get(PREFIX_ENV) or KeyLayout().prefix))
         for f in files:
-            resources = load_documents(f.read_text(), str(f))
-            client.apply(resources)
+            try:
+                resources = load_documents(f.read_text(), str(f))
+                client.apply(resources)
+            except ValidationError as exc:
+                raise LabError(f"manifest {f}: {exc}") from None
+            except DatastoreError as exc:
+                raise LabError(f"manifest {f}: etcd at {endpoints} refused or did not answer: {exc}") from None
             out(f"applied {f.name}: " + ", ".join(r.ref for r in resources))
     finally:
         ds.close()
