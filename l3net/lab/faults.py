@@ -28,8 +28,7 @@ What each verb does, exactly:
   carrier, and the kernel drops the routes through the interface on the node.
 - ``netem NODE:IF``: a ``tc qdisc replace ... root netem`` on that interface (egress of the node);
   ``netem_clear`` deletes it. Loss is a percentage, delay and jitter milliseconds. On a kernel
-  without the netem qdisc, loss comes from an nftables table of the lab's own in the node instead
-  (see :func:`netem`).
+  without the netem qdisc, nftables (loss) or an NFQUEUE delayer (delay) stand in (see :func:`netem`).
 - ``etcd stop|start|pause|unpause [MEMBER]``: a member (or every member) of the lab's own etcd,
   through its cgroup: stop = SIGKILL (a crash) unless ``grace``; pause = freeze (a hung disk: TCP
   stays open, nothing answers). ``etcd_leader`` names the current leader.
@@ -40,10 +39,13 @@ member, a lab using an external etcd); nothing is changed then.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,10 +189,12 @@ def netem(state: st.LabState, endpoint: str, delay_ms: float = 0.0, jitter_ms: f
           loss_pct: float = 0.0) -> str:
     """Impair what ``NODE:IF`` sends: delay (with jitter) and random loss; replaces an earlier impairment.
 
-    With ``tc qdisc ... netem`` where the kernel has it. A kernel built without netem (as this
-    project's test machines are) gets the loss from an nftables table of the lab's own in the node
-    (``numgen random``, hook postrouting, that interface only), and a delay is refused with a
-    sentence. Returns which mechanism was used: ``"tc-netem"`` or ``"nft"``.
+    With ``tc qdisc ... netem`` where the kernel has it. On a kernel built without netem (as this
+    project's test machines are): loss alone comes from an nftables table of the lab's own in the
+    node (``numgen random``, hook postrouting, that interface only); a delay (with its jitter and
+    loss) from :mod:`l3net.lab.delayer`, an NFQUEUE listener fed by one iptables rule (mangle
+    POSTROUTING, ``-o IF``, comment ``l3net-lab-netem``). Returns the mechanism used: ``"tc-netem"``,
+    ``"nft"`` or ``"nfqueue"``.
     """
     for field, value, top in (("delay", delay_ms, 60_000.0), ("jitter", jitter_ms, 60_000.0),
                               ("loss", loss_pct, 100.0)):
@@ -213,11 +217,15 @@ def netem(state: st.LabState, endpoint: str, delay_ms: float = 0.0, jitter_ms: f
         _nft_clear(ns, iface)
         how = "tc-netem"
     elif "qdisc kind is unknown" in proc.stderr:
+        node = endpoint.partition(":")[0]
+        _delayer_stop(state, node, ns, iface)
+        _nft_clear(ns, iface)
         if delay_ms:
-            raise LabError(f"netem --delay on {endpoint}: this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM) "
-                           "and the lab has no other way to delay packets; --loss works (through nftables)")
-        _nft_loss(ns, iface, float(loss_pct))
-        how = "nft"
+            _delayer_start(state, node, ns, iface, float(delay_ms), float(jitter_ms), float(loss_pct))
+            how = "nfqueue"
+        else:
+            _nft_loss(ns, iface, float(loss_pct))
+            how = "nft"
     else:
         raise LabError(f"tc {' '.join(args)} (netns {ns}): {proc.stderr.strip()}")
     _log.info("netem lab=%s endpoint=%s delay_ms=%s jitter_ms=%s loss_pct=%s via=%s", state.name, endpoint,
@@ -232,6 +240,7 @@ def netem_clear(state: st.LabState, endpoint: str) -> None:
     if " netem " in f" {shown} ":
         _tc(ns, "qdisc", "del", "dev", iface, "root")
     _nft_clear(ns, iface)
+    _delayer_stop(state, endpoint.partition(":")[0], ns, iface)
     _log.info("netem cleared lab=%s endpoint=%s", state.name, endpoint)
 
 
@@ -275,6 +284,67 @@ def _nft_loss(ns: str, iface: str, loss_pct: float) -> None:
     _nft(ns, f"table inet {table} {{}}\ndelete table inet {table}\n"
              f"table inet {table} {{\n chain egress {{\n  type filter hook postrouting priority -300; policy accept;\n"
              f"  {rule}\n }}\n}}\n")
+
+
+def _delayer_group(state: st.LabState, node: str, iface: str) -> Path:
+    return Path(state.data["cgroup"]) / f"netem.{node}.{iface}"
+
+
+def _nfqueue_rule(op: str, iface: str, queue: int) -> list[str]:
+    return ["iptables", "-w", "5", "-t", "mangle", op, "POSTROUTING", "-o", iface, "-m", "comment", "--comment",
+            "l3net-lab-netem", "-j", "NFQUEUE", "--queue-num", str(queue), "--queue-bypass"]
+
+
+def _in_ns(ns: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["nsenter", f"--net={netns.netns_path(ns)}", "--", *argv], capture_output=True,
+                          text=True, timeout=30)
+
+
+def _delayer_start(state: st.LabState, node: str, ns: str, iface: str, delay_ms: float, jitter_ms: float,
+                   loss_pct: float) -> None:
+    """Run :mod:`l3net.lab.delayer` in the node's namespace (its own cgroup, not the node's: pausing the
+    node must not freeze its link) and queue what ``iface`` sends to it."""
+    queue = _ifindex(ns, iface)  # queue numbers are per namespace, like interface indexes
+    group = _delayer_group(state, node, iface)
+    cg.create(group)
+    log = state.dir / "logs" / f"{node}.netem-{iface}.log"
+    argv = ["nsenter", f"--net={netns.netns_path(ns)}", "--", sys.executable, "-m", "l3net.lab.delayer",
+            "--queue", str(queue), "--delay", f"{delay_ms:g}", "--jitter", f"{jitter_ms:g}", "--loss", f"{loss_pct:g}"]
+    with open(log, "ab") as fh:
+        start = fh.tell()
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                         start_new_session=True, preexec_fn=cg.enter_fn(group))
+
+    def ready() -> bool:
+        return b"ready" in log.read_bytes()[start:] or not cg.populated(group)
+    with contextlib.suppress(TimeoutError):
+        netns.wait_for(ready, 15, f"the delayer for {node}:{iface}")
+    if not cg.populated(group) or b"ready" not in log.read_bytes()[start:]:
+        tail = log.read_bytes()[start:].decode(errors="replace")[-600:]
+        cg.remove(group)
+        raise LabError(f"netem on {node}:{iface}: the delayer did not start (log {log}):\n{tail}")
+    proc = _in_ns(ns, _nfqueue_rule("-A", iface, queue))
+    if proc.returncode != 0:
+        cg.remove(group)
+        raise LabError(f"netem on {node}:{iface}: iptables refused the NFQUEUE rule: {proc.stderr.strip()}")
+
+
+def _delayer_stop(state: st.LabState, node: str, ns: str, iface: str) -> None:
+    queue = _ifindex(ns, iface)
+    # The rule first: with --queue-bypass, packets flow straight once it is gone, never into a dead queue.
+    for _ in range(16):
+        if _in_ns(ns, _nfqueue_rule("-C", iface, queue)).returncode != 0:
+            break
+        _in_ns(ns, _nfqueue_rule("-D", iface, queue))
+    group = _delayer_group(state, node, iface)
+    if group.exists():
+        cg.signal_all(group, signal.SIGTERM)  # it accepts what it holds, then exits
+        with contextlib.suppress(TimeoutError):
+            netns.wait_for(lambda: not cg.populated(group), 3, "the delayer to exit")
+        try:
+            cg.remove(group)
+        except cg.CgroupError as exc:
+            raise LabError(f"netem on {node}:{iface}: {exc}") from exc
 
 
 def _nft_clear(ns: str, iface: str) -> None:

@@ -1,6 +1,7 @@
 """Each fault verb of `l3net lab` (:mod:`l3net.lab.faults`) on a running two-node-rr lab, shown by its effect
 on real traffic and real BGP: a paused node's sessions time out at the hold timer (and come back on
-unpause), `netem --loss 100` stops traffic and clearing it restores it, `link set down` takes the routes
+unpause), `netem --loss 100` stops traffic and clearing it restores it, `netem --delay` delays it,
+`link set down` takes the routes
 through the interface away as the kernel does, `node stop|start|restart` and `lab status` following the
 new PIDs, and `etcd stop|start|pause|unpause` on the lab's etcd.
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from l3net import netns
 from l3net.datastore import connect_from_env
 from l3net.errors import DatastoreUnavailable
 from l3net.lab import cgroups as cg
@@ -143,6 +146,26 @@ def test_netem_loss_100_stops_traffic_and_clearing_restores_it(lab: Lab, pods: d
         faults.netem(state, "n1:eth1", loss_pct=50)
         stats = ping_stats(start_ping_stream(src, dst, 0.01, 2))
         assert 0 < stats.received < stats.sent, stats
+
+
+def rtts(ns: str, ip: str, count: int = 6) -> list[float]:
+    out = subprocess.run(["nsenter", f"--net={netns.netns_path(ns)}", "--", "ping", "-n", "-c", str(count), "-i",
+                          "0.1", "-W", "3", ip], capture_output=True, text=True, timeout=60).stdout
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
+
+
+def test_netem_delay_and_jitter_delay_what_the_interface_sends(lab: Lab, pods: dict[str, dict[str, object]]) -> None:
+    src, dst = str(pods["n2"]["netns"]), str(pods["n1"]["ip"])
+    with restoring(lab):
+        # Through the CLI: n1's replies leave by n1:eth1 and wait there 100 ms +- 10 ms.
+        result = lab.lab_cli("netem", "--lab", lab.name, "n1:eth1", "--delay", "100", "--jitter", "10")
+        assert result.returncode == 0, result.stderr
+        delayed = rtts(src, dst)
+        assert len(delayed) == 6 and min(delayed) >= 90, delayed
+        print(f"\nFIGURE netem delay 100ms jitter 10ms: rtt {min(delayed):.1f}-{max(delayed):.1f} ms")
+        faults.netem_clear(lab.reload(), "n1:eth1")
+        plain = rtts(src, dst)
+        assert len(plain) == 6 and min(plain) < 90, plain
 
 
 def test_netem_refuses_bad_values_and_unknown_interfaces(lab: Lab) -> None:
