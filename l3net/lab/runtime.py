@@ -146,10 +146,14 @@ class LabRuntime:
         external = os.environ.get(ETCD_ENV)
         if external:
             check_endpoints(external)
+        try:
+            group = cg.lab_group(self.topo.name, st.lab_dir(self.topo.name))
+        except cg.CgroupError as exc:
+            raise LabError(str(exc)) from None
         self.state = st.LabState.new(self.topo.name, self.topo.path)
         self.state.data["base"] = self.topo.base
         # Recorded before it exists, like every namespace and mount: `down` removes it after any crash.
-        self.state.data["cgroup"] = str(cg.lab_group(self.topo.name, self.state.dir))
+        self.state.data["cgroup"] = str(group)
         self.state.save()
         started = time.monotonic()
         try:

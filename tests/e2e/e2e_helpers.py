@@ -348,15 +348,16 @@ def exabgp_child(agent_pid: int) -> int | None:
 
 
 def kill_node(lab: Lab, node: str, fabric_ifaces: tuple[str, ...] = ("eth1",)) -> list[int]:
-    """A node dies: its fabric links go first (so no TCP FIN/RST ever leaves it), then every process in its
-    namespace gets SIGKILL. Returns the PIDs killed (all started by this lab)."""
-    ns = lab.ns(node)
+    """A node dies: its fabric links go down first (so no TCP FIN/RST ever leaves it), then every process of
+    the node gets SIGKILL. By hand: ``l3net lab link set NODE:eth1 down; l3net lab node stop NODE``.
+    Returns the PIDs killed (all the node's, from its cgroup)."""
+    from l3net.lab import faults
+
+    state = lab.reload()
     for iface in fabric_ifaces:
-        subprocess.run(["ip", "-n", ns, "link", "del", iface], check=True, timeout=10)
-    pids = st.pids_in_netns(str(netns.netns_path(ns)))
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        faults.link_set(state, f"{node}:{iface}", up=False)
+    pids = faults.node_pids(state, node)
+    faults.node_stop(state, node)
     return pids
 
 
