@@ -20,11 +20,12 @@ test: setup
 	$(VENV)/bin/ruff check .
 	L3NET_STRICT_SKIPS=1 $(PYTEST) -q -p no:cacheprovider -m "not soak" tests
 
-soak: setup
-	L3NET_STRICT_SKIPS=1 $(PYTEST) -q -p no:cacheprovider -m soak tests
-
 test-unit: setup
 	$(PYTEST) -q -m "(unit or drivers) and not soak" tests
+
+# Drills that watch long timers or run for minutes (prints their figures).
+soak: setup
+	L3NET_STRICT_SKIPS=1 $(PYTEST) -q -s -p no:cacheprovider -m soak tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,8 @@ Layout of ``<run base>/<lab name>/`` (base ``/run/l3net/lab``, or ``$L3NET_LAB_R
 
     state.json   the record (written atomically)
     lock         flock'd while the record is read-modified-written
-    etcd.sock:0  the lab's etcd (unix socket), etcd.pid, etcd.log
+    etcd.sock:0  the lab's etcd (unix socket), etcd.pid, etcd.log (one member; with several,
+                 each member's in etcd-<member>/)
     logs/        one log per process (<node>.<what>.log)
     nodes/<n>/   each node's working directory (containerlab's lab dir per node)
     mnt/         a private mount holding each node's persistent mount namespace
@@ -57,8 +58,9 @@ class LabState:
 
     Keys: ``name``, ``topology``, ``netns`` (names, creation order), ``mounts`` (mount
     points, creation order), ``processes`` (``{node, what, pid, starttime, argv, log}``),
-    ``nodes`` (``{name: {netns, kind, role, mgmt, mntns, env}}``), ``etcd``
-    (``{endpoints, own, data_dir}``), ``pods`` (``{"ns/name": {...}}``), ``phase``.
+    ``nodes`` (``{name: {netns, kind, role, mgmt, mntns, env, start, cgroup}}``), ``etcd``
+    (``{endpoints, own, data_dir, members, cluster}``), ``cgroup`` (the lab's cgroup v2 group),
+    ``pods`` (``{"ns/name": {...}}``), ``phase``.
     """
 
     def __init__(self, directory: Path, data: dict[str, Any]) -> None:

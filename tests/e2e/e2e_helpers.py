@@ -137,11 +137,12 @@ class Lab:
 
 @contextlib.contextmanager
 def running_lab(topology: str, *, extra_manifests: dict[str, str] | None = None, workdir: Path | None = None,
-                timeout: float = 60.0) -> Iterator[Lab]:
+                timeout: float = 60.0, etcd_members: int = 1) -> Iterator[Lab]:
     """Bring up ``topologies/<topology>.clab.yml`` under a unique lab name and run base; remove it all after.
 
     ``extra_manifests`` (file name -> YAML) are applied with the shipped ones: the topology file and its
-    manifests are copied into ``workdir`` first, so the shipped files are never changed.
+    manifests are copied into ``workdir`` first, so the shipped files are never changed. ``etcd_members``
+    runs the lab's etcd as a cluster of that many members (every client gets every member's endpoint).
     """
     if not exabgp_available():
         import pytest
@@ -168,7 +169,7 @@ def running_lab(topology: str, *, extra_manifests: dict[str, str] | None = None,
     try:
         messages: list[str] = []
         started = time.monotonic()
-        state = LabRuntime(topo, out=messages.append).up(wait_bgp=True, timeout=timeout)
+        state = LabRuntime(topo, out=messages.append, etcd_members=etcd_members).up(wait_bgp=True, timeout=timeout)
         _log.info("lab %s up in %.1fs", topo.name, time.monotonic() - started)
         assert any("every session established" in m for m in messages), messages
         lab = Lab(topo, state, run_base)
@@ -347,15 +348,16 @@ def exabgp_child(agent_pid: int) -> int | None:
 
 
 def kill_node(lab: Lab, node: str, fabric_ifaces: tuple[str, ...] = ("eth1",)) -> list[int]:
-    """A node dies: its fabric links go first (so no TCP FIN/RST ever leaves it), then every process in its
-    namespace gets SIGKILL. Returns the PIDs killed (all started by this lab)."""
-    ns = lab.ns(node)
+    """A node dies: its fabric links go down first (so no TCP FIN/RST ever leaves it), then every process of
+    the node gets SIGKILL. By hand: ``l3net lab link set NODE:eth1 down; l3net lab node stop NODE``.
+    Returns the PIDs killed (all the node's, from its cgroup)."""
+    from l3net.lab import faults
+
+    state = lab.reload()
     for iface in fabric_ifaces:
-        subprocess.run(["ip", "-n", ns, "link", "del", iface], check=True, timeout=10)
-    pids = st.pids_in_netns(str(netns.netns_path(ns)))
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        faults.link_set(state, f"{node}:{iface}", up=False)
+    pids = faults.node_pids(state, node)
+    faults.node_stop(state, node)
     return pids
 
 
