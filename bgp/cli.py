@@ -55,7 +55,8 @@ def decode(client: ResourceClient, key: str, value: bytes, revision: int = 0) ->
     """A stored resource, or None (logged with its key) when it does not validate: bad data is absence."""
     try:
         return client.decode(KeyValue(key, value, revision))
-    except ValidationError as exc:
+    except ValidationError as exc:  # decode is total: any bad value arrives as a ValidationError
+        metrics.DECODE_FAILURES.labels(where="resource").inc()
         _log.warning("ignoring invalid stored resource key=%s error=%s", key, exc)
         return None
 
