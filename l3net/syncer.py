@@ -22,7 +22,7 @@ from l3net.datastore.base import Datastore, KeyValue, Watch, WatchEvent
 from l3net.errors import Compacted, DatastoreError, DatastoreUnavailable
 
 if TYPE_CHECKING:
-    from l3net.viewcache import CacheWriter, CachedView
+    from l3net.viewcache import CachedView, CacheWriter
 
 _log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ import etcd3gw.exceptions
 import requests
 import urllib3.exceptions
 
+from l3net import metrics
 from l3net.datastore.base import Create, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
-from l3net import metrics
 from l3net.errors import Compacted, Conflict, DatastoreError, DatastoreUnavailable
 
 _log = logging.getLogger(__name__)
