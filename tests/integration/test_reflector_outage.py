@@ -24,8 +24,18 @@ from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import (ADDR, BASE_CFG, NODES, Fabric, Nodes, block, fabric, node_res,
-                                               pod_ip, wait_for)
+from tests.integration.test_bgp_exabgp import (
+    ADDR,
+    BASE_CFG,
+    NODES,
+    Fabric,
+    Nodes,
+    block,
+    fabric,
+    node_res,
+    pod_ip,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
