@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo demo-down test test-unit lint bench clean
+.PHONY: setup demo demo-down test test-unit soak lint bench clean
 
 setup:
 	bash .ci/setup
@@ -16,10 +16,14 @@ demo-down: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PYTEST) -q -p no:cacheprovider tests
+	$(PYTEST) -q -p no:cacheprovider -m "not soak" tests
 
 test-unit: setup
 	$(PYTEST) -q -m "unit or drivers" tests
+
+# Drills that watch long timers or run for minutes (prints their figures).
+soak: setup
+	$(PYTEST) -q -s -p no:cacheprovider -m soak tests
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +59,16 @@ class EtcdServer:
     """
 
     def __init__(self, run_dir: str | Path, *, data_dir: str | Path | None = None,
-                 client_port: int | None = None, name: str = "l3net", tls: ServerTLS | None = None) -> None:
+                 client_port: int | None = None, name: str = "l3net", tls: ServerTLS | None = None,
+                 peer_port: int | None = None, cluster: Mapping[str, str] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.data_dir = Path(data_dir) if data_dir else self.run_dir / "etcd-data"
         self.client_port = client_port
-        self.peer_port = free_port()
+        self.peer_port = peer_port or free_port()
         self.name = name
         self.tls = tls
+        # Member name -> peer URL of every member (this one included); None: a cluster of one.
+        self.cluster = dict(cluster) if cluster else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,8 +96,40 @@ class EtcdServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 15.0) -> None:
-        """Start etcd (again, after ``pause()``: same ports, same data) and wait until it is healthy."""
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def argv(self, binary: str = "etcd") -> list[str]:
+        """The etcd command line (relative socket name: run it with ``run_dir`` as working directory)."""
+        listen = [f"unix://{SOCKET_NAME}"]
+        advertise = self.tcp_endpoint or f"http://127.0.0.1:{free_port()}"
+        if self.tcp_endpoint:
+            listen.append(self.tcp_endpoint)
+        cluster = self.cluster or {self.name: self.peer_url}
+        cmd = [
+            binary, "--name", self.name, "--data-dir", str(self.data_dir),
+            "--listen-client-urls", ",".join(listen),
+            "--advertise-client-urls", advertise,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", ",".join(f"{n}={u}" for n, u in sorted(cluster.items())),
+            "--auto-compaction-retention", "0",
+        ]
+        if self.tls:
+            cmd += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
+            if self.tls.client_ca:
+                cmd += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.client_ca)]
+        return cmd
+
+    def start(self, timeout: float = 15.0, *, wait: bool = True,
+              preexec_fn: Callable[[], None] | None = None) -> None:
+        """Start etcd (again, after ``pause()``: same ports, same data) and wait until it is healthy.
+
+        ``wait=False`` returns once the process runs: a cluster member is healthy only once a quorum
+        runs, so a caller starting several members waits with :meth:`wait_healthy` after the last.
+        ``preexec_fn`` runs in the child before etcd (the lab puts it in its cgroup there).
+        """
         if self.running:
             raise RuntimeError(f"etcd {self.name} is already running (pid {self.proc.pid if self.proc else '?'})")
         binary = shutil.which("etcd")
@@ -103,35 +139,21 @@ class EtcdServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists():
             self.socket_path.unlink()
-        listen = [f"unix://{SOCKET_NAME}"]
-        advertise = self.tcp_endpoint or f"http://127.0.0.1:{free_port()}"
-        if self.tcp_endpoint:
-            listen.append(self.tcp_endpoint)
-        cmd = [
-            binary, "--name", self.name, "--data-dir", str(self.data_dir),
-            "--listen-client-urls", ",".join(listen),
-            "--advertise-client-urls", advertise,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-cluster", f"{self.name}=http://127.0.0.1:{self.peer_port}",
-            "--auto-compaction-retention", "0",
-        ]
-        if self.tls:
-            cmd += ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
-            if self.tls.client_ca:
-                cmd += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.client_ca)]
+        cmd = self.argv(binary)
         log = open(self.run_dir / "etcd.log", "ab")  # noqa: SIM115 - owned by the child
         # The socket name is relative: etcd creates it in its working directory.
         self.proc = subprocess.Popen(cmd, cwd=self.run_dir, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec_fn)
         log.close()
         (self.run_dir / "etcd.pid").write_text(str(self.proc.pid))
         # The identity kill_recorded() checks before it signals anything (etcd.pid stays a plain PID for tools).
         (self.run_dir / IDENT_FILE).write_text(json.dumps({
             "pid": self.proc.pid, "starttime": starttime(self.proc.pid), "data_dir": str(self.data_dir)}))
-        self._wait_healthy(timeout)
+        if wait:
+            self.wait_healthy(timeout)
 
-    def _wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float = 15.0) -> None:
+        """Return once etcd answers ``/health`` true on its socket; RuntimeError (with its log) otherwise."""
         session = requests.Session()
         session.mount(UNIX_SCHEME, UnixSocketAdapter(str(self.socket_path)))
         deadline = time.monotonic() + timeout
@@ -211,3 +233,22 @@ def kill_recorded(run_dir: str | Path) -> None:
             _log.info("recorded etcd is gone (pid reused or exited) pid=%d run_dir=%s", pid, run_dir)
     pid_file.unlink(missing_ok=True)
     ident_file.unlink(missing_ok=True)
+
+
+def member_status(socket_path: str | Path, timeout: float = 1.0) -> dict[str, str] | None:
+    """``{"member_id", "leader"}`` (hex strings) as the member on ``socket_path`` reports them; None if it
+    does not answer within ``timeout`` (stopped, paused, or without a quorum to ask)."""
+    session = requests.Session()
+    session.mount(UNIX_SCHEME, UnixSocketAdapter(str(socket_path)))
+    try:
+        r = session.post(f"{UNIX_SCHEME}etcd/v3/maintenance/status", data="{}", timeout=timeout)
+        body = r.json() if r.ok else None
+    except (requests.RequestException, OSError, ValueError):
+        return None
+    finally:
+        session.close()
+    if not isinstance(body, dict):
+        return None
+    member = str(body.get("header", {}).get("member_id", ""))
+    leader = str(body.get("leader", ""))
+    return {"member_id": member, "leader": leader} if member else None

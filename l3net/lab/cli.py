@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from l3net.errors import DatastoreError
 from l3net.lab import state as st
+from l3net.lab.cgroups import CgroupError, enter_fn
 from l3net.lab.runtime import LabError, down, status_lines
 from l3net.lab.topology import Topology, TopologyError, load_topology
 
@@ -26,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--no-wait", action="store_true", help="do not wait for agents and BGP sessions")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for BGP (default 90)")
     p.add_argument("--keep-on-error", action="store_true", help="leave a half-built lab for debugging")
+    p.add_argument("--etcd-members", type=int, default=None, choices=(1, 3, 5),
+                   help="members of the lab's own etcd cluster (default 1, or $L3NET_LAB_ETCD_MEMBERS)")
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("down", help="remove everything a lab created (works after a crash too)")
@@ -36,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = sub.add_parser("status", help="nodes, processes and BGP state of running labs")
     p.add_argument("lab", nargs="?", help="a *.clab.yml file or a lab name (default: every running lab)")
     p.set_defaults(func=_cmd_status)
+
+    _add_fault_parsers(sub)
 
     p = sub.add_parser("validate", help="check a topology file without creating anything")
     p.add_argument("topology")
@@ -77,6 +83,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = sub.add_parser("demo", help="bring up two-node-rr and show pure-L3 pod networking and policy")
     p.add_argument("--topology", default=None, help="default: topologies/two-node-rr.clab.yml")
     p.set_defaults(func=_cmd_demo)
+
+
+def _add_fault_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    node = sub.add_parser("node", help="break a node: stop|start|restart|pause|unpause NODE",
+                          description="Act on every process of a node (its cgroup), as docker stop/start/pause do.")
+    node.add_argument("action", choices=("stop", "start", "restart", "pause", "unpause"))
+    node.add_argument("node")
+    node.add_argument("--lab", help="lab name or file (default: the only running lab)")
+    node.add_argument("--grace", type=float, default=0.0,
+                      help="stop/restart: seconds between SIGTERM and SIGKILL (default 0: SIGKILL, a crash)")
+    node.set_defaults(func=_cmd_node)
+
+    link = sub.add_parser("link", help="link set NODE:IF down|up")
+    link.add_argument("verb", choices=("set",))
+    link.add_argument("endpoint", metavar="NODE:IF")
+    link.add_argument("state", choices=("down", "up"))
+    link.add_argument("--lab")
+    link.set_defaults(func=_cmd_link)
+
+    p = sub.add_parser("netem", help="impair what NODE:IF sends: --delay MS --jitter MS --loss PCT, or --clear")
+    p.add_argument("endpoint", metavar="NODE:IF")
+    p.add_argument("--delay", type=float, default=0.0, metavar="MS")
+    p.add_argument("--jitter", type=float, default=0.0, metavar="MS")
+    p.add_argument("--loss", type=float, default=0.0, metavar="PCT")
+    p.add_argument("--clear", action="store_true", help="remove the impairment")
+    p.add_argument("--lab")
+    p.set_defaults(func=_cmd_netem)
+
+    p = sub.add_parser("etcd", help="the lab's etcd: stop|start|pause|unpause [MEMBER], leader, status")
+    p.add_argument("action", choices=("stop", "start", "pause", "unpause", "leader", "status"))
+    p.add_argument("member", nargs="?", help="e1, e2, ... (default: every member)")
+    p.add_argument("--lab")
+    p.add_argument("--grace", type=float, default=0.0, help="stop: seconds between SIGTERM and SIGKILL")
+    p.set_defaults(func=_cmd_etcd)
 
 
 # -- helpers ------------------------------------------------------------------
@@ -124,7 +164,7 @@ def _guard(fn):  # type: ignore[no-untyped-def]
             return int(fn(args) or 0)
         except TopologyError as exc:
             return _fail(str(exc))
-        except LabError as exc:
+        except (LabError, CgroupError, DatastoreError) as exc:
             return _fail(str(exc))
     run.__name__ = fn.__name__
     return run
@@ -151,7 +191,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     topo = _load(args.topology, args.name)  # all checks happen here, before anything is created
     _check_root()
-    state = LabRuntime(topo).up(wait_bgp=not args.no_wait, timeout=args.timeout, keep_on_error=args.keep_on_error)
+    state = LabRuntime(topo, etcd_members=args.etcd_members).up(wait_bgp=not args.no_wait, timeout=args.timeout,
+                                                                keep_on_error=args.keep_on_error)
     print_summary(state, topo)
     return 0
 
@@ -193,8 +234,12 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise LabError("usage: l3net lab exec NODE|NAMESPACE/NAME -- CMD...")
-    argv, env, cwd = exec_argv(_state(args.lab), args.target, cmd)
-    return subprocess.run(argv, env=env, cwd=cwd).returncode
+    state = _state(args.lab)
+    argv, env, cwd = exec_argv(state, args.target, cmd)
+    group = state.data["nodes"].get(args.target, {}).get("cgroup")
+    # In a node, as `docker exec` is: the node's cgroup, so pause and stop reach it and `down` ends it.
+    preexec = enter_fn(Path(group)) if group and os.geteuid() == 0 else None
+    return subprocess.run(argv, env=env, cwd=cwd, preexec_fn=preexec).returncode
 
 
 @_guard
@@ -243,3 +288,80 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     _check_root()
     return run_demo(args.topology)
+
+
+@_guard
+def _cmd_node(args: argparse.Namespace) -> int:
+    from l3net.lab import faults
+
+    _check_root()
+    state = _state(args.lab)
+    if args.action == "stop":
+        n = faults.node_stop(state, args.node, grace=args.grace)
+        print(f"node {args.node}: stopped ({n} processes ended)")
+    elif args.action in ("start", "restart"):
+        if args.action == "restart":
+            faults.node_stop(state, args.node, grace=args.grace)
+        pids = faults.node_start(state, args.node)
+        print(f"node {args.node}: started (pid {', '.join(map(str, pids))})")
+    elif args.action == "pause":
+        faults.node_pause(state, args.node)
+        print(f"node {args.node}: paused ({len(faults.node_pids(state, args.node))} processes frozen)")
+    else:
+        faults.node_unpause(state, args.node)
+        print(f"node {args.node}: running")
+    return 0
+
+
+@_guard
+def _cmd_link(args: argparse.Namespace) -> int:
+    from l3net.lab import faults
+
+    _check_root()
+    faults.link_set(_state(args.lab), args.endpoint, up=args.state == "up")
+    print(f"{args.endpoint}: {args.state}")
+    return 0
+
+
+@_guard
+def _cmd_netem(args: argparse.Namespace) -> int:
+    from l3net.lab import faults
+
+    _check_root()
+    state = _state(args.lab)
+    if args.clear:
+        if args.delay or args.jitter or args.loss:
+            raise LabError("--clear takes no --delay, --jitter or --loss")
+        faults.netem_clear(state, args.endpoint)
+        print(f"{args.endpoint}: no impairment")
+        return 0
+    if not (args.delay or args.jitter or args.loss):
+        raise LabError("give --delay MS, --jitter MS and/or --loss PCT (or --clear)")
+    faults.netem(state, args.endpoint, delay_ms=args.delay, jitter_ms=args.jitter, loss_pct=args.loss)
+    print(f"{args.endpoint}: delay {args.delay:g}ms jitter {args.jitter:g}ms loss {args.loss:g}%")
+    return 0
+
+
+@_guard
+def _cmd_etcd(args: argparse.Namespace) -> int:
+    from l3net.lab import faults
+
+    _check_root()
+    state = _state(args.lab)
+    if args.action == "leader":
+        if args.member:
+            raise LabError("etcd leader takes no member")
+        print(faults.etcd_leader(state))
+        return 0
+    if args.action == "status":
+        for m in faults.etcd_members(state) if args.member is None else [args.member]:
+            print(f"{m}: {faults.etcd_member_state(state, m)}")
+        return 0
+    verb = {"stop": lambda: faults.etcd_stop(state, args.member, grace=args.grace),
+            "start": lambda: faults.etcd_start(state, args.member),
+            "pause": lambda: faults.etcd_pause(state, args.member),
+            "unpause": lambda: faults.etcd_unpause(state, args.member)}[args.action]
+    names = verb()
+    done = {"stop": "stopped", "start": "started", "pause": "paused", "unpause": "running"}[args.action]
+    print(f"etcd {', '.join(names) or '(nothing to do)'}: {done}")
+    return 0

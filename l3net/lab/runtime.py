@@ -32,28 +32,35 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from l3net import netns
 from l3net.constants import HEALTH_PORT
 from l3net.datastore import connect_from_env
-from l3net.errors import DatastoreError
+from l3net.errors import DatastoreError, ValidationError
 from l3net.keys import KeyLayout
+from l3net.lab import cgroups as cg
 from l3net.lab import state as st
 from l3net.lab.topology import HOST_NODE, MGMT_IFNAME, Endpoint, Node, Topology
 from l3net.model.client import ResourceClient
 from l3net.model.documents import load_documents
 
+if TYPE_CHECKING:
+    from l3net.etcdserver import EtcdServer
+
 _log = logging.getLogger(__name__)
 
 MGMT_BRIDGE = "br-mgmt"
 ETCD_ENV = "L3NET_ETCD_ENDPOINTS"
+ETCD_MEMBERS_ENV = "L3NET_LAB_ETCD_MEMBERS"
 PREFIX_ENV = "L3NET_ETCD_PREFIX"
 
 Printer = Callable[[str], None]
@@ -113,10 +120,13 @@ class LabRuntime:
     down what was created (unless ``keep_on_error``). ``down`` is idempotent.
     """
 
-    def __init__(self, topo: Topology, out: Printer = print) -> None:
+    def __init__(self, topo: Topology, out: Printer = print, etcd_members: int | None = None) -> None:
         self.topo = topo
         self.out = out
         self.state: st.LabState | None = None
+        self.etcd_members = etcd_members if etcd_members is not None else etcd_members_from_env()
+        if self.etcd_members not in (1, 3, 5):
+            raise LabError(f"etcd members: {self.etcd_members}: must be 1, 3 or 5 (an odd quorum)")
 
     # -- names -----------------------------------------------------------
     def node_netns(self, node: str) -> str:
@@ -132,11 +142,18 @@ class LabRuntime:
         if clash:
             raise LabError(f"namespaces already exist: {', '.join(clash)}; remove them or run `l3net lab down`")
         self._check_binds()
+        self._manifest_files()  # a bad manifest is refused before anything exists
+        external = os.environ.get(ETCD_ENV)
+        if external:
+            check_endpoints(external)
         self.state = st.LabState.new(self.topo.name, self.topo.path)
         self.state.data["base"] = self.topo.base
+        # Recorded before it exists, like every namespace and mount: `down` removes it after any crash.
+        self.state.data["cgroup"] = str(cg.lab_group(self.topo.name, self.state.dir))
         self.state.save()
         started = time.monotonic()
         try:
+            cg.create(Path(self.state.data["cgroup"]))
             self._build()
             self._start_etcd()
             self._apply_manifests()
@@ -145,10 +162,12 @@ class LabRuntime:
             self.state.save()
             if wait_bgp:
                 wait_ready(self.state, timeout=timeout, out=self.out)
-        except BaseException:
+        except BaseException as exc:
             if not keep_on_error:
                 self.out("lab up failed; removing what was created")
                 down_state(self.state, out=lambda _m: None)
+            if isinstance(exc, cg.CgroupError):
+                raise LabError(str(exc)) from exc
             raise
         self.out(f"lab {self.topo.name} up in {time.monotonic() - started:.1f}s")
         return self.state
@@ -237,12 +256,26 @@ class LabRuntime:
             cwd.mkdir(parents=True, exist_ok=True)
             rec = {"netns": self.node_netns(node.name), "kind": node.kind, "role": node.role,
                    "mgmt": mgmt_addrs.get(node.name), "cwd": str(cwd), "mntns": None,
-                   "env": self._node_env(node, cwd)}
+                   "env": self._node_env(node, cwd), "start": self._start_commands(node, cwd),
+                   "cgroup": str(Path(self.state.data["cgroup"]) / node.name)}
             self.state.data["nodes"][node.name] = rec
             self.state.save()
             if node.binds:
                 rec["mntns"] = self._mount_namespace(node)
                 self.state.save()
+
+    @staticmethod
+    def _start_commands(node: Node, cwd: Path) -> list[list[Any]]:
+        """``[what, argv]`` of the processes a node runs as its entrypoint (what `node start` runs again)."""
+        cmds: list[list[Any]] = []
+        if node.role == "node":
+            cmds.append(["agent", l3net_argv("agent", "--node", node.name)])
+        elif node.role == "route-reflector":
+            cmds.append(["route-reflector", l3net_argv("route-reflector", "--node", node.name,
+                                                       "--run-dir", str(cwd / "rr"))])
+        if node.cmd:
+            cmds.append(["cmd", shlex.split(node.cmd)])
+        return cmds
 
     def _node_env(self, node: Node, cwd: Path) -> dict[str, str]:
         # What containerlab puts in a container's labels, as environment for its processes.
@@ -284,21 +317,45 @@ class LabRuntime:
             self.state.save()
             self.out(f"etcd: using {external} ({ETCD_ENV})")
             return
-        from l3net.etcdserver import EtcdServer
+        from l3net.etcdserver import SOCKET_NAME, free_port
 
         shm = Path("/dev/shm")
-        data_dir = (shm if shm.is_dir() else self.state.dir) / f"l3net-lab-{self.topo.name}-etcd"
-        shutil.rmtree(data_dir, ignore_errors=True)
-        server = EtcdServer(self.state.dir, data_dir=data_dir, name=f"lab-{self.topo.name}"[:30])
-        self.state.data["etcd"] = {"endpoints": server.endpoints, "own": True, "data_dir": str(data_dir)}
+        data_base = (shm if shm.is_dir() else self.state.dir) / f"l3net-lab-{self.topo.name}-etcd"
+        shutil.rmtree(data_base, ignore_errors=True)
+        names = [f"e{i + 1}" for i in range(self.etcd_members)]
+        members: dict[str, dict[str, Any]] = {}
+        for m in names:
+            # One member keeps the run dir itself (etcd.sock:0, etcd.pid there, as tools expect).
+            run_dir = self.state.dir if len(names) == 1 else self.state.dir / f"etcd-{m}"
+            members[m] = {"run_dir": str(run_dir), "data_dir": str(data_base / m), "peer_port": free_port(),
+                          "socket": str(run_dir / SOCKET_NAME),
+                          "cgroup": str(Path(self.state.data["cgroup"]) / f"etcd.{m}")}
+        cluster = {m: f"http://127.0.0.1:{rec['peer_port']}" for m, rec in members.items()}
+        self.state.data["etcd"] = {"endpoints": ",".join(f"unix://{r['socket']}" for r in members.values()),
+                                   "own": True, "data_dir": str(data_base), "members": members,
+                                   "cluster": cluster}
         self.state.save()
-        server.start()
-        # The server outlives this process (its own session); `down` kills it by its recorded PID.
-        server.proc = None
+        servers = [start_etcd_member(self.state, m, wait=False) for m in names]
+        for m, server in zip(names, servers, strict=True):
+            wait_etcd_member(self.state, m, server)
+        if len(names) > 1:
+            self.out(f"etcd: {len(names)} members ({', '.join(names)})")
+
+    def _manifest_files(self) -> list[Path]:
+        """The topology's manifests, each parsed and validated; LabError naming the file and field."""
+        files = sorted(self.topo.manifests_dir.glob("*.yaml")) if self.topo.manifests_dir.is_dir() else []
+        for f in files:
+            try:
+                load_documents(f.read_text(), str(f))
+            except ValidationError as exc:
+                raise LabError(f"manifest {f}: {exc}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise LabError(f"manifest {f}: cannot read it: {exc}") from None
+        return files
 
     def _apply_manifests(self) -> None:
         assert self.state is not None
-        files = sorted(self.topo.manifests_dir.glob("*.yaml")) if self.topo.manifests_dir.is_dir() else []
+        files = self._manifest_files()
         if files:
             apply_manifest_files(self.state.etcd_endpoints, files, self.out)
 
@@ -312,23 +369,19 @@ class LabRuntime:
         for node in self.topo.nodes.values():
             rec = self.state.data["nodes"][node.name]
             rec["env"].update(env_common)
-            self.state.save()
-            rt = NodeRuntime.from_state(node.name, rec)
             if node.role == "node":
                 # The agent's runtime files (ExaBGP config, sockets) under the node's own directory:
                 # two labs with a node of the same name never share them, and `down` removes them.
-                rt.env.setdefault("L3NET_RUN_DIR", rt.cwd)
-                self._spawn(rt, "agent", l3net_argv("agent", "--node", node.name))
-            elif node.role == "route-reflector":
-                self._spawn(rt, "route-reflector", l3net_argv("route-reflector", "--node", node.name,
-                                                              "--run-dir", str(Path(rt.cwd) / "rr")))
-            if node.cmd:
-                self._spawn(rt, "cmd", shlex.split(node.cmd))
+                rec["env"].setdefault("L3NET_RUN_DIR", rec["cwd"])
+            self.state.save()
+            start_node_processes(self.state, node.name)
         for node in self.topo.nodes.values():
             rt = NodeRuntime.from_state(node.name, self.state.data["nodes"][node.name])
+            group = Path(self.state.data["nodes"][node.name]["cgroup"])
             for line in node.exec:
+                # In the node's cgroup: whatever the line leaves running (`nohup ... &`) belongs to the node.
                 proc = subprocess.run(rt.argv(shlex.split(line)), env=rt.full_env(), cwd=rt.cwd,
-                                      capture_output=True, text=True, timeout=60)
+                                      capture_output=True, text=True, timeout=60, preexec_fn=cg.enter_fn(group))
                 text = (proc.stdout + proc.stderr).strip()
                 log = self.state.dir / "logs" / f"{node.name}.exec.log"
                 with open(log, "a") as fh:
@@ -338,16 +391,132 @@ class LabRuntime:
         for f in failures:
             self.out(f"warning: {f}")
 
-    def _spawn(self, rt: NodeRuntime, what: str, cmd: list[str]) -> int:
-        assert self.state is not None
-        argv = rt.argv(cmd)
-        log = self.state.dir / "logs" / f"{rt.name}.{what}.log"
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen(argv, env=rt.full_env(), cwd=rt.cwd, stdin=subprocess.DEVNULL, stdout=fh,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        self.state.record_process(rt.name, what, proc.pid, cmd, str(log))
-        _log.info("started node=%s what=%s pid=%d", rt.name, what, proc.pid)
-        return proc.pid
+
+def endpoint_problem(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the etcd ``endpoint`` cannot serve the lab, in a sentence; None when it answers a read."""
+    url = urlparse(endpoint)
+    if url.scheme == "unix":
+        path = url.netloc + url.path
+        if not path:
+            return "no socket path after unix://"
+        if not Path(path).exists():
+            return f"the socket file {path} does not exist (is etcd running, with that --listen-client-urls?)"
+        if not stat.S_ISSOCK(Path(path).stat().st_mode):
+            return f"{path} is not a socket"
+    elif url.scheme in ("http", "https"):
+        if not url.hostname:
+            return "no host in the URL"
+        try:
+            port = url.port or 2379
+        except ValueError:
+            return "the port is not a number"
+        try:
+            with socket.create_connection((url.hostname, port), timeout=timeout):
+                pass
+        except OSError as exc:
+            return f"cannot connect to {url.hostname}:{port}: {exc.strerror or exc}"
+    else:
+        return "the scheme must be unix://, http:// or https://"
+    try:
+        ds = connect_from_env(endpoint)
+    except (DatastoreError, ValueError, OSError) as exc:
+        return str(exc)
+    try:
+        ds.get("/l3net-lab-probe")
+    except (DatastoreError, OSError) as exc:
+        return f"not answering as etcd: {exc}"
+    finally:
+        ds.close()
+    return None
+
+
+def check_endpoints(endpoints: str) -> None:
+    """LabError unless at least one endpoint of ``$L3NET_ETCD_ENDPOINTS`` answers; each failure named."""
+    eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if not eps:
+        raise LabError(f"{ETCD_ENV} is set but empty: unset it to let the lab run its own etcd")
+    problems = {ep: endpoint_problem(ep) for ep in eps}
+    bad = [f"{ep}: {why}" for ep, why in problems.items() if why]
+    if len(bad) == len(eps):
+        raise LabError(f"{ETCD_ENV} is set, so the lab uses that etcd, but no endpoint answers:\n  "
+                       + "\n  ".join(bad) + f"\nfix it, or unset {ETCD_ENV} to let the lab run its own etcd")
+    for line in bad:
+        _log.warning("etcd endpoint unusable, the others answer: %s", line)
+
+
+def etcd_members_from_env() -> int:
+    raw = os.environ.get(ETCD_MEMBERS_ENV) or "1"
+    try:
+        return int(raw)
+    except ValueError:
+        raise LabError(f"{ETCD_MEMBERS_ENV}={raw!r}: must be a number (1, 3 or 5)") from None
+
+
+def _etcd_server(state: st.LabState, member: str) -> EtcdServer:
+    from l3net.etcdserver import EtcdServer
+
+    etcd = state.data["etcd"]
+    rec = etcd["members"][member]
+    return EtcdServer(rec["run_dir"], data_dir=rec["data_dir"], name=member, peer_port=int(rec["peer_port"]),
+                      cluster=etcd["cluster"])
+
+
+def start_etcd_member(state: st.LabState, member: str, wait: bool = True) -> EtcdServer:
+    """Start the lab's etcd member ``member`` in its cgroup (again after a stop: same ports, same data)."""
+    rec = state.data["etcd"]["members"][member]
+    group = Path(rec["cgroup"])
+    cg.create(group)
+    server = _etcd_server(state, member)
+    try:
+        server.start(wait=False, preexec_fn=cg.enter_fn(group))
+    except (RuntimeError, OSError) as exc:
+        raise LabError(f"etcd member {member}: {exc}") from exc
+    # The server outlives this process (its own session and cgroup); `down` ends it through both.
+    if wait:
+        wait_etcd_member(state, member, server)
+    return server
+
+
+def wait_etcd_member(state: st.LabState, member: str, server: EtcdServer, timeout: float = 30.0) -> None:
+    """Wait until ``member`` is healthy; a LabError names the member and the reason (a port in use, say)."""
+    try:
+        server.wait_healthy(timeout)
+    except RuntimeError as exc:
+        log = Path(server.run_dir) / "etcd.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if "address already in use" in text:
+            raise LabError(f"etcd member {member}: its peer port 127.0.0.1:{server.peer_port} is already in use "
+                           f"by another program; run `l3net lab up` again (a new port is picked), log {log}") \
+                from None
+        raise LabError(f"etcd member {member} did not start: {str(exc).splitlines()[0]} (log {log})") from None
+    finally:
+        server.proc = None
+
+
+def start_node_processes(state: st.LabState, node: str) -> list[int]:
+    """Start ``node``'s entrypoint processes (its role's daemon, then its ``cmd``) in its cgroup.
+
+    The node's earlier process records are replaced, so ``lab status`` shows the PIDs that run now.
+    """
+    rec = state.data["nodes"][node]
+    group = Path(rec["cgroup"])
+    cg.create(group)
+    rt = NodeRuntime.from_state(node, rec)
+    state.data["processes"] = [p for p in state.data["processes"] if p["node"] != node]
+    return [spawn(state, rt, str(what), list(cmd), group) for what, cmd in rec.get("start", [])]
+
+
+def spawn(state: st.LabState, rt: NodeRuntime, what: str, cmd: list[str], group: Path) -> int:
+    """Start ``cmd`` in the node (namespaces, env, cwd) and in cgroup ``group``; record it; return its PID."""
+    argv = rt.argv(cmd)
+    log = state.dir / "logs" / f"{rt.name}.{what}.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(argv, env=rt.full_env(), cwd=rt.cwd, stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=cg.enter_fn(group))
+    state.record_process(rt.name, what, proc.pid, cmd, str(log))
+    _log.info("started node=%s what=%s pid=%d", rt.name, what, proc.pid)
+    return proc.pid
 
 
 # -- manifests ----------------------------------------------------------------
@@ -358,8 +527,13 @@ def apply_manifest_files(endpoints: str, files: list[Path], out: Printer = print
     try:
         client = ResourceClient(ds, KeyLayout(os.environ.get(PREFIX_ENV) or KeyLayout().prefix))
         for f in files:
-            resources = load_documents(f.read_text(), str(f))
-            client.apply(resources)
+            try:
+                resources = load_documents(f.read_text(), str(f))
+                client.apply(resources)
+            except ValidationError as exc:
+                raise LabError(f"manifest {f}: {exc}") from None
+            except DatastoreError as exc:
+                raise LabError(f"manifest {f}: etcd at {endpoints} refused or did not answer: {exc}") from None
             out(f"applied {f.name}: " + ", ".join(r.ref for r in resources))
     finally:
         ds.close()
@@ -473,6 +647,11 @@ def down_state(state: st.LabState, out: Printer = print) -> list[str]:
     """Undo everything ``state`` records; returns what could not be removed (empty on success)."""
     leftovers: list[str] = []
     data = state.data
+    if data.get("cgroup"):
+        # A paused node or etcd would ignore SIGTERM and hold `down` up: thaw everything first.
+        for group in cg.groups(Path(data["cgroup"])):
+            with contextlib.suppress(cg.CgroupError):
+                cg.freeze(group, False)
     pods = data.get("pods", {})
     if pods and not data.get("etcd", {}).get("own", True):
         # An external etcd outlives the lab: release the pods' addresses there first.
@@ -486,6 +665,16 @@ def down_state(state: st.LabState, out: Printer = print) -> list[str]:
     for proc in reversed(data.get("processes", [])):
         if st.stop_process(proc):
             out(f"stopped {proc['node']} {proc['what']} (pid {proc['pid']})")
+    if data.get("cgroup"):
+        # Whatever the nodes' processes left behind (double forks, other namespaces) and etcd: the
+        # cgroup holds them all, paused ones included.
+        try:
+            ended = cg.kill(Path(data["cgroup"]))
+        except cg.CgroupError as exc:
+            out(f"warning: {exc}")
+        else:
+            if ended:
+                out(f"ended {ended} more processes of the lab's cgroup")
     all_ns = list(data.get("netns", [])) + [p["netns"] for p in pods.values() if p.get("netns")]
     # Anything else still running inside the lab's namespaces was started in them by the lab
     # (or through `lab exec`): end it by PID so that the namespaces really go away.
@@ -505,9 +694,16 @@ def down_state(state: st.LabState, out: Printer = print) -> list[str]:
     if etcd.get("own"):
         from l3net.etcdserver import kill_recorded
 
-        kill_recorded(state.dir)
+        for rec in etcd.get("members", {}).values():
+            kill_recorded(rec["run_dir"])
+        kill_recorded(state.dir)  # a record from before members existed
         if etcd.get("data_dir"):
             shutil.rmtree(etcd["data_dir"], ignore_errors=True)
+    if data.get("cgroup"):
+        try:
+            cg.remove(Path(data["cgroup"]))
+        except cg.CgroupError as exc:
+            leftovers.append(f"cgroup {data['cgroup']} ({exc})")
     if not leftovers:
         shutil.rmtree(state.dir, ignore_errors=True)
     return leftovers
@@ -546,9 +742,17 @@ def status_lines(state: st.LabState) -> list[str]:
     data = state.data
     lines = [f"lab {state.name} ({data.get('phase')}), topology {data.get('topology')}",
              f"  run dir: {state.dir}", f"  etcd: {state.etcd_endpoints or '-'}"]
+    for member, rec in sorted(data.get("etcd", {}).get("members", {}).items()):
+        group = Path(rec["cgroup"])
+        run = "stopped" if not cg.populated(group) else "paused" if cg.is_frozen(group) else "running"
+        lines.append(f"    etcd {member}: {run} {','.join(map(str, cg.pids(group))) or ''}".rstrip())
     for name, rec in data["nodes"].items():
         procs = [p for p in data["processes"] if p["node"] == name]
         ptxt = ", ".join(f"{p['what']}:{p['pid']}:{'up' if st.is_alive(p) else 'DEAD'}" for p in procs) or "-"
+        if rec.get("cgroup") and rec.get("kind") == "linux":
+            group = Path(rec["cgroup"])
+            count = len(cg.pids(group))
+            ptxt += f" [{'paused, ' if count and cg.is_frozen(group) else ''}{count} in cgroup]"
         ns_ok = "ok" if netns.exists(rec["netns"]) else "MISSING"
         lines.append(f"  {name:<12} {rec['kind']:<7} {rec.get('role') or '-':<16} {rec.get('mgmt') or '-':<18} "
                      f"netns {rec['netns']} ({ns_ok})  processes {ptxt}")
