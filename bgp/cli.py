@@ -5,10 +5,15 @@ Follows the Node, BGPConfiguration and BGPPeer resources in etcd with
 ``NAME`` (whose Node must carry ``routeReflectorClusterID``) whenever one changes,
 runs a :class:`bgp.speaker.Speaker` (ExaBGP + reflection, no kernel routes: like a
 BIRD reflector without a kernel protocol) and publishes its peer table under a
-lease every ``--resync`` seconds and on every peer change. Stored values are
-decoded with :meth:`l3net.model.client.ResourceClient.decode`; a bad one is logged
-with its key and treated as absent. Exits 2 when the node is not a route
-reflector, 1 when a syncer dies of a bug; runs until SIGTERM/SIGINT.
+lease every ``--resync`` seconds and on every peer change (best effort, on its own
+thread). Stored values are decoded with
+:meth:`l3net.model.client.ResourceClient.decode`; a bad one is logged with its key
+and treated as absent. The datastore may be down or hung for any length of time:
+the reflector keeps its last view and keeps reflecting, reports not-ready on
+``/readiness`` (same endpoints and metric names as the agent, on its own flags)
+and resyncs when it returns; a restart meanwhile starts from the view cached on
+disk (``--cache-dir``). Exits 2 when the node is not a route reflector, 1 when a
+helper thread dies of a bug; runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -24,19 +28,29 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bgp import metrics as bgp_metrics
 from bgp import status as bgp_status
 from bgp.config import build_node_view
 from bgp.speaker import Speaker
-from l3net.constants import DEFAULT_ETCD_PREFIX
+from felix.health import HealthServer, HealthState
+from felix.registration import StatusPublisher
+from l3net import metrics
+from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
 from l3net.datastore.base import KeyValue
+from l3net.datastore.probe import DatastoreProbe
 from l3net.errors import ValidationError
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
+from l3net.syncer import KeyUpdate
+from l3net.viewcache import CachedView, CacheWriter, ViewCache
 
 _log = logging.getLogger(__name__)
 
 STATUS_TTL = 30
+CACHE_MAX_AGE = 86400.0
+# The run loop ticks every --resync seconds (or once a second while waiting for its first view).
+LIVENESS_TIMEOUT = 60.0
 KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"))
 
 
@@ -47,6 +61,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                    "(default /run/l3net/rr-NODE)")
     p.add_argument("--resync", type=float, default=2.0,
                    help="seconds between publications of the peer table (resources are watched, not polled)")
+    p.add_argument("--health-host", default="127.0.0.1", help="bind address of /liveness and /readiness")
+    p.add_argument("--health-port", type=int, default=HEALTH_PORT, help="port of /liveness and /readiness (0: off)")
+    p.add_argument("--metrics-host", default="0.0.0.0", help="bind address of the Prometheus metrics")
+    p.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="port of the Prometheus metrics (0: off)")
+    p.add_argument("--cache-dir", default=None,
+                   help="directory of the last-good-view cache (default: the run directory); a restart during "
+                        "a datastore outage starts from it")
+    p.add_argument("--cache-max-age", type=float, default=CACHE_MAX_AGE,
+                   help="seconds a cached view may be old and still be used at start (0: no cache)")
     p.set_defaults(func=run)
     return p
 
@@ -55,7 +78,8 @@ def decode(client: ResourceClient, key: str, value: bytes, revision: int = 0) ->
     """A stored resource, or None (logged with its key) when it does not validate: bad data is absence."""
     try:
         return client.decode(KeyValue(key, value, revision))
-    except ValidationError as exc:
+    except ValidationError as exc:  # decode is total: any bad value arrives as a ValidationError
+        metrics.DECODE_FAILURES.labels(where="resource").inc()
         _log.warning("ignoring invalid stored resource key=%s error=%s", key, exc)
         return None
 
@@ -64,19 +88,24 @@ class ResourceStore:
     """The reflector's copy of the BGP resources, fed by one Syncer per kind (the sinks).
 
     Sinks run on the syncers' threads; the store is guarded by a lock and wakes the
-    asyncio loop through ``call_soon_threadsafe``. ``in_sync`` once every kind has
-    been listed. Invalid values are dropped (logged), which also removes an earlier
-    valid copy of that key.
+    asyncio loop through ``call_soon_threadsafe``. ``in_sync`` once every kind has a view
+    (listed, or loaded from the on-disk cache); ``live`` once every kind is in sync with the
+    datastore itself (readiness follows ``live``). Invalid values are dropped (logged),
+    which also removes an earlier valid copy of that key.
     """
 
-    def __init__(self, ds: Any, keys: KeyLayout, loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> None:
+    def __init__(self, ds: Any, keys: KeyLayout, loop: asyncio.AbstractEventLoop, changed: asyncio.Event,
+                 health: HealthState | None = None) -> None:
         self._client = ResourceClient(ds, keys)
         self._keys = keys
         self._loop = loop
         self._changed = changed
+        self._health = health
         self._lock = threading.Lock()
         self._by_kind: dict[str, dict[str, Resource]] = {plural: {} for plural, _ in KINDS}
         self._synced: set[str] = set()
+        self._live: set[str] = set()
+        self._report()
 
     def sink(self, plural: str) -> _KindSink:
         return _KindSink(self, plural)
@@ -86,10 +115,23 @@ class ResourceStore:
         with self._lock:
             return len(self._synced) == len(KINDS)
 
+    @property
+    def live(self) -> bool:
+        with self._lock:
+            return len(self._live) == len(KINDS)
+
     def snapshot(self) -> tuple[list[Resource], list[Resource], list[Resource]]:
         with self._lock:
             n, c, p = (list(self._by_kind[plural].values()) for plural, _ in KINDS)
         return n, c, p
+
+    def seed(self, plural: str, view: CachedView) -> None:
+        """Start ``plural`` from a cached view (before its syncer starts): a view, but not a live one."""
+        self._apply(plural, [KeyUpdate(k, v, r) for k, (v, r) in sorted(view.entries.items())])
+        with self._lock:
+            self._synced.add(plural)
+        _log.warning("starting from the cached view kind=%s revision=%d keys=%d age=%.0fs", plural, view.revision,
+                     len(view.entries), view.age())
 
     def _apply(self, plural: str, updates: list[Any]) -> None:
         decoded = [(u.key, decode(self._client, u.key, u.value, u.revision) if u.value is not None else None)
@@ -106,7 +148,26 @@ class ResourceStore:
     def _in_sync(self, plural: str) -> None:
         with self._lock:
             self._synced.add(plural)
+            self._live.add(plural)
+        self._report()
         self._loop.call_soon_threadsafe(self._changed.set)
+
+    def _status(self, plural: str, status: str) -> None:
+        with self._lock:
+            self._live.discard(plural)
+        self._report()
+
+    def _report(self) -> None:
+        if self._health is None:
+            return
+        with self._lock:
+            missing = sorted(p for p, _ in KINDS if p not in self._live)
+            cached = sorted(p for p in self._synced if p not in self._live)
+        live = not missing
+        metrics.DATASTORE_IN_SYNC.set(1 if live else 0)
+        reason = ("running from the cached view of " + ", ".join(cached) if cached
+                  else "not in sync with the datastore: " + ", ".join(missing))
+        self._health.set_ready("datastore", live, reason)
 
 
 class _KindSink:
@@ -124,30 +185,66 @@ class _KindSink:
 
     def on_status(self, status: str) -> None:
         _log.info("datastore status kind=%s status=%s", self.plural, status)
+        self.store._status(self.plural, status)
+
+
+def _caches(cache_dir: Path | None, keys: KeyLayout, max_age: float) -> dict[str, ViewCache]:
+    if cache_dir is None or max_age <= 0:
+        return {}
+    return {plural: ViewCache(cache_dir / f"view-cache-{plural}.json", keys.resource_dir(plural), max_age=max_age)
+            for plural, _ in KINDS}
 
 
 async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, resync: float = 2.0,
-                        netns: str | None = None, stop: asyncio.Event | None = None) -> int:
-    """The route reflector's main loop (also used by tests with ``netns``)."""
+                        netns: str | None = None, stop: asyncio.Event | None = None,
+                        health: HealthState | None = None, cache_dir: Path | None = None,
+                        cache_max_age: float = CACHE_MAX_AGE, probe_interval: float = 1.0,
+                        probe_timeout: float = 1.0) -> int:
+    """The route reflector's main loop (also used by tests with ``netns``).
+
+    Never ends because of the datastore: an outage of any length keeps the last view (BGP
+    sessions and reflection go on), status publication is best effort, readiness reports it
+    (a hung datastore too, through the probe) and the syncers resync when it returns. Returns
+    2 when the node is not a route reflector, 1 when a syncer or the status thread died of a
+    bug, 0 when stopped.
+    """
     from l3net.syncer import Syncer
 
     stop = stop or asyncio.Event()
+    health = health or HealthState(liveness_timeout=LIVENESS_TIMEOUT)
+    health.set_ready("dataplane", True)  # a reflector programs no kernel state
+    health.set_ready("bgp", False, "speaker not started")
     loop = asyncio.get_running_loop()
     changed = asyncio.Event()
-    store = ResourceStore(ds, keys, loop, changed)
+    store = ResourceStore(ds, keys, loop, changed, health)
     fatal: list[BaseException] = []
 
     def on_fatal(exc: BaseException) -> None:
         fatal.append(exc)
         loop.call_soon_threadsafe(stop.set)
 
-    syncers = [Syncer(ds, keys.resource_dir(plural), store.sink(plural), on_fatal=on_fatal) for plural, _ in KINDS]
+    caches = _caches(cache_dir, keys, cache_max_age)
+    writers = {plural: CacheWriter(cache) for plural, cache in caches.items()}
+    syncers = []
+    for plural, _ in KINDS:
+        cache = caches.get(plural)
+        initial = cache.load() if cache is not None else None
+        if initial is not None:
+            store.seed(plural, initial)
+        syncers.append(Syncer(ds, keys.resource_dir(plural), store.sink(plural), on_fatal=on_fatal,
+                              initial=initial, cache_writer=writers.get(plural)))
     for s in syncers:
         s.start()
+    metrics.SOURCED.set_source("syncer", lambda: {"l3net_resyncs_completed": sum(s.resyncs for s in syncers),
+                                                  "l3net_datastore_updates": sum(s.updates for s in syncers)})
+    probe = DatastoreProbe(ds, _probe_reporter(health, syncers), interval=probe_interval, timeout=probe_timeout)
+    probe.start()
+    status = StatusPublisher(ds, keys, node, ttl=STATUS_TTL, component="reflector")
+    status.start(on_fatal=on_fatal)
     speaker: Speaker | None = None
-    lease: Any = None
     try:
         while not store.in_sync and not stop.is_set():
+            health.beat()
             changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), 1.0)
@@ -159,9 +256,10 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
             return 2
         speaker = Speaker(node, run_dir, netns=netns)
         await speaker.start()
-        lease = await loop.run_in_executor(None, ds.grant_lease, STATUS_TTL)
+        health.set_ready("bgp", True)
         reported: tuple[object, ...] = ()
         while not stop.is_set():
+            health.beat()
             changed.clear()
             if view.errors != reported:
                 for err in view.errors:
@@ -169,24 +267,38 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 reported = view.errors
             speaker.set_view(view)
             rows = speaker.peer_status()
-            await loop.run_in_executor(None, functools.partial(
-                bgp_status.publish, ds, keys, node, rows, lease=lease.id, as_number=view.as_number,
-                router_id=view.router_id))
-            await loop.run_in_executor(None, lease.refresh)
+            # Best effort, on the publisher's own thread: a datastore outage never reaches this loop.
+            status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
+                node, rows, as_number=view.as_number, router_id=view.router_id))
+            ready, reasons = health.readiness()
+            status.update(ready=ready, notReady=reasons, peers=len(rows),
+                          established=sum(1 for r in rows if r.state == "up"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(stop, changed), resync)
             view = build_node_view(node, *store.snapshot())
     finally:
         if speaker is not None:
             await speaker.stop()
-        if lease is not None:
-            await loop.run_in_executor(None, lease.revoke)
+        probe.stop(timeout=0)
+        # Joins the publisher and revokes its lease, each bounded; an unreachable store is only logged.
+        await loop.run_in_executor(None, status.stop)
         for s in syncers:
             threading.Thread(target=s.stop, name="rr-syncer-stop", daemon=True).start()
+        for w in writers.values():
+            w.stop(timeout=1.0)
     if fatal:
-        _log.critical("route reflector exiting: a datastore syncer failed: %r", fatal[0])
+        _log.critical("route reflector exiting: a helper thread died of a bug: %r", fatal[0])
         return 1
     return 0
+
+
+def _probe_reporter(health: HealthState, syncers: list[Any]) -> Any:
+    def on_change(reachable: bool, reason: str) -> None:
+        health.set_ready("datastore-probe", reachable, reason or "datastore unreachable")
+        if not reachable:
+            for s in syncers:
+                s.restart_watch(reason)
+    return on_change
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -206,13 +318,30 @@ def run(args: argparse.Namespace) -> int:
     ds = connect_from_env()
     run_dir = Path(args.run_dir or f"/run/l3net/rr-{args.node}")
 
+    health = HealthState(liveness_timeout=LIVENESS_TIMEOUT)
+    server = None
+    if args.health_port:
+        server = HealthServer(health, args.health_host, args.health_port)
+        server.start()
+        _log.info("health listening host=%s port=%d", args.health_host, args.health_port)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        bgp_metrics.register_into(metrics.REGISTRY)
+        start_http_server(args.metrics_port, args.metrics_host, registry=metrics.REGISTRY)
+        _log.info("metrics listening host=%s port=%d", args.metrics_host, args.metrics_port)
+
     async def main() -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop)
+        return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop, health=health,
+                                   cache_dir=Path(args.cache_dir) if args.cache_dir else run_dir,
+                                   cache_max_age=args.cache_max_age)
 
     try:
         return asyncio.run(main())
     finally:
+        if server is not None:
+            server.stop()
         ds.close()

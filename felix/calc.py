@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, RouteSpec
+from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
 from l3net.model.validation import resource_from_document
@@ -131,7 +132,11 @@ class Model:
         self.revision = 0
 
     def apply(self, updates: Iterable[KeyUpdateLike]) -> int:
-        """Apply a batch of key updates; returns how many were applied."""
+        """Apply a batch of key updates; returns how many were applied.
+
+        Total: no value can make it raise. A key whose value does not decode or validate (for any
+        reason, a RecursionError included) is treated as deleted and listed in :attr:`invalid`.
+        """
         n = 0
         for up in updates:
             n += 1
@@ -141,10 +146,14 @@ class Model:
                 continue
             try:
                 self._store(up.key, up.value)
-            except (ValueError, TypeError, KeyError) as exc:  # ValidationError is a ValueError
+            except Exception as exc:  # total by contract: any failure is this key's, never the batch's
+                # ValidationError, bad JSON, non-UTF-8 bytes, RecursionError from deep nesting, or a decoder bug:
+                # the key is absent (its earlier value is gone too), logged and counted; the batch goes on.
                 self._forget(up.key)
-                self.invalid[up.key] = str(exc)
-                _log.warning("invalid datastore value, treating as absent key=%s error=%s", up.key, exc)
+                self.invalid[up.key] = f"{type(exc).__name__}: {exc}"[:500]
+                metrics.DECODE_FAILURES.labels(where="model").inc()
+                _log.warning("invalid datastore value, treating as absent key=%s error=%s", up.key,
+                             self.invalid[up.key])
         return n
 
     def _forget(self, key: str) -> None:

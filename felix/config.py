@@ -62,6 +62,13 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_positive_seconds(text: str) -> float:
+    value = parse_seconds(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
 def parse_port(text: str) -> int:
     port = int(text)
     if not 0 <= port <= 65535:
@@ -178,6 +185,14 @@ PARAMS: tuple[Param, ...] = (
     Param("default_ipv4_pool", parse_cidr_or_empty, "",
           "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
     Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR", datastore=True),
+    Param("view_cache_dir", str, "",
+          "directory of the last-good-view cache (a restart during a datastore outage starts from it); "
+          "empty: <run_dir>/<node>; use persistent storage (e.g. /var/lib/l3net) to survive a reboot"),
+    Param("view_cache_max_age", parse_seconds, 86400.0,
+          "seconds a cached view may be old and still be used at start; older is refused (0: no cache at all)"),
+    Param("datastore_probe_interval", parse_positive_seconds, 1.0,
+          "seconds between datastore probes (a hung datastore is reported within about two intervals)"),
+    Param("datastore_probe_timeout", parse_positive_seconds, 1.0, "seconds a datastore probe waits for an answer"),
 )
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 DATASTORE_PARAMS = frozenset(p.name for p in PARAMS if p.datastore)

@@ -27,6 +27,7 @@ import bgp.status
 import policy.compiler
 from felix import cniserver
 from felix import config as felix_config
+from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
 from felix.calc import Builder, Link, Model
 from felix.config import AgentConfig
 from felix.dataplane import Dataplane
@@ -42,9 +43,11 @@ from felix.registration import StatusPublisher, ensure_default_pool, register_no
 from l3net import metrics
 from l3net.datastore import connect_from_env
 from l3net.datastore.base import Datastore
+from l3net.datastore.probe import DatastoreProbe
 from l3net.errors import DatastoreError
 from l3net.keys import KeyLayout
 from l3net.syncer import Syncer
+from l3net.viewcache import CachedView, CacheWriter, ViewCache
 
 _log = logging.getLogger(__name__)
 
@@ -99,8 +102,11 @@ class Agent:
     """Wires and runs everything on one asyncio loop; :meth:`run` returns the exit code."""
 
     def __init__(self, cfg: AgentConfig, ds: Datastore, node_ip: str | None, health: HealthState, *,
-                 base_cfg: AgentConfig | None = None) -> None:
+                 base_cfg: AgentConfig | None = None, cache: ViewCache | None = None,
+                 initial_view: CachedView | None = None) -> None:
         self.cfg = cfg
+        self.cache = cache
+        self.initial_view = initial_view
         # Flags, environment and defaults only: datastore overrides are re-applied on top of it.
         self.base_cfg = base_cfg or cfg
         self.ds = ds
@@ -205,12 +211,22 @@ class Agent:
         self.status.start(on_fatal=on_fatal)
         await self._start_bgp(sync)
 
+        # Autonomy: a restart while the datastore is down starts from the last good view on disk.
+        sink = CachedStartSink(ThreadSafeSink(sync, loop), self.health)
+        writer = CacheWriter(self.cache) if self.cache is not None else None
+        if self.initial_view is not None:
+            sink.start_from(self.initial_view)
         # Retries capped at 1 s: after an outage the agent must catch up within seconds of etcd's return.
-        syncer = Syncer(self.ds, self.keys.prefix, ThreadSafeSink(sync, loop), retry_initial=0.1,
-                        retry_max=SYNCER_RETRY_MAX, on_fatal=lambda e: loop.call_soon_threadsafe(self._die, e))
+        syncer = Syncer(self.ds, self.keys.prefix, sink, retry_initial=0.1,
+                        retry_max=SYNCER_RETRY_MAX, on_fatal=lambda e: loop.call_soon_threadsafe(self._die, e),
+                        initial=self.initial_view, cache_writer=writer)
         metrics.SOURCED.set_source("syncer", lambda: {"l3net_resyncs_completed": syncer.resyncs,
                                                       "l3net_datastore_updates": syncer.updates})
         syncer.start()
+        # A hung datastore answers nothing and fails nothing: only a probe with a timeout notices it.
+        probe = DatastoreProbe(self.ds, probe_reporter(self.health, [syncer.restart_watch]),
+                               interval=cfg.datastore_probe_interval, timeout=cfg.datastore_probe_timeout)
+        probe.start()
         _log.info("agent started node=%s address=%s prefix=%s", self.node, self.node_ip, self.keys.prefix)
         code = 0
         try:
@@ -225,6 +241,9 @@ class Agent:
             # Cancelling the watch ends the syncer thread at once (the etcd client no longer
             # deadlocks on a cancel while another thread reads the stream).
             await loop.run_in_executor(None, syncer.stop)
+            probe.stop(timeout=0)
+            if writer is not None:
+                await loop.run_in_executor(None, writer.stop)
             watcher.stop()
             if self.speaker is not None:
                 await self.speaker.stop()
@@ -321,7 +340,13 @@ def run(base: AgentConfig) -> int:
     ds = connect_from_env(base.etcd_endpoints, base.etcd_ca_cert_file or None, base.etcd_cert_file or None,
                           base.etcd_key_file or None)
     keys = KeyLayout(base.etcd_prefix)
-    cfg = felix_config.with_datastore(base, felix_config.read_datastore_config(ds, keys), keys, base.node)
+    cache = view_cache(base, keys)
+    initial = cache.load() if cache is not None else None
+    # With a cached view, one quick attempt: a down datastore must not delay the autonomous start.
+    raw = felix_config.read_datastore_config(ds, keys, attempts=1 if initial is not None else 3)
+    if not raw and initial is not None:
+        raw = config_from_view(initial, felix_config.config_prefix(keys))
+    cfg = felix_config.with_datastore(base, raw, keys, base.node)
     logging.getLogger().setLevel(cfg.log_level)
     _log.info("agent configuration %s sources=%s", cfg.redacted(),
               {k: v for k, v in cfg.sources.items() if v != "default"})
@@ -338,7 +363,7 @@ def run(base: AgentConfig) -> int:
         _log.info("health listening host=%s port=%d", cfg.health_host, cfg.health_port)
     node_ip = resolve_node_ip(cfg)
     try:
-        return asyncio.run(Agent(cfg, ds, node_ip, health, base_cfg=base).run())
+        return asyncio.run(Agent(cfg, ds, node_ip, health, base_cfg=base, cache=cache, initial_view=initial).run())
     finally:
         if server is not None:
             server.stop()

@@ -103,7 +103,8 @@ def ensure_default_pool(ds: Datastore, keys: KeyLayout, cidr: str, name: str = "
 
 
 class StatusPublisher:
-    """Keeps ``status/<node>/agent`` (JSON) under a lease of ``ttl`` seconds, on its own thread.
+    """Keeps ``status/<node>/<component>`` (JSON; ``agent`` or ``reflector``) under a lease of ``ttl`` seconds,
+    on its own thread.
 
     :meth:`update` is safe from any thread. Datastore outages are logged and retried;
     the lease is re-granted when it was lost. Never raises into the caller: any
@@ -111,9 +112,9 @@ class StatusPublisher:
     :meth:`start`; the agent dies with it) or, without one, raised in the thread.
     """
 
-    def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30) -> None:
+    def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30, component: str = "agent") -> None:
         self.ds = ds
-        self.key = keys.node_status(node, "agent")
+        self.key = keys.node_status(node, component)
         self.ttl = max(5, ttl)
         self._status: dict[str, Any] = {"node": node}
         self._dirty = threading.Event()
@@ -185,7 +186,8 @@ class StatusPublisher:
     def stop(self) -> None:
         self._stop.set()
         self._dirty.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         if self._lease is not None:
             try:
                 self._lease.revoke()

@@ -91,6 +91,21 @@ RESYNCS_STARTED = Counter(
     "l3net_resyncs_started", "Full datastore resyncs started (start, compaction, reconnection).",
     registry=REGISTRY)
 # l3net_resyncs_completed and l3net_datastore_updates come from the syncer (SOURCED below).
+DECODE_FAILURES = Counter(
+    "l3net_datastore_decode_failures",
+    "Datastore keys or values that could not be decoded and were treated as absent, by where it was noticed "
+    "(etcd: key or response; model: the agent's model; resource: a resource client, e.g. the reflector's).",
+    ["where"], registry=REGISTRY)
+DATASTORE_REACHABLE = Gauge(
+    "l3net_datastore_reachable", "1 when the last datastore probes were answered in time, 0 when it is down or hung.",
+    registry=REGISTRY)
+DATASTORE_PROBE_FAILURES = Counter(
+    "l3net_datastore_probe_failures", "Datastore probes that failed or timed out.", registry=REGISTRY)
+VIEW_CACHE_WRITES = Counter(
+    "l3net_view_cache_writes", "Last-good-view cache files written to local disk.", registry=REGISTRY)
+VIEW_CACHE_AGE = Gauge(
+    "l3net_view_cache_loaded_age_seconds",
+    "Age of the cached view this process started from (0 when it did not start from a cache).", registry=REGISTRY)
 
 # -- BGP (fed by bgp.speaker's session events) ---------------------------
 BGP_SESSION_UP = Gauge(

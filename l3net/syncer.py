@@ -16,10 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from l3net.datastore.base import Datastore, KeyValue, Watch, WatchEvent
 from l3net.errors import Compacted, DatastoreError, DatastoreUnavailable
+
+if TYPE_CHECKING:
+    from l3net.viewcache import CachedView, CacheWriter
 
 _log = logging.getLogger(__name__)
 
@@ -115,7 +118,8 @@ class Syncer:
 
     def __init__(self, ds: Datastore, prefix: str, sink: SyncSink, *, retry_initial: float = 0.1,
                  retry_max: float = 5.0, on_fatal: Callable[[BaseException], None] | None = None,
-                 rand: Callable[[], float] = random.random, clock: Callable[[], float] = time.monotonic) -> None:
+                 rand: Callable[[], float] = random.random, clock: Callable[[], float] = time.monotonic,
+                 initial: CachedView | None = None, cache_writer: CacheWriter | None = None) -> None:
         if retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError(f"retry_initial={retry_initial}, retry_max={retry_max}: need 0 < initial <= max")
         self.ds = ds
@@ -126,7 +130,10 @@ class Syncer:
         self.on_fatal = on_fatal
         self._rand = rand
         self._clock = clock
-        self._known: dict[str, tuple[bytes, int]] = {}
+        # ``initial``: a cached view the consumer was already given (it started from it), so the first
+        # listing reports only what changed since; ``cache_writer`` receives every in-sync view.
+        self._known: dict[str, tuple[bytes, int]] = dict(initial.entries) if initial is not None else {}
+        self._cache_writer = cache_writer
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._watch: Watch | None = None
@@ -136,8 +143,9 @@ class Syncer:
         self.updates = 0
         self.errors = 0
         self.status = ""
-        self.revision = 0
+        self.revision = initial.revision if initial is not None else 0
         self.fatal: BaseException | None = None
+        self.watch_restarts = 0
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -157,6 +165,19 @@ class Syncer:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 _log.warning("syncer thread did not stop within %.1fs prefix=%s", timeout, self.prefix)
+
+    def restart_watch(self, reason: str) -> None:
+        """Drop the current watch (from any thread): the syncer reports ``down`` and re-lists.
+
+        For a datastore found hung by a probe: its watch is silent but its TCP stays open, so only
+        this notices; the re-list fails over to another endpoint or waits for this one to return.
+        """
+        with self._lock:
+            watch = self._watch
+        if watch is not None and not self._stop.is_set():
+            self.watch_restarts += 1
+            _log.warning("restarting the datastore watch prefix=%s reason=%s", self.prefix, reason)
+            watch.cancel()
 
     @property
     def alive(self) -> bool:
@@ -199,6 +220,7 @@ class Syncer:
             self._known[kv.key] = (kv.value, kv.mod_revision)
         self.revision = revision
         self.resyncs += 1
+        self._save_view()
         self._set_status(STATUS_IN_SYNC)
         self.sink.on_in_sync()
         _log.info("in sync prefix=%s revision=%d keys=%d changed=%d resyncs=%d", self.prefix, revision,
@@ -222,6 +244,7 @@ class Syncer:
                 self._emit(watch_updates(self._known, batch, floor=self.revision))
                 self.revision = max(self.revision, max(ev.mod_revision for ev in batch))
                 self._failures = 0
+                self._save_view()
             if not self._stop.is_set():
                 raise DatastoreUnavailable(self.ds.endpoint, "watch ended")
         finally:
@@ -231,6 +254,10 @@ class Syncer:
             # A stream that lived long enough was healthy: the next failure starts the backoff afresh.
             if self._clock() - started >= self.retry_max:
                 self._failures = 0
+
+    def _save_view(self) -> None:
+        if self._cache_writer is not None:
+            self._cache_writer.submit(self._known, self.revision)
 
     def _emit(self, updates: list[KeyUpdate]) -> None:
         if not updates:

@@ -68,6 +68,8 @@ ENV_ENDPOINTS = "L3NET_ETCD_ENDPOINTS"
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 WEP_DELETE_RETRIES = 10
 
+# Seconds an ADD waits for the datastore's first answer (CNI error 11 after that: the runtime retries).
+OUTAGE_PROBE_TIMEOUT = 2.0
 # (host interface, datastore revision of the pod's endpoint, timeout s) -> programmed in time?
 ProgrammedWait = Callable[[str, int, float], bool]
 
@@ -191,6 +193,9 @@ class Invocation:
     # -- commands --------------------------------------------------------------------
     def add(self) -> dict[str, Any]:
         self.validate_wep()
+        # Before anything is touched: a down or hung datastore is "try again later" within seconds, with
+        # nothing to roll back (a hung etcd would otherwise hold each request for its full timeout).
+        self.ds.probe(OUTAGE_PROBE_TIMEOUT)
         attrs = {"namespace": self.env.namespace, "pod": self.env.pod, "containerID": self.env.container_id,
                  "interface": self.env.ifname}
         ips: list[str] = []

@@ -127,4 +127,9 @@ class Datastore(Protocol):
 
     def revision(self) -> int: ...
 
+    def probe(self, timeout: float) -> int:
+        """The store's revision, failing with DatastoreUnavailable unless an answer comes within ``timeout``
+        seconds (a hung store keeps connections open: this is how it is noticed)."""
+        ...
+
     def close(self) -> None: ...

@@ -37,6 +37,7 @@ import etcd3gw.exceptions
 import requests
 import urllib3.exceptions
 
+from l3net import metrics
 from l3net.datastore.base import Create, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
 from l3net.errors import Compacted, Conflict, DatastoreError, DatastoreUnavailable
@@ -232,11 +233,18 @@ class _EtcdWatch:
             events = []
             for ev in result.get("events", []):
                 kv = ev["kv"]
-                key = _unb64(kv["key"]).decode()
-                if ev.get("type") == "DELETE":
-                    events.append(WatchEvent("delete", key, None, int(kv["mod_revision"])))
+                try:
+                    key = _unb64(kv["key"]).decode()
+                    revision = int(kv["mod_revision"])
+                    value = None if ev.get("type") == "DELETE" else _unb64(kv.get("value", ""))
+                except (ValueError, TypeError, KeyError) as exc:
+                    # One undecodable key (not UTF-8, bad base64) is absent; the rest of the batch stands.
+                    _skip_undecodable(kv, exc)
+                    continue
+                if value is None:
+                    events.append(WatchEvent("delete", key, None, revision))
                 else:
-                    events.append(WatchEvent("put", key, _unb64(kv.get("value", "")), int(kv["mod_revision"])))
+                    events.append(WatchEvent("put", key, value, revision))
             return events
         except (KeyError, TypeError, AttributeError) as exc:
             raise DatastoreUnavailable(self._endpoint, f"malformed watch response: {exc!r}") from exc
@@ -279,6 +287,13 @@ class _EtcdLease:
             if "lease not found" not in str(exc):
                 raise
             _log.debug("lease already gone lease=%d", self.id)
+
+
+def _skip_undecodable(raw: Any, exc: BaseException) -> None:
+    """Log and count one key of an etcd response that does not decode (it is treated as absent)."""
+    key = raw.get("key") if isinstance(raw, dict) else None
+    _log.warning("undecodable datastore key left out key_b64=%s error=%r", key, exc)
+    metrics.DECODE_FAILURES.labels(where="etcd").inc()
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -367,6 +382,7 @@ class EtcdDatastore:
 
     @staticmethod
     def _kv(raw: dict[str, Any]) -> KeyValue:
+        """One key-value of a range response; ValueError/TypeError/KeyError when it does not decode."""
         return KeyValue(
             key=_unb64(raw["key"]).decode(),
             value=_unb64(raw.get("value", "")),
@@ -376,20 +392,47 @@ class EtcdDatastore:
             lease=int(raw.get("lease", 0)),
         )
 
+    def _header_revision(self, result: dict[str, Any]) -> int:
+        try:
+            return int(result["header"]["revision"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatastoreError(f"etcd at {self.endpoint}: malformed response (no header revision): {exc!r}") \
+                from exc
+
     # -- reads -------------------------------------------------------------
     def get(self, key: str) -> KeyValue | None:
         result = self._post("/kv/range", {"key": _b64(key)})
         kvs = result.get("kvs", [])
-        return self._kv(kvs[0]) if kvs else None
+        if not kvs:
+            return None
+        try:
+            return self._kv(kvs[0])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DatastoreError(f"etcd at {self.endpoint}: key {key!r} does not decode: {exc!r}") from exc
 
     def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix``; a key that does not decode (not UTF-8) is left out, logged and counted."""
         result = self._post("/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix),
                                           "sort_order": "ASCEND", "sort_target": "KEY"})
-        return [self._kv(kv) for kv in result.get("kvs", [])], int(result["header"]["revision"])
+        out = []
+        for raw in result.get("kvs", []):
+            try:
+                out.append(self._kv(raw))
+            except (ValueError, TypeError, KeyError) as exc:
+                _skip_undecodable(raw, exc)
+        return out, self._header_revision(result)
 
     def revision(self) -> int:
         result = self._post("/kv/range", {"key": _b64("\0"), "count_only": True})
-        return int(result["header"]["revision"])
+        return self._header_revision(result)
+
+    def probe(self, timeout: float) -> int:
+        """The store's revision, asked of each endpoint with a short ``timeout`` (a hung etcd keeps its TCP
+        connections open and answers nothing: only a timeout notices). DatastoreUnavailable when none answers."""
+        body = json.dumps({"key": _b64("\0"), "count_only": True})
+        result = self._call(lambda c: c.session.post(c.get_url("/kv/range"), data=body,
+                                                     timeout=(timeout, timeout)).json())
+        return self._header_revision(result)
 
     # -- writes ------------------------------------------------------------
     def put(self, key: str, value: bytes, lease: int = 0) -> int:

@@ -69,6 +69,8 @@ class MemoryDatastore:
         self._watches: list[_MemoryWatch] = []
         self._next_lease = 1
         self.down = False
+        # Simulates a hung store (SIGSTOP): probes time out, open watches stay silent, other calls still answer.
+        self.hung = False
         self.writes = 0
 
     # -- helpers for tests -------------------------------------------------
@@ -112,6 +114,11 @@ class MemoryDatastore:
         return self._rev
 
     # -- writes ------------------------------------------------------------
+    def probe(self, timeout: float) -> int:
+        if self.hung:
+            raise DatastoreUnavailable(self.endpoint, f"no answer within {timeout}s (hung)")
+        return self.revision()
+
     def put(self, key: str, value: bytes, lease: int = 0) -> int:
         return self.commit([Put(key, value, lease)])
 

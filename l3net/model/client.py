@@ -98,7 +98,21 @@ class ResourceClient:
 
     # -- reads -----------------------------------------------------------------
     def decode(self, kv: KeyValue) -> Resource:
-        """The stored value as a Resource with ``resource_version`` = mod revision; ValidationError if malformed."""
+        """The stored value as a Resource with ``resource_version`` = mod revision; ValidationError if malformed.
+
+        Total: whatever the stored bytes are (not UTF-8, not JSON, nested deep enough for a RecursionError),
+        the only exception is a ValidationError naming the key.
+        """
+        try:
+            return self._decode(kv)
+        except ValidationError:
+            raise
+        except Exception as exc:  # by contract: bad stored data is a ValidationError, never a crash
+            raise ValidationError(FieldError(path="", document=kv.key,
+                                             reason=f"stored value does not decode: {type(exc).__name__}: "
+                                                    f"{str(exc)[:300]}")) from None
+
+    def _decode(self, kv: KeyValue) -> Resource:
         parsed = self.keys.parse_resource(kv.key)
         info = KINDS_BY_PLURAL.get(parsed[0]) if parsed else None
         if parsed is None or info is None:
