@@ -11,7 +11,7 @@ from pathlib import Path
 
 from l3net.errors import DatastoreError
 from l3net.lab import state as st
-from l3net.lab.cgroups import CgroupError, enter_fn
+from l3net.lab.cgroups import CgroupError, enter_fn, is_frozen
 from l3net.lab.runtime import LabError, down, status_lines
 from l3net.lab.topology import Topology, TopologyError, load_topology
 
@@ -237,6 +237,8 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     state = _state(args.lab)
     argv, env, cwd = exec_argv(state, args.target, cmd)
     group = state.data["nodes"].get(args.target, {}).get("cgroup")
+    if group and is_frozen(Path(group)):
+        raise LabError(f"node {args.target} is paused: run `l3net lab node unpause {args.target}` first")
     # In a node, as `docker exec` is: the node's cgroup, so pause and stop reach it and `down` ends it.
     preexec = enter_fn(Path(group)) if group and os.geteuid() == 0 else None
     return subprocess.run(argv, env=env, cwd=cwd, preexec_fn=preexec).returncode

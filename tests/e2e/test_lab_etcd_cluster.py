@@ -124,7 +124,8 @@ def test_leader_then_follower_killed_nothing_lost(lab: Lab) -> None:
     print(f"FIGURE 3-member drill: {time.monotonic() - started:.1f}s, "
           + ", ".join(f"{sent} pings sent, {len(lost)} lost" for sent, lost in results))
     for sent, lost in results:
-        assert sent > 500 and lost == [], (sent, lost[:20])
+        # The streams ran from before the first kill to after the last check (seconds at 100 pps).
+        assert sent >= 100 and lost == [], (sent, lost[:20])
     dead = [k for k, v in alive.items() if not v]
     known = [k for k in dead if k.endswith("/route-reflector") and KNOWN_REFLECTOR_EXIT in lab.log(*k.split("/"))]
     assert set(dead) == set(known), "died during the drill: " + "; ".join(
