@@ -75,7 +75,7 @@ def read(ds: Any, keys: KeyLayout, node: str) -> NodeStatus | None:
         return None
     try:
         return decode(kv.value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # a status value nested deep enough is bad data too
         _log.warning("bad BGP status value key=%s error=%s", kv.key, exc)
         return None
 
@@ -88,7 +88,7 @@ def read_all(ds: Any, keys: KeyLayout) -> list[NodeStatus]:
             continue
         try:
             out.append(decode(kv.value))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             _log.warning("bad BGP status value key=%s error=%s", kv.key, exc)
     return sorted(out, key=lambda s: s.node)
 
