@@ -60,6 +60,7 @@ from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
+from policy.model import is_reserved_label
 
 _log = logging.getLogger(__name__)
 
@@ -162,8 +163,14 @@ class Invocation:
 
     # -- workload endpoint -----------------------------------------------------------
     def wep_document(self, ips: list[str], mac: str) -> dict[str, Any]:
-        labels = {**self.conf.labels, "projectcalico.org/namespace": self.env.namespace,
-                  "projectcalico.org/orchestrator": "k8s"}
+        # Implicit labels win: a passed label with a reserved key (pcns.*, projectcalico.org/*) is dropped,
+        # so args.cni.labels cannot place the pod in another namespace's selectors.
+        dropped = sorted(k for k in self.conf.labels if is_reserved_label(k))
+        if dropped:
+            _log.warning("args.cni.labels: reserved keys ignored container=%s keys=%s", self.env.container_id,
+                         ",".join(dropped))
+        labels = {**{k: v for k, v in self.conf.labels.items() if not is_reserved_label(k)},
+                  "projectcalico.org/namespace": self.env.namespace, "projectcalico.org/orchestrator": "k8s"}
         spec = {"node": self.node, "orchestrator": "k8s", "pod": self.env.pod, "endpoint": self.env.ifname,
                 "containerID": self.env.container_id, "interfaceName": self.host_if,
                 "ipNetworks": [f"{ip}/32" for ip in ips], "mac": mac}
