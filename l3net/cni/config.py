@@ -282,7 +282,8 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         # release (tear down) the very pod it stands for.
         for i, a in enumerate(raw):
             if not isinstance(a, dict):
-                raise _bad(f"cni.dev/valid-attachments[{i}]", "must be an object {containerID, ifname}")
+                raise _bad(f"cni.dev/valid-attachments[{i}]",
+                           "must be an object {containerID, ifname}; GC refused, nothing released")
             cid, ifn = a.get("containerID"), a.get("ifname")
             if not isinstance(cid, str) or not container_id_ok(cid):
                 raise _bad(f"cni.dev/valid-attachments[{i}].containerID",

@@ -47,6 +47,8 @@ def host_network_reason(value: object) -> str | None:
     """Why ``value`` is not a host network (``a.b.c.d/32`` or ``x::y/128``, no host bits), or None."""
     if not isinstance(value, str):
         return f"must be a CIDR string, not {typename(value)}"
+    if "%" in value:
+        return f"{value!r} carries an IPv6 scope ID ('%...'); a workload address has none"
     net, reason = parse_cidr(value)
     if net is None:
         return reason
