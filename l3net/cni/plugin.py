@@ -111,14 +111,18 @@ HOST_NETNS_PATHS = ("/proc/self/ns/net", "/proc/1/ns/net")
 def refuse_host_netns(netns: str, host_paths: tuple[str, ...] = HOST_NETNS_PATHS) -> None:
     """CNIError(4) when ``netns`` is one of ``host_paths``' namespaces (compared by device and inode).
 
-    A path that does not exist is left to the command (DEL of a gone namespace is normal).
+    A path that does not exist is left to the command (DEL of a gone namespace is normal);
+    one that exists but cannot be examined is refused too (fail closed).
     """
     if not netns:
         return
     try:
         st = os.stat(netns)
-    except OSError:
+    except FileNotFoundError:
         return
+    except OSError as exc:
+        raise CNIError(INVALID_ENV, f"CNI_NETNS {netns!r} cannot be checked against the host's namespace",
+                       f"{exc.strerror or exc}; refused rather than risk acting on the host") from None
     for path in host_paths:
         try:
             host = os.stat(path)
