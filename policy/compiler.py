@@ -335,11 +335,12 @@ def _port_text(p: Any) -> str | None:
     if isinstance(p, int) and not isinstance(p, bool):
         return str(p)
     text = str(p)
-    if text.isdigit():
-        return text
+    if text.isascii() and text.isdigit():
+        return str(int(text))
     lo, sep, hi = text.partition(":")
-    if sep and lo.isdigit() and hi.isdigit():
-        return text
+    if sep and lo.isascii() and lo.isdigit() and hi.isascii() and hi.isdigit():
+        # Re-serialised: iptables' multiport refuses a range whose ends are equal ("80:80").
+        return str(int(lo)) if int(lo) == int(hi) else f"{int(lo)}:{int(hi)}"
     return None
 
 

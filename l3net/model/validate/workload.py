@@ -55,6 +55,10 @@ def host_network_reason(value: object) -> str | None:
     if net.prefixlen != net.max_prefixlen:
         return (f"{value!r} is not a single address: a workload's networks are /{net.max_prefixlen} "
                 f"(IPv{net.version})")
+    addr = net.network_address
+    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_link_local or addr.is_reserved:
+        return (f"{value!r} is not a unicast address a workload can own (unspecified, loopback, multicast, "
+                "link-local and reserved addresses are refused)")
     return None
 
 
