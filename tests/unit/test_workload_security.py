@@ -292,3 +292,24 @@ def test_gc_attachments_parse() -> None:
     conf = parse_netconf({**GC_CONF, "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}, "GC")
     assert conf.valid_attachments == (("c1", "eth0"),)
     assert copy.deepcopy(conf).valid_attachments == conf.valid_attachments
+
+
+# -- l3netctl apply (the client's cross-resource checks) ------------------------------------------------
+def test_client_refuses_a_workload_address_outside_every_pool() -> None:
+    from l3net.datastore.memory import MemoryDatastore
+    from l3net.model.client import ResourceClient
+
+    client = ResourceClient(MemoryDatastore(), KEYS)
+    doc = wep_doc("cali1", ["10.65.0.2/32", "192.168.1.1/32"])
+    with pytest.raises(ValidationError) as ei:
+        client.apply([resource_from_document(copy.deepcopy(doc))])
+    assert [(e.path, "outside every IPPool" in e.reason) for e in ei.value.errors] == [
+        ("spec.ipNetworks[0]", True), ("spec.ipNetworks[1]", True)]
+    assert client.list("WorkloadEndpoint") == []  # a refused change leaves the datastore as it was
+    pool_doc = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
+                "spec": {"cidr": "10.65.0.0/16", "disabled": True}}
+    client.apply([resource_from_document(pool_doc)])
+    with pytest.raises(ValidationError, match=r"192\.168\.1\.1/32 is outside every IPPool"):
+        client.apply([resource_from_document(copy.deepcopy(doc))])
+    ok = wep_doc("cali1", ["10.65.0.2/32"])
+    assert [r.name for r in client.apply([resource_from_document(ok)])] == [ok["metadata"]["name"]]
