@@ -126,8 +126,8 @@ def refuse_host_netns(netns: str, host_paths: tuple[str, ...] = HOST_NETNS_PATHS
     for path in host_paths:
         try:
             host = os.stat(path)
-        except OSError as exc:
-            _log.warning("cannot stat host namespace path=%s error=%s", path, exc)
+        except OSError as exc:  # e.g. /proc/1 hidden from a container: the other path still decides
+            _log.debug("cannot stat host namespace path=%s error=%s", path, exc)
             continue
         if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino):
             raise CNIError(INVALID_ENV, f"CNI_NETNS {netns!r} is the host's own network namespace",
