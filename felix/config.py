@@ -124,6 +124,35 @@ def parse_log_level(text: str) -> str:
     return up
 
 
+# Calico's FailsafeInboundHostPorts default (felix/config/config_params.go).
+CALICO_FAILSAFE_INBOUND = "tcp:22, udp:68, tcp:179, tcp:2379, tcp:2380, tcp:5473, tcp:6443, tcp:6666, tcp:6667"
+
+
+def parse_endpoint_to_host_action(text: str) -> str:
+    """Calico's DefaultEndpointToHostAction: Drop, Accept or Return (case as Calico writes it)."""
+    for action in ("Drop", "Accept", "Return"):
+        if text.strip().lower() == action.lower():
+            return action
+    raise ValueError(f"expected Drop, Accept or Return, got {text!r}")
+
+
+def parse_failsafe_ports(text: str) -> tuple[tuple[str, int], ...]:
+    """``proto:port`` items, comma separated (``tcp:22, udp:68``); proto tcp, udp or sctp; empty: none."""
+    out: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        proto, sep, port = item.partition(":")
+        proto = proto.strip().lower()
+        if not sep or proto not in ("tcp", "udp", "sctp") or not port.strip().isdigit() \
+                or len(port.strip()) > 5 or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} is not <tcp|udp|sctp>:<port 1..65535>")
+        if (proto, int(port)) not in out:
+            out.append((proto, int(port)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -182,6 +211,15 @@ PARAMS: tuple[Param, ...] = (
           "empty: <run_dir>/cni.sock; none: do not serve"),
     Param("policy_enabled", parse_bool, True, "program NetworkPolicy and GlobalNetworkPolicy (iptables/ipsets)",
           datastore=True),
+    Param("default_endpoint_to_host_action", parse_endpoint_to_host_action, "Drop",
+          "what happens to traffic from a workload to this node once the workload's egress policy allowed it: "
+          "Drop (Calico's default), Accept, or Return (to the host's own INPUT rules)", datastore=True),
+    Param("failsafe_inbound_host_ports", parse_failsafe_ports, parse_failsafe_ports(CALICO_FAILSAFE_INBOUND),
+          "proto:port list of the node's failsafe inbound ports (Calico's default list); workloads reach them "
+          "only with workload_to_host_failsafe", datastore=True),
+    Param("workload_to_host_failsafe", parse_bool, False,
+          "accept workload traffic to the failsafe inbound ports despite a Drop endpoint-to-host action "
+          "(off: Calico applies failsafes to host endpoints, never to pods)", datastore=True),
     Param("default_ipv4_pool", parse_cidr_or_empty, "",
           "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
     Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR", datastore=True),
@@ -199,7 +237,8 @@ DATASTORE_PARAMS = frozenset(p.name for p in PARAMS if p.datastore)
 # Datastore parameters that change a running agent on its next apply; the others need a restart
 # (they decide which parts the agent builds at start: BGP speaker, policy drivers, startup grace).
 LIVE_PARAMS = frozenset({"log_level", "route_refresh_interval", "apply_min_interval", "apply_max_interval",
-                         "apply_max_failures"})
+                         "apply_max_failures", "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+                         "workload_to_host_failsafe"})
 
 
 class AgentConfig:

@@ -230,6 +230,7 @@ class SyncLoop:
         revision = self.model.revision  # before computing: updates may arrive while the apply runs
         desired = self.desired()
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
+        metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))
         metrics.LOCAL_BLOCKS.set(desired.local_blocks)
         metrics.CLUSTER_ENDPOINTS.set(len(self.model.workloads))
         metrics.CLUSTER_HOSTS.set(len(self.model.resources_of("Node")))

@@ -28,7 +28,7 @@ import policy.compiler
 from felix import cniserver
 from felix import config as felix_config
 from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
-from felix.calc import Builder, Link, Model
+from felix.calc import Builder, Link, Model, outside_pools, pool_index
 from felix.config import AgentConfig
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
@@ -62,21 +62,31 @@ def bgp_builder() -> Builder:
     return build
 
 
-def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None) -> Builder:
+def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None,
+                   settings: Callable[[], AgentConfig] | None = None) -> Builder:
     """NetworkPolicy and GlobalNetworkPolicy → this node's iptables/ipsets program.
 
     ``compiler`` is the agent's one long-lived :class:`policy.compiler.PolicyCompiler`
     (it caches compiled chains per policy and selector members, so an apply after a
     small change recompiles only what changed); the builder is called on the loop
-    thread only, one call at a time, as the compiler requires.
+    thread only, one call at a time, as the compiler requires. ``settings`` returns the
+    agent's current configuration (read on every build, so the endpoint-to-host settings
+    are live); without it Calico's defaults apply (Drop, no failsafe ports for workloads).
     """
     compiler = compiler or policy.compiler.PolicyCompiler()
 
     def build(model: Model, node: str) -> Any:
-        workloads = [w.resource for w in model.workloads.values()]
-        local = [w.resource for w in model.workloads_on(node)]
+        # A workload with an address outside every pool gets no route (felix.calc.compute) and is
+        # no selector member either: else a WorkloadEndpoint could put any address into a policy's set.
+        pools = pool_index(model)
+        workloads = [w.resource for w in model.workloads.values() if not outside_pools(w, pools)]
+        local = [w.resource for w in model.workloads_on(node) if not outside_pools(w, pools)]
         policies = [*model.resources_of("NetworkPolicy"), *model.resources_of("GlobalNetworkPolicy")]
+        cfg = settings() if settings is not None else None
+        action = cfg.default_endpoint_to_host_action if cfg is not None else "Drop"
+        failsafe = cfg.failsafe_inbound_host_ports if cfg is not None and cfg.workload_to_host_failsafe else ()
         return policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
+                                              endpoint_to_host_action=action, failsafe_ports=failsafe,
                                               compiler=compiler)
     return build
 
@@ -187,10 +197,11 @@ class Agent:
         dataplane = Dataplane(RouteDriver(routes_nl), InterfaceDriver(ProcSysctls()), ipsets=ipsets,
                               iptables=iptables)
         node_ips = [self.node_ip.split("/")[0]] if self.node_ip else []
+        build_policy = policy_builder(self.compiler, lambda: self.cfg) if iptables is not None else None
         self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_config(cfg),
                                     health=self.health, node_ips=node_ips,
                                     bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
-                                    policy_builder=policy_builder(self.compiler) if iptables is not None else None,
+                                    policy_builder=build_policy,
                                     on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io)
 
         def on_links(links: dict[str, Link]) -> None:

@@ -75,6 +75,9 @@ SYSCTL_WRITES = Counter("l3net_sysctl_writes", "Sysctl values written.", registr
 # -- model ----------------------------------------------------------------
 LOCAL_ENDPOINTS = Gauge(
     "l3net_active_local_endpoints", "Workload endpoints of this node in the datastore.", registry=REGISTRY)
+REJECTED_ENDPOINTS = Gauge(
+    "l3net_rejected_local_endpoints", "Workload endpoints of this node skipped because an address lies outside "
+    "every IPPool (no route, proxy ARP, advertisement or policy membership).", registry=REGISTRY)
 LOCAL_BLOCKS = Gauge(
     "l3net_local_affine_blocks", "Confirmed IPAM blocks affine to this node.", registry=REGISTRY)
 CLUSTER_ENDPOINTS = Gauge(

@@ -43,6 +43,14 @@ def wep(pod: str, node: str, ip: str, iface: str) -> Upd:
     return Upd(KEYS.resource("workloadendpoints", name, "default"), res.to_json())
 
 
+def pooled_model(cidr: str = "10.65.0.0/16") -> Model:
+    """A model that already holds the IPPool the tests' workloads live in (the agent routes pool addresses only)."""
+    m = Model(KEYS)
+    m.apply([Upd(KEYS.resource("ippools", "test-pool"), Resource(kind="IPPool", name="test-pool",
+                                                                 spec={"cidr": cidr}).to_json())])
+    return m
+
+
 def affinity(node: str, cidr: str, state: str = "confirmed") -> Upd:
     return Upd(KEYS.affinity(node, cidr), json.dumps({"state": state}).encode())
 
@@ -66,7 +74,7 @@ class Rig:
             self.sys.add_iface(name)
         self.clock = Clock()
         self.io = concurrent.futures.ThreadPoolExecutor(1)
-        self.sync = SyncLoop(Model(KEYS), "n1", Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys)),
+        self.sync = SyncLoop(pooled_model(), "n1", Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys)),
                              config=config, io_executor=self.io, clock=self.clock, rand=lambda: 0.5)
         self.sync.on_links({n: Link(n, i, True) for n, i in links.items()})
 
@@ -100,6 +108,7 @@ def test_nothing_written_before_in_sync_then_converges_then_zero_writes() -> Non
     assert rig.sys.values["net/ipv4/conf/cali1/proxy_arp"] == "1"
     assert rig.sys.values["net/ipv4/neigh/cali2/proxy_delay"] == "0"
     assert rig.sys.values["net/ipv6/conf/cali1/accept_ra"] == "0"
+    assert rig.sys.values["net/ipv6/conf/cali1/disable_ipv6"] == "1"
     assert rig.sys.values["net/ipv4/ip_forward"] == "1"
     assert rig.sys.values["net/ipv4/conf/eth0/proxy_arp"] == "0"  # not a workload interface
     writes = (rig.nl.writes, rig.sys.writes)
@@ -252,7 +261,7 @@ def test_run_coalesces_bursts_on_the_real_event_loop() -> None:
     sysctls = FakeSysctls()
     for name in nl.links:
         sysctls.add_iface(name)
-    sync = SyncLoop(Model(KEYS), "n1", Dataplane(RouteDriver(nl), InterfaceDriver(sysctls)),
+    sync = SyncLoop(pooled_model("10.66.0.0/16"), "n1", Dataplane(RouteDriver(nl), InterfaceDriver(sysctls)),
                     config=LoopConfig(min_interval=0.05, startup_sweep_delay=0))
     sync.on_links({n: Link(n, i, True) for n, i in nl.links.items()})
 

@@ -123,7 +123,8 @@ def test_bad_affinity_values_are_absent() -> None:
 
 
 def test_two_workloads_claiming_one_address_keep_the_first_deterministically() -> None:
-    m = model_of([wep("a", "n1", ["10.65.0.2/32"], "cali1"), wep("b", "n1", ["10.65.0.2/32"], "cali2")])
+    m = model_of([pool("p1", "10.65.0.0/16"), wep("a", "n1", ["10.65.0.2/32"], "cali1"),
+                  wep("b", "n1", ["10.65.0.2/32"], "cali2")])
     routes = compute(m, "n1", LINKS, {}).routes
     assert len(routes) == 1
 
