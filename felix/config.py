@@ -161,7 +161,9 @@ PARAMS: tuple[Param, ...] = (
     Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)",
           datastore=True),
     Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies", datastore=True),
-    Param("apply_max_failures", parse_count, 10, "failed applies in a row before the agent exits with diagnostics",
+    Param("apply_max_failures", parse_count, 10,
+          ("failed applies in a row of one dataplane side before the log escalates to ERROR with "
+           "diagnostics (never an exit: each side retries with backoff)"),
           datastore=True),
     Param("startup_sweep_delay", parse_seconds, 30.0,
           "seconds after start before stale BGP-learned routes are removed (unless BGP converged first)",

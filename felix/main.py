@@ -4,8 +4,9 @@ config → datastore → syncer → calculation → sync loop → drivers, plus 
 health and metrics endpoints, the node's own registration, its leased status
 key, the BGP speaker and the policy drivers (each switched on or off by
 configuration; every part is a plain import, so a broken package fails at start,
-loudly, instead of running half-wired). Crash-only: a fatal error in any part
-ends the process with a diagnostic; a restarted agent adopts the kernel state it finds.
+loudly, instead of running half-wired). Exits only for broken invariants (a bug
+in a helper thread); data the kernel refuses and failed applies are contained by
+the sync loop (DESIGN §7). A restarted agent adopts the kernel state it finds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from felix.endpointready import ProgrammedEndpoints
 from felix.health import HealthServer, HealthState
-from felix.loop import FatalApplyError, LoopConfig, SyncLoop, ThreadSafeSink
+from felix.loop import LoopConfig, SyncLoop, ThreadSafeSink
+from felix.quarantine import PolicyBuilder
 from felix.registration import StatusPublisher, ensure_default_pool, register_node
 from l3net import metrics
 from l3net.datastore import connect_from_env
@@ -59,23 +61,16 @@ def bgp_builder() -> Builder:
     return build
 
 
-def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None) -> Builder:
+def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None) -> PolicyBuilder:
     """NetworkPolicy and GlobalNetworkPolicy → this node's iptables/ipsets program.
 
     ``compiler`` is the agent's one long-lived :class:`policy.compiler.PolicyCompiler`
     (it caches compiled chains per policy and selector members, so an apply after a
     small change recompiles only what changed); the builder is called on the loop
-    thread only, one call at a time, as the compiler requires.
+    thread only, one call at a time, as the compiler requires. It leaves out the
+    objects the kernel refused (:mod:`felix.quarantine`).
     """
-    compiler = compiler or policy.compiler.PolicyCompiler()
-
-    def build(model: Model, node: str) -> Any:
-        workloads = [w.resource for w in model.workloads.values()]
-        local = [w.resource for w in model.workloads_on(node)]
-        policies = [*model.resources_of("NetworkPolicy"), *model.resources_of("GlobalNetworkPolicy")]
-        return policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
-                                              compiler=compiler)
-    return build
+    return PolicyBuilder(compiler)
 
 
 def resolve_node_ip(cfg: AgentConfig) -> str | None:
@@ -145,9 +140,10 @@ class Agent:
         if self.sync is not None:
             self.programmed.applied(self.sync.applied_revision,
                                     (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))
-        if desired.policy is not None:
+        program = self.sync.last_program if self.sync is not None else None
+        if program is not None:
             # Computed here, on the loop thread; the scrape thread only reads the finished dict.
-            self._policy_metrics = desired.policy.metrics()
+            self._policy_metrics = program.metrics()
         if self.speaker is not None:
             view = desired.bgp_view
             if view is not None and view.local_addresses:
@@ -157,7 +153,8 @@ class Agent:
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
         ready, reasons = self.health.readiness()
         self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
-                           localEndpoints=desired.local_endpoints, address=self.node_ip)
+                           localEndpoints=desired.local_endpoints, address=self.node_ip,
+                           quarantined=self.sync.quarantined() if self.sync is not None else [])
 
     def _die(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -215,9 +212,6 @@ class Agent:
         code = 0
         try:
             await sync.run()
-        except FatalApplyError as exc:
-            _log.critical("agent exiting: %s", exc)
-            code = 2
         finally:
             self._stop_registration.set()
             if self.cni is not None:

@@ -150,6 +150,8 @@ class PolicyProgram:
     compile_seconds: float = field(default=0.0, compare=False)
     policies_recompiled: int = field(default=0, compare=False)
     ipv6_unpoliced: tuple[str, ...] = ()  # "<namespace>/<name>" of local workloads with IPv6 addresses, sorted
+    # Set by the agent's builder (felix.quarantine): the objects compiled in, by ref, at the content used.
+    applied_objects: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def rule_count(self) -> int:
@@ -210,6 +212,18 @@ def _net(text: str) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+def _set_nets(nets: Iterable[Any]) -> frozenset[str]:
+    """Members of a ``hash:net`` set: ``hash:net`` refuses a /0, so it becomes its two /1 halves (as Calico does)."""
+    out: set[str] = set()
+    for text in nets:
+        net = ipaddress.ip_network(str(text), strict=False)
+        if net.prefixlen == 0:
+            out.update(str(half) for half in net.subnets(prefixlen_diff=1))
+        else:
+            out.add(_net(text))
+    return frozenset(out)
+
+
 def _v4(nets: Iterable[Any]) -> list[str]:
     return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
 
@@ -227,7 +241,7 @@ class _Refs:
         return name
 
     def net_set(self, tag: str, nets: Iterable[str]) -> str:
-        members = frozenset(_net(n) for n in nets)
+        members = _set_nets(nets)
         name = _ipset_name(tag, ",".join(sorted(members)))
         self.sets[name] = ("net", members)
         return name
@@ -591,7 +605,7 @@ class PolicyCompiler:
         if spec[0] == "net":
             value = ("hash:net", spec[1])
         elif spec[0] == "sel":
-            value = ("hash:net", frozenset(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
+            value = ("hash:net", _set_nets(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
         else:
             _, proto, pname = spec
             value = ("hash:ip,port", frozenset(
@@ -603,8 +617,13 @@ class PolicyCompiler:
     # ---- output ----
     def compile(self, local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                 policies: Iterable[Resource], namespaces: Iterable[Resource], *,
-                iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True) -> PolicyProgram:
-        """The whole policy dataplane of one node (see the module docstring for its layout)."""
+                iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
+                fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
+        """The whole policy dataplane of one node (see the module docstring for its layout).
+
+        ``fail_closed`` holds ``(namespace, name)`` of local endpoints whose chains are a bare DROP
+        (quarantined by the agent because the kernel refused what they rendered to).
+        """
         t0 = time.perf_counter()
         before = self.policies_recompiled
         self.compiles += 1
@@ -665,6 +684,12 @@ class PolicyCompiler:
         ep_cache: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         for key, wep in ordered_locals:
             iface = str(wep.spec["interfaceName"])
+            if key in fail_closed:
+                # Quarantined (the kernel refused its rules): both directions drop, nothing else is rendered.
+                fw, tw = _chain_name("fw", iface), _chain_name("tw", iface)
+                filter_chains[fw] = hash_rules(fw, ["-j DROP"])
+                filter_chains[tw] = hash_rules(tw, ["-j DROP"])
+                continue
             ep = self._endpoints.get(key)
             ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
             sel = selected[key]
@@ -686,7 +711,7 @@ class PolicyCompiler:
             filter_chains[fw] = fw_rules
             filter_chains[tw] = tw_rules
             if len(ips) > 1:
-                ipsets[_ipset_name("w", iface)] = ("hash:net", frozenset(ips))
+                ipsets[_ipset_name("w", iface)] = ("hash:net", _set_nets(ips))
         self._ep_chains = ep_cache
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
@@ -777,7 +802,8 @@ _SHARED_LOCK = threading.Lock()
 def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                    policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                    iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
-                   compiler: PolicyCompiler | None = None) -> PolicyProgram:
+                   compiler: PolicyCompiler | None = None,
+                   fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
     """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
 
     Uses ``compiler`` (or a process-wide shared :class:`PolicyCompiler`) so that
@@ -785,8 +811,8 @@ def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[
     """
     if compiler is not None:
         return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, iface_prefix=iface_prefix,
-                                reverse_path_filter=reverse_path_filter)
+                                reverse_path_filter=reverse_path_filter, fail_closed=fail_closed)
     with _SHARED_LOCK:
         return _SHARED.compile(local_endpoints, all_endpoints, policies, namespaces, iface_prefix=iface_prefix,
-                               reverse_path_filter=reverse_path_filter)
+                               reverse_path_filter=reverse_path_filter, fail_closed=fail_closed)
 
