@@ -110,6 +110,13 @@ def parse_count(text: str) -> int:
     return value
 
 
+def parse_iptables_backend(text: str) -> str:
+    low = text.lower()
+    if low not in ("auto", "nft", "legacy"):
+        raise ValueError("expected auto, nft or legacy")
+    return low
+
+
 def parse_log_level(text: str) -> str:
     up = text.upper()
     if up not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -177,6 +184,8 @@ PARAMS: tuple[Param, ...] = (
           "empty: <run_dir>/cni.sock; none: do not serve"),
     Param("policy_enabled", parse_bool, True, "program NetworkPolicy and GlobalNetworkPolicy (iptables/ipsets)",
           datastore=True),
+    Param("iptables_backend", parse_iptables_backend, "auto",
+          "auto (Felix's detection: kube's hint chains, else the backend with more rules, else nft), nft or legacy"),
     Param("default_ipv4_pool", parse_cidr_or_empty, "",
           "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
     Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR", datastore=True),

@@ -621,8 +621,9 @@ class PolicyCompiler:
                 fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
         """The whole policy dataplane of one node (see the module docstring for its layout).
 
-        ``fail_closed`` holds ``(namespace, name)`` of local endpoints whose chains are a bare DROP
-        (quarantined by the agent because the kernel refused what they rendered to).
+        ``fail_closed`` holds ``(namespace, name)`` of local endpoints left out entirely (quarantined by
+        the agent because the kernel refused what they render to): no chain, no dispatch entry, so the
+        dispatch chains' final DROP carries none of their traffic.
         """
         t0 = time.perf_counter()
         before = self.policies_recompiled
@@ -685,10 +686,8 @@ class PolicyCompiler:
         for key, wep in ordered_locals:
             iface = str(wep.spec["interfaceName"])
             if key in fail_closed:
-                # Quarantined (the kernel refused its rules): both directions drop, nothing else is rendered.
-                fw, tw = _chain_name("fw", iface), _chain_name("tw", iface)
-                filter_chains[fw] = hash_rules(fw, ["-j DROP"])
-                filter_chains[tw] = hash_rules(tw, ["-j DROP"])
+                # Quarantined (the kernel refused what it renders to, its interface name included): nothing
+                # of it is rendered, so the dispatch chains' last rule drops its traffic both ways.
                 continue
             ep = self._endpoints.get(key)
             ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
@@ -716,7 +715,7 @@ class PolicyCompiler:
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
 
-        ifaces = tuple(str(w.spec["interfaceName"]) for _, w in ordered_locals)
+        ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
         if self._dispatch is None or self._dispatch[0] != ifaces:
             self._dispatch = (ifaces,
                               hash_rules(CHAIN_FROM_DISPATCH,
