@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: setup demo demo-down test test-unit lint bench clean
+.PHONY: setup demo demo-down test test-unit soak lint bench clean
 
 setup:
 	bash .ci/setup
@@ -16,7 +16,10 @@ demo-down: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PYTEST) -q -p no:cacheprovider tests
+	$(PYTEST) -q -p no:cacheprovider -m "not soak" tests
+
+soak: setup
+	$(PYTEST) -q -p no:cacheprovider -m soak tests
 
 test-unit: setup
 	$(PYTEST) -q -m "unit or drivers" tests

@@ -23,6 +23,7 @@ published in the node's status record (``l3netctl node status``).
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import time
@@ -35,11 +36,14 @@ from felix.calc import Model
 from felix.drivers.ipsets import IpsetError
 from felix.drivers.iptables import IptablesError
 from l3net import metrics
+from l3net.datastore.base import Datastore
+from l3net.keys import KeyLayout
 from l3net.model import Resource
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "REFUSALS", "PolicyBuilder", "PolicyConverger", "Quarantine", "QuarantineEntry", "object_ref"]
+__all__ = ["KINDS", "REFUSALS", "PolicyBuilder", "PolicyConverger", "Quarantine", "QuarantineEntry",
+           "format_quarantined", "object_ref", "read_quarantined"]
 
 # What the kernel (or the command running it) raises when it refuses a program.
 REFUSALS: tuple[type[BaseException], ...] = (IptablesError, IpsetError, OSError, subprocess.SubprocessError)
@@ -221,7 +225,11 @@ class PolicyConverger:
                      str(first)[:_REASON_MAX])
         accepted: set[str] = set()
         bad: dict[str, BaseException] = {}
-        queue: list[list[str]] = [suspects]
+        # The whole group is known to fail (the apply that brought us here): start from its halves.
+        half = len(suspects) // 2
+        queue: list[list[str]] = [suspects[:half], suspects[half:]] if half else []
+        if not half:
+            bad[suspects[0]] = first
         while queue:
             group = queue.pop(0)
             left_out = base | (frozenset(suspects) - accepted - set(group))
@@ -243,3 +251,26 @@ class PolicyConverger:
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def read_quarantined(ds: Datastore, keys: KeyLayout, node: str) -> list[dict[str, Any]] | None:
+    """The quarantined objects a node's agent published in its status record; None: no record (agent down)."""
+    kv = ds.get(keys.node_status(node, "agent"))
+    if kv is None:
+        return None
+    try:
+        doc = json.loads(kv.value)
+    except ValueError:
+        return None
+    entries = doc.get("quarantined") if isinstance(doc, dict) else None
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def format_quarantined(node: str, entries: list[dict[str, Any]]) -> str:
+    """The text ``l3netctl node status`` prints under the BGP peer table."""
+    if not entries:
+        return f"Quarantined objects on {node}: none"
+    lines = [f"Quarantined objects on {node} (the kernel refused their rules): {len(entries)}"]
+    for e in entries:
+        lines.append(f"  {e.get('object', '?')}  effect: {e.get('effect', '?')}  reason: {e.get('reason', '?')}")
+    return "\n".join(lines)
