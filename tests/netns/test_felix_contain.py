@@ -86,6 +86,18 @@ def put_zero_prefix_policies(node: Node) -> None:
         "ingress": [{"action": "Allow", "source": {"notNets": ["0.0.0.0/0"]}}]}))
 
 
+def children(pid: int) -> str:
+    """Command lines of a process's children (all its threads'), space separated."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                out.append(Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except FileNotFoundError:
+                continue
+    return " ".join(out)
+
+
 def reaches(src_ns: str, dst: str) -> bool:
     return netns.run(src_ns, ["ping", "-c", "1", "-W", "1", dst], check=False).returncode == 0
 
@@ -208,13 +220,21 @@ def test_a_held_xtables_lock_does_not_delay_a_new_pods_route(node: Node, tmp_pat
     fd = os.open(lock_path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # what a stuck iptables process does
+        t0 = time.monotonic()
         add_pod(node, "c", "10.65.0.4", "open")
         wait_for(lambda: f"10.65.0.4 dev calic proto {P} scope link metric 1024" in routes(node.ns, P),
                  timeout=30, what="the new pod's route while the xtables lock is held")
-        # The policy side is still blocked behind the lock: c has no chains yet (its traffic drops).
+        took = time.monotonic() - t0
+        # The policy side is blocked behind the lock (an iptables-legacy-restore child waits on it) and
+        # stays so: c has no chains (its traffic drops at dispatch) for a window well past the route's time.
+        wait_for(lambda: "iptables-legacy-restore" in children(node.proc.pid), timeout=30,  # type: ignore[union-attr]
+                 what="the agent's iptables-legacy-restore waiting on the lock")
+        time.sleep(max(2.0, 3 * took))
         save = netns.run(node.ns, ["iptables-legacy-save", "-t", "filter"]).stdout
         assert "l3n-tw-calic" not in save
+        assert "iptables-legacy-restore" in children(node.proc.pid)  # type: ignore[union-attr]
         assert node.proc is not None and node.proc.poll() is None
+        print(f"new pod's route with the xtables lock held: {took:.2f} s")
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
