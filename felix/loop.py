@@ -116,6 +116,7 @@ class SyncLoop:
         if policy_builder is not None and dataplane.has_policy:
             self.policy_side = _Side("policy", "policy")
             self.sides.append(self.policy_side)
+            self.health.set_ready("policy", False, "no policy apply yet")
             self.policy_io = policy_executor or concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="l3net-policy")
             if isinstance(policy_builder, PolicyBuilder):
