@@ -58,6 +58,7 @@ class _Side:
     last_apply: float = float("-inf")
     revision: int = 0  # the model revision of its last successful apply
     escalated: bool = False
+    stuck: bool = False  # in flight for longer than LoopConfig.stuck_after
     task: asyncio.Task[None] | None = None
 
 
@@ -69,6 +70,7 @@ class LoopConfig:
     retry_base: float = 0.1
     retry_max: float = 10.0
     max_failures: int = 10  # failures in a row of one side before the log escalates to ERROR (never an exit)
+    stuck_after: float = 30.0  # an apply in flight this long (a held xtables lock) makes its side not ready
     jitter: float = 0.2
 
 
@@ -243,7 +245,19 @@ class SyncLoop:
             deadlines.append(self._started + self.config.startup_sweep_delay)
         if self.in_sync:
             deadlines += [self._due(s) for s in self.sides if s.dirty and s.task is None]
+        deadlines += [s.last_apply + self.config.stuck_after for s in self.sides
+                      if s.task is not None and not s.stuck]
         return max(now, min(deadlines))
+
+    def _check_stuck(self, now: float) -> None:
+        """A side whose apply has been in flight too long reports not ready (the other side goes on)."""
+        for side in self.sides:
+            if side.task is not None and not side.stuck and now - side.last_apply >= self.config.stuck_after:
+                side.stuck = True
+                _log.error("dataplane side stuck side=%s in_flight=%.1fs (a held xtables lock?)", side.name,
+                           now - side.last_apply)
+                self.health.set_ready(side.component, False,
+                                      f"{side.name} apply in flight for over {self.config.stuck_after:.0f}s")
 
     async def run(self) -> None:
         self._wake = asyncio.Event()
@@ -272,6 +286,7 @@ class SyncLoop:
     async def _maybe_apply(self, loop: asyncio.AbstractEventLoop, *, wait: bool = True) -> None:
         """Start an apply on every side that is dirty, idle and due; ``wait``: until they end (tests)."""
         now = self.clock()
+        self._check_stuck(now)
         if not self._grace_over and (self.bgp_converged or now >= self._started + self.config.startup_sweep_delay):
             self._grace_over = True
             self.routes_side.dirty = True
@@ -343,6 +358,7 @@ class SyncLoop:
                 self.on_applied(self.last_desired)
         finally:
             side.task = None
+            side.stuck = False
             if self._wake is not None:
                 self._wake.set()  # re-evaluate: this side may be dirty again, or the other one due
 

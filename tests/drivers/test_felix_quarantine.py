@@ -142,3 +142,75 @@ def test_a_kernel_fault_is_not_blamed_on_data_and_routes_do_not_wait() -> None:
     rig.step(15.0)
     assert rig.sync.failures == 0 and any(c.startswith("l3n-gi-web") for c in filter_chains(rig))
     assert rig.sync.health.readiness() == (True, {})
+
+
+def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() -> None:
+    """The real event loop; iptables-restore blocks (a held xtables lock) until the test lets go."""
+    import asyncio
+    import threading
+
+    from felix.calc import Model
+    from felix.dataplane import Dataplane
+    from felix.drivers.interfaces import InterfaceDriver
+    from felix.drivers.ipsets import IpsetDriver
+    from felix.drivers.iptables import IptablesDriver
+    from felix.drivers.routes import RouteDriver
+    from felix.loop import LoopConfig, SyncLoop
+    from felix.main import policy_builder
+    from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
+    from tests.drivers.test_felix_loop import KEYS
+    from tests.drivers.test_policy_drivers import FakeKernel
+
+    kernel = FakeKernel()
+    lock = threading.Event()
+    lock.set()
+    blocked = threading.Event()
+
+    def runner(argv, stdin=None):  # type: ignore[no-untyped-def]
+        if argv[0].endswith("-restore"):
+            blocked.set()
+            lock.wait(30)
+        return kernel(argv, stdin)
+
+    links = {"cali1": 11, "cali2": 12, "cali4": 14}
+    nl, sysctls = FakeNetlink(links=links), FakeSysctls()
+    for name in links:
+        sysctls.add_iface(name)
+    dp = Dataplane(RouteDriver(nl), InterfaceDriver(sysctls), ipsets=IpsetDriver(kernel, refresh_interval=None),
+                   iptables=IptablesDriver(runner, backend="nft", refresh_interval=None))
+    sync = SyncLoop(Model(KEYS), "n1", dp, config=LoopConfig(startup_sweep_delay=0, min_interval=0.01,
+                                                             stuck_after=0.3),
+                    policy_builder=policy_builder())
+    sync.on_links({n: Link(n, i, True) for n, i in links.items()})
+
+    async def until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(500):
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(sync.run())
+        sync.on_updates([*BASE, allow_gnp("web", "all()", 80)])
+        sync.on_in_sync()
+        await until(lambda: any(c.startswith("l3n-gi-web") for c in kernel.tables["filter"]), "first policy")
+        lock.clear()  # someone takes the xtables lock
+        blocked.clear()
+        sync.on_updates([wep("d", "n1", "10.65.0.4/32", "cali4")])
+        await until(lambda: ("10.65.0.4/32", M) in ours_nl(nl), "the new pod's route")
+        assert blocked.is_set() and sync.policy_side.task is not None  # type: ignore[union-attr]
+        assert not any("cali4" in c for c in kernel.tables["filter"])  # its chains wait behind the lock
+        await until(lambda: "policy" in sync.health.readiness()[1], "the stuck policy side reported")
+        assert "in flight" in sync.health.readiness()[1]["policy"] and task.done() is False
+        lock.set()
+        await until(lambda: any("cali4" in c for c in kernel.tables["filter"]), "policy caught up")
+        await until(lambda: sync.health.readiness()[0], "ready again")
+        sync.stop()
+        await task
+
+    asyncio.run(scenario())
+
+
+def ours_nl(nl) -> set[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    return set(nl.by_proto(ROUTE_PROTO))
