@@ -170,8 +170,8 @@ class Agent:
         if cfg.policy_enabled:
             # No refresh timer of their own: the loop's periodic refresh invalidates their views
             # (Dataplane.refresh), so routes, iptables and ipsets heal on one schedule.
-            ipsets, iptables = IpsetDriver(refresh_interval=None), IptablesDriver(backend=cfg.iptables_backend,
-                                                                    refresh_interval=None)
+            ipsets = IpsetDriver(refresh_interval=None)
+            iptables = IptablesDriver(backend=cfg.iptables_backend, refresh_interval=None)
             metrics.SOURCED.set_source("iptables", iptables.stats)
             metrics.SOURCED.set_source("ipsets", ipsets.stats)
         else:
