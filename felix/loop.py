@@ -384,10 +384,11 @@ class SyncLoop:
             return await loop.run_in_executor(self.policy_io, self.dataplane.apply_policy, p)
 
         try:
-            if self.converger is not None:
-                program, writes = await self.converger.apply(self.model, self.node, program, apply)
-            else:
-                writes = await apply(program)
+            with metrics.POLICY_APPLY_TIME.time():
+                if self.converger is not None:
+                    program, writes = await self.converger.apply(self.model, self.node, program, apply)
+                else:
+                    writes = await apply(program)
         finally:
             self._publish_warnings()
         self.policy_applies += 1
