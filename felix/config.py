@@ -117,6 +117,13 @@ def parse_count(text: str) -> int:
     return value
 
 
+def parse_iptables_backend(text: str) -> str:
+    low = text.lower()
+    if low not in ("auto", "nft", "legacy"):
+        raise ValueError("expected auto, nft or legacy")
+    return low
+
+
 def parse_log_level(text: str) -> str:
     up = text.upper()
     if up not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -197,7 +204,9 @@ PARAMS: tuple[Param, ...] = (
     Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)",
           datastore=True),
     Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies", datastore=True),
-    Param("apply_max_failures", parse_count, 10, "failed applies in a row before the agent exits with diagnostics",
+    Param("apply_max_failures", parse_count, 10,
+          ("failed applies in a row of one dataplane side before the log escalates to ERROR with "
+           "diagnostics (never an exit: each side retries with backoff)"),
           datastore=True),
     Param("startup_sweep_delay", parse_seconds, 30.0,
           "seconds after start before stale BGP-learned routes are removed (unless BGP converged first)",
@@ -220,6 +229,8 @@ PARAMS: tuple[Param, ...] = (
     Param("workload_to_host_failsafe", parse_bool, False,
           "accept workload traffic to the failsafe inbound ports despite a Drop endpoint-to-host action "
           "(off: Calico applies failsafes to host endpoints, never to pods)", datastore=True),
+    Param("iptables_backend", parse_iptables_backend, "auto",
+          "auto (Felix's detection: kube's hint chains, else the backend with more rules, else nft), nft or legacy"),
     Param("default_ipv4_pool", parse_cidr_or_empty, "",
           "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
     Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR", datastore=True),

@@ -4,8 +4,9 @@ config → datastore → syncer → calculation → sync loop → drivers, plus 
 health and metrics endpoints, the node's own registration, its leased status
 key, the BGP speaker and the policy drivers (each switched on or off by
 configuration; every part is a plain import, so a broken package fails at start,
-loudly, instead of running half-wired). Crash-only: a fatal error in any part
-ends the process with a diagnostic; a restarted agent adopts the kernel state it finds.
+loudly, instead of running half-wired). Exits only for broken invariants (a bug
+in a helper thread); data the kernel refuses and failed applies are contained by
+the sync loop (DESIGN §7). A restarted agent adopts the kernel state it finds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import policy.compiler
 from felix import cniserver
 from felix import config as felix_config
 from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
-from felix.calc import Builder, Link, Model, outside_pools, pool_index
+from felix.calc import Builder, Link, Model
 from felix.config import AgentConfig
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
@@ -38,7 +39,8 @@ from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from felix.endpointready import ProgrammedEndpoints
 from felix.health import HealthServer, HealthState
-from felix.loop import FatalApplyError, LoopConfig, SyncLoop, ThreadSafeSink
+from felix.loop import LoopConfig, SyncLoop, ThreadSafeSink
+from felix.quarantine import PolicyBuilder
 from felix.registration import StatusPublisher, ensure_default_pool, register_node
 from l3net import metrics
 from l3net.datastore import connect_from_env
@@ -63,32 +65,18 @@ def bgp_builder() -> Builder:
 
 
 def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None,
-                   settings: Callable[[], AgentConfig] | None = None) -> Builder:
+                   settings: Callable[[], AgentConfig] | None = None) -> PolicyBuilder:
     """NetworkPolicy and GlobalNetworkPolicy → this node's iptables/ipsets program.
 
     ``compiler`` is the agent's one long-lived :class:`policy.compiler.PolicyCompiler`
     (it caches compiled chains per policy and selector members, so an apply after a
     small change recompiles only what changed); the builder is called on the loop
-    thread only, one call at a time, as the compiler requires. ``settings`` returns the
+    thread only, one call at a time, as the compiler requires. It leaves out the
+    objects the kernel refused (:mod:`felix.quarantine`). ``settings`` returns the
     agent's current configuration (read on every build, so the endpoint-to-host settings
     are live); without it Calico's defaults apply (Drop, no failsafe ports for workloads).
     """
-    compiler = compiler or policy.compiler.PolicyCompiler()
-
-    def build(model: Model, node: str) -> Any:
-        # A workload with an address outside every pool gets no route (felix.calc.compute) and is
-        # no selector member either: else a WorkloadEndpoint could put any address into a policy's set.
-        pools = pool_index(model)
-        workloads = [w.resource for w in model.workloads.values() if not outside_pools(w, pools)]
-        local = [w.resource for w in model.workloads_on(node) if not outside_pools(w, pools)]
-        policies = [*model.resources_of("NetworkPolicy"), *model.resources_of("GlobalNetworkPolicy")]
-        cfg = settings() if settings is not None else None
-        action = cfg.default_endpoint_to_host_action if cfg is not None else "Drop"
-        failsafe = cfg.failsafe_inbound_host_ports if cfg is not None and cfg.workload_to_host_failsafe else ()
-        return policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
-                                              endpoint_to_host_action=action, failsafe_ports=failsafe,
-                                              compiler=compiler)
-    return build
+    return PolicyBuilder(compiler, settings)
 
 
 def resolve_node_ip(cfg: AgentConfig) -> str | None:
@@ -161,9 +149,10 @@ class Agent:
         if self.sync is not None:
             self.programmed.applied(self.sync.applied_revision,
                                     (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))
-        if desired.policy is not None:
+        program = self.sync.last_program if self.sync is not None else None
+        if program is not None:
             # Computed here, on the loop thread; the scrape thread only reads the finished dict.
-            self._policy_metrics = desired.policy.metrics()
+            self._policy_metrics = program.metrics()
         if self.speaker is not None:
             view = desired.bgp_view
             if view is not None and view.local_addresses:
@@ -173,7 +162,8 @@ class Agent:
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
         ready, reasons = self.health.readiness()
         self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
-                           localEndpoints=desired.local_endpoints, address=self.node_ip)
+                           localEndpoints=desired.local_endpoints, address=self.node_ip,
+                           quarantined=self.sync.quarantined() if self.sync is not None else [])
 
     def _die(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -189,7 +179,8 @@ class Agent:
         if cfg.policy_enabled:
             # No refresh timer of their own: the loop's periodic refresh invalidates their views
             # (Dataplane.refresh), so routes, iptables and ipsets heal on one schedule.
-            ipsets, iptables = IpsetDriver(refresh_interval=None), IptablesDriver(refresh_interval=None)
+            ipsets = IpsetDriver(refresh_interval=None)
+            iptables = IptablesDriver(backend=cfg.iptables_backend, refresh_interval=None)
             metrics.SOURCED.set_source("iptables", iptables.stats)
             metrics.SOURCED.set_source("ipsets", ipsets.stats)
         else:
@@ -242,9 +233,6 @@ class Agent:
         code = 0
         try:
             await sync.run()
-        except FatalApplyError as exc:
-            _log.critical("agent exiting: %s", exc)
-            code = 2
         finally:
             self._stop_registration.set()
             if self.cni is not None:

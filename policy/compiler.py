@@ -159,6 +159,8 @@ class PolicyProgram:
     compile_seconds: float = field(default=0.0, compare=False)
     policies_recompiled: int = field(default=0, compare=False)
     ipv6_unpoliced: tuple[str, ...] = ()  # "<namespace>/<name>" of local workloads with IPv6 addresses, sorted
+    # Set by the agent's builder (felix.quarantine): the objects compiled in, by ref, at the content used.
+    applied_objects: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def rule_count(self) -> int:
@@ -219,6 +221,18 @@ def _net(text: str) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+def _set_nets(nets: Iterable[Any]) -> frozenset[str]:
+    """Members of a ``hash:net`` set: ``hash:net`` refuses a /0, so it becomes its two /1 halves (as Calico does)."""
+    out: set[str] = set()
+    for text in nets:
+        net = ipaddress.ip_network(str(text), strict=False)
+        if net.prefixlen == 0:
+            out.update(str(half) for half in net.subnets(prefixlen_diff=1))
+        else:
+            out.add(_net(text))
+    return frozenset(out)
+
+
 def _v4(nets: Iterable[Any]) -> list[str]:
     return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
 
@@ -236,7 +250,7 @@ class _Refs:
         return name
 
     def net_set(self, tag: str, nets: Iterable[str]) -> str:
-        members = frozenset(_net(n) for n in nets)
+        members = _set_nets(nets)
         name = _ipset_name(tag, ",".join(sorted(members)))
         self.sets[name] = ("net", members)
         return name
@@ -625,7 +639,7 @@ class PolicyCompiler:
         if spec[0] == "net":
             value = ("hash:net", spec[1])
         elif spec[0] == "sel":
-            value = ("hash:net", frozenset(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
+            value = ("hash:net", _set_nets(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
         else:
             _, proto, pname = spec
             value = ("hash:ip,port", frozenset(
@@ -639,11 +653,15 @@ class PolicyCompiler:
                 policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                 iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
                 endpoint_to_host_action: str = "Drop",
-                failsafe_ports: Sequence[tuple[str, int]] = ()) -> PolicyProgram:
+                failsafe_ports: Sequence[tuple[str, int]] = (),
+                fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
         """The whole policy dataplane of one node (see the module docstring for its layout).
 
         ``endpoint_to_host_action``: Calico's DefaultEndpointToHostAction (Drop, Accept, Return);
         ``failsafe_ports``: (protocol, port) pairs a workload may reach on the node even so.
+        ``fail_closed`` holds ``(namespace, name)`` of local endpoints left out entirely (quarantined by
+        the agent because the kernel refused what they render to): no chain, no dispatch entry, so the
+        dispatch chains' final DROP carries none of their traffic.
         """
         wl_to_host = hash_rules(CHAIN_WL_TO_HOST, wl_to_host_rules(endpoint_to_host_action, failsafe_ports))
         t0 = time.perf_counter()
@@ -707,6 +725,10 @@ class PolicyCompiler:
         ep_cache: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         for key, wep in ordered_locals:
             iface = str(wep.spec["interfaceName"])
+            if key in fail_closed:
+                # Quarantined (the kernel refused what it renders to, its interface name included): nothing
+                # of it is rendered, so the dispatch chains' last rule drops its traffic both ways.
+                continue
             ep = self._endpoints.get(key)
             ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
             sel = selected[key]
@@ -728,12 +750,12 @@ class PolicyCompiler:
             filter_chains[fw] = fw_rules
             filter_chains[tw] = tw_rules
             if len(ips) > 1:
-                ipsets[_ipset_name("w", iface)] = ("hash:net", frozenset(ips))
+                ipsets[_ipset_name("w", iface)] = ("hash:net", _set_nets(ips))
         self._ep_chains = ep_cache
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
 
-        ifaces = tuple(str(w.spec["interfaceName"]) for _, w in ordered_locals)
+        ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
         if self._dispatch is None or self._dispatch[0] != ifaces:
             self._dispatch = (ifaces,
                               hash_rules(CHAIN_FROM_DISPATCH,
@@ -820,14 +842,16 @@ def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[
                    policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                    iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
                    endpoint_to_host_action: str = "Drop", failsafe_ports: Sequence[tuple[str, int]] = (),
-                   compiler: PolicyCompiler | None = None) -> PolicyProgram:
+                   compiler: PolicyCompiler | None = None,
+                   fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
     """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
 
     Uses ``compiler`` (or a process-wide shared :class:`PolicyCompiler`) so that
     repeated calls with mostly unchanged inputs are cheap.
     """
     opts: dict[str, Any] = {"iface_prefix": iface_prefix, "reverse_path_filter": reverse_path_filter,
-                            "endpoint_to_host_action": endpoint_to_host_action, "failsafe_ports": failsafe_ports}
+                            "endpoint_to_host_action": endpoint_to_host_action, "failsafe_ports": failsafe_ports,
+                            "fail_closed": fail_closed}
     if compiler is not None:
         return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
     with _SHARED_LOCK:

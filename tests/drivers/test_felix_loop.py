@@ -14,7 +14,7 @@ from felix.calc import Link, Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
-from felix.loop import FatalApplyError, LoopConfig, SyncLoop
+from felix.loop import LoopConfig, SyncLoop
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.keys import KeyLayout
@@ -228,20 +228,27 @@ def test_learned_routes_ecmp_and_startup_grace() -> None:
     assert stale.slot not in rig.nl.table
 
 
-def test_bounded_retries_with_backoff_then_fatal() -> None:
+def test_failed_applies_back_off_forever_and_never_end_the_loop() -> None:
     cfg = LoopConfig(startup_sweep_delay=0, retry_base=0.1, retry_max=1.0, max_failures=5, jitter=0.2)
     rig = Rig({"cali1": 11, "cali2": 12}, config=cfg)
     rig.sync.on_updates(BASE)
     rig.sync.on_in_sync()
     rig.nl.fail_writes = 1000
     delays = []
-    with pytest.raises(FatalApplyError, match="5 times"):
-        for _ in range(10):
-            rig.step()
-            delays.append(rig.sync._retry_at - rig.clock.t)
-    assert rig.sync.failures == 5
-    assert delays == pytest.approx([0.11, 0.22, 0.44, 0.88])  # doubling, capped at 1.0 * (1 + 0.2 * 0.5)
-    assert not rig.sync.health.readiness()[0]
+    for _ in range(4 * cfg.max_failures):  # far past max_failures: still retried, nothing raised
+        rig.clock.t += 0.5  # each step then passes the capped backoff (1.1 s)
+        rig.step()
+        delays.append(rig.sync._retry_at - rig.clock.t)
+    assert rig.sync.failures == 4 * cfg.max_failures
+    # doubling, capped at 1.0 * (1 + 0.2 * 0.5)
+    assert delays == pytest.approx([0.11, 0.22, 0.44, 0.88] + [1.1] * (len(delays) - 4))
+    ready, reasons = rig.sync.health.readiness()
+    assert not ready and "routes apply failed" in reasons["dataplane"]
+    rig.nl.fail_writes = 0
+    rig.clock.t += 0.5
+    rig.step()
+    assert rig.sync.failures == 0 and len(rig.ours()) == 3
+    assert rig.sync.health.readiness() == (True, {})
 
 
 def test_recovers_after_transient_failures() -> None:

@@ -352,6 +352,90 @@ def _alive(plab: PolicyLab, node: str) -> bool:
     return st.is_alive(plab.lab.process(node, "agent"))
 
 
+# Both GNPs select every pod but leave every verdict to the NetworkPolicies (Pass): what they add is a /0
+# in a hash:net set on every node (once refused by ipset, and then every agent exited) and a notNets /0.
+ZERO_PREFIX_GNPS = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: zero-nets}
+spec:
+  order: 10
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - {action: Pass, source: {nets: [10.0.0.0/8, 0.0.0.0/0]}}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: not-anywhere}
+spec:
+  order: 20
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - {action: Deny, source: {notNets: [0.0.0.0/0]}}
+  - {action: Pass}
+"""
+
+
+def _ipset_members(plab: PolicyLab, node: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", plab.lab.ns(node), "ipset", "list"], capture_output=True,
+                          text=True).stdout
+
+
+def test_zero_prefix_policies_and_a_refused_endpoint_are_contained_on_every_node(plab: PolicyLab) -> None:
+    """Issue 12: l3netctl accepts the /0 policies and every agent applies them (two /1s); an endpoint whose
+    rules iptables-restore refuses, written into etcd behind l3netctl, is quarantined on its node only; every
+    agent stays up, every verdict holds, a pod added meanwhile is routed and policed across nodes."""
+    plab.apply_policies()
+    good = plab.wait_matrix(policies=True)
+    res = plab.lab.ctl("apply", "-f", "-", stdin=ZERO_PREFIX_GNPS)
+    assert res.returncode == 0, res.stderr
+    bad_name = "n1-k8s-bad-eth0"
+    bad_key = plab.keys.resource("workloadendpoints", bad_name, "default")
+    bad = Resource(kind="WorkloadEndpoint", name=bad_name, namespace="default", labels={"app": "web"},
+                   spec={"node": "n1", "orchestrator": "k8s", "pod": "bad", "endpoint": "eth0",
+                         "ipNetworks": ["10.244.99.9/32"], "interfaceName": 'cali"bad'})
+    plab.ds.put(bad_key, bad.to_json())
+    try:
+        for node in ("n1", "n2"):
+            assert wait_for(lambda node=node: "0.0.0.0/1" in _ipset_members(plab, node)
+                            and "128.0.0.0/1" in _ipset_members(plab, node), 20, 0.2) is not None, node
+        assert wait_for(lambda: "object quarantined" in plab.lab.log("n1", "agent"), 20, 0.2) is not None
+        assert f"WorkloadEndpoint/default/{bad_name}" in plab.lab.log("n1", "agent")
+        assert "object quarantined" not in plab.lab.log("n2", "agent")  # not its endpoint: nothing refused
+
+        def reported() -> bool:
+            kv = plab.ds.get(plab.keys.node_status("n1", "agent"))
+            doc = json.loads(kv.value) if kv is not None else {}
+            return [q.get("object") for q in doc.get("quarantined", [])] == [f"WorkloadEndpoint/default/{bad_name}"]
+        assert wait_for(reported, 20, 0.2) is not None
+        shown = plab.lab.ctl("node", "status", "n1")
+        assert bad_name in shown.stdout and "fail closed" in shown.stdout, (shown.stdout, shown.stderr)
+        assert plab.matrix_confirmed(good) == good  # every other verdict holds on both nodes
+
+        # A pod added meanwhile on the node with the quarantined endpoint: routed and policed, across nodes.
+        plab.lab.add_pod("n1", "default/web3", {"app": "web"})
+        plab.pod_labels["default/web3"] = {"app": "web"}
+        plab.agents["default/web3"] = PodAgent(plab.lab, "default/web3", PORTS)
+        web3 = plab.ip("default/web3")
+        cli2 = plab.agents["default/cli2"]
+        assert wait_for(lambda: cli2.can_connect(web3, ALLOWED_PORT, 1.0), 20, 0.2) is not None
+        assert not cli2.can_connect(web3, OTHER_PORT, 1.0)
+        assert not plab.agents["default/web2"].can_connect(web3, ALLOWED_PORT, 1.0)
+
+        time.sleep(5.0)  # a few apply cycles and refreshes later: still up, still the same
+        for node in ("n1", "n2"):
+            assert _alive(plab, node), f"{node}'s agent died"
+        assert plab.matrix_confirmed(good) == good
+        figure("containment on two-node-rr", "/0 sets on both nodes, 1 endpoint quarantined on n1, agents up")
+    finally:
+        plab.ds.delete(bad_key)
+        plab.lab.ctl("delete", "globalnetworkpolicy", "zero-nets")
+        plab.lab.ctl("delete", "globalnetworkpolicy", "not-anywhere")
+    plab.wait_matrix(policies=True)
+
+
 def test_lab_down_leaves_the_root_namespace_netfilter_unchanged(plab: PolicyLab, root_before: dict[str, str]) -> None:
     # While the agents enforce policies in their namespaces, the host's own tables hold nothing of ours...
     assert root_netfilter_snapshot() == root_before
