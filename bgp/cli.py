@@ -105,6 +105,7 @@ class ResourceStore:
         self._by_kind: dict[str, dict[str, Resource]] = {plural: {} for plural, _ in KINDS}
         self._synced: set[str] = set()
         self._live: set[str] = set()
+        self._cached: set[str] = set()  # started from the on-disk cache, not in sync with the datastore since
         self._report()
 
     def sink(self, plural: str) -> _KindSink:
@@ -130,6 +131,8 @@ class ResourceStore:
         self._apply(plural, [KeyUpdate(k, v, r) for k, (v, r) in sorted(view.entries.items())])
         with self._lock:
             self._synced.add(plural)
+            self._cached.add(plural)
+        self._report()
         _log.warning("starting from the cached view kind=%s revision=%d keys=%d age=%.0fs", plural, view.revision,
                      len(view.entries), view.age())
 
@@ -149,6 +152,7 @@ class ResourceStore:
         with self._lock:
             self._synced.add(plural)
             self._live.add(plural)
+            self._cached.discard(plural)
         self._report()
         self._loop.call_soon_threadsafe(self._changed.set)
 
@@ -162,12 +166,15 @@ class ResourceStore:
             return
         with self._lock:
             missing = sorted(p for p, _ in KINDS if p not in self._live)
-            cached = sorted(p for p in self._synced if p not in self._live)
+            cached = sorted(self._cached)
         live = not missing
         metrics.DATASTORE_IN_SYNC.set(1 if live else 0)
-        reason = ("running from the cached view of " + ", ".join(cached) if cached
-                  else "not in sync with the datastore: " + ", ".join(missing))
-        self._health.set_ready("datastore", live, reason)
+        parts = []
+        if cached:
+            parts.append("running from the cached view of " + ", ".join(cached))
+        if set(missing) - set(cached):
+            parts.append("not in sync with the datastore: " + ", ".join(sorted(set(missing) - set(cached))))
+        self._health.set_ready("datastore", live, "; ".join(parts))
 
 
 class _KindSink:
