@@ -22,15 +22,27 @@ of a peer whose session dropped, flagged stale and still used for forwarding; a
 re-announcement of the same prefix (or a withdraw) clears the flag, and
 ``sweep_stale(peer)`` (on the peer's End-of-RIB or when its restart timer expires)
 removes whatever is still stale. Not thread-safe: used from the speaker's loop only.
+
+Import policy (:mod:`bgp.policy`): ``import_check(peer, announce)`` (set by the speaker)
+says why a path must not be taken. Paths refused by the cluster-dependent defaults (pool
+ownership, local-workload next hop) are *held* (not used) and re-checked by
+``refilter()`` when the cluster changes; paths a BGPFilter rejects are discarded. A peer
+that sends more accepted prefixes than its limit (``limits``) loses all of them and is
+ignored until its session restarts or its limit is raised (``over_limit``): a peer
+leaking a full table installs nothing rather than an arbitrary part of it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from bgp.events import PathAttrs, StateEvent, UpdateEvent
+from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
+from bgp.policy import FILTERED
+
+ImportCheck = Callable[[str, Announce], str | None]
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +85,12 @@ class Rib:
         self._in: dict[str, dict[str, Path]] = {}   # peer -> prefix -> path
         self._stale: dict[str, set[str]] = {}       # peer -> prefixes kept through a restart, not yet re-sent
         self._peer_as: dict[str, int] = {}
+        self.import_check: ImportCheck | None = None
+        self.limits: dict[str, int] = {}             # peer -> most accepted prefixes (absent: no limit)
+        self._held: dict[str, dict[str, Path]] = {}  # peer -> prefix -> path refused by a default, re-checked
+        self.over_limit: dict[str, int] = {}         # peer -> the limit it exceeded (ignored until reset)
+        self.limit_hits = 0
+        self.ignored = 0                             # announcements dropped: over limit, or held table full
 
     # -- input ---------------------------------------------------------------------------
     def apply(self, event: StateEvent | UpdateEvent) -> set[str]:
@@ -84,28 +102,89 @@ class Rib:
                 self._peer_as[event.peer] = event.peer_as
             return set()
         changed: set[str] = set()
+        if event.peer in self.over_limit:
+            self.ignored += len(event.announces)
+            return changed
         table = self._in.setdefault(event.peer, {})
+        held = self._held.setdefault(event.peer, {})
         stale = self._stale.get(event.peer)
         if stale:
             stale.difference_update(event.withdraws)
             stale.difference_update(a.prefix for a in event.announces)
         peer_as = event.peer_as if event.peer_as is not None else self._peer_as.get(event.peer, self.local_as)
         local_as = event.local_as if event.local_as is not None else self.local_as
+        limit = self.limits.get(event.peer)
         for pfx in event.withdraws:
+            held.pop(pfx, None)
             if table.pop(pfx, None) is not None:
                 changed.add(pfx)
         for ann in event.announces:
             path = Path(event.peer, ann.prefix, ann.next_hop, ann.attrs, ebgp=peer_as != local_as)
             reason = self._reject(path)
-            if reason:
-                _log.debug("path rejected peer=%s prefix=%s reason=%s", event.peer, ann.prefix, reason)
+            policy = None if reason else self._policy(event.peer, ann)
+            held.pop(ann.prefix, None)
+            if reason or policy:
+                _log.debug("path rejected peer=%s prefix=%s reason=%s", event.peer, ann.prefix, reason or policy)
                 if table.pop(ann.prefix, None) is not None:
                     changed.add(ann.prefix)
+                if policy and policy != FILTERED:
+                    if limit is None or len(held) < limit:
+                        held[ann.prefix] = path
+                    else:
+                        self.ignored += 1
                 continue
+            if ann.prefix not in table and limit is not None and len(table) >= limit:
+                return changed | self._trip(event.peer, limit)
             if table.get(ann.prefix) != path:
                 table[ann.prefix] = path
                 changed.add(ann.prefix)
         return changed
+
+    def _policy(self, peer: str, ann: Announce) -> str | None:
+        return self.import_check(peer, ann) if self.import_check is not None else None
+
+    def _trip(self, peer: str, limit: int) -> set[str]:
+        """``peer`` exceeded its prefix limit: forget everything it sent and ignore it until it resets."""
+        self.limit_hits += 1
+        self.over_limit[peer] = limit
+        gone = set(self._in.pop(peer, {}))
+        self._held.pop(peer, None)
+        self._stale.pop(peer, None)
+        _log.warning("BGP peer exceeded its prefix limit: dropping all its routes and ignoring it until its "
+                     "session restarts or the limit is raised peer=%s limit=%d dropped=%d", peer, limit, len(gone))
+        return gone
+
+    def reset_limit(self, peer: str) -> None:
+        """Accept ``peer``'s updates again (its session restarted, or its limit changed)."""
+        self.over_limit.pop(peer, None)
+
+    def refilter(self) -> set[str]:
+        """Re-check every held and accepted path against the current import check; the changed prefixes."""
+        changed: set[str] = set()
+        for peer in list(self._in.keys() | self._held.keys()):
+            table = self._in.setdefault(peer, {})
+            held = self._held.setdefault(peer, {})
+            for pfx, path in list(table.items()):
+                why = self._policy(peer, Announce(pfx, path.next_hop, path.attrs))
+                if why:
+                    del table[pfx]
+                    changed.add(pfx)
+                    if why != FILTERED:
+                        held[pfx] = path
+            limit = self.limits.get(peer)
+            for pfx, path in list(held.items()):
+                if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)) is None:
+                    del held[pfx]
+                    if limit is not None and len(table) >= limit:
+                        changed |= self._trip(peer, limit)
+                        break
+                    table[pfx] = path
+                    changed.add(pfx)
+        return changed
+
+    def held(self, peer: str) -> int:
+        """How many paths of ``peer`` the import defaults refuse at present (kept for re-checking)."""
+        return len(self._held.get(peer, {}))
 
     def _reject(self, path: Path) -> str | None:
         a = path.attrs
@@ -123,6 +202,8 @@ class Rib:
         """Forget everything ``peer`` sent (session down, or peer removed)."""
         table = self._in.pop(peer, {})
         self._stale.pop(peer, None)
+        self._held.pop(peer, None)
+        self.over_limit.pop(peer, None)
         if table:
             _log.info("dropping routes of peer=%s count=%d", peer, len(table))
         return set(table)
