@@ -37,7 +37,8 @@ from l3net.model.resource import Resource
 _log = logging.getLogger(__name__)
 
 STATUS_TTL = 30
-KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"))
+KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"),
+         ("bgpfilters", "BGPFilter"))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -86,10 +87,11 @@ class ResourceStore:
         with self._lock:
             return len(self._synced) == len(KINDS)
 
-    def snapshot(self) -> tuple[list[Resource], list[Resource], list[Resource]]:
+    def snapshot(self) -> tuple[list[Resource], list[Resource], list[Resource], list[Resource]]:
+        """Nodes, BGPConfigurations, BGPPeers and BGPFilters (the arguments of ``build_node_view``)."""
         with self._lock:
-            n, c, p = (list(self._by_kind[plural].values()) for plural, _ in KINDS)
-        return n, c, p
+            n, c, p, f = (list(self._by_kind[plural].values()) for plural, _ in KINDS)
+        return n, c, p, f
 
     def _apply(self, plural: str, updates: list[Any]) -> None:
         decoded = [(u.key, decode(self._client, u.key, u.value, u.revision) if u.value is not None else None)

@@ -58,7 +58,7 @@ def decode(value: bytes) -> NodeStatus:
                                 since=float(p.get("since") or 0), info=str(p.get("info", "")),
                                 received=int(p.get("received") or 0), advertised=int(p.get("advertised") or 0),
                                 peer_as=p.get("peerAS") if isinstance(p.get("peerAS"), int) else None,
-                                stale=int(p.get("stale") or 0)))
+                                stale=int(p.get("stale") or 0), refused=int(p.get("refused") or 0)))
     return NodeStatus(doc["node"], float(doc.get("updated") or 0), doc.get("asNumber"), doc.get("routerID"),
                       tuple(peers))
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import bgp.config
 import bgp.metrics
+import bgp.secrets
 import bgp.speaker
 import bgp.status
 import policy.compiler
@@ -51,11 +52,28 @@ _log = logging.getLogger(__name__)
 SYNCER_RETRY_MAX = 1.0
 
 
-def bgp_builder() -> Builder:
-    """Node, BGPConfiguration and BGPPeer resources → this node's ``bgp.config.NodeBGPView``."""
+def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
+    """What the BGP import defaults need: pools, the owner of every confirmed block and workload address."""
+    return bgp.config.IpamFacts(
+        pools=tuple(str(p.cidr) for p in model.pools.values()),
+        block_owner=tuple((str(a.cidr), a.node) for a in model.affinities.values() if a.state == "confirmed"),
+        address_owner=tuple((str(n), w.node) for w in model.workloads.values() for n in w.networks
+                            if n.prefixlen == n.max_prefixlen),
+        local_workloads=tuple(str(n.network_address) for w in model.workloads_on(node) for n in w.networks
+                              if n.prefixlen == n.max_prefixlen))
+
+
+def bgp_builder(secrets_dir: str = "") -> Builder:
+    """Node, BGPConfiguration, BGPPeer and BGPFilter resources, and IPAM → this node's ``bgp.config.NodeBGPView``.
+
+    ``secrets_dir``: where ``secretKeyRef`` passwords are read (empty: secretKeyRef peers are refused).
+    """
+    secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
+
     def build(model: Model, node: str) -> Any:
         return bgp.config.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
-                                          model.resources_of("BGPPeer"))
+                                          model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
+                                          secrets=secrets, ipam=bgp_ipam_facts(model, node))
     return build
 
 
@@ -183,7 +201,7 @@ class Agent:
         node_ips = [self.node_ip.split("/")[0]] if self.node_ip else []
         self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_config(cfg),
                                     health=self.health, node_ips=node_ips,
-                                    bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
+                                    bgp_builder=bgp_builder(cfg.bgp_secrets_dir) if cfg.bgp_enabled else None,
                                     policy_builder=policy_builder(self.compiler) if iptables is not None else None,
                                     on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io)
 
