@@ -39,7 +39,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ACCEPT = "Accept"
 REJECT = "Reject"
-# The one import reason that depends on configuration only: such paths are not kept for re-checking.
+# The import reason of a path a BGPFilter rejects.
 FILTERED = "rejected by BGPFilter"
 
 

@@ -24,12 +24,12 @@ re-announcement of the same prefix (or a withdraw) clears the flag, and
 removes whatever is still stale. Not thread-safe: used from the speaker's loop only.
 
 Import policy (:mod:`bgp.policy`): ``import_check(peer, announce)`` (set by the speaker)
-says why a path must not be taken. Paths refused by the cluster-dependent defaults (pool
-ownership, local-workload next hop) are *held* (not used) and re-checked by
-``refilter()`` when the cluster changes; paths a BGPFilter rejects are discarded. A peer
-that sends more accepted prefixes than its limit (``limits``) loses all of them and is
-ignored until its session restarts or its limit is raised (``over_limit``): a peer
-leaking a full table installs nothing rather than an arbitrary part of it.
+says why a path must not be taken. Refused paths are *held* (kept, not used: soft
+reconfiguration, up to ``HELD_FACTOR`` times the peer's limit) and re-checked by
+``refilter()`` when the cluster, the filters or the limits change. A peer that sends more
+accepted prefixes than its limit (``limits``) has none of them used until its session
+restarts or its limit or filters change (``over_limit``): a peer leaking a full table
+installs nothing rather than an arbitrary part of it.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
-from bgp.policy import FILTERED
 
 ImportCheck = Callable[[str, Announce], str | None]
+# Paths not used (refused by policy, or over the limit) are kept up to this many times the peer's
+# prefix limit, so that a policy or limit change is applied without the peer re-sending anything.
+HELD_FACTOR = 2
 
 _log = logging.getLogger(__name__)
 
@@ -90,7 +92,8 @@ class Rib:
         self._held: dict[str, dict[str, Path]] = {}  # peer -> prefix -> path refused by a default, re-checked
         self.over_limit: dict[str, int] = {}         # peer -> the limit it exceeded (ignored until reset)
         self.limit_hits = 0
-        self.ignored = 0                             # announcements dropped: over limit, or held table full
+        self.ignored = 0                             # paths dropped because the held table was full
+        self.overflowed: set[str] = set()           # peers some of whose paths were dropped that way
 
     # -- input ---------------------------------------------------------------------------
     def apply(self, event: StateEvent | UpdateEvent) -> set[str]:
@@ -102,9 +105,6 @@ class Rib:
                 self._peer_as[event.peer] = event.peer_as
             return set()
         changed: set[str] = set()
-        if event.peer in self.over_limit:
-            self.ignored += len(event.announces)
-            return changed
         table = self._in.setdefault(event.peer, {})
         held = self._held.setdefault(event.peer, {})
         stale = self._stale.get(event.peer)
@@ -120,64 +120,76 @@ class Rib:
                 changed.add(pfx)
         for ann in event.announces:
             path = Path(event.peer, ann.prefix, ann.next_hop, ann.attrs, ebgp=peer_as != local_as)
-            reason = self._reject(path)
-            policy = None if reason else self._policy(event.peer, ann)
             held.pop(ann.prefix, None)
-            if reason or policy:
-                _log.debug("path rejected peer=%s prefix=%s reason=%s", event.peer, ann.prefix, reason or policy)
+            reason = self._reject(path)
+            if reason:
+                _log.debug("path rejected peer=%s prefix=%s reason=%s", event.peer, ann.prefix, reason)
                 if table.pop(ann.prefix, None) is not None:
                     changed.add(ann.prefix)
-                if policy and policy != FILTERED:
-                    if limit is None or len(held) < limit:
-                        held[ann.prefix] = path
-                    else:
-                        self.ignored += 1
+                continue
+            policy = self._policy(event.peer, ann)
+            if policy or event.peer in self.over_limit:
+                if table.pop(ann.prefix, None) is not None:
+                    changed.add(ann.prefix)
+                self._hold(event.peer, held, path, limit)
                 continue
             if ann.prefix not in table and limit is not None and len(table) >= limit:
-                return changed | self._trip(event.peer, limit)
+                changed |= self._trip(event.peer, limit)
+                self._hold(event.peer, held, path, limit)
+                continue
             if table.get(ann.prefix) != path:
                 table[ann.prefix] = path
                 changed.add(ann.prefix)
         return changed
 
+    def _hold(self, peer: str, held: dict[str, Path], path: Path, limit: int | None) -> None:
+        """Keep a path that is not used, to re-check it later (soft reconfiguration), up to twice the limit."""
+        if limit is None or len(held) < HELD_FACTOR * limit:
+            held[path.prefix] = path
+        else:
+            self.ignored += 1
+            self.overflowed.add(peer)
+
     def _policy(self, peer: str, ann: Announce) -> str | None:
         return self.import_check(peer, ann) if self.import_check is not None else None
 
     def _trip(self, peer: str, limit: int) -> set[str]:
-        """``peer`` exceeded its prefix limit: forget everything it sent and ignore it until it resets."""
+        """``peer`` exceeded its prefix limit: none of its paths is used until it resets (all are held)."""
         self.limit_hits += 1
         self.over_limit[peer] = limit
-        gone = set(self._in.pop(peer, {}))
-        self._held.pop(peer, None)
+        table = self._in.pop(peer, {})
+        held = self._held.setdefault(peer, {})
+        for path in table.values():
+            self._hold(peer, held, path, limit)
         self._stale.pop(peer, None)
-        _log.warning("BGP peer exceeded its prefix limit: dropping all its routes and ignoring it until its "
-                     "session restarts or the limit is raised peer=%s limit=%d dropped=%d", peer, limit, len(gone))
-        return gone
+        _log.warning("BGP peer exceeded its prefix limit: none of its routes is used until its session restarts "
+                     "or its limit or filters change peer=%s limit=%d dropped=%d", peer, limit, len(table))
+        return set(table)
 
     def reset_limit(self, peer: str) -> None:
-        """Accept ``peer``'s updates again (its session restarted, or its limit changed)."""
+        """Use ``peer``'s paths again (its session restarted, or its limit or filters changed); see refilter."""
         self.over_limit.pop(peer, None)
 
     def refilter(self) -> set[str]:
-        """Re-check every held and accepted path against the current import check; the changed prefixes."""
+        """Re-check every held and used path against the current import check and limits; the changed prefixes."""
         changed: set[str] = set()
         for peer in list(self._in.keys() | self._held.keys()):
             table = self._in.setdefault(peer, {})
             held = self._held.setdefault(peer, {})
+            limit = self.limits.get(peer)
             for pfx, path in list(table.items()):
-                why = self._policy(peer, Announce(pfx, path.next_hop, path.attrs))
-                if why:
+                if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)):
                     del table[pfx]
                     changed.add(pfx)
-                    if why != FILTERED:
-                        held[pfx] = path
-            limit = self.limits.get(peer)
-            for pfx, path in list(held.items()):
+                    self._hold(peer, held, path, limit)
+            if peer in self.over_limit:
+                continue
+            for pfx, path in sorted(held.items()):
                 if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)) is None:
-                    del held[pfx]
                     if limit is not None and len(table) >= limit:
                         changed |= self._trip(peer, limit)
                         break
+                    del held[pfx]
                     table[pfx] = path
                     changed.add(pfx)
         return changed
@@ -204,6 +216,7 @@ class Rib:
         self._stale.pop(peer, None)
         self._held.pop(peer, None)
         self.over_limit.pop(peer, None)
+        self.overflowed.discard(peer)
         if table:
             _log.info("dropping routes of peer=%s count=%d", peer, len(table))
         return set(table)

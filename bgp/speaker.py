@@ -132,6 +132,10 @@ _PR_SET_PDEATHSIG = 1
 # Prefixes per batched command: bounds the line length and the work ExaBGP does per command
 # (it parses a command in one go, then injects one prefix per reactor turn).
 BATCH_PREFIXES = 512
+# Longest line accepted from ExaBGP: one UPDATE as JSON. A 4 KiB UPDATE packs up to ~900 IPv4
+# prefixes, ~80 bytes of JSON each (measured: FRR's full UPDATEs overflowed asyncio's 64 KiB
+# default and dropped the bridge connection). A longer line is skipped and logged, not fatal.
+BRIDGE_LINE_LIMIT = 4 * 1024 * 1024
 # After ExaBGP refused a command, its prefixes are re-sent this much later (not in a tight loop).
 RETRY_DELAY = 1.0
 
@@ -213,7 +217,8 @@ class Speaker:
         self._kill_leftover()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._on_bridge, path=str(self.socket_path))
+        self._server = await asyncio.start_unix_server(self._on_bridge, path=str(self.socket_path),
+                                                       limit=BRIDGE_LINE_LIMIT)
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name=f"speaker-{self.node}")
 
     async def stop(self) -> None:
@@ -318,8 +323,9 @@ class Speaker:
     def _apply_import_policy(self, old: NodeBGPView | None) -> None:
         """Install the view's import check and limits; re-check held and accepted paths.
 
-        A peer whose filters or limit changed is asked to re-send its routes (route refresh):
-        paths a filter rejected were not kept, and an over-limit peer is accepted again.
+        A peer whose filters or limit changed is used again if it was over its limit; the Rib
+        re-checks the paths it holds. If some of that peer's paths could not be held (more
+        than the Rib keeps), the peer is also asked to re-send its routes (route refresh).
         """
         view = self._view
         assert view is not None
@@ -339,9 +345,13 @@ class Speaker:
             if p.address in before and before[p.address] != (p.import_rules, p.max_prefixes):
                 self._rib.reset_limit(p.address)
                 peer = self._peers.get(p.address)
-                if peer is not None and peer.state == "up":
+                if p.address in self._rib.overflowed and peer is not None and peer.state == "up":
+                    self._rib.overflowed.discard(p.address)
                     self._send(refresh_command(p.address, p.afi))
+        over = set(self._rib.over_limit)
         self._rib_changed(self._rib.refilter())
+        for addr in set(self._rib.over_limit) - over:
+            self._check_limit(addr, False)
 
     def _check_limit(self, addr: str, was_over: bool) -> None:
         limit = self._rib.over_limit.get(addr)
@@ -561,7 +571,12 @@ class Speaker:
         self._sync(full=set(self._peers))
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await reader.readline()
+                except ValueError:
+                    # asyncio dropped the over-long line from its buffer: the rest of the stream is fine
+                    _log.error("skipped a line from ExaBGP longer than %d bytes node=%s", BRIDGE_LINE_LIMIT, self.node)
+                    continue
                 if not line:
                     break
                 self.feed(line.decode("utf-8", errors="replace"))
