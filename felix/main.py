@@ -169,7 +169,10 @@ class Agent:
         if self.speaker is not None:
             view = desired.bgp_view
             if view is not None and view.local_addresses:
+                refreshed = view.errors != getattr(self.speaker.view, "errors", ())
                 self.speaker.set_view(view)
+                if refreshed:
+                    self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
                 if not view.peers:
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
@@ -312,7 +315,7 @@ class Agent:
         view = self.speaker.view if self.speaker is not None else None
         self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp.status.encode(
             self.node, peers, as_number=getattr(view, "as_number", None),
-            router_id=getattr(view, "router_id", None)))
+            router_id=getattr(view, "router_id", None), errors=[str(e) for e in getattr(view, "errors", ())]))
 
 
 def loop_config(cfg: AgentConfig) -> LoopConfig:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bgp import status as bgp_status
 from bgp.config import IpamFacts, build_node_view
 from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
 from bgp.policy import FILTERED, REJECT_ALL, FilterRule, PeerFacts, filter_verdict, import_reason, rules_of
@@ -187,6 +188,10 @@ def test_single_hop_ebgp_peer_off_the_node_subnets_is_refused_unless_multihop() 
     assert v.peer("192.0.2.1") is None
     err = next(e for e in v.errors if e.document.endswith("far"))
     assert err.path == "spec.peerIP" and "10.0.0.0/24" in err.reason and "ebgpMultihop" in err.reason
+    # the agent publishes the refusal in the node's BGP status; `l3netctl node status` prints it
+    st = bgp_status.decode(bgp_status.encode("n1", [], errors=[str(e) for e in v.errors]))
+    table = bgp_status.format_table(st)
+    assert "Refused BGP configuration" in table and "BGPPeer/far" in table and "10.0.0.0/24" in table
     v = view_n1([bgppeer("far", peerIP="192.0.2.1", asNumber=65000, ebgpMultihop=3)])
     assert v.peer("192.0.2.1").multihop == 3 and v.errors == ()
     v = view_n1([bgppeer("ibgp", peerIP="192.0.2.1", asNumber=65101)])   # iBGP is multihop by nature
