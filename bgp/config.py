@@ -420,7 +420,10 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
             if "listenPort" in s:
                 d.listen_port = int(s["listenPort"])
             if "holdTime" in s:
-                d.hold = int(parse_duration(s["holdTime"]))
+                hold = int(parse_duration(s["holdTime"]))
+                if hold and not 3 <= hold <= 65535:
+                    raise ValueError("holdTime must be 0 or 3..65535 seconds (RFC 4271)")
+                d.hold = hold
             if "keepaliveTime" in s:
                 d.keepalive = int(parse_duration(s["keepaliveTime"]))
             if "gracefulRestart" in s:
@@ -673,8 +676,7 @@ def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
         "    manual-eor true;",
     ]
     if p.keepalive_time is not None:
-        lines.append(f"    # keepaliveTime {_int(p.keepalive_time, 0, 65535, 'keepalive')}s requested; "
-                     "ExaBGP sends keepalives every hold/3")
+        lines.append(f"    # keepaliveTime {int(p.keepalive_time)}s requested; ExaBGP sends keepalives every hold/3")
     if p.port != BGP_PORT:
         lines.append(f"    connect {_int(p.port, 1, 65535, 'port')};")
     if p.passive:

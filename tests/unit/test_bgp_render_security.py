@@ -224,3 +224,41 @@ def test_multihop_and_limits_render_to_what_exabgp_reads() -> None:
     assert_only_intended(conf, {"10.0.0.2", "fd00::2", "192.0.2.1"})
     far = next(n for n in conf.neighbors.values() if str(n["peer-address"]) == "192.0.2.1")
     assert far["outgoing-ttl"] == 3 and md5_of(conf, "192.0.2.1") == b'p w"{'
+
+
+# -- every other field that reaches ExaBGP -----------------------------------------------------
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | HOSTILE
+    | st.sampled_from(["3s", "90s", "1m30s", "0", "100000s", "9999999h", "65000", "1.1", "65535.65535", "Debug",
+                       "UseNodeIP", "None", "all()", "has(rack)", "n2"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["value", "name", "key"]), inner,
+                                                                max_size=2), max_leaves=4)
+PEER_FIELDS = ["asNumber", "holdTime", "keepaliveTime", "maxRestartTime", "ttlSecurity", "ebgpMultihop",
+               "maxPrefixes", "sourceAddress", "node", "nodeSelector", "filters", "keepOriginalNextHop"]
+CONFIG_FIELDS = ["asNumber", "holdTime", "keepaliveTime", "restartTime", "listenPort", "logSeverityScreen",
+                 "gracefulRestart", "nodeToNodeMeshEnabled", "maxPrefixes", "communities", "prefixAdvertisements"]
+
+
+@SETTINGS
+@given(field=st.sampled_from(PEER_FIELDS), value=ANY_VALUE)
+def test_any_other_peer_field_is_refused_or_renders_to_exactly_the_intended_neighbours(field: str, value: Any) -> None:
+    spec = {"peerIP": "10.0.0.9", "asNumber": 65000, field: value}
+    if not model_ok("BGPPeer", "p", spec):
+        return
+    view = build_node_view("n1", NODES, [], [Resource(kind="BGPPeer", name="p", spec=spec)])
+    conf = parse_config(render_exabgp_config(view, HELPER))
+    assert_only_intended(conf, {p.address for p in view.peers})
+    assert {p.address for p in view.peers} <= {"10.0.0.2", "fd00::2", "10.0.0.9"}
+
+
+@SETTINGS
+@given(field=st.sampled_from(CONFIG_FIELDS), value=ANY_VALUE)
+def test_any_configuration_field_is_refused_or_renders_to_exactly_the_mesh(field: str, value: Any) -> None:
+    spec = {field: value}
+    if not model_ok("BGPConfiguration", "default", spec):
+        return
+    view = build_node_view("n1", NODES, [Resource(kind="BGPConfiguration", name="default", spec=spec)], [])
+    conf = parse_config(render_exabgp_config(view, HELPER))
+    assert_only_intended(conf, {p.address for p in view.peers})
+    mesh = {"10.0.0.2", "fd00::2"} if view.peers else set()
+    assert {p.address for p in view.peers} == mesh

@@ -98,10 +98,12 @@ _CIDR_ITEM = obj({"cidr": cidr}, required=("cidr",))
 
 def _bgpconfig_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
     names = set()
-    for comm in out.get("communities", []) or []:
+    comms = out.get("communities")
+    for comm in comms if isinstance(comms, list) else []:
         if isinstance(comm, dict) and "name" in comm:
             names.add(comm["name"])
-    for i, adv in enumerate(raw.get("prefixAdvertisements") or []):
+    advs = raw.get("prefixAdvertisements")
+    for i, adv in enumerate(advs if isinstance(advs, list) else []):
         if not isinstance(adv, dict) or not isinstance(adv.get("communities"), list):
             continue
         for j, ref in enumerate(adv["communities"]):
