@@ -26,6 +26,7 @@ from typing import Any
 
 from bgp import status as bgp_status
 from bgp.config import build_node_view
+from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
 from l3net.constants import DEFAULT_ETCD_PREFIX
 from l3net.datastore.base import KeyValue
@@ -46,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--node", required=True, help="the Node resource of this reflector (has routeReflectorClusterID)")
     p.add_argument("--run-dir", default=None, help="directory for ExaBGP's config, socket and log "
                                                    "(default /run/l3net/rr-NODE)")
+    p.add_argument("--secrets-dir", default=os.environ.get("L3NET_BGP_SECRETS_DIR") or "/etc/l3net/bgp-secrets",
+                   help="mounted Secrets for BGP passwords: secretKeyRef {name, key} is DIR/name/key "
+                        "(env L3NET_BGP_SECRETS_DIR)")
     p.add_argument("--resync", type=float, default=2.0,
                    help="seconds between publications of the peer table (resources are watched, not polled)")
     p.set_defaults(func=run)
@@ -129,8 +133,10 @@ class _KindSink:
 
 
 async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, resync: float = 2.0,
-                        netns: str | None = None, stop: asyncio.Event | None = None) -> int:
+                        netns: str | None = None, stop: asyncio.Event | None = None,
+                        secrets_dir: str = "") -> int:
     """The route reflector's main loop (also used by tests with ``netns``)."""
+    secrets = SecretReader(secrets_dir) if secrets_dir else None
     from l3net.syncer import Syncer
 
     stop = stop or asyncio.Event()
@@ -155,7 +161,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 await asyncio.wait_for(changed.wait(), 1.0)
         if stop.is_set():
             return 1 if fatal else 0
-        view = build_node_view(node, *store.snapshot())
+        view = build_node_view(node, *store.snapshot(), secrets=secrets)
         if not view.cluster_id:
             _log.error("node %s has no routeReflectorClusterID; refusing to reflect", node)
             return 2
@@ -173,11 +179,11 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
             rows = speaker.peer_status()
             await loop.run_in_executor(None, functools.partial(
                 bgp_status.publish, ds, keys, node, rows, lease=lease.id, as_number=view.as_number,
-                router_id=view.router_id))
+                router_id=view.router_id, errors=[str(e) for e in view.errors]))
             await loop.run_in_executor(None, lease.refresh)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(stop, changed), resync)
-            view = build_node_view(node, *store.snapshot())
+            view = build_node_view(node, *store.snapshot(), secrets=secrets)
     finally:
         if speaker is not None:
             await speaker.stop()
@@ -212,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop)
+        return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop,
+                                   secrets_dir=args.secrets_dir)
 
     try:
         return asyncio.run(main())

@@ -66,9 +66,10 @@ def decode(value: bytes) -> NodeStatus:
 
 
 def publish(ds: Any, keys: KeyLayout, node: str, peers: Iterable[PeerStatus], *, lease: int = 0,
-            as_number: int | None = None, router_id: str | None = None) -> None:
+            as_number: int | None = None, router_id: str | None = None, errors: Iterable[str] = ()) -> None:
     """Write the peer table (blocking; call from a thread when on the agent loop)."""
-    ds.put(keys.node_status(node, "bgp"), encode(node, peers, as_number=as_number, router_id=router_id), lease=lease)
+    ds.put(keys.node_status(node, "bgp"), encode(node, peers, as_number=as_number, router_id=router_id,
+                                                 errors=errors), lease=lease)
 
 
 def read(ds: Any, keys: KeyLayout, node: str) -> NodeStatus | None:
