@@ -17,7 +17,7 @@ from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
 from bgp.policy import FILTERED, REJECT_ALL, FilterRule, PeerFacts, filter_verdict, import_reason, rules_of
 from bgp.rib import Rib
 from bgp.secrets import SecretReader, write_private
-from bgp.speaker import Speaker
+from bgp.speaker import Speaker, _Peer
 from l3net.cli.ctl import render
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource
@@ -247,3 +247,48 @@ def test_get_redacts_passwords_and_applying_the_placeholder_is_refused() -> None
     doc = yaml.safe_load(render([res], "yaml", "BGPPeer", True, False))
     with pytest.raises(ValidationError, match=r"spec\.password\.value"):
         resource_from_document(doc)
+
+
+# -- the bridge connection survives what a peer makes ExaBGP print ------------------------------
+def test_bridge_takes_long_update_lines_and_skips_absurd_ones(tmp_path: Path) -> None:
+    """A full UPDATE (FRR packs ~16,000 prefixes into one extended message) is one long JSON line; a line
+    beyond the limit is skipped and the connection goes on (it used to drop the bridge)."""
+    import asyncio
+    import json
+
+    from bgp.speaker import BRIDGE_LINE_LIMIT
+
+    def update_line(prefixes: list[str]) -> bytes:
+        nb = {"address": {"local": "10.0.0.1", "peer": "10.0.0.254"}, "asn": {"local": 65101, "peer": 65000},
+              "direction": "receive", "message": {"update": {
+                  "attribute": {"origin": "igp", "as-path": [65000]},
+                  "announce": {"ipv4 unicast": {"10.0.0.254": [{"nlri": p} for p in prefixes]}}}}}
+        return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": nb}).encode() + b"\n"
+
+    many = [f"20.{i // 256}.{i % 256}.0/24" for i in range(16_000)]
+    assert len(update_line(many)) > 64 * 1024
+
+    async def scenario() -> None:
+        sp = Speaker("n1", tmp_path)
+        v = view_n1([bgppeer("tor", peerIP="10.0.0.254", asNumber=65000, maxPrefixes=50_000)])
+        await sp.start()
+        try:
+            sp._view = v
+            sp._peers = {p.address: _Peer(p) for p in v.peers}
+            sp._apply_import_policy(None)
+            _, writer = await asyncio.open_unix_connection(str(sp.socket_path))
+            writer.write(update_line(many))
+            writer.write(b"x" * (BRIDGE_LINE_LIMIT + 10) + b"\n")
+            writer.write(update_line(["192.0.2.0/24"]))
+            await writer.drain()
+            for _ in range(500):
+                if sp.rib.received("10.0.0.254") == len(many) + 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert sp.rib.received("10.0.0.254") == len(many) + 1
+            writer.close()
+        finally:
+            sp._view = None
+            await sp.stop()
+
+    asyncio.run(scenario())
