@@ -17,7 +17,13 @@ Calico's confd does for BIRD (``bgp_processor.go``):
 
 A BGPPeer that cannot be right is refused as a whole (``NodeBGPView.errors`` names
 the field and reason, ``check_bgp_peer`` returns the same for validation at the
-edge); it never adds a partial peering.
+edge); it never adds a partial peering. That includes a single-hop eBGP peer on none of
+the node's subnets (unless ``ebgpMultihop``) and a ``secretKeyRef`` password that cannot
+be read (``bgp.secrets``). Each peer carries its BGPFilter rules and prefix limit; the
+view carries the IPAM facts the import defaults need (``guard``, see ``bgp.policy``).
+
+Rendering (``render_exabgp_config``) writes only re-serialised values: see
+``docs/security.md``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ The :class:`Speaker` owns, for one node:
   a command ExaBGP refuses (``error`` ack), or one in flight when the bridge
   connection drops, makes every (neighbor, prefix) it carried uncertain: they
   are re-sent by the next sync (one is scheduled a second later);
-- the Adj-RIB-In (:class:`bgp.rib.Rib`); learned best routes go to ``on_learned``;
+- the Adj-RIB-In (:class:`bgp.rib.Rib`), with the view's import policy and prefix limits
+  (:mod:`bgp.policy`; re-checked when the view's filters, limits or IPAM facts change, without
+  an ExaBGP reload); learned best routes go to ``on_learned``; BGPFilter export rules per peer;
 - for a route reflector (the view has a cluster ID), the reflected routes
   (:func:`bgp.reflector.reflect`), diffed like its own ones;
 - peer states for ``node status`` (:meth:`peer_status`) and the ``l3net_bgp_*``
