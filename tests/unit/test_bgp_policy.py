@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from bgp import status as bgp_status
+from bgp.commands import Advertisement
 from bgp.config import IpamFacts, build_node_view
 from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
 from bgp.policy import FILTERED, REJECT_ALL, FilterRule, PeerFacts, filter_verdict, import_reason, rules_of
@@ -292,3 +293,23 @@ def test_bridge_takes_long_update_lines_and_skips_absurd_ones(tmp_path: Path) ->
             await sp.stop()
 
     asyncio.run(scenario())
+
+
+def test_export_rules_withhold_prefixes_per_peer_and_v6_rules_apply_to_v6_peers(tmp_path: Path) -> None:
+    no_borrowed = bgpfilter("no-host-routes", exportV4=[{"prefixLength": {"min": 27}, "action": "Reject"}],
+                            importV6=[{"cidr": "fd00:244::/48", "matchOperator": "In", "action": "Reject"}])
+    dual = Resource(kind="Node", name="n1", spec={"bgp": {"ipv4Address": "10.0.0.1/24", "ipv6Address": "fd00::1/64",
+                                                         "asNumber": 65101}})
+    v = build_node_view("n1", [dual], [], [
+        bgppeer("tor", peerIP="10.0.0.254", asNumber=65000, filters=["no-host-routes"]),
+        bgppeer("tor6", peerIP="fd00::fe", asNumber=65000, filters=["no-host-routes"])], [no_borrowed], ipam=IPAM)
+    assert v.errors == ()
+    tor, tor6 = v.peer("10.0.0.254"), v.peer("fd00::fe")
+    assert tor.import_rules == () and len(tor.export_rules) == 1
+    assert len(tor6.import_rules) == 1 and tor6.export_rules == ()
+    sp = Speaker("n1", tmp_path)
+    sp._view = v
+    sp._own = {"10.244.1.0/26": Advertisement(), "10.244.5.9/32": Advertisement()}
+    assert set(sp._desired(tor)) == {"10.244.1.0/26"}
+    assert sp._desired_one(tor, "10.244.5.9/32") is None
+    assert sp._desired_one(tor, "10.244.1.0/26") is not None
