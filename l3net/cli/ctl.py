@@ -82,6 +82,8 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "BGPPeer": [("PEERIP", spec("peerIP")), ("NODE", lambda r: r.spec.get("node") or
                      r.spec.get("nodeSelector") or "(global)"), ("ASN", spec("asNumber")),
                     ("PEERSELECTOR", spec("peerSelector"))],
+        "BGPFilter": [(f"{key.upper()}-RULES", lambda r, key=key: str(len(r.spec.get(key) or [])))
+                      for key in ("importV4", "exportV4", "importV6", "exportV6")],
         "WorkloadEndpoint": [("WORKLOAD", spec("workload")), ("NODE", spec("node")),
                              ("NETWORKS", spec("ipNetworks")), ("INTERFACE", spec("interfaceName"))],
         "Namespace": [("LABELS", labels)],
@@ -89,7 +91,7 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "GlobalNetworkPolicy": [("ORDER", spec("order")), ("SELECTOR", spec("selector")),
                                 ("TYPES", spec("types"))],
     }
-    return table[kind]
+    return table.get(kind, [])
 
 
 def render_table(kind: str, resources: list[Resource], all_namespaces: bool) -> str:

@@ -313,3 +313,11 @@ def test_export_rules_withhold_prefixes_per_peer_and_v6_rules_apply_to_v6_peers(
     assert set(sp._desired(tor)) == {"10.244.1.0/26"}
     assert sp._desired_one(tor, "10.244.5.9/32") is None
     assert sp._desired_one(tor, "10.244.1.0/26") is not None
+
+
+def test_get_lists_bgpfilters_as_a_table() -> None:
+    f = bgpfilter("only-default", importV4=[{"cidr": "0.0.0.0/0", "matchOperator": "Equal", "action": "Accept"},
+                                            {"action": "Reject"}])
+    lines = render([f], "table", "BGPFilter", False, False).splitlines()
+    assert lines[0].split() == ["NAME", "IMPORTV4-RULES", "EXPORTV4-RULES", "IMPORTV6-RULES", "EXPORTV6-RULES"]
+    assert lines[1].split() == ["only-default", "2", "0", "0", "0"]
