@@ -25,6 +25,8 @@ from l3net.model.resource import Resource
 from l3net.model.validate.bgp import REDACTED
 from l3net.model.validation import resource_from_document
 
+pytestmark = pytest.mark.unit
+
 POOL = "10.244.0.0/16"
 N2_BLOCK = "10.244.2.0/26"
 N2_POD = "10.244.5.7/32"          # borrowed by n2 from a block that is not its own

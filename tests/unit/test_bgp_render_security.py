@@ -35,6 +35,8 @@ from l3net.errors import ValidationError
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
 
+pytestmark = pytest.mark.unit
+
 HELPER = ["/usr/bin/python3", "-m", "bgp.bridge", "--socket", "/run/l3net/n1/bgp/bridge.sock"]
 INJECTION = 'x";}process p{run sh -c id>p;encoder text;}template{neighbor t{#'
 # Hostile text: quotes, braces, separators, comments, newlines, NULs, non-ASCII, surrogates.
