@@ -182,7 +182,15 @@ class Rib:
                     del table[pfx]
                     changed.add(pfx)
                     self._hold(peer, held, path, limit)
+            if limit is not None and len(held) > HELD_FACTOR * limit:   # the limit was lowered
+                for pfx in sorted(held)[HELD_FACTOR * limit:]:
+                    del held[pfx]
+                    self.ignored += 1
+                self.overflowed.add(peer)
             if peer in self.over_limit:
+                continue
+            if limit is not None and len(table) > limit:   # the limit was lowered under what is in use
+                changed |= self._trip(peer, limit)
                 continue
             for pfx, path in sorted(held.items()):
                 if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)) is None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bgp import status as bgp_status
 from bgp.commands import Advertisement
@@ -323,3 +325,66 @@ def test_get_lists_bgpfilters_as_a_table() -> None:
     lines = render([f], "table", "BGPFilter", False, False).splitlines()
     assert lines[0].split() == ["NAME", "IMPORTV4-RULES", "EXPORTV4-RULES", "IMPORTV6-RULES", "EXPORTV6-RULES"]
     assert lines[1].split() == ["only-default", "2", "0", "0", "0"]
+
+
+# -- invariants of the Rib under any sequence of updates and policy changes ----------------------
+PREFIX_POOL = [N2_BLOCK, "10.244.2.0/27", N2_POD, "10.244.3.0/26", "0.0.0.0/0", "192.0.2.0/24",
+               "198.51.100.0/24", "203.0.113.0/24", "10.244.9.0/26"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.lists(st.one_of(
+    st.tuples(st.just("announce"), st.sampled_from(["10.0.0.254", "10.0.0.2"]),
+              st.lists(st.sampled_from(PREFIX_POOL), min_size=1, max_size=5),
+              st.sampled_from(["10.0.0.254", "10.0.0.2", LOCAL_POD]), st.sampled_from([(), (65000,), (65101,)])),
+    st.tuples(st.just("withdraw"), st.sampled_from(["10.0.0.254", "10.0.0.2"]),
+              st.lists(st.sampled_from(PREFIX_POOL), min_size=1, max_size=3)),
+    st.tuples(st.just("policy"), st.integers(1, 4), st.booleans()),
+    st.tuples(st.just("down"), st.sampled_from(["10.0.0.254", "10.0.0.2"]))), max_size=25))
+def test_rib_uses_only_what_the_current_policy_accepts_within_limits(steps: list[tuple[Any, ...]]) -> None:
+    """Whatever arrives and however policy changes, a used path is one the current import check accepts,
+    no peer has more used paths than its limit, a peer over its limit has none, held tables stay bounded."""
+    state: dict[str, Any] = {"limit": 3, "reject_doc": False}
+
+    def setup(rib: Rib) -> None:
+        filters = [bgpfilter("f", importV4=[{"cidr": "192.0.2.0/24", "matchOperator": "Equal",
+                                             "action": "Reject"}])] if state["reject_doc"] else []
+        v = view_n1([bgppeer("tor", peerIP="10.0.0.254", asNumber=65000, maxPrefixes=state["limit"],
+                             filters=["f"] if filters else [])], filters)
+        index = v.guard.index()
+        facts = {p.address: PeerFacts(p.address, p.peer_node, p.import_rules) for p in v.peers}
+        rib.import_check = lambda peer, ann: import_reason(index, facts[peer], ann.prefix, ann.next_hop,
+                                                          ann.attrs.as_path, ann.attrs.originator_id)
+        old = dict(rib.limits)
+        rib.limits = {p.address: p.max_prefixes for p in v.peers if p.max_prefixes}
+        for addr in rib.limits:
+            if old.get(addr) != rib.limits[addr]:
+                rib.reset_limit(addr)
+
+    rib = Rib(local_as=65101, router_id="10.0.0.1", local_addresses=("10.0.0.1",))
+    setup(rib)
+    for step in steps:
+        if step[0] == "announce":
+            _, peer, prefixes, nh, as_path = step
+            peer_as = 65000 if peer == "10.0.0.254" else 65101
+            rib.apply(UpdateEvent(peer=peer, local="10.0.0.1", peer_as=peer_as, local_as=65101, announces=tuple(
+                Announce(p, nh, PathAttrs(as_path=as_path if peer_as != 65101 else ())) for p in prefixes)))
+        elif step[0] == "withdraw":
+            rib.apply(UpdateEvent(peer=step[1], local="10.0.0.1", withdraws=tuple(step[2])))
+        elif step[0] == "policy":
+            state["limit"], state["reject_doc"] = step[1], step[2]
+            setup(rib)
+            rib.refilter()
+        else:
+            rib.apply(StateEvent(peer=step[1], local=None, state="down"))
+        for peer in rib.peers():
+            used = [p for pfx in rib.prefixes() for p in rib.candidates(pfx) if p.peer == peer]
+            for p in used:
+                assert rib.import_check is not None
+                assert rib.import_check(peer, Announce(p.prefix, p.next_hop, p.attrs)) is None, p
+            limit = rib.limits.get(peer)
+            if limit is not None:
+                assert len(used) <= limit
+                assert rib.held(peer) <= 2 * limit
+            if peer in rib.over_limit:
+                assert used == []
