@@ -279,7 +279,9 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
       a pool stops new allocations, as in Calico, not running pods) is skipped whole, logged
       and listed in ``rejected_workloads``;
     - BGP advertisements: our confirmed blocks, and a /32 per local address outside them
-      (borrowed), skipping pools with ``disableBGPExport``.
+      (borrowed) but inside an IP pool, skipping pools with ``disableBGPExport``; a learned
+      route never goes via a local workload's address (the BGP import defaults refuse such
+      paths too: this is the last line).
     """
     pools = pool_index(model)
     local, rejected = [], []
@@ -299,6 +301,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
                     key=lambda n: (n.version, int(n.network_address), n.prefixlen))
     block_index = CoverIndex(blocks)
     no_export = CoverIndex(p.cidr for p in model.pools.values() if p.disable_bgp_export)
+    in_pools = CoverIndex(p.cidr for p in model.pools.values())
 
     routes: dict[str, RouteSpec] = {}
     interfaces: set[InterfaceSpec] = set()
@@ -320,7 +323,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
                 continue
             if present:
                 routes[dst] = RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=link.index)  # type: ignore[union-attr]
-            if not _covered(net, block_index) and not _covered(net, no_export):
+            if not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools):
                 adverts.add(Advertisement(prefix=dst, reason="borrowed"))
 
     for key in [k for k in _REPORTED if k not in rejected]:
@@ -335,6 +338,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
             adverts.add(Advertisement(prefix=dst, reason="block"))
 
     own_ips = set(node_ips)
+    own_ips.update(str(n.network_address) for w in local for n in w.networks if n.prefixlen == n.max_prefixlen)
     for prefix, hops in learned.items():
         try:
             dst = str(ipaddress.ip_network(prefix, strict=False))

@@ -213,6 +213,8 @@ PARAMS: tuple[Param, ...] = (
           datastore=True),
     Param("status_ttl", int, 30, "TTL (seconds) of the agent's leased status key"),
     Param("bgp_enabled", parse_bool, True, "run the BGP speaker (ExaBGP)", datastore=True),
+    Param("bgp_secrets_dir", str, "/etc/l3net/bgp-secrets",
+          "directory of mounted Secrets for BGP passwords: secretKeyRef {name, key} is <dir>/<name>/<key>"),
     Param("exabgp_python", str, sys.executable, "the Python interpreter that runs ExaBGP (python -m exabgp)"),
     Param("run_dir", str, "/var/run/l3net", "directory for runtime files (ExaBGP config, bridge socket)"),
     Param("cni_socket", str, "",

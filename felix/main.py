@@ -23,6 +23,7 @@ from typing import Any
 
 import bgp.config
 import bgp.metrics
+import bgp.secrets
 import bgp.speaker
 import bgp.status
 import policy.compiler
@@ -56,11 +57,28 @@ _log = logging.getLogger(__name__)
 SYNCER_RETRY_MAX = 1.0
 
 
-def bgp_builder() -> Builder:
-    """Node, BGPConfiguration and BGPPeer resources → this node's ``bgp.config.NodeBGPView``."""
+def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
+    """What the BGP import defaults need: pools, the owner of every confirmed block and workload address."""
+    return bgp.config.IpamFacts(
+        pools=tuple(str(p.cidr) for p in model.pools.values()),
+        block_owner=tuple((str(a.cidr), a.node) for a in model.affinities.values() if a.state == "confirmed"),
+        address_owner=tuple((str(n), w.node) for w in model.workloads.values() for n in w.networks
+                            if n.prefixlen == n.max_prefixlen),
+        local_workloads=tuple(str(n.network_address) for w in model.workloads_on(node) for n in w.networks
+                              if n.prefixlen == n.max_prefixlen))
+
+
+def bgp_builder(secrets_dir: str = "") -> Builder:
+    """Node, BGPConfiguration, BGPPeer and BGPFilter resources, and IPAM → this node's ``bgp.config.NodeBGPView``.
+
+    ``secrets_dir``: where ``secretKeyRef`` passwords are read (empty: secretKeyRef peers are refused).
+    """
+    secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
+
     def build(model: Model, node: str) -> Any:
         return bgp.config.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
-                                          model.resources_of("BGPPeer"))
+                                          model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
+                                          secrets=secrets, ipam=bgp_ipam_facts(model, node))
     return build
 
 
@@ -156,7 +174,10 @@ class Agent:
         if self.speaker is not None:
             view = desired.bgp_view
             if view is not None and view.local_addresses:
+                refreshed = view.errors != getattr(self.speaker.view, "errors", ())
                 self.speaker.set_view(view)
+                if refreshed:
+                    self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
                 if not view.peers:
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
@@ -191,7 +212,7 @@ class Agent:
         build_policy = policy_builder(self.compiler, lambda: self.cfg) if iptables is not None else None
         self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_config(cfg),
                                     health=self.health, node_ips=node_ips,
-                                    bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
+                                    bgp_builder=bgp_builder(cfg.bgp_secrets_dir) if cfg.bgp_enabled else None,
                                     policy_builder=build_policy,
                                     on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io)
 
@@ -312,7 +333,7 @@ class Agent:
         view = self.speaker.view if self.speaker is not None else None
         self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp.status.encode(
             self.node, peers, as_number=getattr(view, "as_number", None),
-            router_id=getattr(view, "router_id", None)))
+            router_id=getattr(view, "router_id", None), errors=[str(e) for e in getattr(view, "errors", ())]))
 
 
 def loop_config(cfg: AgentConfig) -> LoopConfig:
