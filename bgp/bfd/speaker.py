@@ -2,7 +2,7 @@
 
 RFC 5881 (single hop): control packets to UDP 3784, sent with TTL / hop limit 255, and
 accepted only with TTL 255 (a packet from further away cannot forge a session). RFC 5883
-(multihop): UDP 4784, sent with TTL 255, accepted with TTL >= ``multihop_min_ttl``. Every
+(multihop): UDP 4784, sent with TTL 255, accepted with TTL >= ``multihop_min_ttl`` (any, by default). Every
 session sends from its own source port in 49152-65535 (RFC 5881 §4).
 
 All packet work runs in the loop's reader callbacks and timer callbacks: no threads.
@@ -33,7 +33,10 @@ SINGLE_HOP_PORT = 3784
 MULTIHOP_PORT = 4784
 SOURCE_PORTS = (49152, 65535)
 TTL = 255
-DEFAULT_MULTIHOP_MIN_TTL = 240  # at most 15 routed hops between the speakers
+# RFC 5883 §5 leaves the multihop TTL to configuration, and BIRD 2 sends multihop packets with the
+# system default TTL (64, measured), so by default any TTL is accepted; a multihop packet must still
+# come from a configured peer address and, once Up, carry the session's discriminator.
+DEFAULT_MULTIHOP_MIN_TTL = 1
 
 # Linux values missing from Python 3.11's socket module.
 _IP_RECVTTL = 12
