@@ -32,6 +32,7 @@ from typing import Any
 from bgp.selectors import compile_selector, selector_error
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
+from l3net.model.validate.bfd import BfdSettings, resolve_bfd
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class PeerSpec:
     peer_node: str | None = None
     ttl_security: int = 0
     source: str = ""          # the resource this peering comes from
+    bfd: BfdSettings | None = None  # set only when BFD is enabled for this peer
 
     @property
     def ebgp(self) -> bool:
@@ -308,6 +310,17 @@ class _Defaults:
     mesh_password: str | None = None
     log_severity: str = "Info"
     communities: list[Community] = field(default_factory=list)
+    bfd_layers: list[Mapping[str, Any]] = field(default_factory=list)  # cluster, then node.<node>
+
+
+def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]) -> BfdSettings | None:
+    """The BFD settings of one peering, or None when BFD is off; bad settings mean no BFD, reported."""
+    try:
+        settings = resolve_bfd(*layers)
+    except ValueError as exc:
+        errors.append(FieldError(path="spec.bfd", reason=str(exc), document=doc))
+        return None
+    return settings if settings.enabled else None
 
 
 def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError]) -> _Defaults:
@@ -335,6 +348,8 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
                 d.mesh_password = s["nodeMeshPassword"]["value"]
             if "logSeverityScreen" in s:
                 d.log_severity = str(s["logSeverityScreen"])
+            if isinstance(s.get("bfd"), Mapping):
+                d.bfd_layers.append(s["bfd"])
         except (ValueError, TypeError) as exc:
             errors.append(FieldError(path="spec", reason=str(exc), document=doc))
         if "restartTime" in s:
@@ -383,7 +398,8 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
             peers[key] = spec
 
     def node_peer(other: _NodeInfo, kind: str, prefix: str, *, hold: int, keepalive: int | None,
-                  password: str | None, source: str, ttl: int = 0, restart: int | None = None) -> None:
+                  password: str | None, source: str, ttl: int = 0, restart: int | None = None,
+                  bfd: BfdSettings | None = None) -> None:
         for ip in (other.v4, other.v6):
             if ip is None:
                 continue
@@ -400,15 +416,16 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
                 hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
                 restart_time=restart if restart is not None else defaults.restart,
                 rr_client=bool(me.cluster_id) and not other.cluster_id, peer_node=other.name,
-                ttl_security=ttl, source=source))
+                ttl_security=ttl, source=source, bfd=bfd))
 
     # 1. full mesh (route reflectors stay out of it, on both sides)
+    mesh_bfd = _bfd_for(defaults.bfd_layers, "BGPConfiguration/default", errors)
     if defaults.mesh and not me.cluster_id:
         for other in sorted(infos.values(), key=lambda n: n.name):
             if other.name == node_name or other.cluster_id:
                 continue
             node_peer(other, PEER_MESH, "Mesh", hold=defaults.hold, keepalive=defaults.keepalive,
-                      password=defaults.mesh_password, source="node-to-node mesh")
+                      password=defaults.mesh_password, source="node-to-node mesh", bfd=mesh_bfd)
 
     # 2. explicit BGPPeers
     for res in sorted(bgp_peers, key=lambda r: r.name):
@@ -434,6 +451,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
         password = (s.get("password") or {}).get("value")
         restart = int(parse_duration(s["maxRestartTime"])) if s.get("maxRestartTime") else None
         ttl = int(s.get("ttlSecurity") or 0)
+        bfd = _bfd_for([*defaults.bfd_layers, s.get("bfd") or {}], doc, errors)
         if s.get("peerIP"):
             if not selects(me):
                 continue
@@ -448,7 +466,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
                          hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
                          restart_time=restart if restart is not None else defaults.restart,
                          rr_client=bool(me.cluster_id) and target is not None and not target.cluster_id,
-                         peer_node=target.name if target else None, ttl_security=ttl, source=doc))
+                         peer_node=target.name if target else None, ttl_security=ttl, source=doc, bfd=bfd))
             continue
         peer_sel = compile_selector(s["peerSelector"])
         others = [n for n in sorted(infos.values(), key=lambda n: n.name) if n.name != node_name]
@@ -459,7 +477,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
             targets.update({n.name: n for n in others if selects(n)})
         for other in targets.values():
             node_peer(other, kind, prefix, hold=hold, keepalive=keepalive, password=password, source=doc,
-                      ttl=ttl, restart=restart)
+                      ttl=ttl, restart=restart, bfd=bfd)
 
     ordered = tuple(sorted(peers.values(), key=lambda p: (ipaddress.ip_address(p.address).version,
                                                           ipaddress.ip_address(p.address), p.port)))

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from l3net.model.validate.addresses import cidr, interface_address, ip_address, peer_ip
+from l3net.model.validate.bfd import BFD_SPEC
 from l3net.model.validate.bgp_fields import COMMUNITY, asn, community_value, duration, timers_post
 from l3net.model.validate.checker import Checker, boolean, enum, format_path, integer, listof, obj, string
 from l3net.model.validate.names import dns_name, dns_reason
@@ -66,6 +67,7 @@ BGP_CONFIGURATION_SPEC = obj({
     "serviceClusterIPs": listof(_CIDR_ITEM),
     "serviceExternalIPs": listof(_CIDR_ITEM),
     "serviceLoadBalancerIPs": listof(_CIDR_ITEM),
+    "bfd": BFD_SPEC,
 }, post=_bgpconfig_post)
 
 
@@ -105,4 +107,5 @@ BGP_PEER_SPEC = obj({
     "keepOriginalNextHop": boolean,
     "maxRestartTime": duration,
     "ttlSecurity": integer(0, 255),
+    "bfd": BFD_SPEC,
 }, post=_bgppeer_post)
