@@ -12,6 +12,7 @@ import os
 import sys
 
 from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
 from l3net.constants import DEFAULT_ETCD_PREFIX
 from l3net.keys import KeyLayout
 
@@ -38,6 +39,7 @@ def run_status(args: argparse.Namespace) -> int:
                 print(f"no BGP status for node {args.node!r} (is its agent running?)", file=sys.stderr)
                 return 1
             print(bgp_status.format_table(st))
+            _print_bfd(ds, keys, args.node)
             return 0
         all_status = bgp_status.read_all(ds, keys)
         if not all_status:
@@ -45,6 +47,14 @@ def run_status(args: argparse.Namespace) -> int:
             return 1
         for st in all_status:
             print(bgp_status.format_table(st))
+            _print_bfd(ds, keys, st.node)
         return 0
     finally:
         ds.close()
+
+
+def _print_bfd(ds: object, keys: KeyLayout, node: str) -> None:
+    """The node's BFD sessions under its BGP table, when it has published any."""
+    sessions = bfd_status.read(ds, keys, node)
+    if sessions is not None:
+        print(bfd_status.format_table(sessions))
