@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
+from bgp.bfd.peers import BfdPeers
 from bgp.config import build_node_view
 from bgp.speaker import Speaker
 from l3net.constants import DEFAULT_ETCD_PREFIX
@@ -145,6 +147,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     for s in syncers:
         s.start()
     speaker: Speaker | None = None
+    bfd: BfdPeers | None = None
     lease: Any = None
     try:
         while not store.in_sync and not stop.is_set():
@@ -159,6 +162,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
             return 2
         speaker = Speaker(node, run_dir, netns=netns)
         await speaker.start()
+        bfd = await _start_bfd(node, speaker, netns)
         lease = await loop.run_in_executor(None, ds.grant_lease, STATUS_TTL)
         reported: tuple[object, ...] = ()
         while not stop.is_set():
@@ -168,6 +172,10 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                     _log.warning("configuration problem: %s", err)
                 reported = view.errors
             speaker.set_view(view)
+            if bfd is not None:
+                bfd.set_view(view)
+                await loop.run_in_executor(None, functools.partial(
+                    ds.put, keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()), lease=lease.id))
             rows = speaker.peer_status()
             await loop.run_in_executor(None, functools.partial(
                 bgp_status.publish, ds, keys, node, rows, lease=lease.id, as_number=view.as_number,
@@ -177,6 +185,8 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 await asyncio.wait_for(_first(stop, changed), resync)
             view = build_node_view(node, *store.snapshot())
     finally:
+        if bfd is not None:
+            await bfd.stop()
         if speaker is not None:
             await speaker.stop()
         if lease is not None:
@@ -187,6 +197,17 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
         _log.critical("route reflector exiting: a datastore syncer failed: %r", fatal[0])
         return 1
     return 0
+
+
+async def _start_bfd(node: str, speaker: Speaker, netns: str | None) -> BfdPeers | None:
+    """The reflector runs BFD to its clients with the agent's speaker; without the BFD ports it runs on."""
+    bfd = BfdPeers(node, speaker, netns=netns)
+    try:
+        await bfd.start()
+    except OSError as exc:
+        _log.error("BFD not running on the reflector error=%s", exc)
+        return None
+    return bfd
 
 
 async def _first(*events: asyncio.Event) -> None:
