@@ -136,6 +136,7 @@ class Session:
             self.ignored += 1
             return step
         self.packets_received += 1
+        tx_before = self.tx_interval_us
         self.remote_discr = pkt.my_discr
         self.remote_state = pkt.state
         self.remote_demand = pkt.demand
@@ -144,6 +145,10 @@ class Session:
         self.remote_detect_mult = pkt.detect_mult
         if pkt.final and self.polling:
             self._end_poll()
+        if self.tx_interval_us < tx_before:
+            # The peer now wants packets faster (e.g. its Poll announcing a lower Required Min RX once Up):
+            # a timer still set for the old, slower interval would overrun the peer's new detection time.
+            self._next_tx = min(self._next_tx, now + self._jittered(self.tx_interval_us))
         self.last_rx = now
         if self.state == State.ADMIN_DOWN:
             return step

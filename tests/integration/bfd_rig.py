@@ -140,7 +140,9 @@ class FrrBfdd(_Daemon):
     kind = "frr"
 
     def __init__(self, ns: str, run_dir: Path, pids: list[int], local: str, peers: list[str],
-                 interval_ms: int = 300, mult: int = 3, multihop: bool = False) -> None:
+                 interval_ms: int = 300, mult: int = 3, multihop: bool = False,
+                 pairs: list[tuple[str, str]] | None = None) -> None:
+        """One session per peer from ``local``, or one per (peer, local address) in ``pairs``."""
         super().__init__(ns, run_dir, pids)
         # bfdd drops to the frr user, which must reach and own its paths: pytest's tmp_path is root-only,
         # so the daemon's own files live in a directory of their own under /tmp, removed by stop().
@@ -148,8 +150,9 @@ class FrrBfdd(_Daemon):
         os.chmod(self.rt, 0o755)
         shutil.chown(self.rt, "frr", "frr")
         hop = " multihop" if multihop else ""
-        body = "".join(f" peer {p}{hop} local-address {local}\n  receive-interval {interval_ms}\n"
-                       f"  transmit-interval {interval_ms}\n  detect-multiplier {mult}\n !\n" for p in peers)
+        pairs = pairs or [(p, local) for p in peers]
+        body = "".join(f" peer {p}{hop} local-address {lo}\n  receive-interval {interval_ms}\n"
+                       f"  transmit-interval {interval_ms}\n  detect-multiplier {mult}\n !\n" for p, lo in pairs)
         (self.rt / "bfdd.conf").write_text(f"log timestamp precision 3\ndebug bfd peer\nbfd\n{body}!\n")
 
     def start(self) -> None:
@@ -158,6 +161,12 @@ class FrrBfdd(_Daemon):
                      "--bfdctl", str(d / "bfdd.sock"), "-z", str(d / "zserv.api"), "-u", "frr", "-g", "frr",
                      "-P", "0", "--log", "stdout", "--log-level", "debug"])
         netns.wait_for(lambda: (d / "bfdd.vty").exists(), 15, "bfdd's vty socket")
+
+    def states(self) -> list[str]:
+        """The state of every session bfdd holds."""
+        r = subprocess.run(["vtysh", "--vty_socket", str(self.rt), "-d", "bfdd", "-c", "show bfd peers json"],
+                           capture_output=True, text=True, timeout=10)
+        return [s["status"] for s in json.loads(r.stdout or "[]")] if r.returncode == 0 else []
 
     def session(self, peer: str) -> dict[str, Any] | None:
         r = subprocess.run(["vtysh", "--vty_socket", str(self.rt), "-d", "bfdd", "-c", "show bfd peers json"],
@@ -175,6 +184,10 @@ class FrrBfdd(_Daemon):
             super().stop()
         finally:
             shutil.rmtree(self.rt, ignore_errors=True)
+
+    def down_count(self) -> int:
+        """How many times any session of this bfdd left Up, from its own log."""
+        return sum(1 for line in self.log().splitlines() if "state-change:" in line and "up -> down" in line)
 
     def down_time(self, peer: str) -> float | None:
         """When bfdd logged its session with ``peer`` leaving Up (epoch seconds), from its own log."""

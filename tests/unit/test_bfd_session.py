@@ -221,3 +221,18 @@ def test_config_validation_names_fields() -> None:
         SessionConfig(300_000, 0, 3)
     with pytest.raises(ValueError, match=r"^local_discr"):
         Session(0, CFG, 0.0, lambda: 0.0)
+
+
+def test_a_faster_rate_requested_by_the_peer_pulls_the_transmit_timer_forward() -> None:
+    """FRR advertises Required Min RX 1 s until Up, then polls with 300 ms: our next packet must not wait
+    for the old 1 s timer, or the peer's new 900 ms detection time expires (seen against bfdd under load)."""
+    s = Session(5, CFG, 0.0, lambda: 0.0)
+    slow = {"desired_min_tx_us": 1_000_000, "required_min_rx_us": 1_000_000}
+    s.receive(ControlPacket(State.INIT, 99, 0, 3, **slow), 0.0)  # type: ignore[arg-type]
+    assert s.state == State.UP
+    s.advance(0.0)
+    assert s.tx_interval_us == 1_000_000 and s.next_wakeup() == pytest.approx(1.0)
+    step = s.receive(ControlPacket(State.UP, 99, 5, 3, 300_000, 300_000, poll=True), 0.1)
+    assert step.send and step.send[0].final
+    assert s.tx_interval_us == 300_000
+    assert s.next_wakeup() <= 0.1 + 0.3, "next periodic packet within the new interval"
