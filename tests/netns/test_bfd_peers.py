@@ -12,7 +12,8 @@ import pytest
 
 from bgp.bfd.packet import Diag, State
 from bgp.bfd.peers import BfdPeers, kernel_is_direct
-from bgp.bfd.speaker import PeerKey
+from bgp.bfd.session import SessionConfig
+from bgp.bfd.speaker import BfdSpeaker, PeerKey
 from bgp.config import NodeBGPView, build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
@@ -139,3 +140,30 @@ def test_kernel_route_decides_single_hop_or_multihop(pair: tuple[str, str]) -> N
     assert kernel_is_direct(B, a) is True
     assert kernel_is_direct("10.80.1.1", a) is False
     assert kernel_is_direct("192.0.2.1", a) is True, "no route: counted as direct (a session that stays Down)"
+
+
+def test_ipv6_single_hop_up_and_detection(netns_factory: NetnsFactory) -> None:
+    """The same speaker over IPv6 (hop limit 255 sent and checked), l3net on both ends."""
+    a, b = netns_factory("b6a"), netns_factory("b6b")
+    netns_factory.veth(a, "eth0", b, "eth0")
+    netns.run(a, ["ip", "-6", "addr", "add", "fd00:79::1/64", "dev", "eth0", "nodad"])
+    netns.run(b, ["ip", "-6", "addr", "add", "fd00:79::2/64", "dev", "eth0", "nodad"])
+    async def scenario() -> None:
+        changes: list[tuple[str, State]] = []
+        sa = BfdSpeaker(lambda k, c: changes.append(("a", c.new)), netns=a)
+        sb = BfdSpeaker(lambda k, c: changes.append(("b", c.new)), netns=b)
+        await sa.start()
+        await sb.start()
+        try:
+            ka, kb = PeerKey.parse("fd00:79::2"), PeerKey.parse("fd00:79:0::1")
+            assert kb.peer == "fd00:79::1", "addresses are canonical"
+            sa.add_session(ka, SessionConfig(), "fd00:79::1")
+            sb.add_session(kb, SessionConfig(), "fd00:79::2")
+            await until(lambda: sa.state(ka) == State.UP and sb.state(kb) == State.UP, 10, "IPv6 sessions Up")
+            netns.run(b, ["ip", "link", "set", "eth0", "down"])
+            await until(lambda: sa.state(ka) == State.DOWN, 5, "a to detect b gone")
+            assert ("a", State.DOWN) in changes
+        finally:
+            await sa.stop()
+            await sb.stop()
+    asyncio.run(scenario())
