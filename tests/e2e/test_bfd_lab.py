@@ -78,7 +78,8 @@ def _bfd_up_count(lab: Lab, node: str) -> int:
 
 
 def _wait_bfd(lab: Lab, timeout: float) -> None:
-    want = {"rr1": 3, "rr2": 3, "n1": 2, "n2": 2, "n3": 2}
+    # Reflectors: the three workers and each other (the BGPPeer selects every node, reflectors too).
+    want = {"rr1": 4, "rr2": 4, "n1": 2, "n2": 2, "n3": 2}
     assert wait_for(lambda: all(_bfd_up_count(lab, n) == c for n, c in want.items()), timeout, 0.5) is not None, \
         {n: _bfd_up_count(lab, n) for n in want}
 
