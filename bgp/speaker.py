@@ -297,14 +297,17 @@ class Speaker:
         _log.warning("BFD down: dropping routes and resetting BGP node=%s peer=%s reason=%s",
                      self.node, address, reason)
         peer.info = reason
-        # Cease, subcode 6 "Other Configuration Change" (RFC 4486): the path failed, not the peer's config,
-        # but no subcode says so; ExaBGP closes the session and reconnects on its own. Sent first: the
-        # route callbacks below must not be able to keep the session up.
-        self._send(teardown_command(address, 6))
-        if peer.stale_timer is not None or self._rib.stale(address):
-            self._end_restart(address, "bfd")
-        self._rib_changed(self._rib.apply(StateEvent(address, None, "down", reason)))
-        self._notify_peers()
+        try:
+            # Routes first: on a reflector the withdraws to the other clients are the critical path.
+            if peer.stale_timer is not None or self._rib.stale(address):
+                self._end_restart(address, "bfd")
+            self._rib_changed(self._rib.apply(StateEvent(address, None, "down", reason)))
+        finally:
+            # Cease, subcode 6 "Other Configuration Change" (RFC 4486): the path failed, not the peer's
+            # config, but no subcode says so; ExaBGP closes the session and reconnects on its own. In a
+            # finally: a failing route consumer must not leave the session up.
+            self._send(teardown_command(address, 6))
+            self._notify_peers()
 
     @property
     def rib(self) -> Rib:
