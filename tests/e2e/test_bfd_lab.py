@@ -114,10 +114,12 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(tmp_path: Path, record_property
                 for n in OBSERVERS:
                     assert wait_for(lambda n=n: route_to(lab.ns(n), pods["n2"]["ip"]) is None, 10, 0.02) is not None, \
                         f"cut {i}: n2's block still on {n} after 10 s"
-                    deleted = [ts for ts, text in monitors[n].since(t_cut)
-                               if text.startswith(f"Deleted {block['n2']}")]
-                    assert deleted, monitors[n].since(t_cut)
-                    gone.append(deleted[0] - t_cut)
+                    def deleted(n: str = n, t_cut: float = t_cut) -> list[float]:
+                        return [ts for ts, text in monitors[n].since(t_cut)
+                                if text.startswith(f"Deleted {block['n2']}")]
+                    # The monitor's reader may lag the kernel on a loaded machine: wait for its line.
+                    assert wait_for(lambda: bool(deleted()), 10, 0.02) is not None, monitors[n].since(t_cut)
+                    gone.append(deleted()[0] - t_cut)
                 t_up = time.time()
                 subprocess.run(["ip", "-n", lab.ns("n2"), "link", "set", "eth1", "up"], check=True, timeout=10)
                 for n in OBSERVERS:
