@@ -30,6 +30,8 @@ from typing import Any
 
 from bgp import metrics as bgp_metrics
 from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
+from bgp.bfd.peers import BfdPeers
 from bgp.config import build_node_view
 from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
@@ -256,6 +258,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     status = StatusPublisher(ds, keys, node, ttl=STATUS_TTL, component="reflector")
     status.start(on_fatal=on_fatal)
     speaker: Speaker | None = None
+    bfd: BfdPeers | None = None
     try:
         while not store.in_sync and not stop.is_set():
             health.beat()
@@ -271,6 +274,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
         speaker = Speaker(node, run_dir, netns=netns)
         await speaker.start()
         health.set_ready("bgp", True)
+        bfd = await _start_bfd(node, speaker, netns)
         reported: tuple[object, ...] = ()
         while not stop.is_set():
             health.beat()
@@ -280,6 +284,10 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                     _log.warning("configuration problem: %s", err)
                 reported = view.errors
             speaker.set_view(view)
+            if bfd is not None:
+                bfd.set_view(view)
+                # Best effort like the peer table: published by the status thread under its lease.
+                status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()))
             rows = speaker.peer_status()
             # Best effort, on the publisher's own thread: a datastore outage never reaches this loop.
             status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
@@ -292,6 +300,8 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 await asyncio.wait_for(_first(stop, changed), resync)
             view = build_node_view(node, *store.snapshot(), secrets=secrets)
     finally:
+        if bfd is not None:
+            await bfd.stop()
         if speaker is not None:
             await speaker.stop()
         probe.stop(timeout=0)
@@ -314,6 +324,17 @@ def _probe_reporter(health: HealthState, syncers: list[Any]) -> Any:
             for s in syncers:
                 s.restart_watch(reason)
     return on_change
+
+
+async def _start_bfd(node: str, speaker: Speaker, netns: str | None) -> BfdPeers | None:
+    """The reflector runs BFD to its clients with the agent's speaker; without the BFD ports it runs on."""
+    bfd = BfdPeers(node, speaker, netns=netns)
+    try:
+        await bfd.start()
+    except OSError as exc:
+        _log.error("BFD not running on the reflector error=%s", exc)
+        return None
+    return bfd
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -147,3 +147,10 @@ def refresh_command(peer: str, afi: str = "ipv4") -> str:
     if afi not in ("ipv4", "ipv6"):
         raise ValueError(f"unknown address family {afi!r}")
     return f"neighbor {_ip(peer)} announce route-refresh {afi} unicast"
+
+
+def teardown_command(peer: str, subcode: int) -> str:
+    """``neighbor P teardown N``: ExaBGP closes the session with a Cease NOTIFICATION of subcode ``N``."""
+    if not 1 <= subcode <= 255:
+        raise ValueError(f"subcode: {subcode} is outside 1..255")
+    return f"neighbor {ipaddress.ip_address(peer)} teardown {subcode}"

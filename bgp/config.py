@@ -41,6 +41,7 @@ from bgp.secrets import SecretReader
 from bgp.selectors import compile_selector, selector_error
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
+from l3net.model.validate.bfd import BfdSettings, resolve_bfd
 
 _log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class PeerSpec:
     max_prefixes: int | None = None             # most prefixes accepted from the peer (None: no limit)
     import_rules: tuple[FilterRule, ...] = ()   # BGPFilter rules of the peer's family, in order
     export_rules: tuple[FilterRule, ...] = ()
+    bfd: BfdSettings | None = None  # set only when BFD is enabled for this peer
 
     @property
     def ebgp(self) -> bool:
@@ -407,6 +409,17 @@ class _Defaults:
     log_severity: str = "Info"
     communities: list[Community] = field(default_factory=list)
     max_prefixes: int | None = None
+    bfd_layers: list[Mapping[str, Any]] = field(default_factory=list)  # cluster, then node.<node>
+
+
+def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]) -> BfdSettings | None:
+    """The BFD settings of one peering, or None when BFD is off; bad settings mean no BFD, reported."""
+    try:
+        settings = resolve_bfd(*layers)
+    except ValueError as exc:
+        errors.append(FieldError(path="spec.bfd", reason=str(exc), document=doc))
+        return None
+    return settings if settings.enabled else None
 
 
 def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError],
@@ -438,6 +451,8 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
                 d.max_prefixes = int(s["maxPrefixes"])
             if "logSeverityScreen" in s:
                 d.log_severity = str(s["logSeverityScreen"])
+            if isinstance(s.get("bfd"), Mapping):
+                d.bfd_layers.append(s["bfd"])
         except (ValueError, TypeError) as exc:
             errors.append(FieldError(path="spec", reason=str(exc), document=doc))
         if s.get("nodeMeshPassword") is not None:
@@ -511,7 +526,8 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
 
     def node_peer(other: _NodeInfo, kind: str, prefix: str, *, hold: int, keepalive: int | None,
                   password: str | None, source: str, ttl: int = 0, restart: int | None = None,
-                  max_prefixes: Any = None, names: tuple[str, ...] = ()) -> None:
+                  max_prefixes: Any = None, names: tuple[str, ...] = (),
+                  bfd: BfdSettings | None = None) -> None:
         for ip in (other.v4, other.v6):
             if ip is None:
                 continue
@@ -528,7 +544,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
                 hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
                 restart_time=restart if restart is not None else defaults.restart,
                 rr_client=bool(me.cluster_id) and not other.cluster_id, peer_node=other.name,
-                ttl_security=ttl, source=source, max_prefixes=limit(max_prefixes, True),
+                ttl_security=ttl, source=source, max_prefixes=limit(max_prefixes, True), bfd=bfd,
                 **peer_rules(names, ip, source)))
 
     def peer_rules(names: tuple[str, ...], ip: str, source: str) -> dict[str, tuple[FilterRule, ...]]:
@@ -541,12 +557,13 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
         return {"import_rules": imp, "export_rules": exp}
 
     # 1. full mesh (route reflectors stay out of it, on both sides)
+    mesh_bfd = _bfd_for(defaults.bfd_layers, "BGPConfiguration/default", errors)
     if defaults.mesh and not me.cluster_id:
         for other in sorted(infos.values(), key=lambda n: n.name):
             if other.name == node_name or other.cluster_id:
                 continue
             node_peer(other, PEER_MESH, "Mesh", hold=defaults.hold, keepalive=defaults.keepalive,
-                      password=defaults.mesh_password, source="node-to-node mesh")
+                      password=defaults.mesh_password, source="node-to-node mesh", bfd=mesh_bfd)
 
     # 2. explicit BGPPeers
     for res in sorted(bgp_peers, key=lambda r: r.name):
@@ -580,6 +597,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
         restart = int(parse_duration(s["maxRestartTime"])) if s.get("maxRestartTime") else None
         ttl = int(s.get("ttlSecurity") or 0)
         names = tuple(s.get("filters") or ())
+        bfd = _bfd_for([*defaults.bfd_layers, s.get("bfd") or {}], doc, errors)
         if s.get("peerIP"):
             ip, port = parse_peer_ip(s["peerIP"])
             local = local_for(ip)
@@ -603,7 +621,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
                          rr_client=bool(me.cluster_id) and target is not None and not target.cluster_id,
                          peer_node=target.name if target else None, ttl_security=ttl, source=doc,
                          multihop=int(multihop) if multihop and peer_as != my_as else None,
-                         max_prefixes=limit(s.get("maxPrefixes"), target is not None),
+                         max_prefixes=limit(s.get("maxPrefixes"), target is not None), bfd=bfd,
                          **peer_rules(names, ip, doc)))
             continue
         peer_sel = compile_selector(s["peerSelector"])
@@ -615,7 +633,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
             targets.update({n.name: n for n in others if selects(n)})
         for other in targets.values():
             node_peer(other, kind, prefix, hold=hold, keepalive=keepalive, password=password, source=doc,
-                      ttl=ttl, restart=restart, max_prefixes=s.get("maxPrefixes"), names=names)
+                      ttl=ttl, restart=restart, max_prefixes=s.get("maxPrefixes"), names=names, bfd=bfd)
 
     ordered = tuple(sorted(peers.values(), key=lambda p: (ipaddress.ip_address(p.address).version,
                                                           ipaddress.ip_address(p.address), p.port)))

@@ -70,6 +70,7 @@ from bgp.commands import (
     attribute_text,
     eor_command,
     refresh_command,
+    teardown_command,
     withdraw_batch_command,
 )
 from bgp.config import NodeBGPView, PeerSpec, exabgp_env, render_exabgp_config
@@ -316,6 +317,30 @@ class Speaker:
 
     def best_routes(self) -> dict[str, list[str]]:
         return dict(self._learned)
+
+    def bfd_down(self, address: str, reason: str) -> None:
+        """BFD saw the path to ``address`` fail: drop its routes now and reset its BGP session.
+
+        No graceful-restart hold: the peer's forwarding is what failed. Its routes come back when
+        BGP is up again and the peer re-sends them; nothing else is done when BFD returns.
+        """
+        peer = self._peers.get(address)
+        if peer is None:
+            return
+        _log.warning("BFD down: dropping routes and resetting BGP node=%s peer=%s reason=%s",
+                     self.node, address, reason)
+        peer.info = reason
+        try:
+            # Routes first: on a reflector the withdraws to the other clients are the critical path.
+            if peer.stale_timer is not None or self._rib.stale(address):
+                self._end_restart(address, "bfd")
+            self._rib_changed(self._rib.apply(StateEvent(address, None, "down", reason)))
+        finally:
+            # Cease, subcode 6 "Other Configuration Change" (RFC 4486): the path failed, not the peer's
+            # config, but no subcode says so; ExaBGP closes the session and reconnects on its own. In a
+            # finally: a failing route consumer must not leave the session up.
+            self._send(teardown_command(address, 6))
+            self._notify_peers()
 
     @property
     def rib(self) -> Rib:

@@ -14,6 +14,7 @@ import os
 import sys
 
 from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
 from felix.quarantine import format_quarantined, read_quarantined
 from l3net.constants import DEFAULT_ETCD_PREFIX
 from l3net.keys import KeyLayout
@@ -45,6 +46,7 @@ def run_status(args: argparse.Namespace) -> int:
                 print(bgp_status.format_table(st))
             if quarantined is not None:
                 print(format_quarantined(args.node, quarantined))
+            _print_bfd(ds, keys, args.node)
             return 0
         all_status = bgp_status.read_all(ds, keys)
         if not all_status:
@@ -55,6 +57,14 @@ def run_status(args: argparse.Namespace) -> int:
             quarantined = read_quarantined(ds, keys, st.node)
             if quarantined:
                 print(format_quarantined(st.node, quarantined))
+            _print_bfd(ds, keys, st.node)
         return 0
     finally:
         ds.close()
+
+
+def _print_bfd(ds: object, keys: KeyLayout, node: str) -> None:
+    """The node's BFD sessions under its BGP table, when it has published any."""
+    sessions = bfd_status.read(ds, keys, node)
+    if sessions is not None:
+        print(bfd_status.format_table(sessions))

@@ -21,6 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import bgp.bfd.metrics
+import bgp.bfd.peers
+import bgp.bfd.status
 import bgp.config
 import bgp.metrics
 import bgp.secrets
@@ -135,6 +138,7 @@ class Agent:
         self.fatal: BaseException | None = None
         self.sync: SyncLoop | None = None
         self.speaker: Any = None
+        self.bfd: bgp.bfd.peers.BfdPeers | None = None
         self.compiler = policy.compiler.PolicyCompiler()
         self._policy_metrics: dict[str, float] = {}
         metrics.SOURCED.set_source("policy", lambda: self._policy_metrics)
@@ -178,6 +182,8 @@ class Agent:
                 self.speaker.set_view(view)
                 if refreshed:
                     self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
+                if self.bfd is not None:
+                    self.bfd.set_view(view)
                 if not view.peers:
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
@@ -265,6 +271,8 @@ class Agent:
             if writer is not None:
                 await loop.run_in_executor(None, writer.stop)
             watcher.stop()
+            if self.bfd is not None:
+                await self.bfd.stop()
             if self.speaker is not None:
                 await self.speaker.stop()
             self.status.stop()
@@ -326,6 +334,22 @@ class Agent:
         bgp.metrics.register_into(metrics.REGISTRY)
         await self.speaker.start()
         _log.info("BGP speaker started run_dir=%s", run_dir)
+        await self._start_bfd()
+
+    async def _start_bfd(self) -> None:
+        """BFD for the BGP peers that enable it; without the BFD ports the agent runs on, BGP timers only."""
+        bgp.bfd.metrics.register_into(metrics.REGISTRY)
+        bfd = bgp.bfd.peers.BfdPeers(self.node, self.speaker, on_status=self._on_bfd)
+        try:
+            await bfd.start()
+        except OSError as exc:
+            _log.error("BFD not running (failures are detected by BGP hold timers only) error=%s", exc)
+            self.health.set_warning("bfd", f"BFD ports not bound: {exc}")
+            return
+        self.bfd = bfd
+
+    def _on_bfd(self, sessions: list[Any]) -> None:
+        self.status.put_extra(self.keys.node_status(self.node, "bfd"), bgp.bfd.status.encode(self.node, sessions))
 
     def _on_peers(self, peers: list[Any]) -> None:
         for p in peers:

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from l3net.model.validate.addresses import cidr, cidr_of, interface_address, ip_address, peer_ip
+from l3net.model.validate.bfd import BFD_SPEC
 from l3net.model.validate.bgp_fields import COMMUNITY, asn, community_value, duration, timers_post
 from l3net.model.validate.checker import (
     Check,
@@ -132,6 +133,7 @@ BGP_CONFIGURATION_SPEC = obj({
     "serviceLoadBalancerIPs": listof(_CIDR_ITEM),
     # Per-peer cap on prefixes accepted from one peer (BGPPeer.maxPrefixes overrides it).
     "maxPrefixes": integer(1, 10_000_000),
+    "bfd": BFD_SPEC,
 }, post=_bgpconfig_post)
 
 
@@ -176,6 +178,7 @@ BGP_PEER_SPEC = obj({
     "ebgpMultihop": integer(1, 255),
     "maxPrefixes": integer(1, 10_000_000),
     "filters": listof(dns_name(), unique=True),
+    "bfd": BFD_SPEC,
 }, post=_bgppeer_post)
 
 
