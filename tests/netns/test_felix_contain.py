@@ -72,6 +72,7 @@ def add_pod(node: Node, pod: str, ip: str, app: str, iface: str | None = None) -
     netns.run(wns, ["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])
     netns.run(wns, ["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])
     node.workloads[pod] = wns
+    node.ensure_pool(ip)  # the agent routes and polices pool addresses only
     name = workload_endpoint_name(node.name, pod, "eth0")
     res = Resource(kind="WorkloadEndpoint", name=name, namespace="default", labels={"app": app},
                    spec={"node": node.name, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
