@@ -2,9 +2,9 @@
 
 Registers the ``node`` command group through ``add_parser(subparsers)``; reads
 what the agents publish under ``status/<node>/bgp`` (see :mod:`bgp.status`).
-Also prints the objects the node's agent quarantined (``status/<node>/agent``, see
-:mod:`felix.quarantine`). Exit status 1 when the asked node has published nothing
-(agent down or lease expired).
+Also prints the objects the node's agent set aside (``status/<node>/agent``: kernel
+refusals, invalid values, rejected endpoints; see :mod:`felix.setaside`). Exit status 1
+when the asked node has published nothing (agent down or lease expired).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from felix.dataplane import Dataplane
 from felix.desired import DesiredState
 from felix.health import HealthState
 from felix.quarantine import REFUSALS, PolicyBuilder, PolicyConverger
+from felix.setaside import SetAside
 from l3net import metrics
 
 _log = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ class SyncLoop:
         self._next_refresh = self._started + config.refresh_interval
         self._grace_over = config.startup_sweep_delay <= 0
         self._warned: set[str] = set()
+        self.set_aside = SetAside(model.keys)
+        self._rejected: tuple[str, ...] = ()  # the last calculation's rejected local endpoints
 
     # -- inputs (event-loop thread) --------------------------------------------
     def _mark(self) -> None:
@@ -226,9 +229,14 @@ class SyncLoop:
         """The model revision both sides have applied (route and policy of an endpoint at or after it)."""
         return min(s.revision for s in self.sides)
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        """The objects set aside by the policy side (see :mod:`felix.quarantine`), for the node status."""
+    def kernel_quarantined(self) -> list[dict[str, Any]]:
+        """The objects the policy side quarantined because the kernel refused them (:mod:`felix.quarantine`)."""
         return self.converger.builder.quarantine.report() if self.converger is not None else []
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every object set aside, for the node status (:mod:`felix.setaside`): kernel refusals, invalid
+        datastore values and rejected local endpoints, each with its kind, effect, reason and cause."""
+        return self.set_aside.report(self.model, self._rejected, self.kernel_quarantined())
 
     def desired(self) -> DesiredState:
         with metrics.CALC_TIME.time():
@@ -333,6 +341,7 @@ class SyncLoop:
         desired = self.desired()
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
         metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))
+        self._rejected = desired.rejected_workloads
         metrics.LOCAL_BLOCKS.set(desired.local_blocks)
         metrics.CLUSTER_ENDPOINTS.set(len(self.model.workloads))
         metrics.CLUSTER_HOSTS.set(len(self.model.resources_of("Node")))
@@ -399,7 +408,7 @@ class SyncLoop:
     def _publish_warnings(self) -> None:
         """Routes refused, in conflict or malformed, objects quarantined: in the readiness body, never unready."""
         now = self.dataplane.warnings()
-        quarantined = self.quarantined()
+        quarantined = self.kernel_quarantined()
         if quarantined:
             shown = "; ".join(f"{q['object']} ({q['effect']}): {q['reason']}" for q in quarantined[:10])
             now["quarantined"] = f"{len(quarantined)} objects quarantined (the kernel refused their rules): {shown}"

@@ -268,7 +268,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_quarantined(ds: Datastore, keys: KeyLayout, node: str) -> list[dict[str, Any]] | None:
-    """The quarantined objects a node's agent published in its status record; None: no record (agent down)."""
+    """The objects set aside (:mod:`felix.setaside`) a node's agent published; None: no record (agent down)."""
     kv = ds.get(keys.node_status(node, "agent"))
     if kv is None:
         return None
@@ -283,8 +283,9 @@ def read_quarantined(ds: Datastore, keys: KeyLayout, node: str) -> list[dict[str
 def format_quarantined(node: str, entries: list[dict[str, Any]]) -> str:
     """The text ``l3netctl node status`` prints under the BGP peer table."""
     if not entries:
-        return f"Quarantined objects on {node}: none"
-    lines = [f"Quarantined objects on {node} (the kernel refused their rules): {len(entries)}"]
+        return f"Objects set aside on {node}: none"
+    lines = [f"Objects set aside on {node} (kernel refused, invalid value or rejected): {len(entries)}"]
     for e in entries:
-        lines.append(f"  {e.get('object', '?')}  effect: {e.get('effect', '?')}  reason: {e.get('reason', '?')}")
+        lines.append(f"  {e.get('object', '?')}  cause: {e.get('cause', 'kernel refused')}  "
+                     f"effect: {e.get('effect', '?')}  reason: {e.get('reason', '?')}")
     return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 The sync loop with every driver, the kernel faked by stateful fakes (FakeNetlink,
 FakeSysctls, FakeKernel for iptables and ipset); the fake refuses what the real
-kernel refuses here (an unbalanced quote in a rule, a /0 in a ``hash:net`` set)
-plus, for policies, rules containing a marker the test chooses.
+kernel refuses here (a /0 in a ``hash:net`` set) plus rules containing a marker the
+test chooses (``FakeKernel.refuse``): the stand-in for a kernel refusal of an
+object that passed validation. The real kernel's side of it (an endpoint the
+validator refuses, written raw into etcd) is ``tests/netns/test_felix_contain.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tests.drivers.test_felix_loop import BASE, M, Upd, wep
 
 pytestmark = pytest.mark.drivers
 
-BAD_IF = 'cali"q'  # a valid Linux interface name that iptables-restore's parser refuses (unbalanced quote)
+BAD_IF = "calibad"  # a valid workload interface name; the fake kernel is told to refuse rules naming it
 
 
 def quarantined(kind: str) -> float:
@@ -41,7 +43,10 @@ def allow_gnp(name: str, selector: str, port: int, **extra: object) -> Upd:
 
 
 def test_a_refused_endpoint_fails_closed_and_everything_else_converges() -> None:
+    """The fake kernel refuses every rule that names ``calibad`` (FakeKernel.refuse stands in for a kernel
+    refusal: no endpoint that passes the strict validation is known to be refused by the real kernel)."""
     rig = PolicyRig({"cali1": 11, "cali2": 12, BAD_IF: 13})
+    rig.kernel.refuse = {BAD_IF}
     rig.sync.on_updates([*BASE, wep("q", "n1", "10.65.0.9/32", BAD_IF), allow_gnp("web", "all()", 80)])
     rig.sync.on_in_sync()
     rig.step()
@@ -51,11 +56,11 @@ def test_a_refused_endpoint_fails_closed_and_everything_else_converges() -> None
     filt = filter_chains(rig)
     dispatch = filt["l3n-from-wl-dispatch"]
     assert any("-i cali1 " in r for r in dispatch) and any("-i cali2 " in r for r in dispatch)
-    assert not any("cali\"q" in r for r in dispatch) and dispatch[-1].endswith("-j DROP")  # q: fail closed
-    assert not any('cali"q' in c for c in filt)
+    assert not any(BAD_IF in r for r in dispatch) and dispatch[-1].endswith("-j DROP")  # q: fail closed
+    assert not any(BAD_IF in c for c in filt)
     entries = rig.sync.quarantined()
-    assert [(e["object"], e["effect"]) for e in entries] == [
-        ("WorkloadEndpoint/default/n1-k8s-q-eth0", "fail closed")]
+    assert [(e["object"], e["effect"], e["cause"]) for e in entries] == [
+        ("WorkloadEndpoint/default/n1-k8s-q-eth0", "fail closed", "kernel refused")]
     assert "iptables-restore refused" in entries[0]["reason"]
     assert quarantined("WorkloadEndpoint") == 1
     assert "quarantined" in rig.sync.health.warnings() and rig.sync.health.readiness() == (True, {})
@@ -84,6 +89,46 @@ def test_a_refused_endpoint_fails_closed_and_everything_else_converges() -> None
     assert rig.sync.quarantined() == [] and quarantined("WorkloadEndpoint") == 0
     assert any("-i caliq " in r for r in filter_chains(rig)["l3n-from-wl-dispatch"])
     assert "quarantined" not in rig.sync.health.warnings()
+
+
+def test_invalid_and_rejected_endpoints_are_listed_beside_the_kernel_refusals() -> None:
+    """One operator view: a value the validator refuses (absent) and an endpoint outside every pool
+    (rejected) are listed with their reasons; neither gets a route or a dispatch entry (fail closed)."""
+    rig = PolicyRig({"cali1": 11, "cali2": 12, "calix": 13, "caliy": 14})
+    invalid = wep("x", "n1", "10.65.0.0/24", "calix")  # ipNetworks must be host networks
+    outside = wep("y", "n1", "192.0.2.9/32", "caliy")  # no IPPool covers it
+    rig.sync.on_updates([*BASE, invalid, outside, allow_gnp("web", "all()", 80)])
+    rig.sync.on_in_sync()
+    rig.step()
+    assert rig.sync.failures == 0
+    entries = {e["object"]: e for e in rig.sync.quarantined()}
+    x, y = "WorkloadEndpoint/default/n1-k8s-x-eth0", "WorkloadEndpoint/default/n1-k8s-y-eth0"
+    assert set(entries) == {x, y}
+    assert (entries[x]["kind"], entries[x]["effect"], entries[x]["cause"], entries[x]["key"]) == (
+        "WorkloadEndpoint", "absent (invalid)", "invalid value", invalid.key)
+    assert "ipNetworks" in entries[x]["reason"] and "10.65.0.0/24" in entries[x]["reason"]
+    assert (entries[y]["effect"], entries[y]["cause"]) == ("no route, no policy (fail closed)", "rejected")
+    assert entries[y]["reason"] == "addresses outside every IPPool: 192.0.2.9/32"
+    assert metrics.REGISTRY.get_sample_value("l3net_datastore_invalid_values") == 1
+    assert metrics.REGISTRY.get_sample_value("l3net_rejected_local_endpoints") == 1
+    assert quarantined("WorkloadEndpoint") == 0  # the kernel refused nothing
+    routed = {dst for dst, _ in ours(rig)}
+    assert "10.65.0.2/32" in routed and not {"10.65.0.0/24", "192.0.2.9/32"} & routed
+    filt = filter_chains(rig)
+    for dispatch in (filt["l3n-from-wl-dispatch"], filt["l3n-to-wl-dispatch"]):
+        assert not any("calix" in r or "caliy" in r for r in dispatch) and dispatch[-1].endswith("-j DROP")
+    since = {ref: e["since"] for ref, e in entries.items()}
+    rig.step()
+    assert {e["object"]: e["since"] for e in rig.sync.quarantined()} == since  # first seen, not last
+    # Both fixed: nothing set aside, both routed and in the dispatch chains.
+    rig.sync.on_updates([wep("x", "n1", "10.65.0.7/32", "calix"), wep("y", "n1", "10.65.0.8/32", "caliy")])
+    rig.step()
+    assert rig.sync.quarantined() == []
+    assert metrics.REGISTRY.get_sample_value("l3net_datastore_invalid_values") == 0
+    assert metrics.REGISTRY.get_sample_value("l3net_rejected_local_endpoints") == 0
+    assert {("10.65.0.7/32", M), ("10.65.0.8/32", M)} <= ours(rig)
+    dispatch = filter_chains(rig)["l3n-from-wl-dispatch"]
+    assert any("-i calix " in r for r in dispatch) and any("-i caliy " in r for r in dispatch)
 
 
 def test_a_refused_policy_keeps_its_last_good_version_and_a_new_one_is_absent() -> None:
@@ -149,7 +194,6 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
     import asyncio
     import threading
 
-    from felix.calc import Model
     from felix.dataplane import Dataplane
     from felix.drivers.interfaces import InterfaceDriver
     from felix.drivers.ipsets import IpsetDriver
@@ -158,7 +202,7 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
     from felix.loop import LoopConfig, SyncLoop
     from felix.main import policy_builder
     from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
-    from tests.drivers.test_felix_loop import KEYS
+    from tests.drivers.test_felix_loop import pooled_model
     from tests.drivers.test_policy_drivers import FakeKernel
 
     kernel = FakeKernel()
@@ -178,7 +222,8 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
         sysctls.add_iface(name)
     dp = Dataplane(RouteDriver(nl), InterfaceDriver(sysctls), ipsets=IpsetDriver(kernel, refresh_interval=None),
                    iptables=IptablesDriver(runner, backend="nft", refresh_interval=None))
-    sync = SyncLoop(Model(KEYS), "n1", dp, config=LoopConfig(startup_sweep_delay=0, min_interval=0.01,
+    # The pool the workloads live in: sec-wl's calculation routes and polices pool addresses only.
+    sync = SyncLoop(pooled_model(), "n1", dp, config=LoopConfig(startup_sweep_delay=0, min_interval=0.01,
                                                              stuck_after=0.3),
                     policy_builder=policy_builder())
     sync.on_links({n: Link(n, i, True) for n, i in links.items()})

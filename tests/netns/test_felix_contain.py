@@ -4,10 +4,18 @@ One node namespace (``felix_rig.Node``) with the real ``l3net agent``; a client 
 no policy selects (``x``) sends the traffic whose verdicts are checked. The datastore holds a GlobalNetworkPolicy
 whose rule has ``source.nets: [10.0.0.0/8, 0.0.0.0/0]`` (``ipset`` refuses a /0
 in ``hash:net``: compiled as two /1s now), one with ``notNets: [0.0.0.0/0]`` (so
-it matches nothing), and a WorkloadEndpoint whose interface name (``cali"q``, a
-valid Linux name) ``iptables-restore`` refuses. The agent stays up, traffic follows
-every other policy, pods added meanwhile are routed and policed, and the bad
-endpoint is reported (log, metric, readiness warning, node status, l3netctl).
+it matches nothing), and a WorkloadEndpoint with the interface name ``cali"q`` (a
+valid Linux name that ``iptables-restore`` would refuse), written raw into etcd as a
+compromised writer would, behind the validator. The agent's own check (issue 13)
+makes that endpoint absent before it reaches the kernel: no route, no chain, its
+interface dropped by the dispatch chains (fail closed). The agent stays up, traffic
+follows every other policy, pods added meanwhile are routed and policed, and the bad
+endpoint is reported (log, metric, node status, l3netctl) until it is fixed.
+
+The kernel-refusal path of the quarantine (an object that passes validation and the
+kernel still refuses) is proven with a stateful fake in
+``tests/drivers/test_felix_quarantine.py``: no endpoint that passes the strict
+validation is refused by this kernel (``docs/containment.md``).
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ BAD_IF = 'cali"q'
 BAD_WEP = f"WorkloadEndpoint/default/{workload_endpoint_name('n1', 'q', 'eth0')}"
 
 
+def bad_key(node: Node) -> str:
+    return node.keys.resource("workloadendpoints", workload_endpoint_name("n1", "q", "eth0"), "default")
+
+
 @pytest.fixture
 def node(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
          tmp_path: Path):
@@ -60,6 +72,7 @@ def add_pod(node: Node, pod: str, ip: str, app: str, iface: str | None = None) -
     netns.run(wns, ["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])
     netns.run(wns, ["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])
     node.workloads[pod] = wns
+    node.ensure_pool(ip)  # the agent routes and polices pool addresses only
     name = workload_endpoint_name(node.name, pod, "eth0")
     res = Resource(kind="WorkloadEndpoint", name=name, namespace="default", labels={"app": app},
                    spec={"node": node.name, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
@@ -118,6 +131,18 @@ def agent_status(node: Node) -> dict:  # type: ignore[type-arg]
     return json.loads(kv.value) if kv is not None else {}
 
 
+def workload_drops(node: Node) -> int:
+    """Packets our chains dropped as from an unknown or spoofing workload: the raw table's reverse-path
+    check on ``cali+`` (an endpoint with no route fails it first) and the from-workload dispatch chain's
+    final DROP (an interface with no chains)."""
+    total = 0
+    for table, chain in (("raw", "l3n-PREROUTING"), ("filter", "l3n-from-wl-dispatch")):
+        out = netns.run(node.ns, ["iptables", "-t", table, "-L", chain, "-v", "-x", "-n"]).stdout
+        rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+        total += sum(int(r[0]) for r in rows if r[2] == "DROP" and r[5] in ("cali+", "*"))
+    return total
+
+
 def check_policy_verdicts(node: Node, pods: dict[str, str]) -> None:
     """Every verdict the policies (and the quarantine) call for, with real packets."""
     r = node.workloads["x"]  # a client pod no policy selects
@@ -125,7 +150,10 @@ def check_policy_verdicts(node: Node, pods: dict[str, str]) -> None:
     assert reaches(node.workloads["b"], pods["a"]), "open pod a must be reachable from pod b"
     assert drops(r, pods["b"]), "closed pod b must drop (notNets 0.0.0.0/0 matches nothing)"
     assert drops(node.workloads["a"], pods["b"]), "closed pod b must drop pod a too"
-    assert drops(r, pods["q"]), "the quarantined endpoint must fail closed"
+    assert drops(r, pods["q"]), "the invalid endpoint must be unreachable (no route: its block's blackhole)"
+    before = workload_drops(node)
+    assert drops(node.workloads["q"], pods["x"]), "the invalid endpoint's own traffic must be dropped"
+    assert workload_drops(node) > before, "dropped by our chains (fail closed), not lost on the way"
 
 
 def run_containment(node: Node, hold: float) -> dict[str, float]:
@@ -136,16 +164,21 @@ def run_containment(node: Node, hold: float) -> dict[str, float]:
     node.write_affinity("10.65.0.0/26")
     put_zero_prefix_policies(node)
     add_pod(node, "q", pods["q"], "open", iface=BAD_IF)
+    # The neighbour a pod learns by proxy ARP, set by hand: the agent configures nothing on an absent
+    # endpoint's interface, and q's packets must reach the node for the dispatch chain to drop them.
+    netns.run(node.workloads["q"], ["ip", "neigh", "replace", "169.254.1.1", "lladdr", "ee:ee:ee:ee:ee:ee",
+                                    "dev", "eth0"])
     node.start_agent()
     proc = node.proc
     assert proc is not None
     wait_for(node.ready, timeout=30, what="readiness")
-    wait_for(lambda: f'10.65.0.9 dev {BAD_IF} proto {P} scope link metric 1024' in routes(node.ns, P),
-             what="the quarantined endpoint's route (routes never wait for policy)")
-    wait_for(lambda: samples(node).get('l3net_quarantined_objects{kind="WorkloadEndpoint"}') == 1,
-             timeout=30, what="the quarantine metric")
-    # The metric moves when the object is set aside, just before the narrowed program's last apply.
+    wait_for(lambda: samples(node).get("l3net_datastore_invalid_values") == 1, timeout=30,
+             what="the invalid-values metric")
     wait_for(lambda: reaches(node.workloads["x"], pods["a"]), timeout=30, what="open pod a reachable")
+    # Absent: no route and no rule names its interface (routes of its block's peers are in).
+    assert not any(r.startswith("10.65.0.9 ") for r in routes(node.ns)), routes(node.ns)
+    assert f"10.65.0.2 dev calia proto {P} scope link metric 1024" in routes(node.ns, P)
+    assert BAD_IF not in netns.run(node.ns, ["iptables-save"]).stdout
     check_policy_verdicts(node, pods)
 
     # Pods added while the bad endpoint sits in quarantine are routed and policed.
@@ -168,24 +201,25 @@ def run_containment(node: Node, hold: float) -> dict[str, float]:
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     assert proc.poll() is None
     m = samples(node)
-    assert m['l3net_quarantined_objects{kind="WorkloadEndpoint"}'] == 1
+    assert m["l3net_datastore_invalid_values"] == 1
+    assert m['l3net_quarantined_objects{kind="WorkloadEndpoint"}'] == 0  # the kernel refused nothing
     assert m['l3net_quarantined_objects{kind="GlobalNetworkPolicy"}'] == 0  # the /0 rules apply now
     assert m.get('l3net_dataplane_side_failures_total{side="policy"}', 0) == 0
     assert m.get('l3net_dataplane_side_failures_total{side="routes"}', 0) == 0
     assert node.ready()
-    # Reported where an operator looks: the log names it, the node status and l3netctl show it.
+    # Reported where an operator looks: the log names its key, the node status and l3netctl show it.
     log = node.log()
-    assert "object quarantined" in log and BAD_WEP in log
-    st = wait_for(lambda: (s := agent_status(node)).get("quarantined") and s, what="quarantine in node status")
-    assert [(e["object"], e["effect"]) for e in st["quarantined"]] == [(BAD_WEP, "fail closed")]
-    assert "iptables-restore refused" in st["quarantined"][0]["reason"]
-    assert "quarantined" in st["warnings"]
+    assert "invalid datastore value, treating as absent" in log and bad_key(node) in log
+    st = wait_for(lambda: (s := agent_status(node)).get("quarantined") and s, what="the endpoint in node status")
+    assert [(e["object"], e["effect"], e["cause"]) for e in st["quarantined"]] == [
+        (BAD_WEP, "absent (invalid)", "invalid value")]
+    assert "interfaceName" in st["quarantined"][0]["reason"] and st["quarantined"][0]["key"] == bad_key(node)
     out = subprocess.run([CTL, "node", "status", node.name], capture_output=True, text=True, timeout=30,
                          env={**os.environ, "L3NET_ETCD_ENDPOINTS": node.endpoint,
                               "L3NET_ETCD_PREFIX": node.keys.prefix})
     assert out.returncode == 0, out.stderr
-    assert BAD_WEP in out.stdout and "fail closed" in out.stdout
-    # Fixed (a sane interface name for a new pod incarnation): the quarantine lifts, the pod is policed.
+    assert BAD_WEP in out.stdout and "absent (invalid)" in out.stdout and "interfaceName" in out.stdout, out.stdout
+    # Fixed (a sane interface name for a new pod incarnation): it is no longer set aside, the pod is policed.
     netns.run(node.ns, ["ip", "link", "set", BAD_IF, "name", "caliq"])
     add_endpoint = Resource(kind="WorkloadEndpoint", name=workload_endpoint_name("n1", "q", "eth0"),
                             namespace="default", labels={"app": "open"},
@@ -193,11 +227,14 @@ def run_containment(node: Node, hold: float) -> dict[str, float]:
                                   "ipNetworks": ["10.65.0.9/32"], "interfaceName": "caliq"})
     put(node, "workloadendpoints", add_endpoint)
     wait_for(lambda: reaches(node.workloads["x"], pods["q"]), timeout=30, what="the fixed endpoint reachable")
-    wait_for(lambda: samples(node).get('l3net_quarantined_objects{kind="WorkloadEndpoint"}') == 0,
-             what="the quarantine lifted")
+    wait_for(lambda: reaches(node.workloads["q"], pods["a"]), timeout=30, what="the fixed endpoint reaching pod a")
+    assert drops(node.workloads["q"], pods["b"]), "the fixed endpoint is policed (b stays closed)"
+    wait_for(lambda: samples(node).get("l3net_datastore_invalid_values") == 0, what="the invalid value gone")
+    wait_for(lambda: agent_status(node).get("quarantined") == [], what="nothing set aside in node status")
     assert proc.poll() is None
     return {"rounds": rounds, "restore_errors": m.get("l3net_iptables_restore_errors_total", 0),
-            "trials": m.get("l3net_quarantine_trials_total", 0)}
+            "trials": m.get("l3net_quarantine_trials_total", 0),
+            "decode_failures": m.get('l3net_datastore_decode_failures_total{where="model"}', 0)}
 
 
 def test_refused_objects_are_contained_short(node: Node) -> None:
