@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp import status as bgp_status
+from bgp.bird_engine import BirdEngine
 from bgp.config import build_node_view
 from bgp.speaker import Speaker
 from l3net.constants import DEFAULT_ETCD_PREFIX
@@ -37,6 +38,8 @@ from l3net.model.resource import Resource
 _log = logging.getLogger(__name__)
 
 STATUS_TTL = 30
+ENGINES = ("exabgp", "bird")
+ENGINE_ENV = "L3NET_RR_ENGINE"
 KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"))
 
 
@@ -45,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--node", required=True, help="the Node resource of this reflector (has routeReflectorClusterID)")
     p.add_argument("--run-dir", default=None, help="directory for ExaBGP's config, socket and log "
                                                    "(default /run/l3net/rr-NODE)")
+    p.add_argument("--engine", choices=ENGINES, default=os.environ.get(ENGINE_ENV) or "exabgp",
+                   help="what speaks BGP: exabgp (l3net's own reflection, for small clusters and the edge) or bird "
+                        f"(BIRD 2 supervised by l3net, for hundreds of clients); default ${ENGINE_ENV} or exabgp")
     p.add_argument("--resync", type=float, default=2.0,
                    help="seconds between publications of the peer table (resources are watched, not polled)")
     p.set_defaults(func=run)
@@ -127,8 +133,8 @@ class _KindSink:
 
 
 async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, resync: float = 2.0,
-                        netns: str | None = None, stop: asyncio.Event | None = None) -> int:
-    """The route reflector's main loop (also used by tests with ``netns``)."""
+                        netns: str | None = None, stop: asyncio.Event | None = None, engine: str = "exabgp") -> int:
+    """The route reflector's main loop (also used by tests with ``netns``); ``engine`` is exabgp or bird."""
     from l3net.syncer import Syncer
 
     stop = stop or asyncio.Event()
@@ -144,7 +150,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     syncers = [Syncer(ds, keys.resource_dir(plural), store.sink(plural), on_fatal=on_fatal) for plural, _ in KINDS]
     for s in syncers:
         s.start()
-    speaker: Speaker | None = None
+    speaker: Speaker | BirdEngine | None = None
     lease: Any = None
     try:
         while not store.in_sync and not stop.is_set():
@@ -157,7 +163,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
         if not view.cluster_id:
             _log.error("node %s has no routeReflectorClusterID; refusing to reflect", node)
             return 2
-        speaker = Speaker(node, run_dir, netns=netns)
+        speaker = BirdEngine(node, run_dir, netns=netns) if engine == "bird" else Speaker(node, run_dir, netns=netns)
         await speaker.start()
         lease = await loop.run_in_executor(None, ds.grant_lease, STATUS_TTL)
         reported: tuple[object, ...] = ()
@@ -210,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop)
+        return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop, engine=args.engine)
 
     try:
         return asyncio.run(main())
