@@ -187,9 +187,10 @@ class BirdEngine:
                     if not await self._running():
                         if loop.time() >= self._next_start:
                             await self._start_bird()
-                    elif self._desired.text not in (self._applied, self._refused):
-                        await self._apply(self._desired)
-                    await self._poll_status()
+                    else:
+                        if self._desired.text not in (self._applied, self._refused):
+                            await self._apply(self._desired)
+                        await self._poll_status()
             except (OSError, BirdError, subprocess.SubprocessError) as exc:
                 # one failed round: logged, retried on the next wake-up; BIRD keeps what it has
                 _log.warning("BIRD supervision round failed node=%s error=%s", self.node, exc)
