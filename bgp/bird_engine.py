@@ -75,7 +75,7 @@ class BirdEngine:
     """
 
     def __init__(self, node: str, run_dir: Path, *, netns: str | None = None, bird: str = "bird",
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 2.0) -> None:
         self.node = node
         self.run_dir = Path(run_dir)
         self.netns = netns
@@ -115,6 +115,11 @@ class BirdEngine:
         if self._proc is not None and self._proc.returncode is None:
             return self._proc.pid
         return self._adopted_pid
+
+    @property
+    def bird_protocols(self) -> set[str]:
+        """The BGP protocols the running BIRD reported at the last poll."""
+        return set(self._protocols)
 
     @property
     def errors(self) -> tuple[FieldError, ...]:

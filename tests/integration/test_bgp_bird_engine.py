@@ -264,3 +264,67 @@ def test_hostile_password_is_refused_or_runs_exactly_the_intended_protocols(host
     command(hostile_bird.sock, "configure")
     netns.wait_for(lambda: hostile_bird.protocols() == set(rendered.protocols), 10,
                    f"BIRD runs exactly {sorted(rendered.protocols)}")
+
+
+# -- the supervisor on its own: a refused configuration, adoption after a crash of the reflector -------
+
+def _engine_view(clients: int, password: str | None = None) -> object:
+    nodes = [RR, *(Resource("Node", f"c{i}", {"bgp": {"ipv4Address": f"10.0.0.{10 + i}/24"}})
+                   for i in range(clients))]
+    spec: dict[str, object] = {"nodeSelector": "!has(rr)", "peerSelector": "has(rr)"}
+    if password:
+        spec["password"] = {"value": password}
+    return build_node_view("rr", nodes, [Resource("BGPConfiguration", "default", {"nodeToNodeMeshEnabled": False})],
+                           [Resource("BGPPeer", "to-rr", spec)])
+
+
+def test_engine_keeps_the_last_good_config_and_adopts_a_running_bird(netns_factory: NetnsFactory,
+                                                                       tmp_path: Path) -> None:
+    from bgp.bird_config import BirdConfig
+    from bgp.bird_engine import BirdEngine
+
+    ns = netns_factory("eng")
+    netns.run(ns, ["ip", "addr", "add", "10.0.0.2/24", "dev", "lo"])
+    run_dir = tmp_path / "rr"
+
+    async def scenario() -> None:
+        a = BirdEngine("rr", run_dir, netns=ns, poll_interval=0.2)
+        await a.start()
+        try:
+            a.set_view(_engine_view(2))  # type: ignore[arg-type]
+            await wait_for(lambda: a.bird_pid is not None and len(a.bird_protocols) == 2, 15,
+                           "BIRD up with 2 protocols")
+            pid = a.bird_pid
+            assert pid is not None
+            netns_factory.pids.append(pid)
+            good = (run_dir / "bird.conf").read_text()
+            # a configuration BIRD refuses (what a renderer bug would produce; no public way in, by design):
+            # not applied, BIRD untouched
+            a._desired = BirdConfig(text=good + "protocol bgp broken {\n", protocols={})
+            a._wake.set()
+            await wait_for(lambda: a.refused_configs == 1, 15, "the broken configuration refused by bird -p")
+            await asyncio.sleep(0.5)
+            assert (run_dir / "bird.conf").read_text() == good and a.bird_pid == pid and a.reconfigurations == 0
+            assert set(a.bird_protocols) == {"Node_10_0_0_10", "Node_10_0_0_11"}
+            # a good change is applied with `configure` (no restart): one client more
+            a.set_view(_engine_view(3))  # type: ignore[arg-type]
+            await wait_for(lambda: len(a.bird_protocols) == 3, 15, "the third client configured")
+            assert a.bird_pid == pid and a.reconfigurations == 1 and a.restarts == 0
+        finally:
+            # the reflector "crashes": its supervisor task dies, its BIRD (own session) keeps running
+            assert a._task is not None
+            a._task.cancel()
+        await asyncio.sleep(0.3)
+        assert os.path.exists(f"/proc/{pid}"), "BIRD outlives the reflector process"
+        b = BirdEngine("rr", run_dir, netns=ns, poll_interval=0.2)
+        await b.start()
+        try:
+            b.set_view(_engine_view(3))  # type: ignore[arg-type]
+            await wait_for(lambda: len(b.bird_protocols) == 3, 15, "the new engine reads the adopted BIRD")
+            await asyncio.sleep(0.5)
+            assert b.bird_pid == pid and b.restarts == 0 and b.reconfigurations == 0, "adopted, not restarted"
+        finally:
+            await b.stop()
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+    asyncio.run(scenario())
