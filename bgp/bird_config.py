@@ -31,6 +31,8 @@ from l3net.errors import FieldError
 
 _log = logging.getLogger(__name__)
 
+CONNECT_RETRY_TIME = 5
+ERROR_WAIT_TIME = (5, 30)
 MAX_PASSWORD_LENGTH = 80   # TCP MD5 keys are at most 80 bytes (Linux TCP_MD5SIG_MAXKEYLEN)
 # BIRD 2's lexer: a string is '"' [^"\n]* '"' with no escape sequences. We also refuse '\' (a later
 # BIRD may give it a meaning) and every control or non-ASCII character (keys must be the same bytes
@@ -92,7 +94,11 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None) -> list[
     lines = [f"protocol bgp {protocol_name(address, port)} {{",
              f"  local {local}{'' if listen == 179 else f' port {listen}'} as {local_as};",
              f"  neighbor {address}{'' if port == 179 else f' port {port}'} as {peer_as};",
-             f"  hold time {hold};"]
+             f"  hold time {hold};",
+             # BIRD's defaults wait 120 s before retrying a connection and 60-300 s after an error: too
+             # long for a reflector whose peer restarted (the ExaBGP nodes retry about once a second)
+             f"  connect retry time {CONNECT_RETRY_TIME};",
+             f"  error wait time {ERROR_WAIT_TIME[0]}, {ERROR_WAIT_TIME[1]};"]
     if p.keepalive_time is not None and hold:
         keepalive = _int(p.keepalive_time, 1, 65535)
         if keepalive > hold:
