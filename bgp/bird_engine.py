@@ -319,6 +319,9 @@ class BirdEngine:
                 await asyncio.sleep(0.05)
             else:
                 os.kill(self._adopted_pid, signal.SIGKILL)
+        elif self._adopted:   # adopted without a pid file: ask it over its socket
+            with contextlib.suppress(BirdError):
+                await asyncio.get_running_loop().run_in_executor(None, command, self.socket_path, "down")
         self._proc = None
         self._adopted, self._adopted_pid = False, None
         with contextlib.suppress(FileNotFoundError):
