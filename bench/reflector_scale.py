@@ -107,6 +107,7 @@ class Rig:
         self.etcd.start()
         ws.on_close(self.etcd.stop)
         self.generation = 0
+        self.last_log: Path | None = None
 
     # -- the l3net reflector ------------------------------------------------------
     def start_l3net(self, n: int, engine: str = "exabgp") -> subprocess.Popen[Any]:
@@ -132,7 +133,8 @@ class Rig:
         run_dir = self.ws.scratch(f"rr{self.generation}")
         env = dict(os.environ, L3NET_ETCD_ENDPOINTS=self.etcd.endpoints, L3NET_ETCD_PREFIX=prefix,
                    PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-        log = open(run_dir / "rr.log", "wb")  # noqa: SIM115 - handed to the child
+        self.last_log = run_dir / "rr.log"
+        log = open(self.last_log, "wb")  # noqa: SIM115 - handed to the child
         self.ws.on_close(log.close)
         return self.ws.spawn([sys.executable, "-m", "l3net.cli.agent_main", "route-reflector", "--node", "rr",
                               "--run-dir", str(run_dir), "--engine", engine],
@@ -220,7 +222,7 @@ def _wait(cond: Any, timeout: float, what: str, procs: list[subprocess.Popen[Any
     while not cond():
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{what}: process {p.args!r} exited {p.returncode}")
+                raise ProcessDied(f"{what}: process {p.args!r} exited {p.returncode}")
         if time.monotonic() > deadline:
             raise exc(f"{what}: not reached in {timeout:.0f}s")
         time.sleep(0.05)
@@ -239,6 +241,10 @@ def _stop_tree(proc: subprocess.Popen[Any]) -> None:
 
 class WrongRoutes(Exception):
     """A client received something a correct reflector does not send, or lost its session."""
+
+
+class ProcessDied(RuntimeError):
+    """The reflector or a simulator process exited during a measurement."""
 
 
 def budget(n: int, per_client: int) -> float:
@@ -370,6 +376,11 @@ def run(ctx: Context) -> Result:
                     gave_up[variant] = f"its clients saw wrong routes with {key}"
                     res.missing(f"{variant} {key}", f"wrong routes: {exc}")
                     continue
+                except ProcessDied as exc:
+                    # a reflector that dies under load is a result too: record why (its log's tail), go on
+                    gave_up[variant] = f"it exited with {key}"
+                    res.missing(f"{variant} {key}", f"{exc}; log tail: {_tail(rig.last_log, variant)}")
+                    continue
                 res.sample(f"converge_s_{key}", variant, m.converge_s, unit="s", better="lower")
                 res.sample(f"rr_rss_mib_{key}", variant, m.rss_mib, unit="MiB", better="lower")
                 res.sample(f"routes_per_s_{key}", variant, n * (n - 1) * per_client / m.converge_s, unit="routes/s")
@@ -390,6 +401,12 @@ def run(ctx: Context) -> Result:
                 res.ratio(f"{variant}/BIRD RSS, {key}", f"rr_rss_mib_{key}", variant, "bird-rr", note="")
         _targets(res, f"{max(sizes)}x{per_client}" if per_client == 4 else None)
     return res
+
+
+def _tail(log: Path | None, variant: str, lines: int = 6) -> str:
+    if variant not in ENGINES or log is None or not log.exists():
+        return "-"
+    return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])[-1500:]
 
 
 def _median(res: Result, metric: str, variant: str) -> float | None:
