@@ -1,7 +1,7 @@
 """bench.reflector_scale: l3net route reflectors (ExaBGP and BIRD engines) vs bare BIRD, 50 to 1,000 clients.
 
-Two namespaces joined by one veth: ``rr`` (the reflector, 10.1.255.254/16) and ``sim`` (the
-clients: one address each on one interface). Clients are simulated cheaply by :mod:`bench.bgpsim`
+Two namespaces joined by one veth, routed so that each side has one neighbour: ``rr`` (the reflector,
+10.1.255.254 on lo) and ``sim`` (the clients: one /32 each on lo). Clients are simulated cheaply by :mod:`bench.bgpsim`
 (an asyncio BGP-4 speaker, up to SESSIONS_PER_PROCESS sessions per process, each from its own
 address) that checks every route it receives.
 
@@ -71,6 +71,8 @@ TIMEOUT_FLOOR_S = 30.0
 MIN_ROUTES_PER_S = 10000.0
 SETUP_TIMEOUT_S = 30.0
 RR_IP = "10.1.255.254"
+CLIENT_NET = "10.1.0.0/16"             # client_ip(i) for every i, routed to the sim namespace
+LINK_RR, LINK_SIM = "10.2.0.1", "10.2.0.2"   # the /30 between the two namespaces
 HOLD = 90
 VARIANTS = ["l3net-rr", "l3net-bird", "bird-rr"]
 ENGINES = {"l3net-rr": "exabgp", "l3net-bird": "bird"}
@@ -96,8 +98,18 @@ class Rig:
         for ns, dev in ((self.rr_ns, a), (self.sim_ns, b)):
             _ip(ns, "link", "set", dev, "name", "eth1")
             _ip(ns, "link", "set", "eth1", "up")
-        _ip(self.rr_ns, "addr", "add", f"{RR_IP}/16", "dev", "eth1")
-        batch = [f"addr add {client_ip(i)}/16 dev eth1" for i in range(max_clients)]
+        # Routed, not on-link: the kernel's ARP table is one table for every namespace on the host, with a
+        # host-wide gc_thresh3 (1024 by default, not settable inside a namespace). A thousand clients on
+        # one subnet would fill it (sessions then stall, and so would every other namespace's neighbours).
+        # So the clients' addresses are /32s on the sim side's lo, and each side has one neighbour: the other.
+        _ip(self.rr_ns, "addr", "add", f"{LINK_RR}/30", "dev", "eth1")
+        _ip(self.sim_ns, "addr", "add", f"{LINK_SIM}/30", "dev", "eth1")
+        for ns in (self.rr_ns, self.sim_ns):
+            _ip(ns, "link", "set", "lo", "up")
+        _ip(self.rr_ns, "addr", "add", f"{RR_IP}/32", "dev", "lo")
+        _ip(self.rr_ns, "route", "add", CLIENT_NET, "via", LINK_SIM)
+        _ip(self.sim_ns, "route", "add", f"{RR_IP}/32", "via", LINK_RR)
+        batch = [f"addr add {client_ip(i)}/32 dev lo" for i in range(max_clients)]
         out = subprocess.run(["ip", "-n", self.sim_ns, "-batch", "-"], input="\n".join(batch) + "\n",
                              capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
@@ -145,6 +157,12 @@ class Rig:
         conf = bird_rr_conf(RR_IP, [client_ip(i) for i in range(n)], cluster_id=CLUSTER_ID, hold=HOLD,
                             keepalive=HOLD // 3)
         return start_bird(self.ws, self.rr_ns, conf, f"rr{self.generation}").proc
+
+    def listening(self) -> bool:
+        """Something listens on the reflector's BGP port."""
+        out = subprocess.run(["ip", "netns", "exec", self.rr_ns, "ss", "-Hltn", "sport = :179"],
+                             capture_output=True, text=True, timeout=10)
+        return bool(out.stdout.strip())
 
     # -- the simulated clients --------------------------------------------------------
     def start_clients(self, n: int, per_client: int) -> list[Client]:
@@ -281,10 +299,13 @@ def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float, cha
     Raises TimeoutError when not converged within ``timeout`` and :class:`WrongRoutes` when any
     client saw a wrong route, a withdrawal or a session drop.
     """
+    t_start = time.monotonic()
     rr = rig.start_l3net(n, ENGINES[variant]) if variant in ENGINES else rig.start_bird(n)
     sims: list[Client] = []
     try:
-        t_start = time.monotonic()
+        # Clients start once the reflector listens (bare BIRD does by the time start_bird returns): started
+        # earlier, a thousand clients retrying in step hit the listen queue at once and back off for minutes.
+        _wait(rig.listening, SETUP_TIMEOUT_S, f"{variant}: reflector listening", [rr])
         sims = rig.start_clients(n, per_client)
         paths = [c.status for c in sims]
         procs = [rr, *(c.proc for c in sims)]

@@ -96,15 +96,19 @@ def _since(text: str) -> float:
 
 
 def parse_protocols(reply: list[tuple[int, str]]) -> dict[str, ProtocolState]:
-    """The BGP protocols of a ``show protocols all`` reply, by name (other protocols are skipped)."""
+    """The BGP protocols of a ``show protocols [all]`` reply, by name (other protocols are skipped); route
+    counts are only in the ``all`` form (0 otherwise)."""
     out: dict[str, ProtocolState] = {}
     current: dict[str, object] | None = None
 
     def flush() -> None:
         if current is not None and current["proto"] == "BGP":
+            # without "all", the Info column is the BGP state, then the last error if any
+            state_word, _, rest = str(current["info"]).partition(" ")
             out[str(current["name"])] = ProtocolState(
                 name=str(current["name"]), state=str(current["state"]), since=float(current["since"]),  # type: ignore[arg-type]
-                bgp_state=str(current.get("bgp_state") or current["info"]), last_error=str(current.get("error", "")),
+                bgp_state=str(current.get("bgp_state") or state_word),
+                last_error=str(current.get("error", rest.strip())),
                 imported=int(current.get("imported", 0)), exported=int(current.get("exported", 0)))  # type: ignore[call-overload]
 
     for code, text in reply:

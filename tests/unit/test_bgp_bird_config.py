@@ -160,3 +160,15 @@ def test_show_protocols_all_is_parsed() -> None:
     assert (up.state, up.bgp_state, up.imported, up.exported, up.last_error) == ("up", "Established", 4, 8, "")
     assert (down.state, down.bgp_state, down.imported, down.last_error) == ("start", "Active", 0, "Hold timer expired")
     assert up.since > 0 and down.since - up.since == 31
+
+
+def test_show_protocols_brief_is_parsed() -> None:
+    got = parse_protocols([
+        (2002, "Name       Proto      Table      State  Since         Info"),
+        (1002, "Node_10_0_0_11 BGP        ---        up     2026-12-03 17:25:30  Established   "),
+        (1002, "Node_10_0_0_12 BGP   ---   start  2026-12-03 17:26:01  Active        Socket: Connection refused"),
+        (0, "")])
+    assert (got["Node_10_0_0_11"].bgp_state, got["Node_10_0_0_11"].last_error) == ("Established", "")
+    down = got["Node_10_0_0_12"]
+    assert (down.bgp_state, down.last_error) == ("Active", "Socket: Connection refused")
+    assert got["Node_10_0_0_11"].imported == 0, "no counts without 'all'"
