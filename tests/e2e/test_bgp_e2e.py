@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from l3net import netns
+from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.runtime import bgp_table
 from tests.e2e.e2e_helpers import (
@@ -357,11 +357,11 @@ class TestDualL3netRouteReflectors:
         streams = {(a, b): start_ping_stream(str(pods[a]["netns"]), str(pods[b]["ip"]), 0.02, 6)
                    for a, b in (("n1", "n3"), ("n3", "n2"))}
         time.sleep(1.5)
-        rr1_ns = str(netns.netns_path(lab.ns("rr1")))
-        killed = st.pids_in_netns(rr1_ns)
+        # By hand: `l3net lab node stop rr1` (every process of the node gets SIGKILL through its cgroup).
+        state = lab.reload()
+        killed = faults.node_pids(state, "rr1")
         assert killed, "nothing ran in rr1"
-        for pid in killed:
-            os.kill(pid, signal.SIGKILL)
+        faults.node_stop(state, "rr1")
         stats = {f"{a}->{b}": ping_stats(p) for (a, b), p in streams.items()}
         figure("dual-rr: rr1 killed during ping -i 0.02", {k: f"{s.sent} sent, {s.lost} lost"
                                                            for k, s in stats.items()})
@@ -424,10 +424,10 @@ class TestDualBirdEngineReflectors:
         streams = {(a, b): start_ping_stream(str(pods[a]["netns"]), str(pods[b]["ip"]), 0.02, 6)
                    for a, b in (("n1", "n3"), ("n3", "n2"))}
         time.sleep(1.5)
-        killed = st.pids_in_netns(str(netns.netns_path(lab.ns("rr1"))))
+        state = lab.reload()
+        killed = faults.node_pids(state, "rr1")
         assert len(killed) >= 2, f"rr1 runs the reflector and its BIRD: {killed}"
-        for pid in killed:
-            os.kill(pid, signal.SIGKILL)
+        faults.node_stop(state, "rr1")  # by hand: `l3net lab node stop rr1`
         stats = {f"{a}->{b}": ping_stats(p) for (a, b), p in streams.items()}
         figure("dual-rr-bird: rr1 (l3net + BIRD) killed during ping -i 0.02",
                {k: f"{s.sent} sent, {s.lost} lost" for k, s in stats.items()})
