@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,8 @@ def _sh(ns: str, argv: list[str]) -> str:
     return (proc.stdout + proc.stderr).strip()
 
 
-def diagnose(failures: list[str], topo: Topology, workers: list[str], pods: dict, state: st.LabState) -> str:
+def diagnose(failures: list[str], topo: Topology, workers: list[str], pods: dict[str, dict[str, Any]],
+             state: st.LabState) -> str:
     """Kernel state of every node and pod at the moment a ping failed, and the agents' logs."""
     t0 = time.strftime("%H:%M:%S")
     out = [f"FAILED {failures} at {t0}"]
@@ -68,10 +70,17 @@ def diagnose(failures: list[str], topo: Topology, workers: list[str], pods: dict
     for key, pod in pods.items():
         for argv in (["ip", "addr"], ["ip", "route"], ["ip", "neigh"]):
             out.append(f"--- pod {key}: {' '.join(argv)}\n{_sh(pod['netns'], argv)}")
+    # The lines that name a known cause, first: an ADD that returned before the agent programmed the
+    # pod (policy_setup_timeout_seconds ran out), a failed apply, a BGP session that went down.
+    notable = ("policy setup not done", "dataplane apply failed", "state=down", "speaker restart", "quarantin")
+    causes: list[str] = []
     for proc in state.data.get("processes", []):
         log = Path(proc.get("log") or "")
         if log.is_file():
-            out.append(f"--- log {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-150:]))
+            lines = log.read_text(errors="replace").splitlines()
+            causes += [f"{log.name}: {line}" for line in lines if any(n in line for n in notable)]
+            out.append(f"--- log {log.name}\n" + "\n".join(lines[-150:]))
+    out.insert(1, "notable log lines:\n" + ("\n".join(causes[-40:]) or "(none)"))
     text = "\n".join(out)
     dump = Path("/tmp") / f"flake-diag-{topo.name}-{uuid.uuid4().hex[:4]}.txt"
     dump.write_text(text)
