@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,44 @@ def unique(topo: Topology) -> Topology:
 def ping(ns: str, ip: str) -> bool:
     return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c1", "-W1", "-q", ip],
                           capture_output=True).returncode == 0
+
+
+def _sh(ns: str, argv: list[str]) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True)
+    return (proc.stdout + proc.stderr).strip()
+
+
+def diagnose(failures: list[str], topo: Topology, workers: list[str], pods: dict[str, dict[str, Any]],
+             state: st.LabState) -> str:
+    """Kernel state of every node and pod at the moment a ping failed, and the agents' logs."""
+    t0 = time.strftime("%H:%M:%S")
+    out = [f"FAILED {failures} at {t0}"]
+    for (a, pa), (b, pb) in itertools.permutations(pods.items(), 2):
+        out.append(f"retry {a} -> {b}: {ping(pa['netns'], pb['ip'])}")
+    for node in workers:
+        ns = topo.node_netns(node)
+        for argv in (["ip", "-d", "route", "show", "table", "all"], ["ip", "neigh"], ["ip", "-br", "link"],
+                     ["iptables-save", "-c"], ["ipset", "list"], ["conntrack", "-L"],
+                     ["sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter"]):
+            out.append(f"--- {node}: {' '.join(argv)}\n{_sh(ns, argv)}")
+    for key, pod in pods.items():
+        for argv in (["ip", "addr"], ["ip", "route"], ["ip", "neigh"]):
+            out.append(f"--- pod {key}: {' '.join(argv)}\n{_sh(pod['netns'], argv)}")
+    # The lines that name a known cause, first: an ADD that returned before the agent programmed the
+    # pod (policy_setup_timeout_seconds ran out), a failed apply, a BGP session that went down.
+    notable = ("policy setup not done", "dataplane apply failed", "state=down", "speaker restart", "quarantin")
+    causes: list[str] = []
+    for proc in state.data.get("processes", []):
+        log = Path(proc.get("log") or "")
+        if log.is_file():
+            lines = log.read_text(errors="replace").splitlines()
+            causes += [f"{log.name}: {line}" for line in lines if any(n in line for n in notable)]
+            out.append(f"--- log {log.name}\n" + "\n".join(lines[-150:]))
+    out.insert(1, "notable log lines:\n" + ("\n".join(causes[-40:]) or "(none)"))
+    text = "\n".join(out)
+    dump = Path("/tmp") / f"flake-diag-{topo.name}-{uuid.uuid4().hex[:4]}.txt"
+    dump.write_text(text)
+    return f"{failures}; diagnostics in {dump}\n{text[:4000]}"
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
@@ -85,7 +124,7 @@ def test_shipped_topology_pods_reach_each_other(name: str, run_base: Path) -> No
         # every pair of pods pings (both directions)
         failures = [f"{a} -> {b}" for (a, pa), (b, pb) in itertools.permutations(pods.items(), 2)
                     if not ping(pa["netns"], pb["ip"])]
-        assert not failures, failures
+        assert not failures, diagnose(failures, topo, workers, pods, state)
         if name == "leaf-spine":
             # pods in the other rack are reached over both spines (ECMP)
             routes = netns.run(topo.node_netns("n1"), ["ip", "route", "show", "proto", "76"]).stdout
