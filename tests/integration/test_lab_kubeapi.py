@@ -67,7 +67,7 @@ def test_kubectl_create_apply_label_delete(kubeapi: tuple[KubeAPIServer, str]) -
     kubectl(cfg, "label", "namespace", "shop", "team=a")
     assert st.get(st.rtype("namespaces"), "", "shop")["metadata"]["labels"] == {
         "team": "a", "kubernetes.io/metadata.name": "shop"}
-    assert "applied" in kubectl(cfg, "apply", "-f", "-", stdin=POD + "---\n" + POLICY).stdout or True
+    assert "pod/web-1 created" in kubectl(cfg, "apply", "-f", "-", stdin=POD + "---\n" + POLICY).stdout
     pod = st.get(st.rtype("pods"), "shop", "web-1")
     assert pod["metadata"]["labels"] == {"app": "web"} and pod["spec"]["serviceAccountName"] == "default"
     rv = pod["metadata"]["resourceVersion"]
@@ -96,7 +96,7 @@ def test_kubectl_create_apply_label_delete(kubeapi: tuple[KubeAPIServer, str]) -
 
 
 def test_optimistic_concurrency_and_dry_run(kubeapi: tuple[KubeAPIServer, str]) -> None:
-    srv, cfg = kubeapi
+    _, cfg = kubeapi
     api = KubeAPI(cfg)
     ns = api.create("Namespace", {"metadata": {"name": "a"}})
     stale = json.loads(json.dumps(ns))
