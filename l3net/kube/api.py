@@ -14,13 +14,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
+from kubernetes.config.config_exception import ConfigException
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["PATHS", "ApiError", "ApiUnavailable", "KubeAPI"]
+__all__ = ["PATHS", "ApiError", "ApiUnavailable", "KubeAPI", "KubeConfigError"]
 
 # kind -> (collection path prefix, namespaced). Namespaced paths take "/namespaces/<ns>" before the plural.
 PATHS: dict[str, tuple[str, str, bool]] = {
@@ -39,6 +41,10 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+class KubeConfigError(ValueError):
+    """The kubeconfig (or the in-cluster service account) cannot be loaded; the message says why."""
 
 
 class ApiUnavailable(Exception):
@@ -64,10 +70,13 @@ class KubeAPI:
 
     def __init__(self, kubeconfig: str | None = None, request_timeout: float = 10.0):
         cfg = kclient.Configuration()
-        if kubeconfig:
-            kconfig.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        else:
-            kconfig.load_incluster_config(client_configuration=cfg)
+        try:
+            if kubeconfig:
+                kconfig.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+            else:
+                kconfig.load_incluster_config(client_configuration=cfg)
+        except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
+            raise KubeConfigError(f"kubeconfig {kubeconfig or '(in-cluster)'}: {exc}") from None
         cfg.retries = False
         self.host = cfg.host
         self._api = kclient.ApiClient(cfg)
@@ -160,6 +169,11 @@ class KubeAPI:
     # -- writes (leases, pod status) ------------------------------------------------
     def create(self, kind: str, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         return self._call("POST", collection_path(kind, namespace), body=obj)  # type: ignore[no-any-return]
+
+    def patch_status(self, kind: str, name: str, namespace: str | None, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the ``/status`` subresource (what kubelet does with a pod's IP and phase)."""
+        return self._call("PATCH", item_path(kind, name, namespace) + "/status",  # type: ignore[no-any-return]
+                          body={"status": status}, content_type="application/merge-patch+json")
 
     def replace(self, kind: str, obj: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         name = obj["metadata"]["name"]

@@ -172,7 +172,12 @@ class KubeController:
                 objs = {k: dict(v) for k, v in self._objs.items()}
             if not dirty and not full:
                 continue
+            before = sum(self.writes.values())
             failed = self._pass(dirty, full, objs)
+            if full:
+                # one line per full reconciliation: how a restart or a relist is seen to cause no churn
+                _log.info("reconciled kinds=%s keys=%d writes=%d failed=%d", ",".join(sorted(full)), len(dirty),
+                          sum(self.writes.values()) - before, len(failed))
             if failed:
                 with self._lock:
                     self._dirty.update(k for k in failed if isinstance(k, tuple))

@@ -37,8 +37,9 @@ class Reflector:
     """
 
     def __init__(self, api: KubeAPI, kind: str, sink: Sink, *, page_size: int = 500, watch_timeout: int = 300,
-                 retry_initial: float = 0.2, retry_max: float = 10.0,
+                 retry_initial: float = 0.2, retry_max: float = 10.0, field_selector: str | None = None,
                  sleep: Callable[[float], bool] | None = None):
+        self.field_selector = field_selector
         self.api = api
         self.kind = kind
         self.sink = sink
@@ -93,7 +94,7 @@ class Reflector:
         self.resource_version = ""
 
     def _list(self) -> None:
-        items, rv = self.api.list(self.kind, limit=self.page_size)
+        items, rv = self.api.list(self.kind, limit=self.page_size, field_selector=self.field_selector)
         self.lists += 1
         self.sink.replace(self.kind, items)
         self.resource_version = rv
@@ -102,7 +103,7 @@ class Reflector:
 
     def _watch(self) -> None:
         self.watches += 1
-        for ev in self.api.watch(self.kind, self.resource_version, self.watch_timeout):
+        for ev in self.api.watch(self.kind, self.resource_version, self.watch_timeout, self.field_selector):
             if self._stop.is_set():
                 return
             etype = ev.get("type")

@@ -133,7 +133,8 @@ class LabRuntime:
         return self.topo.node_netns(node)
 
     # -- up --------------------------------------------------------------
-    def up(self, *, wait_bgp: bool = True, timeout: float = 90.0, keep_on_error: bool = False) -> st.LabState:
+    def up(self, *, wait_bgp: bool = True, timeout: float = 90.0, keep_on_error: bool = False,
+           kubernetes: bool = False) -> st.LabState:
         existing = st.LabState.load(self.topo.name)
         if existing is not None:
             raise LabError(f"lab {self.topo.name!r} is already up (state in {existing.dir}); "
@@ -162,6 +163,10 @@ class LabRuntime:
             self._start_etcd()
             self._apply_manifests()
             self._start_nodes()
+            if kubernetes:
+                from l3net.lab.kubelab import start_kube
+
+                start_kube(self.state, self.out)
             self.state.data["phase"] = "running"
             self.state.save()
             if wait_bgp:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -226,8 +227,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], store: Store, bookmark_interval: float):
-        super().__init__(addr, _Handler)
+    def __init__(self, addr: tuple[str, int], store: Store, bookmark_interval: float,
+                 sock: socket.socket | None = None):
+        super().__init__(addr, _Handler, bind_and_activate=sock is None)
+        if sock is not None:
+            # a socket made in another network namespace stays there: serve it as it is
+            self.socket.close()
+            self.socket = sock
+            self.server_address = sock.getsockname()
+            sock.listen(self.request_queue_size)
         self.store = store
         self.bookmark_interval = bookmark_interval
         self.stopping = threading.Event()
@@ -239,13 +247,15 @@ class KubeAPIServer:
 
     ``start()`` binds (port 0 picks a free one) and serves from a daemon thread;
     ``stop()`` ends open watches and closes the socket. With ``certfile``/``keyfile``
-    it speaks TLS (no client authentication).
+    it speaks TLS (no client authentication). ``sock``: an already bound socket (one made
+    inside a lab node's network namespace, so processes there reach the same store).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, store: Store | None = None,
-                 bookmark_interval: float = 5.0, certfile: str | None = None, keyfile: str | None = None):
+                 bookmark_interval: float = 5.0, certfile: str | None = None, keyfile: str | None = None,
+                 sock: socket.socket | None = None):
         self.store = store or Store()
-        self._httpd = _Server((host, port), self.store, bookmark_interval)
+        self._httpd = _Server((host, port), self.store, bookmark_interval, sock)
         self.tls = bool(certfile)
         if certfile:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
