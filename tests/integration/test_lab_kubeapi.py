@@ -182,3 +182,17 @@ def test_watch_selector_reports_leaving_as_deleted(kubeapi: tuple[KubeAPIServer,
     assert [e["type"] for e in evs] == ["ADDED", "DELETED"]
     with pytest.raises(Exception, match="labelSelector"):
         st.watch(rt, "", start, label_sel="team in (a")
+
+
+def test_deploy_manifests_apply_to_the_stand_in(kubeapi: tuple[KubeAPIServer, str]) -> None:
+    srv, cfg = kubeapi
+    deploy = str(Path(__file__).resolve().parents[2] / "deploy")
+    out = kubectl(cfg, "apply", "--dry-run=client", "-f", deploy).stdout
+    assert "daemonset.apps/l3net-node created (dry run)" in out
+    assert "deployment.apps/l3net-kube-controller created (dry run)" in out
+    kubectl(cfg, "apply", "--dry-run=server", "-f", deploy)
+    assert srv.store.list(srv.store.rtype("daemonsets"), "")["items"] == []  # a dry run stores nothing
+    kubectl(cfg, "apply", "-f", deploy)
+    assert "unchanged" in kubectl(cfg, "apply", "-f", deploy).stdout
+    ds = srv.store.get(srv.store.rtype("daemonsets"), "kube-system", "l3net-node")
+    assert ds["spec"]["template"]["spec"]["hostPID"] is True

@@ -9,7 +9,8 @@ resourceVersion), watch from a ``resourceVersion`` with bookmarks, ``410 Gone``
 for a version older than the retained event window, optimistic concurrency
 (``409 Conflict``), label and field selectors, create/get/update/patch (JSON,
 merge and strategic-merge patches as ``kubectl`` sends them)/delete, for
-Namespaces, Pods, Nodes, ServiceAccounts, NetworkPolicies and Leases.
+Namespaces, Pods, Nodes, ServiceAccounts, NetworkPolicies and Leases (plus ConfigMaps,
+Secrets, DaemonSets, Deployments and RBAC objects, stored as they are so ``deploy/`` applies).
 
 It does not authenticate, admit, default beyond what its clients read, garbage
 collect or run graceful deletion: a deleted object is gone at once.

@@ -64,6 +64,15 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
+    # Stored as they are (no controllers run): so that deploy/ applies to the stand-in as to a cluster.
+    ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
+    ResourceType("", "v1", "Secret", "secrets", True),
+    ResourceType("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), True),
+    ResourceType("apps", "v1", "Deployment", "deployments", True, ("deploy",), True),
+    ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    ResourceType("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
 )
 
 
