@@ -4,7 +4,7 @@ Flags and variables (every one is read here; ``deploy/`` sets only these):
 the datastore flags of ``l3netctl``, ``--kubeconfig`` / ``KUBECONFIG`` (absent: the in-cluster service account),
 ``--lease-namespace`` / ``L3NET_LEASE_NAMESPACE`` (default ``kube-system``),
 ``--lease-name`` (``l3net-kube-controller``), ``--identity`` / ``POD_NAME``
-(default the host name), ``--resync-interval`` seconds (300), and the datastore's
+(default the host name), ``--resync-interval`` seconds (300), ``--metrics-port`` (0: off), and the datastore's
 ``L3NET_ETCD_ENDPOINTS``, ``L3NET_ETCD_*_FILE``, ``L3NET_ETCD_PREFIX``.
 """
 
@@ -33,20 +33,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--identity", default=os.environ.get("POD_NAME") or socket.gethostname(),
                    help="this replica's name in the Lease (default $POD_NAME, else the host name)")
     p.add_argument("--resync-interval", type=float, default=300.0, help="seconds between full reconciliations")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics (l3net_kube_controller_*) on this port (default 0: off)")
     p.set_defaults(func=run)
 
 
 def run(args: Any) -> int:
     from l3net.cli.common import open_datastore
     from l3net.errors import ValidationError
-    from l3net.kube.api import KubeAPI
+    from l3net.kube.api import KubeAPI, KubeConfigError
     from l3net.kube.controller import KubeController
     from l3net.kube.leader import LeaderElector
 
     if args.resync_interval <= 0:
         _log.error("--resync-interval: must be a positive number of seconds, got %s", args.resync_interval)
         return 2
-    api = KubeAPI(args.kubeconfig)
+    try:
+        api = KubeAPI(args.kubeconfig)
+    except KubeConfigError as exc:
+        _log.error("--kubeconfig: %s", exc)
+        return 2
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        from l3net.kube.controller import REGISTRY
+
+        start_http_server(args.metrics_port, registry=REGISTRY)
     try:
         ds, keys = open_datastore(args)
     except ValidationError as exc:

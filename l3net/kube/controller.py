@@ -26,6 +26,8 @@ import time
 from dataclasses import replace as dc_replace
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
+
 from l3net.datastore.base import Datastore
 from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM
@@ -40,7 +42,17 @@ from l3net.model.validation import resource_from_document
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "KubeController"]
+__all__ = ["KINDS", "REGISTRY", "KubeController"]
+
+# The controller's own registry (served by `l3net kube-controller --metrics-port`), not the agent's.
+REGISTRY = CollectorRegistry(auto_describe=True)
+WRITES = Counter("l3net_kube_controller_writes", "Datastore writes by the kube-controller, by kind.", ["kind"],
+                 registry=REGISTRY)
+RELISTS = Counter("l3net_kube_controller_relists", "Full lists after 410 Gone, all kinds.", registry=REGISTRY)
+ERRORS = Counter("l3net_kube_controller_errors", "Reconciliations that failed and were retried.",
+                 registry=REGISTRY)
+SKIPPED = Counter("l3net_kube_controller_skipped", "Objects left alone: refused by validation (invalid) or "
+                  "not written by the controller (foreign).", ["reason", "kind"], registry=REGISTRY)
 
 KINDS = ("Namespace", "ServiceAccount", "Pod", "NetworkPolicy", "Node")
 
@@ -81,7 +93,8 @@ class KubeController:
         self.foreign: collections.Counter[str] = collections.Counter()
         self.errors = 0
         self.passes = 0
-        self.reflectors = {k: Reflector(api, k, self, page_size=page_size, watch_timeout=watch_timeout)
+        self.reflectors = {k: Reflector(api, k, self, page_size=page_size, watch_timeout=watch_timeout,
+                                        on_gone=RELISTS.inc)
                            for k in KINDS}
         self._worker = threading.Thread(target=self._run, name="kube-controller", daemon=True)
         self._idle = threading.Event()
@@ -184,6 +197,10 @@ class KubeController:
                     self._full.update(k for k in failed if isinstance(k, str))
                 self._stop.wait(self.retry_interval)
 
+    def _wrote(self, kind: str) -> None:
+        self.writes[kind] += 1
+        WRITES.labels(kind).inc()
+
     def _pass(self, dirty: list[Key], full: set[str], objs: dict[str, dict[tuple[str, str], Any]]) -> list[Any]:
         self.passes += 1
         failed: list[Any] = []
@@ -192,6 +209,7 @@ class KubeController:
                 self._reconcile(key, objs)
             except (DatastoreError, Conflict, IPAMError) as exc:
                 self.errors += 1
+                ERRORS.inc()
                 _log.warning("reconcile failed, will retry kind=%s key=%s/%s: %s", key[0], key[1], key[2], exc)
                 failed.append(key)
         for kind in sorted(full, key=KINDS.index):
@@ -222,6 +240,7 @@ class KubeController:
         if current is not None and not translate.is_marked(current.annotations):
             if doc is not None:
                 self.foreign[kind] += 1
+                SKIPPED.labels("foreign", kind).inc()
                 _log.info("not touching %s: it was not written by the kube-controller", current.ref)
             return
         if doc is None:
@@ -230,13 +249,14 @@ class KubeController:
                     self.client.delete([current])
                 except NotFound:
                     return
-                self.writes[kind] += 1
+                self._wrote(kind)
                 _log.info("deleted %s (gone from the cluster)", current.ref)
             return
         try:
             desired = resource_from_document(doc, f"kubernetes {kind}")
         except ValidationError as exc:
             self.invalid[kind] += 1
+            SKIPPED.labels("invalid", kind).inc()
             _log.warning("skipping %s/%s%s: l3net refuses it (stored version kept): %s", kind,
                          f"{ns}/" if ns else "", name, exc)
             return
@@ -246,7 +266,7 @@ class KubeController:
         if current is not None:
             desired = dc_replace(desired, resource_version=current.resource_version)
         self.client.apply([desired])
-        self.writes[kind] += 1
+        self._wrote(kind)
         _log.info("wrote %s", desired.ref)
 
     def _get(self, kind: str, name: str, ns: str | None) -> Resource | None:
@@ -301,7 +321,7 @@ class KubeController:
                 self.invalid["Pod"] += 1
                 _log.warning("pod %s/%s: its labels or ports are refused for %s: %s", ns, name, wep.ref, exc)
                 continue
-            self.writes["WorkloadEndpoint"] += 1
+            self._wrote("WorkloadEndpoint")
             _log.info("updated %s from pod %s/%s", wep.ref, ns, name)
 
     # -- nodes ----------------------------------------------------------------------
@@ -310,7 +330,7 @@ class KubeController:
         if node is not None:
             if self.ds.get(record) is None:
                 self.ds.put(record, json.dumps({"node": name}).encode())
-                self.writes["NodeRecord"] += 1
+                self._wrote("NodeRecord")
             self._sync_owned("Node", name, None, translate.node_doc(node))
             return
         if self.ds.get(record) is None:
@@ -318,7 +338,7 @@ class KubeController:
         released = self._release_node(name)
         self._sync_owned("Node", name, None, None)
         self.ds.delete(record)
-        self.writes["NodeRecord"] += 1
+        self._wrote("NodeRecord")
         _log.info("node deleted from the cluster; released node=%s addresses=%d", name, released)
 
     def _release_node(self, node: str) -> int:
@@ -330,15 +350,15 @@ class KubeController:
         freed = 0
         for handle in sorted(handles):
             freed += len(self.ipam.release_handle(handle))
-            self.writes["IPAMHandle"] += 1
+            self._wrote("IPAMHandle")
         if self.ipam.release_node(node):
-            self.writes["IPAMAffinity"] += 1
+            self._wrote("IPAMAffinity")
         for wep in self._endpoints_of("", node=node):
             try:
                 self.client.delete([wep])
             except NotFound:
                 continue
-            self.writes["WorkloadEndpoint"] += 1
+            self._wrote("WorkloadEndpoint")
         return freed
 
     def stats(self) -> dict[str, Any]:

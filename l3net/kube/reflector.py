@@ -36,10 +36,12 @@ class Reflector:
     within the watch's poll; the sink must not raise.
     """
 
-    def __init__(self, api: KubeAPI, kind: str, sink: Sink, *, page_size: int = 500, watch_timeout: int = 300,
+    def __init__(self, api: KubeAPI, kind: str, sink: Sink, *, on_gone: Callable[[], None] | None = None,
+                 page_size: int = 500, watch_timeout: int = 300,
                  retry_initial: float = 0.2, retry_max: float = 10.0, field_selector: str | None = None,
                  sleep: Callable[[float], bool] | None = None):
         self.field_selector = field_selector
+        self.on_gone = on_gone
         self.api = api
         self.kind = kind
         self.sink = sink
@@ -90,6 +92,8 @@ class Reflector:
 
     def _gone(self, why: str) -> None:
         self.relists_gone += 1
+        if self.on_gone is not None:
+            self.on_gone()
         _log.info("resourceVersion expired, listing again kind=%s rv=%s why=%s", self.kind, self.resource_version, why)
         self.resource_version = ""
 

@@ -13,7 +13,7 @@ from l3net.datastore import EtcdDatastore
 from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
 from l3net.kube.api import KubeAPI
-from l3net.kube.controller import KubeController
+from l3net.kube.controller import REGISTRY, KubeController
 from l3net.kube.leader import LeaderElector
 from l3net.kube.translate import MARK, MARK_VALUE
 from l3net.lab.kubeapi import KubeAPIServer
@@ -116,6 +116,11 @@ def test_mirror_namespaces_policies_pods_and_marks(cluster: KubeAPI, datastore: 
     assert client.get("Namespace", "ops") is not None
 
 
+def metric_writes() -> float:
+    return sum(s.value for m in REGISTRY.collect() if m.name == "l3net_kube_controller_writes"
+               for s in m.samples if s.name.endswith("_total"))
+
+
 def test_restart_and_410_converge_without_spurious_writes(cluster: KubeAPI, datastore: EtcdDatastore,
                                                           key_layout: KeyLayout, controllers: list) -> None:
     client = ResourceClient(datastore, key_layout)
@@ -127,9 +132,11 @@ def test_restart_and_410_converge_without_spurious_writes(cluster: KubeAPI, data
     assert first.writes["Namespace"] == 14 and first.writes["WorkloadEndpoint"] == 12
     first.stop()
 
-    # a second controller (a restart) over equal state: zero writes
+    # a second controller (a restart) over equal state: zero writes, in its counters and in the metric
+    metric_before = metric_writes()
     second = new_controller(controllers, cluster, datastore, key_layout)
     assert sum(second.writes.values()) == 0, second.stats()
+    assert metric_writes() == metric_before
 
     # the API forgets its window: every watch gets 410 and the controller relists, again without writes
     second.reflectors["Namespace"].page_size = 5  # relist in continue pages
@@ -147,6 +154,7 @@ def test_restart_and_410_converge_without_spurious_writes(cluster: KubeAPI, data
     assert client.get("Namespace", "ns3").labels["i"] == "changed"
     assert client.get("Namespace", "ns4") is None
     assert dict(third.writes) == {"Namespace": 2}, third.stats()
+    assert metric_writes() == metric_before + 2
 
 
 def test_deleted_node_releases_its_ipam(cluster: KubeAPI, datastore: EtcdDatastore, key_layout: KeyLayout,
