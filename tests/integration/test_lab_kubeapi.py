@@ -196,3 +196,20 @@ def test_deploy_manifests_apply_to_the_stand_in(kubeapi: tuple[KubeAPIServer, st
     assert "unchanged" in kubectl(cfg, "apply", "-f", deploy).stdout
     ds = srv.store.get(srv.store.rtype("daemonsets"), "kube-system", "l3net-node")
     assert ds["spec"]["template"]["spec"]["hostPID"] is True
+
+
+def test_https_serving_with_kubectl(tmp_path: Path) -> None:
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    srv = KubeAPIServer(certfile=str(cert), keyfile=str(key)).start()
+    try:
+        assert srv.url.startswith("https://")
+        cfg = srv.kubeconfig(str(tmp_path / "kubeconfig"))
+        kubectl(cfg, "create", "namespace", "tls-ok")
+        assert srv.store.get(srv.store.rtype("namespaces"), "", "tls-ok")["metadata"]["name"] == "tls-ok"
+        items, _ = KubeAPI(cfg).list("Namespace")
+        assert "tls-ok" in {i["metadata"]["name"] for i in items}
+    finally:
+        srv.stop()

@@ -257,6 +257,7 @@ class KubeAPIServer:
         self.store = store or Store()
         self._httpd = _Server((host, port), self.store, bookmark_interval, sock)
         self.tls = bool(certfile)
+        self.certfile = certfile
         if certfile:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(certfile, keyfile)
@@ -293,10 +294,12 @@ class KubeAPIServer:
         """Write a kubeconfig naming this server (no credentials: the stand-in does not authenticate)."""
         cluster: dict[str, Any] = {"server": self.url}
         if self.tls:
-            cluster["insecure-skip-tls-verify"] = True
+            # the lab's certificate is self-signed: it is its own authority, so clients verify it
+            cluster["certificate-authority"] = self.certfile
         cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "lab",
                "clusters": [{"name": "lab", "cluster": cluster}],
-               "users": [{"name": "lab", "user": {}}],
+               # kubectl asks for a user name over https without credentials; the stand-in ignores the token.
+               "users": [{"name": "lab", "user": {"token": "lab-stand-in-does-not-authenticate"}}],
                "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab", "namespace": namespace}}]}
         with open(path, "w", encoding="utf-8") as f:
             json.dump(cfg, f, indent=1)
