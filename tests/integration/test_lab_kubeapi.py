@@ -13,6 +13,7 @@ import pytest
 
 from l3net.kube.api import ApiError, KubeAPI
 from l3net.lab.kubeapi import KubeAPIServer
+from l3net.netns import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -158,9 +159,12 @@ def test_watch_resume_bookmarks_and_gone(kubeapi: tuple[KubeAPIServer, str]) -> 
             if ev["type"] == "ERROR":
                 return
 
+    opened = srv.watches_opened
     t = threading.Thread(target=consume)
     t.start()
+    wait_for(lambda: srv.watches_opened > opened, 10, "the resumed watch is open")
     api.create("Namespace", {"metadata": {"name": "w2"}})
+    wait_for(lambda: any(e["type"] == "ADDED" for e in got), 10, "w2 arrives on the resumed watch")
     srv.store.expire()  # the window is forgotten: the open watch ends with an ERROR 410
     t.join(10)
     kinds = [e["type"] for e in got if e["type"] != "BOOKMARK"]
