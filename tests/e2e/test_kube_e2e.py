@@ -180,6 +180,31 @@ def test_kubectl_label_moves_pod_and_namespace_within_2s(klab: KubeLab) -> None:
     print(f"\nFIGURE label bounds held (<= {LABEL_BOUND}s)")
 
 
+def test_labels_apply_from_the_first_packet_without_the_controller(klab: KubeLab) -> None:
+    """The CNI read the pod at ADD: with the controller stopped, a new client's first connection is allowed."""
+    state = klab.lab.reload()
+    proc = next(p for p in state.data["processes"] if p["what"] == "kube-controller" and st.is_alive(p))
+    assert st.stop_process(proc)
+    try:
+        klab.kubectl("apply", "-f", "-", stdin="""\
+apiVersion: v1
+kind: Pod
+metadata: {name: cli4, namespace: default, labels: {role: client}}
+spec: {nodeName: n2, containers: [{name: c, image: x, ports: [{name: metrics, containerPort: 9100}]}]}
+""")
+        klab.pod_ip("default/cli4")
+        from l3net.model.client import ResourceClient
+
+        wep = next(w for w in ResourceClient(klab.ds, klab.keys).list("WorkloadEndpoint", "default")
+                   if w.spec["pod"] == "cli4")
+        assert wep.labels["role"] == "client" and wep.spec["ports"] == [
+            {"name": "metrics", "protocol": "TCP", "port": 9100}]
+        agent = klab.agent("default/cli4")
+        assert agent.can_connect(klab.pod_ip("default/web1"), ALLOWED, 2.0)  # the very first attempt
+    finally:
+        start_controller(klab.lab.reload())
+
+
 def test_ipaddrs_and_sticky_annotations(klab: KubeLab) -> None:
     fixed = "10.244.77.7"
     klab.kubectl("apply", "-f", "-", stdin=f"""\
