@@ -207,3 +207,24 @@ def test_lease_elects_one_leader_and_fails_over(cluster: KubeAPI) -> None:
     finally:
         b.stop()
         a.stop()
+
+
+def test_a_policy_l3net_refuses_is_skipped_and_the_rest_converges(cluster: KubeAPI, datastore: EtcdDatastore,
+                                                                   key_layout: KeyLayout, controllers: list) -> None:
+    client = ResourceClient(datastore, key_layout)
+    bad = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "bad-port", "namespace": "default"},
+           "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]}}
+    good = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": "default"}, "spec": {"podSelector": {}}}
+    cluster.create("NetworkPolicy", bad, "default")
+    cluster.create("NetworkPolicy", good, "default")
+    ctl = new_controller(controllers, cluster, datastore, key_layout)
+    assert client.get("NetworkPolicy", "bad-port", "default") is None
+    assert client.get("NetworkPolicy", "deny-all", "default") is not None
+    assert ctl.invalid["NetworkPolicy"] == 1 and ctl.errors == 0
+    # once the object is fixed in the API, it is stored
+    fixed = cluster.get("NetworkPolicy", "bad-port", "default")
+    fixed["spec"]["ingress"][0]["ports"][0]["port"] = 7000
+    cluster.replace("NetworkPolicy", fixed, "default")
+    wait_for(lambda: client.get("NetworkPolicy", "bad-port", "default") is not None, 10, "the fixed policy")
