@@ -285,7 +285,8 @@ class KubeAPIServer:
 
     def stop(self) -> None:
         self._httpd.stopping.set()
-        self._httpd.shutdown()
+        if self._thread is not None:
+            self._httpd.shutdown()  # waits for serve_forever: only when it runs
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
