@@ -83,6 +83,9 @@ def _spawn(state: st.LabState, what: str, argv: list[str], group: Path) -> int:
         proc = subprocess.Popen(argv, env=env, cwd=state.dir, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=cg.enter_fn(group))
     with state.locked():
+        # a restart replaces the record, so `lab status` shows the process that runs now
+        state.data["processes"] = [p for p in state.data["processes"]
+                                   if not (p["node"] == KUBE_NODE and p["what"] == what)]
         state.record_process(KUBE_NODE, what, proc.pid, argv, str(log))
     _log.info("started what=%s pid=%d", what, proc.pid)
     return proc.pid
