@@ -258,6 +258,9 @@ def test_controller_restart_and_410_write_nothing(klab: KubeLab) -> None:
     count = len(passes())
     assert wait_for(lambda: len(passes()) > count, 30) is not None
     assert all(w == 0 for _, w in passes()[count:]), passes()
+    status = klab.lab.lab_cli("status", klab.lab.name).stdout
+    line = next(ln for ln in status.splitlines() if ln.strip().startswith("kubernetes"))
+    assert "kube-api:" in line and "kube-controller:" in line and "DEAD" not in line, line
 
 
 def test_deleting_a_node_releases_its_ipam(klab: KubeLab) -> None:
