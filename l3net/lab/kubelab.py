@@ -155,6 +155,7 @@ class Kubelet:
         self.api, self.lab, self.node, self.tick = api, lab, node, tick
         self._lock = threading.Condition()
         self._pods: dict[str, dict[str, Any]] = {}
+        self._backoff: dict[str, tuple[float, float]] = {}  # pod -> (next attempt, delay), as kubelet backs off
         self._stop = threading.Event()
         self.reflector = Reflector(api, "Pod", self, field_selector=f"spec.nodeName={node}")
         self._thread = threading.Thread(target=self._run, name=f"kubelet-{node}", daemon=True)
@@ -208,6 +209,7 @@ class Kubelet:
         state = st.LabState.load(self.lab)
         if state is None:
             return
+        self._backoff = {k: v for k, v in self._backoff.items() if k in wanted}
         mine = {k: p for k, p in state.data["pods"].items() if p.get("kube") and p.get("node") == self.node}
         for key, rec in mine.items():
             pod = wanted.get(key)
@@ -218,12 +220,18 @@ class Kubelet:
         for key, pod in wanted.items():
             if key in state.data["pods"]:
                 continue  # running, or still held by a record another node has not deleted yet
+            when, delay = self._backoff.get(key, (0.0, 0.0))
+            if time.monotonic() < when:
+                continue
             _log.info("kubelet ADD node=%s pod=%s", self.node, key)
             try:
                 rec = add_pod(state, self.node, key)
             except LabError as exc:
-                _log.warning("kubelet ADD failed node=%s pod=%s: %s (retrying)", self.node, key, exc)
+                delay = min(max(delay * 2, 1.0), 30.0)
+                self._backoff[key] = (time.monotonic() + delay, delay)
+                _log.warning("kubelet ADD failed node=%s pod=%s: %s (retrying in %.0fs)", self.node, key, exc, delay)
                 continue
+            self._backoff.pop(key, None)
             with state.locked():
                 state.data["pods"][key]["kube"] = True
                 state.data["pods"][key]["uid"] = pod["metadata"].get("uid")

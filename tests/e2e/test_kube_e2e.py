@@ -231,6 +231,25 @@ spec: {nodeName: NODE, containers: [{name: c, image: x}]}
     assert klab.lab.reload().data["pods"]["default/db-0"]["node"] == "n2"
 
 
+def test_a_pod_the_cni_refuses_stays_pending_and_harms_nothing(klab: KubeLab) -> None:
+    klab.kubectl("apply", "-f", "-", stdin="""\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: outside
+  namespace: default
+  annotations: {cni.projectcalico.org/ipAddrs: '["192.0.2.5"]'}
+spec: {nodeName: n1, containers: [{name: c, image: x}]}
+""")
+    assert wait_for(lambda: "pod=default/outside" in klab.log("kube-api") and "ADD failed" in klab.log("kube-api"),
+                    30) is not None
+    out = klab.kubectl("get", "pod", "-n", "default", "outside", "-o", "jsonpath={.status.phase} {.status.podIP}")
+    assert out.stdout.strip() == "Pending"
+    assert "default/outside" not in klab.lab.reload().data["pods"]
+    assert klab.agent("default/cli1").can_connect(klab.pod_ip("default/web2"), ALLOWED, 2.0)
+    klab.kubectl("delete", "pod", "-n", "default", "outside")
+
+
 def test_delete_pod_frees_its_address(klab: KubeLab) -> None:
     ip = klab.pod_ip("default/fixed")
     assert any(a[0] == ip for b in klab.ipam.blocks() for a in b.allocated())
