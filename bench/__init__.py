@@ -14,4 +14,5 @@ BENCHMARKS = [
     "reflector_scale",
     "footprint",
     "ipam",
+    "bfd",
 ]

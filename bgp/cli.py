@@ -30,7 +30,10 @@ from typing import Any
 
 from bgp import metrics as bgp_metrics
 from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
+from bgp.bfd.peers import BfdPeers
 from bgp.config import build_node_view
+from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
 from felix.health import HealthServer, HealthState
 from felix.registration import StatusPublisher
@@ -51,7 +54,8 @@ STATUS_TTL = 30
 CACHE_MAX_AGE = 86400.0
 # The run loop ticks every --resync seconds (or once a second while waiting for its first view).
 LIVENESS_TIMEOUT = 60.0
-KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"))
+KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"),
+         ("bgpfilters", "BGPFilter"))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -59,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--node", required=True, help="the Node resource of this reflector (has routeReflectorClusterID)")
     p.add_argument("--run-dir", default=None, help="directory for ExaBGP's config, socket and log "
                                                    "(default /run/l3net/rr-NODE)")
+    p.add_argument("--secrets-dir", default=os.environ.get("L3NET_BGP_SECRETS_DIR") or "/etc/l3net/bgp-secrets",
+                   help="mounted Secrets for BGP passwords: secretKeyRef {name, key} is DIR/name/key "
+                        "(env L3NET_BGP_SECRETS_DIR)")
     p.add_argument("--resync", type=float, default=2.0,
                    help="seconds between publications of the peer table (resources are watched, not polled)")
     p.add_argument("--health-host", default="127.0.0.1", help="bind address of /liveness and /readiness")
@@ -105,6 +112,7 @@ class ResourceStore:
         self._by_kind: dict[str, dict[str, Resource]] = {plural: {} for plural, _ in KINDS}
         self._synced: set[str] = set()
         self._live: set[str] = set()
+        self._cached: set[str] = set()  # started from the on-disk cache, not in sync with the datastore since
         self._report()
 
     def sink(self, plural: str) -> _KindSink:
@@ -120,16 +128,19 @@ class ResourceStore:
         with self._lock:
             return len(self._live) == len(KINDS)
 
-    def snapshot(self) -> tuple[list[Resource], list[Resource], list[Resource]]:
+    def snapshot(self) -> tuple[list[Resource], list[Resource], list[Resource], list[Resource]]:
+        """Nodes, BGPConfigurations, BGPPeers and BGPFilters (the arguments of ``build_node_view``)."""
         with self._lock:
-            n, c, p = (list(self._by_kind[plural].values()) for plural, _ in KINDS)
-        return n, c, p
+            n, c, p, f = (list(self._by_kind[plural].values()) for plural, _ in KINDS)
+        return n, c, p, f
 
     def seed(self, plural: str, view: CachedView) -> None:
         """Start ``plural`` from a cached view (before its syncer starts): a view, but not a live one."""
         self._apply(plural, [KeyUpdate(k, v, r) for k, (v, r) in sorted(view.entries.items())])
         with self._lock:
             self._synced.add(plural)
+            self._cached.add(plural)
+        self._report()
         _log.warning("starting from the cached view kind=%s revision=%d keys=%d age=%.0fs", plural, view.revision,
                      len(view.entries), view.age())
 
@@ -149,6 +160,7 @@ class ResourceStore:
         with self._lock:
             self._synced.add(plural)
             self._live.add(plural)
+            self._cached.discard(plural)
         self._report()
         self._loop.call_soon_threadsafe(self._changed.set)
 
@@ -162,12 +174,15 @@ class ResourceStore:
             return
         with self._lock:
             missing = sorted(p for p, _ in KINDS if p not in self._live)
-            cached = sorted(p for p in self._synced if p not in self._live)
+            cached = sorted(self._cached)
         live = not missing
         metrics.DATASTORE_IN_SYNC.set(1 if live else 0)
-        reason = ("running from the cached view of " + ", ".join(cached) if cached
-                  else "not in sync with the datastore: " + ", ".join(missing))
-        self._health.set_ready("datastore", live, reason)
+        parts = []
+        if cached:
+            parts.append("running from the cached view of " + ", ".join(cached))
+        if set(missing) - set(cached):
+            parts.append("not in sync with the datastore: " + ", ".join(sorted(set(missing) - set(cached))))
+        self._health.set_ready("datastore", live, "; ".join(parts))
 
 
 class _KindSink:
@@ -199,7 +214,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                         netns: str | None = None, stop: asyncio.Event | None = None,
                         health: HealthState | None = None, cache_dir: Path | None = None,
                         cache_max_age: float = CACHE_MAX_AGE, probe_interval: float = 1.0,
-                        probe_timeout: float = 1.0) -> int:
+                        probe_timeout: float = 1.0, secrets_dir: str = "") -> int:
     """The route reflector's main loop (also used by tests with ``netns``).
 
     Never ends because of the datastore: an outage of any length keeps the last view (BGP
@@ -208,6 +223,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     2 when the node is not a route reflector, 1 when a syncer or the status thread died of a
     bug, 0 when stopped.
     """
+    secrets = SecretReader(secrets_dir) if secrets_dir else None
     from l3net.syncer import Syncer
 
     stop = stop or asyncio.Event()
@@ -242,6 +258,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     status = StatusPublisher(ds, keys, node, ttl=STATUS_TTL, component="reflector")
     status.start(on_fatal=on_fatal)
     speaker: Speaker | None = None
+    bfd: BfdPeers | None = None
     try:
         while not store.in_sync and not stop.is_set():
             health.beat()
@@ -250,13 +267,14 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 await asyncio.wait_for(changed.wait(), 1.0)
         if stop.is_set():
             return 1 if fatal else 0
-        view = build_node_view(node, *store.snapshot())
+        view = build_node_view(node, *store.snapshot(), secrets=secrets)
         if not view.cluster_id:
             _log.error("node %s has no routeReflectorClusterID; refusing to reflect", node)
             return 2
         speaker = Speaker(node, run_dir, netns=netns)
         await speaker.start()
         health.set_ready("bgp", True)
+        bfd = await _start_bfd(node, speaker, netns)
         reported: tuple[object, ...] = ()
         while not stop.is_set():
             health.beat()
@@ -266,17 +284,24 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                     _log.warning("configuration problem: %s", err)
                 reported = view.errors
             speaker.set_view(view)
+            if bfd is not None:
+                bfd.set_view(view)
+                # Best effort like the peer table: published by the status thread under its lease.
+                status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()))
             rows = speaker.peer_status()
             # Best effort, on the publisher's own thread: a datastore outage never reaches this loop.
             status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
-                node, rows, as_number=view.as_number, router_id=view.router_id))
+                node, rows, as_number=view.as_number, router_id=view.router_id,
+                errors=[str(e) for e in view.errors]))
             ready, reasons = health.readiness()
             status.update(ready=ready, notReady=reasons, peers=len(rows),
                           established=sum(1 for r in rows if r.state == "up"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(stop, changed), resync)
-            view = build_node_view(node, *store.snapshot())
+            view = build_node_view(node, *store.snapshot(), secrets=secrets)
     finally:
+        if bfd is not None:
+            await bfd.stop()
         if speaker is not None:
             await speaker.stop()
         probe.stop(timeout=0)
@@ -299,6 +324,17 @@ def _probe_reporter(health: HealthState, syncers: list[Any]) -> Any:
             for s in syncers:
                 s.restart_watch(reason)
     return on_change
+
+
+async def _start_bfd(node: str, speaker: Speaker, netns: str | None) -> BfdPeers | None:
+    """The reflector runs BFD to its clients with the agent's speaker; without the BFD ports it runs on."""
+    bfd = BfdPeers(node, speaker, netns=netns)
+    try:
+        await bfd.start()
+    except OSError as exc:
+        _log.error("BFD not running on the reflector error=%s", exc)
+        return None
+    return bfd
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -337,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop, health=health,
                                    cache_dir=Path(args.cache_dir) if args.cache_dir else run_dir,
-                                   cache_max_age=args.cache_max_age)
+                                   cache_max_age=args.cache_max_age, secrets_dir=args.secrets_dir)
 
     try:
         return asyncio.run(main())

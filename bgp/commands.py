@@ -12,13 +12,22 @@ instead of one per prefix and neighbor, which is what ExaBGP's API parser can
 keep up with. ExaBGP acks such a line once (``done``/``error``) for all of it.
 All prefixes of one batch must be of one address family (ExaBGP takes the family
 of the batch from its last prefix).
+
+Every word is re-serialised from a typed value (addresses and prefixes through
+``ipaddress`` without scope IDs, numbers from ints) or checked against a strict grammar
+(communities, origin): a value that would add a word or a line raises ValueError.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+_COMMUNITY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
+_LARGE_COMMUNITY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}")
+_ORIGINS = ("igp", "egp", "incomplete")
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,30 @@ class Advertisement:
 
 
 def _check_prefix(prefix: str) -> str:
+    if "%" in prefix:
+        raise ValueError(f"a prefix with a scope ID: {prefix!r}")
     return str(ipaddress.ip_network(prefix, strict=True))
+
+
+def _ip(value: str) -> str:
+    """An address re-serialised from its integer: no scope ID, nothing after it."""
+    if not isinstance(value, str) or "%" in value:
+        raise ValueError(f"not an IP address without scope: {value!r}")
+    addr = ipaddress.ip_address(value)
+    return str(type(addr)(int(addr)))
+
+
+def _uint(value: int, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << bits):
+        raise ValueError(f"not a {bits}-bit number: {value!r}")
+    return value
+
+
+def _words(values: Sequence[str], grammar: re.Pattern[str], what: str) -> str:
+    for v in values:
+        if not isinstance(v, str) or not grammar.fullmatch(v):
+            raise ValueError(f"not a {what}: {v!r}")
+    return " ".join(values)
 
 
 def attribute_text(adv: Advertisement, *, ibgp: bool = True) -> str:
@@ -46,40 +78,42 @@ def attribute_text(adv: Advertisement, *, ibgp: bool = True) -> str:
     LOCAL_PREF, ORIGINATOR_ID and CLUSTER_LIST are iBGP-only attributes and are
     left out towards eBGP peers.
     """
-    parts = [f"next-hop {adv.next_hop or 'self'}", f"origin {adv.origin}"]
+    if adv.origin not in _ORIGINS:
+        raise ValueError(f"not an origin: {adv.origin!r}")
+    parts = [f"next-hop {_ip(adv.next_hop) if adv.next_hop else 'self'}", f"origin {adv.origin}"]
     if adv.as_path:
-        parts.append("as-path [ " + " ".join(str(a) for a in adv.as_path) + " ]")
+        parts.append("as-path [ " + " ".join(str(_uint(a, 32)) for a in adv.as_path) + " ]")
     if adv.med is not None:
-        parts.append(f"med {adv.med}")
+        parts.append(f"med {_uint(adv.med, 32)}")
     if ibgp and adv.local_pref is not None:
-        parts.append(f"local-preference {adv.local_pref}")
+        parts.append(f"local-preference {_uint(adv.local_pref, 32)}")
     if adv.communities:
-        parts.append("community [ " + " ".join(adv.communities) + " ]")
+        parts.append("community [ " + _words(adv.communities, _COMMUNITY, "community") + " ]")
     if adv.large_communities:
-        parts.append("large-community [ " + " ".join(adv.large_communities) + " ]")
+        parts.append("large-community [ " + _words(adv.large_communities, _LARGE_COMMUNITY, "large community") + " ]")
     if ibgp and adv.originator_id:
-        parts.append(f"originator-id {adv.originator_id}")
+        parts.append(f"originator-id {_ip(adv.originator_id)}")
     if ibgp and adv.cluster_list:
-        parts.append("cluster-list [ " + " ".join(adv.cluster_list) + " ]")
+        parts.append("cluster-list [ " + " ".join(_ip(c) for c in adv.cluster_list) + " ]")
     return " ".join(parts)
 
 
 def announce_command(peer: str, prefix: str, adv: Advertisement, *, ibgp: bool = True) -> str:
     """``neighbor P announce route X next-hop … [attributes]`` (see :func:`attribute_text`)."""
-    return f"neighbor {peer} announce route {_check_prefix(prefix)} {attribute_text(adv, ibgp=ibgp)}"
+    return f"neighbor {_ip(peer)} announce route {_check_prefix(prefix)} {attribute_text(adv, ibgp=ibgp)}"
 
 
 def neighbor_selector(peers: Sequence[str]) -> str:
     """``neighbor A , neighbor B …``: the ExaBGP API prefix that addresses a command to several neighbors."""
     if not peers:
         raise ValueError("a command needs at least one neighbor")
-    return " , ".join(f"neighbor {ipaddress.ip_address(p)}" for p in peers)
+    return " , ".join(f"neighbor {_ip(p)}" for p in peers)
 
 
 def _check_batch(prefixes: Sequence[str]) -> list[str]:
     if not prefixes:
         raise ValueError("a batch needs at least one prefix")
-    nets = [ipaddress.ip_network(p, strict=True) for p in prefixes]
+    nets = [ipaddress.ip_network(_check_prefix(p), strict=True) for p in prefixes]
     if len({n.version for n in nets}) != 1:
         raise ValueError("a batch mixes IPv4 and IPv6 prefixes")
     return [str(n) for n in nets]
@@ -98,11 +132,25 @@ def withdraw_batch_command(peers: Sequence[str], prefixes: Sequence[str]) -> str
 
 
 def withdraw_command(peer: str, prefix: str) -> str:
-    return f"neighbor {peer} withdraw route {_check_prefix(prefix)}"
+    return f"neighbor {_ip(peer)} withdraw route {_check_prefix(prefix)}"
 
 
 def eor_command(peer: str, afi: str = "ipv4") -> str:
     """End-of-RIB for ``afi`` unicast to ``peer`` (RFC 4724); ExaBGP sends it after its pending updates."""
     if afi not in ("ipv4", "ipv6"):
         raise ValueError(f"unknown address family {afi!r}")
-    return f"neighbor {peer} announce eor {afi} unicast"
+    return f"neighbor {_ip(peer)} announce eor {afi} unicast"
+
+
+def refresh_command(peer: str, afi: str = "ipv4") -> str:
+    """Ask ``peer`` to re-send its routes of ``afi`` unicast (RFC 2918), e.g. after an import filter changed."""
+    if afi not in ("ipv4", "ipv6"):
+        raise ValueError(f"unknown address family {afi!r}")
+    return f"neighbor {_ip(peer)} announce route-refresh {afi} unicast"
+
+
+def teardown_command(peer: str, subcode: int) -> str:
+    """``neighbor P teardown N``: ExaBGP closes the session with a Cease NOTIFICATION of subcode ``N``."""
+    if not 1 <= subcode <= 255:
+        raise ValueError(f"subcode: {subcode} is outside 1..255")
+    return f"neighbor {ipaddress.ip_address(peer)} teardown {subcode}"

@@ -17,11 +17,18 @@ Calico's confd does for BIRD (``bgp_processor.go``):
 
 A BGPPeer that cannot be right is refused as a whole (``NodeBGPView.errors`` names
 the field and reason, ``check_bgp_peer`` returns the same for validation at the
-edge); it never adds a partial peering.
+edge); it never adds a partial peering. That includes a single-hop eBGP peer on none of
+the node's subnets (unless ``ebgpMultihop``) and a ``secretKeyRef`` password that cannot
+be read (``bgp.secrets``). Each peer carries its BGPFilter rules and prefix limit; the
+view carries the IPAM facts the import defaults need (``guard``, see ``bgp.policy``).
+
+Rendering (``render_exabgp_config``) writes only re-serialised values: see
+``docs/security.md``.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import re
@@ -29,9 +36,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
+from bgp.secrets import SecretReader
 from bgp.selectors import compile_selector, selector_error
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
+from l3net.model.validate.bfd import BfdSettings, resolve_bfd
 
 _log = logging.getLogger(__name__)
 
@@ -62,13 +72,18 @@ class PeerSpec:
     passive: bool
     hold_time: int
     keepalive_time: int | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)   # never printed: see bgp.secrets
     graceful_restart: bool = True
     restart_time: int = DEFAULT_RESTART_TIME
     rr_client: bool = False   # this node is a route reflector and the peer is its client
     peer_node: str | None = None
     ttl_security: int = 0
     source: str = ""          # the resource this peering comes from
+    multihop: int | None = None                 # ebgpMultihop: outgoing TTL
+    max_prefixes: int | None = None             # most prefixes accepted from the peer (None: no limit)
+    import_rules: tuple[FilterRule, ...] = ()   # BGPFilter rules of the peer's family, in order
+    export_rules: tuple[FilterRule, ...] = ()
+    bfd: BfdSettings | None = None  # set only when BFD is enabled for this peer
 
     @property
     def ebgp(self) -> bool:
@@ -102,6 +117,8 @@ class NodeBGPView:
     peers: tuple[PeerSpec, ...] = ()
     communities: tuple[Community, ...] = ()
     errors: tuple[FieldError, ...] = ()
+    # What the import defaults need from the cluster (pools, owners); not part of ExaBGP's configuration.
+    guard: ImportContext = field(default_factory=ImportContext)
 
     @property
     def enabled(self) -> bool:
@@ -149,8 +166,8 @@ def parse_duration(value: Any) -> float:
 
 
 def _split_cidr_ip(value: Any) -> str | None:
-    """``10.0.0.1/24`` -> ``10.0.0.1``; None for empty/invalid."""
-    if not value or not isinstance(value, str):
+    """``10.0.0.1/24`` -> ``10.0.0.1``; None for empty/invalid (an IPv6 scope ID is invalid)."""
+    if not value or not isinstance(value, str) or "%" in value:
         return None
     try:
         return str(ipaddress.ip_interface(value).ip)
@@ -158,10 +175,30 @@ def _split_cidr_ip(value: Any) -> str | None:
         return None
 
 
+def _subnet(value: Any) -> str | None:
+    """``10.0.0.1/24`` -> ``10.0.0.0/24``: the node's subnet; None without a prefix length."""
+    if not value or not isinstance(value, str) or "%" in value or "/" not in value:
+        return None
+    try:
+        return str(ipaddress.ip_interface(value).network)
+    except ValueError:
+        return None
+
+
+def canonical_ip(value: str) -> str:
+    """``value`` re-serialised from its integer (no scope ID, no stray text); ValueError otherwise."""
+    if not isinstance(value, str) or "%" in value:
+        raise ValueError(f"not an IP address without scope: {value!r}")
+    addr = ipaddress.ip_address(value)
+    return str(type(addr)(int(addr)))
+
+
 def parse_peer_ip(value: str) -> tuple[str, int]:
     """``10.0.0.1``, ``10.0.0.1:1790``, ``[fd00::1]:1790``, ``fd00::1`` -> (ip, port)."""
     if not isinstance(value, str) or not value:
         raise ValueError("must be an IP address, optionally with :port")
+    if "%" in value:
+        raise ValueError("IPv6 scope IDs (%zone) are not allowed")
     port = BGP_PORT
     host = value
     if value.startswith("["):
@@ -208,6 +245,44 @@ def _community_ok(value: str) -> bool:
 
 
 # -- validation ----------------------------------------------------------------------------
+MAX_PASSWORD_BYTES = 80
+
+
+def password_problem(pw: Any) -> str:
+    """Why a ``password``/``nodeMeshPassword`` value cannot be used ("" when fine); never quotes the value."""
+    if pw is None:
+        return ""
+    if not isinstance(pw, Mapping):
+        return "must be {value: ...} or {secretKeyRef: {name, key}}"
+    if ("value" in pw) == ("secretKeyRef" in pw):
+        return "set exactly one of value and secretKeyRef"
+    if "value" in pw:
+        v = pw["value"]
+        if not isinstance(v, str):
+            return "value must be a string"
+        try:
+            size = len(v.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "value is not valid UTF-8 (not shown)"
+        if not 1 <= size <= MAX_PASSWORD_BYTES:
+            return f"value must be 1..{MAX_PASSWORD_BYTES} bytes of UTF-8, not {size} (not shown)"
+        return ""
+    ref = pw["secretKeyRef"]
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str) or not isinstance(ref.get("key"), str):
+        return "secretKeyRef needs string name and key"
+    return ""
+
+
+def resolve_password(pw: Any, secrets: SecretReader | None) -> str | None:
+    """The password text of a checked ``password`` value; ValueError (without the value) when unavailable."""
+    if not pw:
+        return None
+    if "value" in pw:
+        return str(pw["value"])
+    if secrets is None:
+        raise ValueError("secretKeyRef given but no secrets directory is configured (bgp_secrets_dir)")
+    return secrets.read(pw["secretKeyRef"]["name"], pw["secretKeyRef"]["key"])
+
 def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldError]:
     """Every reason a BGPPeer spec cannot be right (empty when it is fine)."""
     errs: list[FieldError] = []
@@ -256,10 +331,16 @@ def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldErr
                 err("keepaliveTime", "must be at most a third of holdTime")
         except ValueError:
             pass
-    pw = spec.get("password")
-    if pw is not None and (not isinstance(pw, Mapping) or not isinstance(pw.get("value"), str)
-                           or not pw.get("value") or len(pw["value"]) > 80):
-        err("password", "must be {value: <1..80 characters>}")
+    reason = password_problem(spec.get("password"))
+    if reason:
+        err("password", reason)
+    for key, lo in (("ebgpMultihop", 1), ("maxPrefixes", 1)):
+        v = spec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            err(key, f"must be an integer >= {lo}")
+    filters = spec.get("filters")
+    if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, str) and f for f in filters)):
+        err("filters", "must be a list of BGPFilter names")
     if spec.get("sourceAddress") not in (None, "UseNodeIP", "None"):
         err("sourceAddress", "must be UseNodeIP or None")
     ttl = spec.get("ttlSecurity")
@@ -277,6 +358,24 @@ class _NodeInfo:
     v6: str | None
     asn: int | None
     cluster_id: str | None
+    subnets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IpamFacts:
+    """What the import defaults need from IPAM and the workloads (see :mod:`bgp.policy`)."""
+
+    pools: tuple[str, ...] = ()
+    block_owner: tuple[tuple[str, str], ...] = ()     # (block, node) of every affinity
+    address_owner: tuple[tuple[str, str], ...] = ()   # (address/32 or /128, node) of every workload
+    local_workloads: tuple[str, ...] = ()             # this node's workload addresses
+
+
+# Default prefix limits per peer (BGPConfiguration/BGPPeer ``maxPrefixes`` override them): a cluster
+# node sends its blocks and borrowed addresses (a reflector: the cluster's); an external router
+# that sends more than this is leaking a table.
+DEFAULT_MAX_PREFIXES_EXTERNAL = 10_000
+DEFAULT_MAX_PREFIXES_CLUSTER = 100_000
 
 
 def _node_info(res: Any) -> _NodeInfo:
@@ -287,8 +386,9 @@ def _node_info(res: Any) -> _NodeInfo:
             asn = _asn(b["asNumber"])
         except ValueError:
             _log.warning("node has a bad asNumber, using the default node=%s value=%r", res.name, b["asNumber"])
+    subnets = tuple(n for n in (_subnet(b.get("ipv4Address")), _subnet(b.get("ipv6Address"))) if n)
     return _NodeInfo(res.name, dict(res.labels or {}), _split_cidr_ip(b.get("ipv4Address")),
-                     _split_cidr_ip(b.get("ipv6Address")), asn, b.get("routeReflectorClusterID") or None)
+                     _split_cidr_ip(b.get("ipv6Address")), asn, b.get("routeReflectorClusterID") or None, subnets)
 
 
 def _peer_name(prefix: str, ip: str, port: int) -> str:
@@ -305,12 +405,25 @@ class _Defaults:
     keepalive: int | None = None
     gr: bool = True
     restart: int = DEFAULT_RESTART_TIME
-    mesh_password: str | None = None
+    mesh_password: str | None = field(default=None, repr=False)
     log_severity: str = "Info"
     communities: list[Community] = field(default_factory=list)
+    max_prefixes: int | None = None
+    bfd_layers: list[Mapping[str, Any]] = field(default_factory=list)  # cluster, then node.<node>
 
 
-def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError]) -> _Defaults:
+def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]) -> BfdSettings | None:
+    """The BFD settings of one peering, or None when BFD is off; bad settings mean no BFD, reported."""
+    try:
+        settings = resolve_bfd(*layers)
+    except ValueError as exc:
+        errors.append(FieldError(path="spec.bfd", reason=str(exc), document=doc))
+        return None
+    return settings if settings.enabled else None
+
+
+def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError],
+                  secrets: SecretReader | None = None) -> _Defaults:
     d = _Defaults()
     by_name = {c.name: c for c in bgp_configs}
     for cfg in (by_name.get("default"), by_name.get(f"node.{node}")):
@@ -326,17 +439,31 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
             if "listenPort" in s:
                 d.listen_port = int(s["listenPort"])
             if "holdTime" in s:
-                d.hold = int(parse_duration(s["holdTime"]))
+                hold = int(parse_duration(s["holdTime"]))
+                if hold and not 3 <= hold <= 65535:
+                    raise ValueError("holdTime must be 0 or 3..65535 seconds (RFC 4271)")
+                d.hold = hold
             if "keepaliveTime" in s:
                 d.keepalive = int(parse_duration(s["keepaliveTime"]))
             if "gracefulRestart" in s:
                 d.gr = bool(s["gracefulRestart"])
-            if (s.get("nodeMeshPassword") or {}).get("value"):
-                d.mesh_password = s["nodeMeshPassword"]["value"]
+            if "maxPrefixes" in s:
+                d.max_prefixes = int(s["maxPrefixes"])
             if "logSeverityScreen" in s:
                 d.log_severity = str(s["logSeverityScreen"])
+            if isinstance(s.get("bfd"), Mapping):
+                d.bfd_layers.append(s["bfd"])
         except (ValueError, TypeError) as exc:
             errors.append(FieldError(path="spec", reason=str(exc), document=doc))
+        if s.get("nodeMeshPassword") is not None:
+            reason = password_problem(s["nodeMeshPassword"])
+            try:
+                if reason:
+                    raise ValueError(reason)
+                d.mesh_password = resolve_password(s["nodeMeshPassword"], secrets)
+            except ValueError as exc:
+                # the mesh stays without a password rather than down: its peers refuse it until fixed
+                errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
         if "restartTime" in s:
             try:
                 restart = parse_duration(s["restartTime"])
@@ -358,16 +485,31 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
 
 
 def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[Any],
-                    bgp_peers: Iterable[Any]) -> NodeBGPView:
-    """The BGP peer set of ``node_name`` (Resources in, a frozen view out; pure)."""
+                    bgp_peers: Iterable[Any], bgp_filters: Iterable[Any] = (), *,
+                    secrets: SecretReader | None = None, ipam: IpamFacts | None = None) -> NodeBGPView:
+    """The BGP peer set of ``node_name`` (Resources in, a frozen view out; pure but for reading
+    ``secretKeyRef`` files through ``secrets``)."""
     errors: list[FieldError] = []
     infos = {n.name: _node_info(n) for n in nodes}
-    defaults = _read_configs(node_name, bgp_configs, errors)
+    defaults = _read_configs(node_name, bgp_configs, errors, secrets)
+    filters = {f.name: (f.spec or {}) for f in bgp_filters}
     me = infos.get(node_name)
     if me is None or (me.v4 is None and me.v6 is None):
         return NodeBGPView(node=node_name, router_id=None, address_v4=None, address_v6=None,
                            as_number=defaults.asn, errors=tuple(errors))
     my_as = me.asn or defaults.asn
+    ipam = ipam or IpamFacts()
+    guard = build_import_context(
+        pools=ipam.pools, block_owner=ipam.block_owner, address_owner=ipam.address_owner,
+        node_addresses=[(ip, n.name) for n in infos.values() for ip in (n.v4, n.v6) if ip],
+        node_as=[(n.name, n.asn or defaults.asn) for n in infos.values()], local_workloads=ipam.local_workloads)
+
+    def limit(explicit: Any, cluster: bool) -> int:
+        if explicit is not None:
+            return int(explicit)
+        if defaults.max_prefixes is not None:
+            return defaults.max_prefixes
+        return DEFAULT_MAX_PREFIXES_CLUSTER if cluster else DEFAULT_MAX_PREFIXES_EXTERNAL
     peers: dict[tuple[str, int], PeerSpec] = {}
     rank = {PEER_MESH: 0, PEER_GLOBAL: 1, PEER_NODE: 2, PEER_RR: 2}
 
@@ -383,7 +525,9 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
             peers[key] = spec
 
     def node_peer(other: _NodeInfo, kind: str, prefix: str, *, hold: int, keepalive: int | None,
-                  password: str | None, source: str, ttl: int = 0, restart: int | None = None) -> None:
+                  password: str | None, source: str, ttl: int = 0, restart: int | None = None,
+                  max_prefixes: Any = None, names: tuple[str, ...] = (),
+                  bfd: BfdSettings | None = None) -> None:
         for ip in (other.v4, other.v6):
             if ip is None:
                 continue
@@ -400,15 +544,26 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
                 hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
                 restart_time=restart if restart is not None else defaults.restart,
                 rr_client=bool(me.cluster_id) and not other.cluster_id, peer_node=other.name,
-                ttl_security=ttl, source=source))
+                ttl_security=ttl, source=source, max_prefixes=limit(max_prefixes, True), bfd=bfd,
+                **peer_rules(names, ip, source)))
+
+    def peer_rules(names: tuple[str, ...], ip: str, source: str) -> dict[str, tuple[FilterRule, ...]]:
+        version = 6 if ":" in ip else 4
+        imp, errs = rules_of(filters, names, "import", version, source)
+        exp, _ = rules_of(filters, names, "export", version, source)
+        for e in errs:
+            if e not in errors:
+                errors.append(e)
+        return {"import_rules": imp, "export_rules": exp}
 
     # 1. full mesh (route reflectors stay out of it, on both sides)
+    mesh_bfd = _bfd_for(defaults.bfd_layers, "BGPConfiguration/default", errors)
     if defaults.mesh and not me.cluster_id:
         for other in sorted(infos.values(), key=lambda n: n.name):
             if other.name == node_name or other.cluster_id:
                 continue
             node_peer(other, PEER_MESH, "Mesh", hold=defaults.hold, keepalive=defaults.keepalive,
-                      password=defaults.mesh_password, source="node-to-node mesh")
+                      password=defaults.mesh_password, source="node-to-node mesh", bfd=mesh_bfd)
 
     # 2. explicit BGPPeers
     for res in sorted(bgp_peers, key=lambda r: r.name):
@@ -431,24 +586,43 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
 
         hold = int(parse_duration(s["holdTime"])) if s.get("holdTime") else defaults.hold
         keepalive = int(parse_duration(s["keepaliveTime"])) if s.get("keepaliveTime") else defaults.keepalive
-        password = (s.get("password") or {}).get("value")
+        if s.get("peerIP") and not selects(me):
+            continue
+        try:
+            password = resolve_password(s.get("password"), secrets)
+        except ValueError as exc:
+            errors.append(FieldError(path="spec.password", reason=str(exc), document=doc))
+            _log.warning("BGPPeer refused peer=%s reason=%s", res.name, exc)
+            continue
         restart = int(parse_duration(s["maxRestartTime"])) if s.get("maxRestartTime") else None
         ttl = int(s.get("ttlSecurity") or 0)
+        names = tuple(s.get("filters") or ())
+        bfd = _bfd_for([*defaults.bfd_layers, s.get("bfd") or {}], doc, errors)
         if s.get("peerIP"):
-            if not selects(me):
-                continue
             ip, port = parse_peer_ip(s["peerIP"])
             local = local_for(ip)
             if local is None:
                 continue
             target = next((n for n in infos.values() if ip in (n.v4, n.v6)), None)
+            peer_as = _asn(s["asNumber"])
+            multihop = s.get("ebgpMultihop")
+            off_subnet = _off_subnet(ip, me.subnets)
+            if peer_as != my_as and off_subnet and not (multihop and multihop > 1):
+                reason = (f"single-hop eBGP peer {ip} is on none of node {node_name}'s subnets "
+                          f"({', '.join(me.subnets)}): set ebgpMultihop (2..255) if it is routed")
+                errors.append(FieldError(path="spec.peerIP", reason=reason, document=doc))
+                _log.warning("BGPPeer refused peer=%s node=%s reason=%s", res.name, node_name, reason)
+                continue
             ptype = PEER_RR if target is not None and target.cluster_id and not me.cluster_id else kind
             add(PeerSpec(name=_peer_name(prefix, ip, port), peer_type=ptype, address=ip, port=port,
-                         local_address=local, local_as=my_as, peer_as=_asn(s["asNumber"]), passive=False,
+                         local_address=local, local_as=my_as, peer_as=peer_as, passive=False,
                          hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
                          restart_time=restart if restart is not None else defaults.restart,
                          rr_client=bool(me.cluster_id) and target is not None and not target.cluster_id,
-                         peer_node=target.name if target else None, ttl_security=ttl, source=doc))
+                         peer_node=target.name if target else None, ttl_security=ttl, source=doc,
+                         multihop=int(multihop) if multihop and peer_as != my_as else None,
+                         max_prefixes=limit(s.get("maxPrefixes"), target is not None), bfd=bfd,
+                         **peer_rules(names, ip, doc)))
             continue
         peer_sel = compile_selector(s["peerSelector"])
         others = [n for n in sorted(infos.values(), key=lambda n: n.name) if n.name != node_name]
@@ -459,14 +633,22 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
             targets.update({n.name: n for n in others if selects(n)})
         for other in targets.values():
             node_peer(other, kind, prefix, hold=hold, keepalive=keepalive, password=password, source=doc,
-                      ttl=ttl, restart=restart)
+                      ttl=ttl, restart=restart, max_prefixes=s.get("maxPrefixes"), names=names, bfd=bfd)
 
     ordered = tuple(sorted(peers.values(), key=lambda p: (ipaddress.ip_address(p.address).version,
                                                           ipaddress.ip_address(p.address), p.port)))
     return NodeBGPView(node=node_name, router_id=me.v4 or _router_id_from_name(node_name),
                        address_v4=me.v4, address_v6=me.v6, as_number=my_as, listen_port=defaults.listen_port,
                        cluster_id=me.cluster_id, log_severity=defaults.log_severity, peers=ordered,
-                       communities=tuple(defaults.communities), errors=tuple(errors))
+                       communities=tuple(defaults.communities), errors=tuple(errors), guard=guard)
+
+
+def _off_subnet(ip: str, subnets: tuple[str, ...]) -> bool:
+    """True when the node's subnets are known and ``ip`` is on none of them."""
+    addr = ipaddress.ip_address(ip)
+    nets = [ipaddress.ip_network(n) for n in subnets]
+    known = [n for n in nets if n.version == addr.version and n.prefixlen < n.max_prefixlen]
+    return bool(known) and not any(addr in n for n in known)
 
 
 def _router_id_from_name(name: str) -> str:
@@ -481,8 +663,68 @@ def _router_id_from_name(name: str) -> str:
 PROCESS_NAME = "l3net-bridge"
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+# What may appear in ExaBGP's configuration. ExaBGP un-escapes quoted strings before it
+# tokenises them, so no quoting is trusted: every value is re-serialised from a typed value
+# (addresses from integers, numbers from ints) or checked against a grammar with no quote,
+# space, ';', '{', '}', '#', '[' or ']' and no control character.
+_ARGV_WORD = re.compile(r"[A-Za-z0-9_./=+:@-]+")
+_NAME_WORD = re.compile(r"[A-Za-z0-9_]+")
+_NODE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
+_PEER_TYPES = frozenset({PEER_MESH, PEER_GLOBAL, PEER_NODE, PEER_RR})
+
+
+def md5_base64(password: str) -> str:
+    """The password as ExaBGP's ``md5-base64`` form: the alphabet ``[A-Za-z0-9+/=]`` breaks no parser."""
+    return base64.b64encode(password.encode("utf-8")).decode("ascii")
+
+
+def _int(value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{what} must be an integer {lo}..{hi}, not {value!r}")
+    return value
+
+
+def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
+    """The ``neighbor`` block of ``p``; ValueError when any value is outside its grammar."""
+    if not _NAME_WORD.fullmatch(p.name) or p.peer_type not in _PEER_TYPES:
+        raise ValueError(f"peer name {p.name!r} or type {p.peer_type!r} is outside the grammar")
+    address = canonical_ip(p.address)
+    lines = [
+        f"neighbor {address} {{",
+        f'    description "{p.name} ({p.peer_type})";',
+        f"    router-id {ipaddress.IPv4Address(canonical_ip(view.router_id or ''))};",
+        f"    local-address {canonical_ip(p.local_address)};",
+        f"    local-as {_int(p.local_as, 1, MAX_ASN, 'local-as')};",
+        f"    peer-as {_int(p.peer_as, 1, MAX_ASN, 'peer-as')};",
+        f"    hold-time {_int(p.hold_time, 0, 65535, 'hold-time')};",
+        "    manual-eor true;",
+    ]
+    if p.keepalive_time is not None:
+        lines.append(f"    # keepaliveTime {int(p.keepalive_time)}s requested; ExaBGP sends keepalives every hold/3")
+    if p.port != BGP_PORT:
+        lines.append(f"    connect {_int(p.port, 1, 65535, 'port')};")
+    if p.passive:
+        lines.append("    passive true;")
+    if p.password:
+        lines.append(f"    md5-password {md5_base64(p.password)};")
+        lines.append("    md5-base64 true;")
+    if p.ttl_security:
+        lines.append(f"    incoming-ttl {_int(p.ttl_security, 1, 255, 'ttlSecurity')};")
+    if p.multihop:
+        lines.append(f"    outgoing-ttl {_int(p.multihop, 1, 255, 'ebgpMultihop')};")
+    lines.append("    capability {")
+    lines.append("        route-refresh;")
+    if p.graceful_restart:
+        lines.append(f"        graceful-restart {_int(p.restart_time, 1, MAX_RESTART_TIME, 'restart time')};")
+    lines.append("    }")
+    lines.append(f"    family {{ {'ipv6' if ':' in address else 'ipv4'} unicast; }}")
+    lines.append("    api {")
+    lines.append(f"        processes [ {PROCESS_NAME} ];")
+    lines.append("        neighbor-changes;")
+    lines.append("        receive { parsed; update; open; }")
+    lines.append("    }")
+    lines.append("}")
+    return lines
 
 
 def render_exabgp_config(view: NodeBGPView, helper_argv: list[str]) -> str:
@@ -493,49 +735,31 @@ def render_exabgp_config(view: NodeBGPView, helper_argv: list[str]) -> str:
     End-of-RIB as soon as its (empty) configured table is out, before the speaker's
     announcements arrive over the API, and a graceful-restart peer sweeps our routes on
     that EOR; the speaker sends EOR itself after the full table. ``receive { open; }``
-    gives the speaker the peer's graceful-restart capability.
+    gives the speaker the peer's graceful-restart capability. MD5 passwords are written
+    base64-encoded (``md5-base64 true``): ExaBGP decodes them to the exact bytes.
+
+    A peer with a value outside its grammar (only possible if a caller bypassed
+    ``build_node_view``) is left out and logged; the rest is rendered.
     """
-    if any(" " in a or ";" in a for a in helper_argv):
-        raise ValueError(f"helper argv must not contain spaces or ';': {helper_argv!r}")
+    bad = [a for a in helper_argv if not _ARGV_WORD.fullmatch(a)]
+    if bad:
+        raise ValueError(f"helper argv words must match {_ARGV_WORD.pattern}: {bad!r}")
     lines = [
-        f"# generated by l3net for node {view.node}; do not edit",
+        f"# generated by l3net for node {view.node if _NODE_WORD.fullmatch(view.node) else '?'}; do not edit",
         f"process {PROCESS_NAME} {{",
         f"    run {' '.join(helper_argv)};",
         "    encoder json;",
         "}",
     ]
     for p in view.peers:
+        try:
+            block = _neighbor_block(view, p)
+        except ValueError as exc:
+            _log.error("BGP peer left out of the ExaBGP configuration node=%s peer=%s reason=%s",
+                       view.node, p.name, exc)
+            continue
         lines.append("")
-        lines.append(f"neighbor {p.address} {{")
-        lines.append(f"    description {_quote(p.name + ' (' + p.peer_type + ')')};")
-        lines.append(f"    router-id {view.router_id};")
-        lines.append(f"    local-address {p.local_address};")
-        lines.append(f"    local-as {p.local_as};")
-        lines.append(f"    peer-as {p.peer_as};")
-        lines.append(f"    hold-time {p.hold_time};")
-        lines.append("    manual-eor true;")
-        if p.keepalive_time is not None:
-            lines.append(f"    # keepaliveTime {p.keepalive_time}s requested; ExaBGP sends keepalives every hold/3")
-        if p.port != BGP_PORT:
-            lines.append(f"    connect {p.port};")
-        if p.passive:
-            lines.append("    passive true;")
-        if p.password:
-            lines.append(f"    md5-password {_quote(p.password)};")
-        if p.ttl_security:
-            lines.append(f"    incoming-ttl {p.ttl_security};")
-        lines.append("    capability {")
-        lines.append("        route-refresh;")
-        if p.graceful_restart:
-            lines.append(f"        graceful-restart {p.restart_time};")
-        lines.append("    }")
-        lines.append(f"    family {{ {p.afi} unicast; }}")
-        lines.append("    api {")
-        lines.append(f"        processes [ {PROCESS_NAME} ];")
-        lines.append("        neighbor-changes;")
-        lines.append("        receive { parsed; update; open; }")
-        lines.append("    }")
-        lines.append("}")
+        lines.extend(block)
     return "\n".join(lines) + "\n"
 
 

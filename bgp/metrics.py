@@ -47,7 +47,16 @@ GR_SWEEPS = Counter(
 STALE_SWEPT = Counter(
     "l3net_bgp_stale_routes_swept", "Stale routes removed at the end of a peer's graceful restart.", ["node"])
 
-ALL = (SESSION_STATE, PREFIXES_RECEIVED, PREFIXES_ADVERTISED, PREFIXES_STALE, UPDATES_RECEIVED, COMMANDS_SENT,
+PREFIX_LIMIT_EXCEEDED = Counter(
+    "l3net_bgp_prefix_limit_exceeded",
+    "Times a peer sent more accepted prefixes than its maxPrefixes: all its routes were dropped.", ["node", "peer"])
+PREFIXES_HELD = Gauge(
+    "l3net_bgp_prefixes_refused",
+    "Prefixes of the peer the import defaults refuse at present (inside a pool, not from the owner; or a next "
+    "hop that is a local workload); kept to be re-checked when the cluster changes.", ["node", "peer"])
+
+ALL = (PREFIX_LIMIT_EXCEEDED, PREFIXES_HELD,
+       SESSION_STATE, PREFIXES_RECEIVED, PREFIXES_ADVERTISED, PREFIXES_STALE, UPDATES_RECEIVED, COMMANDS_SENT,
        COMMAND_ERRORS, SPEAKER_RESTARTS, RELOADS, GR_SWEEPS, STALE_SWEPT)
 
 
@@ -60,19 +69,20 @@ def register_into(registry: CollectorRegistry) -> None:
             registry.register(collector)
 
 
-def set_peer(node: str, peer: str, state: str, received: int, advertised: int, stale: int) -> None:
+def set_peer(node: str, peer: str, state: str, received: int, advertised: int, stale: int, refused: int = 0) -> None:
     for s in SESSION_STATES:
         SESSION_STATE.labels(node=node, peer=peer, state=s).set(1 if s == state else 0)
     PREFIXES_RECEIVED.labels(node=node, peer=peer).set(received)
     PREFIXES_ADVERTISED.labels(node=node, peer=peer).set(advertised)
     PREFIXES_STALE.labels(node=node, peer=peer).set(stale)
+    PREFIXES_HELD.labels(node=node, peer=peer).set(refused)
 
 
 def remove_peer(node: str, peer: str) -> None:
     """Forget a peer's series (it left the view)."""
     for s in SESSION_STATES:
         _remove(SESSION_STATE, node, peer, s)
-    for g in (PREFIXES_RECEIVED, PREFIXES_ADVERTISED, PREFIXES_STALE):
+    for g in (PREFIXES_RECEIVED, PREFIXES_ADVERTISED, PREFIXES_STALE, PREFIXES_HELD):
         _remove(g, node, peer)
 
 

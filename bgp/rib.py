@@ -22,15 +22,29 @@ of a peer whose session dropped, flagged stale and still used for forwarding; a
 re-announcement of the same prefix (or a withdraw) clears the flag, and
 ``sweep_stale(peer)`` (on the peer's End-of-RIB or when its restart timer expires)
 removes whatever is still stale. Not thread-safe: used from the speaker's loop only.
+
+Import policy (:mod:`bgp.policy`): ``import_check(peer, announce)`` (set by the speaker)
+says why a path must not be taken. Refused paths are *held* (kept, not used: soft
+reconfiguration, up to ``HELD_FACTOR`` times the peer's limit) and re-checked by
+``refilter()`` when the cluster, the filters or the limits change. A peer that sends more
+accepted prefixes than its limit (``limits``) has none of them used until its session
+restarts or its limit or filters change (``over_limit``): a peer leaking a full table
+installs nothing rather than an arbitrary part of it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from bgp.events import PathAttrs, StateEvent, UpdateEvent
+from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
+
+ImportCheck = Callable[[str, Announce], str | None]
+# Paths not used (refused by policy, or over the limit) are kept up to this many times the peer's
+# prefix limit, so that a policy or limit change is applied without the peer re-sending anything.
+HELD_FACTOR = 2
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +87,13 @@ class Rib:
         self._in: dict[str, dict[str, Path]] = {}   # peer -> prefix -> path
         self._stale: dict[str, set[str]] = {}       # peer -> prefixes kept through a restart, not yet re-sent
         self._peer_as: dict[str, int] = {}
+        self.import_check: ImportCheck | None = None
+        self.limits: dict[str, int] = {}             # peer -> most accepted prefixes (absent: no limit)
+        self._held: dict[str, dict[str, Path]] = {}  # peer -> prefix -> path refused by a default, re-checked
+        self.over_limit: dict[str, int] = {}         # peer -> the limit it exceeded (ignored until reset)
+        self.limit_hits = 0
+        self.ignored = 0                             # paths dropped because the held table was full
+        self.overflowed: set[str] = set()           # peers some of whose paths were dropped that way
 
     # -- input ---------------------------------------------------------------------------
     def apply(self, event: StateEvent | UpdateEvent) -> set[str]:
@@ -85,27 +106,105 @@ class Rib:
             return set()
         changed: set[str] = set()
         table = self._in.setdefault(event.peer, {})
+        held = self._held.setdefault(event.peer, {})
         stale = self._stale.get(event.peer)
         if stale:
             stale.difference_update(event.withdraws)
             stale.difference_update(a.prefix for a in event.announces)
         peer_as = event.peer_as if event.peer_as is not None else self._peer_as.get(event.peer, self.local_as)
         local_as = event.local_as if event.local_as is not None else self.local_as
+        limit = self.limits.get(event.peer)
         for pfx in event.withdraws:
+            held.pop(pfx, None)
             if table.pop(pfx, None) is not None:
                 changed.add(pfx)
         for ann in event.announces:
             path = Path(event.peer, ann.prefix, ann.next_hop, ann.attrs, ebgp=peer_as != local_as)
+            held.pop(ann.prefix, None)
             reason = self._reject(path)
             if reason:
                 _log.debug("path rejected peer=%s prefix=%s reason=%s", event.peer, ann.prefix, reason)
                 if table.pop(ann.prefix, None) is not None:
                     changed.add(ann.prefix)
                 continue
+            policy = self._policy(event.peer, ann)
+            if policy or event.peer in self.over_limit:
+                if table.pop(ann.prefix, None) is not None:
+                    changed.add(ann.prefix)
+                self._hold(event.peer, held, path, limit)
+                continue
+            if ann.prefix not in table and limit is not None and len(table) >= limit:
+                changed |= self._trip(event.peer, limit)
+                self._hold(event.peer, held, path, limit)
+                continue
             if table.get(ann.prefix) != path:
                 table[ann.prefix] = path
                 changed.add(ann.prefix)
         return changed
+
+    def _hold(self, peer: str, held: dict[str, Path], path: Path, limit: int | None) -> None:
+        """Keep a path that is not used, to re-check it later (soft reconfiguration), up to twice the limit."""
+        if limit is None or len(held) < HELD_FACTOR * limit:
+            held[path.prefix] = path
+        else:
+            self.ignored += 1
+            self.overflowed.add(peer)
+
+    def _policy(self, peer: str, ann: Announce) -> str | None:
+        return self.import_check(peer, ann) if self.import_check is not None else None
+
+    def _trip(self, peer: str, limit: int) -> set[str]:
+        """``peer`` exceeded its prefix limit: none of its paths is used until it resets (all are held)."""
+        self.limit_hits += 1
+        self.over_limit[peer] = limit
+        table = self._in.pop(peer, {})
+        held = self._held.setdefault(peer, {})
+        for path in table.values():
+            self._hold(peer, held, path, limit)
+        self._stale.pop(peer, None)
+        _log.warning("BGP peer exceeded its prefix limit: none of its routes is used until its session restarts "
+                     "or its limit or filters change peer=%s limit=%d dropped=%d", peer, limit, len(table))
+        return set(table)
+
+    def reset_limit(self, peer: str) -> None:
+        """Use ``peer``'s paths again (its session restarted, or its limit or filters changed); see refilter."""
+        self.over_limit.pop(peer, None)
+
+    def refilter(self) -> set[str]:
+        """Re-check every held and used path against the current import check and limits; the changed prefixes."""
+        changed: set[str] = set()
+        for peer in list(self._in.keys() | self._held.keys()):
+            table = self._in.setdefault(peer, {})
+            held = self._held.setdefault(peer, {})
+            limit = self.limits.get(peer)
+            for pfx, path in list(table.items()):
+                if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)):
+                    del table[pfx]
+                    changed.add(pfx)
+                    self._hold(peer, held, path, limit)
+            if limit is not None and len(held) > HELD_FACTOR * limit:   # the limit was lowered
+                for pfx in sorted(held)[HELD_FACTOR * limit:]:
+                    del held[pfx]
+                    self.ignored += 1
+                self.overflowed.add(peer)
+            if peer in self.over_limit:
+                continue
+            if limit is not None and len(table) > limit:   # the limit was lowered under what is in use
+                changed |= self._trip(peer, limit)
+                continue
+            for pfx, path in sorted(held.items()):
+                if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)) is None:
+                    if limit is not None and len(table) >= limit:
+                        changed |= self._trip(peer, limit)
+                        break
+                    del held[pfx]
+                    table[pfx] = path
+                    changed.add(pfx)
+        return changed
+
+    def held(self, peer: str) -> int:
+        """How many paths of ``peer`` the import defaults refuse at present (kept for re-checking)."""
+        return len(self._held.get(peer, {}))
 
     def _reject(self, path: Path) -> str | None:
         a = path.attrs
@@ -123,6 +222,9 @@ class Rib:
         """Forget everything ``peer`` sent (session down, or peer removed)."""
         table = self._in.pop(peer, {})
         self._stale.pop(peer, None)
+        self._held.pop(peer, None)
+        self.over_limit.pop(peer, None)
+        self.overflowed.discard(peer)
         if table:
             _log.info("dropping routes of peer=%s count=%d", peer, len(table))
         return set(table)

@@ -14,7 +14,9 @@ The :class:`Speaker` owns, for one node:
   a command ExaBGP refuses (``error`` ack), or one in flight when the bridge
   connection drops, makes every (neighbor, prefix) it carried uncertain: they
   are re-sent by the next sync (one is scheduled a second later);
-- the Adj-RIB-In (:class:`bgp.rib.Rib`); learned best routes go to ``on_learned``;
+- the Adj-RIB-In (:class:`bgp.rib.Rib`), with the view's import policy and prefix limits
+  (:mod:`bgp.policy`; re-checked when the view's filters, limits or IPAM facts change, without
+  an ExaBGP reload); learned best routes go to ``on_learned``; BGPFilter export rules per peer;
 - for a route reflector (the view has a cluster ID), the reflected routes
   (:func:`bgp.reflector.reflect`), diffed like its own ones;
 - peer states for ``node status`` (:meth:`peer_status`) and the ``l3net_bgp_*``
@@ -49,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import logging
 import os
 import random
@@ -61,11 +64,31 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bgp import metrics
-from bgp.commands import Advertisement, announce_batch_command, attribute_text, eor_command, withdraw_batch_command
+from bgp.commands import (
+    Advertisement,
+    announce_batch_command,
+    attribute_text,
+    eor_command,
+    refresh_command,
+    teardown_command,
+    withdraw_batch_command,
+)
 from bgp.config import NodeBGPView, PeerSpec, exabgp_env, render_exabgp_config
-from bgp.events import AckEvent, EorEvent, GracefulRestartCap, OpenEvent, StateEvent, TextEvent, UpdateEvent, parse_line
+from bgp.events import (
+    AckEvent,
+    Announce,
+    EorEvent,
+    GracefulRestartCap,
+    OpenEvent,
+    StateEvent,
+    TextEvent,
+    UpdateEvent,
+    parse_line,
+)
+from bgp.policy import REJECT, PeerFacts, filter_verdict, import_reason
 from bgp.reflector import reflect
 from bgp.rib import Rib
+from bgp.secrets import write_private
 from l3net.netns import nsenter_cmd
 
 _log = logging.getLogger(__name__)
@@ -87,11 +110,12 @@ class PeerStatus:
     advertised: int
     peer_as: int | None = None
     stale: int = 0      # received prefixes kept through the peer's graceful restart, not yet re-sent
+    refused: int = 0    # received prefixes the import defaults refuse at present
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "address": self.address, "peerType": self.peer_type, "state": self.state,
                 "since": self.since, "info": self.info, "received": self.received, "advertised": self.advertised,
-                "peerAS": self.peer_as, "stale": self.stale}
+                "peerAS": self.peer_as, "stale": self.stale, "refused": self.refused}
 
 
 @dataclass
@@ -111,6 +135,10 @@ _PR_SET_PDEATHSIG = 1
 # Prefixes per batched command: bounds the line length and the work ExaBGP does per command
 # (it parses a command in one go, then injects one prefix per reactor turn).
 BATCH_PREFIXES = 512
+# Longest line accepted from ExaBGP: one UPDATE as JSON. A 4 KiB UPDATE packs up to ~900 IPv4
+# prefixes, ~80 bytes of JSON each (measured: FRR's full UPDATEs overflowed asyncio's 64 KiB
+# default and dropped the bridge connection). A longer line is skipped and logged, not fatal.
+BRIDGE_LINE_LIMIT = 4 * 1024 * 1024
 # After ExaBGP refused a command, its prefixes are re-sent this much later (not in a tight loop).
 RETRY_DELAY = 1.0
 
@@ -192,7 +220,8 @@ class Speaker:
         self._kill_leftover()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._on_bridge, path=str(self.socket_path))
+        self._server = await asyncio.start_unix_server(self._on_bridge, path=str(self.socket_path),
+                                                       limit=BRIDGE_LINE_LIMIT)
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(), name=f"speaker-{self.node}")
 
     async def stop(self) -> None:
@@ -225,6 +254,14 @@ class Speaker:
             return
         old = self._view
         self._view = view
+        policy_changed = (old is None or old.guard != view.guard
+                          or {p.address: (p.import_rules, p.max_prefixes, p.peer_node) for p in old.peers}
+                          != {p.address: (p.import_rules, p.max_prefixes, p.peer_node) for p in view.peers})
+        if old is not None and replace(old, guard=view.guard, errors=view.errors) == view:
+            # only the cluster facts of the import defaults (or the errors) changed: no ExaBGP reload
+            self._apply_import_policy(old)
+            self._notify_peers()
+            return
         self._rib.local_as = view.as_number
         self._rib.router_id = view.router_id
         self._rib.cluster_id = view.cluster_id
@@ -245,8 +282,10 @@ class Speaker:
                     self._peers[addr].spec = spec
             else:
                 self._peers[addr] = _Peer(spec, since=self.clock())
+        if policy_changed:
+            self._apply_import_policy(old)
         env = exabgp_env(view)
-        self._write_config()
+        config_changed = self._write_config()
         if old is None or env != self._env or self._proc is None:
             if self._proc is not None:
                 _log.info("speaker restart: listening settings changed node=%s", self.node)
@@ -254,7 +293,7 @@ class Speaker:
                 asyncio.get_running_loop().create_task(self._kill_process())
             self._env = env
             self._wake.set()
-        else:
+        elif config_changed:
             self._schedule_reload()
         self._recompute_reflection()
         self._sync()
@@ -272,17 +311,93 @@ class Speaker:
             out.append(PeerStatus(name=p.spec.name, address=addr, peer_type=p.spec.peer_type, state=p.state,
                                   since=p.since, info=p.info, received=self._rib.received(addr),
                                   advertised=len(self._sent.get(addr, {})) if p.state == "up" else 0,
-                                  peer_as=p.spec.peer_as, stale=len(self._rib.stale(addr))))
+                                  peer_as=p.spec.peer_as, stale=len(self._rib.stale(addr)),
+                                  refused=self._rib.held(addr)))
         return out
 
     def best_routes(self) -> dict[str, list[str]]:
         return dict(self._learned)
 
+    def bfd_down(self, address: str, reason: str) -> None:
+        """BFD saw the path to ``address`` fail: drop its routes now and reset its BGP session.
+
+        No graceful-restart hold: the peer's forwarding is what failed. Its routes come back when
+        BGP is up again and the peer re-sends them; nothing else is done when BFD returns.
+        """
+        peer = self._peers.get(address)
+        if peer is None:
+            return
+        _log.warning("BFD down: dropping routes and resetting BGP node=%s peer=%s reason=%s",
+                     self.node, address, reason)
+        peer.info = reason
+        try:
+            # Routes first: on a reflector the withdraws to the other clients are the critical path.
+            if peer.stale_timer is not None or self._rib.stale(address):
+                self._end_restart(address, "bfd")
+            self._rib_changed(self._rib.apply(StateEvent(address, None, "down", reason)))
+        finally:
+            # Cease, subcode 6 "Other Configuration Change" (RFC 4486): the path failed, not the peer's
+            # config, but no subcode says so; ExaBGP closes the session and reconnects on its own. In a
+            # finally: a failing route consumer must not leave the session up.
+            self._send(teardown_command(address, 6))
+            self._notify_peers()
+
     @property
     def rib(self) -> Rib:
         return self._rib
 
+    # -- import policy ---------------------------------------------------------------------
+    def _apply_import_policy(self, old: NodeBGPView | None) -> None:
+        """Install the view's import check and limits; re-check held and accepted paths.
+
+        A peer whose filters or limit changed is used again if it was over its limit; the Rib
+        re-checks the paths it holds. If some of that peer's paths could not be held (more
+        than the Rib keeps), the peer is also asked to re-send its routes (route refresh).
+        """
+        view = self._view
+        assert view is not None
+        index = view.guard.index()
+        facts = {p.address: PeerFacts(p.address, p.peer_node, p.import_rules) for p in view.peers}
+
+        def check(peer: str, ann: Announce) -> str | None:
+            f = facts.get(peer)
+            if f is None:
+                return "not a configured peer"
+            return import_reason(index, f, ann.prefix, ann.next_hop, ann.attrs.as_path, ann.attrs.originator_id)
+
+        self._rib.import_check = check
+        self._rib.limits = {p.address: p.max_prefixes for p in view.peers if p.max_prefixes is not None}
+        before = {p.address: (p.import_rules, p.max_prefixes) for p in old.peers} if old is not None else {}
+        for p in view.peers:
+            if p.address in before and before[p.address] != (p.import_rules, p.max_prefixes):
+                self._rib.reset_limit(p.address)
+                peer = self._peers.get(p.address)
+                if p.address in self._rib.overflowed and peer is not None and peer.state == "up":
+                    self._rib.overflowed.discard(p.address)
+                    self._send(refresh_command(p.address, p.afi))
+        over = set(self._rib.over_limit)
+        self._rib_changed(self._rib.refilter())
+        for addr in set(self._rib.over_limit) - over:
+            self._check_limit(addr, False)
+
+    def _check_limit(self, addr: str, was_over: bool) -> None:
+        limit = self._rib.over_limit.get(addr)
+        if limit is None or was_over:
+            return
+        peer = self._peers.get(addr)
+        name = peer.spec.name if peer is not None else addr
+        metrics.PREFIX_LIMIT_EXCEEDED.labels(node=self.node, peer=name).inc()
+        if peer is not None:
+            peer.info = f"Prefix limit {limit} exceeded: routes dropped until the session restarts"
+        _log.warning("prefix limit exceeded node=%s peer=%s address=%s limit=%d", self.node, name, addr, limit)
+
     # -- desired state and diff ------------------------------------------------------------
+    def _exported(self, peer: PeerSpec, pfx: str) -> bool:
+        """The peer's BGPFilter export rules allow ``pfx`` (no rule matching: they do)."""
+        if not peer.export_rules:
+            return True
+        return filter_verdict(peer.export_rules, ipaddress.ip_network(pfx)) != REJECT
+
     def _desired(self, peer: PeerSpec) -> dict[str, Advertisement]:
         view = self._view
         assert view is not None
@@ -295,10 +410,14 @@ class Speaker:
                 continue
             extra = tuple(c for c in view.communities_for(pfx) if c not in adv.communities)
             want[pfx] = replace(adv, communities=adv.communities + extra) if extra else adv
+        if peer.export_rules:
+            want = {pfx: adv for pfx, adv in want.items() if self._exported(peer, pfx)}
         return want
 
     def _desired_one(self, peer: PeerSpec, pfx: str) -> Advertisement | None:
         """``_desired(peer).get(pfx)`` without building the whole table (our own route wins, as there)."""
+        if not self._exported(peer, pfx):
+            return None
         adv = self._own.get(pfx)
         if adv is not None and (":" in pfx) == (peer.afi == "ipv6"):
             assert self._view is not None
@@ -379,7 +498,12 @@ class Speaker:
         for (key, chunk), addrs in sorted(an_groups.items()):
             addrs.sort()
             adv, ibgp = attrs[key]
-            line = announce_batch_command(addrs, chunk, adv, ibgp=ibgp)
+            try:
+                line = announce_batch_command(addrs, chunk, adv, ibgp=ibgp)
+            except ValueError as exc:
+                # an advertisement with a value outside the API grammar: left out, the rest goes on
+                _log.error("advertisement not sent node=%s prefixes=%d reason=%s", self.node, len(chunk), exc)
+                continue
             self._send(line, tuple((a, x) for a in addrs for x in chunk))
         self._notify_if_counts_changed()
 
@@ -447,7 +571,7 @@ class Speaker:
     def _notify_peers(self) -> None:
         rows = self.peer_status()
         for r in rows:
-            metrics.set_peer(self.node, r.name, r.state, r.received, r.advertised, r.stale)
+            metrics.set_peer(self.node, r.name, r.state, r.received, r.advertised, r.stale, r.refused)
         if self.on_peers is not None:
             self.on_peers(rows)
 
@@ -474,7 +598,12 @@ class Speaker:
         self._sync(full=set(self._peers))
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await reader.readline()
+                except ValueError:
+                    # asyncio dropped the over-long line from its buffer: the rest of the stream is fine
+                    _log.error("skipped a line from ExaBGP longer than %d bytes node=%s", BRIDGE_LINE_LIMIT, self.node)
+                    continue
                 if not line:
                     break
                 self.feed(line.decode("utf-8", errors="replace"))
@@ -515,7 +644,9 @@ class Speaker:
             peer.gr = ev.graceful_restart
         elif isinstance(ev, UpdateEvent):
             self._count("updates_received")
+            was_over = ev.peer in self._rib.over_limit
             self._rib_changed(self._rib.apply(ev))
+            self._check_limit(ev.peer, was_over)
         elif isinstance(ev, EorEvent):
             peer.eor = peer.eor_seen = True
             if peer.stale_timer is not None or self._rib.stale(ev.peer):
@@ -530,6 +661,7 @@ class Speaker:
         _log.info("peer state node=%s peer=%s state=%s reason=%s", self.node, ev.peer, ev.state, ev.reason)
         if ev.state == "up":
             peer.eor = False
+            self._rib.reset_limit(ev.peer)   # a new session starts counting afresh
             self._rib.apply(ev)
             if peer.stale_timer is not None:
                 self._resumed(peer)
@@ -597,12 +729,17 @@ class Speaker:
         self._notify_peers()
 
     # -- process supervision ---------------------------------------------------------------
-    def _write_config(self) -> None:
+    def _write_config(self) -> bool:
+        """Write ExaBGP's configuration (0600: it holds MD5 passwords); True when its text changed."""
         assert self._view is not None
         text = render_exabgp_config(self._view, [self.python, "-m", "bgp.bridge", "--socket", str(self.socket_path)])
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.config_path)
+        try:
+            if self.config_path.read_text() == text and self.config_path.stat().st_mode & 0o077 == 0:
+                return False
+        except OSError:
+            pass
+        write_private(self.config_path, text)
+        return True
 
     def _schedule_reload(self) -> None:
         if self._reload_handle is not None:

@@ -35,12 +35,13 @@ class NodeStatus:
     as_number: int | None
     router_id: str | None
     peers: tuple[PeerStatus, ...]
+    errors: tuple[str, ...] = ()   # BGP resources this node refused (field: reason), e.g. an unreachable peer
 
 
 def encode(node: str, peers: Iterable[PeerStatus], *, as_number: int | None = None, router_id: str | None = None,
-           now: float | None = None) -> bytes:
+           now: float | None = None, errors: Iterable[str] = ()) -> bytes:
     doc = {"node": node, "updated": time.time() if now is None else now, "asNumber": as_number,
-           "routerID": router_id, "peers": [p.to_json() for p in peers]}
+           "routerID": router_id, "peers": [p.to_json() for p in peers], "errors": list(errors)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -58,15 +59,17 @@ def decode(value: bytes) -> NodeStatus:
                                 since=float(p.get("since") or 0), info=str(p.get("info", "")),
                                 received=int(p.get("received") or 0), advertised=int(p.get("advertised") or 0),
                                 peer_as=p.get("peerAS") if isinstance(p.get("peerAS"), int) else None,
-                                stale=int(p.get("stale") or 0)))
+                                stale=int(p.get("stale") or 0), refused=int(p.get("refused") or 0)))
+    errors = doc.get("errors") or []
     return NodeStatus(doc["node"], float(doc.get("updated") or 0), doc.get("asNumber"), doc.get("routerID"),
-                      tuple(peers))
+                      tuple(peers), tuple(str(e) for e in errors) if isinstance(errors, list) else ())
 
 
 def publish(ds: Any, keys: KeyLayout, node: str, peers: Iterable[PeerStatus], *, lease: int = 0,
-            as_number: int | None = None, router_id: str | None = None) -> None:
+            as_number: int | None = None, router_id: str | None = None, errors: Iterable[str] = ()) -> None:
     """Write the peer table (blocking; call from a thread when on the agent loop)."""
-    ds.put(keys.node_status(node, "bgp"), encode(node, peers, as_number=as_number, router_id=router_id), lease=lease)
+    ds.put(keys.node_status(node, "bgp"), encode(node, peers, as_number=as_number, router_id=router_id,
+                                                 errors=errors), lease=lease)
 
 
 def read(ds: Any, keys: KeyLayout, node: str) -> NodeStatus | None:
@@ -75,7 +78,7 @@ def read(ds: Any, keys: KeyLayout, node: str) -> NodeStatus | None:
         return None
     try:
         return decode(kv.value)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # a status value nested deep enough is bad data too
         _log.warning("bad BGP status value key=%s error=%s", kv.key, exc)
         return None
 
@@ -88,7 +91,7 @@ def read_all(ds: Any, keys: KeyLayout) -> list[NodeStatus]:
             continue
         try:
             out.append(decode(kv.value))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             _log.warning("bad BGP status value key=%s error=%s", kv.key, exc)
     return sorted(out, key=lambda s: s.node)
 
@@ -123,5 +126,9 @@ def format_table(status: NodeStatus, *, now: float | None = None) -> str:
         for r in rows:
             out.append("|" + "|".join(f" {v.ljust(w)} " for v, w in zip(r, widths, strict=True)) + "|")
         out.append(sep)
+        out.append("")
+    if status.errors:
+        out.append("Refused BGP configuration")
+        out.extend(f"  {e}" for e in status.errors)
         out.append("")
     return "\n".join(out)

@@ -2,7 +2,9 @@
 
 Registers the ``node`` command group through ``add_parser(subparsers)``; reads
 what the agents publish under ``status/<node>/bgp`` (see :mod:`bgp.status`).
-Exit status 1 when the asked node has published nothing (agent down or lease expired).
+Also prints the objects the node's agent set aside (``status/<node>/agent``: kernel
+refusals, invalid values, rejected endpoints; see :mod:`felix.setaside`). Exit status 1
+when the asked node has published nothing (agent down or lease expired).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import sys
 
 from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
+from felix.quarantine import format_quarantined, read_quarantined
 from l3net.constants import DEFAULT_ETCD_PREFIX
 from l3net.keys import KeyLayout
 
@@ -34,10 +38,15 @@ def run_status(args: argparse.Namespace) -> int:
     try:
         if args.node:
             st = bgp_status.read(ds, keys, args.node)
-            if st is None:
+            quarantined = read_quarantined(ds, keys, args.node)
+            if st is None and quarantined is None:
                 print(f"no BGP status for node {args.node!r} (is its agent running?)", file=sys.stderr)
                 return 1
-            print(bgp_status.format_table(st))
+            if st is not None:
+                print(bgp_status.format_table(st))
+            if quarantined is not None:
+                print(format_quarantined(args.node, quarantined))
+            _print_bfd(ds, keys, args.node)
             return 0
         all_status = bgp_status.read_all(ds, keys)
         if not all_status:
@@ -45,6 +54,17 @@ def run_status(args: argparse.Namespace) -> int:
             return 1
         for st in all_status:
             print(bgp_status.format_table(st))
+            quarantined = read_quarantined(ds, keys, st.node)
+            if quarantined:
+                print(format_quarantined(st.node, quarantined))
+            _print_bfd(ds, keys, st.node)
         return 0
     finally:
         ds.close()
+
+
+def _print_bfd(ds: object, keys: KeyLayout, node: str) -> None:
+    """The node's BFD sessions under its BGP table, when it has published any."""
+    sessions = bfd_status.read(ds, keys, node)
+    if sessions is not None:
+        print(bfd_status.format_table(sessions))

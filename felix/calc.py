@@ -21,6 +21,7 @@ from felix.desired import Advertisement, DesiredState, InterfaceSpec, RouteSpec
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
+from l3net.model.validate.workload import host_network_reason, workload_ifname_reason
 from l3net.model.validation import resource_from_document
 
 _log = logging.getLogger(__name__)
@@ -86,16 +87,19 @@ def _workload(key: str, res: Resource) -> Workload:
     node, ifname, nets = spec.get("node"), spec.get("interfaceName"), spec.get("ipNetworks", [])
     if not isinstance(node, str) or not node:
         raise ValueError("spec.node: required string")
-    if not isinstance(ifname, str) or not ifname or len(ifname) > 15 or "/" in ifname:
-        raise ValueError(f"spec.interfaceName: must be an interface name, got {ifname!r}")
+    # The validator has checked both already; checked again because these two fields decide which
+    # kernel interface gets routes and proxy ARP (a wrong one hijacks the node: issue 13, finding 3).
+    reason = workload_ifname_reason(ifname)
+    if reason:
+        raise ValueError(f"spec.interfaceName: {reason}")
     if not isinstance(nets, list):
         raise ValueError("spec.ipNetworks: must be a list")
     parsed = []
     for i, n in enumerate(nets):
-        try:
-            parsed.append(ipaddress.ip_network(str(n), strict=False))
-        except ValueError as exc:
-            raise ValueError(f"spec.ipNetworks[{i}]: {exc}") from exc
+        reason = host_network_reason(n)
+        if reason:
+            raise ValueError(f"spec.ipNetworks[{i}]: {reason}")
+        parsed.append(ipaddress.ip_network(str(n)))
     return Workload(key=key, node=node, ifname=ifname, networks=tuple(parsed), resource=res,
                     dsts=tuple(str(n) for n in parsed))
 
@@ -245,6 +249,21 @@ def _covered(net: IPNetwork, blocks: CoverIndex) -> bool:
     return net in blocks
 
 
+# Rejected workload key -> the addresses last warned about, so an apply loop warns once per change.
+_REPORTED: dict[str, tuple[str, ...]] = {}
+
+
+def pool_index(model: Model) -> CoverIndex:
+    """Every IPPool's CIDR, for :func:`outside_pools`."""
+    return CoverIndex(p.cidr for p in model.pools.values())
+
+
+def outside_pools(w: Workload, pools: CoverIndex) -> list[str]:
+    """The addresses of ``w`` that no IPPool covers (a workload with any of them is rejected)."""
+    return [dst for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True)
+            if net not in pools]
+
+
 def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping[str, Sequence[str]], *,
             node_ips: Iterable[str] = (), policy_builder: Builder | None = None,
             bgp_builder: Builder | None = None) -> DesiredState:
@@ -256,14 +275,33 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     - each learned prefix via its next hops (ECMP when several), except prefixes equal to
       our own blocks or to our own workload addresses (we own those locally); a learned
       /32 inside our block is kept: another node borrowed that address;
+    - a local workload with an address outside every IPPool (disabled pools count: disabling
+      a pool stops new allocations, as in Calico, not running pods) is skipped whole, logged
+      and listed in ``rejected_workloads``;
     - BGP advertisements: our confirmed blocks, and a /32 per local address outside them
-      (borrowed), skipping pools with ``disableBGPExport``.
+      (borrowed) but inside an IP pool, skipping pools with ``disableBGPExport``; a learned
+      route never goes via a local workload's address (the BGP import defaults refuse such
+      paths too: this is the last line).
     """
-    local = sorted(model.workloads_on(node), key=lambda w: w.key)
+    pools = pool_index(model)
+    local, rejected = [], []
+    for w in sorted(model.workloads_on(node), key=lambda w: w.key):
+        stray = outside_pools(w, pools)
+        if stray:
+            # Routing, proxy-ARPing or advertising an address outside every pool would let a
+            # WorkloadEndpoint written straight into etcd capture node or external traffic.
+            if _REPORTED.get(w.key) != w.dsts:
+                _log.warning("workload skipped: addresses outside every IPPool wep=%s addresses=%s", w.key,
+                             ",".join(stray))
+                _REPORTED[w.key] = w.dsts
+            rejected.append(w.key)
+        else:
+            local.append(w)
     blocks = sorted({a.cidr for a in model.affinities_of(node) if a.state == "confirmed"},
                     key=lambda n: (n.version, int(n.network_address), n.prefixlen))
     block_index = CoverIndex(blocks)
     no_export = CoverIndex(p.cidr for p in model.pools.values() if p.disable_bgp_export)
+    in_pools = CoverIndex(p.cidr for p in model.pools.values())
 
     routes: dict[str, RouteSpec] = {}
     interfaces: set[InterfaceSpec] = set()
@@ -285,8 +323,11 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
                 continue
             if present:
                 routes[dst] = RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=link.index)  # type: ignore[union-attr]
-            if not _covered(net, block_index) and not _covered(net, no_export):
+            if not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools):
                 adverts.add(Advertisement(prefix=dst, reason="borrowed"))
+
+    for key in [k for k in _REPORTED if k not in rejected]:
+        del _REPORTED[key]
 
     block_strs = set()
     for b in blocks:
@@ -297,6 +338,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
             adverts.add(Advertisement(prefix=dst, reason="block"))
 
     own_ips = set(node_ips)
+    own_ips.update(str(n.network_address) for w in local for n in w.networks if n.prefixlen == n.max_prefixlen)
     for prefix, hops in learned.items():
         try:
             dst = str(ipaddress.ip_network(prefix, strict=False))
@@ -314,4 +356,5 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     return DesiredState(routes=frozenset(routes.values()), interfaces=frozenset(interfaces),
                         advertisements=frozenset(adverts), policy=policy, bgp_view=bgp_view,
                         local_endpoints=len(local), local_blocks=len(blocks),
+                        rejected_workloads=tuple(rejected),
                         waiting_for_interfaces=tuple(sorted(set(waiting))))

@@ -12,7 +12,8 @@ The socket is created mode 0600 (bound under a temporary name, chmod-ed, then
 renamed into place, so it is never reachable with looser permissions). A stale
 socket file left by a crashed agent (nobody accepts on it) is replaced; a socket
 another live process serves, or any other file at the path, is refused
-(ValueError). A request frame that does not decode gets no reply (the shim
+(ValueError). A request frame that does not decode, or does not arrive whole within one
+request deadline (:data:`REQUEST_READ_TIMEOUT`, for the frame, not per read), gets no reply (the shim
 then reports CNI error 11); a failure inside the plugin is its CNI error
 object, as in the plugin's own process.
 """
@@ -42,6 +43,8 @@ _log = logging.getLogger(__name__)
 
 SOCKET_NAME = "cni.sock"
 MAX_WORKERS = 4
+# One deadline for the whole request frame (not per read), so a slow or trickling client holds a
+# worker for at most this long; the reply gets the same bound for its one sendall.
 REQUEST_READ_TIMEOUT = 10.0
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes with the terminating NUL
 
@@ -108,10 +111,12 @@ class CNIServer:
     "outcome unknown, try again later".
     """
 
-    def __init__(self, path: str, handler: Handler, *, max_workers: int = MAX_WORKERS) -> None:
+    def __init__(self, path: str, handler: Handler, *, max_workers: int = MAX_WORKERS,
+                 read_timeout: float = REQUEST_READ_TIMEOUT) -> None:
         self.path = path
         self.handler = handler
         self.max_workers = max_workers
+        self.read_timeout = read_timeout
         self._sock: socket.socket | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
@@ -196,9 +201,9 @@ class CNIServer:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(REQUEST_READ_TIMEOUT)
+            deadline = time.monotonic() + self.read_timeout
             try:
-                env, stdin = shim.decode_request(shim.read_frame(conn))
+                env, stdin = shim.decode_request(shim.read_frame(conn, deadline=deadline))
             except (shim.FrameError, OSError) as exc:
                 REQUESTS.labels(command="unknown", result="bad_request").inc()
                 _log.warning("CNI request dropped: %s", exc)
@@ -217,7 +222,7 @@ class CNIServer:
             _log.info("CNI %s served container=%s code=%d ms=%.1f", command, env.get("CNI_CONTAINERID", "")[:12],
                       code, (time.monotonic() - t0) * 1000)
             try:
-                conn.settimeout(REQUEST_READ_TIMEOUT)
+                conn.settimeout(self.read_timeout)  # sendall: one bound for the whole reply
                 conn.sendall(shim.reply_frame(code, out))
             except (OSError, shim.FrameError) as exc:
                 _log.warning("CNI reply not delivered command=%s: %s", command, exc)

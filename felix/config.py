@@ -117,11 +117,47 @@ def parse_count(text: str) -> int:
     return value
 
 
+def parse_iptables_backend(text: str) -> str:
+    low = text.lower()
+    if low not in ("auto", "nft", "legacy"):
+        raise ValueError("expected auto, nft or legacy")
+    return low
+
+
 def parse_log_level(text: str) -> str:
     up = text.upper()
     if up not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
     return up
+
+
+# Calico's FailsafeInboundHostPorts default (felix/config/config_params.go).
+CALICO_FAILSAFE_INBOUND = "tcp:22, udp:68, tcp:179, tcp:2379, tcp:2380, tcp:5473, tcp:6443, tcp:6666, tcp:6667"
+
+
+def parse_endpoint_to_host_action(text: str) -> str:
+    """Calico's DefaultEndpointToHostAction: Drop, Accept or Return (case as Calico writes it)."""
+    for action in ("Drop", "Accept", "Return"):
+        if text.strip().lower() == action.lower():
+            return action
+    raise ValueError(f"expected Drop, Accept or Return, got {text!r}")
+
+
+def parse_failsafe_ports(text: str) -> tuple[tuple[str, int], ...]:
+    """``proto:port`` items, comma separated (``tcp:22, udp:68``); proto tcp, udp or sctp; empty: none."""
+    out: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        proto, sep, port = item.partition(":")
+        proto = proto.strip().lower()
+        if not sep or proto not in ("tcp", "udp", "sctp") or not port.strip().isdigit() \
+                or len(port.strip()) > 5 or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} is not <tcp|udp|sctp>:<port 1..65535>")
+        if (proto, int(port)) not in out:
+            out.append((proto, int(port)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -168,13 +204,17 @@ PARAMS: tuple[Param, ...] = (
     Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)",
           datastore=True),
     Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies", datastore=True),
-    Param("apply_max_failures", parse_count, 10, "failed applies in a row before the agent exits with diagnostics",
+    Param("apply_max_failures", parse_count, 10,
+          ("failed applies in a row of one dataplane side before the log escalates to ERROR with "
+           "diagnostics (never an exit: each side retries with backoff)"),
           datastore=True),
     Param("startup_sweep_delay", parse_seconds, 30.0,
           "seconds after start before stale BGP-learned routes are removed (unless BGP converged first)",
           datastore=True),
     Param("status_ttl", int, 30, "TTL (seconds) of the agent's leased status key"),
     Param("bgp_enabled", parse_bool, True, "run the BGP speaker (ExaBGP)", datastore=True),
+    Param("bgp_secrets_dir", str, "/etc/l3net/bgp-secrets",
+          "directory of mounted Secrets for BGP passwords: secretKeyRef {name, key} is <dir>/<name>/<key>"),
     Param("exabgp_python", str, sys.executable, "the Python interpreter that runs ExaBGP (python -m exabgp)"),
     Param("run_dir", str, "/var/run/l3net", "directory for runtime files (ExaBGP config, bridge socket)"),
     Param("cni_socket", str, "",
@@ -182,6 +222,17 @@ PARAMS: tuple[Param, ...] = (
           "empty: <run_dir>/cni.sock; none: do not serve"),
     Param("policy_enabled", parse_bool, True, "program NetworkPolicy and GlobalNetworkPolicy (iptables/ipsets)",
           datastore=True),
+    Param("default_endpoint_to_host_action", parse_endpoint_to_host_action, "Drop",
+          "what happens to traffic from a workload to this node once the workload's egress policy allowed it: "
+          "Drop (Calico's default), Accept, or Return (to the host's own INPUT rules)", datastore=True),
+    Param("failsafe_inbound_host_ports", parse_failsafe_ports, parse_failsafe_ports(CALICO_FAILSAFE_INBOUND),
+          "proto:port list of the node's failsafe inbound ports (Calico's default list); workloads reach them "
+          "only with workload_to_host_failsafe", datastore=True),
+    Param("workload_to_host_failsafe", parse_bool, False,
+          "accept workload traffic to the failsafe inbound ports despite a Drop endpoint-to-host action "
+          "(off: Calico applies failsafes to host endpoints, never to pods)", datastore=True),
+    Param("iptables_backend", parse_iptables_backend, "auto",
+          "auto (Felix's detection: kube's hint chains, else the backend with more rules, else nft), nft or legacy"),
     Param("default_ipv4_pool", parse_cidr_or_empty, "",
           "create this IPv4 pool at start if no IPPool exists (empty: never create one)"),
     Param("log_level", parse_log_level, "INFO", "DEBUG, INFO, WARNING or ERROR", datastore=True),
@@ -199,7 +250,8 @@ DATASTORE_PARAMS = frozenset(p.name for p in PARAMS if p.datastore)
 # Datastore parameters that change a running agent on its next apply; the others need a restart
 # (they decide which parts the agent builds at start: BGP speaker, policy drivers, startup grace).
 LIVE_PARAMS = frozenset({"log_level", "route_refresh_interval", "apply_min_interval", "apply_max_interval",
-                         "apply_max_failures"})
+                         "apply_max_failures", "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
+                         "workload_to_host_failsafe"})
 
 
 class AgentConfig:

@@ -1,10 +1,13 @@
 """felix.dataplane: hands each slice of the desired state to the one driver that owns it, in order.
 
-Order (Felix's): interfaces → ipsets (create/update) → iptables → ipsets (delete)
-→ routes. Interfaces first so a new workload has proxy ARP before it has a
-route; ipsets before the rules that reference them, and deleted only after no
-rule refers to them any more. Everything here runs on the agent's single kernel
-I/O thread.
+Two independent sides. The route side: interfaces → routes (interfaces first so
+a new workload has proxy ARP before it has a route). The policy side, in
+Felix's order: ipsets (create/update) → iptables → ipsets (delete): ipsets
+before the rules that reference them, and deleted only after no rule refers to
+them any more. The agent's loop runs each side on its own I/O thread with its
+own retry and backoff, so a held iptables lock or a refused ruleset never
+delays a route (DESIGN §7); each side's drivers are only ever called from that
+side's thread.
 
 The CNI plugin writes a workload's /32 (our protocol number, the agent's metric)
 before the agent sees the workload. Before an apply that adds a workload route,
@@ -80,6 +83,10 @@ class Dataplane:
         """Read the kernel's current state (adopt what carries our marks). Writes nothing."""
         self.routes.resync()
 
+    @property
+    def has_policy(self) -> bool:
+        return self.iptables is not None and self.ipsets is not None
+
     def refresh(self, reason: str) -> None:
         """Forget cached kernel views so the next apply re-reads and heals drift.
 
@@ -87,8 +94,16 @@ class Dataplane:
         (or after a failure); this is where the loop's periodic refresh tells them all, so
         a route, l3n- chain, hook or ipset changed behind our back is repaired on the next apply.
         """
+        self.refresh_routes(reason)
+        self.refresh_policy(reason)
+
+    def refresh_routes(self, reason: str) -> None:
+        """:meth:`refresh` for the route side (routes, interfaces): call on the route side's thread."""
         self.routes.invalidate(reason)
         self.interfaces.invalidate(reason)
+
+    def refresh_policy(self, reason: str) -> None:
+        """:meth:`refresh` for the policy side (iptables, ipsets): call on the policy side's thread."""
         if self.iptables is not None:
             self.iptables.invalidate(reason)
         if self.ipsets is not None:
@@ -131,16 +146,33 @@ class Dataplane:
         return out
 
     def apply(self, desired: DesiredState, links: Mapping[str, Link], *, keep_stale_learned: bool) -> ApplyReport:
+        """Both sides in one call, policy first (tests and tools; the agent's loop applies each side on its own)."""
+        writes = self.apply_policy(desired.policy) if desired.policy is not None else 0
+        report = self.apply_routes(desired, links, keep_stale_learned=keep_stale_learned)
+        report.writes += writes
+        return report
+
+    def apply_policy(self, program: Any) -> int:
+        """The policy side, in Felix's order: ipsets (create/update) → iptables → ipsets (delete).
+
+        Independent of the route side: it may run on another thread at the same time
+        (it touches no route or sysctl). Raises what the drivers raise when the kernel refuses.
+        """
+        if self.iptables is None or self.ipsets is None:
+            return 0
+        writes = self.ipsets.apply_adds(program.ipsets)
+        writes += self.iptables.apply_program(program)
+        writes += self.ipsets.apply_deletes(program.ipsets)
+        metrics.IPSETS.set(len(program.ipsets))
+        for table, chains in program.chains.items():
+            metrics.IPTABLES_CHAINS.labels(table=table).set(len(chains))
+            metrics.IPTABLES_RULES.labels(table=table).set(sum(len(r) for r in chains.values()))
+        return writes
+
+    def apply_routes(self, desired: DesiredState, links: Mapping[str, Link], *,
+                     keep_stale_learned: bool) -> ApplyReport:
+        """The route side: interface settings, then routes. Never waits for iptables or ipsets."""
         writes = self.interfaces.apply(desired.interfaces, links)
-        program = desired.policy
-        if program is not None and self.iptables is not None and self.ipsets is not None:
-            writes += self.ipsets.apply_adds(program.ipsets)
-            writes += self.iptables.apply_program(program)
-            writes += self.ipsets.apply_deletes(program.ipsets)
-            metrics.IPSETS.set(len(program.ipsets))
-            for table, chains in program.chains.items():
-                metrics.IPTABLES_CHAINS.labels(table=table).set(len(chains))
-                metrics.IPTABLES_RULES.labels(table=table).set(sum(len(r) for r in chains.values()))
         self._reread_workload_routes(desired, links)
         try:
             res = self.routes.apply(desired.routes, keep_stale_learned=keep_stale_learned)

@@ -59,3 +59,5 @@ class DesiredState:
     local_endpoints: int = 0
     local_blocks: int = 0
     waiting_for_interfaces: tuple[str, ...] = field(default=())
+    # Keys of local WorkloadEndpoints skipped because an address lies outside every IPPool.
+    rejected_workloads: tuple[str, ...] = field(default=())

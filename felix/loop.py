@@ -1,17 +1,23 @@
-"""felix.loop: the agent's one asyncio loop: inputs mark dirty, one throttled apply does the work.
+"""felix.loop: the agent's one asyncio loop: inputs mark dirty, each dataplane side applies on its own.
 
 Inputs (datastore updates, in-sync and status from the syncer, link snapshots,
-learned BGP routes) only update the model and set ``dirty``. :meth:`SyncLoop.run`
-applies when the datastore is in sync, something is dirty and the throttle admits
-(at most one apply per ``min_interval``; a full refresh every ``refresh_interval``
-re-reads the kernel and heals drift). A failed apply is retried with exponential
-backoff and jitter; after ``max_failures`` in a row the loop raises
-:class:`FatalApplyError` with diagnostics and the agent exits (crash-only: a fresh
-process adopts the kernel state again). A route the kernel refuses (e.g. a BGP
-peer's next hop that is not on any link) is not a failed apply: the route driver
-skips it, logs it once, counts it (``l3net_routes_refused``) and retries it when
-the links change or on the next refresh; the readiness body lists it under
-``warnings`` while the node stays ready.
+learned BGP routes) only update the model and mark both sides dirty. The two
+sides are independent (DESIGN §7): the route side (interfaces, routes) and the
+policy side (ipsets, iptables) each have their own dirty flag, in-flight apply,
+I/O thread, failure count and backoff with jitter, so a held xtables lock or a
+refused ruleset never delays a new pod's route, and a netlink error never holds
+back policy. :meth:`SyncLoop.run` starts a side's apply when the datastore is in
+sync, the side is dirty and idle, and its throttle admits (at most one apply per
+``min_interval``; a full refresh every ``refresh_interval`` re-reads the kernel
+and heals drift).
+
+Degrade, never die: a failed apply is retried with backoff (capped at
+``retry_max``), forever, with the side reported not ready; after
+``max_failures`` in a row the log escalates to ERROR, and the agent never exits
+for it. What the kernel refuses is narrowed to the object at fault: a route is
+skipped (``l3net_routes_refused``, retried when the links change or on the next
+refresh), a policy or endpoint is quarantined (:mod:`felix.quarantine`); both
+are listed under ``warnings`` in the readiness body while the node stays ready.
 
 Nothing is written before the first in-sync. Learned routes that disappear are
 kept until BGP has converged or the startup sweep delay has passed, so a
@@ -34,13 +40,27 @@ from felix.calc import Builder, KeyUpdateLike, Link, Model, compute
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
 from felix.health import HealthState
+from felix.quarantine import REFUSALS, PolicyBuilder, PolicyConverger
+from felix.setaside import SetAside
 from l3net import metrics
 
 _log = logging.getLogger(__name__)
 
 
-class FatalApplyError(RuntimeError):
-    """The dataplane could not be programmed after the bounded number of retries."""
+@dataclass
+class _Side:
+    """One independent side of the dataplane: its own dirty flag, in-flight apply, retries and backoff."""
+
+    name: str
+    component: str  # the readiness component it reports as
+    dirty: bool = True
+    failures: int = 0
+    retry_at: float = 0.0
+    last_apply: float = float("-inf")
+    revision: int = 0  # the model revision of its last successful apply
+    escalated: bool = False
+    stuck: bool = False  # in flight for longer than LoopConfig.stuck_after
+    task: asyncio.Task[None] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,8 @@ class LoopConfig:
     startup_sweep_delay: float = 30.0
     retry_base: float = 0.1
     retry_max: float = 10.0
-    max_failures: int = 10
+    max_failures: int = 10  # failures in a row of one side before the log escalates to ERROR (never an exit)
+    stuck_after: float = 30.0  # an apply in flight this long (a held xtables lock) makes its side not ready
     jitter: float = 0.2
 
 
@@ -58,8 +79,10 @@ class SyncLoop:
     """Owns the model, the links and learned routes, and when the dataplane is applied.
 
     Every ``on_*`` input must be called on the loop's own event-loop thread (use
-    :class:`ThreadSafeSink` from other threads). Kernel work runs on ``io_executor``
-    (one thread, so drivers never race).
+    :class:`ThreadSafeSink` from other threads). Route and interface work runs on
+    ``io_executor``, iptables and ipset work on ``policy_executor`` (one thread each,
+    so a driver never races itself, and neither side waits for the other). Never
+    raises for a failed apply: each side retries with backoff, forever.
     """
 
     def __init__(self, model: Model, node: str, dataplane: Dataplane, *, config: LoopConfig = LoopConfig(),
@@ -68,6 +91,7 @@ class SyncLoop:
                  on_applied: Callable[[DesiredState], None] | None = None,
                  on_config: Callable[[Mapping[str, bytes]], None] | None = None,
                  io_executor: concurrent.futures.Executor | None = None,
+                 policy_executor: concurrent.futures.Executor | None = None,
                  clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random) -> None:
         self.model = model
         self.node = node
@@ -79,7 +103,7 @@ class SyncLoop:
         self.bgp_builder = bgp_builder
         self.on_applied = on_applied
         self.on_config = on_config
-        self.io = io_executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-kernel")
+        self.io = io_executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-routes")
         self.clock = clock
         self.rand = rand
         self.links: dict[str, Link] = {}
@@ -87,25 +111,39 @@ class SyncLoop:
         self.in_sync = False
         self.ever_in_sync = False
         self.bgp_converged = False
-        self.dirty = True
-        self.failures = 0
+        self.routes_side = _Side("routes", "dataplane")
+        self.sides = [self.routes_side]
+        self.policy_side: _Side | None = None
+        self.converger: PolicyConverger | None = None
+        self.policy_io = policy_executor
+        if policy_builder is not None and dataplane.has_policy:
+            self.policy_side = _Side("policy", "policy")
+            self.sides.append(self.policy_side)
+            self.health.set_ready("policy", False, "no policy apply yet")
+            self.policy_io = policy_executor or concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="l3net-policy")
+            if isinstance(policy_builder, PolicyBuilder):
+                self.converger = PolicyConverger(policy_builder)
         self.applies = 0
+        self.policy_applies = 0
         self.last_desired: DesiredState | None = None
-        self.applied_revision = 0  # the model revision the last successful apply was computed from
+        self.last_program: Any = None
         self.last_writes = 0
+        self.last_policy_writes = 0
         self._pending_updates = 0
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._started = clock()
-        self._last_apply = float("-inf")
         self._next_refresh = self._started + config.refresh_interval
-        self._retry_at = 0.0
         self._grace_over = config.startup_sweep_delay <= 0
         self._warned: set[str] = set()
+        self.set_aside = SetAside(model.keys)
+        self._rejected: tuple[str, ...] = ()  # the last calculation's rejected local endpoints
 
     # -- inputs (event-loop thread) --------------------------------------------
     def _mark(self) -> None:
-        self.dirty = True
+        for side in self.sides:
+            side.dirty = True
         if self._wake is not None:
             self._wake.set()
 
@@ -168,113 +206,237 @@ class SyncLoop:
             self._wake.set()
 
     # -- the loop ----------------------------------------------------------------
+    @property
+    def failures(self) -> int:
+        """Failed applies in a row of the worse side (0 when both sides' last apply succeeded)."""
+        return max(s.failures for s in self.sides)
+
+    @property
+    def dirty(self) -> bool:
+        return any(s.dirty for s in self.sides)
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        for s in self.sides:
+            s.dirty = value
+
+    @property
+    def _retry_at(self) -> float:
+        return min((s.retry_at for s in self.sides if s.failures), default=0.0)
+
+    @property
+    def applied_revision(self) -> int:
+        """The model revision both sides have applied (route and policy of an endpoint at or after it)."""
+        return min(s.revision for s in self.sides)
+
+    def kernel_quarantined(self) -> list[dict[str, Any]]:
+        """The objects the policy side quarantined because the kernel refused them (:mod:`felix.quarantine`)."""
+        return self.converger.builder.quarantine.report() if self.converger is not None else []
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Every object set aside, for the node status (:mod:`felix.setaside`): kernel refusals, invalid
+        datastore values and rejected local endpoints, each with its kind, effect, reason and cause."""
+        return self.set_aside.report(self.model, self._rejected, self.kernel_quarantined())
+
     def desired(self) -> DesiredState:
         with metrics.CALC_TIME.time():
             return compute(self.model, self.node, self.links, self.learned, node_ips=self.node_ips,
                            policy_builder=self.policy_builder, bgp_builder=self.bgp_builder)
 
+    def _due(self, side: _Side) -> float:
+        due = side.last_apply + self.config.min_interval
+        return max(due, side.retry_at) if side.failures else due
+
     def _next_deadline(self, now: float) -> float:
         deadlines = [self._next_refresh]
         if not self._grace_over:
             deadlines.append(self._started + self.config.startup_sweep_delay)
-        if self.dirty and self.in_sync:
-            due = self._last_apply + self.config.min_interval
-            if self.failures:
-                due = max(due, self._retry_at)
-            deadlines.append(due)
+        if self.in_sync:
+            deadlines += [self._due(s) for s in self.sides if s.dirty and s.task is None]
+        deadlines += [s.last_apply + self.config.stuck_after for s in self.sides
+                      if s.task is not None and not s.stuck]
         return max(now, min(deadlines))
+
+    def _check_stuck(self, now: float) -> None:
+        """A side whose apply has been in flight too long reports not ready (the other side goes on)."""
+        for side in self.sides:
+            if side.task is not None and not side.stuck and now - side.last_apply >= self.config.stuck_after:
+                side.stuck = True
+                _log.error("dataplane side stuck side=%s in_flight=%.1fs (a held xtables lock?)", side.name,
+                           now - side.last_apply)
+                self.health.set_ready(side.component, False,
+                                      f"{side.name} apply in flight for over {self.config.stuck_after:.0f}s")
 
     async def run(self) -> None:
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.io, self.dataplane.start)
-        while not self._stopping:
-            self.health.beat()
-            now = self.clock()
-            timeout = self._next_deadline(now) - now
-            if timeout > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            if self._stopping:
-                break
-            await self._maybe_apply(loop)
+        try:
+            while not self._stopping:
+                self.health.beat()
+                now = self.clock()
+                timeout = self._next_deadline(now) - now
+                if timeout > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                else:
+                    await asyncio.sleep(0)  # let started applies run before deciding again
+                self._wake.clear()
+                if self._stopping:
+                    break
+                await self._maybe_apply(loop, wait=False)
+        finally:
+            # A side blocked in the kernel (a held xtables lock) is abandoned, not awaited: the process is ending.
+            for side in self.sides:
+                if side.task is not None and not side.task.done():
+                    side.task.cancel()
 
-    async def _maybe_apply(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _maybe_apply(self, loop: asyncio.AbstractEventLoop, *, wait: bool = True) -> None:
+        """Start an apply on every side that is dirty, idle and due; ``wait``: until they end (tests)."""
         now = self.clock()
+        self._check_stuck(now)
         if not self._grace_over and (self.bgp_converged or now >= self._started + self.config.startup_sweep_delay):
             self._grace_over = True
-            self.dirty = True
-        refresh = now >= self._next_refresh
-        if refresh:
+            self.routes_side.dirty = True
+        if now >= self._next_refresh:
             self._next_refresh = now + self.config.refresh_interval
             if self.in_sync:
+                # Queued on each side's own thread: it runs after an apply in flight there, never during it.
+                refreshes = [loop.run_in_executor(self.io, self.dataplane.refresh_routes, "periodic refresh")]
+                if self.policy_side is not None:
+                    refreshes.append(loop.run_in_executor(self.policy_io, self.dataplane.refresh_policy,
+                                                          "periodic refresh"))
                 self.dirty = True
-                await loop.run_in_executor(self.io, self.dataplane.refresh, "periodic refresh")
-        if not self.in_sync or not self.dirty:
+                if wait:
+                    await asyncio.gather(*refreshes)
+        if not self.in_sync:
             return
-        if now < self._last_apply + self.config.min_interval:
+        due = [s for s in self.sides if s.dirty and s.task is None and now >= self._due(s)]
+        if not due:
             return
-        if self.failures and now < self._retry_at:
-            return
-        await self.apply_once(loop)
+        tasks = [self._start(s, loop) for s in due]
+        if wait:
+            await asyncio.gather(*tasks)
+
+    def _start(self, side: _Side, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
+        side.dirty = False
+        side.last_apply = self.clock()
+        side.task = loop.create_task(self._apply_side(side, loop))
+        return side.task
 
     async def apply_once(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """One calculation and apply (the retry/backoff bookkeeping included)."""
+        """One calculation and apply of both sides, awaited (the retry/backoff bookkeeping included)."""
         loop = loop or asyncio.get_running_loop()
-        self.dirty = False
-        self._last_apply = self.clock()
+        for side in self.sides:
+            if side.task is not None:
+                await asyncio.gather(side.task, return_exceptions=True)
+        await asyncio.gather(*(self._start(s, loop) for s in self.sides))
+
+    def _calculate(self) -> tuple[int, DesiredState]:
+        """The desired state from the current model, and the model revision it was computed from."""
+        revision = self.model.revision  # before computing: updates may arrive while the apply runs
         if self._pending_updates:
             metrics.MSG_BATCH_SIZE.observe(self._pending_updates)
             self._pending_updates = 0
-        revision = self.model.revision  # before computing: updates may arrive while the apply runs
         desired = self.desired()
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
+        metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))
+        self._rejected = desired.rejected_workloads
         metrics.LOCAL_BLOCKS.set(desired.local_blocks)
         metrics.CLUSTER_ENDPOINTS.set(len(self.model.workloads))
         metrics.CLUSTER_HOSTS.set(len(self.model.resources_of("Node")))
         metrics.INVALID_VALUES.set(len(self.model.invalid))
+        return revision, desired
+
+    async def _apply_side(self, side: _Side, loop: asyncio.AbstractEventLoop) -> None:
+        revision, desired = self._calculate()
+        try:
+            if side is self.routes_side:
+                await self._apply_routes(desired, loop)
+            else:
+                await self._apply_policy(desired, loop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(side, exc)
+        else:
+            side.failures = 0
+            side.escalated = False
+            side.revision = revision
+            self.health.set_ready(side.component, True)
+            if self.on_applied is not None and self.last_desired is not None:
+                self.on_applied(self.last_desired)
+        finally:
+            side.task = None
+            side.stuck = False
+            if self._wake is not None:
+                self._wake.set()  # re-evaluate: this side may be dirty again, or the other one due
+
+    async def _apply_routes(self, desired: DesiredState, loop: asyncio.AbstractEventLoop) -> None:
         metrics.APPLIES.inc()
         keep = not self._grace_over
         try:
             with metrics.APPLY_TIME.time():
-                report = await loop.run_in_executor(self.io, lambda: self.dataplane.apply(
+                report = await loop.run_in_executor(self.io, lambda: self.dataplane.apply_routes(
                     desired, self.links, keep_stale_learned=keep))
-        except Exception as exc:
+        finally:
             self._publish_warnings()
-            self._failed(exc)
-            return
-        self._publish_warnings()
         self.applies += 1
-        self.failures = 0
         self.last_writes = report.writes
         self.last_desired = desired
-        self.applied_revision = revision
-        self.health.set_ready("dataplane", True)
-        if self.on_applied is not None:
-            self.on_applied(desired)
+
+    async def _apply_policy(self, desired: DesiredState, loop: asyncio.AbstractEventLoop) -> None:
+        program = desired.policy
+        if program is None:
+            return
+
+        async def apply(p: Any) -> int:
+            return await loop.run_in_executor(self.policy_io, self.dataplane.apply_policy, p)
+
+        try:
+            with metrics.POLICY_APPLY_TIME.time():
+                if self.converger is not None:
+                    program, writes = await self.converger.apply(self.model, self.node, program, apply)
+                else:
+                    writes = await apply(program)
+        finally:
+            self._publish_warnings()
+        self.policy_applies += 1
+        self.last_policy_writes = writes
+        self.last_program = program
 
     def _publish_warnings(self) -> None:
-        """Routes refused, in conflict or malformed: shown in the readiness body, never unready."""
+        """Routes refused, in conflict or malformed, objects quarantined: in the readiness body, never unready."""
         now = self.dataplane.warnings()
+        quarantined = self.kernel_quarantined()
+        if quarantined:
+            shown = "; ".join(f"{q['object']} ({q['effect']}): {q['reason']}" for q in quarantined[:10])
+            now["quarantined"] = f"{len(quarantined)} objects quarantined (the kernel refused their rules): {shown}"
         for name in self._warned - now.keys():
             self.health.set_warning(name, None)
         for name, text in now.items():
             self.health.set_warning(name, text)
         self._warned = set(now)
 
-    def _failed(self, exc: BaseException) -> None:
-        self.failures += 1
-        self.dirty = True
+    def _failed(self, side: _Side, exc: BaseException) -> None:
+        """A failed apply of one side: retried with backoff and jitter, forever; the other side goes on."""
+        side.failures += 1
+        side.dirty = True
         metrics.APPLY_FAILURES.inc()
-        self.health.set_ready("dataplane", False, f"last apply failed: {exc}")
-        if self.failures >= self.config.max_failures:
-            raise FatalApplyError(f"dataplane apply failed {self.failures} times in a row; last error: {exc!r}; "
-                                  f"routes we hold: {sorted(self.dataplane.routes.programmed)}") from exc
-        backoff = min(self.config.retry_max, self.config.retry_base * 2 ** (self.failures - 1))
+        metrics.DRIVER_FAILURES.labels(side=side.name).inc()
+        self.health.set_ready(side.component, False, f"last {side.name} apply failed: {exc}")
+        backoff = min(self.config.retry_max, self.config.retry_base * 2 ** (side.failures - 1))
         backoff *= 1 + self.config.jitter * self.rand()
-        self._retry_at = self.clock() + backoff
-        _log.warning("dataplane apply failed attempt=%d retry_in=%.3fs error=%r", self.failures, backoff, exc)
+        side.retry_at = self.clock() + backoff
+        known = isinstance(exc, REFUSALS) or type(exc).__name__ in ("RouteWriteError", "NetlinkError")
+        if side.failures >= self.config.max_failures and not side.escalated:
+            side.escalated = True
+            _log.error("dataplane side keeps failing side=%s attempts=%d retry_in=%.3fs error=%r routes_held=%d",
+                       side.name, side.failures, backoff, exc, len(self.dataplane.routes.programmed),
+                       exc_info=not known)
+        else:
+            _log.warning("dataplane apply failed side=%s attempt=%d retry_in=%.3fs error=%r", side.name,
+                         side.failures, backoff, exc, exc_info=not known)
 
 
 class ThreadSafeSink:

@@ -4,8 +4,9 @@ config → datastore → syncer → calculation → sync loop → drivers, plus 
 health and metrics endpoints, the node's own registration, its leased status
 key, the BGP speaker and the policy drivers (each switched on or off by
 configuration; every part is a plain import, so a broken package fails at start,
-loudly, instead of running half-wired). Crash-only: a fatal error in any part
-ends the process with a diagnostic; a restarted agent adopts the kernel state it finds.
+loudly, instead of running half-wired). Exits only for broken invariants (a bug
+in a helper thread); data the kernel refuses and failed applies are contained by
+the sync loop (DESIGN §7). A restarted agent adopts the kernel state it finds.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import bgp.bfd.metrics
+import bgp.bfd.peers
+import bgp.bfd.status
 import bgp.config
 import bgp.metrics
+import bgp.secrets
 import bgp.speaker
 import bgp.status
 import policy.compiler
@@ -38,7 +43,8 @@ from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from felix.endpointready import ProgrammedEndpoints
 from felix.health import HealthServer, HealthState
-from felix.loop import FatalApplyError, LoopConfig, SyncLoop, ThreadSafeSink
+from felix.loop import LoopConfig, SyncLoop, ThreadSafeSink
+from felix.quarantine import PolicyBuilder
 from felix.registration import StatusPublisher, ensure_default_pool, register_node
 from l3net import metrics
 from l3net.datastore import connect_from_env
@@ -54,31 +60,44 @@ _log = logging.getLogger(__name__)
 SYNCER_RETRY_MAX = 1.0
 
 
-def bgp_builder() -> Builder:
-    """Node, BGPConfiguration and BGPPeer resources → this node's ``bgp.config.NodeBGPView``."""
+def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
+    """What the BGP import defaults need: pools, the owner of every confirmed block and workload address."""
+    return bgp.config.IpamFacts(
+        pools=tuple(str(p.cidr) for p in model.pools.values()),
+        block_owner=tuple((str(a.cidr), a.node) for a in model.affinities.values() if a.state == "confirmed"),
+        address_owner=tuple((str(n), w.node) for w in model.workloads.values() for n in w.networks
+                            if n.prefixlen == n.max_prefixlen),
+        local_workloads=tuple(str(n.network_address) for w in model.workloads_on(node) for n in w.networks
+                              if n.prefixlen == n.max_prefixlen))
+
+
+def bgp_builder(secrets_dir: str = "") -> Builder:
+    """Node, BGPConfiguration, BGPPeer and BGPFilter resources, and IPAM → this node's ``bgp.config.NodeBGPView``.
+
+    ``secrets_dir``: where ``secretKeyRef`` passwords are read (empty: secretKeyRef peers are refused).
+    """
+    secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
+
     def build(model: Model, node: str) -> Any:
         return bgp.config.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
-                                          model.resources_of("BGPPeer"))
+                                          model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
+                                          secrets=secrets, ipam=bgp_ipam_facts(model, node))
     return build
 
 
-def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None) -> Builder:
+def policy_builder(compiler: policy.compiler.PolicyCompiler | None = None,
+                   settings: Callable[[], AgentConfig] | None = None) -> PolicyBuilder:
     """NetworkPolicy and GlobalNetworkPolicy → this node's iptables/ipsets program.
 
     ``compiler`` is the agent's one long-lived :class:`policy.compiler.PolicyCompiler`
     (it caches compiled chains per policy and selector members, so an apply after a
     small change recompiles only what changed); the builder is called on the loop
-    thread only, one call at a time, as the compiler requires.
+    thread only, one call at a time, as the compiler requires. It leaves out the
+    objects the kernel refused (:mod:`felix.quarantine`). ``settings`` returns the
+    agent's current configuration (read on every build, so the endpoint-to-host settings
+    are live); without it Calico's defaults apply (Drop, no failsafe ports for workloads).
     """
-    compiler = compiler or policy.compiler.PolicyCompiler()
-
-    def build(model: Model, node: str) -> Any:
-        workloads = [w.resource for w in model.workloads.values()]
-        local = [w.resource for w in model.workloads_on(node)]
-        policies = [*model.resources_of("NetworkPolicy"), *model.resources_of("GlobalNetworkPolicy")]
-        return policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
-                                              compiler=compiler)
-    return build
+    return PolicyBuilder(compiler, settings)
 
 
 def resolve_node_ip(cfg: AgentConfig) -> str | None:
@@ -119,6 +138,7 @@ class Agent:
         self.fatal: BaseException | None = None
         self.sync: SyncLoop | None = None
         self.speaker: Any = None
+        self.bfd: bgp.bfd.peers.BfdPeers | None = None
         self.compiler = policy.compiler.PolicyCompiler()
         self._policy_metrics: dict[str, float] = {}
         metrics.SOURCED.set_source("policy", lambda: self._policy_metrics)
@@ -151,19 +171,26 @@ class Agent:
         if self.sync is not None:
             self.programmed.applied(self.sync.applied_revision,
                                     (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))
-        if desired.policy is not None:
+        program = self.sync.last_program if self.sync is not None else None
+        if program is not None:
             # Computed here, on the loop thread; the scrape thread only reads the finished dict.
-            self._policy_metrics = desired.policy.metrics()
+            self._policy_metrics = program.metrics()
         if self.speaker is not None:
             view = desired.bgp_view
             if view is not None and view.local_addresses:
+                refreshed = view.errors != getattr(self.speaker.view, "errors", ())
                 self.speaker.set_view(view)
+                if refreshed:
+                    self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
+                if self.bfd is not None:
+                    self.bfd.set_view(view)
                 if not view.peers:
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
         ready, reasons = self.health.readiness()
         self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
-                           localEndpoints=desired.local_endpoints, address=self.node_ip)
+                           localEndpoints=desired.local_endpoints, address=self.node_ip,
+                           quarantined=self.sync.quarantined() if self.sync is not None else [])
 
     def _die(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -179,7 +206,8 @@ class Agent:
         if cfg.policy_enabled:
             # No refresh timer of their own: the loop's periodic refresh invalidates their views
             # (Dataplane.refresh), so routes, iptables and ipsets heal on one schedule.
-            ipsets, iptables = IpsetDriver(refresh_interval=None), IptablesDriver(refresh_interval=None)
+            ipsets = IpsetDriver(refresh_interval=None)
+            iptables = IptablesDriver(backend=cfg.iptables_backend, refresh_interval=None)
             metrics.SOURCED.set_source("iptables", iptables.stats)
             metrics.SOURCED.set_source("ipsets", ipsets.stats)
         else:
@@ -187,10 +215,11 @@ class Agent:
         dataplane = Dataplane(RouteDriver(routes_nl), InterfaceDriver(ProcSysctls()), ipsets=ipsets,
                               iptables=iptables)
         node_ips = [self.node_ip.split("/")[0]] if self.node_ip else []
+        build_policy = policy_builder(self.compiler, lambda: self.cfg) if iptables is not None else None
         self.sync = sync = SyncLoop(Model(self.keys), self.node, dataplane, config=loop_config(cfg),
                                     health=self.health, node_ips=node_ips,
-                                    bgp_builder=bgp_builder() if cfg.bgp_enabled else None,
-                                    policy_builder=policy_builder(self.compiler) if iptables is not None else None,
+                                    bgp_builder=bgp_builder(cfg.bgp_secrets_dir) if cfg.bgp_enabled else None,
+                                    policy_builder=build_policy,
                                     on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io)
 
         def on_links(links: dict[str, Link]) -> None:
@@ -231,9 +260,6 @@ class Agent:
         code = 0
         try:
             await sync.run()
-        except FatalApplyError as exc:
-            _log.critical("agent exiting: %s", exc)
-            code = 2
         finally:
             self._stop_registration.set()
             if self.cni is not None:
@@ -245,6 +271,8 @@ class Agent:
             if writer is not None:
                 await loop.run_in_executor(None, writer.stop)
             watcher.stop()
+            if self.bfd is not None:
+                await self.bfd.stop()
             if self.speaker is not None:
                 await self.speaker.stop()
             self.status.stop()
@@ -306,6 +334,22 @@ class Agent:
         bgp.metrics.register_into(metrics.REGISTRY)
         await self.speaker.start()
         _log.info("BGP speaker started run_dir=%s", run_dir)
+        await self._start_bfd()
+
+    async def _start_bfd(self) -> None:
+        """BFD for the BGP peers that enable it; without the BFD ports the agent runs on, BGP timers only."""
+        bgp.bfd.metrics.register_into(metrics.REGISTRY)
+        bfd = bgp.bfd.peers.BfdPeers(self.node, self.speaker, on_status=self._on_bfd)
+        try:
+            await bfd.start()
+        except OSError as exc:
+            _log.error("BFD not running (failures are detected by BGP hold timers only) error=%s", exc)
+            self.health.set_warning("bfd", f"BFD ports not bound: {exc}")
+            return
+        self.bfd = bfd
+
+    def _on_bfd(self, sessions: list[Any]) -> None:
+        self.status.put_extra(self.keys.node_status(self.node, "bfd"), bgp.bfd.status.encode(self.node, sessions))
 
     def _on_peers(self, peers: list[Any]) -> None:
         for p in peers:
@@ -313,7 +357,7 @@ class Agent:
         view = self.speaker.view if self.speaker is not None else None
         self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp.status.encode(
             self.node, peers, as_number=getattr(view, "as_number", None),
-            router_id=getattr(view, "router_id", None)))
+            router_id=getattr(view, "router_id", None), errors=[str(e) for e in getattr(view, "errors", ())]))
 
 
 def loop_config(cfg: AgentConfig) -> LoopConfig:

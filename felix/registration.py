@@ -29,12 +29,6 @@ _log = logging.getLogger(__name__)
 _CAS_ATTEMPTS = 10
 
 
-def _decode(raw: bytes, key: str) -> Resource:
-    from l3net.model.validation import resource_from_document
-
-    return resource_from_document(json.loads(raw), source=key)
-
-
 def register_node(ds: Datastore, keys: KeyLayout, node: str, ipv4: str | None, asn: int | None) -> Resource:
     """Create or update ``Node/<node>``; raises Conflict after repeated lost races, DatastoreError if down."""
     key = keys.resource("nodes", node)
@@ -54,8 +48,8 @@ def register_node(ds: Datastore, keys: KeyLayout, node: str, ipv4: str | None, a
             _log.info("node registered node=%s ipv4=%s asn=%s", node, ipv4, asn)
             return res
         try:
-            old = _decode(kv.value, key)
-        except (ValueError, TypeError) as exc:
+            old = ResourceClient(ds, keys).decode(kv)  # total: anything stored there is a ValidationError at worst
+        except ValidationError as exc:
             # Someone stored garbage under our own Node key: replace it (CAS keeps this safe).
             _log.warning("own Node resource is invalid, rewriting it key=%s error=%s", key, exc)
             old = Resource(kind="Node", name=node)

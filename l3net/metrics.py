@@ -75,6 +75,9 @@ SYSCTL_WRITES = Counter("l3net_sysctl_writes", "Sysctl values written.", registr
 # -- model ----------------------------------------------------------------
 LOCAL_ENDPOINTS = Gauge(
     "l3net_active_local_endpoints", "Workload endpoints of this node in the datastore.", registry=REGISTRY)
+REJECTED_ENDPOINTS = Gauge(
+    "l3net_rejected_local_endpoints", "Workload endpoints of this node skipped because an address lies outside "
+    "every IPPool (no route, proxy ARP, advertisement or policy membership).", registry=REGISTRY)
 LOCAL_BLOCKS = Gauge(
     "l3net_local_affine_blocks", "Confirmed IPAM blocks affine to this node.", registry=REGISTRY)
 CLUSTER_ENDPOINTS = Gauge(
@@ -121,6 +124,19 @@ IPTABLES_RULES = Gauge("l3net_iptables_rules", "Rules in l3net's iptables chains
 IPTABLES_CHAINS = Gauge("l3net_iptables_chains", "l3net's iptables chains, by table.", ["table"],
                         registry=REGISTRY)
 IPSETS = Gauge("l3net_ipsets", "ipsets owned by l3net.", registry=REGISTRY)
+POLICY_APPLY_TIME = Histogram(
+    "l3net_policy_apply_time_seconds", "Wall time of one policy-side apply (ipsets, iptables; narrowing included).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY)
+QUARANTINED_OBJECTS = Gauge(
+    "l3net_quarantined_objects", "Objects set aside because the kernel refused what they render to, by kind "
+    "(a policy keeps its last good version or is absent; an endpoint's chains drop).", ["kind"], registry=REGISTRY)
+QUARANTINE_TRIALS = Counter(
+    "l3net_quarantine_trials", "Policy applies made while narrowing a refused program to the objects at fault.",
+    registry=REGISTRY)
+DRIVER_FAILURES = Counter(
+    "l3net_dataplane_side_failures", "Failed applies of one side of the dataplane (routes or policy); each side "
+    "retries on its own with backoff and jitter.", ["side"], registry=REGISTRY)
 
 
 # -- counts kept by their owners, read at scrape time ----------------------

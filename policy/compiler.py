@@ -9,8 +9,12 @@ chains get one hook rule each, inserted at the top):
   endpoint chain's RETURN means "allowed by this side"; the last dispatch rule
   drops: an interface that looks like a workload but is not known yet carries
   nothing (fail closed, so a new pod is isolated before its first packet).
-* ``INPUT -> l3n-INPUT``: workload-to-host traffic passes the workload's egress
-  policy, then goes back to the host's own INPUT rules.
+* ``INPUT -> l3n-INPUT``: ``-i cali+`` jumps to ``l3n-wl-to-host``: workload-to-host
+  traffic passes the workload's egress policy (``l3n-from-wl-dispatch``), then, when
+  configured, the failsafe inbound ports are accepted, then Calico's
+  ``DefaultEndpointToHostAction`` decides: ``Drop`` (the default: a pod cannot reach the
+  node's own addresses, only replies to what the node opened), ``Accept``, or ``Return``
+  (back to the host's own INPUT rules).
 * ``OUTPUT -> l3n-OUTPUT``: host-to-local-workload traffic is allowed (kubelet
   probes, as Kubernetes requires); the chain is the seam for host endpoints.
 * ``l3n-fw-<iface>`` (from workload, egress) starts with the anti-spoofing
@@ -95,8 +99,9 @@ from policy.selectors import (
 _log = logging.getLogger(__name__)
 
 __all__ = ["ACCEPT_MARK", "CHAIN_FORWARD", "CHAIN_FROM_DISPATCH", "CHAIN_INPUT", "CHAIN_OUTPUT",
-           "CHAIN_PREROUTING", "CHAIN_TO_DISPATCH", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK", "PolicyCompiler",
-           "PolicyProgram", "compile_policy", "hash_rules"]
+           "CHAIN_PREROUTING", "CHAIN_TO_DISPATCH", "CHAIN_WL_TO_HOST",
+           "ENDPOINT_TO_HOST_ACTIONS", "FAILSAFE_PROTOCOLS", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK",
+           "PolicyCompiler", "PolicyProgram", "compile_policy", "hash_rules", "wl_to_host_rules"]
 
 MAX_CHAIN_LEN = 28
 MAX_IPSET_LEN = 31
@@ -112,6 +117,10 @@ CHAIN_OUTPUT = f"{CHAIN_PREFIX}OUTPUT"
 CHAIN_PREROUTING = f"{CHAIN_PREFIX}PREROUTING"
 CHAIN_FROM_DISPATCH = f"{CHAIN_PREFIX}from-wl-dispatch"
 CHAIN_TO_DISPATCH = f"{CHAIN_PREFIX}to-wl-dispatch"
+CHAIN_WL_TO_HOST = f"{CHAIN_PREFIX}wl-to-host"
+# Calico's DefaultEndpointToHostAction values and the iptables target each becomes.
+ENDPOINT_TO_HOST_ACTIONS = {"Drop": "DROP", "Accept": "ACCEPT", "Return": "RETURN"}
+FAILSAFE_PROTOCOLS = ("tcp", "udp", "sctp")
 
 _CT_ACCEPT = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
 _CT_INVALID = "-m conntrack --ctstate INVALID -j DROP"
@@ -150,6 +159,8 @@ class PolicyProgram:
     compile_seconds: float = field(default=0.0, compare=False)
     policies_recompiled: int = field(default=0, compare=False)
     ipv6_unpoliced: tuple[str, ...] = ()  # "<namespace>/<name>" of local workloads with IPv6 addresses, sorted
+    # Set by the agent's builder (felix.quarantine): the objects compiled in, by ref, at the content used.
+    applied_objects: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def rule_count(self) -> int:
@@ -210,6 +221,18 @@ def _net(text: str) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+def _set_nets(nets: Iterable[Any]) -> frozenset[str]:
+    """Members of a ``hash:net`` set: ``hash:net`` refuses a /0, so it becomes its two /1 halves (as Calico does)."""
+    out: set[str] = set()
+    for text in nets:
+        net = ipaddress.ip_network(str(text), strict=False)
+        if net.prefixlen == 0:
+            out.update(str(half) for half in net.subnets(prefixlen_diff=1))
+        else:
+            out.add(_net(text))
+    return frozenset(out)
+
+
 def _v4(nets: Iterable[Any]) -> list[str]:
     return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
 
@@ -227,7 +250,7 @@ class _Refs:
         return name
 
     def net_set(self, tag: str, nets: Iterable[str]) -> str:
-        members = frozenset(_net(n) for n in nets)
+        members = _set_nets(nets)
         name = _ipset_name(tag, ",".join(sorted(members)))
         self.sets[name] = ("net", members)
         return name
@@ -326,11 +349,12 @@ def _port_text(p: Any) -> str | None:
     if isinstance(p, int) and not isinstance(p, bool):
         return str(p)
     text = str(p)
-    if text.isdigit():
-        return text
+    if text.isascii() and text.isdigit():
+        return str(int(text))
     lo, sep, hi = text.partition(":")
-    if sep and lo.isdigit() and hi.isdigit():
-        return text
+    if sep and lo.isascii() and lo.isdigit() and hi.isascii() and hi.isdigit():
+        # Re-serialised: iptables' multiport refuses a range whose ends are equal ("80:80").
+        return str(int(lo)) if int(lo) == int(hi) else f"{int(lo)}:{int(hi)}"
     return None
 
 
@@ -380,6 +404,30 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
              for p in ports if _port_text(p) is None]
     head = " ".join(base)
     return [f"{head} {a}" if head else a for a in alts]
+
+
+def wl_to_host_rules(action: str, failsafe: Sequence[tuple[str, int]]) -> list[str]:
+    """Bodies of ``l3n-wl-to-host``: egress policy, failsafe ports, then the default action.
+
+    ``failsafe`` is (protocol, port) pairs already parsed (``felix.config``); anything else
+    is a programming error (ValueError), never rendered.
+    """
+    target = ENDPOINT_TO_HOST_ACTIONS.get(action)
+    if target is None:
+        raise ValueError(f"endpoint-to-host action {action!r} is not one of {', '.join(ENDPOINT_TO_HOST_ACTIONS)}")
+    rules = [f"-j {CHAIN_FROM_DISPATCH}"]
+    by_proto: dict[str, list[str]] = {}
+    for proto, port in failsafe:
+        if proto not in FAILSAFE_PROTOCOLS or isinstance(port, bool) or not isinstance(port, int) \
+                or not 1 <= port <= 65535:
+            raise ValueError(f"failsafe port {proto!r}:{port!r} is not tcp, udp or sctp with a port 1..65535")
+        by_proto.setdefault(proto, []).append(str(port))
+    for proto in sorted(by_proto):
+        ports = sorted(set(by_proto[proto]), key=int)
+        rules += [f"-p {proto} -m multiport --dports {chunk} -j ACCEPT" for chunk in _multiport_chunks(ports)]
+    if target != "RETURN":
+        rules.append(f"-j {target}")
+    return rules
 
 
 def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
@@ -591,7 +639,7 @@ class PolicyCompiler:
         if spec[0] == "net":
             value = ("hash:net", spec[1])
         elif spec[0] == "sel":
-            value = ("hash:net", frozenset(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
+            value = ("hash:net", _set_nets(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
         else:
             _, proto, pname = spec
             value = ("hash:ip,port", frozenset(
@@ -603,8 +651,19 @@ class PolicyCompiler:
     # ---- output ----
     def compile(self, local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                 policies: Iterable[Resource], namespaces: Iterable[Resource], *,
-                iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True) -> PolicyProgram:
-        """The whole policy dataplane of one node (see the module docstring for its layout)."""
+                iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
+                endpoint_to_host_action: str = "Drop",
+                failsafe_ports: Sequence[tuple[str, int]] = (),
+                fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
+        """The whole policy dataplane of one node (see the module docstring for its layout).
+
+        ``endpoint_to_host_action``: Calico's DefaultEndpointToHostAction (Drop, Accept, Return);
+        ``failsafe_ports``: (protocol, port) pairs a workload may reach on the node even so.
+        ``fail_closed`` holds ``(namespace, name)`` of local endpoints left out entirely (quarantined by
+        the agent because the kernel refused what they render to): no chain, no dispatch entry, so the
+        dispatch chains' final DROP carries none of their traffic.
+        """
+        wl_to_host = hash_rules(CHAIN_WL_TO_HOST, wl_to_host_rules(endpoint_to_host_action, failsafe_ports))
         t0 = time.perf_counter()
         before = self.policies_recompiled
         self.compiles += 1
@@ -656,7 +715,8 @@ class PolicyCompiler:
             CHAIN_FORWARD: hash_rules(CHAIN_FORWARD, [
                 f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}", f"-o {wildcard} -j {CHAIN_TO_DISPATCH}",
                 f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"]),
-            CHAIN_INPUT: hash_rules(CHAIN_INPUT, [f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}"]),
+            CHAIN_INPUT: hash_rules(CHAIN_INPUT, [f"-i {wildcard} -j {CHAIN_WL_TO_HOST}"]),
+            CHAIN_WL_TO_HOST: wl_to_host,
             CHAIN_OUTPUT: hash_rules(CHAIN_OUTPUT, [f"-o {wildcard} -j RETURN"]),
         }
         ipsets: dict[str, tuple[str, frozenset[str]]] = {}
@@ -665,6 +725,10 @@ class PolicyCompiler:
         ep_cache: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         for key, wep in ordered_locals:
             iface = str(wep.spec["interfaceName"])
+            if key in fail_closed:
+                # Quarantined (the kernel refused what it renders to, its interface name included): nothing
+                # of it is rendered, so the dispatch chains' last rule drops its traffic both ways.
+                continue
             ep = self._endpoints.get(key)
             ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
             sel = selected[key]
@@ -686,12 +750,12 @@ class PolicyCompiler:
             filter_chains[fw] = fw_rules
             filter_chains[tw] = tw_rules
             if len(ips) > 1:
-                ipsets[_ipset_name("w", iface)] = ("hash:net", frozenset(ips))
+                ipsets[_ipset_name("w", iface)] = ("hash:net", _set_nets(ips))
         self._ep_chains = ep_cache
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
 
-        ifaces = tuple(str(w.spec["interfaceName"]) for _, w in ordered_locals)
+        ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
         if self._dispatch is None or self._dispatch[0] != ifaces:
             self._dispatch = (ifaces,
                               hash_rules(CHAIN_FROM_DISPATCH,
@@ -777,16 +841,19 @@ _SHARED_LOCK = threading.Lock()
 def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                    policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                    iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
-                   compiler: PolicyCompiler | None = None) -> PolicyProgram:
+                   endpoint_to_host_action: str = "Drop", failsafe_ports: Sequence[tuple[str, int]] = (),
+                   compiler: PolicyCompiler | None = None,
+                   fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
     """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
 
     Uses ``compiler`` (or a process-wide shared :class:`PolicyCompiler`) so that
     repeated calls with mostly unchanged inputs are cheap.
     """
+    opts: dict[str, Any] = {"iface_prefix": iface_prefix, "reverse_path_filter": reverse_path_filter,
+                            "endpoint_to_host_action": endpoint_to_host_action, "failsafe_ports": failsafe_ports,
+                            "fail_closed": fail_closed}
     if compiler is not None:
-        return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, iface_prefix=iface_prefix,
-                                reverse_path_filter=reverse_path_filter)
+        return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
     with _SHARED_LOCK:
-        return _SHARED.compile(local_endpoints, all_endpoints, policies, namespaces, iface_prefix=iface_prefix,
-                               reverse_path_filter=reverse_path_filter)
+        return _SHARED.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
 

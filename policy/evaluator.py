@@ -70,6 +70,7 @@ from policy.model import (
     gnp_types,
     labels_of_namespace,
     namespace_labels,
+    own_labels,
     policy_types,
     workload_ips,
     workload_ports,
@@ -231,7 +232,7 @@ def _direction_allows(policies: Sequence[Resource], ns_labels: Mapping[str, Mapp
     applying = [p for p in policies
                 if p.namespace == wl.namespace
                 and direction in policy_types(p.spec)
-                and parse_label_selector(p.spec.get("podSelector") or {}).matches(wl.labels)]
+                and parse_label_selector(p.spec.get("podSelector") or {}).matches(own_labels(wl))]
     if not applying:
         return True  # not isolated in this direction
     rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
@@ -269,7 +270,7 @@ def _peer_matches(peer: Mapping[str, Any], pol_ns: str, ns_labels: Mapping[str, 
             return False
     elif not parse_label_selector(ns_sel).matches(labels_of_namespace(ns_labels, peer_wl.namespace or "")):
         return False
-    return pod_sel is None or parse_label_selector(pod_sel).matches(peer_wl.labels)
+    return pod_sel is None or parse_label_selector(pod_sel).matches(own_labels(peer_wl))
 
 
 def _port_matches(port: Mapping[str, Any], packet: Packet, dst_wl: Resource | None) -> bool:

@@ -25,6 +25,14 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 CALICO_NAMESPACE_LABEL = "projectcalico.org/namespace"
 CALICO_ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 NAMESPACE_LABEL_PREFIX = "pcns."
+# Label keys only l3net may set on an endpoint: a stored or CNI-passed label with one of these
+# keys is dropped, so a pod cannot claim another namespace's labels (issue 13, finding 5).
+RESERVED_LABEL_PREFIXES = (NAMESPACE_LABEL_PREFIX, "projectcalico.org/")
+
+
+def is_reserved_label(key: str) -> bool:
+    """True for a key that only l3net's implicit labels may carry (``pcns.*``, ``projectcalico.org/*``)."""
+    return key.startswith(RESERVED_LABEL_PREFIXES)
 
 
 def namespace_labels(namespaces: Iterable[Resource]) -> dict[str, dict[str, str]]:
@@ -77,14 +85,23 @@ def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
     return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
 
 
+def own_labels(wep: Resource) -> dict[str, str]:
+    """The endpoint's own labels without the reserved keys (those only l3net sets)."""
+    return {k: v for k, v in wep.labels.items() if not is_reserved_label(k)}
+
+
 def endpoint_labels(wep: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """The labels a Calico selector sees on an endpoint: its own, Calico's implicit ones, and its
-    namespace's labels under ``pcns.``."""
+    namespace's labels under ``pcns.``.
+
+    The implicit ones win: the endpoint's own labels with a reserved key (``pcns.*``,
+    ``projectcalico.org/*``) are ignored, whatever the stored WorkloadEndpoint says.
+    """
     ns = wep.namespace or ""
-    out = {f"{NAMESPACE_LABEL_PREFIX}{k}": v for k, v in labels_of_namespace(ns_labels, ns).items()}
+    out = own_labels(wep)
+    out.update((f"{NAMESPACE_LABEL_PREFIX}{k}", v) for k, v in labels_of_namespace(ns_labels, ns).items())
     out[CALICO_NAMESPACE_LABEL] = ns
     out[CALICO_ORCHESTRATOR_LABEL] = str(wep.spec.get("orchestrator") or "k8s")
-    out.update(wep.labels)
     return out
 
 

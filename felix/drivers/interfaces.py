@@ -1,7 +1,8 @@
 """felix.drivers.interfaces: host-side interface settings and the netlink link watcher.
 
 :class:`InterfaceDriver` owns the sysctls of workload interfaces (``proxy_arp=1``,
-``neigh/<if>/proxy_delay=0``, IPv6 ``accept_ra=0`` when IPv6 exists) and the
+``neigh/<if>/proxy_delay=0``, and, when the kernel has IPv6, ``accept_ra=0`` and
+``disable_ipv6=1``: policy is IPv4 only, so a workload's veth carries no IPv6 at all) and the
 node's ``ip_forward=1``. :class:`LinkWatcher` reports the node's links (name,
 index, up) from netlink, on its own thread, as a full snapshot after every change,
 so that a workload route is programmed only once its interface exists.
@@ -55,6 +56,8 @@ def interface_sysctls(ifname: str) -> list[tuple[str, str, bool]]:
         (f"net/ipv4/conf/{ifname}/proxy_arp", "1", True),
         (f"net/ipv4/neigh/{ifname}/proxy_delay", "0", True),
         (f"net/ipv6/conf/{ifname}/accept_ra", "0", False),
+        # Until l3net polices IPv6, a pod must not reach the node (or anything) over IPv6 link-local.
+        (f"net/ipv6/conf/{ifname}/disable_ipv6", "1", False),
     ]
 
 

@@ -31,6 +31,9 @@ _KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 # nft: "Table `raw' does not exist"; legacy: "Cannot initialize: Table does not exist (do you need to insmod?)".
 _NO_TABLE_RE = re.compile(r"table\b.*does not exist", re.IGNORECASE)
 MANAGED_TABLES = ("filter", "raw")
+# xtables exit codes: 1 OTHER_PROBLEM (a line the kernel refused), 2 PARAMETER_PROBLEM (a line the parser
+# refused); 4 RESOURCE_PROBLEM (the xtables lock, a busy kernel) is transient and retried.
+_REFUSED_RCS = (1, 2)
 
 
 def local_runner(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
@@ -332,6 +335,10 @@ class IptablesDriver:
             self._written.pop(table, None)
             _log.warning("iptables-restore failed table=%s attempt=%d rc=%s err=%s", table, attempt, rc,
                          err.strip()[:500])
+            if rc in _REFUSED_RCS:
+                # The input was refused (a parse or kernel check): the same script would fail again. The
+                # caller narrows it to the object at fault (felix.quarantine) instead of retrying here.
+                raise IptablesError(f"iptables-restore refused table {table} rc={rc}: {err.strip()}")
             if attempt < self._max_retries:
                 self._sleep(delay * (1 + random.random()))
                 delay *= 2

@@ -26,6 +26,7 @@ from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable, FieldEr
 from l3net.model.client import NotFound, ResourceClient
 from l3net.model.documents import load_named_documents
 from l3net.model.resource import KINDS, Resource, kind_info
+from l3net.model.validate.bgp import REDACTED
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "BGPPeer": [("PEERIP", spec("peerIP")), ("NODE", lambda r: r.spec.get("node") or
                      r.spec.get("nodeSelector") or "(global)"), ("ASN", spec("asNumber")),
                     ("PEERSELECTOR", spec("peerSelector"))],
+        "BGPFilter": [(f"{key.upper()}-RULES", lambda r, key=key: str(len(r.spec.get(key) or [])))
+                      for key in ("importV4", "exportV4", "importV6", "exportV6")],
         "WorkloadEndpoint": [("WORKLOAD", spec("workload")), ("NODE", spec("node")),
                              ("NETWORKS", spec("ipNetworks")), ("INTERFACE", spec("interfaceName"))],
         "Namespace": [("LABELS", labels)],
@@ -88,7 +91,7 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "GlobalNetworkPolicy": [("ORDER", spec("order")), ("SELECTOR", spec("selector")),
                                 ("TYPES", spec("types"))],
     }
-    return table[kind]
+    return table.get(kind, [])
 
 
 def render_table(kind: str, resources: list[Resource], all_namespaces: bool) -> str:
@@ -103,8 +106,17 @@ def render_table(kind: str, resources: list[Resource], all_namespaces: bool) -> 
                      for row in rows) + "\n"
 
 
+# Fields that hold a secret value, per kind: printed as REDACTED (applying that back is refused).
+SECRET_FIELDS = {"BGPPeer": ("password",), "BGPConfiguration": ("nodeMeshPassword",)}
+
+
 def _document(res: Resource) -> dict[str, Any]:
-    return res.to_document()
+    doc = res.to_document()
+    for fname in SECRET_FIELDS.get(res.kind, ()):
+        secret = (doc.get("spec") or {}).get(fname)
+        if isinstance(secret, dict) and "value" in secret:
+            doc["spec"][fname] = {**secret, "value": REDACTED}
+    return doc
 
 
 def render(resources: list[Resource], output: str, kind: str, single: bool, all_namespaces: bool) -> str:

@@ -26,8 +26,13 @@ DEFAULT_NAMESPACE = "default"
 # Below the shim's reply timeout (l3net.cni.shim.REPLY_TIMEOUT), so a waiting ADD is never cut off.
 MAX_POLICY_SETUP_TIMEOUT = 60
 
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_IFNAME_BAD = re.compile(r"[/:\s]")
+# The CNI spec's grammar for CNI_CONTAINERID; fullmatch, so a trailing newline is refused too.
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+MAX_CONTAINER_ID = 255  # the WorkloadEndpoint's spec.containerID limit
+# Linux's dev_valid_name (at most 15 bytes, not '.' or '..', no '/', ':' or whitespace), narrowed to
+# printable ASCII and without '%' (a name with '%' is a template to the kernel's name allocator).
+_IFNAME = re.compile(r"[!-~]{1,15}")
+_IFNAME_BAD = re.compile(r"[/:%]")
 _CNI_ARGS_KEY = re.compile(r"^[A-Za-z0-9_\-.]+$")
 
 
@@ -90,9 +95,9 @@ def parse_env(env: Mapping[str, str]) -> CNIEnv:
     cid = env.get("CNI_CONTAINERID", "")
     if not cid:
         raise CNIError(INVALID_ENV, "CNI_CONTAINERID is not set")
-    if not _CONTAINER_ID.match(cid):
-        raise CNIError(INVALID_ENV, f"CNI_CONTAINERID {cid!r} is invalid",
-                       "letters, digits, '_', '.' and '-', starting with a letter or digit")
+    if not container_id_ok(cid):
+        raise CNIError(INVALID_ENV, f"CNI_CONTAINERID {cid[:80]!r} is invalid",
+                       f"1..{MAX_CONTAINER_ID} letters, digits, '_', '.' and '-', starting with a letter or digit")
     netns = env.get("CNI_NETNS", "")
     if command in ("ADD", "CHECK") and not netns:
         raise CNIError(INVALID_ENV, "CNI_NETNS is not set", f"{command} needs the container's network namespace")
@@ -101,14 +106,24 @@ def parse_env(env: Mapping[str, str]) -> CNIEnv:
     ifname = env.get("CNI_IFNAME", "")
     if not ifname:
         raise CNIError(INVALID_ENV, "CNI_IFNAME is not set")
-    if len(ifname) > 15 or ifname in (".", "..") or _IFNAME_BAD.search(ifname):
-        raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name",
-                       "at most 15 characters, not '.' or '..', no '/', ':' or whitespace")
+    if not ifname_ok(ifname):
+        raise CNIError(INVALID_ENV, f"CNI_IFNAME {ifname[:40]!r} is not a valid interface name",
+                       "1..15 printable ASCII characters, not '.' or '..', no '/', ':', '%' or whitespace")
     path = env.get("CNI_PATH", "")
     if not path and command in ("ADD", "CHECK"):
         raise CNIError(INVALID_ENV, "CNI_PATH is not set")
     return CNIEnv(command=command, container_id=cid, netns=netns, ifname=ifname, path=path,
                   args=parse_cni_args(env.get("CNI_ARGS", "")))
+
+
+def ifname_ok(name: str) -> bool:
+    """A Linux interface name l3net accepts for the pod side (``CNI_IFNAME``, a GC attachment's ``ifname``)."""
+    return bool(_IFNAME.fullmatch(name)) and name not in (".", "..") and not _IFNAME_BAD.search(name)
+
+
+def container_id_ok(cid: str) -> bool:
+    """``cid`` follows the CNI spec's container ID grammar (and l3net's length limit)."""
+    return len(cid) <= MAX_CONTAINER_ID and bool(_CONTAINER_ID.fullmatch(cid))
 
 
 def parse_cni_args(text: str) -> dict[str, str]:
@@ -147,6 +162,12 @@ def version_of(doc: Mapping[str, Any]) -> str:
         raise CNIError(INCOMPATIBLE_VERSION, f"cniVersion {v!r} is not supported",
                        "supported: " + ", ".join(SUPPORTED_VERSIONS))
     return v
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` cut to 60 characters, for error messages about untrusted values."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _bad(path: str, reason: str) -> CNIError:
@@ -260,10 +281,22 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
     attachments = None
     if "cni.dev/valid-attachments" in doc:
         raw = doc["cni.dev/valid-attachments"]
-        if not isinstance(raw, list) or not all(isinstance(a, dict) and isinstance(a.get("containerID"), str)
-                                                for a in raw):
+        if not isinstance(raw, list):
             raise _bad("cni.dev/valid-attachments", "must be a list of {containerID, ifname}")
-        attachments = tuple((a["containerID"], str(a.get("ifname", ""))) for a in raw)
+        # An attachment GC cannot identify makes the whole GC refused: treating it as absent would
+        # release (tear down) the very pod it stands for.
+        for i, a in enumerate(raw):
+            if not isinstance(a, dict):
+                raise _bad(f"cni.dev/valid-attachments[{i}]",
+                           "must be an object {containerID, ifname}; GC refused, nothing released")
+            cid, ifn = a.get("containerID"), a.get("ifname")
+            if not isinstance(cid, str) or not container_id_ok(cid):
+                raise _bad(f"cni.dev/valid-attachments[{i}].containerID",
+                           f"{short_repr(cid)} is not a container ID; GC refused, nothing released")
+            if not isinstance(ifn, str) or not ifname_ok(ifn):
+                raise _bad(f"cni.dev/valid-attachments[{i}].ifname",
+                           f"{short_repr(ifn)} is not an interface name; GC refused, nothing released")
+        attachments = tuple((a["containerID"], a["ifname"]) for a in raw)
     if not assign_v4 and not static:
         raise _bad("ipam.assign_ipv4", "is false and no static address was given: the pod would get no address")
     return NetConf(

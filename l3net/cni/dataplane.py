@@ -95,6 +95,9 @@ def _write_sysctls(host_if: str) -> None:
     # Without this the first packets wait 0.3-0.6 s for the proxy-ARP reply (testbed-facts §3).
     l3netns.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", 0)
     l3netns.write_sysctl("net/ipv4/ip_forward", 1)
+    # Policy is IPv4 only: no IPv6 on the host side (not even link-local), until l3net polices IPv6.
+    if os.path.exists(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"):
+        l3netns.write_sysctl(f"net/ipv6/conf/{host_if}/disable_ipv6", 1)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from l3net.cni.errors import (
     DATAPLANE_FAILURE,
     INTERNAL_ERROR,
     INVALID_CONFIG,
+    INVALID_ENV,
     IPAM_REFUSED,
     PLUGIN_NOT_AVAILABLE,
     TRY_AGAIN_LATER,
@@ -61,6 +62,7 @@ from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
+from policy.model import is_reserved_label
 
 _log = logging.getLogger(__name__)
 
@@ -101,6 +103,38 @@ def _to_cni_error(exc: BaseException) -> CNIError:
         return CNIError(DATAPLANE_FAILURE, "failed to wire the workload", str(exc))
     _log.error("unexpected error: %s", "".join(traceback.format_exception(exc)))
     return CNIError(INTERNAL_ERROR, "internal error in l3net-cni", f"{type(exc).__name__}: {exc}")
+
+
+# The namespaces a CNI_NETNS must never be: this process's own (the node's, or the agent's when it
+# serves the request) and the machine's initial one. A request naming either would wire or tear down
+# the node's own interfaces (DEL with CNI_IFNAME=eth0 deletes the node's uplink).
+HOST_NETNS_PATHS = ("/proc/self/ns/net", "/proc/1/ns/net")
+
+
+def refuse_host_netns(netns: str, host_paths: tuple[str, ...] = HOST_NETNS_PATHS) -> None:
+    """CNIError(4) when ``netns`` is one of ``host_paths``' namespaces (compared by device and inode).
+
+    A path that does not exist is left to the command (DEL of a gone namespace is normal);
+    one that exists but cannot be examined is refused too (fail closed).
+    """
+    if not netns:
+        return
+    try:
+        st = os.stat(netns)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CNIError(INVALID_ENV, f"CNI_NETNS {netns!r} cannot be checked against the host's namespace",
+                       f"{exc.strerror or exc}; refused rather than risk acting on the host") from None
+    for path in host_paths:
+        try:
+            host = os.stat(path)
+        except OSError as exc:  # e.g. /proc/1 hidden from a container: the other path still decides
+            _log.debug("cannot stat host namespace path=%s error=%s", path, exc)
+            continue
+        if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino):
+            raise CNIError(INVALID_ENV, f"CNI_NETNS {netns!r} is the host's own network namespace",
+                           f"same namespace as {path}; l3net-cni only wires container namespaces")
 
 
 def _endpoint_set(endpoints: str) -> frozenset[str]:
@@ -166,8 +200,14 @@ class Invocation:
 
     # -- workload endpoint -----------------------------------------------------------
     def wep_document(self, ips: list[str], mac: str) -> dict[str, Any]:
-        labels = {**self.conf.labels, "projectcalico.org/namespace": self.env.namespace,
-                  "projectcalico.org/orchestrator": "k8s"}
+        # Implicit labels win: a passed label with a reserved key (pcns.*, projectcalico.org/*) is dropped,
+        # so args.cni.labels cannot place the pod in another namespace's selectors.
+        dropped = sorted(k for k in self.conf.labels if is_reserved_label(k))
+        if dropped:
+            _log.warning("args.cni.labels: reserved keys ignored container=%s keys=%s", self.env.container_id,
+                         ",".join(dropped))
+        labels = {**{k: v for k, v in self.conf.labels.items() if not is_reserved_label(k)},
+                  "projectcalico.org/namespace": self.env.namespace, "projectcalico.org/orchestrator": "k8s"}
         spec = {"node": self.node, "orchestrator": "k8s", "pod": self.env.pod, "endpoint": self.env.ifname,
                 "containerID": self.env.container_id, "interfaceName": self.host_if,
                 "ipNetworks": [f"{ip}/32" for ip in ips], "mac": mac}
@@ -360,22 +400,32 @@ class Invocation:
 
     def gc(self) -> None:
         """Release this network's allocations on this node that the runtime no longer lists (CNI 1.1 GC)."""
-        valid = set(self.conf.valid_attachments or ())
+        if self.conf.valid_attachments is None:
+            # Without the runtime's list every allocation would look stale: refuse, release nothing.
+            raise CNIError(INVALID_CONFIG, "cni.dev/valid-attachments: required for GC; nothing released")
+        valid = set(self.conf.valid_attachments)
         prefix = f"{self.conf.name}."
         for a in self.ipam.check().allocations:
             if not a.handle or not a.handle.startswith(prefix) or a.node != self.node:
                 continue
-            cid, ifname = a.attrs.get("containerID"), a.attrs.get("interface", "eth0")
+            attrs = {k: a.attrs.get(k) for k in ("containerID", "interface", "namespace", "pod")}
+            cid, ifname, ns, pod = attrs.values()
+            # Act only on an allocation that names its attachment completely and consistently (the
+            # handle is the one ADD made from those attributes); anything else is left alone.
+            if not all(isinstance(v, str) and v for v in attrs.values()) \
+                    or a.handle != handle_id(self.conf.name, str(cid), str(ifname)):
+                _log.warning("GC skipped an allocation it cannot identify handle=%s ip=%s attrs=%s", a.handle,
+                             a.ip, attrs)
+                continue
             if (cid, ifname) in valid:
                 continue
-            ns, pod = a.attrs.get("namespace") or "default", a.attrs.get("pod") or cid
-            if isinstance(ns, str) and isinstance(pod, str):
-                dataplane.teardown(dataplane.host_veth_name(ns, pod), [a.ip])
-                name = workload_endpoint_name(self.node, pod, str(ifname))
-                key = self.keys.resource("workloadendpoints", name, ns)
-                kv = self.ds.get(key)
-                if kv is not None and (json.loads(kv.value).get("spec") or {}).get("containerID") == cid:
-                    self.ds.delete(key, kv.mod_revision)
+            ns, pod = str(ns), str(pod)
+            dataplane.teardown(dataplane.host_veth_name(ns, pod), [a.ip])
+            name = workload_endpoint_name(self.node, pod, str(ifname))
+            key = self.keys.resource("workloadendpoints", name, ns)
+            kv = self.ds.get(key)
+            if kv is not None and (json.loads(kv.value).get("spec") or {}).get("containerID") == cid:
+                self.ds.delete(key, kv.mod_revision)
             self.ipam.release_handle(a.handle)
             _log.info("GC released handle=%s ip=%s", a.handle, a.ip)
 
@@ -411,6 +461,8 @@ def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], *, shared: Share
             logging.getLogger().setLevel(getattr(logging, conf.log_level.upper(), logging.WARNING))
         if env.command in ("STATUS", "GC"):
             env = CNIEnv(command=env.command, container_id="status", ifname="eth0")
+        else:
+            refuse_host_netns(env.netns)
         inv = Invocation(env, conf, environ, shared, wait_programmed)
         if env.command == "ADD":
             json.dump(inv.add(), out)

@@ -28,6 +28,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -62,9 +63,16 @@ def encode_frame(obj: Mapping[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
     chunks, got = [], 0
     while got < n:
+        if deadline is not None:
+            # One deadline for the whole frame, not per read: a client trickling a byte at a time
+            # cannot hold the reader longer than the deadline.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"frame not complete by its deadline ({got} of {n} bytes)")
+            sock.settimeout(remaining)
         chunk = sock.recv(min(n - got, 1 << 16))
         if not chunk:
             raise FrameError(f"connection closed after {got} of {n} bytes")
@@ -73,12 +81,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(sock: socket.socket, limit: int = MAX_FRAME) -> dict[str, Any]:
-    """One frame from ``sock``; FrameError when short, over ``limit`` or not a JSON object."""
-    (length,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+def read_frame(sock: socket.socket, limit: int = MAX_FRAME, deadline: float | None = None) -> dict[str, Any]:
+    """One frame from ``sock``; FrameError when short, over ``limit`` or not a JSON object.
+
+    ``deadline`` (``time.monotonic()`` value): the whole frame must arrive by then
+    (TimeoutError otherwise), however the sender splits it.
+    """
+    (length,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     if length > limit:
         raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
-    body = _recv_exact(sock, length)
+    body = _recv_exact(sock, length, deadline)
     try:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

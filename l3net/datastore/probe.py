@@ -3,8 +3,8 @@
 A stopped etcd (SIGSTOP, a stalled disk, a paused VM) keeps its TCP connections
 open: no request fails, watches simply go quiet, and etcd 3.4 sends watch progress
 notifications every 10 minutes by default (only the server's own
-``--experimental-watch-progress-notify-interval`` changes that, and the etcd is not
-l3net's to configure). So a cheap read with
+``--experimental-watch-progress-notify-interval`` changes that; the v3 JSON gateway
+forwards them, checked with 1 s, but the etcd is not l3net's to configure). So a cheap read with
 a short timeout (:meth:`Datastore.probe`) runs every ``interval`` seconds; after
 ``failures_to_down`` misses in a row the store is reported down, after one answer it is
 reported up again. Worst-case detection: ``failures_to_down * (interval + timeout)``.

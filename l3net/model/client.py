@@ -320,6 +320,9 @@ class ResourceClient:
         new_pools = [r for r in resources if r.kind == "IPPool"]
         if new_pools:
             errors += self._pool_overlaps(new_pools)
+        weps = [r for r in resources if r.kind == "WorkloadEndpoint" and r.spec.get("ipNetworks")]
+        if weps:
+            errors += self._workload_addresses_in_pools(weps, new_pools)
         peers = [r for r in resources if r.kind == "BGPPeer" and r.spec.get("node") and r.spec.get("peerIP")]
         if peers:
             errors += self._peer_self_checks(peers, [r for r in resources if r.kind == "Node"])
@@ -342,6 +345,19 @@ class ResourceClient:
                     errors.append(FieldError(path="spec.cidr", document=pool.ref,
                                              reason=f"IPPool {pool.name} ({net}) overlaps IPPool {other.name} "
                                                     f"({onet}, {where})"))
+        return errors
+
+    def _workload_addresses_in_pools(self, weps: Sequence[Resource], new_pools: Sequence[Resource]) -> list[FieldError]:
+        """Every workload address inside an IPPool (stored or in this request; disabled pools count, as in
+        the agent, which skips an endpoint that is not: ``felix.calc.compute``)."""
+        pools = [ipaddress.ip_network(p.spec["cidr"]) for p in [*self.list("IPPool"), *new_pools]]
+        errors = []
+        for wep in weps:
+            for i, text in enumerate(wep.spec["ipNetworks"]):
+                net = ipaddress.ip_network(text)
+                if not any(p.version == net.version and net.subnet_of(p) for p in pools):  # type: ignore[arg-type]
+                    errors.append(FieldError(path=f"spec.ipNetworks[{i}]", document=wep.ref,
+                                             reason=f"{text} is outside every IPPool; the agent would not route it"))
         return errors
 
     def _peer_self_checks(self, peers: Iterable[Resource], new_nodes: Sequence[Resource]) -> list[FieldError]:

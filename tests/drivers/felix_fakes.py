@@ -108,6 +108,7 @@ class FakeSysctls:
         self.values[f"net/ipv4/neigh/{name}/proxy_delay"] = "80"
         if ipv6:
             self.values[f"net/ipv6/conf/{name}/accept_ra"] = "1"
+            self.values[f"net/ipv6/conf/{name}/disable_ipv6"] = "0"
 
     def remove_iface(self, name: str) -> None:
         for k in [k for k in self.values if f"/{name}/" in k]:

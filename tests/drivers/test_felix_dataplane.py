@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from felix.calc import Link, Model
+from felix.calc import Link
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.ipsets import IpsetDriver
@@ -21,7 +21,7 @@ from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.model.resource import Resource
 from policy.testing import gnp, netpol, ns
 from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
-from tests.drivers.test_felix_loop import KEYS, Clock, Upd, wep
+from tests.drivers.test_felix_loop import KEYS, Clock, Upd, pooled_model, wep
 from tests.drivers.test_policy_drivers import FakeKernel
 
 pytestmark = pytest.mark.drivers
@@ -55,7 +55,7 @@ class PolicyRig:
         self.ipsets = IpsetDriver(self.kernel, refresh_interval=None)
         dp = Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys), ipsets=self.ipsets, iptables=self.iptables)
         self.io = concurrent.futures.ThreadPoolExecutor(1)
-        self.sync = SyncLoop(Model(KEYS), "n1", dp, config=LoopConfig(startup_sweep_delay=0,
+        self.sync = SyncLoop(pooled_model(), "n1", dp, config=LoopConfig(startup_sweep_delay=0,
                                                                        refresh_interval=REFRESH),
                              policy_builder=policy_builder(), io_executor=self.io, clock=self.clock,
                              rand=lambda: 0.5)

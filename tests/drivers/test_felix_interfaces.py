@@ -20,9 +20,11 @@ def test_settings_applied_once_and_healed_on_refresh() -> None:
     drv = InterfaceDriver(sysctls)
     links = {"cali1": Link("cali1", 5, True), "cali2": Link("cali2", 6, True), "eth0": Link("eth0", 2, True)}
     want = [InterfaceSpec("cali1"), InterfaceSpec("cali2")]
-    assert drv.apply(want, links) == 6  # ip_forward + 3 + 2 (no IPv6 on cali2)
+    assert drv.apply(want, links) == 7  # ip_forward + 4 + 2 (no IPv6 on cali2)
     assert sysctls.values["net/ipv4/conf/eth0/proxy_arp"] == "0"
-    assert drv.apply(want, links) == 0 and sysctls.writes == 6
+    assert sysctls.values["net/ipv6/conf/cali1/disable_ipv6"] == "1"  # IPv6 is not policed: off on workloads
+    assert sysctls.values["net/ipv6/conf/eth0/disable_ipv6"] == "0"   # never on the node's own interfaces
+    assert drv.apply(want, links) == 0 and sysctls.writes == 7
     sysctls.values["net/ipv4/conf/cali1/proxy_arp"] = "0"  # clobbered
     assert drv.apply(want, links) == 0  # cached until refresh
     drv.invalidate("refresh")
@@ -39,4 +41,4 @@ def test_recreated_interface_is_configured_again_and_vanished_one_skipped() -> N
     # Link snapshot is older than the kernel: the interface is already gone. Skipped, not fatal.
     assert drv.apply([InterfaceSpec("cali1")], {"cali1": Link("cali1", 9, True)}) == 0
     sysctls.add_iface("cali1")
-    assert drv.apply([InterfaceSpec("cali1")], {"cali1": Link("cali1", 9, True)}) == 3
+    assert drv.apply([InterfaceSpec("cali1")], {"cali1": Link("cali1", 9, True)}) == 4

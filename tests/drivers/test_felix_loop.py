@@ -14,7 +14,7 @@ from felix.calc import Link, Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
-from felix.loop import FatalApplyError, LoopConfig, SyncLoop
+from felix.loop import LoopConfig, SyncLoop
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.keys import KeyLayout
@@ -43,6 +43,14 @@ def wep(pod: str, node: str, ip: str, iface: str) -> Upd:
     return Upd(KEYS.resource("workloadendpoints", name, "default"), res.to_json())
 
 
+def pooled_model(cidr: str = "10.65.0.0/16") -> Model:
+    """A model that already holds the IPPool the tests' workloads live in (the agent routes pool addresses only)."""
+    m = Model(KEYS)
+    m.apply([Upd(KEYS.resource("ippools", "test-pool"), Resource(kind="IPPool", name="test-pool",
+                                                                 spec={"cidr": cidr}).to_json())])
+    return m
+
+
 def affinity(node: str, cidr: str, state: str = "confirmed") -> Upd:
     return Upd(KEYS.affinity(node, cidr), json.dumps({"state": state}).encode())
 
@@ -66,7 +74,7 @@ class Rig:
             self.sys.add_iface(name)
         self.clock = Clock()
         self.io = concurrent.futures.ThreadPoolExecutor(1)
-        self.sync = SyncLoop(Model(KEYS), "n1", Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys)),
+        self.sync = SyncLoop(pooled_model(), "n1", Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys)),
                              config=config, io_executor=self.io, clock=self.clock, rand=lambda: 0.5)
         self.sync.on_links({n: Link(n, i, True) for n, i in links.items()})
 
@@ -100,6 +108,7 @@ def test_nothing_written_before_in_sync_then_converges_then_zero_writes() -> Non
     assert rig.sys.values["net/ipv4/conf/cali1/proxy_arp"] == "1"
     assert rig.sys.values["net/ipv4/neigh/cali2/proxy_delay"] == "0"
     assert rig.sys.values["net/ipv6/conf/cali1/accept_ra"] == "0"
+    assert rig.sys.values["net/ipv6/conf/cali1/disable_ipv6"] == "1"
     assert rig.sys.values["net/ipv4/ip_forward"] == "1"
     assert rig.sys.values["net/ipv4/conf/eth0/proxy_arp"] == "0"  # not a workload interface
     writes = (rig.nl.writes, rig.sys.writes)
@@ -219,20 +228,27 @@ def test_learned_routes_ecmp_and_startup_grace() -> None:
     assert stale.slot not in rig.nl.table
 
 
-def test_bounded_retries_with_backoff_then_fatal() -> None:
+def test_failed_applies_back_off_forever_and_never_end_the_loop() -> None:
     cfg = LoopConfig(startup_sweep_delay=0, retry_base=0.1, retry_max=1.0, max_failures=5, jitter=0.2)
     rig = Rig({"cali1": 11, "cali2": 12}, config=cfg)
     rig.sync.on_updates(BASE)
     rig.sync.on_in_sync()
     rig.nl.fail_writes = 1000
     delays = []
-    with pytest.raises(FatalApplyError, match="5 times"):
-        for _ in range(10):
-            rig.step()
-            delays.append(rig.sync._retry_at - rig.clock.t)
-    assert rig.sync.failures == 5
-    assert delays == pytest.approx([0.11, 0.22, 0.44, 0.88])  # doubling, capped at 1.0 * (1 + 0.2 * 0.5)
-    assert not rig.sync.health.readiness()[0]
+    for _ in range(4 * cfg.max_failures):  # far past max_failures: still retried, nothing raised
+        rig.clock.t += 0.5  # each step then passes the capped backoff (1.1 s)
+        rig.step()
+        delays.append(rig.sync._retry_at - rig.clock.t)
+    assert rig.sync.failures == 4 * cfg.max_failures
+    # doubling, capped at 1.0 * (1 + 0.2 * 0.5)
+    assert delays == pytest.approx([0.11, 0.22, 0.44, 0.88] + [1.1] * (len(delays) - 4))
+    ready, reasons = rig.sync.health.readiness()
+    assert not ready and "routes apply failed" in reasons["dataplane"]
+    rig.nl.fail_writes = 0
+    rig.clock.t += 0.5
+    rig.step()
+    assert rig.sync.failures == 0 and len(rig.ours()) == 3
+    assert rig.sync.health.readiness() == (True, {})
 
 
 def test_recovers_after_transient_failures() -> None:
@@ -252,7 +268,7 @@ def test_run_coalesces_bursts_on_the_real_event_loop() -> None:
     sysctls = FakeSysctls()
     for name in nl.links:
         sysctls.add_iface(name)
-    sync = SyncLoop(Model(KEYS), "n1", Dataplane(RouteDriver(nl), InterfaceDriver(sysctls)),
+    sync = SyncLoop(pooled_model("10.66.0.0/16"), "n1", Dataplane(RouteDriver(nl), InterfaceDriver(sysctls)),
                     config=LoopConfig(min_interval=0.05, startup_sweep_delay=0))
     sync.on_links({n: Link(n, i, True) for n, i in nl.links.items()})
 

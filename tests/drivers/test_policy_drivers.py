@@ -29,6 +29,7 @@ class FakeKernel:
         self.writes: list[str] = []
         self.fail_next = 0
         self.save_fail_next = 0  # iptables-save calls that fail (not because a table is missing)
+        self.refuse: set[str] = set()  # iptables-restore refuses a rule containing any of these (a kernel check)
 
     def __call__(self, argv, stdin=None):
         tool = argv[0]
@@ -81,6 +82,7 @@ class FakeKernel:
                     chains.setdefault(line[1:].split()[0], [])
                 else:
                     op, rest = line.split(None, 1)
+                    assert not any(bad in rest for bad in self.refuse), f"kernel refused {rest}"
                     self._op(chains, op, rest)
         except (AssertionError, KeyError, IndexError, ValueError) as exc:
             return 1, "", f"iptables-restore: line failed: {exc}"
@@ -96,6 +98,8 @@ class FakeKernel:
             if op == "-I" and rule.split(" ", 1)[0].isdigit():
                 pos, rule = int(rule.split(" ", 1)[0]) - 1, rule.split(" ", 1)[1]
             toks = shlex.split(rule)
+            for flag in ("-i", "-o"):  # as iptables' parser: an interface name longer than IFNAMSIZ-1 is refused
+                assert flag not in toks or len(toks[toks.index(flag) + 1]) <= 15, "interface name too long"
             for flag in ("-j", "-g"):
                 if flag in toks:
                     target = toks[toks.index(flag) + 1]
@@ -130,6 +134,8 @@ class FakeKernel:
                     sets[name] = (parts[2], set())
                 elif cmd == "add":
                     assert parts[2] not in sets[name][1], "element exists"
+                    # the kernel's hash:net refuses a zero prefix length
+                    assert not (sets[name][0] == "hash:net" and parts[2].endswith("/0")), "invalid CIDR /0"
                     sets[name][1].add(parts[2])
                 elif cmd == "del":
                     sets[name][1].remove(parts[2])

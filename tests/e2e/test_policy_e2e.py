@@ -352,6 +352,119 @@ def _alive(plab: PolicyLab, node: str) -> bool:
     return st.is_alive(plab.lab.process(node, "agent"))
 
 
+# Both GNPs select every pod but leave every verdict to the NetworkPolicies (Pass): what they add is a /0
+# in a hash:net set on every node (once refused by ipset, and then every agent exited) and a notNets /0.
+ZERO_PREFIX_GNPS = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: zero-nets}
+spec:
+  order: 10
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - {action: Pass, source: {nets: [10.0.0.0/8, 0.0.0.0/0]}}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: not-anywhere}
+spec:
+  order: 20
+  selector: all()
+  types: [Ingress]
+  ingress:
+  - {action: Deny, source: {notNets: [0.0.0.0/0]}}
+  - {action: Pass}
+"""
+
+
+def _ipset_members(plab: PolicyLab, node: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", plab.lab.ns(node), "ipset", "list"], capture_output=True,
+                          text=True).stdout
+
+
+def _routes(plab: PolicyLab, node: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", plab.lab.ns(node), "ip", "route"], capture_output=True,
+                          text=True).stdout
+
+
+def _set_aside(plab: PolicyLab, node: str) -> list[dict[str, str]]:
+    kv = plab.ds.get(plab.keys.node_status(node, "agent"))
+    doc = json.loads(kv.value) if kv is not None else {}
+    return list(doc.get("quarantined", []))
+
+
+def test_zero_prefix_policies_and_an_invalid_endpoint_are_contained_on_every_node(plab: PolicyLab) -> None:
+    """Issue 12 with issue 13's checks: l3netctl accepts the /0 policies and every agent applies them (two
+    /1s); an endpoint whose interface name iptables-restore would refuse (``cali"bad``), written into etcd
+    behind l3netctl, never reaches a kernel: every agent treats it as absent (no route, no rule) and reports
+    it; every agent stays up, every verdict holds, a pod added meanwhile is routed and policed across nodes;
+    a fixed endpoint is no longer set aside."""
+    plab.apply_policies()
+    good = plab.wait_matrix(policies=True)
+    res = plab.lab.ctl("apply", "-f", "-", stdin=ZERO_PREFIX_GNPS)
+    assert res.returncode == 0, res.stderr
+    bad_name = "n1-k8s-bad-eth0"
+    bad_ref = f"WorkloadEndpoint/default/{bad_name}"
+    bad_key = plab.keys.resource("workloadendpoints", bad_name, "default")
+    bad = Resource(kind="WorkloadEndpoint", name=bad_name, namespace="default", labels={"app": "web"},
+                   spec={"node": "n1", "orchestrator": "k8s", "pod": "bad", "endpoint": "eth0",
+                         "ipNetworks": ["10.244.99.9/32"], "interfaceName": 'cali"bad'})
+    plab.ds.put(bad_key, bad.to_json())
+    try:
+        for node in ("n1", "n2"):
+            assert wait_for(lambda node=node: "0.0.0.0/1" in _ipset_members(plab, node)
+                            and "128.0.0.0/1" in _ipset_members(plab, node), 20, 0.2) is not None, node
+        # Every agent decodes every endpoint: each one says it treats this one as absent, and why.
+        for node in ("n1", "n2"):
+            assert wait_for(lambda node=node: [(e.get("object"), e.get("effect")) for e in _set_aside(plab, node)]
+                            == [(bad_ref, "absent (invalid)")], 20, 0.2) is not None, (node, _set_aside(plab, node))
+            assert "interfaceName" in _set_aside(plab, node)[0]["reason"]
+            log = plab.lab.log(node, "agent")
+            assert "invalid datastore value, treating as absent" in log and bad_key in log, node
+            assert "object quarantined" not in log  # nothing reached a kernel that refused it
+            assert "10.244.99.9" not in _routes(plab, node), node
+        rules = _iptables_save(plab, "n1")
+        assert 'cali"bad' not in rules and "calibad" not in rules
+        shown = plab.lab.ctl("node", "status", "n1")
+        assert shown.returncode == 0, shown.stderr
+        assert bad_name in shown.stdout and "absent (invalid)" in shown.stdout, (shown.stdout, shown.stderr)
+        assert plab.matrix_confirmed(good) == good  # every other verdict holds on both nodes
+
+        # A pod added meanwhile on the node with the invalid endpoint: routed and policed, across nodes.
+        plab.lab.add_pod("n1", "default/web3", {"app": "web"})
+        plab.pod_labels["default/web3"] = {"app": "web"}
+        plab.agents["default/web3"] = PodAgent(plab.lab, "default/web3", PORTS)
+        web3 = plab.ip("default/web3")
+        cli2 = plab.agents["default/cli2"]
+        assert wait_for(lambda: cli2.can_connect(web3, ALLOWED_PORT, 1.0), 20, 0.2) is not None
+        assert not cli2.can_connect(web3, OTHER_PORT, 1.0)
+        assert not plab.agents["default/web2"].can_connect(web3, ALLOWED_PORT, 1.0)
+
+        time.sleep(5.0)  # a few apply cycles and refreshes later: still up, still the same
+        for node in ("n1", "n2"):
+            assert _alive(plab, node), f"{node}'s agent died"
+        assert plab.matrix_confirmed(good) == good
+
+        # Fixed (a valid interface name): no longer set aside on any node.
+        fixed = Resource(kind="WorkloadEndpoint", name=bad_name, namespace="default", labels={"app": "web"},
+                         spec={**bad.spec, "interfaceName": "calibad"})
+        plab.ds.put(bad_key, fixed.to_json())
+        for node in ("n1", "n2"):
+            assert wait_for(lambda node=node: _set_aside(plab, node) == [], 20, 0.2) is not None, node
+        figure("containment on two-node-rr", "/0 sets on both nodes, 1 invalid endpoint absent on both, agents up")
+    finally:
+        plab.ds.delete(bad_key)
+        plab.lab.ctl("delete", "globalnetworkpolicy", "zero-nets")
+        plab.lab.ctl("delete", "globalnetworkpolicy", "not-anywhere")
+    plab.wait_matrix(policies=True)
+
+
+def _iptables_save(plab: PolicyLab, node: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", plab.lab.ns(node), "iptables-save"], capture_output=True,
+                          text=True).stdout
+
+
 def test_lab_down_leaves_the_root_namespace_netfilter_unchanged(plab: PolicyLab, root_before: dict[str, str]) -> None:
     # While the agents enforce policies in their namespaces, the host's own tables hold nothing of ours...
     assert root_netfilter_snapshot() == root_before

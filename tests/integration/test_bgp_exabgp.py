@@ -86,7 +86,7 @@ class Fabric:
     def _kernel_routes(self, name: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for r in self.ipr(name).get_routes(family=2, proto=ROUTE_PROTO):
-            dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
+            dst = f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}"   # a default route has no RTA_DST
             gw = r.get_attr("RTA_GATEWAY")
             hops = [gw] if gw else sorted(h.get_attr("RTA_GATEWAY") for h in r.get_attr("RTA_MULTIPATH") or [])
             out[dst] = hops

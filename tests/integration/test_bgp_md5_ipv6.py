@@ -65,6 +65,12 @@ def test_md5_mesh_with_ipv4_and_ipv6_sessions(fabric: Fabric, tmp_path: Path) ->
                                                                   v6_block("n2"): [V6["n2"]]}, 10,
                            "n1 learns n2's IPv4 block and IPv6 prefix")
             await wait_for(lambda: block("n1") in fabric.kernel_routes("n2"), 10, "the IPv4 route is in n2's kernel")
+            # the password reached the kernel through ExaBGP's base64 form; it is in no file but the 0600 config
+            for n in ("n1", "n2"):
+                conf = tmp_path / n / "exabgp.conf"
+                assert conf.stat().st_mode & 0o777 == 0o600
+                assert "md5-base64 true" in conf.read_text() and "s3cret-mesh" not in conf.read_text()
+                assert "s3cret-mesh" not in (tmp_path / n / "exabgp.log").read_text(errors="replace")
 
             # n3 with the wrong password: n1 refuses its segments, no session
             n3 = Resource("Node", "n3", {"bgp": {"ipv4Address": f"{ADDR['n3']}/24"}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -91,7 +92,16 @@ class Node:
     def wep_key(self, pod: str) -> str:
         return self.keys.resource("workloadendpoints", workload_endpoint_name(self.name, pod, "eth0"), "default")
 
+    def ensure_pool(self, ip: str) -> None:
+        """An IPPool covering ``ip``'s /16 (the agent routes pool addresses only), disabled so that
+        the CNI plugin never allocates from it."""
+        cidr = str(ipaddress.ip_network(f"{ip}/16", strict=False))
+        name = "rig-" + cidr.split("/")[0].replace(".", "-")
+        res = Resource(kind="IPPool", name=name, spec={"cidr": cidr, "blockSize": 26, "disabled": True})
+        self.ds.put(self.keys.resource("ippools", name), res.to_json())
+
     def write_wep(self, pod: str, ip: str, iface: str | None = None, node: str | None = None) -> None:
+        self.ensure_pool(ip)
         node = node or self.name
         res = Resource(kind="WorkloadEndpoint", name=workload_endpoint_name(node, pod, "eth0"), namespace="default",
                        spec={"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",

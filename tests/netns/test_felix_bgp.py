@@ -14,6 +14,7 @@ from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.model.resource import Resource
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
@@ -37,6 +38,9 @@ def bgp_pair(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, k
         n.run_dir.mkdir()
         n.env = {"L3NET_BGP_ENABLED": "true", "L3NET_STARTUP_SWEEP_DELAY": "30"}
     try:
+        # the pool the blocks come from: BGP import and export defaults only pass routes of pools
+        pool = Resource("IPPool", "p65", {"cidr": "10.65.0.0/24"})
+        datastore.put(key_layout.resource("ippools", pool.name), pool.to_json())
         w1 = n1.add_workload("a", "10.65.0.2")
         n2.add_workload("b", "10.65.0.66")
         n1.write_affinity("10.65.0.0/26")

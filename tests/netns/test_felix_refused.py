@@ -48,6 +48,8 @@ def test_unreachable_learned_next_hop_is_refused_logged_and_the_loop_stays_ready
                    spec={"node": "n1", "orchestrator": "k8s", "workload": "", "pod": "a", "endpoint": "eth0",
                          "ipNetworks": ["10.65.0.2/32"], "interfaceName": "cali1"})
     datastore.put(key_layout.resource("workloadendpoints", name, "default"), wep.to_json())
+    datastore.put(key_layout.resource("ippools", "p1"),
+                  Resource(kind="IPPool", name="p1", spec={"cidr": "10.65.0.0/16"}).to_json())
     datastore.put(key_layout.affinity("n1", "10.65.0.0/26"), b'{"state": "confirmed"}')
 
     nl = PyrouteNetlink(netns=ns)

@@ -69,12 +69,16 @@ class Topo:
     received: list[tuple[str, str, bytes]] = field(default_factory=list)  # (pod, src ip, payload) for UDP
     snapshot: dict[str, str] = field(default_factory=dict)
 
-    def apply(self, policies: list[Resource], *, without: tuple[str, ...] = ("late",), rpf: bool = True) -> int:
-        known = [w for name, w in self.weps.items() if name not in without]
+    def apply(self, policies: list[Resource], *, without: tuple[str, ...] = ("late",), rpf: bool = True,
+              to_host: str = "Drop", failsafe: tuple[tuple[str, int], ...] = (),
+              replace: dict[str, Resource] | None = None) -> int:
+        """Compile and program both nodes; ``replace``: pod name -> the WorkloadEndpoint to use instead."""
+        known = [(replace or {}).get(name, w) for name, w in self.weps.items() if name not in without]
         writes = 0
         for node, (ips, ipt) in self.drivers.items():
             local = [w for w in known if w.spec["node"] == node]
-            prog = compile_policy(local, known, policies, NAMESPACES, reverse_path_filter=rpf)
+            prog = compile_policy(local, known, policies, NAMESPACES, reverse_path_filter=rpf,
+                                  endpoint_to_host_action=to_host, failsafe_ports=failsafe)
             writes += ips.apply_adds(prog.ipsets) + ipt.apply(prog.chains, prog.hooks) + ips.apply_deletes(prog.ipsets)
         return writes
 
@@ -450,6 +454,115 @@ def test_gnp_egress_allow_by_selector_across_namespaces(topo: Topo) -> None:
                        ("cli1", "dns2", "UDP", 5353, False), ("cli1", "web1", "TCP", 80, True),
                        ("cli1", "web2", "TCP", 80, False),  # notNets excludes node 2's pods
                        ("cli2", "db1", "TCP", 80, False), ("web1", "cli1", "TCP", 80, True)])
+
+
+@contextlib.contextmanager
+def _node_listeners(topo: Topo, node: str, ports: tuple[int, ...]) -> Iterator[None]:
+    """TCP echo listeners in a node's own namespace (the node's services a pod must not reach)."""
+    socks = []
+    for port in ports:
+        with netns.in_netns(topo.node_ns[node]):
+            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", port))
+        srv.listen(16)
+        srv.settimeout(0.2)
+        socks.append(srv)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            for srv in socks:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.settimeout(2)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(conn.recv(1024))
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for srv in socks:
+            srv.close()
+
+
+def _host_probe(topo: Topo, src: str, dst_ip: str, port: int, expected: bool) -> bool:
+    return _probe(topo, src, dst_ip, "TCP", port, ALLOW_TIMEOUT if expected else PROBE_TIMEOUT)
+
+
+def _node_to_pod(topo: Topo, node: str, dst_ip: str, port: int) -> bool:
+    """A connection the node opens to a pod (kubelet probes): its replies come back through INPUT."""
+    token = uuid.uuid4().hex.encode()
+    with netns.in_netns(topo.node_ns[node]):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(ALLOW_TIMEOUT)
+    try:
+        s.connect((dst_ip, port))
+        s.sendall(token)
+        return s.recv(1024) == token
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def test_workload_to_host_follows_the_default_endpoint_to_host_action(topo: Topo) -> None:
+    # n1's addresses: 10.99.0.1 on eth0 (its uplink). 7070 is any node service, 7022 a failsafe port here.
+    with _node_listeners(topo, "n1", (7070, 7022)):
+        topo.apply([])  # Drop, Calico's default
+        cases = [("web1", "10.99.0.1", 7070, False), ("web1", "10.99.0.1", 7022, False),
+                 ("cli2", "10.99.0.1", 7070, True)]  # a pod of the other node reaches n1 (forwarded, not INPUT)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(lambda c: _host_probe(topo, c[0], c[1], c[2], c[3]), cases))
+        assert got == [c[3] for c in cases], list(zip(cases, got, strict=True))
+        # Other pods stay reachable, and so do pods from their node (replies to the node pass INPUT).
+        check(topo, [], [("web1", "db1", "TCP", 80, True), ("web1", "web2", "TCP", 80, True)])
+        assert _node_to_pod(topo, "n1", IP["web1"], 80)
+
+        topo.apply([], failsafe=(("tcp", 7022),))
+        assert _host_probe(topo, "web1", "10.99.0.1", 7022, True)
+        assert not _host_probe(topo, "web1", "10.99.0.1", 7070, False)
+        # The workload's egress policy still comes first: a pod denied egress gets no failsafe either.
+        deny_out = [netpol("deny-out", "prod", {"podSelector": {}, "policyTypes": ["Egress"]})]
+        topo.apply(deny_out, failsafe=(("tcp", 7022),))
+        assert not _host_probe(topo, "web1", "10.99.0.1", 7022, False)
+
+        topo.apply([], to_host="Return")  # back to the host's own INPUT rules (policy ACCEPT here)
+        assert _host_probe(topo, "web1", "10.99.0.1", 7070, True)
+        topo.apply([], to_host="Accept")
+        assert _host_probe(topo, "web1", "10.99.0.1", 7070, True)
+    topo.apply([])
+
+
+def test_pod_in_evil_namespace_cannot_join_prods_selectors_by_labels(topo: Topo) -> None:
+    # cli1 lives in "dev"; its stored endpoint claims prod's implicit and namespace labels.
+    spoofed = wep("cli1", "dev", "n1", IP["cli1"], {"app": "web", "projectcalico.org/namespace": "prod",
+                                                    "pcns.env": "prod",
+                                                    "pcns.kubernetes.io/metadata.name": "prod"})
+    pols = [netpol("db-from-prod", "prod", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [
+        {"from": [{"podSelector": {}}]},  # same namespace (prod) only
+        {"from": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}]}]}),
+        gnp("web-from-prod", {"selector": "app == 'web'", "ingress": [
+            {"action": "Allow", "source": {"namespaceSelector": "env == 'prod'"}}]})]
+    topo.apply(pols, replace={"cli1": spoofed})
+    weps = [spoofed if n == "cli1" else w for n, w in topo.weps.items() if n != "late"]
+    cases: list[Case] = [("cli1", "db1", "TCP", 80, False), ("web1", "db1", "TCP", 80, True),
+                         ("cli1", "web2", "TCP", 80, False), ("web1", "web2", "TCP", 80, True),
+                         # cli1's own app=web label stays, so the GNP protects it too: prod may reach it,
+                         # dev may not (its spoofed labels made it no prod pod, as a source or destination)
+                         ("web2", "cli1", "TCP", 80, True), ("cli2", "cli1", "TCP", 80, False)]
+    for src, dst, proto, port, expected in cases:
+        assert is_allowed(pols, NAMESPACES, weps, Packet(IP[src], IP[dst], proto, port)) is expected
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda c: _probe(topo, c[0], IP[c[1]], c[2], c[3],
+                                             ALLOW_TIMEOUT if c[4] else PROBE_TIMEOUT), cases))
+    assert got == [c[4] for c in cases], list(zip(cases, got, strict=True))
 
 
 def test_zz_zero_writes_and_host_rules_untouched(topo: Topo) -> None:

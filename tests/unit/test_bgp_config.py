@@ -187,7 +187,7 @@ def test_communities_follow_prefix_advertisements() -> None:
 
 
 def test_helper_argv_with_spaces_is_refused() -> None:
-    with pytest.raises(ValueError, match="spaces"):
+    with pytest.raises(ValueError, match="helper argv"):
         render_exabgp_config(build_node_view("n1", THREE, [], []), ["/a b/python"])
 
 

@@ -84,3 +84,16 @@ def test_reflector_decode_is_none_and_counted_for_any_bad_value() -> None:
     for bad in (DEEP, NOT_UTF8, b"{"):
         assert rr_decode(client, KEYS.resource("nodes", "n1"), bad, 3) is None
     assert failures("resource") == before + 3
+
+
+def test_registration_rewrites_an_own_node_that_does_not_decode() -> None:
+    from felix.registration import register_node
+    from l3net.datastore.memory import MemoryDatastore
+
+    ds = MemoryDatastore()
+    key = KEYS.resource("nodes", "n1")
+    ds.put(key, DEEP)
+    res = register_node(ds, KEYS, "n1", "10.0.0.1/24", None)
+    assert res.spec == {"bgp": {"ipv4Address": "10.0.0.1/24"}}
+    stored = ResourceClient(ds, KEYS).decode(ds.get(key))  # type: ignore[arg-type]
+    assert stored.spec == res.spec

@@ -123,7 +123,8 @@ def test_bad_affinity_values_are_absent() -> None:
 
 
 def test_two_workloads_claiming_one_address_keep_the_first_deterministically() -> None:
-    m = model_of([wep("a", "n1", ["10.65.0.2/32"], "cali1"), wep("b", "n1", ["10.65.0.2/32"], "cali2")])
+    m = model_of([pool("p1", "10.65.0.0/16"), wep("a", "n1", ["10.65.0.2/32"], "cali1"),
+                  wep("b", "n1", ["10.65.0.2/32"], "cali2")])
     routes = compute(m, "n1", LINKS, {}).routes
     assert len(routes) == 1
 
@@ -137,3 +138,15 @@ def test_builders_are_called_with_the_model() -> None:
 
     d = compute(model_of(STATE), "n1", LINKS, {}, bgp_builder=builder, policy_builder=builder)
     assert d.bgp_view == "view" and d.policy == "view" and seen == [(6, "n1"), (6, "n1")]
+
+
+def test_exports_only_blocks_and_borrowed_addresses_inside_pools_and_never_routes_via_a_local_pod() -> None:
+    outside = [*STATE, wep("g", "n1", ["192.0.2.7/32"], "cali2")]     # an address in no pool
+    learned = {"198.51.100.0/24": ["10.65.0.2"], "203.0.113.0/24": ["10.65.0.2", "10.0.0.3"]}
+    d = compute(model_of(outside), "n1", LINKS, learned, node_ips=["10.0.0.1"])
+    assert Advertisement("192.0.2.7/32", "borrowed") not in d.advertisements
+    assert Advertisement("10.65.7.9/32", "borrowed") in d.advertisements
+    # a learned route via a local workload's address is not installed; other next hops stay
+    learned_routes = {r.dst: r.next_hops for r in d.routes if r.kind == "learned"}
+    assert "198.51.100.0/24" not in learned_routes
+    assert learned_routes["203.0.113.0/24"] == ("10.0.0.3",)

@@ -328,3 +328,38 @@ def test_ipv6_workload_is_reported_unpoliced_and_warned_once(caplog: pytest.LogC
     assert caplog.text.count("NOT policed") == 1 and "fd00::3" in caplog.text
     assert compile_policy([a], [a, b], [], [ns("prod")], compiler=comp).ipv6_unpoliced == ()
     assert compile_policy([a, b], [a, b], [], [ns("prod")]).ipv6_unpoliced == prog.ipv6_unpoliced  # fresh = cached
+
+
+def test_zero_prefix_in_sets_becomes_two_halves_and_means_the_same() -> None:
+    """ipset's hash:net refuses a /0 (it killed every agent once): nets, notNets and ipBlock excepts split it."""
+    from policy.testing import gnp
+
+    a, b = wep("a", "a", "n1", "10.0.1.2", {"app": "web"}), wep("b", "a", "n1", "10.0.1.3", {"app": "db"})
+    pols = [gnp("any", {"selector": "app == 'web'", "types": ["Ingress"], "ingress": [
+                {"action": "Allow", "protocol": "TCP", "source": {"nets": ["10.0.0.0/8", "0.0.0.0/0"]}},
+                {"action": "Allow", "protocol": "UDP", "source": {"notNets": ["0.0.0.0/0"]}}]}),
+            netpol("blk", "a", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [
+                {"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["0.0.0.0/0"]}}]}]})]
+    prog = compile_policy([a, b], [a, b], pols, [ns("a")])
+    members = [m for _, m in prog.ipsets.values()]
+    assert not any(x.endswith("/0") for m in members for x in m)
+    assert frozenset({"10.0.0.0/8", "0.0.0.0/1", "128.0.0.0/1"}) in members
+    assert frozenset({"0.0.0.0/1", "128.0.0.0/1"}) in members
+    sim = Cluster({"n1": prog}, [a, b])
+    for pkt in (Packet("192.0.2.1", "10.0.1.2", "TCP", 80), Packet("192.0.2.1", "10.0.1.2", "UDP", 53),
+                Packet("10.9.9.9", "10.0.1.2", "TCP", 80), Packet("192.0.2.1", "10.0.1.3", "TCP", 80)):
+        assert sim.send(pkt) is is_allowed(pols, [ns("a")], [a, b], pkt), pkt
+
+
+def test_a_fail_closed_endpoint_is_left_out_and_its_traffic_drops_both_ways() -> None:
+    a, b = wep("a", "a", "n1", "10.0.1.2"), wep("b", "a", "n1", "10.0.1.3")
+    prog = compile_policy([a, b], [a, b], [], [ns("a")], compiler=PolicyCompiler(),
+                          fail_closed=frozenset({(b.namespace, b.name)}))
+    filt = prog.chains["filter"]
+    assert not any(b.spec["interfaceName"] in c for c in filt)
+    assert not any(b.spec["interfaceName"] in r for r in filt["l3n-from-wl-dispatch"])
+    sim = Cluster({"n1": prog}, [a, b])
+    assert not sim.send(Packet("10.0.1.2", "10.0.1.3", "TCP", 80))
+    assert not sim.send(Packet("10.0.1.3", "10.0.1.2", "TCP", 80))
+    assert not sim.send(Packet("10.0.9.9", "10.0.1.3", "TCP", 80))
+    assert sim.send(Packet("10.0.9.9", "10.0.1.2", "TCP", 80))  # the other endpoint is untouched

@@ -11,18 +11,29 @@ import ipaddress
 import logging
 from typing import Any
 
-from l3net.model.validate.checker import Check, Checker, typename
+from l3net.model.validate.checker import Check, Checker, short, typename
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["IPNetwork", "cidr", "interface_address", "ip_address", "parse_cidr", "parse_peer_ip", "peer_ip",
-           "pools_overlap"]
+__all__ = ["SCOPE_REASON", "IPNetwork", "cidr", "cidr_of", "interface_address", "ip_address", "parse_cidr",
+           "parse_peer_ip", "peer_ip", "pools_overlap", "scope_reason"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Python's ipaddress keeps an IPv6 scope ID (``fd00::2%eth0``) verbatim, newlines included, and
+# prints it back: nothing l3net hands to another program may carry one, so none is accepted.
+SCOPE_REASON = "IPv6 scope IDs (%zone) are not allowed"
+
+
+def scope_reason(value: str) -> str:
+    """A reason to refuse ``value`` when it carries an IPv6 scope ID, else ``""``."""
+    return f"{short(value)}: {SCOPE_REASON}" if "%" in value else ""
 
 
 def parse_cidr(value: str) -> tuple[IPNetwork | None, str]:
     """``(network, "")`` for a CIDR with no host bits set, else ``(None, reason)``."""
+    if "%" in value:
+        return None, scope_reason(value)
     if "/" not in value:
         return None, f"{value!r} is not a CIDR (expected address/prefix-length, e.g. 10.0.0.0/16)"
     try:
@@ -42,12 +53,30 @@ def cidr(c: Checker, value: Any, path: str) -> Any:
     return value if net else c.error(path, reason)
 
 
+def cidr_of(version: int) -> Check:
+    """A CIDR (see :func:`cidr`) of IP ``version``."""
+
+    def check(c: Checker, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            return c.error(path, f"must be a CIDR string, not {typename(value)}")
+        net, reason = parse_cidr(value)
+        if net is None:
+            return c.error(path, reason)
+        if net.version != version:
+            return c.error(path, f"{value!r} is not an IPv{version} CIDR")
+        return value
+
+    return check
+
+
 def ip_address(version: int | None = None) -> Check:
     """An IP address string, of IP ``version`` when given."""
 
     def check(c: Checker, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             return c.error(path, f"must be an IP address string, not {typename(value)}")
+        if "%" in value:
+            return c.error(path, scope_reason(value))
         try:
             addr = ipaddress.ip_address(value)
         except ValueError:
@@ -65,6 +94,8 @@ def interface_address(version: int) -> Check:
     def check(c: Checker, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             return c.error(path, f"must be an IP address string, not {typename(value)}")
+        if "%" in value:
+            return c.error(path, scope_reason(value))
         try:
             iface = ipaddress.ip_interface(value)
         except ValueError:
@@ -79,8 +110,10 @@ def interface_address(version: int) -> Check:
 def parse_peer_ip(value: str) -> tuple[str, int | None]:
     """``10.0.0.1`` / ``10.0.0.1:180`` / ``[2001:db8::1]:180`` / ``2001:db8::1`` -> (ip, port|None).
 
-    Raises ValueError with the reason.
+    Raises ValueError with the reason. The address comes back re-serialised (never with a scope ID).
     """
+    if "%" in value:
+        raise ValueError(scope_reason(value))
     port: int | None = None
     host = value
     if value.startswith("["):

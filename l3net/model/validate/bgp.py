@@ -9,17 +9,32 @@ and AS number may not be set); a BGPPeer's choice of peer (``peerIP`` with ``asN
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from l3net.model.validate.addresses import cidr, interface_address, ip_address, peer_ip
+from l3net.model.validate.addresses import cidr, cidr_of, interface_address, ip_address, peer_ip
+from l3net.model.validate.bfd import BFD_SPEC
 from l3net.model.validate.bgp_fields import COMMUNITY, asn, community_value, duration, timers_post
-from l3net.model.validate.checker import Checker, boolean, enum, format_path, integer, listof, obj, string
+from l3net.model.validate.checker import (
+    Check,
+    Checker,
+    boolean,
+    enum,
+    format_path,
+    integer,
+    listof,
+    obj,
+    short,
+    string,
+    typename,
+)
 from l3net.model.validate.names import dns_name, dns_reason
 from l3net.model.validate.selectors import calico_selector_check
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["BGP_CONFIGURATION_SPEC", "BGP_PEER_SPEC", "NODE_SPEC", "bgp_configuration_name_check"]
+__all__ = ["BGP_CONFIGURATION_SPEC", "BGP_FILTER_SPEC", "BGP_PEER_SPEC", "MAX_PASSWORD_BYTES", "NODE_SPEC", "REDACTED",
+           "bgp_configuration_name_check"]
 
 NODE_SPEC = obj({
     "bgp": obj({
@@ -30,16 +45,66 @@ NODE_SPEC = obj({
     }),
 })
 
-_SECRET_VALUE = obj({"value": string(max_len=80, non_empty=True)}, required=("value",))
+# What ``l3netctl get`` prints instead of a password; applying it back is refused, not stored.
+REDACTED = "<redacted>"
+MAX_PASSWORD_BYTES = 80   # TCP_MD5SIG_MAXKEYLEN
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+
+def password_value(c: Checker, value: Any, path: str) -> Any:
+    """An MD5 password: 1..80 bytes of UTF-8. Any byte is fine (it reaches ExaBGP base64-encoded);
+    the reason never quotes the value, so a rejected password is not echoed into logs or terminals."""
+    if not isinstance(value, str):
+        return c.error(path, f"must be a string, not {typename(value)}")
+    size = len(value.encode("utf-8", errors="surrogatepass"))
+    if not 1 <= size <= MAX_PASSWORD_BYTES:
+        return c.error(path, f"must be 1..{MAX_PASSWORD_BYTES} bytes of UTF-8, not {size} (value not shown)")
+    if value == REDACTED:
+        return c.error(path, f"{REDACTED} is what l3netctl prints instead of a password: "
+                             "apply the real value or use secretKeyRef")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return c.error(path, "is not valid UTF-8 (value not shown)")
+    return value
+
+
+def secret_key_part(what: str) -> Check:
+    """A Secret's name (DNS subdomain) or key (``[-._a-zA-Z0-9]+``, not ``.``/``..``): a path component."""
+
+    def check(c: Checker, value: Any, path: str) -> Any:
+        if not isinstance(value, str):
+            return c.error(path, f"must be a string, not {typename(value)}")
+        if what == "name":
+            reason = dns_reason(value, label=False)
+            return c.error(path, reason) if reason else value
+        if not _SECRET_KEY.fullmatch(value) or value in (".", ".."):
+            return c.error(path, f"{short(value)} is not a Secret key ([-._a-zA-Z0-9]+, not '.' or '..')")
+        return value
+
+    return check
+
+
+def _secret_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
+    if (raw.get("value") is None) == (raw.get("secretKeyRef") is None):
+        c.error(format_path(path, "value"), "set exactly one of value and secretKeyRef")
+
+
+_SECRET_VALUE = obj({
+    "value": password_value,
+    "secretKeyRef": obj({"name": secret_key_part("name"), "key": secret_key_part("key")}, required=("name", "key")),
+}, post=_secret_post)
 _CIDR_ITEM = obj({"cidr": cidr}, required=("cidr",))
 
 
 def _bgpconfig_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
     names = set()
-    for comm in out.get("communities", []) or []:
+    comms = out.get("communities")
+    for comm in comms if isinstance(comms, list) else []:
         if isinstance(comm, dict) and "name" in comm:
             names.add(comm["name"])
-    for i, adv in enumerate(raw.get("prefixAdvertisements") or []):
+    advs = raw.get("prefixAdvertisements")
+    for i, adv in enumerate(advs if isinstance(advs, list) else []):
         if not isinstance(adv, dict) or not isinstance(adv.get("communities"), list):
             continue
         for j, ref in enumerate(adv["communities"]):
@@ -66,6 +131,9 @@ BGP_CONFIGURATION_SPEC = obj({
     "serviceClusterIPs": listof(_CIDR_ITEM),
     "serviceExternalIPs": listof(_CIDR_ITEM),
     "serviceLoadBalancerIPs": listof(_CIDR_ITEM),
+    # Per-peer cap on prefixes accepted from one peer (BGPPeer.maxPrefixes overrides it).
+    "maxPrefixes": integer(1, 10_000_000),
+    "bfd": BFD_SPEC,
 }, post=_bgpconfig_post)
 
 
@@ -105,4 +173,40 @@ BGP_PEER_SPEC = obj({
     "keepOriginalNextHop": boolean,
     "maxRestartTime": duration,
     "ttlSecurity": integer(0, 255),
+    # TTL of our packets to an eBGP peer that is not on one of the node's subnets (Cilium's ebgpMultihop):
+    # without it such a peer is refused, as it could never come up.
+    "ebgpMultihop": integer(1, 255),
+    "maxPrefixes": integer(1, 10_000_000),
+    "filters": listof(dns_name(), unique=True),
+    "bfd": BFD_SPEC,
 }, post=_bgppeer_post)
+
+
+def _filter_rule_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
+    op, net = out.get("matchOperator"), out.get("cidr")
+    if (op is None) != (net is None):
+        c.error(format_path(path, "matchOperator" if op is None else "cidr"), "cidr and matchOperator go together")
+    plen = out.get("prefixLength") or {}
+    lo, hi = plen.get("min"), plen.get("max")
+    if lo is not None and hi is not None and lo > hi:
+        c.error(format_path(path, "prefixLength"), f"min {lo} is above max {hi}")
+
+
+def _filter_rules(version: int) -> Check:
+    bits = 32 if version == 4 else 128
+    return listof(obj({
+        "cidr": cidr_of(version),
+        "matchOperator": enum("Equal", "NotEqual", "In", "NotIn"),
+        "prefixLength": obj({"min": integer(0, bits), "max": integer(0, bits)}),
+        "action": enum("Accept", "Reject"),
+    }, required=("action",), post=_filter_rule_post))
+
+
+# Calico's BGPFilter: rules in order, the first whose cidr/prefixLength match decides; no match goes
+# on to the next filter of the peer and, after the last, to l3net's defaults.
+BGP_FILTER_SPEC = obj({
+    "exportV4": _filter_rules(4),
+    "importV4": _filter_rules(4),
+    "exportV6": _filter_rules(6),
+    "importV6": _filter_rules(6),
+})

@@ -91,6 +91,8 @@ def timers_post(c: Checker, out: dict[str, Any], path: str) -> None:
         secs = parse_duration(hold)
         if 0 < secs < 3:
             c.error(format_path(path, "holdTime"), f"{hold} is below BGP's minimum of 3s (or 0 to disable)")
+        elif secs > 65535:
+            c.error(format_path(path, "holdTime"), f"{hold} is above BGP's maximum of 65535s (a 16-bit field)")
         keep = out.get("keepaliveTime")
         if keep is not None and secs and parse_duration(keep) >= secs:
             c.error(format_path(path, "keepaliveTime"), f"{keep} must be shorter than holdTime {hold}")

@@ -11,7 +11,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from l3net.model.validate.bgp import BGP_CONFIGURATION_SPEC, BGP_PEER_SPEC, NODE_SPEC, bgp_configuration_name_check
+from l3net.model.validate.bgp import (
+    BGP_CONFIGURATION_SPEC,
+    BGP_FILTER_SPEC,
+    BGP_PEER_SPEC,
+    NODE_SPEC,
+    bgp_configuration_name_check,
+)
 from l3net.model.validate.calico_policy import GLOBAL_NETWORK_POLICY_SPEC
 from l3net.model.validate.checker import Check, Checker, obj
 from l3net.model.validate.ippool import IPPOOL_SPEC
@@ -32,6 +38,7 @@ SPECS: dict[str, Check] = {
     "Node": NODE_SPEC,
     "BGPConfiguration": BGP_CONFIGURATION_SPEC,
     "BGPPeer": BGP_PEER_SPEC,
+    "BGPFilter": BGP_FILTER_SPEC,
     "WorkloadEndpoint": WORKLOAD_ENDPOINT_SPEC,
     "Namespace": NAMESPACE_SPEC,
     "NetworkPolicy": NETWORK_POLICY_SPEC,
