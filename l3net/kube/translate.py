@@ -22,6 +22,9 @@ ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
 # Calico puts a service account's labels on its pods' endpoints under this prefix.
 SA_LABEL_PREFIX = "pcsa."
+# Keys a pod's own labels may not carry onto its endpoint: policy.model.RESERVED_LABEL_PREFIXES (which core
+# code may not import) plus the service-account prefix this module fills in itself.
+RESERVED_PREFIXES = ("pcns.", "projectcalico.org/", SA_LABEL_PREFIX)
 
 
 def is_marked(annotations: dict[str, str] | None) -> bool:
@@ -68,8 +71,7 @@ def endpoint_fields(pod: dict[str, Any], sa: dict[str, Any] | None) -> tuple[dic
     meta = _meta(pod)
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     sa_name = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
-    labels = {k: v for k, v in _labels(pod).items() if not k.startswith("projectcalico.org/") and
-              not k.startswith(SA_LABEL_PREFIX)}
+    labels = {k: v for k, v in _labels(pod).items() if not k.startswith(RESERVED_PREFIXES)}
     if sa is not None:
         for k, v in _labels(sa).items():
             labels[f"{SA_LABEL_PREFIX}{k}"] = v

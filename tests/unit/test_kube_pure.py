@@ -100,9 +100,18 @@ def test_protobuf_namespace_and_delete_options() -> None:
         decode_body(b"k8s\x00\x0a\x7f")  # truncated
 
 
+def test_reserved_prefixes_match_the_policy_engine() -> None:
+    from l3net.kube.translate import RESERVED_PREFIXES
+    from policy.model import RESERVED_LABEL_PREFIXES
+
+    assert set(RESERVED_LABEL_PREFIXES) <= set(RESERVED_PREFIXES)
+
+
 def test_endpoint_fields_and_documents() -> None:
     pod = json.loads(json.dumps(POD))
     pod["metadata"]["labels"]["projectcalico.org/namespace"] = "spoofed"
+    pod["metadata"]["labels"]["pcns.team"] = "admins"  # a pod cannot claim another namespace's labels
+    pod["metadata"]["labels"]["pcsa.role"] = "spoofed"
     sa = {"metadata": {"labels": {"role": "bot"}}}
     labels, ports, sa_name = endpoint_fields(pod, sa)
     assert labels == {"app": "web", "pcsa.role": "bot", "projectcalico.org/namespace": "ns",
