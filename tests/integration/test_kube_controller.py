@@ -61,6 +61,9 @@ def pod(ns: str, name: str, node: str, labels: dict[str, str], sa: str = "defaul
 
 def cni_endpoint(client: ResourceClient, ns: str, podname: str, node: str, ip: str) -> None:
     """The WorkloadEndpoint the CNI plugin writes at ADD (before the controller knows about it)."""
+    if client.get("IPPool", "p") is None:  # an endpoint's address must lie in a pool
+        client.apply([resource_from_document({"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
+                                              "spec": {"cidr": "10.244.0.0/16", "blockSize": 26}})])
     doc = {"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint",
            "metadata": {"name": workload_endpoint_name(node, podname, "eth0"), "namespace": ns,
                         "labels": {"projectcalico.org/namespace": ns, "projectcalico.org/orchestrator": "k8s"}},
