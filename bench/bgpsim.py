@@ -15,7 +15,9 @@ multiprotocol and RFC 2918 route-refresh capabilities, RFC 6793 4-byte AS capabi
 Status goes to ``--status`` as lines ``KIND IP [details] T`` (T = ``time.monotonic()``, one clock
 for the whole host): ``up``, ``down`` (with the reason), ``done`` (the first moment a session holds
 every prefix of every other client: ``routes=N withdrawn=W``) and ``fail`` (with the reason; at most
-a few per session, then a count). SIGUSR1 triggers the announcements; SIGTERM ends the process.
+a few per session, then a count). SIGUSR1 triggers the announcements; SIGUSR2 makes the process's
+first session announce one more ``/26`` (:func:`extra_prefix`: ``sent IP K T``), and each session
+that receives one writes ``extra IP K T``; SIGTERM ends the process.
 
 Client ``i`` has address :func:`client_ip` and router ID = that address, and owns the ``/26``
 prefixes :func:`client_prefixes` (consecutive blocks of 10.128.0.0/9), so a receiver can tell the
@@ -50,6 +52,9 @@ ORIGINATOR_ID, CLUSTER_LIST, MP_REACH_NLRI, MP_UNREACH_NLRI = 9, 10, 14, 15
 CAP_MP, CAP_ROUTE_REFRESH, CAP_AS4 = 1, 2, 65
 
 PREFIX_BASE = (10 << 24) | (128 << 16)   # 10.128.0.0
+# "one new block" changes (SIGUSR2): client i's k-th extra /26 is in 10.192.0.0/10, EXTRA_PER_CLIENT each
+EXTRA_BASE = (10 << 24) | (192 << 16)
+EXTRA_PER_CLIENT = 64
 PREFIX_LEN = 26
 MAX_FAIL_LINES = 3
 
@@ -71,6 +76,19 @@ def client_ip(i: int) -> str:
 
 def client_prefix_base(i: int, count: int) -> int:
     return PREFIX_BASE + i * count * 64
+
+
+def extra_prefix(i: int, k: int) -> str:
+    """Client ``i``'s ``k``-th extra /26 (announced one at a time on SIGUSR2), distinct from every plan prefix."""
+    if not 0 <= k < EXTRA_PER_CLIENT:
+        raise ValueError(f"extra prefix index {k} out of 0..{EXTRA_PER_CLIENT - 1}")
+    return f"{ipaddress.IPv4Address(EXTRA_BASE + (i * EXTRA_PER_CLIENT + k) * 64)}/{PREFIX_LEN}"
+
+
+def extra_index(src: int, addr: int) -> int | None:
+    """``k`` when ``addr`` is client ``src``'s k-th extra prefix, else None."""
+    k = (addr - EXTRA_BASE) // 64 - src * EXTRA_PER_CLIENT
+    return k if addr >= EXTRA_BASE and 0 <= k < EXTRA_PER_CLIENT and addr % 64 == 0 else None
 
 
 def client_prefixes(i: int, count: int) -> list[str]:
@@ -309,7 +327,7 @@ class Plan:
         lo = client_prefix_base(src, self.per_client)
         hi = lo + self.per_client * 64
         for addr, plen in upd.nlri:
-            if plen != PREFIX_LEN or not lo <= addr < hi:
+            if plen != PREFIX_LEN or not (lo <= addr < hi or extra_index(src, addr) is not None):
                 return f"prefix {ipaddress.IPv4Address(addr)}/{plen} is not from next hop's client"
         return None
 
@@ -427,6 +445,9 @@ class Session(asyncio.Protocol):
             return
         for addr, plen in upd.nlri:
             have.add(addr << 6 | plen)
+            if addr >= EXTRA_BASE:   # an extra block (the plan check above proved whose): one line per arrival
+                src = self.sim.plan.owner_of_hop[upd.next_hop]  # type: ignore[index]
+                self.sim.status.write("extra", self.ip, str(extra_index(src, addr)))
         if not self.done and len(have) >= self.sim.plan.expect:
             self.done = True
             self.sim.status.write("done", self.ip, f"routes={len(have)}", f"withdrawn={self.withdrawn}")
@@ -482,7 +503,19 @@ class Simulator:
         self.status = status
         self.retry = retry
         self.triggered = False
+        self.extra_sent = 0
         self.sessions = [Session(self, i) for i in range(first, first + count)]
+
+    def announce_extra(self) -> None:
+        """The first session of this process announces its next extra /26 (one UPDATE): ``sent - K T``."""
+        s = self.sessions[0]
+        if not s.established or s.transport is None or self.extra_sent >= EXTRA_PER_CLIENT:
+            self.status.write("fail", s.ip, "extra_announcement_impossible")
+            return
+        k = self.extra_sent
+        self.extra_sent += 1
+        self.status.write("sent", s.ip, str(k))
+        s.transport.write(encode_update([extra_prefix(s.index, k)], s.ip))
 
     def trigger(self) -> None:
         self.triggered = True
@@ -533,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
             sim = Simulator(peer=args.peer, asn=args.asn, hold=args.hold, plan=plan, first=args.first,
                             count=args.count, status=Status(fh))
             loop.add_signal_handler(signal.SIGUSR1, sim.trigger)
+            loop.add_signal_handler(signal.SIGUSR2, sim.announce_extra)
             loop.add_signal_handler(signal.SIGTERM, stop.set)
             loop.add_signal_handler(signal.SIGINT, stop.set)
             sim.status.write("started", "-")

@@ -1,17 +1,22 @@
-"""bench.reflector_scale: an l3net route reflector vs a BIRD route reflector with 50, 100 and 200 clients.
+"""bench.reflector_scale: l3net route reflectors (ExaBGP and BIRD engines) vs bare BIRD, 50 to 1,000 clients.
 
-Two namespaces joined by one veth: ``rr`` (the reflector, 10.1.255.254/16) and ``sim`` (the
-clients: one address each on one interface). Clients are simulated cheaply by :mod:`bench.bgpsim`
+Two namespaces joined by one veth, routed so that each side has one neighbour: ``rr`` (the reflector,
+10.1.255.254 on lo) and ``sim`` (the clients: one /32 each on lo). Clients are simulated cheaply by :mod:`bench.bgpsim`
 (an asyncio BGP-4 speaker, up to SESSIONS_PER_PROCESS sessions per process, each from its own
 address) that checks every route it receives.
 
 One measurement: start the reflector (``l3net route-reflector`` reading its clients from a private
-etcd, or BIRD 2 with ``rr client``), start the clients, wait until every session is up with nothing
-announced, then tell every client to announce its 64 prefixes at once (one UPDATE per client).
-Measured: seconds from that trigger until the last client holds all ``(N-1) x 64`` prefixes of the
-others, and the reflector's RSS (its whole process tree: for l3net the Python reflector, its ExaBGP
-and bridge helper) at that moment. A wrong route, a withdrawal or a session drop seen by any client
-voids the measurement. The ratio is reported whatever it is (issue 8 sets no target).
+etcd, with ``--engine exabgp`` or ``--engine bird``, or bare BIRD 2 with ``rr client``), start the
+clients, wait until every session is up with nothing announced, then tell every client to announce
+its prefixes at once (one UPDATE per client). Measured: seconds from that trigger until the last
+client holds all ``(N-1) x P`` prefixes of the others; the reflector's RSS (its whole process tree:
+the Python reflector plus its ExaBGP and bridge helper, or plus its BIRD) at that moment; the CPU
+seconds of the reflector tree and of the simulator processes over that window (the busiest simulator
+process's share of one core shows whether the simulator could be the bottleneck); then CHANGES
+times, one new /26 from one client: seconds until every other client holds it. A wrong route, a
+withdrawal or a session drop seen by any client voids the measurement. Targets (issue 16) for the
+BIRD engine at 1,000 clients x 4 prefixes: convergence <= 1.2 x bare BIRD, RSS <= 1.5 x bare BIRD +
+60 MiB, one change p99 <= 1 s.
 """
 
 from __future__ import annotations
@@ -27,8 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.bgpsim import client_ip, client_prefixes  # noqa: F401 - client_prefixes: the plan, re-exported
-from bench.framework import Context, Result, Unavailable, Workspace, interleaved, need_all, need_root, stop_process
-from bench.labrig import bird_rr_conf, proc_tree, rss_bytes, start_bird
+from bench.framework import (
+    Context,
+    Result,
+    Unavailable,
+    Workspace,
+    interleaved,
+    need_all,
+    need_root,
+    percentile,
+    stop_process,
+)
+from bench.labrig import CLK_TCK, bird_rr_conf, cpu_ticks, proc_tree, rss_bytes, start_bird
 from l3net.datastore import connect_from_env
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
@@ -38,10 +53,14 @@ from l3net.model.documents import load_documents
 _log = logging.getLogger(__name__)
 
 NAME = "reflector_scale"
-TITLE = "route reflector scale: l3net RR vs BIRD RR, 50/100/200 clients x 64 prefixes"
+TITLE = ("route reflector scale: l3net RR (ExaBGP / BIRD engine) vs BIRD RR, 50/100/200 clients x 64 prefixes, "
+         "100/500/1000 x 4")
 NEEDS = ["root", "bird", "birdc", "etcd", "exabgp"]
-CLIENTS = (50, 100, 200)
-PREFIXES_PER_CLIENT = 64
+# (prefixes per client, client counts): the 64-prefix series of issue 8, and what a node with a few /26
+# blocks announces (issue 16)
+SERIES = ((64, (50, 100, 200)), (4, (100, 500, 1000)))
+CHANGES = 20            # "one new block" measurements per size
+CHANGE_TIMEOUT_S = 60.0
 SESSIONS_PER_PROCESS = 100
 CLUSTER_ID = "224.0.0.1"
 # Per-size time budget: TIMEOUT_FLOOR_S + routes to deliver / MIN_ROUTES_PER_S (50: 46 s, 100: 93 s,
@@ -52,8 +71,11 @@ TIMEOUT_FLOOR_S = 30.0
 MIN_ROUTES_PER_S = 10000.0
 SETUP_TIMEOUT_S = 30.0
 RR_IP = "10.1.255.254"
+CLIENT_NET = "10.1.0.0/16"             # client_ip(i) for every i, routed to the sim namespace
+LINK_RR, LINK_SIM = "10.2.0.1", "10.2.0.2"   # the /30 between the two namespaces
 HOLD = 90
-VARIANTS = ["l3net-rr", "bird-rr"]
+VARIANTS = ["l3net-rr", "l3net-bird", "bird-rr"]
+ENGINES = {"l3net-rr": "exabgp", "l3net-bird": "bird"}
 MIB = 1024 * 1024
 
 
@@ -76,8 +98,18 @@ class Rig:
         for ns, dev in ((self.rr_ns, a), (self.sim_ns, b)):
             _ip(ns, "link", "set", dev, "name", "eth1")
             _ip(ns, "link", "set", "eth1", "up")
-        _ip(self.rr_ns, "addr", "add", f"{RR_IP}/16", "dev", "eth1")
-        batch = [f"addr add {client_ip(i)}/16 dev eth1" for i in range(max_clients)]
+        # Routed, not on-link: the kernel's ARP table is one table for every namespace on the host, with a
+        # host-wide gc_thresh3 (1024 by default, not settable inside a namespace). A thousand clients on
+        # one subnet would fill it (sessions then stall, and so would every other namespace's neighbours).
+        # So the clients' addresses are /32s on the sim side's lo, and each side has one neighbour: the other.
+        _ip(self.rr_ns, "addr", "add", f"{LINK_RR}/30", "dev", "eth1")
+        _ip(self.sim_ns, "addr", "add", f"{LINK_SIM}/30", "dev", "eth1")
+        for ns in (self.rr_ns, self.sim_ns):
+            _ip(ns, "link", "set", "lo", "up")
+        _ip(self.rr_ns, "addr", "add", f"{RR_IP}/32", "dev", "lo")
+        _ip(self.rr_ns, "route", "add", CLIENT_NET, "via", LINK_SIM)
+        _ip(self.sim_ns, "route", "add", f"{RR_IP}/32", "via", LINK_RR)
+        batch = [f"addr add {client_ip(i)}/32 dev lo" for i in range(max_clients)]
         out = subprocess.run(["ip", "-n", self.sim_ns, "-batch", "-"], input="\n".join(batch) + "\n",
                              capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
@@ -87,9 +119,10 @@ class Rig:
         self.etcd.start()
         ws.on_close(self.etcd.stop)
         self.generation = 0
+        self.last_log: Path | None = None
 
     # -- the l3net reflector ------------------------------------------------------
-    def start_l3net(self, n: int) -> subprocess.Popen[Any]:
+    def start_l3net(self, n: int, engine: str = "exabgp") -> subprocess.Popen[Any]:
         self.generation += 1
         prefix = f"/{self.ws.tag}-{self.generation}/"
         docs = [
@@ -112,16 +145,24 @@ class Rig:
         run_dir = self.ws.scratch(f"rr{self.generation}")
         env = dict(os.environ, L3NET_ETCD_ENDPOINTS=self.etcd.endpoints, L3NET_ETCD_PREFIX=prefix,
                    PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
-        log = open(run_dir / "rr.log", "wb")  # noqa: SIM115 - handed to the child
+        self.last_log = run_dir / "rr.log"
+        log = open(self.last_log, "wb")  # noqa: SIM115 - handed to the child
         self.ws.on_close(log.close)
         return self.ws.spawn([sys.executable, "-m", "l3net.cli.agent_main", "route-reflector", "--node", "rr",
-                              "--run-dir", str(run_dir)], netns_name=self.rr_ns, env=env, stdout=log, stderr=log)
+                              "--run-dir", str(run_dir), "--engine", engine],
+                             netns_name=self.rr_ns, env=env, stdout=log, stderr=log)
 
     def start_bird(self, n: int) -> subprocess.Popen[Any]:
         self.generation += 1
         conf = bird_rr_conf(RR_IP, [client_ip(i) for i in range(n)], cluster_id=CLUSTER_ID, hold=HOLD,
                             keepalive=HOLD // 3)
         return start_bird(self.ws, self.rr_ns, conf, f"rr{self.generation}").proc
+
+    def listening(self) -> bool:
+        """Something listens on the reflector's BGP port."""
+        out = subprocess.run(["ip", "netns", "exec", self.rr_ns, "ss", "-Hltn", "sport = :179"],
+                             capture_output=True, text=True, timeout=10)
+        return bool(out.stdout.strip())
 
     # -- the simulated clients --------------------------------------------------------
     def start_clients(self, n: int, per_client: int) -> list[Client]:
@@ -157,6 +198,8 @@ class SimState:
 
     up: set[str] = field(default_factory=set)
     done: dict[str, float] = field(default_factory=dict)
+    sent: dict[int, float] = field(default_factory=dict)               # extra block k -> announced at
+    extra: dict[int, dict[str, float]] = field(default_factory=dict)   # extra block k -> {client: got it at}
     failures: list[str] = field(default_factory=list)
     downs: list[str] = field(default_factory=list)
 
@@ -176,6 +219,10 @@ def read_status(paths: list[Path]) -> SimState:
                 st.downs.append(f"{ip}: {parts[2]}")
             elif kind == "done":
                 st.done[ip] = float(parts[-1])
+            elif kind == "sent" and len(parts) >= 4:
+                st.sent[int(parts[2])] = float(parts[-1])
+            elif kind == "extra" and len(parts) >= 4:
+                st.extra.setdefault(int(parts[2]), {}).setdefault(ip, float(parts[-1]))
             elif kind == "fail":
                 st.failures.append(f"{ip}: {parts[2].replace('_', ' ')}")
     return st
@@ -193,7 +240,7 @@ def _wait(cond: Any, timeout: float, what: str, procs: list[subprocess.Popen[Any
     while not cond():
         for p in procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{what}: process {p.args!r} exited {p.returncode}")
+                raise ProcessDied(f"{what}: process {p.args!r} exited {p.returncode}")
         if time.monotonic() > deadline:
             raise exc(f"{what}: not reached in {timeout:.0f}s")
         time.sleep(0.05)
@@ -214,21 +261,51 @@ class WrongRoutes(Exception):
     """A client received something a correct reflector does not send, or lost its session."""
 
 
+class ProcessDied(RuntimeError):
+    """The reflector or a simulator process exited during a measurement."""
+
+
 def budget(n: int, per_client: int) -> float:
     """Seconds a size may take to converge: a floor plus the routes to deliver at MIN_ROUTES_PER_S."""
     return TIMEOUT_FLOOR_S + n * (n - 1) * per_client / MIN_ROUTES_PER_S
 
 
-def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float) -> tuple[float, float, float]:
-    """(seconds until every client holds every route, reflector RSS in MiB, seconds to bring sessions up).
+@dataclass(frozen=True)
+class Measurement:
+    """One reflector, one size."""
+
+    converge_s: float        # trigger -> the last client holds every route
+    rss_mib: float           # the reflector's process tree at convergence
+    setup_s: float           # start -> every session up
+    rr_cpu_s: float          # the reflector tree's CPU seconds from trigger to convergence
+    sim_cpu_s: float         # all simulator processes' CPU seconds over the same window
+    sim_max_core: float      # the busiest simulator process's share of one core over that window
+    change_s: tuple[float, ...] = ()   # one new block: announced -> every other client holds it
+
+
+def _cpu_s(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_ticks(pid) / CLK_TCK
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float, changes: int = 0) -> Measurement:
+    """Converge ``n`` clients x ``per_client`` prefixes through ``variant``, then ``changes`` single new blocks.
 
     Raises TimeoutError when not converged within ``timeout`` and :class:`WrongRoutes` when any
     client saw a wrong route, a withdrawal or a session drop.
     """
-    rr = rig.start_l3net(n) if variant == "l3net-rr" else rig.start_bird(n)
+    t_start = time.monotonic()
+    rr = rig.start_l3net(n, ENGINES[variant]) if variant in ENGINES else rig.start_bird(n)
     sims: list[Client] = []
     try:
-        t_start = time.monotonic()
+        # Clients start once the reflector listens (bare BIRD does by the time start_bird returns): started
+        # earlier, a thousand clients retrying in step hit the listen queue at once and back off for minutes.
+        _wait(rig.listening, SETUP_TIMEOUT_S, f"{variant}: reflector listening", [rr])
         sims = rig.start_clients(n, per_client)
         paths = [c.status for c in sims]
         procs = [rr, *(c.proc for c in sims)]
@@ -236,22 +313,40 @@ def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float) -> 
               procs)
         setup = time.monotonic() - t_start
         time.sleep(0.5)  # End-of-RIB and the reflector's first full sync pass are over
+        sim_pids = [c.proc.pid for c in sims]
+        rr0, sim0 = sum(_cpu_s(proc_tree(rr.pid)).values()), _cpu_s(sim_pids)
         t0 = time.monotonic()
         for c in sims:
             c.proc.send_signal(signal.SIGUSR1)
         _wait(lambda: len(read_status(paths).done) >= n or bool(read_status(paths).failures), timeout,
               f"{variant}: {n} clients x all routes", procs, exc=TimeoutError)
+        rr1, sim1 = sum(_cpu_s(proc_tree(rr.pid)).values()), _cpu_s(sim_pids)
         time.sleep(0.2)  # late failures (a withdrawal right after the last route) still count
         st = read_status(paths)
-        if st.failures or st.downs:
-            raise WrongRoutes(f"{len(st.failures)} wrong-route reports, {len(st.downs)} session drops; first: "
-                              f"{(st.failures + st.downs)[:3]}")
+        _check(st)
         converge = max(st.done.values()) - t0
         rss = sum(_safe_rss(p) for p in proc_tree(rr.pid)) / MIB
-        return converge, rss, setup
+        sim_used = {pid: sim1[pid] - sim0[pid] for pid in sim1 if pid in sim0}
+        window = max(time.monotonic() - 0.2 - t0, 1e-6)
+        change_s = []
+        for k in range(changes):
+            sims[0].proc.send_signal(signal.SIGUSR2)
+            _wait(lambda k=k: k in read_status(paths).sent and len(read_status(paths).extra.get(k, {})) >= n - 1,
+                  CHANGE_TIMEOUT_S, f"{variant}: new block {k} at every client", procs, exc=TimeoutError)
+            st = read_status(paths)
+            change_s.append(max(st.extra[k].values()) - st.sent[k])
+        _check(read_status(paths))
+        return Measurement(converge, rss, setup, rr1 - rr0, sum(sim_used.values()),
+                           max(sim_used.values(), default=0.0) / window, tuple(change_s))
     finally:
         for p in [*(c.proc for c in sims), rr]:
             _stop_tree(p)
+
+
+def _check(st: SimState) -> None:
+    if st.failures or st.downs:
+        raise WrongRoutes(f"{len(st.failures)} wrong-route reports, {len(st.downs)} session drops; first: "
+                          f"{(st.failures + st.downs)[:3]}")
 
 
 def _safe_rss(pid: int) -> int:
@@ -265,44 +360,91 @@ def run(ctx: Context) -> Result:
     need_root()
     need_all(["bird", "birdc", "etcd"])
     _exabgp()
-    sizes = ctx.size(CLIENTS, (5,))
-    per_client = ctx.size(PREFIXES_PER_CLIENT, 8)
+    series = ctx.size(SERIES, ((8, (5,)),))
+    changes = ctx.size(CHANGES, 3)
     rounds = ctx.size(1, 1)
     res = Result(NAME, TITLE, ctx.quick)
-    res.setup.update({"clients": list(sizes), "prefixes_per_client": per_client, "rounds": rounds,
+    res.setup.update({"series": [{"prefixes_per_client": p, "clients": list(ns)} for p, ns in series],
+                      "rounds": rounds, "changes_per_size": changes,
                       "sessions_per_simulator_process": SESSIONS_PER_PROCESS, "hold_s": HOLD,
-                      "timeout_s": {str(n): round(budget(n, per_client)) for n in sizes},
+                      "timeout_s": {f"{n}x{p}": round(budget(n, p)) for p, ns in series for n in ns},
                       "simulator": "bench.bgpsim: asyncio BGP-4 speaker, one UPDATE of all prefixes per client, "
                                    "every received route checked (next hop, ORIGINATOR_ID, CLUSTER_LIST, origin)",
-                      "reflectors": {"l3net-rr": "l3net route-reflector (bgp.reflector + ExaBGP), clients from etcd",
-                                     "bird-rr": "BIRD 2, rr client, passive"}})
-    rig = Rig(ctx.workspace, max(sizes))
-    gave_up: dict[str, str] = {}
-    for n in sizes:
-        timeout = budget(n, per_client)
-        for rnd, variant in interleaved(rounds, VARIANTS):
-            if variant in gave_up:
-                res.missing(f"{variant} {n} clients", f"not run: {gave_up[variant]}")
-                continue
-            try:
-                converge, rss, setup = measure(rig, variant, n, per_client, timeout)
-            except TimeoutError as exc:
-                # Not converging in the time limit is a result, not a crash: say so, give no number,
-                # and do not try more clients with this reflector.
-                gave_up[variant] = f"it did not converge with {n} clients within {timeout:.0f} s"
-                res.missing(f"{variant} {n} clients", f"not converged within {timeout:.0f} s ({exc})")
-                continue
-            except WrongRoutes as exc:
-                gave_up[variant] = f"its clients saw wrong routes with {n} clients"
-                res.missing(f"{variant} {n} clients", f"wrong routes: {exc}")
-                continue
-            res.sample(f"converge_s_{n}", variant, converge, unit="s", better="lower")
-            res.sample(f"rr_rss_mib_{n}", variant, rss, unit="MiB", better="lower")
-            res.sample(f"routes_per_s_{n}", variant, n * (n - 1) * per_client / converge, unit="routes/s")
-            res.sample(f"sessions_up_s_{n}", variant, setup, unit="s", better="lower")
-            _log.info("reflector scale round=%d variant=%s clients=%d converge_s=%.2f rss_mib=%.1f setup_s=%.1f",
-                      rnd, variant, n, converge, rss, setup)
-        res.ratio(f"l3net/BIRD time to converge, {n} clients", f"converge_s_{n}", "l3net-rr", "bird-rr",
-                  note="lower is better; no target")
-        res.ratio(f"l3net/BIRD RSS, {n} clients", f"rr_rss_mib_{n}", "l3net-rr", "bird-rr", note="no target")
+                      "reflectors": {"l3net-rr": "l3net route-reflector --engine exabgp (bgp.reflector + ExaBGP), "
+                                                 "clients from etcd",
+                                     "l3net-bird": "l3net route-reflector --engine bird (BIRD 2 configured and "
+                                                   "supervised by l3net), clients from etcd",
+                                     "bird-rr": "bare BIRD 2, rr client, passive, hand-written configuration"}})
+    rig = Rig(ctx.workspace, max(n for _, ns in series for n in ns))
+    for per_client, sizes in series:
+        gave_up: dict[str, str] = {}
+        for n in sizes:
+            key = f"{n}x{per_client}"
+            timeout = budget(n, per_client)
+            for rnd, variant in interleaved(rounds, VARIANTS):
+                if variant in gave_up:
+                    res.missing(f"{variant} {key}", f"not run: {gave_up[variant]}")
+                    continue
+                try:
+                    m = measure(rig, variant, n, per_client, timeout, changes)
+                except TimeoutError as exc:
+                    # Not converging in the time limit is a result, not a crash: say so, give no number,
+                    # and do not try more clients with this reflector in this series.
+                    gave_up[variant] = f"it did not converge with {key} within {timeout:.0f} s"
+                    res.missing(f"{variant} {key}", f"not converged within {timeout:.0f} s ({exc})")
+                    continue
+                except WrongRoutes as exc:
+                    gave_up[variant] = f"its clients saw wrong routes with {key}"
+                    res.missing(f"{variant} {key}", f"wrong routes: {exc}")
+                    continue
+                except ProcessDied as exc:
+                    # a reflector that dies under load is a result too: record why (its log's tail), go on
+                    gave_up[variant] = f"it exited with {key}"
+                    res.missing(f"{variant} {key}", f"{exc}; log tail: {_tail(rig.last_log, variant)}")
+                    continue
+                res.sample(f"converge_s_{key}", variant, m.converge_s, unit="s", better="lower")
+                res.sample(f"rr_rss_mib_{key}", variant, m.rss_mib, unit="MiB", better="lower")
+                res.sample(f"routes_per_s_{key}", variant, n * (n - 1) * per_client / m.converge_s, unit="routes/s")
+                res.sample(f"sessions_up_s_{key}", variant, m.setup_s, unit="s", better="lower")
+                res.sample(f"rr_cpu_s_{key}", variant, m.rr_cpu_s, unit="s", better="lower")
+                res.sample(f"sim_cpu_s_{key}", variant, m.sim_cpu_s, unit="s", better="lower")
+                res.sample(f"sim_busiest_core_share_{key}", variant, m.sim_max_core, unit="core", better="lower")
+                if m.change_s:
+                    res.sample(f"change_p50_s_{key}", variant, percentile(m.change_s, 50), unit="s", better="lower")
+                    res.sample(f"change_p99_s_{key}", variant, percentile(m.change_s, 99), unit="s", better="lower")
+                _log.info("reflector scale round=%d variant=%s size=%s converge_s=%.2f rss_mib=%.1f setup_s=%.1f "
+                          "rr_cpu_s=%.1f sim_cpu_s=%.1f sim_busiest=%.2f change_p99_s=%s", rnd, variant, key,
+                          m.converge_s, m.rss_mib, m.setup_s, m.rr_cpu_s, m.sim_cpu_s, m.sim_max_core,
+                          f"{percentile(m.change_s, 99):.3f}" if m.change_s else "-")
+            for variant in ("l3net-rr", "l3net-bird"):
+                res.ratio(f"{variant}/BIRD time to converge, {key}", f"converge_s_{key}", variant, "bird-rr",
+                          note="lower is better")
+                res.ratio(f"{variant}/BIRD RSS, {key}", f"rr_rss_mib_{key}", variant, "bird-rr", note="")
+        _targets(res, f"{max(sizes)}x{per_client}" if per_client == 4 else None)
     return res
+
+
+def _tail(log: Path | None, variant: str, lines: int = 6) -> str:
+    if variant not in ENGINES or log is None or not log.exists():
+        return "-"
+    return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])[-1500:]
+
+
+def _median(res: Result, metric: str, variant: str) -> float | None:
+    m = res.metrics.get(metric)
+    values = m.samples.get(variant) if m is not None else None
+    return percentile(values, 50) if values else None
+
+
+def _targets(res: Result, key: str | None) -> None:
+    """Issue 16's targets for the BIRD engine at the largest 4-prefix size."""
+    if key is None:
+        return
+    res.ratio(f"BIRD engine / bare BIRD time to converge, {key}", f"converge_s_{key}", "l3net-bird", "bird-rr",
+              op="<=", threshold=1.2)
+    bare, engine = _median(res, f"rr_rss_mib_{key}", "bird-rr"), _median(res, f"rr_rss_mib_{key}", "l3net-bird")
+    res.target(f"BIRD engine RSS (BIRD + l3net), {key}", engine, unit="MiB", op="<=",
+               threshold=round(1.5 * bare + 60, 1) if bare is not None else float("nan"),
+               note="1.5 x bare BIRD + 60 MiB")
+    res.target(f"BIRD engine: one new block at every client, p99, {key}",
+               _median(res, f"change_p99_s_{key}", "l3net-bird"), unit="s", op="<=", threshold=1.0)

@@ -32,6 +32,7 @@ from bgp import metrics as bgp_metrics
 from bgp import status as bgp_status
 from bgp.bfd import status as bfd_status
 from bgp.bfd.peers import BfdPeers
+from bgp.bird_engine import BirdEngine
 from bgp.config import build_node_view
 from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
@@ -54,6 +55,8 @@ STATUS_TTL = 30
 CACHE_MAX_AGE = 86400.0
 # The run loop ticks every --resync seconds (or once a second while waiting for its first view).
 LIVENESS_TIMEOUT = 60.0
+ENGINES = ("exabgp", "bird")
+ENGINE_ENV = "L3NET_RR_ENGINE"
 KINDS = (("nodes", "Node"), ("bgpconfigurations", "BGPConfiguration"), ("bgppeers", "BGPPeer"),
          ("bgpfilters", "BGPFilter"))
 
@@ -66,6 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--secrets-dir", default=os.environ.get("L3NET_BGP_SECRETS_DIR") or "/etc/l3net/bgp-secrets",
                    help="mounted Secrets for BGP passwords: secretKeyRef {name, key} is DIR/name/key "
                         "(env L3NET_BGP_SECRETS_DIR)")
+    p.add_argument("--engine", choices=ENGINES, default=os.environ.get(ENGINE_ENV) or "exabgp",
+                   help="what speaks BGP: exabgp (l3net's own reflection, for small clusters and the edge) or bird "
+                        f"(BIRD 2 supervised by l3net, for hundreds of clients); default ${ENGINE_ENV} or exabgp")
     p.add_argument("--resync", type=float, default=2.0,
                    help="seconds between publications of the peer table (resources are watched, not polled)")
     p.add_argument("--health-host", default="127.0.0.1", help="bind address of /liveness and /readiness")
@@ -214,8 +220,8 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                         netns: str | None = None, stop: asyncio.Event | None = None,
                         health: HealthState | None = None, cache_dir: Path | None = None,
                         cache_max_age: float = CACHE_MAX_AGE, probe_interval: float = 1.0,
-                        probe_timeout: float = 1.0, secrets_dir: str = "") -> int:
-    """The route reflector's main loop (also used by tests with ``netns``).
+                        probe_timeout: float = 1.0, secrets_dir: str = "", engine: str = "exabgp") -> int:
+    """The route reflector's main loop (also used by tests with ``netns``); ``engine`` is exabgp or bird.
 
     Never ends because of the datastore: an outage of any length keeps the last view (BGP
     sessions and reflection go on), status publication is best effort, readiness reports it
@@ -257,7 +263,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     probe.start()
     status = StatusPublisher(ds, keys, node, ttl=STATUS_TTL, component="reflector")
     status.start(on_fatal=on_fatal)
-    speaker: Speaker | None = None
+    speaker: Speaker | BirdEngine | None = None
     bfd: BfdPeers | None = None
     try:
         while not store.in_sync and not stop.is_set():
@@ -271,10 +277,14 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
         if not view.cluster_id:
             _log.error("node %s has no routeReflectorClusterID; refusing to reflect", node)
             return 2
-        speaker = Speaker(node, run_dir, netns=netns)
+        speaker = BirdEngine(node, run_dir, netns=netns) if engine == "bird" else Speaker(node, run_dir, netns=netns)
         await speaker.start()
         health.set_ready("bgp", True)
-        bfd = await _start_bfd(node, speaker, netns)
+        # The BIRD engine has no BFD yet (BIRD's own `protocol bfd` is not rendered): say so, never pretend.
+        if isinstance(speaker, Speaker):
+            bfd = await _start_bfd(node, speaker, netns)
+        elif any(p.bfd for p in view.peers):
+            _log.warning("BFD is configured for this reflector's peers, but the BIRD engine does not run BFD yet")
         reported: tuple[object, ...] = ()
         while not stop.is_set():
             health.beat()
@@ -373,7 +383,8 @@ def run(args: argparse.Namespace) -> int:
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         return await run_reflector(ds, keys, args.node, run_dir, resync=args.resync, stop=stop, health=health,
                                    cache_dir=Path(args.cache_dir) if args.cache_dir else run_dir,
-                                   cache_max_age=args.cache_max_age, secrets_dir=args.secrets_dir)
+                                   cache_max_age=args.cache_max_age, secrets_dir=args.secrets_dir,
+                                   engine=args.engine)
 
     try:
         return asyncio.run(main())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from l3net import netns
+from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.runtime import bgp_table
 from tests.e2e.e2e_helpers import (
@@ -357,17 +357,82 @@ class TestDualL3netRouteReflectors:
         streams = {(a, b): start_ping_stream(str(pods[a]["netns"]), str(pods[b]["ip"]), 0.02, 6)
                    for a, b in (("n1", "n3"), ("n3", "n2"))}
         time.sleep(1.5)
-        rr1_ns = str(netns.netns_path(lab.ns("rr1")))
-        killed = st.pids_in_netns(rr1_ns)
+        # By hand: `l3net lab node stop rr1` (every process of the node gets SIGKILL through its cgroup).
+        state = lab.reload()
+        killed = faults.node_pids(state, "rr1")
         assert killed, "nothing ran in rr1"
-        for pid in killed:
-            os.kill(pid, signal.SIGKILL)
+        faults.node_stop(state, "rr1")
         stats = {f"{a}->{b}": ping_stats(p) for (a, b), p in streams.items()}
         figure("dual-rr: rr1 killed during ping -i 0.02", {k: f"{s.sent} sent, {s.lost} lost"
                                                            for k, s in stats.items()})
         assert all(s.sent >= 200 for s in stats.values()), stats
         assert all(s.lost == 0 for s in stats.values()), stats
         # rr2 carries every route on its own now.
+        for node in pods:
+            states = l3net_peer_states(lab, node)
+            assert all_up({"10.0.0.3": states.get("10.0.0.3", "")}), (node, states)
+        wait_full_reachability(lab, pods, timeout=5)
+        assert_every_pair_pings(pods)
+
+
+# -- l3net route reflectors running the BIRD engine (two, one cluster ID) ---------------------------------
+
+@pytest.fixture(scope="class")
+def dual_rr_bird() -> Iterator[Lab]:
+    if subprocess.run(["which", "bird"], capture_output=True).returncode != 0:
+        pytest.skip("BIRD is not installed (apt-get install bird2)")
+    with running_lab("dual-rr-bird") as lab:
+        yield lab
+
+
+def bird_protocols(lab: Lab, rr: str) -> dict[str, object]:
+    """What the reflector's own BIRD reports (through the control socket the engine made)."""
+    from bgp.bird_control import command, parse_protocols
+
+    sock = Path(lab.state.data["nodes"][rr]["cwd"]) / "rr" / "bird.ctl"
+    return dict(parse_protocols(command(sock, "show protocols all")))
+
+
+class TestDualBirdEngineReflectors:
+    def test_every_pair_pings_through_bird_engine_reflectors(self, dual_rr_bird: Lab) -> None:
+        lab = dual_rr_bird
+        pods = ensure_pod_per_node(lab)
+        wait_full_reachability(lab, pods)
+        for node in pods:
+            states = wait_peer_states(lab, node, {"10.0.0.2", "10.0.0.3"})
+            assert set(states) == {"10.0.0.2", "10.0.0.3"} and all_up(states), (node, states)
+        # BIRD is what reflects: each reflector's BIRD has every client (and the other reflector) established,
+        # with the MD5 password of the manifests on each client session, and the same in l3net's status record.
+        for rr, other in (("rr1", "10.0.0.3"), ("rr2", "10.0.0.2")):
+            protos = bird_protocols(lab, rr)
+            want = {f"Node_{fabric_ip(lab, n).replace('.', '_')}" for n in pods} | {f"Node_{other.replace('.', '_')}"}
+            assert set(protos) == want, protos
+            assert all(p.bgp_state == "Established" and p.imported >= 1 for p in protos.values()), protos  # type: ignore[attr-defined]
+            conf = (Path(lab.state.data["nodes"][rr]["cwd"]) / "rr" / "bird.conf").read_text()
+            assert conf.count('password "dual-rr-bird-md5";') == len(pods), conf
+            states = wait_peer_states(lab, rr, {fabric_ip(lab, n) for n in pods} | {other})
+            assert all_up(states), (rr, states)
+        for node, (other, pod) in itertools.product(pods, pods.items()):
+            if node != other:
+                assert next_hops(route_to(lab.ns(node), str(pod["ip"]))) == {fabric_ip(lab, other)}
+        assert_every_pair_pings(pods)
+
+    def test_killing_one_bird_engine_reflector_loses_no_packets(self, dual_rr_bird: Lab) -> None:
+        lab = dual_rr_bird
+        pods = ensure_pod_per_node(lab)
+        wait_full_reachability(lab, pods)
+        streams = {(a, b): start_ping_stream(str(pods[a]["netns"]), str(pods[b]["ip"]), 0.02, 6)
+                   for a, b in (("n1", "n3"), ("n3", "n2"))}
+        time.sleep(1.5)
+        state = lab.reload()
+        killed = faults.node_pids(state, "rr1")
+        assert len(killed) >= 2, f"rr1 runs the reflector and its BIRD: {killed}"
+        faults.node_stop(state, "rr1")  # by hand: `l3net lab node stop rr1`
+        stats = {f"{a}->{b}": ping_stats(p) for (a, b), p in streams.items()}
+        figure("dual-rr-bird: rr1 (l3net + BIRD) killed during ping -i 0.02",
+               {k: f"{s.sent} sent, {s.lost} lost" for k, s in stats.items()})
+        assert all(s.sent >= 200 for s in stats.values()), stats
+        assert all(s.lost == 0 for s in stats.values()), stats
         for node in pods:
             states = l3net_peer_states(lab, node)
             assert all_up({"10.0.0.3": states.get("10.0.0.3", "")}), (node, states)

@@ -22,7 +22,6 @@ from tests.e2e.e2e_helpers import Lab, ping, route_to, running_lab, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
 
 WORKERS = ("n1", "n2", "n3")
-KNOWN_REFLECTOR_EXIT = "l3net.errors.DatastoreUnavailable"
 REFLECTORS = ("rr1", "rr2")
 POOL = """\
 apiVersion: l3net.io/v1
@@ -127,11 +126,4 @@ def test_leader_then_follower_killed_nothing_lost(lab: Lab) -> None:
         # The streams ran from before the first kill to after the last check (seconds at 100 pps).
         assert sent >= 100 and lost == [], (sent, lost[:20])
     dead = [k for k, v in alive.items() if not v]
-    known = [k for k in dead if k.endswith("/route-reflector") and KNOWN_REFLECTOR_EXIT in lab.log(*k.split("/"))]
-    assert set(dead) == set(known), "died during the drill: " + "; ".join(
-        f"{k}: ...{lab.log(*k.split('/'))[-1500:]}" for k in dead)
-    if known:
-        # Everything above held; only the reflectors' known exit remains (issue 12, item 2: a write whose
-        # outcome is unknown raises DatastoreUnavailable out of the reflector's run loop). Fixed on the
-        # outage-handling branch; once merged this line is never reached and the test passes.
-        pytest.xfail(f"issue 12 item 2, reflector exits on DatastoreUnavailable: {known}")
+    assert not dead, "died during the drill: " + "; ".join(f"{k}: ...{lab.log(*k.split('/'))[-1500:]}" for k in dead)

@@ -24,7 +24,7 @@ from tests.e2e.e2e_helpers import route_to
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-TOPOLOGIES = ["two-node-rr", "mesh3", "dual-rr", "leaf-spine", "bird-rr"]
+TOPOLOGIES = ["two-node-rr", "mesh3", "dual-rr", "leaf-spine", "bird-rr", "dual-rr-bird"]
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def ping(ns: str, ip: str) -> bool:
 def test_shipped_topology_pods_reach_each_other(name: str, run_base: Path) -> None:
     if shutil.which("exabgp") is None and not (Path(__import__("sys").executable).parent / "exabgp").exists():
         pytest.skip("ExaBGP is not installed")
-    if name in ("leaf-spine", "bird-rr") and shutil.which("bird") is None:
+    if name in ("leaf-spine", "bird-rr", "dual-rr-bird") and shutil.which("bird") is None:
         pytest.skip("BIRD is not installed (apt-get install bird2)")
     topo = unique(load_topology(REPO / "topologies" / f"{name}.clab.yml"))
     messages: list[str] = []

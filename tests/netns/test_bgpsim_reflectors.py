@@ -1,4 +1,5 @@
-"""bench.bgpsim against real reflectors: a few simulated clients through BIRD 2 and through ``l3net route-reflector``.
+"""bench.bgpsim against real reflectors: a few simulated clients through BIRD 2 and through ``l3net route-reflector``
+with either engine.
 
 Real namespaces, a real private etcd, real BIRD, the real l3net reflector with its ExaBGP
 (through ``bgp.exabgp_run``). Every client must end up with every other client's prefixes,
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 CLIENTS = 4
 PREFIXES = 8
+CHANGES = 3
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,11 @@ def rig():
 
 @pytest.mark.parametrize("variant", rs.VARIANTS)
 def test_every_simulated_client_gets_every_other_clients_routes(rig: rs.Rig, variant: str) -> None:
-    converge, rss, setup = rs.measure(rig, variant, CLIENTS, PREFIXES, timeout=60)
-    assert converge > 0 and rss > 0 and setup > 0
+    m = rs.measure(rig, variant, CLIENTS, PREFIXES, timeout=60, changes=CHANGES)
+    assert m.converge_s > 0 and m.rss_mib > 0 and m.setup_s > 0
     st = rs.read_status(sorted(rig.ws.dirs[-1].glob("status*")))
     assert len(st.done) == CLIENTS and not st.failures and not st.downs
+    # each new block was announced once and reached every other client, nobody else
+    assert len(m.change_s) == CHANGES and all(t > 0 for t in m.change_s)
+    assert sorted(st.sent) == list(range(CHANGES))
+    assert all(set(st.extra[k]) == {rs.client_ip(i) for i in range(1, CLIENTS)} for k in range(CHANGES))

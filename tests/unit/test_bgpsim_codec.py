@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 
@@ -173,3 +174,23 @@ def test_plan_accepts_a_correct_reflection_and_names_every_fault() -> None:
     stranger = decode_update(split_messages(bytearray(encode_update(["10.128.0.0/26"], "10.9.9.9")))[0][1])
     assert "is no client" in (plan.check(0, stranger) or "")
     assert plan.check(0, Update()) is None   # End-of-RIB / withdraw-only: nothing to check here
+
+
+def test_extra_blocks_belong_to_their_client_only() -> None:
+    from bench.bgpsim import EXTRA_PER_CLIENT, extra_index, extra_prefix
+
+    plan = Plan(1000, 4, "224.0.0.1")
+    seen = set()
+    for i in (0, 1, 999):
+        for k in (0, 1, EXTRA_PER_CLIENT - 1):
+            p = extra_prefix(i, k)
+            seen.add(p)
+            addr = int(ipaddress.IPv4Network(p).network_address)
+            assert extra_index(i, addr) == k and extra_index((i + 1) % 1000, addr) is None
+            assert p not in client_prefixes(i, 4)
+            assert plan.check(3, _reflected(i, 4, prefixes=[p])) is None, "the owner's next hop: accepted"
+            assert "not from next hop's client" in (plan.check(3, _reflected((i + 1) % 1000, 4, prefixes=[p])) or "")
+    assert len(seen) == 9 and all(ipaddress.IPv4Network(p).subnet_of(ipaddress.IPv4Network("10.192.0.0/10"))
+                                  for p in seen)
+    with pytest.raises(ValueError):
+        extra_prefix(0, EXTRA_PER_CLIENT)

@@ -1,0 +1,165 @@
+"""bgp.bird_config: BIRD 2 configuration of an l3net route reflector, rendered from its NodeBGPView.
+
+Pure and deterministic (golden-file tested). The peers are the ones
+:func:`bgp.config.build_node_view` computes for the reflector's Node (the same set
+the ExaBGP engine uses); this module only turns them into BIRD's language:
+
+- one ``protocol bgp`` per peer, named from its address (``Node_10_0_0_11``), so a
+  peer keeps its name, and BIRD keeps its session, across reconfigurations;
+- clients get ``rr client`` and the Node's ``routeReflectorClusterID``; every iBGP
+  and eBGP session imports everything and exports only BGP routes (a reflector
+  originates nothing; there is no kernel protocol, BIRD writes no kernel route);
+- ``protocol direct`` makes directly connected next hops resolvable (BIRD keeps a
+  client's next hop when it reflects, so clients must share a subnet with it or the
+  reflector must be given routes some other way).
+
+Every value is re-serialised from a parsed one (addresses through ``ipaddress``,
+numbers through ``int``); the only free text is an MD5 password, and BIRD 2's string
+literal has no escapes (it ends at the next ``"``), so :func:`password_error` admits
+printable ASCII without ``"`` and ``\\`` only. A peer whose values do not pass is left
+out and reported as a FieldError (quarantined); the others are rendered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+from bgp.config import MAX_ASN, MAX_RESTART_TIME, NodeBGPView, PeerSpec
+from l3net.errors import FieldError
+
+_log = logging.getLogger(__name__)
+
+CONNECT_RETRY_TIME = 5
+ERROR_WAIT_TIME = (5, 30)
+MAX_PASSWORD_LENGTH = 80   # TCP MD5 keys are at most 80 bytes (Linux TCP_MD5SIG_MAXKEYLEN)
+# BIRD 2's lexer: a string is '"' [^"\n]* '"' with no escape sequences. We also refuse '\' (a later
+# BIRD may give it a meaning) and every control or non-ASCII character (keys must be the same bytes
+# on both ends, whatever the encoding of the peer's configuration).
+_PASSWORD_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
+
+
+def password_error(value: object) -> str | None:
+    """None when ``value`` can be a BIRD MD5 password, else the reason."""
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if len(value) > MAX_PASSWORD_LENGTH:
+        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
+    bad = sorted({c for c in value if c not in _PASSWORD_CHARS})
+    if bad:
+        return f"may hold printable ASCII except '\"' and '\\' only; refused {''.join(map(repr, bad[:5]))}"
+    return None
+
+
+def _ip(value: str, version: int | None = None) -> str:
+    ip = ipaddress.ip_address(value)
+    if version is not None and ip.version != version:
+        raise ValueError(f"must be an IPv{version} address: {value!r}")
+    return str(ip)
+
+
+def _int(value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"must be an integer {lo}..{hi}: {value!r}")
+    return int(value)
+
+
+def protocol_name(address: str, port: int) -> str:
+    """BIRD symbol of the session with ``address``: letters, digits and '_' only (from a parsed address)."""
+    text = _ip(address).replace(".", "_").replace(":", "_")
+    return f"Node_{text}" if port == 179 else f"Node_{text}_port_{port}"
+
+
+@dataclass(frozen=True)
+class BirdConfig:
+    """A rendered configuration: its text, the BIRD protocol name of each peer address, and what was left out."""
+
+    text: str
+    protocols: dict[str, str]           # protocol name -> peer address
+    errors: tuple[FieldError, ...] = ()
+
+
+def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None) -> list[str]:
+    """The ``protocol bgp`` block of one peer; ValueError names the field when a value cannot be rendered."""
+    address = _ip(p.address)
+    version = ipaddress.ip_address(address).version
+    local = _ip(p.local_address, version)
+    port = _int(p.port, 1, 65535)
+    listen = _int(view.listen_port, 1, 65535)
+    local_as, peer_as = _int(p.local_as, 1, MAX_ASN), _int(p.peer_as, 1, MAX_ASN)
+    hold = _int(p.hold_time, 0, 65535)
+    if hold and hold < 3:
+        raise ValueError(f"hold time must be 0 or 3..65535: {hold}")
+    lines = [f"protocol bgp {protocol_name(address, port)} {{",
+             f"  local {local}{'' if listen == 179 else f' port {listen}'} as {local_as};",
+             f"  neighbor {address}{'' if port == 179 else f' port {port}'} as {peer_as};",
+             f"  hold time {hold};",
+             # BIRD's defaults wait 120 s before retrying a connection and 60-300 s after an error: too
+             # long for a reflector whose peer restarted (the ExaBGP nodes retry about once a second)
+             f"  connect retry time {CONNECT_RETRY_TIME};",
+             f"  error wait time {ERROR_WAIT_TIME[0]}, {ERROR_WAIT_TIME[1]};"]
+    if p.keepalive_time is not None and hold:
+        keepalive = _int(p.keepalive_time, 1, 65535)
+        if keepalive > hold:
+            raise ValueError(f"keepalive time must be at most the hold time: {keepalive}")
+        lines.append(f"  keepalive time {keepalive};")
+    if p.rr_client and not p.ebgp:
+        if cluster_id is None:
+            raise ValueError("a route reflector client needs the Node's routeReflectorClusterID")
+        lines += ["  rr client;", f"  rr cluster id {cluster_id};"]
+    if p.graceful_restart:
+        lines += ["  graceful restart on;", f"  graceful restart time {_int(p.restart_time, 1, MAX_RESTART_TIME)};"]
+    else:
+        lines.append("  graceful restart off;")
+    if p.password is not None:
+        reason = password_error(p.password)
+        if reason:
+            raise ValueError(f"password {reason}")
+        lines.append(f'  password "{p.password}";')
+    if p.passive:
+        lines.append("  passive on;")
+    if p.ttl_security:
+        lines += ["  ttl security on;", f"  multihop {_int(p.ttl_security, 1, 255)};"]
+    channel = "ipv6" if version == 6 else "ipv4"
+    lines += [f"  {channel} {{ import all; export where source = RTS_BGP; }};", "}"]
+    return lines
+
+
+def render_bird_config(view: NodeBGPView) -> BirdConfig:
+    """BIRD 2 configuration for the reflector ``view``; raises ValueError only when the view has no identity.
+
+    A peer that cannot be rendered is left out and named in ``errors`` (its field, its reason),
+    so one bad BGPPeer never takes the other sessions down.
+    """
+    if view.router_id is None:
+        raise ValueError(f"node {view.node} has no BGP address")
+    router_id = _ip(view.router_id, 4)
+    cluster_id = _ip(view.cluster_id, 4) if view.cluster_id else None
+    lines = [
+        "# generated by l3net route-reflector --engine bird; do not edit",
+        f"router id {router_id};",
+        "log stderr { info, remote, warning, error, auth, fatal, bug };",
+        # seconds since the epoch cannot be asked for; a full local date-time parses back unambiguously
+        'timeformat protocol "%F %T";',
+        "",
+        "protocol device { }",
+        "",
+        "# connected subnets make the clients' next hops resolvable",
+        "protocol direct {",
+        "  ipv4;",
+        "  ipv6;",
+        "}",
+    ]
+    protocols: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for p in view.peers:
+        try:
+            block = _peer_lines(p, view, cluster_id)
+        except ValueError as exc:
+            errors.append(FieldError(path=f"peer {p.name}", reason=str(exc), document=p.source))
+            _log.warning("BIRD peer left out node=%s peer=%s source=%s reason=%s", view.node, p.name, p.source, exc)
+            continue
+        protocols[protocol_name(p.address, p.port)] = str(ipaddress.ip_address(p.address))
+        lines += ["", *block]
+    return BirdConfig(text="\n".join(lines) + "\n", protocols=protocols, errors=tuple(errors))
