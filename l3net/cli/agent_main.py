@@ -16,6 +16,7 @@ import sys
 SUBCOMMANDS = {
     "agent": "felix.cli",
     "route-reflector": "bgp.cli",
+    "kube-controller": "l3net.kube.cli",
     "lab": "l3net.lab.cli",
     "bench": "l3net.benchcli",
 }

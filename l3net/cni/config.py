@@ -79,6 +79,7 @@ class NetConf:
     valid_attachments: tuple[tuple[str, str], ...] | None = None
     agent_socket: str | None = None  # read by l3net.cni.shim; validated here so a bad value is named
     policy_setup_timeout: float = 0.0  # s an agent-served ADD waits for the agent to program the pod; 0: no wait
+    kubeconfig: str | None = None  # "kubernetes": {"kubeconfig": path}: ADD reads the pod (l3net.cni.kubepod)
 
 
 def parse_env(env: Mapping[str, str]) -> CNIEnv:
@@ -268,6 +269,10 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
             raise _bad(f"args.cni.labels[{i}]", "must be {\"key\": string, \"value\": string}")
         labels[item["key"]] = item["value"]
     sticky = _opt_str(cni_args, "sticky_key", "args.cni.sticky_key")
+    kube = doc.get("kubernetes", {})
+    if not isinstance(kube, dict):
+        raise _bad("kubernetes", "must be an object like {\"kubeconfig\": \"/etc/cni/net.d/l3net-kubeconfig\"}")
+    kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
     prev = doc.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise _bad("prevResult", "must be an object")
@@ -302,4 +307,4 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         nodename=_opt_str(doc, "nodename", "nodename"), mtu=mtu, ipv4_pools=tuple(pools), assign_ipv4=assign_v4,
         static_ips=static, labels=labels, sticky_key=sticky, log_level=log_level, prev_result=prev,
         valid_attachments=attachments, agent_socket=_opt_str(doc, "agentSocket", "agentSocket"),
-        policy_setup_timeout=float(policy_wait))
+        policy_setup_timeout=float(policy_wait), kubeconfig=kubeconfig or None)

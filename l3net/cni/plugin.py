@@ -26,11 +26,12 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from typing import IO, Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from l3net.cni import dataplane
+from l3net.cni import dataplane, kubepod
 from l3net.cni.config import (
     DEFAULT_VERSION,
     SUPPORTED_VERSIONS,
@@ -167,6 +168,7 @@ class Invocation:
         self.env = env
         self.wait_programmed = wait_programmed
         self.conf = conf
+        self.pod: kubepod.PodInfo | None = None
         self.node = node_name(conf, environ)
         self.lock_dir = environ.get(ENV_LOCK_DIR) or None
         self.host_if = dataplane.host_veth_name(env.namespace, env.pod)
@@ -209,6 +211,12 @@ class Invocation:
         spec = {"node": self.node, "orchestrator": "k8s", "pod": self.env.pod, "endpoint": self.env.ifname,
                 "containerID": self.env.container_id, "interfaceName": self.host_if,
                 "ipNetworks": [f"{ip}/32" for ip in ips], "mac": mac}
+        if self.pod is not None:
+            # exactly what the kube-controller computes, so its first pass rewrites nothing
+            labels = dict(self.pod.labels)
+            spec["serviceAccountName"] = self.pod.service_account
+            if self.pod.ports:
+                spec["ports"] = self.pod.ports
         return {"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint",
                 "metadata": {"name": self.wep_name, "namespace": self.env.namespace, "labels": labels},
                 "spec": spec}
@@ -231,7 +239,20 @@ class Invocation:
             return {}
 
     # -- commands --------------------------------------------------------------------
+    def read_pod(self) -> None:
+        """With ``kubernetes.kubeconfig`` and kubelet's pod name: the pod's labels, ports and IPAM annotations."""
+        if not self.conf.kubeconfig or not self.env.args.get("K8S_POD_NAME"):
+            return
+        self.pod = kubepod.read_pod(self.conf.kubeconfig, self.env.namespace, self.env.pod)
+        if self.pod.ips:
+            self.conf = dc_replace(self.conf, static_ips=self.pod.ips)
+        if self.pod.pools:
+            self.conf = dc_replace(self.conf, ipv4_pools=self.pod.pools)
+        if self.pod.sticky_key:
+            self.conf = dc_replace(self.conf, sticky_key=self.pod.sticky_key)
+
     def add(self) -> dict[str, Any]:
+        self.read_pod()
         self.validate_wep()
         # Before anything is touched: a down or hung datastore is "try again later" within seconds, with
         # nothing to roll back (a hung etcd would otherwise hold each request for its full timeout).

@@ -161,8 +161,23 @@ class IPAM:
         except (ValueError, AttributeError):
             return {}
 
-    def eligible_pools(self, node: str, wanted: Sequence[str] | None = None, version: int = 4) -> list[Pool]:
-        """Enabled pools of ``version`` whose nodeSelector picks ``node``; ``wanted`` (names or CIDRs) narrows."""
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        """The Namespace resource's labels (mirrored by the kube-controller) and Calico's implicit name label."""
+        labels: dict[str, str] = {}
+        kv = self.ds.get(self.keys.resource("namespaces", namespace))
+        if kv is not None:
+            try:
+                raw = json.loads(kv.value).get("metadata", {}).get("labels") or {}
+                labels = {str(k): str(v) for k, v in raw.items()}
+            except (ValueError, AttributeError):
+                labels = {}
+        labels["projectcalico.org/name"] = namespace
+        return labels
+
+    def eligible_pools(self, node: str, wanted: Sequence[str] | None = None, version: int = 4,
+                       namespace: str | None = None) -> list[Pool]:
+        """Enabled pools of ``version`` whose nodeSelector picks ``node`` (and namespaceSelector ``namespace``,
+        when given); ``wanted`` (names or CIDRs) narrows."""
         pools = [p for p in self.pools() if p.cidr.version == version]
         if wanted:
             chosen = []
@@ -173,7 +188,11 @@ class IPAM:
                 chosen += [p for p in match if p not in chosen]
             pools = chosen
         labels = self._node_labels(node)
-        return [p for p in pools if not p.disabled and p.matches_node(labels)]
+        pools = [p for p in pools if not p.disabled and p.matches_node(labels)]
+        if namespace is not None and any(p.namespace_selector for p in pools):
+            ns_labels = self._namespace_labels(namespace)
+            pools = [p for p in pools if p.matches_namespace(ns_labels)]
+        return pools
 
     # -- reads ----------------------------------------------------------------
     def _read_block(self, cidr: str) -> tuple[KeyValue, Block] | None:
@@ -262,9 +281,11 @@ class IPAM:
                         sticky_key: str | None) -> str | None:
         """One pass; returns the address, None to go round again (a block was just claimed), or raises."""
         cfg = self.config()
-        pools = self.eligible_pools(node, wanted)
+        ns = secondary.get("namespace")
+        pools = self.eligible_pools(node, wanted, namespace=ns if isinstance(ns, str) else None)
         if not pools:
-            raise NoAddresses(f"no enabled IPv4 pool selects node {node!r}")
+            raise NoAddresses(f"no enabled IPv4 pool selects node {node!r}" +
+                              (f" and namespace {ns!r}" if isinstance(ns, str) else ""))
         sticky_ops: list[Op] = []
         sticky_owned = False
         if sticky_key:

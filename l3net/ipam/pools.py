@@ -35,6 +35,7 @@ class Pool:
     block_size: int
     disabled: bool = False
     node_selector: str = "all()"
+    namespace_selector: str = ""  # Calico 3.31: pods of the namespaces it selects; empty = every namespace
 
     def blocks(self) -> Iterator[IPNetwork]:
         """Every block CIDR of the pool, lowest first (the claim order)."""
@@ -56,6 +57,13 @@ class Pool:
             return True
         return parse_calico(text, where=f"IPPool {self.name} nodeSelector").matches(labels)
 
+    def matches_namespace(self, labels: Mapping[str, str]) -> bool:
+        """Does the pool's ``namespaceSelector`` select a namespace with ``labels``? Unparsable selects nothing."""
+        text = (self.namespace_selector or "").strip()
+        if text in ("", "all()"):
+            return True
+        return parse_calico(text, where=f"IPPool {self.name} namespaceSelector").matches(labels)
+
 
 def pool_from_kv(kv: KeyValue, name: str) -> Pool | None:
     """Decode one stored IPPool; None (logged) when it is malformed."""
@@ -69,7 +77,8 @@ def pool_from_kv(kv: KeyValue, name: str) -> Pool | None:
             raise ValueError(f"blockSize {size} out of range")
         return Pool(name=str(doc.get("metadata", {}).get("name", name)), cidr=net, block_size=size,
                     disabled=bool(spec.get("disabled", False)),
-                    node_selector=str(spec.get("nodeSelector") or "all()"))
+                    node_selector=str(spec.get("nodeSelector") or "all()"),
+                    namespace_selector=str(spec.get("namespaceSelector") or ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         _log.warning("ignoring malformed IPPool key=%s error=%s", kv.key, exc)
         return None

@@ -30,7 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--keep-on-error", action="store_true", help="leave a half-built lab for debugging")
     p.add_argument("--etcd-members", type=int, default=None, choices=(1, 3, 5),
                    help="members of the lab's own etcd cluster (default 1, or $L3NET_LAB_ETCD_MEMBERS)")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="also run a Kubernetes API stand-in, the kube-controller and a kubelet per node; "
+                        "prints the KUBECONFIG")
     p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser("kube-serve", help=argparse.SUPPRESS)  # started by `lab up --kubernetes`
+    p.add_argument("lab")
+    p.set_defaults(func=_cmd_kube_serve)
 
     p = sub.add_parser("down", help="remove everything a lab created (works after a crash too)")
     p.add_argument("lab", help="a *.clab.yml file or a lab name")
@@ -192,9 +199,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
     topo = _load(args.topology, args.name)  # all checks happen here, before anything is created
     _check_root()
     state = LabRuntime(topo, etcd_members=args.etcd_members).up(wait_bgp=not args.no_wait, timeout=args.timeout,
-                                                                keep_on_error=args.keep_on_error)
+                                                                keep_on_error=args.keep_on_error,
+                                                                kubernetes=args.kubernetes)
     print_summary(state, topo)
     return 0
+
+
+@_guard
+def _cmd_kube_serve(args: argparse.Namespace) -> int:
+    from l3net.lab.kubelab import serve
+
+    return serve(args.lab)
 
 
 @_guard

@@ -90,6 +90,10 @@ def network_config(state: st.LabState, node: str, labels: dict[str, str], ips: l
     }
     if os.environ.get(PREFIX_ENV):
         conf["etcd_prefix"] = os.environ[PREFIX_ENV]
+    kube = state.data.get("kube")
+    if kube:
+        # as Calico's CNI: ADD reads the pod (labels, ports, IPAM annotations) from the API
+        conf["kubernetes"] = {"kubeconfig": kube["kubeconfig"]}
     sock = agent_socket(state, node)
     if sock:
         conf["agentSocket"] = sock

@@ -133,7 +133,8 @@ class LabRuntime:
         return self.topo.node_netns(node)
 
     # -- up --------------------------------------------------------------
-    def up(self, *, wait_bgp: bool = True, timeout: float = 90.0, keep_on_error: bool = False) -> st.LabState:
+    def up(self, *, wait_bgp: bool = True, timeout: float = 90.0, keep_on_error: bool = False,
+           kubernetes: bool = False) -> st.LabState:
         existing = st.LabState.load(self.topo.name)
         if existing is not None:
             raise LabError(f"lab {self.topo.name!r} is already up (state in {existing.dir}); "
@@ -162,6 +163,10 @@ class LabRuntime:
             self._start_etcd()
             self._apply_manifests()
             self._start_nodes()
+            if kubernetes:
+                from l3net.lab.kubelab import start_kube
+
+                start_kube(self.state, self.out)
             self.state.data["phase"] = "running"
             self.state.save()
             if wait_bgp:
@@ -770,6 +775,12 @@ def status_lines(state: st.LabState) -> list[str]:
                     and since else ""
                 lines.append(f"               bgp {p.get('peer') or p.get('address')}: {p.get('state')} "
                              f"{p.get('peerType') or p.get('type') or ''} {p.get('info') or ''} {when}".rstrip())
+    kube = data.get("kube")
+    if kube:
+        procs = [p for p in data["processes"] if p["node"] == "kube"]
+        ptxt = ", ".join(f"{p['what']}:{p['pid']}:{'up' if st.is_alive(p) else 'DEAD'}" for p in procs) or "-"
+        lines.append(f"  kubernetes   http://127.0.0.1:{kube['port']}  KUBECONFIG={kube['kubeconfig']}  "
+                     f"processes {ptxt}")
     for key, pod in sorted(data.get("pods", {}).items()):
         lines.append(f"  pod {key:<24} node {pod['node']:<10} {pod.get('ip') or '-':<18} netns {pod['netns']}")
     return lines

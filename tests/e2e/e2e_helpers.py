@@ -137,7 +137,7 @@ class Lab:
 
 @contextlib.contextmanager
 def running_lab(topology: str, *, extra_manifests: dict[str, str] | None = None, workdir: Path | None = None,
-                timeout: float = 60.0, etcd_members: int = 1) -> Iterator[Lab]:
+                timeout: float = 60.0, etcd_members: int = 1, kubernetes: bool = False) -> Iterator[Lab]:
     """Bring up ``topologies/<topology>.clab.yml`` under a unique lab name and run base; remove it all after.
 
     ``extra_manifests`` (file name -> YAML) are applied with the shipped ones: the topology file and its
@@ -169,7 +169,8 @@ def running_lab(topology: str, *, extra_manifests: dict[str, str] | None = None,
     try:
         messages: list[str] = []
         started = time.monotonic()
-        state = LabRuntime(topo, out=messages.append, etcd_members=etcd_members).up(wait_bgp=True, timeout=timeout)
+        state = LabRuntime(topo, out=messages.append, etcd_members=etcd_members).up(wait_bgp=True, timeout=timeout,
+                                                                                   kubernetes=kubernetes)
         _log.info("lab %s up in %.1fs", topo.name, time.monotonic() - started)
         assert any("every session established" in m for m in messages), messages
         lab = Lab(topo, state, run_base)

@@ -62,6 +62,8 @@ IPPOOL_SPEC = obj({
     "disabled": boolean,
     "natOutgoing": boolean,
     "nodeSelector": calico_selector_check,
+    # Calico 3.31: only pods of the namespaces it selects draw from the pool (absent: every namespace).
+    "namespaceSelector": calico_selector_check,
     "disableBGPExport": boolean,
     "ipipMode": _encap_never,
     "vxlanMode": _encap_never,
