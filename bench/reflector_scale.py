@@ -261,6 +261,10 @@ class WrongRoutes(Exception):
     """A client received something a correct reflector does not send, or lost its session."""
 
 
+class SetupTimeout(Exception):
+    """Not every session came up in time (nothing was announced yet)."""
+
+
 class ProcessDied(RuntimeError):
     """The reflector or a simulator process exited during a measurement."""
 
@@ -310,7 +314,7 @@ def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float, cha
         paths = [c.status for c in sims]
         procs = [rr, *(c.proc for c in sims)]
         _wait(lambda: len(read_status(paths).up) >= n, SETUP_TIMEOUT_S + n * 0.2, f"{variant}: {n} sessions up",
-              procs)
+              procs, exc=SetupTimeout)
         setup = time.monotonic() - t_start
         time.sleep(0.5)  # End-of-RIB and the reflector's first full sync pass are over
         sim_pids = [c.proc.pid for c in sims]
@@ -396,6 +400,10 @@ def run(ctx: Context) -> Result:
                 except WrongRoutes as exc:
                     gave_up[variant] = f"its clients saw wrong routes with {key}"
                     res.missing(f"{variant} {key}", f"wrong routes: {exc}")
+                    continue
+                except SetupTimeout as exc:
+                    gave_up[variant] = f"its sessions did not all come up with {key}"
+                    res.missing(f"{variant} {key}", f"sessions not up: {exc}")
                     continue
                 except ProcessDied as exc:
                     # a reflector that dies under load is a result too: record why (its log's tail), go on

@@ -20,7 +20,7 @@ from tests.unit.test_bgp_config import cfg, node, peer
 
 pytestmark = pytest.mark.unit
 
-GOLDEN = Path(__file__).parent / "golden" / "bgp"
+GOLDEN = Path(__file__).parent / "golden" / "bird"   # not golden/bgp: those are ExaBGP files
 needs_bird = pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")
 
 CLIENTS = [node("n1", "10.0.0.11"), node("n2", "10.0.0.12"), node("n3", "10.0.0.13")]
