@@ -7,7 +7,6 @@ Driven through the lab's fault verbs (``l3net lab etcd stop|start [MEMBER]`` by 
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 import uuid
@@ -18,7 +17,6 @@ import pytest
 from l3net.cni import dataplane
 from l3net.lab import faults
 from l3net.lab import state as st
-from l3net.lab.runtime import ETCD_MEMBERS_ENV
 from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
 from tests.e2e.test_outage_drill import REFLECTORS, WORKERS, ping_stream
 from tests.route_monitor import RouteMonitor
@@ -31,16 +29,8 @@ NEW_POD_REACHABLE_WITHIN = 10.0
 
 @pytest.fixture(scope="module")
 def lab3() -> Iterator[Lab]:
-    saved = os.environ.get(ETCD_MEMBERS_ENV)
-    os.environ[ETCD_MEMBERS_ENV] = "3"
-    try:
-        with running_lab("dual-rr", timeout=120) as lab:
-            yield lab
-    finally:
-        if saved is None:
-            os.environ.pop(ETCD_MEMBERS_ENV, None)
-        else:
-            os.environ[ETCD_MEMBERS_ENV] = saved
+    with running_lab("dual-rr", timeout=120, etcd_members=3) as lab:
+        yield lab
 
 
 def add_reachable_pod(lab: Lab, node: str, pods: dict, figures: dict, label: str) -> tuple[str, str]:
