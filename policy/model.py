@@ -16,23 +16,17 @@ from typing import Any
 
 from l3net.model import Resource
 
+# The implicit labels live in the model (core code needs them too); the policy engine's names for them:
+from l3net.model.labels import CALICO_NAMESPACE_LABEL as CALICO_NAMESPACE_LABEL
+from l3net.model.labels import CALICO_ORCHESTRATOR_LABEL as CALICO_ORCHESTRATOR_LABEL
+from l3net.model.labels import NAMESPACE_LABEL_PREFIX as NAMESPACE_LABEL_PREFIX
+from l3net.model.labels import RESERVED_LABEL_PREFIXES as RESERVED_LABEL_PREFIXES
+from l3net.model.labels import is_reserved_label as is_reserved_label
+
 _log = logging.getLogger(__name__)
 
 # Kubernetes sets this label on every namespace (since 1.21); namespaceSelectors rely on it.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-# Calico's implicit endpoint labels, and the prefix under which an endpoint carries its namespace's labels
-# (so a namespaceSelector is just a selector over ``pcns.``-prefixed keys, as in libcalico-go).
-CALICO_NAMESPACE_LABEL = "projectcalico.org/namespace"
-CALICO_ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
-NAMESPACE_LABEL_PREFIX = "pcns."
-# Label keys only l3net may set on an endpoint: a stored or CNI-passed label with one of these
-# keys is dropped, so a pod cannot claim another namespace's labels (issue 13, finding 5).
-RESERVED_LABEL_PREFIXES = (NAMESPACE_LABEL_PREFIX, "projectcalico.org/")
-
-
-def is_reserved_label(key: str) -> bool:
-    """True for a key that only l3net's implicit labels may carry (``pcns.*``, ``projectcalico.org/*``)."""
-    return key.startswith(RESERVED_LABEL_PREFIXES)
 
 
 def namespace_labels(namespaces: Iterable[Resource]) -> dict[str, dict[str, str]]:

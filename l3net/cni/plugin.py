@@ -60,9 +60,9 @@ from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM, IPAMError
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
+from l3net.model.labels import is_reserved_label
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
-from policy.model import is_reserved_label
 
 _log = logging.getLogger(__name__)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from l3net.model.labels import RESERVED_LABEL_PREFIXES, SERVICE_ACCOUNT_LABEL_PREFIX
+
 __all__ = ["MARK", "MARK_VALUE", "endpoint_fields", "is_marked", "namespace_doc", "node_doc", "policy_doc"]
 
 # Annotation on every datastore object the kube-controller owns. Objects without it (written with
@@ -21,10 +23,10 @@ NAMESPACE_LABEL = "projectcalico.org/namespace"
 ORCHESTRATOR_LABEL = "projectcalico.org/orchestrator"
 SERVICE_ACCOUNT_LABEL = "projectcalico.org/serviceaccount"
 # Calico puts a service account's labels on its pods' endpoints under this prefix.
-SA_LABEL_PREFIX = "pcsa."
-# Keys a pod's own labels may not carry onto its endpoint: policy.model.RESERVED_LABEL_PREFIXES (which core
-# code may not import) plus the service-account prefix this module fills in itself.
-RESERVED_PREFIXES = ("pcns.", "projectcalico.org/", SA_LABEL_PREFIX)
+SA_LABEL_PREFIX = SERVICE_ACCOUNT_LABEL_PREFIX
+# Keys a pod's own labels may not carry onto its endpoint: the reserved prefixes plus the service-account
+# prefix this module fills in itself.
+RESERVED_PREFIXES = (*RESERVED_LABEL_PREFIXES, SA_LABEL_PREFIX)
 
 
 def is_marked(annotations: dict[str, str] | None) -> bool:
