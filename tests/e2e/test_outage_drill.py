@@ -31,7 +31,7 @@ from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.pods import _invoke, network_config
 from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
-from tests.route_monitor import RouteMonitor
+from tests.route_monitor import RouteMonitor, forwarding_changes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -194,7 +194,7 @@ def run_drill(lab: Lab, d: Durations) -> None:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
         stats = {f"{a}->{b}": ping_stats(p) for (a, b), p in streams.items()}
-        changes = {n: m.stop() for n, m in monitors.items()}
+        changes = {n: forwarding_changes(m.stop()) for n, m in monitors.items()}
         if faults.etcd_member_state(state, faults.etcd_members(state)[0]) != "running":
             faults.etcd_unpause(state)
             if faults.etcd_member_state(state, faults.etcd_members(state)[0]) == "stopped":
