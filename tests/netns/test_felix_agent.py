@@ -15,25 +15,12 @@ import pytest
 from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
-from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
-from l3net.keys import KeyLayout
 from policy.testing import gnp, netpol, ns
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 P = ROUTE_PROTO
-
-
-@pytest.fixture
-def node(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
-         tmp_path: Path):
-    n = Node(netns_factory, datastore, key_layout, f"unix://{etcd_server.socket_path}", tmp_path)
-    yield n
-    code = n.stop_agent()
-    if code not in (None, 0, -9):
-        print(n.log()[-5000:])
 
 
 def test_agent_programs_exactly_what_the_datastore_says(node: Node) -> None:

@@ -32,9 +32,6 @@ import pytest
 
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
-from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
-from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
 from policy.testing import gnp, ns
@@ -50,16 +47,6 @@ BAD_WEP = f"WorkloadEndpoint/default/{workload_endpoint_name('n1', 'q', 'eth0')}
 
 def bad_key(node: Node) -> str:
     return node.keys.resource("workloadendpoints", workload_endpoint_name("n1", "q", "eth0"), "default")
-
-
-@pytest.fixture
-def node(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
-         tmp_path: Path):
-    n = Node(netns_factory, datastore, key_layout, f"unix://{etcd_server.socket_path}", tmp_path)
-    yield n
-    code = n.stop_agent()
-    if code not in (None, 0, -9):
-        print(n.log()[-5000:])
 
 
 def add_pod(node: Node, pod: str, ip: str, app: str, iface: str | None = None) -> str:

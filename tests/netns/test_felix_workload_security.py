@@ -5,32 +5,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
-from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
-from l3net.keys import KeyLayout
 from l3net.model.validation import workload_endpoint_name
 from tests.netns.felix_rig import Node, routes, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 P = ROUTE_PROTO
-
-
-@pytest.fixture
-def node(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
-         tmp_path: Path):
-    n = Node(netns_factory, datastore, key_layout, f"unix://{etcd_server.socket_path}", tmp_path)
-    yield n
-    code = n.stop_agent()
-    if code not in (None, 0, -9):
-        print(n.log()[-5000:])
 
 
 def metrics(node: Node) -> dict[str, float]:

@@ -1,0 +1,25 @@
+"""Fixtures of the netns rung: a real agent on a node namespace, fed by the session's real etcd."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from l3net.datastore import EtcdDatastore
+from l3net.etcdserver import EtcdServer
+from l3net.keys import KeyLayout
+from tests.conftest import NetnsFactory
+from tests.netns.felix_rig import Node
+
+
+@pytest.fixture
+def node(netns_factory: NetnsFactory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
+         tmp_path: Path) -> Iterator[Node]:
+    """One node namespace with a real agent (started by the test); its log is printed if it died badly."""
+    n = Node(netns_factory, datastore, key_layout, f"unix://{etcd_server.socket_path}", tmp_path)
+    yield n
+    code = n.stop_agent()
+    if code not in (None, 0, -9):
+        print(n.log()[-5000:])
