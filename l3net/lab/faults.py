@@ -407,24 +407,21 @@ def etcd_start(state: st.LabState, member: str | None = None, timeout: float = 3
 
 def etcd_pause(state: st.LabState, member: str | None = None) -> list[str]:
     """Freeze etcd ``member`` (default: every member): connections stay open, nothing answers."""
-    names = _members(state, member)
-    for m in names:
-        try:
-            cg.freeze(_member_group(state, m), True)
-        except cg.CgroupError as exc:
-            raise LabError(f"etcd member {m}: {exc}") from exc
-        _log.info("etcd member paused lab=%s member=%s", state.name, m)
-    return names
+    return _freeze_members(state, member, True)
 
 
 def etcd_unpause(state: st.LabState, member: str | None = None) -> list[str]:
+    return _freeze_members(state, member, False)
+
+
+def _freeze_members(state: st.LabState, member: str | None, frozen: bool) -> list[str]:
     names = _members(state, member)
     for m in names:
         try:
-            cg.freeze(_member_group(state, m), False)
+            cg.freeze(_member_group(state, m), frozen)
         except cg.CgroupError as exc:
             raise LabError(f"etcd member {m}: {exc}") from exc
-        _log.info("etcd member unpaused lab=%s member=%s", state.name, m)
+        _log.info("etcd member %s lab=%s member=%s", "paused" if frozen else "unpaused", state.name, m)
     return names
 
 
