@@ -139,21 +139,20 @@ def node_restart(state: st.LabState, node: str, grace: float = 0.0) -> list[int]
 
 def node_pause(state: st.LabState, node: str) -> None:
     """Freeze every process of ``node`` (``docker pause``)."""
-    rec = _node(_fresh(state), node)
-    try:
-        cg.freeze(_group(rec["cgroup"]), True)
-    except cg.CgroupError as exc:
-        raise LabError(f"node {node}: {exc}") from exc
-    _log.info("node paused lab=%s node=%s", state.name, node)
+    _freeze_node(state, node, True)
 
 
 def node_unpause(state: st.LabState, node: str) -> None:
+    _freeze_node(state, node, False)
+
+
+def _freeze_node(state: st.LabState, node: str, frozen: bool) -> None:
     rec = _node(_fresh(state), node)
     try:
-        cg.freeze(_group(rec["cgroup"]), False)
+        cg.freeze(_group(rec["cgroup"]), frozen)
     except cg.CgroupError as exc:
         raise LabError(f"node {node}: {exc}") from exc
-    _log.info("node unpaused lab=%s node=%s", state.name, node)
+    _log.info("node %s lab=%s node=%s", "paused" if frozen else "unpaused", state.name, node)
 
 
 def node_paused(state: st.LabState, node: str) -> bool:
