@@ -330,6 +330,30 @@ def _never_sent(exc: BaseException) -> bool:
     return False
 
 
+class _Electing(etcd3gw.exceptions.ConnectionFailedError):
+    """A member answered that it has no leader right now (gRPC code 14, HTTP 503): try another one."""
+
+
+def _probe_answer(resp: requests.Response) -> dict[str, Any]:
+    """The JSON of a probe's answer; an error answer raises so that :meth:`EtcdDatastore._call` fails over.
+
+    etcd's gateway answers a read during a leader election with HTTP 503 and
+    ``{"error": "etcdserver: leader changed", "code": 14}``: that member is alive but cannot serve.
+    """
+    try:
+        doc = resp.json()
+    except ValueError as exc:
+        raise etcd3gw.exceptions.ConnectionFailedError(f"HTTP {resp.status_code}, not JSON: {resp.text[:200]!r}") \
+            from exc
+    if resp.status_code == requests.codes["ok"] and isinstance(doc, dict) and "header" in doc:
+        return doc
+    error = doc.get("error") or doc.get("message") if isinstance(doc, dict) else None
+    code = doc.get("code") if isinstance(doc, dict) else None
+    if resp.status_code == requests.codes["service_unavailable"] or code == 14:
+        raise _Electing(f"electing (HTTP {resp.status_code}, code {code}): {error}")
+    raise etcd3gw.exceptions.ConnectionFailedError(f"HTTP {resp.status_code}: {error or resp.text[:200]!r}")
+
+
 class EtcdDatastore:
     """Implements :class:`l3net.datastore.base.Datastore` against etcd v3. Thread-safe."""
 
@@ -430,8 +454,25 @@ class EtcdDatastore:
         """The store's revision, asked of each endpoint with a short ``timeout`` (a hung etcd keeps its TCP
         connections open and answers nothing: only a timeout notices). DatastoreUnavailable when none answers."""
         body = json.dumps({"key": _b64("\0"), "count_only": True})
-        result = self._call(lambda c: c.session.post(c.get_url("/kv/range"), data=body,
-                                                     timeout=(timeout, timeout)).json())
+
+        electing: list[str] = []
+
+        def ask(c: _GatewayClient) -> dict[str, Any]:
+            try:
+                return _probe_answer(c.session.post(c.get_url("/kv/range"), data=body, timeout=(timeout, timeout)))
+            except _Electing:
+                electing.append(c.endpoint)
+                raise
+
+        try:
+            result = self._call(ask)
+        except DatastoreUnavailable:
+            # A member that answers "leader changed" or "no leader" is alive and electing: an election
+            # takes about one election timeout (1 s), so one more round usually finds the new leader.
+            if not electing:
+                raise
+            _log.info("etcd probe: members are electing a leader, asking once more endpoints=%s", self.endpoint)
+            result = self._call(ask)
         return self._header_revision(result)
 
     # -- writes ------------------------------------------------------------

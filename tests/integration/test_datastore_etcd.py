@@ -229,3 +229,45 @@ def test_kill_recorded_kills_only_the_very_etcd_it_recorded(private_etcd: EtcdSe
     kill_recorded(run)
     assert proc.wait(10) == -9
     kill_recorded(run)  # nothing recorded any more: a no-op
+
+
+@pytest.fixture
+def three_members(tmpfs_dir: Path) -> Iterator[dict[str, EtcdServer]]:
+    """A 3-member etcd cluster of this test's own."""
+    base = tmpfs_dir / f"etcd-3m-{uuid.uuid4().hex[:6]}"
+    ports = {n: free_port() for n in ("e1", "e2", "e3")}
+    cluster = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
+    members = {n: EtcdServer(base / n, name=n, peer_port=p, cluster=cluster) for n, p in ports.items()}
+    try:
+        for m in members.values():
+            m.start(wait=False)
+        for m in members.values():
+            m.wait_healthy(30)
+        yield members
+    finally:
+        for m in members.values():
+            m.stop()
+
+
+def test_probe_rides_out_a_killed_leader(three_members: dict[str, EtcdServer]) -> None:
+    """SIGKILL the leader: a surviving member answers the probe's read with HTTP 503 "leader changed"
+    (code 14) until the election ends. That is a member to fail over from or ask again, not a malformed
+    answer: the probe returns the revision (CI once saw a CNI ADD refused right after a leader kill)."""
+    from l3net.etcdserver import member_status
+
+    ds = EtcdDatastore([m.unix_endpoint for m in three_members.values()])
+    try:
+        ds.put("/l3nx-probe/a", b"1")
+        status = {n: member_status(m.socket_path) for n, m in three_members.items()}
+        leader = next(n for n, s in status.items() if s and s["member_id"] == s["leader"])
+        survivors = [n for n in three_members if n != leader]
+        # The leader's endpoint last, so the probe meets an electing survivor first.
+        ds = EtcdDatastore([three_members[n].unix_endpoint for n in [*survivors, leader]])
+        proc = three_members[leader].proc
+        assert proc is not None
+        proc.kill()
+        proc.wait()
+        assert ds.probe(2.0) >= 2
+        assert ds.put("/l3nx-probe/b", b"2") > 0
+    finally:
+        ds.close()
