@@ -27,6 +27,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -354,6 +355,25 @@ def _probe_answer(resp: requests.Response) -> dict[str, Any]:
     raise etcd3gw.exceptions.ConnectionFailedError(f"HTTP {resp.status_code}: {error or resp.text[:200]!r}")
 
 
+# Missing the leader takes one election timeout and electing another one to two more (1 s by default):
+# a probe that meets live members without a leader keeps asking this long before it calls the store down.
+_PROBE_ELECTION_WAIT = 5.0
+_PROBE_ELECTION_PAUSE = 0.1
+# A live member answers a serializable read from its own state, in milliseconds even on a loaded node.
+_LOCAL_READ_TIMEOUT = 0.5
+
+
+def _answers_locally(client: _GatewayClient, timeout: float) -> bool:
+    """Whether the member answers a serializable read (no leader needed): alive, as a hung member is not."""
+    body = json.dumps({"key": _b64("\0"), "count_only": True, "serializable": True})
+    try:
+        _probe_answer(client.session.post(client.get_url("/kv/range"), data=body, timeout=(timeout, timeout)))
+    except (etcd3gw.exceptions.ConnectionFailedError, requests.RequestException, urllib3.exceptions.HTTPError,
+            OSError):
+        return False
+    return True
+
+
 class EtcdDatastore:
     """Implements :class:`l3net.datastore.base.Datastore` against etcd v3. Thread-safe."""
 
@@ -452,28 +472,36 @@ class EtcdDatastore:
 
     def probe(self, timeout: float) -> int:
         """The store's revision, asked of each endpoint with a short ``timeout`` (a hung etcd keeps its TCP
-        connections open and answers nothing: only a timeout notices). DatastoreUnavailable when none answers."""
-        body = json.dumps({"key": _b64("\0"), "count_only": True})
+        connections open and answers nothing: only a timeout notices). DatastoreUnavailable when none answers.
 
-        electing: list[str] = []
+        While the members elect a leader (after the leader died) they are alive but cannot serve a
+        linearizable read: some answer HTTP 503 "leader changed", others hold the read until a leader
+        exists, which a short timeout cannot tell from a hung etcd. A member that then answers a local
+        (serializable) read is alive, so the probe asks again, for up to :data:`_PROBE_ELECTION_WAIT` seconds;
+        a hung member answers neither, and the probe fails as before.
+        """
+        body = json.dumps({"key": _b64("\0"), "count_only": True})
+        leaderless: list[_GatewayClient] = []
 
         def ask(c: _GatewayClient) -> dict[str, Any]:
             try:
                 return _probe_answer(c.session.post(c.get_url("/kv/range"), data=body, timeout=(timeout, timeout)))
-            except _Electing:
-                electing.append(c.endpoint)
+            except (_Electing, requests.exceptions.ReadTimeout):
+                leaderless.append(c)
                 raise
 
-        try:
-            result = self._call(ask)
-        except DatastoreUnavailable:
-            # A member that answers "leader changed" or "no leader" is alive and electing: an election
-            # takes about one election timeout (1 s), so one more round usually finds the new leader.
-            if not electing:
-                raise
-            _log.info("etcd probe: members are electing a leader, asking once more endpoints=%s", self.endpoint)
-            result = self._call(ask)
-        return self._header_revision(result)
+        deadline = time.monotonic() + _PROBE_ELECTION_WAIT
+        while True:
+            leaderless.clear()
+            try:
+                return self._header_revision(self._call(ask))
+            except DatastoreUnavailable:
+                alive = [c.endpoint for c in leaderless if _answers_locally(c, min(timeout, _LOCAL_READ_TIMEOUT))]
+                if not alive or time.monotonic() >= deadline:
+                    raise
+                _log.info("etcd probe: members alive but without a leader, asking again endpoints=%s",
+                          ",".join(alive))
+                time.sleep(_PROBE_ELECTION_PAUSE)
 
     # -- writes ------------------------------------------------------------
     def put(self, key: str, value: bytes, lease: int = 0) -> int:

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,5 +270,34 @@ def test_probe_rides_out_a_killed_leader(three_members: dict[str, EtcdServer]) -
         proc.wait()
         assert ds.probe(2.0) >= 2
         assert ds.put("/l3nx-probe/b", b"2") > 0
+    finally:
+        ds.close()
+
+
+def test_probe_waits_out_an_election_that_holds_its_reads(three_members: dict[str, EtcdServer]) -> None:
+    """Right after the leader dies, the survivors still believe in it and hold a linearizable read
+    until they miss it and elect another (about 1-2 s), which a short read timeout alone cannot tell
+    from a hung etcd (CI saw a CNI ADD refused with "Read timed out" after a leader kill). The probe
+    asks such a member for a local read, finds it alive and asks again: it returns once the new
+    leader serves, and with no quorum at all it still fails, within its bounded wait."""
+    from l3net.etcdserver import member_status
+
+    status = {n: member_status(m.socket_path) for n, m in three_members.items()}
+    leader = next(n for n, s in status.items() if s and s["member_id"] == s["leader"])
+    survivors = [n for n in three_members if n != leader]
+    ds = EtcdDatastore([three_members[n].unix_endpoint for n in [*survivors, leader]])
+    try:
+        ds.put("/l3nx-probe/a", b"1")
+        proc = three_members[leader].proc
+        assert proc is not None
+        proc.kill()
+        proc.wait()
+        assert ds.probe(0.3) >= 2
+        assert ds.put("/l3nx-probe/b", b"2") > 0
+        three_members[survivors[1]].pause()
+        started = time.monotonic()
+        with pytest.raises(DatastoreUnavailable):
+            ds.probe(0.3)
+        assert time.monotonic() - started < 15
     finally:
         ds.close()
