@@ -119,6 +119,9 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
             for rr, other in (("rr1", "rr2"), ("rr2", "rr1")):
                 await wait_for(lambda rr=rr, other=other: up(rr, {ADDR["n1"], ADDR["n2"], ADDR[other]}), 20,
                                f"{rr} publishes its peers up")
+                # Route counts come from BIRD's slower 'show protocols all' poll: they may trail "up".
+                await wait_for(lambda rr=rr: (lambda r: r.received == 1 and r.advertised >= 1)(
+                    rr_rows(datastore, key_layout, rr)[ADDR["n1"]]), 20, f"{rr} publishes n1's route counts")
                 rows = rr_rows(datastore, key_layout, rr)
                 assert rows[ADDR["n1"]].peer_type == "node specific" and rows[ADDR["n1"]].received == 1
                 assert rows[ADDR["n1"]].advertised >= 1, "n2's block goes to n1"
