@@ -3,7 +3,7 @@
 Owns the pool rules: a CIDR clear of link-local (where workload gateways live), loopback and
 multicast; ``blockSize`` 20..32 (IPv4) or 116..128 (IPv6) and no larger than the pool, defaulting
 to Calico's 26/122 (or the pool's own prefix when smaller); ``nodeSelector`` defaulting to ``all()``;
-only ``Never`` encapsulation (l3net routes natively).
+only ``Never`` encapsulation (l3net routes natively); ``natOutgoing`` on IPv4 pools only.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def _ippool_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str
     elif block < net.prefixlen:
         c.error(bp, f"block /{block} is larger than the pool {out['cidr']}")
     out.setdefault("nodeSelector", "all()")
+    if net.version == 6 and out.get("natOutgoing") is True:
+        # The policy dataplane (the nat table included) is IPv4 only: refused rather than ignored.
+        c.error(format_path(path, "natOutgoing"), "l3net does not support natOutgoing on an IPv6 pool")
 
 
 IPPOOL_SPEC = obj({
