@@ -98,6 +98,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "nodeSelector": implemented("l3net.ipam.pools", "which nodes allocate from the pool"),
         "namespaceSelector": implemented("l3net.ipam.pools", "which namespaces' pods allocate from the pool"),
         "disableBGPExport": implemented("felix.calc", "do not advertise the pool's blocks over BGP"),
+        "allowedUses": refused(["LoadBalancer"], "what the pool's addresses are for: Workload, Tunnel, LoadBalancer",
+                               "pools serve workloads only (Tunnel is accepted: l3net allocates no tunnel "
+                               "addresses)", default=["Workload", "Tunnel"]),
         "ipipMode": refused("Always", "IP-in-IP encapsulation between nodes",
                             "l3net routes natively: only Never", default="Never"),
         "vxlanMode": refused("Always", "VXLAN encapsulation between nodes",

@@ -22,6 +22,7 @@ from l3net.model.validate.checker import (
     enum,
     format_path,
     integer,
+    listof,
     obj,
     unsupported,
 )
@@ -76,6 +77,10 @@ IPPOOL_SPEC = obj({
     # Calico 3.31: only pods of the namespaces it selects draw from the pool (absent: every namespace).
     "namespaceSelector": calico_selector_check,
     "disableBGPExport": boolean,
+    # calicoctl exports spell Calico's default out; Tunnel addresses are never allocated (no encapsulation).
+    "allowedUses": unsupported(listof(enum("Workload", "Tunnel", "LoadBalancer"), min_items=1, unique=True),
+                               lambda v: "Workload" in v and set(v) <= {"Workload", "Tunnel"},
+                               "pools serve workloads only: Workload, optionally with Tunnel"),
     "ipipMode": _encap(("Never", "Always", "CrossSubnet")),
     "vxlanMode": _encap(("Never", "Always", "CrossSubnet")),
 }, required=("cidr",), post=_ippool_post)
