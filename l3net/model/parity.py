@@ -106,6 +106,10 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "vxlanMode": refused("Always", "VXLAN encapsulation between nodes",
                              "l3net routes natively: only Never", default="Never"),
     },
+    "IPReservation": {
+        "reservedCIDRs": implemented("l3net.ipam.reservations", "addresses IPAM never assigns automatically",
+                                     note="an address asked for by name (ipAddrs) is still given, as in Calico"),
+    },
     "Node": {
         "bgp.ipv4Address": implemented("bgp.config", "the node's IPv4 address (and subnet) for BGP"),
         "bgp.ipv6Address": implemented("bgp.config", "the node's IPv6 address for BGP"),

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 _RULES = [{"action": "Allow", "source": {}, "destination": {}}]
 BASE: dict[str, tuple[str, dict[str, Any]]] = {
     "IPPool": ("p", {"cidr": "10.0.0.0/16"}),
+    "IPReservation": ("r", {}),
     "Node": ("n1", {}),
     "BGPConfiguration": ("default", {}),
     "BGPPeer": ("peer", {"peerIP": "10.0.0.9", "asNumber": 65000}),
