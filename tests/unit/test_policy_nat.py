@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from felix.calc import Model, compute
 from felix.desired import NatOutgoing
@@ -114,3 +116,21 @@ def test_natoutgoing_on_an_ipv6_pool_is_refused_by_validation() -> None:
     doc["spec"]["natOutgoing"] = False
     assert resource_from_document(doc).spec["natOutgoing"] is False
     assert ipaddress.ip_network(resource_from_document(doc).spec["cidr"]).version == 6
+
+
+HOSTILE = st.one_of(st.text(max_size=30), st.sampled_from([
+    "10.0.0.0/8 -j ACCEPT", "10.0.0.0/8\n-A POSTROUTING -j ACCEPT", '10.0.0.0/8" -j ACCEPT', "0.0.0.0/0",
+    "10.1.2.3/32", "fd00::/64", "10.0.0.0/8", "10.0.0.1/8"]))
+
+
+@given(masq=st.lists(HOSTILE, min_size=1, max_size=3), others=st.lists(HOSTILE, max_size=3))
+def test_hostile_pool_text_is_refused_or_rendered_as_parsed_networks_only(masq: list[str], others: list[str]) -> None:
+    try:
+        nat = render_nat_outgoing(masq, [*masq, *others])
+    except ValueError:
+        return
+    # The rules never carry pool text (members live in the sets), and every member is a re-serialised network.
+    assert nat.chains == GOLDEN_CHAINS and nat.hooks == GOLDEN_HOOKS
+    for _, members in nat.ipsets.values():
+        for m in members:
+            assert str(ipaddress.ip_network(m)) in (m, f"{m}/32") and "\n" not in m and " " not in m
