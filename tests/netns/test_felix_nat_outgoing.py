@@ -82,3 +82,13 @@ def test_pods_of_a_natoutgoing_pool_reach_outside_until_the_flag_is_turned_off(n
     wait_for(lambda: "l3n-" not in nat_table(node.ns), what="nat chains removed with the pool")
     assert HOST_RULE in nat_table(node.ns)
     assert node.proc is not None and node.proc.poll() is None
+
+
+def test_with_policy_disabled_natoutgoing_is_reported_not_silently_ignored(node: Node) -> None:
+    node.add_workload("a", POD_IP)
+    node.write_affinity("10.65.0.0/26")
+    put_pool(node, nat_outgoing=True)
+    node.start_agent(L3NET_POLICY_ENABLED="false")
+    wait_for(node.ready, what="readiness")
+    wait_for(lambda: "natOutgoing is NOT applied" in node.log(), what="the warning about natOutgoing")
+    assert "l3n-" not in nat_table(node.ns)
