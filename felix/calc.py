@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from felix.config import config_prefix
-from felix.desired import Advertisement, DesiredState, InterfaceSpec, RouteSpec
+from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
@@ -56,6 +56,7 @@ class Pool:
     cidr: IPNetwork
     disable_bgp_export: bool
     disabled: bool
+    nat_outgoing: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def _pool(key: str, res: Resource) -> Pool:
     except ValueError as exc:
         raise ValueError(f"spec.cidr: {exc}") from exc
     return Pool(key=key, cidr=cidr, disable_bgp_export=bool(res.spec.get("disableBGPExport", False)),
-                disabled=bool(res.spec.get("disabled", False)))
+                disabled=bool(res.spec.get("disabled", False)),
+                nat_outgoing=res.spec.get("natOutgoing") is True)
 
 
 class Model:
@@ -264,6 +266,19 @@ def outside_pools(w: Workload, pools: CoverIndex) -> list[str]:
             if net not in pools]
 
 
+def _net_key(n: IPNetwork) -> tuple[int, int, int]:
+    return n.version, int(n.network_address), n.prefixlen
+
+
+def nat_outgoing(pools: Iterable[Pool]) -> NatOutgoing:
+    """Calico's natOutgoing for this node: IPv4 pools only (IPv6 natOutgoing is refused by validation)."""
+    v4 = sorted({p.cidr for p in pools if p.cidr.version == 4}, key=_net_key)
+    masq = sorted({p.cidr for p in pools if p.cidr.version == 4 and p.nat_outgoing}, key=_net_key)
+    if not masq:
+        return NatOutgoing()
+    return NatOutgoing(masq_pools=tuple(str(n) for n in masq), all_pools=tuple(str(n) for n in v4))
+
+
 def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping[str, Sequence[str]], *,
             node_ips: Iterable[str] = (), policy_builder: Builder | None = None,
             bgp_builder: Builder | None = None) -> DesiredState:
@@ -278,6 +293,8 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     - a local workload with an address outside every IPPool (disabled pools count: disabling
       a pool stops new allocations, as in Calico, not running pods) is skipped whole, logged
       and listed in ``rejected_workloads``;
+    - ``nat``: the pools whose pods are masqueraded towards destinations outside every pool
+      (:func:`nat_outgoing`; the same on every node, as in Calico);
     - BGP advertisements: our confirmed blocks, and a /32 per local address outside them
       (borrowed) but inside an IP pool, skipping pools with ``disableBGPExport``; a learned
       route never goes via a local workload's address (the BGP import defaults refuse such
@@ -355,6 +372,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     bgp_view = bgp_builder(model, node) if bgp_builder else None
     return DesiredState(routes=frozenset(routes.values()), interfaces=frozenset(interfaces),
                         advertisements=frozenset(adverts), policy=policy, bgp_view=bgp_view,
+                        nat=nat_outgoing(model.pools.values()),
                         local_endpoints=len(local), local_blocks=len(blocks),
                         rejected_workloads=tuple(rejected),
                         waiting_for_interfaces=tuple(sorted(set(waiting))))

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from felix.calc import Link
-from felix.desired import DesiredState, RouteSpec
+from felix.desired import DesiredState, NatOutgoing, RouteSpec
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RouteApplyResult, RouteDriver, RouteRefusal, RouteWriteError
 from l3net import metrics
+from policy.nat import render_nat_outgoing, with_nat
 
 _log = logging.getLogger(__name__)
 
@@ -147,19 +148,24 @@ class Dataplane:
 
     def apply(self, desired: DesiredState, links: Mapping[str, Link], *, keep_stale_learned: bool) -> ApplyReport:
         """Both sides in one call, policy first (tests and tools; the agent's loop applies each side on its own)."""
-        writes = self.apply_policy(desired.policy) if desired.policy is not None else 0
+        writes = self.apply_policy(desired.policy, desired.nat) if desired.policy is not None else 0
         report = self.apply_routes(desired, links, keep_stale_learned=keep_stale_learned)
         report.writes += writes
         return report
 
-    def apply_policy(self, program: Any) -> int:
+    def apply_policy(self, program: Any, nat: NatOutgoing | None = None) -> int:
         """The policy side, in Felix's order: ipsets (create/update) → iptables → ipsets (delete).
+
+        ``nat`` (natOutgoing) rides along as the ``nat`` table of the same program: one owner
+        for every l3n- chain and set, and the same atomic restore per table.
 
         Independent of the route side: it may run on another thread at the same time
         (it touches no route or sysctl). Raises what the drivers raise when the kernel refuses.
         """
         if self.iptables is None or self.ipsets is None:
             return 0
+        nat = nat or NatOutgoing()
+        program = with_nat(program, render_nat_outgoing(nat.masq_pools, nat.all_pools))
         writes = self.ipsets.apply_adds(program.ipsets)
         writes += self.iptables.apply_program(program)
         writes += self.ipsets.apply_deletes(program.ipsets)

@@ -43,6 +43,20 @@ class Advertisement:
 
 
 @dataclass(frozen=True)
+class NatOutgoing:
+    """What Calico's ``natOutgoing`` asks of this node's ``nat`` table (rendered by :mod:`policy.nat`).
+
+    ``masq_pools``: the IPv4 pools with ``natOutgoing: true``; ``all_pools``: every IPv4 pool
+    (disabled ones too: disabling a pool stops allocation, not its running pods). Traffic from a
+    masq pool to anything outside every pool is masqueraded. Both sorted; empty masq_pools means
+    no NAT at all (l3net's nat chains are removed).
+    """
+
+    masq_pools: tuple[str, ...] = ()
+    all_pools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DesiredState:
     """The whole dataplane this node should have, computed by :func:`felix.calc.compute`.
 
@@ -55,6 +69,7 @@ class DesiredState:
     advertisements: frozenset[Advertisement] = frozenset()
     policy: Any = None
     bgp_view: Any = None
+    nat: NatOutgoing = NatOutgoing()
     # Counts the metrics and the readiness report show (not used by drivers).
     local_endpoints: int = 0
     local_blocks: int = 0

@@ -391,7 +391,7 @@ class SyncLoop:
             return
 
         async def apply(p: Any) -> int:
-            return await loop.run_in_executor(self.policy_io, self.dataplane.apply_policy, p)
+            return await loop.run_in_executor(self.policy_io, self.dataplane.apply_policy, p, desired.nat)
 
         try:
             with metrics.POLICY_APPLY_TIME.time():

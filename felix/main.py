@@ -145,6 +145,7 @@ class Agent:
         self._stop_registration = threading.Event()
         self.cni: cniserver.CNIServer | None = None
         self.programmed = ProgrammedEndpoints()
+        self._nat_warned: Any = None  # the NatOutgoing last warned about (policy disabled)
 
     # -- background registration (retried while the datastore is down) ----------
     def _register_forever(self, on_fatal: Callable[[BaseException], None]) -> None:
@@ -168,6 +169,11 @@ class Agent:
 
     def _on_applied(self, desired: DesiredState) -> None:
         metrics.BGP_ADVERTISEMENTS.set(len(desired.advertisements))
+        if not self.cfg.policy_enabled and desired.nat.masq_pools and desired.nat != self._nat_warned:
+            # natOutgoing rides on the policy side's iptables driver: say so rather than ignore the flag quietly.
+            _log.warning("natOutgoing is NOT applied: policy is disabled (policy_enabled=false) pools=%s",
+                         ",".join(desired.nat.masq_pools))
+            self._nat_warned = desired.nat
         if self.sync is not None:
             self.programmed.applied(self.sync.applied_revision,
                                     (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))

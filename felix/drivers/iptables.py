@@ -30,7 +30,7 @@ _HASH_RE = re.compile(r'--comment "?' + re.escape(RULE_HASH_COMMENT_PREFIX) + r'
 _KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 # nft: "Table `raw' does not exist"; legacy: "Cannot initialize: Table does not exist (do you need to insmod?)".
 _NO_TABLE_RE = re.compile(r"table\b.*does not exist", re.IGNORECASE)
-MANAGED_TABLES = ("filter", "raw")
+MANAGED_TABLES = ("filter", "raw", "nat")  # nat: natOutgoing (policy.nat)
 # xtables exit codes: 1 OTHER_PROBLEM (a line the kernel refused), 2 PARAMETER_PROBLEM (a line the parser
 # refused); 4 RESOURCE_PROBLEM (the xtables lock, a busy kernel) is transient and retried.
 _REFUSED_RCS = (1, 2)
@@ -147,7 +147,7 @@ def detect_backend(runner: Runner) -> str:
 
 
 class IptablesDriver:
-    """Owns every ``l3n-`` chain and every ``l3n:``-hashed rule in the filter and raw tables of one namespace.
+    """Owns every ``l3n-`` chain and every ``l3n:``-hashed rule in the filter, raw and nat tables of one namespace.
 
     ``apply(chains, hooks)`` diffs chain by chain against a cached view of each
     table and writes one ``iptables-restore --noflush --wait`` transaction per

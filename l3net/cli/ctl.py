@@ -74,6 +74,7 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "IPPool": [("CIDR", spec("cidr")), ("BLOCKSIZE", spec("blockSize")), ("NAT", spec("natOutgoing",
                    default="false")), ("DISABLED", spec("disabled", default="false")),
                    ("SELECTOR", spec("nodeSelector"))],
+        "IPReservation": [("RESERVED", spec("reservedCIDRs"))],
         "Node": [("ASN", spec("bgp", "asNumber", default="(global)")), ("IPV4", spec("bgp", "ipv4Address")),
                  ("IPV6", spec("bgp", "ipv6Address")), ("RR-CLUSTER", spec("bgp", "routeReflectorClusterID"))],
         "BGPConfiguration": [("LOGSEVERITY", spec("logSeverityScreen")),

@@ -24,6 +24,7 @@ from l3net.errors import Conflict, ValidationError
 from l3net.ipam.block import Block, host_affinity
 from l3net.ipam.pools import IPAMConfig, Pool, pool_from_kv
 from l3net.ipam.report import IPAMReport, build_report
+from l3net.ipam.reservations import Reservations, reservations_from_kvs
 from l3net.keys import KeyLayout, token_cidr
 
 _log = logging.getLogger(__name__)
@@ -150,6 +151,11 @@ class IPAM:
             if pool is not None:
                 out.append(pool)
         return out
+
+    def reservations(self) -> Reservations:
+        """Every IPReservation's ``reservedCIDRs``: never handed out by :meth:`auto_assign`."""
+        kvs, _ = self.ds.list(self.keys.resource_dir("ipreservations"))
+        return reservations_from_kvs(kvs)
 
     def _node_labels(self, node: str) -> dict[str, str]:
         kv = self.ds.get(self.keys.resource("nodes", node))
@@ -286,6 +292,7 @@ class IPAM:
         if not pools:
             raise NoAddresses(f"no enabled IPv4 pool selects node {node!r}" +
                               (f" and namespace {ns!r}" if isinstance(ns, str) else ""))
+        reserved = self.reservations()
         sticky_ops: list[Op] = []
         sticky_owned = False
         if sticky_key:
@@ -313,16 +320,17 @@ class IPAM:
             kv, block = raw
             if block is None or block.affinity != host_affinity(node):
                 continue  # malformed blocks are left for the operator (``ipam check``), not overwritten
-            ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned)
+            ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned,
+                                         reserved)
             if ip is not None:
                 return ip
 
         self.release_expired_holds()
         if cfg.auto_allocate_blocks and len(confirmed) < cfg.max_blocks_per_host and \
-                self._claim_free_block(node, pools) is not None:
+                self._claim_free_block(node, pools, reserved) is not None:
             return None
         if not cfg.strict_affinity:
-            ip = self._borrow(node, handle_id, secondary, pools, sticky_key, sticky_ops, sticky_owned)
+            ip = self._borrow(node, handle_id, secondary, pools, sticky_key, sticky_ops, sticky_owned, reserved)
             if ip is not None:
                 return ip
         why = "strict affinity is on" if cfg.strict_affinity else "every block of the pools is full"
@@ -330,8 +338,9 @@ class IPAM:
                           f"{cfg.max_blocks_per_host} blocks, no free block to claim, and {why}")
 
     def _commit_allocation(self, kv: KeyValue, block: Block, handle_id: str, secondary: dict[str, Any],
-                           sticky_key: str | None, sticky_ops: list[Op], sticky_owned: bool) -> str | None:
-        ip = block.allocate(handle_id, secondary)
+                           sticky_key: str | None, sticky_ops: list[Op], sticky_owned: bool,
+                           reserved: Reservations) -> str | None:
+        ip = block.allocate(handle_id, secondary, reserved.ordinals(block.cidr))
         if ip is None:
             return None
         hkv, handle = self._read_handle(handle_id)
@@ -345,14 +354,17 @@ class IPAM:
         self.ds.commit(ops)
         return ip
 
-    def _claim_free_block(self, node: str, pools: Sequence[Pool]) -> str | None:
-        """Claim the lowest free block of the first pool that has one; None when none is free."""
+    def _claim_free_block(self, node: str, pools: Sequence[Pool], reserved: Reservations) -> str | None:
+        """Claim the lowest free block of the first pool that has one; None when none is free.
+
+        A block whose every address is reserved is never claimed: it could give no address.
+        """
         kvs, _ = self.ds.list(self.keys.blocks)
         existing = {token_cidr(kv.key[len(self.keys.blocks):]) for kv in kvs}
         for pool in pools:
             for net in pool.blocks():
                 cidr = str(net)
-                if cidr in existing:
+                if cidr in existing or reserved.covers(net):
                     continue
                 if self.claim_block(node, cidr):
                     return cidr
@@ -391,7 +403,8 @@ class IPAM:
         return True
 
     def _borrow(self, node: str, handle_id: str, secondary: dict[str, Any], pools: Sequence[Pool],
-                sticky_key: str | None, sticky_ops: list[Op], sticky_owned: bool) -> str | None:
+                sticky_key: str | None, sticky_ops: list[Op], sticky_owned: bool,
+                reserved: Reservations) -> str | None:
         kvs, _ = self.ds.list(self.keys.blocks)
         candidates = []
         for kv in kvs:
@@ -408,7 +421,8 @@ class IPAM:
         # Calico shuffles with a seed from the host name: spreads borrowers, deterministic per node.
         random.Random(node).shuffle(candidates)
         for kv, block in candidates:
-            ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned)
+            ip = self._commit_allocation(kv, block, handle_id, secondary, sticky_key, sticky_ops, sticky_owned,
+                                         reserved)
             if ip is not None:
                 _log.info("borrowed address node=%s ip=%s block=%s owner=%s", node, ip, block.cidr, block.node)
                 return ip

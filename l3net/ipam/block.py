@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,11 +136,13 @@ class Block:
         self.sequence_number += 1
         self.seq_for_allocation[str(ordinal)] = self.sequence_number
 
-    def allocate(self, handle_id: str, secondary: dict[str, Any]) -> str | None:
-        """Take the head of ``unallocated`` for ``handle_id``; None when the block is full."""
-        if not self.unallocated:
+    def allocate(self, handle_id: str, secondary: dict[str, Any],
+                 skip: Collection[int] = frozenset()) -> str | None:
+        """Take the first free ordinal not in ``skip`` (reserved) for ``handle_id``; None when there is none."""
+        pos = next((i for i, o in enumerate(self.unallocated) if o not in skip), None)
+        if pos is None:
             return None
-        ordinal = self.unallocated.pop(0)
+        ordinal = self.unallocated.pop(pos)
         self.allocations[ordinal] = self._attr_index(handle_id, secondary)
         self._bump(ordinal)
         return self.ip(ordinal)

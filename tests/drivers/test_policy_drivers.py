@@ -8,15 +8,22 @@ import shlex
 
 import pytest
 
+from felix.dataplane import Dataplane
+from felix.desired import NatOutgoing
+from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.ipsets import IpsetDriver, IpsetError
 from felix.drivers.iptables import IptablesDriver, IptablesError, detect_backend
+from felix.drivers.routes import RouteDriver
 from policy.compiler import compile_policy
+from policy.nat import CHAIN_NAT_OUTGOING, CHAIN_NAT_POSTROUTING, IPSET_ALL_POOLS, IPSET_MASQ_POOLS
 from policy.testing import netpol, ns, wep
+from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
 
 pytestmark = pytest.mark.drivers
 
-_TARGETS = {"ACCEPT", "DROP", "RETURN", "MARK", "REJECT", "LOG"}
-_BUILTIN = {"filter": ["INPUT", "FORWARD", "OUTPUT"], "raw": ["PREROUTING", "OUTPUT"]}
+_TARGETS = {"ACCEPT", "DROP", "RETURN", "MARK", "REJECT", "LOG", "MASQUERADE", "SNAT"}
+_BUILTIN = {"filter": ["INPUT", "FORWARD", "OUTPUT"], "raw": ["PREROUTING", "OUTPUT"],
+            "nat": ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]}
 
 
 class FakeKernel:
@@ -352,3 +359,35 @@ def test_save_failure_is_retried_not_read_as_an_empty_table(kernel: FakeKernel) 
     ipt = IptablesDriver(kernel, backend="nft", tables=("filter",))
     del kernel.tables["raw"]
     assert ipt.read_table("raw").chains == {}
+
+
+HOST_NAT = "-d 198.51.100.0/24 -j SNAT --to-source 10.0.0.1"
+
+
+def _policy_dataplane(kernel: FakeKernel) -> Dataplane:
+    return Dataplane(RouteDriver(FakeNetlink()), InterfaceDriver(FakeSysctls()), ipsets=IpsetDriver(kernel),
+                     iptables=IptablesDriver(kernel, backend="nft"))
+
+
+def test_nat_outgoing_applies_once_survives_restart_and_goes_leaving_host_nat_rules(kernel: FakeKernel) -> None:
+    kernel.tables["nat"]["POSTROUTING"] = [HOST_NAT]
+    nat = NatOutgoing(masq_pools=("10.65.0.0/16",), all_pools=("10.65.0.0/16", "10.70.0.0/16"))
+    dp = _policy_dataplane(kernel)
+    assert dp.apply_policy(_program(), nat) == 4  # ipsets, filter, raw, nat
+    assert set(kernel.tables["nat"]) >= {CHAIN_NAT_POSTROUTING, CHAIN_NAT_OUTGOING}
+    assert kernel.tables["nat"]["POSTROUTING"][0].endswith(f"-j {CHAIN_NAT_POSTROUTING}")
+    assert kernel.tables["nat"]["POSTROUTING"][1:] == [HOST_NAT]
+    assert kernel.ipsets[IPSET_MASQ_POOLS] == ("hash:net", {"10.65.0.0/16"})
+    assert kernel.ipsets[IPSET_ALL_POOLS] == ("hash:net", {"10.65.0.0/16", "10.70.0.0/16"})
+    writes = len(kernel.writes)
+    assert dp.apply_policy(_program(), nat) == 0
+    assert _policy_dataplane(kernel).apply_policy(_program(), nat) == 0  # a restarted agent adopts it
+    assert len(kernel.writes) == writes
+
+    # A new pool changes the set only; the flag turned off removes chains, hook and sets.
+    wider = NatOutgoing(masq_pools=nat.masq_pools, all_pools=(*nat.all_pools, "10.80.0.0/16"))
+    assert dp.apply_policy(_program(), wider) == 1
+    assert dp.apply_policy(_program(), NatOutgoing()) == 2  # nat table, then ipsets deleted
+    assert kernel.tables["nat"] == {"PREROUTING": [], "INPUT": [], "OUTPUT": [], "POSTROUTING": [HOST_NAT]}
+    assert not {IPSET_MASQ_POOLS, IPSET_ALL_POOLS} & set(kernel.ipsets)
+    assert kernel.tables["filter"]["FOREIGN"] == ["-s 203.0.113.0/24 -j DROP"]

@@ -119,8 +119,6 @@ spec:
   logSeverityScreen: Info
   nodeToNodeMeshEnabled: false
   asNumber: 63400
-  serviceClusterIPs:
-  - cidr: 10.96.0.0/12
   communities:
   - name: bgp-large-community
     value: 63400:300:100
@@ -185,6 +183,16 @@ def test_calico_manifests_apply_where_fields_exist() -> None:
     res = load_documents(text, "calico.yaml")
     assert [r.kind for r in res] == ["IPPool", "BGPConfiguration", "BGPPeer", "BGPPeer", "GlobalNetworkPolicy"]
     assert res[0].spec["blockSize"] == 26
+
+
+def test_calico_service_advertisement_is_refused_not_ignored() -> None:
+    service_ips = "  serviceClusterIPs:\n  - cidr: 10.96.0.0/12\n"
+    text = CALICO_MANIFESTS.replace("  asNumber: 63400\n", "  asNumber: 63400\n" + service_ips)
+    with pytest.raises(ValidationError) as ei:
+        load_documents(text, "calico.yaml")
+    refused = [e for e in ei.value.errors if e.path == "spec.serviceClusterIPs"]
+    assert refused and refused[0].reason.startswith("l3net does not support this field")
+    assert refused[0].document == "calico.yaml#2 BGPConfiguration/default"
 
 
 def test_calico_rule_metadata_is_refused_not_ignored() -> None:
@@ -393,7 +401,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("gnp-nets", _gnp({"egress": [{"action": "Deny", "destination": {"nets": ["10.0.0.1/8"]}}]}),
      "spec.egress[0].destination.nets[0]", "host bits"),
     ("gnp-order-nan", _gnp({"order": float("nan")}), "spec.order", "finite"),
-    ("gnp-prednat", _gnp({"preDNAT": True}), "spec.applyOnForward", "must be true"),
+    ("gnp-prednat", _gnp({"preDNAT": True}), "spec.preDNAT", "l3net does not support this field"),
     ("wep-name", _wep({}, name="node1-k8s-pod1"), "metadata.name", "node1-k8s-pod1-eth0"),
     ("wep-mac", _wep({"mac": "ee:ee:ee"}), "spec.mac", "MAC address"),
     ("wep-ifname", _wep({"interfaceName": "cali0123456789abcdef"}), "spec.interfaceName", "interface name"),

@@ -27,6 +27,7 @@ from l3net.model.validate.checker import (
     short,
     string,
     typename,
+    unsupported,
 )
 from l3net.model.validate.names import dns_name, dns_reason
 from l3net.model.validate.selectors import calico_selector_check
@@ -95,6 +96,7 @@ _SECRET_VALUE = obj({
     "secretKeyRef": obj({"name": secret_key_part("name"), "key": secret_key_part("key")}, required=("name", "key")),
 }, post=_secret_post)
 _CIDR_ITEM = obj({"cidr": cidr}, required=("cidr",))
+_SERVICE_IPS = unsupported(listof(_CIDR_ITEM), lambda v: not v, "Service addresses are not advertised")
 
 
 def _bgpconfig_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
@@ -128,9 +130,10 @@ BGP_CONFIGURATION_SPEC = obj({
                               required=("name", "value"))),
     "prefixAdvertisements": listof(obj({"cidr": cidr, "communities": listof(string(non_empty=True))},
                                        required=("cidr",))),
-    "serviceClusterIPs": listof(_CIDR_ITEM),
-    "serviceExternalIPs": listof(_CIDR_ITEM),
-    "serviceLoadBalancerIPs": listof(_CIDR_ITEM),
+    # Calico's service advertisement: not built yet (issue 19), so refused unless empty.
+    "serviceClusterIPs": _SERVICE_IPS,
+    "serviceExternalIPs": _SERVICE_IPS,
+    "serviceLoadBalancerIPs": _SERVICE_IPS,
     # Per-peer cap on prefixes accepted from one peer (BGPPeer.maxPrefixes overrides it).
     "maxPrefixes": integer(1, 10_000_000),
     "bfd": BFD_SPEC,
@@ -169,8 +172,11 @@ BGP_PEER_SPEC = obj({
     "keepaliveTime": duration,
     "holdTime": duration,
     "password": _SECRET_VALUE,
-    "sourceAddress": enum("UseNodeIP", "None"),
-    "keepOriginalNextHop": boolean,
+    # l3net's sessions always use the node's address (Calico's default, UseNodeIP).
+    "sourceAddress": unsupported(enum("UseNodeIP", "None"), lambda v: v == "UseNodeIP",
+                                 "sessions always use the node's address: only UseNodeIP"),
+    "keepOriginalNextHop": unsupported(boolean, lambda v: v is False,
+                                       "routes to a peer always carry the node's address as next hop"),
     "maxRestartTime": duration,
     "ttlSecurity": integer(0, 255),
     # TTL of our packets to an eBGP peer that is not on one of the node's subnets (Cilium's ebgpMultihop):

@@ -2,8 +2,9 @@
 
 Owns rules (action, protocol, ICMP type/code, source and destination entities with nets,
 selectors and ports), the rule-level consistency checks (ports need a port protocol, ICMP needs an
-ICMP protocol), the ``types`` default (Ingress, plus Egress when egress rules are present) and the
-doNotTrack/preDNAT/applyOnForward combinations Calico allows.
+ICMP protocol) and the ``types`` default (Ingress, plus Egress when egress rules are present). The
+host-endpoint flags (doNotTrack, preDNAT, applyOnForward) and service-account and Service matches
+are refused unless at their defaults (l3net.model.parity lists every field).
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ import logging
 from typing import Any
 
 from l3net.model.validate.addresses import cidr
-from l3net.model.validate.checker import Checker, boolean, enum, format_path, integer, listof, number, obj
+from l3net.model.validate.checker import (
+    Checker,
+    boolean,
+    enum,
+    format_path,
+    integer,
+    listof,
+    number,
+    obj,
+    string,
+    unsupported,
+)
 from l3net.model.validate.k8s_policy import POLICY_TYPES
 from l3net.model.validate.ports import PORT_PROTOCOLS, calico_port, calico_protocol
 from l3net.model.validate.selectors import calico_selector_check
@@ -29,6 +41,11 @@ _ENTITY = obj({
     "namespaceSelector": calico_selector_check,
     "ports": listof(calico_port),
     "notPorts": listof(calico_port),
+    # Calico matches these against ServiceAccounts and Services: l3net has neither in its model.
+    "serviceAccounts": unsupported(obj({"names": listof(string()), "selector": calico_selector_check}),
+                                   lambda v: not v, "service accounts are not matched"),
+    "services": unsupported(obj({"name": string(), "namespace": string()}), lambda v: not v,
+                            "Services are not matched"),
 })
 
 
@@ -66,14 +83,9 @@ _RULE = obj({
 def _gnp_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
     if raw.get("types") is None:
         out["types"] = ["Ingress", "Egress"] if raw.get("egress") else ["Ingress"]
-    if out.get("doNotTrack") and out.get("preDNAT"):
-        c.error(format_path(path, "preDNAT"), "preDNAT and doNotTrack cannot both be true")
-    for flag in ("doNotTrack", "preDNAT"):
-        if out.get(flag) and not out.get("applyOnForward"):
-            c.error(format_path(path, "applyOnForward"), f"must be true when {flag} is true")
-    if out.get("preDNAT") and raw.get("egress"):
-        c.error(format_path(path, "egress"), "preDNAT policies cannot have egress rules")
 
+
+_HOST_ONLY = unsupported(boolean, lambda v: v is False, "it applies to host endpoints, which l3net does not have")
 
 GLOBAL_NETWORK_POLICY_SPEC = obj({
     "order": number,
@@ -82,7 +94,10 @@ GLOBAL_NETWORK_POLICY_SPEC = obj({
     "types": POLICY_TYPES,
     "ingress": listof(_RULE),
     "egress": listof(_RULE),
-    "doNotTrack": boolean,
-    "preDNAT": boolean,
-    "applyOnForward": boolean,
+    # Host endpoint features (raw and mangle tables, forwarded host traffic): l3net has no HostEndpoints.
+    "doNotTrack": _HOST_ONLY,
+    "preDNAT": _HOST_ONLY,
+    "applyOnForward": _HOST_ONLY,
+    "serviceAccountSelector": unsupported(calico_selector_check, lambda v: v == "",
+                                          "service accounts are not matched"),
 }, post=_gnp_post)

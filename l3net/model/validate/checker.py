@@ -18,8 +18,8 @@ from l3net.errors import FieldError
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["BAD", "Check", "Checker", "Post", "boolean", "enum", "format_path", "integer", "listof", "number",
-           "obj", "short", "string", "typename"]
+__all__ = ["BAD", "UNSUPPORTED", "Check", "Checker", "Post", "boolean", "enum", "format_path", "integer", "listof",
+           "number", "obj", "short", "string", "typename", "unsupported"]
 
 
 class _Bad:
@@ -122,6 +122,7 @@ def obj(fields: dict[str, Check], required: tuple[str, ...] = (), post: Post | N
             post(c, value, out, path)
         return out
 
+    check.fields = fields  # type: ignore[attr-defined]  # the schema, walked by l3net.model.parity's test
     return check
 
 
@@ -150,6 +151,7 @@ def listof(item: Check, min_items: int = 0, unique: bool = False) -> Check:
             out.append(r)
         return BAD if bad else out
 
+    check.item = item  # type: ignore[attr-defined]
     return check
 
 
@@ -210,3 +212,24 @@ def number(c: Checker, value: Any, path: str) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return c.error(path, "must be a finite number")
     return value
+
+
+# The words every refusal of a Calico field starts with (issue 19: implemented, or refused, never ignored).
+UNSUPPORTED = "l3net does not support this field"
+
+
+def unsupported(inner: Check, is_default: Callable[[Any], bool], why: str = "") -> Check:
+    """A Calico field l3net does not implement: accepted only at its default (``is_default``), else refused.
+
+    ``inner`` checks the value's shape first, so a malformed value gets its usual error; a
+    well-formed non-default one is refused with :data:`UNSUPPORTED` and ``why``.
+    """
+
+    def check(c: Checker, value: Any, path: str) -> Any:
+        out = inner(c, value, path)
+        if out is BAD or is_default(out):
+            return out
+        return c.error(path, f"{UNSUPPORTED}{f' ({why})' if why else ''}")
+
+    check.unsupported = True  # type: ignore[attr-defined]
+    return check

@@ -3,7 +3,7 @@
 Owns the pool rules: a CIDR clear of link-local (where workload gateways live), loopback and
 multicast; ``blockSize`` 20..32 (IPv4) or 116..128 (IPv6) and no larger than the pool, defaulting
 to Calico's 26/122 (or the pool's own prefix when smaller); ``nodeSelector`` defaulting to ``all()``;
-only ``Never`` encapsulation (l3net routes natively).
+only ``Never`` encapsulation (l3net routes natively); ``natOutgoing`` on IPv4 pools only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,18 @@ from typing import Any
 
 from l3net.constants import DEFAULT_BLOCK_SIZE_V4, DEFAULT_BLOCK_SIZE_V6
 from l3net.model.validate.addresses import cidr
-from l3net.model.validate.checker import Checker, boolean, format_path, integer, obj, short
+from l3net.model.validate.checker import (
+    UNSUPPORTED,
+    Check,
+    Checker,
+    boolean,
+    enum,
+    format_path,
+    integer,
+    listof,
+    obj,
+    unsupported,
+)
 from l3net.model.validate.selectors import calico_selector_check
 
 _log = logging.getLogger(__name__)
@@ -24,11 +35,9 @@ __all__ = ["IPPOOL_SPEC"]
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 
 
-def _encap_never(c: Checker, value: Any, path: str) -> Any:
-    if value != "Never":
-        return c.error(path, f"only Never is supported (l3net routes natively, without encapsulation), "
-                             f"not {short(value)}")
-    return value
+def _encap(modes: tuple[str, ...]) -> Check:
+    return unsupported(enum(*modes), lambda v: v == "Never",
+                       "only Never is supported: l3net routes natively, without encapsulation")
 
 
 def _ippool_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
@@ -54,6 +63,9 @@ def _ippool_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str
     elif block < net.prefixlen:
         c.error(bp, f"block /{block} is larger than the pool {out['cidr']}")
     out.setdefault("nodeSelector", "all()")
+    if net.version == 6 and out.get("natOutgoing") is True:
+        # The policy dataplane (the nat table included) is IPv4 only: refused rather than ignored.
+        c.error(format_path(path, "natOutgoing"), f"{UNSUPPORTED} on an IPv6 pool (the policy dataplane is IPv4 only)")
 
 
 IPPOOL_SPEC = obj({
@@ -65,6 +77,10 @@ IPPOOL_SPEC = obj({
     # Calico 3.31: only pods of the namespaces it selects draw from the pool (absent: every namespace).
     "namespaceSelector": calico_selector_check,
     "disableBGPExport": boolean,
-    "ipipMode": _encap_never,
-    "vxlanMode": _encap_never,
+    # calicoctl exports spell Calico's default out; Tunnel addresses are never allocated (no encapsulation).
+    "allowedUses": unsupported(listof(enum("Workload", "Tunnel", "LoadBalancer"), min_items=1, unique=True),
+                               lambda v: "Workload" in v and set(v) <= {"Workload", "Tunnel"},
+                               "pools serve workloads only: Workload, optionally with Tunnel"),
+    "ipipMode": _encap(("Never", "Always", "CrossSubnet")),
+    "vxlanMode": _encap(("Never", "Always", "CrossSubnet")),
 }, required=("cidr",), post=_ippool_post)

@@ -21,6 +21,7 @@ from l3net.model.validate.bgp import (
 from l3net.model.validate.calico_policy import GLOBAL_NETWORK_POLICY_SPEC
 from l3net.model.validate.checker import Check, Checker, obj
 from l3net.model.validate.ippool import IPPOOL_SPEC
+from l3net.model.validate.ipreservation import IPRESERVATION_SPEC
 from l3net.model.validate.k8s_policy import NETWORK_POLICY_SPEC
 from l3net.model.validate.workload import WORKLOAD_ENDPOINT_SPEC, workload_endpoint_name_check
 
@@ -35,6 +36,7 @@ NAMESPACE_SPEC = obj({})
 
 SPECS: dict[str, Check] = {
     "IPPool": IPPOOL_SPEC,
+    "IPReservation": IPRESERVATION_SPEC,
     "Node": NODE_SPEC,
     "BGPConfiguration": BGP_CONFIGURATION_SPEC,
     "BGPPeer": BGP_PEER_SPEC,

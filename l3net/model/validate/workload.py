@@ -19,7 +19,7 @@ from typing import Any
 
 from l3net.constants import WORKLOAD_IFACE_PREFIX
 from l3net.model.validate.addresses import parse_cidr
-from l3net.model.validate.checker import Checker, enum, integer, listof, obj, short, string, typename
+from l3net.model.validate.checker import Checker, enum, integer, listof, obj, short, string, typename, unsupported
 from l3net.model.validate.names import dns_name
 from l3net.model.validate.ports import K8S_PROTOCOLS, iana_port_name
 
@@ -95,7 +95,7 @@ def _mac(c: Checker, value: Any, path: str) -> Any:
 WORKLOAD_ENDPOINT_SPEC = obj({
     "node": dns_name(),
     "orchestrator": dns_name(label=True),
-    "workload": string(max_len=253),
+    "workload": unsupported(string(max_len=253), lambda v: v == "", "only Kubernetes pods are workloads"),
     "pod": dns_name(),
     "endpoint": _ifname,
     "containerID": string(max_len=255),
@@ -104,7 +104,9 @@ WORKLOAD_ENDPOINT_SPEC = obj({
     "mac": _mac,
     "ports": listof(obj({"name": iana_port_name, "protocol": enum(*K8S_PROTOCOLS), "port": integer(1, 65535)},
                         required=("name", "port"))),
-    "profiles": listof(string(max_len=253, non_empty=True)),
+    # Calico's profiles carry namespace and service-account policy; l3net reads Namespace labels instead.
+    "profiles": unsupported(listof(string(max_len=253, non_empty=True)), lambda v: not v,
+                            "namespace labels come from Namespace resources"),
     "serviceAccountName": dns_name(),
 }, required=("node",))
 

@@ -1,0 +1,229 @@
+"""l3net.model.parity: for every kind l3net accepts, each spec field as implemented or refused.
+
+Issue 19's rule: a field l3net accepts does what Calico does, or validation refuses it with
+"l3net does not support this field". Never accepted and ignored. This module is the table of
+that promise; the validators are where it is kept (``unsupported`` checks), and
+``tests/unit/test_model_parity.py`` walks every field of every kind's schema and proves each is
+either here as implemented (naming the module that reads it) or refused by validation.
+
+An implemented entry covers the field and everything under it (a selector object, a list of
+rules read as a whole by its consumer); a refused entry names a value validation must refuse
+(``sample``) and the default it still accepts. Paths are relative to ``spec``; ``[]`` stands for
+any item of a list. ``docs/calico-parity.md`` is rendered from this table (:func:`render_markdown`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["PARITY", "FieldParity", "implemented", "refused", "render_markdown"]
+
+_NO_DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class FieldParity:
+    """One spec field: ``implemented`` by ``consumer`` (a module), or ``refused`` unless at its default."""
+
+    status: Literal["implemented", "refused"]
+    calico: str  # what Calico does with it
+    consumer: str = ""  # implemented: the module that reads it (its source names the field)
+    token: str = ""  # the name the consumer's source quotes, when not the path's last part
+    note: str = ""  # implemented: where l3net differs; refused: why
+    sample: Any = None  # refused: a well-formed value validation refuses
+    default: Any = _NO_DEFAULT  # refused: the value still accepted (Calico's default)
+
+    def name(self, path: str) -> str:
+        return self.token or path.rsplit(".", 1)[-1].removesuffix("[]")
+
+
+def implemented(consumer: str, calico: str, note: str = "", token: str = "") -> FieldParity:
+    return FieldParity("implemented", calico, consumer=consumer, note=note, token=token)
+
+
+def refused(sample: Any, calico: str, note: str, default: Any = _NO_DEFAULT) -> FieldParity:
+    return FieldParity("refused", calico, note=note, sample=sample, default=default)
+
+
+def _calico_rules(direction: str) -> dict[str, FieldParity]:
+    """The fields of a Calico rule list (``ingress`` or ``egress``) of a GlobalNetworkPolicy."""
+    c = "policy.compiler"
+    out = {
+        f"{direction}[].action": implemented(c, "Allow, Deny, Log or Pass the packet"),
+        f"{direction}[].protocol": implemented(c, "match the IP protocol (name or number)"),
+        f"{direction}[].notProtocol": implemented(c, "match any other protocol"),
+        f"{direction}[].icmp": implemented(c, "match ICMP type and code"),
+    }
+    for side in ("source", "destination"):
+        p = f"{direction}[].{side}"
+        out |= {
+            f"{p}.nets": implemented(c, f"match the {side} address in these CIDRs"),
+            f"{p}.notNets": implemented(c, f"match the {side} address outside these CIDRs"),
+            f"{p}.selector": implemented(c, f"match {side} endpoints by labels"),
+            f"{p}.notSelector": implemented(c, f"exclude {side} endpoints by labels"),
+            f"{p}.namespaceSelector": implemented(c, f"match {side} endpoints by their namespace's labels"),
+            f"{p}.ports": implemented(c, f"match {side} ports (numbers, ranges, named ports)"),
+            f"{p}.notPorts": implemented(c, f"exclude {side} ports"),
+            f"{p}.serviceAccounts": refused({"names": ["api"]}, f"match {side} pods by ServiceAccount name or labels",
+                                            "l3net keeps no ServiceAccounts in its model", default={}),
+            f"{p}.services": refused({"name": "web", "namespace": "default"},
+                                     f"match the {side} endpoints of a Kubernetes Service",
+                                     "l3net keeps no Services in its model", default={}),
+        }
+    return out
+
+
+def _filter_rules(direction: str) -> dict[str, FieldParity]:
+    b = "bgp.policy"
+    return {
+        f"{direction}[].cidr": implemented(b, "the prefix the rule compares with"),
+        f"{direction}[].matchOperator": implemented(b, "Equal, NotEqual, In or NotIn against cidr"),
+        f"{direction}[].prefixLength": implemented(b, "bounds on the route's prefix length"),
+        f"{direction}[].action": implemented(b, "Accept or Reject the route"),
+    }
+
+
+_HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
+_SERVICES = "Service advertisement is not built (issue 19)"
+
+PARITY: dict[str, dict[str, FieldParity]] = {
+    "IPPool": {
+        "cidr": implemented("felix.calc", "the pool's addresses"),
+        "blockSize": implemented("l3net.ipam.pools", "size of the per-node blocks"),
+        "disabled": implemented("l3net.ipam.pools", "no new allocations; running pods keep their addresses"),
+        "natOutgoing": implemented("felix.calc", "masquerade pod traffic to destinations outside every pool",
+                                   note="IPv4 pools only: true on an IPv6 pool is refused; applied by the "
+                                        "policy side (policy.nat), so not with policy_enabled=false"),
+        "nodeSelector": implemented("l3net.ipam.pools", "which nodes allocate from the pool"),
+        "namespaceSelector": implemented("l3net.ipam.pools", "which namespaces' pods allocate from the pool"),
+        "disableBGPExport": implemented("felix.calc", "do not advertise the pool's blocks over BGP"),
+        "allowedUses": refused(["LoadBalancer"], "what the pool's addresses are for: Workload, Tunnel, LoadBalancer",
+                               "pools serve workloads only (Tunnel is accepted: l3net allocates no tunnel "
+                               "addresses)", default=["Workload", "Tunnel"]),
+        "ipipMode": refused("Always", "IP-in-IP encapsulation between nodes",
+                            "l3net routes natively: only Never", default="Never"),
+        "vxlanMode": refused("Always", "VXLAN encapsulation between nodes",
+                             "l3net routes natively: only Never", default="Never"),
+    },
+    "IPReservation": {
+        "reservedCIDRs": implemented("l3net.ipam.reservations", "addresses IPAM never assigns automatically",
+                                     note="an address asked for by name (ipAddrs) is still given, as in Calico"),
+    },
+    "Node": {
+        "bgp.ipv4Address": implemented("bgp.config", "the node's IPv4 address (and subnet) for BGP"),
+        "bgp.ipv6Address": implemented("bgp.config", "the node's IPv6 address for BGP"),
+        "bgp.asNumber": implemented("bgp.config", "the node's own AS number"),
+        "bgp.routeReflectorClusterID": implemented("bgp.config", "makes the node a route reflector"),
+    },
+    "BGPConfiguration": {
+        "nodeToNodeMeshEnabled": implemented("bgp.config", "full mesh between nodes"),
+        "asNumber": implemented("bgp.config", "the cluster's default AS number"),
+        "listenPort": implemented("bgp.config", "BGP listen port"),
+        "logSeverityScreen": implemented("bgp.config", "BGP daemon log level"),
+        "keepaliveTime": implemented("bgp.config", "BGP keepalive interval",
+                                     note="BIRD engine: as set; ExaBGP engine: ExaBGP sends keepalives every "
+                                          "holdTime/3 (validation keeps keepaliveTime at most that)"),
+        "holdTime": implemented("bgp.config", "BGP hold time"),
+        "gracefulRestart": implemented("bgp.config", "graceful restart capability"),
+        "restartTime": implemented("bgp.config", "graceful restart time"),
+        "nodeMeshPassword": implemented("bgp.config", "MD5 password of the mesh sessions"),
+        "communities": implemented("bgp.config", "named BGP communities"),
+        "prefixAdvertisements": implemented("bgp.config", "communities attached to advertised prefixes"),
+        "serviceClusterIPs": refused([{"cidr": "10.96.0.0/12"}], "advertise the cluster's Service CIDRs",
+                                     _SERVICES, default=[]),
+        "serviceExternalIPs": refused([{"cidr": "192.0.2.0/24"}], "advertise Services' external IPs",
+                                      _SERVICES, default=[]),
+        "serviceLoadBalancerIPs": refused([{"cidr": "198.51.100.0/24"}], "advertise Services' LoadBalancer IPs",
+                                          _SERVICES, default=[]),
+        "maxPrefixes": implemented("bgp.config", "(l3net) cap on prefixes accepted from one peer"),
+        "bfd": implemented("bgp.config", "(l3net) BFD for the BGP sessions"),
+    },
+    "BGPPeer": {
+        "node": implemented("bgp.config", "the one node that peers"),
+        "nodeSelector": implemented("bgp.config", "the nodes that peer"),
+        "peerIP": implemented("bgp.config", "the peer's address (and port)"),
+        "peerSelector": implemented("bgp.config", "peer with the selected nodes"),
+        "asNumber": implemented("bgp.config", "the peer's AS number"),
+        "keepaliveTime": implemented("bgp.config", "BGP keepalive interval for this peer",
+                                     note="as in BGPConfiguration"),
+        "holdTime": implemented("bgp.config", "BGP hold time for this peer"),
+        "password": implemented("bgp.config", "MD5 password"),
+        "sourceAddress": refused("None", "UseNodeIP binds the session to the node's address; None lets the "
+                                         "kernel choose", "sessions always use the node's address",
+                                 default="UseNodeIP"),
+        "keepOriginalNextHop": refused(True, "keep the route's original next hop when advertising to this peer",
+                                       "l3net always advertises the node's address as next hop", default=False),
+        "maxRestartTime": implemented("bgp.config", "graceful restart time granted to the peer"),
+        "ttlSecurity": implemented("bgp.config", "GTSM: accept only packets within this many hops"),
+        "ebgpMultihop": implemented("bgp.config", "(l3net) outgoing TTL to a peer not on a node subnet"),
+        "maxPrefixes": implemented("bgp.config", "(l3net) cap on prefixes accepted from this peer"),
+        "filters": implemented("bgp.config", "BGPFilters applied to this peer, in order"),
+        "bfd": implemented("bgp.config", "(l3net) BFD for this peer"),
+    },
+    "BGPFilter": {**_filter_rules("exportV4"), **_filter_rules("importV4"), **_filter_rules("exportV6"),
+                  **_filter_rules("importV6")},
+    "WorkloadEndpoint": {
+        "node": implemented("felix.calc", "the node that hosts the workload"),
+        "orchestrator": implemented("policy.model", "the orchestrator (k8s); a label selectors can match"),
+        "workload": refused("vm-1", "the workload's name for non-Kubernetes orchestrators",
+                            "only Kubernetes pods are workloads", default=""),
+        "pod": implemented("l3net.kube.controller", "the pod's name"),
+        "endpoint": implemented("l3net.cni.plugin", "the pod-side interface name"),
+        "containerID": implemented("l3net.ipam.report", "the container, for IPAM handles"),
+        "ipNetworks": implemented("felix.calc", "the workload's addresses (routed, policed)"),
+        "interfaceName": implemented("felix.calc", "the host-side interface"),
+        "mac": implemented("l3net.cni.plugin", "the pod-side MAC (recorded)"),
+        "ports": implemented("policy.model", "named ports for policy"),
+        "profiles": refused(["kns.default"], "profiles whose rules and labels apply to the workload",
+                            "namespace labels come from Namespace resources", default=[]),
+        "serviceAccountName": implemented("l3net.kube.controller", "the pod's ServiceAccount"),
+    },
+    "Namespace": {},
+    "NetworkPolicy": {
+        "podSelector": implemented("policy.compiler", "(Kubernetes) the pods the policy applies to"),
+        "ingress": implemented("policy.compiler", "(Kubernetes) allowed sources and ports"),
+        "egress": implemented("policy.compiler", "(Kubernetes) allowed destinations and ports"),
+        "policyTypes": implemented("policy.model", "(Kubernetes) the directions the policy isolates"),
+    },
+    "GlobalNetworkPolicy": {
+        "order": implemented("policy.model", "evaluation order"),
+        "selector": implemented("policy.compiler", "the endpoints the policy applies to"),
+        "namespaceSelector": implemented("policy.compiler", "restrict to endpoints of selected namespaces"),
+        "types": implemented("policy.model", "the directions the policy applies to"),
+        **_calico_rules("ingress"),
+        **_calico_rules("egress"),
+        "doNotTrack": refused(True, "rules in the raw table, before connection tracking, for host endpoints",
+                              _HOST_ONLY, default=False),
+        "preDNAT": refused(True, "rules in the mangle table, before DNAT, for host endpoints",
+                           _HOST_ONLY, default=False),
+        "applyOnForward": refused(True, "also apply host endpoint policy to forwarded traffic",
+                                  _HOST_ONLY, default=False),
+        "serviceAccountSelector": refused("role == 'api'", "restrict the policy to pods of matching ServiceAccounts",
+                                          "l3net keeps no ServiceAccounts in its model", default=""),
+    },
+}
+
+
+def render_markdown() -> str:
+    """The table of docs/calico-parity.md: one row per field of every kind."""
+    lines = ["| kind | field (under `spec`) | l3net | what Calico does |", "|---|---|---|---|"]
+    for kind, fields in PARITY.items():
+        if not fields:
+            lines.append(f"| {kind} | (no spec fields) | - | - |")
+        for path, f in fields.items():
+            if f.status == "implemented":
+                status = f"implemented (`{f.consumer}`)" + (f"; {f.note}" if f.note else "")
+            else:
+                shown = "default" if f.default is _NO_DEFAULT else f"accepted only as `{_yaml(f.default)}`"
+                status = f"**refused** ({shown}): {f.note}"
+            lines.append(f"| {kind} | `{path}` | {status} | {f.calico} |")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value == "":
+        return '""'
+    return str(value)

@@ -1,0 +1,130 @@
+"""A corpus of Calico-style manifests (written for this test, in the shape of Calico's documentation examples):
+each applies unchanged, or is refused with a message that names the field or kind l3net does not support."""
+
+from __future__ import annotations
+
+import pytest
+
+from l3net.errors import ValidationError
+from l3net.model.documents import load_documents
+
+pytestmark = pytest.mark.unit
+
+APPLIES = {
+    "default-pool": """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: default-ipv4-ippool}
+spec: {cidr: 192.168.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never, natOutgoing: true,
+       nodeSelector: all(), allowedUses: [Workload, Tunnel]}
+""",
+    "reservation": """\
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: my-ipreservation-1}
+spec:
+  reservedCIDRs: [192.168.2.3, 10.0.2.3/32, "cafe:f00d::/123"]
+""",
+    "bgp-defaults-spelled-out": """\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {logSeverityScreen: Info, nodeToNodeMeshEnabled: true, asNumber: 63400, serviceClusterIPs: [],
+       serviceExternalIPs: [], serviceLoadBalancerIPs: []}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack1-tor}
+spec: {peerIP: 192.20.30.40, asNumber: 64567, nodeSelector: rack == 'rack-1', keepOriginalNextHop: false,
+       sourceAddress: UseNodeIP}
+""",
+    "deny-all": """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: default-deny}
+spec:
+  selector: projectcalico.org/namespace not in {'kube-system', 'calico-system'}
+  types: [Ingress, Egress]
+  egress:
+  - action: Allow
+    protocol: UDP
+    destination: {selector: k8s-app == 'kube-dns', ports: [53]}
+""",
+}
+
+REFUSED = {
+    "ipip-pool": ("""\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: ipip}
+spec: {cidr: 10.10.0.0/16, ipipMode: CrossSubnet}
+""", "spec.ipipMode: l3net does not support this field"),
+    "service-advertisement": ("""\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceLoadBalancerIPs: [{cidr: 10.11.0.0/16}]
+""", "spec.serviceLoadBalancerIPs: l3net does not support this field"),
+    "keep-next-hop": ("""\
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: ebgp}
+spec: {peerIP: 192.20.30.41, asNumber: 64568, keepOriginalNextHop: true}
+""", "spec.keepOriginalNextHop: l3net does not support this field"),
+    "prednat": ("""\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: allow-cluster-internal-ingress}
+spec:
+  order: 10
+  preDNAT: true
+  applyOnForward: true
+  ingress:
+  - action: Allow
+    source: {nets: [10.240.0.0/16, 192.168.0.0/16]}
+  selector: has(host-endpoint)
+""", "spec.preDNAT: l3net does not support this field"),
+    "service-account-rule": ("""\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: demo-calico}
+spec:
+  ingress:
+  - action: Allow
+    source:
+      serviceAccounts: {names: [api-service]}
+  selector: all()
+""", "spec.ingress[0].source.serviceAccounts: l3net does not support this field"),
+    "network-set": ("""\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: a-name-for-the-set, labels: {role: external-database}}
+spec: {nets: [198.51.100.0/28]}
+""", "unknown kind 'GlobalNetworkSet'"),
+    "host-endpoint": ("""\
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: some.name, labels: {type: production}}
+spec: {interfaceName: eth0, node: myhost, expectedIPs: [192.168.0.1]}
+""", "unknown kind 'HostEndpoint'"),
+    "calico-network-policy": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-tcp-6379, namespace: production}
+spec: {selector: role == 'database', types: [Ingress]}
+""", "NetworkPolicy is not served at 'projectcalico.org/v3'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPLIES))
+def test_applies_unchanged(name: str) -> None:
+    assert load_documents(APPLIES[name], f"{name}.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused_with_a_message_naming_what_is_not_supported(name: str) -> None:
+    text, message = REFUSED[name]
+    with pytest.raises(ValidationError) as ei:
+        load_documents(text, f"{name}.yaml")
+    assert message in str(ei.value)

@@ -1,0 +1,160 @@
+"""l3net.model.parity: every field of every kind is implemented (by a named consumer) or refused (issue 19)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from l3net.errors import ValidationError
+from l3net.model.documents import load_documents
+from l3net.model.parity import _NO_DEFAULT, PARITY, render_markdown
+from l3net.model.resource import KINDS
+from l3net.model.validate.checker import UNSUPPORTED, Check
+from l3net.model.validate.kinds import SPECS
+from l3net.model.validation import resource_from_document
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A small valid spec per kind, into which one field at a time is set.
+_RULES = [{"action": "Allow", "source": {}, "destination": {}}]
+BASE: dict[str, tuple[str, dict[str, Any]]] = {
+    "IPPool": ("p", {"cidr": "10.0.0.0/16"}),
+    "IPReservation": ("r", {}),
+    "Node": ("n1", {}),
+    "BGPConfiguration": ("default", {}),
+    "BGPPeer": ("peer", {"peerIP": "10.0.0.9", "asNumber": 65000}),
+    "BGPFilter": ("f", {}),
+    "WorkloadEndpoint": ("w", {"node": "n1"}),
+    "Namespace": ("ns", {}),
+    "NetworkPolicy": ("np", {}),
+    "GlobalNetworkPolicy": ("g", {"selector": "all()", "ingress": copy.deepcopy(_RULES),
+                                  "egress": copy.deepcopy(_RULES)}),
+}
+
+
+def schema_paths(check: Check, path: str = "") -> Iterator[tuple[str, bool]]:
+    """Every leaf field of a schema as (path, refused-by-an-unsupported-check); ``[]`` for list items."""
+    if getattr(check, "unsupported", False):
+        yield path, True
+        return
+    fields = getattr(check, "fields", None)
+    if fields is not None:
+        for key, sub in fields.items():
+            yield from schema_paths(sub, f"{path}.{key}" if path else key)
+        return
+    item = getattr(check, "item", None)
+    if item is not None:
+        yield from schema_paths(item, path + "[]")
+        return
+    yield path, False
+
+
+def covering_entry(kind: str, path: str) -> str | None:
+    """The registry path that covers ``path``: itself or its nearest ancestor."""
+    parts = path.split(".")
+    for n in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:n])
+        for key in (candidate, candidate.removesuffix("[]")):
+            if key in PARITY[kind]:
+                return key
+    return None
+
+
+def test_every_kind_has_a_row_set_and_a_base_document() -> None:
+    assert set(PARITY) == set(KINDS) == set(SPECS) == set(BASE)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_schema_field_is_implemented_or_refused(kind: str) -> None:
+    paths = list(schema_paths(SPECS[kind]))
+    uncovered = [p for p, _ in paths if covering_entry(kind, p) is None]
+    assert not uncovered, f"{kind}: fields neither implemented nor refused in l3net.model.parity: {uncovered}"
+    for path, is_unsupported in paths:
+        entry = PARITY[kind][covering_entry(kind, path)]  # type: ignore[index]
+        if is_unsupported:
+            # A validator that refuses the field is listed as refused, on the field itself.
+            assert entry.status == "refused" and covering_entry(kind, path) == path, (kind, path)
+        else:
+            assert entry.status == "implemented", f"{kind} {path}: listed refused but the validator accepts it"
+    # No row names a field the schema does not have.
+    names = [p for p, _ in paths]
+    for key in PARITY[kind]:
+        assert any(p == key or p.startswith((key + ".", key + "[]")) for p in names), f"{kind}: stale row {key}"
+
+
+@pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()
+                                            if f.status == "implemented"])
+def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: str) -> None:
+    entry = PARITY[kind][path]
+    spec = importlib.util.find_spec(entry.consumer)
+    assert spec is not None and spec.origin, f"{kind} {path}: consumer {entry.consumer} is not a module"
+    source = Path(spec.origin).read_text()
+    name = entry.name(path)
+    assert f'"{name}"' in source or f"'{name}'" in source, f"{entry.consumer} never names {name!r}"
+
+
+def _set(spec: dict[str, Any], path: str, value: Any) -> str:
+    """Set ``path`` (``[]`` = the first item) in ``spec``; returns the concrete path an error names."""
+    node: Any = spec
+    concrete = []
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        key, is_item = part.removesuffix("[]"), part.endswith("[]")
+        last = i == len(parts) - 1
+        if last and not is_item:
+            node[key] = value
+            concrete.append(key)
+            break
+        node = node.setdefault(key, [{}] if is_item else {})
+        if is_item:
+            node = node[0]
+        concrete.append(f"{key}[0]" if is_item else key)
+    return "spec." + ".".join(concrete)
+
+
+def _doc(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    name, _ = BASE[kind]
+    meta: dict[str, Any] = {"name": name}
+    if KINDS[kind].namespaced:
+        meta["namespace"] = "default"
+    return {"apiVersion": KINDS[kind].canonical_api, "kind": kind, "metadata": meta, "spec": spec}
+
+
+@pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()
+                                            if f.status == "refused"])
+def test_refused_fields_are_refused_with_the_field_named(kind: str, path: str) -> None:
+    entry = PARITY[kind][path]
+    spec = copy.deepcopy(BASE[kind][1])
+    where = _set(spec, path, copy.deepcopy(entry.sample))
+    with pytest.raises(ValidationError) as ei:
+        resource_from_document(_doc(kind, spec))
+    errors = [e for e in ei.value.errors if e.path == where]
+    assert errors and errors[0].reason.startswith(UNSUPPORTED), [str(e) for e in ei.value.errors]
+    assert f"{where}: {UNSUPPORTED}" in str(ei.value)
+    if entry.default is not _NO_DEFAULT:
+        ok = copy.deepcopy(BASE[kind][1])
+        _set(ok, path, copy.deepcopy(entry.default))
+        resource_from_document(_doc(kind, ok))  # Calico's default is still accepted
+
+
+def test_the_base_documents_are_valid() -> None:
+    for kind in BASE:
+        resource_from_document(_doc(kind, copy.deepcopy(BASE[kind][1])))
+
+
+def test_repo_manifests_still_apply() -> None:
+    files = sorted(REPO.glob("topologies/*/*.yaml"))
+    assert files
+    for f in files:
+        assert load_documents(f.read_text(), str(f)), f
+
+
+def test_docs_table_is_rendered_from_the_registry() -> None:
+    assert render_markdown() in (REPO / "docs" / "calico-parity.md").read_text()
