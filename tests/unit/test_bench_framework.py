@@ -38,31 +38,57 @@ def test_interleaved_rotates_every_variant_through_every_position() -> None:
     assert firsts == {"a", "b", "c"}
 
 
-def _result() -> framework.Result:
+def _result(rounds: int = 3) -> framework.Result:
     res = framework.Result("demo", "a demo", quick=True)
-    for a, b in ((10.0, 5.0), (12.0, 6.0), (8.0, 2.0)):
+    pairs = [(10.0, 5.0), (12.0, 6.0), (8.0, 2.0)]
+    for k in range(rounds):
+        a, b = pairs[k % 3]
         res.sample("rate", "ours", a, unit="op/s")
         res.sample("rate", "base", b, unit="op/s")
     return res
 
 
-def test_ratio_uses_medians_and_keeps_paired_rounds() -> None:
-    res = _result()
+def test_ratio_is_the_median_of_paired_rounds_with_its_spread() -> None:
+    res = _result(12)
     value = res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
-    assert value == pytest.approx(10.0 / 5.0)
     entry = res.ratios[0]
-    assert entry["paired"] == pytest.approx([2.0, 2.0, 4.0])
-    assert entry["pass"] is True
-    assert res.targets[0]["pass"] is True
+    assert entry["paired"] == pytest.approx([2.0, 2.0, 4.0] * 4)
+    assert value == entry["median"] == 2.0
+    assert entry["rounds"] == 12
+    assert entry["spread"]["min"] == 2.0 and entry["spread"]["max"] == 4.0
+    assert entry["verdict"] == "pass" and entry["pass"] is True
+    assert res.targets[0]["pass"] is True and res.targets[0]["rounds"] == 12
+
+
+def test_fewer_than_ten_rounds_give_no_verdict() -> None:
+    res = _result(3)
+    assert res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5) == 2.0
+    assert res.ratios[0]["verdict"] == "insufficient rounds" and res.ratios[0]["pass"] is None
+    doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1)
+    assert doc["passed"] is None  # no verdict is not a pass
+    assert "insufficient rounds (3 < 10)" in framework.format_table(doc)
 
 
 def test_failed_and_unmeasured_targets() -> None:
-    res = _result()
+    res = _result(10)
     assert res.ratio("x", "rate", "ours", "base", op=">=", threshold=3.0) is not None
-    assert res.targets[-1]["pass"] is False
+    assert res.targets[-1]["pass"] is False and res.targets[-1]["verdict"] == "fail"
     assert res.ratio("y", "rate", "ours", "missing", op=">=", threshold=1.0) is None
-    assert res.targets[-1]["pass"] is None
-    assert res.target("p99", 0.9, unit="s", op="<=", threshold=1.0) is True
+    assert res.targets[-1]["pass"] is None and res.targets[-1]["verdict"] == "not measured"
+    assert res.target("p99", 0.9, unit="s", op="<=", threshold=1.0, rounds=20) is True
+    assert res.target("p99 few", 0.9, unit="s", op="<=", threshold=1.0, rounds=3) is None
+    assert res.target("p99 unknown", 0.9, unit="s", op="<=", threshold=1.0) is None
+    assert res.targets[-1]["verdict"] == "insufficient rounds"
+
+
+def test_quantile_ratio_target() -> None:
+    res = framework.Result("demo", "a demo", quick=False)
+    for k in range(20):
+        res.sample("ms", "ours", 100.0 + k, unit="ms", better="lower")
+        res.sample("ms", "floor", 10.0, unit="ms", better="lower")
+    value = res.ratio("p99", "ms", "ours", "floor", op="<=", threshold=20.0, quantile=99)
+    assert value == pytest.approx(framework.percentile([100.0 + k for k in range(20)], 99) / 10.0)
+    assert res.ratios[0]["rounds"] == 20 and res.ratios[0]["verdict"] == "pass"
 
 
 def test_sample_rejects_unit_change_and_bad_direction() -> None:
@@ -74,7 +100,7 @@ def test_sample_rejects_unit_change_and_bad_direction() -> None:
 
 
 def test_json_matches_schema_and_partial_status() -> None:
-    res = _result()
+    res = _result(10)
     res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
     res.missing("routed+pol", framework.Unavailable("the ipset binary"))
     doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1.5)
@@ -130,7 +156,7 @@ def test_every_benchmark_module_declares_itself() -> None:
 
 
 def test_report_renders_results_and_rewrites_only_between_markers(tmp_path: Path) -> None:
-    res = _result()
+    res = _result(10)
     res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=3.0)
     doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1)
     failed = framework.failure_doc("ipam", "IPAM", status="unavailable", error="needs the etcd binary: not available",
