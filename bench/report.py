@@ -69,14 +69,14 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
         for r in d["ratios"]:
             named.add(r["name"])
             tgt = r["target"]
-            rows.append(f"| {r['name']} | {_fmt(r['value'])} | {format_spread(r['spread'])} | {r['rounds']} | "
-                        f"{tgt['op'] + ' ' + str(tgt['threshold']) if tgt else ''} | "
-                        f"{_result(r['verdict'], r['rounds']) if tgt else ''} |")
+            rows.append(f"| {r['name']} | {_fmt(r['value'])} | {format_spread(r.get('spread'))} | "
+                        f"{r.get('rounds', '-')} | {tgt['op'] + ' ' + str(tgt['threshold']) if tgt else ''} | "
+                        f"{_result(_verdict(r), r.get('rounds')) if tgt else ''} |")
         for t in d["targets"]:
             if t["name"] not in named:
-                rounds = "-" if t["rounds"] is None else t["rounds"]
-                rows.append(f"| {t['name']} | {_fmt(t['value'])} {t['unit']} | {format_spread(t['spread'])} | "
-                            f"{rounds} | {t['op']} {t['threshold']} | {_result(t['verdict'], t['rounds'])} |")
+                rounds = "-" if t.get("rounds") is None else t["rounds"]
+                rows.append(f"| {t['name']} | {_fmt(t['value'])} {t['unit']} | {format_spread(t.get('spread'))} | "
+                            f"{rounds} | {t['op']} {t['threshold']} | {_result(_verdict(t), t.get('rounds'))} |")
         out += rows
         medians = ["", "<details><summary>medians</summary>", "", "| metric | variant | n | median | unit |",
                    "|---|---|---|---|---|"]
@@ -89,6 +89,13 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
             rel = png.relative_to(BENCH_DIR) if png.is_relative_to(BENCH_DIR) else png
             out += ["", f"![{d['benchmark']}]({rel})"]
     return "\n".join(out) + "\n"
+
+
+def _verdict(entry: dict[str, Any]) -> str | None:
+    """The entry's verdict; a schema-1 JSON (before verdicts) has only pass: it had no rounds rule, so say so."""
+    if "verdict" in entry:
+        return entry["verdict"]
+    return stats.NOT_MEASURED if entry.get("pass") is None else stats.INSUFFICIENT
 
 
 def _result(verdict: str | None, rounds: int | None) -> str:
