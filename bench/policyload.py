@@ -21,7 +21,7 @@ from felix.drivers import ipsets as ipsets_driver
 from felix.drivers import iptables as iptables_driver
 from l3net import netns
 from policy import testing as builders
-from policy.compiler import compile_policy
+from policy.compiler import PolicyCompiler, compile_policy
 
 _log = logging.getLogger(__name__)
 
@@ -57,8 +57,12 @@ def dataplane_policies(count: int) -> list[Any]:
     return out
 
 
-def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequence[Any]) -> Any:
-    return compile_policy(local, everyone, policies, [builders.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})])
+def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequence[Any], *,
+                compiler: PolicyCompiler | None = None) -> Any:
+    """The node's policy program. ``compiler``: whose caches to use (None: the process-wide shared one,
+    which remembers every earlier call: pass a fresh :class:`PolicyCompiler` to time a cold compile)."""
+    return compile_policy(local, everyone, policies, [builders.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})],
+                          compiler=compiler)
 
 
 # -- applying -------------------------------------------------------------------
