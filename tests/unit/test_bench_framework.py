@@ -248,6 +248,14 @@ def test_route_watch_parses_ip_monitor_lines() -> None:
     assert RouteWatch.prefix_of("default via 10.0.0.1 dev eth1")[0] is None
     assert RouteWatch.prefix_of("local 10.0.0.11 dev eth1 table local proto kernel")[0] == "10.0.0.11/32"
     assert RouteWatch.prefix_of("fe80::/64 dev eth1 proto kernel")[0] is None
+    # with `ip -ts`: the stamp is ip's, in local time, and the rest parses as before
+    line = "[2026-12-04T14:43:36.220963] blackhole 10.1.0.0/26 proto static \n"
+    assert RouteWatch.prefix_of(line) == ("10.1.0.0/26", False)
+    stamp, rest = RouteWatch.stamp_of(line)
+    assert stamp == pytest.approx(__import__("datetime").datetime(2026, 12, 4, 14, 43, 36, 220963).timestamp())
+    assert rest.startswith("blackhole")
+    assert RouteWatch.stamp_of("[not a time] 10.0.0.0/8 dev x") == (None, "[not a time] 10.0.0.0/8 dev x")
+    assert RouteWatch.stamp_of("10.0.0.0/8 dev x")[0] is None
 
 
 def test_control_plane_blocks_are_distinct_and_inside_their_range() -> None:
