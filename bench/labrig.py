@@ -286,6 +286,34 @@ def kernel_route(ns: str, dst: str) -> str:
     return netns.run(ns, ["ip", "route", "show", dst], check=False).stdout.strip()
 
 
+RTN_BLACKHOLE, RTPROT_STATIC = 6, 4
+
+
+class NetlinkRoutes:
+    """Adds blackhole routes in one namespace over a netlink socket opened there, in this process.
+
+    The floor's origin event without a fork/exec of ``ip``: the route is in the kernel when
+    :meth:`add_blackhole` returns (netlink acknowledges after the insert), so the time taken
+    just before the call stands for the origin's route, with no reader in between.
+    """
+
+    def __init__(self, ws: Workspace, ns: str) -> None:
+        from pyroute2 import IPRoute
+
+        with netns.in_netns(ns):  # the socket belongs to the namespace it was opened in, for good
+            self._ipr = IPRoute()
+        ws.on_close(self._ipr.close)
+        seen = {link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
+        ours = netns.run(ns, ["ip", "-o", "link", "show"]).stdout
+        expected = {line.split(":")[1].strip().split("@")[0] for line in ours.splitlines() if ":" in line}
+        if seen != expected:  # never write a route anywhere but our own namespace
+            self._ipr.close()
+            raise RuntimeError(f"netlink socket is not inside {ns}: sees {sorted(seen)}, expected {sorted(expected)}")
+
+    def add_blackhole(self, dst: str) -> None:
+        self._ipr.route("add", dst=dst, type=RTN_BLACKHOLE, proto=RTPROT_STATIC)
+
+
 # -- /proc -----------------------------------------------------------------------
 def children(pid: int) -> list[int]:
     out = []
