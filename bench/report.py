@@ -54,6 +54,8 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
         m = d["machine"]
         status = d["status"] if d["status"] != "ok" else {True: "ok", False: "ok, target missed"}.get(
             d["passed"], "ok, no verdict" if d["targets"] else "ok")
+        if d.get("schema", 1) < 2:
+            status = f"{d['status']}, schema 1 (no verdicts: re-run)"
         out.append(f"| [{d['benchmark']}](#{d['benchmark']}) | {status} | {d['date']} | "
                    f"{m.get('cpu_model')}, {m.get('cores')} cores, kernel {m.get('kernel')} | "
                    f"{'quick' if d['quick'] else 'full'} |")
@@ -91,14 +93,17 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
     return "\n".join(out) + "\n"
 
 
+SCHEMA1 = "schema 1"
+
+
 def _verdict(entry: dict[str, Any]) -> str | None:
-    """The entry's verdict; a schema-1 JSON (before verdicts) has only pass: it had no rounds rule, so say so."""
-    if "verdict" in entry:
-        return entry["verdict"]
-    return stats.NOT_MEASURED if entry.get("pass") is None else stats.INSUFFICIENT
+    """The entry's verdict; a schema-1 JSON (written before verdicts and the 10-round rule) has none."""
+    return entry.get("verdict", SCHEMA1)
 
 
 def _result(verdict: str | None, rounds: int | None) -> str:
+    if verdict == SCHEMA1:
+        return "no verdict (run before the 10-round rule: re-run)"
     if verdict == stats.FAIL:
         return "**FAIL**"
     return format_verdict(verdict, rounds).lower()
