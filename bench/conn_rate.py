@@ -12,6 +12,8 @@ measured in interleaved rounds:
           first packet walks all of them, on the client's node (egress) and the server's (ingress)),
           compiled by policy.compiler and applied by felix's ipsets and iptables drivers
   bare    the very same compiled programs loaded by a bare ``ipset restore`` + ``iptables-restore``
+  felix-0 felix's program with the pods as endpoints but no policy (its base chains, conntrack, the
+          dispatch): splits felix/none into what any policy dataplane costs and what 1,000 policies add
 
 In each sample ``bench/tcpconn.py`` in the client pod opens connections one after the other to the
 server pod (connect, the server accepts and closes, the client reads the close and closes) for a
@@ -45,13 +47,14 @@ POLICIES = 1000
 TARGET_FELIX_NONE = 0.8
 TIME_WAIT_S = 2
 # variant -> namespace prefix of its node pair
-VARIANTS = {"none": "a", "felix": "f", "bare": "b"}
+VARIANTS = {"none": "a", "felix-0": "z", "felix": "f", "bare": "b"}
 
 
 class Pair:
     """One node pair with a client pod on n1 and a server pod on n2."""
 
     def __init__(self, ctx: Context, variant: str, policies: int) -> None:
+        policies = 0 if variant == "felix-0" else policies
         ws = ctx.workspace
         p = VARIANTS[variant]
         self.n1, self.n2 = topology.node_pair(ws, prefix=p)
@@ -125,6 +128,7 @@ def run(ctx: Context) -> Result:
         "policies": n_pol, "rounds": rounds, "seconds_per_sample": seconds, "port": PORT,
         "conntrack_time_wait_s": TIME_WAIT_S,
         "variants": {"none": "no policy, no iptables rules on either node",
+                     "felix-0": "felix's program for the two pods with no policy: base chains, conntrack, dispatch",
                      "felix": "policies compiled by policy.compiler, applied by felix's ipsets/iptables drivers",
                      "bare": "the same compiled programs loaded by ipset restore + iptables-restore --noflush"},
         "policy": {v: p.policy for v, p in pairs.items() if p.policy},
@@ -145,7 +149,7 @@ def run(ctx: Context) -> Result:
         _log.info("conn rate round=%d variant=%s conn_per_s=%.0f errors=%d", rnd, variant, rate, out["errors"])
     res.setup["connections"] = made
     res.setup["errors"] = errors
-    matches = {v: rule_matches(pairs[v].n1.ns) for v in ("felix", "bare")}
+    matches = {v: rule_matches(pairs[v].n1.ns) for v in ("felix-0", "felix", "bare")}
     res.setup["l3n_rule_matches_client_node"] = matches
     for v, n in matches.items():
         if n == 0:
@@ -157,4 +161,8 @@ def run(ctx: Context) -> Result:
               note="the same rules loaded by iptables-restore: what the rules themselves cost")
     res.ratio("felix/bare new connections per second", "conn_per_s", "felix", "bare",
               note="the same rules either way: ~1 means felix adds nothing per connection beyond them")
+    res.ratio("felix-0/none new connections per second", "conn_per_s", "felix-0", "none",
+              note="felix with no policy: what its base chains and conntrack cost")
+    res.ratio("felix/felix-0 new connections per second", "conn_per_s", "felix", "felix-0",
+              note=f"what {n_pol} policies add on top of felix's base chains")
     return res
