@@ -96,14 +96,18 @@ def connect_rate(client_ns: str, addr: str, seconds: float) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-def rule_matches(ns: str) -> int:
-    """Packets matched by l3n- rules in ``ns``'s filter table (iptables-save -c counters)."""
-    out = netns.run(ns, ["iptables-save", "-c", "-t", "filter"])
+def count_matches(save_text: str, chain_prefix: str = "l3n-") -> int:
+    """Packets matched by the rules of ``chain_prefix`` chains in ``iptables-save -c`` output."""
     total = 0
-    for line in out.stdout.splitlines():
-        if line.startswith("[") and " -A l3n-" in line:
+    for line in save_text.splitlines():
+        if line.startswith("[") and f" -A {chain_prefix}" in line:
             total += int(line[1:].split(":", 1)[0])
     return total
+
+
+def rule_matches(ns: str) -> int:
+    """Packets matched by l3n- rules in ``ns``'s filter table (iptables-save -c counters)."""
+    return count_matches(netns.run(ns, ["iptables-save", "-c", "-t", "filter"]).stdout)
 
 
 def _wait_ready(pair: Pair) -> None:

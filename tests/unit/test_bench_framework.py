@@ -277,6 +277,23 @@ def test_reflector_scale_client_prefixes_do_not_overlap() -> None:
     assert len({client_ip(i) for i in range(260)}) == 260 and client_ip(0) == "10.1.0.1"
 
 
+def test_conn_rate_counts_only_our_chains_matches() -> None:
+    from bench.conn_rate import count_matches
+
+    text = """*filter
+:INPUT ACCEPT [10:1000]
+:l3n-fw-abc - [0:0]
+[7:420] -A FORWARD -j l3n-FORWARD
+[5:300] -A l3n-FORWARD -i cali+ -j l3n-from-wl
+[0:0] -A l3n-fw-abc -p tcp --dport 20001 -j ACCEPT
+[12:720] -A l3n-fw-abc -j MARK --set-xmark 0x10000/0x10000
+COMMIT
+"""
+    assert count_matches(text) == 17
+    assert count_matches(text, "FORWARD") == 7
+    assert count_matches("") == 0
+
+
 @pytest.mark.skipif(__import__("shutil").which("bird") is None, reason="BIRD 2 is not installed")
 def test_rendered_bird_configs_parse(tmp_path: Path) -> None:
     """The reflector and speaker configs the benchmarks start BIRD with are valid BIRD 2 (`bird -p`)."""

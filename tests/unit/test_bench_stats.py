@@ -97,3 +97,4 @@ def test_quantile_ratio_uses_all_rounds_and_groups_for_the_spread() -> None:
     assert st.paired[0] == pytest.approx(stats.quantile(num[0::10], 99) / 10.0)
     assert st.spread is not None and st.spread.min <= st.value <= st.spread.max + 1e-9
     assert stats.quantile_ratio_stats([1.0], [1.0, 2.0], 99).value is None
+
