@@ -159,6 +159,12 @@ def run(ctx: Context) -> Result:
         if n == 0:
             raise RuntimeError(f"{v}: no l3n- rule matched a packet on the client's node: the policy was not "
                                "on the path")
+    declare(res, n_pol)
+    return res
+
+
+def declare(res: Result, n_pol: int) -> None:
+    """The ratios and the target, from the samples in ``res`` (pure: unit-tested with synthetic samples)."""
     res.ratio("felix/none new connections per second", "conn_per_s", "felix", "none", op=">=",
               threshold=TARGET_FELIX_NONE, note=f"{n_pol} policies, every new connection walks all of them")
     res.ratio("bare/none new connections per second", "conn_per_s", "bare", "none",
@@ -169,4 +175,3 @@ def run(ctx: Context) -> Result:
               note="felix with no policy: what its base chains and conntrack cost")
     res.ratio("felix/felix-0 new connections per second", "conn_per_s", "felix", "felix-0",
               note=f"what {n_pol} policies add on top of felix's base chains")
-    return res

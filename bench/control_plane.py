@@ -221,6 +221,12 @@ def run(ctx: Context) -> Result:
         _log.info("control plane round=%d variant=%s prefix=%s ms=%.1f route=%r", rnd, variant, net, total_ms, route)
     res.setup["baselines"] = BASELINES
     res.setup["cni_adds_served_by_agent"] = {v: lab.cni_served(PATHS[v][0]) for v in ("l3net-rr", "bird-rr")}
+    declare(res)
+    return res
+
+
+def declare(res: Result) -> None:
+    """Percentiles, targets and ratios from the samples in ``res`` (pure: unit-tested with synthetic samples)."""
     for variant in VARIANTS:
         vals = res.metrics["add_to_route_ms"].samples[variant]
         res.sample("p50_ms", variant, percentile(vals, 50), unit="ms", better="lower")
@@ -243,7 +249,6 @@ def run(ctx: Context) -> Result:
     res.ratio("l3net-rr/BIRD floor BGP path (origin -> remote)", "origin_to_remote_ms", "l3net-rr", "bird-bird",
               note="like with like: origin kernel route -> remote kernel route on both, both stamped by "
                    "`ip -ts monitor route`; agent+ExaBGP at both ends and the l3net reflector vs BIRD everywhere")
-    return res
 
 
 def _need_exabgp() -> None:

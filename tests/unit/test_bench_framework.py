@@ -307,3 +307,76 @@ def test_rendered_bird_configs_parse(tmp_path: Path) -> None:
         conf.write_text(text)
         out = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, f"{name}: {out.stderr}\n{text}"
+
+
+# -- each benchmark's ratio and verdict arithmetic, fed synthetic samples ----------------
+def _by_name(res: framework.Result) -> dict[str, dict[str, object]]:
+    return {r["name"]: r for r in res.ratios}
+
+
+def test_conn_rate_ratios_and_verdict_from_synthetic_samples() -> None:
+    from bench import conn_rate
+
+    res = framework.Result("conn_rate", "t", quick=False)
+    for k in range(10):
+        drift = 1.0 + k / 10  # the machine speeds up round by round: pairing cancels it
+        for variant, rate in (("none", 1000.0), ("felix-0", 800.0), ("felix", 850.0), ("bare", 850.0)):
+            res.sample("conn_per_s", variant, rate * drift, unit="conn/s")
+    conn_rate.declare(res, 1000)
+    r = _by_name(res)
+    assert r["felix/none new connections per second"]["value"] == pytest.approx(0.85)
+    assert r["felix/none new connections per second"]["verdict"] == "pass"
+    assert r["felix/none new connections per second"]["spread"]["iqr"] == pytest.approx(0.0)
+    assert r["felix/bare new connections per second"]["value"] == pytest.approx(1.0)
+    assert r["felix-0/none new connections per second"]["target"] is None
+    assert [t["name"] for t in res.targets] == ["felix/none new connections per second"]
+    slow = framework.Result("conn_rate", "t", quick=False)
+    for _k in range(10):
+        for variant, rate in (("none", 1000.0), ("felix-0", 800.0), ("felix", 100.0), ("bare", 100.0)):
+            slow.sample("conn_per_s", variant, rate, unit="conn/s")
+    conn_rate.declare(slow, 1000)
+    assert slow.targets[0]["verdict"] == "fail" and slow.targets[0]["value"] == pytest.approx(0.1)
+
+
+def test_policy_scale_ratios_and_verdicts_from_synthetic_samples() -> None:
+    from bench import policy_scale
+
+    res = framework.Result("policy_scale", "t", quick=False)
+    for _k in range(10):
+        res.sample("full_apply_s", "felix", 0.6, unit="s", better="lower")
+        res.sample("full_apply_s", "felix-warm", 0.42, unit="s", better="lower")
+        res.sample("full_apply_s", "bare", 0.4, unit="s", better="lower")
+        res.sample("compile_s", "cold", 0.1, unit="s", better="lower")
+        res.sample("compile_s", "warm", 0.005, unit="s", better="lower")
+        res.sample("workload_add_ms", "felix", 40.0, unit="ms", better="lower")
+        res.sample("label_change_ms", "felix", 60.0, unit="ms", better="lower")
+    policy_scale.declare(res)
+    r = _by_name(res)
+    cold = r["felix (cold compiler)/bare full apply time"]
+    assert cold["value"] == pytest.approx(1.5) and cold["verdict"] == "pass"  # <= 1.5 holds at 1.5
+    assert r["felix-warm (warm compiler)/bare full apply time"]["value"] == pytest.approx(1.05)
+    assert r["felix-warm (warm compiler)/bare full apply time"]["verdict"] is None
+    assert r["cold/warm compile time"]["value"] == pytest.approx(20.0)
+    verdicts = {t["name"]: t["verdict"] for t in res.targets}
+    assert verdicts["workload_add_ms (p50)"] == "pass" and verdicts["label_change_ms (p50)"] == "fail"
+
+
+def test_control_plane_like_with_like_ratios_from_synthetic_samples() -> None:
+    from bench import control_plane
+
+    res = framework.Result("control_plane", "t", quick=False)
+    for k in range(20):
+        for variant, total, bgp in (("l3net-rr", 200.0 + k, 40.0), ("bird-rr", 190.0 + k, 40.0),
+                                    ("bird-bird", 10.0, 2.0)):
+            res.sample("add_to_route_ms", variant, total, unit="ms", better="lower")
+            res.sample("origin_to_remote_ms", variant, bgp, unit="ms", better="lower")
+    control_plane.declare(res)
+    r = _by_name(res)
+    p99 = r["l3net-rr ADD / BIRD floor route add, p99"]
+    assert p99["value"] == pytest.approx(framework.percentile([200.0 + k for k in range(20)], 99) / 10.0)
+    assert p99["rounds"] == 20 and p99["verdict"] == "fail"
+    assert r["l3net-rr/BIRD floor BGP path (origin -> remote)"]["value"] == pytest.approx(20.0)
+    assert r["l3net-rr/bird-rr BGP path (origin -> remote)"]["value"] == pytest.approx(1.0)
+    absolute = {t["name"]: t for t in res.targets if t["unit"] == "ms"}
+    assert absolute["l3net-rr p99 ADD -> remote route"]["verdict"] == "pass"
+    assert absolute["l3net-rr p99 ADD -> remote route"]["rounds"] == 20
