@@ -10,6 +10,7 @@ BENCHMARKS = [
     "dataplane",
     "control_plane",
     "policy_scale",
+    "conn_rate",
     "route_scale",
     "reflector_scale",
     "footprint",

@@ -16,6 +16,9 @@ in three offload modes, applied to the same set of devices for every path:
                 creates (veths, vxlan0) keep their defaults. TCP only, reported without a target.
 iperf3 TCP with 1 and 4 streams, ping RTT and a UDP request/response RTT (modes on and off); rounds
 interleave every path and mode so drift lands on all alike. No CPU pinning for any path.
+Verdicts: the median of per-round paired ratios over 10 rounds (bench.stats), spread shown. The
+routed+pol/routed ratios carry no target: after a flow's first packet conntrack answers, so
+throughput cannot see policy; bench.conn_rate measures its cost per new connection.
 """
 
 from __future__ import annotations
@@ -47,9 +50,9 @@ NEEDS = ["root", "iperf3", "ethtool", "ping", "iptables-restore + ipset (for rou
 
 UDP_PORT = 7777
 POLICIES = 100
-TARGETS_ON = {"routed/direct": 0.97, "routed/vxlan": 1.10, "routed+pol/routed": 0.95}
+TARGETS_ON = {"routed/direct": 0.97, "routed/vxlan": 1.10}
 MODES = ("on", "off", "nicoff")
-TARGETS_OFF = {"routed/direct": 0.97, "routed/vxlan": 1.35, "routed+pol/routed": 0.95}
+TARGETS_OFF = {"routed/direct": 0.97, "routed/vxlan": 1.35}
 
 
 class Topo:
@@ -157,8 +160,11 @@ def run(ctx: Context) -> Result:
     for binary in ("iperf3", "ethtool", "ping"):
         need_binary(binary)
     res = Result(NAME, TITLE, ctx.quick)
-    seconds = ctx.size(3, 1)
-    rounds = ctx.size(3, 1)
+    # A verdict needs >= 10 paired rounds (bench.stats): 10 interleaved rounds of the modes with targets
+    # (on, off), 2 s per iperf3 run to keep that near 10 minutes; nicoff (no target) gets 3 of them.
+    seconds = ctx.size(2, 1)
+    rounds = ctx.size(10, 1)
+    nicoff_rounds = ctx.size(3, 1)
     pings = ctx.size(200, 20)
     udps = ctx.size(500, 30)
     stream_counts = (1, 4)
@@ -179,7 +185,7 @@ def run(ctx: Context) -> Result:
                                "vxlan0 at their defaults; TCP only, no target"},
         "cpu_pinning": "none for any path",
         "iperf3": {"seconds": seconds, "streams": list(stream_counts), "version": tool_version(["iperf3", "-v"])},
-        "rounds": rounds, "pings_per_round": pings, "udp_requests_per_round": udps,
+        "rounds": rounds, "nicoff_rounds": nicoff_rounds, "pings_per_round": pings, "udp_requests_per_round": udps,
         "udp_rtt": "python request/response (bench/udpecho.py); same interpreter cost on every path",
     })
     try:
@@ -196,6 +202,8 @@ def run(ctx: Context) -> Result:
     _start_servers(ctx, topo, paths)
 
     for rnd, offload in interleaved(rounds, MODES):
+        if offload == "nicoff" and rnd >= nicoff_rounds:
+            continue
         topo.set_mode(offload)
         for streams, path in [(s, p) for s in stream_counts for p in _rotate(paths, rnd)]:
             client_ns, _server_ns, addr = paths[path]
@@ -220,8 +228,10 @@ def run(ctx: Context) -> Result:
             res.ratio(f"routed/direct {tag}", metric, "routed", "direct", op=">=", threshold=targets["routed/direct"])
             res.ratio(f"routed/vxlan {tag}", metric, "routed", "vxlan", op=">=", threshold=targets["routed/vxlan"])
             if "routed+pol" in paths:
-                res.ratio(f"routed+pol/routed {tag}", metric, "routed+pol", "routed", op=">=",
-                          threshold=targets["routed+pol/routed"], note=f"policy cost <= 5 % with {POLICIES} policies")
+                # No target: after a flow's first packet conntrack answers, so throughput cannot see the
+                # policies; their cost is measured per new connection by the conn_rate benchmark.
+                res.ratio(f"routed+pol/routed {tag}", metric, "routed+pol", "routed",
+                          note=f"{POLICIES} policies; throughput only (conntrack), see conn_rate for policy cost")
         for lat in ("ping_rtt_p50", "udp_rtt_p50"):
             metric = f"{lat}_offload_{offload}"
             res.ratio(f"{lat} routed/direct offload {offload}", metric, "routed", "direct",

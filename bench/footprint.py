@@ -140,9 +140,11 @@ def run(ctx: Context) -> Result:
         _log.info("footprint window=%d done", w)
     for node in ("n1", "n2"):
         k = f"{node} agent+ExaBGP"
-        res.target(f"{k} RSS", res.median("rss_mib", k), unit="MiB", op="<=", threshold=TARGET_RSS_MIB)
+        rss, cpu = res.metrics["rss_mib"].samples[k], res.metrics["idle_cpu_pct"].samples[k]
+        res.target(f"{k} RSS", res.median("rss_mib", k), unit="MiB", op="<=", threshold=TARGET_RSS_MIB,
+                   rounds=len(rss), spread=rss)
         res.target(f"{k} idle CPU", res.median("idle_cpu_pct", k), unit="% of a core", op="<=",
-                   threshold=TARGET_CPU_PCT)
+                   threshold=TARGET_CPU_PCT, rounds=len(cpu), spread=cpu)
     res.ratio("agent+ExaBGP/BIRD RSS", "rss_mib", "n1 agent+ExaBGP", "BIRD (b1)")
     res.ratio("agent+ExaBGP/etcd RSS", "rss_mib", "n1 agent+ExaBGP", "etcd")
     res.ratio("agent+ExaBGP/BIRD idle CPU", "idle_cpu_pct", "n1 agent+ExaBGP", "BIRD (b1)")

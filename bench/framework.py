@@ -34,14 +34,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from bench import stats
 from l3net import netns
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
+_SPREAD = {"oneOf": [{"type": "null"}, {"type": "object", "required": ["min", "q1", "q3", "max", "iqr"],
+                                         "additionalProperties": {"type": "number"}}]}
+_VERDICT = {"enum": [*stats.VERDICTS, None]}  # None: a ratio reported without a target
 # JSON Schema of bench/results/<name>.json (the smoke test and bench.report rely on it).
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -65,12 +69,18 @@ RESULT_SCHEMA: dict[str, Any] = {
                     "properties": {"samples": {"type": "array", "minItems": 1, "items": {"type": "number"}},
                                    "median": {"type": "number"}}}}}}},
         "ratios": {"type": "array", "items": {
-            "type": "object", "required": ["name", "metric", "numerator", "denominator", "value", "paired",
-                                           "target", "pass"],
-            "properties": {"value": _NUM_OR_NULL, "pass": {"type": ["boolean", "null"]}}}},
+            "type": "object", "required": ["name", "metric", "numerator", "denominator", "value", "median", "spread",
+                                           "rounds", "paired", "method", "target", "verdict", "pass"],
+            "properties": {"value": _NUM_OR_NULL, "median": _NUM_OR_NULL, "spread": _SPREAD,
+                           "rounds": {"type": "integer", "minimum": 0},
+                           "paired": {"type": "array", "items": {"type": "number"}},
+                           "verdict": _VERDICT, "pass": {"type": ["boolean", "null"]}}}},
         "targets": {"type": "array", "items": {
-            "type": "object", "required": ["name", "value", "unit", "op", "threshold", "pass"],
-            "properties": {"op": {"enum": [">=", "<="]}, "value": _NUM_OR_NULL}}},
+            "type": "object", "required": ["name", "value", "unit", "op", "threshold", "rounds", "spread", "verdict",
+                                           "pass"],
+            "properties": {"op": {"enum": [">=", "<="]}, "value": _NUM_OR_NULL, "spread": _SPREAD,
+                           "rounds": {"type": ["integer", "null"], "minimum": 0},
+                           "verdict": {"enum": list(stats.VERDICTS)}, "pass": {"type": ["boolean", "null"]}}}},
         "passed": {"type": ["boolean", "null"]},
     },
 }
@@ -113,15 +123,10 @@ def need_root() -> None:
 
 # -- statistics ----------------------------------------------------------------
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, ``q`` in [0, 100]."""
+    """Linear-interpolated percentile, ``q`` in [0, 100] (one implementation: :func:`bench.stats.quantile`)."""
     if not values:
         raise ValueError("percentile of no values")
-    data = sorted(values)
-    if len(data) == 1:
-        return float(data[0])
-    pos = (len(data) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return float(data[lo] + (data[hi] - data[lo]) * (pos - lo))
+    return stats.quantile(values, q)
 
 
 def interleaved(rounds: int, variants: Sequence[T]) -> Iterator[tuple[int, T]]:
@@ -147,9 +152,6 @@ class Metric:
     def median(self, variant: str) -> float | None:
         vals = self.samples.get(variant)
         return float(statistics.median(vals)) if vals else None
-
-
-_OPS: dict[str, Callable[[float, float], bool]] = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
 
 
 class Result:
@@ -188,38 +190,47 @@ class Result:
         self.unavailable.append(msg)
 
     def ratio(self, name: str, metric: str, numerator: str, denominator: str, *,
-              op: str | None = None, threshold: float | None = None, note: str = "") -> float | None:
-        """median(numerator) / median(denominator) of ``metric``, with per-round paired ratios.
+              op: str | None = None, threshold: float | None = None, note: str = "",
+              quantile: float | None = None) -> float | None:
+        """The median of per-round paired ratios numerator/denominator of ``metric`` (see :mod:`bench.stats`).
 
-        With ``op``/``threshold`` the ratio is also a target (``>=`` or ``<=``).
+        With ``quantile`` (e.g. 99) it is instead the ratio of that quantile over all rounds,
+        its spread taken over interleaved groups of rounds. With ``op``/``threshold`` the
+        ratio is also a target; its verdict needs at least ``stats.MIN_ROUNDS`` paired rounds.
         """
         m = self.metrics.get(metric)
-        num = m.median(numerator) if m else None
-        den = m.median(denominator) if m else None
-        value = num / den if num is not None and den else None
-        paired: list[float] = []
-        if m and numerator in m.samples and denominator in m.samples:
-            a, b = m.samples[numerator], m.samples[denominator]
-            if len(a) == len(b):
-                paired = [x / y for x, y in zip(a, b, strict=True) if y]
-        entry: dict[str, Any] = {"name": name, "metric": metric, "numerator": numerator,
-                                 "denominator": denominator, "value": value, "paired": paired, "note": note,
-                                 "target": None, "pass": None}
+        num = m.samples.get(numerator, []) if m else []
+        den = m.samples.get(denominator, []) if m else []
+        st = stats.ratio_stats(num, den) if quantile is None else stats.quantile_ratio_stats(num, den, quantile)
+        entry: dict[str, Any] = {
+            "name": name, "metric": metric, "numerator": numerator, "denominator": denominator,
+            "value": st.value, "median": float(statistics.median(st.paired)) if st.paired else st.value,
+            "spread": st.spread.to_json() if st.spread else None, "rounds": st.rounds, "paired": list(st.paired),
+            "method": st.method, "note": note, "target": None, "verdict": None, "pass": None}
         if op is not None and threshold is not None:
             entry["target"] = {"op": op, "threshold": threshold}
-            entry["pass"] = _OPS[op](value, threshold) if value is not None else None
-            self.targets.append({"name": name, "value": value, "unit": "ratio", "op": op,
-                                 "threshold": threshold, "pass": entry["pass"]})
+            entry["verdict"] = stats.verdict(st.value, op, threshold, st.rounds)
+            entry["pass"] = stats.passed(entry["verdict"])
+            self.targets.append({"name": name, "value": st.value, "unit": "ratio", "op": op, "threshold": threshold,
+                                 "rounds": st.rounds, "spread": entry["spread"], "verdict": entry["verdict"],
+                                 "pass": entry["pass"]})
         self.ratios.append(entry)
-        return value
+        return st.value
 
     def target(self, name: str, value: float | None, *, unit: str, op: str, threshold: float,
-               note: str = "") -> bool | None:
-        """An absolute target (for example p99 <= 1000 ms)."""
-        ok = _OPS[op](value, threshold) if value is not None else None
+               rounds: int | None = None, spread: Sequence[float] = (), note: str = "") -> bool | None:
+        """An absolute target (for example p99 <= 1000 ms).
+
+        ``rounds`` is how many independent samples the value stands on (None: unknown, so no
+        verdict); ``spread`` the per-round values to show beside it. Returns True/False only
+        for a verdict, None for "insufficient rounds" or "not measured".
+        """
+        v = stats.verdict(value, op, threshold, rounds)
+        sp = stats.spread(spread)
         self.targets.append({"name": name, "value": value, "unit": unit, "op": op, "threshold": threshold,
-                             "pass": ok, "note": note})
-        return ok
+                             "rounds": rounds, "spread": sp.to_json() if sp else None, "verdict": v,
+                             "pass": stats.passed(v), "note": note})
+        return stats.passed(v)
 
     @property
     def status(self) -> str:
@@ -233,7 +244,7 @@ class Result:
                 variants[v] = {"samples": vals, "n": len(vals), "median": m.median(v),
                                "min": min(vals), "max": max(vals)}
             metrics[mname] = {"unit": m.unit, "better": m.better, "variants": variants}
-        checked = [t["pass"] for t in self.targets]
+        verdicts = [t["verdict"] for t in self.targets]
         return {
             "schema": SCHEMA_VERSION,
             "benchmark": self.name,
@@ -250,8 +261,17 @@ class Result:
             "metrics": metrics,
             "ratios": self.ratios,
             "targets": self.targets,
-            "passed": (all(c is True for c in checked) if checked else None),
+            "passed": overall(verdicts),
         }
+
+
+def overall(verdicts: Sequence[str]) -> bool | None:
+    """False if any target failed, True if every one passed, else None (none, or some without a verdict)."""
+    if stats.FAIL in verdicts:
+        return False
+    if verdicts and all(v == stats.PASS for v in verdicts):
+        return True
+    return None
 
 
 def _iso(ts: float) -> str:
@@ -402,8 +422,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def format_spread(sp: dict[str, float] | None) -> str:
+    """``min..max (IQR x)`` of the per-round values behind a number; ``-`` without rounds."""
+    if not sp:
+        return "-"
+    return f"{_fmt(sp['min'])}..{_fmt(sp['max'])} (IQR {_fmt(sp['iqr'])})"
+
+
+def format_verdict(verdict: str | None, rounds: int | None) -> str:
+    if verdict == stats.INSUFFICIENT:
+        return f"insufficient rounds ({rounds or 0} < {stats.MIN_ROUNDS})"
+    return {stats.PASS: "PASS", stats.FAIL: "FAIL", stats.NOT_MEASURED: "not measured"}.get(verdict or "", "")
+
+
 def format_table(doc: dict[str, Any]) -> str:
-    """The human table: medians per metric and variant, then ratios and targets."""
+    """The human table: medians per metric and variant, then every ratio and target with spread and verdict."""
     lines = [f"== {doc['benchmark']}: {doc['title']}  [{doc['status']}]"]
     rows = [("metric", "variant", "n", "median", "min", "max", "unit")]
     for mname, m in doc["metrics"].items():
@@ -412,26 +445,23 @@ def format_table(doc: dict[str, Any]) -> str:
     lines += _columns(rows)
     if doc["targets"] or doc["ratios"]:
         lines.append("")
-        rows = [("check", "value", "target", "result")]
+        rows = [("check", "value", "spread (per round)", "rounds", "target", "verdict")]
         seen = set()
         for r in doc["ratios"]:
             tgt = r["target"]
-            rows.append((r["name"], _fmt(r["value"]), f"{tgt['op']} {tgt['threshold']}" if tgt else "",
-                         _passfail(r["pass"]) if tgt else ""))
+            rows.append((r["name"], _fmt(r["value"]), format_spread(r["spread"]), str(r["rounds"]),
+                         f"{tgt['op']} {tgt['threshold']}" if tgt else "", format_verdict(r["verdict"], r["rounds"])))
             seen.add(r["name"])
         for t in doc["targets"]:
             if t["name"] in seen:
                 continue
-            rows.append((t["name"], f"{_fmt(t['value'])} {t['unit']}", f"{t['op']} {t['threshold']}",
-                         _passfail(t["pass"])))
+            rows.append((t["name"], f"{_fmt(t['value'])} {t['unit']}", format_spread(t["spread"]),
+                         "-" if t["rounds"] is None else str(t["rounds"]), f"{t['op']} {t['threshold']}",
+                         format_verdict(t["verdict"], t["rounds"])))
         lines += _columns(rows)
     for u in doc["unavailable"]:
         lines.append(f"NOT MEASURED: {u}")
     return "\n".join(lines)
-
-
-def _passfail(ok: bool | None) -> str:
-    return {True: "PASS", False: "FAIL", None: "not measured"}[ok]
 
 
 def _columns(rows: list[tuple[str, ...]]) -> list[str]:
@@ -481,6 +511,8 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
                   for r in ratios]
         ax.barh(ys, [r["value"] for r in ratios], color=colors)
         for y, r in zip(ys, ratios, strict=True):
+            if r["spread"]:  # the per-round spread as a whisker: a bar alone would hide how stable it is
+                ax.plot([r["spread"]["min"], r["spread"]["max"]], [y, y], color="#252525", linewidth=1)
             ax.annotate(f" {_fmt(r['value'])}", (r["value"], y), va="center", fontsize=7)
             if r["target"]:
                 ax.plot([r["target"]["threshold"]] * 2, [y - 0.4, y + 0.4], color="#a50f15", linewidth=2)
@@ -490,7 +522,8 @@ def write_plot(doc: dict[str, Any], path: Path) -> None:
             ax.set_xscale("log")
         ax.set_yticks(ys)
         ax.set_yticklabels([r["name"] for r in ratios], fontsize=7)
-        ax.set_title("ratios (same run; green pass, red fail, grey no target; red tick = target)", fontsize=9)
+        ax.set_title("ratios (median of paired rounds, whisker = min..max; green pass, red fail, grey no verdict; "
+                     "red tick = target)", fontsize=9)
     mach = doc["machine"]
     fig.suptitle(f"{doc['benchmark']}: {doc['title']}\n{mach.get('cpu_model')}, {mach.get('cores')} cores, "
                  f"kernel {mach.get('kernel')}, {doc['date']}" + ("  [quick]" if doc.get("quick") else ""),

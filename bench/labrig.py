@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as _dt
 import logging
 import os
 import subprocess
@@ -205,10 +206,12 @@ def start_bird(ws: Workspace, ns: str, conf_text: str, name: str) -> Bird:
 class RouteWatch:
     """Stamps (``time.monotonic()``) the first appearance of every route in one namespace's main table.
 
-    Reads ``ip -n NS monitor route`` line-buffered on a daemon thread; a line is
-    stamped when it is read, so the error is the pipe's latency (well under a
-    millisecond). :meth:`wait` blocks until a prefix was seen. Fails with
-    RuntimeError if the monitor dies.
+    Reads ``ip -ts -n NS monitor route`` line-buffered on a daemon thread and uses the time
+    ``ip`` printed with each event (``[ISO time]``, taken when ``ip`` read the netlink message),
+    converted to the monotonic clock. Two watches in two namespaces thus compare like with like:
+    neither stamp carries our reader thread's scheduling delay, only ``ip``'s own wake-up.
+    A line without that prefix is stamped when read. :meth:`wait` blocks until a prefix was
+    seen. Fails with RuntimeError if the monitor dies.
     """
 
     def __init__(self, ws: Workspace, ns: str) -> None:
@@ -216,14 +219,27 @@ class RouteWatch:
         self.seen: dict[str, float] = {}
         self.deleted: dict[str, float] = {}
         self._cond = threading.Condition()
-        self._proc = ws.spawn(["stdbuf", "-oL", "ip", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE,
+        self._proc = ws.spawn(["stdbuf", "-oL", "ip", "-ts", "-n", ns, "monitor", "route"], stdout=subprocess.PIPE,
                               text=True, bufsize=1)
         self._thread = threading.Thread(target=self._read, name=f"routewatch-{ns}", daemon=True)
         self._thread.start()
 
     @staticmethod
+    def stamp_of(line: str) -> tuple[float | None, str]:
+        """The wall-clock time ``ip -ts`` put in front of ``line`` (None without one), and the rest."""
+        if not line.startswith("["):
+            return None, line
+        head, sep, rest = line[1:].partition("] ")
+        if not sep:
+            return None, line
+        try:
+            return _dt.datetime.fromisoformat(head).timestamp(), rest  # local time, as ip prints it
+        except ValueError:
+            return None, line
+
+    @staticmethod
     def prefix_of(line: str) -> tuple[str | None, bool]:
-        parts = line.split()
+        parts = RouteWatch.stamp_of(line)[1].split()
         deleted = bool(parts) and parts[0] == "Deleted"
         if deleted:
             parts = parts[1:]
@@ -238,6 +254,9 @@ class RouteWatch:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             now = time.monotonic()
+            wall, _rest = self.stamp_of(line)
+            if wall is not None:  # ip's own stamp, moved onto the monotonic clock the callers use
+                now = wall + (time.monotonic() - time.time())
             dst, deleted = self.prefix_of(line)
             if dst is None:
                 continue
@@ -265,6 +284,34 @@ class RouteWatch:
 
 def kernel_route(ns: str, dst: str) -> str:
     return netns.run(ns, ["ip", "route", "show", dst], check=False).stdout.strip()
+
+
+RTN_BLACKHOLE, RTPROT_STATIC = 6, 4
+
+
+class NetlinkRoutes:
+    """Adds blackhole routes in one namespace over a netlink socket opened there, in this process.
+
+    The floor's origin event without a fork/exec of ``ip``: the route is in the kernel when
+    :meth:`add_blackhole` returns (netlink acknowledges after the insert), so the time taken
+    just before the call stands for the origin's route, with no reader in between.
+    """
+
+    def __init__(self, ws: Workspace, ns: str) -> None:
+        from pyroute2 import IPRoute
+
+        with netns.in_netns(ns):  # the socket belongs to the namespace it was opened in, for good
+            self._ipr = IPRoute()
+        ws.on_close(self._ipr.close)
+        seen = {link.get_attr("IFLA_IFNAME") for link in self._ipr.get_links()}
+        ours = netns.run(ns, ["ip", "-o", "link", "show"]).stdout
+        expected = {line.split(":")[1].strip().split("@")[0] for line in ours.splitlines() if ":" in line}
+        if seen != expected:  # never write a route anywhere but our own namespace
+            self._ipr.close()
+            raise RuntimeError(f"netlink socket is not inside {ns}: sees {sorted(seen)}, expected {sorted(expected)}")
+
+    def add_blackhole(self, dst: str) -> None:
+        self._ipr.route("add", dst=dst, type=RTN_BLACKHOLE, proto=RTPROT_STATIC)
 
 
 # -- /proc -----------------------------------------------------------------------

@@ -2,12 +2,16 @@
 
 One node's policy program (100 local workloads, 100 more on another node feeding the selector
 ipsets, 1,000 NetworkPolicies) is applied, in a fresh namespace per sample, interleaved:
-  felix   policy.compiler.compile_policy + felix's ipsets and iptables drivers (what the agent does)
-  bare    ``ipset restore`` + ``iptables-restore --noflush`` of the very same program (the limit)
+  felix        a COLD compile (a fresh ``PolicyCompiler`` per sample: the process-wide compiler
+               cache would otherwise serve every sample after the first from memory) + felix's
+               ipsets and iptables drivers (what an agent does at start)
+  felix-warm   the same with a compiler that already compiled these exact inputs, named as such
+               and reported beside the cold one, without a target
+  bare         ``ipset restore`` + ``iptables-restore --noflush`` of the very same program (the limit)
 Then, with that load present in felix's namespace: one workload added, one label changed
-(recompile + apply each). Every sample is checked: the namespace must hold exactly the
-program's l3n- rules afterwards.
-Targets (issue 8): full <= 2 x bare; one change <= 50 ms.
+(recompile with that sample's now warm compiler + apply each: the running agent's path). Every
+sample is checked: the namespace must hold exactly the program's l3n- rules afterwards.
+Targets: cold full apply <= 1.5 x bare (issue 18); one change <= 50 ms (issue 8).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from bench import policyload
 from bench.framework import Context, Result, interleaved, need_binary, need_root
 from l3net import netns
 from policy import testing as builders
+from policy.compiler import PolicyCompiler
 
 _log = logging.getLogger(__name__)
 
 NAME = "policy_scale"
 TITLE = "policy scale: 1,000 policies x 100 workloads, felix apply vs bare iptables-restore; one change"
 NEEDS = ["root", "iptables-restore", "iptables-save", "ipset"]
-TARGET_FULL_RATIO = 2.0
+TARGET_FULL_RATIO = 1.5  # issue 18: full apply with a cold compiler <= 1.5 x bare restore
 TARGET_CHANGE_MS = 50.0
 
 
@@ -74,63 +79,90 @@ def _check(ns: str, program: Any, variant: str) -> None:
         raise RuntimeError(f"{variant}: {have} l3n- rules in {ns}, the program has {program.rule_count}")
 
 
+VARIANTS = ["felix", "felix-warm", "bare"]
+
+
 def run(ctx: Context) -> Result:
     need_root()
     for binary in ("iptables-restore", "iptables-save", "ipset"):
         need_binary(binary)
     n_pol = ctx.size(1000, 50)
     n_wl = ctx.size(100, 10)
-    rounds = ctx.size(3, 1)
+    rounds = ctx.size(10, 3)  # a verdict needs >= 10 paired rounds (bench.stats); --quick gives none
     local = workloads(n_wl, "node-a", 0)
     remote = workloads(n_wl, "node-b", n_wl)
     pols = policies(n_pol)
     res = Result(NAME, TITLE, ctx.quick)
-    t0 = time.perf_counter()
-    program = policyload.program_for(local, local + remote, pols)
-    compile_s = time.perf_counter() - t0
+    # The bare baseline restores an already-rendered program; compile it once, with a compiler of its own.
+    program = policyload.program_for(local, local + remote, pols, compiler=PolicyCompiler())
+    # "warm": a compiler that has seen exactly these inputs, as a running agent's has on a resync.
+    warm = PolicyCompiler()
+    policyload.program_for(local, local + remote, pols, compiler=warm)
     res.setup.update({"policies": n_pol, "local_workloads": n_wl, "remote_workloads": n_wl, "rounds": rounds,
                       "rules": program.rule_count, "ipsets": len(program.ipsets),
-                      "ipset_members": program.ipset_members, "backend": _backend()})
-    for rnd, variant in interleaved(rounds, ["felix", "bare"]):
-        ns = ctx.workspace.netns(f"r{rnd}{variant[0]}")
+                      "ipset_members": program.ipset_members, "backend": _backend(),
+                      "variants": {
+                          "felix": "a fresh PolicyCompiler per sample (cold: nothing cached) compiles, then felix's "
+                                   "ipsets and iptables drivers apply, into a fresh namespace",
+                          "felix-warm": "the same, compiled by a compiler that already compiled these exact "
+                                        "inputs (what the process-wide cache gives a repeated call)",
+                          "bare": "ipset restore + iptables-restore --noflush of the already rendered program"}})
+    for rnd, variant in interleaved(rounds, VARIANTS):
+        ns = ctx.workspace.netns(f"r{rnd}{variant[0]}{'w' if variant == 'felix-warm' else ''}")
+        dataplane = None
         if variant == "bare":
             t0 = time.perf_counter()
             policyload.apply_bare(ns, program)
             elapsed = time.perf_counter() - t0
         else:
+            compiler = PolicyCompiler() if variant == "felix" else warm
             dataplane = policyload.FelixPolicyDataplane(ns)
             t0 = time.perf_counter()
-            prog = policyload.program_for(local, local + remote, pols)
+            prog = policyload.program_for(local, local + remote, pols, compiler=compiler)
+            compiled = time.perf_counter()
             dataplane.apply(prog)
             elapsed = time.perf_counter() - t0
+            res.sample("compile_s", "cold" if variant == "felix" else "warm", compiled - t0, unit="s", better="lower")
         _check(ns, program, variant)
         res.sample("full_apply_s", variant, elapsed, unit="s", better="lower")
         _log.info("policy full apply round=%d variant=%s seconds=%.3f", rnd, variant, elapsed)
-        if variant == "felix":
-            _one_changes(res, ns, dataplane, local, remote, pols)
+        if variant == "felix" and dataplane is not None:
+            # the agent's path from here on: its (now warm) compiler and its long-lived drivers
+            _one_changes(res, ns, dataplane, compiler, local, remote, pols)
         ctx.workspace.drop_netns(ns)
-    res.sample("compile_s", "felix", compile_s, unit="s", better="lower")
-    res.ratio("felix/bare full apply time", "full_apply_s", "felix", "bare", op="<=", threshold=TARGET_FULL_RATIO)
-    for metric in ("workload_add_ms", "label_change_ms"):
-        res.target(f"{metric} (p50)", res.median(metric, "felix"), unit="ms", op="<=", threshold=TARGET_CHANGE_MS)
+    declare(res)
     return res
 
 
-def _one_changes(res: Result, ns: str, dataplane: policyload.FelixPolicyDataplane, local: list[Any],
-                 remote: list[Any], pols: list[Any]) -> None:
+def declare(res: Result) -> None:
+    """The ratios and targets, from the samples in ``res`` (pure: unit-tested with synthetic samples)."""
+    res.ratio("felix (cold compiler)/bare full apply time", "full_apply_s", "felix", "bare", op="<=",
+              threshold=TARGET_FULL_RATIO, note="compile with a fresh compiler + apply, vs bare restore of the "
+                                                "same rendered rules")
+    res.ratio("felix-warm (warm compiler)/bare full apply time", "full_apply_s", "felix-warm", "bare",
+              note="warm: the compiler had already compiled these inputs; not a target, shown beside the cold one")
+    res.ratio("cold/warm compile time", "compile_s", "cold", "warm", note="what the compiler's caches save")
+    for metric in ("workload_add_ms", "label_change_ms"):
+        vals = res.metrics[metric].samples["felix"]
+        res.target(f"{metric} (p50)", res.median(metric, "felix"), unit="ms", op="<=", threshold=TARGET_CHANGE_MS,
+                   rounds=len(vals), spread=vals)
+
+
+def _one_changes(res: Result, ns: str, dataplane: policyload.FelixPolicyDataplane, compiler: PolicyCompiler,
+                 local: list[Any], remote: list[Any], pols: list[Any]) -> None:
     """With the full load applied: add one local workload, then change one workload's labels.
 
-    Through the same long-lived drivers that did the full apply: the running agent's path.
+    Through the same compiler and long-lived drivers that did the full apply: the running agent's path.
     """
     extra = builders.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app3", "tier": "t1"})
     t0 = time.perf_counter()
-    added = policyload.program_for([*local, extra], [*local, extra, *remote], pols)
+    added = policyload.program_for([*local, extra], [*local, extra, *remote], pols, compiler=compiler)
     dataplane.apply(added)
     res.sample("workload_add_ms", "felix", (time.perf_counter() - t0) * 1000, unit="ms", better="lower")
     _check(ns, added, "felix workload add")
     relabelled = builders.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app4", "tier": "t2"})
     t0 = time.perf_counter()
-    changed = policyload.program_for([*local, relabelled], [*local, relabelled, *remote], pols)
+    changed = policyload.program_for([*local, relabelled], [*local, relabelled, *remote], pols, compiler=compiler)
     dataplane.apply(changed)
     res.sample("label_change_ms", "felix", (time.perf_counter() - t0) * 1000, unit="ms", better="lower")
     _check(ns, changed, "felix label change")

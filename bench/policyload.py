@@ -21,7 +21,7 @@ from felix.drivers import ipsets as ipsets_driver
 from felix.drivers import iptables as iptables_driver
 from l3net import netns
 from policy import testing as builders
-from policy.compiler import compile_policy
+from policy.compiler import PolicyCompiler, compile_policy
 
 _log = logging.getLogger(__name__)
 
@@ -57,8 +57,12 @@ def dataplane_policies(count: int) -> list[Any]:
     return out
 
 
-def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequence[Any]) -> Any:
-    return compile_policy(local, everyone, policies, [builders.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})])
+def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequence[Any], *,
+                compiler: PolicyCompiler | None = None) -> Any:
+    """The node's policy program. ``compiler``: whose caches to use (None: the process-wide shared one,
+    which remembers every earlier call: pass a fresh :class:`PolicyCompiler` to time a cold compile)."""
+    return compile_policy(local, everyone, policies, [builders.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})],
+                          compiler=compiler)
 
 
 # -- applying -------------------------------------------------------------------
@@ -126,21 +130,26 @@ def apply_with_felix(ns: str, program: Any) -> int:
 
 
 def install_dataplane_policies(ws: Workspace, n1: Node, w1: Workload, n2: Node, w2: Workload, *,
-                               count: int, others: Sequence[Workload] = ()) -> dict[str, Any]:
+                               count: int, others: Sequence[Workload] = (), bare: bool = False) -> dict[str, Any]:
     """``count`` policies selecting the pair ``w1``/``w2``, applied by felix on both nodes.
 
     ``others`` (the routed and VXLAN workloads) are local endpoints too, as on a real node: their
-    traffic crosses l3n's dispatch chains, and no policy selects them.
+    traffic crosses l3n's dispatch chains, and no policy selects them. ``bare``: the very same
+    compiled programs loaded by :func:`apply_bare` (ipset restore + iptables-restore) instead of felix.
     """
     peps = {w1.name: endpoint(ws, w1, {"pair": "yes"}), w2.name: endpoint(ws, w2, {"pair": "yes"})}
     oeps = {o.name: endpoint(ws, o, {"pair": "no"}) for o in others}
     everyone = [*peps.values(), *oeps.values()]
     policies = dataplane_policies(count)
-    summary: dict[str, Any] = {"policies": count, "selecting": [w1.name, w2.name]}
+    summary: dict[str, Any] = {"policies": count, "selecting": [w1.name, w2.name],
+                               "applied_by": "ipset restore + iptables-restore --noflush" if bare else "felix drivers"}
     for node, wl in ((n1, w1), (n2, w2)):
         local = [peps[wl.name]] + [oeps[o.name] for o in others if o.node is node]
         program = program_for(local, everyone, policies)
-        apply_with_felix(node.ns, program)
+        if bare:
+            apply_bare(node.ns, program)
+        else:
+            apply_with_felix(node.ns, program)
         summary[f"{node.name}_rules"] = program.rule_count
         summary[f"{node.name}_ipsets"] = len(program.ipsets)
     _check_chains(n1.ns)

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import stats
+from bench.framework import format_spread, format_verdict
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 README = BENCH_DIR / "README.md"
@@ -49,7 +52,10 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
     out = ["| benchmark | status | date (UTC) | machine | size |", "|---|---|---|---|---|"]
     for d in docs:
         m = d["machine"]
-        status = d["status"] if d["status"] != "ok" else ("ok" if d["passed"] is not False else "ok, target missed")
+        status = d["status"] if d["status"] != "ok" else {True: "ok", False: "ok, target missed"}.get(
+            d["passed"], "ok, no verdict" if d["targets"] else "ok")
+        if d.get("schema", 1) < 2:
+            status = f"{d['status']}, schema 1 (no verdicts: re-run)"
         out.append(f"| [{d['benchmark']}](#{d['benchmark']}) | {status} | {d['date']} | "
                    f"{m.get('cpu_model')}, {m.get('cores')} cores, kernel {m.get('kernel')} | "
                    f"{'quick' if d['quick'] else 'full'} |")
@@ -60,17 +66,19 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
             continue
         for u in d["unavailable"]:
             out.append(f"**Not measured:** {u}  ")
-        rows = ["| check | value | target | result |", "|---|---|---|---|"]
+        rows = ["| check | value | spread (per round) | rounds | target | verdict |", "|---|---|---|---|---|---|"]
         named = set()
         for r in d["ratios"]:
             named.add(r["name"])
             tgt = r["target"]
-            rows.append(f"| {r['name']} | {_fmt(r['value'])} | {tgt['op'] + ' ' + str(tgt['threshold']) if tgt else ''}"
-                        f" | {_result(r['pass']) if tgt else ''} |")
+            rows.append(f"| {r['name']} | {_fmt(r['value'])} | {format_spread(r.get('spread'))} | "
+                        f"{r.get('rounds', '-')} | {tgt['op'] + ' ' + str(tgt['threshold']) if tgt else ''} | "
+                        f"{_result(_verdict(r), r.get('rounds')) if tgt else ''} |")
         for t in d["targets"]:
             if t["name"] not in named:
-                rows.append(f"| {t['name']} | {_fmt(t['value'])} {t['unit']} | {t['op']} {t['threshold']} | "
-                            f"{_result(t['pass'])} |")
+                rounds = "-" if t.get("rounds") is None else t["rounds"]
+                rows.append(f"| {t['name']} | {_fmt(t['value'])} {t['unit']} | {format_spread(t.get('spread'))} | "
+                            f"{rounds} | {t['op']} {t['threshold']} | {_result(_verdict(t), t.get('rounds'))} |")
         out += rows
         medians = ["", "<details><summary>medians</summary>", "", "| metric | variant | n | median | unit |",
                    "|---|---|---|---|---|"]
@@ -85,8 +93,20 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
     return "\n".join(out) + "\n"
 
 
-def _result(ok: bool | None) -> str:
-    return {True: "pass", False: "**FAIL**", None: "not measured"}[ok]
+SCHEMA1 = "schema 1"
+
+
+def _verdict(entry: dict[str, Any]) -> str | None:
+    """The entry's verdict; a schema-1 JSON (written before verdicts and the 10-round rule) has none."""
+    return entry.get("verdict", SCHEMA1)
+
+
+def _result(verdict: str | None, rounds: int | None) -> str:
+    if verdict == SCHEMA1:
+        return "no verdict (run before the 10-round rule: re-run)"
+    if verdict == stats.FAIL:
+        return "**FAIL**"
+    return format_verdict(verdict, rounds).lower()
 
 
 def write_readme(text: str, readme: Path = README) -> None:

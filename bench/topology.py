@@ -68,15 +68,16 @@ class Workload:
     mtu: int | None = None
 
 
-def node_pair(ws: Workspace, subnet: str = "10.99.0") -> tuple[Node, Node]:
+def node_pair(ws: Workspace, subnet: str = "10.99.0", prefix: str = "n") -> tuple[Node, Node]:
     """Two nodes joined back to back on ``eth0`` (the fabric), forwarding on, default via an absent gateway.
 
     The default route matters: proxy ARP answers for 169.254.1.1 only when
-    the node has a unicast route covering it (testbed-facts §3).
+    the node has a unicast route covering it (testbed-facts §3). ``prefix`` names the
+    namespaces (``<tag><prefix>1``, ``<tag><prefix>2``), so one run can hold several pairs.
     """
-    n1 = Node("n1", ws.netns("n1"), f"{subnet}.11")
-    n2 = Node("n2", ws.netns("n2"), f"{subnet}.12")
-    tmp_a, tmp_b = f"{ws.tag}fa", f"{ws.tag}fb"
+    n1 = Node("n1", ws.netns(f"{prefix}1"), f"{subnet}.11")
+    n2 = Node("n2", ws.netns(f"{prefix}2"), f"{subnet}.12")
+    tmp_a, tmp_b = f"{ws.tag}{prefix}fa", f"{ws.tag}{prefix}fb"
     ip(n1.ns, "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b, "netns", n2.ns)
     for node, tmp in ((n1, tmp_a), (n2, tmp_b)):
         ip(node.ns, "link", "set", tmp, "name", "eth0")

@@ -41,7 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser(
         "bench", help="run benchmarks: ratios measured side by side, JSON and PNG in bench/results",
         description="Run l3net's benchmarks (see bench/README.md). NAME is one of: dataplane, control_plane, "
-                    "policy_scale, route_scale, reflector_scale, footprint, ipam; 'all' runs every one.")
+                    "policy_scale, conn_rate, route_scale, reflector_scale, footprint, ipam, bfd; 'all' runs every "
+                    "one.")
     p.add_argument("names", nargs="*", default=["all"], metavar="all|NAME", help="benchmarks to run (default all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, numbers mean little")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
@@ -131,8 +132,15 @@ def _outcome(results_dir: Path, name: str, code: int) -> str:
     if doc["status"] in ("unavailable", "error"):
         return f"{'FAILED' if doc['status'] == 'unavailable' else 'ERROR'}: {doc['error']}"
     missed = [t["name"] for t in doc["targets"] if t["pass"] is False]
-    text = "measured" + (f", targets missed: {', '.join(missed)}" if missed else ", all targets met"
-                         if doc["targets"] else "")
+    open_ = [t["name"] for t in doc["targets"] if t.get("verdict") == "insufficient rounds"]
+    parts = []
+    if missed:
+        parts.append(f"targets missed: {', '.join(missed)}")
+    if open_:
+        parts.append(f"no verdict (fewer than 10 rounds): {', '.join(open_)}")
+    if doc["targets"] and not parts:
+        parts.append("all targets met")
+    text = ", ".join(["measured", *parts])
     if doc["unavailable"]:
         text = "FAILED, partly measured: " + "; ".join(doc["unavailable"])
     return text

@@ -185,25 +185,30 @@ class TestMesh3:
         results = {}
         # Case 1: the first workload on n3 -> n3 claims a new /26, blackholes it and announces it.
         # Case 2: a second workload on n3 -> an address in the block n3 already announces.
+        # The clock starts BEFORE the CNI ADD: the remote route usually exists before ADD returns, so a
+        # clock started at the return would hide most of the time to routable.
         for case, ref in (("new block", "default/wn3"), ("existing block", "default/wn3b")):
-            watcher = RouteWatcher(lab.ns("n1"), gateway=fabric_ip(lab, "n3"))
-            asked = time.monotonic()
-            with watcher:
+            watchers = {node: RouteWatcher(lab.ns(node), gateway=fabric_ip(lab, "n3")) for node in ("n1", "n2")}
+            with watchers["n1"], watchers["n2"]:
+                asked = time.monotonic()
                 rec = lab.add_pod("n3", ref, {"app": "w3"})
                 added = time.monotonic()  # the CNI ADD has returned
             ip = str(rec["ip"])
             pinger = ping_until_reply(str(w1["netns"]), ip, deadline=5)
-            routed: dict[str, float | None] = {"n1": None, "n2": None}
-            while None in routed.values() and time.monotonic() - added < 5:
+            routed: dict[str, float | None] = {}
+            for node, watcher in watchers.items():
+                # a new route via n3 seen while ADD ran (the new block), else the first poll after it returned
+                # that finds one covering the pod (the existing block: routed before ADD even started)
+                routed[node] = watcher.seen - asked if watcher.seen is not None else None
+            while None in routed.values() and time.monotonic() - asked < 5:
                 for node in [n for n, t in routed.items() if t is None]:
                     if route_to(lab.ns(node), ip) is not None:
-                        routed[node] = time.monotonic() - added
+                        routed[node] = time.monotonic() - asked
             assert pinger.wait(10) == 0, f"{ref} ({ip}) never answered a ping from n1's pod"
-            pinged = time.monotonic() - added
+            pinged = time.monotonic() - asked
             results[case] = {"route n1": routed["n1"], "route n2": routed["n2"], "ping from n1 pod": pinged}
-            figure(f"mesh3 {case}: CNI ADD took (s); a new route via n3 appeared on n1 after (s from ADD start)",
-                   (round(added - asked, 3), round(watcher.seen - asked, 3) if watcher.seen else None))
-        figure("mesh3 time to routable (s, from CNI ADD return)",
+            figure(f"mesh3 {case}: CNI ADD took (s)", round(added - asked, 3))
+        figure("mesh3 time to routable (s, from CNI ADD start)",
                {case: {k: round(v, 3) if v is not None else None for k, v in r.items()}
                 for case, r in results.items()})
         for case, r in results.items():

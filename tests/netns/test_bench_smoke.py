@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -38,6 +40,26 @@ OWN_MODULE = re.compile(r"needs (l3net|felix|bgp|policy)\.")
 def _namespaces() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def _check_ratio(doc: dict[str, Any], r: dict[str, Any]) -> None:
+    """A ratio is the median of its per-round paired ratios, recomputed here from the raw samples."""
+    variants = doc["metrics"][r["metric"]]["variants"] if r["metric"] in doc["metrics"] else {}
+    num = variants.get(r["numerator"], {}).get("samples", [])
+    den = variants.get(r["denominator"], {}).get("samples", [])
+    if r["value"] is None:
+        assert r["verdict"] in (None, "not measured")
+        return
+    if r["method"].startswith("median of paired"):
+        paired = [a / b for a, b in zip(num, den, strict=True) if b]
+        assert r["paired"] == pytest.approx(paired)
+        assert r["value"] == pytest.approx(statistics.median(paired))
+        assert r["rounds"] == len(paired)
+        assert r["spread"]["min"] == pytest.approx(min(paired)) and r["spread"]["max"] == pytest.approx(max(paired))
+    elif r["method"].startswith("median / median"):
+        assert r["rounds"] == 0 and r["value"] == pytest.approx(statistics.median(num) / statistics.median(den))
+    if r["target"] is not None:
+        assert r["verdict"] in ("insufficient rounds", "not measured"), r
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -65,10 +87,12 @@ def test_benchmark_quick_run_writes_honest_json(name: str, tmp_path: Path) -> No
         assert doc["metrics"], "a measured benchmark must carry its raw samples"
         assert doc["ratios"], "a measured benchmark must report ratios measured in the same run"
         for r in doc["ratios"]:
-            metric = doc["metrics"][r["metric"]]["variants"]
-            if r["value"] is not None:
-                expect = metric[r["numerator"]]["median"] / metric[r["denominator"]]["median"]
-                assert r["value"] == pytest.approx(expect)
+            _check_ratio(doc, r)
+        for t in doc["targets"]:
+            # --quick runs too few rounds for any verdict: it must say so, never pass
+            assert t["verdict"] in ("insufficient rounds", "not measured"), t
+            assert t["pass"] is None
+        assert doc["passed"] is None
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
         assert doc["machine"]["cores"] >= 1
         if doc["status"] == "partial":

@@ -38,31 +38,57 @@ def test_interleaved_rotates_every_variant_through_every_position() -> None:
     assert firsts == {"a", "b", "c"}
 
 
-def _result() -> framework.Result:
+def _result(rounds: int = 3) -> framework.Result:
     res = framework.Result("demo", "a demo", quick=True)
-    for a, b in ((10.0, 5.0), (12.0, 6.0), (8.0, 2.0)):
+    pairs = [(10.0, 5.0), (12.0, 6.0), (8.0, 2.0)]
+    for k in range(rounds):
+        a, b = pairs[k % 3]
         res.sample("rate", "ours", a, unit="op/s")
         res.sample("rate", "base", b, unit="op/s")
     return res
 
 
-def test_ratio_uses_medians_and_keeps_paired_rounds() -> None:
-    res = _result()
+def test_ratio_is_the_median_of_paired_rounds_with_its_spread() -> None:
+    res = _result(12)
     value = res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
-    assert value == pytest.approx(10.0 / 5.0)
     entry = res.ratios[0]
-    assert entry["paired"] == pytest.approx([2.0, 2.0, 4.0])
-    assert entry["pass"] is True
-    assert res.targets[0]["pass"] is True
+    assert entry["paired"] == pytest.approx([2.0, 2.0, 4.0] * 4)
+    assert value == entry["median"] == 2.0
+    assert entry["rounds"] == 12
+    assert entry["spread"]["min"] == 2.0 and entry["spread"]["max"] == 4.0
+    assert entry["verdict"] == "pass" and entry["pass"] is True
+    assert res.targets[0]["pass"] is True and res.targets[0]["rounds"] == 12
+
+
+def test_fewer_than_ten_rounds_give_no_verdict() -> None:
+    res = _result(3)
+    assert res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5) == 2.0
+    assert res.ratios[0]["verdict"] == "insufficient rounds" and res.ratios[0]["pass"] is None
+    doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1)
+    assert doc["passed"] is None  # no verdict is not a pass
+    assert "insufficient rounds (3 < 10)" in framework.format_table(doc)
 
 
 def test_failed_and_unmeasured_targets() -> None:
-    res = _result()
+    res = _result(10)
     assert res.ratio("x", "rate", "ours", "base", op=">=", threshold=3.0) is not None
-    assert res.targets[-1]["pass"] is False
+    assert res.targets[-1]["pass"] is False and res.targets[-1]["verdict"] == "fail"
     assert res.ratio("y", "rate", "ours", "missing", op=">=", threshold=1.0) is None
-    assert res.targets[-1]["pass"] is None
-    assert res.target("p99", 0.9, unit="s", op="<=", threshold=1.0) is True
+    assert res.targets[-1]["pass"] is None and res.targets[-1]["verdict"] == "not measured"
+    assert res.target("p99", 0.9, unit="s", op="<=", threshold=1.0, rounds=20) is True
+    assert res.target("p99 few", 0.9, unit="s", op="<=", threshold=1.0, rounds=3) is None
+    assert res.target("p99 unknown", 0.9, unit="s", op="<=", threshold=1.0) is None
+    assert res.targets[-1]["verdict"] == "insufficient rounds"
+
+
+def test_quantile_ratio_target() -> None:
+    res = framework.Result("demo", "a demo", quick=False)
+    for k in range(20):
+        res.sample("ms", "ours", 100.0 + k, unit="ms", better="lower")
+        res.sample("ms", "floor", 10.0, unit="ms", better="lower")
+    value = res.ratio("p99", "ms", "ours", "floor", op="<=", threshold=20.0, quantile=99)
+    assert value == pytest.approx(framework.percentile([100.0 + k for k in range(20)], 99) / 10.0)
+    assert res.ratios[0]["rounds"] == 20 and res.ratios[0]["verdict"] == "pass"
 
 
 def test_sample_rejects_unit_change_and_bad_direction() -> None:
@@ -74,7 +100,7 @@ def test_sample_rejects_unit_change_and_bad_direction() -> None:
 
 
 def test_json_matches_schema_and_partial_status() -> None:
-    res = _result()
+    res = _result(10)
     res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=1.5)
     res.missing("routed+pol", framework.Unavailable("the ipset binary"))
     doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1.5)
@@ -130,7 +156,7 @@ def test_every_benchmark_module_declares_itself() -> None:
 
 
 def test_report_renders_results_and_rewrites_only_between_markers(tmp_path: Path) -> None:
-    res = _result()
+    res = _result(10)
     res.ratio("ours/base", "rate", "ours", "base", op=">=", threshold=3.0)
     doc = res.to_json(command="l3net bench demo", machine=framework.machine_info(), started=0, duration=1)
     failed = framework.failure_doc("ipam", "IPAM", status="unavailable", error="needs the etcd binary: not available",
@@ -222,6 +248,14 @@ def test_route_watch_parses_ip_monitor_lines() -> None:
     assert RouteWatch.prefix_of("default via 10.0.0.1 dev eth1")[0] is None
     assert RouteWatch.prefix_of("local 10.0.0.11 dev eth1 table local proto kernel")[0] == "10.0.0.11/32"
     assert RouteWatch.prefix_of("fe80::/64 dev eth1 proto kernel")[0] is None
+    # with `ip -ts`: the stamp is ip's, in local time, and the rest parses as before
+    line = "[2026-12-04T14:43:36.220963] blackhole 10.1.0.0/26 proto static \n"
+    assert RouteWatch.prefix_of(line) == ("10.1.0.0/26", False)
+    stamp, rest = RouteWatch.stamp_of(line)
+    assert stamp == pytest.approx(__import__("datetime").datetime(2026, 12, 4, 14, 43, 36, 220963).timestamp())
+    assert rest.startswith("blackhole")
+    assert RouteWatch.stamp_of("[not a time] 10.0.0.0/8 dev x") == (None, "[not a time] 10.0.0.0/8 dev x")
+    assert RouteWatch.stamp_of("10.0.0.0/8 dev x")[0] is None
 
 
 def test_control_plane_blocks_are_distinct_and_inside_their_range() -> None:
@@ -243,6 +277,23 @@ def test_reflector_scale_client_prefixes_do_not_overlap() -> None:
     assert len({client_ip(i) for i in range(260)}) == 260 and client_ip(0) == "10.1.0.1"
 
 
+def test_conn_rate_counts_only_our_chains_matches() -> None:
+    from bench.conn_rate import count_matches
+
+    text = """*filter
+:INPUT ACCEPT [10:1000]
+:l3n-fw-abc - [0:0]
+[7:420] -A FORWARD -j l3n-FORWARD
+[5:300] -A l3n-FORWARD -i cali+ -j l3n-from-wl
+[0:0] -A l3n-fw-abc -p tcp --dport 20001 -j ACCEPT
+[12:720] -A l3n-fw-abc -j MARK --set-xmark 0x10000/0x10000
+COMMIT
+"""
+    assert count_matches(text) == 17
+    assert count_matches(text, "FORWARD") == 7
+    assert count_matches("") == 0
+
+
 @pytest.mark.skipif(__import__("shutil").which("bird") is None, reason="BIRD 2 is not installed")
 def test_rendered_bird_configs_parse(tmp_path: Path) -> None:
     """The reflector and speaker configs the benchmarks start BIRD with are valid BIRD 2 (`bird -p`)."""
@@ -256,3 +307,76 @@ def test_rendered_bird_configs_parse(tmp_path: Path) -> None:
         conf.write_text(text)
         out = subprocess.run(["bird", "-p", "-c", str(conf)], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, f"{name}: {out.stderr}\n{text}"
+
+
+# -- each benchmark's ratio and verdict arithmetic, fed synthetic samples ----------------
+def _by_name(res: framework.Result) -> dict[str, dict[str, object]]:
+    return {r["name"]: r for r in res.ratios}
+
+
+def test_conn_rate_ratios_and_verdict_from_synthetic_samples() -> None:
+    from bench import conn_rate
+
+    res = framework.Result("conn_rate", "t", quick=False)
+    for k in range(10):
+        drift = 1.0 + k / 10  # the machine speeds up round by round: pairing cancels it
+        for variant, rate in (("none", 1000.0), ("felix-0", 800.0), ("felix", 850.0), ("bare", 850.0)):
+            res.sample("conn_per_s", variant, rate * drift, unit="conn/s")
+    conn_rate.declare(res, 1000)
+    r = _by_name(res)
+    assert r["felix/none new connections per second"]["value"] == pytest.approx(0.85)
+    assert r["felix/none new connections per second"]["verdict"] == "pass"
+    assert r["felix/none new connections per second"]["spread"]["iqr"] == pytest.approx(0.0)
+    assert r["felix/bare new connections per second"]["value"] == pytest.approx(1.0)
+    assert r["felix-0/none new connections per second"]["target"] is None
+    assert [t["name"] for t in res.targets] == ["felix/none new connections per second"]
+    slow = framework.Result("conn_rate", "t", quick=False)
+    for _k in range(10):
+        for variant, rate in (("none", 1000.0), ("felix-0", 800.0), ("felix", 100.0), ("bare", 100.0)):
+            slow.sample("conn_per_s", variant, rate, unit="conn/s")
+    conn_rate.declare(slow, 1000)
+    assert slow.targets[0]["verdict"] == "fail" and slow.targets[0]["value"] == pytest.approx(0.1)
+
+
+def test_policy_scale_ratios_and_verdicts_from_synthetic_samples() -> None:
+    from bench import policy_scale
+
+    res = framework.Result("policy_scale", "t", quick=False)
+    for _k in range(10):
+        res.sample("full_apply_s", "felix", 0.6, unit="s", better="lower")
+        res.sample("full_apply_s", "felix-warm", 0.42, unit="s", better="lower")
+        res.sample("full_apply_s", "bare", 0.4, unit="s", better="lower")
+        res.sample("compile_s", "cold", 0.1, unit="s", better="lower")
+        res.sample("compile_s", "warm", 0.005, unit="s", better="lower")
+        res.sample("workload_add_ms", "felix", 40.0, unit="ms", better="lower")
+        res.sample("label_change_ms", "felix", 60.0, unit="ms", better="lower")
+    policy_scale.declare(res)
+    r = _by_name(res)
+    cold = r["felix (cold compiler)/bare full apply time"]
+    assert cold["value"] == pytest.approx(1.5) and cold["verdict"] == "pass"  # <= 1.5 holds at 1.5
+    assert r["felix-warm (warm compiler)/bare full apply time"]["value"] == pytest.approx(1.05)
+    assert r["felix-warm (warm compiler)/bare full apply time"]["verdict"] is None
+    assert r["cold/warm compile time"]["value"] == pytest.approx(20.0)
+    verdicts = {t["name"]: t["verdict"] for t in res.targets}
+    assert verdicts["workload_add_ms (p50)"] == "pass" and verdicts["label_change_ms (p50)"] == "fail"
+
+
+def test_control_plane_like_with_like_ratios_from_synthetic_samples() -> None:
+    from bench import control_plane
+
+    res = framework.Result("control_plane", "t", quick=False)
+    for k in range(20):
+        for variant, total, bgp in (("l3net-rr", 200.0 + k, 40.0), ("bird-rr", 190.0 + k, 40.0),
+                                    ("bird-bird", 10.0, 2.0)):
+            res.sample("add_to_route_ms", variant, total, unit="ms", better="lower")
+            res.sample("origin_to_remote_ms", variant, bgp, unit="ms", better="lower")
+    control_plane.declare(res)
+    r = _by_name(res)
+    p99 = r["l3net-rr ADD / BIRD floor route add, p99"]
+    assert p99["value"] == pytest.approx(framework.percentile([200.0 + k for k in range(20)], 99) / 10.0)
+    assert p99["rounds"] == 20 and p99["verdict"] == "fail"
+    assert r["l3net-rr/BIRD floor BGP path (origin -> remote)"]["value"] == pytest.approx(20.0)
+    assert r["l3net-rr/bird-rr BGP path (origin -> remote)"]["value"] == pytest.approx(1.0)
+    absolute = {t["name"]: t for t in res.targets if t["unit"] == "ms"}
+    assert absolute["l3net-rr p99 ADD -> remote route"]["verdict"] == "pass"
+    assert absolute["l3net-rr p99 ADD -> remote route"]["rounds"] == 20
