@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from l3net.cni import dataplane
 from l3net.lab import faults
 from l3net.lab import state as st
+from l3net.model.validation import host_veth_name
 from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
 from tests.e2e.test_outage_drill import REFLECTORS, WORKERS, ping_stream
 from tests.route_monitor import RouteMonitor
@@ -49,7 +49,7 @@ def add_reachable_pod(lab: Lab, node: str, pods: dict, figures: dict, label: str
     figures[f"{label}: CNI ADD took (s)"] = round(added - t0, 2)
     figures[f"{label}: new pod's first reply from the other nodes (s after ADD)"] = first
     assert all(t is not None and t <= NEW_POD_REACHABLE_WITHIN for t in first.values()), first
-    return ip, dataplane.host_veth_name("default", name)
+    return ip, host_veth_name("default", name)
 
 
 def test_leader_then_follower_killed(lab3: Lab) -> None:

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import pytest
 
 from l3net import netns
-from l3net.cni import dataplane
 from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.pods import _invoke, network_config
+from l3net.model.validation import host_veth_name
 from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
 from tests.route_monitor import RouteMonitor, forwarding_changes
 
@@ -107,7 +107,7 @@ def cni_add_during_outage(lab: Lab, node: str) -> dict:
         print(f"\nFIGURE CNI ADD during the outage: code {err.get('code')} after {took:.2f}s")
         assert proc.returncode != 0 and err.get("code") == 11, err
         assert took <= CNI_ERROR_WITHIN, f"error 11 after {took:.2f}s"
-        host_if = dataplane.host_veth_name("default", name)
+        host_if = host_veth_name("default", name)
         links = subprocess.run(["ip", "-n", lab.ns(node), "-o", "link"], capture_output=True, text=True).stdout
         assert host_if not in links, f"{host_if} left behind on {node}"
         pod_links = subprocess.run(["ip", "-n", pod_ns, "-o", "link"], capture_output=True, text=True).stdout
@@ -174,7 +174,7 @@ def run_drill(lab: Lab, d: Durations) -> None:
         new_name = f"after-{uuid.uuid4().hex[:4]}"
         new = lab.add_pod("n2", f"default/{new_name}")
         new_ip = str(new["ip"])
-        new_if = dataplane.host_veth_name("default", new_name)
+        new_if = host_veth_name("default", new_name)
         added = time.monotonic()
         # Probes with room to spare, so that the figure is measured even when it misses the bound.
         probes = {n: ping_until_reply(str(pods[n]["netns"]), new_ip, 20) for n in ("n1", "n3")}
