@@ -17,9 +17,10 @@ import pytest
 from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.model.validation import host_veth_name
-from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
+from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab
 from tests.e2e.test_outage_drill import REFLECTORS, WORKERS, ping_stream
 from tests.route_monitor import RouteMonitor
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -56,7 +57,7 @@ def test_leader_then_follower_killed(lab3: Lab) -> None:
     lab, state = lab3, lab3.state
     assert faults.etcd_members(state) == ["e1", "e2", "e3"]
     pods = {n: lab.ensure_pod(n, f"default/m-{n}") for n in WORKERS}
-    assert wait_for(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
+    assert seconds_until(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
                                 for a in WORKERS for b in WORKERS if a != b), 60, 0.2) is not None
     time.sleep(3.0)  # new pod veths finish IPv6 DAD (the kernel's own fe80 routes) before routes are watched
     daemons = [lab.process(rr, "route-reflector") for rr in REFLECTORS] + [lab.process(n, "agent") for n in WORKERS]
