@@ -14,7 +14,6 @@ namespaces; nothing touches the root namespace.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 
 from bench.framework import Workspace
 from l3net import constants, netns
+from l3net.model.validation import host_veth_name
 
 _log = logging.getLogger(__name__)
 
@@ -42,12 +42,6 @@ def ip_batch(ns: str, lines: Sequence[str]) -> None:
                          text=True, timeout=120)
     if out.returncode != 0:
         raise RuntimeError(f"ip -n {ns} -batch failed: {out.stderr.strip()[:500]}")
-
-
-def host_veth_name(namespace: str, pod: str) -> str:
-    """Calico's host-side name: ``cali`` + the first 11 hex of sha1("<namespace>.<pod>")."""
-    digest = hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()
-    return constants.WORKLOAD_IFACE_PREFIX + digest[: constants.WORKLOAD_IFACE_HASH_LEN]
 
 
 @dataclass

@@ -40,11 +40,11 @@ from felix.health import HealthServer, HealthState
 from felix.registration import StatusPublisher
 from l3net import metrics
 from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
-from l3net.datastore.base import KeyValue
 from l3net.datastore.probe import DatastoreProbe
-from l3net.errors import ValidationError
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
+from l3net.model.decode import Invalid
+from l3net.model.decode import decode as model_decode
 from l3net.model.resource import Resource
 from l3net.syncer import KeyUpdate
 from l3net.viewcache import CachedView, CacheWriter, ViewCache
@@ -89,12 +89,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def decode(client: ResourceClient, key: str, value: bytes, revision: int = 0) -> Resource | None:
     """A stored resource, or None (logged with its key) when it does not validate: bad data is absence."""
-    try:
-        return client.decode(KeyValue(key, value, revision))
-    except ValidationError as exc:  # decode is total: any bad value arrives as a ValidationError
+    got = model_decode(client.keys, key, value, revision)
+    if isinstance(got, Invalid):
         metrics.DECODE_FAILURES.labels(where="resource").inc()
-        _log.warning("ignoring invalid stored resource key=%s error=%s", key, exc)
+        _log.warning("ignoring invalid stored resource key=%s error=%s", key, got)
         return None
+    return got
 
 
 class ResourceStore:

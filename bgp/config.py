@@ -32,7 +32,7 @@ import base64
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,20 +42,27 @@ from bgp.selectors import compile_selector, selector_error
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
 from l3net.model.validate.bfd import BfdSettings, resolve_bfd
+from l3net.model.values import (
+    MAX_ASN,
+    MAX_RESTART_TIME,
+    hold_time,
+    keepalive_reason,
+    parse_asn,
+    parse_community,
+    parse_duration,
+    parse_peer_ip,
+    restart_time,
+)
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_HOLD_TIME = 90
 DEFAULT_RESTART_TIME = 120
-MAX_RESTART_TIME = 4095   # the capability's restart time is a 12-bit field (RFC 4724 §3)
-MAX_ASN = 4294967295
 
 PEER_MESH = "node-to-node mesh"
 PEER_GLOBAL = "global"
 PEER_NODE = "node specific"
 PEER_RR = "route reflector"
-
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
 @dataclass(frozen=True)
@@ -145,26 +152,7 @@ class NodeBGPView:
         return tuple(out)
 
 
-# -- small parsers -------------------------------------------------------------------------
-def parse_duration(value: Any) -> float:
-    """``"3s"``, ``"1m30s"``, ``"500ms"``, ``90`` -> seconds; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"negative duration: {value!r}")
-        return float(value)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"not a duration: {value!r}")
-    if value.isdigit():
-        return float(value)
-    m = _DURATION_RE.match(value)
-    if not m or not any(m.groups()):
-        raise ValueError(f"not a duration (use e.g. '3s', '1m30s'): {value!r}")
-    h, mi, s, ms = m.groups()
-    return int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0) + int(ms or 0) / 1000
-
-
+# -- node addresses -----------------------------------------------------------------------
 def _split_cidr_ip(value: Any) -> str | None:
     """``10.0.0.1/24`` -> ``10.0.0.1``; None for empty/invalid (an IPv6 scope ID is invalid)."""
     if not value or not isinstance(value, str) or "%" in value:
@@ -191,57 +179,6 @@ def canonical_ip(value: str) -> str:
         raise ValueError(f"not an IP address without scope: {value!r}")
     addr = ipaddress.ip_address(value)
     return str(type(addr)(int(addr)))
-
-
-def parse_peer_ip(value: str) -> tuple[str, int]:
-    """``10.0.0.1``, ``10.0.0.1:1790``, ``[fd00::1]:1790``, ``fd00::1`` -> (ip, port)."""
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be an IP address, optionally with :port")
-    if "%" in value:
-        raise ValueError("IPv6 scope IDs (%zone) are not allowed")
-    port = BGP_PORT
-    host = value
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise ValueError(f"bad port in {value!r}")
-            port = int(rest[1:])
-    elif value.count(":") == 1:
-        host, _, p = value.partition(":")
-        if not p.isdigit():
-            raise ValueError(f"bad port in {value!r}")
-        port = int(p)
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"not an IP address: {host!r}") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"port out of range: {port}")
-    return str(ip), port
-
-
-def _asn(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"not an AS number: {value!r}")
-    text = str(value)
-    if "." in text:  # asdot
-        hi, _, lo = text.partition(".")
-        if not hi.isdigit() or not lo.isdigit() or int(hi) > 65535 or int(lo) > 65535:
-            raise ValueError(f"not an AS number: {value!r}")
-        return int(hi) * 65536 + int(lo)
-    if not text.isdigit() or not 0 < int(text) <= MAX_ASN:
-        raise ValueError(f"AS number must be 1..{MAX_ASN}: {value!r}")
-    return int(text)
-
-
-def _community_ok(value: str) -> bool:
-    parts = value.split(":")
-    if len(parts) == 2:
-        return all(p.isdigit() and int(p) <= 65535 for p in parts)
-    if len(parts) == 3:
-        return all(p.isdigit() and int(p) <= MAX_ASN for p in parts)
-    return False
 
 
 # -- validation ----------------------------------------------------------------------------
@@ -283,6 +220,12 @@ def resolve_password(pw: Any, secrets: SecretReader | None) -> str | None:
         raise ValueError("secretKeyRef given but no secrets directory is configured (bgp_secrets_dir)")
     return secrets.read(pw["secretKeyRef"]["name"], pw["secretKeyRef"]["key"])
 
+# The BGPPeer fields written as text, and their parser (a value it refuses is refused at its path).
+_PEER_VALUES: tuple[tuple[str, Callable[[Any], object]], ...] = (
+    ("asNumber", parse_asn), ("holdTime", hold_time), ("keepaliveTime", parse_duration),
+    ("maxRestartTime", restart_time))
+
+
 def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldError]:
     """Every reason a BGPPeer spec cannot be right (empty when it is fine)."""
     errs: list[FieldError] = []
@@ -309,28 +252,17 @@ def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldErr
             reason = selector_error(spec[key])
             if reason:
                 err(key, f"invalid selector: {reason}")
-    if spec.get("asNumber") not in (None, ""):
-        try:
-            _asn(spec["asNumber"])
-        except ValueError as exc:
-            err("asNumber", str(exc))
-    for key in ("holdTime", "keepaliveTime", "maxRestartTime"):
-        if spec.get(key) not in (None, ""):
+    # the grammars and ranges of l3net.model.values, which l3netctl's validation calls too
+    for key, parse in _PEER_VALUES:
+        if spec.get(key) is not None:
             try:
-                seconds = parse_duration(spec[key])
+                parse(spec[key])
             except ValueError as exc:
                 err(key, str(exc))
-                continue
-            if key == "holdTime" and seconds and not 3 <= seconds <= 65535:
-                err(key, "hold time must be 0 or 3..65535 seconds (RFC 4271)")
-            if key == "maxRestartTime" and not 1 <= seconds <= MAX_RESTART_TIME:
-                err(key, f"restart time must be 1..{MAX_RESTART_TIME} seconds (RFC 4724)")
-    if spec.get("holdTime") and spec.get("keepaliveTime"):
-        try:
-            if parse_duration(spec["keepaliveTime"]) * 3 > parse_duration(spec["holdTime"]):
-                err("keepaliveTime", "must be at most a third of holdTime")
-        except ValueError:
-            pass
+    if spec.get("holdTime") is not None and spec.get("keepaliveTime") is not None:
+        reason = keepalive_reason(spec["keepaliveTime"], spec["holdTime"])
+        if reason:
+            err("keepaliveTime", reason)
     reason = password_problem(spec.get("password"))
     if reason:
         err("password", reason)
@@ -383,7 +315,7 @@ def _node_info(res: Any) -> _NodeInfo:
     asn: int | None = None
     if b.get("asNumber") not in (None, ""):
         try:
-            asn = _asn(b["asNumber"])
+            asn = parse_asn(b["asNumber"])
         except ValueError:
             _log.warning("node has a bad asNumber, using the default node=%s value=%r", res.name, b["asNumber"])
     subnets = tuple(n for n in (_subnet(b.get("ipv4Address")), _subnet(b.get("ipv6Address"))) if n)
@@ -422,6 +354,40 @@ def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]
     return settings if settings.enabled else None
 
 
+def _is_community(value: Any) -> bool:
+    try:
+        parse_community(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_timers(s: Mapping[str, Any], d: _Defaults, cluster: bool, doc: str, errors: list[FieldError]) -> None:
+    """The AS number and timers of one BGPConfiguration, by the parsers l3netctl's validation uses: a value
+    either parser refuses is refused here at its field, and the setting keeps its earlier value."""
+    def value(key: str, parse: Callable[[Any], int | float]) -> int | float | None:
+        if s.get(key) is None:
+            return None
+        try:
+            return parse(s[key])
+        except ValueError as exc:
+            errors.append(FieldError(path=f"spec.{key}", reason=str(exc), document=doc))
+            return None
+
+    asn = value("asNumber", parse_asn) if cluster else None
+    hold = value("holdTime", hold_time)
+    keepalive = value("keepaliveTime", parse_duration)
+    restart = value("restartTime", restart_time)
+    reason = keepalive_reason(s["keepaliveTime"], s["holdTime"]) if hold is not None and keepalive is not None else ""
+    if reason:
+        errors.append(FieldError(path="spec.keepaliveTime", reason=reason, document=doc))
+        keepalive = None
+    d.asn = int(asn) if asn is not None else d.asn
+    d.hold = int(hold) if hold is not None else d.hold
+    d.keepalive = int(keepalive) if keepalive is not None else d.keepalive
+    d.restart = int(restart) if restart is not None else d.restart
+
+
 def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError],
                   secrets: SecretReader | None = None) -> _Defaults:
     d = _Defaults()
@@ -431,20 +397,12 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
             continue
         s = cfg.spec or {}
         doc = cfg.ref if hasattr(cfg, "ref") else cfg.name
+        _read_timers(s, d, cfg.name == "default", doc, errors)
         try:
-            if "asNumber" in s and cfg.name == "default":
-                d.asn = _asn(s["asNumber"])
             if "nodeToNodeMeshEnabled" in s and cfg.name == "default":
                 d.mesh = bool(s["nodeToNodeMeshEnabled"])
             if "listenPort" in s:
                 d.listen_port = int(s["listenPort"])
-            if "holdTime" in s:
-                hold = int(parse_duration(s["holdTime"]))
-                if hold and not 3 <= hold <= 65535:
-                    raise ValueError("holdTime must be 0 or 3..65535 seconds (RFC 4271)")
-                d.hold = hold
-            if "keepaliveTime" in s:
-                d.keepalive = int(parse_duration(s["keepaliveTime"]))
             if "gracefulRestart" in s:
                 d.gr = bool(s["gracefulRestart"])
             if "maxPrefixes" in s:
@@ -464,19 +422,11 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
             except ValueError as exc:
                 # the mesh stays without a password rather than down: its peers refuse it until fixed
                 errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
-        if "restartTime" in s:
-            try:
-                restart = parse_duration(s["restartTime"])
-                if not 1 <= restart <= MAX_RESTART_TIME:
-                    raise ValueError(f"must be 1..{MAX_RESTART_TIME} seconds (RFC 4724)")
-                d.restart = int(restart)
-            except ValueError as exc:
-                errors.append(FieldError(path="spec.restartTime", reason=str(exc), document=doc))
         named = {c.get("name"): c.get("value") for c in s.get("communities") or [] if isinstance(c, Mapping)}
         for i, adv in enumerate(s.get("prefixAdvertisements") or []):
             for j, ref in enumerate(adv.get("communities") or []):
                 value = named.get(ref, ref)
-                if not isinstance(value, str) or not _community_ok(value):
+                if not _is_community(value):
                     errors.append(FieldError(path=f"spec.prefixAdvertisements[{i}].communities[{j}]",
                                              reason=f"unknown community name or bad value: {ref!r}", document=doc))
                     continue
@@ -584,7 +534,7 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
                 return n.name == s["node"]
             return compile_selector(s["nodeSelector"])(n.labels)
 
-        hold = int(parse_duration(s["holdTime"])) if s.get("holdTime") else defaults.hold
+        hold = hold_time(s["holdTime"]) if s.get("holdTime") else defaults.hold
         keepalive = int(parse_duration(s["keepaliveTime"])) if s.get("keepaliveTime") else defaults.keepalive
         if s.get("peerIP") and not selects(me):
             continue
@@ -594,17 +544,18 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
             errors.append(FieldError(path="spec.password", reason=str(exc), document=doc))
             _log.warning("BGPPeer refused peer=%s reason=%s", res.name, exc)
             continue
-        restart = int(parse_duration(s["maxRestartTime"])) if s.get("maxRestartTime") else None
+        restart = restart_time(s["maxRestartTime"]) if s.get("maxRestartTime") else None
         ttl = int(s.get("ttlSecurity") or 0)
         names = tuple(s.get("filters") or ())
         bfd = _bfd_for([*defaults.bfd_layers, s.get("bfd") or {}], doc, errors)
         if s.get("peerIP"):
-            ip, port = parse_peer_ip(s["peerIP"])
+            ip, given_port = parse_peer_ip(s["peerIP"])
+            port = given_port or BGP_PORT
             local = local_for(ip)
             if local is None:
                 continue
             target = next((n for n in infos.values() if ip in (n.v4, n.v6)), None)
-            peer_as = _asn(s["asNumber"])
+            peer_as = parse_asn(s["asNumber"])
             multihop = s.get("ebgpMultihop")
             off_subnet = _off_subnet(ip, me.subnets)
             if peer_as != my_as and off_subnet and not (multihop and multihop > 1):

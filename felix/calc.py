@@ -20,9 +20,9 @@ from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
 from l3net import metrics
 from l3net.keys import KeyLayout
+from l3net.model.decode import Invalid, decode
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
 from l3net.model.validate.workload import host_network_reason, workload_ifname_reason
-from l3net.model.validation import resource_from_document
 
 _log = logging.getLogger(__name__)
 
@@ -73,14 +73,6 @@ class Link:
     name: str
     index: int
     up: bool
-
-
-def _decode_resource(key: str, raw: bytes) -> Resource:
-    """Decode and validate one stored resource; raises ValueError (or ValidationError) when bad."""
-    doc = json.loads(raw)
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    return resource_from_document(doc, source=key)
 
 
 def _workload(key: str, res: Resource) -> Workload:
@@ -181,9 +173,9 @@ class Model:
             plural = parsed[0]
             if plural not in KINDS_BY_PLURAL:
                 return
-            res = _decode_resource(key, raw)
-            if res.kind != KINDS_BY_PLURAL[plural].kind:
-                raise ValueError(f"kind: {res.kind!r} stored under {plural}/")
+            res = decode(self.keys, key, raw)   # the one decode path (l3netctl's too); revision 0 as before
+            if isinstance(res, Invalid):
+                raise res.exception()
             if res.kind == "WorkloadEndpoint":
                 w = _workload(key, res)
                 self.workloads[key] = w

@@ -27,6 +27,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -38,6 +39,7 @@ from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
 from l3net.datastore.base import Datastore
 from l3net.errors import DatastoreError
 from l3net.keys import KeyLayout
+from l3net.model.values import parse_asn_text, parse_duration
 
 _log = logging.getLogger(__name__)
 
@@ -55,11 +57,18 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+# A bare number of seconds ("90", "0.05"); anything else is a Go duration ("90s", "1m30s", "250ms").
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
 def parse_seconds(text: str) -> float:
-    value = float(text.rstrip("s"))
-    if value < 0:
+    """Seconds, as a bare number or a Go duration (the one parser the BGP resources use, too)."""
+    text = text.strip()
+    if text.startswith("-"):
         raise ValueError("must not be negative")
-    return value
+    if _SECONDS.fullmatch(text):
+        return float(text)
+    return parse_duration(text)
 
 
 def parse_positive_seconds(text: str) -> float:
@@ -77,16 +86,8 @@ def parse_port(text: str) -> int:
 
 
 def parse_asn(text: str) -> int | None:
-    if not text:
-        return None
-    if "." in text:  # asdot notation
-        hi, lo = (int(p) for p in text.split(".", 1))
-        value = hi * 65536 + lo
-    else:
-        value = int(text)
-    if not 1 <= value <= 4294967295:
-        raise ValueError("AS number must be 1..4294967295")
-    return value
+    """``64512`` or AS-dot ``1.10``; empty means the cluster's."""
+    return parse_asn_text(text.strip()) if text.strip() else None
 
 
 def parse_node_ip(text: str) -> str:

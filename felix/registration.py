@@ -21,6 +21,7 @@ from l3net.datastore.base import Datastore
 from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.keys import KeyLayout
 from l3net.model.client import AlreadyExists, ResourceClient
+from l3net.model.decode import Invalid, decode
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
 
@@ -47,11 +48,10 @@ def register_node(ds: Datastore, keys: KeyLayout, node: str, ipv4: str | None, a
                 continue
             _log.info("node registered node=%s ipv4=%s asn=%s", node, ipv4, asn)
             return res
-        try:
-            old = ResourceClient(ds, keys).decode(kv)  # total: anything stored there is a ValidationError at worst
-        except ValidationError as exc:
+        old = decode(keys, key, kv.value, kv.mod_revision)   # total: anything stored there is Invalid at worst
+        if isinstance(old, Invalid):
             # Someone stored garbage under our own Node key: replace it (CAS keeps this safe).
-            _log.warning("own Node resource is invalid, rewriting it key=%s error=%s", key, exc)
+            _log.warning("own Node resource is invalid, rewriting it key=%s error=%s", key, old)
             old = Resource(kind="Node", name=node)
         spec = json.loads(json.dumps(old.spec))
         bgp = dict(spec.get("bgp") or {})

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from l3net.model import Resource
-
-
-def iface_for(ns: str, pod: str) -> str:
-    return "cali" + hashlib.sha1(f"{ns}.{pod}".encode()).hexdigest()[:11]
+from l3net.model.validation import host_veth_name
 
 
 def wep(pod: str, ns: str, node: str, ip: str | list[str], labels: dict[str, str] | None = None,
         ports: list[dict[str, Any]] | None = None) -> Resource:
     ips = [ip] if isinstance(ip, str) else ip
     spec: dict[str, Any] = {"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
-                            "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": iface_for(ns, pod)}
+                            "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": host_veth_name(ns, pod)}
     if ports:
         spec["ports"] = ports
     return Resource("WorkloadEndpoint", f"{node}-k8s-{pod}-eth0", spec, namespace=ns, labels=dict(labels or {}))

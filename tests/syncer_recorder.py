@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from l3net.datastore.base import Datastore
@@ -71,13 +70,3 @@ class RecordingSink:
         kvs, _ = ds.list(prefix)
         want = {kv.key: kv.value for kv in kvs}
         return self.wait_for(lambda s: s.synced and s.state == want, timeout)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it holds (for state the sink is not told about, e.g. a syncer's counters)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True

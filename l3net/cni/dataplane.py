@@ -11,7 +11,6 @@ the reason) on conflicts; callers roll back with :func:`teardown`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -27,8 +26,6 @@ from l3net.constants import (
     ROUTE_PROTO,
     WORKLOAD_GATEWAY_V4,
     WORKLOAD_HOST_MAC,
-    WORKLOAD_IFACE_HASH_LEN,
-    WORKLOAD_IFACE_PREFIX,
     WORKLOAD_ROUTE_METRIC,
 )
 
@@ -40,12 +37,6 @@ RT_SCOPE_LINK = 253
 
 class DataplaneError(Exception):
     """The workload could not be wired (or CHECK found drift); the message says what."""
-
-
-def host_veth_name(namespace: str, pod: str) -> str:
-    """Calico's rule: ``cali`` + first 11 hex of sha1("<namespace>.<pod>")."""
-    digest = hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()
-    return WORKLOAD_IFACE_PREFIX + digest[:WORKLOAD_IFACE_HASH_LEN]
 
 
 def uplink_mtu(ipr: IPRoute) -> int:

@@ -62,7 +62,7 @@ from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.labels import is_reserved_label
 from l3net.model.resource import Resource
-from l3net.model.validation import resource_from_document, workload_endpoint_name
+from l3net.model.validation import host_veth_name, resource_from_document, workload_endpoint_name
 
 _log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Invocation:
         self.pod: kubepod.PodInfo | None = None
         self.node = node_name(conf, environ)
         self.lock_dir = environ.get(ENV_LOCK_DIR) or None
-        self.host_if = dataplane.host_veth_name(env.namespace, env.pod)
+        self.host_if = host_veth_name(env.namespace, env.pod)
         self.handle = handle_id(conf.name, env.container_id, env.ifname)
         self.wep_name = workload_endpoint_name(self.node, env.pod, env.ifname)
         requested = conf.etcd_endpoints or environ.get(ENV_ENDPOINTS) or None
@@ -420,7 +420,7 @@ class Invocation:
             if (cid, ifname) in valid:
                 continue
             ns, pod = str(ns), str(pod)
-            dataplane.teardown(dataplane.host_veth_name(ns, pod), [a.ip])
+            dataplane.teardown(host_veth_name(ns, pod), [a.ip])
             name = workload_endpoint_name(self.node, pod, str(ifname))
             key = self.keys.resource("workloadendpoints", name, ns)
             kv = self.ds.get(key)

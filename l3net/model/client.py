@@ -30,8 +30,9 @@ from typing import Any
 from l3net.datastore.base import Create, Datastore, Delete, KeyValue, Op, Update
 from l3net.errors import Conflict, FieldError, ValidationError
 from l3net.keys import KeyLayout
-from l3net.model.resource import KINDS, KINDS_BY_PLURAL, KindInfo, Resource, kind_info
-from l3net.model.validation import DEFAULT_NAMESPACE, parse_peer_ip, resource_from_document
+from l3net.model.decode import Invalid, decode
+from l3net.model.resource import KINDS, KindInfo, Resource, kind_info
+from l3net.model.validation import DEFAULT_NAMESPACE, parse_peer_ip
 
 _log = logging.getLogger(__name__)
 
@@ -103,31 +104,10 @@ class ResourceClient:
         Total: whatever the stored bytes are (not UTF-8, not JSON, nested deep enough for a RecursionError),
         the only exception is a ValidationError naming the key.
         """
-        try:
-            return self._decode(kv)
-        except ValidationError:
-            raise
-        except Exception as exc:  # by contract: bad stored data is a ValidationError, never a crash
-            raise ValidationError(FieldError(path="", document=kv.key,
-                                             reason=f"stored value does not decode: {type(exc).__name__}: "
-                                                    f"{str(exc)[:300]}")) from None
-
-    def _decode(self, kv: KeyValue) -> Resource:
-        parsed = self.keys.parse_resource(kv.key)
-        info = KINDS_BY_PLURAL.get(parsed[0]) if parsed else None
-        if parsed is None or info is None:
-            raise ValidationError(FieldError(path="", reason="not a resource key", document=kv.key))
-        _, ns, name = parsed
-        try:
-            doc = json.loads(kv.value)
-        except (ValueError, RecursionError) as exc:
-            raise ValidationError(FieldError(path="", reason=f"stored value is not JSON: {exc}",
-                                             document=kv.key)) from None
-        res = resource_from_document(doc, kv.key)
-        if res.kind != info.kind or res.name != name or (info.namespaced and res.namespace != ns):
-            raise ValidationError(FieldError(path="metadata", document=kv.key,
-                                             reason=f"stored document is {res.ref}, which does not match its key"))
-        return dc_replace(res, resource_version=kv.mod_revision)
+        got = decode(self.keys, kv.key, kv.value, kv.mod_revision)
+        if isinstance(got, Invalid):
+            raise got.exception()
+        return got
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> Resource | None:
         """The stored resource, or None when absent."""

@@ -18,11 +18,11 @@ rules are present); namespaced kinds default to namespace ``default``.
 
 from __future__ import annotations
 
-from l3net.model.validate.addresses import parse_peer_ip, pools_overlap
-from l3net.model.validate.bgp_fields import parse_duration
+from l3net.model.validate.addresses import pools_overlap
 from l3net.model.validate.checker import format_path
 from l3net.model.validate.document import DEFAULT_NAMESPACE, document_name, resource_from_document
-from l3net.model.validate.workload import workload_endpoint_name
+from l3net.model.validate.workload import host_veth_name, workload_endpoint_name
+from l3net.model.values import parse_duration, parse_peer_ip
 
-__all__ = ["DEFAULT_NAMESPACE", "document_name", "format_path", "parse_duration", "parse_peer_ip",
+__all__ = ["DEFAULT_NAMESPACE", "document_name", "format_path", "host_veth_name", "parse_duration", "parse_peer_ip",
            "pools_overlap", "resource_from_document", "workload_endpoint_name"]

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,17 +221,6 @@ def next_hops(route: dict[str, Any] | None) -> set[str]:
     if route.get("gateway"):
         return {route["gateway"]}
     return {nh["gateway"] for nh in route.get("nexthops", []) if nh.get("gateway")}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> float | None:
-    """Seconds until ``predicate()`` held (polled every ``interval``), or None after ``timeout``."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            return None
-        time.sleep(interval)
 
 
 # -- packets ----------------------------------------------------------------------------------------

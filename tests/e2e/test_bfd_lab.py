@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from bench.framework import percentile
-from tests.e2e.e2e_helpers import Lab, route_to, running_lab, wait_for
+from tests.e2e.e2e_helpers import Lab, route_to, running_lab
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow, pytest.mark.soak]
 
@@ -80,7 +81,7 @@ def _bfd_up_count(lab: Lab, node: str) -> int:
 def _wait_bfd(lab: Lab, timeout: float) -> None:
     # Reflectors: the three workers and each other (the BGPPeer selects every node, reflectors too).
     want = {"rr1": 4, "rr2": 4, "n1": 2, "n2": 2, "n3": 2}
-    assert wait_for(lambda: all(_bfd_up_count(lab, n) == c for n, c in want.items()), timeout, 0.5) is not None, \
+    assert seconds_until(lambda: all(_bfd_up_count(lab, n) == c for n, c in want.items()), timeout, 0.5) is not None, \
         {n: _bfd_up_count(lab, n) for n in want}
 
 
@@ -94,8 +95,8 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(tmp_path: Path, record_property
     with running_lab("dual-rr", extra_manifests={"30-bfd.yaml": BFD_MANIFEST}, workdir=tmp_path,
                      timeout=120) as lab:
         pods = {n: lab.add_pod(n, f"default/bfd-{n}") for n in WORKERS}
-        assert wait_for(lambda: all(route_to(lab.ns(a), pods[b]["ip"]) for a in WORKERS for b in WORKERS if a != b),
-                        60, 0.2) is not None, "every node routes to every other node's pod"
+        assert seconds_until(lambda: all(route_to(lab.ns(a), pods[b]["ip"]) for a in WORKERS for b in WORKERS
+                                         if a != b), 60, 0.2) is not None, "every node routes to every other node's pod"
         block = {}
         for n in WORKERS:
             route = route_to(lab.ns("n3" if n == "n1" else "n1"), pods[n]["ip"])
@@ -112,18 +113,18 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(tmp_path: Path, record_property
                 t_cut = time.time()
                 subprocess.run(["ip", "-n", lab.ns("n2"), "link", "set", "eth1", "down"], check=True, timeout=10)
                 for n in OBSERVERS:
-                    assert wait_for(lambda n=n: route_to(lab.ns(n), pods["n2"]["ip"]) is None, 10, 0.02) is not None, \
-                        f"cut {i}: n2's block still on {n} after 10 s"
+                    assert seconds_until(lambda n=n: route_to(lab.ns(n), pods["n2"]["ip"]) is None, 10, 0.02) \
+                        is not None, f"cut {i}: n2's block still on {n} after 10 s"
                     def deleted(n: str = n, t_cut: float = t_cut) -> list[float]:
                         return [ts for ts, text in monitors[n].since(t_cut)
                                 if text.startswith(f"Deleted {block['n2']}")]
                     # The monitor's reader may lag the kernel on a loaded machine: wait for its line.
-                    assert wait_for(lambda: bool(deleted()), 10, 0.02) is not None, monitors[n].since(t_cut)
+                    assert seconds_until(lambda: bool(deleted()), 10, 0.02) is not None, monitors[n].since(t_cut)
                     gone.append(deleted()[0] - t_cut)
                 t_up = time.time()
                 subprocess.run(["ip", "-n", lab.ns("n2"), "link", "set", "eth1", "up"], check=True, timeout=10)
                 for n in OBSERVERS:
-                    assert wait_for(lambda n=n: route_to(lab.ns(n), pods["n2"]["ip"]) is not None, 90, 0.05) \
+                    assert seconds_until(lambda n=n: route_to(lab.ns(n), pods["n2"]["ip"]) is not None, 90, 0.05) \
                         is not None, f"cut {i}: n2's block not back on {n}"
                 back.append(time.time() - t_up)
                 _wait_bfd(lab, 30)

@@ -36,8 +36,8 @@ from tests.e2e.e2e_helpers import (
     route_to,
     running_lab,
     start_ping_stream,
-    wait_for,
 )
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -86,7 +86,7 @@ def wait_full_reachability(lab: Lab, pods: dict[str, dict[str, object]], timeout
     def complete() -> bool:
         return all(route_to(lab.ns(node), str(pod["ip"])) is not None
                    for node, (other, pod) in itertools.product(pods, pods.items()) if other != node)
-    assert wait_for(complete, timeout, 0.2) is not None, {
+    assert seconds_until(complete, timeout, 0.2) is not None, {
         node: [str(p["ip"]) for o, p in pods.items() if o != node and route_to(lab.ns(node), str(p["ip"])) is None]
         for node in pods}
 
@@ -163,7 +163,7 @@ def wait_peer_states(lab: Lab, node: str, peers: set[str], timeout: float = 30) 
         nonlocal states
         states = l3net_peer_states(lab, node)
         return set(states) == peers and all_up(states)
-    wait_for(done, timeout, 0.1)
+    seconds_until(done, timeout, 0.1)
     return states
 
 
@@ -228,7 +228,7 @@ class TestMesh3:
         with cap:
             assert_every_pair_pings(pods)
             # every echo request is in the file before tcpdump is stopped (asserted below, after the capture)
-            wait_for(lambda: all(cap.written(f"icmp and src host {pa['ip']} and dst host {pb['ip']}")
+            seconds_until(lambda: all(cap.written(f"icmp and src host {pa['ip']} and dst host {pb['ip']}")
                                  for (_a, pa), (_b, pb) in itertools.permutations(pods.items(), 2)), 20, 0.2)
         lines = cap.read()
         # No encapsulation of any kind: no VXLAN, no IP-in-IP, no GRE, no Geneve.
@@ -338,13 +338,13 @@ class TestDualL3netRouteReflectors:
                 new_pid.append(pid)
                 return True
             return False
-        assert wait_for(restarted, 20, 0.05) is not None, "the supervisor did not start a new ExaBGP"
+        assert seconds_until(restarted, 20, 0.05) is not None, "the supervisor did not start a new ExaBGP"
         respawn = time.monotonic() - killed
 
         def sessions_back() -> bool:
             states = l3net_peer_states(lab, "n1")
             return set(states) == {"10.0.0.2", "10.0.0.3"} and all_up(states)
-        back = wait_for(sessions_back, 30, 0.1)
+        back = seconds_until(sessions_back, 30, 0.1)
         assert back is not None, l3net_peer_states(lab, "n1")
         stats = ping_stats(stream)
         figure("ExaBGP kill under n1's agent", {"respawned after s": round(respawn, 2),

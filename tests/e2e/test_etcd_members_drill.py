@@ -14,12 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from l3net.cni import dataplane
 from l3net.lab import faults
 from l3net.lab import state as st
-from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
+from l3net.model.validation import host_veth_name
+from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab
 from tests.e2e.test_outage_drill import REFLECTORS, WORKERS, ping_stream
 from tests.route_monitor import RouteMonitor
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -49,14 +50,14 @@ def add_reachable_pod(lab: Lab, node: str, pods: dict, figures: dict, label: str
     figures[f"{label}: CNI ADD took (s)"] = round(added - t0, 2)
     figures[f"{label}: new pod's first reply from the other nodes (s after ADD)"] = first
     assert all(t is not None and t <= NEW_POD_REACHABLE_WITHIN for t in first.values()), first
-    return ip, dataplane.host_veth_name("default", name)
+    return ip, host_veth_name("default", name)
 
 
 def test_leader_then_follower_killed(lab3: Lab) -> None:
     lab, state = lab3, lab3.state
     assert faults.etcd_members(state) == ["e1", "e2", "e3"]
     pods = {n: lab.ensure_pod(n, f"default/m-{n}") for n in WORKERS}
-    assert wait_for(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
+    assert seconds_until(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
                                 for a in WORKERS for b in WORKERS if a != b), 60, 0.2) is not None
     time.sleep(3.0)  # new pod veths finish IPv6 DAD (the kernel's own fe80 routes) before routes are watched
     daemons = [lab.process(rr, "route-reflector") for rr in REFLECTORS] + [lab.process(n, "agent") for n in WORKERS]

@@ -25,7 +25,8 @@ from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
 from l3net.lab import state as st
 from l3net.lab.kubelab import start_controller
-from tests.e2e.e2e_helpers import Lab, PodAgent, running_lab, wait_for, wait_for_connect_outcome
+from tests.e2e.e2e_helpers import Lab, PodAgent, running_lab, wait_for_connect_outcome
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -107,7 +108,7 @@ class KubeLab:
             out = self.kubectl("get", "pod", "-n", ns, name, "-o", "jsonpath={.status.podIP}", check=False)
             return out.stdout.strip() or None
 
-        got = wait_for(lambda: ip() is not None, timeout)
+        got = seconds_until(lambda: ip() is not None, timeout)
         assert got is not None, f"pod {ref} never got an address (kubelet log: {self.log('kube-api')[-1500:]})"
         return str(ip())
 
@@ -225,7 +226,7 @@ spec: {nodeName: NODE, containers: [{name: c, image: x}]}
     klab.kubectl("apply", "-f", "-", stdin=sticky.replace("NODE", "n1"))
     first = klab.pod_ip("default/db-0")
     klab.kubectl("delete", "pod", "-n", "default", "db-0")
-    assert wait_for(lambda: "default/db-0" not in klab.lab.reload().data["pods"], 30) is not None
+    assert seconds_until(lambda: "default/db-0" not in klab.lab.reload().data["pods"], 30) is not None
     klab.kubectl("apply", "-f", "-", stdin=sticky.replace("NODE", "n2"))
     assert klab.pod_ip("default/db-0") == first
     assert klab.lab.reload().data["pods"]["default/db-0"]["node"] == "n2"
@@ -241,7 +242,7 @@ metadata:
   annotations: {cni.projectcalico.org/ipAddrs: '["192.0.2.5"]'}
 spec: {nodeName: n1, containers: [{name: c, image: x}]}
 """)
-    assert wait_for(lambda: "pod=default/outside" in klab.log("kube-api") and "ADD failed" in klab.log("kube-api"),
+    assert seconds_until(lambda: "pod=default/outside" in klab.log("kube-api") and "ADD failed" in klab.log("kube-api"),
                     30) is not None
     out = klab.kubectl("get", "pod", "-n", "default", "outside", "-o", "jsonpath={.status.phase} {.status.podIP}")
     assert out.stdout.strip() == "Pending"
@@ -254,7 +255,7 @@ def test_delete_pod_frees_its_address(klab: KubeLab) -> None:
     ip = klab.pod_ip("default/fixed")
     assert any(a[0] == ip for b in klab.ipam.blocks() for a in b.allocated())
     klab.kubectl("delete", "pod", "-n", "default", "fixed")
-    freed = wait_for(lambda: not any(a[0] == ip for b in klab.ipam.blocks() for a in b.allocated()), 30)
+    freed = seconds_until(lambda: not any(a[0] == ip for b in klab.ipam.blocks() for a in b.allocated()), 30)
     assert freed is not None, "the deleted pod's address is still allocated"
 
 
@@ -269,13 +270,13 @@ def test_controller_restart_and_410_write_nothing(klab: KubeLab) -> None:
         return [(m.group(1), int(m.group(2))) for m in pattern.finditer(klab.log("kube-controller"))]
 
     before = len(passes())
-    assert wait_for(lambda: len(passes()) > before, 30) is not None, klab.log("kube-controller")[-2000:]
+    assert seconds_until(lambda: len(passes()) > before, 30) is not None, klab.log("kube-controller")[-2000:]
     assert passes()[before][1] == 0, passes()  # a restart over equal state: zero writes
     port = state.data["kube"]["port"]
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/lab/expire", method="POST"),
                            timeout=5).read()
     count = len(passes())
-    assert wait_for(lambda: len(passes()) > count, 30) is not None
+    assert seconds_until(lambda: len(passes()) > count, 30) is not None
     assert all(w == 0 for _, w in passes()[count:]), passes()
     status = klab.lab.lab_cli("status", klab.lab.name).stdout
     line = next(ln for ln in status.splitlines() if ln.strip().startswith("kubernetes"))
@@ -285,7 +286,7 @@ def test_controller_restart_and_410_write_nothing(klab: KubeLab) -> None:
 def test_deleting_a_node_releases_its_ipam(klab: KubeLab) -> None:
     assert klab.ipam.affinities("n2", state=None)
     klab.kubectl("delete", "node", "n2")
-    gone = wait_for(lambda: not klab.ipam.affinities("n2", state=None), 30)
+    gone = seconds_until(lambda: not klab.ipam.affinities("n2", state=None), 30)
     assert gone is not None, klab.log("kube-controller")[-2000:]
     held = [a for b in klab.ipam.blocks() for a in b.allocated() if a[2].get("node") == "n2"]
     assert held == []

@@ -17,7 +17,8 @@ import pytest
 from l3net import netns
 from l3net.lab import faults
 from l3net.lab import state as st
-from tests.e2e.e2e_helpers import Lab, ping, route_to, running_lab, wait_for
+from tests.e2e.e2e_helpers import Lab, ping, route_to, running_lab
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
 
@@ -82,9 +83,9 @@ def check_clients_work(lab: Lab, step: int, pod_node: str) -> None:
         if node == pod_node:
             continue
         src = str(lab.pods[f"default/w{node}"]["netns"])
-        assert wait_for(lambda n=node: route_to(lab.ns(n), ip) is not None, 30, 0.1) is not None, \
+        assert seconds_until(lambda n=node: route_to(lab.ns(n), ip) is not None, 30, 0.1) is not None, \
             f"{node} has no route to {ip} (pod on {pod_node}, step {step})"
-        assert wait_for(lambda s=src: ping(s, ip), 30, 0.2) is not None, f"{node} cannot reach {ip}"
+        assert seconds_until(lambda s=src: ping(s, ip), 30, 0.2) is not None, f"{node} cannot reach {ip}"
 
 
 def test_leader_then_follower_killed_nothing_lost(lab: Lab) -> None:
@@ -94,7 +95,7 @@ def test_leader_then_follower_killed_nothing_lost(lab: Lab) -> None:
     for node in WORKERS:
         assert lab.reload().data["nodes"][node]["env"]["L3NET_ETCD_ENDPOINTS"] == lab.endpoints
     pods = {n: lab.ensure_pod(n, f"default/w{n}") for n in WORKERS}
-    assert wait_for(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
+    assert seconds_until(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
                                 for a in WORKERS for b in WORKERS if a != b), 60, 0.2) is not None
     streams = [PingStream(str(pods["n2"]["netns"]), str(pods["n1"]["ip"])),
                PingStream(str(pods["n3"]["netns"]), str(pods["n1"]["ip"]))]

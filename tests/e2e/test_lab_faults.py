@@ -35,8 +35,8 @@ from tests.e2e.e2e_helpers import (
     route_to,
     running_lab,
     start_ping_stream,
-    wait_for,
 )
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -67,7 +67,7 @@ def pods(lab: Lab) -> dict[str, dict[str, object]]:
     """A pod on n1 and on n2, each routable from the other node (waits for it: an earlier test may have
     broken and repaired something)."""
     p = {"n1": lab.ensure_pod("n1", "default/f1"), "n2": lab.ensure_pod("n2", "default/f2")}
-    assert wait_for(lambda: route_to(lab.ns("n2"), str(p["n1"]["ip"])) is not None
+    assert seconds_until(lambda: route_to(lab.ns("n2"), str(p["n1"]["ip"])) is not None
                     and route_to(lab.ns("n1"), str(p["n2"]["ip"])) is not None, 60, 0.2) is not None
     assert ping(str(p["n2"]["netns"]), str(p["n1"]["ip"]), count=3)
     return p
@@ -115,7 +115,7 @@ def test_paused_node_sessions_time_out_at_the_hold_timer(lab: Lab, pods: dict[st
         with pytest.raises(OSError):
             http_get_in_netns(lab.ns("n1"), 9099, "/readiness", timeout=1.0)
         assert ping(str(pods["n2"]["netns"]), str(pods["n1"]["ip"]), count=2)
-        down_after = wait_for(lambda: not established(rr_peer_state(lab, N1)), HOLD + 30, 0.1)
+        down_after = seconds_until(lambda: not established(rr_peer_state(lab, N1)), HOLD + 30, 0.1)
         assert down_after is not None, f"rr1 still has n1 {rr_peer_state(lab, N1)} {HOLD + 30}s after the pause"
         elapsed = time.monotonic() - paused_at
         print(f"\nFIGURE pause -> rr1 session to n1 down: {elapsed:.1f}s (hold {HOLD}s, keepalive {KEEPALIVE}s)")
@@ -123,8 +123,8 @@ def test_paused_node_sessions_time_out_at_the_hold_timer(lab: Lab, pods: dict[st
         assert elapsed >= HOLD - KEEPALIVE, elapsed
         faults.node_unpause(state, "n1")
         assert not faults.node_paused(state, "n1")
-        assert wait_for(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
-        assert wait_for(lambda: ping(str(pods["n2"]["netns"]), str(pods["n1"]["ip"])), 30, 0.2) is not None
+        assert seconds_until(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
+        assert seconds_until(lambda: ping(str(pods["n2"]["netns"]), str(pods["n1"]["ip"])), 30, 0.2) is not None
         code, _ = http_get_in_netns(lab.ns("n1"), 9099, "/liveness", timeout=5)
         assert code == 200
 
@@ -195,10 +195,10 @@ def test_link_down_drops_routes_through_it_as_the_kernel_does(lab: Lab, pods: di
         assert route_to(lab.ns("n1"), n2_pod) is None
         assert not ping(str(pods["n1"]["netns"]), n2_pod, wait=0.5)
         # The other end lost carrier; rr1's session to n1 ends at its hold timer, as for a dead link.
-        assert wait_for(lambda: not established(rr_peer_state(lab, N1)), HOLD + 30, 0.2) is not None
+        assert seconds_until(lambda: not established(rr_peer_state(lab, N1)), HOLD + 30, 0.2) is not None
         faults.link_set(state, "n1:eth1", up=True)
-        assert wait_for(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
-        assert wait_for(lambda: route_to(lab.ns("n1"), n2_pod) is not None, 60, 0.2) is not None, \
+        assert seconds_until(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
+        assert seconds_until(lambda: route_to(lab.ns("n1"), n2_pod) is not None, 60, 0.2) is not None, \
             "n1 did not get its route to n2's pod back after the link came up"
         assert ping(str(pods["n1"]["netns"]), n2_pod, count=2)
 
@@ -211,7 +211,7 @@ def test_node_stop_start_restart_and_status_follows(lab: Lab, pods: dict[str, di
         assert n >= 2, "the agent and its ExaBGP at least"
         assert faults.node_pids(state, "n1") == [] and not st.is_alive(old)
         # Killed processes: the kernel closes n1's sessions, rr1 sees it without waiting for a hold timer.
-        assert wait_for(lambda: not established(rr_peer_state(lab, N1)), HOLD + 30, 0.1) is not None
+        assert seconds_until(lambda: not established(rr_peer_state(lab, N1)), HOLD + 30, 0.1) is not None
         status = lab.lab_cli("status", lab.name)
         assert f"agent:{old['pid']}:DEAD" in status.stdout and "[0 in cgroup]" in status.stdout
         with pytest.raises(LabError, match="rr1 is running"):
@@ -219,15 +219,15 @@ def test_node_stop_start_restart_and_status_follows(lab: Lab, pods: dict[str, di
         faults.node_start(state, "n1")
         new = lab.process("n1", "agent")
         assert new["pid"] != old["pid"] and st.is_alive(new)
-        assert wait_for(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
-        assert wait_for(lambda: ping(str(pods["n2"]["netns"]), str(pods["n1"]["ip"])), 30, 0.2) is not None
+        assert seconds_until(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
+        assert seconds_until(lambda: ping(str(pods["n2"]["netns"]), str(pods["n1"]["ip"])), 30, 0.2) is not None
         # The CLI verb: restart, then status shows the PID that runs now, up.
         result = lab.lab_cli("node", "restart", "n1", "--lab", lab.name, "--grace", "2")
         assert result.returncode == 0, result.stderr
         newest = lab.process("n1", "agent")
         assert newest["pid"] not in (old["pid"], new["pid"]) and st.is_alive(newest)
         assert re.search(rf"agent:{newest['pid']}:up \[\d+ in cgroup\]", lab.lab_cli("status", lab.name).stdout)
-        assert wait_for(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
+        assert seconds_until(lambda: established(rr_peer_state(lab, N1)), 60, 0.2) is not None
 
 
 def test_etcd_pause_stop_start_unpause(lab: Lab, pods: dict[str, dict[str, object]]) -> None:
@@ -254,7 +254,7 @@ def test_etcd_pause_stop_start_unpause(lab: Lab, pods: dict[str, dict[str, objec
             assert ds.get(key).value == b"kept", "the member restarted on its data"
             # The lab's clients carry on: a pod added now is routable from the other node.
             late = lab.ensure_pod("n1", "default/after-etcd")
-            assert wait_for(lambda: ping(str(pods["n2"]["netns"]), str(late["ip"])), 30, 0.2) is not None
+            assert seconds_until(lambda: ping(str(pods["n2"]["netns"]), str(late["ip"])), 30, 0.2) is not None
         # The data plane never depended on etcd: no ping lost while it was paused and stopped.
         stats = ping_stats(stream)
         assert stats.lost == 0, stats

@@ -23,6 +23,7 @@ from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.runtime import LabRuntime, down
 from l3net.lab.topology import load_topology
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -117,7 +118,7 @@ def up_down_cycles(name: str, folder: Path, stem: str, cycles: int) -> None:
     for i in range(cycles):
         state = LabRuntime(topo, out=lambda _m: None).up(wait_bgp=False)
         group = Path(state.data["cgroup"])
-        pids = netns.wait_for(lambda: len(m := marked_pids(stem, True)) == SLEEPS and m, 10,
+        pids = wait_for(lambda: len(m := marked_pids(stem, True)) == SLEEPS and m, 10,
                               f"cycle {i}: the {SLEEPS} sleeps to run")
         # Every one of them is in its node's cgroup, although two left their session and one its netns.
         in_groups = set(cg.pids(group))
@@ -152,7 +153,7 @@ def test_down_after_lab_up_was_killed_ends_double_forked_processes(lab_env: tupl
     up = subprocess.Popen([*L3NET, "lab", "up", "--no-wait", str(path)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        netns.wait_for(lambda: len(marked_pids(stem, True)) == SLEEPS, 30, "the exec lines before the blocking one")
+        wait_for(lambda: len(marked_pids(stem, True)) == SLEEPS, 30, "the exec lines before the blocking one")
     finally:
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
@@ -172,7 +173,7 @@ def test_failed_up_removes_what_it_created(lab_env: tuple[str, Path, str], monke
     seen: dict[str, object] = {}
 
     def failing_wait(state: st.LabState, **_kw: object) -> bool:
-        netns.wait_for(lambda: len(marked_pids(stem, True)) == SLEEPS, 10, "the sleeps to run")
+        wait_for(lambda: len(marked_pids(stem, True)) == SLEEPS, 10, "the sleeps to run")
         seen.update(cgroup=state.data["cgroup"], etcd=state.data["etcd"]["data_dir"])
         raise RuntimeError("injected: readiness wait failed")
 

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 import pytest
 
 from l3net import netns
-from l3net.cni import dataplane
 from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.pods import _invoke, network_config
-from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab, wait_for
+from l3net.model.validation import host_veth_name
+from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab
 from tests.route_monitor import RouteMonitor, forwarding_changes
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -107,7 +108,7 @@ def cni_add_during_outage(lab: Lab, node: str) -> dict:
         print(f"\nFIGURE CNI ADD during the outage: code {err.get('code')} after {took:.2f}s")
         assert proc.returncode != 0 and err.get("code") == 11, err
         assert took <= CNI_ERROR_WITHIN, f"error 11 after {took:.2f}s"
-        host_if = dataplane.host_veth_name("default", name)
+        host_if = host_veth_name("default", name)
         links = subprocess.run(["ip", "-n", lab.ns(node), "-o", "link"], capture_output=True, text=True).stdout
         assert host_if not in links, f"{host_if} left behind on {node}"
         pod_links = subprocess.run(["ip", "-n", pod_ns, "-o", "link"], capture_output=True, text=True).stdout
@@ -120,9 +121,9 @@ def cni_add_during_outage(lab: Lab, node: str) -> dict:
 def run_drill(lab: Lab, d: Durations) -> None:
     state = lab.state
     pods = {n: lab.ensure_pod(n, f"default/drill-{n}") for n in WORKERS}
-    assert wait_for(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
+    assert seconds_until(lambda: all(route_to(lab.ns(a), str(pods[b]["ip"])) is not None
                                 for a in WORKERS for b in WORKERS if a != b), 60, 0.2) is not None
-    assert wait_for(lambda: all_ready(lab, True), 60, 0.5) is not None, {
+    assert seconds_until(lambda: all_ready(lab, True), 60, 0.5) is not None, {
         n: readiness(lab, n) for n in (*WORKERS, *REFLECTORS)}
     time.sleep(2.5)  # the view caches are written at most every 2 s
     for n in ("n1", "rr1"):
@@ -140,10 +141,10 @@ def run_drill(lab: Lab, d: Durations) -> None:
         # 1. etcd hung.
         t0 = time.monotonic()
         faults.etcd_pause(state)
-        took = wait_for(lambda: all_ready(lab, False), DETECT_WITHIN, 0.2)
+        took = seconds_until(lambda: all_ready(lab, False), DETECT_WITHIN, 0.2)
         assert took is not None, {n: readiness(lab, n) for n in (*WORKERS, *REFLECTORS)}
         figures["hung etcd -> every /readiness 503 (s)"] = round(took, 2)
-        assert wait_for(lambda: all(metric(lab, n, "l3net_datastore_reachable") == 0.0 for n in ("n1", "rr1")),
+        assert seconds_until(lambda: all(metric(lab, n, "l3net_datastore_reachable") == 0.0 for n in ("n1", "rr1")),
                         DETECT_WITHIN, 0.2) is not None
         cni_add_during_outage(lab, "n2")
         time.sleep(max(0.0, d.frozen - (time.monotonic() - t0)))
@@ -153,11 +154,11 @@ def run_drill(lab: Lab, d: Durations) -> None:
         t0 = time.monotonic()
         faults.etcd_stop(state)
         faults.etcd_unpause(state)  # thaw the emptied group: a new etcd must not start frozen
-        assert wait_for(lambda: faults.etcd_member_state(state, faults.etcd_members(state)[0]) == "stopped",
+        assert seconds_until(lambda: faults.etcd_member_state(state, faults.etcd_members(state)[0]) == "stopped",
                         10, 0.1) is not None
         faults.node_stop(state, "n1")
         faults.node_start(state, "n1")
-        back = wait_for(lambda: "datastore-view" in readiness(lab, "n1")[1].get("notReady", {}), 30, 0.2)
+        back = seconds_until(lambda: "datastore-view" in readiness(lab, "n1")[1].get("notReady", {}), 30, 0.2)
         assert back is not None, readiness(lab, "n1")
         figures["n1 agent SIGKILLed, back on its cached view after (s)"] = round(back, 2)
         cni_add_during_outage(lab, "n3")
@@ -168,13 +169,13 @@ def run_drill(lab: Lab, d: Durations) -> None:
 
         # 3. etcd back: ready again; a new pod is reachable from the other nodes within 2 s.
         faults.etcd_start(state)
-        took = wait_for(lambda: all_ready(lab, True), 60, 0.2)
+        took = seconds_until(lambda: all_ready(lab, True), 60, 0.2)
         assert took is not None, {n: readiness(lab, n) for n in (*WORKERS, *REFLECTORS)}
         figures["etcd back -> every /readiness 200 (s)"] = round(took, 2)
         new_name = f"after-{uuid.uuid4().hex[:4]}"
         new = lab.add_pod("n2", f"default/{new_name}")
         new_ip = str(new["ip"])
-        new_if = dataplane.host_veth_name("default", new_name)
+        new_if = host_veth_name("default", new_name)
         added = time.monotonic()
         # Probes with room to spare, so that the figure is measured even when it misses the bound.
         probes = {n: ping_until_reply(str(pods[n]["netns"]), new_ip, 20) for n in ("n1", "n3")}

@@ -31,9 +31,9 @@ from tests.e2e.e2e_helpers import (
     PodAgent,
     root_netfilter_snapshot,
     running_lab,
-    wait_for,
     wait_for_connect_outcome,
 )
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
@@ -175,7 +175,7 @@ class PolicyLab:
             nonlocal got
             got = self.matrix()
             return got == want
-        wait_for(ok, timeout, 0.2)
+        seconds_until(ok, timeout, 0.2)
         diff = {f"{s}->{d}:{p}": f"got {got[(s, d, p)]}, want {w}" for (s, d, p), w in want.items()
                 if got.get((s, d, p)) != w}
         assert not diff, diff
@@ -334,7 +334,7 @@ def test_invalid_policies_are_refused_by_l3netctl_and_ignored_by_the_agent(plab:
         def logged() -> bool:
             tails = {n: plab.lab.log(n, "agent")[agent_logs_before[n]:] for n in agent_logs_before}
             return all(broken_key in t and invalid_key in t for t in tails.values())
-        assert wait_for(logged, 10, 0.1) is not None, {n: plab.lab.log(n, "agent")[agent_logs_before[n]:][-2000:]
+        assert seconds_until(logged, 10, 0.1) is not None, {n: plab.lab.log(n, "agent")[agent_logs_before[n]:][-2000:]
                                                         for n in agent_logs_before}
         for node in ("n1", "n2"):
             assert plab.lab.process(node, "agent") and _alive(plab, node), f"{node}'s agent died on bad data"
@@ -413,11 +413,11 @@ def test_zero_prefix_policies_and_an_invalid_endpoint_are_contained_on_every_nod
     plab.ds.put(bad_key, bad.to_json())
     try:
         for node in ("n1", "n2"):
-            assert wait_for(lambda node=node: "0.0.0.0/1" in _ipset_members(plab, node)
+            assert seconds_until(lambda node=node: "0.0.0.0/1" in _ipset_members(plab, node)
                             and "128.0.0.0/1" in _ipset_members(plab, node), 20, 0.2) is not None, node
         # Every agent decodes every endpoint: each one says it treats this one as absent, and why.
         for node in ("n1", "n2"):
-            assert wait_for(lambda node=node: [(e.get("object"), e.get("effect")) for e in _set_aside(plab, node)]
+            assert seconds_until(lambda node=node: [(e.get("object"), e.get("effect")) for e in _set_aside(plab, node)]
                             == [(bad_ref, "absent (invalid)")], 20, 0.2) is not None, (node, _set_aside(plab, node))
             assert "interfaceName" in _set_aside(plab, node)[0]["reason"]
             log = plab.lab.log(node, "agent")
@@ -437,7 +437,7 @@ def test_zero_prefix_policies_and_an_invalid_endpoint_are_contained_on_every_nod
         plab.agents["default/web3"] = PodAgent(plab.lab, "default/web3", PORTS)
         web3 = plab.ip("default/web3")
         cli2 = plab.agents["default/cli2"]
-        assert wait_for(lambda: cli2.can_connect(web3, ALLOWED_PORT, 1.0), 20, 0.2) is not None
+        assert seconds_until(lambda: cli2.can_connect(web3, ALLOWED_PORT, 1.0), 20, 0.2) is not None
         assert not cli2.can_connect(web3, OTHER_PORT, 1.0)
         assert not plab.agents["default/web2"].can_connect(web3, ALLOWED_PORT, 1.0)
 
@@ -451,7 +451,7 @@ def test_zero_prefix_policies_and_an_invalid_endpoint_are_contained_on_every_nod
                          spec={**bad.spec, "interfaceName": "calibad"})
         plab.ds.put(bad_key, fixed.to_json())
         for node in ("n1", "n2"):
-            assert wait_for(lambda node=node: _set_aside(plab, node) == [], 20, 0.2) is not None, node
+            assert seconds_until(lambda node=node: _set_aside(plab, node) == [], 20, 0.2) is not None, node
         figure("containment on two-node-rr", "/0 sets on both nodes, 1 invalid endpoint absent on both, agents up")
     finally:
         plab.ds.delete(bad_key)

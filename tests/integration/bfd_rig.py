@@ -27,6 +27,7 @@ from bgp.bfd.packet import State
 from bgp.bfd.session import SessionConfig, StateChange
 from bgp.bfd.speaker import BfdSpeaker, PeerKey
 from l3net import netns
+from tests.waiting import wait_for
 
 T = TypeVar("T")
 
@@ -160,7 +161,7 @@ class FrrBfdd(_Daemon):
         self._spawn([FRR_BFDD, "-f", str(d / "bfdd.conf"), "-i", str(d / "bfdd.pid"), "--vty_socket", str(d),
                      "--bfdctl", str(d / "bfdd.sock"), "-z", str(d / "zserv.api"), "-u", "frr", "-g", "frr",
                      "-P", "0", "--log", "stdout", "--log-level", "debug"])
-        netns.wait_for(lambda: (d / "bfdd.vty").exists(), 15, "bfdd's vty socket")
+        wait_for(lambda: (d / "bfdd.vty").exists(), 15, "bfdd's vty socket")
 
     def states(self) -> list[str]:
         """The state of every session bfdd holds."""
@@ -216,7 +217,7 @@ class BirdBfd(_Daemon):
 
     def start(self) -> None:
         self._spawn(["bird", "-f", "-c", str(self.dir / "bird.conf"), "-s", str(self.dir / "bird.ctl")])
-        netns.wait_for(lambda: (self.dir / "bird.ctl").exists(), 15, "bird's control socket")
+        wait_for(lambda: (self.dir / "bird.ctl").exists(), 15, "bird's control socket")
 
     def _sessions(self) -> list[list[str]]:
         r = subprocess.run(["birdc", "-s", str(self.dir / "bird.ctl"), "show", "bfd", "sessions"],

@@ -35,8 +35,8 @@ from tests.integration.test_bgp_exabgp import (
     fabric,
     node_res,
     report,
-    wait_for,
 )
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -66,11 +66,11 @@ def test_link_cut_drops_the_nodes_block_everywhere_within_detection_time(
                 await b.start()
                 b.set_view(build_node_view(name, nodes, cfgs, []))
                 bfd[name] = b
-            await wait_for(ns.learned_everything, 30, "full mesh routes in every kernel")
+            await wait_for_async(ns.learned_everything, 30, "full mesh routes in every kernel")
 
             def all_bfd_up() -> bool:
                 return all(b.speaker.state(k) == State.UP for b in bfd.values() for k in list(b.speaker.keys()))
-            await wait_for(all_bfd_up, 20, "every BFD session Up")
+            await wait_for_async(all_bfd_up, 20, "every BFD session Up")
             assert all(len(b.speaker.keys()) == 2 and not any(k.multihop for k in list(b.speaker.keys()))
                        for b in bfd.values()), "one single-hop session per mesh peer"
             await asyncio.sleep(1.0)  # past the poll sequences: everybody at 300 ms
@@ -80,7 +80,7 @@ def test_link_cut_drops_the_nodes_block_everywhere_within_detection_time(
             netns.run(fabric.ns["n2"], ["ip", "link", "set", "eth0", "down"])
             gone = {}
             for n in ("n1", "n3"):
-                await wait_for(lambda n=n: block("n2") not in fabric.kernel_routes(n), HOLD - 1,
+                await wait_for_async(lambda n=n: block("n2") not in fabric.kernel_routes(n), HOLD - 1,
                                f"n2's block gone from {n}'s kernel")
                 gone[n] = time.monotonic() - t_cut
             for n, dt in gone.items():
@@ -91,7 +91,7 @@ def test_link_cut_drops_the_nodes_block_everywhere_within_detection_time(
                 assert after == {k: v for k, v in before[n].items() if k != block("n2")}, "other routes untouched"
                 # The BGP session was reset by the teardown, not left to the hold timer: with keepalives every
                 # HOLD/3 s, the hold timer could not expire before HOLD - HOLD/3 s after the cut.
-                await wait_for(lambda n=n: next(r for r in ns.sp[n].peer_status()
+                await wait_for_async(lambda n=n: next(r for r in ns.sp[n].peer_status()
                                                 if r.address == ADDR["n2"]).state != "up",
                                max(0.1, t_cut + HOLD * 2 / 3 - time.monotonic()), f"{n}'s BGP session to n2 reset")
                 st = {s.peer: s for s in published[n]}  # type: ignore[attr-defined]
@@ -102,9 +102,9 @@ def test_link_cut_drops_the_nodes_block_everywhere_within_detection_time(
 
             t_back = time.monotonic()
             netns.run(fabric.ns["n2"], ["ip", "link", "set", "eth0", "up"])
-            await wait_for(ns.learned_everything, 60, "n2's block back everywhere")
+            await wait_for_async(ns.learned_everything, 60, "n2's block back everywhere")
             report(record_property, "bfd_link_restored_block_back", time.monotonic() - t_back)
-            await wait_for(all_bfd_up, 20, "every BFD session Up again")
+            await wait_for_async(all_bfd_up, 20, "every BFD session Up again")
             assert bfd["n1"].speaker.state(PeerKey(ADDR["n2"])) == State.UP
         finally:
             netns.run(fabric.ns["n2"], ["ip", "link", "set", "eth0", "up"], check=False)

@@ -27,6 +27,7 @@ from bgp.bfd.session import SessionConfig
 from l3net import netns
 from tests.conftest import NetnsFactory
 from tests.integration.bfd_rig import BirdBfd, FrrBfdd, L3netBfd, Peer
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -119,19 +120,19 @@ def test_session_up_either_side_first(link: Link, l3net_a: L3netBfd, tmp_path: P
             peer.start()
             time.sleep(1.5)
             key = l3net_a.add(B, CFG)
-        netns.wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
+        wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
         session = l3net_a.do(lambda: l3net_a.speaker.session(key))
         assert session is not None
         # Once Up, both sides settle on 300 ms through a Poll Sequence; l3net sees the peer's real values.
-        netns.wait_for(lambda: not session.polling and session.tx_interval_us == INTERVAL_MS * 1000, 10,
+        wait_for(lambda: not session.polling and session.tx_interval_us == INTERVAL_MS * 1000, 10,
                        "l3net's poll sequence to finish")
-        netns.wait_for(lambda: session.remote_desired_tx_us == INTERVAL_MS * 1000, 10, "the peer's fast rate")
+        wait_for(lambda: session.remote_desired_tx_us == INTERVAL_MS * 1000, 10, "the peer's fast rate")
         assert session.detection_time_us == MULT * INTERVAL_MS * 1000
         s = peer.session(A)
         assert s is not None
         if kind == "frr":
             assert s["remote_id"] == session.local_discr and s["id"] == session.remote_discr
-            netns.wait_for(lambda: (peer.session(A) or {}).get("remote_tx_ms") == INTERVAL_MS, 10,
+            wait_for(lambda: (peer.session(A) or {}).get("remote_tx_ms") == INTERVAL_MS, 10,
                            "bfdd to see l3net's 300 ms")
         else:
             assert s["interval_s"] == pytest.approx(INTERVAL_MS / 1000)
@@ -151,12 +152,12 @@ def test_l3net_detects_a_killed_peer(link: Link, l3net_a: L3netBfd, tmp_path: Pa
     try:
         peer.start()
         key = l3net_a.add(B, CFG)
-        netns.wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
+        wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
         time.sleep(1.5)  # past the poll sequence: both at 300 ms
         n = len(l3net_a.changes)
         cut = time.time()
         peer.kill()
-        netns.wait_for(lambda: l3net_a.state(key) == State.DOWN, 5, "l3net to detect the dead peer")
+        wait_for(lambda: l3net_a.state(key) == State.DOWN, 5, "l3net to detect the dead peer")
         down = l3net_a.changes[n]
         assert down.change.new == State.DOWN and down.change.diag == Diag.DETECTION_TIME_EXPIRED
         elapsed = down.wall - cut
@@ -177,18 +178,18 @@ def test_peer_detects_l3net_behind_a_drop_and_recovers(link: Link, l3net_a: L3ne
     try:
         peer.start()
         key = l3net_a.add(B, CFG)
-        netns.wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
+        wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
         time.sleep(1.5)
         cut = time.time()
         _drop_bfd_out(link.a)  # l3net's packets stop; the peer's still arrive
-        down_at = netns.wait_for(lambda: peer.down_time(A), 5, f"{kind} to detect l3net gone")
+        down_at = wait_for(lambda: peer.down_time(A), 5, f"{kind} to detect l3net gone")
         elapsed = down_at - cut
         report(record_property, f"bfd_l3net_cut_detected_by_{kind}", elapsed)
         assert elapsed <= DETECT_S + SCHED_ALLOWANCE_S
         # The peer now says Down: l3net leaves Up too, whichever way it learns it.
-        netns.wait_for(lambda: l3net_a.state(key) != State.UP, 5, "l3net to leave Up")
+        wait_for(lambda: l3net_a.state(key) != State.UP, 5, "l3net to leave Up")
         netns.run(link.a, ["iptables", "-w", "-D", "OUTPUT", "-p", "udp", "--dport", "3784", "-j", "DROP"])
-        netns.wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, "both Up again after the drop is lifted")
+        wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, "both Up again after the drop is lifted")
     finally:
         peer.stop()
 
@@ -200,13 +201,13 @@ def test_link_down_both_sides_detect(link: Link, l3net_a: L3netBfd, tmp_path: Pa
     try:
         peer.start()
         key = l3net_a.add(B, CFG)
-        netns.wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
+        wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, f"l3net and {kind} both Up")
         time.sleep(1.5)
         n = len(l3net_a.changes)
         cut = time.time()
         netns.run(link.a, ["ip", "link", "set", "eth0", "down"])
-        netns.wait_for(lambda: l3net_a.state(key) == State.DOWN, 5, "l3net to detect the cut")
-        peer_down = netns.wait_for(lambda: peer.down_time(A), 5, f"{kind} to detect the cut")
+        wait_for(lambda: l3net_a.state(key) == State.DOWN, 5, "l3net to detect the cut")
+        peer_down = wait_for(lambda: peer.down_time(A), 5, f"{kind} to detect the cut")
         ours = l3net_a.changes[n].wall - cut
         theirs = peer_down - cut
         report(record_property, f"bfd_linkdown_{kind}_l3net_detect", ours)
@@ -215,7 +216,7 @@ def test_link_down_both_sides_detect(link: Link, l3net_a: L3netBfd, tmp_path: Pa
         assert theirs <= DETECT_S + SCHED_ALLOWANCE_S
         assert l3net_a.do(lambda: l3net_a.speaker.send_errors) > 0, "sends on a down link fail and are counted"
         netns.run(link.a, ["ip", "link", "set", "eth0", "up"])
-        netns.wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, "both Up again after the link returns")
+        wait_for(lambda: _both_up(l3net_a, key, peer, A), 15, "both Up again after the link returns")
     finally:
         peer.stop()
 
@@ -229,14 +230,14 @@ def test_multihop_through_a_router(routed: Link, tmp_path: Path, kind: str,
     try:
         peer.start()
         key = sp.add(MH_B, CFG, multihop=True, local=MH_A)
-        netns.wait_for(lambda: _both_up(sp, key, peer, MH_A), 15, f"multihop l3net and {kind} both Up")
+        wait_for(lambda: _both_up(sp, key, peer, MH_A), 15, f"multihop l3net and {kind} both Up")
         time.sleep(1.5)
         n = len(sp.changes)
         cut = time.time()
         # Cut in the middle: the router drops forwarded BFD, both ends must notice.
         netns.run(routed.r, ["iptables", "-w", "-A", "FORWARD", "-p", "udp", "--dport", "4784", "-j", "DROP"])
-        netns.wait_for(lambda: sp.state(key) == State.DOWN, 5, "l3net to detect the multihop cut")
-        peer_down = netns.wait_for(lambda: peer.down_time(MH_A), 5, f"{kind} to detect the multihop cut")
+        wait_for(lambda: sp.state(key) == State.DOWN, 5, "l3net to detect the multihop cut")
+        peer_down = wait_for(lambda: peer.down_time(MH_A), 5, f"{kind} to detect the multihop cut")
         report(record_property, f"bfd_multihop_{kind}_l3net_detect", sp.changes[n].wall - cut)
         report(record_property, f"bfd_multihop_{kind}_peer_detect", peer_down - cut)
         assert sp.changes[n].wall - cut <= DETECT_S + SCHED_ALLOWANCE_S
@@ -253,7 +254,7 @@ def test_single_hop_refuses_packets_that_crossed_a_router(routed: Link, tmp_path
     try:
         peer.start()
         key = sp.add(MH_B, CFG)
-        netns.wait_for(lambda: sp.do(lambda: sp.speaker.dropped.get("ttl", 0)) >= 2, 10,
+        wait_for(lambda: sp.do(lambda: sp.speaker.dropped.get("ttl", 0)) >= 2, 10,
                        "packets with TTL 254 to be dropped")
         assert sp.state(key) == State.DOWN
     finally:

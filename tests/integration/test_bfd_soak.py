@@ -17,6 +17,7 @@ from bgp.bfd.session import SessionConfig
 from l3net import netns
 from tests.conftest import NetnsFactory
 from tests.integration.bfd_rig import FrrBfdd, L3netBfd
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.soak]
 
@@ -42,7 +43,7 @@ def test_thirty_sessions_ten_minutes_loaded_no_false_down(netns_factory: NetnsFa
     try:
         frr.start()
         keys = [sp.add(theirs, CFG, local=ours) for ours, theirs in zip(OURS, PEERS, strict=True)]
-        netns.wait_for(lambda: all(sp.state(k) == State.UP for k in keys) and frr.states().count("up") == SESSIONS,
+        wait_for(lambda: all(sp.state(k) == State.UP for k in keys) and frr.states().count("up") == SESSIONS,
                        60, "all 30 sessions Up on both sides")
         time.sleep(2)
         for _ in range(os.cpu_count() or 2):

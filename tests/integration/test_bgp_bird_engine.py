@@ -34,9 +34,10 @@ from bgp.config import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.conftest import NetnsFactory
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, report, wait_for
+from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, report
 from tests.integration.test_bgp_graceful_restart import agent_crash, agent_start, deleted
 from tests.route_monitor import RouteMonitor
+from tests.waiting import wait_for, wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns,
               pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")]
@@ -104,9 +105,9 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
         try:
             t0 = time.monotonic()
             await ns.start(first, *split(resources(first)))
-            await wait_for(lambda: ns.learned_everything(first), 30, "n1 <-> n2 through the BIRD reflectors")
+            await wait_for_async(lambda: ns.learned_everything(first), 30, "n1 <-> n2 through the BIRD reflectors")
             report(record_property, "bird_engine_start_to_routes", time.monotonic() - t0)
-            await wait_for(lambda: via_both(first), 20, "every route learned via both reflectors")
+            await wait_for_async(lambda: via_both(first), 20, "every route learned via both reflectors")
 
             # reflected both ways, attributes per RFC 4456, next hop kept
             for a, b in (("n1", "n2"), ("n2", "n1")):
@@ -117,10 +118,10 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
                     assert p.next_hop == ADDR[b]
             # the status record (l3netctl node status): both clients and the other reflector up
             for rr, other in (("rr1", "rr2"), ("rr2", "rr1")):
-                await wait_for(lambda rr=rr, other=other: up(rr, {ADDR["n1"], ADDR["n2"], ADDR[other]}), 20,
+                await wait_for_async(lambda rr=rr, other=other: up(rr, {ADDR["n1"], ADDR["n2"], ADDR[other]}), 20,
                                f"{rr} publishes its peers up")
                 # Route counts come from BIRD's slower 'show protocols all' poll: they may trail "up".
-                await wait_for(lambda rr=rr: (lambda r: r.received == 1 and r.advertised >= 1)(
+                await wait_for_async(lambda rr=rr: (lambda r: r.received == 1 and r.advertised >= 1)(
                     rr_rows(datastore, key_layout, rr)[ADDR["n1"]]), 20, f"{rr} publishes n1's route counts")
                 rows = rr_rows(datastore, key_layout, rr)
                 assert rows[ADDR["n1"]].peer_type == "node specific" and rows[ADDR["n1"]].received == 1
@@ -134,7 +135,7 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
             rr_since = {rr: {a: r.since for a, r in rr_rows(datastore, key_layout, rr).items()} for rr in REFLECTORS}
             n3 = node_res("n3")
             datastore.put(key_layout.resource("nodes", "n3"), n3.to_json())
-            await wait_for(lambda: all(ADDR["n3"] in rr_rows(datastore, key_layout, rr) for rr in REFLECTORS), 20,
+            await wait_for_async(lambda: all(ADDR["n3"] in rr_rows(datastore, key_layout, rr) for rr in REFLECTORS), 20,
                            "both reflectors configure n3")
             await ns.start(("n3",), *split(resources(("n1", "n2", "n3"), password="wrong-password")))
             await asyncio.sleep(max(8.0, 3 * HOLD / 2))
@@ -143,9 +144,9 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
             await ns.sp.pop("n3").stop()   # the node is fixed and restarted with the right password
             t1 = time.monotonic()
             await ns.start(("n3",), *split(resources(("n1", "n2", "n3"))))
-            await wait_for(ns.learned_everything, 30, "n3 with the right password: routes everywhere")
+            await wait_for_async(ns.learned_everything, 30, "n3 with the right password: routes everywhere")
             report(record_property, "bird_engine_client_added_to_routes", time.monotonic() - t1)
-            await wait_for(lambda: via_both(("n1", "n2", "n3")), 20, "n3's routes via both reflectors")
+            await wait_for_async(lambda: via_both(("n1", "n2", "n3")), 20, "n3's routes via both reflectors")
             assert {rr: bird_pid(run_dirs[rr]) for rr in REFLECTORS} == pids, "configure, not restart"
             assert {n: {r.address: r.since for r in ns.sp[n].peer_status()} for n in first} == since, \
                 "no other session reset (client side)"
@@ -155,27 +156,27 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
 
             # graceful restart: n1's node restarts; n2 keeps n1's block throughout, the stale EXTRA goes after EOR
             ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
-            await wait_for(lambda: EXTRA in fabric.kernel_routes("n2"), 20, "EXTRA on n2")
+            await wait_for_async(lambda: EXTRA in fabric.kernel_routes("n2"), 20, "EXTRA on n2")
             mon = RouteMonitor(fabric.ns["n2"], fabric.factory)
             t2 = time.monotonic()
             await agent_crash(ns, "n1")
-            await wait_for(lambda: not up("rr1", {ADDR["n1"]}) and not up("rr2", {ADDR["n1"]}), 20,
+            await wait_for_async(lambda: not up("rr1", {ADDR["n1"]}) and not up("rr2", {ADDR["n1"]}), 20,
                            "both reflectors see n1's session drop")
             assert {block("n1"), EXTRA} <= set(fabric.kernel_routes("n2")), "n2 keeps them through the restart"
             await agent_start(ns, "n1", split(resources(("n1", "n2", "n3"))), [block("n1")])
-            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 10, "stale EXTRA swept")
+            await wait_for_async(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 10, "stale EXTRA swept")
             report(record_property, "bird_engine_gr_kill_to_stale_swept", time.monotonic() - t2)
             lines = mon.stop()
             mon = None
             assert deleted(lines, block("n1")) == [], f"n1's block was deleted on n2 during its restart: {lines}"
-            await wait_for(ns.learned_everything, 20, "everything back after n1's restart")
+            await wait_for_async(ns.learned_everything, 20, "everything back after n1's restart")
 
             # the client removed through the datastore: its sessions go, nobody else's
             since = {n: {r.address: r.since for r in ns.sp[n].peer_status()} for n in ("n1", "n2")}
             datastore.delete(key_layout.resource("nodes", "n3"))
-            await wait_for(lambda: all(ADDR["n3"] not in rr_rows(datastore, key_layout, rr) for rr in REFLECTORS),
+            await wait_for_async(lambda: all(ADDR["n3"] not in rr_rows(datastore, key_layout, rr) for rr in REFLECTORS),
                            20, "n3 gone from both reflectors")
-            await wait_for(lambda: block("n3") not in fabric.kernel_routes("n1")
+            await wait_for_async(lambda: block("n3") not in fabric.kernel_routes("n1")
                            and block("n3") not in fabric.kernel_routes("n2"), 20, "n3's routes withdrawn")
             assert {n: {r.address: r.since for r in ns.sp[n].peer_status()} for n in ("n1", "n2")} == since
             assert {rr: bird_pid(run_dirs[rr]) for rr in REFLECTORS} == pids
@@ -184,9 +185,9 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
             pid = pids["rr1"]
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            await wait_for(lambda: bird_pid(run_dirs["rr1"]) not in (None, pids["rr1"])
+            await wait_for_async(lambda: bird_pid(run_dirs["rr1"]) not in (None, pids["rr1"])
                            and up("rr1", {ADDR["n1"], ADDR["n2"]}), 30, "rr1's BIRD restarted and sessions up")
-            await wait_for(lambda: via_both(("n1", "n2")), 30, "routes via rr1 again")
+            await wait_for_async(lambda: via_both(("n1", "n2")), 30, "routes via rr1 again")
             assert not tasks["rr1"].done() and not tasks["rr2"].done()
         finally:
             if mon is not None:
@@ -216,7 +217,7 @@ class _Bird:
                                                                  "-s", str(self.sock)]),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         factory.pids.append(self.proc.pid)
-        netns.wait_for(self.sock.exists, 10, "BIRD's control socket")
+        wait_for(self.sock.exists, 10, "BIRD's control socket")
 
     def protocols(self) -> set[str]:
         return set(parse_protocols(command(self.sock, "show protocols all")))
@@ -265,7 +266,7 @@ def test_hostile_password_is_refused_or_runs_exactly_the_intended_protocols(host
     assert check.ok, (pw, check.message)
     os.replace(candidate, hostile_bird.conf)
     command(hostile_bird.sock, "configure")
-    netns.wait_for(lambda: hostile_bird.protocols() == set(rendered.protocols), 10,
+    wait_for(lambda: hostile_bird.protocols() == set(rendered.protocols), 10,
                    f"BIRD runs exactly {sorted(rendered.protocols)}")
 
 
@@ -295,7 +296,7 @@ def test_engine_keeps_the_last_good_config_and_adopts_a_running_bird(netns_facto
         await a.start()
         try:
             a.set_view(_engine_view(2))  # type: ignore[arg-type]
-            await wait_for(lambda: a.bird_pid is not None and len(a.bird_protocols) == 2, 15,
+            await wait_for_async(lambda: a.bird_pid is not None and len(a.bird_protocols) == 2, 15,
                            "BIRD up with 2 protocols")
             pid = a.bird_pid
             assert pid is not None
@@ -305,13 +306,13 @@ def test_engine_keeps_the_last_good_config_and_adopts_a_running_bird(netns_facto
             # not applied, BIRD untouched
             a._desired = BirdConfig(text=good + "protocol bgp broken {\n", protocols={})
             a._wake.set()
-            await wait_for(lambda: a.refused_configs == 1, 15, "the broken configuration refused by bird -p")
+            await wait_for_async(lambda: a.refused_configs == 1, 15, "the broken configuration refused by bird -p")
             await asyncio.sleep(0.5)
             assert (run_dir / "bird.conf").read_text() == good and a.bird_pid == pid and a.reconfigurations == 0
             assert set(a.bird_protocols) == {"Node_10_0_0_10", "Node_10_0_0_11"}
             # a good change is applied with `configure` (no restart): one client more
             a.set_view(_engine_view(3))  # type: ignore[arg-type]
-            await wait_for(lambda: len(a.bird_protocols) == 3, 15, "the third client configured")
+            await wait_for_async(lambda: len(a.bird_protocols) == 3, 15, "the third client configured")
             assert a.bird_pid == pid and a.reconfigurations == 1 and a.restarts == 0
         finally:
             # the reflector "crashes": its supervisor task dies, its BIRD (own session) keeps running
@@ -323,7 +324,7 @@ def test_engine_keeps_the_last_good_config_and_adopts_a_running_bird(netns_facto
         await b.start()
         try:
             b.set_view(_engine_view(3))  # type: ignore[arg-type]
-            await wait_for(lambda: len(b.bird_protocols) == 3, 15, "the new engine reads the adopted BIRD")
+            await wait_for_async(lambda: len(b.bird_protocols) == 3, 15, "the new engine reads the adopted BIRD")
             await asyncio.sleep(0.5)
             assert b.bird_pid == pid and b.restarts == 0 and b.reconfigurations == 0, "adopted, not restarted"
         finally:

@@ -34,6 +34,7 @@ from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.model.resource import Resource
 from tests.conftest import NetnsFactory
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -140,15 +141,6 @@ def node_res(name: str, **bgp: object) -> Resource:
 BASE_CFG = {"holdTime": f"{HOLD}s", "gracefulRestart": False}
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - t0
-
-
 class Nodes:
     """Speakers for some nodes, each feeding the fabric's kernel consumer."""
 
@@ -215,7 +207,7 @@ def test_full_mesh_routes_pings_faults_and_status(fabric: Fabric, tmp_path: Path
         try:
             await ns.start(NODES, nodes, cfgs, [])
             report(record_property, "mesh_start_to_all_kernel_routes",
-                   await wait_for(ns.learned_everything, 20, "full mesh routes in every kernel"))
+                   await wait_for_async(ns.learned_everything, 20, "full mesh routes in every kernel"))
             for a in NODES:
                 assert fabric.kernel_routes(a) == {block(b): [ADDR[b]] for b in NODES if b != a}
                 rows = {r.address: r for r in ns.sp[a].peer_status()}
@@ -241,11 +233,11 @@ def test_full_mesh_routes_pings_faults_and_status(fabric: Fabric, tmp_path: Path
             ns.sp["n1"].set_advertisements({block("n1"): None, extra: None})
             # Milliseconds when idle (the figure is reported); the timeout only bounds a hang, generously,
             # because a loaded 2-core CI machine can stall ExaBGP's Python for seconds.
-            await wait_for(lambda: extra in fabric.kernel_routes("n3"), 15, "new block in n3's kernel")
+            await wait_for_async(lambda: extra in fabric.kernel_routes("n3"), 15, "new block in n3's kernel")
             report(record_property, "announce_to_remote_kernel", time.monotonic() - t0)
             t0 = time.monotonic()
             ns.sp["n1"].set_advertisements({block("n1"): None})
-            await wait_for(lambda: extra not in fabric.kernel_routes("n3"), 15, "withdrawn block gone")
+            await wait_for_async(lambda: extra not in fabric.kernel_routes("n3"), 15, "withdrawn block gone")
             report(record_property, "withdraw_to_remote_kernel", time.monotonic() - t0)
 
             # a peer-set change reloads ExaBGP without dropping the unchanged sessions
@@ -253,7 +245,7 @@ def test_full_mesh_routes_pings_faults_and_status(fabric: Fabric, tmp_path: Path
             since = {r.address: r.since for r in ns.sp["n2"].peer_status()}
             more = [*nodes, Resource("Node", "n9", {"bgp": {"ipv4Address": f"{NET}.99/24"}})]
             ns.sp["n1"].set_view(build_node_view("n1", more, cfgs, []))
-            await wait_for(lambda: ns.sp["n1"].stats["reloads"] == 1, 15, "debounced reload")
+            await wait_for_async(lambda: ns.sp["n1"].stats["reloads"] == 1, 15, "debounced reload")
             await asyncio.sleep(1.0)
             assert ns.sp["n1"].exabgp_pid == pid, "reload, not restart"
             assert {r.address: r.since for r in ns.sp["n2"].peer_status()} == since, "no session flapped"
@@ -268,10 +260,10 @@ def test_full_mesh_routes_pings_faults_and_status(fabric: Fabric, tmp_path: Path
             t0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             # the kernel closes ExaBGP's sockets at once: the peers see the session drop, not a hold expiry
-            await wait_for(lambda: block("n1") not in fabric.kernel_routes("n2")
+            await wait_for_async(lambda: block("n1") not in fabric.kernel_routes("n2")
                            and block("n1") not in fabric.kernel_routes("n3"), 15, "n1's routes withdrawn")
             report(record_property, "kill9_to_withdrawn_on_peers", time.monotonic() - t0)
-            await wait_for(lambda: ns.sp["n1"].exabgp_pid not in (None, pid) and ns.learned_everything(), 15,
+            await wait_for_async(lambda: ns.sp["n1"].exabgp_pid not in (None, pid) and ns.learned_everything(), 15,
                            "supervisor restart and full reconvergence")
             report(record_property, "kill9_to_reconverged", time.monotonic() - t0)
             assert ns.sp["n1"].restarts == 1
@@ -284,14 +276,14 @@ def test_full_mesh_routes_pings_faults_and_status(fabric: Fabric, tmp_path: Path
             try:
                 # Only the hold timer can drop a frozen peer (no FIN, no RST), so any finite bound proves it
                 # fired; HOLD + 10 leaves room for a loaded machine (the real figure is reported).
-                await wait_for(lambda: block("n3") not in fabric.kernel_routes("n1")
+                await wait_for_async(lambda: block("n3") not in fabric.kernel_routes("n1")
                                and block("n3") not in fabric.kernel_routes("n2"), HOLD + 10,
                                "frozen n3's routes withdrawn by hold-time expiry")
                 report(record_property, "frozen_node_to_withdrawn", time.monotonic() - t0)
                 assert fabric.ping("n1", "n2").returncode == 0, "the other pair keeps working"
             finally:
                 os.killpg(pid3, signal.SIGCONT)
-            await wait_for(ns.learned_everything, 30, "n3 back after it thaws")
+            await wait_for_async(ns.learned_everything, 30, "n3 back after it thaws")
         finally:
             await ns.stop()
 
@@ -349,7 +341,7 @@ def test_bird_route_reflector_with_mesh_off(fabric: Fabric, tmp_path: Path) -> N
             try:
                 await ns.start(NODES, nodes, cfgs, peers)
                 assert [p.address for p in ns.sp["n1"].view.peers] == [ADDR["bird"]]  # type: ignore[union-attr]
-                await wait_for(ns.learned_everything, 20, "routes reflected by BIRD in every kernel")
+                await wait_for_async(ns.learned_everything, 20, "routes reflected by BIRD in every kernel")
                 for a in NODES:
                     assert fabric.kernel_routes(a) == {block(b): [ADDR[b]] for b in NODES if b != a}, \
                         "BIRD keeps the original next hop"
@@ -389,12 +381,12 @@ def test_two_l3net_reflectors_and_killing_one_loses_no_packets(fabric: Fabric, t
         try:
             await ns.start(NODES, nodes, cfgs, peers)
             assert {p.peer_type for p in ns.sp["n1"].view.peers} == {"route reflector"}  # type: ignore[union-attr]
-            await wait_for(ns.learned_everything, 25, "routes reflected by l3net in every kernel")
+            await wait_for_async(ns.learned_everything, 25, "routes reflected by l3net in every kernel")
 
             def via_both() -> bool:
                 return all(sorted(p.peer for p in ns.sp[a].rib.candidates(block(b))) == [ADDR["rr1"], ADDR["rr2"]]
                            for a in NODES for b in NODES if a != b)
-            await wait_for(via_both, 15, "every route learned via both reflectors")
+            await wait_for_async(via_both, 15, "every route learned via both reflectors")
             for a in NODES:
                 assert fabric.kernel_routes(a) == {block(b): [ADDR[b]] for b in NODES if b != a}
                 for p in ns.sp[a].rib.candidates(block("n1" if a != "n1" else "n2")):
@@ -405,7 +397,7 @@ def test_two_l3net_reflectors_and_killing_one_loses_no_packets(fabric: Fabric, t
             def rr_status_up() -> bool:
                 st = bgp_status.read(datastore, key_layout, "rr2")
                 return st is not None and sum(p.state == "up" for p in st.peers) == 4
-            await wait_for(rr_status_up, 30, "rr2 publishes 3 clients + rr1 up")
+            await wait_for_async(rr_status_up, 30, "rr2 publishes 3 clients + rr1 up")
 
             # continuous ping n1 -> n3 while rr1 dies
             ping = await asyncio.create_subprocess_exec(
@@ -417,7 +409,7 @@ def test_two_l3net_reflectors_and_killing_one_loses_no_packets(fabric: Fabric, t
             out, _ = await ping.communicate()
             assert ping.returncode == 0 and " 0% packet loss" in out.decode(), out.decode()
             # the clients notice rr1's session close on their own schedule: wait for it, then check the routes
-            await wait_for(lambda: all(ADDR["rr1"] not in [p.peer for p in ns.sp[n].rib.candidates(block("n2"))]
+            await wait_for_async(lambda: all(ADDR["rr1"] not in [p.peer for p in ns.sp[n].rib.candidates(block("n2"))]
                                        for n in ("n1", "n3")), 15, "rr1's paths dropped by its clients")
             assert ns.learned_everything(), "routes stay with one reflector gone"
         finally:
@@ -470,11 +462,11 @@ def test_frr_ebgp_peer_exchanges_routes_both_ways(fabric: Fabric, tmp_path: Path
             await ns.start(("n1",), nodes, cfgs, peers)
             peer = ns.sp["n1"].view.peers[0]  # type: ignore[union-attr]
             assert peer.ebgp and peer.name == "Node_10_77_0_30"
-            await wait_for(lambda: fabric.kernel_routes("n1").get("192.0.2.0/24") == [ADDR["frr"]], 20,
+            await wait_for_async(lambda: fabric.kernel_routes("n1").get("192.0.2.0/24") == [ADDR["frr"]], 20,
                            "FRR's prefix in n1's kernel")
             path = ns.sp["n1"].rib.best_paths("192.0.2.0/24")[0]
             assert path.ebgp and path.attrs.as_path == (65000,)
-            await wait_for(lambda: block("n1") in frr_routes(), 10, "n1's block in FRR's RIB")
+            await wait_for_async(lambda: block("n1") in frr_routes(), 10, "n1's block in FRR's RIB")
             line = next(x for x in frr_routes().splitlines() if block("n1") in x)
             assert ADDR["n1"] in line and "65001" in line, line
         finally:

@@ -37,9 +37,9 @@ from tests.integration.test_bgp_exabgp import (
     node_res,
     pod_ip,
     report,
-    wait_for,
 )
 from tests.route_monitor import RouteMonitor
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -93,7 +93,7 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
         try:
             await ns.start(PAIR, *args)
             ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
-            await wait_for(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}
+            await wait_for_async(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}
                            and block("n2") in fabric.kernel_routes("n1"), 20, "routes both ways")
             assert all(p.graceful_restart for p in ns.sp["n2"].view.peers)  # type: ignore[union-attr]
             eor_before = sweeps("n2", "eor")
@@ -105,11 +105,11 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
 
             t0 = time.monotonic()
             await agent_crash(ns, "n1")
-            await wait_for(lambda: ns.sp["n2"].peer_status()[0].stale == 2, 15, "n2 marks n1's routes stale")
+            await wait_for_async(lambda: ns.sp["n2"].peer_status()[0].stale == 2, 15, "n2 marks n1's routes stale")
             assert set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, "kept in the kernel"
             t1 = time.monotonic()
             await agent_start(ns, "n1", args, [block("n1")])          # EXTRA is gone from the new agent
-            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 5, "EXTRA swept after EOR")
+            await wait_for_async(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 5, "EXTRA swept after EOR")
             report(record_property, "gr_restart_to_stale_swept", time.monotonic() - t1)
             report(record_property, "gr_kill_to_stale_swept", time.monotonic() - t0)
             assert sweeps("n2", "eor") == eor_before + 1, "swept on End-of-RIB, not by the timer"
@@ -124,7 +124,7 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
             row = ns.sp["n2"].peer_status()[0]
             assert row.state == "up" and row.stale == 0 and row.received == 1
             # the restarted n1 learned n2's block again (its stale copy was the kernel's, kept by the route driver)
-            await wait_for(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]]}, 10, "n1 relearns")
+            await wait_for_async(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]]}, 10, "n1 relearns")
             assert ns.sp["n1"].stats["command_errors"] == 0, "the EOR command was accepted"
 
             # n1 dies for good: n2 keeps its routes for the restart time, then sweeps them. Timed from when n2
@@ -133,9 +133,9 @@ def test_mesh_peer_keeps_routes_through_agent_restart_and_sweeps_on_eor(fabric: 
             timer_before = sweeps("n2", "timer")
             t0 = time.monotonic()
             await agent_crash(ns, "n1")
-            await wait_for(lambda: ns.sp["n2"].peer_status()[0].stale == 1, 15, "n2 marks n1's block stale")
+            await wait_for_async(lambda: ns.sp["n2"].peer_status()[0].stale == 1, 15, "n2 marks n1's block stale")
             noticed = time.monotonic()
-            await wait_for(lambda: block("n1") not in fabric.kernel_routes("n2"), RESTART + 10,
+            await wait_for_async(lambda: block("n1") not in fabric.kernel_routes("n2"), RESTART + 10,
                            "swept when the time expired")
             kept = time.monotonic() - noticed
             report(record_property, "gr_kill_to_timer_sweep", time.monotonic() - t0)
@@ -193,18 +193,19 @@ def test_bird_reflector_retains_routes_through_agent_restart(fabric: Fabric, tmp
         try:
             await ns.start(PAIR, *args)
             ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
-            await wait_for(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, 20,
+            await wait_for_async(lambda: set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, 20,
                            "n1's routes on n2 via BIRD")
             mon = RouteMonitor(fabric.ns["n2"], fabric.factory)
             t0 = time.monotonic()
             await agent_crash(ns, "n1")
-            await wait_for(lambda: "Established" not in birdc("show", "protocols", "n1"), 15,
+            await wait_for_async(lambda: "Established" not in birdc("show", "protocols", "n1"), 15,
                            "BIRD sees n1's session drop")
             await asyncio.sleep(0.5)
             assert set(fabric.kernel_routes("n2")) == {block("n1"), EXTRA}, "n2 still has them via BIRD"
             t1 = time.monotonic()
             await agent_start(ns, "n1", args, [block("n1")])
-            await wait_for(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 5, "BIRD sweeps EXTRA after EOR")
+            await wait_for_async(lambda: EXTRA not in fabric.kernel_routes("n2"), RESTART + 5,
+                                 "BIRD sweeps EXTRA after EOR")
             report(record_property, "gr_bird_restart_to_stale_swept", time.monotonic() - t1)
             report(record_property, "gr_bird_kill_to_stale_swept", time.monotonic() - t0)
             lines = mon.stop()

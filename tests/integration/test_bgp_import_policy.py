@@ -31,7 +31,8 @@ from bgp.config import IpamFacts, build_node_view
 from bgp.speaker import Speaker
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, block, fabric, pod_ip, wait_for
+from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, block, fabric, pod_ip
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns,
               pytest.mark.skipif(not Path("/usr/lib/frr/bgpd").exists(), reason="needs frr (Debian package)")]
@@ -126,11 +127,11 @@ def test_frr_cannot_hijack_pods_or_flood_and_a_filter_admits_exactly_the_default
             # 1. junk filtered: the default route is in, the hijacks are held, pods talk through n2
             t0 = time.monotonic()
             want = {block("n2"): [ADDR["n2"]], DEFAULT: [frr]}
-            await wait_for(lambda: fabric.kernel_routes("n1") == want, 120, f"n1's kernel routes == {want}")
+            await wait_for_async(lambda: fabric.kernel_routes("n1") == want, 120, f"n1's kernel routes == {want}")
             record_property("phase1_seconds", round(time.monotonic() - t0, 2))
             # everything FRR sent is held (kept unused, for re-checks) up to twice the limit: the hijacks
             # (refused by the pool defaults) and the junk (refused by the filter)
-            await wait_for(lambda: sp["n1"].rib.held(frr) == JUNK + len(HIJACKS), 60, "FRR's refused paths held")
+            await wait_for_async(lambda: sp["n1"].rib.held(frr) == JUNK + len(HIJACKS), 60, "FRR's refused paths held")
             assert all(p.peer == ADDR["n2"] for p in sp["n1"].rib.candidates(block("n2")))
             assert sp["n1"].rib.received(frr) == 1 and limit_hits() == 0
             assert not any(p.peer == frr for h in HIJACKS for p in sp["n1"].rib.candidates(h))
@@ -141,8 +142,8 @@ def test_frr_cannot_hijack_pods_or_flood_and_a_filter_admits_exactly_the_default
             # 2. no filter: 20,000 junk prefixes exceed the default limit; FRR's routes all go
             t0 = time.monotonic()
             sp["n1"].set_view(view("n1", [tor()], []))
-            await wait_for(lambda: frr in sp["n1"].rib.over_limit, 60, "FRR over its prefix limit")
-            await wait_for(lambda: fabric.kernel_routes("n1") == {block("n2"): [ADDR["n2"]]}, 60,
+            await wait_for_async(lambda: frr in sp["n1"].rib.over_limit, 60, "FRR over its prefix limit")
+            await wait_for_async(lambda: fabric.kernel_routes("n1") == {block("n2"): [ADDR["n2"]]}, 60,
                            "only n2's block left in n1's kernel")
             record_property("phase2_seconds", round(time.monotonic() - t0, 2))
             assert sp["n1"].rib.over_limit[frr] == LIMIT
@@ -155,7 +156,7 @@ def test_frr_cannot_hijack_pods_or_flood_and_a_filter_admits_exactly_the_default
             t0 = time.monotonic()
             sp["n1"].set_view(view("n1", [tor("only-default")], [ONLY_DEFAULT]))
             want = {block("n2"): [ADDR["n2"]], DEFAULT: [frr]}
-            await wait_for(lambda: fabric.kernel_routes("n1") == want, 180, f"n1's kernel routes == {want}")
+            await wait_for_async(lambda: fabric.kernel_routes("n1") == want, 180, f"n1's kernel routes == {want}")
             record_property("phase3_seconds", round(time.monotonic() - t0, 2))
             await asyncio.sleep(1.0)   # the refresh is complete once the counts settle; nothing else comes in
             assert fabric.kernel_routes("n1") == want

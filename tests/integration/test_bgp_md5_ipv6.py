@@ -17,7 +17,8 @@ from bgp.config import build_node_view
 from bgp.speaker import Speaker
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, wait_for
+from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -51,20 +52,21 @@ def test_md5_mesh_with_ipv4_and_ipv6_sessions(fabric: Fabric, tmp_path: Path) ->
             def up() -> bool:
                 return all(r.state == "up" for n in ("n1", "n2") for r in ns.sp[n].peer_status())
             try:
-                took_up = await wait_for(up, 30, "MD5 sessions up (v4 and v6)")
+                took_up = await wait_for_async(up, 30, "MD5 sessions up (v4 and v6)")
             except AssertionError:
                 log = (tmp_path / "n1" / "exabgp.log").read_text(errors="replace").lower()
                 if "md5" in log and ("not supported" in log or "protocol not available" in log or "errno" in log):
                     pytest.skip(f"the kernel refuses TCP MD5 signatures: {log[-300:]}")
                 raise
             # each side learns on its own schedule: wait for both, never assume one follows the other
-            await wait_for(lambda: ns.sp["n2"].best_routes() == {block("n1"): [ADDR["n1"]],
+            await wait_for_async(lambda: ns.sp["n2"].best_routes() == {block("n1"): [ADDR["n1"]],
                                                                   v6_block("n1"): [V6["n1"]]}, 10,
                            "n2 learns n1's IPv4 block and IPv6 prefix")
-            await wait_for(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]],
+            await wait_for_async(lambda: ns.sp["n1"].best_routes() == {block("n2"): [ADDR["n2"]],
                                                                   v6_block("n2"): [V6["n2"]]}, 10,
                            "n1 learns n2's IPv4 block and IPv6 prefix")
-            await wait_for(lambda: block("n1") in fabric.kernel_routes("n2"), 10, "the IPv4 route is in n2's kernel")
+            await wait_for_async(lambda: block("n1") in fabric.kernel_routes("n2"), 10,
+                                 "the IPv4 route is in n2's kernel")
             # the password reached the kernel through ExaBGP's base64 form; it is in no file but the 0600 config
             for n in ("n1", "n2"):
                 conf = tmp_path / n / "exabgp.conf"

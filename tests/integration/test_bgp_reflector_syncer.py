@@ -16,7 +16,8 @@ import pytest
 from bgp import status as bgp_status
 from bgp.cli import run_reflector
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, Fabric, fabric, node_res, wait_for
+from tests.integration.test_bgp_exabgp import ADDR, Fabric, fabric, node_res
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -46,11 +47,11 @@ def test_reflector_follows_resources_by_watch_and_ignores_bad_values(fabric: Fab
         task = asyncio.create_task(run_reflector(datastore, key_layout, "rr1", tmp_path / "rr1", resync=30,
                                                  netns=fabric.ns["rr1"], stop=stop))
         try:
-            await wait_for(lambda: peers() == [ADDR["n1"]], 15, "the reflector publishes its one valid client")
+            await wait_for_async(lambda: peers() == [ADDR["n1"]], 15, "the reflector publishes its one valid client")
             datastore.put(key_layout.resource("nodes", "n2"), node_res("n2").to_json())   # now valid
-            await wait_for(lambda: peers() == [ADDR["n1"], ADDR["n2"]], 5, "a repaired Node is a client")
+            await wait_for_async(lambda: peers() == [ADDR["n1"], ADDR["n2"]], 5, "a repaired Node is a client")
             datastore.delete(key_layout.resource("nodes", "n1"))
-            await wait_for(lambda: peers() == [ADDR["n2"]], 5, "a deleted Node is no longer a client")
+            await wait_for_async(lambda: peers() == [ADDR["n2"]], 5, "a deleted Node is no longer a client")
             assert not task.done()
         finally:
             stop.set()

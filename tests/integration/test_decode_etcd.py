@@ -14,7 +14,7 @@ from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
 from l3net.syncer import Syncer
-from tests.syncer_recorder import wait_until
+from tests.waiting import seconds_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_undecodable_keys_and_values_are_absent_and_the_rest_arrives(datastore: 
     syncer = Syncer(datastore, k.prefix, sink, retry_initial=0.05, retry_max=0.5)
     syncer.start()
     try:
-        assert wait_until(lambda: sink.in_sync == 1, timeout=10)
+        assert seconds_until(lambda: sink.in_sync == 1, timeout=10) is not None
         model = sink.model
         assert sorted(model.pools) == sorted(k.resource("ippools", n) for n in ("a", "b"))
         assert sorted(model.invalid) == sorted(k.resource("ippools", n) for n in ("deep", "latin1", "notjson"))
@@ -80,12 +80,12 @@ def test_undecodable_keys_and_values_are_absent_and_the_rest_arrives(datastore: 
         put_raw(datastore, prefix + b"resources/ippools/\xc3\x28", pool("y", "10.73.0.0/16").to_json())
         put_raw(datastore, k.resource("ippools", "a").encode(), DEEP)  # a valid pool turns bad: it goes
         datastore.put(k.resource("ippools", "c"), pool("c", "10.74.0.0/16").to_json())
-        assert wait_until(lambda: k.resource("ippools", "c") in model.pools, timeout=10)
+        assert seconds_until(lambda: k.resource("ippools", "c") in model.pools, timeout=10) is not None
         assert sorted(model.pools) == sorted(k.resource("ippools", n) for n in ("b", "c"))
         assert k.resource("ippools", "a") in model.invalid
         # Repaired values come back; the syncer never stopped.
         datastore.put(k.resource("ippools", "deep"), pool("deep", "10.75.0.0/16").to_json())
-        assert wait_until(lambda: k.resource("ippools", "deep") in model.pools, timeout=10)
+        assert seconds_until(lambda: k.resource("ippools", "deep") in model.pools, timeout=10) is not None
         assert syncer.alive and syncer.fatal is None and syncer.status == "in-sync"
     finally:
         syncer.stop()

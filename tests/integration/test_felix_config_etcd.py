@@ -9,7 +9,7 @@ from felix.calc import Model
 from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
 from l3net.syncer import Syncer
-from tests.netns.felix_rig import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from l3net.kube.translate import MARK, MARK_VALUE
 from l3net.lab.kubeapi import KubeAPIServer
 from l3net.model.client import ResourceClient
 from l3net.model.validation import resource_from_document, workload_endpoint_name
-from l3net.netns import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

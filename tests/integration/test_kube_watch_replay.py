@@ -22,7 +22,7 @@ import pytest
 
 from l3net.kube.api import KubeAPI
 from l3net.kube.reflector import Reflector
-from l3net.netns import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

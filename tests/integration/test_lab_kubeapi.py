@@ -13,7 +13,7 @@ import pytest
 
 from l3net.kube.api import ApiError, KubeAPI
 from l3net.lab.kubeapi import KubeAPIServer
-from l3net.netns import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

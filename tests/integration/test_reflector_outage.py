@@ -34,8 +34,8 @@ from tests.integration.test_bgp_exabgp import (
     fabric,
     node_res,
     pod_ip,
-    wait_for,
 )
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -90,12 +90,12 @@ def test_reflectors_survive_hung_and_killed_etcd_and_restart_from_cache(fabric: 
         ping = None
         try:
             await ns.start(NODES, by_kind["Node"], by_kind["BGPConfiguration"], by_kind["BGPPeer"])
-            await wait_for(ns.learned_everything, 30, "routes reflected in every kernel")
+            await wait_for_async(ns.learned_everything, 30, "routes reflected in every kernel")
 
             def ready(rr: str) -> bool:
                 return health[rr].readiness()[0]
-            await wait_for(lambda: ready("rr1") and ready("rr2"), 15, "both reflectors ready")
-            await wait_for(lambda: all((tmp_path / f"{rr}-cache" / "view-cache-nodes.json").exists()
+            await wait_for_async(lambda: ready("rr1") and ready("rr2"), 15, "both reflectors ready")
+            await wait_for_async(lambda: all((tmp_path / f"{rr}-cache" / "view-cache-nodes.json").exists()
                                        for rr in ("rr1", "rr2")), 10, "the view caches written")
             routes_before = {n: fabric.kernel_routes(n) for n in NODES}
             ping = await asyncio.create_subprocess_exec(
@@ -105,7 +105,7 @@ def test_reflectors_survive_hung_and_killed_etcd_and_restart_from_cache(fabric: 
             # 1. etcd hung: TCP open, nothing answers.
             freeze()
             t0 = time.monotonic()
-            took = await wait_for(lambda: not ready("rr1") and not ready("rr2"), DETECT_WITHIN,
+            took = await wait_for_async(lambda: not ready("rr1") and not ready("rr2"), DETECT_WITHIN,
                                   "readiness to report the hung datastore")
             print(f"\nMEASURED hung etcd noticed by both reflectors after {took:.2f}s")
             assert "datastore-probe" in health["rr1"].readiness()[1]
@@ -113,12 +113,12 @@ def test_reflectors_survive_hung_and_killed_etcd_and_restart_from_cache(fabric: 
             assert not any(t.done() for t in tasks.values()), "a reflector exited during the hang"
             assert {n: fabric.kernel_routes(n) for n in NODES} == routes_before
             thaw()
-            await wait_for(lambda: ready("rr1") and ready("rr2"), 20, "readiness after the hang")
+            await wait_for_async(lambda: ready("rr1") and ready("rr2"), 20, "readiness after the hang")
 
             # 2. etcd killed; rr1 is restarted meanwhile and must start from its cache.
             server.pause()
             t0 = time.monotonic()
-            await wait_for(lambda: not ready("rr1") and not ready("rr2"), DETECT_WITHIN, "readiness: etcd down")
+            await wait_for_async(lambda: not ready("rr1") and not ready("rr2"), DETECT_WITHIN, "readiness: etcd down")
             stops["rr1"].set()
             assert await tasks["rr1"] == 0, "a stop during the outage is a clean exit"
             stops["rr1"] = asyncio.Event()
@@ -128,13 +128,13 @@ def test_reflectors_survive_hung_and_killed_etcd_and_restart_from_cache(fabric: 
             def rr1_reflects() -> bool:
                 return all(ADDR["rr1"] in [p.peer for p in ns.sp[n].rib.candidates(block("n2"))]
                            for n in ("n1", "n3"))
-            await wait_for(rr1_reflects, 30, "the restarted rr1 reflecting again from its cache")
+            await wait_for_async(rr1_reflects, 30, "the restarted rr1 reflecting again from its cache")
             reasons = health["rr1"].readiness()[1]
             assert "cached view" in reasons.get("datastore", ""), reasons
             await asyncio.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - t0)))
             assert not any(t.done() for t in tasks.values()), "a reflector exited while etcd was down"
             server.start()
-            await wait_for(lambda: ready("rr1") and ready("rr2"), 20, "readiness after etcd's return")
+            await wait_for_async(lambda: ready("rr1") and ready("rr2"), 20, "readiness after etcd's return")
             assert {n: fabric.kernel_routes(n) for n in NODES} == routes_before
 
             ping.send_signal(signal.SIGINT)

@@ -22,7 +22,8 @@ from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer, free_port
 from l3net.keys import KeyLayout
 from l3net.syncer import Syncer
-from tests.syncer_recorder import RecordingSink, wait_until
+from tests.syncer_recorder import RecordingSink
+from tests.waiting import seconds_until
 
 pytestmark = pytest.mark.integration
 
@@ -216,7 +217,7 @@ def test_compaction_between_listing_and_watch_forces_a_resync(writer: EtcdDatast
     for i in range(4):
         writer.put(p + f"k{i}", b"v0")
     syncer, sink = start_syncer(proxy.endpoint, p, syncers)
-    assert wait_until(lambda: proxy.watch_requests == 1), "the syncer never opened its watch"
+    assert seconds_until(lambda: proxy.watch_requests == 1, 30) is not None, "the syncer never opened its watch"
     proxy.hold_watches = True
     proxy.drop_all()
     # It reconnects and re-lists (range requests pass), then its new watch is parked in the proxy.
@@ -244,7 +245,7 @@ def test_etcd_stopped_then_restarted_and_down_at_start(own_etcd: EtcdServer, wri
     # A second syncer that starts while etcd is down keeps retrying.
     late, late_sink = start_syncer(own_etcd.endpoints, p, syncers)
     assert late_sink.wait_for(lambda s: s.statuses == ["resync", "down"])
-    assert wait_until(lambda: late.errors >= 2), "a syncer must keep retrying while etcd is down"
+    assert seconds_until(lambda: late.errors >= 2, 30) is not None, "a syncer must keep retrying while etcd is down"
     own_etcd.start()
     writer.delete(p + "a")
     writer.put(p + "c", b"3")

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,10 @@ from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
 from tests.route_monitor import RouteMonitor
 
-__all__ = ["Node", "Pinger", "RouteMonitor", "routes", "wait_for"]
+__all__ = ["Node", "Pinger", "RouteMonitor", "routes"]
 
 REPO = Path(__file__).resolve().parents[2]
 L3NET = str(Path(sys.executable).with_name("l3net"))
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition", step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def routes(ns: str, proto: int | None = None) -> set[str]:

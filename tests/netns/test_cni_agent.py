@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns.cni_rig import CNIRig, make_rig
-from tests.netns.felix_rig import wait_for
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 

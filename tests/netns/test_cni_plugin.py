@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from l3net.cni import plugin
 from l3net.cni.config import parse_env, parse_netconf
 from l3net.constants import ROUTE_PROTO
 from l3net.model.client import ResourceClient
+from l3net.model.validation import host_veth_name
 from tests.netns.cni_rig import UPLINK_MTU, CNIRig, make_rig
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
@@ -26,10 +26,6 @@ def rig(netns_factory, etcd_server, key_layout, datastore, tmp_path) -> Iterator
     yield r
 
 
-def calico_name(namespace: str, pod: str) -> str:
-    return "cali" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
-
-
 def pod_routes(netns: str) -> str:
     return subprocess.run(["ip", "-n", netns.rsplit("/", 1)[1], "-4", "route", "show"], capture_output=True,
                           text=True, check=True).stdout
@@ -40,7 +36,7 @@ def test_add_check_del_one_pod(rig: CNIRig) -> None:
     res = rig.invoke("node-1", "ADD", "c0", ns, pod="web-0", namespace="shop",
                      conf=rig.conf("node-1", args={"cni": {"labels": [{"key": "app", "value": "web"}]}}))
     assert res.rc == 0, res
-    host_if = calico_name("shop", "web-0")
+    host_if = host_veth_name("shop", "web-0")
     ip = res.out["ips"][0]["address"].split("/")[0]
     assert res.out["cniVersion"] == "1.0.0"
     assert res.out["interfaces"][0] == {"name": host_if, "mac": "ee:ee:ee:ee:ee:ee"}
@@ -80,10 +76,10 @@ def test_fifty_concurrent_adds_over_two_nodes_then_del_all(rig: CNIRig) -> None:
     for node in rig.nodes:
         mine = [(p, ip) for p, ip in zip(pods, ips, strict=True) if p[0] == node]
         links = rig.links(node)
-        assert rig.cali_links(node) == sorted(calico_name("default", p[2]) for p, _ in mine)
+        assert rig.cali_links(node) == sorted(host_veth_name("default", p[2]) for p, _ in mine)
         routes = rig.our_routes(node)
-        assert routes == {f"{ip}/32": links[calico_name("default", p[2])]["index"] for p, ip in mine}
-        assert all(links[calico_name("default", p[2])]["mac"] == "ee:ee:ee:ee:ee:ee" for p, _ in mine)
+        assert routes == {f"{ip}/32": links[host_veth_name("default", p[2])]["index"] for p, ip in mine}
+        assert all(links[host_veth_name("default", p[2])]["mac"] == "ee:ee:ee:ee:ee:ee" for p, _ in mine)
     # every node claimed its own block: addresses of one node share a /26, the nodes' differ
     blocks = {node: {b.cidr for b in rig.ipam.blocks() if b.node == node} for node in rig.nodes}
     assert len(blocks["node-1"]) == 1 and len(blocks["node-2"]) == 1 and blocks["node-1"] != blocks["node-2"]
@@ -128,7 +124,7 @@ def test_blocks_run_out_claiming_borrowing_and_strict_affinity(netns_factory, et
     refused = rig.invoke("node-1", "ADD", "t7", rig.pod_ns("t7"), pod="t-7")
     assert refused.rc == 1 and refused.out["code"] == 100 and "strict affinity" in refused.out["details"]
     assert rig.ipam.handle_ips("k8s-pod-network.t7") == []
-    assert calico_name("default", "t-7") not in rig.cali_links("node-1")
+    assert host_veth_name("default", "t-7") not in rig.cali_links("node-1")
 
     assert rig.ctl("ipam", "configure", "--max-blocks-per-host", "2").returncode == 0
     assert add("node-1", 8) == "10.250.0.8"             # now it may claim a second block

@@ -12,7 +12,6 @@ CLI the test runs. Skipped where podman, runc or busybox are not installed.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from l3net.model.validation import host_veth_name
 from tests.netns.cni_rig import CNI_BIN, CNIRig, make_rig
 from tests.netns.podman_rig import INSTALL_HINT, Podman, missing_tools
 
@@ -72,11 +72,6 @@ needs_podman = pytest.mark.skipif(bool(MISSING), reason=f"podman e2e needs {', '
                                   f"({INSTALL_HINT}); not installed on this machine")
 
 
-def _calico_veth(namespace: str, pod: str) -> str:
-    # Calico's naming rule, computed here independently of the plugin's own code.
-    return "cali" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
-
-
 @needs_podman
 def test_podman_runs_a_container_through_l3net_cni(podman_on_node: tuple[CNIRig, Podman, str],
                                                     netns_factory: Any) -> None:
@@ -105,7 +100,7 @@ def test_podman_runs_a_container_through_l3net_cni(podman_on_node: tuple[CNIRig,
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
     # Host side in the node namespace: Calico-named veth, its /32 route with our protocol (76), proxy ARP.
-    veth = _calico_veth("default", name)
+    veth = host_veth_name("default", name)
     assert rig.cali_links("node-1") == [veth]
     links = rig.links("node-1")
     assert links[veth]["mac"] == "ee:ee:ee:ee:ee:ee"

@@ -16,7 +16,8 @@ from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from policy.testing import gnp, netpol, ns
-from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
+from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 

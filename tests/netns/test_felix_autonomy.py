@@ -19,8 +19,9 @@ from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
-from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
+from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
 from tests.route_monitor import forwarding_changes
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
 

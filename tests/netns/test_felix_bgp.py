@@ -15,7 +15,8 @@ from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
-from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes, wait_for
+from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 

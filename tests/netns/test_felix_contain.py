@@ -35,7 +35,8 @@ from l3net.constants import ROUTE_PROTO
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
 from policy.testing import gnp, ns
-from tests.netns.felix_rig import Node, routes, wait_for
+from tests.netns.felix_rig import Node, routes
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 

@@ -13,7 +13,8 @@ from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
-from tests.netns.felix_rig import Node, Pinger, routes, wait_for
+from tests.netns.felix_rig import Node, Pinger, routes
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
 

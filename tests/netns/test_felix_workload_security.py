@@ -12,7 +12,8 @@ from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.model.validation import workload_endpoint_name
-from tests.netns.felix_rig import Node, routes, wait_for
+from tests.netns.felix_rig import Node, routes
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 

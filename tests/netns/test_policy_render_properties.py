@@ -26,9 +26,8 @@ from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver, netns_runner
 from l3net import netns
 from l3net.errors import ValidationError
-from l3net.model.validation import resource_from_document
+from l3net.model.validation import host_veth_name, resource_from_document
 from policy.compiler import PolicyCompiler
-from policy.testing import iface_for
 from tests.conftest import NetnsFactory
 
 pytestmark = [pytest.mark.netns]
@@ -38,12 +37,12 @@ NS = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
 WEB = {"apiVersion": V1, "kind": "WorkloadEndpoint",
        "metadata": {"name": "n1-k8s-web-eth0", "namespace": "default", "labels": {"app": "web"}},
        "spec": {"node": "n1", "orchestrator": "k8s", "pod": "web", "endpoint": "eth0",
-                "interfaceName": iface_for("default", "web"), "ipNetworks": ["10.65.0.2/32"],
+                "interfaceName": host_veth_name("default", "web"), "ipNetworks": ["10.65.0.2/32"],
                 "ports": [{"name": "http", "protocol": "TCP", "port": 80}]}}
 DB = {"apiVersion": V1, "kind": "WorkloadEndpoint",
       "metadata": {"name": "n2-k8s-db-eth0", "namespace": "default", "labels": {"app": "db"}},
       "spec": {"node": "n2", "orchestrator": "k8s", "pod": "db", "endpoint": "eth0",
-               "interfaceName": iface_for("default", "db"), "ipNetworks": ["10.65.1.3/32"]}}
+               "interfaceName": host_veth_name("default", "db"), "ipNetworks": ["10.65.1.3/32"]}}
 NP = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
       "metadata": {"name": "np1", "namespace": "default"},
       "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [

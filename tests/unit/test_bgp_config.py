@@ -15,11 +15,10 @@ from bgp.config import (
     build_node_view,
     check_bgp_peer,
     exabgp_env,
-    parse_duration,
-    parse_peer_ip,
     render_exabgp_config,
 )
 from l3net.model.resource import Resource
+from l3net.model.values import parse_duration, parse_peer_ip
 
 pytestmark = pytest.mark.unit
 
@@ -143,7 +142,7 @@ def test_explicit_peer_wins_over_mesh_for_the_same_address() -> None:
     ({"peerIP": "10.0.0.3", "asNumber": 0}, "spec.asNumber"),
     ({"peerSelector": "role ==", "nodeSelector": "all()"}, "spec.peerSelector"),
     ({"peerIP": "10.0.0.3", "asNumber": 1, "holdTime": "2s"}, "spec.holdTime"),
-    ({"peerIP": "10.0.0.3", "asNumber": 1, "holdTime": "9s", "keepaliveTime": "5s"}, "spec.keepaliveTime"),
+    ({"peerIP": "10.0.0.3", "asNumber": 1, "holdTime": "9s", "keepaliveTime": "9s"}, "spec.keepaliveTime"),
     ({"peerIP": "10.0.0.3", "asNumber": 1, "password": {"value": ""}}, "spec.password"),
     ({"peerIP": "10.0.0.3", "asNumber": 1, "node": "n1", "nodeSelector": "all()"}, "spec.node"),
     ({"peerIP": "10.0.0.3:99999", "asNumber": 1}, "spec.peerIP"),
@@ -164,13 +163,15 @@ def test_node_without_address_has_no_bgp() -> None:
 
 
 def test_durations_peer_ip_and_env() -> None:
-    assert parse_duration("3s") == 3 and parse_duration("1m30s") == 90 and parse_duration(90) == 90
+    assert parse_duration("3s") == 3 and parse_duration("1m30s") == 90 and parse_duration("1.5m") == 90
     assert parse_duration("500ms") == 0.5
-    for bad in ("3x", "", "s", -1, True):
+    for bad in ("3x", "", "s", "90", 90, -1, True):   # a number is not a duration (Calico's metav1.Duration)
         with pytest.raises(ValueError):
             parse_duration(bad)
     assert parse_peer_ip("[fd00::1]:1790") == ("fd00::1", 1790)
-    assert parse_peer_ip("fd00::1") == ("fd00::1", 179)
+    v = build_node_view("n1", [node("n1", "10.0.0.1", v6="fd00::10")], [],
+                        [peer("tor", node="n1", peerIP="fd00::1", asNumber=65000, ebgpMultihop=2)])
+    assert [(p.address, p.port) for p in v.peers if p.address == "fd00::1"] == [("fd00::1", 179)]
     env = exabgp_env(build_node_view("n1", THREE, [cfg(listenPort=1179)], []))
     assert env["exabgp_daemon_user"] == "root" and env["exabgp_api_cli"] == "false"
     assert env["exabgp_tcp_bind"] == "10.0.0.1" and env["exabgp_tcp_port"] == "1179"

@@ -28,12 +28,12 @@ from bgp.config import (
     PROCESS_NAME,
     build_node_view,
     check_bgp_peer,
-    parse_peer_ip,
     render_exabgp_config,
 )
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
+from l3net.model.values import parse_peer_ip
 
 pytestmark = pytest.mark.unit
 

@@ -14,6 +14,7 @@ from l3net.datastore.base import KeyValue
 from l3net.errors import ValidationError
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
+from l3net.model.decode import Invalid, decode
 from l3net.model.resource import Resource
 from l3net.syncer import KeyUpdate
 
@@ -97,3 +98,35 @@ def test_registration_rewrites_an_own_node_that_does_not_decode() -> None:
     assert res.spec == {"bgp": {"ipv4Address": "10.0.0.1/24"}}
     stored = ResourceClient(ds, KEYS).decode(ds.get(key))  # type: ignore[arg-type]
     assert stored.spec == res.spec
+
+
+# One stored value, every reader: l3netctl's client, the agent's model, the reflector (issue 14).
+_GOOD = Resource(kind="IPPool", name="p", spec={"cidr": "10.9.0.0/16"}).to_json()
+_OTHER_NAME = Resource(kind="IPPool", name="q", spec={"cidr": "10.9.0.0/16"}).to_json()
+_OTHER_KIND = Resource(kind="Node", name="p").to_json()
+_BAD_SPEC = Resource(kind="IPPool", name="p", spec={"cidr": "10.9.0.1/16"}).to_json()
+
+
+@pytest.mark.parametrize(("raw", "valid"), [
+    (_GOOD, True), (_OTHER_NAME, False), (_OTHER_KIND, False), (_BAD_SPEC, False), (DEEP, False),
+    (NOT_UTF8, False), (b"{", False), (b"[]", False), (b"null", False),
+], ids=["good", "other-name", "other-kind", "bad-spec", "deep", "not-utf8", "bad-json", "list", "null"])
+def test_every_reader_takes_exactly_what_the_one_decode_takes(raw: bytes, valid: bool) -> None:
+    key = KEYS.resource("ippools", "p")
+    got = decode(KEYS, key, raw, 9)
+    assert isinstance(got, Resource) == valid and isinstance(got, Invalid) != valid
+    if isinstance(got, Resource):
+        assert got.resource_version == 9 and got.name == "p"
+    else:
+        assert all(key in str(e) for e in got.errors), got
+    client = ResourceClient(None, KEYS)  # type: ignore[arg-type]  # decode does no I/O
+    try:
+        client.decode(KeyValue(key, raw, 9))
+        client_ok = True
+    except ValidationError:
+        client_ok = False
+    model = Model(KEYS)
+    model.apply([KeyUpdate(key, raw, 9)])
+    assert client_ok == valid
+    assert (key in model.pools) == valid and (key in model.invalid) != valid
+    assert (rr_decode(client, key, raw, 9) is not None) == valid

@@ -63,10 +63,14 @@ def test_by_node_index_follows_moves_deletes_and_bad_values() -> None:
     assert [w.key for w in m.workloads_on("n1")] == [a.key]
     assert [w.dsts for w in m.workloads_on("n1")] == [("10.1.0.2/32",)]
     assert [str(x.cidr) for x in m.affinities_of("n1")] == ["10.1.0.0/26"]
-    # The same key moved to another node: it leaves n1's bucket.
+    # n1's key now holds n2's endpoint (its name does not match the key, so it is invalid, as
+    # l3netctl reads it too): it leaves n1's bucket and joins no other.
     moved = _wep(keys, "a", "n2")
     m.apply([U(a.key, moved.value, 2)])
-    assert m.workloads_on("n1") == [] and len(m.workloads_on("n2")) == 2
-    m.apply([U(a.key, b"not json", 3), U(aff.key, None, 3)])
+    assert m.workloads_on("n1") == [] and len(m.workloads_on("n2")) == 1 and a.key in m.invalid
+    assert "does not match its key" in m.invalid[a.key]
+    m.apply([moved, U(a.key, b"not json", 3), U(aff.key, None, 3)])
+    assert len(m.workloads_on("n2")) == 2
+    m.apply([U(moved.key, None, 4)])
     assert len(m.workloads_on("n2")) == 1 and m.affinities_of("n1") == []
     assert sum(len(m.workloads_on(n)) for n in ("n1", "n2")) == len(m.workloads)

@@ -102,7 +102,7 @@ def test_set_aside_lists_kernel_refusals_invalid_values_and_rejected_endpoints()
         ("GlobalNetworkPolicy/broken", "invalid value", "absent (invalid)"),
         ("WorkloadEndpoint/default/n1-k8s-y-eth0", "rejected", "no route, no policy (fail closed)")]
     assert got[3]["reason"] == "addresses outside every IPPool: 192.0.2.9/32" and got[3]["key"] == wep_key
-    assert "JSONDecodeError" in got[2]["reason"] and all(e["since"] == 100.0 for e in got[1:])
+    assert "not JSON" in got[2]["reason"] and all(e["since"] == 100.0 for e in got[1:])
     now[0] = 200.0
     assert [e["since"] for e in aside.report(model, [wep_key], [])] == [100.0, 100.0, 100.0]  # first seen
     model.apply([Upd(pol_key, None)])
@@ -110,7 +110,8 @@ def test_set_aside_lists_kernel_refusals_invalid_values_and_rejected_endpoints()
     model.apply([Upd(pol_key, b"[]")])  # invalid again: a new entry, a new since
     assert [e["since"] for e in aside.report(model, [], [])] == [100.0, 200.0]
     text = format_quarantined("n1", got)
-    assert "GlobalNetworkPolicy/broken  cause: invalid value  effect: absent (invalid)  reason: JSONDecodeError" in text
+    assert "GlobalNetworkPolicy/broken  cause: invalid value  effect: absent (invalid)  reason: ValidationError" in text
+    assert "stored value is not JSON" in text
     # Bounded, whatever the cluster holds.
     model.apply([Upd(KEYS.resource("globalnetworkpolicies", f"b{i}"), b"{") for i in range(MAX_PER_CAUSE + 5)])
     assert len(aside.report(model, [], [])) == MAX_PER_CAUSE

@@ -10,7 +10,9 @@ import pytest
 
 from l3net.errors import ValidationError
 from l3net.model.documents import load_documents
+from l3net.model.validate.workload import workload_ifname_reason
 from l3net.model.validation import (
+    host_veth_name,
     parse_duration,
     parse_peer_ip,
     resource_from_document,
@@ -463,6 +465,14 @@ def test_good_edge_values_pass() -> None:
 
 def test_wep_name_helper_doubles_dashes() -> None:
     assert workload_endpoint_name("node-1", "web-0", "eth0") == "node--1-k8s-web--0-eth0"
+
+
+def test_host_veth_name_is_calicos() -> None:
+    # Calico's names for these pods (cali + 11 hex of sha1("<namespace>.<pod>")), written out: the CNI
+    # plugin, bench and the tests all call this one function, so the literal values are its oracle.
+    assert host_veth_name("default", "nginx") == "calic440f455693"
+    assert host_veth_name("shop", "web-0") == "calia4fc3c48bd8"
+    assert workload_ifname_reason(host_veth_name("a" * 63, "b" * 253)) is None
 
 
 def test_duration_and_peer_ip_parsers() -> None:

@@ -14,7 +14,8 @@ from felix.health import HealthState
 from l3net.datastore.memory import MemoryDatastore
 from l3net.syncer import Syncer
 from l3net.viewcache import CachedView, CacheWriter, ViewCache
-from tests.syncer_recorder import RecordingSink, wait_until
+from tests.syncer_recorder import RecordingSink
+from tests.waiting import seconds_until
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +59,7 @@ def test_every_in_sync_view_reaches_the_cache(tmp_path: Path, started: list[Sync
     s.start()
     store.put(P + "b", b"2")
     try:
-        assert wait_until(lambda: (v := cache.load()) is not None and P + "b" in v.entries)
+        assert seconds_until(lambda: (v := cache.load()) is not None and P + "b" in v.entries, 30) is not None
     finally:
         writer.stop()
     view = cache.load()
@@ -72,7 +73,7 @@ def test_restart_watch_reports_down_and_resyncs(started: list[Syncer]) -> None:
     s = Syncer(store, P, sink, retry_initial=0.005, retry_max=0.05)
     started.append(s)
     s.start()
-    assert wait_until(lambda: store.watch_count == 1)
+    assert seconds_until(lambda: store.watch_count == 1, 30) is not None
     s.restart_watch("probe: hung")
     assert sink.wait_for(lambda r: r.in_syncs == 2)
     assert sink.statuses == ["resync", "down", "resync"] and s.watch_restarts == 1

@@ -16,7 +16,8 @@ from l3net.datastore.base import KeyValue, WatchEvent
 from l3net.datastore.memory import MemoryDatastore
 from l3net.errors import DatastoreUnavailable
 from l3net.syncer import KeyUpdate, Syncer, apply_updates, snapshot_diff, watch_updates
-from tests.syncer_recorder import RecordingSink, wait_until
+from tests.syncer_recorder import RecordingSink
+from tests.waiting import seconds_until
 
 pytestmark = pytest.mark.unit
 
@@ -222,7 +223,7 @@ def test_datastore_down_at_start_keeps_retrying(store: MemoryDatastore, started:
     sink = RecordingSink()
     syncer = run(store, sink, started)
     assert sink.wait_for(lambda s: "down" in s.statuses)
-    assert wait_until(lambda: syncer.errors >= 3), "it must keep retrying"
+    assert seconds_until(lambda: syncer.errors >= 3, 30) is not None, "it must keep retrying"
     assert sink.in_syncs == 0 and sink.state == {}
     store.set_down(False)
     assert sink.wait_converged(store, P)
@@ -239,7 +240,7 @@ def test_stop_is_prompt_while_watching_and_while_backing_off(store: MemoryDatast
     store.set_down(True)
     backing_off = Syncer(store, P, RecordingSink(), retry_initial=60, retry_max=60)
     backing_off.start()
-    assert wait_until(lambda: backing_off.errors == 1)
+    assert seconds_until(lambda: backing_off.errors == 1, 30) is not None
     backing_off.stop(timeout=10)
     assert not backing_off.alive
 

@@ -1,8 +1,8 @@
 """l3net.model.validate.addresses: IP addresses, CIDRs and BGP peer addresses.
 
 Owns what counts as a network (``address/prefix`` with no host bits set, stored as written), an
-address of a given family, a node's interface address (host bits allowed), a BGP peer address
-(``ip``, ``ip:port`` or ``[ipv6]:port``) and whether two pools overlap.
+address of a given family, a node's interface address (host bits allowed), the check of a BGP peer
+address (its grammar: :func:`l3net.model.values.parse_peer_ip`) and whether two pools overlap.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from l3net.model.validate.checker import Check, Checker, short, typename
+from l3net.model.values import parse_peer_ip
 
 _log = logging.getLogger(__name__)
 
@@ -107,45 +108,8 @@ def interface_address(version: int) -> Check:
     return check
 
 
-def parse_peer_ip(value: str) -> tuple[str, int | None]:
-    """``10.0.0.1`` / ``10.0.0.1:180`` / ``[2001:db8::1]:180`` / ``2001:db8::1`` -> (ip, port|None).
-
-    Raises ValueError with the reason. The address comes back re-serialised (never with a scope ID).
-    """
-    if "%" in value:
-        raise ValueError(scope_reason(value))
-    port: int | None = None
-    host = value
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{value!r} is not ip, ip:port or [ipv6]:port")
-        if rest:
-            port = _peer_port(rest[1:], value)
-        addr = ipaddress.ip_address(host)
-        if addr.version != 6:
-            raise ValueError(f"{value!r}: brackets are only for IPv6 addresses")
-        return str(addr), port
-    if value.count(":") == 1:
-        host, _, p = value.partition(":")
-        port = _peer_port(p, value)
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address (expected ip, ip:port or [ipv6]:port)") from None
-    return str(addr), port
-
-
-def _peer_port(text: str, whole: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 5 or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{whole!r} has an invalid port {text!r} (must be 1..65535)")
-    return int(text)
-
-
 def peer_ip(c: Checker, value: Any, path: str) -> Any:
-    """A BGPPeer ``peerIP``: see :func:`parse_peer_ip`; stored as written."""
-    if not isinstance(value, str):
-        return c.error(path, f"must be an IP address string, not {typename(value)}")
+    """A BGPPeer ``peerIP``: see :func:`l3net.model.values.parse_peer_ip`; stored as written."""
     try:
         parse_peer_ip(value)
     except ValueError as exc:

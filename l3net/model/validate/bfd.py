@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from l3net.model.validate.bgp_fields import duration, parse_duration
+from l3net.model.validate.bgp_fields import duration
 from l3net.model.validate.checker import BAD, Checker, boolean, format_path, integer, obj
+from l3net.model.values import parse_duration
 
 _log = logging.getLogger(__name__)
 
@@ -80,7 +81,10 @@ def resolve_bfd(*layers: Mapping[str, Any] | None) -> BfdSettings:
     us = {}
     for name in _INTERVALS:
         if name in fields:
-            secs = parse_duration(str(fields[name]))
+            try:
+                secs = parse_duration(fields[name])
+            except ValueError as exc:
+                raise ValueError(f"bfd.{name}: {exc}") from None
             if not MIN_INTERVAL_S <= secs <= MAX_INTERVAL_S:
                 raise ValueError(f"bfd.{name}: {fields[name]} is outside BFD's range of 10ms..60s")
             us[name] = round(secs * 1e6)

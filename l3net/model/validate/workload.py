@@ -13,11 +13,12 @@ checks that (``felix.calc``), as does ``l3netctl apply``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from typing import Any
 
-from l3net.constants import WORKLOAD_IFACE_PREFIX
+from l3net.constants import WORKLOAD_IFACE_HASH_LEN, WORKLOAD_IFACE_PREFIX
 from l3net.model.validate.addresses import parse_cidr
 from l3net.model.validate.checker import Checker, enum, integer, listof, obj, short, string, typename, unsupported
 from l3net.model.validate.names import dns_name
@@ -25,8 +26,8 @@ from l3net.model.validate.ports import K8S_PROTOCOLS, iana_port_name
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["WORKLOAD_ENDPOINT_SPEC", "host_network_reason", "workload_endpoint_name", "workload_endpoint_name_check",
-           "workload_ifname_reason"]
+__all__ = ["WORKLOAD_ENDPOINT_SPEC", "host_network_reason", "host_veth_name", "workload_endpoint_name",
+           "workload_endpoint_name_check", "workload_ifname_reason"]
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 _IFNAME = re.compile(r"[^\s/:]{1,15}")
@@ -41,6 +42,15 @@ def workload_ifname_reason(value: object) -> str | None:
         return None
     return (f"{short(value)} is not a workload interface name: {WORKLOAD_IFACE_PREFIX!r} followed by 1.."
             f"{15 - len(WORKLOAD_IFACE_PREFIX)} lowercase letters or digits")
+
+
+def host_veth_name(namespace: str, pod: str) -> str:
+    """Calico's host-side name of a pod's veth: ``cali`` + the first 11 hex of sha1("<namespace>.<pod>").
+
+    The CNI plugin creates it, the WorkloadEndpoint names it, bench and the tests look for it: one rule.
+    """
+    digest = hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()
+    return WORKLOAD_IFACE_PREFIX + digest[:WORKLOAD_IFACE_HASH_LEN]
 
 
 def host_network_reason(value: object) -> str | None:
