@@ -201,6 +201,7 @@ def render_bird_config(view: NodeBGPView, single_hop: frozenset[str] = frozenset
         lines += ["", *block]
         bfd = bfd or p.bfd is not None
     if bfd:
-        # the sessions are the BGP protocols' requests; their timers are in each protocol's `bfd { }`
-        lines += ["", "protocol bfd {", "  accept ipv4 ipv6 direct multihop;", "}"]
+        # The sessions are the BGP protocols' requests, their timers in each protocol's `bfd { }`. No `accept`
+        # line: its default takes every request, and each item narrows it (`accept ipv4 ipv6` means ipv6 only).
+        lines += ["", "protocol bfd { }"]
     return BirdConfig(text="\n".join(lines) + "\n", protocols=protocols, errors=tuple(errors))
