@@ -118,6 +118,7 @@ class BirdEngine:
         # BFD: single hop to a peer the kernel reaches without a gateway, decided once per peer as the agent does
         self._is_direct = is_direct or (lambda addr: kernel_is_direct(addr, netns))
         self._direct: dict[str, bool] = {}
+        self._bfd_peers: set[str] = set()
         self._bfd = BirdBfdTracker(node)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -163,16 +164,34 @@ class BirdEngine:
         if view == self._view:
             return
         self._view = view
-        bfd_peers = {str(ipaddress.ip_address(p.address)) for p in view.peers if p.bfd is not None}
-        for addr in sorted(bfd_peers - set(self._direct)):
-            self._direct[addr] = self._is_direct(addr)
-        self._direct = {a: d for a, d in self._direct.items() if a in bfd_peers}
+        self._bfd_peers = {a for p in view.peers if p.bfd is not None and (a := _canonical(p.address))}
+        if self._render():
+            self._wake.set()
+
+    def _render(self) -> bool:
+        """Render the current view with the hop decisions known so far; False when it has no identity."""
+        assert self._view is not None
+        self._direct = {a: d for a, d in self._direct.items() if a in self._bfd_peers}
         try:
-            self._desired = render_bird_config(view, frozenset(a for a, d in self._direct.items() if d))
+            self._desired = render_bird_config(self._view, frozenset(a for a, d in self._direct.items() if d))
         except ValueError as exc:   # no identity: keep running whatever BIRD has
             _log.error("cannot render BIRD configuration, keeping the running one node=%s error=%s", self.node, exc)
+            return False
+        return True
+
+    async def _resolve_hops(self) -> None:
+        """Ask the kernel (``ip route get``, in executor threads) about each new BFD peer, then re-render.
+
+        Runs before every apply, so BIRD never sees a rendering whose hop modes are still unknown (that
+        would reset those sessions once they are known); a thousand new peers do not block the loop.
+        """
+        missing = sorted(self._bfd_peers - set(self._direct))
+        if not missing:
             return
-        self._wake.set()
+        loop = asyncio.get_running_loop()
+        found = await asyncio.gather(*(loop.run_in_executor(None, self._is_direct, a) for a in missing))
+        self._direct.update(zip(missing, found, strict=True))
+        self._render()
 
     def peer_status(self) -> list[PeerStatus]:
         view = self._view
@@ -219,6 +238,7 @@ class BirdEngine:
             self._wake.clear()
             try:
                 if self._desired is not None:
+                    await self._resolve_hops()
                     if not await self._running():
                         if loop.time() >= self._next_start:
                             await self._start_bird()
@@ -390,6 +410,13 @@ class BirdEngine:
             return int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
+
+
+def _canonical(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:   # the renderer leaves such a peer out and reports it
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

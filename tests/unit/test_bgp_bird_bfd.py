@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from pathlib import Path
+
 import pytest
 from prometheus_client import REGISTRY
 
 from bgp.bird_bfd import BIRD_DIAG, BirdBfdTracker
 from bgp.bird_control import BfdSessionState
+from bgp.bird_engine import BirdEngine
+from bgp.config import build_node_view
+from tests.unit.test_bgp_bird_config import CLIENTS, RRS, TO_RR
+from tests.unit.test_bgp_config import cfg
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +59,36 @@ def test_unconfigured_peer_is_dropped_with_its_series() -> None:
     assert t.status() == []
     assert REGISTRY.get_sample_value("l3net_bfd_session_state",
                                      {"node": "bird-t2", "peer": PEER, "state": "up"}) is None
+
+
+def test_engine_decides_each_bfd_peers_hop_once_before_any_apply(tmp_path: Path) -> None:
+    """The kernel is asked once per new BFD peer (in executor threads); only then is `direct` rendered."""
+    asked: list[str] = []
+
+    def is_direct(addr: str) -> bool:
+        asked.append(addr)
+        return addr != "10.0.0.12"   # n2 sits behind a router
+
+    bfd_on = cfg(nodeToNodeMeshEnabled=False, bfd={"enabled": True})
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [bfd_on], [TO_RR])
+    engine = BirdEngine("rr1", tmp_path, is_direct=is_direct)
+
+    async def scenario() -> None:
+        engine.set_view(view)
+        assert engine._desired is not None and "direct;" not in engine._desired.text, "nothing known yet"
+        await engine._resolve_hops()
+        text = engine._desired.text
+        blocks = {b.split()[0]: b for b in text.split("protocol bgp ")[1:]}
+        assert "direct;" in blocks["Node_10_0_0_11"] and "direct;" in blocks["Node_10_0_0_13"]
+        assert "direct;" not in blocks["Node_10_0_0_12"], "routed peer: multihop BFD"
+        assert "direct;" in blocks["Node_10_0_0_3"], "the other reflector (iBGP non-client) on the link"
+        assert sorted(asked) == ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.3"]
+        last = view.peers[-1].address
+        engine.set_view(dataclasses.replace(view, peers=view.peers[:-1]))
+        await engine._resolve_hops()
+        assert len(asked) == 4, "known peers are not asked again"
+        engine.set_view(view)
+        await engine._resolve_hops()
+        assert asked[4:] == [last], "a peer removed and added again is a new peer"
+
+    asyncio.run(scenario())
