@@ -209,3 +209,19 @@ def test_show_bfd_sessions_is_parsed() -> None:
     assert (down.state, down.multihop) == ("down", True)
     assert round(down.since - up.since, 3) == 0.284, "milliseconds kept"
     assert got["fd00::11"].state == "init"
+
+
+@pytest.mark.parametrize("bad", [
+    {"min_rx_us": "300 ms; }; protocol bgp evil { neighbor 6.6.6.6 as 1; #"}, {"min_tx_us": 0},
+    {"multiplier": 256}, {"multiplier": True}, {"min_rx_us": 300_000.5}])
+def test_bfd_values_are_re_serialised_or_the_peer_left_out(bad: dict[str, object]) -> None:
+    """The renderer takes only integers in range for BFD timers (a bypassed validation cannot inject text)."""
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False, bfd={"enabled": True})],
+                           [TO_RR])
+    first = view.peers[0]
+    assert first.bfd is not None
+    hostile = dataclasses.replace(first, bfd=dataclasses.replace(first.bfd, **bad))  # type: ignore[arg-type]
+    rendered = render_bird_config(dataclasses.replace(view, peers=(hostile, *view.peers[1:])), frozenset())
+    assert [e.path for e in rendered.errors] == [f"peer {hostile.name}"]
+    assert "evil" not in rendered.text and hostile.address not in rendered.protocols.values()
+    assert "protocol bfd { }" in rendered.text, "the other peers keep their BFD"
