@@ -11,7 +11,16 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   originates nothing; there is no kernel protocol, BIRD writes no kernel route);
 - ``protocol direct`` makes directly connected next hops resolvable (BIRD keeps a
   client's next hop when it reflects, so clients must share a subnet with it or the
-  reflector must be given routes some other way).
+  reflector must be given routes some other way);
+- a peer whose ``PeerSpec.bfd`` is set gets ``bfd { min rx interval ...; min tx interval
+  ...; multiplier ...; }`` (its own timers: cluster default, node and peer merged by
+  bgp.config) and the configuration gets one ``protocol bfd``. BIRD's BGP asks for a
+  single-hop BFD session only for a ``direct`` session, and an iBGP session is multihop
+  by default; the l3net agent on the other end runs single hop when its kernel reaches
+  the reflector without a gateway. So the caller says which peers are on a shared link
+  (``single_hop``), and those iBGP peers get ``direct;`` with ``gateway recursive`` kept
+  (next hops resolve exactly as before). eBGP peers keep BIRD's own choice (direct
+  unless ``multihop``/TTL security).
 
 Every value is re-serialised from a parsed one (addresses through ``ipaddress``,
 numbers through ``int``); the only free text is an MD5 password, and BIRD 2's string
@@ -65,10 +74,23 @@ def _int(value: object, lo: int, hi: int) -> int:
     return int(value)
 
 
+def _canonical(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
 def protocol_name(address: str, port: int) -> str:
     """BIRD symbol of the session with ``address``: letters, digits and '_' only (from a parsed address)."""
     text = _ip(address).replace(".", "_").replace(":", "_")
     return f"Node_{text}" if port == 179 else f"Node_{text}_port_{port}"
+
+
+def bird_time(us: int) -> str:
+    """A BFD interval in BIRD's syntax, from integer microseconds (whole milliseconds when exact)."""
+    us = _int(us, 1, 0xFFFFFFFF)
+    return f"{us // 1000} ms" if us % 1000 == 0 else f"{us} us"
 
 
 @dataclass(frozen=True)
@@ -80,7 +102,7 @@ class BirdConfig:
     errors: tuple[FieldError, ...] = ()
 
 
-def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None) -> list[str]:
+def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_hop: bool = False) -> list[str]:
     """The ``protocol bgp`` block of one peer; ValueError names the field when a value cannot be rendered."""
     address = _ip(p.address)
     version = ipaddress.ip_address(address).version
@@ -121,14 +143,27 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None) -> list[
         lines.append("  passive on;")
     if p.ttl_security:
         lines += ["  ttl security on;", f"  multihop {_int(p.ttl_security, 1, 255)};"]
+    direct = False
+    if p.bfd is not None:
+        # a direct session makes BIRD's BFD request single hop, as the agent's is for a peer on its link
+        direct = single_hop and not p.ebgp and not p.ttl_security
+        if direct:
+            lines.append("  direct;")
+        lines.append(f"  bfd {{ min rx interval {bird_time(p.bfd.min_rx_us)}; "
+                     f"min tx interval {bird_time(p.bfd.min_tx_us)}; "
+                     f"multiplier {_int(p.bfd.multiplier, 1, 255)}; }};")
     channel = "ipv6" if version == 6 else "ipv4"
-    lines += [f"  {channel} {{ import all; export where source = RTS_BGP; }};", "}"]
+    # `direct` would switch next-hop resolution to direct; keep the recursive mode every other session has
+    gateway = "gateway recursive; " if direct else ""
+    lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP; }};", "}"]
     return lines
 
 
-def render_bird_config(view: NodeBGPView) -> BirdConfig:
+def render_bird_config(view: NodeBGPView, single_hop: frozenset[str] = frozenset()) -> BirdConfig:
     """BIRD 2 configuration for the reflector ``view``; raises ValueError only when the view has no identity.
 
+    ``single_hop``: the peer addresses (canonical form) the kernel reaches without a gateway; their
+    BFD sessions run single hop (RFC 5881), the others' multihop (RFC 5883).
     A peer that cannot be rendered is left out and named in ``errors`` (its field, its reason),
     so one bad BGPPeer never takes the other sessions down.
     """
@@ -141,7 +176,8 @@ def render_bird_config(view: NodeBGPView) -> BirdConfig:
         f"router id {router_id};",
         "log stderr { info, remote, warning, error, auth, fatal, bug };",
         # seconds since the epoch cannot be asked for; a full local date-time parses back unambiguously
-        'timeformat protocol "%F %T";',
+        # (milliseconds: a BFD session's "Since" times a detection)
+        'timeformat protocol "%F %T.%3f";',
         "",
         "protocol device { }",
         "",
@@ -153,13 +189,19 @@ def render_bird_config(view: NodeBGPView) -> BirdConfig:
     ]
     protocols: dict[str, str] = {}
     errors: list[FieldError] = []
+    bfd = False
     for p in view.peers:
         try:
-            block = _peer_lines(p, view, cluster_id)
+            block = _peer_lines(p, view, cluster_id, _canonical(p.address) in single_hop)
         except ValueError as exc:
             errors.append(FieldError(path=f"peer {p.name}", reason=str(exc), document=p.source))
             _log.warning("BIRD peer left out node=%s peer=%s source=%s reason=%s", view.node, p.name, p.source, exc)
             continue
         protocols[protocol_name(p.address, p.port)] = str(ipaddress.ip_address(p.address))
         lines += ["", *block]
+        bfd = bfd or p.bfd is not None
+    if bfd:
+        # The sessions are the BGP protocols' requests, their timers in each protocol's `bfd { }`. No `accept`
+        # line: its default takes every request, and each item narrows it (`accept ipv4 ipv6` means ipv6 only).
+        lines += ["", "protocol bfd { }"]
     return BirdConfig(text="\n".join(lines) + "\n", protocols=protocols, errors=tuple(errors))

@@ -1,18 +1,20 @@
-"""bgp.bird_control: BIRD 2's control socket (what ``birdc`` speaks), and its ``show protocols all`` parsed.
+"""bgp.bird_control: BIRD 2's control socket (what ``birdc`` speaks), and its ``show protocols [all]`` and
+``show bfd sessions`` parsed.
 
 The socket protocol: BIRD greets with ``0001 BIRD <version> ready.``; each reply line
 starts with a four-digit code and ``-`` (more follows) or `` `` (last line), and a line
 starting with a space continues the previous code. Codes 8000 and up are errors
 (runtime 8xxx, parse 9xxx). :func:`command` is blocking (run it in an executor);
-:func:`parse_protocols` is pure.
+:func:`parse_protocols` and :func:`parse_bfd_sessions` are pure.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
 import re
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,8 @@ _log = logging.getLogger(__name__)
 
 _LINE_RE = re.compile(rb"^(\d{4})([ -])(.*)$")
 _ROUTES_RE = re.compile(r"Routes:\s+(\d+) imported,(?: (\d+) filtered,)? (\d+) exported")
-_SINCE_FORMAT = "%Y-%m-%d %H:%M:%S"   # the config's `timeformat protocol "%F %T"`
+# the config's `timeformat protocol "%F %T.%3f"`; a BIRD adopted from an older config may print "%F %T"
+_SINCE_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
 
 
 class BirdError(RuntimeError):
@@ -89,10 +92,13 @@ class ProtocolState:
 
 
 def _since(text: str) -> float:
-    try:
-        return time.mktime(time.strptime(text, _SINCE_FORMAT))
-    except ValueError:
-        return 0.0
+    """BIRD's local date-time as epoch seconds (0.0 when it does not parse)."""
+    for fmt in _SINCE_FORMATS:
+        try:
+            return datetime.datetime.strptime(text, fmt).timestamp()
+        except ValueError:
+            continue
+    return 0.0
 
 
 def parse_protocols(reply: list[tuple[int, str]]) -> dict[str, ProtocolState]:
@@ -134,4 +140,43 @@ def parse_protocols(reply: list[tuple[int, str]]) -> dict[str, ProtocolState]:
                 current["imported"] = int(m.group(1))
                 current["exported"] = int(m.group(3))
     flush()
+    return out
+
+
+@dataclass(frozen=True)
+class BfdSessionState:
+    """One row of ``show bfd sessions``."""
+
+    peer: str
+    interface: str    # "---" for a multihop session
+    state: str        # BIRD's: AdminDown, Down, Init, Up (lower-cased here)
+    since: float      # wall-clock seconds of the last state change (0 when unknown)
+    interval_s: float  # the transmit interval in use (0 before the first packet)
+    timeout_s: float   # the detection time (0 while the peer is unknown)
+
+    @property
+    def multihop(self) -> bool:
+        return self.interface == "---"
+
+
+def parse_bfd_sessions(reply: list[tuple[int, str]]) -> dict[str, BfdSessionState]:
+    """The sessions of a ``show bfd sessions`` reply (code 1020), by canonical peer address.
+
+    A row is ``address interface state date time interval timeout``; header lines, protocol name
+    lines and anything that does not parse are skipped (a protocol that is not up prints a note).
+    """
+    out: dict[str, BfdSessionState] = {}
+    for code, text in reply:
+        if code != 1020:
+            continue
+        f = text.split()
+        if len(f) != 7:
+            continue
+        try:
+            peer = str(ipaddress.ip_address(f[0]))
+            interval, timeout = float(f[5]), float(f[6])
+        except ValueError:
+            continue
+        out[peer] = BfdSessionState(peer=peer, interface=f[1], state=f[2].lower(), since=_since(f"{f[3]} {f[4]}"),
+                                    interval_s=interval, timeout_s=timeout)
     return out

@@ -6,7 +6,9 @@ way. It renders the view with :func:`bgp.bird_config.render_bird_config`, checks
 text with ``bird -p`` before BIRD sees it, installs it and asks the running BIRD to
 ``configure`` (BIRD restarts only the protocols whose configuration changed: adding
 or removing one client resets no other session). It restarts BIRD, with backoff, when
-it dies, and polls ``show protocols all`` for the status record.
+it dies, and polls ``show protocols all`` for the status record (and ``show bfd sessions``
+when a peer has BFD on: BIRD runs those sessions and resets a BGP session whose BFD
+session goes down; :mod:`bgp.bird_bfd` turns the rows into status and metrics).
 
 Failure doctrine: a configuration BIRD refuses is logged, counted and not applied (the
 last good one keeps running); a peer the renderer refuses is left out alone. Nothing
@@ -18,17 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bgp import metrics
+from bgp.bfd.peers import kernel_is_direct
+from bgp.bfd.speaker import SessionStatus
+from bgp.bird_bfd import BirdBfdTracker
 from bgp.bird_config import BirdConfig, protocol_name, render_bird_config
-from bgp.bird_control import BirdError, ProtocolState, alive, command, parse_protocols
+from bgp.bird_control import BirdError, ProtocolState, alive, command, parse_bfd_sessions, parse_protocols
 from bgp.config import NodeBGPView
 from bgp.speaker import PeerStatus
 from l3net import netns as l3netns
@@ -83,7 +90,7 @@ class BirdEngine:
     """
 
     def __init__(self, node: str, run_dir: Path, *, netns: str | None = None, bird: str = "bird",
-                 poll_interval: float = 2.0) -> None:
+                 poll_interval: float = 2.0, is_direct: Callable[[str], bool] | None = None) -> None:
         self.node = node
         self.run_dir = Path(run_dir)
         self.netns = netns
@@ -108,6 +115,11 @@ class BirdEngine:
         self._detail: dict[str, ProtocolState] = {}   # the last `show protocols all`
         self._next_detail = 0.0
         self._known_peers: set[str] = set()
+        # BFD: single hop to a peer the kernel reaches without a gateway, decided once per peer as the agent does
+        self._is_direct = is_direct or (lambda addr: kernel_is_direct(addr, netns))
+        self._direct: dict[str, bool] = {}
+        self._bfd_peers: set[str] = set()
+        self._bfd = BirdBfdTracker(node)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -152,12 +164,34 @@ class BirdEngine:
         if view == self._view:
             return
         self._view = view
+        self._bfd_peers = {a for p in view.peers if p.bfd is not None and (a := _canonical(p.address))}
+        if self._render():
+            self._wake.set()
+
+    def _render(self) -> bool:
+        """Render the current view with the hop decisions known so far; False when it has no identity."""
+        assert self._view is not None
+        self._direct = {a: d for a, d in self._direct.items() if a in self._bfd_peers}
         try:
-            self._desired = render_bird_config(view)
+            self._desired = render_bird_config(self._view, frozenset(a for a, d in self._direct.items() if d))
         except ValueError as exc:   # no identity: keep running whatever BIRD has
             _log.error("cannot render BIRD configuration, keeping the running one node=%s error=%s", self.node, exc)
+            return False
+        return True
+
+    async def _resolve_hops(self) -> None:
+        """Ask the kernel (``ip route get``, in executor threads) about each new BFD peer, then re-render.
+
+        Runs before every apply, so BIRD never sees a rendering whose hop modes are still unknown (that
+        would reset those sessions once they are known); a thousand new peers do not block the loop.
+        """
+        missing = sorted(self._bfd_peers - set(self._direct))
+        if not missing:
             return
-        self._wake.set()
+        loop = asyncio.get_running_loop()
+        found = await asyncio.gather(*(loop.run_in_executor(None, self._is_direct, a) for a in missing))
+        self._direct.update(zip(missing, found, strict=True))
+        self._render()
 
     def peer_status(self) -> list[PeerStatus]:
         view = self._view
@@ -181,6 +215,10 @@ class BirdEngine:
                                    advertised=p.exported if state == "up" else 0, peer_as=spec.peer_as))
         return sorted(rows, key=lambda r: r.address)
 
+    def bfd_status(self) -> list[SessionStatus]:
+        """The BFD sessions BIRD runs for the peers with BFD on, at the last poll (``bgp.bfd.status`` rows)."""
+        return self._bfd.status()
+
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
@@ -191,6 +229,7 @@ class BirdEngine:
         await self._stop_bird()
         for name in self._known_peers:
             metrics.remove_peer(self.node, name)
+        self._bfd.clear()
 
     # -- supervision -------------------------------------------------------------------------
     async def _supervise(self) -> None:
@@ -199,6 +238,7 @@ class BirdEngine:
             self._wake.clear()
             try:
                 if self._desired is not None:
+                    await self._resolve_hops()
                     if not await self._running():
                         if loop.time() >= self._next_start:
                             await self._start_bird()
@@ -323,6 +363,22 @@ class BirdEngine:
         for gone in self._known_peers - names:
             metrics.remove_peer(self.node, gone)
         self._known_peers = names
+        await self._poll_bfd()
+
+    async def _poll_bfd(self) -> None:
+        """``show bfd sessions`` (one line per session) when a rendered peer has BFD on."""
+        wanted = {addr for addr in (self._desired.protocols.values() if self._desired is not None else ())
+                  if addr in self._direct}
+        sessions = {}
+        if wanted and "protocol bfd" in (self._applied or ""):
+            try:
+                reply = await asyncio.get_running_loop().run_in_executor(None, command, self.socket_path,
+                                                                         "show bfd sessions")
+            except BirdError as exc:   # the BGP status above stands; the BFD rows keep the last poll's states
+                _log.warning("BFD status poll failed node=%s error=%s", self.node, exc)
+                return
+            sessions = parse_bfd_sessions(reply)
+        self._bfd.update(wanted, sessions)
 
     async def _stop_bird(self) -> None:
         """SIGTERM (BIRD closes its sessions with a Cease), then SIGKILL after 5 s."""
@@ -354,6 +410,13 @@ class BirdEngine:
             return int(self.pid_path.read_text().strip())
         except (OSError, ValueError):
             return None
+
+
+def _canonical(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:   # the renderer leaves such a peer out and reports it
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -30,6 +30,7 @@ from typing import Any
 
 from bgp import metrics as bgp_metrics
 from bgp import status as bgp_status
+from bgp.bfd import metrics as bfd_metrics
 from bgp.bfd import status as bfd_status
 from bgp.bfd.peers import BfdPeers
 from bgp.bird_engine import BirdEngine
@@ -280,11 +281,9 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
         speaker = BirdEngine(node, run_dir, netns=netns) if engine == "bird" else Speaker(node, run_dir, netns=netns)
         await speaker.start()
         health.set_ready("bgp", True)
-        # The BIRD engine has no BFD yet (BIRD's own `protocol bfd` is not rendered): say so, never pretend.
+        # The ExaBGP engine gets the agent's BFD speaker; the BIRD engine renders BIRD's own `protocol bfd`.
         if isinstance(speaker, Speaker):
             bfd = await _start_bfd(node, speaker, netns)
-        elif any(p.bfd for p in view.peers):
-            _log.warning("BFD is configured for this reflector's peers, but the BIRD engine does not run BFD yet")
         reported: tuple[object, ...] = ()
         while not stop.is_set():
             health.beat()
@@ -298,6 +297,8 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
                 bfd.set_view(view)
                 # Best effort like the peer table: published by the status thread under its lease.
                 status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()))
+            elif isinstance(speaker, BirdEngine):
+                status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, speaker.bfd_status()))
             rows = speaker.peer_status()
             # Best effort, on the publisher's own thread: a datastore outage never reaches this loop.
             status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
@@ -374,6 +375,7 @@ def run(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         bgp_metrics.register_into(metrics.REGISTRY)
+        bfd_metrics.register_into(metrics.REGISTRY)   # either engine's BFD sessions (l3net_bfd_*)
         start_http_server(args.metrics_port, args.metrics_host, registry=metrics.REGISTRY)
         _log.info("metrics listening host=%s port=%d", args.metrics_host, args.metrics_port)
 

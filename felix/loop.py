@@ -9,7 +9,11 @@ refused ruleset never delays a new pod's route, and a netlink error never holds
 back policy. :meth:`SyncLoop.run` starts a side's apply when the datastore is in
 sync, the side is dirty and idle, and its throttle admits (at most one apply per
 ``min_interval``; a full refresh every ``refresh_interval`` re-reads the kernel
-and heals drift).
+and heals drift). One exception to the throttle: a learned route withdrawn (a
+prefix gone, or one of its next hops gone: a BGP or BFD session down) makes the
+route side *urgent*, and an urgent side applies as soon as it is idle, without
+waiting out ``min_interval``: traffic to a dead next hop is black-holed until the
+route goes, while a new route only adds reachability and can wait to be batched.
 
 Degrade, never die: a failed apply is retried with backoff (capped at
 ``retry_max``), forever, with the side reported not ready; after
@@ -60,6 +64,7 @@ class _Side:
     revision: int = 0  # the model revision of its last successful apply
     escalated: bool = False
     stuck: bool = False  # in flight for longer than LoopConfig.stuck_after
+    urgent: bool = False  # a withdraw is pending: the next apply skips the min_interval window
     task: asyncio.Task[None] | None = None
 
 
@@ -190,6 +195,9 @@ class SyncLoop:
         new = {p: tuple(sorted(h)) for p, h in routes.items()}
         metrics.BGP_LEARNED_ROUTES.set(len(new))
         if new != self.learned:
+            if withdraws_any(self.learned, new):
+                self.routes_side.urgent = True
+                metrics.URGENT_WITHDRAWS.inc()
             self.learned = new
             self._mark()
 
@@ -244,7 +252,8 @@ class SyncLoop:
                            policy_builder=self.policy_builder, bgp_builder=self.bgp_builder)
 
     def _due(self, side: _Side) -> float:
-        due = side.last_apply + self.config.min_interval
+        # An urgent side skips the coalescing window, never a failure's backoff.
+        due = side.last_apply + (0.0 if side.urgent else self.config.min_interval)
         return max(due, side.retry_at) if side.failures else due
 
     def _next_deadline(self, now: float) -> float:
@@ -320,6 +329,7 @@ class SyncLoop:
 
     def _start(self, side: _Side, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
         side.dirty = False
+        side.urgent = False  # this apply computes from the current learned routes: the withdraw is in it
         side.last_apply = self.clock()
         side.task = loop.create_task(self._apply_side(side, loop))
         return side.task
@@ -437,6 +447,11 @@ class SyncLoop:
         else:
             _log.warning("dataplane apply failed side=%s attempt=%d retry_in=%.3fs error=%r", side.name,
                          side.failures, backoff, exc, exc_info=not known)
+
+
+def withdraws_any(old: Mapping[str, Sequence[str]], new: Mapping[str, Sequence[str]]) -> bool:
+    """Whether going from ``old`` to ``new`` learned routes removes a prefix or one of a prefix's next hops."""
+    return any(prefix not in new or not set(hops) <= set(new[prefix]) for prefix, hops in old.items())
 
 
 class ThreadSafeSink:

@@ -115,6 +115,10 @@ BGP_SESSION_UP = Gauge(
     "l3net_bgp_session_up", "1 when the BGP session with the peer is established.", ["peer"], registry=REGISTRY)
 BGP_LEARNED_ROUTES = Gauge(
     "l3net_bgp_learned_routes", "Prefixes currently learned over BGP (after best path).", registry=REGISTRY)
+URGENT_WITHDRAWS = Counter(
+    "l3net_bgp_urgent_withdraws",
+    "Learned-route changes that withdrew a prefix or next hop and so skipped the apply coalescing window.",
+    registry=REGISTRY)
 BGP_ADVERTISEMENTS = Gauge(
     "l3net_bgp_advertisements", "Prefixes this node asks its BGP speaker to announce.", registry=REGISTRY)
 

@@ -14,7 +14,7 @@ from felix.calc import Link, Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
-from felix.loop import LoopConfig, SyncLoop
+from felix.loop import LoopConfig, SyncLoop, withdraws_any
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.keys import KeyLayout
@@ -328,3 +328,54 @@ def test_refused_workload_route_is_retried_when_the_links_change() -> None:
     rig.step()
     assert rig.ours()[("10.65.0.3/32", M)].oif == 12
     assert rig.sync.health.warnings() == {}
+
+
+def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
+    """A learned route withdrawn (a BGP/BFD session down) is applied at once; a new one waits out min_interval."""
+    rig = Rig({"cali1": 11, "cali2": 12}, config=LoopConfig(min_interval=0.05, startup_sweep_delay=0))
+    rig.sync.on_updates(BASE)
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"]})
+    rig.sync.on_in_sync()
+    rig.step()
+    assert rig.ours()[("10.70.1.0/26", M)].gateways == ("10.0.0.2", "10.0.0.3")
+    applies = rig.sync.applies
+
+    def now() -> None:  # one loop pass without moving the fake clock
+        async def once() -> None:
+            await rig.sync._maybe_apply(asyncio.get_running_loop())
+        asyncio.run(once())
+
+    rig.clock.t += 0.01  # 10 ms after the last apply: inside the 50 ms window
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"],
+                                "10.70.3.0/26": ["10.0.0.3"]})  # an addition only
+    now()
+    assert rig.sync.applies == applies and ("10.70.3.0/26", M) not in rig.ours(), "an addition waits"
+    assert rig.sync._next_deadline(rig.clock.t) == pytest.approx(rig.clock.t + 0.04)
+
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"]})  # 10.0.0.2 is gone
+    assert rig.sync._next_deadline(rig.clock.t) == rig.clock.t
+    now()
+    assert rig.sync.applies == applies + 1, "the withdraw was applied without waiting for the window"
+    assert ("10.70.2.0/26", M) not in rig.ours()
+    assert rig.ours()[("10.70.1.0/26", M)].gateways == ("10.0.0.3",)
+    assert ("10.70.3.0/26", M) in rig.ours(), "the pending addition rides along with the withdraw's apply"
+
+    rig.clock.t += 0.01
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"],
+                                "10.70.4.0/26": ["10.0.0.3"]})
+    now()
+    assert ("10.70.4.0/26", M) not in rig.ours(), "after the urgent apply, additions coalesce again"
+    rig.clock.t += 0.05
+    now()
+    assert ("10.70.4.0/26", M) in rig.ours()
+
+
+@pytest.mark.parametrize(("old", "new", "withdraws"), [
+    ({"a": ("1",)}, {"a": ("1",), "b": ("2",)}, False),
+    ({"a": ("1",)}, {"a": ("1", "2")}, False),
+    ({"a": ("1", "2")}, {"a": ("1",)}, True),
+    ({"a": ("1",)}, {}, True),
+    ({"a": ("1",)}, {"a": ("2",)}, True),
+    ({}, {}, False)])
+def test_withdraws_any(old: dict[str, tuple[str, ...]], new: dict[str, tuple[str, ...]], withdraws: bool) -> None:
+    assert withdraws_any(old, new) is withdraws

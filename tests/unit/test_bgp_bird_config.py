@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp.bird_config import password_error, protocol_name, render_bird_config
-from bgp.bird_control import parse_protocols
+from bgp.bird_control import parse_bfd_sessions, parse_protocols
 from bgp.config import build_node_view
+from l3net.model.resource import Resource
 from tests.unit.test_bgp_config import cfg, node, peer
 
 pytestmark = pytest.mark.unit
@@ -41,7 +42,16 @@ SCENARIOS = {
     "bird_rr_dual_stack": ("rr1", [node("n1", "10.0.0.11", v6="fd00::11"),
                                    node("rr1", "10.0.0.2", v6="fd00::2", cluster="224.0.0.1", rr="true")],
                            [cfg(nodeToNodeMeshEnabled=False, gracefulRestart=False)], [TO_RR]),
+    # BFD: the cluster default (300 ms x 3), a node override for rr1 (multiplier 4), a faster eBGP upstream
+    # (peer override, 50 ms and 12500 us); n1, n3 and the upstream on rr1's link (single hop), n2 behind a router
+    "bird_rr_bfd": ("rr1", [*CLIENTS, *RRS],
+                    [cfg(nodeToNodeMeshEnabled=False,
+                         bfd={"enabled": True, "minRxInterval": "300ms", "minTxInterval": "300ms"}),
+                     Resource("BGPConfiguration", "node.rr1", {"bfd": {"multiplier": 4}})],
+                    [TO_RR, peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000,
+                                 bfd={"minRxInterval": "50ms", "minTxInterval": "12500us"})]),
 }
+SINGLE_HOP = {"bird_rr_bfd": frozenset({"10.0.0.11", "10.0.0.13", "10.0.0.254"})}
 
 
 def _bird_parses(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -55,7 +65,7 @@ def test_rendered_bird_config_matches_golden(name: str) -> None:
     me, nodes, configs, peers = SCENARIOS[name]
     view = build_node_view(me, nodes, configs, peers)
     assert view.errors == ()
-    rendered = render_bird_config(view)
+    rendered = render_bird_config(view, SINGLE_HOP.get(name, frozenset()))
     assert rendered.errors == ()
     assert sorted(rendered.protocols.values()) == sorted(p.address for p in view.peers)
     path = GOLDEN / f"{name}.conf"
@@ -172,3 +182,46 @@ def test_show_protocols_brief_is_parsed() -> None:
     down = got["Node_10_0_0_12"]
     assert (down.bgp_state, down.last_error) == ("Active", "Socket: Connection refused")
     assert got["Node_10_0_0_11"].imported == 0, "no counts without 'all'"
+
+
+def test_bfd_only_where_enabled() -> None:
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], [TO_RR])
+    text = render_bird_config(view, frozenset({"10.0.0.11"})).text
+    assert "bfd" not in text and "direct;" not in text, "no BFD configured: no protocol bfd, BGP sessions as before"
+
+
+SHOW_BFD_SESSIONS = [
+    (1020, "bfd1:"),
+    (1020, "    IP address                Interface  State      Since         Interval  Timeout"),
+    (1020, "    10.0.0.11                 eth0       Up         2026-12-04 14:48:44.716    0.300    0.900"),
+    (1020, "    10.0.0.12                 ---        Down       2026-12-04 14:48:45.000    1.000    0.000"),
+    (1020, "    fd00::0011                eth0       Init       2026-12-04 14:48:46.250    1.000    3.000"),
+    (1020, "    not-an-address            eth0       Up         2026-12-04 14:48:46.250    1.000    3.000"),
+    (0, ""),
+]
+
+
+def test_show_bfd_sessions_is_parsed() -> None:
+    got = parse_bfd_sessions(SHOW_BFD_SESSIONS)
+    assert set(got) == {"10.0.0.11", "10.0.0.12", "fd00::11"}, "canonical addresses; junk rows skipped"
+    up, down = got["10.0.0.11"], got["10.0.0.12"]
+    assert (up.state, up.interval_s, up.timeout_s, up.multihop) == ("up", 0.3, 0.9, False)
+    assert (down.state, down.multihop) == ("down", True)
+    assert round(down.since - up.since, 3) == 0.284, "milliseconds kept"
+    assert got["fd00::11"].state == "init"
+
+
+@pytest.mark.parametrize("bad", [
+    {"min_rx_us": "300 ms; }; protocol bgp evil { neighbor 6.6.6.6 as 1; #"}, {"min_tx_us": 0},
+    {"multiplier": 256}, {"multiplier": True}, {"min_rx_us": 300_000.5}])
+def test_bfd_values_are_re_serialised_or_the_peer_left_out(bad: dict[str, object]) -> None:
+    """The renderer takes only integers in range for BFD timers (a bypassed validation cannot inject text)."""
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False, bfd={"enabled": True})],
+                           [TO_RR])
+    first = view.peers[0]
+    assert first.bfd is not None
+    hostile = dataclasses.replace(first, bfd=dataclasses.replace(first.bfd, **bad))  # type: ignore[arg-type]
+    rendered = render_bird_config(dataclasses.replace(view, peers=(hostile, *view.peers[1:])), frozenset())
+    assert [e.path for e in rendered.errors] == [f"peer {hostile.name}"]
+    assert "evil" not in rendered.text and hostile.address not in rendered.protocols.values()
+    assert "protocol bfd { }" in rendered.text, "the other peers keep their BFD"
