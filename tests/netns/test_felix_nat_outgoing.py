@@ -11,7 +11,8 @@ import pytest
 
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.netns.felix_rig import Node, wait_for
+from tests.netns.felix_rig import Node
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
