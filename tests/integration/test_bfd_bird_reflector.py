@@ -28,7 +28,8 @@ from bgp.cli import run_reflector
 from bgp.config import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, NODES, Fabric, Nodes, block, fabric, node_res, report, wait_for
+from tests.integration.test_bgp_exabgp import ADDR, NODES, Fabric, Nodes, block, fabric, node_res, report
+from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
@@ -81,7 +82,7 @@ def test_bird_reflector_bfd_detects_a_cut_client(fabric: Fabric, tmp_path: Path,
                 await b.start()
                 b.set_view(build_node_view(name, nodes, cfgs, peers))
                 bfd[name] = b
-            await wait_for(ns.learned_everything, 60, "every block in every client's kernel via BIRD")
+            await wait_for_async(ns.learned_everything, 60, "every block in every client's kernel via BIRD")
             conf = (rr_dir / "bird.conf").read_text()
             assert conf.count("direct;") == 3 and "protocol bfd" in conf, "single hop to the clients on its link"
 
@@ -92,7 +93,7 @@ def test_bird_reflector_bfd_detects_a_cut_client(fabric: Fabric, tmp_path: Path,
                 return (all(b.speaker.state(k) == State.UP for b in bfd.values() for k in list(b.speaker.keys()))
                         and set(rows) == clients and all(r["state"] == "up" for r in rows.values()))
             try:
-                await wait_for(all_up, 30, "BFD Up on every client and in rr1's status record")
+                await wait_for_async(all_up, 30, "BFD Up on every client and in rr1's status record")
             except AssertionError as exc:
                 clients_view = {n: b.status() for n, b in bfd.items()}
                 raise AssertionError(f"{exc}: clients {clients_view}; rr1 {status_rows()}; "
@@ -124,7 +125,7 @@ def test_bird_reflector_bfd_detects_a_cut_client(fabric: Fabric, tmp_path: Path,
             bird_detect = seen_down["row"].since - t_cut_wall  # type: ignore[attr-defined]
             gone = {}
             for n in ("n1", "n3"):
-                await wait_for(lambda n=n: block("n2") not in fabric.kernel_routes(n), HOLD / 2,
+                await wait_for_async(lambda n=n: block("n2") not in fabric.kernel_routes(n), HOLD / 2,
                                f"n2's block gone from {n}'s kernel")
                 gone[n] = time.monotonic() - t_cut
             report(record_property, "bird_rr_bfd_detection", bird_detect)
@@ -137,7 +138,8 @@ def test_bird_reflector_bfd_detects_a_cut_client(fabric: Fabric, tmp_path: Path,
                 assert after == {k: v for k, v in before[n].items() if k != block("n2")}, "other routes untouched"
 
             # the reflector's status record and series say so (published on its next poll)
-            await wait_for(lambda: status_rows().get(n2, {}).get("state") == "down", 10, "n2 down in rr1's status")
+            await wait_for_async(lambda: status_rows().get(n2, {}).get("state") == "down", 10,
+                                 "n2 down in rr1's status")
             rows = status_rows()
             assert rows[n2]["downEvents"] == 1 and rows[n2]["transitions"] >= 1
             assert all(rows[a]["state"] == "up" for a in clients - {n2}), rows
@@ -150,9 +152,9 @@ def test_bird_reflector_bfd_detects_a_cut_client(fabric: Fabric, tmp_path: Path,
 
             t_back = time.monotonic()
             netns.run(fabric.ns["n2"], ["ip", "link", "set", "eth0", "up"])
-            await wait_for(ns.learned_everything, 60, "n2's block back everywhere")
+            await wait_for_async(ns.learned_everything, 60, "n2's block back everywhere")
             report(record_property, "bird_rr_bfd_link_restored_block_back", time.monotonic() - t_back)
-            await wait_for(all_up, 30, "every BFD session Up again")
+            await wait_for_async(all_up, 30, "every BFD session Up again")
         finally:
             netns.run(fabric.ns["n2"], ["ip", "link", "set", "eth0", "up"], check=False)
             for b in bfd.values():
