@@ -75,18 +75,20 @@ def default_socket_path(run_dir: str) -> str:
     return str(Path(run_dir) / SOCKET_NAME)
 
 
-def plugin_handler(ds: Datastore, endpoints: str, *, programmed: ProgrammedEndpoints | None = None) -> Handler:
+def plugin_handler(ds: Datastore, endpoints: str, *, programmed: ProgrammedEndpoints | None = None,
+                   tracer: plugin.AddTracer | None = None) -> Handler:
     """Run a request exactly as the plugin process would, on the agent's datastore connection.
 
     ``programmed``: the agent's record of programmed workloads; an ADD whose netconf sets
     ``policy_setup_timeout_seconds`` holds its result until the new pod is in it.
+    ``tracer``: the agent's ADD trace book (``felix.addtrace``), which each ADD opens and marks.
     """
     shared = plugin.SharedDatastore(ds, endpoints)
     wait = None if programmed is None else _timed_wait(programmed)
 
     def handle(env: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
         out = io.StringIO()
-        code = plugin.run(env, stdin, out, shared=shared, set_log_level=False, wait_programmed=wait)
+        code = plugin.run(env, stdin, out, shared=shared, set_log_level=False, wait_programmed=wait, tracer=tracer)
         return code, out.getvalue()
     return handle
 

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _log = logging.getLogger(__name__)
@@ -67,19 +67,23 @@ class HealthState:
 
 class _Handler(BaseHTTPRequestHandler):
     state: HealthState
+    extra: Mapping[str, Callable[[], object]] = {}
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/readiness":
+        ok = True
+        body: object
+        reader = self.extra.get(self.path.rstrip("/"))
+        if reader is not None:
+            body = reader()
+        elif self.path.rstrip("/") == "/readiness":
             ok, reasons = self.state.readiness()
-            body: dict[str, object] = {"ready": ok, "notReady": reasons}
             warnings = self.state.warnings()
-            if warnings:
-                body["warnings"] = warnings
+            body = {"ready": ok, "notReady": reasons, **({"warnings": warnings} if warnings else {})}
         elif self.path.rstrip("/") == "/liveness":
             ok, age = self.state.liveness()
             body = {"live": ok, "lastLoopTickSecondsAgo": round(age, 3)}
         else:
-            self.send_error(404, "try /liveness or /readiness")
+            self.send_error(404, "try /liveness, /readiness or " + ", ".join(sorted(self.extra)))
             return
         data = (json.dumps(body, sort_keys=True) + "\n").encode()
         self.send_response(200 if ok else 503)
@@ -93,10 +97,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthServer:
-    """Serves ``/liveness`` and ``/readiness`` (200 or 503, JSON body) on ``(host, port)``."""
+    """Serves ``/liveness`` and ``/readiness`` (200 or 503, JSON body) on ``(host, port)``.
 
-    def __init__(self, state: HealthState, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"state": state})
+    ``extra``: more read-only JSON paths (e.g. ``/debug/traces``), path -> a reader called
+    on the server's thread for every request (it must be thread-safe); always 200.
+    """
+
+    def __init__(self, state: HealthState, host: str, port: int,
+                 extra: Mapping[str, Callable[[], object]] | None = None) -> None:
+        handler = type("Handler", (_Handler,), {"state": state, "extra": dict(extra or {})})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="l3net-health", daemon=True)

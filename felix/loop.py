@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from felix.addtrace import TraceBook
 from felix.calc import Builder, KeyUpdateLike, Link, Model, compute
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
@@ -97,7 +98,8 @@ class SyncLoop:
                  on_config: Callable[[Mapping[str, bytes]], None] | None = None,
                  io_executor: concurrent.futures.Executor | None = None,
                  policy_executor: concurrent.futures.Executor | None = None,
-                 clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random) -> None:
+                 clock: Callable[[], float] = time.monotonic, rand: Callable[[], float] = random.random,
+                 traces: TraceBook | None = None) -> None:
         self.model = model
         self.node = node
         self.dataplane = dataplane
@@ -111,6 +113,9 @@ class SyncLoop:
         self.io = io_executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-routes")
         self.clock = clock
         self.rand = rand
+        # ADD stage timings: delivery is marked in on_updates, coalesce/calculation/apply by the route side.
+        self.traces = traces
+        self.tracing: tuple[str, ...] = ()  # the ADD traces the apply being reported to on_applied covers
         self.links: dict[str, Link] = {}
         self.learned: dict[str, tuple[str, ...]] = {}
         self.in_sync = False
@@ -154,6 +159,8 @@ class SyncLoop:
 
     def on_updates(self, updates: Sequence[KeyUpdateLike]) -> None:
         n = self.model.apply(updates)
+        if self.traces is not None:
+            self.traces.delivered((u.key for u in updates), self.model.revision)
         self._pending_updates += n
         if self.on_config is not None and any(u.key.startswith(self.model.config_prefix) for u in updates):
             self.on_config(dict(self.model.config))
@@ -359,7 +366,12 @@ class SyncLoop:
         return revision, desired
 
     async def _apply_side(self, side: _Side, loop: asyncio.AbstractEventLoop) -> None:
+        traced: list[str] = []
+        if self.traces is not None and side is self.routes_side:
+            traced = self.traces.calculating(self.model.revision)
         revision, desired = self._calculate()
+        if traced:
+            self.traces.mark_all(traced, "calculation")  # type: ignore[union-attr]
         try:
             if side is self.routes_side:
                 await self._apply_routes(desired, loop)
@@ -368,14 +380,24 @@ class SyncLoop:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if traced:
+                self.traces.requeue(traced)  # type: ignore[union-attr]  # the retry's apply covers them
             self._failed(side, exc)
         else:
             side.failures = 0
             side.escalated = False
             side.revision = revision
             self.health.set_ready(side.component, True)
-            if self.on_applied is not None and self.last_desired is not None:
-                self.on_applied(self.last_desired)
+            if traced:
+                self.traces.mark_all(traced, "apply")  # type: ignore[union-attr]
+            self.tracing = tuple(traced)
+            try:
+                if self.on_applied is not None and self.last_desired is not None:
+                    self.on_applied(self.last_desired)
+            finally:
+                self.tracing = ()
+                if traced:
+                    self.traces.finish(traced)  # type: ignore[union-attr]
         finally:
             side.task = None
             side.stuck = False

@@ -32,6 +32,7 @@ import bgp.status
 import policy.compiler
 from felix import cniserver
 from felix import config as felix_config
+from felix.addtrace import TraceBook
 from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
 from felix.calc import Builder, Link, Model
 from felix.config import AgentConfig
@@ -58,6 +59,8 @@ from l3net.viewcache import CachedView, CacheWriter, ViewCache
 _log = logging.getLogger(__name__)
 
 SYNCER_RETRY_MAX = 1.0
+# The last ADD traces (felix.addtrace) as JSON, on the health server.
+TRACES_PATH = "/debug/traces"
 
 
 def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
@@ -122,8 +125,9 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig, ds: Datastore, node_ip: str | None, health: HealthState, *,
                  base_cfg: AgentConfig | None = None, cache: ViewCache | None = None,
-                 initial_view: CachedView | None = None) -> None:
+                 initial_view: CachedView | None = None, traces: TraceBook | None = None) -> None:
         self.cfg = cfg
+        self.traces = traces or TraceBook()
         self.cache = cache
         self.initial_view = initial_view
         # Flags, environment and defaults only: datastore overrides are re-applied on top of it.
@@ -193,6 +197,9 @@ class Agent:
                 if not view.peers:
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
+            if self.sync is not None:
+                # set_advertisements writes the commands to ExaBGP's pipe before it returns
+                self.traces.mark_all(self.sync.tracing, "bgp_announce")
         ready, reasons = self.health.readiness()
         self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
                            localEndpoints=desired.local_endpoints, address=self.node_ip,
@@ -226,7 +233,8 @@ class Agent:
                                     health=self.health, node_ips=node_ips,
                                     bgp_builder=bgp_builder(cfg.bgp_secrets_dir) if cfg.bgp_enabled else None,
                                     policy_builder=build_policy,
-                                    on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io)
+                                    on_applied=self._on_applied, on_config=self._on_config, io_executor=self.io,
+                                    traces=self.traces)
 
         def on_links(links: dict[str, Link]) -> None:
             loop.call_soon_threadsafe(sync.on_links, links)
@@ -299,7 +307,8 @@ class Agent:
         path = self.cfg.cni_socket or cniserver.default_socket_path(self.cfg.run_dir)
         cniserver.register_into(metrics.REGISTRY)
         server = cniserver.CNIServer(path, cniserver.plugin_handler(self.ds, self.cfg.etcd_endpoints,
-                                                                       programmed=self.programmed))
+                                                                       programmed=self.programmed,
+                                                                       tracer=self.traces))
         try:
             server.start()
         except (OSError, ValueError) as exc:
@@ -407,13 +416,15 @@ def run(base: AgentConfig) -> int:
         start_http_server(cfg.metrics_port, cfg.metrics_host, registry=metrics.REGISTRY)
         _log.info("metrics listening host=%s port=%d", cfg.metrics_host, cfg.metrics_port)
     server = None
+    traces = TraceBook()
     if cfg.health_enabled:
-        server = HealthServer(health, cfg.health_host, cfg.health_port)
+        server = HealthServer(health, cfg.health_host, cfg.health_port, extra={TRACES_PATH: traces.snapshot})
         server.start()
         _log.info("health listening host=%s port=%d", cfg.health_host, cfg.health_port)
     node_ip = resolve_node_ip(cfg)
     try:
-        return asyncio.run(Agent(cfg, ds, node_ip, health, base_cfg=base, cache=cache, initial_view=initial).run())
+        return asyncio.run(Agent(cfg, ds, node_ip, health, base_cfg=base, cache=cache, initial_view=initial,
+                                 traces=traces).run())
     finally:
         if server is not None:
             server.stop()

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -53,6 +53,7 @@ from l3net.cni.errors import (
     CNIError,
 )
 from l3net.cni.hostlock import ENV_LOCK_DIR, node_lock
+from l3net.cni.shim import ENV_CNI_STARTED  # the shim's time.monotonic() at its start: the ADD trace's origin
 from l3net.constants import WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
 from l3net.datastore import EtcdDatastore, TLSFiles
 from l3net.datastore.base import Datastore
@@ -75,6 +76,16 @@ WEP_DELETE_RETRIES = 10
 OUTAGE_PROBE_TIMEOUT = 2.0
 # (host interface, datastore revision of the pod's endpoint, timeout s) -> programmed in time?
 ProgrammedWait = Callable[[str, int, float], bool]
+
+
+class AddTracer(Protocol):
+    """Where an ADD served by the agent records its stages (``felix.addtrace.TraceBook``); never raises."""
+
+    def begin(self, trace_id: str, key: str, shim_started: float | None = None) -> None: ...
+
+    def mark(self, trace_id: str, stage: str) -> None: ...
+
+    def abandon(self, trace_id: str) -> None: ...
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -164,8 +175,11 @@ class Invocation:
     """
 
     def __init__(self, env: CNIEnv, conf: NetConf, environ: Mapping[str, str],
-                 shared: SharedDatastore | None = None, wait_programmed: ProgrammedWait | None = None):
+                 shared: SharedDatastore | None = None, wait_programmed: ProgrammedWait | None = None,
+                 tracer: AddTracer | None = None):
         self.env = env
+        self.tracer = tracer
+        self.started = _started(environ)
         self.wait_programmed = wait_programmed
         self.conf = conf
         self.pod: kubepod.PodInfo | None = None
@@ -251,7 +265,22 @@ class Invocation:
         if self.pod.sticky_key:
             self.conf = dc_replace(self.conf, sticky_key=self.pod.sticky_key)
 
+    def _mark(self, stage: str) -> None:
+        if self.tracer is not None:
+            self.tracer.mark(self.env.container_id, stage)
+
     def add(self) -> dict[str, Any]:
+        if self.tracer is not None:
+            key = self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace)
+            self.tracer.begin(self.env.container_id, key, self.started)
+        try:
+            return self._add()
+        except BaseException:
+            if self.tracer is not None:
+                self.tracer.abandon(self.env.container_id)
+            raise
+
+    def _add(self) -> dict[str, Any]:
         self.read_pod()
         self.validate_wep()
         # Before anything is touched: a down or hung datastore is "try again later" within seconds, with
@@ -268,9 +297,12 @@ class Invocation:
                     ips = self.ipam.auto_assign(self.handle, self.node, attrs, num_v4=1,
                                                 pools=list(self.conf.ipv4_pools) or None,
                                                 sticky_key=self.conf.sticky_key)
+            self._mark("ipam")
             wired = dataplane.setup(self.host_if, self.env.netns, self.env.ifname, ips, self.conf.mtu)
+            self._mark("wire")
             doc = self.wep_document(ips, wired.pod_mac)
             self.client.apply([resource_from_document(doc, "CNI ADD")])
+            self._mark("endpoint_write")
         except BaseException as exc:
             self._rollback(ips, exc)
             raise
@@ -431,6 +463,14 @@ class Invocation:
 
 
 # -- entry points ---------------------------------------------------------------------
+def _started(environ: Mapping[str, str]) -> float | None:
+    """The shim's start stamp (``L3NET_CNI_STARTED``), or None when absent or not a number."""
+    try:
+        return float(environ.get(ENV_CNI_STARTED) or "")
+    except ValueError:
+        return None
+
+
 def _peek_version(raw: bytes) -> str:
     try:
         v = json.loads(raw).get("cniVersion")
@@ -440,13 +480,15 @@ def _peek_version(raw: bytes) -> str:
 
 
 def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], *, shared: SharedDatastore | None = None,
-        set_log_level: bool = True, wait_programmed: ProgrammedWait | None = None) -> int:
+        set_log_level: bool = True, wait_programmed: ProgrammedWait | None = None,
+        tracer: AddTracer | None = None) -> int:
     """Execute one CNI command; returns the exit status after printing the result or error.
 
     ``environ`` is read, never changed. ``shared``: a datastore connection to use
     instead of opening one (the agent's). ``set_log_level``: apply the netconf's
     ``log_level`` to the root logger (only in a process of its own; the agent keeps its level).
     ``wait_programmed``: the agent's wait for a pod it has programmed (see ``policy_setup_timeout_seconds``).
+    ``tracer``: the agent's ADD trace book (stage timings); None in the plugin's own process.
     """
     version = _peek_version(stdin)
     inv: Invocation | None = None
@@ -463,7 +505,7 @@ def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], *, shared: Share
             env = CNIEnv(command=env.command, container_id="status", ifname="eth0")
         else:
             refuse_host_netns(env.netns)
-        inv = Invocation(env, conf, environ, shared, wait_programmed)
+        inv = Invocation(env, conf, environ, shared, wait_programmed, tracer)
         if env.command == "ADD":
             json.dump(inv.add(), out)
         elif env.command == "DEL":

@@ -39,6 +39,7 @@ DEFAULT_AGENT_SOCKET = "/var/run/l3net/cni.sock"
 NETCONF_FIELD = "agentSocket"
 ENV_AGENT_SOCKET = "L3NET_CNI_AGENT_SOCKET"
 ENV_PREFIXES = ("CNI_", "L3NET_")
+ENV_CNI_STARTED = "L3NET_CNI_STARTED"  # l3net.cni.plugin reads it (this module imports nothing of l3net's heavy parts)
 MAX_FRAME = 4 << 20  # a CNI result or request is a few KiB; anything near this is garbage
 CONNECT_TIMEOUT = 1.0
 # ADD may wait up to 60 s for the node's IPAM lock, then talks to etcd: leave room for both.
@@ -191,11 +192,17 @@ def try_later(stdin: bytes, why: str) -> str:
     return json.dumps(err) + "\n"
 
 
-def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], err: IO[str]) -> int | None:
-    """One invocation through the agent: the exit code, or None when the caller must run the plugin itself."""
+def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], err: IO[str],
+        started: float | None = None) -> int | None:
+    """One invocation through the agent: the exit code, or None when the caller must run the plugin itself.
+
+    ``started``: this process's time.monotonic() at its start (now when None), sent as ``L3NET_CNI_STARTED``.
+    """
     path = socket_path(environ, stdin)
     if path is None:
         return None
+    # The agent's ADD trace starts here (CLOCK_MONOTONIC is one clock for every process on the host).
+    environ = {**environ, ENV_CNI_STARTED: repr(started if started is not None else time.monotonic())}
     try:
         code, text = call_agent(path, environ, stdin)
     except NotSent as exc:
@@ -212,8 +219,9 @@ def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], err: IO[str]) ->
 
 
 def main() -> None:
+    started = time.monotonic()
     stdin = sys.stdin.buffer.read()
-    code = run(os.environ, stdin, sys.stdout, sys.stderr)
+    code = run(os.environ, stdin, sys.stdout, sys.stderr, started)
     if code is not None:
         sys.exit(code)
     from l3net.cni import plugin  # the slow import, only when the agent is not there

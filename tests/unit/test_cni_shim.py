@@ -111,6 +111,9 @@ def test_reply_text_and_exit_code_are_relayed_exactly(sock_path: str, code: int,
         assert run_shim(raw, {**ENV, "L3NET_CNI_AGENT_SOCKET": sock_path}) == (code, text, "")
         env, stdin = shim.decode_request(agent.requests[0])
         assert stdin == raw
+        # the shim's start stamp (the agent's ADD trace origin) rides along with the request's own variables
+        started = float(env.pop(shim.ENV_CNI_STARTED))
+        assert 0 <= time.monotonic() - started < 60
         assert env == {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "L3NET_NODENAME": "n1",
                        "L3NET_CNI_AGENT_SOCKET": sock_path}
     finally:
@@ -188,7 +191,7 @@ def test_server_socket_is_0600_and_serves_the_handler(sock_path: str) -> None:
     seen: list[tuple[dict, bytes]] = []
 
     def handler(env, stdin):
-        seen.append((dict(env), stdin))
+        seen.append(({k: v for k, v in env.items() if k != shim.ENV_CNI_STARTED}, stdin))
         return 3, "out-text\n"
     server = cniserver.CNIServer(sock_path, handler)
     server.start()

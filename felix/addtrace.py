@@ -1,0 +1,196 @@
+"""felix.addtrace: per-ADD stage timings, from the CNI request to the BGP announce.
+
+Every CNI ADD the agent serves opens a trace (id: the container id) that each part
+of the path marks as it finishes its stage, so the slow stage is named by data:
+
+  cni_start       the shim's start (``L3NET_CNI_STARTED``) -> the agent's plugin begins
+  ipam            -> the addresses are claimed (validation, datastore probe, node lock, etcd)
+  wire            -> the veth pair, addresses and routes in the pod's namespace
+  endpoint_write  -> the WorkloadEndpoint is committed in etcd
+  watch_delivery  -> the agent's sync loop has the endpoint (syncer watch, thread hop)
+  coalesce        -> a route-side calculation starts that includes it (min_interval, an apply in flight)
+  calculation     -> the desired state is computed
+  apply           -> the route side has written the kernel (route in the local kernel)
+  bgp_announce    -> the advertisements are written to ExaBGP's pipe
+
+The shim sends its own ``time.monotonic()``: CLOCK_MONOTONIC is one clock for every
+process (and network namespace) on the host, so the agent can date the shim's start.
+A stage's duration is its mark minus the previous stage's mark, so the stages add
+up to the whole. The watch may hand the endpoint to the loop before the writing
+thread gets etcd's answer: the commit is then dated by the delivery (the earlier
+proof that it happened), so marks never go backwards.
+
+:class:`TraceBook` owns the traces; thread-safe (CNI worker threads mark the first
+stages, the loop thread the rest). Memory is bounded: at most ``max_open`` traces
+in flight (the oldest is dropped, e.g. an ADD that failed) and the last
+``keep`` finished ones. Finished traces feed ``l3net_add_stage_seconds``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from l3net import metrics
+
+STAGES = ("cni_start", "ipam", "wire", "endpoint_write", "watch_delivery", "coalesce", "calculation", "apply",
+          "bgp_announce")
+# A start stamp older than this (or in the future) is not the shim's: the trace starts at the agent.
+MAX_SHIM_AGE = 120.0
+KEEP = 256
+MAX_OPEN = 256
+
+
+@dataclass
+class Trace:
+    """One ADD's marks: stage -> monotonic time; ``start`` is the origin (the shim's start when known)."""
+
+    id: str
+    key: str
+    start: float
+    wall_start: float
+    marks: dict[str, float] = field(default_factory=dict)
+    revision: int | None = None  # the model revision the loop saw the endpoint in
+    done: bool = False
+
+    def last(self) -> float:
+        return max(self.marks.values(), default=self.start)
+
+    def stages(self) -> list[tuple[str, float, float]]:
+        """(stage, its mark, its duration) in path order, for the stages that were marked."""
+        out, prev = [], self.start
+        for name in STAGES:
+            if name in self.marks:
+                at = self.marks[name]
+                out.append((name, at, at - prev))
+                prev = at
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        stages = [{"stage": n, "seconds": round(d, 6), "at_s": round(at - self.start, 6), "mono": round(at, 6)}
+                  for n, at, d in self.stages()]
+        return {"id": self.id, "key": self.key, "complete": self.done, "start_mono": round(self.start, 6),
+                "start_wall": round(self.wall_start, 6), "total_s": round(self.last() - self.start, 6),
+                "stages": stages}
+
+
+class TraceBook:
+    """Open and finished ADD traces; see the module docstring. Never raises for an unknown id or key."""
+
+    def __init__(self, *, keep: int = KEEP, max_open: int = MAX_OPEN, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, observe: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._wall = wall
+        self._observe = observe
+        self.max_open = max_open
+        self._open: collections.OrderedDict[str, Trace] = collections.OrderedDict()
+        self._by_key: dict[str, str] = {}
+        self._finished: collections.deque[Trace] = collections.deque(maxlen=keep)
+        self.dropped = 0
+
+    # -- CNI side (worker threads) -------------------------------------------------
+    def begin(self, trace_id: str, key: str, shim_started: float | None = None) -> None:
+        """Open a trace for an ADD whose endpoint will be written at ``key``; a reused id starts over."""
+        now = self._clock()
+        with self._lock:
+            self._discard(trace_id)
+            start = now
+            if shim_started is not None and 0 <= now - shim_started <= MAX_SHIM_AGE:
+                start = shim_started
+            tr = Trace(trace_id, key, start, self._wall() - (now - start))
+            tr.marks["cni_start"] = now
+            self._open[trace_id] = tr
+            self._by_key[key] = trace_id
+            while len(self._open) > self.max_open:
+                _old_id, old = self._open.popitem(last=False)
+                self._by_key.pop(old.key, None)
+                self.dropped += 1
+
+    def mark(self, trace_id: str, stage: str) -> None:
+        """``stage`` of ``trace_id`` ends now (kept at or after the marks already made)."""
+        with self._lock:
+            tr = self._open.get(trace_id)
+            if tr is not None and stage not in tr.marks:
+                tr.marks[stage] = self._clock()
+
+    def abandon(self, trace_id: str) -> None:
+        """The ADD failed: its trace is dropped (a failed ADD has no later stages to wait for)."""
+        with self._lock:
+            self._discard(trace_id)
+
+    # -- loop side (the agent's event-loop thread) ---------------------------------
+    def delivered(self, keys: Iterable[str], revision: int) -> None:
+        """The loop's model now holds these keys (at model ``revision``): ``watch_delivery`` for open traces."""
+        if not self._by_key:
+            return
+        now = self._clock()
+        with self._lock:
+            for key in keys:
+                tid = self._by_key.get(key)
+                tr = self._open.get(tid) if tid is not None else None
+                if tr is None or "watch_delivery" in tr.marks:
+                    continue
+                # The commit happened no later than its delivery, whichever thread heard of it first.
+                tr.marks["endpoint_write"] = min(tr.marks.get("endpoint_write", now), now)
+                for earlier in ("ipam", "wire"):
+                    tr.marks.setdefault(earlier, tr.marks["endpoint_write"])
+                tr.marks["watch_delivery"] = now
+                tr.revision = revision
+
+    def calculating(self, revision: int) -> list[str]:
+        """A route-side calculation of model ``revision`` starts: the traces it covers (``coalesce`` ends)."""
+        if not self._open:
+            return []
+        now = self._clock()
+        ids = []
+        with self._lock:
+            for tid, tr in self._open.items():
+                if tr.revision is not None and tr.revision <= revision and "coalesce" not in tr.marks:
+                    tr.marks["coalesce"] = now
+                    ids.append(tid)
+        return ids
+
+    def mark_all(self, ids: Iterable[str], stage: str) -> None:
+        for tid in ids:
+            self.mark(tid, stage)
+
+    def finish(self, ids: Iterable[str]) -> None:
+        """These traces have reached their last stage: observed into the histogram and kept for reading."""
+        with self._lock:
+            for tid in ids:
+                tr = self._open.pop(tid, None)
+                if tr is None:
+                    continue
+                self._by_key.pop(tr.key, None)
+                tr.done = True
+                self._finished.append(tr)
+                if self._observe:
+                    for name, _at, seconds in tr.stages():
+                        metrics.ADD_STAGE_TIME.labels(stage=name).observe(max(0.0, seconds))
+
+    def requeue(self, ids: Iterable[str]) -> None:
+        """The apply that covered these traces failed: a later calculation covers them again."""
+        with self._lock:
+            for tid in ids:
+                tr = self._open.get(tid)
+                if tr is not None:
+                    for name in ("coalesce", "calculation", "apply", "bgp_announce"):
+                        tr.marks.pop(name, None)
+
+    # -- readers -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The last finished traces (oldest first) and those still open, as JSON-ready values."""
+        with self._lock:
+            return {"stages": list(STAGES), "finished": [t.to_dict() for t in self._finished],
+                    "open": [t.to_dict() for t in self._open.values()], "dropped": self.dropped}
+
+    def _discard(self, trace_id: str) -> None:
+        old = self._open.pop(trace_id, None)
+        if old is not None:
+            self._by_key.pop(old.key, None)
+
