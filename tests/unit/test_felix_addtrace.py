@@ -1,0 +1,169 @@
+"""felix.addtrace: the ADD trace bookkeeping, on a fake clock (no agent, no threads)."""
+
+from __future__ import annotations
+
+import pytest
+
+from felix.addtrace import STAGES, TraceBook
+from l3net import metrics
+
+pytestmark = pytest.mark.unit
+
+KEY = "/l3net/v1/workloadendpoints/ns/n1-k8s-pod-eth0"
+
+
+class Clock:
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def book(clock: Clock, **kw: int) -> TraceBook:
+    return TraceBook(clock=clock, wall=lambda: 1_000_000.0 + clock.now, observe=False, **kw)
+
+
+def run_add(b: TraceBook, clock: Clock, tid: str = "c1", key: str = KEY, revision: int = 7) -> None:
+    """One ADD through every stage, each taking a distinct, known time."""
+    b.begin(tid, key, shim_started=clock.now - 0.04)
+    for stage, dt in (("ipam", 0.02), ("wire", 0.03), ("endpoint_write", 0.01)):
+        clock.step(dt)
+        b.mark(tid, stage)
+    clock.step(0.005)
+    b.delivered(["/l3net/v1/other", key], revision)
+    clock.step(0.05)
+    ids = b.calculating(revision)
+    assert ids == [tid]
+    clock.step(0.002)
+    b.mark_all(ids, "calculation")
+    clock.step(0.004)
+    b.mark_all(ids, "apply")
+    clock.step(0.001)
+    b.mark_all(ids, "bgp_announce")
+    b.finish(ids)
+
+
+def test_a_full_add_has_every_stage_in_order_with_its_own_duration() -> None:
+    clock = Clock()
+    b = book(clock)
+    run_add(b, clock)
+    snap = b.snapshot()
+    assert snap["open"] == [] and len(snap["finished"]) == 1
+    tr = snap["finished"][0]
+    assert tr["complete"] and tr["id"] == "c1" and tr["key"] == KEY
+    assert [s["stage"] for s in tr["stages"]] == list(STAGES)
+    got = {s["stage"]: s["seconds"] for s in tr["stages"]}
+    assert got == pytest.approx({"cni_start": 0.04, "ipam": 0.02, "wire": 0.03, "endpoint_write": 0.01,
+                                 "watch_delivery": 0.005, "coalesce": 0.05, "calculation": 0.002,
+                                 "apply": 0.004, "bgp_announce": 0.001}, abs=1e-6)
+    assert tr["total_s"] == pytest.approx(sum(got.values()), abs=1e-5)
+    ats = [s["at_s"] for s in tr["stages"]]
+    assert ats == sorted(ats)
+    # wall time of the origin: the shim's start, 40 ms before the agent began
+    assert tr["start_wall"] == pytest.approx(1_000_000.0 + 100.0 - 0.04)
+
+
+def test_delivery_before_the_writer_hears_from_etcd_dates_the_commit_by_the_delivery() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.begin("c1", KEY)
+    clock.step(0.01)
+    b.mark("c1", "ipam")
+    clock.step(0.01)
+    b.mark("c1", "wire")
+    clock.step(0.01)
+    b.delivered([KEY], 3)          # the watch is faster than the writer thread
+    clock.step(0.02)
+    b.mark("c1", "endpoint_write")  # etcd's answer arrives late: ignored, the commit was already seen
+    ids = b.calculating(3)
+    b.mark_all(ids, "calculation")
+    b.mark_all(ids, "apply")
+    b.finish(ids)
+    stages = b.snapshot()["finished"][0]["stages"]
+    secs = {s["stage"]: s["seconds"] for s in stages}
+    assert secs["endpoint_write"] == pytest.approx(0.01) and secs["watch_delivery"] == 0
+    assert all(s["seconds"] >= 0 for s in stages)
+    assert "bgp_announce" not in secs  # no speaker marked it: the trace ends at apply
+
+
+def test_a_calculation_of_an_older_revision_does_not_cover_a_later_delivery() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.begin("c1", KEY)
+    b.delivered([KEY], 9)
+    assert b.calculating(8) == []
+    clock.step(0.05)
+    assert b.calculating(9) == ["c1"]
+    assert b.calculating(10) == []  # covered once
+
+
+def test_a_failed_apply_requeues_and_the_retry_covers_the_trace() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.begin("c1", KEY)
+    b.delivered([KEY], 2)
+    ids = b.calculating(2)
+    b.mark_all(ids, "calculation")
+    b.requeue(ids)
+    clock.step(0.3)  # the backoff
+    assert b.calculating(2) == ["c1"]
+    b.mark_all(["c1"], "apply")
+    b.finish(["c1"])
+    coalesce = {s["stage"]: s["seconds"] for s in b.snapshot()["finished"][0]["stages"]}["coalesce"]
+    assert coalesce == pytest.approx(0.3)
+
+
+def test_memory_is_bounded_for_open_and_finished_traces() -> None:
+    clock = Clock()
+    b = book(clock, keep=3, max_open=2)
+    for i in range(5):
+        b.begin(f"failed-{i}", f"{KEY}-{i}")  # never delivered: an ADD that failed without abandon()
+    snap = b.snapshot()
+    assert [t["id"] for t in snap["open"]] == ["failed-3", "failed-4"] and snap["dropped"] == 3
+    b.abandon("failed-3")
+    b.abandon("failed-4")
+    for i in range(6):
+        run_add(b, clock, tid=f"c{i}", key=f"{KEY}-ok{i}", revision=10 + i)
+    snap = b.snapshot()
+    assert [t["id"] for t in snap["finished"]] == ["c3", "c4", "c5"] and snap["open"] == []
+    # and nothing left to match a later update of those keys
+    b.delivered([f"{KEY}-ok5"], 99)
+    assert b.calculating(99) == []
+
+
+def test_a_stale_or_bogus_shim_stamp_is_not_the_origin() -> None:
+    clock = Clock(1000.0)
+    b = book(clock)
+    b.begin("old", KEY, shim_started=1000.0 - 500)  # not this request's shim
+    b.begin("future", f"{KEY}-2", shim_started=1000.0 + 5)
+    for t in b.snapshot()["open"]:
+        assert t["start_mono"] == 1000.0 and t["stages"][0] == {"stage": "cni_start", "seconds": 0,
+                                                                 "at_s": 0, "mono": 1000.0}
+
+
+def test_a_reused_container_id_starts_over_and_unknown_ids_are_ignored() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.begin("c1", KEY)
+    clock.step(1.0)
+    b.begin("c1", KEY)
+    b.mark("nobody", "ipam")
+    b.delivered(["/not/traced"], 1)
+    snap = b.snapshot()
+    assert len(snap["open"]) == 1 and snap["open"][0]["start_mono"] == 101.0
+
+
+def test_finished_traces_feed_the_stage_histogram() -> None:
+    def count(stage: str) -> float:
+        return metrics.REGISTRY.get_sample_value("l3net_add_stage_seconds_count", {"stage": stage}) or 0.0
+
+    before = {s: count(s) for s in STAGES}
+    clock = Clock()
+    b = TraceBook(clock=clock)
+    run_add(b, clock)
+    assert all(count(s) == before[s] + 1 for s in STAGES)
