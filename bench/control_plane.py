@@ -32,6 +32,11 @@ once made the floor's path read negative). Both choices can only lengthen the fl
 and shorten l3net's, so the l3net/floor BGP-path ratio is, if anything, flattering to l3net.
 Ratios are like with like: whole path vs whole path (each from the process that starts it), or
 BGP path vs BGP path; p99 ratios are quantile ratios over all rounds (bench.stats).
+Stage timings (issue 18): after each l3net sample the origin agent's ``/debug/traces`` gives that ADD's
+trace (``felix.addtrace``: shim start, IPAM, wire, endpoint write, watch delivery, coalesce, calculation,
+apply, BGP announce); with ``lab_exec`` before it and ``remote_install`` after it (``bench.addstages``) the
+stages of a sample add up to its ``add_to_route_ms``. Every sample's stages are in the JSON under
+``stage_samples``; the printed table gives each stage's p50/p99 and mean share per variant.
 Targets (issue 8): p99 <= 1 s and <= 2 x the BIRD floor.
 """
 
@@ -43,7 +48,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from bench.addstages import find_trace, stage_ms, stage_table
 from bench.framework import Context, Result, interleaved, need_all, need_binary, need_root, percentile
 from bench.labrig import (
     BenchLab,
@@ -63,6 +70,7 @@ NEEDS = ["root", "bird", "birdc", "etcd", "stdbuf", "exabgp"]
 WORKLOADS = 200
 HOLD, KEEPALIVE = 90, 30
 TIMEOUT_S = 30.0
+TRACE_WAIT_S = 10.0  # the agent finishes a trace right after its announce; the remote route comes later
 TARGET_P99_MS = 1000.0
 TARGET_FLOOR_RATIO = 2.0
 VARIANTS = ["l3net-rr", "bird-rr", "bird-bird"]
@@ -183,6 +191,8 @@ def run(ctx: Context) -> Result:
     origin_watches = {v: RouteWatch(ws, lab.ns(o)) for v, (o, _obs) in PATHS.items()}
     floor_origin = NetlinkRoutes(ws, lab.ns(PATHS["bird-bird"][0]))
     counters = {v: 0 for v in VARIANTS}
+    stage_samples: dict[str, list[dict[str, Any]]] = {"l3net-rr": [], "bird-rr": []}
+    traces_missing = {"l3net-rr": 0, "bird-rr": 0}
     offsets = {"l3net-rr": 0, "bird-rr": 512, "bird-bird": 0}
     for rnd, variant in interleaved(n, VARIANTS):
         i = counters[variant]
@@ -199,6 +209,7 @@ def run(ctx: Context) -> Result:
             t0 = time.monotonic()
             rec = lab.add_pod(origin, f"{variant.replace('-', '')}-{i:03d}", ips=[ip])
             t_added = time.monotonic()
+            cid = str(rec.get("container_id") or "")
             if rec.get("ip") != ip:
                 raise RuntimeError(f"{variant}: l3net-cni gave {rec.get('ip')}, asked for {ip}")
         seen = watches[variant].wait(str(net), TIMEOUT_S)
@@ -218,11 +229,55 @@ def run(ctx: Context) -> Result:
         # The BGP path alone, the same interval on every path: origin kernel route -> remote kernel
         # route, both ends stamped by `ip -ts monitor route` (no fork/exec of `ip route add`, no CNI).
         res.sample("origin_to_remote_ms", variant, (seen - seen_origin) * 1000, unit="ms", better="lower")
+        if variant != "bird-bird":
+            trace = _wait_trace(lab, origin, cid)
+            if trace is None:
+                traces_missing[variant] += 1
+                _log.warning("no ADD trace from %s's agent for container=%s", origin, cid[:12])
+            else:
+                stage_samples[variant].append({"round": rnd, "prefix": str(net), "container_id": cid,
+                                               "add_to_route_ms": round(total_ms, 3),
+                                               "stages_ms": {k: round(v, 3) for k, v in
+                                                             stage_ms(trace, t0, seen).items()}})
         _log.info("control plane round=%d variant=%s prefix=%s ms=%.1f route=%r", rnd, variant, net, total_ms, route)
     res.setup["baselines"] = BASELINES
     res.setup["cni_adds_served_by_agent"] = {v: lab.cni_served(PATHS[v][0]) for v in ("l3net-rr", "bird-rr")}
+    res.setup["add_traces_missing"] = traces_missing
+    res.setup["stages"] = STAGE_NOTES
     declare(res)
+    declare_stages(res, stage_samples)
     return res
+
+
+STAGE_NOTES = ("each ADD's stages from the origin agent's /debug/traces (felix.addtrace), in path order, ms: "
+               "lab_exec (bench clock start -> shim start), cni_start (shim -> agent), ipam, wire, endpoint_write, "
+               "watch_delivery, coalesce (wait for a route-side calculation), calculation, apply (local kernel), "
+               "bgp_announce (written to ExaBGP), remote_install (-> remote kernel); they add up to add_to_route_ms")
+
+
+def declare_stages(res: Result, stage_samples: dict[str, list[dict[str, Any]]]) -> None:
+    """Per-sample stage timings into the JSON (``stage_samples``) and a per-stage p50/p99 table per variant."""
+    res.extra["stage_samples"] = stage_samples
+    rows = []
+    for variant, samples in stage_samples.items():
+        if not samples:
+            continue
+        for row in stage_table([s["stages_ms"] for s in samples]):
+            share = "-" if row["share"] is None else f"{row['share'] * 100:.1f} %"
+            rows.append([variant, row["stage"], str(row["n"]), f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", share])
+    if rows:
+        res.tables.append({"title": "ADD stages (ms; they add up to add_to_route_ms)",
+                           "columns": ["variant", "stage", "n", "p50", "p99", "mean share"], "rows": rows})
+
+
+def _wait_trace(lab: BenchLab, node: str, container_id: str) -> dict[str, Any] | None:
+    """The finished trace of ``container_id`` from ``node``'s agent, polled briefly (None if it never comes)."""
+    deadline = time.monotonic() + TRACE_WAIT_S
+    while True:
+        trace = find_trace(lab.add_traces(node), container_id)
+        if trace is not None or time.monotonic() >= deadline:
+            return trace
+        time.sleep(0.05)
 
 
 def declare(res: Result) -> None:

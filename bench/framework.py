@@ -171,6 +171,10 @@ class Result:
         self.ratios: list[dict[str, Any]] = []
         self.targets: list[dict[str, Any]] = []
         self.unavailable: list[str] = []
+        # More per-sample data under its own top-level JSON key (e.g. control_plane's stage timings).
+        self.extra: dict[str, Any] = {}
+        # Extra human tables printed after the main one: {"title", "columns", "rows"} (rows of strings).
+        self.tables: list[dict[str, Any]] = []
 
     def sample(self, metric: str, variant: str, value: float, *, unit: str, better: str = "higher") -> None:
         if better not in ("higher", "lower"):
@@ -262,6 +266,8 @@ class Result:
             "ratios": self.ratios,
             "targets": self.targets,
             "passed": overall(verdicts),
+            **({"tables": self.tables} if self.tables else {}),
+            **self.extra,
         }
 
 
@@ -459,6 +465,8 @@ def format_table(doc: dict[str, Any]) -> str:
                          "-" if t["rounds"] is None else str(t["rounds"]), f"{t['op']} {t['threshold']}",
                          format_verdict(t["verdict"], t["rounds"])))
         lines += _columns(rows)
+    for table in doc.get("tables") or []:
+        lines += ["", table["title"], *_columns([tuple(table["columns"]), *map(tuple, table["rows"])])]
     for u in doc["unavailable"]:
         lines.append(f"NOT MEASURED: {u}")
     return "\n".join(lines)

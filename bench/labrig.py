@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import json
 import logging
 import os
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any
 
 from bench.framework import Workspace, need_binary
 from l3net import netns
+from l3net.constants import HEALTH_PORT
 from l3net.lab import pods, runtime
 from l3net.lab import state as lab_state
 from l3net.lab import topology as lab_topology
@@ -101,6 +103,16 @@ class BenchLab:
         """CNI requests of ``command`` the node's agent served on its socket (its log), i.e. the fast path."""
         logs = [p["log"] for p in self.state.data["processes"] if p["node"] == node and p["what"] == "agent"]
         return sum(Path(log).read_text(errors="replace").count(f"CNI {command} served") for log in logs)
+
+    def add_traces(self, node: str) -> dict[str, Any]:
+        """The node agent's ``/debug/traces`` document (its last ADD stage traces, ``felix.addtrace``)."""
+        code, body = runtime.http_get_in_netns(self.ns(node), HEALTH_PORT, "/debug/traces", timeout=5.0)
+        if code != 200:
+            raise RuntimeError(f"{node}: /debug/traces answered {code}: {body[:200]}")
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise RuntimeError(f"{node}: /debug/traces is not a JSON object")
+        return doc
 
     def processes(self, node: str) -> list[dict[str, Any]]:
         return [p for p in self.state.data["processes"] if p["node"] == node]
