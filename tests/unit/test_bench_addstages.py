@@ -1,0 +1,74 @@
+"""bench.addstages and control_plane's stage table: the arithmetic on synthetic traces (no lab)."""
+
+from __future__ import annotations
+
+import sys
+
+import jsonschema
+import pytest
+
+from l3net import benchcli
+
+pytestmark = pytest.mark.unit
+
+sys.path.insert(0, str(benchcli.REPO_ROOT))
+
+from bench import addstages, control_plane, framework  # noqa: E402
+
+
+def trace(start: float, durations: dict[str, float], tid: str = "c1") -> dict:
+    stages, at = [], start
+    for name, seconds in durations.items():
+        at += seconds
+        stages.append({"stage": name, "seconds": seconds, "at_s": at - start, "mono": at})
+    return {"id": tid, "complete": True, "start_mono": start, "total_s": at - start, "stages": stages}
+
+
+def test_stages_of_a_sample_add_up_to_the_whole_interval() -> None:
+    t0 = 50.0
+    tr = trace(50.03, {"cni_start": 0.01, "ipam": 0.02, "apply": 0.005, "bgp_announce": 0.001})
+    seen = 50.03 + 0.036 + 0.040
+    got = addstages.stage_ms(tr, t0, seen)
+    assert list(got) == ["lab_exec", "cni_start", "ipam", "apply", "bgp_announce", "remote_install"]
+    assert got["lab_exec"] == pytest.approx(30.0) and got["remote_install"] == pytest.approx(40.0)
+    assert sum(got.values()) == pytest.approx((seen - t0) * 1000)
+
+
+def test_find_trace_takes_only_a_finished_complete_trace_of_that_id() -> None:
+    doc = {"finished": [trace(1.0, {"ipam": 0.1}, "a"), {**trace(1.0, {}, "b"), "complete": False}],
+           "open": [trace(1.0, {}, "c")]}
+    assert addstages.find_trace(doc, "a")["id"] == "a"
+    assert addstages.find_trace(doc, "b") is None and addstages.find_trace(doc, "c") is None
+    assert addstages.find_trace({}, "a") is None
+
+
+def test_stage_table_percentiles_and_shares() -> None:
+    samples = [{"ipam": float(i), "apply": 10.0} for i in range(1, 101)]
+    rows = {r["stage"]: r for r in addstages.stage_table(samples)}
+    assert list(rows) == ["ipam", "apply"]
+    assert rows["ipam"]["n"] == 100 and rows["ipam"]["p50_ms"] == pytest.approx(50.5)
+    assert rows["ipam"]["p99_ms"] == pytest.approx(99.01)
+    assert rows["apply"]["p50_ms"] == rows["apply"]["p99_ms"] == 10.0
+    assert rows["ipam"]["share"] + rows["apply"]["share"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_control_plane_stage_samples_reach_the_json_and_the_printed_table() -> None:
+    res = framework.Result("control_plane", "t", quick=True)
+    res.sample("add_to_route_ms", "l3net-rr", 100.0, unit="ms", better="lower")
+    sample = {"round": 0, "prefix": "10.244.0.0/26", "container_id": "c1", "add_to_route_ms": 100.0,
+              "stages_ms": {"lab_exec": 30.0, "ipam": 25.0, "remote_install": 45.0}}
+    control_plane.declare_stages(res, {"l3net-rr": [sample], "bird-rr": []})
+    doc = res.to_json(command="l3net bench control_plane", machine={"kernel": "k", "cores": 2, "cpu_model": "m"},
+                      started=0.0, duration=1.0)
+    jsonschema.validate(doc, framework.RESULT_SCHEMA)
+    assert doc["stage_samples"]["l3net-rr"] == [sample]
+    text = framework.format_table(doc)
+    assert "ADD stages" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("l3net-rr") and " ipam " in ln)
+    assert line.split() == ["l3net-rr", "ipam", "1", "25.0", "25.0", "25.0", "%"]
+
+
+def test_no_stage_samples_no_table() -> None:
+    res = framework.Result("control_plane", "t", quick=True)
+    control_plane.declare_stages(res, {"l3net-rr": [], "bird-rr": []})
+    assert res.tables == []
