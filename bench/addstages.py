@@ -6,12 +6,18 @@ all on the host's one monotonic clock (netns share it):
 
   lab_exec        bench clock start -> the shim's start (the lab's pod bookkeeping, netns
                   create, fork/exec of ``ip netns exec`` and of the shim's interpreter)
-  ... the agent's stages (felix.addtrace.STAGES) ...
+  ... the agent's stages ...
   remote_install  advertisement written to ExaBGP -> the /26 in the remote kernel (ExaBGP,
                   the reflector, the remote ExaBGP and agent, its route apply)
 
-so the stages of one sample add up to its ``add_to_route_ms``. Pure: unit-tested on
-synthetic traces.
+Which agent stages lie on the path to the remote route depends on what announced the
+/26. A new block is announced from IPAM's block claim (the trace's ``block`` branch),
+in parallel with ``wire`` and ``endpoint_write``; then the path is ``cni_start``,
+``block_claim`` (the agent's first mark -> the claim delivered to the sync loop: IPAM up
+to its block claim, etcd, the watch), ``block_coalesce``, ``block_calculation``,
+``block_apply``, ``block_announce``. Without a block branch the endpoint's chain
+(``felix.addtrace.STAGES``) is the path. Either way the stages of a sample add up to its
+``add_to_route_ms``. Pure: unit-tested on synthetic traces.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Any
 from bench.framework import percentile
 
 FIRST, LAST = "lab_exec", "remote_install"
+BLOCK_NAMES = {"watch_delivery": "block_claim", "coalesce": "block_coalesce", "calculation": "block_calculation",
+               "apply": "block_apply", "bgp_announce": "block_announce"}
 
 
 def find_trace(doc: Mapping[str, Any], trace_id: str) -> dict[str, Any] | None:
@@ -32,16 +40,38 @@ def find_trace(doc: Mapping[str, Any], trace_id: str) -> dict[str, Any] | None:
     return None
 
 
+def endpoint_ms(trace: Mapping[str, Any]) -> dict[str, float]:
+    """The endpoint chain's stages (shim start -> the pod's endpoint announced), in ms."""
+    return {str(st["stage"]): float(st["seconds"]) * 1000 for st in trace["stages"]}
+
+
+def _announced_by_block(trace: Mapping[str, Any]) -> bool:
+    block = {st["stage"]: float(st["mono"]) for st in trace.get("block") or []}
+    if "bgp_announce" not in block:
+        return False
+    ep = {st["stage"]: float(st["mono"]) for st in trace["stages"]}
+    return block["bgp_announce"] <= ep.get("bgp_announce", float("inf"))
+
+
 def stage_ms(trace: Mapping[str, Any], t0: float, seen_remote: float) -> dict[str, float]:
-    """stage -> milliseconds for one sample, in path order: ``lab_exec``, the trace's stages, ``remote_install``.
+    """stage -> ms along the path that put the /26 in the remote kernel: ``lab_exec`` ... ``remote_install``.
 
     ``t0``: the bench's clock start; ``seen_remote``: the remote kernel's stamp (both time.monotonic()).
     """
-    out = {FIRST: (float(trace["start_mono"]) - t0) * 1000}
-    last = float(trace["start_mono"])
-    for st in trace["stages"]:
-        out[str(st["stage"])] = float(st["seconds"]) * 1000
-        last = float(st["mono"])
+    start = float(trace["start_mono"])
+    out = {FIRST: (start - t0) * 1000}
+    if _announced_by_block(trace):
+        first = trace["stages"][0]  # cni_start: the agent's plugin began
+        out[str(first["stage"])] = float(first["seconds"]) * 1000
+        last = float(first["mono"])
+        for st in trace["block"]:
+            out[BLOCK_NAMES[str(st["stage"])]] = (float(st["mono"]) - last) * 1000
+            last = float(st["mono"])
+    else:
+        last = start
+        for st in trace["stages"]:
+            out[str(st["stage"])] = float(st["seconds"]) * 1000
+            last = float(st["mono"])
     out[LAST] = (seen_remote - last) * 1000
     return out
 

@@ -20,6 +20,15 @@ up to the whole. The watch may hand the endpoint to the loop before the writing
 thread gets etcd's answer: the commit is then dated by the delivery (the earlier
 proof that it happened), so marks never go backwards.
 
+The block branch: an ADD whose address lies in a block no node held yet makes IPAM
+claim that block (an affinity for this node); the agent installs the block's route and
+announces it from that update, in parallel with ``wire`` and ``endpoint_write``. So a
+trace also follows the first update under its ``claims`` prefix (this node's
+affinities) delivered before its endpoint: ``block`` holds that branch's own
+``watch_delivery``, ``coalesce``, ``calculation``, ``apply`` and ``bgp_announce`` marks
+(times from the trace's start). Two ADDs in flight when one block is claimed both see
+it: the branch says when the node's block went out, not which ADD asked for it.
+
 :class:`TraceBook` owns the traces; thread-safe (CNI worker threads mark the first
 stages, the loop thread the rest). Memory is bounded: at most ``max_open`` traces
 in flight (the oldest is dropped, e.g. an ADD that failed) and the last
@@ -39,6 +48,10 @@ from l3net import metrics
 
 STAGES = ("cni_start", "ipam", "wire", "endpoint_write", "watch_delivery", "coalesce", "calculation", "apply",
           "bgp_announce")
+BLOCK_STAGES = ("watch_delivery", "coalesce", "calculation", "apply", "bgp_announce")
+ENDPOINT, BLOCK = "endpoint", "block"
+# What the route side hands back and forth: (trace id, branch).
+Token = tuple[str, str]
 # A start stamp older than this (or in the future) is not the shim's: the trace starts at the agent.
 MAX_SHIM_AGE = 120.0
 KEEP = 256
@@ -53,9 +66,15 @@ class Trace:
     key: str
     start: float
     wall_start: float
+    claims: str = ""  # key prefix of this node's block affinities ("" : no block branch)
     marks: dict[str, float] = field(default_factory=dict)
     revision: int | None = None  # the model revision the loop saw the endpoint in
+    block: dict[str, float] = field(default_factory=dict)  # the block branch's marks (BLOCK_STAGES)
+    block_revision: int | None = None
     done: bool = False
+
+    def branch(self, name: str) -> dict[str, float]:
+        return self.block if name == BLOCK else self.marks
 
     def last(self) -> float:
         return max(self.marks.values(), default=self.start)
@@ -73,9 +92,11 @@ class Trace:
     def to_dict(self) -> dict[str, Any]:
         stages = [{"stage": n, "seconds": round(d, 6), "at_s": round(at - self.start, 6), "mono": round(at, 6)}
                   for n, at, d in self.stages()]
+        block = [{"stage": n, "at_s": round(self.block[n] - self.start, 6), "mono": round(self.block[n], 6)}
+                 for n in BLOCK_STAGES if n in self.block]
         return {"id": self.id, "key": self.key, "complete": self.done, "start_mono": round(self.start, 6),
                 "start_wall": round(self.wall_start, 6), "total_s": round(self.last() - self.start, 6),
-                "stages": stages}
+                "stages": stages, "block": block}
 
 
 class TraceBook:
@@ -94,15 +115,18 @@ class TraceBook:
         self.dropped = 0
 
     # -- CNI side (worker threads) -------------------------------------------------
-    def begin(self, trace_id: str, key: str, shim_started: float | None = None) -> None:
-        """Open a trace for an ADD whose endpoint will be written at ``key``; a reused id starts over."""
+    def begin(self, trace_id: str, key: str, shim_started: float | None = None, claims: str = "") -> None:
+        """Open a trace for an ADD whose endpoint will be written at ``key``; a reused id starts over.
+
+        ``claims``: the key prefix of this node's block affinities (the block branch; "" for none).
+        """
         now = self._clock()
         with self._lock:
             self._discard(trace_id)
             start = now
             if shim_started is not None and 0 <= now - shim_started <= MAX_SHIM_AGE:
                 start = shim_started
-            tr = Trace(trace_id, key, start, self._wall() - (now - start))
+            tr = Trace(trace_id, key, start, self._wall() - (now - start), claims)
             tr.marks["cni_start"] = now
             self._open[trace_id] = tr
             self._by_key[key] = trace_id
@@ -131,6 +155,7 @@ class TraceBook:
         now = self._clock()
         with self._lock:
             for key in keys:
+                self._claimed(key, revision, now)
                 tid = self._by_key.get(key)
                 tr = self._open.get(tid) if tid is not None else None
                 if tr is None or "watch_delivery" in tr.marks:
@@ -142,27 +167,43 @@ class TraceBook:
                 tr.marks["watch_delivery"] = now
                 tr.revision = revision
 
-    def calculating(self, revision: int) -> list[str]:
-        """A route-side calculation of model ``revision`` starts: the traces it covers (``coalesce`` ends)."""
+    def _claimed(self, key: str, revision: int, now: float) -> None:
+        """A block affinity of this node arrived: the block branch of traces still waiting for their endpoint."""
+        for tr in self._open.values():
+            if tr.claims and key.startswith(tr.claims) and not tr.block and "watch_delivery" not in tr.marks:
+                tr.block["watch_delivery"] = now
+                tr.block_revision = revision
+
+    def calculating(self, revision: int) -> list[Token]:
+        """A route-side calculation of model ``revision`` starts: the branches it covers (``coalesce`` ends)."""
         if not self._open:
             return []
         now = self._clock()
-        ids = []
+        tokens: list[Token] = []
         with self._lock:
             for tid, tr in self._open.items():
+                if tr.block_revision is not None and tr.block_revision <= revision and "coalesce" not in tr.block:
+                    tr.block["coalesce"] = now
+                    tokens.append((tid, BLOCK))
                 if tr.revision is not None and tr.revision <= revision and "coalesce" not in tr.marks:
                     tr.marks["coalesce"] = now
-                    ids.append(tid)
-        return ids
+                    tokens.append((tid, ENDPOINT))
+        return tokens
 
-    def mark_all(self, ids: Iterable[str], stage: str) -> None:
-        for tid in ids:
-            self.mark(tid, stage)
-
-    def finish(self, ids: Iterable[str]) -> None:
-        """These traces have reached their last stage: observed into the histogram and kept for reading."""
+    def mark_all(self, tokens: Iterable[Token], stage: str) -> None:
+        now = self._clock()
         with self._lock:
-            for tid in ids:
+            for tid, branch in tokens:
+                tr = self._open.get(tid)
+                if tr is not None:
+                    tr.branch(branch).setdefault(stage, now)
+
+    def finish(self, tokens: Iterable[Token]) -> None:
+        """These traces' endpoints have reached their last stage: observed into the histogram and kept."""
+        with self._lock:
+            for tid, branch in tokens:
+                if branch != ENDPOINT:
+                    continue  # the block branch ends with its own marks; the trace ends with its endpoint
                 tr = self._open.pop(tid, None)
                 if tr is None:
                     continue
@@ -173,14 +214,14 @@ class TraceBook:
                     for name, _at, seconds in tr.stages():
                         metrics.ADD_STAGE_TIME.labels(stage=name).observe(max(0.0, seconds))
 
-    def requeue(self, ids: Iterable[str]) -> None:
-        """The apply that covered these traces failed: a later calculation covers them again."""
+    def requeue(self, tokens: Iterable[Token]) -> None:
+        """The apply that covered these branches failed: a later calculation covers them again."""
         with self._lock:
-            for tid in ids:
+            for tid, branch in tokens:
                 tr = self._open.get(tid)
                 if tr is not None:
                     for name in ("coalesce", "calculation", "apply", "bgp_announce"):
-                        tr.marks.pop(name, None)
+                        tr.branch(branch).pop(name, None)
 
     # -- readers -------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from felix.addtrace import TraceBook
+from felix.addtrace import Token, TraceBook
 from felix.calc import Builder, KeyUpdateLike, Link, Model, compute
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
@@ -115,7 +115,7 @@ class SyncLoop:
         self.rand = rand
         # ADD stage timings: delivery is marked in on_updates, coalesce/calculation/apply by the route side.
         self.traces = traces
-        self.tracing: tuple[str, ...] = ()  # the ADD traces the apply being reported to on_applied covers
+        self.tracing: tuple[Token, ...] = ()  # the ADD traces the apply being reported to on_applied covers
         self.links: dict[str, Link] = {}
         self.learned: dict[str, tuple[str, ...]] = {}
         self.in_sync = False
@@ -366,7 +366,7 @@ class SyncLoop:
         return revision, desired
 
     async def _apply_side(self, side: _Side, loop: asyncio.AbstractEventLoop) -> None:
-        traced: list[str] = []
+        traced: list[Token] = []
         if self.traces is not None and side is self.routes_side:
             traced = self.traces.calculating(self.model.revision)
         revision, desired = self._calculate()

@@ -81,7 +81,7 @@ ProgrammedWait = Callable[[str, int, float], bool]
 class AddTracer(Protocol):
     """Where an ADD served by the agent records its stages (``felix.addtrace.TraceBook``); never raises."""
 
-    def begin(self, trace_id: str, key: str, shim_started: float | None = None) -> None: ...
+    def begin(self, trace_id: str, key: str, shim_started: float | None = None, claims: str = "") -> None: ...
 
     def mark(self, trace_id: str, stage: str) -> None: ...
 
@@ -272,7 +272,8 @@ class Invocation:
     def add(self) -> dict[str, Any]:
         if self.tracer is not None:
             key = self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace)
-            self.tracer.begin(self.env.container_id, key, self.started)
+            # claims: this node's block affinities, so the trace also follows a block this ADD makes IPAM claim
+            self.tracer.begin(self.env.container_id, key, self.started, f"{self.keys.affinities}{self.node}/")
         try:
             return self._add()
         except BaseException:

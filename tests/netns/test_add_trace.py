@@ -2,8 +2,9 @@
 
 ``l3net-cni`` (the shim) hands the ADD to n1's agent, which claims a static address in a /26 no node
 holds yet; the agent installs the block's blackhole and announces it, and n2 installs it. The trace
-at ``/debug/traces`` on n1's health server must have every stage, in path order, none negative,
-and ``l3net_add_stage_seconds`` must have counted them.
+at ``/debug/traces`` on n1's health server must have every stage, in path order, none negative, the
+new block's own branch (claim -> announce) in order too, and ``l3net_add_stage_seconds`` must have
+counted them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from felix.addtrace import STAGES
+from felix.addtrace import BLOCK_STAGES, STAGES
 from l3net.constants import HEALTH_PORT, METRICS_PORT, ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.etcdserver import EtcdServer
@@ -71,6 +72,12 @@ def test_a_real_add_through_the_agent_is_traced_through_every_stage(
         assert trace["key"].endswith("/n1-k8s-ctrace1-eth0"), trace
         # the shim's stamp was the origin: its start precedes the agent's first mark
         assert trace["stages"][0]["stage"] == "cni_start" and trace["stages"][0]["seconds"] > 0, trace
+
+        # the new block was claimed by this ADD: its own branch, from the claim to its announce, in order
+        block = trace["block"]
+        assert [s["stage"] for s in block] == list(BLOCK_STAGES), trace
+        block_ats = [s["at_s"] for s in block]
+        assert block_ats == sorted(block_ats) and block_ats[0] >= 0, trace
 
         metrics = n1.http(METRICS_PORT, "/metrics")[1]
         for stage in STAGES:

@@ -34,6 +34,25 @@ def test_stages_of_a_sample_add_up_to_the_whole_interval() -> None:
     assert sum(got.values()) == pytest.approx((seen - t0) * 1000)
 
 
+def test_a_new_block_announced_from_its_claim_takes_the_block_branch_as_the_path() -> None:
+    t0 = 10.0
+    tr = trace(10.02, {"cni_start": 0.001, "ipam": 0.03, "wire": 0.03, "endpoint_write": 0.01,
+                       "watch_delivery": 0.002, "coalesce": 0.04, "calculation": 0.001, "apply": 0.002,
+                       "bgp_announce": 0.001})
+    # the affinity arrived 20 ms after the agent began, and its apply + announce came 30 ms later
+    tr["block"] = [{"stage": n, "mono": 10.021 + dt, "at_s": 0.001 + dt}
+                   for n, dt in (("watch_delivery", 0.02), ("coalesce", 0.04), ("calculation", 0.045),
+                                 ("apply", 0.049), ("bgp_announce", 0.05))]
+    seen = 10.021 + 0.05 + 0.012
+    got = addstages.stage_ms(tr, t0, seen)
+    assert list(got) == ["lab_exec", "cni_start", "block_claim", "block_coalesce", "block_calculation",
+                         "block_apply", "block_announce", "remote_install"]
+    assert got["block_claim"] == pytest.approx(20.0) and got["block_coalesce"] == pytest.approx(20.0)
+    assert got["remote_install"] == pytest.approx(12.0)
+    assert sum(got.values()) == pytest.approx((seen - t0) * 1000)
+    assert addstages.endpoint_ms(tr)["coalesce"] == pytest.approx(40.0)
+
+
 def test_find_trace_takes_only_a_finished_complete_trace_of_that_id() -> None:
     doc = {"finished": [trace(1.0, {"ipam": 0.1}, "a"), {**trace(1.0, {}, "b"), "complete": False}],
            "open": [trace(1.0, {}, "c")]}
@@ -56,16 +75,18 @@ def test_control_plane_stage_samples_reach_the_json_and_the_printed_table() -> N
     res = framework.Result("control_plane", "t", quick=True)
     res.sample("add_to_route_ms", "l3net-rr", 100.0, unit="ms", better="lower")
     sample = {"round": 0, "prefix": "10.244.0.0/26", "container_id": "c1", "add_to_route_ms": 100.0,
-              "stages_ms": {"lab_exec": 30.0, "ipam": 25.0, "remote_install": 45.0}}
+              "stages_ms": {"lab_exec": 30.0, "ipam": 25.0, "remote_install": 45.0},
+              "endpoint_stages_ms": {"cni_start": 1.0, "ipam": 25.0, "apply": 2.0}}
     control_plane.declare_stages(res, {"l3net-rr": [sample], "bird-rr": []})
     doc = res.to_json(command="l3net bench control_plane", machine={"kernel": "k", "cores": 2, "cpu_model": "m"},
                       started=0.0, duration=1.0)
     jsonschema.validate(doc, framework.RESULT_SCHEMA)
     assert doc["stage_samples"]["l3net-rr"] == [sample]
     text = framework.format_table(doc)
-    assert "ADD stages" in text
-    line = next(ln for ln in text.splitlines() if ln.startswith("l3net-rr") and " ipam " in ln)
-    assert line.split() == ["l3net-rr", "ipam", "1", "25.0", "25.0", "25.0", "%"]
+    assert "ADD -> remote route, stage by stage" in text and "ADD -> the pod's endpoint" in text
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith("l3net-rr") and " ipam " in ln]
+    assert lines == [["l3net-rr", "ipam", "1", "25.0", "25.0", "25.0", "%"],
+                     ["l3net-rr", "ipam", "1", "25.0", "25.0", "89.3", "%"]]
 
 
 def test_no_stage_samples_no_table() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from felix.addtrace import STAGES, TraceBook
+from felix.addtrace import BLOCK, ENDPOINT, STAGES, TraceBook
 from l3net import metrics
 
 pytestmark = pytest.mark.unit
 
 KEY = "/l3net/v1/workloadendpoints/ns/n1-k8s-pod-eth0"
+CLAIMS = "/l3net/v1/ipam/affinities/n1/"
 
 
 class Clock:
@@ -38,7 +39,7 @@ def run_add(b: TraceBook, clock: Clock, tid: str = "c1", key: str = KEY, revisio
     b.delivered(["/l3net/v1/other", key], revision)
     clock.step(0.05)
     ids = b.calculating(revision)
-    assert ids == [tid]
+    assert ids == [(tid, ENDPOINT)]
     clock.step(0.002)
     b.mark_all(ids, "calculation")
     clock.step(0.004)
@@ -98,7 +99,7 @@ def test_a_calculation_of_an_older_revision_does_not_cover_a_later_delivery() ->
     b.delivered([KEY], 9)
     assert b.calculating(8) == []
     clock.step(0.05)
-    assert b.calculating(9) == ["c1"]
+    assert b.calculating(9) == [("c1", ENDPOINT)]
     assert b.calculating(10) == []  # covered once
 
 
@@ -111,9 +112,9 @@ def test_a_failed_apply_requeues_and_the_retry_covers_the_trace() -> None:
     b.mark_all(ids, "calculation")
     b.requeue(ids)
     clock.step(0.3)  # the backoff
-    assert b.calculating(2) == ["c1"]
-    b.mark_all(["c1"], "apply")
-    b.finish(["c1"])
+    assert b.calculating(2) == [("c1", ENDPOINT)]
+    b.mark_all([("c1", ENDPOINT)], "apply")
+    b.finish([("c1", ENDPOINT)])
     coalesce = {s["stage"]: s["seconds"] for s in b.snapshot()["finished"][0]["stages"]}["coalesce"]
     assert coalesce == pytest.approx(0.3)
 
@@ -167,3 +168,35 @@ def test_finished_traces_feed_the_stage_histogram() -> None:
     b = TraceBook(clock=clock)
     run_add(b, clock)
     assert all(count(s) == before[s] + 1 for s in STAGES)
+
+
+def test_a_block_claimed_by_the_add_is_followed_on_its_own_branch() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.begin("c1", KEY, claims=CLAIMS)
+    b.begin("c2", f"{KEY}-2")  # no claims prefix: no block branch
+    clock.step(0.01)
+    b.delivered(["/l3net/v1/ipam/affinities/n2/10-0-0-0-26"], 4)  # another node's block: not ours
+    b.delivered([CLAIMS + "10-244-0-0-26"], 5)  # IPAM claimed a block (before the ipam stage ended)
+    clock.step(0.005)
+    b.mark("c1", "ipam")
+    tokens = b.calculating(5)
+    assert tokens == [("c1", BLOCK)]
+    clock.step(0.002)
+    b.mark_all(tokens, "calculation")
+    b.mark_all(tokens, "apply")
+    clock.step(0.001)
+    b.mark_all(tokens, "bgp_announce")
+    b.finish(tokens)  # the block branch does not end the trace
+    (tr,) = [t for t in b.snapshot()["open"] if t["id"] == "c1"]
+    assert [s["stage"] for s in tr["block"]] == ["watch_delivery", "coalesce", "calculation", "apply",
+                                                 "bgp_announce"]
+    assert [round(s["at_s"], 6) for s in tr["block"]] == [0.01, 0.015, 0.017, 0.017, 0.018]
+    # a second affinity update (e.g. another ADD's block) does not move the branch
+    b.delivered([CLAIMS + "10-244-0-64-26"], 6)
+    assert b.calculating(6) == []
+    # the endpoint branch still ends the trace (c2: no claims prefix, so no block branch)
+    b.mark("c2", "endpoint_write")
+    b.delivered([f"{KEY}-2"], 7)
+    b.delivered([CLAIMS + "10-244-0-128-26"], 8)
+    assert b.calculating(8) == [("c2", ENDPOINT)]
