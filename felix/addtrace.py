@@ -24,10 +24,11 @@ The block branch: an ADD whose address lies in a block no node held yet makes IP
 claim that block (an affinity for this node); the agent installs the block's route and
 announces it from that update, in parallel with ``wire`` and ``endpoint_write``. So a
 trace also follows the first update under its ``claims`` prefix (this node's
-affinities) delivered before its endpoint: ``block`` holds that branch's own
-``watch_delivery``, ``coalesce``, ``calculation``, ``apply`` and ``bgp_announce`` marks
-(times from the trace's start). Two ADDs in flight when one block is claimed both see
-it: the branch says when the node's block went out, not which ADD asked for it.
+affinities; the loop hands over an affinity only once it is confirmed) delivered
+before its endpoint: ``block`` holds that branch's own ``watch_delivery``, ``coalesce``,
+``calculation``, ``apply`` and ``bgp_announce`` marks (times from the trace's start).
+Two ADDs in flight when one block is claimed both see it: the branch says when the
+node's block went out, not which ADD asked for it.
 
 :class:`TraceBook` owns the traces; thread-safe (CNI worker threads mark the first
 stages, the loop thread the rest). Memory is bounded: at most ``max_open`` traces

@@ -160,11 +160,18 @@ class SyncLoop:
     def on_updates(self, updates: Sequence[KeyUpdateLike]) -> None:
         n = self.model.apply(updates)
         if self.traces is not None:
-            self.traces.delivered((u.key for u in updates), self.model.revision)
+            self.traces.delivered(self._traced_keys(updates), self.model.revision)
         self._pending_updates += n
         if self.on_config is not None and any(u.key.startswith(self.model.config_prefix) for u in updates):
             self.on_config(dict(self.model.config))
         self._mark()
+
+    def _traced_keys(self, updates: Sequence[KeyUpdateLike]) -> list[str]:
+        """The keys an ADD trace may wait for; a block affinity only once confirmed (IPAM writes it pending
+        first, and a pending affinity installs and announces nothing)."""
+        prefix = self.model.keys.affinities
+        return [u.key for u in updates if not u.key.startswith(prefix)
+                or (u.key in self.model.affinities and self.model.affinities[u.key].state == "confirmed")]
 
     def set_config(self, config: LoopConfig) -> None:
         """New timing (datastore configuration changed): used from the next wakeup on."""

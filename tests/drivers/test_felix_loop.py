@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from felix.addtrace import STAGES, TraceBook
 from felix.calc import Link, Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
@@ -379,3 +380,31 @@ def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
     ({}, {}, False)])
 def test_withdraws_any(old: dict[str, tuple[str, ...]], new: dict[str, tuple[str, ...]], withdraws: bool) -> None:
     assert withdraws_any(old, new) is withdraws
+
+
+def test_add_trace_stages_are_marked_by_the_route_side_and_a_pending_affinity_starts_no_block_branch() -> None:
+    rig = Rig({"eth0": 2, "cali1": 11})
+    book = TraceBook(clock=rig.clock, observe=False)
+    rig.sync.traces = book
+    rig.sync.on_in_sync()
+    rig.step()
+    pod = wep("d", "n1", "10.65.1.2/32", "cali1")
+    book.begin("c1", pod.key, claims=f"{KEYS.affinities}n1/")
+    rig.sync.on_updates([affinity("n1", "10.65.1.0/26", "pending")])  # IPAM's first write: announces nothing
+    assert book.snapshot()["open"][0]["block"] == []
+    rig.sync.on_updates([affinity("n1", "10.65.1.0/26")])
+    rig.step()
+    assert ("10.65.1.0/26", M) in rig.ours()
+    block = book.snapshot()["open"][0]["block"]
+    assert [s["stage"] for s in block] == ["watch_delivery", "coalesce", "calculation", "apply"]
+    for stage in ("ipam", "wire", "endpoint_write"):
+        book.mark("c1", stage)
+    rig.sync.on_updates([pod])
+    rig.step()
+    assert ("10.65.1.2/32", M) in rig.ours()
+    snap = book.snapshot()
+    assert snap["open"] == []
+    (trace,) = snap["finished"]
+    # no speaker in this rig: the trace ends at the route apply
+    assert [s["stage"] for s in trace["stages"]] == [s for s in STAGES if s != "bgp_announce"]
+    assert all(s["seconds"] >= 0 for s in trace["stages"])
