@@ -155,8 +155,12 @@ class TraceBook:
             return
         now = self._clock()
         with self._lock:
+            # Traces still waiting for a block claim share one or two prefixes: test each key once per prefix,
+            # not once per open trace (a resync delivers thousands of keys).
+            claims = {tr.claims for tr in self._open.values() if tr.claims and not tr.block}
             for key in keys:
-                self._claimed(key, revision, now)
+                if claims and any(key.startswith(c) for c in claims):
+                    self._claimed(key, revision, now)
                 tid = self._by_key.get(key)
                 tr = self._open.get(tid) if tid is not None else None
                 if tr is None or "watch_delivery" in tr.marks:
