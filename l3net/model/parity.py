@@ -86,6 +86,7 @@ def _filter_rules(direction: str) -> dict[str, FieldParity]:
 
 _HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
 _SERVICES = "Service advertisement is not built (issue 19)"
+_NETSET_V6 = "IPv6 nets are accepted and left out of the IPv4-only policy sets, like a rule's IPv6 nets"
 
 PARITY: dict[str, dict[str, FieldParity]] = {
     "IPPool": {
@@ -201,6 +202,18 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                                   _HOST_ONLY, default=False),
         "serviceAccountSelector": refused("role == 'api'", "restrict the policy to pods of matching ServiceAccounts",
                                           "l3net keeps no ServiceAccounts in its model", default=""),
+    },
+    "NetworkSet": {
+        "nets": implemented("policy.model", "the set's CIDRs: a policy rule's selector that matches the set's "
+                                            "labels matches these addresses",
+                            note=_NETSET_V6 + "; selected by a GlobalNetworkPolicy rule's selector with no "
+                                              "namespaceSelector, or with one that matches the set's namespace"),
+    },
+    "GlobalNetworkSet": {
+        "nets": implemented("policy.model", "the set's CIDRs, cluster-wide: a GlobalNetworkPolicy rule's selector "
+                                            "that matches the set's labels matches these addresses",
+                            note=_NETSET_V6 + "; selected by a rule's selector with no namespaceSelector, or with "
+                                              "namespaceSelector global()"),
     },
 }
 
