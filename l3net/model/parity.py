@@ -60,9 +60,11 @@ def _calico_rules(direction: str) -> dict[str, FieldParity]:
         out |= {
             f"{p}.nets": implemented(c, f"match the {side} address in these CIDRs"),
             f"{p}.notNets": implemented(c, f"match the {side} address outside these CIDRs"),
-            f"{p}.selector": implemented(c, f"match {side} endpoints by labels"),
-            f"{p}.notSelector": implemented(c, f"exclude {side} endpoints by labels"),
-            f"{p}.namespaceSelector": implemented(c, f"match {side} endpoints by their namespace's labels"),
+            f"{p}.selector": implemented(c, f"match {side} endpoints and network sets by labels"),
+            f"{p}.notSelector": implemented(c, f"exclude {side} endpoints and network sets by labels"),
+            f"{p}.namespaceSelector": implemented(c, f"match {side} endpoints by their namespace's labels",
+                                                  note="scopes selector to the endpoints and NetworkSets of "
+                                                       "matching namespaces; global() to GlobalNetworkSets"),
             f"{p}.ports": implemented(c, f"match {side} ports (numbers, ranges, named ports)"),
             f"{p}.notPorts": implemented(c, f"exclude {side} ports"),
             f"{p}.serviceAccounts": refused({"names": ["api"]}, f"match {side} pods by ServiceAccount name or labels",
@@ -190,7 +192,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
     "GlobalNetworkPolicy": {
         "order": implemented("policy.model", "evaluation order"),
         "selector": implemented("policy.compiler", "the endpoints the policy applies to"),
-        "namespaceSelector": implemented("policy.compiler", "restrict to endpoints of selected namespaces"),
+        "namespaceSelector": implemented("policy.compiler", "restrict to endpoints of selected namespaces",
+                                         note="global() selects non-namespaced endpoints only (host endpoints "
+                                              "in Calico), so it applies to no workload"),
         "types": implemented("policy.model", "the directions the policy applies to"),
         **_calico_rules("ingress"),
         **_calico_rules("egress"),
