@@ -12,7 +12,7 @@ from policy.compiler import PolicyCompiler, compile_policy
 from policy.evaluator import Packet, is_allowed
 from policy.simulator import Cluster
 from policy.testing import gnp, netpol, netset, ns, wep
-from tests.unit.test_policy_compiler import NODES, calico_rules, clusters, label_dicts
+from tests.unit.test_policy_compiler import NODES, calico_rules, clusters, label_dicts, peers
 
 pytestmark = pytest.mark.unit
 
@@ -101,6 +101,11 @@ def test_compiled_network_sets_agree_with_evaluator(cluster, sets, globals_, dat
 def test_kubernetes_peers_never_select_network_sets(cluster, sets, data) -> None:
     """Kubernetes NetworkPolicy: a cluster with network sets decides exactly as one without them."""
     workloads, namespaces, pols = cluster
+    # One policy that isolates every pod's egress to selected peers, so that a set a peer selector
+    # wrongly matched would open a way out.
+    pols = [*pols, netpol("egress-to-peers", data.draw(st.sampled_from(["a", "b"])), {
+        "podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": data.draw(st.lists(peers(), min_size=1,
+                                                                                             max_size=2))}]})]
     with_sets, without = simulate(workloads, sets, namespaces, pols), simulate(workloads, [], namespaces, pols)
     for pkt in packets(data, workloads):
         expected = is_allowed(pols, namespaces, workloads, pkt)
