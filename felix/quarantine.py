@@ -173,6 +173,8 @@ class PolicyBuilder:
             else:
                 applied[ref] = w.resource
         workloads = [w.resource for w in model.workloads.values() if not outside_pools(w, pools)]
+        # Network sets are selector-set members too (their nets stand for their labels in rules).
+        workloads += [*model.resources_of("GlobalNetworkSet"), *model.resources_of("NetworkSet")]
         cfg = self.settings() if self.settings is not None else None
         action = cfg.default_endpoint_to_host_action if cfg is not None else "Drop"
         failsafe = cfg.failsafe_inbound_host_ports if cfg is not None and cfg.workload_to_host_failsafe else ()

@@ -36,7 +36,9 @@ Every rule carries ``-m comment --comment "l3n:<hash>"``; the hash chains over
 the previous rule's hash (seeded with the chain name, Felix style), so the
 driver diffs chains by comparing hash lists and never parses rule bodies.
 
-Selector members go into ``hash:net`` ipsets of member addresses; named ports
+Selector members go into ``hash:net`` ipsets of member addresses (for a GlobalNetworkPolicy rule's
+selector, the nets of matching NetworkSets and GlobalNetworkSets too, as in Calico; ``all_endpoints``
+carries the sets; Kubernetes peers select pods only); named ports
 into ``hash:ip,port`` sets of ``ip,proto:port``. Set and chain names are
 deterministic hashes of their canonical meaning, so a rule never mentions a
 member: a label change only changes set members, never a policy chain.
@@ -73,14 +75,18 @@ from typing import Any
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
-from policy.calico_selector import LabelOp
+from policy.calico_selector import Has, LabelOp, Not
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
+    CALICO_ORCHESTRATOR_LABEL,
     NAMESPACE_LABEL_PREFIX,
+    NETWORK_SET_KINDS,
     endpoint_labels,
     gnp_order,
     gnp_types,
     namespace_labels,
+    network_set_labels,
+    network_set_nets,
     policy_types,
     workload_ips,
     workload_ports,
@@ -261,6 +267,18 @@ class _Refs:
         return name
 
 
+# Every workload endpoint carries the orchestrator label (policy.model.endpoint_labels); no network set does.
+_PODS_ONLY = Has(CALICO_ORCHESTRATOR_LABEL)
+# Calico's namespaceSelector ``global()``: the non-namespaced things (here GlobalNetworkSets; no HostEndpoints).
+_NON_NAMESPACED = Not(Has(CALICO_NAMESPACE_LABEL))
+
+
+def _namespace_scope(ns_text: str) -> Selector:
+    """A Calico namespaceSelector as a selector over endpoint and network set labels."""
+    return with_key_prefix(parse_calico(ns_text, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX,
+                           global_to=_NON_NAMESPACED)
+
+
 def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
     """A NetworkPolicy peer's pod/namespace selectors as one selector over endpoint labels."""
     pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
@@ -269,7 +287,9 @@ def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
         nsel: Selector = LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol_ns,))
     else:
         nsel = with_key_prefix(parse_label_selector(ns_sel, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX)
-    return all_of(nsel, psel)
+    # Pods only, as Calico converts a Kubernetes peer: network sets share the selector sets' index
+    # and carry no orchestrator label.
+    return all_of(_PODS_ONLY, nsel, psel)
 
 
 def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str, side: str) -> str | None:
@@ -375,8 +395,7 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
     sel_text, ns_text = entity.get("selector"), entity.get("namespaceSelector")
     if sel_text is not None or ns_text is not None:
         sel = all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
-                     with_key_prefix(parse_calico(ns_text, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX)
-                     if ns_text is not None else None)
+                     _namespace_scope(ns_text) if ns_text is not None else None)
         if isinstance(sel, Nothing):
             return None
         base.append(f"-m set --match-set {refs.selector_set(sel)} {side}")
@@ -497,8 +516,7 @@ def _compile_one(pol: Resource) -> _Compiled | None:
             types = gnp_types(pol.spec)
             sel_text, ns_text = pol.spec.get("selector"), pol.spec.get("namespaceSelector")
             applies = all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
-                             with_key_prefix(parse_calico(ns_text, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX)
-                             if ns_text is not None else None)
+                             _namespace_scope(ns_text) if ns_text is not None else None)
             chains = {d: (_chain_name("gi" if d == "Ingress" else "go", pol.name), _gnp_rules(refs, pol, d))
                       for d in types}
             sort_key: tuple[Any, ...] = (0, gnp_order(pol.spec), pol.name)
@@ -568,17 +586,25 @@ class PolicyCompiler:
         """Update the member index; returns set names whose members' addresses or ports changed."""
         dirty: set[str] = set()
         seen: set[Hashable] = set()
+        key: Hashable
         for wep in all_endpoints:
-            if wep.kind != "WorkloadEndpoint":
+            if wep.kind == "WorkloadEndpoint":
+                key = (wep.namespace or "", wep.name)
+            elif wep.kind in NETWORK_SET_KINDS:
+                key = (wep.kind, wep.namespace or "", wep.name)  # never equal to an endpoint's 2-tuple
+            else:
                 continue
-            key = (wep.namespace or "", wep.name)
             seen.add(key)
             old = self._endpoints.get(key)
             if old is not None and (old.resource is wep or old.resource == wep) \
                     and (wep.namespace or "") not in changed_ns:
                 continue
-            ep = _Endpoint(wep, endpoint_labels(wep, self._ns_labels), tuple(workload_ips(wep)),
-                           tuple(workload_ports(wep)))
+            if wep.kind == "WorkloadEndpoint":
+                ep = _Endpoint(wep, endpoint_labels(wep, self._ns_labels), tuple(workload_ips(wep)),
+                               tuple(workload_ports(wep)))
+            else:
+                # A network set is a selector-set member like an endpoint: its nets are its addresses.
+                ep = _Endpoint(wep, network_set_labels(wep, self._ns_labels), tuple(network_set_nets(wep)), ())
             self._endpoints[key] = ep
             self._members.update_item(key, ep.labels)
             if old is None or old.ips != ep.ips or old.ports != ep.ports:
@@ -656,6 +682,9 @@ class PolicyCompiler:
                 failsafe_ports: Sequence[tuple[str, int]] = (),
                 fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
         """The whole policy dataplane of one node (see the module docstring for its layout).
+
+        ``all_endpoints``: every WorkloadEndpoint and every NetworkSet and GlobalNetworkSet (selector-set
+        members; other kinds are ignored). A change of a set's nets or labels only changes set members.
 
         ``endpoint_to_host_action``: Calico's DefaultEndpointToHostAction (Drop, Accept, Return);
         ``failsafe_ports``: (protocol, port) pairs a workload may reach on the node even so.

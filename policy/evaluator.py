@@ -54,6 +54,14 @@ Calico GlobalNetworkPolicy (``projectcalico.org/v3``), as Felix renders tiers:
   address passes it); ``ports`` = port in any (number, ``"lo:hi"``, or a name
   resolved on that side's workload with the rule's protocol); ``notPorts`` = in none.
   An unparsable selector matches nothing.
+* Network sets (Calico's ``NetworkSet``/``GlobalNetworkSet``, passed with the workloads): a rule
+  entity's ``selector`` (with its ``namespaceSelector``) also matches an address inside the IPv4
+  ``nets`` of a matching set, and ``notSelector`` excludes such an address. A GlobalNetworkSet's labels
+  are its own; a NetworkSet's are its own plus its namespace (as an endpoint's, without the
+  orchestrator label). ``namespaceSelector`` is matched against the namespace's labels for namespaced
+  things and against no labels for a GlobalNetworkSet; ``global()`` in it is true exactly for the
+  non-namespaced (GlobalNetworkSets; a GNP with ``namespaceSelector: global()`` applies to no
+  workload). Kubernetes NetworkPolicy peers and the policies' own selectors never select a set.
 """
 
 from __future__ import annotations
@@ -64,12 +72,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net.model import Resource
+from policy.calico_selector import All, And, Global, Not, Or, Selector
 from policy.model import (
+    NETWORK_SET_KINDS,
     endpoint_labels,
     gnp_order,
     gnp_types,
     labels_of_namespace,
     namespace_labels,
+    network_set_labels,
+    network_set_nets,
     own_labels,
     policy_types,
     workload_ips,
@@ -101,23 +113,66 @@ def is_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], wor
                   key=lambda p: (gnp_order(p.spec), p.name))
     nps = [p for p in policies if p.kind == "NetworkPolicy"]
     ns_labels = namespace_labels(namespaces)
-    wls = [w for w in workloads if w.kind == "WorkloadEndpoint"]
+    everything = list(workloads)
+    wls = [w for w in everything if w.kind == "WorkloadEndpoint"]
+    sets = tuple(w for w in everything if w.kind in NETWORK_SET_KINDS)
     src_wl = _by_ip(wls, packet.src)
     dst_wl = _by_ip(wls, packet.dst)
-    if src_wl is not None and not _endpoint_allows(gnps, nps, ns_labels, src_wl, "Egress", packet, src_wl, dst_wl):
+    ctx = _Context(ns_labels, sets)
+    if src_wl is not None and not _endpoint_allows(gnps, nps, ctx, src_wl, "Egress", packet, src_wl, dst_wl):
         return False
-    return dst_wl is None or _endpoint_allows(gnps, nps, ns_labels, dst_wl, "Ingress", packet, src_wl, dst_wl)
+    return dst_wl is None or _endpoint_allows(gnps, nps, ctx, dst_wl, "Ingress", packet, src_wl, dst_wl)
 
 
-def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ns_labels: Mapping[str, Mapping[str, str]],
+@dataclass(frozen=True)
+class _Context:
+    """What rule matching looks up besides the packet: namespace labels and the network sets."""
+
+    ns_labels: Mapping[str, Mapping[str, str]]
+    sets: tuple[Resource, ...]
+
+
+def _ns_selector_matches(sel: Selector, ns_labels: Mapping[str, str] | None) -> bool:
+    """A namespaceSelector on a thing in a namespace with ``ns_labels``, or (None) on a non-namespaced one."""
+    if isinstance(sel, Global):
+        return ns_labels is None
+    if isinstance(sel, All):
+        return True
+    if isinstance(sel, Not):
+        return not _ns_selector_matches(sel.inner, ns_labels)
+    if isinstance(sel, And):
+        return all(_ns_selector_matches(p, ns_labels) for p in sel.parts)
+    if isinstance(sel, Or):
+        return any(_ns_selector_matches(p, ns_labels) for p in sel.parts)
+    return sel.matches(ns_labels or {})
+
+
+def _set_selected(netset: Resource, sel: str | None, ns_sel: str | None, ctx: _Context) -> bool:
+    """Whether a rule entity's selector (and namespaceSelector) selects this network set."""
+    if sel is not None and not parse_calico(sel).matches(network_set_labels(netset, ctx.ns_labels)):
+        return False
+    if ns_sel is None:
+        return True
+    ns = labels_of_namespace(ctx.ns_labels, netset.namespace or "") if netset.kind == "NetworkSet" else None
+    return _ns_selector_matches(parse_calico(ns_sel), ns)
+
+
+def _in_selected_set(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, sel: str | None, ns_sel: str | None,
+                     ctx: _Context) -> bool:
+    return any(_set_selected(s, sel, ns_sel, ctx) and any(ip in ipaddress.ip_network(n) for n in network_set_nets(s))
+               for s in ctx.sets)
+
+
+def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ctx: _Context,
                      wl: Resource, direction: str, packet: Packet, src_wl: Resource | None,
                      dst_wl: Resource | None) -> bool:
+    ns_labels = ctx.ns_labels
     applying = [g for g in gnps if direction in gnp_types(g.spec) and _gnp_selects(g, wl, ns_labels)]
     if applying:
         passed = False
         for gnp in applying:
             for rule in gnp.spec.get("ingress" if direction == "Ingress" else "egress") or []:
-                if not _calico_rule_matches(rule, packet, ns_labels, src_wl, dst_wl):
+                if not _calico_rule_matches(rule, packet, ctx, src_wl, dst_wl):
                     continue
                 action = rule.get("action")
                 if action == "Allow":
@@ -141,7 +196,8 @@ def _gnp_selects(gnp: Resource, wl: Resource, ns_labels: Mapping[str, Mapping[st
     if sel is not None and not parse_calico(sel).matches(endpoint_labels(wl, ns_labels)):
         return False
     ns_sel = gnp.spec.get("namespaceSelector")
-    return ns_sel is None or parse_calico(ns_sel).matches(labels_of_namespace(ns_labels, wl.namespace or ""))
+    return ns_sel is None or _ns_selector_matches(parse_calico(ns_sel),
+                                                  labels_of_namespace(ns_labels, wl.namespace or ""))
 
 
 _PROTO_NUMBERS = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite", 58: "icmpv6"}
@@ -153,7 +209,7 @@ def _proto_name(value: Any) -> str:
     return str(value).lower()
 
 
-def _calico_rule_matches(rule: Mapping[str, Any], packet: Packet, ns_labels: Mapping[str, Mapping[str, str]],
+def _calico_rule_matches(rule: Mapping[str, Any], packet: Packet, ctx: _Context,
                          src_wl: Resource | None, dst_wl: Resource | None) -> bool:
     proto = packet.protocol.lower()
     if rule.get("protocol") is not None and _proto_name(rule["protocol"]) != proto:
@@ -167,13 +223,13 @@ def _calico_rule_matches(rule: Mapping[str, Any], packet: Packet, ns_labels: Map
         if icmp.get("code") is not None and packet.icmp_code != icmp["code"]:
             return False
     rule_proto = _proto_name(rule["protocol"]) if rule.get("protocol") is not None else None
-    return (_entity_matches(rule.get("source") or {}, packet.src, packet.src_port, src_wl, rule_proto, ns_labels)
-            and _entity_matches(rule.get("destination") or {}, packet.dst, packet.dst_port, dst_wl, rule_proto,
-                                ns_labels))
+    return (_entity_matches(rule.get("source") or {}, packet.src, packet.src_port, src_wl, rule_proto, ctx)
+            and _entity_matches(rule.get("destination") or {}, packet.dst, packet.dst_port, dst_wl, rule_proto, ctx))
 
 
 def _entity_matches(entity: Mapping[str, Any], ip_text: str, port: int | None, wl: Resource | None,
-                    rule_proto: str | None, ns_labels: Mapping[str, Mapping[str, str]]) -> bool:
+                    rule_proto: str | None, ctx: _Context) -> bool:
+    ns_labels = ctx.ns_labels
     ip = ipaddress.ip_address(ip_text)
     nets = entity.get("nets")
     if nets and not any(ip in ipaddress.ip_network(n, strict=False) for n in nets):
@@ -182,15 +238,15 @@ def _entity_matches(entity: Mapping[str, Any], ip_text: str, port: int | None, w
         return False
     sel, ns_sel = entity.get("selector"), entity.get("namespaceSelector")
     if sel is not None or ns_sel is not None:
-        if wl is None:
-            return False
-        if sel is not None and not parse_calico(sel).matches(endpoint_labels(wl, ns_labels)):
-            return False
-        if ns_sel is not None and not parse_calico(ns_sel).matches(
-                labels_of_namespace(ns_labels, wl.namespace or "")):
+        # The address is selected through a workload that has it, or a network set whose nets hold it.
+        by_wl = wl is not None and (sel is None or parse_calico(sel).matches(endpoint_labels(wl, ns_labels))) and (
+            ns_sel is None or _ns_selector_matches(parse_calico(ns_sel),
+                                                   labels_of_namespace(ns_labels, wl.namespace or "")))
+        if not by_wl and not _in_selected_set(ip, sel, ns_sel, ctx):
             return False
     not_sel = entity.get("notSelector")
-    if not_sel is not None and wl is not None and parse_calico(not_sel).matches(endpoint_labels(wl, ns_labels)):
+    if not_sel is not None and ((wl is not None and parse_calico(not_sel).matches(endpoint_labels(wl, ns_labels)))
+                                or _in_selected_set(ip, not_sel, None, ctx)):
         return False
     ports = entity.get("ports") or []
     if ports and not any(_calico_port_matches(p, port, wl, rule_proto) for p in ports):

@@ -113,3 +113,37 @@ def gnp_order(spec: Mapping[str, Any]) -> float:
     if isinstance(order, (int, float)) and not isinstance(order, bool):
         return float(order)
     return float("inf")
+
+
+NETWORK_SET_KINDS = ("NetworkSet", "GlobalNetworkSet")
+
+
+def network_set_nets(netset: Resource, version: int | None = 4) -> list[str]:
+    """The CIDRs in ``spec.nets`` of a (Global)NetworkSet; IPv4 only by default (the policy dataplane is)."""
+    out: list[str] = []
+    for net in netset.spec.get("nets") or []:
+        try:
+            parsed = ipaddress.ip_network(str(net), strict=False)
+        except ValueError:
+            _log.warning("network set net ignored set=%s net=%r", netset.ref, net)
+            continue
+        if version is None or parsed.version == version:
+            out.append(str(parsed))
+    return out
+
+
+def network_set_labels(netset: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The labels a Calico selector sees on a network set.
+
+    A GlobalNetworkSet has its own labels only (no ``projectcalico.org/namespace``: that absence is
+    what ``namespaceSelector: global()`` selects). A namespaced NetworkSet also carries its
+    namespace, as ``projectcalico.org/namespace`` and its namespace's labels under ``pcns.``, like an
+    endpoint, but no ``projectcalico.org/orchestrator``: Kubernetes NetworkPolicy peers, which
+    select pods, require that label and so never select a network set (as in Calico).
+    """
+    out = own_labels(netset)
+    if netset.kind == "NetworkSet":
+        ns = netset.namespace or ""
+        out.update((f"{NAMESPACE_LABEL_PREFIX}{k}", v) for k, v in labels_of_namespace(ns_labels, ns).items())
+        out[CALICO_NAMESPACE_LABEL] = ns
+    return out

@@ -66,8 +66,14 @@ def all_of(*parts: Selector | None) -> Selector:
     return kept[0] if len(kept) == 1 else And(tuple(kept))
 
 
-def with_key_prefix(sel: Selector, prefix: str) -> Selector:
-    """The same selector over keys renamed ``prefix + key`` (how namespace selectors become endpoint selectors)."""
+def with_key_prefix(sel: Selector, prefix: str, global_to: Selector | None = None) -> Selector:
+    """The same selector over keys renamed ``prefix + key`` (how namespace selectors become endpoint selectors).
+
+    ``global_to``: what ``global()`` becomes (Calico's namespaceSelector ``global()`` selects the
+    non-namespaced things, so the compiler passes "has no namespace label"); None keeps it as is.
+    """
+    if isinstance(sel, Global) and global_to is not None:
+        return global_to
     if isinstance(sel, (All, Global, Nothing)):
         return sel
     if isinstance(sel, Has):
@@ -75,11 +81,11 @@ def with_key_prefix(sel: Selector, prefix: str) -> Selector:
     if isinstance(sel, LabelOp):
         return LabelOp(prefix + sel.key, sel.op, sel.values)
     if isinstance(sel, Not):
-        return Not(with_key_prefix(sel.inner, prefix))
+        return Not(with_key_prefix(sel.inner, prefix, global_to))
     if isinstance(sel, And):
-        return And(tuple(with_key_prefix(p, prefix) for p in sel.parts))
+        return And(tuple(with_key_prefix(p, prefix, global_to) for p in sel.parts))
     if isinstance(sel, Or):
-        return Or(tuple(with_key_prefix(p, prefix) for p in sel.parts))
+        return Or(tuple(with_key_prefix(p, prefix, global_to) for p in sel.parts))
     raise TypeError(f"unknown selector node {sel!r}")
 
 

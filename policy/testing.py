@@ -28,3 +28,10 @@ def netpol(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
 
 def gnp(name: str, spec: dict[str, Any]) -> Resource:
     return Resource("GlobalNetworkPolicy", name, spec)
+
+
+def netset(name: str, nets: list[str], labels: dict[str, str] | None = None,
+           namespace: str | None = None) -> Resource:
+    """A GlobalNetworkSet, or with ``namespace`` a NetworkSet."""
+    kind = "NetworkSet" if namespace else "GlobalNetworkSet"
+    return Resource(kind, name, {"nets": list(nets)}, namespace=namespace, labels=dict(labels or {}))

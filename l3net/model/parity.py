@@ -60,9 +60,11 @@ def _calico_rules(direction: str) -> dict[str, FieldParity]:
         out |= {
             f"{p}.nets": implemented(c, f"match the {side} address in these CIDRs"),
             f"{p}.notNets": implemented(c, f"match the {side} address outside these CIDRs"),
-            f"{p}.selector": implemented(c, f"match {side} endpoints by labels"),
-            f"{p}.notSelector": implemented(c, f"exclude {side} endpoints by labels"),
-            f"{p}.namespaceSelector": implemented(c, f"match {side} endpoints by their namespace's labels"),
+            f"{p}.selector": implemented(c, f"match {side} endpoints and network sets by labels"),
+            f"{p}.notSelector": implemented(c, f"exclude {side} endpoints and network sets by labels"),
+            f"{p}.namespaceSelector": implemented(c, f"match {side} endpoints by their namespace's labels",
+                                                  note="scopes selector to the endpoints and NetworkSets of "
+                                                       "matching namespaces; global() to GlobalNetworkSets"),
             f"{p}.ports": implemented(c, f"match {side} ports (numbers, ranges, named ports)"),
             f"{p}.notPorts": implemented(c, f"exclude {side} ports"),
             f"{p}.serviceAccounts": refused({"names": ["api"]}, f"match {side} pods by ServiceAccount name or labels",
@@ -86,6 +88,7 @@ def _filter_rules(direction: str) -> dict[str, FieldParity]:
 
 _HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
 _SERVICES = "Service advertisement is not built (issue 19)"
+_NETSET_V6 = "IPv6 nets are accepted and left out of the IPv4-only policy sets, like a rule's IPv6 nets"
 
 PARITY: dict[str, dict[str, FieldParity]] = {
     "IPPool": {
@@ -189,7 +192,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
     "GlobalNetworkPolicy": {
         "order": implemented("policy.model", "evaluation order"),
         "selector": implemented("policy.compiler", "the endpoints the policy applies to"),
-        "namespaceSelector": implemented("policy.compiler", "restrict to endpoints of selected namespaces"),
+        "namespaceSelector": implemented("policy.compiler", "restrict to endpoints of selected namespaces",
+                                         note="global() selects non-namespaced endpoints only (host endpoints "
+                                              "in Calico), so it applies to no workload"),
         "types": implemented("policy.model", "the directions the policy applies to"),
         **_calico_rules("ingress"),
         **_calico_rules("egress"),
@@ -201,6 +206,18 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                                   _HOST_ONLY, default=False),
         "serviceAccountSelector": refused("role == 'api'", "restrict the policy to pods of matching ServiceAccounts",
                                           "l3net keeps no ServiceAccounts in its model", default=""),
+    },
+    "NetworkSet": {
+        "nets": implemented("policy.model", "the set's CIDRs: a policy rule's selector that matches the set's "
+                                            "labels matches these addresses",
+                            note=_NETSET_V6 + "; selected by a GlobalNetworkPolicy rule's selector with no "
+                                              "namespaceSelector, or with one that matches the set's namespace"),
+    },
+    "GlobalNetworkSet": {
+        "nets": implemented("policy.model", "the set's CIDRs, cluster-wide: a GlobalNetworkPolicy rule's selector "
+                                            "that matches the set's labels matches these addresses",
+                            note=_NETSET_V6 + "; selected by a rule's selector with no namespaceSelector, or with "
+                                              "namespaceSelector global()"),
     },
 }
 

@@ -46,6 +46,9 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     _kind("NetworkPolicy", "networkpolicies", True, K8S_NETPOL_API, (), ("networkpolicy", "netpol", "np")),
     _kind("GlobalNetworkPolicy", "globalnetworkpolicies", False, L3NET_API, (CALICO_API,),
           ("globalnetworkpolicy", "gnp")),
+    _kind("NetworkSet", "networksets", True, L3NET_API, (CALICO_API,), ("networkset", "netset", "netsets")),
+    _kind("GlobalNetworkSet", "globalnetworksets", False, L3NET_API, (CALICO_API,),
+          ("globalnetworkset", "gns", "globalnetset")),
 )}
 
 KINDS_BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS.values()}

@@ -82,6 +82,8 @@ BAD_FILES = [
                         "spec: {bgp: {asNumber: sixty}}\n", "spec.bgp.asNumber"),
     ("peer-ip-not-ip", "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: tor}\n"
                        "spec: {peerIP: tor.example, asNumber: 65000}\n", "spec.peerIP"),
+    ("network-set-net", "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: ext}\n"
+                        "spec: {nets: [192.0.2.0/24, 10.0.0.0/33]}\n", "spec.nets[1]"),
     ("peer-ip-own-node", "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: tor}\n"
                          "spec: {node: n1, peerIP: 10.1.0.11, asNumber: 65000}\n", "own address"),
 ]
@@ -158,6 +160,39 @@ def test_apply_get_delete_roundtrip_in_process(env: dict[str, str], tmp_path: Pa
     assert main(["get", "ippool", "base-pool"]) == 1
     capsys.readouterr()
     assert main(["get", "nodes", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == []
+
+
+NETWORK_SETS = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: external, labels: {role: external}}
+spec: {nets: [192.0.2.0/24, "2001:db8::/64"]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: partners, namespace: web, labels: {role: partner}}
+spec: {nets: [198.51.100.0/28]}
+"""
+
+
+def test_network_sets_apply_list_and_delete(env: dict[str, str], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "sets.yaml"
+    path.write_text(NETWORK_SETS)
+    assert main(["apply", "-f", str(path)]) == 0
+    assert "Successfully applied 2" in capsys.readouterr().out
+    assert main(["get", "globalnetworksets"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+        ["NAME", "NETS", "LABELS"], ["external", "192.0.2.0/24,2001:db8::/64", "role=external"]]
+    assert main(["get", "networksets", "-A"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["web", "partners", "198.51.100.0/28", "role=partner"]
+    assert main(["get", "networkset", "partners", "-n", "web", "-o", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "NetworkSet" and doc["spec"]["nets"] == ["198.51.100.0/28"]
+    assert main(["delete", "-f", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["get", "gns", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["items"] == []
 
 

@@ -50,6 +50,27 @@ spec:
     protocol: UDP
     destination: {selector: k8s-app == 'kube-dns', ports: [53]}
 """,
+    "network-sets": """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: a-name-for-the-set, labels: {role: external-database}}
+spec: {nets: [198.51.100.0/28, 203.0.113.0/24, "2001:db8::/64"]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkSet
+metadata: {name: external-database, namespace: staging, labels: {role: db}}
+spec: {nets: [198.51.100.0/28]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: allow-egress-to-external-db}
+spec:
+  selector: app == 'frontend'
+  types: [Egress]
+  egress:
+  - action: Allow
+    destination: {selector: role == 'external-database', namespaceSelector: global()}
+""",
 }
 
 REFUSED = {
@@ -96,12 +117,12 @@ spec:
       serviceAccounts: {names: [api-service]}
   selector: all()
 """, "spec.ingress[0].source.serviceAccounts: l3net does not support this field"),
-    "network-set": ("""\
+    "network-set-host-bits": ("""\
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
-metadata: {name: a-name-for-the-set, labels: {role: external-database}}
-spec: {nets: [198.51.100.0/28]}
-""", "unknown kind 'GlobalNetworkSet'"),
+metadata: {name: sloppy, labels: {role: external-database}}
+spec: {nets: [198.51.100.7/28]}
+""", "spec.nets[0]: '198.51.100.7/28' has host bits set"),
     "host-endpoint": ("""\
 apiVersion: projectcalico.org/v3
 kind: HostEndpoint

@@ -36,6 +36,8 @@ BASE: dict[str, tuple[str, dict[str, Any]]] = {
     "NetworkPolicy": ("np", {}),
     "GlobalNetworkPolicy": ("g", {"selector": "all()", "ingress": copy.deepcopy(_RULES),
                                   "egress": copy.deepcopy(_RULES)}),
+    "NetworkSet": ("ns", {"nets": ["192.0.2.0/24"]}),
+    "GlobalNetworkSet": ("gns", {"nets": ["198.51.100.0/24", "2001:db8::/64"]}),
 }
 
 

@@ -23,6 +23,7 @@ from l3net.model.validate.checker import Check, Checker, obj
 from l3net.model.validate.ippool import IPPOOL_SPEC
 from l3net.model.validate.ipreservation import IPRESERVATION_SPEC
 from l3net.model.validate.k8s_policy import NETWORK_POLICY_SPEC
+from l3net.model.validate.network_set import NETWORK_SET_SPEC
 from l3net.model.validate.workload import WORKLOAD_ENDPOINT_SPEC, workload_endpoint_name_check
 
 _log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ SPECS: dict[str, Check] = {
     "Namespace": NAMESPACE_SPEC,
     "NetworkPolicy": NETWORK_POLICY_SPEC,
     "GlobalNetworkPolicy": GLOBAL_NETWORK_POLICY_SPEC,
+    "NetworkSet": NETWORK_SET_SPEC,
+    "GlobalNetworkSet": NETWORK_SET_SPEC,
 }
 
 NAME_CHECKS: dict[str, NameCheck] = {
