@@ -73,7 +73,16 @@ from typing import Any
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
-from policy.calico_selector import LabelOp
+from l3net.model.calico_selector import LabelOp
+from l3net.model.selectors import (
+    Nothing,
+    Selector,
+    all_of,
+    canonical_string,
+    parse_calico,
+    parse_label_selector,
+    with_key_prefix,
+)
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
     NAMESPACE_LABEL_PREFIX,
@@ -85,16 +94,7 @@ from policy.model import (
     workload_ips,
     workload_ports,
 )
-from policy.selectors import (
-    Nothing,
-    Selector,
-    SelectorIndex,
-    all_of,
-    canonical_string,
-    parse_calico,
-    parse_label_selector,
-    with_key_prefix,
-)
+from policy.selectors import SelectorIndex
 
 _log = logging.getLogger(__name__)
 

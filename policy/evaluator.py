@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net.model import Resource
+from l3net.model.selectors import parse_calico, parse_label_selector
 from policy.model import (
     endpoint_labels,
     gnp_order,
@@ -75,7 +76,6 @@ from policy.model import (
     workload_ips,
     workload_ports,
 )
-from policy.selectors import parse_calico, parse_label_selector
 
 __all__ = ["Packet", "is_allowed", "reply_allowed"]
 
