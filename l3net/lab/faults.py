@@ -53,7 +53,8 @@ from typing import Any
 from l3net import netns
 from l3net.lab import cgroups as cg
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, _ip, start_etcd_member, start_node_processes
+from l3net.lab.errors import LabError
+from l3net.lab.runtime import _ip, start_etcd_member, start_node_processes
 
 _log = logging.getLogger(__name__)
 

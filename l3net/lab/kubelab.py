@@ -31,7 +31,8 @@ from typing import Any
 from l3net import netns
 from l3net.lab import cgroups as cg
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, l3net_argv
+from l3net.lab.errors import LabError
+from l3net.lab.node import l3net_argv
 
 _log = logging.getLogger(__name__)
 
