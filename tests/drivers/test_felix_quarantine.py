@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from felix.calc import Link
+from felix.links import Link
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO
 from policy.testing import gnp

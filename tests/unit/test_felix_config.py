@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 
 from felix import config
-from felix.health import HealthServer, HealthState
 from felix.nodeip import Address, Method, choose, parse_method
+from l3net.health import HealthServer, HealthState
 from l3net.keys import KeyLayout
 
 pytestmark = pytest.mark.unit

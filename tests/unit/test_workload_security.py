@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from felix.calc import Link, Model, compute
+from felix.calc import Model, compute
 from felix.config import (
     CALICO_FAILSAFE_INBOUND,
     ConfigError,
@@ -21,6 +21,7 @@ from felix.config import (
     with_datastore,
 )
 from felix.desired import InterfaceSpec, RouteSpec
+from felix.links import Link
 from felix.main import policy_builder
 from l3net.cni.config import parse_env, parse_netconf
 from l3net.cni.errors import CNIError
