@@ -435,7 +435,7 @@ def etcd_member_state(state: st.LabState, member: str) -> str:
 
 def etcd_leader(state: st.LabState, timeout: float = 10.0) -> str:
     """The member that leads now, as a running member reports it; LabError if none does within ``timeout``."""
-    from l3net.etcdserver import member_status
+    from l3net.lab.etcdserver import member_status
 
     names = etcd_members(state)
     members = state.data["etcd"]["members"]

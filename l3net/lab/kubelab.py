@@ -43,7 +43,7 @@ BOOKMARK_INTERVAL = 5.0
 
 
 def _free_port() -> int:
-    from l3net.etcdserver import free_port
+    from l3net.lab.etcdserver import free_port
 
     return free_port()
 

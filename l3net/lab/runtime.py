@@ -54,7 +54,7 @@ from l3net.model.client import ResourceClient
 from l3net.model.documents import load_documents
 
 if TYPE_CHECKING:
-    from l3net.etcdserver import EtcdServer
+    from l3net.lab.etcdserver import EtcdServer
 
 _log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ class LabRuntime:
             self.state.save()
             self.out(f"etcd: using {external} ({ETCD_ENV})")
             return
-        from l3net.etcdserver import SOCKET_NAME, free_port
+        from l3net.lab.etcdserver import SOCKET_NAME, free_port
 
         shm = Path("/dev/shm")
         data_base = (shm if shm.is_dir() else self.state.dir) / f"l3net-lab-{self.topo.name}-etcd"
@@ -424,7 +424,7 @@ def etcd_members_from_env() -> int:
 
 
 def _etcd_server(state: st.LabState, member: str) -> EtcdServer:
-    from l3net.etcdserver import EtcdServer
+    from l3net.lab.etcdserver import EtcdServer
 
     etcd = state.data["etcd"]
     rec = etcd["members"][member]
@@ -663,7 +663,7 @@ def down_state(state: st.LabState, out: Printer = print) -> list[str]:
             leftovers.append(f"namespace {name}")
     etcd = data.get("etcd", {})
     if etcd.get("own"):
-        from l3net.etcdserver import kill_recorded
+        from l3net.lab.etcdserver import kill_recorded
 
         for rec in etcd.get("members", {}).values():
             kill_recorded(rec["run_dir"])

@@ -32,7 +32,7 @@ from l3net.model.validation import resource_from_document, workload_endpoint_nam
 from policy.compiler import CHAIN_INPUT, CHAIN_WL_TO_HOST, compile_policy, wl_to_host_rules
 from policy.evaluator import Packet, is_allowed
 from policy.model import CALICO_NAMESPACE_LABEL, endpoint_labels, namespace_labels
-from policy.testing import netpol, ns, wep
+from tests.builders import netpol, ns, wep
 
 pytestmark = pytest.mark.unit
 
