@@ -1,4 +1,4 @@
-"""felix.config (the parameter table), felix.nodeip (address autodetection) and felix.health."""
+"""felix.config (the parameter table), felix.nodeip (address autodetection) and l3net.health."""
 
 from __future__ import annotations
 
