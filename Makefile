@@ -31,7 +31,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 bench: setup
-	$(VENV)/bin/l3net bench all
+	$(VENV)/bin/l3net-bench all
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results/*.tmp

@@ -1,6 +1,6 @@
 """bench.ipam: 500 ADD/DEL cycles across two nodes against a private etcd.
 
-``l3net.ipam.IPAM`` runs against its own etcd (``l3net.etcdserver.EtcdServer``,
+``l3net.ipam.IPAM`` runs against its own etcd (``l3net.lab.etcdserver.EtcdServer``,
 data on tmpfs) through a :class:`CountingDatastore` that counts every etcd
 write (put, create, CAS update, delete, multi-op commit = one txn each) and read.
 Cycles alternate between node-a and node-b; each ADD is followed by the DEL
@@ -26,9 +26,9 @@ from typing import Any
 from bench.framework import Context, Result, need_binary
 from l3net.datastore import EtcdDatastore
 from l3net.datastore.base import Datastore, KeyValue, Op, Watch
-from l3net.etcdserver import EtcdServer
 from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
 

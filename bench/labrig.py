@@ -30,6 +30,7 @@ from typing import Any
 from bench.framework import Workspace, need_binary
 from l3net import netns
 from l3net.constants import HEALTH_PORT
+from l3net.lab import node as lab_node
 from l3net.lab import pods, runtime
 from l3net.lab import state as lab_state
 from l3net.lab import topology as lab_topology
@@ -65,10 +66,10 @@ class BenchLab:
     def up(self, timeout: float = 90.0) -> None:
         need_binary("etcd")
         # The lab keeps its state (and finds it again in `down`) under this run base.
-        old_env = {k: os.environ.get(k) for k in (lab_state.RUN_BASE_ENV, runtime.ETCD_ENV, runtime.PREFIX_ENV)}
+        old_env = {k: os.environ.get(k) for k in (lab_state.RUN_BASE_ENV, runtime.ETCD_ENV, lab_node.PREFIX_ENV)}
         os.environ[lab_state.RUN_BASE_ENV] = str(self.dir / "run")
         os.environ.pop(runtime.ETCD_ENV, None)
-        os.environ.pop(runtime.PREFIX_ENV, None)
+        os.environ.pop(lab_node.PREFIX_ENV, None)
         # "__lab-name": namespaces are "<name>-<node>", so they carry the workspace tag.
         self.topo = dataclasses.replace(lab_topology.load_topology(self.topo_path), name=self.name, prefix="__lab-name")
 

@@ -23,7 +23,6 @@ from typing import Any
 from bench import policyload
 from bench.framework import Context, Result, interleaved, need_binary, need_root
 from l3net import netns
-from policy import testing as builders
 from policy.compiler import PolicyCompiler
 
 _log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ def workloads(count: int, node: str, base: int) -> list[Any]:
     out = []
     for i in range(count):
         n = base + i
-        out.append(builders.wep(f"pod-{node}-{i}", policyload.K8S_NAMESPACE, node,
+        out.append(policyload.wep(f"pod-{node}-{i}", policyload.K8S_NAMESPACE, node,
                          f"10.{60 + n // 60000}.{(n // 250) % 240}.{n % 250 + 1}",
                          {"app": f"app{i % 20}", "tier": f"t{i % 5}"}))
     return out
@@ -61,7 +60,7 @@ def policies(count: int) -> list[Any]:
                                "ports": [{"protocol": "UDP", "port": 53}]}]
             types.append("Egress")
         spec["policyTypes"] = types
-        out.append(builders.netpol(f"np-{j:04d}", policyload.K8S_NAMESPACE, spec))
+        out.append(policyload.netpol(f"np-{j:04d}", policyload.K8S_NAMESPACE, spec))
     return out
 
 
@@ -154,13 +153,14 @@ def _one_changes(res: Result, ns: str, dataplane: policyload.FelixPolicyDataplan
 
     Through the same compiler and long-lived drivers that did the full apply: the running agent's path.
     """
-    extra = builders.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app3", "tier": "t1"})
+    extra = policyload.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app3", "tier": "t1"})
     t0 = time.perf_counter()
     added = policyload.program_for([*local, extra], [*local, extra, *remote], pols, compiler=compiler)
     dataplane.apply(added)
     res.sample("workload_add_ms", "felix", (time.perf_counter() - t0) * 1000, unit="ms", better="lower")
     _check(ns, added, "felix workload add")
-    relabelled = builders.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1", {"app": "app4", "tier": "t2"})
+    relabelled = policyload.wep("pod-new", policyload.K8S_NAMESPACE, "node-a", "10.59.0.1",
+                                {"app": "app4", "tier": "t2"})
     t0 = time.perf_counter()
     changed = policyload.program_for([*local, relabelled], [*local, relabelled, *remote], pols, compiler=compiler)
     dataplane.apply(changed)

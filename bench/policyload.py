@@ -1,6 +1,6 @@
 """bench.policyload: NetworkPolicy load for the benchmarks, compiled and applied by l3net's own code.
 
-The resources are built with ``policy.testing``'s builders and compiled by
+The resources are built here (shaped as the model hands them over) and compiled by
 ``policy.compiler.compile_policy`` (pure). Applying goes through felix's
 iptables and ipsets drivers (:func:`apply_with_felix`); the baseline is a bare
 ``ipset restore`` + ``iptables-restore --noflush`` of the very same program
@@ -20,7 +20,8 @@ from bench.topology import Node, Workload
 from felix.drivers import ipsets as ipsets_driver
 from felix.drivers import iptables as iptables_driver
 from l3net import netns
-from policy import testing as builders
+from l3net.model import Resource
+from l3net.model.validation import host_veth_name
 from policy.compiler import PolicyCompiler, compile_policy
 
 _log = logging.getLogger(__name__)
@@ -29,13 +30,31 @@ K8S_NAMESPACE = "bench"
 
 
 # -- resources -------------------------------------------------------------------
+def wep(pod: str, ns: str, node: str, ip: str | list[str], labels: dict[str, str] | None = None,
+        ports: list[dict[str, Any]] | None = None) -> Resource:
+    ips = [ip] if isinstance(ip, str) else ip
+    spec: dict[str, Any] = {"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
+                            "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": host_veth_name(ns, pod)}
+    if ports:
+        spec["ports"] = ports
+    return Resource("WorkloadEndpoint", f"{node}-k8s-{pod}-eth0", spec, namespace=ns, labels=dict(labels or {}))
+
+
+def ns(name: str, labels: dict[str, str] | None = None) -> Resource:
+    return Resource("Namespace", name, {}, labels=dict(labels or {}))
+
+
+def netpol(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
+    return Resource("NetworkPolicy", name, spec, namespace=namespace)
+
+
 def endpoint(ws: Workspace, wl: Workload, labels: dict[str, str]) -> Any:
     """The WorkloadEndpoint of a bench workload (its interfaceName is the cali veth the topology made)."""
-    wep = builders.wep(f"{ws.tag}-{wl.name}", K8S_NAMESPACE, wl.node.name, wl.ip, labels)
-    if wep.spec["interfaceName"] != wl.host_if:
-        raise RuntimeError(f"interface name mismatch: policy.testing says {wep.spec['interfaceName']}, "
+    res = wep(f"{ws.tag}-{wl.name}", K8S_NAMESPACE, wl.node.name, wl.ip, labels)
+    if res.spec["interfaceName"] != wl.host_if:
+        raise RuntimeError(f"interface name mismatch: the model's veth name is {res.spec['interfaceName']}, "
                            f"the topology made {wl.host_if}")
-    return wep
+    return res
 
 
 def dataplane_policies(count: int) -> list[Any]:
@@ -52,7 +71,7 @@ def dataplane_policies(count: int) -> list[Any]:
             port = [{"protocol": "TCP", "port": 20000 + i}]
             ingress["ports"] = port
             egress["ports"] = port
-        out.append(builders.netpol(f"pol-{i:03d}", K8S_NAMESPACE, {
+        out.append(netpol(f"pol-{i:03d}", K8S_NAMESPACE, {
             "podSelector": pair, "policyTypes": ["Ingress", "Egress"], "ingress": [ingress], "egress": [egress]}))
     return out
 
@@ -61,7 +80,7 @@ def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequenc
                 compiler: PolicyCompiler | None = None) -> Any:
     """The node's policy program. ``compiler``: whose caches to use (None: the process-wide shared one,
     which remembers every earlier call: pass a fresh :class:`PolicyCompiler` to time a cold compile)."""
-    return compile_policy(local, everyone, policies, [builders.ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})],
+    return compile_policy(local, everyone, policies, [ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})],
                           compiler=compiler)
 
 

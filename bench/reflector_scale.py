@@ -45,8 +45,8 @@ from bench.framework import (
 )
 from bench.labrig import CLK_TCK, bird_rr_conf, cpu_ticks, proc_tree, rss_bytes, start_bird
 from l3net.datastore import connect_from_env
-from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from l3net.model.client import ResourceClient
 from l3net.model.documents import load_documents
 

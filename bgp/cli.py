@@ -37,16 +37,16 @@ from bgp.bird_engine import BirdEngine
 from bgp.config import build_node_view
 from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
-from felix.health import HealthServer, HealthState
-from felix.registration import StatusPublisher
 from l3net import metrics
 from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
 from l3net.datastore.probe import DatastoreProbe
+from l3net.health import HealthServer, HealthState
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.decode import Invalid
 from l3net.model.decode import decode as model_decode
 from l3net.model.resource import Resource
+from l3net.nodestatus import StatusPublisher
 from l3net.syncer import KeyUpdate
 from l3net.viewcache import CachedView, CacheWriter, ViewCache
 

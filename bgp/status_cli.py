@@ -15,9 +15,9 @@ import sys
 
 from bgp import status as bgp_status
 from bgp.bfd import status as bfd_status
-from felix.quarantine import format_quarantined, read_quarantined
 from l3net.constants import DEFAULT_ETCD_PREFIX
 from l3net.keys import KeyLayout
+from l3net.nodestatus import format_quarantined, read_quarantined
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]

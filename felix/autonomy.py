@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from felix.config import AgentConfig
-from felix.health import HealthState
 from l3net import metrics
+from l3net.health import HealthState
 from l3net.keys import KeyLayout
 from l3net.syncer import KeyUpdate, SyncSink
 from l3net.viewcache import CachedView, ViewCache

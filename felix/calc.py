@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
+from felix.links import Link
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.decode import Invalid, decode
@@ -64,15 +65,6 @@ class Affinity:
     node: str
     cidr: IPNetwork
     state: str
-
-
-@dataclass(frozen=True)
-class Link:
-    """A network interface of this node as netlink reports it."""
-
-    name: str
-    index: int
-    up: bool
 
 
 def _workload(key: str, res: Resource) -> Workload:

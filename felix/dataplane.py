@@ -30,10 +30,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from felix.calc import Link
 from felix.desired import DesiredState, NatOutgoing, RouteSpec
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RouteApplyResult, RouteDriver, RouteRefusal, RouteWriteError
+from felix.links import Link
 from l3net import metrics
 from policy.nat import render_nat_outgoing, with_nat
 

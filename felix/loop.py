@@ -41,13 +41,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from felix.addtrace import Token, TraceBook
-from felix.calc import Builder, KeyUpdateLike, Link, Model, compute
+from felix.calc import Builder, KeyUpdateLike, Model, compute
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
-from felix.health import HealthState
+from felix.links import Link
 from felix.quarantine import REFUSALS, PolicyBuilder, PolicyConverger
 from felix.setaside import SetAside
 from l3net import metrics
+from l3net.health import HealthState
 
 _log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from felix import cniserver
 from felix import config as felix_config
 from felix.addtrace import TraceBook
 from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
-from felix.calc import Builder, Link, Model
+from felix.calc import Builder, Model
 from felix.config import AgentConfig
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
@@ -43,16 +43,18 @@ from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from felix.endpointready import ProgrammedEndpoints
-from felix.health import HealthServer, HealthState
+from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop, ThreadSafeSink
 from felix.quarantine import PolicyBuilder
-from felix.registration import StatusPublisher, ensure_default_pool, register_node
+from felix.registration import ensure_default_pool, register_node
 from l3net import metrics
 from l3net.datastore import connect_from_env
 from l3net.datastore.base import Datastore
 from l3net.datastore.probe import DatastoreProbe
 from l3net.errors import DatastoreError
+from l3net.health import HealthServer, HealthState
 from l3net.keys import KeyLayout
+from l3net.nodestatus import StatusPublisher
 from l3net.syncer import Syncer
 from l3net.viewcache import CachedView, CacheWriter, ViewCache
 

@@ -23,7 +23,6 @@ published in the node's status record (``l3netctl node status``).
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import time
@@ -37,14 +36,11 @@ from felix.config import AgentConfig
 from felix.drivers.ipsets import IpsetError
 from felix.drivers.iptables import IptablesError
 from l3net import metrics
-from l3net.datastore.base import Datastore
-from l3net.keys import KeyLayout
 from l3net.model import Resource
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "REFUSALS", "PolicyBuilder", "PolicyConverger", "Quarantine", "QuarantineEntry",
-           "format_quarantined", "object_ref", "read_quarantined"]
+__all__ = ["KINDS", "REFUSALS", "PolicyBuilder", "PolicyConverger", "Quarantine", "QuarantineEntry", "object_ref"]
 
 # What the kernel (or the command running it) raises when it refuses a program.
 REFUSALS: tuple[type[BaseException], ...] = (IptablesError, IpsetError, OSError, subprocess.SubprocessError)
@@ -267,27 +263,3 @@ class PolicyConverger:
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
-
-
-def read_quarantined(ds: Datastore, keys: KeyLayout, node: str) -> list[dict[str, Any]] | None:
-    """The objects set aside (:mod:`felix.setaside`) a node's agent published; None: no record (agent down)."""
-    kv = ds.get(keys.node_status(node, "agent"))
-    if kv is None:
-        return None
-    try:
-        doc = json.loads(kv.value)
-    except ValueError:
-        return None
-    entries = doc.get("quarantined") if isinstance(doc, dict) else None
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
-def format_quarantined(node: str, entries: list[dict[str, Any]]) -> str:
-    """The text ``l3netctl node status`` prints under the BGP peer table."""
-    if not entries:
-        return f"Objects set aside on {node}: none"
-    lines = [f"Objects set aside on {node} (kernel refused, invalid value or rejected): {len(entries)}"]
-    for e in entries:
-        lines.append(f"  {e.get('object', '?')}  cause: {e.get('cause', 'kernel refused')}  "
-                     f"effect: {e.get('effect', '?')}  reason: {e.get('reason', '?')}")
-    return "\n".join(lines)

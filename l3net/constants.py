@@ -40,3 +40,7 @@ DEFAULT_MAX_BLOCKS_PER_HOST = 20
 
 # Datastore.
 DEFAULT_ETCD_PREFIX = "/l3net/v1/"
+
+# The CNI shim's time.monotonic() at its start, passed to the plugin (in the agent or in-process): the ADD
+# trace's origin. Here, not in the shim, so the plugin reads it without importing the shim (no cycle).
+ENV_CNI_STARTED = "L3NET_CNI_STARTED"

@@ -75,7 +75,16 @@ from typing import Any
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
-from policy.calico_selector import Has, LabelOp, Not
+from l3net.model.calico_selector import Has, LabelOp, Not
+from l3net.model.selectors import (
+    Nothing,
+    Selector,
+    all_of,
+    canonical_string,
+    parse_calico,
+    parse_label_selector,
+    with_key_prefix,
+)
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
     CALICO_ORCHESTRATOR_LABEL,
@@ -91,16 +100,7 @@ from policy.model import (
     workload_ips,
     workload_ports,
 )
-from policy.selectors import (
-    Nothing,
-    Selector,
-    SelectorIndex,
-    all_of,
-    canonical_string,
-    parse_calico,
-    parse_label_selector,
-    with_key_prefix,
-)
+from policy.selectors import SelectorIndex
 
 _log = logging.getLogger(__name__)
 

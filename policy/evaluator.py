@@ -72,7 +72,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net.model import Resource
-from policy.calico_selector import All, And, Global, Not, Or, Selector
+from l3net.model.calico_selector import All, And, Global, Not, Or, Selector
+from l3net.model.selectors import parse_calico, parse_label_selector
 from policy.model import (
     NETWORK_SET_KINDS,
     endpoint_labels,
@@ -87,7 +88,6 @@ from policy.model import (
     workload_ips,
     workload_ports,
 )
-from policy.selectors import parse_calico, parse_label_selector
 
 __all__ = ["Packet", "is_allowed", "reply_allowed"]
 

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, settings
 
 from l3net import netns
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer, free_port
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer, free_port
 
 # Shared 2-core machines: no per-example deadline (timing is bench/'s job), no example database
 # left in the work tree.

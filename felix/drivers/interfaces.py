@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from felix.calc import Link
 from felix.desired import InterfaceSpec
+from felix.links import Link
 from l3net import metrics
 
 _log = logging.getLogger(__name__)

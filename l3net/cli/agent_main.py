@@ -1,24 +1,31 @@
 """l3net.cli.agent_main: the ``l3net`` command (agent, route reflector, lab, bench).
 
 Each subcommand lives with the package that owns it and registers itself
-through ``add_parser(subparsers)``; this module only dispatches.
+through ``add_parser(subparsers)``; this module only dispatches. It is one of
+the two composition roots allowed to import the layers above the ``l3net`` core
+(docs/interfaces.md, "Layers").
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from types import ModuleType
 
-# subcommand -> module providing add_parser(subparsers) that sets args.func. Every one is part of l3net:
-# a missing module is a broken install and fails loudly (imported here, not at start-up, for speed).
-SUBCOMMANDS = {
-    "agent": "felix.cli",
-    "route-reflector": "bgp.cli",
-    "kube-controller": "l3net.kube.cli",
-    "lab": "l3net.lab.cli",
-    "bench": "l3net.benchcli",
+import bench.cli
+import bgp.cli
+import felix.cli
+import l3net.kube.cli
+import l3net.lab.cli
+
+# subcommand -> module providing add_parser(subparsers) that sets args.func (in this order in --help)
+SUBCOMMANDS: dict[str, ModuleType] = {
+    "agent": felix.cli,
+    "route-reflector": bgp.cli,
+    "kube-controller": l3net.kube.cli,
+    "lab": l3net.lab.cli,
+    "bench": bench.cli,
 }
 
 
@@ -27,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS.values():
-        importlib.import_module(module).add_parser(sub)
+        module.add_parser(sub)
     return parser
 
 

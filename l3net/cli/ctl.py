@@ -5,22 +5,25 @@ field error printed to stderr as ``document: path: reason``); 2 datastore
 unreachable or failing (the endpoint named, no traceback).
 
 Command groups owned elsewhere (``ipam`` in ``l3net.ipam.cli``, ``node`` in
-``bgp.status_cli``) register themselves through ``add_parser(subparsers)``.
+``bgp.status_cli``) register themselves through ``add_parser(subparsers)``; this module is one of
+the two composition roots allowed to import a layer above the ``l3net`` core (docs/interfaces.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
 from importlib import metadata
+from types import ModuleType
 from typing import Any, TextIO
 
 import yaml
 
+import bgp.status_cli
+import l3net.ipam.cli
 from l3net.cli.common import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, add_datastore_args, open_datastore
 from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable, FieldError, ValidationError
 from l3net.model.client import NotFound, ResourceClient
@@ -32,11 +35,10 @@ _log = logging.getLogger(__name__)
 
 PROG = "l3netctl"
 
-# group -> module providing add_parser(subparsers) that sets args.func(args) -> int. Both are part of
-# l3net: a missing one is a broken install and fails loudly (imported when the parser is built).
-GROUPS = {
-    "ipam": "l3net.ipam.cli",
-    "node": "bgp.status_cli",
+# group -> module providing add_parser(subparsers) that sets args.func(args) -> int
+GROUPS: dict[str, ModuleType] = {
+    "ipam": l3net.ipam.cli,
+    "node": bgp.status_cli,
 }
 
 # -- output -------------------------------------------------------------------------
@@ -286,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_version)
 
     for module in GROUPS.values():
-        importlib.import_module(module).add_parser(sub)
+        module.add_parser(sub)
     return parser
 
 

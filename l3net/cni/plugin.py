@@ -53,8 +53,7 @@ from l3net.cni.errors import (
     CNIError,
 )
 from l3net.cni.hostlock import ENV_LOCK_DIR, node_lock
-from l3net.cni.shim import ENV_CNI_STARTED  # the shim's time.monotonic() at its start: the ADD trace's origin
-from l3net.constants import WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
+from l3net.constants import ENV_CNI_STARTED, WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
 from l3net.datastore import EtcdDatastore, TLSFiles
 from l3net.datastore.base import Datastore
 from l3net.errors import Conflict, DatastoreError, ValidationError

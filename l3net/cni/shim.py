@@ -33,13 +33,13 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from l3net.cni.errors import TRY_AGAIN_LATER
+from l3net.constants import ENV_CNI_STARTED
 
 PROTOCOL_VERSION = 1
 DEFAULT_AGENT_SOCKET = "/var/run/l3net/cni.sock"
 NETCONF_FIELD = "agentSocket"
 ENV_AGENT_SOCKET = "L3NET_CNI_AGENT_SOCKET"
 ENV_PREFIXES = ("CNI_", "L3NET_")
-ENV_CNI_STARTED = "L3NET_CNI_STARTED"  # l3net.cni.plugin reads it (this module imports nothing of l3net's heavy parts)
 MAX_FRAME = 4 << 20  # a CNI result or request is a few KiB; anything near this is garbage
 CONNECT_TIMEOUT = 1.0
 # ADD may wait up to 60 s for the node's IPAM lock, then talks to etcd: leave room for both.

@@ -16,12 +16,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from l3net.datastore.base import Create, Datastore, Delete, KeyValue, Op, Put, Update
 from l3net.errors import Conflict, ValidationError
 from l3net.ipam.block import Block, host_affinity
+from l3net.ipam.handle import Handle, sticky_hold_handle
 from l3net.ipam.pools import IPAMConfig, Pool, pool_from_kv
 from l3net.ipam.report import IPAMReport, build_report
 from l3net.ipam.reservations import Reservations, reservations_from_kvs
@@ -30,7 +30,6 @@ from l3net.keys import KeyLayout, token_cidr
 _log = logging.getLogger(__name__)
 
 RETRIES = 100
-STICKY_HANDLE_PREFIX = "l3net-sticky."
 
 AFFINITY_PENDING = "pending"
 AFFINITY_CONFIRMED = "confirmed"
@@ -63,40 +62,6 @@ def _affinity_state(kv: KeyValue) -> str | None:
     except (ValueError, AttributeError):
         return None
     return state if isinstance(state, str) else None
-
-
-def sticky_hold_handle(sticky_key: str) -> str:
-    return STICKY_HANDLE_PREFIX + sticky_key.replace("/", ".")
-
-
-@dataclass
-class Handle:
-    """The secondary index of one workload's addresses: ``{handleID, block: {cidr: count}, sticky}``."""
-
-    handle_id: str
-    blocks: dict[str, int] = field(default_factory=dict)
-    sticky: str | None = None
-
-    @classmethod
-    def from_kv(cls, kv: KeyValue, handle_id: str) -> Handle:
-        try:
-            doc = json.loads(kv.value)
-            return cls(handle_id=handle_id, blocks={str(k): int(v) for k, v in (doc.get("block") or {}).items()},
-                       sticky=doc.get("sticky"))
-        except (ValueError, AttributeError, TypeError):
-            _log.warning("malformed IPAM handle key=%s; treating as empty", kv.key)
-            return cls(handle_id=handle_id)
-
-    def to_json(self) -> bytes:
-        doc: dict[str, Any] = {"handleID": self.handle_id, "block": dict(sorted(self.blocks.items())), "deleted": False}
-        if self.sticky:
-            doc["sticky"] = self.sticky
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-    def add(self, cidr: str, n: int) -> None:
-        self.blocks[cidr] = self.blocks.get(cidr, 0) + n
-        if self.blocks[cidr] <= 0:
-            del self.blocks[cidr]
 
 
 class IPAM:
@@ -721,4 +686,4 @@ class IPAM:
 
     def check(self) -> IPAMReport:
         """A consistency report: leaks, double allocations, orphaned affinities, borrowed addresses."""
-        return build_report(self)
+        return build_report(self.ds, self.keys, self.pools(), self.clock())

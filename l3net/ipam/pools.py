@@ -19,7 +19,7 @@ from l3net.constants import DEFAULT_BLOCK_SIZE_V4, DEFAULT_BLOCK_SIZE_V6, DEFAUL
 from l3net.datastore.base import KeyValue
 from l3net.errors import FieldError, ValidationError
 from l3net.ipam.block import IPNetwork
-from policy.selectors import parse_calico
+from l3net.model.selectors import parse_calico
 
 _log = logging.getLogger(__name__)
 

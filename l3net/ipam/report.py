@@ -13,13 +13,14 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from l3net.datastore.base import Datastore
 from l3net.errors import ValidationError
 from l3net.ipam.block import Block, host_affinity
-
-if TYPE_CHECKING:
-    from l3net.ipam.allocator import IPAM
+from l3net.ipam.handle import STICKY_HANDLE_PREFIX, Handle
+from l3net.ipam.pools import Pool
+from l3net.keys import KeyLayout
 
 _log = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ class IPAMReport:
                 "held": [alloc(a) for a in self.held]}
 
 
-def _workload_ips(ipam: IPAM) -> dict[str, list[tuple[str, str | None]]]:
+def _workload_ips(ds: Datastore, keys: KeyLayout) -> dict[str, list[tuple[str, str | None]]]:
     """ip -> [(WorkloadEndpoint key, containerID)]."""
-    kvs, _ = ipam.ds.list(ipam.keys.resource_dir("workloadendpoints"))
+    kvs, _ = ds.list(keys.resource_dir("workloadendpoints"))
     out: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
     for kv in kvs:
         try:
@@ -105,19 +106,15 @@ def _workload_ips(ipam: IPAM) -> dict[str, list[tuple[str, str | None]]]:
     return out
 
 
-def build_report(ipam: IPAM) -> IPAMReport:
-    from l3net.ipam.allocator import STICKY_HANDLE_PREFIX, Handle
-
-    keys, ds = ipam.keys, ipam.ds
+def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) -> IPAMReport:
+    """Audit the IPAM records under ``keys`` against the WorkloadEndpoints, the Nodes and ``pools`` at ``now``."""
     report = IPAMReport()
-    now = ipam.clock()
-    pools = ipam.pools()
     block_kvs, _ = ds.list(keys.blocks)
     aff_kvs, _ = ds.list(keys.affinities)
     handle_kvs, _ = ds.list(keys.handles)
     node_kvs, _ = ds.list(keys.resource_dir("nodes"))
     nodes = {keys.parse_resource(kv.key)[2] for kv in node_kvs if keys.parse_resource(kv.key)}  # type: ignore[index]
-    weps = _workload_ips(ipam)
+    weps = _workload_ips(ds, keys)
 
     blocks: dict[str, Block] = {}
     for kv in block_kvs:

@@ -12,7 +12,8 @@ from pathlib import Path
 from l3net.errors import DatastoreError
 from l3net.lab import state as st
 from l3net.lab.cgroups import CgroupError, enter_fn, is_frozen
-from l3net.lab.runtime import LabError, down, status_lines
+from l3net.lab.errors import LabError
+from l3net.lab.runtime import down, status_lines
 from l3net.lab.topology import Topology, TopologyError, load_topology
 
 

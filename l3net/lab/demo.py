@@ -19,8 +19,9 @@ from pathlib import Path
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.lab import state as st
+from l3net.lab.errors import LabError
 from l3net.lab.pods import add_pod
-from l3net.lab.runtime import LabError, LabRuntime, apply_manifest_files, down
+from l3net.lab.runtime import LabRuntime, apply_manifest_files, down
 from l3net.lab.summary import print_summary
 from l3net.lab.topology import Topology, load_topology
 

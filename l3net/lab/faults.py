@@ -53,7 +53,8 @@ from typing import Any
 from l3net import netns
 from l3net.lab import cgroups as cg
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, _ip, start_etcd_member, start_node_processes
+from l3net.lab.errors import LabError
+from l3net.lab.runtime import _ip, start_etcd_member, start_node_processes
 
 _log = logging.getLogger(__name__)
 
@@ -434,7 +435,7 @@ def etcd_member_state(state: st.LabState, member: str) -> str:
 
 def etcd_leader(state: st.LabState, timeout: float = 10.0) -> str:
     """The member that leads now, as a running member reports it; LabError if none does within ``timeout``."""
-    from l3net.etcdserver import member_status
+    from l3net.lab.etcdserver import member_status
 
     names = etcd_members(state)
     members = state.data["etcd"]["members"]

@@ -31,7 +31,8 @@ from typing import Any
 from l3net import netns
 from l3net.lab import cgroups as cg
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, l3net_argv
+from l3net.lab.errors import LabError
+from l3net.lab.node import l3net_argv
 
 _log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ BOOKMARK_INTERVAL = 5.0
 
 
 def _free_port() -> int:
-    from l3net.etcdserver import free_port
+    from l3net.lab.etcdserver import free_port
 
     return free_port()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from l3net.lab.runtime import PREFIX_ENV, LabError
+from l3net.lab.errors import LabError
+from l3net.lab.node import PREFIX_ENV
 
 
 def label_namespace(endpoints: str, namespace: str, changes: list[str]) -> dict[str, str]:

@@ -24,7 +24,8 @@ from typing import Any
 
 from l3net import netns
 from l3net.lab import state as st
-from l3net.lab.runtime import PREFIX_ENV, LabError, NodeRuntime
+from l3net.lab.errors import LabError
+from l3net.lab.node import PREFIX_ENV, NodeRuntime
 
 _log = logging.getLogger(__name__)
 

@@ -34,10 +34,8 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -49,25 +47,22 @@ from l3net.errors import DatastoreError, ValidationError
 from l3net.keys import KeyLayout
 from l3net.lab import cgroups as cg
 from l3net.lab import state as st
+from l3net.lab.errors import LabError
+from l3net.lab.node import PREFIX_ENV, NodeRuntime, l3net_argv
 from l3net.lab.topology import HOST_NODE, MGMT_IFNAME, Endpoint, Node, Topology
 from l3net.model.client import ResourceClient
 from l3net.model.documents import load_documents
 
 if TYPE_CHECKING:
-    from l3net.etcdserver import EtcdServer
+    from l3net.lab.etcdserver import EtcdServer
 
 _log = logging.getLogger(__name__)
 
 MGMT_BRIDGE = "br-mgmt"
 ETCD_ENV = "L3NET_ETCD_ENDPOINTS"
 ETCD_MEMBERS_ENV = "L3NET_LAB_ETCD_MEMBERS"
-PREFIX_ENV = "L3NET_ETCD_PREFIX"
 
 Printer = Callable[[str], None]
-
-
-class LabError(RuntimeError):
-    """A lab operation that cannot go on; the message says what to do."""
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -78,39 +73,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         raise LabError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
     return proc
-
-
-def l3net_argv(*args: str) -> list[str]:
-    """The ``l3net`` command line of this installation (same interpreter, same venv)."""
-    return [sys.executable, "-m", "l3net.cli.agent_main", *args]
-
-
-@dataclass
-class NodeRuntime:
-    """Where and how a node's processes run: namespace, mount namespace, cwd, environment."""
-
-    name: str
-    netns: str
-    cwd: str
-    env: dict[str, str] = field(default_factory=dict)
-    mntns: str | None = None
-
-    def argv(self, cmd: list[str]) -> list[str]:
-        wrap = ["nsenter", f"--net={netns.netns_path(self.netns)}"]
-        if self.mntns:
-            wrap += [f"--mount={self.mntns}", f"--wd={self.cwd}"]
-        return [*wrap, "--", *cmd]
-
-    def full_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        # This installation's commands (l3net, exabgp, l3net-cni) first, as in the node image.
-        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
-        env.update(self.env)
-        return env
-
-    @classmethod
-    def from_state(cls, name: str, rec: dict[str, Any]) -> NodeRuntime:
-        return cls(name, rec["netns"], rec["cwd"], dict(rec.get("env", {})), rec.get("mntns"))
 
 
 class LabRuntime:
@@ -326,7 +288,7 @@ class LabRuntime:
             self.state.save()
             self.out(f"etcd: using {external} ({ETCD_ENV})")
             return
-        from l3net.etcdserver import SOCKET_NAME, free_port
+        from l3net.lab.etcdserver import SOCKET_NAME, free_port
 
         shm = Path("/dev/shm")
         data_base = (shm if shm.is_dir() else self.state.dir) / f"l3net-lab-{self.topo.name}-etcd"
@@ -462,7 +424,7 @@ def etcd_members_from_env() -> int:
 
 
 def _etcd_server(state: st.LabState, member: str) -> EtcdServer:
-    from l3net.etcdserver import EtcdServer
+    from l3net.lab.etcdserver import EtcdServer
 
     etcd = state.data["etcd"]
     rec = etcd["members"][member]
@@ -701,7 +663,7 @@ def down_state(state: st.LabState, out: Printer = print) -> list[str]:
             leftovers.append(f"namespace {name}")
     etcd = data.get("etcd", {})
     if etcd.get("own"):
-        from l3net.etcdserver import kill_recorded
+        from l3net.lab.etcdserver import kill_recorded
 
         for rec in etcd.get("members", {}).values():
             kill_recorded(rec["run_dir"])

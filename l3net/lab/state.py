@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# Also used by other modules as st.starttime (the helper lives in l3net.procs, shared with etcdserver).
+# Also used by other modules as st.starttime (the helper lives in l3net.lab.procs, shared with etcdserver).
 from l3net import netns
-from l3net.procs import cmdline, starttime
+from l3net.lab.procs import cmdline, starttime
 
 DEFAULT_RUN_BASE = "/run/l3net/lab"
 RUN_BASE_ENV = "L3NET_LAB_RUN_DIR"

@@ -13,8 +13,10 @@ Grammar (Calico's, libcalico-go ``lib/selector``)::
 Strings are single- or double-quoted; the empty expression means ``all()``.
 ``a != 'x'`` and ``a not in {...}`` also match when ``a`` is absent (Calico's rule).
 
-This module is kept inside l3net.model so validation does not depend on the
-policy package; ``policy.selectors`` may reuse it or implement the same grammar.
+:func:`canonical` is the deterministic rendering the policy compiler hashes into ipset and chain
+names: two selectors that mean the same after sorting the operands of ``&&``/``||`` and the values
+of ``in {..}`` get the same string. The fail-closed entry points (a bad selector matches nothing)
+are in :mod:`l3net.model.selectors`.
 """
 
 from __future__ import annotations
@@ -297,3 +299,26 @@ def parse(text: str) -> Selector:
     if len(text) > _MAX_LENGTH:
         raise SelectorError(f"selector longer than {_MAX_LENGTH} characters", _MAX_LENGTH)
     return _Parser(text).parse()
+
+
+def _q(value: str) -> str:
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+def canonical(sel: Selector) -> str:
+    """A deterministic rendering: equal meaning under reordering gives equal text."""
+    if isinstance(sel, (All, Global)):
+        return str(sel)
+    if isinstance(sel, Has):
+        return f"has({sel.key})"
+    if isinstance(sel, LabelOp):
+        if sel.op in ("in", "not in"):
+            return f"{sel.key} {sel.op} {{{','.join(_q(v) for v in sorted(set(sel.values)))}}}"
+        return f"{sel.key} {sel.op} {_q(sel.values[0])}"
+    if isinstance(sel, Not):
+        return f"!({canonical(sel.inner)})"
+    if isinstance(sel, (And, Or)):
+        joiner = " && " if isinstance(sel, And) else " || "
+        parts = sorted({canonical(p) for p in sel.parts})
+        return parts[0] if len(parts) == 1 else "(" + joiner.join(parts) + ")"
+    raise TypeError(f"unknown selector node {sel!r}")

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from felix.calc import Link
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import SCOPE_LINK, KernelRoute, RouteDriver
+from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop
 from felix.main import policy_builder
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.model.resource import Resource
-from policy.testing import gnp, netpol, ns
+from tests.builders import gnp, netpol, ns
 from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
 from tests.drivers.test_felix_loop import KEYS, Clock, Upd, pooled_model, wep
 from tests.drivers.test_policy_drivers import FakeKernel

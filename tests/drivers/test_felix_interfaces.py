@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from felix.calc import Link
 from felix.desired import InterfaceSpec
 from felix.drivers.interfaces import InterfaceDriver
+from felix.links import Link
 from tests.drivers.felix_fakes import FakeSysctls
 
 pytestmark = pytest.mark.drivers

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import pytest
 
 from felix.addtrace import STAGES, TraceBook
-from felix.calc import Link, Model
+from felix.calc import Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
+from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop, withdraws_any
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC

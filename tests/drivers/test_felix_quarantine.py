@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from felix.calc import Link
+from felix.links import Link
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO
-from policy.testing import gnp
+from tests.builders import gnp
 from tests.drivers.test_felix_dataplane import PolicyRig, res
 from tests.drivers.test_felix_loop import BASE, M, Upd, wep
 

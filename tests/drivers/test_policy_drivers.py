@@ -16,7 +16,7 @@ from felix.drivers.iptables import IptablesDriver, IptablesError, detect_backend
 from felix.drivers.routes import RouteDriver
 from policy.compiler import compile_policy
 from policy.nat import CHAIN_NAT_OUTGOING, CHAIN_NAT_POSTROUTING, IPSET_ALL_POOLS, IPSET_MASQ_POOLS
-from policy.testing import netpol, ns, wep
+from tests.builders import netpol, ns, wep
 from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
 
 pytestmark = pytest.mark.drivers

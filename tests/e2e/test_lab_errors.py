@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from l3net import netns
-from l3net.etcdserver import EtcdServer, free_port
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, LabRuntime, check_endpoints, down, endpoint_problem
+from l3net.lab.errors import LabError
+from l3net.lab.etcdserver import EtcdServer, free_port
+from l3net.lab.runtime import LabRuntime, check_endpoints, down, endpoint_problem
 from l3net.lab.topology import load_topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
@@ -141,7 +142,7 @@ def test_etcd_peer_port_in_use_is_named(lab_env: tuple[str, Path], monkeypatch: 
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
         port = squatter.getsockname()[1]
-        monkeypatch.setattr("l3net.etcdserver.free_port", lambda: port)
+        monkeypatch.setattr("l3net.lab.etcdserver.free_port", lambda: port)
         with pytest.raises(LabError, match=re.escape(f"peer port 127.0.0.1:{port} is already in use")):
             LabRuntime(topo, out=lambda _m: None).up(wait_bgp=False)
     assert [n for n in netns.list_names() if n.startswith(f"clab-{name}-")] == []

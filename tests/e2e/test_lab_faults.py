@@ -25,7 +25,8 @@ from l3net.errors import DatastoreUnavailable
 from l3net.lab import cgroups as cg
 from l3net.lab import faults
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, bgp_table, http_get_in_netns
+from l3net.lab.errors import LabError
+from l3net.lab.runtime import bgp_table, http_get_in_netns
 from tests.e2e.e2e_helpers import (
     Lab,
     l3net_routes,

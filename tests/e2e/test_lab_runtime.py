@@ -16,7 +16,8 @@ import pytest
 
 from l3net import netns
 from l3net.lab import state as st
-from l3net.lab.runtime import LabError, LabRuntime, _ip, down
+from l3net.lab.errors import LabError
+from l3net.lab.runtime import LabRuntime, _ip, down
 from l3net.lab.topology import load_topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]

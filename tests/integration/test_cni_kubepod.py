@@ -8,7 +8,7 @@ import pytest
 
 from l3net.cni.errors import INVALID_CONFIG, TRY_AGAIN_LATER, CNIError
 from l3net.cni.kubepod import read_pod
-from l3net.etcdserver import free_port
+from l3net.lab.etcdserver import free_port
 from l3net.lab.kubeapi import KubeAPIServer
 
 pytestmark = pytest.mark.integration

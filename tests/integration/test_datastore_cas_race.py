@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 
 pytestmark = pytest.mark.integration
 

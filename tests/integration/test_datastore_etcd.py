@@ -17,8 +17,8 @@ from l3net.datastore import EtcdDatastore, Put
 from l3net.datastore import etcd as etcd_module
 from l3net.datastore.base import WatchEvent
 from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable
-from l3net.etcdserver import IDENT_FILE, EtcdServer, free_port, kill_recorded
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import IDENT_FILE, EtcdServer, free_port, kill_recorded
 
 pytestmark = pytest.mark.integration
 
@@ -254,7 +254,7 @@ def test_probe_rides_out_a_killed_leader(three_members: dict[str, EtcdServer]) -
     """SIGKILL the leader: a surviving member answers the probe's read with HTTP 503 "leader changed"
     (code 14) until the election ends. That is a member to fail over from or ask again, not a malformed
     answer: the probe returns the revision (CI once saw a CNI ADD refused right after a leader kill)."""
-    from l3net.etcdserver import member_status
+    from l3net.lab.etcdserver import member_status
 
     ds = EtcdDatastore([m.unix_endpoint for m in three_members.values()])
     try:
@@ -280,7 +280,7 @@ def test_probe_waits_out_an_election_that_holds_its_reads(three_members: dict[st
     from a hung etcd (CI saw a CNI ADD refused with "Read timed out" after a leader kill). The probe
     asks such a member for a local read, finds it alive and asks again: it returns once the new
     leader serves, and with no quorum at all it still fails, within its bounded wait."""
-    from l3net.etcdserver import member_status
+    from l3net.lab.etcdserver import member_status
 
     status = {n: member_status(m.socket_path) for n, m in three_members.items()}
     leader = next(n for n, s in status.items() if s and s["member_id"] == s["leader"])

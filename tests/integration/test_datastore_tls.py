@@ -16,7 +16,7 @@ import pytest
 
 from l3net.datastore import EtcdDatastore, TLSFiles
 from l3net.errors import DatastoreUnavailable
-from l3net.etcdserver import EtcdServer, ServerTLS, free_port
+from l3net.lab.etcdserver import EtcdServer, ServerTLS, free_port
 
 pytestmark = [
     pytest.mark.integration,

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from felix.registration import StatusPublisher, ensure_default_pool, register_node
+from felix.registration import ensure_default_pool, register_node
 from l3net.datastore import EtcdDatastore
 from l3net.errors import DatastoreUnavailable
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
+from l3net.nodestatus import StatusPublisher
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
 from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 
 pytestmark = pytest.mark.integration
 

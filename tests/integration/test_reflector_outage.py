@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from bgp.cli import run_reflector
-from felix.health import HealthState
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
+from l3net.health import HealthState
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import (
     ADDR,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer, free_port
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer, free_port
 from l3net.syncer import Syncer
 from tests.syncer_recorder import RecordingSink
 from tests.waiting import seconds_until

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from tests.conftest import NetnsFactory
 from tests.netns.felix_rig import Node
 

@@ -19,8 +19,8 @@ import pytest
 from felix.addtrace import BLOCK_STAGES, STAGES
 from l3net.constants import HEALTH_PORT, METRICS_PORT, ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from tests.netns.cni_rig import CNI_BIN
 from tests.netns.felix_rig import routes
 from tests.netns.test_felix_bgp import bgp_pair

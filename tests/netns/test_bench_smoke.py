@@ -23,14 +23,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from l3net import benchcli
+from bench import BENCHMARKS
+from bench.framework import RESULT_SCHEMA
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
-
-sys.path.insert(0, str(benchcli.REPO_ROOT))
-
-from bench import BENCHMARKS  # noqa: E402
-from bench.framework import RESULT_SCHEMA  # noqa: E402
 
 L3NET = Path(sys.executable).parent / "l3net"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
+from l3net.lab.etcdserver import EtcdServer
 from tests.netns.cni_rig import CNIRig, make_rig
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

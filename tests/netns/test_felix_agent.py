@@ -15,7 +15,7 @@ import pytest
 from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
-from policy.testing import gnp, netpol, ns
+from tests.builders import gnp, netpol, ns
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
 from tests.waiting import wait_for
 

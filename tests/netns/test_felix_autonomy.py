@@ -17,8 +17,8 @@ import pytest
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
 from tests.route_monitor import forwarding_changes
 from tests.waiting import wait_for

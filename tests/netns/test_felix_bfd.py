@@ -12,8 +12,8 @@ import pytest
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
-from l3net.etcdserver import EtcdServer
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
 from tests.netns.felix_rig import routes

@@ -34,7 +34,7 @@ from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
-from policy.testing import gnp, ns
+from tests.builders import gnp, ns
 from tests.netns.felix_rig import Node, routes
 from tests.waiting import wait_for
 

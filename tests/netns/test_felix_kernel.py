@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from felix.calc import Link
 from felix.desired import InterfaceSpec, RouteSpec
 from felix.drivers import rtnl as routes_mod
 from felix.drivers.interfaces import InterfaceDriver, LinkWatcher
@@ -23,6 +22,7 @@ from felix.drivers.routes import (
     PyrouteNetlink,
     RouteDriver,
 )
+from felix.links import Link
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 

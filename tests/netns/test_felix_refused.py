@@ -14,10 +14,11 @@ import errno
 
 import pytest
 
-from felix.calc import Link, Model
+from felix.calc import Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
+from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop, ThreadSafeSink
 from l3net import metrics, netns
 from l3net.constants import ROUTE_PROTO

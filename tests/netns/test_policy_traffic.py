@@ -31,7 +31,7 @@ from l3net import netns
 from l3net.model import Resource
 from policy.compiler import compile_policy
 from policy.evaluator import Packet, is_allowed
-from policy.testing import gnp, netpol, ns, wep
+from tests.builders import gnp, netpol, ns, wep
 from tests.conftest import NetnsFactory
 
 pytestmark = pytest.mark.netns

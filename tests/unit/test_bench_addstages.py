@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import jsonschema
 import pytest
 
-from l3net import benchcli
+from bench import addstages, control_plane, framework
 
 pytestmark = pytest.mark.unit
-
-sys.path.insert(0, str(benchcli.REPO_ROOT))
-
-from bench import addstages, control_plane, framework  # noqa: E402
 
 
 def trace(start: float, durations: dict[str, float], tid: str = "c1") -> dict:

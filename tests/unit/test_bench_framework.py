@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from l3net import benchcli
+from bench import BENCHMARKS, framework, report
+from bench import cli as benchcli
+from bench.ipam import CountingDatastore
+from bench.route_scale import prefixes
 
 pytestmark = pytest.mark.unit
-
-sys.path.insert(0, str(benchcli.REPO_ROOT))
-
-from bench import BENCHMARKS, framework, report  # noqa: E402
-from bench.ipam import CountingDatastore  # noqa: E402
-from bench.route_scale import prefixes  # noqa: E402
 
 
 def test_percentile_interpolates() -> None:
@@ -139,7 +135,7 @@ def test_need_all_names_every_missing_binary() -> None:
 def test_benchmarks_import_l3net_plainly() -> None:
     """l3net's own modules are imported, never probed: a missing one is a packaging bug, not 'unavailable'."""
     assert not hasattr(framework, "need_module")
-    sources = sorted((benchcli.REPO_ROOT / "bench").glob("*.py"))
+    sources = sorted(Path(benchcli.__file__).parent.glob("*.py"))
     assert {f"{name}.py" for name in BENCHMARKS} <= {p.name for p in sources}
     for path in sources:
         text = path.read_text()

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from l3net import benchcli
+from bench import stats
 
 pytestmark = pytest.mark.unit
-
-sys.path.insert(0, str(benchcli.REPO_ROOT))
-
-from bench import stats  # noqa: E402
 
 
 def test_quantile_interpolates_and_rejects_nonsense() -> None:

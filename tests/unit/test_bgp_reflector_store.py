@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bgp.cli import KINDS, ResourceStore
-from felix.health import HealthState
+from l3net.health import HealthState
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.syncer import KeyUpdate

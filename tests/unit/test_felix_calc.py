@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from felix.calc import Link, Model, compute
+from felix.calc import Model, compute
 from felix.desired import Advertisement, InterfaceSpec, RouteSpec
+from felix.links import Link
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name

@@ -1,4 +1,4 @@
-"""felix.config (the parameter table), felix.nodeip (address autodetection) and felix.health."""
+"""felix.config (the parameter table), felix.nodeip (address autodetection) and l3net.health."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 
 from felix import config
-from felix.health import HealthServer, HealthState
 from felix.nodeip import Address, Method, choose, parse_method
+from l3net.health import HealthServer, HealthState
 from l3net.keys import KeyLayout
 
 pytestmark = pytest.mark.unit

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import pytest
 
 from felix.calc import Model
-from felix.quarantine import Quarantine, format_quarantined, read_quarantined
+from felix.quarantine import Quarantine
 from felix.setaside import MAX_PER_CAUSE, SetAside, describe_key
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model import Resource
+from l3net.nodestatus import format_quarantined, read_quarantined
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from l3net.model import Resource
 from policy.compiler import MAX_CHAIN_LEN, MAX_IPSET_LEN, PolicyCompiler, compile_policy
 from policy.evaluator import Packet, is_allowed
 from policy.simulator import Cluster
-from policy.testing import netpol, ns, wep
+from tests.builders import netpol, ns, wep
 
 pytestmark = pytest.mark.unit
 
@@ -332,7 +332,7 @@ def test_ipv6_workload_is_reported_unpoliced_and_warned_once(caplog: pytest.LogC
 
 def test_zero_prefix_in_sets_becomes_two_halves_and_means_the_same() -> None:
     """ipset's hash:net refuses a /0 (it killed every agent once): nets, notNets and ipBlock excepts split it."""
-    from policy.testing import gnp
+    from tests.builders import gnp
 
     a, b = wep("a", "a", "n1", "10.0.1.2", {"app": "web"}), wep("b", "a", "n1", "10.0.1.3", {"app": "db"})
     pols = [gnp("any", {"selector": "app == 'web'", "types": ["Ingress"], "ingress": [

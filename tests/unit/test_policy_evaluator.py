@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from policy.evaluator import Packet, is_allowed, reply_allowed
-from policy.testing import netpol, ns, wep
+from tests.builders import netpol, ns, wep
 
 pytestmark = pytest.mark.unit
 

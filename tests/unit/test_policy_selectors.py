@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policy.calico_selector import SelectorError
-from policy.selectors import NOTHING, SelectorIndex, canonical_string, parse_calico, parse_label_selector
+from l3net.model.selectors import NOTHING, SelectorError, canonical_string, parse_calico, parse_label_selector
+from policy.selectors import SelectorIndex
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from felix.autonomy import CachedStartSink, probe_reporter
-from felix.health import HealthState
 from l3net.datastore.memory import MemoryDatastore
+from l3net.health import HealthState
 from l3net.syncer import Syncer
 from l3net.viewcache import CachedView, CacheWriter, ViewCache
 from tests.syncer_recorder import RecordingSink

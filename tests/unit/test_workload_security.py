@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from felix.calc import Link, Model, compute
+from felix.calc import Model, compute
 from felix.config import (
     CALICO_FAILSAFE_INBOUND,
     ConfigError,
@@ -21,6 +21,7 @@ from felix.config import (
     with_datastore,
 )
 from felix.desired import InterfaceSpec, RouteSpec
+from felix.links import Link
 from felix.main import policy_builder
 from l3net.cni.config import parse_env, parse_netconf
 from l3net.cni.errors import CNIError
@@ -31,7 +32,7 @@ from l3net.model.validation import resource_from_document, workload_endpoint_nam
 from policy.compiler import CHAIN_INPUT, CHAIN_WL_TO_HOST, compile_policy, wl_to_host_rules
 from policy.evaluator import Packet, is_allowed
 from policy.model import CALICO_NAMESPACE_LABEL, endpoint_labels, namespace_labels
-from policy.testing import netpol, ns, wep
+from tests.builders import netpol, ns, wep
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""felix.health: the agent's health state and the ``/liveness`` and ``/readiness`` endpoints.
+"""l3net.health: a daemon's health state and the ``/liveness`` and ``/readiness`` endpoints (agent and reflector).
 
 Ready means: the datastore is in sync and the last dataplane apply succeeded
 (plus whatever other reporters, e.g. BGP, add). The readiness body names every

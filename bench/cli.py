@@ -1,9 +1,8 @@
-"""l3net.benchcli: the ``l3net bench [all|NAME...] [--quick]`` command.
+"""bench.cli: the ``l3net-bench [all|NAME...] [--quick]`` command (also ``l3net bench``).
 
-The benchmarks live in the repository's ``bench/`` directory (next to the
-``l3net`` package, not installed); this module puts the repository root on
-``sys.path`` so ``bench.<name>`` imports, runs the chosen benchmarks one after
-the other and exits non-zero if any of them could not measure what it should.
+Runs the chosen benchmarks one after the other and exits non-zero if any of them
+could not measure what it should. ``bench`` is installed with the project, so the
+``l3net`` command reaches this module with a plain import.
 """
 
 from __future__ import annotations
@@ -19,36 +18,40 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from bench import BENCHMARKS, framework, report
+
 _log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS = REPO_ROOT / "bench" / "results"
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+_DESCRIPTION = (f"Run l3net's benchmarks (see bench/README.md). NAME is one of: {', '.join(BENCHMARKS)}; "
+                "'all' runs every one.")
 
 
-def _bench_package() -> object:
-    """Import the repository's bench package (it is not part of the installed distribution)."""
-    if not (REPO_ROOT / "bench" / "__init__.py").is_file():
-        raise SystemExit(f"l3net bench: needs the repository's bench/ directory: not available at {REPO_ROOT}/bench "
-                         "(run from a source checkout installed with `pip install -e`)")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import bench
-
-    return bench
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "bench", help="run benchmarks: ratios measured side by side, JSON and PNG in bench/results",
-        description="Run l3net's benchmarks (see bench/README.md). NAME is one of: dataplane, control_plane, "
-                    "policy_scale, conn_rate, route_scale, reflector_scale, footprint, ipam, bfd; 'all' runs every "
-                    "one.")
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", default=["all"], metavar="all|NAME", help="benchmarks to run (default all)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, numbers mean little")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
                    help=f"where JSON and PNG go (default {DEFAULT_RESULTS})")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.set_defaults(func=run)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``l3net bench`` subcommand."""
+    _arguments(subparsers.add_parser(
+        "bench", help="run benchmarks: ratios measured side by side, JSON and PNG in bench/results",
+        description=_DESCRIPTION))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``l3net-bench`` command."""
+    parser = argparse.ArgumentParser(prog="l3net-bench", description=_DESCRIPTION)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return run(args)
 
 
 def _command(name: str, args: argparse.Namespace) -> str:
@@ -80,10 +83,7 @@ def _sigterm(signum: int, _frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    bench = _bench_package()
-    from bench import framework
-
-    known: list[str] = list(bench.BENCHMARKS)  # type: ignore[attr-defined]
+    known: list[str] = list(BENCHMARKS)
     if args.list:
         for name in known:
             print(f"{name:16} {getattr(framework.load(name), 'TITLE', '')}")
@@ -116,8 +116,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:16} {_outcome(Path(args.results_dir), name, code)}")
         print(f"  {'':16} re-run: {_command(name, args)}")
     if not args.quick and Path(args.results_dir).resolve() == DEFAULT_RESULTS.resolve():
-        from bench import report
-
         report.write_readme(report.render(report.load_results()))
         print(f"updated the results table in {report.README}")
     return max(codes.values(), default=0)
@@ -144,3 +142,7 @@ def _outcome(results_dir: Path, name: str, code: int) -> str:
     if doc["unavailable"]:
         text = "FAILED, partly measured: " + "; ".join(doc["unavailable"])
     return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

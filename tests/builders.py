@@ -1,4 +1,4 @@
-"""policy.testing: resource builders shaped as the model hands them over (for tests and bench)."""
+"""tests.builders: resource builders shaped as the model hands them over (WorkloadEndpoint, Namespace, policies)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""l3net.procs: a process's identity from /proc, so that a recycled PID is never signalled.
+"""l3net.lab.procs: a process's identity from /proc, so that a recycled PID is never signalled.
 
 A PID alone names a process only until it exits; the PID together with its start time
 (field 22 of /proc/PID/stat) names it for good. Shared by the lab's record and etcdserver.

@@ -1,4 +1,4 @@
-"""l3net.etcdserver: start and stop a private etcd server (the lab's and the tests').
+"""l3net.lab.etcdserver: start and stop a private etcd server (the lab's and the tests').
 
 The server listens on a unix socket in its run directory (reachable from every
 network namespace) and, when asked, on a loopback TCP port as well. Its data
@@ -25,7 +25,7 @@ from pathlib import Path
 import requests
 
 from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
-from l3net.procs import cmdline, starttime
+from l3net.lab.procs import cmdline, starttime
 
 _log = logging.getLogger(__name__)
 

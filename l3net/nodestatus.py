@@ -1,0 +1,139 @@
+"""l3net.nodestatus: the ``status/<node>/<component>`` records, written by the daemons and read by ``l3netctl``.
+
+- :class:`StatusPublisher` keeps ``status/<node>/agent`` (or ``reflector``) current under a lease, so the key
+  vanishes when the daemon dies; the agent and the route reflector both run one;
+- :func:`read_quarantined` and :func:`format_quarantined` read back what the agent set aside
+  (:mod:`felix.setaside`) for ``l3netctl node status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from l3net.datastore.base import Datastore
+from l3net.errors import DatastoreError
+from l3net.keys import KeyLayout
+
+_log = logging.getLogger(__name__)
+
+
+class StatusPublisher:
+    """Keeps ``status/<node>/<component>`` (JSON; ``agent`` or ``reflector``) under a lease of ``ttl`` seconds,
+    on its own thread.
+
+    :meth:`update` is safe from any thread. Datastore outages are logged and retried;
+    the lease is re-granted when it was lost. Never raises into the caller: any
+    other exception is a bug and ends the thread, handed to ``on_fatal`` (given to
+    :meth:`start`; the agent dies with it) or, without one, raised in the thread.
+    """
+
+    def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30, component: str = "agent") -> None:
+        self.ds = ds
+        self.key = keys.node_status(node, component)
+        self.ttl = max(5, ttl)
+        self._status: dict[str, Any] = {"node": node}
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._lease: Any = None
+        self._extra: dict[str, bytes] = {}
+        self._thread = threading.Thread(target=self._run_guarded, name="l3net-status", daemon=True)
+        self._on_fatal: Callable[[BaseException], None] | None = None
+
+    def start(self, on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        """Start the thread; ``on_fatal(exc)`` is called (from that thread) if it dies of a bug."""
+        self._on_fatal = on_fatal
+        self._dirty.set()
+        self._thread.start()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            if all(self._status.get(k) == v for k, v in fields.items()):
+                return
+            self._status.update(fields)
+        self._dirty.set()
+
+    def put_extra(self, key: str, value: bytes) -> None:
+        """Keep another key (e.g. the BGP peer table) under the same lease; safe from any thread."""
+        with self._lock:
+            if self._extra.get(key) == value:
+                return
+            self._extra[key] = value
+        self._dirty.set()
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a bug, not an outage: the agent must not run on without its status
+            _log.critical("status publisher thread died key=%s", self.key, exc_info=True)
+            if self._on_fatal is None:
+                raise
+            self._on_fatal(exc)
+
+    def _run(self) -> None:
+        refresh_every = self.ttl / 3
+        last_refresh = 0.0
+        while not self._stop.is_set():
+            self._dirty.wait(timeout=refresh_every)
+            if self._stop.is_set():
+                break
+            try:
+                if self._lease is None:
+                    self._lease = self.ds.grant_lease(self.ttl)
+                    self._dirty.set()
+                    last_refresh = time.monotonic()
+                elif time.monotonic() - last_refresh >= refresh_every:
+                    self._lease.refresh()
+                    last_refresh = time.monotonic()
+                if self._dirty.is_set():
+                    self._dirty.clear()
+                    with self._lock:
+                        body = dict(self._status, updated=time.time())
+                        extra = dict(self._extra)
+                    self.ds.put(self.key, json.dumps(body, sort_keys=True).encode(), lease=self._lease.id)
+                    for key, value in extra.items():
+                        self.ds.put(key, value, lease=self._lease.id)
+            except (DatastoreError, OSError, ValueError) as exc:
+                _log.info("agent status not published (will retry) error=%s", exc)
+                self._lease = None
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._lease is not None:
+            try:
+                self._lease.revoke()
+            except (DatastoreError, OSError) as exc:
+                _log.debug("lease revoke failed error=%s", exc)
+
+
+def read_quarantined(ds: Datastore, keys: KeyLayout, node: str) -> list[dict[str, Any]] | None:
+    """The objects set aside (:mod:`felix.setaside`) a node's agent published; None: no record (agent down)."""
+    kv = ds.get(keys.node_status(node, "agent"))
+    if kv is None:
+        return None
+    try:
+        doc = json.loads(kv.value)
+    except ValueError:
+        return None
+    entries = doc.get("quarantined") if isinstance(doc, dict) else None
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def format_quarantined(node: str, entries: list[dict[str, Any]]) -> str:
+    """The text ``l3netctl node status`` prints under the BGP peer table."""
+    if not entries:
+        return f"Objects set aside on {node}: none"
+    lines = [f"Objects set aside on {node} (kernel refused, invalid value or rejected): {len(entries)}"]
+    for e in entries:
+        lines.append(f"  {e.get('object', '?')}  cause: {e.get('cause', 'kernel refused')}  "
+                     f"effect: {e.get('effect', '?')}  reason: {e.get('reason', '?')}")
+    return "\n".join(lines)
