@@ -152,7 +152,10 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
                 "no other session reset (client side)"
             for rr in REFLECTORS:
                 rows = rr_rows(datastore, key_layout, rr)
-                assert {a: rows[a].since for a in rr_since[rr]} == rr_since[rr], "no other session reset (BIRD)"
+                # BIRD's millisecond stamps of an unchanged protocol were seen to move by 1 ms across a configure;
+                # a reset would stamp them after they were read, seconds after the sessions first came up.
+                moved = {a: rows[a].since - t for a, t in rr_since[rr].items() if abs(rows[a].since - t) > 0.5}
+                assert moved == {}, f"no other session reset (BIRD): {moved}"
 
             # graceful restart: n1's node restarts; n2 keeps n1's block throughout, the stale EXTRA goes after EOR
             ns.sp["n1"].set_advertisements({block("n1"): None, EXTRA: None})
