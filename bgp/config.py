@@ -46,9 +46,9 @@ from l3net.model.values import (
     MAX_ASN,
     MAX_RESTART_TIME,
     hold_time,
+    is_community,
     keepalive_reason,
     parse_asn,
-    parse_community,
     parse_duration,
     parse_peer_ip,
     restart_time,
@@ -354,14 +354,6 @@ def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]
     return settings if settings.enabled else None
 
 
-def _is_community(value: Any) -> bool:
-    try:
-        parse_community(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_timers(s: Mapping[str, Any], d: _Defaults, cluster: bool, doc: str, errors: list[FieldError]) -> None:
     """The AS number and timers of one BGPConfiguration, by the parsers l3netctl's validation uses: a value
     either parser refuses is refused here at its field, and the setting keeps its earlier value."""
@@ -426,7 +418,7 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
         for i, adv in enumerate(s.get("prefixAdvertisements") or []):
             for j, ref in enumerate(adv.get("communities") or []):
                 value = named.get(ref, ref)
-                if not _is_community(value):
+                if not is_community(value):
                     errors.append(FieldError(path=f"spec.prefixAdvertisements[{i}].communities[{j}]",
                                              reason=f"unknown community name or bad value: {ref!r}", document=doc))
                     continue

@@ -22,8 +22,9 @@ from l3net.model.validate.checker import short, typename
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["MAX_ASN", "MAX_HOLD_TIME", "MAX_RESTART_TIME", "MIN_HOLD_TIME", "hold_time", "keepalive_reason",
-           "parse_asn", "parse_asn_text", "parse_community", "parse_duration", "parse_peer_ip", "restart_time"]
+__all__ = ["MAX_ASN", "MAX_HOLD_TIME", "MAX_RESTART_TIME", "MIN_HOLD_TIME", "hold_time", "is_community",
+           "keepalive_reason", "parse_asn", "parse_asn_text", "parse_community", "parse_duration", "parse_peer_ip",
+           "restart_time"]
 
 MAX_ASN = 4294967295
 MIN_HOLD_TIME = 3          # RFC 4271 §4.2: 0 or at least three seconds
@@ -137,6 +138,15 @@ def parse_community(value: Any) -> str:
             return value
     raise ValueError(f'{short(value)} is not a BGP community ("aa:nn" with 16-bit parts or large '
                      '"aa:nn:mm" with 32-bit parts)')
+
+
+def is_community(value: Any) -> bool:
+    """Whether ``value`` parses as a BGP community (a prefixAdvertisements entry is a community or a name)."""
+    try:
+        parse_community(value)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_peer_ip(value: Any) -> tuple[str, int | None]:

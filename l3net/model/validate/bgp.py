@@ -31,7 +31,7 @@ from l3net.model.validate.checker import (
 )
 from l3net.model.validate.names import dns_name, dns_reason
 from l3net.model.validate.selectors import calico_selector_check
-from l3net.model.values import parse_community
+from l3net.model.values import is_community
 
 _log = logging.getLogger(__name__)
 
@@ -100,14 +100,6 @@ _CIDR_ITEM = obj({"cidr": cidr}, required=("cidr",))
 _SERVICE_IPS = unsupported(listof(_CIDR_ITEM), lambda v: not v, "Service addresses are not advertised")
 
 
-def _is_community(text: str) -> bool:
-    try:
-        parse_community(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _bgpconfig_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
     names = set()
     comms = out.get("communities")
@@ -119,7 +111,7 @@ def _bgpconfig_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: 
         if not isinstance(adv, dict) or not isinstance(adv.get("communities"), list):
             continue
         for j, ref in enumerate(adv["communities"]):
-            if isinstance(ref, str) and ref not in names and not _is_community(ref):
+            if isinstance(ref, str) and ref not in names and not is_community(ref):
                 c.error(f"{path}.prefixAdvertisements[{i}].communities[{j}]",
                         f"{ref!r} is neither a community defined in spec.communities nor a community value")
     timers_post(c, out, path)
