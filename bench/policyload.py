@@ -16,36 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.framework import Workspace
+from bench.resources import netpol, ns, wep
 from bench.topology import Node, Workload
 from felix.drivers import ipsets as ipsets_driver
 from felix.drivers import iptables as iptables_driver
 from l3net import netns
-from l3net.model import Resource
-from l3net.model.validation import host_veth_name
 from policy.compiler import PolicyCompiler, compile_policy
 
 _log = logging.getLogger(__name__)
 
 K8S_NAMESPACE = "bench"
-
-
-# -- resources -------------------------------------------------------------------
-def wep(pod: str, ns: str, node: str, ip: str | list[str], labels: dict[str, str] | None = None,
-        ports: list[dict[str, Any]] | None = None) -> Resource:
-    ips = [ip] if isinstance(ip, str) else ip
-    spec: dict[str, Any] = {"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
-                            "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": host_veth_name(ns, pod)}
-    if ports:
-        spec["ports"] = ports
-    return Resource("WorkloadEndpoint", f"{node}-k8s-{pod}-eth0", spec, namespace=ns, labels=dict(labels or {}))
-
-
-def ns(name: str, labels: dict[str, str] | None = None) -> Resource:
-    return Resource("Namespace", name, {}, labels=dict(labels or {}))
-
-
-def netpol(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
-    return Resource("NetworkPolicy", name, spec, namespace=namespace)
 
 
 def endpoint(ws: Workspace, wl: Workload, labels: dict[str, str]) -> Any:

@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.resources import netpol, ns, wep  # shared with the benchmarks, which may not import tests
 from l3net.model import Resource
-from l3net.model.validation import host_veth_name
 
-
-def wep(pod: str, ns: str, node: str, ip: str | list[str], labels: dict[str, str] | None = None,
-        ports: list[dict[str, Any]] | None = None) -> Resource:
-    ips = [ip] if isinstance(ip, str) else ip
-    spec: dict[str, Any] = {"node": node, "orchestrator": "k8s", "pod": pod, "endpoint": "eth0",
-                            "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": host_veth_name(ns, pod)}
-    if ports:
-        spec["ports"] = ports
-    return Resource("WorkloadEndpoint", f"{node}-k8s-{pod}-eth0", spec, namespace=ns, labels=dict(labels or {}))
-
-
-def ns(name: str, labels: dict[str, str] | None = None) -> Resource:
-    return Resource("Namespace", name, {}, labels=dict(labels or {}))
-
-
-def netpol(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
-    return Resource("NetworkPolicy", name, spec, namespace=namespace)
+__all__ = ["gnp", "netpol", "netset", "ns", "wep"]
 
 
 def gnp(name: str, spec: dict[str, Any]) -> Resource:
