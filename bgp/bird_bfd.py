@@ -4,7 +4,8 @@ BIRD runs the sessions itself (``protocol bfd``, requested by each ``protocol bg
 ``bfd { ... }``) and tears the BGP session down when one leaves Up. l3net only reads
 ``show bfd sessions`` on each status poll and folds the rows into :class:`BirdBfdTracker`,
 which counts transitions and down events between polls (a session that went down and back
-up between two polls shows as a changed "Since" while Up, and is counted as one down event)
+up between two polls shows as a "Since" that moved while Up, and is counted as one down event;
+BIRD's millisecond jitter of an unchanged "Since" is not)
 and keeps the same Prometheus series as the agent's speaker (:mod:`bgp.bfd.metrics`).
 
 Pure apart from the metric writes; no I/O.
@@ -25,6 +26,10 @@ _log = logging.getLogger(__name__)
 # BIRD's `show bfd sessions` carries no diagnostic; a down event it reports is labelled so
 BIRD_DIAG = "unknown"
 _STATES = {"admindown": "admin_down", "down": "down", "init": "init", "up": "up"}
+# BIRD prints wall time derived from its monotonic clock, so an unchanged session's "Since" can
+# move by a millisecond between two polls (seen in CI: x.649 then x.650). A real down-and-up
+# needs at least a detection time plus a handshake, far above this.
+SINCE_JITTER_S = 0.25
 
 
 @dataclass
@@ -62,7 +67,7 @@ class BirdBfdTracker:
             seen = self._seen.get(peer)
             if seen is None:
                 self._seen[peer] = _Seen(state, since)
-            elif state != seen.state or (state == "up" and since != seen.since):
+            elif state != seen.state or (state == "up" and abs(since - seen.since) > SINCE_JITTER_S):
                 flapped = state == seen.state   # down and back up between two polls
                 seen.transitions += 2 if flapped else 1
                 if seen.state == "up" or flapped:
@@ -71,6 +76,8 @@ class BirdBfdTracker:
                     _log.warning("bfd session left up node=%s peer=%s now=%s", self.node, peer, state)
                 metrics.TRANSITIONS.labels(node=self.node, peer=peer).inc(2 if flapped else 1)
                 seen.state, seen.since = state, since
+            else:
+                seen.since = since   # follow the jitter, so it cannot add up over many polls
             if row is not None:
                 self._rows[peer] = row
             else:

@@ -51,6 +51,19 @@ def test_polls_count_transitions_and_down_events() -> None:
     assert downs("bird-t1") == 2
 
 
+def test_birds_millisecond_since_jitter_is_not_a_flap() -> None:
+    """CI saw BIRD print an unchanged Up session's Since 1 ms later; that is no down event."""
+    t = BirdBfdTracker("bird-t3")
+    t.update({PEER}, row("up", 610.649))
+    t.update({PEER}, row("up", 610.650))
+    (s,) = t.status()
+    assert (s.state, s.transitions, s.down_events) == ("up", 0, 0)
+    assert downs("bird-t3") is None
+    t.update({PEER}, row("up", 612.0))   # a real flap between polls moves it by seconds
+    (s,) = t.status()
+    assert (s.transitions, s.down_events) == (2, 1)
+
+
 def test_unconfigured_peer_is_dropped_with_its_series() -> None:
     t = BirdBfdTracker("bird-t2")
     t.update({PEER}, row("up", 1.0, interface="---"))
