@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from l3net.model import Resource
-from l3net.model.validation import host_veth_name
+from l3net.model.validation import host_veth_name, workload_endpoint_name
 
 __all__ = ["netpol", "ns", "wep"]
 
@@ -18,7 +18,7 @@ def wep(pod: str, ns: str, node: str, ip: str | list[str], labels: dict[str, str
                             "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": host_veth_name(ns, pod)}
     if ports:
         spec["ports"] = ports
-    return Resource("WorkloadEndpoint", f"{node}-k8s-{pod}-eth0", spec, namespace=ns, labels=dict(labels or {}))
+    return Resource("WorkloadEndpoint", workload_endpoint_name(node, pod, "eth0"), spec, namespace=ns, labels=dict(labels or {}))
 
 
 def ns(name: str, labels: dict[str, str] | None = None) -> Resource:
