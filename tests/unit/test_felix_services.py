@@ -180,3 +180,24 @@ def test_calculation_is_the_same_whatever_the_order_of_updates() -> None:
         results.add(frozenset(_service_adverts(m)))
     assert results == {frozenset(ALL_CIDRS | {"10.96.0.10/32", "192.0.2.7/32", "198.51.100.5/32",
                                               "198.51.100.8/32"})}
+
+
+# --- the peers' side: l3net's BGP import defaults take service prefixes from cluster nodes and reflectors ---
+
+
+def test_import_defaults_accept_service_prefixes_outside_pools_and_hold_one_inside() -> None:
+    from bgp.policy import PeerFacts, build_import_context, import_reason
+
+    index = build_import_context(pools=["10.65.0.0/16"], block_owner=[("10.65.0.0/26", "n1")], address_owner=[],
+                                 node_addresses=[("10.0.0.1", "n1")], node_as=[("n1", 64512)],
+                                 local_workloads=[]).index()
+    mesh = PeerFacts(address="10.0.0.1", node="n1")
+    for prefix in sorted(ALL_CIDRS | {"10.96.0.10/32", "198.51.100.5/32"}):
+        assert import_reason(index, mesh, prefix, "10.0.0.1", (), None) is None, prefix
+    # Reflected (ORIGINATOR_ID) and from an external router (AS_PATH) alike.
+    assert import_reason(index, PeerFacts(address="10.0.0.9", node=None), "198.51.100.5/32", "10.0.0.1", (),
+                         "10.0.0.1") is None
+    assert import_reason(index, PeerFacts(address="10.0.0.9", node=None), "10.96.0.0/12", "10.0.0.9", (64600,),
+                         None) is None
+    # A "service" prefix inside an IP pool is held like any unowned pool prefix: keep service CIDRs out of pools.
+    assert import_reason(index, mesh, "10.65.200.0/24", "10.0.0.1", (), None) is not None
