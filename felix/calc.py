@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
 from felix.links import Link
+from felix.services import is_service_prefix, service_cidrs, service_prefixes
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.decode import Invalid, decode
@@ -113,6 +114,7 @@ class Model:
         self.workloads: dict[str, Workload] = {}
         self.pools: dict[str, Pool] = {}
         self.affinities: dict[str, Affinity] = {}
+        self.services: dict[str, Resource] = {}
         self._workloads_by_node: dict[str, dict[str, Workload]] = {}
         self._affinities_by_node: dict[str, dict[str, Affinity]] = {}
         self.invalid: dict[str, str] = {}
@@ -153,7 +155,8 @@ class Model:
         a = self.affinities.get(key)
         if a is not None:
             _drop_indexed(self._affinities_by_node, a.node, key)
-        for d in (self.resources, self.workloads, self.pools, self.affinities, self.invalid, self.config):
+        for d in (self.resources, self.workloads, self.pools, self.affinities, self.services, self.invalid,
+                  self.config):
             d.pop(key, None)
 
     def _store(self, key: str, raw: bytes) -> None:
@@ -174,6 +177,8 @@ class Model:
                 self._workloads_by_node.setdefault(w.node, {})[key] = w
             elif res.kind == "IPPool":
                 self.pools[key] = _pool(key, res)
+            elif res.kind == "Service":
+                self.services[key] = res
             self.resources[key] = res
             return
         aff = self.keys.parse_affinity(key)
@@ -192,6 +197,10 @@ class Model:
 
     def affinities_of(self, node: str) -> list[Affinity]:
         return list(self._affinities_by_node.get(node, {}).values())
+
+    def bgp_configuration(self) -> Resource | None:
+        """The ``default`` BGPConfiguration (the cluster-wide one), if any."""
+        return self.resources.get(self.keys.resource("bgpconfigurations", "default"))
 
     def resources_of(self, kind: str) -> list[Resource]:
         return [r for r in self.resources.values() if r.kind == kind]
@@ -282,7 +291,11 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     - BGP advertisements: our confirmed blocks, and a /32 per local address outside them
       (borrowed) but inside an IP pool, skipping pools with ``disableBGPExport``; a learned
       route never goes via a local workload's address (the BGP import defaults refuse such
-      paths too: this is the last line).
+      paths too: this is the last line);
+    - Service advertisements (:mod:`felix.services`): the default BGPConfiguration's service
+      CIDRs, and the /32s of ``externalTrafficPolicy: Local`` Services with an endpoint here
+      whose interface is up. No kernel route for them (kube-proxy's job): neither a blackhole
+      nor a learned route inside a service CIDR.
     """
     pools = pool_index(model)
     local, rejected = [], []
@@ -309,11 +322,13 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     waiting: list[str] = []
     adverts: set[Advertisement] = set()
     local_dsts: set[str] = set()
+    serving: list[Resource] = []
     for w in local:
         link = links.get(w.ifname)
         present = link is not None and link.up
         if present:
             interfaces.add(InterfaceSpec(w.ifname))
+            serving.append(w.resource)
         else:
             waiting.append(w.ifname)
         for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True):
@@ -338,6 +353,11 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
         if not _covered(b, no_export):
             adverts.add(Advertisement(prefix=dst, reason="block"))
 
+    config = model.bgp_configuration()
+    svc_cidrs = service_cidrs(config.spec if config is not None else None)
+    adverts.update(Advertisement(prefix=p, reason="service")
+                   for p in service_prefixes(svc_cidrs, model.services.values(), serving))
+
     own_ips = set(node_ips)
     own_ips.update(str(n.network_address) for w in local for n in w.networks if n.prefixlen == n.max_prefixlen)
     for prefix, hops in learned.items():
@@ -348,6 +368,8 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
             continue
         if dst in block_strs or dst in local_dsts or dst in routes:
             continue
+        if svc_cidrs.all() and is_service_prefix(ipaddress.ip_network(dst), svc_cidrs):
+            continue  # other nodes announce it too; kube-proxy, not a route, delivers Service traffic
         nh = tuple(sorted({h for h in hops if h and h not in own_ips}))
         if nh:
             routes[dst] = RouteSpec(dst=dst, kind="learned", next_hops=nh)

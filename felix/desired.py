@@ -36,10 +36,10 @@ class InterfaceSpec:
 
 @dataclass(frozen=True)
 class Advertisement:
-    """One prefix this node asks its BGP speaker to announce, and why."""
+    """One prefix this node asks its BGP speaker to announce, and why (``service``: :mod:`felix.services`)."""
 
     prefix: str
-    reason: Literal["block", "borrowed"]
+    reason: Literal["block", "borrowed", "service"]
 
 
 @dataclass(frozen=True)

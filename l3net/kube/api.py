@@ -31,6 +31,7 @@ PATHS: dict[str, tuple[str, str, bool]] = {
     "Node": ("/api/v1", "nodes", False),
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "Service": ("/api/v1", "services", True),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),
 }
 

@@ -1,7 +1,7 @@
 """The kube-controller: keeps the l3net datastore equal to the Kubernetes API.
 
 Inputs are one :class:`~l3net.kube.reflector.Reflector` per kind (Namespaces,
-ServiceAccounts, Pods, NetworkPolicies, Nodes) feeding an in-memory copy of the
+ServiceAccounts, Pods, NetworkPolicies, Nodes, Services) feeding an in-memory copy of the
 cluster. Changes mark keys dirty; one worker thread reconciles dirty keys, and
 after every full list (start, relist on 410) and every ``resync_interval`` it
 reconciles everything and removes what it owns that the cluster no longer has.
@@ -54,7 +54,10 @@ ERRORS = Counter("l3net_kube_controller_errors", "Reconciliations that failed an
 SKIPPED = Counter("l3net_kube_controller_skipped", "Objects left alone: refused by validation (invalid) or "
                   "not written by the controller (foreign).", ["reason", "kind"], registry=REGISTRY)
 
-KINDS = ("Namespace", "ServiceAccount", "Pod", "NetworkPolicy", "Node")
+KINDS = ("Namespace", "ServiceAccount", "Pod", "NetworkPolicy", "Node", "Service")
+# Kinds mirrored one to one into marked datastore objects (created, updated, deleted with the cluster's).
+_MIRRORED = {"Namespace": translate.namespace_doc, "NetworkPolicy": translate.policy_doc,
+             "Service": translate.service_doc}
 
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
 
@@ -224,10 +227,8 @@ class KubeController:
     def _reconcile(self, key: Key, objs: dict[str, dict[tuple[str, str], Any]]) -> None:
         kind, ns, name = key
         obj = objs[kind].get((ns, name))
-        if kind == "Namespace":
-            self._sync_owned("Namespace", name, None, translate.namespace_doc(obj) if obj else None)
-        elif kind == "NetworkPolicy":
-            self._sync_owned("NetworkPolicy", name, ns, translate.policy_doc(obj) if obj else None)
+        if kind in _MIRRORED:
+            self._sync_owned(kind, name, ns or None, _MIRRORED[kind](obj) if obj else None)
         elif kind == "Pod" and obj is not None:
             sa_name = (obj.get("spec") or {}).get("serviceAccountName") or "default"
             self._sync_endpoints(obj, objs["ServiceAccount"].get((ns, sa_name)))
@@ -280,7 +281,7 @@ class KubeController:
 
     def _collect(self, kind: str, objs: dict[str, dict[tuple[str, str], Any]]) -> None:
         """Delete what the controller owns that the cluster no longer has (after a full list)."""
-        if kind in ("Namespace", "NetworkPolicy"):
+        if kind in _MIRRORED:
             for res in self.client.list(kind):
                 if translate.is_marked(res.annotations) and (res.namespace or "", res.name) not in objs[kind]:
                     self._sync_owned(kind, res.name, res.namespace, None)

@@ -12,7 +12,8 @@ from typing import Any
 
 from l3net.model.labels import RESERVED_LABEL_PREFIXES, SERVICE_ACCOUNT_LABEL_PREFIX
 
-__all__ = ["MARK", "MARK_VALUE", "endpoint_fields", "is_marked", "namespace_doc", "node_doc", "policy_doc"]
+__all__ = ["MARK", "MARK_VALUE", "endpoint_fields", "is_marked", "namespace_doc", "node_doc", "policy_doc",
+           "service_doc"]
 
 # Annotation on every datastore object the kube-controller owns. Objects without it (written with
 # l3netctl, the lab or an agent) are never modified or deleted by the controller.
@@ -55,6 +56,35 @@ def policy_doc(np: dict[str, Any]) -> dict[str, Any]:
             "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "labels": _labels(np),
                          "annotations": {MARK: MARK_VALUE}},
             "spec": np.get("spec") or {}}
+
+
+def _strings(values: Any) -> list[str]:
+    return [str(v) for v in values if isinstance(v, str) and v] if isinstance(values, list) else []
+
+
+def service_doc(svc: dict[str, Any]) -> dict[str, Any]:
+    """A ``v1`` Service as l3net's Service: the fields BGP advertisement reads, nothing else.
+
+    ``loadBalancerIPs`` are the ``ip`` of ``status.loadBalancer.ingress`` (a ``hostname`` ingress has no
+    address to announce); empty fields are left out, so an unchanged Service compares equal.
+    """
+    meta = _meta(svc)
+    spec = svc.get("spec") if isinstance(svc.get("spec"), dict) else {}
+    status = svc.get("status") if isinstance(svc.get("status"), dict) else {}
+    lb = status.get("loadBalancer") if isinstance(status.get("loadBalancer"), dict) else {}
+    ingress = lb.get("ingress") if isinstance(lb.get("ingress"), list) else []
+    out: dict[str, Any] = {
+        "clusterIP": spec.get("clusterIP") or None,
+        "clusterIPs": _strings(spec.get("clusterIPs")),
+        "externalIPs": _strings(spec.get("externalIPs")),
+        "loadBalancerIPs": _strings([i.get("ip") for i in ingress if isinstance(i, dict)]),
+        "externalTrafficPolicy": spec.get("externalTrafficPolicy") or None,
+        "selector": spec.get("selector") if isinstance(spec.get("selector"), dict) else None,
+    }
+    return {"apiVersion": "l3net.io/v1", "kind": "Service",
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "labels": _labels(svc),
+                         "annotations": {MARK: MARK_VALUE}},
+            "spec": {k: v for k, v in out.items() if v}}
 
 
 def node_doc(node: dict[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def _calico_rules(direction: str) -> dict[str, FieldParity]:
                                             "l3net keeps no ServiceAccounts in its model", default={}),
             f"{p}.services": refused({"name": "web", "namespace": "default"},
                                      f"match the {side} endpoints of a Kubernetes Service",
-                                     "l3net keeps no Services in its model", default={}),
+                                     "policy does not resolve Services to their endpoints", default={}),
         }
     return out
 
@@ -87,7 +87,8 @@ def _filter_rules(direction: str) -> dict[str, FieldParity]:
 
 
 _HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
-_SERVICES = "Service advertisement is not built (issue 19)"
+_SERVICES = ("read from the BGPConfiguration named default only (refused in node.<name>); no kernel route "
+             "for service prefixes, as in Calico")
 _NETSET_V6 = "IPv6 nets are accepted and left out of the IPv4-only policy sets, like a rule's IPv6 nets"
 
 PARITY: dict[str, dict[str, FieldParity]] = {
@@ -133,12 +134,12 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "nodeMeshPassword": implemented("bgp.config", "MD5 password of the mesh sessions"),
         "communities": implemented("bgp.config", "named BGP communities"),
         "prefixAdvertisements": implemented("bgp.config", "communities attached to advertised prefixes"),
-        "serviceClusterIPs": refused([{"cidr": "10.96.0.0/12"}], "advertise the cluster's Service CIDRs",
-                                     _SERVICES, default=[]),
-        "serviceExternalIPs": refused([{"cidr": "192.0.2.0/24"}], "advertise Services' external IPs",
-                                      _SERVICES, default=[]),
-        "serviceLoadBalancerIPs": refused([{"cidr": "198.51.100.0/24"}], "advertise Services' LoadBalancer IPs",
-                                          _SERVICES, default=[]),
+        "serviceClusterIPs": implemented("felix.services", "advertise the cluster's Service CIDRs",
+                                         note=_SERVICES),
+        "serviceExternalIPs": implemented("felix.services", "advertise Services' external IPs",
+                                          note=_SERVICES),
+        "serviceLoadBalancerIPs": implemented("felix.services", "advertise Services' LoadBalancer IPs",
+                                              note=_SERVICES),
         "maxPrefixes": implemented("bgp.config", "(l3net) cap on prefixes accepted from one peer"),
         "bfd": implemented("bgp.config", "(l3net) BFD for the BGP sessions"),
     },
@@ -218,6 +219,18 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                                             "that matches the set's labels matches these addresses",
                             note=_NETSET_V6 + "; selected by a rule's selector with no namespaceSelector, or with "
                                               "namespaceSelector global()"),
+    },
+    "Service": {
+        "clusterIP": implemented("felix.services", "(Kubernetes) the Service's cluster IP; a /32 for a Local "
+                                                   "Service inside serviceClusterIPs"),
+        "clusterIPs": implemented("felix.services", "(Kubernetes) the Service's cluster IPs, one per family"),
+        "externalIPs": implemented("felix.services", "(Kubernetes) external IPs; a /32 for a Local Service inside "
+                                                     "serviceExternalIPs"),
+        "loadBalancerIPs": implemented("felix.services", "(Kubernetes status.loadBalancer.ingress[].ip) a /32 for a "
+                                                         "Local Service inside serviceLoadBalancerIPs"),
+        "externalTrafficPolicy": implemented("felix.services", "(Kubernetes) Local: only nodes with an endpoint "
+                                                               "announce the Service's /32s"),
+        "selector": implemented("felix.services", "(Kubernetes) the pods behind the Service, in its namespace"),
     },
 }
 

@@ -49,6 +49,7 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     _kind("NetworkSet", "networksets", True, L3NET_API, (CALICO_API,), ("networkset", "netset", "netsets")),
     _kind("GlobalNetworkSet", "globalnetworksets", False, L3NET_API, (CALICO_API,),
           ("globalnetworkset", "gns", "globalnetset")),
+    _kind("Service", "services", True, L3NET_API, (), ("service", "svc")),
 )}
 
 KINDS_BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS.values()}

@@ -10,6 +10,7 @@ Node releases its IPAM. Tests run in file order on one lab (module scope).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from l3net import netns
 from l3net.datastore import connect_from_env
 from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
 from l3net.lab import state as st
 from l3net.lab.kubelab import start_controller
+from l3net.model.client import ResourceClient
 from tests.e2e.e2e_helpers import Lab, PodAgent, running_lab, wait_for_connect_outcome
 from tests.waiting import seconds_until
 
@@ -257,6 +260,62 @@ def test_delete_pod_frees_its_address(klab: KubeLab) -> None:
     klab.kubectl("delete", "pod", "-n", "default", "fixed")
     freed = seconds_until(lambda: not any(a[0] == ip for b in klab.ipam.blocks() for a in b.allocated()), 30)
     assert freed is not None, "the deleted pod's address is still allocated"
+
+
+def advertised(klab: KubeLab, node: str) -> float | None:
+    """The node agent's ``l3net_bgp_advertisements`` gauge: how many prefixes it asks its speaker to announce."""
+    out = netns.run(klab.lab.ns(node), ["curl", "-s", "-m", "3", "http://127.0.0.1:9091/metrics"], check=False).stdout
+    for line in out.splitlines():
+        if line.startswith("l3net_bgp_advertisements "):
+            return float(line.split()[1])
+    return None
+
+
+def test_a_kubectl_load_balancer_service_is_announced_by_its_pods_node(klab: KubeLab) -> None:
+    """kubectl Service (and its LoadBalancer status) -> kube-controller -> etcd -> the agents' advertisements."""
+    klab.kubectl("apply", "-f", "-", stdin="""\
+apiVersion: v1
+kind: Pod
+metadata: {name: lb1, namespace: default, labels: {role: lb}}
+spec: {nodeName: n1, containers: [{name: c, image: x}]}
+""")
+    klab.pod_ip("default/lb1")
+    base = {n: advertised(klab, n) for n in ("n1", "n2")}
+    assert None not in base.values(), base
+    client = ResourceClient(klab.ds, klab.keys)
+    conf = client.get("BGPConfiguration", "default")
+    assert conf is not None
+    doc = conf.to_document()
+    doc["metadata"].pop("resourceVersion", None)
+    doc["spec"].update(serviceClusterIPs=[{"cidr": "10.96.0.0/12"}],
+                       serviceLoadBalancerIPs=[{"cidr": "198.51.100.0/24"}])
+    applied = klab.lab.ctl("apply", "-f", "-", stdin=json.dumps(doc))
+    assert applied.returncode == 0, applied.stderr
+    try:
+        klab.kubectl("apply", "-f", "-", stdin="""\
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: default}
+spec: {type: LoadBalancer, clusterIP: 10.96.0.10, externalTrafficPolicy: Local, selector: {role: lb},
+       ports: [{port: 80, targetPort: 8080}]}
+""")
+        klab.kubectl("patch", "service", "-n", "default", "lb", "--subresource=status", "--type=merge", "-p",
+                     json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.5"}]}}}))
+        # n1 (the pod's node): both CIDRs plus the cluster IP and LB IP /32s; n2: the CIDRs only.
+        want = {"n1": base["n1"] + 4, "n2": base["n2"] + 2}  # type: ignore[operator]
+        took = seconds_until(lambda: {n: advertised(klab, n) for n in want} == want, 30)
+        assert took is not None, ({n: advertised(klab, n) for n in want}, want, klab.log("kube-controller")[-1500:])
+        print(f"\nFIGURE kubectl service -> advertised on both nodes: {took:.3f} s")
+        svc = client.get("Service", "lb", "default")
+        assert svc is not None and svc.spec["loadBalancerIPs"] == ["198.51.100.5"]
+        klab.kubectl("delete", "service", "-n", "default", "lb")
+        assert seconds_until(lambda: advertised(klab, "n1") == base["n1"] + 2, 30) is not None, "the /32s withdrawn"
+    finally:
+        restore = conf.to_document()
+        restore["metadata"].pop("resourceVersion", None)
+        klab.lab.ctl("apply", "-f", "-", stdin=json.dumps(restore))
+        klab.kubectl("delete", "pod", "-n", "default", "lb1", check=False)
+        klab.kubectl("delete", "service", "-n", "default", "lb", check=False)
 
 
 def test_controller_restart_and_410_write_nothing(klab: KubeLab) -> None:

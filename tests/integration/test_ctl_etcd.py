@@ -196,6 +196,30 @@ def test_network_sets_apply_list_and_delete(env: dict[str, str], tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["items"] == []
 
 
+SERVICE = """\
+apiVersion: l3net.io/v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, loadBalancerIPs: [198.51.100.5], externalTrafficPolicy: Local, selector: {app: web}}
+"""
+
+
+def test_a_service_applies_lists_and_is_refused_by_field(env: dict[str, str], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "svc.yaml"
+    path.write_text(SERVICE)
+    assert main(["apply", "-f", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["get", "svc", "-n", "shop"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+        ["NAME", "CLUSTER-IP", "EXTERNAL-IPS", "LB-IPS", "TRAFFIC-POLICY"],
+        ["web", "10.96.0.10", "198.51.100.5", "Local"]]  # no external IPs: an empty column
+    path.write_text(SERVICE.replace("198.51.100.5", "198.51.100.0/24"))
+    assert main(["apply", "-f", str(path)]) == 1
+    assert "spec.loadBalancerIPs[0]" in capsys.readouterr().err
+    assert main(["delete", "service", "web", "-n", "shop"]) == 0
+
+
 def test_replace_requires_existing(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "pool.yaml"
     path.write_text(GOOD)

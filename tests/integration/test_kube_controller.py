@@ -124,6 +124,32 @@ def metric_writes() -> float:
                for s in m.samples if s.name.endswith("_total"))
 
 
+def test_services_are_mirrored_with_their_load_balancer_status(cluster: KubeAPI, datastore: EtcdDatastore,
+                                                               key_layout: KeyLayout, controllers: list) -> None:
+    client = ResourceClient(datastore, key_layout)
+    cluster.create("Namespace", {"metadata": {"name": "shop"}})
+    svc = {"metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "externalTrafficPolicy": "Local",
+                    "selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    cluster.create("Service", svc, "shop")
+    ctl = new_controller(controllers, cluster, datastore, key_layout)
+    got = client.get("Service", "web", "shop")
+    assert got is not None and got.annotations == {MARK: MARK_VALUE}
+    assert got.spec == {"clusterIP": "10.96.0.10", "externalTrafficPolicy": "Local", "selector": {"app": "web"}}
+    # The load balancer controller fills in the status: the address reaches the datastore.
+    cluster.patch_status("Service", "web", "shop", {"loadBalancer": {"ingress": [{"ip": "198.51.100.5"}]}})
+    wait_for(lambda: client.get("Service", "web", "shop").spec.get("loadBalancerIPs") == ["198.51.100.5"], 10,
+             "load balancer IP mirrored")
+    assert ctl.wait_idle(10)
+    writes = ctl.writes["Service"]
+    # An unchanged Service after a restart of the controller makes no write.
+    ctl.stop()
+    again = new_controller(controllers, cluster, datastore, key_layout)
+    assert again.writes["Service"] == 0 and writes == 2
+    cluster._call("DELETE", "/api/v1/namespaces/shop/services/web")
+    wait_for(lambda: client.get("Service", "web", "shop") is None, 10, "service deleted")
+
+
 def test_restart_and_410_converge_without_spurious_writes(cluster: KubeAPI, datastore: EtcdDatastore,
                                                           key_layout: KeyLayout, controllers: list) -> None:
     client = ResourceClient(datastore, key_layout)

@@ -38,6 +38,15 @@ metadata: {name: rack1-tor}
 spec: {peerIP: 192.20.30.40, asNumber: 64567, nodeSelector: rack == 'rack-1', keepOriginalNextHop: false,
        sourceAddress: UseNodeIP}
 """,
+    "service-advertisement": """\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  serviceClusterIPs: [{cidr: 10.96.0.0/12}]
+  serviceExternalIPs: [{cidr: 104.244.42.129/32}, {cidr: 172.217.3.0/24}]
+  serviceLoadBalancerIPs: [{cidr: 10.11.0.0/16}]
+""",
     "deny-all": """\
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -80,13 +89,6 @@ kind: IPPool
 metadata: {name: ipip}
 spec: {cidr: 10.10.0.0/16, ipipMode: CrossSubnet}
 """, "spec.ipipMode: l3net does not support this field"),
-    "service-advertisement": ("""\
-apiVersion: projectcalico.org/v3
-kind: BGPConfiguration
-metadata: {name: default}
-spec:
-  serviceLoadBalancerIPs: [{cidr: 10.11.0.0/16}]
-""", "spec.serviceLoadBalancerIPs: l3net does not support this field"),
     "keep-next-hop": ("""\
 apiVersion: projectcalico.org/v3
 kind: BGPPeer

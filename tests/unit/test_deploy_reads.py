@@ -109,7 +109,8 @@ def test_rbac_is_exactly_what_the_code_uses() -> None:
     from l3net.kube.controller import KINDS
 
     groups = {"Namespace": ("", "namespaces"), "Pod": ("", "pods"), "Node": ("", "nodes"),
-              "ServiceAccount": ("", "serviceaccounts"), "NetworkPolicy": ("networking.k8s.io", "networkpolicies")}
+              "ServiceAccount": ("", "serviceaccounts"), "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+              "Service": ("", "services")}
     assert rules["l3net-kube-controller"] == {(*groups[k], v) for k in KINDS for v in ("list", "watch")}
     assert rules["l3net-kube-controller-lease"] == {("coordination.k8s.io", "leases", v)
                                                     for v in ("get", "create", "update")}

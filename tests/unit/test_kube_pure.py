@@ -8,11 +8,12 @@ import pytest
 
 from l3net.cni.errors import CNIError
 from l3net.cni.kubepod import pod_info
-from l3net.kube.translate import MARK, endpoint_fields, namespace_doc, policy_doc
+from l3net.kube.translate import MARK, endpoint_fields, namespace_doc, policy_doc, service_doc
 from l3net.lab.kubeapi.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from l3net.lab.kubeapi.protobuf import decode_body
 from l3net.lab.kubeapi.selectors import SelectorError, field_selector, label_selector
 from l3net.lab.kubeapi.store import ApiError, Store
+from l3net.model.validation import resource_from_document
 
 pytestmark = pytest.mark.unit
 
@@ -136,6 +137,22 @@ def test_pod_annotations_refused_with_their_name(annotations: dict[str, str], me
     pod["metadata"]["annotations"] = annotations
     with pytest.raises(CNIError, match=message):
         pod_info(pod, None)
+
+
+def test_service_doc_keeps_what_advertisement_reads_and_validates() -> None:
+    svc = {"metadata": {"name": "web", "namespace": "shop", "labels": {"a": "b"}, "uid": "u1"},
+           "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                    "externalIPs": ["192.0.2.7"], "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                    "ports": [{"port": 80, "targetPort": 8080}], "sessionAffinity": "None"},
+           "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.5"}, {"hostname": "lb.example"}]}}}
+    res = resource_from_document(service_doc(svc))
+    assert (res.kind, res.namespace, res.name, res.annotations[MARK]) == ("Service", "shop", "web", "kube-controller")
+    assert res.spec == {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "externalIPs": ["192.0.2.7"],
+                        "loadBalancerIPs": ["198.51.100.5"], "externalTrafficPolicy": "Local",
+                        "selector": {"app": "web"}}
+    # A headless Service and one without status or selector: only what is there.
+    bare = {"metadata": {"name": "db", "namespace": "shop"}, "spec": {"clusterIP": "None"}}
+    assert resource_from_document(service_doc(bare)).spec == {"clusterIP": "None"}
 
 
 def test_pod_annotations_accepted() -> None:

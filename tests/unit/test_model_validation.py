@@ -187,14 +187,19 @@ def test_calico_manifests_apply_where_fields_exist() -> None:
     assert res[0].spec["blockSize"] == 26
 
 
-def test_calico_service_advertisement_is_refused_not_ignored() -> None:
+def test_calico_service_advertisement_applies_on_the_default_configuration() -> None:
+    # Implemented by felix.services (issue 19): accepted where it is read, refused where it would be ignored.
     service_ips = "  serviceClusterIPs:\n  - cidr: 10.96.0.0/12\n"
     text = CALICO_MANIFESTS.replace("  asNumber: 63400\n", "  asNumber: 63400\n" + service_ips)
     with pytest.raises(ValidationError) as ei:
         load_documents(text, "calico.yaml")
+    assert not [e for e in ei.value.errors if e.path == "spec.serviceClusterIPs"]
+    per_node = text.replace("name: default", "name: node.n1").replace("  asNumber: 63400\n", "")
+    with pytest.raises(ValidationError) as ei:
+        load_documents(per_node, "calico.yaml")
     refused = [e for e in ei.value.errors if e.path == "spec.serviceClusterIPs"]
-    assert refused and refused[0].reason.startswith("l3net does not support this field")
-    assert refused[0].document == "calico.yaml#2 BGPConfiguration/default"
+    assert refused and "only be set in the BGPConfiguration named 'default'" in refused[0].reason
+    assert refused[0].document == "calico.yaml#2 BGPConfiguration/node.n1"
 
 
 def test_calico_rule_metadata_is_refused_not_ignored() -> None:

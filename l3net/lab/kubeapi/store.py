@@ -63,6 +63,7 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "Node", "nodes", False, ("no",), True),
     ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     ResourceType("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
+    ResourceType("", "v1", "Service", "services", True, ("svc",), True),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     # Stored as they are (no controllers run): so that deploy/ applies to the stand-in as to a cluster.
     ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),

@@ -97,7 +97,10 @@ _SECRET_VALUE = obj({
     "secretKeyRef": obj({"name": secret_key_part("name"), "key": secret_key_part("key")}, required=("name", "key")),
 }, post=_secret_post)
 _CIDR_ITEM = obj({"cidr": cidr}, required=("cidr",))
-_SERVICE_IPS = unsupported(listof(_CIDR_ITEM), lambda v: not v, "Service addresses are not advertised")
+_SERVICE_IPS = listof(_CIDR_ITEM)
+# Read from the BGPConfiguration named 'default' only (felix.services): refused elsewhere, never ignored.
+CLUSTER_WIDE_FIELDS = ("nodeToNodeMeshEnabled", "asNumber", "serviceClusterIPs", "serviceExternalIPs",
+                       "serviceLoadBalancerIPs")
 
 
 def _bgpconfig_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
@@ -131,7 +134,7 @@ BGP_CONFIGURATION_SPEC = obj({
                               required=("name", "value"))),
     "prefixAdvertisements": listof(obj({"cidr": cidr, "communities": listof(string(non_empty=True))},
                                        required=("cidr",))),
-    # Calico's service advertisement: not built yet (issue 19), so refused unless empty.
+    # Calico's service advertisement (felix.services): every node announces these CIDRs.
     "serviceClusterIPs": _SERVICE_IPS,
     "serviceExternalIPs": _SERVICE_IPS,
     "serviceLoadBalancerIPs": _SERVICE_IPS,
@@ -142,11 +145,11 @@ BGP_CONFIGURATION_SPEC = obj({
 
 
 def bgp_configuration_name_check(c: Checker, name: str, spec: dict[str, Any]) -> None:
-    """``default`` or ``node.<node name>``; the per-node ones may not set the mesh switch or AS number."""
+    """``default`` or ``node.<node name>``; the per-node ones may not set the cluster-wide fields."""
     if name != "default":
         if not name.startswith("node.") or dns_reason(name[5:], label=False):
             c.error("metadata.name", f"{name!r}: a BGPConfiguration is named 'default' or 'node.<node name>'")
-        for field in ("nodeToNodeMeshEnabled", "asNumber"):
+        for field in CLUSTER_WIDE_FIELDS:
             if field in spec:
                 c.error(f"spec.{field}", "may only be set in the BGPConfiguration named 'default'")
 

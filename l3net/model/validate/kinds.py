@@ -24,6 +24,7 @@ from l3net.model.validate.ippool import IPPOOL_SPEC
 from l3net.model.validate.ipreservation import IPRESERVATION_SPEC
 from l3net.model.validate.k8s_policy import NETWORK_POLICY_SPEC
 from l3net.model.validate.network_set import NETWORK_SET_SPEC
+from l3net.model.validate.service import SERVICE_SPEC
 from l3net.model.validate.workload import WORKLOAD_ENDPOINT_SPEC, workload_endpoint_name_check
 
 _log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ SPECS: dict[str, Check] = {
     "GlobalNetworkPolicy": GLOBAL_NETWORK_POLICY_SPEC,
     "NetworkSet": NETWORK_SET_SPEC,
     "GlobalNetworkSet": NETWORK_SET_SPEC,
+    "Service": SERVICE_SPEC,
 }
 
 NAME_CHECKS: dict[str, NameCheck] = {

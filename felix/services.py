@@ -1,0 +1,125 @@
+"""felix.services: which Service addresses this node announces over BGP (Calico's service advertisement).
+
+Pure. From the ``default`` BGPConfiguration's ``serviceClusterIPs``, ``serviceExternalIPs`` and
+``serviceLoadBalancerIPs``, the Services and this node's workload endpoints:
+
+- every configured CIDR is announced by every node;
+- a Service with ``externalTrafficPolicy: Local`` has each of its cluster, external and
+  LoadBalancer addresses that lies inside a CIDR of its own list announced as a ``/32``
+  (``/128``) by the nodes that host one of its endpoints (a local WorkloadEndpoint of the
+  Service's namespace whose labels match the Service's ``selector``), so that the fabric sends
+  that traffic only to nodes where kube-proxy delivers it locally;
+- an address outside the configured CIDRs is never announced (the CIDRs are the operator's list
+  of what may be injected into the network).
+
+No kernel route is derived from any of this: kube-proxy DNATs Service traffic before routing. The
+configured CIDRs are also what the node must not route by BGP (:func:`is_service_prefix`): other
+nodes announce the same prefixes, and a learned route for them would send Service traffic to
+another node instead of kube-proxy (Calico's "reject CIDRs").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from l3net.model.resource import Resource
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["ServiceCIDRs", "is_service_prefix", "service_cidrs", "service_prefixes"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+LOCAL = "Local"
+
+
+@dataclass(frozen=True)
+class ServiceCIDRs:
+    """The three CIDR lists of the ``default`` BGPConfiguration, parsed (empty: feature off)."""
+
+    cluster: tuple[IPNetwork, ...] = ()
+    external: tuple[IPNetwork, ...] = ()
+    load_balancer: tuple[IPNetwork, ...] = ()
+
+    def all(self) -> tuple[IPNetwork, ...]:
+        return self.cluster + self.external + self.load_balancer
+
+
+def _cidrs(items: Any) -> tuple[IPNetwork, ...]:
+    out = []
+    for item in items if isinstance(items, list) else []:
+        raw = item.get("cidr") if isinstance(item, dict) else None
+        try:
+            out.append(ipaddress.ip_network(str(raw)))
+        except ValueError:
+            # Validated at the edge already; a value that still does not parse is absent (STYLE 6).
+            _log.warning("service CIDR ignored: not a CIDR cidr=%r", raw)
+    return tuple(out)
+
+
+def service_cidrs(bgp_configuration: Mapping[str, Any] | None) -> ServiceCIDRs:
+    """The service CIDRs of a ``default`` BGPConfiguration spec (None: no such configuration)."""
+    spec = bgp_configuration or {}
+    return ServiceCIDRs(cluster=_cidrs(spec.get("serviceClusterIPs")),
+                        external=_cidrs(spec.get("serviceExternalIPs")),
+                        load_balancer=_cidrs(spec.get("serviceLoadBalancerIPs")))
+
+
+def _inside(addr: IPAddress, nets: Iterable[IPNetwork]) -> bool:
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+def _addresses(values: Any) -> list[IPAddress]:
+    out = []
+    for v in values if isinstance(values, list) else []:
+        try:
+            out.append(ipaddress.ip_address(str(v)))
+        except ValueError:
+            continue  # "None" (headless) or, past validation, nothing to announce
+    return out
+
+
+def _cluster_ips(spec: Mapping[str, Any]) -> list[IPAddress]:
+    many = spec.get("clusterIPs")
+    return _addresses(many if isinstance(many, list) and many else [spec.get("clusterIP")])
+
+
+def _selects(selector: Any, namespace: str | None, endpoint: Resource) -> bool:
+    """Kubernetes Service selection: same namespace, every selector label equal; no selector selects nothing."""
+    if not isinstance(selector, dict) or not selector or endpoint.namespace != namespace:
+        return False
+    return all(endpoint.labels.get(k) == v for k, v in selector.items())
+
+
+def _host_prefix(addr: IPAddress) -> str:
+    return str(ipaddress.ip_network(addr))
+
+
+def service_prefixes(cidrs: ServiceCIDRs, services: Iterable[Resource],
+                     local_endpoints: Iterable[Resource]) -> frozenset[str]:
+    """Every prefix this node announces for Services (see the module docstring)."""
+    out = {str(n) for n in cidrs.all()}
+    if not out:
+        return frozenset()
+    endpoints = list(local_endpoints)
+    for svc in services:
+        spec = svc.spec
+        if spec.get("externalTrafficPolicy") != LOCAL:
+            continue  # Cluster: the CIDR covers it, from every node
+        if not any(_selects(spec.get("selector"), svc.namespace, ep) for ep in endpoints):
+            continue
+        for addrs, nets in ((_cluster_ips(spec), cidrs.cluster),
+                            (_addresses(spec.get("externalIPs")), cidrs.external),
+                            (_addresses(spec.get("loadBalancerIPs")), cidrs.load_balancer)):
+            out.update(_host_prefix(a) for a in addrs if _inside(a, nets))
+    return frozenset(out)
+
+
+def is_service_prefix(prefix: IPNetwork, cidrs: ServiceCIDRs) -> bool:
+    """Whether ``prefix`` lies inside a configured service CIDR (a learned route for it is not installed)."""
+    return any(prefix.version == n.version and prefix.subnet_of(n) for n in cidrs.all())  # type: ignore[arg-type]
