@@ -18,7 +18,8 @@ def wep(pod: str, ns: str, node: str, ip: str | list[str], labels: dict[str, str
                             "ipNetworks": [f"{i}/32" for i in ips], "interfaceName": host_veth_name(ns, pod)}
     if ports:
         spec["ports"] = ports
-    return Resource("WorkloadEndpoint", workload_endpoint_name(node, pod, "eth0"), spec, namespace=ns, labels=dict(labels or {}))
+    return Resource("WorkloadEndpoint", workload_endpoint_name(node, pod, "eth0"), spec, namespace=ns,
+                    labels=dict(labels or {}))
 
 
 def ns(name: str, labels: dict[str, str] | None = None) -> Resource:
