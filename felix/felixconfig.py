@@ -30,7 +30,8 @@ from l3net.model.values import parse_duration
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["FIELDS", "PLURAL", "FelixConfigView", "Field", "read_felix_configurations", "resolve", "scope_names"]
+__all__ = ["FIELDS", "PLURAL", "FelixConfigView", "Field", "read_felix_configurations", "resolve", "scope_names",
+           "split_live"]
 
 PLURAL = "felixconfigurations"
 
@@ -107,6 +108,23 @@ def resolve(base: AgentConfig, specs: Mapping[str, Mapping[str, Any]], node: str
             sources[f.param] = f"FelixConfiguration {name}"
             break
     return AgentConfig(values, sources)
+
+
+def split_live(old: AgentConfig, wanted: AgentConfig, live: Iterable[str]) -> tuple[AgentConfig, dict[str, Any]]:
+    """The configuration in effect after a change, and the wanted values still waiting for a restart.
+
+    ``live`` parameters take their ``wanted`` value; every other parameter keeps ``old``'s (the
+    running agent built its parts from it), and a differing wanted value is returned as pending.
+    """
+    live = frozenset(live)
+    values, sources = old.as_dict(), dict(old.sources)
+    pending: dict[str, Any] = {}
+    for name, value in wanted.as_dict().items():
+        if name in live:
+            values[name], sources[name] = value, wanted.sources.get(name, "default")
+        elif value != values.get(name):
+            pending[name] = value
+    return AgentConfig(values, sources), pending
 
 
 def read_felix_configurations(ds: Datastore, keys: KeyLayout) -> dict[str, bytes]:
