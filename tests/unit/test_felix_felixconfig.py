@@ -127,3 +127,58 @@ def test_view_update_reports_changes_only() -> None:
     assert view.update({key: res}, {}) is False
     (res2,) = load_documents(_put("default", {"logSeverityScreen": "Info"})[1].decode(), "x")
     assert view.update({key: res2}, {}) is True and view.specs["default"] == {"logSeverityScreen": "Info"}
+
+
+class _RecordingLoop:
+    """The two things the agent's reconfiguration touches on its sync loop: the model and set_config."""
+
+    def __init__(self) -> None:
+        from felix.calc import Model
+
+        self.model = Model(KEYS)
+        self.configs: list = []
+
+    def set_config(self, cfg: object) -> None:
+        self.configs.append(cfg)
+
+
+def test_agent_applies_a_live_change_and_holds_a_restart_one(caplog: pytest.LogCaptureFixture) -> None:
+    from felix.main import Agent, config_report
+    from l3net.health import HealthState
+    from l3net.syncer import KeyUpdate
+
+    base = config.load({"node": "n1", "etcd_prefix": "/t/"}, {})
+    agent = Agent(base, object(), None, HealthState())  # type: ignore[arg-type]  # the datastore is not used here
+    loop = _RecordingLoop()
+    agent.sync = loop  # type: ignore[assignment]
+    root = logging.getLogger()
+    level = root.level
+    try:
+        def deliver(*updates: tuple[str, bytes | None]) -> None:
+            batch = [KeyUpdate(k, v, 1) for k, v in updates]
+            loop.model.apply(batch)
+            agent._after_updates(batch)
+
+        deliver(_put("node.n2", {"logSeverityScreen": "Error"}))     # first batch: read, nothing of ours
+        assert agent.cfg.log_level == "INFO" and loop.configs == []
+        with caplog.at_level(logging.INFO, logger="felix.main"):
+            deliver(_put("default", {"logSeverityScreen": "Warning", "routeRefreshInterval": "4s",
+                                     "prometheusMetricsPort": 9333}))
+        assert root.level == logging.WARNING and agent.cfg.log_level == "WARNING"
+        assert loop.configs[-1].refresh_interval == 4.0
+        assert agent.cfg.metrics_port == 9091 and agent.pending_restart == {"metrics_port": 9333}
+        assert "configuration changes need an agent restart to take effect params={'metrics_port': " \
+               "'9333 (from FelixConfiguration default)'}" in caplog.text
+        assert config_report(agent.cfg, agent.pending_restart)["pendingRestart"] == {"metrics_port": 9333}
+        # Another node's resource changes nothing here; a bad copy of ours keeps the previous values.
+        deliver(_put("node.n2", {"logSeverityScreen": "Debug"}))
+        key, _ = _put("default", {})
+        deliver((key, b'{"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration", '
+                      b'"metadata": {"name": "default"}, "spec": {"bpfEnabled": true}}'))
+        assert agent.cfg.log_level == "WARNING" and agent.cfg.route_refresh_interval == 4.0
+        deliver((key, None))                                          # deleted: the defaults again
+        assert agent.cfg.log_level == "INFO" and agent.cfg.route_refresh_interval == 90.0
+        assert agent.pending_restart == {}
+    finally:
+        root.setLevel(level)
+        agent.io.shutdown(wait=False)
