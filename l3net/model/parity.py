@@ -263,7 +263,7 @@ def render_markdown() -> str:
             if f.status == "implemented":
                 status = f"implemented (`{f.consumer}`)" + (f"; {f.note}" if f.note else "")
             else:
-                shown = "default" if f.default is _NO_DEFAULT else f"accepted only as `{_yaml(f.default)}`"
+                shown = "any value" if f.default is _NO_DEFAULT else f"accepted only as `{_yaml(f.default)}`"
                 status = f"**refused** ({shown}): {f.note}"
             lines.append(f"| {kind} | `{path}` | {status} | {f.calico} |")
     return "\n".join(lines) + "\n"
