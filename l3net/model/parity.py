@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from l3net.model.validate.felix_configuration import NOOP_VALUES as _FELIX_NOOP
 from l3net.model.validate.felix_configuration import REFUSED_FIELDS as _FELIX_REFUSED
 
 __all__ = ["PARITY", "FieldParity", "implemented", "refused", "render_markdown"]
@@ -141,7 +142,8 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "iptablesBackend": implemented(_F, "Legacy, NFT or Auto iptables", note=_RESTART),
         "reportingTTL": implemented(_F, "TTL of the agent's status report",
                                     note=f"{_RESTART}; the lease of the status key, refreshed at a third of it"),
-        **{name: refused(True, "a Felix setting (Calico's FelixConfiguration reference)", why)
+        **{name: refused(True if name not in _FELIX_NOOP else "on", "a Felix setting (Calico's FelixConfiguration "
+                         "reference)", why, **({"default": _FELIX_NOOP[name]} if name in _FELIX_NOOP else {}))
            for name, why in _FELIX_REFUSED.items()},
     },
     "Node": {

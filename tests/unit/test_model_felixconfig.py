@@ -8,7 +8,7 @@ import pytest
 from l3net.errors import ValidationError
 from l3net.model.documents import load_documents
 from l3net.model.validate.checker import UNSUPPORTED
-from l3net.model.validate.felix_configuration import REFUSED_FIELDS
+from l3net.model.validate.felix_configuration import NOOP_VALUES, REFUSED_FIELDS
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +79,7 @@ def test_bad_values_name_the_field(spec: str, message: str) -> None:
 
 @pytest.mark.parametrize("field", sorted(REFUSED_FIELDS))
 def test_every_other_calico_field_is_refused_by_name_with_the_reason(field: str) -> None:
-    text = _refusal(_fc("default", f"{{{field}: false}}"))
+    text = _refusal(_fc("default", f"{{{field}: 'on'}}"))
     assert f"spec.{field}: {UNSUPPORTED} ({REFUSED_FIELDS[field]})" in text
 
 
@@ -88,3 +88,18 @@ def test_common_calico_fields_are_in_the_refused_list() -> None:
     for field in ("ipv6Support", "ipipMTU", "chainInsertMode", "bpfEnabled", "vxlanEnabled", "floatingIPs",
                   "iptablesRefreshInterval", "ipsetsRefreshInterval", "reportingInterval", "routeTableRange"):
         assert field in REFUSED_FIELDS
+
+
+def test_a_calico_export_spelling_out_what_l3net_does_anyway_applies() -> None:
+    # The shape of `calicoctl get felixconfiguration default -o yaml` on a cluster without tunnels or BPF.
+    text = _fc("default", "{bpfEnabled: false, bpfLogLevel: '', floatingIPs: Disabled, ipipEnabled: false, "
+                          "vxlanEnabled: false, logSeverityScreen: Info, healthPort: 9099, routeSource: CalicoIPAM}")
+    (res,) = load_documents(text, "export.yaml")
+    assert res.spec["floatingIPs"] == "Disabled"
+    assert set(NOOP_VALUES) <= set(REFUSED_FIELDS)
+
+
+@pytest.mark.parametrize(("field", "value"), [("bpfEnabled", "true"), ("bpfEnabled", "0"), ("floatingIPs", "Enabled"),
+                                              ("chainInsertMode", "Append"), ("interfacePrefix", "tap")])
+def test_other_values_of_those_fields_are_refused(field: str, value: str) -> None:
+    assert f"spec.{field}: {UNSUPPORTED}" in _refusal(_fc("default", f"{{{field}: {value}}}"))

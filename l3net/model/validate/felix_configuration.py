@@ -30,7 +30,7 @@ from l3net.model.values import parse_duration
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["FELIX_CONFIGURATION_SPEC", "REFUSED_FIELDS", "felix_configuration_name_check"]
+__all__ = ["FELIX_CONFIGURATION_SPEC", "NOOP_VALUES", "REFUSED_FIELDS", "felix_configuration_name_check"]
 
 # Calico's logLevel validator; Trace and Fatal map to the nearest Python levels (felix.felixconfig).
 LOG_LEVELS = ("Trace", "Debug", "Info", "Warning", "Error", "Fatal")
@@ -68,7 +68,7 @@ _FAILSAFE_PORT = obj({
 }, required=("port",))
 
 # Every Calico FelixConfigurationSpec field l3net has no setting for (Calico's api v3, felixconfig.go).
-# Refused whatever the value: a value given is a wish the agent cannot honour.
+# Refused whatever the value (a value given is a wish the agent cannot honour), except NOOP_VALUES.
 REFUSED_FIELDS: dict[str, str] = {
     "useInternalDataplaneDriver": "l3net has one dataplane driver", "dataplaneDriver": "l3net has one dataplane driver",
     "ipv6Support": "the agent's dataplane is IPv4",
@@ -116,13 +116,29 @@ REFUSED_FIELDS: dict[str, str] = {
 }
 
 
+# Refused fields whose Calico default (or off value) is what l3net does anyway: accepted at exactly that
+# value, so a Calico export that spells them out still applies.
+NOOP_VALUES: dict[str, Any] = {
+    "bpfEnabled": False, "ipipEnabled": False, "vxlanEnabled": False, "wireguardEnabled": False,
+    "wireguardHostEncryptionEnabled": False, "xdpEnabled": False, "genericXDPEnabled": False,
+    "sidecarAccelerationEnabled": False, "ipv6Support": False, "usageReportingEnabled": False,
+    "endpointReportingEnabled": False, "removeExternalRoutes": False, "floatingIPs": "Disabled",
+    "bpfLogLevel": "", "chainInsertMode": "Insert", "interfacePrefix": "cali", "routeSource": "CalicoIPAM",
+}
+
+
 def _anything(c: Checker, value: Any, path: str) -> Any:
     """Any value: a refused field is refused whatever it holds, so its shape is not checked first."""
     return value
 
 
-def _refused(why: str) -> Check:
-    return unsupported(_anything, lambda _v: False, why)
+_NONE = object()
+
+
+def _refused(name: str, why: str) -> Check:
+    noop = NOOP_VALUES.get(name, _NONE)
+    # type() too: True == 1, and a boolean field's off value must not admit the integer 0.
+    return unsupported(_anything, lambda v: noop is not _NONE and type(v) is type(noop) and v == noop, why)
 
 
 FELIX_CONFIGURATION_SPEC = obj({
@@ -138,7 +154,7 @@ FELIX_CONFIGURATION_SPEC = obj({
     "failsafeInboundHostPorts": listof(_FAILSAFE_PORT),
     "iptablesBackend": enum("Legacy", "NFT", "Auto", fold_case=True),
     "reportingTTL": _ttl,
-    **{name: _refused(why) for name, why in REFUSED_FIELDS.items()},
+    **{name: _refused(name, why) for name, why in REFUSED_FIELDS.items()},
 })
 
 
