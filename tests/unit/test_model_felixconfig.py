@@ -93,9 +93,11 @@ def test_common_calico_fields_are_in_the_refused_list() -> None:
 def test_a_calico_export_spelling_out_what_l3net_does_anyway_applies() -> None:
     # The shape of `calicoctl get felixconfiguration default -o yaml` on a cluster without tunnels or BPF.
     text = _fc("default", "{bpfEnabled: false, bpfLogLevel: '', floatingIPs: Disabled, ipipEnabled: false, "
-                          "vxlanEnabled: false, logSeverityScreen: Info, healthPort: 9099, routeSource: CalicoIPAM}")
+                          "vxlanEnabled: false, logSeverityScreen: Info, healthPort: 9099, routeSource: CalicoIPAM, "
+                          "chainInsertMode: insert}")
     (res,) = load_documents(text, "export.yaml")
     assert res.spec["floatingIPs"] == "Disabled"
+    assert load_documents(_fc("default", "{bpfLogLevel: 'Off'}"), "x.yaml")
     assert set(NOOP_VALUES) <= set(REFUSED_FIELDS)
 
 

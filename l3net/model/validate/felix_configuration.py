@@ -123,7 +123,7 @@ NOOP_VALUES: dict[str, Any] = {
     "wireguardHostEncryptionEnabled": False, "xdpEnabled": False, "genericXDPEnabled": False,
     "sidecarAccelerationEnabled": False, "ipv6Support": False, "usageReportingEnabled": False,
     "endpointReportingEnabled": False, "removeExternalRoutes": False, "floatingIPs": "Disabled",
-    "bpfLogLevel": "", "chainInsertMode": "Insert", "interfacePrefix": "cali", "routeSource": "CalicoIPAM",
+    "bpfLogLevel": "Off", "chainInsertMode": "Insert", "interfacePrefix": "cali", "routeSource": "CalicoIPAM",
 }
 
 
@@ -135,10 +135,17 @@ def _anything(c: Checker, value: Any, path: str) -> Any:
 _NONE = object()
 
 
+def _is_noop(noop: Any, value: Any) -> bool:
+    """``value`` is the no-op value: strings in any case (Calico's enums fold case), ``""`` for an "Off"
+    (Calico's unset); booleans exactly (``type`` too: True == 1, and false must not admit the integer 0)."""
+    if isinstance(noop, str) and isinstance(value, str):
+        return value.lower() == noop.lower() or (noop == "Off" and value == "")
+    return noop is not _NONE and type(value) is type(noop) and value == noop
+
+
 def _refused(name: str, why: str) -> Check:
     noop = NOOP_VALUES.get(name, _NONE)
-    # type() too: True == 1, and a boolean field's off value must not admit the integer 0.
-    return unsupported(_anything, lambda v: noop is not _NONE and type(v) is type(noop) and v == noop, why)
+    return unsupported(_anything, lambda v: _is_noop(noop, v), why)
 
 
 FELIX_CONFIGURATION_SPEC = obj({
