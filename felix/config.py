@@ -7,14 +7,16 @@ does not parse is a :class:`ConfigError` naming the parameter, its source and
 the reason; the agent refuses to start with it.
 
 Parameters marked ``datastore=True`` can also be set in etcd (Calico's v1
-layout idea; no FelixConfiguration resource yet), one string value per key::
+layout idea; the legacy form, below Calico's FelixConfiguration resources, which
+:mod:`felix.felixconfig` layers on top), one string value per key::
 
     <prefix>config/global/<Name>          every node
     <prefix>config/node/<node>/<Name>     one node (beats global)
 
 ``<Name>`` is the parameter's name in CamelCase (``route_refresh_interval`` ->
-``RouteRefreshInterval``). Precedence: flag > environment > node key > global
-key > default. A datastore value that does not parse is logged with its key and
+``RouteRefreshInterval``). Precedence: flag > environment > FelixConfiguration
+``node.<node>`` > FelixConfiguration ``default`` > node key > global key >
+default. A datastore value that does not parse is logged with its key and
 ignored (the next source applies): bad data is absence. The agent reads these
 keys once at start and again whenever they change (they come with its datastore
 feed); :data:`LIVE_PARAMS` take effect on the next apply, the others are logged

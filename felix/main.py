@@ -30,7 +30,7 @@ import bgp.secrets
 import bgp.speaker
 import bgp.status
 import policy.compiler
-from felix import cniserver
+from felix import cniserver, felixconfig
 from felix import config as felix_config
 from felix.addtrace import TraceBook
 from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
@@ -43,6 +43,7 @@ from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver
 from felix.drivers.routes import PyrouteNetlink, RouteDriver
 from felix.endpointready import ProgrammedEndpoints
+from felix.felixconfig import FelixConfigView
 from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop, ThreadSafeSink
 from felix.quarantine import PolicyBuilder
@@ -63,6 +64,8 @@ _log = logging.getLogger(__name__)
 SYNCER_RETRY_MAX = 1.0
 # The last ADD traces (felix.addtrace) as JSON, on the health server.
 TRACES_PATH = "/debug/traces"
+# The agent's effective settings and where each came from, on the health server.
+CONFIG_PATH = "/debug/config"
 
 
 def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
@@ -122,12 +125,38 @@ def resolve_node_ip(cfg: AgentConfig) -> str | None:
     return found.interface
 
 
+def config_report(cfg: AgentConfig, pending: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{"values", "sources", "pendingRestart"}`` of the settings in effect, JSON-safe (tuples become lists)."""
+    def safe(v: Any) -> Any:
+        return [safe(x) for x in v] if isinstance(v, tuple | list) else v
+    return {"values": {k: safe(v) for k, v in cfg.as_dict().items()}, "sources": dict(cfg.sources),
+            "pendingRestart": {k: safe(v) for k, v in (pending or {}).items()}}
+
+
+class _ConfigWatchingSink(ThreadSafeSink):
+    """A :class:`ThreadSafeSink` that, on the loop thread, hands each batch to ``after`` once the loop
+    has taken it (so the model already holds the batch). Owns nothing; never raises on its own."""
+
+    def __init__(self, target: SyncLoop, loop: asyncio.AbstractEventLoop,
+                 after: Callable[[list[Any]], None]) -> None:
+        super().__init__(target, loop)
+        self.after = after
+
+    def on_updates(self, updates: Any) -> None:
+        self.loop.call_soon_threadsafe(self._deliver, list(updates))
+
+    def _deliver(self, updates: list[Any]) -> None:
+        self.target.on_updates(updates)
+        self.after(updates)
+
+
 class Agent:
     """Wires and runs everything on one asyncio loop; :meth:`run` returns the exit code."""
 
     def __init__(self, cfg: AgentConfig, ds: Datastore, node_ip: str | None, health: HealthState, *,
                  base_cfg: AgentConfig | None = None, cache: ViewCache | None = None,
-                 initial_view: CachedView | None = None, traces: TraceBook | None = None) -> None:
+                 initial_view: CachedView | None = None, traces: TraceBook | None = None,
+                 felix_view: FelixConfigView | None = None) -> None:
         self.cfg = cfg
         self.traces = traces or TraceBook()
         self.cache = cache
@@ -137,6 +166,10 @@ class Agent:
         self.ds = ds
         self.keys = KeyLayout(cfg.etcd_prefix)
         self.node = cfg.node
+        # This node's FelixConfiguration resources (last good of each), layered over the config/ keys.
+        self.felix_view = felix_view or FelixConfigView(self.keys, self.node)
+        self._felix_seen_live = False
+        self.pending_restart: dict[str, Any] = {}  # wanted values of non-live parameters, until a restart
         self.node_ip = node_ip
         self.health = health
         self.io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-kernel")
@@ -257,7 +290,7 @@ class Agent:
         await self._start_bgp(sync)
 
         # Autonomy: a restart while the datastore is down starts from the last good view on disk.
-        sink = CachedStartSink(ThreadSafeSink(sync, loop), self.health)
+        sink = CachedStartSink(_ConfigWatchingSink(sync, loop, self._after_updates), self.health)
         writer = CacheWriter(self.cache) if self.cache is not None else None
         if self.initial_view is not None:
             sink.start_from(self.initial_view)
@@ -321,21 +354,41 @@ class Agent:
 
     def _on_config(self, raw: Mapping[str, bytes]) -> None:
         """The datastore's config keys changed: apply what can change live, warn about the rest."""
-        new = felix_config.with_datastore(self.base_cfg, raw, self.keys, self.node)
-        old, self.cfg = self.cfg, new
-        changed = sorted(n for n in felix_config.DATASTORE_PARAMS if getattr(old, n) != getattr(new, n))
-        if not changed:
+        self._reconfigure(raw)
+
+    def _after_updates(self, updates: list[Any]) -> None:
+        """A batch reached the model: re-read this node's FelixConfiguration resources when one changed
+        (and on the first batch, which may delete what a cached view or the start-up read held)."""
+        if self.sync is None:
             return
-        _log.info("datastore configuration changed params=%s",
-                  {n: f"{getattr(new, n)!r} (from {new.sources[n]})" for n in changed})
-        restart = [n for n in changed if n not in felix_config.LIVE_PARAMS]
-        if restart:
-            _log.warning("configuration changes need an agent restart to take effect params=%s", restart)
+        if self._felix_seen_live and not self.felix_view.concerns(u.key for u in updates):
+            return
+        self._felix_seen_live = True
+        if self.felix_view.update(self.sync.model.resources, self.sync.model.invalid):
+            self._reconfigure(self.sync.model.config)
+
+    def _reconfigure(self, raw: Mapping[str, bytes]) -> None:
+        """Resolve every parameter again (flags, environment, FelixConfiguration, ``config/`` keys) and apply
+        what can change live; a change of any other parameter is logged as needing a restart."""
+        legacy = felix_config.with_datastore(self.base_cfg, raw, self.keys, self.node)
+        wanted = felixconfig.resolve(legacy, self.felix_view.specs, self.node)
+        old = self.cfg
+        self.cfg, pending = felixconfig.split_live(old, wanted, felix_config.LIVE_PARAMS)
+        changed = sorted(n for n in felix_config.LIVE_PARAMS if getattr(old, n) != getattr(self.cfg, n))
+        if changed:
+            _log.info("datastore configuration changed params=%s",
+                      {n: f"{getattr(self.cfg, n)!r} (from {self.cfg.sources[n]})" for n in changed})
+        if pending != self.pending_restart:
+            self.pending_restart = pending
+            if pending:
+                # Not silently ignored: the running agent keeps the value it started with until restarted.
+                _log.warning("configuration changes need an agent restart to take effect params=%s",
+                             {n: f"{v!r} (from {wanted.sources.get(n)})" for n, v in sorted(pending.items())})
         if "log_level" in changed:
-            logging.getLogger().setLevel(new.log_level)
-        if self.sync is not None and set(changed) & felix_config.LIVE_PARAMS - {"log_level"}:
-            self.sync.set_config(loop_config(new))
-            self.health.liveness_timeout = liveness_timeout(new)
+            logging.getLogger().setLevel(self.cfg.log_level)
+        if self.sync is not None and set(changed) - {"log_level"}:
+            self.sync.set_config(loop_config(self.cfg))
+            self.health.liveness_timeout = liveness_timeout(self.cfg)
 
     async def _start_bgp(self, sync: SyncLoop) -> None:
         """The BGP speaker (ExaBGP, supervised) when BGP is enabled."""
@@ -391,9 +444,10 @@ def liveness_timeout(cfg: AgentConfig) -> float:
 def run(base: AgentConfig) -> int:
     """Start the agent in this process (blocks); returns the exit code.
 
-    ``base`` is the configuration from flags, environment and defaults; the
-    datastore's ``config/`` keys are layered under it once here (bounded wait: an
-    unreachable etcd means starting without them) and again whenever they change.
+    ``base`` is the configuration from flags, environment and defaults; this node's
+    FelixConfiguration resources and the datastore's ``config/`` keys are layered under
+    it once here (bounded wait: an unreachable etcd means starting without them) and
+    again whenever they change (:mod:`felix.felixconfig` has the precedence).
     """
     logging.getLogger().setLevel(base.log_level)
     # `kill -USR2 <pid>` dumps every thread's stack to stderr: diagnostics for a stuck agent.
@@ -407,7 +461,12 @@ def run(base: AgentConfig) -> int:
     raw = felix_config.read_datastore_config(ds, keys, attempts=1 if initial is not None else 3)
     if not raw and initial is not None:
         raw = config_from_view(initial, felix_config.config_prefix(keys))
-    cfg = felix_config.with_datastore(base, raw, keys, base.node)
+    felix_raw = felixconfig.read_felix_configurations(ds, keys)
+    if not felix_raw and initial is not None:
+        felix_raw = config_from_view(initial, keys.resource_dir(felixconfig.PLURAL))
+    felix_view = FelixConfigView(keys, base.node)
+    felix_view.load_raw(felix_raw)
+    cfg = felixconfig.resolve(felix_config.with_datastore(base, raw, keys, base.node), felix_view.specs, base.node)
     logging.getLogger().setLevel(cfg.log_level)
     _log.info("agent configuration %s sources=%s", cfg.redacted(),
               {k: v for k, v in cfg.sources.items() if v != "default"})
@@ -419,14 +478,19 @@ def run(base: AgentConfig) -> int:
         _log.info("metrics listening host=%s port=%d", cfg.metrics_host, cfg.metrics_port)
     server = None
     traces = TraceBook()
+    agent: list[Agent] = []  # the agent once built: /debug/config shows its live settings
     if cfg.health_enabled:
-        server = HealthServer(health, cfg.health_host, cfg.health_port, extra={TRACES_PATH: traces.snapshot})
+        server = HealthServer(health, cfg.health_host, cfg.health_port, extra={
+            TRACES_PATH: traces.snapshot,
+            CONFIG_PATH: lambda: (config_report(agent[0].cfg, agent[0].pending_restart) if agent
+                                  else config_report(cfg))})
         server.start()
         _log.info("health listening host=%s port=%d", cfg.health_host, cfg.health_port)
     node_ip = resolve_node_ip(cfg)
     try:
-        return asyncio.run(Agent(cfg, ds, node_ip, health, base_cfg=base, cache=cache, initial_view=initial,
-                                 traces=traces).run())
+        agent.append(Agent(cfg, ds, node_ip, health, base_cfg=base, cache=cache, initial_view=initial,
+                           traces=traces, felix_view=felix_view))
+        return asyncio.run(agent[0].run())
     finally:
         if server is not None:
             server.stop()

@@ -77,6 +77,8 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
                    default="false")), ("DISABLED", spec("disabled", default="false")),
                    ("SELECTOR", spec("nodeSelector"))],
         "IPReservation": [("RESERVED", spec("reservedCIDRs"))],
+        "FelixConfiguration": [("LOGSEVERITY", spec("logSeverityScreen")),
+                               ("ROUTEREFRESH", spec("routeRefreshInterval"))],
         "Node": [("ASN", spec("bgp", "asNumber", default="(global)")), ("IPV4", spec("bgp", "ipv4Address")),
                  ("IPV6", spec("bgp", "ipv6Address")), ("RR-CLUSTER", spec("bgp", "routeReflectorClusterID"))],
         "BGPConfiguration": [("LOGSEVERITY", spec("logSeverityScreen")),

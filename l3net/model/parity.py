@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from l3net.model.validate.felix_configuration import NOOP_VALUES as _FELIX_NOOP
+from l3net.model.validate.felix_configuration import REFUSED_FIELDS as _FELIX_REFUSED
+
 __all__ = ["PARITY", "FieldParity", "implemented", "refused", "render_markdown"]
 
 _NO_DEFAULT = object()
@@ -86,6 +89,10 @@ def _filter_rules(direction: str) -> dict[str, FieldParity]:
     }
 
 
+_F = "felix.felixconfig"
+_RESTART = "read at start: a change is logged as needing a restart"
+_LIVE = "live: a change applies without a restart"
+
 _HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
 _SERVICES = ("read from the BGPConfiguration named default only (refused in node.<name>); no kernel route "
              "for service prefixes, as in Calico")
@@ -113,6 +120,32 @@ PARITY: dict[str, dict[str, FieldParity]] = {
     "IPReservation": {
         "reservedCIDRs": implemented("l3net.ipam.reservations", "addresses IPAM never assigns automatically",
                                      note="an address asked for by name (ipAddrs) is still given, as in Calico"),
+    },
+    "FelixConfiguration": {
+        "logSeverityScreen": implemented(_F, "the agent's log level (stdout)",
+                                         note=f"{_LIVE}; Trace is logged as Debug, Fatal as Critical"),
+        "routeRefreshInterval": implemented(_F, "how often routes are re-read to heal drift",
+                                            note=f"{_LIVE}; heals routes, iptables and ipsets on one schedule; "
+                                                 "0 (off) is refused"),
+        "healthEnabled": implemented(_F, "serve the health endpoints", note=_RESTART),
+        "healthHost": implemented(_F, "bind address of the health endpoints", note=f"{_RESTART}; an IP address"),
+        "healthPort": implemented(_F, "port of the health endpoints", note=_RESTART),
+        "prometheusMetricsEnabled": implemented(_F, "serve Prometheus metrics",
+                                                note=f"{_RESTART}; l3net's default is on"),
+        "prometheusMetricsHost": implemented(_F, "bind address of the metrics endpoint",
+                                             note=f"{_RESTART}; an IP address"),
+        "prometheusMetricsPort": implemented(_F, "port of the metrics endpoint", note=_RESTART),
+        "defaultEndpointToHostAction": implemented(_F, "Drop, Accept or Return workload traffic to the host",
+                                                   note=_LIVE),
+        "failsafeInboundHostPorts": implemented(_F, "ports always open to the host", note=_LIVE),
+        "failsafeInboundHostPorts[].net": refused("10.0.0.0/8", "open the failsafe port from these addresses only",
+                                                  "failsafe ports apply from every address"),
+        "iptablesBackend": implemented(_F, "Legacy, NFT or Auto iptables", note=_RESTART),
+        "reportingTTL": implemented(_F, "TTL of the agent's status report",
+                                    note=f"{_RESTART}; the lease of the status key, refreshed at a third of it"),
+        **{name: refused(True if name not in _FELIX_NOOP else "on", "a Felix setting (Calico's FelixConfiguration "
+                         "reference)", why, **({"default": _FELIX_NOOP[name]} if name in _FELIX_NOOP else {}))
+           for name, why in _FELIX_REFUSED.items()},
     },
     "Node": {
         "bgp.ipv4Address": implemented("bgp.config", "the node's IPv4 address (and subnet) for BGP"),
@@ -245,7 +278,7 @@ def render_markdown() -> str:
             if f.status == "implemented":
                 status = f"implemented (`{f.consumer}`)" + (f"; {f.note}" if f.note else "")
             else:
-                shown = "default" if f.default is _NO_DEFAULT else f"accepted only as `{_yaml(f.default)}`"
+                shown = "any value" if f.default is _NO_DEFAULT else f"accepted only as `{_yaml(f.default)}`"
                 status = f"**refused** ({shown}): {f.note}"
             lines.append(f"| {kind} | `{path}` | {status} | {f.calico} |")
     return "\n".join(lines) + "\n"

@@ -41,6 +41,8 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     _kind("BGPPeer", "bgppeers", False, L3NET_API, (CALICO_API,), ("bgppeer",)),
     _kind("BGPFilter", "bgpfilters", False, L3NET_API, (CALICO_API,), ("bgpfilter",)),
     _kind("IPReservation", "ipreservations", False, L3NET_API, (CALICO_API,), ("ipreservation",)),
+    _kind("FelixConfiguration", "felixconfigurations", False, L3NET_API, (CALICO_API,),
+          ("felixconfiguration", "felixconfig", "felixconfigs")),
     _kind("WorkloadEndpoint", "workloadendpoints", True, L3NET_API, (), ("wep", "weps", "workloadendpoint")),
     _kind("Namespace", "namespaces", False, K8S_CORE_API, (L3NET_API,), ("namespace", "ns")),
     _kind("NetworkPolicy", "networkpolicies", True, K8S_NETPOL_API, (), ("networkpolicy", "netpol", "np")),

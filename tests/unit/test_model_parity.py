@@ -27,6 +27,7 @@ _RULES = [{"action": "Allow", "source": {}, "destination": {}}]
 BASE: dict[str, tuple[str, dict[str, Any]]] = {
     "IPPool": ("p", {"cidr": "10.0.0.0/16"}),
     "IPReservation": ("r", {}),
+    "FelixConfiguration": ("default", {}),
     "Node": ("n1", {}),
     "BGPConfiguration": ("default", {}),
     "BGPPeer": ("peer", {"peerIP": "10.0.0.9", "asNumber": 65000}),

@@ -20,6 +20,7 @@ from l3net.model.validate.bgp import (
 )
 from l3net.model.validate.calico_policy import GLOBAL_NETWORK_POLICY_SPEC
 from l3net.model.validate.checker import Check, Checker, obj
+from l3net.model.validate.felix_configuration import FELIX_CONFIGURATION_SPEC, felix_configuration_name_check
 from l3net.model.validate.ippool import IPPOOL_SPEC
 from l3net.model.validate.ipreservation import IPRESERVATION_SPEC
 from l3net.model.validate.k8s_policy import NETWORK_POLICY_SPEC
@@ -39,6 +40,7 @@ NAMESPACE_SPEC = obj({})
 SPECS: dict[str, Check] = {
     "IPPool": IPPOOL_SPEC,
     "IPReservation": IPRESERVATION_SPEC,
+    "FelixConfiguration": FELIX_CONFIGURATION_SPEC,
     "Node": NODE_SPEC,
     "BGPConfiguration": BGP_CONFIGURATION_SPEC,
     "BGPPeer": BGP_PEER_SPEC,
@@ -54,6 +56,7 @@ SPECS: dict[str, Check] = {
 
 NAME_CHECKS: dict[str, NameCheck] = {
     "BGPConfiguration": bgp_configuration_name_check,
+    "FelixConfiguration": felix_configuration_name_check,
     "WorkloadEndpoint": workload_endpoint_name_check,
 }
 
