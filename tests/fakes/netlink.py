@@ -9,7 +9,7 @@ import errno
 import os
 from collections.abc import Sequence
 
-from felix.drivers.routes import KernelRoute
+from felix.drivers.routes import SCOPE_UNIVERSE, KernelRoute
 
 
 class FakeNetlink:
@@ -23,7 +23,10 @@ class FakeNetlink:
     to the errno with which the kernel refuses every write of them (ENETUNREACH for an
     unreachable next hop ...). ``write_batch`` has the kernel's batch semantics: each op
     is atomic, a failed op does not stop the others. ``dumps`` counts full-table dumps,
-    ``oif_dumps`` the dumps filtered by interface.
+    ``oif_dumps`` the dumps filtered by interface. Like the kernel, it keeps an IPv6 route's scope
+    as universe whatever was written. Where it is knowingly simpler than the kernel (next hops are
+    not checked for being on-link, a gateway route's output interface is not filled in) is stated
+    in tests/netns/test_route_contract.py, which runs the same scenarios against both.
     """
 
     def __init__(self, links: dict[str, int] | None = None) -> None:
@@ -66,6 +69,9 @@ class FakeNetlink:
         if route.oif is not None and route.oif not in self.links.values():
             raise OSError(errno.ENODEV, "No such device")
         self.writes += 1
+        if ":" in route.dst and route.scope != SCOPE_UNIVERSE:
+            # IPv6 has no route scopes: the kernel keeps and dumps every IPv6 route as universe.
+            route = route._replace(scope=SCOPE_UNIVERSE)
         self.table[route.slot] = route
 
     def create(self, route: KernelRoute) -> None:
