@@ -31,9 +31,9 @@ from felix.drivers.routes import (
 )
 from l3net import netns
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
-from tests.conftest import NetnsFactory
 from tests.fakes.netlink import FakeNetlink
 from tests.fakes.sysctls import FakeSysctls
+from tests.netns_fixtures import NetnsFactory
 
 pytestmark = pytest.mark.netns
 
