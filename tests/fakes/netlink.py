@@ -6,8 +6,9 @@ Its semantics are checked against the real kernel by tests/netns/test_route_cont
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from felix.drivers.routes import SCOPE_UNIVERSE, KernelRoute
 
@@ -24,14 +25,18 @@ class FakeNetlink:
     unreachable next hop ...). ``write_batch`` has the kernel's batch semantics: each op
     is atomic, a failed op does not stop the others. ``dumps`` counts full-table dumps,
     ``oif_dumps`` the dumps filtered by interface. Like the kernel, it keeps an IPv6 route's scope
-    as universe whatever was written. Where it is knowingly simpler than the kernel (next hops are
-    not checked for being on-link, a gateway route's output interface is not filled in) is stated
-    in tests/netns/test_route_contract.py, which runs the same scenarios against both.
+    as universe whatever was written, and, given the links' ``connected`` subnets, refuses a next
+    hop on none of them. Where it is knowingly simpler than the kernel (a gateway route's output
+    interface is not filled in) is stated in tests/netns/test_route_contract.py, which runs the
+    same scenarios against both.
     """
 
-    def __init__(self, links: dict[str, int] | None = None) -> None:
+    def __init__(self, links: dict[str, int] | None = None, connected: Iterable[str] | None = None) -> None:
         self.table: dict[tuple[str, int], KernelRoute] = {}
         self.links = dict(links or {})
+        # The links' subnets: with them, a next hop outside all of them is refused as by the kernel;
+        # without (None), next hops are not checked.
+        self.connected = None if connected is None else [ipaddress.ip_network(c, strict=False) for c in connected]
         self.writes = 0
         self.dumps = 0
         self.fail_writes = 0
@@ -68,11 +73,22 @@ class FakeNetlink:
         self._maybe_fail(route)
         if route.oif is not None and route.oif not in self.links.values():
             raise OSError(errno.ENODEV, "No such device")
+        self._check_next_hops(route)
         self.writes += 1
         if ":" in route.dst and route.scope != SCOPE_UNIVERSE:
             # IPv6 has no route scopes: the kernel keeps and dumps every IPv6 route as universe.
             route = route._replace(scope=SCOPE_UNIVERSE)
         self.table[route.slot] = route
+
+    def _check_next_hops(self, route: KernelRoute) -> None:
+        """The kernel refuses a route if any next hop is on none of the links (IPv4 ENETUNREACH, IPv6 EHOSTUNREACH)."""
+        if self.connected is None:
+            return
+        for gw in route.gateways:
+            addr = ipaddress.ip_address(gw)
+            if not any(addr in net for net in self.connected if net.version == addr.version):
+                code = errno.ENETUNREACH if addr.version == 4 else errno.EHOSTUNREACH
+                raise OSError(code, f"{os.strerror(code)} (next hop {gw} is on no link)")
 
     def create(self, route: KernelRoute) -> None:
         """Create-exclusive (NLM_F_CREATE|NLM_F_EXCL): EEXIST when any route holds the slot."""

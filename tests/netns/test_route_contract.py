@@ -60,7 +60,7 @@ class World:
 
 
 def _fake_world() -> World:
-    nl = FakeNetlink(links={name: 10 + i for i, name in enumerate(LINKS)})
+    nl = FakeNetlink(links={name: 10 + i for i, name in enumerate(LINKS)}, connected=UPLINK_ADDRS)
     return World(nl=nl, plant_foreign=nl.add, links=dict(nl.links))
 
 
@@ -190,6 +190,16 @@ def test_a_missing_device_is_enodev_and_the_rest_of_the_batch_applies(world: Wor
         (POD4, ROUTE_PROTO, METRIC, "unicast", "link", "cali1", ()),
         ("10.65.1.0/26", ROUTE_PROTO, METRIC, "unicast", "universe", None, ("10.0.0.2",)),
     }
+
+
+@pytest.mark.parametrize("dst,hops,refused", [("10.65.3.0/26", ("192.0.2.1",), "ENETUNREACH"),
+                                              ("10.65.3.0/26", ("10.0.0.3", "192.0.2.1"), "ENETUNREACH"),
+                                              ("fd00:65:3::/64", ("fd01::1",), "EHOSTUNREACH"),
+                                              ("fd00:65:3::/64", ("fd00::3", "fd01::1"), "EHOSTUNREACH")])
+def test_a_next_hop_on_no_link_is_refused_whole(world: World, dst: str, hops: tuple[str, ...], refused: str) -> None:
+    # What felix quarantines as a refusal (REFUSAL_ERRNOS): one hop off-link refuses the whole ECMP route.
+    assert write(world, (REPLACE, learned(dst, *hops))) == [refused]
+    assert observe(world, {dst}) == set()
 
 
 def test_blackhole_and_ipv6_pod_route(world: World) -> None:
