@@ -64,9 +64,12 @@ def _fake_world() -> World:
     return World(nl=nl, plant_foreign=nl.add, links=dict(nl.links))
 
 
-def _ip_route_args(r: KernelRoute) -> list[str]:
-    """`ip route add` words for a foreign route (gateway routes only: all this test plants)."""
-    return ["ip", "route", "add", r.dst, "via", r.gateways[0], "proto", str(r.proto), "metric", str(r.metric)]
+def _planter(ns: str) -> Callable[[KernelRoute], None]:
+    """Plants a foreign route with ``ip route add``, as an operator would (gateway routes: all this test plants)."""
+    def plant(r: KernelRoute) -> None:
+        netns.run(ns, ["ip", "route", "add", r.dst, "via", r.gateways[0], "proto", str(r.proto),
+                       "metric", str(r.metric)])
+    return plant
 
 
 @pytest.fixture(params=["fake", "kernel"])
@@ -82,7 +85,7 @@ def world(request: pytest.FixtureRequest, netns_factory: NetnsFactory) -> Iterat
     nl = PyrouteNetlink(netns=node)
     try:
         links = {name: nl.link_index(name) or 0 for name in LINKS}
-        yield World(nl=nl, plant_foreign=lambda r: netns.run(node, _ip_route_args(r)) and None, links=links)
+        yield World(nl=nl, plant_foreign=_planter(node), links=links)
     finally:
         nl.close()
 
