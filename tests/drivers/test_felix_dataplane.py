@@ -20,9 +20,11 @@ from felix.main import policy_builder
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.model.resource import Resource
 from tests.builders import gnp, netpol, ns
-from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
-from tests.drivers.test_felix_loop import KEYS, Clock, Upd, pooled_model, wep
-from tests.drivers.test_policy_drivers import FakeKernel
+from tests.drivers.test_felix_loop import KEYS, Upd, pooled_model, wep
+from tests.fakes.clock import FakeClock
+from tests.fakes.iptables import FakeIptables
+from tests.fakes.netlink import FakeNetlink
+from tests.fakes.sysctls import FakeSysctls
 
 pytestmark = pytest.mark.drivers
 
@@ -35,7 +37,7 @@ def res(plural: str, r: Resource) -> Upd:
 
 
 class PolicyRig:
-    """A SyncLoop with every driver, the kernel faked: FakeNetlink, FakeSysctls, FakeKernel (iptables+ipset)."""
+    """A SyncLoop with every driver, the kernel faked: FakeNetlink, FakeSysctls, FakeIptables (iptables+ipset)."""
 
     def __init__(self, links: dict[str, int]) -> None:
         import asyncio
@@ -46,10 +48,10 @@ class PolicyRig:
         self.sys = FakeSysctls()
         for name in links:
             self.sys.add_iface(name)
-        self.kernel = FakeKernel()
+        self.kernel = FakeIptables()
         self.kernel.tables["filter"]["FORWARD"] = ["-s 198.51.100.0/24 -j DROP"]   # foreign
         self.kernel.ipsets["foreign-set"] = ("hash:ip", {"192.0.2.1"})
-        self.clock = Clock()
+        self.clock = FakeClock()
         # refresh_interval=None, as the agent builds them: only the loop's refresh re-reads the kernel.
         self.iptables = IptablesDriver(self.kernel, backend="nft", refresh_interval=None, sleep=lambda _s: None)
         self.ipsets = IpsetDriver(self.kernel, refresh_interval=None)
@@ -62,7 +64,7 @@ class PolicyRig:
         self.sync.on_links({n: Link(n, i, True) for n, i in links.items()})
 
     def step(self, dt: float = 1.0) -> None:
-        self.clock.t += dt
+        self.clock.now += dt
 
         async def once() -> None:
             await self.sync._maybe_apply(self.asyncio.get_running_loop())

@@ -7,7 +7,7 @@ import pytest
 from felix.desired import InterfaceSpec
 from felix.drivers.interfaces import InterfaceDriver
 from felix.links import Link
-from tests.drivers.felix_fakes import FakeSysctls
+from tests.fakes.sysctls import FakeSysctls
 
 pytestmark = pytest.mark.drivers
 

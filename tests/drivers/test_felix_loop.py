@@ -22,7 +22,9 @@ from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
-from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
+from tests.fakes.clock import FakeClock
+from tests.fakes.netlink import FakeNetlink
+from tests.fakes.sysctls import FakeSysctls
 
 pytestmark = pytest.mark.drivers
 
@@ -60,21 +62,13 @@ def affinity(node: str, cidr: str, state: str = "confirmed") -> Upd:
 NO_GRACE = LoopConfig(startup_sweep_delay=0)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class Rig:
     def __init__(self, links: dict[str, int], *, config: LoopConfig = NO_GRACE) -> None:
         self.nl = FakeNetlink(links=links)
         self.sys = FakeSysctls()
         for name in links:
             self.sys.add_iface(name)
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.io = concurrent.futures.ThreadPoolExecutor(1)
         self.sync = SyncLoop(pooled_model(), "n1", Dataplane(RouteDriver(self.nl), InterfaceDriver(self.sys)),
                              config=config, io_executor=self.io, clock=self.clock, rand=lambda: 0.5)
@@ -82,7 +76,7 @@ class Rig:
 
     def step(self) -> None:
         """Advance the fake clock past the throttle and run one loop iteration."""
-        self.clock.t += 1.0
+        self.clock.now += 1.0
 
         async def once() -> None:
             await self.sync._maybe_apply(asyncio.get_running_loop())
@@ -225,7 +219,7 @@ def test_learned_routes_ecmp_and_startup_grace() -> None:
     assert rig.ours()[("10.65.0.64/26", M)].gateways == ("10.0.0.2", "10.0.0.3")
     assert rig.ours()[("10.65.0.0/26", M)].type == RTN_BLACKHOLE  # our block: learned copy ignored
     assert stale.slot in rig.nl.table  # grace: not swept yet
-    rig.clock.t += 30
+    rig.clock.now += 30
     rig.step()
     assert stale.slot not in rig.nl.table
 
@@ -238,16 +232,16 @@ def test_failed_applies_back_off_forever_and_never_end_the_loop() -> None:
     rig.nl.fail_writes = 1000
     delays = []
     for _ in range(4 * cfg.max_failures):  # far past max_failures: still retried, nothing raised
-        rig.clock.t += 0.5  # each step then passes the capped backoff (1.1 s)
+        rig.clock.now += 0.5  # each step then passes the capped backoff (1.1 s)
         rig.step()
-        delays.append(rig.sync._retry_at - rig.clock.t)
+        delays.append(rig.sync._retry_at - rig.clock.now)
     assert rig.sync.failures == 4 * cfg.max_failures
     # doubling, capped at 1.0 * (1 + 0.2 * 0.5)
     assert delays == pytest.approx([0.11, 0.22, 0.44, 0.88] + [1.1] * (len(delays) - 4))
     ready, reasons = rig.sync.health.readiness()
     assert not ready and "routes apply failed" in reasons["dataplane"]
     rig.nl.fail_writes = 0
-    rig.clock.t += 0.5
+    rig.clock.now += 0.5
     rig.step()
     assert rig.sync.failures == 0 and len(rig.ours()) == 3
     assert rig.sync.health.readiness() == (True, {})
@@ -310,7 +304,7 @@ def test_a_learned_route_the_kernel_always_refuses_never_kills_the_agent() -> No
     assert "10.70.0.0/24 via 192.0.2.99" in warning and "ENETUNREACH" in warning
     # The next hop becomes reachable; the next periodic refresh installs the route and clears the warning.
     rig.nl.refuse = {}
-    rig.clock.t += cfg.refresh_interval
+    rig.clock.now += cfg.refresh_interval
     rig.step()
     assert rig.ours()[("10.70.0.0/24", M)].gateways == ("192.0.2.99",)
     assert "routesRefused" not in rig.sync.health.warnings()
@@ -347,27 +341,27 @@ def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
             await rig.sync._maybe_apply(asyncio.get_running_loop())
         asyncio.run(once())
 
-    rig.clock.t += 0.01  # 10 ms after the last apply: inside the 50 ms window
+    rig.clock.now += 0.01  # 10 ms after the last apply: inside the 50 ms window
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"],
                                 "10.70.3.0/26": ["10.0.0.3"]})  # an addition only
     now()
     assert rig.sync.applies == applies and ("10.70.3.0/26", M) not in rig.ours(), "an addition waits"
-    assert rig.sync._next_deadline(rig.clock.t) == pytest.approx(rig.clock.t + 0.04)
+    assert rig.sync._next_deadline(rig.clock.now) == pytest.approx(rig.clock.now + 0.04)
 
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"]})  # 10.0.0.2 is gone
-    assert rig.sync._next_deadline(rig.clock.t) == rig.clock.t
+    assert rig.sync._next_deadline(rig.clock.now) == rig.clock.now
     now()
     assert rig.sync.applies == applies + 1, "the withdraw was applied without waiting for the window"
     assert ("10.70.2.0/26", M) not in rig.ours()
     assert rig.ours()[("10.70.1.0/26", M)].gateways == ("10.0.0.3",)
     assert ("10.70.3.0/26", M) in rig.ours(), "the pending addition rides along with the withdraw's apply"
 
-    rig.clock.t += 0.01
+    rig.clock.now += 0.01
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"],
                                 "10.70.4.0/26": ["10.0.0.3"]})
     now()
     assert ("10.70.4.0/26", M) not in rig.ours(), "after the urgent apply, additions coalesce again"
-    rig.clock.t += 0.05
+    rig.clock.now += 0.05
     now()
     assert ("10.70.4.0/26", M) in rig.ours()
 

@@ -1,9 +1,9 @@
 """Degrade, never die, on data: refused policy objects are narrowed and quarantined; the sides are independent.
 
 The sync loop with every driver, the kernel faked by stateful fakes (FakeNetlink,
-FakeSysctls, FakeKernel for iptables and ipset); the fake refuses what the real
+FakeSysctls, FakeIptables for iptables and ipset); the fake refuses what the real
 kernel refuses here (a /0 in a ``hash:net`` set) plus rules containing a marker the
-test chooses (``FakeKernel.refuse``): the stand-in for a kernel refusal of an
+test chooses (``FakeIptables.refuse``): the stand-in for a kernel refusal of an
 object that passed validation. The real kernel's side of it (an endpoint the
 validator refuses, written raw into etcd) is ``tests/netns/test_felix_contain.py``.
 """
@@ -43,7 +43,7 @@ def allow_gnp(name: str, selector: str, port: int, **extra: object) -> Upd:
 
 
 def test_a_refused_endpoint_fails_closed_and_everything_else_converges() -> None:
-    """The fake kernel refuses every rule that names ``calibad`` (FakeKernel.refuse stands in for a kernel
+    """The fake kernel refuses every rule that names ``calibad`` (FakeIptables.refuse stands in for a kernel
     refusal: no endpoint that passes the strict validation is known to be refused by the real kernel)."""
     rig = PolicyRig({"cali1": 11, "cali2": 12, BAD_IF: 13})
     rig.kernel.refuse = {BAD_IF}
@@ -201,11 +201,12 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
     from felix.drivers.routes import RouteDriver
     from felix.loop import LoopConfig, SyncLoop
     from felix.main import policy_builder
-    from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
     from tests.drivers.test_felix_loop import pooled_model
-    from tests.drivers.test_policy_drivers import FakeKernel
+    from tests.fakes.iptables import FakeIptables
+    from tests.fakes.netlink import FakeNetlink
+    from tests.fakes.sysctls import FakeSysctls
 
-    kernel = FakeKernel()
+    kernel = FakeIptables()
     lock = threading.Event()
     lock.set()
     blocked = threading.Event()

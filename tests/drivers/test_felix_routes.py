@@ -23,7 +23,7 @@ from felix.drivers.routes import (
 )
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
-from tests.drivers.felix_fakes import FakeNetlink
+from tests.fakes.netlink import FakeNetlink
 
 pytestmark = pytest.mark.drivers
 

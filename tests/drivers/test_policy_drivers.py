@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
-import shlex
 
 import pytest
 
@@ -17,147 +15,11 @@ from felix.drivers.routes import RouteDriver
 from policy.compiler import compile_policy
 from policy.nat import CHAIN_NAT_OUTGOING, CHAIN_NAT_POSTROUTING, IPSET_ALL_POOLS, IPSET_MASQ_POOLS
 from tests.builders import netpol, ns, wep
-from tests.drivers.felix_fakes import FakeNetlink, FakeSysctls
+from tests.fakes.iptables import FakeIptables
+from tests.fakes.netlink import FakeNetlink
+from tests.fakes.sysctls import FakeSysctls
 
 pytestmark = pytest.mark.drivers
-
-_TARGETS = {"ACCEPT", "DROP", "RETURN", "MARK", "REJECT", "LOG", "MASQUERADE", "SNAT"}
-_BUILTIN = {"filter": ["INPUT", "FORWARD", "OUTPUT"], "raw": ["PREROUTING", "OUTPUT"],
-            "nat": ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]}
-
-
-class FakeKernel:
-    """Models iptables-{nft,legacy}-save/-restore --noflush and ipset save/restore, atomically per call."""
-
-    def __init__(self) -> None:
-        self.tables = {t: {c: [] for c in chains} for t, chains in _BUILTIN.items()}
-        self.ipsets: dict[str, tuple[str, set[str]]] = {}
-        self.legacy_tables: dict[str, dict[str, list[str]]] = {}
-        self.writes: list[str] = []
-        self.fail_next = 0
-        self.save_fail_next = 0  # iptables-save calls that fail (not because a table is missing)
-        self.refuse: set[str] = set()  # iptables-restore refuses a rule containing any of these (a kernel check)
-
-    def __call__(self, argv, stdin=None):
-        tool = argv[0]
-        if tool.startswith("iptables-") and tool.endswith("-save"):
-            tables = self.tables if "nft" in tool else self.legacy_tables
-            if self.save_fail_next:
-                self.save_fail_next -= 1
-                return 1, "", "iptables-save: Could not fetch rule set generation id: Invalid argument"
-            wanted = [argv[2]] if "-t" in argv else sorted(tables)
-            if "-t" in argv and argv[2] not in tables:
-                return 1, "", f"Table `{argv[2]}' does not exist"
-            return 0, "".join(self._render(t, tables.get(t, {})) for t in wanted), ""
-        if tool.startswith("iptables-") and tool.endswith("-restore"):
-            assert "--noflush" in argv and "--wait" in argv
-            self.writes.append(stdin)
-            if self.fail_next:
-                self.fail_next -= 1
-                return 4, "", "Another app is currently holding the xtables lock"
-            return self._restore(stdin)
-        if argv[:2] == ["ipset", "save"]:
-            out = []
-            for name, (kind, members) in self.ipsets.items():
-                out.append(f"create {name} {kind} family inet hashsize 1024 maxelem 1048576")
-                out += [f"add {name} {m}" for m in sorted(members)]
-            return 0, "\n".join(out) + "\n", ""
-        if argv[:2] == ["ipset", "restore"]:
-            self.writes.append(stdin)
-            return self._ipset_restore(stdin)
-        return 127, "", f"unknown command {argv}"
-
-    @staticmethod
-    def _render(table, chains):
-        lines = [f"*{table}"]
-        lines += [f":{c} {'ACCEPT' if c in _BUILTIN.get(table, ()) else '-'} [0:0]" for c in chains]
-        lines += [f"-A {c} {r}" for c, rules in chains.items() for r in rules]
-        return "\n".join([*lines, "COMMIT", ""])
-
-    def _restore(self, script):
-        tables = copy.deepcopy(self.tables)
-        chains = None
-        try:
-            for line in script.splitlines():
-                if not line or line.startswith("#"):
-                    continue
-                if line.startswith("*"):
-                    chains = tables.setdefault(line[1:], {})
-                elif line == "COMMIT":
-                    chains = None
-                elif line.startswith(":"):
-                    chains.setdefault(line[1:].split()[0], [])
-                else:
-                    op, rest = line.split(None, 1)
-                    assert not any(bad in rest for bad in self.refuse), f"kernel refused {rest}"
-                    self._op(chains, op, rest)
-        except (AssertionError, KeyError, IndexError, ValueError) as exc:
-            return 1, "", f"iptables-restore: line failed: {exc}"
-        self.tables = tables
-        return 0, "", ""
-
-    @staticmethod
-    def _op(chains, op, rest):
-        name, _, rule = rest.partition(" ")
-        if op in ("-A", "-I"):
-            assert name in chains, f"no chain {name}"
-            pos = 0
-            if op == "-I" and rule.split(" ", 1)[0].isdigit():
-                pos, rule = int(rule.split(" ", 1)[0]) - 1, rule.split(" ", 1)[1]
-            toks = shlex.split(rule)
-            for flag in ("-i", "-o"):  # as iptables' parser: an interface name longer than IFNAMSIZ-1 is refused
-                assert flag not in toks or len(toks[toks.index(flag) + 1]) <= 15, "interface name too long"
-            for flag in ("-j", "-g"):
-                if flag in toks:
-                    target = toks[toks.index(flag) + 1]
-                    assert target in _TARGETS or target in chains, f"no target {target}"
-            chains[name].insert(pos, rule) if op == "-I" else chains[name].append(rule)
-        elif op == "-D":  # by number or by rule spec (the first rule with exactly this text)
-            if rule.isdigit():
-                del chains[name][int(rule) - 1]
-            else:
-                chains[name].remove(rule)
-        elif op == "-F":
-            chains[name].clear()
-        elif op == "-X":
-            assert not chains[name], "chain not empty"
-            assert not any(re.search(rf"-[jg] {re.escape(name)}( |$)", r) for rs in chains.values() for r in rs), \
-                "chain referenced"
-            assert not any(name in b for b in _BUILTIN.values())
-            del chains[name]
-        else:
-            raise ValueError(op)
-
-    def _ipset_restore(self, script):
-        sets = copy.deepcopy(self.ipsets)
-        try:
-            for line in script.splitlines():
-                parts = line.split()
-                if not parts or parts[0] == "COMMIT":
-                    continue
-                cmd, name = parts[0], parts[1]
-                if cmd == "create":
-                    assert name not in sets, "set exists"
-                    sets[name] = (parts[2], set())
-                elif cmd == "add":
-                    assert parts[2] not in sets[name][1], "element exists"
-                    # the kernel's hash:net refuses a zero prefix length
-                    assert not (sets[name][0] == "hash:net" and parts[2].endswith("/0")), "invalid CIDR /0"
-                    sets[name][1].add(parts[2])
-                elif cmd == "del":
-                    sets[name][1].remove(parts[2])
-                elif cmd == "swap":
-                    assert sets[name][0] == sets[parts[2]][0], "incompatible types"
-                    sets[name], sets[parts[2]] = sets[parts[2]], sets[name]
-                elif cmd == "destroy":
-                    del sets[name]
-                else:
-                    raise ValueError(cmd)
-        except (AssertionError, KeyError, IndexError, ValueError) as exc:
-            return 1, "", f"ipset restore: {exc}"
-        self.ipsets = sets
-        return 0, "", ""
-
 
 def _program(with_b: bool = True, ports: int = 80):
     a = wep("a", "prod", "n1", "10.0.1.2", {"app": "web"}, [{"name": "http", "protocol": "TCP", "port": 8080}])
@@ -170,8 +32,8 @@ def _program(with_b: bool = True, ports: int = 80):
 
 
 @pytest.fixture
-def kernel() -> FakeKernel:
-    k = FakeKernel()
+def kernel() -> FakeIptables:
+    k = FakeIptables()
     k.tables["filter"]["FOREIGN"] = ["-s 203.0.113.0/24 -j DROP"]
     k.tables["filter"]["FORWARD"] = ["-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"]
     k.ipsets["foreign-set"] = ("hash:ip", {"192.0.2.1"})
@@ -183,7 +45,7 @@ def _apply_all(ipsets, iptables, program) -> int:
             + ipsets.apply_deletes(program.ipsets))
 
 
-def test_apply_programs_everything_and_second_apply_writes_nothing(kernel: FakeKernel) -> None:
+def test_apply_programs_everything_and_second_apply_writes_nothing(kernel: FakeIptables) -> None:
     foreign_before = copy.deepcopy(kernel.tables["filter"]["FOREIGN"])
     ipt, ips = IptablesDriver(kernel, backend="nft"), IpsetDriver(kernel)
     prog = _program()
@@ -204,7 +66,7 @@ def test_apply_programs_everything_and_second_apply_writes_nothing(kernel: FakeK
     assert _apply_all(IpsetDriver(kernel), IptablesDriver(kernel, backend="nft"), _program()) == 0
 
 
-def test_changes_rewrite_only_changed_chains_and_remove_stale(kernel: FakeKernel) -> None:
+def test_changes_rewrite_only_changed_chains_and_remove_stale(kernel: FakeIptables) -> None:
     ipt, ips = IptablesDriver(kernel, backend="nft"), IpsetDriver(kernel)
     _apply_all(ips, ipt, _program())
     before = len(kernel.writes)
@@ -223,7 +85,7 @@ def test_changes_rewrite_only_changed_chains_and_remove_stale(kernel: FakeKernel
     assert set(kernel.ipsets) == {"foreign-set"}
 
 
-def test_hook_pushed_down_by_someone_else_is_moved_back_to_the_top(kernel: FakeKernel) -> None:
+def test_hook_pushed_down_by_someone_else_is_moved_back_to_the_top(kernel: FakeIptables) -> None:
     ipt = IptablesDriver(kernel, backend="nft")
     prog = _program()
     IpsetDriver(kernel).apply_adds(prog.ipsets)
@@ -236,7 +98,7 @@ def test_hook_pushed_down_by_someone_else_is_moved_back_to_the_top(kernel: FakeK
     assert sum("l3n:" in r for r in fwd) == 1 and fwd.count("-j ACCEPT") == 2
 
 
-def test_bounded_retries_then_error(kernel: FakeKernel) -> None:
+def test_bounded_retries_then_error(kernel: FakeIptables) -> None:
     sleeps: list[float] = []
     prog = _program()
     IpsetDriver(kernel).apply_adds(prog.ipsets)
@@ -251,7 +113,7 @@ def test_bounded_retries_then_error(kernel: FakeKernel) -> None:
     assert kernel.tables["filter"]["l3n-FORWARD"]  # nothing half-written
 
 
-def test_restore_refusal_leaves_kernel_unchanged(kernel: FakeKernel) -> None:
+def test_restore_refusal_leaves_kernel_unchanged(kernel: FakeIptables) -> None:
     prog = _program()
     chains = {"filter": {"l3n-x": ['-m comment --comment "l3n:aaaa" -j l3n-missing']}}
     ipt = IptablesDriver(kernel, backend="nft", max_retries=1, sleep=lambda _s: None)
@@ -261,7 +123,7 @@ def test_restore_refusal_leaves_kernel_unchanged(kernel: FakeKernel) -> None:
     assert prog.policies == 1
 
 
-def test_backend_detection(kernel: FakeKernel) -> None:
+def test_backend_detection(kernel: FakeIptables) -> None:
     assert detect_backend(kernel) == "nft"
     kernel.legacy_tables = {"mangle": {"KUBE-IPTABLES-HINT": []}}
     assert detect_backend(kernel) == "legacy"
@@ -271,7 +133,7 @@ def test_backend_detection(kernel: FakeKernel) -> None:
         IptablesDriver(kernel, backend="bpf")
 
 
-def test_ipset_big_change_uses_swap_and_leaves_no_temp(kernel: FakeKernel) -> None:
+def test_ipset_big_change_uses_swap_and_leaves_no_temp(kernel: FakeIptables) -> None:
     ips = IpsetDriver(kernel)
     ips.apply_adds({"l3ns:big": ("hash:net", frozenset(f"10.1.0.{i}" for i in range(20)))})
     ips.apply_adds({"l3ns:big": ("hash:net", frozenset(f"10.2.0.{i}" for i in range(20)))})
@@ -290,7 +152,7 @@ def test_ipset_big_change_uses_swap_and_leaves_no_temp(kernel: FakeKernel) -> No
         ips._restore(["destroy l3ns:nonexistent"], "test")
 
 
-def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: FakeKernel) -> None:
+def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: FakeIptables) -> None:
     now = [0.0]
     ipt = IptablesDriver(kernel, backend="nft", refresh_interval=90.0, clock=lambda: now[0], sleep=lambda _s: None)
     ips = IpsetDriver(kernel, refresh_interval=90.0, clock=lambda: now[0])
@@ -327,7 +189,7 @@ def _hooked(target: str) -> tuple[dict, dict]:
     return chains, {"filter": {"FORWARD": [f'-m comment --comment "l3n:hk{target[4:]}" -j {target}']}}
 
 
-def test_hook_is_deleted_by_spec_so_a_rule_inserted_since_the_save_survives(kernel: FakeKernel) -> None:
+def test_hook_is_deleted_by_spec_so_a_rule_inserted_since_the_save_survives(kernel: FakeIptables) -> None:
     ipt = IptablesDriver(kernel, backend="nft")
     ipt.apply(*_hooked("l3n-a"))
     old_hook = kernel.tables["filter"]["FORWARD"][0]
@@ -341,7 +203,7 @@ def test_hook_is_deleted_by_spec_so_a_rule_inserted_since_the_save_survives(kern
                                                   "-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"]
 
 
-def test_save_failure_is_retried_not_read_as_an_empty_table(kernel: FakeKernel) -> None:
+def test_save_failure_is_retried_not_read_as_an_empty_table(kernel: FakeIptables) -> None:
     IptablesDriver(kernel, backend="nft").apply(*_hooked("l3n-a"))
     sleeps: list[float] = []
     ipt = IptablesDriver(kernel, backend="nft", max_retries=3, sleep=sleeps.append)  # an agent restart
@@ -364,12 +226,12 @@ def test_save_failure_is_retried_not_read_as_an_empty_table(kernel: FakeKernel) 
 HOST_NAT = "-d 198.51.100.0/24 -j SNAT --to-source 10.0.0.1"
 
 
-def _policy_dataplane(kernel: FakeKernel) -> Dataplane:
+def _policy_dataplane(kernel: FakeIptables) -> Dataplane:
     return Dataplane(RouteDriver(FakeNetlink()), InterfaceDriver(FakeSysctls()), ipsets=IpsetDriver(kernel),
                      iptables=IptablesDriver(kernel, backend="nft"))
 
 
-def test_nat_outgoing_applies_once_survives_restart_and_goes_leaving_host_nat_rules(kernel: FakeKernel) -> None:
+def test_nat_outgoing_applies_once_survives_restart_and_goes_leaving_host_nat_rules(kernel: FakeIptables) -> None:
     kernel.tables["nat"]["POSTROUTING"] = [HOST_NAT]
     nat = NatOutgoing(masq_pools=("10.65.0.0/16",), all_pools=("10.65.0.0/16", "10.70.0.0/16"))
     dp = _policy_dataplane(kernel)

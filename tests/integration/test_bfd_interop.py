@@ -25,8 +25,8 @@ import pytest
 from bgp.bfd.packet import Diag, State
 from bgp.bfd.session import SessionConfig
 from l3net import netns
-from tests.conftest import NetnsFactory
 from tests.integration.bfd_rig import BirdBfd, FrrBfdd, L3netBfd, Peer
+from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

@@ -15,8 +15,8 @@ import pytest
 from bgp.bfd.packet import State
 from bgp.bfd.session import SessionConfig
 from l3net import netns
-from tests.conftest import NetnsFactory
 from tests.integration.bfd_rig import FrrBfdd, L3netBfd
+from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.soak]

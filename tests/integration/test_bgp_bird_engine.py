@@ -33,9 +33,9 @@ from bgp.cli import run_reflector
 from bgp.config import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.conftest import NetnsFactory
 from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, report
 from tests.integration.test_bgp_graceful_restart import agent_crash, agent_start, deleted
+from tests.netns_fixtures import NetnsFactory
 from tests.route_monitor import RouteMonitor
 from tests.waiting import wait_for, wait_for_async
 

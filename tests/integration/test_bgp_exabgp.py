@@ -33,7 +33,7 @@ from bgp.speaker import Speaker
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.model.resource import Resource
-from tests.conftest import NetnsFactory
+from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

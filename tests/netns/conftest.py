@@ -10,8 +10,12 @@ import pytest
 from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
-from tests.conftest import NetnsFactory
+from tests.etcd_fixtures import datastore, etcd_server, key_layout, tmpfs_dir
 from tests.netns.felix_rig import Node
+from tests.netns_fixtures import NetnsFactory, netns_factory
+
+# Fixtures this rung provides besides its own below (imported, so pytest registers them for tests/netns only).
+__all__ = ["datastore", "etcd_server", "key_layout", "netns_factory", "node", "tmpfs_dir"]
 
 
 @pytest.fixture

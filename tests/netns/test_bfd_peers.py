@@ -17,7 +17,7 @@ from bgp.bfd.speaker import BfdSpeaker, PeerKey
 from bgp.config import NodeBGPView, build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.conftest import NetnsFactory
+from tests.netns_fixtures import NetnsFactory
 
 pytestmark = pytest.mark.netns
 

@@ -27,7 +27,7 @@ from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
 from l3net.syncer import Syncer
-from tests.drivers.felix_fakes import FakeSysctls
+from tests.fakes.sysctls import FakeSysctls
 from tests.netns.felix_rig import routes
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

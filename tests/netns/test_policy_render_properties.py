@@ -28,7 +28,7 @@ from l3net import netns
 from l3net.errors import ValidationError
 from l3net.model.validation import host_veth_name, resource_from_document
 from policy.compiler import PolicyCompiler
-from tests.conftest import NetnsFactory
+from tests.netns_fixtures import NetnsFactory
 
 pytestmark = [pytest.mark.netns]
 

@@ -32,7 +32,7 @@ from l3net.model import Resource
 from policy.compiler import compile_policy
 from policy.evaluator import Packet, is_allowed
 from tests.builders import gnp, netpol, ns, wep
-from tests.conftest import NetnsFactory
+from tests.netns_fixtures import NetnsFactory
 
 pytestmark = pytest.mark.netns
 

@@ -6,6 +6,7 @@ import pytest
 
 from felix.addtrace import BLOCK, ENDPOINT, STAGES, TraceBook
 from l3net import metrics
+from tests.fakes.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -13,23 +14,11 @@ KEY = "/l3net/v1/workloadendpoints/ns/n1-k8s-pod-eth0"
 CLAIMS = "/l3net/v1/ipam/affinities/n1/"
 
 
-class Clock:
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def step(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
-def book(clock: Clock, **kw: int) -> TraceBook:
+def book(clock: FakeClock, **kw: int) -> TraceBook:
     return TraceBook(clock=clock, wall=lambda: 1_000_000.0 + clock.now, observe=False, **kw)
 
 
-def run_add(b: TraceBook, clock: Clock, tid: str = "c1", key: str = KEY, revision: int = 7) -> None:
+def run_add(b: TraceBook, clock: FakeClock, tid: str = "c1", key: str = KEY, revision: int = 7) -> None:
     """One ADD through every stage, each taking a distinct, known time."""
     b.begin(tid, key, shim_started=clock.now - 0.04)
     for stage, dt in (("ipam", 0.02), ("wire", 0.03), ("endpoint_write", 0.01)):
@@ -50,7 +39,7 @@ def run_add(b: TraceBook, clock: Clock, tid: str = "c1", key: str = KEY, revisio
 
 
 def test_a_full_add_has_every_stage_in_order_with_its_own_duration() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock)
     run_add(b, clock)
     snap = b.snapshot()
@@ -70,7 +59,7 @@ def test_a_full_add_has_every_stage_in_order_with_its_own_duration() -> None:
 
 
 def test_delivery_before_the_writer_hears_from_etcd_dates_the_commit_by_the_delivery() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock)
     b.begin("c1", KEY)
     clock.step(0.01)
@@ -93,7 +82,7 @@ def test_delivery_before_the_writer_hears_from_etcd_dates_the_commit_by_the_deli
 
 
 def test_a_calculation_of_an_older_revision_does_not_cover_a_later_delivery() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock)
     b.begin("c1", KEY)
     b.delivered([KEY], 9)
@@ -104,7 +93,7 @@ def test_a_calculation_of_an_older_revision_does_not_cover_a_later_delivery() ->
 
 
 def test_a_failed_apply_requeues_and_the_retry_covers_the_trace() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock)
     b.begin("c1", KEY)
     b.delivered([KEY], 2)
@@ -120,7 +109,7 @@ def test_a_failed_apply_requeues_and_the_retry_covers_the_trace() -> None:
 
 
 def test_memory_is_bounded_for_open_and_finished_traces() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock, keep=3, max_open=2)
     for i in range(5):
         b.begin(f"failed-{i}", f"{KEY}-{i}")  # never delivered: an ADD that failed without abandon()
@@ -138,7 +127,7 @@ def test_memory_is_bounded_for_open_and_finished_traces() -> None:
 
 
 def test_a_stale_or_bogus_shim_stamp_is_not_the_origin() -> None:
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     b = book(clock)
     b.begin("old", KEY, shim_started=1000.0 - 500)  # not this request's shim
     b.begin("future", f"{KEY}-2", shim_started=1000.0 + 5)
@@ -148,7 +137,7 @@ def test_a_stale_or_bogus_shim_stamp_is_not_the_origin() -> None:
 
 
 def test_a_reused_container_id_starts_over_and_unknown_ids_are_ignored() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock)
     b.begin("c1", KEY)
     clock.step(1.0)
@@ -164,14 +153,14 @@ def test_finished_traces_feed_the_stage_histogram() -> None:
         return metrics.REGISTRY.get_sample_value("l3net_add_stage_seconds_count", {"stage": stage}) or 0.0
 
     before = {s: count(s) for s in STAGES}
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = TraceBook(clock=clock)
     run_add(b, clock)
     assert all(count(s) == before[s] + 1 for s in STAGES)
 
 
 def test_a_block_claimed_by_the_add_is_followed_on_its_own_branch() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = book(clock)
     b.begin("c1", KEY, claims=CLAIMS)
     b.begin("c2", f"{KEY}-2")  # no claims prefix: no block branch
