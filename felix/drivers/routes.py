@@ -264,7 +264,10 @@ class RouteDriver:
             idx = spec.ifindex if spec.ifindex is not None else self.nl.link_index(spec.ifname or "")
             if idx is None:
                 return None
-            return KernelRoute(dst=dst, proto=self.proto, metric=self.metric, scope=SCOPE_LINK, oif=idx)
+            # IPv6 has no route scopes: the kernel stores and dumps every IPv6 route as universe, so
+            # asking for link there would make every resync see a difference and rewrite the route.
+            scope = SCOPE_UNIVERSE if ":" in dst else SCOPE_LINK
+            return KernelRoute(dst=dst, proto=self.proto, metric=self.metric, scope=scope, oif=idx)
         if spec.kind == "blackhole":
             return KernelRoute(dst=dst, proto=self.proto, metric=self.metric, type=RTN_BLACKHOLE)
         if not spec.next_hops:

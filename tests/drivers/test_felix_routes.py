@@ -76,6 +76,18 @@ def test_converges_from_empty_and_second_apply_writes_nothing() -> None:
     assert nl.writes == before
 
 
+def test_an_ipv6_pod_route_is_not_rewritten_by_every_resync() -> None:
+    """The kernel keeps IPv6 routes at scope universe; a driver that wants link rewrote them each resync."""
+    nl = fresh()
+    drv = RouteDriver(nl)
+    drv.resync()
+    desired = [RouteSpec("fd00:65::2/128", "workload", ifname="cali1")]
+    assert drv.apply(desired).writes == 1
+    for _ in range(3):
+        drv.resync()
+        assert drv.apply(desired).writes == 0
+
+
 def test_converges_from_a_messy_state() -> None:
     nl = fresh()
     # Left over by a previous agent: one right, one wrong, one stale, one at another metric.
