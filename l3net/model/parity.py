@@ -94,6 +94,8 @@ def _filter_rules(direction: str) -> dict[str, FieldParity]:
 
 
 _HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
+_TIER = ("l3net has Calico's default tier only (its policies run before the Kubernetes NetworkPolicies, "
+         "as if in a tier ahead of theirs)")
 _SERVICES = "Service advertisement is not built (issue 19)"
 _NETSET_V6 = "IPv6 nets are accepted and left out of the IPv4-only policy sets, like a rule's IPv6 nets"
 
@@ -213,6 +215,8 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                                   _HOST_ONLY, default=False),
         "serviceAccountSelector": implemented("policy.calico", "restrict the policy to pods of matching "
                                                                  "ServiceAccounts", note=_SA_NOTE),
+        "tier": refused("security", "the tier the policy belongs to: tiers run in order, Pass goes to the next",
+                        _TIER, default="default"),
     },
     "CalicoNetworkPolicy": {
         "order": implemented("policy.model", "evaluation order, shared with GlobalNetworkPolicies",
@@ -220,6 +224,8 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "selector": implemented("policy.calico", "the endpoints of the policy's namespace it applies to"),
         "serviceAccountSelector": implemented("policy.calico", "restrict the policy to pods of matching "
                                                                  "ServiceAccounts", note=_SA_NOTE),
+        "tier": refused("security", "the tier the policy belongs to: tiers run in order, Pass goes to the next",
+                        _TIER, default="default"),
         "types": implemented("policy.model", "the directions the policy applies to"),
         **_calico_rules("ingress"),
         **_calico_rules("egress"),

@@ -107,6 +107,12 @@ spec:
     destination: {nets: [192.0.2.0/24]}
   - action: Allow
 """,
+    "calico-network-policy-default-tier": """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: default-tier, namespace: production}
+spec: {tier: default, order: 1000, selector: all(), types: [Egress], egress: [{action: Allow}]}
+""",
     "calico-network-policy-service-accounts": """\
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -183,6 +189,12 @@ kind: HostEndpoint
 metadata: {name: some.name, labels: {type: production}}
 spec: {interfaceName: eth0, node: myhost, expectedIPs: [192.168.0.1]}
 """, "unknown kind 'HostEndpoint'"),
+    "calico-network-policy-other-tier": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: security.block, namespace: production}
+spec: {tier: security, selector: all(), ingress: [{action: Pass}]}
+""", "spec.tier: l3net does not support this field"),
     "calico-network-policy-host-flag": ("""\
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy

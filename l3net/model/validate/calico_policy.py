@@ -99,6 +99,8 @@ _COMMON = {
     "types": POLICY_TYPES,
     "ingress": listof(_RULE),
     "egress": listof(_RULE),
+    # Calico's tiers: l3net has the default one only (Calico's policies ahead of Kubernetes').
+    "tier": unsupported(string(), lambda v: v == "default", "only the default tier exists"),
 }
 
 GLOBAL_NETWORK_POLICY_SPEC = obj({
