@@ -44,7 +44,8 @@ __all__ = ["KINDS", "REFUSALS", "PolicyBuilder", "PolicyConverger", "Quarantine"
 
 # What the kernel (or the command running it) raises when it refuses a program.
 REFUSALS: tuple[type[BaseException], ...] = (IptablesError, IpsetError, OSError, subprocess.SubprocessError)
-KINDS = ("GlobalNetworkPolicy", "NetworkPolicy", "WorkloadEndpoint")
+KINDS = ("GlobalNetworkPolicy", "CalicoNetworkPolicy", "NetworkPolicy", "WorkloadEndpoint")
+_POLICY_KINDS = ("NetworkPolicy", "CalicoNetworkPolicy", "GlobalNetworkPolicy")
 _REASON_MAX = 300
 
 
@@ -133,7 +134,7 @@ class PolicyBuilder:
     @staticmethod
     def objects(model: Model, node: str) -> dict[str, Resource]:
         """Every object a refusal can be narrowed to, by ref: the policies and this node's endpoints."""
-        out = {object_ref(p): p for kind in ("NetworkPolicy", "GlobalNetworkPolicy") for p in model.resources_of(kind)}
+        out = {object_ref(p): p for kind in _POLICY_KINDS for p in model.resources_of(kind)}
         pools = pool_index(model)
         for w in model.workloads_on(node):
             if not outside_pools(w, pools):
@@ -146,7 +147,7 @@ class PolicyBuilder:
     def build(self, model: Model, node: str, excluded: frozenset[str]) -> policy.compiler.PolicyProgram:
         applied: dict[str, Resource] = {}
         policies: list[Resource] = []
-        for kind in ("NetworkPolicy", "GlobalNetworkPolicy"):
+        for kind in _POLICY_KINDS:
             for pol in model.resources_of(kind):
                 ref = object_ref(pol)
                 if ref not in excluded:

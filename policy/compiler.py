@@ -1,4 +1,4 @@
-"""policy.compiler: NetworkPolicy and GlobalNetworkPolicy -> iptables chains and ipsets for one node.
+"""policy.compiler: NetworkPolicy, Calico NetworkPolicy and GlobalNetworkPolicy -> iptables chains and ipsets.
 
 Layout of the filter table (all our chains start with ``l3n-``; the kernel
 chains get one hook rule each, inserted at the top):
@@ -23,7 +23,9 @@ chains get one hook rule each, inserted at the top):
   flow), then ESTABLISHED/RELATED accept, INVALID drop, then the policies.
 * ``l3n-tw-<iface>`` (to workload, ingress): conntrack first, then the policies.
 * Policies come in two tiers, as in Calico (see :mod:`policy.evaluator`):
-  GlobalNetworkPolicies first, by ``order``: clear the accept and pass marks,
+  Calico's policies first (GlobalNetworkPolicies and namespaced ``projectcalico.org/v3``
+  NetworkPolicies together, by ``order``, ties by name; what their selectors mean is
+  :mod:`policy.calico`): clear the accept and pass marks,
   jump to each ``l3n-gi-*``/``l3n-go-*`` chain unless a previous one passed,
   RETURN as soon as one set the accept mark, DROP at the end of the tier
   unless one passed. Then the Kubernetes NetworkPolicies: jump to each
@@ -75,7 +77,7 @@ from typing import Any
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
-from l3net.model.calico_selector import Has, LabelOp, Not
+from l3net.model.calico_selector import LabelOp
 from l3net.model.selectors import (
     Nothing,
     Selector,
@@ -85,11 +87,13 @@ from l3net.model.selectors import (
     parse_label_selector,
     with_key_prefix,
 )
+from policy.calico import PODS_ONLY, entity_selector, policy_applies, policy_namespace
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
-    CALICO_ORCHESTRATOR_LABEL,
     NAMESPACE_LABEL_PREFIX,
     NETWORK_SET_KINDS,
+    POLICY_KINDS,
+    calico_policy_name,
     endpoint_labels,
     gnp_order,
     gnp_types,
@@ -267,16 +271,7 @@ class _Refs:
         return name
 
 
-# Every workload endpoint carries the orchestrator label (policy.model.endpoint_labels); no network set does.
-_PODS_ONLY = Has(CALICO_ORCHESTRATOR_LABEL)
-# Calico's namespaceSelector ``global()``: the non-namespaced things (here GlobalNetworkSets; no HostEndpoints).
-_NON_NAMESPACED = Not(Has(CALICO_NAMESPACE_LABEL))
-
-
-def _namespace_scope(ns_text: str) -> Selector:
-    """A Calico namespaceSelector as a selector over endpoint and network set labels."""
-    return with_key_prefix(parse_calico(ns_text, where="namespaceSelector"), NAMESPACE_LABEL_PREFIX,
-                           global_to=_NON_NAMESPACED)
+_PODS_ONLY = PODS_ONLY
 
 
 def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
@@ -378,8 +373,12 @@ def _port_text(p: Any) -> str | None:
     return None
 
 
-def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str | None) -> list[str] | None:
-    """OR-alternatives of AND-ed matches for one side of a Calico rule; None when the side matches nothing."""
+def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str | None,
+                  pol_ns: str | None = None) -> list[str] | None:
+    """OR-alternatives of AND-ed matches for one side of a Calico rule; None when the side matches nothing.
+
+    ``pol_ns``: the namespace of a Calico NetworkPolicy, which scopes the side's selectors (policy.calico).
+    """
     flag, pflag = ("-s", "--sports") if side == "src" else ("-d", "--dports")
     base: list[str] = []
     nets = entity.get("nets")
@@ -392,10 +391,8 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
     not_nets = _v4(entity.get("notNets") or [])
     if not_nets:
         base.append(f"-m set ! --match-set {refs.net_set('x', not_nets)} {side}")
-    sel_text, ns_text = entity.get("selector"), entity.get("namespaceSelector")
-    if sel_text is not None or ns_text is not None:
-        sel = all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
-                     _namespace_scope(ns_text) if ns_text is not None else None)
+    sel = entity_selector(entity, pol_ns)  # selector, namespaceSelector, serviceAccounts
+    if sel is not None:
         if isinstance(sel, Nothing):
             return None
         base.append(f"-m set --match-set {refs.selector_set(sel)} {side}")
@@ -450,8 +447,10 @@ def wl_to_host_rules(action: str, failsafe: Sequence[tuple[str, int]]) -> list[s
 
 
 def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
-    """Rule bodies of one GlobalNetworkPolicy for one direction, in order (first Allow/Deny/Pass decides)."""
+    """Rule bodies of one Calico policy (global or namespaced) for one direction, in order (first
+    Allow/Deny/Pass decides)."""
     out: list[str] = []
+    pol_ns = policy_namespace(pol)
     for rule in pol.spec.get("ingress" if direction == "Ingress" else "egress") or []:
         action = rule.get("action")
         head: list[str] = []
@@ -469,8 +468,8 @@ def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
         if icmp and icmp.get("type") is not None:
             code = icmp.get("code")
             head.append(f"-m icmp --icmp-type {icmp['type']}" + (f"/{code}" if code is not None else ""))
-        src = _entity_frags(refs, rule.get("source") or {}, "src", proto)
-        dst = _entity_frags(refs, rule.get("destination") or {}, "dst", proto)
+        src = _entity_frags(refs, rule.get("source") or {}, "src", proto, pol_ns)
+        dst = _entity_frags(refs, rule.get("destination") or {}, "dst", proto, pol_ns)
         if src is None or dst is None:
             continue
         if action == "Allow":
@@ -492,7 +491,10 @@ def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
 
 @dataclass(frozen=True)
 class _Compiled:
-    """A policy that compiled: which endpoints it applies to, its hashed chains, and the sets they reference."""
+    """A policy that compiled: which endpoints it applies to, its hashed chains, and the sets they reference.
+
+    ``is_global``: a GlobalNetworkPolicy; ``tiered``: in the Calico tier (either Calico kind).
+    """
 
     key: tuple[str, str, str]
     resource: Resource
@@ -502,6 +504,7 @@ class _Compiled:
     applies: Selector
     chains: dict[str, tuple[str, list[str]]]  # direction -> (chain name, hashed rules)
     sets: dict[str, SetSpec]
+    tiered: bool = False
 
 
 def _policy_key(pol: Resource) -> tuple[str, str, str]:
@@ -512,14 +515,15 @@ def _compile_one(pol: Resource) -> _Compiled | None:
     refs = _Refs()
     key = _policy_key(pol)
     try:
-        if pol.kind == "GlobalNetworkPolicy":
+        if pol.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy"):
             types = gnp_types(pol.spec)
-            sel_text, ns_text = pol.spec.get("selector"), pol.spec.get("namespaceSelector")
-            applies = all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
-                             _namespace_scope(ns_text) if ns_text is not None else None)
-            chains = {d: (_chain_name("gi" if d == "Ingress" else "go", pol.name), _gnp_rules(refs, pol, d))
+            applies = policy_applies(pol)
+            # Chain name prefixes: gi/go for global, ci/co for namespaced (own namespace/name identity).
+            pre = "g" if pol.kind == "GlobalNetworkPolicy" else "c"
+            ident = calico_policy_name(pol)
+            chains = {d: (_chain_name(f"{pre}i" if d == "Ingress" else f"{pre}o", ident), _gnp_rules(refs, pol, d))
                       for d in types}
-            sort_key: tuple[Any, ...] = (0, gnp_order(pol.spec), pol.name)
+            sort_key: tuple[Any, ...] = (0, gnp_order(pol.spec), ident)
         else:
             types = policy_types(pol.spec)
             applies = all_of(LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol.namespace or "",)),
@@ -532,7 +536,8 @@ def _compile_one(pol: Resource) -> _Compiled | None:
         _log.warning("policy ignored: cannot compile policy=%s error=%s", pol.ref, exc)
         return None
     hashed = {d: (name, hash_rules(name, rules)) for d, (name, rules) in chains.items()}
-    return _Compiled(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed, refs.sets)
+    return _Compiled(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed, refs.sets,
+                     tiered=pol.kind != "NetworkPolicy")
 
 
 # -- the incremental compiler -----------------------------------------------------------------------------
@@ -621,7 +626,7 @@ class PolicyCompiler:
         changed = False
         seen: set[tuple[str, str, str]] = set()
         for pol in policies:
-            if pol.kind not in ("NetworkPolicy", "GlobalNetworkPolicy"):
+            if pol.kind not in POLICY_KINDS:
                 continue
             key = _policy_key(pol)
             seen.add(key)
@@ -847,8 +852,8 @@ class PolicyCompiler:
         fw_rules += [_CT_ACCEPT, _CT_INVALID]
         tw_rules = [_CT_ACCEPT, _CT_INVALID]
         for direction, rules in (("Egress", fw_rules), ("Ingress", tw_rules)):
-            gnps = [c for c in sel[direction] if c.is_global]
-            nps = [c for c in sel[direction] if not c.is_global]
+            gnps = [c for c in sel[direction] if c.tiered]
+            nps = [c for c in sel[direction] if not c.tiered]
             if gnps:
                 rules.append(_CLEAR_BOTH)
                 for c in gnps:

@@ -62,6 +62,22 @@ Calico GlobalNetworkPolicy (``projectcalico.org/v3``), as Felix renders tiers:
   things and against no labels for a GlobalNetworkSet; ``global()`` in it is true exactly for the
   non-namespaced (GlobalNetworkSets; a GNP with ``namespaceSelector: global()`` applies to no
   workload). Kubernetes NetworkPolicy peers and the policies' own selectors never select a set.
+
+Calico's namespaced NetworkPolicy (``projectcalico.org/v3``, kind ``CalicoNetworkPolicy`` here):
+
+* It sits in the GNP tier: applying GNPs and NetworkPolicies run together by ``order``; equal
+  orders by name, a NetworkPolicy's name being ``<namespace>/<name>`` (as Felix sorts them).
+* It applies only to endpoints of its own namespace (its ``selector`` is read there).
+* A rule side that sets ``selector``, ``notSelector``, ``namespaceSelector`` or ``serviceAccounts``
+  without a ``namespaceSelector`` selects only workloads and NetworkSets of the policy's namespace
+  (a side with only ``notSelector`` means: that namespace's, except the excluded); with a
+  ``namespaceSelector`` it reads as in a GNP. Everything else is as in a GNP.
+
+Service accounts (both Calico kinds): a workload's account is ``spec.serviceAccountName``; the
+account's labels are the workload's ``pcsa.<key>`` labels plus ``projectcalico.org/name`` (the
+account's name). ``serviceAccountSelector`` on a policy must match the account's labels for the
+policy to apply; a rule side's ``serviceAccounts`` matches only workloads (never a network set)
+whose account is in ``names`` (when given) and whose account's labels match ``selector`` (when given).
 """
 
 from __future__ import annotations
@@ -76,6 +92,7 @@ from l3net.model.calico_selector import All, And, Global, Not, Or, Selector
 from l3net.model.selectors import parse_calico, parse_label_selector
 from policy.model import (
     NETWORK_SET_KINDS,
+    calico_policy_name,
     endpoint_labels,
     gnp_order,
     gnp_types,
@@ -85,6 +102,8 @@ from policy.model import (
     network_set_nets,
     own_labels,
     policy_types,
+    service_account_labels,
+    service_account_name,
     workload_ips,
     workload_ports,
 )
@@ -109,8 +128,8 @@ def is_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], wor
                packet: Packet) -> bool:
     """True when the GlobalNetworkPolicies and NetworkPolicies allow the first packet of this connection."""
     policies = list(policies)
-    gnps = sorted((p for p in policies if p.kind == "GlobalNetworkPolicy"),
-                  key=lambda p: (gnp_order(p.spec), p.name))
+    gnps = sorted((p for p in policies if p.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy")),
+                  key=lambda p: (gnp_order(p.spec), calico_policy_name(p)))
     nps = [p for p in policies if p.kind == "NetworkPolicy"]
     ns_labels = namespace_labels(namespaces)
     everything = list(workloads)
@@ -126,10 +145,12 @@ def is_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], wor
 
 @dataclass(frozen=True)
 class _Context:
-    """What rule matching looks up besides the packet: namespace labels and the network sets."""
+    """What rule matching looks up besides the packet: namespace labels, the network sets, and the
+    namespace of the Calico NetworkPolicy whose rule is matched (None for a GNP)."""
 
     ns_labels: Mapping[str, Mapping[str, str]]
     sets: tuple[Resource, ...]
+    pol_ns: str | None = None
 
 
 def _ns_selector_matches(sel: Selector, ns_labels: Mapping[str, str] | None) -> bool:
@@ -147,20 +168,34 @@ def _ns_selector_matches(sel: Selector, ns_labels: Mapping[str, str] | None) -> 
     return sel.matches(ns_labels or {})
 
 
-def _set_selected(netset: Resource, sel: str | None, ns_sel: str | None, ctx: _Context) -> bool:
-    """Whether a rule entity's selector (and namespaceSelector) selects this network set."""
+def _set_selected(netset: Resource, sel: str | None, ns_sel: str | None, ctx: _Context,
+                  scoped: bool = False) -> bool:
+    """Whether a rule entity's selector (and namespaceSelector) selects this network set.
+
+    ``scoped``: with no namespaceSelector, only a NetworkSet of ``ctx.pol_ns`` (a Calico NetworkPolicy's side).
+    """
     if sel is not None and not parse_calico(sel).matches(network_set_labels(netset, ctx.ns_labels)):
         return False
     if ns_sel is None:
-        return True
+        return not scoped or (netset.kind == "NetworkSet" and netset.namespace == ctx.pol_ns)
     ns = labels_of_namespace(ctx.ns_labels, netset.namespace or "") if netset.kind == "NetworkSet" else None
     return _ns_selector_matches(parse_calico(ns_sel), ns)
 
 
 def _in_selected_set(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, sel: str | None, ns_sel: str | None,
-                     ctx: _Context) -> bool:
-    return any(_set_selected(s, sel, ns_sel, ctx) and any(ip in ipaddress.ip_network(n) for n in network_set_nets(s))
-               for s in ctx.sets)
+                     ctx: _Context, scoped: bool = False) -> bool:
+    return any(_set_selected(s, sel, ns_sel, ctx, scoped)
+               and any(ip in ipaddress.ip_network(n) for n in network_set_nets(s)) for s in ctx.sets)
+
+
+def _account_matches(match: Mapping[str, Any] | None, wl: Resource | None) -> bool:
+    """A rule side's ``serviceAccounts``: a workload whose account has one of ``names`` and matching labels."""
+    if wl is None:
+        return False
+    names, sel = (match or {}).get("names") or [], (match or {}).get("selector")
+    if names and service_account_name(wl) not in names:
+        return False
+    return sel is None or parse_calico(sel).matches(service_account_labels(wl))
 
 
 def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ctx: _Context,
@@ -171,8 +206,9 @@ def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ctx: _Co
     if applying:
         passed = False
         for gnp in applying:
+            rule_ctx = _Context(ns_labels, ctx.sets, gnp.namespace or "" if gnp.kind == "CalicoNetworkPolicy" else None)
             for rule in gnp.spec.get("ingress" if direction == "Ingress" else "egress") or []:
-                if not _calico_rule_matches(rule, packet, ctx, src_wl, dst_wl):
+                if not _calico_rule_matches(rule, packet, rule_ctx, src_wl, dst_wl):
                     continue
                 action = rule.get("action")
                 if action == "Allow":
@@ -192,6 +228,11 @@ def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ctx: _Co
 
 
 def _gnp_selects(gnp: Resource, wl: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -> bool:
+    if gnp.kind == "CalicoNetworkPolicy" and wl.namespace != gnp.namespace:
+        return False  # a namespaced policy applies in its own namespace only
+    sa_sel = gnp.spec.get("serviceAccountSelector")
+    if sa_sel is not None and not parse_calico(sa_sel).matches(service_account_labels(wl)):
+        return False
     sel = gnp.spec.get("selector")
     if sel is not None and not parse_calico(sel).matches(endpoint_labels(wl, ns_labels)):
         return False
@@ -236,13 +277,19 @@ def _entity_matches(entity: Mapping[str, Any], ip_text: str, port: int | None, w
         return False
     if any(ip in ipaddress.ip_network(n, strict=False) for n in entity.get("notNets") or []):
         return False
-    sel, ns_sel = entity.get("selector"), entity.get("namespaceSelector")
-    if sel is not None or ns_sel is not None:
+    sel, ns_sel, accounts = entity.get("selector"), entity.get("namespaceSelector"), entity.get("serviceAccounts")
+    accounts = accounts if accounts and (accounts.get("names") or accounts.get("selector") is not None) else None
+    # A Calico NetworkPolicy's side that selects anything, without a namespaceSelector: its own namespace only.
+    scoped = ctx.pol_ns is not None and ns_sel is None and (
+        sel is not None or accounts is not None or entity.get("notSelector") is not None)
+    if sel is not None or ns_sel is not None or accounts is not None or scoped:
         # The address is selected through a workload that has it, or a network set whose nets hold it.
         by_wl = wl is not None and (sel is None or parse_calico(sel).matches(endpoint_labels(wl, ns_labels))) and (
             ns_sel is None or _ns_selector_matches(parse_calico(ns_sel),
-                                                   labels_of_namespace(ns_labels, wl.namespace or "")))
-        if not by_wl and not _in_selected_set(ip, sel, ns_sel, ctx):
+                                                   labels_of_namespace(ns_labels, wl.namespace or ""))) and (
+            not scoped or wl.namespace == ctx.pol_ns) and (accounts is None or _account_matches(accounts, wl))
+        by_set = accounts is None and _in_selected_set(ip, sel, ns_sel, ctx, scoped)
+        if not by_wl and not by_set:
             return False
     not_sel = entity.get("notSelector")
     if not_sel is not None and ((wl is not None and parse_calico(not_sel).matches(endpoint_labels(wl, ns_labels)))

@@ -19,14 +19,24 @@ from l3net.model import Resource
 # The implicit labels live in the model (core code needs them too); the policy engine's names for them:
 from l3net.model.labels import CALICO_NAMESPACE_LABEL as CALICO_NAMESPACE_LABEL
 from l3net.model.labels import CALICO_ORCHESTRATOR_LABEL as CALICO_ORCHESTRATOR_LABEL
+from l3net.model.labels import CALICO_SERVICE_ACCOUNT_LABEL as CALICO_SERVICE_ACCOUNT_LABEL
 from l3net.model.labels import NAMESPACE_LABEL_PREFIX as NAMESPACE_LABEL_PREFIX
 from l3net.model.labels import RESERVED_LABEL_PREFIXES as RESERVED_LABEL_PREFIXES
+from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX as SERVICE_ACCOUNT_LABEL_PREFIX
 from l3net.model.labels import is_reserved_label as is_reserved_label
 
 _log = logging.getLogger(__name__)
 
 # Kubernetes sets this label on every namespace (since 1.21); namespaceSelectors rely on it.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Calico's automatic label on a ServiceAccount: its name (so serviceAccountSelector can select by name).
+ACCOUNT_NAME_LABEL = "projectcalico.org/name"
+# ... as a pod's endpoint carries it, with the account's other labels, under ``pcsa.``.
+SERVICE_ACCOUNT_NAME_LABEL = f"{SERVICE_ACCOUNT_LABEL_PREFIX}{ACCOUNT_NAME_LABEL}"
+
+# The policy kinds: Kubernetes' NetworkPolicy, and Calico's two, which share one tier ordered by ``order``.
+CALICO_POLICY_KINDS = ("GlobalNetworkPolicy", "CalicoNetworkPolicy")
+POLICY_KINDS = ("NetworkPolicy", *CALICO_POLICY_KINDS)
 
 
 def namespace_labels(namespaces: Iterable[Resource]) -> dict[str, dict[str, str]]:
@@ -96,6 +106,29 @@ def endpoint_labels(wep: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -
     out.update((f"{NAMESPACE_LABEL_PREFIX}{k}", v) for k, v in labels_of_namespace(ns_labels, ns).items())
     out[CALICO_NAMESPACE_LABEL] = ns
     out[CALICO_ORCHESTRATOR_LABEL] = str(wep.spec.get("orchestrator") or "k8s")
+    # The ServiceAccount's name comes from the spec, never from a label the endpoint carries.
+    out.pop(SERVICE_ACCOUNT_NAME_LABEL, None)
+    account = service_account_name(wep)
+    if account:
+        out[CALICO_SERVICE_ACCOUNT_LABEL] = account
+        out[SERVICE_ACCOUNT_NAME_LABEL] = account
+    return out
+
+
+def service_account_name(wep: Resource) -> str:
+    """``spec.serviceAccountName`` of a WorkloadEndpoint ("" when it has none)."""
+    name = wep.spec.get("serviceAccountName")
+    return name if isinstance(name, str) else ""
+
+
+def service_account_labels(wep: Resource) -> dict[str, str]:
+    """The labels of the endpoint's ServiceAccount as Calico sees them: those the kube-controller copied
+    onto the endpoint as ``pcsa.<key>``, plus ``projectcalico.org/name`` (the account's name)."""
+    out = {k[len(SERVICE_ACCOUNT_LABEL_PREFIX):]: v for k, v in own_labels(wep).items()
+           if k.startswith(SERVICE_ACCOUNT_LABEL_PREFIX)}
+    out.pop(ACCOUNT_NAME_LABEL, None)
+    if service_account_name(wep):
+        out[ACCOUNT_NAME_LABEL] = service_account_name(wep)
     return out
 
 
@@ -105,6 +138,11 @@ def gnp_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
     if types:
         return tuple(t for t in ("Ingress", "Egress") if t in types)
     return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
+
+
+def calico_policy_name(pol: Resource) -> str:
+    """The name Felix sorts Calico policies of equal order by: ``<namespace>/<name>`` for a NetworkPolicy."""
+    return f"{pol.namespace or ''}/{pol.name}" if pol.kind == "CalicoNetworkPolicy" else pol.name
 
 
 def gnp_order(spec: Mapping[str, Any]) -> float:

@@ -7,7 +7,7 @@ from typing import Any
 from bench.resources import netpol, ns, wep  # shared with the benchmarks, which may not import tests
 from l3net.model import Resource
 
-__all__ = ["gnp", "netpol", "netset", "ns", "wep"]
+__all__ = ["cnp", "gnp", "netpol", "netset", "ns", "wep"]
 
 
 def gnp(name: str, spec: dict[str, Any]) -> Resource:
@@ -19,3 +19,8 @@ def netset(name: str, nets: list[str], labels: dict[str, str] | None = None,
     """A GlobalNetworkSet, or with ``namespace`` a NetworkSet."""
     kind = "NetworkSet" if namespace else "GlobalNetworkSet"
     return Resource(kind, name, {"nets": list(nets)}, namespace=namespace, labels=dict(labels or {}))
+
+
+def cnp(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
+    """A Calico (``projectcalico.org/v3``) NetworkPolicy in ``namespace``."""
+    return Resource("CalicoNetworkPolicy", name, spec, namespace=namespace)

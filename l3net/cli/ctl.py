@@ -95,6 +95,8 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "NetworkPolicy": [("POD-SELECTOR", pod_selector), ("TYPES", spec("policyTypes"))],
         "GlobalNetworkPolicy": [("ORDER", spec("order")), ("SELECTOR", spec("selector")),
                                 ("TYPES", spec("types"))],
+        "CalicoNetworkPolicy": [("ORDER", spec("order")), ("SELECTOR", spec("selector")),
+                                ("TYPES", spec("types"))],
         "NetworkSet": [("NETS", spec("nets")), ("LABELS", labels)],
         "GlobalNetworkSet": [("NETS", spec("nets")), ("LABELS", labels)],
         "Service": [("CLUSTER-IP", spec("clusterIP")), ("EXTERNAL-IPS", spec("externalIPs")),

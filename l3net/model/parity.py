@@ -49,9 +49,14 @@ def refused(sample: Any, calico: str, note: str, default: Any = _NO_DEFAULT) -> 
     return FieldParity("refused", calico, note=note, sample=sample, default=default)
 
 
+_SA_NOTE = ("names match the pod's serviceAccountName; the selector matches the ServiceAccount's labels "
+            "(and projectcalico.org/name, its name), which the kube-controller copies onto the endpoint under "
+            "the pcsa. prefix; selects pods only, never network sets")
+
+
 def _calico_rules(direction: str) -> dict[str, FieldParity]:
-    """The fields of a Calico rule list (``ingress`` or ``egress``) of a GlobalNetworkPolicy."""
-    c = "policy.compiler"
+    """The fields of a Calico rule list (``ingress`` or ``egress``) of a (Global)NetworkPolicy."""
+    c, sel = "policy.compiler", "policy.calico"
     out = {
         f"{direction}[].action": implemented(c, "Allow, Deny, Log or Pass the packet"),
         f"{direction}[].protocol": implemented(c, "match the IP protocol (name or number)"),
@@ -63,15 +68,17 @@ def _calico_rules(direction: str) -> dict[str, FieldParity]:
         out |= {
             f"{p}.nets": implemented(c, f"match the {side} address in these CIDRs"),
             f"{p}.notNets": implemented(c, f"match the {side} address outside these CIDRs"),
-            f"{p}.selector": implemented(c, f"match {side} endpoints and network sets by labels"),
+            f"{p}.selector": implemented(sel, f"match {side} endpoints and network sets by labels",
+                                         note="in a namespaced NetworkPolicy, those of its namespace unless "
+                                              "namespaceSelector is set"),
             f"{p}.notSelector": implemented(c, f"exclude {side} endpoints and network sets by labels"),
-            f"{p}.namespaceSelector": implemented(c, f"match {side} endpoints by their namespace's labels",
+            f"{p}.namespaceSelector": implemented(sel, f"match {side} endpoints by their namespace's labels",
                                                   note="scopes selector to the endpoints and NetworkSets of "
                                                        "matching namespaces; global() to GlobalNetworkSets"),
             f"{p}.ports": implemented(c, f"match {side} ports (numbers, ranges, named ports)"),
             f"{p}.notPorts": implemented(c, f"exclude {side} ports"),
-            f"{p}.serviceAccounts": refused({"names": ["api"]}, f"match {side} pods by ServiceAccount name or labels",
-                                            "l3net keeps no ServiceAccounts in its model", default={}),
+            f"{p}.serviceAccounts": implemented(sel, f"match {side} pods by ServiceAccount name or labels",
+                                                note=_SA_NOTE),
             f"{p}.services": refused({"name": "web", "namespace": "default"},
                                      f"match the {side} endpoints of a Kubernetes Service",
                                      "policy does not resolve Services to their endpoints", default={}),
@@ -94,6 +101,8 @@ _RESTART = "read at start: a change is logged as needing a restart"
 _LIVE = "live: a change applies without a restart"
 
 _HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
+_TIER = ("l3net has Calico's default tier only (its policies run before the Kubernetes NetworkPolicies, "
+         "as if in a tier ahead of theirs)")
 _SERVICES = ("read from the BGPConfiguration named default only (refused in node.<name>); no kernel route "
              "for service prefixes, as in Calico")
 _NETSET_V6 = "IPv6 nets are accepted and left out of the IPv4-only policy sets, like a rule's IPv6 nets"
@@ -225,8 +234,8 @@ PARITY: dict[str, dict[str, FieldParity]] = {
     },
     "GlobalNetworkPolicy": {
         "order": implemented("policy.model", "evaluation order"),
-        "selector": implemented("policy.compiler", "the endpoints the policy applies to"),
-        "namespaceSelector": implemented("policy.compiler", "restrict to endpoints of selected namespaces",
+        "selector": implemented("policy.calico", "the endpoints the policy applies to"),
+        "namespaceSelector": implemented("policy.calico", "restrict to endpoints of selected namespaces",
                                          note="global() selects non-namespaced endpoints only (host endpoints "
                                               "in Calico), so it applies to no workload"),
         "types": implemented("policy.model", "the directions the policy applies to"),
@@ -238,8 +247,22 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                            _HOST_ONLY, default=False),
         "applyOnForward": refused(True, "also apply host endpoint policy to forwarded traffic",
                                   _HOST_ONLY, default=False),
-        "serviceAccountSelector": refused("role == 'api'", "restrict the policy to pods of matching ServiceAccounts",
-                                          "l3net keeps no ServiceAccounts in its model", default=""),
+        "serviceAccountSelector": implemented("policy.calico", "restrict the policy to pods of matching "
+                                                                 "ServiceAccounts", note=_SA_NOTE),
+        "tier": refused("security", "the tier the policy belongs to: tiers run in order, Pass goes to the next",
+                        _TIER, default="default"),
+    },
+    "CalicoNetworkPolicy": {
+        "order": implemented("policy.model", "evaluation order, shared with GlobalNetworkPolicies",
+                             note="ties broken by name, <namespace>/<name> for this kind, as Felix sorts"),
+        "selector": implemented("policy.calico", "the endpoints of the policy's namespace it applies to"),
+        "serviceAccountSelector": implemented("policy.calico", "restrict the policy to pods of matching "
+                                                                 "ServiceAccounts", note=_SA_NOTE),
+        "tier": refused("security", "the tier the policy belongs to: tiers run in order, Pass goes to the next",
+                        _TIER, default="default"),
+        "types": implemented("policy.model", "the directions the policy applies to"),
+        **_calico_rules("ingress"),
+        **_calico_rules("egress"),
     },
     "NetworkSet": {
         "nets": implemented("policy.model", "the set's CIDRs: a policy rule's selector that matches the set's "
@@ -268,10 +291,16 @@ PARITY: dict[str, dict[str, FieldParity]] = {
 }
 
 
+# Two kinds are documents of kind NetworkPolicy; the table names them by apiVersion.
+_TITLES = {"NetworkPolicy": "NetworkPolicy (networking.k8s.io/v1)",
+           "CalicoNetworkPolicy": "NetworkPolicy (projectcalico.org/v3)"}
+
+
 def render_markdown() -> str:
     """The table of docs/calico-parity.md: one row per field of every kind."""
     lines = ["| kind | field (under `spec`) | l3net | what Calico does |", "|---|---|---|---|"]
-    for kind, fields in PARITY.items():
+    for name, fields in PARITY.items():
+        kind = _TITLES.get(name, name)
         if not fields:
             lines.append(f"| {kind} | (no spec fields) | - | - |")
         for path, f in fields.items():

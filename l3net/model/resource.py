@@ -4,6 +4,12 @@ A resource is ``{apiVersion, kind, metadata, spec}``. Kinds l3net shares with
 Calico are also accepted under ``projectcalico.org/v3``; Kubernetes
 NetworkPolicy is accepted verbatim under ``networking.k8s.io/v1`` and Namespace
 under ``v1``. Stored documents use the canonical apiVersion of their kind.
+
+Two kinds share the document kind ``NetworkPolicy``: Kubernetes' (``networking.k8s.io/v1``) and
+Calico's namespaced one (``projectcalico.org/v3``). The apiVersion decides which
+(:func:`document_kind_info`); inside l3net Calico's is the kind ``CalicoNetworkPolicy`` (plural
+``caliconetworkpolicies``, as the Calico API server's alias), so its datastore key, its ``ref`` and
+its quarantine entry never collide with a Kubernetes policy of the same namespace and name.
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ class KindInfo:
     canonical_api: str
     accepted_apis: frozenset[str]
     short_names: tuple[str, ...] = ()
+    document_kind: str = ""  # the ``kind`` its documents carry, when not ``kind``
+
+    @property
+    def doc_kind(self) -> str:
+        """The ``kind`` field of this kind's documents."""
+        return self.document_kind or self.kind
 
 
 def _kind(kind: str, plural: str, namespaced: bool, canonical: str, also: tuple[str, ...] = (),
-          short: tuple[str, ...] = ()) -> KindInfo:
-    return KindInfo(kind, plural, namespaced, canonical, frozenset((canonical, *also)), short)
+          short: tuple[str, ...] = (), document_kind: str = "") -> KindInfo:
+    return KindInfo(kind, plural, namespaced, canonical, frozenset((canonical, *also)), short, document_kind)
 
 
 KINDS: dict[str, KindInfo] = {k.kind: k for k in (
@@ -46,6 +58,8 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     _kind("WorkloadEndpoint", "workloadendpoints", True, L3NET_API, (), ("wep", "weps", "workloadendpoint")),
     _kind("Namespace", "namespaces", False, K8S_CORE_API, (L3NET_API,), ("namespace", "ns")),
     _kind("NetworkPolicy", "networkpolicies", True, K8S_NETPOL_API, (), ("networkpolicy", "netpol", "np")),
+    _kind("CalicoNetworkPolicy", "caliconetworkpolicies", True, CALICO_API, (),
+          ("caliconetworkpolicy", "cnp"), document_kind="NetworkPolicy"),
     _kind("GlobalNetworkPolicy", "globalnetworkpolicies", False, L3NET_API, (CALICO_API,),
           ("globalnetworkpolicy", "gnp")),
     _kind("NetworkSet", "networksets", True, L3NET_API, (CALICO_API,), ("networkset", "netset", "netsets")),
@@ -55,6 +69,27 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
 )}
 
 KINDS_BY_PLURAL: dict[str, KindInfo] = {k.plural: k for k in KINDS.values()}
+
+# The ``kind`` values a document may carry (NetworkPolicy once, for two kinds).
+DOCUMENT_KINDS: frozenset[str] = frozenset(k.doc_kind for k in KINDS.values())
+
+
+def document_kind_info(kind: str, api: object) -> KindInfo | None:
+    """The kind a document with this ``kind`` and ``apiVersion`` is; None for an unknown kind.
+
+    When no kind of that name is served at ``api``, the first one is returned, so that the
+    caller's apiVersion check names the problem (see :func:`serving_apis`).
+    """
+    candidates = [i for i in KINDS.values() if i.doc_kind == kind]
+    for info in candidates:
+        if isinstance(api, str) and api in info.accepted_apis:
+            return info
+    return candidates[0] if candidates else None
+
+
+def serving_apis(kind: str) -> frozenset[str]:
+    """Every apiVersion at which some kind with the document kind ``kind`` is served."""
+    return frozenset(a for i in KINDS.values() if i.doc_kind == kind for a in i.accepted_apis)
 
 
 def kind_info(name: str) -> KindInfo | None:
@@ -101,7 +136,7 @@ class Resource:
         meta.update(copy.deepcopy(self.extra_metadata))
         if self.resource_version:
             meta["resourceVersion"] = str(self.resource_version)
-        doc: dict[str, Any] = {"apiVersion": self.info.canonical_api, "kind": self.kind, "metadata": meta}
+        doc: dict[str, Any] = {"apiVersion": self.info.canonical_api, "kind": self.info.doc_kind, "metadata": meta}
         if self.kind != "Namespace" or self.spec:
             doc["spec"] = copy.deepcopy(self.spec)
         return doc

@@ -220,6 +220,51 @@ def test_a_service_applies_lists_and_is_refused_by_field(env: dict[str, str], tm
     assert main(["delete", "service", "web", "-n", "shop"]) == 0
 
 
+BOTH_NETWORK_POLICIES = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec: {podSelector: {matchLabels: {app: web}}, ingress: [{}]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  order: 100
+  selector: app == 'web'
+  serviceAccountSelector: role == 'frontend'
+  ingress: [{action: Allow, source: {serviceAccounts: {names: [api]}}}]
+"""
+
+
+def test_calico_and_kubernetes_network_policies_of_one_name_live_apart(
+        env: dict[str, str], tmp_path: Path, datastore: EtcdDatastore, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(BOTH_NETWORK_POLICIES)
+    assert main(["apply", "-f", str(path)]) == 0
+    assert "Successfully applied 2" in capsys.readouterr().out
+    keys = KeyLayout(env["L3NET_ETCD_PREFIX"])
+    k8s = datastore.get(keys.resource("networkpolicies", "web", "shop"))
+    calico = datastore.get(keys.resource("caliconetworkpolicies", "web", "shop"))
+    assert k8s is not None and calico is not None
+    assert json.loads(k8s.value)["apiVersion"] == "networking.k8s.io/v1"
+    assert json.loads(calico.value)["apiVersion"] == "projectcalico.org/v3"
+    assert main(["get", "cnp", "-n", "shop"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+        ["NAME", "ORDER", "SELECTOR", "TYPES"], ["web", "100", "app", "==", "'web'", "Ingress"]]
+    assert main(["get", "networkpolicy", "web", "-n", "shop", "-o", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["apiVersion"] == "networking.k8s.io/v1"
+    assert main(["get", "caliconetworkpolicy", "web", "-n", "shop", "-o", "yaml"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert (doc["apiVersion"], doc["kind"]) == ("projectcalico.org/v3", "NetworkPolicy")
+    assert doc["spec"]["serviceAccountSelector"] == "role == 'frontend'"
+    # Deleting one by its file entry leaves the other.
+    path.write_text(BOTH_NETWORK_POLICIES.split("---\n")[1])
+    assert main(["delete", "-f", str(path)]) == 0
+    assert datastore.get(keys.resource("caliconetworkpolicies", "web", "shop")) is None
+    assert datastore.get(keys.resource("networkpolicies", "web", "shop")) is not None
+
+
 def test_replace_requires_existing(env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "pool.yaml"
     path.write_text(GOOD)

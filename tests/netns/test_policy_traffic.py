@@ -13,6 +13,7 @@ namespace, in parallel, with short timeouts. A denied probe is a timeout.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import selectors
 import socket
 import struct
@@ -31,7 +32,7 @@ from l3net import netns
 from l3net.model import Resource
 from policy.compiler import compile_policy
 from policy.evaluator import Packet, is_allowed
-from tests.builders import gnp, netpol, ns, wep
+from tests.builders import cnp, gnp, netpol, ns, wep
 from tests.netns_fixtures import NetnsFactory
 
 pytestmark = pytest.mark.netns
@@ -215,9 +216,13 @@ def _probe(topo: Topo, src: str, dst_ip: str, proto: str, port: int, timeout: fl
 Case = tuple[str, str, str, int, bool]  # (src pod, dst pod, protocol, port, expected)
 
 
-def check(topo: Topo, policies: list[Resource], cases: list[Case], *, known: tuple[str, ...] | None = None) -> None:
-    """Probe every case in parallel; the expectation must also be what the reference evaluator says."""
-    weps = [w for n, w in topo.weps.items() if known is None or n in known]
+def check(topo: Topo, policies: list[Resource], cases: list[Case], *, known: tuple[str, ...] | None = None,
+          replace: dict[str, Resource] | None = None) -> None:
+    """Probe every case in parallel; the expectation must also be what the reference evaluator says.
+
+    ``replace``: pod name -> the WorkloadEndpoint the last ``apply`` used instead (the oracle sees it too).
+    """
+    weps = [(replace or {}).get(n, w) for n, w in topo.weps.items() if known is None or n in known]
     for src, dst, proto, port, expected in cases:
         oracle = is_allowed(policies, NAMESPACES, weps, Packet(IP[src], IP[dst], proto, port))
         assert oracle is expected, f"test expectation disagrees with the evaluator: {src}->{dst} {proto}/{port}"
@@ -454,6 +459,41 @@ def test_gnp_egress_allow_by_selector_across_namespaces(topo: Topo) -> None:
                        ("cli1", "dns2", "UDP", 5353, False), ("cli1", "web1", "TCP", 80, True),
                        ("cli1", "web2", "TCP", 80, False),  # notNets excludes node 2's pods
                        ("cli2", "db1", "TCP", 80, False), ("web1", "cli1", "TCP", 80, True)])
+
+
+def _with_account(w: Resource, account: str, labels: dict[str, str]) -> Resource:
+    """The endpoint as the kube-controller writes it for a pod of ServiceAccount ``account`` with ``labels``."""
+    return dataclasses.replace(w, spec={**w.spec, "serviceAccountName": account},
+                               labels={**w.labels, **{f"pcsa.{k}": v for k, v in labels.items()}})
+
+
+def test_calico_network_policy_denies_in_its_namespace_only(topo: Topo) -> None:
+    # cli2 (dev, n2) gets web's labels: the twin of web1/web2 in another namespace.
+    twin = {"cli2": wep("cli2", "dev", "n2", IP["cli2"], {"app": "web"})}
+    pols = [cnp("deny-web", "prod", {"selector": "app == 'web'", "ingress": [{"action": "Deny"}]})]
+    topo.apply(pols, replace=twin)
+    check(topo, pols, [("cli1", "web1", "TCP", 80, False), ("cli1", "web2", "TCP", 80, False),
+                       ("db1", "web1", "UDP", 5353, False),
+                       ("cli1", "cli2", "TCP", 80, True), ("web1", "cli2", "UDP", 5353, True),  # the twin in dev
+                       ("cli1", "db1", "TCP", 80, True)],  # prod, not selected
+          replace=twin)
+
+
+def test_calico_service_accounts_select_pods_by_their_account(topo: Topo) -> None:
+    # web1 and web2 carry the same labels; only web1 runs as the api ServiceAccount.
+    accounts = {"web1": _with_account(topo.weps["web1"], "api", {"tier": "front"}),
+                "web2": _with_account(topo.weps["web2"], "default", {})}
+    pols = [cnp("db-from-api", "prod", {"selector": "app == 'db'", "ingress": [
+                {"action": "Allow", "source": {"serviceAccounts": {"names": ["api"]}}}]}),
+            cnp("api-no-udp", "prod", {"order": 10, "serviceAccountSelector": "tier == 'front'", "types": ["Egress"],
+                                       "egress": [{"action": "Deny", "protocol": "UDP"}, {"action": "Allow"}]})]
+    topo.apply(pols, replace=accounts)
+    check(topo, pols, [("web1", "db1", "TCP", 80, True), ("web1", "db1", "TCP", 8080, True),
+                       ("web2", "db1", "TCP", 80, False),    # same labels, another account
+                       ("cli1", "db1", "TCP", 80, False),
+                       ("web1", "cli1", "UDP", 5353, False),  # the api account's pods send no UDP
+                       ("web2", "cli1", "UDP", 5353, True), ("web1", "cli2", "TCP", 80, True)],
+          replace=accounts)
 
 
 @contextlib.contextmanager

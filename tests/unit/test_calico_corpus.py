@@ -4,6 +4,7 @@ each applies unchanged, or is refused with a message that names the field or kin
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from l3net.errors import ValidationError
 from l3net.model.documents import load_documents
@@ -80,6 +81,76 @@ spec:
   - action: Allow
     destination: {selector: role == 'external-database', namespaceSelector: global()}
 """,
+    "service-account-rule": """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: demo-calico}
+spec:
+  ingress:
+  - action: Allow
+    source:
+      serviceAccounts: {names: [api-service]}
+  selector: all()
+""",
+    "calico-network-policy": """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-tcp-6379, namespace: production}
+spec:
+  selector: role == 'database'
+  types: [Ingress, Egress]
+  ingress:
+  - action: Log
+    protocol: TCP
+    source: {selector: role == 'frontend'}
+  - action: Allow
+    protocol: TCP
+    source: {selector: role == 'frontend'}
+    destination: {ports: [6379]}
+  - action: Deny
+    protocol: TCP
+    source: {namespaceSelector: projectcalico.org/name == 'dev', notNets: [10.0.0.0/8]}
+    destination: {notPorts: ['8000:8080']}
+  egress:
+  - action: Pass
+    destination: {nets: [192.0.2.0/24]}
+  - action: Allow
+""",
+    "calico-network-policy-default-tier": """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: default-tier, namespace: production}
+spec: {tier: default, order: 1000, selector: all(), types: [Egress], egress: [{action: Allow}]}
+""",
+    "calico-network-policy-service-accounts": """\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-from-api, namespace: prod-engineering}
+spec:
+  order: 100
+  selector: app == 'db'
+  serviceAccountSelector: role == 'database'
+  ingress:
+  - action: Allow
+    source:
+      serviceAccounts:
+        names: [api-service, user-auth-service]
+        selector: app == 'web-frontend'
+  - action: Allow
+    source: {serviceAccounts: {selector: projectcalico.org/name == 'monitor'}}
+  - action: Deny
+""",
+    "same-name-both-network-policies": """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec: {podSelector: {matchLabels: {app: web}}, ingress: [{}]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec: {selector: app == 'web', ingress: [{action: Allow}]}
+""",
 }
 
 REFUSED = {
@@ -108,17 +179,6 @@ spec:
     source: {nets: [10.240.0.0/16, 192.168.0.0/16]}
   selector: has(host-endpoint)
 """, "spec.preDNAT: l3net does not support this field"),
-    "service-account-rule": ("""\
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {name: demo-calico}
-spec:
-  ingress:
-  - action: Allow
-    source:
-      serviceAccounts: {names: [api-service]}
-  selector: all()
-""", "spec.ingress[0].source.serviceAccounts: l3net does not support this field"),
     "network-set-host-bits": ("""\
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
@@ -131,18 +191,72 @@ kind: HostEndpoint
 metadata: {name: some.name, labels: {type: production}}
 spec: {interfaceName: eth0, node: myhost, expectedIPs: [192.168.0.1]}
 """, "unknown kind 'HostEndpoint'"),
-    "calico-network-policy": ("""\
+    "calico-network-policy-other-tier": ("""\
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
-metadata: {name: allow-tcp-6379, namespace: production}
-spec: {selector: role == 'database', types: [Ingress]}
-""", "NetworkPolicy is not served at 'projectcalico.org/v3'"),
+metadata: {name: security.block, namespace: production}
+spec: {tier: security, selector: all(), ingress: [{action: Pass}]}
+""", "spec.tier: l3net does not support this field"),
+    "calico-network-policy-host-flag": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: no-host-flags, namespace: production}
+spec: {selector: all(), preDNAT: true}
+""", "spec.preDNAT: unknown field"),
+    "calico-network-policy-namespace-selector": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: not-global, namespace: production}
+spec: {selector: all(), namespaceSelector: team == 'a'}
+""", "spec.namespaceSelector: unknown field"),
+    "calico-network-policy-service-rule": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: to-service, namespace: production}
+spec:
+  selector: all()
+  egress:
+  - action: Allow
+    destination: {services: {name: kubernetes, namespace: default}}
+""", "spec.egress[0].destination.services: l3net does not support this field"),
+    "calico-network-policy-bad-sa-name": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: bad-sa, namespace: production}
+spec:
+  ingress:
+  - action: Allow
+    source: {serviceAccounts: {names: [API_Service]}}
+""", "spec.ingress[0].source.serviceAccounts.names[0]: 'API_Service' is not a valid DNS-1123 subdomain"),
+    "calico-network-policy-bad-sa-selector": ("""\
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: bad-sa-selector, namespace: production}
+spec: {serviceAccountSelector: "role = 'api'"}
+""", "spec.serviceAccountSelector: invalid selector"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(APPLIES))
 def test_applies_unchanged(name: str) -> None:
     assert load_documents(APPLIES[name], f"{name}.yaml")
+
+
+def test_the_two_network_policy_kinds_stay_apart() -> None:
+    k8s, calico = load_documents(APPLIES["same-name-both-network-policies"], "both.yaml")
+    assert (k8s.kind, calico.kind) == ("NetworkPolicy", "CalicoNetworkPolicy")
+    assert k8s.info.plural != calico.info.plural and k8s.ref != calico.ref
+    # Each goes back out as the document it came in as.
+    assert calico.to_document()["apiVersion"] == "projectcalico.org/v3"
+    assert calico.to_document()["kind"] == k8s.to_document()["kind"] == "NetworkPolicy"
+    assert load_documents(yaml.safe_dump(calico.to_document()), "again.yaml") == [calico]
+
+
+def test_a_network_policy_at_another_api_names_both() -> None:
+    text = "apiVersion: l3net.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {}\n"
+    with pytest.raises(ValidationError) as ei:
+        load_documents(text, "x.yaml")
+    assert "use networking.k8s.io/v1 or projectcalico.org/v3" in str(ei.value)
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED))

@@ -37,6 +37,8 @@ BASE: dict[str, tuple[str, dict[str, Any]]] = {
     "NetworkPolicy": ("np", {}),
     "GlobalNetworkPolicy": ("g", {"selector": "all()", "ingress": copy.deepcopy(_RULES),
                                   "egress": copy.deepcopy(_RULES)}),
+    "CalicoNetworkPolicy": ("cnp", {"selector": "all()", "ingress": copy.deepcopy(_RULES),
+                                    "egress": copy.deepcopy(_RULES)}),
     "NetworkSet": ("ns", {"nets": ["192.0.2.0/24"]}),
     "GlobalNetworkSet": ("gns", {"nets": ["198.51.100.0/24", "2001:db8::/64"]}),
     "Service": ("web", {"clusterIP": "10.96.0.10"}),
@@ -128,7 +130,7 @@ def _doc(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if KINDS[kind].namespaced:
         meta["namespace"] = "default"
-    return {"apiVersion": KINDS[kind].canonical_api, "kind": kind, "metadata": meta, "spec": spec}
+    return {"apiVersion": KINDS[kind].canonical_api, "kind": KINDS[kind].doc_kind, "metadata": meta, "spec": spec}
 
 
 @pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()

@@ -286,7 +286,15 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown-nested-field", _peer({"ipBlock": {"cidr": "10.0.0.0/8", "exept": []}}), f"{RULE}.ipBlock.exept",
      "unknown field"),
     ("unknown-kind", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}}, "kind", "unknown kind"),
-    ("wrong-api", {**_np({}), "apiVersion": "projectcalico.org/v3"}, "apiVersion", "not served"),
+    ("wrong-api", {**_np({}), "apiVersion": "l3net.io/v1"}, "apiVersion", "not served"),
+    # Under projectcalico.org/v3 a NetworkPolicy is Calico's: a Kubernetes spec is refused field by field.
+    ("k8s-spec-as-calico", {**_np({"podSelector": {}}), "apiVersion": "projectcalico.org/v3"}, "spec.podSelector",
+     "unknown field"),
+    ("calico-np-bad-sa-selector", {**_np({"serviceAccountSelector": "role =="}), "apiVersion": "projectcalico.org/v3"},
+     "spec.serviceAccountSelector", "invalid selector"),
+    ("calico-np-bad-rule-sa", {**_np({"egress": [{"action": "Allow", "destination": {
+        "serviceAccounts": {"names": ["a"], "selector": "has("}}}]}), "apiVersion": "projectcalico.org/v3"},
+     "spec.egress[0].destination.serviceAccounts.selector", "invalid selector"),
     ("missing-metadata", {"apiVersion": "l3net.io/v1", "kind": "Node"}, "metadata", "required"),
     ("cidr-invalid", _peer({"ipBlock": {"cidr": "10.0.0.300/8"}}), f"{RULE}.ipBlock.cidr", "not a valid CIDR"),
     ("cidr-no-prefix", _peer({"ipBlock": {"cidr": "10.0.0.1"}}), f"{RULE}.ipBlock.cidr", "not a CIDR"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
@@ -106,7 +107,12 @@ def clusters(draw):
         node = draw(st.sampled_from(NODES))
         ip = f"10.0.{NODES.index(node) + 1}.{i + 2}"
         wports = draw(st.lists(st.sampled_from(PORTS), max_size=2, unique_by=lambda p: p["port"]))
-        workloads.append(wep(f"w{i}", draw(st.sampled_from(["a", "b"])), node, ip, draw(label_dicts()), wports))
+        w = wep(f"w{i}", draw(st.sampled_from(["a", "b"])), node, ip, draw(label_dicts()), wports)
+        account = draw(st.sampled_from([None, "api", "web"]))
+        if account is not None:  # a pod's ServiceAccount: its name, and its labels as pcsa.<key> (kube-controller)
+            tier = draw(st.sampled_from([{}, {"pcsa.tier": "front"}, {"pcsa.tier": "back"}]))
+            w = dataclasses.replace(w, spec={**w.spec, "serviceAccountName": account}, labels={**w.labels, **tier})
+        workloads.append(w)
     namespaces = [ns("a", draw(st.sampled_from([{}, {"team": "x"}]))),
                   ns("b", draw(st.sampled_from([{}, {"team": "y"}])))]
     pols = draw(st.lists(policies(), max_size=3, unique_by=lambda p: (p.namespace, p.name)))
@@ -199,6 +205,10 @@ CALICO_SELECTORS = [None, "all()", "app == 'web'", "has(role)", "role != 'db'", 
 CALICO_NS_SELECTORS = [None, "all()", "team == 'x'", "kubernetes.io/metadata.name == 'b'"]
 NETS = ["10.0.0.0/16", "10.0.1.0/24", "10.0.2.3/32", "0.0.0.0/0", "10.0.9.0/24", "fd00::/64"]
 CALICO_PORTS = [53, 80, "80:90", "8000:8100", "http", "dns"]
+SA_SELECTORS = ["tier == 'front'", "projectcalico.org/name == 'api'", "has(tier)", "all()", "!has(tier)"]
+SERVICE_ACCOUNTS = [{"names": ["api"]}, {"names": ["api", "web"]}, {"names": ["nobody"]},
+                    {"selector": "tier == 'back'"}, {"names": ["web"], "selector": "has(tier)"},
+                    {"selector": "projectcalico.org/name == 'web'"}]
 
 
 @st.composite
@@ -208,7 +218,8 @@ def entities(draw, with_ports: bool) -> dict:
                        ("notNets", st.lists(st.sampled_from(NETS), min_size=1, max_size=2, unique=True)),
                        ("selector", st.sampled_from(CALICO_SELECTORS[1:])),
                        ("notSelector", st.sampled_from(CALICO_SELECTORS[1:])),
-                       ("namespaceSelector", st.sampled_from(CALICO_NS_SELECTORS[1:]))):
+                       ("namespaceSelector", st.sampled_from(CALICO_NS_SELECTORS[1:])),
+                       ("serviceAccounts", st.sampled_from(SERVICE_ACCOUNTS))):
         if draw(st.integers(0, 3)) == 0:
             out[key] = draw(strat)
     if with_ports:
@@ -236,12 +247,17 @@ def calico_rules(draw) -> dict:
 
 
 @st.composite
-def gnps(draw) -> Resource:
+def gnps(draw, namespace: str | None = None) -> Resource:
+    """A GlobalNetworkPolicy, or with ``namespace`` a Calico (projectcalico.org/v3) NetworkPolicy there."""
     spec: dict = {}
     order = draw(st.sampled_from([None, 10, 100, 100, 2000]))
     if order is not None:
         spec["order"] = order
-    for key, values in (("selector", CALICO_SELECTORS), ("namespaceSelector", CALICO_NS_SELECTORS)):
+    if draw(st.integers(0, 3)) == 0:
+        spec["serviceAccountSelector"] = draw(st.sampled_from(SA_SELECTORS))
+    top = (("selector", CALICO_SELECTORS),) if namespace else (("selector", CALICO_SELECTORS),
+                                                               ("namespaceSelector", CALICO_NS_SELECTORS))
+    for key, values in top:
         v = draw(st.sampled_from(values))
         if v is not None:
             spec[key] = v
@@ -252,7 +268,19 @@ def gnps(draw) -> Resource:
         rules_ = draw(st.one_of(st.none(), st.lists(calico_rules(), max_size=3)))
         if rules_ is not None:
             spec[key] = rules_
+    if namespace:
+        return Resource("CalicoNetworkPolicy", f"g{draw(st.integers(0, 99))}", spec, namespace=namespace)
     return Resource("GlobalNetworkPolicy", f"g{draw(st.integers(0, 99))}", spec)
+
+
+def calico_nps() -> st.SearchStrategy[Resource]:
+    return st.sampled_from(["a", "b"]).flatmap(lambda n: gnps(n))
+
+
+def calico_policies() -> st.SearchStrategy[list[Resource]]:
+    """Both Calico kinds mixed (equal names across kinds and namespaces test the tie order)."""
+    return st.lists(st.one_of(gnps(), calico_nps()), min_size=1, max_size=4,
+                    unique_by=lambda p: (p.kind, p.namespace, p.name))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -277,8 +305,31 @@ def test_compiled_gnps_agree_with_evaluator(cluster, globals_, data) -> None:
         assert sim.reply_allowed(pkt) is expected, pkt
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(clusters(), calico_policies(), st.data())
+def test_compiled_calico_network_policies_agree_with_evaluator(cluster, calicos, data) -> None:
+    """Namespaced Calico NetworkPolicies with GlobalNetworkPolicies (one tier, by order) and Kubernetes ones."""
+    workloads, namespaces, pols = cluster
+    pols = [*pols, *calicos]
+    sim = cluster_for(workloads, namespaces, pols)
+    addrs = [w.spec["ipNetworks"][0].split("/")[0] for w in workloads] + ["10.0.9.9", "10.0.2.200"]
+    for _ in range(8):
+        src = data.draw(st.sampled_from(addrs))
+        dst = data.draw(st.sampled_from([a for a in addrs if a != src]))
+        proto = data.draw(st.sampled_from(["TCP", "UDP", "ICMP"]))
+        if proto == "ICMP":
+            pkt = Packet(src, dst, proto, icmp_type=8, icmp_code=0)
+        else:
+            pkt = Packet(src, dst, proto, data.draw(st.sampled_from([53, 80, 8080])),
+                         src_port=data.draw(st.sampled_from([53, 8050])))
+        expected = is_allowed(pols, namespaces, workloads, pkt)
+        assert sim.send(pkt) is expected, pkt
+        assert sim.reply_allowed(pkt) is expected, pkt
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(clusters(), st.lists(gnps(), max_size=2, unique_by=lambda p: p.name)),
+@given(st.lists(st.tuples(clusters(), st.lists(st.one_of(gnps(), calico_nps()), max_size=2,
+                                               unique_by=lambda p: (p.kind, p.namespace, p.name))),
                 min_size=2, max_size=5))
 def test_incremental_compiler_equals_fresh_compile(steps) -> None:
     """A long-lived PolicyCompiler fed a sequence of states (forwards, then backwards) returns what a fresh one does."""

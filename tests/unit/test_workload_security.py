@@ -314,3 +314,22 @@ def test_client_refuses_a_workload_address_outside_every_pool() -> None:
         client.apply([resource_from_document(copy.deepcopy(doc))])
     ok = wep_doc("cali1", ["10.65.0.2/32"])
     assert [r.name for r in client.apply([resource_from_document(ok)])] == [ok["metadata"]["name"]]
+
+
+def test_agent_compiles_calico_and_kubernetes_network_policies_of_one_name_side_by_side() -> None:
+    """From stored keys to chains: each kind under its own plural, both compiled; a Calico document
+    stored under the Kubernetes plural does not decode (the key names the kind)."""
+    k8s = Resource(kind="NetworkPolicy", name="web", namespace="default", spec={"podSelector": {}, "ingress": []})
+    calico = Resource(kind="CalicoNetworkPolicy", name="web", namespace="default",
+                      spec={"selector": "all()", "ingress": [{"action": "Deny"}]})
+    m = model_of(pool("p", "10.65.0.0/16"), raw_wep("cali1", ["10.65.0.2/32"]),
+                 Upd(KEYS.resource("networkpolicies", "web", "default"), k8s.to_json()),
+                 Upd(KEYS.resource("caliconetworkpolicies", "web", "default"), calico.to_json()),
+                 Upd(KEYS.resource("networkpolicies", "misfiled", "default"),
+                     calico.to_json().replace(b'"web"', b'"misfiled"')))
+    assert {r.kind for r in m.resources.values()} >= {"NetworkPolicy", "CalicoNetworkPolicy"}
+    assert KEYS.resource("networkpolicies", "misfiled", "default") in m.invalid
+    prog = policy_builder()(m, "n1")
+    assert prog.policies == 2 and prog.global_policies == 0
+    chains = set(prog.chains["filter"])
+    assert "l3n-ci-default/web" in chains and "l3n-pi-default/web" in chains

@@ -1,10 +1,13 @@
-"""l3net.model.validate.calico_policy: the Calico GlobalNetworkPolicy spec.
+"""l3net.model.validate.calico_policy: the Calico GlobalNetworkPolicy and (namespaced) NetworkPolicy specs.
 
 Owns rules (action, protocol, ICMP type/code, source and destination entities with nets,
-selectors and ports), the rule-level consistency checks (ports need a port protocol, ICMP needs an
-ICMP protocol) and the ``types`` default (Ingress, plus Egress when egress rules are present). The
-host-endpoint flags (doNotTrack, preDNAT, applyOnForward) and service-account and Service matches
-are refused unless at their defaults (l3net.model.parity lists every field).
+selectors, service accounts and ports), the rule-level consistency checks (ports need a port
+protocol, ICMP needs an ICMP protocol) and the ``types`` default (Ingress, plus Egress when egress
+rules are present). The namespaced NetworkPolicy (``projectcalico.org/v3``) has the same rules and
+``order``/``selector``/``types``/``serviceAccountSelector``, and none of the cluster-wide fields
+(``namespaceSelector``, the host-endpoint flags). The host-endpoint flags (doNotTrack, preDNAT,
+applyOnForward) and Service matches are refused unless at their defaults (l3net.model.parity lists
+every field).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from l3net.model.validate.checker import (
     unsupported,
 )
 from l3net.model.validate.k8s_policy import POLICY_TYPES
+from l3net.model.validate.names import dns_name
 from l3net.model.validate.ports import PORT_PROTOCOLS, calico_port, calico_protocol
 from l3net.model.validate.selectors import calico_selector_check
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["GLOBAL_NETWORK_POLICY_SPEC"]
+__all__ = ["CALICO_NETWORK_POLICY_SPEC", "GLOBAL_NETWORK_POLICY_SPEC"]
 
 _ENTITY = obj({
     "nets": listof(cidr),
@@ -41,9 +45,9 @@ _ENTITY = obj({
     "namespaceSelector": calico_selector_check,
     "ports": listof(calico_port),
     "notPorts": listof(calico_port),
-    # Calico matches these against ServiceAccounts and Services: l3net has neither in its model.
-    "serviceAccounts": unsupported(obj({"names": listof(string()), "selector": calico_selector_check}),
-                                   lambda v: not v, "service accounts are not matched"),
+    # A pod's ServiceAccount: its name, or a selector over the account's labels (policy.compiler).
+    "serviceAccounts": obj({"names": listof(dns_name()), "selector": calico_selector_check}),
+    # Calico matches these against Services: l3net has none in its model.
     "services": unsupported(obj({"name": string(), "namespace": string()}), lambda v: not v,
                             "Services are not matched"),
 })
@@ -87,17 +91,27 @@ def _gnp_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -
 
 _HOST_ONLY = unsupported(boolean, lambda v: v is False, "it applies to host endpoints, which l3net does not have")
 
-GLOBAL_NETWORK_POLICY_SPEC = obj({
+# The fields both kinds share; the endpoint side: selector ANDed with serviceAccountSelector.
+_COMMON = {
     "order": number,
     "selector": calico_selector_check,
-    "namespaceSelector": calico_selector_check,
+    "serviceAccountSelector": calico_selector_check,
     "types": POLICY_TYPES,
     "ingress": listof(_RULE),
     "egress": listof(_RULE),
+    # Calico's tiers: l3net has the default one only (Calico's policies ahead of Kubernetes').
+    "tier": unsupported(string(), lambda v: v == "default", "only the default tier exists"),
+}
+
+GLOBAL_NETWORK_POLICY_SPEC = obj({
+    **_COMMON,
+    "namespaceSelector": calico_selector_check,
     # Host endpoint features (raw and mangle tables, forwarded host traffic): l3net has no HostEndpoints.
     "doNotTrack": _HOST_ONLY,
     "preDNAT": _HOST_ONLY,
     "applyOnForward": _HOST_ONLY,
-    "serviceAccountSelector": unsupported(calico_selector_check, lambda v: v == "",
-                                          "service accounts are not matched"),
 }, post=_gnp_post)
+
+# Calico's namespaced NetworkPolicy: it applies in its own namespace only, so it has no namespaceSelector
+# and no host endpoint flags (an unknown field there is refused by name, as everywhere).
+CALICO_NETWORK_POLICY_SPEC = obj(_COMMON, post=_gnp_post)

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from l3net.errors import ValidationError
-from l3net.model.resource import KINDS, Resource
+from l3net.model.resource import DOCUMENT_KINDS, Resource, document_kind_info, serving_apis
 from l3net.model.validate.checker import Check, Checker, format_path, integer, obj, short, string, typename
 from l3net.model.validate.kinds import NAME_CHECKS, NAME_IS_LABEL, SPECS
 from l3net.model.validate.names import annotation_map, dns_name, dns_reason, label_map
@@ -63,7 +63,7 @@ def document_name(source: str, doc: Any) -> str:
         name = meta.get("name") if isinstance(meta, dict) else None
         ns = meta.get("namespace") if isinstance(meta, dict) else None
         if isinstance(kind, str) and isinstance(name, str):
-            info = KINDS.get(kind)
+            info = document_kind_info(kind, doc.get("apiVersion"))
             if info is not None and info.namespaced:
                 ns = ns if isinstance(ns, str) else DEFAULT_NAMESPACE
                 parts.append(f"{kind}/{ns}/{name}")
@@ -85,18 +85,18 @@ def resource_from_document(doc: dict[str, Any], source: str = "") -> Resource:
             c.error(format_path("", key) if isinstance(key, str) else repr(key),
                     "unknown field; a resource has apiVersion, kind, metadata and spec")
     kind = doc.get("kind")
-    info = KINDS.get(kind) if isinstance(kind, str) else None
+    api = doc.get("apiVersion")
+    info = document_kind_info(kind, api) if isinstance(kind, str) else None
     if info is None:
-        known = ", ".join(sorted(KINDS))
+        known = ", ".join(sorted(DOCUMENT_KINDS))
         c.error("kind", f"unknown kind {short(kind)}; expected one of {known}" if kind is not None
                 else "required field is missing")
-    api = doc.get("apiVersion")
     if api is None:
         c.error("apiVersion", "required field is missing")
     elif not isinstance(api, str):
         c.error("apiVersion", f"must be a string, not {typename(api)}")
     elif info is not None and api not in info.accepted_apis:
-        c.error("apiVersion", f"{kind} is not served at {short(api)}; use {' or '.join(sorted(info.accepted_apis))}")
+        c.error("apiVersion", f"{kind} is not served at {short(api)}; use {' or '.join(sorted(serving_apis(kind)))}")
 
     meta = _METADATA(c, doc.get("metadata"), "metadata") if doc.get("metadata") is not None else \
         c.error("metadata", "required field is missing")

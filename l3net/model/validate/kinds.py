@@ -18,7 +18,7 @@ from l3net.model.validate.bgp import (
     NODE_SPEC,
     bgp_configuration_name_check,
 )
-from l3net.model.validate.calico_policy import GLOBAL_NETWORK_POLICY_SPEC
+from l3net.model.validate.calico_policy import CALICO_NETWORK_POLICY_SPEC, GLOBAL_NETWORK_POLICY_SPEC
 from l3net.model.validate.checker import Check, Checker, obj
 from l3net.model.validate.felix_configuration import FELIX_CONFIGURATION_SPEC, felix_configuration_name_check
 from l3net.model.validate.ippool import IPPOOL_SPEC
@@ -48,6 +48,7 @@ SPECS: dict[str, Check] = {
     "WorkloadEndpoint": WORKLOAD_ENDPOINT_SPEC,
     "Namespace": NAMESPACE_SPEC,
     "NetworkPolicy": NETWORK_POLICY_SPEC,
+    "CalicoNetworkPolicy": CALICO_NETWORK_POLICY_SPEC,
     "GlobalNetworkPolicy": GLOBAL_NETWORK_POLICY_SPEC,
     "NetworkSet": NETWORK_SET_SPEC,
     "GlobalNetworkSet": NETWORK_SET_SPEC,
