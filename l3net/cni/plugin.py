@@ -60,7 +60,7 @@ from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM, IPAMError
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
-from l3net.model.labels import is_reserved_label
+from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX, is_reserved_label
 from l3net.model.resource import Resource
 from l3net.model.validation import host_veth_name, resource_from_document, workload_endpoint_name
 
@@ -75,6 +75,12 @@ WEP_DELETE_RETRIES = 10
 OUTAGE_PROBE_TIMEOUT = 2.0
 # (host interface, datastore revision of the pod's endpoint, timeout s) -> programmed in time?
 ProgrammedWait = Callable[[str, int, float], bool]
+
+
+
+def _is_runtime_forbidden(key: str) -> bool:
+    """A label key a container runtime's ``args.cni.labels`` may not set on an endpoint."""
+    return is_reserved_label(key) or key.startswith(SERVICE_ACCOUNT_LABEL_PREFIX)
 
 
 class AddTracer(Protocol):
@@ -214,12 +220,13 @@ class Invocation:
     # -- workload endpoint -----------------------------------------------------------
     def wep_document(self, ips: list[str], mac: str) -> dict[str, Any]:
         # Implicit labels win: a passed label with a reserved key (pcns.*, projectcalico.org/*) is dropped,
-        # so args.cni.labels cannot place the pod in another namespace's selectors.
-        dropped = sorted(k for k in self.conf.labels if is_reserved_label(k))
+        # so args.cni.labels cannot place the pod in another namespace's selectors; nor, with pcsa.*, claim
+        # a service account's labels (only the kube-controller, which reads the ServiceAccount, writes those).
+        dropped = sorted(k for k in self.conf.labels if _is_runtime_forbidden(k))
         if dropped:
             _log.warning("args.cni.labels: reserved keys ignored container=%s keys=%s", self.env.container_id,
                          ",".join(dropped))
-        labels = {**{k: v for k, v in self.conf.labels.items() if not is_reserved_label(k)},
+        labels = {**{k: v for k, v in self.conf.labels.items() if not _is_runtime_forbidden(k)},
                   "projectcalico.org/namespace": self.env.namespace, "projectcalico.org/orchestrator": "k8s"}
         spec = {"node": self.node, "orchestrator": "k8s", "pod": self.env.pod, "endpoint": self.env.ifname,
                 "containerID": self.env.container_id, "interfaceName": self.host_if,

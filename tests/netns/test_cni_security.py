@@ -119,6 +119,7 @@ def test_gc_skips_an_allocation_whose_attributes_do_not_identify_it(rig: CNIRig)
 def test_implicit_labels_win_over_cni_args_and_ipv6_is_off_on_the_host_veth(rig: CNIRig) -> None:
     labels = [{"key": "projectcalico.org/namespace", "value": "kube-system"},
               {"key": "pcns.env", "value": "prod"}, {"key": "projectcalico.org/orchestrator", "value": "x"},
+              {"key": "pcsa.role", "value": "admin"},
               {"key": "app", "value": "web"}]
     res = rig.invoke("node-1", "ADD", "clab", rig.pod_ns("pl"), pod="labelled", namespace="evil",
                      conf=rig.conf("node-1", args={"cni": {"labels": labels}}))
