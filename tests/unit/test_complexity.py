@@ -32,7 +32,7 @@ ALLOWED: dict[tuple[str, str], int] = {
     ("bgp/config.py", "build_node_view"): 32,
     ("bgp/events.py", "_parse_update"): 17,
     ("bgp/speaker.py", "_sync"): 19,
-    ("felix/calc.py", "compute"): 17,
+    ("felix/calc.py", "compute"): 18,  # 17 on this branch, 18 on main since the service advertisement merge
 }
 
 _MESSAGE = re.compile(r"`(?P<name>[^`]+)` is too complex \((?P<score>\d+) > \d+\)")
