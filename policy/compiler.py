@@ -706,10 +706,39 @@ class PolicyCompiler:
         dirty = self._sync_endpoints(all_endpoints, changed_ns)
         dirty |= self._members.pop_changes()
 
-        locals_ = {}
+        locals_ = self._local_workloads(local_endpoints)
+        relabelled = self._sync_local_labels(locals_)
+        self._select_policies(locals_, relabelled, policies_changed)
+
+        wildcard = f"{iface_prefix}+"
+        filter_chains = self._base_chains(wildcard, wl_to_host)
+        ipsets: dict[str, tuple[str, frozenset[str]]] = {}
+        used: dict[str, tuple[_Compiled, str]] = {}
+        ordered_locals = sorted(locals_.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
+        self._render_locals(ordered_locals, fail_closed, policies_changed, relabelled, filter_chains, ipsets, used)
+        for key in [k for k in self._ipv6 if k not in locals_]:
+            del self._ipv6[key]
+        self._render_dispatch(ordered_locals, fail_closed, filter_chains)
+        self._render_used(used, dirty, filter_chains, ipsets)
+
+        program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter)
+        program.policies_recompiled = self.policies_recompiled - before
+        program.compile_seconds = time.perf_counter() - t0
+        _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
+                   program.policies_recompiled, program.rule_count, program.compile_seconds)
+        return program
+
+    @staticmethod
+    def _local_workloads(local_endpoints: Iterable[Resource]) -> dict[Hashable, Resource]:
+        """(namespace, name) -> the local WorkloadEndpoints that have an interface to police."""
+        locals_: dict[Hashable, Resource] = {}
         for w in local_endpoints:
             if w.kind == "WorkloadEndpoint" and w.spec.get("interfaceName"):
                 locals_[(w.namespace or "", w.name)] = w
+        return locals_
+
+    def _sync_local_labels(self, locals_: dict[Hashable, Resource]) -> set[Hashable]:
+        """Forget local endpoints that left and index the labels of the rest; returns those whose labels changed."""
         for key in [k for k in self._local_labels if k not in locals_]:
             self._applies.remove_item(key)
             del self._local_labels[key]
@@ -723,7 +752,10 @@ class PolicyCompiler:
                 self._applies.update_item(key, labels)
                 relabelled.add(key)
         self._applies.pop_changes()
+        return relabelled
 
+    def _select_policies(self, locals_: dict[Hashable, Resource], relabelled: set[Hashable],
+                         policies_changed: bool) -> None:
         # Which policies apply to each local endpoint, in evaluation order; recomputed for every endpoint
         # only when a policy changed, else only for endpoints that are new or relabelled.
         if policies_changed:
@@ -734,18 +766,19 @@ class PolicyCompiler:
                     if per is not None:
                         for d in c.types:
                             per[d].append(c)
-        else:
-            for key in relabelled:
-                per = {"Ingress": [], "Egress": []}
-                for c in self._ordered:
-                    if self._applies.contains(c.key, key):
-                        for d in c.types:
-                            per[d].append(c)
-                self._selected[key] = per
-        selected = self._selected
+            return
+        for key in relabelled:
+            per = {"Ingress": [], "Egress": []}
+            for c in self._ordered:
+                if self._applies.contains(c.key, key):
+                    for d in c.types:
+                        per[d].append(c)
+            self._selected[key] = per
 
-        wildcard = f"{iface_prefix}+"
-        filter_chains: dict[str, list[str]] = {
+    @staticmethod
+    def _base_chains(wildcard: str, wl_to_host: list[str]) -> dict[str, list[str]]:
+        """The fixed chains: the kernel hooks' jumps to dispatch and to workload-to-host."""
+        return {
             CHAIN_FORWARD: hash_rules(CHAIN_FORWARD, [
                 f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}", f"-o {wildcard} -j {CHAIN_TO_DISPATCH}",
                 f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"]),
@@ -753,9 +786,12 @@ class PolicyCompiler:
             CHAIN_WL_TO_HOST: wl_to_host,
             CHAIN_OUTPUT: hash_rules(CHAIN_OUTPUT, [f"-o {wildcard} -j RETURN"]),
         }
-        ipsets: dict[str, tuple[str, frozenset[str]]] = {}
-        used: dict[str, tuple[_Compiled, str]] = {}
-        ordered_locals = sorted(locals_.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
+
+    def _render_locals(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
+                       policies_changed: bool, relabelled: set[Hashable], filter_chains: dict[str, list[str]],
+                       ipsets: dict[str, tuple[str, frozenset[str]]], used: dict[str, tuple[_Compiled, str]]) -> None:
+        """Each local endpoint's from- and to-workload chains (and its address set) into ``filter_chains`` and
+        ``ipsets``; the policy chains they jump to into ``used``."""
         ep_cache: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         for key, wep in ordered_locals:
             iface = str(wep.spec["interfaceName"])
@@ -765,20 +801,11 @@ class PolicyCompiler:
                 continue
             ep = self._endpoints.get(key)
             ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
-            sel = selected[key]
+            sel = self._selected[key]
             for d in ("Ingress", "Egress"):
                 for c in sel[d]:
                     used[c.chains[d][0]] = (c, d)
-            cached = self._ep_chains.get(key)
-            if cached is None or cached[0][0] is not wep:
-                self._note_ipv6(key, wep)
-            if cached is None or policies_changed or key in relabelled or cached[0][0] is not wep:
-                sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
-                       *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
-                if cached is None or cached[0][1:] != sig[1:]:
-                    cached = (sig, *self._render_endpoint(iface, ips, sel))
-                else:
-                    cached = (sig, *cached[1:])
+            cached = self._endpoint_chains(key, wep, iface, ips, sel, policies_changed or key in relabelled)
             ep_cache[key] = cached
             _, fw, fw_rules, tw, tw_rules = cached
             filter_chains[fw] = fw_rules
@@ -786,9 +813,26 @@ class PolicyCompiler:
             if len(ips) > 1:
                 ipsets[_ipset_name("w", iface)] = ("hash:net", _set_nets(ips))
         self._ep_chains = ep_cache
-        for key in [k for k in self._ipv6 if k not in locals_]:
-            del self._ipv6[key]
 
+    def _endpoint_chains(self, key: Hashable, wep: Resource, iface: str, ips: tuple[str, ...],
+                         sel: Mapping[str, list[_Compiled]],
+                         stale: bool) -> tuple[tuple[Any, ...], str, list[str], str, list[str]]:
+        """(signature, fw chain, its rules, tw chain, its rules) of one endpoint, re-rendered only when what
+        they depend on changed (``stale``: its policies may have)."""
+        cached = self._ep_chains.get(key)
+        if cached is None or cached[0][0] is not wep:
+            self._note_ipv6(key, wep)
+        if cached is not None and not stale and cached[0][0] is wep:
+            return cached
+        sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
+               *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
+        if cached is None or cached[0][1:] != sig[1:]:
+            return (sig, *self._render_endpoint(iface, ips, sel))
+        return (sig, *cached[1:])
+
+    def _render_dispatch(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
+                         filter_chains: dict[str, list[str]]) -> None:
+        """The from- and to-dispatch chains (one goto per programmed interface, then DROP); cached by interfaces."""
         ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
         if self._dispatch is None or self._dispatch[0] != ifaces:
             self._dispatch = (ifaces,
@@ -799,6 +843,8 @@ class PolicyCompiler:
         filter_chains[CHAIN_FROM_DISPATCH] = self._dispatch[1]
         filter_chains[CHAIN_TO_DISPATCH] = self._dispatch[2]
 
+    def _render_used(self, used: dict[str, tuple[_Compiled, str]], dirty: set[str],
+                     filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]]) -> None:
         # Only sets that a programmed rule references are emitted (reference counting, as Felix does).
         for chain, (c, d) in used.items():
             filter_chains[chain] = c.chains[d][1]
@@ -809,6 +855,9 @@ class PolicyCompiler:
             if name not in ipsets:
                 self._set_cache.pop(name, None)  # not referenced now: recompute when it is next used
 
+    def _program(self, filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
+                 wildcard: str, reverse_path_filter: bool) -> PolicyProgram:
+        """The program from the rendered chains and sets, with the kernel hooks (and rpfilter) that reach them."""
         program = PolicyProgram(policies=sum(1 for _, c in self._policies.values() if c is not None),
                                 global_policies=sum(1 for _, c in self._policies.values()
                                                     if c is not None and c.is_global),
@@ -822,10 +871,6 @@ class PolicyCompiler:
             program.chains["raw"] = {CHAIN_PREROUTING: hash_rules(
                 CHAIN_PREROUTING, [f"-i {wildcard} -m rpfilter --invert -j DROP"])}
             program.hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
-        program.policies_recompiled = self.policies_recompiled - before
-        program.compile_seconds = time.perf_counter() - t0
-        _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
-                   program.policies_recompiled, program.rule_count, program.compile_seconds)
         return program
 
     def _note_ipv6(self, key: Hashable, wep: Resource) -> None:

@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from l3net import netns as netns_mod
@@ -238,6 +238,37 @@ def _ntop(family: int, raw: bytes) -> str | None:
         return None
 
 
+def _rtattrs(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type, value offset, attribute end) of each rtattr in ``data[pos:end]``, up to the first malformed one."""
+    while pos + _RTATTR.size <= end:
+        alen, atype = _RTATTR.unpack_from(data, pos)
+        if alen < _RTATTR.size or pos + alen > end:
+            return
+        yield atype, pos + _RTATTR.size, pos + alen
+        pos += (alen + 3) & ~3
+
+
+def _multipath_gateways(data: bytes, hop: int, hops_end: int, family: int, size: int) -> list[str]:
+    """The RTA_GATEWAY of each rtnexthop in an RTA_MULTIPATH value ``data[hop:hops_end]``."""
+    gateways: list[str] = []
+    while hop + _RTNEXTHOP.size <= hops_end:
+        hlen = _RTNEXTHOP.unpack_from(data, hop)[0]
+        if hlen < _RTNEXTHOP.size:
+            break
+        sub, sub_end = hop + _RTNEXTHOP.size, min(hop + hlen, hops_end)
+        while sub + _RTATTR.size <= sub_end:
+            slen, stype = _RTATTR.unpack_from(data, sub)
+            if slen < _RTATTR.size:
+                break
+            if stype == RTA_GATEWAY:
+                gw = _ntop(family, data[sub + _RTATTR.size:sub + _RTATTR.size + size])
+                if gw:
+                    gateways.append(gw)
+            sub += (slen + 3) & ~3
+        hop += (hlen + 3) & ~3
+    return gateways
+
+
 def _decode_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
     """One RTM_NEWROUTE body (after the nlmsghdr) as a KernelRoute; None for what we never compare."""
     family, dst_len, _, _, table, proto, scope, rtype, _ = _RTMSG.unpack_from(data, offset)
@@ -247,12 +278,7 @@ def _decode_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
     dst_raw = b"\0" * size
     metric, oif = 0, None
     gateways: list[str] = []
-    pos = offset + _RTMSG.size
-    while pos + _RTATTR.size <= end:
-        alen, atype = _RTATTR.unpack_from(data, pos)
-        if alen < _RTATTR.size or pos + alen > end:
-            break
-        val = pos + _RTATTR.size
+    for atype, val, attr_end in _rtattrs(data, offset + _RTMSG.size, end):
         if atype == RTA_DST:
             dst_raw = data[val:val + size]
         elif atype == RTA_PRIORITY:
@@ -266,23 +292,7 @@ def _decode_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
             if gw:
                 gateways.append(gw)
         elif atype == RTA_MULTIPATH:
-            hop, hops_end = val, pos + alen
-            while hop + _RTNEXTHOP.size <= hops_end:
-                hlen = _RTNEXTHOP.unpack_from(data, hop)[0]
-                if hlen < _RTNEXTHOP.size:
-                    break
-                sub, sub_end = hop + _RTNEXTHOP.size, min(hop + hlen, hops_end)
-                while sub + _RTATTR.size <= sub_end:
-                    slen, stype = _RTATTR.unpack_from(data, sub)
-                    if slen < _RTATTR.size:
-                        break
-                    if stype == RTA_GATEWAY:
-                        gw = _ntop(family, data[sub + _RTATTR.size:sub + _RTATTR.size + size])
-                        if gw:
-                            gateways.append(gw)
-                    sub += (slen + 3) & ~3
-                hop += (hlen + 3) & ~3
-        pos += (alen + 3) & ~3
+            gateways += _multipath_gateways(data, val, attr_end, family, size)
     if len(dst_raw) != size:
         return None
     text = _ntop(family, dst_raw)

@@ -203,6 +203,7 @@ def _ips(value: Any, path: str) -> tuple[str, ...]:
 
 def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
     """Validate the network configuration for ``command``; CNIError(7/1) naming the field."""
+    # The checks run in the order of the fields below, so the first bad field is the one reported.
     version = version_of(doc)
     name = doc.get("name")
     if not isinstance(name, str) or not name:
@@ -210,6 +211,33 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
     typ = doc.get("type")
     if typ != PLUGIN_TYPE:
         raise _bad("type", f"must be {PLUGIN_TYPE!r}, not {typ!r}")
+    endpoints, prefix = _etcd_location(doc)
+    mtu = _mtu(doc)
+    log_level = _opt_str(doc, "log_level", "log_level") or "warning"
+    policy_wait = _policy_wait(doc)
+    pools, assign_v4 = _ipam(doc)
+    cni_args = _cni_args(doc)
+    static = _static_ips(doc, cni_args)
+    labels = _labels(cni_args)
+    sticky = _opt_str(cni_args, "sticky_key", "args.cni.sticky_key")
+    kubeconfig = _kubeconfig(doc)
+    prev = _prev_result(doc, command, version)
+    attachments = _valid_attachments(doc)
+    if not assign_v4 and not static:
+        raise _bad("ipam.assign_ipv4", "is false and no static address was given: the pod would get no address")
+    return NetConf(
+        cni_version=version, name=name, etcd_endpoints=endpoints, etcd_prefix=prefix,
+        etcd_ca_cert_file=_opt_str(doc, "etcd_ca_cert_file", "etcd_ca_cert_file"),
+        etcd_cert_file=_opt_str(doc, "etcd_cert_file", "etcd_cert_file"),
+        etcd_key_file=_opt_str(doc, "etcd_key_file", "etcd_key_file"),
+        nodename=_opt_str(doc, "nodename", "nodename"), mtu=mtu, ipv4_pools=pools, assign_ipv4=assign_v4,
+        static_ips=static, labels=labels, sticky_key=sticky, log_level=log_level, prev_result=prev,
+        valid_attachments=attachments, agent_socket=_opt_str(doc, "agentSocket", "agentSocket"),
+        policy_setup_timeout=float(policy_wait), kubeconfig=kubeconfig or None)
+
+
+def _etcd_location(doc: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``etcd_endpoints`` (None: the plugin's default) and ``etcd_prefix``."""
     endpoints = _opt_str(doc, "etcd_endpoints", "etcd_endpoints")
     prefix = _opt_str(doc, "etcd_prefix", "etcd_prefix") or DEFAULT_ETCD_PREFIX
     if not prefix.startswith("/") or not prefix.endswith("/"):
@@ -218,16 +246,28 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         for ep in endpoints.split(","):
             if not ep.strip().startswith(("http://", "https://", "unix://")):
                 raise _bad("etcd_endpoints", f"{ep!r}: scheme must be http://, https:// or unix://")
+    return endpoints, prefix
+
+
+def _mtu(doc: Mapping[str, Any]) -> int:
     mtu = doc.get("mtu", 0)
+    # bool is an int to Python, never an MTU.
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not (mtu == 0 or 68 <= mtu <= 65535):
         raise _bad("mtu", f"{mtu!r} must be 0 (auto) or an integer 68..65535")
-    log_level = _opt_str(doc, "log_level", "log_level") or "warning"
+    return mtu
+
+
+def _policy_wait(doc: Mapping[str, Any]) -> int | float:
     policy_wait = doc.get("policy_setup_timeout_seconds", 0)
     if isinstance(policy_wait, bool) or not isinstance(policy_wait, int | float) or \
             not 0 <= policy_wait <= MAX_POLICY_SETUP_TIMEOUT:
         raise _bad("policy_setup_timeout_seconds",
                    f"{policy_wait!r} must be a number of seconds 0..{MAX_POLICY_SETUP_TIMEOUT} (0: do not wait)")
+    return policy_wait
 
+
+def _ipam(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """The ``ipam`` section: (ipv4_pools, assign_ipv4)."""
     ipam = doc.get("ipam", {})
     if not isinstance(ipam, dict):
         raise _bad("ipam", "must be an object")
@@ -239,18 +279,25 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         raise _bad("ipam.ipv4_pools", "must be a list of pool names or CIDRs")
     assign = ipam.get("assign_ipv4", "true")
     if isinstance(assign, str) and assign.lower() in ("true", "false"):
-        assign_v4 = assign.lower() == "true"
-    elif isinstance(assign, bool):
-        assign_v4 = assign
-    else:
-        raise _bad("ipam.assign_ipv4", f"{assign!r} must be \"true\" or \"false\"")
+        return tuple(pools), assign.lower() == "true"
+    if isinstance(assign, bool):
+        return tuple(pools), assign
+    raise _bad("ipam.assign_ipv4", f"{assign!r} must be \"true\" or \"false\"")
 
+
+def _cni_args(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``args.cni`` ({} when absent)."""
     args = doc.get("args", {})
     if not isinstance(args, dict):
         raise _bad("args", "must be an object")
     cni_args = args.get("cni", {})
     if not isinstance(cni_args, dict):
         raise _bad("args.cni", "must be an object")
+    return cni_args
+
+
+def _static_ips(doc: Mapping[str, Any], cni_args: dict[str, Any]) -> tuple[str, ...]:
+    """Static addresses: ``runtimeConfig.ips`` when given, else ``args.cni.ips``, else none."""
     static: tuple[str, ...] = ()
     if "ips" in cni_args:
         static = _ips(cni_args["ips"], "args.cni.ips")
@@ -259,6 +306,10 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
         raise _bad("runtimeConfig", "must be an object")
     if "ips" in runtime:
         static = _ips(runtime["ips"], "runtimeConfig.ips")
+    return static
+
+
+def _labels(cni_args: dict[str, Any]) -> dict[str, str]:
     labels: dict[str, str] = {}
     raw_labels = cni_args.get("labels", [])
     if not isinstance(raw_labels, list):
@@ -268,43 +319,43 @@ def parse_netconf(doc: Mapping[str, Any], command: str) -> NetConf:
                 not isinstance(item.get("value"), str):
             raise _bad(f"args.cni.labels[{i}]", "must be {\"key\": string, \"value\": string}")
         labels[item["key"]] = item["value"]
-    sticky = _opt_str(cni_args, "sticky_key", "args.cni.sticky_key")
+    return labels
+
+
+def _kubeconfig(doc: Mapping[str, Any]) -> str | None:
     kube = doc.get("kubernetes", {})
     if not isinstance(kube, dict):
         raise _bad("kubernetes", "must be an object like {\"kubeconfig\": \"/etc/cni/net.d/l3net-kubeconfig\"}")
-    kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
+    return _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
+
+
+def _prev_result(doc: Mapping[str, Any], command: str, version: str) -> dict[str, Any] | None:
     prev = doc.get("prevResult")
     if prev is not None and not isinstance(prev, dict):
         raise _bad("prevResult", "must be an object")
     if command == "CHECK" and prev is None and version != "0.4.0":
         raise _bad("prevResult", "CHECK needs the result of the ADD")
-    attachments = None
-    if "cni.dev/valid-attachments" in doc:
-        raw = doc["cni.dev/valid-attachments"]
-        if not isinstance(raw, list):
-            raise _bad("cni.dev/valid-attachments", "must be a list of {containerID, ifname}")
-        # An attachment GC cannot identify makes the whole GC refused: treating it as absent would
-        # release (tear down) the very pod it stands for.
-        for i, a in enumerate(raw):
-            if not isinstance(a, dict):
-                raise _bad(f"cni.dev/valid-attachments[{i}]",
-                           "must be an object {containerID, ifname}; GC refused, nothing released")
-            cid, ifn = a.get("containerID"), a.get("ifname")
-            if not isinstance(cid, str) or not container_id_ok(cid):
-                raise _bad(f"cni.dev/valid-attachments[{i}].containerID",
-                           f"{short_repr(cid)} is not a container ID; GC refused, nothing released")
-            if not isinstance(ifn, str) or not ifname_ok(ifn):
-                raise _bad(f"cni.dev/valid-attachments[{i}].ifname",
-                           f"{short_repr(ifn)} is not an interface name; GC refused, nothing released")
-        attachments = tuple((a["containerID"], a["ifname"]) for a in raw)
-    if not assign_v4 and not static:
-        raise _bad("ipam.assign_ipv4", "is false and no static address was given: the pod would get no address")
-    return NetConf(
-        cni_version=version, name=name, etcd_endpoints=endpoints, etcd_prefix=prefix,
-        etcd_ca_cert_file=_opt_str(doc, "etcd_ca_cert_file", "etcd_ca_cert_file"),
-        etcd_cert_file=_opt_str(doc, "etcd_cert_file", "etcd_cert_file"),
-        etcd_key_file=_opt_str(doc, "etcd_key_file", "etcd_key_file"),
-        nodename=_opt_str(doc, "nodename", "nodename"), mtu=mtu, ipv4_pools=tuple(pools), assign_ipv4=assign_v4,
-        static_ips=static, labels=labels, sticky_key=sticky, log_level=log_level, prev_result=prev,
-        valid_attachments=attachments, agent_socket=_opt_str(doc, "agentSocket", "agentSocket"),
-        policy_setup_timeout=float(policy_wait), kubeconfig=kubeconfig or None)
+    return prev
+
+
+def _valid_attachments(doc: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """GC's ``cni.dev/valid-attachments`` as (containerID, ifname) pairs; None when absent."""
+    if "cni.dev/valid-attachments" not in doc:
+        return None
+    raw = doc["cni.dev/valid-attachments"]
+    if not isinstance(raw, list):
+        raise _bad("cni.dev/valid-attachments", "must be a list of {containerID, ifname}")
+    # An attachment GC cannot identify makes the whole GC refused: treating it as absent would
+    # release (tear down) the very pod it stands for.
+    for i, a in enumerate(raw):
+        if not isinstance(a, dict):
+            raise _bad(f"cni.dev/valid-attachments[{i}]",
+                       "must be an object {containerID, ifname}; GC refused, nothing released")
+        cid, ifn = a.get("containerID"), a.get("ifname")
+        if not isinstance(cid, str) or not container_id_ok(cid):
+            raise _bad(f"cni.dev/valid-attachments[{i}].containerID",
+                       f"{short_repr(cid)} is not a container ID; GC refused, nothing released")
+        if not isinstance(ifn, str) or not ifname_ok(ifn):
+            raise _bad(f"cni.dev/valid-attachments[{i}].ifname",
+                       f"{short_repr(ifn)} is not an interface name; GC refused, nothing released")
+    return tuple((a["containerID"], a["ifname"]) for a in raw)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from l3net.datastore.base import Datastore
+from l3net.datastore.base import Datastore, KeyValue
 from l3net.errors import ValidationError
 from l3net.ipam.block import Block, host_affinity
 from l3net.ipam.handle import STICKY_HANDLE_PREFIX, Handle
@@ -116,6 +116,17 @@ def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) 
     nodes = {keys.parse_resource(kv.key)[2] for kv in node_kvs if keys.parse_resource(kv.key)}  # type: ignore[index]
     weps = _workload_ips(ds, keys)
 
+    blocks = _audit_blocks(report, block_kvs)
+    by_ip, handle_counts = _audit_allocations(report, blocks, weps, now)
+    _audit_ip_users(report, by_ip, weps)
+    _audit_handles(report, keys, handle_kvs, handle_counts)
+    _audit_affinities(report, keys, aff_kvs, blocks, nodes)
+    _audit_pools(report, pools)
+    return report
+
+
+def _audit_blocks(report: IPAMReport, block_kvs: list[KeyValue]) -> dict[str, Block]:
+    """Parse the blocks (an unparsable one is an inconsistency) and record their usage; cidr -> Block."""
     blocks: dict[str, Block] = {}
     for kv in block_kvs:
         try:
@@ -131,8 +142,13 @@ def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) 
         if len(set(free)) != len(free) or allocated & set(free) or \
                 len(allocated) + len(set(free)) != b.cidr.num_addresses:
             report.inconsistencies.append(f"block {b.cidr}: allocations and unallocated disagree")
+    return blocks
 
-    # -- allocations --------------------------------------------------------------------
+
+def _audit_allocations(report: IPAMReport, blocks: dict[str, Block],
+                       weps: dict[str, list[tuple[str, str | None]]],
+                       now: float) -> tuple[dict[str, list[str]], dict[str, dict[str, int]]]:
+    """Classify every allocated address (held, leaked, borrowed); returns ip -> [cidr] and handle -> cidr -> count."""
     by_ip: dict[str, list[str]] = defaultdict(list)
     handle_counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for cidr, b in blocks.items():
@@ -142,19 +158,30 @@ def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) 
             by_ip[ip].append(cidr)
             if handle:
                 handle_counts[handle][cidr] += 1
-            if handle and handle.startswith(STICKY_HANDLE_PREFIX):
-                until = attrs.get("heldUntil")
-                if isinstance(until, int | float) and now <= until:
-                    report.held.append(a)
-                    continue
-                report.leaks.append(a)  # an expired hold nobody collected
-                continue
-            users = weps.get(ip, [])
-            cid = attrs.get("containerID")
-            if not users or (cid and not any(c in (None, cid) for _, c in users)):
-                report.leaks.append(a)
-            if a.node and b.node != a.node:
-                report.borrowed.append(a)
+            _classify_allocation(report, a, b, weps.get(ip, []), now)
+    return by_ip, handle_counts
+
+
+def _classify_allocation(report: IPAMReport, a: Allocation, b: Block, users: list[tuple[str, str | None]],
+                         now: float) -> None:
+    """File one allocation as held, leaked and/or borrowed."""
+    if a.handle and a.handle.startswith(STICKY_HANDLE_PREFIX):
+        until = a.attrs.get("heldUntil")
+        if isinstance(until, int | float) and now <= until:
+            report.held.append(a)
+        else:
+            report.leaks.append(a)  # an expired hold nobody collected
+        return
+    cid = a.attrs.get("containerID")
+    if not users or (cid and not any(c in (None, cid) for _, c in users)):
+        report.leaks.append(a)
+    if a.node and b.node != a.node:
+        report.borrowed.append(a)
+
+
+def _audit_ip_users(report: IPAMReport, by_ip: dict[str, list[str]],
+                    weps: dict[str, list[tuple[str, str | None]]]) -> None:
+    """An address in two blocks or used by two endpoints is a double allocation; one used but absent is missing."""
     for ip, cidrs in by_ip.items():
         if len(cidrs) > 1:
             report.double_allocations.append(f"{ip} is allocated in blocks {', '.join(cidrs)}")
@@ -164,7 +191,10 @@ def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) 
         if ip not in by_ip:
             report.missing_allocations.append(f"{ip} is used by {users[0][0]} but not allocated in IPAM")
 
-    # -- handles ------------------------------------------------------------------------
+
+def _audit_handles(report: IPAMReport, keys: KeyLayout, handle_kvs: list[KeyValue],
+                   handle_counts: dict[str, dict[str, int]]) -> None:
+    """Each handle record must count exactly what the blocks hold for it."""
     stored: dict[str, dict[str, int]] = {}
     for kv in handle_kvs:
         hid = kv.key[len(keys.handles):]
@@ -174,7 +204,10 @@ def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) 
         if stored.get(hid, {}) != want:
             report.inconsistencies.append(f"handle {hid}: record says {stored.get(hid, {})}, blocks hold {want}")
 
-    # -- affinities ---------------------------------------------------------------------
+
+def _audit_affinities(report: IPAMReport, keys: KeyLayout, aff_kvs: list[KeyValue], blocks: dict[str, Block],
+                      nodes: set[str]) -> None:
+    """Each affinity must name an existing block of that node, and each affine block must hold an affinity."""
     affine: set[tuple[str, str]] = set()
     for kv in aff_kvs:
         parsed = keys.parse_affinity(kv.key)
@@ -183,20 +216,28 @@ def build_report(ds: Datastore, keys: KeyLayout, pools: list[Pool], now: float) 
             continue
         node, cidr = parsed
         affine.add((node, cidr))
-        b = blocks.get(cidr)
-        if b is None:
-            report.orphaned_affinities.append(f"node {node} -> {cidr}: the block does not exist")
-        elif b.affinity != host_affinity(node):
-            report.orphaned_affinities.append(f"node {node} -> {cidr}: the block belongs to {b.affinity}")
-        elif node not in nodes:
-            report.orphaned_affinities.append(f"node {node} -> {cidr}: no Node resource named {node}")
+        problem = _affinity_problem(node, blocks.get(cidr), nodes)
+        if problem:
+            report.orphaned_affinities.append(f"node {node} -> {cidr}: {problem}")
     for cidr, b in blocks.items():
         if b.node and (b.node, cidr) not in affine:
             report.inconsistencies.append(f"block {cidr} names {b.affinity} but that node holds no affinity for it")
 
-    # -- pools --------------------------------------------------------------------------
+
+def _affinity_problem(node: str, b: Block | None, nodes: set[str]) -> str | None:
+    """Why the affinity of ``node`` for block ``b`` is orphaned, or None when it is sound."""
+    if b is None:
+        return "the block does not exist"
+    if b.affinity != host_affinity(node):
+        return f"the block belongs to {b.affinity}"
+    if node not in nodes:
+        return f"no Node resource named {node}"
+    return None
+
+
+def _audit_pools(report: IPAMReport, pools: list[Pool]) -> None:
+    """Sum the block usage inside each pool."""
     for p in pools:
         mine = [u for u in report.blocks if ipaddress.ip_network(u.cidr).subnet_of(p.cidr)]  # type: ignore[arg-type]
         report.pools.append(PoolUsage(p.name, str(p.cidr), p.disabled, p.cidr.num_addresses,
                                       sum(u.in_use for u in mine), len(mine)))
-    return report

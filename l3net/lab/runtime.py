@@ -618,66 +618,92 @@ def down_state(state: st.LabState, out: Printer = print) -> list[str]:
     """Undo everything ``state`` records; returns what could not be removed (empty on success)."""
     leftovers: list[str] = []
     data = state.data
-    if data.get("cgroup"):
-        # A paused node or etcd would ignore SIGTERM and hold `down` up: thaw everything first.
-        for group in cg.groups(Path(data["cgroup"])):
-            with contextlib.suppress(cg.CgroupError):
-                cg.freeze(group, False)
+    cgroup = Path(data["cgroup"]) if data.get("cgroup") else None
+    if cgroup is not None:
+        _thaw_lab(cgroup)
     pods = data.get("pods", {})
     if pods and not data.get("etcd", {}).get("own", True):
-        # An external etcd outlives the lab: release the pods' addresses there first.
-        from l3net.lab.pods import cni_del_recorded
-
-        for key, pod in list(pods.items()):
-            try:
-                cni_del_recorded(state, key, pod, timeout=10)
-            except (LabError, OSError, subprocess.SubprocessError) as exc:
-                out(f"warning: pod {key}: {exc}")
+        _release_pods(state, pods, out)
     for proc in reversed(data.get("processes", [])):
         if st.stop_process(proc):
             out(f"stopped {proc['node']} {proc['what']} (pid {proc['pid']})")
-    if data.get("cgroup"):
-        # Whatever the nodes' processes left behind (double forks, other namespaces) and etcd: the
-        # cgroup holds them all, paused ones included.
-        try:
-            ended = cg.kill(Path(data["cgroup"]))
-        except cg.CgroupError as exc:
-            out(f"warning: {exc}")
-        else:
-            if ended:
-                out(f"ended {ended} more processes of the lab's cgroup")
+    if cgroup is not None:
+        _kill_cgroup(cgroup, out)
     all_ns = list(data.get("netns", [])) + [p["netns"] for p in pods.values() if p.get("netns")]
-    # Anything else still running inside the lab's namespaces was started in them by the lab
-    # (or through `lab exec`): end it by PID so that the namespaces really go away.
-    for name in all_ns:
-        for pid in st.pids_in_netns(str(netns.netns_path(name))):
-            st.stop_process({"pid": pid, "starttime": st.starttime(pid)}, grace=1.0)
-    for mount in reversed(data.get("mounts", [])):
-        if os.path.ismount(mount) or _is_nsfs_mount(mount):
-            r = subprocess.run(["umount", mount], capture_output=True, text=True)
-            if r.returncode != 0:
-                subprocess.run(["umount", "-l", mount], capture_output=True, text=True)
+    _stop_netns_processes(all_ns)
+    _unmount(data.get("mounts", []))
     for name in reversed(all_ns):
         netns.delete(name)
         if netns.exists(name):
             leftovers.append(f"namespace {name}")
-    etcd = data.get("etcd", {})
-    if etcd.get("own"):
-        from l3net.lab.etcdserver import kill_recorded
-
-        for rec in etcd.get("members", {}).values():
-            kill_recorded(rec["run_dir"])
-        kill_recorded(state.dir)  # a record from before members existed
-        if etcd.get("data_dir"):
-            shutil.rmtree(etcd["data_dir"], ignore_errors=True)
-    if data.get("cgroup"):
+    _remove_own_etcd(state, data.get("etcd", {}))
+    if cgroup is not None:
         try:
-            cg.remove(Path(data["cgroup"]))
+            cg.remove(cgroup)
         except cg.CgroupError as exc:
             leftovers.append(f"cgroup {data['cgroup']} ({exc})")
     if not leftovers:
         shutil.rmtree(state.dir, ignore_errors=True)
     return leftovers
+
+
+def _thaw_lab(cgroup: Path) -> None:
+    # A paused node or etcd would ignore SIGTERM and hold `down` up: thaw everything first.
+    for group in cg.groups(cgroup):
+        with contextlib.suppress(cg.CgroupError):
+            cg.freeze(group, False)
+
+
+def _release_pods(state: st.LabState, pods: dict[str, Any], out: Printer) -> None:
+    # An external etcd outlives the lab: release the pods' addresses there first.
+    from l3net.lab.pods import cni_del_recorded
+
+    for key, pod in list(pods.items()):
+        try:
+            cni_del_recorded(state, key, pod, timeout=10)
+        except (LabError, OSError, subprocess.SubprocessError) as exc:
+            out(f"warning: pod {key}: {exc}")
+
+
+def _kill_cgroup(cgroup: Path, out: Printer) -> None:
+    # Whatever the nodes' processes left behind (double forks, other namespaces) and etcd: the
+    # cgroup holds them all, paused ones included.
+    try:
+        ended = cg.kill(cgroup)
+    except cg.CgroupError as exc:
+        out(f"warning: {exc}")
+        return
+    if ended:
+        out(f"ended {ended} more processes of the lab's cgroup")
+
+
+def _stop_netns_processes(names: list[str]) -> None:
+    # Anything else still running inside the lab's namespaces was started in them by the lab
+    # (or through `lab exec`): end it by PID so that the namespaces really go away.
+    for name in names:
+        for pid in st.pids_in_netns(str(netns.netns_path(name))):
+            st.stop_process({"pid": pid, "starttime": st.starttime(pid)}, grace=1.0)
+
+
+def _unmount(mounts: list[str]) -> None:
+    for mount in reversed(mounts):
+        if os.path.ismount(mount) or _is_nsfs_mount(mount):
+            r = subprocess.run(["umount", mount], capture_output=True, text=True)
+            if r.returncode != 0:
+                subprocess.run(["umount", "-l", mount], capture_output=True, text=True)
+
+
+def _remove_own_etcd(state: st.LabState, etcd: dict[str, Any]) -> None:
+    # Only an etcd the lab started is the lab's to end and delete.
+    if not etcd.get("own"):
+        return
+    from l3net.lab.etcdserver import kill_recorded
+
+    for rec in etcd.get("members", {}).values():
+        kill_recorded(rec["run_dir"])
+    kill_recorded(state.dir)  # a record from before members existed
+    if etcd.get("data_dir"):
+        shutil.rmtree(etcd["data_dir"], ignore_errors=True)
 
 
 def _is_nsfs_mount(path: str) -> bool:

@@ -496,35 +496,61 @@ def _parse_node(c: _Collector, path: str, name: str, ndef: dict[str, Any], r: _R
                 return str(v)
         return ""
 
-    env: dict[str, str] = {}
-    labels: dict[str, str] = {}
-    sysctls: dict[str, str] = {}
-    execs: list[str] = []
-    binds: dict[str, Bind] = {}
+    f = _merge_levels(c, path, ndef, levels, base)
+    node = Node(name=name, kind=kind, image=scalar("image"), group=r.group_of(ndef), env=f.env, cmd=scalar("cmd"),
+                exec=tuple(f.execs), binds=tuple(f.binds.values()), labels=f.labels, sysctls=f.sysctls,
+                mgmt_ipv4=scalar("mgmt-ipv4") or None, network_mode=scalar("network-mode"))
+    _check_node_kind(c, path, node)
+    _check_sysctls(c, path, node.sysctls)
+    if node.mgmt_ipv4:
+        _check_mgmt_ipv4(c, path, node.mgmt_ipv4, mgmt)
+    return node
+
+
+@dataclass
+class _NodeFields:
+    """The mapping and list fields of a node, merged over its levels (defaults, group, node)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    execs: list[str] = field(default_factory=list)
+    binds: dict[str, Bind] = field(default_factory=dict)
+
+
+def _merge_levels(c: _Collector, path: str, ndef: dict[str, Any], levels: list[dict[str, Any]],
+                  base: Path) -> _NodeFields:
+    # Later levels override earlier keys; exec lines accumulate once each; a bind is keyed by its target.
+    f = _NodeFields()
     for level in levels:
         lpath = path if level is ndef else "(inherited)"
-        env.update(_str_map(c, _join(lpath, "env"), level.get("env")))
-        labels.update(_str_map(c, _join(lpath, "labels"), level.get("labels")))
-        sysctls.update(_str_map(c, _join(lpath, "sysctls"), level.get("sysctls")))
+        f.env.update(_str_map(c, _join(lpath, "env"), level.get("env")))
+        f.labels.update(_str_map(c, _join(lpath, "labels"), level.get("labels")))
+        f.sysctls.update(_str_map(c, _join(lpath, "sysctls"), level.get("sysctls")))
         for line in _str_list(c, _join(lpath, "exec"), level.get("exec")):
-            if line not in execs:
-                execs.append(line)
+            if line not in f.execs:
+                f.execs.append(line)
         for i, text in enumerate(_str_list(c, _join(lpath, "binds"), level.get("binds"))):
             b = _parse_bind(c, _join(_join(lpath, "binds"), i), text, base)
             if b is not None:
-                binds[b.target] = b
-    node = Node(name=name, kind=kind, image=scalar("image"), group=r.group_of(ndef), env=env, cmd=scalar("cmd"),
-                exec=tuple(execs), binds=tuple(binds.values()), labels=labels, sysctls=sysctls,
-                mgmt_ipv4=scalar("mgmt-ipv4") or None, network_mode=scalar("network-mode"))
+                f.binds[b.target] = b
+    return f
+
+
+def _check_node_kind(c: _Collector, path: str, node: Node) -> None:
+    """The role, network mode and process fields must fit the node's kind."""
     if node.role is not None and node.role not in ROLES:
-        where = _join(path, "labels") if ROLE_LABEL in labels else _join(path, "env")
+        where = _join(path, "labels") if ROLE_LABEL in node.labels else _join(path, "env")
         c.add(where, f"role {node.role!r} is not one of {', '.join(ROLES)}")
     if node.network_mode not in ("", "bridge", "none"):
         c.add(_join(path, "network-mode"), f"network-mode {node.network_mode!r} is not supported here (use none)")
-    if kind == "bridge" and (err := _ifname_problem(name)):
+    if node.kind == "bridge" and (err := _ifname_problem(node.name)):
         c.add(path, f"a bridge node's name is its bridge's name: {err}")
-    if kind != "linux" and (node.cmd or node.role or node.binds):
-        c.add(path, f"kind {kind} runs no processes of its own: cmd, binds and roles need kind linux")
+    if node.kind != "linux" and (node.cmd or node.role or node.binds):
+        c.add(path, f"kind {node.kind} runs no processes of its own: cmd, binds and roles need kind linux")
+
+
+def _check_sysctls(c: _Collector, path: str, sysctls: dict[str, str]) -> None:
     for key, value in sysctls.items():
         if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", key) or ".." in key:
             c.add(_join(_join(path, "sysctls"), key), "not a sysctl name")
@@ -532,17 +558,18 @@ def _parse_node(c: _Collector, path: str, name: str, ndef: dict[str, Any], r: _R
             # Only net.* sysctls belong to a network namespace; others would change the host.
             c.add(_join(_join(path, "sysctls"), key), "only net.* sysctls are per namespace; "
                   f"setting {key}={value} would change the host")
-    if node.mgmt_ipv4:
-        try:
-            addr = ipaddress.IPv4Address(node.mgmt_ipv4)
-            net = ipaddress.IPv4Network(mgmt.ipv4_subnet)
-            if addr not in net or addr in (net.network_address, net.broadcast_address):
-                c.add(_join(path, "mgmt-ipv4"), f"{addr} is not a host address of mgmt subnet {net}")
-            elif str(addr) == mgmt.ipv4_gw:
-                c.add(_join(path, "mgmt-ipv4"), f"{addr} is the management gateway")
-        except ValueError:
-            c.add(_join(path, "mgmt-ipv4"), f"not an IPv4 address: {node.mgmt_ipv4!r}")
-    return node
+
+
+def _check_mgmt_ipv4(c: _Collector, path: str, mgmt_ipv4: str, mgmt: Mgmt) -> None:
+    try:
+        addr = ipaddress.IPv4Address(mgmt_ipv4)
+        net = ipaddress.IPv4Network(mgmt.ipv4_subnet)
+        if addr not in net or addr in (net.network_address, net.broadcast_address):
+            c.add(_join(path, "mgmt-ipv4"), f"{addr} is not a host address of mgmt subnet {net}")
+        elif str(addr) == mgmt.ipv4_gw:
+            c.add(_join(path, "mgmt-ipv4"), f"{addr} is the management gateway")
+    except ValueError:
+        c.add(_join(path, "mgmt-ipv4"), f"not an IPv4 address: {mgmt_ipv4!r}")
 
 
 def _check_mgmt_addresses(c: _Collector, nodes: dict[str, Node], mgmt: Mgmt) -> None:
@@ -565,56 +592,71 @@ def _parse_links(c: _Collector, raw: Any, nodes: dict[str, Node]) -> list[Link]:
         c.add("topology.links", "must be a list")
         return []
     links: list[Link] = []
-    used: dict[tuple[str, str], str] = {}
+    used: dict[tuple[str, str], str] = {}  # (node or "host", interface) -> the endpoint path that took it
     for i, item in enumerate(raw):
-        lpath = f"topology.links[{i}]"
-        if not isinstance(item, dict):
-            c.add(lpath, "must be a mapping with 'endpoints'")
-            continue
-        ltype = item.get("type")
-        if ltype is not None and ltype != "veth":
-            c.add(_join(lpath, "type"), f"link type {ltype!r} is not supported here (veth, or the short form)")
-            continue
-        allowed = VETH_LINK_KEYS if ltype == "veth" else SHORT_LINK_KEYS
-        for k in item:
-            if k not in allowed:
-                c.add(_join(lpath, str(k)), "unknown link field")
-        eps = item.get("endpoints")
-        if not isinstance(eps, list) or len(eps) != 2:
-            c.add(_join(lpath, "endpoints"), "must list exactly two endpoints")
-            continue
-        addrs = item.get("ipv4") or []
-        addrs6 = item.get("ipv6") or []
-        parsed: list[Endpoint] = []
-        for j, ep in enumerate(eps):
-            epath = f"{lpath}.endpoints[{j}]"
-            endpoint = _parse_endpoint(c, epath, ep, ltype == "veth",
-                                       addrs[j] if j < len(addrs) and addrs[j] else None,
-                                       addrs6[j] if j < len(addrs6) and addrs6[j] else None)
-            if endpoint is None:
-                continue
-            if endpoint.node != HOST_NODE and endpoint.node not in nodes:
-                c.add(epath, f"unknown node {endpoint.node!r} (the nodes are: {', '.join(sorted(nodes)) or 'none'})")
-                continue
-            node = nodes.get(endpoint.node)
-            if node is not None and node.has_mgmt and endpoint.iface == MGMT_IFNAME:
-                c.add(epath, f"{MGMT_IFNAME} is the management interface; use eth1 and up")
-                continue
-            key = (node.kind if node and node.kind == "host" else endpoint.node, endpoint.iface)
-            if key == (HOST_NODE, endpoint.iface):
-                key = ("host", endpoint.iface)
-            if key in used:
-                c.add(epath, f"endpoint {endpoint} is already used by {used[key]}")
-                continue
-            used[key] = epath
-            parsed.append(endpoint)
-        mtu = item.get("mtu")
-        if mtu is not None and (not isinstance(mtu, int) or not 68 <= mtu <= 65535):
-            c.add(_join(lpath, "mtu"), "must be an integer between 68 and 65535")
-            mtu = None
-        if len(parsed) == 2:
-            links.append(Link(i, parsed[0], parsed[1], mtu))
+        link = _parse_link(c, i, item, nodes, used)
+        if link is not None:
+            links.append(link)
     return links
+
+
+def _parse_link(c: _Collector, i: int, item: Any, nodes: dict[str, Node],
+                used: dict[tuple[str, str], str]) -> Link | None:
+    lpath = f"topology.links[{i}]"
+    if not isinstance(item, dict):
+        c.add(lpath, "must be a mapping with 'endpoints'")
+        return None
+    ltype = item.get("type")
+    if ltype is not None and ltype != "veth":
+        c.add(_join(lpath, "type"), f"link type {ltype!r} is not supported here (veth, or the short form)")
+        return None
+    allowed = VETH_LINK_KEYS if ltype == "veth" else SHORT_LINK_KEYS
+    for k in item:
+        if k not in allowed:
+            c.add(_join(lpath, str(k)), "unknown link field")
+    eps = item.get("endpoints")
+    if not isinstance(eps, list) or len(eps) != 2:
+        c.add(_join(lpath, "endpoints"), "must list exactly two endpoints")
+        return None
+    addrs = item.get("ipv4") or []
+    addrs6 = item.get("ipv6") or []
+    parsed: list[Endpoint] = []
+    for j, ep in enumerate(eps):
+        epath = f"{lpath}.endpoints[{j}]"
+        endpoint = _parse_endpoint(c, epath, ep, ltype == "veth", _nth(addrs, j), _nth(addrs6, j))
+        if endpoint is not None and _claim_endpoint(c, epath, endpoint, nodes, used):
+            parsed.append(endpoint)
+    mtu = item.get("mtu")
+    if mtu is not None and (not isinstance(mtu, int) or not 68 <= mtu <= 65535):
+        c.add(_join(lpath, "mtu"), "must be an integer between 68 and 65535")
+        mtu = None
+    return Link(i, parsed[0], parsed[1], mtu) if len(parsed) == 2 else None
+
+
+def _nth(values: list[Any], j: int) -> Any:
+    """The ``j``-th per-endpoint address of a link, None when absent or empty."""
+    return values[j] if j < len(values) and values[j] else None
+
+
+def _claim_endpoint(c: _Collector, epath: str, endpoint: Endpoint, nodes: dict[str, Node],
+                    used: dict[tuple[str, str], str]) -> bool:
+    """Whether ``endpoint`` names a known node's free, non-management interface; marks it used if so."""
+    if endpoint.node != HOST_NODE and endpoint.node not in nodes:
+        c.add(epath, f"unknown node {endpoint.node!r} (the nodes are: {', '.join(sorted(nodes)) or 'none'})")
+        return False
+    node = nodes.get(endpoint.node)
+    if node is not None and node.has_mgmt and endpoint.iface == MGMT_IFNAME:
+        c.add(epath, f"{MGMT_IFNAME} is the management interface; use eth1 and up")
+        return False
+    # Every host-kind node and the host itself share the host's interfaces.
+    key = (node.kind if node and node.kind == "host" else endpoint.node, endpoint.iface)
+    if key == (HOST_NODE, endpoint.iface):
+        key = ("host", endpoint.iface)
+    if key in used:
+        c.add(epath, f"endpoint {endpoint} is already used by {used[key]}")
+        return False
+    used[key] = epath
+    return True
 
 
 def _parse_endpoint(c: _Collector, path: str, ep: Any, extended: bool, ipv4: Any, ipv6: Any) -> Endpoint | None:

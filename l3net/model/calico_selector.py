@@ -247,6 +247,13 @@ class _Parser:
             inner = self._or()
             self._expect(")", "')'")
             return inner
+        call = self._call()
+        if call is not None:
+            return call
+        return self._label_op(self._label())
+
+    def _call(self) -> Selector | None:
+        """``all()``, ``global()`` or ``has(label)``; None (position unchanged) when the text is none of them."""
         for word, node in (("all", All()), ("global", Global())):
             start = self.pos
             if self._keyword(word):
@@ -261,7 +268,10 @@ class _Parser:
                 self._expect(")", "')' after has(label")
                 return Has(key)
             self.pos = start
-        key = self._label()
+        return None
+
+    def _label_op(self, key: str) -> Selector:
+        """The operator and operand after label ``key``."""
         for op in ("==", "!="):
             if self._take(op):
                 return LabelOp(key, op, (self._string(),))

@@ -22,7 +22,7 @@ the error instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,32 +142,35 @@ def _label_selector(sel: Mapping[str, Any], where: str) -> Selector:
             raise SelectorError(f"{where}.matchLabels.{key}: key and value must be strings", 0)
         parts.append(LabelOp(key, "==", (value,)))
     for i, expr in enumerate(sel.get("matchExpressions") or []):
-        path = f"{where}.matchExpressions[{i}]"
-        if not isinstance(expr, Mapping):
-            raise SelectorError(f"{path}: must be an object", 0)
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if not isinstance(key, str) or not key:
-            raise SelectorError(f"{path}.key: required", 0)
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise SelectorError(f"{path}.values: must be a list of strings", 0)
-        if op == "In":
-            if not values:
-                raise SelectorError(f"{path}.values: must be non-empty for In", 0)
-            parts.append(LabelOp(key, "in", tuple(values)))
-        elif op == "NotIn":
-            if not values:
-                raise SelectorError(f"{path}.values: must be non-empty for NotIn", 0)
-            parts.append(LabelOp(key, "not in", tuple(values)))
-        elif op == "Exists":
-            if values:
-                raise SelectorError(f"{path}.values: must be empty for Exists", 0)
-            parts.append(Has(key))
-        elif op == "DoesNotExist":
-            if values:
-                raise SelectorError(f"{path}.values: must be empty for DoesNotExist", 0)
-            parts.append(Not(Has(key)))
-        else:
-            raise SelectorError(f"{path}.operator: {op!r} is not one of In, NotIn, Exists, DoesNotExist", 0)
+        parts.append(_match_expression(expr, f"{where}.matchExpressions[{i}]"))
     if not parts:
         return ALL
     return parts[0] if len(parts) == 1 else And(tuple(parts))
+
+
+# LabelSelector operator -> (whether it takes values, the selector it means for a key and its values).
+_EXPRESSION_OPS: dict[str, tuple[bool, Callable[[str, tuple[str, ...]], Selector]]] = {
+    "In": (True, lambda key, values: LabelOp(key, "in", values)),
+    "NotIn": (True, lambda key, values: LabelOp(key, "not in", values)),
+    "Exists": (False, lambda key, _: Has(key)),
+    "DoesNotExist": (False, lambda key, _: Not(Has(key))),
+}
+
+
+def _match_expression(expr: Any, path: str) -> Selector:
+    """One ``matchExpressions`` entry; SelectorError naming ``path`` and the field when it is malformed."""
+    if not isinstance(expr, Mapping):
+        raise SelectorError(f"{path}: must be an object", 0)
+    key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+    if not isinstance(key, str) or not key:
+        raise SelectorError(f"{path}.key: required", 0)
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise SelectorError(f"{path}.values: must be a list of strings", 0)
+    if not isinstance(op, str) or op not in _EXPRESSION_OPS:  # a list or mapping is unhashable
+        raise SelectorError(f"{path}.operator: {op!r} is not one of In, NotIn, Exists, DoesNotExist", 0)
+    takes_values, build = _EXPRESSION_OPS[op]
+    if takes_values and not values:
+        raise SelectorError(f"{path}.values: must be non-empty for {op}", 0)
+    if not takes_values and values:
+        raise SelectorError(f"{path}.values: must be empty for {op}", 0)
+    return build(key, tuple(values))

@@ -53,6 +53,54 @@ def _group_list() -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
+def _openapi_document(parts: list[str]) -> dict[str, Any] | None:
+    """The OpenAPI v3 root or one group-version's document for ``/openapi/v3/...``; None for any other path."""
+    if parts == ["openapi", "v3"]:
+        return root_document()
+    if parts[:2] != ["openapi", "v3"]:
+        return None
+    if parts[2:3] == ["apis"] and len(parts) == 5:
+        return gv_document(parts[3], parts[4])
+    if parts[2:3] == ["api"] and len(parts) == 4:
+        return gv_document("", parts[3])
+    return None
+
+
+def _group_document(group: str) -> dict[str, Any]:
+    """``/apis/<group>``: the APIGroup document; 404 for a group this server does not serve."""
+    for g, v in GROUPS:
+        if g == group:
+            gv = {"groupVersion": f"{g}/{v}", "version": v}
+            return {"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv], "preferredVersion": gv}
+    raise ApiError(404, "NotFound", f"the server could not find the requested resource (group {group})")
+
+
+def _discovery_document(parts: list[str]) -> dict[str, Any] | None:
+    """The read-only discovery document at ``parts`` (version, OpenAPI, API and group lists); None elsewhere."""
+    if parts == ["version"]:
+        return SERVER_VERSION
+    if parts == ["api"]:
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if parts == ["apis"]:
+        return _group_list()
+    if parts[:1] == ["apis"] and len(parts) == 2:
+        return _group_document(parts[1])
+    return _openapi_document(parts)
+
+
+def _api_path(parts: list[str]) -> tuple[str, str, list[str]]:
+    """``/api/v1/...`` or ``/apis/<group>/<version>/...`` as (group, version, rest); 404 for anything else."""
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    if (group, version) != ("", "v1") and (group, version) not in GROUPS:
+        raise ApiError(404, "NotFound", f"the server could not find the requested resource ({group}/{version})")
+    return group, version, rest
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -119,36 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        if parts == ["version"]:
-            return self._send(200, SERVER_VERSION)
         if parts == ["lab", "expire"] and method == "POST":
             return self._send(200, {"oldestResourceVersion": str(self.server.store.expire())})
-        if parts == ["openapi", "v3"]:
-            return self._send(200, root_document())
-        if parts[:2] == ["openapi", "v3"] and len(parts) in (4, 5):
-            doc = gv_document(parts[3], parts[4]) if parts[2] == "apis" and len(parts) == 5 else (
-                gv_document("", parts[3]) if parts[2] == "api" and len(parts) == 4 else None)
-            if doc is not None:
-                return self._send(200, doc)
-        if parts == ["api"]:
-            return self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
-        if parts == ["apis"]:
-            return self._send(200, _group_list())
-        if parts[:1] == ["api"] and len(parts) >= 2:
-            group, version, rest = "", parts[1], parts[2:]
-        elif parts[:1] == ["apis"] and len(parts) >= 3:
-            group, version, rest = parts[1], parts[2], parts[3:]
-        elif parts[:1] == ["apis"] and len(parts) == 2:
-            for g, v in GROUPS:
-                if g == parts[1]:
-                    gv = {"groupVersion": f"{g}/{v}", "version": v}
-                    return self._send(200, {"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv],
-                                            "preferredVersion": gv})
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource (group {parts[1]})")
-        else:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if (group, version) != ("", "v1") and (group, version) not in GROUPS:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({group}/{version})")
+        doc = _discovery_document(parts)
+        if doc is not None:
+            return self._send(200, doc)
+        group, version, rest = _api_path(parts)
         if not rest:
             if method != "GET":
                 raise ApiError(405, "MethodNotAllowed", "discovery documents are read-only")

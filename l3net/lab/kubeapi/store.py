@@ -123,6 +123,22 @@ def _check_labels(labels: Any, field: str) -> None:
             raise ApiError(422, "Invalid", f"{field}: invalid label value {v!r} for key {k!r}")
 
 
+def _watch_event(ev: Event, rt: ResourceType, namespace: str, match: Any) -> dict[str, Any] | None:
+    """What a watch of ``rt`` in ``namespace`` through ``match`` sees of ``ev``; None when it sees nothing."""
+    if ev.plural != rt.plural or (namespace and ev.key[0] != namespace):
+        return None
+    now_in = ev.type != "DELETED" and match(ev.obj)
+    was_in = ev.prev is not None and match(ev.prev)
+    if ev.type == "DELETED":
+        return {"type": "DELETED", "object": copy.deepcopy(ev.obj)} if was_in else None
+    if now_in:
+        return {"type": "MODIFIED" if was_in else "ADDED", "object": copy.deepcopy(ev.obj)}
+    if was_in:
+        # left the selection: the API server reports it as deleted for this watch
+        return {"type": "DELETED", "object": copy.deepcopy(ev.obj)}
+    return None
+
+
 class Store:
     """Owns every object of the stand-in and its change history.
 
@@ -484,30 +500,14 @@ class Store:
                     yield {"type": "ERROR", "object": gone(f"too old resource version: {cursor} "
                                                            f"({self._oldest})").status()}
                     return
-                pending = [e for e in self._events if e.rv > cursor]
-                if not pending:
-                    wait = deadline - time.monotonic()
-                    if bookmark_interval:
-                        wait = min(wait, bookmark_interval - (time.monotonic() - last_bookmark))
-                    if stop is not None and stop.is_set():
-                        return
-                    if wait > 0:
-                        self._cond.wait(min(wait, 0.5))
-                    pending = [e for e in self._events if e.rv > cursor]
+                pending = self._pending_or_wait(cursor, deadline, bookmark_interval, last_bookmark, stop)
+                if pending is None:
+                    return
                 for ev in pending:
                     cursor = ev.rv
-                    if ev.plural != rt.plural or (namespace and ev.key[0] != namespace):
-                        continue
-                    now_in = ev.type != "DELETED" and match(ev.obj)
-                    was_in = ev.prev is not None and match(ev.prev)
-                    if ev.type == "DELETED":
-                        if was_in:
-                            batch.append({"type": "DELETED", "object": copy.deepcopy(ev.obj)})
-                    elif now_in:
-                        batch.append({"type": "MODIFIED" if was_in else "ADDED", "object": copy.deepcopy(ev.obj)})
-                    elif was_in:
-                        # left the selection: the API server reports it as deleted for this watch
-                        batch.append({"type": "DELETED", "object": copy.deepcopy(ev.obj)})
+                    out = _watch_event(ev, rt, namespace, match)
+                    if out is not None:
+                        batch.append(out)
                 if not pending:
                     cursor = max(cursor, self._rv)
                 rv_now = cursor
@@ -521,3 +521,20 @@ class Store:
                                                       "metadata": {"resourceVersion": str(rv_now)}}}
             if now >= deadline:
                 return
+
+    def _pending_or_wait(self, cursor: int, deadline: float, bookmark_interval: float | None,
+                         last_bookmark: float, stop: threading.Event | None) -> list[Event] | None:
+        """The events after ``cursor``, waiting (at most until the deadline or the next bookmark) if there are
+        none yet; None when ``stop`` is set. The caller holds ``self._cond``."""
+        pending = [e for e in self._events if e.rv > cursor]
+        if pending:
+            return pending
+        wait = deadline - time.monotonic()
+        if bookmark_interval:
+            wait = min(wait, bookmark_interval - (time.monotonic() - last_bookmark))
+        if stop is not None and stop.is_set():
+            return None
+        if wait > 0:
+            # Wake at least every 0.5 s so that a set ``stop`` ends the watch promptly.
+            self._cond.wait(min(wait, 0.5))
+        return [e for e in self._events if e.rv > cursor]

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from l3net.errors import ValidationError
-from l3net.model.resource import DOCUMENT_KINDS, Resource, document_kind_info, serving_apis
+from l3net.model.resource import DOCUMENT_KINDS, KindInfo, Resource, document_kind_info, serving_apis
 from l3net.model.validate.checker import Check, Checker, format_path, integer, obj, short, string, typename
 from l3net.model.validate.kinds import NAME_CHECKS, NAME_IS_LABEL, SPECS
 from l3net.model.validate.names import annotation_map, dns_name, dns_reason, label_map
@@ -80,6 +80,27 @@ def resource_from_document(doc: dict[str, Any], source: str = "") -> Resource:
     if not isinstance(doc, dict):
         c.error("", f"a resource document must be an object, not {typename(doc)}")
         raise ValidationError(c.errors)
+    info = _envelope(c, doc)
+    meta = _METADATA(c, doc.get("metadata"), "metadata") if doc.get("metadata") is not None else \
+        c.error("metadata", "required field is missing")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    namespace: str | None = None
+    if info is not None and isinstance(meta, dict):
+        namespace = _name_and_scope(c, doc, info, meta, name)
+    spec: Any = {}
+    if info is not None:
+        spec = _spec(c, doc, info, name)
+    if c.errors:
+        raise ValidationError(c.errors)
+    assert info is not None and isinstance(meta, dict) and isinstance(name, str)
+    extra = {k: meta[k] for k in _EXTRA_METADATA if k in meta}
+    return Resource(kind=info.kind, name=name, spec=spec, namespace=namespace,
+                    labels=dict(meta.get("labels", {})), annotations=dict(meta.get("annotations", {})),
+                    extra_metadata=extra, resource_version=meta.get("resourceVersion", 0))
+
+
+def _envelope(c: Checker, doc: dict[str, Any]) -> KindInfo | None:
+    """Check the top-level keys, ``kind`` and ``apiVersion``; the kind's info, None when the kind is unknown."""
     for key in doc:
         if key not in _ENVELOPE:
             c.error(format_path("", key) if isinstance(key, str) else repr(key),
@@ -97,34 +118,31 @@ def resource_from_document(doc: dict[str, Any], source: str = "") -> Resource:
         c.error("apiVersion", f"must be a string, not {typename(api)}")
     elif info is not None and api not in info.accepted_apis:
         c.error("apiVersion", f"{kind} is not served at {short(api)}; use {' or '.join(sorted(serving_apis(kind)))}")
+    return info
 
-    meta = _METADATA(c, doc.get("metadata"), "metadata") if doc.get("metadata") is not None else \
-        c.error("metadata", "required field is missing")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    namespace: str | None = None
-    if info is not None and isinstance(meta, dict):
-        if isinstance(name, str):
-            reason = dns_reason(name, label=info.kind in NAME_IS_LABEL)
-            if reason:
-                c.error("metadata.name", reason)
-        if info.namespaced:
-            namespace = meta.get("namespace", DEFAULT_NAMESPACE)
-        elif isinstance(doc.get("metadata"), dict) and doc["metadata"].get("namespace") is not None:
-            c.error("metadata.namespace", f"{kind} is cluster-scoped and takes no namespace")
 
-    spec: Any = {}
-    if info is not None:
-        raw_spec = doc.get("spec")
-        if info.kind == "Namespace" and isinstance(raw_spec, dict) and not raw_spec:
-            raw_spec = None
-        spec = SPECS[info.kind](c, {} if raw_spec is None else raw_spec, "spec")
-        name_check = NAME_CHECKS.get(info.kind)
-        if name_check is not None and isinstance(spec, dict) and isinstance(name, str):
-            name_check(c, name, spec)
-    if c.errors:
-        raise ValidationError(c.errors)
-    assert info is not None and isinstance(meta, dict) and isinstance(name, str)
-    extra = {k: meta[k] for k in _EXTRA_METADATA if k in meta}
-    return Resource(kind=info.kind, name=name, spec=spec, namespace=namespace,
-                    labels=dict(meta.get("labels", {})), annotations=dict(meta.get("annotations", {})),
-                    extra_metadata=extra, resource_version=meta.get("resourceVersion", 0))
+def _name_and_scope(c: Checker, doc: dict[str, Any], info: KindInfo, meta: dict[str, Any],
+                    name: Any) -> str | None:
+    """Check the name against the kind's rule and the namespace against its scope; the namespace (None when
+    cluster-scoped)."""
+    if isinstance(name, str):
+        reason = dns_reason(name, label=info.kind in NAME_IS_LABEL)
+        if reason:
+            c.error("metadata.name", reason)
+    if info.namespaced:
+        return meta.get("namespace", DEFAULT_NAMESPACE)
+    if isinstance(doc.get("metadata"), dict) and doc["metadata"].get("namespace") is not None:
+        c.error("metadata.namespace", f"{info.kind} is cluster-scoped and takes no namespace")
+    return None
+
+
+def _spec(c: Checker, doc: dict[str, Any], info: KindInfo, name: Any) -> Any:
+    """The kind's checked spec (an absent spec is an empty one), then the kind's rule tying name and spec."""
+    raw_spec = doc.get("spec")
+    if info.kind == "Namespace" and isinstance(raw_spec, dict) and not raw_spec:
+        raw_spec = None
+    spec = SPECS[info.kind](c, {} if raw_spec is None else raw_spec, "spec")
+    name_check = NAME_CHECKS.get(info.kind)
+    if name_check is not None and isinstance(spec, dict) and isinstance(name, str):
+        name_check(c, name, spec)
+    return spec
