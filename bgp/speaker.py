@@ -66,12 +66,9 @@ from pathlib import Path
 from bgp import metrics
 from bgp.commands import (
     Advertisement,
-    announce_batch_command,
-    attribute_text,
     eor_command,
     refresh_command,
     teardown_command,
-    withdraw_batch_command,
 )
 from bgp.config import NodeBGPView, PeerSpec, exabgp_env, render_exabgp_config
 from bgp.events import (
@@ -85,6 +82,7 @@ from bgp.events import (
     UpdateEvent,
     parse_line,
 )
+from bgp.planner import Command, NeighbourWant, apply_sent, plan
 from bgp.policy import REJECT, PeerFacts, filter_verdict, import_reason
 from bgp.reflector import reflect
 from bgp.rib import Rib
@@ -132,23 +130,12 @@ class _Peer:
 
 _PR_SET_PDEATHSIG = 1
 
-# Prefixes per batched command: bounds the line length and the work ExaBGP does per command
-# (it parses a command in one go, then injects one prefix per reactor turn).
-BATCH_PREFIXES = 512
 # Longest line accepted from ExaBGP: one UPDATE as JSON. A 4 KiB UPDATE packs up to ~900 IPv4
 # prefixes, ~80 bytes of JSON each (measured: FRR's full UPDATEs overflowed asyncio's 64 KiB
 # default and dropped the bridge connection). A longer line is skipped and logged, not fatal.
 BRIDGE_LINE_LIMIT = 4 * 1024 * 1024
 # After ExaBGP refused a command, its prefixes are re-sent this much later (not in a tight loop).
 RETRY_DELAY = 1.0
-
-
-@dataclass(frozen=True)
-class _Command:
-    """A line written to ExaBGP, and the (neighbor, prefix) pairs whose state in ExaBGP it sets."""
-
-    line: str
-    items: tuple[tuple[str, str], ...] = ()
 
 
 def _die_with_parent() -> None:
@@ -197,7 +184,7 @@ class Speaker:
         self._rib = Rib(local_as=0, router_id=None)
         self._learned: dict[str, list[str]] = {}
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: deque[_Command] = deque()   # written, not yet acked (ExaBGP acks in order)
+        self._pending: deque[Command] = deque()   # written, not yet acked (ExaBGP acks in order)
         self._server: asyncio.base_events.Server | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -433,13 +420,13 @@ class Speaker:
     def _send(self, line: str, items: tuple[tuple[str, str], ...] = ()) -> bool:
         if self._writer is None or self._writer.is_closing():
             return False
-        self._pending.append(_Command(line, items))
+        self._pending.append(Command(line, items))
         self._count("commands_sent")
         self._writer.write(line.encode() + b"\n")
         return True
 
     def _sync(self, *, full: set[str] | None = None, prefixes: set[str] | None = None) -> None:
-        """Diff desired against sent per neighbor and send the difference as batched commands.
+        """Plan (:func:`bgp.planner.plan`) and send what ExaBGP must change for the desired state.
 
         ``full`` re-announces everything to those peers; ``prefixes`` limits the diff of the
         other peers to those prefixes (what an update changed); uncertain prefixes are always
@@ -447,64 +434,24 @@ class Speaker:
         """
         if self._view is None or self._writer is None:
             return
-        # (family, attribute text) -> the Advertisement and ibgp flag it came from
-        attrs: dict[tuple[bool, str], tuple[Advertisement, bool]] = {}
-        text_of: dict[tuple[Advertisement, bool], str] = {}
-        announce: dict[str, dict[tuple[bool, str], list[str]]] = {}   # neighbor -> attrs -> prefixes
-        withdraw: dict[str, dict[bool, list[str]]] = {}               # neighbor -> family -> prefixes
+        wants = []
         for addr, p in self._peers.items():
             if addr not in self._configured:
                 continue  # ExaBGP would refuse it; sent in full once it has loaded the neighbor
-            have = self._sent.setdefault(addr, {})
             unsure = self._unsure.pop(addr, set())
-            ibgp = not p.spec.ebgp
             if prefixes is None or (full is not None and addr in full):
-                want = self._desired(p.spec)
-                check: set[str] = set(want) | set(have) | unsure
-                resend = full is not None and addr in full
+                wants.append(NeighbourWant(addr, self._desired(p.spec), not p.spec.ebgp,
+                                           resend=full is not None and addr in full, unsure=unsure))
             else:
-                want = {pfx: adv for pfx in prefixes | unsure if (adv := self._desired_one(p.spec, pfx)) is not None}
                 check = prefixes | unsure
-                resend = False
-            for pfx in check:
-                adv = want.get(pfx)
-                old = have.get(pfx)
-                v6 = ":" in pfx
-                if adv is None:
-                    if old is not None or pfx in unsure:
-                        withdraw.setdefault(addr, {}).setdefault(v6, []).append(pfx)
-                        have.pop(pfx, None)
-                elif resend or pfx in unsure or old != adv:
-                    text = text_of.get((adv, ibgp))
-                    if text is None:
-                        text = text_of[(adv, ibgp)] = attribute_text(adv, ibgp=ibgp)
-                    attrs.setdefault((v6, text), (adv, ibgp))
-                    announce.setdefault(addr, {}).setdefault((v6, text), []).append(pfx)
-                    have[pfx] = adv
-        # one command per (prefix chunk, attributes) for every neighbor that needs exactly that chunk
-        wd_groups: dict[tuple[str, ...], list[str]] = {}
-        for addr, fams in withdraw.items():
-            for pfxs in fams.values():
-                for chunk in _chunks(sorted(pfxs)):
-                    wd_groups.setdefault(chunk, []).append(addr)
-        an_groups: dict[tuple[tuple[bool, str], tuple[str, ...]], list[str]] = {}
-        for addr, by_attrs in announce.items():
-            for key, pfxs in by_attrs.items():
-                for chunk in _chunks(sorted(pfxs)):
-                    an_groups.setdefault((key, chunk), []).append(addr)
-        for chunk, addrs in sorted(wd_groups.items()):
-            addrs.sort()
-            self._send(withdraw_batch_command(addrs, chunk), tuple((a, x) for a in addrs for x in chunk))
-        for (key, chunk), addrs in sorted(an_groups.items()):
-            addrs.sort()
-            adv, ibgp = attrs[key]
-            try:
-                line = announce_batch_command(addrs, chunk, adv, ibgp=ibgp)
-            except ValueError as exc:
-                # an advertisement with a value outside the API grammar: left out, the rest goes on
-                _log.error("advertisement not sent node=%s prefixes=%d reason=%s", self.node, len(chunk), exc)
-                continue
-            self._send(line, tuple((a, x) for a in addrs for x in chunk))
+                want = {pfx: adv for pfx in check if (adv := self._desired_one(p.spec, pfx)) is not None}
+                wants.append(NeighbourWant(addr, want, not p.spec.ebgp, check=check, unsure=unsure))
+        out = plan(wants, self._sent)
+        apply_sent(self._sent, out.sent)
+        for why in out.refused:
+            _log.error("advertisement not sent node=%s reason=%s", self.node, why)
+        for cmd in out.commands:
+            self._send(cmd.line, cmd.items)
         self._notify_if_counts_changed()
 
     def _mark_unsure(self, items: tuple[tuple[str, str], ...]) -> None:
@@ -622,7 +569,7 @@ class Speaker:
         if ev is None:
             return
         if isinstance(ev, AckEvent):
-            cmd = self._pending.popleft() if self._pending else _Command("?")
+            cmd = self._pending.popleft() if self._pending else Command("?")
             if not ev.ok:
                 self._count("command_errors")
                 _log.warning("ExaBGP refused command node=%s command=%r", self.node, cmd.line[:500])
@@ -860,6 +807,3 @@ class Speaker:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
-
-def _chunks(items: list[str]) -> list[tuple[str, ...]]:
-    return [tuple(items[i:i + BATCH_PREFIXES]) for i in range(0, len(items), BATCH_PREFIXES)]
