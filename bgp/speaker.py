@@ -82,6 +82,7 @@ from bgp.events import (
     UpdateEvent,
     parse_line,
 )
+from bgp.graceful_restart import DROP, KEEP, SWEEP, PeerRestart, RestartMachine
 from bgp.planner import Command, NeighbourWant, apply_sent, plan
 from bgp.policy import REJECT, PeerFacts, filter_verdict, import_reason
 from bgp.reflector import reflect
@@ -125,7 +126,6 @@ class _Peer:
     eor: bool = False
     eor_seen: bool = False                       # End-of-RIB received at least once since the speaker started
     gr: GracefulRestartCap | None = None         # from the peer's last OPEN
-    stale_timer: asyncio.TimerHandle | None = None
 
 
 _PR_SET_PDEATHSIG = 1
@@ -153,7 +153,8 @@ class Speaker:
                  on_peers: Callable[[list[PeerStatus]], None] | None = None,
                  python: str = sys.executable, reload_delay: float = 0.2,
                  backoff: tuple[float, float] = (0.5, 10.0), clock: Callable[[], float] = time.time,
-                 on_converged: Callable[[], None] | None = None) -> None:
+                 on_converged: Callable[[], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.run_dir = Path(run_dir)
         self.netns = netns
@@ -178,6 +179,8 @@ class Speaker:
         self._sent: dict[str, dict[str, Advertisement]] = {}
         self._unsure: dict[str, set[str]] = {}   # neighbor -> prefixes whose state in ExaBGP is unknown
         self._retry_handle: asyncio.TimerHandle | None = None
+        self._gr = RestartMachine(monotonic)
+        self._gr_timer: asyncio.TimerHandle | None = None
         self._last_counts: dict[str, tuple[int, int]] = {}
         self._peers: dict[str, _Peer] = {}
         self._configured: set[str] = set()   # neighbors the running ExaBGP has loaded
@@ -218,9 +221,8 @@ class Speaker:
             self._reload_handle.cancel()
         if self._retry_handle:
             self._retry_handle.cancel()
-        for p in self._peers.values():
-            if p.stale_timer is not None:
-                p.stale_timer.cancel()
+        if self._gr_timer is not None:
+            self._gr_timer.cancel()
         await self._kill_process()
         if self._supervisor:
             self._supervisor.cancel()
@@ -257,8 +259,7 @@ class Speaker:
         for addr in list(self._peers):
             if addr not in new_peers:
                 gone = self._peers.pop(addr)
-                if gone.stale_timer is not None:
-                    gone.stale_timer.cancel()
+                self._gr.end(addr)
                 metrics.remove_peer(self.node, gone.spec.name)
                 self._sent.pop(addr, None)
                 self._unsure.pop(addr, None)
@@ -319,7 +320,7 @@ class Speaker:
         peer.info = reason
         try:
             # Routes first: on a reflector the withdraws to the other clients are the critical path.
-            if peer.stale_timer is not None or self._rib.stale(address):
+            if self._gr.end(address) or self._rib.stale(address):
                 self._end_restart(address, "bfd")
             self._rib_changed(self._rib.apply(StateEvent(address, None, "down", reason)))
         finally:
@@ -596,7 +597,7 @@ class Speaker:
             self._check_limit(ev.peer, was_over)
         elif isinstance(ev, EorEvent):
             peer.eor = peer.eor_seen = True
-            if peer.stale_timer is not None or self._rib.stale(ev.peer):
+            if self._gr.end_of_rib(ev.peer).action == SWEEP or self._rib.stale(ev.peer):
                 self._end_restart(ev.peer, "eor")
             self._check_converged()
 
@@ -610,64 +611,56 @@ class Speaker:
             peer.eor = False
             self._rib.reset_limit(ev.peer)   # a new session starts counting afresh
             self._rib.apply(ev)
-            if peer.stale_timer is not None:
-                self._resumed(peer)
+            verdict = self._gr.session_up(ev.peer, _restart_settings(peer.spec), peer.gr)
+            if verdict.action == SWEEP:
+                self._end_restart(ev.peer, verdict.reason)
+            self._arm_gr_timer()
             # established, so ExaBGP has loaded this neighbor (also right after a reload)
             self._configured.add(ev.peer)
             self._sync(full={ev.peer})
             # our table is complete only now: End-of-RIB after it (manual-eor in the config)
             self._send(eor_command(ev.peer, peer.spec.afi))
         elif ev.state == "down" and was_up:
-            retain = self._retention(peer, ev.reason)
-            if retain:
-                self._keep_stale(peer, retain, ev.reason)
+            held = self._gr.holding(ev.peer)
+            verdict = self._gr.session_down(ev.peer, _restart_settings(peer.spec), peer.gr, ev.reason)
+            if verdict.action == KEEP:
+                self._keep_stale(peer, verdict.seconds, ev.reason)
             else:
-                if peer.stale_timer is not None or self._rib.stale(ev.peer):
+                if held or self._rib.stale(ev.peer):
                     self._end_restart(ev.peer, "notification")
                 # ExaBGP sends no withdraws on down: the peer's routes go now
                 self._rib_changed(self._rib.apply(ev))
-        elif ev.state == "down" and peer.stale_timer is not None:
+        elif ev.state == "down" and self._gr.holding(ev.peer):
             peer.info = f"Graceful restart: keeping {len(self._rib.stale(ev.peer))} routes ({ev.reason})"
         self._notify_peers()
 
     # -- graceful restart ------------------------------------------------------------------
-    def _retention(self, peer: _Peer, reason: str) -> float:
-        """Seconds to keep ``peer``'s routes after its session dropped for ``reason`` (0: drop them now)."""
-        cap = peer.gr
-        if not peer.spec.graceful_restart or cap is None or f"{peer.spec.afi} unicast" not in cap.families:
-            return 0.0
-        if "notification" in reason.lower():
-            return 0.0  # RFC 4724 §4.2 covers a TCP loss only; a NOTIFICATION (hold timer too) ends the routes
-        return float(min(cap.time, peer.spec.restart_time))
-
     def _keep_stale(self, peer: _Peer, seconds: float, why: str) -> None:
-        addr = peer.spec.address
-        kept = self._rib.mark_stale(addr)
-        if peer.stale_timer is not None:
-            peer.stale_timer.cancel()
-        peer.stale_timer = asyncio.get_running_loop().call_later(seconds, self._end_restart, addr, "timer")
+        """The machine holds ``peer``: mark its routes stale (still forwarding) and wake at the deadline."""
+        kept = self._rib.mark_stale(peer.spec.address)
+        self._arm_gr_timer()
         peer.info = f"Graceful restart: keeping {kept} routes ({why})"
         _log.info("graceful restart: keeping routes node=%s peer=%s count=%d for=%.0fs reason=%s",
-                  self.node, addr, kept, seconds, why)
+                  self.node, peer.spec.address, kept, seconds, why)
 
-    def _resumed(self, peer: _Peer) -> None:
-        """The session of a restarting peer is back: sweep now unless it still preserves forwarding."""
-        cap = peer.gr
-        family = f"{peer.spec.afi} unicast"
-        if cap is None or family not in cap.forwarding or not peer.spec.graceful_restart:
-            self._end_restart(peer.spec.address, "capability")
-            return
-        # RFC 4724 §4.2: the restart timer stops; the stale routes go at End-of-RIB, bounded by our restart time
-        assert peer.stale_timer is not None
-        peer.stale_timer.cancel()
-        peer.stale_timer = asyncio.get_running_loop().call_later(
-            peer.spec.restart_time, self._end_restart, peer.spec.address, "timer")
+    def _arm_gr_timer(self) -> None:
+        """One loop timer for the machine's earliest deadline (the machine itself never sleeps)."""
+        if self._gr_timer is not None:
+            self._gr_timer.cancel()
+            self._gr_timer = None
+        deadline = self._gr.next_deadline()
+        if deadline is not None:
+            self._gr_timer = asyncio.get_running_loop().call_later(max(0.0, deadline - self._gr.clock()),
+                                                                  self._gr_expired)
+
+    def _gr_expired(self) -> None:
+        self._gr_timer = None
+        for addr in self._gr.expired():
+            self._end_restart(addr, "timer")
+        self._arm_gr_timer()
 
     def _end_restart(self, addr: str, how: str) -> None:
-        peer = self._peers.get(addr)
-        if peer is not None and peer.stale_timer is not None:
-            peer.stale_timer.cancel()
-            peer.stale_timer = None
+        self._gr.end(addr)
         gone = self._rib.sweep_stale(addr)
         metrics.GR_SWEEPS.labels(node=self.node, reason=how).inc()
         metrics.STALE_SWEPT.labels(node=self.node).inc(len(gone))
@@ -774,9 +767,10 @@ class Speaker:
             was_up = p.state == "up"
             if p.state != "idle":
                 p.state, p.since, p.info = "down", now, "ExaBGP restarting"
-            if was_up and p.spec.graceful_restart and p.gr is not None:
-                self._keep_stale(p, p.spec.restart_time, "ExaBGP restarting")
-            elif p.stale_timer is None:
+            verdict = self._gr.own_restart(addr, _restart_settings(p.spec), p.gr, was_up)
+            if verdict.action == KEEP:
+                self._keep_stale(p, verdict.seconds, verdict.reason)
+            elif verdict.action == DROP:
                 changed |= self._rib.drop_peer(addr)
         self._rib_changed(changed)
         self._notify_peers()
@@ -807,3 +801,6 @@ class Speaker:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
+
+def _restart_settings(spec: PeerSpec) -> PeerRestart:
+    return PeerRestart(spec.graceful_restart, float(spec.restart_time), spec.afi)
