@@ -22,23 +22,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgp.attrs import PathAttrs
+
 _log = logging.getLogger(__name__)
 
 ORIGINS = ("igp", "egp", "incomplete")
-
-
-@dataclass(frozen=True)
-class PathAttrs:
-    """The path attributes l3net uses (best path, reflection, communities)."""
-
-    origin: str = "igp"
-    as_path: tuple[int, ...] = ()
-    med: int | None = None
-    local_pref: int | None = None
-    communities: tuple[str, ...] = ()
-    large_communities: tuple[str, ...] = ()
-    originator_id: str | None = None
-    cluster_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
