@@ -41,3 +41,43 @@ def test_other_exabgp_series_run_unpatched(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(exabgp.version, "release", "6.0.0")
     assert not exabgp_run.patch_remove_self()
     assert Neighbor.remove_self is original
+
+
+NAMES = [f"neighbor 10.1.0.{i} local-ip 10.1.255.254 local-as 64512 peer-as 64512 router-id 10.1.255.254 "
+         "family-allowed in-open" for i in range(1, 13)] + [
+    "neighbor fd00::1 local-ip fd00::fe local-as 64512 peer-as 64512 router-id 10.1.255.254 family-allowed in-open"]
+
+
+@pytest.mark.parametrize("command", [
+    "neighbor 10.1.0.1 , neighbor 10.1.0.12 , neighbor fd00::1 announce attributes next-hop self nlri 10.0.0.0/24",
+    "neighbor 10.1.0.1 announce route 10.0.0.0/24 next-hop self",          # not 10.1.0.10..12
+    "neighbor 10.1.0.99 announce route 10.0.0.0/24 next-hop self",         # nobody
+    "neighbor 10.1.0.2 local-as 64512 announce route 10.0.0.0/24 next-hop self",   # not plain: original path
+    "neighbor * announce route 10.0.0.0/24 next-hop self",
+    "announce route 10.0.0.0/24 next-hop self",                            # no description: everyone
+])
+def test_fast_match_neighbors_agrees_with_exabgps_own(command: str) -> None:
+    from exabgp.reactor.api.command.limit import extract_neighbors, match_neighbors
+
+    from bgp.exabgp_run import fast_match_neighbors
+
+    descriptions, _ = extract_neighbors(command)
+    assert fast_match_neighbors(match_neighbors)(NAMES, descriptions) == match_neighbors(NAMES, descriptions)
+
+
+def test_fan_out_patch_installs_where_the_api_commands_look_it_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.configuration.configuration import Configuration
+    from exabgp.reactor.api.command import announce, limit, rib
+
+    from bgp import exabgp_run
+
+    for module in (limit, announce, rib):
+        monkeypatch.setattr(module, "match_neighbors", module.match_neighbors)
+    monkeypatch.setattr(Configuration, "inject_change", Configuration.inject_change)
+    seen = []
+    monkeypatch.setattr(Configuration, "inject_change", lambda self, peers, change: seen.append(peers))
+    assert exabgp_run.patch_api_fan_out()
+    assert announce.match_neighbors is limit.match_neighbors is rib.match_neighbors
+    assert announce.match_neighbors(NAMES, [["neighbor 10.1.0.3"]]) == [NAMES[2]]
+    Configuration.inject_change(object(), ["a", "b"], None)
+    assert seen == [{"a", "b"}]
