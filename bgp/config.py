@@ -228,57 +228,69 @@ _PEER_VALUES: tuple[tuple[str, Callable[[Any], object]], ...] = (
 
 def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldError]:
     """Every reason a BGPPeer spec cannot be right (empty when it is fine)."""
-    errs: list[FieldError] = []
-
-    def err(path: str, reason: str) -> None:
-        errs.append(FieldError(path=f"spec.{path}", reason=reason, document=document))
-
     if not isinstance(spec, Mapping):
         return [FieldError(path="spec", reason="must be a mapping", document=document)]
+    found = [*_peer_identity_problems(spec), *_peer_value_problems(spec), *_peer_shape_problems(spec)]
+    return [FieldError(path=f"spec.{path}", reason=reason, document=document) for path, reason in found]
+
+
+def _peer_identity_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Whom the peering is with: peerIP or peerSelector, node or nodeSelector, the selectors' grammar."""
+    out: list[tuple[str, str]] = []
     has_ip, has_sel = bool(spec.get("peerIP")), bool(spec.get("peerSelector"))
     if has_ip == has_sel:
-        err("peerIP", "exactly one of peerIP and peerSelector must be set")
+        out.append(("peerIP", "exactly one of peerIP and peerSelector must be set"))
     if has_ip:
         try:
             parse_peer_ip(spec["peerIP"])
         except ValueError as exc:
-            err("peerIP", str(exc))
+            out.append(("peerIP", str(exc)))
         if spec.get("asNumber") in (None, ""):
-            err("asNumber", "required with peerIP")
+            out.append(("asNumber", "required with peerIP"))
     if spec.get("node") and spec.get("nodeSelector"):
-        err("node", "node and nodeSelector are mutually exclusive")
+        out.append(("node", "node and nodeSelector are mutually exclusive"))
     for key in ("nodeSelector", "peerSelector"):
-        if spec.get(key):
-            reason = selector_error(spec[key])
-            if reason:
-                err(key, f"invalid selector: {reason}")
-    # the grammars and ranges of l3net.model.values, which l3netctl's validation calls too
+        reason = selector_error(spec[key]) if spec.get(key) else None
+        if reason:
+            out.append((key, f"invalid selector: {reason}"))
+    return out
+
+
+def _peer_value_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The grammars and ranges of l3net.model.values, which l3netctl's validation calls too."""
+    out: list[tuple[str, str]] = []
     for key, parse in _PEER_VALUES:
         if spec.get(key) is not None:
             try:
                 parse(spec[key])
             except ValueError as exc:
-                err(key, str(exc))
+                out.append((key, str(exc)))
     if spec.get("holdTime") is not None and spec.get("keepaliveTime") is not None:
         reason = keepalive_reason(spec["keepaliveTime"], spec["holdTime"])
         if reason:
-            err("keepaliveTime", reason)
+            out.append(("keepaliveTime", reason))
     reason = password_problem(spec.get("password"))
     if reason:
-        err("password", reason)
+        out.append(("password", reason))
+    return out
+
+
+def _peer_shape_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Integers, lists and enumerations of the remaining fields."""
+    out: list[tuple[str, str]] = []
     for key, lo in (("ebgpMultihop", 1), ("maxPrefixes", 1)):
         v = spec.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            err(key, f"must be an integer >= {lo}")
+            out.append((key, f"must be an integer >= {lo}"))
     filters = spec.get("filters")
     if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, str) and f for f in filters)):
-        err("filters", "must be a list of BGPFilter names")
+        out.append(("filters", "must be a list of BGPFilter names"))
     if spec.get("sourceAddress") not in (None, "UseNodeIP", "None"):
-        err("sourceAddress", "must be UseNodeIP or None")
+        out.append(("sourceAddress", "must be UseNodeIP or None"))
     ttl = spec.get("ttlSecurity")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255):
-        err("ttlSecurity", "must be an integer 0..255")
-    return errs
+        out.append(("ttlSecurity", "must be an integer 0..255"))
+    return out
 
 
 # -- view ----------------------------------------------------------------------------------
