@@ -18,6 +18,9 @@ cProfile inside ExaBGP at 100 clients x 64 prefixes (bench reflector_scale):
   expression: N x (N-1) ``re.search`` calls per command, 12 % of ExaBGP's time. When every
   description is a single ``neighbor <address>`` (all l3net sends), a peer matches exactly when
   its name's address word is one of them: a set lookup per peer, same result, same order.
+- ``Update._split_nlris`` sorts the NLRIs of every UPDATE it encodes (per neighbour) with
+  ``NLRI.__lt__``, which rebuilds both sides' ``index()`` bytes on every comparison: 20 % of its
+  time. Sorting once by ``index()`` first (the same order) leaves its own sort a single pass.
 - ``Configuration.inject_change`` tested ``neighbor_name in peers`` on a list for every neighbour,
   per route: N^2 string comparisons per route (4 % of its time). A set gives the same answer.
 
@@ -110,7 +113,21 @@ def patch_api_fan_out() -> bool:
         return original(self, peers if isinstance(peers, (set, frozenset, dict)) else set(peers), change)
 
     Configuration.inject_change = inject_change
+    _presort_update_nlris()
     return True
+
+
+def _presort_update_nlris() -> None:
+    from exabgp.bgp.message.update import Update
+
+    original = Update._split_nlris
+
+    def split_nlris(self: Any, negotiated: Any) -> Any:
+        # the order of NLRI.__lt__ (index() bytes), computing each index once
+        self.nlris = sorted(self.nlris, key=lambda n: n.index())
+        return original(self, negotiated)
+
+    Update._split_nlris = split_nlris
 
 
 def main() -> None:

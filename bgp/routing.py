@@ -66,6 +66,7 @@ class Routing:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._learned: dict[str, list[str]] = {}
         self._last_counts: dict[str, tuple[int, int]] = {}
+        self._metric_rows: dict[str, PeerStatus] = {}   # the row each peer's metrics were last set from
 
     # -- inputs ----------------------------------------------------------------------------
     def set_view(self, view: NodeBGPView, old: NodeBGPView | None) -> None:
@@ -79,6 +80,7 @@ class Routing:
             gone = self.peers.pop(addr)
             self._gr.end(addr)
             metrics.remove_peer(self.node, gone.spec.name)
+            self._metric_rows.pop(addr, None)
             self.adverts.forget(addr)
             self.rib_changed(self.rib.drop_peer(addr))
         for addr, spec in new_peers.items():
@@ -216,7 +218,10 @@ class Routing:
     def notify_peers(self) -> None:
         rows = self.peer_status()
         for r in rows:
-            metrics.set_peer(self.node, r.name, r.state, r.received, r.advertised, r.stale, r.refused)
+            # only rows that moved: a reflector's counts move on every update, for one or two peers of many
+            if self._metric_rows.get(r.address) != r:
+                self._metric_rows[r.address] = r
+                metrics.set_peer(self.node, r.name, r.state, r.received, r.advertised, r.stale, r.refused)
         if self.on_peers is not None:
             self.on_peers(rows)
 

@@ -81,3 +81,28 @@ def test_fan_out_patch_installs_where_the_api_commands_look_it_up(monkeypatch: p
     assert announce.match_neighbors(NAMES, [["neighbor 10.1.0.3"]]) == [NAMES[2]]
     Configuration.inject_change(object(), ["a", "b"], None)
     assert seen == [{"a", "b"}]
+
+
+def test_presorted_nlris_keep_exabgps_order_and_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.bgp.message.update import Update
+
+    from bgp import exabgp_run
+
+    seen: list[list[object]] = []
+    monkeypatch.setattr(Update, "_split_nlris", lambda self, negotiated: seen.append(list(self.nlris)))
+    exabgp_run._presort_update_nlris()
+
+    class N:   # an NLRI as far as ordering goes: ExaBGP orders by index() bytes
+        def __init__(self, key: bytes) -> None:
+            self.key = key
+
+        def index(self) -> bytes:
+            return self.key
+
+        def __lt__(self, other: N) -> bool:
+            return self.key < other.key
+
+    items = [N(b"\x01\x18\x0a\x02"), N(b"\x01\x18\x0a\x01"), N(b"\x01\x10\x0b")]
+    update = Update(items, None)
+    update._split_nlris(None)
+    assert seen == [sorted(items)], "the order NLRI.__lt__ gives"
