@@ -106,3 +106,20 @@ def test_presorted_nlris_keep_exabgps_order_and_encoding(monkeypatch: pytest.Mon
     update = Update(items, None)
     update._split_nlris(None)
     assert seen == [sorted(items)], "the order NLRI.__lt__ gives"
+
+
+def test_shared_families_equal_the_ones_exabgp_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.protocol.family import AFI, SAFI, Family
+
+    from bgp import exabgp_run
+
+    monkeypatch.setattr(Family, "family", Family.family)
+    v4 = INET(AFI.ipv4, SAFI.unicast)
+    v6 = INET(AFI.ipv6, SAFI.unicast)
+    before = (v4.family(), v6.family())
+    exabgp_run._share_families()
+    after = (v4.family(), v6.family())
+    assert after == before and after[0].afi_safi() == (AFI.ipv4, SAFI.unicast)
+    assert v4.family() is after[0], "one Family per (AFI, SAFI)"
+    assert after[1].afi_safi() == (AFI.ipv6, SAFI.unicast) and after[0] != after[1]
