@@ -24,6 +24,9 @@ cProfile inside ExaBGP at 100 clients x 64 prefixes (bench reflector_scale):
 - ``Family.family()`` builds a new ``Family`` (and its AFI and SAFI) on each call; the outgoing
   RIB calls it three times per route and neighbour: 19 % of its time. A ``Family`` is a value
   (nothing in ExaBGP assigns to one after ``__init__``), so one per (AFI, SAFI) is handed out.
+- The API logs every route of a command at INFO as ``route added to <every neighbour's full
+  name> : <route>``: ~12 KB per route at 100 clients, 93 MB of ``exabgp.log`` per full table
+  (300 MB at 200), and 7 % of its time. The neighbour list becomes its count.
 - ``Configuration.inject_change`` tested ``neighbor_name in peers`` on a list for every neighbour,
   per route: N^2 string comparisons per route (4 % of its time). A set gives the same answer.
 
@@ -118,7 +121,31 @@ def patch_api_fan_out() -> bool:
     Configuration.inject_change = inject_change
     _presort_update_nlris()
     _share_families()
+    _short_route_logs()
     return True
+
+
+ROUTE_ECHOES = ("route added to ", "route removed from ")
+
+
+def short_route_log(message: str) -> str:
+    """``route added to neighbor A …, neighbor B … : R`` -> ``route added to 2 neighbors : R``."""
+    for head in ROUTE_ECHOES:
+        if message.startswith(head) and " : " in message:
+            names, route = message[len(head):].split(" : ", 1)
+            return f"{head}{names.count('neighbor ')} neighbors : {route}"
+    return message
+
+
+def _short_route_logs() -> None:
+    from exabgp.reactor.api import API
+
+    original = API.log_message
+
+    def log_message(self: Any, message: str, level: str = "INFO") -> Any:
+        return original(self, short_route_log(message), level)
+
+    API.log_message = log_message
 
 
 def _share_families() -> None:

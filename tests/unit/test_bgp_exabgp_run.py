@@ -123,3 +123,15 @@ def test_shared_families_equal_the_ones_exabgp_builds(monkeypatch: pytest.Monkey
     assert after == before and after[0].afi_safi() == (AFI.ipv4, SAFI.unicast)
     assert v4.family() is after[0], "one Family per (AFI, SAFI)"
     assert after[1].afi_safi() == (AFI.ipv6, SAFI.unicast) and after[0] != after[1]
+
+
+def test_route_echo_logs_count_the_neighbours_instead_of_naming_each() -> None:
+    from bgp.exabgp_run import short_route_log
+
+    route = "10.244.3.0/26 next-hop 10.77.0.3 origin igp originator-id 10.77.0.3 cluster-list [ 1.1.1.1 ]"
+    assert short_route_log(f"route added to {NAMES[0]}, {NAMES[1]}, {NAMES[12]} : {route}") == (
+        f"route added to 3 neighbors : {route}")
+    assert short_route_log(f"route removed from {NAMES[4]} : {route}") == f"route removed from 1 neighbors : {route}"
+    for other in (f"invalid route for {NAMES[0]} : {route}", "teardown scheduled for neighbor 10.1.0.1",
+                  "route added to nothing"):
+        assert short_route_log(other) == other
