@@ -21,6 +21,7 @@ BIRD engine at 1,000 clients x 4 prefixes: convergence <= 1.2 x bare BIRD, RSS <
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -465,3 +466,52 @@ def _targets(res: Result, key: str | None) -> None:
     res.target(f"BIRD engine: one new block at every client, p99, {key}",
                _median(res, f"change_p99_s_{key}", "l3net-bird"), unit="s", op="<=", threshold=1.0,
                rounds=changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One measurement of one reflector at one size, printed (no results file): for profiling an engine.
+
+    ``python -m bench.reflector_scale --variant l3net-rr --clients 200 --prefixes 64`` (as root, with
+    etcd, BIRD and ExaBGP as for the full run). The reflector tree's CPU seconds are split per process,
+    so that l3net's own share and ExaBGP's show apart.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m bench.reflector_scale", description=main.__doc__)
+    p.add_argument("--variant", choices=VARIANTS, default="l3net-rr")
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--prefixes", type=int, default=64)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    n, per_client = args.clients, args.prefixes
+    with Workspace() as ws:
+        rig = Rig(ws, n)
+        split: list[dict[int, float]] = []
+        names: dict[int, str] = {}
+        global _cpu_s
+        whole = _cpu_s
+
+        def per_process(pids: list[int]) -> dict[int, float]:
+            out = whole(pids)
+            split.append(out)
+            for pid in out:   # while they run: measure() stops them before it returns
+                with contextlib.suppress(OSError):
+                    names[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:100].decode(
+                        errors="replace")
+            return out
+        _cpu_s = per_process   # measure() reads the reflector tree, then the simulators, twice
+        try:
+            m = measure(rig, args.variant, n, per_client, budget(n, per_client) * 3)
+        finally:
+            _cpu_s = whole
+        routes = n * (n - 1) * per_client
+        print(f"{args.variant} {n}x{per_client}: converged in {m.converge_s:.2f} s, {routes / m.converge_s:.0f} "
+              f"routes/s, reflector CPU {m.rr_cpu_s:.1f} s, RSS {m.rss_mib:.0f} MiB, simulators' CPU "
+              f"{m.sim_cpu_s:.1f} s (busiest {m.sim_max_core:.2f} core)")
+        for pid, cpu in sorted(split[2].items()):
+            print(f"  pid {pid}: {cpu - split[0].get(pid, 0.0):.1f} s CPU  {names.get(pid, '?')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

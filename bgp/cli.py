@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from bgp.bfd import metrics as bfd_metrics
 from bgp.bfd import status as bfd_status
 from bgp.bfd.peers import BfdPeers
 from bgp.bird_engine import BirdEngine
-from bgp.config import build_node_view
+from bgp.config import NodeBGPView, build_node_view
 from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
 from l3net import metrics
@@ -248,14 +249,8 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
 
     caches = _caches(cache_dir, keys, cache_max_age)
     writers = {plural: CacheWriter(cache) for plural, cache in caches.items()}
-    syncers = []
-    for plural, _ in KINDS:
-        cache = caches.get(plural)
-        initial = cache.load() if cache is not None else None
-        if initial is not None:
-            store.seed(plural, initial)
-        syncers.append(Syncer(ds, keys.resource_dir(plural), store.sink(plural), on_fatal=on_fatal,
-                              initial=initial, cache_writer=writers.get(plural)))
+    syncers = [_syncer(Syncer, ds, keys, store, plural, caches.get(plural), writers.get(plural), on_fatal)
+               for plural, _ in KINDS]
     for s in syncers:
         s.start()
     metrics.SOURCED.set_source("syncer", lambda: {"l3net_resyncs_completed": sum(s.resyncs for s in syncers),
@@ -267,11 +262,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
     speaker: Speaker | BirdEngine | None = None
     bfd: BfdPeers | None = None
     try:
-        while not store.in_sync and not stop.is_set():
-            health.beat()
-            changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), 1.0)
+        await _until_in_sync(store, stop, changed, health)
         if stop.is_set():
             return 1 if fatal else 0
         view = build_node_view(node, *store.snapshot(), secrets=secrets)
@@ -295,18 +286,7 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
             speaker.set_view(view)
             if bfd is not None:
                 bfd.set_view(view)
-                # Best effort like the peer table: published by the status thread under its lease.
-                status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()))
-            elif isinstance(speaker, BirdEngine):
-                status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, speaker.bfd_status()))
-            rows = speaker.peer_status()
-            # Best effort, on the publisher's own thread: a datastore outage never reaches this loop.
-            status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
-                node, rows, as_number=view.as_number, router_id=view.router_id,
-                errors=[str(e) for e in view.errors]))
-            ready, reasons = health.readiness()
-            status.update(ready=ready, notReady=reasons, peers=len(rows),
-                          established=sum(1 for r in rows if r.state == "up"))
+            _publish(status, keys, node, view, speaker, bfd, health)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(stop, changed), resync)
             view = build_node_view(node, *store.snapshot(), secrets=secrets)
@@ -326,6 +306,41 @@ async def run_reflector(ds: Any, keys: KeyLayout, node: str, run_dir: Path, *, r
         _log.critical("route reflector exiting: a helper thread died of a bug: %r", fatal[0])
         return 1
     return 0
+
+
+async def _until_in_sync(store: ResourceStore, stop: asyncio.Event, changed: asyncio.Event,
+                         health: HealthState) -> None:
+    """Wait (alive) until every syncer has its first full view, or until stopped."""
+    while not store.in_sync and not stop.is_set():
+        health.beat()
+        changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), 1.0)
+
+
+def _syncer(syncer_cls: Any, ds: Any, keys: KeyLayout, store: ResourceStore, plural: str, cache: Any,
+            writer: Any, on_fatal: Callable[[BaseException], None]) -> Any:
+    """One kind's syncer, started from its cache (if any) so that a restart during an outage reflects."""
+    initial = cache.load() if cache is not None else None
+    if initial is not None:
+        store.seed(plural, initial)
+    return syncer_cls(ds, keys.resource_dir(plural), store.sink(plural), on_fatal=on_fatal,
+                      initial=initial, cache_writer=writer)
+
+
+def _publish(status: StatusPublisher, keys: KeyLayout, node: str, view: NodeBGPView, speaker: Speaker | BirdEngine,
+             bfd: BfdPeers | None, health: HealthState) -> None:
+    """Peer tables and readiness, best effort on the publisher's own thread (its lease): a datastore
+    outage never reaches the reflector's loop."""
+    if bfd is not None:
+        status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()))
+    elif isinstance(speaker, BirdEngine):
+        status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, speaker.bfd_status()))
+    rows = speaker.peer_status()
+    status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
+        node, rows, as_number=view.as_number, router_id=view.router_id, errors=[str(e) for e in view.errors]))
+    ready, reasons = health.readiness()
+    status.update(ready=ready, notReady=reasons, peers=len(rows), established=sum(1 for r in rows if r.state == "up"))
 
 
 def _probe_reporter(health: HealthState, syncers: list[Any]) -> Any:

@@ -23,7 +23,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
+
+from bgp.attrs import PathAttrs
 
 _COMMUNITY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
 _LARGE_COMMUNITY = re.compile(r"[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}")
@@ -31,18 +34,17 @@ _ORIGINS = ("igp", "egp", "incomplete")
 
 
 @dataclass(frozen=True)
-class Advertisement:
-    """Attributes of one announced prefix. ``next_hop=None`` means ``self`` (our local address)."""
+class Advertisement(PathAttrs):
+    """One announced prefix: its path attributes (:class:`bgp.attrs.PathAttrs`) and the next hop to
+    announce. ``next_hop=None`` means ``self`` (our local address)."""
 
     next_hop: str | None = None
-    origin: str = "igp"
-    as_path: tuple[int, ...] = ()
-    med: int | None = None
-    local_pref: int | None = None
-    communities: tuple[str, ...] = ()
-    large_communities: tuple[str, ...] = ()
-    originator_id: str | None = None
-    cluster_list: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, attrs: PathAttrs, next_hop: str | None, **changes: Any) -> Advertisement:
+        """``attrs`` announced with ``next_hop`` (and the attributes in ``changes`` replaced)."""
+        values = {f.name: getattr(attrs, f.name) for f in fields(PathAttrs)}
+        return cls(next_hop=next_hop, **{**values, **changes})
 
 
 def _check_prefix(prefix: str) -> str:

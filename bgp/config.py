@@ -228,57 +228,69 @@ _PEER_VALUES: tuple[tuple[str, Callable[[Any], object]], ...] = (
 
 def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldError]:
     """Every reason a BGPPeer spec cannot be right (empty when it is fine)."""
-    errs: list[FieldError] = []
-
-    def err(path: str, reason: str) -> None:
-        errs.append(FieldError(path=f"spec.{path}", reason=reason, document=document))
-
     if not isinstance(spec, Mapping):
         return [FieldError(path="spec", reason="must be a mapping", document=document)]
+    found = [*_peer_identity_problems(spec), *_peer_value_problems(spec), *_peer_shape_problems(spec)]
+    return [FieldError(path=f"spec.{path}", reason=reason, document=document) for path, reason in found]
+
+
+def _peer_identity_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Whom the peering is with: peerIP or peerSelector, node or nodeSelector, the selectors' grammar."""
+    out: list[tuple[str, str]] = []
     has_ip, has_sel = bool(spec.get("peerIP")), bool(spec.get("peerSelector"))
     if has_ip == has_sel:
-        err("peerIP", "exactly one of peerIP and peerSelector must be set")
+        out.append(("peerIP", "exactly one of peerIP and peerSelector must be set"))
     if has_ip:
         try:
             parse_peer_ip(spec["peerIP"])
         except ValueError as exc:
-            err("peerIP", str(exc))
+            out.append(("peerIP", str(exc)))
         if spec.get("asNumber") in (None, ""):
-            err("asNumber", "required with peerIP")
+            out.append(("asNumber", "required with peerIP"))
     if spec.get("node") and spec.get("nodeSelector"):
-        err("node", "node and nodeSelector are mutually exclusive")
+        out.append(("node", "node and nodeSelector are mutually exclusive"))
     for key in ("nodeSelector", "peerSelector"):
-        if spec.get(key):
-            reason = selector_error(spec[key])
-            if reason:
-                err(key, f"invalid selector: {reason}")
-    # the grammars and ranges of l3net.model.values, which l3netctl's validation calls too
+        reason = selector_error(spec[key]) if spec.get(key) else None
+        if reason:
+            out.append((key, f"invalid selector: {reason}"))
+    return out
+
+
+def _peer_value_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The grammars and ranges of l3net.model.values, which l3netctl's validation calls too."""
+    out: list[tuple[str, str]] = []
     for key, parse in _PEER_VALUES:
         if spec.get(key) is not None:
             try:
                 parse(spec[key])
             except ValueError as exc:
-                err(key, str(exc))
+                out.append((key, str(exc)))
     if spec.get("holdTime") is not None and spec.get("keepaliveTime") is not None:
         reason = keepalive_reason(spec["keepaliveTime"], spec["holdTime"])
         if reason:
-            err("keepaliveTime", reason)
+            out.append(("keepaliveTime", reason))
     reason = password_problem(spec.get("password"))
     if reason:
-        err("password", reason)
+        out.append(("password", reason))
+    return out
+
+
+def _peer_shape_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Integers, lists and enumerations of the remaining fields."""
+    out: list[tuple[str, str]] = []
     for key, lo in (("ebgpMultihop", 1), ("maxPrefixes", 1)):
         v = spec.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            err(key, f"must be an integer >= {lo}")
+            out.append((key, f"must be an integer >= {lo}"))
     filters = spec.get("filters")
     if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, str) and f for f in filters)):
-        err("filters", "must be a list of BGPFilter names")
+        out.append(("filters", "must be a list of BGPFilter names"))
     if spec.get("sourceAddress") not in (None, "UseNodeIP", "None"):
-        err("sourceAddress", "must be UseNodeIP or None")
+        out.append(("sourceAddress", "must be UseNodeIP or None"))
     ttl = spec.get("ttlSecurity")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255):
-        err("ttlSecurity", "must be an integer 0..255")
-    return errs
+        out.append(("ttlSecurity", "must be an integer 0..255"))
+    return out
 
 
 # -- view ----------------------------------------------------------------------------------
@@ -391,39 +403,52 @@ def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError
         doc = cfg.ref if hasattr(cfg, "ref") else cfg.name
         _read_timers(s, d, cfg.name == "default", doc, errors)
         try:
-            if "nodeToNodeMeshEnabled" in s and cfg.name == "default":
-                d.mesh = bool(s["nodeToNodeMeshEnabled"])
-            if "listenPort" in s:
-                d.listen_port = int(s["listenPort"])
-            if "gracefulRestart" in s:
-                d.gr = bool(s["gracefulRestart"])
-            if "maxPrefixes" in s:
-                d.max_prefixes = int(s["maxPrefixes"])
-            if "logSeverityScreen" in s:
-                d.log_severity = str(s["logSeverityScreen"])
-            if isinstance(s.get("bfd"), Mapping):
-                d.bfd_layers.append(s["bfd"])
+            _read_settings(s, d, cfg.name == "default")
         except (ValueError, TypeError) as exc:
             errors.append(FieldError(path="spec", reason=str(exc), document=doc))
         if s.get("nodeMeshPassword") is not None:
-            reason = password_problem(s["nodeMeshPassword"])
-            try:
-                if reason:
-                    raise ValueError(reason)
-                d.mesh_password = resolve_password(s["nodeMeshPassword"], secrets)
-            except ValueError as exc:
-                # the mesh stays without a password rather than down: its peers refuse it until fixed
-                errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
-        named = {c.get("name"): c.get("value") for c in s.get("communities") or [] if isinstance(c, Mapping)}
-        for i, adv in enumerate(s.get("prefixAdvertisements") or []):
-            for j, ref in enumerate(adv.get("communities") or []):
-                value = named.get(ref, ref)
-                if not is_community(value):
-                    errors.append(FieldError(path=f"spec.prefixAdvertisements[{i}].communities[{j}]",
-                                             reason=f"unknown community name or bad value: {ref!r}", document=doc))
-                    continue
-                d.communities.append(Community(str(adv.get("cidr")), value))
+            _read_mesh_password(s["nodeMeshPassword"], d, doc, errors, secrets)
+        _read_communities(s, d, doc, errors)
     return d
+
+
+def _read_settings(s: Mapping[str, Any], d: _Defaults, is_default: bool) -> None:
+    if "nodeToNodeMeshEnabled" in s and is_default:
+        d.mesh = bool(s["nodeToNodeMeshEnabled"])
+    if "listenPort" in s:
+        d.listen_port = int(s["listenPort"])
+    if "gracefulRestart" in s:
+        d.gr = bool(s["gracefulRestart"])
+    if "maxPrefixes" in s:
+        d.max_prefixes = int(s["maxPrefixes"])
+    if "logSeverityScreen" in s:
+        d.log_severity = str(s["logSeverityScreen"])
+    if isinstance(s.get("bfd"), Mapping):
+        d.bfd_layers.append(s["bfd"])
+
+
+def _read_mesh_password(value: Any, d: _Defaults, doc: str, errors: list[FieldError],
+                        secrets: SecretReader | None) -> None:
+    reason = password_problem(value)
+    try:
+        if reason:
+            raise ValueError(reason)
+        d.mesh_password = resolve_password(value, secrets)
+    except ValueError as exc:
+        # the mesh stays without a password rather than down: its peers refuse it until fixed
+        errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
+
+
+def _read_communities(s: Mapping[str, Any], d: _Defaults, doc: str, errors: list[FieldError]) -> None:
+    named = {c.get("name"): c.get("value") for c in s.get("communities") or [] if isinstance(c, Mapping)}
+    for i, adv in enumerate(s.get("prefixAdvertisements") or []):
+        for j, ref in enumerate(adv.get("communities") or []):
+            value = named.get(ref, ref)
+            if not is_community(value):
+                errors.append(FieldError(path=f"spec.prefixAdvertisements[{i}].communities[{j}]",
+                                         reason=f"unknown community name or bad value: {ref!r}", document=doc))
+                continue
+            d.communities.append(Community(str(adv.get("cidr")), value))
 
 
 def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[Any],
@@ -434,156 +459,191 @@ def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[
     errors: list[FieldError] = []
     infos = {n.name: _node_info(n) for n in nodes}
     defaults = _read_configs(node_name, bgp_configs, errors, secrets)
-    filters = {f.name: (f.spec or {}) for f in bgp_filters}
     me = infos.get(node_name)
     if me is None or (me.v4 is None and me.v6 is None):
         return NodeBGPView(node=node_name, router_id=None, address_v4=None, address_v6=None,
                            as_number=defaults.asn, errors=tuple(errors))
-    my_as = me.asn or defaults.asn
     ipam = ipam or IpamFacts()
     guard = build_import_context(
         pools=ipam.pools, block_owner=ipam.block_owner, address_owner=ipam.address_owner,
         node_addresses=[(ip, n.name) for n in infos.values() for ip in (n.v4, n.v6) if ip],
         node_as=[(n.name, n.asn or defaults.asn) for n in infos.values()], local_workloads=ipam.local_workloads)
-
-    def limit(explicit: Any, cluster: bool) -> int:
-        if explicit is not None:
-            return int(explicit)
-        if defaults.max_prefixes is not None:
-            return defaults.max_prefixes
-        return DEFAULT_MAX_PREFIXES_CLUSTER if cluster else DEFAULT_MAX_PREFIXES_EXTERNAL
-    peers: dict[tuple[str, int], PeerSpec] = {}
-    rank = {PEER_MESH: 0, PEER_GLOBAL: 1, PEER_NODE: 2, PEER_RR: 2}
-
-    def local_for(ip: str) -> str | None:
-        return me.v6 if ":" in ip else me.v4
-
-    def add(spec: PeerSpec) -> None:
-        key = (spec.address, spec.port)
-        if spec.address in (me.v4, me.v6):
-            return
-        old = peers.get(key)
-        if old is None or rank[spec.peer_type] > rank[old.peer_type]:
-            peers[key] = spec
-
-    def node_peer(other: _NodeInfo, kind: str, prefix: str, *, hold: int, keepalive: int | None,
-                  password: str | None, source: str, ttl: int = 0, restart: int | None = None,
-                  max_prefixes: Any = None, names: tuple[str, ...] = (),
-                  bfd: BfdSettings | None = None) -> None:
-        for ip in (other.v4, other.v6):
-            if ip is None:
-                continue
-            local = local_for(ip)
-            if local is None:
-                continue
-            peer_type = PEER_RR if (other.cluster_id and not me.cluster_id) else kind
-            add(PeerSpec(
-                name=_peer_name(prefix, ip, BGP_PORT), peer_type=peer_type, address=ip,
-                port=defaults.listen_port, local_address=local, local_as=my_as,
-                peer_as=other.asn or defaults.asn,
-                # both sides run l3net: the higher address waits for the lower one to connect
-                passive=ipaddress.ip_address(local) > ipaddress.ip_address(ip),
-                hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
-                restart_time=restart if restart is not None else defaults.restart,
-                rr_client=bool(me.cluster_id) and not other.cluster_id, peer_node=other.name,
-                ttl_security=ttl, source=source, max_prefixes=limit(max_prefixes, True), bfd=bfd,
-                **peer_rules(names, ip, source)))
-
-    def peer_rules(names: tuple[str, ...], ip: str, source: str) -> dict[str, tuple[FilterRule, ...]]:
-        version = 6 if ":" in ip else 4
-        imp, errs = rules_of(filters, names, "import", version, source)
-        exp, _ = rules_of(filters, names, "export", version, source)
-        for e in errs:
-            if e not in errors:
-                errors.append(e)
-        return {"import_rules": imp, "export_rules": exp}
-
+    b = _ViewBuilder(me, infos, defaults, {f.name: (f.spec or {}) for f in bgp_filters}, errors, secrets)
     # 1. full mesh (route reflectors stay out of it, on both sides)
-    mesh_bfd = _bfd_for(defaults.bfd_layers, "BGPConfiguration/default", errors)
-    if defaults.mesh and not me.cluster_id:
-        for other in sorted(infos.values(), key=lambda n: n.name):
-            if other.name == node_name or other.cluster_id:
-                continue
-            node_peer(other, PEER_MESH, "Mesh", hold=defaults.hold, keepalive=defaults.keepalive,
-                      password=defaults.mesh_password, source="node-to-node mesh", bfd=mesh_bfd)
-
+    b.mesh()
     # 2. explicit BGPPeers
     for res in sorted(bgp_peers, key=lambda r: r.name):
+        b.bgp_peer(res)
+    ordered = tuple(sorted(b.peers.values(), key=lambda p: (ipaddress.ip_address(p.address).version,
+                                                            ipaddress.ip_address(p.address), p.port)))
+    return NodeBGPView(node=node_name, router_id=me.v4 or _router_id_from_name(node_name),
+                       address_v4=me.v4, address_v6=me.v6, as_number=b.my_as, listen_port=defaults.listen_port,
+                       cluster_id=me.cluster_id, log_severity=defaults.log_severity, peers=ordered,
+                       communities=tuple(defaults.communities), errors=tuple(errors), guard=guard)
+
+
+_RANK = {PEER_MESH: 0, PEER_GLOBAL: 1, PEER_NODE: 2, PEER_RR: 2}
+
+
+@dataclass
+class _PeerSettings:
+    """What one BGPPeer (or the mesh) sets for each session it makes."""
+
+    hold: int
+    keepalive: int | None
+    password: str | None
+    source: str
+    ttl: int = 0
+    restart: int | None = None
+    max_prefixes: Any = None
+    names: tuple[str, ...] = ()
+    bfd: BfdSettings | None = None
+
+
+class _ViewBuilder:
+    """The peers of one node, added from the mesh and each BGPPeer (a more specific kind wins)."""
+
+    def __init__(self, me: _NodeInfo, infos: Mapping[str, _NodeInfo], defaults: _Defaults,
+                 filters: Mapping[str, Any], errors: list[FieldError], secrets: SecretReader | None) -> None:
+        self.me, self.infos, self.defaults, self.filters = me, infos, defaults, filters
+        self.errors, self.secrets = errors, secrets
+        self.my_as = me.asn or defaults.asn
+        self.peers: dict[tuple[str, int], PeerSpec] = {}
+
+    def limit(self, explicit: Any, cluster: bool) -> int:
+        if explicit is not None:
+            return int(explicit)
+        if self.defaults.max_prefixes is not None:
+            return self.defaults.max_prefixes
+        return DEFAULT_MAX_PREFIXES_CLUSTER if cluster else DEFAULT_MAX_PREFIXES_EXTERNAL
+
+    def local_for(self, ip: str) -> str | None:
+        return self.me.v6 if ":" in ip else self.me.v4
+
+    def add(self, spec: PeerSpec) -> None:
+        key = (spec.address, spec.port)
+        if spec.address in (self.me.v4, self.me.v6):
+            return
+        old = self.peers.get(key)
+        if old is None or _RANK[spec.peer_type] > _RANK[old.peer_type]:
+            self.peers[key] = spec
+
+    def peer_rules(self, names: tuple[str, ...], ip: str, source: str) -> dict[str, tuple[FilterRule, ...]]:
+        version = 6 if ":" in ip else 4
+        imp, errs = rules_of(self.filters, names, "import", version, source)
+        exp, _ = rules_of(self.filters, names, "export", version, source)
+        for e in errs:
+            if e not in self.errors:
+                self.errors.append(e)
+        return {"import_rules": imp, "export_rules": exp}
+
+    def node_peer(self, other: _NodeInfo, kind: str, prefix: str, ps: _PeerSettings) -> None:
+        me, d = self.me, self.defaults
+        for ip in (other.v4, other.v6):
+            local = self.local_for(ip) if ip is not None else None
+            if ip is None or local is None:
+                continue
+            peer_type = PEER_RR if (other.cluster_id and not me.cluster_id) else kind
+            self.add(PeerSpec(
+                name=_peer_name(prefix, ip, BGP_PORT), peer_type=peer_type, address=ip,
+                port=d.listen_port, local_address=local, local_as=self.my_as,
+                peer_as=other.asn or d.asn,
+                # both sides run l3net: the higher address waits for the lower one to connect
+                passive=ipaddress.ip_address(local) > ipaddress.ip_address(ip),
+                hold_time=ps.hold, keepalive_time=ps.keepalive, password=ps.password, graceful_restart=d.gr,
+                restart_time=ps.restart if ps.restart is not None else d.restart,
+                rr_client=bool(me.cluster_id) and not other.cluster_id, peer_node=other.name,
+                ttl_security=ps.ttl, source=ps.source, max_prefixes=self.limit(ps.max_prefixes, True), bfd=ps.bfd,
+                **self.peer_rules(ps.names, ip, ps.source)))
+
+    def mesh(self) -> None:
+        d = self.defaults
+        mesh_bfd = _bfd_for(d.bfd_layers, "BGPConfiguration/default", self.errors)
+        if not d.mesh or self.me.cluster_id:
+            return
+        ps = _PeerSettings(d.hold, d.keepalive, d.mesh_password, "node-to-node mesh", bfd=mesh_bfd)
+        for other in sorted(self.infos.values(), key=lambda n: n.name):
+            if other.name != self.me.name and not other.cluster_id:
+                self.node_peer(other, PEER_MESH, "Mesh", ps)
+
+    def bgp_peer(self, res: Any) -> None:
         s = res.spec or {}
         doc = res.ref if hasattr(res, "ref") else res.name
         problems = check_bgp_peer(s, doc)
         if problems:
-            errors.extend(problems)
+            self.errors.extend(problems)
             _log.warning("BGPPeer refused peer=%s reasons=%s", res.name, "; ".join(str(p) for p in problems))
-            continue
+            return
         is_global = not s.get("node") and not s.get("nodeSelector")
         kind, prefix = (PEER_GLOBAL, "Global") if is_global else (PEER_NODE, "Node")
-
-        def selects(n: _NodeInfo, s: Mapping[str, Any] = s, is_global: bool = is_global) -> bool:
-            if is_global:
-                return True
-            if s.get("node"):
-                return n.name == s["node"]
-            return compile_selector(s["nodeSelector"])(n.labels)
-
-        hold = hold_time(s["holdTime"]) if s.get("holdTime") else defaults.hold
-        keepalive = int(parse_duration(s["keepaliveTime"])) if s.get("keepaliveTime") else defaults.keepalive
-        if s.get("peerIP") and not selects(me):
-            continue
+        if s.get("peerIP") and not _selects(s, self.me):
+            return
         try:
-            password = resolve_password(s.get("password"), secrets)
+            password = resolve_password(s.get("password"), self.secrets)
         except ValueError as exc:
-            errors.append(FieldError(path="spec.password", reason=str(exc), document=doc))
+            self.errors.append(FieldError(path="spec.password", reason=str(exc), document=doc))
             _log.warning("BGPPeer refused peer=%s reason=%s", res.name, exc)
-            continue
-        restart = restart_time(s["maxRestartTime"]) if s.get("maxRestartTime") else None
-        ttl = int(s.get("ttlSecurity") or 0)
-        names = tuple(s.get("filters") or ())
-        bfd = _bfd_for([*defaults.bfd_layers, s.get("bfd") or {}], doc, errors)
+            return
+        d = self.defaults
+        ps = _PeerSettings(
+            hold=hold_time(s["holdTime"]) if s.get("holdTime") else d.hold,
+            keepalive=int(parse_duration(s["keepaliveTime"])) if s.get("keepaliveTime") else d.keepalive,
+            password=password, source=doc, ttl=int(s.get("ttlSecurity") or 0),
+            restart=restart_time(s["maxRestartTime"]) if s.get("maxRestartTime") else None,
+            max_prefixes=s.get("maxPrefixes"), names=tuple(s.get("filters") or ()),
+            bfd=_bfd_for([*d.bfd_layers, s.get("bfd") or {}], doc, self.errors))
         if s.get("peerIP"):
-            ip, given_port = parse_peer_ip(s["peerIP"])
-            port = given_port or BGP_PORT
-            local = local_for(ip)
-            if local is None:
-                continue
-            target = next((n for n in infos.values() if ip in (n.v4, n.v6)), None)
-            peer_as = parse_asn(s["asNumber"])
-            multihop = s.get("ebgpMultihop")
-            off_subnet = _off_subnet(ip, me.subnets)
-            if peer_as != my_as and off_subnet and not (multihop and multihop > 1):
-                reason = (f"single-hop eBGP peer {ip} is on none of node {node_name}'s subnets "
-                          f"({', '.join(me.subnets)}): set ebgpMultihop (2..255) if it is routed")
-                errors.append(FieldError(path="spec.peerIP", reason=reason, document=doc))
-                _log.warning("BGPPeer refused peer=%s node=%s reason=%s", res.name, node_name, reason)
-                continue
-            ptype = PEER_RR if target is not None and target.cluster_id and not me.cluster_id else kind
-            add(PeerSpec(name=_peer_name(prefix, ip, port), peer_type=ptype, address=ip, port=port,
-                         local_address=local, local_as=my_as, peer_as=peer_as, passive=False,
-                         hold_time=hold, keepalive_time=keepalive, password=password, graceful_restart=defaults.gr,
-                         restart_time=restart if restart is not None else defaults.restart,
-                         rr_client=bool(me.cluster_id) and target is not None and not target.cluster_id,
-                         peer_node=target.name if target else None, ttl_security=ttl, source=doc,
-                         multihop=int(multihop) if multihop and peer_as != my_as else None,
-                         max_prefixes=limit(s.get("maxPrefixes"), target is not None), bfd=bfd,
-                         **peer_rules(names, ip, doc)))
-            continue
+            self.ip_peer(res.name, s, kind, prefix, ps)
+        else:
+            self.selector_peers(s, kind, prefix, ps)
+
+    def ip_peer(self, name: str, s: Mapping[str, Any], kind: str, prefix: str, ps: _PeerSettings) -> None:
+        me, d = self.me, self.defaults
+        ip, given_port = parse_peer_ip(s["peerIP"])
+        port = given_port or BGP_PORT
+        local = self.local_for(ip)
+        if local is None:
+            return
+        target = next((n for n in self.infos.values() if ip in (n.v4, n.v6)), None)
+        peer_as = parse_asn(s["asNumber"])
+        multihop = s.get("ebgpMultihop")
+        if peer_as != self.my_as and _off_subnet(ip, me.subnets) and not (multihop and multihop > 1):
+            reason = (f"single-hop eBGP peer {ip} is on none of node {me.name}'s subnets "
+                      f"({', '.join(me.subnets)}): set ebgpMultihop (2..255) if it is routed")
+            self.errors.append(FieldError(path="spec.peerIP", reason=reason, document=ps.source))
+            _log.warning("BGPPeer refused peer=%s node=%s reason=%s", name, me.name, reason)
+            return
+        ptype = PEER_RR if target is not None and target.cluster_id and not me.cluster_id else kind
+        self.add(PeerSpec(name=_peer_name(prefix, ip, port), peer_type=ptype, address=ip, port=port,
+                          local_address=local, local_as=self.my_as, peer_as=peer_as, passive=False,
+                          hold_time=ps.hold, keepalive_time=ps.keepalive, password=ps.password,
+                          graceful_restart=d.gr, restart_time=ps.restart if ps.restart is not None else d.restart,
+                          rr_client=bool(me.cluster_id) and target is not None and not target.cluster_id,
+                          peer_node=target.name if target else None, ttl_security=ps.ttl, source=ps.source,
+                          multihop=int(multihop) if multihop and peer_as != self.my_as else None,
+                          max_prefixes=self.limit(ps.max_prefixes, target is not None), bfd=ps.bfd,
+                          **self.peer_rules(ps.names, ip, ps.source)))
+
+    def selector_peers(self, s: Mapping[str, Any], kind: str, prefix: str, ps: _PeerSettings) -> None:
+        me = self.me
         peer_sel = compile_selector(s["peerSelector"])
-        others = [n for n in sorted(infos.values(), key=lambda n: n.name) if n.name != node_name]
+        others = [n for n in sorted(self.infos.values(), key=lambda n: n.name) if n.name != me.name]
         targets: dict[str, _NodeInfo] = {}
-        if selects(me):
+        if _selects(s, me):
             targets.update({n.name: n for n in others if peer_sel(n.labels)})
         if peer_sel(me.labels):  # the reverse side of the same peering
-            targets.update({n.name: n for n in others if selects(n)})
+            targets.update({n.name: n for n in others if _selects(s, n)})
         for other in targets.values():
-            node_peer(other, kind, prefix, hold=hold, keepalive=keepalive, password=password, source=doc,
-                      ttl=ttl, restart=restart, max_prefixes=s.get("maxPrefixes"), names=names, bfd=bfd)
+            self.node_peer(other, kind, prefix, ps)
 
-    ordered = tuple(sorted(peers.values(), key=lambda p: (ipaddress.ip_address(p.address).version,
-                                                          ipaddress.ip_address(p.address), p.port)))
-    return NodeBGPView(node=node_name, router_id=me.v4 or _router_id_from_name(node_name),
-                       address_v4=me.v4, address_v6=me.v6, as_number=my_as, listen_port=defaults.listen_port,
-                       cluster_id=me.cluster_id, log_severity=defaults.log_severity, peers=ordered,
-                       communities=tuple(defaults.communities), errors=tuple(errors), guard=guard)
+
+def _selects(s: Mapping[str, Any], n: _NodeInfo) -> bool:
+    """The BGPPeer's node side (global, ``node`` or ``nodeSelector``) includes ``n``."""
+    if not s.get("node") and not s.get("nodeSelector"):
+        return True
+    if s.get("node"):
+        return bool(n.name == s["node"])
+    return bool(compile_selector(s["nodeSelector"])(n.labels))
 
 
 def _off_subnet(ip: str, subnets: tuple[str, ...]) -> bool:

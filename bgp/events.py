@@ -22,23 +22,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgp.attrs import PathAttrs
+
 _log = logging.getLogger(__name__)
 
 ORIGINS = ("igp", "egp", "incomplete")
-
-
-@dataclass(frozen=True)
-class PathAttrs:
-    """The path attributes l3net uses (best path, reflection, communities)."""
-
-    origin: str = "igp"
-    as_path: tuple[int, ...] = ()
-    med: int | None = None
-    local_pref: int | None = None
-    communities: tuple[str, ...] = ()
-    large_communities: tuple[str, ...] = ()
-    originator_id: str | None = None
-    cluster_list: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -220,6 +208,33 @@ def _neighbor(obj: dict[str, Any]) -> tuple[str, str | None, int | None, int | N
     return peer, _ip(addr.get("local")), _int(asn.get("peer")), _int(asn.get("local"))
 
 
+def _announces(ann: Any, attrs: PathAttrs) -> list[Announce]:
+    """``{"ipv4 unicast": {next hop: [{"nlri": prefix}, …]}}`` -> announcements (others skipped)."""
+    out: list[Announce] = []
+    if not isinstance(ann, dict):
+        return out
+    for family, by_nh in ann.items():
+        if not isinstance(family, str) or not family.endswith(" unicast") or not isinstance(by_nh, dict):
+            continue
+        for nh, nlris in by_nh.items():
+            nh_ip = _ip(nh)
+            if nh_ip is None or not isinstance(nlris, list):
+                continue
+            out.extend(Announce(pfx, nh_ip, attrs) for item in nlris if (pfx := _prefix(item)) is not None)
+    return out
+
+
+def _withdraws(wd: Any) -> list[str]:
+    """``{"ipv4 unicast": [{"nlri": prefix}, …]}`` -> withdrawn prefixes (others skipped)."""
+    out: list[str] = []
+    if not isinstance(wd, dict):
+        return out
+    for family, nlris in wd.items():
+        if isinstance(family, str) and family.endswith(" unicast") and isinstance(nlris, list):
+            out.extend(pfx for item in nlris if (pfx := _prefix(item)) is not None)
+    return out
+
+
 def _parse_update(line: str, obj: dict[str, Any]) -> UpdateEvent | EorEvent | None:
     nb = _neighbor(obj)
     if nb is None:
@@ -238,30 +253,8 @@ def _parse_update(line: str, obj: dict[str, Any]) -> UpdateEvent | EorEvent | No
         _skip("update message without update body", line)
         return None
     attrs = parse_attrs(update.get("attribute"))
-    announces: list[Announce] = []
-    withdraws: list[str] = []
-    ann = update.get("announce")
-    if isinstance(ann, dict):
-        for family, by_nh in ann.items():
-            if not isinstance(family, str) or not family.endswith(" unicast") or not isinstance(by_nh, dict):
-                continue
-            for nh, nlris in by_nh.items():
-                nh_ip = _ip(nh)
-                if nh_ip is None or not isinstance(nlris, list):
-                    continue
-                for item in nlris:
-                    pfx = _prefix(item)
-                    if pfx is not None:
-                        announces.append(Announce(pfx, nh_ip, attrs))
-    wd = update.get("withdraw")
-    if isinstance(wd, dict):
-        for family, nlris in wd.items():
-            if not isinstance(family, str) or not family.endswith(" unicast") or not isinstance(nlris, list):
-                continue
-            for item in nlris:
-                pfx = _prefix(item)
-                if pfx is not None:
-                    withdraws.append(pfx)
+    announces = _announces(update.get("announce"), attrs)
+    withdraws = _withdraws(update.get("withdraw"))
     return UpdateEvent(peer, local, tuple(announces), tuple(withdraws), peer_as, local_as)
 
 

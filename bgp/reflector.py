@@ -30,10 +30,8 @@ _log = logging.getLogger(__name__)
 
 def reflected_advertisement(path: Path, cluster_id: str) -> Advertisement:
     a = path.attrs
-    return Advertisement(next_hop=path.next_hop, origin=a.origin, as_path=a.as_path, med=a.med,
-                         local_pref=a.local_pref, communities=a.communities,
-                         large_communities=a.large_communities, originator_id=a.originator_id or path.peer,
-                         cluster_list=(cluster_id, *a.cluster_list))
+    return Advertisement.of(a, path.next_hop, originator_id=a.originator_id or path.peer,
+                            cluster_list=(cluster_id, *a.cluster_list))
 
 
 def reflect(rib: Rib, peers: Iterable[PeerSpec], cluster_id: str,

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bgp.speaker import PeerStatus
+from bgp.peer_status import PeerStatus
 from l3net.keys import KeyLayout
 
 _log = logging.getLogger(__name__)

@@ -153,19 +153,7 @@ class Session:
         if self.state == State.ADMIN_DOWN:
             return step
         old = self.state
-        if pkt.state == State.ADMIN_DOWN:
-            if self.state != State.DOWN:
-                self._to(State.DOWN, Diag.NEIGHBOR_DOWN, now, step)
-        elif self.state == State.DOWN:
-            if pkt.state == State.DOWN:
-                self._to(State.INIT, Diag.NONE, now, step)
-            elif pkt.state == State.INIT:
-                self._to(State.UP, Diag.NONE, now, step)
-        elif self.state == State.INIT:
-            if pkt.state in (State.INIT, State.UP):
-                self._to(State.UP, Diag.NONE, now, step)
-        elif pkt.state == State.DOWN:  # we are Up
-            self._to(State.DOWN, Diag.NEIGHBOR_DOWN, now, step)
+        self._follow_remote(pkt.state, now, step)
         self._arm_detection(now)
         if pkt.poll:
             self._send_final = True
@@ -174,6 +162,22 @@ class Session:
             self._send_final = False
         self.packets_sent += len(step.send)
         return step
+
+    def _follow_remote(self, remote: State, now: float, step: Step) -> None:
+        """RFC 5880 §6.8.6: our state given the remote's, once a packet is accepted (not AdminDown)."""
+        if remote == State.ADMIN_DOWN:
+            if self.state != State.DOWN:
+                self._to(State.DOWN, Diag.NEIGHBOR_DOWN, now, step)
+        elif self.state == State.DOWN:
+            if remote == State.DOWN:
+                self._to(State.INIT, Diag.NONE, now, step)
+            elif remote == State.INIT:
+                self._to(State.UP, Diag.NONE, now, step)
+        elif self.state == State.INIT:
+            if remote in (State.INIT, State.UP):
+                self._to(State.UP, Diag.NONE, now, step)
+        elif remote == State.DOWN:  # we are Up
+            self._to(State.DOWN, Diag.NEIGHBOR_DOWN, now, step)
 
     def advance(self, now: float) -> Step:
         """Fire whatever timer is due at ``now``: detection expiry, then the periodic packet."""

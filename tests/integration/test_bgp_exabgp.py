@@ -421,6 +421,54 @@ def test_two_l3net_reflectors_and_killing_one_loses_no_packets(fabric: Fabric, t
     run_async(scenario())
 
 
+def test_l3net_reflector_fan_out_reaches_every_client_with_originator_and_cluster_list(
+        fabric: Fabric, tmp_path: Path) -> None:
+    """The reflector's batched fan-out (one ``neighbor A , neighbor B … announce attributes … nlri …``
+    command per client UPDATE, through bgp.exabgp_run's patched matcher) gives every client the same
+    routes: each other client's prefixes, once, via the reflector, next hop and ORIGINATOR_ID the
+    originating client, CLUSTER_LIST the reflector's cluster ID; ExaBGP refuses no command."""
+    cluster = "1.1.1.1"
+    nodes = [node_res(n) for n in NODES] + [node_res("rr1", routeReflectorClusterID=cluster)]
+    cfgs = [Resource("BGPConfiguration", "default", {**BASE_CFG, "nodeToNodeMeshEnabled": False})]
+    peers = [Resource("BGPPeer", "to-rr", {"nodeSelector": "!has(rr)", "peerSelector": "has(rr)"})]
+    owned = {n: [f"10.{100 + int(n[1:])}.{k}.0/24" for k in range(8)] for n in NODES}
+
+    async def scenario() -> None:
+        speakers: dict[str, Speaker] = {}
+        try:
+            for name in ("rr1", *NODES):
+                sp = Speaker(name, tmp_path / name, netns=fabric.ns[name], backoff=(0.3, 2.0))
+                await sp.start()
+                view = build_node_view(name, nodes, cfgs, peers)
+                assert view.errors == (), view.errors
+                sp.set_view(view)
+                speakers[name] = sp
+            assert speakers["rr1"].view is not None and speakers["rr1"].view.cluster_id == cluster
+            for name in NODES:
+                speakers[name].set_advertisements(dict.fromkeys(owned[name]))
+
+            def complete() -> bool:
+                return all(speakers[a].rib.candidates(p) for a in NODES for b in NODES if b != a for p in owned[b])
+            await wait_for_async(complete, 40, "every client holds every other client's prefixes")
+            for a in NODES:
+                got = {p for b in NODES if b != a for p in owned[b]}
+                assert set(speakers[a].best_routes()) == got, "the same routes at every client, none of its own"
+                for b in NODES:
+                    if b == a:
+                        continue
+                    for pfx in owned[b]:
+                        (path,) = speakers[a].rib.candidates(pfx)
+                        assert path.peer == ADDR["rr1"] and path.next_hop == ADDR[b]
+                        assert path.attrs.originator_id == ADDR[b], "ORIGINATOR_ID is the originating client"
+                        assert path.attrs.cluster_list == (cluster,), "CLUSTER_LIST is the reflector's cluster ID"
+            assert speakers["rr1"].stats["command_errors"] == 0
+        finally:
+            for sp in speakers.values():
+                await sp.stop()
+
+    run_async(scenario())
+
+
 FRR_CONF = """
 hostname frrpeer
 log stdout informational

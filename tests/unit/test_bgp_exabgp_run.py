@@ -41,3 +41,97 @@ def test_other_exabgp_series_run_unpatched(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(exabgp.version, "release", "6.0.0")
     assert not exabgp_run.patch_remove_self()
     assert Neighbor.remove_self is original
+
+
+NAMES = [f"neighbor 10.1.0.{i} local-ip 10.1.255.254 local-as 64512 peer-as 64512 router-id 10.1.255.254 "
+         "family-allowed in-open" for i in range(1, 13)] + [
+    "neighbor fd00::1 local-ip fd00::fe local-as 64512 peer-as 64512 router-id 10.1.255.254 family-allowed in-open"]
+
+
+@pytest.mark.parametrize("command", [
+    "neighbor 10.1.0.1 , neighbor 10.1.0.12 , neighbor fd00::1 announce attributes next-hop self nlri 10.0.0.0/24",
+    "neighbor 10.1.0.1 announce route 10.0.0.0/24 next-hop self",          # not 10.1.0.10..12
+    "neighbor 10.1.0.99 announce route 10.0.0.0/24 next-hop self",         # nobody
+    "neighbor 10.1.0.2 local-as 64512 announce route 10.0.0.0/24 next-hop self",   # not plain: original path
+    "neighbor * announce route 10.0.0.0/24 next-hop self",
+    "announce route 10.0.0.0/24 next-hop self",                            # no description: everyone
+])
+def test_fast_match_neighbors_agrees_with_exabgps_own(command: str) -> None:
+    from exabgp.reactor.api.command.limit import extract_neighbors, match_neighbors
+
+    from bgp.exabgp_run import fast_match_neighbors
+
+    descriptions, _ = extract_neighbors(command)
+    assert fast_match_neighbors(match_neighbors)(NAMES, descriptions) == match_neighbors(NAMES, descriptions)
+
+
+def test_fan_out_patch_installs_where_the_api_commands_look_it_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.configuration.configuration import Configuration
+    from exabgp.reactor.api.command import announce, limit, rib
+
+    from bgp import exabgp_run
+
+    for module in (limit, announce, rib):
+        monkeypatch.setattr(module, "match_neighbors", module.match_neighbors)
+    monkeypatch.setattr(Configuration, "inject_change", Configuration.inject_change)
+    seen = []
+    monkeypatch.setattr(Configuration, "inject_change", lambda self, peers, change: seen.append(peers))
+    assert exabgp_run.patch_api_fan_out()
+    assert announce.match_neighbors is limit.match_neighbors is rib.match_neighbors
+    assert announce.match_neighbors(NAMES, [["neighbor 10.1.0.3"]]) == [NAMES[2]]
+    Configuration.inject_change(object(), ["a", "b"], None)
+    assert seen == [{"a", "b"}]
+
+
+def test_presorted_nlris_keep_exabgps_order_and_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.bgp.message.update import Update
+
+    from bgp import exabgp_run
+
+    seen: list[list[object]] = []
+    monkeypatch.setattr(Update, "_split_nlris", lambda self, negotiated: seen.append(list(self.nlris)))
+    exabgp_run._presort_update_nlris()
+
+    class N:   # an NLRI as far as ordering goes: ExaBGP orders by index() bytes
+        def __init__(self, key: bytes) -> None:
+            self.key = key
+
+        def index(self) -> bytes:
+            return self.key
+
+        def __lt__(self, other: N) -> bool:
+            return self.key < other.key
+
+    items = [N(b"\x01\x18\x0a\x02"), N(b"\x01\x18\x0a\x01"), N(b"\x01\x10\x0b")]
+    update = Update(items, None)
+    update._split_nlris(None)
+    assert seen == [sorted(items)], "the order NLRI.__lt__ gives"
+
+
+def test_shared_families_equal_the_ones_exabgp_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.protocol.family import AFI, SAFI, Family
+
+    from bgp import exabgp_run
+
+    monkeypatch.setattr(Family, "family", Family.family)
+    v4 = INET(AFI.ipv4, SAFI.unicast)
+    v6 = INET(AFI.ipv6, SAFI.unicast)
+    before = (v4.family(), v6.family())
+    exabgp_run._share_families()
+    after = (v4.family(), v6.family())
+    assert after == before and after[0].afi_safi() == (AFI.ipv4, SAFI.unicast)
+    assert v4.family() is after[0], "one Family per (AFI, SAFI)"
+    assert after[1].afi_safi() == (AFI.ipv6, SAFI.unicast) and after[0] != after[1]
+
+
+def test_route_echo_logs_count_the_neighbours_instead_of_naming_each() -> None:
+    from bgp.exabgp_run import short_route_log
+
+    route = "10.244.3.0/26 next-hop 10.77.0.3 origin igp originator-id 10.77.0.3 cluster-list [ 1.1.1.1 ]"
+    assert short_route_log(f"route added to {NAMES[0]}, {NAMES[1]}, {NAMES[12]} : {route}") == (
+        f"route added to 3 neighbors : {route}")
+    assert short_route_log(f"route removed from {NAMES[4]} : {route}") == f"route removed from 1 neighbors : {route}"
+    for other in (f"invalid route for {NAMES[0]} : {route}", "teardown scheduled for neighbor 10.1.0.1",
+                  "route added to nothing"):
+        assert short_route_log(other) == other

@@ -14,13 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp import status as bgp_status
+from bgp.advertised import Advertised
 from bgp.commands import Advertisement
 from bgp.config import IpamFacts, build_node_view
 from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
+from bgp.peer_status import PeerRecord
 from bgp.policy import FILTERED, REJECT_ALL, FilterRule, PeerFacts, filter_verdict, import_reason, rules_of
 from bgp.rib import Rib
 from bgp.secrets import SecretReader, write_private
-from bgp.speaker import Speaker, _Peer
+from bgp.speaker import Speaker
 from l3net.cli.ctl import render
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource
@@ -278,9 +280,9 @@ def test_bridge_takes_long_update_lines_and_skips_absurd_ones(tmp_path: Path) ->
         v = view_n1([bgppeer("tor", peerIP="10.0.0.254", asNumber=65000, maxPrefixes=50_000)])
         await sp.start()
         try:
-            sp._view = v
-            sp._peers = {p.address: _Peer(p) for p in v.peers}
-            sp._apply_import_policy(None)
+            sp._view = sp.routing.view = v
+            sp.routing.peers = {p.address: PeerRecord(p) for p in v.peers}
+            sp.routing.apply_import_policy(None)
             _, writer = await asyncio.open_unix_connection(str(sp.socket_path))
             writer.write(update_line(many))
             writer.write(b"x" * (BRIDGE_LINE_LIMIT + 10) + b"\n")
@@ -293,7 +295,7 @@ def test_bridge_takes_long_update_lines_and_skips_absurd_ones(tmp_path: Path) ->
             assert sp.rib.received("10.0.0.254") == len(many) + 1
             writer.close()
         finally:
-            sp._view = None
+            sp._view = sp.routing.view = None
             await sp.stop()
 
     asyncio.run(scenario())
@@ -311,12 +313,12 @@ def test_export_rules_withhold_prefixes_per_peer_and_v6_rules_apply_to_v6_peers(
     tor, tor6 = v.peer("10.0.0.254"), v.peer("fd00::fe")
     assert tor.import_rules == () and len(tor.export_rules) == 1
     assert len(tor6.import_rules) == 1 and tor6.export_rules == ()
-    sp = Speaker("n1", tmp_path)
-    sp._view = v
-    sp._own = {"10.244.1.0/26": Advertisement(), "10.244.5.9/32": Advertisement()}
-    assert set(sp._desired(tor)) == {"10.244.1.0/26"}
-    assert sp._desired_one(tor, "10.244.5.9/32") is None
-    assert sp._desired_one(tor, "10.244.1.0/26") is not None
+    adv = Advertised("n1")
+    adv.view = v
+    adv.own = {"10.244.1.0/26": Advertisement(), "10.244.5.9/32": Advertisement()}
+    assert set(adv.desired(tor)) == {"10.244.1.0/26"}
+    assert adv.desired_one(tor, "10.244.5.9/32") is None
+    assert adv.desired_one(tor, "10.244.1.0/26") is not None
 
 
 def test_get_lists_bgpfilters_as_a_table() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from bgp import status
 from bgp.commands import Advertisement, announce_command, withdraw_command
-from bgp.speaker import PeerStatus
+from bgp.peer_status import PeerStatus
 from bgp.status_cli import add_parser
 
 pytestmark = pytest.mark.unit
