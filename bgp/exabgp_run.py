@@ -1,7 +1,8 @@
-"""bgp.exabgp_run: ExaBGP's own command line, with one change that makes a route reflector affordable.
+"""bgp.exabgp_run: ExaBGP's own command line, with the in-process changes that make a route reflector affordable.
 
-``python -m bgp.exabgp_run server CONF`` is ``python -m exabgp server CONF`` except that
-routes are not deep-copied per neighbour when nothing in them is per neighbour.
+``python -m bgp.exabgp_run server CONF`` is ``python -m exabgp server CONF`` except for the
+changes below, each the same result at a lower cost; first, routes are not deep-copied per
+neighbour when nothing in them is per neighbour.
 
 Why: ExaBGP 5's ``Neighbor.remove_self`` deep-copies every injected route for every neighbour
 it goes to, only so that it can replace a ``next-hop self`` by that neighbour's local address.
