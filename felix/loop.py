@@ -7,13 +7,23 @@ policy side (ipsets, iptables) each have their own dirty flag, in-flight apply,
 I/O thread, failure count and backoff with jitter, so a held xtables lock or a
 refused ruleset never delays a new pod's route, and a netlink error never holds
 back policy. :meth:`SyncLoop.run` starts a side's apply when the datastore is in
-sync, the side is dirty and idle, and its throttle admits (at most one apply per
-``min_interval``; a full refresh every ``refresh_interval`` re-reads the kernel
-and heals drift). One exception to the throttle: a learned route withdrawn (a
-prefix gone, or one of its next hops gone: a BGP or BFD session down) makes the
-route side *urgent*, and an urgent side applies as soon as it is idle, without
-waiting out ``min_interval``: traffic to a dead next hop is black-holed until the
-route goes, while a new route only adds reachability and can wait to be batched.
+sync, the side is dirty and idle, and its throttle admits; a full refresh every
+``refresh_interval`` re-reads the kernel and heals drift.
+
+The throttle is a rate limit, not a delay (kube-proxy's bounded-frequency runner):
+each side holds up to ``burst`` apply credits, one refilled per ``min_interval``, and
+an apply spends one. So the first event after a quiet period is applied at once,
+and so are the few that follow it closely (one pod ADD makes three: IPAM's block
+claim, the new veth, the WorkloadEndpoint); events that arrive while an apply
+runs are coalesced into the next one, and under a sustained stream of events the
+side applies at most once per ``min_interval``. (A window timed from the previous
+apply made the second and third event of every ADD wait out most of it.)
+
+One exception to the throttle: a learned route withdrawn (a prefix gone, or one
+of its next hops gone: a BGP or BFD session down) makes the route side *urgent*,
+and an urgent side applies as soon as it is idle, whatever its credits: traffic
+to a dead next hop is black-holed until the route goes, while a new route only
+adds reachability and can wait to be batched.
 
 Degrade, never die: a failed apply is retried with backoff (capped at
 ``retry_max``), forever, with the side reported not ready; after
@@ -68,11 +78,14 @@ class _Side:
     stuck: bool = False  # in flight for longer than LoopConfig.stuck_after
     urgent: bool = False  # a withdraw is pending: the next apply skips the min_interval window
     task: asyncio.Task[None] | None = None
+    credit: float = float("inf")  # apply credits at credit_at (capped at LoopConfig.burst; inf: full)
+    credit_at: float = float("-inf")
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    min_interval: float = 0.05
+    min_interval: float = 0.05  # one apply credit refills per min_interval: the sustained rate bound
+    burst: int = 4  # apply credits a quiet side holds: closely following events are applied without waiting
     refresh_interval: float = 90.0
     startup_sweep_delay: float = 30.0
     retry_base: float = 0.1
@@ -266,9 +279,20 @@ class SyncLoop:
             return compute(self.model, self.node, self.links, self.learned, node_ips=self.node_ips,
                            policy_builder=self.policy_builder, bgp_builder=self.bgp_builder)
 
+    def _credit(self, side: _Side, now: float) -> float:
+        """The side's apply credits at ``now``: one more per ``min_interval`` since the last count, up to ``burst``."""
+        cap = float(max(1, self.config.burst))
+        if self.config.min_interval <= 0:
+            return cap
+        return min(cap, side.credit + (now - side.credit_at) / self.config.min_interval)
+
     def _due(self, side: _Side) -> float:
-        # An urgent side skips the coalescing window, never a failure's backoff.
-        due = side.last_apply + (0.0 if side.urgent else self.config.min_interval)
+        # When the side's credit reaches one apply. An urgent side skips the throttle, never a failure's backoff.
+        if side.urgent or self.config.min_interval <= 0:
+            due = float("-inf")
+        else:
+            credit = min(side.credit, float(max(1, self.config.burst)))
+            due = side.credit_at + max(0.0, 1.0 - credit) * self.config.min_interval
         return max(due, side.retry_at) if side.failures else due
 
     def _next_deadline(self, now: float) -> float:
@@ -346,6 +370,9 @@ class SyncLoop:
         side.dirty = False
         side.urgent = False  # this apply computes from the current learned routes: the withdraw is in it
         side.last_apply = self.clock()
+        # An urgent apply spends a credit too, but never runs the balance below zero (no debt to wait out).
+        side.credit = max(0.0, self._credit(side, side.last_apply) - 1.0)
+        side.credit_at = side.last_apply
         side.task = loop.create_task(self._apply_side(side, loop))
         return side.task
 
