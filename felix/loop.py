@@ -178,7 +178,8 @@ class SyncLoop:
         self._pending_updates += n
         if self.on_config is not None and any(u.key.startswith(self.model.config_prefix) for u in updates):
             self.on_config(dict(self.model.config))
-        self._mark()
+        if any(self.model.tracks(u.key) for u in updates):
+            self._mark()  # blocks, handles, status: nothing to calculate (and no apply credit spent)
 
     def _traced_keys(self, updates: Sequence[KeyUpdateLike]) -> list[str]:
         """The keys an ADD trace may wait for; a block affinity only once confirmed (IPAM writes it pending

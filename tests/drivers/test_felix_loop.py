@@ -438,6 +438,26 @@ def test_a_burst_of_events_is_coalesced_into_few_applies_and_min_interval_bounds
     assert not rig.sync.dirty
 
 
+def test_updates_the_model_does_not_hold_make_no_apply() -> None:
+    """IPAM blocks and handles and node status change no desired state: no apply, no credit spent on them."""
+    rig = Rig({"cali1": 11}, config=LoopConfig(min_interval=0.05, burst=1, startup_sweep_delay=0))
+    rig.sync.on_in_sync()
+    rig.step()
+    rig.clock.t += 10.0
+    applies = rig.sync.applies
+    rig.sync.on_updates([Upd(KEYS.block("10.65.0.0/26"), b"{}"), Upd(KEYS.handle("net.c1"), b"{}"),
+                         Upd(KEYS.node_status("n2", "agent"), b"{}"), Upd(KEYS.block("10.65.0.64/26"), None)])
+    assert not rig.sync.dirty
+    _pass(rig)
+    assert rig.sync.applies == applies
+    rig.sync.on_updates([_pod(1)])  # the one credit is still there: applied at once
+    assert rig.sync.dirty
+    _pass(rig)
+    assert rig.sync.applies == applies + 1 and ("10.65.0.11/32", M) in rig.ours()
+    rig.sync.on_updates([Upd(KEYS.affinity("n1", "10.65.9.0/26"), None)])  # a tracked key, even deleted
+    assert rig.sync.dirty
+
+
 @pytest.mark.parametrize(("old", "new", "withdraws"), [
     ({"a": ("1",)}, {"a": ("1",), "b": ("2",)}, False),
     ({"a": ("1",)}, {"a": ("1", "2")}, False),
