@@ -159,11 +159,14 @@ def _invoke(state: st.LabState, node: str, command: str, container_id: str, pod_
         "L3NET_CNI_LOCK_DIR": str(rec["cwd"]),
     })
     # Network namespace only (no node mount namespace): the runtime runs plugins on the host's
-    # file system, and CNI_NETNS must resolve to the pod's namespace file.
+    # file system, and CNI_NETNS must resolve to the pod's namespace file. The plugin is spawned from
+    # this thread switched into the node's namespace (a child starts in its parent thread's namespaces),
+    # as a runtime in the node would exec it: no `nsenter` exec in front of it on the ADD's clock.
     rt = NodeRuntime(node, rec["netns"], rec["cwd"])
-    argv = ["nsenter", f"--net={netns.netns_path(rt.netns)}", "--", str(binary)]
     _log.info("cni %s node=%s pod=%s/%s container=%s", command, node, ns, name, container_id[:12])
-    return subprocess.run(argv, input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=timeout)
+    with netns.in_netns(rt.netns):
+        return subprocess.run([str(binary)], input=json.dumps(conf), env=env, capture_output=True, text=True,
+                              timeout=timeout)
 
 
 def _error_text(proc: subprocess.CompletedProcess[str]) -> str:
