@@ -165,8 +165,9 @@ class SyncLoop:
         self._rejected: tuple[str, ...] = ()  # the last calculation's rejected local endpoints
 
     # -- inputs (event-loop thread) --------------------------------------------
-    def _mark(self) -> None:
-        for side in self.sides:
+    def _mark(self, *sides: _Side) -> None:
+        """Mark ``sides`` (all when none given) dirty and wake the loop."""
+        for side in sides or self.sides:
             side.dirty = True
         if self._wake is not None:
             self._wake.set()
@@ -216,9 +217,11 @@ class SyncLoop:
                 metrics.RESYNCS_STARTED.inc()
 
     def on_links(self, links: Mapping[str, Link]) -> None:
+        # Links, learned routes and BGP convergence feed the route side only (the policy program is built from
+        # the model alone): a pod's veth appearing must not start an iptables-restore beside its wiring.
         if dict(links) != self.links:
             self.links = dict(links)
-            self._mark()
+            self._mark(self.routes_side)
 
     def on_learned_routes(self, routes: Mapping[str, Sequence[str]]) -> None:
         new = {p: tuple(sorted(h)) for p, h in routes.items()}
@@ -228,14 +231,14 @@ class SyncLoop:
                 self.routes_side.urgent = True
                 metrics.URGENT_WITHDRAWS.inc()
             self.learned = new
-            self._mark()
+            self._mark(self.routes_side)
 
     def on_bgp_converged(self) -> None:
         """BGP has seen End-of-RIB from its peers: stale learned routes may be swept now."""
         if not self.bgp_converged:
             _log.info("BGP converged: stale learned routes may be swept")
         self.bgp_converged = True
-        self._mark()
+        self._mark(self.routes_side)
 
     def stop(self) -> None:
         self._stopping = True

@@ -152,3 +152,21 @@ def test_cni_route_at_another_metric_is_adopted_not_duplicated() -> None:
     rig.step()
     assert rig.sync.failures == 0  # no delete of a route the kernel already removed
     assert set(rig.nl.by_proto(ROUTE_PROTO)) == {("10.65.0.2/32", M)}
+
+
+def test_a_link_change_applies_the_route_side_only_a_model_change_both() -> None:
+    """The policy program comes from the model alone: a pod's veth appearing (or a learned route) makes no
+    iptables-restore run beside the pod's wiring; a datastore update still reaches both sides."""
+    rig = PolicyRig({"cali1": 11})
+    rig.sync.on_updates(POLICY)
+    rig.sync.on_in_sync()
+    rig.step()
+    routes, policy = rig.sync.applies, rig.sync.policy_applies
+    rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True)})
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2"]})
+    assert rig.sync.routes_side.dirty and not rig.sync.policy_side.dirty  # type: ignore[union-attr]
+    rig.step()
+    assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 1, policy)
+    rig.sync.on_updates([wep("c", "n1", "10.65.0.4/32", "cali2")])
+    rig.step()
+    assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 2, policy + 1)
