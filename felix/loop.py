@@ -179,8 +179,14 @@ class SyncLoop:
         self._pending_updates += n
         if self.on_config is not None and any(u.key.startswith(self.model.config_prefix) for u in updates):
             self.on_config(dict(self.model.config))
-        if any(self.model.tracks(u.key) for u in updates):
-            self._mark()  # blocks, handles, status: nothing to calculate (and no apply credit spent)
+        # Blocks, handles, status: nothing to calculate (and no apply credit spent). Block affinities feed the
+        # routes and BGP only: the policy program never reads them, so an ADD's block claim runs no
+        # iptables-restore (whose cost grows with the node's pods).
+        tracked = [u.key for u in updates if self.model.tracks(u.key)]
+        if any(not k.startswith(self.model.keys.affinities) for k in tracked):
+            self._mark()
+        elif tracked:
+            self._mark(self.routes_side)
 
     def _traced_keys(self, updates: Sequence[KeyUpdateLike]) -> list[str]:
         """The keys an ADD trace may wait for; a block affinity only once confirmed (IPAM writes it pending

@@ -155,8 +155,9 @@ def test_cni_route_at_another_metric_is_adopted_not_duplicated() -> None:
 
 
 def test_a_link_change_applies_the_route_side_only_a_model_change_both() -> None:
-    """The policy program comes from the model alone: a pod's veth appearing (or a learned route) makes no
-    iptables-restore run beside the pod's wiring; a datastore update still reaches both sides."""
+    """The policy program comes from the model alone and never reads block affinities: a pod's veth appearing,
+    a learned route or a block claim makes no iptables-restore run beside the pod's wiring; an endpoint
+    update reaches both sides."""
     rig = PolicyRig({"cali1": 11})
     rig.sync.on_updates(POLICY)
     rig.sync.on_in_sync()
@@ -167,6 +168,10 @@ def test_a_link_change_applies_the_route_side_only_a_model_change_both() -> None
     assert rig.sync.routes_side.dirty and not rig.sync.policy_side.dirty  # type: ignore[union-attr]
     rig.step()
     assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 1, policy)
+    rig.sync.on_updates([Upd(KEYS.affinity("n1", "10.65.7.0/26"), b'{"state": "confirmed"}')])  # a block claim
+    assert rig.sync.routes_side.dirty and not rig.sync.policy_side.dirty  # type: ignore[union-attr]
+    rig.step()
+    assert ("10.65.7.0/26", 1024) in rig.nl.by_proto(ROUTE_PROTO)
     rig.sync.on_updates([wep("c", "n1", "10.65.0.4/32", "cali2")])
     rig.step()
-    assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 2, policy + 1)
+    assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 3, policy + 1)
