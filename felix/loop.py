@@ -284,10 +284,13 @@ class SyncLoop:
         datastore values and rejected local endpoints, each with its kind, effect, reason and cause."""
         return self.set_aside.report(self.model, self._rejected, self.kernel_quarantined())
 
-    def desired(self) -> DesiredState:
+    def desired(self, *, policy: bool = True, bgp: bool = True) -> DesiredState:
+        """The desired state; ``policy``/``bgp`` False leave out the policy program / the BGP view (a side that
+        does not use them: each is built from the whole node or cluster, on this thread, on every apply)."""
         with metrics.CALC_TIME.time():
             return compute(self.model, self.node, self.links, self.learned, node_ips=self.node_ips,
-                           policy_builder=self.policy_builder, bgp_builder=self.bgp_builder)
+                           policy_builder=self.policy_builder if policy else None,
+                           bgp_builder=self.bgp_builder if bgp else None)
 
     def _credit(self, side: _Side, now: float) -> float:
         """The side's apply credits at ``now``: one more per ``min_interval`` since the last count, up to ``burst``."""
@@ -394,13 +397,15 @@ class SyncLoop:
                 await asyncio.gather(side.task, return_exceptions=True)
         await asyncio.gather(*(self._start(s, loop) for s in self.sides))
 
-    def _calculate(self) -> tuple[int, DesiredState]:
-        """The desired state from the current model, and the model revision it was computed from."""
+    def _calculate(self, side: _Side) -> tuple[int, DesiredState]:
+        """The desired state ``side`` applies, and the model revision it was computed from: the route side
+        (routes, interfaces, the BGP view) leaves out the policy program, the policy side the BGP view."""
         revision = self.model.revision  # before computing: updates may arrive while the apply runs
         if self._pending_updates:
             metrics.MSG_BATCH_SIZE.observe(self._pending_updates)
             self._pending_updates = 0
-        desired = self.desired()
+        routes = side is self.routes_side
+        desired = self.desired(policy=not routes, bgp=routes)
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
         metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))
         self._rejected = desired.rejected_workloads
@@ -414,7 +419,7 @@ class SyncLoop:
         traced: list[Token] = []
         if self.traces is not None and side is self.routes_side:
             traced = self.traces.calculating(self.model.revision)
-        revision, desired = self._calculate()
+        revision, desired = self._calculate(side)
         if traced:
             self.traces.mark_all(traced, "calculation")  # type: ignore[union-attr]
         try:

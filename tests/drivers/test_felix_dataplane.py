@@ -89,7 +89,7 @@ def test_clobbered_chain_and_ipset_are_healed_by_the_periodic_refresh() -> None:
     ours = sorted(c for c in filt if c.startswith("l3n-"))
     assert any(c.startswith("l3n-gi") or c.startswith("l3n-go") for c in ours)  # the GNP is compiled in
     assert any(c.startswith("l3n-pi") for c in ours)                             # and the NetworkPolicy
-    assert rig.sync.last_desired is not None and rig.sync.last_desired.policy.global_policies == 1
+    assert rig.sync.last_program is not None and rig.sync.last_program.global_policies == 1  # the policy side's
     want_tables = {t: {c: list(r) for c, r in chains.items()} for t, chains in rig.kernel.tables.items()}
     want_sets = {n: (k, set(m)) for n, (k, m) in rig.kernel.ipsets.items()}
     assert "l3n-FORWARD" in filt and filt["FORWARD"][-1] == "-s 198.51.100.0/24 -j DROP"
@@ -163,6 +163,10 @@ def test_a_link_change_applies_the_route_side_only_a_model_change_both() -> None
     rig.sync.on_in_sync()
     rig.step()
     routes, policy = rig.sync.applies, rig.sync.policy_applies
+    builds: list[int] = []
+    build = rig.sync.policy_builder
+    assert build is not None
+    rig.sync.policy_builder = lambda m, n: (builds.append(1), build(m, n))[1]
     rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True)})
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2"]})
     assert rig.sync.routes_side.dirty and not rig.sync.policy_side.dirty  # type: ignore[union-attr]
@@ -175,3 +179,4 @@ def test_a_link_change_applies_the_route_side_only_a_model_change_both() -> None
     rig.sync.on_updates([wep("c", "n1", "10.65.0.4/32", "cali2")])
     rig.step()
     assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 3, policy + 1)
+    assert len(builds) == 1, "the policy program is built for the policy side only, not for each route apply"
