@@ -12,14 +12,15 @@ CONF_NAME=${CNI_CONF_NAME:-10-l3net.conflist}
 SA_DIR=/var/run/secrets/kubernetes.io/serviceaccount
 mkdir -p "$BIN_DIR" "$NET_DIR" "$LIB_DIR"
 
-# The plugin's code, runnable by the host's python3.
+# The plugin's code, runnable by the host's python3. The shim runs with -S (no site module: its start is
+# on every pod's ADD path and it is stdlib-only; PYTHONPATH still finds the fallback plugin's packages).
 rm -rf "$LIB_DIR/site-packages.new"
 cp -a /opt/l3net/venv/lib/python3*/site-packages "$LIB_DIR/site-packages.new"
 rm -rf "$LIB_DIR/site-packages" && mv "$LIB_DIR/site-packages.new" "$LIB_DIR/site-packages"
 
 cat > "$BIN_DIR/.l3net-cni.tmp" <<SHIM
 #!/bin/sh
-PYTHONPATH=/opt/l3net/site-packages exec python3 -c 'import sys; from l3net.cni.shim import main; sys.exit(main())' "\$@"
+PYTHONPATH=/opt/l3net/site-packages exec python3 -S -c 'import sys; from l3net.cni.shim import main; sys.exit(main())' "\$@"
 SHIM
 chmod 0755 "$BIN_DIR/.l3net-cni.tmp"
 mv "$BIN_DIR/.l3net-cni.tmp" "$BIN_DIR/l3net-cni"

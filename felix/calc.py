@@ -148,6 +148,18 @@ class Model:
                              self.invalid[up.key])
         return n
 
+    def tracks(self, key: str) -> bool:
+        """Whether ``key`` can change what the model holds (configuration, resources of a known kind, block
+        affinities). IPAM blocks and handles, node status and leases cannot: an update to them changes no
+        desired state, so it need not make the loop apply (each agent's status write would otherwise make
+        every agent apply, spending the loop's apply credits on nothing)."""
+        if key.startswith(self.config_prefix):
+            return True
+        parsed = self.keys.parse_resource(key)
+        if parsed is not None:
+            return parsed[0] in KINDS_BY_PLURAL
+        return self.keys.parse_affinity(key) is not None
+
     def _forget(self, key: str) -> None:
         w = self.workloads.get(key)
         if w is not None:

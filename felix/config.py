@@ -204,7 +204,12 @@ PARAMS: tuple[Param, ...] = (
     Param("metrics_port", parse_port, METRICS_PORT, "port of the metrics endpoint"),
     Param("route_refresh_interval", parse_seconds, 90.0,
           "seconds between full re-reads of routes, iptables and ipsets (heals drift)", datastore=True),
-    Param("apply_min_interval", parse_seconds, 0.05, "minimum seconds between two dataplane applies (coalescing)",
+    Param("apply_min_interval", parse_seconds, 0.05,
+          "seconds per apply credit: under a stream of events a dataplane side applies at most once per interval",
+          datastore=True),
+    Param("apply_burst", parse_count, 4,
+          ("apply credits a quiet dataplane side holds: that many closely following events are applied at once, "
+           "without waiting out apply_min_interval"),
           datastore=True),
     Param("apply_max_interval", parse_seconds, 90.0, "maximum seconds between two dataplane applies", datastore=True),
     Param("apply_max_failures", parse_count, 10,
@@ -252,7 +257,8 @@ PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 DATASTORE_PARAMS = frozenset(p.name for p in PARAMS if p.datastore)
 # Datastore parameters that change a running agent on its next apply; the others need a restart
 # (they decide which parts the agent builds at start: BGP speaker, policy drivers, startup grace).
-LIVE_PARAMS = frozenset({"log_level", "route_refresh_interval", "apply_min_interval", "apply_max_interval",
+LIVE_PARAMS = frozenset({"log_level", "route_refresh_interval", "apply_min_interval", "apply_burst",
+                         "apply_max_interval",
                          "apply_max_failures", "default_endpoint_to_host_action", "failsafe_inbound_host_ports",
                          "workload_to_host_failsafe"})
 

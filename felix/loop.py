@@ -7,13 +7,23 @@ policy side (ipsets, iptables) each have their own dirty flag, in-flight apply,
 I/O thread, failure count and backoff with jitter, so a held xtables lock or a
 refused ruleset never delays a new pod's route, and a netlink error never holds
 back policy. :meth:`SyncLoop.run` starts a side's apply when the datastore is in
-sync, the side is dirty and idle, and its throttle admits (at most one apply per
-``min_interval``; a full refresh every ``refresh_interval`` re-reads the kernel
-and heals drift). One exception to the throttle: a learned route withdrawn (a
-prefix gone, or one of its next hops gone: a BGP or BFD session down) makes the
-route side *urgent*, and an urgent side applies as soon as it is idle, without
-waiting out ``min_interval``: traffic to a dead next hop is black-holed until the
-route goes, while a new route only adds reachability and can wait to be batched.
+sync, the side is dirty and idle, and its throttle admits; a full refresh every
+``refresh_interval`` re-reads the kernel and heals drift.
+
+The throttle is a rate limit, not a delay (kube-proxy's bounded-frequency runner):
+each side holds up to ``burst`` apply credits, one refilled per ``min_interval``, and
+an apply spends one. So the first event after a quiet period is applied at once,
+and so are the few that follow it closely (one pod ADD makes three: IPAM's block
+claim, the new veth, the WorkloadEndpoint); events that arrive while an apply
+runs are coalesced into the next one, and under a sustained stream of events the
+side applies at most once per ``min_interval``. (A window timed from the previous
+apply made the second and third event of every ADD wait out most of it.)
+
+One exception to the throttle: a learned route withdrawn (a prefix gone, or one
+of its next hops gone: a BGP or BFD session down) makes the route side *urgent*,
+and an urgent side applies as soon as it is idle, whatever its credits: traffic
+to a dead next hop is black-holed until the route goes, while a new route only
+adds reachability and can wait to be batched.
 
 Degrade, never die: a failed apply is retried with backoff (capped at
 ``retry_max``), forever, with the side reported not ready; after
@@ -68,11 +78,14 @@ class _Side:
     stuck: bool = False  # in flight for longer than LoopConfig.stuck_after
     urgent: bool = False  # a withdraw is pending: the next apply skips the min_interval window
     task: asyncio.Task[None] | None = None
+    credit: float = float("inf")  # apply credits at credit_at (capped at LoopConfig.burst; inf: full)
+    credit_at: float = float("-inf")
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    min_interval: float = 0.05
+    min_interval: float = 0.05  # one apply credit refills per min_interval: the sustained rate bound
+    burst: int = 4  # apply credits a quiet side holds: closely following events are applied without waiting
     refresh_interval: float = 90.0
     startup_sweep_delay: float = 30.0
     retry_base: float = 0.1
@@ -152,8 +165,9 @@ class SyncLoop:
         self._rejected: tuple[str, ...] = ()  # the last calculation's rejected local endpoints
 
     # -- inputs (event-loop thread) --------------------------------------------
-    def _mark(self) -> None:
-        for side in self.sides:
+    def _mark(self, *sides: _Side) -> None:
+        """Mark ``sides`` (all when none given) dirty and wake the loop."""
+        for side in sides or self.sides:
             side.dirty = True
         if self._wake is not None:
             self._wake.set()
@@ -165,7 +179,14 @@ class SyncLoop:
         self._pending_updates += n
         if self.on_config is not None and any(u.key.startswith(self.model.config_prefix) for u in updates):
             self.on_config(dict(self.model.config))
-        self._mark()
+        # Blocks, handles, status: nothing to calculate (and no apply credit spent). Block affinities feed the
+        # routes and BGP only: the policy program never reads them, so an ADD's block claim runs no
+        # iptables-restore (whose cost grows with the node's pods).
+        tracked = [u.key for u in updates if self.model.tracks(u.key)]
+        if any(not k.startswith(self.model.keys.affinities) for k in tracked):
+            self._mark()
+        elif tracked:
+            self._mark(self.routes_side)
 
     def _traced_keys(self, updates: Sequence[KeyUpdateLike]) -> list[str]:
         """The keys an ADD trace may wait for; a block affinity only once confirmed (IPAM writes it pending
@@ -202,9 +223,11 @@ class SyncLoop:
                 metrics.RESYNCS_STARTED.inc()
 
     def on_links(self, links: Mapping[str, Link]) -> None:
+        # Links, learned routes and BGP convergence feed the route side only (the policy program is built from
+        # the model alone): a pod's veth appearing must not start an iptables-restore beside its wiring.
         if dict(links) != self.links:
             self.links = dict(links)
-            self._mark()
+            self._mark(self.routes_side)
 
     def on_learned_routes(self, routes: Mapping[str, Sequence[str]]) -> None:
         new = {p: tuple(sorted(h)) for p, h in routes.items()}
@@ -214,14 +237,14 @@ class SyncLoop:
                 self.routes_side.urgent = True
                 metrics.URGENT_WITHDRAWS.inc()
             self.learned = new
-            self._mark()
+            self._mark(self.routes_side)
 
     def on_bgp_converged(self) -> None:
         """BGP has seen End-of-RIB from its peers: stale learned routes may be swept now."""
         if not self.bgp_converged:
             _log.info("BGP converged: stale learned routes may be swept")
         self.bgp_converged = True
-        self._mark()
+        self._mark(self.routes_side)
 
     def stop(self) -> None:
         self._stopping = True
@@ -261,14 +284,28 @@ class SyncLoop:
         datastore values and rejected local endpoints, each with its kind, effect, reason and cause."""
         return self.set_aside.report(self.model, self._rejected, self.kernel_quarantined())
 
-    def desired(self) -> DesiredState:
+    def desired(self, *, policy: bool = True, bgp: bool = True) -> DesiredState:
+        """The desired state; ``policy``/``bgp`` False leave out the policy program / the BGP view (a side that
+        does not use them: each is built from the whole node or cluster, on this thread, on every apply)."""
         with metrics.CALC_TIME.time():
             return compute(self.model, self.node, self.links, self.learned, node_ips=self.node_ips,
-                           policy_builder=self.policy_builder, bgp_builder=self.bgp_builder)
+                           policy_builder=self.policy_builder if policy else None,
+                           bgp_builder=self.bgp_builder if bgp else None)
+
+    def _credit(self, side: _Side, now: float) -> float:
+        """The side's apply credits at ``now``: one more per ``min_interval`` since the last count, up to ``burst``."""
+        cap = float(max(1, self.config.burst))
+        if self.config.min_interval <= 0:
+            return cap
+        return min(cap, side.credit + (now - side.credit_at) / self.config.min_interval)
 
     def _due(self, side: _Side) -> float:
-        # An urgent side skips the coalescing window, never a failure's backoff.
-        due = side.last_apply + (0.0 if side.urgent else self.config.min_interval)
+        # When the side's credit reaches one apply. An urgent side skips the throttle, never a failure's backoff.
+        if side.urgent or self.config.min_interval <= 0:
+            due = float("-inf")
+        else:
+            credit = min(side.credit, float(max(1, self.config.burst)))
+            due = side.credit_at + max(0.0, 1.0 - credit) * self.config.min_interval
         return max(due, side.retry_at) if side.failures else due
 
     def _next_deadline(self, now: float) -> float:
@@ -346,6 +383,9 @@ class SyncLoop:
         side.dirty = False
         side.urgent = False  # this apply computes from the current learned routes: the withdraw is in it
         side.last_apply = self.clock()
+        # An urgent apply spends a credit too, but never runs the balance below zero (no debt to wait out).
+        side.credit = max(0.0, self._credit(side, side.last_apply) - 1.0)
+        side.credit_at = side.last_apply
         side.task = loop.create_task(self._apply_side(side, loop))
         return side.task
 
@@ -357,13 +397,15 @@ class SyncLoop:
                 await asyncio.gather(side.task, return_exceptions=True)
         await asyncio.gather(*(self._start(s, loop) for s in self.sides))
 
-    def _calculate(self) -> tuple[int, DesiredState]:
-        """The desired state from the current model, and the model revision it was computed from."""
+    def _calculate(self, side: _Side) -> tuple[int, DesiredState]:
+        """The desired state ``side`` applies, and the model revision it was computed from: the route side
+        (routes, interfaces, the BGP view) leaves out the policy program, the policy side the BGP view."""
         revision = self.model.revision  # before computing: updates may arrive while the apply runs
         if self._pending_updates:
             metrics.MSG_BATCH_SIZE.observe(self._pending_updates)
             self._pending_updates = 0
-        desired = self.desired()
+        routes = side is self.routes_side
+        desired = self.desired(policy=not routes, bgp=routes)
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
         metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))
         self._rejected = desired.rejected_workloads
@@ -377,7 +419,7 @@ class SyncLoop:
         traced: list[Token] = []
         if self.traces is not None and side is self.routes_side:
             traced = self.traces.calculating(self.model.revision)
-        revision, desired = self._calculate()
+        revision, desired = self._calculate(side)
         if traced:
             self.traces.mark_all(traced, "calculation")  # type: ignore[union-attr]
         try:

@@ -431,7 +431,7 @@ class Agent:
 
 
 def loop_config(cfg: AgentConfig) -> LoopConfig:
-    return LoopConfig(min_interval=cfg.apply_min_interval,
+    return LoopConfig(min_interval=cfg.apply_min_interval, burst=cfg.apply_burst,
                       refresh_interval=min(cfg.route_refresh_interval, cfg.apply_max_interval),
                       startup_sweep_delay=cfg.startup_sweep_delay, max_failures=cfg.apply_max_failures)
 

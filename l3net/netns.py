@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -77,8 +81,80 @@ def exists(name: str) -> bool:
 
 
 def create(name: str) -> None:
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    run(name, ["ip", "link", "set", "lo", "up"])
+    """A named namespace (``ip netns add``'s layout: a file under /run/netns bind-mounted on it) with ``lo`` up.
+
+    Once /run/netns is a mount point (the first ``ip netns add`` makes it one, shared, as iproute2 wants it),
+    the namespace is made in-process: a short thread unshares its network namespace, bind-mounts it and sets
+    ``lo`` up. The lab creates one per pod ADD, where the two fork/execs this replaces (``ip netns add`` and
+    ``ip netns exec ... ip link set lo up``, which also remounts /sys) were measured on the ADD's clock.
+    OSError (or CalledProcessError from ``ip``) when it cannot be made; nothing is left behind then.
+    """
+    if not _netns_dir_mounted():
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        with in_netns(name):
+            _set_lo_up()
+        return
+    path = NETNS_DIR / name
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))  # FileExistsError for a taken name
+    failed: list[BaseException] = []
+
+    def make() -> None:  # on its own thread: unshare changes only the calling thread's namespace
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            try:
+                _check(_libc.unshare(CLONE_NEWNET), "unshare")
+                try:
+                    _check(_libc.mount(b"/proc/thread-self/ns/net", os.fsencode(path), b"none", _MS_BIND, None),
+                           f"bind mount on {path}")
+                    _set_lo_up()
+                finally:
+                    _setns(own, CLONE_NEWNET)
+            finally:
+                os.close(own)
+        except BaseException as exc:  # re-raised on the caller's thread below
+            failed.append(exc)
+
+    worker = threading.Thread(target=make, name=f"netns-create-{name}")
+    worker.start()
+    worker.join()
+    if failed:
+        if os.path.ismount(path):
+            _libc.umount2(os.fsencode(path), _MNT_DETACH)
+        path.unlink(missing_ok=True)
+        raise failed[0]
+
+
+_MS_BIND = 4096
+_MNT_DETACH = 2
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+_dir_mounted = False
+
+
+def _netns_dir_mounted() -> bool:
+    """Whether /run/netns is a mount point (iproute2 bind-mounts it on itself, shared, for the namespaces' bind
+    mounts; os.path.ismount cannot see a bind mount of the same file system, so mountinfo is read). Once true,
+    remembered: iproute2 never unmounts it."""
+    global _dir_mounted
+    if not _dir_mounted:
+        with open("/proc/self/mountinfo") as fh:
+            _dir_mounted = any(line.split(" ", 5)[4] == str(NETNS_DIR) for line in fh)
+    return _dir_mounted
+
+
+def _set_lo_up() -> None:
+    """``ip link set lo up`` in the calling thread's namespace (SIOCSIFFLAGS: no netlink library, no exec)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, _SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
 def delete(name: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is what this avoids
+if TYPE_CHECKING:  # the shim imports this module: it starts on every ADD, so no typing at run time
+    from typing import Any
 
 # CNI spec 1.0.0 "Error" section; 100+ are plugin-specific.
 INCOMPATIBLE_VERSION = 1

@@ -308,22 +308,23 @@ class Invocation:
             wired = dataplane.setup(self.host_if, self.env.netns, self.env.ifname, ips, self.conf.mtu)
             self._mark("wire")
             doc = self.wep_document(ips, wired.pod_mac)
-            self.client.apply([resource_from_document(doc, "CNI ADD")])
+            (stored,) = self.client.apply([resource_from_document(doc, "CNI ADD")])
             self._mark("endpoint_write")
         except BaseException as exc:
             self._rollback(ips, exc)
             raise
         _log.info("ADD done container=%s pod=%s/%s ips=%s", self.env.container_id, self.env.namespace,
                   self.env.pod, ",".join(ips))
-        self._wait_until_programmed()
+        self._wait_until_programmed(stored.resource_version)
         return self.result(ips, wired.pod_mac)
 
-    def _wait_until_programmed(self) -> None:
+    def _wait_until_programmed(self, revision: int) -> None:
         """With ``policy_setup_timeout_seconds``: hold the result until the node agent has programmed the pod.
 
         Until then the agent drops the pod's packets (fail closed), so a pod that starts
         at once may find its first connections dropped. Not programmed in time is not a
         failure: the pod starts, and its traffic flows once the agent catches up.
+        ``revision``: the endpoint write's own revision (the key's mod_revision), so nothing is read back.
         """
         timeout = self.conf.policy_setup_timeout
         if timeout <= 0:
@@ -331,14 +332,9 @@ class Invocation:
         if self.wait_programmed is None:
             _log.info("not waiting for policy setup: no node agent serves this request (in-process fallback)")
             return
-        try:
-            kv = self.ds.get(self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace))
-        except DatastoreError as exc:
-            _log.warning("not waiting for policy setup: cannot read the endpoint back: %s", exc)
+        if revision <= 0:
             return
-        if kv is None:
-            return  # deleted meanwhile: nothing will be programmed for it
-        if not self.wait_programmed(self.host_if, kv.mod_revision, timeout):
+        if not self.wait_programmed(self.host_if, revision, timeout):
             _log.warning("policy setup not done within %gs container=%s if=%s: the pod starts with its traffic "
                          "dropped until the node agent programs it", timeout, self.env.container_id, self.host_if)
 

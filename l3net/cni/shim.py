@@ -30,10 +30,13 @@ import struct
 import sys
 import time
 from collections.abc import Mapping
-from typing import IO, Any
 
 from l3net.cni.errors import TRY_AGAIN_LATER
 from l3net.constants import ENV_CNI_STARTED
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is what this avoids
+if TYPE_CHECKING:  # annotations only: typing costs ~5 ms of every ADD's start
+    from typing import IO, Any
 
 PROTOCOL_VERSION = 1
 DEFAULT_AGENT_SOCKET = "/var/run/l3net/cni.sock"

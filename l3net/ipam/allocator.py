@@ -405,10 +405,17 @@ class IPAM:
         pool = pools[0]
         cidr = str(pool.block_of(str(addr)))
         secondary = {**(attrs or {}), "node": node}
+        # First attempt: assume a new handle (an ADD's usual case) and, for an unclaimed block, claim it with
+        # the address in it; a Conflict (the handle or block exists, a race) falls back to reading them.
+        optimistic = True
         for _ in range(RETRIES):
             try:
                 raw = self._read_block_raw(cidr)
                 if raw is None:
+                    if optimistic and self._claim_with_address(node, cidr, str(addr), handle_id, secondary):
+                        _log.info("assigned static handle=%s node=%s ip=%s (block claimed)", handle_id, node, addr)
+                        return str(addr)
+                    optimistic = False
                     # Calico claims the block for the requesting host, whatever its block count.
                     self.claim_block(node, cidr)
                     continue
@@ -423,14 +430,40 @@ class IPAM:
                     block.allocate_ip(str(addr), handle_id, secondary)
                 except ValueError as exc:
                     raise AddressUnavailable(str(exc)) from None
-                hkv, handle = self._read_handle(handle_id)
+                hkv, handle = (None, Handle(handle_id)) if optimistic else self._read_handle(handle_id)
+                optimistic = False
                 handle.add(cidr, 1)
                 self.ds.commit([Update(kv.key, block.to_json(), kv.mod_revision), *self._handle_ops(hkv, handle)])
                 _log.info("assigned static handle=%s node=%s ip=%s", handle_id, node, addr)
                 return str(addr)
             except Conflict:
+                optimistic = False
                 continue
         raise RetriesExhausted(f"gave up assigning {addr} after {RETRIES} CAS conflicts")
+
+    def _claim_with_address(self, node: str, cidr: str, ip: str, handle_id: str, secondary: dict[str, Any]) -> bool:
+        """Claim the unclaimed block ``cidr`` for ``node`` with ``ip`` already given to a new ``handle_id``: the
+        confirmed affinity, the block and the handle in one transaction, so one write instead of four and no
+        intermediate state to recover (etcd commits all or nothing; the pending -> block -> confirmed dance
+        of :meth:`claim_block` exists for stores without multi-key transactions). False, changing nothing,
+        when any of the three keys exists (another claimer, a block being released, a handle already held):
+        the caller then takes the step-by-step path, which sorts out each case.
+        """
+        block = Block.new(cidr, host_affinity(node))
+        try:
+            block.allocate_ip(ip, handle_id, secondary)
+        except ValueError as exc:
+            raise AddressUnavailable(str(exc)) from None
+        handle = Handle(handle_id)
+        handle.add(cidr, 1)
+        try:
+            self.ds.commit([Create(self.keys.affinity(node, cidr), _affinity_value(AFFINITY_CONFIRMED)),
+                            Create(self.keys.block(cidr), block.to_json()),
+                            Create(self.keys.handle(handle_id), handle.to_json())])
+        except Conflict:
+            return False
+        _log.info("claimed block node=%s cidr=%s (with its first address, one txn)", node, cidr)
+        return True
 
     # -- sticky addresses -----------------------------------------------------
     def _sticky_hold(self, cfg: IPAMConfig) -> float:

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,35 @@ def cni_binary() -> Path:
     if candidate.exists():
         return candidate
     raise LabError(f"l3net-cni not found at {candidate}: install the package (make setup)")
+
+
+def cni_wrapper_text() -> str:
+    """The lab's ``l3net-cni``, made as ``deploy/install-cni.sh`` makes a node's: ``python3 -S`` with the code on
+    its path. The venv's console script would start the interpreter with ``site``, which in a development
+    venv runs the editable install's finder (pathlib, importlib.util, urllib.parse: ~50 ms per exec on this
+    machine) that no node pays; the shim is stdlib-only, and the in-process fallback finds its packages
+    in the venv's site-packages, named here."""
+    cni_binary()  # the package is installed (its entry point exists)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding the l3net package
+    paths = [root, sysconfig.get_paths()["purelib"]]
+    return (f"#!{sys.executable} -S\n"
+            "# l3net-cni for the lab's runtime (l3net.lab.pods), like deploy/install-cni.sh's: python3 -S.\n"
+            f"import sys\nsys.path[:0] = {paths!r}\n"
+            "from l3net.cni.shim import main\nsys.exit(main())\n")
+
+
+def install_cni(state: st.LabState) -> Path:
+    """``<lab dir>/cni-bin/l3net-cni`` (the lab's CNI_PATH), written when missing or different; idempotent."""
+    path = Path(state.dir) / "cni-bin" / "l3net-cni"
+    text = cni_wrapper_text()
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".l3net-cni.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)  # a runtime never runs half a file
+    return path
 
 
 def parse_pod_ref(ref: str) -> tuple[str, str]:
@@ -115,7 +145,7 @@ def _invoke(state: st.LabState, node: str, command: str, container_id: str, pod_
     rec = state.data["nodes"].get(node)
     if rec is None:
         raise LabError(f"no node {node!r} in lab {state.name} (nodes: {', '.join(state.data['nodes'])})")
-    binary = cni_binary()
+    binary = install_cni(state)
     env = dict(os.environ)
     env.update({
         "CNI_COMMAND": command,
@@ -129,11 +159,14 @@ def _invoke(state: st.LabState, node: str, command: str, container_id: str, pod_
         "L3NET_CNI_LOCK_DIR": str(rec["cwd"]),
     })
     # Network namespace only (no node mount namespace): the runtime runs plugins on the host's
-    # file system, and CNI_NETNS must resolve to the pod's namespace file.
+    # file system, and CNI_NETNS must resolve to the pod's namespace file. The plugin is spawned from
+    # this thread switched into the node's namespace (a child starts in its parent thread's namespaces),
+    # as a runtime in the node would exec it: no `nsenter` exec in front of it on the ADD's clock.
     rt = NodeRuntime(node, rec["netns"], rec["cwd"])
-    argv = ["nsenter", f"--net={netns.netns_path(rt.netns)}", "--", str(binary)]
     _log.info("cni %s node=%s pod=%s/%s container=%s", command, node, ns, name, container_id[:12])
-    return subprocess.run(argv, input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=timeout)
+    with netns.in_netns(rt.netns):
+        return subprocess.run([str(binary)], input=json.dumps(conf), env=env, capture_output=True, text=True,
+                              timeout=timeout)
 
 
 def _error_text(proc: subprocess.CompletedProcess[str]) -> str:
@@ -160,8 +193,8 @@ def add_pod(state: st.LabState, node: str, ref: str, labels: dict[str, str] | No
         container_id = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
         record = {"node": node, "netns": pod_ns, "container_id": container_id, "labels": labels,
                   "ips_requested": list(ips or []), "ip": None}
-        state.data["pods"][key] = record
-        state.save()  # recorded before it exists: `down` removes it even if we die now
+        state.data["pods"][key] = record  # saved as the lock is left: before the namespace exists, so `down`
+        # removes it even if we die now (one save, not two: each rewrites the whole record, all pods in it)
     netns.create(pod_ns)
     conf = network_config(state, node, labels, list(ips or []))
     proc = _invoke(state, node, "ADD", container_id, pod_ns, ns, name, conf)

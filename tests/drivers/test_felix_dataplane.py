@@ -91,7 +91,7 @@ def test_clobbered_chain_and_ipset_are_healed_by_the_periodic_refresh() -> None:
     ours = sorted(c for c in filt if c.startswith("l3n-"))
     assert any(c.startswith("l3n-gi") or c.startswith("l3n-go") for c in ours)  # the GNP is compiled in
     assert any(c.startswith("l3n-pi") for c in ours)                             # and the NetworkPolicy
-    assert rig.sync.last_desired is not None and rig.sync.last_desired.policy.global_policies == 1
+    assert rig.sync.last_program is not None and rig.sync.last_program.global_policies == 1  # the policy side's
     want_tables = {t: {c: list(r) for c, r in chains.items()} for t, chains in rig.kernel.tables.items()}
     want_sets = {n: (k, set(m)) for n, (k, m) in rig.kernel.ipsets.items()}
     assert "l3n-FORWARD" in filt and filt["FORWARD"][-1] == "-s 198.51.100.0/24 -j DROP"
@@ -154,3 +154,31 @@ def test_cni_route_at_another_metric_is_adopted_not_duplicated() -> None:
     rig.step()
     assert rig.sync.failures == 0  # no delete of a route the kernel already removed
     assert set(rig.nl.by_proto(ROUTE_PROTO)) == {("10.65.0.2/32", M)}
+
+
+def test_a_link_change_applies_the_route_side_only_a_model_change_both() -> None:
+    """The policy program comes from the model alone and never reads block affinities: a pod's veth appearing,
+    a learned route or a block claim makes no iptables-restore run beside the pod's wiring; an endpoint
+    update reaches both sides."""
+    rig = PolicyRig({"cali1": 11})
+    rig.sync.on_updates(POLICY)
+    rig.sync.on_in_sync()
+    rig.step()
+    routes, policy = rig.sync.applies, rig.sync.policy_applies
+    builds: list[int] = []
+    build = rig.sync.policy_builder
+    assert build is not None
+    rig.sync.policy_builder = lambda m, n: (builds.append(1), build(m, n))[1]
+    rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True)})
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2"]})
+    assert rig.sync.routes_side.dirty and not rig.sync.policy_side.dirty  # type: ignore[union-attr]
+    rig.step()
+    assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 1, policy)
+    rig.sync.on_updates([Upd(KEYS.affinity("n1", "10.65.7.0/26"), b'{"state": "confirmed"}')])  # a block claim
+    assert rig.sync.routes_side.dirty and not rig.sync.policy_side.dirty  # type: ignore[union-attr]
+    rig.step()
+    assert ("10.65.7.0/26", 1024) in rig.nl.by_proto(ROUTE_PROTO)
+    rig.sync.on_updates([wep("c", "n1", "10.65.0.4/32", "cali2")])
+    rig.step()
+    assert (rig.sync.applies, rig.sync.policy_applies) == (routes + 3, policy + 1)
+    assert len(builds) == 1, "the policy program is built for the policy side only, not for each route apply"

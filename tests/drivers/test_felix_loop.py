@@ -327,8 +327,9 @@ def test_refused_workload_route_is_retried_when_the_links_change() -> None:
 
 
 def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
-    """A learned route withdrawn (a BGP/BFD session down) is applied at once; a new one waits out min_interval."""
-    rig = Rig({"cali1": 11, "cali2": 12}, config=LoopConfig(min_interval=0.05, startup_sweep_delay=0))
+    """A learned route withdrawn (a BGP/BFD session down) is applied at once; a new one waits out min_interval
+    once the side's apply credits are spent (burst=1: one credit, so the window follows every apply)."""
+    rig = Rig({"cali1": 11, "cali2": 12}, config=LoopConfig(min_interval=0.05, burst=1, startup_sweep_delay=0))
     rig.sync.on_updates(BASE)
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"]})
     rig.sync.on_in_sync()
@@ -364,6 +365,91 @@ def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
     rig.clock.now += 0.05
     now()
     assert ("10.70.4.0/26", M) in rig.ours()
+
+
+def _pass(rig: Rig) -> None:
+    """One loop pass at the fake clock's current time (the apply awaited)."""
+    async def once() -> None:
+        await rig.sync._maybe_apply(asyncio.get_running_loop())
+    asyncio.run(once())
+
+
+def _pod(i: int) -> Upd:
+    return wep(f"p{i}", "n1", f"10.65.0.{10 + i}/32", "cali1")
+
+
+def test_an_isolated_event_is_applied_at_once_and_so_are_the_few_that_follow_it() -> None:
+    """Rate limit, not delay: after a quiet period an event is applied in the same pass it arrives in (0 coalescing
+    delay), and so are the next closely following ones (one ADD's block claim, veth and endpoint) up to ``burst``."""
+    rig = Rig({"cali1": 11}, config=LoopConfig(min_interval=0.05, burst=3, startup_sweep_delay=0))
+    rig.sync.on_in_sync()
+    rig.step()
+    rig.clock.t += 10.0  # a quiet period: the credits are full again
+    applies = rig.sync.applies
+    for i in range(3):
+        rig.clock.t += 0.005  # 5 ms apart: well inside min_interval
+        rig.sync.on_updates([_pod(i)])
+        assert rig.sync._next_deadline(rig.clock.t) == rig.clock.t, "due now, no window to wait out"
+        _pass(rig)
+        assert rig.sync.applies == applies + i + 1
+        assert (f"10.65.0.{10 + i}/32", M) in rig.ours()
+    rig.clock.t += 0.005
+    rig.sync.on_updates([_pod(3)])  # credits spent: this one waits for the next credit
+    _pass(rig)
+    assert rig.sync.applies == applies + 3 and ("10.65.0.13/32", M) not in rig.ours()
+    assert rig.sync._next_deadline(rig.clock.t) > rig.clock.t
+    rig.clock.t = rig.sync._next_deadline(rig.clock.t)
+    _pass(rig)
+    assert ("10.65.0.13/32", M) in rig.ours()
+
+
+def test_a_burst_of_events_is_coalesced_into_few_applies_and_min_interval_bounds_the_rate() -> None:
+    """200 events 1 ms apart for 0.2 s: at most ``burst`` applies at once, then one per ``min_interval``; all land."""
+    cfg = LoopConfig(min_interval=0.05, burst=3, startup_sweep_delay=0)
+    rig = Rig({"cali1": 11}, config=cfg)
+    rig.sync.on_in_sync()
+    rig.step()
+    rig.clock.t += 10.0
+    start, applies = rig.clock.t, rig.sync.applies
+    stamps = []
+    for i in range(200):
+        rig.clock.t += 0.001
+        rig.sync.on_updates([wep(f"q{i}", "n1", f"10.65.{1 + i // 250}.{i % 250}/32", "cali1")])
+        before = rig.sync.applies
+        _pass(rig)
+        if rig.sync.applies > before:
+            stamps.append(rig.clock.t)
+    elapsed = rig.clock.t - start
+    made = rig.sync.applies - applies
+    assert made <= cfg.burst + elapsed / cfg.min_interval + 1, made
+    assert made < 20, "200 events coalesced into few applies"
+    # Once the burst is spent, applies are at least min_interval apart.
+    gaps = [b - a for a, b in zip(stamps[cfg.burst:], stamps[cfg.burst + 1:], strict=False)]
+    assert gaps and min(gaps) >= cfg.min_interval - 1e-9
+    rig.clock.t = rig.sync._next_deadline(rig.clock.t)
+    _pass(rig)
+    assert ("10.65.1.199/32", M) in rig.ours(), "the last event of the burst is applied too"
+    assert not rig.sync.dirty
+
+
+def test_updates_the_model_does_not_hold_make_no_apply() -> None:
+    """IPAM blocks and handles and node status change no desired state: no apply, no credit spent on them."""
+    rig = Rig({"cali1": 11}, config=LoopConfig(min_interval=0.05, burst=1, startup_sweep_delay=0))
+    rig.sync.on_in_sync()
+    rig.step()
+    rig.clock.t += 10.0
+    applies = rig.sync.applies
+    rig.sync.on_updates([Upd(KEYS.block("10.65.0.0/26"), b"{}"), Upd(KEYS.handle("net.c1"), b"{}"),
+                         Upd(KEYS.node_status("n2", "agent"), b"{}"), Upd(KEYS.block("10.65.0.64/26"), None)])
+    assert not rig.sync.dirty
+    _pass(rig)
+    assert rig.sync.applies == applies
+    rig.sync.on_updates([_pod(1)])  # the one credit is still there: applied at once
+    assert rig.sync.dirty
+    _pass(rig)
+    assert rig.sync.applies == applies + 1 and ("10.65.0.11/32", M) in rig.ours()
+    rig.sync.on_updates([Upd(KEYS.affinity("n1", "10.65.9.0/26"), None)])  # a tracked key, even deleted
+    assert rig.sync.dirty
 
 
 @pytest.mark.parametrize(("old", "new", "withdraws"), [

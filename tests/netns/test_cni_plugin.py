@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -64,6 +67,42 @@ def test_add_check_del_one_pod(rig: CNIRig) -> None:
     assert rig.invoke("node-1", "DEL", "c0", ns, pod="web-0", namespace="shop").rc == 0
     assert rig.leftovers() == []
     assert rig.invoke("node-1", "DEL", "c0", ns, pod="web-0", namespace="shop").rc == 0  # already gone
+
+
+_KV_CALL = re.compile(r'^grpc_server_handled_total\{[^}]*grpc_method="(\w+)"[^}]*grpc_service="etcdserverpb\.KV"'
+                      r'[^}]*\} (\d+)', re.M)
+
+
+def etcd_kv_calls(url: str) -> Counter[str]:
+    """Requests etcd has served per KV method (Range = a read; Txn = a write: put, create, CAS, commit)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out: Counter[str] = Counter()
+    for method, n in _KV_CALL.findall(text):
+        out[method] += int(n)
+    return out
+
+
+def test_an_add_that_claims_a_new_block_costs_two_etcd_writes(rig: CNIRig, etcd_server) -> None:
+    """Issue 18: round trips per ADD, counted by etcd itself. IPAM writes the confirmed affinity, the block with
+    the address and the handle in one txn, the WorkloadEndpoint is the second; the reads are the outage probe,
+    the pools (IPAM's, and the endpoint validation's "addresses in a pool" check), the (absent) block and the
+    endpoint's own (absent) key. Before: 5 writes (pending affinity, block, confirmation, block+handle,
+    endpoint) and 8 reads."""
+    assert etcd_server.tcp_endpoint
+    ns = rig.pod_ns("rt")
+    before = etcd_kv_calls(etcd_server.tcp_endpoint)
+    res = rig.invoke("node-1", "ADD", "c-rt", ns, pod="rt-0",
+                     conf=rig.conf("node-1", args={"cni": {"ips": ["10.240.0.66"]}}))
+    calls = etcd_kv_calls(etcd_server.tcp_endpoint) - before
+    assert res.rc == 0, res
+    assert res.out["ips"][0]["address"] == "10.240.0.66/32"
+    assert calls["Txn"] + calls["Put"] + calls["DeleteRange"] == 2, calls
+    assert calls["Range"] <= 5, calls
+    aff = rig.ds.get(rig.keys.affinity("node-1", "10.240.0.64/26"))
+    assert aff is not None and json.loads(aff.value)["state"] == "confirmed"
+    assert rig.invoke("node-1", "DEL", "c-rt", ns, pod="rt-0").rc == 0
+    assert rig.leftovers() == []
 
 
 def test_fifty_concurrent_adds_over_two_nodes_then_del_all(rig: CNIRig) -> None:

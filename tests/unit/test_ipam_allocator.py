@@ -12,6 +12,7 @@ from l3net.datastore.base import Create, Op
 from l3net.datastore.memory import MemoryDatastore
 from l3net.errors import Conflict
 from l3net.ipam import IPAM, AddressUnavailable, NoAddresses
+from l3net.ipam.allocator import RetriesExhausted
 from l3net.ipam.block import Block
 from l3net.keys import KeyLayout
 
@@ -180,6 +181,67 @@ def test_static_assign_refuses_outside_pool_and_taken(ds: MemoryDatastore) -> No
         ipam.assign("192.168.0.1", "net.t", "a", {})
     assert ipam.handle_ips("net.t") == []
     assert block_of(ds, "10.7.0.0/26").affinity == "host:a"
+
+
+class Counting(MemoryDatastore):
+    """A MemoryDatastore that also counts reads (its own ``writes`` counts commits: each write is one txn)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().get(key)
+
+    def list(self, prefix: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().list(prefix)
+
+    def counts(self) -> tuple[int, int]:
+        out = (self.writes, self.reads)
+        self.reads = self.writes = 0
+        return out
+
+
+def test_static_assign_in_a_new_block_claims_it_with_the_address_in_one_write() -> None:
+    """Affinity (confirmed), block and handle in one txn; then a new handle in that block: one more write."""
+    ds = Counting()
+    add_pool(ds, "p", "10.7.0.0/24")
+    add_node(ds, "a")
+    ipam = IPAM(ds, KEYS)
+    ds.counts()
+    assert ipam.assign("10.7.0.66", "net.s", "a", {"pod": "p1"}) == "10.7.0.66"
+    assert ds.counts() == (1, 2)  # pools, the (absent) block; one write
+    kv = ds.get(KEYS.affinity("a", "10.7.0.64/26"))
+    assert kv is not None and json.loads(kv.value)["state"] == "confirmed"
+    assert block_of(ds, "10.7.0.64/26").affinity == "host:a"
+    assert ipam.handle_ips("net.s") == ["10.7.0.66"]
+    ds.counts()
+    assert ipam.assign("10.7.0.67", "net.t", "a", {}) == "10.7.0.67"
+    assert ds.counts() == (1, 2)  # a new handle is created without being read first
+    assert ipam.assign("10.7.0.68", "net.t", "a", {}) == "10.7.0.68"  # the handle exists: read, then updated
+    assert sorted(ipam.handle_ips("net.t")) == ["10.7.0.67", "10.7.0.68"]
+    assert consistent(ipam)
+
+
+def test_static_assign_falls_back_to_the_stepwise_claim_when_a_key_exists(ds: MemoryDatastore) -> None:
+    """A handle that already holds an address elsewhere, or an affinity being released: no one-txn claim, the
+    step-by-step path sorts it out (and a refused one-txn claim changed nothing)."""
+    add_pool(ds, "p", "10.7.0.0/24")
+    add_node(ds, "a")
+    ipam = IPAM(ds, KEYS)
+    assert ipam.assign("10.7.0.2", "net.s", "a", {}) == "10.7.0.2"
+    assert ipam.assign("10.7.0.70", "net.s", "a", {}) == "10.7.0.70"  # the handle exists: the Create refused
+    assert sorted(ipam.handle_ips("net.s")) == ["10.7.0.2", "10.7.0.70"]
+    assert block_of(ds, "10.7.0.64/26").affinity == "host:a"
+    ds.put(KEYS.affinity("b", "10.7.0.128/26"), json.dumps({"state": "pendingDeletion"}).encode())
+    with pytest.raises(RetriesExhausted):  # as before: the release must finish first
+        ipam.assign("10.7.0.130", "net.u", "b", {})
+    assert ds.get(KEYS.block("10.7.0.128/26")) is None and ds.get(KEYS.handle("net.u")) is None
+    ds.delete(KEYS.affinity("b", "10.7.0.128/26"))  # the release finished
+    assert sorted(ipam.handle_ips("net.s")) == ["10.7.0.2", "10.7.0.70"]
+    assert consistent(ipam)
 
 
 def test_sticky_address_comes_back_within_hold_time_only(ds: MemoryDatastore) -> None:
