@@ -384,21 +384,21 @@ def test_an_isolated_event_is_applied_at_once_and_so_are_the_few_that_follow_it(
     rig = Rig({"cali1": 11}, config=LoopConfig(min_interval=0.05, burst=3, startup_sweep_delay=0))
     rig.sync.on_in_sync()
     rig.step()
-    rig.clock.t += 10.0  # a quiet period: the credits are full again
+    rig.clock.now += 10.0  # a quiet period: the credits are full again
     applies = rig.sync.applies
     for i in range(3):
-        rig.clock.t += 0.005  # 5 ms apart: well inside min_interval
+        rig.clock.now += 0.005  # 5 ms apart: well inside min_interval
         rig.sync.on_updates([_pod(i)])
-        assert rig.sync._next_deadline(rig.clock.t) == rig.clock.t, "due now, no window to wait out"
+        assert rig.sync._next_deadline(rig.clock.now) == rig.clock.now, "due now, no window to wait out"
         _pass(rig)
         assert rig.sync.applies == applies + i + 1
         assert (f"10.65.0.{10 + i}/32", M) in rig.ours()
-    rig.clock.t += 0.005
+    rig.clock.now += 0.005
     rig.sync.on_updates([_pod(3)])  # credits spent: this one waits for the next credit
     _pass(rig)
     assert rig.sync.applies == applies + 3 and ("10.65.0.13/32", M) not in rig.ours()
-    assert rig.sync._next_deadline(rig.clock.t) > rig.clock.t
-    rig.clock.t = rig.sync._next_deadline(rig.clock.t)
+    assert rig.sync._next_deadline(rig.clock.now) > rig.clock.now
+    rig.clock.now = rig.sync._next_deadline(rig.clock.now)
     _pass(rig)
     assert ("10.65.0.13/32", M) in rig.ours()
 
@@ -409,24 +409,24 @@ def test_a_burst_of_events_is_coalesced_into_few_applies_and_min_interval_bounds
     rig = Rig({"cali1": 11}, config=cfg)
     rig.sync.on_in_sync()
     rig.step()
-    rig.clock.t += 10.0
-    start, applies = rig.clock.t, rig.sync.applies
+    rig.clock.now += 10.0
+    start, applies = rig.clock.now, rig.sync.applies
     stamps = []
     for i in range(200):
-        rig.clock.t += 0.001
+        rig.clock.now += 0.001
         rig.sync.on_updates([wep(f"q{i}", "n1", f"10.65.{1 + i // 250}.{i % 250}/32", "cali1")])
         before = rig.sync.applies
         _pass(rig)
         if rig.sync.applies > before:
-            stamps.append(rig.clock.t)
-    elapsed = rig.clock.t - start
+            stamps.append(rig.clock.now)
+    elapsed = rig.clock.now - start
     made = rig.sync.applies - applies
     assert made <= cfg.burst + elapsed / cfg.min_interval + 1, made
     assert made < 20, "200 events coalesced into few applies"
     # Once the burst is spent, applies are at least min_interval apart.
     gaps = [b - a for a, b in zip(stamps[cfg.burst:], stamps[cfg.burst + 1:], strict=False)]
     assert gaps and min(gaps) >= cfg.min_interval - 1e-9
-    rig.clock.t = rig.sync._next_deadline(rig.clock.t)
+    rig.clock.now = rig.sync._next_deadline(rig.clock.now)
     _pass(rig)
     assert ("10.65.1.199/32", M) in rig.ours(), "the last event of the burst is applied too"
     assert not rig.sync.dirty
@@ -437,7 +437,7 @@ def test_updates_the_model_does_not_hold_make_no_apply() -> None:
     rig = Rig({"cali1": 11}, config=LoopConfig(min_interval=0.05, burst=1, startup_sweep_delay=0))
     rig.sync.on_in_sync()
     rig.step()
-    rig.clock.t += 10.0
+    rig.clock.now += 10.0
     applies = rig.sync.applies
     rig.sync.on_updates([Upd(KEYS.block("10.65.0.0/26"), b"{}"), Upd(KEYS.handle("net.c1"), b"{}"),
                          Upd(KEYS.node_status("n2", "agent"), b"{}"), Upd(KEYS.block("10.65.0.64/26"), None)])
