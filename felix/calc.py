@@ -13,13 +13,13 @@ import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
 from felix.links import Link
-from felix.services import is_service_prefix, service_cidrs, service_prefixes
+from felix.services import ServiceCIDRs, is_service_prefix, service_cidrs, service_prefixes
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.decode import Invalid, decode
@@ -309,53 +309,13 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
       whose interface is up. No kernel route for them (kube-proxy's job): neither a blackhole
       nor a learned route inside a service CIDR.
     """
-    pools = pool_index(model)
-    local, rejected = [], []
-    for w in sorted(model.workloads_on(node), key=lambda w: w.key):
-        stray = outside_pools(w, pools)
-        if stray:
-            # Routing, proxy-ARPing or advertising an address outside every pool would let a
-            # WorkloadEndpoint written straight into etcd capture node or external traffic.
-            if _REPORTED.get(w.key) != w.dsts:
-                _log.warning("workload skipped: addresses outside every IPPool wep=%s addresses=%s", w.key,
-                             ",".join(stray))
-                _REPORTED[w.key] = w.dsts
-            rejected.append(w.key)
-        else:
-            local.append(w)
+    local, rejected = _split_by_pools(model, node)
     blocks = sorted({a.cidr for a in model.affinities_of(node) if a.state == "confirmed"},
                     key=lambda n: (n.version, int(n.network_address), n.prefixlen))
-    block_index = CoverIndex(blocks)
     no_export = CoverIndex(p.cidr for p in model.pools.values() if p.disable_bgp_export)
-    in_pools = CoverIndex(p.cidr for p in model.pools.values())
-
-    routes: dict[str, RouteSpec] = {}
-    interfaces: set[InterfaceSpec] = set()
-    waiting: list[str] = []
-    adverts: set[Advertisement] = set()
-    local_dsts: set[str] = set()
-    serving: list[Resource] = []
-    for w in local:
-        link = links.get(w.ifname)
-        present = link is not None and link.up
-        if present:
-            interfaces.add(InterfaceSpec(w.ifname))
-            serving.append(w.resource)
-        else:
-            waiting.append(w.ifname)
-        for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True):
-            local_dsts.add(dst)
-            if dst in routes:
-                _log.warning("two local workloads claim one address dst=%s kept=%s ignored=%s",
-                             dst, routes[dst].ifname, w.ifname)
-                continue
-            if present:
-                routes[dst] = RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=link.index)  # type: ignore[union-attr]
-            if not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools):
-                adverts.add(Advertisement(prefix=dst, reason="borrowed"))
-
-    for key in [k for k in _REPORTED if k not in rejected]:
-        del _REPORTED[key]
+    wired = _wire_workloads(local, links, CoverIndex(blocks), no_export,
+                            CoverIndex(p.cidr for p in model.pools.values()))
+    routes, adverts = wired.routes, wired.adverts
 
     block_strs = set()
     for b in blocks:
@@ -368,29 +328,95 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     config = model.bgp_configuration()
     svc_cidrs = service_cidrs(config.spec if config is not None else None)
     adverts.update(Advertisement(prefix=p, reason="service")
-                   for p in service_prefixes(svc_cidrs, model.services.values(), serving))
+                   for p in service_prefixes(svc_cidrs, model.services.values(), wired.serving))
 
     own_ips = set(node_ips)
     own_ips.update(str(n.network_address) for w in local for n in w.networks if n.prefixlen == n.max_prefixlen)
+    routes.update(_learned_routes(learned, block_strs | wired.local_dsts | set(routes), own_ips, svc_cidrs))
+
+    policy = policy_builder(model, node) if policy_builder else None
+    bgp_view = bgp_builder(model, node) if bgp_builder else None
+    return DesiredState(routes=frozenset(routes.values()), interfaces=frozenset(wired.interfaces),
+                        advertisements=frozenset(adverts), policy=policy, bgp_view=bgp_view,
+                        nat=nat_outgoing(model.pools.values()),
+                        local_endpoints=len(local), local_blocks=len(blocks),
+                        rejected_workloads=tuple(rejected),
+                        waiting_for_interfaces=tuple(sorted(set(wired.waiting))))
+
+
+def _split_by_pools(model: Model, node: str) -> tuple[list[Workload], list[str]]:
+    """This node's workloads with every address inside an IPPool, and the keys of the others (logged once)."""
+    pools = pool_index(model)
+    local: list[Workload] = []
+    rejected: list[str] = []
+    for w in sorted(model.workloads_on(node), key=lambda w: w.key):
+        stray = outside_pools(w, pools)
+        if stray:
+            # Routing, proxy-ARPing or advertising an address outside every pool would let a
+            # WorkloadEndpoint written straight into etcd capture node or external traffic.
+            if _REPORTED.get(w.key) != w.dsts:
+                _log.warning("workload skipped: addresses outside every IPPool wep=%s addresses=%s", w.key,
+                             ",".join(stray))
+                _REPORTED[w.key] = w.dsts
+            rejected.append(w.key)
+        else:
+            local.append(w)
+    for key in [k for k in _REPORTED if k not in rejected]:
+        del _REPORTED[key]
+    return local, rejected
+
+
+@dataclass
+class _Wired:
+    """What the local workloads ask for: their routes, interfaces and borrowed-address advertisements."""
+
+    routes: dict[str, RouteSpec] = field(default_factory=dict)
+    interfaces: set[InterfaceSpec] = field(default_factory=set)
+    waiting: list[str] = field(default_factory=list)
+    adverts: set[Advertisement] = field(default_factory=set)
+    local_dsts: set[str] = field(default_factory=set)
+    serving: list[Resource] = field(default_factory=list)   # endpoints whose interface is up
+
+
+def _wire_workloads(local: Sequence[Workload], links: Mapping[str, Link], block_index: CoverIndex,
+                    no_export: CoverIndex, in_pools: CoverIndex) -> _Wired:
+    out = _Wired()
+    for w in local:
+        link = links.get(w.ifname)
+        present = link is not None and link.up
+        if present:
+            out.interfaces.add(InterfaceSpec(w.ifname))
+            out.serving.append(w.resource)
+        else:
+            out.waiting.append(w.ifname)
+        for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True):
+            out.local_dsts.add(dst)
+            if dst in out.routes:
+                _log.warning("two local workloads claim one address dst=%s kept=%s ignored=%s",
+                             dst, out.routes[dst].ifname, w.ifname)
+                continue
+            if present:
+                out.routes[dst] = RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=link.index)  # type: ignore[union-attr]
+            if not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools):
+                out.adverts.add(Advertisement(prefix=dst, reason="borrowed"))
+    return out
+
+
+def _learned_routes(learned: Mapping[str, Sequence[str]], taken: set[str], own_ips: set[str],
+                    svc_cidrs: ServiceCIDRs) -> dict[str, RouteSpec]:
+    """A route per learned prefix not ``taken`` by our own blocks and workloads, via hops that are not ours."""
+    routes: dict[str, RouteSpec] = {}
     for prefix, hops in learned.items():
         try:
             dst = str(ipaddress.ip_network(prefix, strict=False))
         except ValueError:
             _log.warning("ignoring learned route with a bad prefix prefix=%r", prefix)
             continue
-        if dst in block_strs or dst in local_dsts or dst in routes:
+        if dst in taken:
             continue
         if svc_cidrs.all() and is_service_prefix(ipaddress.ip_network(dst), svc_cidrs):
             continue  # other nodes announce it too; kube-proxy, not a route, delivers Service traffic
         nh = tuple(sorted({h for h in hops if h and h not in own_ips}))
         if nh:
             routes[dst] = RouteSpec(dst=dst, kind="learned", next_hops=nh)
-
-    policy = policy_builder(model, node) if policy_builder else None
-    bgp_view = bgp_builder(model, node) if bgp_builder else None
-    return DesiredState(routes=frozenset(routes.values()), interfaces=frozenset(interfaces),
-                        advertisements=frozenset(adverts), policy=policy, bgp_view=bgp_view,
-                        nat=nat_outgoing(model.pools.values()),
-                        local_endpoints=len(local), local_blocks=len(blocks),
-                        rejected_workloads=tuple(rejected),
-                        waiting_for_interfaces=tuple(sorted(set(waiting))))
+    return routes

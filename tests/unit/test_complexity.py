@@ -1,8 +1,7 @@
-"""No function in product code is over McCabe complexity 15 (issue 14), save the named ones below.
+"""No function in product code is over McCabe complexity 15 (issue 14).
 
-Runs the venv's ruff (rule C901 at 15, ``# noqa`` ignored so that the allow-list is the only way out) over
-the product packages and fails naming every offender that is not allowed, and every allowed one that grew
-or no longer offends (so the list only shrinks).
+Runs the venv's ruff (rule C901 at 15, ``# noqa`` ignored, so nothing can opt out) over the product
+packages and fails naming every offender.
 """
 
 from __future__ import annotations
@@ -20,13 +19,6 @@ pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = ("l3net", "felix", "bgp", "policy", "bench")
 MAX_COMPLEXITY = 15
-
-# (path, function) -> the complexity it has today. Only functions outside the complexity branch's scope:
-# bgp/ is being split by another branch and felix/calc.py by another. Shrink this when those merge; a
-# function may leave the list, never join it.
-ALLOWED: dict[tuple[str, str], int] = {
-    ("felix/calc.py", "compute"): 18,  # 17 on this branch, 18 on main since the service advertisement merge
-}
 
 _MESSAGE = re.compile(r"`(?P<name>[^`]+)` is too complex \((?P<score>\d+) > \d+\)")
 
@@ -55,20 +47,10 @@ def offenders() -> dict[tuple[str, str], tuple[int, int]]:
     return _offenders()
 
 
-def test_no_function_over_complexity_15_outside_the_allow_list(
-        offenders: dict[tuple[str, str], tuple[int, int]]) -> None:
+def test_no_function_over_complexity_15(offenders: dict[tuple[str, str], tuple[int, int]]) -> None:
     bad = [f"{path}:{line} {name} has complexity {score} > {MAX_COMPLEXITY}"
-           for (path, name), (score, line) in sorted(offenders.items()) if (path, name) not in ALLOWED]
+           for (path, name), (score, line) in sorted(offenders.items())]
     assert not bad, "split these into smaller, well-named helpers:\n" + "\n".join(bad)
-
-
-def test_allowed_functions_only_shrink(offenders: dict[tuple[str, str], tuple[int, int]]) -> None:
-    grown = [f"{path} {name}: complexity {offenders[(path, name)][0]} > the {allowed} it was allowed"
-             for (path, name), allowed in sorted(ALLOWED.items())
-             if (path, name) in offenders and offenders[(path, name)][0] > allowed]
-    gone = [f"{path} {name} is at most {MAX_COMPLEXITY} now: remove it from ALLOWED"
-            for (path, name) in sorted(ALLOWED) if (path, name) not in offenders]
-    assert not grown + gone, "\n".join(grown + gone)
 
 
 def test_the_check_sees_an_offender(tmp_path: Path) -> None:
