@@ -26,7 +26,7 @@ def canonical_ip(value: str) -> str:
     addr = ipaddress.ip_address(value)
     return str(type(addr)(int(addr)))
 
-# -- ExaBGP rendering -------------------------------------------------------------------------
+
 PROCESS_NAME = "l3net-bridge"
 
 

@@ -25,6 +25,7 @@ view carries the IPAM facts the import defaults need (``guard``, see ``bgp.polic
 The checks of a BGPPeer's values live in :mod:`bgp.peer_checks`; ExaBGP's configuration
 text is rendered from the view by :mod:`bgp.exabgp_config`.
 """
+
 from __future__ import annotations
 
 import ipaddress
