@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from bgp.commands import Advertisement
-from bgp.config import NodeBGPView, PeerSpec
 from bgp.planner import Command, Item, NeighbourWant, apply_sent, plan
 from bgp.policy import REJECT, filter_verdict
 from bgp.reflector import reflect
 from bgp.rib import Rib
+from bgp.view import NodeBGPView, PeerSpec
 
 _log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """bgp.bird_config: BIRD 2 configuration of an l3net route reflector, rendered from its NodeBGPView.
 
 Pure and deterministic (golden-file tested). The peers are the ones
-:func:`bgp.config.build_node_view` computes for the reflector's Node (the same set
+:func:`bgp.view.build_node_view` computes for the reflector's Node (the same set
 the ExaBGP engine uses); this module only turns them into BIRD's language:
 
 - one ``protocol bgp`` per peer, named from its address (``Node_10_0_0_11``), so a
@@ -14,7 +14,7 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   reflector must be given routes some other way);
 - a peer whose ``PeerSpec.bfd`` is set gets ``bfd { min rx interval ...; min tx interval
   ...; multiplier ...; }`` (its own timers: cluster default, node and peer merged by
-  bgp.config) and the configuration gets one ``protocol bfd``. BIRD's BGP asks for a
+  bgp.view) and the configuration gets one ``protocol bfd``. BIRD's BGP asks for a
   single-hop BFD session only for a ``direct`` session, and an iBGP session is multihop
   by default; the l3net agent on the other end runs single hop when its kernel reaches
   the reflector without a gateway. So the caller says which peers are on a shared link
@@ -35,8 +35,9 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from bgp.config import MAX_ASN, MAX_RESTART_TIME, NodeBGPView, PeerSpec
+from bgp.view import NodeBGPView, PeerSpec
 from l3net.errors import FieldError
+from l3net.model.values import MAX_ASN, MAX_RESTART_TIME
 
 _log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from bgp.bfd.speaker import SessionStatus
 from bgp.bird_bfd import BirdBfdTracker
 from bgp.bird_config import BirdConfig, protocol_name, render_bird_config
 from bgp.bird_control import BirdError, ProtocolState, alive, command, parse_bfd_sessions, parse_protocols
-from bgp.config import NodeBGPView
 from bgp.peer_status import PeerStatus
+from bgp.view import NodeBGPView
 from l3net import netns as l3netns
 from l3net.errors import FieldError
 

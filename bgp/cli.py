@@ -35,9 +35,9 @@ from bgp.bfd import metrics as bfd_metrics
 from bgp.bfd import status as bfd_status
 from bgp.bfd.peers import BfdPeers
 from bgp.bird_engine import BirdEngine
-from bgp.config import NodeBGPView, build_node_view
 from bgp.secrets import SecretReader
 from bgp.speaker import Speaker
+from bgp.view import NodeBGPView, build_node_view
 from l3net import metrics
 from l3net.constants import DEFAULT_ETCD_PREFIX, HEALTH_PORT, METRICS_PORT
 from l3net.datastore.probe import DatastoreProbe

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bgp.config import PeerSpec
 from bgp.events import GracefulRestartCap
+from bgp.view import PeerSpec
 
 
 @dataclass(frozen=True)

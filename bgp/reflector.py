@@ -22,8 +22,8 @@ import logging
 from collections.abc import Iterable
 
 from bgp.commands import Advertisement
-from bgp.config import PeerSpec
 from bgp.rib import Path, Rib
+from bgp.view import PeerSpec
 
 _log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from collections.abc import Callable, Mapping
 from bgp import metrics
 from bgp.advertised import Advertised
 from bgp.commands import Advertisement, eor_command, refresh_command, teardown_command
-from bgp.config import NodeBGPView, PeerSpec
 from bgp.events import Announce, EorEvent, Event, OpenEvent, StateEvent, UpdateEvent
 from bgp.graceful_restart import DROP, KEEP, SWEEP, PeerRestart, RestartMachine
 from bgp.peer_status import PeerRecord, PeerStatus
 from bgp.planner import Command, Item
 from bgp.policy import PeerFacts, import_reason
 from bgp.rib import Rib
+from bgp.view import NodeBGPView, PeerSpec
 
 _log = logging.getLogger(__name__)
 

@@ -34,12 +34,13 @@ from pathlib import Path
 
 from bgp import exabgp_proc, metrics
 from bgp.commands import Advertisement
-from bgp.config import NodeBGPView, exabgp_env, render_exabgp_config
 from bgp.events import AckEvent, TextEvent, parse_line
+from bgp.exabgp_config import exabgp_env, render_exabgp_config
 from bgp.peer_status import PeerStatus
 from bgp.planner import Command, Item
 from bgp.rib import Rib
 from bgp.routing import LearnedCallback, Routing
+from bgp.view import NodeBGPView
 
 _log = logging.getLogger(__name__)
 

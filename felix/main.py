@@ -24,11 +24,11 @@ from typing import Any
 import bgp.bfd.metrics
 import bgp.bfd.peers
 import bgp.bfd.status
-import bgp.config
 import bgp.metrics
 import bgp.secrets
 import bgp.speaker
 import bgp.status
+import bgp.view
 import policy.compiler
 from felix import cniserver, felixconfig
 from felix import config as felix_config
@@ -68,9 +68,9 @@ TRACES_PATH = "/debug/traces"
 CONFIG_PATH = "/debug/config"
 
 
-def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
+def bgp_ipam_facts(model: Model, node: str) -> bgp.view.IpamFacts:
     """What the BGP import defaults need: pools, the owner of every confirmed block and workload address."""
-    return bgp.config.IpamFacts(
+    return bgp.view.IpamFacts(
         pools=tuple(str(p.cidr) for p in model.pools.values()),
         block_owner=tuple((str(a.cidr), a.node) for a in model.affinities.values() if a.state == "confirmed"),
         address_owner=tuple((str(n), w.node) for w in model.workloads.values() for n in w.networks
@@ -80,14 +80,14 @@ def bgp_ipam_facts(model: Model, node: str) -> bgp.config.IpamFacts:
 
 
 def bgp_builder(secrets_dir: str = "") -> Builder:
-    """Node, BGPConfiguration, BGPPeer and BGPFilter resources, and IPAM → this node's ``bgp.config.NodeBGPView``.
+    """Node, BGPConfiguration, BGPPeer and BGPFilter resources, and IPAM → this node's ``bgp.view.NodeBGPView``.
 
     ``secrets_dir``: where ``secretKeyRef`` passwords are read (empty: secretKeyRef peers are refused).
     """
     secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
 
     def build(model: Model, node: str) -> Any:
-        return bgp.config.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
+        return bgp.view.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
                                           model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
                                           secrets=secrets, ipam=bgp_ipam_facts(model, node))
     return build

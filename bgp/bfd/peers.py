@@ -1,6 +1,6 @@
 """bgp.bfd.peers: one BFD session per BGP peer that has BFD enabled, and what a session going down means.
 
-:class:`BfdPeers` follows the node's BGP view (:class:`bgp.config.NodeBGPView`): a peer
+:class:`BfdPeers` follows the node's BGP view (:class:`bgp.view.NodeBGPView`): a peer
 whose ``PeerSpec.bfd`` is set gets a session with those timers, single hop when the
 kernel reaches the peer without a gateway, multihop (RFC 5883) otherwise (a reflector
 that is not on the node's link). When a session leaves Up, the BGP side is told at once
@@ -22,7 +22,7 @@ from bgp.bfd import metrics
 from bgp.bfd.packet import State
 from bgp.bfd.session import SessionConfig, StateChange
 from bgp.bfd.speaker import BfdSpeaker, PeerKey, SessionStatus
-from bgp.config import NodeBGPView
+from bgp.view import NodeBGPView
 from l3net.netns import nsenter_cmd
 
 _log = logging.getLogger(__name__)

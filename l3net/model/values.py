@@ -2,9 +2,10 @@
 
 Go durations (``"90s"``, ``"1.5m"``, ``"1h2m"``, ``"300ms"``), AS numbers (``64512`` or AS-dot
 ``"1.10"``) and BGP peer addresses (``ip``, ``ip:port``, ``[ipv6]:port``). Every reader calls these:
-the document checks (:mod:`l3net.model.validate`), the agent's BGP view (:mod:`bgp.config`) and the
-agent's flags (:mod:`felix.config`). Two grammars for one field let ``holdTime: "1.5m"`` pass
-``l3netctl`` and be refused by the agent (issue 14); with one parser they cannot disagree.
+the document checks (:mod:`l3net.model.validate`), the agent's BGP view and peer checks
+(:mod:`bgp.view`, :mod:`bgp.peer_checks`) and the agent's flags (:mod:`felix.config`). Two grammars
+for one field let ``holdTime: "1.5m"`` pass ``l3netctl`` and be refused by the agent (issue 14);
+with one parser they cannot disagree.
 
 Each parser takes any JSON value, returns the typed value and raises ValueError with a reason
 (quoting at most 60 characters of the input) for everything else. Digits are ASCII only: Python's

@@ -22,7 +22,7 @@ from bgp.bfd.speaker import PeerKey
 from bgp.bfd.status import decode as decode_bfd_status
 from bgp.bfd.status import encode as encode_bfd_status
 from bgp.bfd.status import format_table as bfd_table
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import (

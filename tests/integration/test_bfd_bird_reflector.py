@@ -25,7 +25,7 @@ from bgp.bfd.packet import State
 from bgp.bfd.peers import BfdPeers
 from bgp.bird_control import command, parse_bfd_sessions
 from bgp.cli import run_reflector
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import ADDR, NODES, Fabric, Nodes, block, fabric, node_res, report

@@ -30,7 +30,7 @@ from bgp.bird_config import password_error, render_bird_config
 from bgp.bird_control import command, parse_protocols
 from bgp.bird_engine import check_config
 from bgp.cli import run_reflector
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, report

@@ -28,8 +28,8 @@ from pyroute2 import IPRoute
 
 from bgp import status as bgp_status
 from bgp.cli import run_reflector
-from bgp.config import build_node_view
 from bgp.speaker import Speaker
+from bgp.view import build_node_view
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
 from l3net.model.resource import Resource

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from bgp.config import IpamFacts, build_node_view
 from bgp.speaker import Speaker
+from bgp.view import IpamFacts, build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, block, fabric, pod_ip

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bgp.config import build_node_view
 from bgp.speaker import Speaker
+from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric

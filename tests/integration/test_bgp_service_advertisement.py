@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from bgp.config import build_node_view
 from bgp.speaker import Speaker
+from bgp.view import build_node_view
 from felix.calc import Model, compute
 from felix.desired import DesiredState
 from felix.links import Link

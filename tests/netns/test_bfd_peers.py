@@ -14,7 +14,7 @@ from bgp.bfd.packet import Diag, State
 from bgp.bfd.peers import BfdPeers, kernel_is_direct
 from bgp.bfd.session import SessionConfig
 from bgp.bfd.speaker import BfdSpeaker, PeerKey
-from bgp.config import NodeBGPView, build_node_view
+from bgp.view import NodeBGPView, build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
 from tests.netns_fixtures import NetnsFactory

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bgp.commands import teardown_command
-from bgp.config import build_node_view
 from bgp.speaker import Speaker
+from bgp.view import build_node_view
 from l3net.model.resource import Resource
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource
 from l3net.model.validate.bfd import BfdSettings, resolve_bfd

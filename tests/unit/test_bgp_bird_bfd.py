@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from bgp.bird_bfd import BIRD_DIAG, BirdBfdTracker
 from bgp.bird_control import BfdSessionState
 from bgp.bird_engine import BirdEngine
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from tests.unit.test_bgp_bird_config import CLIENTS, RRS, TO_RR
 from tests.unit.test_bgp_config import cfg
 

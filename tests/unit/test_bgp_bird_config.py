@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bgp.bird_config import password_error, protocol_name, render_bird_config
 from bgp.bird_control import parse_bfd_sessions, parse_protocols
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from l3net.model.resource import Resource
 from tests.unit.test_bgp_config import cfg, node, peer
 

@@ -1,4 +1,4 @@
-"""bgp.config: peer sets as Calico computes them, and the ExaBGP text (golden files)."""
+"""bgp.view, bgp.peer_checks, bgp.exabgp_config: peer sets as Calico computes them, the ExaBGP text (golden)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from bgp.config import (
+from bgp.exabgp_config import exabgp_env, render_exabgp_config
+from bgp.peer_checks import check_bgp_peer
+from bgp.view import (
     PEER_GLOBAL,
     PEER_MESH,
     PEER_NODE,
     PEER_RR,
     build_node_view,
-    check_bgp_peer,
-    exabgp_env,
-    render_exabgp_config,
 )
 from l3net.model.resource import Resource
 from l3net.model.values import parse_duration, parse_peer_ip

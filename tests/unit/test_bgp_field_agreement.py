@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bgp.config import NodeBGPView, PeerSpec, build_node_view
+from bgp.view import NodeBGPView, PeerSpec, build_node_view
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bgp.config import build_node_view
 from bgp.events import Announce, GracefulRestartCap, OpenEvent, PathAttrs, UpdateEvent, parse_line
 from bgp.rib import Rib
 from bgp.speaker import Speaker
+from bgp.view import build_node_view
 from l3net.model.resource import Resource
 
 pytestmark = pytest.mark.unit

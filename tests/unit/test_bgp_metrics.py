@@ -47,7 +47,7 @@ def test_speaker_updates_session_prefix_and_restart_metrics(tmp_path: Path) -> N
         assert value("l3net_bgp_stale_routes_swept_total", node=node) == before_swept + 1
         assert sp.stats["updates_received"] == 2
         # a peer that leaves the view leaves the registry
-        from bgp.config import build_node_view
+        from bgp.view import build_node_view
         from tests.unit.test_bgp_graceful import NODES
         sp.set_view(build_node_view("n2", NODES[1:], [], []))
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="up") is None

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from bgp import status as bgp_status
 from bgp.advertised import Advertised
 from bgp.commands import Advertisement
-from bgp.config import IpamFacts, build_node_view
 from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
 from bgp.peer_status import PeerRecord
 from bgp.policy import FILTERED, REJECT_ALL, FilterRule, PeerFacts, filter_verdict, import_reason, rules_of
 from bgp.rib import Rib
 from bgp.secrets import SecretReader, write_private
 from bgp.speaker import Speaker
+from bgp.view import IpamFacts, build_node_view
 from l3net.cli.ctl import render
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bgp.config import PeerSpec
 from bgp.events import Announce, PathAttrs, UpdateEvent
 from bgp.reflector import reflect
 from bgp.rib import Rib
+from bgp.view import PeerSpec
 
 pytestmark = pytest.mark.unit
 

@@ -1,7 +1,7 @@
 """Nothing a field sends to ExaBGP becomes code: property tests against ExaBGP 5's own parsers.
 
 Every field that reaches ExaBGP's configuration or API text is fed arbitrary strings. Each
-either fails validation (the model's document check or ``bgp.config``'s own) or renders to
+either fails validation (the model's document check or ``bgp.peer_checks``) or renders to
 text that ExaBGP's configuration parser loads into exactly the intended objects: the one
 ``l3net-bridge`` process with the intended argv, the intended neighbours, the intended
 password bytes. The payloads of issue 13 are regression cases.
@@ -24,12 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bgp.commands import Advertisement, announce_batch_command, announce_command, eor_command, withdraw_batch_command
-from bgp.config import (
-    PROCESS_NAME,
-    build_node_view,
-    check_bgp_peer,
-    render_exabgp_config,
-)
+from bgp.exabgp_config import PROCESS_NAME, render_exabgp_config
+from bgp.peer_checks import check_bgp_peer
+from bgp.view import build_node_view
 from l3net.errors import ValidationError
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document

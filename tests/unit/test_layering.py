@@ -154,7 +154,7 @@ def test_the_reader_sees_every_kind_of_import() -> None:
 import felix.calc
 from typing import TYPE_CHECKING
 if TYPE_CHECKING:
-    from bgp.config import PeerView
+    from bgp.view import PeerSpec
 from . import sibling
 from ..keys import KeyLayout
 
@@ -164,9 +164,9 @@ def later() -> None:
     importlib.import_module("bench.cli")
 """
     names = set(_imported_names("l3net.ipam.pools", False, source))
-    assert {"felix.calc", "bgp.config.PeerView", "l3net.ipam.sibling", "l3net.keys.KeyLayout",
+    assert {"felix.calc", "bgp.view.PeerSpec", "l3net.ipam.sibling", "l3net.keys.KeyLayout",
             "policy.compiler", "bench.cli"} <= names
-    assert {_resolve(n) for n in names} >= {"felix.calc", "bgp.config", "l3net.keys", "policy.compiler",
+    assert {_resolve(n) for n in names} >= {"felix.calc", "bgp.view", "l3net.keys", "policy.compiler",
                                              "bench.cli"}
 
 

@@ -1,4 +1,4 @@
-"""bgp.config: a node's BGP peer set from the datastore's resources, and its ExaBGP configuration.
+"""bgp.view: a node's BGP peer set (:class:`NodeBGPView`) from the datastore's resources.
 
 Pure and deterministic (golden-file tested): ``build_node_view`` turns Node,
 BGPConfiguration and BGPPeer resources into a :class:`NodeBGPView` the way
@@ -22,29 +22,26 @@ the node's subnets (unless ``ebgpMultihop``) and a ``secretKeyRef`` password tha
 be read (``bgp.secrets``). Each peer carries its BGPFilter rules and prefix limit; the
 view carries the IPAM facts the import defaults need (``guard``, see ``bgp.policy``).
 
-Rendering (``render_exabgp_config``) writes only re-serialised values: see
-``docs/security.md``.
+The checks of a BGPPeer's values live in :mod:`bgp.peer_checks`; ExaBGP's configuration
+text is rendered from the view by :mod:`bgp.exabgp_config`.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgp.peer_checks import check_bgp_peer, password_problem, resolve_password
 from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
 from bgp.secrets import SecretReader
-from bgp.selectors import compile_selector, selector_error
+from bgp.selectors import compile_selector
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
 from l3net.model.validate.bfd import BfdSettings, resolve_bfd
 from l3net.model.values import (
-    MAX_ASN,
-    MAX_RESTART_TIME,
     hold_time,
     is_community,
     keepalive_reason,
@@ -171,126 +168,6 @@ def _subnet(value: Any) -> str | None:
         return str(ipaddress.ip_interface(value).network)
     except ValueError:
         return None
-
-
-def canonical_ip(value: str) -> str:
-    """``value`` re-serialised from its integer (no scope ID, no stray text); ValueError otherwise."""
-    if not isinstance(value, str) or "%" in value:
-        raise ValueError(f"not an IP address without scope: {value!r}")
-    addr = ipaddress.ip_address(value)
-    return str(type(addr)(int(addr)))
-
-
-# -- validation ----------------------------------------------------------------------------
-MAX_PASSWORD_BYTES = 80
-
-
-def password_problem(pw: Any) -> str:
-    """Why a ``password``/``nodeMeshPassword`` value cannot be used ("" when fine); never quotes the value."""
-    if pw is None:
-        return ""
-    if not isinstance(pw, Mapping):
-        return "must be {value: ...} or {secretKeyRef: {name, key}}"
-    if ("value" in pw) == ("secretKeyRef" in pw):
-        return "set exactly one of value and secretKeyRef"
-    if "value" in pw:
-        v = pw["value"]
-        if not isinstance(v, str):
-            return "value must be a string"
-        try:
-            size = len(v.encode("utf-8"))
-        except UnicodeEncodeError:
-            return "value is not valid UTF-8 (not shown)"
-        if not 1 <= size <= MAX_PASSWORD_BYTES:
-            return f"value must be 1..{MAX_PASSWORD_BYTES} bytes of UTF-8, not {size} (not shown)"
-        return ""
-    ref = pw["secretKeyRef"]
-    if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str) or not isinstance(ref.get("key"), str):
-        return "secretKeyRef needs string name and key"
-    return ""
-
-
-def resolve_password(pw: Any, secrets: SecretReader | None) -> str | None:
-    """The password text of a checked ``password`` value; ValueError (without the value) when unavailable."""
-    if not pw:
-        return None
-    if "value" in pw:
-        return str(pw["value"])
-    if secrets is None:
-        raise ValueError("secretKeyRef given but no secrets directory is configured (bgp_secrets_dir)")
-    return secrets.read(pw["secretKeyRef"]["name"], pw["secretKeyRef"]["key"])
-
-# The BGPPeer fields written as text, and their parser (a value it refuses is refused at its path).
-_PEER_VALUES: tuple[tuple[str, Callable[[Any], object]], ...] = (
-    ("asNumber", parse_asn), ("holdTime", hold_time), ("keepaliveTime", parse_duration),
-    ("maxRestartTime", restart_time))
-
-
-def check_bgp_peer(spec: Mapping[str, Any], document: str = "") -> list[FieldError]:
-    """Every reason a BGPPeer spec cannot be right (empty when it is fine)."""
-    if not isinstance(spec, Mapping):
-        return [FieldError(path="spec", reason="must be a mapping", document=document)]
-    found = [*_peer_identity_problems(spec), *_peer_value_problems(spec), *_peer_shape_problems(spec)]
-    return [FieldError(path=f"spec.{path}", reason=reason, document=document) for path, reason in found]
-
-
-def _peer_identity_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Whom the peering is with: peerIP or peerSelector, node or nodeSelector, the selectors' grammar."""
-    out: list[tuple[str, str]] = []
-    has_ip, has_sel = bool(spec.get("peerIP")), bool(spec.get("peerSelector"))
-    if has_ip == has_sel:
-        out.append(("peerIP", "exactly one of peerIP and peerSelector must be set"))
-    if has_ip:
-        try:
-            parse_peer_ip(spec["peerIP"])
-        except ValueError as exc:
-            out.append(("peerIP", str(exc)))
-        if spec.get("asNumber") in (None, ""):
-            out.append(("asNumber", "required with peerIP"))
-    if spec.get("node") and spec.get("nodeSelector"):
-        out.append(("node", "node and nodeSelector are mutually exclusive"))
-    for key in ("nodeSelector", "peerSelector"):
-        reason = selector_error(spec[key]) if spec.get(key) else None
-        if reason:
-            out.append((key, f"invalid selector: {reason}"))
-    return out
-
-
-def _peer_value_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The grammars and ranges of l3net.model.values, which l3netctl's validation calls too."""
-    out: list[tuple[str, str]] = []
-    for key, parse in _PEER_VALUES:
-        if spec.get(key) is not None:
-            try:
-                parse(spec[key])
-            except ValueError as exc:
-                out.append((key, str(exc)))
-    if spec.get("holdTime") is not None and spec.get("keepaliveTime") is not None:
-        reason = keepalive_reason(spec["keepaliveTime"], spec["holdTime"])
-        if reason:
-            out.append(("keepaliveTime", reason))
-    reason = password_problem(spec.get("password"))
-    if reason:
-        out.append(("password", reason))
-    return out
-
-
-def _peer_shape_problems(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Integers, lists and enumerations of the remaining fields."""
-    out: list[tuple[str, str]] = []
-    for key, lo in (("ebgpMultihop", 1), ("maxPrefixes", 1)):
-        v = spec.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-            out.append((key, f"must be an integer >= {lo}"))
-    filters = spec.get("filters")
-    if filters is not None and (not isinstance(filters, list) or not all(isinstance(f, str) and f for f in filters)):
-        out.append(("filters", "must be a list of BGPFilter names"))
-    if spec.get("sourceAddress") not in (None, "UseNodeIP", "None"):
-        out.append(("sourceAddress", "must be UseNodeIP or None"))
-    ttl = spec.get("ttlSecurity")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= 255):
-        out.append(("ttlSecurity", "must be an integer 0..255"))
-    return out
 
 
 # -- view ----------------------------------------------------------------------------------
@@ -660,130 +537,3 @@ def _router_id_from_name(name: str) -> str:
 
     h = hashlib.sha1(name.encode()).digest()
     return str(ipaddress.IPv4Address(int.from_bytes(h[:4], "big") | 0x01000000))
-
-
-# -- ExaBGP rendering -------------------------------------------------------------------------
-PROCESS_NAME = "l3net-bridge"
-
-
-# What may appear in ExaBGP's configuration. ExaBGP un-escapes quoted strings before it
-# tokenises them, so no quoting is trusted: every value is re-serialised from a typed value
-# (addresses from integers, numbers from ints) or checked against a grammar with no quote,
-# space, ';', '{', '}', '#', '[' or ']' and no control character.
-_ARGV_WORD = re.compile(r"[A-Za-z0-9_./=+:@-]+")
-_NAME_WORD = re.compile(r"[A-Za-z0-9_]+")
-_NODE_WORD = re.compile(r"[A-Za-z0-9_.-]+")
-_PEER_TYPES = frozenset({PEER_MESH, PEER_GLOBAL, PEER_NODE, PEER_RR})
-
-
-def md5_base64(password: str) -> str:
-    """The password as ExaBGP's ``md5-base64`` form: the alphabet ``[A-Za-z0-9+/=]`` breaks no parser."""
-    return base64.b64encode(password.encode("utf-8")).decode("ascii")
-
-
-def _int(value: Any, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{what} must be an integer {lo}..{hi}, not {value!r}")
-    return value
-
-
-def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
-    """The ``neighbor`` block of ``p``; ValueError when any value is outside its grammar."""
-    if not _NAME_WORD.fullmatch(p.name) or p.peer_type not in _PEER_TYPES:
-        raise ValueError(f"peer name {p.name!r} or type {p.peer_type!r} is outside the grammar")
-    address = canonical_ip(p.address)
-    lines = [
-        f"neighbor {address} {{",
-        f'    description "{p.name} ({p.peer_type})";',
-        f"    router-id {ipaddress.IPv4Address(canonical_ip(view.router_id or ''))};",
-        f"    local-address {canonical_ip(p.local_address)};",
-        f"    local-as {_int(p.local_as, 1, MAX_ASN, 'local-as')};",
-        f"    peer-as {_int(p.peer_as, 1, MAX_ASN, 'peer-as')};",
-        f"    hold-time {_int(p.hold_time, 0, 65535, 'hold-time')};",
-        "    manual-eor true;",
-    ]
-    if p.keepalive_time is not None:
-        lines.append(f"    # keepaliveTime {int(p.keepalive_time)}s requested; ExaBGP sends keepalives every hold/3")
-    if p.port != BGP_PORT:
-        lines.append(f"    connect {_int(p.port, 1, 65535, 'port')};")
-    if p.passive:
-        lines.append("    passive true;")
-    if p.password:
-        lines.append(f"    md5-password {md5_base64(p.password)};")
-        lines.append("    md5-base64 true;")
-    if p.ttl_security:
-        lines.append(f"    incoming-ttl {_int(p.ttl_security, 1, 255, 'ttlSecurity')};")
-    if p.multihop:
-        lines.append(f"    outgoing-ttl {_int(p.multihop, 1, 255, 'ebgpMultihop')};")
-    lines.append("    capability {")
-    lines.append("        route-refresh;")
-    if p.graceful_restart:
-        lines.append(f"        graceful-restart {_int(p.restart_time, 1, MAX_RESTART_TIME, 'restart time')};")
-    lines.append("    }")
-    lines.append(f"    family {{ {'ipv6' if ':' in address else 'ipv4'} unicast; }}")
-    lines.append("    api {")
-    lines.append(f"        processes [ {PROCESS_NAME} ];")
-    lines.append("        neighbor-changes;")
-    lines.append("        receive { parsed; update; open; }")
-    lines.append("    }")
-    lines.append("}")
-    return lines
-
-
-def render_exabgp_config(view: NodeBGPView, helper_argv: list[str]) -> str:
-    """ExaBGP 5 configuration text for ``view``; the API process runs ``helper_argv``.
-
-    ExaBGP has no keepalive setting (it sends keepalives every hold/3), so
-    ``keepaliveTime`` is recorded as a comment only. ``manual-eor``: ExaBGP would send
-    End-of-RIB as soon as its (empty) configured table is out, before the speaker's
-    announcements arrive over the API, and a graceful-restart peer sweeps our routes on
-    that EOR; the speaker sends EOR itself after the full table. ``receive { open; }``
-    gives the speaker the peer's graceful-restart capability. MD5 passwords are written
-    base64-encoded (``md5-base64 true``): ExaBGP decodes them to the exact bytes.
-
-    A peer with a value outside its grammar (only possible if a caller bypassed
-    ``build_node_view``) is left out and logged; the rest is rendered.
-    """
-    bad = [a for a in helper_argv if not _ARGV_WORD.fullmatch(a)]
-    if bad:
-        raise ValueError(f"helper argv words must match {_ARGV_WORD.pattern}: {bad!r}")
-    lines = [
-        f"# generated by l3net for node {view.node if _NODE_WORD.fullmatch(view.node) else '?'}; do not edit",
-        f"process {PROCESS_NAME} {{",
-        f"    run {' '.join(helper_argv)};",
-        "    encoder json;",
-        "}",
-    ]
-    for p in view.peers:
-        try:
-            block = _neighbor_block(view, p)
-        except ValueError as exc:
-            _log.error("BGP peer left out of the ExaBGP configuration node=%s peer=%s reason=%s",
-                       view.node, p.name, exc)
-            continue
-        lines.append("")
-        lines.extend(block)
-    return "\n".join(lines) + "\n"
-
-
-EXABGP_REACTOR_SPEED = "2.5"   # idle poll of 25 ms
-
-
-def exabgp_env(view: NodeBGPView) -> dict[str, str]:
-    """Environment for the ExaBGP process of ``view`` (testbed-facts §3: root helper, no CLI pipe)."""
-    return {
-        "exabgp_daemon_user": "root",
-        "exabgp_daemon_daemonize": "false",
-        "exabgp_api_cli": "false",
-        "exabgp_api_ack": "true",
-        "exabgp_api_respawn": "true",
-        "exabgp_api_encoder": "json",
-        "exabgp_tcp_bind": " ".join(view.local_addresses),
-        "exabgp_tcp_port": str(view.listen_port),
-        "exabgp_log_destination": "stderr",
-        "exabgp_log_level": "WARNING" if view.log_severity.lower() in ("warning", "error", "fatal") else "INFO",
-        # ExaBGP's reactor polls every speed/100 s when idle (10 ms at its default 1.0: 2.3 % of a core
-        # doing nothing). Commands from the bridge and data on established sessions wake it at once;
-        # only a new incoming TCP connection and leftover API work wait up to one poll.
-        "exabgp_reactor_speed": EXABGP_REACTOR_SPEED,
-    }
