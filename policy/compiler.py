@@ -69,7 +69,6 @@ import base64
 import hashlib
 import ipaddress
 import logging
-import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -596,8 +595,8 @@ class PolicyCompiler:
     endpoints whose labels, namespace labels or addresses changed, and endpoint
     chains are re-rendered only when their interface, addresses or applying
     policies changed. Cache entries not used by the last call are dropped, so
-    memory follows the current inputs. Not thread-safe: one caller at a time
-    (:func:`compile_policy` serialises its shared instance). Never raises on
+    memory follows the current inputs. Not thread-safe: one caller at a time (its
+    owner, e.g. the agent's loop thread). Never raises on
     content; bad policies are logged and skipped.
     """
 
@@ -952,10 +951,6 @@ class PolicyCompiler:
         return fw, hash_rules(fw, fw_rules), tw, hash_rules(tw, tw_rules)
 
 
-_SHARED = PolicyCompiler()
-_SHARED_LOCK = threading.Lock()
-
-
 def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                    policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                    iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
@@ -964,14 +959,13 @@ def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[
                    fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
     """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
 
-    Uses ``compiler`` (or a process-wide shared :class:`PolicyCompiler`) so that
-    repeated calls with mostly unchanged inputs are cheap.
+    Uses ``compiler`` (its owner's, so that repeated calls with mostly unchanged inputs
+    are cheap) or, without one, a fresh :class:`PolicyCompiler`: a cold compile. There is
+    no process-wide compiler, so no caller's caches or lock are shared with another's.
     """
     opts: dict[str, Any] = {"iface_prefix": iface_prefix, "reverse_path_filter": reverse_path_filter,
                             "endpoint_to_host_action": endpoint_to_host_action, "failsafe_ports": failsafe_ports,
                             "fail_closed": fail_closed}
-    if compiler is not None:
-        return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
-    with _SHARED_LOCK:
-        return _SHARED.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
+    compiler = compiler if compiler is not None else PolicyCompiler()
+    return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
 

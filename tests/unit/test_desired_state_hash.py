@@ -50,3 +50,15 @@ def test_program_refuses_mutation_and_freezes_plain_inputs() -> None:
         prog.chains["filter"]["l3n-y"] = ("-j ACCEPT",)  # type: ignore[index]
     with pytest.raises(dataclasses.FrozenInstanceError):
         prog.policies = 3  # type: ignore[misc]
+
+
+def test_compile_policy_without_a_compiler_is_cold_every_time() -> None:
+    # No process-wide compiler: a call without one shares no caches with an earlier call.
+    assert _cold().policies_recompiled == 1
+    assert _cold().policies_recompiled == 1
+
+
+def _cold() -> PolicyProgram:
+    a = wep("a", "prod", "n2", "10.65.0.2", {"app": "db"})
+    pol = netpol("db", "prod", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{}]})
+    return compile_policy([a], [a], [pol], [ns("prod")])
