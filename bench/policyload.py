@@ -58,8 +58,8 @@ def dataplane_policies(count: int) -> list[Any]:
 
 def program_for(local: Sequence[Any], everyone: Sequence[Any], policies: Sequence[Any], *,
                 compiler: PolicyCompiler | None = None) -> Any:
-    """The node's policy program. ``compiler``: whose caches to use (None: the process-wide shared one,
-    which remembers every earlier call: pass a fresh :class:`PolicyCompiler` to time a cold compile)."""
+    """The node's policy program. ``compiler``: whose caches to use (None: a fresh one, a cold compile;
+    pass the same :class:`PolicyCompiler` again to time a warm one)."""
     return compile_policy(local, everyone, policies, [ns(K8S_NAMESPACE, {"name": K8S_NAMESPACE})],
                           compiler=compiler)
 

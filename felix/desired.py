@@ -7,7 +7,11 @@ is an equality test and the loop can hand one value to several drivers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # annotations only: keeps this value module a leaf the drivers import cheaply
+    from bgp.config import NodeBGPView
+    from policy.compiler import PolicyProgram
 
 RouteKind = Literal["workload", "blackhole", "learned"]
 
@@ -60,15 +64,15 @@ class NatOutgoing:
 class DesiredState:
     """The whole dataplane this node should have, computed by :func:`felix.calc.compute`.
 
-    ``policy`` is a ``policy.compiler.PolicyProgram`` (None until policy is wired)
-    and ``bgp_view`` a ``bgp.config.NodeBGPView`` (None until BGP is wired).
+    ``policy`` (None until policy is wired) and ``bgp_view`` (None until BGP is wired)
+    are frozen dataclasses of tuples, frozensets and FrozenDicts, so the whole state hashes.
     """
 
     routes: frozenset[RouteSpec] = frozenset()
     interfaces: frozenset[InterfaceSpec] = frozenset()
     advertisements: frozenset[Advertisement] = frozenset()
-    policy: Any = None
-    bgp_view: Any = None
+    policy: PolicyProgram | None = None
+    bgp_view: NodeBGPView | None = None
     nat: NatOutgoing = NatOutgoing()
     # Counts the metrics and the readiness report show (not used by drivers).
     local_endpoints: int = 0

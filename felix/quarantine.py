@@ -27,7 +27,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import policy.compiler
@@ -178,8 +178,7 @@ class PolicyBuilder:
         program = policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
                                                  endpoint_to_host_action=action, failsafe_ports=failsafe,
                                                  compiler=self.compiler, fail_closed=frozenset(fail_closed))
-        program.applied_objects = applied
-        return program
+        return replace(program, applied_objects=applied)
 
 
 Apply = Callable[[policy.compiler.PolicyProgram], Awaitable[int]]

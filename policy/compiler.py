@@ -69,10 +69,9 @@ import base64
 import hashlib
 import ipaddress
 import logging
-import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
@@ -149,28 +148,66 @@ _MULTIPORT_SLOTS = 15  # iptables' multiport limit; a range takes two slots
 SetSpec = tuple[Any, ...]  # ("sel", Selector) | ("net", frozenset[str]) | ("named", proto, name)
 
 
-@dataclass
+class FrozenDict(dict[Any, Any]):
+    """A dict that refuses changes and hashes by content: a program is a value the loop compares and shares.
+
+    A dict subclass (not a bare Mapping) so it still equals, prints and JSON-encodes like the plain dicts
+    tests and tools already hold.
+    """
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))  # copy/pickle must not go through the refused __setitem__
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("FrozenDict is immutable: build a new one (dataclasses.replace on the program)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+
+Tables = Mapping[str, Mapping[str, Sequence[str]]]
+
+
+def _freeze_tables(tables: Tables) -> FrozenDict:
+    return FrozenDict((t, FrozenDict((c, tuple(rules)) for c, rules in chains.items())) for t, chains in tables.items())
+
+
+@dataclass(frozen=True)
 class PolicyProgram:
-    """The policy dataplane of one node, as data.
+    """The policy dataplane of one node, as data; immutable and hashable (a slice of ``DesiredState``).
 
     ``chains[table][chain]`` and ``hooks[table][kernel_chain]`` are rule bodies
     (iptables-restore syntax after ``-A <chain>``), each already carrying its
     ``l3n:`` hash comment; ``ipsets[name] = (type, members)``. ``policies`` counts
     the policies that compiled (both kinds); ``global_policies`` the GNPs among
     them. ``compile_seconds`` and ``policies_recompiled`` describe how it was made
-    and take no part in equality.
+    and take no part in equality. Plain dicts and lists may be passed in: they are
+    frozen at construction (FrozenDict of tuples).
     """
 
-    chains: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    hooks: dict[str, dict[str, list[str]]] = field(default_factory=dict)
-    ipsets: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    chains: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=FrozenDict)
+    hooks: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=FrozenDict)
+    ipsets: Mapping[str, tuple[str, frozenset[str]]] = field(default_factory=FrozenDict)
     policies: int = 0
     global_policies: int = 0
     compile_seconds: float = field(default=0.0, compare=False)
     policies_recompiled: int = field(default=0, compare=False)
     ipv6_unpoliced: tuple[str, ...] = ()  # "<namespace>/<name>" of local workloads with IPv6 addresses, sorted
     # Set by the agent's builder (felix.quarantine): the objects compiled in, by ref, at the content used.
-    applied_objects: dict[str, Any] = field(default_factory=dict, compare=False)
+    applied_objects: Mapping[str, Any] = field(default_factory=FrozenDict, compare=False)
+
+    def __post_init__(self) -> None:
+        # object.__setattr__: the documented way to normalise a frozen dataclass's fields at construction
+        object.__setattr__(self, "chains", _freeze_tables(self.chains))
+        object.__setattr__(self, "hooks", _freeze_tables(self.hooks))
+        object.__setattr__(self, "ipsets", FrozenDict((n, (kind, frozenset(members)))
+                                                      for n, (kind, members) in self.ipsets.items()))
+        object.__setattr__(self, "ipv6_unpoliced", tuple(self.ipv6_unpoliced))
+        object.__setattr__(self, "applied_objects", FrozenDict(self.applied_objects))
 
     @property
     def rule_count(self) -> int:
@@ -558,8 +595,8 @@ class PolicyCompiler:
     endpoints whose labels, namespace labels or addresses changed, and endpoint
     chains are re-rendered only when their interface, addresses or applying
     policies changed. Cache entries not used by the last call are dropped, so
-    memory follows the current inputs. Not thread-safe: one caller at a time
-    (:func:`compile_policy` serialises its shared instance). Never raises on
+    memory follows the current inputs. Not thread-safe: one caller at a time (its
+    owner, e.g. the agent's loop thread). Never raises on
     content; bad policies are logged and skipped.
     """
 
@@ -722,8 +759,8 @@ class PolicyCompiler:
         self._render_used(used, dirty, filter_chains, ipsets)
 
         program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter)
-        program.policies_recompiled = self.policies_recompiled - before
-        program.compile_seconds = time.perf_counter() - t0
+        program = replace(program, policies_recompiled=self.policies_recompiled - before,
+                          compile_seconds=time.perf_counter() - t0)
         _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
                    program.policies_recompiled, program.rule_count, program.compile_seconds)
         return program
@@ -858,19 +895,20 @@ class PolicyCompiler:
     def _program(self, filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
                  wildcard: str, reverse_path_filter: bool) -> PolicyProgram:
         """The program from the rendered chains and sets, with the kernel hooks (and rpfilter) that reach them."""
-        program = PolicyProgram(policies=sum(1 for _, c in self._policies.values() if c is not None),
+        chains: dict[str, dict[str, list[str]]] = {"filter": dict(sorted(filter_chains.items()))}
+        hooks: dict[str, dict[str, list[str]]] = {
+            "filter": {k: hash_rules(k, [f"-j {c}"])
+                       for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT), ("OUTPUT", CHAIN_OUTPUT))}}
+        if reverse_path_filter:
+            chains["raw"] = {CHAIN_PREROUTING: hash_rules(
+                CHAIN_PREROUTING, [f"-i {wildcard} -m rpfilter --invert -j DROP"])}
+            hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
+        program = PolicyProgram(chains=chains, hooks=hooks,
+                                policies=sum(1 for _, c in self._policies.values() if c is not None),
                                 global_policies=sum(1 for _, c in self._policies.values()
                                                     if c is not None and c.is_global),
                                 ipsets=dict(sorted(ipsets.items())),
                                 ipv6_unpoliced=tuple(sorted(f"{k[0]}/{k[1]}" for k in self._ipv6)))  # type: ignore[index]
-        program.chains["filter"] = dict(sorted(filter_chains.items()))
-        program.hooks["filter"] = {k: hash_rules(k, [f"-j {c}"])
-                                   for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT),
-                                                ("OUTPUT", CHAIN_OUTPUT))}
-        if reverse_path_filter:
-            program.chains["raw"] = {CHAIN_PREROUTING: hash_rules(
-                CHAIN_PREROUTING, [f"-i {wildcard} -m rpfilter --invert -j DROP"])}
-            program.hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
         return program
 
     def _note_ipv6(self, key: Hashable, wep: Resource) -> None:
@@ -913,10 +951,6 @@ class PolicyCompiler:
         return fw, hash_rules(fw, fw_rules), tw, hash_rules(tw, tw_rules)
 
 
-_SHARED = PolicyCompiler()
-_SHARED_LOCK = threading.Lock()
-
-
 def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                    policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                    iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
@@ -925,14 +959,13 @@ def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[
                    fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
     """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
 
-    Uses ``compiler`` (or a process-wide shared :class:`PolicyCompiler`) so that
-    repeated calls with mostly unchanged inputs are cheap.
+    Uses ``compiler`` (its owner's, so that repeated calls with mostly unchanged inputs
+    are cheap) or, without one, a fresh :class:`PolicyCompiler`: a cold compile. There is
+    no process-wide compiler, so no caller's caches or lock are shared with another's.
     """
     opts: dict[str, Any] = {"iface_prefix": iface_prefix, "reverse_path_filter": reverse_path_filter,
                             "endpoint_to_host_action": endpoint_to_host_action, "failsafe_ports": failsafe_ports,
                             "fail_closed": fail_closed}
-    if compiler is not None:
-        return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
-    with _SHARED_LOCK:
-        return _SHARED.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
+    compiler = compiler if compiler is not None else PolicyCompiler()
+    return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
 

@@ -358,7 +358,7 @@ class IptablesDriver:
         for name, rules in chains.items():
             if not name.startswith(CHAIN_PREFIX):
                 raise ValueError(f"chains[{table}][{name}]: not an {CHAIN_PREFIX} chain")
-            if name in state.chains and written.get(name) == rules:
+            if name in state.chains and written.get(name) == list(rules):  # rules may be a tuple (PolicyProgram)
                 continue  # the same strings as last time: nothing to hash
             want = [_hash_of(r) for r in rules]
             if state.chains.get(name) == want and name in state.chains:

@@ -52,9 +52,9 @@ def test_apply_programs_everything_and_second_apply_writes_nothing(kernel: FakeI
     assert _apply_all(ips, ipt, prog) == 3  # ipsets, filter, raw
     for table, chains in prog.chains.items():
         for chain, rules in chains.items():
-            assert kernel.tables[table][chain] == rules
+            assert kernel.tables[table][chain] == list(rules)
         for kchain, rules in prog.hooks[table].items():
-            assert kernel.tables[table][kchain][:len(rules)] == rules
+            assert kernel.tables[table][kchain][:len(rules)] == list(rules)
     assert kernel.tables["filter"]["FORWARD"][1:] == ["-s 198.51.100.0/24 -j FOREIGN", "-j ACCEPT"]
     assert kernel.tables["filter"]["FOREIGN"] == foreign_before
     assert {n: (k, frozenset(m)) for n, (k, m) in kernel.ipsets.items() if n.startswith("l3n")} == prog.ipsets
@@ -106,7 +106,7 @@ def test_bounded_retries_then_error(kernel: FakeIptables) -> None:
     kernel.fail_next = 2
     assert ipt.apply(prog.chains, prog.hooks) == 2
     assert len(sleeps) == 2 and sleeps[1] > sleeps[0] / 2 and ipt.errors == 2
-    assert kernel.tables["filter"]["l3n-FORWARD"] == prog.chains["filter"]["l3n-FORWARD"]
+    assert kernel.tables["filter"]["l3n-FORWARD"] == list(prog.chains["filter"]["l3n-FORWARD"])
     kernel.fail_next = 100
     with pytest.raises(IptablesError, match="failed 4 times"):
         IptablesDriver(kernel, backend="nft", max_retries=3, sleep=sleeps.append).remove_all()
@@ -164,7 +164,7 @@ def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: Fak
     assert (ipt.save_calls, ips.save_calls) == saves  # no iptables-save / ipset save on later applies
     for table, chains in changed.chains.items():
         for chain, rules in chains.items():
-            assert kernel.tables[table][chain] == rules
+            assert kernel.tables[table][chain] == list(rules)
     # someone deletes one of our chains' rules and one of our set members behind our back
     chain = next(c for c in kernel.tables["filter"] if c.startswith("l3n-tw-"))
     kernel.tables["filter"][chain].pop()
@@ -173,7 +173,7 @@ def test_cached_view_skips_saves_and_rereads_on_interval_and_failure(kernel: Fak
     assert _apply_all(ips, ipt, changed) == 0  # not seen before the refresh interval
     now[0] = 91.0
     assert _apply_all(ips, ipt, changed) == 2  # re-read: the set and the chain are repaired
-    assert kernel.tables["filter"][chain] == changed.chains["filter"][chain]
+    assert kernel.tables["filter"][chain] == list(changed.chains["filter"][chain])
     assert {n: (k, frozenset(m)) for n, (k, m) in kernel.ipsets.items() if n.startswith("l3n")} == changed.ipsets
     # a failed restore forgets the view: the retry re-reads first
     kernel.fail_next = 1
