@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: keeps this value module a leaf the drivers import cheaply
-    from bgp.config import NodeBGPView
+    from bgp.view import NodeBGPView
     from policy.compiler import PolicyProgram
 
 RouteKind = Literal["workload", "blackhole", "learned"]
