@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from bgp.config import build_node_view
+from bgp.view import build_node_view
 from felix.desired import DesiredState, RouteSpec
 from l3net.model import Resource
 from policy.compiler import PolicyCompiler, PolicyProgram, compile_policy
