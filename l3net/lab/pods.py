@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,17 @@ def install_cni(state: st.LabState) -> Path:
     if path.is_file() and path.read_text() == text:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".l3net-cni.tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o755)
-    os.replace(tmp, path)  # a runtime never runs half a file
+    # One temporary name per writer: pods are added from several threads at once (bench footprint), and
+    # a shared name let one writer's rename take the file another was about to rename.
+    fd, tmp_name = tempfile.mkstemp(prefix=".l3net-cni.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as tmp:
+            tmp.write(text)
+        os.chmod(tmp_name, 0o755)
+        os.replace(tmp_name, path)  # a runtime never runs half a file
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -28,3 +28,30 @@ def test_the_lab_installs_a_site_less_l3net_cni_once_and_it_runs_the_fallback_pl
     out = subprocess.run([str(path)], input=json.dumps(conf), env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "1.0.0" in json.loads(out.stdout)["supportedVersions"]
+
+
+def test_concurrent_installs_each_write_their_own_temporary_and_leave_one_whole_file(tmp_path: Path) -> None:
+    """Pods are added from several threads at once (bench footprint): one shared temporary name let a writer
+    lose its file to another's rename (FileNotFoundError). Every writer starting before the file exists must
+    succeed and leave exactly the binary, no temporaries."""
+    import threading
+
+    state = LabState(tmp_path, {"name": "t"})
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        barrier.wait()
+        try:
+            pods.install_cni(state)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in (tmp_path / "cni-bin").iterdir()) == ["l3net-cni"]
+    assert (tmp_path / "cni-bin" / "l3net-cni").read_text() == pods.cni_wrapper_text()
