@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +90,8 @@ class LabState:
         return cls(d, data)
 
     def save(self) -> None:
-        tmp = self.dir / (STATE_FILE + ".tmp")
+        # Per writer (process and thread): a save outside `locked` must not rename another writer's temporary.
+        tmp = self.dir / f"{STATE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
         os.replace(tmp, self.dir / STATE_FILE)
 
