@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,18 @@ settings.register_profile("l3net", deadline=None, database=None, suppress_health
 settings.load_profile("l3net")
 
 IS_ROOT = os.geteuid() == 0
+
+
+def _interrupt_on_sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a CI timeout, or someone stopping a slow run by PID) would end pytest without running a
+    # single finalizer, leaving the run's namespaces, veths and etcd servers behind. As KeyboardInterrupt
+    # it unwinds the running test and every fixture above it, as Ctrl-C does.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
 
 # `make test` sets this: there, a tool or privilege that .ci/setup provides is required, and the run
