@@ -37,13 +37,13 @@ from dataclasses import dataclass
 
 from bgp.view import NodeBGPView, PeerSpec
 from l3net.errors import FieldError
+from l3net.model.validate.bgp import MAX_PASSWORD_BYTES
 from l3net.model.values import MAX_ASN, MAX_RESTART_TIME
 
 _log = logging.getLogger(__name__)
 
 CONNECT_RETRY_TIME = 5
 ERROR_WAIT_TIME = (5, 30)
-MAX_PASSWORD_LENGTH = 80   # TCP MD5 keys are at most 80 bytes (Linux TCP_MD5SIG_MAXKEYLEN)
 # BIRD 2's lexer: a string is '"' [^"\n]* '"' with no escape sequences. We also refuse '\' (a later
 # BIRD may give it a meaning) and every control or non-ASCII character (keys must be the same bytes
 # on both ends, whatever the encoding of the peer's configuration).
@@ -54,8 +54,8 @@ def password_error(value: object) -> str | None:
     """None when ``value`` can be a BIRD MD5 password, else the reason."""
     if not isinstance(value, str) or not value:
         return "must be a non-empty string"
-    if len(value) > MAX_PASSWORD_LENGTH:
-        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
+    if len(value) > MAX_PASSWORD_BYTES:  # the characters allowed below are ASCII: one byte each
+        return f"must be at most {MAX_PASSWORD_BYTES} characters"
     bad = sorted({c for c in value if c not in _PASSWORD_CHARS})
     if bad:
         return f"may hold printable ASCII except '\"' and '\\' only; refused {''.join(map(repr, bad[:5]))}"

@@ -14,6 +14,7 @@ from typing import Any
 from bgp.secrets import SecretReader
 from bgp.selectors import selector_error
 from l3net.errors import FieldError
+from l3net.model.validate.bgp import MAX_PASSWORD_BYTES
 from l3net.model.values import (
     hold_time,
     keepalive_reason,
@@ -22,8 +23,6 @@ from l3net.model.values import (
     parse_peer_ip,
     restart_time,
 )
-
-MAX_PASSWORD_BYTES = 80
 
 
 def password_problem(pw: Any) -> str:
