@@ -32,7 +32,17 @@ settings.load_profile("l3net")
 IS_ROOT = os.geteuid() == 0
 
 
-def _interrupt_on_sigterm(_signum: int, _frame: object) -> None:
+_PYTEST_PID = os.getpid()
+
+
+def _interrupt_on_sigterm(signum: int, _frame: object) -> None:
+    if os.getpid() != _PYTEST_PID:
+        # A fork of pytest (pyroute2's netns helper is one, and pyroute2 ends it with SIGTERM) must die as
+        # before: unwinding there would run the suspended fixtures' finalizers in the child, which would
+        # delete the namespaces the parent's test is still using.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt("SIGTERM")
 
 

@@ -76,3 +76,48 @@ def test_without_the_handler_sigterm_skips_the_finalizers(tmp_path: Path) -> Non
     code, out = _run_and_terminate(tmp_path, [])
     assert code == -signal.SIGTERM
     assert not (out / "test-finalized").exists() and not (out / "session-finalized").exists()
+
+
+_FORKING_TEST = '''
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+OUT = Path({out!r})
+
+
+@pytest.fixture
+def resource():
+    yield
+    (OUT / "finalized").write_text(str(os.getpid()))
+
+
+def test_a_forked_child_dies_of_sigterm_without_running_the_parents_finalizers(resource):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(3)
+    time.sleep(0.2)
+    os.kill(child, signal.SIGTERM)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert [p.name for p in OUT.iterdir()] == []
+'''
+
+
+def test_a_fork_of_pytest_still_dies_of_sigterm(tmp_path: Path) -> None:
+    # pyroute2's namespace helper is a fork that pyroute2 ends with SIGTERM: unwinding there would run the
+    # parent's suspended fixture finalizers in the child (it deleted a live test's namespaces once).
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "test_fork.py").write_text(_FORKING_TEST.format(out=str(out)))
+    env = {k: v for k, v in os.environ.items() if k != "L3NET_STRICT_SKIPS"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.conftest",
+                           str(tmp_path / "test_fork.py")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Finalized once, by the parent (the child, had it unwound, would have written first and failed the test).
+    assert [p.name for p in out.iterdir()] == ["finalized"]
