@@ -1,11 +1,10 @@
 """felix.drivers.interfaces: host-side interface settings and the netlink link watcher.
 
-:class:`InterfaceDriver` owns the sysctls of workload interfaces (``proxy_arp=1``,
-``neigh/<if>/proxy_delay=0``, and, when the kernel has IPv6, ``accept_ra=0`` and
-``disable_ipv6=1``: policy is IPv4 only, so a workload's veth carries no IPv6 at all) and the
-node's ``ip_forward=1``. :class:`LinkWatcher` reports the node's links (name,
-index, up) from netlink, on its own thread, as a full snapshot after every change,
-so that a workload route is programmed only once its interface exists.
+:class:`InterfaceDriver` keeps the sysctls of workload interfaces and the node's
+(:mod:`l3net.workload_kernel` lists them: the CNI plugin writes the same ones at ADD).
+:class:`LinkWatcher` reports the node's links (name, index, up) from netlink, on its own
+thread, as a full snapshot after every change, so that a workload route is programmed only once
+its interface exists.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from felix.desired import InterfaceSpec
 from felix.links import Link
 from l3net import metrics
+from l3net.workload_kernel import NODE_SYSCTLS, interface_sysctls
 
 _log = logging.getLogger(__name__)
 
@@ -48,20 +48,6 @@ class ProcSysctls:
 
     def write(self, path: str, value: str) -> None:
         (self.root / path).write_text(value)
-
-
-def interface_sysctls(ifname: str) -> list[tuple[str, str, bool]]:
-    """``(path, value, required)`` for one workload interface (Calico's host-side settings)."""
-    return [
-        (f"net/ipv4/conf/{ifname}/proxy_arp", "1", True),
-        (f"net/ipv4/neigh/{ifname}/proxy_delay", "0", True),
-        (f"net/ipv6/conf/{ifname}/accept_ra", "0", False),
-        # Until l3net polices IPv6, a pod must not reach the node (or anything) over IPv6 link-local.
-        (f"net/ipv6/conf/{ifname}/disable_ipv6", "1", False),
-    ]
-
-
-GLOBAL_SYSCTLS = [("net/ipv4/ip_forward", "1")]
 
 
 class InterfaceDriver:
@@ -100,7 +86,7 @@ class InterfaceDriver:
     def apply(self, interfaces: Iterable[InterfaceSpec], links: Mapping[str, Link]) -> int:
         writes = 0
         if not self._global_done:
-            for path, value in GLOBAL_SYSCTLS:
+            for path, value in NODE_SYSCTLS:
                 writes += self._ensure(path, value, True)
             self._global_done = True
         wanted: set[tuple[str, int]] = set()

@@ -19,7 +19,7 @@ next refresh or link change, and never a failure of the apply. Any other write
 error (out of memory or buffer space, a lost answer, no permission) fails the
 apply, which the loop retries with bounded backoff.
 
-The wire format and the real socket are :mod:`felix.drivers.rtnl`; its public
+The wire format and the real socket are :mod:`l3net.rtnl`; its public
 names are re-exported here.
 """
 
@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from felix.desired import RouteSpec
-from felix.drivers.rtnl import (
+from l3net import metrics
+from l3net.constants import MAIN_TABLE, ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
+from l3net.rtnl import (
     CREATE,
     DELETE,
     NLM_F_ACK,
@@ -55,8 +57,7 @@ from felix.drivers.rtnl import (
     parse_route_dump,
     socket_netns,
 )
-from l3net import metrics
-from l3net.constants import MAIN_TABLE, ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
+from l3net.workload_kernel import workload_route
 
 __all__ = [
     "CREATE",
@@ -264,10 +265,7 @@ class RouteDriver:
             idx = spec.ifindex if spec.ifindex is not None else self.nl.link_index(spec.ifname or "")
             if idx is None:
                 return None
-            # IPv6 has no route scopes: the kernel stores and dumps every IPv6 route as universe, so
-            # asking for link there would make every resync see a difference and rewrite the route.
-            scope = SCOPE_UNIVERSE if ":" in dst else SCOPE_LINK
-            return KernelRoute(dst=dst, proto=self.proto, metric=self.metric, scope=scope, oif=idx)
+            return workload_route(dst, idx, proto=self.proto, metric=self.metric)
         if spec.kind == "blackhole":
             return KernelRoute(dst=dst, proto=self.proto, metric=self.metric, type=RTN_BLACKHOLE)
         if not spec.next_hops:

@@ -1,7 +1,8 @@
 """l3net.cni.dataplane: wire one workload the way Calico does, and take it apart again.
 
-Host side ``cali<hash>`` with MAC ee:ee:ee:ee:ee:ee, proxy ARP and no proxy
-delay, a /32 scope-link route (protocol ROUTE_PROTO) per address; pod side
+Host side ``cali<hash>`` with MAC ee:ee:ee:ee:ee:ee, the sysctls and the /32 route
+per address that :mod:`l3net.workload_kernel` defines (felix keeps the same ones, so
+the two writers share one kernel slot and never disagree); pod side
 ``CNI_IFNAME`` with the /32, a scope-link route to 169.254.1.1 and the default
 route via it. Runs in the namespace the plugin was started in (the node's);
 the pod's namespace is reached through its path. Raises DataplaneError (with
@@ -26,8 +27,9 @@ from l3net.constants import (
     ROUTE_PROTO,
     WORKLOAD_GATEWAY_V4,
     WORKLOAD_HOST_MAC,
-    WORKLOAD_ROUTE_METRIC,
 )
+from l3net.rtnl import DELETE, REPLACE, PyrouteNetlink, canonical_dst
+from l3net.workload_kernel import NODE_SYSCTLS, interface_sysctls, workload_route
 
 _log = logging.getLogger(__name__)
 
@@ -82,13 +84,32 @@ def _host_routes(ipr: IPRoute, ip: str) -> list[dict[str, object]]:
 
 
 def _write_sysctls(host_if: str) -> None:
-    l3netns.write_sysctl(f"net/ipv4/conf/{host_if}/proxy_arp", 1)
-    # Without this the first packets wait 0.3-0.6 s for the proxy-ARP reply (testbed-facts §3).
-    l3netns.write_sysctl(f"net/ipv4/neigh/{host_if}/proxy_delay", 0)
-    l3netns.write_sysctl("net/ipv4/ip_forward", 1)
-    # Policy is IPv4 only: no IPv6 on the host side (not even link-local), until l3net polices IPv6.
-    if os.path.exists(f"/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"):
-        l3netns.write_sysctl(f"net/ipv6/conf/{host_if}/disable_ipv6", 1)
+    """The sysctls felix keeps (l3net.workload_kernel), written now so the pod works before the agent sees it."""
+    for path, value in NODE_SYSCTLS:
+        l3netns.write_sysctl(path, value)
+    for path, value, required in interface_sysctls(host_if):
+        if required or os.path.exists(f"/proc/sys/{path}"):
+            l3netns.write_sysctl(path, value)
+
+
+def write_host_routes(idx: int, host_if: str, ips: list[str]) -> None:
+    """The pod's host /32s, as felix's route driver writes them (same builder, same codec): one kernel slot."""
+    with PyrouteNetlink() as nl:
+        outcomes = nl.write_batch([(REPLACE, workload_route(ip, idx)) for ip in ips])
+    failed = [f"{ip}: {err.strerror or err}" for ip, err in zip(ips, outcomes, strict=True) if err is not None]
+    if failed:
+        raise DataplaneError(f"host routes via {host_if}: " + "; ".join(failed))
+
+
+def _delete_our_routes(ips: list[str], oifs: tuple[int | None, ...]) -> bool:
+    """Delete our /32s (protocol ROUTE_PROTO) for ``ips`` whose interface is one of ``oifs``; True if any went."""
+    if not ips:
+        return False
+    wanted = {canonical_dst(ip) for ip in ips}
+    with PyrouteNetlink() as nl:
+        doomed = [r for r in nl.dump_routes() if r.dst in wanted and r.proto == ROUTE_PROTO and r.oif in oifs]
+        outcomes = nl.write_batch([(DELETE, r) for r in doomed])  # an error here: raced with another DEL
+    return any(err is None for err in outcomes)
 
 
 @dataclass(frozen=True)
@@ -138,13 +159,7 @@ def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int =
         pod.route("add", dst="0.0.0.0/0", gateway=WORKLOAD_GATEWAY_V4, oif=pidx, proto=ROUTE_PROTO)
         pod_mac = pod.link("get", index=pidx)[0].get_attr("IFLA_ADDRESS")
 
-    with IPRoute() as ipr:
-        idx = _link_index(ipr, host_if)
-        for ip in ips:
-            # The agent writes this same route (same metric, proto and table), so the two
-            # writers share one kernel slot instead of leaving two /32s.
-            ipr.route("replace", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK, proto=ROUTE_PROTO, table=MAIN_TABLE,
-                      priority=WORKLOAD_ROUTE_METRIC)
+    write_host_routes(idx, host_if, ips)
     _log.info("wired workload host_if=%s pod_if=%s ips=%s mtu=%d", host_if, pod_if, ",".join(ips), link_mtu)
     return Wired(host_if=host_if, pod_if=pod_if, pod_mac=pod_mac, mtu=link_mtu)
 
@@ -161,13 +176,7 @@ def teardown(host_if: str, ips: list[str] | None = None) -> bool:
             with contextlib.suppress(NetlinkError):  # raced with another DEL: already gone
                 ipr.link("del", index=idx)
                 removed = True
-        for ip in ips or []:
-            for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
-                if r.get("dst_len") == 32 and r.get_attr("RTA_DST") == ip and r.get("proto") == ROUTE_PROTO \
-                        and r.get_attr("RTA_OIF") in (None, idx):
-                    with contextlib.suppress(NetlinkError):
-                        ipr.route("del", dst=f"{ip}/32", table=MAIN_TABLE, proto=ROUTE_PROTO)
-                        removed = True
+    removed = _delete_our_routes(ips or [], (None, idx)) or removed
     if removed:
         _log.info("removed workload wiring host_if=%s", host_if)
     return removed
@@ -196,14 +205,7 @@ def teardown_in_container(netns_path: str, pod_if: str, ips: list[str] | None = 
         except (OSError, NetlinkError) as exc:
             # A namespace file whose namespace is gone (unmounted bind) cannot be entered: the pair died with it.
             _log.info("DEL: cannot enter %s (%s); the pair went with the namespace", netns_path, exc)
-    with IPRoute() as ipr:
-        for ip in ips or []:
-            for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE):
-                if r.get("dst_len") == 32 and r.get_attr("RTA_DST") == ip and r.get("proto") == ROUTE_PROTO \
-                        and r.get_attr("RTA_OIF") is None:
-                    with contextlib.suppress(NetlinkError):
-                        ipr.route("del", dst=f"{ip}/32", table=MAIN_TABLE, proto=ROUTE_PROTO)
-                        removed = True
+    removed = _delete_our_routes(ips or [], (None,)) or removed
     if removed:
         _log.info("removed workload wiring from the container side netns=%s ifname=%s", netns_path, pod_if)
     return removed

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from felix.desired import InterfaceSpec, RouteSpec
-from felix.drivers import rtnl as routes_mod
 from felix.drivers.interfaces import InterfaceDriver, LinkWatcher
 from felix.drivers.routes import (
     DELETE,
@@ -24,6 +23,7 @@ from felix.drivers.routes import (
 )
 from felix.links import Link
 from l3net import netns
+from l3net import rtnl as routes_mod
 from l3net.constants import ROUTE_PROTO
 
 pytestmark = pytest.mark.netns

@@ -1,4 +1,4 @@
-"""felix.drivers.rtnl: rtnetlink routes on the wire, and the raw socket that carries them.
+"""l3net.rtnl: rtnetlink routes on the wire, and the raw socket that carries them.
 
 Pure encode/decode of RTM_NEWROUTE/RTM_DELROUTE/RTM_GETROUTE messages and their
 NLMSG_ERROR answers (layouts from <linux/netlink.h> and <linux/rtnetlink.h>), the
@@ -7,7 +7,9 @@ canonical text of addresses and prefixes, and :class:`PyrouteNetlink`, the real
 whole batch of writes (one ``send`` per ~64 KiB, no per-route round trip), maps
 every error back to its route by sequence number, and refuses to touch anything
 unless its sockets sit in the target namespace (SIOCGSKNS). No diffing or
-caching here: that is :mod:`felix.drivers.routes`.
+caching here: that is :mod:`felix.drivers.routes`. It sits in the core because both writers of a
+workload's host route use it: the CNI plugin at ADD and felix's route driver afterwards
+(:mod:`l3net.workload_kernel` says what they write).
 """
 
 from __future__ import annotations
@@ -433,6 +435,12 @@ class PyrouteNetlink:
             raise
         self._seq = 0
         self._links: dict[str, int] = {}
+
+    def __enter__(self) -> PyrouteNetlink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._wsock is not None:
