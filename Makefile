@@ -39,7 +39,7 @@ test-e2e: setup
 
 # Drills that watch long timers or run for minutes (prints their figures).
 soak: setup
-	L3NET_STRICT_SKIPS=1 $(PYTEST) -q -s -p no:cacheprovider -m soak tests
+	L3NET_STRICT_SKIPS=1 $(PYTEST) -q -s -p no:cacheprovider --timeout=7200 -m soak tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
