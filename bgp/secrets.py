@@ -17,9 +17,10 @@ import re
 import stat
 from pathlib import Path
 
+from l3net.model.validate.bgp import MAX_PASSWORD_BYTES
+
 _log = logging.getLogger(__name__)
 
-MAX_BYTES = 80
 _KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
@@ -46,7 +47,7 @@ class SecretReader:
             if not stat.S_ISREG(st.st_mode):
                 raise ValueError(f"secret {name}/{key} is not a regular file")
             with open(path, "rb") as f:
-                raw = f.read(MAX_BYTES + 2)
+                raw = f.read(MAX_PASSWORD_BYTES + 2)
         except FileNotFoundError:
             raise ValueError(f"secret {name}/{key} not found under {base}") from None
         except OSError as exc:
@@ -57,8 +58,8 @@ class SecretReader:
                          path, stat.S_IMODE(st.st_mode))
         if raw.endswith(b"\n"):
             raw = raw[:-1]
-        if not 1 <= len(raw) <= MAX_BYTES:
-            raise ValueError(f"secret {name}/{key} must hold 1..{MAX_BYTES} bytes")
+        if not 1 <= len(raw) <= MAX_PASSWORD_BYTES:
+            raise ValueError(f"secret {name}/{key} must hold 1..{MAX_PASSWORD_BYTES} bytes")
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:

@@ -30,21 +30,22 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgp.peer_checks import check_bgp_peer, password_problem, resolve_password
+from bgp.peer_checks import check_bgp_peer, resolve_password
 from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
 from bgp.secrets import SecretReader
 from bgp.selectors import compile_selector
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
 from l3net.model.validate.bfd import BfdSettings, resolve_bfd
+from l3net.model.validate.bgp import BGP_CONFIGURATION_SPEC, bgp_configuration_name_check
+from l3net.model.validate.checker import Checker
 from l3net.model.values import (
     hold_time,
     is_community,
-    keepalive_reason,
     parse_asn,
     parse_duration,
     parse_peer_ip,
@@ -243,49 +244,57 @@ def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]
     return settings if settings.enabled else None
 
 
-def _read_timers(s: Mapping[str, Any], d: _Defaults, cluster: bool, doc: str, errors: list[FieldError]) -> None:
-    """The AS number and timers of one BGPConfiguration, by the parsers l3netctl's validation uses: a value
-    either parser refuses is refused here at its field, and the setting keeps its earlier value."""
-    def value(key: str, parse: Callable[[Any], int | float]) -> int | float | None:
-        if s.get(key) is None:
-            return None
-        try:
-            return parse(s[key])
-        except ValueError as exc:
-            errors.append(FieldError(path=f"spec.{key}", reason=str(exc), document=doc))
-            return None
+def check_bgp_configuration(name: str, spec: Any, document: str = "") -> list[FieldError]:
+    """Every reason a BGPConfiguration cannot be taken as it is: the model's own check and naming rule."""
+    if not isinstance(spec, Mapping):
+        return [FieldError(path="spec", reason="must be a mapping", document=document)]
+    checker = Checker(document)
+    out = BGP_CONFIGURATION_SPEC(checker, dict(spec), "spec")
+    bgp_configuration_name_check(checker, name, out if isinstance(out, dict) else dict(spec))
+    return checker.errors
 
-    asn = value("asNumber", parse_asn) if cluster else None
-    hold = value("holdTime", hold_time)
-    keepalive = value("keepaliveTime", parse_duration)
-    restart = value("restartTime", restart_time)
-    reason = keepalive_reason(s["keepaliveTime"], s["holdTime"]) if hold is not None and keepalive is not None else ""
-    if reason:
-        errors.append(FieldError(path="spec.keepaliveTime", reason=reason, document=doc))
-        keepalive = None
-    d.asn = int(asn) if asn is not None else d.asn
-    d.hold = int(hold) if hold is not None else d.hold
-    d.keepalive = int(keepalive) if keepalive is not None else d.keepalive
-    d.restart = int(restart) if restart is not None else d.restart
+
+# A refused item of these lists is left out by its reader; any other refused field is left out whole.
+_ITEMWISE = ("communities", "prefixAdvertisements")
+
+
+def _usable_fields(spec: Mapping[str, Any], problems: list[FieldError]) -> dict[str, Any]:
+    """The spec without the fields the model refused (each keeps its earlier value or the default) and
+    without nulls, which the model takes as absent."""
+    refused = {e.path.removeprefix("spec.").split(".")[0].split("[")[0] for e in problems}
+    return {k: v for k, v in spec.items() if v is not None and (k in _ITEMWISE or k not in refused)}
+
+
+def _read_timers(s: Mapping[str, Any], d: _Defaults, cluster: bool) -> None:
+    """The AS number and timers of one checked BGPConfiguration (refused fields already left out)."""
+    if cluster and s.get("asNumber") is not None:
+        d.asn = parse_asn(s["asNumber"])
+    if s.get("holdTime") is not None:
+        d.hold = hold_time(s["holdTime"])
+    if s.get("keepaliveTime") is not None:
+        d.keepalive = int(parse_duration(s["keepaliveTime"]))
+    if s.get("restartTime") is not None:
+        d.restart = restart_time(s["restartTime"])
 
 
 def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError],
                   secrets: SecretReader | None = None) -> _Defaults:
+    """The cluster's settings, then this node's over them; a field the model refuses is reported and skipped,
+    so one bad value never takes the mesh down."""
     d = _Defaults()
     by_name = {c.name: c for c in bgp_configs}
     for cfg in (by_name.get("default"), by_name.get(f"node.{node}")):
         if cfg is None:
             continue
-        s = cfg.spec or {}
         doc = cfg.ref if hasattr(cfg, "ref") else cfg.name
-        _read_timers(s, d, cfg.name == "default", doc, errors)
-        try:
-            _read_settings(s, d, cfg.name == "default")
-        except (ValueError, TypeError) as exc:
-            errors.append(FieldError(path="spec", reason=str(exc), document=doc))
+        problems = check_bgp_configuration(cfg.name, cfg.spec or {}, doc)
+        errors.extend(problems)
+        s = _usable_fields(cfg.spec or {}, problems) if isinstance(cfg.spec or {}, Mapping) else {}
+        _read_timers(s, d, cfg.name == "default")
+        _read_settings(s, d, cfg.name == "default")
         if s.get("nodeMeshPassword") is not None:
             _read_mesh_password(s["nodeMeshPassword"], d, doc, errors, secrets)
-        _read_communities(s, d, doc, errors)
+        _read_communities(s, d, problems)
     return d
 
 
@@ -306,26 +315,30 @@ def _read_settings(s: Mapping[str, Any], d: _Defaults, is_default: bool) -> None
 
 def _read_mesh_password(value: Any, d: _Defaults, doc: str, errors: list[FieldError],
                         secrets: SecretReader | None) -> None:
-    reason = password_problem(value)
     try:
-        if reason:
-            raise ValueError(reason)
         d.mesh_password = resolve_password(value, secrets)
     except ValueError as exc:
         # the mesh stays without a password rather than down: its peers refuse it until fixed
         errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
 
 
-def _read_communities(s: Mapping[str, Any], d: _Defaults, doc: str, errors: list[FieldError]) -> None:
-    named = {c.get("name"): c.get("value") for c in s.get("communities") or [] if isinstance(c, Mapping)}
+def _read_communities(s: Mapping[str, Any], d: _Defaults, problems: list[FieldError]) -> None:
+    """The communities of the prefix advertisements, leaving out every item the model refused (reported)."""
+    def refused(field: str, i: int) -> bool:
+        item = f"spec.{field}[{i}]"
+        return any(e.path == item or e.path.startswith((f"{item}.cidr", f"{item}.name", f"{item}.value"))
+                   or e.path == f"spec.{field}" for e in problems)
+
+    named = {c.get("name"): c.get("value") for i, c in enumerate(s.get("communities") or [])
+             if isinstance(c, Mapping) and not refused("communities", i)}
     for i, adv in enumerate(s.get("prefixAdvertisements") or []):
-        for j, ref in enumerate(adv.get("communities") or []):
-            value = named.get(ref, ref)
-            if not is_community(value):
-                errors.append(FieldError(path=f"spec.prefixAdvertisements[{i}].communities[{j}]",
-                                         reason=f"unknown community name or bad value: {ref!r}", document=doc))
-                continue
-            d.communities.append(Community(str(adv.get("cidr")), value))
+        if not isinstance(adv, Mapping) or refused("prefixAdvertisements", i):
+            continue
+        refs = adv.get("communities")
+        for ref in refs if isinstance(refs, list) else []:
+            value = named.get(ref, ref) if isinstance(ref, str) else None
+            if is_community(value):
+                d.communities.append(Community(str(adv["cidr"]), value))
 
 
 def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[Any],
@@ -447,10 +460,14 @@ class _ViewBuilder:
         s = res.spec or {}
         doc = res.ref if hasattr(res, "ref") else res.name
         problems = check_bgp_peer(s, doc)
-        if problems:
-            self.errors.extend(problems)
+        self.errors.extend(problems)
+        if any(not e.path.startswith("spec.bfd") for e in problems):
             _log.warning("BGPPeer refused peer=%s reasons=%s", res.name, "; ".join(str(p) for p in problems))
             return
+        if problems:
+            # Only its BFD settings are wrong: the peering runs without BFD rather than not at all.
+            _log.warning("BGPPeer runs without BFD peer=%s reasons=%s", res.name, "; ".join(str(p) for p in problems))
+            s = {k: v for k, v in s.items() if k != "bfd"}
         is_global = not s.get("node") and not s.get("nodeSelector")
         kind, prefix = (PEER_GLOBAL, "Global") if is_global else (PEER_NODE, "Node")
         if s.get("peerIP") and not _selects(s, self.me):

@@ -105,4 +105,4 @@ def test_view_reports_bad_bfd_and_runs_that_peer_without_it() -> None:
                                          "bfd": {"enabled": True, "minRxInterval": "1ms"}})]
     view = build_node_view("n1", NODES, [], peers)
     assert view.peer("10.0.0.254") is not None and view.peer("10.0.0.254").bfd is None  # type: ignore[union-attr]
-    assert [(e.path, "10ms..60s" in e.reason) for e in view.errors] == [("spec.bfd", True)]
+    assert [(e.path, "10ms..60s" in e.reason) for e in view.errors] == [("spec.bfd.minRxInterval", True)]

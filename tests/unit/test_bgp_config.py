@@ -136,14 +136,14 @@ def test_explicit_peer_wins_over_mesh_for_the_same_address() -> None:
 
 @pytest.mark.parametrize(("spec", "path"), [
     ({"peerIP": "10.0.0.300", "asNumber": 1}, "spec.peerIP"),
-    ({"peerIP": "10.0.0.3", "asNumber": 1, "peerSelector": "all()"}, "spec.peerIP"),
+    ({"peerIP": "10.0.0.3", "asNumber": 1, "peerSelector": "all()"}, "spec.peerSelector"),
     ({"peerIP": "10.0.0.3"}, "spec.asNumber"),
     ({"peerIP": "10.0.0.3", "asNumber": 0}, "spec.asNumber"),
     ({"peerSelector": "role ==", "nodeSelector": "all()"}, "spec.peerSelector"),
     ({"peerIP": "10.0.0.3", "asNumber": 1, "holdTime": "2s"}, "spec.holdTime"),
     ({"peerIP": "10.0.0.3", "asNumber": 1, "holdTime": "9s", "keepaliveTime": "9s"}, "spec.keepaliveTime"),
-    ({"peerIP": "10.0.0.3", "asNumber": 1, "password": {"value": ""}}, "spec.password"),
-    ({"peerIP": "10.0.0.3", "asNumber": 1, "node": "n1", "nodeSelector": "all()"}, "spec.node"),
+    ({"peerIP": "10.0.0.3", "asNumber": 1, "password": {"value": ""}}, "spec.password.value"),
+    ({"peerIP": "10.0.0.3", "asNumber": 1, "node": "n1", "nodeSelector": "all()"}, "spec.nodeSelector"),
     ({"peerIP": "10.0.0.3:99999", "asNumber": 1}, "spec.peerIP"),
 ])
 def test_bad_peer_is_refused_with_field_path_and_changes_nothing(spec: dict[str, object], path: str) -> None:

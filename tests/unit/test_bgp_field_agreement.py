@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from bgp.secrets import SecretReader
 from bgp.view import NodeBGPView, PeerSpec, build_node_view
 from l3net.errors import ValidationError
+from l3net.model.parity import PARITY
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
 
@@ -178,3 +180,148 @@ def test_the_regression_hold_time_one_and_a_half_minutes() -> None:
     assert view.errors == () and the_peer(view).hold_time == 90
     conf = config_view({"holdTime": "1.5m"})
     assert conf.errors == () and {p.hold_time for p in conf.peers} == {90}
+
+
+# -- every other field of both kinds ----------------------------------------------------------------
+# Values either side could take differently: type confusion (strings for numbers, numbers for booleans),
+# the ends of each range, enumerations in the wrong case, nested objects with a bad or unknown member.
+BFD_VALUES: list[Any] = [
+    {"enabled": True}, {"enabled": True, "minRxInterval": "300ms", "minTxInterval": "300ms", "multiplier": 3},
+    {"enabled": "yes"}, {"minRxInterval": "1ms"}, {"minTxInterval": "61s"}, {"multiplier": 0}, {"multiplier": 256},
+    {"multiplier": True}, {"enabled": True, "interval": "1s"}, "on", [],
+]
+PASSWORDS: list[Any] = [
+    {"value": "s3cret"}, {"value": "x" * 80}, {"value": "x" * 81}, {"value": ""}, {"value": "<redacted>"},
+    {"value": "\ud800"}, {"value": 5}, {"secretKeyRef": {"name": "bgp-secrets", "key": "mesh.pw"}},
+    {"secretKeyRef": {"name": "Bad_Name", "key": "pw"}}, {"secretKeyRef": {"name": "bgp-secrets", "key": ".."}},
+    {"secretKeyRef": {"name": "bgp-secrets"}}, {"value": "a", "secretKeyRef": {"name": "bgp-secrets", "key": "pw"}},
+    {}, "plain", {"value": "a", "extra": 1},
+]
+SELECTORS: list[Any] = ["all()", "role == 'tor'", "has(rack)", "role ==", "", "role == 'a' &&", 5, ["all()"]]
+PEER_FIELDS: dict[str, list[Any]] = {
+    "node": ["n1", "n2", "N1", "", "-n1", "n1.", "a" * 254, 5],
+    "nodeSelector": SELECTORS,
+    "peerSelector": SELECTORS,
+    "ebgpMultihop": [1, 2, 255, 256, 0, -1, True, "2", 2.0, 2.5],
+    "maxPrefixes": [1, 10_000_000, 10_000_001, 0, -5, True, "5", 5.0],
+    "ttlSecurity": [0, 1, 255, 256, -1, True, "1"],
+    "filters": [[], ["f1"], ["f1", "f2"], ["f1", "f1"], ["F_1"], [""], [5], "f1", {}],
+    "sourceAddress": ["UseNodeIP", "None", "none", "10.0.0.1", 5],
+    "keepOriginalNextHop": [False, True, "false", 0],
+    "password": PASSWORDS,
+    "bfd": BFD_VALUES,
+}
+SERVICE_IPS: list[Any] = [[{"cidr": "10.96.0.0/12"}], [{"cidr": "fd00:96::/108"}], [{"cidr": "10.96.0.1/12"}],
+                          [{"cidr": "bad"}], [{}], [{"cidr": "10.96.0.0/12", "x": 1}], "10.96.0.0/12", [5]]
+CONFIG_FIELDS: dict[str, list[Any]] = {
+    "nodeToNodeMeshEnabled": [True, False, "false", 0],
+    "listenPort": [179, 1, 65535, 0, 65536, "179", True, 179.0],
+    "logSeverityScreen": ["Debug", "Info", "Warning", "Error", "Fatal", "info", "Verbose", 5],
+    "gracefulRestart": [True, False, "true", 1],
+    "maxPrefixes": [1, 10_000_000, 10_000_001, 0, True, "5"],
+    "nodeMeshPassword": PASSWORDS,
+    "communities": [[{"name": "c1", "value": "64512:100"}], [{"name": "big", "value": "1:2:3"}],
+                    [{"name": "c1", "value": "64512:70000"}], [{"name": "C_1", "value": "1:1"}], [{"value": "1:1"}],
+                    [{"name": "c1"}], [{"name": ["c1"], "value": "1:1"}], "c1", [5]],
+    "prefixAdvertisements": [[{"cidr": "10.65.0.0/16", "communities": ["64512:1"]}],
+                             [{"cidr": "10.65.0.0/16", "communities": ["nope"]}], [{"cidr": "bad"}],
+                             [{"communities": ["1:1"]}], [{"cidr": "10.65.0.0/16", "communities": "1:1"}], [5],
+                             [{"cidr": "10.65.0.0/16", "communities": [["1:1"], {"a": 1}, 5]}]],
+    "serviceClusterIPs": SERVICE_IPS,
+    "serviceExternalIPs": SERVICE_IPS,
+    "serviceLoadBalancerIPs": SERVICE_IPS,
+    "bfd": BFD_VALUES,
+}
+SECRET = "from-the-secret"
+
+
+def paths(errors: Any) -> list[str]:
+    return sorted({e.path for e in errors})
+
+
+@pytest.fixture
+def secrets(tmp_path: Any) -> SecretReader:
+    (tmp_path / "bgp-secrets").mkdir()
+    (tmp_path / "bgp-secrets" / "mesh.pw").write_text(SECRET)
+    return SecretReader(tmp_path)
+
+
+def test_every_field_of_both_kinds_has_a_table() -> None:
+    """A field added to the model without a row here fails, so agreement stays total."""
+    timers = {"holdTime", "keepaliveTime", "maxRestartTime", "restartTime", "asNumber", "peerIP"}
+    assert set(PARITY["BGPPeer"]) == set(PEER_FIELDS) | (timers - {"restartTime"})
+    assert set(PARITY["BGPConfiguration"]) == set(CONFIG_FIELDS) | (timers - {"maxRestartTime", "peerIP"})
+
+
+def _cases(table: dict[str, list[Any]]) -> list[Any]:
+    return [pytest.param(f, v, id=f"{f}={v!r}"[:80]) for f, vs in table.items() for v in vs]
+
+
+# The BGPFilters the peers' ``filters`` may name (a missing one is a reference error, not a grammar).
+FILTERS = [Resource("BGPFilter", n, {"importV4": [{"action": "Accept"}]}) for n in ("f1", "f2")]
+
+
+@pytest.mark.parametrize(("field", "value"), _cases(PEER_FIELDS))
+def test_every_peer_field(field: str, value: Any, secrets: SecretReader) -> None:
+    spec = {"peerSelector": value} if field == "peerSelector" else {**PEER, field: value}
+    model, normalised = model_errors("BGPPeer", "p", spec)
+    view = build_node_view("n1", NODES, [], [Resource("BGPPeer", "p", spec)], FILTERS, secrets=secrets)
+    assert paths(view.errors) == model
+    ours = [p for p in view.peers if p.source == "BGPPeer/p"]
+    if model and not all(p.startswith("spec.bfd") for p in model):
+        assert ours == [], "a refused BGPPeer adds no peering"
+        return
+    if field in ("node", "nodeSelector", "peerSelector"):
+        return  # accepted; whether it selects n1 is the selector tests' business
+    p = the_peer(view)
+    if field == "bfd":
+        enabled = not model and isinstance(value, dict) and value.get("enabled") is True
+        assert (p.bfd is not None) == enabled, "refused BFD settings: the peering runs without BFD"
+    elif field == "password":
+        assert p.password == (value.get("value") or SECRET)
+    elif field == "maxPrefixes":
+        assert p.max_prefixes == normalised[field]
+    elif field == "ttlSecurity":
+        assert p.ttl_security == normalised[field]
+    elif field == "ebgpMultihop":
+        assert p.multihop in (None, normalised[field]), "kept for an eBGP peer off the node's subnets"
+    elif field == "filters":
+        assert len(p.import_rules) == len(normalised[field])
+
+
+@pytest.mark.parametrize(("field", "value"), _cases(CONFIG_FIELDS))
+def test_every_configuration_field(field: str, value: Any, secrets: SecretReader) -> None:
+    model, normalised = model_errors("BGPConfiguration", "default", {field: value})
+    view = build_node_view("n1", NODES, [Resource("BGPConfiguration", "default", {field: value})], [],
+                           secrets=secrets)
+    assert paths(view.errors) == model
+    mesh = view.peer("10.0.0.2")
+    if field == "nodeToNodeMeshEnabled" and not model and normalised[field] is False:
+        assert mesh is None
+        return
+    assert mesh is not None, "a refused field never takes the mesh down"
+    default = build_node_view("n1", NODES, [], [])
+    if model:   # refused: as if the field were absent
+        assert (view.listen_port, view.log_severity, view.peers, view.communities) == \
+            (default.listen_port, default.log_severity, default.peers, default.communities)
+    elif field == "listenPort":
+        assert view.listen_port == normalised[field]
+    elif field == "logSeverityScreen":
+        assert view.log_severity == normalised[field]
+    elif field == "gracefulRestart":
+        assert mesh.graceful_restart is normalised[field]
+    elif field == "maxPrefixes":
+        assert mesh.max_prefixes == normalised[field]
+    elif field == "nodeMeshPassword":
+        assert mesh.password == (value.get("value") or SECRET)
+    elif field == "prefixAdvertisements":
+        assert [c.value for c in view.communities] == list(value[0]["communities"])
+
+
+@pytest.mark.parametrize("field", ["asNumber", "nodeToNodeMeshEnabled", "serviceClusterIPs"])
+def test_a_node_configuration_may_not_set_cluster_wide_fields_on_either_side(field: str) -> None:
+    value = {"asNumber": 65001, "nodeToNodeMeshEnabled": False, "serviceClusterIPs": [{"cidr": "10.96.0.0/12"}]}[field]
+    model, _ = model_errors("BGPConfiguration", "node.n1", {field: value})
+    view = build_node_view("n1", NODES, [Resource("BGPConfiguration", "node.n1", {field: value})], [])
+    assert model == [f"spec.{field}"] == paths(view.errors)
+    assert view.as_number == 64512 and view.peer("10.0.0.2") is not None
