@@ -16,6 +16,7 @@ from bgp.graceful_restart import (
     Verdict,
     retention,
 )
+from tests.fakes.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -24,14 +25,6 @@ V4 = frozenset({"ipv4 unicast"})
 CAP = GracefulRestartCap(30, True, V4, V4)            # 30 s, forwarding kept
 NO_FWD = GracefulRestartCap(30, False, V4, frozenset())
 ON = PeerRestart(True, 120.0)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_retention_is_the_peer_time_capped_by_ours_and_zero_on_notification_or_off() -> None:
