@@ -146,7 +146,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "prometheusMetricsPort": implemented(_F, "port of the metrics endpoint", note=_RESTART),
         "defaultEndpointToHostAction": implemented(_F, "Drop, Accept or Return workload traffic to the host",
                                                    note=_LIVE),
-        "failsafeInboundHostPorts": implemented(_F, "ports always open to the host", note=_LIVE),
+        "failsafeInboundHostPorts": implemented(_F, "ports always open to the host", note=(
+            f"{_LIVE}; Calico opens them on host endpoints, which l3net does not have, so here they open "
+            "the host to workloads only with the agent's workload_to_host_failsafe")),
         "failsafeInboundHostPorts[].net": refused("10.0.0.0/8", "open the failsafe port from these addresses only",
                                                   "failsafe ports apply from every address"),
         "iptablesBackend": implemented(_F, "Legacy, NFT or Auto iptables", note=_RESTART),
@@ -168,8 +170,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "listenPort": implemented("bgp.view", "BGP listen port"),
         "logSeverityScreen": implemented("bgp.view", "BGP daemon log level"),
         "keepaliveTime": implemented("bgp.view", "BGP keepalive interval",
-                                     note="BIRD engine: as set; ExaBGP engine: ExaBGP sends keepalives every "
-                                          "holdTime/3 (validation keeps keepaliveTime at most that)"),
+                                     note="BIRD engine (reflectors): as set; the nodes' ExaBGP speakers send "
+                                          "keepalives every holdTime/3 whatever is set (validation only keeps it "
+                                          "below holdTime): a known gap"),
         "holdTime": implemented("bgp.view", "BGP hold time"),
         "gracefulRestart": implemented("bgp.view", "graceful restart capability"),
         "restartTime": implemented("bgp.view", "graceful restart time"),
