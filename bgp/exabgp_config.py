@@ -12,6 +12,7 @@ import logging
 import re
 from typing import Any
 
+from bgp.exabgp_run import keepalive_word
 from bgp.view import PEER_GLOBAL, PEER_MESH, PEER_NODE, PEER_RR, NodeBGPView, PeerSpec
 from l3net.constants import BGP_PORT
 from l3net.model.values import MAX_ASN, MAX_RESTART_TIME
@@ -51,6 +52,13 @@ def _int(value: Any, lo: int, hi: int, what: str) -> int:
     return value
 
 
+def _keepalive_word(p: PeerSpec) -> str:
+    """keepaliveTime, carried to :mod:`bgp.exabgp_run` in the description (ExaBGP has no keepalive setting)."""
+    if p.keepalive_time is None:
+        return ""
+    return " " + keepalive_word(_int(max(1, int(p.keepalive_time)), 1, 65535, "keepalive"))
+
+
 def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
     """The ``neighbor`` block of ``p``; ValueError when any value is outside its grammar."""
     if not _NAME_WORD.fullmatch(p.name) or p.peer_type not in _PEER_TYPES:
@@ -58,7 +66,7 @@ def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
     address = canonical_ip(p.address)
     lines = [
         f"neighbor {address} {{",
-        f'    description "{p.name} ({p.peer_type})";',
+        f'    description "{p.name} ({p.peer_type}){_keepalive_word(p)}";',
         f"    router-id {ipaddress.IPv4Address(canonical_ip(view.router_id or ''))};",
         f"    local-address {canonical_ip(p.local_address)};",
         f"    local-as {_int(p.local_as, 1, MAX_ASN, 'local-as')};",
@@ -66,8 +74,6 @@ def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
         f"    hold-time {_int(p.hold_time, 0, 65535, 'hold-time')};",
         "    manual-eor true;",
     ]
-    if p.keepalive_time is not None:
-        lines.append(f"    # keepaliveTime {int(p.keepalive_time)}s requested; ExaBGP sends keepalives every hold/3")
     if p.port != BGP_PORT:
         lines.append(f"    connect {_int(p.port, 1, 65535, 'port')};")
     if p.passive:

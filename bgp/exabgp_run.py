@@ -31,6 +31,11 @@ cProfile inside ExaBGP at 100 clients x 64 prefixes (bench reflector_scale):
 - ``Configuration.inject_change`` tested ``neighbor_name in peers`` on a list for every neighbour,
   per route: N^2 string comparisons per route (4 % of its time). A set gives the same answer.
 
+One change is a feature rather than a saving: ExaBGP has no keepalive setting (it always sends
+keepalives every hold/3), so Calico's ``keepaliveTime`` travels in the neighbour's description
+(``keepalive 1s``, :func:`keepalive_word`) and :func:`patch_keepalive` sets the session's send
+timer from it, as long as it stays below the negotiated hold time.
+
 Why sharing is safe (read in exabgp 5.0.15): nothing mutates a change after it is injected. The
 API builds fresh change objects for every command and sets their action before injecting them;
 ``OutgoingRIB.del_from_rib`` deep-copies before it flips the action to withdraw; the update
@@ -42,6 +47,7 @@ line it was read in (:data:`PATCHED_SERIES`); any other version runs unmodified,
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -177,9 +183,51 @@ def _presort_update_nlris() -> None:
     Update._split_nlris = split_nlris
 
 
+_KEEPALIVE = re.compile(r"\bkeepalive (\d{1,5})s\b")
+
+
+def keepalive_word(seconds: int) -> str:
+    """How a neighbour's description carries its keepaliveTime (whole seconds: ExaBGP's timer ticks in them)."""
+    return f"keepalive {int(seconds)}s"
+
+
+def keepalive_interval(description: str, hold: int) -> int | None:
+    """The keepalive interval a neighbour asked for in its description, for the negotiated hold time.
+
+    None means ExaBGP's own hold/3: nothing asked, or no keepalives at all (hold 0), or a peer that
+    negotiated a hold time the asked interval does not fit under (the session would expire).
+    """
+    m = _KEEPALIVE.search(description or "")
+    if m is None or hold <= 0:
+        return None
+    asked = int(m.group(1))
+    return asked if 1 <= asked < hold else None
+
+
+def patch_keepalive() -> bool:
+    """Send keepalives at the neighbour's keepaliveTime (BGPConfiguration/BGPPeer) instead of always hold/3."""
+    from exabgp.reactor.keepalive import KA
+    from exabgp.version import release
+
+    if not release.startswith(PATCHED_SERIES):
+        _log.warning("ExaBGP %s is not %sx: keepalives at hold/3 whatever keepaliveTime says", release, PATCHED_SERIES)
+        return False
+    original = KA.__init__
+
+    def init(self: Any, session: Any, proto: Any) -> None:
+        original(self, session, proto)
+        interval = keepalive_interval(str(proto.neighbor["description"]), int(proto.negotiated.holdtime))
+        if interval is not None:
+            self.send_timer.keepalive = interval
+
+    KA.__init__ = init
+    return True
+
+
 def main() -> None:
     patch_remove_self()
     patch_api_fan_out()
+    patch_keepalive()
     from exabgp.application.main import main as exabgp_main
 
     sys.argv[0] = "exabgp"

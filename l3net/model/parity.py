@@ -170,9 +170,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "listenPort": implemented("bgp.view", "BGP listen port"),
         "logSeverityScreen": implemented("bgp.view", "BGP daemon log level"),
         "keepaliveTime": implemented("bgp.view", "BGP keepalive interval",
-                                     note="BIRD engine (reflectors): as set; the nodes' ExaBGP speakers send "
-                                          "keepalives every holdTime/3 whatever is set (validation only keeps it "
-                                          "below holdTime): a known gap"),
+                                     note="BIRD engine: as set; ExaBGP (nodes and the exabgp engine): whole "
+                                          "seconds, at least 1, through bgp.exabgp_run; below the negotiated "
+                                          "hold time, else hold/3"),
         "holdTime": implemented("bgp.view", "BGP hold time"),
         "gracefulRestart": implemented("bgp.view", "graceful restart capability"),
         "restartTime": implemented("bgp.view", "graceful restart time"),

@@ -525,5 +525,44 @@ def test_frr_ebgp_peer_exchanges_routes_both_ways(fabric: Fabric, tmp_path: Path
     run_async(scenario())
 
 
+def keepalives_sent(fabric: Fabric, src: str, dst: str, seconds: float) -> int:
+    """BGP KEEPALIVEs (19-byte messages of type 4) ``src`` sends to ``dst`` within ``seconds``, seen by tcpdump."""
+    payload = "(ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2))"
+    bgp_type = "tcp[((tcp[12] & 0xf0) >> 2) + 18]"
+    flt = f"src host {ADDR[src]} and dst host {ADDR[dst]} and tcp port 179 and {payload} == 19 and {bgp_type} == 4"
+    proc = subprocess.Popen(netns.nsenter_cmd(fabric.ns[src], ["tcpdump", "-i", "eth0", "-nn", "-l", "-q", flt]),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    fabric.factory.pids.append(proc.pid)
+    try:
+        time.sleep(seconds)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_keepalive_time_sets_how_often_exabgp_sends_keepalives(fabric: Fabric, tmp_path: Path,
+                                                               record_property) -> None:
+    """keepaliveTime reaches the wire: 1 s sends about six keepalives in 6 s, hold/3 (10 s) at most one."""
+    pair = ("n1", "n2")
+    nodes = [node_res(n) for n in pair]
+
+    async def count(name: str, timers: dict[str, object]) -> int:
+        ns = Nodes(fabric, tmp_path / name)
+        try:
+            await ns.start(pair, nodes, [Resource("BGPConfiguration", "default", {**timers, "gracefulRestart": False})],
+                           [])
+            await wait_for_async(lambda: ns.learned_everything(pair), 20, "the session up, routes both ways")
+            return await asyncio.to_thread(keepalives_sent, fabric, "n1", "n2", 6.0)
+        finally:
+            await ns.stop()
+
+    asked = asyncio.run(count("asked", {"holdTime": "30s", "keepaliveTime": "1s"}))
+    default = asyncio.run(count("default", {"holdTime": "30s"}))
+    record_property("keepalives_in_6s", {"keepaliveTime 1s": asked, "hold/3": default})
+    assert asked >= 4, f"{asked} keepalives in 6 s with keepaliveTime 1s"
+    assert default <= 1, f"{default} keepalives in 6 s at ExaBGP's hold/3 = 10 s"
+
+
 def test_addresses_are_distinct() -> None:
     assert len({ipaddress.ip_address(a) for a in ADDR.values()}) == len(ADDR)

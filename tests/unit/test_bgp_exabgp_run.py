@@ -135,3 +135,37 @@ def test_route_echo_logs_count_the_neighbours_instead_of_naming_each() -> None:
     for other in (f"invalid route for {NAMES[0]} : {route}", "teardown scheduled for neighbor 10.1.0.1",
                   "route added to nothing"):
         assert short_route_log(other) == other
+
+
+@pytest.mark.parametrize(("description", "hold", "interval"), [
+    ("Mesh_10_0_0_2 (node-to-node mesh) keepalive 1s", 9, 1),
+    ("Mesh_10_0_0_2 (node-to-node mesh) keepalive 8s", 9, 8),
+    ("Mesh_10_0_0_2 (node-to-node mesh) keepalive 9s", 9, None),    # not below the hold: ExaBGP's hold/3
+    ("Mesh_10_0_0_2 (node-to-node mesh) keepalive 5s", 3, None),    # the peer negotiated a shorter hold
+    ("Mesh_10_0_0_2 (node-to-node mesh) keepalive 1s", 0, None),    # hold 0: no keepalives at all
+    ("Mesh_10_0_0_2 (node-to-node mesh)", 9, None),
+    ("Global_x (global) keepalive 0s", 9, None),
+    ("Global_x (global) nokeepalive 1s", 9, None),
+    ("", 9, None),
+])
+def test_keepalive_interval_from_the_description(description: str, hold: int, interval: int | None) -> None:
+    from bgp.exabgp_run import keepalive_interval
+
+    assert keepalive_interval(description, hold) == interval
+
+
+def test_keepalive_patch_sets_the_send_timer_from_the_neighbour(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.bgp.message.open.holdtime import HoldTime
+    from exabgp.reactor.keepalive import KA
+
+    from bgp import exabgp_run
+
+    monkeypatch.setattr(KA, "__init__", KA.__init__)   # undone after the test
+    assert exabgp_run.patch_keepalive()
+
+    def proto(description: str) -> object:
+        return type("P", (), {"neighbor": {"description": description},
+                              "negotiated": type("N", (), {"holdtime": HoldTime(9)})()})()
+
+    assert KA(lambda: "s", proto("Mesh_x (node-to-node mesh) keepalive 1s")).send_timer.keepalive == 1
+    assert KA(lambda: "s", proto("Mesh_x (node-to-node mesh)")).send_timer.keepalive == 3, "ExaBGP's own hold/3"
