@@ -91,3 +91,8 @@ def forwarding_changes(lines: list[str]) -> list[str]:
     address detection, a second or more after the link came up). No l3net component writes or removes
     those, so a "not one route changed" check must not count them."""
     return [x for x in lines if not (" table local " in x and " proto kernel " in x)]
+
+
+def deleted(lines: list[str], prefix: str) -> list[str]:
+    """The monitored lines that delete a route to ``prefix``."""
+    return [x for x in lines if x.startswith("Deleted") and prefix in x.split()]

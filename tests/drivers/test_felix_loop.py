@@ -6,58 +6,23 @@ import asyncio
 import concurrent.futures
 import errno
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from felix.addtrace import STAGES, TraceBook
-from felix.calc import Model
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
 from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop, withdraws_any
 from l3net import metrics
-from l3net.constants import ROUTE_PROTO, WORKLOAD_ROUTE_METRIC
-from l3net.keys import KeyLayout
-from l3net.model.resource import Resource
-from l3net.model.validation import workload_endpoint_name
+from l3net.constants import ROUTE_PROTO
+from tests.drivers.loop_builders import BASE, KEYS, M, Upd, affinity, pooled_model, wep
 from tests.fakes.clock import FakeClock
 from tests.fakes.netlink import FakeNetlink
 from tests.fakes.sysctls import FakeSysctls
 
 pytestmark = pytest.mark.drivers
-
-M = WORKLOAD_ROUTE_METRIC
-KEYS = KeyLayout("/t/")
-
-
-@dataclass
-class Upd:
-    key: str
-    value: bytes | None
-    revision: int = 1
-
-
-def wep(pod: str, node: str, ip: str, iface: str) -> Upd:
-    name = workload_endpoint_name(node, pod, "eth0")
-    res = Resource(kind="WorkloadEndpoint", name=name, namespace="default",
-                   spec={"node": node, "orchestrator": "k8s", "workload": "", "pod": pod, "endpoint": "eth0",
-                         "ipNetworks": [ip], "interfaceName": iface})
-    return Upd(KEYS.resource("workloadendpoints", name, "default"), res.to_json())
-
-
-def pooled_model(cidr: str = "10.65.0.0/16") -> Model:
-    """A model that already holds the IPPool the tests' workloads live in (the agent routes pool addresses only)."""
-    m = Model(KEYS)
-    m.apply([Upd(KEYS.resource("ippools", "test-pool"), Resource(kind="IPPool", name="test-pool",
-                                                                 spec={"cidr": cidr}).to_json())])
-    return m
-
-
-def affinity(node: str, cidr: str, state: str = "confirmed") -> Upd:
-    return Upd(KEYS.affinity(node, cidr), json.dumps({"state": state}).encode())
-
 
 NO_GRACE = LoopConfig(startup_sweep_delay=0)
 
@@ -84,11 +49,6 @@ class Rig:
 
     def ours(self) -> dict[tuple[str, int], KernelRoute]:
         return self.nl.by_proto(ROUTE_PROTO)
-
-
-BASE = [wep("a", "n1", "10.65.0.2/32", "cali1"), wep("b", "n1", "10.65.0.3/32", "cali2"),
-        wep("c", "n2", "10.65.0.66/32", "cali9"), affinity("n1", "10.65.0.0/26"),
-        affinity("n1", "10.65.5.0/26", "pending"), affinity("n2", "10.65.0.64/26")]
 
 
 def test_nothing_written_before_in_sync_then_converges_then_zero_writes() -> None:

@@ -16,8 +16,8 @@ from felix.links import Link
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO
 from tests.builders import gnp
-from tests.drivers.test_felix_dataplane import PolicyRig, res
-from tests.drivers.test_felix_loop import BASE, M, Upd, wep
+from tests.drivers.loop_builders import BASE, M, Upd, res, wep
+from tests.drivers.policy_rig import PolicyRig
 
 pytestmark = pytest.mark.drivers
 
@@ -201,7 +201,7 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
     from felix.drivers.routes import RouteDriver
     from felix.loop import LoopConfig, SyncLoop
     from felix.main import policy_builder
-    from tests.drivers.test_felix_loop import pooled_model
+    from tests.drivers.loop_builders import pooled_model
     from tests.fakes.iptables import FakeIptables
     from tests.fakes.netlink import FakeNetlink
     from tests.fakes.sysctls import FakeSysctls

@@ -39,6 +39,9 @@ TOPOLOGIES = REPO / "topologies"
 L3NET = [sys.executable, "-m", "l3net.cli.agent_main"]
 L3NETCTL = [sys.executable, "-m", "l3net.cli.ctl"]
 ROUTE_PROTO = "76"
+# the dual-rr topology's workers and route reflectors
+WORKERS = ("n1", "n2", "n3")
+REFLECTORS = ("rr1", "rr2")
 
 
 def exabgp_available() -> bool:
@@ -259,6 +262,12 @@ def ping_until_reply(ns: str, ip: str, deadline: float) -> subprocess.Popen[str]
     return subprocess.Popen(["nsenter", f"--net={netns.netns_path(ns)}", "--", "ping", "-n", "-q", "-c", "1",
                              "-i", "0.01", "-w", str(deadline), ip], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+def ping_stream(lab: Lab, src: str, dst_ip: str) -> subprocess.Popen[str]:
+    """100 pps until SIGINT (the drill's length is not known in advance)."""
+    return lab.spawn(["nsenter", f"--net={netns.netns_path(src)}", "--", "ping", "-n", "-q", "-i", "0.01", dst_ip],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 class Capture:

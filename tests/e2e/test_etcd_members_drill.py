@@ -17,8 +17,16 @@ import pytest
 from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.model.validation import host_veth_name
-from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab
-from tests.e2e.test_outage_drill import REFLECTORS, WORKERS, ping_stream
+from tests.e2e.e2e_helpers import (
+    REFLECTORS,
+    WORKERS,
+    Lab,
+    ping_stats,
+    ping_stream,
+    ping_until_reply,
+    route_to,
+    running_lab,
+)
 from tests.route_monitor import RouteMonitor
 from tests.waiting import seconds_until
 

@@ -30,14 +30,21 @@ from l3net.lab import faults
 from l3net.lab import state as st
 from l3net.lab.pods import _invoke, network_config
 from l3net.model.validation import host_veth_name
-from tests.e2e.e2e_helpers import Lab, ping_stats, ping_until_reply, route_to, running_lab
+from tests.e2e.e2e_helpers import (
+    REFLECTORS,
+    WORKERS,
+    Lab,
+    ping_stats,
+    ping_stream,
+    ping_until_reply,
+    route_to,
+    running_lab,
+)
 from tests.route_monitor import RouteMonitor, forwarding_changes
 from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
 
-WORKERS = ("n1", "n2", "n3")
-REFLECTORS = ("rr1", "rr2")
 HEALTH_PORT = 9099
 METRICS_PORT = 9091
 # Two probe misses (1 s interval, 1 s timeout), plus room for a loaded 2-core machine.
@@ -85,12 +92,6 @@ def metric(lab: Lab, node: str, name: str) -> float | None:
 
 def all_ready(lab: Lab, ready: bool) -> bool:
     return all((readiness(lab, n)[0] == 200) == ready for n in (*WORKERS, *REFLECTORS))
-
-
-def ping_stream(lab: Lab, src: str, dst_ip: str) -> subprocess.Popen[str]:
-    """100 pps until SIGINT (the drill's length is not known in advance)."""
-    return lab.spawn(["nsenter", f"--net={netns.netns_path(src)}", "--", "ping", "-n", "-q", "-i", "0.01", dst_ip],
-                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def cni_add_during_outage(lab: Lab, node: str) -> dict:

@@ -1,8 +1,8 @@
 """BFD wired to BGP, with real ExaBGP speakers in namespaces: a node whose link dies is gone from every
 other kernel within BFD's detection time, long before the BGP hold timer, and comes back with BGP.
 
-Uses test_bgp_exabgp's fabric (nodes n1..n3 on one bridge, each with an l3net Speaker whose learned
-routes a tiny consumer installs with l3net's route protocol). Each node also runs
+Uses the fabric of tests.integration.bgp_fabric (nodes n1..n3 on one bridge, each with an l3net Speaker
+whose learned routes a tiny consumer installs with l3net's route protocol). Each node also runs
 :class:`bgp.bfd.peers.BfdPeers`, as the agent does. The cut is ``ip link set eth0 down`` inside
 n2's namespace: what a power loss or a dead NIC looks like to its peers (no FIN, no NOTIFICATION).
 """
@@ -25,7 +25,7 @@ from bgp.bfd.status import format_table as bfd_table
 from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import (
+from tests.integration.bgp_fabric import (
     ADDR,
     HOLD,
     NODES,

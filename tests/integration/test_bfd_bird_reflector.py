@@ -2,8 +2,9 @@
 its clients, which are l3net speakers (ExaBGP) with the agent's BFD (:class:`bgp.bfd.peers.BfdPeers`) in
 namespaces.
 
-Uses test_bgp_exabgp's fabric (every namespace on one bridge, so every session is single hop). A client's
-link is cut (``ip link set eth0 down`` in n2: no FIN, no NOTIFICATION, as a power loss or a dead NIC looks):
+Uses the fabric of tests.integration.bgp_fabric (every namespace on one bridge, so every session is single
+hop). A client's link is cut (``ip link set eth0 down`` in n2: no FIN, no NOTIFICATION, as a power loss or a
+dead NIC looks):
 BIRD's BFD session to n2 goes down within the detection time (BIRD's own millisecond "Since" against the
 cut), BIRD drops the BGP session and withdraws n2's block, and the other clients' kernels lose it long
 before any BGP hold timer could (hold time 30 s here). The reflector's status record and ``l3net_bfd_*``
@@ -28,12 +29,12 @@ from bgp.cli import run_reflector
 from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, NODES, Fabric, Nodes, block, fabric, node_res, report
+from tests.integration.bgp_fabric import ADDR, NODES, Fabric, Nodes, block, fabric, node_res, report
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
-__all__ = ["fabric"]  # the module-scoped fixture of test_bgp_exabgp
+__all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric
 
 CLUSTER = "1.1.1.1"
 HOLD = 30          # far above the detection time: a drop within seconds is BFD's doing, not the hold timer's

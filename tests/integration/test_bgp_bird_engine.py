@@ -33,16 +33,26 @@ from bgp.cli import run_reflector
 from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric, node_res, report
-from tests.integration.test_bgp_graceful_restart import agent_crash, agent_start, deleted
+from tests.integration.bgp_fabric import (
+    ADDR,
+    HOLD,
+    Fabric,
+    Nodes,
+    agent_crash,
+    agent_start,
+    block,
+    fabric,
+    node_res,
+    report,
+)
 from tests.netns_fixtures import NetnsFactory
-from tests.route_monitor import RouteMonitor
+from tests.route_monitor import RouteMonitor, deleted
 from tests.waiting import wait_for, wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns,
               pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")]
 
-__all__ = ["fabric"]  # the module-scoped fixture of test_bgp_exabgp
+__all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric
 
 CLUSTER = "1.1.1.1"
 PASSWORD = "rr-s3cret.42"

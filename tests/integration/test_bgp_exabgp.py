@@ -1,17 +1,17 @@
 """BGP with real ExaBGP processes in network namespaces: mesh, BIRD and l3net reflectors, FRR eBGP, faults.
 
-One fabric per module (a bridge namespace and one namespace per router); each
-test starts its own speakers and reference routers and stops them in finally.
-A tiny in-test consumer installs each node's learned best routes in its
-kernel with l3net's route protocol, so pings between the nodes' pod addresses
-(10.244.N.1 on lo) prove the routes are right in both directions.
+One fabric per module (a bridge namespace and one namespace per router, from
+tests.integration.bgp_fabric); each test starts its own speakers and reference
+routers and stops them in finally. The fabric's tiny consumer installs each
+node's learned best routes in its kernel with l3net's route protocol, so pings
+between the nodes' pod addresses (10.244.N.1 on lo) prove the routes are right
+in both directions.
 Measured latencies are printed (run with -s) and written to the test report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import os
 import shutil
@@ -19,161 +19,37 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute
 
 from bgp import status as bgp_status
 from bgp.cli import run_reflector
 from bgp.speaker import Speaker
 from bgp.view import build_node_view
 from l3net import netns
-from l3net.constants import ROUTE_PROTO
 from l3net.model.resource import Resource
-from tests.netns_fixtures import NetnsFactory
+from tests.integration.bgp_fabric import (
+    ADDR,
+    BASE_CFG,
+    HOLD,
+    NET,
+    NODES,
+    Fabric,
+    Nodes,
+    bird,
+    block,
+    fabric,
+    node_res,
+    pod_ip,
+    report,
+)
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
-NET = "10.77.0"
-ADDR = {"n1": f"{NET}.1", "n2": f"{NET}.2", "n3": f"{NET}.3", "rr1": f"{NET}.10", "rr2": f"{NET}.11",
-        "bird": f"{NET}.20", "frr": f"{NET}.30"}
-NODES = ("n1", "n2", "n3")
-HOLD = 6
-
-
-def block(name: str) -> str:
-    return f"10.244.{name[1:]}.0/26"
-
-
-def pod_ip(name: str) -> str:
-    return f"10.244.{name[1:]}.1"
-
-
-class Fabric:
-    """Namespaces on one bridge, a kernel route consumer per node."""
-
-    def __init__(self, factory: NetnsFactory) -> None:
-        self.factory = factory
-        self.ns: dict[str, str] = {}
-        fab = factory("fab")
-        netns.run(fab, ["ip", "link", "add", "br0", "type", "bridge"])
-        netns.run(fab, ["ip", "link", "set", "br0", "up"])
-        for name, addr in ADDR.items():
-            ns = factory(name)
-            self.ns[name] = ns
-            factory.veth(ns, "eth0", fab, f"p{name}")
-            netns.run(fab, ["ip", "link", "set", f"p{name}", "master", "br0"])
-            netns.run(ns, ["ip", "addr", "add", f"{addr}/24", "dev", "eth0"])
-            netns.write_sysctl("net.ipv4.ip_forward", 1, ns)
-            if name in NODES:
-                netns.run(ns, ["ip", "addr", "add", f"{pod_ip(name)}/32", "dev", "lo"])
-        self._ipr: dict[str, IPRoute] = {}
-        # pyroute2's sync API runs its own event loop: keep it on one thread of its own
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
-
-    def ipr(self, name: str) -> IPRoute:
-        if name not in self._ipr:
-            self._ipr[name] = IPRoute(netns=self.ns[name])
-        return self._ipr[name]
-
-    def kernel_routes(self, name: str) -> dict[str, list[str]]:
-        """Our routes (proto 76) in ``name``'s kernel: {prefix: [gateways]}."""
-        return self._pool.submit(self._kernel_routes, name).result()
-
-    def _kernel_routes(self, name: str) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for r in self.ipr(name).get_routes(family=2, proto=ROUTE_PROTO):
-            dst = f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}"   # a default route has no RTA_DST
-            gw = r.get_attr("RTA_GATEWAY")
-            hops = [gw] if gw else sorted(h.get_attr("RTA_GATEWAY") for h in r.get_attr("RTA_MULTIPATH") or [])
-            out[dst] = hops
-        return out
-
-    def installer(self, name: str) -> Callable[[dict[str, list[str]]], None]:
-        """The route driver stand-in: make proto-76 routes equal to the learned best routes."""
-        def apply(best: dict[str, list[str]]) -> None:
-            self._pool.submit(_apply, best).result()
-
-        def _apply(best: dict[str, list[str]]) -> None:
-            ipr = self.ipr(name)
-            have = self._kernel_routes(name)
-            for dst in set(have) - set(best):
-                ipr.route("del", dst=dst, proto=ROUTE_PROTO)
-            for dst, hops in best.items():
-                if have.get(dst) == sorted(hops):
-                    continue
-                if len(hops) == 1:
-                    ipr.route("replace", dst=dst, gateway=hops[0], proto=ROUTE_PROTO)
-                else:
-                    ipr.route("replace", dst=dst, proto=ROUTE_PROTO, multipath=[{"gateway": h} for h in hops])
-        return apply
-
-    def ping(self, src: str, dst: str, count: int = 1, interval: float = 0.2) -> subprocess.CompletedProcess[str]:
-        return netns.run(self.ns[src], ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1",
-                                        "-I", pod_ip(src), pod_ip(dst)], check=False, timeout=60)
-
-    def close(self) -> None:
-        for ipr in self._ipr.values():
-            self._pool.submit(ipr.close).result()
-        self._pool.shutdown()
-
-
-@pytest.fixture(scope="module")
-def fabric() -> Iterator[Fabric]:
-    factory = NetnsFactory()
-    try:
-        fab = Fabric(factory)
-        yield fab
-        fab.close()
-    finally:
-        factory.cleanup()
-
-
-def node_res(name: str, **bgp: object) -> Resource:
-    labels = {"rr": "true"} if "routeReflectorClusterID" in bgp else {}
-    return Resource("Node", name, {"bgp": {"ipv4Address": f"{ADDR[name]}/24", **bgp}}, labels=labels)
-
-
-BASE_CFG = {"holdTime": f"{HOLD}s", "gracefulRestart": False}
-
-
-class Nodes:
-    """Speakers for some nodes, each feeding the fabric's kernel consumer."""
-
-    def __init__(self, fabric: Fabric, run_dir: Path) -> None:
-        self.fabric = fabric
-        self.run_dir = run_dir
-        self.sp: dict[str, Speaker] = {}
-
-    async def start(self, names: tuple[str, ...], nodes: list[Resource], cfgs: list[Resource],
-                    peers: list[Resource]) -> None:
-        for name in names:
-            s = Speaker(name, self.run_dir / name, netns=self.fabric.ns[name],
-                        on_learned=self.fabric.installer(name), backoff=(0.3, 2.0))
-            await s.start()
-            view = build_node_view(name, nodes, cfgs, peers)
-            assert view.errors == (), view.errors
-            s.set_view(view)
-            s.set_advertisements({block(name): None})
-            self.sp[name] = s
-
-    async def stop(self) -> None:
-        for s in self.sp.values():
-            await s.stop()
-        for name in self.sp:
-            self.fabric.installer(name)({})
-
-    def learned_everything(self, names: tuple[str, ...] = NODES) -> bool:
-        return all(set(self.fabric.kernel_routes(n)) >= {block(o) for o in names if o != n} for n in names)
-
-
-def report(record_property: Callable[[str, object], None], key: str, seconds: float) -> None:
-    record_property(key, round(seconds, 4))
-    print(f"\nMEASURED {key}: {seconds * 1000:.1f} ms", file=sys.stderr)
+__all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric
 
 
 def run_async(coro: Awaitable[None]) -> None:
@@ -289,44 +165,6 @@ def test_full_mesh_routes_pings_faults_and_status(fabric: Fabric, tmp_path: Path
 
     run_async(scenario())
 
-
-BIRD_CONF = """
-router id {rr};
-log stderr all;
-protocol device {{ }}
-protocol direct {{ ipv4; interface "eth0"; }}
-template bgp rrc {{
-  local {rr} as 64512;
-  rr client;
-  rr cluster id {rr};
-  passive on;
-  hold time {hold};
-  ipv4 {{ import all; export where source = RTS_BGP; }};
-}}
-{clients}
-"""
-
-
-@contextlib.contextmanager
-def bird(fabric: Fabric, run_dir: Path, clients: tuple[str, ...], template: str = BIRD_CONF,
-         **params: object) -> Iterator[Path]:
-    """BIRD as route reflector for ``clients`` in the fabric's ``bird`` namespace; yields its control socket.
-
-    ``template`` is formatted with ``rr``, ``hold``, ``clients`` and any extra ``params``.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    conf, sock = run_dir / "bird.conf", run_dir / "bird.ctl"
-    conf.write_text(template.format(rr=ADDR["bird"], hold=HOLD, clients="\n".join(
-        f"protocol bgp {c} from rrc {{ neighbor {ADDR[c]} as 64512; }}" for c in clients), **params))
-    proc = subprocess.Popen(netns.nsenter_cmd(fabric.ns["bird"], ["bird", "-f", "-c", str(conf), "-s", str(sock)]),
-                            stdout=open(run_dir / "bird.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)
-    fabric.factory.pids.append(proc.pid)
-    try:
-        yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")

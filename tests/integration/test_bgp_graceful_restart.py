@@ -12,9 +12,7 @@ restart shows that forwarding never stopped. Figures go to the test report.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,14 +21,14 @@ from pathlib import Path
 import pytest
 
 from bgp import metrics
-from bgp.speaker import Speaker
-from bgp.view import build_node_view
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import (
+from tests.integration.bgp_fabric import (
     ADDR,
     HOLD,
     Fabric,
     Nodes,
+    agent_crash,
+    agent_start,
     bird,
     block,
     fabric,
@@ -38,12 +36,12 @@ from tests.integration.test_bgp_exabgp import (
     pod_ip,
     report,
 )
-from tests.route_monitor import RouteMonitor
+from tests.route_monitor import RouteMonitor, deleted
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
-__all__ = ["fabric"]  # the module-scoped fixture, shared with test_bgp_exabgp's fabric definition
+__all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric
 
 # restartTime in these tests (Calico's default is 120 s). A restarted speaker (a new ExaBGP process, a new
 # session, End-of-RIB) must get back well within it even on a loaded 2-core machine, or the timer sweeps
@@ -51,30 +49,6 @@ __all__ = ["fabric"]  # the module-scoped fixture, shared with test_bgp_exabgp's
 RESTART = 12
 EXTRA = "10.244.101.0/26"
 PAIR = ("n1", "n2")
-
-
-def deleted(lines: list[str], prefix: str) -> list[str]:
-    return [x for x in lines if x.startswith("Deleted") and prefix in x.split()]
-
-
-async def agent_crash(nodes: Nodes, name: str) -> None:
-    """SIGKILL the node's ExaBGP (what a SIGKILL of the agent does to it) and drop the speaker without a word."""
-    sp = nodes.sp.pop(name)
-    pid = sp.exabgp_pid
-    assert pid
-    os.killpg(pid, signal.SIGKILL)
-    await sp.stop()   # only closes the socket: the process is gone, nothing is withdrawn
-
-
-async def agent_start(nodes: Nodes, name: str, view_args: tuple[list[Resource], list[Resource], list[Resource]],
-                      adverts: list[str]) -> Speaker:
-    fab = nodes.fabric
-    sp = Speaker(name, nodes.run_dir / name, netns=fab.ns[name], on_learned=fab.installer(name), backoff=(0.3, 2.0))
-    await sp.start()
-    sp.set_view(build_node_view(name, *view_args))
-    sp.set_advertisements(dict.fromkeys(adverts))
-    nodes.sp[name] = sp
-    return sp
 
 
 def sweeps(node: str, how: str) -> float:

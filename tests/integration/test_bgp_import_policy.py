@@ -1,6 +1,6 @@
 """An external eBGP peer (FRR's bgpd) tries to hijack pod routes and floods junk; l3net's import policy holds.
 
-Fabric and helpers come from ``test_bgp_exabgp`` (one bridge, a namespace per router, a kernel
+Fabric and helpers come from ``tests.integration.bgp_fabric`` (one bridge, a namespace per router, a kernel
 route consumer per node, pod addresses on ``lo``). n1 and n2 are cluster nodes in AS 65001
 (iBGP mesh); n1 also peers with FRR (AS 65000), which announces a default route, a
 more-specific of n2's block (10.244.2.0/27), n2's pod /32 (10.244.2.1/32) and 20,000 junk
@@ -31,7 +31,7 @@ from bgp.speaker import Speaker
 from bgp.view import IpamFacts, build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, block, fabric, pod_ip
+from tests.integration.bgp_fabric import ADDR, HOLD, Fabric, block, fabric, pod_ip
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns,

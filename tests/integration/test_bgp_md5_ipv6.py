@@ -17,7 +17,7 @@ from bgp.speaker import Speaker
 from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, HOLD, Fabric, Nodes, block, fabric
+from tests.integration.bgp_fabric import ADDR, HOLD, Fabric, Nodes, block, fabric
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

@@ -16,7 +16,7 @@ import pytest
 from bgp import status as bgp_status
 from bgp.cli import run_reflector
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import ADDR, Fabric, fabric, node_res
+from tests.integration.bgp_fabric import ADDR, Fabric, fabric, node_res
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

@@ -1,6 +1,6 @@
 """Calico's BGP service advertisement end to end: agent calculation -> ExaBGP speakers -> BIRD -> BIRD's kernel.
 
-Fabric and helpers come from ``test_bgp_exabgp`` (one bridge, a namespace per router, pod
+Fabric and helpers come from ``tests.integration.bgp_fabric`` (one bridge, a namespace per router, pod
 addresses on ``lo``). n1 and n2 are cluster nodes (mesh off) whose speakers peer with BIRD, a
 route reflector that also writes its best routes into its own namespace's kernel. What each
 speaker announces is exactly what ``felix.calc.compute`` puts in the desired state (as the agent
@@ -34,7 +34,7 @@ from l3net import netns
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
-from tests.integration.test_bgp_exabgp import ADDR, BASE_CFG, Fabric, bird, block, fabric, node_res, pod_ip
+from tests.integration.bgp_fabric import ADDR, BASE_CFG, Fabric, bird, block, fabric, node_res, pod_ip
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns,

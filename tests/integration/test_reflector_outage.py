@@ -24,7 +24,7 @@ from l3net.health import HealthState
 from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
 from l3net.model.resource import Resource
-from tests.integration.test_bgp_exabgp import (
+from tests.integration.bgp_fabric import (
     ADDR,
     BASE_CFG,
     NODES,

@@ -1,7 +1,13 @@
-"""A node namespace with workloads and a real ``l3net agent`` process, for felix's netns tests."""
+"""A node namespace with workloads and a real ``l3net agent`` process, for felix's netns tests.
+
+Built on it: two meshed agents with BGP (``bgp_pair``), and an "external" host behind a node's router
+that answers on ``MEMBER_IP`` and ``NON_MEMBER_IP`` (``external_host``), with the checks the policy
+tests make against it (``reaches``, ``our_rules``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -9,20 +15,29 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from l3net import netns
+from l3net.constants import ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
+from l3net.lab.etcdserver import EtcdServer
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
 from tests.route_monitor import RouteMonitor
+from tests.waiting import wait_for
 
-__all__ = ["Node", "Pinger", "RouteMonitor", "routes"]
+__all__ = ["MEMBER_IP", "NON_MEMBER_IP", "Node", "Pinger", "RouteMonitor", "bgp_pair", "external_host", "our_rules",
+           "reaches", "routes"]
 
 REPO = Path(__file__).resolve().parents[2]
 L3NET = str(Path(sys.executable).with_name("l3net"))
+
+# the external host's addresses: one a policy's network set holds, one it never holds
+MEMBER_IP = "192.0.2.2"
+NON_MEMBER_IP = "192.0.2.3"
 
 
 def routes(ns: str, proto: int | None = None) -> set[str]:
@@ -171,3 +186,63 @@ class Pinger:
                 self.rate = sent / elapsed
                 return sent, int(parts[1].split()[0])
         raise AssertionError(f"no ping summary in: {out[-500:]}")
+
+
+@contextlib.contextmanager
+def bgp_pair(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
+             tmp_path: Path) -> Iterator[tuple[Node, Node, str]]:
+    """Two meshed agents, each with one workload and a confirmed block, once both blocks are learned.
+
+    Yields ``(n1, n2, w1)`` (``w1`` is the namespace of n1's workload 10.65.0.2); stops both agents
+    at the end and prints the log of one that failed.
+    """
+    endpoint = f"unix://{etcd_server.socket_path}"
+    n1 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n1", name="n1", address="10.0.0.1")
+    n2 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n2", name="n2", address="10.0.0.2",
+              router=n1.router)
+    for n in (n1, n2):
+        n.run_dir.mkdir()
+        n.env = {"L3NET_BGP_ENABLED": "true", "L3NET_STARTUP_SWEEP_DELAY": "30"}
+    try:
+        # the pool the blocks come from: BGP import and export defaults only pass routes of pools
+        pool = Resource("IPPool", "p65", {"cidr": "10.65.0.0/24"})
+        datastore.put(key_layout.resource("ippools", pool.name), pool.to_json())
+        w1 = n1.add_workload("a", "10.65.0.2")
+        n2.add_workload("b", "10.65.0.66")
+        n1.write_affinity("10.65.0.0/26")
+        n2.write_affinity("10.65.0.64/26")
+        n1.start_agent()
+        n2.start_agent()
+        wait_for(lambda: f"10.65.0.64/26 via 10.0.0.2 dev eth0 proto {ROUTE_PROTO} metric 1024"
+                 in routes(n1.ns, ROUTE_PROTO), timeout=40, what="n2's block learned on n1")
+        wait_for(lambda: f"10.65.0.0/26 via 10.0.0.1 dev eth0 proto {ROUTE_PROTO} metric 1024"
+                 in routes(n2.ns, ROUTE_PROTO), timeout=40, what="n1's block learned on n2")
+        yield n1, n2, w1
+    finally:
+        for n in (n1, n2):
+            n.stop_agent()
+            if n.proc is not None and n.proc.returncode not in (0, None):
+                print(n.log()[-4000:])
+
+
+def external_host(node: Node) -> str:
+    """A namespace behind the node's router with both addresses; the router routes the pod CIDR to the node."""
+    ext = node.factory("ex")
+    node.factory.veth(node.router, "pext", ext, "eth0")
+    netns.run(node.router, ["ip", "addr", "add", "192.0.2.1/24", "dev", "pext"])
+    netns.run(node.router, ["ip", "route", "add", "10.65.0.0/16", "via", node.address])
+    netns.write_sysctl("net.ipv4.ip_forward", 1, node.router)
+    for ip in (MEMBER_IP, NON_MEMBER_IP):
+        netns.run(ext, ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"])
+    netns.run(ext, ["ip", "route", "add", "default", "via", "192.0.2.1"])
+    return ext
+
+
+def reaches(pod_ns: str, ip: str) -> bool:
+    # A new ping process per try: a new ICMP id, so a new conntrack entry judged by the current rules.
+    return netns.run(pod_ns, ["ping", "-c", "1", "-W", "1", ip], check=False).returncode == 0
+
+
+def our_rules(ns: str) -> list[str]:
+    out = netns.run(ns, ["iptables-nft-save", "-t", "filter"]).stdout
+    return [line for line in out.splitlines() if line.startswith("-A l3n-")]

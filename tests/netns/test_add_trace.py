@@ -22,8 +22,7 @@ from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
 from tests.netns.cni_rig import CNI_BIN
-from tests.netns.felix_rig import routes
-from tests.netns.test_felix_bgp import bgp_pair
+from tests.netns.felix_rig import bgp_pair, routes
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

@@ -16,8 +16,7 @@ from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
 from l3net.model.client import ResourceClient
 from l3net.model.resource import Resource
-from tests.netns.felix_rig import routes
-from tests.netns.test_felix_bgp import bgp_pair
+from tests.netns.felix_rig import bgp_pair, routes
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,49 +14,12 @@ from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
 from l3net.model.resource import Resource
-from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
+from tests.netns.felix_rig import Node, Pinger, RouteMonitor, bgp_pair, routes
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 P = ROUTE_PROTO
-
-
-@contextlib.contextmanager
-def bgp_pair(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore, key_layout: KeyLayout,
-             tmp_path: Path) -> Iterator[tuple[Node, Node, str]]:
-    """Two meshed agents, each with one workload and a confirmed block, once both blocks are learned.
-
-    Yields ``(n1, n2, w1)`` (``w1`` is the namespace of n1's workload 10.65.0.2); stops both agents
-    at the end and prints the log of one that failed.
-    """
-    endpoint = f"unix://{etcd_server.socket_path}"
-    n1 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n1", name="n1", address="10.0.0.1")
-    n2 = Node(netns_factory, datastore, key_layout, endpoint, tmp_path / "n2", name="n2", address="10.0.0.2",
-              router=n1.router)
-    for n in (n1, n2):
-        n.run_dir.mkdir()
-        n.env = {"L3NET_BGP_ENABLED": "true", "L3NET_STARTUP_SWEEP_DELAY": "30"}
-    try:
-        # the pool the blocks come from: BGP import and export defaults only pass routes of pools
-        pool = Resource("IPPool", "p65", {"cidr": "10.65.0.0/24"})
-        datastore.put(key_layout.resource("ippools", pool.name), pool.to_json())
-        w1 = n1.add_workload("a", "10.65.0.2")
-        n2.add_workload("b", "10.65.0.66")
-        n1.write_affinity("10.65.0.0/26")
-        n2.write_affinity("10.65.0.64/26")
-        n1.start_agent()
-        n2.start_agent()
-        wait_for(lambda: f"10.65.0.64/26 via 10.0.0.2 dev eth0 proto {P} metric 1024" in routes(n1.ns, P),
-                 timeout=40, what="n2's block learned on n1")
-        wait_for(lambda: f"10.65.0.0/26 via 10.0.0.1 dev eth0 proto {P} metric 1024" in routes(n2.ns, P),
-                 timeout=40, what="n1's block learned on n2")
-        yield n1, n2, w1
-    finally:
-        for n in (n1, n2):
-            n.stop_agent()
-            if n.proc is not None and n.proc.returncode not in (0, None):
-                print(n.log()[-4000:])
 
 
 def test_two_nodes_exchange_blocks_over_bgp(netns_factory, etcd_server: EtcdServer, datastore: EtcdDatastore,

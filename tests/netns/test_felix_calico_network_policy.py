@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 
 from l3net.model.resource import Resource
-from tests.netns.felix_rig import Node
-from tests.netns.test_felix_network_sets import MEMBER_IP, NON_MEMBER_IP, external_host, our_rules, reaches
+from tests.netns.felix_rig import MEMBER_IP, NON_MEMBER_IP, Node, external_host, our_rules, reaches
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]

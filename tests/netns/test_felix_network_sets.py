@@ -12,28 +12,13 @@ import pytest
 
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.netns.felix_rig import Node
+from tests.netns.felix_rig import MEMBER_IP, NON_MEMBER_IP, Node, external_host, our_rules, reaches
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
 POD_IP = "10.65.0.2"
-MEMBER_IP = "192.0.2.2"
-NON_MEMBER_IP = "192.0.2.3"
 SET = "external-hosts"
-
-
-def external_host(node: Node) -> str:
-    """A namespace behind the node's router with both addresses; the router routes the pod CIDR to the node."""
-    ext = node.factory("ex")
-    node.factory.veth(node.router, "pext", ext, "eth0")
-    netns.run(node.router, ["ip", "addr", "add", "192.0.2.1/24", "dev", "pext"])
-    netns.run(node.router, ["ip", "route", "add", "10.65.0.0/16", "via", node.address])
-    netns.write_sysctl("net.ipv4.ip_forward", 1, node.router)
-    for ip in (MEMBER_IP, NON_MEMBER_IP):
-        netns.run(ext, ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"])
-    netns.run(ext, ["ip", "route", "add", "default", "via", "192.0.2.1"])
-    return ext
 
 
 def put_set(node: Node, nets: list[str]) -> None:
@@ -47,16 +32,6 @@ def put_policy(node: Node) -> None:
         "selector": "all()", "types": ["Egress"],
         "egress": [{"action": "Allow", "destination": {"selector": "role == 'external'"}}]})
     node.ds.put(node.keys.resource("globalnetworkpolicies", res.name), res.to_json())
-
-
-def reaches(pod_ns: str, ip: str) -> bool:
-    # A new ping process per try: a new ICMP id, so a new conntrack entry judged by the current rules.
-    return netns.run(pod_ns, ["ping", "-c", "1", "-W", "1", ip], check=False).returncode == 0
-
-
-def our_rules(ns: str) -> list[str]:
-    out = netns.run(ns, ["iptables-nft-save", "-t", "filter"]).stdout
-    return [line for line in out.splitlines() if line.startswith("-A l3n-")]
 
 
 def set_lines(ns: str) -> list[str]:

@@ -13,8 +13,7 @@ from bgp.bird_bfd import BIRD_DIAG, BirdBfdTracker
 from bgp.bird_control import BfdSessionState
 from bgp.bird_engine import BirdEngine
 from bgp.view import build_node_view
-from tests.unit.test_bgp_bird_config import CLIENTS, RRS, TO_RR
-from tests.unit.test_bgp_config import cfg
+from tests.unit.bgp_builders import CLIENTS, RRS, TO_RR, cfg
 
 pytestmark = pytest.mark.unit
 

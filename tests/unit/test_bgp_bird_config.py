@@ -17,16 +17,12 @@ from bgp.bird_config import password_error, protocol_name, render_bird_config
 from bgp.bird_control import parse_bfd_sessions, parse_protocols
 from bgp.view import build_node_view
 from l3net.model.resource import Resource
-from tests.unit.test_bgp_config import cfg, node, peer
+from tests.unit.bgp_builders import CLIENTS, RRS, TO_RR, cfg, node, peer
 
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).parent / "golden" / "bird"   # not golden/bgp: those are ExaBGP files
 needs_bird = pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")
-
-CLIENTS = [node("n1", "10.0.0.11"), node("n2", "10.0.0.12"), node("n3", "10.0.0.13")]
-RRS = [node("rr1", "10.0.0.2", cluster="224.0.0.1", rr="true"), node("rr2", "10.0.0.3", cluster="224.0.0.1", rr="true")]
-TO_RR = peer("to-rr", nodeSelector="all()", peerSelector="has(rr)")
 
 SCENARIOS = {
     # the dual-rr shape: clients by selector, the other reflector is not a client

@@ -16,35 +16,13 @@ from bgp.view import (
     PEER_RR,
     build_node_view,
 )
-from l3net.model.resource import Resource
 from l3net.model.values import parse_duration, parse_peer_ip
+from tests.unit.bgp_builders import cfg, node, peer
 
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).parent / "golden" / "bgp"
 HELPER = ["/opt/l3net/bin/python", "-m", "bgp.bridge", "--socket", "/run/l3net/bgp.sock"]
-
-
-def node(name: str, ip: str | None, *, asn: int | None = None, cluster: str | None = None, v6: str | None = None,
-         **labels: str) -> Resource:
-    bgp: dict[str, object] = {}
-    if ip:
-        bgp["ipv4Address"] = f"{ip}/24"
-    if v6:
-        bgp["ipv6Address"] = f"{v6}/64"
-    if asn:
-        bgp["asNumber"] = asn
-    if cluster:
-        bgp["routeReflectorClusterID"] = cluster
-    return Resource("Node", name, {"bgp": bgp}, labels=labels)
-
-
-def cfg(**spec: object) -> Resource:
-    return Resource("BGPConfiguration", "default", dict(spec))
-
-
-def peer(name: str, **spec: object) -> Resource:
-    return Resource("BGPPeer", name, dict(spec))
 
 
 THREE = [node("n1", "10.0.0.1"), node("n2", "10.0.0.2"), node("n3", "10.0.0.3")]

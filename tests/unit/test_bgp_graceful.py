@@ -1,28 +1,23 @@
 """Graceful restart, receiving and restarting side (RFC 4724): Rib stale marks, OPEN parsing, Speaker decisions.
 
 The Speaker is fed ExaBGP's JSON lines (the shapes ExaBGP 5.0.15 prints, captured
-from real sessions) without a process; the integration tests run the same with
-real ExaBGP and BIRD.
+from real sessions, built by tests.unit.speaker_feed) without a process; the
+integration tests run the same with real ExaBGP and BIRD.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
 from bgp.events import Announce, GracefulRestartCap, OpenEvent, PathAttrs, UpdateEvent, parse_line
 from bgp.rib import Rib
-from bgp.speaker import Speaker
-from bgp.view import build_node_view
-from l3net.model.resource import Resource
+from tests.unit.speaker_feed import GR_CAP, ME, PEER, A, B, eor, open_line, session, speaker, state, update
 
 pytestmark = pytest.mark.unit
 
-A, B = "10.244.1.0/26", "10.244.1.64/26"
-ME, PEER = "10.0.0.2", "10.0.0.1"
 
 
 def upd(peer: str, *prefixes: str, withdraw: tuple[str, ...] = ()) -> UpdateEvent:
@@ -46,89 +41,39 @@ def test_rib_keeps_stale_paths_until_swept_and_revalidates_on_reannounce() -> No
     assert r.drop_peer(PEER) == {A} and r.stale_count() == 0
 
 
-def _open_line(peer: str, caps: dict[str, object]) -> str:
-    return json.dumps({"exabgp": "5.0.0", "type": "open", "neighbor": {
-        "address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "direction": "receive",
-        "open": {"version": 4, "asn": 64512, "hold_time": 6, "router_id": peer, "capabilities": caps}}})
-
-
-GR_CAP = {"64": {"name": "graceful restart", "time": 30, "address-family-flags": {"ipv4/unicast": ["restart"]},
-                 "restart-flags": ["forwarding"]}, "1": {"name": "multiprotocol", "families": ["ipv4/unicast"]}}
-
-
 def test_open_parsing_reads_exabgp_flags() -> None:
-    ev = parse_line(_open_line(PEER, GR_CAP))
+    ev = parse_line(open_line(PEER, GR_CAP))
     assert ev == OpenEvent(PEER, PEER, 6, GracefulRestartCap(30, True, frozenset({"ipv4 unicast"}),
                                                              frozenset({"ipv4 unicast"})))
     no_fwd = {"64": {"name": "graceful restart", "time": 120, "address-family-flags": {"ipv4/unicast": []},
                      "restart-flags": []}}
-    ev2 = parse_line(_open_line(PEER, no_fwd))
+    ev2 = parse_line(open_line(PEER, no_fwd))
     assert isinstance(ev2, OpenEvent) and ev2.graceful_restart == GracefulRestartCap(
         120, False, frozenset({"ipv4 unicast"}), frozenset())
-    ev3 = parse_line(_open_line(PEER, {"1": {"name": "multiprotocol"}}))
+    ev3 = parse_line(open_line(PEER, {"1": {"name": "multiprotocol"}}))
     assert isinstance(ev3, OpenEvent) and ev3.graceful_restart is None
-    assert parse_line(_open_line(PEER, {"64": {"name": "graceful restart", "time": "x"}})).graceful_restart is None  # type: ignore[union-attr]
-
-
-def _state(peer: str, state: str, reason: str = "") -> str:
-    n: dict[str, object] = {"address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512},
-                            "state": state}
-    if reason:
-        n["reason"] = reason
-    return json.dumps({"exabgp": "5.0.0", "type": "state", "neighbor": n})
-
-
-def _update(peer: str, *prefixes: str) -> str:
-    return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": {
-        "address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "direction": "receive",
-        "message": {"update": {"attribute": {"origin": "igp", "local-preference": 100},
-                               "announce": {"ipv4 unicast": {peer: [{"nlri": p} for p in prefixes]}}}}}})
-
-
-def _eor(peer: str) -> str:
-    return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": {
-        "address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "direction": "receive",
-        "message": {"eor": {"afi": "ipv4", "safi": "unicast"}}}})
-
-
-NODES = [Resource("Node", "n1", {"bgp": {"ipv4Address": f"{PEER}/24"}}),
-         Resource("Node", "n2", {"bgp": {"ipv4Address": f"{ME}/24"}})]
-
-
-def _speaker(tmp_path: Path, **cfg: object) -> tuple[Speaker, list[dict[str, list[str]]], list[bool]]:
-    learned: list[dict[str, list[str]]] = []
-    converged: list[bool] = []
-    sp = Speaker("n2", tmp_path, on_learned=learned.append, on_converged=lambda: converged.append(True))
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    sp.set_view(build_node_view("n2", NODES, [Resource("BGPConfiguration", "default", dict(cfg))], []))
-    return sp, learned, converged
-
-
-def _session(sp: Speaker, caps: dict[str, object] = GR_CAP) -> None:
-    sp.feed(_state(PEER, "connected"))
-    sp.feed(_open_line(PEER, caps))
-    sp.feed(_state(PEER, "up"))
+    assert parse_line(open_line(PEER, {"64": {"name": "graceful restart", "time": "x"}})).graceful_restart is None  # type: ignore[union-attr]
 
 
 def test_speaker_keeps_routes_of_a_restarting_peer_and_sweeps_on_eor(tmp_path: Path) -> None:
     async def scenario() -> None:
-        sp, learned, converged = _speaker(tmp_path)
-        _session(sp)
-        sp.feed(_update(PEER, A, B))
-        sp.feed(_eor(PEER))
+        sp, learned, converged = speaker(tmp_path)
+        session(sp)
+        sp.feed(update(PEER, A, B))
+        sp.feed(eor(PEER))
         assert converged == [True] and sp.converged
         assert sp.best_routes() == {A: [PEER], B: [PEER]}
         n_learned = len(learned)
-        sp.feed(_state(PEER, "down", "closing connection"))      # TCP gone: the peer restarts
-        sp.feed(_state(PEER, "connected"))
-        sp.feed(_state(PEER, "down", "closing connection"))      # reconnect attempts while it is away
+        sp.feed(state(PEER, "down", "closing connection"))      # TCP gone: the peer restarts
+        sp.feed(state(PEER, "connected"))
+        sp.feed(state(PEER, "down", "closing connection"))      # reconnect attempts while it is away
         assert sp.best_routes() == {A: [PEER], B: [PEER]} and len(learned) == n_learned, "nothing withdrawn"
         row = sp.peer_status()[0]
         assert row.state == "down" and row.stale == 2 and row.info.startswith("Graceful restart")
-        _session(sp)
-        sp.feed(_update(PEER, A))                                  # it no longer has B
+        session(sp)
+        sp.feed(update(PEER, A))                                  # it no longer has B
         assert sp.best_routes() == {A: [PEER], B: [PEER]}, "B stays until End-of-RIB"
-        sp.feed(_eor(PEER))
+        sp.feed(eor(PEER))
         assert sp.best_routes() == {A: [PEER]} and learned[-1] == {A: [PEER]}
         assert sp.peer_status()[0].stale == 0
         await sp.stop()
@@ -138,10 +83,10 @@ def test_speaker_keeps_routes_of_a_restarting_peer_and_sweeps_on_eor(tmp_path: P
 @pytest.mark.parametrize("reason", ["notification sent (4,0)", "notification received (6,2) peer de-configured"])
 def test_notification_and_hold_timer_drop_routes_at_once(tmp_path: Path, reason: str) -> None:
     async def scenario() -> None:
-        sp, _, _ = _speaker(tmp_path)
-        _session(sp)
-        sp.feed(_update(PEER, A))
-        sp.feed(_state(PEER, "down", reason))
+        sp, _, _ = speaker(tmp_path)
+        session(sp)
+        sp.feed(update(PEER, A))
+        sp.feed(state(PEER, "down", reason))
         assert sp.best_routes() == {}
         await sp.stop()
     asyncio.run(scenario())
@@ -149,15 +94,15 @@ def test_notification_and_hold_timer_drop_routes_at_once(tmp_path: Path, reason:
 
 def test_without_graceful_restart_routes_go_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        sp, _, _ = _speaker(tmp_path, gracefulRestart=False)      # our side off
-        _session(sp)
-        sp.feed(_update(PEER, A))
-        sp.feed(_state(PEER, "down", "closing connection"))
+        sp, _, _ = speaker(tmp_path, gracefulRestart=False)      # our side off
+        session(sp)
+        sp.feed(update(PEER, A))
+        sp.feed(state(PEER, "down", "closing connection"))
         assert sp.best_routes() == {}
-        sp2, _, _ = _speaker(tmp_path / "b")                       # the peer did not offer it
-        _session(sp2, caps={"1": {"name": "multiprotocol", "families": ["ipv4/unicast"]}})
-        sp2.feed(_update(PEER, A))
-        sp2.feed(_state(PEER, "down", "closing connection"))
+        sp2, _, _ = speaker(tmp_path / "b")                       # the peer did not offer it
+        session(sp2, caps={"1": {"name": "multiprotocol", "families": ["ipv4/unicast"]}})
+        sp2.feed(update(PEER, A))
+        sp2.feed(state(PEER, "down", "closing connection"))
         assert sp2.best_routes() == {}
         await sp.stop()
         await sp2.stop()
@@ -168,10 +113,10 @@ def test_restart_timer_sweeps_and_lost_forwarding_state_sweeps_on_reconnect(tmp_
     async def scenario() -> None:
         # 2 s, checked at 0.5 s: a starved process (loaded CI) wakes to both deadlines at once and the timer's
         # sweep runs first, so the "kept" check needs slack; the sweep is then waited for, not slept for.
-        sp, _, _ = _speaker(tmp_path, restartTime="2s")
-        _session(sp)
-        sp.feed(_update(PEER, A))
-        sp.feed(_state(PEER, "down", "closing connection"))
+        sp, _, _ = speaker(tmp_path, restartTime="2s")
+        session(sp)
+        sp.feed(update(PEER, A))
+        sp.feed(state(PEER, "down", "closing connection"))
         await asyncio.sleep(0.5)
         assert sp.best_routes() == {A: [PEER]}, "kept within the restart time"
         loop = asyncio.get_running_loop()
@@ -180,12 +125,12 @@ def test_restart_timer_sweeps_and_lost_forwarding_state_sweeps_on_reconnect(tmp_
             await asyncio.sleep(0.05)
         assert sp.best_routes() == {}, "swept when the restart time expired"
         # back, but its new OPEN says forwarding was not preserved: stale routes go on reconnect
-        _session(sp)
-        sp.feed(_update(PEER, A))
-        sp.feed(_state(PEER, "down", "closing connection"))
+        session(sp)
+        sp.feed(update(PEER, A))
+        sp.feed(state(PEER, "down", "closing connection"))
         no_fwd = {"64": {"name": "graceful restart", "time": 30, "address-family-flags": {"ipv4/unicast": []},
                          "restart-flags": ["forwarding"]}}
-        _session(sp, caps=no_fwd)
+        session(sp, caps=no_fwd)
         assert sp.best_routes() == {}
         await sp.stop()
     asyncio.run(scenario())

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from bgp import metrics
-from tests.unit.test_bgp_graceful import PEER, A, B, _eor, _session, _speaker, _state, _update
+from tests.unit.speaker_feed import PEER, A, B, eor, session, speaker, state, update
 
 pytestmark = pytest.mark.unit
 
@@ -19,27 +19,27 @@ def value(name: str, **labels: str) -> float | None:
 
 
 def test_speaker_updates_session_prefix_and_restart_metrics(tmp_path: Path) -> None:
-    node = "n2"  # the _speaker helper's node
+    node = "n2"  # the speaker helper's node
     before_updates = value("l3net_bgp_updates_received_total", node=node) or 0.0
     before_eor = value("l3net_bgp_graceful_restart_sweeps_total", node=node, reason="eor") or 0.0
     before_swept = value("l3net_bgp_stale_routes_swept_total", node=node) or 0.0
 
     async def scenario() -> None:
-        sp, _, _ = _speaker(tmp_path)
+        sp, _, _ = speaker(tmp_path)
         peer = sp.peer_status()[0].name
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="idle") == 1.0
-        _session(sp)
+        session(sp)
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="up") == 1.0
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="idle") == 0.0
-        sp.feed(_update(PEER, A, B))
-        sp.feed(_eor(PEER))
-        sp.feed(_state(PEER, "down", "closing connection"))
+        sp.feed(update(PEER, A, B))
+        sp.feed(eor(PEER))
+        sp.feed(state(PEER, "down", "closing connection"))
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="down") == 1.0
         assert value("l3net_bgp_prefixes_received", node=node, peer=peer) == 2.0
         assert value("l3net_bgp_prefixes_stale", node=node, peer=peer) == 2.0
-        _session(sp)
-        sp.feed(_update(PEER, A))
-        sp.feed(_eor(PEER))
+        session(sp)
+        sp.feed(update(PEER, A))
+        sp.feed(eor(PEER))
         assert value("l3net_bgp_prefixes_received", node=node, peer=peer) == 1.0
         assert value("l3net_bgp_prefixes_stale", node=node, peer=peer) == 0.0
         assert value("l3net_bgp_updates_received_total", node=node) == before_updates + 2
@@ -48,7 +48,7 @@ def test_speaker_updates_session_prefix_and_restart_metrics(tmp_path: Path) -> N
         assert sp.stats["updates_received"] == 2
         # a peer that leaves the view leaves the registry
         from bgp.view import build_node_view
-        from tests.unit.test_bgp_graceful import NODES
+        from tests.unit.speaker_feed import NODES
         sp.set_view(build_node_view("n2", NODES[1:], [], []))
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="up") is None
         assert value("l3net_bgp_prefixes_received", node=node, peer=peer) is None

@@ -1,4 +1,5 @@
-"""The import graph keeps its layers: no upward import, no module cycle (docs/interfaces.md, "Layers").
+"""The import graph keeps its layers: no upward import, no module cycle, no import of a test module
+(docs/interfaces.md, "Layers" and "Tests").
 
 Every module's imports are read with ``ast`` (module level, inside functions, under ``TYPE_CHECKING``, and
 ``importlib.import_module("...")`` calls with a literal name), so a lazy or string import counts like any other.
@@ -192,6 +193,38 @@ def test_no_test_code_in_the_product() -> None:
     # builders, fakes and oracles for tests live under tests/, not in an installed package
     shipped = [m for m in MODULES if m.split(".")[0] in PRODUCT]
     assert [m for m in shipped if m.rpartition(".")[2] in ("testing", "fakes") or "test_" in m] == []
+
+
+def _is_test_module(module: str) -> bool:
+    return _within(module, "tests") and module.rpartition(".")[2].startswith("test_")
+
+
+def _test_module_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``importer -> test module`` for every import of a ``tests.<...>.test_*`` module (issue 14)."""
+    return sorted(f"{importer} -> {imported}" for importer, targets in graph.items()
+                  for imported in targets if _is_test_module(imported))
+
+
+def test_no_module_imports_a_test_module() -> None:
+    # What test modules share (fixtures, builders, rigs, strategies) lives in a helper module of its rung
+    # (tests/builders.py, tests/fakes/, tests/integration/bgp_fabric.py, tests/netns/felix_rig.py, ...), so that
+    # a test module can be run, changed or deleted without breaking another.
+    leaks = _test_module_imports(GRAPH)
+    assert leaks == [], "imports of test modules (move what they share into a helper module): " + "; ".join(leaks)
+
+
+def test_an_import_of_a_test_module_is_named() -> None:
+    source = """
+from tests.unit.test_bgp_config import THREE
+from tests.unit.bgp_builders import cfg
+
+def later() -> None:
+    from . import test_keys
+"""
+    targets = {_resolve(name) for name in _imported_names("tests.unit.test_new", False, source)}
+    graph = {"tests.unit.test_new": {t for t in targets if t is not None}}
+    assert _test_module_imports(graph) == ["tests.unit.test_new -> tests.unit.test_bgp_config",
+                                           "tests.unit.test_new -> tests.unit.test_keys"]
 
 
 def test_no_module_cycles() -> None:

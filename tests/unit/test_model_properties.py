@@ -16,7 +16,7 @@ from l3net.errors import ValidationError
 from l3net.model.calico_selector import SelectorError, parse
 from l3net.model.documents import load_documents
 from l3net.model.validation import resource_from_document
-from tests.unit.test_model_validation import BAD, CALICO_MANIFESTS, K8S_DOCS_POLICY
+from tests.unit.validation_cases import BAD, CALICO_MANIFESTS, K8S_DOCS_POLICY
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from policy.compiler import PolicyCompiler, compile_policy
 from policy.evaluator import Packet, is_allowed
 from policy.simulator import Cluster
 from tests.builders import gnp, netpol, netset, ns, wep
-from tests.unit.test_policy_compiler import NODES, calico_rules, clusters, label_dicts, peers
+from tests.unit.policy_strategies import NODES, calico_rules, clusters, label_dicts, peers
 
 pytestmark = pytest.mark.unit
 
