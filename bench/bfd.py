@@ -183,11 +183,17 @@ def run(ctx: Context) -> Result:
         res.sample("detect_ms", "bfdd", det["bfdd"][-1], unit="ms", better="lower")
         netns.wait_for(all_up, 30, "the cut session Up again")
         time.sleep(1.5)  # past its poll sequence
-    for variant, vals in det.items():
+    declare(res)
+    return res
+
+
+def declare(res: Result) -> None:
+    """Percentiles, targets and ratios from the samples in ``res`` (pure: unit-tested with synthetic samples)."""
+    for variant in ("l3net", "bfdd"):
+        vals = res.metrics["detect_ms"].samples[variant]
         res.sample("detect_p50_ms", variant, percentile(vals, 50), unit="ms", better="lower")
         res.sample("detect_p99_ms", variant, percentile(vals, 99), unit="ms", better="lower")
         res.target(f"{variant} detection p99 (300 ms x 3)", percentile(vals, 99), unit="ms", op="<=",
                    threshold=TARGET_P99_MS, rounds=len(vals), spread=vals)
     res.ratio("l3net/bfdd detection p50", "detect_p50_ms", "l3net", "bfdd")
     res.ratio("l3net/bfdd CPU per session", "cpu_pct_per_session", "l3net", "bfdd")
-    return res

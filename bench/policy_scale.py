@@ -11,7 +11,7 @@ ipsets, 1,000 NetworkPolicies) is applied, in a fresh namespace per sample, inte
 Then, with that load present in felix's namespace: one workload added, one label changed
 (recompile with that sample's now warm compiler + apply each: the running agent's path). Every
 sample is checked: the namespace must hold exactly the program's l3n- rules afterwards.
-Targets: cold full apply <= 1.5 x bare (issue 18); one change <= 50 ms (issue 8).
+Targets (issue 18): cold full apply <= 1.5 x bare; one workload add or label change <= 25 ms (issue 8: 50 ms).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ NAME = "policy_scale"
 TITLE = "policy scale: 1,000 policies x 100 workloads, felix apply vs bare iptables-restore; one change"
 NEEDS = ["root", "iptables-restore", "iptables-save", "ipset"]
 TARGET_FULL_RATIO = 1.5  # issue 18: full apply with a cold compiler <= 1.5 x bare restore
-TARGET_CHANGE_MS = 50.0
+TARGET_CHANGE_MS = 25.0  # issue 18: one change at 1,000 policies x 100 pods <= 25 ms to the kernel (issue 8: 50)
 
 
 def workloads(count: int, node: str, base: int) -> list[Any]:

@@ -344,8 +344,8 @@ def test_policy_scale_ratios_and_verdicts_from_synthetic_samples() -> None:
         res.sample("full_apply_s", "bare", 0.4, unit="s", better="lower")
         res.sample("compile_s", "cold", 0.1, unit="s", better="lower")
         res.sample("compile_s", "warm", 0.005, unit="s", better="lower")
-        res.sample("workload_add_ms", "felix", 40.0, unit="ms", better="lower")
-        res.sample("label_change_ms", "felix", 60.0, unit="ms", better="lower")
+        res.sample("workload_add_ms", "felix", 20.0, unit="ms", better="lower")
+        res.sample("label_change_ms", "felix", 30.0, unit="ms", better="lower")
     policy_scale.declare(res)
     r = _by_name(res)
     cold = r["felix (cold compiler)/bare full apply time"]
@@ -362,14 +362,14 @@ def test_control_plane_like_with_like_ratios_from_synthetic_samples() -> None:
 
     res = framework.Result("control_plane", "t", quick=False)
     for k in range(20):
-        for variant, total, bgp in (("l3net-rr", 200.0 + k, 40.0), ("bird-rr", 190.0 + k, 40.0),
+        for variant, total, bgp in (("l3net-rr", 80.0 + k, 40.0), ("bird-rr", 70.0 + k, 40.0),
                                     ("bird-bird", 10.0, 2.0)):
             res.sample("add_to_route_ms", variant, total, unit="ms", better="lower")
             res.sample("origin_to_remote_ms", variant, bgp, unit="ms", better="lower")
     control_plane.declare(res)
     r = _by_name(res)
     p99 = r["l3net-rr ADD / BIRD floor route add, p99"]
-    assert p99["value"] == pytest.approx(framework.percentile([200.0 + k for k in range(20)], 99) / 10.0)
+    assert p99["value"] == pytest.approx(framework.percentile([80.0 + k for k in range(20)], 99) / 10.0)
     assert p99["rounds"] == 20 and p99["verdict"] == "fail"
     assert r["l3net-rr/BIRD floor BGP path (origin -> remote)"]["value"] == pytest.approx(20.0)
     assert r["l3net-rr/bird-rr BGP path (origin -> remote)"]["value"] == pytest.approx(1.0)

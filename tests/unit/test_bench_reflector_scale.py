@@ -1,0 +1,128 @@
+"""bench.reflector_scale's samples, ratios and issue 16's targets, fed synthetic measurements (no BGP)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import framework, reflector_scale, stats
+from bench.reflector_scale import Measurement
+
+pytestmark = pytest.mark.unit
+
+KEY = "1000x4"
+
+
+def _m(converge_s: float, rss_mib: float, change_s: tuple[float, ...] = ()) -> Measurement:
+    return Measurement(converge_s=converge_s, rss_mib=rss_mib, setup_s=3.0, rr_cpu_s=1.5, sim_cpu_s=0.5,
+                       sim_max_core=0.25, change_s=change_s)
+
+
+def _result(rounds: int = 1, *, engine_s: float = 12.0, bird_s: float = 10.0, engine_mib: float = 75.0,
+            bird_mib: float = 10.0, change_s: tuple[float, ...] = (0.5,) * 20,
+            changes_per_size: int = 20) -> framework.Result:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    res.setup["changes_per_size"] = changes_per_size
+    for _r in range(rounds):
+        reflector_scale.record(res, "l3net-rr", 1000, 4, _m(engine_s * 4, 500.0))
+        reflector_scale.record(res, "l3net-bird", 1000, 4, _m(engine_s, engine_mib, change_s))
+        reflector_scale.record(res, "bird-rr", 1000, 4, _m(bird_s, bird_mib))
+    return res
+
+
+def _targets(res: framework.Result) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in res.targets}
+
+
+CONVERGE = f"BIRD engine / bare BIRD time to converge, {KEY}"
+RSS = f"BIRD engine RSS (BIRD + l3net), {KEY}"
+CHANGE = f"BIRD engine: one new block at every client, p99, {KEY}"
+
+
+def test_record_turns_one_measurement_into_samples() -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    changes = tuple(0.1 * (k + 1) for k in range(20))   # 0.1 .. 2.0 s
+    reflector_scale.record(res, "l3net-bird", 100, 4, _m(2.0, 75.0, changes))
+    assert res.median("converge_s_100x4", "l3net-bird") == 2.0
+    assert res.median("routes_per_s_100x4", "l3net-bird") == 19800.0   # 100 x 99 x 4 routes in 2 s
+    assert res.median("rr_rss_mib_100x4", "l3net-bird") == 75.0
+    assert res.median("sessions_up_s_100x4", "l3net-bird") == 3.0
+    assert res.median("rr_cpu_s_100x4", "l3net-bird") == 1.5
+    assert res.median("sim_cpu_s_100x4", "l3net-bird") == 0.5
+    assert res.median("sim_busiest_core_share_100x4", "l3net-bird") == 0.25
+    assert res.median("change_p50_s_100x4", "l3net-bird") == pytest.approx(1.05)
+    assert res.median("change_p99_s_100x4", "l3net-bird") == pytest.approx(1.981)   # 1.9 + 0.81 x 0.1
+    reflector_scale.record(res, "bird-rr", 100, 4, _m(0.5, 9.0))
+    assert "bird-rr" not in res.metrics["change_p99_s_100x4"].samples   # no changes measured: no sample
+
+
+def test_each_size_compares_both_engines_with_bare_bird_without_a_target() -> None:
+    res = _result()
+    reflector_scale.declare_size(res, KEY)
+    r = {x["name"]: x for x in res.ratios}
+    assert r[f"l3net-rr/BIRD time to converge, {KEY}"]["value"] == pytest.approx(4.8)
+    assert r[f"l3net-bird/BIRD time to converge, {KEY}"]["value"] == pytest.approx(1.2)
+    assert r[f"l3net-rr/BIRD RSS, {KEY}"]["value"] == 50.0
+    assert r[f"l3net-bird/BIRD RSS, {KEY}"]["value"] == 7.5
+    assert all(x["target"] is None and x["rounds"] == 1 for x in r.values())
+    assert res.targets == []
+
+
+def test_no_targets_for_the_64_prefix_series() -> None:
+    res = _result()
+    reflector_scale.declare_targets(res, None)
+    assert res.targets == [] and res.ratios == []
+
+
+def test_a_full_run_measures_each_size_once_so_only_the_change_p99_gets_a_verdict() -> None:
+    res = _result(engine_s=30.0)   # 3 x bare BIRD: would fail, but it stands on one round
+    reflector_scale.declare_targets(res, KEY)
+    t = _targets(res)
+    assert t[CONVERGE]["value"] == 3.0 and t[CONVERGE]["rounds"] == 1
+    assert t[CONVERGE]["verdict"] == stats.INSUFFICIENT
+    assert t[RSS]["rounds"] == 1 and t[RSS]["verdict"] == stats.INSUFFICIENT
+    assert t[CHANGE]["rounds"] == 20 and t[CHANGE]["verdict"] == stats.PASS   # 20 changes, each a sample
+
+
+@pytest.mark.parametrize(("engine_s", "value", "verdict"), [
+    (12.0, 1.2, stats.PASS), (11.9, 1.19, stats.PASS), (12.1, 1.21, stats.FAIL)])
+def test_convergence_target_with_enough_rounds(engine_s: float, value: float, verdict: str) -> None:
+    res = _result(10, engine_s=engine_s)
+    reflector_scale.declare_targets(res, KEY)
+    t = _targets(res)[CONVERGE]
+    assert t["value"] == pytest.approx(value) and t["threshold"] == 1.2 and t["verdict"] == verdict
+
+
+@pytest.mark.parametrize(("engine_mib", "verdict"), [(75.0, stats.PASS), (74.9, stats.PASS), (75.1, stats.FAIL)])
+def test_rss_target_is_one_and_a_half_bare_bird_plus_60_mib(engine_mib: float, verdict: str) -> None:
+    res = _result(10, engine_mib=engine_mib, bird_mib=10.0)
+    reflector_scale.declare_targets(res, KEY)
+    t = _targets(res)[RSS]
+    assert t["threshold"] == 75.0 and t["value"] == engine_mib and t["unit"] == "MiB"
+    assert t["verdict"] == verdict
+
+
+def test_rss_target_without_bare_bird_is_not_measured() -> None:
+    res = _result(10)
+    del res.metrics["rr_rss_mib_1000x4"].samples["bird-rr"]
+    reflector_scale.declare_targets(res, KEY)
+    assert _targets(res)[RSS]["verdict"] == stats.NOT_MEASURED
+
+
+@pytest.mark.parametrize(("second", "worst", "p99", "verdict"), [
+    (1.0, 1.0, 1.0, stats.PASS),           # at the target
+    (0.98, 1.004, 0.99944, stats.PASS),    # the slowest change over 1 s, the p99 just inside
+    (0.98, 1.01, 1.0043, stats.FAIL),      # just outside
+])
+def test_change_p99_target(second: float, worst: float, p99: float, verdict: str) -> None:
+    res = _result(change_s=(0.5,) * 18 + (second, worst))   # p99 of 20 = second + 0.81 x (worst - second)
+    reflector_scale.declare_targets(res, KEY)
+    t = _targets(res)[CHANGE]
+    assert t["value"] == pytest.approx(p99) and t["threshold"] == 1.0 and t["verdict"] == verdict
+
+
+def test_quick_runs_three_changes_and_get_no_verdict() -> None:
+    res = _result(change_s=(5.0,) * 3, changes_per_size=3)
+    reflector_scale.declare_targets(res, KEY)
+    assert _targets(res)[CHANGE]["rounds"] == 3 and _targets(res)[CHANGE]["verdict"] == stats.INSUFFICIENT
