@@ -100,19 +100,32 @@ _TESTS_DIR = Path(__file__).parent
 
 
 def _unmarked_for_their_rung(items: list[pytest.Item]) -> list[str]:
-    """Tests under tests/<rung>/ without the <rung> marker: that rung's make target would never select them."""
+    """Tests under tests/<rung>/ without exactly the <rung> marker: a test belongs to one rung (what it also
+    needs is a needs_root/needs_etcd marker, not a second rung)."""
     out = []
     for item in items:
         parts = item.path.relative_to(_TESTS_DIR).parts if item.path.is_relative_to(_TESTS_DIR) else ()
-        if len(parts) > 1 and parts[0] in RUNGS and item.get_closest_marker(parts[0]) is None:
-            out.append(f"{item.nodeid} (no {parts[0]} marker)")
+        if len(parts) <= 1 or parts[0] not in RUNGS:
+            continue
+        rungs = [r for r in RUNGS if item.get_closest_marker(r) is not None]
+        if rungs != [parts[0]]:
+            out.append(f"{item.nodeid} (rung markers {rungs}, wants [{parts[0]!r}])")
     return out
+
+
+def needs_root(item: pytest.Item) -> bool:
+    return item.get_closest_marker("netns") is not None or item.get_closest_marker("needs_root") is not None
+
+
+def needs_etcd(item: pytest.Item) -> bool:
+    return item.get_closest_marker("integration") is not None or item.get_closest_marker("needs_etcd") is not None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     unmarked = _unmarked_for_their_rung(items)
     if unmarked:
-        raise pytest.UsageError("every test carries its directory's rung marker; missing: " + ", ".join(unmarked[:10]))
+        raise pytest.UsageError("every test carries its directory's rung marker and no other: "
+                                + ", ".join(unmarked[:10]))
     if STRICT:
         missing = [what for what, ok in (("root", IS_ROOT), ("etcd (Debian etcd-server)", shutil.which("etcd")))
                    if not ok]
@@ -122,7 +135,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip_root = pytest.mark.skip(reason="needs root (network namespaces)")
     skip_etcd = pytest.mark.skip(reason="needs Debian's etcd-server on PATH (make setup)")
     for item in items:
-        if "netns" in item.keywords and not IS_ROOT:
+        if needs_root(item) and not IS_ROOT:
             item.add_marker(skip_root)
-        if "integration" in item.keywords and shutil.which("etcd") is None:
+        if needs_etcd(item) and shutil.which("etcd") is None:
             item.add_marker(skip_etcd)

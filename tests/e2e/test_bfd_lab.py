@@ -27,7 +27,7 @@ from bench.framework import percentile
 from tests.e2e.e2e_helpers import Lab, route_to, running_lab
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow, pytest.mark.soak]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow, pytest.mark.soak]
 
 CUTS = int(os.environ.get("L3NET_BFD_LAB_CUTS", "10"))
 TARGET_S = 1.0

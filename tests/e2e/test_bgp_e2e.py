@@ -39,7 +39,7 @@ from tests.e2e.e2e_helpers import (
 )
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow]
 
 FIGURES: dict[str, object] = {}
 HOLD_TIME = 9  # seconds; set on both sides by the topologies' manifests below / in topologies/bird-rr/

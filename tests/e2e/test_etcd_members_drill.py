@@ -30,7 +30,7 @@ from tests.e2e.e2e_helpers import (
 from tests.route_monitor import RouteMonitor
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow]
 
 # No bound in the issue for this one; generous for a loaded machine, the figure is printed.
 NEW_POD_REACHABLE_WITHIN = 10.0

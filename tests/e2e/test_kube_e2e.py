@@ -31,7 +31,7 @@ from l3net.model.client import ResourceClient
 from tests.e2e.e2e_helpers import Lab, PodAgent, running_lab, wait_for_connect_outcome
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow]
 
 ALLOWED, OTHER = 8080, 9090
 LABEL_BOUND = 2.0  # s: issue 15, "kubectl label ... moves it in and out of policies within 2 s"

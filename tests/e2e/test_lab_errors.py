@@ -22,7 +22,7 @@ from l3net.lab.etcdserver import EtcdServer, free_port
 from l3net.lab.runtime import LabRuntime, check_endpoints, down, endpoint_problem
 from l3net.lab.topology import load_topology
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 L3NET = [sys.executable, "-m", "l3net.cli.agent_main"]
 
@@ -108,7 +108,7 @@ def test_a_file_that_is_not_a_socket_and_a_listener_that_is_not_etcd(lab_env: tu
     assert problem is not None and problem.startswith("not answering as etcd"), problem
 
 
-@pytest.mark.integration
+@pytest.mark.needs_etcd
 def test_one_good_endpoint_is_enough(etcd_server: EtcdServer, tmp_path: Path) -> None:
     assert endpoint_problem(etcd_server.unix_endpoint) is None
     check_endpoints(f"unix://{tmp_path}/gone.sock,{etcd_server.unix_endpoint}")  # no error: e2 answers

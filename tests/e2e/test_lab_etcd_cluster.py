@@ -20,7 +20,7 @@ from l3net.lab import state as st
 from tests.e2e.e2e_helpers import Lab, ping, route_to, running_lab
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.needs_etcd, pytest.mark.slow]
 
 WORKERS = ("n1", "n2", "n3")
 REFLECTORS = ("rr1", "rr2")

@@ -39,7 +39,7 @@ from tests.e2e.e2e_helpers import (
 )
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow]
 
 HOLD, KEEPALIVE = 6, 2
 TIMERS = f"""\

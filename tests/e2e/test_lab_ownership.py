@@ -25,7 +25,7 @@ from l3net.lab.runtime import LabRuntime, down
 from l3net.lab.topology import load_topology
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 L3NET = [sys.executable, "-m", "l3net.cli.agent_main"]
 

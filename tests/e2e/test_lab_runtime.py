@@ -20,7 +20,7 @@ from l3net.lab.errors import LabError
 from l3net.lab.runtime import LabRuntime, _ip, down
 from l3net.lab.topology import load_topology
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
 L3NET = [sys.executable, "-m", "l3net.cli.agent_main"]
 

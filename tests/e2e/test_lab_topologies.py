@@ -22,7 +22,7 @@ from l3net.lab.runtime import LabRuntime, down
 from l3net.lab.topology import Topology, load_topology
 from tests.e2e.e2e_helpers import route_to
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 TOPOLOGIES = ["two-node-rr", "mesh3", "dual-rr", "leaf-spine", "bird-rr", "dual-rr-bird"]

@@ -43,7 +43,7 @@ from tests.e2e.e2e_helpers import (
 from tests.route_monitor import RouteMonitor, forwarding_changes
 from tests.waiting import seconds_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow]
 
 HEALTH_PORT = 9099
 METRICS_PORT = 9091

@@ -32,7 +32,7 @@ from l3net.model.resource import Resource
 from tests.integration.bgp_fabric import ADDR, NODES, Fabric, Nodes, block, fabric, node_res, report
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 __all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric
 

@@ -29,7 +29,7 @@ from tests.integration.bfd_rig import BirdBfd, FrrBfdd, L3netBfd, Peer
 from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 INTERVAL_MS = 300
 MULT = 3

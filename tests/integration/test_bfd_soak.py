@@ -19,7 +19,7 @@ from tests.integration.bfd_rig import FrrBfdd, L3netBfd
 from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.soak]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root, pytest.mark.soak]
 
 SESSIONS = 30
 SOAK_S = float(os.environ.get("L3NET_BFD_SOAK_SECONDS", "600"))

@@ -49,7 +49,7 @@ from tests.netns_fixtures import NetnsFactory
 from tests.route_monitor import RouteMonitor, deleted
 from tests.waiting import wait_for, wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns,
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root,
               pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")]
 
 __all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric

@@ -39,7 +39,7 @@ from tests.integration.bgp_fabric import (
 from tests.route_monitor import RouteMonitor, deleted
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 __all__ = ["fabric"]  # the module-scoped fixture of tests.integration.bgp_fabric
 

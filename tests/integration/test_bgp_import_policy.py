@@ -34,7 +34,7 @@ from l3net.model.resource import Resource
 from tests.integration.bgp_fabric import ADDR, HOLD, Fabric, block, fabric, pod_ip
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns,
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root,
               pytest.mark.skipif(not Path("/usr/lib/frr/bgpd").exists(), reason="needs frr (Debian package)")]
 
 __all__ = ["fabric"]

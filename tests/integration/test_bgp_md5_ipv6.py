@@ -20,7 +20,7 @@ from l3net.model.resource import Resource
 from tests.integration.bgp_fabric import ADDR, HOLD, Fabric, Nodes, block, fabric
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 __all__ = ["fabric"]
 

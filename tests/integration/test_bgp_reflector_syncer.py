@@ -19,7 +19,7 @@ from l3net.model.resource import Resource
 from tests.integration.bgp_fabric import ADDR, Fabric, fabric, node_res
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 __all__ = ["fabric"]
 

@@ -37,7 +37,7 @@ from l3net.model.validation import resource_from_document, workload_endpoint_nam
 from tests.integration.bgp_fabric import ADDR, BASE_CFG, Fabric, bird, block, fabric, node_res, pod_ip
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns,
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root,
               pytest.mark.skipif(shutil.which("bird") is None, reason="needs bird2")]
 
 __all__ = ["fabric"]

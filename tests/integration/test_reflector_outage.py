@@ -37,7 +37,7 @@ from tests.integration.bgp_fabric import (
 )
 from tests.waiting import wait_for_async
 
-pytestmark = [pytest.mark.integration, pytest.mark.netns]
+pytestmark = [pytest.mark.integration, pytest.mark.needs_root]
 
 __all__ = ["fabric"]
 

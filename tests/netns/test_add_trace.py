@@ -25,7 +25,7 @@ from tests.netns.cni_rig import CNI_BIN
 from tests.netns.felix_rig import bgp_pair, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 
 def cni_add(node_ns: str, sock: Path, endpoint: str, keys: KeyLayout, node: str, cid: str, pod_ns: str,

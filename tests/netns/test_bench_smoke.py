@@ -26,7 +26,7 @@ import pytest
 from bench import BENCHMARKS
 from bench.framework import RESULT_SCHEMA
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 L3NET = Path(sys.executable).parent / "l3net"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -16,7 +16,7 @@ import pytest
 from bench import reflector_scale as rs
 from bench.framework import Workspace
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 CLIENTS = 4
 PREFIXES = 8

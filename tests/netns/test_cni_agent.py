@@ -21,7 +21,7 @@ import pytest
 from tests.netns.cni_rig import CNIRig, make_rig
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 L3NET = str(Path(sys.executable).with_name("l3net"))
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.netns.cni_rig import CNIRig, make_rig
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from l3net.datastore import EtcdDatastore
 from l3net.lab.etcdserver import EtcdServer
 from tests.netns.cni_rig import CNIRig, make_rig
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 ERROR_WITHIN = 5.0  # the bound
 

@@ -19,7 +19,7 @@ from l3net.model.client import ResourceClient
 from l3net.model.validation import host_veth_name
 from tests.netns.cni_rig import UPLINK_MTU, CNIRig, make_rig
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 
 @pytest.fixture

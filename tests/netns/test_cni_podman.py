@@ -28,7 +28,7 @@ from l3net.model.validation import host_veth_name
 from tests.netns.cni_rig import CNI_BIN, CNIRig, make_rig
 from tests.netns.podman_rig import INSTALL_HINT, Podman, missing_tools
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd, pytest.mark.slow]
 
 MISSING = missing_tools()
 POOL = "10.242.0.0/24"

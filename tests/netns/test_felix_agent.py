@@ -19,7 +19,7 @@ from tests.builders import gnp, netpol, ns
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 P = ROUTE_PROTO
 

@@ -23,7 +23,7 @@ from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
 from tests.route_monitor import forwarding_changes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd, pytest.mark.slow]
 
 P = ROUTE_PROTO
 HUNG_SECONDS = 8.0

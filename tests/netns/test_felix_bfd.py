@@ -19,7 +19,7 @@ from l3net.model.resource import Resource
 from tests.netns.felix_rig import bgp_pair, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 P = ROUTE_PROTO
 N2_BLOCK = f"10.65.0.64/26 via 10.0.0.2 dev eth0 proto {P} metric 1024"

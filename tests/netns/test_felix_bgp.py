@@ -17,7 +17,7 @@ from l3net.model.resource import Resource
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, bgp_pair, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 P = ROUTE_PROTO
 

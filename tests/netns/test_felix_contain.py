@@ -38,7 +38,7 @@ from tests.builders import gnp, ns
 from tests.netns.felix_rig import Node, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 P = ROUTE_PROTO
 CTL = str(Path(sys.executable).with_name("l3netctl"))

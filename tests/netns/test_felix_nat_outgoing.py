@@ -14,7 +14,7 @@ from l3net.model.resource import Resource
 from tests.netns.felix_rig import Node
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 POD_IP = "10.65.0.2"
 OUTSIDE_IP = "192.0.2.2"

@@ -15,7 +15,7 @@ from l3net.model.resource import Resource
 from tests.netns.felix_rig import MEMBER_IP, NON_MEMBER_IP, Node, external_host, our_rules, reaches
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 POD_IP = "10.65.0.2"
 SET = "external-hosts"

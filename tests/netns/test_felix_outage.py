@@ -16,7 +16,7 @@ from l3net.lab.etcdserver import EtcdServer
 from tests.netns.felix_rig import Node, Pinger, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd, pytest.mark.slow]
 
 OUTAGE_SECONDS = 30.0
 # The bound: a workload added during the outage is programmed this soon after etcd is back.

@@ -30,7 +30,7 @@ from l3net.syncer import Syncer
 from tests.fakes.sysctls import FakeSysctls
 from tests.netns.felix_rig import routes
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 P = ROUTE_PROTO
 

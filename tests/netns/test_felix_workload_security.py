@@ -15,7 +15,7 @@ from l3net.model.validation import workload_endpoint_name
 from tests.netns.felix_rig import Node, routes
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 P = ROUTE_PROTO
 

@@ -16,7 +16,7 @@ from tests.builders import gnp, ns
 from tests.netns.felix_rig import Node
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 
 def put_felix_configuration(node: Node, name: str, spec: str) -> None:

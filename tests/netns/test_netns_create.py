@@ -10,7 +10,7 @@ import pytest
 
 from l3net import netns
 
-pytestmark = [pytest.mark.netns, pytest.mark.integration]
+pytestmark = [pytest.mark.netns, pytest.mark.needs_etcd]
 
 
 def test_create_makes_a_named_namespace_with_lo_up_and_leaves_the_caller_where_it_was(netns_factory) -> None:
