@@ -121,6 +121,8 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "allowedUses": refused(["LoadBalancer"], "what the pool's addresses are for: Workload, Tunnel, LoadBalancer",
                                "pools serve workloads only (Tunnel is accepted: l3net allocates no tunnel "
                                "addresses)", default=["Workload", "Tunnel"]),
+        "assignmentMode": refused("Manual", "Automatic: any pod may draw from the pool; Manual: only pods "
+                                  "that name it", "every pool is chosen automatically", default="Automatic"),
         "ipipMode": refused("Always", "IP-in-IP encapsulation between nodes",
                             "l3net routes natively: only Never", default="Never"),
         "vxlanMode": refused("Always", "VXLAN encapsulation between nodes",
@@ -163,6 +165,11 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "bgp.ipv6Address": implemented("bgp.view", "the node's IPv6 address for BGP"),
         "bgp.asNumber": implemented("bgp.view", "the node's own AS number"),
         "bgp.routeReflectorClusterID": implemented("bgp.view", "makes the node a route reflector"),
+        "addresses": refused([{"address": "10.0.0.1/24", "type": "CalicoNodeIP"}],
+                             "the node's addresses, written by calico-node", "the node's addresses are "
+                             "spec.bgp.ipv4Address and ipv6Address", default=[]),
+        "orchRefs": refused([{"nodeName": "n1", "orchestrator": "k8s"}], "the orchestrator's name for the node",
+                            "a node is named by metadata.name", default=[]),
     },
     "BGPConfiguration": {
         "nodeToNodeMeshEnabled": implemented("bgp.view", "full mesh between nodes"),

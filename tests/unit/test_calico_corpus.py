@@ -151,6 +151,76 @@ kind: NetworkPolicy
 metadata: {name: web, namespace: shop}
 spec: {selector: app == 'web', ingress: [{action: Allow}]}
 """,
+    "felix-configuration": """\
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  logSeverityScreen: Info
+  defaultEndpointToHostAction: Drop
+  failsafeInboundHostPorts: [{protocol: tcp, port: 22}, {protocol: udp, port: 68}]
+  routeRefreshInterval: 90s
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.node1}
+spec: {logSeverityScreen: Debug}
+""",
+    "route-reflector-node-and-peering": """\
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: rr1, labels: {route-reflector: "true"}}
+spec: {bgp: {ipv4Address: 10.0.0.10/24, routeReflectorClusterID: 244.0.0.1}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-with-route-reflectors}
+spec: {nodeSelector: all(), peerSelector: route-reflector == 'true'}
+""",
+    "bgp-filter": """\
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: my-filter}
+spec:
+  exportV4:
+  - {action: Accept, matchOperator: In, cidr: 77.0.0.0/16}
+  - {action: Reject, matchOperator: NotIn, cidr: 88.0.0.0/16}
+  importV4:
+  - {action: Reject, matchOperator: NotIn, cidr: 44.0.0.0/16}
+  exportV6:
+  - {action: Reject, matchOperator: NotEqual, cidr: "9000::0/64"}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-with-filter}
+spec: {peerSelector: has(filter-bgp), filters: [my-filter]}
+""",
+    "peer-timers-and-secret": """\
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: bgppeer-global-3040}
+spec:
+  peerIP: 192.20.30.40
+  asNumber: 64567
+  keepaliveTime: 10s
+  holdTime: 30s
+  maxRestartTime: 60s
+  password: {secretKeyRef: {name: bgp-secrets, key: rr-password}}
+""",
+    "calicoctl-exported-pool-and-node": """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: default-ipv4-ippool, resourceVersion: "1234", uid: 3d1a1c0e-0000-4000-8000-000000000001,
+           creationTimestamp: "2026-11-01T10:00:00Z"}
+spec: {cidr: 192.168.0.0/16, blockSize: 26, ipipMode: Never, vxlanMode: Never, natOutgoing: true,
+       nodeSelector: all(), allowedUses: [Workload, Tunnel], assignmentMode: Automatic}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node1}
+spec: {bgp: {ipv4Address: 10.0.0.1/24}, addresses: [], orchRefs: []}
+status: {podCIDRs: [10.244.0.0/24]}
+""",
 }
 
 REFUSED = {
@@ -228,6 +298,33 @@ spec:
   - action: Allow
     source: {serviceAccounts: {names: [API_Service]}}
 """, "spec.ingress[0].source.serviceAccounts.names[0]: 'API_Service' is not a valid DNS-1123 subdomain"),
+    "calicoctl-exported-node-addresses": ("""\
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node1}
+spec:
+  addresses: [{address: 10.0.0.1/24, type: CalicoNodeIP}]
+  bgp: {ipv4Address: 10.0.0.1/24}
+  orchRefs: [{nodeName: node1, orchestrator: k8s}]
+""", "spec.addresses: l3net does not support this field (the node's addresses are spec.bgp.ipv4Address"),
+    "manual-pool": ("""\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: manual}
+spec: {cidr: 10.20.0.0/16, assignmentMode: Manual}
+""", "spec.assignmentMode: l3net does not support this field"),
+    "source-address-none": ("""\
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: no-source}
+spec: {peerIP: 192.20.30.40, asNumber: 64567, sourceAddress: None}
+""", "spec.sourceAddress: l3net does not support this field"),
+    "felix-reporting-interval": ("""\
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {reportingInterval: 30s}
+""", "spec.reportingInterval: l3net does not support this field"),
     "calico-network-policy-bad-sa-selector": ("""\
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -265,3 +362,10 @@ def test_refused_with_a_message_naming_what_is_not_supported(name: str) -> None:
     with pytest.raises(ValidationError) as ei:
         load_documents(text, f"{name}.yaml")
     assert message in str(ei.value)
+
+
+def test_a_status_block_is_dropped_as_the_api_server_does() -> None:
+    """calicoctl's exports carry the system-written status; applying them keeps the spec only."""
+    _, node = load_documents(APPLIES["calicoctl-exported-pool-and-node"], "export.yaml")
+    assert node.kind == "Node" and "status" not in node.to_document()
+    assert node.spec["bgp"] == {"ipv4Address": "10.0.0.1/24"}

@@ -217,7 +217,8 @@ EXPR = "spec.podSelector.matchExpressions[0]"
 
 BAD: list[tuple[str, dict[str, Any], str, str]] = [
     # (id, document, field path, reason fragment)
-    ("unknown-top-field", {**pool({"cidr": "10.0.0.0/16"}), "status": {}}, "status", "unknown field"),
+    ("unknown-top-field", {**pool({"cidr": "10.0.0.0/16"}), "stats": {}}, "stats", "unknown field"),
+    ("status-not-an-object", {**pool({"cidr": "10.0.0.0/16"}), "status": "ok"}, "status", "must be an object"),
     ("unknown-spec-field", np({"podSelector": {}, "ingres": []}), "spec.ingres", "did you mean 'ingress'"),
     ("unknown-nested-field", _peer({"ipBlock": {"cidr": "10.0.0.0/8", "exept": []}}), f"{RULE}.ipBlock.exept",
      "unknown field"),

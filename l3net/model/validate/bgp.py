@@ -45,6 +45,14 @@ NODE_SPEC = obj({
         "asNumber": asn,
         "routeReflectorClusterID": ip_address(4),
     }),
+    # What calico-node writes about itself (calicoctl exports carry them): l3net's node addresses are the
+    # bgp ones and a node is named by metadata.name, so a non-empty list is refused, never kept unread.
+    "addresses": unsupported(listof(obj({"address": string(non_empty=True),
+                                         "type": enum("CalicoNodeIP", "InternalIP", "ExternalIP")},
+                                        required=("address",))), lambda v: v == [],
+                             "the node's addresses are spec.bgp.ipv4Address and ipv6Address"),
+    "orchRefs": unsupported(listof(obj({"nodeName": string(non_empty=True), "orchestrator": string(non_empty=True)})),
+                            lambda v: v == [], "a node is named by metadata.name; no orchestrator references"),
 })
 
 # What ``l3netctl get`` prints instead of a password; applying it back is refused, not stored.

@@ -1,6 +1,8 @@
 """l3net.model.validate.document: one document in, one validated :class:`Resource` out.
 
-Owns the document envelope (``apiVersion``, ``kind``, ``metadata``, ``spec`` and nothing else),
+Owns the document envelope (``apiVersion``, ``kind``, ``metadata``, ``spec``, and a ``status``
+object that is dropped: status is written by the system that owns the object, as the Kubernetes
+API ignores it on a spec write, so ``calicoctl get -o yaml`` output applies),
 ``metadata`` (name, namespace, labels, annotations, resourceVersion and the read-only fields that
 ``get -o yaml`` prints), the document's display name, and the dispatch to the kind's spec check
 and name rule (:mod:`l3net.model.validate.kinds`). All errors of a document are collected, then
@@ -24,7 +26,7 @@ __all__ = ["DEFAULT_NAMESPACE", "document_name", "resource_from_document"]
 
 DEFAULT_NAMESPACE = "default"
 
-_ENVELOPE = ("apiVersion", "kind", "metadata", "spec")
+_ENVELOPE = ("apiVersion", "kind", "metadata", "spec", "status")
 
 # Read-only metadata that `get -o yaml` prints and that may come back on apply.
 _EXTRA_METADATA: dict[str, Check] = {
@@ -104,7 +106,9 @@ def _envelope(c: Checker, doc: dict[str, Any]) -> KindInfo | None:
     for key in doc:
         if key not in _ENVELOPE:
             c.error(format_path("", key) if isinstance(key, str) else repr(key),
-                    "unknown field; a resource has apiVersion, kind, metadata and spec")
+                    "unknown field; a resource has apiVersion, kind, metadata, spec (and status, ignored)")
+    if "status" in doc and not isinstance(doc["status"], dict):
+        c.error("status", f"must be an object, not {typename(doc['status'])}")
     kind = doc.get("kind")
     api = doc.get("apiVersion")
     info = document_kind_info(kind, api) if isinstance(kind, str) else None

@@ -81,6 +81,9 @@ IPPOOL_SPEC = obj({
     "allowedUses": unsupported(listof(enum("Workload", "Tunnel", "LoadBalancer"), min_items=1, unique=True),
                                lambda v: "Workload" in v and set(v) <= {"Workload", "Tunnel"},
                                "pools serve workloads only: Workload, optionally with Tunnel"),
+    # Calico 3.29+: Automatic pools serve any pod; Manual ones only pods that name them. l3net has no Manual.
+    "assignmentMode": unsupported(enum("Automatic", "Manual"), lambda v: v == "Automatic",
+                                  "every pool is chosen automatically: only Automatic"),
     "ipipMode": _encap(("Never", "Always", "CrossSubnet")),
     "vxlanMode": _encap(("Never", "Always", "CrossSubnet")),
 }, required=("cidr",), post=_ippool_post)
