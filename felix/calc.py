@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
@@ -25,6 +25,10 @@ from l3net.keys import KeyLayout
 from l3net.model.decode import Invalid, decode
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
 from l3net.model.validate.workload import host_network_reason, workload_ifname_reason
+
+if TYPE_CHECKING:  # annotations only, as in felix.desired
+    from bgp.view import NodeBGPView
+    from policy.compiler import PolicyProgram
 
 _log = logging.getLogger(__name__)
 
@@ -226,7 +230,10 @@ def _drop_indexed(index: dict[str, dict[str, Any]], node: str, key: str) -> None
             del index[node]
 
 
-Builder = Callable[[Model, str], Any]
+# What the calculation is given to build the policy and BGP slices of the desired state (the agent passes
+# its long-lived compiler and secrets through these; tests pass their own or none).
+BuildPolicy = Callable[["Model", str], "PolicyProgram"]
+BuildBGPView = Callable[["Model", str], "NodeBGPView"]
 
 
 class CoverIndex:
@@ -285,8 +292,8 @@ def nat_outgoing(pools: Iterable[Pool]) -> NatOutgoing:
 
 
 def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping[str, Sequence[str]], *,
-            node_ips: Iterable[str] = (), policy_builder: Builder | None = None,
-            bgp_builder: Builder | None = None) -> DesiredState:
+            node_ips: Iterable[str] = (), policy_builder: BuildPolicy | None = None,
+            bgp_builder: BuildBGPView | None = None) -> DesiredState:
     """The dataplane this node should have. Pure: same inputs, same (equal) output.
 
     - a ``/32`` (``/128``) scope-link route per address of each local workload whose

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from felix.addtrace import Token, TraceBook
-from felix.calc import Builder, KeyUpdateLike, Model, compute
+from felix.calc import BuildBGPView, BuildPolicy, KeyUpdateLike, Model, compute
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
 from felix.links import Link
@@ -107,7 +107,7 @@ class SyncLoop:
 
     def __init__(self, model: Model, node: str, dataplane: Dataplane, *, config: LoopConfig = LoopConfig(),
                  health: HealthState | None = None, node_ips: Iterable[str] = (),
-                 policy_builder: Builder | None = None, bgp_builder: Builder | None = None,
+                 policy_builder: BuildPolicy | None = None, bgp_builder: BuildBGPView | None = None,
                  on_applied: Callable[[DesiredState], None] | None = None,
                  on_config: Callable[[Mapping[str, bytes]], None] | None = None,
                  io_executor: concurrent.futures.Executor | None = None,

@@ -34,7 +34,7 @@ from felix import cniserver, felixconfig
 from felix import config as felix_config
 from felix.addtrace import TraceBook
 from felix.autonomy import CachedStartSink, config_from_view, probe_reporter, view_cache
-from felix.calc import Builder, Model
+from felix.calc import BuildBGPView, Model
 from felix.config import AgentConfig
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
@@ -79,14 +79,14 @@ def bgp_ipam_facts(model: Model, node: str) -> bgp.view.IpamFacts:
                               if n.prefixlen == n.max_prefixlen))
 
 
-def bgp_builder(secrets_dir: str = "") -> Builder:
+def bgp_builder(secrets_dir: str = "") -> BuildBGPView:
     """Node, BGPConfiguration, BGPPeer and BGPFilter resources, and IPAM → this node's ``bgp.view.NodeBGPView``.
 
     ``secrets_dir``: where ``secretKeyRef`` passwords are read (empty: secretKeyRef peers are refused).
     """
     secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
 
-    def build(model: Model, node: str) -> Any:
+    def build(model: Model, node: str) -> bgp.view.NodeBGPView:
         return bgp.view.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
                                           model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
                                           secrets=secrets, ipam=bgp_ipam_facts(model, node))

@@ -120,7 +120,7 @@ class Quarantine:
 class PolicyBuilder:
     """The agent's policy builder: model → ``PolicyProgram``, leaving quarantined objects out.
 
-    Callable as a ``felix.calc.Builder`` (uses the current quarantine); :meth:`build`
+    Callable as a ``felix.calc.BuildPolicy`` (uses the current quarantine); :meth:`build`
     takes an explicit set of refs to leave out (the converger's trials). Owns the
     agent's one long-lived ``PolicyCompiler``; loop thread only, one call at a time.
     """
