@@ -1,5 +1,6 @@
-"""Issue 12: two ``l3net route-reflector`` loops ride out a hung etcd (SIGSTOP) and a killed one, and a
-reflector restarted while etcd is down reflects again from its on-disk cache.
+"""Issues 12 and 16: two ``l3net route-reflector`` loops, on either engine (ExaBGP in l3net's process, or
+BIRD configured by it), ride out a hung etcd (SIGSTOP) and a killed one, and a reflector restarted while
+etcd is down reflects again from its on-disk cache.
 
 Real etcd (a private one: the test stops it), real ExaBGP for the reflectors and the three clients,
 real kernel routes (the fabric's installer) and real pings between the clients' pod addresses.
@@ -56,8 +57,9 @@ def resources() -> list[Resource]:
     ]
 
 
+@pytest.mark.parametrize("engine", ["exabgp", "bird"])
 def test_reflectors_survive_hung_and_killed_etcd_and_restart_from_cache(fabric: Fabric, tmp_path: Path,
-                                                                        tmpfs_dir: Path) -> None:
+                                                                        tmpfs_dir: Path, engine: str) -> None:
     server = EtcdServer(tmpfs_dir / f"rr-outage-{uuid.uuid4().hex[:6]}", name="rroutage")
     server.start()
     ds = EtcdDatastore(f"unix://{server.socket_path}")
@@ -84,7 +86,7 @@ def test_reflectors_survive_hung_and_killed_etcd_and_restart_from_cache(fabric: 
         def start_rr(rr: str) -> asyncio.Task[int]:
             return asyncio.create_task(run_reflector(ds, keys, rr, tmp_path / rr, resync=0.5, netns=fabric.ns[rr],
                                                      stop=stops[rr], health=health[rr],
-                                                     cache_dir=tmp_path / f"{rr}-cache"))
+                                                     cache_dir=tmp_path / f"{rr}-cache", engine=engine))
         tasks = {rr: start_rr(rr) for rr in ("rr1", "rr2")}
         ns = Nodes(fabric, tmp_path)
         ping = None
