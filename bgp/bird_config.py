@@ -22,6 +22,15 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   (next hops resolve exactly as before). eBGP peers keep BIRD's own choice (direct
   unless ``multihop``/TTL security).
 
+- a peer's BGPFilter rules (``PeerSpec.import_rules``/``export_rules``, already in order and for its
+  family) become its channel's ``import filter``/``export filter``, one ``if ... then accept|reject;``
+  per rule, first match decides and no match takes the default (import everything, export BGP routes),
+  as :mod:`bgp.policy` decides for the ExaBGP engine; ``maxPrefixes`` is ``import limit N action
+  block`` (routes past the limit are not taken, the session stays; the ExaBGP engine then uses
+  none of the peer's routes: BIRD has no such action). The ExaBGP engine's other safe
+  defaults (IPAM route-origin checks, :func:`bgp.policy.import_reason`) are not rendered: a BIRD
+  reflector reflects what its clients send.
+
 Every value is re-serialised from a parsed one (addresses through ``ipaddress``,
 numbers through ``int``); the only free text is an MD5 password, and BIRD 2's string
 literal has no escapes (it ends at the next ``"``), so :func:`password_error` admits
@@ -35,6 +44,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
+from bgp.policy import ACCEPT, REJECT, FilterRule
 from bgp.view import NodeBGPView, PeerSpec
 from l3net.errors import FieldError
 from l3net.model.validate.bgp import MAX_PASSWORD_BYTES
@@ -156,8 +166,43 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
     channel = "ipv6" if version == 6 else "ipv4"
     # `direct` would switch next-hop resolution to direct; keep the recursive mode every other session has
     gateway = "gateway recursive; " if direct else ""
-    lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP; }};", "}"]
+    limit = f" import limit {_int(p.max_prefixes, 1, 10_000_000)} action block;" if p.max_prefixes else ""
+    if not p.import_rules and not p.export_rules:
+        lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP;{limit} }};", "}"]
+        return lines
+    # BGPFilter rules, first match decides, as the ExaBGP engine's bgp.policy does; no match: the defaults.
+    lines += [f"  {channel} {{",
+              *([f"    {gateway.strip()}"] if gateway else []),
+              "    import filter {", *_filter_lines(p.import_rules, version), "    };",
+              "    export filter {", "      if source != RTS_BGP then reject;", *_filter_lines(p.export_rules, version),
+              "    };",
+              *([f"   {limit}"] if limit else []),
+              "  };", "}"]
     return lines
+
+
+def _filter_lines(rules: tuple[FilterRule, ...], version: int) -> list[str]:
+    """One ``if ... then accept|reject;`` per BGPFilter rule, in order, then the default (accept); a rule
+    without conditions decides every route, so nothing after it is written."""
+    out = []
+    for r in rules:
+        conds = []
+        if r.cidr is not None:
+            net = ipaddress.ip_network(r.cidr)
+            if net.version != version:
+                continue  # FilterRule.matches never matches another family
+            prefix = f"{net.network_address}/{net.prefixlen}"
+            conds.append({"Equal": f"net = {prefix}", "NotEqual": f"net != {prefix}", "In": f"net ~ [ {prefix}+ ]",
+                          "NotIn": f"!(net ~ [ {prefix}+ ])"}[r.operator or "In"])
+        if r.min_len is not None:
+            conds.append(f"net.len >= {_int(r.min_len, 0, 128)}")
+        if r.max_len is not None:
+            conds.append(f"net.len <= {_int(r.max_len, 0, 128)}")
+        verdict = {ACCEPT: "accept", REJECT: "reject"}[r.action]
+        if not conds:
+            return [*out, f"      {verdict};"]
+        out.append(f"      if {' && '.join(f'({c})' for c in conds)} then {verdict};")
+    return [*out, "      accept;"]
 
 
 def render_bird_config(view: NodeBGPView, single_hop: frozenset[str] = frozenset()) -> BirdConfig:

@@ -215,6 +215,46 @@ def test_two_bird_engine_reflectors(fabric: Fabric, tmp_path: Path, datastore, k
     asyncio.run(scenario())
 
 
+def test_bird_engine_applies_bgp_filters_and_prefix_limits(fabric: Fabric, tmp_path: Path, datastore,
+                                                           key_layout) -> None:
+    """The reflector's own BGPPeer names a BGPFilter that rejects n2's block on import and caps n3 at two
+    prefixes; the clients' side has neither, so what n1 learns shows BIRD's import filter and limit at work."""
+    clients = ("n1", "n2", "n3")
+    extras = ("10.244.103.0/26", "10.244.103.64/26")
+    nodes = [node_res(n) for n in clients] + [node_res("rr1", routeReflectorClusterID=CLUSTER)]
+    config = Resource("BGPConfiguration", "default", {"holdTime": f"{HOLD}s", "nodeToNodeMeshEnabled": False})
+    rr_side = [Resource("BGPPeer", "rr-to-clients", {"nodeSelector": "has(rr)", "peerSelector": "!has(rr)",
+                                                     "filters": ["no-n2"], "maxPrefixes": 2}),
+               Resource("BGPFilter", "no-n2", {"importV4": [{"action": "Reject", "matchOperator": "Equal",
+                                                             "cidr": block("n2")}]})]
+    for r in [*nodes, config, *rr_side]:
+        datastore.put(key_layout.resource(r.info.plural, r.name), r.to_json())
+    client_side = [Resource("BGPPeer", "to-rr", {"nodeSelector": "!has(rr)", "peerSelector": "has(rr)"})]
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_reflector(datastore, key_layout, "rr1", tmp_path / "rr1", resync=0.5,
+                                                 netns=fabric.ns["rr1"], stop=stop, engine="bird"))
+        ns = Nodes(fabric, tmp_path)
+        try:
+            await ns.start(clients, nodes, [config], client_side)
+            ns.sp["n3"].set_advertisements({block("n3"): None, **dict.fromkeys(extras)})
+            await wait_for_async(lambda: block("n1") in fabric.kernel_routes("n3")
+                                 and len(set(fabric.kernel_routes("n1")) & {block("n3"), *extras}) == 2, 30,
+                                 "n1's block at n3; two of n3's three prefixes at n1")
+            await asyncio.sleep(3)   # time for anything that should not arrive to arrive
+            n1 = set(fabric.kernel_routes("n1"))
+            assert block("n2") not in n1, "the BGPFilter rejects n2's block at the reflector"
+            assert len(n1 & {block("n3"), *extras}) == 2, f"maxPrefixes 2 for n3 at the reflector: {n1}"
+            assert block("n1") in fabric.kernel_routes("n2"), "n2's session is up and reflects the rest"
+        finally:
+            await ns.stop()
+            stop.set()
+            assert await task == 0
+
+    asyncio.run(scenario())
+
+
 # -- hostile passwords against a running BIRD ---------------------------------------------------------
 
 class _Bird:

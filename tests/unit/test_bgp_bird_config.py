@@ -46,8 +46,22 @@ SCENARIOS = {
                      Resource("BGPConfiguration", "node.rr1", {"bfd": {"multiplier": 4}})],
                     [TO_RR, peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000,
                                  bfd={"minRxInterval": "50ms", "minTxInterval": "12500us"})]),
+    # BGPFilter rules on an eBGP upstream (every operator, prefix lengths, both families) and a prefix limit
+    "bird_rr_filters": ("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
+                        [TO_RR, peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000, maxPrefixes=500,
+                                     filters=["edge", "last"])]),
 }
 SINGLE_HOP = {"bird_rr_bfd": frozenset({"10.0.0.11", "10.0.0.13", "10.0.0.254"})}
+FILTERS = {"bird_rr_filters": [
+    Resource("BGPFilter", "edge", {
+        "importV4": [{"action": "Accept", "matchOperator": "Equal", "cidr": "0.0.0.0/0"},
+                     {"action": "Reject", "matchOperator": "In", "cidr": "10.244.0.0/16"},
+                     {"action": "Accept", "matchOperator": "NotIn", "cidr": "192.168.0.0/16",
+                      "prefixLength": {"min": 16, "max": 24}}],
+        "exportV4": [{"action": "Reject", "matchOperator": "NotEqual", "cidr": "10.244.1.0/26"}],
+        "importV6": [{"action": "Reject", "matchOperator": "In", "cidr": "fd00::/8"}]}),
+    Resource("BGPFilter", "last", {"importV4": [{"action": "Reject"}]}),
+]}
 
 
 def _bird_parses(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -59,7 +73,7 @@ def _bird_parses(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_rendered_bird_config_matches_golden(name: str) -> None:
     me, nodes, configs, peers = SCENARIOS[name]
-    view = build_node_view(me, nodes, configs, peers)
+    view = build_node_view(me, nodes, configs, peers, FILTERS.get(name, []))
     assert view.errors == ()
     rendered = render_bird_config(view, SINGLE_HOP.get(name, frozenset()))
     assert rendered.errors == ()
