@@ -1,54 +1,27 @@
 """A Speaker without ExaBGP, fed the JSON lines ExaBGP prints, for the bgp unit tests.
 
-The line builders give the shapes ExaBGP 5.0.15 prints (captured from real sessions): OPEN with its
-capabilities, state changes, UPDATEs and End-of-RIB, all from ``PEER`` to ``ME``. ``speaker`` builds the
-Speaker of node n2 (``ME``) peering with n1 (``PEER``) and records what it learns and when it converges;
-``session`` brings the session up with the graceful restart capability.
+``FROM_PEER`` gives the lines ExaBGP 5.0.15 prints about the session from ``PEER`` (node n1) to ``ME``
+(node n2), built by :mod:`tests.fakes.exabgp`. ``speaker`` builds the Speaker of n2 and records what it
+learns and when it converges; ``session`` brings the session up with the graceful restart capability.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bgp.speaker import Speaker
 from bgp.view import build_node_view
 from l3net.model.resource import Resource
+from tests.fakes import exabgp
 
 A, B = "10.244.1.0/26", "10.244.1.64/26"
 ME, PEER = "10.0.0.2", "10.0.0.1"
+FROM_PEER = exabgp.Neighbor(local=ME, peer=PEER, local_as=64512, peer_as=64512)
 
-
-def open_line(peer: str, caps: dict[str, object]) -> str:
-    return json.dumps({"exabgp": "5.0.0", "type": "open", "neighbor": {
-        "address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "direction": "receive",
-        "open": {"version": 4, "asn": 64512, "hold_time": 6, "router_id": peer, "capabilities": caps}}})
-
-
-GR_CAP = {"64": {"name": "graceful restart", "time": 30, "address-family-flags": {"ipv4/unicast": ["restart"]},
-                 "restart-flags": ["forwarding"]}, "1": {"name": "multiprotocol", "families": ["ipv4/unicast"]}}
-
-
-def state(peer: str, state: str, reason: str = "") -> str:
-    n: dict[str, object] = {"address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512},
-                            "state": state}
-    if reason:
-        n["reason"] = reason
-    return json.dumps({"exabgp": "5.0.0", "type": "state", "neighbor": n})
-
-
-def update(peer: str, *prefixes: str) -> str:
-    return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": {
-        "address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "direction": "receive",
-        "message": {"update": {"attribute": {"origin": "igp", "local-preference": 100},
-                               "announce": {"ipv4 unicast": {peer: [{"nlri": p} for p in prefixes]}}}}}})
-
-
-def eor(peer: str) -> str:
-    return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": {
-        "address": {"local": ME, "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "direction": "receive",
-        "message": {"eor": {"afi": "ipv4", "safi": "unicast"}}}})
-
+# The peer has restarted (R bit) and kept forwarding ipv4 unicast (F bit), restart time 30 s.
+GR_CAP = {**exabgp.graceful_restart(30, restart_state=True, forwarding=["ipv4/unicast"]),
+          **exabgp.multiprotocol("ipv4/unicast")}
+HOLD_TIME = 6
 
 NODES = [Resource("Node", "n1", {"bgp": {"ipv4Address": f"{PEER}/24"}}),
          Resource("Node", "n2", {"bgp": {"ipv4Address": f"{ME}/24"}})]
@@ -64,6 +37,6 @@ def speaker(tmp_path: Path, **cfg: object) -> tuple[Speaker, list[dict[str, list
 
 
 def session(sp: Speaker, caps: dict[str, object] = GR_CAP) -> None:
-    sp.feed(state(PEER, "connected"))
-    sp.feed(open_line(PEER, caps))
-    sp.feed(state(PEER, "up"))
+    sp.feed(FROM_PEER.connected())
+    sp.feed(FROM_PEER.open(caps, hold_time=HOLD_TIME))
+    sp.feed(FROM_PEER.up())

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from bgp import metrics
-from tests.unit.speaker_feed import PEER, A, B, eor, session, speaker, state, update
+from tests.unit.speaker_feed import FROM_PEER, A, B, session, speaker
 
 pytestmark = pytest.mark.unit
 
@@ -31,15 +31,15 @@ def test_speaker_updates_session_prefix_and_restart_metrics(tmp_path: Path) -> N
         session(sp)
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="up") == 1.0
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="idle") == 0.0
-        sp.feed(update(PEER, A, B))
-        sp.feed(eor(PEER))
-        sp.feed(state(PEER, "down", "closing connection"))
+        sp.feed(FROM_PEER.announce(A, B))
+        sp.feed(FROM_PEER.eor())
+        sp.feed(FROM_PEER.down("closing connection"))
         assert value("l3net_bgp_session_state", node=node, peer=peer, state="down") == 1.0
         assert value("l3net_bgp_prefixes_received", node=node, peer=peer) == 2.0
         assert value("l3net_bgp_prefixes_stale", node=node, peer=peer) == 2.0
         session(sp)
-        sp.feed(update(PEER, A))
-        sp.feed(eor(PEER))
+        sp.feed(FROM_PEER.announce(A))
+        sp.feed(FROM_PEER.eor())
         assert value("l3net_bgp_prefixes_received", node=node, peer=peer) == 1.0
         assert value("l3net_bgp_prefixes_stale", node=node, peer=peer) == 0.0
         assert value("l3net_bgp_updates_received_total", node=node) == before_updates + 2

@@ -28,6 +28,7 @@ from l3net.errors import ValidationError
 from l3net.model.resource import Resource
 from l3net.model.validate.bgp import REDACTED
 from l3net.model.validation import resource_from_document
+from tests.fakes import exabgp
 
 pytestmark = pytest.mark.unit
 
@@ -261,16 +262,13 @@ def test_bridge_takes_long_update_lines_and_skips_absurd_ones(tmp_path: Path) ->
     """A full UPDATE (FRR packs ~16,000 prefixes into one extended message) is one long JSON line; a line
     beyond the limit is skipped and the connection goes on (it used to drop the bridge)."""
     import asyncio
-    import json
 
     from bgp.speaker import BRIDGE_LINE_LIMIT
 
+    tor = exabgp.Neighbor(local="10.0.0.1", peer="10.0.0.254", local_as=65101, peer_as=65000)
+
     def update_line(prefixes: list[str]) -> bytes:
-        nb = {"address": {"local": "10.0.0.1", "peer": "10.0.0.254"}, "asn": {"local": 65101, "peer": 65000},
-              "direction": "receive", "message": {"update": {
-                  "attribute": {"origin": "igp", "as-path": [65000]},
-                  "announce": {"ipv4 unicast": {"10.0.0.254": [{"nlri": p} for p in prefixes]}}}}}
-        return json.dumps({"exabgp": "5.0.0", "type": "update", "neighbor": nb}).encode() + b"\n"
+        return tor.announce(*prefixes, origin="igp", as_path=(65000,)).encode() + b"\n"
 
     many = [f"20.{i // 256}.{i % 256}.0/24" for i in range(16_000)]
     assert len(update_line(many)) > 64 * 1024
