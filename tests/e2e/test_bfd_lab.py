@@ -4,7 +4,8 @@ same on dual-rr-bird (the reflectors on the BIRD engine: BIRD runs their BFD ses
 Cut n2's fabric link (``ip link set eth1 down`` inside n2, as a dead NIC or a power loss looks to its
 peers) ten times: both reflectors must withdraw n2's block, so it leaves n1's and n3's kernels (watched
 with ``ip -ts monitor route``, netlink's own event stream) within 1 s, p99 over the cuts; restoring the
-link brings the block back once BGP is up again; n1's and n3's own routes never change. Then cut one
+link brings the block back on n1 and n3 within 3 s of n2's first BGP session's return (n2's own status
+record stamps it); n1's and n3's own routes never change. Then cut one
 reflector: no route changes anywhere, the other reflector still carries everything.
 
 Takes minutes (ten cuts, each waiting for BGP to come back): marked ``soak``, run by ``make soak``.
@@ -24,6 +25,9 @@ from pathlib import Path
 import pytest
 
 from bench.framework import percentile
+from bgp import status as bgp_status
+from l3net.datastore import EtcdDatastore
+from l3net.keys import KeyLayout
 from tests.e2e.e2e_helpers import Lab, route_to, running_lab
 from tests.waiting import seconds_until
 
@@ -31,6 +35,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.needs_root, pytest.mark.slow, pytest.
 
 CUTS = int(os.environ.get("L3NET_BFD_LAB_CUTS", "10"))
 TARGET_S = 1.0
+BACK_AFTER_SESSION_S = 3.0   # the block is back on every other node within 3 s of n2's BGP session's return
 BFD_MANIFEST = """\
 apiVersion: l3net.io/v1
 kind: BGPConfiguration
@@ -86,6 +91,13 @@ def _wait_bfd(lab: Lab, timeout: float) -> None:
         {n: _bfd_up_count(lab, n) for n in want}
 
 
+def _session_back(ds: EtcdDatastore, node: str, after: float) -> float | None:
+    """When ``node``'s first BGP session came up again after ``after`` (its own status record's stamp)."""
+    record = bgp_status.read(ds, KeyLayout(), node)
+    ups = [p.since for p in record.peers if p.state == "up" and p.since >= after] if record is not None else []
+    return min(ups) if ups else None
+
+
 def report(record_property: Callable[[str, object], None], key: str, value: float) -> None:
     record_property(key, round(value, 4))
     print(f"\nMEASURED {key}: {value * 1000:.0f} ms", file=sys.stderr)
@@ -111,6 +123,8 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(topology: str, tmp_path: Path,
         load_start = os.getloadavg()[0]  # the 2-core machine is shared: the figures mean little without it
         gone: list[float] = []
         back: list[float] = []
+        after_session: list[float] = []   # block back on every observer, after n2's BGP session's return
+        ds = EtcdDatastore(lab.endpoints)
         try:
             for i in range(CUTS):
                 t_cut = time.time()
@@ -130,6 +144,14 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(topology: str, tmp_path: Path,
                     assert seconds_until(lambda n=n: route_to(lab.ns(n), pods["n2"]["ip"]) is not None, 90, 0.05) \
                         is not None, f"cut {i}: n2's block not back on {n}"
                 back.append(time.time() - t_up)
+                session_up = seconds_until(lambda t_up=t_up: _session_back(ds, "n2", t_up) is not None, 30, 0.2)
+                assert session_up is not None, f"cut {i}: n2's status never showed a session back up"
+                up_at = _session_back(ds, "n2", t_up)
+                assert up_at is not None
+                def added(n: str, t_up: float = t_up) -> list[float]:
+                    return [ts for ts, text in monitors[n].since(t_up) if text.startswith(f"{block['n2']} ")]
+                assert seconds_until(lambda: all(added(n) for n in OBSERVERS), 10, 0.02) is not None
+                after_session.append(max(added(n)[0] for n in OBSERVERS) - up_at)
                 _wait_bfd(lab, 30)
                 time.sleep(1.5)
             # The other nodes' blocks never changed on the observers during all the cuts.
@@ -148,6 +170,7 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(topology: str, tmp_path: Path,
                 assert all(route_to(lab.ns(n), pods[o]["ip"]) for o in WORKERS if o != n)
             subprocess.run(["ip", "-n", lab.ns("rr1"), "link", "set", "eth1", "up"], check=True, timeout=10)
         finally:
+            ds.close()
             for m in monitors.values():
                 m.stop()
         gone.sort()
@@ -160,4 +183,6 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(topology: str, tmp_path: Path,
         report(record_property, f"bfd_lab{tag}_block_gone_p99", p99)
         report(record_property, f"bfd_lab{tag}_block_gone_max", gone[-1])
         report(record_property, f"bfd_lab{tag}_block_back_after_link_up_median", sorted(back)[len(back) // 2])
+        report(record_property, f"bfd_lab{tag}_block_back_after_session_max", max(after_session))
         assert p99 <= TARGET_S, gone
+        assert max(after_session) <= BACK_AFTER_SESSION_S, after_session
