@@ -1,13 +1,24 @@
-"""tests.builders: resource builders shaped as the model hands them over (WorkloadEndpoint, Namespace, policies)."""
+"""tests.builders: resource builders shaped as the model hands them over (WorkloadEndpoint, Namespace, policies),
+and :class:`Upd`, one datastore update as the syncer delivers it to the agent's model."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from bench.resources import netpol, ns, wep  # shared with the benchmarks, which may not import tests
 from l3net.model import Resource
 
-__all__ = ["cnp", "gnp", "netpol", "netset", "ns", "wep"]
+__all__ = ["Upd", "cnp", "gnp", "netpol", "netset", "ns", "wep"]
+
+
+@dataclass
+class Upd:
+    """A ``felix.calc.KeyUpdateLike``: a key, its value (None: deleted) and the revision it was seen at."""
+
+    key: str
+    value: bytes | None
+    revision: int = 1
 
 
 def gnp(name: str, spec: dict[str, Any]) -> Resource:

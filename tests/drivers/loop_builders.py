@@ -8,23 +8,18 @@ one of n1's pending.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from felix.calc import Model
 from l3net.constants import WORKLOAD_ROUTE_METRIC
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
+from tests.builders import Upd
 
 M = WORKLOAD_ROUTE_METRIC
 KEYS = KeyLayout("/t/")
 
 
-@dataclass
-class Upd:
-    key: str
-    value: bytes | None
-    revision: int = 1
 
 
 def wep(pod: str, node: str, ip: str, iface: str) -> Upd:

@@ -19,7 +19,6 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from l3net import netns
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
+from tests.builders import Upd
 from tests.integration.bgp_fabric import ADDR, BASE_CFG, Fabric, bird, block, fabric, node_res, pod_ip
 from tests.waiting import wait_for_async
 
@@ -82,11 +82,6 @@ LINKS = {POD_IFACE: Link(POD_IFACE, 99, True)}
 DNAT = ["PREROUTING", "-d", f"{LB_IP}/32", "-j", "DNAT", "--to-destination", pod_ip("n1")]
 
 
-@dataclass
-class Upd:
-    key: str
-    value: bytes | None
-    revision: int = 1
 
 
 def put(res: Resource) -> Upd:

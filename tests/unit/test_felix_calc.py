@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 
 import pytest
 
@@ -14,17 +13,13 @@ from felix.links import Link
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import workload_endpoint_name
+from tests.builders import Upd
 
 pytestmark = pytest.mark.unit
 
 KEYS = KeyLayout("/u/")
 
 
-@dataclass
-class Upd:
-    key: str
-    value: bytes | None
-    revision: int = 1
 
 
 def wep(pod: str, node: str, ips: list[str], iface: str) -> Upd:

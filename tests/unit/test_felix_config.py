@@ -12,6 +12,7 @@ from felix import config
 from felix.nodeip import Address, Method, choose, parse_method
 from l3net.health import HealthServer, HealthState
 from l3net.keys import KeyLayout
+from tests.builders import Upd
 
 pytestmark = pytest.mark.unit
 
@@ -171,19 +172,16 @@ def test_datastore_config_arrives_with_the_model_and_reaches_the_loop() -> None:
 
     seen: list[dict[str, bytes]] = []
     sync = SyncLoop(Model(KEYS), "n1", None, on_config=seen.append)  # type: ignore[arg-type]  # no apply here
-    sync.on_updates([_Upd(config.config_key(KEYS, "global", "LogLevel"), b"DEBUG")])
-    sync.on_updates([_Upd("/t/resources/nodes/n1", None)])  # not a config key: no callback
+    sync.on_updates([Upd(config.config_key(KEYS, "global", "LogLevel"), b"DEBUG")])
+    sync.on_updates([Upd("/t/resources/nodes/n1", None)])  # not a config key: no callback
     assert seen == [{"/t/config/global/LogLevel": b"DEBUG"}]
-    sync.on_updates([_Upd(config.config_key(KEYS, "global", "LogLevel"), None)])
+    sync.on_updates([Upd(config.config_key(KEYS, "global", "LogLevel"), None)])
     assert seen[-1] == {}
     before = sync._next_refresh
     sync.set_config(LoopConfig(refresh_interval=1.0))
     assert sync._next_refresh < before and sync.config.refresh_interval == 1.0
 
 
-class _Upd:
-    def __init__(self, key: str, value: bytes | None) -> None:
-        self.key, self.value, self.revision = key, value, 1
 
 
 def test_read_datastore_config_bounded_when_etcd_is_down() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from felix.services import ServiceCIDRs, is_service_prefix, service_cidrs, servi
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
+from tests.builders import Upd
 
 pytestmark = pytest.mark.unit
 
@@ -97,11 +97,6 @@ def test_service_prefix_test_for_learned_routes() -> None:
 # --- through the agent's calculation (Model + compute) -------------------------------------------------------
 
 
-@dataclass
-class Upd:
-    key: str
-    value: bytes | None
-    revision: int = 1
 
 
 def _put(res: Resource) -> Upd:

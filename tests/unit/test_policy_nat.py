@@ -16,6 +16,7 @@ from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
 from policy.compiler import PolicyProgram, compile_policy
 from policy.nat import IPSET_ALL_POOLS, IPSET_MASQ_POOLS, render_nat_outgoing, with_nat
+from tests.builders import Upd
 
 pytestmark = pytest.mark.unit
 
@@ -35,9 +36,6 @@ def _tuples(chains: dict[str, list[str]]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(rules) for name, rules in chains.items()}
 
 
-class Upd:
-    def __init__(self, key: str, value: bytes | None) -> None:
-        self.key, self.value, self.revision = key, value, 1
 
 
 def pool(name: str, cidr: str, **extra: object) -> Upd:

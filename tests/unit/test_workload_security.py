@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -32,18 +31,13 @@ from l3net.model.validation import resource_from_document, workload_endpoint_nam
 from policy.compiler import CHAIN_INPUT, CHAIN_WL_TO_HOST, compile_policy, wl_to_host_rules
 from policy.evaluator import Packet, is_allowed
 from policy.model import CALICO_NAMESPACE_LABEL, endpoint_labels, namespace_labels
-from tests.builders import netpol, ns, wep
+from tests.builders import Upd, netpol, ns, wep
 
 pytestmark = pytest.mark.unit
 
 KEYS = KeyLayout("/sec/")
 
 
-@dataclass
-class Upd:
-    key: str
-    value: bytes | None
-    revision: int = 1
 
 
 def wep_doc(ifname: str, nets: list[str], pod: str = "p1", node: str = "n1") -> dict[str, Any]:
