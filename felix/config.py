@@ -136,6 +136,8 @@ def parse_log_level(text: str) -> str:
 
 # Calico's FailsafeInboundHostPorts default (felix/config/config_params.go).
 CALICO_FAILSAFE_INBOUND = "tcp:22, udp:68, tcp:179, tcp:2379, tcp:2380, tcp:5473, tcp:6443, tcp:6666, tcp:6667"
+# ... and its FailsafeOutboundHostPorts default.
+CALICO_FAILSAFE_OUTBOUND = "udp:53, udp:67, tcp:179, tcp:2379, tcp:2380, tcp:5473, tcp:6443, tcp:6666, tcp:6667"
 
 
 def parse_endpoint_to_host_action(text: str) -> str:
@@ -234,8 +236,11 @@ PARAMS: tuple[Param, ...] = (
           "what happens to traffic from a workload to this node once the workload's egress policy allowed it: "
           "Drop (Calico's default), Accept, or Return (to the host's own INPUT rules)", datastore=True),
     Param("failsafe_inbound_host_ports", parse_failsafe_ports, parse_failsafe_ports(CALICO_FAILSAFE_INBOUND),
-          "proto:port list of the node's failsafe inbound ports (Calico's default list); workloads reach them "
-          "only with workload_to_host_failsafe", datastore=True),
+          "proto:port list of the node's failsafe inbound ports (Calico's default list): always open on host "
+          "endpoints; workloads reach them only with workload_to_host_failsafe", datastore=True),
+    Param("failsafe_outbound_host_ports", parse_failsafe_ports, parse_failsafe_ports(CALICO_FAILSAFE_OUTBOUND),
+          "proto:port list of the node's failsafe outbound ports (Calico's default list): destination ports "
+          "the host may always reach through its host endpoints", datastore=True),
     Param("workload_to_host_failsafe", parse_bool, False,
           "accept workload traffic to the failsafe inbound ports despite a Drop endpoint-to-host action "
           "(off: Calico applies failsafes to host endpoints, never to pods)", datastore=True),

@@ -69,6 +69,7 @@ FIELDS: dict[str, Field] = {
     "prometheusMetricsPort": Field("metrics_port", int),
     "defaultEndpointToHostAction": Field("default_endpoint_to_host_action", str),
     "failsafeInboundHostPorts": Field("failsafe_inbound_host_ports", _failsafe),
+    "failsafeOutboundHostPorts": Field("failsafe_outbound_host_ports", _failsafe),
     "iptablesBackend": Field("iptables_backend", lambda v: str(v).lower()),
     # The status key's lease: Calico's TTL of its status reports, in whole seconds.
     "reportingTTL": Field("status_ttl", lambda v: math.ceil(parse_duration(v))),

@@ -12,7 +12,9 @@ apply), and those that still fail alone are quarantined:
 
 * a policy keeps its **last good version** if it had one (the content last
   applied successfully); a policy that never applied is **absent**;
-* a workload endpoint's own chains **fail closed** (both directions drop).
+* a workload endpoint's own chains **fail closed** (both directions drop);
+* a host endpoint of this node is left out: its interface goes unpoliced rather than
+  cutting the node off its own network (the failsafe principle of host endpoints).
 
 A quarantined object is never retried as it is: it stays set aside until its
 content changes (then it is a suspect again, tried once) or it is deleted, or
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import policy.compiler
+import policy.host_endpoints
 from felix.calc import Model, outside_pools, pool_index
 from felix.config import AgentConfig
 from felix.drivers.ipsets import IpsetError
@@ -139,6 +142,8 @@ class PolicyBuilder:
         for w in model.workloads_on(node):
             if not outside_pools(w, pools):
                 out[object_ref(w.resource)] = w.resource
+        for hep in policy.host_endpoints.node_host_endpoints(model.resources_of("HostEndpoint"), node):
+            out[object_ref(hep)] = hep
         return out
 
     def __call__(self, model: Model, node: str) -> policy.compiler.PolicyProgram:
@@ -170,14 +175,24 @@ class PolicyBuilder:
             else:
                 applied[ref] = w.resource
         workloads = [w.resource for w in model.workloads.values() if not outside_pools(w, pools)]
-        # Network sets are selector-set members too (their nets stand for their labels in rules).
-        workloads += [*model.resources_of("GlobalNetworkSet"), *model.resources_of("NetworkSet")]
+        # Network sets and host endpoints are selector-set members too (their nets and expectedIPs).
+        heps = model.resources_of("HostEndpoint")
+        workloads += [*model.resources_of("GlobalNetworkSet"), *model.resources_of("NetworkSet"), *heps]
+        local_heps = []
+        for hep in policy.host_endpoints.node_host_endpoints(heps, node):
+            if object_ref(hep) not in excluded:
+                local_heps.append(hep)
+                applied[object_ref(hep)] = hep
         cfg = self.settings() if self.settings is not None else None
         action = cfg.default_endpoint_to_host_action if cfg is not None else "Drop"
         failsafe = cfg.failsafe_inbound_host_ports if cfg is not None and cfg.workload_to_host_failsafe else ()
+        host_in = cfg.failsafe_inbound_host_ports if cfg is not None else ()
+        host_out = cfg.failsafe_outbound_host_ports if cfg is not None else ()
         program = policy.compiler.compile_policy(local, workloads, policies, model.resources_of("Namespace"),
                                                  endpoint_to_host_action=action, failsafe_ports=failsafe,
-                                                 compiler=self.compiler, fail_closed=frozenset(fail_closed))
+                                                 compiler=self.compiler, fail_closed=frozenset(fail_closed),
+                                                 host_endpoints=local_heps, host_failsafe_in=host_in,
+                                                 host_failsafe_out=host_out)
         return replace(program, applied_objects=applied)
 
 

@@ -16,7 +16,11 @@ chains get one hook rule each, inserted at the top):
   node's own addresses, only replies to what the node opened), ``Accept``, or ``Return``
   (back to the host's own INPUT rules).
 * ``OUTPUT -> l3n-OUTPUT``: host-to-local-workload traffic is allowed (kubelet
-  probes, as Kubernetes requires); the chain is the seam for host endpoints.
+  probes, as Kubernetes requires).
+* Host endpoints (this node's HostEndpoints, :mod:`policy.host_endpoints`): one rule per
+  interface in ``l3n-INPUT``/``l3n-OUTPUT`` (host traffic) and, with ``applyOnForward``
+  policy, in ``l3n-FORWARD`` before the workload accepts; untracked policy in the raw table
+  and pre-DNAT policy in the mangle table. None of it exists while the node has no host endpoint.
 * ``l3n-fw-<iface>`` (from workload, egress) starts with the anti-spoofing
   check (the source must be one of the workload's own addresses; it comes
   before the conntrack accept so a forged source cannot ride another pod's
@@ -65,8 +69,6 @@ listed in ``PolicyProgram.ipv6_unpoliced`` (gauge
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import logging
 import time
@@ -74,7 +76,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX, WORKLOAD_IFACE_PREFIX
+from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
 from l3net.model.calico_selector import LabelOp
 from l3net.model.selectors import (
@@ -87,8 +89,10 @@ from l3net.model.selectors import (
     with_key_prefix,
 )
 from policy.calico import PODS_ONLY, entity_selector, policy_applies, policy_namespace
+from policy.host_endpoints import HostEndpointRender, local_host_endpoints, render_host_endpoints
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
+    HOST_ENDPOINT_KIND,
     NAMESPACE_LABEL_PREFIX,
     NETWORK_SET_KINDS,
     POLICY_KINDS,
@@ -96,13 +100,36 @@ from policy.model import (
     endpoint_labels,
     gnp_order,
     gnp_types,
+    host_endpoint_ips,
+    is_host_only,
     namespace_labels,
     network_set_labels,
     network_set_nets,
+    own_labels,
     policy_types,
     workload_ips,
     workload_ports,
 )
+from policy.rules import (
+    ACCEPT_MARK,
+    FAILSAFE_PROTOCOLS,
+    MAX_CHAIN_LEN,
+    PASS_MARK,
+    chain_name,
+    digest,
+    failsafe_rules,
+    hash_rules,
+    multiport_chunks,
+)
+from policy.rules import CLEAR_ACCEPT as _CLEAR_MARK
+from policy.rules import CLEAR_BOTH as _CLEAR_BOTH
+from policy.rules import CT_ACCEPT as _CT_ACCEPT
+from policy.rules import CT_INVALID as _CT_INVALID
+from policy.rules import RETURN_IF_ACCEPTED as _RETURN_IF_MARK
+from policy.rules import RETURN_IF_PASSED as _RETURN_IF_PASS
+from policy.rules import SET_ACCEPT as _SET_MARK
+from policy.rules import SET_PASS as _SET_PASS
+from policy.rules import UNLESS_PASSED as _UNLESS_PASSED
 from policy.selectors import SelectorIndex
 
 _log = logging.getLogger(__name__)
@@ -112,13 +139,7 @@ __all__ = ["ACCEPT_MARK", "CHAIN_FORWARD", "CHAIN_FROM_DISPATCH", "CHAIN_INPUT",
            "ENDPOINT_TO_HOST_ACTIONS", "FAILSAFE_PROTOCOLS", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK",
            "PolicyCompiler", "PolicyProgram", "compile_policy", "hash_rules", "wl_to_host_rules"]
 
-MAX_CHAIN_LEN = 28
 MAX_IPSET_LEN = 31
-# Mark bits chosen clear of kube-proxy's 0x4000/0x8000 and inside Felix's 0xffff0000 mask.
-ACCEPT_MARK = 0x10000
-PASS_MARK = 0x20000
-_MARK = f"0x{ACCEPT_MARK:x}"
-_PMARK = f"0x{PASS_MARK:x}"
 
 CHAIN_FORWARD = f"{CHAIN_PREFIX}FORWARD"
 CHAIN_INPUT = f"{CHAIN_PREFIX}INPUT"
@@ -129,21 +150,8 @@ CHAIN_TO_DISPATCH = f"{CHAIN_PREFIX}to-wl-dispatch"
 CHAIN_WL_TO_HOST = f"{CHAIN_PREFIX}wl-to-host"
 # Calico's DefaultEndpointToHostAction values and the iptables target each becomes.
 ENDPOINT_TO_HOST_ACTIONS = {"Drop": "DROP", "Accept": "ACCEPT", "Return": "RETURN"}
-FAILSAFE_PROTOCOLS = ("tcp", "udp", "sctp")
-
-_CT_ACCEPT = "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-_CT_INVALID = "-m conntrack --ctstate INVALID -j DROP"
-_SET_MARK = f"-j MARK --set-xmark {_MARK}/{_MARK}"
-_SET_PASS = f"-j MARK --set-xmark {_PMARK}/{_PMARK}"
-_CLEAR_MARK = f"-j MARK --set-xmark 0x0/{_MARK}"
-_CLEAR_BOTH = f"-j MARK --set-xmark 0x0/0x{ACCEPT_MARK | PASS_MARK:x}"
-_RETURN_IF_MARK = f"-m mark --mark {_MARK}/{_MARK} -j RETURN"
-_RETURN_IF_PASS = f"-m mark --mark {_PMARK}/{_PMARK} -j RETURN"
-_UNLESS_PASSED = f"-m mark --mark 0x0/{_PMARK}"
-
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 _PORT_PROTOS = ("tcp", "udp", "sctp", "udplite")
-_MULTIPORT_SLOTS = 15  # iptables' multiport limit; a range takes two slots
 
 SetSpec = tuple[Any, ...]  # ("sel", Selector) | ("net", frozenset[str]) | ("named", proto, name)
 
@@ -228,38 +236,9 @@ class PolicyProgram:
                 "l3net_policy_ipv6_unpoliced_workloads": len(self.ipv6_unpoliced)}
 
 
-def _digest(text: str, length: int) -> str:
-    raw = hashlib.sha224(text.encode()).digest()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")[:length]
-
-
-_sha224 = hashlib.sha224
-_b64 = base64.urlsafe_b64encode
-_COMMENT = f'-m comment --comment "{RULE_HASH_COMMENT_PREFIX}'
-
-
-def hash_rules(chain: str, bodies: Sequence[str]) -> list[str]:
-    """Prefix every rule with its chained hash comment (a rule's hash covers it and all rules before it)."""
-    prev = _digest(chain, 16)
-    out = []
-    for body in bodies:
-        # 12 digest bytes are exactly 16 base64 characters (Felix's hash length)
-        prev = _b64(_sha224((prev + body).encode()).digest()[:12]).decode()
-        out.append(f'{_COMMENT}{prev}" {body}')
-    return out
-
-
-def _chain_name(kind: str, ident: str) -> str:
-    name = f"{CHAIN_PREFIX}{kind}-{ident}"
-    if len(name) <= MAX_CHAIN_LEN:
-        return name
-    base = f"{CHAIN_PREFIX}{kind}_"
-    return base + _digest(ident, MAX_CHAIN_LEN - len(base))
-
-
 def _ipset_name(tag: str, key: str) -> str:
     base = f"{IPSET_PREFIX}{tag}:"
-    return base + _digest(f"{tag}:{key}", MAX_IPSET_LEN - len(base))
+    return base + digest(f"{tag}:{key}", MAX_IPSET_LEN - len(base))
 
 
 def _net(text: str) -> str:
@@ -383,19 +362,6 @@ def _calico_proto(value: Any) -> str | None:
     return None if text == "icmpv6" else text
 
 
-def _multiport_chunks(ports: list[str]) -> list[str]:
-    chunks: list[list[str]] = [[]]
-    used = 0
-    for p in ports:
-        cost = 2 if ":" in p else 1
-        if used + cost > _MULTIPORT_SLOTS:
-            chunks.append([])
-            used = 0
-        chunks[-1].append(p)
-        used += cost
-    return [",".join(c) for c in chunks if c]
-
-
 def _port_text(p: Any) -> str | None:
     """A numeric port or range as iptables spells it; None for a named port."""
     if isinstance(p, int) and not isinstance(p, bool):
@@ -444,7 +410,7 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
                 raise ValueError("notPorts need protocol TCP, UDP, SCTP or UDPLite")
             base.append(f"-m set ! --match-set {refs.named_port_set(proto, str(p))} {dirs}")
     numeric_not = [t for t in (_port_text(p) for p in entity.get("notPorts") or []) if t is not None]
-    for chunk in _multiport_chunks(numeric_not):
+    for chunk in multiport_chunks(numeric_not):
         base.append(f"-m multiport ! {pflag} {chunk}")
     ports = entity.get("ports") or []
     if not ports:
@@ -452,7 +418,7 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
     if proto not in _PORT_PROTOS:
         raise ValueError("ports need protocol TCP, UDP, SCTP or UDPLite")
     alts = [f"-m multiport {pflag} {chunk}"
-            for chunk in _multiport_chunks([t for t in (_port_text(p) for p in ports) if t is not None])]
+            for chunk in multiport_chunks([t for t in (_port_text(p) for p in ports) if t is not None])]
     alts += [f"-m set --match-set {refs.named_port_set(proto, str(p))} {dirs}"
              for p in ports if _port_text(p) is None]
     head = " ".join(base)
@@ -468,16 +434,7 @@ def wl_to_host_rules(action: str, failsafe: Sequence[tuple[str, int]]) -> list[s
     target = ENDPOINT_TO_HOST_ACTIONS.get(action)
     if target is None:
         raise ValueError(f"endpoint-to-host action {action!r} is not one of {', '.join(ENDPOINT_TO_HOST_ACTIONS)}")
-    rules = [f"-j {CHAIN_FROM_DISPATCH}"]
-    by_proto: dict[str, list[str]] = {}
-    for proto, port in failsafe:
-        if proto not in FAILSAFE_PROTOCOLS or isinstance(port, bool) or not isinstance(port, int) \
-                or not 1 <= port <= 65535:
-            raise ValueError(f"failsafe port {proto!r}:{port!r} is not tcp, udp or sctp with a port 1..65535")
-        by_proto.setdefault(proto, []).append(str(port))
-    for proto in sorted(by_proto):
-        ports = sorted(set(by_proto[proto]), key=int)
-        rules += [f"-p {proto} -m multiport --dports {chunk} -j ACCEPT" for chunk in _multiport_chunks(ports)]
+    rules = [f"-j {CHAIN_FROM_DISPATCH}", *failsafe_rules(failsafe, "ACCEPT")]
     if target != "RETURN":
         rules.append(f"-j {target}")
     return rules
@@ -558,7 +515,7 @@ def _compile_one(pol: Resource) -> _Compiled | None:
             # Chain name prefixes: gi/go for global, ci/co for namespaced (own namespace/name identity).
             pre = "g" if pol.kind == "GlobalNetworkPolicy" else "c"
             ident = calico_policy_name(pol)
-            chains = {d: (_chain_name(f"{pre}i" if d == "Ingress" else f"{pre}o", ident), _gnp_rules(refs, pol, d))
+            chains = {d: (chain_name(f"{pre}i" if d == "Ingress" else f"{pre}o", ident), _gnp_rules(refs, pol, d))
                       for d in types}
             sort_key: tuple[Any, ...] = (0, gnp_order(pol.spec), ident)
         else:
@@ -566,7 +523,7 @@ def _compile_one(pol: Resource) -> _Compiled | None:
             applies = all_of(LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol.namespace or "",)),
                              parse_label_selector(pol.spec.get("podSelector") or {}, where="podSelector"))
             ident = f"{pol.namespace}/{pol.name}"
-            chains = {d: (_chain_name("pi" if d == "Ingress" else "po", ident), _np_rules(refs, pol, d))
+            chains = {d: (chain_name("pi" if d == "Ingress" else "po", ident), _np_rules(refs, pol, d))
                       for d in types}
             sort_key = (1, 0.0, pol.namespace or "", pol.name)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -610,6 +567,7 @@ class PolicyCompiler:
         self._applies = SelectorIndex()   # policy key -> local endpoint keys
         self._ep_chains: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
         self._dispatch: tuple[tuple[str, ...], list[str], list[str]] | None = None
+        self._hosts: tuple[tuple[Any, ...], HostEndpointRender] | None = None
         self._ipv6: dict[Hashable, tuple[str, ...]] = {}  # local endpoint -> its IPv6 addresses (unpoliced)
         self._ordered: list[_Compiled] = []
         self._local_labels: dict[Hashable, dict[str, str]] = {}
@@ -632,7 +590,7 @@ class PolicyCompiler:
         for wep in all_endpoints:
             if wep.kind == "WorkloadEndpoint":
                 key = (wep.namespace or "", wep.name)
-            elif wep.kind in NETWORK_SET_KINDS:
+            elif wep.kind in NETWORK_SET_KINDS or wep.kind == HOST_ENDPOINT_KIND:
                 key = (wep.kind, wep.namespace or "", wep.name)  # never equal to an endpoint's 2-tuple
             else:
                 continue
@@ -644,6 +602,9 @@ class PolicyCompiler:
             if wep.kind == "WorkloadEndpoint":
                 ep = _Endpoint(wep, endpoint_labels(wep, self._ns_labels), tuple(workload_ips(wep)),
                                tuple(workload_ports(wep)))
+            elif wep.kind == HOST_ENDPOINT_KIND:
+                # A host endpoint is a selector-set member through its expectedIPs (as in Calico).
+                ep = _Endpoint(wep, own_labels(wep), tuple(host_endpoint_ips(wep)), ())
             else:
                 # A network set is a selector-set member like an endpoint: its nets are its addresses.
                 ep = _Endpoint(wep, network_set_labels(wep, self._ns_labels), tuple(network_set_nets(wep)), ())
@@ -674,8 +635,8 @@ class PolicyCompiler:
             self.policies_recompiled += 1
             self._policies[key] = (pol, compiled)
             changed = True
-            if compiled is None:
-                self._applies.remove_selector(key)
+            if compiled is None or is_host_only(pol):
+                self._applies.remove_selector(key)  # untracked and pre-DNAT policy never applies to a workload
             else:
                 self._applies.add_selector(key, compiled.applies)
         for key in [k for k in self._policies if k not in seen]:
@@ -722,11 +683,16 @@ class PolicyCompiler:
                 iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
                 endpoint_to_host_action: str = "Drop",
                 failsafe_ports: Sequence[tuple[str, int]] = (),
-                fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
+                fail_closed: frozenset[Hashable] = frozenset(),
+                host_endpoints: Iterable[Resource] = (),
+                host_failsafe_in: Sequence[tuple[str, int]] = (),
+                host_failsafe_out: Sequence[tuple[str, int]] = ()) -> PolicyProgram:
         """The whole policy dataplane of one node (see the module docstring for its layout).
 
-        ``all_endpoints``: every WorkloadEndpoint and every NetworkSet and GlobalNetworkSet (selector-set
+        ``all_endpoints``: every WorkloadEndpoint, NetworkSet, GlobalNetworkSet and HostEndpoint (selector-set
         members; other kinds are ignored). A change of a set's nets or labels only changes set members.
+        ``host_endpoints``: this node's HostEndpoints, policed by :mod:`policy.host_endpoints` with the
+        failsafe ports ``host_failsafe_in``/``host_failsafe_out`` always open.
 
         ``endpoint_to_host_action``: Calico's DefaultEndpointToHostAction (Drop, Accept, Return);
         ``failsafe_ports``: (protocol, port) pairs a workload may reach on the node even so.
@@ -748,7 +714,8 @@ class PolicyCompiler:
         self._select_policies(locals_, relabelled, policies_changed)
 
         wildcard = f"{iface_prefix}+"
-        filter_chains = self._base_chains(wildcard, wl_to_host)
+        hosts = self._host_render(host_endpoints, policies_changed, host_failsafe_in, host_failsafe_out)
+        filter_chains = self._base_chains(wildcard, wl_to_host, hosts)
         ipsets: dict[str, tuple[str, frozenset[str]]] = {}
         used: dict[str, tuple[_Compiled, str]] = {}
         ordered_locals = sorted(locals_.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
@@ -756,9 +723,9 @@ class PolicyCompiler:
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
         self._render_dispatch(ordered_locals, fail_closed, filter_chains)
-        self._render_used(used, dirty, filter_chains, ipsets)
+        self._render_used(used, dirty, filter_chains, ipsets, hosts)
 
-        program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter)
+        program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter, hosts)
         program = replace(program, policies_recompiled=self.policies_recompiled - before,
                           compile_seconds=time.perf_counter() - t0)
         _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
@@ -812,16 +779,32 @@ class PolicyCompiler:
                         per[d].append(c)
             self._selected[key] = per
 
+    def _host_render(self, host_endpoints: Iterable[Resource], policies_changed: bool,
+                     failsafe_in: Sequence[tuple[str, int]],
+                     failsafe_out: Sequence[tuple[str, int]]) -> HostEndpointRender:
+        """This node's host endpoint chains; re-rendered only when a policy, an endpoint or a port changed."""
+        heps = local_host_endpoints(host_endpoints)
+        key = (tuple(heps), tuple(failsafe_in), tuple(failsafe_out))
+        if self._hosts is None or policies_changed or self._hosts[0] != key:
+            self._hosts = (key, render_host_endpoints(heps, self._ordered, failsafe_in=failsafe_in,
+                                                      failsafe_out=failsafe_out))
+        return self._hosts[1]
+
     @staticmethod
-    def _base_chains(wildcard: str, wl_to_host: list[str]) -> dict[str, list[str]]:
-        """The fixed chains: the kernel hooks' jumps to dispatch and to workload-to-host."""
+    def _base_chains(wildcard: str, wl_to_host: list[str], hosts: HostEndpointRender) -> dict[str, list[str]]:
+        """The fixed chains: the kernel hooks' jumps to dispatch, to workload-to-host and to host endpoints.
+
+        Forwarded traffic passes the workload side, then the host endpoint side (both must allow), and
+        only then is a workload's accepted; anything else goes on to the host's own rules.
+        """
         return {
             CHAIN_FORWARD: hash_rules(CHAIN_FORWARD, [
                 f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}", f"-o {wildcard} -j {CHAIN_TO_DISPATCH}",
-                f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"]),
-            CHAIN_INPUT: hash_rules(CHAIN_INPUT, [f"-i {wildcard} -j {CHAIN_WL_TO_HOST}"]),
+                *hosts.filter_forward, f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"]),
+            CHAIN_INPUT: hash_rules(CHAIN_INPUT, [f"-i {wildcard} -j {CHAIN_WL_TO_HOST}", *hosts.filter_input]),
             CHAIN_WL_TO_HOST: wl_to_host,
-            CHAIN_OUTPUT: hash_rules(CHAIN_OUTPUT, [f"-o {wildcard} -j RETURN"]),
+            CHAIN_OUTPUT: hash_rules(CHAIN_OUTPUT, [f"-o {wildcard} -j RETURN", *hosts.filter_output]),
+            **hosts.chains.get("filter", {}),
         }
 
     def _render_locals(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
@@ -874,17 +857,19 @@ class PolicyCompiler:
         if self._dispatch is None or self._dispatch[0] != ifaces:
             self._dispatch = (ifaces,
                               hash_rules(CHAIN_FROM_DISPATCH,
-                                         [*(f"-i {i} -g {_chain_name('fw', i)}" for i in ifaces), "-j DROP"]),
+                                         [*(f"-i {i} -g {chain_name('fw', i)}" for i in ifaces), "-j DROP"]),
                               hash_rules(CHAIN_TO_DISPATCH,
-                                         [*(f"-o {i} -g {_chain_name('tw', i)}" for i in ifaces), "-j DROP"]))
+                                         [*(f"-o {i} -g {chain_name('tw', i)}" for i in ifaces), "-j DROP"]))
         filter_chains[CHAIN_FROM_DISPATCH] = self._dispatch[1]
         filter_chains[CHAIN_TO_DISPATCH] = self._dispatch[2]
 
     def _render_used(self, used: dict[str, tuple[_Compiled, str]], dirty: set[str],
-                     filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]]) -> None:
+                     filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
+                     hosts: HostEndpointRender) -> None:
         # Only sets that a programmed rule references are emitted (reference counting, as Felix does).
         for chain, (c, d) in used.items():
             filter_chains[chain] = c.chains[d][1]
+        for c in [*(c for c, _ in used.values()), *(p for p, _ in hosts.policies)]:
             for name in c.sets:
                 if name not in ipsets:
                     ipsets[name] = self._set_value(name, dirty)
@@ -893,16 +878,24 @@ class PolicyCompiler:
                 self._set_cache.pop(name, None)  # not referenced now: recompute when it is next used
 
     def _program(self, filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
-                 wildcard: str, reverse_path_filter: bool) -> PolicyProgram:
+                 wildcard: str, reverse_path_filter: bool, hosts: HostEndpointRender) -> PolicyProgram:
         """The program from the rendered chains and sets, with the kernel hooks (and rpfilter) that reach them."""
         chains: dict[str, dict[str, list[str]]] = {"filter": dict(sorted(filter_chains.items()))}
         hooks: dict[str, dict[str, list[str]]] = {
             "filter": {k: hash_rules(k, [f"-j {c}"])
                        for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT), ("OUTPUT", CHAIN_OUTPUT))}}
-        if reverse_path_filter:
-            chains["raw"] = {CHAIN_PREROUTING: hash_rules(
-                CHAIN_PREROUTING, [f"-i {wildcard} -m rpfilter --invert -j DROP"])}
+        raw_pre = [f"-i {wildcard} -m rpfilter --invert -j DROP"] if reverse_path_filter else []
+        raw_pre += hosts.raw_prerouting
+        if raw_pre:
+            chains["raw"] = {CHAIN_PREROUTING: hash_rules(CHAIN_PREROUTING, raw_pre)}
             hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
+        for table, own in hosts.chains.items():
+            if table != "filter":
+                chains.setdefault(table, {}).update(own)
+                chains[table] = dict(sorted(chains[table].items()))
+        for table, by_kernel in hosts.hooks.items():
+            for kchain, target in by_kernel.items():
+                hooks.setdefault(table, {})[kchain] = hash_rules(kchain, [f"-j {target}"])
         program = PolicyProgram(chains=chains, hooks=hooks,
                                 policies=sum(1 for _, c in self._policies.values() if c is not None),
                                 global_policies=sum(1 for _, c in self._policies.values()
@@ -925,7 +918,7 @@ class PolicyCompiler:
     @staticmethod
     def _render_endpoint(iface: str, ips: tuple[str, ...],
                          sel: Mapping[str, list[_Compiled]]) -> tuple[str, list[str], str, list[str]]:
-        fw, tw = _chain_name("fw", iface), _chain_name("tw", iface)
+        fw, tw = chain_name("fw", iface), chain_name("tw", iface)
         if not ips:
             fw_rules = ["-j DROP"]  # a workload without an address may not send at all
         elif len(ips) == 1:
@@ -956,7 +949,10 @@ def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[
                    iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
                    endpoint_to_host_action: str = "Drop", failsafe_ports: Sequence[tuple[str, int]] = (),
                    compiler: PolicyCompiler | None = None,
-                   fail_closed: frozenset[Hashable] = frozenset()) -> PolicyProgram:
+                   fail_closed: frozenset[Hashable] = frozenset(),
+                   host_endpoints: Iterable[Resource] = (),
+                   host_failsafe_in: Sequence[tuple[str, int]] = (),
+                   host_failsafe_out: Sequence[tuple[str, int]] = ()) -> PolicyProgram:
     """The whole policy dataplane of one node. Pure in effect: the result depends on the arguments only.
 
     Uses ``compiler`` (its owner's, so that repeated calls with mostly unchanged inputs
@@ -965,7 +961,8 @@ def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[
     """
     opts: dict[str, Any] = {"iface_prefix": iface_prefix, "reverse_path_filter": reverse_path_filter,
                             "endpoint_to_host_action": endpoint_to_host_action, "failsafe_ports": failsafe_ports,
-                            "fail_closed": fail_closed}
+                            "fail_closed": fail_closed, "host_endpoints": host_endpoints,
+                            "host_failsafe_in": host_failsafe_in, "host_failsafe_out": host_failsafe_out}
     compiler = compiler if compiler is not None else PolicyCompiler()
     return compiler.compile(local_endpoints, all_endpoints, policies, namespaces, **opts)
 

@@ -54,6 +54,9 @@ Calico GlobalNetworkPolicy (``projectcalico.org/v3``), as Felix renders tiers:
   address passes it); ``ports`` = port in any (number, ``"lo:hi"``, or a name
   resolved on that side's workload with the rule's protocol); ``notPorts`` = in none.
   An unparsable selector matches nothing.
+* Host endpoints (passed with the workloads) are selected like GlobalNetworkSets: their own labels,
+  non-namespaced, and their ``expectedIPs`` as the addresses (``policy.host_evaluator`` states
+  what policy applies *to* them).
 * Network sets (Calico's ``NetworkSet``/``GlobalNetworkSet``, passed with the workloads): a rule
   entity's ``selector`` (with its ``namespaceSelector``) also matches an address inside the IPv4
   ``nets`` of a matching set, and ``notSelector`` excludes such an address. A GlobalNetworkSet's labels
@@ -91,11 +94,14 @@ from l3net.model import Resource
 from l3net.model.calico_selector import All, And, Global, Not, Or, Selector
 from l3net.model.selectors import parse_calico, parse_label_selector
 from policy.model import (
+    HOST_ENDPOINT_KIND,
     NETWORK_SET_KINDS,
     calico_policy_name,
     endpoint_labels,
     gnp_order,
     gnp_types,
+    host_endpoint_ips,
+    is_host_only,
     labels_of_namespace,
     namespace_labels,
     network_set_labels,
@@ -128,13 +134,15 @@ def is_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], wor
                packet: Packet) -> bool:
     """True when the GlobalNetworkPolicies and NetworkPolicies allow the first packet of this connection."""
     policies = list(policies)
-    gnps = sorted((p for p in policies if p.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy")),
+    # Untracked and pre-DNAT policies apply to host endpoints only (policy.host_evaluator).
+    gnps = sorted((p for p in policies if p.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy")
+                   and not is_host_only(p)),
                   key=lambda p: (gnp_order(p.spec), calico_policy_name(p)))
     nps = [p for p in policies if p.kind == "NetworkPolicy"]
     ns_labels = namespace_labels(namespaces)
     everything = list(workloads)
     wls = [w for w in everything if w.kind == "WorkloadEndpoint"]
-    sets = tuple(w for w in everything if w.kind in NETWORK_SET_KINDS)
+    sets = tuple(w for w in everything if w.kind in NETWORK_SET_KINDS or w.kind == HOST_ENDPOINT_KIND)
     src_wl = _by_ip(wls, packet.src)
     dst_wl = _by_ip(wls, packet.dst)
     ctx = _Context(ns_labels, sets)
@@ -182,10 +190,17 @@ def _set_selected(netset: Resource, sel: str | None, ns_sel: str | None, ctx: _C
     return _ns_selector_matches(parse_calico(ns_sel), ns)
 
 
+def _member_nets(member: Resource) -> list[str]:
+    """What a network set or host endpoint stands for in a selector: its nets, or its expectedIPs."""
+    if member.kind == HOST_ENDPOINT_KIND:
+        return [f"{ip}/32" for ip in host_endpoint_ips(member)]
+    return network_set_nets(member)
+
+
 def _in_selected_set(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, sel: str | None, ns_sel: str | None,
                      ctx: _Context, scoped: bool = False) -> bool:
     return any(_set_selected(s, sel, ns_sel, ctx, scoped)
-               and any(ip in ipaddress.ip_network(n) for n in network_set_nets(s)) for s in ctx.sets)
+               and any(ip in ipaddress.ip_network(n) for n in _member_nets(s)) for s in ctx.sets)
 
 
 def _account_matches(match: Mapping[str, Any] | None, wl: Resource | None) -> bool:

@@ -185,3 +185,25 @@ def network_set_labels(netset: Resource, ns_labels: Mapping[str, Mapping[str, st
         out.update((f"{NAMESPACE_LABEL_PREFIX}{k}", v) for k, v in labels_of_namespace(ns_labels, ns).items())
         out[CALICO_NAMESPACE_LABEL] = ns
     return out
+
+
+HOST_ENDPOINT_KIND = "HostEndpoint"
+
+
+def is_host_only(pol: Resource) -> bool:
+    """An untracked (doNotTrack) or pre-DNAT policy: Calico applies it to host endpoints only."""
+    return pol.kind == "GlobalNetworkPolicy" and (pol.spec.get("doNotTrack") is True or pol.spec.get("preDNAT") is True)
+
+
+def host_endpoint_ips(hep: Resource) -> list[str]:
+    """The IPv4 addresses in a HostEndpoint's ``expectedIPs`` (selector-set members, as in Calico)."""
+    out: list[str] = []
+    for text in hep.spec.get("expectedIPs") or []:
+        try:
+            addr = ipaddress.ip_address(str(text))
+        except ValueError:
+            _log.warning("host endpoint address ignored hep=%s ip=%r", hep.ref, text)
+            continue
+        if addr.version == 4:
+            out.append(str(addr))
+    return out

@@ -76,6 +76,11 @@ def _parse_rule(body: str) -> _Rule:
                 invert = i < len(toks) and toks[i] == "--invert"
                 i += 1 if invert else 0
                 rule.matches.append((invert, "rpf", None))
+            elif mod == "addrtype":
+                if toks[i:i + 2] != ["--dst-type", "LOCAL"]:
+                    raise SimulatorError(f"unsupported addrtype match in {body!r}")
+                rule.matches.append((False, "local", None))
+                i += 2
             elif mod not in ("comment", "tcp", "udp", "sctp", "udplite", "set", "conntrack", "mark", "multiport",
                              "icmp"):
                 raise SimulatorError(f"unknown match module {mod!r} in {body!r}")
@@ -96,6 +101,9 @@ def _parse_rule(body: str) -> _Rule:
             rule.target, rule.goto = toks[i + 1], t == "-g"
             i += 2
             continue
+        if t == "--notrack" and rule.target == "CT":
+            i += 1
+            continue
         if t == "--set-xmark":
             v, m = toks[i + 1].split("/")
             rule.xmark = (int(v, 16), int(m, 16))
@@ -110,9 +118,11 @@ def _parse_rule(body: str) -> _Rule:
 class SimNode:
     """One node: its compiled program plus the routes that the reverse-path check needs."""
 
-    def __init__(self, program: PolicyProgram, local_routes: Mapping[str, str]):
+    def __init__(self, program: PolicyProgram, local_routes: Mapping[str, str],
+                 local_addresses: Iterable[str] = ()):
         self.program = program
         self.local_routes = dict(local_routes)  # workload IP -> its interface; everything else via the uplink
+        self.local_addresses = frozenset(local_addresses)  # the host's own addresses (addrtype LOCAL)
         self._rules: dict[str, dict[str, list[_Rule]]] = {
             table: {chain: [_parse_rule(r) for r in rules] for chain, rules in chains.items()}
             for table, chains in program.chains.items()}
@@ -170,6 +180,8 @@ class SimNode:
             return self._set_has(arg[0], arg[1], pkt)
         if kind == "rpf":
             return self.local_routes.get(pkt.src, UPLINK) == pkt.in_iface
+        if kind == "local":
+            return pkt.dst in self.local_addresses
         raise SimulatorError(kind)
 
     def run_chain(self, table: str, chain: str, pkt: SimPacket, depth: int = 0) -> tuple[str, SimPacket]:
@@ -193,6 +205,9 @@ class SimNode:
                 v, m = rule.xmark or (0, 0)
                 pkt = replace(pkt, mark=(pkt.mark & ~m) | v)
                 continue
+            if rule.target == "CT":  # --notrack: conntrack never sees the packet
+                pkt = replace(pkt, ctstate="UNTRACKED")
+                continue
             verdict, pkt = self.run_chain(table, rule.target, pkt, depth + 1)
             if verdict != "RETURN" or rule.goto:
                 return verdict, pkt
@@ -207,6 +222,23 @@ class SimNode:
 
     def forward(self, pkt: SimPacket) -> bool:
         return self.hook("raw", "PREROUTING", pkt) and self.hook("filter", "FORWARD", pkt)
+
+    def traverse(self, pkt: SimPacket) -> bool:
+        """The packet through every table in the kernel's order, carrying its mark and conntrack state:
+        arriving (``in_iface``) to the host (no ``out_iface``) or forwarded; or sent by the host (no
+        ``in_iface``). True when it survives."""
+        if pkt.in_iface is not None:
+            stages = [("raw", "PREROUTING"), ("mangle", "PREROUTING"),
+                      ("filter", "INPUT" if pkt.out_iface is None else "FORWARD")]
+        else:
+            stages = [("raw", "OUTPUT"), ("filter", "OUTPUT")]
+        for table, kchain in stages:
+            if kchain not in self._rules.get(table, {}):
+                continue
+            verdict, pkt = self.run_chain(table, kchain, pkt)
+            if verdict == "DROP":
+                return False
+        return True
 
 
 class Cluster:

@@ -9,7 +9,7 @@ from typing import Any
 from bench.resources import netpol, ns, wep  # shared with the benchmarks, which may not import tests
 from l3net.model import Resource
 
-__all__ = ["Upd", "cnp", "gnp", "netpol", "netset", "ns", "wep"]
+__all__ = ["Upd", "cnp", "gnp", "hep", "netpol", "netset", "ns", "wep"]
 
 
 @dataclass
@@ -35,3 +35,12 @@ def netset(name: str, nets: list[str], labels: dict[str, str] | None = None,
 def cnp(name: str, namespace: str, spec: dict[str, Any]) -> Resource:
     """A Calico (``projectcalico.org/v3``) NetworkPolicy in ``namespace``."""
     return Resource("CalicoNetworkPolicy", name, spec, namespace=namespace)
+
+
+def hep(name: str, node: str, iface: str, labels: dict[str, str] | None = None,
+        ips: list[str] | None = None) -> Resource:
+    """A HostEndpoint: ``node``'s interface ``iface``, with its labels and expectedIPs."""
+    spec: dict[str, Any] = {"node": node, "interfaceName": iface}
+    if ips:
+        spec["expectedIPs"] = list(ips)
+    return Resource("HostEndpoint", name, spec, labels=dict(labels or {}))

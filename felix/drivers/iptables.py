@@ -30,7 +30,7 @@ _HASH_RE = re.compile(r'--comment "?' + re.escape(RULE_HASH_COMMENT_PREFIX) + r'
 _KUBE_HINTS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")
 # nft: "Table `raw' does not exist"; legacy: "Cannot initialize: Table does not exist (do you need to insmod?)".
 _NO_TABLE_RE = re.compile(r"table\b.*does not exist", re.IGNORECASE)
-MANAGED_TABLES = ("filter", "raw", "nat")  # nat: natOutgoing (policy.nat)
+MANAGED_TABLES = ("filter", "raw", "mangle", "nat")  # mangle: pre-DNAT policy; nat: natOutgoing
 # xtables exit codes: 1 OTHER_PROBLEM (a line the kernel refused), 2 PARAMETER_PROBLEM (a line the parser
 # refused); 4 RESOURCE_PROBLEM (the xtables lock, a busy kernel) is transient and retried.
 _REFUSED_RCS = (1, 2)

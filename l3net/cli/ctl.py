@@ -99,6 +99,8 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
                                 ("TYPES", spec("types"))],
         "NetworkSet": [("NETS", spec("nets")), ("LABELS", labels)],
         "GlobalNetworkSet": [("NETS", spec("nets")), ("LABELS", labels)],
+        "HostEndpoint": [("NODE", spec("node")), ("INTERFACE", spec("interfaceName")),
+                         ("EXPECTED-IPS", spec("expectedIPs")), ("LABELS", labels)],
         "Service": [("CLUSTER-IP", spec("clusterIP")), ("EXTERNAL-IPS", spec("externalIPs")),
                     ("LB-IPS", spec("loadBalancerIPs")), ("TRAFFIC-POLICY", spec("externalTrafficPolicy"))],
     }

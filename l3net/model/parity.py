@@ -100,7 +100,7 @@ _F = "felix.felixconfig"
 _RESTART = "read at start: a change is logged as needing a restart"
 _LIVE = "live: a change applies without a restart"
 
-_HOST_ONLY = "l3net has no HostEndpoints: it only applies to host endpoints"
+_HEP = "policy.host_endpoints"
 _TIER = ("l3net has Calico's default tier only (its policies run before the Kubernetes NetworkPolicies, "
          "as if in a tier ahead of theirs)")
 _SERVICES = ("read from the BGPConfiguration named default only (refused in node.<name>); no kernel route "
@@ -148,11 +148,15 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "prometheusMetricsPort": implemented(_F, "port of the metrics endpoint", note=_RESTART),
         "defaultEndpointToHostAction": implemented(_F, "Drop, Accept or Return workload traffic to the host",
                                                    note=_LIVE),
-        "failsafeInboundHostPorts": implemented(_F, "ports always open to the host", note=(
-            f"{_LIVE}; Calico opens them on host endpoints, which l3net does not have, so here they open "
-            "the host to workloads only with the agent's workload_to_host_failsafe")),
+        "failsafeInboundHostPorts": implemented(_F, "ports always open to the host through its host endpoints",
+                                                note=(f"{_LIVE}; they open the host to workloads too only with "
+                                                      "the agent's workload_to_host_failsafe")),
         "failsafeInboundHostPorts[].net": refused("10.0.0.0/8", "open the failsafe port from these addresses only",
                                                   "failsafe ports apply from every address"),
+        "failsafeOutboundHostPorts": implemented(_F, "destination ports the host may always reach through its "
+                                                     "host endpoints", note=_LIVE),
+        "failsafeOutboundHostPorts[].net": refused("10.0.0.0/8", "open the failsafe port to these addresses only",
+                                                   "failsafe ports apply to every address"),
         "iptablesBackend": implemented(_F, "Legacy, NFT or Auto iptables", note=_RESTART),
         "reportingTTL": implemented(_F, "TTL of the agent's status report",
                                     note=f"{_RESTART}; the lease of the status key, refreshed at a third of it"),
@@ -246,17 +250,19 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "order": implemented("policy.model", "evaluation order"),
         "selector": implemented("policy.calico", "the endpoints the policy applies to"),
         "namespaceSelector": implemented("policy.calico", "restrict to endpoints of selected namespaces",
-                                         note="global() selects non-namespaced endpoints only (host endpoints "
-                                              "in Calico), so it applies to no workload"),
+                                         note="global() selects non-namespaced endpoints only (host "
+                                              "endpoints), so it applies to no workload"),
         "types": implemented("policy.model", "the directions the policy applies to"),
         **_calico_rules("ingress"),
         **_calico_rules("egress"),
-        "doNotTrack": refused(True, "rules in the raw table, before connection tracking, for host endpoints",
-                              _HOST_ONLY, default=False),
-        "preDNAT": refused(True, "rules in the mangle table, before DNAT, for host endpoints",
-                           _HOST_ONLY, default=False),
-        "applyOnForward": refused(True, "also apply host endpoint policy to forwarded traffic",
-                                  _HOST_ONLY, default=False),
+        "doNotTrack": implemented(_HEP, "untracked policy: rules in the raw table, before connection tracking, "
+                                        "for host endpoints; Allow skips connection tracking and later policy",
+                                  note="needs applyOnForward; never applies to workloads"),
+        "preDNAT": implemented(_HEP, "pre-DNAT policy: ingress rules in the mangle table, before DNAT, for "
+                                     "host endpoints; Allow skips the host endpoint's normal policy",
+                               note="needs applyOnForward; Ingress only"),
+        "applyOnForward": implemented(_HEP, "the host endpoint's policy also applies to traffic forwarded through "
+                                            "its interface (allowed when no such policy applies)"),
         "serviceAccountSelector": implemented("policy.calico", "restrict the policy to pods of matching "
                                                                  "ServiceAccounts", note=_SA_NOTE),
         "tier": refused("security", "the tier the policy belongs to: tiers run in order, Pass goes to the next",
@@ -285,6 +291,18 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                                             "that matches the set's labels matches these addresses",
                             note=_NETSET_V6 + "; selected by a rule's selector with no namespaceSelector, or with "
                                               "namespaceSelector global()"),
+    },
+    "HostEndpoint": {
+        "node": implemented(_HEP, "the node whose interface this is"),
+        "interfaceName": implemented(_HEP, "the interface policed: traffic to and from the host through it, and "
+                                           "forwarded through it with applyOnForward policy",
+                                     note="one named interface: the all-interfaces endpoint '*' is refused"),
+        "expectedIPs": implemented("policy.model", "the endpoint's addresses: a rule's selector that matches the "
+                                                   "endpoint's labels matches them"),
+        "profiles": refused(["p"], "Profiles whose rules and labels apply to the endpoint", "l3net has no Profile kind",
+                            default=[]),
+        "ports": refused([{"name": "web", "port": 80, "protocol": "TCP"}], "named ports on the endpoint",
+                         "named ports are resolved on workloads only", default=[]),
     },
     "Service": {
         "clusterIP": implemented("felix.services", "(Kubernetes) the Service's cluster IP; a /32 for a Local "

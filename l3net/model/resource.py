@@ -65,6 +65,7 @@ KINDS: dict[str, KindInfo] = {k.kind: k for k in (
     _kind("NetworkSet", "networksets", True, L3NET_API, (CALICO_API,), ("networkset", "netset", "netsets")),
     _kind("GlobalNetworkSet", "globalnetworksets", False, L3NET_API, (CALICO_API,),
           ("globalnetworkset", "gns", "globalnetset")),
+    _kind("HostEndpoint", "hostendpoints", False, L3NET_API, (CALICO_API,), ("hostendpoint", "hep", "heps")),
     _kind("Service", "services", True, L3NET_API, (), ("service", "svc")),
 )}
 

@@ -221,6 +221,40 @@ metadata: {name: node1}
 spec: {bgp: {ipv4Address: 10.0.0.1/24}, addresses: [], orchRefs: []}
 status: {podCIDRs: [10.244.0.0/24]}
 """,
+    # Calico's host endpoint guide: a node's interface with labels, and a pre-DNAT policy for it.
+    "host-endpoint": """\
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: some.name, labels: {type: production}}
+spec: {interfaceName: eth0, node: myhost, expectedIPs: [192.168.0.1]}
+""",
+    "prednat": """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: allow-cluster-internal-ingress}
+spec:
+  order: 10
+  preDNAT: true
+  applyOnForward: true
+  ingress:
+  - action: Allow
+    source: {nets: [10.240.0.0/16, 192.168.0.0/16]}
+  selector: has(host-endpoint)
+""",
+    "untracked": """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: memcached-untracked}
+spec:
+  selector: role == 'memcached'
+  doNotTrack: true
+  applyOnForward: true
+  order: 100
+  ingress:
+  - {action: Allow, protocol: TCP, source: {selector: role == 'memcached'}, destination: {ports: [12211]}}
+  egress:
+  - {action: Allow, protocol: TCP, source: {ports: [12211]}, destination: {selector: role == 'memcached'}}
+""",
 }
 
 REFUSED = {
@@ -236,31 +270,36 @@ kind: BGPPeer
 metadata: {name: ebgp}
 spec: {peerIP: 192.20.30.41, asNumber: 64568, keepOriginalNextHop: true}
 """, "spec.keepOriginalNextHop: l3net does not support this field"),
-    "prednat": ("""\
+    "prednat-without-forward": ("""\
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
-metadata: {name: allow-cluster-internal-ingress}
-spec:
-  order: 10
-  preDNAT: true
-  applyOnForward: true
-  ingress:
-  - action: Allow
-    source: {nets: [10.240.0.0/16, 192.168.0.0/16]}
-  selector: has(host-endpoint)
-""", "spec.preDNAT: l3net does not support this field"),
-    "network-set-host-bits": ("""\
+metadata: {name: needs-forward}
+spec: {preDNAT: true, selector: has(host-endpoint), ingress: [{action: Deny}]}
+""", "spec.applyOnForward: must be true when preDNAT is true"),
+    "prednat-egress": ("""\
 apiVersion: projectcalico.org/v3
-kind: GlobalNetworkSet
-metadata: {name: sloppy, labels: {role: external-database}}
-spec: {nets: [198.51.100.7/28]}
-""", "spec.nets[0]: '198.51.100.7/28' has host bits set"),
-    "host-endpoint": ("""\
+kind: GlobalNetworkPolicy
+metadata: {name: prednat-out}
+spec: {preDNAT: true, applyOnForward: true, selector: all(), egress: [{action: Deny}]}
+""", "spec.egress: a preDNAT policy has ingress rules only"),
+    "prednat-and-untracked": ("""\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: both}
+spec: {preDNAT: true, doNotTrack: true, applyOnForward: true, selector: all()}
+""", "spec.preDNAT: preDNAT and doNotTrack cannot both be true"),
+    "host-endpoint-all-interfaces": ("""\
 apiVersion: projectcalico.org/v3
 kind: HostEndpoint
-metadata: {name: some.name, labels: {type: production}}
-spec: {interfaceName: eth0, node: myhost, expectedIPs: [192.168.0.1]}
-""", "unknown kind 'HostEndpoint'"),
+metadata: {name: myhost-all}
+spec: {interfaceName: "*", node: myhost}
+""", "spec.interfaceName: l3net does not support this field (the all-interfaces host endpoint '*')"),
+    "host-endpoint-profiles": ("""\
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: myhost-eth0}
+spec: {interfaceName: eth0, node: myhost, profiles: [allow-all]}
+""", "spec.profiles: l3net does not support this field"),
     "calico-network-policy-other-tier": ("""\
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy

@@ -60,7 +60,8 @@ def test_every_field_converts_to_what_the_agent_parser_would_make() -> None:
     spec = _spec("{logSeverityScreen: fatal, healthEnabled: false, healthHost: 0.0.0.0, healthPort: 9199, "
                  "prometheusMetricsEnabled: false, prometheusMetricsHost: 10.0.0.1, prometheusMetricsPort: 9191, "
                  "defaultEndpointToHostAction: return, iptablesBackend: Legacy, reportingTTL: 1m30.5s, "
-                 "failsafeInboundHostPorts: [{port: 22}, {protocol: udp, port: 68}, {protocol: TCP, port: 22}]}")
+                 "failsafeInboundHostPorts: [{port: 22}, {protocol: udp, port: 68}, {protocol: TCP, port: 22}], "
+                 "failsafeOutboundHostPorts: [{protocol: UDP, port: 53}]}")
     cfg = resolve(config.load({"node": "n1"}, {}), {"default": spec}, "n1")
     assert set(spec) == set(FIELDS) - {"routeRefreshInterval"}
     assert cfg.log_level == config.parse_log_level("critical")
@@ -69,6 +70,7 @@ def test_every_field_converts_to_what_the_agent_parser_would_make() -> None:
     assert cfg.default_endpoint_to_host_action == config.parse_endpoint_to_host_action("Return")
     assert cfg.iptables_backend == config.parse_iptables_backend("legacy")
     assert cfg.failsafe_inbound_host_ports == config.parse_failsafe_ports("tcp:22, udp:68")
+    assert cfg.failsafe_outbound_host_ports == config.parse_failsafe_ports("udp:53")
     assert cfg.status_ttl == 91
 
 

@@ -42,6 +42,7 @@ BASE: dict[str, tuple[str, dict[str, Any]]] = {
     "NetworkSet": ("ns", {"nets": ["192.0.2.0/24"]}),
     "GlobalNetworkSet": ("gns", {"nets": ["198.51.100.0/24", "2001:db8::/64"]}),
     "Service": ("web", {"clusterIP": "10.96.0.10"}),
+    "HostEndpoint": ("n1-eth0", {"node": "n1", "interfaceName": "eth0"}),
 }
 
 

@@ -201,6 +201,11 @@ def _gnp(spec: dict[str, Any]) -> dict[str, Any]:
             "spec": spec}
 
 
+def _hep(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint", "metadata": {"name": "n1-eth0"},
+            "spec": {"node": "n1", "interfaceName": "eth0", **spec}}
+
+
 def wep(spec: dict[str, Any], name: str = "node1-k8s-pod1-eth0") -> dict[str, Any]:
     base = {"node": "node1", "orchestrator": "k8s", "pod": "pod1", "endpoint": "eth0"}
     return {"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint",
@@ -353,7 +358,15 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("gnp-nets", _gnp({"egress": [{"action": "Deny", "destination": {"nets": ["10.0.0.1/8"]}}]}),
      "spec.egress[0].destination.nets[0]", "host bits"),
     ("gnp-order-nan", _gnp({"order": float("nan")}), "spec.order", "finite"),
-    ("gnp-prednat", _gnp({"preDNAT": True}), "spec.preDNAT", "l3net does not support this field"),
+    ("gnp-prednat", _gnp({"preDNAT": True}), "spec.applyOnForward", "must be true when preDNAT is true"),
+    ("gnp-untracked", _gnp({"doNotTrack": True}), "spec.applyOnForward", "must be true when doNotTrack is true"),
+    ("gnp-forward-flag", _gnp({"applyOnForward": "yes"}), "spec.applyOnForward", "must be true or false"),
+    ("hep-all-interfaces", _hep({"interfaceName": "*"}), "spec.interfaceName", "all-interfaces host endpoint"),
+    ("hep-workload-iface", _hep({"interfaceName": "cali12345"}), "spec.interfaceName", "a workload's interface"),
+    ("hep-wildcard", _hep({"interfaceName": "eth+"}), "spec.interfaceName", "is not an interface name"),
+    ("hep-long-iface", _hep({"interfaceName": "e" * 16}), "spec.interfaceName", "is not an interface name"),
+    ("hep-no-node", _hep({"node": None}), "spec.node", "required field is missing"),
+    ("hep-expected-ip", _hep({"expectedIPs": ["10.0.0.300"]}), "spec.expectedIPs[0]", "not a valid IP address"),
     ("wep-name", wep({}, name="node1-k8s-pod1"), "metadata.name", "node1-k8s-pod1-eth0"),
     ("wep-mac", wep({"mac": "ee:ee:ee"}), "spec.mac", "MAC address"),
     ("wep-ifname", wep({"interfaceName": "cali0123456789abcdef"}), "spec.interfaceName", "interface name"),

@@ -6,8 +6,9 @@ protocol, ICMP needs an ICMP protocol) and the ``types`` default (Ingress, plus 
 rules are present). The namespaced NetworkPolicy (``projectcalico.org/v3``) has the same rules and
 ``order``/``selector``/``types``/``serviceAccountSelector``, and none of the cluster-wide fields
 (``namespaceSelector``, the host-endpoint flags). The host-endpoint flags (doNotTrack, preDNAT,
-applyOnForward) and Service matches are refused unless at their defaults (l3net.model.parity lists
-every field).
+applyOnForward) follow Calico's rules: preDNAT and doNotTrack exclude each other, either needs
+applyOnForward, and a preDNAT policy is Ingress only. Service matches are refused unless empty
+(l3net.model.parity lists every field).
 """
 
 from __future__ import annotations
@@ -89,7 +90,22 @@ def _gnp_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -
         out["types"] = ["Ingress", "Egress"] if raw.get("egress") else ["Ingress"]
 
 
-_HOST_ONLY = unsupported(boolean, lambda v: v is False, "it applies to host endpoints, which l3net does not have")
+def _global_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: str) -> None:
+    """Calico's own rules for the host endpoint flags (its GlobalNetworkPolicy validation)."""
+    _gnp_post(c, raw, out, path)
+    pre_dnat, untracked = out.get("preDNAT") is True, out.get("doNotTrack") is True
+    if pre_dnat and untracked:
+        c.error(format_path(path, "preDNAT"), "preDNAT and doNotTrack cannot both be true")
+    for flag, on in (("preDNAT", pre_dnat), ("doNotTrack", untracked)):
+        if on and out.get("applyOnForward") is not True:
+            c.error(format_path(path, "applyOnForward"),
+                    f"must be true when {flag} is true ({flag} policy applies to forwarded traffic too)")
+    if pre_dnat:
+        if raw.get("egress"):
+            c.error(format_path(path, "egress"), "a preDNAT policy has ingress rules only")
+        if "Egress" in (out.get("types") or ()):
+            c.error(format_path(path, "types"), "a preDNAT policy applies to Ingress only")
+
 
 # The fields both kinds share; the endpoint side: selector ANDed with serviceAccountSelector.
 _COMMON = {
@@ -106,11 +122,12 @@ _COMMON = {
 GLOBAL_NETWORK_POLICY_SPEC = obj({
     **_COMMON,
     "namespaceSelector": calico_selector_check,
-    # Host endpoint features (raw and mangle tables, forwarded host traffic): l3net has no HostEndpoints.
-    "doNotTrack": _HOST_ONLY,
-    "preDNAT": _HOST_ONLY,
-    "applyOnForward": _HOST_ONLY,
-}, post=_gnp_post)
+    # Host endpoint policy (policy.host_endpoints): untracked in the raw table, pre-DNAT in the mangle
+    # table, and whether it also polices traffic forwarded through the host endpoint.
+    "doNotTrack": boolean,
+    "preDNAT": boolean,
+    "applyOnForward": boolean,
+}, post=_global_post)
 
 # Calico's namespaced NetworkPolicy: it applies in its own namespace only, so it has no namespaceSelector
 # and no host endpoint flags (an unknown field there is refused by name, as everywhere).

@@ -92,7 +92,7 @@ REFUSED_FIELDS: dict[str, str] = {
     "endpointReportingEnabled": "endpoint status is not reported", "endpointReportingDelay": "endpoint status "
     "is not reported", "iptablesMarkMask": "fixed mark bits", "disableConntrackInvalidCheck": "fixed conntrack rules",
     "prometheusGoMetricsEnabled": "not a Go process", "prometheusProcessMetricsEnabled": "fixed metric set",
-    "prometheusWireGuardMetricsEnabled": "no WireGuard", "failsafeOutboundHostPorts": "no host endpoints",
+    "prometheusWireGuardMetricsEnabled": "no WireGuard",
     "kubeNodePortRanges": "no kube-proxy IPVS integration", "policySyncPathPrefix": "no policy sync API",
     "usageReportingEnabled": "l3net reports nothing", "usageReportingInitialDelay": "l3net reports nothing",
     "usageReportingInterval": "l3net reports nothing", "natPortRange": "MASQUERADE with the kernel's ports",
@@ -159,6 +159,7 @@ FELIX_CONFIGURATION_SPEC = obj({
     "prometheusMetricsPort": integer(1, 65535),
     "defaultEndpointToHostAction": enum("Drop", "Accept", "Return", fold_case=True),
     "failsafeInboundHostPorts": listof(_FAILSAFE_PORT),
+    "failsafeOutboundHostPorts": listof(_FAILSAFE_PORT),
     "iptablesBackend": enum("Legacy", "NFT", "Auto", fold_case=True),
     "reportingTTL": _ttl,
     **{name: _refused(name, why) for name, why in REFUSED_FIELDS.items()},

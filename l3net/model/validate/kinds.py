@@ -21,6 +21,7 @@ from l3net.model.validate.bgp import (
 from l3net.model.validate.calico_policy import CALICO_NETWORK_POLICY_SPEC, GLOBAL_NETWORK_POLICY_SPEC
 from l3net.model.validate.checker import Check, Checker, obj
 from l3net.model.validate.felix_configuration import FELIX_CONFIGURATION_SPEC, felix_configuration_name_check
+from l3net.model.validate.host_endpoint import HOST_ENDPOINT_SPEC
 from l3net.model.validate.ippool import IPPOOL_SPEC
 from l3net.model.validate.ipreservation import IPRESERVATION_SPEC
 from l3net.model.validate.k8s_policy import NETWORK_POLICY_SPEC
@@ -52,6 +53,7 @@ SPECS: dict[str, Check] = {
     "GlobalNetworkPolicy": GLOBAL_NETWORK_POLICY_SPEC,
     "NetworkSet": NETWORK_SET_SPEC,
     "GlobalNetworkSet": NETWORK_SET_SPEC,
+    "HostEndpoint": HOST_ENDPOINT_SPEC,
     "Service": SERVICE_SPEC,
 }
 
