@@ -31,6 +31,12 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   defaults (IPAM route-origin checks, :func:`bgp.policy.import_reason`) are not rendered: a BIRD
   reflector reflects what its clients send.
 
+- ``sourceAddress: None`` (``PeerSpec.source_node_ip`` false) writes ``local as N`` without an address, as
+  Calico writes no ``source address``; BIRD refuses multihop BFD without a local address, so such a peer
+  with BFD on a multihop session is left out with that reason. ``keepOriginalNextHop`` writes ``next hop
+  keep`` in the channel of an eBGP peer, as Calico's template does (to iBGP peers BIRD keeps a BGP route's
+  next hop anyway).
+
 Every value is re-serialised from a parsed one (addresses through ``ipaddress``,
 numbers through ``int``); the only free text is an MD5 password, and BIRD 2's string
 literal has no escapes (it ends at the next ``"``), so :func:`password_error` admits
@@ -124,8 +130,10 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
     hold = _int(p.hold_time, 0, 65535)
     if hold and hold < 3:
         raise ValueError(f"hold time must be 0 or 3..65535: {hold}")
+    # sourceAddress None: no local address, the kernel picks the source by route (Calico writes no `source address`)
+    bound = f" {local}" if p.source_node_ip else ""
     lines = [f"protocol bgp {protocol_name(address, port)} {{",
-             f"  local {local}{'' if listen == 179 else f' port {listen}'} as {local_as};",
+             f"  local{bound}{'' if listen == 179 else f' port {listen}'} as {local_as};",
              f"  neighbor {address}{'' if port == 179 else f' port {port}'} as {peer_as};",
              f"  hold time {hold};",
              # BIRD's defaults wait 120 s before retrying a connection and 60-300 s after an error: too
@@ -158,6 +166,9 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
     if p.bfd is not None:
         # a direct session makes BIRD's BFD request single hop, as the agent's is for a peer on its link
         direct = single_hop and not p.ebgp and not p.ttl_security
+        if not p.source_node_ip and (p.ttl_security or not (direct or p.ebgp)):
+            raise ValueError("sourceAddress None with BFD on a multihop session: BIRD requires a local address "
+                             "for multihop BFD (use UseNodeIP, or a peer on the reflector's own link)")
         if direct:
             lines.append("  direct;")
         lines.append(f"  bfd {{ min rx interval {bird_time(p.bfd.min_rx_us)}; "
@@ -167,8 +178,10 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
     # `direct` would switch next-hop resolution to direct; keep the recursive mode every other session has
     gateway = "gateway recursive; " if direct else ""
     limit = f" import limit {_int(p.max_prefixes, 1, 10_000_000)} action block;" if p.max_prefixes else ""
+    # keepOriginalNextHop, as Calico writes it: eBGP peers only (to an iBGP peer BIRD keeps a BGP route's next hop)
+    keep = " next hop keep;" if p.keep_next_hop and p.ebgp else ""
     if not p.import_rules and not p.export_rules:
-        lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP;{limit} }};", "}"]
+        lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP;{keep}{limit} }};", "}"]
         return lines
     # BGPFilter rules, first match decides, as the ExaBGP engine's bgp.policy does; no match: the defaults.
     lines += [f"  {channel} {{",
@@ -176,6 +189,7 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
               "    import filter {", *_filter_lines(p.import_rules, version), "    };",
               "    export filter {", "      if source != RTS_BGP then reject;", *_filter_lines(p.export_rules, version),
               "    };",
+              *([f"   {keep}"] if keep else []),
               *([f"   {limit}"] if limit else []),
               "  };", "}"]
     return lines

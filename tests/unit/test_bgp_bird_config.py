@@ -50,6 +50,15 @@ SCENARIOS = {
     "bird_rr_filters": ("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
                         [TO_RR, peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000, maxPrefixes=500,
                                      filters=["edge", "last"])]),
+    # sourceAddress None (no local address) on the clients and the upstream; keepOriginalNextHop: `next hop keep`
+    # for the eBGP upstream (with BGPFilters too), nothing for an iBGP peer (BIRD keeps its next hop anyway)
+    "bird_rr_source_keep": ("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
+                            [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", sourceAddress="None",
+                                  keepOriginalNextHop=True),
+                             peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000,
+                                  sourceAddress="None", keepOriginalNextHop=True),
+                             peer("upstream2", node="rr1", peerIP="10.0.0.253", asNumber=65000,
+                                  keepOriginalNextHop=True, filters=["last"])]),
 }
 SINGLE_HOP = {"bird_rr_bfd": frozenset({"10.0.0.11", "10.0.0.13", "10.0.0.254"})}
 FILTERS = {"bird_rr_filters": [
@@ -61,7 +70,7 @@ FILTERS = {"bird_rr_filters": [
         "exportV4": [{"action": "Reject", "matchOperator": "NotEqual", "cidr": "10.244.1.0/26"}],
         "importV6": [{"action": "Reject", "matchOperator": "In", "cidr": "fd00::/8"}]}),
     Resource("BGPFilter", "last", {"importV4": [{"action": "Reject"}]}),
-]}
+], "bird_rr_source_keep": [Resource("BGPFilter", "last", {"importV4": [{"action": "Reject"}]})]}
 
 
 def _bird_parses(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -235,3 +244,57 @@ def test_bfd_values_are_re_serialised_or_the_peer_left_out(bad: dict[str, object
     assert [e.path for e in rendered.errors] == [f"peer {hostile.name}"]
     assert "evil" not in rendered.text and hostile.address not in rendered.protocols.values()
     assert "protocol bfd { }" in rendered.text, "the other peers keep their BFD"
+
+
+def _blocks(text: str) -> dict[str, str]:
+    return {b.split()[0]: b for b in text.split("protocol bgp ")[1:]}
+
+
+def test_source_address_none_writes_no_local_address() -> None:
+    """Calico writes `source address` for UseNodeIP only; None leaves the source to the kernel's route lookup."""
+    peers = [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", sourceAddress="None"),
+             peer("up", node="rr1", peerIP="10.0.0.254:1179", asNumber=65000, sourceAddress="UseNodeIP")]
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False, listenPort=1790)], peers)
+    blocks = _blocks(render_bird_config(view).text)
+    assert "  local port 1790 as 64512;" in blocks["Node_10_0_0_11_port_1790"]
+    assert "  local 10.0.0.2 port 1790 as 64512;" in blocks["Node_10_0_0_254_port_1179"]
+
+
+def test_keep_original_next_hop_only_for_ebgp_peers() -> None:
+    """`next hop keep` for an eBGP peer, as Calico's template writes it; off by default."""
+    peers = [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", keepOriginalNextHop=True),
+             peer("up", node="rr1", peerIP="10.0.0.254", asNumber=65000, keepOriginalNextHop=True),
+             peer("up2", node="rr1", peerIP="10.0.0.253", asNumber=65000)]
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], peers)
+    blocks = _blocks(render_bird_config(view).text)
+    assert "next hop keep;" in blocks["Node_10_0_0_254"]
+    assert "next hop" not in blocks["Node_10_0_0_253"]
+    assert "next hop" not in blocks["Node_10_0_0_11"], "iBGP: BIRD keeps the next hop of a BGP route already"
+
+
+@pytest.mark.parametrize(("single_hop", "ttl", "refused"), [(True, 0, False), (False, 0, True), (True, 1, True)])
+def test_source_address_none_with_multihop_bfd_is_refused_for_that_peer(single_hop: bool, ttl: int,
+                                                                        refused: bool) -> None:
+    """BIRD refuses multihop BFD without a local address: that peer is left out, named; the rest is rendered."""
+    spec: dict[str, object] = {"nodeSelector": "all()", "peerSelector": "has(rr)", "sourceAddress": "None",
+                               "bfd": {"enabled": True}}
+    if ttl:
+        spec["ttlSecurity"] = ttl
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], [peer("to-rr", **spec)])
+    hops = frozenset({"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.3"}) if single_hop else frozenset()
+    rendered = render_bird_config(view, hops)
+    if refused:
+        assert len(rendered.errors) == len(view.peers) and rendered.protocols == {}
+        assert all("sourceAddress None" in e.reason and "multihop BFD" in e.reason for e in rendered.errors)
+    else:
+        assert rendered.errors == () and len(rendered.protocols) == len(view.peers)
+
+
+@needs_bird
+def test_source_address_none_with_multihop_bfd_is_what_bird_refuses(tmp_path: Path) -> None:
+    """The refusal above is BIRD's own rule, not a guess: the block rendered anyway does not parse."""
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
+                           [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", bfd={"enabled": True})])
+    text = render_bird_config(view).text.replace("local 10.0.0.2 as", "local as")
+    proc = _bird_parses(text, tmp_path)
+    assert proc.returncode != 0 and "Multihop BGP with BFD requires specified local address" in proc.stderr
