@@ -22,6 +22,11 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   (next hops resolve exactly as before). eBGP peers keep BIRD's own choice (direct
   unless ``multihop``/TTL security).
 
+- ``ebgpMultihop`` (``PeerSpec.multihop``, eBGP peers only) is ``multihop N``: BIRD then sends with TTL N and
+  takes the peer off its direct-neighbour check (ExaBGP's ``outgoing-ttl N``); 1 writes nothing, as BIRD's
+  direct eBGP session sends with TTL 1. With ``ttlSecurity`` BIRD always sends TTL 255 and ``multihop`` is the
+  accepted hop count, so a peer with both is left out with that reason.
+
 - a peer's BGPFilter rules (``PeerSpec.import_rules``/``export_rules``, already in order and for its
   family) become its channel's ``import filter``/``export filter``, one ``if ... then accept|reject;``
   per rule, first match decides and no match takes the default (import everything, export BGP routes),
@@ -33,7 +38,8 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
 
 - ``sourceAddress: None`` (``PeerSpec.source_node_ip`` false) writes ``local as N`` without an address, as
   Calico writes no ``source address``; BIRD refuses multihop BFD without a local address, so such a peer
-  with BFD on a multihop session is left out with that reason. ``keepOriginalNextHop`` writes ``next hop
+  with BFD on a multihop session (iBGP off the link, ``ttlSecurity`` or ``ebgpMultihop``) is left out with that
+  reason. ``keepOriginalNextHop`` writes ``next hop
   keep`` in the channel of an eBGP peer, as Calico's template does (to iBGP peers BIRD keeps a BGP route's
   next hop anyway).
 
@@ -119,6 +125,23 @@ class BirdConfig:
     errors: tuple[FieldError, ...] = ()
 
 
+def _ttl_lines(p: PeerSpec) -> tuple[list[str], bool]:
+    """The TTL lines of ``p`` (``ttlSecurity``, ``ebgpMultihop``) and whether BIRD makes its session multihop."""
+    # ebgpMultihop (bgp.view keeps it for eBGP peers only): the TTL of our packets, BIRD's `multihop N`. 1 writes
+    # nothing: BIRD's default eBGP session is direct and sends with TTL 1 already (`multihop 1` would also make
+    # its BFD multihop and its next hops recursive, for a peer that is on the link).
+    hops = _int(p.multihop, 1, 255) if p.multihop is not None and p.ebgp else None
+    if hops is not None and p.ttl_security:
+        raise ValueError(f"ebgpMultihop {hops} with ttlSecurity {p.ttl_security}: BIRD's TTL security sends every "
+                         "packet with TTL 255 (its `multihop` is then the hop count accepted), so the outgoing TTL "
+                         "ebgpMultihop asks for cannot be set (drop one of the two)")
+    if p.ttl_security:
+        return ["  ttl security on;", f"  multihop {_int(p.ttl_security, 1, 255)};"], True
+    if hops is not None and hops > 1:
+        return [f"  multihop {hops};"], True
+    return [], False
+
+
 def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_hop: bool = False) -> list[str]:
     """The ``protocol bgp`` block of one peer; ValueError names the field when a value cannot be rendered."""
     address = _ip(p.address)
@@ -160,15 +183,16 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
         lines.append(f'  password "{p.password}";')
     if p.passive:
         lines.append("  passive on;")
-    if p.ttl_security:
-        lines += ["  ttl security on;", f"  multihop {_int(p.ttl_security, 1, 255)};"]
+    ttl, multihop = _ttl_lines(p)
+    lines += ttl
     direct = False
     if p.bfd is not None:
         # a direct session makes BIRD's BFD request single hop, as the agent's is for a peer on its link
         direct = single_hop and not p.ebgp and not p.ttl_security
-        if not p.source_node_ip and (p.ttl_security or not (direct or p.ebgp)):
+        if not p.source_node_ip and (multihop or not (direct or p.ebgp)):
             raise ValueError("sourceAddress None with BFD on a multihop session: BIRD requires a local address "
-                             "for multihop BFD (use UseNodeIP, or a peer on the reflector's own link)")
+                             "for multihop BFD (use UseNodeIP, or a peer on the reflector's own link without "
+                             "ttlSecurity or ebgpMultihop)")
         if direct:
             lines.append("  direct;")
         lines.append(f"  bfd {{ min rx interval {bird_time(p.bfd.min_rx_us)}; "

@@ -222,7 +222,11 @@ PARITY: dict[str, dict[str, FieldParity]] = {
             "peers only, keeping the next hop, and sends nothing to eBGP peers")),
         "maxRestartTime": implemented("bgp.view", "graceful restart time granted to the peer"),
         "ttlSecurity": implemented("bgp.view", "GTSM: accept only packets within this many hops"),
-        "ebgpMultihop": implemented("bgp.view", "(l3net) outgoing TTL to a peer not on a node subnet"),
+        "ebgpMultihop": implemented("bgp.view", "(l3net) outgoing TTL to a peer not on a node subnet", note=(
+            "eBGP peers only (iBGP is multihop by nature). ExaBGP: `outgoing-ttl N`. BIRD engine: `multihop N` "
+            "(1 writes nothing: BIRD's direct eBGP session sends TTL 1); a peer that also sets ttlSecurity is left "
+            "out of the configuration with a reason (BIRD's TTL security always sends TTL 255), and so is one "
+            "with BFD and sourceAddress None (BIRD needs a local address for multihop BFD)")),
         "maxPrefixes": implemented("bgp.view", "(l3net) cap on prefixes accepted from this peer"),
         "filters": implemented("bgp.view", "BGPFilters applied to this peer, in order"),
         "bfd": implemented("bgp.view", "(l3net) BFD for this peer"),

@@ -8,6 +8,9 @@ the BIRD reflector engine from etcd.
 - keepOriginalNextHop: a BIRD-engine reflector passes n1's block to an eBGP router (BIRD, AS 65000) on a link of
   its own (BIRD keeps a next hop on the peer's own interface anyway); with the field true the router sees n1's
   next hop, with it false the reflector's address on that link (BIRD's eBGP default).
+- ebgpMultihop: a BIRD-engine reflector's eBGP session to a router three hops away (two forwarding namespaces
+  between) stays down with ebgpMultihop 2 (`multihop 2`: the TTL runs out at the second forwarder) and comes up
+  with 3.
 """
 
 from __future__ import annotations
@@ -68,6 +71,25 @@ protocol bgp rr1 {{
   hold time {hold};
   connect retry time 1;
   ipv4 {{ gateway recursive; import all; export none; }};
+}}
+{clients}
+"""
+
+
+# The router three hops from rr1 (rr1 - hop1 - hop2 - router), passive: only rr1's packets, with rr1's TTL, can
+# start the session.
+FAR_RR1, FAR_ROUTER = "10.85.0.10", "10.87.0.20"
+FAR_ROUTER_CONF = """
+router id {rr};
+log stderr all;
+protocol device {{ }}
+protocol bgp rr1 {{
+  local {router} as 65000;
+  neighbor {rr1} as 64512;
+  multihop;
+  passive on;
+  hold time {hold};
+  ipv4 {{ import all; export none; }};
 }}
 {clients}
 """
@@ -178,8 +200,8 @@ def test_bird_engine_keeps_the_original_next_hop_for_an_ebgp_peer(fabric: Fabric
             await ns.start(("n1",), nodes, [config], client_side)
             await wait_for_async(lambda: bird_next_hop(sock, block("n1")) == ADDR["n1"], 30,
                                  "n1's block at the eBGP router with n1's own next hop (next hop keep)")
-            conf = (tmp_path / "rr1").rglob("*.conf")
-            assert any("next hop keep;" in p.read_text() for p in conf)
+            texts = [p.read_text() for p in (tmp_path / "rr1").rglob("*.conf")]
+            assert any("next hop keep;" in t and "  multihop 2;" in t for t in texts), "ebgpMultihop: multihop 2"
             put(upstream(False))
             await wait_for_async(lambda: bird_next_hop(sock, block("n1")) == LINK_RR1, 30,
                                  "without keepOriginalNextHop: the reflector's address (BIRD's eBGP default)")
@@ -189,4 +211,66 @@ def test_bird_engine_keeps_the_original_next_hop_for_an_ebgp_peer(fabric: Fabric
             assert await task == 0
 
     with bird(fabric, tmp_path / "ebgp", (), template=EBGP_ROUTER, rr1=LINK_RR1, router=LINK_ROUTER) as sock:
+        asyncio.run(scenario(sock))
+
+
+def _established(sock: Path, name: str) -> bool:
+    try:
+        return "Established" in "\n".join(t for _, t in command(sock, f"show protocols {name}"))
+    except BirdError:
+        return False
+
+
+def test_bird_engine_ebgp_multihop_is_the_ttl_of_the_session(fabric: Fabric, tmp_path: Path, datastore,
+                                                             key_layout, record_property) -> None:
+    hop1, hop2 = fabric.factory("hop1"), fabric.factory("hop2")
+    rr1, router = fabric.ns["rr1"], fabric.ns["bird"]
+    for a_ns, a_if, a_ip, b_ns, b_if, b_ip in ((rr1, "mh0", FAR_RR1, hop1, "mh0", "10.85.0.1"),
+                                               (hop1, "mh1", "10.86.0.1", hop2, "mh1", "10.86.0.2"),
+                                               (hop2, "mh2", "10.87.0.2", router, "mh2", FAR_ROUTER)):
+        fabric.factory.veth(a_ns, a_if, b_ns, b_if)
+        netns.run(a_ns, ["ip", "addr", "add", f"{a_ip}/24", "dev", a_if])
+        netns.run(b_ns, ["ip", "addr", "add", f"{b_ip}/24", "dev", b_if])
+    for ns in (hop1, hop2):
+        netns.write_sysctl("net.ipv4.ip_forward", 1, ns)
+    for ns, net, via in ((rr1, "10.87.0.0/24", "10.85.0.1"), (hop1, "10.87.0.0/24", "10.86.0.2"),
+                         (hop2, "10.85.0.0/24", "10.86.0.1"), (router, "10.85.0.0/24", "10.87.0.2")):
+        netns.run(ns, ["ip", "route", "add", net, "via", via])
+
+    nodes = [node_res("rr1", routeReflectorClusterID="1.1.1.1")]
+    config = Resource("BGPConfiguration", "default", {"holdTime": f"{HOLD}s", "nodeToNodeMeshEnabled": False})
+
+    def far(hops: int) -> Resource:
+        # sourceAddress None: the kernel sources rr1's packets from 10.85.0.10, the address the router knows
+        return Resource("BGPPeer", "far", {"node": "rr1", "peerIP": FAR_ROUTER, "asNumber": 65000,
+                                           "ebgpMultihop": hops, "sourceAddress": "None"})
+
+    def put(r: Resource) -> None:
+        datastore.put(key_layout.resource(r.info.plural, r.name), r.to_json())
+
+    for r in [*nodes, config, far(2)]:
+        put(r)
+
+    def rendered(line: str) -> bool:
+        return any(line in p.read_text() for p in (tmp_path / "rr1").rglob("*.conf"))
+
+    async def scenario(sock: Path) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_reflector(datastore, key_layout, "rr1", tmp_path / "rr1", resync=0.5,
+                                                 netns=rr1, stop=stop, engine="bird"))
+        try:
+            await wait_for_async(lambda: rendered("  multihop 2;"), 15, "rr1's BIRD configured with multihop 2")
+            # rr1 retries every CONNECT_RETRY_TIME (5 s); TTL 2 dies at hop2 every time
+            await asyncio.sleep(2 * HOLD)
+            assert not _established(sock, "rr1"), "TTL 2 cannot reach a router three hops away"
+            t0 = time.monotonic()
+            put(far(3))
+            await wait_for_async(lambda: _established(sock, "rr1"), 30, "the session with ebgpMultihop 3")
+            report(record_property, "bird_engine_multihop_session_up", time.monotonic() - t0)
+            assert rendered("  multihop 3;")
+        finally:
+            stop.set()
+            assert await task == 0
+
+    with bird(fabric, tmp_path / "far", (), template=FAR_ROUTER_CONF, rr1=FAR_RR1, router=FAR_ROUTER) as sock:
         asyncio.run(scenario(sock))
