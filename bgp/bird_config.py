@@ -22,6 +22,11 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   (next hops resolve exactly as before). eBGP peers keep BIRD's own choice (direct
   unless ``multihop``/TTL security).
 
+- ``ebgpMultihop`` (``PeerSpec.multihop``, eBGP peers only) is ``multihop N``: BIRD then sends with TTL N and
+  takes the peer off its direct-neighbour check (ExaBGP's ``outgoing-ttl N``); 1 writes nothing, as BIRD's
+  direct eBGP session sends with TTL 1. With ``ttlSecurity`` BIRD always sends TTL 255 and ``multihop`` is the
+  accepted hop count, so a peer with both is left out with that reason.
+
 - a peer's BGPFilter rules (``PeerSpec.import_rules``/``export_rules``, already in order and for its
   family) become its channel's ``import filter``/``export filter``, one ``if ... then accept|reject;``
   per rule, first match decides and no match takes the default (import everything, export BGP routes),
@@ -30,6 +35,13 @@ the ExaBGP engine uses); this module only turns them into BIRD's language:
   none of the peer's routes: BIRD has no such action). The ExaBGP engine's other safe
   defaults (IPAM route-origin checks, :func:`bgp.policy.import_reason`) are not rendered: a BIRD
   reflector reflects what its clients send.
+
+- ``sourceAddress: None`` (``PeerSpec.source_node_ip`` false) writes ``local as N`` without an address, as
+  Calico writes no ``source address``; BIRD refuses multihop BFD without a local address, so such a peer
+  with BFD on a multihop session (iBGP off the link, ``ttlSecurity`` or ``ebgpMultihop``) is left out with that
+  reason. ``keepOriginalNextHop`` writes ``next hop
+  keep`` in the channel of an eBGP peer, as Calico's template does (to iBGP peers BIRD keeps a BGP route's
+  next hop anyway).
 
 Every value is re-serialised from a parsed one (addresses through ``ipaddress``,
 numbers through ``int``); the only free text is an MD5 password, and BIRD 2's string
@@ -113,6 +125,23 @@ class BirdConfig:
     errors: tuple[FieldError, ...] = ()
 
 
+def _ttl_lines(p: PeerSpec) -> tuple[list[str], bool]:
+    """The TTL lines of ``p`` (``ttlSecurity``, ``ebgpMultihop``) and whether BIRD makes its session multihop."""
+    # ebgpMultihop (bgp.view keeps it for eBGP peers only): the TTL of our packets, BIRD's `multihop N`. 1 writes
+    # nothing: BIRD's default eBGP session is direct and sends with TTL 1 already (`multihop 1` would also make
+    # its BFD multihop and its next hops recursive, for a peer that is on the link).
+    hops = _int(p.multihop, 1, 255) if p.multihop is not None and p.ebgp else None
+    if hops is not None and p.ttl_security:
+        raise ValueError(f"ebgpMultihop {hops} with ttlSecurity {p.ttl_security}: BIRD's TTL security sends every "
+                         "packet with TTL 255 (its `multihop` is then the hop count accepted), so the outgoing TTL "
+                         "ebgpMultihop asks for cannot be set (drop one of the two)")
+    if p.ttl_security:
+        return ["  ttl security on;", f"  multihop {_int(p.ttl_security, 1, 255)};"], True
+    if hops is not None and hops > 1:
+        return [f"  multihop {hops};"], True
+    return [], False
+
+
 def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_hop: bool = False) -> list[str]:
     """The ``protocol bgp`` block of one peer; ValueError names the field when a value cannot be rendered."""
     address = _ip(p.address)
@@ -124,8 +153,10 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
     hold = _int(p.hold_time, 0, 65535)
     if hold and hold < 3:
         raise ValueError(f"hold time must be 0 or 3..65535: {hold}")
+    # sourceAddress None: no local address, the kernel picks the source by route (Calico writes no `source address`)
+    bound = f" {local}" if p.source_node_ip else ""
     lines = [f"protocol bgp {protocol_name(address, port)} {{",
-             f"  local {local}{'' if listen == 179 else f' port {listen}'} as {local_as};",
+             f"  local{bound}{'' if listen == 179 else f' port {listen}'} as {local_as};",
              f"  neighbor {address}{'' if port == 179 else f' port {port}'} as {peer_as};",
              f"  hold time {hold};",
              # BIRD's defaults wait 120 s before retrying a connection and 60-300 s after an error: too
@@ -152,12 +183,16 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
         lines.append(f'  password "{p.password}";')
     if p.passive:
         lines.append("  passive on;")
-    if p.ttl_security:
-        lines += ["  ttl security on;", f"  multihop {_int(p.ttl_security, 1, 255)};"]
+    ttl, multihop = _ttl_lines(p)
+    lines += ttl
     direct = False
     if p.bfd is not None:
         # a direct session makes BIRD's BFD request single hop, as the agent's is for a peer on its link
         direct = single_hop and not p.ebgp and not p.ttl_security
+        if not p.source_node_ip and (multihop or not (direct or p.ebgp)):
+            raise ValueError("sourceAddress None with BFD on a multihop session: BIRD requires a local address "
+                             "for multihop BFD (use UseNodeIP, or a peer on the reflector's own link without "
+                             "ttlSecurity or ebgpMultihop)")
         if direct:
             lines.append("  direct;")
         lines.append(f"  bfd {{ min rx interval {bird_time(p.bfd.min_rx_us)}; "
@@ -167,8 +202,10 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
     # `direct` would switch next-hop resolution to direct; keep the recursive mode every other session has
     gateway = "gateway recursive; " if direct else ""
     limit = f" import limit {_int(p.max_prefixes, 1, 10_000_000)} action block;" if p.max_prefixes else ""
+    # keepOriginalNextHop, as Calico writes it: eBGP peers only (to an iBGP peer BIRD keeps a BGP route's next hop)
+    keep = " next hop keep;" if p.keep_next_hop and p.ebgp else ""
     if not p.import_rules and not p.export_rules:
-        lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP;{limit} }};", "}"]
+        lines += [f"  {channel} {{ {gateway}import all; export where source = RTS_BGP;{keep}{limit} }};", "}"]
         return lines
     # BGPFilter rules, first match decides, as the ExaBGP engine's bgp.policy does; no match: the defaults.
     lines += [f"  {channel} {{",
@@ -176,6 +213,7 @@ def _peer_lines(p: PeerSpec, view: NodeBGPView, cluster_id: str | None, single_h
               "    import filter {", *_filter_lines(p.import_rules, version), "    };",
               "    export filter {", "      if source != RTS_BGP then reject;", *_filter_lines(p.export_rules, version),
               "    };",
+              *([f"   {keep}"] if keep else []),
               *([f"   {limit}"] if limit else []),
               "  };", "}"]
     return lines

@@ -59,6 +59,15 @@ def _keepalive_word(p: PeerSpec) -> str:
     return " " + keepalive_word(_int(max(1, int(p.keepalive_time)), 1, 65535, "keepalive"))
 
 
+def _local_address(p: PeerSpec) -> str:
+    """``local-address``: the node's address (sourceAddress UseNodeIP), or ``auto`` for sourceAddress None, where
+    ExaBGP connects unbound and the kernel picks the source by route (ExaBGP then takes it as its local address,
+    for ``next-hop self`` too). A passive session keeps the node's address: it never connects, so its local end
+    is the address the peer connected to, and ExaBGP listens on the node's addresses only."""
+    address = canonical_ip(p.local_address)
+    return "auto" if not p.source_node_ip and not p.passive else address
+
+
 def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
     """The ``neighbor`` block of ``p``; ValueError when any value is outside its grammar."""
     if not _NAME_WORD.fullmatch(p.name) or p.peer_type not in _PEER_TYPES:
@@ -68,7 +77,7 @@ def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
         f"neighbor {address} {{",
         f'    description "{p.name} ({p.peer_type}){_keepalive_word(p)}";',
         f"    router-id {ipaddress.IPv4Address(canonical_ip(view.router_id or ''))};",
-        f"    local-address {canonical_ip(p.local_address)};",
+        f"    local-address {_local_address(p)};",
         f"    local-as {_int(p.local_as, 1, MAX_ASN, 'local-as')};",
         f"    peer-as {_int(p.peer_as, 1, MAX_ASN, 'peer-as')};",
         f"    hold-time {_int(p.hold_time, 0, 65535, 'hold-time')};",

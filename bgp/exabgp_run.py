@@ -31,6 +31,12 @@ cProfile inside ExaBGP at 100 clients x 64 prefixes (bench reflector_scale):
 - ``Configuration.inject_change`` tested ``neighbor_name in peers`` on a list for every neighbour,
   per route: N^2 string comparisons per route (4 % of its time). A set gives the same answer.
 
+One change is a fix for sourceAddress None (``local-address auto``): ExaBGP learns such a neighbour's local
+address when its session connects, and resolves ``next-hop self`` from it. A reload builds a new neighbour
+object without it, and a session that stays up never connects again, so every later ``next-hop self``
+announcement to it failed (``'NoneType' object has no attribute 'afi'``). :func:`patch_auto_local_address`
+carries the discovered address over to the reloaded neighbour (a new connection still replaces it).
+
 One change is a feature rather than a saving: ExaBGP has no keepalive setting (it always sends
 keepalives every hold/3), so Calico's ``keepaliveTime`` travels in the neighbour's description
 (``keepalive 1s``, :func:`keepalive_word`) and :func:`patch_keepalive` sets the session's send
@@ -224,8 +230,36 @@ def patch_keepalive() -> bool:
     return True
 
 
+def patch_auto_local_address() -> bool:
+    """A reloaded ``local-address auto`` neighbour keeps the local address its session discovered."""
+    from exabgp.reactor.peer import Peer
+    from exabgp.version import release
+
+    if not release.startswith(PATCHED_SERIES):
+        _log.warning("ExaBGP %s is not %sx: a reload loses the local address of a sourceAddress None session",
+                     release, PATCHED_SERIES)
+        return False
+
+    def carry(name: str) -> None:
+        original = getattr(Peer, name)
+
+        def method(self: Any, restart_neighbor: Any = None) -> Any:
+            old = getattr(self, "neighbor", None)
+            if (restart_neighbor is not None and old is not None and restart_neighbor.auto_discovery
+                    and restart_neighbor["local-address"] is None and old["local-address"] is not None):
+                restart_neighbor["local-address"] = old["local-address"]
+            return original(self, restart_neighbor)
+
+        setattr(Peer, name, method)
+
+    carry("reconfigure")
+    carry("reestablish")
+    return True
+
+
 def main() -> None:
     patch_remove_self()
+    patch_auto_local_address()
     patch_api_fan_out()
     patch_keepalive()
     from exabgp.application.main import main as exabgp_main

@@ -189,7 +189,7 @@ class Routing:
         """Bring what ExaBGP holds in line with the desired advertisements (see Advertised.sync)."""
         if self.view is None or not self._ready():
             return
-        peers = [p.spec for addr, p in self.peers.items() if addr in self.configured]
+        peers = [p.spec for addr, p in self.peers.items() if addr in self.configured and _addressable(p)]
         self.adverts.sync(peers, lambda c: self.send(c.line, c.items), full=full, prefixes=prefixes)
         self._notify_if_counts_changed()
 
@@ -379,6 +379,14 @@ class Routing:
         if peer is not None:
             peer.info = f"Prefix limit {limit} exceeded: routes dropped until the session restarts"
         _log.warning("prefix limit exceeded node=%s peer=%s address=%s limit=%d", self.node, name, addr, limit)
+
+
+def _addressable(peer: PeerRecord) -> bool:
+    """ExaBGP can take commands for this peer now: a sourceAddress None (``local-address auto``) neighbour
+    learns its local address, which ``next-hop self`` resolves to, only when its session connects, so it is
+    sent nothing until its session is up (then everything, in full, as on every session up)."""
+    spec = peer.spec
+    return spec.source_node_ip or spec.passive or peer.state == "up"
 
 
 def _policy_changed(old: NodeBGPView | None, view: NodeBGPView) -> bool:

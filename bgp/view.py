@@ -89,6 +89,10 @@ class PeerSpec:
     import_rules: tuple[FilterRule, ...] = ()   # BGPFilter rules of the peer's family, in order
     export_rules: tuple[FilterRule, ...] = ()
     bfd: BfdSettings | None = None  # set only when BFD is enabled for this peer
+    # sourceAddress: True (UseNodeIP) binds the session to local_address; False (None) leaves the source of
+    # an outgoing connection to the kernel's route lookup (local_address is still where the peer connects to)
+    source_node_ip: bool = True
+    keep_next_hop: bool = False     # keepOriginalNextHop: routes sent keep their next hop (BIRD: eBGP only)
 
     @property
     def ebgp(self) -> bool:
@@ -388,6 +392,8 @@ class _PeerSettings:
     max_prefixes: Any = None
     names: tuple[str, ...] = ()
     bfd: BfdSettings | None = None
+    source_node_ip: bool = True
+    keep_next_hop: bool = False
 
 
 class _ViewBuilder:
@@ -444,6 +450,7 @@ class _ViewBuilder:
                 restart_time=ps.restart if ps.restart is not None else d.restart,
                 rr_client=bool(me.cluster_id) and not other.cluster_id, peer_node=other.name,
                 ttl_security=ps.ttl, source=ps.source, max_prefixes=self.limit(ps.max_prefixes, True), bfd=ps.bfd,
+                source_node_ip=ps.source_node_ip, keep_next_hop=ps.keep_next_hop,
                 **self.peer_rules(ps.names, ip, ps.source)))
 
     def mesh(self) -> None:
@@ -485,7 +492,8 @@ class _ViewBuilder:
             password=password, source=doc, ttl=int(s.get("ttlSecurity") or 0),
             restart=restart_time(s["maxRestartTime"]) if s.get("maxRestartTime") else None,
             max_prefixes=s.get("maxPrefixes"), names=tuple(s.get("filters") or ()),
-            bfd=_bfd_for([*d.bfd_layers, s.get("bfd") or {}], doc, self.errors))
+            bfd=_bfd_for([*d.bfd_layers, s.get("bfd") or {}], doc, self.errors),
+            source_node_ip=s.get("sourceAddress") != "None", keep_next_hop=s.get("keepOriginalNextHop") is True)
         if s.get("peerIP"):
             self.ip_peer(res.name, s, kind, prefix, ps)
         else:
@@ -516,6 +524,7 @@ class _ViewBuilder:
                           peer_node=target.name if target else None, ttl_security=ps.ttl, source=ps.source,
                           multihop=int(multihop) if multihop and peer_as != self.my_as else None,
                           max_prefixes=self.limit(ps.max_prefixes, target is not None), bfd=ps.bfd,
+                          source_node_ip=ps.source_node_ip, keep_next_hop=ps.keep_next_hop,
                           **self.peer_rules(ps.names, ip, ps.source)))
 
     def selector_peers(self, s: Mapping[str, Any], kind: str, prefix: str, ps: _PeerSettings) -> None:

@@ -100,7 +100,9 @@ class BfdPeers:
                 self._hops[peer.address] = not self._is_direct(peer.address)
             key = PeerKey.parse(peer.address, self._hops[peer.address])
             cfg = SessionConfig(peer.bfd.min_tx_us, peer.bfd.min_rx_us, peer.bfd.multiplier)
-            wanted[key] = (cfg, peer.local_address)
+            # sourceAddress None: the kernel picks the source by route, as for the BGP session it guards
+            local = peer.local_address if peer.source_node_ip or peer.passive else None
+            wanted[key] = (cfg, local)
         for key in set(self._wanted) - set(wanted):
             self.speaker.remove_session(key)
             metrics.remove_session(self.node, key.peer)

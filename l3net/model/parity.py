@@ -209,14 +209,28 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                                      note="as in BGPConfiguration"),
         "holdTime": implemented("bgp.view", "BGP hold time for this peer"),
         "password": implemented("bgp.view", "MD5 password"),
-        "sourceAddress": refused("None", "UseNodeIP binds the session to the node's address; None lets the "
-                                         "kernel choose", "sessions always use the node's address",
-                                 default="UseNodeIP"),
-        "keepOriginalNextHop": refused(True, "keep the route's original next hop when advertising to this peer",
-                                       "l3net always advertises the node's address as next hop", default=False),
+        "sourceAddress": implemented("bgp.view", "UseNodeIP binds the session to the node's address; None lets the "
+                                     "kernel choose", note=(
+            "None: ExaBGP gets `local-address auto` (it connects unbound, the kernel picks the source by route, "
+            "and `next-hop self` is that source); the agent's BFD is unbound too. A passive session (the higher "
+            "address of a node pair) keeps the node's address: it never connects, and ExaBGP listens on the "
+            "node's addresses only. BIRD engine: no local address, as Calico; a peer with BFD on a multihop "
+            "session is left out of the configuration with a reason (BIRD needs a local address for multihop "
+            "BFD)")),
+        "keepOriginalNextHop": implemented("bgp.view", "keep the route's original next hop when advertising to this "
+                                           "peer (Calico writes `next hop keep` for eBGP peers only)", note=(
+            "BIRD engine: `next hop keep` for an eBGP peer, as Calico; to an iBGP peer BIRD keeps a BGP route's "
+            "next hop anyway. ExaBGP (nodes and the exabgp engine): nothing to change. A node sends only its own "
+            "blocks and services, whose original next hop is the node itself (l3net never re-advertises routes "
+            "it learned, where Calico's node re-exports pool routes), and the exabgp engine reflects to iBGP "
+            "peers only, keeping the next hop, and sends nothing to eBGP peers")),
         "maxRestartTime": implemented("bgp.view", "graceful restart time granted to the peer"),
         "ttlSecurity": implemented("bgp.view", "GTSM: accept only packets within this many hops"),
-        "ebgpMultihop": implemented("bgp.view", "(l3net) outgoing TTL to a peer not on a node subnet"),
+        "ebgpMultihop": implemented("bgp.view", "(l3net) outgoing TTL to a peer not on a node subnet", note=(
+            "eBGP peers only (iBGP is multihop by nature). ExaBGP: `outgoing-ttl N`. BIRD engine: `multihop N` "
+            "(1 writes nothing: BIRD's direct eBGP session sends TTL 1); a peer that also sets ttlSecurity is left "
+            "out of the configuration with a reason (BIRD's TTL security always sends TTL 255), and so is one "
+            "with BFD and sourceAddress None (BIRD needs a local address for multihop BFD)")),
         "maxPrefixes": implemented("bgp.view", "(l3net) cap on prefixes accepted from this peer"),
         "filters": implemented("bgp.view", "BGPFilters applied to this peer, in order"),
         "bfd": implemented("bgp.view", "(l3net) BFD for this peer"),

@@ -50,6 +50,25 @@ SCENARIOS = {
     "bird_rr_filters": ("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
                         [TO_RR, peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000, maxPrefixes=500,
                                      filters=["edge", "last"])]),
+    # sourceAddress None (no local address) on the clients and the upstream; keepOriginalNextHop: `next hop keep`
+    # for the eBGP upstream (with BGPFilters too), nothing for an iBGP peer (BIRD keeps its next hop anyway)
+    "bird_rr_source_keep": ("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
+                            [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", sourceAddress="None",
+                                  keepOriginalNextHop=True),
+                             peer("upstream", node="rr1", peerIP="10.0.0.254", asNumber=65000,
+                                  sourceAddress="None", keepOriginalNextHop=True),
+                             peer("upstream2", node="rr1", peerIP="10.0.0.253", asNumber=65000,
+                                  keepOriginalNextHop=True, filters=["last"])]),
+    # ebgpMultihop: `multihop N` for eBGP peers off rr1's subnet (one with BFD, bound to the node's address: BIRD's
+    # multihop BFD needs it; one unbound without BFD, with BGPFilters), nothing for 1 (BIRD's direct session sends
+    # TTL 1) and nothing for an iBGP peer (bgp.view keeps the field for eBGP only)
+    "bird_rr_multihop": ("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
+                         [TO_RR, peer("far", node="rr1", peerIP="192.0.2.1", asNumber=65000, ebgpMultihop=3,
+                                      bfd={"enabled": True}),
+                          peer("far-unbound", node="rr1", peerIP="198.51.100.1", asNumber=65001, ebgpMultihop=2,
+                               sourceAddress="None", filters=["last"]),
+                          peer("near", node="rr1", peerIP="10.0.0.254", asNumber=65000, ebgpMultihop=1),
+                          peer("ibgp", node="rr1", peerIP="10.0.0.200", asNumber=64512, ebgpMultihop=5)]),
 }
 SINGLE_HOP = {"bird_rr_bfd": frozenset({"10.0.0.11", "10.0.0.13", "10.0.0.254"})}
 FILTERS = {"bird_rr_filters": [
@@ -61,7 +80,8 @@ FILTERS = {"bird_rr_filters": [
         "exportV4": [{"action": "Reject", "matchOperator": "NotEqual", "cidr": "10.244.1.0/26"}],
         "importV6": [{"action": "Reject", "matchOperator": "In", "cidr": "fd00::/8"}]}),
     Resource("BGPFilter", "last", {"importV4": [{"action": "Reject"}]}),
-]}
+], "bird_rr_source_keep": [Resource("BGPFilter", "last", {"importV4": [{"action": "Reject"}]})],
+           "bird_rr_multihop": [Resource("BGPFilter", "last", {"importV4": [{"action": "Reject"}]})]}
 
 
 def _bird_parses(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -235,3 +255,101 @@ def test_bfd_values_are_re_serialised_or_the_peer_left_out(bad: dict[str, object
     assert [e.path for e in rendered.errors] == [f"peer {hostile.name}"]
     assert "evil" not in rendered.text and hostile.address not in rendered.protocols.values()
     assert "protocol bfd { }" in rendered.text, "the other peers keep their BFD"
+
+
+def _blocks(text: str) -> dict[str, str]:
+    return {b.split()[0]: b for b in text.split("protocol bgp ")[1:]}
+
+
+def test_source_address_none_writes_no_local_address() -> None:
+    """Calico writes `source address` for UseNodeIP only; None leaves the source to the kernel's route lookup."""
+    peers = [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", sourceAddress="None"),
+             peer("up", node="rr1", peerIP="10.0.0.254:1179", asNumber=65000, sourceAddress="UseNodeIP")]
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False, listenPort=1790)], peers)
+    blocks = _blocks(render_bird_config(view).text)
+    assert "  local port 1790 as 64512;" in blocks["Node_10_0_0_11_port_1790"]
+    assert "  local 10.0.0.2 port 1790 as 64512;" in blocks["Node_10_0_0_254_port_1179"]
+
+
+def test_keep_original_next_hop_only_for_ebgp_peers() -> None:
+    """`next hop keep` for an eBGP peer, as Calico's template writes it; off by default."""
+    peers = [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", keepOriginalNextHop=True),
+             peer("up", node="rr1", peerIP="10.0.0.254", asNumber=65000, keepOriginalNextHop=True),
+             peer("up2", node="rr1", peerIP="10.0.0.253", asNumber=65000)]
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], peers)
+    blocks = _blocks(render_bird_config(view).text)
+    assert "next hop keep;" in blocks["Node_10_0_0_254"]
+    assert "next hop" not in blocks["Node_10_0_0_253"]
+    assert "next hop" not in blocks["Node_10_0_0_11"], "iBGP: BIRD keeps the next hop of a BGP route already"
+
+
+@pytest.mark.parametrize(("single_hop", "ttl", "refused"), [(True, 0, False), (False, 0, True), (True, 1, True)])
+def test_source_address_none_with_multihop_bfd_is_refused_for_that_peer(single_hop: bool, ttl: int,
+                                                                        refused: bool) -> None:
+    """BIRD refuses multihop BFD without a local address: that peer is left out, named; the rest is rendered."""
+    spec: dict[str, object] = {"nodeSelector": "all()", "peerSelector": "has(rr)", "sourceAddress": "None",
+                               "bfd": {"enabled": True}}
+    if ttl:
+        spec["ttlSecurity"] = ttl
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], [peer("to-rr", **spec)])
+    hops = frozenset({"10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.3"}) if single_hop else frozenset()
+    rendered = render_bird_config(view, hops)
+    if refused:
+        assert len(rendered.errors) == len(view.peers) and rendered.protocols == {}
+        assert all("sourceAddress None" in e.reason and "multihop BFD" in e.reason for e in rendered.errors)
+    else:
+        assert rendered.errors == () and len(rendered.protocols) == len(view.peers)
+
+
+@needs_bird
+def test_source_address_none_with_multihop_bfd_is_what_bird_refuses(tmp_path: Path) -> None:
+    """The refusal above is BIRD's own rule, not a guess: the block rendered anyway does not parse."""
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)],
+                           [peer("to-rr", nodeSelector="all()", peerSelector="has(rr)", bfd={"enabled": True})])
+    text = render_bird_config(view).text.replace("local 10.0.0.2 as", "local as")
+    proc = _bird_parses(text, tmp_path)
+    assert proc.returncode != 0 and "Multihop BGP with BFD requires specified local address" in proc.stderr
+
+
+def test_ebgp_multihop_is_birds_multihop_for_ebgp_peers() -> None:
+    """ebgpMultihop N (N > 1) is `multihop N;` (BIRD's outgoing TTL); 1 and iBGP peers write nothing."""
+    peers = [peer("far", node="rr1", peerIP="192.0.2.1", asNumber=65000, ebgpMultihop=2),
+             peer("far255", node="rr1", peerIP="192.0.2.2", asNumber=65000, ebgpMultihop=255),
+             peer("near", node="rr1", peerIP="10.0.0.254", asNumber=65000, ebgpMultihop=1),
+             peer("plain", node="rr1", peerIP="10.0.0.253", asNumber=65000),
+             peer("ibgp", node="rr1", peerIP="10.0.0.200", asNumber=64512, ebgpMultihop=4)]
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], peers)
+    assert view.errors == ()
+    rendered = render_bird_config(view)
+    assert rendered.errors == ()
+    blocks = _blocks(rendered.text)
+    assert "  multihop 2;" in blocks["Node_192_0_2_1"] and "  multihop 255;" in blocks["Node_192_0_2_2"]
+    for name in ("Node_10_0_0_254", "Node_10_0_0_253", "Node_10_0_0_200"):
+        assert "multihop" not in blocks[name], name
+
+
+@pytest.mark.parametrize(("spec", "reason"), [
+    ({"ttlSecurity": 2}, "ttlSecurity"),
+    ({"bfd": {"enabled": True}, "sourceAddress": "None"}, "multihop BFD"),
+])
+def test_ebgp_multihop_combinations_bird_cannot_honour_are_refused_for_that_peer(spec: dict[str, object],
+                                                                                 reason: str) -> None:
+    """ttlSecurity (BIRD then sends TTL 255) or BFD without a local address: that peer is left out, named."""
+    far = peer("far", node="rr1", peerIP="192.0.2.1", asNumber=65000, ebgpMultihop=3, **spec)
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], [TO_RR, far])
+    rendered = render_bird_config(view)
+    assert [(e.path, e.document) for e in rendered.errors] == [(f"peer {view.peer('192.0.2.1').name}", "BGPPeer/far")]
+    assert reason in rendered.errors[0].reason and "192.0.2.1" not in rendered.protocols.values()
+    assert len(rendered.protocols) == len(view.peers) - 1, "the other peers are rendered"
+
+
+@needs_bird
+def test_ebgp_multihop_refusals_are_what_bird_refuses(tmp_path: Path) -> None:
+    """Multihop BFD without a local address does not parse in BIRD; and with ttl security BIRD has one `multihop`
+    only (the accepted hop count), so nothing could carry the outgoing TTL."""
+    far = peer("far", node="rr1", peerIP="192.0.2.1", asNumber=65000, ebgpMultihop=3, bfd={"enabled": True})
+    view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], [far])
+    text = render_bird_config(view).text
+    assert "  multihop 3;" in text and _bird_parses(text, tmp_path).returncode == 0
+    proc = _bird_parses(text.replace("local 10.0.0.2 as", "local as"), tmp_path)
+    assert proc.returncode != 0 and "Multihop BGP with BFD requires specified local address" in proc.stderr

@@ -42,6 +42,12 @@ SCENARIOS = {
                   [peer("tor-a", nodeSelector="rack == 'a'", peerIP="10.0.0.254:1790", asNumber=65000,
                         password={"value": "t0r"}, holdTime="6s", ttlSecurity=1)]),
     "dual_stack": ("n1", [node("n1", "10.0.0.1", v6="fd00::1"), node("n2", "10.0.0.2", v6="fd00::2")], [], []),
+    # sourceAddress None: `local-address auto` where n2 connects (n3, the ToR), the node's address where it is
+    # passive (n1 connects to it); keepOriginalNextHop changes nothing in ExaBGP's text (n2 sends only its own routes)
+    "source_unbound": ("n2", THREE, [cfg(nodeToNodeMeshEnabled=False)],
+                       [peer("pairs", nodeSelector="all()", peerSelector="all()", sourceAddress="None"),
+                        peer("tor", node="n2", peerIP="10.0.0.254", asNumber=64512, sourceAddress="None",
+                             keepOriginalNextHop=True)]),
 }
 
 
@@ -191,3 +197,39 @@ def test_bad_restart_times_name_the_field(value: str) -> None:
     assert all(p.restart_time == 120 for p in v.peers), "the bad value is treated as absent"
     errs = check_bgp_peer({"peerIP": "10.0.0.9", "asNumber": 65000, "maxRestartTime": value})
     assert [e.path for e in errs] == ["spec.maxRestartTime"]
+
+
+def _neighbor_lines(text: str, address: str) -> list[str]:
+    block = text.split(f"neighbor {address} {{", 1)[1].split("\n}", 1)[0]
+    return [line.strip() for line in block.splitlines()]
+
+
+@pytest.mark.parametrize(("source", "want"), [(None, "10.0.0.2"), ("UseNodeIP", "10.0.0.2"), ("None", "auto")])
+def test_source_address_sets_exabgps_local_address(source: str | None, want: str) -> None:
+    """None: ``local-address auto`` (ExaBGP connects unbound, the kernel picks the source); default UseNodeIP."""
+    spec: dict[str, object] = {"node": "n2", "peerIP": "10.0.0.254", "asNumber": 64512}
+    if source is not None:
+        spec["sourceAddress"] = source
+    view = build_node_view("n2", THREE, [cfg(nodeToNodeMeshEnabled=False)], [peer("tor", **spec)])
+    p = view.peer("10.0.0.254")
+    assert p is not None and p.source_node_ip is (source != "None") and p.local_address == "10.0.0.2"
+    assert f"local-address {want};" in _neighbor_lines(render_exabgp_config(view, HELPER), "10.0.0.254")
+
+
+def test_source_address_none_on_a_passive_session_keeps_the_node_address() -> None:
+    """The passive side never connects: its local end is the address the peer connected to (ExaBGP listens on the
+    node's addresses only), so ``auto`` would change nothing but ExaBGP's matching of the incoming connection."""
+    view = build_node_view("n2", THREE, [cfg(nodeToNodeMeshEnabled=False)],
+                           [peer("pairs", nodeSelector="all()", peerSelector="all()", sourceAddress="None")])
+    text = render_exabgp_config(view, HELPER)
+    assert "passive true;" in _neighbor_lines(text, "10.0.0.1")
+    assert "local-address 10.0.0.2;" in _neighbor_lines(text, "10.0.0.1")
+    assert "local-address auto;" in _neighbor_lines(text, "10.0.0.3")
+
+
+def test_keep_original_next_hop_is_carried_and_changes_no_exabgp_text() -> None:
+    """A node sends only its own routes (next hop: itself, their original next hop), so ExaBGP's text is the same."""
+    views = [build_node_view("n2", THREE, [], [peer("tor", node="n2", peerIP="10.0.0.254", asNumber=65000,
+                                                    keepOriginalNextHop=keep)]) for keep in (True, False)]
+    assert [v.peer("10.0.0.254").keep_next_hop for v in views] == [True, False]  # type: ignore[union-attr]
+    assert render_exabgp_config(views[0], HELPER) == render_exabgp_config(views[1], HELPER)

@@ -169,3 +169,40 @@ def test_keepalive_patch_sets_the_send_timer_from_the_neighbour(monkeypatch: pyt
 
     assert KA(lambda: "s", proto("Mesh_x (node-to-node mesh) keepalive 1s")).send_timer.keepalive == 1
     assert KA(lambda: "s", proto("Mesh_x (node-to-node mesh)")).send_timer.keepalive == 3, "ExaBGP's own hold/3"
+
+
+def test_reloaded_auto_neighbour_keeps_the_local_address_its_session_discovered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sourceAddress None: a reload must not leave an established ``local-address auto`` neighbour without the
+    address ``next-hop self`` resolves to (ExaBGP only learns it when the session connects)."""
+    from exabgp.bgp.neighbor import Neighbor
+    from exabgp.protocol.family import AFI
+    from exabgp.protocol.ip import IP
+    from exabgp.reactor.peer import Peer
+
+    from bgp import exabgp_run
+
+    got: list[object] = []
+    monkeypatch.setattr(Peer, "reconfigure", lambda self, n=None: got.append(n))
+    monkeypatch.setattr(Peer, "reestablish", lambda self, n=None: got.append(n))
+    assert exabgp_run.patch_auto_local_address()
+
+    def auto(local: str | None) -> Neighbor:
+        n = Neighbor()
+        n.auto_discovery = True
+        n["local-address"] = IP.create(local) if local else None
+        return n
+
+    fresh = auto(None)
+    with pytest.raises(AttributeError):
+        fresh.ip_self(AFI.ipv4)   # what every `next-hop self` did after a reload, unpatched
+    live = type("P", (), {"neighbor": auto("10.78.0.1")})()
+    Peer.reconfigure(live, fresh)
+    assert got == [fresh] and str(fresh.ip_self(AFI.ipv4)) == "10.78.0.1"
+    bound = Neighbor()
+    bound["local-address"] = IP.create("10.77.0.1")
+    Peer.reestablish(live, bound)
+    assert str(bound["local-address"]) == "10.77.0.1", "a neighbour with its own address is left alone"
+    blank = auto(None)
+    Peer.reconfigure(type("P", (), {"neighbor": auto(None)})(), blank)
+    assert blank["local-address"] is None, "nothing discovered yet: nothing to carry"

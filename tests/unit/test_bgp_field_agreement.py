@@ -206,8 +206,8 @@ PEER_FIELDS: dict[str, list[Any]] = {
     "maxPrefixes": [1, 10_000_000, 10_000_001, 0, -5, True, "5", 5.0],
     "ttlSecurity": [0, 1, 255, 256, -1, True, "1"],
     "filters": [[], ["f1"], ["f1", "f2"], ["f1", "f1"], ["F_1"], [""], [5], "f1", {}],
-    "sourceAddress": ["UseNodeIP", "None", "none", "10.0.0.1", 5],
-    "keepOriginalNextHop": [False, True, "false", 0],
+    "sourceAddress": ["UseNodeIP", "None", "none", "usenodeip", "", None, "10.0.0.1", 5, True],
+    "keepOriginalNextHop": [False, True, None, "false", "true", 0, 1],
     "password": PASSWORDS,
     "bfd": BFD_VALUES,
 }
@@ -287,6 +287,10 @@ def test_every_peer_field(field: str, value: Any, secrets: SecretReader) -> None
         assert p.multihop in (None, normalised[field]), "kept for an eBGP peer off the node's subnets"
     elif field == "filters":
         assert len(p.import_rules) == len(normalised[field])
+    elif field == "sourceAddress":
+        assert p.source_node_ip is (normalised.get(field) != "None"), "absent or UseNodeIP: the node's address"
+    elif field == "keepOriginalNextHop":
+        assert p.keep_next_hop is (normalised.get(field) is True)
 
 
 @pytest.mark.parametrize(("field", "value"), _cases(CONFIG_FIELDS))

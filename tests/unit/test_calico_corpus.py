@@ -39,6 +39,12 @@ metadata: {name: rack1-tor}
 spec: {peerIP: 192.20.30.40, asNumber: 64567, nodeSelector: rack == 'rack-1', keepOriginalNextHop: false,
        sourceAddress: UseNodeIP}
 """,
+    "keep-next-hop-no-source": """\
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: ebgp}
+spec: {peerIP: 192.20.30.41, asNumber: 64568, keepOriginalNextHop: true, sourceAddress: None}
+""",
     "service-advertisement": """\
 apiVersion: projectcalico.org/v3
 kind: BGPConfiguration
@@ -264,12 +270,6 @@ kind: IPPool
 metadata: {name: ipip}
 spec: {cidr: 10.10.0.0/16, ipipMode: CrossSubnet}
 """, "spec.ipipMode: l3net does not support this field"),
-    "keep-next-hop": ("""\
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: ebgp}
-spec: {peerIP: 192.20.30.41, asNumber: 64568, keepOriginalNextHop: true}
-""", "spec.keepOriginalNextHop: l3net does not support this field"),
     "prednat-without-forward": ("""\
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -352,12 +352,6 @@ kind: IPPool
 metadata: {name: manual}
 spec: {cidr: 10.20.0.0/16, assignmentMode: Manual}
 """, "spec.assignmentMode: l3net does not support this field"),
-    "source-address-none": ("""\
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
-metadata: {name: no-source}
-spec: {peerIP: 192.20.30.40, asNumber: 64567, sourceAddress: None}
-""", "spec.sourceAddress: l3net does not support this field"),
     "felix-reporting-interval": ("""\
 apiVersion: projectcalico.org/v3
 kind: FelixConfiguration

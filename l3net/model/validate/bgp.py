@@ -184,11 +184,11 @@ BGP_PEER_SPEC = obj({
     "keepaliveTime": duration,
     "holdTime": duration,
     "password": _SECRET_VALUE,
-    # l3net's sessions always use the node's address (Calico's default, UseNodeIP).
-    "sourceAddress": unsupported(enum("UseNodeIP", "None"), lambda v: v == "UseNodeIP",
-                                 "sessions always use the node's address: only UseNodeIP"),
-    "keepOriginalNextHop": unsupported(boolean, lambda v: v is False,
-                                       "routes to a peer always carry the node's address as next hop"),
+    # UseNodeIP: the session is bound to the node's address; None: the kernel picks the source by route
+    # (bgp.exabgp_config, bgp.bird_config).
+    "sourceAddress": enum("UseNodeIP", "None"),
+    # Routes sent to the peer keep their next hop: BIRD's `next hop keep` for an eBGP peer, as Calico writes it.
+    "keepOriginalNextHop": boolean,
     "maxRestartTime": duration,
     "ttlSecurity": integer(0, 255),
     # TTL of our packets to an eBGP peer that is not on one of the node's subnets (Cilium's ebgpMultihop):
