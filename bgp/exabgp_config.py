@@ -91,7 +91,9 @@ def _neighbor_block(view: NodeBGPView, p: PeerSpec) -> list[str]:
         lines.append(f"    md5-password {md5_base64(p.password)};")
         lines.append("    md5-base64 true;")
     if p.ttl_security:
-        lines.append(f"    incoming-ttl {_int(p.ttl_security, 1, 255, 'ttlSecurity')};")
+        # ttlSecurity counts hops (GTSM, RFC 5082: the peer sends 255, each hop takes one); ExaBGP's
+        # incoming-ttl is the lowest TTL accepted (IP_MINTTL), and makes ExaBGP send 255 itself.
+        lines.append(f"    incoming-ttl {256 - _int(p.ttl_security, 1, 255, 'ttlSecurity')};")
     if p.multihop:
         lines.append(f"    outgoing-ttl {_int(p.multihop, 1, 255, 'ebgpMultihop')};")
     lines.append("    capability {")

@@ -40,7 +40,7 @@ __all__ = ["NON_NAMESPACED", "PODS_ONLY", "entity_selector", "namespace_scope", 
 
 # Every workload endpoint carries the orchestrator label (policy.model.endpoint_labels); no network set does.
 PODS_ONLY: Selector = Has(CALICO_ORCHESTRATOR_LABEL)
-# Calico's namespaceSelector ``global()``: the non-namespaced things (here GlobalNetworkSets; no HostEndpoints).
+# Calico's namespaceSelector ``global()``: the non-namespaced things (GlobalNetworkSets and HostEndpoints).
 NON_NAMESPACED: Selector = Not(Has(CALICO_NAMESPACE_LABEL))
 
 

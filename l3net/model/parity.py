@@ -225,7 +225,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
             "it learned, where Calico's node re-exports pool routes), and the exabgp engine reflects to iBGP "
             "peers only, keeping the next hop, and sends nothing to eBGP peers")),
         "maxRestartTime": implemented("bgp.view", "graceful restart time granted to the peer"),
-        "ttlSecurity": implemented("bgp.view", "GTSM: accept only packets within this many hops"),
+        "ttlSecurity": implemented("bgp.view", "GTSM: accept only packets within this many hops",
+                                   note="ExaBGP: `incoming-ttl 256-N` (the lowest TTL accepted; it then sends 255). "
+                                        "BIRD engine: `ttl security on; multihop N`"),
         "ebgpMultihop": implemented("bgp.view", "(l3net) outgoing TTL to a peer not on a node subnet", note=(
             "eBGP peers only (iBGP is multihop by nature). ExaBGP: `outgoing-ttl N`. BIRD engine: `multihop N` "
             "(1 writes nothing: BIRD's direct eBGP session sends TTL 1); a peer that also sets ttlSecurity is left "

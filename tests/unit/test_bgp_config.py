@@ -233,3 +233,14 @@ def test_keep_original_next_hop_is_carried_and_changes_no_exabgp_text() -> None:
                                                     keepOriginalNextHop=keep)]) for keep in (True, False)]
     assert [v.peer("10.0.0.254").keep_next_hop for v in views] == [True, False]  # type: ignore[union-attr]
     assert render_exabgp_config(views[0], HELPER) == render_exabgp_config(views[1], HELPER)
+
+
+@pytest.mark.parametrize(("hops", "min_ttl"), [(1, 255), (2, 254), (255, 1)])
+def test_ttl_security_hops_become_the_lowest_ttl_exabgp_accepts(hops: int, min_ttl: int) -> None:
+    """Calico's ttlSecurity counts hops; ExaBGP's incoming-ttl is IP_MINTTL (a GTSM peer sends 255)."""
+    view = build_node_view("n1", [node("n1", "10.0.0.1", asn=65001), node("n2", "10.0.0.2", asn=65002)],
+                           [cfg(nodeToNodeMeshEnabled=False)],
+                           [peer("tor", node="n1", peerIP="10.0.0.254", asNumber=65000, ttlSecurity=hops)])
+    assert view.errors == ()
+    text = render_exabgp_config(view, HELPER)
+    assert f"incoming-ttl {min_ttl};" in text and "outgoing-ttl" not in text

@@ -80,7 +80,8 @@ REFUSED_FIELDS: dict[str, str] = {
     "the lock", "featureDetectOverride": "no feature overrides", "maxIpsetSize": "sets are sized by their members",
     "xdpRefreshInterval": "no XDP", "netlinkTimeout": "fixed netlink timeouts", "metadataAddr": "no OpenStack "
     "metadata NAT", "metadataPort": "no OpenStack metadata NAT", "openstackRegion": "no OpenStack",
-    "interfacePrefix": "the workload interface prefix is fixed", "interfaceExclude": "no host endpoints",
+    "interfacePrefix": "the workload interface prefix is fixed",
+    "interfaceExclude": "host endpoints each name one interface: no all-interfaces endpoint to exclude from",
     "chainInsertMode": "l3net always inserts its jump rules", "iptablesFilterAllowAction": "fixed allow action",
     "iptablesMangleAllowAction": "fixed allow action", "logPrefix": "fixed LOG prefix",
     "logFilePath": "the agent logs to stderr only", "logSeverityFile": "the agent logs to stderr only",
