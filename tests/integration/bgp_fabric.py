@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from bgp.bird_control import BirdError, command
 from bgp.speaker import Speaker
 from bgp.view import build_node_view
 from l3net import netns
@@ -206,6 +207,14 @@ def bird(fabric: Fabric, run_dir: Path, clients: tuple[str, ...], template: str 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def bird_established(sock: Path, name: str) -> bool:
+    """Whether BIRD's protocol ``name`` is Established (False too while BIRD is not up yet)."""
+    try:
+        return "Established" in "\n".join(t for _, t in command(sock, f"show protocols {name}"))
+    except BirdError:
+        return False
 
 
 async def agent_crash(nodes: Nodes, name: str) -> None:

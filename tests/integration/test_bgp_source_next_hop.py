@@ -28,7 +28,18 @@ from bgp.cli import run_reflector
 from bgp.view import build_node_view
 from l3net import netns
 from l3net.model.resource import Resource
-from tests.integration.bgp_fabric import ADDR, HOLD, Fabric, Nodes, bird, block, fabric, node_res, report
+from tests.integration.bgp_fabric import (
+    ADDR,
+    HOLD,
+    Fabric,
+    Nodes,
+    bird,
+    bird_established,
+    block,
+    fabric,
+    node_res,
+    report,
+)
 from tests.waiting import wait_for_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.needs_root,
@@ -214,13 +225,6 @@ def test_bird_engine_keeps_the_original_next_hop_for_an_ebgp_peer(fabric: Fabric
         asyncio.run(scenario(sock))
 
 
-def _established(sock: Path, name: str) -> bool:
-    try:
-        return "Established" in "\n".join(t for _, t in command(sock, f"show protocols {name}"))
-    except BirdError:
-        return False
-
-
 def test_bird_engine_ebgp_multihop_is_the_ttl_of_the_session(fabric: Fabric, tmp_path: Path, datastore,
                                                              key_layout, record_property) -> None:
     hop1, hop2 = fabric.factory("hop1"), fabric.factory("hop2")
@@ -262,10 +266,10 @@ def test_bird_engine_ebgp_multihop_is_the_ttl_of_the_session(fabric: Fabric, tmp
             await wait_for_async(lambda: rendered("  multihop 2;"), 15, "rr1's BIRD configured with multihop 2")
             # rr1 retries every CONNECT_RETRY_TIME (5 s); TTL 2 dies at hop2 every time
             await asyncio.sleep(2 * HOLD)
-            assert not _established(sock, "rr1"), "TTL 2 cannot reach a router three hops away"
+            assert not bird_established(sock, "rr1"), "TTL 2 cannot reach a router three hops away"
             t0 = time.monotonic()
             put(far(3))
-            await wait_for_async(lambda: _established(sock, "rr1"), 30, "the session with ebgpMultihop 3")
+            await wait_for_async(lambda: bird_established(sock, "rr1"), 30, "the session with ebgpMultihop 3")
             report(record_property, "bird_engine_multihop_session_up", time.monotonic() - t0)
             assert rendered("  multihop 3;")
         finally:
