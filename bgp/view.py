@@ -509,9 +509,11 @@ class _ViewBuilder:
         target = next((n for n in self.infos.values() if ip in (n.v4, n.v6)), None)
         peer_as = parse_asn(s["asNumber"])
         multihop = s.get("ebgpMultihop")
-        if peer_as != self.my_as and _off_subnet(ip, me.subnets) and not (multihop and multihop > 1):
+        # A routed eBGP peer needs ebgpMultihop, or GTSM (ttlSecurity N > 1 hops: ExaBGP then sends TTL 255).
+        routed_ok = bool(multihop and multihop > 1) or bool(ps.ttl and ps.ttl > 1)
+        if peer_as != self.my_as and _off_subnet(ip, me.subnets) and not routed_ok:
             reason = (f"single-hop eBGP peer {ip} is on none of node {me.name}'s subnets "
-                      f"({', '.join(me.subnets)}): set ebgpMultihop (2..255) if it is routed")
+                      f"({', '.join(me.subnets)}): set ebgpMultihop (2..255) or ttlSecurity (hops) if it is routed")
             self.errors.append(FieldError(path="spec.peerIP", reason=reason, document=ps.source))
             _log.warning("BGPPeer refused peer=%s node=%s reason=%s", name, me.name, reason)
             return

@@ -59,9 +59,10 @@ def test_raw_hijacking_endpoints_get_no_route_proxy_arp_or_policy(node: Node) ->
     assert routes(node.ns, P) == legit  # computed by the same apply that counted the rejection
     assert netns.read_sysctl("net/ipv4/conf/eth0/proxy_arp", node.ns) == proxy_arp_before
     assert netns.read_sysctl("net/ipv4/conf/calio/proxy_arp", node.ns) == "0"
-    filter_save = netns.run(node.ns, ["iptables-save", "-t", "filter"]).stdout
-    assert any(ln.startswith("-A l3n-INPUT -i cali+ ") and ln.endswith("-j l3n-wl-to-host")
-               for ln in filter_save.splitlines()), filter_save
+    # The policy side applies on its own (it does not wait for the routes): wait for its first apply.
+    filter_save = wait_for(lambda: (t := netns.run(node.ns, ["iptables-save", "-t", "filter"]).stdout)
+                           and any(ln.startswith("-A l3n-INPUT -i cali+ ") and ln.endswith("-j l3n-wl-to-host")
+                                   for ln in t.splitlines()) and t, what="the policy side's first apply")
     assert "-i eth0" not in filter_save and "-i calio " not in filter_save and "cali++" not in filter_save
     log = node.log()
     assert "addresses outside every IPPool" in log and "192.168.7.7/32" in log

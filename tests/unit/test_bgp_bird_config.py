@@ -329,12 +329,12 @@ def test_ebgp_multihop_is_birds_multihop_for_ebgp_peers() -> None:
 
 
 @pytest.mark.parametrize(("spec", "reason"), [
-    ({"ttlSecurity": 2}, "ttlSecurity"),
     ({"bfd": {"enabled": True}, "sourceAddress": "None"}, "multihop BFD"),
 ])
 def test_ebgp_multihop_combinations_bird_cannot_honour_are_refused_for_that_peer(spec: dict[str, object],
                                                                                  reason: str) -> None:
-    """ttlSecurity (BIRD then sends TTL 255) or BFD without a local address: that peer is left out, named."""
+    """BFD without a local address on a multihop session: that peer is left out, named. (ebgpMultihop with
+    ttlSecurity is refused by validation already: GTSM sends TTL 255.)"""
     far = peer("far", node="rr1", peerIP="192.0.2.1", asNumber=65000, ebgpMultihop=3, **spec)
     view = build_node_view("rr1", [*CLIENTS, *RRS], [cfg(nodeToNodeMeshEnabled=False)], [TO_RR, far])
     rendered = render_bird_config(view)

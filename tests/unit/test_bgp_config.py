@@ -244,3 +244,14 @@ def test_ttl_security_hops_become_the_lowest_ttl_exabgp_accepts(hops: int, min_t
     assert view.errors == ()
     text = render_exabgp_config(view, HELPER)
     assert f"incoming-ttl {min_ttl};" in text and "outgoing-ttl" not in text
+
+
+def test_a_routed_ebgp_peer_is_accepted_with_gtsm_hops_and_refused_without() -> None:
+    nodes = [node("n1", "10.0.0.1", asn=65001), node("n2", "10.0.0.2", asn=65002)]
+    far = {"node": "n1", "peerIP": "192.0.2.1", "asNumber": 65000}
+    refused = build_node_view("n1", nodes, [cfg(nodeToNodeMeshEnabled=False)], [peer("far", **far)])
+    assert [e.path for e in refused.errors] == ["spec.peerIP"] and "ttlSecurity" in refused.errors[0].reason
+    gtsm = build_node_view("n1", nodes, [cfg(nodeToNodeMeshEnabled=False)], [peer("far", **far, ttlSecurity=2)])
+    assert gtsm.errors == ()
+    text = render_exabgp_config(gtsm, HELPER)
+    assert "incoming-ttl 254;" in text and "outgoing-ttl" not in text  # ExaBGP sends 255 (GTSM)

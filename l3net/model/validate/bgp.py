@@ -172,6 +172,9 @@ def _bgppeer_post(c: Checker, raw: dict[str, Any], out: dict[str, Any], path: st
         c.error(format_path(path, "peerIP"), "set peerIP (with asNumber) or peerSelector")
     elif has_ip and raw.get("asNumber") is None:
         c.error(format_path(path, "asNumber"), "required with peerIP")
+    if out.get("ttlSecurity") and out.get("ebgpMultihop") is not None:
+        c.error(format_path(path, "ebgpMultihop"), "cannot be set with ttlSecurity: GTSM sends every packet "
+                "with TTL 255 and ttlSecurity already allows the peer that many hops away")
     timers_post(c, out, path)
 
 
