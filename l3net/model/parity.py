@@ -227,12 +227,13 @@ PARITY: dict[str, dict[str, FieldParity]] = {
         "maxRestartTime": implemented("bgp.view", "graceful restart time granted to the peer"),
         "ttlSecurity": implemented("bgp.view", "GTSM: accept only packets within this many hops",
                                    note="ExaBGP: `incoming-ttl 256-N` (the lowest TTL accepted; it then sends 255). "
-                                        "BIRD engine: `ttl security on; multihop N`"),
+                                        "BIRD engine: `ttl security on; multihop N`. N > 1 admits a routed "
+                                        "eBGP peer without ebgpMultihop"),
         "ebgpMultihop": implemented("bgp.view", "(l3net) outgoing TTL to a peer not on a node subnet", note=(
             "eBGP peers only (iBGP is multihop by nature). ExaBGP: `outgoing-ttl N`. BIRD engine: `multihop N` "
-            "(1 writes nothing: BIRD's direct eBGP session sends TTL 1); a peer that also sets ttlSecurity is left "
-            "out of the configuration with a reason (BIRD's TTL security always sends TTL 255), and so is one "
-            "with BFD and sourceAddress None (BIRD needs a local address for multihop BFD)")),
+            "(1 writes nothing: BIRD's direct eBGP session sends TTL 1); refused with ttlSecurity (GTSM sends "
+            "TTL 255; ttlSecurity N already admits a peer N hops away); on the BIRD engine a peer with BFD and "
+            "sourceAddress None is left out with a reason (BIRD needs a local address for multihop BFD)")),
         "maxPrefixes": implemented("bgp.view", "(l3net) cap on prefixes accepted from this peer"),
         "filters": implemented("bgp.view", "BGPFilters applied to this peer, in order"),
         "bfd": implemented("bgp.view", "(l3net) BFD for this peer"),
