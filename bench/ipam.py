@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.framework import Context, Result, need_binary
 from l3net.datastore import EtcdDatastore
-from l3net.datastore.base import Datastore, KeyValue, Op, Watch
+from l3net.datastore.base import Check, CheckPrefix, Datastore, KeyValue, Op, Watch
 from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
@@ -62,7 +62,8 @@ class CountingDatastore:
         self.endpoint = inner.endpoint
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.keys_written = 0  # keys changed by successful and failed writes alike (a commit counts its ops)
+        self.keys_written = 0  # keys changed by successful and failed writes alike (a commit counts its writing
+        # ops; a Check or CheckPrefix only compares, so it writes no key)
 
     def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         self.calls[op] += 1
@@ -101,7 +102,7 @@ class CountingDatastore:
         return self._call("delete", key, mod_revision)
 
     def commit(self, ops: Sequence[Op]) -> int:
-        self.keys_written += len(ops)
+        self.keys_written += sum(1 for op in ops if not isinstance(op, Check | CheckPrefix))
         return self._call("commit", ops)
 
     def watch(self, prefix: str, start_revision: int) -> Watch:

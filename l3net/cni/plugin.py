@@ -25,7 +25,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from typing import IO, Any, Protocol
 
@@ -58,6 +58,7 @@ from l3net.datastore import EtcdDatastore, TLSFiles
 from l3net.datastore.base import Datastore
 from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM, IPAMError
+from l3net.ipam.cache import IPAMCache
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
 from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX, is_reserved_label
@@ -163,10 +164,13 @@ class SharedDatastore:
 
     ``endpoints`` is what it is connected to; a request whose ``etcd_endpoints``
     (or ``L3NET_ETCD_ENDPOINTS``) names a different set gets its own connection.
+    ``ipam_cache`` lets every request's IPAM on this connection start warm (one
+    write and no read per ADD or DEL in steady state; see :mod:`l3net.ipam.cache`).
     """
 
     ds: Datastore
     endpoints: str
+    ipam_cache: IPAMCache = field(default_factory=IPAMCache)
 
     def serves(self, requested: str | None) -> bool:
         return requested is None or _endpoint_set(requested) == _endpoint_set(self.endpoints)
@@ -207,7 +211,7 @@ class Invocation:
             except ValueError as exc:
                 raise CNIError(INVALID_CONFIG, f"etcd_endpoints: {exc}") from None
         self.keys = KeyLayout(conf.etcd_prefix)
-        self.ipam = IPAM(self.ds, self.keys)
+        self.ipam = IPAM(self.ds, self.keys, cache=None if shared is None or self._own_ds else shared.ipam_cache)
         self.client = ResourceClient(self.ds, self.keys)
 
     def close(self) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from l3net.datastore.base import Create, Datastore, Delete, KeyValue, Op, Put, Update, WatchEvent
+from l3net.datastore.base import Check, CheckPrefix, Create, Datastore, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.datastore.etcd import EtcdDatastore, TLSFiles
 
-__all__ = ["Create", "Datastore", "Delete", "EtcdDatastore", "KeyValue", "Op", "Put", "TLSFiles", "Update",
-           "WatchEvent", "connect_from_env"]
+__all__ = ["Check", "CheckPrefix", "Create", "Datastore", "Delete", "EtcdDatastore", "KeyValue", "Op", "Put",
+           "TLSFiles", "Update", "WatchEvent", "connect_from_env"]
 
 DEFAULT_ENDPOINTS = "http://127.0.0.1:2379"
 

@@ -66,7 +66,28 @@ class Delete:
     mod_revision: int | None = None
 
 
-Op = Create | Update | Put | Delete
+@dataclass(frozen=True)
+class Check:
+    """Write nothing; the commit goes ahead only while ``key`` has ``mod_revision`` (0: only while it is absent).
+
+    What a cached read vouches with: the transaction that acts on it fails if the read went stale.
+    """
+
+    key: str
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class CheckPrefix:
+    """Write nothing; the commit goes ahead only if no key under ``key`` (a prefix) was written after
+    ``revision``. A deletion under the prefix is not noticed: use it where a vanished key can only make
+    the reader more careful (a dropped reservation), and :class:`Check` where it matters."""
+
+    key: str
+    revision: int
+
+
+Op = Create | Update | Put | Delete | Check | CheckPrefix
 
 
 class Watch(Protocol):

@@ -39,7 +39,7 @@ import requests
 import urllib3.exceptions
 
 from l3net import metrics
-from l3net.datastore.base import Create, Delete, KeyValue, Op, Put, Update, WatchEvent
+from l3net.datastore.base import Check, CheckPrefix, Create, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
 from l3net.errors import Compacted, Conflict, DatastoreError, DatastoreUnavailable
 
@@ -532,6 +532,13 @@ class EtcdDatastore:
         success: list[dict[str, Any]] = []
         for op in ops:
             key = _b64(op.key)
+            if isinstance(op, Check):
+                compare.append({"key": key, "result": "EQUAL", "target": "MOD", "mod_revision": op.mod_revision})
+                continue
+            if isinstance(op, CheckPrefix):  # every key in the range written at or before op.revision
+                compare.append({"key": key, "range_end": _prefix_end(op.key), "result": "LESS", "target": "MOD",
+                                "mod_revision": op.revision + 1})
+                continue
             if isinstance(op, Create):
                 compare.append({"key": key, "result": "EQUAL", "target": "VERSION", "version": 0})
             elif isinstance(op, Update) or (isinstance(op, Delete) and op.mod_revision is not None):

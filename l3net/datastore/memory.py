@@ -11,7 +11,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 
-from l3net.datastore.base import Create, Delete, KeyValue, Op, Put, Update, WatchEvent
+from l3net.datastore.base import Check, CheckPrefix, Create, Delete, KeyValue, Op, Put, Update, WatchEvent
 from l3net.errors import Compacted, Conflict, DatastoreUnavailable
 
 # Queued to a watch to make its reader raise DatastoreUnavailable (a lost stream).
@@ -147,9 +147,16 @@ class MemoryDatastore:
                     cur is None or cur.mod_revision != op.mod_revision
                 ):
                     raise Conflict(f"{op.key} changed since revision {op.mod_revision}")
+                if isinstance(op, Check) and (cur.mod_revision if cur else 0) != op.mod_revision:
+                    raise Conflict(f"{op.key} changed since revision {op.mod_revision}")
+                if isinstance(op, CheckPrefix) and any(
+                        k.startswith(op.key) and kv.mod_revision > op.revision for k, kv in self._data.items()):
+                    raise Conflict(f"a key under {op.key} changed since revision {op.revision}")
             self._rev += 1
             events: list[WatchEvent] = []
             for op in ops:
+                if isinstance(op, Check | CheckPrefix):
+                    continue
                 cur = self._data.get(op.key)
                 if isinstance(op, Delete):
                     if cur is not None:

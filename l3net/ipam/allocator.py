@@ -3,9 +3,13 @@
 Every change is one compare-and-swap transaction: an allocation updates the
 block and the workload's handle together, so block and handle never disagree.
 A lost CAS re-reads and retries (at most ``RETRIES`` times, as Calico's
-``datastoreRetries``). Claiming follows Calico: affinity ``pending`` -> block
-created if absent with ``affinity: host:<node>`` -> affinity ``confirmed``; a
-pending affinity is treated as absent by every reader.
+``datastoreRetries``). In steady state an ADD or a DEL is that one transaction and
+no read: the allocator acts on what it last read or wrote (:mod:`l3net.ipam.cache`),
+with every cached read it relies on compared in the same transaction, and reads
+the store only when such a commit fails or the cache has nothing to offer.
+Claiming follows Calico: affinity ``pending`` -> block created if absent with
+``affinity: host:<node>`` -> affinity ``confirmed``; a pending affinity is
+treated as absent by every reader.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from l3net.datastore.base import Create, Datastore, Delete, KeyValue, Op, Put, Update
+from l3net.datastore.base import Check, CheckPrefix, Create, Datastore, Delete, KeyValue, Op, Put, Update
 from l3net.errors import Conflict, ValidationError
 from l3net.ipam.block import Block, host_affinity
+from l3net.ipam.cache import AllocContext, IPAMCache
 from l3net.ipam.handle import Handle, sticky_hold_handle
 from l3net.ipam.pools import IPAMConfig, Pool, pool_from_kv
 from l3net.ipam.report import IPAMReport, build_report
@@ -52,6 +57,10 @@ class RetriesExhausted(IPAMError):
     """Lost ``RETRIES`` CAS races in a row (heavy contention or a bug)."""
 
 
+def _selects_all(selector: str | None) -> bool:
+    return (selector or "").strip() in ("", "all()")
+
+
 def _affinity_value(state: str) -> bytes:
     return json.dumps({"state": state}).encode()
 
@@ -68,17 +77,19 @@ class IPAM:
     """Allocates workload addresses from pools via node-affine blocks stored in etcd.
 
     Owns ``<prefix>ipam/`` (blocks, affinities, handles, sticky records, config).
-    Stateless between calls apart from the datastore handle, so one instance may
-    serve many threads. Raises IPAMError subclasses for refusals, and lets
-    DatastoreUnavailable through untouched (callers map it to "try again").
+    Keeps no state between calls but ``cache`` (an :class:`IPAMCache`, thread-safe; pass one
+    to share it between instances on the same datastore, as the agent's CNI server does),
+    so one instance may serve many threads. Raises IPAMError subclasses for refusals, and
+    lets DatastoreUnavailable through untouched (callers map it to "try again").
     """
 
     def __init__(self, ds: Datastore, keys: KeyLayout, *, clock: Callable[[], float] = time.time,
-                 sticky_hold_seconds: float | None = None) -> None:
+                 sticky_hold_seconds: float | None = None, cache: IPAMCache | None = None) -> None:
         self.ds = ds
         self.keys = keys
         self.clock = clock
         self._sticky_hold_override = sticky_hold_seconds
+        self.cache = cache if cache is not None else IPAMCache()
 
     # -- settings and pools ---------------------------------------------------
     def config(self) -> IPAMConfig:
@@ -108,62 +119,67 @@ class IPAM:
         raise RetriesExhausted("could not update the IPAM config")
 
     def pools(self) -> list[Pool]:
+        return [p for p, _ in self._pools_read()]
+
+    def _pools_read(self) -> list[tuple[Pool, KeyValue]]:
         kvs, _ = self.ds.list(self.keys.resource_dir("ippools"))
         out = []
         for kv in kvs:
             parsed = self.keys.parse_resource(kv.key)
             pool = pool_from_kv(kv, parsed[2] if parsed else kv.key)
             if pool is not None:
-                out.append(pool)
+                out.append((pool, kv))
         return out
 
     def reservations(self) -> Reservations:
         """Every IPReservation's ``reservedCIDRs``: never handed out by :meth:`auto_assign`."""
-        kvs, _ = self.ds.list(self.keys.resource_dir("ipreservations"))
-        return reservations_from_kvs(kvs)
+        return self._reservations_read()[0]
 
-    def _node_labels(self, node: str) -> dict[str, str]:
-        kv = self.ds.get(self.keys.resource("nodes", node))
+    def _reservations_read(self) -> tuple[Reservations, tuple[Check | CheckPrefix, ...]]:
+        """The reservations and the checks that none was written (each one's key) or added (the prefix) since."""
+        prefix = self.keys.resource_dir("ipreservations")
+        kvs, rev = self.ds.list(prefix)
+        checks = (CheckPrefix(prefix, rev), *(Check(kv.key, kv.mod_revision) for kv in kvs))
+        return reservations_from_kvs(kvs), checks
+
+    def _labels_at(self, key: str) -> tuple[dict[str, str], Check]:
+        """A resource's labels ({} when absent or malformed) and the check that it has not changed since."""
+        kv = self.ds.get(key)
         if kv is None:
-            return {}
+            return {}, Check(key, 0)
         try:
             labels = json.loads(kv.value).get("metadata", {}).get("labels") or {}
-            return {str(k): str(v) for k, v in labels.items()}
+            return {str(k): str(v) for k, v in labels.items()}, Check(key, kv.mod_revision)
         except (ValueError, AttributeError):
-            return {}
-
-    def _namespace_labels(self, namespace: str) -> dict[str, str]:
-        """The Namespace resource's labels (mirrored by the kube-controller) and Calico's implicit name label."""
-        labels: dict[str, str] = {}
-        kv = self.ds.get(self.keys.resource("namespaces", namespace))
-        if kv is not None:
-            try:
-                raw = json.loads(kv.value).get("metadata", {}).get("labels") or {}
-                labels = {str(k): str(v) for k, v in raw.items()}
-            except (ValueError, AttributeError):
-                labels = {}
-        labels["projectcalico.org/name"] = namespace
-        return labels
+            return {}, Check(key, kv.mod_revision)
 
     def eligible_pools(self, node: str, wanted: Sequence[str] | None = None, version: int = 4,
                        namespace: str | None = None) -> list[Pool]:
         """Enabled pools of ``version`` whose nodeSelector picks ``node`` (and namespaceSelector ``namespace``,
         when given); ``wanted`` (names or CIDRs) narrows."""
-        pools = [p for p in self.pools() if p.cidr.version == version]
+        return [p for p, _ in self._eligible(node, wanted, version, namespace)]
+
+    def _eligible(self, node: str, wanted: Sequence[str] | None, version: int,
+                  namespace: str | None) -> list[tuple[Pool, tuple[Check, ...]]]:
+        """:meth:`eligible_pools`, each pool with the checks its eligibility rests on (see AllocContext)."""
+        pools = [(p, kv) for p, kv in self._pools_read() if p.cidr.version == version]
         if wanted:
-            chosen = []
+            chosen: list[tuple[Pool, KeyValue]] = []
             for w in wanted:
-                match = [p for p in pools if w in (p.name, str(p.cidr))]
+                match = [(p, kv) for p, kv in pools if w in (p.name, str(p.cidr))]
                 if not match:
                     raise NoAddresses(f"IP pool {w!r} does not exist")
-                chosen += [p for p in match if p not in chosen]
+                chosen += [m for m in match if m not in chosen]
             pools = chosen
-        labels = self._node_labels(node)
-        pools = [p for p in pools if not p.disabled and p.matches_node(labels)]
-        if namespace is not None and any(p.namespace_selector for p in pools):
-            ns_labels = self._namespace_labels(namespace)
-            pools = [p for p in pools if p.matches_namespace(ns_labels)]
-        return pools
+        labels, node_check = self._labels_at(self.keys.resource("nodes", node))
+        out = [(p, (Check(kv.key, kv.mod_revision),) + (() if _selects_all(p.node_selector) else (node_check,)))
+               for p, kv in pools if not p.disabled and p.matches_node(labels)]
+        if namespace is not None and any(p.namespace_selector for p, _ in out):
+            ns_labels, ns_check = self._labels_at(self.keys.resource("namespaces", namespace))
+            ns_labels["projectcalico.org/name"] = namespace  # Calico's implicit name label
+            out = [(p, checks + (() if _selects_all(p.namespace_selector) else (ns_check,)))
+                   for p, checks in out if p.matches_namespace(ns_labels)]
+        return out
 
     # -- reads ----------------------------------------------------------------
     def _read_block(self, cidr: str) -> tuple[KeyValue, Block] | None:
@@ -221,6 +237,11 @@ class IPAM:
     def auto_assign(self, handle_id: str, node: str, attrs: dict[str, Any] | None = None, num_v4: int = 1,
                     pools: Sequence[str] | None = None, sticky_key: str | None = None) -> list[str]:
         """``num_v4`` addresses for ``handle_id`` on ``node``; a retry with the same handle returns the same ones."""
+        if num_v4 == 1 and not sticky_key:
+            ip = self._fast_assign(handle_id, node, {**(attrs or {}), "node": node}, pools)
+            if ip is not None:
+                _log.info("assigned handle=%s node=%s ips=%s", handle_id, node, ip)
+                return [ip]
         existing = self.handle_ips(handle_id)
         if len(existing) >= num_v4:
             return existing[:num_v4] if num_v4 else existing
@@ -235,6 +256,52 @@ class IPAM:
             raise
         _log.info("assigned handle=%s node=%s ips=%s", handle_id, node, ",".join(got))
         return existing + got
+
+    def _context_key(self, node: str, wanted: Sequence[str] | None, namespace: str | None) -> tuple[Any, ...]:
+        return (self.keys.prefix, node, tuple(wanted) if wanted else None, namespace)
+
+    def _fast_assign(self, handle_id: str, node: str, secondary: dict[str, Any],
+                     wanted: Sequence[str] | None) -> str | None:
+        """One address from a cached affine block in one transaction and no read; None to take the reading path.
+
+        The transaction creates the handle (so a handle that exists, a retried ADD, fails it), updates the
+        block on its cached revision and checks the affinity, the pool (and labels it selects by) and the
+        reservations as cached. Any of them stale: Conflict, nothing written, the entries dropped, None.
+        """
+        ns = secondary.get("namespace")
+        ckey = self._context_key(node, wanted, ns if isinstance(ns, str) else None)
+        ctx = self.cache.context(ckey)
+        if ctx is None:
+            return None
+        for cidr, akey, arev in self.cache.node_blocks(self.keys.node_affinities(node)):
+            bkey = self.keys.block(cidr)
+            entry = self.cache.take_block(bkey)
+            if entry is None:
+                return None  # not cached, or another thread is using it: read
+            rev, block = entry
+            guards = ctx.guards_for(block.cidr)
+            if guards is None or block.affinity != host_affinity(node):
+                self.cache.put_block(bkey, rev, block)
+                continue
+            ip = block.allocate(handle_id, secondary, ctx.reserved.ordinals(block.cidr))
+            if ip is None:  # full as cached (allocate changed nothing)
+                self.cache.put_block(bkey, rev, block)
+                continue
+            handle = Handle(handle_id)
+            handle.add(cidr, 1)
+            hkey = self.keys.handle(handle_id)
+            try:
+                new_rev = self.ds.commit([Update(bkey, block.to_json(), rev), Create(hkey, handle.to_json()),
+                                          Check(akey, arev), *guards])
+            except Conflict:
+                # The block, the handle (a retried ADD), the affinity, a pool or a reservation changed: read.
+                self.cache.drop_context(ckey)
+                _log.debug("IPAM cached block stale; reading handle=%s block=%s", handle_id, cidr)
+                return None
+            self.cache.put_block(bkey, new_rev, block)
+            self.cache.put_handle(hkey, new_rev, handle)
+            return ip
+        return None  # every cached block is full: the reading path claims or borrows
 
     def _assign_one(self, handle_id: str, node: str, secondary: dict[str, Any], wanted: Sequence[str] | None,
                     sticky_key: str | None) -> str:
@@ -253,11 +320,15 @@ class IPAM:
         """One pass; returns the address, None to go round again (a block was just claimed), or raises."""
         cfg = self.config()
         ns = secondary.get("namespace")
-        pools = self.eligible_pools(node, wanted, namespace=ns if isinstance(ns, str) else None)
+        namespace = ns if isinstance(ns, str) else None
+        eligible = self._eligible(node, wanted, 4, namespace)
+        pools = [p for p, _ in eligible]
         if not pools:
             raise NoAddresses(f"no enabled IPv4 pool selects node {node!r}" +
                               (f" and namespace {ns!r}" if isinstance(ns, str) else ""))
-        reserved = self.reservations()
+        reserved, reserved_checks = self._reservations_read()
+        self.cache.set_context(self._context_key(node, wanted, namespace),
+                               AllocContext(tuple(eligible), reserved, reserved_checks))
         sticky_ops: list[Op] = []
         sticky_owned = False
         if sticky_key:
@@ -273,6 +344,8 @@ class IPAM:
             return any(net.subnet_of(p.cidr) for p in pools if p.cidr.version == net.version)  # type: ignore[arg-type]
 
         confirmed = self.affinities(node)
+        self.cache.set_node_blocks(self.keys.node_affinities(node),
+                                   tuple((cidr, akv.key, akv.mod_revision) for akv, cidr in confirmed))
         for _, cidr in confirmed:
             if not in_pools(cidr):
                 continue
@@ -316,7 +389,9 @@ class IPAM:
         for op in sticky_ops:
             assert isinstance(op, Create)
             ops.append(Create(op.key, json.dumps({"ip": ip, "handle": handle_id, "heldUntil": None}).encode()))
-        self.ds.commit(ops)
+        rev = self.ds.commit(ops)
+        self.cache.put_block(kv.key, rev, block)
+        self.cache.put_handle(self.keys.handle(handle_id), rev, handle)
         return ip
 
     def _claim_free_block(self, node: str, pools: Sequence[Pool], reserved: Reservations) -> str | None:
@@ -569,24 +644,20 @@ class IPAM:
 
         A handle bound to a sticky key keeps its address on hold for the sticky hold time.
         """
+        fast = self._fast_release(handle_id)
+        return fast if fast is not None else self._release_handle_read(handle_id)
+
+    def _release_handle_read(self, handle_id: str) -> list[str]:
+        """:meth:`release_handle` from what the store holds now (re-read on every lost CAS)."""
         for _ in range(RETRIES):
             hkv, handle = self._read_handle(handle_id)
             if hkv is None:
                 return []
-            cfg = self.config()
-            hold_for = self._sticky_hold(cfg)
-            skv = self.ds.get(self.keys.sticky(handle.sticky)) if handle.sticky else None
-            sticky_ip: str | None = None  # the one address the sticky record names; only it is held
-            if skv is not None and hold_for > 0:
-                try:
-                    rec = json.loads(skv.value)
-                    if rec.get("handle") == handle_id and isinstance(rec.get("ip"), str):
-                        sticky_ip = rec["ip"]
-                except (ValueError, AttributeError):
-                    sticky_ip = None
+            skv, sticky_ip, hold_for = self._sticky_of(handle)
             ops: list[Op] = []
             released: list[str] = []
             touched: list[str] = []
+            written: list[tuple[str, Block]] = []
             held: str | None = None
             hold_handle = sticky_hold_handle(handle.sticky) if sticky_ip and handle.sticky else ""
             hold = Handle(hold_handle, sticky=handle.sticky)
@@ -610,6 +681,7 @@ class IPAM:
                     block.release_ordinals(free)
                     touched.append(cidr)
                 ops.append(Update(kv.key, block.to_json(), kv.mod_revision))
+                written.append((kv.key, block))
             ops.append(Delete(hkv.key, hkv.mod_revision))
             holding = held is not None
             if holding and skv is not None:
@@ -619,14 +691,82 @@ class IPAM:
             elif skv is not None and handle.sticky:
                 ops.append(Delete(skv.key, skv.mod_revision))
             try:
-                self.ds.commit(ops)
+                rev = self.ds.commit(ops)
             except Conflict:
                 continue
+            self.cache.drop_handle(hkv.key)
+            for key, block in written:
+                self.cache.put_block(key, rev, block)
             _log.info("released handle=%s ips=%s held=%s", handle_id, ",".join(released), holding)
             for cidr in touched:
                 self._maybe_release_empty_block(cidr)
             return released
         raise RetriesExhausted(f"gave up releasing {handle_id} after {RETRIES} CAS conflicts")
+
+    def _sticky_of(self, handle: Handle) -> tuple[KeyValue | None, str | None, float]:
+        """The handle's sticky record, the one address it names for this handle (only it is held; None when
+        there is nothing to hold) and the hold time. No read for a handle without a sticky key."""
+        if not handle.sticky:
+            return None, None, 0.0
+        hold_for = self._sticky_hold(self.config())
+        skv = self.ds.get(self.keys.sticky(handle.sticky))
+        if skv is None or hold_for <= 0:
+            return skv, None, hold_for
+        try:
+            rec = json.loads(skv.value)
+        except ValueError:
+            return skv, None, hold_for
+        ip = rec.get("ip") if isinstance(rec, dict) and rec.get("handle") == handle.handle_id else None
+        return skv, ip if isinstance(ip, str) else None, hold_for
+
+    def _fast_release(self, handle_id: str) -> list[str] | None:
+        """Release a handle this cache wrote, from its cached blocks, in one transaction and no read.
+
+        The transaction deletes the handle on its cached revision and updates each block on its own, so it
+        goes through only if nothing changed since; else (Conflict) nothing is written, the entries are
+        dropped and the reading path runs. None (nothing written) when the handle or a block is not cached,
+        or the handle is sticky (the hold needs the config and the sticky record).
+        """
+        hkey = self.keys.handle(handle_id)
+        entry = self.cache.take_handle(hkey)
+        if entry is None:
+            return None
+        hrev, handle = entry
+        taken: list[tuple[str, int, Block]] = []
+        ok = not handle.sticky and bool(handle.blocks)
+        for cidr in handle.blocks if ok else ():
+            bkey = self.keys.block(cidr)
+            got = self.cache.take_block(bkey)
+            if got is None:
+                ok = False
+                break
+            taken.append((bkey, *got))
+        plan = [(bkey, rev, block, [o for o, a in enumerate(block.allocations)
+                                    if a is not None and block.handle_of(o) == handle_id])
+                for bkey, rev, block in taken]
+        if not ok or any(not ordinals for *_, ordinals in plan):
+            for bkey, rev, block in taken:  # unchanged: put back
+                self.cache.put_block(bkey, rev, block)
+            return None
+        released: list[str] = []
+        ops: list[Op] = []
+        for bkey, rev, block, ordinals in plan:
+            released += [block.ip(o) for o in ordinals]
+            block.release_ordinals(ordinals)
+            ops.append(Update(bkey, block.to_json(), rev))
+        ops.append(Delete(hkey, hrev))
+        try:
+            new_rev = self.ds.commit(ops)
+        except Conflict:
+            _log.debug("IPAM cached handle or block stale; reading handle=%s", handle_id)
+            return None
+        for bkey, _, block, _ in plan:
+            self.cache.put_block(bkey, new_rev, block)
+        _log.info("released handle=%s ips=%s held=%s", handle_id, ",".join(released), False)
+        for _, _, block, _ in plan:
+            if block.is_empty():
+                self._maybe_release_empty_block(str(block.cidr))
+        return released
 
     def release_ips(self, ips: Iterable[str]) -> list[str]:
         """Release single addresses whatever handle holds them (``ipam release --ip``). Returns what was freed."""
@@ -676,6 +816,7 @@ class IPAM:
             if akv is not None:
                 ops.append(Delete(akv.key, akv.mod_revision))
             self.ds.commit(ops)
+            self.cache.drop_block(kv.key)
             _log.info("released empty block node=%s cidr=%s", node, cidr)
             return True
         except Conflict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from l3net.datastore import EtcdDatastore, Put
+from l3net.datastore import Check, CheckPrefix, Create, EtcdDatastore, Put, Update
 from l3net.datastore import etcd as etcd_module
 from l3net.datastore.base import WatchEvent
 from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable
@@ -125,6 +125,22 @@ def test_leases_grant_refresh_revoke(endpoint: str, key_layout: KeyLayout) -> No
         lease.revoke()  # idempotent
     finally:
         ds.close()
+
+
+def test_checks_pass_on_fresh_reads_and_refuse_stale_ones(datastore: EtcdDatastore, key_layout: KeyLayout) -> None:
+    """Check compares one key's revision (0: absent); CheckPrefix that nothing under a prefix was written since."""
+    p = key_layout.prefix
+    rev = datastore.put(p + "k", b"1")
+    datastore.commit([Check(p + "k", rev), Check(p + "absent", 0), CheckPrefix(p + "r/", datastore.revision()),
+                      Create(p + "n", b"")])  # an empty prefix passes too
+    datastore.put(p + "r/x", b"2")
+    after = datastore.revision()
+    datastore.commit([CheckPrefix(p + "r/", after), Update(p + "k", b"2", rev)])
+    for stale in (CheckPrefix(p + "r/", rev), Check(p + "k", rev), Check(p + "n", 0)):
+        with pytest.raises(Conflict):
+            datastore.commit([stale, Put(p + "k", b"3")])
+    kv = datastore.get(p + "k")
+    assert kv is not None and kv.value == b"2"
 
 
 def test_compact_is_idempotent(datastore: EtcdDatastore, key_layout: KeyLayout) -> None:
