@@ -15,8 +15,14 @@ reference, summarised):
   none that allows: drop (a host endpoint is default-deny for the host's own traffic).
 * **Forwarded** through the interface (in: ingress, out: egress), filter table: only normal
   policies with ``applyOnForward``; with none for that direction the traffic is allowed.
-* A host-accepted packet (untracked or pre-DNAT Allow) skips the later host endpoint policy.
-  Workload policy is separate and still applies to forwarded traffic to or from a pod.
+* A host-accepted packet (untracked or pre-DNAT Allow) skips the later normal policy of the
+  interface it came in by and, for the host's own traffic, of the host; not the forward egress
+  policy of the interface it leaves by, nor workload policy. The bit is cleared in raw
+  PREROUTING and raw OUTPUT, so only l3net's own Allow can have set it.
+* Failsafe ports pass every stage; untracked policy also passes their replies (source port of
+  the other direction's list), since no conntrack answers for untracked traffic.
+* Host traffic that was DNAT'd (to a Service) is not policed in filter OUTPUT: the interface
+  there is the one routed before DNAT (Felix polices it in mangle POSTROUTING; l3net does not).
 
 What "allowed" means here: the chain returns, and whatever follows decides (the workload
 chains for a pod's traffic, the host's own rules otherwise). A Pass ends the tier; with no
@@ -38,6 +44,7 @@ from l3net.model.selectors import Selector
 from policy.model import own_labels
 from policy.rules import (
     CLEAR_BOTH,
+    CLEAR_HOST_ACCEPTED,
     CT_INVALID,
     IF_ACCEPTED,
     RETURN_IF_ACCEPTED,
@@ -153,10 +160,23 @@ class _Builder:
         self.accept_out = failsafe_rules(failsafe_out, "RETURN")
         # Before routing (raw, mangle) only packets to the host's own addresses are failsafe: a forwarded
         # packet to a failsafe port gets no pass from untracked or pre-DNAT policy.
-        self.accept_in_local = failsafe_rules(failsafe_in, "RETURN", match="-m addrtype --dst-type LOCAL ")
+        local = "-m addrtype --dst-type LOCAL "
+        self.accept_in_local = failsafe_rules(failsafe_in, "RETURN", match=local)
+        # Untracked policy sees every packet, replies too (no conntrack to answer for them): the replies of
+        # the failsafe services (source port of the inbound list) and of the host's own failsafe connections
+        # (source port of the outbound list) pass as well, or an untracked Deny could cut the node off.
+        self.raw_accept_in = [*self.accept_in_local,
+                              *failsafe_rules(failsafe_out, "RETURN", match=local, side="sports")]
+        self.raw_accept_out = [*self.accept_out, *failsafe_rules(failsafe_in, "RETURN", side="sports")]
         self.tables: dict[str, dict[str, list[str]]] = {"filter": {}, "raw": {}, "mangle": {}}
         self.used: dict[tuple[str, str], tuple[HostPolicy, str]] = {}
-        self.raw_output: list[str] = []
+        # The host-accepted bit is cleared where every packet enters (raw PREROUTING, raw OUTPUT): only our own
+        # untracked or pre-DNAT Allow may set it, never a mark the packet arrived with.
+        self.out.raw_prerouting.append(CLEAR_HOST_ACCEPTED)
+        # Host traffic that was DNAT'd (to a Service) still carries the interface routed before DNAT in filter
+        # OUTPUT; Felix polices it later, in mangle POSTROUTING. l3net leaves it to the host's own rules.
+        self.out.filter_output.append("-m conntrack --ctstate DNAT -j RETURN")
+        self.raw_output: list[str] = [CLEAR_HOST_ACCEPTED]
         self.mangle_pre: list[str] = [RETURN_IF_HOST_ACCEPTED, _CT_RETURN]
 
     def _use(self, table: str, pols: Sequence[HostPolicy], direction: str) -> None:
@@ -175,10 +195,13 @@ class _Builder:
         self.out.filter_output.append(f"-o {iface} -g {host_out}")
         self._use("filter", slots["in"], "Ingress")
         self._use("filter", slots["out"], "Egress")
-        for key, direction, flag, kind in (("fwd-in", "Ingress", "-i", "hfi"), ("fwd-out", "Egress", "-o", "hfo")):
+        # An untracked or pre-DNAT Allow skips the forward policy of the interface the packet came in by, not
+        # that of the one it leaves by (as in Felix: only the from-host-endpoint side honours the mark).
+        for key, direction, flag, kind, skip in (("fwd-in", "Ingress", "-i", "hfi", [RETURN_IF_HOST_ACCEPTED]),
+                                                 ("fwd-out", "Egress", "-o", "hfo", [])):
             if slots[key]:  # none for this direction: forwarded traffic is allowed
                 name = chain_name(kind, iface)
-                chains[name] = [RETURN_IF_HOST_ACCEPTED, _CT_RETURN, CT_INVALID,
+                chains[name] = [*skip, _CT_RETURN, CT_INVALID,
                                 *_tier(slots[key], direction, RETURN_IF_ACCEPTED), "-j DROP"]
                 self.out.filter_forward.append(f"{flag} {iface} -j {name}")
                 self._use("filter", slots[key], direction)
@@ -186,8 +209,8 @@ class _Builder:
     def raw(self, iface: str, slots: dict[str, list[HostPolicy]]) -> None:
         """Untracked policy, both directions: Allow marks and untracks; no verdict goes on."""
         for key, direction, flag, kind, accept, into in (
-                ("untracked-in", "Ingress", "-i", "hri", self.accept_in_local, self.out.raw_prerouting),
-                ("untracked-out", "Egress", "-o", "hro", self.accept_out, self.raw_output)):
+                ("untracked-in", "Ingress", "-i", "hri", self.raw_accept_in, self.out.raw_prerouting),
+                ("untracked-out", "Egress", "-o", "hro", self.raw_accept_out, self.raw_output)):
             if slots[key]:
                 name = chain_name(kind, iface)
                 self.tables["raw"][name] = [*accept, *_tier(slots[key], direction,
@@ -208,9 +231,8 @@ class _Builder:
         raw, mangle = self.tables["raw"], self.tables["mangle"]
         if raw:
             raw[CHAIN_UNTRACKED] = [SET_HOST_ACCEPTED, "-j CT --notrack"]
-            if self.raw_output:
-                raw[CHAIN_RAW_OUTPUT] = self.raw_output
-                self.out.hooks.setdefault("raw", {})["OUTPUT"] = CHAIN_RAW_OUTPUT
+        raw[CHAIN_RAW_OUTPUT] = self.raw_output
+        self.out.hooks.setdefault("raw", {})["OUTPUT"] = CHAIN_RAW_OUTPUT
         if mangle:
             mangle[CHAIN_HOST_ACCEPTED] = [SET_HOST_ACCEPTED]
             mangle[CHAIN_MANGLE_PREROUTING] = self.mangle_pre

@@ -11,13 +11,15 @@ summary of host endpoint policy:
   normal; ``applyOnForward`` adds a normal policy to forwarded traffic.
 * A packet arriving through a host endpoint: untracked ingress policy first, then pre-DNAT
   ingress policy. Each decides only on a matching Allow or Deny (first match, by ``order``, Pass
-  ends the kind's turn, Log goes on); no decision goes on. An Allow of either skips every later
-  host endpoint policy (the workload's own policy still applies).
+  ends the kind's turn, Log goes on); no decision goes on. An Allow of either skips the later
+  normal policy of the endpoint it came in by (and the host's own, for traffic to the host), but
+  not the forward egress policy of the endpoint it leaves by, nor a workload's own policy.
 * A packet the host sends out of a host endpoint: untracked egress policy first (as above).
 * Traffic to the host (arrived through a host endpoint): normal ingress policy must allow it;
   with no such policy it is denied. From the host (leaving through one): normal egress policy,
   same rule. The failsafe ports (inbound: destination port to the host; outbound: destination
-  port from the host) are always allowed, and skip untracked and pre-DNAT policy too.
+  port from the host) are always allowed, and skip untracked and pre-DNAT policy too; untracked
+  policy also passes their replies (a source port of the other direction's list).
 * Forwarded traffic: the ingress endpoint's ``applyOnForward`` ingress policy and the egress
   endpoint's ``applyOnForward`` egress policy must allow it; a side with no such policy allows.
   A pod's own policy (``policy.evaluator``) applies as well, when one end is a local pod.
@@ -78,8 +80,9 @@ def _verdict(policies: Sequence[Resource], direction: str, packet: Packet, ctx: 
     return None
 
 
-def _port_in(packet: Packet, ports: Sequence[tuple[str, int]]) -> bool:
-    return packet.dst_port is not None and (packet.protocol.lower(), packet.dst_port) in set(ports)
+def _port_in(packet: Packet, ports: Sequence[tuple[str, int]], source: bool = False) -> bool:
+    port = packet.src_port if source else packet.dst_port
+    return port is not None and (packet.protocol.lower(), port) in set(ports)
 
 
 def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], endpoints: Iterable[Resource],
@@ -102,8 +105,11 @@ def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resourc
     by_iface = {str(h.spec.get("interfaceName")): h for h in host_endpoints}
     h_in = by_iface.get(in_iface) if in_iface is not None else None
     h_out = by_iface.get(out_iface) if out_iface is not None else None
-    failsafe = (out_iface is None and _port_in(packet, failsafe_in)) or \
-        (in_iface is None and _port_in(packet, failsafe_out))
+    to_host, from_host = out_iface is None, in_iface is None
+    failsafe = (to_host and _port_in(packet, failsafe_in)) or (from_host and _port_in(packet, failsafe_out))
+    # Untracked policy also lets the failsafe replies through: a source port of the other direction's list.
+    raw_failsafe = failsafe or (to_host and _port_in(packet, failsafe_out, source=True)) or \
+        (from_host and _port_in(packet, failsafe_in, source=True))
 
     def applying(hep: Resource, kind: str, direction: str, forward: bool = False) -> list[Resource]:
         return [p for p in ordered if _kind_of(p) == kind and direction in gnp_types(p.spec) and _selects(p, hep)
@@ -112,15 +118,15 @@ def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resourc
     def decide(pols: list[Resource], direction: str) -> str | None:
         return _verdict(pols, direction, packet, ctx, src_wl, dst_wl)
 
-    early: list[tuple[Resource, str, str]] = []  # (endpoint, kind, direction), in the kernel's order
+    early: list[tuple[Resource, str, str, bool]] = []  # (endpoint, kind, direction, failsafe), kernel order
     if h_in is not None:
-        early += [(h_in, "untracked", "Ingress"), (h_in, "preDNAT", "Ingress")]
+        early += [(h_in, "untracked", "Ingress", raw_failsafe), (h_in, "preDNAT", "Ingress", failsafe)]
     if h_out is not None and in_iface is None:
-        early.append((h_out, "untracked", "Egress"))
+        early.append((h_out, "untracked", "Egress", raw_failsafe))
     host_accepted = False
-    for hep, kind, direction in early:
-        if failsafe:
-            break
+    for hep, kind, direction, skipped in early:
+        if skipped:
+            continue
         verdict = decide(applying(hep, kind, direction), direction)
         if verdict == "Deny":
             return False
@@ -129,7 +135,8 @@ def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resourc
             break
 
     def normal(hep: Resource | None, direction: str, forward: bool) -> bool:
-        if hep is None or host_accepted:
+        # An untracked or pre-DNAT Allow skips the ingress side's normal policy only (as Felix does).
+        if hep is None or (host_accepted and not (forward and direction == "Egress")):
             return True
         pols = applying(hep, "normal", direction, forward)
         if forward and not pols:

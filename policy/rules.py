@@ -18,7 +18,8 @@ from l3net.constants import CHAIN_PREFIX, RULE_HASH_COMMENT_PREFIX
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ACCEPT_MARK", "CLEAR_ACCEPT", "CLEAR_BOTH", "CT_ACCEPT", "CT_INVALID", "FAILSAFE_PROTOCOLS",
+__all__ = ["ACCEPT_MARK", "CLEAR_ACCEPT", "CLEAR_BOTH", "CLEAR_HOST_ACCEPTED", "CT_ACCEPT", "CT_INVALID",
+           "FAILSAFE_PROTOCOLS",
            "HOST_ACCEPTED_MARK", "IF_ACCEPTED", "MAX_CHAIN_LEN", "PASS_MARK", "RETURN_IF_ACCEPTED",
            "RETURN_IF_HOST_ACCEPTED", "RETURN_IF_PASSED", "SET_ACCEPT", "SET_HOST_ACCEPTED", "SET_PASS",
            "UNLESS_PASSED", "chain_name", "digest", "failsafe_rules", "hash_rules", "multiport_chunks"]
@@ -38,6 +39,7 @@ CT_INVALID = "-m conntrack --ctstate INVALID -j DROP"
 SET_ACCEPT = f"-j MARK --set-xmark {_A}/{_A}"
 SET_PASS = f"-j MARK --set-xmark {_P}/{_P}"
 SET_HOST_ACCEPTED = f"-j MARK --set-xmark {_H}/{_H}"
+CLEAR_HOST_ACCEPTED = f"-j MARK --set-xmark 0x0/{_H}"
 CLEAR_ACCEPT = f"-j MARK --set-xmark 0x0/{_A}"
 CLEAR_BOTH = f"-j MARK --set-xmark 0x0/0x{ACCEPT_MARK | PASS_MARK:x}"
 IF_ACCEPTED = f"-m mark --mark {_A}/{_A}"
@@ -90,11 +92,13 @@ def multiport_chunks(ports: list[str]) -> list[str]:
     return [",".join(c) for c in chunks if c]
 
 
-def failsafe_rules(ports: Sequence[tuple[str, int]], target: str, match: str = "") -> list[str]:
-    """One multiport rule per protocol and chunk sending the failsafe destination ports to ``target``.
+def failsafe_rules(ports: Sequence[tuple[str, int]], target: str, match: str = "",
+                   side: str = "dports") -> list[str]:
+    """One multiport rule per protocol and chunk sending the failsafe ports to ``target``.
 
     ``ports`` are (protocol, port) pairs already parsed (``felix.config``); anything else is a
-    programming error (ValueError), never rendered. ``match`` goes in front of each rule.
+    programming error (ValueError), never rendered. ``match`` goes in front of each rule; ``side``
+    is ``dports`` (the failsafe service) or ``sports`` (its replies).
     """
     by_proto: dict[str, list[str]] = {}
     for proto, port in ports:
@@ -105,6 +109,6 @@ def failsafe_rules(ports: Sequence[tuple[str, int]], target: str, match: str = "
     rules = []
     for proto in sorted(by_proto):
         chosen = sorted(set(by_proto[proto]), key=int)
-        rules += [f"{match}-p {proto} -m multiport --dports {chunk} -j {target}"
+        rules += [f"{match}-p {proto} -m multiport --{side} {chunk} -j {target}"
                   for chunk in multiport_chunks(chosen)]
     return rules

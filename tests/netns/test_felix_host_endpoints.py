@@ -156,6 +156,13 @@ def test_host_traffic_default_deny_failsafe_and_untracked_policy(node: Node, edg
         entries = netns.run(node.ns, ["conntrack", "-L", "-p", "icmp"], check=False).stdout
         assert MEMBER_IP not in entries and "192.0.2" not in entries
 
+        # An untracked Deny of everything TCP the host sends: replies are not spared by conntrack here, so
+        # 9000's SYN-ACK dies in raw OUTPUT, but a failsafe service's reply (source port 22) still leaves.
+        put_gnp(node, "tcp-out-untracked", {"doNotTrack": True, "applyOnForward": True, "order": 50,
+                                            "egress": [{"action": "Deny", "protocol": "TCP"}]})
+        wait_for(lambda: not connects(ext, NODE_IP, 9000, timeout=0.5), what="untracked egress Deny")
+        assert connects(ext, NODE_IP, 22)
+
         node.ds.delete(node.keys.resource("hostendpoints", "n1-eth0"))
         wait_for(lambda: "l3n-hi-eth0" not in table(node.ns, "filter"), what="the host endpoint's chains removed")
         assert "l3n-" not in table(node.ns, "mangle")

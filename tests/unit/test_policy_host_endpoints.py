@@ -60,7 +60,9 @@ def test_a_host_endpoint_is_default_deny_for_the_host_with_failsafe_ports_first(
     assert rules_of(prog, "filter", "l3n-ho-eth1")[3] == "-p udp -m multiport --dports 53 -j RETURN"
     # No applyOnForward policy: forwarded traffic through eth1 passes untouched.
     assert not [r for r in rules_of(prog, "filter", "l3n-FORWARD") if "eth1" in r]
-    assert "raw" in prog.chains and "mangle" not in prog.chains  # nothing untracked, nothing pre-DNAT
+    assert "mangle" not in prog.chains  # nothing pre-DNAT
+    assert rules_of(prog, "raw", "l3n-OUTPUT") == ["-j MARK --set-xmark 0x0/0x40000"]  # clears the bit only
+    assert "-m conntrack --ctstate DNAT -j RETURN" in rules_of(prog, "filter", "l3n-OUTPUT")
 
 
 def test_pre_dnat_policy_is_in_mangle_prerouting_and_untracked_in_raw_both_ways() -> None:
@@ -75,7 +77,11 @@ def test_pre_dnat_policy_is_in_mangle_prerouting_and_untracked_in_raw_both_ways(
     assert any(r.startswith("-p tcp") and r.endswith("-j DROP") for r in rules_of(prog, "mangle", "l3n-gi-pre"))
     assert rules_of(prog, "raw", "l3n-untracked") == ["-j MARK --set-xmark 0x40000/0x40000", "-j CT --notrack"]
     assert "-i eth1 -g l3n-hri-eth1" in rules_of(prog, "raw", "l3n-PREROUTING")
-    assert rules_of(prog, "raw", "l3n-OUTPUT") == ["-o eth1 -g l3n-hro-eth1"]
+    # Every packet enters through raw PREROUTING or raw OUTPUT: the host-accepted bit is cleared there first.
+    assert rules_of(prog, "raw", "l3n-OUTPUT") == ["-j MARK --set-xmark 0x0/0x40000", "-o eth1 -g l3n-hro-eth1"]
+    assert "-j MARK --set-xmark 0x0/0x40000" in rules_of(prog, "raw", "l3n-PREROUTING")
+    # Untracked egress passes the failsafe services' replies (source port 22 here).
+    assert "-p tcp -m multiport --sports 22 -j RETURN" in rules_of(prog, "raw", "l3n-hro-eth1")
     assert prog.hooks["raw"]["OUTPUT"][0].endswith("-j l3n-OUTPUT")
     # Failsafe before routing: only towards the host's own addresses.
     assert rules_of(prog, "mangle", "l3n-hpi-eth1")[0].startswith("-m addrtype --dst-type LOCAL -p tcp")
@@ -151,9 +157,48 @@ def test_host_endpoint_programs_agree_with_the_reference_evaluator(l1, l2, lpod,
             pkt = Packet(src, dst, proto, icmp_type=data.draw(st.sampled_from([0, 8])), icmp_code=0)
         else:
             pkt = Packet(src, dst, proto, data.draw(st.sampled_from([22, 53, 80, 8080])),
-                         src_port=data.draw(st.sampled_from([53, 80, 40000])))
+                         src_port=data.draw(st.sampled_from([22, 53, 80, 40000])))
         expected = host_flow_allowed(pols, NAMESPACES, [pod, *heps], heps, pkt, in_iface=in_if, out_iface=out_if,
                                      failsafe_in=FAILSAFE_IN, failsafe_out=FAILSAFE_OUT)
-        got = sim.traverse(SimPacket(src, dst, proto.lower(), pkt.dst_port, in_if, out_if, sport=pkt.src_port,
-                                     icmp_type=pkt.icmp_type, icmp_code=pkt.icmp_code))
+        # A mark the packet arrives with (a tunnel's, another tool's) must not count as l3net's own Allow.
+        mark = data.draw(st.sampled_from([0, 0x40000, 0x70000]))
+        got = sim.traverse(SimPacket(src, dst, proto.lower(), pkt.dst_port, in_if, out_if, mark=mark,
+                                     sport=pkt.src_port, icmp_type=pkt.icmp_type, icmp_code=pkt.icmp_code))
         assert got is expected, (in_if, out_if, pkt)
+
+
+def _both(pols: list[Resource], heps: list[Resource], pkt: Packet, in_if: str | None, out_if: str | None,
+          mark: int = 0, ctstate: str = "NEW") -> tuple[bool, bool]:
+    """(simulator, reference evaluator) for one packet (the evaluator judges first packets only)."""
+    prog = program(heps, pols)
+    sim = SimNode(prog, {}, local_addresses=(NODE_IP, EDGE_IP))
+    got = sim.traverse(SimPacket(pkt.src, pkt.dst, pkt.protocol.lower(), pkt.dst_port, in_if, out_if, ctstate,
+                                 mark=mark, sport=pkt.src_port))
+    expected = host_flow_allowed(pols, NAMESPACES, heps, heps, pkt, in_iface=in_if, out_iface=out_if,
+                                 failsafe_in=FAILSAFE_IN, failsafe_out=FAILSAFE_OUT)
+    return got, expected
+
+
+def test_a_pre_dnat_allow_still_meets_the_forward_egress_policy_of_the_interface_it_leaves_by() -> None:
+    heps = [EDGE, hep("n1-eth2", "n1", "eth2", {"role": "core"}, [EDGE_IP])]
+    pols = [gnp("in", {"selector": "role == 'edge'", "preDNAT": True, "applyOnForward": True,
+                       "ingress": [{"action": "Allow"}]}),
+            gnp("out", {"selector": "role == 'core'", "applyOnForward": True, "egress": [{"action": "Deny"}]})]
+    pkt = Packet("10.0.9.9", "192.168.7.7", "TCP", 80, src_port=40000)
+    assert _both(pols, heps, pkt, "eth1", "eth2") == (False, False)
+    # ... while it does skip the forward ingress policy of the interface it came in by.
+    pols[1] = gnp("out", {"selector": "role == 'edge'", "applyOnForward": True, "ingress": [{"action": "Deny"}]})
+    assert _both(pols, heps, pkt, "eth1", "eth2") == (True, True)
+
+
+def test_untracked_policy_passes_failsafe_replies_and_ignores_a_mark_the_packet_arrives_with() -> None:
+    deny_in = [gnp("raw-in", {"selector": "role == 'edge'", "doNotTrack": True, "applyOnForward": True,
+                              "ingress": [{"action": "Deny"}]})]
+    # A reply to the host's own DNS query (failsafe outbound udp:53): conntrack would pass it in filter, but
+    # untracked policy runs before conntrack, so the raw table must pass it by its source port.
+    dns_reply = Packet("10.0.9.9", NODE_IP, "UDP", 40000, src_port=53)
+    assert _both(deny_in, [EDGE], dns_reply, "eth1", None, ctstate="ESTABLISHED")[0] is True
+    other = Packet("10.0.9.9", NODE_IP, "UDP", 40000, src_port=80)
+    assert _both(deny_in, [EDGE], other, "eth1", None) == (False, False)
+    # With no policy the host endpoint is default deny; a packet arriving marked host-accepted is no exception.
+    assert _both([], [EDGE], other, "eth1", None, mark=0x40000) == (False, False)
