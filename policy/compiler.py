@@ -32,9 +32,21 @@ chains get one hook rule each, inserted at the top):
   :mod:`policy.calico`): clear the accept and pass marks,
   jump to each ``l3n-gi-*``/``l3n-go-*`` chain unless a previous one passed,
   RETURN as soon as one set the accept mark, DROP at the end of the tier
-  unless one passed. Then the Kubernetes NetworkPolicies: jump to each
-  ``l3n-pi-*``/``l3n-po-*`` chain, RETURN as soon as one set the accept mark,
-  DROP at the end. A direction no policy selects just returns (allowed).
+  unless one passed. Then the Kubernetes NetworkPolicies, a union (any allow
+  allows, order is moot), so mostly set lookups rather than a walk: every
+  (peer, port) pair of their rules that a set member can say is an *atom*
+  (peer: a selector set or an ipBlock without ``except``, or every address as
+  ``0.0.0.0/1`` + ``128.0.0.0/1``; port: a number or an ``endPort`` range of at
+  most ``MAX_ATOM_RANGE`` ports, or none = every protocol and port). The atoms
+  of all the endpoint's policies for a direction fill two sets, a ``hash:net,port``
+  ``l3nk:`` set of ``net,proto:port`` (matched ``src,dst`` for ingress, ``dst,dst``
+  for egress) and a ``hash:net`` ``l3nu:`` set of nets allowed every port; a hit
+  in either RETURNs. The rest (named ports, ipBlocks with ``except``, a bare
+  protocol, wide ranges) stays in one ``l3n-pi-*``/``l3n-po-*`` chain per
+  policy, jumped to only when it is not empty, with RETURN as soon as one set
+  the accept mark; DROP at the end. A direction no policy selects just returns
+  (allowed). So a new connection's first packet costs two lookups however many
+  policies select its pods (bench/conn_rate).
 * raw ``PREROUTING -> l3n-PREROUTING``: a strict reverse-path check for packets
   from ``cali+`` (a second anti-spoofing layer, and it acts before conntrack).
 
@@ -47,7 +59,11 @@ selector, the nets of matching NetworkSets and GlobalNetworkSets too, as in Cali
 carries the sets; Kubernetes peers select pods only); named ports
 into ``hash:ip,port`` sets of ``ip,proto:port``. Set and chain names are
 deterministic hashes of their canonical meaning, so a rule never mentions a
-member: a label change only changes set members, never a policy chain.
+member: a label change only changes set members, never a policy chain. The
+Kubernetes tier's sets are named by their atoms, so endpoints with the same
+policies share them; their members are (selector members x ports), so a peer's
+label change moves only members there too, patched per atom (a pod that comes or
+goes costs one member per atom, not a rebuild).
 
 Speed (:class:`PolicyCompiler`): a policy's chains are compiled once per
 content and reused while the policy is unchanged; set members are kept by a
@@ -303,8 +319,18 @@ def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
     return all_of(_PODS_ONLY, nsel, psel)
 
 
-def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str, side: str) -> str | None:
-    """The match fragment for one peer on ``side`` (``src``/``dst``); None when it can match nothing."""
+# An atom of the Kubernetes tier: (peer kind, peer, protocol, port). Peer kind "s" is a selector set's name,
+# "n" a network in ipset's spelling; protocol "" and port 0 stand for every protocol and port.
+Atom = tuple[str, str, str, int]
+_ANY_PEER = tuple(("n", half) for half in sorted(_set_nets(["0.0.0.0/0"])))
+MAX_ATOM_RANGE = 16  # an endPort range of at most this many ports becomes set members; a wider one stays a rule
+
+
+def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str,
+             side: str) -> tuple[tuple[tuple[str, str], ...] | None, str] | None:
+    """One peer on ``side`` (``src``/``dst``): (its set-lookup peers or None, its match fragment); None when it
+    can match nothing. A peer that a ``hash:net`` member cannot say (an ipBlock with ``except``) has no
+    set-lookup form."""
     flag = "-s" if side == "src" else "-d"
     block = peer.get("ipBlock")
     if block is not None:
@@ -314,44 +340,58 @@ def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str, side: str) -> st
         frag = f"{flag} {cidr}"
         excepts = _v4(block.get("except") or [])
         if excepts:
-            frag += f" -m set ! --match-set {refs.net_set('e', excepts)} {side}"
-        return frag
+            return None, frag + f" -m set ! --match-set {refs.net_set('e', excepts)} {side}"
+        return tuple(("n", n) for n in sorted(_set_nets([cidr]))), frag
     if peer.get("podSelector") is None and peer.get("namespaceSelector") is None:
         return None  # validation refuses an empty peer; if one gets here it matches nothing
-    return f"-m set --match-set {refs.selector_set(_np_peer_selector(pol_ns, peer))} {side}"
+    name = refs.selector_set(_np_peer_selector(pol_ns, peer))
+    return (("s", name),), f"-m set --match-set {name} {side}"
 
 
-def _np_port(refs: _Refs, port: Mapping[str, Any]) -> str:
+def _np_port(refs: _Refs, port: Mapping[str, Any]) -> tuple[tuple[tuple[str, int], ...] | None, str]:
+    """One port entry: (its (protocol, port) set-lookup pairs or None, its match fragment). Only numbers
+    (and narrow ranges) have the set-lookup form: a name is resolved per destination, a bare protocol or a
+    wide range would be too many members."""
     proto = str(port.get("protocol") or "TCP").lower()
     if proto not in ("tcp", "udp", "sctp"):
         raise ValueError(f"protocol {proto!r} is not TCP, UDP or SCTP")
     number = port.get("port")
     if number is None:
-        return f"-p {proto}"
+        return None, f"-p {proto}"
     if isinstance(number, bool):
         raise ValueError("port must be a number or a name")
     if isinstance(number, int):
         end = port.get("endPort")
-        rng = f"{number}:{end}" if isinstance(end, int) and end > number else str(number)
-        return f"-p {proto} -m {proto} --dport {rng}"
-    return f"-p {proto} -m set --match-set {refs.named_port_set(proto, str(number))} dst,dst"
+        last = end if isinstance(end, int) and not isinstance(end, bool) and end > number else number
+        rng = f"{number}:{last}" if last > number else str(number)
+        pairs = tuple((proto, n) for n in range(number, last + 1)) \
+            if number >= 1 and last <= 65535 and last - number < MAX_ATOM_RANGE else None
+        return pairs, f"-p {proto} -m {proto} --dport {rng}"
+    return None, f"-p {proto} -m set --match-set {refs.named_port_set(proto, str(number))} dst,dst"
 
 
-def _np_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
-    """Rule bodies of one NetworkPolicy for one direction; each sets the accept mark (a union: order is moot)."""
+def _np_rules(refs: _Refs, pol: Resource, direction: str) -> tuple[list[str], list[Atom]]:
+    """One NetworkPolicy for one direction: (the rule bodies that set lookups cannot say, each setting the
+    accept mark; the atoms that they can). A union: order is moot, so each (peer, port) pair of a rule goes
+    to whichever form can hold it."""
     rules_key, peers_key, side = (("ingress", "from", "src") if direction == "Ingress" else ("egress", "to", "dst"))
     pol_ns = pol.namespace or ""
     out: list[str] = []
+    atoms: list[Atom] = []
     for rule in pol.spec.get(rules_key) or []:
         peers = rule.get(peers_key) or []
-        peer_frags: list[str] = [""] if not peers else [
+        peer_parts = [(_ANY_PEER, "")] if not peers else [
             f for f in (_np_peer(refs, p, pol_ns, side) for p in peers) if f is not None]
         ports = rule.get("ports") or []
-        port_frags = [""] if not ports else [_np_port(refs, p) for p in ports]
-        for pf in peer_frags:
-            for qf in port_frags:
-                out.append(" ".join(x for x in (pf, qf, _SET_MARK) if x))
-    return out
+        port_parts: list[tuple[tuple[tuple[str, int], ...] | None, str]] = \
+            [((("", 0),), "")] if not ports else [_np_port(refs, p) for p in ports]
+        for peer_atoms, pf in peer_parts:
+            for port_atoms, qf in port_parts:
+                if peer_atoms is not None and port_atoms is not None:
+                    atoms += [(kind, peer, proto, num) for kind, peer in peer_atoms for proto, num in port_atoms]
+                else:
+                    out.append(" ".join(x for x in (pf, qf, _SET_MARK) if x))
+    return out, atoms
 
 
 def _calico_proto(value: Any) -> str | None:
@@ -497,8 +537,13 @@ class _Compiled:
     types: tuple[str, ...]
     applies: Selector
     chains: dict[str, tuple[str, list[str]]]  # direction -> (chain name, hashed rules)
-    sets: dict[str, SetSpec]
+    sets: dict[str, SetSpec]  # every set it needs kept up to date (its chains' and its atoms' selectors)
     tiered: bool = False
+    # A NetworkPolicy's set-lookup part: direction -> atoms (see _np_rules); its chain holds the rest and is
+    # jumped to only for the directions in ``residual`` (where that rest is not empty).
+    atoms: dict[str, tuple[Atom, ...]] = field(default_factory=dict)
+    residual: frozenset[str] = frozenset()
+    chain_sets: frozenset[str] = frozenset()  # the sets its chains' rules name (emitted with the chains)
 
 
 def _policy_key(pol: Resource) -> tuple[str, str, str]:
@@ -523,15 +568,67 @@ def _compile_one(pol: Resource) -> _Compiled | None:
             applies = all_of(LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol.namespace or "",)),
                              parse_label_selector(pol.spec.get("podSelector") or {}, where="podSelector"))
             ident = f"{pol.namespace}/{pol.name}"
-            chains = {d: (chain_name("pi" if d == "Ingress" else "po", ident), _np_rules(refs, pol, d))
-                      for d in types}
+            split = {d: _np_rules(refs, pol, d) for d in types}
+            chains = {d: (chain_name("pi" if d == "Ingress" else "po", ident), split[d][0]) for d in types}
+            atoms = {d: tuple(sorted(set(split[d][1]))) for d in types}
             sort_key = (1, 0.0, pol.namespace or "", pol.name)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         _log.warning("policy ignored: cannot compile policy=%s error=%s", pol.ref, exc)
         return None
     hashed = {d: (name, hash_rules(name, rules)) for d, (name, rules) in chains.items()}
-    return _Compiled(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed, refs.sets,
-                     tiered=pol.kind != "NetworkPolicy")
+    text = "\n".join(r for _, rules in chains.values() for r in rules)
+    chain_sets = frozenset(n for n in refs.sets if f"{n} " in text)  # a set name is always followed by its dirs
+    if pol.kind != "NetworkPolicy":
+        return _Compiled(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed, refs.sets,
+                         tiered=True, residual=frozenset(types), chain_sets=frozenset(refs.sets))
+    return _Compiled(key, pol, False, sort_key, types, applies, hashed, refs.sets, atoms=atoms,
+                     residual=frozenset(d for d in types if chains[d][1]), chain_sets=chain_sets)
+
+
+@dataclass(frozen=True)
+class _Tier:
+    """The Kubernetes tier of one endpoint and direction: two set lookups decide what the atoms of its
+    policies allow, then the chains of the policies with residual rules are walked."""
+
+    port_set: str | None  # hash:net,port of (peer net, protocol:port), from the atoms with a port
+    port_atoms: tuple[Atom, ...]
+    any_set: str | None  # hash:net of peer nets allowed every protocol and port
+    any_atoms: tuple[Atom, ...]
+    chains: tuple[str, ...]  # the residual policy chains, in policy order
+
+
+def _tier(nps: Sequence[_Compiled], direction: str) -> _Tier:
+    atoms: set[Atom] = set()
+    for c in nps:
+        atoms.update(c.atoms.get(direction, ()))
+    port_atoms = tuple(sorted(a for a in atoms if a[2]))
+    any_atoms = tuple(sorted(a for a in atoms if not a[2]))
+    # Named by content, so endpoints whose policies say the same share one set (and a peer's label change
+    # only moves members).
+    port_set = _ipset_name("k", ";".join(f"{k}{p},{proto}:{n}" for k, p, proto, n in port_atoms)) \
+        if port_atoms else None
+    any_set = _ipset_name("u", ";".join(f"{k}{p}" for k, p, _, _ in any_atoms)) if any_atoms else None
+    return _Tier(port_set, port_atoms, any_set, any_atoms,
+                 tuple(c.chains[direction][0] for c in nps if direction in c.residual))
+
+
+def _with_port(nets: Iterable[str], proto: str, port: int) -> set[str]:
+    return {f"{n},{proto}:{port}" for n in nets}
+
+
+def _atom_members(atom: Atom, nets: frozenset[str],
+                  before: tuple[frozenset[str], frozenset[str]] | None) -> frozenset[str]:
+    """One selector atom's members of a tier set: the selector set's members ``nets``, with ``,proto:port``
+    when it has a port. ``before``: (the selector members, the result) of the last time, patched by the
+    difference when that is small (a pod came or went) instead of formatting every member again."""
+    _, _, proto, port = atom
+    if not proto:
+        return nets
+    if before is not None and before[0] is not nets:
+        gone, new = before[0] - nets, nets - before[0]
+        if len(gone) + len(new) < len(nets) // 2:
+            return frozenset((before[1] - _with_port(gone, proto, port)) | _with_port(new, proto, port))
+    return frozenset(_with_port(nets, proto, port))
 
 
 # -- the incremental compiler -----------------------------------------------------------------------------
@@ -566,6 +663,12 @@ class PolicyCompiler:
         self._set_cache: dict[str, tuple[str, frozenset[str]]] = {}
         self._applies = SelectorIndex()   # policy key -> local endpoint keys
         self._ep_chains: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
+        # (direction, policy keys) -> (the compiled policies it was made from, their Kubernetes tier)
+        self._tiers: dict[tuple[Any, ...], tuple[tuple[_Compiled, ...], _Tier]] = {}
+        # combined set name -> (the selector set values it was made from, its value)
+        self._combined: dict[str, tuple[tuple[frozenset[str], ...], tuple[str, frozenset[str]]]] = {}
+        # selector atom -> (the selector set's members, the atom's members of a tier set)
+        self._atoms: dict[Atom, tuple[frozenset[str], frozenset[str]]] = {}
         self._dispatch: tuple[tuple[str, ...], list[str], list[str]] | None = None
         self._hosts: tuple[tuple[Any, ...], HostEndpointRender] | None = None
         self._ipv6: dict[Hashable, tuple[str, ...]] = {}  # local endpoint -> its IPv6 addresses (unpoliced)
@@ -718,12 +821,14 @@ class PolicyCompiler:
         filter_chains = self._base_chains(wildcard, wl_to_host, hosts)
         ipsets: dict[str, tuple[str, frozenset[str]]] = {}
         used: dict[str, tuple[_Compiled, str]] = {}
+        keep: set[str] = set()
         ordered_locals = sorted(locals_.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
         self._render_locals(ordered_locals, fail_closed, policies_changed, relabelled, filter_chains, ipsets, used)
+        self._render_tier_sets(dirty, ipsets, keep)
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
         self._render_dispatch(ordered_locals, fail_closed, filter_chains)
-        self._render_used(used, dirty, filter_chains, ipsets, hosts)
+        self._render_used(used, dirty, filter_chains, ipsets, hosts, keep)
 
         program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter, hosts)
         program = replace(program, policies_recompiled=self.policies_recompiled - before,
@@ -824,7 +929,8 @@ class PolicyCompiler:
             sel = self._selected[key]
             for d in ("Ingress", "Egress"):
                 for c in sel[d]:
-                    used[c.chains[d][0]] = (c, d)
+                    if d in c.residual:
+                        used[c.chains[d][0]] = (c, d)
             cached = self._endpoint_chains(key, wep, iface, ips, sel, policies_changed or key in relabelled)
             ep_cache[key] = cached
             _, fw, fw_rules, tw, tw_rules = cached
@@ -833,6 +939,65 @@ class PolicyCompiler:
             if len(ips) > 1:
                 ipsets[_ipset_name("w", iface)] = ("hash:net", _set_nets(ips))
         self._ep_chains = ep_cache
+        if len(self._tiers) > 2 * len(ep_cache) + 16:
+            live = {id(t) for sig, *_ in ep_cache.values() for t in sig[5:7] if t is not None}
+            self._tiers = {k: v for k, v in self._tiers.items() if id(v[1]) in live}
+
+    def _k8s_tier(self, nps: list[_Compiled], direction: str) -> _Tier | None:
+        """The Kubernetes tier of an endpoint whose applying NetworkPolicies are ``nps`` (None: none applies)."""
+        if not nps:
+            return None
+        key = (direction, *(c.key for c in nps))
+        hit = self._tiers.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], nps, strict=True)):
+            return hit[1]
+        tier = _tier(nps, direction)
+        self._tiers[key] = (tuple(nps), tier)
+        return tier
+
+    def _render_tier_sets(self, dirty: set[str], ipsets: dict[str, tuple[str, frozenset[str]]],
+                          keep: set[str]) -> None:
+        """The combined sets the endpoint chains look up, into ``ipsets``; the selector sets they are made of
+        into ``keep``. A combined set is rebuilt only when one of those selector sets changed value."""
+        memo: dict[str, frozenset[str]] = {}
+        live: dict[str, tuple[tuple[frozenset[str], ...], tuple[str, frozenset[str]]]] = {}
+        atoms_live: dict[Atom, tuple[frozenset[str], frozenset[str]]] = {}
+        in_use: set[Atom] = set()
+        for sig, *_ in self._ep_chains.values():
+            for tier in sig[5:7]:
+                if tier is None:
+                    continue
+                for name, kind, atoms in ((tier.port_set, "hash:net,port", tier.port_atoms),
+                                          (tier.any_set, "hash:net", tier.any_atoms)):
+                    if name is None or name in ipsets:
+                        continue
+                    sels = sorted({p for k, p, _, _ in atoms if k == "s"})
+                    for sn in sels:
+                        if sn not in memo:
+                            memo[sn] = self._set_value(sn, dirty)[1]
+                    vals = tuple(memo[sn] for sn in sels)
+                    keep.update(sels)
+                    cached = self._combined.get(name)
+                    if cached is None or len(cached[0]) != len(vals) \
+                            or not all(a is b for a, b in zip(cached[0], vals, strict=True)):
+                        parts: list[Iterable[str]] = []
+                        for atom in atoms:
+                            if atom[0] != "s":
+                                parts.append((f"{atom[1]},{atom[2]}:{atom[3]}" if atom[2] else atom[1],))
+                                continue
+                            done = atoms_live.get(atom)
+                            if done is None:
+                                nets = memo[atom[1]]
+                                done = (nets, _atom_members(atom, nets, self._atoms.get(atom)))
+                                atoms_live[atom] = done
+                            parts.append(done[1])
+                        cached = (vals, (kind, frozenset().union(*parts)))
+                    live[name] = cached
+                    ipsets[name] = cached[1]
+                    in_use.update(a for a in atoms if a[0] == "s")
+        self._combined = live
+        # Any (members, result) pair is a correct base to patch from; keep those of the atoms in use.
+        self._atoms = {a: atoms_live.get(a) or self._atoms[a] for a in in_use if a in atoms_live or a in self._atoms}
 
     def _endpoint_chains(self, key: Hashable, wep: Resource, iface: str, ips: tuple[str, ...],
                          sel: Mapping[str, list[_Compiled]],
@@ -844,10 +1009,11 @@ class PolicyCompiler:
             self._note_ipv6(key, wep)
         if cached is not None and not stale and cached[0][0] is wep:
             return cached
-        sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d]) for d in ("Egress", "Ingress")),
-               *(tuple(c.is_global for c in sel[d]) for d in ("Egress", "Ingress")))
+        # (wep, iface, ips, Calico-tier chains out, in, Kubernetes tier out, in): sig[5:7] are the tiers
+        sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d] if c.tiered) for d in ("Egress", "Ingress")),
+               *(self._k8s_tier([c for c in sel[d] if not c.tiered], d) for d in ("Egress", "Ingress")))
         if cached is None or cached[0][1:] != sig[1:]:
-            return (sig, *self._render_endpoint(iface, ips, sel))
+            return (sig, *self._render_endpoint(iface, ips, sig[3:5], sig[5:7]))
         return (sig, *cached[1:])
 
     def _render_dispatch(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
@@ -865,16 +1031,16 @@ class PolicyCompiler:
 
     def _render_used(self, used: dict[str, tuple[_Compiled, str]], dirty: set[str],
                      filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
-                     hosts: HostEndpointRender) -> None:
+                     hosts: HostEndpointRender, keep: set[str]) -> None:
         # Only sets that a programmed rule references are emitted (reference counting, as Felix does).
         for chain, (c, d) in used.items():
             filter_chains[chain] = c.chains[d][1]
         for c in [*(c for c, _ in used.values()), *(p for p, _ in hosts.policies)]:
-            for name in c.sets:
+            for name in c.chain_sets:
                 if name not in ipsets:
                     ipsets[name] = self._set_value(name, dirty)
         for name in dirty:
-            if name not in ipsets:
+            if name not in ipsets and name not in keep:
                 self._set_cache.pop(name, None)  # not referenced now: recompute when it is next used
 
     def _program(self, filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
@@ -916,8 +1082,9 @@ class PolicyCompiler:
         self._ipv6[key] = v6
 
     @staticmethod
-    def _render_endpoint(iface: str, ips: tuple[str, ...],
-                         sel: Mapping[str, list[_Compiled]]) -> tuple[str, list[str], str, list[str]]:
+    def _render_endpoint(iface: str, ips: tuple[str, ...], calico: tuple[tuple[str, ...], tuple[str, ...]],
+                         k8s: tuple[_Tier | None, _Tier | None]) -> tuple[str, list[str], str, list[str]]:
+        """``calico``: the Calico tier's policy chains, ``k8s``: the Kubernetes tier, each (egress, ingress)."""
         fw, tw = chain_name("fw", iface), chain_name("tw", iface)
         if not ips:
             fw_rules = ["-j DROP"]  # a workload without an address may not send at all
@@ -927,19 +1094,22 @@ class PolicyCompiler:
             fw_rules = [f"-m set ! --match-set {_ipset_name('w', iface)} src -j DROP"]
         fw_rules += [_CT_ACCEPT, _CT_INVALID]
         tw_rules = [_CT_ACCEPT, _CT_INVALID]
-        for direction, rules in (("Egress", fw_rules), ("Ingress", tw_rules)):
-            gnps = [c for c in sel[direction] if c.tiered]
-            nps = [c for c in sel[direction] if not c.tiered]
+        for gnps, tier, side, rules in ((calico[0], k8s[0], "dst", fw_rules), (calico[1], k8s[1], "src", tw_rules)):
             if gnps:
                 rules.append(_CLEAR_BOTH)
-                for c in gnps:
-                    rules += [f"{_UNLESS_PASSED} -j {c.chains[direction][0]}", _RETURN_IF_MARK]
+                for chain in gnps:
+                    rules += [f"{_UNLESS_PASSED} -j {chain}", _RETURN_IF_MARK]
                 rules.append(f"{_UNLESS_PASSED} -j DROP")  # end of tier: drop unless a policy passed
-            if nps:
-                if not gnps:
+            if tier is not None:
+                # A union: any set hit allows (RETURN: this side allows), then the policies' residual chains.
+                if tier.port_set is not None:
+                    rules.append(f"-m set --match-set {tier.port_set} {side},dst -j RETURN")
+                if tier.any_set is not None:
+                    rules.append(f"-m set --match-set {tier.any_set} {side} -j RETURN")
+                if tier.chains and not gnps:
                     rules.append(_CLEAR_MARK)
-                for c in nps:
-                    rules += [f"-j {c.chains[direction][0]}", _RETURN_IF_MARK]
+                for chain in tier.chains:
+                    rules += [f"-j {chain}", _RETURN_IF_MARK]
                 rules.append("-j DROP")
         return fw, hash_rules(fw, fw_rules), tw, hash_rules(tw, tw_rules)
 

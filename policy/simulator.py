@@ -131,11 +131,24 @@ class SimNode:
                 self._rules.setdefault(table, {})[kchain] = [_parse_rule(r) for r in rules]
         self.visited = 0
         self._net_cache: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
+        self._port_cache: dict[str, dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]] = {}
 
     def _nets(self, name: str, members: frozenset[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         if name not in self._net_cache:
             self._net_cache[name] = [ipaddress.ip_network(m) for m in members]
         return self._net_cache[name]
+
+    def _net_port_nets(self, name: str, members: frozenset[str],
+                       proto_port: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The nets a ``hash:net,port`` set holds with this ``proto:port``."""
+        by_port = self._port_cache.get(name)
+        if by_port is None:
+            by_port = {}
+            for m in members:
+                net, _, pp = m.partition(",")
+                by_port.setdefault(pp, []).append(ipaddress.ip_network(net))
+            self._port_cache[name] = by_port
+        return by_port.get(proto_port, [])
 
     def _set_has(self, name: str, dirs: str, pkt: SimPacket) -> bool:
         if name not in self.program.ipsets:
@@ -144,6 +157,12 @@ class SimNode:
         if kind == "hash:net":
             ip = ipaddress.ip_address(pkt.src if dirs == "src" else pkt.dst)
             return any(ip in net for net in self._nets(name, members))
+        if kind == "hash:net,port" and dirs in ("src,dst", "dst,dst"):
+            # net,proto:port members; the net side per the first dir, the port is the destination port
+            if pkt.dport is None:
+                return False
+            ip = ipaddress.ip_address(pkt.src if dirs == "src,dst" else pkt.dst)
+            return any(ip in net for net in self._net_port_nets(name, members, f"{pkt.proto}:{pkt.dport}"))
         if kind == "hash:ip,port" and dirs == "dst,dst":
             return f"{pkt.dst},{pkt.proto}:{pkt.dport}" in members
         if kind == "hash:ip,port" and dirs == "src,src":

@@ -23,7 +23,8 @@ M = WORKLOAD_ROUTE_METRIC
 POLICY = [wep("a", "n1", "10.65.0.2/32", "cali1"), wep("b", "n1", "10.65.0.3/32", "cali2"),
           res("namespaces", ns("default")),
           res("networkpolicies", netpol("isolate-b", "default", {"podSelector": {}, "ingress": [
-              {"from": [{"podSelector": {}}], "ports": [{"port": 80, "protocol": "TCP"}]}]})),
+              {"from": [{"podSelector": {}}], "ports": [{"port": 80, "protocol": "TCP"}]},  # a tier set member
+              {"from": [{"ipBlock": {"cidr": "10.65.0.0/16", "except": ["10.65.0.9/32"]}}]}]})),  # in l3n-pi-*
           res("globalnetworkpolicies", gnp("deny-db", {"order": 10, "selector": "all()", "types": ["Egress"],
                                                        "egress": [{"action": "Allow"}]}))]
 

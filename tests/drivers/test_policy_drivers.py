@@ -27,7 +27,10 @@ def _program(with_b: bool = True, ports: int = 80):
     locals_ = [a, b] if with_b else [a]
     pols = [netpol("db", "prod", {"podSelector": {"matchLabels": {"app": "db"}},
                                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
-                                               "ports": [{"port": ports}, {"port": "http"}]}]})]
+                                               # a wide range and a named port: rules in the policy's
+                                               # chain (a narrow port would be a set member instead)
+                                               "ports": [{"port": ports, "endPort": ports + 100},
+                                                         {"port": "http"}]}]})]
     return compile_policy(locals_, [a, b], pols, [ns("prod")])
 
 

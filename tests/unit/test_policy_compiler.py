@@ -277,3 +277,53 @@ def test_a_fail_closed_endpoint_is_left_out_and_its_traffic_drops_both_ways() ->
     assert not sim.send(Packet("10.0.1.3", "10.0.1.2", "TCP", 80))
     assert not sim.send(Packet("10.0.9.9", "10.0.1.3", "TCP", 80))
     assert sim.send(Packet("10.0.9.9", "10.0.1.2", "TCP", 80))  # the other endpoint is untouched
+
+
+def _pair_policies(count: int) -> list[Resource]:
+    """bench.conn_rate's shape: every policy selects the pair; all but the last allow only other ports."""
+    pair = {"matchLabels": {"pair": "yes"}}
+    out = []
+    for i in range(count):
+        rule: dict = {"from": [{"podSelector": pair}]}
+        if i < count - 1:
+            rule["ports"] = [{"protocol": "TCP", "port": 20000 + i}]
+        out.append(netpol(f"p{i:03d}", "a", {"podSelector": pair, "policyTypes": ["Ingress"], "ingress": [rule]}))
+    return out
+
+
+def test_kubernetes_tier_walk_does_not_grow_with_the_number_of_policies() -> None:
+    """A new connection's first packet does two set lookups, however many NetworkPolicies select the pod."""
+    cli = wep("cli", "a", "n2", "10.0.2.2", {"pair": "yes"})
+    srv = wep("srv", "a", "n1", "10.0.1.2", {"pair": "yes"})
+    other = wep("other", "a", "n2", "10.0.2.3", {})
+    walked = {}
+    for count in (3, 300):
+        pols = _pair_policies(count)
+        sim = Cluster({"n1": compile_policy([srv], [cli, srv, other], pols, [ns("a")])}, [cli, srv, other])
+        node = sim.nodes["n1"]
+        for pkt, expected in ((Packet("10.0.2.2", "10.0.1.2", "TCP", 7000), True),
+                              (Packet("10.0.2.3", "10.0.1.2", "TCP", 20001), False),
+                              (Packet("10.0.2.3", "10.0.1.2", "TCP", 7000), False)):
+            assert sim.send(pkt) is is_allowed(pols, [ns("a")], [cli, srv, other], pkt) is expected
+        node.visited = 0
+        sim.send(Packet("10.0.2.3", "10.0.1.2", "TCP", 20001))
+        walked[count] = node.visited
+    assert walked[300] == walked[3]
+
+
+def test_tier_sets_are_shared_and_a_peer_relabel_moves_only_their_members() -> None:
+    pols = _pair_policies(5)
+    a, b = wep("a1", "a", "n1", "10.0.1.2", {"pair": "yes"}), wep("a2", "a", "n1", "10.0.1.3", {"pair": "yes"})
+    peer = wep("peer", "a", "n2", "10.0.2.2", {"pair": "yes"})
+    comp = PolicyCompiler()
+    before = comp.compile([a, b], [a, b, peer], pols, [ns("a")])
+    tier_sets = {n: v for n, v in before.ipsets.items() if n.startswith(("l3nk:", "l3nu:"))}
+    assert len(tier_sets) == 2  # one port set and one any-port set for both endpoints
+    assert not any(c.startswith("l3n-pi") for c in before.chains["filter"])  # all said by the sets
+    assert "10.0.2.2,tcp:20003" in next(m for k, m in tier_sets.values() if k == "hash:net,port")
+    gone = wep("peer", "a", "n2", "10.0.2.2", {})
+    after = comp.compile([a, b], [a, b, gone], pols, [ns("a")])
+    assert after.chains == before.chains and after.ipsets != before.ipsets
+    assert "10.0.2.2,tcp:20003" not in next(m for k, m in after.ipsets.values() if k == "hash:net,port")
+    assert after == PolicyCompiler().compile([a, b], [a, b, gone], pols, [ns("a")])
+    assert comp.compile([a, b], [a, b, peer], pols, [ns("a")]) == before

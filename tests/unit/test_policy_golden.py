@@ -48,6 +48,28 @@ def _k8s_ingress_port() -> PolicyProgram:
                      "ports": [{"protocol": "TCP", "port": 8080}]}]})])
 
 
+def _k8s_tier_sets() -> PolicyProgram:
+    """Two policies on web: what set lookups say (pods x numeric ports and a narrow range, ipBlocks, any peer,
+    any port) and what stays in the policy chains (a named port, an ipBlock with except, a bare protocol,
+    a wide endPort range)."""
+    return _compile([
+        netpol("web-in", "a", {
+            "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}},
+                                  {"ipBlock": {"cidr": "192.0.2.0/24", "except": ["192.0.2.128/25"]}}],
+                         "ports": [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": "http"},
+                                   {"protocol": "UDP", "port": 5000, "endPort": 5002}]},
+                        {"ports": [{"protocol": "TCP", "port": 9000, "endPort": 9999}]}],
+            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "UDP", "port": 53}]},
+                       {"to": [{"namespaceSelector": {"matchLabels": {"team": "red"}}}]}]}),
+        netpol("web-admin", "a", {
+            "podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.70.0.0/16"}}]},
+                        {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                         "ports": [{"protocol": "SCTP"}]}]})],
+        [wep("client2", "a", "n2", "10.65.2.3", {"app": "client"}, ports=[{"name": "http", "port": 80}])])
+
+
 def _gnp_order_actions() -> PolicyProgram:
     return _compile([
         gnp("deny-bad-nets", {"order": 10, "selector": "all()", "types": ["Ingress"], "ingress": [
@@ -89,7 +111,8 @@ def _empty_node() -> PolicyProgram:
 
 
 SCENARIOS: dict[str, Callable[[], PolicyProgram]] = {
-    "k8s_ingress_pod_port": _k8s_ingress_port, "gnp_order_deny_pass_nets": _gnp_order_actions,
+    "k8s_ingress_pod_port": _k8s_ingress_port, "k8s_tier_sets": _k8s_tier_sets,
+    "gnp_order_deny_pass_nets": _gnp_order_actions,
     "calico_namespaced_np": _calico_np, "network_set_selected": _network_set,
     "nat_outgoing_pools": _nat_outgoing, "failsafe_ports": _failsafe, "empty_node": _empty_node,
 }
@@ -118,8 +141,11 @@ def test_rendered_restore_text_matches_golden(name: str) -> None:
 def test_scenarios_cover_what_they_claim() -> None:
     # Guards the goldens against a scenario that silently compiles to nothing (a typo in a selector).
     texts = {name: render(make()) for name, make in SCENARIOS.items()}
-    assert "--dport 8080" in texts["k8s_ingress_pod_port"][1]
-    assert "10.65.2.2" in texts["k8s_ingress_pod_port"][0]
+    assert "10.65.2.2,tcp:8080" in texts["k8s_ingress_pod_port"][0]
+    assert "src,dst -j RETURN" in texts["k8s_ingress_pod_port"][1]
+    tier_sets, tier_rules = texts["k8s_tier_sets"]
+    assert "10.65.2.3,udp:5002" in tier_sets and "128.0.0.0/1,udp:53" in tier_sets and "10.70.0.0/16\n" in tier_sets
+    assert "--dport 9000:9999" in tier_rules and "192.0.2.128/25" in tier_sets and "-p sctp" in tier_rules
     assert "192.0.2.128/25" in texts["gnp_order_deny_pass_nets"][0]
     assert "6000:6010" in texts["calico_namespaced_np"][1]
     assert "203.0.113.7" in texts["network_set_selected"][0] and "192.0.2.0/25" in texts["network_set_selected"][0]

@@ -176,7 +176,8 @@ def test_spoofed_namespace_labels_do_not_join_another_namespaces_selectors() -> 
         {"from": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}]}]})
     weps = [db, friend, spoof]
     prog = compile_policy([db], weps, [same_ns, by_ns_label], namespaces)
-    sel_sets = [m for name, (_, m) in prog.ipsets.items() if name.startswith("l3ns:")]
+    # the sets peers are looked up in: selector sets, or the Kubernetes tier's any-port set made of them
+    sel_sets = [m for name, (_, m) in prog.ipsets.items() if name.startswith(("l3ns:", "l3nu:"))]
     assert sel_sets and all("10.65.1.2" in m and "10.65.1.9" not in m for m in sel_sets), prog.ipsets
     for pol in ([same_ns], [by_ns_label]):
         assert is_allowed(pol, namespaces, weps, Packet("10.65.1.2", "10.65.0.2", "TCP", 80))
@@ -313,7 +314,9 @@ def test_client_refuses_a_workload_address_outside_every_pool() -> None:
 def test_agent_compiles_calico_and_kubernetes_network_policies_of_one_name_side_by_side() -> None:
     """From stored keys to chains: each kind under its own plural, both compiled; a Calico document
     stored under the Kubernetes plural does not decode (the key names the kind)."""
-    k8s = Resource(kind="NetworkPolicy", name="web", namespace="default", spec={"podSelector": {}, "ingress": []})
+    # a named port: a rule in the policy's own chain (numbers would be tier set members)
+    k8s = Resource(kind="NetworkPolicy", name="web", namespace="default",
+                   spec={"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]})
     calico = Resource(kind="CalicoNetworkPolicy", name="web", namespace="default",
                       spec={"selector": "all()", "ingress": [{"action": "Deny"}]})
     m = model_of(pool("p", "10.65.0.0/16"), raw_wep("cali1", ["10.65.0.2/32"]),
