@@ -14,23 +14,10 @@ from l3net.errors import Conflict
 from l3net.ipam import IPAM, AddressUnavailable, NoAddresses
 from l3net.ipam.allocator import RetriesExhausted
 from l3net.ipam.block import Block
-from l3net.keys import KeyLayout
+from tests.unit.ipam_builders import KEYS, add_node, add_pool
 
 pytestmark = pytest.mark.unit
 
-KEYS = KeyLayout("/t/")
-
-
-def add_pool(ds: MemoryDatastore, name: str, cidr: str, block_size: int = 26, **spec: object) -> None:
-    doc = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": name},
-           "spec": {"cidr": cidr, "blockSize": block_size, **spec}}
-    ds.put(KEYS.resource("ippools", name), json.dumps(doc).encode())
-
-
-def add_node(ds: MemoryDatastore, name: str, labels: dict[str, str] | None = None) -> None:
-    doc = {"apiVersion": "l3net.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}},
-           "spec": {}}
-    ds.put(KEYS.resource("nodes", name), json.dumps(doc).encode())
 
 
 def add_wep(ds: MemoryDatastore, name: str, ip: str, cid: str = "") -> None:
