@@ -21,8 +21,8 @@ reference, summarised):
   PREROUTING and raw OUTPUT, so only l3net's own Allow can have set it.
 * Failsafe ports pass every stage; untracked policy also passes their replies (source port of
   the other direction's list), since no conntrack answers for untracked traffic.
-* Host traffic that was DNAT'd (to a Service) is not policed in filter OUTPUT: the interface
-  there is the one routed before DNAT (Felix polices it in mangle POSTROUTING; l3net does not).
+* Host traffic that was DNAT'd (to a Service) is policed in mangle POSTROUTING, not filter
+  OUTPUT, where the interface is still the one routed before DNAT (as Felix does).
 
 What "allowed" means here: the chain returns, and whatever follows decides (the workload
 chains for a pod's traffic, the host's own rules otherwise). A Pass ends the tier; with no
@@ -66,6 +66,7 @@ CHAIN_UNTRACKED = f"{CHAIN_PREFIX}untracked"
 CHAIN_HOST_ACCEPTED = f"{CHAIN_PREFIX}host-accepted"
 CHAIN_RAW_OUTPUT = f"{CHAIN_PREFIX}OUTPUT"
 CHAIN_MANGLE_PREROUTING = f"{CHAIN_PREFIX}PREROUTING"
+CHAIN_MANGLE_POSTROUTING = f"{CHAIN_PREFIX}POSTROUTING"
 _CT_RETURN = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
 
 
@@ -174,8 +175,9 @@ class _Builder:
         # untracked or pre-DNAT Allow may set it, never a mark the packet arrived with.
         self.out.raw_prerouting.append(CLEAR_HOST_ACCEPTED)
         # Host traffic that was DNAT'd (to a Service) still carries the interface routed before DNAT in filter
-        # OUTPUT; Felix polices it later, in mangle POSTROUTING. l3net leaves it to the host's own rules.
+        # OUTPUT: it is policed in mangle POSTROUTING instead, on the interface it really leaves by (as Felix).
         self.out.filter_output.append("-m conntrack --ctstate DNAT -j RETURN")
+        self.mangle_post: list[str] = []
         self.raw_output: list[str] = [CLEAR_HOST_ACCEPTED]
         self.mangle_pre: list[str] = [RETURN_IF_HOST_ACCEPTED, _CT_RETURN]
 
@@ -195,6 +197,11 @@ class _Builder:
         self.out.filter_output.append(f"-o {iface} -g {host_out}")
         self._use("filter", slots["in"], "Ingress")
         self._use("filter", slots["out"], "Egress")
+        # The same egress chain in mangle, for the host's DNAT'd traffic (see __init__).
+        dnat_out = chain_name("hmo", iface)
+        self.tables["mangle"][dnat_out] = chains[host_out]
+        self.mangle_post.append(f"-m conntrack --ctstate DNAT -m addrtype --src-type LOCAL -o {iface} -g {dnat_out}")
+        self._use("mangle", slots["out"], "Egress")
         # An untracked or pre-DNAT Allow skips the forward policy of the interface the packet came in by, not
         # that of the one it leaves by (as in Felix: only the from-host-endpoint side honours the mark).
         for key, direction, flag, kind, skip in (("fwd-in", "Ingress", "-i", "hfi", [RETURN_IF_HOST_ACCEPTED]),
@@ -233,10 +240,12 @@ class _Builder:
             raw[CHAIN_UNTRACKED] = [SET_HOST_ACCEPTED, "-j CT --notrack"]
         raw[CHAIN_RAW_OUTPUT] = self.raw_output
         self.out.hooks.setdefault("raw", {})["OUTPUT"] = CHAIN_RAW_OUTPUT
-        if mangle:
+        if any(name.startswith(f"{CHAIN_PREFIX}hpi") for name in mangle):  # some pre-DNAT policy
             mangle[CHAIN_HOST_ACCEPTED] = [SET_HOST_ACCEPTED]
             mangle[CHAIN_MANGLE_PREROUTING] = self.mangle_pre
             self.out.hooks.setdefault("mangle", {})["PREROUTING"] = CHAIN_MANGLE_PREROUTING
+        mangle[CHAIN_MANGLE_POSTROUTING] = self.mangle_post
+        self.out.hooks.setdefault("mangle", {})["POSTROUTING"] = CHAIN_MANGLE_POSTROUTING
         for table, chains in self.tables.items():
             if chains:
                 self.out.chains[table] = {name: hash_rules(name, rules) for name, rules in chains.items()}

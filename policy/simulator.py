@@ -77,9 +77,9 @@ def _parse_rule(body: str) -> _Rule:
                 i += 1 if invert else 0
                 rule.matches.append((invert, "rpf", None))
             elif mod == "addrtype":
-                if toks[i:i + 2] != ["--dst-type", "LOCAL"]:
+                if toks[i + 1:i + 2] != ["LOCAL"] or toks[i] not in ("--dst-type", "--src-type"):
                     raise SimulatorError(f"unsupported addrtype match in {body!r}")
-                rule.matches.append((False, "local", None))
+                rule.matches.append((False, "local" if toks[i] == "--dst-type" else "srclocal", None))
                 i += 2
             elif mod not in ("comment", "tcp", "udp", "sctp", "udplite", "set", "conntrack", "mark", "multiport",
                              "icmp"):
@@ -199,8 +199,8 @@ class SimNode:
             return self._set_has(arg[0], arg[1], pkt)
         if kind == "rpf":
             return self.local_routes.get(pkt.src, UPLINK) == pkt.in_iface
-        if kind == "local":
-            return pkt.dst in self.local_addresses
+        if kind in ("local", "srclocal"):
+            return (pkt.dst if kind == "local" else pkt.src) in self.local_addresses
         raise SimulatorError(kind)
 
     def run_chain(self, table: str, chain: str, pkt: SimPacket, depth: int = 0) -> tuple[str, SimPacket]:
@@ -251,6 +251,8 @@ class SimNode:
                       ("filter", "INPUT" if pkt.out_iface is None else "FORWARD")]
         else:
             stages = [("raw", "OUTPUT"), ("filter", "OUTPUT")]
+        if pkt.out_iface is not None:
+            stages.append(("mangle", "POSTROUTING"))
         for table, kchain in stages:
             if kchain not in self._rules.get(table, {}):
                 continue

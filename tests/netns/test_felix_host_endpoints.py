@@ -5,9 +5,11 @@ the node (10.0.0.1) and, through a DNAT rule of the host's own (a NodePort-like 
 a pod. The tests show Calico's order of host endpoint policy on real packets: pre-DNAT policy
 drops before DNAT and before forwarding (the FORWARD hook never counts the packet, and a
 forward policy that denies 8080 cannot see it, as DNAT has already made it 80); untracked
-policy lets ping through past a normal policy that would not, with no conntrack entry; the
-host is default-deny through its host endpoint except for the failsafe ports; and the host's
-own rules in nat and mangle are left alone.
+policy lets ping through past a normal policy that would not, with no conntrack entry, and an
+untracked Deny of the host's TCP still lets a failsafe service's replies out; the host is
+default-deny through its host endpoint except for the failsafe ports; the host's own DNAT'd
+traffic (to a "Service") meets its egress policy on the interface it really leaves by; and the
+host's own rules in nat and mangle are left alone.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def test_pre_dnat_deny_drops_before_dnat_and_before_forwarding(node: Node, edge:
         assert forward_hook_packets(node.ns) > before
 
         node.ds.delete(node.keys.resource("globalnetworkpolicies", "pre-deny-8080"))
-        wait_for(lambda: "l3n-" not in table(node.ns, "mangle"), what="the mangle chains and hook removed")
+        wait_for(lambda: "hpi" not in (t := table(node.ns, "mangle")) and "-j l3n-PREROUTING" not in t,
+                 what="the pre-DNAT chains and hook removed")
         assert connects(ext, NODE_IP, 8080)
 
 
@@ -167,3 +170,27 @@ def test_host_traffic_default_deny_failsafe_and_untracked_policy(node: Node, edg
         wait_for(lambda: "l3n-hi-eth0" not in table(node.ns, "filter"), what="the host endpoint's chains removed")
         assert "l3n-" not in table(node.ns, "mangle")
         assert connects(ext, NODE_IP, 9000)
+
+
+SERVICE_IP = "10.96.0.10"
+HOST_OUT_DNAT = f"-A OUTPUT -d {SERVICE_IP}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {MEMBER_IP}:9000"
+
+
+def test_host_traffic_dnat_to_a_service_is_policed_on_the_interface_it_leaves_by(node: Node,
+                                                                                 edge: tuple[str, str]) -> None:
+    """The host reaches a "Service" (its own DNAT in nat OUTPUT, as kube-proxy writes) backed by the external
+    host behind eth0: default deny on eth0 blocks it, and an egress Allow for the address and port after DNAT
+    opens it (Calico polices such traffic in mangle POSTROUTING, where the real interface is known)."""
+    _, ext = edge
+    netns.run(node.ns, ["iptables-nft", "-t", "nat", *HOST_OUT_DNAT.split()])
+    with listening(ext, 9000):
+        assert connects(node.ns, SERVICE_IP, 80)
+        put_hep(node)
+        wait_for(lambda: not connects(node.ns, SERVICE_IP, 80, timeout=0.5), what="the host's egress closed")
+        assert not connects(node.ns, MEMBER_IP, 9000, timeout=0.5)  # the same, without DNAT (filter OUTPUT)
+        assert "-g l3n-hmo-eth0" in table(node.ns, "mangle")
+        put_gnp(node, "host-out-9000", {"types": ["Egress"], "egress": [
+            {"action": "Allow", "protocol": "TCP", "destination": {"nets": [f"{MEMBER_IP}/32"], "ports": [9000]}}]})
+        wait_for(lambda: connects(node.ns, SERVICE_IP, 80, timeout=0.5), what="egress Allow after DNAT")
+        assert connects(node.ns, MEMBER_IP, 9000)
+    assert HOST_OUT_DNAT in table(node.ns, "nat")

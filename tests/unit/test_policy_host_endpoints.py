@@ -60,7 +60,11 @@ def test_a_host_endpoint_is_default_deny_for_the_host_with_failsafe_ports_first(
     assert rules_of(prog, "filter", "l3n-ho-eth1")[3] == "-p udp -m multiport --dports 53 -j RETURN"
     # No applyOnForward policy: forwarded traffic through eth1 passes untouched.
     assert not [r for r in rules_of(prog, "filter", "l3n-FORWARD") if "eth1" in r]
-    assert "mangle" not in prog.chains  # nothing pre-DNAT
+    assert "PREROUTING" not in prog.hooks["mangle"]  # nothing pre-DNAT
+    # The host's DNAT'd traffic meets the egress chain in mangle POSTROUTING, on the interface it leaves by.
+    assert rules_of(prog, "mangle", "l3n-POSTROUTING") == [
+        "-m conntrack --ctstate DNAT -m addrtype --src-type LOCAL -o eth1 -g l3n-hmo-eth1"]
+    assert rules_of(prog, "mangle", "l3n-hmo-eth1") == rules_of(prog, "filter", "l3n-ho-eth1")
     assert rules_of(prog, "raw", "l3n-OUTPUT") == ["-j MARK --set-xmark 0x0/0x40000"]  # clears the bit only
     assert "-m conntrack --ctstate DNAT -j RETURN" in rules_of(prog, "filter", "l3n-OUTPUT")
 
