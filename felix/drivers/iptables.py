@@ -147,7 +147,7 @@ def detect_backend(runner: Runner) -> str:
 
 
 class IptablesDriver:
-    """Owns every ``l3n-`` chain and every ``l3n:``-hashed rule in the filter, raw and nat tables of one namespace.
+    """Owns every ``l3n-`` chain and ``l3n:``-hashed rule in the filter, raw, mangle and nat tables of a namespace.
 
     ``apply(chains, hooks)`` diffs chain by chain against a cached view of each
     table and writes one ``iptables-restore --noflush --wait`` transaction per
