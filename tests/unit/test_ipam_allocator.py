@@ -13,8 +13,7 @@ from l3net.datastore.memory import MemoryDatastore
 from l3net.errors import Conflict
 from l3net.ipam import IPAM, AddressUnavailable, NoAddresses
 from l3net.ipam.allocator import RetriesExhausted
-from l3net.ipam.block import Block
-from tests.unit.ipam_builders import KEYS, add_node, add_pool
+from tests.unit.ipam_builders import KEYS, add_node, add_pool, block_of, consistent
 
 pytestmark = pytest.mark.unit
 
@@ -24,18 +23,6 @@ def add_wep(ds: MemoryDatastore, name: str, ip: str, cid: str = "") -> None:
     doc = {"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint", "metadata": {"name": name, "namespace": "d"},
            "spec": {"node": "a", "ipNetworks": [f"{ip}/32"], "containerID": cid}}
     ds.put(KEYS.resource("workloadendpoints", name, "d"), json.dumps(doc).encode())
-
-
-def consistent(ipam: IPAM) -> bool:
-    """No double allocation, orphan or record mismatch (leaks are expected: these tests write no endpoints)."""
-    r = ipam.check()
-    return not (r.double_allocations or r.orphaned_affinities or r.inconsistencies or r.missing_allocations)
-
-
-def block_of(ds: MemoryDatastore, cidr: str) -> Block:
-    kv = ds.get(KEYS.block(cidr))
-    assert kv is not None
-    return Block.from_json(kv.value)
 
 
 @pytest.fixture

@@ -13,23 +13,10 @@ from l3net.datastore.base import Check, CheckPrefix, Create, KeyValue, Op, Updat
 from l3net.datastore.memory import MemoryDatastore
 from l3net.errors import Conflict
 from l3net.ipam import IPAM
-from l3net.ipam.block import Block
 from l3net.ipam.cache import IPAMCache
-from tests.unit.ipam_builders import KEYS, add_node, add_pool
+from tests.unit.ipam_builders import KEYS, add_node, add_pool, block_of, consistent
 
 pytestmark = pytest.mark.unit
-
-
-
-def consistent(ipam: IPAM) -> bool:
-    r = ipam.check()
-    return not (r.double_allocations or r.orphaned_affinities or r.inconsistencies or r.missing_allocations)
-
-
-def block_of(ds: MemoryDatastore, cidr: str) -> Block:
-    kv = ds.get(KEYS.block(cidr))
-    assert kv is not None
-    return Block.from_json(kv.value)
 
 
 class Counting(MemoryDatastore):
