@@ -85,6 +85,7 @@ listed in ``PolicyProgram.ipv6_unpoliced`` (gauge
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -267,12 +268,18 @@ def _set_nets(nets: Iterable[Any]) -> frozenset[str]:
     """Members of a ``hash:net`` set: ``hash:net`` refuses a /0, so it becomes its two /1 halves (as Calico does)."""
     out: set[str] = set()
     for text in nets:
-        net = ipaddress.ip_network(str(text), strict=False)
-        if net.prefixlen == 0:
-            out.update(str(half) for half in net.subnets(prefixlen_diff=1))
-        else:
-            out.add(_net(text))
+        out.update(_spelled(str(text)))
     return frozenset(out)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _spelled(text: str) -> tuple[str, ...]:
+    """One network's ``hash:net`` members, in ipset's spelling (cached: endpoint addresses recur in every
+    recompile of a selector set they belong to; a bad address raises, and is not cached)."""
+    net = ipaddress.ip_network(text, strict=False)
+    if net.prefixlen == 0:
+        return tuple(str(half) for half in net.subnets(prefixlen_diff=1))
+    return (_net(text),)
 
 
 def _v4(nets: Iterable[Any]) -> list[str]:
@@ -631,6 +638,42 @@ def _atom_members(atom: Atom, nets: frozenset[str],
     return frozenset(_with_port(nets, proto, port))
 
 
+def _member(net: str, proto: str, port: int) -> str:
+    return f"{net},{proto}:{port}" if proto else net
+
+
+def _patch_combined(atoms: Sequence[Atom], before: Mapping[str, frozenset[str]], now: Mapping[str, frozenset[str]],
+                    value: frozenset[str]) -> frozenset[str] | None:
+    """A tier set's members after some of its selector sets changed, from its members ``value`` when they
+    were ``before`` (selector set -> members): only the nets that came or went are formatted, and a member
+    that went from one atom stays when another atom still makes it. None when so much changed that
+    building it again is as cheap (the caller does)."""
+    moved = {sn: (old - now[sn], now[sn] - old) for sn, old in before.items() if old is not now[sn]}
+    budget = len(value) // 2 + 16
+    gone: dict[str, tuple[str, str, int]] = {}
+    new: set[str] = set()
+    for kind, peer, proto, port in atoms:
+        if kind != "s" or peer not in moved:
+            continue
+        went, came = moved[peer]
+        budget -= len(went) + len(came)
+        if budget < 0:
+            return None
+        for net in went:
+            gone[_member(net, proto, port)] = (net, proto, port)
+        new.update(_member(net, proto, port) for net in came)
+    if gone:
+        makers: dict[tuple[str, int], list[Atom]] = {}
+        for atom in atoms:
+            makers.setdefault((atom[2], atom[3]), []).append(atom)
+        for member, (net, proto, port) in list(gone.items()):
+            if any((net in now[p]) if k == "s" else p == net for k, p, _, _ in makers[(proto, port)]):
+                del gone[member]  # another atom (or the same one, by another selector) still makes it
+    if not gone and not new:
+        return value
+    return value.difference(gone) | new
+
+
 # -- the incremental compiler -----------------------------------------------------------------------------
 @dataclass
 class _Endpoint:
@@ -878,8 +921,9 @@ class PolicyCompiler:
             return
         for key in relabelled:
             per = {"Ingress": [], "Egress": []}
+            applying = self._applies.matching(key)  # one match per distinct selector, not per policy
             for c in self._ordered:
-                if self._applies.contains(c.key, key):
+                if c.key in applying:
                     for d in c.types:
                         per[d].append(c)
             self._selected[key] = per
@@ -962,7 +1006,7 @@ class PolicyCompiler:
         memo: dict[str, frozenset[str]] = {}
         live: dict[str, tuple[tuple[frozenset[str], ...], tuple[str, frozenset[str]]]] = {}
         atoms_live: dict[Atom, tuple[frozenset[str], frozenset[str]]] = {}
-        in_use: set[Atom] = set()
+        live_atoms: list[tuple[Atom, ...]] = []
         for sig, *_ in self._ep_chains.values():
             for tier in sig[5:7]:
                 if tier is None:
@@ -978,6 +1022,11 @@ class PolicyCompiler:
                     vals = tuple(memo[sn] for sn in sels)
                     keep.update(sels)
                     cached = self._combined.get(name)
+                    if cached is not None and len(cached[0]) == len(vals) \
+                            and not all(a is b for a, b in zip(cached[0], vals, strict=True)):
+                        patched = _patch_combined(atoms, dict(zip(sels, cached[0], strict=True)), memo, cached[1][1])
+                        if patched is not None:
+                            cached = (vals, (kind, patched))
                     if cached is None or len(cached[0]) != len(vals) \
                             or not all(a is b for a, b in zip(cached[0], vals, strict=True)):
                         parts: list[Iterable[str]] = []
@@ -994,10 +1043,13 @@ class PolicyCompiler:
                         cached = (vals, (kind, frozenset().union(*parts)))
                     live[name] = cached
                     ipsets[name] = cached[1]
-                    in_use.update(a for a in atoms if a[0] == "s")
+                    live_atoms.append(atoms)
+        if atoms_live or live.keys() != self._combined.keys():  # else the atoms in use are the same as before
+            in_use: set[Atom] = {a for atoms in live_atoms for a in atoms if a[0] == "s"}
+            # Any (members, result) pair is a correct base to patch from; keep those of the atoms in use.
+            self._atoms = {a: atoms_live.get(a) or self._atoms[a] for a in in_use
+                           if a in atoms_live or a in self._atoms}
         self._combined = live
-        # Any (members, result) pair is a correct base to patch from; keep those of the atoms in use.
-        self._atoms = {a: atoms_live.get(a) or self._atoms[a] for a in in_use if a in atoms_live or a in self._atoms}
 
     def _endpoint_chains(self, key: Hashable, wep: Resource, iface: str, ips: tuple[str, ...],
                          sel: Mapping[str, list[_Compiled]],

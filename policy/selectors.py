@@ -82,6 +82,14 @@ class SelectorIndex:
         sel = self._selectors.get(sel_id)
         return frozenset(self._members[sel]) if sel is not None else frozenset()
 
+    def matching(self, item_id: Hashable) -> set[Hashable]:
+        """The selector ids whose selector matches ``item_id`` (one look-up per distinct selector)."""
+        out: set[Hashable] = set()
+        for sel, members in self._members.items():
+            if item_id in members:
+                out.update(self._ids[sel])
+        return out
+
     def contains(self, sel_id: Hashable, item_id: Hashable) -> bool:
         sel = self._selectors.get(sel_id)
         return sel is not None and item_id in self._members[sel]

@@ -327,3 +327,26 @@ def test_tier_sets_are_shared_and_a_peer_relabel_moves_only_their_members() -> N
     assert "10.0.2.2,tcp:20003" not in next(m for k, m in after.ipsets.values() if k == "hash:net,port")
     assert after == PolicyCompiler().compile([a, b], [a, b, gone], pols, [ns("a")])
     assert comp.compile([a, b], [a, b, peer], pols, [ns("a")]) == before
+
+
+def test_tier_set_patch_keeps_a_member_another_atom_still_makes() -> None:
+    """A peer that leaves one of two selectors allowing the same port stays in the tier set (the other one
+    still allows it); leaving both removes it. The patched sets equal a fresh compile's every step."""
+    from policy.compiler import PolicyCompiler
+
+    web = wep("web", "a", "n1", "10.0.1.2", {"app": "web"})
+    pols = [netpol(f"p{i}", "a", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{
+        "from": [{"podSelector": {"matchLabels": sel}}], "ports": [{"protocol": "TCP", "port": 80}]}]})
+        for i, sel in enumerate(({"role": "cli"}, {"team": "x"}))]
+    others = [wep(f"o{i}", "a", "n2", f"10.0.2.{i + 10}", {"role": "cli", "team": "x"}) for i in range(4)]
+    comp = PolicyCompiler()
+    steps = [{"role": "cli", "team": "x"}, {"team": "x"}, {}, {"role": "cli"}, {"role": "cli", "team": "x"}]
+    members = []
+    for labels in steps:
+        peer = wep("peer", "a", "n2", "10.0.2.2", labels)
+        everyone = [web, peer, *others]
+        prog = comp.compile([web], everyone, pols, [ns("a")])
+        assert prog == PolicyCompiler().compile([web], everyone, pols, [ns("a")])
+        (_kind, tier), = [v for v in prog.ipsets.values() if v[0] == "hash:net,port"]
+        members.append("10.0.2.2,tcp:80" in tier)
+    assert members == [True, True, False, True, True]
