@@ -116,9 +116,9 @@ class FelixPolicyDataplane:
         self.iptables = iptables_driver.IptablesDriver(runner)
 
     def apply(self, program: Any) -> int:
-        """ipsets add, iptables, ipsets delete; the number of restore transactions written."""
-        writes = self.ipsets.apply_adds(program.ipsets)
-        writes += self.iptables.apply_program(program)
+        """ipsets add, iptables, ipsets delete (as ``felix.dataplane.Dataplane.apply_policy`` does: iptables
+        alongside the ipset restore when that only moves members); the number of restore transactions written."""
+        writes = self.ipsets.apply_adds(program.ipsets, then=lambda: self.iptables.apply_program(program))
         writes += self.ipsets.apply_deletes(program.ipsets)
         return writes
 

@@ -26,7 +26,7 @@ change or on the next refresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +43,8 @@ _log = logging.getLogger(__name__)
 class IpsetsDriver(Protocol):
     """``felix.drivers.ipsets.IpsetDriver`` (the policy engineer's): ``{name: (type, members)}``."""
 
-    def apply_adds(self, desired: Mapping[str, tuple[str, frozenset[str]]]) -> int: ...
+    def apply_adds(self, desired: Mapping[str, tuple[str, frozenset[str]]], *,
+                   then: Callable[[], int] | None = None) -> int: ...
 
     def apply_deletes(self, desired: Mapping[str, tuple[str, frozenset[str]]]) -> int: ...
 
@@ -166,8 +167,9 @@ class Dataplane:
             return 0
         nat = nat or NatOutgoing()
         program = with_nat(program, render_nat_outgoing(nat.masq_pools, nat.all_pools))
-        writes = self.ipsets.apply_adds(program.ipsets)
-        writes += self.iptables.apply_program(program)
+        iptables = self.iptables
+        # the iptables apply follows the ipset phase, or runs alongside it when that only moves members
+        writes = self.ipsets.apply_adds(program.ipsets, then=lambda: iptables.apply_program(program))
         writes += self.ipsets.apply_deletes(program.ipsets)
         metrics.IPSETS.set(len(program.ipsets))
         for table, chains in program.chains.items():

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from felix.drivers.iptables import Runner, local_runner
+from felix.drivers.iptables import Runner, local_runner, start
 from l3net.constants import IPSET_PREFIX
 
 _log = logging.getLogger(__name__)
@@ -100,21 +100,44 @@ class IpsetDriver:
             self._read_at = self._clock()
         return self._view
 
-    def _restore(self, lines: list[str], phase: str) -> int:
+    def _restore(self, lines: list[str], phase: str,
+                 alongside: Callable[[], int] | None = None) -> tuple[int, int]:
+        """One ``ipset restore`` of ``lines`` (none when empty) and, at the same time, ``alongside()``:
+        (restores written, what ``alongside`` returned). When ``alongside`` raises, the restore is still
+        waited for, the view is dropped (re-read on the next apply) and its exception propagates."""
         if not lines:
-            return 0
+            return 0, alongside() if alongside is not None else 0
         self.restore_calls += 1
-        rc, _, err = self._runner(["ipset", "restore"], "\n".join([*lines, "COMMIT", ""]))
+        wait = start(self._runner, ["ipset", "restore"], "\n".join([*lines, "COMMIT", ""]))
+        other = 0
+        try:
+            if alongside is not None:
+                other = alongside()
+        except BaseException:
+            rc, _, err = wait()  # never leave the restore running
+            self._view = None
+            if rc != 0:
+                self.errors += 1
+                _log.warning("ipset restore (%s) failed too err=%s", phase, err.strip()[:500])
+            raise
+        rc, _, err = wait()
         if rc != 0:
             self.errors += 1
             self._view = None  # re-read before the next attempt
             raise IpsetError(f"ipset restore ({phase}) failed: {err.strip()}")
         self.lines_written += len(lines)
         _log.info("ipsets applied phase=%s lines=%d", phase, len(lines))
-        return 1
+        return 1, other
 
-    def apply_adds(self, desired: Desired) -> int:
-        """Create missing sets and fix members of existing ones; returns restore calls made (0 or 1)."""
+    def apply_adds(self, desired: Desired, *, then: Callable[[], int] | None = None) -> int:
+        """Create missing sets and fix members of existing ones; returns restore calls made (0 or 1).
+
+        ``then``: the write that must see these sets (felix: the iptables apply), added to the count.
+        It runs after the ``ipset restore`` when that creates or re-creates a set (a rule may name it);
+        when the restore only changes members of sets that exist already, it runs meanwhile: nothing a
+        rule can name appears or disappears, so the order does not matter (one pod's change then costs
+        the longer of the two restores, not their sum).
+        """
         t0 = time.perf_counter()
         for name in desired:
             if not name.startswith(self._prefix) or name.startswith(self._temp) or len(name) > 31:
@@ -123,12 +146,14 @@ class IpsetDriver:
         lines: list[str] = []
         written: dict[str, _Set] = {}
         temp_no = 0
+        creates = False
         for name, (kind, members) in sorted(desired.items()):
             cur = have.get(name)
             if cur is not None and cur.kind == kind and (cur.members is members or cur.members == members):
                 continue
             create = f"{kind} family inet maxelem {_MAXELEM}"
             written[name] = _Set(kind, members)  # type: ignore[arg-type]
+            creates = creates or cur is None or cur.kind != kind
             if cur is None:
                 lines.append(f"create {name} {create}")
                 lines += [f"add {name} {m}" for m in sorted(members)]
@@ -150,18 +175,20 @@ class IpsetDriver:
             else:
                 lines += [f"del {name} {m}" for m in sorted(dels)]
                 lines += [f"add {name} {m}" for m in sorted(adds)]
-        writes = self._restore(lines, "adds")
+        writes, other = self._restore(lines, "adds", None if creates else then)
         have.update(written)
         for name in [n for n in have if n.startswith(self._temp)]:
             del have[name]
         self.last_apply_seconds = time.perf_counter() - t0
-        return writes
+        if creates and then is not None:
+            other = then()  # after the sets exist
+        return writes + other
 
     def apply_deletes(self, desired: Desired) -> int:
         """Destroy our sets that are not desired (call after iptables stopped referencing them)."""
         have = self._current()
         stale = sorted(n for n in have if n not in desired)
-        writes = self._restore([f"destroy {n}" for n in stale], "deletes")
+        writes, _ = self._restore([f"destroy {n}" for n in stale], "deletes")
         for name in stale:
             del have[name]
         return writes

@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from l3net.netns import in_netns
 _log = logging.getLogger(__name__)
 
 __all__ = ["IptablesDriver", "IptablesError", "Runner", "TableState", "detect_backend", "local_runner",
-           "netns_runner", "parse_save", "parse_save_tables"]
+           "netns_runner", "parse_save", "parse_save_tables", "start"]
 
 Runner = Callable[[Sequence[str], "str | None"], tuple[int, str, str]]
 
@@ -55,7 +56,38 @@ def netns_runner(netns: str) -> Runner:
     def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
         with in_netns(netns):
             return local_runner(argv, stdin)
+    run.concurrent = True  # type: ignore[attr-defined]  # each call enters the namespace on its own thread
     return run
+
+
+local_runner.concurrent = True  # type: ignore[attr-defined]
+
+
+def start(runner: Runner, argv: Sequence[str], stdin: str | None = None) -> Callable[[], tuple[int, str, str]]:
+    """Start one command and return a function that waits for its ``(rc, stdout, stderr)``.
+
+    A runner marked ``concurrent`` (the real ones: every call is a child process of its own) runs it on a
+    thread, so the caller can do other work meanwhile (felix's ipset member updates alongside
+    iptables-restore); any other runner (a test's stateful fake) runs it right here, in call order.
+    """
+    if not getattr(runner, "concurrent", False):
+        done = runner(argv, stdin)
+        return lambda: done
+    box: list[tuple[int, str, str]] = []
+
+    def work() -> None:
+        try:
+            box.append(runner(argv, stdin))
+        except Exception as exc:  # reported to the waiter as a failed command, never lost on the thread
+            box.append((1, "", f"{argv[0]}: {exc}"))
+
+    thread = threading.Thread(target=work, name=f"run-{argv[0]}", daemon=True)
+    thread.start()
+
+    def wait() -> tuple[int, str, str]:
+        thread.join()
+        return box[0]
+    return wait
 
 
 class IptablesError(RuntimeError):

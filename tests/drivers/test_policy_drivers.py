@@ -256,3 +256,52 @@ def test_nat_outgoing_applies_once_survives_restart_and_goes_leaving_host_nat_ru
     assert kernel.tables["nat"] == {"PREROUTING": [], "INPUT": [], "OUTPUT": [], "POSTROUTING": [HOST_NAT]}
     assert not {IPSET_MASQ_POOLS, IPSET_ALL_POOLS} & set(kernel.ipsets)
     assert kernel.tables["filter"]["FOREIGN"] == ["-s 203.0.113.0/24 -j DROP"]
+
+
+def test_iptables_runs_alongside_a_members_only_ipset_restore_and_after_one_that_creates(
+        kernel: FakeIptables) -> None:
+    """``apply_adds(then=...)``: a restore that creates a set finishes before the iptables apply starts (a rule
+    may name the set); one that only moves members runs at the same time (on a thread, for a runner marked
+    ``concurrent``). An iptables failure meanwhile still waits for the restore and drops the ipset view."""
+    import threading
+
+    started = threading.Event()
+    release = threading.Event()
+    log: list[str] = []
+
+    def runner(argv, stdin=None):
+        if argv[:2] == ["ipset", "restore"]:
+            started.set()
+            release.wait(5)
+            log.append("ipset done")
+        return kernel(argv, stdin)
+    runner.concurrent = True  # type: ignore[attr-defined]
+
+    ips = IpsetDriver(runner)
+
+    def then() -> int:
+        log.append("then running, ipset started" if started.is_set() else "then running")
+        release.set()
+        return 7
+
+    one = ("hash:net", frozenset({"10.0.0.1"}))
+    started.clear()
+    release.set()  # a create: the restore must be done before ``then``
+    assert ips.apply_adds({"l3n-a": one}, then=then) == 8
+    assert log == ["ipset done", "then running, ipset started"]
+    log.clear()
+    started.clear()
+    release.clear()  # members only: ``then`` runs while the restore is still blocked
+    assert ips.apply_adds({"l3n-a": ("hash:net", frozenset({"10.0.0.2"}))}, then=then) == 8
+    assert log == ["then running, ipset started", "ipset done"]
+    assert kernel.ipsets["l3n-a"] == ("hash:net", {"10.0.0.2"})
+
+    def boom() -> int:
+        release.set()
+        raise IptablesError("refused")
+    with pytest.raises(IptablesError):
+        ips.apply_adds({"l3n-a": ("hash:net", frozenset({"10.0.0.3"}))}, then=boom)
+    assert kernel.ipsets["l3n-a"] == ("hash:net", {"10.0.0.3"})  # the restore was waited for
+    saves = ips.save_calls
+    assert ips.apply_adds({"l3n-a": ("hash:net", frozenset({"10.0.0.3"}))}) == 0  # re-read, nothing to do
+    assert ips.save_calls == saves + 1
