@@ -330,6 +330,7 @@ def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
 # "n" a network in ipset's spelling; protocol "" and port 0 stand for every protocol and port.
 Atom = tuple[str, str, str, int]
 _ANY_PEER = tuple(("n", half) for half in sorted(_set_nets(["0.0.0.0/0"])))
+DISPATCH_SPLIT = 32  # more local interfaces than this: the dispatch chains become a tree (see _render_dispatch)
 MAX_ATOM_RANGE = 16  # an endPort range of at most this many ports becomes set members; a wider one stays a rule
 
 
@@ -712,7 +713,8 @@ class PolicyCompiler:
         self._combined: dict[str, tuple[tuple[frozenset[str], ...], tuple[str, frozenset[str]]]] = {}
         # selector atom -> (the selector set's members, the atom's members of a tier set)
         self._atoms: dict[Atom, tuple[frozenset[str], frozenset[str]]] = {}
-        self._dispatch: tuple[tuple[str, ...], list[str], list[str]] | None = None
+        self._dispatch: tuple[tuple[tuple[str, ...], str], dict[str, list[str]]] | None = None
+        self._dispatch_leaves: dict[str, tuple[tuple[str, ...], list[str]]] = {}
         self._hosts: tuple[tuple[Any, ...], HostEndpointRender] | None = None
         self._ipv6: dict[Hashable, tuple[str, ...]] = {}  # local endpoint -> its IPv6 addresses (unpoliced)
         self._ordered: list[_Compiled] = []
@@ -870,7 +872,7 @@ class PolicyCompiler:
         self._render_tier_sets(dirty, ipsets, keep)
         for key in [k for k in self._ipv6 if k not in locals_]:
             del self._ipv6[key]
-        self._render_dispatch(ordered_locals, fail_closed, filter_chains)
+        self._render_dispatch(ordered_locals, fail_closed, filter_chains, iface_prefix)
         self._render_used(used, dirty, filter_chains, ipsets, hosts, keep)
 
         program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter, hosts)
@@ -1069,17 +1071,45 @@ class PolicyCompiler:
         return (sig, *cached[1:])
 
     def _render_dispatch(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
-                         filter_chains: dict[str, list[str]]) -> None:
-        """The from- and to-dispatch chains (one goto per programmed interface, then DROP); cached by interfaces."""
+                         filter_chains: dict[str, list[str]], iface_prefix: str = WORKLOAD_IFACE_PREFIX) -> None:
+        """The from- and to-dispatch chains (one goto per programmed interface, then DROP); cached by interfaces.
+
+        Past ``DISPATCH_SPLIT`` interfaces they become a two-level tree, as Calico's: the root chains go to
+        one sub-chain per interface-name prefix (``-i cali9+``), each holding that prefix's interfaces, so a
+        pod that comes or goes rewrites a handful of rules, not two chains as long as the node's pods."""
         ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
-        if self._dispatch is None or self._dispatch[0] != ifaces:
-            self._dispatch = (ifaces,
-                              hash_rules(CHAIN_FROM_DISPATCH,
-                                         [*(f"-i {i} -g {chain_name('fw', i)}" for i in ifaces), "-j DROP"]),
-                              hash_rules(CHAIN_TO_DISPATCH,
-                                         [*(f"-o {i} -g {chain_name('tw', i)}" for i in ifaces), "-j DROP"]))
-        filter_chains[CHAIN_FROM_DISPATCH] = self._dispatch[1]
-        filter_chains[CHAIN_TO_DISPATCH] = self._dispatch[2]
+        if self._dispatch is None or self._dispatch[0] != (ifaces, iface_prefix):
+            groups: dict[str, list[str]] = {}
+            if len(ifaces) > DISPATCH_SPLIT:
+                cut = len(iface_prefix) + 1
+                for i in ifaces:
+                    # a name no longer than the prefix stays in the root (its ``+`` would match other names)
+                    groups.setdefault(i[:cut] if len(i) >= cut else "", []).append(i)
+            chains: dict[str, list[str]] = {}
+            for direction, root, kind, sub in (("-i", CHAIN_FROM_DISPATCH, "fw", "fd"),
+                                               ("-o", CHAIN_TO_DISPATCH, "tw", "td")):
+                if not groups:
+                    chains[root] = hash_rules(root, [*(f"{direction} {i} -g {chain_name(kind, i)}" for i in ifaces),
+                                                     "-j DROP"])
+                    continue
+                top = [f"{direction} {i} -g {chain_name(kind, i)}" for i in groups.get("", [])]
+                for key, members in sorted((k, v) for k, v in groups.items() if k):
+                    name = chain_name(sub, key)
+                    top.append(f"{direction} {key}+ -g {name}")
+                    chains[name] = self._dispatch_leaf(name, direction, kind, tuple(members))
+                chains[root] = hash_rules(root, [*top, "-j DROP"])
+            self._dispatch = ((ifaces, iface_prefix), chains)
+            self._dispatch_leaves = {n: v for n, v in self._dispatch_leaves.items() if n in chains}
+        filter_chains.update(self._dispatch[1])
+
+    def _dispatch_leaf(self, name: str, direction: str, kind: str, ifaces: tuple[str, ...]) -> list[str]:
+        """One sub-chain of the dispatch tree, re-hashed only when its interfaces changed."""
+        hit = self._dispatch_leaves.get(name)
+        if hit is None or hit[0] != ifaces:
+            hit = (ifaces, hash_rules(name, [*(f"{direction} {i} -g {chain_name(kind, i)}" for i in ifaces),
+                                             "-j DROP"]))
+            self._dispatch_leaves[name] = hit
+        return hit[1]
 
     def _render_used(self, used: dict[str, tuple[_Compiled, str]], dirty: set[str],
                      filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],

@@ -350,3 +350,38 @@ def test_tier_set_patch_keeps_a_member_another_atom_still_makes() -> None:
         (_kind, tier), = [v for v in prog.ipsets.values() if v[0] == "hash:net,port"]
         members.append("10.0.2.2,tcp:80" in tier)
     assert members == [True, True, False, True, True]
+
+
+def test_many_local_pods_dispatch_through_a_tree_that_a_new_pod_barely_touches() -> None:
+    """Past DISPATCH_SPLIT local interfaces the dispatch chains go through one sub-chain per name prefix:
+    the compiled rules still agree with the evaluator for every pod, and adding a pod rewrites one leaf per
+    direction, not the root."""
+    from policy.compiler import CHAIN_FROM_DISPATCH, CHAIN_TO_DISPATCH, DISPATCH_SPLIT
+
+    n = DISPATCH_SPLIT + 8
+    pods = [wep(f"p{i}", "a", "n1" if i < n else "n2", f"10.0.{1 + i // 200}.{i % 200 + 2}",
+                {"app": f"a{i % 3}"}) for i in range(n + 4)]
+    pols = [netpol("web", "a", {"podSelector": {"matchLabels": {"app": "a0"}}, "ingress": [{
+        "from": [{"podSelector": {"matchLabels": {"app": "a1"}}}], "ports": [{"protocol": "TCP", "port": 80}]}]}),
+        netpol("out", "a", {"podSelector": {"matchLabels": {"app": "a2"}}, "policyTypes": ["Egress"],
+                            "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "a0"}}}]}]})]
+    namespaces = [ns("a")]
+    comp = PolicyCompiler()
+    prog = comp.compile(pods[:n], pods, pols, namespaces)
+    root = prog.chains["filter"][CHAIN_FROM_DISPATCH]
+    assert len(root) < n // 2 and any("+ -g l3n-fd-" in r for r in root)
+    assert prog == PolicyCompiler().compile(pods[:n], pods, pols, namespaces)
+    sim = Cluster({node: compile_policy([w for w in pods if w.spec["node"] == node], pods, pols, namespaces)
+                   for node in NODES}, pods)
+    addrs = [w.spec["ipNetworks"][0].split("/")[0] for w in pods]
+    for i, src in enumerate(addrs):
+        for dst in (addrs[(i * 7 + 1) % len(addrs)], addrs[(i * 3 + 2) % len(addrs)]):
+            if src != dst:
+                pkt = Packet(src, dst, "TCP", 80)
+                assert sim.send(pkt) is is_allowed(pols, namespaces, pods, pkt), pkt
+    extra = wep("extra", "a", "n1", "10.0.9.2", {"app": "a1"})
+    more = comp.compile([*pods[:n], extra], [*pods, extra], pols, namespaces)
+    changed = {c for c, rules in more.chains["filter"].items() if prog.chains["filter"].get(c) != rules}
+    leaves = {c for c in changed if c.startswith(("l3n-fd-", "l3n-td-"))}
+    assert len(leaves) == 2 and CHAIN_TO_DISPATCH not in changed
+    assert changed - leaves == {c for c in changed if c.startswith(("l3n-fw-", "l3n-tw-"))}  # its own chains
