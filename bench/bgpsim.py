@@ -57,6 +57,15 @@ EXTRA_BASE = (10 << 24) | (192 << 16)
 EXTRA_PER_CLIENT = 64
 PREFIX_LEN = 26
 MAX_FAIL_LINES = 3
+# Connection pacing. BIRD listens with a backlog of 8: a thousand clients connecting at the same
+# instant overflow it, the kernel answers with SYN cookies and then drops the ACKs it has no room
+# for, so those clients believe they are connected while the reflector never saw them, and wait
+# out TCP retransmission (minutes) before their OPEN gets through. Real nodes do not start in the
+# same millisecond; so each simulator process has CONNECT_SLOTS connections in flight at a time,
+# and a connection that has not brought the reflector's OPEN within OPEN_TIMEOUT_S is dropped and
+# tried again. Only the time to bring sessions up depends on this, never what is measured after.
+CONNECT_SLOTS = 2
+OPEN_TIMEOUT_S = 3.0
 
 
 class BGPError(Exception):
@@ -361,6 +370,7 @@ class Session(asyncio.Protocol):
         self.prefixes = client_prefixes(index, sim.plan.per_client)
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] | None = None
+        self.opened: asyncio.Future[None] | None = None   # the reflector's OPEN arrived (or the connection ended)
         self.established = False
         self.announced = False
         self.done = False
@@ -376,7 +386,8 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.closed = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.closed, self.opened = loop.create_future(), loop.create_future()
         self._buf.clear()
         self.established = self.announced = False
         self.have.clear()
@@ -398,8 +409,9 @@ class Session(asyncio.Protocol):
         self.established = False
         if self._keepalive is not None:
             self._keepalive.cancel()
-        if self.closed is not None and not self.closed.done():
-            self.closed.set_result(None)
+        for fut in (self.closed, self.opened):
+            if fut is not None and not fut.done():
+                fut.set_result(None)
 
     # BGP
     def _handle(self, kind: int, body: bytes) -> None:
@@ -421,6 +433,8 @@ class Session(asyncio.Protocol):
             if msg.asn != self.sim.asn:
                 raise BGPError(2, 2, f"peer AS {msg.asn} is not our AS {self.sim.asn} (iBGP only)")
             self._hold = min(self.sim.hold, msg.hold)
+            if self.opened is not None and not self.opened.done():
+                self.opened.set_result(None)
             assert self.transport is not None
             self.transport.write(encode_keepalive())
         elif kind == NOTIFICATION:
@@ -505,6 +519,7 @@ class Simulator:
         self.triggered = False
         self.extra_sent = 0
         self.sessions = [Session(self, i) for i in range(first, first + count)]
+        self._slots = asyncio.Semaphore(CONNECT_SLOTS)
 
     def announce_extra(self) -> None:
         """The first session of this process announces its next extra /26 (one UPDATE): ``sent - K T``."""
@@ -526,9 +541,18 @@ class Simulator:
     async def _keep_connected(self, s: Session) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            try:
-                await loop.create_connection(lambda: s, self.peer, BGP_PORT, local_addr=(s.ip, 0))
-            except OSError:
+            connected = False
+            async with self._slots:   # see CONNECT_SLOTS
+                try:
+                    await asyncio.wait_for(
+                        loop.create_connection(lambda: s, self.peer, BGP_PORT, local_addr=(s.ip, 0)), OPEN_TIMEOUT_S)
+                    connected = True
+                    assert s.opened is not None
+                    await asyncio.wait_for(asyncio.shield(s.opened), OPEN_TIMEOUT_S)
+                except (OSError, TimeoutError):
+                    if connected and s.transport is not None:
+                        s.transport.abort()   # the reflector never saw it (a dropped ACK): start over
+            if not connected:
                 await asyncio.sleep(self.retry)   # the reflector is not listening yet
                 continue
             assert s.closed is not None

@@ -72,6 +72,8 @@ TIMEOUT_FLOOR_S = 30.0
 MIN_ROUTES_PER_S = 10000.0
 SETUP_TIMEOUT_S = 30.0
 RR_IP = "10.1.255.254"
+RR2_IP = "10.1.255.253"                # the second reflector of the failover drill (same cluster ID)
+LINK2_RR, LINK2_SIM = "10.2.0.5", "10.2.0.6"   # the /30 between rr2 and sim
 CLIENT_NET = "10.1.0.0/16"             # client_ip(i) for every i, routed to the sim namespace
 LINK_RR, LINK_SIM = "10.2.0.1", "10.2.0.2"   # the /30 between the two namespaces
 HOLD = 90
@@ -80,6 +82,13 @@ TARGET_CONVERGE_RATIO = 1.2         # convergence <= 1.2 x bare BIRD
 TARGET_RSS_FACTOR, TARGET_RSS_PLUS_MIB = 1.5, 60.0   # RSS <= 1.5 x bare BIRD + 60 MiB
 TARGET_CHANGE_P99_S = 1.0           # one new block at every client, p99
 VARIANTS = ["l3net-rr", "l3net-bird", "bird-rr"]
+# The failover drill (issue 16, "dual-rr shape, larger"): two l3net reflectors with one cluster ID, peering
+# with each other, every client peering with both; one reflector is killed (its whole process tree,
+# SIGKILL) and the clients' sessions to the other are watched for FAILOVER_WATCH_S: past the 120 s
+# graceful-restart time the engines give every session, after which the survivor would flush anything it
+# still held from the dead one. Each (variant, clients, prefixes) is one drill.
+FAILOVER = (("l3net-bird", 1000, 4), ("l3net-rr", 200, 4))
+FAILOVER_WATCH_S = 130.0
 ENGINES = {"l3net-rr": "exabgp", "l3net-bird": "bird"}
 MIB = 1024 * 1024
 
@@ -125,20 +134,30 @@ class Rig:
         ws.on_close(self.etcd.stop)
         self.generation = 0
         self.last_log: Path | None = None
+        self._rr2_ns: str | None = None
 
     # -- the l3net reflector ------------------------------------------------------
     def start_l3net(self, n: int, engine: str = "exabgp") -> subprocess.Popen[Any]:
+        prefix = self.write_resources(n, [("rr", RR_IP)])
+        return self.spawn_l3net("rr", self.rr_ns, prefix, engine)
+
+    def write_resources(self, n: int, reflectors: list[tuple[str, str]]) -> str:
+        """The cluster as the reflectors read it, under a fresh key prefix (returned): ``n`` client Nodes,
+        the reflectors' Nodes (one cluster ID), clients peer with every reflector, reflectors with each other."""
         self.generation += 1
         prefix = f"/{self.ws.tag}-{self.generation}/"
         docs = [
             "apiVersion: l3net.io/v1\nkind: BGPConfiguration\nmetadata: {name: default}\n"
             f"spec: {{nodeToNodeMeshEnabled: false, asNumber: 64512, holdTime: {HOLD}s}}\n",
-            "apiVersion: l3net.io/v1\nkind: Node\nmetadata: {name: rr, labels: {route-reflector: 'true'}}\n"
-            f"spec: {{bgp: {{ipv4Address: {RR_IP}/16, routeReflectorClusterID: {CLUSTER_ID}}}}}\n",
             "apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: clients}\n"
             "spec: {nodeSelector: \"!has(route-reflector)\", peerSelector: \"route-reflector == 'true'\"}\n",
-        ] + [f"apiVersion: l3net.io/v1\nkind: Node\nmetadata: {{name: c{i}}}\n"
-             f"spec: {{bgp: {{ipv4Address: {client_ip(i)}/16}}}}\n" for i in range(n)]
+        ] + [f"apiVersion: l3net.io/v1\nkind: Node\nmetadata: {{name: {name}, labels: {{route-reflector: 'true'}}}}\n"
+             f"spec: {{bgp: {{ipv4Address: {ip}/16, routeReflectorClusterID: {CLUSTER_ID}}}}}\n"
+             for name, ip in reflectors] + [f"apiVersion: l3net.io/v1\nkind: Node\nmetadata: {{name: c{i}}}\n"
+                                           f"spec: {{bgp: {{ipv4Address: {client_ip(i)}/16}}}}\n" for i in range(n)]
+        if len(reflectors) > 1:
+            docs.append("apiVersion: l3net.io/v1\nkind: BGPPeer\nmetadata: {name: reflectors}\n"
+                        "spec: {nodeSelector: \"has(route-reflector)\", peerSelector: \"has(route-reflector)\"}\n")
         resources = load_documents("---\n".join(docs), "reflector_scale")
         ds = connect_from_env(self.etcd.endpoints)
         try:
@@ -147,15 +166,41 @@ class Rig:
                 client.apply(resources[k:k + 100])
         finally:
             ds.close()
-        run_dir = self.ws.scratch(f"rr{self.generation}")
+        return prefix
+
+    def spawn_l3net(self, node: str, ns: str, prefix: str, engine: str) -> subprocess.Popen[Any]:
+        """``l3net route-reflector --node NODE --engine ENGINE`` in namespace ``ns``, reading ``prefix``."""
+        run_dir = self.ws.scratch(f"{node}-{self.generation}")
         env = dict(os.environ, L3NET_ETCD_ENDPOINTS=self.etcd.endpoints, L3NET_ETCD_PREFIX=prefix,
                    PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         self.last_log = run_dir / "rr.log"
         log = open(self.last_log, "wb")  # noqa: SIM115 - handed to the child
         self.ws.on_close(log.close)
-        return self.ws.spawn([sys.executable, "-m", "l3net.cli.agent_main", "route-reflector", "--node", "rr",
+        return self.ws.spawn([sys.executable, "-m", "l3net.cli.agent_main", "route-reflector", "--node", node,
                               "--run-dir", str(run_dir), "--engine", engine],
-                             netns_name=self.rr_ns, env=env, stdout=log, stderr=log)
+                             netns_name=ns, env=env, stdout=log, stderr=log)
+
+    def second_reflector_ns(self) -> str:
+        """Namespace ``rr2`` (RR2_IP on lo), joined to ``sim`` by a veth of its own; sim forwards between
+        the two reflectors, so they can peer. Made once, on first use."""
+        if self._rr2_ns is None:
+            ns = self.ws.netns("rr2")
+            a, b = f"{self.ws.tag}rb", f"{self.ws.tag}sb"
+            _ip(ns, "link", "add", a, "type", "veth", "peer", "name", b, "netns", self.sim_ns)
+            _ip(ns, "link", "set", a, "name", "eth1")
+            _ip(self.sim_ns, "link", "set", b, "name", "eth2")
+            _ip(ns, "link", "set", "eth1", "up")
+            _ip(self.sim_ns, "link", "set", "eth2", "up")
+            _ip(ns, "link", "set", "lo", "up")
+            _ip(ns, "addr", "add", f"{LINK2_RR}/30", "dev", "eth1")
+            _ip(self.sim_ns, "addr", "add", f"{LINK2_SIM}/30", "dev", "eth2")
+            _ip(ns, "addr", "add", f"{RR2_IP}/32", "dev", "lo")
+            _ip(ns, "route", "add", CLIENT_NET, "via", LINK2_SIM)   # the clients and rr (10.1.255.254)
+            _ip(self.sim_ns, "route", "add", f"{RR2_IP}/32", "via", LINK2_RR)
+            subprocess.run(["ip", "netns", "exec", self.sim_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                           check=True, capture_output=True, timeout=10)
+            self._rr2_ns = ns
+        return self._rr2_ns
 
     def start_bird(self, n: int) -> subprocess.Popen[Any]:
         self.generation += 1
@@ -163,16 +208,17 @@ class Rig:
                             keepalive=HOLD // 3)
         return start_bird(self.ws, self.rr_ns, conf, f"rr{self.generation}").proc
 
-    def listening(self) -> bool:
-        """Something listens on the reflector's BGP port."""
-        out = subprocess.run(["ip", "netns", "exec", self.rr_ns, "ss", "-Hltn", "sport = :179"],
+    def listening(self, ns: str | None = None) -> bool:
+        """Something listens on the BGP port of the reflector in ``ns`` (default: ``rr``)."""
+        out = subprocess.run(["ip", "netns", "exec", ns or self.rr_ns, "ss", "-Hltn", "sport = :179"],
                              capture_output=True, text=True, timeout=10)
         return bool(out.stdout.strip())
 
     # -- the simulated clients --------------------------------------------------------
-    def start_clients(self, n: int, per_client: int) -> list[Client]:
-        """:mod:`bench.bgpsim` processes in the ``sim`` namespace, up to SESSIONS_PER_PROCESS sessions each."""
-        d = self.ws.scratch(f"sim{self.generation}")
+    def start_clients(self, n: int, per_client: int, peer: str = RR_IP) -> list[Client]:
+        """:mod:`bench.bgpsim` processes in the ``sim`` namespace, up to SESSIONS_PER_PROCESS sessions each,
+        every client with one session to ``peer``."""
+        d = self.ws.scratch(f"sim{self.generation}-{peer}")
         out = []
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         for g, first in enumerate(range(0, n, SESSIONS_PER_PROCESS)):
@@ -181,7 +227,7 @@ class Rig:
             status.touch()
             log = open(d / f"sim{g}.log", "wb")  # noqa: SIM115 - handed to the child
             self.ws.on_close(log.close)
-            proc = self.ws.spawn([sys.executable, "-m", "bench.bgpsim", "--peer", RR_IP, "--hold", str(HOLD),
+            proc = self.ws.spawn([sys.executable, "-m", "bench.bgpsim", "--peer", peer, "--hold", str(HOLD),
                                   "--clients", str(n), "--first", str(first), "--count", str(count),
                                   "--prefixes", str(per_client), "--cluster-id", CLUSTER_ID, "--status", str(status)],
                                  netns_name=self.sim_ns, env=env, stdout=log, stderr=log)
@@ -352,6 +398,107 @@ def measure(rig: Rig, variant: str, n: int, per_client: int, timeout: float, cha
             _stop_tree(p)
 
 
+@dataclass(frozen=True)
+class Failover:
+    """One failover drill: what the clients of the surviving reflector saw after the other was killed."""
+
+    clients: int
+    killed_down: int         # sessions to the killed reflector seen down (all of them, or the kill did not happen)
+    killed_down_s: float     # kill -> the last of them down
+    survivor_drops: int      # sessions to the surviving reflector that dropped
+    survivor_withdrawn: int  # sessions to the surviving reflector that received any withdrawal
+    survivor_wrong: int      # other wrong-route reports on those sessions
+    survivor_full: int       # clients whose session to the survivor holds every route at the end
+    watch_s: float
+    reflectors_peered: bool = True   # the two reflectors' own session was established before the kill
+
+
+def _reflectors_peered(rr2_ns: str) -> bool:
+    """An established BGP connection between the two reflectors, seen from rr2."""
+    out = subprocess.run(["ip", "netns", "exec", rr2_ns, "ss", "-Htn", "state", "established", "dst", RR_IP],
+                         capture_output=True, text=True, timeout=10)
+    return any(":179" in line for line in out.stdout.splitlines())
+
+
+def measure_failover(rig: Rig, variant: str, n: int, per_client: int, timeout: float, watch_s: float) -> Failover:
+    """Two ``variant`` reflectors (one cluster ID, peering with each other), ``n`` clients on both; converge,
+    SIGKILL the first reflector's whole tree, watch the sessions to the second for ``watch_s`` seconds."""
+    rr2_ns = rig.second_reflector_ns()
+    prefix = rig.write_resources(n, [("rr", RR_IP), ("rr2", RR2_IP)])
+    rr1 = rig.spawn_l3net("rr", rig.rr_ns, prefix, ENGINES[variant])
+    rr2 = rig.spawn_l3net("rr2", rr2_ns, prefix, ENGINES[variant])
+    sims1: list[Client] = []
+    sims2: list[Client] = []
+    try:
+        _wait(lambda: rig.listening() and rig.listening(rr2_ns), SETUP_TIMEOUT_S, f"{variant}: reflectors listening",
+              [rr1, rr2])
+        sims1, sims2 = rig.start_clients(n, per_client, RR_IP), rig.start_clients(n, per_client, RR2_IP)
+        paths1, paths2 = [c.status for c in sims1], [c.status for c in sims2]
+        sims = [c.proc for c in (*sims1, *sims2)]
+        _wait(lambda: len(read_status(paths1).up) >= n and len(read_status(paths2).up) >= n,
+              SETUP_TIMEOUT_S + 2 * n * 0.2, f"{variant}: {n} clients x 2 sessions up", [rr1, rr2, *sims],
+              exc=SetupTimeout)
+        # BIRD waits its start delay (5 s) before connecting: the drill needs the reflectors' own session
+        _wait(lambda: _reflectors_peered(rr2_ns), SETUP_TIMEOUT_S, f"{variant}: the reflectors peered", [rr1, rr2],
+              exc=SetupTimeout)
+        time.sleep(0.5)
+        for p in sims:
+            p.send_signal(signal.SIGUSR1)
+        _wait(lambda: (len(read_status(paths1).done) >= n and len(read_status(paths2).done) >= n)
+              or bool(read_status(paths1).failures or read_status(paths2).failures), 2 * timeout,
+              f"{variant}: {n} clients x 2 sessions x all routes", [rr1, rr2, *sims], exc=TimeoutError)
+        _check(read_status(paths1))
+        _check(read_status(paths2))
+        peered = _reflectors_peered(rr2_ns)
+        tree = proc_tree(rr1.pid)
+        t_kill = time.monotonic()
+        for pid in tree:   # the reflector dies as a whole (BIRD or ExaBGP with it), no NOTIFICATION
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = t_kill + watch_s
+        while time.monotonic() < deadline:
+            for p in [rr2, *sims]:
+                if p.poll() is not None:
+                    raise ProcessDied(f"{variant} failover: process {p.args!r} exited {p.returncode}")
+            time.sleep(0.5)
+        st1, st2 = read_status(paths1), read_status(paths2)
+        down_at = [float(line.split()[-1]) for path in paths1 for line in path.read_text().splitlines()
+                   if line.startswith("down ")]
+        lost = {f.split(":")[0] for f in st2.failures} | {d.split(":")[0] for d in st2.downs}
+        withdrawn = {f.split(":")[0] for f in st2.failures if "withdrawn" in f}
+        wrong = {f.split(":")[0] for f in st2.failures if "withdrawn" not in f}
+        return Failover(clients=n, killed_down=len({d.split(":")[0] for d in st1.downs}),
+                        killed_down_s=(max(down_at) - t_kill) if down_at else float("nan"),
+                        survivor_drops=len({d.split(":")[0] for d in st2.downs}), survivor_withdrawn=len(withdrawn),
+                        survivor_wrong=len(wrong), survivor_full=sum(1 for ip in st2.done if ip not in lost),
+                        watch_s=watch_s, reflectors_peered=peered)
+    finally:
+        for p in [*(c.proc for c in (*sims1, *sims2)), rr1, rr2]:
+            _stop_tree(p)
+
+
+def record_failover(res: Result, variant: str, f: Failover, per_client: int) -> None:
+    """One failover drill as samples and targets in ``res`` (pure: unit-tested)."""
+    key = f"{f.clients}x{per_client}"
+    res.sample(f"failover_survivor_withdrawn_{key}", variant, f.survivor_withdrawn, unit="sessions", better="lower")
+    res.sample(f"failover_survivor_drops_{key}", variant, f.survivor_drops, unit="sessions", better="lower")
+    res.sample(f"failover_survivor_full_{key}", variant, f.survivor_full, unit="clients")
+    res.sample(f"failover_killed_sessions_down_{key}", variant, f.killed_down, unit="sessions")
+    res.sample(f"failover_killed_down_s_{key}", variant, f.killed_down_s, unit="s", better="lower")
+    res.sample(f"failover_reflectors_peered_{key}", variant, float(f.reflectors_peered), unit="bool")
+    # Each client is an independent witness of the survivor: the verdict stands on all of them, and is void
+    # unless every session to the killed reflector was seen down (else nothing was failed over).
+    witnesses = f.clients if f.killed_down == f.clients and f.reflectors_peered else 0
+    name = f"{variant} dual-rr, one reflector killed, {key}, {f.watch_s:.0f} s watched"
+    res.target(f"{name}: clients still holding every route", f.survivor_full, unit="clients", op=">=",
+               threshold=f.clients, rounds=witnesses,
+               note="through the surviving reflector; void unless the reflectors were peered and every "
+                    "session to the killed one went down")
+    res.target(f"{name}: routes withdrawn or sessions dropped at the survivor",
+               f.survivor_withdrawn + f.survivor_drops + f.survivor_wrong, unit="sessions", op="<=", threshold=0,
+               rounds=witnesses)
+
+
 def _check(st: SimState) -> None:
     if st.failures or st.downs:
         raise WrongRoutes(f"{len(st.failures)} wrong-route reports, {len(st.downs)} session drops; first: "
@@ -376,6 +523,12 @@ def run(ctx: Context) -> Result:
     res.setup.update({"series": [{"prefixes_per_client": p, "clients": list(ns)} for p, ns in series],
                       "rounds": rounds, "changes_per_size": changes,
                       "sessions_per_simulator_process": SESSIONS_PER_PROCESS, "hold_s": HOLD,
+                      "failover": {"drills": [{"variant": v, "clients": c, "prefixes_per_client": p}
+                                              for v, c, p in ctx.size(FAILOVER, (("l3net-bird", 5, 8),))],
+                                   "watch_s": ctx.size(FAILOVER_WATCH_S, 3.0),
+                                   "shape": "two l3net reflectors, one cluster ID, peering with each other; every "
+                                            "client peers with both; the first reflector's process tree is "
+                                            "SIGKILLed"},
                       "timeout_s": {f"{n}x{p}": round(budget(n, p)) for p, ns in series for n in ns},
                       "simulator": "bench.bgpsim: asyncio BGP-4 speaker, one UPDATE of all prefixes per client, "
                                    "every received route checked (next hop, ORIGINATOR_ID, CLUSTER_LIST, origin)",
@@ -422,6 +575,17 @@ def run(ctx: Context) -> Result:
                           f"{percentile(m.change_s, 99):.3f}" if m.change_s else "-")
             declare_size(res, key)
         declare_targets(res, f"{max(sizes)}x{per_client}" if per_client == 4 else None)
+    watch = ctx.size(FAILOVER_WATCH_S, 3.0)
+    for variant, n, per_client in ctx.size(FAILOVER, (("l3net-bird", 5, 8),)):
+        try:
+            f = measure_failover(rig, variant, n, per_client, budget(n, per_client), watch)
+        except (TimeoutError, WrongRoutes, SetupTimeout, ProcessDied) as exc:
+            res.missing(f"{variant} failover {n}x{per_client}", f"{type(exc).__name__}: {exc}")
+            continue
+        record_failover(res, variant, f, per_client)
+        _log.info("reflector failover variant=%s size=%dx%d killed_down=%d in %.2fs survivor: full=%d drops=%d "
+                  "withdrawn=%d wrong=%d watched=%.0fs", variant, n, per_client, f.killed_down, f.killed_down_s,
+                  f.survivor_full, f.survivor_drops, f.survivor_withdrawn, f.survivor_wrong, f.watch_s)
     return res
 
 

@@ -44,3 +44,12 @@ def test_every_simulated_client_gets_every_other_clients_routes(rig: rs.Rig, var
     assert len(m.change_s) == CHANGES and all(t > 0 for t in m.change_s)
     assert sorted(st.sent) == list(range(CHANGES))
     assert all(set(st.extra[k]) == {rs.client_ip(i) for i in range(1, CLIENTS)} for k in range(CHANGES))
+
+
+@pytest.mark.parametrize("variant", sorted(rs.ENGINES))
+def test_failover_drill_kills_one_reflector_and_the_other_keeps_every_route(rig: rs.Rig, variant: str) -> None:
+    f = rs.measure_failover(rig, variant, CLIENTS, PREFIXES, timeout=60, watch_s=3.0)
+    # the drill happened: the reflectors were peered, every session to the killed one went down
+    assert f.reflectors_peered and f.killed_down == CLIENTS and 0 <= f.killed_down_s < 3.0
+    # and the survivor's clients lost nothing
+    assert (f.survivor_full, f.survivor_drops, f.survivor_withdrawn, f.survivor_wrong) == (CLIENTS, 0, 0, 0)

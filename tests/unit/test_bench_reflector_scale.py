@@ -126,3 +126,46 @@ def test_quick_runs_three_changes_and_get_no_verdict() -> None:
     res = _result(change_s=(5.0,) * 3, changes_per_size=3)
     reflector_scale.declare_targets(res, KEY)
     assert _targets(res)[CHANGE]["rounds"] == 3 and _targets(res)[CHANGE]["verdict"] == stats.INSUFFICIENT
+
+
+def _failover(**kw: Any) -> reflector_scale.Failover:
+    base = dict(clients=1000, killed_down=1000, killed_down_s=0.01, survivor_drops=0, survivor_withdrawn=0,
+                survivor_wrong=0, survivor_full=1000, watch_s=130.0, reflectors_peered=True)
+    return reflector_scale.Failover(**{**base, **kw})
+
+
+def _failover_verdicts(f: reflector_scale.Failover) -> tuple[str, str]:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    reflector_scale.record_failover(res, "l3net-bird", f, 4)
+    full, lost = (t for t in res.targets)
+    assert "clients still holding every route" in full["name"] and "1000x4, 130 s watched" in full["name"]
+    assert "withdrawn or sessions dropped" in lost["name"]
+    return full["verdict"], lost["verdict"]
+
+
+def test_failover_passes_when_every_client_keeps_every_route_through_the_survivor() -> None:
+    assert _failover_verdicts(_failover()) == (stats.PASS, stats.PASS)
+
+
+@pytest.mark.parametrize("kw", [
+    {"survivor_withdrawn": 1, "survivor_full": 999},
+    {"survivor_drops": 1, "survivor_full": 999},
+    {"survivor_wrong": 1, "survivor_full": 999},
+])
+def test_failover_fails_on_any_loss_at_the_survivor(kw: dict[str, int]) -> None:
+    assert _failover_verdicts(_failover(**kw)) == (stats.FAIL, stats.FAIL)
+
+
+@pytest.mark.parametrize("kw", [{"killed_down": 999}, {"reflectors_peered": False}])
+def test_failover_has_no_verdict_when_the_drill_did_not_happen(kw: dict[str, Any]) -> None:
+    # a reflector that was not really killed, or reflectors that never peered, prove nothing
+    assert _failover_verdicts(_failover(**kw)) == (stats.INSUFFICIENT, stats.INSUFFICIENT)
+
+
+def test_failover_samples() -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    reflector_scale.record_failover(res, "l3net-rr", _failover(clients=200, killed_down=200, survivor_full=200), 4)
+    assert res.median("failover_survivor_full_200x4", "l3net-rr") == 200
+    assert res.median("failover_killed_sessions_down_200x4", "l3net-rr") == 200
+    assert res.median("failover_survivor_withdrawn_200x4", "l3net-rr") == 0
+    assert res.median("failover_reflectors_peered_200x4", "l3net-rr") == 1.0
