@@ -1,19 +1,22 @@
-"""bench.footprint: RSS and idle CPU of one node's agent + ExaBGP with 100 workloads, next to BIRD and etcd.
+"""bench.footprint: RSS and CPU of one node's agent + ExaBGP at 100 and 500 workloads, next to BIRD and etcd.
 
 A real two-node lab (``l3net lab`` runtime: etcd, ``l3net agent`` on n1 and n2, ``l3net
-route-reflector`` on rr1) gets 100 pods per node through ``l3net-cni``; a BIRD 2 speaker on b1 peers
-with the same reflector, learns every block and installs them in its kernel (what BIRD does on a
-Calico node). Once the routes are everywhere and a settle time has passed, each process tree is
-sampled over idle windows: RSS (VmRSS, summed over the tree) at the end of the window and CPU as
-utime+stime from /proc/PID/stat over the window, in % of one core.
-"agent+ExaBGP" is the agent's process tree: the Python agent, its ExaBGP child and ExaBGP's bridge
-helper. Targets (issue 18, at 100 pods): <= 100 MiB and <= 1 % of a core when idle (issue 8 had 150 MiB, 2 %).
+route-reflector`` on rr1) gets 100 pods per node through ``l3net-cni``, then 500; a BIRD 2 speaker on
+b1 peers with the same reflector, learns every block and installs them in its kernel (what BIRD does
+on a Calico node). At each size, once the routes are everywhere and a settle time has passed, each
+process tree is sampled over idle windows, then over churn windows during which n1 gets one new pod
+per second (the pods stay: n1 ends a size's churn with that many more): RSS (VmRSS, summed over the
+tree) at the end of the window and CPU as utime+stime from /proc/PID/stat over the window, in % of
+one core. "agent+ExaBGP" is the agent's process tree: the Python agent, its ExaBGP child and
+ExaBGP's bridge helper. Targets (issue 18, at 100 pods): <= 100 MiB and <= 1 % of a core when idle
+(issue 8 had 150 MiB, 2 %); the 500-pod and churn figures are reported without a target.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 
 from bench.framework import Context, Result, need_all, need_root
@@ -22,9 +25,11 @@ from bench.labrig import CLK_TCK, BenchLab, bird_speaker_conf, cmdline, cpu_tick
 _log = logging.getLogger(__name__)
 
 NAME = "footprint"
-TITLE = "footprint: RSS and idle CPU of agent + ExaBGP (100 workloads) vs BIRD and etcd"
+TITLE = "footprint: RSS and CPU of agent + ExaBGP (100 and 500 workloads, idle and one pod/s) vs BIRD and etcd"
 NEEDS = ["root", "bird", "birdc", "etcd", "stdbuf"]
-WORKLOADS = 100
+WORKLOADS = 100          # the size issue 18's targets are set at
+SIZES = (WORKLOADS, 500)  # workloads per node, grown in this order
+IDLE_WINDOWS, CHURN_WINDOWS, WINDOW_S = 10, 5, 10.0
 TARGET_RSS_MIB = 100.0  # issue 18 (issue 8: 150)
 TARGET_CPU_PCT = 1.0   # issue 18 (issue 8: 2)
 MIB = 1024 * 1024
@@ -82,16 +87,25 @@ def _tree_usage(pid: int) -> tuple[list[int], int, int]:
     return pids, rss, ticks
 
 
+def metric(name: str, size: int, first: int = WORKLOADS) -> str:
+    """The metric of ``name`` at ``size`` workloads per node: the run's first size (the target size in a
+    full run) keeps the plain name, the targets' metric."""
+    return name if size == first else f"{name}_{size}pods"
+
+
 def run(ctx: Context) -> Result:
     need_root()
     need_all(["bird", "birdc", "etcd", "stdbuf"])
-    n = ctx.size(WORKLOADS, 10)
-    windows = ctx.size(3, 1)
-    window_s = ctx.size(20.0, 3.0)
+    sizes = ctx.size(SIZES, (10,))
+    idle_windows, churn_windows = ctx.size(IDLE_WINDOWS, 1), ctx.size(CHURN_WINDOWS, 1)
+    window_s = ctx.size(WINDOW_S, 3.0)
     settle_s = ctx.size(10.0, 2.0)
     ws = ctx.workspace
     res = Result(NAME, TITLE, ctx.quick)
-    res.setup.update({"workloads_per_node": n, "windows": windows, "window_s": window_s, "settle_s": settle_s,
+    res.setup.update({"workloads_per_node": list(sizes), "idle_windows": idle_windows,
+                      "churn_windows": churn_windows, "window_s": window_s, "settle_s": settle_s,
+                      "churn": "one new pod per second on n1 through l3net-cni during each churn window; the pods "
+                               "stay, so n1 holds that many more than the size after its churn windows",
                       "nodes": "n1, n2 (l3net agent + ExaBGP), rr1 (l3net route-reflector), b1 (BIRD 2 speaker)",
                       "cpu": "utime+stime over the window / wall time, % of one core; RSS = VmRSS summed over "
                              "the process tree"})
@@ -101,43 +115,82 @@ def run(ctx: Context) -> Result:
                       "b1")
     lab.wait_bgp()
     bird.wait_established(1)
-    t0 = time.monotonic()
-    jobs = [(node, f"fp-{node}-{i:03d}") for i in range(n) for node in ("n1", "n2")]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        recs = list(pool.map(lambda job: lab.add_pod(job[0], job[1]), jobs))
-    res.setup["pods_added_s"] = round(time.monotonic() - t0, 1)
-    blocks = _wait_blocks_everywhere(lab, recs)
-    res.setup["blocks"] = blocks
-    time.sleep(settle_s)
-    trees = {
-        "n1 agent+ExaBGP": _pid(lab, "n1", "agent"),
-        "n2 agent+ExaBGP": _pid(lab, "n2", "agent"),
-        "l3net RR (rr1)": _pid(lab, "rr1", "route-reflector"),
-        "BIRD (b1)": bird.proc.pid,
-        "etcd": lab.etcd_pid(),
-    }
-    missing = [k for k, v in trees.items() if v is None]
-    if missing:
-        raise RuntimeError(f"no running process for: {', '.join(missing)}")
+    have = {"n1": 0, "n2": 0}
+    churned = 0
+    trees: dict[str, int | None] = {}
+    for size in sizes:
+        t0 = time.monotonic()
+        jobs = [(node, f"fp-{node}-{i:03d}") for i in range(size) for node in ("n1", "n2") if i >= have[node]]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            recs = list(pool.map(lambda job: lab.add_pod(job[0], job[1]), jobs))
+        for node in have:
+            have[node] = max(have[node], size)
+        res.setup[f"pods_added_s_{size}"] = round(time.monotonic() - t0, 1)
+        res.setup[f"blocks_{size}"] = _wait_blocks_everywhere(lab, recs, timeout=60.0 + size * 0.2)
+        time.sleep(settle_s)
+        trees = {
+            "n1 agent+ExaBGP": _pid(lab, "n1", "agent"),
+            "n2 agent+ExaBGP": _pid(lab, "n2", "agent"),
+            "l3net RR (rr1)": _pid(lab, "rr1", "route-reflector"),
+            "BIRD (b1)": bird.proc.pid,
+            "etcd": lab.etcd_pid(),
+        }
+        missing = [k for k, v in trees.items() if v is None]
+        if missing:
+            raise RuntimeError(f"no running process for: {', '.join(missing)}")
+        for w in range(idle_windows):
+            _window(res, trees, window_s, metric("rss_mib", size, sizes[0]), metric("idle_cpu_pct", size, sizes[0]))
+            _log.info("footprint size=%d idle window=%d done", size, w)
+        for w in range(churn_windows):
+            added = _churn_window(res, lab, trees, window_s, churned, metric("churn_rss_mib", size, sizes[0]),
+                                  metric("churn_cpu_pct", size, sizes[0]))
+            churned += added
+            _log.info("footprint size=%d churn window=%d done pods_added=%d", size, w, added)
+        res.setup[f"churn_pods_on_n1_after_{size}"] = churned
     res.setup["processes"] = {k: [cmdline(p)[:120] for p in proc_tree(v)] for k, v in trees.items() if v}
-    for w in range(windows):
-        start = {k: _tree_usage(v) for k, v in trees.items() if v}
-        split_start = _split(trees["n1 agent+ExaBGP"])
-        w0 = time.monotonic()
-        time.sleep(window_s)
-        elapsed = time.monotonic() - w0
-        for k, (_pids, _rss, ticks0) in start.items():
-            _pids1, rss1, ticks1 = _tree_usage(trees[k])  # type: ignore[arg-type]
-            res.sample("rss_mib", k, rss1 / MIB, unit="MiB", better="lower")
-            res.sample("idle_cpu_pct", k, cpu_pct(ticks1 - ticks0, elapsed), unit="% of a core", better="lower")
-        split_end = _split(trees["n1 agent+ExaBGP"])
-        for part in ("agent", "ExaBGP+helper"):
-            res.sample("rss_mib", f"n1 {part}", split_end[part][0] / MIB, unit="MiB", better="lower")
-            res.sample("idle_cpu_pct", f"n1 {part}", cpu_pct(split_end[part][1] - split_start[part][1], elapsed),
-                       unit="% of a core", better="lower")
-        _log.info("footprint window=%d done", w)
     declare(res)
     return res
+
+
+def _churn_window(res: Result, lab: BenchLab, trees: dict[str, int | None], window_s: float, first: int,
+                  rss_name: str, cpu_name: str) -> int:
+    """One churn window: n1 gets a new pod every second meanwhile; returns how many it got."""
+    stop = threading.Event()
+    added = [0]
+
+    def churn() -> None:
+        while not stop.is_set():
+            t = time.monotonic()
+            lab.add_pod("n1", f"fp-n1-churn-{first + added[0]:04d}")
+            added[0] += 1
+            stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
+
+    thread = threading.Thread(target=churn, name="fp-churn", daemon=True)
+    thread.start()
+    try:
+        _window(res, trees, window_s, rss_name, cpu_name)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    return added[0]
+
+
+def _window(res: Result, trees: dict[str, int | None], window_s: float, rss_name: str, cpu_name: str) -> None:
+    """One window over every tree: RSS at its end and CPU over it, as samples of ``rss_name`` and ``cpu_name``."""
+    start = {k: _tree_usage(v) for k, v in trees.items() if v}
+    split_start = _split(trees["n1 agent+ExaBGP"])
+    w0 = time.monotonic()
+    time.sleep(window_s)
+    elapsed = time.monotonic() - w0
+    for k, (_pids, _rss, ticks0) in start.items():
+        _pids1, rss1, ticks1 = _tree_usage(trees[k])  # type: ignore[arg-type]
+        res.sample(rss_name, k, rss1 / MIB, unit="MiB", better="lower")
+        res.sample(cpu_name, k, cpu_pct(ticks1 - ticks0, elapsed), unit="% of a core", better="lower")
+    split_end = _split(trees["n1 agent+ExaBGP"])
+    for part in ("agent", "ExaBGP+helper"):
+        res.sample(rss_name, f"n1 {part}", split_end[part][0] / MIB, unit="MiB", better="lower")
+        res.sample(cpu_name, f"n1 {part}", cpu_pct(split_end[part][1] - split_start[part][1], elapsed),
+                   unit="% of a core", better="lower")
 
 
 def cpu_pct(ticks: int, elapsed: float) -> float:

@@ -9,6 +9,9 @@ chains get one hook rule each, inserted at the top):
   endpoint chain's RETURN means "allowed by this side"; the last dispatch rule
   drops: an interface that looks like a workload but is not known yet carries
   nothing (fail closed, so a new pod is isolated before its first packet).
+  Past ``DISPATCH_SPLIT`` local interfaces each dispatch chain is a two-level tree
+  (``-i cali9+ -g l3n-fd-cali9``, one sub-chain per name prefix, each ending in DROP too),
+  so a pod that comes or goes rewrites one short sub-chain per direction.
 * ``INPUT -> l3n-INPUT``: ``-i cali+`` jumps to ``l3n-wl-to-host``: workload-to-host
   traffic passes the workload's egress policy (``l3n-from-wl-dispatch``), then, when
   configured, the failsafe inbound ports are accepted, then Calico's

@@ -89,3 +89,9 @@ def test_ratios_against_bird_and_etcd() -> None:
     idle = _result(10, bird_cpu=0.0)   # BIRD used no tick at all: no ratio, not a division by zero
     footprint.declare(idle)
     assert next(x for x in idle.ratios if x["name"] == "agent+ExaBGP/BIRD idle CPU")["value"] is None
+
+
+def test_the_target_size_keeps_the_plain_metric_names_and_other_sizes_are_suffixed() -> None:
+    assert footprint.metric("rss_mib", footprint.WORKLOADS) == "rss_mib"
+    assert footprint.metric("churn_cpu_pct", 500) == "churn_cpu_pct_500pods"
+    assert footprint.SIZES[0] == footprint.WORKLOADS == 100 and 500 in footprint.SIZES
