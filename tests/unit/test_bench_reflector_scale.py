@@ -169,3 +169,31 @@ def test_failover_samples() -> None:
     assert res.median("failover_killed_sessions_down_200x4", "l3net-rr") == 200
     assert res.median("failover_survivor_withdrawn_200x4", "l3net-rr") == 0
     assert res.median("failover_reflectors_peered_200x4", "l3net-rr") == 1.0
+
+
+@pytest.mark.parametrize(("converge_s", "factor", "verdict"), [
+    (200 * 199 * 64 / 64000.0, 4.0, stats.INSUFFICIENT),   # exactly 4 x 16,000 routes/s, but one measurement
+])
+def test_exabgp_engine_target_is_four_times_the_issues_16000_routes_per_second(converge_s: float, factor: float,
+                                                                             verdict: str) -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    reflector_scale.record(res, "l3net-rr", 200, 64, _m(converge_s, 500.0))
+    reflector_scale.declare_exabgp_target(res)
+    (t,) = res.targets
+    assert t["value"] == pytest.approx(factor) and t["threshold"] == 4.0 and t["op"] == ">="
+    assert t["rounds"] == 1 and t["verdict"] == verdict
+
+
+@pytest.mark.parametrize(("routes_per_s", "verdict"), [(64000.0, stats.PASS), (63000.0, stats.FAIL)])
+def test_exabgp_engine_target_with_enough_measurements(routes_per_s: float, verdict: str) -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    for _ in range(10):
+        reflector_scale.record(res, "l3net-rr", 200, 64, _m(200 * 199 * 64 / routes_per_s, 500.0))
+    reflector_scale.declare_exabgp_target(res)
+    assert res.targets[0]["verdict"] == verdict
+
+
+def test_no_exabgp_target_without_its_size() -> None:
+    res = _result()
+    reflector_scale.declare_exabgp_target(res)
+    assert res.targets == []
