@@ -19,17 +19,32 @@ import logging
 import threading
 import time
 
-from bench.framework import Context, Result, need_all, need_root
-from bench.labrig import CLK_TCK, BenchLab, bird_speaker_conf, cmdline, cpu_ticks, proc_tree, rss_bytes, start_bird
+from bench.framework import Context, Result, need_all, need_root, percentile
+from bench.labrig import (
+    CLK_TCK,
+    BenchLab,
+    RouteWatch,
+    bird_speaker_conf,
+    cmdline,
+    cpu_ticks,
+    proc_tree,
+    rss_bytes,
+    start_bird,
+)
 
 _log = logging.getLogger(__name__)
 
 NAME = "footprint"
 TITLE = "footprint: RSS and CPU of agent + ExaBGP (100 and 500 workloads, idle and one pod/s) vs BIRD and etcd"
 NEEDS = ["root", "bird", "birdc", "etcd", "stdbuf"]
-WORKLOADS = 100          # the size issue 18's targets are set at
-SIZES = (WORKLOADS, 500)  # workloads per node, grown in this order
-IDLE_WINDOWS, CHURN_WINDOWS, WINDOW_S = 10, 5, 10.0
+WORKLOADS = 100          # the size issue 18's RSS and CPU targets are set at
+SIZES = (10, WORKLOADS, 500)  # workloads per node, grown in this order
+IDLE_WINDOWS, CHURN_WINDOWS, WINDOW_S = 10, 10, 10.0
+# Churn pods take a static address in a fresh /26 from here up, so each ADD claims a block for n1 and the
+# block is announced (a pod in an existing block makes no BGP update); its DEL empties and releases it.
+CHURN_BLOCK_BASE = (10 << 24) | (244 << 16) | (128 << 8)   # 10.244.128.0, far above the sizes' own blocks
+ROUTE_WAIT_S = 10.0
+TARGET_FLAT = 1.2        # issue 18: ADD -> remote route p50 with 500 pods on the node <= 1.2 x with 10
 TARGET_RSS_MIB = 100.0  # issue 18 (issue 8: 150)
 TARGET_CPU_PCT = 1.0   # issue 18 (issue 8: 2)
 MIB = 1024 * 1024
@@ -96,7 +111,7 @@ def metric(name: str, size: int, first: int = WORKLOADS) -> str:
 def run(ctx: Context) -> Result:
     need_root()
     need_all(["bird", "birdc", "etcd", "stdbuf"])
-    sizes = ctx.size(SIZES, (10,))
+    sizes = ctx.size(SIZES, (4, 8))
     idle_windows, churn_windows = ctx.size(IDLE_WINDOWS, 1), ctx.size(CHURN_WINDOWS, 1)
     window_s = ctx.size(WINDOW_S, 3.0)
     settle_s = ctx.size(10.0, 2.0)
@@ -104,8 +119,10 @@ def run(ctx: Context) -> Result:
     res = Result(NAME, TITLE, ctx.quick)
     res.setup.update({"workloads_per_node": list(sizes), "idle_windows": idle_windows,
                       "churn_windows": churn_windows, "window_s": window_s, "settle_s": settle_s,
-                      "churn": "one new pod per second on n1 through l3net-cni during each churn window; the pods "
-                               "stay, so n1 holds that many more than the size after its churn windows",
+                      "churn": "during each churn window n1 gets one new pod per second through l3net-cni, with a "
+                               "static address in a fresh /26 (so n1 claims and announces the block), timed from "
+                               "before the ADD to the block's route in n2's kernel (ip -ts monitor route), then "
+                               "deleted (its block is released and withdrawn): the node stays at its size",
                       "nodes": "n1, n2 (l3net agent + ExaBGP), rr1 (l3net route-reflector), b1 (BIRD 2 speaker)",
                       "cpu": "utime+stime over the window / wall time, % of one core; RSS = VmRSS summed over "
                              "the process tree"})
@@ -117,6 +134,8 @@ def run(ctx: Context) -> Result:
     bird.wait_established(1)
     have = {"n1": 0, "n2": 0}
     churned = 0
+    base = WORKLOADS if WORKLOADS in sizes else sizes[0]
+    watch = RouteWatch(ws, lab.ns("n2"))
     trees: dict[str, int | None] = {}
     for size in sizes:
         t0 = time.monotonic()
@@ -139,31 +158,54 @@ def run(ctx: Context) -> Result:
         if missing:
             raise RuntimeError(f"no running process for: {', '.join(missing)}")
         for w in range(idle_windows):
-            _window(res, trees, window_s, metric("rss_mib", size, sizes[0]), metric("idle_cpu_pct", size, sizes[0]))
+            _window(res, trees, window_s, metric("rss_mib", size, base), metric("idle_cpu_pct", size, base))
             _log.info("footprint size=%d idle window=%d done", size, w)
         for w in range(churn_windows):
-            added = _churn_window(res, lab, trees, window_s, churned, metric("churn_rss_mib", size, sizes[0]),
-                                  metric("churn_cpu_pct", size, sizes[0]))
-            churned += added
-            _log.info("footprint size=%d churn window=%d done pods_added=%d", size, w, added)
-        res.setup[f"churn_pods_on_n1_after_{size}"] = churned
+            route_ms = _churn_window(res, lab, watch, trees, window_s, churned, metric("churn_rss_mib", size, base),
+                                     metric("churn_cpu_pct", size, base))
+            churned += len(route_ms)
+            for ms in route_ms:
+                res.sample("add_to_remote_route_ms", f"{size} pods", ms, unit="ms", better="lower")
+            if route_ms:
+                res.sample("add_to_remote_route_p50_ms", f"{size} pods", percentile(route_ms, 50), unit="ms",
+                           better="lower")
+            _log.info("footprint size=%d churn window=%d done pods=%d add_to_remote_route_ms=%s", size, w,
+                      len(route_ms), [round(x) for x in route_ms])
+        res.setup[f"churn_pods_after_{size}"] = churned
     res.setup["processes"] = {k: [cmdline(p)[:120] for p in proc_tree(v)] for k, v in trees.items() if v}
     declare(res)
     return res
 
 
-def _churn_window(res: Result, lab: BenchLab, trees: dict[str, int | None], window_s: float, first: int,
-                  rss_name: str, cpu_name: str) -> int:
-    """One churn window: n1 gets a new pod every second meanwhile; returns how many it got."""
+def churn_block(k: int) -> tuple[str, str]:
+    """The k-th churn pod's static address and its /26."""
+    net = CHURN_BLOCK_BASE + 64 * k
+    dotted = ".".join(str(net >> shift & 255) for shift in (24, 16, 8, 0))
+    return dotted[: dotted.rfind(".")] + f".{(net & 255) + 1}", f"{dotted}/26"
+
+
+def _churn_window(res: Result, lab: BenchLab, watch: RouteWatch, trees: dict[str, int | None], window_s: float,
+                  first: int, rss_name: str, cpu_name: str) -> list[float]:
+    """One churn window: n1 gets a new pod in a fresh block every second meanwhile, each deleted once its
+    block is routed in n2; returns each ADD's milliseconds from before the ADD to that route."""
     stop = threading.Event()
-    added = [0]
+    route_ms: list[float] = []
+    errors: list[BaseException] = []
 
     def churn() -> None:
-        while not stop.is_set():
-            t = time.monotonic()
-            lab.add_pod("n1", f"fp-n1-churn-{first + added[0]:04d}")
-            added[0] += 1
-            stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
+        k = first
+        try:
+            while not stop.is_set():
+                ip, block = churn_block(k)
+                name = f"fp-n1-churn-{k:04d}"
+                t0 = time.monotonic()
+                lab.add_pod("n1", name, ips=[ip])
+                route_ms.append((watch.wait(block, ROUTE_WAIT_S) - t0) * 1000.0)
+                lab.del_pod(name)
+                k += 1
+                stop.wait(max(0.0, 1.0 - (time.monotonic() - t0)))
+        except BaseException as exc:   # reported by the window, never lost on the thread
+            errors.append(exc)
 
     thread = threading.Thread(target=churn, name="fp-churn", daemon=True)
     thread.start()
@@ -172,7 +214,9 @@ def _churn_window(res: Result, lab: BenchLab, trees: dict[str, int | None], wind
     finally:
         stop.set()
         thread.join(timeout=60)
-    return added[0]
+    if errors:
+        raise RuntimeError(f"churn failed: {errors[0]!r}") from errors[0]
+    return route_ms
 
 
 def _window(res: Result, trees: dict[str, int | None], window_s: float, rss_name: str, cpu_name: str) -> None:
@@ -211,6 +255,14 @@ def declare(res: Result) -> None:
     res.ratio("agent+ExaBGP/etcd RSS", "rss_mib", "n1 agent+ExaBGP", "etcd")
     res.ratio("agent+ExaBGP/BIRD idle CPU", "idle_cpu_pct", "n1 agent+ExaBGP", "BIRD (b1)")
     res.ratio("l3net RR/BIRD RSS", "rss_mib", "l3net RR (rr1)", "BIRD (b1)")
+    p50 = res.metrics.get("add_to_remote_route_p50_ms")
+    sizes = sorted(int(v.split()[0]) for v in p50.samples) if p50 is not None else []
+    if len(sizes) >= 2:
+        # one churn window at the largest size paired with the same window at the smallest: median of the
+        # per-window p50 ratios (issue 18: flat in the node's size)
+        res.ratio(f"ADD -> remote route p50, {sizes[-1]} vs {sizes[0]} pods on the node",
+                  "add_to_remote_route_p50_ms", f"{sizes[-1]} pods", f"{sizes[0]} pods", op="<=",
+                  threshold=TARGET_FLAT, note="per churn window, paired by window index; lower is better")
 
 
 def _pid(lab: BenchLab, node: str, what: str) -> int | None:

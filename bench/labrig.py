@@ -100,6 +100,10 @@ class BenchLab:
                 labels: dict[str, str] | None = None) -> dict[str, Any]:
         return dict(pods.add_pod(self.state, node, f"bench/{name}", labels or {"app": "bench"}, ips))
 
+    def del_pod(self, name: str) -> None:
+        """CNI DEL of pod ``bench/NAME`` through the real ``l3net-cni``, then its namespace goes."""
+        pods.del_pod(self.state, f"bench/{name}")
+
     def cni_served(self, node: str, command: str = "ADD") -> int:
         """CNI requests of ``command`` the node's agent served on its socket (its log), i.e. the fast path."""
         logs = [p["log"] for p in self.state.data["processes"] if p["node"] == node and p["what"] == "agent"]

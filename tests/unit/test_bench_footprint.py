@@ -94,4 +94,32 @@ def test_ratios_against_bird_and_etcd() -> None:
 def test_the_target_size_keeps_the_plain_metric_names_and_other_sizes_are_suffixed() -> None:
     assert footprint.metric("rss_mib", footprint.WORKLOADS) == "rss_mib"
     assert footprint.metric("churn_cpu_pct", 500) == "churn_cpu_pct_500pods"
-    assert footprint.SIZES[0] == footprint.WORKLOADS == 100 and 500 in footprint.SIZES
+    assert footprint.metric("rss_mib", 4, first=4) == "rss_mib"   # --quick: its first size
+    assert footprint.SIZES == (10, 100, 500) and footprint.WORKLOADS == 100
+
+
+def test_each_churn_pod_gets_a_fresh_block_of_its_own() -> None:
+    assert footprint.churn_block(0) == ("10.244.128.1", "10.244.128.0/26")
+    assert footprint.churn_block(5) == ("10.244.129.65", "10.244.129.64/26")
+    blocks = {footprint.churn_block(k)[1] for k in range(1000)}
+    assert len(blocks) == 1000 and "10.244.190.192/26" in blocks   # all inside the bench pool's /16
+
+
+def _flat(small: list[float], large: list[float]) -> dict[str, Any]:
+    res = _result(10)
+    for a, b in zip(small, large, strict=True):
+        res.sample("add_to_remote_route_p50_ms", "10 pods", a, unit="ms", better="lower")
+        res.sample("add_to_remote_route_p50_ms", "500 pods", b, unit="ms", better="lower")
+    footprint.declare(res)
+    return next(r for r in res.ratios if r["name"].startswith("ADD -> remote route p50"))
+
+
+@pytest.mark.parametrize(("large", "verdict"), [(120.0, stats.PASS), (119.0, stats.PASS), (121.0, stats.FAIL)])
+def test_flat_in_node_size_is_the_median_of_per_window_ratios(large: float, verdict: str) -> None:
+    r = _flat([100.0] * 10, [large] * 10)
+    assert r["name"] == "ADD -> remote route p50, 500 vs 10 pods on the node"
+    assert r["value"] == pytest.approx(large / 100.0) and r["target"] == {"op": "<=", "threshold": 1.2} and r["verdict"] == verdict
+
+
+def test_flat_in_node_size_needs_ten_windows() -> None:
+    assert _flat([100.0] * 3, [100.0] * 3)["verdict"] == stats.INSUFFICIENT
