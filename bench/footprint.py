@@ -15,6 +15,7 @@ ExaBGP's bridge helper. Targets (issue 18, at 100 pods): <= 100 MiB and <= 1 % o
 from __future__ import annotations
 
 import concurrent.futures
+import ipaddress
 import logging
 import threading
 import time
@@ -132,18 +133,17 @@ def run(ctx: Context) -> Result:
                       "b1")
     lab.wait_bgp()
     bird.wait_established(1)
-    have = {"n1": 0, "n2": 0}
+    grown_to = 0   # pods per node so far (both nodes grow together)
     churned = 0
     base = WORKLOADS if WORKLOADS in sizes else sizes[0]
     watch = RouteWatch(ws, lab.ns("n2"))
     trees: dict[str, int | None] = {}
     for size in sizes:
         t0 = time.monotonic()
-        jobs = [(node, f"fp-{node}-{i:03d}") for i in range(size) for node in ("n1", "n2") if i >= have[node]]
+        jobs = [(node, f"fp-{node}-{i:03d}") for i in range(grown_to, size) for node in ("n1", "n2")]
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             recs = list(pool.map(lambda job: lab.add_pod(job[0], job[1]), jobs))
-        for node in have:
-            have[node] = max(have[node], size)
+        grown_to = size
         res.setup[f"pods_added_s_{size}"] = round(time.monotonic() - t0, 1)
         res.setup[f"blocks_{size}"] = _wait_blocks_everywhere(lab, recs, timeout=60.0 + size * 0.2)
         time.sleep(settle_s)
@@ -179,9 +179,8 @@ def run(ctx: Context) -> Result:
 
 def churn_block(k: int) -> tuple[str, str]:
     """The k-th churn pod's static address and its /26."""
-    net = CHURN_BLOCK_BASE + 64 * k
-    dotted = ".".join(str(net >> shift & 255) for shift in (24, 16, 8, 0))
-    return dotted[: dotted.rfind(".")] + f".{(net & 255) + 1}", f"{dotted}/26"
+    net = ipaddress.IPv4Address(CHURN_BLOCK_BASE + 64 * k)
+    return str(net + 1), f"{net}/26"
 
 
 def _churn_window(res: Result, lab: BenchLab, watch: RouteWatch, trees: dict[str, int | None], window_s: float,
@@ -287,8 +286,6 @@ def _split(agent_pid: int | None) -> dict[str, tuple[int, int]]:
 
 def _wait_blocks_everywhere(lab: BenchLab, recs: list[dict[str, object]], timeout: float = 60.0) -> int:
     """Every pod's /26 block reachable from the other node and from BIRD: the control plane is done."""
-    import ipaddress
-
     from l3net import netns
 
     blocks = {(str(r["node"]), str(ipaddress.ip_network(f"{r['ip']}/26", strict=False))) for r in recs}

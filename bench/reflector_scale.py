@@ -114,22 +114,8 @@ class Rig:
         self.ws = ws
         self.rr_ns = ws.netns("rr")
         self.sim_ns = ws.netns("sim")
-        a, b = f"{ws.tag}ra", f"{ws.tag}sa"
-        _ip(self.rr_ns, "link", "add", a, "type", "veth", "peer", "name", b, "netns", self.sim_ns)
-        for ns, dev in ((self.rr_ns, a), (self.sim_ns, b)):
-            _ip(ns, "link", "set", dev, "name", "eth1")
-            _ip(ns, "link", "set", "eth1", "up")
-        # Routed, not on-link: the kernel's ARP table is one table for every namespace on the host, with a
-        # host-wide gc_thresh3 (1024 by default, not settable inside a namespace). A thousand clients on
-        # one subnet would fill it (sessions then stall, and so would every other namespace's neighbours).
-        # So the clients' addresses are /32s on the sim side's lo, and each side has one neighbour: the other.
-        _ip(self.rr_ns, "addr", "add", f"{LINK_RR}/30", "dev", "eth1")
-        _ip(self.sim_ns, "addr", "add", f"{LINK_SIM}/30", "dev", "eth1")
-        for ns in (self.rr_ns, self.sim_ns):
-            _ip(ns, "link", "set", "lo", "up")
-        _ip(self.rr_ns, "addr", "add", f"{RR_IP}/32", "dev", "lo")
-        _ip(self.rr_ns, "route", "add", CLIENT_NET, "via", LINK_SIM)
-        _ip(self.sim_ns, "route", "add", f"{RR_IP}/32", "via", LINK_RR)
+        _ip(self.sim_ns, "link", "set", "lo", "up")
+        self._link_reflector(self.rr_ns, "a", "eth1", (LINK_RR, LINK_SIM), RR_IP)
         batch = [f"addr add {client_ip(i)}/32 dev lo" for i in range(max_clients)]
         out = subprocess.run(["ip", "-n", self.sim_ns, "-batch", "-"], input="\n".join(batch) + "\n",
                              capture_output=True, text=True, timeout=60)
@@ -192,22 +178,30 @@ class Rig:
         the two reflectors, so they can peer. Made once, on first use."""
         if self._rr2_ns is None:
             ns = self.ws.netns("rr2")
-            a, b = f"{self.ws.tag}rb", f"{self.ws.tag}sb"
-            _ip(ns, "link", "add", a, "type", "veth", "peer", "name", b, "netns", self.sim_ns)
-            _ip(ns, "link", "set", a, "name", "eth1")
-            _ip(self.sim_ns, "link", "set", b, "name", "eth2")
-            _ip(ns, "link", "set", "eth1", "up")
-            _ip(self.sim_ns, "link", "set", "eth2", "up")
-            _ip(ns, "link", "set", "lo", "up")
-            _ip(ns, "addr", "add", f"{LINK2_RR}/30", "dev", "eth1")
-            _ip(self.sim_ns, "addr", "add", f"{LINK2_SIM}/30", "dev", "eth2")
-            _ip(ns, "addr", "add", f"{RR2_IP}/32", "dev", "lo")
-            _ip(ns, "route", "add", CLIENT_NET, "via", LINK2_SIM)   # the clients and rr (10.1.255.254)
-            _ip(self.sim_ns, "route", "add", f"{RR2_IP}/32", "via", LINK2_RR)
+            self._link_reflector(ns, "b", "eth2", (LINK2_RR, LINK2_SIM), RR2_IP)
             subprocess.run(["ip", "netns", "exec", self.sim_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
                            check=True, capture_output=True, timeout=10)
             self._rr2_ns = ns
         return self._rr2_ns
+
+    def _link_reflector(self, ns: str, tag: str, sim_dev: str, link: tuple[str, str], rr_ip: str) -> None:
+        """A veth from reflector namespace ``ns`` (its ``eth1``) to ``sim`` (``sim_dev``) on the /30 ``link``
+        (reflector side, sim side), ``rr_ip`` on the reflector's lo, and the routes both ways.
+
+        Routed, not on-link: the kernel's ARP table is one table for every namespace on the host, with a
+        host-wide gc_thresh3 (1024 by default, not settable inside a namespace). A thousand clients on one
+        subnet would fill it (sessions then stall, and so would every other namespace's neighbours). So the
+        clients' addresses are /32s on the sim side's lo, and each side has one neighbour: the other."""
+        rr_end, sim_end = f"{self.ws.tag}r{tag}", f"{self.ws.tag}s{tag}"
+        _ip(ns, "link", "add", rr_end, "type", "veth", "peer", "name", sim_end, "netns", self.sim_ns)
+        for side, dev, name, addr in ((ns, rr_end, "eth1", link[0]), (self.sim_ns, sim_end, sim_dev, link[1])):
+            _ip(side, "link", "set", dev, "name", name)
+            _ip(side, "link", "set", name, "up")
+            _ip(side, "addr", "add", f"{addr}/30", "dev", name)
+        _ip(ns, "link", "set", "lo", "up")
+        _ip(ns, "addr", "add", f"{rr_ip}/32", "dev", "lo")
+        _ip(ns, "route", "add", CLIENT_NET, "via", link[1])   # the clients, and the other reflector
+        _ip(self.sim_ns, "route", "add", f"{rr_ip}/32", "via", link[0])
 
     def start_bird(self, n: int) -> subprocess.Popen[Any]:
         self.generation += 1
@@ -420,6 +414,11 @@ class Failover:
     reflectors_peered: bool = True   # the two reflectors' own session was established before the kill
 
 
+def _all_done_or_failed(states: list[SimState], n: int) -> bool:
+    """Every session of every set holds every route, or some session reported a failure."""
+    return any(st.failures for st in states) or all(len(st.done) >= n for st in states)
+
+
 def _reflectors_peered(rr2_ns: str) -> bool:
     """An established BGP connection between the two reflectors, seen from rr2."""
     out = subprocess.run(["ip", "netns", "exec", rr2_ns, "ss", "-Htn", "state", "established", "dst", RR_IP],
@@ -442,7 +441,7 @@ def measure_failover(rig: Rig, variant: str, n: int, per_client: int, timeout: f
         sims1, sims2 = rig.start_clients(n, per_client, RR_IP), rig.start_clients(n, per_client, RR2_IP)
         paths1, paths2 = [c.status for c in sims1], [c.status for c in sims2]
         sims = [c.proc for c in (*sims1, *sims2)]
-        _wait(lambda: len(read_status(paths1).up) >= n and len(read_status(paths2).up) >= n,
+        _wait(lambda: all(len(read_status(p).up) >= n for p in (paths1, paths2)),
               SETUP_TIMEOUT_S + 2 * n * 0.2, f"{variant}: {n} clients x 2 sessions up", [rr1, rr2, *sims],
               exc=SetupTimeout)
         # BIRD waits its start delay (5 s) before connecting: the drill needs the reflectors' own session
@@ -451,8 +450,7 @@ def measure_failover(rig: Rig, variant: str, n: int, per_client: int, timeout: f
         time.sleep(0.5)
         for p in sims:
             p.send_signal(signal.SIGUSR1)
-        _wait(lambda: (len(read_status(paths1).done) >= n and len(read_status(paths2).done) >= n)
-              or bool(read_status(paths1).failures or read_status(paths2).failures), 2 * timeout,
+        _wait(lambda: _all_done_or_failed([read_status(p) for p in (paths1, paths2)], n), 2 * timeout,
               f"{variant}: {n} clients x 2 sessions x all routes", [rr1, rr2, *sims], exc=TimeoutError)
         _check(read_status(paths1))
         _check(read_status(paths2))
@@ -526,13 +524,15 @@ def run(ctx: Context) -> Result:
     series = ctx.size(SERIES, ((8, (5,)),))
     changes = ctx.size(CHANGES, 3)
     rounds = ctx.size(1, 1)
+    drills = ctx.size(FAILOVER, (("l3net-bird", 5, 8),))
+    watch = ctx.size(FAILOVER_WATCH_S, 3.0)
     res = Result(NAME, TITLE, ctx.quick)
     res.setup.update({"series": [{"prefixes_per_client": p, "clients": list(ns)} for p, ns in series],
                       "rounds": rounds, "changes_per_size": changes,
                       "sessions_per_simulator_process": SESSIONS_PER_PROCESS, "hold_s": HOLD,
                       "failover": {"drills": [{"variant": v, "clients": c, "prefixes_per_client": p}
-                                              for v, c, p in ctx.size(FAILOVER, (("l3net-bird", 5, 8),))],
-                                   "watch_s": ctx.size(FAILOVER_WATCH_S, 3.0),
+                                              for v, c, p in drills],
+                                   "watch_s": watch,
                                    "shape": "two l3net reflectors, one cluster ID, peering with each other; every "
                                             "client peers with both; the first reflector's process tree is "
                                             "SIGKILLed"},
@@ -588,8 +588,7 @@ def run(ctx: Context) -> Result:
             declare_size(res, key)
         declare_targets(res, f"{max(sizes)}x{per_client}" if per_client == 4 else None)
     declare_exabgp_target(res)
-    watch = ctx.size(FAILOVER_WATCH_S, 3.0)
-    for variant, n, per_client in ctx.size(FAILOVER, (("l3net-bird", 5, 8),)):
+    for variant, n, per_client in drills:
         try:
             f = measure_failover(rig, variant, n, per_client, budget(n, per_client), watch)
         except (TimeoutError, WrongRoutes, SetupTimeout, ProcessDied) as exc:
