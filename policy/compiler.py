@@ -642,6 +642,11 @@ def _atom_members(atom: Atom, nets: frozenset[str],
     return frozenset(_with_port(nets, proto, port))
 
 
+def _dispatch_rules(direction: str, kind: str, ifaces: Sequence[str]) -> list[str]:
+    """A dispatch chain's rules (the flat root, or one sub-chain of the tree): a goto per interface, then DROP."""
+    return [*(f"{direction} {i} -g {chain_name(kind, i)}" for i in ifaces), "-j DROP"]
+
+
 def _member(net: str, proto: str, port: int) -> str:
     return f"{net},{proto}:{port}" if proto else net
 
@@ -1092,8 +1097,7 @@ class PolicyCompiler:
             for direction, root, kind, sub in (("-i", CHAIN_FROM_DISPATCH, "fw", "fd"),
                                                ("-o", CHAIN_TO_DISPATCH, "tw", "td")):
                 if not groups:
-                    chains[root] = hash_rules(root, [*(f"{direction} {i} -g {chain_name(kind, i)}" for i in ifaces),
-                                                     "-j DROP"])
+                    chains[root] = hash_rules(root, _dispatch_rules(direction, kind, ifaces))
                     continue
                 top = [f"{direction} {i} -g {chain_name(kind, i)}" for i in groups.get("", [])]
                 for key, members in sorted((k, v) for k, v in groups.items() if k):
@@ -1109,8 +1113,7 @@ class PolicyCompiler:
         """One sub-chain of the dispatch tree, re-hashed only when its interfaces changed."""
         hit = self._dispatch_leaves.get(name)
         if hit is None or hit[0] != ifaces:
-            hit = (ifaces, hash_rules(name, [*(f"{direction} {i} -g {chain_name(kind, i)}" for i in ifaces),
-                                             "-j DROP"]))
+            hit = (ifaces, hash_rules(name, _dispatch_rules(direction, kind, ifaces)))
             self._dispatch_leaves[name] = hit
         return hit[1]
 
