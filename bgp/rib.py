@@ -170,14 +170,19 @@ class Rib:
         """Use ``peer``'s paths again (its session restarted, or its limit or filters changed); see refilter."""
         self.over_limit.pop(peer, None)
 
-    def refilter(self) -> set[str]:
-        """Re-check every held and used path against the current import check and limits; the changed prefixes."""
+    def refilter(self, affected: Callable[[str, str], bool] | None = None) -> set[str]:
+        """Re-check every held and used path against the current import check and limits; the changed prefixes.
+
+        ``affected(prefix, next_hop)``, when given, narrows the re-check to the paths whose verdict the
+        caller's change can have altered (the limits must not have changed)."""
         changed: set[str] = set()
         for peer in list(self._in.keys() | self._held.keys()):
             table = self._in.setdefault(peer, {})
             held = self._held.setdefault(peer, {})
             limit = self.limits.get(peer)
             for pfx, path in list(table.items()):
+                if affected is not None and not affected(pfx, path.next_hop):
+                    continue
                 if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)):
                     del table[pfx]
                     changed.add(pfx)
@@ -193,6 +198,8 @@ class Rib:
                 changed |= self._trip(peer, limit)
                 continue
             for pfx, path in sorted(held.items()):
+                if affected is not None and not affected(pfx, path.next_hop):
+                    continue
                 if self._policy(peer, Announce(pfx, path.next_hop, path.attrs)) is None:
                     if limit is not None and len(table) >= limit:
                         changed |= self._trip(peer, limit)

@@ -27,7 +27,7 @@ from bgp.events import Announce, EorEvent, Event, OpenEvent, StateEvent, UpdateE
 from bgp.graceful_restart import DROP, KEEP, SWEEP, PeerRestart, RestartMachine
 from bgp.peer_status import PeerRecord, PeerStatus
 from bgp.planner import Command, Item
-from bgp.policy import PeerFacts, import_reason
+from bgp.policy import PeerFacts, import_reason, paths_to_recheck
 from bgp.rib import Rib
 from bgp.view import NodeBGPView, PeerSpec
 
@@ -95,7 +95,7 @@ class Routing:
     def set_guard(self, view: NodeBGPView, old: NodeBGPView) -> None:
         """Only the cluster facts of the import defaults (or the errors) changed: re-check imports."""
         self.view = self.adverts.view = view
-        self.apply_import_policy(old)
+        self.apply_import_policy(old, affected=paths_to_recheck(old.guard, view.guard))
         self.notify_peers()
 
     def loaded(self, addresses: set[str], *, fresh: bool = False) -> None:
@@ -333,12 +333,14 @@ class Routing:
         self.notify_peers()
 
     # -- import policy glue ----------------------------------------------------------------
-    def apply_import_policy(self, old: NodeBGPView | None) -> None:
+    def apply_import_policy(self, old: NodeBGPView | None,
+                            affected: Callable[[str, str], bool] | None = None) -> None:
         """Install the view's import check and limits; re-check held and accepted paths.
 
         A peer whose filters or limit changed is used again if it was over its limit; the Rib
         re-checks the paths it holds. If some of that peer's paths could not be held (more
-        than the Rib keeps), the peer is also asked to re-send its routes (route refresh).
+        than the Rib keeps), the peer is also asked to re-send its routes (route refresh). ``affected``
+        narrows the re-check to the paths a change of the cluster facts alone can re-decide.
         """
         view = self.view
         assert view is not None
@@ -358,7 +360,7 @@ class Routing:
             if p.address in before and before[p.address] != (p.import_rules, p.max_prefixes):
                 self._limits_changed(p)
         over = set(self.rib.over_limit)
-        self.rib_changed(self.rib.refilter())
+        self.rib_changed(self.rib.refilter(affected))
         for addr in set(self.rib.over_limit) - over:
             self._check_limit(addr, False)
 

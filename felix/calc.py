@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from felix.config import config_prefix
@@ -54,6 +55,13 @@ class Workload:
     resource: Resource
     # str() of each network, computed once at decode time (the calculation runs on every change).
     dsts: tuple[str, ...] = ()
+
+    @cached_property
+    def host_prefixes(self) -> tuple[str, ...]:
+        """The workload's single-address networks (/32, /128) as text (the BGP view reads every
+        workload's on every apply)."""
+        texts = self.dsts or tuple(str(n) for n in self.networks)
+        return tuple(t for n, t in zip(self.networks, texts, strict=True) if n.prefixlen == n.max_prefixlen)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,7 @@ class Model:
         self.pools: dict[str, Pool] = {}
         self.affinities: dict[str, Affinity] = {}
         self.services: dict[str, Resource] = {}
+        self._resources_by_kind: dict[str, dict[str, Resource]] = {}
         self._workloads_by_node: dict[str, dict[str, Workload]] = {}
         self._affinities_by_node: dict[str, dict[str, Affinity]] = {}
         self.invalid: dict[str, str] = {}
@@ -165,6 +174,9 @@ class Model:
         return self.keys.parse_affinity(key) is not None
 
     def _forget(self, key: str) -> None:
+        res = self.resources.get(key)
+        if res is not None:
+            _drop_indexed(self._resources_by_kind, res.kind, key)
         w = self.workloads.get(key)
         if w is not None:
             _drop_indexed(self._workloads_by_node, w.node, key)
@@ -196,6 +208,7 @@ class Model:
             elif res.kind == "Service":
                 self.services[key] = res
             self.resources[key] = res
+            self._resources_by_kind.setdefault(res.kind, {})[key] = res
             return
         aff = self.keys.parse_affinity(key)
         if aff is not None:
@@ -219,7 +232,9 @@ class Model:
         return self.resources.get(self.keys.resource("bgpconfigurations", "default"))
 
     def resources_of(self, kind: str) -> list[Resource]:
-        return [r for r in self.resources.values() if r.kind == kind]
+        """The resources of one kind (from the by-kind index: the BGP view reads four small kinds on every
+        apply, which must not walk the cluster's workloads)."""
+        return list(self._resources_by_kind.get(kind, {}).values())
 
 
 def _drop_indexed(index: dict[str, dict[str, Any]], node: str, key: str) -> None:

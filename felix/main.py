@@ -73,10 +73,8 @@ def bgp_ipam_facts(model: Model, node: str) -> bgp.view.IpamFacts:
     return bgp.view.IpamFacts(
         pools=tuple(str(p.cidr) for p in model.pools.values()),
         block_owner=tuple((str(a.cidr), a.node) for a in model.affinities.values() if a.state == "confirmed"),
-        address_owner=tuple((str(n), w.node) for w in model.workloads.values() for n in w.networks
-                            if n.prefixlen == n.max_prefixlen),
-        local_workloads=tuple(str(n.network_address) for w in model.workloads_on(node) for n in w.networks
-                              if n.prefixlen == n.max_prefixlen))
+        address_owner=tuple((dst, w.node) for w in model.workloads.values() for dst in w.host_prefixes),
+        local_workloads=tuple(dst.partition("/")[0] for w in model.workloads_on(node) for dst in w.host_prefixes))
 
 
 def bgp_builder(secrets_dir: str = "") -> BuildBGPView:

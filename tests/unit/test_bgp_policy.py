@@ -18,7 +18,16 @@ from bgp.advertised import Advertised
 from bgp.commands import Advertisement
 from bgp.events import Announce, PathAttrs, StateEvent, UpdateEvent
 from bgp.peer_status import PeerRecord
-from bgp.policy import FILTERED, REJECT_ALL, FilterRule, PeerFacts, filter_verdict, import_reason, rules_of
+from bgp.policy import (
+    FILTERED,
+    REJECT_ALL,
+    FilterRule,
+    PeerFacts,
+    filter_verdict,
+    import_reason,
+    paths_to_recheck,
+    rules_of,
+)
 from bgp.rib import Rib
 from bgp.secrets import SecretReader, write_private
 from bgp.speaker import Speaker
@@ -188,6 +197,65 @@ def test_cluster_changes_recheck_held_and_accepted_paths() -> None:
                                                       ann.attrs.as_path, ann.attrs.originator_id)
     assert rib.refilter() == {"10.244.7.0/26", N2_BLOCK}
     assert set(rib.best_routes()) == {"10.244.7.0/26"}
+
+
+def _check_with(rib: Rib, view: Any) -> None:
+    index = view.guard.index()
+    facts = {p.address: PeerFacts(p.address, p.peer_node, p.import_rules) for p in view.peers}
+    rib.import_check = lambda peer, ann: import_reason(index, facts[peer], ann.prefix, ann.next_hop,
+                                                      ann.attrs.as_path, ann.attrs.originator_id)
+
+
+_BLOCKS = [f"10.244.{i}.0/26" for i in range(1, 7)]
+_HOSTS = [f"10.244.{i}.9/32" for i in range(1, 7)]
+_owner_maps = st.dictionaries(st.sampled_from(_BLOCKS + _HOSTS), st.sampled_from(["n1", "n2", "n3"]), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=_owner_maps, after=_owner_maps,
+       locals_before=st.sets(st.sampled_from(["10.244.1.9", "10.244.2.9", "10.0.0.2"]), max_size=2),
+       locals_after=st.sets(st.sampled_from(["10.244.1.9", "10.244.2.9", "10.0.0.2"]), max_size=2))
+def test_rechecking_only_the_paths_a_cluster_change_touches_decides_as_a_full_recheck(
+        before: dict[str, str], after: dict[str, str], locals_before: set[str], locals_after: set[str]) -> None:
+    """A workload added anywhere re-checks only the paths whose owner or next hop it changed, with the
+    verdicts a re-check of every path gives."""
+    def facts(owners: dict[str, str], local: set[str]) -> IpamFacts:
+        return IpamFacts(pools=(POOL,), block_owner=tuple((p, n) for p, n in owners.items() if p.endswith("/26")),
+                         address_owner=tuple((p, n) for p, n in owners.items() if p.endswith("/32")),
+                         local_workloads=tuple(local))
+    old = build_node_view("n1", NODES, [], [], ipam=facts(before, locals_before))
+    new = build_node_view("n1", NODES, [], [], ipam=facts(after, locals_after))
+    ribs = []
+    for _ in range(2):
+        rib = Rib(local_as=65101, router_id="10.0.0.1", local_addresses=("10.0.0.1",))
+        _check_with(rib, old)
+        for nh in ("10.0.0.2", "10.244.2.9"):
+            rib.apply(UpdateEvent(peer="10.0.0.2", local="10.0.0.1", peer_as=65101, local_as=65101,
+                                  announces=tuple(Announce(p, nh, PathAttrs()) for p in _BLOCKS[:3] + _HOSTS[:3])))
+            rib.apply(UpdateEvent(peer="10.0.0.2", local="10.0.0.1", peer_as=65101, local_as=65101,
+                                  announces=tuple(Announce(p, nh, PathAttrs()) for p in _BLOCKS[3:] + _HOSTS[3:])))
+        _check_with(rib, new)
+        ribs.append(rib)
+    full, narrow = ribs
+    assert narrow.refilter(paths_to_recheck(old.guard, new.guard)) == full.refilter()
+    assert narrow.best_routes() == full.best_routes()
+    assert narrow.held("10.0.0.2") == full.held("10.0.0.2")
+
+
+def test_a_change_of_pools_or_nodes_rechecks_every_path() -> None:
+    v = view_n1()
+    assert paths_to_recheck(v.guard, v.guard) is not None
+    grown = IpamFacts(pools=(POOL, "10.245.0.0/16"), block_owner=IPAM.block_owner, address_owner=IPAM.address_owner,
+                      local_workloads=IPAM.local_workloads)
+    assert paths_to_recheck(v.guard, build_node_view("n1", NODES, [], [], ipam=grown).guard) is None
+    moved = build_node_view("n1", [*NODES[:2], node("n3", "10.0.1.4/24", 65102)], [], [], ipam=IPAM)
+    assert paths_to_recheck(v.guard, moved.guard) is None
+    only = paths_to_recheck(v.guard, build_node_view("n1", NODES, [], [], ipam=IpamFacts(
+        pools=(POOL,), block_owner=IPAM.block_owner[:2], address_owner=IPAM.address_owner,
+        local_workloads=IPAM.local_workloads)).guard)
+    assert only is not None
+    assert only("10.244.3.0/26", "10.0.0.9") and not only(N2_BLOCK, "10.0.0.9")
+    assert only(N2_BLOCK, "not an address") is False and only("bogus", "10.0.0.9") is True
 
 
 # -- reachability of single-hop eBGP peers ----------------------------------------------------

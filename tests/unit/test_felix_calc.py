@@ -146,3 +146,16 @@ def test_exports_only_blocks_and_borrowed_addresses_inside_pools_and_never_route
     learned_routes = {r.dst: r.next_hops for r in d.routes if r.kind == "learned"}
     assert "198.51.100.0/24" not in learned_routes
     assert learned_routes["203.0.113.0/24"] == ("10.0.0.3",)
+
+
+def test_resources_by_kind_follow_updates_deletes_and_invalid_values() -> None:
+    node = Resource(kind="Node", name="n1", spec={"bgp": {"ipv4Address": "10.0.0.1/24"}})
+    key = KEYS.resource("nodes", "n1")
+    m = model_of([Upd(key, node.to_json()), wep("a", "n1", ["10.65.0.2/32"], "cali1")])
+    assert [r.name for r in m.resources_of("Node")] == ["n1"]
+    assert [w.host_prefixes for w in m.workloads.values()] == [("10.65.0.2/32",)]
+    m.apply([Upd(key, b"{not json")])
+    assert m.resources_of("Node") == [] and key in m.invalid
+    m.apply([Upd(key, node.to_json())])
+    m.apply([Upd(key, None)])
+    assert m.resources_of("Node") == [] and len(m.resources_of("WorkloadEndpoint")) == 1
