@@ -1,8 +1,8 @@
 """bgp.bridge: the thin API process ExaBGP runs; relays lines between ExaBGP and the agent.
 
-``python -m bgp.bridge --socket PATH``. ExaBGP writes JSON events and acks to
-our stdin and reads commands from our stdout. We connect to the agent's unix
-socket and copy lines both ways. The bridge holds no state:
+``python3 -S -I bgp/bridge.py --socket PATH`` (standard library only: ``bgp.exabgp_proc.bridge_argv``).
+ExaBGP writes JSON events and acks to our stdin and reads commands from our
+stdout. We connect to the agent's unix socket and copy lines both ways. The bridge holds no state:
 
 - stdin is always drained (also while the agent is away), so ExaBGP never
   blocks on us; lines read while disconnected are dropped (the speaker

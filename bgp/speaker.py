@@ -8,7 +8,7 @@ reflected advertisements, planned by :mod:`bgp.planner`).
   exponential backoff and jitter when it dies. ``set_view`` rewrites the config and, after a
   debounce, sends SIGUSR1 (ExaBGP 5 reloads, keeping sessions whose neighbor block is unchanged);
   a change of the listening addresses or port (ExaBGP's environment) restarts the process.
-- The socket: the bridge helper (``python -m bgp.bridge``) connects to it; lines from ExaBGP
+- The socket: the bridge helper (``bgp/bridge.py``) connects to it; lines from ExaBGP
   are parsed (:func:`bgp.events.parse_line`) and acks matched in order to the commands written;
   a refused command, or one in flight when the connection drops, makes what it carried
   uncertain (re-sent by the next sync, one scheduled a second later); after the bridge
@@ -238,7 +238,7 @@ class Speaker:
     def _write_config(self) -> bool:
         """Write ExaBGP's configuration; True when its text changed."""
         assert self._view is not None
-        text = render_exabgp_config(self._view, [self.python, "-m", "bgp.bridge", "--socket", str(self.socket_path)])
+        text = render_exabgp_config(self._view, exabgp_proc.bridge_argv(self.python, self.socket_path))
         return exabgp_proc.write_config(self.config_path, text)
 
     def _schedule_reload(self) -> None:
