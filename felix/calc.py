@@ -57,11 +57,16 @@ class Workload:
     dsts: tuple[str, ...] = ()
 
     @cached_property
+    def network_texts(self) -> tuple[str, ...]:
+        """str() of each network: ``dsts`` when decoded from the datastore, else computed once here."""
+        return self.dsts or tuple(str(n) for n in self.networks)
+
+    @cached_property
     def host_prefixes(self) -> tuple[str, ...]:
         """The workload's single-address networks (/32, /128) as text (the BGP view reads every
         workload's on every apply)."""
-        texts = self.dsts or tuple(str(n) for n in self.networks)
-        return tuple(t for n, t in zip(self.networks, texts, strict=True) if n.prefixlen == n.max_prefixlen)
+        return tuple(t for n, t in zip(self.networks, self.network_texts, strict=True)
+                     if n.prefixlen == n.max_prefixlen)
 
 
 @dataclass(frozen=True)
@@ -289,7 +294,7 @@ def pool_index(model: Model) -> CoverIndex:
 
 def outside_pools(w: Workload, pools: CoverIndex) -> list[str]:
     """The addresses of ``w`` that no IPPool covers (a workload with any of them is rejected)."""
-    return [dst for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True)
+    return [dst for net, dst in zip(w.networks, w.network_texts, strict=True)
             if net not in pools]
 
 
@@ -411,7 +416,7 @@ def _wire_workloads(local: Sequence[Workload], links: Mapping[str, Link], block_
             out.serving.append(w.resource)
         else:
             out.waiting.append(w.ifname)
-        for net, dst in zip(w.networks, w.dsts or tuple(str(n) for n in w.networks), strict=True):
+        for net, dst in zip(w.networks, w.network_texts, strict=True):
             out.local_dsts.add(dst)
             if dst in out.routes:
                 _log.warning("two local workloads claim one address dst=%s kept=%s ignored=%s",
