@@ -67,6 +67,7 @@ class Routing:
         self._learned: dict[str, list[str]] = {}
         self._last_counts: dict[str, tuple[int, int]] = {}
         self._metric_rows: dict[str, PeerStatus] = {}   # the row each peer's metrics were last set from
+        self._unsynced = True   # a sync was skipped (no view, ExaBGP not ready): the next one diffs everything
 
     # -- inputs ----------------------------------------------------------------------------
     def set_view(self, view: NodeBGPView, old: NodeBGPView | None) -> None:
@@ -110,9 +111,15 @@ class Routing:
         self.sync(full=new)
 
     def set_advertisements(self, adverts: Mapping[str, Advertisement | None]) -> None:
-        """The complete desired set of our own prefixes (sent to every peer of the prefix's family)."""
-        self.adverts.own = {str(k): (v or Advertisement()) for k, v in adverts.items()}
-        self.sync()
+        """The complete desired set of our own prefixes (sent to every peer of the prefix's family).
+
+        Only the prefixes whose advertisement changed are diffed against what each peer holds: the agent
+        calls this on every apply, and a full diff costs every block of the node times every peer.
+        """
+        own = {str(k): (v or Advertisement()) for k, v in adverts.items()}
+        old, self.adverts.own = self.adverts.own, own
+        changed = {pfx for pfx in own.keys() | old.keys() if own.get(pfx) != old.get(pfx)}
+        self.sync(prefixes=None if self._unsynced else changed)
 
     def handle(self, ev: Event) -> None:
         """One parsed event of a peer (state, OPEN, UPDATE, End-of-RIB)."""
@@ -188,7 +195,10 @@ class Routing:
     def sync(self, *, full: set[str] | None = None, prefixes: set[str] | None = None) -> None:
         """Bring what ExaBGP holds in line with the desired advertisements (see Advertised.sync)."""
         if self.view is None or not self._ready():
+            self._unsynced = True
             return
+        if prefixes is None:
+            self._unsynced = False
         peers = [p.spec for addr, p in self.peers.items() if addr in self.configured and _addressable(p)]
         self.adverts.sync(peers, lambda c: self.send(c.line, c.items), full=full, prefixes=prefixes)
         self._notify_if_counts_changed()

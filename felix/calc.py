@@ -9,12 +9,12 @@ the routes learned over BGP into one immutable :class:`DesiredState`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from felix.config import config_prefix
@@ -56,12 +56,12 @@ class Workload:
     # str() of each network, computed once at decode time (the calculation runs on every change).
     dsts: tuple[str, ...] = ()
 
-    @cached_property
+    @functools.cached_property
     def network_texts(self) -> tuple[str, ...]:
         """str() of each network: ``dsts`` when decoded from the datastore, else computed once here."""
         return self.dsts or tuple(str(n) for n in self.networks)
 
-    @cached_property
+    @functools.cached_property
     def host_prefixes(self) -> tuple[str, ...]:
         """The workload's single-address networks (/32, /128) as text (the BGP view reads every
         workload's on every apply)."""
@@ -77,12 +77,22 @@ class Pool:
     disabled: bool
     nat_outgoing: bool = False
 
+    @functools.cached_property
+    def cidr_text(self) -> str:
+        """str(cidr), once: the calculation and the BGP view read every pool on every apply."""
+        return str(self.cidr)
+
 
 @dataclass(frozen=True)
 class Affinity:
     node: str
     cidr: IPNetwork
     state: str
+
+    @functools.cached_property
+    def cidr_text(self) -> str:
+        """str(cidr), once: the BGP view reads every block of the cluster on every apply."""
+        return str(self.cidr)
 
 
 def _workload(key: str, res: Resource) -> Workload:
@@ -337,19 +347,19 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
       nor a learned route inside a service CIDR.
     """
     local, rejected = _split_by_pools(model, node)
-    blocks = sorted({a.cidr for a in model.affinities_of(node) if a.state == "confirmed"},
-                    key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    blocks = sorted({a.cidr: a for a in model.affinities_of(node) if a.state == "confirmed"}.values(),
+                    key=lambda a: (a.cidr.version, int(a.cidr.network_address), a.cidr.prefixlen))
     no_export = CoverIndex(p.cidr for p in model.pools.values() if p.disable_bgp_export)
-    wired = _wire_workloads(local, links, CoverIndex(blocks), no_export,
+    wired = _wire_workloads(local, links, CoverIndex(b.cidr for b in blocks), no_export,
                             CoverIndex(p.cidr for p in model.pools.values()))
     routes, adverts = wired.routes, wired.adverts
 
     block_strs = set()
     for b in blocks:
-        dst = str(b)
+        dst = b.cidr_text
         block_strs.add(dst)
         routes.setdefault(dst, RouteSpec(dst=dst, kind="blackhole"))
-        if not _covered(b, no_export):
+        if not _covered(b.cidr, no_export):
             adverts.add(Advertisement(prefix=dst, reason="block"))
 
     config = model.bgp_configuration()
@@ -429,14 +439,23 @@ def _wire_workloads(local: Sequence[Workload], links: Mapping[str, Link], block_
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _learned_prefix_text(prefix: str) -> str | None:
+    """The canonical text of a learned prefix (host bits masked), None if it is not one; cached because every
+    apply re-reads every learned prefix."""
+    try:
+        return str(ipaddress.ip_network(prefix, strict=False))
+    except ValueError:
+        return None
+
+
 def _learned_routes(learned: Mapping[str, Sequence[str]], taken: set[str], own_ips: set[str],
                     svc_cidrs: ServiceCIDRs) -> dict[str, RouteSpec]:
     """A route per learned prefix not ``taken`` by our own blocks and workloads, via hops that are not ours."""
     routes: dict[str, RouteSpec] = {}
     for prefix, hops in learned.items():
-        try:
-            dst = str(ipaddress.ip_network(prefix, strict=False))
-        except ValueError:
+        dst = _learned_prefix_text(prefix)
+        if dst is None:
             _log.warning("ignoring learned route with a bad prefix prefix=%r", prefix)
             continue
         if dst in taken:

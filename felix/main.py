@@ -71,8 +71,8 @@ CONFIG_PATH = "/debug/config"
 def bgp_ipam_facts(model: Model, node: str) -> bgp.view.IpamFacts:
     """What the BGP import defaults need: pools, the owner of every confirmed block and workload address."""
     return bgp.view.IpamFacts(
-        pools=tuple(str(p.cidr) for p in model.pools.values()),
-        block_owner=tuple((str(a.cidr), a.node) for a in model.affinities.values() if a.state == "confirmed"),
+        pools=tuple(p.cidr_text for p in model.pools.values()),
+        block_owner=tuple((a.cidr_text, a.node) for a in model.affinities.values() if a.state == "confirmed"),
         address_owner=tuple((dst, w.node) for w in model.workloads.values() for dst in w.host_prefixes),
         local_workloads=tuple(dst.partition("/")[0] for w in model.workloads_on(node) for dst in w.host_prefixes))
 

@@ -21,23 +21,39 @@ from l3net.keys import KeyLayout
 
 _log = logging.getLogger(__name__)
 
+# Fields that move with every workload anywhere in the cluster (every agent's route count changes when any
+# node claims a block): written at most once per BATCH_INTERVAL. Written at once, every other field
+# (readiness and its reasons, warnings, what was set aside) and every extra key: they change rarely and
+# an operator waits on them. Each write is delivered to every agent's watch, so per-ADD status writes
+# from every node cost the cluster N writes and N² watch events per ADD.
+BATCHED_FIELDS = frozenset({"routes", "localEndpoints"})
+BATCH_INTERVAL = 5.0
+
 
 class StatusPublisher:
     """Keeps ``status/<node>/<component>`` (JSON; ``agent`` or ``reflector``) under a lease of ``ttl`` seconds,
     on its own thread.
 
-    :meth:`update` is safe from any thread. Datastore outages are logged and retried;
+    :meth:`update` is safe from any thread. A change of only :data:`BATCHED_FIELDS` waits until
+    ``batch_interval`` has passed since the last write; any other change, and a change of an extra
+    key, is written at once (with whatever else is pending). Datastore outages are logged and retried;
     the lease is re-granted when it was lost. Never raises into the caller: any
     other exception is a bug and ends the thread, handed to ``on_fatal`` (given to
     :meth:`start`; the agent dies with it) or, without one, raised in the thread.
     """
 
-    def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30, component: str = "agent") -> None:
+    def __init__(self, ds: Datastore, keys: KeyLayout, node: str, ttl: int = 30, component: str = "agent",
+                 batch_interval: float = BATCH_INTERVAL) -> None:
         self.ds = ds
         self.key = keys.node_status(node, component)
         self.ttl = max(5, ttl)
+        self.batch_interval = batch_interval
         self._status: dict[str, Any] = {"node": node}
         self._dirty = threading.Event()
+        self._urgent = threading.Event()  # a change that must not wait for the batch interval (or stop)
+        self._record_dirty = True
+        self._extra_dirty: set[str] = set()
+        self._last_write = float("-inf")
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lease: Any = None
@@ -53,9 +69,13 @@ class StatusPublisher:
 
     def update(self, **fields: Any) -> None:
         with self._lock:
-            if all(self._status.get(k) == v for k, v in fields.items()):
+            changed = {k for k, v in fields.items() if self._status.get(k) != v}
+            if not changed:
                 return
             self._status.update(fields)
+            self._record_dirty = True
+        if changed - BATCHED_FIELDS:
+            self._urgent.set()
         self._dirty.set()
 
     def put_extra(self, key: str, value: bytes) -> None:
@@ -64,6 +84,8 @@ class StatusPublisher:
             if self._extra.get(key) == value:
                 return
             self._extra[key] = value
+            self._extra_dirty.add(key)
+        self._urgent.set()
         self._dirty.set()
 
     def _run_guarded(self) -> None:
@@ -85,26 +107,49 @@ class StatusPublisher:
             try:
                 if self._lease is None:
                     self._lease = self.ds.grant_lease(self.ttl)
+                    with self._lock:  # the keys went with the old lease: write them all again, now
+                        self._record_dirty = True
+                        self._extra_dirty = set(self._extra)
+                    self._urgent.set()
                     self._dirty.set()
                     last_refresh = time.monotonic()
                 elif time.monotonic() - last_refresh >= refresh_every:
                     self._lease.refresh()
                     last_refresh = time.monotonic()
                 if self._dirty.is_set():
-                    self._dirty.clear()
-                    with self._lock:
-                        body = dict(self._status, updated=time.time())
-                        extra = dict(self._extra)
-                    self.ds.put(self.key, json.dumps(body, sort_keys=True).encode(), lease=self._lease.id)
-                    for key, value in extra.items():
-                        self.ds.put(key, value, lease=self._lease.id)
+                    hold = self._last_write + self.batch_interval - time.monotonic()
+                    if hold > 0 and not self._urgent.is_set():
+                        self._urgent.wait(min(hold, refresh_every))  # an urgent change or stop ends it early
+                        continue
+                    self._write_pending()
             except (DatastoreError, OSError, ValueError) as exc:
                 _log.info("agent status not published (will retry) error=%s", exc)
                 self._lease = None
                 self._stop.wait(1.0)
 
+    def _write_pending(self) -> None:
+        """Write the record and the extra keys that changed since they were last written."""
+        self._dirty.clear()
+        self._urgent.clear()
+        with self._lock:
+            body = dict(self._status, updated=time.time()) if self._record_dirty else None
+            extra = {key: self._extra[key] for key in self._extra_dirty}
+            self._record_dirty, self._extra_dirty = False, set()
+        try:
+            if body is not None:
+                self.ds.put(self.key, json.dumps(body, sort_keys=True).encode(), lease=self._lease.id)
+                self._last_write = time.monotonic()
+            for key, value in extra.items():
+                self.ds.put(key, value, lease=self._lease.id)
+        except BaseException:
+            with self._lock:  # not written: still pending (the lease is dropped, so all of it is anyway)
+                self._record_dirty = self._record_dirty or body is not None
+                self._extra_dirty |= set(extra)
+            raise
+
     def stop(self) -> None:
         self._stop.set()
+        self._urgent.set()
         self._dirty.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)

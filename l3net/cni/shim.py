@@ -1,7 +1,9 @@
 """l3net.cni.shim: the ``l3net-cni`` entry point: hand the request to the node agent, or run the plugin here.
 
-Standard library only (it starts in ~50 ms, the full plugin imports ~0.5 s of
-pyroute2, etcd3gw and the model). When the agent's CNI socket (netconf field
+Standard library only, and only its C-backed parts on the path through the agent: ``_json``,
+``binascii`` and ``_socket`` rather than ``json``, ``base64`` and ``socket``, whose imports (``re``,
+``enum``) cost ~12 ms of every ADD's start on top of the interpreter's ~8 ms. The full plugin imports
+~0.5 s of pyroute2, etcd3gw and the model. When the agent's CNI socket (netconf field
 ``agentSocket``, default :data:`DEFAULT_AGENT_SOCKET`; ``""`` switches the fast
 path off) accepts a connection, the shim sends ``{env, stdin}`` in one frame and
 relays the agent's stdout text and exit code exactly. The agent runs the very
@@ -22,20 +24,25 @@ of UTF-8 JSON. Request ``{"v": 1, "env": {CNI_* and L3NET_* variables},
 
 from __future__ import annotations
 
-import base64
-import json
+import _socket
+import binascii
 import os
-import socket
 import struct
 import sys
 import time
-from collections.abc import Mapping
 
 from l3net.cni.errors import TRY_AGAIN_LATER
 from l3net.constants import ENV_CNI_STARTED
 
+try:
+    import _json
+except ImportError:  # an interpreter without CPython's accelerator: the json package, re and all
+    _json = None
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing is what this avoids
 if TYPE_CHECKING:  # annotations only: typing costs ~5 ms of every ADD's start
+    import socket
+    from collections.abc import Mapping
     from typing import IO, Any
 
 PROTOCOL_VERSION = 1
@@ -51,6 +58,59 @@ _HEADER = struct.Struct(">I")
 _SUPPORTED = ("0.4.0", "1.0.0", "1.1.0")
 
 
+class _ScanContext:
+    """What ``_json.make_scanner`` reads from json.JSONDecoder: the defaults of ``json.loads``."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+
+
+_SCAN = _json.make_scanner(_ScanContext()) if _json is not None else None
+_JSON_SPACE = " \t\n\r"
+
+
+def json_loads(text: str | bytes) -> Any:
+    """``json.loads`` for UTF-8 text without importing json (its decoder imports ``re``); ValueError if bad."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8-sig")  # as json.loads reads bytes: a UTF-8 BOM is allowed
+    if _SCAN is None:
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        obj, end = _SCAN(text, start)
+    except StopIteration as exc:
+        raise ValueError(f"expecting a JSON value at char {exc.value}") from None
+    if text[end:].strip(_JSON_SPACE):
+        raise ValueError(f"extra data after the JSON value at char {end}")
+    return obj
+
+
+def json_dumps(obj: object) -> str:
+    """Compact ``json.dumps`` (ASCII, separators ``,`` and ``:``) of objects of strings, ints and bools."""
+    if _json is None:
+        import json
+
+        return json.dumps(obj, separators=(",", ":"))
+    if isinstance(obj, str):
+        return _json.encode_basestring_ascii(obj)
+    if obj is None or isinstance(obj, bool):
+        return {None: "null", True: "true", False: "false"}[obj]
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
+        return "{" + ",".join(f"{_json.encode_basestring_ascii(k)}:{json_dumps(v)}" for k, v in obj.items()) + "}"
+    raise TypeError(f"not encodable in a frame: {type(obj).__name__}")
+
+
 class FrameError(Exception):
     """A frame that is truncated, too large or not the JSON object the protocol expects."""
 
@@ -61,7 +121,7 @@ class NotSent(Exception):
 
 # -- framing (shared with felix.cniserver) ----------------------------------------------
 def encode_frame(obj: Mapping[str, Any]) -> bytes:
-    body = json.dumps(obj, separators=(",", ":")).encode()
+    body = json_dumps(obj).encode()
     if len(body) > MAX_FRAME:
         raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
     return _HEADER.pack(len(body)) + body
@@ -96,7 +156,7 @@ def read_frame(sock: socket.socket, limit: int = MAX_FRAME, deadline: float | No
         raise FrameError(f"frame of {length} bytes exceeds the limit of {limit}")
     body = _recv_exact(sock, length, deadline)
     try:
-        obj = json.loads(body.decode("utf-8"))
+        obj = json_loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FrameError(f"frame is not JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -106,7 +166,8 @@ def read_frame(sock: socket.socket, limit: int = MAX_FRAME, deadline: float | No
 
 def request_frame(environ: Mapping[str, str], stdin: bytes) -> bytes:
     env = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIXES)}
-    return encode_frame({"v": PROTOCOL_VERSION, "env": env, "stdin": base64.b64encode(stdin).decode("ascii")})
+    return encode_frame({"v": PROTOCOL_VERSION, "env": env,
+                         "stdin": binascii.b2a_base64(stdin, newline=False).decode("ascii")})
 
 
 def decode_request(obj: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
@@ -117,8 +178,8 @@ def decode_request(obj: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise FrameError("env: must be an object of strings")
     try:
-        stdin = base64.b64decode(str(obj.get("stdin", "")), validate=True)
-    except ValueError as exc:
+        stdin = binascii.a2b_base64(str(obj.get("stdin", "")).encode("ascii"), strict_mode=True)
+    except (ValueError, UnicodeEncodeError) as exc:
         raise FrameError(f"stdin: not base64: {exc}") from None
     return env, stdin
 
@@ -146,8 +207,8 @@ def socket_path(environ: Mapping[str, str], stdin: bytes) -> str | None:
     default: the agent (or the fallback plugin) reports the error with its field path.
     """
     try:
-        doc = json.loads(stdin)
-    except (ValueError, UnicodeDecodeError):
+        doc = json_loads(stdin)
+    except ValueError:  # UnicodeDecodeError is one
         doc = None
     value = doc.get(NETCONF_FIELD) if isinstance(doc, dict) else None
     if isinstance(value, str):
@@ -163,7 +224,7 @@ def call_agent(path: str, environ: Mapping[str, str], stdin: bytes, *, connect_t
     (outcome unknown) after it was sent.
     """
     frame = request_frame(environ, stdin)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(connect_timeout)
         try:
@@ -183,8 +244,8 @@ def call_agent(path: str, environ: Mapping[str, str], stdin: bytes, *, connect_t
 
 def peek_version(stdin: bytes) -> str:
     try:
-        v = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        v = json_loads(stdin).get("cniVersion")
+    except (ValueError, AttributeError):
         return "1.0.0"
     return v if isinstance(v, str) and v in _SUPPORTED else "1.0.0"
 
@@ -192,7 +253,7 @@ def peek_version(stdin: bytes) -> str:
 def try_later(stdin: bytes, why: str) -> str:
     err = {"cniVersion": peek_version(stdin), "code": TRY_AGAIN_LATER,
            "msg": "the l3net agent did not answer; outcome unknown, try again later", "details": why}
-    return json.dumps(err) + "\n"
+    return json_dumps(err) + "\n"
 
 
 def run(environ: Mapping[str, str], stdin: bytes, out: IO[str], err: IO[str],

@@ -11,6 +11,7 @@ followed by a DEL, as the spec asks of runtimes, and the pod namespace is remove
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -62,9 +63,27 @@ def cni_wrapper_text() -> str:
             "from l3net.cni.shim import main\nsys.exit(main())\n")
 
 
+@functools.cache  # once per process: install_cni runs on every pod's ADD
+def compile_shim() -> None:
+    """Bytecode for the modules the shim imports, as a node's pip-installed copy has (install-cni.sh copies it).
+
+    Without it a tree run with PYTHONDONTWRITEBYTECODE compiles the shim from source on every ADD (~4 ms
+    that no node pays). A tree the lab cannot write to is left as it is.
+    """
+    import py_compile
+
+    root = Path(__file__).resolve().parents[1]
+    for rel in ("__init__.py", "constants.py", "cni/__init__.py", "cni/errors.py", "cni/shim.py"):
+        try:
+            py_compile.compile(str(root / rel), doraise=True)
+        except (OSError, py_compile.PyCompileError) as exc:
+            _log.info("shim bytecode not written (it compiles on each start) file=%s error=%s", rel, exc)
+
+
 def install_cni(state: st.LabState) -> Path:
     """``<lab dir>/cni-bin/l3net-cni`` (the lab's CNI_PATH), written when missing or different; idempotent."""
     path = Path(state.dir) / "cni-bin" / "l3net-cni"
+    compile_shim()
     text = cni_wrapper_text()
     if path.is_file() and path.read_text() == text:
         return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 
@@ -13,6 +14,7 @@ from l3net.errors import DatastoreUnavailable
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.nodestatus import StatusPublisher
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +63,52 @@ def test_status_is_leased_and_updated(datastore: EtcdDatastore, key_layout: KeyL
     finally:
         pub.stop()
     assert datastore.get(key) is None  # lease revoked on a clean stop
+
+
+class _CountingPuts:
+    """The real datastore, counting the puts per key."""
+
+    def __init__(self, ds: EtcdDatastore) -> None:
+        self._ds, self.puts = ds, collections.Counter[str]()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ds, name)
+
+    def put(self, key: str, *args: object, **kwargs: object) -> object:
+        self.puts[key] += 1
+        return self._ds.put(key, *args, **kwargs)
+
+
+def test_status_batches_the_per_workload_counts_and_writes_the_rest_at_once(datastore: EtcdDatastore,
+                                                                            key_layout: KeyLayout) -> None:
+    counting = _CountingPuts(datastore)
+    pub = StatusPublisher(counting, key_layout, "n1", ttl=30, batch_interval=60)  # type: ignore[arg-type]
+    key, bgp_key = key_layout.node_status("n1", "agent"), key_layout.node_status("n1", "bgp")
+
+    def record() -> dict[str, object]:
+        kv = datastore.get(key)
+        return json.loads(kv.value) if kv is not None else {}
+
+    pub.update(ready=True, routes=1, localEndpoints=1)
+    pub.start()
+    try:
+        wait_for(lambda: record().get("routes") == 1, what="the first record, at once")
+        first = counting.puts[key]
+        for n in range(2, 12):  # what every ADD anywhere in the cluster does to every agent's record
+            pub.update(routes=n, localEndpoints=n)
+        time.sleep(1.5)
+        assert counting.puts[key] == first and record()["routes"] == 1, "route counts alone must wait their turn"
+        pub.update(ready=False, notReady=["bgp"])  # readiness is written at once, the pending counts with it
+        got = wait_for(lambda: record() if record().get("ready") is False else None, what="readiness at once")
+        assert got["routes"] == 11 and got["localEndpoints"] == 11 and counting.puts[key] == first + 1
+        pub.put_extra(bgp_key, b"peers-1")
+        wait_for(lambda: datastore.get(bgp_key) is not None, what="an extra key at once")
+        pub.put_extra(bgp_key, b"peers-1")  # unchanged: not written again
+        pub.update(ready=True)  # the record changes, the extra key does not
+        wait_for(lambda: record().get("ready") is True, what="readiness back")
+        assert counting.puts[bgp_key] == 1 and counting.puts[key] == first + 2
+    finally:
+        pub.stop()
 
 
 class _BuggyPuts:

@@ -186,6 +186,25 @@ def test_the_shim_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_the_shims_path_through_the_agent_imports_no_slow_stdlib_module(sock_path: str) -> None:
+    """With -S (as nodes run it) and a whole ADD relayed: none of json, re, enum, socket, base64 or typing."""
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(shim.__file__).resolve().parents[2])!r})\n"
+        "from l3net.cni import shim\n"
+        "code = shim.run({'L3NET_CNI_AGENT_SOCKET': sys.argv[1], 'CNI_COMMAND': 'ADD'}, b'{\"cniVersion\": \"1.0.0\"}',"
+        " sys.stdout, sys.stderr)\n"
+        "slow = ('json', 're', 'enum', 'socket', 'base64', 'typing', 'collections')\n"
+        "print(code, sorted(m for m in slow if m in sys.modules), file=sys.stderr)\n")
+    agent = FakeAgent(sock_path, lambda conn, _r: conn.sendall(shim.reply_frame(0, '{"ips": []}\n')))
+    try:
+        out = subprocess.run([sys.executable, "-S", "-c", script, sock_path], capture_output=True, text=True,
+                             check=True, timeout=30)
+    finally:
+        agent.close()
+    assert out.stdout == '{"ips": []}\n' and out.stderr.strip() == "0 []", out
+
+
 # -- the agent's server (a fake handler: the real plugin is in tests/netns/test_cni_agent.py) -----------
 def test_server_socket_is_0600_and_serves_the_handler(sock_path: str) -> None:
     seen: list[tuple[dict, bytes]] = []
