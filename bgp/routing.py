@@ -236,7 +236,9 @@ class Routing:
             self.on_peers(rows)
 
     def check_converged(self) -> None:
-        if self.converged or self.view is None:
+        # No peer is not "every peer sent End-of-RIB": a view built before the peers' Nodes were read (the
+        # agent's cached view at start) has none. The agent decides that case itself, from a live view.
+        if self.converged or self.view is None or not self.peers:
             return
         if all(p.eor_seen for p in self.peers.values()):
             self.converged = True

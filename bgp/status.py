@@ -38,6 +38,12 @@ class NodeStatus:
     errors: tuple[str, ...] = ()   # BGP resources this node refused (field: reason), e.g. an unreachable peer
 
 
+def urgent_part(peers: Iterable[PeerStatus], errors: Iterable[str] = ()) -> tuple[object, ...]:
+    """What an operator waits on in the table (each peer's identity and state, the refused resources), not the
+    route counts that move with every prefix: ``StatusPublisher.put_extra`` writes a change of this at once."""
+    return (tuple((p.name, p.address, p.peer_type, p.state, p.info, p.peer_as) for p in peers), tuple(errors))
+
+
 def encode(node: str, peers: Iterable[PeerStatus], *, as_number: int | None = None, router_id: str | None = None,
            now: float | None = None, errors: Iterable[str] = ()) -> bytes:
     doc = {"node": node, "updated": time.time() if now is None else now, "asNumber": as_number,

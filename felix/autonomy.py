@@ -45,9 +45,10 @@ class CachedStartSink:
     forwards to ``target`` (a ``ThreadSafeSink``). Never raises on its own.
     """
 
-    def __init__(self, target: SyncSink, health: HealthState) -> None:
+    def __init__(self, target: SyncSink, health: HealthState, on_live: Callable[[], None] | None = None) -> None:
         self.target = target
         self.health = health
+        self.on_live = on_live  # after each in-sync with the live datastore (never the cached view's)
         self.from_cache = False
 
     def start_from(self, view: CachedView) -> None:
@@ -71,6 +72,8 @@ class CachedStartSink:
             _log.info("datastore reached: the cached view is replaced by the live one")
         self.health.set_ready("datastore-view", True)
         self.target.on_in_sync()
+        if self.on_live is not None:
+            self.on_live()
 
     def on_status(self, status: str) -> None:
         if self.from_cache:

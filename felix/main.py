@@ -167,6 +167,7 @@ class Agent:
         # This node's FelixConfiguration resources (last good of each), layered over the config/ keys.
         self.felix_view = felix_view or FelixConfigView(self.keys, self.node)
         self._felix_seen_live = False
+        self._live_revision: int | None = None  # the model revision of the first live in-sync (not the cache's)
         self.pending_restart: dict[str, Any] = {}  # wanted values of non-live parameters, until a restart
         self.node_ip = node_ip
         self.health = health
@@ -227,7 +228,7 @@ class Agent:
                     self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
                 if self.bfd is not None:
                     self.bfd.set_view(view)
-                if not view.peers:
+                if not view.peers and self._from_live_datastore():
                     self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
             self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
             if self.sync is not None:
@@ -237,6 +238,18 @@ class Agent:
         self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
                            localEndpoints=desired.local_endpoints, address=self.node_ip,
                            quarantined=self.sync.quarantined() if self.sync is not None else [])
+
+    def _on_live_in_sync(self) -> None:
+        """On the loop thread, after the loop took a live in-sync: the model revision from which on it is live."""
+        if self.sync is not None:
+            self._live_revision = self.sync.model.revision
+
+    def _from_live_datastore(self) -> bool:
+        """Whether the route side last applied a model read from the live datastore, not from the cached view:
+        a view cached before the peers' Nodes were written has no peers, and "no peer, so nothing to wait
+        for" would let stale learned routes be swept before the real peers sent theirs."""
+        return (self.sync is not None and self._live_revision is not None
+                and self.sync.routes_side.revision >= self._live_revision)
 
     def _die(self, exc: BaseException) -> None:
         if self.fatal is None:
@@ -288,7 +301,8 @@ class Agent:
         await self._start_bgp(sync)
 
         # Autonomy: a restart while the datastore is down starts from the last good view on disk.
-        sink = CachedStartSink(_ConfigWatchingSink(sync, loop, self._after_updates), self.health)
+        sink = CachedStartSink(_ConfigWatchingSink(sync, loop, self._after_updates), self.health,
+                               on_live=lambda: loop.call_soon_threadsafe(self._on_live_in_sync))
         writer = CacheWriter(self.cache) if self.cache is not None else None
         if self.initial_view is not None:
             sink.start_from(self.initial_view)
@@ -423,9 +437,11 @@ class Agent:
         for p in peers:
             metrics.BGP_SESSION_UP.labels(peer=p.name).set(1 if p.state == "up" else 0)
         view = self.speaker.view if self.speaker is not None else None
+        errors = [str(e) for e in getattr(view, "errors", ())]
         self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp.status.encode(
             self.node, peers, as_number=getattr(view, "as_number", None),
-            router_id=getattr(view, "router_id", None), errors=[str(e) for e in getattr(view, "errors", ())]))
+            router_id=getattr(view, "router_id", None), errors=errors),
+            urgent_part=bgp.status.urgent_part(peers, errors))
 
 
 def loop_config(cfg: AgentConfig) -> LoopConfig:

@@ -22,12 +22,13 @@ from l3net.keys import KeyLayout
 _log = logging.getLogger(__name__)
 
 # Fields that move with every workload anywhere in the cluster (every agent's route count changes when any
-# node claims a block): written at most once per BATCH_INTERVAL. Written at once, every other field
-# (readiness and its reasons, warnings, what was set aside) and every extra key: they change rarely and
-# an operator waits on them. Each write is delivered to every agent's watch, so per-ADD status writes
-# from every node cost the cluster N writes and N² watch events per ADD.
+# node claims a block): written at most once per BATCH_INTERVAL, like the route counts of the BGP peer
+# table. Written at once: every other field (readiness and its reasons, warnings, what was set aside) and
+# an extra key's urgent part (a peer's state); they change rarely and an operator waits on them. Every
+# write reaches every agent's watch, so per-ADD writes from every node cost N writes and N² events per ADD.
 BATCHED_FIELDS = frozenset({"routes", "localEndpoints"})
 BATCH_INTERVAL = 5.0
+_NOTHING = object()
 
 
 class StatusPublisher:
@@ -36,7 +37,7 @@ class StatusPublisher:
 
     :meth:`update` is safe from any thread. A change of only :data:`BATCHED_FIELDS` waits until
     ``batch_interval`` has passed since the last write; any other change, and a change of an extra
-    key, is written at once (with whatever else is pending). Datastore outages are logged and retried;
+    key's ``urgent_part``, is written at once (with whatever else is pending). Datastore outages are logged and retried;
     the lease is re-granted when it was lost. Never raises into the caller: any
     other exception is a bug and ends the thread, handed to ``on_fatal`` (given to
     :meth:`start`; the agent dies with it) or, without one, raised in the thread.
@@ -53,6 +54,7 @@ class StatusPublisher:
         self._urgent = threading.Event()  # a change that must not wait for the batch interval (or stop)
         self._record_dirty = True
         self._extra_dirty: set[str] = set()
+        self._extra_urgent_part: dict[str, object] = {}
         self._last_write = float("-inf")
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -78,14 +80,22 @@ class StatusPublisher:
             self._urgent.set()
         self._dirty.set()
 
-    def put_extra(self, key: str, value: bytes) -> None:
-        """Keep another key (e.g. the BGP peer table) under the same lease; safe from any thread."""
+    def put_extra(self, key: str, value: bytes, *, urgent_part: object = None) -> None:
+        """Keep another key (e.g. the BGP peer table) under the same lease; safe from any thread.
+
+        ``urgent_part``: the part of ``value`` an operator waits on (for the peer table: each peer's state, not
+        its route counts). A change is written at once when it differs from the last one given for ``key``, and
+        otherwise with the next write (at most ``batch_interval`` later). None: every change is written at once.
+        """
         with self._lock:
             if self._extra.get(key) == value:
                 return
             self._extra[key] = value
             self._extra_dirty.add(key)
-        self._urgent.set()
+            urgent = urgent_part is None or self._extra_urgent_part.get(key, _NOTHING) != urgent_part
+            self._extra_urgent_part[key] = urgent_part
+        if urgent:
+            self._urgent.set()
         self._dirty.set()
 
     def _run_guarded(self) -> None:

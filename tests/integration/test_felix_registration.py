@@ -101,12 +101,17 @@ def test_status_batches_the_per_workload_counts_and_writes_the_rest_at_once(data
         pub.update(ready=False, notReady=["bgp"])  # readiness is written at once, the pending counts with it
         got = wait_for(lambda: record() if record().get("ready") is False else None, what="readiness at once")
         assert got["routes"] == 11 and got["localEndpoints"] == 11 and counting.puts[key] == first + 1
-        pub.put_extra(bgp_key, b"peers-1")
+        pub.put_extra(bgp_key, b"peer up, 1 route", urgent_part="up")
         wait_for(lambda: datastore.get(bgp_key) is not None, what="an extra key at once")
-        pub.put_extra(bgp_key, b"peers-1")  # unchanged: not written again
+        pub.put_extra(bgp_key, b"peer up, 1 route", urgent_part="up")  # unchanged: not written again
+        pub.put_extra(bgp_key, b"peer up, 2 routes", urgent_part="up")  # only the counts moved: it waits
+        time.sleep(1.5)
+        assert counting.puts[bgp_key] == 1 and datastore.get(bgp_key).value == b"peer up, 1 route"
+        pub.put_extra(bgp_key, b"peer down, 2 routes", urgent_part="down")  # the state moved: at once
+        wait_for(lambda: datastore.get(bgp_key).value == b"peer down, 2 routes", what="a peer's state at once")
         pub.update(ready=True)  # the record changes, the extra key does not
         wait_for(lambda: record().get("ready") is True, what="readiness back")
-        assert counting.puts[bgp_key] == 1 and counting.puts[key] == first + 2
+        assert counting.puts[bgp_key] == 2 and counting.puts[key] == first + 2
     finally:
         pub.stop()
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp.commands import Advertisement
+from bgp.events import EorEvent, StateEvent
 from bgp.routing import Routing
 from bgp.view import build_node_view
 from l3net.model.resource import Resource
@@ -60,3 +61,22 @@ def test_an_unchanged_set_sends_nothing() -> None:
     assert lines == []
     r.set_advertisements({PREFIXES[1]: None})
     assert len(lines) == 1 and "withdraw" in lines[0] and PREFIXES[0] in lines[0]
+
+
+def test_a_view_without_peers_is_not_convergence_and_the_first_peers_eor_is() -> None:
+    """A view read before the peers' Nodes (the agent's cached view at start) has no peer: Routing must not call
+    that "End-of-RIB from every peer", or the agent sweeps the learned routes it kept over its restart."""
+    converged: list[bool] = []
+    r = Routing("n1", lambda line, items: True, lambda: True, clock=lambda: 0.0, monotonic=lambda: 0.0,
+                on_converged=lambda: converged.append(True))
+    r.set_view(build_node_view("n1", NODES, CFG, []), None)
+    r.check_converged()
+    assert converged == [] and not r.converged
+    peer = Resource("BGPPeer", "p", {"node": "n1", "peerIP": PEERS[0], "asNumber": 65000})
+    r.set_view(build_node_view("n1", NODES, CFG, [peer]), None)
+    r.loaded({PEERS[0]}, fresh=True)
+    r.handle(StateEvent(PEERS[0], "10.0.0.1", "up"))
+    r.check_converged()
+    assert converged == []
+    r.handle(EorEvent(PEERS[0], "ipv4", "unicast"))
+    assert converged == [True] and r.converged

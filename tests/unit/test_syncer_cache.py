@@ -85,15 +85,18 @@ def test_cached_start_hides_outage_reports_until_the_first_real_in_sync() -> Non
     health = HealthState()
     health.set_ready("dataplane", True)
     target = RecordingSink()
-    sink = CachedStartSink(target, health)
+    live: list[int] = []
+    sink = CachedStartSink(target, health, on_live=lambda: live.append(target.in_syncs))
     sink.start_from(CachedView(P, 7, time.time() - 30, {P + "a": (b"1", 5)}))
     assert target.state == {P + "a": b"1"} and target.in_syncs == 1
+    assert live == []  # the cached view's in-sync is not the datastore's (felix.main: no peer-less convergence)
     ready, reasons = health.readiness()
     assert not ready and "cached view of revision 7" in reasons["datastore-view"]
     sink.on_status("resync")
     sink.on_status("down")
     assert target.statuses == []  # the loop keeps applying the cached view
     sink.on_in_sync()
+    assert live == [2]  # after the target took the live in-sync
     health.set_ready("datastore", True)
     assert health.readiness() == (True, {})
     sink.on_status("down")
