@@ -14,8 +14,9 @@ in three offload modes, applied to the same set of devices for every path:
                 workload eth0 and vxlan0 -- every hop handles every MTU-sized packet (pure per-packet cost)
   nicoff        TSO/GSO/GRO off on the fabric only (a NIC without offloads); the software devices a CNI
                 creates (veths, vxlan0) keep their defaults. TCP only, reported without a target.
-iperf3 TCP with 1 and 4 streams, ping RTT and a UDP request/response RTT (modes on and off); rounds
-interleave every path and mode so drift lands on all alike. No CPU pinning for any path.
+iperf3 TCP with 1 and 4 streams (4 iperf3 processes of one stream each), ping RTT and a UDP
+request/response RTT (modes on and off); rounds interleave every path and mode so drift lands on all
+alike. No CPU pinning for any path.
 Verdicts: the median of per-round paired ratios over 10 rounds (bench.stats), spread shown. The
 routed+pol/routed ratios carry no target: after a flow's first packet conntrack answers, so
 throughput cannot see policy; bench.conn_rate measures its cost per new connection.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 
 from bench import policyload, topology
@@ -112,16 +114,27 @@ class Topo:
                 topology.set_offloads(*dev, self._defaults[dev])
 
 
+IPERF_PORT = 5201
+
+
 def _iperf(client_ns: str, addr: str, seconds: int, streams: int) -> float:
-    """One iperf3 TCP run; received Gbit/s."""
-    cmd = ["iperf3", "-c", addr, "-t", str(seconds), "-P", str(streams), "-J"]
+    """One TCP run of ``streams`` iperf3 clients at once, one stream each, to servers on consecutive ports;
+    received Gbit/s summed.
+
+    Not ``iperf3 -P``: before 3.16 (Debian 12 ships 3.12) iperf3 runs every stream of a test on one thread,
+    so ``-P 4`` measured one sending core (perf: the client thread at 100 % of a core on every path, the
+    routed path's forwarding softirqs run inline on it) and never the two cores four streams can use.
+    """
+    cmd = ["iperf3", "-c", addr, "-t", str(seconds), "-P", "1", "-J"]
     last = ""
-    for _attempt in range(5):  # the server may still be starting
-        out = netns.run(client_ns, cmd, check=False, timeout=seconds + 30)
-        if out.returncode == 0:
-            data = json.loads(out.stdout)
-            return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
-        last = (out.stdout[-300:] + out.stderr[-300:]).strip()
+    for _attempt in range(5):  # a server may still be starting
+        procs = [subprocess.Popen(netns.nsenter_cmd(client_ns, [*cmd, "-p", str(IPERF_PORT + i)]),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(streams)]
+        outs = [proc.communicate(timeout=seconds + 30) for proc in procs]
+        if all(proc.returncode == 0 for proc in procs):
+            return sum(float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) for out, _err in outs) / 1e9
+        last = " | ".join((out[-300:] + err[-300:]).strip() for (out, err), proc in zip(outs, procs, strict=True)
+                          if proc.returncode != 0)
         time.sleep(0.3)
     raise RuntimeError(f"iperf3 -c {addr} from {client_ns} kept failing: {last}")
 
@@ -156,7 +169,8 @@ def _repo_root() -> str:
 def _start_servers(ctx: Context, topo: Topo, paths: dict[str, tuple[str, str, str]]) -> None:
     env = dict(os.environ, PYTHONPATH=_repo_root())
     for _client, server_ns, _addr in paths.values():
-        ctx.workspace.spawn(["iperf3", "-s"], netns_name=server_ns)
+        for i in range(max(STREAMS)):  # one server per stream: see _iperf
+            ctx.workspace.spawn(["iperf3", "-s", "-p", str(IPERF_PORT + i)], netns_name=server_ns)
         ctx.workspace.spawn([python_exe(), "-m", "bench.udpecho", "server", str(UDP_PORT)], netns_name=server_ns,
                             env=env)
     time.sleep(0.5)
