@@ -297,15 +297,39 @@ def _covered(net: IPNetwork, blocks: CoverIndex) -> bool:
 _REPORTED: dict[str, tuple[str, ...]] = {}
 
 
-def pool_index(model: Model) -> CoverIndex:
-    """Every IPPool's CIDR, for :func:`outside_pools`."""
-    return CoverIndex(p.cidr for p in model.pools.values())
+class PoolIndex(CoverIndex):
+    """The IPPools' CIDRs, remembering each workload's answer: every apply asks it for every workload of
+    the cluster, three times (the route side, and the policy builder twice), and the pools rarely change."""
+
+    MEMO_MAX = 1 << 17
+
+    def __init__(self, nets: Iterable[IPNetwork]) -> None:
+        super().__init__(nets)
+        self._outside: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def outside(self, w: Workload) -> tuple[str, ...]:
+        found = self._outside.get(w.network_texts)
+        if found is None:
+            found = tuple(dst for net, dst in zip(w.networks, w.network_texts, strict=True) if net not in self)
+            if len(self._outside) >= self.MEMO_MAX:  # deleted workloads' answers stay: churn must not grow it
+                self._outside.clear()
+            self._outside[w.network_texts] = found
+        return found
 
 
-def outside_pools(w: Workload, pools: CoverIndex) -> list[str]:
+@functools.lru_cache(maxsize=4)
+def _pool_index_of(cidrs: frozenset[IPNetwork]) -> PoolIndex:
+    return PoolIndex(cidrs)
+
+
+def pool_index(model: Model) -> PoolIndex:
+    """Every IPPool's CIDR, for :func:`outside_pools`: one index per set of pools, kept while it lasts."""
+    return _pool_index_of(frozenset(p.cidr for p in model.pools.values()))
+
+
+def outside_pools(w: Workload, pools: PoolIndex) -> tuple[str, ...]:
     """The addresses of ``w`` that no IPPool covers (a workload with any of them is rejected)."""
-    return [dst for net, dst in zip(w.networks, w.network_texts, strict=True)
-            if net not in pools]
+    return pools.outside(w)
 
 
 def _net_key(n: IPNetwork) -> tuple[int, int, int]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 
 import pytest
 
-from felix.calc import Model, compute
+from felix.calc import Model, Pool, PoolIndex, Workload, compute, outside_pools, pool_index
 from felix.desired import Advertisement, InterfaceSpec, RouteSpec
 from felix.links import Link
 from l3net.keys import KeyLayout
@@ -159,3 +160,27 @@ def test_resources_by_kind_follow_updates_deletes_and_invalid_values() -> None:
     m.apply([Upd(key, node.to_json())])
     m.apply([Upd(key, None)])
     assert m.resources_of("Node") == [] and len(m.resources_of("WorkloadEndpoint")) == 1
+
+
+def test_pool_index_answers_as_the_pools_say_is_shared_per_pool_set_and_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def wl(key: str, *nets: str) -> Workload:
+        return Workload(key=key, node="n1", ifname="cali1", networks=tuple(ipaddress.ip_network(n) for n in nets),
+                        resource=Resource("WorkloadEndpoint", key, {}))
+
+    model = Model(KeyLayout("/t/"))
+    model.pools = {"p": Pool(key="p", cidr=ipaddress.ip_network("10.65.0.0/16"), disable_bgp_export=False,
+                             disabled=False)}
+    index = pool_index(model)
+    assert pool_index(model) is index  # the same pools, the same index (and its remembered answers)
+    assert outside_pools(wl("a", "10.65.1.2/32"), index) == ()
+    assert outside_pools(wl("b", "10.65.1.3/32", "10.66.0.1/32"), index) == ("10.66.0.1/32",)
+    model.pools["q"] = Pool(key="q", cidr=ipaddress.ip_network("10.66.0.0/16"), disable_bgp_export=False,
+                            disabled=False)
+    assert pool_index(model) is not index
+    assert outside_pools(wl("b", "10.65.1.3/32", "10.66.0.1/32"), pool_index(model)) == ()
+    monkeypatch.setattr(PoolIndex, "MEMO_MAX", 3)
+    small = PoolIndex([ipaddress.ip_network("10.0.0.0/8")])
+    for i in range(10):
+        assert outside_pools(wl(f"w{i}", f"10.0.0.{i}/32"), small) == ()
+    assert len(small._outside) <= 3
