@@ -186,6 +186,24 @@ def test_the_shim_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_bad_json_is_a_value_error_without_the_json_package_loaded() -> None:
+    """The C scanner's error path needs json.decoder in sys.modules; the shim runs without it (-S, no json)."""
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(shim.__file__).resolve().parents[2])!r})\n"
+        "from l3net.cni import shim\n"
+        "assert 'json.decoder' not in sys.modules\n"
+        "for text in ('{not json', '[1,', '1 2', '', '{\"a\": }'):\n"
+        "    try:\n"
+        "        shim.json_loads(text)\n"
+        "    except ValueError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'no error for {text!r}')\n"
+        "print(shim.socket_path({}, b'{not json') == shim.DEFAULT_AGENT_SOCKET)\n")
+    out = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out
+
+
 def test_the_shims_path_through_the_agent_imports_no_slow_stdlib_module(sock_path: str) -> None:
     """With -S (as nodes run it) and a whole ADD relayed: none of json, re, enum, socket, base64 or typing."""
     script = (
