@@ -337,10 +337,8 @@ def _publish(status: StatusPublisher, keys: KeyLayout, node: str, view: NodeBGPV
     elif isinstance(speaker, BirdEngine):
         status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, speaker.bfd_status()))
     rows = speaker.peer_status()
-    errors = [str(e) for e in view.errors]
-    status.put_extra(keys.node_status(node, "bgp"), bgp_status.encode(
-        node, rows, as_number=view.as_number, router_id=view.router_id, errors=errors),
-        urgent_part=bgp_status.urgent_part(rows, errors))
+    bgp_status.keep(status, keys, node, rows, as_number=view.as_number, router_id=view.router_id,
+                    errors=[str(e) for e in view.errors])
     ready, reasons = health.readiness()
     status.update(ready=ready, notReady=reasons, peers=len(rows), established=sum(1 for r in rows if r.state == "up"))
 

@@ -18,12 +18,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgp.peer_status import PeerStatus
 from l3net.keys import KeyLayout
+
+if TYPE_CHECKING:
+    from l3net.nodestatus import StatusPublisher
 
 _log = logging.getLogger(__name__)
 
@@ -38,9 +41,9 @@ class NodeStatus:
     errors: tuple[str, ...] = ()   # BGP resources this node refused (field: reason), e.g. an unreachable peer
 
 
-def urgent_part(peers: Iterable[PeerStatus], errors: Iterable[str] = ()) -> tuple[object, ...]:
+def _urgent_part(peers: Iterable[PeerStatus], errors: Iterable[str]) -> tuple[object, ...]:
     """What an operator waits on in the table (each peer's identity and state, the refused resources), not the
-    route counts that move with every prefix: ``StatusPublisher.put_extra`` writes a change of this at once."""
+    route counts that move with every prefix."""
     return (tuple((p.name, p.address, p.peer_type, p.state, p.info, p.peer_as) for p in peers), tuple(errors))
 
 
@@ -76,6 +79,15 @@ def publish(ds: Any, keys: KeyLayout, node: str, peers: Iterable[PeerStatus], *,
     """Write the peer table (blocking; call from a thread when on the agent loop)."""
     ds.put(keys.node_status(node, "bgp"), encode(node, peers, as_number=as_number, router_id=router_id,
                                                  errors=errors), lease=lease)
+
+
+def keep(status: StatusPublisher, keys: KeyLayout, node: str, peers: Sequence[PeerStatus], *,
+         as_number: int | None, router_id: str | None, errors: Sequence[str]) -> None:
+    """Hand the peer table to the node's status publisher (under its lease, on its thread): a change of a
+    peer's state or of the refused resources is written at once, one of route counts alone batched."""
+    status.put_extra(keys.node_status(node, "bgp"),
+                     encode(node, peers, as_number=as_number, router_id=router_id, errors=errors),
+                     urgent_part=_urgent_part(peers, errors))
 
 
 def read(ds: Any, keys: KeyLayout, node: str) -> NodeStatus | None:

@@ -437,11 +437,9 @@ class Agent:
         for p in peers:
             metrics.BGP_SESSION_UP.labels(peer=p.name).set(1 if p.state == "up" else 0)
         view = self.speaker.view if self.speaker is not None else None
-        errors = [str(e) for e in getattr(view, "errors", ())]
-        self.status.put_extra(self.keys.node_status(self.node, "bgp"), bgp.status.encode(
-            self.node, peers, as_number=getattr(view, "as_number", None),
-            router_id=getattr(view, "router_id", None), errors=errors),
-            urgent_part=bgp.status.urgent_part(peers, errors))
+        bgp.status.keep(self.status, self.keys, self.node, peers, as_number=getattr(view, "as_number", None),
+                        router_id=getattr(view, "router_id", None),
+                        errors=[str(e) for e in getattr(view, "errors", ())])
 
 
 def loop_config(cfg: AgentConfig) -> LoopConfig:
