@@ -3,7 +3,7 @@
 Standard library only, and only its C-backed parts on the path through the agent: ``_json``,
 ``binascii`` and ``_socket`` rather than ``json``, ``base64`` and ``socket``, whose imports (``re``,
 ``enum``) cost ~12 ms of every ADD's start on top of the interpreter's ~8 ms. The full plugin imports
-~0.5 s of pyroute2, etcd3gw and the model. When the agent's CNI socket (netconf field
+~0.5 s of pyroute2, the etcd client and the model. When the agent's CNI socket (netconf field
 ``agentSocket``, default :data:`DEFAULT_AGENT_SOCKET`; ``""`` switches the fast
 path off) accepts a connection, the shim sends ``{env, stdin}`` in one frame and
 relays the agent's stdout text and exit code exactly. The agent runs the very

@@ -1,9 +1,8 @@
 """l3net.datastore.etcd: the etcd v3 client behind :class:`Datastore`.
 
-KV, transactions and leases go through etcd3gw (etcd's v3 JSON gateway: TLS,
-no protobuf, no grpc). The watch stream is read here directly because
-etcd3gw's watcher drops compaction and cancel responses on the floor, and a
-syncer that misses a compaction silently diverges.
+KV, transactions, leases and watches go through etcd's v3 JSON gateway (TLS, no protobuf, no grpc),
+spoken by :mod:`l3net.datastore.gateway`. The watch stream reports compaction and cancel responses:
+a syncer that misses a compaction silently diverges.
 
 Endpoints: ``http://host:port``, ``https://host:port`` (with CA, cert, key) or
 ``unix:///path/to/socket``; several, comma-separated, are tried in order. Reads and watches fail
@@ -11,8 +10,8 @@ over on any connection error; a write (txn) fails over only when it never left t
 refused or timed out): once sent, its outcome is unknown and re-sending it elsewhere would turn an
 applied write into a bogus Conflict, so the caller gets DatastoreUnavailable and must re-read.
 
-TLS notes, both paid for in tests: requests lets ``REQUESTS_CA_BUNDLE`` silently override a session's
-CA, so sessions here ignore the environment (TLS comes only from :class:`TLSFiles`); and an etcd run
+TLS notes, both paid for in tests: TLS comes only from :class:`TLSFiles`, never from the environment
+(``REQUESTS_CA_BUNDLE`` and the like would silently override a given CA); and an etcd run
 with ``--client-cert-auth`` needs a server certificate that also allows ``clientAuth``, because its JSON
 gateway dials etcd's own gRPC port with it (otherwise every request fails with ``connection closed``, code 14).
 """
@@ -21,26 +20,20 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import json
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlparse
-
-import etcd3gw
-import etcd3gw.exceptions
-import requests
-import urllib3.exceptions
 
 from l3net import metrics
 from l3net.datastore.base import Check, CheckPrefix, Create, Delete, KeyValue, Op, Put, Update, WatchEvent
-from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
+from l3net.datastore.gateway import Answered, Endpoint, GatewayError, Lost, NotSent, Stream, tls_context
 from l3net.errors import Compacted, Conflict, DatastoreError, DatastoreUnavailable
 
 _log = logging.getLogger(__name__)
@@ -92,40 +85,9 @@ class TLSFiles:
         return bool(self.ca or self.cert or self.key)
 
 
-class _GatewayClient(etcd3gw.Etcd3Client):
-    """etcd3gw's client, pointed at one endpoint (TCP, TLS or unix socket)."""
-
-    def __init__(self, endpoint: str, tls: TLSFiles):
-        url = urlparse(endpoint)
-        self.endpoint = endpoint
-        session = requests.Session()
-        # Not from the environment: requests lets REQUESTS_CA_BUNDLE override session.verify (so a given CA
-        # would be silently ignored), and etcd traffic must not go through an HTTP_PROXY.
-        session.trust_env = False
-        if url.scheme == "unix":
-            path = url.netloc + url.path
-            if not path:
-                raise ValueError(f"etcd endpoint {endpoint!r}: no socket path")
-            session.mount(UNIX_SCHEME, UnixSocketAdapter(path))
-            self._base = f"{UNIX_SCHEME}{quote(path, safe='')}"
-            super().__init__(host="localhost", port=0, protocol="http", session=session,
-                             timeout=_REQUEST_TIMEOUT, api_path="/v3/")
-        elif url.scheme in ("http", "https"):
-            if not url.hostname:
-                raise ValueError(f"etcd endpoint {endpoint!r}: no host")
-            if url.scheme == "https":
-                session.verify = tls.ca or True
-                if tls.cert and tls.key:
-                    session.cert = (tls.cert, tls.key)
-            self._base = f"{url.scheme}://{url.netloc}"
-            super().__init__(host=url.hostname or "localhost", port=url.port or 2379, protocol=url.scheme,
-                             session=session, timeout=_REQUEST_TIMEOUT, api_path="/v3/")
-        else:
-            raise ValueError(f"etcd endpoint {endpoint!r}: scheme must be http, https or unix")
-
-    @property
-    def base_url(self) -> str:
-        return self._base
+def _endpoint(endpoint: str, tls: TLSFiles) -> Endpoint:
+    context = tls_context(tls.ca, tls.cert, tls.key) if endpoint.startswith("https://") else None
+    return Endpoint(endpoint, context)
 
 
 # TCP keepalive on watch sockets (idle, interval, probes): a watch is quiet for long stretches, and
@@ -134,12 +96,6 @@ _KEEPALIVE = (10, 5, 3)
 # A live but wedged etcd still answers keepalives. Watches ask for progress notifications, which etcd
 # sends to idle watchers every 10 minutes (its default): silence for longer means the stream is dead.
 WATCH_IDLE_TIMEOUT = 11 * 60.0
-
-
-def _stream_socket(resp: requests.Response) -> socket.socket | None:
-    """The socket under a streamed response (urllib3 2.x keeps its connection until the body is read)."""
-    conn = getattr(resp.raw, "connection", None)
-    return getattr(conn, "sock", None)
 
 
 def _tune_stream_socket(sock: socket.socket) -> None:
@@ -161,10 +117,10 @@ class _EtcdWatch:
     quietly once :meth:`cancel` was called. ``cancel()`` may come from any thread and is idempotent: it
     shuts the socket down, which wakes a reader blocked in ``recv`` (closing the response alone does
     not: it waits for the reader's buffer lock, a deadlock).
-    Constructing raises ``requests``/``OSError`` errors unwrapped so that the caller can fail over.
+    Constructing raises the gateway's errors unwrapped so that the caller can fail over.
     """
 
-    def __init__(self, client: _GatewayClient, prefix: str, start_revision: int):
+    def __init__(self, client: Endpoint, prefix: str, start_revision: int):
         self._endpoint = client.endpoint
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -177,44 +133,39 @@ class _EtcdWatch:
                 "progress_notify": True,
             }
         }
-        # The read timeout bounds the wait for the response headers (etcd answers "created" at once);
-        # the stream itself then runs without one (see _tune_stream_socket).
-        resp = client.session.post(client.get_url("/watch"), json=request, stream=True,
-                                   timeout=(_REQUEST_TIMEOUT, _REQUEST_TIMEOUT))
-        if resp.status_code != 200:
-            detail = resp.text[:300]
-            resp.close()
-            raise DatastoreError(f"etcd at {self._endpoint} refused the watch: HTTP {resp.status_code} {detail}")
-        self._resp = resp
-        self._sock = _stream_socket(resp)
-        if self._sock is None:
-            resp.close()
-            raise DatastoreError(f"etcd at {self._endpoint}: cannot reach the watch stream's socket")
+        # The timeout bounds the wait for the response headers (etcd answers "created" at once); the
+        # stream itself then runs without one (see _tune_stream_socket).
+        try:
+            self._stream: Stream = client.stream("/v3/watch", request, _REQUEST_TIMEOUT)
+        except Answered as exc:
+            if exc.unavailable:
+                raise
+            raise DatastoreError(f"etcd at {self._endpoint} refused the watch: {exc}") from exc
+        self._sock = self._stream.sock
         _tune_stream_socket(self._sock)
 
     def __iter__(self) -> Iterator[list[WatchEvent]]:
         with self._lock:
             if self._closed.is_set():
-                self._resp.close()
+                self._stream.close()
                 return
             self._iterating = True
         buf = b""
         try:
-            for chunk in self._resp.iter_content(chunk_size=None):
+            while chunk := self._stream.read():
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     batch = self._parse(line)
                     if batch:
                         yield batch
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, AttributeError,
-                ValueError) as exc:
+        except (http.client.HTTPException, OSError, AttributeError, ValueError) as exc:
             # AttributeError: http.client drops its file object when the response is closed under us.
             if self._closed.is_set():
                 return
-            raise DatastoreUnavailable(self._endpoint, f"watch stream lost: {exc}") from exc
+            raise DatastoreUnavailable(self._endpoint, f"watch stream lost: {exc!r}") from exc
         finally:
-            self._resp.close()
+            self._stream.close()
         if not self._closed.is_set():
             raise DatastoreUnavailable(self._endpoint, "watch stream closed by server")
 
@@ -260,7 +211,7 @@ class _EtcdWatch:
         with contextlib.suppress(OSError):
             socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
         if not iterating:
-            self._resp.close()
+            self._stream.close()
 
 
 class _EtcdLease:
@@ -297,62 +248,17 @@ def _skip_undecodable(raw: Any, exc: BaseException) -> None:
     metrics.DECODE_FAILURES.labels(where="etcd").inc()
 
 
-def _describe(exc: BaseException | None) -> str:
-    """The reason an endpoint failed, saying plainly when it was TLS (etcd3gw re-raises without the type)."""
-    if exc is None:
-        return ""
-    text = getattr(exc, "detail_text", None) or str(exc)
-    if isinstance(exc, requests.exceptions.SSLError) or isinstance(exc.__context__, requests.exceptions.SSLError):
-        return f"TLS handshake failed (check the CA, client certificate and key): {text}"
-    return text
-
-
-# Failures while connecting, so before the request could be acted on: safe to re-send elsewhere. The
-# unix-socket adapter's connect errors arrive raw, wrapped in urllib3's "Connection aborted". A TLS error
-# means the handshake failed, and etcd acts on nothing sent over a connection whose handshake it refused.
-_CONNECT_FAILURES = (requests.exceptions.ConnectTimeout, urllib3.exceptions.NewConnectionError,
-                     urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError, FileNotFoundError, ssl.SSLError)
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """Whether ``exc`` (or anything it wraps) is a connect failure, i.e. the request was never sent."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, _CONNECT_FAILURES):
-            return True
-        if isinstance(e, urllib3.exceptions.MaxRetryError):
-            todo.append(e.reason)
-        todo.extend([e.__cause__, e.__context__, *(a for a in e.args if isinstance(a, BaseException))])
-    return False
-
-
-class _Electing(etcd3gw.exceptions.ConnectionFailedError):
-    """A member answered that it has no leader right now (gRPC code 14, HTTP 503): try another one."""
-
-
-def _probe_answer(resp: requests.Response) -> dict[str, Any]:
-    """The JSON of a probe's answer; an error answer raises so that :meth:`EtcdDatastore._call` fails over.
+def _probe_answer(client: Endpoint, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """A probe's answer; an error answer raises so that :meth:`EtcdDatastore._call` fails over.
 
     etcd's gateway answers a read during a leader election with HTTP 503 and
-    ``{"error": "etcdserver: leader changed", "code": 14}``: that member is alive but cannot serve.
+    ``{"error": "etcdserver: leader changed", "code": 14}``: that member is alive but cannot serve
+    (``Answered.unavailable``).
     """
-    try:
-        doc = resp.json()
-    except ValueError as exc:
-        raise etcd3gw.exceptions.ConnectionFailedError(f"HTTP {resp.status_code}, not JSON: {resp.text[:200]!r}") \
-            from exc
-    if resp.status_code == requests.codes["ok"] and isinstance(doc, dict) and "header" in doc:
-        return doc
-    error = doc.get("error") or doc.get("message") if isinstance(doc, dict) else None
-    code = doc.get("code") if isinstance(doc, dict) else None
-    if resp.status_code == requests.codes["service_unavailable"] or code == 14:
-        raise _Electing(f"electing (HTTP {resp.status_code}, code {code}): {error}")
-    raise etcd3gw.exceptions.ConnectionFailedError(f"HTTP {resp.status_code}: {error or resp.text[:200]!r}")
+    doc = client.post_json("/v3/kv/range", body, timeout)
+    if not isinstance(doc, dict) or "header" not in doc:
+        raise Answered(200, f"no header in the answer: {str(doc)[:200]}")
+    return doc
 
 
 # Missing the leader takes one election timeout and electing another one to two more (1 s by default):
@@ -363,13 +269,11 @@ _PROBE_ELECTION_PAUSE = 0.1
 _LOCAL_READ_TIMEOUT = 0.5
 
 
-def _answers_locally(client: _GatewayClient, timeout: float) -> bool:
+def _answers_locally(client: Endpoint, timeout: float) -> bool:
     """Whether the member answers a serializable read (no leader needed): alive, as a hung member is not."""
-    body = json.dumps({"key": _b64("\0"), "count_only": True, "serializable": True})
     try:
-        _probe_answer(client.session.post(client.get_url("/kv/range"), data=body, timeout=(timeout, timeout)))
-    except (etcd3gw.exceptions.ConnectionFailedError, requests.RequestException, urllib3.exceptions.HTTPError,
-            OSError):
+        _probe_answer(client, {"key": _b64("\0"), "count_only": True, "serializable": True}, timeout)
+    except GatewayError:
         return False
     return True
 
@@ -384,7 +288,7 @@ class EtcdDatastore:
             raise ValueError("no etcd endpoint given")
         tls = tls or TLSFiles()
         tls.check()
-        self._clients = [_GatewayClient(e, tls) for e in endpoints]
+        self._clients = [_endpoint(e, tls) for e in endpoints]
         self._current = 0
         self.endpoint = ",".join(endpoints)
         if tls and not any(e.startswith("https://") for e in endpoints):
@@ -406,23 +310,29 @@ class EtcdDatastore:
                 result = fn(client)
                 self._current = idx
                 return result
-            except (etcd3gw.exceptions.ConnectionFailedError, etcd3gw.exceptions.ConnectionTimeoutError,
-                    requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                if write and not _never_sent(exc):
-                    _log.warning("etcd write outcome unknown endpoint=%s error=%s", client.endpoint, exc)
-                    raise DatastoreUnavailable(
-                        client.endpoint, f"write outcome unknown (sent, then {_describe(exc)}); re-read before "
-                        "retrying") from exc
-                _log.debug("etcd endpoint failed endpoint=%s error=%s", client.endpoint, exc)
+            except Answered as exc:
+                if not exc.unavailable:
+                    raise DatastoreError(f"etcd at {client.endpoint} refused the request: {exc.detail}") from exc
+                if write:  # etcd answered 503 or a timeout: the write may still be applied
+                    raise self._unknown(client, exc) from exc
                 last = exc
-                continue
-            except etcd3gw.exceptions.Etcd3Exception as exc:
-                detail = getattr(exc, "detail_text", None) or str(exc)
-                raise DatastoreError(f"etcd at {client.endpoint} refused the request: {detail}") from exc
-        raise DatastoreUnavailable(self.endpoint, _describe(last))
+            except Lost as exc:
+                if write:
+                    raise self._unknown(client, exc) from exc
+                last = exc
+            except NotSent as exc:
+                last = exc
+            _log.debug("etcd endpoint failed endpoint=%s error=%s", client.endpoint, last)
+        raise DatastoreUnavailable(self.endpoint, str(last) if last else "")
+
+    @staticmethod
+    def _unknown(client: Endpoint, exc: GatewayError) -> DatastoreUnavailable:
+        _log.warning("etcd write outcome unknown endpoint=%s error=%s", client.endpoint, exc)
+        return DatastoreUnavailable(client.endpoint, f"write outcome unknown (sent, then {exc}); re-read before "
+                                    "retrying")
 
     def _post(self, path: str, body: dict[str, Any], write: bool = False) -> dict[str, Any]:
-        return self._call(lambda c: c.post(c.get_url(path), data=json.dumps(body)), write=write)
+        return self._call(lambda c: c.post_json("/v3" + path, body, _REQUEST_TIMEOUT), write=write)
 
     @staticmethod
     def _kv(raw: dict[str, Any]) -> KeyValue:
@@ -480,13 +390,17 @@ class EtcdDatastore:
         (serializable) read is alive, so the probe asks again, for up to :data:`_PROBE_ELECTION_WAIT` seconds;
         a hung member answers neither, and the probe fails as before.
         """
-        body = json.dumps({"key": _b64("\0"), "count_only": True})
-        leaderless: list[_GatewayClient] = []
+        body = {"key": _b64("\0"), "count_only": True}
+        leaderless: list[Endpoint] = []
 
-        def ask(c: _GatewayClient) -> dict[str, Any]:
+        def ask(c: Endpoint) -> dict[str, Any]:
             try:
-                return _probe_answer(c.session.post(c.get_url("/kv/range"), data=body, timeout=(timeout, timeout)))
-            except (_Electing, requests.exceptions.ReadTimeout):
+                return _probe_answer(c, body, timeout)
+            except Answered as exc:
+                if exc.unavailable:
+                    leaderless.append(c)
+                raise
+            except Lost:  # the read was held past the timeout (or the member died mid-read)
                 leaderless.append(c)
                 raise
 
@@ -576,4 +490,4 @@ class EtcdDatastore:
 
     def close(self) -> None:
         for c in self._clients:
-            c.session.close()
+            c.close()

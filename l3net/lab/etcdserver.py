@@ -22,9 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from l3net.datastore.unixhttp import UNIX_SCHEME, UnixSocketAdapter
+from l3net.datastore.gateway import Endpoint, GatewayError
 from l3net.lab.procs import cmdline, starttime
 
 _log = logging.getLogger(__name__)
@@ -154,20 +152,22 @@ class EtcdServer:
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
         """Return once etcd answers ``/health`` true on its socket; RuntimeError (with its log) otherwise."""
-        session = requests.Session()
-        session.mount(UNIX_SCHEME, UnixSocketAdapter(str(self.socket_path)))
+        member = Endpoint(f"unix://{self.socket_path}")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                tail = (self.run_dir / "etcd.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{tail}")
-            try:
-                r = session.get(f"{UNIX_SCHEME}etcd/health", timeout=1)
-                if r.ok and r.json().get("health") == "true":
-                    return
-            except (requests.RequestException, OSError, ValueError):
-                pass
-            time.sleep(0.02)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    tail = (self.run_dir / "etcd.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{tail}")
+                try:
+                    r = member.request("GET", "/health", None, 1.0)
+                    if r.status == 200 and r.json().get("health") == "true":
+                        return
+                except (GatewayError, ValueError, AttributeError):
+                    pass
+                time.sleep(0.02)
+        finally:
+            member.close()
         raise RuntimeError(f"etcd did not become healthy within {timeout}s (log: {self.run_dir / 'etcd.log'})")
 
     def pause(self) -> None:
@@ -238,15 +238,13 @@ def kill_recorded(run_dir: str | Path) -> None:
 def member_status(socket_path: str | Path, timeout: float = 1.0) -> dict[str, str] | None:
     """``{"member_id", "leader"}`` (hex strings) as the member on ``socket_path`` reports them; None if it
     does not answer within ``timeout`` (stopped, paused, or without a quorum to ask)."""
-    session = requests.Session()
-    session.mount(UNIX_SCHEME, UnixSocketAdapter(str(socket_path)))
+    member = Endpoint(f"unix://{socket_path}")
     try:
-        r = session.post(f"{UNIX_SCHEME}etcd/v3/maintenance/status", data="{}", timeout=timeout)
-        body = r.json() if r.ok else None
-    except (requests.RequestException, OSError, ValueError):
+        body = member.post_json("/v3/maintenance/status", {}, timeout)
+    except GatewayError:
         return None
     finally:
-        session.close()
+        member.close()
     if not isinstance(body, dict):
         return None
     member = str(body.get("header", {}).get("member_id", ""))
