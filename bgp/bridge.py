@@ -1,8 +1,8 @@
 """bgp.bridge: the thin API process ExaBGP runs; relays lines between ExaBGP and the agent.
 
-``python3 -S -I bgp/bridge.py --socket PATH`` (standard library only: ``bgp.exabgp_proc.bridge_argv``).
-ExaBGP writes JSON events and acks to our stdin and reads commands from our
-stdout. We connect to the agent's unix socket and copy lines both ways. The bridge holds no state:
+``python3 -S -I bgp/bridge.py --socket PATH`` (``bgp.exabgp_proc.bridge_argv``). ExaBGP writes JSON
+events and acks to our stdin and reads commands from our stdout. We connect to the agent's unix
+socket and copy lines both ways. The bridge holds no state:
 
 - stdin is always drained (also while the agent is away), so ExaBGP never
   blocks on us; lines read while disconnected are dropped (the speaker
@@ -10,22 +10,41 @@ stdout. We connect to the agent's unix socket and copy lines both ways. The brid
 - the agent socket is re-connected with a short backoff if the agent restarts;
 - stdin EOF (ExaBGP gone) ends the process, status 0.
 
-Runs two threads: the main thread reads stdin, a daemon thread owns the socket
+Runs two threads: the main thread reads stdin, a second thread owns the socket
 connection and copies agent lines to stdout.
+
+One runs beside every node's ExaBGP for the node's whole life, so it imports only built-in modules
+(``_socket``, ``_thread``, ``time``): ``socket``, ``threading``, ``argparse`` and ``logging`` would add
+3.4 MiB to its resident memory (12.0 against 8.6 MiB, measured with ``-S -I``).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import logging
+import _socket
+import _thread
 import os
-import socket
 import sys
-import threading
 import time
 
-_log = logging.getLogger("bgp.bridge")
+_AF_UNIX = _socket.AF_UNIX
+_SOCK_STREAM = _socket.SOCK_STREAM
+_SHUT_RDWR = _socket.SHUT_RDWR
+
+
+def _log(level: str, message: str) -> None:
+    try:
+        sys.stderr.write(f"bridge[{os.getpid()}] {level} {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _ignoring_os_errors(call: object, *args: object) -> None:
+    """``call(*args)``, an OSError ignored (contextlib.suppress would import functools and collections)."""
+    try:
+        call(*args)  # type: ignore[operator]
+    except OSError as exc:
+        _log("DEBUG", f"ignored: {exc}")
 
 
 class Bridge:
@@ -35,12 +54,12 @@ class Bridge:
         self.path = path
         self._stdin = stdin or sys.stdin.buffer
         self._stdout = stdout or sys.stdout.buffer
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._stop = threading.Event()
+        self._lock = _thread.allocate_lock()
+        self._sock: _socket.socket | None = None
+        self._stopped = False
 
-    def _connect(self) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect(self) -> _socket.socket | None:
+        sock = _socket.socket(_AF_UNIX, _SOCK_STREAM)
         try:
             sock.connect(self.path)
         except OSError:
@@ -48,10 +67,10 @@ class Bridge:
             return None
         return sock
 
-    def _connect_loop(self, first: socket.socket | None) -> None:
+    def _connect_loop(self, first: _socket.socket | None) -> None:
         delay = 0.05
         sock = first
-        while not self._stop.is_set():
+        while not self._stopped:
             if sock is None:
                 sock = self._connect()
             if sock is None:
@@ -61,18 +80,17 @@ class Bridge:
             delay = 0.05
             with self._lock:
                 self._sock = sock
-            _log.info("connected to agent socket=%s", self.path)
+            _log("INFO", f"connected to agent socket={self.path}")
             self._pump_agent(sock)
             with self._lock:
                 self._sock = None
-            with contextlib.suppress(OSError):
-                sock.close()
+            _ignoring_os_errors(sock.close)
             sock = None
-            _log.warning("agent connection lost socket=%s; reconnecting", self.path)
+            _log("WARNING", f"agent connection lost socket={self.path}; reconnecting")
 
-    def _pump_agent(self, sock: socket.socket) -> None:
+    def _pump_agent(self, sock: _socket.socket) -> None:
         buf = b""
-        while not self._stop.is_set():
+        while not self._stopped:
             try:
                 chunk = sock.recv(65536)
             except OSError:
@@ -87,7 +105,7 @@ class Bridge:
                     self._stdout.write(out)  # type: ignore[attr-defined]
                     self._stdout.flush()  # type: ignore[attr-defined]
                 except (BrokenPipeError, ValueError):
-                    self._stop.set()
+                    self._stopped = True
                     return
 
     def run(self, first_connect_timeout: float = 5.0) -> int:
@@ -101,11 +119,12 @@ class Bridge:
         if first is not None:
             with self._lock:
                 self._sock = first
-        threading.Thread(target=self._connect_loop, args=(first,), name="bridge-agent", daemon=True).start()
+        # A _thread thread does not keep the process alive: returning from run() ends the bridge.
+        _thread.start_new_thread(self._connect_loop, (first,))
         while True:
             line = self._stdin.readline()  # type: ignore[attr-defined]
             if not line:
-                self._stop.set()
+                self._stopped = True
                 return 0
             with self._lock:
                 sock = self._sock
@@ -114,17 +133,22 @@ class Bridge:
             try:
                 sock.sendall(line if line.endswith(b"\n") else line + b"\n")
             except OSError:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                _ignoring_os_errors(sock.shutdown, _SHUT_RDWR)
+
+
+_USAGE = "usage: bgp.bridge --socket PATH (the agent's unix socket)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bgp.bridge", description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True, help="the agent's unix socket")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"bridge[{os.getpid()}] %(levelname)s %(message)s")
-    return Bridge(args.socket).run()
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--socket" and args[1]:
+        path = args[1]
+    elif len(args) == 1 and args[0].startswith("--socket=") and len(args[0]) > len("--socket="):
+        path = args[0][len("--socket="):]
+    else:
+        sys.stderr.write(f"{_USAGE}\n")
+        return 2
+    return Bridge(path).run()
 
 
 if __name__ == "__main__":
