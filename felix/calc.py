@@ -392,7 +392,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
                    for p in service_prefixes(svc_cidrs, model.services.values(), wired.serving))
 
     own_ips = set(node_ips)
-    own_ips.update(str(n.network_address) for w in local for n in w.networks if n.prefixlen == n.max_prefixlen)
+    own_ips.update(dst.partition("/")[0] for w in local for dst in w.host_prefixes)
     routes.update(_learned_routes(learned, block_strs | wired.local_dsts | set(routes), own_ips, svc_cidrs))
 
     policy = policy_builder(model, node) if policy_builder else None
