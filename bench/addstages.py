@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.framework import percentile
+from bench.framework import Result, percentile
 
 FIRST, LAST = "lab_exec", "remote_install"
 BLOCK_NAMES = {"watch_delivery": "block_claim", "coalesce": "block_coalesce", "calculation": "block_calculation",
@@ -90,3 +90,24 @@ def stage_table(samples: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
                      "p99_ms": round(percentile(vals, 99), 3),
                      "share": round(sum(shares) / len(shares), 4) if shares else None})
     return rows
+
+
+def declare_stages(res: Result, stage_samples: Mapping[str, list[dict[str, Any]]]) -> None:
+    """Per-sample stage timings into the JSON (``stage_samples``) and a per-stage p50/p99 table per variant
+    (a variant: a path, or a node size)."""
+    res.extra["stage_samples"] = stage_samples
+    for field, title in (("stages_ms", "ADD -> remote route, stage by stage along its path (ms; they add up to "
+                                       "add_to_route_ms; block_*: the new block's branch, see bench/README.md)"),
+                         ("endpoint_stages_ms", "ADD -> the pod's endpoint applied and announced by the origin "
+                                                "agent (ms; felix.addtrace stages)")):
+        rows = []
+        for variant, samples in stage_samples.items():
+            if not samples:
+                continue
+            for row in stage_table([s[field] for s in samples]):
+                share = "-" if row["share"] is None else f"{row['share'] * 100:.1f} %"
+                rows.append([variant, row["stage"], str(row["n"]), f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}",
+                             share])
+        if rows:
+            res.tables.append({"title": title, "columns": ["variant", "stage", "n", "p50", "p99", "mean share"],
+                               "rows": rows})

@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.addstages import endpoint_ms, find_trace, stage_ms, stage_table
+from bench.addstages import declare_stages, endpoint_ms, find_trace, stage_ms
 from bench.framework import Context, Result, interleaved, need_all, need_binary, need_root, percentile
 from bench.labrig import (
     BenchLab,
@@ -260,26 +260,6 @@ STAGE_NOTES = ("stage_samples: each ADD's stages from the origin agent's /debug/
                "block_announce (written to ExaBGP), remote_install (-> remote kernel). endpoint_stages_ms: the pod's "
                "own chain: cni_start, ipam, wire, endpoint_write, watch_delivery, coalesce, calculation, apply, "
                "bgp_announce")
-
-
-def declare_stages(res: Result, stage_samples: dict[str, list[dict[str, Any]]]) -> None:
-    """Per-sample stage timings into the JSON (``stage_samples``) and a per-stage p50/p99 table per variant."""
-    res.extra["stage_samples"] = stage_samples
-    for field, title in (("stages_ms", "ADD -> remote route, stage by stage along its path (ms; they add up to "
-                                       "add_to_route_ms; block_*: the new block's branch, see bench/README.md)"),
-                         ("endpoint_stages_ms", "ADD -> the pod's endpoint applied and announced by the origin "
-                                                "agent (ms; felix.addtrace stages)")):
-        rows = []
-        for variant, samples in stage_samples.items():
-            if not samples:
-                continue
-            for row in stage_table([s[field] for s in samples]):
-                share = "-" if row["share"] is None else f"{row['share'] * 100:.1f} %"
-                rows.append([variant, row["stage"], str(row["n"]), f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}",
-                             share])
-        if rows:
-            res.tables.append({"title": title, "columns": ["variant", "stage", "n", "p50", "p99", "mean share"],
-                               "rows": rows})
 
 
 def _wait_trace(lab: BenchLab, node: str, container_id: str) -> dict[str, Any] | None:

@@ -19,7 +19,9 @@ import ipaddress
 import logging
 import threading
 import time
+from typing import Any
 
+from bench.addstages import declare_stages, endpoint_ms, find_trace, stage_ms
 from bench.framework import Context, Result, need_all, need_root, percentile
 from bench.labrig import (
     CLK_TCK,
@@ -138,6 +140,7 @@ def run(ctx: Context) -> Result:
     base = WORKLOADS if WORKLOADS in sizes else sizes[0]
     watch = RouteWatch(ws, lab.ns("n2"))
     trees: dict[str, int | None] = {}
+    stage_samples: dict[str, list[dict[str, Any]]] = {f"{size} pods": [] for size in sizes}
     for size in sizes:
         t0 = time.monotonic()
         jobs = [(node, f"fp-{node}-{i:03d}") for i in range(grown_to, size) for node in ("n1", "n2")]
@@ -161,8 +164,9 @@ def run(ctx: Context) -> Result:
             _window(res, trees, window_s, metric("rss_mib", size, base), metric("idle_cpu_pct", size, base))
             _log.info("footprint size=%d idle window=%d done", size, w)
         for w in range(churn_windows):
-            route_ms = _churn_window(res, lab, watch, trees, window_s, churned, metric("churn_rss_mib", size, base),
-                                     metric("churn_cpu_pct", size, base))
+            route_ms, staged = _churn_window(res, lab, watch, trees, window_s, churned,
+                                             metric("churn_rss_mib", size, base), metric("churn_cpu_pct", size, base))
+            stage_samples[f"{size} pods"] += staged
             churned += len(route_ms)
             for ms in route_ms:
                 res.sample("add_to_remote_route_ms", f"{size} pods", ms, unit="ms", better="lower")
@@ -173,7 +177,10 @@ def run(ctx: Context) -> Result:
                       len(route_ms), [round(x) for x in route_ms])
         res.setup[f"churn_pods_after_{size}"] = churned
     res.setup["processes"] = {k: [cmdline(p)[:120] for p in proc_tree(v)] for k, v in trees.items() if v}
+    res.setup["stages"] = ("stage_samples: each churn ADD's stages from n1's /debug/traces, per node size: the "
+                           "stages of bench.control_plane (lab_exec ... remote_install; see bench/README.md)")
     declare(res)
+    declare_stages(res, stage_samples)
     return res
 
 
@@ -184,11 +191,13 @@ def churn_block(k: int) -> tuple[str, str]:
 
 
 def _churn_window(res: Result, lab: BenchLab, watch: RouteWatch, trees: dict[str, int | None], window_s: float,
-                  first: int, rss_name: str, cpu_name: str) -> list[float]:
+                  first: int, rss_name: str, cpu_name: str) -> tuple[list[float], list[dict[str, Any]]]:
     """One churn window: n1 gets a new pod in a fresh block every second meanwhile, each deleted once its
-    block is routed in n2; returns each ADD's milliseconds from before the ADD to that route."""
+    block is routed in n2; returns each ADD's milliseconds from before the ADD to that route, and the stage
+    samples of those whose trace n1's agent still holds (read after the window, off the timed path)."""
     stop = threading.Event()
     route_ms: list[float] = []
+    adds: list[tuple[str, float, float]] = []  # container ID, bench clock start, route seen in n2
     errors: list[BaseException] = []
 
     def churn() -> None:
@@ -198,8 +207,10 @@ def _churn_window(res: Result, lab: BenchLab, watch: RouteWatch, trees: dict[str
                 ip, block = churn_block(k)
                 name = f"fp-n1-churn-{k:04d}"
                 t0 = time.monotonic()
-                lab.add_pod("n1", name, ips=[ip])
-                route_ms.append((watch.wait(block, ROUTE_WAIT_S) - t0) * 1000.0)
+                rec = lab.add_pod("n1", name, ips=[ip])
+                seen = watch.wait(block, ROUTE_WAIT_S)
+                route_ms.append((seen - t0) * 1000.0)
+                adds.append((str(rec.get("container_id") or ""), t0, seen))
                 lab.del_pod(name)
                 k += 1
                 stop.wait(max(0.0, 1.0 - (time.monotonic() - t0)))
@@ -215,7 +226,20 @@ def _churn_window(res: Result, lab: BenchLab, watch: RouteWatch, trees: dict[str
         thread.join(timeout=60)
     if errors:
         raise RuntimeError(f"churn failed: {errors[0]!r}") from errors[0]
-    return route_ms
+    return route_ms, _stage_samples(lab.add_traces("n1"), adds)
+
+
+def _stage_samples(doc: dict[str, Any], adds: list[tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """The stage samples (``bench.addstages``) of ``adds`` found in n1's ``/debug/traces`` document."""
+    out = []
+    for cid, t0, seen in adds:
+        trace = find_trace(doc, cid)
+        if trace is None:
+            continue
+        out.append({"container_id": cid, "add_to_route_ms": round((seen - t0) * 1000, 3),
+                    "stages_ms": {k: round(v, 3) for k, v in stage_ms(trace, t0, seen).items()},
+                    "endpoint_stages_ms": {k: round(v, 3) for k, v in endpoint_ms(trace).items()}})
+    return out
 
 
 def _window(res: Result, trees: dict[str, int | None], window_s: float, rss_name: str, cpu_name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from bench import addstages, control_plane, framework
+from bench import addstages, framework
 
 pytestmark = pytest.mark.unit
 
@@ -71,7 +71,7 @@ def test_control_plane_stage_samples_reach_the_json_and_the_printed_table() -> N
     sample = {"round": 0, "prefix": "10.244.0.0/26", "container_id": "c1", "add_to_route_ms": 100.0,
               "stages_ms": {"lab_exec": 30.0, "ipam": 25.0, "remote_install": 45.0},
               "endpoint_stages_ms": {"cni_start": 1.0, "ipam": 25.0, "apply": 2.0}}
-    control_plane.declare_stages(res, {"l3net-rr": [sample], "bird-rr": []})
+    addstages.declare_stages(res, {"l3net-rr": [sample], "bird-rr": []})
     doc = res.to_json(command="l3net bench control_plane", machine={"kernel": "k", "cores": 2, "cpu_model": "m"},
                       started=0.0, duration=1.0)
     jsonschema.validate(doc, framework.RESULT_SCHEMA)
@@ -85,5 +85,5 @@ def test_control_plane_stage_samples_reach_the_json_and_the_printed_table() -> N
 
 def test_no_stage_samples_no_table() -> None:
     res = framework.Result("control_plane", "t", quick=True)
-    control_plane.declare_stages(res, {"l3net-rr": [], "bird-rr": []})
+    addstages.declare_stages(res, {"l3net-rr": [], "bird-rr": []})
     assert res.tables == []

@@ -124,3 +124,18 @@ def test_flat_in_node_size_is_the_median_of_per_window_ratios(large: float, verd
 
 def test_flat_in_node_size_needs_ten_windows() -> None:
     assert _flat([100.0] * 3, [100.0] * 3)["verdict"] == stats.INSUFFICIENT
+
+
+def test_churn_stage_samples_take_the_traces_n1_holds_and_add_up() -> None:
+    """Each churn ADD found in n1's /debug/traces becomes a stage sample whose stages add up to its interval;
+    one whose trace has gone (the agent keeps the last 256) is left out, not guessed."""
+    stages = [("cni_start", 0.002), ("ipam", 0.01), ("apply", 0.004), ("bgp_announce", 0.001)]
+    at, steps = 20.01, []
+    for name, seconds in stages:
+        at += seconds
+        steps.append({"stage": name, "seconds": seconds, "mono": at})
+    doc = {"finished": [{"id": "c1", "complete": True, "start_mono": 20.01, "stages": steps}]}
+    got = footprint._stage_samples(doc, [("c1", 20.0, at + 0.03), ("gone", 21.0, 21.1)])
+    assert [s["container_id"] for s in got] == ["c1"]
+    assert sum(got[0]["stages_ms"].values()) == pytest.approx(got[0]["add_to_route_ms"], abs=0.01)
+    assert got[0]["stages_ms"]["remote_install"] == pytest.approx(30.0)
