@@ -405,6 +405,17 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
                         waiting_for_interfaces=tuple(sorted(set(wired.waiting))))
 
 
+def compute_policy(model: Model, node: str, policy_builder: BuildPolicy | None) -> DesiredState:
+    """The policy side's slice of :func:`compute`: the policy program and NAT outgoing, nothing else.
+
+    The routes, interfaces and advertisements cost a pass over the node's workloads on every apply
+    (~1.5 ms at 500 pods, on the thread that also serves the route side), and the policy side uses none
+    of them.
+    """
+    return DesiredState(policy=policy_builder(model, node) if policy_builder else None,
+                        nat=nat_outgoing(model.pools.values()))
+
+
 def _split_by_pools(model: Model, node: str) -> tuple[list[Workload], list[str]]:
     """This node's workloads with every address inside an IPPool, and the keys of the others (logged once)."""
     pools = pool_index(model)

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from felix.addtrace import Token, TraceBook
-from felix.calc import BuildBGPView, BuildPolicy, KeyUpdateLike, Model, compute
+from felix.calc import BuildBGPView, BuildPolicy, KeyUpdateLike, Model, compute, compute_policy
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
 from felix.links import Link
@@ -399,13 +399,16 @@ class SyncLoop:
 
     def _calculate(self, side: _Side) -> tuple[int, DesiredState]:
         """The desired state ``side`` applies, and the model revision it was computed from: the route side
-        (routes, interfaces, the BGP view) leaves out the policy program, the policy side the BGP view."""
+        (routes, interfaces, the BGP view) leaves out the policy program; the policy side computes only the
+        policy program and NAT outgoing (:func:`felix.calc.compute_policy`)."""
         revision = self.model.revision  # before computing: updates may arrive while the apply runs
         if self._pending_updates:
             metrics.MSG_BATCH_SIZE.observe(self._pending_updates)
             self._pending_updates = 0
-        routes = side is self.routes_side
-        desired = self.desired(policy=not routes, bgp=routes)
+        if side is not self.routes_side:
+            with metrics.CALC_TIME.time():
+                return revision, compute_policy(self.model, self.node, self.policy_builder)
+        desired = self.desired(policy=False, bgp=True)
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
         metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))
         self._rejected = desired.rejected_workloads

@@ -92,7 +92,10 @@ class LabState:
     def save(self) -> None:
         # Per writer (process and thread): a save outside `locked` must not rename another writer's temporary.
         tmp = self.dir / f"{STATE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        # Compact: every pod ADD and DEL saves the whole record (all pods in it), and json's indenting encoder
+        # is the pure-Python one, ~4x slower: 7 ms a save at 1,000 pods, twice on every ADD's clock.
+        # `python -m json.tool` shows it readably.
+        tmp.write_text(json.dumps(self.data, sort_keys=True, separators=(",", ":")))
         os.replace(tmp, self.dir / STATE_FILE)
 
     @contextlib.contextmanager

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from felix.calc import Model, Pool, PoolIndex, Workload, compute, outside_pools, pool_index
+from felix.calc import Model, Pool, PoolIndex, Workload, compute, compute_policy, outside_pools, pool_index
 from felix.desired import Advertisement, InterfaceSpec, RouteSpec
 from felix.links import Link
 from l3net.keys import KeyLayout
@@ -135,6 +135,16 @@ def test_builders_are_called_with_the_model() -> None:
 
     d = compute(model_of(STATE), "n1", LINKS, {}, bgp_builder=builder, policy_builder=builder)
     assert d.bgp_view == "view" and d.policy == "view" and seen == [(6, "n1"), (6, "n1")]
+
+
+def test_the_policy_side_computes_the_policy_and_nat_slices_of_the_whole_state_and_nothing_else() -> None:
+    model = model_of([*STATE, pool("masq", "10.77.0.0/16", natOutgoing=True)])
+    whole = compute(model, "n1", LINKS, LEARNED, policy_builder=lambda m, n: ("program", n))
+    part = compute_policy(model, "n1", lambda m, n: ("program", n))
+    assert part.policy == whole.policy == ("program", "n1")
+    assert part.nat == whole.nat and part.nat.masq_pools == ("10.77.0.0/16",)
+    assert part.routes == part.interfaces == part.advertisements == frozenset() and part.bgp_view is None
+    assert compute_policy(model, "n1", None).policy is None
 
 
 def test_exports_only_blocks_and_borrowed_addresses_inside_pools_and_never_routes_via_a_local_pod() -> None:
