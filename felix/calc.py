@@ -289,6 +289,13 @@ class CoverIndex:
         return False
 
 
+@functools.lru_cache(maxsize=16)
+def cover_index(nets: frozenset[IPNetwork]) -> CoverIndex:
+    """One index per set of networks, kept while the set lasts: the same object for the same set, so a
+    result that depends on an index can be remembered by the index's identity."""
+    return CoverIndex(nets)
+
+
 def _covered(net: IPNetwork, blocks: CoverIndex) -> bool:
     return net in blocks
 
@@ -373,9 +380,9 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
     local, rejected = _split_by_pools(model, node)
     blocks = sorted({a.cidr: a for a in model.affinities_of(node) if a.state == "confirmed"}.values(),
                     key=lambda a: (a.cidr.version, int(a.cidr.network_address), a.cidr.prefixlen))
-    no_export = CoverIndex(p.cidr for p in model.pools.values() if p.disable_bgp_export)
-    wired = _wire_workloads(local, links, CoverIndex(b.cidr for b in blocks), no_export,
-                            CoverIndex(p.cidr for p in model.pools.values()))
+    no_export = cover_index(frozenset(p.cidr for p in model.pools.values() if p.disable_bgp_export))
+    wired = _wire_workloads(local, links, cover_index(frozenset(b.cidr for b in blocks)), no_export,
+                            cover_index(frozenset(p.cidr for p in model.pools.values())))
     routes, adverts = wired.routes, wired.adverts
 
     block_strs = set()
@@ -450,27 +457,60 @@ class _Wired:
     serving: list[Resource] = field(default_factory=list)   # endpoints whose interface is up
 
 
+@dataclass(frozen=True)
+class _WorkloadWiring:
+    """One workload's share of :class:`_Wired`: its interface (None: missing or down, so it waits) and, per
+    network, its text, its route (None while the interface waits) and its borrowed-address advertisement."""
+
+    interface: InterfaceSpec | None
+    nets: tuple[tuple[str, RouteSpec | None, Advertisement | None], ...]
+
+
+def _wire_one(w: Workload, ifindex: int | None, block_index: CoverIndex, no_export: CoverIndex,
+              in_pools: CoverIndex) -> _WorkloadWiring:
+    nets = []
+    for net, dst in zip(w.networks, w.network_texts, strict=True):
+        route = None if ifindex is None else RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=ifindex)
+        borrowed = not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools)
+        nets.append((dst, route, Advertisement(prefix=dst, reason="borrowed") if borrowed else None))
+    return _WorkloadWiring(InterfaceSpec(w.ifname) if ifindex is not None else None, tuple(nets))
+
+
+# id(workload) -> (the workload, what its wiring was computed from, the wiring), as of the last calculation.
+# A workload unchanged in the model is the same object from one calculation to the next, and the indexes are
+# shared per set (cover_index): an apply re-wires only new or changed workloads, interfaces and block sets.
+_WIRING: dict[int, tuple[Workload, tuple[object, ...], _WorkloadWiring]] = {}
+
+
 def _wire_workloads(local: Sequence[Workload], links: Mapping[str, Link], block_index: CoverIndex,
                     no_export: CoverIndex, in_pools: CoverIndex) -> _Wired:
+    global _WIRING
     out = _Wired()
+    last, now = _WIRING, {}
     for w in local:
         link = links.get(w.ifname)
-        present = link is not None and link.up
-        if present:
-            out.interfaces.add(InterfaceSpec(w.ifname))
+        ifindex = link.index if link is not None and link.up else None
+        basis = (ifindex, block_index, no_export, in_pools)
+        kept = last.get(id(w))
+        wiring = kept[2] if kept is not None and kept[0] is w and kept[1] == basis else \
+            _wire_one(w, ifindex, block_index, no_export, in_pools)
+        now[id(w)] = (w, basis, wiring)  # only this calculation's workloads: gone ones are not kept
+        if wiring.interface is not None:
+            out.interfaces.add(wiring.interface)
             out.serving.append(w.resource)
         else:
             out.waiting.append(w.ifname)
-        for net, dst in zip(w.networks, w.network_texts, strict=True):
+        for dst, route, advert in wiring.nets:
             out.local_dsts.add(dst)
             if dst in out.routes:
                 _log.warning("two local workloads claim one address dst=%s kept=%s ignored=%s",
                              dst, out.routes[dst].ifname, w.ifname)
                 continue
-            if present:
-                out.routes[dst] = RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=link.index)  # type: ignore[union-attr]
-            if not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools):
-                out.adverts.add(Advertisement(prefix=dst, reason="borrowed"))
+            if route is not None:
+                out.routes[dst] = route
+            if advert is not None:
+                out.adverts.add(advert)
+    _WIRING = now
     return out
 
 
