@@ -197,3 +197,54 @@ def test_no_exabgp_target_without_its_size() -> None:
     res = _result()
     reflector_scale.declare_exabgp_target(res)
     assert res.targets == []
+
+
+def test_new_samples_say_who_waited_for_whom() -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    m = Measurement(converge_s=2.0, rss_mib=9.0, setup_s=1.0, rr_cpu_s=1.0, sim_cpu_s=1.0, sim_max_core=0.1,
+                    rr_runq_s=0.7, sim_idle_share=0.66)
+    reflector_scale.record(res, "bird-rr", 100, 4, m)
+    assert res.median("rr_runq_s_100x4", "bird-rr") == 0.7
+    assert res.median("sim_idle_share_100x4", "bird-rr") == 0.66
+
+
+def test_sched_delta_sums_run_queue_time_and_averages_the_share_asleep() -> None:
+    before = {1: (1.0, 0.5), 2: (0.0, 0.0), 3: (5.0, 5.0)}
+    after = {1: (3.0, 1.5), 2: (1.0, 0.0), 4: (9.0, 9.0)}   # 3 gone, 4 new: both left out
+    runq, idle = reflector_scale.sched_delta(before, after, window=4.0)
+    assert runq == pytest.approx(1.0)                  # only pid 1 queued: 1.5 - 0.5
+    assert idle == pytest.approx((0.25 + 0.75) / 2)    # pid 1 busy 3 of 4 s, pid 2 busy 1 of 4 s
+    assert reflector_scale.sched_delta(before, after, window=0.0) == (0.0, 0.0)
+    assert reflector_scale.sched_delta({}, after, window=4.0) == (0.0, 0.0)
+    # a process busy longer than the window (threads in parallel) is not "negative asleep"
+    assert reflector_scale.sched_delta({1: (0.0, 0.0)}, {1: (6.0, 1.0)}, window=4.0)[1] == 0.0
+
+
+def test_rounds_per_variant_and_size() -> None:
+    series = reflector_scale.SERIES
+    target = reflector_scale.key_at_target(series)
+    assert target == "1000x4"
+    rounds_for = reflector_scale.rounds_for
+    assert rounds_for("l3net-bird", "1000x4", target, 1, 10) == 10
+    assert rounds_for("bird-rr", "1000x4", target, 1, 10) == 10
+    assert rounds_for("l3net-rr", "1000x4", target, 1, 10) == 1     # minutes per round there, no target
+    assert rounds_for("l3net-rr", "200x64", target, 1, 10) == 10    # the ExaBGP engine's own target
+    assert rounds_for("bird-rr", "200x64", target, 1, 10) == 1
+    assert rounds_for("l3net-bird", "500x4", target, 1, 10) == 1
+    assert reflector_scale.key_at_target(((8, (5,)),)) is None       # --quick: no target size
+
+
+@pytest.mark.parametrize(("shares", "verdict"), [((0.7,) * 10, stats.PASS), ((0.2,) * 10, stats.FAIL),
+                                                 ((0.7,), stats.INSUFFICIENT)])
+def test_keep_up_target_per_variant(shares: tuple[float, ...], verdict: str) -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    for share in shares:
+        m = Measurement(converge_s=9.0, rss_mib=9.0, setup_s=1.0, rr_cpu_s=5.0, sim_cpu_s=8.0, sim_max_core=0.1,
+                        rr_runq_s=3.0, sim_idle_share=share)
+        reflector_scale.record(res, "bird-rr", 1000, 4, m)
+    reflector_scale.declare_keep_up(res, KEY)
+    (t,) = res.targets   # only the variant that was measured
+    assert t["name"] == f"clients keep up with bird-rr: share of the window they slept, {KEY}"
+    assert t["op"] == ">=" and t["threshold"] == 0.5 and t["verdict"] == verdict
+    reflector_scale.declare_keep_up(res, None)
+    assert len(res.targets) == 1

@@ -194,3 +194,86 @@ def test_extra_blocks_belong_to_their_client_only() -> None:
                                   for p in seen)
     with pytest.raises(ValueError):
         extra_prefix(0, EXTRA_PER_CLIENT)
+
+
+def _reflected_body(src: int, per: int, *, cluster: str = "224.0.0.1", prefixes: list[str] | None = None) -> bytes:
+    """The UPDATE body a reflector sends for client ``src``: the client's own plus ORIGINATOR_ID, CLUSTER_LIST."""
+    body = split_messages(bytearray(encode_update(prefixes or client_prefixes(src, per), client_ip(src))))[0][1]
+    extra = (bytes([0x80, ORIGINATOR_ID, 4]) + socket.inet_aton(client_ip(src))
+             + bytes([0x80, CLUSTER_LIST, 4]) + socket.inet_aton(cluster))
+    wlen = struct.unpack_from("!H", body)[0]
+    alen = struct.unpack_from("!H", body, 2 + wlen)[0]
+    attrs_end = 4 + wlen + alen
+    return body[:2 + wlen] + struct.pack("!H", alen + len(extra)) + body[4 + wlen:attrs_end] + extra + body[attrs_end:]
+
+
+def test_verdict_cache_decides_each_distinct_body_once_and_keeps_every_check() -> None:
+    from bench.bgpsim import VerdictCache
+
+    plan = Plan(5, 8, "224.0.0.1")
+    cache = VerdictCache(plan)
+    good = _reflected_body(2, 8)
+    v = cache.verdict(good)
+    assert cache.verdict(bytes(good)) is v and cache.decoded == 1   # equal bytes: looked up, not decoded again
+    assert v.src == 2 and len(v.nlri) == 8 and v.problem is None
+    # the same verdicts as Plan.check, receiver by receiver
+    upd = decode_update(good)
+    for me in range(5):
+        assert v.reason_for(me) == plan.check(me, upd)
+    assert v.reason_for(2) == "own prefixes reflected back"
+    wrong = cache.verdict(_reflected_body(2, 8, cluster="1.1.1.1"))
+    assert "cluster ID" in (wrong.reason_for(0) or "")
+    # a malformed body raises for every receiver and is never cached
+    with pytest.raises(BGPError):
+        cache.verdict(b"\x00")
+    with pytest.raises(BGPError):
+        cache.verdict(b"\x00")
+    assert len(cache) == 2 and cache.decoded == 2
+
+
+def test_verdict_cache_is_bounded() -> None:
+    from bench.bgpsim import VerdictCache
+
+    cache = VerdictCache(Plan(5, 8, "224.0.0.1"), limit=2)
+    for src in range(5):
+        cache.verdict(_reflected_body(src, 8))
+        assert len(cache) <= 2
+    assert cache.decoded == 5
+
+
+def test_holdings_count_each_prefix_once_per_session() -> None:
+    from bench.bgpsim import Holdings
+
+    have = Holdings()
+    a, b = frozenset({1, 2, 3}), frozenset({3, 4})
+    have.add(7, a)
+    have.add(7, a)                  # the same table again (a refresh): nothing new
+    have.add(7, frozenset({1, 2}))  # a subset: nothing new
+    assert len(have) == 3
+    have.add(7, b)                  # one new prefix of the same client
+    have.add(8, frozenset({9}))
+    assert len(have) == 5
+    have.withdraw([3, 9, 100])
+    assert len(have) == 3
+    have.clear()
+    assert len(have) == 0
+
+
+def test_a_session_is_done_once_it_holds_every_other_clients_routes() -> None:
+    import io
+
+    from bench.bgpsim import Simulator, Status
+
+    out = io.StringIO()
+    sim = Simulator(peer="10.1.255.254", asn=64512, hold=90, plan=Plan(3, 2, "224.0.0.1"), first=0, count=1,
+                    status=Status(out))
+    s = sim.sessions[0]
+    s.established = True
+    s._handle(UPDATE, _reflected_body(1, 2))
+    assert "done" not in out.getvalue()
+    s._handle(UPDATE, _reflected_body(1, 2))   # the same routes again do not count twice
+    assert "done" not in out.getvalue()
+    s._handle(UPDATE, _reflected_body(2, 2))
+    assert "done 10.1.0.1 routes=4 withdrawn=0" in out.getvalue()
+    s._handle(UPDATE, _reflected_body(0, 2))   # its own routes back: a failure line, not a route
+    assert "fail 10.1.0.1 own_prefixes_reflected_back" in out.getvalue() and len(s.have) == 4
