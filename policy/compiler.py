@@ -1,61 +1,29 @@
 """policy.compiler: NetworkPolicy, Calico NetworkPolicy and GlobalNetworkPolicy -> iptables chains and ipsets.
 
-Layout of the filter table (all our chains start with ``l3n-``; the kernel
-chains get one hook rule each, inserted at the top):
+Owns reading a policy document: :func:`compile_one` turns one policy into its
+:class:`policy.compiled.CompiledPolicy` (its chains and the sets they name), and
+:class:`PolicyCompiler` composes the incremental :class:`policy.index.PolicyIndex`, the
+:class:`policy.render_cache.RenderCache` and the pure renderer :mod:`policy.render` into a node's
+:class:`PolicyProgram` (the filter table's layout is described in :mod:`policy.render`).
 
-* ``FORWARD -> l3n-FORWARD``: ``-i cali+`` jumps to ``l3n-from-wl-dispatch``,
-  ``-o cali+`` to ``l3n-to-wl-dispatch``; a packet that comes back from both is
-  accepted. Dispatch chains *goto* the endpoint chain of the interface, so an
-  endpoint chain's RETURN means "allowed by this side"; the last dispatch rule
-  drops: an interface that looks like a workload but is not known yet carries
-  nothing (fail closed, so a new pod is isolated before its first packet).
-  Past ``DISPATCH_SPLIT`` local interfaces each dispatch chain is a two-level tree
-  (``-i cali9+ -g l3n-fd-cali9``, one sub-chain per name prefix, each ending in DROP too),
-  so a pod that comes or goes rewrites one short sub-chain per direction.
-* ``INPUT -> l3n-INPUT``: ``-i cali+`` jumps to ``l3n-wl-to-host``: workload-to-host
-  traffic passes the workload's egress policy (``l3n-from-wl-dispatch``), then, when
-  configured, the failsafe inbound ports are accepted, then Calico's
-  ``DefaultEndpointToHostAction`` decides: ``Drop`` (the default: a pod cannot reach the
-  node's own addresses, only replies to what the node opened), ``Accept``, or ``Return``
-  (back to the host's own INPUT rules).
-* ``OUTPUT -> l3n-OUTPUT``: host-to-local-workload traffic is allowed (kubelet
-  probes, as Kubernetes requires).
-* Host endpoints (this node's HostEndpoints, :mod:`policy.host_endpoints`): one rule per
-  interface in ``l3n-INPUT``/``l3n-OUTPUT`` (host traffic) and, with ``applyOnForward``
-  policy, in ``l3n-FORWARD`` before the workload accepts; untracked policy in the raw table
-  and pre-DNAT policy in the mangle table. None of it exists while the node has no host endpoint.
-* ``l3n-fw-<iface>`` (from workload, egress) starts with the anti-spoofing
-  check (the source must be one of the workload's own addresses; it comes
-  before the conntrack accept so a forged source cannot ride another pod's
-  flow), then ESTABLISHED/RELATED accept, INVALID drop, then the policies.
-* ``l3n-tw-<iface>`` (to workload, ingress): conntrack first, then the policies.
-* Policies come in two tiers, as in Calico (see :mod:`policy.evaluator`):
-  Calico's policies first (GlobalNetworkPolicies and namespaced ``projectcalico.org/v3``
-  NetworkPolicies together, by ``order``, ties by name; what their selectors mean is
-  :mod:`policy.calico`): clear the accept and pass marks,
-  jump to each ``l3n-gi-*``/``l3n-go-*`` chain unless a previous one passed,
-  RETURN as soon as one set the accept mark, DROP at the end of the tier
-  unless one passed. Then the Kubernetes NetworkPolicies, a union (any allow
-  allows, order is moot), so mostly set lookups rather than a walk: every
-  (peer, port) pair of their rules that a set member can say is an *atom*
-  (peer: a selector set or an ipBlock without ``except``, or every address as
-  ``0.0.0.0/1`` + ``128.0.0.0/1``; port: a number or an ``endPort`` range of at
-  most ``MAX_ATOM_RANGE`` ports, or none = every protocol and port). The atoms
-  of all the endpoint's policies for a direction fill two sets, a ``hash:net,port``
-  ``l3nk:`` set of ``net,proto:port`` (matched ``src,dst`` for ingress, ``dst,dst``
-  for egress) and a ``hash:net`` ``l3nu:`` set of nets allowed every port; a hit
-  in either RETURNs. The rest (named ports, ipBlocks with ``except``, a bare
-  protocol, wide ranges) stays in one ``l3n-pi-*``/``l3n-po-*`` chain per
-  policy, jumped to only when it is not empty, with RETURN as soon as one set
-  the accept mark; DROP at the end. A direction no policy selects just returns
-  (allowed). So a new connection's first packet costs two lookups however many
-  policies select its pods (bench/conn_rate).
-* raw ``PREROUTING -> l3n-PREROUTING``: a strict reverse-path check for packets
-  from ``cali+`` (a second anti-spoofing layer, and it acts before conntrack).
-
-Every rule carries ``-m comment --comment "l3n:<hash>"``; the hash chains over
-the previous rule's hash (seeded with the chain name, Felix style), so the
-driver diffs chains by comparing hash lists and never parses rule bodies.
+Policies come in two tiers, as in Calico (see :mod:`policy.evaluator`):
+Calico's policies first (GlobalNetworkPolicies and namespaced ``projectcalico.org/v3``
+NetworkPolicies together, by ``order``, ties by name; what their selectors mean is
+:mod:`policy.calico`): each one's rules go, in order, into one ``l3n-gi-*``/``l3n-go-*``
+(``l3n-ci-*``/``l3n-co-*`` when namespaced) chain per direction, where Allow sets the accept
+mark and returns, Pass sets the pass mark and returns, Deny drops. Then the Kubernetes
+NetworkPolicies, a union (any allow allows, order is moot), so mostly set lookups rather than a
+walk: every (peer, port) pair of their rules that a set member can say is an *atom*
+(peer: a selector set or an ipBlock without ``except``, or every address as
+``0.0.0.0/1`` + ``128.0.0.0/1``; port: a number or an ``endPort`` range of at
+most ``MAX_ATOM_RANGE`` ports, or none = every protocol and port). The atoms
+of all the endpoint's policies for a direction fill two sets, a ``hash:net,port``
+``l3nk:`` set of ``net,proto:port`` (matched ``src,dst`` for ingress, ``dst,dst``
+for egress) and a ``hash:net`` ``l3nu:`` set of nets allowed every port. The rest (named
+ports, ipBlocks with ``except``, a bare protocol, wide ranges) stays in one
+``l3n-pi-*``/``l3n-po-*`` chain per policy, jumped to only when it is not empty. So a new
+connection's first packet costs two lookups however many policies select its pods
+(bench/conn_rate).
 
 Selector members go into ``hash:net`` ipsets of member addresses (for a GlobalNetworkPolicy rule's
 selector, the nets of matching NetworkSets and GlobalNetworkSets too, as in Calico; ``all_endpoints``
@@ -68,27 +36,16 @@ policies share them; their members are (selector members x ports), so a peer's
 label change moves only members there too, patched per atom (a pod that comes or
 goes costs one member per atom, not a rebuild).
 
-Speed (:class:`PolicyCompiler`): a policy's chains are compiled once per
-content and reused while the policy is unchanged; set members are kept by a
-:class:`policy.selectors.SelectorIndex` that re-evaluates only the endpoints
-that changed; endpoint chains are re-rendered only when their interface,
-addresses or list of applying policies changed. The output equals a fresh
-compilation of the same inputs (a unit test checks this on generated change
-sequences).
-
 Invalid content is treated as absent, never raised: a policy whose spec cannot
 be compiled is logged and skipped (the valid ones stay enforced); a selector
 that cannot be parsed matches nothing.
 
 IPv4 only: nothing is written to ip6tables, so a workload's IPv6 traffic is NOT
-policed. Each local workload with an IPv6 address is logged once (a warning) and
-listed in ``PolicyProgram.ipv6_unpoliced`` (gauge
-``l3net_policy_ipv6_unpoliced_workloads``), so the gap is visible, not silent.
+policed (:mod:`policy.render_cache` warns and lists it in ``PolicyProgram.ipv6_unpoliced``).
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import time
@@ -96,7 +53,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, WORKLOAD_IFACE_PREFIX
+from l3net.constants import WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
 from l3net.model.calico_selector import LabelOp
 from l3net.model.selectors import (
@@ -109,71 +66,37 @@ from l3net.model.selectors import (
     with_key_prefix,
 )
 from policy.calico import PODS_ONLY, entity_selector, policy_applies, policy_namespace
-from policy.host_endpoints import HostEndpointRender, local_host_endpoints, render_host_endpoints
+from policy.compiled import Atom, CompiledPolicy, SetSpec, policy_key
+from policy.index import IpsetValues, PolicyIndex
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
-    HOST_ENDPOINT_KIND,
     NAMESPACE_LABEL_PREFIX,
-    NETWORK_SET_KINDS,
-    POLICY_KINDS,
     calico_policy_name,
-    endpoint_labels,
     gnp_order,
     gnp_types,
-    host_endpoint_ips,
-    is_host_only,
-    namespace_labels,
-    network_set_labels,
-    network_set_nets,
-    own_labels,
     policy_types,
-    workload_ips,
-    workload_ports,
 )
+from policy.render import CHAIN_WL_TO_HOST, base_chains, program_tables, wl_to_host_rules
+from policy.render_cache import RenderCache
 from policy.rules import (
-    ACCEPT_MARK,
-    FAILSAFE_PROTOCOLS,
-    MAX_CHAIN_LEN,
-    PASS_MARK,
+    RETURN_IF_ACCEPTED,
+    RETURN_IF_PASSED,
+    SET_ACCEPT,
+    SET_PASS,
     chain_name,
-    digest,
-    failsafe_rules,
     hash_rules,
+    ipset_name,
     multiport_chunks,
+    set_nets,
+    v4_nets,
 )
-from policy.rules import CLEAR_ACCEPT as _CLEAR_MARK
-from policy.rules import CLEAR_BOTH as _CLEAR_BOTH
-from policy.rules import CT_ACCEPT as _CT_ACCEPT
-from policy.rules import CT_INVALID as _CT_INVALID
-from policy.rules import RETURN_IF_ACCEPTED as _RETURN_IF_MARK
-from policy.rules import RETURN_IF_PASSED as _RETURN_IF_PASS
-from policy.rules import SET_ACCEPT as _SET_MARK
-from policy.rules import SET_PASS as _SET_PASS
-from policy.rules import UNLESS_PASSED as _UNLESS_PASSED
-from policy.selectors import SelectorIndex
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["ACCEPT_MARK", "CHAIN_FORWARD", "CHAIN_FROM_DISPATCH", "CHAIN_INPUT", "CHAIN_OUTPUT",
-           "CHAIN_PREROUTING", "CHAIN_TO_DISPATCH", "CHAIN_WL_TO_HOST",
-           "ENDPOINT_TO_HOST_ACTIONS", "FAILSAFE_PROTOCOLS", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK",
-           "PolicyCompiler", "PolicyProgram", "compile_policy", "hash_rules", "wl_to_host_rules"]
+__all__ = ["MAX_ATOM_RANGE", "PolicyCompiler", "PolicyProgram", "compile_one", "compile_policy"]
 
-MAX_IPSET_LEN = 31
-
-CHAIN_FORWARD = f"{CHAIN_PREFIX}FORWARD"
-CHAIN_INPUT = f"{CHAIN_PREFIX}INPUT"
-CHAIN_OUTPUT = f"{CHAIN_PREFIX}OUTPUT"
-CHAIN_PREROUTING = f"{CHAIN_PREFIX}PREROUTING"
-CHAIN_FROM_DISPATCH = f"{CHAIN_PREFIX}from-wl-dispatch"
-CHAIN_TO_DISPATCH = f"{CHAIN_PREFIX}to-wl-dispatch"
-CHAIN_WL_TO_HOST = f"{CHAIN_PREFIX}wl-to-host"
-# Calico's DefaultEndpointToHostAction values and the iptables target each becomes.
-ENDPOINT_TO_HOST_ACTIONS = {"Drop": "DROP", "Accept": "ACCEPT", "Return": "RETURN"}
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 _PORT_PROTOS = ("tcp", "udp", "sctp", "udplite")
-
-SetSpec = tuple[Any, ...]  # ("sel", Selector) | ("net", frozenset[str]) | ("named", proto, name)
 
 
 class FrozenDict(dict[Any, Any]):
@@ -256,39 +179,6 @@ class PolicyProgram:
                 "l3net_policy_ipv6_unpoliced_workloads": len(self.ipv6_unpoliced)}
 
 
-def _ipset_name(tag: str, key: str) -> str:
-    base = f"{IPSET_PREFIX}{tag}:"
-    return base + digest(f"{tag}:{key}", MAX_IPSET_LEN - len(base))
-
-
-def _net(text: str) -> str:
-    """A network in ipset's own spelling: a host network is written without ``/32``."""
-    net = ipaddress.ip_network(str(text), strict=False)
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-
-
-def _set_nets(nets: Iterable[Any]) -> frozenset[str]:
-    """Members of a ``hash:net`` set: ``hash:net`` refuses a /0, so it becomes its two /1 halves (as Calico does)."""
-    out: set[str] = set()
-    for text in nets:
-        out.update(_spelled(str(text)))
-    return frozenset(out)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _spelled(text: str) -> tuple[str, ...]:
-    """One network's ``hash:net`` members, in ipset's spelling (cached: endpoint addresses recur in every
-    recompile of a selector set they belong to; a bad address raises, and is not cached)."""
-    net = ipaddress.ip_network(text, strict=False)
-    if net.prefixlen == 0:
-        return tuple(str(half) for half in net.subnets(prefixlen_diff=1))
-    return (_net(text),)
-
-
-def _v4(nets: Iterable[Any]) -> list[str]:
-    return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
-
-
 # -- per-policy compilation (pure: depends on the policy only) ----------------------------------------------
 class _Refs:
     """Collects the sets one policy's rules reference."""
@@ -297,18 +187,18 @@ class _Refs:
         self.sets: dict[str, SetSpec] = {}
 
     def selector_set(self, sel: Selector) -> str:
-        name = _ipset_name("s", canonical_string(sel))
+        name = ipset_name("s", canonical_string(sel))
         self.sets[name] = ("sel", sel)
         return name
 
     def net_set(self, tag: str, nets: Iterable[str]) -> str:
-        members = _set_nets(nets)
-        name = _ipset_name(tag, ",".join(sorted(members)))
+        members = set_nets(nets)
+        name = ipset_name(tag, ",".join(sorted(members)))
         self.sets[name] = ("net", members)
         return name
 
     def named_port_set(self, protocol: str, port_name: str) -> str:
-        name = _ipset_name("n", f"{protocol}:{port_name}")
+        name = ipset_name("n", f"{protocol}:{port_name}")
         self.sets[name] = ("named", protocol, port_name)
         return name
 
@@ -329,11 +219,8 @@ def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
     return all_of(_PODS_ONLY, nsel, psel)
 
 
-# An atom of the Kubernetes tier: (peer kind, peer, protocol, port). Peer kind "s" is a selector set's name,
-# "n" a network in ipset's spelling; protocol "" and port 0 stand for every protocol and port.
-Atom = tuple[str, str, str, int]
-_ANY_PEER = tuple(("n", half) for half in sorted(_set_nets(["0.0.0.0/0"])))
-DISPATCH_SPLIT = 32  # more local interfaces than this: the dispatch chains become a tree (see _render_dispatch)
+# The atoms (policy.compiled.Atom) of a rule without peers: every address, as the two halves of 0.0.0.0/0.
+_ANY_PEER = tuple(("n", half) for half in sorted(set_nets(["0.0.0.0/0"])))
 MAX_ATOM_RANGE = 16  # an endPort range of at most this many ports becomes set members; a wider one stays a rule
 
 
@@ -349,10 +236,10 @@ def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str,
         if cidr.version != 4:
             return None  # an IPv6 block matches no IPv4 packet
         frag = f"{flag} {cidr}"
-        excepts = _v4(block.get("except") or [])
+        excepts = v4_nets(block.get("except") or [])
         if excepts:
             return None, frag + f" -m set ! --match-set {refs.net_set('e', excepts)} {side}"
-        return tuple(("n", n) for n in sorted(_set_nets([cidr]))), frag
+        return tuple(("n", n) for n in sorted(set_nets([cidr]))), frag
     if peer.get("podSelector") is None and peer.get("namespaceSelector") is None:
         return None  # validation refuses an empty peer; if one gets here it matches nothing
     name = refs.selector_set(_np_peer_selector(pol_ns, peer))
@@ -401,7 +288,7 @@ def _np_rules(refs: _Refs, pol: Resource, direction: str) -> tuple[list[str], li
                 if peer_atoms is not None and port_atoms is not None:
                     atoms += [(kind, peer, proto, num) for kind, peer in peer_atoms for proto, num in port_atoms]
                 else:
-                    out.append(" ".join(x for x in (pf, qf, _SET_MARK) if x))
+                    out.append(" ".join(x for x in (pf, qf, SET_ACCEPT) if x))
     return out, atoms
 
 
@@ -437,12 +324,12 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
     base: list[str] = []
     nets = entity.get("nets")
     if nets:
-        v4 = _v4(nets)
+        v4 = v4_nets(nets)
         if not v4:
             return None
         base.append(f"{flag} {ipaddress.ip_network(v4[0], strict=False)}" if len(v4) == 1 else
                     f"-m set --match-set {refs.net_set('a', v4)} {side}")
-    not_nets = _v4(entity.get("notNets") or [])
+    not_nets = v4_nets(entity.get("notNets") or [])
     if not_nets:
         base.append(f"-m set ! --match-set {refs.net_set('x', not_nets)} {side}")
     sel = entity_selector(entity, pol_ns)  # selector, namespaceSelector, serviceAccounts
@@ -476,20 +363,6 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
     return [f"{head} {a}" if head else a for a in alts]
 
 
-def wl_to_host_rules(action: str, failsafe: Sequence[tuple[str, int]]) -> list[str]:
-    """Bodies of ``l3n-wl-to-host``: egress policy, failsafe ports, then the default action.
-
-    ``failsafe`` is (protocol, port) pairs already parsed (``felix.config``); anything else
-    is a programming error (ValueError), never rendered.
-    """
-    target = ENDPOINT_TO_HOST_ACTIONS.get(action)
-    if target is None:
-        raise ValueError(f"endpoint-to-host action {action!r} is not one of {', '.join(ENDPOINT_TO_HOST_ACTIONS)}")
-    rules = [f"-j {CHAIN_FROM_DISPATCH}", *failsafe_rules(failsafe, "ACCEPT")]
-    if target != "RETURN":
-        rules.append(f"-j {target}")
-    return rules
-
 
 def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
     """Rule bodies of one Calico policy (global or namespaced) for one direction, in order (first
@@ -518,9 +391,9 @@ def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
         if src is None or dst is None:
             continue
         if action == "Allow":
-            target, after = _SET_MARK, [_RETURN_IF_MARK]
+            target, after = SET_ACCEPT, [RETURN_IF_ACCEPTED]
         elif action == "Pass":
-            target, after = _SET_PASS, [_RETURN_IF_PASS]
+            target, after = SET_PASS, [RETURN_IF_PASSED]
         elif action == "Deny":
             target, after = "-j DROP", []
         elif action == "Log":
@@ -534,36 +407,11 @@ def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    """A policy that compiled: which endpoints it applies to, its hashed chains, and the sets they reference.
-
-    ``is_global``: a GlobalNetworkPolicy; ``tiered``: in the Calico tier (either Calico kind).
-    """
-
-    key: tuple[str, str, str]
-    resource: Resource
-    is_global: bool
-    sort_key: tuple[Any, ...]
-    types: tuple[str, ...]
-    applies: Selector
-    chains: dict[str, tuple[str, list[str]]]  # direction -> (chain name, hashed rules)
-    sets: dict[str, SetSpec]  # every set it needs kept up to date (its chains' and its atoms' selectors)
-    tiered: bool = False
-    # A NetworkPolicy's set-lookup part: direction -> atoms (see _np_rules); its chain holds the rest and is
-    # jumped to only for the directions in ``residual`` (where that rest is not empty).
-    atoms: dict[str, tuple[Atom, ...]] = field(default_factory=dict)
-    residual: frozenset[str] = frozenset()
-    chain_sets: frozenset[str] = frozenset()  # the sets its chains' rules name (emitted with the chains)
-
-
-def _policy_key(pol: Resource) -> tuple[str, str, str]:
-    return (pol.kind, pol.namespace or "", pol.name)
-
-
-def _compile_one(pol: Resource) -> _Compiled | None:
+def compile_one(pol: Resource) -> CompiledPolicy | None:
+    """One policy (any of the three kinds) on its own: its chains, the sets they name and, for a Kubernetes
+    NetworkPolicy, its atoms. None (logged) when its spec cannot be compiled: the policy is then absent."""
     refs = _Refs()
-    key = _policy_key(pol)
+    key = policy_key(pol)
     try:
         if pol.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy"):
             types = gnp_types(pol.spec)
@@ -590,110 +438,16 @@ def _compile_one(pol: Resource) -> _Compiled | None:
     text = "\n".join(r for _, rules in chains.values() for r in rules)
     chain_sets = frozenset(n for n in refs.sets if f"{n} " in text)  # a set name is always followed by its dirs
     if pol.kind != "NetworkPolicy":
-        return _Compiled(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed, refs.sets,
-                         tiered=True, residual=frozenset(types), chain_sets=frozenset(refs.sets))
-    return _Compiled(key, pol, False, sort_key, types, applies, hashed, refs.sets, atoms=atoms,
-                     residual=frozenset(d for d in types if chains[d][1]), chain_sets=chain_sets)
-
-
-@dataclass(frozen=True)
-class _Tier:
-    """The Kubernetes tier of one endpoint and direction: two set lookups decide what the atoms of its
-    policies allow, then the chains of the policies with residual rules are walked."""
-
-    port_set: str | None  # hash:net,port of (peer net, protocol:port), from the atoms with a port
-    port_atoms: tuple[Atom, ...]
-    any_set: str | None  # hash:net of peer nets allowed every protocol and port
-    any_atoms: tuple[Atom, ...]
-    chains: tuple[str, ...]  # the residual policy chains, in policy order
-
-
-def _tier(nps: Sequence[_Compiled], direction: str) -> _Tier:
-    atoms: set[Atom] = set()
-    for c in nps:
-        atoms.update(c.atoms.get(direction, ()))
-    port_atoms = tuple(sorted(a for a in atoms if a[2]))
-    any_atoms = tuple(sorted(a for a in atoms if not a[2]))
-    # Named by content, so endpoints whose policies say the same share one set (and a peer's label change
-    # only moves members).
-    port_set = _ipset_name("k", ";".join(f"{k}{p},{proto}:{n}" for k, p, proto, n in port_atoms)) \
-        if port_atoms else None
-    any_set = _ipset_name("u", ";".join(f"{k}{p}" for k, p, _, _ in any_atoms)) if any_atoms else None
-    return _Tier(port_set, port_atoms, any_set, any_atoms,
-                 tuple(c.chains[direction][0] for c in nps if direction in c.residual))
-
-
-def _with_port(nets: Iterable[str], proto: str, port: int) -> set[str]:
-    return {f"{n},{proto}:{port}" for n in nets}
-
-
-def _atom_members(atom: Atom, nets: frozenset[str],
-                  before: tuple[frozenset[str], frozenset[str]] | None) -> frozenset[str]:
-    """One selector atom's members of a tier set: the selector set's members ``nets``, with ``,proto:port``
-    when it has a port. ``before``: (the selector members, the result) of the last time, patched by the
-    difference when that is small (a pod came or went) instead of formatting every member again."""
-    _, _, proto, port = atom
-    if not proto:
-        return nets
-    if before is not None and before[0] is not nets:
-        gone, new = before[0] - nets, nets - before[0]
-        if len(gone) + len(new) < len(nets) // 2:
-            return frozenset((before[1] - _with_port(gone, proto, port)) | _with_port(new, proto, port))
-    return frozenset(_with_port(nets, proto, port))
-
-
-def _dispatch_rules(direction: str, kind: str, ifaces: Sequence[str]) -> list[str]:
-    """A dispatch chain's rules (the flat root, or one sub-chain of the tree): a goto per interface, then DROP."""
-    return [*(f"{direction} {i} -g {chain_name(kind, i)}" for i in ifaces), "-j DROP"]
-
-
-def _member(net: str, proto: str, port: int) -> str:
-    return f"{net},{proto}:{port}" if proto else net
-
-
-def _patch_combined(atoms: Sequence[Atom], before: Mapping[str, frozenset[str]], now: Mapping[str, frozenset[str]],
-                    value: frozenset[str]) -> frozenset[str] | None:
-    """A tier set's members after some of its selector sets changed, from its members ``value`` when they
-    were ``before`` (selector set -> members): only the nets that came or went are formatted, and a member
-    that went from one atom stays when another atom still makes it. None when so much changed that
-    building it again is as cheap (the caller does)."""
-    moved = {sn: (old - now[sn], now[sn] - old) for sn, old in before.items() if old is not now[sn]}
-    budget = len(value) // 2 + 16
-    gone: dict[str, tuple[str, str, int]] = {}
-    new: set[str] = set()
-    for kind, peer, proto, port in atoms:
-        if kind != "s" or peer not in moved:
-            continue
-        went, came = moved[peer]
-        budget -= len(went) + len(came)
-        if budget < 0:
-            return None
-        for net in went:
-            gone[_member(net, proto, port)] = (net, proto, port)
-        new.update(_member(net, proto, port) for net in came)
-    if gone:
-        makers: dict[tuple[str, int], list[Atom]] = {}
-        for atom in atoms:
-            makers.setdefault((atom[2], atom[3]), []).append(atom)
-        for member, (net, proto, port) in list(gone.items()):
-            if any((net in now[p]) if k == "s" else p == net for k, p, _, _ in makers[(proto, port)]):
-                del gone[member]  # another atom (or the same one, by another selector) still makes it
-    if not gone and not new:
-        return value
-    return value.difference(gone) | new
+        return CompiledPolicy(key, pol, pol.kind == "GlobalNetworkPolicy", sort_key, types, applies, hashed,
+                              refs.sets, tiered=True, residual=frozenset(types), chain_sets=frozenset(refs.sets))
+    return CompiledPolicy(key, pol, False, sort_key, types, applies, hashed, refs.sets, atoms=atoms,
+                          residual=frozenset(d for d in types if chains[d][1]), chain_sets=chain_sets)
 
 
 # -- the incremental compiler -----------------------------------------------------------------------------
-@dataclass
-class _Endpoint:
-    resource: Resource
-    labels: dict[str, str]
-    ips: tuple[str, ...]
-    ports: tuple[tuple[str, str, int], ...]
-
-
 class PolicyCompiler:
-    """Owns the caches that make recompiling a node's policy program cheap; ``compile`` is a pure function.
+    """Owns a node's :class:`PolicyIndex` and :class:`RenderCache`, so recompiling is cheap; ``compile`` is a
+    pure function.
 
     ``compile(...)`` returns exactly what a fresh compiler returns for the same
     inputs (the caches only remember work): unchanged policies (same object or
@@ -707,133 +461,15 @@ class PolicyCompiler:
     """
 
     def __init__(self) -> None:
-        self._policies: dict[tuple[str, str, str], tuple[Resource, _Compiled | None]] = {}
-        self._endpoints: dict[Hashable, _Endpoint] = {}
-        self._ns_labels: dict[str, dict[str, str]] = {}
-        self._members = SelectorIndex()   # selector-set name -> endpoint keys (all endpoints)
-        self._set_specs: dict[str, SetSpec] = {}
-        self._set_cache: dict[str, tuple[str, frozenset[str]]] = {}
-        self._applies = SelectorIndex()   # policy key -> local endpoint keys
-        self._ep_chains: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
-        # (direction, policy keys) -> (the compiled policies it was made from, their Kubernetes tier)
-        self._tiers: dict[tuple[Any, ...], tuple[tuple[_Compiled, ...], _Tier]] = {}
-        # combined set name -> (the selector set values it was made from, its value)
-        self._combined: dict[str, tuple[tuple[frozenset[str], ...], tuple[str, frozenset[str]]]] = {}
-        # selector atom -> (the selector set's members, the atom's members of a tier set)
-        self._atoms: dict[Atom, tuple[frozenset[str], frozenset[str]]] = {}
-        self._dispatch: tuple[tuple[tuple[str, ...], str], dict[str, list[str]]] | None = None
-        self._dispatch_leaves: dict[str, tuple[tuple[str, ...], list[str]]] = {}
-        self._hosts: tuple[tuple[Any, ...], HostEndpointRender] | None = None
-        self._ipv6: dict[Hashable, tuple[str, ...]] = {}  # local endpoint -> its IPv6 addresses (unpoliced)
-        self._ordered: list[_Compiled] = []
-        self._local_labels: dict[Hashable, dict[str, str]] = {}
-        self._selected: dict[Hashable, dict[str, list[_Compiled]]] = {}
+        self._index = PolicyIndex(compile_one)
+        self._render = RenderCache()
         self.compiles = 0
-        self.policies_recompiled = 0
 
-    # ---- inputs -> indexes ----
-    def _sync_namespaces(self, namespaces: Iterable[Resource]) -> set[str]:
-        new = namespace_labels(namespaces)
-        changed = {n for n in set(new) | set(self._ns_labels) if new.get(n) != self._ns_labels.get(n)}
-        self._ns_labels = new
-        return changed
+    @property
+    def policies_recompiled(self) -> int:
+        """Policies compiled since this compiler was made."""
+        return self._index.policies_recompiled
 
-    def _sync_endpoints(self, all_endpoints: Iterable[Resource], changed_ns: set[str]) -> set[str]:
-        """Update the member index; returns set names whose members' addresses or ports changed."""
-        dirty: set[str] = set()
-        seen: set[Hashable] = set()
-        key: Hashable
-        for wep in all_endpoints:
-            if wep.kind == "WorkloadEndpoint":
-                key = (wep.namespace or "", wep.name)
-            elif wep.kind in NETWORK_SET_KINDS or wep.kind == HOST_ENDPOINT_KIND:
-                key = (wep.kind, wep.namespace or "", wep.name)  # never equal to an endpoint's 2-tuple
-            else:
-                continue
-            seen.add(key)
-            old = self._endpoints.get(key)
-            if old is not None and (old.resource is wep or old.resource == wep) \
-                    and (wep.namespace or "") not in changed_ns:
-                continue
-            if wep.kind == "WorkloadEndpoint":
-                ep = _Endpoint(wep, endpoint_labels(wep, self._ns_labels), tuple(workload_ips(wep)),
-                               tuple(workload_ports(wep)))
-            elif wep.kind == HOST_ENDPOINT_KIND:
-                # A host endpoint is a selector-set member through its expectedIPs (as in Calico).
-                ep = _Endpoint(wep, own_labels(wep), tuple(host_endpoint_ips(wep)), ())
-            else:
-                # A network set is a selector-set member like an endpoint: its nets are its addresses.
-                ep = _Endpoint(wep, network_set_labels(wep, self._ns_labels), tuple(network_set_nets(wep)), ())
-            self._endpoints[key] = ep
-            self._members.update_item(key, ep.labels)
-            if old is None or old.ips != ep.ips or old.ports != ep.ports:
-                dirty.update(n for n in self._set_specs if self._set_specs[n][0] != "net"
-                             and (self._set_specs[n][0] == "named" or self._members.contains(n, key)))
-        for key in [k for k in self._endpoints if k not in seen]:
-            gone = self._endpoints.pop(key)
-            self._members.remove_item(key)
-            if gone.ports:
-                dirty.update(n for n, s in self._set_specs.items() if s[0] == "named")
-        return dirty
-
-    def _sync_policies(self, policies: Iterable[Resource]) -> bool:
-        changed = False
-        seen: set[tuple[str, str, str]] = set()
-        for pol in policies:
-            if pol.kind not in POLICY_KINDS:
-                continue
-            key = _policy_key(pol)
-            seen.add(key)
-            cached = self._policies.get(key)
-            if cached is not None and (cached[0] is pol or cached[0] == pol):
-                continue
-            compiled = _compile_one(pol)
-            self.policies_recompiled += 1
-            self._policies[key] = (pol, compiled)
-            changed = True
-            if compiled is None or is_host_only(pol):
-                self._applies.remove_selector(key)  # untracked and pre-DNAT policy never applies to a workload
-            else:
-                self._applies.add_selector(key, compiled.applies)
-        for key in [k for k in self._policies if k not in seen]:
-            del self._policies[key]
-            self._applies.remove_selector(key)
-            changed = True
-        if changed:
-            self._ordered = sorted((c for _, c in self._policies.values() if c is not None), key=lambda c: c.sort_key)
-            specs: dict[str, SetSpec] = {}
-            for c in self._ordered:
-                specs.update(c.sets)
-            for name in [n for n in self._set_specs if n not in specs]:
-                del self._set_specs[name]
-                self._set_cache.pop(name, None)
-                self._members.remove_selector(name)
-            for name, spec in specs.items():
-                if name not in self._set_specs:
-                    self._set_specs[name] = spec
-                    if spec[0] == "sel":
-                        self._members.add_selector(name, spec[1])
-            self._members.pop_changes()  # new sets are not cached yet; nothing else changed here
-        return changed
-
-    def _set_value(self, name: str, dirty: set[str]) -> tuple[str, frozenset[str]]:
-        cached = self._set_cache.get(name)
-        if cached is not None and name not in dirty:
-            return cached
-        spec = self._set_specs[name]
-        if spec[0] == "net":
-            value = ("hash:net", spec[1])
-        elif spec[0] == "sel":
-            value = ("hash:net", _set_nets(ip for k in self._members.members(name) for ip in self._endpoints[k].ips))
-        else:
-            _, proto, pname = spec
-            value = ("hash:ip,port", frozenset(
-                f"{ip},{proto}:{num}" for ep in self._endpoints.values() for n, p, num in ep.ports
-                if n == pname and p.lower() == proto for ip in ep.ips))
-        self._set_cache[name] = value
-        return value
-
-    # ---- output ----
     def compile(self, local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],
                 policies: Iterable[Resource], namespaces: Iterable[Resource], *,
                 iface_prefix: str = WORKLOAD_IFACE_PREFIX, reverse_path_filter: bool = True,
@@ -843,7 +479,7 @@ class PolicyCompiler:
                 host_endpoints: Iterable[Resource] = (),
                 host_failsafe_in: Sequence[tuple[str, int]] = (),
                 host_failsafe_out: Sequence[tuple[str, int]] = ()) -> PolicyProgram:
-        """The whole policy dataplane of one node (see the module docstring for its layout).
+        """The whole policy dataplane of one node (see :mod:`policy.render` for its layout).
 
         ``all_endpoints``: every WorkloadEndpoint, NetworkSet, GlobalNetworkSet and HostEndpoint (selector-set
         members; other kinds are ignored). A change of a set's nets or labels only changes set members.
@@ -856,350 +492,39 @@ class PolicyCompiler:
         the agent because the kernel refused what they render to): no chain, no dispatch entry, so the
         dispatch chains' final DROP carries none of their traffic.
         """
+        # Rendered first: a bad action or failsafe port raises before the index changes.
         wl_to_host = hash_rules(CHAIN_WL_TO_HOST, wl_to_host_rules(endpoint_to_host_action, failsafe_ports))
         t0 = time.perf_counter()
-        before = self.policies_recompiled
+        before = self._index.policies_recompiled
         self.compiles += 1
-        changed_ns = self._sync_namespaces(namespaces)
-        policies_changed = self._sync_policies(policies)
-        dirty = self._sync_endpoints(all_endpoints, changed_ns)
-        dirty |= self._members.pop_changes()
-
-        locals_ = self._local_workloads(local_endpoints)
-        relabelled = self._sync_local_labels(locals_)
-        self._select_policies(locals_, relabelled, policies_changed)
+        changes = self._index.sync(namespaces, policies, all_endpoints, local_endpoints)
 
         wildcard = f"{iface_prefix}+"
-        hosts = self._host_render(host_endpoints, policies_changed, host_failsafe_in, host_failsafe_out)
-        filter_chains = self._base_chains(wildcard, wl_to_host, hosts)
-        ipsets: dict[str, tuple[str, frozenset[str]]] = {}
-        used: dict[str, tuple[_Compiled, str]] = {}
+        hosts = self._render.host_endpoints(host_endpoints, self._index.ordered, changes.policies_changed,
+                                            host_failsafe_in, host_failsafe_out)
+        filter_chains = base_chains(wildcard, wl_to_host, hosts)
+        ipsets: IpsetValues = {}
+        used: dict[str, tuple[CompiledPolicy, str]] = {}
         keep: set[str] = set()
-        ordered_locals = sorted(locals_.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
-        self._render_locals(ordered_locals, fail_closed, policies_changed, relabelled, filter_chains, ipsets, used)
-        self._render_tier_sets(dirty, ipsets, keep)
-        for key in [k for k in self._ipv6 if k not in locals_]:
-            del self._ipv6[key]
-        self._render_dispatch(ordered_locals, fail_closed, filter_chains, iface_prefix)
-        self._render_used(used, dirty, filter_chains, ipsets, hosts, keep)
+        ordered_locals = sorted(changes.local.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
+        self._render.endpoints(ordered_locals, fail_closed, self._index, changes, filter_chains, ipsets, used)
+        self._index.tier_sets(self._render.tier_sets(), changes.dirty, ipsets, keep)
+        filter_chains.update(self._render.dispatch(ordered_locals, fail_closed, iface_prefix))
+        # Only sets that a programmed rule references are emitted (reference counting, as Felix does).
+        for chain, (c, d) in used.items():
+            filter_chains[chain] = c.chains[d][1]
+        self._index.emit_sets([*(c for c, _ in used.values()), *(p for p, _ in hosts.policies)], changes.dirty,
+                              ipsets, keep)
 
-        program = self._program(filter_chains, ipsets, wildcard, reverse_path_filter, hosts)
-        program = replace(program, policies_recompiled=self.policies_recompiled - before,
+        chains, hooks = program_tables(filter_chains, wildcard, reverse_path_filter, hosts)
+        policies_count, global_count = self._index.policy_counts()
+        program = PolicyProgram(chains=chains, hooks=hooks, policies=policies_count, global_policies=global_count,
+                                ipsets=dict(sorted(ipsets.items())), ipv6_unpoliced=self._render.ipv6_unpoliced())
+        program = replace(program, policies_recompiled=self._index.policies_recompiled - before,
                           compile_seconds=time.perf_counter() - t0)
         _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
                    program.policies_recompiled, program.rule_count, program.compile_seconds)
         return program
-
-    @staticmethod
-    def _local_workloads(local_endpoints: Iterable[Resource]) -> dict[Hashable, Resource]:
-        """(namespace, name) -> the local WorkloadEndpoints that have an interface to police."""
-        locals_: dict[Hashable, Resource] = {}
-        for w in local_endpoints:
-            if w.kind == "WorkloadEndpoint" and w.spec.get("interfaceName"):
-                locals_[(w.namespace or "", w.name)] = w
-        return locals_
-
-    def _sync_local_labels(self, locals_: dict[Hashable, Resource]) -> set[Hashable]:
-        """Forget local endpoints that left and index the labels of the rest; returns those whose labels changed."""
-        for key in [k for k in self._local_labels if k not in locals_]:
-            self._applies.remove_item(key)
-            del self._local_labels[key]
-            self._selected.pop(key, None)
-        relabelled: set[Hashable] = set()
-        for key in locals_:
-            ep = self._endpoints.get(key)
-            labels = ep.labels if ep is not None else endpoint_labels(locals_[key], self._ns_labels)
-            if self._local_labels.get(key) != labels:
-                self._local_labels[key] = labels
-                self._applies.update_item(key, labels)
-                relabelled.add(key)
-        self._applies.pop_changes()
-        return relabelled
-
-    def _select_policies(self, locals_: dict[Hashable, Resource], relabelled: set[Hashable],
-                         policies_changed: bool) -> None:
-        # Which policies apply to each local endpoint, in evaluation order; recomputed for every endpoint
-        # only when a policy changed, else only for endpoints that are new or relabelled.
-        if policies_changed:
-            self._selected = {k: {"Ingress": [], "Egress": []} for k in locals_}
-            for c in self._ordered:
-                for key in self._applies.members(c.key):
-                    per = self._selected.get(key)
-                    if per is not None:
-                        for d in c.types:
-                            per[d].append(c)
-            return
-        for key in relabelled:
-            per = {"Ingress": [], "Egress": []}
-            applying = self._applies.matching(key)  # one match per distinct selector, not per policy
-            for c in self._ordered:
-                if c.key in applying:
-                    for d in c.types:
-                        per[d].append(c)
-            self._selected[key] = per
-
-    def _host_render(self, host_endpoints: Iterable[Resource], policies_changed: bool,
-                     failsafe_in: Sequence[tuple[str, int]],
-                     failsafe_out: Sequence[tuple[str, int]]) -> HostEndpointRender:
-        """This node's host endpoint chains; re-rendered only when a policy, an endpoint or a port changed."""
-        heps = local_host_endpoints(host_endpoints)
-        key = (tuple(heps), tuple(failsafe_in), tuple(failsafe_out))
-        if self._hosts is None or policies_changed or self._hosts[0] != key:
-            self._hosts = (key, render_host_endpoints(heps, self._ordered, failsafe_in=failsafe_in,
-                                                      failsafe_out=failsafe_out))
-        return self._hosts[1]
-
-    @staticmethod
-    def _base_chains(wildcard: str, wl_to_host: list[str], hosts: HostEndpointRender) -> dict[str, list[str]]:
-        """The fixed chains: the kernel hooks' jumps to dispatch, to workload-to-host and to host endpoints.
-
-        Forwarded traffic passes the workload side, then the host endpoint side (both must allow), and
-        only then is a workload's accepted; anything else goes on to the host's own rules.
-        """
-        return {
-            CHAIN_FORWARD: hash_rules(CHAIN_FORWARD, [
-                f"-i {wildcard} -j {CHAIN_FROM_DISPATCH}", f"-o {wildcard} -j {CHAIN_TO_DISPATCH}",
-                *hosts.filter_forward, f"-i {wildcard} -j ACCEPT", f"-o {wildcard} -j ACCEPT"]),
-            CHAIN_INPUT: hash_rules(CHAIN_INPUT, [f"-i {wildcard} -j {CHAIN_WL_TO_HOST}", *hosts.filter_input]),
-            CHAIN_WL_TO_HOST: wl_to_host,
-            CHAIN_OUTPUT: hash_rules(CHAIN_OUTPUT, [f"-o {wildcard} -j RETURN", *hosts.filter_output]),
-            **hosts.chains.get("filter", {}),
-        }
-
-    def _render_locals(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
-                       policies_changed: bool, relabelled: set[Hashable], filter_chains: dict[str, list[str]],
-                       ipsets: dict[str, tuple[str, frozenset[str]]], used: dict[str, tuple[_Compiled, str]]) -> None:
-        """Each local endpoint's from- and to-workload chains (and its address set) into ``filter_chains`` and
-        ``ipsets``; the policy chains they jump to into ``used``."""
-        ep_cache: dict[Hashable, tuple[tuple[Any, ...], str, list[str], str, list[str]]] = {}
-        for key, wep in ordered_locals:
-            iface = str(wep.spec["interfaceName"])
-            if key in fail_closed:
-                # Quarantined (the kernel refused what it renders to, its interface name included): nothing
-                # of it is rendered, so the dispatch chains' last rule drops its traffic both ways.
-                continue
-            ep = self._endpoints.get(key)
-            ips = ep.ips if ep is not None and ep.resource is wep else tuple(workload_ips(wep))
-            sel = self._selected[key]
-            for d in ("Ingress", "Egress"):
-                for c in sel[d]:
-                    if d in c.residual:
-                        used[c.chains[d][0]] = (c, d)
-            cached = self._endpoint_chains(key, wep, iface, ips, sel, policies_changed or key in relabelled)
-            ep_cache[key] = cached
-            _, fw, fw_rules, tw, tw_rules = cached
-            filter_chains[fw] = fw_rules
-            filter_chains[tw] = tw_rules
-            if len(ips) > 1:
-                ipsets[_ipset_name("w", iface)] = ("hash:net", _set_nets(ips))
-        self._ep_chains = ep_cache
-        if len(self._tiers) > 2 * len(ep_cache) + 16:
-            live = {id(t) for sig, *_ in ep_cache.values() for t in sig[5:7] if t is not None}
-            self._tiers = {k: v for k, v in self._tiers.items() if id(v[1]) in live}
-
-    def _k8s_tier(self, nps: list[_Compiled], direction: str) -> _Tier | None:
-        """The Kubernetes tier of an endpoint whose applying NetworkPolicies are ``nps`` (None: none applies)."""
-        if not nps:
-            return None
-        key = (direction, *(c.key for c in nps))
-        hit = self._tiers.get(key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], nps, strict=True)):
-            return hit[1]
-        tier = _tier(nps, direction)
-        self._tiers[key] = (tuple(nps), tier)
-        return tier
-
-    def _render_tier_sets(self, dirty: set[str], ipsets: dict[str, tuple[str, frozenset[str]]],
-                          keep: set[str]) -> None:
-        """The combined sets the endpoint chains look up, into ``ipsets``; the selector sets they are made of
-        into ``keep``. A combined set is rebuilt only when one of those selector sets changed value."""
-        memo: dict[str, frozenset[str]] = {}
-        live: dict[str, tuple[tuple[frozenset[str], ...], tuple[str, frozenset[str]]]] = {}
-        atoms_live: dict[Atom, tuple[frozenset[str], frozenset[str]]] = {}
-        live_atoms: list[tuple[Atom, ...]] = []
-        for sig, *_ in self._ep_chains.values():
-            for tier in sig[5:7]:
-                if tier is None:
-                    continue
-                for name, kind, atoms in ((tier.port_set, "hash:net,port", tier.port_atoms),
-                                          (tier.any_set, "hash:net", tier.any_atoms)):
-                    if name is None or name in ipsets:
-                        continue
-                    sels = sorted({p for k, p, _, _ in atoms if k == "s"})
-                    for sn in sels:
-                        if sn not in memo:
-                            memo[sn] = self._set_value(sn, dirty)[1]
-                    vals = tuple(memo[sn] for sn in sels)
-                    keep.update(sels)
-                    cached = self._combined.get(name)
-                    if cached is not None and len(cached[0]) == len(vals) \
-                            and not all(a is b for a, b in zip(cached[0], vals, strict=True)):
-                        patched = _patch_combined(atoms, dict(zip(sels, cached[0], strict=True)), memo, cached[1][1])
-                        if patched is not None:
-                            cached = (vals, (kind, patched))
-                    if cached is None or len(cached[0]) != len(vals) \
-                            or not all(a is b for a, b in zip(cached[0], vals, strict=True)):
-                        parts: list[Iterable[str]] = []
-                        for atom in atoms:
-                            if atom[0] != "s":
-                                parts.append((f"{atom[1]},{atom[2]}:{atom[3]}" if atom[2] else atom[1],))
-                                continue
-                            done = atoms_live.get(atom)
-                            if done is None:
-                                nets = memo[atom[1]]
-                                done = (nets, _atom_members(atom, nets, self._atoms.get(atom)))
-                                atoms_live[atom] = done
-                            parts.append(done[1])
-                        cached = (vals, (kind, frozenset().union(*parts)))
-                    live[name] = cached
-                    ipsets[name] = cached[1]
-                    live_atoms.append(atoms)
-        if atoms_live or live.keys() != self._combined.keys():  # else the atoms in use are the same as before
-            in_use: set[Atom] = {a for atoms in live_atoms for a in atoms if a[0] == "s"}
-            # Any (members, result) pair is a correct base to patch from; keep those of the atoms in use.
-            self._atoms = {a: atoms_live.get(a) or self._atoms[a] for a in in_use
-                           if a in atoms_live or a in self._atoms}
-        self._combined = live
-
-    def _endpoint_chains(self, key: Hashable, wep: Resource, iface: str, ips: tuple[str, ...],
-                         sel: Mapping[str, list[_Compiled]],
-                         stale: bool) -> tuple[tuple[Any, ...], str, list[str], str, list[str]]:
-        """(signature, fw chain, its rules, tw chain, its rules) of one endpoint, re-rendered only when what
-        they depend on changed (``stale``: its policies may have)."""
-        cached = self._ep_chains.get(key)
-        if cached is None or cached[0][0] is not wep:
-            self._note_ipv6(key, wep)
-        if cached is not None and not stale and cached[0][0] is wep:
-            return cached
-        # (wep, iface, ips, Calico-tier chains out, in, Kubernetes tier out, in): sig[5:7] are the tiers
-        sig = (wep, iface, ips, *(tuple(c.chains[d][0] for c in sel[d] if c.tiered) for d in ("Egress", "Ingress")),
-               *(self._k8s_tier([c for c in sel[d] if not c.tiered], d) for d in ("Egress", "Ingress")))
-        if cached is None or cached[0][1:] != sig[1:]:
-            return (sig, *self._render_endpoint(iface, ips, sig[3:5], sig[5:7]))
-        return (sig, *cached[1:])
-
-    def _render_dispatch(self, ordered_locals: list[tuple[Hashable, Resource]], fail_closed: frozenset[Hashable],
-                         filter_chains: dict[str, list[str]], iface_prefix: str = WORKLOAD_IFACE_PREFIX) -> None:
-        """The from- and to-dispatch chains (one goto per programmed interface, then DROP); cached by interfaces.
-
-        Past ``DISPATCH_SPLIT`` interfaces they become a two-level tree, as Calico's: the root chains go to
-        one sub-chain per interface-name prefix (``-i cali9+``), each holding that prefix's interfaces, so a
-        pod that comes or goes rewrites a handful of rules, not two chains as long as the node's pods."""
-        ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
-        if self._dispatch is None or self._dispatch[0] != (ifaces, iface_prefix):
-            groups: dict[str, list[str]] = {}
-            if len(ifaces) > DISPATCH_SPLIT:
-                cut = len(iface_prefix) + 1
-                for i in ifaces:
-                    # a name no longer than the prefix stays in the root (its ``+`` would match other names)
-                    groups.setdefault(i[:cut] if len(i) >= cut else "", []).append(i)
-            chains: dict[str, list[str]] = {}
-            for direction, root, kind, sub in (("-i", CHAIN_FROM_DISPATCH, "fw", "fd"),
-                                               ("-o", CHAIN_TO_DISPATCH, "tw", "td")):
-                if not groups:
-                    chains[root] = hash_rules(root, _dispatch_rules(direction, kind, ifaces))
-                    continue
-                top = [f"{direction} {i} -g {chain_name(kind, i)}" for i in groups.get("", [])]
-                for key, members in sorted((k, v) for k, v in groups.items() if k):
-                    name = chain_name(sub, key)
-                    top.append(f"{direction} {key}+ -g {name}")
-                    chains[name] = self._dispatch_leaf(name, direction, kind, tuple(members))
-                chains[root] = hash_rules(root, [*top, "-j DROP"])
-            self._dispatch = ((ifaces, iface_prefix), chains)
-            self._dispatch_leaves = {n: v for n, v in self._dispatch_leaves.items() if n in chains}
-        filter_chains.update(self._dispatch[1])
-
-    def _dispatch_leaf(self, name: str, direction: str, kind: str, ifaces: tuple[str, ...]) -> list[str]:
-        """One sub-chain of the dispatch tree, re-hashed only when its interfaces changed."""
-        hit = self._dispatch_leaves.get(name)
-        if hit is None or hit[0] != ifaces:
-            hit = (ifaces, hash_rules(name, _dispatch_rules(direction, kind, ifaces)))
-            self._dispatch_leaves[name] = hit
-        return hit[1]
-
-    def _render_used(self, used: dict[str, tuple[_Compiled, str]], dirty: set[str],
-                     filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
-                     hosts: HostEndpointRender, keep: set[str]) -> None:
-        # Only sets that a programmed rule references are emitted (reference counting, as Felix does).
-        for chain, (c, d) in used.items():
-            filter_chains[chain] = c.chains[d][1]
-        for c in [*(c for c, _ in used.values()), *(p for p, _ in hosts.policies)]:
-            for name in c.chain_sets:
-                if name not in ipsets:
-                    ipsets[name] = self._set_value(name, dirty)
-        for name in dirty:
-            if name not in ipsets and name not in keep:
-                self._set_cache.pop(name, None)  # not referenced now: recompute when it is next used
-
-    def _program(self, filter_chains: dict[str, list[str]], ipsets: dict[str, tuple[str, frozenset[str]]],
-                 wildcard: str, reverse_path_filter: bool, hosts: HostEndpointRender) -> PolicyProgram:
-        """The program from the rendered chains and sets, with the kernel hooks (and rpfilter) that reach them."""
-        chains: dict[str, dict[str, list[str]]] = {"filter": dict(sorted(filter_chains.items()))}
-        hooks: dict[str, dict[str, list[str]]] = {
-            "filter": {k: hash_rules(k, [f"-j {c}"])
-                       for k, c in (("FORWARD", CHAIN_FORWARD), ("INPUT", CHAIN_INPUT), ("OUTPUT", CHAIN_OUTPUT))}}
-        raw_pre = [f"-i {wildcard} -m rpfilter --invert -j DROP"] if reverse_path_filter else []
-        raw_pre += hosts.raw_prerouting
-        if raw_pre:
-            chains["raw"] = {CHAIN_PREROUTING: hash_rules(CHAIN_PREROUTING, raw_pre)}
-            hooks["raw"] = {"PREROUTING": hash_rules("PREROUTING", [f"-j {CHAIN_PREROUTING}"])}
-        for table, own in hosts.chains.items():
-            if table != "filter":
-                chains.setdefault(table, {}).update(own)
-                chains[table] = dict(sorted(chains[table].items()))
-        for table, by_kernel in hosts.hooks.items():
-            for kchain, target in by_kernel.items():
-                hooks.setdefault(table, {})[kchain] = hash_rules(kchain, [f"-j {target}"])
-        program = PolicyProgram(chains=chains, hooks=hooks,
-                                policies=sum(1 for _, c in self._policies.values() if c is not None),
-                                global_policies=sum(1 for _, c in self._policies.values()
-                                                    if c is not None and c.is_global),
-                                ipsets=dict(sorted(ipsets.items())),
-                                ipv6_unpoliced=tuple(sorted(f"{k[0]}/{k[1]}" for k in self._ipv6)))  # type: ignore[index]
-        return program
-
-    def _note_ipv6(self, key: Hashable, wep: Resource) -> None:
-        """Remember (and warn once per change) that this local workload's IPv6 traffic goes unpoliced."""
-        v6 = tuple(workload_ips(wep, version=6))
-        if not v6:
-            self._ipv6.pop(key, None)
-            return
-        if self._ipv6.get(key) != v6:
-            _log.warning("IPv6 traffic of this workload is NOT policed (policy is IPv4 only) wep=%s addresses=%s",
-                         wep.ref, ",".join(v6))
-        self._ipv6[key] = v6
-
-    @staticmethod
-    def _render_endpoint(iface: str, ips: tuple[str, ...], calico: tuple[tuple[str, ...], tuple[str, ...]],
-                         k8s: tuple[_Tier | None, _Tier | None]) -> tuple[str, list[str], str, list[str]]:
-        """``calico``: the Calico tier's policy chains, ``k8s``: the Kubernetes tier, each (egress, ingress)."""
-        fw, tw = chain_name("fw", iface), chain_name("tw", iface)
-        if not ips:
-            fw_rules = ["-j DROP"]  # a workload without an address may not send at all
-        elif len(ips) == 1:
-            fw_rules = [f"! -s {ips[0]}/32 -j DROP"]
-        else:
-            fw_rules = [f"-m set ! --match-set {_ipset_name('w', iface)} src -j DROP"]
-        fw_rules += [_CT_ACCEPT, _CT_INVALID]
-        tw_rules = [_CT_ACCEPT, _CT_INVALID]
-        for gnps, tier, side, rules in ((calico[0], k8s[0], "dst", fw_rules), (calico[1], k8s[1], "src", tw_rules)):
-            if gnps:
-                rules.append(_CLEAR_BOTH)
-                for chain in gnps:
-                    rules += [f"{_UNLESS_PASSED} -j {chain}", _RETURN_IF_MARK]
-                rules.append(f"{_UNLESS_PASSED} -j DROP")  # end of tier: drop unless a policy passed
-            if tier is not None:
-                # A union: any set hit allows (RETURN: this side allows), then the policies' residual chains.
-                if tier.port_set is not None:
-                    rules.append(f"-m set --match-set {tier.port_set} {side},dst -j RETURN")
-                if tier.any_set is not None:
-                    rules.append(f"-m set --match-set {tier.any_set} {side} -j RETURN")
-                if tier.chains and not gnps:
-                    rules.append(_CLEAR_MARK)
-                for chain in tier.chains:
-                    rules += [f"-j {chain}", _RETURN_IF_MARK]
-                rules.append("-j DROP")
-        return fw, hash_rules(fw, fw_rules), tw, hash_rules(tw, tw_rules)
 
 
 def compile_policy(local_endpoints: Iterable[Resource], all_endpoints: Iterable[Resource],

@@ -71,7 +71,7 @@ _CT_RETURN = "-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
 
 
 class HostPolicy(Protocol):
-    """What this module needs of a compiled policy (:class:`policy.compiler._Compiled` has it)."""
+    """What this module needs of a compiled policy (:class:`policy.compiled.CompiledPolicy` has it)."""
 
     resource: Resource
     is_global: bool

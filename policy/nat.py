@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX
-from policy.compiler import PolicyProgram, hash_rules
+from policy.compiler import PolicyProgram
+from policy.rules import hash_rules
 
 __all__ = ["CHAIN_NAT_OUTGOING", "CHAIN_NAT_POSTROUTING", "IPSET_ALL_POOLS", "IPSET_MASQ_POOLS", "NAT_TABLE",
            "NatProgram", "render_nat_outgoing", "with_nat"]

@@ -1,30 +1,36 @@
-"""policy.rules: the iptables vocabulary every policy renderer shares (marks, rule fragments, names, hashes).
+"""policy.rules: the iptables and ipset vocabulary every policy renderer shares (marks, rule fragments, names, hashes).
 
 Owns the packet-mark bits and what they mean, the rule fragments built on them, the ``l3n:``
-hash comments the driver diffs by, chain names that fit iptables' limit, and the multiport
-chunking of port lists. :mod:`policy.compiler` (workload chains) and
-:mod:`policy.host_endpoints` (host endpoint chains) both render with these, so a mark means the
-same thing in every table.
+hash comments the driver diffs by, chain and ipset names that fit their kernel limits, the
+``hash:net`` spelling of set members, and the multiport chunking of port lists.
+:mod:`policy.compiler` and :mod:`policy.render` (workload chains), :mod:`policy.index` (set
+members) and :mod:`policy.host_endpoints` (host endpoint chains) all use these, so a mark means
+the same thing in every table and a set name the same set everywhere.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from l3net.constants import CHAIN_PREFIX, RULE_HASH_COMMENT_PREFIX
+from l3net.constants import CHAIN_PREFIX, IPSET_PREFIX, RULE_HASH_COMMENT_PREFIX
 
 _log = logging.getLogger(__name__)
 
 __all__ = ["ACCEPT_MARK", "CLEAR_ACCEPT", "CLEAR_BOTH", "CLEAR_HOST_ACCEPTED", "CT_ACCEPT", "CT_INVALID",
            "FAILSAFE_PROTOCOLS",
-           "HOST_ACCEPTED_MARK", "IF_ACCEPTED", "MAX_CHAIN_LEN", "PASS_MARK", "RETURN_IF_ACCEPTED",
+           "HOST_ACCEPTED_MARK", "IF_ACCEPTED", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK", "RETURN_IF_ACCEPTED",
            "RETURN_IF_HOST_ACCEPTED", "RETURN_IF_PASSED", "SET_ACCEPT", "SET_HOST_ACCEPTED", "SET_PASS",
-           "UNLESS_PASSED", "chain_name", "digest", "failsafe_rules", "hash_rules", "multiport_chunks"]
+           "UNLESS_PASSED", "chain_name", "digest", "failsafe_rules", "hash_rules", "ipset_name",
+           "multiport_chunks", "set_nets", "v4_nets"]
 
 MAX_CHAIN_LEN = 28
+MAX_IPSET_LEN = 31
 # Mark bits chosen clear of kube-proxy's 0x4000/0x8000 and inside Felix's 0xffff0000 mask.
 ACCEPT_MARK = 0x10000  # a policy chain allowed the packet (cleared before each tier)
 PASS_MARK = 0x20000  # a policy passed the packet to the next tier
@@ -76,6 +82,41 @@ def chain_name(kind: str, ident: str) -> str:
         return name
     base = f"{CHAIN_PREFIX}{kind}_"
     return base + digest(ident, MAX_CHAIN_LEN - len(base))
+
+
+def ipset_name(tag: str, key: str) -> str:
+    """``l3n<tag>:<digest of key>``: a set named by its meaning, so a rule never mentions a member."""
+    base = f"{IPSET_PREFIX}{tag}:"
+    return base + digest(f"{tag}:{key}", MAX_IPSET_LEN - len(base))
+
+
+def _net(text: str) -> str:
+    """A network in ipset's own spelling: a host network is written without ``/32``."""
+    net = ipaddress.ip_network(str(text), strict=False)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def set_nets(nets: Iterable[Any]) -> frozenset[str]:
+    """Members of a ``hash:net`` set: ``hash:net`` refuses a /0, so it becomes its two /1 halves (as Calico does)."""
+    out: set[str] = set()
+    for text in nets:
+        out.update(_spelled(str(text)))
+    return frozenset(out)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _spelled(text: str) -> tuple[str, ...]:
+    """One network's ``hash:net`` members, in ipset's spelling (cached: endpoint addresses recur in every
+    recompile of a selector set they belong to; a bad address raises, and is not cached)."""
+    net = ipaddress.ip_network(text, strict=False)
+    if net.prefixlen == 0:
+        return tuple(str(half) for half in net.subnets(prefixlen_diff=1))
+    return (_net(text),)
+
+
+def v4_nets(nets: Iterable[Any]) -> list[str]:
+    """The IPv4 ones of ``nets``, as strings (policy is IPv4 only: an IPv6 net matches no packet it sees)."""
+    return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
 
 
 def multiport_chunks(ports: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""policy.selectors: the selector index the compiler keeps current (which endpoints each selector matches).
+"""policy.selectors: the selector index :mod:`policy.index` keeps current (which endpoints each selector matches).
 
 The selectors themselves are the model's (:mod:`l3net.model.selectors`, one grammar, fail closed).
 """

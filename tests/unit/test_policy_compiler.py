@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l3net.model import Resource
-from policy.compiler import MAX_CHAIN_LEN, MAX_IPSET_LEN, PolicyCompiler, compile_policy
+from policy.compiler import PolicyCompiler, compile_policy
 from policy.evaluator import Packet, is_allowed
+from policy.rules import MAX_CHAIN_LEN, MAX_IPSET_LEN
 from policy.simulator import Cluster
 from tests.builders import netpol, ns, wep
 from tests.unit.policy_strategies import (
@@ -356,7 +357,7 @@ def test_many_local_pods_dispatch_through_a_tree_that_a_new_pod_barely_touches()
     """Past DISPATCH_SPLIT local interfaces the dispatch chains go through one sub-chain per name prefix:
     the compiled rules still agree with the evaluator for every pod, and adding a pod rewrites one leaf per
     direction, not the root."""
-    from policy.compiler import CHAIN_FROM_DISPATCH, CHAIN_TO_DISPATCH, DISPATCH_SPLIT
+    from policy.render import CHAIN_FROM_DISPATCH, CHAIN_TO_DISPATCH, DISPATCH_SPLIT
 
     n = DISPATCH_SPLIT + 8
     pods = [wep(f"p{i}", "a", "n1" if i < n else "n2", f"10.0.{1 + i // 200}.{i % 200 + 2}",

@@ -28,9 +28,10 @@ from l3net.errors import ValidationError
 from l3net.keys import KeyLayout
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
-from policy.compiler import CHAIN_INPUT, CHAIN_WL_TO_HOST, compile_policy, wl_to_host_rules
+from policy.compiler import compile_policy
 from policy.evaluator import Packet, is_allowed
 from policy.model import CALICO_NAMESPACE_LABEL, endpoint_labels, namespace_labels
+from policy.render import CHAIN_INPUT, CHAIN_WL_TO_HOST, wl_to_host_rules
 from tests.builders import Upd, netpol, ns, wep
 
 pytestmark = pytest.mark.unit
