@@ -6,7 +6,8 @@ keys are validated by the model (DNS subdomain; ``[-._a-zA-Z0-9]+``, not ``.``/`
 checked again here, and the resolved path must stay inside the directory (no symlink out).
 One trailing newline is stripped (``echo pw > file``); the rest is the password, 1..80 bytes.
 A file that group or others can read is used, with a warning naming the file (mount Secrets
-with ``defaultMode: 0600``). Errors never contain the value.
+with ``defaultMode: 0600``). Errors never contain the value. :func:`resolve_password` turns a
+typed ``password``/``nodeMeshPassword`` (:class:`l3net.model.bgp_specs.Password`) into its text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import stat
 from pathlib import Path
 
+from l3net.model.bgp_specs import Password
 from l3net.model.validate.bgp import MAX_PASSWORD_BYTES
 
 _log = logging.getLogger(__name__)
@@ -64,6 +66,18 @@ class SecretReader:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"secret {name}/{key} is not UTF-8") from None
+
+
+def resolve_password(pw: Password | None, secrets: SecretReader | None) -> str | None:
+    """The text of a password (None without one); ValueError, never quoting the value, when a ``secretKeyRef``
+    cannot be read: that depends on this node's mounted Secrets, not on the document, which the model checked."""
+    if pw is None:
+        return None
+    if pw.secret_key_ref is None:
+        return pw.value
+    if secrets is None:
+        raise ValueError("secretKeyRef given but no secrets directory is configured (bgp_secrets_dir)")
+    return secrets.read(pw.secret_key_ref.name, pw.secret_key_ref.key)
 
 
 def write_private(path: str | Path, text: str) -> None:

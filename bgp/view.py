@@ -15,15 +15,22 @@ Calico's confd does for BIRD (``bgp_processor.go``):
 - a route reflector treats a node peer without a cluster ID as its client;
 - AS per node (``Node.spec.bgp.asNumber``): eBGP when the ASNs differ (RFC 7938).
 
-A BGPPeer that cannot be right is refused as a whole (``NodeBGPView.errors`` names
-the field and reason, ``check_bgp_peer`` returns the same for validation at the
-edge); it never adds a partial peering. That includes a single-hop eBGP peer on none of
-the node's subnets (unless ``ebgpMultihop``) and a ``secretKeyRef`` password that cannot
-be read (``bgp.secrets``). Each peer carries its BGPFilter rules and prefix limit; the
-view carries the IPAM facts the import defaults need (``guard``, see ``bgp.policy``).
+The view reads the model's typed specs (:mod:`l3net.model.bgp_specs`), never the raw
+documents: every value was parsed once, by the model. What it still refuses depends on the
+cluster or the node, not on one document, and ``NodeBGPView.errors`` names the field and
+reason: a single-hop eBGP peer on none of the node's subnets (unless ``ebgpMultihop`` or
+``ttlSecurity``), a ``secretKeyRef`` password that cannot be read here (``bgp.secrets``; the
+peer is refused, the mesh runs without a password) and a BGPFilter that is not there
+(``bgp.policy``). A refused BGPPeer never adds a partial peering.
 
-The checks of a BGPPeer's values live in :mod:`bgp.peer_checks`; ExaBGP's configuration
-text is rendered from the view by :mod:`bgp.exabgp_config`.
+A Resource the model did not validate (built by hand) is checked with the model's rules at
+this edge (``bgp_specs.checked``): its errors join ``NodeBGPView.errors``; a BGPPeer with any
+refused field is refused, except one refused only in its ``bfd``, which runs without BFD; a
+BGPConfiguration's or Node's refused field is left out (the earlier value or the default applies).
+
+Each peer carries its BGPFilter rules and prefix limit; the view carries the IPAM facts the
+import defaults need (``guard``, see ``bgp.policy``). ExaBGP's configuration text is rendered
+from the view by :mod:`bgp.exabgp_config`.
 """
 
 from __future__ import annotations
@@ -34,23 +41,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bgp.peer_checks import check_bgp_peer, resolve_password
 from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
-from bgp.secrets import SecretReader
+from bgp.secrets import SecretReader, resolve_password
 from bgp.selectors import compile_selector
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError
-from l3net.model.validate.bfd import BfdSettings, resolve_bfd
-from l3net.model.validate.bgp import BGP_CONFIGURATION_SPEC, bgp_configuration_name_check
-from l3net.model.validate.checker import Checker
-from l3net.model.values import (
-    hold_time,
-    is_community,
-    parse_asn,
-    parse_duration,
-    parse_peer_ip,
-    restart_time,
-)
+from l3net.model.bgp_specs import BfdLayer, BGPConfigurationSpec, BGPPeerSpec, NodeBGP, Password, bfd_settings, checked
+from l3net.model.resource import Resource
+from l3net.model.validate.bfd import BfdSettings
 
 _log = logging.getLogger(__name__)
 
@@ -154,27 +152,6 @@ class NodeBGPView:
         return tuple(out)
 
 
-# -- node addresses -----------------------------------------------------------------------
-def _split_cidr_ip(value: Any) -> str | None:
-    """``10.0.0.1/24`` -> ``10.0.0.1``; None for empty/invalid (an IPv6 scope ID is invalid)."""
-    if not value or not isinstance(value, str) or "%" in value:
-        return None
-    try:
-        return str(ipaddress.ip_interface(value).ip)
-    except ValueError:
-        return None
-
-
-def _subnet(value: Any) -> str | None:
-    """``10.0.0.1/24`` -> ``10.0.0.0/24``: the node's subnet; None without a prefix length."""
-    if not value or not isinstance(value, str) or "%" in value or "/" not in value:
-        return None
-    try:
-        return str(ipaddress.ip_interface(value).network)
-    except ValueError:
-        return None
-
-
 # -- view ----------------------------------------------------------------------------------
 @dataclass
 class _NodeInfo:
@@ -204,17 +181,14 @@ DEFAULT_MAX_PREFIXES_EXTERNAL = 10_000
 DEFAULT_MAX_PREFIXES_CLUSTER = 100_000
 
 
-def _node_info(res: Any) -> _NodeInfo:
-    b = (res.spec or {}).get("bgp") or {}
-    asn: int | None = None
-    if b.get("asNumber") not in (None, ""):
-        try:
-            asn = parse_asn(b["asNumber"])
-        except ValueError:
-            _log.warning("node has a bad asNumber, using the default node=%s value=%r", res.name, b["asNumber"])
-    subnets = tuple(n for n in (_subnet(b.get("ipv4Address")), _subnet(b.get("ipv6Address"))) if n)
-    return _NodeInfo(res.name, dict(res.labels or {}), _split_cidr_ip(b.get("ipv4Address")),
-                     _split_cidr_ip(b.get("ipv6Address")), asn, b.get("routeReflectorClusterID") or None, subnets)
+def _node_info(res: Resource) -> _NodeInfo:
+    got = checked(res, NodeBGP)
+    if got.errors:   # a Node the model did not validate: its refused fields are left out (not the view's errors)
+        _log.warning("node fields refused, left out node=%s reasons=%s", res.name, "; ".join(map(str, got.errors)))
+    b = got.spec
+    subnets = tuple(n for n in (b.ipv4_network, b.ipv6_network) if n)
+    return _NodeInfo(res.name, dict(res.labels or {}), b.ipv4_address, b.ipv6_address, b.as_number,
+                     b.route_reflector_cluster_id, subnets)
 
 
 def _peer_name(prefix: str, ip: str, port: int) -> str:
@@ -235,89 +209,64 @@ class _Defaults:
     log_severity: str = "Info"
     communities: list[Community] = field(default_factory=list)
     max_prefixes: int | None = None
-    bfd_layers: list[Mapping[str, Any]] = field(default_factory=list)  # cluster, then node.<node>
+    bfd_layers: list[BfdLayer] = field(default_factory=list)  # cluster, then node.<node>
 
 
-def _bfd_for(layers: list[Mapping[str, Any]], doc: str, errors: list[FieldError]) -> BfdSettings | None:
-    """The BFD settings of one peering, or None when BFD is off; bad settings mean no BFD, reported."""
-    try:
-        settings = resolve_bfd(*layers)
-    except ValueError as exc:
-        errors.append(FieldError(path="spec.bfd", reason=str(exc), document=doc))
-        return None
+def _bfd_for(layers: Iterable[BfdLayer | None]) -> BfdSettings | None:
+    """The BFD settings of one peering, or None when BFD is off."""
+    settings = bfd_settings(*layers)
     return settings if settings.enabled else None
 
 
-def check_bgp_configuration(name: str, spec: Any, document: str = "") -> list[FieldError]:
-    """Every reason a BGPConfiguration cannot be taken as it is: the model's own check and naming rule."""
-    if not isinstance(spec, Mapping):
-        return [FieldError(path="spec", reason="must be a mapping", document=document)]
-    checker = Checker(document)
-    out = BGP_CONFIGURATION_SPEC(checker, dict(spec), "spec")
-    bgp_configuration_name_check(checker, name, out if isinstance(out, dict) else dict(spec))
-    return checker.errors
+def _read_timers(s: BGPConfigurationSpec, d: _Defaults, cluster: bool) -> None:
+    """The AS number (the cluster's configuration only) and timers of one BGPConfiguration."""
+    if cluster and s.as_number is not None:
+        d.asn = s.as_number
+    if s.hold_time is not None:
+        d.hold = s.hold_time
+    if s.keepalive_time is not None:
+        d.keepalive = int(s.keepalive_time)
+    if s.restart_time is not None:
+        d.restart = s.restart_time
 
 
-# A refused item of these lists is left out by its reader; any other refused field is left out whole.
-_ITEMWISE = ("communities", "prefixAdvertisements")
-
-
-def _usable_fields(spec: Mapping[str, Any], problems: list[FieldError]) -> dict[str, Any]:
-    """The spec without the fields the model refused (each keeps its earlier value or the default) and
-    without nulls, which the model takes as absent."""
-    refused = {e.path.removeprefix("spec.").split(".")[0].split("[")[0] for e in problems}
-    return {k: v for k, v in spec.items() if v is not None and (k in _ITEMWISE or k not in refused)}
-
-
-def _read_timers(s: Mapping[str, Any], d: _Defaults, cluster: bool) -> None:
-    """The AS number and timers of one checked BGPConfiguration (refused fields already left out)."""
-    if cluster and s.get("asNumber") is not None:
-        d.asn = parse_asn(s["asNumber"])
-    if s.get("holdTime") is not None:
-        d.hold = hold_time(s["holdTime"])
-    if s.get("keepaliveTime") is not None:
-        d.keepalive = int(parse_duration(s["keepaliveTime"]))
-    if s.get("restartTime") is not None:
-        d.restart = restart_time(s["restartTime"])
-
-
-def _read_configs(node: str, bgp_configs: Iterable[Any], errors: list[FieldError],
+def _read_configs(node: str, bgp_configs: Iterable[Resource], errors: list[FieldError],
                   secrets: SecretReader | None = None) -> _Defaults:
-    """The cluster's settings, then this node's over them; a field the model refuses is reported and skipped,
-    so one bad value never takes the mesh down."""
+    """The cluster's settings, then this node's over them. A configuration the model did not validate has its
+    refused fields reported and left out, so one bad value never takes the mesh down."""
     d = _Defaults()
     by_name = {c.name: c for c in bgp_configs}
     for cfg in (by_name.get("default"), by_name.get(f"node.{node}")):
         if cfg is None:
             continue
-        doc = cfg.ref if hasattr(cfg, "ref") else cfg.name
-        problems = check_bgp_configuration(cfg.name, cfg.spec or {}, doc)
-        errors.extend(problems)
-        s = _usable_fields(cfg.spec or {}, problems) if isinstance(cfg.spec or {}, Mapping) else {}
+        got = checked(cfg, BGPConfigurationSpec)
+        errors.extend(got.errors)
+        s = got.spec
         _read_timers(s, d, cfg.name == "default")
         _read_settings(s, d, cfg.name == "default")
-        if s.get("nodeMeshPassword") is not None:
-            _read_mesh_password(s["nodeMeshPassword"], d, doc, errors, secrets)
-        _read_communities(s, d, problems)
+        if s.node_mesh_password is not None:
+            _read_mesh_password(s.node_mesh_password, d, cfg.ref, errors, secrets)
+        d.communities.extend(Community(adv.cidr, value) for adv in s.prefix_advertisements
+                             for value in adv.communities)
     return d
 
 
-def _read_settings(s: Mapping[str, Any], d: _Defaults, is_default: bool) -> None:
-    if "nodeToNodeMeshEnabled" in s and is_default:
-        d.mesh = bool(s["nodeToNodeMeshEnabled"])
-    if "listenPort" in s:
-        d.listen_port = int(s["listenPort"])
-    if "gracefulRestart" in s:
-        d.gr = bool(s["gracefulRestart"])
-    if "maxPrefixes" in s:
-        d.max_prefixes = int(s["maxPrefixes"])
-    if "logSeverityScreen" in s:
-        d.log_severity = str(s["logSeverityScreen"])
-    if isinstance(s.get("bfd"), Mapping):
-        d.bfd_layers.append(s["bfd"])
+def _read_settings(s: BGPConfigurationSpec, d: _Defaults, is_default: bool) -> None:
+    if s.node_to_node_mesh_enabled is not None and is_default:
+        d.mesh = s.node_to_node_mesh_enabled
+    if s.listen_port is not None:
+        d.listen_port = s.listen_port
+    if s.graceful_restart is not None:
+        d.gr = s.graceful_restart
+    if s.max_prefixes is not None:
+        d.max_prefixes = s.max_prefixes
+    if s.log_severity_screen is not None:
+        d.log_severity = s.log_severity_screen
+    if s.bfd is not None:
+        d.bfd_layers.append(s.bfd)
 
 
-def _read_mesh_password(value: Any, d: _Defaults, doc: str, errors: list[FieldError],
+def _read_mesh_password(value: Password, d: _Defaults, doc: str, errors: list[FieldError],
                         secrets: SecretReader | None) -> None:
     try:
         d.mesh_password = resolve_password(value, secrets)
@@ -326,27 +275,8 @@ def _read_mesh_password(value: Any, d: _Defaults, doc: str, errors: list[FieldEr
         errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
 
 
-def _read_communities(s: Mapping[str, Any], d: _Defaults, problems: list[FieldError]) -> None:
-    """The communities of the prefix advertisements, leaving out every item the model refused (reported)."""
-    def refused(field: str, i: int) -> bool:
-        item = f"spec.{field}[{i}]"
-        return any(e.path == item or e.path.startswith((f"{item}.cidr", f"{item}.name", f"{item}.value"))
-                   or e.path == f"spec.{field}" for e in problems)
-
-    named = {c.get("name"): c.get("value") for i, c in enumerate(s.get("communities") or [])
-             if isinstance(c, Mapping) and not refused("communities", i)}
-    for i, adv in enumerate(s.get("prefixAdvertisements") or []):
-        if not isinstance(adv, Mapping) or refused("prefixAdvertisements", i):
-            continue
-        refs = adv.get("communities")
-        for ref in refs if isinstance(refs, list) else []:
-            value = named.get(ref, ref) if isinstance(ref, str) else None
-            if is_community(value):
-                d.communities.append(Community(str(adv["cidr"]), value))
-
-
-def build_node_view(node_name: str, nodes: Iterable[Any], bgp_configs: Iterable[Any],
-                    bgp_peers: Iterable[Any], bgp_filters: Iterable[Any] = (), *,
+def build_node_view(node_name: str, nodes: Iterable[Resource], bgp_configs: Iterable[Resource],
+                    bgp_peers: Iterable[Resource], bgp_filters: Iterable[Resource] = (), *,
                     secrets: SecretReader | None = None, ipam: IpamFacts | None = None) -> NodeBGPView:
     """The BGP peer set of ``node_name`` (Resources in, a frozen view out; pure but for reading
     ``secretKeyRef`` files through ``secrets``)."""
@@ -389,7 +319,7 @@ class _PeerSettings:
     source: str
     ttl: int = 0
     restart: int | None = None
-    max_prefixes: Any = None
+    max_prefixes: int | None = None
     names: tuple[str, ...] = ()
     bfd: BfdSettings | None = None
     source_node_ip: bool = True
@@ -406,9 +336,9 @@ class _ViewBuilder:
         self.my_as = me.asn or defaults.asn
         self.peers: dict[tuple[str, int], PeerSpec] = {}
 
-    def limit(self, explicit: Any, cluster: bool) -> int:
+    def limit(self, explicit: int | None, cluster: bool) -> int:
         if explicit is not None:
-            return int(explicit)
+            return explicit
         if self.defaults.max_prefixes is not None:
             return self.defaults.max_prefixes
         return DEFAULT_MAX_PREFIXES_CLUSTER if cluster else DEFAULT_MAX_PREFIXES_EXTERNAL
@@ -455,7 +385,7 @@ class _ViewBuilder:
 
     def mesh(self) -> None:
         d = self.defaults
-        mesh_bfd = _bfd_for(d.bfd_layers, "BGPConfiguration/default", self.errors)
+        mesh_bfd = _bfd_for(d.bfd_layers)
         if not d.mesh or self.me.cluster_id:
             return
         ps = _PeerSettings(d.hold, d.keepalive, d.mesh_password, "node-to-node mesh", bfd=mesh_bfd)
@@ -463,52 +393,50 @@ class _ViewBuilder:
             if other.name != self.me.name and not other.cluster_id:
                 self.node_peer(other, PEER_MESH, "Mesh", ps)
 
-    def bgp_peer(self, res: Any) -> None:
-        s = res.spec or {}
-        doc = res.ref if hasattr(res, "ref") else res.name
-        problems = check_bgp_peer(s, doc)
-        self.errors.extend(problems)
-        if any(not e.path.startswith("spec.bfd") for e in problems):
-            _log.warning("BGPPeer refused peer=%s reasons=%s", res.name, "; ".join(str(p) for p in problems))
+    def bgp_peer(self, res: Resource) -> None:
+        got = checked(res, BGPPeerSpec)
+        s, doc = got.spec, res.ref
+        self.errors.extend(got.errors)   # only for a BGPPeer the model did not validate
+        if any(not e.path.startswith("spec.bfd") for e in got.errors):
+            _log.warning("BGPPeer refused peer=%s reasons=%s", res.name, "; ".join(str(p) for p in got.errors))
             return
-        if problems:
-            # Only its BFD settings are wrong: the peering runs without BFD rather than not at all.
-            _log.warning("BGPPeer runs without BFD peer=%s reasons=%s", res.name, "; ".join(str(p) for p in problems))
-            s = {k: v for k, v in s.items() if k != "bfd"}
-        is_global = not s.get("node") and not s.get("nodeSelector")
+        if got.errors:
+            # Only its BFD settings were refused (and left out of the spec): the peering runs without BFD
+            # rather than not at all.
+            _log.warning("BGPPeer runs without BFD peer=%s reasons=%s", res.name,
+                         "; ".join(str(p) for p in got.errors))
+        is_global = not s.node and not s.node_selector
         kind, prefix = (PEER_GLOBAL, "Global") if is_global else (PEER_NODE, "Node")
-        if s.get("peerIP") and not _selects(s, self.me):
+        if s.peer_ip is not None and not _selects(s, self.me):
             return
         try:
-            password = resolve_password(s.get("password"), self.secrets)
+            password = resolve_password(s.password, self.secrets)
         except ValueError as exc:
             self.errors.append(FieldError(path="spec.password", reason=str(exc), document=doc))
             _log.warning("BGPPeer refused peer=%s reason=%s", res.name, exc)
             return
         d = self.defaults
         ps = _PeerSettings(
-            hold=hold_time(s["holdTime"]) if s.get("holdTime") else d.hold,
-            keepalive=int(parse_duration(s["keepaliveTime"])) if s.get("keepaliveTime") else d.keepalive,
-            password=password, source=doc, ttl=int(s.get("ttlSecurity") or 0),
-            restart=restart_time(s["maxRestartTime"]) if s.get("maxRestartTime") else None,
-            max_prefixes=s.get("maxPrefixes"), names=tuple(s.get("filters") or ()),
-            bfd=_bfd_for([*d.bfd_layers, s.get("bfd") or {}], doc, self.errors),
-            source_node_ip=s.get("sourceAddress") != "None", keep_next_hop=s.get("keepOriginalNextHop") is True)
-        if s.get("peerIP"):
-            self.ip_peer(res.name, s, kind, prefix, ps)
+            hold=s.hold_time if s.hold_time is not None else d.hold,
+            keepalive=int(s.keepalive_time) if s.keepalive_time is not None else d.keepalive,
+            password=password, source=doc, ttl=s.ttl_security or 0, restart=s.max_restart_time,
+            max_prefixes=s.max_prefixes, names=s.filters, bfd=_bfd_for([*d.bfd_layers, s.bfd]),
+            source_node_ip=s.source_address != "None", keep_next_hop=s.keep_original_next_hop is True)
+        if s.peer_ip is not None:
+            self.ip_peer(res.name, s, s.peer_ip, kind, prefix, ps)
         else:
             self.selector_peers(s, kind, prefix, ps)
 
-    def ip_peer(self, name: str, s: Mapping[str, Any], kind: str, prefix: str, ps: _PeerSettings) -> None:
+    def ip_peer(self, name: str, s: BGPPeerSpec, ip: str, kind: str, prefix: str, ps: _PeerSettings) -> None:
         me, d = self.me, self.defaults
-        ip, given_port = parse_peer_ip(s["peerIP"])
-        port = given_port or BGP_PORT
+        port = s.peer_port or BGP_PORT
         local = self.local_for(ip)
         if local is None:
             return
         target = next((n for n in self.infos.values() if ip in (n.v4, n.v6)), None)
-        peer_as = parse_asn(s["asNumber"])
-        multihop = s.get("ebgpMultihop")
+        peer_as = s.as_number
+        assert peer_as is not None, "the model requires asNumber with peerIP"
+        multihop = s.ebgp_multihop
         # A routed eBGP peer needs ebgpMultihop, or GTSM (ttlSecurity N > 1 hops: ExaBGP then sends TTL 255).
         routed_ok = bool(multihop and multihop > 1) or bool(ps.ttl and ps.ttl > 1)
         if peer_as != self.my_as and _off_subnet(ip, me.subnets) and not routed_ok:
@@ -524,14 +452,14 @@ class _ViewBuilder:
                           graceful_restart=d.gr, restart_time=ps.restart if ps.restart is not None else d.restart,
                           rr_client=bool(me.cluster_id) and target is not None and not target.cluster_id,
                           peer_node=target.name if target else None, ttl_security=ps.ttl, source=ps.source,
-                          multihop=int(multihop) if multihop and peer_as != self.my_as else None,
+                          multihop=multihop if multihop and peer_as != self.my_as else None,
                           max_prefixes=self.limit(ps.max_prefixes, target is not None), bfd=ps.bfd,
                           source_node_ip=ps.source_node_ip, keep_next_hop=ps.keep_next_hop,
                           **self.peer_rules(ps.names, ip, ps.source)))
 
-    def selector_peers(self, s: Mapping[str, Any], kind: str, prefix: str, ps: _PeerSettings) -> None:
+    def selector_peers(self, s: BGPPeerSpec, kind: str, prefix: str, ps: _PeerSettings) -> None:
         me = self.me
-        peer_sel = compile_selector(s["peerSelector"])
+        peer_sel = compile_selector(s.peer_selector)
         others = [n for n in sorted(self.infos.values(), key=lambda n: n.name) if n.name != me.name]
         targets: dict[str, _NodeInfo] = {}
         if _selects(s, me):
@@ -542,13 +470,13 @@ class _ViewBuilder:
             self.node_peer(other, kind, prefix, ps)
 
 
-def _selects(s: Mapping[str, Any], n: _NodeInfo) -> bool:
+def _selects(s: BGPPeerSpec, n: _NodeInfo) -> bool:
     """The BGPPeer's node side (global, ``node`` or ``nodeSelector``) includes ``n``."""
-    if not s.get("node") and not s.get("nodeSelector"):
+    if not s.node and not s.node_selector:
         return True
-    if s.get("node"):
-        return bool(n.name == s["node"])
-    return bool(compile_selector(s["nodeSelector"])(n.labels))
+    if s.node:
+        return n.name == s.node
+    return bool(compile_selector(s.node_selector)(n.labels))
 
 
 def _off_subnet(ip: str, subnets: tuple[str, ...]) -> bool:

@@ -104,7 +104,8 @@ def kind_info(name: str) -> KindInfo | None:
 
 @dataclass(frozen=True)
 class Resource:
-    """One validated resource. Immutable; ``spec`` must not be mutated by callers."""
+    """One resource (validated when it comes from the model: see ``validated``). Immutable; ``spec`` must not be
+    mutated by callers."""
 
     kind: str
     name: str
@@ -114,6 +115,16 @@ class Resource:
     annotations: dict[str, str] = field(default_factory=dict)
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     resource_version: int = 0
+    # The spec object the model's validation checked and normalised (only l3net.model.validation sets it):
+    # see ``validated``. Not compared and not printed: it is the spec itself, or None.
+    checked_spec: dict[str, Any] | None = field(default=None, compare=False, repr=False, kw_only=True)
+
+    @property
+    def validated(self) -> bool:
+        """Whether ``spec`` is the very object the model's validation produced. A Resource built by hand, or
+        replaced with another spec, is not: its readers check it with the model first (``l3net.model.bgp_specs``).
+        ``dataclasses.replace`` of other fields keeps it (the spec is the same object)."""
+        return self.checked_spec is not None and self.checked_spec is self.spec
 
     @property
     def info(self) -> KindInfo:

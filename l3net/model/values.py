@@ -2,8 +2,8 @@
 
 Go durations (``"90s"``, ``"1.5m"``, ``"1h2m"``, ``"300ms"``), AS numbers (``64512`` or AS-dot
 ``"1.10"``) and BGP peer addresses (``ip``, ``ip:port``, ``[ipv6]:port``). Every reader calls these:
-the document checks (:mod:`l3net.model.validate`), the agent's BGP view and peer checks
-(:mod:`bgp.view`, :mod:`bgp.peer_checks`) and the agent's flags (:mod:`felix.config`). Two grammars
+the document checks (:mod:`l3net.model.validate`), the typed BGP specs the agent's BGP view reads
+(:mod:`l3net.model.bgp_specs`) and the agent's flags (:mod:`felix.config`). Two grammars
 for one field let ``holdTime: "1.5m"`` pass ``l3netctl`` and be refused by the agent (issue 14);
 with one parser they cannot disagree.
 

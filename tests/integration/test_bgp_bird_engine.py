@@ -304,7 +304,7 @@ def test_hostile_password_is_refused_or_runs_exactly_the_intended_protocols(host
                                            "password": {"value": pw}})]
     view = build_node_view("rr", [*CLIENTS, RR], [Resource("BGPConfiguration", "default",
                                                             {"nodeToNodeMeshEnabled": False})], peers)
-    if view.errors:   # refused at the edge (check_bgp_peer): no peers at all
+    if view.errors:   # refused at the edge (the model's check): no peers at all
         assert not view.peers
         return
     rendered = render_bird_config(view)

@@ -1,4 +1,5 @@
-"""bgp.view, bgp.peer_checks, bgp.exabgp_config: peer sets as Calico computes them, the ExaBGP text (golden)."""
+"""bgp.view (and the model's check at its edge), bgp.exabgp_config: peer sets as Calico computes them,
+the ExaBGP text (golden)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from bgp.exabgp_config import exabgp_env, render_exabgp_config
-from bgp.peer_checks import check_bgp_peer
 from bgp.view import (
     PEER_GLOBAL,
     PEER_MESH,
@@ -16,6 +16,7 @@ from bgp.view import (
     PEER_RR,
     build_node_view,
 )
+from l3net.model.bgp_specs import BGPPeerSpec, checked
 from l3net.model.values import parse_duration, parse_peer_ip
 from tests.unit.bgp_builders import cfg, node, peer
 
@@ -131,7 +132,7 @@ def test_explicit_peer_wins_over_mesh_for_the_same_address() -> None:
     ({"peerIP": "10.0.0.3:99999", "asNumber": 1}, "spec.peerIP"),
 ])
 def test_bad_peer_is_refused_with_field_path_and_changes_nothing(spec: dict[str, object], path: str) -> None:
-    errs = check_bgp_peer(spec, "BGPPeer/bad")
+    errs = checked(peer("bad", **spec), BGPPeerSpec).errors
     assert path in [e.path for e in errs], errs
     assert all(str(e).startswith("BGPPeer/bad: spec.") for e in errs)
     good = build_node_view("n1", THREE, [], [])
@@ -195,7 +196,7 @@ def test_bad_restart_times_name_the_field(value: str) -> None:
     v = build_node_view("n1", THREE, [cfg(restartTime=value)], [])
     assert [e.path for e in v.errors] == ["spec.restartTime"]
     assert all(p.restart_time == 120 for p in v.peers), "the bad value is treated as absent"
-    errs = check_bgp_peer({"peerIP": "10.0.0.9", "asNumber": 65000, "maxRestartTime": value})
+    errs = checked(peer("p", peerIP="10.0.0.9", asNumber=65000, maxRestartTime=value), BGPPeerSpec).errors
     assert [e.path for e in errs] == ["spec.maxRestartTime"]
 
 

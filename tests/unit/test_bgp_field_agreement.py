@@ -5,10 +5,16 @@ One table of inputs per field goes through both sides: the model's document chec
 Every input the model accepts, the agent accepts with the value the model means; every input
 the model refuses, the agent refuses too, at the same field. The regression: ``holdTime: "1.5m"``
 passed ``l3netctl`` and was refused by the agent, which had a second duration grammar.
+
+The agent meets a document in two ways, and both are walked: as the datastore hands it over
+(``l3net.model.decode``, then the typed spec; the last tests, for every field of the three kinds) and
+as a Resource built by hand (checked with the model's rules at the view's edge; the tests above).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +22,8 @@ import pytest
 from bgp.secrets import SecretReader
 from bgp.view import NodeBGPView, PeerSpec, build_node_view
 from l3net.errors import ValidationError
+from l3net.keys import KeyLayout
+from l3net.model.decode import Invalid, decode
 from l3net.model.parity import PARITY
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
@@ -329,3 +337,94 @@ def test_a_node_configuration_may_not_set_cluster_wide_fields_on_either_side(fie
     view = build_node_view("n1", NODES, [Resource("BGPConfiguration", "node.n1", {field: value})], [])
     assert model == [f"spec.{field}"] == paths(view.errors)
     assert view.as_number == 64512 and view.peer("10.0.0.2") is not None
+
+
+# -- the agent's own path: the datastore's bytes, decoded once, read typed ---------------------------------------
+KEYS = KeyLayout("/l3net-test/")
+PLURALS = {"Node": "nodes", "BGPConfiguration": "bgpconfigurations", "BGPPeer": "bgppeers"}
+
+
+def as_the_agent_decodes(kind: str, name: str, spec: dict[str, Any]) -> Resource | Invalid:
+    """What the agent's model (and the route reflector's store) holds for this document once stored."""
+    doc = {"apiVersion": "l3net.io/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    return decode(KEYS, KEYS.resource(PLURALS[kind], name), json.dumps(doc).encode(), 3)
+
+
+def _timer_table(fields: tuple[str, ...]) -> dict[str, list[Any]]:
+    return {f: DURATIONS for f in fields}
+
+
+ALL_PEER_FIELDS: dict[str, list[Any]] = {**_timer_table(("holdTime", "keepaliveTime", "maxRestartTime")),
+                                         "asNumber": ASNS, "peerIP": PEER_IPS, **PEER_FIELDS}
+ALL_CONFIG_FIELDS: dict[str, list[Any]] = {**_timer_table(("holdTime", "keepaliveTime", "restartTime")),
+                                           "asNumber": ASNS, **CONFIG_FIELDS}
+NODE_FIELDS: dict[str, list[Any]] = {
+    "ipv4Address": ["10.0.0.5/24", "10.0.0.5", "10.0.0.5/32", "10.0.0.5/0", "fd00::5/64", "10.0.0.300/24",
+                    "10.0.0.5/33", "", "10.0.0.5 ", "010.0.0.5/24", "10.0.0.5%x/24", 5, True, []],
+    "ipv6Address": ["fd00::5/64", "FD00:0::5/64", "fd00::5", "10.0.0.5/24", "fd00::5%eth0/64", "fd00::5/129",
+                    "", "fd00::5\n", 5, {}],
+    "asNumber": ASNS,
+    "routeReflectorClusterID": ["224.0.0.1", "1.1.1.1", "fd00::1", "1.1.1.1%x", "1.1.1", "", " 1.1.1.1", 5],
+}
+
+
+def test_every_bgp_field_of_the_three_kinds_has_a_table() -> None:
+    assert set(ALL_PEER_FIELDS) == set(PARITY["BGPPeer"])
+    assert set(ALL_CONFIG_FIELDS) == set(PARITY["BGPConfiguration"])
+    assert {f"bgp.{f}" for f in NODE_FIELDS} == {p for p in PARITY["Node"] if p.startswith("bgp.")}
+
+
+@pytest.mark.parametrize(("field", "value"), _cases(ALL_PEER_FIELDS))
+def test_the_agent_decodes_exactly_what_l3netctl_takes_for_every_peer_field(field: str, value: Any,
+                                                                             secrets: SecretReader) -> None:
+    spec = {"peerSelector": value} if field == "peerSelector" else {**PEER, field: value}
+    model, _ = model_errors("BGPPeer", "p", spec)
+    got = as_the_agent_decodes("BGPPeer", "p", spec)
+    if model:   # refused as a whole, at the same fields: the agent holds no such BGPPeer
+        assert isinstance(got, Invalid) and paths(got.errors) == model
+        return
+    assert isinstance(got, Resource) and got.validated
+    agent = build_node_view("n1", NODES, [], [got], FILTERS, secrets=secrets)
+    by_hand = build_node_view("n1", NODES, [], [Resource("BGPPeer", "p", spec)], FILTERS, secrets=secrets)
+    assert agent == by_hand, "the typed spec means what the document means, on either path"
+
+
+@pytest.mark.parametrize(("field", "value"), _cases(ALL_CONFIG_FIELDS))
+def test_the_agent_decodes_exactly_what_l3netctl_takes_for_every_configuration_field(
+        field: str, value: Any, secrets: SecretReader) -> None:
+    model, _ = model_errors("BGPConfiguration", "default", {field: value})
+    got = as_the_agent_decodes("BGPConfiguration", "default", {field: value})
+    if model:
+        assert isinstance(got, Invalid) and paths(got.errors) == model
+        return
+    assert isinstance(got, Resource) and got.validated
+    agent = build_node_view("n1", NODES, [got], [], secrets=secrets)
+    by_hand = build_node_view("n1", NODES, [Resource("BGPConfiguration", "default", {field: value})], [],
+                              secrets=secrets)
+    assert agent == by_hand
+
+
+def _node_reads(view: NodeBGPView, field: str) -> Any:
+    return {"ipv4Address": view.address_v4, "ipv6Address": view.address_v6, "asNumber": view.as_number,
+            "routeReflectorClusterID": view.cluster_id}[field]
+
+
+@pytest.mark.parametrize(("field", "value"), _cases(NODE_FIELDS))
+def test_every_node_bgp_field(field: str, value: Any) -> None:
+    """A Node's BGP field means the same to both sides; a refused one never reaches the view."""
+    bgp = {"ipv6Address": "fd00::3/64", field: value}
+    model, normalised = model_errors("Node", "n3", {"bgp": bgp})
+    got = as_the_agent_decodes("Node", "n3", {"bgp": bgp})
+    by_hand = build_node_view("n3", [*NODES, Resource("Node", "n3", {"bgp": bgp})], [], [])
+    assert by_hand.errors == (), "a Node's refused field is left out (logged), not one of the view's errors"
+    if model:
+        assert isinstance(got, Invalid) and paths(got.errors) == model
+        assert _node_reads(by_hand, field) == {"asNumber": 64512}.get(field), "the field is left out"
+        return
+    assert isinstance(got, Resource) and got.validated
+    agent = build_node_view("n3", [*NODES, got], [], [])
+    assert agent == by_hand
+    wanted = normalised["bgp"][field]
+    if field.endswith("Address"):
+        wanted = str(ipaddress.ip_interface(wanted).ip)
+    assert _node_reads(agent, field) == wanted

@@ -1,7 +1,7 @@
 """Nothing a field sends to ExaBGP becomes code: property tests against ExaBGP 5's own parsers.
 
 Every field that reaches ExaBGP's configuration or API text is fed arbitrary strings. Each
-either fails validation (the model's document check or ``bgp.peer_checks``) or renders to
+either fails validation (the model's document check, or its check at the view's edge) or renders to
 text that ExaBGP's configuration parser loads into exactly the intended objects: the one
 ``l3net-bridge`` process with the intended argv, the intended neighbours, the intended
 password bytes. The payloads of issue 13 are regression cases.
@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from bgp.commands import Advertisement, announce_batch_command, announce_command, eor_command, withdraw_batch_command
 from bgp.exabgp_config import PROCESS_NAME, render_exabgp_config
-from bgp.peer_checks import check_bgp_peer
 from bgp.view import build_node_view
 from l3net.errors import ValidationError
+from l3net.model.bgp_specs import BGPPeerSpec, checked
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
 from l3net.model.values import parse_peer_ip
@@ -101,7 +101,7 @@ def md5_of(conf: Configuration, peer: str) -> bytes | None:
 def check_password(pw: str, where: str) -> None:
     if where == "peer":
         spec = {"peerIP": "10.0.0.9", "asNumber": 64512, "password": {"value": pw}}
-        valid = model_ok("BGPPeer", "p", spec) and not check_bgp_peer(spec)
+        valid = model_ok("BGPPeer", "p", spec) and not checked(Resource("BGPPeer", "p", spec), BGPPeerSpec).errors
         view = build_node_view("n1", NODES, [], [Resource(kind="BGPPeer", name="p", spec=spec)])
         peer = "10.0.0.9"
     else:
@@ -180,7 +180,7 @@ def test_issue_13_scoped_address_is_refused_everywhere() -> None:
     assert not model_ok("BGPPeer", "p", {"peerIP": f"[{bad}]:179", "asNumber": 1})
     assert not model_ok("Node", "n", {"bgp": {"ipv6Address": bad + "/64"}})
     assert not model_ok("Node", "n", {"bgp": {"routeReflectorClusterID": "1.1.1.1%x"}})
-    assert check_bgp_peer({"peerIP": bad, "asNumber": 1})
+    assert checked(Resource("BGPPeer", "p", {"peerIP": bad, "asNumber": 1}), BGPPeerSpec).errors
     with pytest.raises(ValueError):
         announce_command(bad, "10.0.0.0/26", Advertisement())
     with pytest.raises(ValueError):

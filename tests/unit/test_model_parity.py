@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 
 from l3net.errors import ValidationError
+from l3net.model import bgp_specs
 from l3net.model.documents import load_documents
 from l3net.model.parity import _NO_DEFAULT, PARITY, render_markdown
 from l3net.model.resource import KINDS
@@ -104,6 +107,14 @@ def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: st
     assert spec is not None and spec.origin, f"{kind} {path}: consumer {entry.consumer} is not a module"
     source = Path(spec.origin).read_text()
     name = entry.name(path)
+    if kind in bgp_specs.SPEC_TYPES and f'"{name}"' not in source:
+        # A BGP kind reaches its consumer typed (l3net.model.bgp_specs): the model parses the field, the consumer
+        # reads its attribute.
+        attribute = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+        assert attribute in {f.name for f in dataclasses.fields(bgp_specs.SPEC_TYPES[kind])}, (kind, name)
+        assert f'"{name}"' in Path(bgp_specs.__file__).read_text(), f"l3net.model.bgp_specs never names {name!r}"
+        assert f".{attribute}" in source, f"{entry.consumer} never reads .{attribute}"
+        return
     assert f'"{name}"' in source or f"'{name}'" in source, f"{entry.consumer} never names {name!r}"
 
 

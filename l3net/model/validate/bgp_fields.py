@@ -2,8 +2,8 @@
 
 AS numbers (normalised to the integer), Go durations (stored as written), BGP communities and the
 hold, keepalive and restart timer rules shared by BGPConfiguration and BGPPeer. The grammars and
-ranges themselves live in :mod:`l3net.model.values`, which the agent calls too: a value passes
-here exactly when the agent takes it.
+ranges themselves live in :mod:`l3net.model.values`, which the typed specs the agent reads
+(:mod:`l3net.model.bgp_specs`) call too: a value passes here exactly when the agent takes it.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def resource_from_document(doc: dict[str, Any], source: str = "") -> Resource:
     extra = {k: meta[k] for k in _EXTRA_METADATA if k in meta}
     return Resource(kind=info.kind, name=name, spec=spec, namespace=namespace,
                     labels=dict(meta.get("labels", {})), annotations=dict(meta.get("annotations", {})),
-                    extra_metadata=extra, resource_version=meta.get("resourceVersion", 0))
+                    extra_metadata=extra, resource_version=meta.get("resourceVersion", 0), checked_spec=spec)
 
 
 def _envelope(c: Checker, doc: dict[str, Any]) -> KindInfo | None:
