@@ -23,6 +23,7 @@ from felix.links import Link
 from felix.services import ServiceCIDRs, is_service_prefix, service_cidrs, service_prefixes
 from l3net import metrics
 from l3net.keys import KeyLayout
+from l3net.model.bgp_specs import BGPConfigurationSpec, checked
 from l3net.model.decode import Invalid, decode
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
 from l3net.model.validate.workload import host_network_reason, workload_ifname_reason
@@ -394,7 +395,7 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
             adverts.add(Advertisement(prefix=dst, reason="block"))
 
     config = model.bgp_configuration()
-    svc_cidrs = service_cidrs(config.spec if config is not None else None)
+    svc_cidrs = service_cidrs(checked(config, BGPConfigurationSpec).spec if config is not None else None)
     adverts.update(Advertisement(prefix=p, reason="service")
                    for p in service_prefixes(svc_cidrs, model.services.values(), wired.serving))
 

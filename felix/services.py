@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from l3net.model.bgp_specs import BGPConfigurationSpec
 from l3net.model.resource import Resource
 
 _log = logging.getLogger(__name__)
@@ -50,24 +51,17 @@ class ServiceCIDRs:
         return self.cluster + self.external + self.load_balancer
 
 
-def _cidrs(items: Any) -> tuple[IPNetwork, ...]:
-    out = []
-    for item in items if isinstance(items, list) else []:
-        raw = item.get("cidr") if isinstance(item, dict) else None
-        try:
-            out.append(ipaddress.ip_network(str(raw)))
-        except ValueError:
-            # Validated at the edge already; a value that still does not parse is absent (STYLE 6).
-            _log.warning("service CIDR ignored: not a CIDR cidr=%r", raw)
-    return tuple(out)
+def _cidrs(items: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(item) for item in items)   # re-serialised networks: the model parsed them
 
 
-def service_cidrs(bgp_configuration: Mapping[str, Any] | None) -> ServiceCIDRs:
-    """The service CIDRs of a ``default`` BGPConfiguration spec (None: no such configuration)."""
-    spec = bgp_configuration or {}
-    return ServiceCIDRs(cluster=_cidrs(spec.get("serviceClusterIPs")),
-                        external=_cidrs(spec.get("serviceExternalIPs")),
-                        load_balancer=_cidrs(spec.get("serviceLoadBalancerIPs")))
+def service_cidrs(bgp_configuration: BGPConfigurationSpec | None) -> ServiceCIDRs:
+    """The service CIDRs of the ``default`` BGPConfiguration's typed spec (None: no such configuration)."""
+    if bgp_configuration is None:
+        return ServiceCIDRs()
+    return ServiceCIDRs(cluster=_cidrs(bgp_configuration.service_cluster_ips),
+                        external=_cidrs(bgp_configuration.service_external_ips),
+                        load_balancer=_cidrs(bgp_configuration.service_load_balancer_ips))
 
 
 def _inside(addr: IPAddress, nets: Iterable[IPNetwork]) -> bool:

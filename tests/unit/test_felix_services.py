@@ -11,6 +11,7 @@ from felix.desired import Advertisement, RouteSpec
 from felix.links import Link
 from felix.services import ServiceCIDRs, is_service_prefix, service_cidrs, service_prefixes
 from l3net.keys import KeyLayout
+from l3net.model.bgp_specs import BGPConfigurationSpec, bgp_configuration_spec
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document, workload_endpoint_name
 from tests.builders import Upd
@@ -21,7 +22,16 @@ KEYS = KeyLayout("/u/")
 CONFIG = {"serviceClusterIPs": [{"cidr": "10.96.0.0/12"}, {"cidr": "fd00:96::/108"}],
           "serviceExternalIPs": [{"cidr": "192.0.2.0/24"}],
           "serviceLoadBalancerIPs": [{"cidr": "198.51.100.0/24"}]}
-CIDRS = service_cidrs(CONFIG)
+
+
+def typed(spec: dict[str, Any]) -> BGPConfigurationSpec:
+    """The typed spec the model hands out for a ``default`` BGPConfiguration with ``spec``."""
+    doc = {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
+           "spec": spec}
+    return bgp_configuration_spec(resource_from_document(doc))
+
+
+CIDRS = service_cidrs(typed(CONFIG))
 ALL_CIDRS = {"10.96.0.0/12", "fd00:96::/108", "192.0.2.0/24", "198.51.100.0/24"}
 
 
@@ -44,7 +54,7 @@ WEB = svc("web", selector={"app": "web"}, clusterIP="10.96.0.10", externalIPs=["
 
 def test_no_configuration_announces_nothing() -> None:
     assert service_prefixes(service_cidrs(None), [WEB], [ep("a", labels={"app": "web"})]) == frozenset()
-    assert service_cidrs({}) == ServiceCIDRs()
+    assert service_cidrs(typed({})) == ServiceCIDRs()
 
 
 def test_every_node_announces_the_cidrs_and_a_cluster_service_adds_nothing() -> None:
@@ -81,7 +91,7 @@ def test_ipv6_and_headless_and_dual_stack_cluster_ips() -> None:
 
 
 def test_only_the_configured_lists_count() -> None:
-    only_lb = service_cidrs({"serviceLoadBalancerIPs": [{"cidr": "198.51.100.0/24"}]})
+    only_lb = service_cidrs(typed({"serviceLoadBalancerIPs": [{"cidr": "198.51.100.0/24"}]}))
     assert service_prefixes(only_lb, [WEB], [ep("a", labels={"app": "web"})]) == {"198.51.100.0/24",
                                                                                   "198.51.100.5/32"}
 
