@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,25 @@ def _read_line(conn: socket.socket) -> bytes:
             break
         buf += chunk
     return buf
+
+
+def _relayed_after_reconnect(bridge: subprocess.Popen[bytes], agent: socket.socket, line: bytes) -> bytes:
+    """Write ``line`` to the bridge's stdin until the reconnected agent receives it: a line read while the
+    bridge is between connections is dropped by design (the agent re-sends its state on reconnect), and the
+    agent's accept can return before the bridge has taken the new connection into use."""
+    assert bridge.stdin is not None
+    agent.settimeout(0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        bridge.stdin.write(line)
+        bridge.stdin.flush()
+        try:
+            got = agent.recv(4096)
+        except TimeoutError:
+            continue
+        agent.settimeout(5.0)
+        return got[:len(line)]
+    raise AssertionError(f"{line!r} never reached the reconnected agent")
 
 
 @pytest.fixture
@@ -62,9 +82,7 @@ def test_relays_both_ways_and_reconnects_after_an_agent_restart(agent_socket: tu
 
         agent.close()  # the agent restarts: the bridge connects again
         agent = _accept(listener)
-        bridge.stdin.write(b"done\n")
-        bridge.stdin.flush()
-        assert _read_line(agent) == b"done\n"
+        assert _relayed_after_reconnect(bridge, agent, b"done\n") == b"done\n"
         agent.sendall(b"withdraw route 10.0.0.0/26\n")
         assert bridge.stdout.readline() == b"withdraw route 10.0.0.0/26\n"
 
