@@ -248,3 +248,12 @@ def test_keep_up_target_per_variant(shares: tuple[float, ...], verdict: str) -> 
     assert t["op"] == ">=" and t["threshold"] == 0.5 and t["verdict"] == verdict
     reflector_scale.declare_keep_up(res, None)
     assert len(res.targets) == 1
+
+
+def test_no_keep_up_target_for_the_engine_measured_once_there() -> None:
+    res = framework.Result("reflector_scale", "t", quick=False)
+    reflector_scale.record(res, "l3net-rr", 1000, 4, Measurement(
+        converge_s=200.0, rss_mib=700.0, setup_s=1.0, rr_cpu_s=200.0, sim_cpu_s=8.0, sim_max_core=0.1,
+        rr_runq_s=3.0, sim_idle_share=0.9))
+    reflector_scale.declare_keep_up(res, KEY)
+    assert res.targets == [] and res.median(f"sim_idle_share_{KEY}", "l3net-rr") == 0.9

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytestmark = pytest.mark.unit
@@ -206,3 +208,35 @@ def test_reloaded_auto_neighbour_keeps_the_local_address_its_session_discovered(
     blank = auto(None)
     Peer.reconfigure(type("P", (), {"neighbor": auto(None)})(), blank)
     assert blank["local-address"] is None, "nothing discovered yet: nothing to carry"
+
+
+def test_nlri_bytes_are_computed_once_and_equal_exabgps_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exabgp.bgp.message.update.nlri.cidr import CIDR
+    from exabgp.bgp.message.update.nlri.inet import INET
+    from exabgp.bgp.message.update.nlri.qualifier import PathInfo
+    from exabgp.protocol.family import AFI, SAFI
+
+    from bgp import exabgp_run
+
+    monkeypatch.setattr(INET, "index", INET.index)
+    monkeypatch.setattr(CIDR, "pack_nlri", CIDR.pack_nlri)
+
+    def nlri(prefix: bytes, mask: int, afi: Any = AFI.ipv4) -> INET:
+        n = INET(afi, SAFI.unicast)
+        n.cidr = CIDR(prefix, mask)
+        return n
+
+    routes = [nlri(b"\x0a\xf4\x03\x00", 26), nlri(b"\x0a\xf4\x03\x40", 26), nlri(b"\x0a\x00\x00\x00", 8),
+              nlri(b"\xfd\x00" + b"\x00" * 14, 64, AFI.ipv6)]
+    before = [(n.index(), n.cidr.pack_nlri(), n.pack_nlri()) for n in routes]
+    order = sorted(routes)
+    exabgp_run._memo_nlri_bytes()
+    after = [(n.index(), n.cidr.pack_nlri(), n.pack_nlri()) for n in routes]
+    assert after == before and sorted(routes) == order, "the same bytes and order as ExaBGP's own code"
+    assert routes[0].index() is routes[0].index(), "computed once, then kept on the object"
+    # an NLRI whose parts are replaced gets the bytes of its new parts, not the memo
+    first = routes[0].index()
+    routes[0].cidr = CIDR(b"\x0a\xf4\x04\x00", 26)
+    assert routes[0].index() != first and routes[0].index().endswith(b"\x1a\x0a\xf4\x04\x00")
+    routes[0].path_info = PathInfo(b"\x00\x00\x00\x07")
+    assert b"no-pi" not in routes[0].index()
