@@ -93,7 +93,7 @@ class RenderCache:
         if len(self._tiers) > 2 * len(ep_cache) + 16:
             live = {id(t) for sig, *_ in ep_cache.values() for t in sig[5:7] if t is not None}
             self._tiers = {k: v for k, v in self._tiers.items() if id(v[1]) in live}
-        for key in [k for k in self._ipv6 if k not in changes.local]:
+        for key in [k for k in self._ipv6 if k not in ep_cache]:   # gone, or fail-closed: not rendered
             del self._ipv6[key]
 
     def _endpoint_chains(self, key: Hashable, wep: Resource, iface: str, ips: tuple[str, ...],

@@ -235,7 +235,7 @@ def test_ipv6_workload_is_reported_unpoliced_and_warned_once(caplog: pytest.LogC
     b = wep("b", "prod", "n1", "10.0.1.3")
     b.spec["ipNetworks"] = ["10.0.1.3/32", "fd00::3/128"]
     comp = PolicyCompiler()
-    with caplog.at_level(logging.WARNING, logger="policy.compiler"):
+    with caplog.at_level(logging.WARNING, logger="policy.render_cache"):
         prog = compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp)
         again = compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp)
     assert prog.ipv6_unpoliced == again.ipv6_unpoliced == (f"prod/{b.name}",)
@@ -243,6 +243,12 @@ def test_ipv6_workload_is_reported_unpoliced_and_warned_once(caplog: pytest.LogC
     assert caplog.text.count("NOT policed") == 1 and "fd00::3" in caplog.text
     assert compile_policy([a], [a, b], [], [ns("prod")], compiler=comp).ipv6_unpoliced == ()
     assert compile_policy([a, b], [a, b], [], [ns("prod")]).ipv6_unpoliced == prog.ipv6_unpoliced  # fresh = cached
+    # fail-closed (quarantined): nothing of it is rendered, so it is not listed, by a long-lived compiler or a fresh
+    assert compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp).ipv6_unpoliced == prog.ipv6_unpoliced
+    closed = frozenset({("prod", b.name)})
+    assert compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp, fail_closed=closed) == compile_policy(
+        [a, b], [a, b], [], [ns("prod")], fail_closed=closed)
+    assert compile_policy([a, b], [a, b], [], [ns("prod")], compiler=comp, fail_closed=closed).ipv6_unpoliced == ()
 
 
 def test_zero_prefix_in_sets_becomes_two_halves_and_means_the_same() -> None:
