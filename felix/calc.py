@@ -25,6 +25,7 @@ from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.bgp_specs import BGPConfigurationSpec, checked
 from l3net.model.decode import Invalid, decode
+from l3net.model.ippool_spec import ippool_spec
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
 from l3net.model.validate.workload import host_network_reason, workload_ifname_reason
 
@@ -119,13 +120,9 @@ def _workload(key: str, res: Resource) -> Workload:
 
 
 def _pool(key: str, res: Resource) -> Pool:
-    try:
-        cidr = ipaddress.ip_network(str(res.spec.get("cidr")), strict=False)
-    except ValueError as exc:
-        raise ValueError(f"spec.cidr: {exc}") from exc
-    return Pool(key=key, cidr=cidr, disable_bgp_export=bool(res.spec.get("disableBGPExport", False)),
-                disabled=bool(res.spec.get("disabled", False)),
-                nat_outgoing=res.spec.get("natOutgoing") is True)
+    spec = ippool_spec(res)   # the model's parse; ValueError (ValidationError) for one it refuses
+    return Pool(key=key, cidr=spec.cidr, disable_bgp_export=spec.disable_bgp_export, disabled=spec.disabled,
+                nat_outgoing=spec.nat_outgoing)
 
 
 class Model:

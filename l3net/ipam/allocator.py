@@ -27,10 +27,11 @@ from l3net.errors import Conflict, ValidationError
 from l3net.ipam.block import Block, host_affinity
 from l3net.ipam.cache import AllocContext, IPAMCache
 from l3net.ipam.handle import Handle, sticky_hold_handle
-from l3net.ipam.pools import IPAMConfig, Pool, pool_from_kv
+from l3net.ipam.pools import IPAMConfig, Pool, pool_from_resource
 from l3net.ipam.report import IPAMReport, build_report
 from l3net.ipam.reservations import Reservations, reservations_from_kvs
 from l3net.keys import KeyLayout, token_cidr
+from l3net.model.decode import Invalid, decode
 
 _log = logging.getLogger(__name__)
 
@@ -125,10 +126,11 @@ class IPAM:
         kvs, _ = self.ds.list(self.keys.resource_dir("ippools"))
         out = []
         for kv in kvs:
-            parsed = self.keys.parse_resource(kv.key)
-            pool = pool_from_kv(kv, parsed[2] if parsed else kv.key)
-            if pool is not None:
-                out.append((pool, kv))
+            res = decode(self.keys, kv.key, kv.value, kv.mod_revision)
+            if isinstance(res, Invalid):
+                _log.warning("ignoring malformed IPPool key=%s error=%s", kv.key, res)
+                continue
+            out.append((pool_from_resource(res), kv))
         return out
 
     def reservations(self) -> Reservations:

@@ -1,9 +1,9 @@
 """l3net.ipam.pools: IP pools and IPAM settings as the allocator sees them.
 
-Pools are read from the IPPool resources (``{"spec": {cidr, blockSize, disabled,
-nodeSelector}}``); a stored pool that cannot be understood is treated as absent
-and logged with its key (STYLE habit 6). The IPAM settings document lives at
-``keys.ipam_config``.
+Pools are the IPPool resources as the model decodes them (``l3net.model.decode``, then the
+typed spec of ``l3net.model.ippool_spec``: one parse, one set of defaults, shared with the
+agent); a stored pool the model refuses is treated as absent and logged with its key (STYLE
+habit 6). The IPAM settings document lives at ``keys.ipam_config``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from l3net.constants import DEFAULT_BLOCK_SIZE_V4, DEFAULT_BLOCK_SIZE_V6, DEFAULT_MAX_BLOCKS_PER_HOST
-from l3net.datastore.base import KeyValue
+from l3net.constants import DEFAULT_MAX_BLOCKS_PER_HOST
 from l3net.errors import FieldError, ValidationError
 from l3net.ipam.block import IPNetwork
+from l3net.model.ippool_spec import ippool_spec
+from l3net.model.resource import Resource
 from l3net.model.selectors import parse_calico
 
 _log = logging.getLogger(__name__)
@@ -65,23 +66,11 @@ class Pool:
         return parse_calico(text, where=f"IPPool {self.name} namespaceSelector").matches(labels)
 
 
-def pool_from_kv(kv: KeyValue, name: str) -> Pool | None:
-    """Decode one stored IPPool; None (logged) when it is malformed."""
-    try:
-        doc = json.loads(kv.value)
-        spec = doc["spec"]
-        net = ipaddress.ip_network(spec["cidr"])
-        default = DEFAULT_BLOCK_SIZE_V4 if net.version == 4 else DEFAULT_BLOCK_SIZE_V6
-        size = int(spec.get("blockSize", default))
-        if not 0 <= size <= net.max_prefixlen:
-            raise ValueError(f"blockSize {size} out of range")
-        return Pool(name=str(doc.get("metadata", {}).get("name", name)), cidr=net, block_size=size,
-                    disabled=bool(spec.get("disabled", False)),
-                    node_selector=str(spec.get("nodeSelector") or "all()"),
-                    namespace_selector=str(spec.get("namespaceSelector") or ""))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        _log.warning("ignoring malformed IPPool key=%s error=%s", kv.key, exc)
-        return None
+def pool_from_resource(res: Resource) -> Pool:
+    """The IPAM view of one IPPool, from the model's typed spec (ValueError for one the model refuses)."""
+    spec = ippool_spec(res)
+    return Pool(name=res.name, cidr=spec.cidr, block_size=spec.block_size, disabled=spec.disabled,
+                node_selector=spec.node_selector, namespace_selector=spec.namespace_selector or "")
 
 
 @dataclass(frozen=True)

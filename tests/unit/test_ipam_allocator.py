@@ -362,3 +362,19 @@ def test_set_config_over_malformed_stored_config_writes_a_valid_one(ds: MemoryDa
     cfg = ipam.set_config(maxBlocksPerHost=3)
     assert cfg.max_blocks_per_host == 3 and ipam.config() == cfg
     assert ipam.set_config(strictAffinity=True).max_blocks_per_host == 3  # built on what was just read
+
+
+def test_a_stored_pool_the_model_refuses_is_absent_and_the_others_serve(ds: MemoryDatastore,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    add_pool(ds, "good", "10.0.0.0/24")
+    bad = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "bad"}}
+    ds.put(KEYS.resource("ippools", "bad"), json.dumps({**bad, "spec": {"cidr": "10.1.0.1/24"}}).encode())
+    ds.put(KEYS.resource("ippools", "huge"), json.dumps({**bad, "metadata": {"name": "huge"},
+                                                         "spec": {"cidr": "10.2.0.0/16", "blockSize": 40}}).encode())
+    ds.put(KEYS.resource("ippools", "junk"), b"{not json")
+    add_node(ds, "n1")
+    ipam = IPAM(ds, KEYS)
+    assert [p.name for p in ipam.pools()] == ["good"]
+    assert "ignoring malformed IPPool" in caplog.text and "spec.blockSize" in caplog.text
+    (ip,) = ipam.auto_assign("h1", "n1", {})
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from l3net.errors import ValidationError
-from l3net.model import bgp_specs
+from l3net.model import bgp_specs, ippool_spec
 from l3net.model.documents import load_documents
 from l3net.model.parity import _NO_DEFAULT, PARITY, render_markdown
 from l3net.model.resource import KINDS
@@ -99,6 +99,11 @@ def test_every_schema_field_is_implemented_or_refused(kind: str) -> None:
         assert any(p == key or p.startswith((key + ".", key + "[]")) for p in names), f"{kind}: stale row {key}"
 
 
+# kind -> (the model module that hands out its typed spec, the spec's type)
+TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_specs.SPEC_TYPES.items()},
+                                     "IPPool": (ippool_spec, ippool_spec.IPPoolSpec)}
+
+
 @pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()
                                             if f.status == "implemented"])
 def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: str) -> None:
@@ -107,12 +112,17 @@ def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: st
     assert spec is not None and spec.origin, f"{kind} {path}: consumer {entry.consumer} is not a module"
     source = Path(spec.origin).read_text()
     name = entry.name(path)
-    if kind in bgp_specs.SPEC_TYPES and f'"{name}"' not in source:
-        # A BGP kind reaches its consumer typed (l3net.model.bgp_specs): the model parses the field, the consumer
+    if kind in TYPED and f'"{name}"' not in source:
+        # A kind that reaches its consumer typed: the model's typed-spec module parses the field, the consumer
         # reads its attribute.
-        attribute = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-        assert attribute in {f.name for f in dataclasses.fields(bgp_specs.SPEC_TYPES[kind])}, (kind, name)
-        assert f'"{name}"' in Path(bgp_specs.__file__).read_text(), f"l3net.model.bgp_specs never names {name!r}"
+        module, spec_type = TYPED[kind]
+        # camelCase -> snake_case, an acronym kept whole (serviceClusterIPs) or split off (disableBGPExport)
+        spellings = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower(),
+                     re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()}
+        fields = {f.name for f in dataclasses.fields(spec_type)}
+        assert len(spellings & fields) == 1, (kind, name, spellings)
+        (attribute,) = spellings & fields
+        assert f'"{name}"' in Path(module.__file__).read_text(), f"{module.__name__} never names {name!r}"
         assert f".{attribute}" in source, f"{entry.consumer} never reads .{attribute}"
         return
     assert f'"{name}"' in source or f"'{name}'" in source, f"{entry.consumer} never names {name!r}"
