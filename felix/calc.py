@@ -27,7 +27,7 @@ from l3net.model.bgp_specs import BGPConfigurationSpec, checked
 from l3net.model.decode import Invalid, decode
 from l3net.model.ippool_spec import ippool_spec
 from l3net.model.resource import KINDS_BY_PLURAL, Resource
-from l3net.model.validate.workload import host_network_reason, workload_ifname_reason
+from l3net.model.workload_spec import workload_spec
 
 if TYPE_CHECKING:  # annotations only, as in felix.desired
     from bgp.view import NodeBGPView
@@ -98,25 +98,13 @@ class Affinity:
 
 
 def _workload(key: str, res: Resource) -> Workload:
-    spec = res.spec
-    node, ifname, nets = spec.get("node"), spec.get("interfaceName"), spec.get("ipNetworks", [])
-    if not isinstance(node, str) or not node:
-        raise ValueError("spec.node: required string")
-    # The validator has checked both already; checked again because these two fields decide which
-    # kernel interface gets routes and proxy ARP (a wrong one hijacks the node: issue 13, finding 3).
-    reason = workload_ifname_reason(ifname)
-    if reason:
-        raise ValueError(f"spec.interfaceName: {reason}")
-    if not isinstance(nets, list):
-        raise ValueError("spec.ipNetworks: must be a list")
-    parsed = []
-    for i, n in enumerate(nets):
-        reason = host_network_reason(n)
-        if reason:
-            raise ValueError(f"spec.ipNetworks[{i}]: {reason}")
-        parsed.append(ipaddress.ip_network(str(n)))
-    return Workload(key=key, node=node, ifname=ifname, networks=tuple(parsed), resource=res,
-                    dsts=tuple(str(n) for n in parsed))
+    # The model's typed spec: its interface name and networks passed the model's one check (a wrong one would
+    # get routes and proxy ARP on a node interface: issue 13, finding 3); ValueError for one it refuses.
+    spec = workload_spec(res)
+    if spec.interface_name is None:
+        raise ValueError("spec.interfaceName: absent, so there is no interface to route to")
+    return Workload(key=key, node=spec.node, ifname=spec.interface_name, networks=spec.ip_networks, resource=res,
+                    dsts=tuple(str(n) for n in spec.ip_networks))
 
 
 def _pool(key: str, res: Resource) -> Pool:
