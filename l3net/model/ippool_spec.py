@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from l3net.errors import ValidationError
 from l3net.model.resource import Resource
-from l3net.model.validation import resource_from_document
+from l3net.model.typed import typed_once
 
 __all__ = ["IPPoolSpec", "ippool_spec"]
 
@@ -39,34 +38,13 @@ class IPPoolSpec:
     disable_bgp_export: bool = False
 
 
-# Kept in the Resource object's own __dict__ (as functools.cached_property does, which a frozen dataclass
-# allows): it lives and dies with that object, and a Resource with another spec is another object.
-_CACHE = "_l3net_ippool_spec"
-
-
 def ippool_spec(res: Resource) -> IPPoolSpec:
     """The typed spec of an IPPool, computed once per Resource object.
 
     Raises ValueError for another kind, and the model's ValidationError for an IPPool built by hand that
     the model refuses (one that came through the model's validation is taken as it is).
     """
-    if res.kind != "IPPool":
-        raise ValueError(f"{res.ref} is not an IPPool")
-    got = res.__dict__.get(_CACHE)
-    if got is None:
-        spec = res.spec if res.validated else _validated_spec(res)
-        got = _convert(spec)
-        res.__dict__[_CACHE] = got
-    return got
-
-
-def _validated_spec(res: Resource) -> Mapping[str, Any]:
-    try:
-        return resource_from_document(res.to_document(), res.ref).spec
-    except ValidationError:
-        raise
-    except (TypeError, ValueError) as exc:   # a spec that is not even a document: say which resource
-        raise ValueError(f"{res.ref}: {exc}") from exc
+    return typed_once(res, "IPPool", _convert)
 
 
 def _convert(spec: Mapping[str, Any]) -> IPPoolSpec:

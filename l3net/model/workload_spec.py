@@ -18,9 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from l3net.errors import ValidationError
 from l3net.model.resource import Resource
-from l3net.model.validation import resource_from_document
+from l3net.model.typed import typed_once
 
 __all__ = ["WorkloadPort", "WorkloadSpec", "workload_spec"]
 
@@ -52,31 +51,13 @@ class WorkloadSpec:
     service_account_name: str | None = None
 
 
-_CACHE = "_l3net_workload_spec"   # kept in the Resource's own __dict__, as functools.cached_property does
-
-
 def workload_spec(res: Resource) -> WorkloadSpec:
     """The typed spec of a WorkloadEndpoint, computed once per Resource object.
 
     Raises ValueError for another kind, and the model's ValidationError for one built by hand that the model
     refuses (one that came through the model's validation is taken as it is).
     """
-    if res.kind != "WorkloadEndpoint":
-        raise ValueError(f"{res.ref} is not a WorkloadEndpoint")
-    got = res.__dict__.get(_CACHE)
-    if got is None:
-        got = _convert(res.spec if res.validated else _validated_spec(res))
-        res.__dict__[_CACHE] = got
-    return got
-
-
-def _validated_spec(res: Resource) -> Mapping[str, Any]:
-    try:
-        return resource_from_document(res.to_document(), res.ref).spec
-    except ValidationError:
-        raise
-    except (TypeError, ValueError) as exc:   # a spec that is not even a document: say which resource
-        raise ValueError(f"{res.ref}: {exc}") from exc
+    return typed_once(res, "WorkloadEndpoint", _convert)
 
 
 def _convert(spec: Mapping[str, Any]) -> WorkloadSpec:

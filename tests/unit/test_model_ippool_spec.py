@@ -51,7 +51,7 @@ def test_a_hand_built_pool_is_validated_with_the_models_rules() -> None:
         with pytest.raises(ValidationError) as err:
             ippool_spec(Resource(kind="IPPool", name="p", spec=spec))
         assert any(e.path == path for e in err.value.errors), (spec, err.value.errors)
-    with pytest.raises(ValueError, match="not an IPPool"):
+    with pytest.raises(ValueError, match="not of kind IPPool"):
         ippool_spec(Resource(kind="Node", name="n", spec={}))
 
 

@@ -55,5 +55,5 @@ def test_a_hand_built_endpoint_the_model_refuses_gets_no_typed_spec(field: str, 
 
 
 def test_another_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a WorkloadEndpoint"):
+    with pytest.raises(ValueError, match="not of kind WorkloadEndpoint"):
         workload_spec(Resource(kind="IPPool", name="p", spec={}))
