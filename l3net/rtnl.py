@@ -24,7 +24,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from l3net import netns as netns_mod
@@ -304,11 +304,44 @@ def _decode_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
                        gateways=tuple(sorted(gateways)), table=table)
 
 
-def parse_route_dump(data: bytes, seq: int) -> tuple[list[KernelRoute], bool, bool]:
+class DstSelector:
+    """The routes a dump keeps: those to exactly these prefixes, and the default routes when asked.
+
+    Tested on the raw message before it is decoded (prefix length from the header, the
+    packed address searched for in the message's bytes; a false hit is dropped after
+    decoding), so asking about a few prefixes on a node of thousands of routes costs a
+    byte search per route instead of a decode per route.
+    """
+
+    def __init__(self, prefixes: Iterable[str], *, defaults: bool = False) -> None:
+        self.prefixes = frozenset(canonical_dst(p) for p in prefixes)
+        self.defaults = defaults
+        wanted: dict[tuple[int, int], list[bytes]] = {}
+        for prefix in self.prefixes:
+            family, packed, length = _dst_parts(prefix)
+            wanted.setdefault((family, length), []).append(packed)
+        self._packed = {key: tuple(v) for key, v in wanted.items()}
+        self.families = tuple(sorted({f for f, _ in self._packed} | ({socket.AF_INET} if defaults else set())))
+
+    def keeps_raw(self, data: bytes, offset: int, end: int) -> bool:
+        """Whether the RTM_NEWROUTE body ``data[offset:end]`` may be a kept route (cheap; may say yes wrongly)."""
+        dst_len = data[offset + 1]
+        if dst_len == 0:
+            return self.defaults
+        start = offset + _RTMSG.size
+        return any(data.find(packed, start, end) >= 0 for packed in self._packed.get((data[offset], dst_len), ()))
+
+    def keeps(self, route: KernelRoute) -> bool:
+        return route.dst in self.prefixes or (self.defaults and route.dst in ("0.0.0.0/0", "::/0"))
+
+
+def parse_route_dump(data: bytes, seq: int,
+                     select: DstSelector | None = None) -> tuple[list[KernelRoute], bool, bool]:
     """Routes in one received dump buffer, whether NLMSG_DONE was seen, whether the dump was interrupted.
 
     Only answers to request ``seq`` count (a late answer to an abandoned request is
-    skipped). Raises OSError for an NLMSG_ERROR answer.
+    skipped); with ``select``, only the routes it keeps are decoded and returned.
+    Raises OSError for an NLMSG_ERROR answer.
     """
     routes: list[KernelRoute] = []
     done = interrupted = False
@@ -323,9 +356,11 @@ def parse_route_dump(data: bytes, seq: int) -> tuple[list[KernelRoute], bool, bo
         if flags & NLM_F_DUMP_INTR:
             interrupted = True
         if kind == RTM_NEWROUTE and length >= _NLMSGHDR.size + _RTMSG.size:
-            r = _decode_route(data, offset + _NLMSGHDR.size, offset + length)
-            if r is not None:
-                routes.append(r)
+            body = offset + _NLMSGHDR.size
+            if select is None or select.keeps_raw(data, body, offset + length):
+                r = _decode_route(data, body, offset + length)
+                if r is not None and (select is None or select.keeps(r)):
+                    routes.append(r)
         elif kind == NLMSG_DONE:
             done = True
         elif kind == NLMSG_ERROR:
@@ -484,7 +519,15 @@ class PyrouteNetlink:
             out.extend(r for r in got if r.table == MAIN_TABLE and (oif is None or r.oif == oif))
         return out
 
-    def _dump(self, family: int, oif: int | None = None) -> list[KernelRoute]:
+    def dump_routes_to(self, select: DstSelector) -> list[KernelRoute]:
+        """The main table's routes that ``select`` keeps (any protocol, type or interface), in its families only."""
+        self.verify_netns()
+        out: list[KernelRoute] = []
+        for family in select.families:
+            out.extend(r for r in self._dump(family, select=select) if r.table == MAIN_TABLE)
+        return out
+
+    def _dump(self, family: int, oif: int | None = None, select: DstSelector | None = None) -> list[KernelRoute]:
         sock = self._wsock
         assert sock is not None  # verify_netns refused a closed socket
         for _ in range(self.DUMP_TRIES):
@@ -499,7 +542,7 @@ class PyrouteNetlink:
             sock.settimeout(self.ACK_TIMEOUT)
             try:
                 while True:
-                    got, done, intr = parse_route_dump(sock.recv(1 << 20), self._seq)
+                    got, done, intr = parse_route_dump(sock.recv(1 << 20), self._seq, select)
                     routes.extend(got)
                     interrupted |= intr
                     if done:

@@ -73,8 +73,8 @@ def test_felix_and_the_plugin_share_one_kernel_slot_whichever_writes_last(wired:
     with PyrouteNetlink(netns=node) as nl:
         assert nl.write_batch([("replace", want)]) == [None]
     # ... and the plugin wires the same pod again (a runtime's retried ADD): still one route, same attributes.
-    with netns.in_netns(node):
-        dataplane.write_host_routes(idx, HOST_IF, [POD_IP])
+    with netns.in_netns(node), PyrouteNetlink() as nl:
+        dataplane.write_host_routes(nl, idx, HOST_IF, [POD_IP])
     assert _our_routes_to(node, POD_IP) == [(want.dst, want.metric, want.scope, idx)]
     with PyrouteNetlink(netns=node) as nl:
         (route,) = [r for r in nl.dump_routes() if r.dst == want.dst]
