@@ -3,8 +3,9 @@
 Only plumbing lives here (a workload's addresses, a namespace's labels, which
 policies are in force); the NetworkPolicy *semantics* are written out separately
 in :mod:`policy.evaluator` (the oracle) and :mod:`policy.compiler`, so that a
-mistake in one is caught by the other. Never raises on content: a malformed
-address is skipped with a log line.
+mistake in one is caught by the other. Endpoint fields are read from the model's
+typed specs (:mod:`l3net.model.workload_spec`), never parsed here: a Resource built
+by hand is validated by the model first and refused with its ValidationError.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from l3net.model.labels import NAMESPACE_LABEL_PREFIX as NAMESPACE_LABEL_PREFIX
 from l3net.model.labels import RESERVED_LABEL_PREFIXES as RESERVED_LABEL_PREFIXES
 from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX as SERVICE_ACCOUNT_LABEL_PREFIX
 from l3net.model.labels import is_reserved_label as is_reserved_label
+from l3net.model.workload_spec import workload_spec
 
 _log = logging.getLogger(__name__)
 
@@ -55,30 +57,14 @@ def labels_of_namespace(ns_labels: Mapping[str, Mapping[str, str]], name: str) -
 
 
 def workload_ips(wep: Resource, version: int | None = 4) -> list[str]:
-    """The addresses (no prefix length) in ``spec.ipNetworks``; only host networks are addresses."""
-    out: list[str] = []
-    for net in wep.spec.get("ipNetworks") or []:
-        try:
-            parsed = ipaddress.ip_network(str(net), strict=False)
-        except ValueError:
-            _log.warning("workload address ignored wep=%s net=%r", wep.ref, net)
-            continue
-        if version is not None and parsed.version != version:
-            continue
-        out.append(str(parsed.network_address) if parsed.num_addresses == 1 else str(parsed))
-    return out
+    """The addresses (no prefix length) of ``spec.ipNetworks``: the model holds them to host networks."""
+    return [str(net.network_address) for net in workload_spec(wep).ip_networks
+            if version is None or net.version == version]
 
 
 def workload_ports(wep: Resource) -> list[tuple[str, str, int]]:
-    """``spec.ports`` as (name, PROTOCOL, port); entries without a name or number are skipped."""
-    out: list[tuple[str, str, int]] = []
-    for port in wep.spec.get("ports") or []:
-        if not isinstance(port, Mapping):
-            continue
-        name, num = port.get("name"), port.get("port")
-        if isinstance(name, str) and name and isinstance(num, int) and not isinstance(num, bool):
-            out.append((name, str(port.get("protocol") or "TCP").upper(), num))
-    return out
+    """``spec.ports`` as (name, PROTOCOL, port), as the model validated them (protocol TCP when absent)."""
+    return [(p.name, p.protocol, p.port) for p in workload_spec(wep).ports]
 
 
 def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -105,7 +91,7 @@ def endpoint_labels(wep: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -
     out = own_labels(wep)
     out.update((f"{NAMESPACE_LABEL_PREFIX}{k}", v) for k, v in labels_of_namespace(ns_labels, ns).items())
     out[CALICO_NAMESPACE_LABEL] = ns
-    out[CALICO_ORCHESTRATOR_LABEL] = str(wep.spec.get("orchestrator") or "k8s")
+    out[CALICO_ORCHESTRATOR_LABEL] = workload_spec(wep).orchestrator or "k8s"
     # The ServiceAccount's name comes from the spec, never from a label the endpoint carries.
     out.pop(SERVICE_ACCOUNT_NAME_LABEL, None)
     account = service_account_name(wep)
@@ -117,8 +103,7 @@ def endpoint_labels(wep: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -
 
 def service_account_name(wep: Resource) -> str:
     """``spec.serviceAccountName`` of a WorkloadEndpoint ("" when it has none)."""
-    name = wep.spec.get("serviceAccountName")
-    return name if isinstance(name, str) else ""
+    return workload_spec(wep).service_account_name or ""
 
 
 def service_account_labels(wep: Resource) -> dict[str, str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from l3net.model import Resource
+from l3net.model.workload_spec import workload_spec
 from policy.compiler import PolicyProgram
 from policy.evaluator import Packet
 from policy.model import workload_ips
@@ -268,8 +269,9 @@ class Cluster:
     def __init__(self, programs: Mapping[str, PolicyProgram], endpoints: Iterable[Resource]):
         self.where: dict[str, tuple[str, str]] = {}  # ip -> (node, iface)
         for wep in endpoints:
+            spec = workload_spec(wep)
             for ip in workload_ips(wep):
-                self.where[ip] = (str(wep.spec.get("node")), str(wep.spec.get("interfaceName")))
+                self.where[ip] = (spec.node, str(spec.interface_name))
         routes: dict[str, dict[str, str]] = {n: {} for n in programs}
         for ip, (node, iface) in self.where.items():
             routes.setdefault(node, {})[ip] = iface

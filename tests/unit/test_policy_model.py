@@ -1,0 +1,49 @@
+"""policy.model: the policy engine reads endpoints through the model's typed specs, never a raw spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from l3net.errors import ValidationError
+from l3net.model import Resource
+from l3net.model.labels import CALICO_ORCHESTRATOR_LABEL, CALICO_SERVICE_ACCOUNT_LABEL
+from l3net.model.validation import resource_from_document
+from policy.model import endpoint_labels, service_account_name, workload_ips, workload_ports
+
+pytestmark = pytest.mark.unit
+
+
+def wep_doc(spec: dict[str, object]) -> Resource:
+    return resource_from_document({"apiVersion": "l3net.io/v1", "kind": "WorkloadEndpoint",
+                                   "metadata": {"name": "n1-k8s-web-eth0", "namespace": "shop"}, "spec": spec})
+
+
+def test_a_workload_is_read_from_its_typed_spec() -> None:
+    res = wep_doc({"node": "n1", "orchestrator": "k8s", "pod": "web", "endpoint": "eth0",
+                   "ipNetworks": ["10.244.1.2/32", "fd00::2/128"], "interfaceName": "cali0123456789a",
+                   "ports": [{"name": "http", "port": 80}, {"name": "dns", "protocol": "UDP", "port": 53}],
+                   "serviceAccountName": "web"})
+    assert workload_ips(res) == ["10.244.1.2"]
+    assert workload_ips(res, version=6) == ["fd00::2"]
+    assert workload_ips(res, version=None) == ["10.244.1.2", "fd00::2"]
+    assert workload_ports(res) == [("http", "TCP", 80), ("dns", "UDP", 53)]   # the model's default protocol
+    assert service_account_name(res) == "web"
+    labels = endpoint_labels(res, {})
+    assert labels[CALICO_ORCHESTRATOR_LABEL] == "k8s" and labels[CALICO_SERVICE_ACCOUNT_LABEL] == "web"
+
+
+def test_absent_fields() -> None:
+    res = wep_doc({"node": "n1"})
+    assert workload_ips(res) == [] and workload_ports(res) == [] and service_account_name(res) == ""
+    assert endpoint_labels(res, {})[CALICO_ORCHESTRATOR_LABEL] == "k8s"
+
+
+@pytest.mark.parametrize("spec", [{"node": "n1", "ipNetworks": ["10.244.1.0/24"]},
+                                  {"node": "n1", "ports": [{"name": "http", "port": "80"}]},
+                                  {"node": "n1", "serviceAccountName": 7}])
+def test_a_hand_built_endpoint_the_model_refuses_is_not_half_read(spec: dict[str, object]) -> None:
+    # Before the typed spec, policy skipped what it could not parse and kept the rest: a second grammar.
+    res = Resource("WorkloadEndpoint", "n1-k8s-web-eth0", spec, namespace="shop")
+    for read in (workload_ips, workload_ports, service_account_name):
+        with pytest.raises(ValidationError):
+            read(res)
