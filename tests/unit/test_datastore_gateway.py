@@ -155,3 +155,25 @@ def test_a_silent_server_is_a_lost_request(tmp_path: Path) -> None:
 def test_bad_endpoints_name_the_reason(url: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         Endpoint(url)
+
+
+class _RecordingSocket:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+def test_a_request_is_one_write_of_headers_and_body() -> None:
+    from l3net.datastore.gateway import _UnixConnection
+
+    conn = _UnixConnection("/nonexistent", 1.0)
+    sock = _RecordingSocket()
+    conn.sock = sock   # type: ignore[assignment]
+    body = json.dumps({"key": "a" * 6000}).encode()   # an IPAM block's size: http.client alone writes it apart
+    conn.request("POST", "/v3/kv/txn", body=body, headers={"Content-Type": "application/json"})
+    assert len(sock.writes) == 1
+    head, _, sent = sock.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v3/kv/txn HTTP/1.1") and f"Content-Length: {len(body)}".encode() in head
+    assert sent == body
