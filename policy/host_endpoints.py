@@ -28,7 +28,9 @@ What "allowed" means here: the chain returns, and whatever follows decides (the 
 chains for a pod's traffic, the host's own rules otherwise). A Pass ends the tier; with no
 Profiles after it, the filter-table chains then drop, as Calico does for an endpoint without
 profiles. Only GlobalNetworkPolicies can select a host endpoint: a namespaced policy applies in
-its namespace only, and a host endpoint has none. Pure: never raises on content.
+its namespace only, and a host endpoint has none. Pure. A HostEndpoint is read through the model's typed
+spec (:mod:`l3net.model.hostendpoint_spec`): one built by hand that the model refuses raises its
+ValidationError, it is never half-read.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Protocol
 
 from l3net.constants import CHAIN_PREFIX
 from l3net.model import Resource
+from l3net.model.hostendpoint_spec import hostendpoint_spec
 from l3net.model.selectors import Selector
 from policy.model import own_labels
 from policy.rules import (
@@ -98,9 +101,7 @@ def local_host_endpoints(host_endpoints: Iterable[Resource]) -> list[Resource]:
     the first by name (logged), so one interface never has two sets of chains."""
     by_iface: dict[str, Resource] = {}
     for hep in sorted((h for h in host_endpoints if h.kind == "HostEndpoint"), key=lambda h: h.name):
-        iface = hep.spec.get("interfaceName")
-        if not isinstance(iface, str) or not iface:
-            continue
+        iface = hostendpoint_spec(hep).interface_name
         if iface in by_iface:
             _log.warning("host endpoint ignored: interface already has one iface=%s hep=%s kept=%s",
                          iface, hep.name, by_iface[iface].name)
@@ -267,7 +268,7 @@ def render_host_endpoints(host_endpoints: Sequence[Resource], ordered: Sequence[
         return HostEndpointRender()
     builder = _Builder(failsafe_in, failsafe_out)
     for hep in host_endpoints:
-        iface = str(hep.spec["interfaceName"])
+        iface = hostendpoint_spec(hep).interface_name
         slots = _select(hep, ordered)
         builder.filter(iface, slots)
         builder.raw(iface, slots)
@@ -277,4 +278,4 @@ def render_host_endpoints(host_endpoints: Sequence[Resource], ordered: Sequence[
 
 def node_host_endpoints(host_endpoints: Iterable[Resource], node: str) -> list[Resource]:
     """The HostEndpoints whose ``node`` is ``node``."""
-    return [h for h in host_endpoints if h.kind == "HostEndpoint" and h.spec.get("node") == node]
+    return [h for h in host_endpoints if h.kind == "HostEndpoint" and hostendpoint_spec(h).node == node]

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from l3net.model import Resource
+from l3net.model.hostendpoint_spec import hostendpoint_spec
 from l3net.model.selectors import parse_calico
 from policy.evaluator import Packet, _by_ip, _calico_rule_matches, _Context, _ns_selector_matches, is_allowed
 from policy.model import (
@@ -102,7 +103,7 @@ def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resourc
     sets = tuple(w for w in everything if w.kind in NETWORK_SET_KINDS or w.kind == HOST_ENDPOINT_KIND)
     ctx = _Context(namespace_labels(namespaces), sets)
     src_wl, dst_wl = _by_ip(wls, packet.src), _by_ip(wls, packet.dst)
-    by_iface = {str(h.spec.get("interfaceName")): h for h in host_endpoints}
+    by_iface = {hostendpoint_spec(h).interface_name: h for h in host_endpoints}
     h_in = by_iface.get(in_iface) if in_iface is not None else None
     h_out = by_iface.get(out_iface) if out_iface is not None else None
     to_host, from_host = out_iface is None, in_iface is None

@@ -4,8 +4,9 @@ Only plumbing lives here (a workload's addresses, a namespace's labels, which
 policies are in force); the NetworkPolicy *semantics* are written out separately
 in :mod:`policy.evaluator` (the oracle) and :mod:`policy.compiler`, so that a
 mistake in one is caught by the other. Endpoint fields are read from the model's
-typed specs (:mod:`l3net.model.workload_spec`), never parsed here: a Resource built
-by hand is validated by the model first and refused with its ValidationError.
+typed specs (:mod:`l3net.model.workload_spec`, :mod:`l3net.model.hostendpoint_spec`),
+never parsed here: a Resource built by hand is validated by the model first and
+refused with its ValidationError.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from l3net.model import Resource
+from l3net.model.hostendpoint_spec import hostendpoint_spec
 
 # The implicit labels live in the model (core code needs them too); the policy engine's names for them:
 from l3net.model.labels import CALICO_NAMESPACE_LABEL as CALICO_NAMESPACE_LABEL
@@ -182,13 +184,4 @@ def is_host_only(pol: Resource) -> bool:
 
 def host_endpoint_ips(hep: Resource) -> list[str]:
     """The IPv4 addresses in a HostEndpoint's ``expectedIPs`` (selector-set members, as in Calico)."""
-    out: list[str] = []
-    for text in hep.spec.get("expectedIPs") or []:
-        try:
-            addr = ipaddress.ip_address(str(text))
-        except ValueError:
-            _log.warning("host endpoint address ignored hep=%s ip=%r", hep.ref, text)
-            continue
-        if addr.version == 4:
-            out.append(str(addr))
-    return out
+    return [str(addr) for addr in hostendpoint_spec(hep).expected_ips if addr.version == 4]

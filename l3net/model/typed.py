@@ -1,4 +1,4 @@
-"""l3net.model.typed: what every typed-spec module of the model shares (``ippool_spec``, ``workload_spec``).
+"""l3net.model.typed: what every typed-spec module of the model (``ippool_spec``, ``workload_spec``, ...) shares.
 
 A typed spec is built from the spec the model's validation produced, once per Resource object, and kept on
 that object (in its own ``__dict__``, as ``functools.cached_property`` does, which a frozen dataclass allows:

@@ -8,7 +8,8 @@ from l3net.errors import ValidationError
 from l3net.model import Resource
 from l3net.model.labels import CALICO_ORCHESTRATOR_LABEL, CALICO_SERVICE_ACCOUNT_LABEL
 from l3net.model.validation import resource_from_document
-from policy.model import endpoint_labels, service_account_name, workload_ips, workload_ports
+from policy.host_endpoints import local_host_endpoints, node_host_endpoints
+from policy.model import endpoint_labels, host_endpoint_ips, service_account_name, workload_ips, workload_ports
 
 pytestmark = pytest.mark.unit
 
@@ -45,5 +46,22 @@ def test_a_hand_built_endpoint_the_model_refuses_is_not_half_read(spec: dict[str
     # Before the typed spec, policy skipped what it could not parse and kept the rest: a second grammar.
     res = Resource("WorkloadEndpoint", "n1-k8s-web-eth0", spec, namespace="shop")
     for read in (workload_ips, workload_ports, service_account_name):
+        with pytest.raises(ValidationError):
+            read(res)
+
+
+def test_a_host_endpoint_is_read_from_its_typed_spec() -> None:
+    res = resource_from_document({"apiVersion": "projectcalico.org/v3", "kind": "HostEndpoint",
+                                  "metadata": {"name": "n1-eth1"},
+                                  "spec": {"node": "n1", "interfaceName": "eth1",
+                                           "expectedIPs": ["10.0.0.11", "fd00::11"]}})
+    assert host_endpoint_ips(res) == ["10.0.0.11"]   # the policy sets are IPv4
+    assert local_host_endpoints([res]) == [res] and node_host_endpoints([res], "n1") == [res]
+    assert node_host_endpoints([res], "n2") == []
+
+
+def test_a_hand_built_host_endpoint_the_model_refuses_is_not_half_read() -> None:
+    res = Resource("HostEndpoint", "n1-all", {"node": "n1", "interfaceName": "*", "expectedIPs": ["10.0.0.11"]})
+    for read in (host_endpoint_ips, lambda h: local_host_endpoints([h]), lambda h: node_host_endpoints([h], "n1")):
         with pytest.raises(ValidationError):
             read(res)
