@@ -3,15 +3,15 @@
 Only plumbing lives here (a workload's addresses, a namespace's labels, which
 policies are in force); the NetworkPolicy *semantics* are written out separately
 in :mod:`policy.evaluator` (the oracle) and :mod:`policy.compiler`, so that a
-mistake in one is caught by the other. Endpoint fields are read from the model's
-typed specs (:mod:`l3net.model.workload_spec`, :mod:`l3net.model.hostendpoint_spec`),
-never parsed here: a Resource built by hand is validated by the model first and
-refused with its ValidationError.
+mistake in one is caught by the other. Endpoint and network set fields are read
+from the model's typed specs (:mod:`l3net.model.workload_spec`,
+:mod:`l3net.model.hostendpoint_spec`, :mod:`l3net.model.networkset_spec`), never
+parsed here: a Resource built by hand is validated by the model first and refused
+with its ValidationError.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,6 +27,8 @@ from l3net.model.labels import NAMESPACE_LABEL_PREFIX as NAMESPACE_LABEL_PREFIX
 from l3net.model.labels import RESERVED_LABEL_PREFIXES as RESERVED_LABEL_PREFIXES
 from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX as SERVICE_ACCOUNT_LABEL_PREFIX
 from l3net.model.labels import is_reserved_label as is_reserved_label
+from l3net.model.networkset_spec import NETWORK_SET_KINDS as NETWORK_SET_KINDS
+from l3net.model.networkset_spec import networkset_spec
 from l3net.model.workload_spec import workload_spec
 
 _log = logging.getLogger(__name__)
@@ -140,21 +142,9 @@ def gnp_order(spec: Mapping[str, Any]) -> float:
     return float("inf")
 
 
-NETWORK_SET_KINDS = ("NetworkSet", "GlobalNetworkSet")
-
-
 def network_set_nets(netset: Resource, version: int | None = 4) -> list[str]:
     """The CIDRs in ``spec.nets`` of a (Global)NetworkSet; IPv4 only by default (the policy dataplane is)."""
-    out: list[str] = []
-    for net in netset.spec.get("nets") or []:
-        try:
-            parsed = ipaddress.ip_network(str(net), strict=False)
-        except ValueError:
-            _log.warning("network set net ignored set=%s net=%r", netset.ref, net)
-            continue
-        if version is None or parsed.version == version:
-            out.append(str(parsed))
-    return out
+    return [str(net) for net in networkset_spec(netset).nets if version is None or net.version == version]
 
 
 def network_set_labels(netset: Resource, ns_labels: Mapping[str, Mapping[str, str]]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from l3net.errors import ValidationError
-from l3net.model import bgp_specs, hostendpoint_spec, ippool_spec, workload_spec
+from l3net.model import bgp_specs, hostendpoint_spec, ippool_spec, networkset_spec, workload_spec
 from l3net.model.documents import load_documents
 from l3net.model.parity import _NO_DEFAULT, PARITY, render_markdown
 from l3net.model.resource import KINDS
@@ -103,7 +103,9 @@ def test_every_schema_field_is_implemented_or_refused(kind: str) -> None:
 TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_specs.SPEC_TYPES.items()},
                                      "IPPool": (ippool_spec, ippool_spec.IPPoolSpec),
                                      "WorkloadEndpoint": (workload_spec, workload_spec.WorkloadSpec),
-                                     "HostEndpoint": (hostendpoint_spec, hostendpoint_spec.HostEndpointSpec)}
+                                     "HostEndpoint": (hostendpoint_spec, hostendpoint_spec.HostEndpointSpec),
+                                     **{kind: (networkset_spec, networkset_spec.NetworkSetSpec)
+                                        for kind in networkset_spec.NETWORK_SET_KINDS}}
 
 
 @pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()

@@ -9,7 +9,14 @@ from l3net.model import Resource
 from l3net.model.labels import CALICO_ORCHESTRATOR_LABEL, CALICO_SERVICE_ACCOUNT_LABEL
 from l3net.model.validation import resource_from_document
 from policy.host_endpoints import local_host_endpoints, node_host_endpoints
-from policy.model import endpoint_labels, host_endpoint_ips, service_account_name, workload_ips, workload_ports
+from policy.model import (
+    endpoint_labels,
+    host_endpoint_ips,
+    network_set_nets,
+    service_account_name,
+    workload_ips,
+    workload_ports,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +72,12 @@ def test_a_hand_built_host_endpoint_the_model_refuses_is_not_half_read() -> None
     for read in (host_endpoint_ips, lambda h: local_host_endpoints([h]), lambda h: node_host_endpoints([h], "n1")):
         with pytest.raises(ValidationError):
             read(res)
+
+
+def test_a_network_set_is_read_from_its_typed_spec() -> None:
+    res = resource_from_document({"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkSet",
+                                  "metadata": {"name": "s1"}, "spec": {"nets": ["192.0.2.0/24", "2001:db8::/64"]}})
+    assert network_set_nets(res) == ["192.0.2.0/24"]   # the policy sets are IPv4
+    assert network_set_nets(res, version=None) == ["192.0.2.0/24", "2001:db8::/64"]
+    with pytest.raises(ValidationError):
+        network_set_nets(Resource("GlobalNetworkSet", "s2", {"nets": ["192.0.2.0/24", "192.0.2.1/24"]}))
