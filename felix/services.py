@@ -16,18 +16,22 @@ No kernel route is derived from any of this: kube-proxy DNATs Service traffic be
 configured CIDRs are also what the node must not route by BGP (:func:`is_service_prefix`): other
 nodes announce the same prefixes, and a learned route for them would send Service traffic to
 another node instead of kube-proxy (Calico's "reject CIDRs").
+
+Both the configuration and the Services are read as the model's typed specs
+(:mod:`l3net.model.bgp_specs`, :mod:`l3net.model.service_spec`), never as raw dicts: a Service
+built by hand that the model refuses raises its ValidationError instead of being half-read.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from l3net.model.bgp_specs import BGPConfigurationSpec
 from l3net.model.resource import Resource
+from l3net.model.service_spec import service_spec
 
 _log = logging.getLogger(__name__)
 
@@ -68,26 +72,11 @@ def _inside(addr: IPAddress, nets: Iterable[IPNetwork]) -> bool:
     return any(addr.version == n.version and addr in n for n in nets)
 
 
-def _addresses(values: Any) -> list[IPAddress]:
-    out = []
-    for v in values if isinstance(values, list) else []:
-        try:
-            out.append(ipaddress.ip_address(str(v)))
-        except ValueError:
-            continue  # "None" (headless) or, past validation, nothing to announce
-    return out
-
-
-def _cluster_ips(spec: Mapping[str, Any]) -> list[IPAddress]:
-    many = spec.get("clusterIPs")
-    return _addresses(many if isinstance(many, list) and many else [spec.get("clusterIP")])
-
-
-def _selects(selector: Any, namespace: str | None, endpoint: Resource) -> bool:
+def _selects(selector: tuple[tuple[str, str], ...], namespace: str | None, endpoint: Resource) -> bool:
     """Kubernetes Service selection: same namespace, every selector label equal; no selector selects nothing."""
-    if not isinstance(selector, dict) or not selector or endpoint.namespace != namespace:
+    if not selector or endpoint.namespace != namespace:
         return False
-    return all(endpoint.labels.get(k) == v for k, v in selector.items())
+    return all(endpoint.labels.get(k) == v for k, v in selector)
 
 
 def _host_prefix(addr: IPAddress) -> str:
@@ -102,14 +91,14 @@ def service_prefixes(cidrs: ServiceCIDRs, services: Iterable[Resource],
         return frozenset()
     endpoints = list(local_endpoints)
     for svc in services:
-        spec = svc.spec
-        if spec.get("externalTrafficPolicy") != LOCAL:
+        spec = service_spec(svc)
+        if spec.external_traffic_policy != LOCAL:
             continue  # Cluster: the CIDR covers it, from every node
-        if not any(_selects(spec.get("selector"), svc.namespace, ep) for ep in endpoints):
+        if not any(_selects(spec.selector, svc.namespace, ep) for ep in endpoints):
             continue
-        for addrs, nets in ((_cluster_ips(spec), cidrs.cluster),
-                            (_addresses(spec.get("externalIPs")), cidrs.external),
-                            (_addresses(spec.get("loadBalancerIPs")), cidrs.load_balancer)):
+        # cluster_ips: clusterIPs, or clusterIP alone (the model's defaulting, as the API server's)
+        for addrs, nets in ((spec.cluster_ips, cidrs.cluster), (spec.external_ips, cidrs.external),
+                            (spec.load_balancer_ips, cidrs.load_balancer)):
             out.update(_host_prefix(a) for a in addrs if _inside(a, nets))
     return frozenset(out)
 

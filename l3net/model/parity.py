@@ -322,8 +322,9 @@ PARITY: dict[str, dict[str, FieldParity]] = {
                          "named ports are resolved on workloads only", default=[]),
     },
     "Service": {
+        # The model folds clusterIP into clusterIPs (as the API server fills it in): the agent reads that list.
         "clusterIP": implemented("felix.services", "(Kubernetes) the Service's cluster IP; a /32 for a Local "
-                                                   "Service inside serviceClusterIPs"),
+                                                   "Service inside serviceClusterIPs", token="clusterIPs"),
         "clusterIPs": implemented("felix.services", "(Kubernetes) the Service's cluster IPs, one per family"),
         "externalIPs": implemented("felix.services", "(Kubernetes) external IPs; a /32 for a Local Service inside "
                                                      "serviceExternalIPs"),

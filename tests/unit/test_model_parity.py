@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from l3net.errors import ValidationError
-from l3net.model import bgp_specs, hostendpoint_spec, ippool_spec, networkset_spec, workload_spec
+from l3net.model import bgp_specs, hostendpoint_spec, ippool_spec, networkset_spec, service_spec, workload_spec
 from l3net.model.documents import load_documents
 from l3net.model.parity import _NO_DEFAULT, PARITY, render_markdown
 from l3net.model.resource import KINDS
@@ -105,7 +105,8 @@ TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_
                                      "WorkloadEndpoint": (workload_spec, workload_spec.WorkloadSpec),
                                      "HostEndpoint": (hostendpoint_spec, hostendpoint_spec.HostEndpointSpec),
                                      **{kind: (networkset_spec, networkset_spec.NetworkSetSpec)
-                                        for kind in networkset_spec.NETWORK_SET_KINDS}}
+                                        for kind in networkset_spec.NETWORK_SET_KINDS},
+                                     "Service": (service_spec, service_spec.ServiceSpec)}
 
 
 @pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()
@@ -127,7 +128,7 @@ def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: st
         assert len(spellings & fields) == 1, (kind, name, spellings)
         (attribute,) = spellings & fields
         assert f'"{name}"' in Path(module.__file__).read_text(), f"{module.__name__} never names {name!r}"
-        assert f".{attribute}" in source, f"{entry.consumer} never reads .{attribute}"
+        assert re.search(rf"\.{attribute}\b", source), f"{entry.consumer} never reads .{attribute}"
         return
     assert f'"{name}"' in source or f"'{name}'" in source, f"{entry.consumer} never names {name!r}"
 

@@ -20,7 +20,7 @@ from l3net.model.validate.names import label_map
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["SERVICE_SPEC"]
+__all__ = ["HEADLESS", "SERVICE_SPEC"]
 
 HEADLESS = "None"
 _ADDRESS = ip_address()
