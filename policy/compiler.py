@@ -65,6 +65,7 @@ from l3net.model.selectors import (
     parse_label_selector,
     with_key_prefix,
 )
+from l3net.model.workload_spec import workload_spec
 from policy.calico import PODS_ONLY, entity_selector, policy_applies, policy_namespace
 from policy.compiled import Atom, CompiledPolicy, SetSpec, policy_key
 from policy.index import IpsetValues, PolicyIndex
@@ -506,7 +507,7 @@ class PolicyCompiler:
         ipsets: IpsetValues = {}
         used: dict[str, tuple[CompiledPolicy, str]] = {}
         keep: set[str] = set()
-        ordered_locals = sorted(changes.local.items(), key=lambda kv: str(kv[1].spec["interfaceName"]))
+        ordered_locals = sorted(changes.local.items(), key=lambda kv: str(workload_spec(kv[1]).interface_name))
         self._render.endpoints(ordered_locals, fail_closed, self._index, changes, filter_chains, ipsets, used)
         self._index.tier_sets(self._render.tier_sets(), changes.dirty, ipsets, keep)
         filter_chains.update(self._render.dispatch(ordered_locals, fail_closed, iface_prefix))

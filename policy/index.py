@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net.model import Resource
+from l3net.model.workload_spec import workload_spec
 from policy.compiled import Atom, CompiledPolicy, PolicyKey, SetSpec, policy_key
 from policy.model import (
     HOST_ENDPOINT_KIND,
@@ -337,7 +338,7 @@ def _local_workloads(local_endpoints: Iterable[Resource]) -> dict[Hashable, Reso
     """(namespace, name) -> the local WorkloadEndpoints that have an interface to police."""
     local: dict[Hashable, Resource] = {}
     for w in local_endpoints:
-        if w.kind == "WorkloadEndpoint" and w.spec.get("interfaceName"):
+        if w.kind == "WorkloadEndpoint" and workload_spec(w).interface_name:
             local[(w.namespace or "", w.name)] = w
     return local
 

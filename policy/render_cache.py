@@ -20,6 +20,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from l3net.model import Resource
+from l3net.model.workload_spec import workload_spec
 from policy.compiled import CompiledPolicy
 from policy.host_endpoints import HostEndpointRender, local_host_endpoints, render_host_endpoints
 from policy.index import Changes, IpsetValues, PolicyIndex, TierSetSpec
@@ -70,7 +71,7 @@ class RenderCache:
         ``ipsets``; the policy chains they jump to into ``used``."""
         ep_cache: dict[Hashable, _EndpointEntry] = {}
         for key, wep in ordered_locals:
-            iface = str(wep.spec["interfaceName"])
+            iface = str(workload_spec(wep).interface_name)
             if key in fail_closed:
                 # Quarantined (the kernel refused what it renders to, its interface name included): nothing
                 # of it is rendered, so the dispatch chains' last rule drops its traffic both ways.
@@ -139,7 +140,7 @@ class RenderCache:
                  iface_prefix: str) -> dict[str, list[str]]:
         """The dispatch chains of the programmed interfaces (:func:`policy.render.dispatch_chains`); re-rendered
         only when the interfaces changed, and then only the tree's leaves whose interfaces changed."""
-        ifaces = tuple(str(w.spec["interfaceName"]) for k, w in ordered_locals if k not in fail_closed)
+        ifaces = tuple(str(workload_spec(w).interface_name) for k, w in ordered_locals if k not in fail_closed)
         if self._dispatch is None or self._dispatch[0] != (ifaces, iface_prefix):
             chains = dispatch_chains(ifaces, iface_prefix, leaf=self._dispatch_leaf)
             self._dispatch = ((ifaces, iface_prefix), chains)

@@ -8,6 +8,7 @@ from l3net.errors import ValidationError
 from l3net.model import Resource
 from l3net.model.labels import CALICO_ORCHESTRATOR_LABEL, CALICO_SERVICE_ACCOUNT_LABEL
 from l3net.model.validation import resource_from_document
+from policy.compiler import compile_policy
 from policy.host_endpoints import local_host_endpoints, node_host_endpoints
 from policy.model import (
     endpoint_labels,
@@ -17,6 +18,7 @@ from policy.model import (
     workload_ips,
     workload_ports,
 )
+from tests.builders import ns, wep
 
 pytestmark = pytest.mark.unit
 
@@ -81,3 +83,12 @@ def test_a_network_set_is_read_from_its_typed_spec() -> None:
     assert network_set_nets(res, version=None) == ["192.0.2.0/24", "2001:db8::/64"]
     with pytest.raises(ValidationError):
         network_set_nets(Resource("GlobalNetworkSet", "s2", {"nets": ["192.0.2.0/24", "192.0.2.1/24"]}))
+
+
+def test_the_compiler_takes_a_local_interface_only_from_the_typed_spec() -> None:
+    # The compiler writes the interface into -i/-o: a wildcard must never reach iptables from a hand-built endpoint.
+    good = wep("a", "a", "n1", "10.0.1.2")
+    assert compile_policy([good], [good], [], [ns("a")]).policies == 0
+    bad = Resource(good.kind, good.name, {**good.spec, "interfaceName": "cali+"}, namespace=good.namespace)
+    with pytest.raises(ValidationError):
+        compile_policy([bad], [bad], [], [ns("a")])
