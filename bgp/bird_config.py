@@ -225,8 +225,8 @@ def _filter_lines(rules: tuple[FilterRule, ...], version: int) -> list[str]:
     out = []
     for r in rules:
         conds = []
-        if r.cidr is not None:
-            net = ipaddress.ip_network(r.cidr)
+        net = r.cidr
+        if net is not None:
             if net.version != version:
                 continue  # FilterRule.matches never matches another family
             prefix = f"{net.network_address}/{net.prefixlen}"

@@ -4,8 +4,10 @@ Pure, deterministic, no I/O. Two layers, evaluated per path:
 
 1. **Calico's BGPFilter** (``BGPPeer.filters``): each filter's rules for the family are
    tried in order, filter after filter; the first rule whose ``cidr``/``matchOperator``
-   and ``prefixLength`` match decides (``Accept`` / ``Reject``). A peer that names a
-   filter that does not exist gets a reject-all rule instead (fail closed, STYLE 7).
+   and ``prefixLength`` match decides (``Accept`` / ``Reject``). The rules come from the
+   model's typed spec (:mod:`l3net.model.bgpfilter_spec`), parsed once there. A peer that
+   names a filter that does not exist, or one the model refused, gets a reject-all rule
+   instead (fail closed, STYLE 7).
 2. **Safe defaults** that need no configuration and that no filter can lift:
 
    - never a route whose next hop is a local workload address;
@@ -30,9 +32,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 from l3net.errors import FieldError
+from l3net.model.bgpfilter_spec import BGPFilterSpec
 
 _log = logging.getLogger(__name__)
 
@@ -49,15 +51,15 @@ class FilterRule:
     """One BGPFilter rule: ``cidr``+``operator`` (None = any prefix), a prefix-length range, an action."""
 
     action: str
-    cidr: str | None = None
+    cidr: IPNetwork | None = None
     operator: str | None = None
     min_len: int | None = None
     max_len: int | None = None
     source: str = ""          # the filter it comes from, for logs
 
     def matches(self, net: IPNetwork) -> bool:
-        if self.cidr is not None:
-            rule = ipaddress.ip_network(self.cidr)
+        rule = self.cidr
+        if rule is not None:
             if rule.version != net.version:
                 return False
             inside = net.subnet_of(rule)  # type: ignore[arg-type]
@@ -73,27 +75,27 @@ class FilterRule:
 REJECT_ALL = FilterRule(action=REJECT, source="missing filter")
 
 
-def rules_of(filters: Mapping[str, Any], names: Iterable[str], direction: str, version: int,
+def rules_of(filters: Mapping[str, BGPFilterSpec | None], names: Iterable[str], direction: str, version: int,
              document: str = "") -> tuple[tuple[FilterRule, ...], list[FieldError]]:
     """The rules of the BGPFilters ``names`` (in order) for ``direction`` (import/export) and IP ``version``.
 
-    ``filters`` maps a BGPFilter name to its (validated) spec. A missing filter yields one
-    reject-all rule and an error naming it.
+    ``filters`` maps a BGPFilter name to its typed spec, or to None for one the model refused. A missing
+    or refused filter yields one reject-all rule and an error naming it.
     """
-    key = f"{direction}V{version}"
     out: list[FilterRule] = []
     errors: list[FieldError] = []
     for name in names:
         spec = filters.get(name)
         if spec is None:
-            errors.append(FieldError(path="spec.filters", reason=f"BGPFilter {name!r} does not exist: "
-                                     "rejecting every route to and from this peer until it does", document=document))
+            why = "does not exist" if name not in filters else "is invalid"
+            until = "it does" if name not in filters else "it is fixed"
+            errors.append(FieldError(path="spec.filters", reason=f"BGPFilter {name!r} {why}: rejecting every route "
+                                     f"to and from this peer until {until}", document=document))
             out.append(REJECT_ALL)
             continue
-        for rule in spec.get(key) or []:
-            plen = rule.get("prefixLength") or {}
-            out.append(FilterRule(action=rule["action"], cidr=rule.get("cidr"), operator=rule.get("matchOperator"),
-                                  min_len=plen.get("min"), max_len=plen.get("max"), source=name))
+        out.extend(FilterRule(action=rule.action, cidr=rule.cidr, operator=rule.match_operator,
+                              min_len=rule.prefix_length.min, max_len=rule.prefix_length.max, source=name)
+                   for rule in spec.rules(direction, version))
     return tuple(out), errors
 
 

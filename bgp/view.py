@@ -15,18 +15,21 @@ Calico's confd does for BIRD (``bgp_processor.go``):
 - a route reflector treats a node peer without a cluster ID as its client;
 - AS per node (``Node.spec.bgp.asNumber``): eBGP when the ASNs differ (RFC 7938).
 
-The view reads the model's typed specs (:mod:`l3net.model.bgp_specs`), never the raw
-documents: every value was parsed once, by the model. What it still refuses depends on the
-cluster or the node, not on one document, and ``NodeBGPView.errors`` names the field and
-reason: a single-hop eBGP peer on none of the node's subnets (unless ``ebgpMultihop`` or
-``ttlSecurity``), a ``secretKeyRef`` password that cannot be read here (``bgp.secrets``; the
-peer is refused, the mesh runs without a password) and a BGPFilter that is not there
-(``bgp.policy``). A refused BGPPeer never adds a partial peering.
+The view reads the model's typed specs (:mod:`l3net.model.bgp_specs`, and
+:mod:`l3net.model.bgpfilter_spec` for BGPFilters), never the raw documents: every value was
+parsed once, by the model. What it still refuses depends on the cluster or the node, not on
+one document, and ``NodeBGPView.errors`` names the field and reason: a single-hop eBGP peer
+on none of the node's subnets (unless ``ebgpMultihop`` or ``ttlSecurity``), a
+``secretKeyRef`` password that cannot be read here (``bgp.secrets``; the peer is refused, the
+mesh runs without a password) and a BGPFilter that is not there (``bgp.policy``). A refused
+BGPPeer never adds a partial peering.
 
 A Resource the model did not validate (built by hand) is checked with the model's rules at
-this edge (``bgp_specs.checked``): its errors join ``NodeBGPView.errors``; a BGPPeer with any
-refused field is refused, except one refused only in its ``bfd``, which runs without BFD; a
-BGPConfiguration's or Node's refused field is left out (the earlier value or the default applies).
+this edge (``bgp_specs.checked``, ``bgpfilter_spec``): its errors join ``NodeBGPView.errors``;
+a BGPPeer with any refused field is refused, except one refused only in its ``bfd``, which
+runs without BFD; a BGPConfiguration's or Node's refused field is left out (the earlier value
+or the default applies); a BGPFilter is refused whole (leaving out a refused rule would pass
+what it rejects), and the peers that name it reject every route until it is fixed.
 
 Each peer carries its BGPFilter rules and prefix limit; the view carries the IPAM facts the
 import defaults need (``guard``, see ``bgp.policy``). ExaBGP's configuration text is rendered
@@ -39,14 +42,14 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
 from bgp.secrets import SecretReader, resolve_password
 from bgp.selectors import compile_selector
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
-from l3net.errors import FieldError
+from l3net.errors import FieldError, ValidationError
 from l3net.model.bgp_specs import BfdLayer, BGPConfigurationSpec, BGPPeerSpec, NodeBGP, Password, bfd_settings, checked
+from l3net.model.bgpfilter_spec import BGPFilterSpec, bgpfilter_spec
 from l3net.model.resource import Resource
 from l3net.model.validate.bfd import BfdSettings
 
@@ -275,6 +278,20 @@ def _read_mesh_password(value: Password, d: _Defaults, doc: str, errors: list[Fi
         errors.append(FieldError(path="spec.nodeMeshPassword", reason=str(exc), document=doc))
 
 
+def _filters(bgp_filters: Iterable[Resource], errors: list[FieldError]) -> dict[str, BGPFilterSpec | None]:
+    """Each BGPFilter's typed spec by name; None for one the model refuses (built by hand), whose peers then
+    reject every route (``bgp.policy``): leaving out only its refused rules would let through what they reject."""
+    out: dict[str, BGPFilterSpec | None] = {}
+    for res in bgp_filters:
+        try:
+            out[res.name] = bgpfilter_spec(res)
+        except ValidationError as exc:
+            errors.extend(exc.errors)
+            _log.warning("BGPFilter refused filter=%s reasons=%s", res.name, exc)
+            out[res.name] = None
+    return out
+
+
 def build_node_view(node_name: str, nodes: Iterable[Resource], bgp_configs: Iterable[Resource],
                     bgp_peers: Iterable[Resource], bgp_filters: Iterable[Resource] = (), *,
                     secrets: SecretReader | None = None, ipam: IpamFacts | None = None) -> NodeBGPView:
@@ -292,7 +309,7 @@ def build_node_view(node_name: str, nodes: Iterable[Resource], bgp_configs: Iter
         pools=ipam.pools, block_owner=ipam.block_owner, address_owner=ipam.address_owner,
         node_addresses=[(ip, n.name) for n in infos.values() for ip in (n.v4, n.v6) if ip],
         node_as=[(n.name, n.asn or defaults.asn) for n in infos.values()], local_workloads=ipam.local_workloads)
-    b = _ViewBuilder(me, infos, defaults, {f.name: (f.spec or {}) for f in bgp_filters}, errors, secrets)
+    b = _ViewBuilder(me, infos, defaults, _filters(bgp_filters, errors), errors, secrets)
     # 1. full mesh (route reflectors stay out of it, on both sides)
     b.mesh()
     # 2. explicit BGPPeers
@@ -330,7 +347,8 @@ class _ViewBuilder:
     """The peers of one node, added from the mesh and each BGPPeer (a more specific kind wins)."""
 
     def __init__(self, me: _NodeInfo, infos: Mapping[str, _NodeInfo], defaults: _Defaults,
-                 filters: Mapping[str, Any], errors: list[FieldError], secrets: SecretReader | None) -> None:
+                 filters: Mapping[str, BGPFilterSpec | None], errors: list[FieldError],
+                 secrets: SecretReader | None) -> None:
         self.me, self.infos, self.defaults, self.filters = me, infos, defaults, filters
         self.errors, self.secrets = errors, secrets
         self.my_as = me.asn or defaults.asn

@@ -34,6 +34,7 @@ from bgp.speaker import Speaker
 from bgp.view import IpamFacts, build_node_view
 from l3net.cli.ctl import render
 from l3net.errors import ValidationError
+from l3net.model.bgpfilter_spec import bgpfilter_spec
 from l3net.model.resource import Resource
 from l3net.model.validate.bgp import REDACTED
 from l3net.model.validation import resource_from_document
@@ -87,13 +88,14 @@ def reason(view: Any, peer: str, prefix: str, nh: str, as_path: tuple[int, ...] 
     ("In", "10.1.0.0/16", True), ("In", "11.0.0.0/8", False), ("NotIn", "11.0.0.0/8", True),
     ("NotIn", "10.0.0.0/8", False)])
 def test_filter_operators(op: str, prefix: str, hit: bool) -> None:
-    rule = FilterRule(action="Reject", cidr="10.0.0.0/8", operator=op)
+    rule = FilterRule(action="Reject", cidr=ipaddress.ip_network("10.0.0.0/8"), operator=op)
     assert rule.matches(ipaddress.ip_network(prefix)) is hit
 
 
 def test_filter_prefix_length_and_first_match_decides() -> None:
-    rules = (FilterRule("Accept", cidr="0.0.0.0/0", operator="Equal"),
-             FilterRule("Reject", min_len=25), FilterRule("Accept", cidr="192.0.2.0/24", operator="In"))
+    rules = (FilterRule("Accept", cidr=ipaddress.ip_network("0.0.0.0/0"), operator="Equal"),
+             FilterRule("Reject", min_len=25),
+             FilterRule("Accept", cidr=ipaddress.ip_network("192.0.2.0/24"), operator="In"))
     assert filter_verdict(rules, ipaddress.ip_network("0.0.0.0/0")) == "Accept"
     assert filter_verdict(rules, ipaddress.ip_network("192.0.2.128/25")) == "Reject"
     assert filter_verdict(rules, ipaddress.ip_network("192.0.2.0/24")) == "Accept"
@@ -106,6 +108,27 @@ def test_missing_filter_rejects_everything_and_says_so() -> None:
     v = view_n1([bgppeer("tor", peerIP="10.0.0.254", asNumber=65000, filters=["nope"])])
     assert reason(v, "10.0.0.254", "0.0.0.0/0", "10.0.0.254", (65000,)) == FILTERED
     assert any(e.path == "spec.filters" for e in v.errors)
+
+
+def test_a_hand_built_filter_the_model_refuses_rejects_everything_and_says_so() -> None:
+    # leaving out only the refused rule would accept what it rejects: the whole filter fails closed
+    bad = bgpfilter("f", importV4=[{"cidr": "192.0.2.0/24", "matchOperator": "Equal", "action": "Reject"},
+                                   {"cidr": "10.0.0.0/8", "action": "Reject"}])
+    v = view_n1([bgppeer("tor", peerIP="10.0.0.254", asNumber=65000, filters=["f"])], [bad])
+    assert v.peer("10.0.0.254").import_rules == (REJECT_ALL,)
+    assert reason(v, "10.0.0.254", "198.51.100.0/24", "10.0.0.254", (65000,)) == FILTERED
+    assert any(e.path == "spec.importV4[1].matchOperator" for e in v.errors)
+    assert any(e.path == "spec.filters" and "'f' is invalid" in e.reason for e in v.errors)
+
+
+def test_filter_rules_come_from_the_typed_spec_in_order() -> None:
+    f = bgpfilter("f", importV4=[{"cidr": "192.0.2.0/24", "matchOperator": "NotIn", "action": "Accept",
+                                  "prefixLength": {"min": 8}}, {"action": "Reject"}],
+                  importV6=[{"cidr": "fd00::/8", "matchOperator": "In", "action": "Reject"}])
+    rules, errors = rules_of({"f": bgpfilter_spec(f)}, ["f"], "import", 4)
+    assert errors == [] and rules == (FilterRule("Accept", ipaddress.ip_network("192.0.2.0/24"), "NotIn", 8, None, "f"),
+                                      FilterRule("Reject", source="f"))
+    assert rules_of({"f": bgpfilter_spec(f)}, ["f"], "export", 6) == ((), [])
 
 
 def test_bgpfilter_documents_validate() -> None:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import importlib.util
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,15 @@ from typing import Any
 import pytest
 
 from l3net.errors import ValidationError
-from l3net.model import bgp_specs, hostendpoint_spec, ippool_spec, networkset_spec, service_spec, workload_spec
+from l3net.model import (
+    bgp_specs,
+    bgpfilter_spec,
+    hostendpoint_spec,
+    ippool_spec,
+    networkset_spec,
+    service_spec,
+    workload_spec,
+)
 from l3net.model.documents import load_documents
 from l3net.model.parity import _NO_DEFAULT, PARITY, render_markdown
 from l3net.model.resource import KINDS
@@ -106,7 +115,30 @@ TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_
                                      "HostEndpoint": (hostendpoint_spec, hostendpoint_spec.HostEndpointSpec),
                                      **{kind: (networkset_spec, networkset_spec.NetworkSetSpec)
                                         for kind in networkset_spec.NETWORK_SET_KINDS},
-                                     "Service": (service_spec, service_spec.ServiceSpec)}
+                                     "Service": (service_spec, service_spec.ServiceSpec),
+                                     "BGPFilter": (bgpfilter_spec, bgpfilter_spec.BGPFilterSpec)}
+
+
+def typed_fields(spec_type: Any) -> set[str]:
+    """The field names of a typed spec and of the typed values inside it (a list's items, a range), as a row's
+    path ends with a field of either (``exportV4[].cidr``)."""
+    names: set[str] = set()
+    todo, seen = [spec_type], set()
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        hints = typing.get_type_hints(t)
+        for f in dataclasses.fields(t):
+            names.add(f.name)
+            args, inner = [hints[f.name]], []
+            while args:
+                a = args.pop()
+                args.extend(typing.get_args(a))
+                inner.append(a)
+            todo.extend(a for a in inner if isinstance(a, type) and dataclasses.is_dataclass(a))
+    return names
 
 
 @pytest.mark.parametrize(("kind", "path"), [(k, p) for k, rows in sorted(PARITY.items()) for p, f in rows.items()
@@ -124,7 +156,7 @@ def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: st
         # camelCase -> snake_case, an acronym kept whole (serviceClusterIPs) or split off (disableBGPExport)
         spellings = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower(),
                      re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()}
-        fields = {f.name for f in dataclasses.fields(spec_type)}
+        fields = typed_fields(spec_type)
         assert len(spellings & fields) == 1, (kind, name, spellings)
         (attribute,) = spellings & fields
         assert f'"{name}"' in Path(module.__file__).read_text(), f"{module.__name__} never names {name!r}"
