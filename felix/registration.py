@@ -50,6 +50,10 @@ def register_node(ds: Datastore, keys: KeyLayout, node: str, ipv4: str | None, a
             # Someone stored garbage under our own Node key: replace it (CAS keeps this safe).
             _log.warning("own Node resource is invalid, rewriting it key=%s error=%s", key, old)
             old = Resource(kind="Node", name=node)
+        # A round trip of the stored document, not a reading of it: only the two fields this agent owns are
+        # set, and every other one goes back as written (an AS-dot asNumber, an operator's ipv6Address or
+        # routeReflectorClusterID), which the typed NodeBGP would re-serialise. Nothing here is interpreted;
+        # whoever reads the Node reads it through l3net.model.bgp_specs.
         spec = json.loads(json.dumps(old.spec))
         bgp = dict(spec.get("bgp") or {})
         if ipv4:
