@@ -42,6 +42,7 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
 from bgp.secrets import SecretReader, resolve_password
@@ -292,6 +293,27 @@ def _filters(bgp_filters: Iterable[Resource], errors: list[FieldError]) -> dict[
     return out
 
 
+# The last import context built, with what it was built from: the IPAM facts by identity (a caller that
+# has not seen the cluster's workloads, blocks or pools change hands the same object again, see
+# felix.main.bgp_builder), the nodes' addresses and ASNs by value (a few per node).
+_LAST_CONTEXT: list[tuple[IpamFacts, tuple[Any, ...], tuple[Any, ...], ImportContext]] = []
+
+
+def _import_context(ipam: IpamFacts, node_addresses: tuple[tuple[str, str], ...],
+                    node_as: tuple[tuple[str, int], ...]) -> ImportContext:
+    """build_import_context, re-sorted only when its inputs changed: it sorts every workload address of the
+    cluster, and the agent builds the view on every apply."""
+    if _LAST_CONTEXT:
+        last_ipam, last_addresses, last_as, context = _LAST_CONTEXT[0]
+        if last_ipam is ipam and last_addresses == node_addresses and last_as == node_as:
+            return context
+    context = build_import_context(pools=ipam.pools, block_owner=ipam.block_owner,
+                                   address_owner=ipam.address_owner, node_addresses=node_addresses,
+                                   node_as=node_as, local_workloads=ipam.local_workloads)
+    _LAST_CONTEXT[:] = [(ipam, node_addresses, node_as, context)]
+    return context
+
+
 def build_node_view(node_name: str, nodes: Iterable[Resource], bgp_configs: Iterable[Resource],
                     bgp_peers: Iterable[Resource], bgp_filters: Iterable[Resource] = (), *,
                     secrets: SecretReader | None = None, ipam: IpamFacts | None = None) -> NodeBGPView:
@@ -304,11 +326,9 @@ def build_node_view(node_name: str, nodes: Iterable[Resource], bgp_configs: Iter
     if me is None or (me.v4 is None and me.v6 is None):
         return NodeBGPView(node=node_name, router_id=None, address_v4=None, address_v6=None,
                            as_number=defaults.asn, errors=tuple(errors))
-    ipam = ipam or IpamFacts()
-    guard = build_import_context(
-        pools=ipam.pools, block_owner=ipam.block_owner, address_owner=ipam.address_owner,
-        node_addresses=[(ip, n.name) for n in infos.values() for ip in (n.v4, n.v6) if ip],
-        node_as=[(n.name, n.asn or defaults.asn) for n in infos.values()], local_workloads=ipam.local_workloads)
+    guard = _import_context(ipam or IpamFacts(),
+                            tuple((ip, n.name) for n in infos.values() for ip in (n.v4, n.v6) if ip),
+                            tuple((n.name, n.asn or defaults.asn) for n in infos.values()))
     b = _ViewBuilder(me, infos, defaults, _filters(bgp_filters, errors), errors, secrets)
     # 1. full mesh (route reflectors stay out of it, on both sides)
     b.mesh()

@@ -221,3 +221,47 @@ def test_remembered_wiring_gives_what_a_cold_calculation_gives_through_any_seque
         warm = compute(model, "n1", links, LEARNED)
         calc._WIRING.clear()
         assert warm == compute(model, "n1", links, LEARNED), f"step {step}"
+
+
+def test_a_block_claim_rewires_only_the_workloads_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's churn claims and releases one block at a time: the workloads outside it keep their wiring, and
+    the one inside it is re-wired (its address stops being borrowed and is no longer advertised alone)."""
+    import felix.calc as calc
+
+    calc._WIRING.clear()
+    updates = [pool("p1", "10.65.0.0/16"), aff("n1", "10.65.0.0/26"), wep("in", "n1", ["10.65.3.7/32"], "cali1")]
+    updates += [wep(f"w{i}", "n1", [f"10.65.0.{i + 2}/32"], f"cali{i + 2}") for i in range(20)]
+    model = model_of(updates)
+    links = {f"cali{i}": Link(f"cali{i}", 10 + i, True) for i in range(1, 23)}
+    before = compute(model, "n1", links, {})
+    assert Advertisement("10.65.3.7/32", "borrowed") in before.advertisements
+    wired: list[str] = []
+    real = calc._wire_one
+    monkeypatch.setattr(calc, "_wire_one", lambda w, *a: wired.append(w.ifname) or real(w, *a))
+    model.apply([aff("n1", "10.65.3.0/26")])
+    after = compute(model, "n1", links, {})
+    assert wired == ["cali1"]
+    assert Advertisement("10.65.3.7/32", "borrowed") not in after.advertisements
+    assert Advertisement("10.65.3.0/26", "block") in after.advertisements
+    model.apply([Upd(aff("n1", "10.65.3.0/26").key, None)])   # released: borrowed again
+    assert compute(model, "n1", links, {}).advertisements == before.advertisements
+    assert wired == ["cali1", "cali1"]
+
+
+def test_the_bgp_view_reuses_the_cluster_facts_only_while_the_model_is_unchanged() -> None:
+    """felix.main.bgp_builder keeps the IPAM facts (every workload of the cluster) between applies with no
+    model change, so the view's import context is the same object; any update rebuilds both."""
+    from felix.main import bgp_builder
+
+    node = Resource(kind="Node", name="n1", spec={"bgp": {"ipv4Address": "10.0.0.1/24"}})
+    model = model_of([*STATE, Upd(KEYS.resource("nodes", "n1"), node.to_json())])
+    build = bgp_builder()
+    first = build(model, "n1")
+    assert build(model, "n1").guard is first.guard
+    assert ("10.65.0.2/32", "n1") in first.guard.address_owner
+    model.apply([wep("g", "n2", ["10.65.7.3/32"], "cali5")])
+    second = build(model, "n1")
+    assert ("10.65.7.3/32", "n2") in second.guard.address_owner
+    assert ("10.65.7.3/32", "n2") not in first.guard.address_owner
+    other = model_of([*STATE, Upd(KEYS.resource("nodes", "n1"), node.to_json())])   # same generation, new model
+    assert build(other, "n1").guard.address_owner == first.guard.address_owner
