@@ -12,8 +12,10 @@ a GlobalNetworkPolicy (cluster-wide) and a namespaced ``projectcalico.org/v3`` N
   serviceAccounts but no namespaceSelector is scoped to the policy's namespace (so ``notSelector``
   alone there means "the policy's namespace, except").
 
-Pure; never raises on content: an unparsable selector matches nothing (STYLE habit 7). The
-reference evaluator (:mod:`policy.evaluator`) states the same rules in its own plain code.
+A policy's own selectors come from the model's typed spec (:mod:`l3net.model.policy_spec`); a rule
+side is read as the model validated it. Pure; never raises on content: an unparsable selector matches
+nothing (STYLE habit 7). The reference evaluator (:mod:`policy.evaluator`) states the same rules in its
+own plain code, over the raw documents.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from l3net.model import Resource
 from l3net.model.calico_selector import Has, LabelOp, Not
 from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX
+from l3net.model.policy_spec import calico_policy_spec
 from l3net.model.selectors import Selector, all_of, parse_calico, with_key_prefix
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
@@ -81,13 +84,13 @@ def service_accounts_selector(match: Mapping[str, Any] | None) -> Selector | Non
 
 def policy_applies(pol: Resource) -> Selector:
     """The endpoints a GlobalNetworkPolicy or Calico NetworkPolicy applies to."""
-    spec = pol.spec
-    sel_text, sa_text = spec.get("selector"), spec.get("serviceAccountSelector")
+    spec = calico_policy_spec(pol)
+    sel_text, sa_text = spec.selector, spec.service_account_selector
     ns = policy_namespace(pol)
     if ns is not None:
         scope: Selector | None = _in_namespace(ns)
     else:
-        ns_text = spec.get("namespaceSelector")
+        ns_text = spec.namespace_selector
         scope = namespace_scope(ns_text) if ns_text is not None else None
     return all_of(parse_calico(sel_text, where="selector") if sel_text is not None else None,
                   scope,

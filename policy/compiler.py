@@ -36,9 +36,12 @@ policies share them; their members are (selector members x ports), so a peer's
 label change moves only members there too, patched per atom (a pod that comes or
 goes costs one member per atom, not a rebuild).
 
-Invalid content is treated as absent, never raised: a policy whose spec cannot
-be compiled is logged and skipped (the valid ones stay enforced); a selector
-that cannot be parsed matches nothing.
+A policy's top-level fields (directions, order, what it applies to, its rule
+lists) are read from the model's typed spec (:mod:`l3net.model.policy_spec`); the
+rules inside are read here. Invalid content is treated as absent, never raised: a
+policy whose spec cannot be compiled, or one built by hand that the model refuses,
+is logged and skipped whole (the valid ones stay enforced); a selector that cannot
+be parsed matches nothing.
 
 IPv4 only: nothing is written to ip6tables, so a workload's IPv6 traffic is NOT
 policed (:mod:`policy.render_cache` warns and lists it in ``PolicyProgram.ipv6_unpoliced``).
@@ -56,6 +59,7 @@ from typing import Any
 from l3net.constants import WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
 from l3net.model.calico_selector import LabelOp
+from l3net.model.policy_spec import calico_policy_spec, kubernetes_policy_spec
 from l3net.model.selectors import (
     Nothing,
     Selector,
@@ -273,11 +277,12 @@ def _np_rules(refs: _Refs, pol: Resource, direction: str) -> tuple[list[str], li
     """One NetworkPolicy for one direction: (the rule bodies that set lookups cannot say, each setting the
     accept mark; the atoms that they can). A union: order is moot, so each (peer, port) pair of a rule goes
     to whichever form can hold it."""
-    rules_key, peers_key, side = (("ingress", "from", "src") if direction == "Ingress" else ("egress", "to", "dst"))
+    spec = kubernetes_policy_spec(pol)
+    rules, peers_key, side = (spec.ingress, "from", "src") if direction == "Ingress" else (spec.egress, "to", "dst")
     pol_ns = pol.namespace or ""
     out: list[str] = []
     atoms: list[Atom] = []
-    for rule in pol.spec.get(rules_key) or []:
+    for rule in rules:
         peers = rule.get(peers_key) or []
         peer_parts = [(_ANY_PEER, "")] if not peers else [
             f for f in (_np_peer(refs, p, pol_ns, side) for p in peers) if f is not None]
@@ -370,7 +375,8 @@ def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
     Allow/Deny/Pass decides)."""
     out: list[str] = []
     pol_ns = policy_namespace(pol)
-    for rule in pol.spec.get("ingress" if direction == "Ingress" else "egress") or []:
+    spec = calico_policy_spec(pol)
+    for rule in spec.ingress if direction == "Ingress" else spec.egress:
         action = rule.get("action")
         head: list[str] = []
         proto: str | None = None
@@ -415,18 +421,18 @@ def compile_one(pol: Resource) -> CompiledPolicy | None:
     key = policy_key(pol)
     try:
         if pol.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy"):
-            types = gnp_types(pol.spec)
+            types = gnp_types(pol)
             applies = policy_applies(pol)
             # Chain name prefixes: gi/go for global, ci/co for namespaced (own namespace/name identity).
             pre = "g" if pol.kind == "GlobalNetworkPolicy" else "c"
             ident = calico_policy_name(pol)
             chains = {d: (chain_name(f"{pre}i" if d == "Ingress" else f"{pre}o", ident), _gnp_rules(refs, pol, d))
                       for d in types}
-            sort_key: tuple[Any, ...] = (0, gnp_order(pol.spec), ident)
+            sort_key: tuple[Any, ...] = (0, gnp_order(pol), ident)
         else:
-            types = policy_types(pol.spec)
+            types = policy_types(pol)
             applies = all_of(LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol.namespace or "",)),
-                             parse_label_selector(pol.spec.get("podSelector") or {}, where="podSelector"))
+                             parse_label_selector(kubernetes_policy_spec(pol).pod_selector, where="podSelector"))
             ident = f"{pol.namespace}/{pol.name}"
             split = {d: _np_rules(refs, pol, d) for d in types}
             chains = {d: (chain_name("pi" if d == "Ingress" else "po", ident), split[d][0]) for d in types}

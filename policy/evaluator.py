@@ -2,7 +2,10 @@
 
 This is the test oracle for :mod:`policy.compiler`: a pure function from
 (policies, namespaces, workloads, packet) to allow/deny, with no caching and no
-cleverness. The rules it states (upstream ``networking.k8s.io/v1``):
+cleverness. It reads each policy's raw document, never the model's typed policy
+spec (:mod:`l3net.model.policy_spec`) that the compiler reads, so a mistake in that
+conversion shows up as a disagreement instead of being shared. The rules it states
+(upstream ``networking.k8s.io/v1``):
 
 * A pod is *isolated* for a direction when at least one NetworkPolicy **in its
   namespace** selects it (``spec.podSelector``; ``{}`` = every pod there) and
@@ -98,16 +101,12 @@ from policy.model import (
     NETWORK_SET_KINDS,
     calico_policy_name,
     endpoint_labels,
-    gnp_order,
-    gnp_types,
     host_endpoint_ips,
-    is_host_only,
     labels_of_namespace,
     namespace_labels,
     network_set_labels,
     network_set_nets,
     own_labels,
-    policy_types,
     service_account_labels,
     service_account_name,
     workload_ips,
@@ -115,6 +114,38 @@ from policy.model import (
 )
 
 __all__ = ["Packet", "is_allowed", "reply_allowed"]
+
+
+# A policy's top-level fields, read from its raw document by this module's own code: the compiler reads them
+# from the model's typed spec (l3net.model.policy_spec), and an oracle that shared that conversion would share
+# its mistakes.
+def _directions(listed: Any, rules: Any) -> tuple[str, ...]:
+    """``policyTypes``/``types`` as written, or the default: Ingress, plus Egress if there is any egress rule."""
+    if listed:
+        return tuple(t for t in ("Ingress", "Egress") if t in listed)
+    return ("Ingress", "Egress") if rules else ("Ingress",)
+
+
+def _policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    return _directions(spec.get("policyTypes"), spec.get("egress"))
+
+
+def _calico_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    return _directions(spec.get("types"), spec.get("egress"))
+
+
+def _calico_order(spec: Mapping[str, Any]) -> float:
+    """Lower first; a policy without ``order`` comes after every ordered one."""
+    order = spec.get("order")
+    if isinstance(order, (int, float)) and not isinstance(order, bool):
+        return float(order)
+    return float("inf")
+
+
+def _is_host_only(pol: Resource) -> bool:
+    """Untracked and pre-DNAT GlobalNetworkPolicies apply to host endpoints only."""
+    return pol.kind == "GlobalNetworkPolicy" and (pol.spec.get("doNotTrack") is True or
+                                                  pol.spec.get("preDNAT") is True)
 
 
 @dataclass(frozen=True)
@@ -136,8 +167,8 @@ def is_allowed(policies: Iterable[Resource], namespaces: Iterable[Resource], wor
     policies = list(policies)
     # Untracked and pre-DNAT policies apply to host endpoints only (policy.host_evaluator).
     gnps = sorted((p for p in policies if p.kind in ("GlobalNetworkPolicy", "CalicoNetworkPolicy")
-                   and not is_host_only(p)),
-                  key=lambda p: (gnp_order(p.spec), calico_policy_name(p)))
+                   and not _is_host_only(p)),
+                  key=lambda p: (_calico_order(p.spec), calico_policy_name(p)))
     nps = [p for p in policies if p.kind == "NetworkPolicy"]
     ns_labels = namespace_labels(namespaces)
     everything = list(workloads)
@@ -217,7 +248,7 @@ def _endpoint_allows(gnps: Sequence[Resource], nps: Sequence[Resource], ctx: _Co
                      wl: Resource, direction: str, packet: Packet, src_wl: Resource | None,
                      dst_wl: Resource | None) -> bool:
     ns_labels = ctx.ns_labels
-    applying = [g for g in gnps if direction in gnp_types(g.spec) and _gnp_selects(g, wl, ns_labels)]
+    applying = [g for g in gnps if direction in _calico_types(g.spec) and _gnp_selects(g, wl, ns_labels)]
     if applying:
         passed = False
         for gnp in applying:
@@ -349,7 +380,7 @@ def _direction_allows(policies: Sequence[Resource], ns_labels: Mapping[str, Mapp
                       dst_wl: Resource | None) -> bool:
     applying = [p for p in policies
                 if p.namespace == wl.namespace
-                and direction in policy_types(p.spec)
+                and direction in _policy_types(p.spec)
                 and parse_label_selector(p.spec.get("podSelector") or {}).matches(own_labels(wl))]
     if not applying:
         return True  # not isolated in this direction

@@ -30,7 +30,8 @@ Profiles after it, the filter-table chains then drop, as Calico does for an endp
 profiles. Only GlobalNetworkPolicies can select a host endpoint: a namespaced policy applies in
 its namespace only, and a host endpoint has none. Pure. A HostEndpoint is read through the model's typed
 spec (:mod:`l3net.model.hostendpoint_spec`): one built by hand that the model refuses raises its
-ValidationError, it is never half-read.
+ValidationError, it is never half-read. A policy's stage and ``applyOnForward`` are read from its typed
+spec (:mod:`l3net.model.policy_spec`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Protocol
 from l3net.constants import CHAIN_PREFIX
 from l3net.model import Resource
 from l3net.model.hostendpoint_spec import hostendpoint_spec
+from l3net.model.policy_spec import CalicoPolicySpec, calico_policy_spec
 from l3net.model.selectors import Selector
 from policy.model import own_labels
 from policy.rules import (
@@ -110,11 +112,10 @@ def local_host_endpoints(host_endpoints: Iterable[Resource]) -> list[Resource]:
     return [by_iface[i] for i in sorted(by_iface)]
 
 
-def _stage(pol: HostPolicy) -> str:
-    spec = pol.resource.spec
-    if spec.get("doNotTrack") is True:
+def _stage(spec: CalicoPolicySpec) -> str:
+    if spec.do_not_track:
         return "untracked"
-    if spec.get("preDNAT") is True:
+    if spec.pre_dnat:
         return "preDNAT"
     return "normal"
 
@@ -127,8 +128,9 @@ def _select(hep: Resource, ordered: Sequence[HostPolicy]) -> dict[str, list[Host
     for pol in ordered:
         if not pol.is_global or not pol.applies.matches(labels):
             continue
-        stage = _stage(pol)
-        forward = pol.resource.spec.get("applyOnForward") is True
+        spec = calico_policy_spec(pol.resource)
+        stage = _stage(spec)
+        forward = spec.apply_on_forward
         for d in pol.types:
             side = "in" if d == "Ingress" else "out"
             if stage == "untracked":

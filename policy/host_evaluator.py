@@ -2,8 +2,9 @@
 
 The test oracle for :mod:`policy.host_endpoints` (as :mod:`policy.evaluator` is for workload
 policy): a pure function from (policies, host endpoints, workloads, packet, the interfaces it
-arrives on and leaves by) to allow/deny, with no iptables in sight. The rules, from Calico's
-summary of host endpoint policy:
+arrives on and leaves by) to allow/deny, with no iptables in sight. Like :mod:`policy.evaluator`
+it reads each policy's raw document, never the typed spec (:mod:`l3net.model.policy_spec`) that
+the code it checks reads. The rules, from Calico's summary of host endpoint policy:
 
 * Only GlobalNetworkPolicies apply to a host endpoint: ``selector`` over the endpoint's own
   labels; a ``namespaceSelector`` sees a non-namespaced thing (only ``global()`` and ``all()``
@@ -33,16 +34,17 @@ from collections.abc import Iterable, Sequence
 from l3net.model import Resource
 from l3net.model.hostendpoint_spec import hostendpoint_spec
 from l3net.model.selectors import parse_calico
-from policy.evaluator import Packet, _by_ip, _calico_rule_matches, _Context, _ns_selector_matches, is_allowed
-from policy.model import (
-    HOST_ENDPOINT_KIND,
-    NETWORK_SET_KINDS,
-    calico_policy_name,
-    gnp_order,
-    gnp_types,
-    namespace_labels,
-    own_labels,
+from policy.evaluator import (
+    Packet,
+    _by_ip,
+    _calico_order,
+    _calico_rule_matches,
+    _calico_types,
+    _Context,
+    _ns_selector_matches,
+    is_allowed,
 )
+from policy.model import HOST_ENDPOINT_KIND, NETWORK_SET_KINDS, calico_policy_name, namespace_labels, own_labels
 
 __all__ = ["host_flow_allowed"]
 
@@ -98,7 +100,7 @@ def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resourc
     """
     everything, policies, namespaces = list(endpoints), list(policies), list(namespaces)
     ordered = sorted((p for p in policies if p.kind == "GlobalNetworkPolicy"),
-                     key=lambda p: (gnp_order(p.spec), calico_policy_name(p)))
+                     key=lambda p: (_calico_order(p.spec), calico_policy_name(p)))
     wls = [w for w in everything if w.kind == "WorkloadEndpoint"]
     sets = tuple(w for w in everything if w.kind in NETWORK_SET_KINDS or w.kind == HOST_ENDPOINT_KIND)
     ctx = _Context(namespace_labels(namespaces), sets)
@@ -113,7 +115,7 @@ def host_flow_allowed(policies: Iterable[Resource], namespaces: Iterable[Resourc
         (from_host and _port_in(packet, failsafe_in, source=True))
 
     def applying(hep: Resource, kind: str, direction: str, forward: bool = False) -> list[Resource]:
-        return [p for p in ordered if _kind_of(p) == kind and direction in gnp_types(p.spec) and _selects(p, hep)
+        return [p for p in ordered if _kind_of(p) == kind and direction in _calico_types(p.spec) and _selects(p, hep)
                 and (not forward or p.spec.get("applyOnForward") is True)]
 
     def decide(pols: list[Resource], direction: str) -> str | None:

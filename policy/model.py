@@ -3,18 +3,19 @@
 Only plumbing lives here (a workload's addresses, a namespace's labels, which
 policies are in force); the NetworkPolicy *semantics* are written out separately
 in :mod:`policy.evaluator` (the oracle) and :mod:`policy.compiler`, so that a
-mistake in one is caught by the other. Endpoint and network set fields are read
-from the model's typed specs (:mod:`l3net.model.workload_spec`,
-:mod:`l3net.model.hostendpoint_spec`, :mod:`l3net.model.networkset_spec`), never
-parsed here: a Resource built by hand is validated by the model first and refused
-with its ValidationError.
+mistake in one is caught by the other. Endpoint, network set and policy fields are
+read from the model's typed specs (:mod:`l3net.model.workload_spec`,
+:mod:`l3net.model.hostendpoint_spec`, :mod:`l3net.model.networkset_spec`,
+:mod:`l3net.model.policy_spec`), never parsed here: a Resource built by hand is
+validated by the model first and refused with its ValidationError. The oracles
+(:mod:`policy.evaluator`, :mod:`policy.host_evaluator`) read a policy's raw document
+instead, with their own plain code for its defaults and order.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from l3net.model import Resource
 from l3net.model.hostendpoint_spec import hostendpoint_spec
@@ -29,6 +30,8 @@ from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX as SERVICE_ACCOUNT_L
 from l3net.model.labels import is_reserved_label as is_reserved_label
 from l3net.model.networkset_spec import NETWORK_SET_KINDS as NETWORK_SET_KINDS
 from l3net.model.networkset_spec import networkset_spec
+from l3net.model.policy_spec import CALICO_POLICY_KINDS as CALICO_POLICY_KINDS
+from l3net.model.policy_spec import calico_policy_spec, kubernetes_policy_spec
 from l3net.model.workload_spec import workload_spec
 
 _log = logging.getLogger(__name__)
@@ -41,7 +44,6 @@ ACCOUNT_NAME_LABEL = "projectcalico.org/name"
 SERVICE_ACCOUNT_NAME_LABEL = f"{SERVICE_ACCOUNT_LABEL_PREFIX}{ACCOUNT_NAME_LABEL}"
 
 # The policy kinds: Kubernetes' NetworkPolicy, and Calico's two, which share one tier ordered by ``order``.
-CALICO_POLICY_KINDS = ("GlobalNetworkPolicy", "CalicoNetworkPolicy")
 POLICY_KINDS = ("NetworkPolicy", *CALICO_POLICY_KINDS)
 
 
@@ -71,12 +73,9 @@ def workload_ports(wep: Resource) -> list[tuple[str, str, int]]:
     return [(p.name, p.protocol, p.port) for p in workload_spec(wep).ports]
 
 
-def policy_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """``spec.policyTypes`` or the API server's default: Ingress, plus Egress if there is any egress rule."""
-    types = spec.get("policyTypes")
-    if types:
-        return tuple(t for t in ("Ingress", "Egress") if t in types)
-    return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
+def policy_types(pol: Resource) -> tuple[str, ...]:
+    """The directions a Kubernetes NetworkPolicy isolates (``policyTypes``, or the API server's default)."""
+    return kubernetes_policy_spec(pol).policy_types
 
 
 def own_labels(wep: Resource) -> dict[str, str]:
@@ -121,12 +120,9 @@ def service_account_labels(wep: Resource) -> dict[str, str]:
     return out
 
 
-def gnp_types(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    """``spec.types`` of a GlobalNetworkPolicy, or Calico's default (Ingress, plus Egress if there are egress rules)."""
-    types = spec.get("types")
-    if types:
-        return tuple(t for t in ("Ingress", "Egress") if t in types)
-    return ("Ingress", "Egress") if spec.get("egress") else ("Ingress",)
+def gnp_types(pol: Resource) -> tuple[str, ...]:
+    """The directions a Calico policy applies to (``types``, or Calico's default)."""
+    return calico_policy_spec(pol).types
 
 
 def calico_policy_name(pol: Resource) -> str:
@@ -134,12 +130,10 @@ def calico_policy_name(pol: Resource) -> str:
     return f"{pol.namespace or ''}/{pol.name}" if pol.kind == "CalicoNetworkPolicy" else pol.name
 
 
-def gnp_order(spec: Mapping[str, Any]) -> float:
-    """Calico's order: lower first; a policy without ``order`` comes after every ordered one."""
-    order = spec.get("order")
-    if isinstance(order, (int, float)) and not isinstance(order, bool):
-        return float(order)
-    return float("inf")
+def gnp_order(pol: Resource) -> float:
+    """Calico's order of a Calico policy: lower first; a policy without ``order`` comes after every ordered one."""
+    order = calico_policy_spec(pol).order
+    return float("inf") if order is None else order
 
 
 def network_set_nets(netset: Resource, version: int | None = 4) -> list[str]:
@@ -169,7 +163,10 @@ HOST_ENDPOINT_KIND = "HostEndpoint"
 
 def is_host_only(pol: Resource) -> bool:
     """An untracked (doNotTrack) or pre-DNAT policy: Calico applies it to host endpoints only."""
-    return pol.kind == "GlobalNetworkPolicy" and (pol.spec.get("doNotTrack") is True or pol.spec.get("preDNAT") is True)
+    if pol.kind != "GlobalNetworkPolicy":
+        return False
+    spec = calico_policy_spec(pol)
+    return spec.do_not_track or spec.pre_dnat
 
 
 def host_endpoint_ips(hep: Resource) -> list[str]:

@@ -20,6 +20,7 @@ from l3net.model import (
     hostendpoint_spec,
     ippool_spec,
     networkset_spec,
+    policy_spec,
     service_spec,
     workload_spec,
 )
@@ -116,7 +117,10 @@ TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_
                                      **{kind: (networkset_spec, networkset_spec.NetworkSetSpec)
                                         for kind in networkset_spec.NETWORK_SET_KINDS},
                                      "Service": (service_spec, service_spec.ServiceSpec),
-                                     "BGPFilter": (bgpfilter_spec, bgpfilter_spec.BGPFilterSpec)}
+                                     "BGPFilter": (bgpfilter_spec, bgpfilter_spec.BGPFilterSpec),
+                                     "NetworkPolicy": (policy_spec, policy_spec.KubernetesPolicySpec),
+                                     **{kind: (policy_spec, policy_spec.CalicoPolicySpec)
+                                        for kind in policy_spec.CALICO_POLICY_KINDS}}
 
 
 def typed_fields(spec_type: Any) -> set[str]:

@@ -1,4 +1,5 @@
-"""policy.model: the policy engine reads endpoints through the model's typed specs, never a raw spec."""
+"""policy.model: the policy engine reads endpoints and policies through the model's typed specs, never a raw
+spec."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from policy.compiler import compile_policy
 from policy.host_endpoints import local_host_endpoints, node_host_endpoints
 from policy.model import (
     endpoint_labels,
+    gnp_order,
+    gnp_types,
     host_endpoint_ips,
+    is_host_only,
     network_set_nets,
+    policy_types,
     service_account_name,
     workload_ips,
     workload_ports,
@@ -92,3 +97,27 @@ def test_the_compiler_takes_a_local_interface_only_from_the_typed_spec() -> None
     bad = Resource(good.kind, good.name, {**good.spec, "interfaceName": "cali+"}, namespace=good.namespace)
     with pytest.raises(ValidationError):
         compile_policy([bad], [bad], [], [ns("a")])
+
+
+def test_a_policy_is_read_from_its_typed_spec() -> None:
+    def doc(api: str, kind: str, spec: dict[str, object], namespace: str | None = None) -> Resource:
+        meta = {"name": "p", **({"namespace": namespace} if namespace else {})}
+        return resource_from_document({"apiVersion": api, "kind": kind, "metadata": meta, "spec": spec})
+
+    np = doc("networking.k8s.io/v1", "NetworkPolicy", {"egress": [{}]}, "shop")
+    assert policy_types(np) == ("Ingress", "Egress")   # the API server's default, filled in by the model
+    g = doc("projectcalico.org/v3", "GlobalNetworkPolicy", {"order": 10, "types": ["Egress"], "doNotTrack": True,
+                                                            "applyOnForward": True})
+    assert gnp_types(g) == ("Egress",) and gnp_order(g) == 10.0 and is_host_only(g)
+    c = doc("projectcalico.org/v3", "NetworkPolicy", {"ingress": [{"action": "Allow"}]}, "shop")
+    assert c.kind == "CalicoNetworkPolicy"
+    assert gnp_types(c) == ("Ingress",) and gnp_order(c) == float("inf") and not is_host_only(c)
+
+
+def test_a_hand_built_policy_the_model_refuses_is_not_half_read() -> None:
+    g = Resource("GlobalNetworkPolicy", "g", {"order": 1, "doNotTrack": True})   # doNotTrack needs applyOnForward
+    for read in (gnp_types, gnp_order, is_host_only):
+        with pytest.raises(ValidationError):
+            read(g)
+    with pytest.raises(ValidationError):
+        policy_types(Resource("NetworkPolicy", "np", {"policyTypes": ["Ingress", "Ingress"]}, namespace="shop"))
