@@ -358,6 +358,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("gnp-nets", _gnp({"egress": [{"action": "Deny", "destination": {"nets": ["10.0.0.1/8"]}}]}),
      "spec.egress[0].destination.nets[0]", "host bits"),
     ("gnp-order-nan", _gnp({"order": float("nan")}), "spec.order", "finite"),
+    ("gnp-order-beyond-a-float", _gnp({"order": 10**400}), "spec.order", "too large"),
     ("gnp-prednat", _gnp({"preDNAT": True}), "spec.applyOnForward", "must be true when preDNAT is true"),
     ("gnp-untracked", _gnp({"doNotTrack": True}), "spec.applyOnForward", "must be true when doNotTrack is true"),
     ("gnp-forward-flag", _gnp({"applyOnForward": "yes"}), "spec.applyOnForward", "must be true or false"),

@@ -11,6 +11,7 @@ import difflib
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -206,11 +207,14 @@ def enum(*values: str, fold_case: bool = False) -> Check:
 
 
 def number(c: Checker, value: Any, path: str) -> Any:
-    """A finite integer or float (not a boolean)."""
+    """A finite integer or float (not a boolean) that a float can hold: readers compare it as a float, and an
+    integer such as 10**400 passes as an int, then raises OverflowError in ``float()``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return c.error(path, f"must be a number, not {typename(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         return c.error(path, "must be a finite number")
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        return c.error(path, "is too large (must fit a 64-bit float)")
     return value
 
 
