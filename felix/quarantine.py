@@ -133,10 +133,21 @@ class PolicyBuilder:
         self.compiler = compiler or policy.compiler.PolicyCompiler()
         self.settings = settings
         self.quarantine = Quarantine()
+        # objects() of the model at one generation: every policy apply asks for it (the converger's bookkeeping)
+        # and walks the node's endpoints to answer; the same model at the same generation has the same objects.
+        self._objects: tuple[Model, int, str, dict[str, Resource]] | None = None
+
+    def objects(self, model: Model, node: str) -> dict[str, Resource]:
+        """Every object a refusal can be narrowed to, by ref: the policies and this node's endpoints."""
+        kept = self._objects
+        if kept is not None and kept[0] is model and kept[1:3] == (model.generation, node):
+            return kept[3]
+        out = self._objects_of(model, node)
+        self._objects = (model, model.generation, node, out)
+        return out
 
     @staticmethod
-    def objects(model: Model, node: str) -> dict[str, Resource]:
-        """Every object a refusal can be narrowed to, by ref: the policies and this node's endpoints."""
+    def _objects_of(model: Model, node: str) -> dict[str, Resource]:
         out = {object_ref(p): p for kind in _POLICY_KINDS for p in model.resources_of(kind)}
         pools = pool_index(model)
         for w in model.workloads_on(node):
@@ -147,7 +158,9 @@ class PolicyBuilder:
         return out
 
     def __call__(self, model: Model, node: str) -> policy.compiler.PolicyProgram:
-        return self.build(model, node, self.quarantine.excluded(self.objects(model, node)))
+        # Nothing quarantined (the usual case): nothing to look up, so the node's endpoints are not walked here.
+        objects = self.objects(model, node) if self.quarantine.entries else {}
+        return self.build(model, node, self.quarantine.excluded(objects))
 
     def build(self, model: Model, node: str, excluded: frozenset[str]) -> policy.compiler.PolicyProgram:
         applied: dict[str, Resource] = {}
