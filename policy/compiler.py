@@ -53,7 +53,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from l3net.constants import WORKLOAD_IFACE_PREFIX
@@ -129,6 +129,8 @@ Tables = Mapping[str, Mapping[str, Sequence[str]]]
 
 
 def _freeze_tables(tables: Tables) -> FrozenDict:
+    if isinstance(tables, FrozenDict) and all(isinstance(chains, FrozenDict) for chains in tables.values()):
+        return tables   # frozen already (a program copied by dataclasses.replace): not rebuilt rule by rule
     return FrozenDict((t, FrozenDict((c, tuple(rules)) for c, rules in chains.items())) for t, chains in tables.items())
 
 
@@ -160,10 +162,12 @@ class PolicyProgram:
         # object.__setattr__: the documented way to normalise a frozen dataclass's fields at construction
         object.__setattr__(self, "chains", _freeze_tables(self.chains))
         object.__setattr__(self, "hooks", _freeze_tables(self.hooks))
-        object.__setattr__(self, "ipsets", FrozenDict((n, (kind, frozenset(members)))
-                                                      for n, (kind, members) in self.ipsets.items()))
+        if not isinstance(self.ipsets, FrozenDict):
+            object.__setattr__(self, "ipsets", FrozenDict((n, (kind, frozenset(members)))
+                                                          for n, (kind, members) in self.ipsets.items()))
         object.__setattr__(self, "ipv6_unpoliced", tuple(self.ipv6_unpoliced))
-        object.__setattr__(self, "applied_objects", FrozenDict(self.applied_objects))
+        if not isinstance(self.applied_objects, FrozenDict):
+            object.__setattr__(self, "applied_objects", FrozenDict(self.applied_objects))
 
     @property
     def rule_count(self) -> int:
@@ -526,9 +530,9 @@ class PolicyCompiler:
         chains, hooks = program_tables(filter_chains, wildcard, reverse_path_filter, hosts)
         policies_count, global_count = self._index.policy_counts()
         program = PolicyProgram(chains=chains, hooks=hooks, policies=policies_count, global_policies=global_count,
-                                ipsets=dict(sorted(ipsets.items())), ipv6_unpoliced=self._render.ipv6_unpoliced())
-        program = replace(program, policies_recompiled=self._index.policies_recompiled - before,
-                          compile_seconds=time.perf_counter() - t0)
+                                ipsets=dict(sorted(ipsets.items())), ipv6_unpoliced=self._render.ipv6_unpoliced(),
+                                policies_recompiled=self._index.policies_recompiled - before,
+                                compile_seconds=time.perf_counter() - t0)
         _log.debug("policy compiled policies=%d recompiled=%d rules=%d seconds=%.4f", program.policies,
                    program.policies_recompiled, program.rule_count, program.compile_seconds)
         return program

@@ -62,3 +62,15 @@ def _cold() -> PolicyProgram:
     a = wep("a", "prod", "n2", "10.65.0.2", {"app": "db"})
     pol = netpol("db", "prod", {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{}]})
     return compile_policy([a], [a], [pol], [ns("prod")])
+
+
+def test_a_copied_program_shares_its_frozen_tables_and_still_equals_and_hashes() -> None:
+    # The agent copies every program (its applied objects set by felix.quarantine): the copy must not re-freeze
+    # hundreds of chains rule by rule, and must still be the same value.
+    prog = _program()
+    copy = dataclasses.replace(prog, applied_objects={"NetworkPolicy/prod/db": None})
+    assert copy.chains is prog.chains and copy.hooks is prog.hooks and copy.ipsets is prog.ipsets
+    assert copy == prog and hash(copy) == hash(prog)
+    assert copy.applied_objects == {"NetworkPolicy/prod/db": None}
+    with pytest.raises(TypeError):
+        copy.applied_objects["x"] = None  # type: ignore[index]
