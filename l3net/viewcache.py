@@ -165,7 +165,7 @@ class CacheWriter:
     def __init__(self, cache: ViewCache, *, min_interval: float = 2.0) -> None:
         self.cache = cache
         self.min_interval = min_interval
-        self._pending: tuple[dict[str, tuple[bytes, int]], int] | None = None
+        self._pending: tuple[Mapping[str, tuple[bytes, int]], int] | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -175,8 +175,15 @@ class CacheWriter:
         self._thread.start()
 
     def submit(self, entries: Mapping[str, tuple[bytes, int]], revision: int) -> None:
+        """Mark ``entries`` (the caller's live mapping, not copied here) as the view at ``revision``.
+
+        The copy is taken when the thread writes, at most every ``min_interval``: copying the cluster's
+        every key on each watch batch held the GIL on the syncer's thread for nothing. The mapping may have
+        moved past ``revision`` by then, which is safe: a restart replays the watch from ``revision``, and
+        every event carries the whole value, so the replay ends where the datastore is.
+        """
         with self._lock:
-            self._pending = (dict(entries), revision)
+            self._pending = (entries, revision)
         self._wake.set()
 
     def _flush(self) -> None:
@@ -184,8 +191,11 @@ class CacheWriter:
             pending, self._pending = self._pending, None
         if pending is None:
             return
+        # A dict of str keys is copied in C without releasing the GIL: a consistent snapshot even while the
+        # syncer's thread keeps applying updates to it.
+        entries, revision = dict(pending[0]), pending[1]
         try:
-            self.cache.save(*pending)
+            self.cache.save(entries, revision)
             self.writes += 1
         except OSError as exc:
             self.failures += 1
