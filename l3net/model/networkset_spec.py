@@ -39,9 +39,7 @@ def networkset_spec(res: Resource) -> NetworkSetSpec:
     Raises ValueError for another kind, and the model's ValidationError for one built by hand that the model
     refuses (one that came through the model's validation is taken as it is).
     """
-    if res.kind not in NETWORK_SET_KINDS:
-        raise ValueError(f"{res.ref} is not of kind NetworkSet or GlobalNetworkSet")
-    return typed_once(res, res.kind, _convert)
+    return typed_once(res, NETWORK_SET_KINDS, _convert)
 
 
 def _convert(spec: Mapping[str, Any]) -> NetworkSetSpec:

@@ -81,9 +81,7 @@ def calico_policy_spec(res: Resource) -> CalicoPolicySpec:
     Raises ValueError for another kind, and the model's ValidationError for one built by hand that the model
     refuses (one that came through the model's validation is taken as it is).
     """
-    if res.kind not in CALICO_POLICY_KINDS:
-        raise ValueError(f"{res.ref} is not of kind GlobalNetworkPolicy or CalicoNetworkPolicy")
-    return typed_once(res, res.kind, _calico)
+    return typed_once(res, CALICO_POLICY_KINDS, _calico)
 
 
 def _directions(listed: Any, egress: Any) -> tuple[str, ...]:

@@ -21,15 +21,16 @@ __all__ = ["typed_once"]
 T = TypeVar("T")
 
 
-def typed_once(res: Resource, kind: str, convert: Callable[[Mapping[str, Any]], T]) -> T:
+def typed_once(res: Resource, kind: str | tuple[str, ...], convert: Callable[[Mapping[str, Any]], T]) -> T:
     """``convert`` of the validated spec of ``res``, computed once per Resource object.
 
-    ValueError when ``res`` is not a ``kind``; the model's ValidationError for a Resource built by hand
-    that the model refuses.
+    ValueError when ``res`` is not a ``kind`` (or one of the ``kind`` tuple: kinds that share one spec);
+    the model's ValidationError for a Resource built by hand that the model refuses.
     """
-    if res.kind != kind:
-        raise ValueError(f"{res.ref} is not of kind {kind}")
-    slot = f"_l3net_typed_{kind}"
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if res.kind not in kinds:
+        raise ValueError(f"{res.ref} is not of kind {' or '.join(kinds)}")
+    slot = f"_l3net_typed_{res.kind}"
     got = res.__dict__.get(slot)
     if got is None:
         got = convert(res.spec if res.validated else _validated_spec(res))
