@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # annotations only, as in felix.desired
 _log = logging.getLogger(__name__)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+_T = TypeVar("_T")
 
 
 class KeyUpdateLike(Protocol):
@@ -139,6 +142,7 @@ class Model:
         # Counts every update applied: a result derived from the model may be kept while this stays the same
         # (``revision`` may not move: a test or a replay can apply many updates at one revision).
         self.generation = 0
+        self._derived: dict[str, tuple[int, Any]] = {}
 
     def apply(self, updates: Iterable[KeyUpdateLike]) -> int:
         """Apply a batch of key updates; returns how many were applied.
@@ -224,6 +228,16 @@ class Model:
             self.affinities[key] = a
             self._affinities_by_node.setdefault(a.node, {})[key] = a
         # Blocks, handles and the rest of IPAM are not needed by the dataplane.
+
+    def derived(self, name: str, compute: Callable[[], _T]) -> _T:
+        """``compute()``, kept under ``name`` until the model next changes: for what the agent derives from the
+        whole cluster on every apply, when an apply (a learned route, a link) comes with no model change."""
+        kept = self._derived.get(name)
+        if kept is not None and kept[0] == self.generation:
+            return kept[1]   # type: ignore[no-any-return]
+        value = compute()
+        self._derived[name] = (self.generation, value)
+        return value
 
     def workloads_on(self, node: str) -> list[Workload]:
         """The workloads of ``node`` (from the by-node index: cost follows that node's pods only)."""

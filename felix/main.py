@@ -83,16 +83,14 @@ def bgp_builder(secrets_dir: str = "") -> BuildBGPView:
     ``secrets_dir``: where ``secretKeyRef`` passwords are read (empty: secretKeyRef peers are refused).
     """
     secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
-    # The facts walk every workload of the cluster; an apply with no model change since the last one (a learned
-    # route, a link) reuses them, and the same object lets the view reuse its import context too.
-    last: list[tuple[Model, int, str, bgp.view.IpamFacts]] = []
 
     def build(model: Model, node: str) -> bgp.view.NodeBGPView:
-        if not last or last[0][0] is not model or last[0][1:3] != (model.generation, node):
-            last[:] = [(model, model.generation, node, bgp_ipam_facts(model, node))]
+        # The facts walk every workload of the cluster: kept while the model is unchanged, and the same object
+        # lets the view reuse its import context too.
+        ipam = model.derived(f"bgp-ipam-facts/{node}", lambda: bgp_ipam_facts(model, node))
         return bgp.view.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
                                           model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
-                                          secrets=secrets, ipam=last[0][3])
+                                          secrets=secrets, ipam=ipam)
     return build
 
 

@@ -133,18 +133,14 @@ class PolicyBuilder:
         self.compiler = compiler or policy.compiler.PolicyCompiler()
         self.settings = settings
         self.quarantine = Quarantine()
-        # objects() of the model at one generation: every policy apply asks for it (the converger's bookkeeping)
-        # and walks the node's endpoints to answer; the same model at the same generation has the same objects.
-        self._objects: tuple[Model, int, str, dict[str, Resource]] | None = None
 
     def objects(self, model: Model, node: str) -> dict[str, Resource]:
-        """Every object a refusal can be narrowed to, by ref: the policies and this node's endpoints."""
-        kept = self._objects
-        if kept is not None and kept[0] is model and kept[1:3] == (model.generation, node):
-            return kept[3]
-        out = self._objects_of(model, node)
-        self._objects = (model, model.generation, node, out)
-        return out
+        """Every object a refusal can be narrowed to, by ref: the policies and this node's endpoints.
+
+        Kept while the model is unchanged: every policy apply asks for it (the converger's bookkeeping), and
+        answering walks the node's endpoints.
+        """
+        return model.derived(f"policy-objects/{node}", lambda: self._objects_of(model, node))
 
     @staticmethod
     def _objects_of(model: Model, node: str) -> dict[str, Resource]:
