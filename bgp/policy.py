@@ -117,7 +117,9 @@ class ImportContext:
 
     pools: tuple[str, ...] = ()
     block_owner: tuple[tuple[str, str], ...] = ()        # (block cidr, node)
-    address_owner: tuple[tuple[str, str], ...] = ()      # (workload address as host prefix, node)
+    # (workload address as host prefix, node): a set, not a sorted tuple, because it holds every workload
+    # address of the cluster and changes with each of them (see build_import_context)
+    address_owner: frozenset[tuple[str, str]] = frozenset()
     node_addresses: tuple[tuple[str, str], ...] = ()     # (node address, node)
     node_as: tuple[tuple[str, int], ...] = ()            # (node, AS number)
     local_workloads: frozenset[str] = frozenset()        # this node's workload addresses (plain IPs)
@@ -130,14 +132,21 @@ def build_import_context(*, pools: Iterable[IPNetwork | str], block_owner: Itera
                          address_owner: Iterable[tuple[IPNetwork | str, str]],
                          node_addresses: Iterable[tuple[str, str]], node_as: Iterable[tuple[str, int]],
                          local_workloads: Iterable[str]) -> ImportContext:
-    """Sorted, re-serialised tuples (so equal clusters give equal contexts)."""
+    """Sorted, re-serialised tuples and sets (so equal clusters give equal contexts).
+
+    ``address_owner`` and ``local_workloads`` are taken as the model wrote them: canonical text (``str()``
+    of the ``ipaddress`` object its one parse made, ``felix.calc.Model.address_owners``), kept as sets
+    (a copy when given a set). They hold every workload address of the cluster and every ADD anywhere
+    changes them: re-parsing and sorting them on each was most of the agent's BGP work per ADD at 1,000
+    pods. The few pools, blocks and node addresses, which come from several resources, are re-serialised.
+    """
     return ImportContext(
         pools=tuple(sorted({_net_text(p) for p in pools})),
         block_owner=tuple(sorted({(_net_text(b), n) for b, n in block_owner})),
-        address_owner=tuple(sorted({(_net_text(a), n) for a, n in address_owner})),
+        address_owner=frozenset(address_owner),
         node_addresses=tuple(sorted({(_address_text(a), n) for a, n in node_addresses})),
         node_as=tuple(sorted(set(node_as))),
-        local_workloads=frozenset(_address_text(a) for a in local_workloads))
+        local_workloads=frozenset(local_workloads))
 
 
 def paths_to_recheck(old: ImportContext, new: ImportContext) -> Callable[[str, str], bool] | None:
@@ -150,7 +159,7 @@ def paths_to_recheck(old: ImportContext, new: ImportContext) -> Callable[[str, s
     if (old.pools, old.node_addresses, old.node_as) != (new.pools, new.node_addresses, new.node_as):
         return None
     owners = {p for p, _ in set(old.block_owner) ^ set(new.block_owner)}
-    owners.update(p for p, _ in set(old.address_owner) ^ set(new.address_owner))
+    owners.update(p for p, _ in old.address_owner ^ new.address_owner)
     hops = old.local_workloads ^ new.local_workloads
 
     def affected(prefix: str, next_hop: str) -> bool:
@@ -163,8 +172,8 @@ def paths_to_recheck(old: ImportContext, new: ImportContext) -> Callable[[str, s
     return affected
 
 
-# The context is rebuilt on every change of the cluster's workloads, from the same few thousand
-# strings each time: parsing them again was most of the agent's per-ADD BGP work at 2,000 pods.
+# The context is rebuilt on every change of the cluster's workloads, with the same pools, blocks and
+# node addresses nearly every time, and each learned path's prefix is looked up again on each rebuild.
 @lru_cache(maxsize=1 << 16)
 def _net_text(net: IPNetwork | str) -> str:
     return str(ipaddress.ip_network(net))
@@ -183,6 +192,10 @@ class _Index:
         self.pools = [ipaddress.ip_network(p) for p in ctx.pools]
         self.block_owner = dict(ctx.block_owner)
         self.address_owner = dict(ctx.address_owner)
+        if len(self.address_owner) != len(ctx.address_owner):
+            # an address claimed by workloads of two nodes (IPAM never hands one out twice, a hand-written
+            # endpoint can): the same owner every time, the last node in sorted order
+            self.address_owner = dict(sorted(ctx.address_owner))
         self.node_of_address = dict(ctx.node_addresses)
         self.as_of_node = dict(ctx.node_as)
 

@@ -174,8 +174,9 @@ class IpamFacts:
 
     pools: tuple[str, ...] = ()
     block_owner: tuple[tuple[str, str], ...] = ()     # (block, node) of every affinity
-    address_owner: tuple[tuple[str, str], ...] = ()   # (address/32 or /128, node) of every workload
-    local_workloads: tuple[str, ...] = ()             # this node's workload addresses
+    # canonical text, as the model holds them (felix.calc.Model.address_owners): see build_import_context
+    address_owner: frozenset[tuple[str, str]] = frozenset()   # (address/32 or /128, node) of every workload
+    local_workloads: frozenset[str] = frozenset()             # this node's workload addresses
 
 
 # Default prefix limits per peer (BGPConfiguration/BGPPeer ``maxPrefixes`` override them): a cluster

@@ -73,8 +73,7 @@ def bgp_ipam_facts(model: Model, node: str) -> bgp.view.IpamFacts:
     return bgp.view.IpamFacts(
         pools=tuple(p.cidr_text for p in model.pools.values()),
         block_owner=tuple((a.cidr_text, a.node) for a in model.affinities.values() if a.state == "confirmed"),
-        address_owner=tuple((dst, w.node) for w in model.workloads.values() for dst in w.host_prefixes),
-        local_workloads=tuple(dst.partition("/")[0] for w in model.workloads_on(node) for dst in w.host_prefixes))
+        address_owner=model.address_owners(), local_workloads=model.workload_addresses(node))
 
 
 def bgp_builder(secrets_dir: str = "") -> BuildBGPView:

@@ -74,7 +74,7 @@ router bgp {FRR_AS}
 NODES = [Resource("Node", n, {"bgp": {"ipv4Address": f"{ADDR[n]}/24", "asNumber": CLUSTER_AS}}) for n in ("n1", "n2")]
 CFGS = [Resource("BGPConfiguration", "default", {"holdTime": f"{HOLD}s", "gracefulRestart": False})]
 IPAM = IpamFacts(pools=(POOL,), block_owner=((block("n1"), "n1"), (block("n2"), "n2")),
-                 address_owner=((f"{pod_ip('n1')}/32", "n1"), (f"{pod_ip('n2')}/32", "n2")))
+                 address_owner=frozenset({(f"{pod_ip('n1')}/32", "n1"), (f"{pod_ip('n2')}/32", "n2")}))
 REJECT_JUNK = Resource("BGPFilter", "no-junk", {"importV4": [
     {"cidr": "20.0.0.0/8", "matchOperator": "In", "action": "Reject"}]})
 ONLY_DEFAULT = Resource("BGPFilter", "only-default", {"importV4": [

@@ -23,6 +23,7 @@ from bgp.policy import (
     REJECT_ALL,
     FilterRule,
     PeerFacts,
+    build_import_context,
     filter_verdict,
     import_reason,
     paths_to_recheck,
@@ -57,7 +58,8 @@ def node(name: str, ip: str, asn: int | None = None) -> Resource:
 
 NODES = [node("n1", "10.0.0.1/24", 65101), node("n2", "10.0.0.2/24", 65101), node("n3", "10.0.1.3/24", 65102)]
 IPAM = IpamFacts(pools=(POOL,), block_owner=(("10.244.1.0/26", "n1"), (N2_BLOCK, "n2"), ("10.244.3.0/26", "n3")),
-                 address_owner=((N2_POD, "n2"), (f"{LOCAL_POD}/32", "n1")), local_workloads=(LOCAL_POD,))
+                 address_owner=frozenset({(N2_POD, "n2"), (f"{LOCAL_POD}/32", "n1")}),
+                 local_workloads=frozenset({LOCAL_POD}))
 
 
 def bgppeer(name: str, **spec: Any) -> Resource:
@@ -244,8 +246,8 @@ def test_rechecking_only_the_paths_a_cluster_change_touches_decides_as_a_full_re
     verdicts a re-check of every path gives."""
     def facts(owners: dict[str, str], local: set[str]) -> IpamFacts:
         return IpamFacts(pools=(POOL,), block_owner=tuple((p, n) for p, n in owners.items() if p.endswith("/26")),
-                         address_owner=tuple((p, n) for p, n in owners.items() if p.endswith("/32")),
-                         local_workloads=tuple(local))
+                         address_owner=frozenset((p, n) for p, n in owners.items() if p.endswith("/32")),
+                         local_workloads=frozenset(local))
     old = build_node_view("n1", NODES, [], [], ipam=facts(before, locals_before))
     new = build_node_view("n1", NODES, [], [], ipam=facts(after, locals_after))
     ribs = []
@@ -479,3 +481,13 @@ def test_rib_uses_only_what_the_current_policy_accepts_within_limits(steps: list
                 assert rib.held(peer) <= 2 * limit
             if peer in rib.over_limit:
                 assert used == []
+
+
+def test_an_address_two_nodes_claim_has_the_same_owner_whatever_order_the_set_iterates_in() -> None:
+    """The context keeps workload addresses as a set; an address held by endpoints on two nodes (a
+    hand-written endpoint can do it) gets the last node in sorted order as its owner, every time."""
+    for nodes in (("n2", "n3"), ("n3", "n2"), ("n9", "n10")):
+        ctx = build_import_context(pools=[POOL], block_owner=[], node_addresses=[], node_as=[], local_workloads=[],
+                                   address_owner=frozenset(("10.244.2.5/32", n) for n in nodes))
+        assert ctx.index().owner("10.244.2.5/32") == max(nodes)
+        assert ctx.index().owner("10.244.2.6/32") is None

@@ -265,3 +265,81 @@ def test_the_bgp_view_reuses_the_cluster_facts_only_while_the_model_is_unchanged
     assert ("10.65.7.3/32", "n2") not in first.guard.address_owner
     other = model_of([*STATE, Upd(KEYS.resource("nodes", "n1"), node.to_json())])   # same generation, new model
     assert build(other, "n1").guard.address_owner == first.guard.address_owner
+
+
+def _walked_owners(model: Model) -> frozenset[tuple[str, str]]:
+    return frozenset((dst, w.node) for w in model.workloads.values() for dst in w.host_prefixes)
+
+
+def test_the_address_owners_kept_as_workloads_come_and_go_equal_a_walk_of_the_cluster() -> None:
+    """Model.address_owners and workload_addresses are counted on each update, never walked: after adds,
+    a move to another node, a second endpoint on one address, IPv6 written in upper case, deletes and an
+    endpoint that stops validating, they equal what a walk of every workload gives."""
+    model = model_of(STATE)
+    assert model.address_owners() == _walked_owners(model)
+    assert model.workload_addresses("n1") == {"10.65.0.2", "10.65.7.9", "10.65.0.4", "10.65.0.5", "10.99.0.7"}
+    model.apply([wep("a", "n2", ["10.65.0.2/32"], "cali1"),     # a's key is per node: a second endpoint
+                 wep("x", "n2", ["10.65.7.9/32"], "cali8"),     # shares b's address, from another node
+                 wep("v6", "n2", ["FD00:0:0::A/128"], "cali7")])    # IPv6 as canonical text
+    assert model.address_owners() == _walked_owners(model)
+    assert ("fd00::a/128", "n2") in model.address_owners()
+    assert model.workload_addresses("n2") == {"10.65.7.2", "10.65.0.2", "10.65.7.9", "fd00::a"}
+    model.apply([Upd(wep("b", "n1", [], "").key, None), Upd(wep("x", "n2", [], "").key, None),
+                 Upd(wep("e", "n2", [], "").key, b"{not json")])
+    assert model.address_owners() == _walked_owners(model)
+    assert ("10.65.7.9/32", "n1") not in model.address_owners() and "10.65.7.9" not in model.workload_addresses("n1")
+    assert model.workload_addresses("n2") == {"10.65.0.2", "fd00::a"}
+    model.apply([Upd(k, None) for k in list(model.workloads)])
+    assert model.address_owners() == frozenset() and model.workload_addresses("n1") == frozenset()
+    assert model._addresses_by_node == {}
+
+
+def test_a_learned_route_reuses_the_local_part_and_a_model_or_link_change_redoes_it() -> None:
+    """compute keeps what it derived from the model and the links while neither changes (a route learned
+    over BGP changes neither); the result is the one a fresh calculation gives either way."""
+    from felix import calc
+
+    model = model_of(STATE)
+    first = compute(model, "n1", LINKS, {})
+    part = calc._LAST_LOCAL[0][-1]
+    learned = compute(model, "n1", LINKS, LEARNED, node_ips=["10.0.0.1"])
+    assert calc._LAST_LOCAL[0][-1] is part
+    assert learned == compute(model_of(STATE), "n1", dict(LINKS), LEARNED, node_ips=["10.0.0.1"])
+    assert learned.routes > first.routes and learned.interfaces == first.interfaces
+    up = {**LINKS, "cali3": Link("cali3", 13, True)}
+    assert RouteSpec("10.65.0.4/32", "workload", ifname="cali3", ifindex=13) in compute(model, "n1", up, {}).routes
+    assert calc._LAST_LOCAL[0][-1] is not part
+    model.apply([wep("g", "n1", ["10.65.0.8/32"], "cali2")])
+    assert RouteSpec("10.65.0.8/32", "workload", ifname="cali2", ifindex=12) in compute(model, "n1", up, {}).routes
+
+
+def test_another_nodes_pod_keeps_the_local_part_and_anything_else_redoes_it() -> None:
+    """The local part is kept across another node's workloads and affinities; this node's workloads and
+    affinities, pools and cluster-wide resources each move the node's local generation."""
+    from felix import calc
+
+    model = model_of(STATE)
+    compute(model, "n1", LINKS, {})
+    part = calc._LAST_LOCAL[0][-1]
+    model.apply([wep("z", "n2", ["10.65.7.20/32"], "cali20"), aff("n2", "10.65.9.0/26"),
+                 Upd(wep("e", "n2", [], "").key, None)])
+    kept = compute(model, "n1", LINKS, {})
+    assert calc._LAST_LOCAL[0][-1] is part
+    assert kept == compute(model_of(model_updates(model)), "n1", LINKS, {})
+    for change in (wep("y", "n1", ["10.65.0.30/32"], "cali1"), aff("n1", "10.65.2.0/26"),
+                   pool("p3", "10.98.0.0/16"), Upd(KEYS.resource("bgpconfigurations", "default"), Resource(
+                       kind="BGPConfiguration", name="default",
+                       spec={"serviceClusterIPs": [{"cidr": "10.96.0.0/12"}]}).to_json()),
+                   Upd(wep("a", "n1", [], "").key, None)):
+        before = model.local_generation("n1")
+        model.apply([change])
+        assert model.local_generation("n1") > before, change.key
+        fresh = compute(model, "n1", LINKS, {})
+        assert calc._LAST_LOCAL[0][-1] is not part
+        assert fresh == compute(model_of(model_updates(model)), "n1", LINKS, {})
+
+
+def model_updates(model: Model) -> list[Upd]:
+    """Updates that rebuild ``model``'s workloads, pools and affinities in a fresh one."""
+    out = [Upd(k, r.to_json()) for k, r in model.resources.items()]
+    return out + [Upd(k, json.dumps({"state": a.state}).encode()) for k, a in model.affinities.items()]
