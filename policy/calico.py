@@ -12,22 +12,21 @@ a GlobalNetworkPolicy (cluster-wide) and a namespaced ``projectcalico.org/v3`` N
   serviceAccounts but no namespaceSelector is scoped to the policy's namespace (so ``notSelector``
   alone there means "the policy's namespace, except").
 
-A policy's own selectors come from the model's typed spec (:mod:`l3net.model.policy_spec`); a rule
-side is read as the model validated it. Pure; never raises on content: an unparsable selector matches
-nothing (STYLE habit 7). The reference evaluator (:mod:`policy.evaluator`) states the same rules in its
-own plain code, over the raw documents.
+A policy's own selectors come from the model's typed spec (:mod:`l3net.model.policy_spec`), a rule
+side's from its typed rule (:mod:`l3net.model.rule_spec`). Pure; never raises on content: an
+unparsable selector matches nothing (STYLE habit 7). The reference evaluator (:mod:`policy.evaluator`)
+states the same rules in its own plain code, over the raw documents.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from l3net.model import Resource
 from l3net.model.calico_selector import Has, LabelOp, Not
 from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX
 from l3net.model.policy_spec import calico_policy_spec
+from l3net.model.rule_spec import CalicoEntityRule, ServiceAccountMatch
 from l3net.model.selectors import Selector, all_of, parse_calico, with_key_prefix
 from policy.model import (
     CALICO_NAMESPACE_LABEL,
@@ -67,16 +66,15 @@ def _account_labels(sel_text: str, where: str) -> Selector:
     return with_key_prefix(parse_calico(sel_text, where=where), SERVICE_ACCOUNT_LABEL_PREFIX)
 
 
-def service_accounts_selector(match: Mapping[str, Any] | None) -> Selector | None:
-    """A rule side's ``serviceAccounts`` (names and/or a selector, ANDed) as an endpoint selector; None if empty.
+def service_accounts_selector(match: ServiceAccountMatch | None) -> Selector | None:
+    """A rule side's ``serviceAccounts`` (names and/or a selector, ANDed) as an endpoint selector; None if absent
+    (the model reads one that names nothing as absent).
 
     Pods only: a network set has no ServiceAccount, whatever labels it carries.
     """
-    if not match:
+    if match is None:
         return None
-    names, sel_text = match.get("names") or [], match.get("selector")
-    if not names and sel_text is None:
-        return None
+    names, sel_text = match.names, match.selector
     return all_of(PODS_ONLY,
                   LabelOp(SERVICE_ACCOUNT_NAME_LABEL, "in", tuple(sorted(set(names)))) if names else None,
                   _account_labels(sel_text, "serviceAccounts.selector") if sel_text is not None else None)
@@ -97,15 +95,15 @@ def policy_applies(pol: Resource) -> Selector:
                   _account_labels(sa_text, "serviceAccountSelector") if sa_text is not None else None)
 
 
-def entity_selector(entity: Mapping[str, Any], pol_ns: str | None) -> Selector | None:
+def entity_selector(entity: CalicoEntityRule, pol_ns: str | None) -> Selector | None:
     """The positive selector of one rule side (``source``/``destination``); None when it sets none.
 
     ``pol_ns``: the namespace of a Calico NetworkPolicy (None for a GlobalNetworkPolicy).
     """
-    sel_text, ns_text = entity.get("selector"), entity.get("namespaceSelector")
-    accounts = service_accounts_selector(entity.get("serviceAccounts"))
+    sel_text, ns_text = entity.selector, entity.namespace_selector
+    accounts = service_accounts_selector(entity.service_accounts)
     scoped = sel_text is not None or ns_text is not None or accounts is not None \
-        or entity.get("notSelector") is not None
+        or entity.not_selector is not None
     if ns_text is not None:
         scope: Selector | None = namespace_scope(ns_text)
     elif pol_ns is not None and scoped:

@@ -36,12 +36,14 @@ policies share them; their members are (selector members x ports), so a peer's
 label change moves only members there too, patched per atom (a pod that comes or
 goes costs one member per atom, not a rebuild).
 
-A policy's top-level fields (directions, order, what it applies to, its rule
-lists) are read from the model's typed spec (:mod:`l3net.model.policy_spec`); the
-rules inside are read here. Invalid content is treated as absent, never raised: a
-policy whose spec cannot be compiled, or one built by hand that the model refuses,
-is logged and skipped whole (the valid ones stay enforced); a selector that cannot
-be parsed matches nothing.
+A policy's fields (directions, order, what it applies to) are read from the model's
+typed spec (:mod:`l3net.model.policy_spec`), its rules from the typed rules in it
+(:mod:`l3net.model.rule_spec`: addresses, ports and protocols parsed there, once per
+policy object); what a rule means in iptables is decided here, where only selectors
+are compiled (from their validated text).
+Invalid content is treated as absent, never raised: a policy whose spec cannot be
+compiled, or one built by hand that the model refuses, is logged and skipped whole
+(the valid ones stay enforced); a selector that cannot be parsed matches nothing.
 
 IPv4 only: nothing is written to ip6tables, so a workload's IPv6 traffic is NOT
 policed (:mod:`policy.render_cache` warns and lists it in ``PolicyProgram.ipv6_unpoliced``).
@@ -49,7 +51,6 @@ policed (:mod:`policy.render_cache` warns and lists it in ``PolicyProgram.ipv6_u
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -60,6 +61,15 @@ from l3net.constants import WORKLOAD_IFACE_PREFIX
 from l3net.model import Resource
 from l3net.model.calico_selector import LabelOp
 from l3net.model.policy_spec import calico_policy_spec, kubernetes_policy_spec
+from l3net.model.rule_spec import (
+    ICMPV6,
+    CalicoEntityRule,
+    CalicoPort,
+    IPNetwork,
+    KubernetesPeer,
+    KubernetesPort,
+    PortRange,
+)
 from l3net.model.selectors import (
     Nothing,
     Selector,
@@ -93,14 +103,12 @@ from policy.rules import (
     ipset_name,
     multiport_chunks,
     set_nets,
-    v4_nets,
 )
 
 _log = logging.getLogger(__name__)
 
 __all__ = ["MAX_ATOM_RANGE", "PolicyCompiler", "PolicyProgram", "compile_one", "compile_policy"]
 
-_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 _PORT_PROTOS = ("tcp", "udp", "sctp", "udplite")
 
 
@@ -200,7 +208,7 @@ class _Refs:
         self.sets[name] = ("sel", sel)
         return name
 
-    def net_set(self, tag: str, nets: Iterable[str]) -> str:
+    def net_set(self, tag: str, nets: Iterable[IPNetwork]) -> str:
         members = set_nets(nets)
         name = ipset_name(tag, ",".join(sorted(members)))
         self.sets[name] = ("net", members)
@@ -215,9 +223,9 @@ class _Refs:
 _PODS_ONLY = PODS_ONLY
 
 
-def _np_peer_selector(pol_ns: str, peer: Mapping[str, Any]) -> Selector:
+def _np_peer_selector(pol_ns: str, peer: KubernetesPeer) -> Selector:
     """A NetworkPolicy peer's pod/namespace selectors as one selector over endpoint labels."""
-    pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
+    pod_sel, ns_sel = peer.pod_selector, peer.namespace_selector
     psel = parse_label_selector(pod_sel, where="podSelector") if pod_sel is not None else None
     if ns_sel is None:
         nsel: Selector = LabelOp(CALICO_NAMESPACE_LABEL, "==", (pol_ns,))
@@ -233,48 +241,39 @@ _ANY_PEER = tuple(("n", half) for half in sorted(set_nets(["0.0.0.0/0"])))
 MAX_ATOM_RANGE = 16  # an endPort range of at most this many ports becomes set members; a wider one stays a rule
 
 
-def _np_peer(refs: _Refs, peer: Mapping[str, Any], pol_ns: str,
+def _np_peer(refs: _Refs, peer: KubernetesPeer, pol_ns: str,
              side: str) -> tuple[tuple[tuple[str, str], ...] | None, str] | None:
     """One peer on ``side`` (``src``/``dst``): (its set-lookup peers or None, its match fragment); None when it
     can match nothing. A peer that a ``hash:net`` member cannot say (an ipBlock with ``except``) has no
     set-lookup form."""
     flag = "-s" if side == "src" else "-d"
-    block = peer.get("ipBlock")
+    block = peer.ip_block
     if block is not None:
-        cidr = ipaddress.ip_network(block["cidr"], strict=False)
-        if cidr.version != 4:
+        if block.cidr.version != 4:
             return None  # an IPv6 block matches no IPv4 packet
-        frag = f"{flag} {cidr}"
-        excepts = v4_nets(block.get("except") or [])
-        if excepts:
-            return None, frag + f" -m set ! --match-set {refs.net_set('e', excepts)} {side}"
-        return tuple(("n", n) for n in sorted(set_nets([cidr]))), frag
-    if peer.get("podSelector") is None and peer.get("namespaceSelector") is None:
+        frag = f"{flag} {block.cidr}"
+        if block.excepts:  # of the cidr's family (the model holds them to it)
+            return None, frag + f" -m set ! --match-set {refs.net_set('e', block.excepts)} {side}"
+        return tuple(("n", n) for n in sorted(set_nets([block.cidr]))), frag
+    if peer.pod_selector is None and peer.namespace_selector is None:
         return None  # validation refuses an empty peer; if one gets here it matches nothing
     name = refs.selector_set(_np_peer_selector(pol_ns, peer))
     return (("s", name),), f"-m set --match-set {name} {side}"
 
 
-def _np_port(refs: _Refs, port: Mapping[str, Any]) -> tuple[tuple[tuple[str, int], ...] | None, str]:
+def _np_port(refs: _Refs, port: KubernetesPort) -> tuple[tuple[tuple[str, int], ...] | None, str]:
     """One port entry: (its (protocol, port) set-lookup pairs or None, its match fragment). Only numbers
     (and narrow ranges) have the set-lookup form: a name is resolved per destination, a bare protocol or a
     wide range would be too many members."""
-    proto = str(port.get("protocol") or "TCP").lower()
-    if proto not in ("tcp", "udp", "sctp"):
-        raise ValueError(f"protocol {proto!r} is not TCP, UDP or SCTP")
-    number = port.get("port")
+    proto, number = port.protocol.lower(), port.port
     if number is None:
         return None, f"-p {proto}"
-    if isinstance(number, bool):
-        raise ValueError("port must be a number or a name")
-    if isinstance(number, int):
-        end = port.get("endPort")
-        last = end if isinstance(end, int) and not isinstance(end, bool) and end > number else number
-        rng = f"{number}:{last}" if last > number else str(number)
-        pairs = tuple((proto, n) for n in range(number, last + 1)) \
-            if number >= 1 and last <= 65535 and last - number < MAX_ATOM_RANGE else None
-        return pairs, f"-p {proto} -m {proto} --dport {rng}"
-    return None, f"-p {proto} -m set --match-set {refs.named_port_set(proto, str(number))} dst,dst"
+    if isinstance(number, str):
+        return None, f"-p {proto} -m set --match-set {refs.named_port_set(proto, number)} dst,dst"
+    last = port.end_port if port.end_port is not None else number   # never below the port (the model)
+    rng = f"{number}:{last}" if last > number else str(number)
+    pairs = tuple((proto, n) for n in range(number, last + 1)) if last - number < MAX_ATOM_RANGE else None
+    return pairs, f"-p {proto} -m {proto} --dport {rng}"
 
 
 def _np_rules(refs: _Refs, pol: Resource, direction: str) -> tuple[list[str], list[Atom]]:
@@ -282,17 +281,15 @@ def _np_rules(refs: _Refs, pol: Resource, direction: str) -> tuple[list[str], li
     accept mark; the atoms that they can). A union: order is moot, so each (peer, port) pair of a rule goes
     to whichever form can hold it."""
     spec = kubernetes_policy_spec(pol)
-    rules, peers_key, side = (spec.ingress, "from", "src") if direction == "Ingress" else (spec.egress, "to", "dst")
+    rules, side = (spec.ingress, "src") if direction == "Ingress" else (spec.egress, "dst")
     pol_ns = pol.namespace or ""
     out: list[str] = []
     atoms: list[Atom] = []
     for rule in rules:
-        peers = rule.get(peers_key) or []
-        peer_parts = [(_ANY_PEER, "")] if not peers else [
-            f for f in (_np_peer(refs, p, pol_ns, side) for p in peers) if f is not None]
-        ports = rule.get("ports") or []
+        peer_parts = [(_ANY_PEER, "")] if not rule.peers else [
+            f for f in (_np_peer(refs, p, pol_ns, side) for p in rule.peers) if f is not None]
         port_parts: list[tuple[tuple[tuple[str, int], ...] | None, str]] = \
-            [((("", 0),), "")] if not ports else [_np_port(refs, p) for p in ports]
+            [((("", 0),), "")] if not rule.ports else [_np_port(refs, p) for p in rule.ports]
         for peer_atoms, pf in peer_parts:
             for port_atoms, qf in port_parts:
                 if peer_atoms is not None and port_atoms is not None:
@@ -302,44 +299,34 @@ def _np_rules(refs: _Refs, pol: Resource, direction: str) -> tuple[list[str], li
     return out, atoms
 
 
-def _calico_proto(value: Any) -> str | None:
-    """iptables' name for a Calico protocol; None for one that no IPv4 packet carries (ICMPv6)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _PROTO_NAMES.get(value, str(value)) if value != 58 else None
-    text = str(value).lower()
-    return None if text == "icmpv6" else text
+def _port_text(p: PortRange) -> str:
+    """A port or range as iptables' multiport spells it: it refuses a range whose ends are equal (``80:80``)."""
+    return str(p.first) if p.first == p.last else f"{p.first}:{p.last}"
 
 
-def _port_text(p: Any) -> str | None:
-    """A numeric port or range as iptables spells it; None for a named port."""
-    if isinstance(p, int) and not isinstance(p, bool):
-        return str(p)
-    text = str(p)
-    if text.isascii() and text.isdigit():
-        return str(int(text))
-    lo, sep, hi = text.partition(":")
-    if sep and lo.isascii() and lo.isdigit() and hi.isascii() and hi.isdigit():
-        # Re-serialised: iptables' multiport refuses a range whose ends are equal ("80:80").
-        return str(int(lo)) if int(lo) == int(hi) else f"{int(lo)}:{int(hi)}"
-    return None
+def _numbers(ports: Iterable[CalicoPort]) -> list[str]:
+    return [_port_text(p) for p in ports if isinstance(p, PortRange)]
 
 
-def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str | None,
+def _names(ports: Iterable[CalicoPort]) -> list[str]:
+    return [p for p in ports if isinstance(p, str)]
+
+
+def _entity_frags(refs: _Refs, entity: CalicoEntityRule, side: str, proto: str | None,
                   pol_ns: str | None = None) -> list[str] | None:
     """OR-alternatives of AND-ed matches for one side of a Calico rule; None when the side matches nothing.
 
     ``pol_ns``: the namespace of a Calico NetworkPolicy, which scopes the side's selectors (policy.calico).
+    ``proto``: the rule's protocol; the model gives ports only to a rule with a port protocol.
     """
-    flag, pflag = ("-s", "--sports") if side == "src" else ("-d", "--dports")
+    flag = "-s" if side == "src" else "-d"
     base: list[str] = []
-    nets = entity.get("nets")
-    if nets:
-        v4 = v4_nets(nets)
+    if entity.nets:
+        v4 = [n for n in entity.nets if n.version == 4]
         if not v4:
             return None
-        base.append(f"{flag} {ipaddress.ip_network(v4[0], strict=False)}" if len(v4) == 1 else
-                    f"-m set --match-set {refs.net_set('a', v4)} {side}")
-    not_nets = v4_nets(entity.get("notNets") or [])
+        base.append(f"{flag} {v4[0]}" if len(v4) == 1 else f"-m set --match-set {refs.net_set('a', v4)} {side}")
+    not_nets = [n for n in entity.not_nets if n.version == 4]
     if not_nets:
         base.append(f"-m set ! --match-set {refs.net_set('x', not_nets)} {side}")
     sel = entity_selector(entity, pol_ns)  # selector, namespaceSelector, serviceAccounts
@@ -347,28 +334,28 @@ def _entity_frags(refs: _Refs, entity: Mapping[str, Any], side: str, proto: str 
         if isinstance(sel, Nothing):
             return None
         base.append(f"-m set --match-set {refs.selector_set(sel)} {side}")
-    if entity.get("notSelector") is not None:
-        nsel = parse_calico(entity["notSelector"], where="notSelector")
+    if entity.not_selector is not None:
+        nsel = parse_calico(entity.not_selector, where="notSelector")
         if not isinstance(nsel, Nothing):  # "not nothing" is no constraint
             base.append(f"-m set ! --match-set {refs.selector_set(nsel)} {side}")
-    dirs = f"{side},{side}"
-    for p in entity.get("notPorts") or []:
-        if _port_text(p) is None:
-            if proto not in _PORT_PROTOS:
-                raise ValueError("notPorts need protocol TCP, UDP, SCTP or UDPLite")
-            base.append(f"-m set ! --match-set {refs.named_port_set(proto, str(p))} {dirs}")
-    numeric_not = [t for t in (_port_text(p) for p in entity.get("notPorts") or []) if t is not None]
-    for chunk in multiport_chunks(numeric_not):
-        base.append(f"-m multiport ! {pflag} {chunk}")
-    ports = entity.get("ports") or []
-    if not ports:
+    if not entity.ports and not entity.not_ports:
         return [" ".join(base)]
-    if proto not in _PORT_PROTOS:
+    if proto is None or proto not in _PORT_PROTOS:   # the model gives ports only to a rule with a port protocol
         raise ValueError("ports need protocol TCP, UDP, SCTP or UDPLite")
-    alts = [f"-m multiport {pflag} {chunk}"
-            for chunk in multiport_chunks([t for t in (_port_text(p) for p in ports) if t is not None])]
-    alts += [f"-m set --match-set {refs.named_port_set(proto, str(p))} {dirs}"
-             for p in ports if _port_text(p) is None]
+    return _port_frags(refs, entity, side, proto, base)
+
+
+def _port_frags(refs: _Refs, entity: CalicoEntityRule, side: str, proto: str, base: list[str]) -> list[str]:
+    """:func:`_entity_frags` of a side with ports or notPorts: ``base`` AND not in notPorts, AND in any of
+    ports (a multiport match per chunk of numbers, a set per named port: OR-alternatives)."""
+    pflag, dirs = ("--sports" if side == "src" else "--dports"), f"{side},{side}"
+    base = [*base, *(f"-m set ! --match-set {refs.named_port_set(proto, name)} {dirs}"
+                     for name in _names(entity.not_ports)),
+            *(f"-m multiport ! {pflag} {chunk}" for chunk in multiport_chunks(_numbers(entity.not_ports)))]
+    if not entity.ports:
+        return [" ".join(base)]
+    alts = [f"-m multiport {pflag} {chunk}" for chunk in multiport_chunks(_numbers(entity.ports))]
+    alts += [f"-m set --match-set {refs.named_port_set(proto, name)} {dirs}" for name in _names(entity.ports)]
     head = " ".join(base)
     return [f"{head} {a}" if head else a for a in alts]
 
@@ -381,24 +368,19 @@ def _gnp_rules(refs: _Refs, pol: Resource, direction: str) -> list[str]:
     pol_ns = policy_namespace(pol)
     spec = calico_policy_spec(pol)
     for rule in spec.ingress if direction == "Ingress" else spec.egress:
-        action = rule.get("action")
+        action, proto = rule.action, rule.protocol
+        if proto == ICMPV6:
+            continue  # an ICMPv6 rule matches no IPv4 packet
         head: list[str] = []
-        proto: str | None = None
-        if rule.get("protocol") is not None:
-            proto = _calico_proto(rule["protocol"])
-            if proto is None:
-                continue  # an ICMPv6 rule matches no IPv4 packet
+        if proto is not None:
             head.append(f"-p {proto}")
-        if rule.get("notProtocol") is not None:
-            nproto = _calico_proto(rule["notProtocol"])
-            if nproto is not None:
-                head.append(f"! -p {nproto}")
-        icmp = rule.get("icmp")
-        if icmp and icmp.get("type") is not None:
-            code = icmp.get("code")
-            head.append(f"-m icmp --icmp-type {icmp['type']}" + (f"/{code}" if code is not None else ""))
-        src = _entity_frags(refs, rule.get("source") or {}, "src", proto, pol_ns)
-        dst = _entity_frags(refs, rule.get("destination") or {}, "dst", proto, pol_ns)
+        if rule.not_protocol is not None and rule.not_protocol != ICMPV6:   # every IPv4 packet is "not ICMPv6"
+            head.append(f"! -p {rule.not_protocol}")
+        if rule.icmp is not None:
+            code = rule.icmp.code
+            head.append(f"-m icmp --icmp-type {rule.icmp.type}" + (f"/{code}" if code is not None else ""))
+        src = _entity_frags(refs, rule.source, "src", proto, pol_ns)
+        dst = _entity_frags(refs, rule.destination, "dst", proto, pol_ns)
         if src is None or dst is None:
             continue
         if action == "Allow":

@@ -1,4 +1,4 @@
-"""l3net.model.policy_spec: the typed top-level spec of the policy kinds, what a policy applies to and in which order.
+"""l3net.model.policy_spec: the typed spec of the policy kinds, what a policy applies to, its order and its rules.
 
 The model validates a policy once (:mod:`l3net.model.validate.k8s_policy`,
 :mod:`l3net.model.validate.calico_policy`) and fills in the API server's defaults: a Kubernetes
@@ -12,13 +12,15 @@ the model's own :class:`~l3net.errors.ValidationError`.
 The directions are in the order (Ingress, Egress); an empty list written out reads as absent (the
 default), as the API server defaults it. ``order`` is a float, None when absent (the policy sorts after
 every ordered one). Selectors stay text as validated (compiled where they are used, fail closed); the
-Kubernetes ``podSelector`` is the validated label-selector mapping. The rule lists are the validated
-rule mappings, in order, in tuples: each rule is read by the compiler, which owns their meaning. A
+Kubernetes ``podSelector`` is the validated label-selector mapping. The rule lists are tuples of typed
+rules, in order (:mod:`l3net.model.rule_spec`: :class:`~l3net.model.rule_spec.KubernetesRule`,
+:class:`~l3net.model.rule_spec.CalicoRule`), converted in the same pass: their addresses, ports and
+protocols are parsed here once, and the compiler, which owns what a rule means, reads their fields. A
 ``CalicoNetworkPolicy`` has no ``namespaceSelector`` nor host endpoint flags (the model refuses them
 by name), so for it those read None and False.
 
 Cheap to call repeatedly: computed once per Resource object and kept on it (the compiler reads a
-policy's fields on every compile of the node, from the same Resource objects).
+policy's fields when the policy is new or changed, from the same Resource objects the agent keeps).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net.model.resource import Resource
+from l3net.model.rule_spec import CalicoRule, KubernetesRule, calico_rule, kubernetes_rule
 from l3net.model.typed import typed_once
 
 __all__ = ["CALICO_POLICY_KINDS", "CalicoPolicySpec", "KubernetesPolicySpec", "calico_policy_spec",
@@ -36,8 +39,6 @@ __all__ = ["CALICO_POLICY_KINDS", "CalicoPolicySpec", "KubernetesPolicySpec", "c
 # Calico's two kinds share one spec; a CalicoNetworkPolicy is scoped to its namespace (policy.calico).
 CALICO_POLICY_KINDS = ("GlobalNetworkPolicy", "CalicoNetworkPolicy")
 
-Rule = Mapping[str, Any]
-
 
 @dataclass(frozen=True, slots=True)
 class KubernetesPolicySpec:
@@ -45,8 +46,8 @@ class KubernetesPolicySpec:
 
     pod_selector: Mapping[str, Any]     # a label selector; {} = every pod of the policy's namespace
     policy_types: tuple[str, ...]       # Ingress and/or Egress, in that order
-    ingress: tuple[Rule, ...] = ()
-    egress: tuple[Rule, ...] = ()
+    ingress: tuple[KubernetesRule, ...] = ()
+    egress: tuple[KubernetesRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,8 @@ class CalicoPolicySpec:
     do_not_track: bool = False
     pre_dnat: bool = False
     apply_on_forward: bool = False
-    ingress: tuple[Rule, ...] = ()
-    egress: tuple[Rule, ...] = ()
+    ingress: tuple[CalicoRule, ...] = ()
+    egress: tuple[CalicoRule, ...] = ()
 
 
 def kubernetes_policy_spec(res: Resource) -> KubernetesPolicySpec:
@@ -93,7 +94,8 @@ def _directions(listed: Any, egress: Any) -> tuple[str, ...]:
 def _kubernetes(spec: Mapping[str, Any]) -> KubernetesPolicySpec:
     return KubernetesPolicySpec(pod_selector=spec.get("podSelector") or {},
                                 policy_types=_directions(spec.get("policyTypes"), spec.get("egress")),
-                                ingress=tuple(spec.get("ingress") or ()), egress=tuple(spec.get("egress") or ()))
+                                ingress=tuple(kubernetes_rule(r, "from") for r in spec.get("ingress") or ()),
+                                egress=tuple(kubernetes_rule(r, "to") for r in spec.get("egress") or ()))
 
 
 def _calico(spec: Mapping[str, Any]) -> CalicoPolicySpec:
@@ -103,4 +105,5 @@ def _calico(spec: Mapping[str, Any]) -> CalicoPolicySpec:
         selector=spec.get("selector"), namespace_selector=spec.get("namespaceSelector"),
         service_account_selector=spec.get("serviceAccountSelector"), do_not_track=spec.get("doNotTrack") is True,
         pre_dnat=spec.get("preDNAT") is True, apply_on_forward=spec.get("applyOnForward") is True,
-        ingress=tuple(spec.get("ingress") or ()), egress=tuple(spec.get("egress") or ()))
+        ingress=tuple(calico_rule(r) for r in spec.get("ingress") or ()),
+        egress=tuple(calico_rule(r) for r in spec.get("egress") or ()))

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import importlib.util
 import re
+import sys
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,10 +124,11 @@ TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_
                                         for kind in policy_spec.CALICO_POLICY_KINDS}}
 
 
-def typed_fields(spec_type: Any) -> set[str]:
-    """The field names of a typed spec and of the typed values inside it (a list's items, a range), as a row's
-    path ends with a field of either (``exportV4[].cidr``)."""
-    names: set[str] = set()
+def typed_fields(spec_type: Any) -> dict[str, set[Any]]:
+    """The field names of a typed spec and of the typed values inside it (a list's items, a range, a rule and its
+    sides), each with the typed values that have it, as a row's path ends with a field of either
+    (``exportV4[].cidr``, ``ingress[].source.notNets``)."""
+    names: dict[str, set[Any]] = {}
     todo, seen = [spec_type], set()
     while todo:
         t = todo.pop()
@@ -135,7 +137,7 @@ def typed_fields(spec_type: Any) -> set[str]:
         seen.add(t)
         hints = typing.get_type_hints(t)
         for f in dataclasses.fields(t):
-            names.add(f.name)
+            names.setdefault(f.name, set()).add(t)
             args, inner = [hints[f.name]], []
             while args:
                 a = args.pop()
@@ -154,16 +156,18 @@ def test_implemented_fields_are_read_by_their_named_consumer(kind: str, path: st
     source = Path(spec.origin).read_text()
     name = entry.name(path)
     if kind in TYPED and f'"{name}"' not in source:
-        # A kind that reaches its consumer typed: the model's typed-spec module parses the field, the consumer
-        # reads its attribute.
+        # A kind that reaches its consumer typed: the model's typed-spec module, or the one that defines the typed
+        # value inside it (rule_spec for a policy's rules), parses the field; the consumer reads its attribute.
         module, spec_type = TYPED[kind]
         # camelCase -> snake_case, an acronym kept whole (serviceClusterIPs) or split off (disableBGPExport)
         spellings = {re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower(),
                      re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()}
         fields = typed_fields(spec_type)
-        assert len(spellings & fields) == 1, (kind, name, spellings)
-        (attribute,) = spellings & fields
-        assert f'"{name}"' in Path(module.__file__).read_text(), f"{module.__name__} never names {name!r}"
+        assert len(spellings & fields.keys()) == 1, (kind, name, spellings)
+        (attribute,) = spellings & fields.keys()
+        modules = {module, *(sys.modules[t.__module__] for t in fields[attribute])}
+        assert any(f'"{name}"' in Path(str(m.__file__)).read_text() for m in modules), \
+            f"{sorted(m.__name__ for m in modules)} never name {name!r}"
         assert re.search(rf"\.{attribute}\b", source), f"{entry.consumer} never reads .{attribute}"
         return
     assert f'"{name}"' in source or f"'{name}'" in source, f"{entry.consumer} never names {name!r}"

@@ -1,7 +1,8 @@
-"""l3net.model.policy_spec: the policy kinds' typed top-level spec, the one reading of their defaults and order."""
+"""l3net.model.policy_spec: the policy kinds' typed spec, the one reading of their defaults, order and rule lists."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -9,11 +10,23 @@ import pytest
 from l3net.errors import ValidationError
 from l3net.model.policy_spec import CalicoPolicySpec, KubernetesPolicySpec, calico_policy_spec, kubernetes_policy_spec
 from l3net.model.resource import Resource
+from l3net.model.rule_spec import (
+    CalicoEntityRule,
+    CalicoRule,
+    IPBlock,
+    KubernetesPeer,
+    KubernetesPort,
+    KubernetesRule,
+    PortRange,
+)
 from l3net.model.validation import resource_from_document
 
 pytestmark = pytest.mark.unit
 
 RULE = {"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}}
+# RULE as the model types it (l3net.model.rule_spec; every rule field is tested in test_model_rule_spec)
+TYPED_RULE = CalicoRule(action="Allow", protocol="tcp", destination=CalicoEntityRule(ports=(PortRange(80, 80),)))
+DENY = CalicoRule(action="Deny")
 
 
 def k8s(spec: dict[str, Any]) -> Resource:
@@ -33,9 +46,12 @@ def test_kubernetes_every_field_once() -> None:
     res = k8s({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Egress", "Ingress"],
                "ingress": ingress, "egress": egress})
     spec = kubernetes_policy_spec(res)
-    assert spec == KubernetesPolicySpec(pod_selector={"matchLabels": {"app": "db"}},
-                                        policy_types=("Ingress", "Egress"), ingress=tuple(ingress),
-                                        egress=tuple(egress))
+    net = ipaddress.ip_network
+    assert spec == KubernetesPolicySpec(
+        pod_selector={"matchLabels": {"app": "db"}}, policy_types=("Ingress", "Egress"),
+        ingress=(KubernetesRule(peers=(KubernetesPeer(pod_selector={"matchLabels": {"app": "web"}}),),
+                                ports=(KubernetesPort("TCP", 80),)),),
+        egress=(KubernetesRule(peers=(KubernetesPeer(ip_block=IPBlock(net("10.0.0.0/8"), (net("10.1.0.0/16"),))),)),))
     assert kubernetes_policy_spec(res) is spec
 
 
@@ -57,8 +73,8 @@ def test_calico_common_fields_once(kind: str) -> None:
                         "types": ["Egress"], "ingress": [RULE], "egress": [RULE, {"action": "Deny"}]})
     spec = calico_policy_spec(res)
     assert spec == CalicoPolicySpec(types=("Egress",), order=100.0, selector="app == 'web'",
-                                    service_account_selector="has(tier)", ingress=(RULE,),
-                                    egress=(RULE, {"action": "Deny"}))
+                                    service_account_selector="has(tier)", ingress=(TYPED_RULE,),
+                                    egress=(TYPED_RULE, DENY))
     assert isinstance(spec.order, float) and calico_policy_spec(res) is spec
 
 
@@ -67,7 +83,7 @@ def test_global_only_fields() -> None:
         "order": 2.5, "namespaceSelector": "global()", "preDNAT": True, "applyOnForward": True,
         "ingress": [RULE]}))
     assert spec == CalicoPolicySpec(types=("Ingress",), order=2.5, namespace_selector="global()", pre_dnat=True,
-                                    apply_on_forward=True, ingress=(RULE,))
+                                    apply_on_forward=True, ingress=(TYPED_RULE,))
     untracked = calico_policy_spec(calico("GlobalNetworkPolicy", {"doNotTrack": True, "applyOnForward": True}))
     assert untracked.do_not_track and not untracked.pre_dnat
 
@@ -106,7 +122,7 @@ def test_a_hand_built_policy_the_model_refuses_gets_no_typed_spec(kind: str, spe
 
 def test_a_hand_built_policy_the_model_accepts() -> None:
     res = Resource(kind="CalicoNetworkPolicy", name="p", namespace="shop", spec={"order": 5, "ingress": [RULE]})
-    assert calico_policy_spec(res) == CalicoPolicySpec(types=("Ingress",), order=5.0, ingress=(RULE,))
+    assert calico_policy_spec(res) == CalicoPolicySpec(types=("Ingress",), order=5.0, ingress=(TYPED_RULE,))
 
 
 def test_another_kind_is_refused() -> None:
