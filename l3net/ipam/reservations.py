@@ -1,7 +1,9 @@
 """l3net.ipam.reservations: Calico's IPReservations as IPAM sees them (addresses never auto-assigned).
 
 Pure apart from :func:`reservations_from_kvs`' logging. A reservation that does not decode
-is absent (logged), like a malformed pool: bad data never stops allocation elsewhere.
+is absent (logged), like a malformed pool: bad data never stops allocation elsewhere. The reserved
+networks come from the model's typed spec (:mod:`l3net.model.ipreservation_spec`), not a parse of
+their own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 from l3net.datastore.base import KeyValue
 from l3net.errors import ValidationError
+from l3net.model.ipreservation_spec import ipreservation_spec
 from l3net.model.validation import resource_from_document
 
 _log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ def reservations_from_kvs(kvs: Iterable[KeyValue]) -> Reservations:
             res = resource_from_document(json.loads(kv.value), source=kv.key)
             if res.kind != "IPReservation":
                 raise ValueError(f"kind {res.kind!r} stored under ipreservations/")
-            nets += [ipaddress.ip_network(str(item), strict=False) for item in res.spec.get("reservedCIDRs") or []]
+            nets += ipreservation_spec(res).reserved_cidrs
         except (ValueError, ValidationError, RecursionError) as exc:
             _log.warning("ignoring malformed IPReservation key=%s error=%s", kv.key, exc)
     return Reservations(tuple(nets))
