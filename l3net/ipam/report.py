@@ -9,7 +9,6 @@ Never writes.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from l3net.ipam.block import Block, host_affinity
 from l3net.ipam.handle import STICKY_HANDLE_PREFIX, Handle
 from l3net.ipam.pools import Pool
 from l3net.keys import KeyLayout
+from l3net.model.decode import Invalid, decode
+from l3net.model.workload_spec import workload_spec
 
 _log = logging.getLogger(__name__)
 
@@ -93,16 +94,21 @@ class IPAMReport:
 
 
 def _workload_ips(ds: Datastore, keys: KeyLayout) -> dict[str, list[tuple[str, str | None]]]:
-    """ip -> [(WorkloadEndpoint key, containerID)]."""
+    """ip -> [(WorkloadEndpoint key, containerID)], from the model's typed spec of each stored endpoint.
+
+    A stored value the model refuses is absent (logged), as it is to the agent: its addresses are in use by
+    no endpoint the cluster acts on.
+    """
     kvs, _ = ds.list(keys.resource_dir("workloadendpoints"))
     out: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
     for kv in kvs:
-        try:
-            spec = json.loads(kv.value)["spec"]
-            for net in spec.get("ipNetworks") or []:
-                out[str(ipaddress.ip_interface(net).ip)].append((kv.key, spec.get("containerID")))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            _log.warning("skipping malformed WorkloadEndpoint key=%s", kv.key)
+        res = decode(keys, kv.key, kv.value, kv.mod_revision)
+        if isinstance(res, Invalid):
+            _log.warning("skipping malformed WorkloadEndpoint key=%s error=%s", kv.key, res)
+            continue
+        spec = workload_spec(res)
+        for net in spec.ip_networks:
+            out[str(net.network_address)].append((kv.key, spec.container_id))
     return out
 
 
