@@ -39,6 +39,7 @@ from l3net.kube.reflector import Reflector
 from l3net.model.client import NotFound, ResourceClient
 from l3net.model.resource import Resource
 from l3net.model.validation import resource_from_document
+from l3net.model.workload_spec import workload_spec
 
 _log = logging.getLogger(__name__)
 
@@ -261,6 +262,8 @@ class KubeController:
             _log.warning("skipping %s/%s%s: l3net refuses it (stored version kept): %s", kind,
                          f"{ns}/" if ns else "", name, exc)
             return
+        # Raw on purpose: the document translated from the Kubernetes API against the stored one, both as the
+        # model validated them, so that the controller writes exactly when what it would store differs.
         if current is not None and (current.labels, current.annotations, current.spec) == \
                 (desired.labels, desired.annotations, desired.spec):
             return
@@ -296,10 +299,10 @@ class KubeController:
     def _endpoints_of(self, ns: str, pod: str | None = None, node: str | None = None) -> list[Resource]:
         out = []
         for res in self.client.list("WorkloadEndpoint", ns or None):
-            spec = res.spec
-            if spec.get("orchestrator") != "k8s":
+            spec = workload_spec(res)
+            if spec.orchestrator != "k8s":
                 continue
-            if (pod is None or spec.get("pod") == pod) and (node is None or spec.get("node") == node):
+            if (pod is None or spec.pod == pod) and (node is None or spec.node == node):
                 out.append(res)
         return out
 
@@ -308,6 +311,8 @@ class KubeController:
         ns, name = str(meta.get("namespace")), str(meta.get("name"))
         labels, ports, sa_name = translate.endpoint_fields(pod, sa)
         for wep in self._endpoints_of(ns, pod=name):
+            # Raw on purpose: the stored document is edited and written back, so the fields written are compared
+            # as stored (a typed view folds the TCP default: a stored list that differs would never be rewritten).
             spec = dict(wep.spec)
             if wep.labels == labels and (spec.get("ports") or []) == ports and \
                     spec.get("serviceAccountName") == sa_name:
