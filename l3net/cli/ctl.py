@@ -26,6 +26,8 @@ import bgp.status_cli
 import l3net.ipam.cli
 from l3net.cli.common import EXIT_INVALID, EXIT_OK, EXIT_UNREACHABLE, add_datastore_args, open_datastore
 from l3net.errors import Conflict, DatastoreError, DatastoreUnavailable, FieldError, ValidationError
+from l3net.model.bgp_specs import bgp_peer_spec
+from l3net.model.bgpfilter_spec import bgpfilter_spec
 from l3net.model.client import NotFound, ResourceClient
 from l3net.model.documents import load_named_documents
 from l3net.model.resource import KINDS, Resource, kind_info
@@ -49,6 +51,9 @@ def format_field_error(err: FieldError) -> str:
 
 def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
     def spec(*path: str, default: str = "") -> Callable[[Resource], str]:
+        # Raw on purpose: a column that echoes a stored field shows it as the user wrote it, like ``-o yaml`` (a
+        # typed spec re-serialises: IPv6 in canonical form, durations in seconds, a node address without its
+        # prefix length). Columns that interpret the spec (a peer's scope, a filter's rules) read typed specs.
         def get(r: Resource) -> str:
             v: Any = r.spec
             for p in path:
@@ -66,11 +71,18 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         return ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())) or "<none>"
 
     def pod_selector(r: Resource) -> str:
-        sel = r.spec.get("podSelector") or {}
+        sel = r.spec.get("podSelector") or {}   # raw, like spec(): the selector as written, not as compiled
         parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
         parts += [f"{e['key']} {e['operator']} {','.join(e.get('values', []))}".strip()
                   for e in sel.get("matchExpressions", [])]
         return ",".join(parts) or "<all>"
+
+    def peer_scope(r: Resource) -> str:
+        peer = bgp_peer_spec(r)
+        return peer.node or peer.node_selector or "(global)"
+
+    def filter_rules(direction: str, version: int) -> Callable[[Resource], str]:
+        return lambda r: str(len(bgpfilter_spec(r).rules(direction, version)))
 
     table: dict[str, list[tuple[str, Callable[[Resource], str]]]] = {
         "IPPool": [("CIDR", spec("cidr")), ("BLOCKSIZE", spec("blockSize")), ("NAT", spec("natOutgoing",
@@ -84,11 +96,10 @@ def _columns(kind: str) -> list[tuple[str, Callable[[Resource], str]]]:
         "BGPConfiguration": [("LOGSEVERITY", spec("logSeverityScreen")),
                              ("MESHENABLED", spec("nodeToNodeMeshEnabled", default="true")),
                              ("ASNUMBER", spec("asNumber"))],
-        "BGPPeer": [("PEERIP", spec("peerIP")), ("NODE", lambda r: r.spec.get("node") or
-                     r.spec.get("nodeSelector") or "(global)"), ("ASN", spec("asNumber")),
+        "BGPPeer": [("PEERIP", spec("peerIP")), ("NODE", peer_scope), ("ASN", spec("asNumber")),
                     ("PEERSELECTOR", spec("peerSelector"))],
-        "BGPFilter": [(f"{key.upper()}-RULES", lambda r, key=key: str(len(r.spec.get(key) or [])))
-                      for key in ("importV4", "exportV4", "importV6", "exportV6")],
+        "BGPFilter": [(f"{direction.upper()}V{version}-RULES", filter_rules(direction, version))
+                      for direction, version in (("import", 4), ("export", 4), ("import", 6), ("export", 6))],
         "WorkloadEndpoint": [("WORKLOAD", spec("workload")), ("NODE", spec("node")),
                              ("NETWORKS", spec("ipNetworks")), ("INTERFACE", spec("interfaceName"))],
         "Namespace": [("LABELS", labels)],
