@@ -16,6 +16,7 @@ from typing import Any
 
 from l3net.cli.common import EXIT_INVALID, EXIT_OK, datastore_parent, open_datastore
 from l3net.ipam.allocator import IPAM, IPAMError
+from l3net.ipam.report import block_in_pool
 
 _log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.show_blocks:
             net = ipaddress.ip_network(p.cidr)
             for b in report.blocks:
-                if ipaddress.ip_network(b.cidr).subnet_of(net):  # type: ignore[arg-type]
+                if block_in_pool(b.cidr, net):
                     rows.append(("Block", b.cidr, b.affinity or "(none)", str(b.size), str(b.in_use),
                                  str(b.size - b.in_use)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

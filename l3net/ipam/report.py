@@ -25,6 +25,8 @@ from l3net.model.workload_spec import workload_spec
 
 _log = logging.getLogger(__name__)
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 @dataclass(frozen=True)
 class Allocation:
@@ -241,9 +243,15 @@ def _affinity_problem(node: str, b: Block | None, nodes: set[str]) -> str | None
     return None
 
 
+def block_in_pool(block_cidr: str, pool: IPNetwork) -> bool:
+    """Is the block ``block_cidr`` inside ``pool`` (never across families: ``subnet_of`` raises TypeError there)?"""
+    net = ipaddress.ip_network(block_cidr)
+    return net.version == pool.version and net.subnet_of(pool)  # type: ignore[arg-type]
+
+
 def _audit_pools(report: IPAMReport, pools: list[Pool]) -> None:
     """Sum the block usage inside each pool."""
     for p in pools:
-        mine = [u for u in report.blocks if ipaddress.ip_network(u.cidr).subnet_of(p.cidr)]  # type: ignore[arg-type]
+        mine = [u for u in report.blocks if block_in_pool(u.cidr, p.cidr)]
         report.pools.append(PoolUsage(p.name, str(p.cidr), p.disabled, p.cidr.num_addresses,
                                       sum(u.in_use for u in mine), len(mine)))
