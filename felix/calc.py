@@ -16,13 +16,14 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from felix.config import config_prefix
 from felix.desired import Advertisement, DesiredState, InterfaceSpec, NatOutgoing, RouteSpec
 from felix.links import Link
 from felix.services import ServiceCIDRs, is_service_prefix, service_cidrs, service_prefixes
+from felix.wiring import LocalWiring
 from l3net import metrics
 from l3net.keys import KeyLayout
 from l3net.model.bgp_specs import BGPConfigurationSpec, checked
@@ -291,6 +292,10 @@ class Model:
         self._derived[name] = (self.generation, value)
         return value
 
+    def workloads_by_key(self, node: str) -> Mapping[str, Workload]:
+        """The workloads of ``node`` by key: the model's own index, read-only (it changes as the model does)."""
+        return self._workloads_by_node.get(node, {})
+
     def workloads_on(self, node: str) -> list[Workload]:
         """The workloads of ``node`` (from the by-node index: cost follows that node's pods only)."""
         return list(self._workloads_by_node.get(node, {}).values())
@@ -355,10 +360,6 @@ def cover_index(nets: frozenset[IPNetwork]) -> CoverIndex:
 
 def _covered(net: IPNetwork, blocks: CoverIndex) -> bool:
     return net in blocks
-
-
-# Rejected workload key -> the addresses last warned about, so an apply loop warns once per change.
-_REPORTED: dict[str, tuple[str, ...]] = {}
 
 
 class PoolIndex(CoverIndex):
@@ -481,32 +482,40 @@ def _local_part(model: Model, node: str, links: Mapping[str, Link]) -> _LocalPar
     return part
 
 
+# One LocalWiring per node name (an agent calculates for its own node only; tests use a few).
+_WIRINGS: dict[str, LocalWiring] = {}
+
+
 def _compute_local_part(model: Model, node: str, links: Mapping[str, Link]) -> _LocalPart:
-    local, rejected = _split_by_pools(model, node)
     blocks = sorted({a.cidr: a for a in model.affinities_of(node) if a.state == "confirmed"}.values(),
                     key=lambda a: (a.cidr.version, int(a.cidr.network_address), a.cidr.prefixlen))
     no_export = cover_index(frozenset(p.cidr for p in model.pools.values() if p.disable_bgp_export))
-    wired = _wire_workloads(local, links, cover_index(frozenset(b.cidr for b in blocks)), no_export,
-                            cover_index(frozenset(p.cidr for p in model.pools.values())))
-    routes, adverts = wired.routes, wired.adverts
+    wiring = _WIRINGS.get(node)
+    if wiring is None:
+        if len(_WIRINGS) >= 8:
+            _WIRINGS.clear()
+        wiring = _WIRINGS[node] = LocalWiring()
+    wiring.update(model.workloads_by_key(node), links, cover_index(frozenset(b.cidr for b in blocks)), no_export,
+                  cover_index(frozenset(p.cidr for p in model.pools.values())), pool_index(model))
 
-    block_strs = set()
+    block_routes, adverts, block_strs = set(), set(), set()
     for b in blocks:
         dst = b.cidr_text
         block_strs.add(dst)
-        routes.setdefault(dst, RouteSpec(dst=dst, kind="blackhole"))
+        if not wiring.has_route(dst):   # a /32 block holding a workload's own address: the workload's route
+            block_routes.add(RouteSpec(dst=dst, kind="blackhole"))
         if not _covered(b.cidr, no_export):
             adverts.add(Advertisement(prefix=dst, reason="block"))
 
     config = model.bgp_configuration()
     svc_cidrs = service_cidrs(checked(config, BGPConfigurationSpec).spec if config is not None else None)
     adverts.update(Advertisement(prefix=p, reason="service")
-                   for p in service_prefixes(svc_cidrs, model.services.values(), wired.serving))
-    return _LocalPart(routes=frozenset(routes.values()), interfaces=frozenset(wired.interfaces),
-                      adverts=frozenset(adverts), taken=frozenset(block_strs | wired.local_dsts | set(routes)),
-                      own_ips=frozenset(dst.partition("/")[0] for w in local for dst in w.host_prefixes),
-                      svc_cidrs=svc_cidrs, local_endpoints=len(local), local_blocks=len(blocks),
-                      rejected=tuple(rejected), waiting=tuple(sorted(set(wired.waiting))))
+                   for p in service_prefixes(svc_cidrs, model.services.values(), wiring.serving.values()))
+    return _LocalPart(routes=frozenset(wiring.routes).union(block_routes), interfaces=frozenset(wiring.interfaces),
+                      adverts=frozenset(wiring.adverts).union(adverts), taken=frozenset(wiring.dsts).union(block_strs),
+                      own_ips=frozenset(wiring.own_ips), svc_cidrs=svc_cidrs, local_endpoints=wiring.accepted,
+                      local_blocks=len(blocks), rejected=tuple(sorted(wiring.refused)),
+                      waiting=tuple(sorted(wiring.waiting)))
 
 
 def compute_policy(model: Model, node: str, policy_builder: BuildPolicy | None) -> DesiredState:
@@ -518,129 +527,6 @@ def compute_policy(model: Model, node: str, policy_builder: BuildPolicy | None) 
     """
     return DesiredState(policy=policy_builder(model, node) if policy_builder else None,
                         nat=nat_outgoing(model.pools.values()))
-
-
-def _split_by_pools(model: Model, node: str) -> tuple[list[Workload], list[str]]:
-    """This node's workloads with every address inside an IPPool, and the keys of the others (logged once)."""
-    pools = pool_index(model)
-    local: list[Workload] = []
-    rejected: list[str] = []
-    for w in sorted(model.workloads_on(node), key=lambda w: w.key):
-        stray = outside_pools(w, pools)
-        if stray:
-            # Routing, proxy-ARPing or advertising an address outside every pool would let a
-            # WorkloadEndpoint written straight into etcd capture node or external traffic.
-            if _REPORTED.get(w.key) != w.dsts:
-                _log.warning("workload skipped: addresses outside every IPPool wep=%s addresses=%s", w.key,
-                             ",".join(stray))
-                _REPORTED[w.key] = w.dsts
-            rejected.append(w.key)
-        else:
-            local.append(w)
-    for key in [k for k in _REPORTED if k not in rejected]:
-        del _REPORTED[key]
-    return local, rejected
-
-
-@dataclass
-class _Wired:
-    """What the local workloads ask for: their routes, interfaces and borrowed-address advertisements."""
-
-    routes: dict[str, RouteSpec] = field(default_factory=dict)
-    interfaces: set[InterfaceSpec] = field(default_factory=set)
-    waiting: list[str] = field(default_factory=list)
-    adverts: set[Advertisement] = field(default_factory=set)
-    local_dsts: set[str] = field(default_factory=set)
-    serving: list[Resource] = field(default_factory=list)   # endpoints whose interface is up
-
-
-@dataclass(frozen=True)
-class _WorkloadWiring:
-    """One workload's share of :class:`_Wired`: its interface (None: missing or down, so it waits) and, per
-    network, its text, its route (None while the interface waits) and its borrowed-address advertisement."""
-
-    interface: InterfaceSpec | None
-    nets: tuple[tuple[str, RouteSpec | None, Advertisement | None], ...]
-
-
-def _wire_one(w: Workload, ifindex: int | None, block_index: CoverIndex, no_export: CoverIndex,
-              in_pools: CoverIndex) -> _WorkloadWiring:
-    nets = []
-    for net, dst in zip(w.networks, w.network_texts, strict=True):
-        route = None if ifindex is None else RouteSpec(dst=dst, kind="workload", ifname=w.ifname, ifindex=ifindex)
-        borrowed = not _covered(net, block_index) and not _covered(net, no_export) and _covered(net, in_pools)
-        nets.append((dst, route, Advertisement(prefix=dst, reason="borrowed") if borrowed else None))
-    return _WorkloadWiring(InterfaceSpec(w.ifname) if ifindex is not None else None, tuple(nets))
-
-
-# id(workload) -> (the workload, what its wiring was computed from, the wiring), as of the last calculation.
-# A workload unchanged in the model is the same object from one calculation to the next, and the indexes are
-# shared per set (cover_index): an apply re-wires only new or changed workloads, interfaces and block sets.
-_WIRING: dict[int, tuple[Workload, tuple[object, ...], _WorkloadWiring]] = {}
-
-
-class _BlockDelta:
-    """Whether a workload's wiring computed under another block set still holds under ``now``: it does unless
-    one of its networks lies in a block that came or went (its borrowed-address advertisement is the only part
-    that depends on the blocks). A node's churn changes one block at a time, so this spares re-wiring every
-    pod of the node on each block claim and release (most of the calculation's time at 500 pods)."""
-
-    def __init__(self, now: CoverIndex) -> None:
-        self.now = now
-        self._changed: dict[int, CoverIndex] = {}   # id(old index) -> the blocks that differ
-
-    def unaffected(self, w: Workload, old: CoverIndex) -> bool:
-        changed = self._changed.get(id(old))
-        if changed is None:
-            changed = self._changed[id(old)] = CoverIndex(old.nets ^ self.now.nets)
-        return not any(_covered(net, changed) for net in w.networks)
-
-
-def _reusable(kept: tuple[Workload, tuple[object, ...], _WorkloadWiring] | None, w: Workload,
-              basis: tuple[object, ...], blocks: _BlockDelta) -> _WorkloadWiring | None:
-    """The wiring remembered for ``w`` if it still holds under ``basis`` (interface, blocks, pools)."""
-    if kept is None or kept[0] is not w:
-        return None
-    if kept[1] == basis:
-        return kept[2]
-    old_blocks = kept[1][1]
-    if kept[1][0] == basis[0] and kept[1][2:] == basis[2:] and isinstance(old_blocks, CoverIndex) \
-            and blocks.unaffected(w, old_blocks):
-        return kept[2]
-    return None
-
-
-def _wire_workloads(local: Sequence[Workload], links: Mapping[str, Link], block_index: CoverIndex,
-                    no_export: CoverIndex, in_pools: CoverIndex) -> _Wired:
-    global _WIRING
-    out = _Wired()
-    last, now = _WIRING, {}
-    blocks = _BlockDelta(block_index)
-    for w in local:
-        link = links.get(w.ifname)
-        ifindex = link.index if link is not None and link.up else None
-        basis = (ifindex, block_index, no_export, in_pools)
-        wiring = _reusable(last.get(id(w)), w, basis, blocks)
-        if wiring is None:
-            wiring = _wire_one(w, ifindex, block_index, no_export, in_pools)
-        now[id(w)] = (w, basis, wiring)  # only this calculation's workloads: gone ones are not kept
-        if wiring.interface is not None:
-            out.interfaces.add(wiring.interface)
-            out.serving.append(w.resource)
-        else:
-            out.waiting.append(w.ifname)
-        for dst, route, advert in wiring.nets:
-            out.local_dsts.add(dst)
-            if dst in out.routes:
-                _log.warning("two local workloads claim one address dst=%s kept=%s ignored=%s",
-                             dst, out.routes[dst].ifname, w.ifname)
-                continue
-            if route is not None:
-                out.routes[dst] = route
-            if advert is not None:
-                out.adverts.add(advert)
-    _WIRING = now
-    return out
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from felix import wiring
 from felix.calc import Model, Pool, PoolIndex, Workload, compute, compute_policy, outside_pools, pool_index
 from felix.desired import Advertisement, InterfaceSpec, RouteSpec
 from felix.links import Link
@@ -197,30 +198,42 @@ def test_pool_index_answers_as_the_pools_say_is_shared_per_pool_set_and_bounded(
 
 
 def test_remembered_wiring_gives_what_a_cold_calculation_gives_through_any_sequence_of_changes() -> None:
-    """The calculation re-wires only changed workloads (felix.calc._WIRING): after each random change to the
+    """The calculation re-wires only changed workloads (felix.wiring.LocalWiring): after each random change to the
     workloads, their interfaces, the node's blocks and the pools, the result equals one computed from cold."""
     import felix.calc as calc
 
     rng = random.Random(18)
     model = model_of([pool("p1", "10.65.0.0/16"), aff("n1", "10.65.0.0/26")])
     links: dict[str, Link] = {}
-    for step in range(300):
+    for step in range(600):
         i = rng.randrange(12)
         choice = rng.random()
         if choice < 0.4:
-            ip = f"10.65.{rng.choice([0, 0, 3, 9])}.{rng.randrange(2, 6)}/32"  # some clash, some are borrowed
-            model.apply([wep(f"w{i}", rng.choice(["n1", "n1", "n2"]), [ip], f"cali{i}")])
+            # some clash, some are borrowed, some lie outside every pool until p3 exists
+            ips = [f"10.{rng.choice([65, 65, 65, 70])}.{rng.choice([0, 0, 3, 9])}.{rng.randrange(2, 6)}/32"
+                   for _ in range(rng.choice([1, 1, 2]))]
+            model.apply([wep(f"w{i}", rng.choice(["n1", "n1", "n2"]), ips, f"cali{rng.choice([i, i, 0])}")])
         elif choice < 0.55:
             model.apply([Upd(wep(f"w{i}", "n1", [], "x").key, None)])
-        elif choice < 0.8:
+        elif choice < 0.75:
             links[f"cali{i}"] = Link(f"cali{i}", 100 + rng.randrange(3), rng.random() < 0.8)
+        elif choice < 0.8:
+            links.pop(f"cali{i}", None)
         elif choice < 0.9:
-            model.apply([aff("n1", f"10.65.{rng.choice([3, 9])}.0/26", rng.choice(["confirmed", "pending"]))])
-        else:
+            start, size = rng.choice([(0, 26), (0, 26), (4, 30)])
+            model.apply([aff("n1", f"10.65.{rng.choice([3, 9])}.{start}/{size}", rng.choice(["confirmed", "pending"]))])
+        elif choice < 0.95:
             model.apply([pool("p2", "10.65.9.0/24", disableBGPExport=rng.random() < 0.5)])
+        else:
+            model.apply([pool("p3", "10.70.0.0/16")] if rng.random() < 0.5 else [Upd(pool("p3", "x").key, None)])
         warm = compute(model, "n1", links, LEARNED)
-        calc._WIRING.clear()
+        kept = dict(calc._WIRINGS)   # the warm path keeps its whole history; each cold one starts empty
+        calc._WIRINGS.clear()
+        calc._LAST_LOCAL.clear()
         assert warm == compute(model, "n1", links, LEARNED), f"step {step}"
+        calc._WIRINGS.clear()
+        calc._WIRINGS.update(kept)
+        calc._LAST_LOCAL.clear()
 
 
 def test_a_block_claim_rewires_only_the_workloads_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,7 +241,7 @@ def test_a_block_claim_rewires_only_the_workloads_inside_it(monkeypatch: pytest.
     the one inside it is re-wired (its address stops being borrowed and is no longer advertised alone)."""
     import felix.calc as calc
 
-    calc._WIRING.clear()
+    calc._WIRINGS.clear()
     updates = [pool("p1", "10.65.0.0/16"), aff("n1", "10.65.0.0/26"), wep("in", "n1", ["10.65.3.7/32"], "cali1")]
     updates += [wep(f"w{i}", "n1", [f"10.65.0.{i + 2}/32"], f"cali{i + 2}") for i in range(20)]
     model = model_of(updates)
@@ -236,8 +249,8 @@ def test_a_block_claim_rewires_only_the_workloads_inside_it(monkeypatch: pytest.
     before = compute(model, "n1", links, {})
     assert Advertisement("10.65.3.7/32", "borrowed") in before.advertisements
     wired: list[str] = []
-    real = calc._wire_one
-    monkeypatch.setattr(calc, "_wire_one", lambda w, *a: wired.append(w.ifname) or real(w, *a))
+    real = wiring.wire_one
+    calc._WIRINGS["n1"]._wire = lambda w, *a: wired.append(w.ifname) or real(w, *a)
     model.apply([aff("n1", "10.65.3.0/26")])
     after = compute(model, "n1", links, {})
     assert wired == ["cali1"]
