@@ -27,7 +27,7 @@ __all__ = ["ACCEPT_MARK", "CLEAR_ACCEPT", "CLEAR_BOTH", "CLEAR_HOST_ACCEPTED", "
            "HOST_ACCEPTED_MARK", "IF_ACCEPTED", "MAX_CHAIN_LEN", "MAX_IPSET_LEN", "PASS_MARK", "RETURN_IF_ACCEPTED",
            "RETURN_IF_HOST_ACCEPTED", "RETURN_IF_PASSED", "SET_ACCEPT", "SET_HOST_ACCEPTED", "SET_PASS",
            "UNLESS_PASSED", "chain_name", "digest", "failsafe_rules", "hash_rules", "ipset_name",
-           "multiport_chunks", "set_nets", "v4_nets"]
+           "multiport_chunks", "set_nets"]
 
 MAX_CHAIN_LEN = 28
 MAX_IPSET_LEN = 31
@@ -112,11 +112,6 @@ def _spelled(text: str) -> tuple[str, ...]:
     if net.prefixlen == 0:
         return tuple(str(half) for half in net.subnets(prefixlen_diff=1))
     return (_net(text),)
-
-
-def v4_nets(nets: Iterable[Any]) -> list[str]:
-    """The IPv4 ones of ``nets``, as strings (policy is IPv4 only: an IPv6 net matches no packet it sees)."""
-    return [str(n) for n in nets if ipaddress.ip_network(str(n), strict=False).version == 4]
 
 
 def multiport_chunks(ports: list[str]) -> list[str]:

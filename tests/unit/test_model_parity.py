@@ -20,6 +20,7 @@ from l3net.model import (
     bgpfilter_spec,
     hostendpoint_spec,
     ippool_spec,
+    ipreservation_spec,
     networkset_spec,
     policy_spec,
     service_spec,
@@ -113,6 +114,7 @@ def test_every_schema_field_is_implemented_or_refused(kind: str) -> None:
 # kind -> (the model module that hands out its typed spec, the spec's type)
 TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_specs.SPEC_TYPES.items()},
                                      "IPPool": (ippool_spec, ippool_spec.IPPoolSpec),
+                                     "IPReservation": (ipreservation_spec, ipreservation_spec.IPReservationSpec),
                                      "WorkloadEndpoint": (workload_spec, workload_spec.WorkloadSpec),
                                      "HostEndpoint": (hostendpoint_spec, hostendpoint_spec.HostEndpointSpec),
                                      **{kind: (networkset_spec, networkset_spec.NetworkSetSpec)

@@ -349,6 +349,10 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("gnp-port-range", _gnp({"ingress": [{"action": "Allow", "protocol": "TCP",
                                           "destination": {"ports": ["90:80"]}}]}),
      "spec.ingress[0].destination.ports[0]", "lo:hi"),
+    # Arabic-Indic digits: Go's \d (Calico's parse) is ASCII only, so this is no range, and no service name
+    ("gnp-port-range-non-ascii", _gnp({"ingress": [{"action": "Allow", "protocol": "TCP",
+                                                    "destination": {"ports": ["\u0668\u0660:\u0669\u0660"]}}]}),
+     "spec.ingress[0].destination.ports[0]", "IANA service name"),
     ("gnp-protocol", _gnp({"ingress": [{"action": "Allow", "protocol": "GRE"}]}), "spec.ingress[0].protocol",
      "must be one of"),
     ("gnp-protocol-number", _gnp({"ingress": [{"action": "Allow", "protocol": 256}]}),

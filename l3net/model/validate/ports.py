@@ -19,7 +19,7 @@ __all__ = ["CALICO_PROTOCOLS", "K8S_PROTOCOLS", "PORT_PROTOCOLS", "calico_port",
            "iana_port_name", "k8s_port"]
 
 _IANA_SVC = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
-_CALICO_PORT_RANGE = re.compile(r"(\d{1,5}):(\d{1,5})")
+_CALICO_PORT_RANGE = re.compile(r"([0-9]{1,5}):([0-9]{1,5})")  # ASCII digits only, as Go's \d
 
 K8S_PROTOCOLS = ("TCP", "UDP", "SCTP")
 CALICO_PROTOCOLS = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
