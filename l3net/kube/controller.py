@@ -165,8 +165,7 @@ class KubeController:
         self._dirty.add((kind, ns, name))
         if kind == "ServiceAccount":
             for (pns, pname), pod in self._objs["Pod"].items():
-                spec = pod.get("spec") or {}
-                if pns == ns and (spec.get("serviceAccountName") or "default") == name:
+                if pns == ns and translate.pod_service_account(pod) == name:
                     self._dirty.add(("Pod", pns, pname))
 
     # -- worker ---------------------------------------------------------------------
@@ -231,8 +230,7 @@ class KubeController:
         if kind in _MIRRORED:
             self._sync_owned(kind, name, ns or None, _MIRRORED[kind](obj) if obj else None)
         elif kind == "Pod" and obj is not None:
-            sa_name = (obj.get("spec") or {}).get("serviceAccountName") or "default"
-            self._sync_endpoints(obj, objs["ServiceAccount"].get((ns, sa_name)))
+            self._sync_endpoints(obj, objs["ServiceAccount"].get((ns, translate.pod_service_account(obj))))
         elif kind == "Node":
             self._sync_node(name, obj)
 

@@ -93,6 +93,14 @@ def node_doc(node: dict[str, Any]) -> dict[str, Any]:
             "spec": {}}
 
 
+def pod_service_account(pod: dict[str, Any]) -> str:
+    """The name of a pod's ServiceAccount: ``serviceAccountName``, else the deprecated ``serviceAccount`` (which
+    the API server still honours), else ``default``. One rule for the account's name and for whose labels a
+    pod's endpoints carry."""
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    return str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+
+
 def endpoint_fields(pod: dict[str, Any], sa: dict[str, Any] | None) -> tuple[dict[str, str], list[dict[str, Any]], str]:
     """``(labels, ports, serviceAccountName)`` of a pod's WorkloadEndpoints.
 
@@ -102,7 +110,7 @@ def endpoint_fields(pod: dict[str, Any], sa: dict[str, Any] | None) -> tuple[dic
     """
     meta = _meta(pod)
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    sa_name = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+    sa_name = pod_service_account(pod)
     labels = {k: v for k, v in _labels(pod).items() if not k.startswith(RESERVED_PREFIXES)}
     if sa is not None:
         for k, v in _labels(sa).items():

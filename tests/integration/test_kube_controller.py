@@ -257,3 +257,27 @@ def test_a_policy_l3net_refuses_is_skipped_and_the_rest_converges(cluster: KubeA
     fixed["spec"]["ingress"][0]["ports"][0]["port"] = 7000
     cluster.replace("NetworkPolicy", fixed, "default")
     wait_for(lambda: client.get("NetworkPolicy", "bad-port", "default") is not None, 10, "the fixed policy")
+
+
+def test_a_pod_naming_its_account_with_the_deprecated_field_gets_that_accounts_labels(
+        cluster: KubeAPI, datastore: EtcdDatastore, key_layout: KeyLayout, controllers: list) -> None:
+    """``spec.serviceAccount`` alone (deprecated, still honoured by the API server) names the account whose
+    labels the endpoint carries, and a relabel of that account reaches the endpoint, as for
+    ``serviceAccountName``."""
+    client = ResourceClient(datastore, key_layout)
+    cluster.create("Namespace", {"metadata": {"name": "old"}})
+    cluster.create("ServiceAccount", {"metadata": {"name": "legacy", "labels": {"era": "old"}}}, "old")
+    legacy = pod("old", "w-1", "n1", {"app": "w"})
+    del legacy["spec"]["serviceAccountName"]
+    legacy["spec"]["serviceAccount"] = "legacy"
+    cluster.create("Pod", legacy, "old")
+    cni_endpoint(client, "old", "w-1", "n1", "10.244.0.9")
+    ctl = new_controller(controllers, cluster, datastore, key_layout)
+    wep = client.list("WorkloadEndpoint", "old")[0]
+    assert wep.labels["pcsa.era"] == "old" and wep.labels["projectcalico.org/serviceaccount"] == "legacy"
+    sa = cluster.get("ServiceAccount", "legacy", "old")
+    sa["metadata"]["labels"] = {"era": "new"}
+    cluster.replace("ServiceAccount", sa, "old")
+    wait_for(lambda: client.list("WorkloadEndpoint", "old")[0].labels.get("pcsa.era") == "new", 10,
+             "account relabel reaches the endpoint")
+    assert ctl.wait_idle(10)

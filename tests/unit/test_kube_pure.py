@@ -8,7 +8,7 @@ import pytest
 
 from l3net.cni.errors import CNIError
 from l3net.cni.kubepod import pod_info
-from l3net.kube.translate import MARK, endpoint_fields, namespace_doc, policy_doc, service_doc
+from l3net.kube.translate import MARK, endpoint_fields, namespace_doc, pod_service_account, policy_doc, service_doc
 from l3net.lab.kubeapi.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from l3net.lab.kubeapi.protobuf import decode_body
 from l3net.lab.kubeapi.selectors import SelectorError, field_selector, label_selector
@@ -161,3 +161,16 @@ def test_pod_annotations_accepted() -> None:
                                       "l3net.io/sticky-address": "true"}
     info = pod_info(pod, None)
     assert info.pools == ("pool-a", "10.9.0.0/16") and info.sticky_key == "ns/p" and info.ips == ()
+
+
+def test_a_pods_service_account_is_named_by_either_field_and_its_endpoint_labels_agree() -> None:
+    """serviceAccountName, else the deprecated serviceAccount, else default: the name the controller looks
+    the account up by is the one the endpoint's labels carry."""
+    cases = [({"serviceAccountName": "a", "serviceAccount": "b"}, "a"), ({"serviceAccount": "b"}, "b"),
+             ({}, "default"), ({"serviceAccountName": ""}, "default")]
+    for spec, name in cases:
+        pod = {"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [{"name": "c"}], **spec}}
+        assert pod_service_account(pod) == name
+        labels, _, sa_name = endpoint_fields(pod, {"metadata": {"name": name, "labels": {"k": "v"}}})
+        assert sa_name == name and labels["projectcalico.org/serviceaccount"] == name and labels["pcsa.k"] == "v"
+    assert pod_service_account({"spec": "not a mapping"}) == "default"

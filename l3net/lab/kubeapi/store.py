@@ -257,7 +257,10 @@ class Store:
             spec = obj.setdefault("spec", {})
             if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
                 raise ApiError(422, "Invalid", "spec.containers: Required value")
-            spec.setdefault("serviceAccountName", "default")
+            # The deprecated serviceAccount is an alias the API server keeps equal to serviceAccountName
+            # (either one given fills the other; neither: default).
+            name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+            spec["serviceAccountName"] = spec["serviceAccount"] = name
             obj.setdefault("status", {"phase": "Pending"})
 
     def get(self, rt: ResourceType, namespace: str, name: str) -> dict[str, Any]:
