@@ -435,16 +435,8 @@ def compute(model: Model, node: str, links: Mapping[str, Link], learned: Mapping
       whose interface is up. No kernel route for them (kube-proxy's job): neither a blackhole
       nor a learned route inside a service CIDR.
     """
-    part = _local_part(model, node, links)
-    own_ips = part.own_ips.union(node_ips)
-    learned_routes = _learned_routes(learned, part.taken, own_ips, part.svc_cidrs)
-    policy = policy_builder(model, node) if policy_builder else None
-    bgp_view = bgp_builder(model, node) if bgp_builder else None
-    return DesiredState(routes=part.routes.union(learned_routes.values()), interfaces=part.interfaces,
-                        advertisements=part.adverts, policy=policy, bgp_view=bgp_view,
-                        nat=nat_outgoing(model.pools.values()),
-                        local_endpoints=part.local_endpoints, local_blocks=part.local_blocks,
-                        rejected_workloads=part.rejected, waiting_for_interfaces=part.waiting)
+    return Calculation(node, policy_builder=policy_builder, bgp_builder=bgp_builder).desired(
+        model, links, learned, node_ips=node_ips)
 
 
 @dataclass(frozen=True)
@@ -463,59 +455,85 @@ class _LocalPart:
     waiting: tuple[str, ...]
 
 
-# The last local part, with the model (by identity and the node's local generation), node and links it came
-# from: a route learned or withdrawn over BGP changes none of them, nor does another node's pod, and redoing
-# the part costs a pass over the node's workloads (~2 ms at 500 pods) before a learned route reaches the kernel.
-_LAST_LOCAL: list[tuple[Model, int, str, dict[str, Link], _LocalPart]] = []
+class Calculation:
+    """One node's calculation of :func:`compute`, keeping what it derived between runs (the agent has one).
 
+    :func:`compute` is a calculation from cold; this object gives the equal result, and spends on each run
+    only what changed: the node's wiring is kept one workload at a time (:class:`felix.wiring.LocalWiring`),
+    and the local part (everything but the learned routes, the policy program and the BGP view) is kept
+    while the node's local generation and links are unchanged. A route learned or withdrawn over BGP changes
+    neither, nor does another node's pod: redoing the part cost a pass over the node's workloads (~2 ms at 500
+    pods) before the learned route reached the kernel. The policy program and the BGP view come from the
+    builders it is given (the agent's own: its PolicyBuilder owns the agent's one PolicyCompiler). Not
+    thread-safe: the agent's loop thread.
+    """
 
-def _local_part(model: Model, node: str, links: Mapping[str, Link]) -> _LocalPart:
-    if _LAST_LOCAL:
-        kept_model, generation, kept_node, kept_links, part = _LAST_LOCAL[0]
-        # links by value (the loop replaces its links only when they change, so this compares the same Link
-        # objects, which dict equality checks by identity first)
-        if kept_model is model and generation == model.local_generation(node) and kept_node == node \
-                and kept_links == links:
-            return part
-    part = _compute_local_part(model, node, links)
-    _LAST_LOCAL[:] = [(model, model.local_generation(node), node, dict(links), part)]
-    return part
+    def __init__(self, node: str, *, policy_builder: BuildPolicy | None = None,
+                 bgp_builder: BuildBGPView | None = None) -> None:
+        self.node = node
+        self.policy_builder = policy_builder
+        self.bgp_builder = bgp_builder
+        self._wiring = LocalWiring()
+        # The last local part, with the model (by identity), its local generation and the links it came from.
+        self._last: tuple[Model, int, dict[str, Link], _LocalPart] | None = None
 
+    def desired(self, model: Model, links: Mapping[str, Link], learned: Mapping[str, Sequence[str]], *,
+                node_ips: Iterable[str] = (), policy: bool = True, bgp: bool = True) -> DesiredState:
+        """The desired state (see :func:`compute`); ``policy``/``bgp`` False leave out the policy program / the
+        BGP view (a side that does not use them)."""
+        part = self._local_part(model, links)
+        own_ips = part.own_ips.union(node_ips)
+        learned_routes = _learned_routes(learned, part.taken, own_ips, part.svc_cidrs)
+        program = self.policy_builder(model, self.node) if policy and self.policy_builder else None
+        bgp_view = self.bgp_builder(model, self.node) if bgp and self.bgp_builder else None
+        return DesiredState(routes=part.routes.union(learned_routes.values()), interfaces=part.interfaces,
+                            advertisements=part.adverts, policy=program, bgp_view=bgp_view,
+                            nat=nat_outgoing(model.pools.values()),
+                            local_endpoints=part.local_endpoints, local_blocks=part.local_blocks,
+                            rejected_workloads=part.rejected, waiting_for_interfaces=part.waiting)
 
-# One LocalWiring per node name (an agent calculates for its own node only; tests use a few).
-_WIRINGS: dict[str, LocalWiring] = {}
+    def policy_side(self, model: Model) -> DesiredState:
+        """:func:`compute_policy` with this calculation's policy builder."""
+        return compute_policy(model, self.node, self.policy_builder)
 
+    def _local_part(self, model: Model, links: Mapping[str, Link]) -> _LocalPart:
+        generation = model.local_generation(self.node)
+        if self._last is not None:
+            kept_model, kept_generation, kept_links, part = self._last
+            # links by value (the loop replaces its links only when they change, so this compares the same Link
+            # objects, which dict equality checks by identity first)
+            if kept_model is model and kept_generation == generation and kept_links == links:
+                return part
+        part = self._compute_local_part(model, links)
+        self._last = (model, generation, dict(links), part)
+        return part
 
-def _compute_local_part(model: Model, node: str, links: Mapping[str, Link]) -> _LocalPart:
-    blocks = sorted({a.cidr: a for a in model.affinities_of(node) if a.state == "confirmed"}.values(),
-                    key=lambda a: (a.cidr.version, int(a.cidr.network_address), a.cidr.prefixlen))
-    no_export = cover_index(frozenset(p.cidr for p in model.pools.values() if p.disable_bgp_export))
-    wiring = _WIRINGS.get(node)
-    if wiring is None:
-        if len(_WIRINGS) >= 8:
-            _WIRINGS.clear()
-        wiring = _WIRINGS[node] = LocalWiring()
-    wiring.update(model.workloads_by_key(node), links, cover_index(frozenset(b.cidr for b in blocks)), no_export,
-                  cover_index(frozenset(p.cidr for p in model.pools.values())), pool_index(model))
+    def _compute_local_part(self, model: Model, links: Mapping[str, Link]) -> _LocalPart:
+        blocks = sorted({a.cidr: a for a in model.affinities_of(self.node) if a.state == "confirmed"}.values(),
+                        key=lambda a: (a.cidr.version, int(a.cidr.network_address), a.cidr.prefixlen))
+        no_export = cover_index(frozenset(p.cidr for p in model.pools.values() if p.disable_bgp_export))
+        wiring = self._wiring
+        wiring.update(model.workloads_by_key(self.node), links, cover_index(frozenset(b.cidr for b in blocks)),
+                      no_export, cover_index(frozenset(p.cidr for p in model.pools.values())), pool_index(model))
 
-    block_routes, adverts, block_strs = set(), set(), set()
-    for b in blocks:
-        dst = b.cidr_text
-        block_strs.add(dst)
-        if not wiring.has_route(dst):   # a /32 block holding a workload's own address: the workload's route
-            block_routes.add(RouteSpec(dst=dst, kind="blackhole"))
-        if not _covered(b.cidr, no_export):
-            adverts.add(Advertisement(prefix=dst, reason="block"))
+        block_routes, adverts, block_strs = set(), set(), set()
+        for b in blocks:
+            dst = b.cidr_text
+            block_strs.add(dst)
+            if not wiring.has_route(dst):   # a /32 block holding a workload's own address: the workload's route
+                block_routes.add(RouteSpec(dst=dst, kind="blackhole"))
+            if not _covered(b.cidr, no_export):
+                adverts.add(Advertisement(prefix=dst, reason="block"))
 
-    config = model.bgp_configuration()
-    svc_cidrs = service_cidrs(checked(config, BGPConfigurationSpec).spec if config is not None else None)
-    adverts.update(Advertisement(prefix=p, reason="service")
-                   for p in service_prefixes(svc_cidrs, model.services.values(), wiring.serving.values()))
-    return _LocalPart(routes=frozenset(wiring.routes).union(block_routes), interfaces=frozenset(wiring.interfaces),
-                      adverts=frozenset(wiring.adverts).union(adverts), taken=frozenset(wiring.dsts).union(block_strs),
-                      own_ips=frozenset(wiring.own_ips), svc_cidrs=svc_cidrs, local_endpoints=wiring.accepted,
-                      local_blocks=len(blocks), rejected=tuple(sorted(wiring.refused)),
-                      waiting=tuple(sorted(wiring.waiting)))
+        config = model.bgp_configuration()
+        svc_cidrs = service_cidrs(checked(config, BGPConfigurationSpec).spec if config is not None else None)
+        adverts.update(Advertisement(prefix=p, reason="service")
+                       for p in service_prefixes(svc_cidrs, model.services.values(), wiring.serving.values()))
+        return _LocalPart(routes=frozenset(wiring.routes).union(block_routes),
+                          interfaces=frozenset(wiring.interfaces), adverts=frozenset(wiring.adverts).union(adverts),
+                          taken=frozenset(wiring.dsts).union(block_strs), own_ips=frozenset(wiring.own_ips),
+                          svc_cidrs=svc_cidrs, local_endpoints=wiring.accepted, local_blocks=len(blocks),
+                          rejected=tuple(sorted(wiring.refused)), waiting=tuple(sorted(wiring.waiting)))
 
 
 def compute_policy(model: Model, node: str, policy_builder: BuildPolicy | None) -> DesiredState:

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from felix.addtrace import Token, TraceBook
-from felix.calc import BuildBGPView, BuildPolicy, KeyUpdateLike, Model, compute, compute_policy
+from felix.calc import BuildBGPView, BuildPolicy, Calculation, KeyUpdateLike, Model
 from felix.dataplane import Dataplane
 from felix.desired import DesiredState
 from felix.links import Link
@@ -120,8 +120,8 @@ class SyncLoop:
         self.config = config
         self.health = health or HealthState()
         self.node_ips = tuple(node_ips)
-        self.policy_builder = policy_builder
-        self.bgp_builder = bgp_builder
+        # The calculation owns the builders and what it keeps between runs (felix.calc.Calculation).
+        self.calculation = Calculation(node, policy_builder=policy_builder, bgp_builder=bgp_builder)
         self.on_applied = on_applied
         self.on_config = on_config
         self.io = io_executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-routes")
@@ -171,6 +171,18 @@ class SyncLoop:
             side.dirty = True
         if self._wake is not None:
             self._wake.set()
+
+    @property
+    def policy_builder(self) -> BuildPolicy | None:
+        return self.calculation.policy_builder
+
+    @policy_builder.setter
+    def policy_builder(self, builder: BuildPolicy | None) -> None:
+        self.calculation.policy_builder = builder
+
+    @property
+    def bgp_builder(self) -> BuildBGPView | None:
+        return self.calculation.bgp_builder
 
     def on_updates(self, updates: Sequence[KeyUpdateLike]) -> None:
         n = self.model.apply(updates)
@@ -288,9 +300,8 @@ class SyncLoop:
         """The desired state; ``policy``/``bgp`` False leave out the policy program / the BGP view (a side that
         does not use them: each is built from the whole node or cluster, on this thread, on every apply)."""
         with metrics.CALC_TIME.time():
-            return compute(self.model, self.node, self.links, self.learned, node_ips=self.node_ips,
-                           policy_builder=self.policy_builder if policy else None,
-                           bgp_builder=self.bgp_builder if bgp else None)
+            return self.calculation.desired(self.model, self.links, self.learned, node_ips=self.node_ips,
+                                            policy=policy, bgp=bgp)
 
     def _credit(self, side: _Side, now: float) -> float:
         """The side's apply credits at ``now``: one more per ``min_interval`` since the last count, up to ``burst``."""
@@ -407,7 +418,7 @@ class SyncLoop:
             self._pending_updates = 0
         if side is not self.routes_side:
             with metrics.CALC_TIME.time():
-                return revision, compute_policy(self.model, self.node, self.policy_builder)
+                return revision, self.calculation.policy_side(self.model)
         desired = self.desired(policy=False, bgp=True)
         metrics.LOCAL_ENDPOINTS.set(desired.local_endpoints)
         metrics.REJECTED_ENDPOINTS.set(len(desired.rejected_workloads))

@@ -82,10 +82,6 @@ def wire_one(w: Workload, ifindex: int | None, blocks: NetIndex, no_export: NetI
     return WorkloadWiring(InterfaceSpec(w.ifname) if ifindex is not None else None, tuple(nets))
 
 
-# Refused workload key -> the addresses last warned about, so a refusal is logged once per change.
-_REPORTED: dict[str, tuple[str, ...]] = {}
-
-
 def _count(counts: dict[object, int], item: object, step: int) -> None:
     n = counts.get(item, 0) + step
     if n > 0:
@@ -122,6 +118,8 @@ class LocalWiring:
         self.own_ips: dict[str, int] = {}
         self.serving: dict[str, Resource] = {}
         self.refused: dict[str, None] = {}
+        # Refused workload key -> the addresses last warned about, so a refusal is logged once per change.
+        self._reported: dict[str, tuple[str, ...]] = {}
 
     @property
     def accepted(self) -> int:
@@ -172,14 +170,14 @@ class LocalWiring:
         if stray:
             # Routing, proxy-ARPing or advertising an address outside every pool would let a
             # WorkloadEndpoint written straight into etcd capture node or external traffic.
-            if _REPORTED.get(key) != w.dsts:
+            if self._reported.get(key) != w.dsts:
                 _log.warning("workload skipped: addresses outside every IPPool wep=%s addresses=%s", key,
                              ",".join(stray))
-                _REPORTED[key] = w.dsts
+                self._reported[key] = w.dsts
             self._share[key] = (w, None)
             self.refused[key] = None
             return
-        _REPORTED.pop(key, None)
+        self._reported.pop(key, None)
         link = links.get(w.ifname)
         wiring = self._wire(w, link.index if link is not None and link.up else None, blocks, no_export, in_pools)
         self._share[key] = (w, wiring)
@@ -188,7 +186,7 @@ class LocalWiring:
     def _drop(self, key: str, touched: set[str]) -> None:
         kept = self._share.pop(key, None)
         if kept is None:
-            _REPORTED.pop(key, None)
+            self._reported.pop(key, None)
             return
         w, wiring = kept
         _discard(self._by_ifname, w.ifname, key)

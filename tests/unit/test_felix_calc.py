@@ -9,7 +9,17 @@ import random
 import pytest
 
 from felix import wiring
-from felix.calc import Model, Pool, PoolIndex, Workload, compute, compute_policy, outside_pools, pool_index
+from felix.calc import (
+    Calculation,
+    Model,
+    Pool,
+    PoolIndex,
+    Workload,
+    compute,
+    compute_policy,
+    outside_pools,
+    pool_index,
+)
 from felix.desired import Advertisement, InterfaceSpec, RouteSpec
 from felix.links import Link
 from l3net.keys import KeyLayout
@@ -200,11 +210,10 @@ def test_pool_index_answers_as_the_pools_say_is_shared_per_pool_set_and_bounded(
 def test_remembered_wiring_gives_what_a_cold_calculation_gives_through_any_sequence_of_changes() -> None:
     """The calculation re-wires only changed workloads (felix.wiring.LocalWiring): after each random change to the
     workloads, their interfaces, the node's blocks and the pools, the result equals one computed from cold."""
-    import felix.calc as calc
-
     rng = random.Random(18)
     model = model_of([pool("p1", "10.65.0.0/16"), aff("n1", "10.65.0.0/26")])
     links: dict[str, Link] = {}
+    warm = Calculation("n1")
     for step in range(600):
         i = rng.randrange(12)
         choice = rng.random()
@@ -226,38 +235,30 @@ def test_remembered_wiring_gives_what_a_cold_calculation_gives_through_any_seque
             model.apply([pool("p2", "10.65.9.0/24", disableBGPExport=rng.random() < 0.5)])
         else:
             model.apply([pool("p3", "10.70.0.0/16")] if rng.random() < 0.5 else [Upd(pool("p3", "x").key, None)])
-        warm = compute(model, "n1", links, LEARNED)
-        kept = dict(calc._WIRINGS)   # the warm path keeps its whole history; each cold one starts empty
-        calc._WIRINGS.clear()
-        calc._LAST_LOCAL.clear()
-        assert warm == compute(model, "n1", links, LEARNED), f"step {step}"
-        calc._WIRINGS.clear()
-        calc._WIRINGS.update(kept)
-        calc._LAST_LOCAL.clear()
+        # the warm calculation keeps its whole history; compute() is a calculation from cold
+        assert warm.desired(model, links, LEARNED) == compute(model, "n1", links, LEARNED), f"step {step}"
 
 
 def test_a_block_claim_rewires_only_the_workloads_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A node's churn claims and releases one block at a time: the workloads outside it keep their wiring, and
     the one inside it is re-wired (its address stops being borrowed and is no longer advertised alone)."""
-    import felix.calc as calc
-
-    calc._WIRINGS.clear()
     updates = [pool("p1", "10.65.0.0/16"), aff("n1", "10.65.0.0/26"), wep("in", "n1", ["10.65.3.7/32"], "cali1")]
     updates += [wep(f"w{i}", "n1", [f"10.65.0.{i + 2}/32"], f"cali{i + 2}") for i in range(20)]
     model = model_of(updates)
     links = {f"cali{i}": Link(f"cali{i}", 10 + i, True) for i in range(1, 23)}
-    before = compute(model, "n1", links, {})
-    assert Advertisement("10.65.3.7/32", "borrowed") in before.advertisements
     wired: list[str] = []
-    real = wiring.wire_one
-    calc._WIRINGS["n1"]._wire = lambda w, *a: wired.append(w.ifname) or real(w, *a)
+    calculation = Calculation("n1")
+    calculation._wiring._wire = lambda w, *a: wired.append(w.ifname) or wiring.wire_one(w, *a)
+    before = calculation.desired(model, links, {})
+    assert Advertisement("10.65.3.7/32", "borrowed") in before.advertisements and len(wired) == 21
+    wired.clear()
     model.apply([aff("n1", "10.65.3.0/26")])
-    after = compute(model, "n1", links, {})
+    after = calculation.desired(model, links, {})
     assert wired == ["cali1"]
     assert Advertisement("10.65.3.7/32", "borrowed") not in after.advertisements
     assert Advertisement("10.65.3.0/26", "block") in after.advertisements
     model.apply([Upd(aff("n1", "10.65.3.0/26").key, None)])   # released: borrowed again
-    assert compute(model, "n1", links, {}).advertisements == before.advertisements
+    assert calculation.desired(model, links, {}).advertisements == before.advertisements
     assert wired == ["cali1", "cali1"]
 
 
@@ -308,36 +309,36 @@ def test_the_address_owners_kept_as_workloads_come_and_go_equal_a_walk_of_the_cl
 
 
 def test_a_learned_route_reuses_the_local_part_and_a_model_or_link_change_redoes_it() -> None:
-    """compute keeps what it derived from the model and the links while neither changes (a route learned
-    over BGP changes neither); the result is the one a fresh calculation gives either way."""
-    from felix import calc
-
+    """A Calculation keeps what it derived from the model and the links while neither changes (a route learned
+    over BGP changes neither); the result is the one a calculation from cold gives either way."""
     model = model_of(STATE)
-    first = compute(model, "n1", LINKS, {})
-    part = calc._LAST_LOCAL[0][-1]
-    learned = compute(model, "n1", LINKS, LEARNED, node_ips=["10.0.0.1"])
-    assert calc._LAST_LOCAL[0][-1] is part
+    calculation = Calculation("n1")
+    first = calculation.desired(model, LINKS, {})
+    part = calculation._last
+    learned = calculation.desired(model, LINKS, LEARNED, node_ips=["10.0.0.1"])
+    assert calculation._last is part
     assert learned == compute(model_of(STATE), "n1", dict(LINKS), LEARNED, node_ips=["10.0.0.1"])
     assert learned.routes > first.routes and learned.interfaces == first.interfaces
     up = {**LINKS, "cali3": Link("cali3", 13, True)}
-    assert RouteSpec("10.65.0.4/32", "workload", ifname="cali3", ifindex=13) in compute(model, "n1", up, {}).routes
-    assert calc._LAST_LOCAL[0][-1] is not part
+    route = RouteSpec("10.65.0.4/32", "workload", ifname="cali3", ifindex=13)
+    assert route in calculation.desired(model, up, {}).routes
+    assert calculation._last is not part
     model.apply([wep("g", "n1", ["10.65.0.8/32"], "cali2")])
-    assert RouteSpec("10.65.0.8/32", "workload", ifname="cali2", ifindex=12) in compute(model, "n1", up, {}).routes
+    route = RouteSpec("10.65.0.8/32", "workload", ifname="cali2", ifindex=12)
+    assert route in calculation.desired(model, up, {}).routes
 
 
 def test_another_nodes_pod_keeps_the_local_part_and_anything_else_redoes_it() -> None:
     """The local part is kept across another node's workloads and affinities; this node's workloads and
     affinities, pools and cluster-wide resources each move the node's local generation."""
-    from felix import calc
-
     model = model_of(STATE)
-    compute(model, "n1", LINKS, {})
-    part = calc._LAST_LOCAL[0][-1]
+    calculation = Calculation("n1")
+    calculation.desired(model, LINKS, {})
+    part = calculation._last
     model.apply([wep("z", "n2", ["10.65.7.20/32"], "cali20"), aff("n2", "10.65.9.0/26"),
                  Upd(wep("e", "n2", [], "").key, None)])
-    kept = compute(model, "n1", LINKS, {})
-    assert calc._LAST_LOCAL[0][-1] is part
+    kept = calculation.desired(model, LINKS, {})
+    assert calculation._last is part
     assert kept == compute(model_of(model_updates(model)), "n1", LINKS, {})
     for change in (wep("y", "n1", ["10.65.0.30/32"], "cali1"), aff("n1", "10.65.2.0/26"),
                    pool("p3", "10.98.0.0/16"), Upd(KEYS.resource("bgpconfigurations", "default"), Resource(
@@ -347,8 +348,9 @@ def test_another_nodes_pod_keeps_the_local_part_and_anything_else_redoes_it() ->
         before = model.local_generation("n1")
         model.apply([change])
         assert model.local_generation("n1") > before, change.key
-        fresh = compute(model, "n1", LINKS, {})
-        assert calc._LAST_LOCAL[0][-1] is not part
+        fresh = calculation.desired(model, LINKS, {})
+        assert calculation._last is not part
+        part = calculation._last
         assert fresh == compute(model_of(model_updates(model)), "n1", LINKS, {})
 
 
