@@ -16,13 +16,15 @@ Calico's confd does for BIRD (``bgp_processor.go``):
 - AS per node (``Node.spec.bgp.asNumber``): eBGP when the ASNs differ (RFC 7938).
 
 The view reads the model's typed specs (:mod:`l3net.model.bgp_specs`, and
-:mod:`l3net.model.bgpfilter_spec` for BGPFilters), never the raw documents: every value was
-parsed once, by the model. What it still refuses depends on the cluster or the node, not on
-one document, and ``NodeBGPView.errors`` names the field and reason: a single-hop eBGP peer
-on none of the node's subnets (unless ``ebgpMultihop`` or ``ttlSecurity``), a
-``secretKeyRef`` password that cannot be read here (``bgp.secrets``; the peer is refused, the
-mesh runs without a password) and a BGPFilter that is not there (``bgp.policy``). A refused
-BGPPeer never adds a partial peering.
+:mod:`l3net.model.bgpfilter_spec` for BGPFilters), never the raw documents: every value was parsed
+once, by the model. ``nodeSelector``/``peerSelector`` are compiled by the model's one selector
+compiler (:func:`l3net.model.selectors.parse_calico`): absent or empty selects every node, an
+expression that does not parse is logged and selects none (fail closed). What it still refuses
+depends on the cluster or the node, not on one document, and ``NodeBGPView.errors`` names the field
+and reason: a single-hop eBGP peer on none of the node's subnets (unless ``ebgpMultihop`` or
+``ttlSecurity``), a ``secretKeyRef`` password that cannot be read here (``bgp.secrets``; the peer is
+refused, the mesh runs without a password) and a BGPFilter that is not there (``bgp.policy``). A
+refused BGPPeer never adds a partial peering.
 
 A Resource the model did not validate (built by hand) is checked with the model's rules at
 this edge (``bgp_specs.checked``, ``bgpfilter_spec``): its errors join ``NodeBGPView.errors``;
@@ -46,12 +48,12 @@ from typing import Any
 
 from bgp.policy import FilterRule, ImportContext, build_import_context, rules_of
 from bgp.secrets import SecretReader, resolve_password
-from bgp.selectors import compile_selector
 from l3net.constants import BGP_PORT, DEFAULT_AS_NUMBER
 from l3net.errors import FieldError, ValidationError
 from l3net.model.bgp_specs import BfdLayer, BGPConfigurationSpec, BGPPeerSpec, NodeBGP, Password, bfd_settings, checked
 from l3net.model.bgpfilter_spec import BGPFilterSpec, bgpfilter_spec
 from l3net.model.resource import Resource
+from l3net.model.selectors import parse_calico
 from l3net.model.validate.bfd import BfdSettings
 
 _log = logging.getLogger(__name__)
@@ -498,7 +500,7 @@ class _ViewBuilder:
 
     def selector_peers(self, s: BGPPeerSpec, kind: str, prefix: str, ps: _PeerSettings) -> None:
         me = self.me
-        peer_sel = compile_selector(s.peer_selector)
+        peer_sel = parse_calico(s.peer_selector, where="BGPPeer spec.peerSelector").matches
         others = [n for n in sorted(self.infos.values(), key=lambda n: n.name) if n.name != me.name]
         targets: dict[str, _NodeInfo] = {}
         if _selects(s, me):
@@ -515,7 +517,7 @@ def _selects(s: BGPPeerSpec, n: _NodeInfo) -> bool:
         return True
     if s.node:
         return n.name == s.node
-    return bool(compile_selector(s.node_selector)(n.labels))
+    return parse_calico(s.node_selector, where="BGPPeer spec.nodeSelector").matches(n.labels)
 
 
 def _off_subnet(ip: str, subnets: tuple[str, ...]) -> bool:
