@@ -1,7 +1,9 @@
 """EtcdDatastore over https:// against a real etcd that demands client certificates.
 
 The test makes its own CA, server and client certificates with openssl in a temporary
-directory, so nothing here depends on files outside the test.
+directory, so nothing here depends on files outside the test. .ci/setup installs openssl, and
+under `make test` tests/conftest.py (STRICT_TOOLS) refuses to start without it; only a run outside
+`make test` skips here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from l3net.lab.etcdserver import EtcdServer, ServerTLS, free_port
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make test certificates"),
+    pytest.mark.skipif(shutil.which("openssl") is None,
+                       reason="needs the openssl command to make test certificates (Debian openssl; make setup)"),
 ]
 
 
