@@ -184,3 +184,42 @@ def test_agent_applies_a_live_change_and_holds_a_restart_one(caplog: pytest.LogC
     finally:
         root.setLevel(level)
         agent.io.shutdown(wait=False)
+
+
+def test_resolve_maps_the_models_typed_spec_the_same_as_the_validated_spec() -> None:
+    from l3net.model.felixconfiguration_spec import felixconfiguration_spec
+
+    view = FelixConfigView(KEYS, "n1")
+    view.load_raw(dict([_put("default", {"logSeverityScreen": "Warning", "routeRefreshInterval": "10m",
+                                         "failsafeInboundHostPorts": [{"port": 22}, {"protocol": "TCP", "port": 22}]}),
+                        _put("node.n1", {"routeRefreshInterval": "2s", "reportingTTL": "5.5s"})]))
+    (res,) = load_documents(_put("node.n1", {"routeRefreshInterval": "2s", "reportingTTL": "5.5s"})[1].decode(), "x")
+    assert view.typed["node.n1"] == felixconfiguration_spec(res) and set(view.typed) == set(view.specs)
+    base = config.load({"node": "n1"}, {})
+    cfg, from_specs = resolve(base, view.typed, "n1"), resolve(base, view.specs, "n1")
+    assert (cfg.as_dict(), cfg.sources) == (from_specs.as_dict(), from_specs.sources)
+    assert (cfg.log_level, cfg.route_refresh_interval, cfg.status_ttl) == ("WARNING", 2.0, 6)
+    assert cfg.failsafe_inbound_host_ports == (("tcp", 22),)
+
+
+def test_a_spec_the_model_refuses_is_skipped_and_the_next_source_applies(caplog: pytest.LogCaptureFixture) -> None:
+    base = config.load({"node": "n1"}, {})
+    with caplog.at_level(logging.WARNING, logger="felix.felixconfig"):
+        cfg = resolve(base, {"node.n1": {"routeRefreshInterval": "soon"},
+                             "default": _spec("{routeRefreshInterval: 3s}")}, "n1")
+    assert cfg.route_refresh_interval == 3.0 and cfg.sources["route_refresh_interval"] == "FelixConfiguration default"
+    assert "FelixConfiguration not taken resource=node.n1" in caplog.text and "spec.routeRefreshInterval" in caplog.text
+
+
+def test_a_hand_built_resource_the_model_refuses_keeps_the_previous_values() -> None:
+    from l3net.model.resource import Resource
+
+    view = FelixConfigView(KEYS, "n1")
+    key, good = _put("default", {"routeRefreshInterval": "9s"})
+    view.load_raw({key: good})
+    bad = Resource(kind="FelixConfiguration", name="default", spec={"routeRefreshInterval": "0s"})
+    assert view.update({key: bad}, {}) is False
+    assert view.specs == {"default": {"routeRefreshInterval": "9s"}}
+    assert view.typed["default"].route_refresh_interval == 9.0
+    ok = Resource(kind="FelixConfiguration", name="default", spec={"routeRefreshInterval": "4s"})
+    assert view.update({key: ok}, {}) is True and view.typed["default"].route_refresh_interval == 4.0

@@ -18,6 +18,7 @@ from l3net.errors import ValidationError
 from l3net.model import (
     bgp_specs,
     bgpfilter_spec,
+    felixconfiguration_spec,
     hostendpoint_spec,
     ippool_spec,
     ipreservation_spec,
@@ -115,6 +116,8 @@ def test_every_schema_field_is_implemented_or_refused(kind: str) -> None:
 TYPED: dict[str, tuple[Any, Any]] = {**{kind: (bgp_specs, t) for kind, t in bgp_specs.SPEC_TYPES.items()},
                                      "IPPool": (ippool_spec, ippool_spec.IPPoolSpec),
                                      "IPReservation": (ipreservation_spec, ipreservation_spec.IPReservationSpec),
+                                     "FelixConfiguration": (felixconfiguration_spec,
+                                                            felixconfiguration_spec.FelixConfigurationSpec),
                                      "WorkloadEndpoint": (workload_spec, workload_spec.WorkloadSpec),
                                      "HostEndpoint": (hostendpoint_spec, hostendpoint_spec.HostEndpointSpec),
                                      **{kind: (networkset_spec, networkset_spec.NetworkSetSpec)
