@@ -77,7 +77,7 @@ class Dataplane:
         self.interfaces = interfaces
         self.ipsets = ipsets
         self.iptables = iptables
-        self._workload_routes: dict[str, RouteSpec] | None = None  # by dst, as last applied
+        self._routes: frozenset[RouteSpec] | None = None  # the desired routes, as last applied
         self._links: dict[str, Link] | None = None  # as last applied
         self._last: ApplyReport | None = None
 
@@ -113,16 +113,18 @@ class Dataplane:
 
     def _reread_workload_routes(self, desired: DesiredState, links: Mapping[str, Link]) -> None:
         """Re-read the routes through new workload interfaces, and retry refused routes when links changed."""
-        now = {r.dst: r for r in desired.routes if r.kind == "workload"}
-        before, self._workload_routes = self._workload_routes, now
+        now = desired.routes if isinstance(desired.routes, frozenset) else frozenset(desired.routes)
+        before, self._routes = self._routes, now
         links_before, self._links = self._links, dict(links)
         if before is None:
             return  # the first apply follows start(), which has just read the table
         if links_before != self._links:
             self.routes.retry_refused("links changed")
         new_ifs = set()
-        for dst, r in now.items():
-            if before.get(dst) != r:
+        # A workload route not in the last desired set is new or changed (one route per destination): only
+        # those, not every route of the node, are looked at.
+        for r in now - before:
+            if r.kind == "workload":
                 idx = r.ifindex if r.ifindex is not None else getattr(links.get(r.ifname or ""), "index", None)
                 if idx is not None:
                     new_ifs.add(idx)

@@ -206,6 +206,15 @@ class RouteDriver:
         self._retry_refused = False
         self._last_conflicts: list[str] = []
         self._last_invalid: list[str] = []
+        self._by_dst: dict[str, list[KernelRoute]] | None = None   # our routes by destination, per apply
+        self._twins = 0   # routes of ours adopted at another metric than the desired one, ever
+        self._by_name = 0   # workload routes looked up by interface name, ever
+        # Counts every change to the cache from outside an apply's own writes (a re-read of the kernel).
+        self._epoch = 0
+        # The desired routes of the last apply that left the cache exactly equal to them (nothing refused,
+        # conflicting, malformed or waiting for a link), and the epoch then: the next apply needs to look
+        # only at the routes that came or went since, not at every route of the node (see _delta).
+        self._clean: tuple[frozenset[RouteSpec], int] | None = None
 
     # -- kernel view --------------------------------------------------------
     def resync(self) -> None:
@@ -215,6 +224,7 @@ class RouteDriver:
         self._ours = {r.slot: r for r in routes if r.proto == self.proto and r.table == MAIN_TABLE}
         self._foreign = {r.slot for r in routes if r.proto != self.proto and r.table == MAIN_TABLE}
         self._stale_cache = False
+        self._epoch += 1
         metrics.ROUTE_RESYNCS.inc()
         self._export_counts()
         _log.debug("route table re-read ours=%d foreign_slots=%d", len(self._ours), len(self._foreign))
@@ -232,11 +242,14 @@ class RouteDriver:
             seen = {r.slot: r for r in self.nl.dump_routes(oif=idx) if r.table == MAIN_TABLE and r.oif == idx}
             for slot in [s for s, r in self._ours.items() if r.oif == idx and s not in seen]:
                 del self._ours[slot]
+                self._epoch += 1
             for slot, r in seen.items():
-                if r.proto == self.proto:
-                    self._ours[slot] = r
-                else:
+                if r.proto != self.proto:
                     self._foreign.add(slot)
+                    self._epoch += 1
+                elif self._ours.get(slot) != r:
+                    self._ours[slot] = r
+                    self._epoch += 1
         _log.debug("routes re-read for interfaces ifindexes=%s", sorted(set(ifindexes)))
 
     def invalidate(self, reason: str) -> None:
@@ -311,45 +324,14 @@ class RouteDriver:
     def _diff(self, desired: Iterable[RouteSpec], keep_stale_learned: bool, sweep: bool,
               result: RouteApplyResult) -> list[tuple[str, KernelRoute]]:
         """The writes that turn our cached routes into ``desired`` (pure, no I/O besides link lookups)."""
+        delta = self._delta(desired, keep_stale_learned, sweep)
+        if delta is not None:
+            return self._diff_delta(*delta, result)
         writes: list[tuple[str, KernelRoute]] = []
         wanted_slots: set[tuple[str, int]] = set()
-        by_dst: dict[str, list[KernelRoute]] | None = None  # built on first need: O(n) once, not per route
+        self._by_dst = None
         for spec in desired:
-            try:
-                want = self._wanted(spec)
-            except ValueError as exc:
-                # Bad data is absence: the route is skipped, named, and everything else goes on.
-                result.invalid.append(f"{spec.dst}: {exc}")
-                continue
-            if want is None:
-                result.missing_links.append(spec.ifname or "")
-                continue
-            have = self._ours.get(want.slot)
-            if have is not None and self._same(have, want):
-                wanted_slots.add(want.slot)
-                continue
-            # Our route for this destination at another metric (e.g. the CNI plugin's own /32,
-            # written before the agent saw the workload) is adopted as is rather than churned.
-            if by_dst is None:
-                by_dst = {}
-                for r in self._ours.values():
-                    by_dst.setdefault(r.dst, []).append(r)
-            twin = next((r for r in by_dst.get(want.dst, ()) if self._same(r, want)), None)
-            if twin is not None:
-                wanted_slots.add(twin.slot)
-                continue
-            wanted_slots.add(want.slot)  # whatever of ours holds it now stays until the kernel takes `want`
-            if have is None and want.slot in self._foreign:
-                result.conflicts.append(want.dst)
-                continue
-            # Replace only what we own: a slot we do not hold is created exclusively, so a foreign route
-            # put there since the last re-read is refused by the kernel (EEXIST) rather than overwritten.
-            op = REPLACE if have is not None else CREATE
-            ref = self._still_refused(op, want)
-            if ref is not None:
-                result.refused.append(ref)
-                continue
-            writes.append((op, want))
+            self._plan(spec, result, writes, wanted_slots)
         writes.sort(key=lambda w: (w[1].dst, w[1].metric))
         ops: list[tuple[str, KernelRoute]] = writes
         if sweep:
@@ -366,6 +348,84 @@ class RouteDriver:
         result.invalid.sort()
         return ops
 
+    def _delta(self, desired: Iterable[RouteSpec], keep_stale_learned: bool,
+               sweep: bool) -> tuple[frozenset[RouteSpec], frozenset[RouteSpec]] | None:
+        """(added, removed) desired routes since the last clean apply, when only those need a look: the cache
+        holds exactly that apply's routes and nothing was re-read since. None: diff every route."""
+        clean = self._clean
+        if clean is None or clean[1] != self._epoch or self._stale_cache or self._retry_refused \
+                or keep_stale_learned or not sweep or not isinstance(desired, frozenset):
+            return None
+        removed = clean[0] - desired
+        # A removed route's slot comes from the memo: rebuilding it may look up a link that is gone by now
+        # (a workload route given by interface name), so one that is not remembered takes the full diff.
+        if not all(spec in self._wanted_memo for spec in removed):
+            return None
+        return desired - clean[0], removed
+
+    def _diff_delta(self, added: frozenset[RouteSpec], removed: frozenset[RouteSpec],
+                    result: RouteApplyResult) -> list[tuple[str, KernelRoute]]:
+        """:meth:`_diff` from a clean apply: what the added routes need, and the removed routes' slots that no
+        added route takes over (every other slot of ours is wanted as it is)."""
+        writes: list[tuple[str, KernelRoute]] = []
+        wanted_slots: set[tuple[str, int]] = set()
+        self._by_dst = None
+        for spec in added:
+            self._plan(spec, result, writes, wanted_slots)
+        writes.sort(key=lambda w: (w[1].dst, w[1].metric))
+        gone = set()
+        for spec in removed:
+            slot = self._wanted_memo[spec].slot   # the clean apply wrote it (see _delta)
+            if slot not in wanted_slots and slot in self._ours:
+                gone.add(slot)
+        ops = writes + [(DELETE, self._ours[slot]) for slot in sorted(gone)]
+        result.missing_links.sort()
+        result.invalid.sort()
+        return ops
+
+    def _plan(self, spec: RouteSpec, result: RouteApplyResult, writes: list[tuple[str, KernelRoute]],
+              wanted_slots: set[tuple[str, int]]) -> None:
+        """Add what ``spec`` needs to ``writes`` (nothing when our route holds it already), its slot to
+        ``wanted_slots``, and what keeps it from the kernel to ``result``."""
+        if spec.kind == "workload" and spec.ifindex is None:
+            self._by_name += 1
+        try:
+            want = self._wanted(spec)
+        except ValueError as exc:
+            # Bad data is absence: the route is skipped, named, and everything else goes on.
+            result.invalid.append(f"{spec.dst}: {exc}")
+            return
+        if want is None:
+            result.missing_links.append(spec.ifname or "")
+            return
+        have = self._ours.get(want.slot)
+        if have is not None and self._same(have, want):
+            wanted_slots.add(want.slot)
+            return
+        # Our route for this destination at another metric (e.g. the CNI plugin's own /32,
+        # written before the agent saw the workload) is adopted as is rather than churned.
+        if self._by_dst is None:   # built on first need: O(n) once per apply, not per route
+            self._by_dst = {}
+            for r in self._ours.values():
+                self._by_dst.setdefault(r.dst, []).append(r)
+        twin = next((r for r in self._by_dst.get(want.dst, ()) if self._same(r, want)), None)
+        if twin is not None:
+            wanted_slots.add(twin.slot)
+            self._twins += 1
+            return
+        wanted_slots.add(want.slot)  # whatever of ours holds it now stays until the kernel takes `want`
+        if have is None and want.slot in self._foreign:
+            result.conflicts.append(want.dst)
+            return
+        # Replace only what we own: a slot we do not hold is created exclusively, so a foreign route
+        # put there since the last re-read is refused by the kernel (EEXIST) rather than overwritten.
+        op = REPLACE if have is not None else CREATE
+        ref = self._still_refused(op, want)
+        if ref is not None:
+            result.refused.append(ref)
+            return
+        writes.append((op, want))
+
     def apply(self, desired: Iterable[RouteSpec], *, keep_stale_learned: bool = False,
               sweep: bool = True) -> RouteApplyResult:
         """Make our routes equal ``desired``, except what the kernel refuses (``result.refused``).
@@ -378,7 +438,9 @@ class RouteDriver:
         if self._stale_cache:
             self.resync()
         result = RouteApplyResult()
+        twins, by_name = self._twins, self._by_name
         ops = self._diff(desired, keep_stale_learned, sweep, result)
+        self._clean = None   # until this apply ends clean
         self._retry_refused = False
         failures: list[tuple[str, KernelRoute, OSError]] = []
         taken: list[KernelRoute] = []  # CREATEs answered EEXIST: someone holds the slot
@@ -401,6 +463,13 @@ class RouteDriver:
             self._report_skips(result)
             self._export_counts()
         self._settle_refusals(result)
+        # An adopted twin (our route at another metric) is a slot no desired route names: only a full diff
+        # sweeps it when its route goes. A workload route given by interface name depends on the links, which
+        # can change while the desired routes do not.
+        clean = not (failures or taken or result.refused or result.conflicts or result.invalid
+                     or result.missing_links or keep_stale_learned or not sweep or self._twins != twins
+                     or self._by_name != by_name)
+        self._clean = (desired, self._epoch) if clean and isinstance(desired, frozenset) else None
         if ops:
             _log.info("routes applied writes=%d refused=%d failed=%d missing_links=%d batches=%d", result.writes,
                       len(result.refused), len(failures), len(result.missing_links),
@@ -422,6 +491,7 @@ class RouteDriver:
         """Re-read the slots a CREATE found taken: a foreign route is a conflict (never overwritten); our own
         (e.g. the CNI plugin's, written since the last re-read) is adopted and corrected. Returns the writes
         still to do."""
+        self._epoch += 1
         want = {r.slot: r for r in taken}
         now = {r.slot: r for r in self.nl.dump_routes() if r.table == MAIN_TABLE and r.slot in want}
         retry: list[tuple[str, KernelRoute]] = []

@@ -42,3 +42,35 @@ def test_recreated_interface_is_configured_again_and_vanished_one_skipped() -> N
     assert drv.apply([InterfaceSpec("cali1")], {"cali1": Link("cali1", 9, True)}) == 0
     sysctls.add_iface("cali1")
     assert drv.apply([InterfaceSpec("cali1")], {"cali1": Link("cali1", 9, True)}) == 4
+
+
+class _CountingSysctls(FakeSysctls):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def read(self, path: str) -> str | None:
+        self.reads += 1
+        return super().read(path)
+
+
+def test_the_same_interfaces_and_links_again_cost_no_pass_until_a_refresh_or_a_vanished_interface() -> None:
+    """An apply with the very objects of the last complete one (a learned route's apply) reads nothing; a
+    refresh, new objects, or an interface that vanished mid-way make the next apply look again."""
+    sysctls = _CountingSysctls()
+    sysctls.add_iface("cali1")
+    drv = InterfaceDriver(sysctls)
+    want, links = frozenset({InterfaceSpec("cali1")}), {"cali1": Link("cali1", 5, True)}
+    assert drv.apply(want, links) == 5
+    reads = sysctls.reads
+    assert drv.apply(want, links) == 0 and sysctls.reads == reads
+    sysctls.values["net/ipv4/conf/cali1/proxy_arp"] = "0"
+    drv.invalidate("refresh")
+    assert drv.apply(want, links) == 1
+    both = frozenset({InterfaceSpec("cali1"), InterfaceSpec("cali2")})
+    links2 = {**links, "cali2": Link("cali2", 6, True)}
+    assert drv.apply(both, links2) == 0   # cali2 has no sysctls yet: vanished mid-way, so not settled
+    sysctls.add_iface("cali2")
+    assert drv.apply(both, links2) == 4   # the same objects, looked at again
+    reads = sysctls.reads
+    assert drv.apply(both, links2) == 0 and sysctls.reads == reads

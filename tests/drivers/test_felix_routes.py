@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import random
 
 import pytest
 
@@ -535,3 +536,74 @@ def test_reread_interfaces_adopts_the_cni_route_without_a_full_dump() -> None:
     assert drv.apply(spec).writes == 0 and nl.writes == writes
     assert nl.dumps == dumps and nl.oif_dumps == 1
     assert nl.table[cni.slot] == cni and nl.table[old.slot] == old and ("10.65.0.5/32", M) not in nl.table
+
+
+def _random_spec(rng: random.Random, i: int) -> RouteSpec:
+    kind = "bad" if i == 23 else rng.choice(["workload", "workload", "blackhole", "learned", "learned"])
+    if kind == "workload":
+        # by interface name (no index) only in one slot, so that the walk has clean stretches
+        return RouteSpec(f"10.65.0.{i}/32", "workload", ifname=f"cali{i % 6}", ifindex=None if i == 22 else 20 + i % 6)
+    if kind == "blackhole":
+        return RouteSpec(f"10.65.{i}.0/26", "blackhole")
+    if kind == "learned":
+        hops = rng.sample(["10.0.0.2", "10.0.0.3"], 2)[:rng.choice([1, 2])]
+        return RouteSpec(f"10.66.{i}.0/26", "learned", next_hops=tuple(hops))
+    return RouteSpec(f"10.67.{i}.0/26", "learned", next_hops=())   # malformed: no next hop
+
+
+def _disturb(rng: random.Random, event: float, nls: list[FakeNetlink], drivers: tuple[RouteDriver, ...],
+             links: dict[str, int]) -> None:
+    """One change outside the desired set, the same on both tables."""
+    if event < 0.04:     # a link comes or goes (a workload route without an index needs it)
+        name, gone = f"cali{rng.randrange(6)}", rng.random() < 0.3
+        for nl in nls:
+            nl.links.pop(name, None) if gone else nl.links.__setitem__(name, links[name])
+    elif event < 0.07:   # the kernel refuses, or stops refusing, a destination
+        dst = f"10.66.{rng.randrange(24)}.0/26"
+        for nl in nls:
+            nl.refuse.pop(dst, None) if dst in nl.refuse else nl.refuse.__setitem__(dst, errno.ENETUNREACH)
+    elif event < 0.10:   # someone else's route in a slot we may want; the CNI's own /32 at another metric
+        i = rng.randrange(24)
+        route = rng.choice([KernelRoute(f"10.66.{i}.0/26", proto=12, metric=M, gateways=("10.0.0.9",)),
+                            KernelRoute(f"10.65.0.{i}/32", ROUTE_PROTO, 0, scope=SCOPE_LINK, oif=20 + i % 6)])
+        for nl in nls:
+            nl.add(route)
+        for d in drivers:
+            d.reread_interfaces([route.oif]) if route.oif else d.invalidate("test")
+    elif event < 0.14:   # the others' routes and the refusals go, the links come back, and we re-read
+        for nl in nls:
+            nl.table = {k: r for k, r in nl.table.items() if r.proto == ROUTE_PROTO and r.metric == M}
+            nl.refuse.clear()
+            nl.links.update(links)
+        for d in drivers:
+            d.invalidate("test")
+
+
+def test_after_a_clean_apply_the_next_looks_only_at_what_changed_and_ends_where_a_full_diff_ends() -> None:
+    """A random walk of desired sets (routes come, go and change next hops; workload routes with and without
+    an interface index; malformed routes) and of the kernel (refusals; foreign routes, CNI routes and links
+    that appear and vanish; invalidations): the driver that diffs only the change since its last clean apply
+    leaves the same table and reports the same result as one that diffs every route on every apply."""
+    rng = random.Random(14)
+    links = {f"cali{k}": 20 + k for k in range(6)}
+    nls = [FakeNetlink(links=dict(links)), FakeNetlink(links=dict(links))]
+    warm, full = RouteDriver(nls[0]), RouteDriver(nls[1])
+    desired: dict[int, RouteSpec] = {}
+    fast = 0
+    for step in range(2000):
+        event = rng.random()
+        if event < 0.7:
+            i = rng.randrange(24)
+            if rng.random() < 0.35:
+                desired.pop(i, None)
+            else:
+                desired[i] = _random_spec(rng, i)
+        else:
+            _disturb(rng, event - 0.7, nls, (warm, full), links)
+        full._clean = None   # the reference diffs every route
+        want = frozenset(desired.values())
+        fast += warm._delta(want, False, True) is not None
+        results = [d.apply(want) for d in (warm, full)]
+        assert nls[0].table == nls[1].table, f"step {step}"
+        assert results[0] == results[1], f"step {step}"
+    assert fast > 100, fast   # the walk did exercise the delta path
