@@ -385,7 +385,7 @@ class Agent:
         """Resolve every parameter again (flags, environment, FelixConfiguration, ``config/`` keys) and apply
         what can change live; a change of any other parameter is logged as needing a restart."""
         legacy = felix_config.with_datastore(self.base_cfg, raw, self.keys, self.node)
-        wanted = felixconfig.resolve(legacy, self.felix_view.specs, self.node)
+        wanted = felixconfig.resolve(legacy, self.felix_view.typed, self.node)
         old = self.cfg
         self.cfg, pending = felixconfig.split_live(old, wanted, felix_config.LIVE_PARAMS)
         changed = sorted(n for n in felix_config.LIVE_PARAMS if getattr(old, n) != getattr(self.cfg, n))
@@ -480,7 +480,7 @@ def run(base: AgentConfig) -> int:
         felix_raw = config_from_view(initial, keys.resource_dir(felixconfig.PLURAL))
     felix_view = FelixConfigView(keys, base.node)
     felix_view.load_raw(felix_raw)
-    cfg = felixconfig.resolve(felix_config.with_datastore(base, raw, keys, base.node), felix_view.specs, base.node)
+    cfg = felixconfig.resolve(felix_config.with_datastore(base, raw, keys, base.node), felix_view.typed, base.node)
     logging.getLogger().setLevel(cfg.log_level)
     _log.info("agent configuration %s sources=%s", cfg.redacted(),
               {k: v for k, v in cfg.sources.items() if v != "default"})
