@@ -55,15 +55,17 @@ from l3net.cni.errors import (
 from l3net.cni.hostlock import ENV_LOCK_DIR, node_lock
 from l3net.constants import ENV_CNI_STARTED, WORKLOAD_GATEWAY_V4, WORKLOAD_HOST_MAC
 from l3net.datastore import EtcdDatastore, TLSFiles
-from l3net.datastore.base import Datastore
+from l3net.datastore.base import Datastore, KeyValue
 from l3net.errors import Conflict, DatastoreError, ValidationError
 from l3net.ipam import IPAM, IPAMError
 from l3net.ipam.cache import IPAMCache
 from l3net.keys import KeyLayout
 from l3net.model.client import ResourceClient
+from l3net.model.decode import Invalid, decode
 from l3net.model.labels import SERVICE_ACCOUNT_LABEL_PREFIX, is_reserved_label
 from l3net.model.resource import Resource
 from l3net.model.validation import host_veth_name, resource_from_document, workload_endpoint_name
+from l3net.model.workload_spec import WorkloadSpec, workload_spec
 
 _log = logging.getLogger(__name__)
 
@@ -252,15 +254,10 @@ class Invocation:
         except ValidationError as exc:
             raise CNIError(INVALID_CONFIG, "the workload endpoint would be invalid", str(exc)) from None
 
-    def stored_wep(self) -> dict[str, Any] | None:
+    def stored_wep(self) -> WorkloadSpec | Invalid | None:
+        """This pod's stored endpoint (see :func:`decoded_wep`); None when absent."""
         kv = self.ds.get(self.keys.resource("workloadendpoints", self.wep_name, self.env.namespace))
-        if kv is None:
-            return None
-        try:
-            doc = json.loads(kv.value)
-            return doc if isinstance(doc, dict) else {}
-        except ValueError:
-            return {}
+        return None if kv is None else _decoded_wep(self.keys, kv)
 
     # -- commands --------------------------------------------------------------------
     def read_pod(self) -> None:
@@ -372,7 +369,7 @@ class Invocation:
 
     def delete(self) -> None:
         wep = self.stored_wep()
-        ours = wep is None or (wep.get("spec") or {}).get("containerID") in (None, self.env.container_id)
+        ours = _wep_owner(wep) in (None, self.env.container_id)
         ips = self.ipam.handle_ips(self.handle)
         if self.env.netns:
             # From the container's side: the host veth's name is shared with any newer container of
@@ -402,11 +399,7 @@ class Invocation:
             kv = self.ds.get(key)
             if kv is None:
                 return True
-            try:
-                doc = json.loads(kv.value)
-                cid = (doc.get("spec") or {}).get("containerID") if isinstance(doc, dict) else None
-            except (ValueError, AttributeError):
-                cid = None  # unreadable: as stored_wep, treat it as ours to clean up
+            cid = _wep_owner(_decoded_wep(self.keys, kv))  # an invalid one: no container's, ours to clean up
             if cid not in (None, self.env.container_id):
                 _log.info("DEL: endpoint now belongs to container=%s; leaving it wep=%s", cid, self.wep_name)
                 return False
@@ -428,12 +421,15 @@ class Invocation:
         wep = self.stored_wep()
         if wep is None:
             drift.append(f"WorkloadEndpoint {self.env.namespace}/{self.wep_name} is missing")
+        elif isinstance(wep, Invalid):
+            drift.append(f"WorkloadEndpoint {self.env.namespace}/{self.wep_name} is invalid, so absent to the "
+                         f"node agent: {wep}")
         else:
-            spec = wep.get("spec") or {}
-            if spec.get("containerID") != self.env.container_id:
-                drift.append(f"WorkloadEndpoint belongs to container {spec.get('containerID')!r}")
-            if sorted(spec.get("ipNetworks") or []) != sorted(f"{ip}/32" for ip in want):
-                drift.append(f"WorkloadEndpoint ipNetworks {spec.get('ipNetworks')} differ from {want}")
+            if wep.container_id != self.env.container_id:
+                drift.append(f"WorkloadEndpoint belongs to container {wep.container_id!r}")
+            nets = sorted(str(n) for n in wep.ip_networks)
+            if nets != sorted(f"{ip}/32" for ip in want):
+                drift.append(f"WorkloadEndpoint ipNetworks {nets} differ from {want}")
         if drift:
             raise CNIError(CHECK_DRIFT, "CHECK found drift", "; ".join(drift))
 
@@ -463,10 +459,26 @@ class Invocation:
             name = workload_endpoint_name(self.node, pod, str(ifname))
             key = self.keys.resource("workloadendpoints", name, ns)
             kv = self.ds.get(key)
-            if kv is not None and (json.loads(kv.value).get("spec") or {}).get("containerID") == cid:
+            if kv is not None and _wep_owner(_decoded_wep(self.keys, kv)) == cid:
                 self.ds.delete(key, kv.mod_revision)
             self.ipam.release_handle(a.handle)
             _log.info("GC released handle=%s ip=%s", a.handle, a.ip)
+
+
+def _decoded_wep(keys: KeyLayout, kv: KeyValue) -> WorkloadSpec | Invalid:
+    """A stored WorkloadEndpoint's typed spec, by the model's one decode; :class:`Invalid` (logged with the
+    model's reasons) when the model refuses it: absent to the node agent, so no container's endpoint here."""
+    got = decode(keys, kv.key, kv.value, kv.mod_revision)
+    if isinstance(got, Invalid):
+        _log.warning("stored WorkloadEndpoint is invalid, treating it as no container's key=%s error=%s",
+                     kv.key, got)
+        return got
+    return workload_spec(got)
+
+
+def _wep_owner(wep: WorkloadSpec | Invalid | None) -> str | None:
+    """The container a stored endpoint names; None when absent, invalid or naming none."""
+    return wep.container_id if isinstance(wep, WorkloadSpec) else None
 
 
 # -- entry points ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from l3net.datastore.base import Check, CheckPrefix, Create, Datastore, Delete, KeyValue, Op, Put, Update
@@ -29,9 +29,10 @@ from l3net.ipam.cache import AllocContext, IPAMCache
 from l3net.ipam.handle import Handle, sticky_hold_handle
 from l3net.ipam.pools import IPAMConfig, Pool, pool_from_resource
 from l3net.ipam.report import IPAMReport, build_report
-from l3net.ipam.reservations import Reservations, reservations_from_kvs
+from l3net.ipam.reservations import Reservations, reservations_of
 from l3net.keys import KeyLayout, token_cidr
 from l3net.model.decode import Invalid, decode
+from l3net.model.resource import Resource
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +61,38 @@ class RetriesExhausted(IPAMError):
 
 def _selects_all(selector: str | None) -> bool:
     return (selector or "").strip() in ("", "all()")
+
+
+def _selected(selector: str | None, labels: Mapping[str, str] | None,
+              matches: Callable[[Mapping[str, str]], bool]) -> bool:
+    """Does a pool's node or namespace ``selector`` pick an object with ``labels`` (None: the model refused it)?"""
+    if labels is None:
+        # A Node or Namespace the model refuses is absent, as the agent has it, with one exception: only a pool
+        # that selects everything takes it. Labels {} would let a selector such as !has(zone) pick a pool its
+        # real labels exclude, an address Calico never gives (its IPAM refuses the ADD when the Node cannot be
+        # read), so a selecting pool fails closed; an all() pool serves it as it serves an absent Node.
+        return _selects_all(selector)
+    return matches(labels)
+
+
+class _DecodeOnce:
+    """The model's :func:`~l3net.model.decode.decode` of the stored resources one IPAM call reads, each stored
+    value once: an ADD's retries re-read the store but do not validate an unchanged value again.
+
+    Owned by the call that made it (never kept, never shared between threads).
+    """
+
+    def __init__(self, keys: KeyLayout) -> None:
+        self.keys = keys
+        self._seen: dict[str, tuple[int, bytes, Resource | Invalid]] = {}
+
+    def __call__(self, kv: KeyValue) -> Resource | Invalid:
+        seen = self._seen.get(kv.key)
+        if seen is not None and seen[0] == kv.mod_revision and seen[1] == kv.value:
+            return seen[2]
+        got = decode(self.keys, kv.key, kv.value, kv.mod_revision)
+        self._seen[kv.key] = (kv.mod_revision, kv.value, got)
+        return got
 
 
 def _affinity_value(state: str) -> bytes:
@@ -122,11 +155,12 @@ class IPAM:
     def pools(self) -> list[Pool]:
         return [p for p, _ in self._pools_read()]
 
-    def _pools_read(self) -> list[tuple[Pool, KeyValue]]:
+    def _pools_read(self, decoded: _DecodeOnce | None = None) -> list[tuple[Pool, KeyValue]]:
         kvs, _ = self.ds.list(self.keys.resource_dir("ippools"))
+        decoded = decoded or _DecodeOnce(self.keys)
         out = []
         for kv in kvs:
-            res = decode(self.keys, kv.key, kv.value, kv.mod_revision)
+            res = decoded(kv)
             if isinstance(res, Invalid):
                 _log.warning("ignoring malformed IPPool key=%s error=%s", kv.key, res)
                 continue
@@ -137,23 +171,26 @@ class IPAM:
         """Every IPReservation's ``reservedCIDRs``: never handed out by :meth:`auto_assign`."""
         return self._reservations_read()[0]
 
-    def _reservations_read(self) -> tuple[Reservations, tuple[Check | CheckPrefix, ...]]:
+    def _reservations_read(self, decoded: _DecodeOnce | None = None
+                           ) -> tuple[Reservations, tuple[Check | CheckPrefix, ...]]:
         """The reservations and the checks that none was written (each one's key) or added (the prefix) since."""
         prefix = self.keys.resource_dir("ipreservations")
         kvs, rev = self.ds.list(prefix)
         checks = (CheckPrefix(prefix, rev), *(Check(kv.key, kv.mod_revision) for kv in kvs))
-        return reservations_from_kvs(kvs), checks
+        decoded = decoded or _DecodeOnce(self.keys)
+        return reservations_of(decoded(kv) for kv in kvs), checks
 
-    def _labels_at(self, key: str) -> tuple[dict[str, str], Check]:
-        """A resource's labels ({} when absent or malformed) and the check that it has not changed since."""
+    def _labels_at(self, key: str, decoded: _DecodeOnce) -> tuple[dict[str, str] | None, Check]:
+        """A Node's or Namespace's labels as the model decodes it ({} when absent; None, logged, when the model
+        refuses it) and the check that it has not changed since."""
         kv = self.ds.get(key)
         if kv is None:
             return {}, Check(key, 0)
-        try:
-            labels = json.loads(kv.value).get("metadata", {}).get("labels") or {}
-            return {str(k): str(v) for k, v in labels.items()}, Check(key, kv.mod_revision)
-        except (ValueError, AttributeError):
-            return {}, Check(key, kv.mod_revision)
+        res = decoded(kv)
+        if isinstance(res, Invalid):
+            _log.warning("treating malformed resource as absent key=%s error=%s", key, res)
+            return None, Check(key, kv.mod_revision)
+        return dict(res.labels), Check(key, kv.mod_revision)
 
     def eligible_pools(self, node: str, wanted: Sequence[str] | None = None, version: int = 4,
                        namespace: str | None = None) -> list[Pool]:
@@ -161,10 +198,11 @@ class IPAM:
         when given); ``wanted`` (names or CIDRs) narrows."""
         return [p for p, _ in self._eligible(node, wanted, version, namespace)]
 
-    def _eligible(self, node: str, wanted: Sequence[str] | None, version: int,
-                  namespace: str | None) -> list[tuple[Pool, tuple[Check, ...]]]:
+    def _eligible(self, node: str, wanted: Sequence[str] | None, version: int, namespace: str | None,
+                  decoded: _DecodeOnce | None = None) -> list[tuple[Pool, tuple[Check, ...]]]:
         """:meth:`eligible_pools`, each pool with the checks its eligibility rests on (see AllocContext)."""
-        pools = [(p, kv) for p, kv in self._pools_read() if p.cidr.version == version]
+        decoded = decoded or _DecodeOnce(self.keys)
+        pools = [(p, kv) for p, kv in self._pools_read(decoded) if p.cidr.version == version]
         if wanted:
             chosen: list[tuple[Pool, KeyValue]] = []
             for w in wanted:
@@ -173,14 +211,15 @@ class IPAM:
                     raise NoAddresses(f"IP pool {w!r} does not exist")
                 chosen += [m for m in match if m not in chosen]
             pools = chosen
-        labels, node_check = self._labels_at(self.keys.resource("nodes", node))
+        labels, node_check = self._labels_at(self.keys.resource("nodes", node), decoded)
         out = [(p, (Check(kv.key, kv.mod_revision),) + (() if _selects_all(p.node_selector) else (node_check,)))
-               for p, kv in pools if not p.disabled and p.matches_node(labels)]
+               for p, kv in pools if not p.disabled and _selected(p.node_selector, labels, p.matches_node)]
         if namespace is not None and any(p.namespace_selector for p, _ in out):
-            ns_labels, ns_check = self._labels_at(self.keys.resource("namespaces", namespace))
-            ns_labels["projectcalico.org/name"] = namespace  # Calico's implicit name label
+            ns_labels, ns_check = self._labels_at(self.keys.resource("namespaces", namespace), decoded)
+            if ns_labels is not None:
+                ns_labels["projectcalico.org/name"] = namespace  # Calico's implicit name label
             out = [(p, checks + (() if _selects_all(p.namespace_selector) else (ns_check,)))
-                   for p, checks in out if p.matches_namespace(ns_labels)]
+                   for p, checks in out if _selected(p.namespace_selector, ns_labels, p.matches_namespace)]
         return out
 
     # -- reads ----------------------------------------------------------------
@@ -307,9 +346,10 @@ class IPAM:
 
     def _assign_one(self, handle_id: str, node: str, secondary: dict[str, Any], wanted: Sequence[str] | None,
                     sticky_key: str | None) -> str:
+        decoded = _DecodeOnce(self.keys)  # every pass re-reads; an unchanged resource is validated once
         for attempt in range(RETRIES):
             try:
-                ip = self._try_assign_one(handle_id, node, secondary, wanted, sticky_key)
+                ip = self._try_assign_one(handle_id, node, secondary, wanted, sticky_key, decoded)
                 if ip is not None:
                     return ip
             except Conflict as exc:
@@ -318,17 +358,17 @@ class IPAM:
         raise RetriesExhausted(f"gave up assigning an address for {handle_id} after {RETRIES} CAS conflicts")
 
     def _try_assign_one(self, handle_id: str, node: str, secondary: dict[str, Any], wanted: Sequence[str] | None,
-                        sticky_key: str | None) -> str | None:
+                        sticky_key: str | None, decoded: _DecodeOnce) -> str | None:
         """One pass; returns the address, None to go round again (a block was just claimed), or raises."""
         cfg = self.config()
         ns = secondary.get("namespace")
         namespace = ns if isinstance(ns, str) else None
-        eligible = self._eligible(node, wanted, 4, namespace)
+        eligible = self._eligible(node, wanted, 4, namespace, decoded)
         pools = [p for p, _ in eligible]
         if not pools:
             raise NoAddresses(f"no enabled IPv4 pool selects node {node!r}" +
                               (f" and namespace {ns!r}" if isinstance(ns, str) else ""))
-        reserved, reserved_checks = self._reservations_read()
+        reserved, reserved_checks = self._reservations_read(decoded)
         self.cache.set_context(self._context_key(node, wanted, namespace),
                                AllocContext(tuple(eligible), reserved, reserved_checks))
         sticky_ops: list[Op] = []

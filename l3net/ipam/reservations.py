@@ -1,27 +1,28 @@
 """l3net.ipam.reservations: Calico's IPReservations as IPAM sees them (addresses never auto-assigned).
 
-Pure apart from :func:`reservations_from_kvs`' logging. A reservation that does not decode
-is absent (logged), like a malformed pool: bad data never stops allocation elsewhere. The reserved
-networks come from the model's typed spec (:mod:`l3net.model.ipreservation_spec`), not a parse of
-their own.
+Pure apart from the logging of :func:`reservations_of`. Every stored IPReservation is decoded by the
+model's one decode (:func:`l3net.model.decode.decode`); one the model refuses is absent (logged with the
+model's reasons), as it is to the agent and as a malformed pool is: bad data never stops allocation
+elsewhere. The reserved networks come from the model's typed spec (:mod:`l3net.model.ipreservation_spec`),
+not a parse of their own.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from l3net.datastore.base import KeyValue
-from l3net.errors import ValidationError
+from l3net.keys import KeyLayout
+from l3net.model.decode import Invalid, decode
 from l3net.model.ipreservation_spec import ipreservation_spec
-from l3net.model.validation import resource_from_document
+from l3net.model.resource import Resource
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Reservations", "reservations_from_kvs"]
+__all__ = ["Reservations", "reservations_from_kvs", "reservations_of"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -49,15 +50,21 @@ class Reservations:
         return len(self.ordinals(block)) == block.num_addresses
 
 
-def reservations_from_kvs(kvs: Iterable[KeyValue]) -> Reservations:
-    """Decode stored IPReservations; a malformed one is skipped and logged."""
+def reservations_from_kvs(keys: KeyLayout, kvs: Iterable[KeyValue]) -> Reservations:
+    """The reservations stored in ``kvs`` (as listed under ``keys.resource_dir("ipreservations")``), each
+    decoded by the model; one it refuses is absent and logged."""
+    return reservations_of(decode(keys, kv.key, kv.value, kv.mod_revision) for kv in kvs)
+
+
+def reservations_of(decoded: Iterable[Resource | Invalid]) -> Reservations:
+    """The reserved networks of decoded IPReservations, in order; an :class:`Invalid` is absent and logged.
+
+    ValueError for a Resource of another kind (the caller listed the wrong directory).
+    """
     nets: list[IPNetwork] = []
-    for kv in kvs:
-        try:
-            res = resource_from_document(json.loads(kv.value), source=kv.key)
-            if res.kind != "IPReservation":
-                raise ValueError(f"kind {res.kind!r} stored under ipreservations/")
-            nets += ipreservation_spec(res).reserved_cidrs
-        except (ValueError, ValidationError, RecursionError) as exc:
-            _log.warning("ignoring malformed IPReservation key=%s error=%s", kv.key, exc)
+    for res in decoded:
+        if isinstance(res, Invalid):
+            _log.warning("ignoring malformed IPReservation key=%s error=%s", res.key, res)
+            continue
+        nets += ipreservation_spec(res).reserved_cidrs
     return Reservations(tuple(nets))

@@ -25,7 +25,8 @@ def put_pool(ds: EtcdDatastore, keys: KeyLayout, cidr: str, block_size: int) -> 
            "spec": {"cidr": cidr, "blockSize": block_size}}
     ds.put(keys.resource("ippools", "p"), json.dumps(doc).encode())
     for node in ("n1", "n2", "n3"):
-        ds.put(keys.resource("nodes", node), json.dumps({"metadata": {"name": node}, "spec": {}}).encode())
+        ds.put(keys.resource("nodes", node), json.dumps({"apiVersion": "l3net.io/v1", "kind": "Node",
+                                                          "metadata": {"name": node}, "spec": {}}).encode())
 
 
 def test_concurrent_allocations_from_three_nodes_are_distinct_and_consistent(datastore: EtcdDatastore,

@@ -40,7 +40,8 @@ def test_reserved_addresses_are_never_auto_assigned_until_the_reservation_goes(
     pool = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
             "spec": {"cidr": "10.61.0.0/24", "blockSize": 28}}
     datastore.put(key_layout.resource("ippools", "p"), json.dumps(pool).encode())
-    datastore.put(key_layout.resource("nodes", "n1"), json.dumps({"metadata": {"name": "n1"}, "spec": {}}).encode())
+    datastore.put(key_layout.resource("nodes", "n1"), json.dumps({"apiVersion": "l3net.io/v1", "kind": "Node",
+                                                               "metadata": {"name": "n1"}, "spec": {}}).encode())
     manifest = tmp_path / "reservation.yaml"
     manifest.write_text(RESERVATION)
     env = {**os.environ, "L3NET_ETCD_ENDPOINTS": etcd_server.endpoints, "L3NET_ETCD_PREFIX": key_layout.prefix}
@@ -65,3 +66,26 @@ def test_reserved_addresses_are_never_auto_assigned_until_the_reservation_goes(
     more = [ipam.auto_assign(f"net.v{i}", "n1")[0] for i in range(8)]
     # With the reservation gone the remaining free addresses of the first block are used again.
     assert {"10.61.0.0", "10.61.0.2", "10.61.0.3", "10.61.0.5"} <= set(more)
+
+
+def test_an_invalid_reservation_is_absent_and_logged_and_the_valid_ones_still_bind(
+        datastore: EtcdDatastore, key_layout: KeyLayout, caplog: pytest.LogCaptureFixture) -> None:
+    pool = {"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
+            "spec": {"cidr": "10.62.0.0/24", "blockSize": 28}}
+    datastore.put(key_layout.resource("ippools", "p"), json.dumps(pool).encode())
+    datastore.put(key_layout.resource("nodes", "n1"), json.dumps({"apiVersion": "l3net.io/v1", "kind": "Node",
+                                                               "metadata": {"name": "n1"}, "spec": {}}).encode())
+
+    def reservation(name: str, cidrs: list[str]) -> bytes:
+        return json.dumps({"apiVersion": "projectcalico.org/v3", "kind": "IPReservation",
+                           "metadata": {"name": name}, "spec": {"reservedCIDRs": cidrs}}).encode()
+
+    datastore.put(key_layout.resource("ipreservations", "good"), reservation("good", ["10.62.0.0/31"]))
+    bad = key_layout.resource("ipreservations", "bad")
+    datastore.put(bad, reservation("bad", ["10.62.0.3/31"]))   # host bits: the model refuses it
+    ipam = IPAM(datastore, key_layout)
+    assert ipam.reservations().networks == (ipaddress.ip_network("10.62.0.0/31"),)
+    assert ipam.auto_assign("net.a", "n1")[0] == "10.62.0.2"   # the invalid one reserves nothing
+    assert f"ignoring malformed IPReservation key={bad}" in caplog.text and "spec.reservedCIDRs" in caplog.text
+    datastore.put(bad, reservation("bad", ["10.62.0.3/31"]).replace(b"/31", b"/32"))   # fixed: it binds again
+    assert ipam.auto_assign("net.b", "n1")[0] == "10.62.0.4"

@@ -232,3 +232,61 @@ def test_add_skips_a_malformed_affine_block_and_check_reports_it(rig: CNIRig) ->
     rig.ds.delete(rig.keys.block(bad))
     rig.ds.delete(rig.keys.affinity("node-1", bad))
     assert rig.leftovers() == []
+
+
+def test_an_invalid_node_is_absent_to_ipam_and_an_invalid_endpoint_to_check_del_and_gc(rig: CNIRig) -> None:
+    """Stored objects the model refuses are what the agent takes them for (absent), each logged with its reason."""
+    node_key = rig.keys.resource("nodes", "node-1")
+    rig.apply({"apiVersion": "l3net.io/v1", "kind": "IPPool", "metadata": {"name": "zone-a"},
+               "spec": {"cidr": "10.241.0.0/24", "nodeSelector": "zone == 'a'"}})
+    rig.ds.put(node_key, json.dumps({"apiVersion": "l3net.io/v1", "kind": "Node",
+                                     "metadata": {"name": "node-1", "labels": {"zone": "a"}},
+                                     "spec": {"bgp": {"ipv4Address": "not-an-ip"}}}).encode())
+    # A pool that selects by labels cannot select a Node whose labels the model refused: a CNI error object.
+    zoned = rig.invoke("node-1", "ADD", "cz", rig.pod_ns("iz"), pod="zoned",
+                       conf=rig.conf("node-1", ipam={"type": "l3net-ipam", "ipv4_pools": ["zone-a"]}))
+    assert zoned.rc == 1 and zoned.out["code"] == 100, zoned
+    assert zoned.out["msg"] == "IP address management refused the request"
+    assert "no enabled IPv4 pool selects node 'node-1'" in zoned.out["details"]
+    assert f"treating malformed resource as absent key={node_key}" in zoned.stderr
+    assert "spec.bgp.ipv4Address" in zoned.stderr
+    assert rig.leftovers() == []
+    # A pool that selects every node serves it, as it serves a node with no Node resource.
+    ns = rig.pod_ns("iw")
+    add = rig.invoke("node-1", "ADD", "cw", ns, pod="web")
+    assert add.rc == 0, add
+    assert add.out["ips"][0]["address"].startswith("10.240.0.")
+
+    wep_key = rig.keys.resource("workloadendpoints", "node--1-k8s-web-eth0", "default")
+    kv = rig.ds.get(wep_key)
+    assert kv is not None
+    doc = json.loads(kv.value)
+    doc["spec"]["interfaceName"] = "eth0"   # the model refuses it: the agent would hijack the node's own
+    rig.ds.put(wep_key, json.dumps(doc).encode())
+    check = rig.invoke("node-1", "CHECK", "cw", ns, pod="web", conf=rig.conf("node-1", prevResult=add.out))
+    assert check.rc == 1 and check.out["code"] == 102, check
+    assert "is invalid, so absent to the node agent" in check.out["details"]
+    assert "spec.interfaceName" in check.out["details"]
+    # DEL: an invalid endpoint is no container's, so this pod's DEL removes it with everything else.
+    delete = rig.invoke("node-1", "DEL", "cw", ns, pod="web")
+    assert delete.rc == 0, delete
+    assert f"stored WorkloadEndpoint is invalid, treating it as no container's key={wep_key}" in delete.stderr
+    assert rig.ds.get(wep_key) is None
+
+    # GC: an invalid endpoint names no container, so it is not this stale attachment's to delete; the
+    # allocation is released all the same (a stored value that is not even JSON used to fail GC with 999).
+    ns = rig.pod_ns("ig")
+    assert rig.invoke("node-1", "ADD", "cg", ns, pod="gone").rc == 0
+    gone_key = rig.keys.resource("workloadendpoints", "node--1-k8s-gone-eth0", "default")
+    rig.ds.put(gone_key, b"{not json")
+    gc = rig.invoke("node-1", "GC", conf=rig.conf("node-1", cniVersion="1.1.0",
+                                                  **{"cni.dev/valid-attachments": []}))
+    assert gc.rc == 0, gc
+    assert rig.ipam.handle_ips(f"{rig.network}.cg") == []
+    assert f"key={gone_key}" in gc.stderr
+    kv = rig.ds.get(gone_key)
+    assert kv is not None and kv.value == b"{not json"   # left for the operator
+    rig.ds.delete(gone_key)
+    rig.ds.put(node_key, json.dumps({"apiVersion": "l3net.io/v1", "kind": "Node", "metadata": {"name": "node-1"},
+                                     "spec": {}}).encode())
+    assert rig.leftovers() == []

@@ -378,3 +378,96 @@ def test_a_stored_pool_the_model_refuses_is_absent_and_the_others_serve(ds: Memo
     assert "ignoring malformed IPPool" in caplog.text and "spec.blockSize" in caplog.text
     (ip,) = ipam.auto_assign("h1", "n1", {})
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24")
+
+
+def _put(ds: MemoryDatastore, plural: str, name: str, doc: object) -> None:
+    ds.put(KEYS.resource(plural, name), doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+
+
+def _node(name: str, labels: dict[str, str], spec: dict | None = None) -> dict:
+    return {"apiVersion": "l3net.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+            "spec": spec or {}}
+
+
+def _namespace(name: str, labels: dict[str, str], **extra: object) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}, **extra}
+
+
+@pytest.mark.parametrize("stored", [
+    _node("a", {"rack": "r1"}, {"bgp": {"ipv4Address": "not-an-ip"}}),   # labels fine, the Node is not
+    b"{not json",
+], ids=["refused-by-the-model", "not-json"])
+def test_an_invalid_node_is_absent_logged_and_only_a_pool_selecting_every_node_serves_it(
+        ds: MemoryDatastore, caplog: pytest.LogCaptureFixture, stored: object) -> None:
+    add_pool(ds, "all", "10.10.0.0/24")
+    add_pool(ds, "norack", "10.11.0.0/24", nodeSelector="!has(rack)")
+    add_pool(ds, "r1", "10.12.0.0/24", nodeSelector="rack == 'r1'")
+    _put(ds, "nodes", "a", stored)
+    ipam = IPAM(ds, KEYS)
+    # Neither the pool its raw labels pick (r1) nor the one an absent Node's {} would (norack): fail closed.
+    assert [p.name for p in ipam.eligible_pools("a")] == ["all"]
+    assert f"treating malformed resource as absent key={KEYS.resource('nodes', 'a')}" in caplog.text
+    if isinstance(stored, dict):
+        assert "spec.bgp.ipv4Address" in caplog.text   # the model's reason, naming the field
+    assert ipam.auto_assign("net.1", "a", {})[0].startswith("10.10.0.")
+    with pytest.raises(NoAddresses, match="no enabled IPv4 pool selects node 'a'"):
+        ipam.auto_assign("net.2", "a", {}, pools=["r1", "norack"])
+    assert ipam.handle_ips("net.2") == []
+    # Valid again: its labels count, and the cached context of the first ADD (which rests on the Node) is stale.
+    add_node(ds, "a", {"rack": "r1"})
+    assert [p.name for p in ipam.eligible_pools("a")] == ["all", "r1"]
+    assert ipam.auto_assign("net.3", "a", {}, pools=["r1"])[0].startswith("10.12.0.")
+
+
+def test_a_valid_node_selects_by_its_labels_as_before(ds: MemoryDatastore, caplog: pytest.LogCaptureFixture) -> None:
+    add_pool(ds, "all", "10.10.0.0/24")
+    add_pool(ds, "norack", "10.11.0.0/24", nodeSelector="!has(rack)")
+    add_pool(ds, "r1", "10.12.0.0/24", nodeSelector="rack == 'r1'")
+    add_node(ds, "a", {"rack": "r1"})
+    ipam = IPAM(ds, KEYS)
+    assert [p.name for p in ipam.eligible_pools("a")] == ["all", "r1"]
+    assert [p.name for p in ipam.eligible_pools("b")] == ["all", "norack"]   # stored, no labels
+    assert [p.name for p in ipam.eligible_pools("absent")] == ["all", "norack"]   # no Node at all
+    assert "malformed" not in caplog.text
+
+
+@pytest.mark.parametrize("stored", [
+    _namespace("shop", {"team": "a"}, spec={"finalizers": 1}),
+    _namespace("shop", {"team": "a", "bad key!": "x"}),
+    b"\xff",
+], ids=["unknown-field", "bad-label", "not-utf8"])
+def test_an_invalid_namespace_is_absent_logged_and_only_a_pool_selecting_every_namespace_serves_it(
+        ds: MemoryDatastore, caplog: pytest.LogCaptureFixture, stored: object) -> None:
+    add_pool(ds, "any", "10.20.0.0/24")
+    add_pool(ds, "rest", "10.21.0.0/24", namespaceSelector="!has(team)")
+    add_pool(ds, "team-a", "10.22.0.0/24", namespaceSelector="team == 'a'")
+    add_pool(ds, "by-name", "10.23.0.0/24", namespaceSelector="projectcalico.org/name == 'shop'")
+    _put(ds, "namespaces", "shop", stored)
+    ipam = IPAM(ds, KEYS)
+    assert [p.name for p in ipam.eligible_pools("a", namespace="shop")] == ["any"]
+    assert f"treating malformed resource as absent key={KEYS.resource('namespaces', 'shop')}" in caplog.text
+    _put(ds, "namespaces", "shop", _namespace("shop", {"team": "a"}))
+    assert [p.name for p in ipam.eligible_pools("a", namespace="shop")] == ["any", "by-name", "team-a"]
+    assert [p.name for p in ipam.eligible_pools("a", namespace="other")] == ["any", "rest"]   # absent: {}
+
+
+def test_a_slow_path_add_decodes_each_stored_resource_once(ds: MemoryDatastore,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first pass claims a block and goes round again: the second re-reads the pools, the Node, the
+    # Namespace and the reservations, but validates none of them again (they did not change).
+    from l3net.ipam import allocator
+    add_pool(ds, "p", "10.30.0.0/24", nodeSelector="has(rack)", namespaceSelector="team == 'a'")
+    add_node(ds, "a", {"rack": "r1"})
+    _put(ds, "namespaces", "shop", _namespace("shop", {"team": "a"}))
+    _put(ds, "ipreservations", "r", {"apiVersion": "projectcalico.org/v3", "kind": "IPReservation",
+                                     "metadata": {"name": "r"}, "spec": {"reservedCIDRs": ["10.30.0.0/30"]}})
+    decoded: list[str] = []
+    real = allocator.decode
+    monkeypatch.setattr(allocator, "decode", lambda keys, key, *a: decoded.append(key) or real(keys, key, *a))
+    passes: list[str] = []
+    real_pass = IPAM._try_assign_one
+    monkeypatch.setattr(IPAM, "_try_assign_one", lambda self, *a: passes.append("") or real_pass(self, *a))
+    assert IPAM(ds, KEYS).auto_assign("net.1", "a", {"namespace": "shop"}) == ["10.30.0.4"]
+    assert len(passes) == 2
+    assert sorted(decoded) == sorted({KEYS.resource("ippools", "p"), KEYS.resource("nodes", "a"),
+                                      KEYS.resource("namespaces", "shop"), KEYS.resource("ipreservations", "r")})

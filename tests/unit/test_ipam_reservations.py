@@ -10,6 +10,9 @@ import pytest
 from l3net.datastore.base import KeyValue
 from l3net.ipam.block import Block
 from l3net.ipam.reservations import Reservations, reservations_from_kvs
+from l3net.keys import KeyLayout
+
+KEYS = KeyLayout("/p/")
 
 pytestmark = pytest.mark.unit
 
@@ -43,11 +46,18 @@ def test_allocate_skips_reserved_ordinals_and_reports_none_when_only_reserved_ar
     assert block.allocate("h4", {}) == "10.0.0.0"
 
 
-def test_malformed_reservations_are_absent_and_the_rest_count() -> None:
-    got = reservations_from_kvs([
-        kv("/p/ipreservations/a", res("a", ["10.0.0.0/30", "10.0.0.9"])),
-        kv("/p/ipreservations/b", res("b", ["10.0.0.1/30"])),  # host bits: refused by validation
-        KeyValue(key="/p/ipreservations/c", value=b"{nope", mod_revision=1, create_revision=1, version=1, lease=0),
-        kv("/p/ipreservations/d", {**res("d", ["10.9.0.0/16"]), "kind": "IPPool"}),
+def test_malformed_reservations_are_absent_logged_and_the_rest_count(caplog: pytest.LogCaptureFixture) -> None:
+    key = KEYS.resource
+    got = reservations_from_kvs(KEYS, [
+        kv(key("ipreservations", "a"), res("a", ["10.0.0.0/30", "10.0.0.9"])),
+        kv(key("ipreservations", "b"), res("b", ["10.0.0.1/30"])),  # host bits: refused by validation
+        KeyValue(key=key("ipreservations", "c"), value=b"{nope", mod_revision=1, create_revision=1, version=1,
+                 lease=0),
+        kv(key("ipreservations", "d"), {**res("d", ["10.9.0.0/16"]), "kind": "IPPool"}),
+        kv(key("ipreservations", "e"), res("other-name", ["10.8.0.0/16"])),  # names another resource than its key
     ])
     assert got.networks == (ipaddress.ip_network("10.0.0.0/30"), ipaddress.ip_network("10.0.0.9/32"))
+    logged = {r.getMessage().split(" error=")[0]: r.getMessage() for r in caplog.records}
+    assert sorted(logged) == [f"ignoring malformed IPReservation key={key('ipreservations', n)}" for n in "bcde"]
+    # each with the model's reason, naming the field
+    assert "spec.reservedCIDRs" in logged[f"ignoring malformed IPReservation key={key('ipreservations', 'b')}"]

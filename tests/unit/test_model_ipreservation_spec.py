@@ -14,6 +14,7 @@ import pytest
 from l3net.datastore.base import KeyValue
 from l3net.errors import ValidationError
 from l3net.ipam.reservations import reservations_from_kvs
+from l3net.keys import KeyLayout
 from l3net.model import ipreservation_spec as ipreservation_spec_module
 from l3net.model.ipreservation_spec import IPReservationSpec, ipreservation_spec
 from l3net.model.parity import PARITY
@@ -68,9 +69,11 @@ def test_another_kind_is_refused() -> None:
 def test_ipam_reserves_what_the_typed_spec_says() -> None:
     doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPReservation", "metadata": {"name": "r1"},
            "spec": {"reservedCIDRs": ["10.0.0.0/30", "10.0.0.9"]}}
-    kv = KeyValue(key="/p/ipreservations/r1", value=json.dumps(doc).encode(), mod_revision=1, create_revision=1,
-                  version=1, lease=0)
-    assert reservations_from_kvs([kv]).networks == ipreservation_spec(resource_from_document(doc)).reserved_cidrs
+    keys = KeyLayout("/p/")
+    kv = KeyValue(key=keys.resource("ipreservations", "r1"), value=json.dumps(doc).encode(), mod_revision=1,
+                  create_revision=1, version=1, lease=0)
+    assert reservations_from_kvs(keys, [kv]).networks == \
+        ipreservation_spec(resource_from_document(doc)).reserved_cidrs
 
 
 def test_the_parity_consumer_reads_the_typed_field_the_model_parses() -> None:
