@@ -25,9 +25,12 @@ import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from l3net import netns as netns_mod
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 from l3net.constants import MAIN_TABLE
 
 _log = logging.getLogger(__name__)
@@ -69,11 +72,11 @@ class KernelRoute(NamedTuple):
 
 # -- rtnetlink wire format (pure) ------------------------------------------------
 # Layouts from <linux/netlink.h> and <linux/rtnetlink.h>; native byte order.
-_NLMSGHDR = struct.Struct("=IHHII")        # len, type, flags, seq, port id
+NLMSGHDR = struct.Struct("=IHHII")        # len, type, flags, seq, port id
 _RTMSG = struct.Struct("=BBBBBBBBI")       # family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_RTATTR = struct.Struct("=HH")             # len, type
+RTATTR = struct.Struct("=HH")             # len, type
 _RTNEXTHOP = struct.Struct("=HBBi")        # len, flags, hops (weight - 1), ifindex
-_U32 = struct.Struct("=I")
+U32 = struct.Struct("=I")
 _ERRNO = struct.Struct("=i")
 
 NLMSG_ERROR = 2
@@ -110,12 +113,12 @@ _FLAGS = {REPLACE: NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, CREATE: NLM_F_R
           DELETE: NLM_F_REQUEST}
 
 
-def _rta(kind: int, payload: bytes) -> bytes:
-    length = _RTATTR.size + len(payload)
-    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+def rtattr(kind: int, payload: bytes) -> bytes:
+    length = RTATTR.size + len(payload)
+    return RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def _addr(text: str) -> tuple[int, bytes]:
+def parse_address(text: str) -> tuple[int, bytes]:
     """(family, packed address); ValueError names the bad text."""
     try:
         if ":" in text:
@@ -128,7 +131,7 @@ def _addr(text: str) -> tuple[int, bytes]:
 @functools.lru_cache(maxsize=1 << 16)
 def canonical_ip(text: str) -> str:
     """An address in the form the kernel dumps it (``fd00:0::2`` → ``fd00::2``); ValueError if it is none."""
-    family, packed = _addr(text)
+    family, packed = parse_address(text)
     return socket.inet_ntop(family, packed)
 
 
@@ -136,7 +139,7 @@ def canonical_ip(text: str) -> str:
 def _dst_parts(dst: str) -> tuple[int, bytes, int]:
     """(family, packed network address, prefix length); ValueError for a bad address, length or host bits."""
     addr, sep, plen = dst.partition("/")
-    family, packed = _addr(addr)
+    family, packed = parse_address(addr)
     bits = 8 * len(packed)
     if sep and not plen.isdigit():
         raise ValueError(f"bad prefix length in {dst!r}")
@@ -163,22 +166,22 @@ def canonical_dst(dst: str) -> str:
 def _attrs_after_dst(op: str, family: int, metric: int, table: int, oif: int | None,
                      gateways: tuple[str, ...]) -> bytes:
     """Every attribute but RTA_DST: shared by all routes with the same next hops (cached)."""
-    attrs = [_rta(RTA_PRIORITY, _U32.pack(metric)), _rta(RTA_TABLE, _U32.pack(table))]
+    attrs = [rtattr(RTA_PRIORITY, U32.pack(metric)), rtattr(RTA_TABLE, U32.pack(table))]
     if op == DELETE:
         return b"".join(attrs)
     if oif is not None:
-        attrs.append(_rta(RTA_OIF, _U32.pack(oif)))
-    gws = [_addr(g) for g in gateways]
+        attrs.append(rtattr(RTA_OIF, U32.pack(oif)))
+    gws = [parse_address(g) for g in gateways]
     if any(f != family for f, _ in gws):
         raise ValueError(f"next hops {gateways} do not match the route's address family")
     if len(gws) == 1:
-        attrs.append(_rta(RTA_GATEWAY, gws[0][1]))
+        attrs.append(rtattr(RTA_GATEWAY, gws[0][1]))
     elif gws:
         hops = []
         for _, gw in gws:
-            gw_attr = _rta(RTA_GATEWAY, gw)
+            gw_attr = rtattr(RTA_GATEWAY, gw)
             hops.append(_RTNEXTHOP.pack(_RTNEXTHOP.size + len(gw_attr), 0, 0, oif or 0) + gw_attr)
-        attrs.append(_rta(RTA_MULTIPATH, b"".join(hops)))
+        attrs.append(rtattr(RTA_MULTIPATH, b"".join(hops)))
     return b"".join(attrs)
 
 
@@ -200,33 +203,33 @@ def encode_route(op: str, route: KernelRoute, seq: int, *, ack: bool = False) ->
     body = b"".join((
         _RTMSG.pack(family, dst_len, 0, 0, route.table if route.table < 256 else RT_TABLE_COMPAT, route.proto,
                     route.scope, route.type, 0),
-        _RTATTR.pack(_RTATTR.size + len(dst), RTA_DST), dst,  # 4 or 16 bytes: never padded
+        RTATTR.pack(RTATTR.size + len(dst), RTA_DST), dst,  # 4 or 16 bytes: never padded
         _attrs_after_dst(op, family, route.metric, route.table, route.oif, route.gateways)))
     flags = _FLAGS[op] | (NLM_F_ACK if ack else 0)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
 
 
 def parse_errors(data: bytes) -> list[tuple[int, int, str]]:
     """``(seq, errno, kernel message)`` for every NLMSG_ERROR in a received buffer (errno 0 = ack)."""
     out = []
     offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, flags, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, flags, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size:
             break
-        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size + _NLMSGHDR.size:
-            (err,) = _ERRNO.unpack_from(data, offset + _NLMSGHDR.size)
+        if kind == NLMSG_ERROR and length >= NLMSGHDR.size + _ERRNO.size + NLMSGHDR.size:
+            (err,) = _ERRNO.unpack_from(data, offset + NLMSGHDR.size)
             text = ""
             if flags & NLM_F_ACK_TLVS:
-                echoed = _NLMSGHDR.unpack_from(data, offset + _NLMSGHDR.size + _ERRNO.size)[0]
-                pos = offset + _NLMSGHDR.size + _ERRNO.size + (_NLMSGHDR.size if flags & NLM_F_CAPPED else echoed)
+                echoed = NLMSGHDR.unpack_from(data, offset + NLMSGHDR.size + _ERRNO.size)[0]
+                pos = offset + NLMSGHDR.size + _ERRNO.size + (NLMSGHDR.size if flags & NLM_F_CAPPED else echoed)
                 end = offset + length
-                while pos + _RTATTR.size <= end:
-                    alen, atype = _RTATTR.unpack_from(data, pos)
-                    if alen < _RTATTR.size:
+                while pos + RTATTR.size <= end:
+                    alen, atype = RTATTR.unpack_from(data, pos)
+                    if alen < RTATTR.size:
                         break
                     if atype == NLMSGERR_ATTR_MSG:
-                        text = data[pos + _RTATTR.size:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
+                        text = data[pos + RTATTR.size:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
                     pos += (alen + 3) & ~3
             out.append((seq, -err, text))
         offset += (length + 3) & ~3
@@ -242,11 +245,11 @@ def _ntop(family: int, raw: bytes) -> str | None:
 
 def _rtattrs(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type, value offset, attribute end) of each rtattr in ``data[pos:end]``, up to the first malformed one."""
-    while pos + _RTATTR.size <= end:
-        alen, atype = _RTATTR.unpack_from(data, pos)
-        if alen < _RTATTR.size or pos + alen > end:
+    while pos + RTATTR.size <= end:
+        alen, atype = RTATTR.unpack_from(data, pos)
+        if alen < RTATTR.size or pos + alen > end:
             return
-        yield atype, pos + _RTATTR.size, pos + alen
+        yield atype, pos + RTATTR.size, pos + alen
         pos += (alen + 3) & ~3
 
 
@@ -258,12 +261,12 @@ def _multipath_gateways(data: bytes, hop: int, hops_end: int, family: int, size:
         if hlen < _RTNEXTHOP.size:
             break
         sub, sub_end = hop + _RTNEXTHOP.size, min(hop + hlen, hops_end)
-        while sub + _RTATTR.size <= sub_end:
-            slen, stype = _RTATTR.unpack_from(data, sub)
-            if slen < _RTATTR.size:
+        while sub + RTATTR.size <= sub_end:
+            slen, stype = RTATTR.unpack_from(data, sub)
+            if slen < RTATTR.size:
                 break
             if stype == RTA_GATEWAY:
-                gw = _ntop(family, data[sub + _RTATTR.size:sub + _RTATTR.size + size])
+                gw = _ntop(family, data[sub + RTATTR.size:sub + RTATTR.size + size])
                 if gw:
                     gateways.append(gw)
             sub += (slen + 3) & ~3
@@ -284,11 +287,11 @@ def _decode_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
         if atype == RTA_DST:
             dst_raw = data[val:val + size]
         elif atype == RTA_PRIORITY:
-            metric = _U32.unpack_from(data, val)[0]
+            metric = U32.unpack_from(data, val)[0]
         elif atype == RTA_TABLE:
-            table = _U32.unpack_from(data, val)[0]
+            table = U32.unpack_from(data, val)[0]
         elif atype == RTA_OIF:
-            oif = _U32.unpack_from(data, val)[0]
+            oif = U32.unpack_from(data, val)[0]
         elif atype == RTA_GATEWAY:
             gw = _ntop(family, data[val:val + size])
             if gw:
@@ -346,17 +349,17 @@ def parse_route_dump(data: bytes, seq: int,
     routes: list[KernelRoute] = []
     done = interrupted = False
     offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, flags, msg_seq, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, flags, msg_seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
             break
         if msg_seq != seq:
             offset += (length + 3) & ~3
             continue
         if flags & NLM_F_DUMP_INTR:
             interrupted = True
-        if kind == RTM_NEWROUTE and length >= _NLMSGHDR.size + _RTMSG.size:
-            body = offset + _NLMSGHDR.size
+        if kind == RTM_NEWROUTE and length >= NLMSGHDR.size + _RTMSG.size:
+            body = offset + NLMSGHDR.size
             if select is None or select.keeps_raw(data, body, offset + length):
                 r = _decode_route(data, body, offset + length)
                 if r is not None and (select is None or select.keeps(r)):
@@ -364,7 +367,7 @@ def parse_route_dump(data: bytes, seq: int,
         elif kind == NLMSG_DONE:
             done = True
         elif kind == NLMSG_ERROR:
-            (err,) = _ERRNO.unpack_from(data, offset + _NLMSGHDR.size)
+            (err,) = _ERRNO.unpack_from(data, offset + NLMSGHDR.size)
             if err:
                 raise OSError(-err, f"route dump refused: {os.strerror(-err)}")
         offset += (length + 3) & ~3
@@ -387,7 +390,7 @@ def socket_netns(sock: socket.socket | int) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _open_route_socket() -> socket.socket:
+def open_route_socket() -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         sock.bind((0, 0))
@@ -418,7 +421,7 @@ def _open_route_socket_in(ns_path: str) -> socket.socket:
     def make() -> None:
         try:
             with netns_mod.in_netns(ns_path):
-                box["sock"] = _open_route_socket()
+                box["sock"] = open_route_socket()
         except BaseException as exc:  # handed to the caller below
             box["error"] = exc
 
@@ -435,8 +438,8 @@ class PyrouteNetlink:
 
     Route dumps and writes go through a raw rtnetlink socket of its own (writes
     pipelined, see :meth:`write_batch`); link lookups go through pyroute2's
-    ``IPRoute``. Before any read or write of routes it checks with SIOCGSKNS that
-    both sockets really live in the target namespace (pyroute2 opens a namespaced
+    ``IPRoute``, opened on the first lookup. Before any read or write of routes it checks with SIOCGSKNS
+    that every socket it opened really lives in the target namespace (pyroute2 opens a namespaced
     socket through a forked child, and a child that died could leave a socket in
     the root namespace): if not, it raises :class:`NetnsGuardError` and writes
     nothing. A named namespace must exist; it is never created. Not thread-safe:
@@ -449,8 +452,6 @@ class PyrouteNetlink:
     DUMP_TRIES = 3         # a dump the kernel marks interrupted (table changed meanwhile) is redone
 
     def __init__(self, netns: str | None = None) -> None:
-        from pyroute2 import IPRoute
-
         self.netns = netns
         ns_path = netns_mod.netns_path(netns) if netns else "/proc/thread-self/ns/net"
         try:
@@ -458,11 +459,10 @@ class PyrouteNetlink:
         except FileNotFoundError:
             raise NetnsGuardError(f"netns: {netns!r} does not exist ({ns_path}); refusing to create it") from None
         self._target = (st.st_dev, st.st_ino)
-        # flags=0: pyroute2 would otherwise create a missing namespace (O_CREAT).
-        self.ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        self._ipr: IPRoute | None = None   # opened on first use (link lookups): route work never needs it
         self._wsock: socket.socket | None = None
         try:
-            self._wsock = _open_route_socket_in(ns_path) if netns else _open_route_socket()
+            self._wsock = _open_route_socket_in(ns_path) if netns else open_route_socket()
             self.verify_netns()
             self._strict = bool(self._wsock.getsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK))
         except BaseException:
@@ -477,16 +477,30 @@ class PyrouteNetlink:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    @property
+    def ipr(self) -> IPRoute:
+        """pyroute2's socket for link lookups, opened on first use (in the target namespace, checked)."""
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            # flags=0: pyroute2 would otherwise create a missing namespace (O_CREAT).
+            self._ipr = IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
+            self.verify_netns()
+        return self._ipr
+
     def close(self) -> None:
         if self._wsock is not None:
             self._wsock.close()
             self._wsock = None
-        self.ipr.close()
+        if self._ipr is not None:
+            self._ipr.close()
 
     def verify_netns(self) -> None:
         """Raise :class:`NetnsGuardError` unless every socket sits in the target namespace."""
         where = self.netns or "this thread's namespace"
-        socks = {"pyroute2": self.ipr.asyncore.socket.fileno(), "writer": self._wsock}
+        socks: dict[str, Any] = {"writer": self._wsock}
+        if self._ipr is not None:
+            socks["pyroute2"] = self._ipr.asyncore.socket.fileno()
         for name, sock in socks.items():
             if sock is None:
                 raise NetnsGuardError(f"netns {where}: the {name} socket is closed; refusing to write")
@@ -534,8 +548,8 @@ class PyrouteNetlink:
             self._seq = self._seq % 0x7FFFFFFF + 1
             body = _RTMSG.pack(family, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
             if oif is not None and self._strict:
-                body += _rta(RTA_OIF, _U32.pack(oif))
-            sock.sendall(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP,
+                body += rtattr(RTA_OIF, U32.pack(oif))
+            sock.sendall(NLMSGHDR.pack(NLMSGHDR.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP,
                                         self._seq, 0) + body)
             routes: list[KernelRoute] = []
             interrupted = False
@@ -612,8 +626,8 @@ class PyrouteNetlink:
         last = chunk[-1][1]
         # Ask for an ack on the last message only: patch its flags field (offset 6).
         last = last[:6] + struct.pack("=H", struct.unpack_from("=H", last, 6)[0] | NLM_F_ACK) + last[8:]
-        by_seq = {_NLMSGHDR.unpack_from(msg, 0)[3]: i for i, msg in chunk}
-        last_seq = _NLMSGHDR.unpack_from(last, 0)[3]
+        by_seq = {NLMSGHDR.unpack_from(msg, 0)[3]: i for i, msg in chunk}
+        last_seq = NLMSGHDR.unpack_from(last, 0)[3]
         try:
             sock.sendall(b"".join(msg for _, msg in chunk[:-1]) + last)
         except OSError as exc:

@@ -28,5 +28,5 @@ def forbid_real_resources(monkeypatch: pytest.MonkeyPatch, rung: str) -> None:
 
     monkeypatch.setattr(l3net.netns, "create", refuse("create namespaces", "tests/netns"))
     monkeypatch.setattr(l3net.netns, "in_netns", refuse("enter namespaces", "tests/netns"))
-    monkeypatch.setattr(l3net.rtnl, "_open_route_socket", refuse("open route sockets", "tests/netns"))
+    monkeypatch.setattr(l3net.rtnl, "open_route_socket", refuse("open route sockets", "tests/netns"))
     monkeypatch.setattr(l3net.lab.etcdserver.EtcdServer, "start", refuse("start etcd", "tests/integration"))

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -28,7 +28,18 @@ from l3net.constants import (
     WORKLOAD_GATEWAY_V4,
     WORKLOAD_HOST_MAC,
 )
-from l3net.rtnl import DELETE, REPLACE, RTN_UNICAST, DstSelector, KernelRoute, PyrouteNetlink, canonical_dst
+from l3net.rtlink import LinkSocket
+from l3net.rtnl import (
+    CREATE,
+    DELETE,
+    REPLACE,
+    RTN_UNICAST,
+    SCOPE_LINK,
+    DstSelector,
+    KernelRoute,
+    PyrouteNetlink,
+    canonical_dst,
+)
 from l3net.workload_kernel import NODE_SYSCTLS, interface_sysctls, workload_route
 
 _log = logging.getLogger(__name__)
@@ -41,25 +52,30 @@ class DataplaneError(Exception):
     """The workload could not be wired (or CHECK found drift); the message says what."""
 
 
-def uplink_mtu(ipr: IPRoute, routes: list[KernelRoute]) -> int:
+def uplink_mtu(links: LinkSocket, routes: list[KernelRoute], route_oif: Callable[[str], int | None]) -> int:
     """MTU of the interface carrying the IPv4 default route (the uplink); 1500 when there is none.
 
-    ``routes`` is a dump of the main table (``PyrouteNetlink.dump_routes``): pyroute2's own default-route
-    lookup decodes the whole table with its message classes, ~45 ms per ADD on a node holding 1,000 routes.
+    ``routes`` is a dump of the main table's default routes (``PyrouteNetlink.dump_routes_to``): pyroute2's
+    own default-route lookup decodes the whole table with its message classes, ~45 ms per ADD on a node
+    holding 1,000 routes. ``route_oif(address)``: the interface the kernel routes ``address`` through, for a
+    multipath default (rare), which names no interface of its own.
     """
     defaults = sorted((r for r in routes if r.dst == "0.0.0.0/0" and r.type == RTN_UNICAST), key=lambda r: r.metric)
     for route in defaults:
         oif = route.oif
         if oif is None and route.gateways:  # multipath: the interface of the first next hop
-            found = ipr.route("get", dst=route.gateways[0])
-            oif = found[0].get_attr("RTA_OIF") if found else None
-        if oif:
-            links = ipr.link("get", index=oif)
-            mtu = links[0].get("mtu") or links[0].get_attr("IFLA_MTU")
-            if mtu:
-                return int(mtu)
+            oif = route_oif(route.gateways[0])
+        link = links.link(index=oif) if oif else None
+        if link is not None and link.mtu:
+            return link.mtu
     _log.warning("no IPv4 default route; using MTU %d", DEFAULT_MTU)
     return DEFAULT_MTU
+
+
+def _route_oif(nl: PyrouteNetlink, address: str) -> int | None:
+    """The kernel's output interface for ``address`` (a FIB lookup, through pyroute2: rare, not worth a codec)."""
+    found = nl.ipr.route("get", dst=address)
+    return found[0].get_attr("RTA_OIF") if found else None
 
 
 def routes_to(nl: PyrouteNetlink, ips: list[str], *, defaults: bool = False) -> list[KernelRoute]:
@@ -78,15 +94,26 @@ def host_routes(routes: list[KernelRoute], ip: str) -> list[KernelRoute]:
 
 @contextlib.contextmanager
 def pod_netlink(netns_path: str) -> Iterator[IPRoute]:
-    """A netlink socket in the pod's namespace, made by switching this thread only (``l3net.netns.in_netns``).
+    """A pyroute2 socket in the pod's namespace, made by switching this thread only (``l3net.netns.in_netns``).
 
     Not ``IPRoute(netns=...)``: pyroute2 forks a child for that, and a fork of the agent (which serves
     CNI requests) inherits its asyncio signal wake-up fd, so the SIGTERM pyroute2 sends its child is
     read by the agent's loop as its own and stops the agent. Opening the path never creates a
-    namespace (pyroute2's default would); a missing path is FileNotFoundError.
+    namespace (pyroute2's default would); a missing path is FileNotFoundError. CHECK reads through it;
+    ADD and DEL use :func:`pod_links`.
     """
     with l3netns.in_netns(netns_path), IPRoute() as ipr:
         yield ipr
+
+
+@contextlib.contextmanager
+def pod_links(netns_path: str) -> Iterator[LinkSocket]:
+    """A raw rtnetlink socket (``l3net.rtlink``) in the pod's namespace, opened from this thread switched
+    into it; the socket stays there once the thread switches back."""
+    with l3netns.in_netns(netns_path):
+        sock = LinkSocket()
+    with sock:
+        yield sock
 
 
 def _link_index(ipr: IPRoute, name: str) -> int | None:
@@ -115,7 +142,7 @@ def _delete_our_routes(ips: list[str], oifs: tuple[int | None, ...]) -> bool:
     """Delete our /32s (protocol ROUTE_PROTO) for ``ips`` whose interface is one of ``oifs``; True if any went."""
     if not ips:
         return False
-    with PyrouteNetlink() as nl:
+    with PyrouteNetlink() as nl:   # raw route socket only (no link lookup: pyroute2 is not opened)
         doomed = [r for r in routes_to(nl, ips) if r.proto == ROUTE_PROTO and r.oif in oifs]
         outcomes = nl.write_batch([(DELETE, r) for r in doomed])  # an error here: raced with another DEL
     return any(err is None for err in outcomes)
@@ -131,53 +158,52 @@ class Wired:
 
 def setup(host_if: str, netns_path: str, pod_if: str, ips: list[str], mtu: int = 0) -> Wired:
     """Create and configure the veth pair and routes. Replaces a stale host veth of the same name."""
-    # One raw route socket and its pyroute2 socket for every host-side step: each socket pair costs ~1 ms to open.
-    with PyrouteNetlink() as nl:
-        ipr = nl.ipr
-        stale = _link_index(ipr, host_if)
+    # Host side: one raw socket for links (l3net.rtlink) and one for routes (l3net.rtnl); no pyroute2 on this
+    # path: its ~15 requests per pod cost ~8 ms of Python under the agent's GIL.
+    with PyrouteNetlink() as nl, LinkSocket() as links:
+        stale = links.link(name=host_if)
         if stale is not None:
             _log.info("removing stale host veth ifname=%s", host_if)
-            ipr.link("del", index=stale)
+            links.delete_link(stale.index)
         routes = routes_to(nl, ips, defaults=not mtu)
         for ip in ips:
             for r in host_routes(routes, ip):
                 if r.oif is not None:
-                    name = ipr.link("get", index=r.oif)[0].get_attr("IFLA_IFNAME")
-                    raise DataplaneError(f"route {r.dst} already points to interface {name}; refusing to "
-                                         f"take it over for {host_if}")
-        link_mtu = mtu or uplink_mtu(ipr, routes)
+                    holder = links.link(index=r.oif)
+                    raise DataplaneError(f"route {r.dst} already points to interface "
+                                         f"{holder.name if holder else r.oif}; refusing to take it over for {host_if}")
+        link_mtu = mtu or uplink_mtu(links, routes, lambda address: _route_oif(nl, address))
         try:
-            ipr.link("add", ifname=host_if, kind="veth", address=WORKLOAD_HOST_MAC, mtu=link_mtu,
-                     peer={"ifname": pod_if, "net_ns_fd": netns_path, "mtu": link_mtu})
-        except (NetlinkError, OSError) as exc:
+            links.add_veth(host_if, WORKLOAD_HOST_MAC, link_mtu, pod_if, netns_path)
+        except OSError as exc:
             raise DataplaneError(f"creating veth {host_if} <-> {pod_if} in {netns_path}: {exc}") from exc
-        idx = _link_index(ipr, host_if)
-        if idx is None:
+        made = links.link(name=host_if)
+        if made is None:
             raise DataplaneError(f"veth {host_if} vanished right after creation")
         _write_sysctls(host_if)
         # The MAC again, as Calico does (some kernels ignore the address given at creation), in the same
-        # request that brings the link up: each pyroute2 request costs ~0.5 ms of the agent's GIL.
-        ipr.link("set", index=idx, address=WORKLOAD_HOST_MAC, state="up")
+        # request that brings the link up.
+        links.set_link(made.index, mac=WORKLOAD_HOST_MAC, up=True)
         pod_mac = _wire_pod_side(netns_path, pod_if, ips)
-        write_host_routes(nl, idx, host_if, ips)
+        write_host_routes(nl, made.index, host_if, ips)
     _log.info("wired workload host_if=%s pod_if=%s ips=%s mtu=%d", host_if, pod_if, ",".join(ips), link_mtu)
     return Wired(host_if=host_if, pod_if=pod_if, pod_mac=pod_mac, mtu=link_mtu)
 
 
 def _wire_pod_side(netns_path: str, pod_if: str, ips: list[str]) -> str:
     """Bring the pod's end up with its addresses and its two routes; its MAC."""
-    with pod_netlink(netns_path) as pod:
-        try:
-            (link,) = pod.link("get", ifname=pod_if)   # its index and its MAC in one request
-        except NetlinkError as exc:
-            raise DataplaneError(f"{pod_if} did not appear in {netns_path}") from exc
-        pidx, mac = link["index"], link.get_attr("IFLA_ADDRESS")
-        pod.link("set", index=pidx, state="up")
+    with pod_links(netns_path) as pod:
+        link = pod.link(name=pod_if)   # its index and its MAC in one request
+        if link is None:
+            raise DataplaneError(f"{pod_if} did not appear in {netns_path}")
+        pod.set_link(link.index, up=True)
         for ip in ips:
-            pod.addr("add", index=pidx, address=ip, prefixlen=32)
-        pod.route("add", dst=f"{WORKLOAD_GATEWAY_V4}/32", oif=pidx, scope=RT_SCOPE_LINK, proto=ROUTE_PROTO)
-        pod.route("add", dst="0.0.0.0/0", gateway=WORKLOAD_GATEWAY_V4, oif=pidx, proto=ROUTE_PROTO)
-        return str(mac)
+            pod.add_address(link.index, ip, 32)
+        pod.write_route(CREATE, KernelRoute(dst=f"{WORKLOAD_GATEWAY_V4}/32", proto=ROUTE_PROTO, metric=0,
+                                            scope=SCOPE_LINK, oif=link.index))
+        pod.write_route(CREATE, KernelRoute(dst="0.0.0.0/0", proto=ROUTE_PROTO, metric=0, oif=link.index,
+                                            gateways=(WORKLOAD_GATEWAY_V4,)))
+        return str(link.mac)
 
 
 def teardown(host_if: str, ips: list[str] | None = None) -> bool:
@@ -186,11 +212,12 @@ def teardown(host_if: str, ips: list[str] | None = None) -> bool:
     Idempotent: True when something was removed.
     """
     removed = False
-    with IPRoute() as ipr:
-        idx = _link_index(ipr, host_if)
+    with LinkSocket() as links:
+        link = links.link(name=host_if)
+        idx = link.index if link is not None else None
         if idx is not None:
-            with contextlib.suppress(NetlinkError):  # raced with another DEL: already gone
-                ipr.link("del", index=idx)
+            with contextlib.suppress(OSError):  # raced with another DEL: already gone
+                links.delete_link(idx)
                 removed = True
     removed = _delete_our_routes(ips or [], (None, idx)) or removed
     if removed:
@@ -212,13 +239,13 @@ def teardown_in_container(netns_path: str, pod_if: str, ips: list[str] | None = 
     removed = False
     if netns_path and os.path.exists(netns_path):
         try:
-            with pod_netlink(netns_path) as pod:
-                idx = _link_index(pod, pod_if)
-                if idx is not None:
-                    with contextlib.suppress(NetlinkError):  # raced with another DEL: already gone
-                        pod.link("del", index=idx)
+            with pod_links(netns_path) as pod:
+                link = pod.link(name=pod_if)
+                if link is not None:
+                    with contextlib.suppress(OSError):  # raced with another DEL: already gone
+                        pod.delete_link(link.index)
                         removed = True
-        except (OSError, NetlinkError) as exc:
+        except OSError as exc:
             # A namespace file whose namespace is gone (unmounted bind) cannot be entered: the pair died with it.
             _log.info("DEL: cannot enter %s (%s); the pair went with the namespace", netns_path, exc)
     removed = _delete_our_routes(ips or [], (None,)) or removed
