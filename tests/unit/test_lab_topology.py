@@ -15,9 +15,9 @@ from l3net.lab.topology import TopologyError, expand_env, load_topology, parse_t
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-# Shared data, not vendored (../shared/schemas/README.md: read it from there, do not copy it). CI and every
-# developer's tree have ../shared beside the clone, so under `make test` its absence is a failure: the schema
-# tests are not in tests/conftest.py ALLOWED_SKIPS. Only a lone clone outside `make test` skips them.
+# Shared data, not vendored (../shared/schemas/README.md: read it from there, do not copy it, skip the check
+# when it is absent). CI always has ../shared beside the clone: with CI=true its absence fails `make test`
+# (tests/conftest.py ALLOWED_SKIPS names the skip only outside CI).
 SCHEMA = REPO.parent / "shared" / "schemas" / "clab.schema.json"
 SHIPPED = sorted((REPO / "topologies").glob("*.clab.yml"))
 
