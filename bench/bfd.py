@@ -33,6 +33,7 @@ from bgp.bfd.packet import State
 from bgp.bfd.session import SessionConfig, StateChange
 from bgp.bfd.speaker import BfdSpeaker, PeerKey
 from l3net import netns
+from l3net.lab import checks
 
 _log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def run(ctx: Context) -> Result:
         st = _frr_states(rt)
         return (all(sp.do(lambda k=k: sp.speaker.state(k)) == State.UP for k in keys)
                 and sum(1 for v in st.values() if v == "up") == sessions)
-    netns.wait_for(all_up, 60, "every session Up on both sides")
+    checks.wait_for(all_up, 60, "every session Up on both sides")
     time.sleep(2)
     res.setup.update({"sessions": sessions, "interval_ms": INTERVAL_MS, "multiplier": MULT, "rounds": rounds,
                       "cpu_window_s": window_s, "peer": "FRR bfdd 8.x (Debian)"})
@@ -170,9 +171,9 @@ def run(ctx: Context) -> Result:
         for rule in rules:
             netns.run(a, ["iptables", "-w", "-A", *rule, "-p", "udp", "-j", "DROP"])
         try:
-            netns.wait_for(lambda n=n, key=key: any(k == key and c.new == State.DOWN for k, c, _ in sp.changes[n:]),
+            checks.wait_for(lambda n=n, key=key: any(k == key and c.new == State.DOWN for k, c, _ in sp.changes[n:]),
                            10, f"l3net to detect the cut of {y}")
-            frr_at = netns.wait_for(lambda x=x, t=t_cut: _frr_down_after(log, x, t), 10, f"bfdd to detect {x}")
+            frr_at = checks.wait_for(lambda x=x, t=t_cut: _frr_down_after(log, x, t), 10, f"bfdd to detect {x}")
         finally:
             for rule in rules:
                 netns.run(a, ["iptables", "-w", "-D", *rule, "-p", "udp", "-j", "DROP"], check=False)
@@ -181,7 +182,7 @@ def run(ctx: Context) -> Result:
         det["bfdd"].append((frr_at - t_cut) * 1000)
         res.sample("detect_ms", "l3net", det["l3net"][-1], unit="ms", better="lower")
         res.sample("detect_ms", "bfdd", det["bfdd"][-1], unit="ms", better="lower")
-        netns.wait_for(all_up, 30, "the cut session Up again")
+        checks.wait_for(all_up, 30, "the cut session Up again")
         time.sleep(1.5)  # past its poll sequence
     declare(res)
     return res

@@ -36,6 +36,7 @@ from typing import Any
 from bench import policyload, topology
 from bench.framework import Context, Result, interleaved, need_binary, need_root, python_exe
 from l3net import netns
+from l3net.lab import checks
 
 _log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _wait_ready(pair: Pair) -> None:
     """Until the server answers (it may still be starting): a short run must complete connections."""
     def ready() -> bool:
         return connect_rate(pair.client.ns, pair.server.ip, 0.2)["connections"] > 0
-    netns.wait_for(ready, 20, f"tcpconn server at {pair.server.ip} reachable from {pair.client.ns}", interval=0.2)
+    checks.wait_for(ready, 20, f"tcpconn server at {pair.server.ip} reachable from {pair.client.ns}", interval=0.2)
 
 
 def run(ctx: Context) -> Result:

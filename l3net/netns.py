@@ -16,13 +16,10 @@ import struct
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
@@ -184,28 +181,3 @@ def run(netns: str, cmd: Sequence[str], *, check: bool = True, timeout: float | 
 def nsenter_cmd(netns: str, cmd: Sequence[str]) -> list[str]:
     """A command line that runs ``cmd`` in ``netns`` without remounting /sys (for long-lived daemons)."""
     return ["nsenter", f"--net={netns_path(netns)}", "--", *cmd]
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``condition`` until it returns something truthy and return that; TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def ping(netns: str, ip: str, count: int = 1, timeout: float = 2) -> bool:
-    """Whether ``ip`` answers a ping sent from inside ``netns`` (name or path; IPv4 or IPv6).
-
-    Sends ``count`` echo requests and waits ``timeout`` seconds for each reply; True on any reply.
-    """
-    cmd = nsenter_cmd(netns, ["ping", "-q", "-n", "-c", str(count), "-W", f"{timeout:g}", ip])
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=count + timeout + 5)
-    except subprocess.TimeoutExpired:
-        return False
-    return r.returncode == 0

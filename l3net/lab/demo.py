@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from l3net import netns
 from l3net.constants import ROUTE_PROTO
+from l3net.lab import checks
 from l3net.lab import state as st
 from l3net.lab.errors import LabError
 from l3net.lab.pods import add_pod
@@ -39,7 +39,7 @@ def step(title: str) -> None:
 
 
 def _pod_ping(state: st.LabState, src: str, dst_ip: str) -> bool:
-    return netns.ping(state.data["pods"][src]["netns"], dst_ip, count=1, timeout=1)
+    return checks.ping(state.data["pods"][src]["netns"], dst_ip, count=1, timeout=1)
 
 
 def matrix(state: st.LabState, show: bool = True) -> dict[tuple[str, str], bool]:
@@ -147,7 +147,7 @@ def run_demo(topology: str | None = None) -> int:
         apply_manifest_files(state.etcd_endpoints, sorted(demo_dir.glob("*.yaml")))
         # Expected: only client -> web stays open. Give the agents' watch and iptables-restore a moment.
         try:
-            netns.wait_for(lambda: not matrix(state, show=False).get(("default/client", "default/other"), False),
+            checks.wait_for(lambda: not matrix(state, show=False).get(("default/client", "default/other"), False),
                            10, "policy to block client -> other", interval=0.5)
             enforced = True
         except TimeoutError:

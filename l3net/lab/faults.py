@@ -52,6 +52,7 @@ from typing import Any
 
 from l3net import netns
 from l3net.lab import cgroups as cg
+from l3net.lab import checks
 from l3net.lab import state as st
 from l3net.lab.errors import LabError
 from l3net.lab.runtime import _ip, start_etcd_member, start_node_processes
@@ -318,7 +319,7 @@ def _delayer_start(state: st.LabState, node: str, ns: str, iface: str, delay_ms:
     def ready() -> bool:
         return b"ready" in log.read_bytes()[start:] or not cg.populated(group)
     with contextlib.suppress(TimeoutError):
-        netns.wait_for(ready, 15, f"the delayer for {node}:{iface}")
+        checks.wait_for(ready, 15, f"the delayer for {node}:{iface}")
     if not cg.populated(group) or b"ready" not in log.read_bytes()[start:]:
         tail = log.read_bytes()[start:].decode(errors="replace")[-600:]
         cg.remove(group)
@@ -340,7 +341,7 @@ def _delayer_stop(state: st.LabState, node: str, ns: str, iface: str) -> None:
     if group.exists():
         cg.signal_all(group, signal.SIGTERM)  # it accepts what it holds, then exits
         with contextlib.suppress(TimeoutError):
-            netns.wait_for(lambda: not cg.populated(group), 3, "the delayer to exit")
+            checks.wait_for(lambda: not cg.populated(group), 3, "the delayer to exit")
         try:
             cg.remove(group)
         except cg.CgroupError as exc:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 # Also used by other modules as st.starttime (the helper lives in l3net.lab.procs, shared with etcdserver).
-from l3net import netns
+from l3net.lab import checks
 from l3net.lab.procs import cmdline, starttime
 
 DEFAULT_RUN_BASE = "/run/l3net/lab"
@@ -186,7 +186,7 @@ def stop_process(proc: dict[str, Any], grace: float = 3.0) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        netns.wait_for(lambda: not is_alive(proc), grace, f"pid {pid} to exit")
+        checks.wait_for(lambda: not is_alive(proc), grace, f"pid {pid} to exit")
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     return True

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from l3net import netns
+from l3net.lab import checks
 from l3net.lab import state as st
 from l3net.lab.errors import LabError
 from l3net.lab.runtime import LabRuntime, _ip, down
@@ -102,7 +103,7 @@ def test_up_builds_nodes_links_mgmt_and_processes_then_down_removes_all(lab_env:
 
     # point-to-point link with addresses from the link's ipv4 list
     assert run_in(a, "ping", "-c1", "-W2", "10.77.0.1").returncode == 0
-    assert netns.ping(a, "10.77.0.1") and not netns.ping(a, "10.77.0.9", timeout=0.3)
+    assert checks.ping(a, "10.77.0.1") and not checks.ping(a, "10.77.0.9", timeout=0.3)
     # the bridge node switches between a:eth2 and b:eth2 (addresses set by exec lines)
     assert run_in(a, "ping", "-c1", "-W2", "192.168.50.2").returncode == 0
     assert "master sw" in run_in(topo.node_netns("sw"), "ip", "-o", "link", "show", "pa").stdout
@@ -204,6 +205,6 @@ def test_ip_refuses_a_call_without_its_namespace() -> None:
 
 def test_wait_for_returns_the_value_or_names_what_timed_out() -> None:
     calls = iter([0, None, "ready"])
-    assert netns.wait_for(lambda: next(calls), 5, "the third call", interval=0.01) == "ready"
+    assert checks.wait_for(lambda: next(calls), 5, "the third call", interval=0.01) == "ready"
     with pytest.raises(TimeoutError, match="the impossible"):
-        netns.wait_for(lambda: False, 0.05, "the impossible", interval=0.01)
+        checks.wait_for(lambda: False, 0.05, "the impossible", interval=0.01)
