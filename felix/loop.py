@@ -19,11 +19,14 @@ runs are coalesced into the next one, and under a sustained stream of events the
 side applies at most once per ``min_interval``. (A window timed from the previous
 apply made the second and third event of every ADD wait out most of it.)
 
-One exception to the throttle: a learned route withdrawn (a prefix gone, or one
-of its next hops gone: a BGP or BFD session down) makes the route side *urgent*,
-and an urgent side applies as soon as it is idle, whatever its credits: traffic
-to a dead next hop is black-holed until the route goes, while a new route only
-adds reachability and can wait to be batched.
+One exception to the throttle: a change of the learned routes makes the route
+side *urgent*, and an urgent side applies as soon as it is idle, whatever its
+credits. A withdraw (a prefix gone, or one of its next hops gone: a BGP or BFD
+session down) because traffic to a dead next hop is black-holed until the route
+goes; an addition because it is what makes a new pod on another node reachable,
+and it comes while the same ADD's block claim and endpoint have spent this node's
+credits (BIRD on a Calico node installs both at once). Learned routes stay batched
+by the apply itself: changes that arrive while one runs go into the next.
 
 Degrade, never die: a failed apply is retried with backoff (capped at
 ``retry_max``), forever, with the side reported not ready; after
@@ -246,8 +249,10 @@ class SyncLoop:
         metrics.BGP_LEARNED_ROUTES.set(len(new))
         if new != self.learned:
             if withdraws_any(self.learned, new):
-                self.routes_side.urgent = True
                 metrics.URGENT_WITHDRAWS.inc()
+            # Any change: a withdraw stops black-holing, an addition makes a remote pod reachable (BIRD on a
+            # Calico node installs both at once); see the module docstring.
+            self.routes_side.urgent = True
             self.learned = new
             self._mark(self.routes_side)
 

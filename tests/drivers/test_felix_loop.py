@@ -286,9 +286,10 @@ def test_refused_workload_route_is_retried_when_the_links_change() -> None:
     assert rig.sync.health.warnings() == {}
 
 
-def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
-    """A learned route withdrawn (a BGP/BFD session down) is applied at once; a new one waits out min_interval
-    once the side's apply credits are spent (burst=1: one credit, so the window follows every apply)."""
+def test_a_learned_route_change_skips_the_coalescing_window_a_datastore_change_waits() -> None:
+    """A learned route withdrawn (a BGP/BFD session down) or added (a pod on another node) is applied at once,
+    whatever the credits; a datastore change waits out min_interval once the side's apply credits are spent
+    (burst=1: one credit, so the window follows every apply)."""
     rig = Rig({"cali1": 11, "cali2": 12}, config=LoopConfig(min_interval=0.05, burst=1, startup_sweep_delay=0))
     rig.sync.on_updates(BASE)
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"]})
@@ -303,28 +304,32 @@ def test_a_withdraw_skips_the_coalescing_window_an_addition_waits() -> None:
         asyncio.run(once())
 
     rig.clock.now += 0.01  # 10 ms after the last apply: inside the 50 ms window
-    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"],
-                                "10.70.3.0/26": ["10.0.0.3"]})  # an addition only
+    rig.sync.on_updates([wep("late", "n1", "10.65.0.9/32", "cali2")])
     now()
-    assert rig.sync.applies == applies and ("10.70.3.0/26", M) not in rig.ours(), "an addition waits"
+    assert rig.sync.applies == applies and ("10.65.0.9/32", M) not in rig.ours(), "a datastore change waits"
     assert rig.sync._next_deadline(rig.clock.now) == pytest.approx(rig.clock.now + 0.04)
 
-    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"]})  # 10.0.0.2 is gone
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"],
+                                "10.70.3.0/26": ["10.0.0.3"]})  # an addition only
     assert rig.sync._next_deadline(rig.clock.now) == rig.clock.now
     now()
-    assert rig.sync.applies == applies + 1, "the withdraw was applied without waiting for the window"
+    assert rig.sync.applies == applies + 1, "the addition was applied without waiting for the window"
+    assert ("10.70.3.0/26", M) in rig.ours()
+    assert ("10.65.0.9/32", M) in rig.ours(), "the pending datastore change rides along with it"
+
+    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"]})  # 10.0.0.2 is gone
+    now()
+    assert rig.sync.applies == applies + 2, "the withdraw was applied without waiting for the window"
     assert ("10.70.2.0/26", M) not in rig.ours()
     assert rig.ours()[("10.70.1.0/26", M)].gateways == ("10.0.0.3",)
-    assert ("10.70.3.0/26", M) in rig.ours(), "the pending addition rides along with the withdraw's apply"
 
     rig.clock.now += 0.01
-    rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.3"], "10.70.3.0/26": ["10.0.0.3"],
-                                "10.70.4.0/26": ["10.0.0.3"]})
+    rig.sync.on_updates([wep("later", "n1", "10.65.0.10/32", "cali2")])
     now()
-    assert ("10.70.4.0/26", M) not in rig.ours(), "after the urgent apply, additions coalesce again"
+    assert ("10.65.0.10/32", M) not in rig.ours(), "after the urgent applies, datastore changes coalesce again"
     rig.clock.now += 0.05
     now()
-    assert ("10.70.4.0/26", M) in rig.ours()
+    assert ("10.65.0.10/32", M) in rig.ours()
 
 
 def _pass(rig: Rig) -> None:
