@@ -32,6 +32,7 @@ from l3net.rtnl import (
     U32,
     KernelRoute,
     encode_route,
+    messages,
     parse_address,
     parse_errors,
     rtattr,
@@ -208,13 +209,5 @@ class LinkSocket:
 
 def _messages(data: bytes, seq: int) -> list[tuple[int, bytes]]:
     """The (type, body) of each message of ``seq`` in a received buffer, but errors and acks."""
-    out = []
-    offset = 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, kind, _flags, got, _pid = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size:
-            break
-        if got == seq and kind != NLMSG_ERROR:
-            out.append((kind, data[offset + NLMSGHDR.size:offset + length]))
-        offset += (length + 3) & ~3
-    return out
+    return [(kind, data[offset + NLMSGHDR.size:offset + length])
+            for offset, length, kind, _flags, got in messages(data) if got == seq and kind != NLMSG_ERROR]

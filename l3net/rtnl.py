@@ -209,14 +209,21 @@ def encode_route(op: str, route: KernelRoute, seq: int, *, ack: bool = False) ->
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
 
 
-def parse_errors(data: bytes) -> list[tuple[int, int, str]]:
-    """``(seq, errno, kernel message)`` for every NLMSG_ERROR in a received buffer (errno 0 = ack)."""
-    out = []
+def messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """``(offset, length, type, flags, seq)`` of each netlink message in a received buffer, in order."""
     offset = 0
     while offset + NLMSGHDR.size <= len(data):
         length, kind, flags, seq, _ = NLMSGHDR.unpack_from(data, offset)
         if length < NLMSGHDR.size:
-            break
+            return
+        yield offset, length, kind, flags, seq
+        offset += (length + 3) & ~3
+
+
+def parse_errors(data: bytes) -> list[tuple[int, int, str]]:
+    """``(seq, errno, kernel message)`` for every NLMSG_ERROR in a received buffer (errno 0 = ack)."""
+    out = []
+    for offset, length, kind, flags, seq in messages(data):
         if kind == NLMSG_ERROR and length >= NLMSGHDR.size + _ERRNO.size + NLMSGHDR.size:
             (err,) = _ERRNO.unpack_from(data, offset + NLMSGHDR.size)
             text = ""
@@ -232,7 +239,6 @@ def parse_errors(data: bytes) -> list[tuple[int, int, str]]:
                         text = data[pos + RTATTR.size:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
                     pos += (alen + 3) & ~3
             out.append((seq, -err, text))
-        offset += (length + 3) & ~3
     return out
 
 

@@ -327,12 +327,7 @@ class RouteDriver:
         delta = self._delta(desired, keep_stale_learned, sweep)
         if delta is not None:
             return self._diff_delta(*delta, result)
-        writes: list[tuple[str, KernelRoute]] = []
-        wanted_slots: set[tuple[str, int]] = set()
-        self._by_dst = None
-        for spec in desired:
-            self._plan(spec, result, writes, wanted_slots)
-        writes.sort(key=lambda w: (w[1].dst, w[1].metric))
+        writes, wanted_slots = self._plan_all(desired, result)
         ops: list[tuple[str, KernelRoute]] = writes
         if sweep:
             for slot in sorted(self._ours.keys() - wanted_slots):
@@ -367,12 +362,7 @@ class RouteDriver:
                     result: RouteApplyResult) -> list[tuple[str, KernelRoute]]:
         """:meth:`_diff` from a clean apply: what the added routes need, and the removed routes' slots that no
         added route takes over (every other slot of ours is wanted as it is)."""
-        writes: list[tuple[str, KernelRoute]] = []
-        wanted_slots: set[tuple[str, int]] = set()
-        self._by_dst = None
-        for spec in added:
-            self._plan(spec, result, writes, wanted_slots)
-        writes.sort(key=lambda w: (w[1].dst, w[1].metric))
+        writes, wanted_slots = self._plan_all(added, result)
         gone = set()
         for spec in removed:
             slot = self._wanted_memo[spec].slot   # the clean apply wrote it (see _delta)
@@ -382,6 +372,17 @@ class RouteDriver:
         result.missing_links.sort()
         result.invalid.sort()
         return ops
+
+    def _plan_all(self, specs: Iterable[RouteSpec],
+                  result: RouteApplyResult) -> tuple[list[tuple[str, KernelRoute]], set[tuple[str, int]]]:
+        """:meth:`_plan` of each of ``specs``: the writes, in (destination, metric) order, and the slots wanted."""
+        writes: list[tuple[str, KernelRoute]] = []
+        wanted_slots: set[tuple[str, int]] = set()
+        self._by_dst = None
+        for spec in specs:
+            self._plan(spec, result, writes, wanted_slots)
+        writes.sort(key=lambda w: (w[1].dst, w[1].metric))
+        return writes, wanted_slots
 
     def _plan(self, spec: RouteSpec, result: RouteApplyResult, writes: list[tuple[str, KernelRoute]],
               wanted_slots: set[tuple[str, int]]) -> None:
