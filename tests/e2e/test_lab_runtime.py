@@ -20,6 +20,7 @@ from l3net.lab import state as st
 from l3net.lab.errors import LabError
 from l3net.lab.runtime import LabRuntime, _ip, down
 from l3net.lab.topology import load_topology
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
@@ -117,9 +118,7 @@ def test_up_builds_nodes_links_mgmt_and_processes_then_down_removes_all(lab_env:
     assert netns.read_sysctl("net.ipv4.ip_forward", b) == "0"
     # cmd runs with the node's env in the node's directory; binds are visible to the node only
     greet = Path(state.data["nodes"]["a"]["cwd"]) / "greet.txt"
-    deadline = time.monotonic() + 10
-    while not greet.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(greet.exists, 10, f"the node's cmd to write {greet}")
     assert greet.read_text().strip() == "hello"
     exec_a = subprocess.run([*L3NET, "lab", "exec", "--lab", name, "a", "--", "cat", "/etc/hostname"],
                             capture_output=True, text=True, env=os.environ.copy())
@@ -149,14 +148,8 @@ def test_down_after_the_lab_process_was_killed(lab_env: tuple[str, Path]) -> Non
     up = subprocess.Popen([*L3NET, "lab", "up", "--no-wait", str(path)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        state = None
-        while time.monotonic() < deadline:
-            state = st.LabState.load(name)
-            if state is not None and state.data["processes"]:
-                break
-            time.sleep(0.1)
-        assert state is not None and state.data["processes"], "lab up did not get far enough"
+        state = wait_for(lambda: (s := st.LabState.load(name)) is not None and s.data["processes"] and s, 30,
+                         "lab up to get as far as its processes", step=0.1)
         time.sleep(0.5)  # into the blocking exec line
     finally:
         os.killpg(up.pid, signal.SIGKILL)

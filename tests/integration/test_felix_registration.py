@@ -51,13 +51,8 @@ def test_status_is_leased_and_updated(datastore: EtcdDatastore, key_layout: KeyL
     key = key_layout.node_status("n1", "agent")
     try:
         pub.update(ready=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            kv = datastore.get(key)
-            if kv is not None and json.loads(kv.value).get("ready") is True:
-                break
-            time.sleep(0.05)
-        assert kv is not None and json.loads(kv.value).get("ready") is True, kv
+        kv = wait_for(lambda: (got := datastore.get(key)) is not None and json.loads(got.value).get("ready") is True
+                      and got, 10, "the status key to say ready")
         assert kv.lease != 0
         assert json.loads(kv.value)["node"] == "n1"
     finally:
@@ -137,9 +132,7 @@ def test_status_outage_is_retried_but_a_bug_is_handed_to_on_fatal(datastore: Etc
     pub = StatusPublisher(outage, key_layout, "n1", ttl=5)  # type: ignore[arg-type]
     pub.start(on_fatal=died.append)
     try:
-        deadline = time.monotonic() + 10
-        while outage.puts < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: outage.puts >= 2, 10, "two status writes")
         assert outage.puts >= 2 and not died and pub._thread.is_alive()  # retried, still running
     finally:
         pub.stop()

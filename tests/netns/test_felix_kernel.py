@@ -7,7 +7,6 @@ import ipaddress
 import os
 import socket
 import threading
-import time
 
 import pytest
 
@@ -25,6 +24,7 @@ from felix.links import Link
 from l3net import netns
 from l3net import rtnl as routes_mod
 from l3net.constants import ROUTE_PROTO
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -143,10 +143,7 @@ def test_link_watcher_reports_links_and_sysctls_are_set(node: str) -> None:
         netns.run(node, ["ip", "link", "set", "cali3", "up"])
         assert got.wait(5)
         netns.run(node, ["ip", "link", "del", "cali3"])
-        deadline = time.monotonic() + 5
-        while "cali3" in seen[-1] and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert "cali3" not in seen[-1]
+        wait_for(lambda: "cali3" not in seen[-1], 5, "a snapshot without the deleted cali3", step=0.02)
     finally:
         watcher.stop()
 
@@ -329,10 +326,17 @@ def test_guard_refuses_a_socket_in_another_namespace(node: str, netns_factory, m
             RouteDriver(nl).apply([RouteSpec("10.94.0.0/24", "blackhole")])
     finally:
         nl.close()
-    # pyroute2's socket ends up elsewhere (its forked helper failed): refused at construction.
+    # pyroute2's socket ends up elsewhere (its forked helper failed): refused when it is opened (on the first
+    # link lookup), and every read or write after that refuses too.
     real = pyroute2.IPRoute
     monkeypatch.setattr(pyroute2, "IPRoute", lambda **kw: real(netns=other, flags=0))
-    with pytest.raises(NetnsGuardError, match="pyroute2"):
-        PyrouteNetlink(netns=node)
+    nl = PyrouteNetlink(netns=node)
+    try:
+        with pytest.raises(NetnsGuardError, match="pyroute2"):
+            nl.link_index("lo")
+        with pytest.raises(NetnsGuardError, match="pyroute2"):
+            nl.write_batch([(REPLACE, route)])
+    finally:
+        nl.close()
     assert netns.run(other, ["ip", "route", "show", "table", "main"]).stdout == other_before
     assert ip_routes(node) == node_before

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from l3net.viewcache import CacheWriter, ViewCache, decode, encode
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -91,12 +91,7 @@ def test_writer_coalesces_and_writes_the_newest_view(tmp_path: Path) -> None:
     try:
         for rev in range(1, 50):
             writer.submit({P + "k": (str(rev).encode(), rev)}, rev)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            view = cache.load()
-            if view is not None and view.revision == 49:
-                break
-            time.sleep(0.05)
+        wait_for(lambda: (v := cache.load()) is not None and v.revision == 49, 5, "the newest view on disk")
     finally:
         writer.stop()
     view = cache.load()
