@@ -363,8 +363,9 @@ def _covered(net: IPNetwork, blocks: CoverIndex) -> bool:
 
 
 class PoolIndex(CoverIndex):
-    """The IPPools' CIDRs, remembering each workload's answer: every apply asks it for every workload of
-    the cluster, three times (the route side, and the policy builder twice), and the pools rarely change."""
+    """The IPPools' CIDRs, remembering each workload's answer: the policy builder asks it for every workload
+    of the cluster on each build (the route side only for workloads that changed), and the pools rarely
+    change."""
 
     MEMO_MAX = 1 << 17
 

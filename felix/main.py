@@ -84,8 +84,8 @@ def bgp_builder(secrets_dir: str = "") -> BuildBGPView:
     secrets = bgp.secrets.SecretReader(secrets_dir) if secrets_dir else None
 
     def build(model: Model, node: str) -> bgp.view.NodeBGPView:
-        # The facts walk every workload of the cluster: kept while the model is unchanged, and the same object
-        # lets the view reuse its import context too.
+        # The facts copy the model's counted workload addresses and walk every pool and block: kept while the
+        # model is unchanged, and the same object lets the view reuse its import context too.
         ipam = model.derived(f"bgp-ipam-facts/{node}", lambda: bgp_ipam_facts(model, node))
         return bgp.view.build_node_view(node, model.resources_of("Node"), model.resources_of("BGPConfiguration"),
                                           model.resources_of("BGPPeer"), model.resources_of("BGPFilter"),
