@@ -28,7 +28,6 @@ from l3net.rtnl import (
     NLM_F_REQUEST,
     NLMSG_ERROR,
     NLMSGHDR,
-    RTATTR,
     U32,
     KernelRoute,
     encode_route,
@@ -36,6 +35,7 @@ from l3net.rtnl import (
     parse_address,
     parse_errors,
     rtattr,
+    rtattrs,
 )
 
 __all__ = ["Link", "LinkSocket"]
@@ -89,19 +89,14 @@ def decode_link(body: bytes) -> Link:
     """A RTM_NEWLINK message body (after the netlink header) as a :class:`Link`."""
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body, 0)
     name, mac, mtu = "", None, None
-    pos = _IFINFOMSG.size
-    while pos + RTATTR.size <= len(body):
-        length, kind = RTATTR.unpack_from(body, pos)
-        if length < RTATTR.size:
-            break
-        value = body[pos + RTATTR.size:pos + length]
+    for kind, start, end in rtattrs(body, _IFINFOMSG.size, len(body)):
+        value = body[start:end]
         if kind == IFLA_IFNAME:
             name = value.split(b"\0", 1)[0].decode(errors="replace")
         elif kind == IFLA_ADDRESS:
             mac = ":".join(f"{b:02x}" for b in value)
         elif kind == IFLA_MTU and len(value) >= 4:
             (mtu,) = U32.unpack_from(value, 0)
-        pos += (length + 3) & ~3
     return Link(index=index, name=name, mac=mac, mtu=mtu, up=bool(flags & IFF_UP))
 
 

@@ -249,7 +249,7 @@ def _ntop(family: int, raw: bytes) -> str | None:
         return None
 
 
-def _rtattrs(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+def rtattrs(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type, value offset, attribute end) of each rtattr in ``data[pos:end]``, up to the first malformed one."""
     while pos + RTATTR.size <= end:
         alen, atype = RTATTR.unpack_from(data, pos)
@@ -289,7 +289,7 @@ def _decode_route(data: bytes, offset: int, end: int) -> KernelRoute | None:
     dst_raw = b"\0" * size
     metric, oif = 0, None
     gateways: list[str] = []
-    for atype, val, attr_end in _rtattrs(data, offset + _RTMSG.size, end):
+    for atype, val, attr_end in rtattrs(data, offset + _RTMSG.size, end):
         if atype == RTA_DST:
             dst_raw = data[val:val + size]
         elif atype == RTA_PRIORITY:
