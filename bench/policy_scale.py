@@ -128,6 +128,8 @@ def run(ctx: Context) -> Result:
         if variant == "felix" and dataplane is not None:
             # the agent's path from here on: its (now warm) compiler and its long-lived drivers
             _one_changes(res, ns, dataplane, compiler, local, remote, pols)
+        if dataplane is not None:
+            dataplane.close()
         ctx.workspace.drop_netns(ns)
     declare(res)
     return res

@@ -122,10 +122,18 @@ class FelixPolicyDataplane:
         writes += self.ipsets.apply_deletes(program.ipsets)
         return writes
 
+    def close(self) -> None:
+        """End the iptables driver's long-lived restore process (before the namespace goes)."""
+        self.iptables.close()
+
 
 def apply_with_felix(ns: str, program: Any) -> int:
     """Apply ``program`` in ``ns`` with fresh drivers (as after an agent start); restore transactions written."""
-    return FelixPolicyDataplane(ns).apply(program)
+    dataplane = FelixPolicyDataplane(ns)
+    try:
+        return dataplane.apply(program)
+    finally:
+        dataplane.close()
 
 
 def install_dataplane_policies(ws: Workspace, n1: Node, w1: Workload, n2: Node, w2: Workload, *,

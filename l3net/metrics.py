@@ -179,9 +179,13 @@ SOURCED_METRICS: dict[str, SourcedMetric] = {
     "l3net_iptables_drift_repairs": SourcedMetric(
         "counter", "Re-reads that found l3net's chains or hooks changed behind its back (then repaired)."),
     "l3net_iptables_apply_seconds": SourcedMetric("gauge", "Wall time of the last iptables apply."),
+    "l3net_iptables_restore_processes": SourcedMetric(
+        "counter", "iptables-restore processes started for the long-lived restore session (nft backend)."),
     # felix.drivers.ipsets.IpsetDriver.stats()
     "l3net_ipset_restore_calls": SourcedMetric("counter", "ipset restore transactions run."),
     "l3net_ipset_restore_errors": SourcedMetric("counter", "ipset restore transactions that failed."),
+    "l3net_ipset_destroys_deferred": SourcedMetric(
+        "counter", "Unwanted ipsets left for a later apply because a rule still referenced them."),
     "l3net_ipset_save_calls": SourcedMetric("counter", "ipset save reads of the kernel's sets."),
     "l3net_ipset_lines_written": SourcedMetric("counter", "Lines written to ipset restore."),
     "l3net_ipset_apply_seconds": SourcedMetric("gauge", "Wall time of the last ipset apply phase."),

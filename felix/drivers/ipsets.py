@@ -19,10 +19,16 @@ Desired = Mapping[str, tuple[str, frozenset[str]]]
 # so readers never see a half-updated set.
 _SWAP_FRACTION = 0.5
 _MAXELEM = 1048576  # Felix's MaxIpsetSize
+_IN_USE = "in use by a kernel component"   # ipset's words for a set a rule still references
+_RELEASE_WAIT = 0.5   # seconds: a grace period here is ~12 ms; the rest is for a busy machine
 
 
 class IpsetError(RuntimeError):
     """``ipset restore`` failed; carries the command's stderr."""
+
+
+class _SetInUse(IpsetError):
+    """A ``destroy`` met a set that a rule still references (waited for, not counted as an error)."""
 
 
 @dataclass
@@ -61,8 +67,10 @@ class IpsetDriver:
     """
 
     def __init__(self, runner: Runner = local_runner, *, prefix: str = IPSET_PREFIX,
-                 refresh_interval: float | None = 90.0, clock: Callable[[], float] = time.monotonic):
+                 refresh_interval: float | None = 90.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self._runner = runner
+        self._sleep = sleep
         self._prefix = prefix
         self._temp = f"{prefix}t:"
         self._refresh_interval = refresh_interval
@@ -72,6 +80,7 @@ class IpsetDriver:
         self.restore_calls = 0
         self.save_calls = 0
         self.errors = 0
+        self.destroys_deferred = 0
         self.lines_written = 0
         self.last_apply_seconds = 0.0
 
@@ -91,7 +100,8 @@ class IpsetDriver:
         """Counters for the agent's metrics (names in the policy section of docs/metrics.md)."""
         return {"l3net_ipset_restore_calls": self.restore_calls, "l3net_ipset_save_calls": self.save_calls,
                 "l3net_ipset_restore_errors": self.errors, "l3net_ipset_lines_written": self.lines_written,
-                "l3net_ipset_apply_seconds": self.last_apply_seconds}
+                "l3net_ipset_apply_seconds": self.last_apply_seconds,
+                "l3net_ipset_destroys_deferred": self.destroys_deferred}
 
     def _current(self) -> dict[str, _Set]:
         if self._view is None or (self._refresh_interval is not None
@@ -122,8 +132,10 @@ class IpsetDriver:
             raise
         rc, _, err = wait()
         if rc != 0:
-            self.errors += 1
             self._view = None  # re-read before the next attempt
+            if _IN_USE in err:
+                raise _SetInUse(f"ipset restore ({phase}): {err.strip()}")
+            self.errors += 1
             raise IpsetError(f"ipset restore ({phase}) failed: {err.strip()}")
         self.lines_written += len(lines)
         _log.info("ipsets applied phase=%s lines=%d", phase, len(lines))
@@ -185,10 +197,34 @@ class IpsetDriver:
         return writes + other
 
     def apply_deletes(self, desired: Desired) -> int:
-        """Destroy our sets that are not desired (call after iptables stopped referencing them)."""
+        """Destroy our sets that are not desired (call after iptables stopped referencing them).
+
+        A rule removed in the iptables transaction just before lets go of its set only when the kernel frees
+        the rule, an RCU grace period after the commit (a one-shot restore waited for that at its exit; the
+        long-lived one does not). Until then ``destroy`` says the set is in use: such sets are tried again,
+        with a doubling pause, for up to :data:`_RELEASE_WAIT` seconds. A set still in use after that (a rule
+        that is not ours names it) is left for the next apply, logged, not an error.
+        """
         have = self._current()
         stale = sorted(n for n in have if n not in desired)
-        writes, _ = self._restore([f"destroy {n}" for n in stale], "deletes")
-        for name in stale:
-            del have[name]
+        writes = 0
+        pause, waited = 0.002, 0.0
+        while stale:
+            try:
+                writes += self._restore([f"destroy {n}" for n in stale], "deletes")[0]
+            except _SetInUse:
+                if waited >= _RELEASE_WAIT:
+                    self.destroys_deferred += 1
+                    _log.warning("ipsets still in use after %.1f s; destroying them on a later apply sets=%s",
+                                 waited, ",".join(stale))
+                    return writes
+                self._sleep(pause)
+                waited += pause
+                pause = min(pause * 2, 0.05)
+                have = self._current()   # what the failed restore destroyed before the set in use
+                stale = sorted(n for n in have if n not in desired)
+                continue
+            for name in stale:
+                del have[name]
+            break
         return writes

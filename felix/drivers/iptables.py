@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from felix.drivers.restore_session import RestoreSession, spawn_local
 from l3net.constants import CHAIN_PREFIX, RULE_HASH_COMMENT_PREFIX
 from l3net.netns import in_netns
 
@@ -56,11 +57,18 @@ def netns_runner(netns: str) -> Runner:
     def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
         with in_netns(netns):
             return local_runner(argv, stdin)
+    def spawn(argv: Sequence[str]) -> subprocess.Popen:
+        with in_netns(netns):
+            return spawn_local(argv)
     run.concurrent = True  # type: ignore[attr-defined]  # each call enters the namespace on its own thread
+    run.spawn = spawn  # type: ignore[attr-defined]
     return run
 
 
 local_runner.concurrent = True  # type: ignore[attr-defined]
+# A runner with ``spawn`` can also start a long-lived process there (felix.drivers.restore_session); a test's
+# fake has none, and the driver then runs one restore per transaction.
+local_runner.spawn = spawn_local  # type: ignore[attr-defined]
 
 
 def start(runner: Runner, argv: Sequence[str], stdin: str | None = None) -> Callable[[], tuple[int, str, str]]:
@@ -184,7 +192,9 @@ class IptablesDriver:
     ``apply(chains, hooks)`` diffs chain by chain against a cached view of each
     table and writes one ``iptables-restore --noflush --wait`` transaction per
     table that changed (whole-chain rewrites; hooks inserted once at the top of
-    the kernel chains; stale ``l3n-`` chains and hooks removed). Nothing else is
+    the kernel chains; stale ``l3n-`` chains and hooks removed). On nft the
+    transactions stream to one long-lived restore process
+    (:mod:`felix.drivers.restore_session`; :meth:`close` ends it). Nothing else is
     touched. Idempotent: an apply with nothing changed runs no command at all.
 
     The view comes from ``iptables-save`` (hash comments only, rule bodies are
@@ -225,12 +235,31 @@ class IptablesDriver:
         self.last_apply_seconds = 0.0
         self._last: tuple[Mapping[str, Mapping[str, Sequence[str]]], Mapping[str, Mapping[str, Sequence[str]]]] = \
             ({}, {})
+        self._session: RestoreSession | None = None
+        self._closed = False
 
     @property
     def backend(self) -> str:
         if self._backend is None:
             self._backend = detect_backend(self._runner)
         return self._backend
+
+    def close(self) -> None:
+        """End the long-lived restore process, if one runs (agent shutdown; a test's teardown). Idempotent;
+        a later apply runs one restore per transaction."""
+        self._closed = True
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _restore(self, script: str) -> tuple[int, str, str]:
+        argv = [_tools(self.backend)[1], "--noflush", "--wait"]
+        spawn = getattr(self._runner, "spawn", None)
+        if self.backend != "nft" or spawn is None or self._closed:
+            return self._runner(argv, script)
+        if self._session is None:
+            self._session = RestoreSession(argv, spawn)
+        return self._session.run(script)
 
     def read_table(self, table: str) -> TableState:
         self.save_calls += 1
@@ -264,7 +293,8 @@ class IptablesDriver:
                 "l3net_iptables_restore_errors": self.errors, "l3net_iptables_save_errors": self.save_errors,
                 "l3net_iptables_lines_written": self.lines_written,
                 "l3net_iptables_drift_repairs": self.drift_repairs,
-                "l3net_iptables_apply_seconds": self.last_apply_seconds}
+                "l3net_iptables_apply_seconds": self.last_apply_seconds,
+                "l3net_iptables_restore_processes": self._session.started if self._session else 0}
 
     def apply(self, chains: Mapping[str, Mapping[str, Sequence[str]]],
               hooks: Mapping[str, Mapping[str, Sequence[str]]]) -> int:
@@ -351,7 +381,7 @@ class IptablesDriver:
             if script is None:
                 return 0
             self.restore_calls += 1
-            rc, _, err = self._runner([_tools(self.backend)[1], "--noflush", "--wait"], script)
+            rc, _, err = self._restore(script)
             if rc == 0:
                 self.last_lines_written = script.count("\n")
                 self.lines_written += self.last_lines_written

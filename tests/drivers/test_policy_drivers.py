@@ -305,3 +305,72 @@ def test_iptables_runs_alongside_a_members_only_ipset_restore_and_after_one_that
     saves = ips.save_calls
     assert ips.apply_adds({"l3n-a": ("hash:net", frozenset({"10.0.0.3"}))}) == 0  # re-read, nothing to do
     assert ips.save_calls == saves + 1
+
+
+class _SetsInUseFor:
+    """The fake kernel, whose ``destroy`` says "in use" ``times`` times first (a rule the kernel is still
+    freeing), or always (``times`` None: a rule that is not ours names the set)."""
+
+    def __init__(self, kernel: FakeIptables, times: int | None) -> None:
+        self.kernel, self.times, self.refusals = kernel, times, 0
+
+    def __call__(self, argv, stdin=None):  # type: ignore[no-untyped-def]
+        if argv[:2] == ["ipset", "restore"] and stdin and stdin.startswith("destroy ") and (
+                self.times is None or self.refusals < self.times):
+            self.refusals += 1
+            return 1, "", ("ipset v7.17: Error in line 1: Set cannot be destroyed: it is in use by a kernel "
+                           "component")
+        return self.kernel(argv, stdin)
+
+
+def test_a_set_the_kernel_is_still_releasing_is_destroyed_after_a_pause_and_no_error_is_counted(
+        kernel: FakeIptables) -> None:
+    runner = _SetsInUseFor(kernel, times=3)
+    sleeps: list[float] = []
+    ips = IpsetDriver(runner, sleep=sleeps.append)
+    ips.apply_adds({"l3n-s:gone": ("hash:ip", frozenset({"10.0.0.1"}))})
+    assert ips.apply_deletes({}) == 1
+    assert "l3n-s:gone" not in kernel.ipsets
+    assert sleeps == [0.002, 0.004, 0.008]
+    assert ips.stats()["l3net_ipset_restore_errors"] == 0
+    assert ips.stats()["l3net_ipset_destroys_deferred"] == 0
+
+
+def test_a_set_someone_else_still_uses_is_left_for_a_later_apply_not_raised(kernel: FakeIptables) -> None:
+    runner = _SetsInUseFor(kernel, times=None)
+    sleeps: list[float] = []
+    ips = IpsetDriver(runner, sleep=sleeps.append)
+    ips.apply_adds({"l3n-s:held": ("hash:ip", frozenset({"10.0.0.1"}))})
+    assert ips.apply_deletes({}) == 0
+    assert "l3n-s:held" in kernel.ipsets
+    assert 0.5 <= sum(sleeps) < 0.6
+    assert ips.stats()["l3net_ipset_destroys_deferred"] == 1
+    runner.times = 0   # the foreign rule went: the next apply destroys the set
+    assert ips.apply_deletes({}) == 1
+    assert "l3n-s:held" not in kernel.ipsets
+
+
+def test_ipset_restore_failures_other_than_in_use_still_raise(kernel: FakeIptables) -> None:
+    ips = IpsetDriver(lambda argv, stdin=None: (1, "", "ipset v7.17: Kernel error received: Operation not "
+                                                         "permitted") if argv[:2] == ["ipset", "restore"]
+                      else kernel(argv, stdin), sleep=lambda _s: None)
+    kernel.ipsets["l3n-s:x"] = ("hash:ip", {"10.0.0.1"})
+    with pytest.raises(IpsetError, match="Operation not permitted"):
+        ips.apply_deletes({})
+    assert ips.stats()["l3net_ipset_restore_errors"] == 1
+
+
+def test_a_fake_runner_without_spawn_runs_one_restore_per_transaction_and_legacy_never_streams(
+        kernel: FakeIptables) -> None:
+    spawned: list[object] = []
+
+    def runner(argv, stdin=None):  # type: ignore[no-untyped-def]
+        return kernel(argv, stdin)
+    runner.spawn = spawned.append  # type: ignore[attr-defined]
+    legacy = IptablesDriver(runner, backend="legacy")
+    legacy.apply({"filter": {"l3n-a": ['-m comment --comment "l3n:a1" -j ACCEPT']}}, {})
+    assert spawned == [] and legacy.stats()["l3net_iptables_restore_processes"] == 0
+    plain = IptablesDriver(kernel, backend="nft")   # a runner without spawn
+    plain.apply({"filter": {"l3n-b": ['-m comment --comment "l3n:b1" -j ACCEPT']}}, {})
+    assert plain.stats()["l3net_iptables_restore_calls"] == 1
+    assert plain.stats()["l3net_iptables_restore_processes"] == 0

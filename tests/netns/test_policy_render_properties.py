@@ -206,6 +206,7 @@ def _check_field(scratch: str, doc_name: str, path: tuple[Any, ...], value: Any)
         assert sets == {name: set(members) for name, (_, members) in prog.ipsets.items()}, (value, sets)
     finally:
         ipt.remove_all()
+        ipt.close()
         ipsets.apply_deletes({})
 
 

@@ -183,6 +183,7 @@ def topo() -> Iterator[Topo]:
     f = NetnsFactory()
     stop = threading.Event()
     thread = None
+    t = None
     try:
         t = _build(f)
         _plant_foreign(t)
@@ -193,6 +194,8 @@ def topo() -> Iterator[Topo]:
         stop.set()
         if thread is not None:
             thread.join(timeout=5)
+        for _, ipt in (t.drivers.values() if t is not None else ()):
+            ipt.close()   # the long-lived restore processes, before their namespaces go
         f.cleanup()
 
 
