@@ -123,8 +123,9 @@ class FelixPolicyDataplane:
         return writes
 
     def close(self) -> None:
-        """End the iptables driver's long-lived restore process (before the namespace goes)."""
+        """End the drivers' long-lived restore processes (before the namespace goes)."""
         self.iptables.close()
+        self.ipsets.close()
 
 
 def apply_with_felix(ns: str, program: Any) -> int:

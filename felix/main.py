@@ -339,8 +339,9 @@ class Agent:
             if self.speaker is not None:
                 await self.speaker.stop()
             self.status.stop()
-            if iptables is not None:   # its long-lived restore process ends with the agent
-                await loop.run_in_executor(None, iptables.close)
+            for driver in (iptables, ipsets):   # their long-lived restore processes end with the agent
+                if driver is not None:
+                    await loop.run_in_executor(None, driver.close)
             self.io.shutdown(wait=False)
         if self.fatal is not None:
             _log.critical("agent exiting after a fatal error in a helper thread: %r", self.fatal)

@@ -186,6 +186,8 @@ SOURCED_METRICS: dict[str, SourcedMetric] = {
     "l3net_ipset_restore_errors": SourcedMetric("counter", "ipset restore transactions that failed."),
     "l3net_ipset_destroys_deferred": SourcedMetric(
         "counter", "Unwanted ipsets left for a later apply because a rule still referenced them."),
+    "l3net_ipset_processes": SourcedMetric(
+        "counter", "ipset processes started for the long-lived ipset session."),
     "l3net_ipset_save_calls": SourcedMetric("counter", "ipset save reads of the kernel's sets."),
     "l3net_ipset_lines_written": SourcedMetric("counter", "Lines written to ipset restore."),
     "l3net_ipset_apply_seconds": SourcedMetric("gauge", "Wall time of the last ipset apply phase."),

@@ -1,4 +1,4 @@
-"""felix.drivers.ipsets: applies desired ipsets with one ``ipset restore`` per phase."""
+"""felix.drivers.ipsets: applies desired ipsets with one batch of commands per phase."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from felix.drivers.iptables import Runner, local_runner, start
+from felix.drivers.restore_session import IpsetSession
 from l3net.constants import IPSET_PREFIX
 
 _log = logging.getLogger(__name__)
@@ -55,8 +56,10 @@ class IpsetDriver:
     Felix's order: :meth:`apply_adds` (create sets and bring members up to date)
     before iptables references them, :meth:`apply_deletes` (destroy our sets no
     longer desired) after iptables stopped referencing them. Each phase is at
-    most one ``ipset restore``; a phase with nothing to do runs none
-    (idempotent). Big rewrites go through a temporary set and ``swap``.
+    most one batch of commands, written to one long-lived ``ipset -`` when the
+    runner can start one (:mod:`felix.drivers.restore_session`; :meth:`close`
+    ends it), else to one ``ipset restore``; a phase with nothing to do writes
+    none (idempotent). Big rewrites go through a temporary set and ``swap``.
 
     The view of our sets comes from ``ipset save`` once, then from what was
     written: re-read after :meth:`invalidate`, after a failed restore, and when
@@ -77,12 +80,39 @@ class IpsetDriver:
         self._clock = clock
         self._view: dict[str, _Set] | None = None
         self._read_at = 0.0
+        self._session: IpsetSession | None = None
+        self._closed = False
         self.restore_calls = 0
         self.save_calls = 0
         self.errors = 0
         self.destroys_deferred = 0
         self.lines_written = 0
         self.last_apply_seconds = 0.0
+
+    def close(self) -> None:
+        """End the long-lived ``ipset`` process, if one runs (agent shutdown; a test's teardown). Idempotent;
+        a later apply runs one ``ipset restore`` per phase."""
+        self._closed = True
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _start_restore(self, lines: list[str]) -> Callable[[], tuple[int, str, str]]:
+        """Start writing ``lines``: to the long-lived ``ipset -`` when the runner can spawn one (see
+        :mod:`felix.drivers.restore_session`), else to one ``ipset restore``; returns the wait for the result."""
+        spawn = getattr(self._runner, "spawn", None)
+        one_shot = "\n".join([*lines, "COMMIT", ""])
+        if spawn is None or self._closed or (self._session is not None and self._session.unavailable):
+            return start(self._runner, ["ipset", "restore"], one_shot)
+        if self._session is None:
+            self._session = IpsetSession(spawn)
+        session, runner = self._session, self._runner
+
+        def streamed(argv: object, stdin: str | None) -> tuple[int, str, str]:
+            done = session.run(stdin or "")
+            return runner(["ipset", "restore"], one_shot) if session.unavailable else done
+        streamed.concurrent = True  # type: ignore[attr-defined]
+        return start(streamed, ["ipset", "-"], "\n".join([*lines, ""]))
 
     def read(self) -> dict[str, _Set]:
         self.save_calls += 1
@@ -101,7 +131,8 @@ class IpsetDriver:
         return {"l3net_ipset_restore_calls": self.restore_calls, "l3net_ipset_save_calls": self.save_calls,
                 "l3net_ipset_restore_errors": self.errors, "l3net_ipset_lines_written": self.lines_written,
                 "l3net_ipset_apply_seconds": self.last_apply_seconds,
-                "l3net_ipset_destroys_deferred": self.destroys_deferred}
+                "l3net_ipset_destroys_deferred": self.destroys_deferred,
+                "l3net_ipset_processes": self._session.started if self._session else 0}
 
     def _current(self) -> dict[str, _Set]:
         if self._view is None or (self._refresh_interval is not None
@@ -118,7 +149,7 @@ class IpsetDriver:
         if not lines:
             return 0, alongside() if alongside is not None else 0
         self.restore_calls += 1
-        wait = start(self._runner, ["ipset", "restore"], "\n".join([*lines, "COMMIT", ""]))
+        wait = self._start_restore(lines)
         other = 0
         try:
             if alongside is not None:

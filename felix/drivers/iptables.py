@@ -255,11 +255,13 @@ class IptablesDriver:
     def _restore(self, script: str) -> tuple[int, str, str]:
         argv = [_tools(self.backend)[1], "--noflush", "--wait"]
         spawn = getattr(self._runner, "spawn", None)
-        if self.backend != "nft" or spawn is None or self._closed:
+        if self.backend != "nft" or spawn is None or self._closed or (
+                self._session is not None and self._session.unavailable):
             return self._runner(argv, script)
         if self._session is None:
             self._session = RestoreSession(argv, spawn)
-        return self._session.run(script)
+        done = self._session.run(script)
+        return self._runner(argv, script) if self._session.unavailable else done
 
     def read_table(self, table: str) -> TableState:
         self.save_calls += 1

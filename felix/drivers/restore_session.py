@@ -1,23 +1,30 @@
-"""felix.drivers.restore_session: one long-lived ``iptables-nft-restore`` that transactions are streamed to.
+"""felix.drivers.restore_session: long-lived ``iptables-nft-restore`` and ``ipset`` processes that
+transactions are streamed to.
 
-Why not a process per transaction: on nf_tables, a process that committed a
-transaction which deleted rules (a chain rewritten, a hook moved) waits for an
-RCU grace period when it closes its netlink socket (the kernel's
-``nft_rcv_nl_event`` flushes the ruleset's destroy work). On the machines we
-measured that is 11 to 12 ms per restore, after the change is already live,
-plus about 2 ms to start the binary. A restore that stays running never closes
-its socket: each transaction is confirmed in a fraction of a millisecond.
+Why not a process per transaction: on nf_tables, a process that closes a netfilter
+netlink socket waits for the ruleset's pending destroy work (``nft_rcv_nl_event``
+flushes it), and that work waits an RCU grace period whenever a transaction
+deleted rules (a chain rewritten, a hook moved). On the machines we measured that
+is 11 to 12 ms, paid after the change is already live, by the restore that made
+it or by the next ``ipset`` that exits; plus about 1 to 2 ms to start a binary. A
+process that stays running never closes its socket: a transaction is confirmed
+in a fraction of a millisecond, and the kernel frees the old rules in the
+background.
 
-``iptables-restore`` commits at every ``COMMIT`` line as it reads, re-reading
-its cache for each one (so it sees what others changed in between), and with
-``--verbose`` it echoes comment lines to stdout once everything before them is
-done. Each transaction is followed by a unique marker comment: the marker on
-stdout is the confirmation. A refused transaction makes the process print the
-reason on stderr and exit with xtables' status (1 or 2), which is handed back
-exactly as a one-shot run would, and the next transaction starts a new process.
-
-Only the nft backend is streamed (legacy restore takes the xtables lock per
-table, and its close costs nothing); the caller decides.
+Two dialects, one mechanism (:class:`StreamSession`): each transaction is written,
+then a trailer whose answer on stdout confirms that everything before it is done.
+- :class:`RestoreSession`: ``iptables-restore --verbose`` commits at every
+  ``COMMIT`` as it reads (re-reading its cache for each, so it sees what others
+  changed in between) and echoes comment lines; the trailer is a unique marker
+  comment. A refused transaction makes it print the reason and exit with xtables'
+  status (1 or 2), which is handed back as a one-shot run would; the next
+  transaction starts a new process. Only nft is streamed (legacy restore takes
+  the xtables lock per table, and its exit costs nothing); the caller decides.
+- :class:`IpsetSession`: ``ipset -`` (interactive) runs each command as it reads
+  it, reports a failing one on stderr and goes on; the trailer is ``version``. Any
+  stderr is a failure (status 1) with ipset's words, so the driver re-reads.
+A binary that cannot be started at all marks the session ``unavailable``; the
+drivers then run one process per transaction, as before.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["LOST_RC", "TIMED_OUT_RC", "RestoreSession", "Spawn", "spawn_local"]
+__all__ = ["LOST_RC", "TIMED_OUT_RC", "IpsetSession", "RestoreSession", "Spawn", "StreamSession", "spawn_local"]
 
 Spawn = Callable[[Sequence[str]], subprocess.Popen]   # starts argv with stdin, stdout and stderr as pipes
 
@@ -49,27 +57,39 @@ def spawn_local(argv: Sequence[str]) -> subprocess.Popen:
                             bufsize=0)
 
 
-class RestoreSession:
-    """Streams restore scripts to one ``argv`` process (started on first use, again after it exits).
+class StreamSession:
+    """Streams scripts to one ``argv`` process (started on first use, again after it exits).
 
     :meth:`run` has a runner's result shape, ``(rc, stdout, stderr)``: 0 once the
-    transaction's marker came back; the process's own exit status when it refused
-    the transaction; :data:`LOST_RC` when the process died without a verdict;
-    :data:`TIMED_OUT_RC` when no verdict came in ``timeout`` seconds (the process is
-    then ended). Thread-safe: transactions are serialised.
+    trailer's answer came back (1 when the dialect reads the stderr seen by then as
+    a failure); the process's own exit status when it exited on a refusal;
+    :data:`LOST_RC` when it died without a verdict; :data:`TIMED_OUT_RC` when no
+    verdict came in ``timeout`` seconds (the process is then ended). Thread-safe:
+    transactions are serialised.
     """
 
     def __init__(self, argv: Sequence[str], spawn: Spawn = spawn_local, *, timeout: float = 60.0,
                  clock: Callable[[], float] = time.monotonic):
-        self._argv = [*argv, "--verbose"]
+        self._argv = list(argv)
         self._spawn = spawn
         self._timeout = timeout
         self._clock = clock
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._serial = itertools.count(1)
-        self.started = 0   # processes started (the first, and one after each refusal or loss)
+        self.started = 0   # processes started (the first, and one after each exit)
+        self.unavailable = False   # the binary could not be started at all: the caller runs one-shot instead
 
+    # -- the dialect ---------------------------------------------------------------
+    def _trailer(self, serial: int) -> tuple[str, bytes]:
+        """The text written after a script, and what on stdout says everything before it is done."""
+        raise NotImplementedError
+
+    def _stderr_fails(self) -> bool:
+        """Whether stderr from a process that went on means the transaction failed."""
+        raise NotImplementedError
+
+    # -- the mechanism -------------------------------------------------------------
     @property
     def pid(self) -> int | None:
         """The running process's PID (None when none runs)."""
@@ -81,14 +101,14 @@ class RestoreSession:
             proc = self._running()
             if proc is None:
                 return LOST_RC, "", f"could not start {self._argv[0]}"
-            marker = f"{_MARKER}{os.getpid()}-{next(self._serial)}"
-            data = (script if script.endswith("\n") else script + "\n") + marker + "\n"
+            trailer, answer = self._trailer(next(self._serial))
+            data = (script if not script or script.endswith("\n") else script + "\n") + trailer
             try:
                 assert proc.stdin is not None
                 proc.stdin.write(data.encode())
-            except OSError:   # it is exiting: read why (a COMMIT it never read was not applied)
+            except OSError:   # it is exiting: read why (what it never read was not applied)
                 pass
-            return self._confirm(proc, marker)
+            return self._confirm(proc, answer)
 
     def close(self) -> None:
         """End the process (EOF first, so it exits on its own; then by its PID)."""
@@ -105,17 +125,17 @@ class RestoreSession:
         try:
             self._proc = self._spawn(self._argv)
         except OSError as exc:
-            _log.warning("iptables restore session could not start argv=%s err=%s", self._argv, exc)
+            _log.warning("stream session could not start argv=%s err=%s", self._argv, exc)
             self._proc = None
+            self.unavailable = True
             return None
         self.started += 1
-        _log.debug("iptables restore session started pid=%s", self._proc.pid)
+        _log.debug("stream session started argv=%s pid=%s", self._argv, self._proc.pid)
         return self._proc
 
-    def _confirm(self, proc: subprocess.Popen, marker: str) -> tuple[int, str, str]:
+    def _confirm(self, proc: subprocess.Popen, answer: bytes) -> tuple[int, str, str]:
         assert proc.stdout is not None and proc.stderr is not None
         out, err = bytearray(), bytearray()
-        want = marker.encode()
         deadline = self._clock() + self._timeout
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ, out)
@@ -125,8 +145,8 @@ class RestoreSession:
                 if left <= 0:
                     self._proc = None
                     _finish(proc)
-                    _log.warning("iptables restore session gave no verdict in %.0f s; ended pid=%s",
-                                 self._timeout, proc.pid)
+                    _log.warning("stream session gave no verdict in %.0f s; ended argv=%s pid=%s",
+                                 self._timeout, self._argv, proc.pid)
                     return TIMED_OUT_RC, "", f"{self._argv[0]} confirmed nothing in {self._timeout:.0f} s"
                 for key, _ in sel.select(left):
                     chunk = os.read(key.fd, _READ)
@@ -134,8 +154,12 @@ class RestoreSession:
                         sel.unregister(key.fileobj)
                         continue
                     key.data.extend(chunk)
-                if want in out:
-                    return 0, "", err.decode(errors="replace")
+                if answer in out:
+                    # stderr written before the answer is in its pipe already: take it
+                    if proc.stderr in sel.get_map():
+                        err.extend(_drain(proc.stderr.fileno()))
+                    text = err.decode(errors="replace")
+                    return (1 if text and self._stderr_fails() else 0), "", text
                 if not sel.get_map():
                     return self._reap(proc, err.decode(errors="replace"))
 
@@ -145,6 +169,55 @@ class RestoreSession:
         if rc in (0, None) or rc < 0:
             return LOST_RC, "", err or f"{self._argv[0]} exited ({rc}) before confirming"
         return rc, "", err
+
+
+class RestoreSession(StreamSession):
+    """``iptables-restore --noflush --wait --verbose``: a marker comment after each transaction."""
+
+    def __init__(self, argv: Sequence[str], spawn: Spawn = spawn_local, **kwargs: Any):
+        super().__init__([*argv, "--verbose"], spawn, **kwargs)
+
+    def _trailer(self, serial: int) -> tuple[str, bytes]:
+        marker = f"{_MARKER}{os.getpid()}-{serial}"
+        return marker + "\n", marker.encode()
+
+    def _stderr_fails(self) -> bool:
+        return False   # a refusal exits; what it prints while going on is a warning
+
+
+class IpsetSession(StreamSession):
+    """``ipset -`` (interactive): ``version`` after each batch of commands; no ``COMMIT`` lines.
+
+    ipset's stdout is a pipe here, which stdio buffers until exit: ``stdbuf -oL`` (coreutils) makes it
+    write each answer as a line.
+    """
+
+    def __init__(self, spawn: Spawn = spawn_local, **kwargs: Any):
+        super().__init__(["stdbuf", "-oL", "ipset", "-"], spawn, **kwargs)
+
+    def _trailer(self, serial: int) -> tuple[str, bytes]:
+        return "version\n", b"protocol version"
+
+    def _stderr_fails(self) -> bool:
+        return True   # it goes on after a failing command and says so only on stderr
+
+
+def _drain(fd: int) -> bytes:
+    """What is in a pipe now, without waiting for more."""
+    os.set_blocking(fd, False)
+    try:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(fd, _READ)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.set_blocking(fd, True)
 
 
 def _finish(proc: subprocess.Popen, grace: float = 2.0) -> int | None:

@@ -208,6 +208,7 @@ def _check_field(scratch: str, doc_name: str, path: tuple[Any, ...], value: Any)
         ipt.remove_all()
         ipt.close()
         ipsets.apply_deletes({})
+        ipsets.close()
 
 
 @pytest.mark.parametrize(("doc_name", "path"), FIELDS, ids=FIELD_IDS)

@@ -194,8 +194,9 @@ def topo() -> Iterator[Topo]:
         stop.set()
         if thread is not None:
             thread.join(timeout=5)
-        for _, ipt in (t.drivers.values() if t is not None else ()):
+        for ips, ipt in (t.drivers.values() if t is not None else ()):
             ipt.close()   # the long-lived restore processes, before their namespaces go
+            ips.close()
         f.cleanup()
 
 

@@ -1,4 +1,4 @@
-"""The long-lived iptables-nft-restore session, against the real tool in a namespace of our own.
+"""The long-lived iptables-nft-restore and ipset sessions, against the real tools in a namespace of our own.
 
 What the driver relies on: a transaction counts as applied only once its marker came back, and then it is
 in the kernel; a refused one changes nothing and reports xtables' status with the kernel's reason; the
@@ -17,7 +17,7 @@ import pytest
 
 from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver, netns_runner
-from felix.drivers.restore_session import LOST_RC, TIMED_OUT_RC, RestoreSession
+from felix.drivers.restore_session import LOST_RC, TIMED_OUT_RC, IpsetSession, RestoreSession
 from l3net import netns
 from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for
@@ -188,7 +188,56 @@ def test_a_set_whose_last_rule_just_went_is_destroyed_in_the_same_apply(ns: str)
         assert ips.stats()["l3net_ipset_restore_errors"] == 0
         assert ips.stats()["l3net_ipset_destroys_deferred"] == 0
         assert ipt.stats()["l3net_iptables_restore_processes"] == 1
+        assert ips.stats()["l3net_ipset_processes"] == 1
     finally:
         ipt.remove_all()
         ipt.close()
         ips.apply_deletes({})
+        ips.close()
+
+
+def _members(ns: str, name: str) -> set[str]:
+    out = netns.run(ns, ["ipset", "list", name]).stdout
+    return set(out.split("Members:\n", 1)[1].split())
+
+
+def test_the_ipset_session_applies_each_batch_reports_a_failing_command_and_goes_on(ns: str) -> None:
+    s = IpsetSession(netns_runner(ns).spawn)  # type: ignore[attr-defined]
+    try:
+        assert s.run("create l3n-s:a hash:net,port family inet\nadd l3n-s:a 10.0.0.1,tcp:80\n") == (0, "", "")
+        assert _members(ns, "l3n-s:a") == {"10.0.0.1,tcp:80"}
+        rc, _, err = s.run("add l3n-s:a 10.0.0.1,tcp:80\nadd l3n-s:a 10.0.0.2,tcp:80\n")
+        assert rc == 1 and "already added" in err   # ipset's words, and the batch is a failure
+        assert _members(ns, "l3n-s:a") == {"10.0.0.1,tcp:80", "10.0.0.2,tcp:80"}   # it went on
+        assert s.run("del l3n-s:a 10.0.0.1,tcp:80\n") == (0, "", "")   # stderr of the last batch is not carried
+        assert _members(ns, "l3n-s:a") == {"10.0.0.2,tcp:80"}
+        assert s.started == 1
+        s.run("destroy l3n-s:a\n")
+    finally:
+        s.close()
+
+
+def test_drivers_whose_session_binary_cannot_start_fall_back_to_one_process_per_transaction(ns: str) -> None:
+    base = netns_runner(ns)
+
+    def runner(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str]:
+        return base(argv, stdin)
+
+    def cannot_spawn(argv: Sequence[str]) -> subprocess.Popen:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    runner.spawn = cannot_spawn  # type: ignore[attr-defined]
+    runner.concurrent = True  # type: ignore[attr-defined]
+    ipt, ips = IptablesDriver(runner, backend="nft", refresh_interval=None), IpsetDriver(runner,
+                                                                                         refresh_interval=None)
+    try:
+        ips.apply_adds({"l3n-s:b": ("hash:ip", frozenset({"192.0.2.9"}))},
+                       then=lambda: ipt.apply({"filter": {"l3n-f": ['-m comment --comment "l3n:f1" -j ACCEPT']}},
+                                              {}))
+        assert _members(ns, "l3n-s:b") == {"192.0.2.9"}
+        assert _rules(ns, "l3n-f") == ["-A l3n-f -m comment --comment l3n:f1 -j ACCEPT"]
+        assert ipt.stats()["l3net_iptables_restore_errors"] == 0 and ips.stats()["l3net_ipset_restore_errors"] == 0
+    finally:
+        ipt.remove_all()
+        ips.apply_deletes({})
+        ipt.close()
+        ips.close()
