@@ -49,6 +49,7 @@ TIMED_OUT_RC = 124   # no confirmation in time: the process was ended, the outco
 LOST_RC = 4          # the process was gone before it confirmed (xtables' RESOURCE_PROBLEM: retried by the driver)
 _MARKER = "# l3n-restore-done "
 _READ = 65536
+_WRITE = 65536
 
 
 def spawn_local(argv: Sequence[str]) -> subprocess.Popen:
@@ -103,12 +104,7 @@ class StreamSession:
                 return LOST_RC, "", f"could not start {self._argv[0]}"
             trailer, answer = self._trailer(next(self._serial))
             data = (script if not script or script.endswith("\n") else script + "\n") + trailer
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(data.encode())
-            except OSError:   # it is exiting: read why (what it never read was not applied)
-                pass
-            return self._confirm(proc, answer)
+            return self._exchange(proc, data.encode(), answer)
 
     def close(self) -> None:
         """End the process (EOF first, so it exits on its own; then by its PID)."""
@@ -129,17 +125,23 @@ class StreamSession:
             self._proc = None
             self.unavailable = True
             return None
+        assert self._proc.stdin is not None
+        os.set_blocking(self._proc.stdin.fileno(), False)   # writes take what the pipe has room for
         self.started += 1
         _log.debug("stream session started argv=%s pid=%s", self._argv, self._proc.pid)
         return self._proc
 
-    def _confirm(self, proc: subprocess.Popen, answer: bytes) -> tuple[int, str, str]:
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = bytearray(), bytearray()
+    def _exchange(self, proc: subprocess.Popen, data: bytes, answer: bytes) -> tuple[int, str, str]:
+        """Write ``data`` while reading both outputs (a process that answers every line, as ``ipset -``
+        does, fills its stdout pipe long before it has read a big batch), until ``answer`` shows on stdout."""
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        tail, err = bytearray(), bytearray()
+        pending = memoryview(data)
         deadline = self._clock() + self._timeout
         with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ, out)
+            sel.register(proc.stdout, selectors.EVENT_READ, tail)
             sel.register(proc.stderr, selectors.EVENT_READ, err)
+            sel.register(proc.stdin, selectors.EVENT_WRITE)
             while True:
                 left = deadline - self._clock()
                 if left <= 0:
@@ -149,18 +151,30 @@ class StreamSession:
                                  self._timeout, self._argv, proc.pid)
                     return TIMED_OUT_RC, "", f"{self._argv[0]} confirmed nothing in {self._timeout:.0f} s"
                 for key, _ in sel.select(left):
+                    if key.fileobj is proc.stdin:
+                        try:
+                            pending = pending[os.write(key.fd, pending[:_WRITE]):]
+                        except BlockingIOError:
+                            continue
+                        except OSError:   # it is exiting: read why (what it never read was not applied)
+                            pending = pending[:0]
+                        if not pending:
+                            sel.unregister(proc.stdin)
+                        continue
                     chunk = os.read(key.fd, _READ)
                     if not chunk:   # EOF: the process is exiting (a refusal prints first, then exits)
                         sel.unregister(key.fileobj)
                         continue
                     key.data.extend(chunk)
-                if answer in out:
+                    if key.data is tail and answer not in tail:
+                        del tail[:-len(answer)]   # only the answer matters on stdout: keep what may start it
+                if answer in tail:
                     # stderr written before the answer is in its pipe already: take it
                     if proc.stderr in sel.get_map():
                         err.extend(_drain(proc.stderr.fileno()))
                     text = err.decode(errors="replace")
                     return (1 if text and self._stderr_fails() else 0), "", text
-                if not sel.get_map():
+                if proc.stdout not in sel.get_map() and proc.stderr not in sel.get_map():
                     return self._reap(proc, err.decode(errors="replace"))
 
     def _reap(self, proc: subprocess.Popen, err: str) -> tuple[int, str, str]:

@@ -241,3 +241,21 @@ def test_drivers_whose_session_binary_cannot_start_fall_back_to_one_process_per_
         ips.apply_deletes({})
         ipt.close()
         ips.close()
+
+
+def test_a_batch_bigger_than_the_pipes_goes_through_both_sessions(ns: str) -> None:
+    # ipset answers every line with a prompt: a big batch fills its stdout long before it has read the batch,
+    # so the session must read while it writes (a plain write would wait forever).
+    ips = IpsetSession(netns_runner(ns).spawn)  # type: ignore[attr-defined]
+    ipt = RestoreSession(RESTORE, netns_runner(ns).spawn)  # type: ignore[attr-defined]
+    try:
+        adds = "".join(f"add l3n-s:big 10.{i // 250}.{i % 250}.1\n" for i in range(30000))
+        assert ips.run("create l3n-s:big hash:ip family inet maxelem 65536\n" + adds) == (0, "", "")
+        assert len(_members(ns, "l3n-s:big")) == 30000
+        assert ipt.run(_refill("l3n-s", [f"r{i}" for i in range(4000)]))[0] == 0
+        assert len(_rules(ns, "l3n-s")) == 4000
+        assert (ips.started, ipt.started) == (1, 1)
+        ips.run("destroy l3n-s:big\n")
+    finally:
+        ips.close()
+        ipt.close()
