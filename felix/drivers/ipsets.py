@@ -21,6 +21,9 @@ Desired = Mapping[str, tuple[str, frozenset[str]]]
 _SWAP_FRACTION = 0.5
 _MAXELEM = 1048576  # Felix's MaxIpsetSize
 _IN_USE = "in use by a kernel component"   # ipset's words for a set a rule still references
+# ``ipset -`` sends a message per command, ``ipset restore`` batches them (about half the time per member):
+# a batch longer than this (a full apply, a big selector change) pays a process start to go faster.
+_STREAM_MAX_LINES = 1000
 _RELEASE_WAIT = 0.5   # seconds: a grace period here is ~12 ms; the rest is for a busy machine
 
 
@@ -99,10 +102,12 @@ class IpsetDriver:
 
     def _start_restore(self, lines: list[str]) -> Callable[[], tuple[int, str, str]]:
         """Start writing ``lines``: to the long-lived ``ipset -`` when the runner can spawn one (see
-        :mod:`felix.drivers.restore_session`), else to one ``ipset restore``; returns the wait for the result."""
+        :mod:`felix.drivers.restore_session`) and the batch is not big, else to one ``ipset restore``; returns
+        the wait for the result."""
         spawn = getattr(self._runner, "spawn", None)
         one_shot = "\n".join([*lines, "COMMIT", ""])
-        if spawn is None or self._closed or (self._session is not None and self._session.unavailable):
+        if spawn is None or self._closed or (self._session is not None and self._session.unavailable) or \
+                len(lines) > _STREAM_MAX_LINES:
             return start(self._runner, ["ipset", "restore"], one_shot)
         if self._session is None:
             self._session = IpsetSession(spawn)
