@@ -9,7 +9,10 @@ keep their affinity like a node with churning pods.
 
 Side by side, in interleaved rounds: the same number of bare single-key
 ``create`` + ``delete`` transactions from the same client to the same etcd
-(the floor: one ADD cannot cost less than one CAS write). Calico's IPAM does
+(the floor: one ADD cannot cost less than one CAS write), and, like with like, transactions shaped as
+the ADD (a CAS update of a value the size of the block the ADDs wrote, median, + a create of a
+handle-sized key) and as the DEL (etcd-same-bytes: what etcd charges for Calico's block format, without
+IPAM's logic; shown beside the target, not a target). Calico's IPAM does
 two writes per ADD in steady state (block CAS + handle create); the counts
 are reported next to that.
 Targets (issue 18): ADD rate >= 0.5 x the floor's single-key transaction rate;
@@ -27,7 +30,7 @@ from typing import Any
 
 from bench.framework import Context, Result, need_binary
 from l3net.datastore import EtcdDatastore
-from l3net.datastore.base import Check, CheckPrefix, Datastore, KeyValue, Op, Watch
+from l3net.datastore.base import Check, CheckPrefix, Create, Datastore, Delete, KeyValue, Op, Update, Watch
 from l3net.ipam import IPAM
 from l3net.keys import KeyLayout
 from l3net.lab.etcdserver import EtcdServer
@@ -64,6 +67,7 @@ class CountingDatastore:
         self.errors: Counter[str] = Counter()
         self.keys_written = 0  # keys changed by successful and failed writes alike (a commit counts its writing
         # ops; a Check or CheckPrefix only compares, so it writes no key)
+        self.last_commit_values: list[int] = []  # byte sizes of the values the last commit wrote, largest first
 
     def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         self.calls[op] += 1
@@ -103,6 +107,8 @@ class CountingDatastore:
 
     def commit(self, ops: Sequence[Op]) -> int:
         self.keys_written += sum(1 for op in ops if not isinstance(op, Check | CheckPrefix))
+        self.last_commit_values = sorted((len(v) for op in ops if isinstance(v := getattr(op, "value", None), bytes)),
+                                         reverse=True)
         return self._call("commit", ops)
 
     def watch(self, prefix: str, start_revision: int) -> Watch:
@@ -148,17 +154,24 @@ def run(ctx: Context) -> Result:
     ipam = IPAM(ds, keys)
     live: list[str] = []
     floor_prefix = f"/bench-floor-{uuid.uuid4().hex[:6]}/"
+    same_prefix = f"/bench-same-{uuid.uuid4().hex[:6]}/"
     done = 0
     adds_total = writes_total = 0
+    value_sizes: list[tuple[int, int]] = []
     for rnd in range(rounds):
-        # interleave: IPAM first on even rounds, the bare-etcd floor first on odd rounds
-        order = ["ipam", "etcd-floor"] if rnd % 2 == 0 else ["etcd-floor", "ipam"]
+        # interleave: IPAM first on even rounds, the bare-etcd floors first on odd rounds
+        order = ["ipam", "etcd-floor", "etcd-same-bytes"] if rnd % 2 == 0 else \
+            ["etcd-same-bytes", "etcd-floor", "ipam"]
         for variant in order:
             if variant == "etcd-floor":
                 add_s, del_s = _floor(inner, floor_prefix, rnd, per_round)
                 n_adds = n_dels = per_round
+            elif variant == "etcd-same-bytes":
+                add_s, del_s = _floor_same_bytes(inner, same_prefix, rnd, per_round, value_sizes)
+                n_adds = n_dels = per_round
             else:
-                add_s, del_s, n_dels, writes, reads, keys = _ipam_round(ipam, ds, live, done, per_round)
+                add_s, del_s, n_dels, writes, reads, keys = _ipam_round(ipam, ds, live, done, per_round,
+                                                                        value_sizes)
                 n_adds = per_round
                 done += per_round
                 adds_total += n_adds
@@ -172,6 +185,7 @@ def run(ctx: Context) -> Result:
     for handle in live:  # leave the store as found (the server is thrown away anyway)
         ipam.release_handle(handle)
     res.setup["conflicts_and_errors"] = dict(ds.errors)
+    res.setup["add_value_bytes_p50"] = _median_sizes(value_sizes)
     res.setup["writes_per_add_overall"] = writes_total / adds_total if adds_total else None
     declare(res)
     return res
@@ -182,16 +196,22 @@ def declare(res: Result) -> None:
     res.ratio("ipam/etcd-floor ADD rate", "adds_per_s", "ipam", "etcd-floor", op=">=",
               threshold=TARGET_ADD_RATE_RATIO, note="floor = one bare create txn per ADD from the same client")
     res.ratio("ipam/etcd-floor DEL rate", "dels_per_s", "ipam", "etcd-floor")
+    if "etcd-same-bytes" in res.metrics["adds_per_s"].samples:
+        res.ratio("ipam/same-bytes txn ADD rate", "adds_per_s", "ipam", "etcd-same-bytes",
+                  note="like with like: one CAS txn writing a block-sized and a handle-sized value, as the ADD does")
+        res.ratio("same-bytes/single-key txn rate", "adds_per_s", "etcd-same-bytes", "etcd-floor",
+                  note="what etcd charges for the bytes of Calico's block format alone")
     writes = res.metrics["etcd_writes_per_add"].samples["ipam"]
     res.target("etcd writes per ADD (Calico: 2)", res.median("etcd_writes_per_add", "ipam"), unit="txns",
                op="<=", threshold=TARGET_WRITES_PER_ADD, rounds=len(writes), spread=writes,
                note="no more than Calico's block CAS + handle create")
 
 
-def _ipam_round(ipam: IPAM, ds: CountingDatastore, live: list[str], start: int,
-                count: int) -> tuple[float, float, int, int, int, int]:
+def _ipam_round(ipam: IPAM, ds: CountingDatastore, live: list[str], start: int, count: int,
+                value_sizes: list[tuple[int, int]]) -> tuple[float, float, int, int, int, int]:
     # returns (ADD seconds, DEL seconds, DELs done, etcd write txns, read requests and keys written during ADDs)
-    """``count`` ADDs (alternating nodes), each followed by the DEL of the one ``WINDOW`` ADDs back."""
+    """``count`` ADDs (alternating nodes), each followed by the DEL of the one ``WINDOW`` ADDs back; the byte sizes
+    of each one-transaction ADD's two values (block, handle) are appended to ``value_sizes``."""
     add_time = del_time = 0.0
     writes = reads = dels = keys = 0
     for i in range(start, start + count):
@@ -201,6 +221,8 @@ def _ipam_round(ipam: IPAM, ds: CountingDatastore, live: list[str], start: int,
         t0 = time.perf_counter()
         addrs = ipam.auto_assign(handle, node, {"node": node, "pod": f"bench-{i}", "namespace": "bench"})
         add_time += time.perf_counter() - t0
+        if ds.writes() - w0 == 1 and len(ds.last_commit_values) == 2:   # the steady state: block CAS + handle
+            value_sizes.append((ds.last_commit_values[0], ds.last_commit_values[1]))
         writes += ds.writes() - w0
         reads += ds.reads() - r0
         keys += ds.keys_written - k0
@@ -223,6 +245,34 @@ def _ipam_round(ipam: IPAM, ds: CountingDatastore, live: list[str], start: int,
             dels += 1
         del live[: count // 2]
     return add_time, del_time, dels, writes, reads, keys
+
+
+def _median_sizes(value_sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The median (block, handle) value sizes of the ADDs so far; a fresh /26 block's and a handle's before any."""
+    if not value_sizes:
+        return 1500, 100
+    blocks, handles = sorted(b for b, _ in value_sizes), sorted(h for _, h in value_sizes)
+    return blocks[len(blocks) // 2], handles[len(handles) // 2]
+
+
+def _floor_same_bytes(ds: Datastore, prefix: str, rnd: int, count: int,
+                      value_sizes: list[tuple[int, int]]) -> tuple[float, float]:
+    """``count`` transactions shaped as IPAM's ADD (a CAS update of one block-sized value + a create of a
+    handle-sized key), then as its DEL (the block CAS + the handle's delete): the least etcd charges for the
+    same bytes, without IPAM's logic or reads."""
+    block_bytes, handle_bytes = _median_sizes(value_sizes)
+    block_key = f"{prefix}{rnd}/block"
+    blob, handle = b"b" * block_bytes, b"h" * handle_bytes
+    rev = ds.put(block_key, blob)
+    handles = [f"{prefix}{rnd}/h/{i}" for i in range(count)]
+    t0 = time.perf_counter()
+    for h in handles:
+        rev = ds.commit([Update(block_key, blob, rev), Create(h, handle)])
+    add_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for h in handles:
+        rev = ds.commit([Update(block_key, blob, rev), Delete(h)])
+    return add_s, time.perf_counter() - t0
 
 
 def _floor(ds: Datastore, prefix: str, rnd: int, count: int) -> tuple[float, float]:

@@ -87,3 +87,23 @@ def test_quick_runs_two_rounds_and_gets_no_verdict() -> None:
     ipam.declare(res)
     assert {t["verdict"] for t in res.targets} == {stats.INSUFFICIENT}
     assert [t["rounds"] for t in res.targets] == [2, 2]
+
+
+def test_the_same_bytes_floor_is_shown_beside_the_target_when_measured() -> None:
+    res = _result(10, ipam_adds=40.0)
+    for k in range(10):
+        scale = 0.5 if k % 2 else 1.0
+        res.sample("adds_per_s", "etcd-same-bytes", 50.0 * scale, unit="ADD/s")
+        res.sample("dels_per_s", "etcd-same-bytes", 60.0 * scale, unit="DEL/s")
+    ipam.declare(res)
+    ratios = {r["name"]: r for r in res.ratios}
+    assert ratios["ipam/same-bytes txn ADD rate"]["value"] == 0.8
+    assert ratios["same-bytes/single-key txn rate"]["value"] == 0.5
+    assert ratios["ipam/same-bytes txn ADD rate"]["target"] is None   # an explanation, not a target
+    assert _targets(res)[ADD_RATE]["verdict"] == stats.FAIL   # 0.4: the target still reads the single-key floor
+
+
+def test_without_the_same_bytes_floor_only_the_single_key_ratios_are_declared() -> None:
+    res = _result(10)
+    ipam.declare(res)
+    assert {r["name"] for r in res.ratios} == {ADD_RATE, "ipam/etcd-floor DEL rate"}
