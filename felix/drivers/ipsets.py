@@ -169,7 +169,7 @@ class IpsetDriver:
         rc, _, err = wait()
         if rc != 0:
             self._view = None  # re-read before the next attempt
-            if _IN_USE in err:
+            if phase == "deletes" and _IN_USE in err:   # a rule the kernel is still freeing: apply_deletes waits
                 raise _SetInUse(f"ipset restore ({phase}): {err.strip()}")
             self.errors += 1
             raise IpsetError(f"ipset restore ({phase}) failed: {err.strip()}")
