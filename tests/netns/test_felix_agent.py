@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,57 @@ def test_deleted_chain_is_repaired_after_the_refresh_interval(node: Node) -> Non
     wait_for(lambda: f"'route_refresh_interval': '600.0 (from datastore {global_key})'" in node.log(),
              what="the global value applied live")
     assert node.proc is not None and node.proc.poll() is None
+
+
+def _children(pid: int) -> dict[int, str]:
+    """PID -> command name of the running children of ``pid`` (zombies left out)."""
+    out: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, tail = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        state, ppid = tail.split()[:2]
+        if int(ppid) == pid and state != "Z":
+            out[int(entry)] = head.split("(", 1)[1]
+    return out
+
+
+def test_the_agents_long_lived_restore_processes_end_with_it_on_sigterm_and_on_sigkill(node: Node) -> None:
+    node.add_workload("a", "10.65.0.2")
+    node.write_affinity("10.65.0.0/26")
+    put_policies(node)
+    for stop in (node.stop_agent, node.kill_agent):
+        _restore_process_ends_with_the_agent(node, stop)
+
+
+def _restore_process_ends_with_the_agent(node: Node, stop: Callable[[], object]) -> None:
+    proc = node.start_agent()
+    wait_for(node.ready, what="readiness")
+    # A restarted agent adopts the rules it finds and writes nothing: give it a change to write.
+    pol = netpol(f"allow-{proc.pid}", "default",
+                 {"podSelector": {}, "ingress": [{"ports": [{"protocol": "TCP", "port": 1024 + proc.pid % 60000}]}]})
+    node.ds.put(node.keys.resource("networkpolicies", pol.name, pol.namespace), pol.to_json())
+    wait_for(lambda: metrics(node).get("l3net_iptables_restore_processes_total") == 1,
+             what="the agent's iptables restore session")
+    kids = wait_for(lambda: {p: c for p, c in _children(proc.pid).items() if c.startswith("iptables-nft")},
+                    what="the restore process, a child of the agent")
+    assert len(kids) == 1
+    stop()
+    # SIGTERM: the agent ends it; SIGKILL: its stdin closes with the agent, and it exits on EOF.
+    wait_for(lambda: not any(_alive(k) for k in kids), timeout=10,
+             what=f"the restore process gone after {getattr(stop, '__name__', stop)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_sigkill_and_restart_drop_no_packet_and_touch_no_route(node: Node) -> None:
