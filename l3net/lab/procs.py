@@ -1,11 +1,13 @@
 """l3net.lab.procs: a process's identity from /proc, so that a recycled PID is never signalled.
 
 A PID alone names a process only until it exits; the PID together with its start time
-(field 22 of /proc/PID/stat) names it for good. Shared by the lab's record and etcdserver.
+(field 22 of /proc/PID/stat) names it for good. Shared by the lab's record and etcdserver; also
+a process's children, which the tests look for.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -32,3 +34,18 @@ def cmdline(pid: int) -> list[str]:
     except (FileNotFoundError, ProcessLookupError):
         return []
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (zombies included: they are children until reaped)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            kids.append(int(entry))
+    return kids

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from l3net import netns
+from l3net.lab import procs
 from l3net.lab import state as st
 from l3net.lab.pods import add_pod
 from l3net.lab.runtime import LabRuntime, down
@@ -321,25 +322,9 @@ class Capture:
 
 # -- node processes ---------------------------------------------------------------------------------
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc/*/stat)."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            kids.append(int(entry))
-    return kids
-
-
 def exabgp_child(agent_pid: int) -> int | None:
     """The ExaBGP process the agent ``agent_pid`` runs (``python -m exabgp server ...``), or None."""
-    for kid in children(agent_pid):
+    for kid in procs.children(agent_pid):
         line = st.cmdline(kid)
         if any("exabgp" in a for a in line) and "server" in line:
             return kid

@@ -16,6 +16,7 @@ import pytest
 from felix.config import config_key
 from l3net import netns
 from l3net.constants import ROUTE_PROTO
+from l3net.lab import procs
 from tests.builders import gnp, netpol, ns
 from tests.netns.felix_rig import Node, Pinger, RouteMonitor, routes
 from tests.waiting import wait_for
@@ -171,23 +172,6 @@ def test_deleted_chain_is_repaired_after_the_refresh_interval(node: Node) -> Non
     assert node.proc is not None and node.proc.poll() is None
 
 
-def _children(pid: int) -> dict[int, str]:
-    """PID -> command name of the running children of ``pid`` (zombies left out)."""
-    out: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                head, tail = f.read().rsplit(")", 1)
-        except OSError:
-            continue
-        state, ppid = tail.split()[:2]
-        if int(ppid) == pid and state != "Z":
-            out[int(entry)] = head.split("(", 1)[1]
-    return out
-
-
 def test_the_agents_long_lived_restore_processes_end_with_it_on_sigterm_and_on_sigkill(node: Node) -> None:
     node.add_workload("a", "10.65.0.2")
     node.write_affinity("10.65.0.0/26")
@@ -205,21 +189,13 @@ def _restore_process_ends_with_the_agent(node: Node, stop: Callable[[], object])
     node.ds.put(node.keys.resource("networkpolicies", pol.name, pol.namespace), pol.to_json())
     wait_for(lambda: metrics(node).get("l3net_iptables_restore_processes_total") == 1,
              what="the agent's iptables restore session")
-    kids = wait_for(lambda: {p: c for p, c in _children(proc.pid).items() if c.startswith("iptables-nft")},
+    kids = wait_for(lambda: [k for k in procs.children(proc.pid) if procs.cmdline(k)[:1] == ["iptables-nft-restore"]],
                     what="the restore process, a child of the agent")
     assert len(kids) == 1
     stop()
     # SIGTERM: the agent ends it; SIGKILL: its stdin closes with the agent, and it exits on EOF.
-    wait_for(lambda: not any(_alive(k) for k in kids), timeout=10,
+    wait_for(lambda: all(procs.starttime(k) is None for k in kids), timeout=10,
              what=f"the restore process gone after {getattr(stop, '__name__', stop)}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_sigkill_and_restart_drop_no_packet_and_touch_no_route(node: Node) -> None:

@@ -19,6 +19,7 @@ from felix.drivers.ipsets import IpsetDriver
 from felix.drivers.iptables import IptablesDriver, netns_runner
 from felix.drivers.restore_session import LOST_RC, TIMED_OUT_RC, IpsetSession, RestoreSession
 from l3net import netns
+from l3net.lab import procs
 from tests.netns_fixtures import NetnsFactory
 from tests.waiting import wait_for
 
@@ -45,16 +46,6 @@ def _rules(ns: str, chain: str) -> list[str]:
     out = netns.run(ns, ["iptables-nft-save", "-t", "filter"]).stdout
     # iptables-save quotes a comment only when it must: compare without quotes
     return [line.replace('"', "") for line in out.splitlines() if line.startswith(f"-A {chain} ")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill 0; its state says it is gone
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _refill(chain: str, comments: Sequence[str]) -> str:
@@ -91,7 +82,7 @@ def test_a_refused_transaction_changes_nothing_says_why_and_the_next_one_gets_a_
     assert rc in (1, 2)   # xtables' own status, as a one-shot restore would exit
     assert "L3N-NO-SUCH-CHAIN" in err
     assert _rules(ns, "l3n-s") == ["-A l3n-s -m comment --comment kept -j ACCEPT"]   # the flush did not happen
-    assert first is not None and not _alive(first)
+    assert first is not None and procs.starttime(first) is None
     assert session.run(_refill("l3n-s", ["after"]))[0] == 0
     assert session.started == 2 and session.pid != first
     assert _rules(ns, "l3n-s") == ["-A l3n-s -m comment --comment after -j ACCEPT"]
@@ -102,7 +93,7 @@ def test_a_process_that_was_killed_is_replaced_on_the_next_transaction(ns: str, 
     pid = session.pid
     assert pid is not None
     os.kill(pid, 9)   # our own child, by its PID
-    wait_for(lambda: not _alive(pid), timeout=5, what="the killed restore to exit")
+    wait_for(lambda: procs.starttime(pid) is None, timeout=5, what="the killed restore to exit")
     rc, _, _ = session.run(_refill("l3n-s", ["two"]))
     assert rc == 0 and session.started == 2
     assert _rules(ns, "l3n-s") == ["-A l3n-s -m comment --comment two -j ACCEPT"]
@@ -144,10 +135,10 @@ def test_a_process_that_exits_without_a_verdict_is_a_loss_not_a_success() -> Non
 def test_close_ends_the_process_and_is_idempotent(session: RestoreSession) -> None:
     assert session.run("*filter\n:l3n-s - [0:0]\nCOMMIT\n")[0] == 0
     pid = session.pid
-    assert pid is not None and _alive(pid)
+    assert pid is not None and procs.starttime(pid) is not None
     session.close()
     session.close()
-    assert not _alive(pid)
+    assert procs.starttime(pid) is None
     assert session.pid is None
 
 
@@ -167,7 +158,7 @@ def test_the_driver_streams_its_applies_on_nft_and_closes_the_process(ns: str) -
     finally:
         ipt.remove_all()
         ipt.close()
-    assert not _alive(pid)
+    assert procs.starttime(pid) is None
     assert _rules(ns, "l3n-d") == [] and _rules(ns, "FORWARD") == []
 
 
