@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from felix.drivers.iptables import Runner, local_runner, start
-from felix.drivers.restore_session import IpsetSession
+from felix.drivers.restore_session import DriverStream, IpsetSession
 from l3net.constants import IPSET_PREFIX
 
 _log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ class IpsetDriver:
         self._clock = clock
         self._view: dict[str, _Set] | None = None
         self._read_at = 0.0
-        self._session: IpsetSession | None = None
-        self._closed = False
+        self._stream = DriverStream(runner, IpsetSession)
         self.restore_calls = 0
         self.save_calls = 0
         self.errors = 0
@@ -95,27 +94,19 @@ class IpsetDriver:
     def close(self) -> None:
         """End the long-lived ``ipset`` process, if one runs (agent shutdown; a test's teardown). Idempotent;
         a later apply runs one ``ipset restore`` per phase."""
-        self._closed = True
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        self._stream.close()
 
     def _start_restore(self, lines: list[str]) -> Callable[[], tuple[int, str, str]]:
         """Start writing ``lines``: to the long-lived ``ipset -`` when the runner can spawn one (see
         :mod:`felix.drivers.restore_session`) and the batch is not big, else to one ``ipset restore``; returns
         the wait for the result."""
-        spawn = getattr(self._runner, "spawn", None)
         one_shot = "\n".join([*lines, "COMMIT", ""])
-        if spawn is None or self._closed or (self._session is not None and self._session.unavailable) or \
-                len(lines) > _STREAM_MAX_LINES:
+        if not self._stream.usable or len(lines) > _STREAM_MAX_LINES:
             return start(self._runner, ["ipset", "restore"], one_shot)
-        if self._session is None:
-            self._session = IpsetSession(spawn)
-        session, runner = self._session, self._runner
+        stream, runner = self._stream, self._runner
 
         def streamed(argv: object, stdin: str | None) -> tuple[int, str, str]:
-            done = session.run(stdin or "")
-            return runner(["ipset", "restore"], one_shot) if session.unavailable else done
+            return stream.run(stdin or "", lambda: runner(["ipset", "restore"], one_shot))
         streamed.concurrent = True  # type: ignore[attr-defined]
         return start(streamed, ["ipset", "-"], "\n".join([*lines, ""]))
 
@@ -137,7 +128,7 @@ class IpsetDriver:
                 "l3net_ipset_restore_errors": self.errors, "l3net_ipset_lines_written": self.lines_written,
                 "l3net_ipset_apply_seconds": self.last_apply_seconds,
                 "l3net_ipset_destroys_deferred": self.destroys_deferred,
-                "l3net_ipset_processes": self._session.started if self._session else 0}
+                "l3net_ipset_processes": self._stream.started}
 
     def _current(self) -> dict[str, _Set]:
         if self._view is None or (self._refresh_interval is not None

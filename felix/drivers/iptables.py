@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from felix.drivers.restore_session import RestoreSession, spawn_local
+from felix.drivers.restore_session import DriverStream, RestoreSession, spawn_local
 from l3net.constants import CHAIN_PREFIX, RULE_HASH_COMMENT_PREFIX
 from l3net.netns import in_netns
 
@@ -235,8 +235,7 @@ class IptablesDriver:
         self.last_apply_seconds = 0.0
         self._last: tuple[Mapping[str, Mapping[str, Sequence[str]]], Mapping[str, Mapping[str, Sequence[str]]]] = \
             ({}, {})
-        self._session: RestoreSession | None = None
-        self._closed = False
+        self._stream = DriverStream(runner, lambda spawn: RestoreSession(self._restore_argv(), spawn))
 
     @property
     def backend(self) -> str:
@@ -247,21 +246,15 @@ class IptablesDriver:
     def close(self) -> None:
         """End the long-lived restore process, if one runs (agent shutdown; a test's teardown). Idempotent;
         a later apply runs one restore per transaction."""
-        self._closed = True
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        self._stream.close()
+
+    def _restore_argv(self) -> list[str]:
+        return [_tools(self.backend)[1], "--noflush", "--wait"]
 
     def _restore(self, script: str) -> tuple[int, str, str]:
-        argv = [_tools(self.backend)[1], "--noflush", "--wait"]
-        spawn = getattr(self._runner, "spawn", None)
-        if self.backend != "nft" or spawn is None or self._closed or (
-                self._session is not None and self._session.unavailable):
-            return self._runner(argv, script)
-        if self._session is None:
-            self._session = RestoreSession(argv, spawn)
-        done = self._session.run(script)
-        return self._runner(argv, script) if self._session.unavailable else done
+        def one_shot() -> tuple[int, str, str]:
+            return self._runner(self._restore_argv(), script)
+        return self._stream.run(script, one_shot) if self.backend == "nft" else one_shot()
 
     def read_table(self, table: str) -> TableState:
         self.save_calls += 1
@@ -296,7 +289,7 @@ class IptablesDriver:
                 "l3net_iptables_lines_written": self.lines_written,
                 "l3net_iptables_drift_repairs": self.drift_repairs,
                 "l3net_iptables_apply_seconds": self.last_apply_seconds,
-                "l3net_iptables_restore_processes": self._session.started if self._session else 0}
+                "l3net_iptables_restore_processes": self._stream.started}
 
     def apply(self, chains: Mapping[str, Mapping[str, Sequence[str]]],
               hooks: Mapping[str, Mapping[str, Sequence[str]]]) -> int:

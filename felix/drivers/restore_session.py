@@ -41,7 +41,8 @@ from typing import Any
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["LOST_RC", "TIMED_OUT_RC", "IpsetSession", "RestoreSession", "Spawn", "StreamSession", "spawn_local"]
+__all__ = ["LOST_RC", "TIMED_OUT_RC", "DriverStream", "IpsetSession", "RestoreSession", "Spawn", "StreamSession",
+           "spawn_local"]
 
 Spawn = Callable[[Sequence[str]], subprocess.Popen]   # starts argv with stdin, stdout and stderr as pipes
 
@@ -214,6 +215,50 @@ class IpsetSession(StreamSession):
 
     def _stderr_fails(self) -> bool:
         return True   # it goes on after a failing command and says so only on stderr
+
+
+class DriverStream:
+    """A driver's session and its way back to one process per transaction.
+
+    The session is made on first use, by ``make(spawn)``, when the driver's runner can ``spawn``; there is
+    none for a runner without (a test's fake), after :meth:`close`, or once its binary could not start:
+    :meth:`run` then calls ``one_shot`` instead, as the drivers did before sessions.
+    """
+
+    def __init__(self, runner: object, make: Callable[[Spawn], StreamSession]) -> None:
+        self._spawn: Spawn | None = getattr(runner, "spawn", None)
+        self._make = make
+        self._session: StreamSession | None = None
+        self._closed = False
+
+    @property
+    def usable(self) -> bool:
+        return self._spawn is not None and not self._closed and not (
+            self._session is not None and self._session.unavailable)
+
+    @property
+    def started(self) -> int:
+        """Processes the session started (0 while there is none)."""
+        return self._session.started if self._session is not None else 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._session.pid if self._session is not None else None
+
+    def run(self, text: str, one_shot: Callable[[], tuple[int, str, str]]) -> tuple[int, str, str]:
+        if not self.usable or self._spawn is None:
+            return one_shot()
+        if self._session is None:
+            self._session = self._make(self._spawn)
+        done = self._session.run(text)
+        return one_shot() if self._session.unavailable else done
+
+    def close(self) -> None:
+        """End the session's process; later transactions run one process each. Idempotent."""
+        self._closed = True
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
 
 def _drain(fd: int) -> bytes:

@@ -153,7 +153,7 @@ def test_the_driver_streams_its_applies_on_nft_and_closes_the_process(ns: str) -
         stats = ipt.stats()
         assert stats["l3net_iptables_restore_calls"] == 4
         assert stats["l3net_iptables_restore_processes"] == 1
-        pid = ipt._session.pid if ipt._session else None
+        pid = ipt._stream.pid
         assert pid is not None
     finally:
         ipt.remove_all()
