@@ -67,7 +67,7 @@ class CountingDatastore:
         self.errors: Counter[str] = Counter()
         self.keys_written = 0  # keys changed by successful and failed writes alike (a commit counts its writing
         # ops; a Check or CheckPrefix only compares, so it writes no key)
-        self.last_commit_values: list[int] = []  # byte sizes of the values the last commit wrote, largest first
+        self.last_commit: Sequence[Op] = ()  # the ops of the last commit (sized after the timed call, not in it)
 
     def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         self.calls[op] += 1
@@ -107,8 +107,7 @@ class CountingDatastore:
 
     def commit(self, ops: Sequence[Op]) -> int:
         self.keys_written += sum(1 for op in ops if not isinstance(op, Check | CheckPrefix))
-        self.last_commit_values = sorted((len(v) for op in ops if isinstance(v := getattr(op, "value", None), bytes)),
-                                         reverse=True)
+        self.last_commit = ops
         return self._call("commit", ops)
 
     def watch(self, prefix: str, start_revision: int) -> Watch:
@@ -221,8 +220,10 @@ def _ipam_round(ipam: IPAM, ds: CountingDatastore, live: list[str], start: int, 
         t0 = time.perf_counter()
         addrs = ipam.auto_assign(handle, node, {"node": node, "pod": f"bench-{i}", "namespace": "bench"})
         add_time += time.perf_counter() - t0
-        if ds.writes() - w0 == 1 and len(ds.last_commit_values) == 2:   # the steady state: block CAS + handle
-            value_sizes.append((ds.last_commit_values[0], ds.last_commit_values[1]))
+        values = sorted((len(v) for op in ds.last_commit if isinstance(v := getattr(op, "value", None), bytes)),
+                        reverse=True)
+        if ds.writes() - w0 == 1 and len(values) == 2:   # the steady state: block CAS + handle
+            value_sizes.append((values[0], values[1]))
         writes += ds.writes() - w0
         reads += ds.reads() - r0
         keys += ds.keys_written - k0
