@@ -181,6 +181,7 @@ class Agent:
         self.bfd: bgp.bfd.peers.BfdPeers | None = None
         self.compiler = policy.compiler.PolicyCompiler()
         self._policy_metrics: dict[str, float] = {}
+        self._metrics_of: object = None   # the policy program _policy_metrics were computed from
         metrics.SOURCED.set_source("policy", lambda: self._policy_metrics)
         self._stop_registration = threading.Event()
         self.cni: cniserver.CNIServer | None = None
@@ -214,28 +215,33 @@ class Agent:
             _log.warning("natOutgoing is NOT applied: policy is disabled (policy_enabled=false) pools=%s",
                          ",".join(desired.nat.masq_pools))
             self._nat_warned = desired.nat
-        if self.sync is not None:
-            self.programmed.applied(self.sync.applied_revision,
-                                    (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))
-        program = self.sync.last_program if self.sync is not None else None
-        if program is not None:
-            # Computed here, on the loop thread; the scrape thread only reads the finished dict.
-            self._policy_metrics = program.metrics()
-        if self.speaker is not None:
-            view = desired.bgp_view
-            if view is not None and view.local_addresses:
-                refreshed = view.errors != getattr(self.speaker.view, "errors", ())
-                self.speaker.set_view(view)
-                if refreshed:
-                    self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
-                if self.bfd is not None:
-                    self.bfd.set_view(view)
-                if not view.peers and self._from_live_datastore():
-                    self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
-            self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
+        try:
+            if self.speaker is not None:
+                view = desired.bgp_view
+                if view is not None and view.local_addresses:
+                    refreshed = view.errors != getattr(self.speaker.view, "errors", ())
+                    self.speaker.set_view(view)
+                    if refreshed:
+                        self._on_peers(self.speaker.peer_status())   # the status shows refused peers too
+                    if self.bfd is not None:
+                        self.bfd.set_view(view)
+                    if not view.peers and self._from_live_datastore():
+                        self.sync.on_bgp_converged()  # type: ignore[union-attr]  # nothing to wait for
+                self.speaker.set_advertisements({a.prefix: None for a in desired.advertisements})
+                if self.sync is not None:
+                    # set_advertisements writes the commands to ExaBGP's pipe before it returns
+                    self.traces.mark_all(self.sync.tracing, "bgp_announce")
+        finally:
+            # After the announcement, which a new block's or pod's route waits for; these walk every local route
+            # and every policy rule.
             if self.sync is not None:
-                # set_advertisements writes the commands to ExaBGP's pipe before it returns
-                self.traces.mark_all(self.sync.tracing, "bgp_announce")
+                self.programmed.applied(self.sync.applied_revision,
+                                        (r.ifname for r in desired.routes if r.kind == "workload" and r.ifname))
+            program = self.sync.last_program if self.sync is not None else None
+            if program is not None and program is not self._metrics_of:
+                # Computed here, on the loop thread, once per program; the scrape thread only reads the finished dict.
+                self._policy_metrics = program.metrics()
+                self._metrics_of = program
         ready, reasons = self.health.readiness()
         self.status.update(ready=ready, notReady=reasons, warnings=self.health.warnings(), routes=len(desired.routes),
                            localEndpoints=desired.local_endpoints, address=self.node_ip,

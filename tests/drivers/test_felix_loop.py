@@ -454,3 +454,108 @@ def test_add_trace_stages_are_marked_by_the_route_side_and_a_pending_affinity_st
     # no speaker in this rig: the trace ends at the route apply
     assert [s["stage"] for s in trace["stages"]] == [s for s in STAGES if s != "bgp_announce"]
     assert all(s["seconds"] >= 0 for s in trace["stages"])
+
+
+class _PolicedLoop:
+    """A loop with both sides on the real event loop: fake netlink and a fake iptables/ipset kernel, and a route
+    apply the test can hold (``route_gate``) and watch (``events``, in order: routes-start, routes-end, policy)."""
+
+    def __init__(self, policy_defer: float = LoopConfig.policy_defer) -> None:
+        import threading
+
+        from felix.drivers.ipsets import IpsetDriver
+        from felix.drivers.iptables import IptablesDriver
+        from felix.main import policy_builder
+        from tests.fakes.iptables import FakeIptables
+
+        self.kernel = FakeIptables()
+        self.links = {"cali1": 11, "cali2": 12, "cali4": 14}
+        self.nl, sysctls = FakeNetlink(links=self.links), FakeSysctls()
+        for name in self.links:
+            sysctls.add_iface(name)
+        self.dp = Dataplane(RouteDriver(self.nl), InterfaceDriver(sysctls),
+                            ipsets=IpsetDriver(self.kernel, refresh_interval=None),
+                            iptables=IptablesDriver(self.kernel, backend="nft", refresh_interval=None))
+        self.events: list[str] = []
+        self.route_gate = threading.Event()
+        self.route_gate.set()
+        apply_routes = self.dp.apply_routes
+
+        def held_apply_routes(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.events.append("routes-start")
+            self.route_gate.wait(30)
+            try:
+                return apply_routes(*args, **kwargs)
+            finally:
+                self.events.append("routes-end")
+
+        self.dp.apply_routes = held_apply_routes  # type: ignore[method-assign]
+        build = policy_builder()
+
+        def watched_build(model, node):  # type: ignore[no-untyped-def]
+            self.events.append("policy")
+            return build(model, node)
+
+        self.sync = SyncLoop(pooled_model(), "n1", self.dp, policy_builder=watched_build,
+                             config=LoopConfig(startup_sweep_delay=0, min_interval=0.01, policy_defer=policy_defer))
+        self.sync.on_links({n: Link(n, i, True) for n, i in self.links.items()})
+
+    def chains_of(self, iface: str) -> bool:
+        return any(iface in c for c in self.kernel.tables["filter"])
+
+
+async def _until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_model_change_applies_the_route_side_before_the_policy_compile_holds_the_loop() -> None:
+    """The compile runs on the loop thread: begun during a new pod's route apply, it held the apply's completion
+    and the BGP announcement behind it. So the policy side waits for the route apply in flight."""
+    rig = _PolicedLoop()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(rig.sync.run())
+        rig.sync.on_updates(BASE)
+        rig.sync.on_in_sync()
+        await _until(lambda: rig.chains_of("cali1"), "the first policy apply")
+        await _until(lambda: rig.sync.routes_side.task is None and rig.sync.policy_side.task is None,  # type: ignore[union-attr]
+                     "both sides idle")
+        rig.events.clear()
+        rig.sync.on_updates([wep("d", "n1", "10.65.0.4/32", "cali4")])
+        await _until(lambda: rig.chains_of("cali4") and ("10.65.0.4/32", M) in rig.nl.by_proto(ROUTE_PROTO),
+                     "the new pod routed and policed")
+        rig.sync.stop()
+        await task
+
+    asyncio.run(scenario())
+    assert rig.events[:3] == ["routes-start", "routes-end", "policy"], rig.events
+
+
+def test_a_hung_route_apply_holds_the_policy_side_no_longer_than_its_head_start() -> None:
+    """Drivers are independent: a route apply that never returns (a netlink socket that hangs) delays the
+    new pod's policy by at most ``policy_defer``, then the policy side applies on its own."""
+    rig = _PolicedLoop(policy_defer=0.05)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(rig.sync.run())
+        rig.sync.on_updates(BASE)
+        rig.sync.on_in_sync()
+        await _until(lambda: rig.chains_of("cali1"), "the first policy apply")
+        await _until(lambda: rig.sync.routes_side.task is None and rig.sync.policy_side.task is None,  # type: ignore[union-attr]
+                     "both sides idle")
+        rig.events.clear()
+        rig.route_gate.clear()   # the next route apply hangs
+        rig.sync.on_updates([wep("d", "n1", "10.65.0.4/32", "cali4")])
+        await _until(lambda: rig.chains_of("cali4"), "the new pod's policy, with its route apply still hung")
+        assert rig.events == ["routes-start", "policy"]
+        assert ("10.65.0.4/32", M) not in rig.nl.by_proto(ROUTE_PROTO)
+        rig.route_gate.set()
+        await _until(lambda: ("10.65.0.4/32", M) in rig.nl.by_proto(ROUTE_PROTO), "the route, once let go")
+        rig.sync.stop()
+        await task
+
+    asyncio.run(scenario())
