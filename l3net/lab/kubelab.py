@@ -233,7 +233,7 @@ class Kubelet:
                 _log.warning("kubelet ADD failed node=%s pod=%s: %s (retrying in %.0fs)", self.node, key, exc, delay)
                 continue
             self._backoff.pop(key, None)
-            with state.locked():
+            with state.locked(pods=[key]):
                 state.data["pods"][key]["kube"] = True
                 state.data["pods"][key]["uid"] = pod["metadata"].get("uid")
             ns, name = key.split("/", 1)

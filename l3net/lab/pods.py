@@ -211,7 +211,7 @@ def add_pod(state: st.LabState, node: str, ref: str, labels: dict[str, str] | No
     key = f"{ns}/{name}"
     labels = dict(labels or {})
     base = state.data.get("base") or f"clab-{state.name}"
-    with state.locked():
+    with state.locked(pods=[key]):
         if key in state.data["pods"]:
             raise LabError(f"pod {key} already exists on node {state.data['pods'][key]['node']}")
         if node not in state.data["nodes"]:
@@ -221,7 +221,7 @@ def add_pod(state: st.LabState, node: str, ref: str, labels: dict[str, str] | No
         record = {"node": node, "netns": pod_ns, "container_id": container_id, "labels": labels,
                   "ips_requested": list(ips or []), "ip": None}
         state.data["pods"][key] = record  # saved as the lock is left: before the namespace exists, so `down`
-        # removes it even if we die now (one save, not two: each rewrites the whole record, all pods in it)
+        # removes it even if we die now (a line in the pod journal, not a rewrite of every pod's record)
     netns.create(pod_ns)
     conf = network_config(state, node, labels, list(ips or []))
     proc = _invoke(state, node, "ADD", container_id, pod_ns, ns, name, conf)
@@ -229,12 +229,12 @@ def add_pod(state: st.LabState, node: str, ref: str, labels: dict[str, str] | No
         message = _error_text(proc)
         _invoke(state, node, "DEL", container_id, pod_ns, ns, name, conf)
         netns.delete(pod_ns)
-        with state.locked():
+        with state.locked(pods=[key]):
             state.data["pods"].pop(key, None)
         raise LabError(f"pod {key} on {node}: {message}")
     result = json.loads(proc.stdout)
     addrs = [ip["address"] for ip in result.get("ips", [])]
-    with state.locked():
+    with state.locked(pods=[key]):
         rec = state.data["pods"][key]
         rec["ip"] = addrs[0].split("/")[0] if addrs else None
         rec["addresses"] = addrs
@@ -260,7 +260,7 @@ def del_pod(state: st.LabState, ref: str) -> None:
     for pid in st.pids_in_netns(netns.netns_path(pod["netns"])):
         st.stop_process({"pid": pid, "starttime": st.starttime(pid)}, grace=1.0)
     netns.delete(pod["netns"])
-    with state.locked():
+    with state.locked(pods=[key]):
         state.data["pods"].pop(key, None)
 
 
