@@ -7,7 +7,9 @@ one of n1's pending.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 
 from felix.calc import Model
 from l3net.constants import WORKLOAD_ROUTE_METRIC
@@ -49,3 +51,12 @@ def res(plural: str, r: Resource) -> Upd:
 BASE = [wep("a", "n1", "10.65.0.2/32", "cali1"), wep("b", "n1", "10.65.0.3/32", "cali2"),
         wep("c", "n2", "10.65.0.66/32", "cali9"), affinity("n1", "10.65.0.0/26"),
         affinity("n1", "10.65.5.0/26", "pending"), affinity("n2", "10.65.0.64/26")]
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    """Wait on the running event loop until ``cond()`` holds (polled every 10 ms, up to 5 s)."""
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")

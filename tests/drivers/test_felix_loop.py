@@ -17,7 +17,7 @@ from felix.links import Link
 from felix.loop import LoopConfig, SyncLoop, withdraws_any
 from l3net import metrics
 from l3net.constants import ROUTE_PROTO
-from tests.drivers.loop_builders import BASE, KEYS, M, Upd, affinity, pooled_model, wep
+from tests.drivers.loop_builders import BASE, KEYS, M, Upd, affinity, pooled_model, until, wep
 from tests.fakes.clock import FakeClock
 from tests.fakes.netlink import FakeNetlink
 from tests.fakes.sysctls import FakeSysctls
@@ -503,13 +503,19 @@ class _PolicedLoop:
     def chains_of(self, iface: str) -> bool:
         return any(iface in c for c in self.kernel.tables["filter"])
 
+    def routed(self, dst: str) -> bool:
+        return (dst, M) in self.nl.by_proto(ROUTE_PROTO)
 
-async def _until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(500):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    async def settled(self) -> asyncio.Task[None]:
+        """The loop running on BASE, both sides applied and idle, the events so far forgotten."""
+        task = asyncio.create_task(self.sync.run())
+        self.sync.on_updates(BASE)
+        self.sync.on_in_sync()
+        await until(lambda: self.chains_of("cali1"), "the first policy apply")
+        await until(lambda: self.sync.routes_side.task is None and self.sync.policy_side.task is None,  # type: ignore[union-attr]
+                    "both sides idle")
+        self.events.clear()
+        return task
 
 
 def test_a_model_change_applies_the_route_side_before_the_policy_compile_holds_the_loop() -> None:
@@ -518,16 +524,9 @@ def test_a_model_change_applies_the_route_side_before_the_policy_compile_holds_t
     rig = _PolicedLoop()
 
     async def scenario() -> None:
-        task = asyncio.create_task(rig.sync.run())
-        rig.sync.on_updates(BASE)
-        rig.sync.on_in_sync()
-        await _until(lambda: rig.chains_of("cali1"), "the first policy apply")
-        await _until(lambda: rig.sync.routes_side.task is None and rig.sync.policy_side.task is None,  # type: ignore[union-attr]
-                     "both sides idle")
-        rig.events.clear()
+        task = await rig.settled()
         rig.sync.on_updates([wep("d", "n1", "10.65.0.4/32", "cali4")])
-        await _until(lambda: rig.chains_of("cali4") and ("10.65.0.4/32", M) in rig.nl.by_proto(ROUTE_PROTO),
-                     "the new pod routed and policed")
+        await until(lambda: rig.chains_of("cali4") and rig.routed("10.65.0.4/32"), "the new pod routed and policed")
         rig.sync.stop()
         await task
 
@@ -541,20 +540,14 @@ def test_a_hung_route_apply_holds_the_policy_side_no_longer_than_its_head_start(
     rig = _PolicedLoop(policy_defer=0.05)
 
     async def scenario() -> None:
-        task = asyncio.create_task(rig.sync.run())
-        rig.sync.on_updates(BASE)
-        rig.sync.on_in_sync()
-        await _until(lambda: rig.chains_of("cali1"), "the first policy apply")
-        await _until(lambda: rig.sync.routes_side.task is None and rig.sync.policy_side.task is None,  # type: ignore[union-attr]
-                     "both sides idle")
-        rig.events.clear()
+        task = await rig.settled()
         rig.route_gate.clear()   # the next route apply hangs
         rig.sync.on_updates([wep("d", "n1", "10.65.0.4/32", "cali4")])
-        await _until(lambda: rig.chains_of("cali4"), "the new pod's policy, with its route apply still hung")
+        await until(lambda: rig.chains_of("cali4"), "the new pod's policy, with its route apply still hung")
         assert rig.events == ["routes-start", "policy"]
-        assert ("10.65.0.4/32", M) not in rig.nl.by_proto(ROUTE_PROTO)
+        assert not rig.routed("10.65.0.4/32")
         rig.route_gate.set()
-        await _until(lambda: ("10.65.0.4/32", M) in rig.nl.by_proto(ROUTE_PROTO), "the route, once let go")
+        await until(lambda: rig.routed("10.65.0.4/32"), "the route, once let go")
         rig.sync.stop()
         await task
 

@@ -201,7 +201,7 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
     from felix.drivers.routes import RouteDriver
     from felix.loop import LoopConfig, SyncLoop
     from felix.main import policy_builder
-    from tests.drivers.loop_builders import pooled_model
+    from tests.drivers.loop_builders import pooled_model, until
     from tests.fakes.iptables import FakeIptables
     from tests.fakes.netlink import FakeNetlink
     from tests.fakes.sysctls import FakeSysctls
@@ -228,13 +228,6 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
                                                              stuck_after=0.3),
                     policy_builder=policy_builder())
     sync.on_links({n: Link(n, i, True) for n, i in links.items()})
-
-    async def until(cond, what: str) -> None:  # type: ignore[no-untyped-def]
-        for _ in range(500):
-            if cond():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {what}")
 
     async def scenario() -> None:
         task = asyncio.create_task(sync.run())
