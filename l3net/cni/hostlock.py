@@ -10,6 +10,10 @@ record locks: flock locks belong to the open file description, so two threads
 of one process (the agent serving CNI requests) exclude each other exactly as
 two plugin processes do, and the agent and a fallback plugin process exclude
 each other too. POSIX locks are per process and would let two threads in.
+
+A waiter sleeps in a blocking ``flock`` on a helper thread and wakes the moment the holder
+lets go (no polling interval on a contended ADD). ``flock`` has no timeout, so on timeout the
+waiter is abandoned: when its ``flock`` finally returns it lets go at once.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import contextlib
 import fcntl
 import logging
 import os
-import time
+import threading
 from collections.abc import Iterator
 
 _log = logging.getLogger(__name__)
@@ -45,18 +49,51 @@ def node_lock(node: str, timeout: float = 60.0, path: str | None = None,
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"IPAM lock {path} still held after {timeout:.0f}s") from None
-                time.sleep(0.005)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _wait_for_lock(fd, path, timeout)
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _wait_for_lock(fd: int, path: str, timeout: float) -> None:
+    """Block until ``fd``'s open file holds the lock, or raise TimeoutError after ``timeout`` seconds.
+
+    The helper thread locks a duplicate of ``fd``: a flock belongs to the open file description, so
+    the lock it takes is ``fd``'s, and the duplicate stays valid whatever the caller does with ``fd``.
+    """
+    waiter_fd = os.dup(fd)
+    decided = threading.Lock()   # the waiter's "got it" and the caller's "gave up" cannot cross
+    got = threading.Event()
+    abandoned = False
+    failure: list[OSError] = []
+
+    def wait() -> None:
+        try:
+            fcntl.flock(waiter_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            failure.append(exc)
+            got.set()
+        else:
+            with decided:
+                if abandoned:
+                    fcntl.flock(waiter_fd, fcntl.LOCK_UN)
+                else:
+                    got.set()
+        finally:
+            os.close(waiter_fd)
+
+    threading.Thread(target=wait, name=f"flock-wait {path}", daemon=True).start()
+    got.wait(timeout)
+    with decided:
+        if got.is_set():
+            if failure:
+                raise failure[0]
+            return
+        abandoned = True
+    raise TimeoutError(f"IPAM lock {path} still held after {timeout:.0f}s")

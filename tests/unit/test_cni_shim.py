@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -297,6 +298,68 @@ def test_node_lock_excludes_threads_of_one_process(tmp_path: Path) -> None:
         t.join(5)
     with hostlock.node_lock("n1", timeout=1, directory=str(tmp_path)):
         pass
+
+
+def test_node_lock_waiter_enters_after_the_holder_leaves(tmp_path: Path) -> None:
+    order: list[str] = []
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with hostlock.node_lock("n1", directory=str(tmp_path)):
+            held.set()
+            release.wait(5)
+            order.append("holder out")
+
+    def waiter() -> None:
+        with hostlock.node_lock("n1", timeout=10, directory=str(tmp_path)):
+            order.append("waiter in")
+
+    h = threading.Thread(target=holder)
+    h.start()
+    assert held.wait(5)
+    w = threading.Thread(target=waiter)
+    w.start()
+    w.join(0.3)
+    assert w.is_alive() and order == []  # still blocked behind the holder
+    release.set()
+    h.join(5)
+    w.join(5)
+    assert order == ["holder out", "waiter in"]
+
+
+def test_node_lock_abandoned_waiter_lets_go_when_it_gets_the_lock(tmp_path: Path) -> None:
+    """A waiter that timed out must not keep the lock when its blocked flock finally returns."""
+    path = hostlock.lock_path("n1", str(tmp_path))
+    code = ("import sys, time; from l3net.cni import hostlock\n"
+            "with hostlock.node_lock('n1', directory=sys.argv[1]):\n"
+            "    print('held', flush=True); sys.stdin.readline()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        def waiters() -> list[threading.Thread]:
+            return [t for t in threading.enumerate() if t.name == f"flock-wait {path}"]
+        with pytest.raises(TimeoutError, match="still held"), \
+                hostlock.node_lock("n1", timeout=0.2, directory=str(tmp_path)):
+            pass
+        assert len(waiters()) == 1  # the abandoned waiter, still in its flock
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+    # the waiter wakes, lets go and ends; then the lock is free to a non-blocking attempt
+    deadline = time.monotonic() + 10
+    while waiters() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not waiters()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if the waiter kept it
+    finally:
+        os.close(fd)
 
 
 def test_node_lock_excludes_another_process(tmp_path: Path) -> None:
