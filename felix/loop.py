@@ -13,11 +13,13 @@ sync, the side is dirty and idle, and its throttle admits; a full refresh every
 The throttle is a rate limit, not a delay (kube-proxy's bounded-frequency runner):
 each side holds up to ``burst`` apply credits, one refilled per ``min_interval``, and
 an apply spends one. So the first event after a quiet period is applied at once,
-and so are the few that follow it closely (one pod ADD makes three: IPAM's block
-claim, the new veth, the WorkloadEndpoint); events that arrive while an apply
-runs are coalesced into the next one, and under a sustained stream of events the
-side applies at most once per ``min_interval``. (A window timed from the previous
-apply made the second and third event of every ADD wait out most of it.)
+and so are the few that follow it closely (one pod ADD makes at most two: IPAM's
+confirmed block claim and the WorkloadEndpoint; IPAM's pending claim and the new
+veth, before an endpoint names it, change nothing and mark nothing); events that
+arrive while an apply runs are coalesced into the next one, and under a sustained
+stream of events the side applies at most once per ``min_interval``. (A window
+timed from the previous apply made the second and third event of every ADD wait
+out most of it.)
 
 One exception to the throttle: a change of the learned routes makes the route
 side *urgent*, and an urgent side applies as soon as it is idle, whatever its
@@ -25,8 +27,11 @@ credits. A withdraw (a prefix gone, or one of its next hops gone: a BGP or BFD
 session down) because traffic to a dead next hop is black-holed until the route
 goes; an addition because it is what makes a new pod on another node reachable,
 and it comes while the same ADD's block claim and endpoint have spent this node's
-credits (BIRD on a Calico node installs both at once). Learned routes stay batched
-by the apply itself: changes that arrive while one runs go into the next.
+credits (BIRD on a Calico node installs both at once). An urgent apply spends no
+credit either: on a Calico node BIRD's installs never touch Felix's throttle, and here
+every new block anywhere in the cluster would otherwise spend the credits this
+node's own pods then wait for. Learned routes stay batched by the apply itself:
+changes that arrive while one runs go into the next.
 
 Degrade, never die: a failed apply is retried with backoff (capped at
 ``retry_max``), forever, with the side reported not ready; after
@@ -61,6 +66,7 @@ from felix.links import Link
 from felix.quarantine import REFUSALS, PolicyBuilder, PolicyConverger
 from felix.setaside import SetAside
 from l3net import metrics
+from l3net.constants import WORKLOAD_IFACE_PREFIX
 from l3net.health import HealthState
 
 _log = logging.getLogger(__name__)
@@ -191,6 +197,7 @@ class SyncLoop:
         return self.calculation.bgp_builder
 
     def on_updates(self, updates: Sequence[KeyUpdateLike]) -> None:
+        confirmed_before = {u.key for u in updates if self._confirmed(u.key)}
         n = self.model.apply(updates)
         if self.traces is not None:
             self.traces.delivered(self._traced_keys(updates), self.model.revision)
@@ -200,18 +207,23 @@ class SyncLoop:
         # Blocks, handles, status: nothing to calculate (and no apply credit spent). Block affinities feed the
         # routes and BGP only: the policy program never reads them, so an ADD's block claim runs no
         # iptables-restore (whose cost grows with the node's pods).
+        # Only a confirmed affinity installs or announces a block: IPAM's pending claim (written just before the
+        # confirmation) changes nothing, and an apply for it would spend a credit the pod's own apply then waits for.
         tracked = [u.key for u in updates if self.model.tracks(u.key)]
         if any(not k.startswith(self.model.keys.affinities) for k in tracked):
             self._mark()
-        elif tracked:
+        elif any(k in confirmed_before or self._confirmed(k) for k in tracked):
             self._mark(self.routes_side)
+
+    def _confirmed(self, key: str) -> bool:
+        affinity = self.model.affinities.get(key)
+        return affinity is not None and affinity.state == "confirmed"
 
     def _traced_keys(self, updates: Sequence[KeyUpdateLike]) -> list[str]:
         """The keys an ADD trace may wait for; a block affinity only once confirmed (IPAM writes it pending
         first, and a pending affinity installs and announces nothing)."""
         prefix = self.model.keys.affinities
-        return [u.key for u in updates if not u.key.startswith(prefix)
-                or (u.key in self.model.affinities and self.model.affinities[u.key].state == "confirmed")]
+        return [u.key for u in updates if not u.key.startswith(prefix) or self._confirmed(u.key)]
 
     def set_config(self, config: LoopConfig) -> None:
         """New timing (datastore configuration changed): used from the next wakeup on."""
@@ -243,9 +255,25 @@ class SyncLoop:
     def on_links(self, links: Mapping[str, Link]) -> None:
         # Links, learned routes and BGP convergence feed the route side only (the policy program is built from
         # the model alone): a pod's veth appearing must not start an iptables-restore beside its wiring.
-        if dict(links) != self.links:
-            self.links = dict(links)
-            self._mark(self.routes_side)
+        new = dict(links)
+        if new != self.links:
+            changed = {name for name in new.keys() | self.links.keys() if new.get(name) != self.links.get(name)}
+            self.links = new
+            if self._links_matter(changed):
+                self._mark(self.routes_side)
+
+    def _links_matter(self, names: set[str]) -> bool:
+        """Whether a change to these links can change what the route side writes.
+
+        A workload interface matters once a local endpoint names it (its route, its settings); the CNI creates
+        the veth before it writes the endpoint, and an apply for the bare veth would write nothing yet spend
+        the credit the endpoint's apply then waits for. Any other interface (an uplink going down or up)
+        always matters: routes the kernel refused through it are retried when links change.
+        """
+        if any(not name.startswith(WORKLOAD_IFACE_PREFIX) for name in names):
+            return True
+        named = {w.ifname for w in self.model.workloads_by_key(self.node).values()}
+        return not names.isdisjoint(named)
 
     def on_learned_routes(self, routes: Mapping[str, Sequence[str]]) -> None:
         new = {p: tuple(sorted(h)) for p, h in routes.items()}
@@ -399,12 +427,15 @@ class SyncLoop:
             await asyncio.gather(*tasks)
 
     def _start(self, side: _Side, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
+        urgent = side.urgent
         side.dirty = False
         side.urgent = False  # this apply computes from the current learned routes: the withdraw is in it
         side.last_apply = self.clock()
-        # An urgent apply spends a credit too, but never runs the balance below zero (no debt to wait out).
-        side.credit = max(0.0, self._credit(side, side.last_apply) - 1.0)
-        side.credit_at = side.last_apply
+        if not urgent:
+            # Learned-route applies spend no credit: the credits bound datastore-driven applies, and remote
+            # churn (each new block anywhere in the cluster) must not hold back this node's own pods.
+            side.credit = max(0.0, self._credit(side, side.last_apply) - 1.0)
+            side.credit_at = side.last_apply
         side.task = loop.create_task(self._apply_side(side, loop))
         return side.task
 

@@ -280,7 +280,8 @@ def test_refused_workload_route_is_retried_when_the_links_change() -> None:
     assert ("10.65.0.3/32", M) not in rig.ours() and rig.sync.failures == 0
     rig.nl.refuse = {}
     rig.sync.on_links({"cali1": Link("cali1", 11, True), "cali2": Link("cali2", 12, True),
-                       "cali3": Link("cali3", 13, True)})
+                       "eth1": Link("eth1", 13, True)})  # an uplink comes up: every refused route is tried again
+    assert rig.sync.dirty
     rig.step()
     assert rig.ours()[("10.65.0.3/32", M)].oif == 12
     assert rig.sync.health.warnings() == {}
@@ -288,14 +289,18 @@ def test_refused_workload_route_is_retried_when_the_links_change() -> None:
 
 def test_a_learned_route_change_skips_the_coalescing_window_a_datastore_change_waits() -> None:
     """A learned route withdrawn (a BGP/BFD session down) or added (a pod on another node) is applied at once,
-    whatever the credits; a datastore change waits out min_interval once the side's apply credits are spent
-    (burst=1: one credit, so the window follows every apply)."""
+    whatever the credits, and spends none; a datastore change waits out min_interval once the side's apply
+    credits are spent (burst=1: one credit, so the window follows every datastore apply)."""
     rig = Rig({"cali1": 11, "cali2": 12}, config=LoopConfig(min_interval=0.05, burst=1, startup_sweep_delay=0))
     rig.sync.on_updates(BASE)
     rig.sync.on_learned_routes({"10.70.1.0/26": ["10.0.0.2", "10.0.0.3"], "10.70.2.0/26": ["10.0.0.2"]})
     rig.sync.on_in_sync()
     rig.step()
     assert rig.ours()[("10.70.1.0/26", M)].gateways == ("10.0.0.2", "10.0.0.3")
+    rig.sync.on_updates([wep("early", "n1", "10.65.0.8/32", "cali2")])
+    rig.step()  # a datastore apply: it spends the one credit (the urgent one before it spent none)
+    assert ("10.65.0.8/32", M) in rig.ours()
+    spent_at = rig.clock.now
     applies = rig.sync.applies
 
     def now() -> None:  # one loop pass without moving the fake clock
@@ -327,6 +332,8 @@ def test_a_learned_route_change_skips_the_coalescing_window_a_datastore_change_w
     rig.sync.on_updates([wep("later", "n1", "10.65.0.10/32", "cali2")])
     now()
     assert ("10.65.0.10/32", M) not in rig.ours(), "after the urgent applies, datastore changes coalesce again"
+    assert rig.sync._next_deadline(rig.clock.now) == pytest.approx(spent_at + 0.05), \
+        "its credit refills from the last datastore apply: the two urgent applies spent nothing"
     rig.clock.now += 0.05
     now()
     assert ("10.65.0.10/32", M) in rig.ours()
@@ -413,7 +420,50 @@ def test_updates_the_model_does_not_hold_make_no_apply() -> None:
     assert rig.sync.dirty
     _pass(rig)
     assert rig.sync.applies == applies + 1 and ("10.65.0.11/32", M) in rig.ours()
-    rig.sync.on_updates([Upd(KEYS.affinity("n1", "10.65.9.0/26"), None)])  # a tracked key, even deleted
+    # A block affinity matters once confirmed (its route and announcement), and when a confirmed one goes; IPAM's
+    # pending claim, and the deletion of one that never got confirmed, install and announce nothing.
+    rig.sync.on_updates([affinity("n1", "10.65.9.0/26", "pending")])
+    assert not rig.sync.dirty
+    rig.sync.on_updates([affinity("n1", "10.65.9.0/26")])
+    assert rig.sync.dirty
+    rig.clock.now += 1.0
+    _pass(rig)
+    assert ("10.65.9.0/26", M) in rig.ours() and not rig.sync.dirty
+    rig.sync.on_updates([affinity("n1", "10.65.9.0/26", "pendingDeletion")])
+    assert rig.sync.dirty
+    rig.clock.now += 1.0
+    _pass(rig)
+    assert ("10.65.9.0/26", M) not in rig.ours() and not rig.sync.dirty
+    rig.sync.on_updates([Upd(KEYS.affinity("n1", "10.65.9.0/26"), None)])
+    rig.sync.on_updates([affinity("n2", "10.65.8.0/26", "pending"), Upd(KEYS.affinity("n2", "10.65.8.0/26"), None)])
+    assert not rig.sync.dirty
+    rig.sync.on_updates([affinity("n2", "10.65.8.0/26")])  # another node's confirmed block: the BGP view's owner
+    assert rig.sync.dirty
+
+
+def test_only_links_the_route_side_uses_make_an_apply() -> None:
+    """The CNI creates a pod's veth before it writes the endpoint: that bare veth writes nothing and spends no
+    credit. A link a local endpoint names, and any interface that is not a workload's, do make an apply."""
+    rig = Rig({"eth0": 2, "cali1": 11, "cali2": 12}, config=LoopConfig(min_interval=0.05, burst=1,
+                                                                        startup_sweep_delay=0))
+    rig.sync.on_updates(BASE)
+    rig.sync.on_in_sync()
+    rig.step()
+    links = dict(rig.sync.links)
+    rig.nl.links["cali9"] = 19  # the kernel has it; no endpoint names it yet
+    rig.sync.on_links({**links, "cali9": Link("cali9", 19, True)})
+    assert not rig.sync.dirty
+    rig.sync.on_updates([wep("late", "n1", "10.65.0.9/32", "cali9")])  # now one does: its route goes through it
+    rig.step()
+    assert rig.ours()[("10.65.0.9/32", M)].oif == 19
+    assert rig.sync.links["cali9"].index == 19
+    rig.sync.on_links({**links, "cali9": Link("cali9", 19, False)})  # a named link changes
+    assert rig.sync.dirty
+    rig.step()
+    rig.sync.on_links({**links, "cali9": Link("cali9", 19, False), "eth1": Link("eth1", 3, True)})  # an uplink
+    assert rig.sync.dirty
+    rig.step()
+    rig.sync.on_links({**links, "cali9": Link("cali9", 19, False)})  # an uplink goes away
     assert rig.sync.dirty
 
 
