@@ -91,6 +91,17 @@ def _wait_bfd(lab: Lab, timeout: float) -> None:
         {n: _bfd_up_count(lab, n) for n in want}
 
 
+def _wait_bgp_both_reflectors(ds: EtcdDatastore, timeout: float) -> None:
+    """Until every worker's status shows its BGP sessions to both reflectors up. BFD comes back before BGP, and a
+    BIRD reflector holds a flapped client's session off for its error wait (5 s, doubling up to 30 s): cut one
+    reflector earlier and a route only the other one was still waiting to take back is gone for a moment."""
+    def sessions_up(node: str) -> int:
+        record = bgp_status.read(ds, KeyLayout(), node)
+        return sum(1 for p in record.peers if p.state == "up") if record is not None else 0
+    assert seconds_until(lambda: all(sessions_up(n) == 2 for n in WORKERS), timeout, 0.5) is not None, \
+        {n: sessions_up(n) for n in WORKERS}
+
+
 def _session_back(ds: EtcdDatastore, node: str, after: float) -> float | None:
     """When ``node``'s first BGP session came up again after ``after`` (its own status record's stamp)."""
     record = bgp_status.read(ds, KeyLayout(), node)
@@ -161,6 +172,8 @@ def test_dual_rr_bfd_node_cuts_and_reflector_cut(topology: str, tmp_path: Path,
                 assert touched == [], touched
 
             # One reflector's link cut: the other carries every route; nothing changes anywhere.
+            _wait_bgp_both_reflectors(ds, 90)
+            time.sleep(2)  # the reflectors' UPDATEs to the observers follow the session's return
             t_rr = time.time()
             subprocess.run(["ip", "-n", lab.ns("rr1"), "link", "set", "eth1", "down"], check=True, timeout=10)
             time.sleep(3 * 0.9 + 1)  # three detection times: rr1's sessions are down everywhere by now

@@ -189,6 +189,9 @@ def test_killed_watch_with_changes_and_compaction_while_cut_off(writer: EtcdData
         writer.put(p + f"k{i}", b"v0")
     syncer, sink = start_syncer(proxy.endpoint, p, syncers)
     assert sink.wait_for(lambda s: s.in_syncs == 1)
+    # In sync comes before the watch's connection: dropped earlier, that connection would be made after
+    # drop_all and live on (seen on a loaded machine: the syncer never reported down).
+    assert seconds_until(lambda: proxy.watch_requests == 1, 30) is not None, "the syncer never opened its watch"
     proxy.refuse = True
     proxy.drop_all()
     assert sink.wait_for(lambda s: s.statuses[-1:] == ["down"])
