@@ -20,6 +20,7 @@ import pytest
 
 from felix import cniserver
 from l3net.cni import hostlock, shim
+from tests.waiting import seconds_until
 
 pytestmark = pytest.mark.unit
 
@@ -333,12 +334,13 @@ def test_node_lock_abandoned_waiter_lets_go_when_it_gets_the_lock(tmp_path: Path
     code = ("import sys, time; from l3net.cni import hostlock\n"
             "with hostlock.node_lock('n1', directory=sys.argv[1]):\n"
             "    print('held', flush=True); sys.stdin.readline()\n")
+
+    def waiters() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"flock-wait {path}"]
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        def waiters() -> list[threading.Thread]:
-            return [t for t in threading.enumerate() if t.name == f"flock-wait {path}"]
         with pytest.raises(TimeoutError, match="still held"), \
                 hostlock.node_lock("n1", timeout=0.2, directory=str(tmp_path)):
             pass
@@ -351,10 +353,7 @@ def test_node_lock_abandoned_waiter_lets_go_when_it_gets_the_lock(tmp_path: Path
         proc.kill()
         proc.wait(10)
     # the waiter wakes, lets go and ends; then the lock is free to a non-blocking attempt
-    deadline = time.monotonic() + 10
-    while waiters() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not waiters()
+    assert seconds_until(lambda: not waiters(), 10) is not None, "the abandoned waiter never ended"
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if the waiter kept it
