@@ -14,13 +14,19 @@ measured in interleaved rounds:
   bare    the very same compiled programs loaded by a bare ``ipset restore`` + ``iptables-restore``
   felix-0 felix's program with the pods as endpoints but no policy (its base chains, conntrack, the
           dispatch): splits felix/none into what any policy dataplane costs and what 1,000 policies add
+  conntrack  one rule on each node and nothing else (FORWARD: drop ctstate INVALID), which is enough to
+          make the kernel track every connection in that namespace: what connection tracking alone
+          costs, which any stateful firewall pays (Calico's included), so felix-0/conntrack is what
+          felix's own base chains add and felix/conntrack what l3net adds above the kernel's tracking
 
 In each sample ``bench/tcpconn.py`` in the client pod opens connections one after the other to the
 server pod (connect, the server accepts and closes, the client reads the close and closes) for a
 fixed time; the rate is connections per second. Every node's TIME_WAIT conntrack timeout is set to
 2 s (all variants alike) so a million short connections do not fill the host-wide conntrack table;
-it does not change what a new connection's first packet walks. The felix and bare runs are
-checked: the l3n- rules on the client's node must have matched packets.
+it does not change what a new connection's first packet walks. The runs are checked after the
+rounds: the l3n- rules on the client's node must have matched packets (felix-0, felix, bare), and
+a short run must leave tracked connections in the client node's conntrack table in every variant
+but none, and none in none's (else the variants do not differ as named).
 Target (issue 18): felix / none >= 0.8.
 """
 
@@ -42,13 +48,16 @@ _log = logging.getLogger(__name__)
 
 NAME = "conn_rate"
 TITLE = "new TCP connections per second between two pods: no policy vs felix with 1,000 policies vs iptables-restore"
-NEEDS = ["root", "iptables-restore", "iptables-save", "ipset"]
+NEEDS = ["root", "iptables", "iptables-restore", "iptables-save", "ipset"]
 PORT = 7000  # none of the 999 non-matching policies allows it: the last policy does
 POLICIES = 1000
 TARGET_FELIX_NONE = 0.8
 TIME_WAIT_S = 2
 # variant -> namespace prefix of its node pair
-VARIANTS = {"none": "a", "felix-0": "z", "felix": "f", "bare": "b"}
+VARIANTS = {"none": "a", "conntrack": "c", "felix-0": "z", "felix": "f", "bare": "b"}
+# The one rule of the conntrack variant: its conntrack match makes the kernel track the namespace's
+# traffic (nf_conntrack hooks a namespace only once a rule there needs it), and it drops nothing here.
+CONNTRACK_ONLY_RULE = ["FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]
 
 
 class Pair:
@@ -64,7 +73,10 @@ class Pair:
         topology.route_block(self.n1, "10.244.1.0/26", "10.244.2.0/26", self.n2.fabric_ip)
         topology.route_block(self.n2, "10.244.2.0/26", "10.244.1.0/26", self.n1.fabric_ip)
         self.policy: dict[str, Any] = {}
-        if variant != "none":
+        if variant == "conntrack":
+            for node in (self.n1, self.n2):
+                netns.run(node.ns, ["iptables", "-w", "-A", *CONNTRACK_ONLY_RULE])
+        elif variant != "none":
             self.policy = policyload.install_dataplane_policies(ws, self.n1, self.client, self.n2, self.server,
                                                                 count=policies, bare=variant == "bare")
         for node in (self.n1, self.n2):
@@ -111,6 +123,25 @@ def rule_matches(ns: str) -> int:
     return count_matches(netns.run(ns, ["iptables-save", "-c", "-t", "filter"]).stdout)
 
 
+def tracked_connections(ns: str) -> int:
+    """Connections in ``ns``'s conntrack table (the count is per namespace); 0 when nothing loaded conntrack."""
+    try:
+        return int(netns.read_sysctl("net/netfilter/nf_conntrack_count", netns=ns))
+    except FileNotFoundError:
+        return 0
+
+
+def check_tracking(counts: dict[str, int]) -> None:
+    """Raises unless every variant but none tracked the connections of a run just made and none tracked none."""
+    if counts.get("none", 0) != 0:
+        raise RuntimeError(f"none: {counts['none']} tracked connections on the client's node: the baseline "
+                           "is not free of connection tracking")
+    untracked = [v for v, n in counts.items() if v != "none" and n == 0]
+    if untracked:
+        raise RuntimeError(f"{', '.join(untracked)}: no tracked connection on the client's node after a run: "
+                           "conntrack was not on the path")
+
+
 def _wait_ready(pair: Pair) -> None:
     """Until the server answers (it may still be starting): a short run must complete connections."""
     def ready() -> bool:
@@ -120,7 +151,7 @@ def _wait_ready(pair: Pair) -> None:
 
 def run(ctx: Context) -> Result:
     need_root()
-    for binary in ("iptables-restore", "iptables-save", "ipset"):
+    for binary in ("iptables", "iptables-restore", "iptables-save", "ipset"):
         need_binary(binary)
     rounds = ctx.size(10, 3)  # a verdict needs >= 10 paired rounds (bench.stats); --quick gives none
     seconds = ctx.size(2.0, 0.5)
@@ -133,6 +164,8 @@ def run(ctx: Context) -> Result:
         "policies": n_pol, "rounds": rounds, "seconds_per_sample": seconds, "port": PORT,
         "conntrack_time_wait_s": TIME_WAIT_S,
         "variants": {"none": "no policy, no iptables rules on either node",
+                     "conntrack": "one rule per node (FORWARD -m conntrack --ctstate INVALID -j DROP): "
+                                  "connection tracking alone",
                      "felix-0": "felix's program for the two pods with no policy: base chains, conntrack, dispatch",
                      "felix": "policies compiled by policy.compiler, applied by felix's ipsets/iptables drivers",
                      "bare": "the same compiled programs loaded by ipset restore + iptables-restore --noflush"},
@@ -160,6 +193,12 @@ def run(ctx: Context) -> Result:
         if n == 0:
             raise RuntimeError(f"{v}: no l3n- rule matched a packet on the client's node: the policy was not "
                                "on the path")
+    tracked = {}
+    for v, pair in pairs.items():  # read at once after a short run: TIME_WAIT entries live TIME_WAIT_S
+        connect_rate(pair.client.ns, pair.server.ip, 0.2)
+        tracked[v] = tracked_connections(pair.n1.ns)
+    res.setup["conntrack_entries_client_node_after_check_run"] = tracked
+    check_tracking(tracked)
     declare(res, n_pol)
     return res
 
@@ -176,3 +215,9 @@ def declare(res: Result, n_pol: int) -> None:
               note="felix with no policy: what its base chains and conntrack cost")
     res.ratio("felix/felix-0 new connections per second", "conn_per_s", "felix", "felix-0",
               note=f"what {n_pol} policies add on top of felix's base chains")
+    res.ratio("conntrack/none new connections per second", "conn_per_s", "conntrack", "none",
+              note="connection tracking alone (one rule per node): what any stateful dataplane pays")
+    res.ratio("felix-0/conntrack new connections per second", "conn_per_s", "felix-0", "conntrack",
+              note="what felix's base chains and dispatch add above the kernel's connection tracking")
+    res.ratio("felix/conntrack new connections per second", "conn_per_s", "felix", "conntrack",
+              note=f"what l3net with {n_pol} policies costs above the kernel's connection tracking")

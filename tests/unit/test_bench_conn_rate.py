@@ -32,3 +32,11 @@ def test_fewer_than_ten_rounds_give_no_verdict() -> None:
     for rounds in (3, 9):
         t = _declared(rounds, 80.0)
         assert t["rounds"] == rounds and t["verdict"] == stats.INSUFFICIENT
+
+
+def test_tracking_check_names_the_variant_that_differs_from_its_name() -> None:
+    conn_rate.check_tracking({"none": 0, "conntrack": 40, "felix-0": 41, "felix": 39, "bare": 40})
+    with pytest.raises(RuntimeError, match="none: 3 tracked connections"):
+        conn_rate.check_tracking({"none": 3, "conntrack": 40, "felix": 39})
+    with pytest.raises(RuntimeError, match="conntrack, bare: no tracked connection"):
+        conn_rate.check_tracking({"none": 0, "conntrack": 0, "felix": 39, "bare": 0})
