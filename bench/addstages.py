@@ -17,7 +17,14 @@ in parallel with ``wire`` and ``endpoint_write``; then the path is ``cni_start``
 to its block claim, etcd, the watch), ``block_coalesce``, ``block_calculation``,
 ``block_apply``, ``block_announce``. Without a block branch the endpoint's chain
 (``felix.addtrace.STAGES``) is the path. Either way the stages of a sample add up to its
-``add_to_route_ms``. Pure: unit-tested on synthetic traces.
+``add_to_route_ms``.
+
+The ADD's own return (``add_call_ms``: the plugin holds its result until the agent has
+programmed the pod) follows the trace's policy branch: ``lab_exec``, the pod's chain up
+to ``watch_delivery``, ``policy_coalesce``, ``policy_route_wait``, ``policy_calculation``,
+``policy_apply``, then ``release`` (-> the ADD returned: the agent's report of the apply,
+the held request's wake-up, or the route side when it came later, the result and the
+shim's exit). Pure: unit-tested on synthetic traces.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 
 from bench.framework import Result, percentile
 
-FIRST, LAST = "lab_exec", "remote_install"
+FIRST, LAST, RELEASE = "lab_exec", "remote_install", "release"
 BLOCK_NAMES = {"watch_delivery": "block_claim", "coalesce": "block_coalesce", "calculation": "block_calculation",
                "apply": "block_apply", "bgp_announce": "block_announce"}
 
@@ -43,6 +50,27 @@ def find_trace(doc: Mapping[str, Any], trace_id: str) -> dict[str, Any] | None:
 def endpoint_ms(trace: Mapping[str, Any]) -> dict[str, float]:
     """The endpoint chain's stages (shim start -> the pod's endpoint announced), in ms."""
     return {str(st["stage"]): float(st["seconds"]) * 1000 for st in trace["stages"]}
+
+
+def policy_ms(trace: Mapping[str, Any], t0: float, returned: float) -> dict[str, float] | None:
+    """stage -> ms from the bench's clock start to the ADD's return, through the policy branch; None when the
+    trace's policy branch is not complete (the hold timed out, or the agent served no hold)."""
+    if not trace.get("policy_complete"):
+        return None
+    out = {FIRST: (float(trace["start_mono"]) - t0) * 1000}
+    last = float(trace["start_mono"])
+    for st in trace["stages"]:
+        out[str(st["stage"])] = float(st["seconds"]) * 1000
+        last = float(st["mono"])
+        if st["stage"] == "watch_delivery":
+            break
+    else:
+        return None
+    for st in trace["policy"]:
+        out[f"policy_{st['stage']}"] = (float(st["mono"]) - last) * 1000
+        last = float(st["mono"])
+    out[RELEASE] = (returned - last) * 1000
+    return out
 
 
 def _announced_by_block(trace: Mapping[str, Any]) -> bool:
@@ -99,12 +127,15 @@ def declare_stages(res: Result, stage_samples: Mapping[str, list[dict[str, Any]]
     for field, title in (("stages_ms", "ADD -> remote route, stage by stage along its path (ms; they add up to "
                                        "add_to_route_ms; block_*: the new block's branch, see bench/README.md)"),
                          ("endpoint_stages_ms", "ADD -> the pod's endpoint applied and announced by the origin "
-                                                "agent (ms; felix.addtrace stages)")):
+                                                "agent (ms; felix.addtrace stages)"),
+                         ("policy_stages_ms", "ADD -> the pod policed and the ADD returned (ms; they add up to "
+                                              "add_call_ms; policy_*: the agent's policy side)")):
         rows = []
         for variant, samples in stage_samples.items():
-            if not samples:
+            with_field = [s[field] for s in samples if s.get(field)]
+            if not with_field:
                 continue
-            for row in stage_table([s[field] for s in samples]):
+            for row in stage_table(with_field):
                 share = "-" if row["share"] is None else f"{row['share'] * 100:.1f} %"
                 rows.append([variant, row["stage"], str(row["n"]), f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}",
                              share])

@@ -35,7 +35,8 @@ BGP path vs BGP path; p99 ratios are quantile ratios over all rounds (bench.stat
 Stage timings (issue 18): after each l3net sample the origin agent's ``/debug/traces`` gives that ADD's
 trace (``felix.addtrace``: shim start, IPAM, wire, endpoint write, watch delivery, coalesce, calculation,
 apply, BGP announce); with ``lab_exec`` before it and ``remote_install`` after it (``bench.addstages``) the
-stages of a sample add up to its ``add_to_route_ms``. Every sample's stages are in the JSON under
+stages of a sample add up to its ``add_to_route_ms``; the trace's policy branch, with ``release`` after it,
+splits ``add_call_ms`` the same way. Every sample's stages are in the JSON under
 ``stage_samples``; the printed table gives each stage's p50/p99 and mean share per variant.
 Targets: p99 <= 100 ms (issue 18; issue 8 had 1 s) and <= 2 x the BIRD floor (issue 8); through the l3net
 reflector p99 <= 1.2 x through the BIRD reflector (issue 18; this run has the reflector's ExaBGP engine only).
@@ -51,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.addstages import declare_stages, endpoint_ms, find_trace, stage_ms
+from bench.addstages import declare_stages, endpoint_ms, find_trace, policy_ms, stage_ms
 from bench.framework import Context, Result, interleaved, need_all, need_binary, need_root, percentile
 from bench.labrig import (
     BenchLab,
@@ -242,7 +243,9 @@ def run(ctx: Context) -> Result:
                                                "stages_ms": {k: round(v, 3) for k, v in
                                                              stage_ms(trace, t0, seen).items()},
                                                "endpoint_stages_ms": {k: round(v, 3) for k, v in
-                                                                      endpoint_ms(trace).items()}})
+                                                                      endpoint_ms(trace).items()},
+                                               "policy_stages_ms": {k: round(v, 3) for k, v in
+                                                                    (policy_ms(trace, t0, t_added) or {}).items()}})
         _log.info("control plane round=%d variant=%s prefix=%s ms=%.1f route=%r", rnd, variant, net, total_ms, route)
     res.setup["baselines"] = BASELINES
     res.setup["cni_adds_served_by_agent"] = {v: lab.cni_served(PATHS[v][0]) for v in ("l3net-rr", "bird-rr")}
@@ -259,7 +262,10 @@ STAGE_NOTES = ("stage_samples: each ADD's stages from the origin agent's /debug/
                "affinity delivered to the sync loop), block_coalesce, block_calculation, block_apply (local kernel), "
                "block_announce (written to ExaBGP), remote_install (-> remote kernel). endpoint_stages_ms: the pod's "
                "own chain: cni_start, ipam, wire, endpoint_write, watch_delivery, coalesce, calculation, apply, "
-               "bgp_announce")
+               "bgp_announce. policy_stages_ms: the ADD's return, adding up to add_call_ms: lab_exec, the pod's chain "
+               "to watch_delivery, then the policy side: policy_coalesce, policy_route_wait (the route apply's head "
+               "start), policy_calculation, policy_apply (ipsets, iptables), release (-> the ADD returned); empty "
+               "when the policy branch did not complete")
 
 
 def _wait_trace(lab: BenchLab, node: str, container_id: str) -> dict[str, Any] | None:

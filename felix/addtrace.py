@@ -30,6 +30,16 @@ before its endpoint: ``block`` holds that branch's own ``watch_delivery``, ``coa
 Two ADDs in flight when one block is claimed both see it: the branch says when the
 node's block went out, not which ADD asked for it.
 
+The policy branch: the pod is policed (and an ADD with ``policy_setup_timeout_seconds``
+returns) once the policy side has applied a revision that holds its endpoint. That
+side runs apart from the route side, so ``policy`` holds its own marks, from the
+endpoint's ``watch_delivery``: ``coalesce`` (-> the policy side starts an apply that
+covers it: its apply credits, an apply in flight), ``route_wait`` (-> the route apply
+in flight is done: the head start the policy side gives it, ``policy_defer``),
+``calculation`` (the policy program) and ``apply`` (ipsets and iptables in the
+kernel). The branch may end before or after the route side ends the trace; a
+finished trace keeps taking its policy marks until its policy apply.
+
 :class:`TraceBook` owns the traces; thread-safe (CNI worker threads mark the first
 stages, the loop thread the rest). Memory is bounded: at most ``max_open`` traces
 in flight (the oldest is dropped, e.g. an ADD that failed) and the last
@@ -50,7 +60,8 @@ from l3net import metrics
 STAGES = ("cni_start", "ipam", "wire", "endpoint_write", "watch_delivery", "coalesce", "calculation", "apply",
           "bgp_announce")
 BLOCK_STAGES = ("watch_delivery", "coalesce", "calculation", "apply", "bgp_announce")
-ENDPOINT, BLOCK = "endpoint", "block"
+POLICY_STAGES = ("coalesce", "route_wait", "calculation", "apply")
+ENDPOINT, BLOCK, POLICY = "endpoint", "block", "policy"
 # What the route side hands back and forth: (trace id, branch).
 Token = tuple[str, str]
 # A start stamp older than this (or in the future) is not the shim's: the trace starts at the agent.
@@ -72,10 +83,23 @@ class Trace:
     revision: int | None = None  # the model revision the loop saw the endpoint in
     block: dict[str, float] = field(default_factory=dict)  # the block branch's marks (BLOCK_STAGES)
     block_revision: int | None = None
+    policy: dict[str, float] = field(default_factory=dict)  # the policy branch's marks (POLICY_STAGES)
     done: bool = False
 
     def branch(self, name: str) -> dict[str, float]:
-        return self.block if name == BLOCK else self.marks
+        return self.block if name == BLOCK else self.policy if name == POLICY else self.marks
+
+    def policy_stages(self) -> list[tuple[str, float]]:
+        """(stage, its duration) of the policy branch in path order, from the endpoint's ``watch_delivery``."""
+        out: list[tuple[str, float]] = []
+        prev = self.marks.get("watch_delivery")
+        if prev is None:
+            return out
+        for name in POLICY_STAGES:
+            if name in self.policy:
+                out.append((name, self.policy[name] - prev))
+                prev = self.policy[name]
+        return out
 
     def last(self) -> float:
         return max(self.marks.values(), default=self.start)
@@ -95,9 +119,12 @@ class Trace:
                   for n, at, d in self.stages()]
         block = [{"stage": n, "at_s": round(self.block[n] - self.start, 6), "mono": round(self.block[n], 6)}
                  for n in BLOCK_STAGES if n in self.block]
+        policy = [{"stage": n, "seconds": round(d, 6), "at_s": round(self.policy[n] - self.start, 6),
+                   "mono": round(self.policy[n], 6)} for n, d in self.policy_stages()]
         return {"id": self.id, "key": self.key, "complete": self.done, "start_mono": round(self.start, 6),
                 "start_wall": round(self.wall_start, 6), "total_s": round(self.last() - self.start, 6),
-                "stages": stages, "block": block}
+                "stages": stages, "block": block, "policy": policy,
+                "policy_complete": "apply" in self.policy}
 
 
 class TraceBook:
@@ -111,6 +138,8 @@ class TraceBook:
         self._observe = observe
         self.max_open = max_open
         self._open: collections.OrderedDict[str, Trace] = collections.OrderedDict()
+        # Traces whose policy branch is still running: open ones, and finished ones whose policy side is later.
+        self._policy_open: collections.OrderedDict[str, Trace] = collections.OrderedDict()
         self._by_key: dict[str, str] = {}
         self._finished: collections.deque[Trace] = collections.deque(maxlen=keep)
         self.dropped = 0
@@ -130,11 +159,15 @@ class TraceBook:
             tr = Trace(trace_id, key, start, self._wall() - (now - start), claims)
             tr.marks["cni_start"] = now
             self._open[trace_id] = tr
+            self._policy_open[trace_id] = tr
             self._by_key[key] = trace_id
             while len(self._open) > self.max_open:
                 _old_id, old = self._open.popitem(last=False)
                 self._by_key.pop(old.key, None)
+                self._policy_open.pop(old.id, None)
                 self.dropped += 1
+            while len(self._policy_open) > self.max_open:  # finished traces whose policy apply never came
+                self._policy_open.popitem(last=False)
 
     def mark(self, trace_id: str, stage: str) -> None:
         """``stage`` of ``trace_id`` ends now (kept at or after the marks already made)."""
@@ -195,11 +228,28 @@ class TraceBook:
                     tokens.append((tid, ENDPOINT))
         return tokens
 
+    def policy_calculating(self, revision: int) -> list[Token]:
+        """The policy side starts an apply that will compute model ``revision`` or later: the policy branches of
+        the traces whose endpoint it holds (their ``coalesce`` ends); each is covered once."""
+        if not self._policy_open:
+            return []
+        now = self._clock()
+        tokens: list[Token] = []
+        with self._lock:
+            for tid, tr in self._policy_open.items():
+                if tr.revision is not None and tr.revision <= revision and "coalesce" not in tr.policy:
+                    tr.policy["coalesce"] = now
+                    tokens.append((tid, POLICY))
+        return tokens
+
+    def _branch_owner(self, tid: str, branch: str) -> Trace | None:
+        return (self._policy_open if branch == POLICY else self._open).get(tid)
+
     def mark_all(self, tokens: Iterable[Token], stage: str) -> None:
         now = self._clock()
         with self._lock:
             for tid, branch in tokens:
-                tr = self._open.get(tid)
+                tr = self._branch_owner(tid, branch)
                 if tr is not None:
                     tr.branch(branch).setdefault(stage, now)
 
@@ -207,8 +257,10 @@ class TraceBook:
         """These traces' endpoints have reached their last stage: observed into the histogram and kept."""
         with self._lock:
             for tid, branch in tokens:
+                if branch == POLICY:
+                    self._finish_policy(tid)
                 if branch != ENDPOINT:
-                    continue  # the block branch ends with its own marks; the trace ends with its endpoint
+                    continue  # the block and policy branches end with their own marks; the trace, with its endpoint
                 tr = self._open.pop(tid, None)
                 if tr is None:
                     continue
@@ -219,24 +271,32 @@ class TraceBook:
                     for name, _at, seconds in tr.stages():
                         metrics.ADD_STAGE_TIME.labels(stage=name).observe(max(0.0, seconds))
 
+    def _finish_policy(self, tid: str) -> None:
+        tr = self._policy_open.pop(tid, None)
+        if tr is not None and self._observe:
+            for name, seconds in tr.policy_stages():
+                metrics.ADD_STAGE_TIME.labels(stage=f"policy_{name}").observe(max(0.0, seconds))
+
     def requeue(self, tokens: Iterable[Token]) -> None:
         """The apply that covered these branches failed: a later calculation covers them again."""
         with self._lock:
             for tid, branch in tokens:
-                tr = self._open.get(tid)
+                tr = self._branch_owner(tid, branch)
                 if tr is not None:
-                    for name in ("coalesce", "calculation", "apply", "bgp_announce"):
+                    for name in ("coalesce", "route_wait", "calculation", "apply", "bgp_announce"):
                         tr.branch(branch).pop(name, None)
 
     # -- readers -------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """The last finished traces (oldest first) and those still open, as JSON-ready values."""
         with self._lock:
-            return {"stages": list(STAGES), "finished": [t.to_dict() for t in self._finished],
+            return {"stages": list(STAGES), "policy_stages": list(POLICY_STAGES),
+                    "finished": [t.to_dict() for t in self._finished],
                     "open": [t.to_dict() for t in self._open.values()], "dropped": self.dropped}
 
     def _discard(self, trace_id: str) -> None:
         old = self._open.pop(trace_id, None)
+        self._policy_open.pop(trace_id, None)
         if old is not None:
             self._by_key.pop(old.key, None)
 

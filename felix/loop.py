@@ -139,7 +139,8 @@ class SyncLoop:
         self.io = io_executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="l3net-routes")
         self.clock = clock
         self.rand = rand
-        # ADD stage timings: delivery is marked in on_updates, coalesce/calculation/apply by the route side.
+        # ADD stage timings: delivery is marked in on_updates, coalesce/calculation/apply by each side (the policy
+        # side on its own branch).
         self.traces = traces
         self.tracing: tuple[Token, ...] = ()  # the ADD traces the apply being reported to on_applied covers
         self.links: dict[str, Link] = {}
@@ -470,10 +471,15 @@ class SyncLoop:
 
     async def _apply_side(self, side: _Side, loop: asyncio.AbstractEventLoop) -> None:
         traced: list[Token] = []
-        if self.traces is not None and side is self.routes_side:
-            traced = self.traces.calculating(self.model.revision)
+        if self.traces is not None:
+            traced = (self.traces.calculating(self.model.revision) if side is self.routes_side
+                      else self.traces.policy_calculating(self.model.revision))
         if side is not self.routes_side:
             await self._after_route_apply()
+            if self.traces is not None:
+                # endpoints delivered during the wait are in this calculation too (it reads the model after it)
+                traced += self.traces.policy_calculating(self.model.revision)
+                self.traces.mark_all(traced, "route_wait")
         revision, desired = self._calculate(side)
         if traced:
             self.traces.mark_all(traced, "calculation")  # type: ignore[union-attr]
@@ -495,7 +501,7 @@ class SyncLoop:
             self.health.set_ready(side.component, True)
             if traced:
                 self.traces.mark_all(traced, "apply")  # type: ignore[union-attr]
-            self.tracing = tuple(traced)
+            self.tracing = tuple(traced) if side is self.routes_side else ()  # what the BGP announce covers
             try:
                 if self.on_applied is not None and self.last_desired is not None:
                     self.on_applied(self.last_desired)

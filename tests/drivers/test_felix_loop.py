@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from felix.addtrace import STAGES, TraceBook
+from felix.addtrace import POLICY_STAGES, STAGES, TraceBook
 from felix.dataplane import Dataplane
 from felix.drivers.interfaces import InterfaceDriver
 from felix.drivers.routes import RTN_BLACKHOLE, SCOPE_LINK, KernelRoute, RouteDriver
@@ -602,3 +602,37 @@ def test_a_hung_route_apply_holds_the_policy_side_no_longer_than_its_head_start(
         await task
 
     asyncio.run(scenario())
+
+
+def test_the_policy_side_marks_the_add_trace_on_its_own_branch_with_the_route_head_start() -> None:
+    """The pod is policed (and a holding ADD returns) once the policy side has applied it: its branch of the ADD
+    trace shows the wait for the route apply in flight apart from its own compile and restore."""
+    rig = _PolicedLoop(policy_defer=5.0)
+    book = TraceBook(observe=False)
+    rig.sync.traces = book
+
+    async def scenario() -> None:
+        task = await rig.settled()
+        pod = wep("d", "n1", "10.65.0.4/32", "cali4")
+        book.begin("c4", pod.key)
+        for stage in ("ipam", "wire", "endpoint_write"):
+            book.mark("c4", stage)
+        rig.route_gate.clear()   # the route apply that takes the pod is held...
+        rig.sync.on_updates([pod])
+        await until(lambda: rig.events[:1] == ["routes-start"], "the route apply started")
+        await asyncio.sleep(0.1)
+        rig.route_gate.set()     # ...for 100 ms: the policy side waits it out (its head start)
+        await until(lambda: rig.chains_of("cali4") and rig.routed("10.65.0.4/32"), "the new pod routed and policed")
+        await until(lambda: all(t["policy_complete"] for t in book.snapshot()["finished"]), "the policy branch")
+        rig.sync.stop()
+        await task
+
+    asyncio.run(scenario())
+    (trace,) = book.snapshot()["finished"]
+    policy = {s["stage"]: s["seconds"] for s in trace["policy"]}
+    assert list(policy) == list(POLICY_STAGES)
+    assert policy["route_wait"] >= 0.05, policy  # the held route apply, not the policy side's own work
+    assert all(v >= 0 for v in policy.values())
+    # the route side's branch ended the trace with its own marks; the policy apply came after it
+    assert trace["complete"] and [s["stage"] for s in trace["stages"]][-1] == "apply"
+    assert trace["policy"][-1]["mono"] >= trace["stages"][-1]["mono"]

@@ -3,8 +3,9 @@
 ``l3net-cni`` (the shim) hands the ADD to n1's agent, which claims a static address in a /26 no node
 holds yet; the agent installs the block's blackhole and announces it, and n2 installs it. The trace
 at ``/debug/traces`` on n1's health server must have every stage, in path order, none negative, the
-new block's own branch (claim -> announce) in order too, and ``l3net_add_stage_seconds`` must have
-counted them.
+new block's own branch (claim -> announce) in order too, the policy side's branch (endpoint delivered ->
+ipsets and iptables applied) in order after the endpoint's delivery, and ``l3net_add_stage_seconds`` must
+have counted them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from felix.addtrace import BLOCK_STAGES, STAGES
+from felix.addtrace import BLOCK_STAGES, POLICY_STAGES, STAGES
 from l3net.constants import HEALTH_PORT, METRICS_PORT, ROUTE_PROTO
 from l3net.datastore import EtcdDatastore
 from l3net.keys import KeyLayout
@@ -78,6 +79,20 @@ def test_a_real_add_through_the_agent_is_traced_through_every_stage(
         block_ats = [s["at_s"] for s in block]
         assert block_ats == sorted(block_ats) and block_ats[0] >= 0, trace
 
+        # the policy side's branch: from the endpoint's delivery to its chains in n1's kernel
+        wait_for(lambda: finished()[0]["policy_complete"], timeout=30, what="the ADD's policy branch")
+        (trace,) = finished()
+        policy = trace["policy"]
+        assert [s["stage"] for s in policy] == list(POLICY_STAGES), trace
+        assert all(s["seconds"] >= 0 for s in policy), trace
+        delivered = next(s["at_s"] for s in trace["stages"] if s["stage"] == "watch_delivery")
+        policy_ats = [s["at_s"] for s in policy]
+        assert policy_ats == sorted(policy_ats) and policy_ats[0] >= delivered, trace
+        iface = json.loads(res.stdout)["interfaces"][0]["name"]
+        filter_rules = subprocess.run(["ip", "netns", "exec", n1.ns, "iptables-save", "-t", "filter"],
+                                      capture_output=True, text=True, check=True).stdout
+        assert f"l3n-fw-{iface}" in filter_rules, filter_rules[-2000:]
+
         metrics = n1.http(METRICS_PORT, "/metrics")[1]
-        for stage in STAGES:
+        for stage in (*STAGES, *(f"policy_{s}" for s in POLICY_STAGES)):
             assert f'l3net_add_stage_seconds_count{{stage="{stage}"}} 1.0' in metrics, (stage, metrics[-2000:])

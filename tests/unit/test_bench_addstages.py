@@ -87,3 +87,38 @@ def test_no_stage_samples_no_table() -> None:
     res = framework.Result("control_plane", "t", quick=True)
     addstages.declare_stages(res, {"l3net-rr": [], "bird-rr": []})
     assert res.tables == []
+
+
+def test_the_add_call_is_split_through_the_policy_branch_and_adds_up() -> None:
+    t0 = 20.0
+    tr = trace(20.01, {"cni_start": 0.001, "ipam": 0.01, "wire": 0.02, "endpoint_write": 0.008,
+                       "watch_delivery": 0.001, "coalesce": 0.0005, "calculation": 0.002, "apply": 0.003,
+                       "bgp_announce": 0.001})
+    delivered = 20.01 + 0.04
+    tr["policy"] = [{"stage": n, "seconds": dt, "mono": at, "at_s": at - 20.01}
+                    for n, dt, at in (("coalesce", 0.001, delivered + 0.001), ("route_wait", 0.006, delivered + 0.007),
+                                      ("calculation", 0.004, delivered + 0.011), ("apply", 0.003, delivered + 0.014))]
+    tr["policy_complete"] = True
+    returned = delivered + 0.014 + 0.009
+    got = addstages.policy_ms(tr, t0, returned)
+    assert list(got) == ["lab_exec", "cni_start", "ipam", "wire", "endpoint_write", "watch_delivery",
+                         "policy_coalesce", "policy_route_wait", "policy_calculation", "policy_apply", "release"]
+    assert got["lab_exec"] == pytest.approx(10.0) and got["policy_route_wait"] == pytest.approx(6.0)
+    assert got["release"] == pytest.approx(9.0)
+    assert sum(got.values()) == pytest.approx((returned - t0) * 1000)
+    assert addstages.policy_ms({**tr, "policy_complete": False}, t0, returned) is None
+    no_delivery = {**tr, "stages": [s for s in tr["stages"] if s["stage"] == "cni_start"]}
+    assert addstages.policy_ms(no_delivery, t0, returned) is None
+
+
+def test_samples_without_a_policy_branch_leave_its_table_out() -> None:
+    res = framework.Result("control_plane", "t", quick=True)
+    bare = {"stages_ms": {"lab_exec": 30.0}, "endpoint_stages_ms": {"ipam": 25.0}, "policy_stages_ms": {}}
+    addstages.declare_stages(res, {"l3net-rr": [bare]})
+    assert [t["title"].split(",")[0] for t in res.tables] == ["ADD -> remote route", "ADD -> the pod's endpoint "
+                                                              "applied and announced by the origin agent (ms; felix."
+                                                              "addtrace stages)"]
+    res = framework.Result("control_plane", "t", quick=True)
+    addstages.declare_stages(res, {"l3net-rr": [bare, {**bare, "policy_stages_ms": {"release": 2.0}}]})
+    (table,) = [t for t in res.tables if t["title"].startswith("ADD -> the pod policed")]
+    assert table["rows"] == [["l3net-rr", "release", "1", "2.0", "2.0", "100.0 %"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from felix.addtrace import BLOCK, ENDPOINT, STAGES, TraceBook
+from felix.addtrace import BLOCK, ENDPOINT, POLICY, POLICY_STAGES, STAGES, TraceBook
 from l3net import metrics
 from tests.fakes.clock import FakeClock
 
@@ -189,3 +189,80 @@ def test_a_block_claimed_by_the_add_is_followed_on_its_own_branch() -> None:
     b.delivered([f"{KEY}-2"], 7)
     b.delivered([CLAIMS + "10-244-0-128-26"], 8)
     assert b.calculating(8) == [("c2", ENDPOINT)]
+
+
+def test_the_policy_branch_runs_apart_and_may_end_after_the_trace() -> None:
+    clock = FakeClock(100.0)
+    b = book(clock)
+    b.begin("c1", KEY)
+    assert b.policy_calculating(50) == []  # nothing delivered yet: no policy apply covers the endpoint
+    b.delivered([KEY], 7)
+    assert b.policy_calculating(6) == []   # an apply of an older revision does not hold it
+    clock.step(0.003)
+    early = b.policy_calculating(7)        # the policy side starts (its coalesce ends)...
+    assert early == [("c1", POLICY)]
+    clock.step(0.010)                      # ...and gives the route apply in flight its head start
+    assert b.policy_calculating(8) == []   # covered once
+    b.mark_all(early, "route_wait")
+    # the route side ends the trace first
+    route = b.calculating(7)
+    b.mark_all(route, "calculation")
+    b.mark_all(route, "apply")
+    b.finish(route)
+    snap = b.snapshot()
+    assert snap["open"] == [] and snap["finished"][0]["policy_complete"] is False
+    clock.step(0.004)
+    b.mark_all(early, "calculation")
+    clock.step(0.002)
+    b.mark_all(early, "apply")
+    b.finish(early)
+    tr = b.snapshot()["finished"][0]
+    assert tr["policy_complete"] is True and tr["complete"] is True
+    got = {s["stage"]: s["seconds"] for s in tr["policy"]}
+    assert list(got) == list(POLICY_STAGES)
+    assert got == pytest.approx({"coalesce": 0.003, "route_wait": 0.010, "calculation": 0.004, "apply": 0.002},
+                                abs=1e-6)
+    # the route side's marks are its own
+    assert {s["stage"] for s in tr["stages"]} == {"cni_start", "ipam", "wire", "endpoint_write", "watch_delivery",
+                                                  "coalesce", "calculation", "apply"}
+    b.mark_all(early, "bgp_announce")  # a late mark for a finished branch changes nothing
+    assert [s["stage"] for s in b.snapshot()["finished"][0]["policy"]] == list(POLICY_STAGES)
+
+
+def test_a_failed_policy_apply_requeues_its_branch_only() -> None:
+    clock = FakeClock(100.0)
+    b = book(clock)
+    b.begin("c1", KEY)
+    b.delivered([KEY], 3)
+    pol = b.policy_calculating(3)
+    b.mark_all(pol, "route_wait")
+    b.mark_all(pol, "calculation")
+    b.requeue(pol)
+    clock.step(0.2)  # the policy side's backoff
+    assert b.policy_calculating(3) == [("c1", POLICY)]
+    assert b.calculating(3) == [("c1", ENDPOINT)]  # the route side's branch was never touched
+    b.mark_all(pol, "route_wait")
+    b.mark_all(pol, "calculation")
+    b.mark_all(pol, "apply")
+    b.finish(pol)
+    (tr,) = b.snapshot()["open"]
+    assert tr["policy_complete"] and tr["policy"][0] == {"stage": "coalesce", "seconds": pytest.approx(0.2),
+                                                         "at_s": pytest.approx(0.2), "mono": pytest.approx(100.2)}
+
+
+def test_policy_branches_are_bounded_and_observed_from_the_endpoint_delivery() -> None:
+    def count(stage: str) -> float:
+        return metrics.REGISTRY.get_sample_value("l3net_add_stage_seconds_count", {"stage": stage}) or 0.0
+
+    clock = FakeClock(100.0)
+    b = TraceBook(clock=clock, max_open=2)
+    before = {s: count(f"policy_{s}") for s in POLICY_STAGES}
+    for i in range(4):  # finished on the route side, never on the policy side (a policy apply that fails on)
+        run_add(b, clock, tid=f"c{i}", key=f"{KEY}-{i}", revision=10 + i)
+    assert [t for t, _ in b.policy_calculating(99)] == ["c2", "c3"]  # the two newest only
+    run_add(b, clock, tid="c9", key=f"{KEY}-9", revision=20)
+    pol = b.policy_calculating(20)
+    for stage in POLICY_STAGES[1:]:
+        b.mark_all(pol, stage)
+    b.finish(pol)
+    assert all(count(f"policy_{s}") == before[s] + 1 for s in POLICY_STAGES)
