@@ -18,6 +18,9 @@ measured in interleaved rounds:
           make the kernel track every connection in that namespace: what connection tracking alone
           costs, which any stateful firewall pays (Calico's included), so felix-0/conntrack is what
           felix's own base chains add and felix/conntrack what l3net adds above the kernel's tracking
+  conntrack-rpf  the conntrack variant plus felix's reverse-path check (raw PREROUTING: drop what
+          arrives from a workload interface with a source not routed back through it), so the steps
+          none -> conntrack -> conntrack-rpf -> felix-0 -> felix each add one part of felix's cost
 
 In each sample ``bench/tcpconn.py`` in the client pod opens connections one after the other to the
 server pod (connect, the server accepts and closes, the client reads the close and closes) for a
@@ -54,10 +57,12 @@ POLICIES = 1000
 TARGET_FELIX_NONE = 0.8
 TIME_WAIT_S = 2
 # variant -> namespace prefix of its node pair
-VARIANTS = {"none": "a", "conntrack": "c", "felix-0": "z", "felix": "f", "bare": "b"}
+VARIANTS = {"none": "a", "conntrack": "c", "conntrack-rpf": "r", "felix-0": "z", "felix": "f", "bare": "b"}
 # The one rule of the conntrack variant: its conntrack match makes the kernel track the namespace's
 # traffic (nf_conntrack hooks a namespace only once a rule there needs it), and it drops nothing here.
 CONNTRACK_ONLY_RULE = ["FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]
+# felix's reverse-path check as policy.render writes it (in its own chain there), for the conntrack-rpf variant
+RPF_RULE = ["-t", "raw", "-A", "PREROUTING", "-i", "cali+", "-m", "rpfilter", "--invert", "-j", "DROP"]
 
 
 class Pair:
@@ -73,9 +78,11 @@ class Pair:
         topology.route_block(self.n1, "10.244.1.0/26", "10.244.2.0/26", self.n2.fabric_ip)
         topology.route_block(self.n2, "10.244.2.0/26", "10.244.1.0/26", self.n1.fabric_ip)
         self.policy: dict[str, Any] = {}
-        if variant == "conntrack":
+        if variant in ("conntrack", "conntrack-rpf"):
             for node in (self.n1, self.n2):
                 netns.run(node.ns, ["iptables", "-w", "-A", *CONNTRACK_ONLY_RULE])
+                if variant == "conntrack-rpf":
+                    netns.run(node.ns, ["iptables", "-w", *RPF_RULE])
         elif variant != "none":
             self.policy = policyload.install_dataplane_policies(ws, self.n1, self.client, self.n2, self.server,
                                                                 count=policies, bare=variant == "bare")
@@ -166,6 +173,8 @@ def run(ctx: Context) -> Result:
         "variants": {"none": "no policy, no iptables rules on either node",
                      "conntrack": "one rule per node (FORWARD -m conntrack --ctstate INVALID -j DROP): "
                                   "connection tracking alone",
+                     "conntrack-rpf": "the conntrack variant plus felix's reverse-path check on workload "
+                                      "interfaces (raw PREROUTING -i cali+ -m rpfilter --invert -j DROP)",
                      "felix-0": "felix's program for the two pods with no policy: base chains, conntrack, dispatch",
                      "felix": "policies compiled by policy.compiler, applied by felix's ipsets/iptables drivers",
                      "bare": "the same compiled programs loaded by ipset restore + iptables-restore --noflush"},
@@ -217,6 +226,10 @@ def declare(res: Result, n_pol: int) -> None:
               note=f"what {n_pol} policies add on top of felix's base chains")
     res.ratio("conntrack/none new connections per second", "conn_per_s", "conntrack", "none",
               note="connection tracking alone (one rule per node): what any stateful dataplane pays")
+    res.ratio("conntrack-rpf/conntrack new connections per second", "conn_per_s", "conntrack-rpf", "conntrack",
+              note="what the reverse-path check on workload interfaces costs")
+    res.ratio("felix-0/conntrack-rpf new connections per second", "conn_per_s", "felix-0", "conntrack-rpf",
+              note="what felix's filter chains (dispatch, anti-spoofing, conntrack verdicts) cost")
     res.ratio("felix-0/conntrack new connections per second", "conn_per_s", "felix-0", "conntrack",
               note="what felix's base chains and dispatch add above the kernel's connection tracking")
     res.ratio("felix/conntrack new connections per second", "conn_per_s", "felix", "conntrack",

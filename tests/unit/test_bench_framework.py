@@ -316,14 +316,16 @@ def test_conn_rate_ratios_and_verdict_from_synthetic_samples() -> None:
     res = framework.Result("conn_rate", "t", quick=False)
     for k in range(10):
         drift = 1.0 + k / 10  # the machine speeds up round by round: pairing cancels it
-        for variant, rate in (("none", 1000.0), ("conntrack", 820.0), ("felix-0", 800.0), ("felix", 850.0),
-                              ("bare", 850.0)):
+        for variant, rate in (("none", 1000.0), ("conntrack", 820.0), ("conntrack-rpf", 810.0), ("felix-0", 800.0),
+                              ("felix", 850.0), ("bare", 850.0)):
             res.sample("conn_per_s", variant, rate * drift, unit="conn/s")
     conn_rate.declare(res, 1000)
     r = _by_name(res)
     assert r["felix/none new connections per second"]["value"] == pytest.approx(0.85)
     assert r["conntrack/none new connections per second"]["value"] == pytest.approx(0.82)
     assert r["felix-0/conntrack new connections per second"]["value"] == pytest.approx(800 / 820)
+    assert r["conntrack-rpf/conntrack new connections per second"]["value"] == pytest.approx(810 / 820)
+    assert r["felix-0/conntrack-rpf new connections per second"]["value"] == pytest.approx(800 / 810)
     assert r["felix/conntrack new connections per second"]["value"] == pytest.approx(850 / 820)
     assert r["felix/conntrack new connections per second"]["target"] is None
     assert r["felix/none new connections per second"]["verdict"] == "pass"
