@@ -23,8 +23,8 @@ The ADD's own return (``add_call_ms``: the plugin holds its result until the age
 programmed the pod) follows the trace's policy branch: ``lab_exec``, the pod's chain up
 to ``watch_delivery``, ``policy_coalesce``, ``policy_route_wait``, ``policy_calculation``,
 ``policy_apply``, then ``release`` (-> the ADD returned: the agent's report of the apply,
-the held request's wake-up, or the route side when it came later, the result and the
-shim's exit). Pure: unit-tested on synthetic traces.
+the held request's wake-up, or the route side when it came later, the result, the
+shim's exit and the lab's record of the pod). Pure: unit-tested on synthetic traces.
 """
 
 from __future__ import annotations

@@ -216,21 +216,18 @@ def declare(res: Result, n_pol: int) -> None:
     """The ratios and the target, from the samples in ``res`` (pure: unit-tested with synthetic samples)."""
     res.ratio("felix/none new connections per second", "conn_per_s", "felix", "none", op=">=",
               threshold=TARGET_FELIX_NONE, note=f"{n_pol} policies, every new connection walks all of them")
-    res.ratio("bare/none new connections per second", "conn_per_s", "bare", "none",
-              note="the same rules loaded by iptables-restore: what the rules themselves cost")
-    res.ratio("felix/bare new connections per second", "conn_per_s", "felix", "bare",
-              note="the same rules either way: ~1 means felix adds nothing per connection beyond them")
-    res.ratio("felix-0/none new connections per second", "conn_per_s", "felix-0", "none",
-              note="felix with no policy: what its base chains and conntrack cost")
-    res.ratio("felix/felix-0 new connections per second", "conn_per_s", "felix", "felix-0",
-              note=f"what {n_pol} policies add on top of felix's base chains")
-    res.ratio("conntrack/none new connections per second", "conn_per_s", "conntrack", "none",
-              note="connection tracking alone (one rule per node): what any stateful dataplane pays")
-    res.ratio("conntrack-rpf/conntrack new connections per second", "conn_per_s", "conntrack-rpf", "conntrack",
-              note="what the reverse-path check on workload interfaces costs")
-    res.ratio("felix-0/conntrack-rpf new connections per second", "conn_per_s", "felix-0", "conntrack-rpf",
-              note="what felix's filter chains (dispatch, anti-spoofing, conntrack verdicts) cost")
-    res.ratio("felix-0/conntrack new connections per second", "conn_per_s", "felix-0", "conntrack",
-              note="what felix's base chains and dispatch add above the kernel's connection tracking")
-    res.ratio("felix/conntrack new connections per second", "conn_per_s", "felix", "conntrack",
-              note=f"what l3net with {n_pol} policies costs above the kernel's connection tracking")
+    for numerator, denominator, note in (
+            ("bare", "none", "the same rules loaded by iptables-restore: what the rules themselves cost"),
+            ("felix", "bare", "the same rules either way: ~1 means felix adds nothing per connection beyond them"),
+            ("felix-0", "none", "felix with no policy: what its base chains and conntrack cost"),
+            ("felix", "felix-0", f"what {n_pol} policies add on top of felix's base chains"),
+            # the steps from no firewall to felix, one part each
+            ("conntrack", "none", "connection tracking alone (one rule per node): what any stateful dataplane pays"),
+            ("conntrack-rpf", "conntrack", "what the reverse-path check on workload interfaces costs"),
+            ("felix-0", "conntrack-rpf", "what felix's filter chains (dispatch, anti-spoofing, conntrack verdicts) "
+                                         "cost"),
+            ("felix-0", "conntrack", "what felix's base chains and dispatch add above the kernel's connection "
+                                     "tracking"),
+            ("felix", "conntrack", f"what l3net with {n_pol} policies costs above the kernel's connection tracking")):
+        res.ratio(f"{numerator}/{denominator} new connections per second", "conn_per_s", numerator, denominator,
+                  note=note)
