@@ -254,7 +254,8 @@ class TraceBook:
                     tr.branch(branch).setdefault(stage, now)
 
     def finish(self, tokens: Iterable[Token]) -> None:
-        """These traces' endpoints have reached their last stage: observed into the histogram and kept."""
+        """These branches have reached their last stage: an endpoint branch ends its trace (observed into the
+        histogram and kept), a policy branch is observed (its trace may still be open, or already kept)."""
         with self._lock:
             for tid, branch in tokens:
                 if branch == POLICY:
