@@ -7,6 +7,10 @@ Paths, all between the same two node namespaces, in one run:
                 (what Flannel and Calico's VXLAN mode do)
   routed+pol    routed, with 100 NetworkPolicies selecting the pair, compiled by policy.compiler and
                 applied by felix's iptables/ipsets drivers on both nodes
+  routed-bare   routed, on host veths outside felix's interface prefix: the same wiring, routes and
+                connection tracking (the nodes track every connection once felix's rules are loaded),
+                none of felix's rules (raw reverse-path check, dispatch, endpoint chains), so
+                routed/routed-bare is what felix's per-packet rule walk costs
 in three offload modes, applied to the same set of devices for every path:
   on            kernel defaults on the software devices (as the CNI and the overlay leave them) and
                 TSO/GSO/GRO on on the fabric, as on a real NIC
@@ -52,6 +56,7 @@ NEEDS = ["root", "iperf3", "ethtool", "ping", "iptables-restore + ipset (for rou
 
 UDP_PORT = 7777
 POLICIES = 100
+BARE_PREFIX = "bare"  # the routed-bare pair's host veths: not felix's "cali", so none of its rules match them
 MODES = ("on", "off", "nicoff")
 STREAMS = (1, 4)
 # (offload mode, TCP streams) -> ratio -> target. Issue 8: routed >= 0.97 x direct, >= 1.10 x VXLAN with
@@ -76,6 +81,8 @@ class Topo:
         self.w2 = topology.wire_workload(ws, self.n2, "w2", "10.244.2.2")
         self.p1 = topology.wire_workload(ws, self.n1, "p1", "10.244.1.3")
         self.p2 = topology.wire_workload(ws, self.n2, "p2", "10.244.2.3")
+        self.b1 = topology.wire_workload(ws, self.n1, "b1", "10.244.1.4", host_prefix=BARE_PREFIX)
+        self.b2 = topology.wire_workload(ws, self.n2, "b2", "10.244.2.4", host_prefix=BARE_PREFIX)
         self.v1 = topology.wire_workload(ws, self.n1, "v1", "10.245.1.2", mtu=1450)
         self.v2 = topology.wire_workload(ws, self.n2, "v2", "10.245.2.2", mtu=1450)
         topology.route_block(self.n1, "10.244.1.0/26", "10.244.2.0/26", self.n2.fabric_ip)
@@ -86,7 +93,8 @@ class Topo:
         # The fabric stands in for the NIC; everything else is a software device the CNI or overlay makes.
         self.nic: list[tuple[str, str]] = [(n.ns, "eth0") for n in (self.n1, self.n2)]
         self.soft: list[tuple[str, str]] = [(n.ns, v) for n in (self.n1, self.n2) for v in n.veths if v != "eth0"]
-        self.soft += [(w.ns, "eth0") for w in (self.w1, self.w2, self.p1, self.p2, self.v1, self.v2)]
+        self.soft += [(w.ns, "eth0") for w in (self.w1, self.w2, self.p1, self.p2, self.v1, self.v2, self.b1,
+                                               self.b2)]
         self.soft += [(n.ns, "vxlan0") for n in (self.n1, self.n2)]
         # "on" is what the CNI leaves (kernel defaults: veths come up with GRO off) and, for the fabric, what
         # a real NIC defaults to (TSO, GSO and GRO on).
@@ -100,6 +108,7 @@ class Topo:
             "routed": (self.w1.ns, self.w2.ns, self.w2.ip),
             "vxlan": (self.v1.ns, self.v2.ns, self.v2.ip),
             "routed+pol": (self.p1.ns, self.p2.ns, self.p2.ip),
+            "routed-bare": (self.b1.ns, self.b2.ns, self.b2.ip),
         }
 
     def set_mode(self, mode: str) -> None:
@@ -260,6 +269,8 @@ def declare(res: Result, *, with_policy: bool = True) -> None:
                 # policies; their cost is measured per new connection by the conn_rate benchmark.
                 res.ratio(f"routed+pol/routed {tag}", metric, "routed+pol", "routed",
                           note=f"{POLICIES} policies; throughput only (conntrack), see conn_rate for policy cost")
+            res.ratio(f"routed/routed-bare {tag}", metric, "routed", "routed-bare",
+                      note="felix's per-packet rule walk: the same wiring and conntrack without felix's rules")
         for lat in ("ping_rtt_p50", "udp_rtt_p50"):
             metric = f"{lat}_offload_{offload}"
             res.ratio(f"{lat} routed/direct offload {offload}", metric, "routed", "direct",

@@ -84,10 +84,16 @@ def node_pair(ws: Workspace, subnet: str = "10.99.0", prefix: str = "n") -> tupl
 
 
 def wire_workload(ws: Workspace, node: Node, name: str, addr: str, *, mtu: int | None = None,
-                  k8s_namespace: str = "bench") -> Workload:
-    """A workload namespace wired to ``node`` exactly as l3net-cni (and Calico's CNI) wires it."""
+                  k8s_namespace: str = "bench", host_prefix: str = "") -> Workload:
+    """A workload namespace wired to ``node`` exactly as l3net-cni (and Calico's CNI) wires it.
+
+    ``host_prefix`` replaces the host veth's ``cali`` (same length): felix's chains match ``cali+``, so such a
+    workload's packets take the same wiring and routes but none of felix's rules.
+    """
     wl_ns = ws.netns(name)
     host_if = host_veth_name(k8s_namespace, f"{ws.tag}-{name}")
+    if host_prefix:
+        host_if = host_prefix + host_if[len(host_prefix):]
     ip(node.ns, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", wl_ns)
     ip(node.ns, "link", "set", host_if, "address", constants.WORKLOAD_HOST_MAC)
     if mtu:

@@ -5,7 +5,9 @@
 - the VXLAN leg is set up as Flannel's vxlan backend does it (VNI 1, port 8472, nolearning,
   MTU uplink - 50, static FDB + ARP per peer) and carries workload traffic;
 - the offload modes touch exactly the devices they claim, the same set for every path, and
-  "on" puts back the defaults.
+  "on" puts back the defaults;
+- the routed-bare pair is wired the same way on host veths outside felix's ``cali+``, carries traffic,
+  and its packets match none of the l3n- rules while the routed pair's do.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _link(ns: str, dev: str) -> dict:
 
 
 def test_routed_wiring_passes_the_cni_drift_check(topo: Topo) -> None:
-    for wl in (topo.w1, topo.w2, topo.p1, topo.p2, topo.v1, topo.v2):
+    for wl in (topo.w1, topo.w2, topo.p1, topo.p2, topo.v1, topo.v2, topo.b1, topo.b2):
         with netns.in_netns(wl.node.ns):
             drift = cni.check(wl.host_if, netns.netns_path(wl.ns), "eth0", [wl.ip])
         assert drift == [], f"{wl.name}: {drift}"
@@ -70,7 +72,7 @@ def test_offload_modes_touch_the_same_devices_for_every_path(topo: Topo) -> None
     every = topo.nic + topo.soft
     assert {dev for _ns, dev in topo.nic} == {"eth0"} and len(topo.nic) == 2
     # every path's devices are in the set: fabric, each pair's cali veths and eth0s, vxlan0
-    for wl in (topo.w1, topo.w2, topo.p1, topo.p2, topo.v1, topo.v2):
+    for wl in (topo.w1, topo.w2, topo.p1, topo.p2, topo.v1, topo.v2, topo.b1, topo.b2):
         assert (wl.node.ns, wl.host_if) in topo.soft and (wl.ns, "eth0") in topo.soft
     assert (topo.n1.ns, "vxlan0") in topo.soft and (topo.n2.ns, "vxlan0") in topo.soft
     defaults = {dev: topology.get_offloads(*dev) for dev in topo.soft}
@@ -89,3 +91,20 @@ def test_offload_modes_touch_the_same_devices_for_every_path(topo: Topo) -> None
         topo.set_mode("on")
     with pytest.raises(ValueError, match="offload mode"):
         topo.set_mode("half")
+
+
+def test_the_bare_pair_takes_the_same_route_and_none_of_felix_rules(topo: Topo) -> None:
+    from bench import policyload
+    from bench.conn_rate import rule_matches, tracked_connections
+
+    assert topo.b1.host_if.startswith("bare") and len(topo.b1.host_if) == len(topo.w1.host_if)
+    policyload.install_dataplane_policies(topo.ws, topo.n1, topo.p1, topo.n2, topo.p2, count=2,
+                                          others=[topo.w1, topo.w2, topo.v1, topo.v2])
+    before = rule_matches(topo.n1.ns)
+    out = netns.run(topo.b1.ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", topo.b2.ip], check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert rule_matches(topo.n1.ns) == before, "a felix rule matched the bare pair's packets"
+    assert tracked_connections(topo.n1.ns) > 0, "the bare pair's flow is not tracked"
+    out = netns.run(topo.w1.ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", topo.w2.ip], check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert rule_matches(topo.n1.ns) > before, "the routed pair's packets should walk felix's rules"

@@ -10,7 +10,7 @@ from bench import dataplane, framework, stats
 
 pytestmark = pytest.mark.unit
 
-PATHS = ("direct", "routed", "vxlan", "routed+pol")
+PATHS = ("direct", "routed", "vxlan", "routed+pol", "routed-bare")
 
 
 def _result(rounds: int, override: dict[str, dict[str, float]] | None = None, *,
@@ -48,7 +48,8 @@ def test_the_targets_are_issue_8s_with_issue_18s_four_streams() -> None:
     assert all(t["op"] == ">=" for t in res.targets)
     r = _by_name(res)
     # no target on policy throughput (conntrack hides policy), latency, or the nicoff definition
-    for name in ("routed+pol/routed tcp1 offload on", "ping_rtt_p50 routed/direct offload off",
+    for name in ("routed+pol/routed tcp1 offload on", "routed/routed-bare tcp4 offload off",
+                 "ping_rtt_p50 routed/direct offload off",
                  "udp_rtt_p50 vxlan/routed offload on", "routed/direct tcp4 offload nicoff"):
         assert r[name]["target"] is None and r[name]["verdict"] is None, name
 
@@ -136,3 +137,14 @@ def test_latency_ratios_are_lower_is_better_and_unpaired_sides_give_no_rounds() 
     unpaired = rs["routed/direct tcp1 offload on"]
     assert unpaired["value"] == 1.0 and unpaired["rounds"] == 0 and unpaired["verdict"] == stats.INSUFFICIENT
     assert rs["routed/vxlan tcp1 offload on"]["verdict"] == stats.NOT_MEASURED  # no vxlan samples at all
+
+
+def test_felix_rule_walk_is_routed_over_routed_bare_in_both_offload_modes() -> None:
+    res = _result(10, {"tcp_1stream_offload_off": {"routed": 80.0}, "tcp_4stream_offload_on": {"routed": 95.0}},
+                  drift=True)
+    dataplane.declare(res)
+    r = _by_name(res)
+    assert r["routed/routed-bare tcp1 offload off"]["value"] == 0.8
+    assert r["routed/routed-bare tcp4 offload on"]["value"] == 0.95
+    assert r["routed/routed-bare tcp1 offload on"]["value"] == 1.0
+    assert not any(name.startswith("routed/routed-bare") and "nicoff" in name for name in r)
