@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import topology
+from bench import policyload, topology
+from bench.conn_rate import rule_matches, tracked_connections
 from bench.dataplane import MODES, Topo
 from bench.framework import Context, Workspace
 from l3net import netns
@@ -94,9 +95,6 @@ def test_offload_modes_touch_the_same_devices_for_every_path(topo: Topo) -> None
 
 
 def test_the_bare_pair_takes_the_same_route_and_none_of_felix_rules(topo: Topo) -> None:
-    from bench import policyload
-    from bench.conn_rate import rule_matches, tracked_connections
-
     assert topo.b1.host_if.startswith("bare") and len(topo.b1.host_if) == len(topo.w1.host_if)
     policyload.install_dataplane_policies(topo.ws, topo.n1, topo.p1, topo.n2, topo.p2, count=2,
                                           others=[topo.w1, topo.w2, topo.v1, topo.v2])
