@@ -479,7 +479,8 @@ class SyncLoop:
             if self.traces is not None:
                 # endpoints delivered during the wait are in this calculation too (it reads the model after it)
                 traced += self.traces.policy_calculating(self.model.revision)
-                self.traces.mark_all(traced, "route_wait")
+                if traced:
+                    self.traces.mark_all(traced, "route_wait")
         revision, desired = self._calculate(side)
         if traced:
             self.traces.mark_all(traced, "calculation")  # type: ignore[union-attr]
