@@ -217,7 +217,7 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
             lock.wait(30)
         return kernel(argv, stdin)
 
-    links = {"cali1": 11, "cali2": 12, "cali4": 14}
+    links = {"cali1": 11, "cali2": 12, "cali4": 14, "cali5": 15}
     nl, sysctls = FakeNetlink(links=links), FakeSysctls()
     for name in links:
         sysctls.add_iface(name)
@@ -237,13 +237,21 @@ def test_a_blocked_policy_side_never_delays_routes_and_reports_itself_stuck() ->
         lock.clear()  # someone takes the xtables lock
         blocked.clear()
         sync.on_updates([wep("d", "n1", "10.65.0.4/32", "cali4")])
-        await until(lambda: ("10.65.0.4/32", M) in ours_nl(nl), "the new pod's route")
-        assert blocked.is_set() and sync.policy_side.task is not None  # type: ignore[union-attr]
-        assert not any("cali4" in c for c in kernel.tables["filter"])  # its chains wait behind the lock
+        # The policy side gives the route apply its head start, so it reaches the lock after the route:
+        # wait for it there rather than assume it got there by the time the route is seen.
+        await until(blocked.is_set, "the policy side held at the lock")
+        assert ("10.65.0.4/32", M) in ours_nl(nl)
+        # A pod added while the policy side is held gets its route all the same.
+        sync.on_updates([wep("e", "n1", "10.65.0.5/32", "cali5")])
+        await until(lambda: ("10.65.0.5/32", M) in ours_nl(nl), "the route of the pod added meanwhile")
+        assert not lock.is_set() and sync.policy_side.task is not None  # type: ignore[union-attr]
+        # Their chains wait behind the lock.
+        assert not any("cali4" in c or "cali5" in c for c in kernel.tables["filter"])
         await until(lambda: "policy" in sync.health.readiness()[1], "the stuck policy side reported")
         assert "in flight" in sync.health.readiness()[1]["policy"] and task.done() is False
         lock.set()
-        await until(lambda: any("cali4" in c for c in kernel.tables["filter"]), "policy caught up")
+        await until(lambda: all(any(name in c for c in kernel.tables["filter"]) for name in ("cali4", "cali5")),
+                    "policy caught up")
         await until(lambda: sync.health.readiness()[0], "ready again")
         sync.stop()
         await task
