@@ -128,9 +128,13 @@ def test_timer_change_is_negotiated_live(pair: tuple[str, str]) -> None:
         peers["a"].set_view(view("a", enabled=True, minTxInterval="500ms", multiplier=4))
         # b's detection time of a follows a's new multiplier and interval, without a flap.
         await until(lambda: b_session.detection_time_us == 4 * 500_000, 5, "b at 4 x 500 ms")
-        assert b_session.state == State.UP and bgp["b"].downs == [] and bgp["a"].downs == []
         a_session = peers["a"].speaker.session(PeerKey(B))
-        assert a_session is not None and a_session.state == State.UP and not a_session.polling
+        assert a_session is not None
+        # b takes the new timers from a's Poll; a ends its poll sequence only when b's Final arrives,
+        # which can be a moment later.
+        await until(lambda: not a_session.polling, 5, "b's Final ending a's poll sequence")
+        assert a_session.state == State.UP and b_session.state == State.UP
+        assert bgp["b"].downs == [] and bgp["a"].downs == []
     run(pair, body)
 
 
