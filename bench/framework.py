@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from bench import stats
+from bench import calibration, stats
 from l3net import netns
 
 _log = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ RESULT_SCHEMA: dict[str, Any] = {
                            "rounds": {"type": ["integer", "null"], "minimum": 0},
                            "verdict": {"enum": list(stats.VERDICTS)}, "pass": {"type": ["boolean", "null"]}}}},
         "passed": {"type": ["boolean", "null"]},
+        "host": {"type": "object", "required": ["before", "after"], "additionalProperties": {
+            "type": "object", "required": ["unavailable"],
+            "properties": {**{f: {"type": "number"} for f in calibration.FIELDS},
+                           "unavailable": {"type": "object", "additionalProperties": {"type": "string"}}}}},
     },
 }
 
@@ -469,6 +473,8 @@ def format_table(doc: dict[str, Any]) -> str:
         lines += ["", table["title"], *_columns([tuple(table["columns"]), *map(tuple, table["rows"])])]
     for u in doc["unavailable"]:
         lines.append(f"NOT MEASURED: {u}")
+    if "host" in doc:
+        lines.append(f"host (before -> after): {calibration.describe(doc['host'])}")
     return "\n".join(lines)
 
 
@@ -577,27 +583,28 @@ def execute(name: str, *, quick: bool, results_dir: Path, command: str,
     started, t0 = time.time(), time.monotonic()
     json_path, png_path = results_dir / f"{name}.json", results_dir / f"{name}.png"
     ws = Workspace()
+    before = calibration.measure(quick=quick)
     try:
         with ws:
             result: Result = module.run(Context(quick=quick, results_dir=results_dir, workspace=ws))
     except Unavailable as exc:
         doc = failure_doc(name, title, status="unavailable", error=str(exc), command=command, quick=quick,
                           started=started, duration=time.monotonic() - t0)
-        write_json(doc, json_path)
+        _write_with_host(doc, before, quick, json_path)
         png_path.unlink(missing_ok=True)  # a stale plot would show numbers this run did not measure
         out(f"FAILED {name}: {exc}")
         return 2
     except Exception as exc:
         doc = failure_doc(name, title, status="error", error=f"{type(exc).__name__}: {exc}", command=command,
                           quick=quick, started=started, duration=time.monotonic() - t0)
-        write_json(doc, json_path)
+        _write_with_host(doc, before, quick, json_path)
         png_path.unlink(missing_ok=True)
         out(f"ERROR {name}: {type(exc).__name__}: {exc}")
         out(traceback.format_exc())
         return 1
     doc = result.to_json(command=command, machine=machine_info(), started=started,
                          duration=time.monotonic() - t0)
-    write_json(doc, json_path)
+    _write_with_host(doc, before, quick, json_path)
     write_plot(doc, png_path)
     out(format_table(doc))
     out(f"wrote {json_path} and {png_path} ({doc['duration_s']:.0f} s)")
@@ -605,6 +612,14 @@ def execute(name: str, *, quick: bool, results_dir: Path, command: str,
         out(f"FAILED {name}: part of it was not measured (see NOT MEASURED above)")
         return 2
     return 0
+
+
+def _write_with_host(doc: dict[str, Any], before: dict[str, Any], quick: bool, path: Path) -> None:
+    """Write ``doc`` with the host's calibration (bench.calibration) taken before the benchmark and now.
+
+    Outside ``duration_s``: the benchmark's own time does not include its calibration."""
+    doc["host"] = {"before": before, "after": calibration.measure(quick=quick)}
+    write_json(doc, path)
 
 
 def python_exe() -> str:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import stats
+from bench import calibration, stats
 from bench.framework import format_spread, format_verdict
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -49,7 +49,8 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
     """Markdown: one summary line per benchmark, then each benchmark's checks and plot."""
     if not docs:
         return "_No results yet: run `make bench`._\n"
-    out = ["| benchmark | status | date (UTC) | machine | size |", "|---|---|---|---|---|"]
+    out = ["| benchmark | status | date (UTC) | machine | host: etcd txn, start | size |",
+           "|---|---|---|---|---|---|"]
     for d in docs:
         m = d["machine"]
         status = d["status"] if d["status"] != "ok" else {True: "ok", False: "ok, target missed"}.get(
@@ -58,9 +59,10 @@ def render(docs: list[dict[str, Any]], results_dir: Path = RESULTS) -> str:
             status = f"{d['status']}, schema 1 (no verdicts: re-run)"
         out.append(f"| [{d['benchmark']}](#{d['benchmark']}) | {status} | {d['date']} | "
                    f"{m.get('cpu_model')}, {m.get('cores')} cores, kernel {m.get('kernel')} | "
-                   f"{'quick' if d['quick'] else 'full'} |")
+                   f"{calibration.brief(d.get('host'))} | {'quick' if d['quick'] else 'full'} |")
     for d in docs:
-        out += ["", f"### {d['benchmark']}", "", f"{d['title']}. Re-run: `{d['command']}`", ""]
+        out += ["", f"### {d['benchmark']}", "", f"{d['title']}. Re-run: `{d['command']}`", "",
+                f"Host (before -> after, bench.calibration): {calibration.describe(d.get('host'))}.", ""]
         if d["status"] in ("unavailable", "error"):
             out.append(f"**Not measured** ({d['status']}): {d['error']}")
             continue

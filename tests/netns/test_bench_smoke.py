@@ -72,6 +72,11 @@ def test_benchmark_quick_run_writes_honest_json(name: str, tmp_path: Path) -> No
     assert doc["status"] != "error", doc["error"]
     assert proc.returncode != 1, output[-3000:]
     reasons = [doc["error"] or "", *doc["unavailable"]]
+    for when in ("before", "after"):  # the host's baselines, whatever the benchmark did (etcd is here)
+        host = doc["host"][when]
+        assert host["unavailable"] == {}, host
+        assert host["interpreter_start_ms"] > 0 and host["python_work_ms"] > 0 and host["etcd_txn_per_s"] > 0
+    assert "host (before -> after): interpreter start " in output
     assert not [r for r in reasons if OWN_MODULE.search(r)], "l3net's own modules are not optional"
     if doc["status"] == "unavailable":
         assert proc.returncode == 2

@@ -205,6 +205,11 @@ def test_unavailable_benchmark_writes_reason_and_no_plot(tmp_path: Path, monkeyp
     assert doc["error"].startswith("needs the etcd binary: not available")
     assert not (results / "ipam.png").exists()
     assert any(line.startswith("FAILED ipam: needs the etcd binary") for line in lines)
+    for when in ("before", "after"):  # the host calibration is recorded, its etcd part as the reason it is not
+        host = doc["host"][when]
+        assert host["interpreter_start_ms"] > 0 and host["python_work_ms"] > 0
+        assert "etcd_txn_per_s" not in host
+        assert host["unavailable"] == {"etcd_txn_per_s": "needs the etcd binary: not available"}
 
 
 def test_counting_datastore_counts_writes_and_reads() -> None:
