@@ -580,10 +580,10 @@ def execute(name: str, *, quick: bool, results_dir: Path, command: str,
     title = getattr(module, "TITLE", name)
     results_dir.mkdir(parents=True, exist_ok=True)
     out(f"\n### {name}: {title}\n### re-run just this one: {command}")
+    before = calibration.measure(quick=quick)
     started, t0 = time.time(), time.monotonic()
     json_path, png_path = results_dir / f"{name}.json", results_dir / f"{name}.png"
     ws = Workspace()
-    before = calibration.measure(quick=quick)
     try:
         with ws:
             result: Result = module.run(Context(quick=quick, results_dir=results_dir, workspace=ws))
