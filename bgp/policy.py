@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -116,9 +117,10 @@ class ImportContext:
     """
 
     pools: tuple[str, ...] = ()
-    block_owner: tuple[tuple[str, str], ...] = ()        # (block cidr, node)
-    # (workload address as host prefix, node): a set, not a sorted tuple, because it holds every workload
-    # address of the cluster and changes with each of them (see build_import_context)
+    # (block cidr, node) and (workload address as host prefix, node): sets, not sorted tuples, because they
+    # hold every block and workload address of the cluster and change with each of them (see
+    # build_import_context)
+    block_owner: frozenset[tuple[str, str]] = frozenset()
     address_owner: frozenset[tuple[str, str]] = frozenset()
     node_addresses: tuple[tuple[str, str], ...] = ()     # (node address, node)
     node_as: tuple[tuple[str, int], ...] = ()            # (node, AS number)
@@ -128,7 +130,8 @@ class ImportContext:
         return _Index(self)
 
 
-def build_import_context(*, pools: Iterable[IPNetwork | str], block_owner: Iterable[tuple[IPNetwork | str, str]],
+def build_import_context(*, pools: Iterable[IPNetwork | str],
+                         block_owner: Iterable[tuple[IPNetwork | str, str]] | AbstractSet[tuple[str, str]],
                          address_owner: Iterable[tuple[IPNetwork | str, str]],
                          node_addresses: Iterable[tuple[str, str]], node_as: Iterable[tuple[str, int]],
                          local_workloads: Iterable[str]) -> ImportContext:
@@ -138,11 +141,14 @@ def build_import_context(*, pools: Iterable[IPNetwork | str], block_owner: Itera
     of the ``ipaddress`` object its one parse made, ``felix.calc.Model.address_owners``), kept as sets
     (a copy when given a set). They hold every workload address of the cluster and every ADD anywhere
     changes them: re-parsing and sorting them on each was most of the agent's BGP work per ADD at 1,000
-    pods. The few pools, blocks and node addresses, which come from several resources, are re-serialised.
+    pods. ``block_owner`` given as a set is taken the same way (``felix.calc.Model.block_owners``: every
+    block claim anywhere changes it, and re-serialising it cost the size of the cluster's blocks per
+    claim); any other iterable is re-serialised, as are the few pools and node addresses.
     """
     return ImportContext(
         pools=tuple(sorted({_net_text(p) for p in pools})),
-        block_owner=tuple(sorted({(_net_text(b), n) for b, n in block_owner})),
+        block_owner=frozenset(block_owner) if isinstance(block_owner, AbstractSet)
+        else frozenset((_net_text(b), n) for b, n in block_owner),
         address_owner=frozenset(address_owner),
         node_addresses=tuple(sorted({(_address_text(a), n) for a, n in node_addresses})),
         node_as=tuple(sorted(set(node_as))),
@@ -190,12 +196,8 @@ class _Index:
     def __init__(self, ctx: ImportContext) -> None:
         self.ctx = ctx
         self.pools = [ipaddress.ip_network(p) for p in ctx.pools]
-        self.block_owner = dict(ctx.block_owner)
-        self.address_owner = dict(ctx.address_owner)
-        if len(self.address_owner) != len(ctx.address_owner):
-            # an address claimed by workloads of two nodes (IPAM never hands one out twice, a hand-written
-            # endpoint can): the same owner every time, the last node in sorted order
-            self.address_owner = dict(sorted(ctx.address_owner))
+        self.block_owner = _owners(ctx.block_owner)
+        self.address_owner = _owners(ctx.address_owner)
         self.node_of_address = dict(ctx.node_addresses)
         self.as_of_node = dict(ctx.node_as)
 
@@ -204,6 +206,13 @@ class _Index:
 
     def owner(self, prefix: str) -> str | None:
         return self.block_owner.get(prefix) or self.address_owner.get(prefix)
+
+
+def _owners(pairs: frozenset[tuple[str, str]]) -> dict[str, str]:
+    """prefix -> node. A prefix claimed by two nodes (IPAM never hands out an address or a block twice; a
+    hand-written endpoint or affinity can) gets the same owner every time: the last node in sorted order."""
+    owners = dict(pairs)
+    return owners if len(owners) == len(pairs) else dict(sorted(pairs))
 
 
 @dataclass(frozen=True)

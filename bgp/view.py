@@ -175,7 +175,9 @@ class IpamFacts:
     """What the import defaults need from IPAM and the workloads (see :mod:`bgp.policy`)."""
 
     pools: tuple[str, ...] = ()
-    block_owner: tuple[tuple[str, str], ...] = ()     # (block, node) of every affinity
+    # (block, node) of every confirmed affinity: a set of canonical text as the model keeps it
+    # (felix.calc.Model.block_owners), or pairs to re-serialise (see build_import_context)
+    block_owner: frozenset[tuple[str, str]] | tuple[tuple[str, str], ...] = frozenset()
     # canonical text, as the model holds them (felix.calc.Model.address_owners): see build_import_context
     address_owner: frozenset[tuple[str, str]] = frozenset()   # (address/32 or /128, node) of every workload
     local_workloads: frozenset[str] = frozenset()             # this node's workload addresses

@@ -72,7 +72,7 @@ def bgp_ipam_facts(model: Model, node: str) -> bgp.view.IpamFacts:
     """What the BGP import defaults need: pools, the owner of every confirmed block and workload address."""
     return bgp.view.IpamFacts(
         pools=tuple(p.cidr_text for p in model.pools.values()),
-        block_owner=tuple((a.cidr_text, a.node) for a in model.affinities.values() if a.state == "confirmed"),
+        block_owner=model.block_owners(),
         address_owner=model.address_owners(), local_workloads=model.workload_addresses(node))
 
 

@@ -120,6 +120,9 @@ class LocalWiring:
         self.refused: dict[str, None] = {}
         # Refused workload key -> the addresses last warned about, so a refusal is logged once per change.
         self._reported: dict[str, tuple[str, ...]] = {}
+        # The destinations whose claims the last update changed (felix.blocks re-decides a block's blackhole
+        # when a workload's route has the block's prefix).
+        self.touched: set[str] = set()
 
     @property
     def accepted(self) -> int:
@@ -148,6 +151,7 @@ class LocalWiring:
                 self._add(key, w, links, blocks, no_export, in_pools, pools, touched)
         for dst in touched:
             self._resolve(dst)
+        self.touched = touched
 
     def _inside(self, changed: Iterable[IPNetwork]) -> set[str]:
         """The keys of workloads with an address inside one of the ``changed`` blocks."""
