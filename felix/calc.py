@@ -458,9 +458,9 @@ class Calculation:
     :func:`compute` is a calculation from cold; this object gives the equal result, and spends on each run
     only what changed: the node's wiring is kept one workload at a time (:class:`felix.wiring.LocalWiring`),
     its blocks one block at a time (:class:`felix.blocks.LocalBlocks`) and the learned routes one prefix at a
-    time (:class:`felix.learned.LearnedRoutes`): a pass over every block or learned prefix on each
-    calculation cost ~20 and ~10 µs per item, 6 and 3 ms at 250 of them, on the path of every ADD and of
-    every route learned. The local part (everything but the learned routes, the policy program and the BGP view) is kept
+    time (:class:`felix.learned.LearnedRoutes`): a pass over every block or learned prefix on each calculation
+    cost ~20 and ~10 µs per item, 6 and 3 ms at 250 of them, on the path of every ADD and of every route
+    learned. The local part (everything but the learned routes, the policy program and the BGP view) is kept
     while the node's local generation and links are unchanged. A route learned or withdrawn over BGP changes
     neither, nor does another node's pod: redoing the part cost a pass over the node's workloads (~2 ms at 500
     pods) before the learned route reached the kernel. The policy program and the BGP view come from the
