@@ -20,6 +20,7 @@ from collections.abc import Set as AbstractSet
 
 from felix.desired import RouteSpec
 from felix.services import ServiceCIDRs, is_service_prefix
+from felix.wiring import unindex
 
 _log = logging.getLogger(__name__)
 
@@ -108,15 +109,8 @@ class LearnedRoutes:
         if dst is None:
             return
         for hop in hops:
-            prefixes = self._by_hop.get(hop)
-            if prefixes is not None:
-                prefixes.discard(prefix)
-                if not prefixes:
-                    del self._by_hop[hop]
-        claims = self._claims[dst]
-        del claims[prefix]
-        if not claims:
-            del self._claims[dst]
+            unindex(self._by_hop, hop, prefix)
+        unindex(self._claims, dst, prefix)
         touched.add(dst)
 
     def _resolve(self, dst: str) -> None:

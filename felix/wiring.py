@@ -20,7 +20,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from felix.desired import Advertisement, InterfaceSpec, RouteSpec
 from felix.links import Link
@@ -193,9 +193,9 @@ class LocalWiring:
             self._reported.pop(key, None)
             return
         w, wiring = kept
-        _discard(self._by_ifname, w.ifname, key)
+        unindex(self._by_ifname, w.ifname, key)
         for net in w.networks:
-            _discard(self._by_address, (net.version, int(net.network_address)), key)
+            unindex(self._by_address, (net.version, int(net.network_address)), key)
         if wiring is None:
             self.refused.pop(key, None)
         else:
@@ -213,13 +213,10 @@ class LocalWiring:
         for dst, route, advert in wiring.nets:
             _count(self.dsts, dst, step)   # type: ignore[arg-type]
             _count(self.own_ips, dst.partition("/")[0], step)   # type: ignore[arg-type]
-            claims = self._claims.setdefault(dst, {})
             if step > 0:
-                claims[key] = (route, advert)
+                self._claims.setdefault(dst, {})[key] = (route, advert)
             else:
-                claims.pop(key, None)
-                if not claims:
-                    del self._claims[dst]
+                unindex(self._claims, dst, key)
             touched.add(dst)
 
     def _resolve(self, dst: str) -> None:
@@ -252,11 +249,15 @@ class LocalWiring:
         return dst in self._route_of
 
 
-def _discard(index: dict[object, set[str]], item: object, key: str) -> None:
-    keys = index.get(item)
-    if keys is not None:
-        keys.discard(key)
-        if not keys:
+def unindex(index: dict[Any, Any], item: object, key: str) -> None:
+    """Take ``key`` out of ``index[item]`` (a set, or a dict by key), and drop the entry once it is empty."""
+    members = index.get(item)
+    if members is not None:
+        if isinstance(members, set):
+            members.discard(key)
+        else:
+            members.pop(key, None)
+        if not members:
             del index[item]
 
 
