@@ -6,8 +6,8 @@ next hops that are our own workloads' addresses (the last line against a path th
 :class:`LearnedRoutes` keeps each prefix's route and the node's total, and on each calculation redoes only
 the prefixes that came, went or changed next hops, whose destination the local part took or freed, or that
 name a next hop that became or stopped being a local address; everything when the Service CIDRs change.
-One route learned on a node that holds 300 so costs one prefix's work plus a comparison of the learned
-table's values (~3 µs per prefix before, a pass over every one on each BGP update).
+One route learned on a node that holds 250 so costs one prefix's work plus a comparison of the learned
+table's values, where a pass over every prefix on each BGP update cost ~1.5 ms (measured in-process).
 """
 
 from __future__ import annotations
