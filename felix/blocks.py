@@ -52,11 +52,10 @@ class LocalBlocks:
         self._pending: set[IPNetwork] = set()        # networks to redo at the next settle
         self._no_export: NetIndex | None = None
         self._share: dict[IPNetwork, tuple[RouteSpec | None, Advertisement | None]] = {}
-        self._by_dst: dict[str, IPNetwork] = {}
         # Totals as dicts used as sets: a frozenset built from a dict reuses the hashes the dict stored.
         self.routes: dict[RouteSpec, None] = {}
         self.adverts: dict[Advertisement, None] = {}
-        self.dsts: dict[str, None] = {}
+        self.dsts: dict[str, IPNetwork] = {}         # each block's prefix as text -> its network
 
     def __len__(self) -> int:
         return len(self._holders)
@@ -96,7 +95,7 @@ class LocalBlocks:
         if no_export is not self._no_export:
             self._no_export = no_export
             pending.update(self._holders)
-        pending.update(self._by_dst[d] for d in touched if d in self._by_dst)
+        pending.update(self.dsts[d] for d in touched if d in self.dsts)
         for net in pending:
             self._redo(net, no_export, has_route)
         pending.clear()
@@ -110,12 +109,10 @@ class LocalBlocks:
         if net not in self._holders:   # released (or claimed and released between two settles)
             dst = self._text.pop(net, None)
             if dst is not None:
-                self._by_dst.pop(dst, None)
                 self.dsts.pop(dst, None)
             return
         dst = self._text[net]
-        self._by_dst[dst] = net
-        self.dsts[dst] = None
+        self.dsts[dst] = net
         route = None if has_route(dst) else RouteSpec(dst=dst, kind="blackhole")
         advert = None if net in no_export else Advertisement(prefix=dst, reason="block")
         self._share[net] = (route, advert)

@@ -511,10 +511,10 @@ class Calculation:
 
     def _compute_local_part(self, model: Model, links: Mapping[str, Link]) -> _LocalPart:
         no_export = cover_index(frozenset(p.cidr for p in model.pools.values() if p.disable_bgp_export))
-        blocks, wiring = self._blocks, self._wiring
+        blocks, wiring, pools = self._blocks, self._wiring, pool_index(model)
         blocks.update(model.affinities_by_key(self.node))
-        wiring.update(model.workloads_by_key(self.node), links, blocks.index, no_export,
-                      cover_index(frozenset(p.cidr for p in model.pools.values())), pool_index(model))
+        # the pool index answers "inside a pool?" too: one index of the pools serves both questions
+        wiring.update(model.workloads_by_key(self.node), links, blocks.index, no_export, pools, pools)
         blocks.settle(no_export, wiring.has_route, wiring.touched)
 
         config = model.bgp_configuration()

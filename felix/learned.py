@@ -27,7 +27,8 @@ _log = logging.getLogger(__name__)
 
 @functools.lru_cache(maxsize=1 << 16)
 def learned_prefix_text(prefix: str) -> str | None:
-    """The canonical text of a learned prefix (host bits masked), None if it is not one."""
+    """The canonical text of a learned prefix (host bits masked), None if it is not one (cached: a prefix's add
+    and its drop both ask)."""
     try:
         return str(ipaddress.ip_network(prefix, strict=False))
     except ValueError:
@@ -44,7 +45,6 @@ class LearnedRoutes:
 
     def __init__(self) -> None:
         self._hops: dict[str, tuple[str, ...]] = {}          # prefix -> next hops, as of the last update
-        self._dst: dict[str, str | None] = {}                # prefix -> canonical destination (None: not one)
         self._claims: dict[str, dict[str, RouteSpec | None]] = {}   # destination -> prefix -> its route
         self._by_hop: dict[str, set[str]] = {}               # next hop -> the prefixes that name it
         self._route_of: dict[str, RouteSpec] = {}            # destination -> the route it gets
@@ -82,7 +82,7 @@ class LearnedRoutes:
     def _add(self, prefix: str, hops: Sequence[str], touched: set[str]) -> None:
         hops = hops if isinstance(hops, tuple) else tuple(hops)
         self._hops[prefix] = hops
-        dst = self._dst[prefix] = learned_prefix_text(prefix)
+        dst = learned_prefix_text(prefix)
         if dst is None:
             _log.warning("ignoring learned route with a bad prefix prefix=%r", prefix)
             return
@@ -105,7 +105,7 @@ class LearnedRoutes:
         hops = self._hops.pop(prefix, None)
         if hops is None:
             return
-        dst = self._dst.pop(prefix)
+        dst = learned_prefix_text(prefix)
         if dst is None:
             return
         for hop in hops:
