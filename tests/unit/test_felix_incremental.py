@@ -108,12 +108,12 @@ def _check(d: DesiredState, model: Model, learned: Mapping[str, Sequence[str]], 
     holes, adverts = _reference_blocks(model, workload_routes)
     assert {r for r in d.routes if r.kind == "blackhole"} == holes
     assert {a for a in d.advertisements if a.reason == "block"} == adverts
-    taken = {r.dst for r in workload_routes} | {a.prefix for a in adverts} | {r.dst for r in holes}
+    # Taken: every n1 workload's address (waiting ones too; all lie inside pool p1) and n1's confirmed
+    # blocks. Own (never a next hop): those addresses and the node's own.
+    workload_dsts = {n for w in model.workloads_on("n1") for n in w.dsts}
     confirmed = {str(a.cidr) for a in model.affinities.values() if a.node == "n1" and a.state == "confirmed"}
-    own = {r.dst.partition("/")[0] for r in workload_routes} | {NODE_IP}
-    waiting_own = {n.partition("/")[0] for w in model.workloads_on("n1") for n in w.dsts}
-    want = _reference_learned(learned, taken | confirmed | {n for w in model.workloads_on("n1") for n in w.dsts},
-                              own | waiting_own, services)
+    own = {dst.partition("/")[0] for dst in workload_dsts} | {NODE_IP}
+    want = _reference_learned(learned, workload_dsts | confirmed, own, services)
     assert {r for r in d.routes if r.kind == "learned"} == want
 
 
