@@ -317,7 +317,7 @@ class Agent:
         # Retries capped at 1 s: after an outage the agent must catch up within seconds of etcd's return.
         syncer = Syncer(self.ds, self.keys.prefix, sink, retry_initial=0.1,
                         retry_max=SYNCER_RETRY_MAX, on_fatal=lambda e: loop.call_soon_threadsafe(self._die, e),
-                        initial=self.initial_view, cache_writer=writer)
+                        initial=self.initial_view, cache_writer=writer, before=self.keys.agent_view_end)
         metrics.SOURCED.set_source("syncer", lambda: {"l3net_resyncs_completed": syncer.resyncs,
                                                       "l3net_datastore_updates": syncer.updates})
         syncer.start()

@@ -123,3 +123,14 @@ class KeyLayout:
 
     def node_status(self, node: str, what: str) -> str:
         return f"{self.status}{node}/{what}"
+
+    @property
+    def agent_view_end(self) -> str:
+        """Where an agent's feed of the datastore stops (the end of one key range from :attr:`prefix`).
+
+        Every directory an agent reads (``config/``, ``ipam/``, ``resources/``) sorts before ``status/``, and
+        ``status/`` holds only the nodes' leased reports, which no agent reads: each node rewrites its own as
+        its route counts move, and a feed that included them sent every such write to every agent (and
+        rewrote the agent's view cache for it). A new directory that agents must read sorts before it.
+        """
+        return self.status

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from l3net.datastore.base import Datastore, KeyValue, Watch, WatchEvent
+from l3net.datastore.base import Datastore, KeyValue, Watch, WatchEvent, check_range
 from l3net.errors import Compacted, DatastoreError, DatastoreUnavailable
 
 if TYPE_CHECKING:
@@ -103,6 +103,10 @@ def apply_updates(known: dict[str, tuple[bytes, int]], updates: Iterable[KeyUpda
 class Syncer:
     """Owns the datastore → consumer feed for one prefix, on its own daemon thread.
 
+    ``before`` cuts the feed short: only the keys under ``prefix`` that sort before it are listed and
+    watched (the agent stops at ``status/``: the leased reports every node rewrites would otherwise reach
+    every agent).
+
     Idempotent towards the consumer: it reports only differences from what it reported before,
     per key in increasing revision order. It never gives up on the datastore: every failure (etcd
     down at start, a broken stream, compaction, a refused request) becomes a status report and a
@@ -119,11 +123,15 @@ class Syncer:
     def __init__(self, ds: Datastore, prefix: str, sink: SyncSink, *, retry_initial: float = 0.1,
                  retry_max: float = 5.0, on_fatal: Callable[[BaseException], None] | None = None,
                  rand: Callable[[], float] = random.random, clock: Callable[[], float] = time.monotonic,
-                 initial: CachedView | None = None, cache_writer: CacheWriter | None = None) -> None:
+                 initial: CachedView | None = None, cache_writer: CacheWriter | None = None,
+                 before: str | None = None) -> None:
         if retry_initial <= 0 or retry_max < retry_initial:
             raise ValueError(f"retry_initial={retry_initial}, retry_max={retry_max}: need 0 < initial <= max")
+        if before is not None:
+            check_range(prefix, before)
         self.ds = ds
         self.prefix = prefix
+        self.before = before
         self.sink = sink
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -131,7 +139,8 @@ class Syncer:
         self._rand = rand
         self._clock = clock
         # ``initial``: a cached view the consumer was already given (it started from it), so the first
-        # listing reports only what changed since; ``cache_writer`` receives every in-sync view.
+        # listing reports only what changed since (a cached key outside the range, from an agent that watched
+        # more, is reported deleted then); ``cache_writer`` receives every in-sync view.
         self._known: dict[str, tuple[bytes, int]] = dict(initial.entries) if initial is not None else {}
         self._cache_writer = cache_writer
         self._stop = threading.Event()
@@ -207,7 +216,7 @@ class Syncer:
 
     def _resync(self) -> int:
         """List the prefix, report the differences and in-sync; return the listing's revision."""
-        kvs, revision = self.ds.list(self.prefix)
+        kvs, revision = self.ds.list(self.prefix, before=self.before)
         if revision < self.revision:
             # Only a store restored from a backup goes back in time; the listing is still the truth.
             _log.warning("datastore revision went backwards prefix=%s was=%d now=%d", self.prefix, self.revision,
@@ -230,7 +239,7 @@ class Syncer:
     def _follow(self, revision: int) -> None:
         """Watch from ``revision + 1`` until stopped (returns) or the stream fails (raises)."""
         started = self._clock()
-        watch = self.ds.watch(self.prefix, revision + 1)
+        watch = self.ds.watch(self.prefix, revision + 1, before=self.before)
         with self._lock:
             self._watch = watch
         try:

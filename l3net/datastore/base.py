@@ -90,6 +90,17 @@ class CheckPrefix:
 Op = Create | Update | Put | Delete | Check | CheckPrefix
 
 
+def check_range(prefix: str, before: str) -> None:
+    """ValueError unless ``before`` cuts ``prefix``'s keys: it lies under ``prefix``, past the prefix itself."""
+    if not before.startswith(prefix) or before == prefix:
+        raise ValueError(f"range end {before!r} does not lie under the prefix {prefix!r}")
+
+
+def in_range(key: str, prefix: str, before: str | None) -> bool:
+    """Whether ``key`` is one of the keys a list or watch of ``prefix`` (cut at ``before``) covers."""
+    return key.startswith(prefix) and (before is None or key < before)
+
+
 class Watch(Protocol):
     """A running watch: iterate for batches of events; ``cancel()`` ends it.
 
@@ -122,8 +133,9 @@ class Datastore(Protocol):
 
     def get(self, key: str) -> KeyValue | None: ...
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """All keys under ``prefix`` (sorted) and the store revision they were read at."""
+    def list(self, prefix: str, *, before: str | None = None) -> tuple[list[KeyValue], int]:
+        """All keys under ``prefix`` (sorted) and the store revision they were read at; with ``before``, only
+        those that sort before it (one contiguous range, so one request)."""
         ...
 
     def put(self, key: str, value: bytes, lease: int = 0) -> int: ...
@@ -140,7 +152,10 @@ class Datastore(Protocol):
         """Apply ``ops`` atomically; raise Conflict (changing nothing) if any compare fails."""
         ...
 
-    def watch(self, prefix: str, start_revision: int) -> Watch: ...
+    def watch(self, prefix: str, start_revision: int, *, before: str | None = None) -> Watch:
+        """Changes to the keys under ``prefix`` (with ``before``: only those that sort before it) from
+        ``start_revision`` on."""
+        ...
 
     def compact(self, revision: int) -> None: ...
 

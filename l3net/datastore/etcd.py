@@ -32,7 +32,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from l3net import metrics
-from l3net.datastore.base import Check, CheckPrefix, Create, Delete, KeyValue, Op, Put, Update, WatchEvent
+from l3net.datastore.base import (
+    Check,
+    CheckPrefix,
+    Create,
+    Delete,
+    KeyValue,
+    Op,
+    Put,
+    Update,
+    WatchEvent,
+    check_range,
+)
 from l3net.datastore.gateway import Answered, Endpoint, GatewayError, Lost, NotSent, Stream, tls_context
 from l3net.errors import Compacted, Conflict, DatastoreError, DatastoreUnavailable
 
@@ -60,6 +71,14 @@ def _prefix_end(prefix: str) -> str:
             return _b64(bytes(raw))
         raw.pop()
     return _b64(b"\0")
+
+
+def _range_end(prefix: str, before: str | None) -> str:
+    """The range end of ``prefix``'s keys, cut at ``before`` when given (which must lie under ``prefix``)."""
+    if before is None:
+        return _prefix_end(prefix)
+    check_range(prefix, before)
+    return _b64(before.encode())
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,7 @@ class _EtcdWatch:
     Constructing raises the gateway's errors unwrapped so that the caller can fail over.
     """
 
-    def __init__(self, client: Endpoint, prefix: str, start_revision: int):
+    def __init__(self, client: Endpoint, prefix: str, start_revision: int, before: str | None = None):
         self._endpoint = client.endpoint
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -128,7 +147,7 @@ class _EtcdWatch:
         request = {
             "create_request": {
                 "key": _b64(prefix),
-                "range_end": _prefix_end(prefix),
+                "range_end": _range_end(prefix, before),
                 "start_revision": start_revision,
                 "progress_notify": True,
             }
@@ -364,9 +383,10 @@ class EtcdDatastore:
         except (ValueError, TypeError, KeyError) as exc:
             raise DatastoreError(f"etcd at {self.endpoint}: key {key!r} does not decode: {exc!r}") from exc
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key under ``prefix``; a key that does not decode (not UTF-8) is left out, logged and counted."""
-        result = self._post("/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix),
+    def list(self, prefix: str, *, before: str | None = None) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` (and before ``before``); a key that does not decode (not UTF-8) is left
+        out, logged and counted."""
+        result = self._post("/kv/range", {"key": _b64(prefix), "range_end": _range_end(prefix, before),
                                           "sort_order": "ASCEND", "sort_target": "KEY"})
         out = []
         for raw in result.get("kvs", []):
@@ -470,8 +490,8 @@ class EtcdDatastore:
         return int(result["header"]["revision"])
 
     # -- watch / compaction / leases --------------------------------------
-    def watch(self, prefix: str, start_revision: int) -> _EtcdWatch:
-        return self._call(lambda c: _EtcdWatch(c, prefix, start_revision))
+    def watch(self, prefix: str, start_revision: int, *, before: str | None = None) -> _EtcdWatch:
+        return self._call(lambda c: _EtcdWatch(c, prefix, start_revision, before))
 
     def compact(self, revision: int) -> None:
         """Drop history up to ``revision``. Idempotent: an already compacted revision is not an error."""

@@ -11,7 +11,19 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 
-from l3net.datastore.base import Check, CheckPrefix, Create, Delete, KeyValue, Op, Put, Update, WatchEvent
+from l3net.datastore.base import (
+    Check,
+    CheckPrefix,
+    Create,
+    Delete,
+    KeyValue,
+    Op,
+    Put,
+    Update,
+    WatchEvent,
+    check_range,
+    in_range,
+)
 from l3net.errors import Compacted, Conflict, DatastoreUnavailable
 
 # Queued to a watch to make its reader raise DatastoreUnavailable (a lost stream).
@@ -21,9 +33,10 @@ _BROKEN: list[WatchEvent] = []
 class _MemoryWatch:
     """One watch: batches are queued by writers, read by the iterating thread; ``cancel()`` ends it."""
 
-    def __init__(self, store: MemoryDatastore, prefix: str):
+    def __init__(self, store: MemoryDatastore, prefix: str, before: str | None = None):
         self._store = store
         self.prefix = prefix
+        self.before = before
         self.queue: queue.Queue[list[WatchEvent] | None] = queue.Queue()
 
     def __iter__(self) -> Iterator[list[WatchEvent]]:
@@ -103,10 +116,12 @@ class MemoryDatastore:
         with self._lock:
             return self._data.get(key)
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str, *, before: str | None = None) -> tuple[list[KeyValue], int]:
         self._check_up()
+        if before is not None:
+            check_range(prefix, before)
         with self._lock:
-            kvs = [kv for k, kv in sorted(self._data.items()) if k.startswith(prefix)]
+            kvs = [kv for k, kv in sorted(self._data.items()) if in_range(k, prefix, before)]
             return kvs, self._rev
 
     def revision(self) -> int:
@@ -175,19 +190,22 @@ class MemoryDatastore:
             self.writes += 1
             self._history.extend(events)
             for w in self._watches:
-                mine = [e for e in events if e.key.startswith(w.prefix)]
+                mine = [e for e in events if in_range(e.key, w.prefix, w.before)]
                 if mine:
                     w.queue.put(mine)
             return self._rev
 
     # -- watch / compaction / leases --------------------------------------
-    def watch(self, prefix: str, start_revision: int) -> _MemoryWatch:
+    def watch(self, prefix: str, start_revision: int, *, before: str | None = None) -> _MemoryWatch:
         self._check_up()
+        if before is not None:
+            check_range(prefix, before)
         with self._lock:
             if start_revision <= self._compacted:
                 raise Compacted(self._compacted)
-            w = _MemoryWatch(self, prefix)
-            past = [e for e in self._history if e.mod_revision >= start_revision and e.key.startswith(prefix)]
+            w = _MemoryWatch(self, prefix, before)
+            past = [e for e in self._history
+                    if e.mod_revision >= start_revision and in_range(e.key, prefix, before)]
             if past:
                 w.queue.put(past)
             self._watches.append(w)

@@ -182,6 +182,32 @@ def test_snapshot_then_live_updates(datastore: EtcdDatastore, etcd_server: EtcdS
     # stop() cancels the live watch (the fixture checks that the thread ended).
 
 
+def test_a_feed_cut_before_status_never_sees_the_nodes_reports(datastore: EtcdDatastore, etcd_server: EtcdServer,
+                                                                key_layout: KeyLayout, syncers: list[Syncer]) -> None:
+    """The agent's feed (``before=agent_view_end``) on real etcd: the listing and the watch both stop at
+    ``status/``, so the leased reports every node rewrites reach no agent, while every directory an agent
+    reads still does."""
+    k = key_layout
+    wanted = {k.resource("ippools", "pool-a"): b"pool", k.affinity("n1", "10.1.0.0/26"): b"aff",
+              k.block("10.1.0.0/26"): b"block", k.prefix + "config/global/LogLevel": b"info"}
+    for key, value in wanted.items():
+        datastore.put(key, value)
+    datastore.put(k.node_status("n1", "agent"), b"{}")
+    sink = RecordingSink()
+    syncer = Syncer(EtcdDatastore(etcd_server.endpoints), k.prefix, sink, retry_initial=0.05, retry_max=0.5,
+                    before=k.agent_view_end)
+    syncers.append(syncer)
+    syncer.start()
+    assert sink.wait_for(lambda s: s.in_syncs == 1)
+    assert sink.state == wanted, "the listing stops at status/ and takes everything before it"
+    for i in range(5):
+        datastore.put(k.node_status("n2", "bgp"), f"table {i}".encode())
+    datastore.put(k.resource("ippools", "pool-b"), b"pool")
+    assert sink.wait_for(lambda s: k.resource("ippools", "pool-b") in s.state)
+    assert not [key for key in sink.state if key.startswith(k.status)], "a status write reached the feed"
+    assert syncer.updates == len(wanted) + 1
+
+
 def test_killed_watch_with_changes_and_compaction_while_cut_off(writer: EtcdDatastore, proxy: Proxy,
                                                                  key_layout: KeyLayout, syncers: list[Syncer]) -> None:
     p = key_layout.prefix

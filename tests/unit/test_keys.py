@@ -22,3 +22,22 @@ def test_resource_keys_parse_back() -> None:
 def test_prefix_must_be_slash_delimited() -> None:
     with pytest.raises(ValueError, match="prefix"):
         KeyLayout("l3net")
+
+
+@pytest.mark.parametrize("prefix", ["/l3net/v1/", "/a/", "/calico~/"])
+def test_every_key_an_agent_reads_sorts_before_the_end_of_its_feed(prefix: str) -> None:
+    """The agent lists and watches one range, from the prefix up to ``agent_view_end``: every key its model
+    tracks must fall inside (the config and IPAM directories and every resource kind), every status key
+    outside."""
+    from felix.config import config_key
+    from l3net.datastore.base import in_range
+    from l3net.model.resource import KINDS_BY_PLURAL
+
+    k = KeyLayout(prefix)
+    read = [config_key(k, "global", "LogLevel"), config_key(k, "node", "LogLevel", node="zz-node"), k.ipam_config,
+            k.block("10.0.0.0/26"), k.affinity("zz-node", "10.0.0.0/26"), k.handle("zz"), k.sticky("ns/pod"),
+            *(k.resource(plural, "zz", "zz") for plural in KINDS_BY_PLURAL)]
+    for key in read:
+        assert in_range(key, k.prefix, k.agent_view_end), key
+    for what in ("agent", "bgp", "bfd"):
+        assert not in_range(k.node_status("aa-node", what), k.prefix, k.agent_view_end)

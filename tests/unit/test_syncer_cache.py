@@ -49,6 +49,37 @@ def test_seeded_syncer_reports_only_what_changed_since_the_cached_view(started: 
     assert sink.update_count == 2 and sink.deleted == [P + "gone"] and not sink.violations
 
 
+def test_a_cached_key_past_the_feeds_end_is_reported_deleted(started: list[Syncer]) -> None:
+    """A view cached by an agent that watched the whole prefix holds status keys; a feed cut before
+    ``status/`` no longer lists them, so its first listing takes them out of the consumer's view."""
+    store = MemoryDatastore()
+    store.put(P + "resources/x", b"1")
+    store.put(P + "status/n1/agent", b"{}")
+    cached = {kv.key: (kv.value, kv.mod_revision) for kv in store.list(P)[0]}
+    rev = store.revision()
+    store.put(P + "resources/x", b"1")  # the store moves on while the agent is away (the same bytes: no update)
+    sink = RecordingSink()
+    sink.state = {key: v for key, (v, _) in cached.items()}
+    sink.revs = {key: r for key, (_, r) in cached.items()}
+    s = Syncer(store, P, sink, retry_initial=0.005, retry_max=0.05, before=P + "status/",
+               initial=CachedView(P, rev, time.time(), cached))
+    started.append(s)
+    s.start()
+    assert sink.wait_for(lambda r: r.in_syncs == 1)
+    assert sink.state == {P + "resources/x": b"1"} and sink.deleted == [P + "status/n1/agent"]
+    store.put(P + "status/n1/agent", b"{\"ready\": true}")
+    store.put(P + "resources/y", b"2")
+    assert sink.wait_for(lambda r: P + "resources/y" in r.state)
+    assert P + "status/n1/agent" not in sink.state and not sink.violations
+
+
+def test_a_range_end_outside_the_prefix_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not lie under the prefix"):
+        Syncer(MemoryDatastore(), P, RecordingSink(), before="/other/")
+    with pytest.raises(ValueError, match="does not lie under the prefix"):
+        MemoryDatastore().list(P, before=P)
+
+
 def test_every_in_sync_view_reaches_the_cache(tmp_path: Path, started: list[Syncer]) -> None:
     store = MemoryDatastore()
     store.put(P + "a", b"1")

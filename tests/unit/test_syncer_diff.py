@@ -107,17 +107,17 @@ class Partition:
         if cut:
             self.store.break_watches()
 
-    def list(self, prefix: str) -> tuple[list[KeyValue], int]:
+    def list(self, prefix: str, *, before: str | None = None) -> tuple[list[KeyValue], int]:
         self._check()
-        return self.store.list(prefix)
+        return self.store.list(prefix, before=before)
 
-    def watch(self, prefix: str, start_revision: int):
+    def watch(self, prefix: str, start_revision: int, *, before: str | None = None):
         self._check()
         if not self.watch_gate.is_set():
             self.watch_waiting.set()
             self.watch_gate.wait()
         self._check()
-        return self.store.watch(prefix, start_revision)
+        return self.store.watch(prefix, start_revision, before=before)
 
 
 @pytest.fixture
