@@ -333,9 +333,9 @@ def _publish(status: StatusPublisher, keys: KeyLayout, node: str, view: NodeBGPV
     """Peer tables and readiness, best effort on the publisher's own thread (its lease): a datastore
     outage never reaches the reflector's loop."""
     if bfd is not None:
-        status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, bfd.status()))
+        status.put_extra(keys.node_status(node, "bfd"), bfd_status.document(node, bfd.status()))
     elif isinstance(speaker, BirdEngine):
-        status.put_extra(keys.node_status(node, "bfd"), bfd_status.encode(node, speaker.bfd_status()))
+        status.put_extra(keys.node_status(node, "bfd"), bfd_status.document(node, speaker.bfd_status()))
     rows = speaker.peer_status()
     bgp_status.keep(status, keys, node, rows, as_number=view.as_number, router_id=view.router_id,
                     errors=[str(e) for e in view.errors])

@@ -47,10 +47,17 @@ def _urgent_part(peers: Iterable[PeerStatus], errors: Iterable[str]) -> tuple[ob
     return (tuple((p.name, p.address, p.peer_type, p.state, p.info, p.peer_as) for p in peers), tuple(errors))
 
 
+def document(node: str, peers: Iterable[PeerStatus], *, as_number: int | None = None, router_id: str | None = None,
+             errors: Iterable[str] = ()) -> dict[str, Any]:
+    """The peer table's JSON document without its ``updated`` stamp (the status publisher stamps its writes)."""
+    return {"node": node, "asNumber": as_number, "routerID": router_id, "peers": [p.to_json() for p in peers],
+            "errors": list(errors)}
+
+
 def encode(node: str, peers: Iterable[PeerStatus], *, as_number: int | None = None, router_id: str | None = None,
            now: float | None = None, errors: Iterable[str] = ()) -> bytes:
-    doc = {"node": node, "updated": time.time() if now is None else now, "asNumber": as_number,
-           "routerID": router_id, "peers": [p.to_json() for p in peers], "errors": list(errors)}
+    doc = document(node, peers, as_number=as_number, router_id=router_id, errors=errors)
+    doc["updated"] = time.time() if now is None else now
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -86,7 +93,7 @@ def keep(status: StatusPublisher, keys: KeyLayout, node: str, peers: Sequence[Pe
     """Hand the peer table to the node's status publisher (under its lease, on its thread): a change of a
     peer's state or of the refused resources is written at once, one of route counts alone batched."""
     status.put_extra(keys.node_status(node, "bgp"),
-                     encode(node, peers, as_number=as_number, router_id=router_id, errors=errors),
+                     document(node, peers, as_number=as_number, router_id=router_id, errors=errors),
                      urgent_part=_urgent_part(peers, errors))
 
 

@@ -442,7 +442,7 @@ class Agent:
         self.bfd = bfd
 
     def _on_bfd(self, sessions: list[Any]) -> None:
-        self.status.put_extra(self.keys.node_status(self.node, "bfd"), bgp.bfd.status.encode(self.node, sessions))
+        self.status.put_extra(self.keys.node_status(self.node, "bfd"), bgp.bfd.status.document(self.node, sessions))
 
     def _on_peers(self, peers: list[Any]) -> None:
         for p in peers:

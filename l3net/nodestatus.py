@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from l3net.datastore.base import Datastore
@@ -59,7 +59,7 @@ class StatusPublisher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lease: Any = None
-        self._extra: dict[str, bytes] = {}
+        self._extra: dict[str, dict[str, Any]] = {}
         self._thread = threading.Thread(target=self._run_guarded, name="l3net-status", daemon=True)
         self._on_fatal: Callable[[BaseException], None] | None = None
 
@@ -80,17 +80,21 @@ class StatusPublisher:
             self._urgent.set()
         self._dirty.set()
 
-    def put_extra(self, key: str, value: bytes, *, urgent_part: object = None) -> None:
-        """Keep another key (e.g. the BGP peer table) under the same lease; safe from any thread.
+    def put_extra(self, key: str, doc: Mapping[str, Any], *, urgent_part: object = None) -> None:
+        """Keep another JSON document (e.g. the BGP peer table) under the same lease; safe from any thread.
 
-        ``urgent_part``: the part of ``value`` an operator waits on (for the peer table: each peer's state, not
+        The document is written with an ``updated`` field, the time of that write, as the record is; a
+        document equal to the last one given is no change, so a caller that hands over its table on a timer
+        writes nothing while the table stands still (every write reaches every watcher of the key).
+        ``urgent_part``: the part of ``doc`` an operator waits on (for the peer table: each peer's state, not
         its route counts). A change is written at once when it differs from the last one given for ``key``, and
         otherwise with the next write (at most ``batch_interval`` later). None: every change is written at once.
         """
+        doc = dict(doc)
         with self._lock:
-            if self._extra.get(key) == value:
+            if self._extra.get(key) == doc:
                 return
-            self._extra[key] = value
+            self._extra[key] = doc
             self._extra_dirty.add(key)
             urgent = urgent_part is None or self._extra_urgent_part.get(key, _NOTHING) != urgent_part
             self._extra_urgent_part[key] = urgent_part
@@ -142,8 +146,9 @@ class StatusPublisher:
         self._dirty.clear()
         self._urgent.clear()
         with self._lock:
-            body = dict(self._status, updated=time.time()) if self._record_dirty else None
-            extra = {key: self._extra[key] for key in self._extra_dirty}
+            now = time.time()
+            body = dict(self._status, updated=now) if self._record_dirty else None
+            extra = {key: _stamped(self._extra[key], now) for key in self._extra_dirty}
             self._record_dirty, self._extra_dirty = False, set()
         try:
             if body is not None:
@@ -168,6 +173,10 @@ class StatusPublisher:
                 self._lease.revoke()
             except (DatastoreError, OSError) as exc:
                 _log.debug("lease revoke failed error=%s", exc)
+
+
+def _stamped(doc: Mapping[str, Any], now: float) -> bytes:
+    return json.dumps(dict(doc, updated=now), sort_keys=True, separators=(",", ":")).encode()
 
 
 def read_quarantined(ds: Datastore, keys: KeyLayout, node: str) -> list[dict[str, Any]] | None:

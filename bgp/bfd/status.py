@@ -25,11 +25,18 @@ from l3net.keys import KeyLayout
 _log = logging.getLogger(__name__)
 
 
-def encode(node: str, sessions: Iterable[SessionStatus], *, now: float | None = None) -> bytes:
-    doc = {"node": node, "updated": time.time() if now is None else now, "sessions": [
+def document(node: str, sessions: Iterable[SessionStatus]) -> dict[str, Any]:
+    """The session table's JSON document without its ``updated`` stamp (the status publisher stamps its
+    writes)."""
+    return {"node": node, "sessions": [
         {"peer": s.peer, "multihop": s.multihop, "state": s.state, "remoteState": s.remote_state,
          "diag": s.local_diag, "txIntervalMs": s.tx_interval_ms, "detectionTimeMs": s.detection_time_ms,
          "transitions": s.transitions, "downEvents": s.down_events, "since": s.since} for s in sessions]}
+
+
+def encode(node: str, sessions: Iterable[SessionStatus], *, now: float | None = None) -> bytes:
+    doc = document(node, sessions)
+    doc["updated"] = time.time() if now is None else now
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

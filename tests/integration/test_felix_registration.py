@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import time
 
 import pytest
 
+from bgp import status as bgp_status
+from bgp.bfd import status as bfd_status
+from bgp.bfd.speaker import SessionStatus
+from bgp.peer_status import PeerStatus
 from felix.registration import ensure_default_pool, register_node
 from l3net.datastore import EtcdDatastore
 from l3net.errors import DatastoreUnavailable
@@ -96,17 +101,60 @@ def test_status_batches_the_per_workload_counts_and_writes_the_rest_at_once(data
         pub.update(ready=False, notReady=["bgp"])  # readiness is written at once, the pending counts with it
         got = wait_for(lambda: record() if record().get("ready") is False else None, what="readiness at once")
         assert got["routes"] == 11 and got["localEndpoints"] == 11 and counting.puts[key] == first + 1
-        pub.put_extra(bgp_key, b"peer up, 1 route", urgent_part="up")
-        wait_for(lambda: datastore.get(bgp_key) is not None, what="an extra key at once")
-        pub.put_extra(bgp_key, b"peer up, 1 route", urgent_part="up")  # unchanged: not written again
-        pub.put_extra(bgp_key, b"peer up, 2 routes", urgent_part="up")  # only the counts moved: it waits
+        def table() -> dict[str, object]:
+            kv = datastore.get(bgp_key)
+            return json.loads(kv.value) if kv is not None else {}
+
+        pub.put_extra(bgp_key, {"peer": "up", "routes": 1}, urgent_part="up")
+        wait_for(lambda: table().get("routes") == 1, what="an extra key at once")
+        stamped = table()["updated"]
+        assert isinstance(stamped, float) and abs(stamped - time.time()) < 60, "the write carries its time"
+        pub.put_extra(bgp_key, {"peer": "up", "routes": 1}, urgent_part="up")  # unchanged: not written again
+        pub.put_extra(bgp_key, {"peer": "up", "routes": 2}, urgent_part="up")  # only the counts moved: it waits
         time.sleep(1.5)
-        assert counting.puts[bgp_key] == 1 and datastore.get(bgp_key).value == b"peer up, 1 route"
-        pub.put_extra(bgp_key, b"peer down, 2 routes", urgent_part="down")  # the state moved: at once
-        wait_for(lambda: datastore.get(bgp_key).value == b"peer down, 2 routes", what="a peer's state at once")
+        assert counting.puts[bgp_key] == 1 and table() == {"peer": "up", "routes": 1, "updated": stamped}
+        pub.put_extra(bgp_key, {"peer": "down", "routes": 2}, urgent_part="down")  # the state moved: at once
+        wait_for(lambda: table().get("peer") == "down" and table().get("routes") == 2, what="a peer's state at once")
         pub.update(ready=True)  # the record changes, the extra key does not
         wait_for(lambda: record().get("ready") is True, what="readiness back")
         assert counting.puts[bgp_key] == 2 and counting.puts[key] == first + 2
+    finally:
+        pub.stop()
+
+
+def test_tables_handed_over_on_every_tick_are_written_only_when_they_change(datastore: EtcdDatastore,
+                                                                            key_layout: KeyLayout) -> None:
+    """The route reflector hands its BGP and BFD tables to the publisher on every tick of its loop (2 s). A
+    standing table must write nothing: each write reaches every watcher of the key, and the tables once
+    carried the time they were encoded, so every tick rewrote both keys."""
+    counting = _CountingPuts(datastore)
+    pub = StatusPublisher(counting, key_layout, "rr1", ttl=30, batch_interval=0.2)  # type: ignore[arg-type]
+    bgp_key, bfd_key = key_layout.node_status("rr1", "bgp"), key_layout.node_status("rr1", "bfd")
+    peer = PeerStatus(name="n1", address="10.0.0.1", peer_type="route reflector client", state="up", since=1.0,
+                      info="Established", received=3, advertised=5, peer_as=64512)
+    session = SessionStatus(peer="10.0.0.1", multihop=False, state="up", remote_state="up", local_diag="none",
+                            local_discr=1, remote_discr=2, tx_interval_ms=300.0, detection_time_ms=900.0,
+                            transitions=1, down_events=0, since=1.0)
+
+    def tick(advertised: int = 5) -> None:
+        bgp_status.keep(pub, key_layout, "rr1", [dataclasses.replace(peer, advertised=advertised)],
+                        as_number=64512, router_id="10.0.0.9", errors=[])
+        pub.put_extra(bfd_key, bfd_status.document("rr1", [session]))
+
+    pub.start()
+    try:
+        tick()
+        wait_for(lambda: datastore.get(bgp_key) is not None and datastore.get(bfd_key) is not None,
+                 what="both tables, at once")
+        for _ in range(8):  # 8 ticks of a standing table, well past the batch interval
+            tick()
+            time.sleep(0.1)
+        assert counting.puts[bgp_key] == 1 and counting.puts[bfd_key] == 1, dict(counting.puts)
+        tick(advertised=6)  # a count moved: written with the next batch
+        wait_for(lambda: bgp_status.read(datastore, key_layout, "rr1").peers[0].advertised == 6,  # type: ignore[union-attr]
+                 what="the new count")
+        assert counting.puts[bgp_key] == 2 and counting.puts[bfd_key] == 1
+        assert bfd_status.read(datastore, key_layout, "rr1")[0]["state"] == "up"  # type: ignore[index]
     finally:
         pub.stop()
 
