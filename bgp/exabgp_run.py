@@ -40,6 +40,9 @@ object without it, and a session that stays up never connects again, so every la
 announcement to it failed (``'NoneType' object has no attribute 'afi'``). :func:`patch_auto_local_address`
 carries the discovered address over to the reloaded neighbour (a new connection still replaces it).
 
+One change is for latency: ExaBGP runs 50 steps of queued API work per reactor turn and then waits for its
+idle poll; :func:`patch_async_backlog` makes a turn that leaves work queued not wait.
+
 One change is a feature rather than a saving: ExaBGP has no keepalive setting (it always sends
 keepalives every hold/3), so Calico's ``keepaliveTime`` travels in the neighbour's description
 (``keepalive 1s``, :func:`keepalive_word`) and :func:`patch_keepalive` sets the session's send
@@ -300,11 +303,40 @@ def patch_auto_local_address() -> bool:
     return True
 
 
+def patch_async_backlog() -> bool:
+    """API work still queued at the end of a reactor turn runs on the next turn at once, not after the idle poll.
+
+    ExaBGP runs at most ``ASYNC.LIMIT`` (50) steps of its queued API work per turn (an announce command is one
+    step per route), then waits in ``poll()`` for up to its idle interval (:data:`bgp.exabgp_config.
+    EXABGP_REACTOR_SPEED`) unless a socket or a helper's pipe wakes it. So a command of more than 50 routes,
+    such as a reflector's fan-out of a client's UPDATE, stalled up to one idle poll before its tail, and its
+    acknowledgement (which the bridge waits for before the next command) with it. With work still queued the
+    wait is 0; every queued step makes progress (each yields once per route), so this never spins idle.
+    """
+    from exabgp.reactor.loop import Reactor
+    from exabgp.version import release
+
+    if not release.startswith(PATCHED_SERIES):
+        _log.warning("ExaBGP %s is not %sx: API work beyond 50 steps a turn waits for the idle poll", release,
+                     PATCHED_SERIES)
+        return False
+    original = Reactor._wait_for_io
+
+    def wait_for_io(self: Any, sleeptime: int) -> Any:
+        if sleeptime and not self.asynchronous.ready():
+            sleeptime = 0
+        return original(self, sleeptime)
+
+    Reactor._wait_for_io = wait_for_io
+    return True
+
+
 def main() -> None:
     patch_remove_self()
     patch_auto_local_address()
     patch_api_fan_out()
     patch_keepalive()
+    patch_async_backlog()
     from exabgp.application.main import main as exabgp_main
 
     sys.argv[0] = "exabgp"

@@ -240,3 +240,48 @@ def test_nlri_bytes_are_computed_once_and_equal_exabgps_own(monkeypatch: pytest.
     assert routes[0].index() != first and routes[0].index().endswith(b"\x1a\x0a\xf4\x04\x00")
     routes[0].path_info = PathInfo(b"\x00\x00\x00\x07")
     assert b"no-pi" not in routes[0].index()
+
+
+class _RecordingPoller:
+    def __init__(self) -> None:
+        self.timeouts: list[int] = []
+
+    def poll(self, timeout: int) -> list[tuple[int, int]]:
+        self.timeouts.append(timeout)
+        return []
+
+
+def test_queued_api_work_runs_on_the_next_turn_without_waiting_for_the_idle_poll(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ExaBGP runs 50 steps of queued API work per turn; the rest must not wait out the idle poll (100 ms)."""
+    import exabgp.reactor.asynchronous
+    from exabgp.reactor.asynchronous import ASYNC
+    from exabgp.reactor.loop import Reactor
+
+    from bgp import exabgp_run
+
+    monkeypatch.setattr(Reactor, "_wait_for_io", Reactor._wait_for_io)   # undone after the test
+    # ExaBGP's logger exists only once its application set it up
+    monkeypatch.setattr(exabgp.reactor.asynchronous, "log", type("L", (), {"debug": lambda *a, **k: None})())
+    assert exabgp_run.patch_async_backlog()
+    reactor = type("R", (), {"_poller": _RecordingPoller(), "asynchronous": ASYNC()})()
+
+    def turn() -> int:
+        list(Reactor._wait_for_io(reactor, 100))
+        return reactor._poller.timeouts[-1]
+
+    assert turn() == 100, "nothing queued: the idle poll stands"
+    steps = []
+
+    def command() -> Any:
+        for route in range(120):   # one step per route, as ExaBGP's announce does
+            steps.append(route)
+            yield False
+
+    reactor.asynchronous.schedule("svc", "announce", command())
+    assert turn() == 0, "work queued: the turn must not wait"
+    reactor.asynchronous.run()
+    assert len(steps) == ASYNC.LIMIT and turn() == 0, "50 steps a turn: 70 still queued"
+    reactor.asynchronous.run()
+    reactor.asynchronous.run()
+    assert len(steps) == 120 and reactor.asynchronous.ready() and turn() == 100, "done: idle again"
