@@ -166,7 +166,7 @@ def exabgp_env(view: NodeBGPView) -> dict[str, str]:
         # ExaBGP's reactor polls every speed/100 s when idle (10 ms at its default 1.0: 2.3 % of a core
         # doing nothing; 25 ms: the agent and ExaBGP at 1.25 %; 50 ms: ExaBGP alone 0.8 %, each turn
         # ~0.4 ms of Python for one peer). Commands from the bridge and data on established sessions wake
-        # it at once; only a new incoming TCP connection and API work left over from a burst (more than
-        # 50 commands in one turn) wait up to one poll, so not longer.
+        # it at once, and API work left queued after a turn (over 50 steps) runs at once too
+        # (bgp.exabgp_run.patch_async_backlog); only a new incoming TCP connection waits up to one poll.
         "exabgp_reactor_speed": EXABGP_REACTOR_SPEED,
     }
