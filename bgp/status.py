@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bgp.peer_status import PeerStatus
 from l3net.keys import KeyLayout
+from l3net.nodestatus import stamped
 
 if TYPE_CHECKING:
     from l3net.nodestatus import StatusPublisher
@@ -56,9 +57,8 @@ def document(node: str, peers: Iterable[PeerStatus], *, as_number: int | None = 
 
 def encode(node: str, peers: Iterable[PeerStatus], *, as_number: int | None = None, router_id: str | None = None,
            now: float | None = None, errors: Iterable[str] = ()) -> bytes:
-    doc = document(node, peers, as_number=as_number, router_id=router_id, errors=errors)
-    doc["updated"] = time.time() if now is None else now
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return stamped(document(node, peers, as_number=as_number, router_id=router_id, errors=errors),
+                   time.time() if now is None else now)
 
 
 def decode(value: bytes) -> NodeStatus:

@@ -147,12 +147,12 @@ class StatusPublisher:
         self._urgent.clear()
         with self._lock:
             now = time.time()
-            body = dict(self._status, updated=now) if self._record_dirty else None
-            extra = {key: _stamped(self._extra[key], now) for key in self._extra_dirty}
+            body = stamped(self._status, now) if self._record_dirty else None
+            extra = {key: stamped(self._extra[key], now) for key in self._extra_dirty}
             self._record_dirty, self._extra_dirty = False, set()
         try:
             if body is not None:
-                self.ds.put(self.key, json.dumps(body, sort_keys=True).encode(), lease=self._lease.id)
+                self.ds.put(self.key, body, lease=self._lease.id)
                 self._last_write = time.monotonic()
             for key, value in extra.items():
                 self.ds.put(key, value, lease=self._lease.id)
@@ -175,7 +175,8 @@ class StatusPublisher:
                 _log.debug("lease revoke failed error=%s", exc)
 
 
-def _stamped(doc: Mapping[str, Any], now: float) -> bytes:
+def stamped(doc: Mapping[str, Any], now: float) -> bytes:
+    """The stored form of a status document: ``doc`` with ``updated`` set to ``now``, as compact sorted JSON."""
     return json.dumps(dict(doc, updated=now), sort_keys=True, separators=(",", ":")).encode()
 
 

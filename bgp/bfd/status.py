@@ -21,6 +21,7 @@ from typing import Any
 
 from bgp.bfd.speaker import SessionStatus
 from l3net.keys import KeyLayout
+from l3net.nodestatus import stamped
 
 _log = logging.getLogger(__name__)
 
@@ -35,9 +36,7 @@ def document(node: str, sessions: Iterable[SessionStatus]) -> dict[str, Any]:
 
 
 def encode(node: str, sessions: Iterable[SessionStatus], *, now: float | None = None) -> bytes:
-    doc = document(node, sessions)
-    doc["updated"] = time.time() if now is None else now
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return stamped(document(node, sessions), time.time() if now is None else now)
 
 
 def decode(value: bytes) -> tuple[str, list[dict[str, Any]]]:
